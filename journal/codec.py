@@ -1,0 +1,56 @@
+"""msgpack encoding of event envelopes.
+
+Envelope on disk (a msgpack array, so field names cost nothing per event)::
+
+    [version, seq, hlc, origin, type, actor, payload]
+
+``payload`` is a msgpack map with string keys. Unknown types decode as-is (a newer node's event is still
+dumpable); ``UPCASTERS`` turns old payload versions into the current shape on read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from .events import ENVELOPE_VERSION, Event, EventType
+
+#: (event type, envelope version) -> function upgrading that payload to the next version.
+UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+class DecodeError(ValueError):
+    """Bytes that passed the frame checksum but are not a valid envelope."""
+
+
+def encode_event(event: Event) -> bytes:
+    return msgpack.packb(
+        [ENVELOPE_VERSION, event.seq, event.hlc, event.origin, str(event.type), event.actor, event.payload],
+        use_bin_type=True,
+    )
+
+
+def decode_event(data: bytes) -> Event:
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise DecodeError(f"not msgpack: {exc}") from exc
+    if not isinstance(obj, list) or len(obj) != 7:
+        raise DecodeError("envelope is not a 7-element array")
+    version, seq, hlc, origin, type_name, actor, payload = obj
+    if not (isinstance(version, int) and isinstance(seq, int) and isinstance(hlc, int)):
+        raise DecodeError("envelope header fields have wrong types")
+    if not isinstance(payload, dict) or not isinstance(type_name, str):
+        raise DecodeError("envelope payload is not a map")
+    while version < ENVELOPE_VERSION:
+        upcast = UPCASTERS.get((type_name, version))
+        if upcast is not None:
+            payload = upcast(payload)
+        version += 1
+    try:
+        etype: EventType | str = EventType(type_name)
+    except ValueError:
+        etype = type_name
+    return Event(seq=seq, hlc=hlc, origin=str(origin), type=etype, payload=payload, actor=str(actor))  # type: ignore[arg-type]

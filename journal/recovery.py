@@ -1,0 +1,120 @@
+"""Start-up scan of the journal: find the durable end, truncate a torn tail, refuse on mid-log corruption.
+
+Rules (docs/architecture/recovery.md):
+  1. Segments are read in name order; each must start with a valid header whose first_seq continues the log.
+  2. Records must decode and their seqs must be gap-free.
+  3. A torn record (see framing.py) is allowed only at the end of the last segment: it is truncated and reported.
+  4. Anything else bad raises CorruptJournalError naming segment and offset -- unless ``repair=True``, which
+     truncates the log at the first bad spot and deletes later segments (the operator asked for it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .codec import DecodeError, decode_event
+from .errors import CorruptJournalError
+from .events import Event
+from .framing import ScanEnd, StopReason, scan_records
+from .segment import SEGMENT_HEADER_BYTES, decode_header, first_seq_of, fsync_dir, list_segments
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class RecoveryReport:
+    """What recovery found: the durable end and anything it dropped."""
+
+    last_seq: int = 0
+    last_hlc: int = 0
+    tail_segment: Path | None = None
+    tail_offset: int = 0
+    dropped_bytes: int = 0
+    dropped_segments: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def iter_segment(path: Path, expect_seq: int | None) -> Iterator[Event | ScanEnd]:
+    """Events of one segment, then a ScanEnd; seq gaps and undecodable records end it as BAD."""
+    data = path.read_bytes()
+    header = decode_header(data)
+    if header is None:
+        reason = StopReason.TORN if not any(data) or len(data) < SEGMENT_HEADER_BYTES else StopReason.BAD
+        yield ScanEnd(0, reason, "invalid segment header")
+        return
+    if header.first_seq != first_seq_of(path) or (expect_seq is not None and header.first_seq != expect_seq):
+        yield ScanEnd(0, StopReason.BAD, f"segment starts at seq {header.first_seq}, expected {expect_seq}")
+        return
+    seq = header.first_seq
+    for item in scan_records(data, SEGMENT_HEADER_BYTES):
+        if isinstance(item, ScanEnd):
+            yield item
+            return
+        offset, payload = item
+        try:
+            event = decode_event(bytes(payload))
+        except DecodeError as exc:
+            yield ScanEnd(offset, StopReason.BAD, f"undecodable event: {exc}")
+            return
+        if event.seq != seq:
+            yield ScanEnd(offset, StopReason.BAD, f"seq {event.seq} where {seq} was expected")
+            return
+        seq += 1
+        yield event
+
+
+def recover(directory: Path, *, repair: bool = False) -> RecoveryReport:
+    """Scan every segment; make the directory end exactly at the last durable event."""
+    report = RecoveryReport()
+    segments = list_segments(directory)
+    expect: int | None = None
+    for index, path in enumerate(segments):
+        is_last = index == len(segments) - 1
+        end: ScanEnd | None = None
+        for item in iter_segment(path, expect):
+            if isinstance(item, ScanEnd):
+                end = item
+                break
+            report.last_seq = item.seq
+            report.last_hlc = max(report.last_hlc, item.hlc)
+        assert end is not None
+        expect = report.last_seq + 1 if report.last_seq else None
+        if end.reason is StopReason.CLEAN:
+            report.tail_segment, report.tail_offset = path, end.offset
+            continue
+        if end.reason is StopReason.BAD or not is_last:
+            if not repair:
+                raise CorruptJournalError(path.name, end.offset, end.detail)
+            report.notes.append(f"repair: cut {path.name} at offset {end.offset} ({end.detail})")
+        _truncate_tail(path, end, report)
+        for later in segments[index + 1 :]:
+            report.dropped_bytes += later.stat().st_size
+            report.dropped_segments.append(later.name)
+            later.unlink()
+        if segments[index + 1 :]:
+            fsync_dir(directory)
+        break
+    return report
+
+
+def _truncate_tail(path: Path, end: ScanEnd, report: RecoveryReport) -> None:
+    size = path.stat().st_size
+    if end.offset == 0:  # not even a valid header: the segment holds nothing durable
+        path.unlink()
+        fsync_dir(path.parent)
+        report.dropped_segments.append(path.name)
+        report.dropped_bytes += size
+        log.warning("journal: removed segment %s with no valid header (%d bytes)", path.name, size)
+        return
+    with open(path, "r+b") as fh:
+        fh.truncate(end.offset)
+        os.fsync(fh.fileno())
+    report.tail_segment, report.tail_offset = path, end.offset
+    report.dropped_bytes += size - end.offset
+    msg = f"truncated {path.name} at offset {end.offset}: dropped {size - end.offset} bytes ({end.detail})"
+    report.notes.append(msg)
+    log.warning("journal: %s", msg)

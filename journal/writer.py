@@ -1,0 +1,142 @@
+"""The Journal: one ordered, durable log per node.
+
+``write_batch`` is the single durable step: it gives each draft its ``seq`` (gap-free) and ``hlc``, writes all
+frames with one ``write`` and makes them durable with one ``fdatasync``. ``append`` is the async, group-committed
+front door for callers that only need to log (tools, tests, benchmarks); the engine's sequencer batches commands
+itself and calls ``write_batch`` from its own group-commit thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from .codec import encode_event
+from .errors import JournalClosedError
+from .events import Event, EventDraft, EventType
+from .framing import ScanEnd, encode_record
+from .groupcommit import GroupCommitQueue
+from .hlc import HybridClock
+from .recovery import RecoveryReport, iter_segment, recover
+from .segment import create_segment, first_seq_of, list_segments
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+
+
+class Journal:
+    """Append-only event log over a directory of segments; recovers itself on open."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        origin: str,
+        segment_size_bytes: int = DEFAULT_SEGMENT_BYTES,
+        clock: HybridClock | None = None,
+        repair: bool = False,
+    ) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.origin = origin
+        self.segment_size_bytes = segment_size_bytes
+        self.report: RecoveryReport = recover(self.directory, repair=repair)
+        self.clock = clock or HybridClock()
+        self.clock.observe(self.report.last_hlc)
+        self._last_seq = self.report.last_seq
+        self._lock = threading.Lock()
+        self._fd = -1
+        self._size = 0
+        if self.report.tail_segment is not None:
+            self._open_tail(self.report.tail_segment, self.report.tail_offset)
+        self._committer: GroupCommitQueue[EventDraft, Event] | None = None
+        self._closed = False
+
+    @property
+    def last_seq(self) -> int:
+        return self._last_seq
+
+    def _open_tail(self, path: Path, size: int) -> None:
+        self._fd = os.open(path, os.O_WRONLY)
+        self._size = size
+
+    def _roll(self, first_seq: int) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        path = create_segment(self.directory, first_seq, self.clock.tick() >> 16)
+        self._open_tail(path, os.path.getsize(path))
+
+    def write_batch(self, drafts: Sequence[EventDraft]) -> list[Event]:
+        """Assign seq/hlc, write and fdatasync; returns the durable events. All or nothing."""
+        if self._closed:
+            raise JournalClosedError("journal is closed")
+        with self._lock:
+            if not drafts:
+                return []
+            if self._fd < 0 or self._size >= self.segment_size_bytes:
+                self._roll(self._last_seq + 1)
+            events = []
+            frames = []
+            seq = self._last_seq
+            for draft in drafts:
+                seq += 1
+                event = Event(seq, self.clock.tick(), self.origin, draft.type, draft.payload, draft.actor)
+                events.append(event)
+                frames.append(encode_record(encode_event(event)))
+            data = b"".join(frames)
+            try:
+                written = os.pwrite(self._fd, data, self._size)
+                if written != len(data):
+                    raise OSError(f"short journal write: {written} of {len(data)} bytes")
+                os.fdatasync(self._fd)
+            except BaseException:
+                # Never leave a half batch where the next batch would follow it.
+                os.ftruncate(self._fd, self._size)
+                raise
+            self._size += len(data)
+            self._last_seq = seq
+            return events
+
+    async def append(self, type: EventType, payload: dict[str, Any], actor: str = "") -> Event:
+        """Log one event; returns once it is durable (shares its fsync with concurrent appends)."""
+        if self._committer is None:
+            with self._lock:
+                if self._committer is None:
+                    self._committer = GroupCommitQueue(self.write_batch, name="journal-append")
+        return await self._committer.submit(EventDraft(type, payload, actor))
+
+    @property
+    def committer(self) -> GroupCommitQueue[EventDraft, Event] | None:
+        return self._committer
+
+    def read(self, from_seq: int = 1, to_seq: int | None = None) -> Iterator[Event]:
+        """Durable events with ``from_seq <= seq <= to_seq``, in order."""
+        segments = list_segments(self.directory)
+        start = 0
+        for i, path in enumerate(segments):
+            if first_seq_of(path) <= from_seq:
+                start = i
+        for path in segments[start:]:
+            if to_seq is not None and first_seq_of(path) > to_seq:
+                return
+            for item in iter_segment(path, None):
+                if isinstance(item, ScanEnd):
+                    break
+                if item.seq > self._last_seq or (to_seq is not None and item.seq > to_seq):
+                    return
+                if item.seq >= from_seq:
+                    yield item
+
+    def close(self) -> None:
+        if self._committer is not None:
+            self._committer.close()
+        with self._lock:
+            self._closed = True
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
