@@ -49,7 +49,7 @@ class Journal:
         self.clock = clock or HybridClock()
         self.clock.observe(self.report.last_hlc)
         self._last_seq = self.report.last_seq
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._fd = -1
         self._size = 0
         if self.report.tail_segment is not None:
@@ -71,24 +71,30 @@ class Journal:
         path = create_segment(self.directory, first_seq, self.clock.tick() >> 16)
         self._open_tail(path, os.path.getsize(path))
 
+    def stamp(self, draft: EventDraft, seq: int) -> Event:
+        """Give a draft its place in the order: ``seq`` (chosen by the single writer) and a fresh HLC."""
+        return Event(seq, self.clock.tick(), self.origin, draft.type, draft.payload, draft.actor)
+
     def write_batch(self, drafts: Sequence[EventDraft]) -> list[Event]:
         """Assign seq/hlc, write and fdatasync; returns the durable events. All or nothing."""
+        with self._lock:
+            events = [self.stamp(d, self._last_seq + i) for i, d in enumerate(drafts, 1)]
+            self.write_events(events)
+            return events
+
+    def write_events(self, events: Sequence[Event]) -> None:
+        """Write already-stamped events (seqs must continue the log) with one write and one fdatasync."""
         if self._closed:
             raise JournalClosedError("journal is closed")
         with self._lock:
-            if not drafts:
-                return []
+            if not events:
+                return
+            for i, event in enumerate(events, 1):
+                if event.seq != self._last_seq + i:
+                    raise ValueError(f"event seq {event.seq} does not continue the log at {self._last_seq}")
             if self._fd < 0 or self._size >= self.segment_size_bytes:
                 self._roll(self._last_seq + 1)
-            events = []
-            frames = []
-            seq = self._last_seq
-            for draft in drafts:
-                seq += 1
-                event = Event(seq, self.clock.tick(), self.origin, draft.type, draft.payload, draft.actor)
-                events.append(event)
-                frames.append(encode_record(encode_event(event)))
-            data = b"".join(frames)
+            data = b"".join(encode_record(encode_event(e)) for e in events)
             try:
                 written = os.pwrite(self._fd, data, self._size)
                 if written != len(data):
@@ -99,8 +105,7 @@ class Journal:
                 os.ftruncate(self._fd, self._size)
                 raise
             self._size += len(data)
-            self._last_seq = seq
-            return events
+            self._last_seq = events[-1].seq
 
     async def append(self, type: EventType, payload: dict[str, Any], actor: str = "") -> Event:
         """Log one event; returns once it is durable (shares its fsync with concurrent appends)."""

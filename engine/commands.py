@@ -1,0 +1,237 @@
+"""Deciders: validate a command against the current views, then emit the events that record it.
+
+Each runs on the sequencer thread inside the batch's write transaction (see sequencer.py), so checks and the
+resulting events are atomic with respect to every other writer: a conditional PUT, a bucket delete racing a PUT,
+or two completions of one upload cannot interleave. Deciders never touch volumes or the clock; anything random
+(version ids) is chosen here and stored in the event, so replay is deterministic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Any
+
+from s4.journal import EventType
+
+from .errors import ErrorCode, S3Error
+from .model import NULL_VERSION, Bucket
+from .sequencer import Decider, Decision
+from .views import namespace
+from .views.records import Tx
+
+MIN_PART_BYTES = 5 * 1024 * 1024
+
+
+def require_bucket(tx: Tx, name: str) -> Bucket:
+    bucket = tx.bucket(name)
+    if bucket is None:
+        raise S3Error(ErrorCode.NO_SUCH_BUCKET, resource=name, BucketName=name)
+    return bucket
+
+
+def object_id(tx: Tx, bucket: Bucket, key: str) -> int | None:
+    return namespace.find_object(tx.txn, tx.dbs["ns"], bucket.root, key.encode())
+
+
+def current_version(tx: Tx, bucket: Bucket, key: str) -> dict[str, Any] | None:
+    """The latest version of ``key`` unless it is missing or a delete marker."""
+    oid = object_id(tx, bucket, key)
+    rec = tx.latest(oid) if oid is not None else None
+    return None if rec is None or rec.get("dm") else rec
+
+
+def check_write_conditions(tx: Tx, bucket: Bucket, key: str, args: dict[str, Any]) -> None:
+    """``If-None-Match: *`` and ``If-Match: etag`` on writes, evaluated atomically with the write."""
+    if_none, if_match = args.get("if_none_match"), args.get("if_match")
+    if not if_none and not if_match:
+        return
+    current = current_version(tx, bucket, key)
+    if if_none and current is not None and (if_none == "*" or if_none.strip('"') == current["e"]):
+        raise S3Error(ErrorCode.PRECONDITION_FAILED, Condition="If-None-Match")
+    if if_match:
+        if current is None:
+            raise S3Error(ErrorCode.NO_SUCH_KEY, resource=key, Key=key)
+        if if_match != "*" and if_match.strip('"') != current["e"]:
+            raise S3Error(ErrorCode.PRECONDITION_FAILED, Condition="If-Match")
+
+
+def new_version_id(bucket: Bucket) -> str:
+    return str(uuid.uuid4()) if bucket.versioning == "Enabled" else NULL_VERSION
+
+
+# -- buckets ------------------------------------------------------------------------------------------------------
+def create_bucket(d: Decision, args: dict[str, Any]) -> None:
+    existing = d.tx.bucket(args["bucket"])
+    if existing is not None:
+        raise S3Error(ErrorCode.BUCKET_ALREADY_OWNED_BY_YOU, resource=args["bucket"], BucketName=args["bucket"])
+    d.emit(EventType.BUCKET_CREATED, {"bucket": args["bucket"], "region": args["region"], "owner": d.actor})
+
+
+def delete_bucket(d: Decision, args: dict[str, Any]) -> None:
+    bucket = require_bucket(d.tx, args["bucket"])
+    if namespace.has_children(d.tx.txn, d.tx.dbs["ns"], bucket.root) or any(
+            d.tx.scan("upload_keys", bucket.name.encode() + b"\0")):
+        raise S3Error(ErrorCode.BUCKET_NOT_EMPTY, resource=bucket.name, BucketName=bucket.name)
+    d.emit(EventType.BUCKET_DELETED, {"bucket": bucket.name})
+
+
+def set_bucket_config(d: Decision, args: dict[str, Any]) -> None:
+    bucket = require_bucket(d.tx, args["bucket"])
+    if args["kind"] == "versioning" and args["value"] == "Suspended" and not bucket.versioning:
+        pass  # AWS accepts suspending a never-versioned bucket; it becomes Suspended
+    d.emit(EventType.BUCKET_CONFIG_SET, {"bucket": bucket.name, "kind": args["kind"], "value": args["value"]})
+
+
+# -- objects ------------------------------------------------------------------------------------------------------
+def put_object(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
+    bucket = require_bucket(d.tx, args["bucket"])
+    check_write_conditions(d.tx, bucket, args["key"], args)
+    version = dict(args["version"], v=new_version_id(bucket))
+    event = d.emit(EventType.OBJECT_VERSION_PUT, {"bucket": bucket.name, "key": args["key"], "version": version,
+                                                  "blobs_at": args["blobs_at"]})
+    return dict(version, h=event.hlc, t=event.hlc >> 16)
+
+
+def delete_object(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
+    """DeleteObject semantics for every versioning state; returns what the response headers report."""
+    bucket = require_bucket(d.tx, args["bucket"])
+    key, version_id = args["key"], args.get("version_id")
+    oid = object_id(d.tx, bucket, key)
+    if version_id is not None:
+        rec = d.tx.version(oid, version_id) if oid is not None else None
+        if rec is None:
+            return {"version_id": version_id, "delete_marker": False}
+        d.emit(EventType.OBJECT_VERSION_REMOVED, {"bucket": bucket.name, "key": key, "version_id": version_id})
+        return {"version_id": version_id, "delete_marker": bool(rec.get("dm"))}
+    if not bucket.versioning:
+        if oid is not None and d.tx.version(oid, NULL_VERSION) is not None:
+            d.emit(EventType.OBJECT_VERSION_REMOVED, {"bucket": bucket.name, "key": key,
+                                                      "version_id": NULL_VERSION})
+        return {"version_id": None, "delete_marker": False}
+    marker_id = new_version_id(bucket)
+    d.emit(EventType.DELETE_MARKER_PUT, {"bucket": bucket.name, "key": key, "version_id": marker_id})
+    return {"version_id": marker_id, "delete_marker": True}
+
+
+def set_object_tags(d: Decision, args: dict[str, Any]) -> str:
+    bucket = require_bucket(d.tx, args["bucket"])
+    oid = object_id(d.tx, bucket, args["key"])
+    rec = None
+    if oid is not None:
+        rec = d.tx.version(oid, args["version_id"]) if args.get("version_id") else d.tx.latest(oid)
+    if rec is None or (rec.get("dm") and not args.get("version_id")):
+        raise S3Error(ErrorCode.NO_SUCH_KEY, resource=args["key"], Key=args["key"])
+    if rec.get("dm"):
+        raise S3Error(ErrorCode.METHOD_NOT_ALLOWED, headers={"x-amz-delete-marker": "true"})
+    d.emit(EventType.OBJECT_TAGS_SET, {"bucket": bucket.name, "key": args["key"], "version_id": rec["v"],
+                                       "tags": args["tags"]})
+    return str(rec["v"])
+
+
+def rename(d: Decision, args: dict[str, Any]) -> None:
+    """Rename one key, or every key under a prefix (both ending in '/'), as one event."""
+    bucket = require_bucket(d.tx, args["bucket"])
+    src, dst = args["src"], args["dst"]
+    ns = d.tx.dbs["ns"]
+    if src.endswith("/") != dst.endswith("/"):
+        raise S3Error(ErrorCode.INVALID_ARGUMENT, "Source and destination must both be prefixes (end in '/') "
+                      "or both be keys")
+    if src.endswith("/"):
+        if dst.startswith(src):
+            raise S3Error(ErrorCode.INVALID_REQUEST, "Cannot rename a prefix into its own subtree")
+        dirs, _ = namespace.split_key(src.encode())
+        if namespace.find_dir(d.tx.txn, ns, bucket.root, dirs) is None:
+            raise S3Error(ErrorCode.NO_SUCH_KEY, f"No objects under prefix {src}", resource=src, Key=src)
+        dst_dirs, _ = namespace.split_key(dst.encode())
+        if namespace.find_dir(d.tx.txn, ns, bucket.root, dst_dirs) is not None:
+            raise S3Error(ErrorCode.INVALID_REQUEST, f"Destination prefix {dst} already holds objects")
+    else:
+        if object_id(d.tx, bucket, src) is None:
+            raise S3Error(ErrorCode.NO_SUCH_KEY, resource=src, Key=src)
+        if object_id(d.tx, bucket, dst) is not None:
+            raise S3Error(ErrorCode.INVALID_REQUEST, f"Destination key {dst} already exists")
+    d.emit(EventType.PREFIX_RENAMED, {"bucket": bucket.name, "src": src, "dst": dst})
+
+
+# -- multipart ----------------------------------------------------------------------------------------------------
+def create_multipart(d: Decision, args: dict[str, Any]) -> str:
+    bucket = require_bucket(d.tx, args["bucket"])
+    upload = dict(args["upload"], u=uuid.uuid4().hex + uuid.uuid4().hex[:8], bk=bucket.name, o=d.actor)
+    d.emit(EventType.MULTIPART_CREATED, {"bucket": bucket.name, "key": upload["k"], "upload": upload})
+    return str(upload["u"])
+
+
+def require_upload(tx: Tx, bucket: str, key: str, upload_id: str) -> Any:
+    upload = tx.upload(upload_id)
+    if upload is None or upload.bucket != bucket or upload.key != key:
+        raise S3Error(ErrorCode.NO_SUCH_UPLOAD, resource=upload_id, UploadId=upload_id)
+    return upload
+
+
+def store_part(d: Decision, args: dict[str, Any]) -> None:
+    require_bucket(d.tx, args["bucket"])
+    require_upload(d.tx, args["bucket"], args["key"], args["upload_id"])
+    d.emit(EventType.PART_STORED, {"bucket": args["bucket"], "upload_id": args["upload_id"], "part": args["part"],
+                                   "blobs_at": args["blobs_at"]})
+
+
+def complete_multipart(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
+    """Check the client's part list against the stored parts and assemble the object from their blobs."""
+    bucket = require_bucket(d.tx, args["bucket"])
+    upload = require_upload(d.tx, bucket.name, args["key"], args["upload_id"])
+    check_write_conditions(d.tx, bucket, args["key"], args)
+    wanted: list[list[Any]] = args["parts"]
+    numbers = [n for n, _ in wanted]
+    if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
+        raise S3Error(ErrorCode.INVALID_PART_ORDER, UploadId=upload.upload_id)
+    md5s, blobs, sizes, part_checksums = [], [], [], []
+    for index, (number, etag) in enumerate(wanted):
+        part = d.tx.part(upload.upload_id, number)
+        if part is None or part.etag != etag.strip('"'):
+            raise S3Error(ErrorCode.INVALID_PART, UploadId=upload.upload_id, PartNumber=str(number),
+                          ETag=etag)
+        if part.size < args.get("min_part_bytes", MIN_PART_BYTES) and index < len(wanted) - 1:
+            raise S3Error(ErrorCode.ENTITY_TOO_SMALL, ProposedSize=str(part.size),
+                          MinSizeAllowed=str(MIN_PART_BYTES), PartNumber=str(number), ETag=part.etag)
+        md5s.append(bytes.fromhex(part.etag))
+        blobs.extend([b.hash, b.size] for b in part.blobs)
+        sizes.append(part.size)
+        part_checksums.append(part.checksums)
+    etag = f"{hashlib.md5(b''.join(md5s)).hexdigest()}-{len(wanted)}"
+    version = {"v": new_version_id(bucket), "s": sum(sizes), "e": etag, "ct": upload.content_type,
+               "b": blobs, "ps": sizes}
+    for short, value in (("m", upload.metadata), ("hd", upload.headers), ("tg", upload.tags),
+                         ("ck", args.get("checksums") or {})):
+        if value:
+            version[short] = value
+    event = d.emit(EventType.MULTIPART_COMPLETED, {"bucket": bucket.name, "key": upload.key,
+                                                   "upload_id": upload.upload_id, "version": version})
+    return dict(version, h=event.hlc, t=event.hlc >> 16, part_checksums=part_checksums)
+
+
+def abort_multipart(d: Decision, args: dict[str, Any]) -> None:
+    require_bucket(d.tx, args["bucket"])
+    require_upload(d.tx, args["bucket"], args["key"], args["upload_id"])
+    d.emit(EventType.MULTIPART_ABORTED, {"bucket": args["bucket"], "upload_id": args["upload_id"]})
+
+
+# -- volumes ------------------------------------------------------------------------------------------------------
+def seal_volume(d: Decision, args: dict[str, Any]) -> None:
+    d.emit(EventType.VOLUME_SEALED, {"volume": args["volume"], "size": args["size"]})
+
+
+DECIDERS: dict[str, Decider] = {
+    "create_bucket": create_bucket,
+    "delete_bucket": delete_bucket,
+    "set_bucket_config": set_bucket_config,
+    "put_object": put_object,
+    "delete_object": delete_object,
+    "set_object_tags": set_object_tags,
+    "rename": rename,
+    "create_multipart": create_multipart,
+    "store_part": store_part,
+    "complete_multipart": complete_multipart,
+    "abort_multipart": abort_multipart,
+    "seal_volume": seal_volume,
+}

@@ -1,0 +1,141 @@
+"""The one client-facing error family: ``S3Error(ErrorCode.X)``.
+
+    S3Error -- carries an ErrorCode (AWS code, HTTP status, default message) plus optional message,
+               resource, extra XML fields and extra response headers.
+
+The engine detects S3 conditions itself (NoSuchKey, BucketNotEmpty, InvalidPart...) and raises them directly;
+the HTTP layer (s4.api.errors) only renders them. Anything else reaching the HTTP layer is an InternalError.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+
+class ErrorCode(enum.Enum):
+    """Every S3 error S4 can return: (AWS code, HTTP status, default message)."""
+
+    ACCESS_DENIED = ("AccessDenied", 403, "Access Denied")
+    ACCOUNT_PROBLEM = ("AccountProblem", 403, "There is a problem with your AWS account.")
+    AUTHORIZATION_HEADER_MALFORMED = (
+        "AuthorizationHeaderMalformed", 400, "The authorization header that you provided is not valid.")
+    AUTHORIZATION_QUERY_PARAMETERS_ERROR = (
+        "AuthorizationQueryParametersError", 400, "Error parsing the X-Amz-Credential parameter.")
+    BAD_DIGEST = ("BadDigest", 400, "The Content-MD5 or checksum value that you specified did not match what "
+                  "the server received.")
+    BUCKET_ALREADY_EXISTS = ("BucketAlreadyExists", 409, "The requested bucket name is not available.")
+    BUCKET_ALREADY_OWNED_BY_YOU = (
+        "BucketAlreadyOwnedByYou", 409,
+        "Your previous request to create the named bucket succeeded and you already own it.")
+    BUCKET_NOT_EMPTY = ("BucketNotEmpty", 409, "The bucket you tried to delete is not empty.")
+    ENTITY_TOO_LARGE = ("EntityTooLarge", 400, "Your proposed upload exceeds the maximum allowed object size.")
+    ENTITY_TOO_SMALL = ("EntityTooSmall", 400,
+                        "Your proposed upload is smaller than the minimum allowed object size.")
+    EXPIRED_TOKEN = ("ExpiredToken", 400, "The provided token has expired.")
+    ILLEGAL_VERSIONING_CONFIGURATION = (
+        "IllegalVersioningConfigurationException", 400,
+        "The versioning configuration specified in the request is invalid.")
+    INCOMPLETE_BODY = ("IncompleteBody", 400,
+                       "You did not provide the number of bytes specified by the Content-Length HTTP header.")
+    INTERNAL_ERROR = ("InternalError", 500, "We encountered an internal error. Please try again.")
+    INVALID_ACCESS_KEY_ID = ("InvalidAccessKeyId", 403,
+                             "The AWS access key ID you provided does not exist in our records.")
+    INVALID_ARGUMENT = ("InvalidArgument", 400, "Invalid Argument")
+    INVALID_BUCKET_NAME = ("InvalidBucketName", 400, "The specified bucket is not valid.")
+    INVALID_BUCKET_STATE = ("InvalidBucketState", 409, "The request is not valid with the current state of "
+                            "the bucket.")
+    INVALID_DIGEST = ("InvalidDigest", 400, "The Content-MD5 you specified is not valid.")
+    INVALID_LOCATION_CONSTRAINT = ("InvalidLocationConstraint", 400,
+                                   "The specified location constraint is not valid.")
+    INVALID_OBJECT_STATE = ("InvalidObjectState", 403, "The operation is not valid for the current state of "
+                            "the object.")
+    INVALID_PART = ("InvalidPart", 400, "One or more of the specified parts could not be found. The part may "
+                    "not have been uploaded, or the specified entity tag may not match the part's entity tag.")
+    INVALID_PART_ORDER = ("InvalidPartOrder", 400, "The list of parts was not in ascending order. The parts "
+                          "list must be specified in order by part number.")
+    INVALID_RANGE = ("InvalidRange", 416, "The requested range is not satisfiable")
+    INVALID_REQUEST = ("InvalidRequest", 400, "Invalid Request")
+    INVALID_STORAGE_CLASS = ("InvalidStorageClass", 400, "The storage class you specified is not valid.")
+    INVALID_TAG = ("InvalidTag", 400, "The tag provided was not a valid tag.")
+    KEY_TOO_LONG = ("KeyTooLongError", 400, "Your key is too long.")
+    MALFORMED_XML = ("MalformedXML", 400, "The XML you provided was not well-formed or did not validate "
+                     "against our published schema.")
+    MALFORMED_POLICY = ("MalformedPolicy", 400, "Policy has invalid resource.")
+    METADATA_TOO_LARGE = ("MetadataTooLarge", 400, "Your metadata headers exceed the maximum allowed "
+                          "metadata size.")
+    METHOD_NOT_ALLOWED = ("MethodNotAllowed", 405, "The specified method is not allowed against this resource.")
+    MISSING_CONTENT_LENGTH = ("MissingContentLength", 411, "You must provide the Content-Length HTTP header.")
+    MISSING_SECURITY_HEADER = ("MissingSecurityHeader", 400, "Your request is missing a required header.")
+    NO_SUCH_BUCKET = ("NoSuchBucket", 404, "The specified bucket does not exist")
+    NO_SUCH_BUCKET_POLICY = ("NoSuchBucketPolicy", 404, "The bucket policy does not exist")
+    NO_SUCH_CORS_CONFIGURATION = ("NoSuchCORSConfiguration", 404, "The CORS configuration does not exist")
+    NO_SUCH_KEY = ("NoSuchKey", 404, "The specified key does not exist.")
+    NO_SUCH_LIFECYCLE_CONFIGURATION = ("NoSuchLifecycleConfiguration", 404,
+                                       "The lifecycle configuration does not exist")
+    NO_SUCH_TAG_SET = ("NoSuchTagSet", 404, "The TagSet does not exist")
+    NO_SUCH_UPLOAD = ("NoSuchUpload", 404, "The specified upload does not exist. The upload ID may be invalid, "
+                      "or the upload may have been aborted or completed.")
+    NO_SUCH_VERSION = ("NoSuchVersion", 404, "The specified version does not exist.")
+    NOT_IMPLEMENTED = ("NotImplemented", 501, "A header you provided implies functionality that is not "
+                       "implemented.")
+    NOT_MODIFIED = ("NotModified", 304, "Not Modified")
+    PRECONDITION_FAILED = ("PreconditionFailed", 412, "At least one of the preconditions you specified did "
+                           "not hold.")
+    CONDITIONAL_REQUEST_CONFLICT = ("ConditionalRequestConflict", 409, "A conflicting operation occurred.")
+    REQUEST_TIME_TOO_SKEWED = ("RequestTimeTooSkewed", 403, "The difference between the request time and the "
+                               "server's time is too large.")
+    REQUEST_TIMEOUT = ("RequestTimeout", 400, "Your socket connection to the server was not read from or "
+                       "written to within the timeout period.")
+    SERVICE_UNAVAILABLE = ("ServiceUnavailable", 503, "Please reduce your request rate.")
+    SIGNATURE_DOES_NOT_MATCH = (
+        "SignatureDoesNotMatch", 403,
+        "The request signature we calculated does not match the signature you provided. Check your key and "
+        "signing method.")
+    SLOW_DOWN = ("SlowDown", 503, "Please reduce your request rate.")
+    TOO_MANY_BUCKETS = ("TooManyBuckets", 400, "You have attempted to create more buckets than allowed.")
+    X_AMZ_CONTENT_SHA256_MISMATCH = ("XAmzContentSHA256Mismatch", 400, "The provided 'x-amz-content-sha256' "
+                                     "header does not match what was computed.")
+    INVALID_ENCRYPTION_ALGORITHM = ("InvalidEncryptionAlgorithmError", 400,
+                                    "The encryption request you specified is not valid.")
+    OBJECT_LOCK_CONFIGURATION_NOT_FOUND = ("ObjectLockConfigurationNotFoundError", 404,
+                                           "Object Lock configuration does not exist for this bucket")
+    NO_SUCH_PUBLIC_ACCESS_BLOCK = ("NoSuchPublicAccessBlockConfiguration", 404,
+                                   "The public access block configuration was not found")
+    OWNERSHIP_CONTROLS_NOT_FOUND = ("OwnershipControlsNotFoundError", 404,
+                                    "The bucket ownership controls were not found")
+    SERVER_SIDE_ENCRYPTION_NOT_FOUND = ("ServerSideEncryptionConfigurationNotFoundError", 404,
+                                        "The server side encryption configuration was not found")
+    NO_SUCH_WEBSITE_CONFIGURATION = ("NoSuchWebsiteConfiguration", 404,
+                                     "The specified bucket does not have a website configuration")
+    REPLICATION_CONFIGURATION_NOT_FOUND = ("ReplicationConfigurationNotFoundError", 404,
+                                           "The replication configuration was not found")
+
+    def __init__(self, aws_code: str, status: int, default_message: str) -> None:
+        self.aws_code = aws_code
+        self.status = status
+        self.default_message = default_message
+
+
+class S3Error(Exception):
+    """An S3 error response: code, message, and the extra XML fields/headers it carries."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str | None = None,
+        *,
+        resource: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        **fields: str,
+    ) -> None:
+        self.code = code
+        self.message = message or code.default_message
+        self.resource = resource
+        self.headers = dict(headers or {})
+        self.fields = fields
+        super().__init__(f"{code.aws_code}: {self.message}")
+
+    @property
+    def status(self) -> int:
+        return self.code.status

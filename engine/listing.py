@@ -1,0 +1,170 @@
+"""ListObjects (v1/v2), ListObjectVersions, ListMultipartUploads and ListParts over the views.
+
+Keys come from the namespace walk in S3 byte order. With a delimiter, the first *live* key under a common prefix
+emits that prefix and the walk re-seeks past it (``prefix + 0xFF``: no UTF-8 key contains that byte), so a page
+costs O(page size x depth) seeks however many keys the prefixes hold. A resume marker that is a common prefix
+resumes after everything under it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from .model import (
+    Bucket,
+    ListEntry,
+    ListPage,
+    ObjectVersion,
+    PartListPage,
+    Upload,
+    UploadListPage,
+    VersionListPage,
+)
+from .views import namespace
+from .views.records import Tx
+
+PAST = b"\xff"
+
+
+def _start(prefix: bytes, delim: bytes, marker: bytes) -> tuple[bytes, bool]:
+    """Where a listing begins: (seek key, inclusive)."""
+    if marker and marker >= prefix:
+        if delim and marker.startswith(prefix) and marker.endswith(delim) and \
+                marker.find(delim, len(prefix)) == len(marker) - len(delim):
+            return marker + PAST, False
+        return marker, False
+    return prefix, True
+
+
+def _common_prefix(key: bytes, prefix: bytes, delim: bytes) -> bytes | None:
+    if not delim:
+        return None
+    cut = key.find(delim, len(prefix))
+    return key[: cut + len(delim)] if cut >= 0 else None
+
+
+def list_objects(tx: Tx, bucket: Bucket, prefix: str, delimiter: str, start_after: str, max_keys: int) -> ListPage:
+    p, delim = prefix.encode(), delimiter.encode()
+    ns = tx.dbs["ns"]
+    page = ListPage()
+    start, inclusive = _start(p, delim, start_after.encode())
+    walk: Iterator[tuple[bytes, int]] = namespace.iter_from(tx.txn, ns, bucket.root, start, inclusive)
+    count = 0
+    while True:
+        item = next(walk, None)
+        if item is None:
+            break
+        key, oid = item
+        if not key.startswith(p):
+            break
+        rec = tx.latest(oid)
+        if rec is None or rec.get("dm"):
+            continue
+        if count >= max_keys:
+            page.is_truncated = True
+            break
+        cp = _common_prefix(key, p, delim)
+        if cp is not None:
+            page.common_prefixes.append(cp.decode())
+            page.next_marker = cp.decode()
+            walk = namespace.iter_from(tx.txn, ns, bucket.root, cp + PAST, False)
+        else:
+            name = key.decode()
+            page.entries.append(ListEntry(name, ObjectVersion.from_record(name, rec)))
+            page.next_marker = name
+        count += 1
+    return page
+
+
+def list_versions(tx: Tx, bucket: Bucket, prefix: str, delimiter: str, key_marker: str, version_id_marker: str,
+                  max_keys: int) -> VersionListPage:
+    p, delim = prefix.encode(), delimiter.encode()
+    ns = tx.dbs["ns"]
+    page = VersionListPage()
+    marker = key_marker.encode()
+    if marker and version_id_marker:
+        start, inclusive = marker, True
+    else:
+        start, inclusive = _start(p, delim, marker)
+    walk = namespace.iter_from(tx.txn, ns, bucket.root, start, inclusive)
+    count = 0
+    while True:
+        item = next(walk, None)
+        if item is None:
+            break
+        key, oid = item
+        if not key.startswith(p):
+            break
+        cp = _common_prefix(key, p, delim)
+        if cp is not None:
+            if count >= max_keys:
+                page.is_truncated = True
+                break
+            page.common_prefixes.append(cp.decode())
+            page.next_key_marker, page.next_version_id_marker = cp.decode(), ""
+            count += 1
+            walk = namespace.iter_from(tx.txn, ns, bucket.root, cp + PAST, False)
+            continue
+        name = key.decode()
+        skipping = bool(version_id_marker) and key == marker
+        for index, (_, rec) in enumerate(tx.versions(oid)):
+            if skipping:
+                skipping = rec["v"] != version_id_marker
+                continue
+            if count >= max_keys:
+                page.is_truncated = True
+                return page
+            version = ObjectVersion.from_record(name, rec)
+            version.is_latest = index == 0
+            page.versions.append(version)
+            page.next_key_marker, page.next_version_id_marker = name, version.version_id
+            count += 1
+    return page
+
+
+def list_uploads(tx: Tx, bucket: Bucket, prefix: str, delimiter: str, key_marker: str, upload_id_marker: str,
+                 max_uploads: int) -> UploadListPage:
+    page = UploadListPage()
+    base = bucket.name.encode() + b"\0"
+    count = 0
+    seen_prefixes: set[str] = set()
+    for raw_key, _ in tx.scan("upload_keys", base + prefix.encode()):
+        key_bytes, _, rest = raw_key[len(base):].partition(b"\0")
+        key, upload_id = key_bytes.decode(), rest[8:].decode()
+        if key_marker and (key < key_marker or (key == key_marker and (
+                not upload_id_marker or upload_id <= upload_id_marker))):
+            continue
+        cp = _common_prefix(key_bytes, prefix.encode(), delimiter.encode())
+        if cp is not None:
+            name = cp.decode()
+            if name in seen_prefixes or (key_marker and name <= key_marker):
+                continue
+            if count >= max_uploads:
+                page.is_truncated = True
+                break
+            seen_prefixes.add(name)
+            page.common_prefixes.append(name)
+            page.next_key_marker, page.next_upload_id_marker = name, ""
+            count += 1
+            continue
+        upload = tx.upload(upload_id)
+        if upload is None:
+            continue
+        if count >= max_uploads:
+            page.is_truncated = True
+            break
+        page.uploads.append(upload)
+        page.next_key_marker, page.next_upload_id_marker = key, upload_id
+        count += 1
+    return page
+
+
+def list_parts(tx: Tx, upload: Upload, part_number_marker: int, max_parts: int) -> PartListPage:
+    page = PartListPage()
+    for part in tx.parts(upload.upload_id, part_number_marker):
+        if len(page.parts) >= max_parts:
+            page.is_truncated = True
+            break
+        page.parts.append(part)
+        page.next_part_number_marker = part.part_number
+    return page

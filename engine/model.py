@@ -1,0 +1,205 @@
+"""Value types the engine hands to the S3 layer (and stores, msgpack-encoded, in the views).
+
+Views store these as plain dicts with short keys (``to_record``/``from_record``) so a record on disk never
+depends on Python class layout. See docs/architecture/views.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+NULL_VERSION = "null"
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRef:
+    """One content-addressed chunk of an object: sha256 of its bytes and its length."""
+
+    hash: bytes
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlobLocation:
+    """Where a blob's bytes are: volume name, offset of the data (after the record header), length."""
+
+    hash: bytes
+    volume: str
+    offset: int
+    size: int
+
+    def to_record(self) -> list[Any]:
+        return [self.hash, self.volume, self.offset, self.size]
+
+    @classmethod
+    def from_record(cls, rec: list[Any]) -> BlobLocation:
+        return cls(rec[0], rec[1], rec[2], rec[3])
+
+
+@dataclass(slots=True)
+class ObjectVersion:
+    """One version of a key: its bytes (as blob refs) and everything returned in GET/HEAD headers."""
+
+    key: str
+    version_id: str
+    last_modified_ms: int
+    size: int = 0
+    etag: str = ""  # without quotes
+    is_delete_marker: bool = False
+    content_type: str = "binary/octet-stream"
+    metadata: dict[str, str] = field(default_factory=dict)  # x-amz-meta-* without the prefix
+    headers: dict[str, str] = field(default_factory=dict)  # content-encoding, cache-control, expires, ...
+    checksums: dict[str, str] = field(default_factory=dict)  # algorithm -> base64 (``-N`` suffix if composite)
+    part_sizes: list[int] = field(default_factory=list)  # multipart objects: size of each part, in order
+    blobs: list[BlobRef] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+    hlc: int = 0
+    is_latest: bool = False  # filled in by readers, never stored
+
+    def to_record(self) -> dict[str, Any]:
+        rec: dict[str, Any] = {"v": self.version_id, "t": self.last_modified_ms, "s": self.size, "e": self.etag,
+                               "h": self.hlc}
+        if self.is_delete_marker:
+            rec["dm"] = True
+        else:
+            rec["ct"] = self.content_type
+            rec["b"] = [[b.hash, b.size] for b in self.blobs]
+        for short, value in (("m", self.metadata), ("hd", self.headers), ("ck", self.checksums),
+                             ("tg", self.tags)):
+            if value:
+                rec[short] = value
+        if self.part_sizes:
+            rec["ps"] = self.part_sizes
+        return rec
+
+    @classmethod
+    def from_record(cls, key: str, rec: dict[str, Any]) -> ObjectVersion:
+        return cls(
+            key=key,
+            version_id=rec["v"],
+            last_modified_ms=rec["t"],
+            size=rec.get("s", 0),
+            etag=rec.get("e", ""),
+            is_delete_marker=rec.get("dm", False),
+            content_type=rec.get("ct", "binary/octet-stream"),
+            metadata=rec.get("m", {}),
+            headers=rec.get("hd", {}),
+            checksums=rec.get("ck", {}),
+            part_sizes=rec.get("ps", []),
+            blobs=[BlobRef(h, s) for h, s in rec.get("b", [])],
+            tags=rec.get("tg", {}),
+            hlc=rec.get("h", 0),
+        )
+
+
+@dataclass(slots=True)
+class Bucket:
+    name: str
+    created_ms: int
+    region: str = "us-east-1"
+    versioning: str = ""  # "", "Enabled", "Suspended"
+    root: int = 0  # namespace node id of the bucket's root directory
+    owner: str = ""
+    object_count: int = 0  # keys whose latest version is not a delete marker
+    bytes_stored: int = 0  # sum of the sizes of every stored version
+
+    def to_record(self) -> dict[str, Any]:
+        return {"c": self.created_ms, "r": self.region, "v": self.versioning, "root": self.root,
+                "o": self.owner, "n": self.object_count, "sz": self.bytes_stored}
+
+    @classmethod
+    def from_record(cls, name: str, rec: dict[str, Any]) -> Bucket:
+        return cls(name, rec["c"], rec.get("r", "us-east-1"), rec.get("v", ""), rec.get("root", 0),
+                   rec.get("o", ""), rec.get("n", 0), rec.get("sz", 0))
+
+
+@dataclass(slots=True)
+class Part:
+    part_number: int
+    etag: str
+    size: int
+    last_modified_ms: int
+    blobs: list[BlobRef] = field(default_factory=list)
+    checksums: dict[str, str] = field(default_factory=dict)
+
+    def to_record(self) -> dict[str, Any]:
+        rec: dict[str, Any] = {"n": self.part_number, "e": self.etag, "s": self.size, "t": self.last_modified_ms,
+                               "b": [[b.hash, b.size] for b in self.blobs]}
+        if self.checksums:
+            rec["ck"] = self.checksums
+        return rec
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> Part:
+        return cls(rec["n"], rec["e"], rec["s"], rec["t"], [BlobRef(h, s) for h, s in rec["b"]],
+                   rec.get("ck", {}))
+
+
+@dataclass(slots=True)
+class Upload:
+    """An in-progress multipart upload and the object attributes it will complete with."""
+
+    upload_id: str
+    bucket: str
+    key: str
+    initiated_ms: int
+    content_type: str = "binary/octet-stream"
+    metadata: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    checksum_algorithm: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    owner: str = ""
+
+    def to_record(self) -> dict[str, Any]:
+        return {"u": self.upload_id, "bk": self.bucket, "k": self.key, "t": self.initiated_ms,
+                "ct": self.content_type, "m": self.metadata, "hd": self.headers, "ca": self.checksum_algorithm,
+                "tg": self.tags, "o": self.owner}
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> Upload:
+        return cls(rec["u"], rec["bk"], rec["k"], rec["t"], rec.get("ct", "binary/octet-stream"),
+                   rec.get("m", {}), rec.get("hd", {}), rec.get("ca", ""), rec.get("tg", {}), rec.get("o", ""))
+
+
+@dataclass(slots=True)
+class ListEntry:
+    """A key in a listing: its latest version (or, for version listings, one version)."""
+
+    key: str
+    version: ObjectVersion
+
+
+@dataclass(slots=True)
+class ListPage:
+    """One page of ListObjects/ListObjectsV2: keys and common prefixes, already merged in S3 order."""
+
+    entries: list[ListEntry] = field(default_factory=list)
+    common_prefixes: list[str] = field(default_factory=list)
+    is_truncated: bool = False
+    next_marker: str = ""  # last key or common prefix returned; the resume point
+
+
+@dataclass(slots=True)
+class VersionListPage:
+    versions: list[ObjectVersion] = field(default_factory=list)  # includes delete markers, S3 order
+    common_prefixes: list[str] = field(default_factory=list)
+    is_truncated: bool = False
+    next_key_marker: str = ""
+    next_version_id_marker: str = ""
+
+
+@dataclass(slots=True)
+class UploadListPage:
+    uploads: list[Upload] = field(default_factory=list)
+    common_prefixes: list[str] = field(default_factory=list)
+    is_truncated: bool = False
+    next_key_marker: str = ""
+    next_upload_id_marker: str = ""
+
+
+@dataclass(slots=True)
+class PartListPage:
+    parts: list[Part] = field(default_factory=list)
+    is_truncated: bool = False
+    next_part_number_marker: int = 0

@@ -1,0 +1,354 @@
+"""Events -> views. Deterministic and idempotent: the same events in the same order give the same views.
+
+``apply(tx, event)`` skips events at or below the views' ``last_seq`` and records the new ``last_seq`` in the
+same LMDB transaction as the view changes, so a crash can never leave a view half-updated or an event applied
+twice. Handlers never consult the clock or randomness: every value they store comes from the event (times come
+from its HLC). The dispatch table is the event catalogue's "views touched" column (docs/architecture/events.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from s4.journal import Event, EventType
+
+from .model import Bucket
+from .views import namespace
+from .views.env import pack, unpack
+from .views.records import Tx
+
+Handler = Callable[[Tx, Event], None]
+
+
+class ProjectionError(RuntimeError):
+    """An event that cannot apply to the current views: the log and views disagree (a bug or corruption)."""
+
+
+def _event_ms(event: Event) -> int:
+    return event.hlc >> 16
+
+
+def _root(tx: Tx, bucket: str) -> int:
+    b = tx.bucket(bucket)
+    if b is None:
+        raise ProjectionError(f"event for missing bucket {bucket!r}")
+    return b.root
+
+
+# -- blobs --------------------------------------------------------------------------------------------------------
+def incref(tx: Tx, digest: bytes, locations: dict[bytes, list[Any]]) -> None:
+    rec = tx.blob(digest)
+    if rec is not None:
+        rec[3] += 1
+    else:
+        loc = locations.get(digest)
+        if loc is None:
+            raise ProjectionError(f"blob {digest.hex()} referenced without a location")
+        rec = [loc[1], loc[2], loc[3], 1]
+        stats = tx.volume_stats(rec[0])
+        stats["live"] += rec[2]
+        tx.put_volume_stats(rec[0], stats)
+    tx.put("blobs", digest, pack(rec))
+
+
+def decref(tx: Tx, digest: bytes) -> None:
+    rec = tx.blob(digest)
+    if rec is None:
+        raise ProjectionError(f"blob {digest.hex()} released but not in the index")
+    rec[3] -= 1
+    if rec[3] > 0:
+        tx.put("blobs", digest, pack(rec))
+        return
+    tx.delete("blobs", digest)
+    stats = tx.volume_stats(rec[0])
+    stats["live"] -= rec[2]
+    stats["dead"] += rec[2]
+    tx.put_volume_stats(rec[0], stats)
+
+
+def _locations(payload: dict[str, Any]) -> dict[bytes, list[Any]]:
+    return {loc[0]: loc for loc in payload.get("blobs_at", ())}
+
+
+# -- objects ------------------------------------------------------------------------------------------------------
+def _store_version(tx: Tx, event: Event, rec: dict[str, Any]) -> None:
+    """Insert a version as the newest of its key (replacing a same-id version, e.g. ``null``)."""
+    p = event.payload
+    bucket = tx.bucket(p["bucket"])
+    if bucket is None:
+        raise ProjectionError(f"version for missing bucket {p['bucket']!r}")
+    rec = dict(rec, h=event.hlc, t=_event_ms(event))
+    oid, _ = namespace.ensure_object(tx.txn, tx.dbs["ns"], bucket.root, p["key"].encode(), tx.alloc_node)
+    before = tx.latest(oid)
+    was_live = before is not None and not before.get("dm")
+    locations = _locations(p)
+    for digest, _size in rec.get("b", ()):
+        incref(tx, digest, locations)
+    replaced = tx.delete_version(oid, rec["v"])
+    if replaced is not None:
+        _release(tx, bucket, replaced)
+    tx.insert_version(oid, rec)
+    bucket.bytes_stored += rec.get("s", 0)
+    bucket.object_count += int(not rec.get("dm")) - int(was_live)
+    tx.put_bucket(bucket)
+
+
+def _release(tx: Tx, bucket: Any, rec: dict[str, Any]) -> None:
+    for digest, _size in rec.get("b", ()):
+        decref(tx, digest)
+    bucket.bytes_stored -= rec.get("s", 0)
+
+
+def apply_object_version_put(tx: Tx, event: Event) -> None:
+    _store_version(tx, event, event.payload["version"])
+
+
+def apply_delete_marker_put(tx: Tx, event: Event) -> None:
+    _store_version(tx, event, {"v": event.payload["version_id"], "dm": True, "s": 0, "e": ""})
+
+
+def apply_object_version_removed(tx: Tx, event: Event) -> None:
+    p = event.payload
+    bucket = tx.bucket(p["bucket"])
+    if bucket is None:
+        raise ProjectionError(f"version removal for missing bucket {p['bucket']!r}")
+    key = p["key"].encode()
+    oid = namespace.find_object(tx.txn, tx.dbs["ns"], bucket.root, key)
+    if oid is None:
+        return
+    before = tx.latest(oid)
+    was_live = before is not None and not before.get("dm")
+    removed = tx.delete_version(oid, p["version_id"])
+    if removed is None:
+        return
+    _release(tx, bucket, removed)
+    after = tx.latest(oid)
+    if after is None:
+        namespace.remove_object(tx.txn, tx.dbs["ns"], bucket.root, key)
+    bucket.object_count += int(after is not None and not after.get("dm")) - int(was_live)
+    tx.put_bucket(bucket)
+
+
+def apply_object_tags_set(tx: Tx, event: Event) -> None:
+    p = event.payload
+    oid = namespace.find_object(tx.txn, tx.dbs["ns"], _root(tx, p["bucket"]), p["key"].encode())
+    if oid is None:
+        return
+    rec = tx.version(oid, p["version_id"])
+    if rec is None:
+        return
+    if p["tags"]:
+        rec["tg"] = p["tags"]
+    else:
+        rec.pop("tg", None)
+    tx.replace_version(oid, rec)
+
+
+def apply_prefix_renamed(tx: Tx, event: Event) -> None:
+    p = event.payload
+    root = _root(tx, p["bucket"])
+    src, dst = p["src"].encode(), p["dst"].encode()
+    ns = tx.dbs["ns"]
+    if src.endswith(b"/"):
+        namespace.move_dir(tx.txn, ns, root, src, dst, tx.alloc_node)
+        return
+    oid = namespace.find_object(tx.txn, ns, root, src)
+    if oid is None:
+        return
+    namespace.remove_object(tx.txn, ns, root, src)
+    new_oid, _ = namespace.ensure_object(tx.txn, ns, root, dst, lambda: oid)
+    if new_oid != oid:
+        raise ProjectionError(f"rename target {p['dst']!r} already exists")
+
+
+# -- buckets ------------------------------------------------------------------------------------------------------
+def apply_bucket_created(tx: Tx, event: Event) -> None:
+    p = event.payload
+    if tx.bucket(p["bucket"]) is not None:
+        return
+    tx.put_bucket(Bucket(p["bucket"], _event_ms(event), p.get("region", "us-east-1"), "", tx.alloc_node(),
+                         p.get("owner", "")))
+
+
+def apply_bucket_deleted(tx: Tx, event: Event) -> None:
+    name = event.payload["bucket"]
+    tx.delete("buckets", name.encode())
+    for key, _ in list(tx.scan("bucket_cfg", name.encode() + b"\0")):
+        tx.delete("bucket_cfg", key)
+
+
+def apply_bucket_config_set(tx: Tx, event: Event) -> None:
+    p = event.payload
+    if p["kind"] == "versioning":
+        bucket = tx.bucket(p["bucket"])
+        if bucket is None:
+            raise ProjectionError(f"config for missing bucket {p['bucket']!r}")
+        bucket.versioning = p["value"] or ""
+        tx.put_bucket(bucket)
+        return
+    key = f"{p['bucket']}\0{p['kind']}".encode()
+    if p["value"] is None:
+        tx.delete("bucket_cfg", key)
+    else:
+        tx.put("bucket_cfg", key, pack(p["value"]))
+
+
+# -- multipart ----------------------------------------------------------------------------------------------------
+def _upload_key(bucket: str, key: str, initiated_ms: int, upload_id: str) -> bytes:
+    return f"{bucket}\0{key}\0".encode() + initiated_ms.to_bytes(8, "big") + upload_id.encode()
+
+
+def apply_multipart_created(tx: Tx, event: Event) -> None:
+    rec = dict(event.payload["upload"], t=_event_ms(event))
+    tx.put("uploads", rec["u"].encode(), pack(rec))
+    tx.put("upload_keys", _upload_key(rec["bk"], rec["k"], rec["t"], rec["u"]), b"")
+
+
+def apply_part_stored(tx: Tx, event: Event) -> None:
+    p = event.payload
+    if tx.upload(p["upload_id"]) is None:
+        raise ProjectionError(f"part for missing upload {p['upload_id']}")
+    part = dict(p["part"], t=_event_ms(event))
+    locations = _locations(p)
+    for digest, _size in part["b"]:
+        incref(tx, digest, locations)
+    key = p["upload_id"].encode() + b"\0" + part["n"].to_bytes(4, "big")
+    old = tx.part(p["upload_id"], part["n"])
+    if old is not None:
+        for blob in old.blobs:
+            decref(tx, blob.hash)
+    tx.put("parts", key, pack(part))
+
+
+def _drop_upload(tx: Tx, upload_id: str) -> None:
+    upload = tx.upload(upload_id)
+    if upload is None:
+        return
+    for part in list(tx.parts(upload_id)):
+        for blob in part.blobs:
+            decref(tx, blob.hash)
+        tx.delete("parts", upload_id.encode() + b"\0" + part.part_number.to_bytes(4, "big"))
+    tx.delete("uploads", upload_id.encode())
+    tx.delete("upload_keys", _upload_key(upload.bucket, upload.key, upload.initiated_ms, upload_id))
+
+
+def apply_multipart_completed(tx: Tx, event: Event) -> None:
+    _store_version(tx, event, event.payload["version"])  # takes its own refs on the parts' blobs first
+    _drop_upload(tx, event.payload["upload_id"])
+
+
+def apply_multipart_aborted(tx: Tx, event: Event) -> None:
+    _drop_upload(tx, event.payload["upload_id"])
+
+
+# -- users --------------------------------------------------------------------------------------------------------
+def apply_user_created(tx: Tx, event: Event) -> None:
+    p = event.payload
+    rec = {"id": p["user_id"], "username": p["username"], "role": p["role"], "password_hash": p["password_hash"],
+           "active": True, "created_ms": _event_ms(event), "updated_ms": _event_ms(event), "epoch": 0}
+    tx.put("users", p["user_id"].encode(), pack(rec))
+    tx.put("user_names", p["username"].encode(), p["user_id"].encode())
+
+
+def apply_user_updated(tx: Tx, event: Event) -> None:
+    p = event.payload
+    rec = tx.user(p["user_id"])
+    if rec is None:
+        return
+    for field in ("role", "password_hash", "active"):
+        if field in p:
+            rec[field] = p[field]
+    if "password_hash" in p or p.get("active") is False:
+        rec["epoch"] = rec.get("epoch", 0) + 1  # invalidates tokens issued before
+    rec["updated_ms"] = _event_ms(event)
+    tx.put("users", p["user_id"].encode(), pack(rec))
+
+
+def apply_user_deleted(tx: Tx, event: Event) -> None:
+    rec = tx.user(event.payload["user_id"])
+    if rec is None:
+        return
+    tx.delete("users", rec["id"].encode())
+    tx.delete("user_names", rec["username"].encode())
+    for key, val in list(tx.scan("credentials", b"")):
+        if unpack(val)["user"] == rec["id"]:
+            tx.delete("credentials", key)
+
+
+def apply_credential_created(tx: Tx, event: Event) -> None:
+    p = event.payload
+    tx.put("credentials", p["access_key"].encode(),
+           pack({"user": p["user_id"], "secret": p["secret_key"], "created_ms": _event_ms(event)}))
+
+
+def apply_credential_deleted(tx: Tx, event: Event) -> None:
+    tx.delete("credentials", event.payload["access_key"].encode())
+
+
+# -- volumes ------------------------------------------------------------------------------------------------------
+def apply_blob_moved(tx: Tx, event: Event) -> None:
+    p = event.payload
+    rec = tx.blob(p["hash"])
+    if rec is None:
+        return
+    old = tx.volume_stats(rec[0])
+    old["live"] -= rec[2]
+    old["dead"] += rec[2]
+    tx.put_volume_stats(rec[0], old)
+    rec[0], rec[1] = p["volume"], p["offset"]
+    new = tx.volume_stats(rec[0])
+    new["live"] += rec[2]
+    tx.put_volume_stats(rec[0], new)
+    tx.put("blobs", p["hash"], pack(rec))
+
+
+def apply_blob_freed(tx: Tx, event: Event) -> None:
+    """Compaction dropped the bytes of an unreferenced blob; nothing in the index points at them."""
+
+
+def apply_volume_sealed(tx: Tx, event: Event) -> None:
+    stats = tx.volume_stats(event.payload["volume"])
+    stats["sealed"] = True
+    tx.put_volume_stats(event.payload["volume"], stats)
+
+
+def apply_volume_retired(tx: Tx, event: Event) -> None:
+    tx.delete("volumes", event.payload["volume"].encode())
+
+
+HANDLERS: dict[EventType, Handler] = {
+    EventType.BUCKET_CREATED: apply_bucket_created,
+    EventType.BUCKET_DELETED: apply_bucket_deleted,
+    EventType.BUCKET_CONFIG_SET: apply_bucket_config_set,
+    EventType.OBJECT_VERSION_PUT: apply_object_version_put,
+    EventType.DELETE_MARKER_PUT: apply_delete_marker_put,
+    EventType.OBJECT_VERSION_REMOVED: apply_object_version_removed,
+    EventType.OBJECT_TAGS_SET: apply_object_tags_set,
+    EventType.MULTIPART_CREATED: apply_multipart_created,
+    EventType.PART_STORED: apply_part_stored,
+    EventType.MULTIPART_COMPLETED: apply_multipart_completed,
+    EventType.MULTIPART_ABORTED: apply_multipart_aborted,
+    EventType.PREFIX_RENAMED: apply_prefix_renamed,
+    EventType.USER_CREATED: apply_user_created,
+    EventType.USER_UPDATED: apply_user_updated,
+    EventType.USER_DELETED: apply_user_deleted,
+    EventType.CREDENTIAL_CREATED: apply_credential_created,
+    EventType.CREDENTIAL_DELETED: apply_credential_deleted,
+    EventType.BLOB_MOVED: apply_blob_moved,
+    EventType.BLOB_FREED: apply_blob_freed,
+    EventType.VOLUME_SEALED: apply_volume_sealed,
+    EventType.VOLUME_RETIRED: apply_volume_retired,
+}
+
+
+def apply(tx: Tx, event: Event) -> bool:
+    """Apply one event if it is new to these views; returns whether it was applied."""
+    if event.seq <= tx.last_seq():
+        return False
+    handler = HANDLERS.get(event.type)
+    if handler is None:
+        raise ProjectionError(f"no projection for event type {event.type!r} (seq {event.seq})")
+    handler(tx, event)
+    tx.set_last_seq(event.seq)
+    return True

@@ -1,0 +1,94 @@
+"""The LMDB environment that holds every view, opened once per process.
+
+Named databases (key layouts in docs/architecture/views.md):
+
+    meta        b"last_seq" -> u64 BE; b"next_node" -> u64 BE          (projection bookkeeping)
+    buckets     bucket name -> msgpack Bucket record
+    bucket_cfg  bucket \\0 kind -> msgpack config document (versioning lives in the bucket record)
+    ns          parent node id (u64 BE) + entry name -> b"D"+node id | b"F"+object id
+    versions    object id (u64 BE) + (2^64-1 - hlc) (u64 BE) -> msgpack ObjectVersion record (newest first)
+    vidx        object id (u64 BE) + version id -> the 8-byte order suffix used in ``versions``
+    uploads     upload id -> msgpack Upload record
+    upload_keys bucket \\0 key \\0 initiated ms (u64 BE) + upload id -> b""
+    parts       upload id \\0 part number (u32 BE) -> msgpack Part record
+    blobs       sha256 (32 bytes) -> msgpack [volume, offset, size, refcount]
+    volumes     volume name -> msgpack {"live": bytes, "dead": bytes, "sealed": bool}
+    users       user id -> msgpack user record;  user_names: username -> user id
+    credentials access key -> msgpack {"user": id, "secret": ...}
+
+The environment syncs the data file on commit but not the meta page separately (MDB_NOMETASYNC): a system crash
+may undo the last LMDB transaction, never corrupt it, and replay from the journal redoes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import msgpack
+
+log = logging.getLogger(__name__)
+
+DB_NAMES = ("meta", "buckets", "bucket_cfg", "ns", "versions", "vidx", "uploads", "upload_keys", "parts",
+            "blobs", "volumes", "users", "user_names", "credentials")
+DEFAULT_MAP_SIZE = 1 << 40  # address space only; the file grows with the data
+U64 = struct.Struct(">Q")
+
+
+def pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def u64(n: int) -> bytes:
+    return U64.pack(n)
+
+
+def from_u64(data: bytes) -> int:
+    return U64.unpack(data)[0]
+
+
+class Views:
+    """Owner of the LMDB environment and its named databases."""
+
+    def __init__(self, path: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE,
+                 sync: bool = True) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.env = lmdb.open(str(self.path), map_size=map_size, max_dbs=len(DB_NAMES) + 2, sync=sync,
+                             metasync=False, max_readers=1024, readahead=False)
+        self.dbs = {name: self.env.open_db(name.encode()) for name in DB_NAMES}
+
+    def db(self, name: str) -> Any:
+        return self.dbs[name]
+
+    @contextmanager
+    def read(self) -> Iterator[lmdb.Transaction]:
+        with self.env.begin(buffers=False) as txn:
+            yield txn
+
+    def begin_write(self) -> lmdb.Transaction:
+        return self.env.begin(write=True)
+
+    def grow(self) -> None:
+        """Double the map size after MapFullError (called by the single writer between transactions)."""
+        new_size = self.env.info()["map_size"] * 2
+        log.warning("LMDB map full: growing map to %d bytes", new_size)
+        self.env.set_mapsize(new_size)
+
+    def last_seq(self) -> int:
+        with self.read() as txn:
+            raw = txn.get(b"last_seq", db=self.dbs["meta"])
+        return from_u64(raw) if raw else 0
+
+    def close(self) -> None:
+        self.env.close()
