@@ -54,6 +54,7 @@ class ErrorCode(enum.Enum):
                     "not have been uploaded, or the specified entity tag may not match the part's entity tag.")
     INVALID_PART_ORDER = ("InvalidPartOrder", 400, "The list of parts was not in ascending order. The parts "
                           "list must be specified in order by part number.")
+    INVALID_PART_NUMBER = ("InvalidPartNumber", 416, "The requested partnumber is not satisfiable")
     INVALID_RANGE = ("InvalidRange", 416, "The requested range is not satisfiable")
     INVALID_REQUEST = ("InvalidRequest", 400, "Invalid Request")
     INVALID_STORAGE_CLASS = ("InvalidStorageClass", 400, "The storage class you specified is not valid.")

@@ -15,7 +15,7 @@ import functools
 import hashlib
 import hmac
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -73,14 +73,22 @@ def canonical_uri(raw_path: str) -> str:
     return "/".join(quote(unquote_bytes(seg), safe=_UNRESERVED) for seg in raw_path.split("/"))
 
 
-def canonical_query(query_string: str, *, presigned: bool = False, plus_is_space: bool = True) -> str:
-    """Pairs re-encoded, sorted by key then value; X-Amz-Signature dropped for presigned URLs."""
+def canonical_query(query_string: str, *, presigned: bool = False, plus_is_space: bool = True,
+                    reencode: bool = True) -> str:
+    """Pairs re-encoded, sorted by key then value; X-Amz-Signature dropped for presigned URLs.
+
+    ``reencode=False`` keeps each pair as sent (some signers sort the raw query without re-encoding).
+    """
     items: list[tuple[str, str]] = []
     for key, value in split_query(query_string):
-        k = quote(unquote_bytes(key, plus_is_space=plus_is_space), safe=_UNRESERVED)
+        if reencode:
+            k = quote(unquote_bytes(key, plus_is_space=plus_is_space), safe=_UNRESERVED)
+            v = quote(unquote_bytes(value or "", plus_is_space=plus_is_space), safe=_UNRESERVED)
+        else:
+            k, v = key, value or ""
         if presigned and k == "X-Amz-Signature":
             continue
-        items.append((k, quote(unquote_bytes(value or "", plus_is_space=plus_is_space), safe=_UNRESERVED)))
+        items.append((k, v))
     items.sort()
     return "&".join(f"{k}={v}" for k, v in items)
 
@@ -272,24 +280,37 @@ def _check_signed_headers(req: AuthRequest, parsed: _Parsed) -> None:
                                                "signed", HeadersNotSigned=", ".join(missing))
 
 
+def _candidates(req: AuthRequest, presigned: bool) -> Iterator[tuple[str, str]]:
+    """(canonical URI, canonical query) pairs, AWS's form first; variants built only if it fails."""
+    uri = canonical_uri(req.raw_path)
+    query = canonical_query(req.query_string, presigned=presigned)
+    yield uri, query
+    uris = [uri] + ([req.raw_path] if req.raw_path and req.raw_path != uri else [])
+    queries = [query]
+    for variant in ({"plus_is_space": False}, {"reencode": False}):
+        alternative = canonical_query(req.query_string, presigned=presigned, **variant)
+        if alternative not in queries:
+            queries.append(alternative)
+    for u in uris:
+        for q in queries:
+            if (u, q) != (uri, query):
+                yield u, q
+
+
 def _match_signature(req: AuthRequest, parsed: _Parsed, key: bytes) -> None:
-    """Accept the canonical form AWS uses, or the path-as-sent / literal-'+' variants some clients sign."""
-    uris = [canonical_uri(req.raw_path)]
-    if req.raw_path and req.raw_path != uris[0]:
-        uris.append(req.raw_path)
-    queries = [canonical_query(req.query_string, presigned=parsed.presigned)]
-    if "+" in req.query_string:
-        queries.append(canonical_query(req.query_string, presigned=parsed.presigned, plus_is_space=False))
+    """Accept the canonical form AWS uses, or the as-sent / literal-'+' variants some clients sign.
+
+    The variants are only computed from the received bytes, so they widen encoding tolerance, not access.
+    """
     provided = parsed.signature.encode("ascii", "replace")
     first: tuple[str, str] | None = None
-    for uri in uris:
-        for query in queries:
-            canonical = canonical_request(req.method, uri, query, req.headers, parsed.signed_headers,
-                                          parsed.payload_hash)
-            sts = string_to_sign(parsed.amz_date, parsed.scope, canonical)
-            if hmac.compare_digest(hmac_hex(key, sts).encode("ascii"), provided):
-                return
-            first = first or (canonical, sts)
+    for uri, query in _candidates(req, parsed.presigned):
+        canonical = canonical_request(req.method, uri, query, req.headers, parsed.signed_headers,
+                                      parsed.payload_hash)
+        sts = string_to_sign(parsed.amz_date, parsed.scope, canonical)
+        if hmac.compare_digest(hmac_hex(key, sts).encode("ascii"), provided):
+            return
+        first = first or (canonical, sts)
     assert first is not None
     raise S3Error(ErrorCode.SIGNATURE_DOES_NOT_MATCH, AWSAccessKeyId=parsed.access_key,
                   StringToSign=first[1], SignatureProvided=parsed.signature, CanonicalRequest=first[0])

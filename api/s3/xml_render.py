@@ -63,12 +63,28 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 _MONTH_NUMBERS = {name.lower(): i + 1 for i, name in enumerate(_MONTHS)}
 
 
+_TWO_DIGITS = [f"{i:02d}" for i in range(60)]
+_MILLIS = [f".{i:03d}Z" for i in range(1000)]
+_DATE_CACHE: dict[int, str] = {}  # days since epoch -> "YYYY-MM-DDT"; listings repeat a handful of days
+
+
 def iso8601(ms: int) -> str:
-    """Epoch milliseconds as S3's listing timestamp, e.g. ``2009-10-12T17:50:30.000Z``."""
+    """Epoch milliseconds as S3's listing timestamp, e.g. ``2009-10-12T17:50:30.000Z``.
+
+    Called once per key in listings, so it avoids gmtime and format specs per call."""
     secs, millis = divmod(ms, 1000)
-    t = time.gmtime(secs)
-    return (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
-            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{millis:03d}Z")
+    days, in_day = divmod(secs, 86400)
+    date = _DATE_CACHE.get(days)
+    if date is None:
+        t = time.gmtime(days * 86400)
+        date = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+        if len(_DATE_CACHE) >= 4096:
+            _DATE_CACHE.clear()
+        _DATE_CACHE[days] = date
+    hours, rem = divmod(in_day, 3600)
+    minutes, seconds = divmod(rem, 60)
+    two = _TWO_DIGITS
+    return date + two[hours] + ":" + two[minutes] + ":" + two[seconds] + _MILLIS[millis]
 
 
 def http_date(ms: int) -> str:
@@ -122,7 +138,10 @@ def _owner(owner_id: str, owner_name: str, tag: str = "Owner") -> str:
 
 
 def _storage_class(version: ObjectVersion) -> str:
-    return xml_escape(version.headers.get("x-amz-storage-class", DEFAULT_STORAGE_CLASS))
+    headers = version.headers
+    if not headers or (value := headers.get("x-amz-storage-class")) is None:
+        return DEFAULT_STORAGE_CLASS
+    return xml_escape(value)
 
 
 def _checksum_type(checksums: Mapping[str, str]) -> str:

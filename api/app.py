@@ -1,0 +1,180 @@
+"""The falcon ASGI application: one sink that authenticates, routes and dispatches every S3 request.
+
+Flow per request: request id -> health probes (no auth) -> CORS preflight (no auth) -> signature (SigV4 header or
+query, SigV2 header or query; anonymous is AccessDenied) -> route to an AWS operation -> handler -> CORS headers.
+Every response carries ``x-amz-request-id``; every failure is an S3 XML error (api/errors.py).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qsl
+
+import falcon
+import falcon.asgi
+
+from s4.engine import Engine
+from s4.engine.errors import ErrorCode, S3Error
+
+from .auth.request import AuthContext, AuthRequest, auth_scheme
+from .auth.sigv2 import verify_sigv2
+from .auth.sigv4 import verify_sigv4
+from .errors import internal_error, render_error
+from .s3 import buckets, multipart, objects
+from .s3.call import Call
+from .s3.router import route, split_target
+from .s3.xml import cors_from_record, cors_response_headers, match_cors, split_header_list
+from .settings import ApiSettings
+
+log = logging.getLogger(__name__)
+Handler = Callable[[Call, falcon.asgi.Response], Awaitable[None]]
+
+HANDLERS: dict[str, Handler] = {
+    "ListBuckets": buckets.list_buckets,
+    "CreateBucket": buckets.create_bucket,
+    "HeadBucket": buckets.head_bucket,
+    "DeleteBucket": buckets.delete_bucket,
+    "GetBucketLocation": buckets.get_bucket_location,
+    "PutBucketVersioning": buckets.put_bucket_versioning,
+    "GetBucketVersioning": buckets.get_bucket_versioning,
+    "PutBucketCors": buckets.put_bucket_cors,
+    "GetBucketCors": buckets.get_bucket_cors,
+    "DeleteBucketCors": buckets.delete_bucket_cors,
+    "PutBucketTagging": buckets.put_bucket_tagging,
+    "GetBucketTagging": buckets.get_bucket_tagging,
+    "DeleteBucketTagging": buckets.delete_bucket_tagging,
+    "GetBucketAcl": objects.get_object_acl,
+    "PutBucketAcl": objects.put_acl,
+    "GetBucketPolicy": buckets._absent(ErrorCode.NO_SUCH_BUCKET_POLICY),
+    "DeleteBucketPolicy": buckets.delete_bucket_policy,
+    "GetBucketEncryption": buckets._absent(ErrorCode.SERVER_SIDE_ENCRYPTION_NOT_FOUND),
+    "GetObjectLockConfiguration": buckets._absent(ErrorCode.OBJECT_LOCK_CONFIGURATION_NOT_FOUND),
+    "GetBucketOwnershipControls": buckets._absent(ErrorCode.OWNERSHIP_CONTROLS_NOT_FOUND),
+    "GetPublicAccessBlock": buckets._absent(ErrorCode.NO_SUCH_PUBLIC_ACCESS_BLOCK),
+    "GetBucketWebsite": buckets._absent(ErrorCode.NO_SUCH_WEBSITE_CONFIGURATION),
+    "GetBucketReplication": buckets._absent(ErrorCode.REPLICATION_CONFIGURATION_NOT_FOUND),
+    "ListObjects": buckets.list_objects,
+    "ListObjectsV2": buckets.list_objects_v2,
+    "ListObjectVersions": buckets.list_object_versions,
+    "DeleteObjects": objects.delete_objects,
+    "PutObject": objects.put_object,
+    "GetObject": objects.get_object,
+    "HeadObject": objects.head_object,
+    "DeleteObject": objects.delete_object,
+    "CopyObject": objects.copy_object,
+    "PutObjectTagging": objects.put_object_tagging,
+    "GetObjectTagging": objects.get_object_tagging,
+    "DeleteObjectTagging": objects.delete_object_tagging,
+    "GetObjectAcl": objects.get_object_acl,
+    "PutObjectAcl": objects.put_acl,
+    "CreateMultipartUpload": multipart.create_multipart_upload,
+    "UploadPart": multipart.upload_part,
+    "UploadPartCopy": multipart.upload_part_copy,
+    "CompleteMultipartUpload": multipart.complete_multipart_upload,
+    "AbortMultipartUpload": multipart.abort_multipart_upload,
+    "ListParts": multipart.list_parts,
+    "ListMultipartUploads": multipart.list_multipart_uploads,
+}
+HEALTH_PATHS = frozenset({"/health", "/minio/health/live", "/minio/health/ready"})
+
+
+class S3Service:
+    """The sink behind every path."""
+
+    def __init__(self, engine: Engine, settings: ApiSettings) -> None:
+        self.engine = engine
+        self.settings = settings
+
+    def lookup_secret(self, access_key: str) -> str | None:
+        if hmac.compare_digest(access_key.encode(), self.settings.access_key.encode()):
+            return self.settings.secret_key
+        return None
+
+    def authenticate(self, req: falcon.asgi.Request, raw_path: str, query_string: str, headers: dict[str, str],
+                     bucket: str, vhost: bool) -> AuthContext:
+        auth_req = AuthRequest(req.method, raw_path, query_string, headers)
+        scheme = auth_scheme(auth_req)
+        if scheme is None:
+            raise S3Error(ErrorCode.ACCESS_DENIED)
+        if scheme.startswith("sigv4"):
+            return verify_sigv4(auth_req, self.lookup_secret)
+        return verify_sigv2(auth_req, self.lookup_secret, bucket_from_host=bucket if vhost else None)
+
+    async def __call__(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, **_: str) -> None:
+        request_id = secrets.token_hex(8).upper()
+        resp.set_header("x-amz-request-id", request_id)
+        resp.set_header("x-amz-id-2", request_id)
+        resp.set_header("Server", "S4")
+        headers = {name.lower(): value for name, value in req.headers.items()}
+        try:
+            await self._handle(req, resp, headers, request_id)
+        except S3Error as exc:
+            render_error(req, resp, exc, request_id)
+        except Exception as exc:  # noqa: BLE001 - the catch-all that turns bugs into InternalError
+            internal_error(req, resp, exc, request_id)
+
+    async def _handle(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, headers: dict[str, str],
+                      request_id: str) -> None:
+        raw_path = req.scope.get("raw_path", req.path.encode()).decode("latin-1") or "/"
+        query_string = req.scope.get("query_string", b"").decode("latin-1")
+        if req.path in HEALTH_PATHS and req.method in ("GET", "HEAD"):
+            resp.content_type = "application/json"
+            resp.data = b'{"status":"ok"}' if req.method == "GET" else b""
+            return
+        bucket, key = split_target(raw_path, headers.get("host", ""), self.settings.vhost_domains)
+        vhost = not raw_path.lstrip("/").startswith(bucket) if bucket else False
+        query = dict(parse_qsl(query_string, keep_blank_values=True))
+        if req.method == "OPTIONS":
+            self._preflight(bucket, headers, resp)
+            return
+        auth = self.authenticate(req, raw_path, query_string, headers, bucket, vhost)
+        target = route(req.method, bucket, key, query, headers)
+        handler = HANDLERS.get(target.operation or "")
+        if handler is None:
+            raise S3Error(ErrorCode.METHOD_NOT_ALLOWED if target.operation is None else ErrorCode.NOT_IMPLEMENTED)
+        call = Call(self.engine, self.settings, req, req.method, bucket, key, query, headers, auth, request_id)
+        try:
+            await handler(call, resp)
+        finally:
+            if bucket and "origin" in headers:
+                self._cors_headers(bucket, headers, resp)
+
+    def _cors_rules(self, bucket: str) -> list:  # type: ignore[type-arg]
+        try:
+            record = self.engine.get_bucket_config(bucket, "cors")
+        except S3Error:
+            return []
+        return cors_from_record(record) if record else []
+
+    def _preflight(self, bucket: str, headers: dict[str, str], resp: falcon.asgi.Response) -> None:
+        origin, method = headers.get("origin"), headers.get("access-control-request-method")
+        if not origin or not method:
+            raise S3Error(ErrorCode.INVALID_REQUEST if origin else ErrorCode.ACCESS_DENIED,
+                          "Insufficient information. Origin request header needed." if not origin else
+                          "Invalid Access-Control-Request-Method header.")
+        wanted = split_header_list(headers.get("access-control-request-headers"))
+        rule = match_cors(self._cors_rules(bucket), origin, method, wanted) if bucket else None
+        if rule is None:
+            raise S3Error(ErrorCode.ACCESS_DENIED, "CORSResponse: This CORS request is not allowed. This is usually "
+                          "because the evalution of Origin, request method / Access-Control-Request-Method or "
+                          "Access-Control-Request-Headers are not whitelisted by the resource's CORS spec.")
+        for name, value in cors_response_headers(rule, origin, wanted, preflight=True).items():
+            resp.set_header(name, value)
+
+    def _cors_headers(self, bucket: str, headers: dict[str, str], resp: falcon.asgi.Response) -> None:
+        origin = headers["origin"]
+        rule = match_cors(self._cors_rules(bucket), origin, headers.get(":method", "GET"), [])
+        if rule is not None:
+            for name, value in cors_response_headers(rule, origin, [], preflight=False).items():
+                resp.set_header(name, value)
+
+
+def build_app(engine: Engine, settings: ApiSettings) -> falcon.asgi.App:
+    app = falcon.asgi.App(middleware=[], cors_enable=False)
+    app.req_options.strip_url_path_trailing_slash = False
+    app.resp_options.secure_cookies_by_default = False
+    app.add_sink(S3Service(engine, settings), prefix="/")
+    return app

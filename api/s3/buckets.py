@@ -1,0 +1,198 @@
+"""Bucket operations: create/head/delete/list buckets, location, versioning, CORS, tagging, listings."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+import falcon.asgi
+
+from s4.engine.errors import ErrorCode, S3Error
+
+from .call import Call
+from .xml import (
+    cors_from_record,
+    cors_to_record,
+    cors_xml,
+    list_buckets_xml,
+    list_object_versions_xml,
+    list_objects_v1_xml,
+    list_objects_v2_xml,
+    location_xml,
+    parse_cors,
+    parse_create_bucket,
+    parse_tagging,
+    parse_versioning,
+    tagging_xml,
+    versioning_xml,
+)
+
+MAX_BUCKET_TAGS = 50
+
+
+def _xml(resp: falcon.asgi.Response, body: bytes) -> None:
+    resp.content_type = "application/xml"
+    resp.data = body
+
+
+def max_keys(call: Call, name: str = "max-keys", default: int = 1000) -> int:
+    value = call.query.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise S3Error(ErrorCode.INVALID_ARGUMENT, f"Provided {name} not an integer or within integer range",
+                      ArgumentName=name, ArgumentValue=value)
+    return min(number, 1000)
+
+
+def encoding_type(call: Call) -> str:
+    value = call.query.get("encoding-type", "")
+    if value and value != "url":
+        raise S3Error(ErrorCode.INVALID_ARGUMENT, "Invalid Encoding Method specified in Request",
+                      ArgumentName="encoding-type", ArgumentValue=value)
+    return value
+
+
+async def list_buckets(call: Call, resp: falcon.asgi.Response) -> None:
+    _xml(resp, list_buckets_xml(call.engine.list_buckets(), call.settings.owner_id, call.settings.owner_name))
+
+
+async def create_bucket(call: Call, resp: falcon.asgi.Response) -> None:
+    location = parse_create_bucket(await call.read_body())
+    region = location or call.settings.region
+    if location is not None and location != call.settings.region and not (
+            location == "US" and call.settings.region == "us-east-1"):
+        raise S3Error(ErrorCode.INVALID_LOCATION_CONSTRAINT,
+                      f"The {location} location constraint is incompatible for the region specific endpoint "
+                      "this request was sent to.", LocationConstraint=location)
+    await call.engine.create_bucket(call.bucket, region, actor=call.actor)
+    resp.set_header("Location", f"/{call.bucket}")
+
+
+async def head_bucket(call: Call, resp: falcon.asgi.Response) -> None:
+    bucket = call.engine.get_bucket(call.bucket)
+    resp.set_header("x-amz-bucket-region", bucket.region)
+
+
+async def delete_bucket(call: Call, resp: falcon.asgi.Response) -> None:
+    await call.engine.delete_bucket(call.bucket, actor=call.actor)
+    resp.status = falcon.HTTP_204
+
+
+async def get_bucket_location(call: Call, resp: falcon.asgi.Response) -> None:
+    _xml(resp, location_xml(call.engine.get_bucket(call.bucket).region))
+
+
+async def put_bucket_versioning(call: Call, resp: falcon.asgi.Response) -> None:
+    status = parse_versioning(await call.read_body())
+    await call.engine.set_bucket_config(call.bucket, "versioning", status, actor=call.actor)
+
+
+async def get_bucket_versioning(call: Call, resp: falcon.asgi.Response) -> None:
+    _xml(resp, versioning_xml(call.engine.get_bucket(call.bucket).versioning))
+
+
+async def put_bucket_cors(call: Call, resp: falcon.asgi.Response) -> None:
+    rules = parse_cors(await call.read_body())
+    await call.engine.set_bucket_config(call.bucket, "cors", cors_to_record(rules), actor=call.actor)
+
+
+async def get_bucket_cors(call: Call, resp: falcon.asgi.Response) -> None:
+    record = call.engine.get_bucket_config(call.bucket, "cors")
+    if not record:
+        raise S3Error(ErrorCode.NO_SUCH_CORS_CONFIGURATION, BucketName=call.bucket)
+    _xml(resp, cors_xml(cors_from_record(record)))
+
+
+async def delete_bucket_cors(call: Call, resp: falcon.asgi.Response) -> None:
+    call.engine.get_bucket(call.bucket)
+    await call.engine.set_bucket_config(call.bucket, "cors", None, actor=call.actor)
+    resp.status = falcon.HTTP_204
+
+
+async def put_bucket_tagging(call: Call, resp: falcon.asgi.Response) -> None:
+    tags = parse_tagging(await call.read_body(), max_tags=MAX_BUCKET_TAGS)
+    await call.engine.set_bucket_config(call.bucket, "tagging", tags, actor=call.actor)
+    resp.status = falcon.HTTP_204
+
+
+async def get_bucket_tagging(call: Call, resp: falcon.asgi.Response) -> None:
+    tags = call.engine.get_bucket_config(call.bucket, "tagging")
+    if not tags:
+        raise S3Error(ErrorCode.NO_SUCH_TAG_SET, BucketName=call.bucket)
+    _xml(resp, tagging_xml(tags))
+
+
+async def delete_bucket_tagging(call: Call, resp: falcon.asgi.Response) -> None:
+    call.engine.get_bucket(call.bucket)
+    await call.engine.set_bucket_config(call.bucket, "tagging", None, actor=call.actor)
+    resp.status = falcon.HTTP_204
+
+
+def _absent(code: ErrorCode):  # type: ignore[no-untyped-def]
+    """Handler for bucket configurations S4 does not store: S3's "not configured" answer."""
+    async def handler(call: Call, resp: falcon.asgi.Response) -> None:
+        call.engine.get_bucket(call.bucket)
+        raise S3Error(code, BucketName=call.bucket)
+
+    return handler
+
+
+async def delete_bucket_policy(call: Call, resp: falcon.asgi.Response) -> None:
+    call.engine.get_bucket(call.bucket)
+    resp.status = falcon.HTTP_204
+
+
+def _token_decode(token: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise S3Error(ErrorCode.INVALID_ARGUMENT, "The continuation token provided is incorrect",
+                      ArgumentName="continuation-token") from exc
+
+
+async def list_objects(call: Call, resp: falcon.asgi.Response) -> None:
+    q = call.query
+    enc, limit = encoding_type(call), max_keys(call)
+    page = await call.engine.list_objects(call.bucket, q.get("prefix", ""), q.get("delimiter", ""),
+                                          q.get("marker", ""), limit)
+    _xml(resp, list_objects_v1_xml(page, bucket=call.bucket, prefix=q.get("prefix", ""),
+                                   delimiter=q.get("delimiter", ""), marker=q.get("marker", ""), max_keys=limit,
+                                   encoding_type=enc, owner_id=call.settings.owner_id,
+                                   owner_name=call.settings.owner_name))
+
+
+async def list_objects_v2(call: Call, resp: falcon.asgi.Response) -> None:
+    q = call.query
+    if q.get("list-type") != "2":
+        raise S3Error(ErrorCode.INVALID_ARGUMENT, "Invalid List Type specified in Request", ArgumentName="list-type")
+    enc, limit = encoding_type(call), max_keys(call)
+    token = q.get("continuation-token")
+    start = _token_decode(token) if token else q.get("start-after", "")
+    page = await call.engine.list_objects(call.bucket, q.get("prefix", ""), q.get("delimiter", ""), start, limit)
+    next_token = base64.urlsafe_b64encode(page.next_marker.encode()).decode() if page.is_truncated else None
+    _xml(resp, list_objects_v2_xml(page, bucket=call.bucket, prefix=q.get("prefix", ""),
+                                   delimiter=q.get("delimiter", ""), max_keys=limit,
+                                   start_after=q.get("start-after"), continuation_token=token,
+                                   next_continuation_token=next_token,
+                                   fetch_owner=q.get("fetch-owner", "").lower() == "true", encoding_type=enc,
+                                   owner_id=call.settings.owner_id, owner_name=call.settings.owner_name))
+
+
+async def list_object_versions(call: Call, resp: falcon.asgi.Response) -> None:
+    q = call.query
+    enc, limit = encoding_type(call), max_keys(call)
+    key_marker, vid_marker = q.get("key-marker", ""), q.get("version-id-marker", "")
+    if vid_marker and not key_marker:
+        raise S3Error(ErrorCode.INVALID_ARGUMENT, "A version-id marker cannot be specified without a key marker.",
+                      ArgumentName="version-id-marker", ArgumentValue=vid_marker)
+    page = await call.engine.list_object_versions(call.bucket, q.get("prefix", ""), q.get("delimiter", ""),
+                                                  key_marker, vid_marker, limit)
+    _xml(resp, list_object_versions_xml(page, bucket=call.bucket, prefix=q.get("prefix", ""),
+                                        delimiter=q.get("delimiter", ""), key_marker=key_marker,
+                                        version_id_marker=vid_marker, max_keys=limit, encoding_type=enc,
+                                        owner_id=call.settings.owner_id, owner_name=call.settings.owner_name))

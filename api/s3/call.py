@@ -1,0 +1,152 @@
+"""One S3 request as the handlers see it: target, parsed query, headers, verified caller, and its body.
+
+Body handling lives here so every operation gets the same checks: aws-chunked decoding (with chunk signatures
+and trailing checksums), the signed ``x-amz-content-sha256``, ``Content-MD5`` and ``x-amz-checksum-*`` headers.
+All of them are verified after the bytes are staged and *before* the engine records anything, so a bad body
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import falcon.asgi
+
+from s4.engine import Engine, Ingested
+from s4.engine.checksums import ALGORITHMS, algorithm_from_header, header_name, new_checksum
+from s4.engine.errors import ErrorCode, S3Error
+
+from ..auth.chunked import ChunkedTrailers, decode_aws_chunked, parse_trailer_names
+from ..auth.request import AuthContext, check_payload_sha256
+from ..settings import ApiSettings
+
+MAX_XML_BODY_BYTES = 2 * 1024 * 1024
+
+
+@dataclass
+class Call:
+    engine: Engine
+    settings: ApiSettings
+    req: falcon.asgi.Request
+    method: str
+    bucket: str
+    key: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    auth: AuthContext | None
+    request_id: str
+    trailers: ChunkedTrailers = field(default_factory=ChunkedTrailers)
+
+    @property
+    def actor(self) -> str:
+        return self.auth.access_key if self.auth else ""
+
+    def _source(self) -> AsyncIterator[bytes]:
+        source: AsyncIterator[bytes] = self.req.stream.__aiter__()
+        if self.auth is not None and self.auth.streaming:
+            decoded = self.headers.get("x-amz-decoded-content-length")
+            source = decode_aws_chunked(source, self.auth, parse_trailer_names(self.headers.get("x-amz-trailer")),
+                                        int(decoded) if decoded and decoded.isdigit() else None, self.trailers)
+        return source
+
+    def declared_length(self) -> int | None:
+        value = self.headers.get("x-amz-decoded-content-length") or self.headers.get("content-length")
+        return int(value) if value and value.isdigit() else None
+
+    async def read_body(self, limit: int = MAX_XML_BODY_BYTES) -> bytes:
+        """A small request body (XML/JSON documents), fully verified."""
+        chunks: list[bytes] = []
+        size = 0
+        async for piece in self._source():
+            size += len(piece)
+            if size > limit:
+                raise S3Error(ErrorCode.MALFORMED_XML if limit == MAX_XML_BODY_BYTES else ErrorCode.ENTITY_TOO_LARGE,
+                              "The request body is too large.")
+            chunks.append(piece)
+        body = b"".join(chunks)
+        if self.auth is not None and self.auth.payload_mode == "sha256":
+            check_payload_sha256(self.auth, hashlib.sha256(body).hexdigest())
+        md5 = self.headers.get("content-md5")
+        if md5 is not None:
+            _check_md5(md5, hashlib.md5(body).digest())
+        return body
+
+    async def ingest_body(self) -> tuple[Ingested, dict[str, str]]:
+        """Stream the body into volumes; returns what was stored and the verified checksums to keep."""
+        limit = self.settings.max_upload_bytes
+        declared = self.declared_length()
+        if declared is not None and declared > limit:
+            raise S3Error(ErrorCode.ENTITY_TOO_LARGE, ProposedSize=str(declared), MaxSizeAllowed=str(limit))
+        hashers: list[Any] = []
+        payload_hash = None
+        if self.auth is not None and self.auth.payload_mode == "sha256":
+            payload_hash = hashlib.sha256()
+            hashers.append(payload_hash)
+        claimed = self._claimed_checksums()
+        computed = {alg: new_checksum(alg) for alg in claimed}
+        wanted = self._requested_algorithm()
+        if wanted and wanted not in computed and not self._trailer_algorithms():
+            computed[wanted] = new_checksum(wanted)
+        hashers.extend(computed.values())
+        stored = await self.engine.ingest(self._source(), max_bytes=limit, hashers=hashers)
+        if declared is not None and stored.size != declared and "content-length" in self.headers and \
+                not (self.auth and self.auth.streaming):
+            raise S3Error(ErrorCode.INCOMPLETE_BODY)
+        if payload_hash is not None and self.auth is not None:
+            check_payload_sha256(self.auth, payload_hash.hexdigest())
+        md5 = self.headers.get("content-md5")
+        if md5 is not None:
+            _check_md5(md5, stored.md5.digest())
+        checksums = {alg: c.b64digest() for alg, c in computed.items()}
+        for alg, value in claimed.items():
+            if checksums[alg] != value:
+                raise S3Error(ErrorCode.BAD_DIGEST, f"The {alg} you specified did not match the calculated checksum.")
+        checksums.update(self.trailers.checksums)
+        return stored, checksums
+
+    def _claimed_checksums(self) -> dict[str, str]:
+        out = {}
+        for name, value in self.headers.items():
+            if name.startswith("x-amz-checksum-") and name not in ("x-amz-checksum-mode", "x-amz-checksum-type",
+                                                                   "x-amz-checksum-algorithm"):
+                alg = algorithm_from_header(name)
+                if alg is None:
+                    raise S3Error(ErrorCode.INVALID_REQUEST, f"Unsupported checksum header {name}")
+                out[alg] = value
+        return out
+
+    def _requested_algorithm(self) -> str:
+        value = (self.headers.get("x-amz-sdk-checksum-algorithm") or self.headers.get("x-amz-checksum-algorithm")
+                 or "").upper()
+        if value and value not in ALGORITHMS:
+            raise S3Error(ErrorCode.INVALID_REQUEST, f"Checksum algorithm {value} is not supported.")
+        return value
+
+    def _trailer_algorithms(self) -> list[str]:
+        return [a for n in parse_trailer_names(self.headers.get("x-amz-trailer"))
+                if (a := algorithm_from_header(n))]
+
+    async def drain(self) -> None:
+        """Consume an unexpected body so the connection stays usable."""
+        async for _ in self.req.stream:
+            pass
+
+
+def _check_md5(header: str, digest: bytes) -> None:
+    try:
+        claimed = base64.b64decode(header, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise S3Error(ErrorCode.INVALID_DIGEST) from exc
+    if len(claimed) != 16:
+        raise S3Error(ErrorCode.INVALID_DIGEST)
+    if claimed != digest:
+        raise S3Error(ErrorCode.BAD_DIGEST, ExpectedDigest=header, CalculatedDigest=base64.b64encode(digest).decode())
+
+
+def checksum_headers(checksums: dict[str, str]) -> dict[str, str]:
+    return {header_name(alg): value for alg, value in checksums.items()}

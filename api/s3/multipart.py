@@ -1,0 +1,117 @@
+"""Multipart upload operations: Create, UploadPart, UploadPartCopy, Complete, Abort, ListParts, ListMultipartUploads."""
+
+from __future__ import annotations
+
+import falcon.asgi
+
+from s4.engine.errors import ErrorCode, S3Error
+from s4.engine.names import check_part_number
+
+from .buckets import encoding_type, max_keys
+from .call import Call, checksum_headers
+from .headers import parse_range, stored_headers, user_metadata
+from .objects import copy_source_version, parse_tagging_header, version_headers
+from .xml import (
+    complete_multipart_xml,
+    copy_part_result_xml,
+    initiate_multipart_xml,
+    list_multipart_uploads_xml,
+    list_parts_xml,
+    parse_complete_multipart,
+)
+
+
+def _part_number(call: Call) -> int:
+    value = call.query.get("partNumber", "")
+    if not value.lstrip("-").isdigit():
+        raise S3Error(ErrorCode.INVALID_ARGUMENT, "Part number must be an integer between 1 and 10000, inclusive",
+                      ArgumentName="partNumber", ArgumentValue=value)
+    number = int(value)
+    check_part_number(number)
+    return number
+
+
+async def create_multipart_upload(call: Call, resp: falcon.asgi.Response) -> None:
+    await call.drain()
+    algorithm = (call.headers.get("x-amz-checksum-algorithm") or "").upper()
+    upload_id = await call.engine.create_multipart_upload(
+        call.bucket, call.key, content_type=call.headers.get("content-type", ""),
+        metadata=user_metadata(call.headers), headers=stored_headers(call.headers), checksum_algorithm=algorithm,
+        tags=parse_tagging_header(call.headers.get("x-amz-tagging")), actor=call.actor)
+    if algorithm:
+        resp.set_header("x-amz-checksum-algorithm", algorithm)
+    resp.content_type = "application/xml"
+    resp.data = initiate_multipart_xml(call.bucket, call.key, upload_id)
+
+
+async def upload_part(call: Call, resp: falcon.asgi.Response) -> None:
+    number = _part_number(call)
+    upload_id = call.query["uploadId"]
+    call.engine.get_upload(call.bucket, call.key, upload_id)  # NoSuchUpload before reading the body
+    stored, checksums = await call.ingest_body()
+    etag = await call.engine.upload_part(call.bucket, call.key, upload_id, number, stored, checksums,
+                                         actor=call.actor)
+    resp.set_header("ETag", f'"{etag}"')
+    for name, value in checksum_headers(checksums).items():
+        resp.set_header(name, value)
+
+
+async def upload_part_copy(call: Call, resp: falcon.asgi.Response) -> None:
+    await call.drain()
+    number = _part_number(call)
+    upload_id = call.query["uploadId"]
+    call.engine.get_upload(call.bucket, call.key, upload_id)
+    source = copy_source_version(call)
+    start, length = 0, source.size
+    copy_range = call.headers.get("x-amz-copy-source-range")
+    if copy_range:
+        ranged = parse_range(copy_range, source.size)
+        if ranged is None or not copy_range.startswith("bytes=") or copy_range.startswith("bytes=-"):
+            raise S3Error(ErrorCode.INVALID_ARGUMENT, "The x-amz-copy-source-range value must be of the form "
+                          "bytes=first-last where first and last are the zero-based offsets of the first and last "
+                          "bytes to copy", ArgumentName="x-amz-copy-source-range", ArgumentValue=copy_range)
+        start, length = ranged
+    stored = await call.engine.ingest(call.engine.read_object(source, start, length))
+    etag = await call.engine.upload_part(call.bucket, call.key, upload_id, number, stored, actor=call.actor)
+    resp.content_type = "application/xml"
+    resp.data = copy_part_result_xml(etag, source.last_modified_ms, {})
+
+
+async def complete_multipart_upload(call: Call, resp: falcon.asgi.Response) -> None:
+    parts = parse_complete_multipart(await call.read_body())
+    version = await call.engine.complete_multipart_upload(
+        call.bucket, call.key, call.query["uploadId"], [(p.part_number, p.etag) for p in parts],
+        if_match=call.headers.get("if-match"), if_none_match=call.headers.get("if-none-match"), actor=call.actor)
+    version_headers(call, version, resp)
+    resp.content_type = "application/xml"
+    resp.data = complete_multipart_xml(f"/{call.bucket}/{call.key}", call.bucket, call.key, version.etag,
+                                       version.checksums)
+
+
+async def abort_multipart_upload(call: Call, resp: falcon.asgi.Response) -> None:
+    await call.engine.abort_multipart_upload(call.bucket, call.key, call.query["uploadId"], actor=call.actor)
+    resp.status = falcon.HTTP_204
+
+
+async def list_parts(call: Call, resp: falcon.asgi.Response) -> None:
+    marker_text = call.query.get("part-number-marker", "0") or "0"
+    if not marker_text.isdigit():
+        raise S3Error(ErrorCode.INVALID_ARGUMENT, "Invalid part-number-marker", ArgumentName="part-number-marker")
+    limit = max_keys(call, "max-parts")
+    upload, page = call.engine.list_parts(call.bucket, call.key, call.query["uploadId"], int(marker_text), limit)
+    resp.content_type = "application/xml"
+    resp.data = list_parts_xml(page, upload, part_number_marker=int(marker_text), max_parts=limit,
+                               owner_id=call.settings.owner_id, owner_name=call.settings.owner_name)
+
+
+async def list_multipart_uploads(call: Call, resp: falcon.asgi.Response) -> None:
+    q = call.query
+    enc, limit = encoding_type(call), max_keys(call, "max-uploads")
+    page = call.engine.list_multipart_uploads(call.bucket, q.get("prefix", ""), q.get("delimiter", ""),
+                                              q.get("key-marker", ""), q.get("upload-id-marker", ""), limit)
+    resp.content_type = "application/xml"
+    resp.data = list_multipart_uploads_xml(page, bucket=call.bucket, prefix=q.get("prefix", ""),
+                                           delimiter=q.get("delimiter", ""), key_marker=q.get("key-marker", ""),
+                                           upload_id_marker=q.get("upload-id-marker", ""), max_uploads=limit,
+                                           encoding_type=enc, owner_id=call.settings.owner_id,
+                                           owner_name=call.settings.owner_name)

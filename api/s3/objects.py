@@ -1,0 +1,257 @@
+"""Object operations: Put/Get/Head/Delete/Copy object, DeleteObjects, object tagging and ACL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from urllib.parse import parse_qsl, unquote
+
+import falcon.asgi
+
+from s4.engine.errors import ErrorCode, S3Error
+from s4.engine.model import NULL_VERSION, ObjectVersion
+
+from .call import Call, checksum_headers
+from .headers import RESPONSE_OVERRIDES, Conditions, parse_range, stored_headers, user_metadata
+from .xml import (
+    copy_object_result_xml,
+    delete_result_xml,
+    http_date,
+    parse_delete_objects,
+    parse_tagging,
+    tagging_xml,
+)
+
+MAX_OBJECT_TAGS = 10
+
+
+def parse_tagging_header(value: str | None) -> dict[str, str] | None:
+    if value is None:
+        return None
+    tags = dict(parse_qsl(value, keep_blank_values=True))
+    if len(tags) > MAX_OBJECT_TAGS:
+        raise S3Error(ErrorCode.INVALID_TAG, "Object tags cannot be greater than 10")
+    for k, v in tags.items():
+        if len(k) > 128 or len(v) > 256:
+            raise S3Error(ErrorCode.INVALID_TAG, "The TagKey or TagValue you have provided is too long")
+    return tags
+
+
+def version_headers(call: Call, version: ObjectVersion, resp: falcon.asgi.Response) -> None:
+    resp.set_header("ETag", f'"{version.etag}"')
+    resp.set_header("Last-Modified", http_date(version.last_modified_ms))
+    if version.version_id != NULL_VERSION or call.engine.get_bucket(call.bucket).versioning:
+        resp.set_header("x-amz-version-id", version.version_id)
+
+
+async def put_object(call: Call, resp: falcon.asgi.Response) -> None:
+    tags = parse_tagging_header(call.headers.get("x-amz-tagging"))
+    call.engine.get_bucket(call.bucket)  # NoSuchBucket before reading a byte
+    metadata = user_metadata(call.headers)
+    stored, checksums = await call.ingest_body()
+    version = await call.engine.put_object(
+        call.bucket, call.key, stored, content_type=call.headers.get("content-type", ""), metadata=metadata,
+        headers=stored_headers(call.headers), checksums=checksums, tags=tags,
+        if_match=call.headers.get("if-match"), if_none_match=call.headers.get("if-none-match"), actor=call.actor)
+    version_headers(call, version, resp)
+    for name, value in checksum_headers(checksums).items():
+        resp.set_header(name, value)
+
+
+def _select_version(call: Call) -> ObjectVersion:
+    return call.engine.head_object(call.bucket, call.key, call.query.get("versionId"))
+
+
+def _object_headers(call: Call, version: ObjectVersion, resp: falcon.asgi.Response) -> None:
+    version_headers(call, version, resp)
+    resp.set_header("Accept-Ranges", "bytes")
+    resp.content_type = version.content_type
+    for name, value in version.headers.items():
+        resp.set_header(name, value)
+    for name, value in version.metadata.items():
+        resp.set_header(f"x-amz-meta-{name}", value)
+    if version.tags:
+        resp.set_header("x-amz-tagging-count", str(len(version.tags)))
+    if call.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
+        for name, value in checksum_headers(version.checksums).items():
+            resp.set_header(name, value)
+    for param, header in RESPONSE_OVERRIDES.items():
+        if param in call.query:
+            if call.auth is None:
+                raise S3Error(ErrorCode.INVALID_REQUEST, "Request specific response headers cannot be used for "
+                              "anonymous GET requests.")
+            resp.set_header(header, call.query[param])
+
+
+def _part_range(version: ObjectVersion, part_number: str) -> tuple[int, int, int]:
+    """(start, length, parts count) of one part of an object, for GET/HEAD ?partNumber=N."""
+    if not part_number.isdigit() or not 1 <= int(part_number) <= 10000:
+        raise S3Error(ErrorCode.INVALID_ARGUMENT, "Part number must be an integer between 1 and 10000, inclusive",
+                      ArgumentName="partNumber", ArgumentValue=part_number)
+    number = int(part_number)
+    sizes = version.part_sizes or [version.size]
+    if number > len(sizes):
+        raise S3Error(ErrorCode.INVALID_PART_NUMBER)
+    return sum(sizes[: number - 1]), sizes[number - 1], len(sizes)
+
+
+async def _serve(call: Call, resp: falcon.asgi.Response, *, body: bool) -> None:
+    version = _select_version(call)
+    Conditions.from_headers(call.headers).check_read(version)
+    _object_headers(call, version, resp)
+    start, length = 0, version.size
+    partial = False
+    if "partNumber" in call.query:
+        start, length, count = _part_range(version, call.query["partNumber"])
+        resp.set_header("x-amz-mp-parts-count", str(count))
+        partial = bool(version.part_sizes)
+    else:
+        ranged = parse_range(call.headers.get("range"), version.size)
+        if ranged is not None:
+            start, length = ranged
+            partial = True
+    if partial:
+        resp.status = falcon.HTTP_206
+        resp.set_header("Content-Range", f"bytes {start}-{start + length - 1}/{version.size}")
+    resp.set_header("Content-Length", str(length))
+    if body and length:
+        resp.stream = _stream(call, version, start, length)
+    elif body:
+        resp.data = b""
+
+
+async def _stream(call: Call, version: ObjectVersion, start: int, length: int) -> AsyncIterator[bytes]:
+    async for piece in call.engine.read_object(version, start, length):
+        yield piece
+
+
+async def get_object(call: Call, resp: falcon.asgi.Response) -> None:
+    await _serve(call, resp, body=True)
+
+
+async def head_object(call: Call, resp: falcon.asgi.Response) -> None:
+    await _serve(call, resp, body=False)
+
+
+async def delete_object(call: Call, resp: falcon.asgi.Response) -> None:
+    result = await call.engine.delete_object(call.bucket, call.key, call.query.get("versionId"), actor=call.actor)
+    if result["delete_marker"]:
+        resp.set_header("x-amz-delete-marker", "true")
+    if result["version_id"] is not None:
+        resp.set_header("x-amz-version-id", result["version_id"])
+    resp.status = falcon.HTTP_204
+
+
+async def delete_objects(call: Call, resp: falcon.asgi.Response) -> None:
+    body = await call.read_body()
+    quiet, targets = parse_delete_objects(body)
+    call.engine.get_bucket(call.bucket)
+    deleted, errors = [], []
+    for key, version_id in targets:
+        try:
+            result = await call.engine.delete_object(call.bucket, key, version_id, actor=call.actor)
+        except S3Error as exc:
+            errors.append((key, version_id, exc.code.aws_code, exc.message))
+            continue
+        marker_id = result["version_id"] if result["delete_marker"] else None
+        deleted.append((key, version_id, result["delete_marker"], marker_id))
+    resp.content_type = "application/xml"
+    resp.data = delete_result_xml(deleted, errors, quiet)
+
+
+def parse_copy_source(value: str) -> tuple[str, str, str | None]:
+    """``/bucket/key?versionId=v`` (URL-encoded) -> (bucket, key, version id)."""
+    path, _, query = value.partition("?")
+    path = unquote(path).lstrip("/")
+    bucket, _, key = path.partition("/")
+    version_id = None
+    if query.startswith("versionId="):
+        version_id = unquote(query[len("versionId="):])
+    if not bucket or not key:
+        raise S3Error(ErrorCode.INVALID_ARGUMENT, "Copy Source must mention the source bucket and key: "
+                      "sourcebucket/sourcekey", ArgumentName="x-amz-copy-source", ArgumentValue=value)
+    return bucket, key, version_id
+
+
+def copy_source_version(call: Call) -> ObjectVersion:
+    src_bucket, src_key, src_version = parse_copy_source(call.headers["x-amz-copy-source"])
+    source = call.engine.head_object(src_bucket, src_key, src_version)
+    Conditions.from_headers(call.headers, "x-amz-copy-source-").check_read(source, copy_source=True)
+    return source
+
+
+async def copy_object(call: Call, resp: falcon.asgi.Response) -> None:
+    await call.drain()
+    source = copy_source_version(call)
+    directive = call.headers.get("x-amz-metadata-directive", "COPY").upper()
+    if directive not in ("COPY", "REPLACE"):
+        raise S3Error(ErrorCode.INVALID_ARGUMENT, "Unknown metadata directive.")
+    tag_directive = call.headers.get("x-amz-tagging-directive", "COPY").upper()
+    tags = parse_tagging_header(call.headers.get("x-amz-tagging")) if tag_directive == "REPLACE" else None
+    src_bucket, src_key, _ = parse_copy_source(call.headers["x-amz-copy-source"])
+    if (src_bucket, src_key) == (call.bucket, call.key) and directive == "COPY" and \
+            "x-amz-version-id" not in call.headers and tags is None and \
+            not call.engine.get_bucket(call.bucket).versioning:
+        raise S3Error(ErrorCode.INVALID_REQUEST, "This copy request is illegal because it is trying to copy an "
+                      "object to itself without changing the object's metadata, storage class, website redirect "
+                      "location or encryption attributes.")
+    version = await call.engine.copy_object(
+        source, call.bucket, call.key, replace_metadata=directive == "REPLACE",
+        content_type=call.headers.get("content-type", ""), metadata=user_metadata(call.headers),
+        headers=stored_headers(call.headers), tags=tags, if_match=call.headers.get("if-match"),
+        if_none_match=call.headers.get("if-none-match"), actor=call.actor)
+    if source.version_id != NULL_VERSION:
+        resp.set_header("x-amz-copy-source-version-id", source.version_id)
+    if version.version_id != NULL_VERSION:
+        resp.set_header("x-amz-version-id", version.version_id)
+    resp.content_type = "application/xml"
+    resp.data = copy_object_result_xml(version.etag, version.last_modified_ms, version.checksums)
+
+
+async def put_object_tagging(call: Call, resp: falcon.asgi.Response) -> None:
+    tags = parse_tagging(await call.read_body(), max_tags=MAX_OBJECT_TAGS)
+    version_id = await call.engine.put_object_tags(call.bucket, call.key, call.query.get("versionId"), tags,
+                                                   actor=call.actor)
+    resp.set_header("x-amz-version-id", version_id)
+
+
+async def delete_object_tagging(call: Call, resp: falcon.asgi.Response) -> None:
+    version_id = await call.engine.put_object_tags(call.bucket, call.key, call.query.get("versionId"), {},
+                                                   actor=call.actor)
+    resp.set_header("x-amz-version-id", version_id)
+    resp.status = falcon.HTTP_204
+
+
+async def get_object_tagging(call: Call, resp: falcon.asgi.Response) -> None:
+    version = _select_version(call)
+    resp.set_header("x-amz-version-id", version.version_id)
+    resp.content_type = "application/xml"
+    resp.data = tagging_xml(version.tags)
+
+
+def acl_xml(owner_id: str, owner_name: str) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<AccessControlPolicy xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+        f"<Owner><ID>{owner_id}</ID><DisplayName>{owner_name}</DisplayName></Owner><AccessControlList>"
+        '<Grant><Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="CanonicalUser">'
+        f"<ID>{owner_id}</ID><DisplayName>{owner_name}</DisplayName></Grantee>"
+        "<Permission>FULL_CONTROL</Permission></Grant></AccessControlList></AccessControlPolicy>"
+    ).encode()
+
+
+async def get_object_acl(call: Call, resp: falcon.asgi.Response) -> None:
+    _select_version(call)
+    resp.content_type = "application/xml"
+    resp.data = acl_xml(call.settings.owner_id, call.settings.owner_name)
+
+
+async def put_acl(call: Call, resp: falcon.asgi.Response) -> None:
+    """S4 has one owner and no ACL grants: only the canned ``private`` ACL (the default) is accepted."""
+    await call.read_body()
+    if call.key:
+        _select_version(call)
+    else:
+        call.engine.get_bucket(call.bucket)
+    canned = call.headers.get("x-amz-acl", "private")
+    if canned != "private" or any(h.startswith("x-amz-grant-") for h in call.headers):
+        raise S3Error(ErrorCode.NOT_IMPLEMENTED, "S4 does not support ACL grants; use IAM roles instead.")

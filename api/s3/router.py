@@ -1,0 +1,94 @@
+"""Request -> S3 operation name, bucket and key. Table-driven; path-style and virtual-host style.
+
+Operation names are the exact AWS names (``PutObject``, ``CompleteMultipartUpload``...) so the route, the handler
+and the AWS documentation share one word. The first matching row wins: (method, level, required query key,
+required header) -> operation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+# (method, level, query key or "", header or "", operation); level: "service" | "bucket" | "object"
+ROUTES: tuple[tuple[str, str, str, str, str], ...] = (
+    ("GET", "service", "", "", "ListBuckets"),
+    # bucket level
+    ("PUT", "bucket", "versioning", "", "PutBucketVersioning"),
+    ("PUT", "bucket", "cors", "", "PutBucketCors"),
+    ("PUT", "bucket", "tagging", "", "PutBucketTagging"),
+    ("PUT", "bucket", "acl", "", "PutBucketAcl"),
+    ("PUT", "bucket", "", "", "CreateBucket"),
+    ("GET", "bucket", "location", "", "GetBucketLocation"),
+    ("GET", "bucket", "versioning", "", "GetBucketVersioning"),
+    ("GET", "bucket", "cors", "", "GetBucketCors"),
+    ("GET", "bucket", "tagging", "", "GetBucketTagging"),
+    ("GET", "bucket", "acl", "", "GetBucketAcl"),
+    ("GET", "bucket", "policy", "", "GetBucketPolicy"),
+    ("GET", "bucket", "encryption", "", "GetBucketEncryption"),
+    ("GET", "bucket", "object-lock", "", "GetObjectLockConfiguration"),
+    ("GET", "bucket", "ownershipControls", "", "GetBucketOwnershipControls"),
+    ("GET", "bucket", "publicAccessBlock", "", "GetPublicAccessBlock"),
+    ("GET", "bucket", "website", "", "GetBucketWebsite"),
+    ("GET", "bucket", "replication", "", "GetBucketReplication"),
+    ("GET", "bucket", "uploads", "", "ListMultipartUploads"),
+    ("GET", "bucket", "versions", "", "ListObjectVersions"),
+    ("GET", "bucket", "list-type", "", "ListObjectsV2"),
+    ("GET", "bucket", "", "", "ListObjects"),
+    ("HEAD", "bucket", "", "", "HeadBucket"),
+    ("DELETE", "bucket", "cors", "", "DeleteBucketCors"),
+    ("DELETE", "bucket", "tagging", "", "DeleteBucketTagging"),
+    ("DELETE", "bucket", "policy", "", "DeleteBucketPolicy"),
+    ("DELETE", "bucket", "", "", "DeleteBucket"),
+    ("POST", "bucket", "delete", "", "DeleteObjects"),
+    # object level
+    ("PUT", "object", "uploadId", "x-amz-copy-source", "UploadPartCopy"),
+    ("PUT", "object", "uploadId", "", "UploadPart"),
+    ("PUT", "object", "tagging", "", "PutObjectTagging"),
+    ("PUT", "object", "acl", "", "PutObjectAcl"),
+    ("PUT", "object", "", "x-amz-copy-source", "CopyObject"),
+    ("PUT", "object", "", "", "PutObject"),
+    ("GET", "object", "uploadId", "", "ListParts"),
+    ("GET", "object", "tagging", "", "GetObjectTagging"),
+    ("GET", "object", "acl", "", "GetObjectAcl"),
+    ("GET", "object", "", "", "GetObject"),
+    ("HEAD", "object", "", "", "HeadObject"),
+    ("DELETE", "object", "uploadId", "", "AbortMultipartUpload"),
+    ("DELETE", "object", "tagging", "", "DeleteObjectTagging"),
+    ("DELETE", "object", "", "", "DeleteObject"),
+    ("POST", "object", "uploads", "", "CreateMultipartUpload"),
+    ("POST", "object", "uploadId", "", "CompleteMultipartUpload"),
+)
+
+#: Operations that only read: what a Reader role may call (IAM issue) and what skips body handling.
+READ_ONLY = frozenset(op for method, _, _, _, op in ROUTES if method in ("GET", "HEAD"))
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    operation: str | None
+    bucket: str
+    key: str
+
+
+def split_target(raw_path: str, host: str, vhost_domains: tuple[str, ...]) -> tuple[str, str]:
+    """(bucket, key) from the path, or from the Host header for virtual-host-style requests."""
+    path = unquote(raw_path)
+    hostname = host.rsplit(":", 1)[0].lower() if host and not host.startswith("[") else host.lower()
+    for domain in vhost_domains:
+        suffix = "." + domain
+        if hostname.endswith(suffix) and len(hostname) > len(suffix):
+            return hostname[: -len(suffix)], path[1:]
+    trimmed = path[1:]
+    bucket, _, key = trimmed.partition("/")
+    return bucket, key
+
+
+def route(method: str, bucket: str, key: str, query: Mapping[str, str], headers: Mapping[str, str]) -> Route:
+    level = "object" if key else "bucket" if bucket else "service"
+    for r_method, r_level, r_query, r_header, operation in ROUTES:
+        if r_method == method and r_level == level and (not r_query or r_query in query) and (
+                not r_header or r_header in headers):
+            return Route(operation, bucket, key)
+    return Route(None, bucket, key)

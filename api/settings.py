@@ -1,0 +1,16 @@
+"""What the HTTP layer needs to know about the deployment (built by s4.tools.config; no env parsing here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    access_key: str
+    secret_key: str
+    region: str = "us-east-1"
+    max_upload_bytes: int = 5 * 1024**3
+    vhost_domains: tuple[str, ...] = ("localhost",)
+    owner_id: str = "s4"
+    owner_name: str = "s4"

@@ -1,0 +1,203 @@
+"""Settings from the spec's environment variables and ``config.toml``: env wins over file, file over defaults.
+
+Unknown or malformed settings stop start-up with a message naming the setting (``ConfigError``). Names, defaults
+and the size format (GB/G, MB/M, KB/K or bytes) follow the product README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import tempfile
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting that is unknown or cannot be parsed; the message names it."""
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)B?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(name: str, value: str) -> int:
+    m = _SIZE_RE.match(value)
+    if m is None:
+        raise ConfigError(f"{name}: {value!r} is not a size (use e.g. 5GB, 100MB, 1024KB or a byte count)")
+    return int(m.group(1)) * _UNITS[m.group(2).upper()]
+
+
+def parse_bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}: {value!r} is not a boolean (true, false, 1, 0)")
+
+
+def parse_int(name: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {value!r} is not an integer") from exc
+
+
+def parse_float(name: str, value: str) -> float:
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {value!r} is not a number") from exc
+
+
+def _text(name: str, value: str) -> str:
+    return value
+
+
+# env var -> (settings field, parser, default)
+ENV: dict[str, tuple[str, Callable[[str, str], Any], Any]] = {
+    "S4_BIND": ("bind", _text, "127.0.0.1:9000"),
+    "S4_ROOT_USERNAME": ("root_username", _text, "root"),
+    "S4_ROOT_PASSWORD": ("root_password", _text, None),
+    "S4_JWT_SECRET": ("jwt_secret", _text, None),
+    "S4_ACCESS_KEY_ID": ("access_key", _text, None),
+    "S4_SECRET_ACCESS_KEY": ("secret_key", _text, None),
+    "S4_DATA_DIR": ("data_dir", _text, None),
+    "S4_MAX_UPLOAD_SIZE": ("max_upload_bytes", parse_size, 5 * 1024**3),
+    "S4_TLS_CERT": ("tls_cert", _text, None),
+    "S4_TLS_KEY": ("tls_key", _text, None),
+    "S4_VOLUME_SIZE": ("volume_size_bytes", parse_size, 1024**3),
+    "S4_WORKERS": ("workers", parse_int, None),
+    "S4_REGION": ("region", _text, "us-east-1"),
+    "S4_DOMAIN": ("domains", _text, "localhost"),
+    "S4_LIFECYCLE_ENABLED": ("lifecycle_enabled", parse_bool, True),
+    "S4_LIFECYCLE_INTERVAL_HOURS": ("lifecycle_interval_hours", parse_float, 24.0),
+    "S4_LIFECYCLE_DRY_RUN": ("lifecycle_dry_run", parse_bool, False),
+    "S4_COMPACTION_ENABLED": ("compaction_enabled", parse_bool, True),
+    "S4_COMPACTION_INTERVAL_HOURS": ("compaction_interval_hours", parse_float, 1.0),
+    "S4_COMPACTION_THRESHOLD": ("compaction_threshold", parse_float, 0.3),
+    "S4_COMPACTION_DRY_RUN": ("compaction_dry_run", parse_bool, False),
+    "S4_COMPACTION_FULL_TIME": ("compaction_full_time", _text, "02:00"),
+    "S4_MULTIPART_UPLOAD_TTL_HOURS": ("multipart_ttl_hours", parse_float, 24.0),
+    "S4_COMPACTION_MULTIPART_TTL_SECS": ("multipart_ttl_secs_override", parse_int, None),
+    "S4_METRICS_ENABLED": ("metrics_enabled", parse_bool, True),
+    "S4_SELECT_ENABLED": ("select_enabled", parse_bool, True),
+    "S4_SELECT_MAX_MEMORY": ("select_max_memory", parse_size, 256 * 1024**2),
+    "S4_SELECT_TIMEOUT": ("select_timeout_s", parse_int, 60),
+    "S4_MODE": ("mode", _text, "single"),
+    "S4_CLUSTER_NAME": ("cluster_name", _text, "default"),
+    "S4_NODE_ID": ("node_id", _text, None),
+    "S4_NODE_GRPC_ADDR": ("node_grpc_addr", _text, None),
+    "S4_NODE_HTTP_ADDR": ("node_http_addr", _text, None),
+    "S4_SEEDS": ("seeds", _text, None),
+    "S4_POOL_NAME": ("pool_name", _text, None),
+    "S4_POOL_NODES": ("pool_nodes", _text, None),
+    "S4_REPLICATION_FACTOR": ("replication_factor", parse_int, 3),
+    "S4_WRITE_QUORUM": ("write_quorum", parse_int, 2),
+    "S4_READ_QUORUM": ("read_quorum", parse_int, 2),
+    "S4_GC_GRACE_DAYS": ("gc_grace_days", parse_float, 7.0),
+    "S4_MAX_REJOIN_DOWNTIME_DAYS": ("max_rejoin_downtime_days", parse_float, 3.0),
+    "S4_ANTI_ENTROPY_INTERVAL_SECS": ("anti_entropy_interval_secs", parse_int, 600),
+    "S4_SCRUBBER_FULL_SCAN_DAYS": ("scrubber_full_scan_days", parse_float, 30.0),
+    "S4_HINT_TTL_HOURS": ("hint_ttl_hours", parse_float, 3.0),
+    "S4_LICENSE_KEY": ("license_key", _text, None),
+}
+# config.toml (section, key) -> settings field, parser
+TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
+    ("server", "bind"): ("bind", lambda n, v: str(v)),
+    ("server", "workers"): ("workers", lambda n, v: parse_int(n, str(v))),
+    ("server", "region"): ("region", lambda n, v: str(v)),
+    ("storage", "data_path"): ("data_path", lambda n, v: str(v)),
+    ("storage", "metadata_path"): ("metadata_path", lambda n, v: str(v)),
+    ("storage", "data_dir"): ("data_dir", lambda n, v: str(v)),
+    ("tuning", "volume_size_mb"): ("volume_size_bytes", lambda n, v: parse_int(n, str(v)) * 1024**2),
+    ("tuning", "strict_sync"): ("strict_sync", lambda n, v: parse_bool(n, str(v))),
+    ("tuning", "max_upload_size"): ("max_upload_bytes", lambda n, v: parse_size(n, str(v))),
+}
+
+
+@dataclass
+class Settings:
+    values: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)  # field -> "env:NAME" | "file:section.key" | "default"
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError as exc:
+            raise AttributeError(name) from exc
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = str(self.values["bind"]).rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"S4_BIND: {self.values['bind']!r} is not host:port")
+        return host.strip("[]"), int(port)
+
+
+def load_settings(env: Mapping[str, str] | None = None, config_path: str | None = None) -> Settings:
+    """Defaults, then config.toml, then env; validates everything it reads."""
+    env = os.environ if env is None else env
+    settings = Settings()
+    for name, (fld, _, default) in ENV.items():
+        settings.values[fld] = default
+        settings.sources[fld] = "default"
+    settings.values.update(data_path=None, metadata_path=None, strict_sync=True)
+    if config_path:
+        try:
+            doc = tomllib.loads(Path(config_path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"--config {config_path}: {exc}") from exc
+        for section, table in doc.items():
+            if not isinstance(table, dict):
+                raise ConfigError(f"config.toml: {section!r} must be a [section]")
+            for key, value in table.items():
+                entry = TOML.get((section, key))
+                if entry is None:
+                    raise ConfigError(f"config.toml: unknown setting {section}.{key}")
+                fld, parser = entry
+                settings.values[fld] = parser(f"config.toml {section}.{key}", value)
+                settings.sources[fld] = f"file:{section}.{key}"
+    for name, value in env.items():
+        if name.startswith("S4_") and name not in ENV and name not in ("S4_CRASHPOINT",):
+            raise ConfigError(f"unknown setting {name} (see the README for the supported S4_* variables)")
+        if name in ENV:
+            fld, parser, _ = ENV[name]
+            settings.values[fld] = parser(name, value)
+            settings.sources[fld] = f"env:{name}"
+    if settings.values["mode"] not in ("single", "cluster", "gateway"):
+        raise ConfigError(f"S4_MODE: {settings.values['mode']!r} must be single, cluster or gateway")
+    if not 0.0 < settings.values["compaction_threshold"] < 1.0:
+        raise ConfigError("S4_COMPACTION_THRESHOLD: must be between 0 and 1")
+    if bool(settings.values["tls_cert"]) != bool(settings.values["tls_key"]):
+        raise ConfigError("S4_TLS_CERT and S4_TLS_KEY must be set together")
+    settings.host_port  # noqa: B018 - validates S4_BIND
+    return settings
+
+
+def resolve_data_dir(settings: Settings) -> Path:
+    if settings.values.get("data_dir"):
+        return Path(settings.values["data_dir"])
+    if settings.values.get("data_path"):
+        return Path(settings.values["data_path"]).parent
+    return Path(tempfile.gettempdir()) / "s4-data"
+
+
+def dev_credentials(data_dir: Path) -> tuple[str, str]:
+    """Generated keys for a server started without S4_ACCESS_KEY_ID: kept in the data dir across restarts."""
+    path = data_dir / "dev-credentials.json"
+    if path.exists():
+        doc = json.loads(path.read_text())
+        return doc["access_key"], doc["secret_key"]
+    access, secret = "S4DEV" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"access_key": access, "secret_key": secret}))
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return access, secret
