@@ -44,11 +44,17 @@ def _decoded(text: str) -> str:
 
 
 def canonical_resource(raw_path: str, query_string: str, bucket_from_host: str | None = None,
-                       *, include_extra: bool = False) -> str:
-    """``[/bucket]/path[?subresources]``: sub-resources sorted by name, values percent-decoded."""
+                       *, include_extra: bool = False, as_sent: bool = False) -> str:
+    """``/bucket/path[?subresources]``: sub-resources sorted by name, values percent-decoded.
+
+    A path-style bucket request ("/bkt") is signed as "/bkt/", as botocore and S3 do (``as_sent`` keeps
+    it as "/bkt", which simpler signers use).
+    """
     path = raw_path or "/"
     if bucket_from_host:
         path = f"/{bucket_from_host}{path}"
+    elif not as_sent and path.count("/") == 1 and len(path) > 1:
+        path += "/"
     wanted = SUBRESOURCES | EXTRA_SUBRESOURCES if include_extra else SUBRESOURCES
     subs: list[tuple[str, str]] = []
     for key, value in split_query(query_string):
@@ -142,10 +148,13 @@ def verify_sigv2(req: AuthRequest, lookup_secret: Callable[[str], str | None], n
         raise S3Error(ErrorCode.INVALID_ACCESS_KEY_ID, AWSAccessKeyId=access_key)
     amz = {n: v for n, v in headers.items() if n.startswith("x-amz-")}
     md5, ctype = headers.get("content-md5", "").strip(), headers.get("content-type", "").strip()
-    resources = [canonical_resource(req.raw_path, req.query_string, bucket_from_host)]
-    extra = canonical_resource(req.raw_path, req.query_string, bucket_from_host, include_extra=True)
-    if extra != resources[0]:
-        resources.append(extra)
+    resources: list[str] = []
+    for as_sent in (False, True):
+        for include_extra in (False, True):
+            resource = canonical_resource(req.raw_path, req.query_string, bucket_from_host,
+                                          include_extra=include_extra, as_sent=as_sent)
+            if resource not in resources:
+                resources.append(resource)
     provided = signature.replace(" ", "+").encode("ascii", "replace")
     first = ""
     for date, amz_text in _date_candidates(dates, amz, presigned):

@@ -1,0 +1,44 @@
+"""Integration fixtures: one real server per session, boto3 clients, a fresh bucket per test."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from helpers.server import ACCESS_KEY, SECRET_KEY, ServerProcess  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path_factory.mktemp("s4") / "data").start()
+    yield proc
+    code = proc.stop()
+    if code not in (0, None, -15):
+        print(proc.log())
+
+
+def make_client(endpoint: str, **config: Any) -> Any:
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY,
+                        aws_secret_access_key=SECRET_KEY, region_name="us-east-1",
+                        config=Config(**config) if config else None)
+
+
+@pytest.fixture(scope="session")
+def s3(server: ServerProcess) -> Any:
+    return make_client(server.endpoint)
+
+
+@pytest.fixture
+def bucket(s3: Any) -> str:
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name
