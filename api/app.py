@@ -124,13 +124,13 @@ class S3Service:
             resp.content_type = "application/json"
             resp.data = b'{"status":"ok"}' if req.method == "GET" else b""
             return
-        bucket, key = split_target(raw_path, headers.get("host", ""), self.settings.vhost_domains)
-        vhost = not raw_path.lstrip("/").startswith(bucket) if bucket else False
+        where = split_target(raw_path, headers.get("host", ""), self.settings.vhost_domains)
+        bucket, key = where.bucket, where.key
         query = dict(parse_qsl(query_string, keep_blank_values=True))
         if req.method == "OPTIONS":
             self._preflight(bucket, headers, resp)
             return
-        auth = self.authenticate(req, raw_path, query_string, headers, bucket, vhost)
+        auth = self.authenticate(req, raw_path, query_string, headers, bucket, where.virtual_host)
         target = route(req.method, bucket, key, query, headers)
         handler = HANDLERS.get(target.operation or "")
         if handler is None:
@@ -140,7 +140,7 @@ class S3Service:
             await handler(call, resp)
         finally:
             if bucket and "origin" in headers:
-                self._cors_headers(bucket, headers, resp)
+                self._cors_headers(bucket, req.method, headers, resp)
 
     def _cors_rules(self, bucket: str) -> list:  # type: ignore[type-arg]
         try:
@@ -164,9 +164,9 @@ class S3Service:
         for name, value in cors_response_headers(rule, origin, wanted, preflight=True).items():
             resp.set_header(name, value)
 
-    def _cors_headers(self, bucket: str, headers: dict[str, str], resp: falcon.asgi.Response) -> None:
+    def _cors_headers(self, bucket: str, method: str, headers: dict[str, str], resp: falcon.asgi.Response) -> None:
         origin = headers["origin"]
-        rule = match_cors(self._cors_rules(bucket), origin, headers.get(":method", "GET"), [])
+        rule = match_cors(self._cors_rules(bucket), origin, method, [])
         if rule is not None:
             for name, value in cors_response_headers(rule, origin, [], preflight=False).items():
                 resp.set_header(name, value)

@@ -222,8 +222,8 @@ class ChunkedDecoder:
         for name, checksum in self._checksums.items():
             claimed = decode_b64_digest(checksum.algorithm, received[name])
             if not hmac.compare_digest(claimed, checksum.digest()):
-                raise S3Error(ErrorCode.BAD_DIGEST, f"The {checksum.algorithm} you specified did not match the "
-                                                    "calculated checksum.")
+                message = f"The {checksum.algorithm} you specified did not match the calculated checksum."
+                raise S3Error(ErrorCode.BAD_DIGEST, message)
             self.trailers.checksums[checksum.algorithm] = checksum.b64digest()
         self.trailers.headers.update(received)
         self.trailers.complete = True

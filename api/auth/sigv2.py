@@ -192,7 +192,8 @@ def _header_dates(headers: Mapping[str, str], now: datetime) -> list[str]:
     if when is None and amz_date is not None:
         when = _iso8601_basic(amz_date)
     if when is None:
-        raise S3Error(ErrorCode.ACCESS_DENIED, "AWS authentication requires a valid Date or x-amz-date header")
+        raise S3Error(ErrorCode.ACCESS_DENIED,
+                      "AWS authentication requires a valid Date or x-amz-date header")
     if abs(now - when) > MAX_SKEW:
         raise S3Error(ErrorCode.REQUEST_TIME_TOO_SKEWED, RequestTime=raw or "", ServerTime=_iso(now),
                       MaxAllowedSkewMilliseconds="900000")

@@ -322,6 +322,10 @@ def verify_sigv4(req: AuthRequest, lookup_secret: Callable[[str], str | None], n
     now = datetime.now(UTC) if now is None else (now if now.tzinfo else now.replace(tzinfo=UTC))
     authorization = req.headers.get("authorization")
     if authorization is not None:
+        if "X-Amz-Algorithm=" in req.query_string and "X-Amz-Algorithm" in query_params(req.query_string):
+            raise S3Error(ErrorCode.INVALID_ARGUMENT, "Only one auth mechanism allowed; only the "
+                          "X-Amz-Algorithm query parameter, Signature query string parameter or the "
+                          "Authorization header should be specified", ArgumentName="Authorization")
         parsed = _parse_header(req, authorization)
     else:
         params = query_params(req.query_string)

@@ -72,17 +72,23 @@ class Route:
     key: str
 
 
-def split_target(raw_path: str, host: str, vhost_domains: tuple[str, ...]) -> tuple[str, str]:
-    """(bucket, key) from the path, or from the Host header for virtual-host-style requests."""
+@dataclass(frozen=True, slots=True)
+class Target:
+    bucket: str
+    key: str
+    virtual_host: bool
+
+
+def split_target(raw_path: str, host: str, vhost_domains: tuple[str, ...]) -> Target:
+    """Bucket and key from the path, or the bucket from the Host header for virtual-host-style requests."""
     path = unquote(raw_path)
     hostname = host.rsplit(":", 1)[0].lower() if host and not host.startswith("[") else host.lower()
     for domain in vhost_domains:
         suffix = "." + domain
         if hostname.endswith(suffix) and len(hostname) > len(suffix):
-            return hostname[: -len(suffix)], path[1:]
-    trimmed = path[1:]
-    bucket, _, key = trimmed.partition("/")
-    return bucket, key
+            return Target(hostname[: -len(suffix)], path[1:], True)
+    bucket, _, key = path[1:].partition("/")
+    return Target(bucket, key, False)
 
 
 def route(method: str, bucket: str, key: str, query: Mapping[str, str], headers: Mapping[str, str]) -> Route:

@@ -35,19 +35,22 @@ def at(http_date: str) -> datetime:
     return parsedate_to_datetime(http_date).astimezone(UTC)
 
 
-# (request, bucket from Host, the request time) for the AWS "Signing and authenticating REST requests" examples.
+# (request, bucket from Host) for the AWS "Signing and authenticating REST requests" examples.
 DOC_EXAMPLES = [
-    (doc("GET", "/photos/puppy.jpg", "", "bWq2s1WEIj+Ydj0vQ697zp+IXMU=", date="Tue, 27 Mar 2007 19:36:42 +0000"),
+    (doc("GET", "/photos/puppy.jpg", "", "bWq2s1WEIj+Ydj0vQ697zp+IXMU=",
+         date="Tue, 27 Mar 2007 19:36:42 +0000"), "johnsmith"),
+    (doc("PUT", "/photos/puppy.jpg", "", "MyyxeRY7whkBe+bq8fHCL/2kKUg=",
+         date="Tue, 27 Mar 2007 21:15:45 +0000", content_type="image/jpeg", content_length="94328"),
      "johnsmith"),
-    (doc("PUT", "/photos/puppy.jpg", "", "MyyxeRY7whkBe+bq8fHCL/2kKUg=", date="Tue, 27 Mar 2007 21:15:45 +0000",
-         content_type="image/jpeg", content_length="94328"), "johnsmith"),
     (doc("GET", "/", "prefix=photos&max-keys=50&marker=puppy", "htDYFYduRNen8P9ZfE/s9SuKy0U=",
          date="Tue, 27 Mar 2007 19:42:41 +0000", user_agent="Mozilla/5.0"), "johnsmith"),
-    (doc("GET", "/", "acl", "c2WLPFtWHVgbEmeEG93a4cG37dM=", date="Tue, 27 Mar 2007 19:44:46 +0000"), "johnsmith"),
+    (doc("GET", "/", "acl", "c2WLPFtWHVgbEmeEG93a4cG37dM=", date="Tue, 27 Mar 2007 19:44:46 +0000"),
+     "johnsmith"),
     (doc("DELETE", "/johnsmith/photos/puppy.jpg", "", "lx3byBScXR6KzyMaifNkardMwNk=",
          date="Tue, 27 Mar 2007 21:20:27 +0000", x_amz_date="Tue, 27 Mar 2007 21:20:26 +0000"), None),
-    (doc("PUT", "/db-backup.dat.gz", "", "ilyl83RwaSoYIEdixDQcA4OnAnc=", date="Tue, 27 Mar 2007 21:06:08 +0000",
-         x_amz_acl="public-read", content_type="application/x-download",
+    (doc("PUT", "/db-backup.dat.gz", "", "ilyl83RwaSoYIEdixDQcA4OnAnc=",
+         date="Tue, 27 Mar 2007 21:06:08 +0000", x_amz_acl="public-read",
+         content_type="application/x-download",
          content_md5="4gJE4saaMU4BqNR0kLY+lw==", x_amz_meta_reviewedby="joe@johnsmith.net,jane@johnsmith.net",
          x_amz_meta_filechecksum="0x02661779", x_amz_meta_checksumalgorithm="crc32",
          content_disposition="attachment; filename=database.dat", content_encoding="gzip"),
@@ -82,8 +85,8 @@ def test_doc_presigned_example() -> None:
     assert info.value.code is ErrorCode.ACCESS_DENIED and info.value.message == "Request has expired"
     later = req.query_string.replace("1175139620", "1175139621")
     with pytest.raises(S3Error) as info:
-        verify_sigv2(AuthRequest("GET", req.raw_path, later, req.headers), lookup, expires - timedelta(hours=1),
-                     bucket_from_host="johnsmith")
+        verify_sigv2(AuthRequest("GET", req.raw_path, later, req.headers), lookup,
+                     expires - timedelta(hours=1), bucket_from_host="johnsmith")
     assert info.value.code is ErrorCode.SIGNATURE_DOES_NOT_MATCH
 
 
@@ -126,8 +129,9 @@ def test_skew_and_errors() -> None:
 
 def test_header_signature_cannot_be_replayed_as_presigned_url() -> None:
     req, _ = DOC_EXAMPLES[4]  # signed over the x-amz-date value in the Date line
-    query = ("AWSAccessKeyId=AKIAIOSFODNN7EXAMPLE&Expires=4102444800&x-amz-date=Tue%2C%2027%20Mar%202007%2021%3A20"
-             "%3A26%20%2B0000&Signature=lx3byBScXR6KzyMaifNkardMwNk%3D")
+    query = ("AWSAccessKeyId=AKIAIOSFODNN7EXAMPLE&Expires=4102444800"
+             "&x-amz-date=Tue%2C%2027%20Mar%202007%2021%3A20%3A26%20%2B0000"
+             "&Signature=lx3byBScXR6KzyMaifNkardMwNk%3D")
     with pytest.raises(S3Error) as info:
         verify_sigv2(AuthRequest("DELETE", req.raw_path, query, {}), lookup, datetime(2030, 1, 1, tzinfo=UTC))
     assert info.value.code is ErrorCode.SIGNATURE_DOES_NOT_MATCH

@@ -60,6 +60,8 @@ def doc_bucket_get(query: str, signature: str) -> AuthRequest:
     })
 
 
+LIFECYCLE_SIG = "fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543"
+LIST_SIG = "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7"
 DOC_PRESIGNED_QUERY = (
     "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2F"
     "aws4_request&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host&X-Amz-Signature="
@@ -80,7 +82,8 @@ def doc_streaming(trailer: bool) -> AuthRequest:
                   "x-amz-storage-class;x-amz-trailer")
         sig = "106e2a8a18243abcf37539882f36619c00e2dfc72633413f02d3b74544bfeb8e"
     else:
-        headers.update({"x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "content-length": "66824"})
+        headers.update({"x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+                        "content-length": "66824"})
         signed = ("content-encoding;content-length;host;x-amz-content-sha256;x-amz-date;"
                   "x-amz-decoded-content-length;x-amz-storage-class")
         sig = "4f232c4386841ef735655705268965c44a0e4690baa4adea153f7db9fa80a0a9"
@@ -102,11 +105,9 @@ def expect_error(code: ErrorCode, req: AuthRequest, now: datetime | None = DOC_T
     (doc_get_object(), "sha256"),
     (doc_put_object(), "sha256"),
     (doc_put_object("/test$file.text"), "sha256"),  # same request, "$" left unencoded by the client
-    (doc_bucket_get("lifecycle", "fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543"), "sha256"),
-    (doc_bucket_get("max-keys=2&prefix=J", "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7"),
-     "sha256"),
-    (doc_bucket_get("prefix=J&max-keys=2", "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7"),
-     "sha256"),
+    (doc_bucket_get("lifecycle", LIFECYCLE_SIG), "sha256"),
+    (doc_bucket_get("max-keys=2&prefix=J", LIST_SIG), "sha256"),
+    (doc_bucket_get("prefix=J&max-keys=2", LIST_SIG), "sha256"),
     (AuthRequest("GET", "/test.txt", DOC_PRESIGNED_QUERY, {"host": HOST}), "unsigned"),
     (doc_streaming(False), "streaming-signed"),
     (doc_streaming(True), "streaming-signed-trailer"),
@@ -177,7 +178,8 @@ def test_presigned_expiry_window() -> None:
     assert err.message == "Request has expired"
     expect_error(ErrorCode.ACCESS_DENIED, req, DOC_TIME - timedelta(hours=1))
     week = DOC_PRESIGNED_QUERY.replace("X-Amz-Expires=86400", "X-Amz-Expires=604801")
-    expect_error(ErrorCode.AUTHORIZATION_QUERY_PARAMETERS_ERROR, AuthRequest("GET", "/test.txt", week, req.headers))
+    expect_error(ErrorCode.AUTHORIZATION_QUERY_PARAMETERS_ERROR,
+                 AuthRequest("GET", "/test.txt", week, req.headers))
     other = DOC_PRESIGNED_QUERY.replace("X-Amz-Expires=86400", "X-Amz-Expires=86399")
     expect_error(ErrorCode.SIGNATURE_DOES_NOT_MATCH, AuthRequest("GET", "/test.txt", other, req.headers))
 
@@ -197,11 +199,18 @@ def test_presigned_expiry_window() -> None:
      ErrorCode.AUTHORIZATION_HEADER_MALFORMED),
     (AuthRequest("GET", "/t", "X-Amz-Algorithm=AWS4-HMAC-SHA256", {"host": HOST}),
      ErrorCode.AUTHORIZATION_QUERY_PARAMETERS_ERROR),
-    (AuthRequest("GET", "/t", DOC_PRESIGNED_QUERY.replace("AWS4-HMAC-SHA256", "AWS4-HMAC-SHA1"), {"host": HOST}),
+    (AuthRequest("GET", "/t", DOC_PRESIGNED_QUERY.replace("AWS4-HMAC-SHA256", "AWS4-HMAC-SHA1"),
+                 {"host": HOST}),
      ErrorCode.AUTHORIZATION_QUERY_PARAMETERS_ERROR),
 ])
 def test_rejections(req: AuthRequest, code: ErrorCode) -> None:
     expect_error(code, req)
+
+
+def test_header_and_query_auth_together() -> None:
+    req = doc_get_object()
+    expect_error(ErrorCode.INVALID_ARGUMENT,
+                 AuthRequest("GET", "/test.txt", DOC_PRESIGNED_QUERY, req.headers))
 
 
 def test_missing_content_sha256_header() -> None:
@@ -212,7 +221,8 @@ def test_missing_content_sha256_header() -> None:
 
 def test_expected_region() -> None:
     verify_sigv4(doc_get_object(), lookup, DOC_TIME, expected_region="us-east-1")
-    err = expect_error(ErrorCode.AUTHORIZATION_HEADER_MALFORMED, doc_get_object(), expected_region="eu-west-1")
+    err = expect_error(ErrorCode.AUTHORIZATION_HEADER_MALFORMED, doc_get_object(),
+                       expected_region="eu-west-1")
     assert err.fields["Region"] == "eu-west-1"
 
 
@@ -280,7 +290,8 @@ URLS = [
 @pytest.mark.parametrize("url", URLS)
 def test_botocore_header_auth_round_trip(url: str) -> None:
     body = b"some payload"
-    req = boto_signed("PUT", url, {"X-Amz-Meta-Colour": "  blue   green ", "Content-Type": "text/plain"}, body)
+    headers = {"X-Amz-Meta-Colour": "  blue   green ", "Content-Type": "text/plain"}
+    req = boto_signed("PUT", url, headers, body)
     ctx = verify_sigv4(req, boto_lookup)
     assert ctx.access_key == "AKIDBOTO" and ctx.payload_mode == "sha256"
     check_payload_sha256(ctx, hashlib.sha256(body).hexdigest())
@@ -316,7 +327,7 @@ def test_botocore_date_header_instead_of_x_amz_date() -> None:
 
 
 def test_botocore_generic_sigv4_auth() -> None:
-    """The non-S3 signer (it normalises/double-encodes paths) agrees on plain paths when the body hash is sent."""
+    """The generic signer (normalises, double-encodes paths) agrees on plain paths given the body hash."""
     body = b"{}"
     sha = hashlib.sha256(body).hexdigest()
     req = boto_signed("POST", "http://localhost:9000/bucket/key?a=1&b=x%20y", {"X-Amz-Content-SHA256": sha},
