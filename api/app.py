@@ -65,6 +65,7 @@ HANDLERS: dict[str, Handler] = {
     "HeadObject": objects.head_object,
     "DeleteObject": objects.delete_object,
     "CopyObject": objects.copy_object,
+    "RenameObject": objects.rename_object,
     "PutObjectTagging": objects.put_object_tagging,
     "GetObjectTagging": objects.get_object_tagging,
     "DeleteObjectTagging": objects.delete_object_tagging,

@@ -14,10 +14,12 @@ from typing import Any
 
 from s4.journal import EventType
 
+from .conditions import Preconditions
 from .errors import ErrorCode, S3Error
 from .model import NULL_VERSION, Bucket
 from .sequencer import Decider, Decision
 from .views import namespace
+from .views.env import unpack
 from .views.records import Tx
 
 MIN_PART_BYTES = 5 * 1024 * 1024
@@ -47,13 +49,8 @@ def check_write_conditions(tx: Tx, bucket: Bucket, key: str, args: dict[str, Any
     if not if_none and not if_match:
         return
     current = current_version(tx, bucket, key)
-    if if_none and current is not None and (if_none == "*" or if_none.strip('"') == current["e"]):
-        raise S3Error(ErrorCode.PRECONDITION_FAILED, Condition="If-None-Match")
-    if if_match:
-        if current is None:
-            raise S3Error(ErrorCode.NO_SUCH_KEY, resource=key, Key=key)
-        if if_match != "*" and if_match.strip('"') != current["e"]:
-            raise S3Error(ErrorCode.PRECONDITION_FAILED, Condition="If-Match")
+    Preconditions(if_match, if_none).check(current["e"] if current else None, current["t"] if current else 0,
+                                           not_modified=ErrorCode.PRECONDITION_FAILED)
 
 
 def new_version_id(bucket: Bucket) -> str:
@@ -130,28 +127,65 @@ def set_object_tags(d: Decision, args: dict[str, Any]) -> str:
 
 
 def rename(d: Decision, args: dict[str, Any]) -> None:
-    """Rename one key, or every key under a prefix (both ending in '/'), as one event."""
+    """RenameObject: one key, or every key under a prefix (both names end in '/'), as one event.
+
+    Semantics (docs/architecture/rename.md): a prefix rename refuses a destination that holds objects unless
+    ``merge``; a key rename overwrites an existing destination in an unversioned bucket and refuses it in a
+    versioned one (its history would be lost); version histories and in-flight uploads move with their keys.
+    """
     bucket = require_bucket(d.tx, args["bucket"])
     src, dst = args["src"], args["dst"]
-    ns = d.tx.dbs["ns"]
+    token = args.get("client_token")
+    if token:
+        prior = d.tx.get("tokens", f"{bucket.name}\0{token}".encode())
+        if prior is not None:
+            if unpack(prior) == {"src": src, "dst": dst}:
+                return  # a retry of a rename that already happened
+            raise S3Error(ErrorCode.IDEMPOTENCY_PARAMETER_MISMATCH, ClientToken=token)
     if src.endswith("/") != dst.endswith("/"):
         raise S3Error(ErrorCode.INVALID_ARGUMENT, "Source and destination must both be prefixes (end in '/') "
-                      "or both be keys")
+                      "or both be keys", ArgumentName="x-amz-rename-source", ArgumentValue=src)
+    if src == dst:
+        raise S3Error(ErrorCode.INVALID_REQUEST, "The source and destination of a rename are the same.")
+    src_cond = Preconditions.from_record(args.get("src_cond"))
+    dst_cond = Preconditions.from_record(args.get("dst_cond"))
     if src.endswith("/"):
-        if dst.startswith(src):
-            raise S3Error(ErrorCode.INVALID_REQUEST, "Cannot rename a prefix into its own subtree")
-        dirs, _ = namespace.split_key(src.encode())
-        if namespace.find_dir(d.tx.txn, ns, bucket.root, dirs) is None:
-            raise S3Error(ErrorCode.NO_SUCH_KEY, f"No objects under prefix {src}", resource=src, Key=src)
-        dst_dirs, _ = namespace.split_key(dst.encode())
-        if namespace.find_dir(d.tx.txn, ns, bucket.root, dst_dirs) is not None:
-            raise S3Error(ErrorCode.INVALID_REQUEST, f"Destination prefix {dst} already holds objects")
+        _check_prefix_rename(d.tx, bucket, src, dst, src_cond, dst_cond, bool(args.get("merge")))
     else:
-        if object_id(d.tx, bucket, src) is None:
-            raise S3Error(ErrorCode.NO_SUCH_KEY, resource=src, Key=src)
-        if object_id(d.tx, bucket, dst) is not None:
-            raise S3Error(ErrorCode.INVALID_REQUEST, f"Destination key {dst} already exists")
-    d.emit(EventType.PREFIX_RENAMED, {"bucket": bucket.name, "src": src, "dst": dst})
+        _check_key_rename(d.tx, bucket, src, dst, src_cond, dst_cond)
+    d.emit(EventType.PREFIX_RENAMED, {"bucket": bucket.name, "src": src, "dst": dst,
+                                      "merge": bool(args.get("merge")), "client_token": token})
+
+
+def _check_prefix_rename(tx: Tx, bucket: Bucket, src: str, dst: str, src_cond: Preconditions,
+                         dst_cond: Preconditions, merge: bool) -> None:
+    if src_cond or (dst_cond and dst_cond != Preconditions(if_none_match="*")):
+        raise S3Error(ErrorCode.INVALID_ARGUMENT, "Only 'If-None-Match: *' applies to a prefix rename.")
+    if dst.startswith(src):
+        raise S3Error(ErrorCode.INVALID_REQUEST, f"Cannot rename prefix {src} into its own subtree {dst}.")
+    ns = tx.dbs["ns"]
+    dirs, _ = namespace.split_key(src.encode())
+    if namespace.find_dir(tx.txn, ns, bucket.root, dirs) is None:
+        raise S3Error(ErrorCode.NO_SUCH_KEY, f"No objects under prefix {src}.", resource=src, Key=src)
+    dst_dirs, _ = namespace.split_key(dst.encode())
+    if namespace.find_dir(tx.txn, ns, bucket.root, dst_dirs) is not None and (not merge or dst_cond):
+        raise S3Error(ErrorCode.DESTINATION_EXISTS, f"Destination prefix {dst} already holds objects; delete them "
+                      "or ask for a merge (x-amz-s4-rename-merge: true).", Key=dst)
+
+
+def _check_key_rename(tx: Tx, bucket: Bucket, src: str, dst: str, src_cond: Preconditions,
+                      dst_cond: Preconditions) -> None:
+    source = current_version(tx, bucket, src)
+    if source is None:
+        raise S3Error(ErrorCode.NO_SUCH_KEY, resource=src, Key=src)
+    src_cond.check(source["e"], source["t"], not_modified=ErrorCode.PRECONDITION_FAILED)
+    dst_oid = object_id(tx, bucket, dst)
+    target = current_version(tx, bucket, dst)
+    dst_cond.check(target["e"] if target else None, target["t"] if target else 0,
+                   not_modified=ErrorCode.PRECONDITION_FAILED)
+    if dst_oid is not None and bucket.versioning:
+        raise S3Error(ErrorCode.DESTINATION_EXISTS, f"Destination key {dst} has versions in this versioned bucket; "
+                      "delete them first so no history is lost.", Key=dst)
 
 
 # -- multipart ----------------------------------------------------------------------------------------------------

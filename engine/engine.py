@@ -24,6 +24,7 @@ import anyio.to_thread
 from s4.journal import Journal
 
 from . import commands, listing
+from .conditions import Preconditions
 from .errors import ErrorCode, S3Error
 from .ingest import CHUNK_BYTES, Hasher, Ingested, Ingestor
 from .model import (
@@ -273,9 +274,15 @@ class Engine:
         return await self._run("set_object_tags", {"bucket": bucket, "key": key, "version_id": version_id,  # type: ignore[no-any-return]
                                                    "tags": tags}, actor)
 
-    async def rename(self, bucket: str, src: str, dst: str, actor: str = "") -> None:
+    async def rename(self, bucket: str, src: str, dst: str, *, merge: bool = False,
+                     src_cond: Preconditions | None = None, dst_cond: Preconditions | None = None,
+                     client_token: str | None = None, actor: str = "") -> None:
+        """RenameObject for a key or (both names ending in '/') a whole prefix: one event, O(1) in keys moved."""
         check_key(dst)
-        await self._run("rename", {"bucket": bucket, "src": src, "dst": dst}, actor)
+        await self._run("rename", {"bucket": bucket, "src": src, "dst": dst, "merge": merge,
+                                   "src_cond": (src_cond or Preconditions()).to_record(),
+                                   "dst_cond": (dst_cond or Preconditions()).to_record(),
+                                   "client_token": client_token}, actor)
 
     # -- multipart ------------------------------------------------------------------------------------------------
     async def create_multipart_upload(self, bucket: str, key: str, *, content_type: str = "",

@@ -32,6 +32,9 @@ class ErrorCode(enum.Enum):
     ENTITY_TOO_LARGE = ("EntityTooLarge", 400, "Your proposed upload exceeds the maximum allowed object size.")
     ENTITY_TOO_SMALL = ("EntityTooSmall", 400,
                         "Your proposed upload is smaller than the minimum allowed object size.")
+    DESTINATION_EXISTS = ("DestinationAlreadyExists", 409, "The rename destination already exists.")
+    IDEMPOTENCY_PARAMETER_MISMATCH = ("IdempotencyParameterMismatch", 400, "The client token was already used "
+                                      "with different request parameters.")
     EXPIRED_TOKEN = ("ExpiredToken", 400, "The provided token has expired.")
     ILLEGAL_VERSIONING_CONFIGURATION = (
         "IllegalVersioningConfigurationException", 400,

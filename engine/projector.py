@@ -145,21 +145,59 @@ def apply_object_tags_set(tx: Tx, event: Event) -> None:
     tx.replace_version(oid, rec)
 
 
+def _drop_object(tx: Tx, bucket: Bucket, oid: int) -> None:
+    """Release every version of an object being overwritten by a rename."""
+    before = tx.latest(oid)
+    for _, rec in list(tx.versions(oid)):
+        tx.delete_version(oid, rec["v"])
+        _release(tx, bucket, rec)
+    if before is not None and not before.get("dm"):
+        bucket.object_count -= 1
+
+
+def _retarget_uploads(tx: Tx, bucket: str, src: str, dst: str, whole_prefix: bool) -> None:
+    """In-flight multipart uploads follow their key to its new name."""
+    base = f"{bucket}\0".encode()
+    start = base + src.encode()
+    for index_key, _ in list(tx.scan("upload_keys", start)):
+        key_bytes, _, rest = index_key[len(base):].partition(b"\0")
+        if not whole_prefix and key_bytes != src.encode():
+            continue
+        upload = tx.upload(rest[8:].decode())
+        if upload is None:
+            continue
+        upload.key = dst + upload.key[len(src):]
+        tx.delete("upload_keys", index_key)
+        tx.put("upload_keys", _upload_key(bucket, upload.key, upload.initiated_ms, upload.upload_id), b"")
+        tx.put("uploads", upload.upload_id.encode(), pack(upload.to_record()))
+
+
 def apply_prefix_renamed(tx: Tx, event: Event) -> None:
     p = event.payload
-    root = _root(tx, p["bucket"])
+    bucket = tx.bucket(p["bucket"])
+    if bucket is None:
+        raise ProjectionError(f"rename in missing bucket {p['bucket']!r}")
     src, dst = p["src"].encode(), p["dst"].encode()
     ns = tx.dbs["ns"]
     if src.endswith(b"/"):
-        namespace.move_dir(tx.txn, ns, root, src, dst, tx.alloc_node)
-        return
-    oid = namespace.find_object(tx.txn, ns, root, src)
-    if oid is None:
-        return
-    namespace.remove_object(tx.txn, ns, root, src)
-    new_oid, _ = namespace.ensure_object(tx.txn, ns, root, dst, lambda: oid)
-    if new_oid != oid:
-        raise ProjectionError(f"rename target {p['dst']!r} already exists")
+        def drop(oid: int) -> None:
+            _drop_object(tx, bucket, oid)
+
+        namespace.move_dir(tx.txn, ns, bucket.root, src, dst, tx.alloc_node, on_conflict=drop)
+    else:
+        oid = namespace.find_object(tx.txn, ns, bucket.root, src)
+        if oid is None:
+            return
+        existing = namespace.find_object(tx.txn, ns, bucket.root, dst)
+        if existing is not None:
+            _drop_object(tx, bucket, existing)
+            namespace.remove_object(tx.txn, ns, bucket.root, dst)
+        namespace.remove_object(tx.txn, ns, bucket.root, src)
+        namespace.ensure_object(tx.txn, ns, bucket.root, dst, lambda: oid)
+    tx.put_bucket(bucket)
+    _retarget_uploads(tx, bucket.name, p["src"], p["dst"], src.endswith(b"/"))
+    if p.get("client_token"):
+        tx.put("tokens", f"{bucket.name}\0{p['client_token']}".encode(), pack({"src": p["src"], "dst": p["dst"]}))
 
 
 # -- buckets ------------------------------------------------------------------------------------------------------

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 
+from s4.engine.conditions import Preconditions
 from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.model import ObjectVersion
 
@@ -64,38 +64,19 @@ def _invalid_range(size: int) -> S3Error:
                    ActualObjectSize=str(size))
 
 
-def _etag_matches(header: str, etag: str) -> bool:
-    return any(tag.strip() in ("*", f'"{etag}"', etag, f'W/"{etag}"') for tag in header.split(","))
+def preconditions(headers: Mapping[str, str], prefix: str = "") -> Preconditions:
+    """The four conditional headers (optionally ``x-amz-copy-source-``/``x-amz-rename-source-`` prefixed)."""
+    def date(name: str) -> int | None:
+        value = headers.get(prefix + name)
+        return parse_http_date(value) if value is not None else None
+
+    return Preconditions(headers.get(prefix + "if-match"), headers.get(prefix + "if-none-match"),
+                         date("if-modified-since"), date("if-unmodified-since"))
 
 
-@dataclass(frozen=True, slots=True)
-class Conditions:
-    if_match: str | None = None
-    if_none_match: str | None = None
-    if_modified_since: str | None = None
-    if_unmodified_since: str | None = None
-
-    @classmethod
-    def from_headers(cls, headers: Mapping[str, str], prefix: str = "") -> Conditions:
-        return cls(headers.get(prefix + "if-match"), headers.get(prefix + "if-none-match"),
-                   headers.get(prefix + "if-modified-since"), headers.get(prefix + "if-unmodified-since"))
-
-    def check_read(self, version: ObjectVersion, *, copy_source: bool = False) -> None:
-        """RFC 7232 evaluation order; 412 PreconditionFailed or 304 NotModified (412 for copy sources)."""
-        modified_s = version.last_modified_ms // 1000
-        if self.if_match is not None:
-            if not _etag_matches(self.if_match, version.etag):
-                raise S3Error(ErrorCode.PRECONDITION_FAILED, Condition="If-Match")
-        elif self.if_unmodified_since is not None:
-            since = parse_http_date(self.if_unmodified_since)
-            if since is not None and modified_s > since // 1000:
-                raise S3Error(ErrorCode.PRECONDITION_FAILED, Condition="If-Unmodified-Since")
-        not_modified = ErrorCode.PRECONDITION_FAILED if copy_source else ErrorCode.NOT_MODIFIED
-        cache_headers = {"etag": f'"{version.etag}"', "last-modified": http_date(version.last_modified_ms)}
-        if self.if_none_match is not None:
-            if _etag_matches(self.if_none_match, version.etag):
-                raise S3Error(not_modified, headers=cache_headers, Condition="If-None-Match")
-        elif self.if_modified_since is not None:
-            since = parse_http_date(self.if_modified_since)
-            if since is not None and modified_s <= since // 1000:
-                raise S3Error(not_modified, headers=cache_headers, Condition="If-Modified-Since")
+def check_read(headers: Mapping[str, str], version: ObjectVersion, *, prefix: str = "") -> None:
+    """GET/HEAD preconditions (304/412), or copy-source preconditions (always 412) when ``prefix`` is given."""
+    cache_headers = {"etag": f'"{version.etag}"', "last-modified": http_date(version.last_modified_ms)}
+    preconditions(headers, prefix).check(
+        version.etag, version.last_modified_ms, headers=cache_headers,
+        not_modified=ErrorCode.PRECONDITION_FAILED if prefix else ErrorCode.NOT_MODIFIED)

@@ -11,7 +11,7 @@ from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.model import NULL_VERSION, ObjectVersion
 
 from .call import Call, checksum_headers
-from .headers import RESPONSE_OVERRIDES, Conditions, parse_range, stored_headers, user_metadata
+from .headers import RESPONSE_OVERRIDES, check_read, parse_range, preconditions, stored_headers, user_metadata
 from .xml import (
     copy_object_result_xml,
     delete_result_xml,
@@ -96,7 +96,7 @@ def _part_range(version: ObjectVersion, part_number: str) -> tuple[int, int, int
 
 async def _serve(call: Call, resp: falcon.asgi.Response, *, body: bool) -> None:
     version = _select_version(call)
-    Conditions.from_headers(call.headers).check_read(version)
+    check_read(call.headers, version)
     _object_headers(call, version, resp)
     start, length = 0, version.size
     partial = False
@@ -175,7 +175,7 @@ def parse_copy_source(value: str) -> tuple[str, str, str | None]:
 def copy_source_version(call: Call) -> ObjectVersion:
     src_bucket, src_key, src_version = parse_copy_source(call.headers["x-amz-copy-source"])
     source = call.engine.head_object(src_bucket, src_key, src_version)
-    Conditions.from_headers(call.headers, "x-amz-copy-source-").check_read(source, copy_source=True)
+    check_read(call.headers, source, prefix="x-amz-copy-source-")
     return source
 
 
@@ -255,3 +255,24 @@ async def put_acl(call: Call, resp: falcon.asgi.Response) -> None:
     canned = call.headers.get("x-amz-acl", "private")
     if canned != "private" or any(h.startswith("x-amz-grant-") for h in call.headers):
         raise S3Error(ErrorCode.NOT_IMPLEMENTED, "S4 does not support ACL grants; use IAM roles instead.")
+
+
+RENAME_MERGE_HEADER = "x-amz-s4-rename-merge"
+
+
+async def rename_object(call: Call, resp: falcon.asgi.Response) -> None:
+    """RenameObject; a key and source both ending in '/' rename a whole prefix (S4 extension)."""
+    await call.drain()
+    source = call.headers.get("x-amz-rename-source")
+    if not source:
+        raise S3Error(ErrorCode.INVALID_ARGUMENT, "x-amz-rename-source is required", ArgumentName="x-amz-rename-source")
+    path = unquote(source).lstrip("/")
+    src_bucket, _, src_key = path.partition("/")
+    if src_bucket != call.bucket or not src_key:
+        raise S3Error(ErrorCode.INVALID_REQUEST, "The rename source must be /<bucket>/<key> in the same bucket.",
+                      ArgumentName="x-amz-rename-source", ArgumentValue=source)
+    merge = call.headers.get(RENAME_MERGE_HEADER, "").lower() == "true"
+    await call.engine.rename(call.bucket, src_key, call.key, merge=merge,
+                             src_cond=preconditions(call.headers, "x-amz-rename-source-"),
+                             dst_cond=preconditions(call.headers), client_token=call.headers.get("x-amz-client-token"),
+                             actor=call.actor)

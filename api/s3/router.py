@@ -47,6 +47,7 @@ ROUTES: tuple[tuple[str, str, str, str, str], ...] = (
     ("PUT", "object", "uploadId", "", "UploadPart"),
     ("PUT", "object", "tagging", "", "PutObjectTagging"),
     ("PUT", "object", "acl", "", "PutObjectAcl"),
+    ("PUT", "object", "renameObject", "", "RenameObject"),
     ("PUT", "object", "", "x-amz-copy-source", "CopyObject"),
     ("PUT", "object", "", "", "PutObject"),
     ("GET", "object", "uploadId", "", "ListParts"),

@@ -15,6 +15,7 @@ Named databases (key layouts in docs/architecture/views.md):
     volumes     volume name -> msgpack {"live": bytes, "dead": bytes, "sealed": bool}
     users       user id -> msgpack user record;  user_names: username -> user id
     credentials access key -> msgpack {"user": id, "secret": ...}
+    tokens      bucket \0 client token -> msgpack {"src", "dst"}  (RenameObject idempotency)
 
 The environment syncs the data file on commit but not the meta page separately (MDB_NOMETASYNC): a system crash
 may undo the last LMDB transaction, never corrupt it, and replay from the journal redoes it.
@@ -36,7 +37,7 @@ import msgpack
 log = logging.getLogger(__name__)
 
 DB_NAMES = ("meta", "buckets", "bucket_cfg", "ns", "versions", "vidx", "uploads", "upload_keys", "parts",
-            "blobs", "volumes", "users", "user_names", "credentials")
+            "blobs", "volumes", "users", "user_names", "credentials", "tokens")
 DEFAULT_MAP_SIZE = 1 << 40  # address space only; the file grows with the data
 U64 = struct.Struct(">Q")
 

@@ -133,10 +133,37 @@ def iter_from(txn: Any, db: Any, root: int, start: bytes, inclusive: bool) -> It
     return walk(txn, db, root, b"", start, inclusive)
 
 
-def move_dir(txn: Any, db: Any, root: int, src: bytes, dst: bytes, alloc: Callable[[], int]) -> bool:
-    """Re-parent directory ``src`` (ends with '/') as ``dst``; False if ``src`` does not exist.
+def _entries(txn: Any, db: Any, node: int) -> list[tuple[bytes, bytes]]:
+    cur = txn.cursor(db)
+    prefix = u64(node)
+    out = []
+    ok = cur.set_range(prefix)
+    while ok and cur.key()[:8] == prefix:
+        out.append((cur.key()[8:], cur.value()))
+        ok = cur.next()
+    return out
 
-    The caller has checked that ``dst`` does not exist and is not inside ``src``.
+
+def merge_into(txn: Any, db: Any, src_node: int, dst_node: int, on_conflict: Callable[[int], None]) -> None:
+    """Move every entry of directory ``src_node`` into ``dst_node``; a leaf present in both keeps the source's
+    object and hands the destination's to ``on_conflict``. Costs O(entries that overlap), not O(keys)."""
+    for name, val in _entries(txn, db, src_node):
+        existing = _get(txn, db, dst_node, name)
+        if existing is not None and val[:1] == DIR:
+            merge_into(txn, db, from_u64(val[1:]), from_u64(existing[1:]), on_conflict)
+        else:
+            if existing is not None:
+                on_conflict(from_u64(existing[1:]))
+            txn.put(u64(dst_node) + name, val, db=db)
+        txn.delete(u64(src_node) + name, db=db)
+
+
+def move_dir(txn: Any, db: Any, root: int, src: bytes, dst: bytes, alloc: Callable[[], int],
+             on_conflict: Callable[[int], None] | None = None) -> bool:
+    """Re-parent directory ``src`` (ends with '/') as ``dst``: one entry moves, however many keys it holds.
+
+    If ``dst`` exists its contents are merged (``on_conflict`` receives each overwritten object id); the caller
+    has checked that merging was asked for and that ``dst`` is not inside ``src``. False if ``src`` is absent.
     """
     src_dirs, _ = split_key(src)
     parent = find_dir(txn, db, root, src_dirs[:-1])
@@ -155,6 +182,10 @@ def move_dir(txn: Any, db: Any, root: int, src: bytes, dst: bytes, alloc: Callab
             node = child
         else:
             node = from_u64(existing[1:])
-    txn.put(u64(node) + dst_dirs[-1], val, db=db)
+    existing = _get(txn, db, node, dst_dirs[-1])
+    if existing is None:
+        txn.put(u64(node) + dst_dirs[-1], val, db=db)
+    else:
+        merge_into(txn, db, from_u64(val[1:]), from_u64(existing[1:]), on_conflict or (lambda _oid: None))
     remove_entry_and_prune(txn, db, root, src_dirs)
     return True
