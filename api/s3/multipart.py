@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import falcon.asgi
 
 from s4.engine.errors import ErrorCode, S3Error
@@ -9,7 +11,7 @@ from s4.engine.names import check_part_number
 
 from .buckets import encoding_type, max_keys
 from .call import Call, checksum_headers
-from .headers import parse_range, stored_headers, user_metadata
+from .headers import stored_headers, user_metadata
 from .objects import copy_source_version, parse_tagging_header, version_headers
 from .xml import (
     complete_multipart_xml,
@@ -29,6 +31,20 @@ def _part_number(call: Call) -> int:
     number = int(value)
     check_part_number(number)
     return number
+
+
+def _copy_range(value: str, size: int) -> tuple[int, int]:
+    """``bytes=first-last`` within the source, both ends required (stricter than a GET Range, as S3 is)."""
+    m = re.fullmatch(r"bytes=(\d+)-(\d+)", value.strip())
+    if m is None or int(m.group(1)) > int(m.group(2)):
+        raise S3Error(ErrorCode.INVALID_ARGUMENT, "The x-amz-copy-source-range value must be of the form "
+                      "bytes=first-last where first and last are the zero-based offsets of the first and last "
+                      "bytes to copy", ArgumentName="x-amz-copy-source-range", ArgumentValue=value)
+    first, last = int(m.group(1)), int(m.group(2))
+    if last >= size:
+        raise S3Error(ErrorCode.INVALID_RANGE, f"Range specified is not valid for source object of size: {size}",
+                      ActualObjectSize=str(size))
+    return first, last - first + 1
 
 
 async def create_multipart_upload(call: Call, resp: falcon.asgi.Response) -> None:
@@ -65,12 +81,7 @@ async def upload_part_copy(call: Call, resp: falcon.asgi.Response) -> None:
     start, length = 0, source.size
     copy_range = call.headers.get("x-amz-copy-source-range")
     if copy_range:
-        ranged = parse_range(copy_range, source.size)
-        if ranged is None or not copy_range.startswith("bytes=") or copy_range.startswith("bytes=-"):
-            raise S3Error(ErrorCode.INVALID_ARGUMENT, "The x-amz-copy-source-range value must be of the form "
-                          "bytes=first-last where first and last are the zero-based offsets of the first and last "
-                          "bytes to copy", ArgumentName="x-amz-copy-source-range", ArgumentValue=copy_range)
-        start, length = ranged
+        start, length = _copy_range(copy_range, source.size)
     stored = await call.engine.ingest(call.engine.read_object(source, start, length))
     etag = await call.engine.upload_part(call.bucket, call.key, upload_id, number, stored, actor=call.actor)
     resp.content_type = "application/xml"

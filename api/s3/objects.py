@@ -61,7 +61,8 @@ def _select_version(call: Call) -> ObjectVersion:
     return call.engine.head_object(call.bucket, call.key, call.query.get("versionId"))
 
 
-def _object_headers(call: Call, version: ObjectVersion, resp: falcon.asgi.Response) -> None:
+def _object_headers(call: Call, version: ObjectVersion, resp: falcon.asgi.Response, *, whole: bool) -> None:
+    """GET/HEAD headers; whole-object checksums only when the whole object is returned (as S3 does)."""
     version_headers(call, version, resp)
     resp.set_header("Accept-Ranges", "bytes")
     resp.content_type = version.content_type
@@ -71,7 +72,7 @@ def _object_headers(call: Call, version: ObjectVersion, resp: falcon.asgi.Respon
         resp.set_header(f"x-amz-meta-{name}", value)
     if version.tags:
         resp.set_header("x-amz-tagging-count", str(len(version.tags)))
-    if call.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
+    if whole and call.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
         for name, value in checksum_headers(version.checksums).items():
             resp.set_header(name, value)
     for param, header in RESPONSE_OVERRIDES.items():
@@ -97,18 +98,19 @@ def _part_range(version: ObjectVersion, part_number: str) -> tuple[int, int, int
 async def _serve(call: Call, resp: falcon.asgi.Response, *, body: bool) -> None:
     version = _select_version(call)
     check_read(call.headers, version)
-    _object_headers(call, version, resp)
-    start, length = 0, version.size
-    partial = False
+    start, length, partial, parts_count = 0, version.size, False, None
     if "partNumber" in call.query:
-        start, length, count = _part_range(version, call.query["partNumber"])
-        resp.set_header("x-amz-mp-parts-count", str(count))
+        start, length, parts_count = _part_range(version, call.query["partNumber"])
         partial = bool(version.part_sizes)
     else:
         ranged = parse_range(call.headers.get("range"), version.size)
         if ranged is not None:
             start, length = ranged
             partial = True
+    # Headers only once nothing can fail any more: an error response must not carry the object's headers.
+    _object_headers(call, version, resp, whole=not partial)
+    if parts_count is not None:
+        resp.set_header("x-amz-mp-parts-count", str(parts_count))
     if partial:
         resp.status = falcon.HTTP_206
         resp.set_header("Content-Range", f"bytes {start}-{start + length - 1}/{version.size}")

@@ -1,0 +1,260 @@
+"""Listings against a real server: 10,000 keys, paging, delimiters, prefixes, URL encoding, versions."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import unquote_plus
+
+import pytest
+from botocore.exceptions import ClientError
+
+N_KEYS = 10_000
+TOP_LEVEL = [f"top-{i:03d}" for i in range(25)]
+
+
+def nested_keys() -> list[str]:
+    return [f"{i % 7}/{i:05d}" for i in range(N_KEYS - len(TOP_LEVEL))]
+
+
+ALL_KEYS = sorted(nested_keys() + TOP_LEVEL)
+assert len(ALL_KEYS) == N_KEYS
+
+
+@pytest.fixture(scope="module")
+def big_bucket(s3: Any) -> str:
+    name = f"list-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+
+    def put(key: str) -> None:
+        s3.put_object(Bucket=name, Key=key, Body=key[-1:].encode())
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, ALL_KEYS))
+    return name
+
+
+def test_list_v2_paging_all_keys(s3: Any, big_bucket: str) -> None:
+    keys: list[str] = []
+    pages = 0
+    kwargs: dict[str, Any] = {"Bucket": big_bucket, "MaxKeys": 1000}
+    while True:
+        page = s3.list_objects_v2(**kwargs)
+        pages += 1
+        assert page["MaxKeys"] == 1000
+        assert page["KeyCount"] == len(page["Contents"])
+        keys += [o["Key"] for o in page["Contents"]]
+        if not page["IsTruncated"]:
+            assert "NextContinuationToken" not in page
+            break
+        assert page["KeyCount"] == 1000
+        kwargs["ContinuationToken"] = page["NextContinuationToken"]
+        assert pages < 20
+    assert pages == 10
+    assert keys == ALL_KEYS
+
+
+def test_list_v2_object_fields(s3: Any, big_bucket: str) -> None:
+    page = s3.list_objects_v2(Bucket=big_bucket, MaxKeys=3, FetchOwner=True)
+    assert [o["Key"] for o in page["Contents"]] == ALL_KEYS[:3]
+    first = page["Contents"][0]
+    assert first["Size"] == 1
+    assert first["ETag"].startswith('"') and len(first["ETag"]) == 34
+    assert first["StorageClass"] == "STANDARD"
+    assert "ID" in first["Owner"]
+
+
+def test_list_v2_paginator(s3: Any, big_bucket: str) -> None:
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=big_bucket, PaginationConfig={"PageSize": 700}) for o in page["Contents"]]
+    assert keys == ALL_KEYS
+
+
+def test_list_v2_start_after(s3: Any, big_bucket: str) -> None:
+    start = ALL_KEYS[4321]
+    page = s3.list_objects_v2(Bucket=big_bucket, StartAfter=start, MaxKeys=50)
+    assert page["StartAfter"] == start
+    assert [o["Key"] for o in page["Contents"]] == ALL_KEYS[4322:4372]
+    # start-after a key that does not exist
+    page = s3.list_objects_v2(Bucket=big_bucket, StartAfter="3/", MaxKeys=2)
+    expected = [k for k in ALL_KEYS if k > "3/"][:2]
+    assert [o["Key"] for o in page["Contents"]] == expected
+    # after the last key
+    page = s3.list_objects_v2(Bucket=big_bucket, StartAfter=ALL_KEYS[-1])
+    assert page["KeyCount"] == 0
+    assert page["IsTruncated"] is False
+    assert "Contents" not in page
+
+
+def test_list_v1_marker_paging(s3: Any, big_bucket: str) -> None:
+    keys: list[str] = []
+    marker = ""
+    pages = 0
+    while True:
+        page = s3.list_objects(Bucket=big_bucket, Marker=marker, MaxKeys=1000)
+        pages += 1
+        assert page["Marker"] == marker
+        keys += [o["Key"] for o in page["Contents"]]
+        if not page["IsTruncated"]:
+            break
+        # without a delimiter NextMarker is optional; the last key is the next marker
+        marker = page.get("NextMarker", page["Contents"][-1]["Key"])
+        assert marker == page["Contents"][-1]["Key"]
+        assert pages < 20
+    assert pages == 10
+    assert keys == ALL_KEYS
+
+
+def _walk_delimited(s3: Any, bucket: str, page_size: int, prefix: str = "") -> tuple[list[str], list[str], int]:
+    keys: list[str] = []
+    prefixes: list[str] = []
+    pages = 0
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Delimiter": "/", "MaxKeys": page_size, "Prefix": prefix}
+    while True:
+        page = s3.list_objects_v2(**kwargs)
+        pages += 1
+        assert page["KeyCount"] == len(page.get("Contents", [])) + len(page.get("CommonPrefixes", []))
+        assert page["KeyCount"] <= page_size
+        keys += [o["Key"] for o in page.get("Contents", [])]
+        prefixes += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+        if not page["IsTruncated"]:
+            return keys, prefixes, pages
+        kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+
+def test_delimiter_common_prefixes_across_pages(s3: Any, big_bucket: str) -> None:
+    keys, prefixes, pages = _walk_delimited(s3, big_bucket, page_size=3)
+    assert prefixes == [f"{i}/" for i in range(7)]
+    assert keys == TOP_LEVEL
+    assert pages == (7 + 25 + 2) // 3  # 32 entries, 3 per page -> 11 pages
+    # a single large page holds everything
+    page = s3.list_objects_v2(Bucket=big_bucket, Delimiter="/")
+    assert [p["Prefix"] for p in page["CommonPrefixes"]] == [f"{i}/" for i in range(7)]
+    assert [o["Key"] for o in page["Contents"]] == TOP_LEVEL
+    assert page["KeyCount"] == 32
+    assert page["IsTruncated"] is False
+
+
+def test_delimiter_v1_next_marker(s3: Any, big_bucket: str) -> None:
+    prefixes: list[str] = []
+    keys: list[str] = []
+    marker = ""
+    while True:
+        page = s3.list_objects(Bucket=big_bucket, Delimiter="/", MaxKeys=4, Marker=marker)
+        prefixes += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+        keys += [o["Key"] for o in page.get("Contents", [])]
+        if not page["IsTruncated"]:
+            break
+        marker = page["NextMarker"]
+    assert prefixes == [f"{i}/" for i in range(7)]
+    assert keys == TOP_LEVEL
+
+
+def test_prefix_filtering(s3: Any, big_bucket: str) -> None:
+    expected = [k for k in ALL_KEYS if k.startswith("3/")]
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=big_bucket, Prefix="3/") for o in page.get("Contents", [])]
+    assert keys == expected
+    assert len(expected) == len([i for i in range(N_KEYS - 25) if i % 7 == 3])
+    page = s3.list_objects_v2(Bucket=big_bucket, Prefix="3/0001")
+    assert [o["Key"] for o in page["Contents"]] == [k for k in ALL_KEYS if k.startswith("3/0001")]
+    page = s3.list_objects_v2(Bucket=big_bucket, Prefix="top-02", Delimiter="/")
+    assert [o["Key"] for o in page["Contents"]] == [f"top-02{i}" for i in range(5)]
+    page = s3.list_objects_v2(Bucket=big_bucket, Prefix="nothing-here")
+    assert page["KeyCount"] == 0
+    assert "Contents" not in page
+    # prefix + delimiter inside a folder groups nothing further
+    keys, prefixes, _ = _walk_delimited(s3, big_bucket, page_size=500, prefix="6/")
+    assert prefixes == []
+    assert keys == [k for k in ALL_KEYS if k.startswith("6/")]
+
+
+ODD_KEYS = ["a b/c d.txt", "plus+sign", "x%20literal", "ünïcödé/ß", "emoji-😀", "amp&eq=?", "tab\tkey"]
+
+
+def test_encoding_type_url(s3: Any, bucket: str) -> None:
+    for key in ODD_KEYS:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    # explicit EncodingType=url: botocore leaves the keys percent-encoded (it only decodes when it set it itself)
+    page = s3.list_objects_v2(Bucket=bucket, EncodingType="url")
+    assert page["EncodingType"] == "url"
+    encoded = [o["Key"] for o in page["Contents"]]
+    assert [unquote_plus(k) for k in encoded] == sorted(ODD_KEYS)
+    assert "plus%2Bsign" in encoded
+    assert all(" " not in k and "\t" not in k and k.isascii() for k in encoded)
+    v1 = s3.list_objects(Bucket=bucket, EncodingType="url")
+    assert [unquote_plus(o["Key"]) for o in v1["Contents"]] == sorted(ODD_KEYS)
+    delim = s3.list_objects_v2(Bucket=bucket, EncodingType="url", Delimiter="/")
+    assert [unquote_plus(p["Prefix"]) for p in delim["CommonPrefixes"]] == ["a b/", "ünïcödé/"]
+    # default: botocore asks for url encoding itself and decodes the answer
+    auto = s3.list_objects_v2(Bucket=bucket)
+    assert [o["Key"] for o in auto["Contents"]] == sorted(ODD_KEYS)
+    auto_v1 = s3.list_objects(Bucket=bucket, Delimiter="/")
+    assert [p["Prefix"] for p in auto_v1["CommonPrefixes"]] == ["a b/", "ünïcödé/"]
+    auto_versions = s3.list_object_versions(Bucket=bucket)
+    assert [v["Key"] for v in auto_versions["Versions"]] == sorted(ODD_KEYS)
+    # each object is readable by the decoded name
+    for key in ODD_KEYS:
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"x"
+
+
+def test_encoding_type_url_raw(s3: Any, bucket: str) -> None:
+    """The wire form: keys are percent-encoded; boto3's automatic decoding is bypassed."""
+    for key in ("a b", "c+d", "é"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    raw: dict[str, Any] = {}
+
+    def grab(http_response: Any, **_: Any) -> None:
+        raw["body"] = http_response.content.decode()
+
+    s3.meta.events.register("after-call.s3.ListObjectsV2", grab)
+    try:
+        s3.list_objects_v2(Bucket=bucket, EncodingType="url")
+    finally:
+        s3.meta.events.unregister("after-call.s3.ListObjectsV2", grab)
+    body = raw["body"]
+    import re
+    wire = re.findall(r"<Key>(.*?)</Key>", body)
+    assert [unquote_plus(k) for k in wire] == ["a b", "c+d", "é"]
+    assert all(" " not in k and "é" not in k for k in wire)
+    assert "c%2Bd" in wire
+
+
+def test_invalid_encoding_type(s3: Any, bucket: str) -> None:
+    with pytest.raises(ClientError) as exc:
+        s3.list_objects_v2(Bucket=bucket, EncodingType="base64")
+    assert exc.value.response["Error"]["Code"] == "InvalidArgument"
+
+
+def test_list_object_versions_paging(s3: Any, bucket: str) -> None:
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    expected: list[tuple[str, str]] = []
+    for k in ("k0", "k1", "k2", "k3"):
+        ids = [s3.put_object(Bucket=bucket, Key=k, Body=f"{k}-{n}".encode())["VersionId"] for n in range(3)]
+        expected += [(k, vid) for vid in reversed(ids)]  # newest first within a key
+    marker_id = s3.delete_object(Bucket=bucket, Key="k1")["VersionId"]
+    got: list[tuple[str, str]] = []
+    markers: list[tuple[str, str]] = []
+    kwargs: dict[str, Any] = {"Bucket": bucket, "MaxKeys": 5}
+    pages = 0
+    while True:
+        page = s3.list_object_versions(**kwargs)
+        pages += 1
+        entries = len(page.get("Versions", [])) + len(page.get("DeleteMarkers", []))
+        assert entries <= 5
+        got += [(v["Key"], v["VersionId"]) for v in page.get("Versions", [])]
+        markers += [(m["Key"], m["VersionId"]) for m in page.get("DeleteMarkers", [])]
+        if not page["IsTruncated"]:
+            break
+        kwargs["KeyMarker"] = page["NextKeyMarker"]
+        kwargs["VersionIdMarker"] = page["NextVersionIdMarker"]
+        assert pages < 10
+    assert pages == 3  # 13 entries / 5
+    assert got == expected
+    assert markers == [("k1", marker_id)]
+    latest = s3.list_object_versions(Bucket=bucket, Prefix="k2")
+    assert [v["IsLatest"] for v in latest["Versions"]] == [True, False, False]
+    k1 = s3.list_object_versions(Bucket=bucket, Prefix="k1")
+    assert [v["IsLatest"] for v in k1["Versions"]] == [False, False, False]
+    assert k1["DeleteMarkers"][0]["IsLatest"] is True
