@@ -213,6 +213,11 @@ def store_part(d: Decision, args: dict[str, Any]) -> None:
 def complete_multipart(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
     """Check the client's part list against the stored parts and assemble the object from their blobs."""
     bucket = require_bucket(d.tx, args["bucket"])
+    done = d.tx.get("tokens", b"mpu\0" + args["upload_id"].encode())
+    if done is not None and d.tx.upload(args["upload_id"]) is None:
+        result = unpack(done)  # a retried completion: S3 answers with the original result
+        if result.get("bk") == bucket.name and result.get("k") == args["key"] and result.get("parts") == args["parts"]:
+            return dict(result["version"], part_checksums=[])
     upload = require_upload(d.tx, bucket.name, args["key"], args["upload_id"])
     check_write_conditions(d.tx, bucket, args["key"], args)
     wanted: list[list[Any]] = args["parts"]
@@ -240,7 +245,8 @@ def complete_multipart(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
         if value:
             version[short] = value
     event = d.emit(EventType.MULTIPART_COMPLETED, {"bucket": bucket.name, "key": upload.key,
-                                                   "upload_id": upload.upload_id, "version": version})
+                                                   "upload_id": upload.upload_id, "version": version,
+                                                   "parts": wanted})
     return dict(version, h=event.hlc, t=event.hlc >> 16, part_checksums=part_checksums)
 
 

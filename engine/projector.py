@@ -272,8 +272,14 @@ def _drop_upload(tx: Tx, upload_id: str) -> None:
 
 
 def apply_multipart_completed(tx: Tx, event: Event) -> None:
-    _store_version(tx, event, event.payload["version"])  # takes its own refs on the parts' blobs first
-    _drop_upload(tx, event.payload["upload_id"])
+    p = event.payload
+    _store_version(tx, event, p["version"])  # takes its own refs on the parts' blobs first
+    _drop_upload(tx, p["upload_id"])
+    # Remember the outcome so a retried CompleteMultipartUpload gets the same answer (S3 does this too).
+    summary = {k: v for k, v in p["version"].items() if k != "b"}
+    tx.put("tokens", b"mpu\0" + p["upload_id"].encode(),
+           pack({"bk": p["bucket"], "k": p["key"], "parts": p.get("parts"),
+                 "version": dict(summary, h=event.hlc, t=_event_ms(event))}))
 
 
 def apply_multipart_aborted(tx: Tx, event: Event) -> None:
