@@ -183,3 +183,19 @@ def test_rename_source_must_be_same_bucket(s3: Any, bucket: str) -> None:
     with pytest.raises(ClientError) as exc:
         s3.rename_object(Bucket=bucket, Key="b", RenameSource="/some-other-bucket/a")
     assert error(exc) == ("InvalidRequest", 400)
+
+
+def test_s4_admin_rename_cli(server: Any, s3: Any, bucket: str) -> None:
+    import subprocess
+
+    from helpers.server import ACCESS_KEY, SECRET_KEY
+
+    put_all(s3, bucket, ["cli/a", "cli/b/c", "keep"])
+    done = subprocess.run(["s4-admin", "--endpoint", server.endpoint, "--access-key", ACCESS_KEY, "--secret-key",
+                           SECRET_KEY, "rename", bucket, "cli/", "moved/"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "renamed" in done.stdout
+    assert keys(s3, bucket) == ["keep", "moved/a", "moved/b/c"]
+    done = subprocess.run(["s4-admin", "--endpoint", server.endpoint, "--access-key", ACCESS_KEY, "--secret-key",
+                           SECRET_KEY, "rename", bucket, "missing/", "x/"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "NoSuchKey" in done.stderr
