@@ -212,8 +212,9 @@ def apply_bucket_created(tx: Tx, event: Event) -> None:
 def apply_bucket_deleted(tx: Tx, event: Event) -> None:
     name = event.payload["bucket"]
     tx.delete("buckets", name.encode())
-    for key, _ in list(tx.scan("bucket_cfg", name.encode() + b"\0")):
-        tx.delete("bucket_cfg", key)
+    for db in ("bucket_cfg", "tokens"):  # a re-created bucket starts with no configs and no rename tokens
+        for key, _ in list(tx.scan(db, name.encode() + b"\0")):
+            tx.delete(db, key)
 
 
 def apply_bucket_config_set(tx: Tx, event: Event) -> None:

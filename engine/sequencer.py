@@ -157,10 +157,15 @@ def replay(journal: Journal, views: Views, batch_size: int = 2000) -> int:
     pending: list[Event] = []
 
     def flush() -> None:
-        with views.env.begin(write=True) as txn:
-            tx = Tx(txn, views.dbs)
-            for event in pending:
-                projector.apply(tx, event)
+        while True:
+            try:
+                with views.env.begin(write=True) as txn:
+                    tx = Tx(txn, views.dbs)
+                    for event in pending:
+                        projector.apply(tx, event)
+                break
+            except lmdb.MapFullError:
+                views.grow()
         pending.clear()
 
     for event in journal.read(start):

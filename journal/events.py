@@ -80,6 +80,8 @@ def redacted(payload: dict[str, Any]) -> dict[str, Any]:
             out[key] = "<redacted>"
         elif isinstance(value, dict):
             out[key] = redacted(value)
+        elif isinstance(value, list):
+            out[key] = [redacted(v) if isinstance(v, dict) else v for v in value]
         else:
             out[key] = value
     return out

@@ -38,6 +38,7 @@ class GroupCommitQueue(Generic[T, R]):
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._closed = False
+        self._submit_lock = threading.Lock()  # close() and submit_sync() must not interleave
         self.batches = 0
         self.items = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -46,10 +47,11 @@ class GroupCommitQueue(Generic[T, R]):
     def submit_sync(self, item: T) -> concurrent.futures.Future[R]:
         """Queue ``item``; the future completes once its batch is durable (or failed)."""
         fut: concurrent.futures.Future[R] = concurrent.futures.Future()
-        if self._closed:
-            fut.set_exception(JournalClosedError("journal is closed"))
-            return fut
-        self._queue.put((item, fut))
+        with self._submit_lock:
+            if self._closed:
+                fut.set_exception(JournalClosedError("journal is closed"))
+                return fut
+            self._queue.put((item, fut))
         return fut
 
     async def submit(self, item: T) -> R:
@@ -61,10 +63,11 @@ class GroupCommitQueue(Generic[T, R]):
 
     def close(self) -> None:
         """Finish what is queued, then stop the committer thread."""
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(_STOP)
+        with self._submit_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(_STOP)
         self._thread.join()
 
     def _run(self) -> None:

@@ -145,7 +145,7 @@ def load_settings(env: Mapping[str, str] | None = None, config_path: str | None 
     """Defaults, then config.toml, then env; validates everything it reads."""
     env = os.environ if env is None else env
     settings = Settings()
-    for name, (fld, _, default) in ENV.items():
+    for fld, _, default in ENV.values():
         settings.values[fld] = default
         settings.sources[fld] = "default"
     settings.values.update(data_path=None, metadata_path=None, strict_sync=True)

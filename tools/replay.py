@@ -192,7 +192,15 @@ def rebuild_views(data_dir: Path, out_dir: Path, *, to_seq: int | None = None) -
 
 
 # -- comparison ----------------------------------------------------------------------------------------------------
-def _show_key(key: bytes) -> str:
+#: Databases whose keys start with a big-endian u64 (a namespace node or object id).
+_ID_KEYED = frozenset({"ns", "versions", "vidx"})
+
+
+def _show_key(db: str, key: bytes) -> str:
+    if db in _ID_KEYED and len(key) >= 8:
+        rest = key[8:]
+        tail = str(from_u64(rest)) if db == "versions" and len(rest) == 8 else _show_key("", rest)
+        return f"{from_u64(key[:8])}:{tail}"
     try:
         text = key.decode()
     except UnicodeDecodeError:
@@ -240,14 +248,14 @@ def diff_views(a: Views, b: Views, limit: int = 20) -> list[str]:
                     return out
                 if cur_b is None or (cur_a is not None and cur_a[0] < cur_b[0]):
                     assert cur_a is not None
-                    out.append(f"{db}: key {_show_key(cur_a[0])} only in A: {_show_value(db, cur_a[1])}")
+                    out.append(f"{db}: key {_show_key(db, cur_a[0])} only in A: {_show_value(db, cur_a[1])}")
                     cur_a = next(it_a, None)
                 elif cur_a is None or cur_b[0] < cur_a[0]:
-                    out.append(f"{db}: key {_show_key(cur_b[0])} only in B: {_show_value(db, cur_b[1])}")
+                    out.append(f"{db}: key {_show_key(db, cur_b[0])} only in B: {_show_value(db, cur_b[1])}")
                     cur_b = next(it_b, None)
                 else:
                     if cur_a[1] != cur_b[1]:
-                        out.append(f"{db}: key {_show_key(cur_a[0])} differs: "
+                        out.append(f"{db}: key {_show_key(db, cur_a[0])} differs: "
                                    f"A={_show_value(db, cur_a[1])} B={_show_value(db, cur_b[1])}")
                     cur_a, cur_b = next(it_a, None), next(it_b, None)
     return out
