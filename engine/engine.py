@@ -234,15 +234,19 @@ class Engine:
         return await self._run("delete_object", {"bucket": bucket, "key": key, "version_id": version_id},  # type: ignore[no-any-return]
                                actor)
 
+    def reference(self, source: ObjectVersion) -> Ingested:
+        """The source's chunks as if just ingested: copies share blobs instead of rewriting bytes."""
+        locations = self.locate(source)
+        return Ingested(size=source.size, blobs=[[b.hash, b.size] for b in source.blobs],
+                        blobs_at=[loc.to_record() for loc in locations], etag_override=source.etag)
+
     async def copy_object(self, source: ObjectVersion, bucket: str, key: str, *, replace_metadata: bool,
                           content_type: str = "", metadata: dict[str, str] | None = None,
                           headers: dict[str, str] | None = None, tags: dict[str, str] | None = None,
                           if_match: str | None = None, if_none_match: str | None = None,
                           actor: str = "") -> ObjectVersion:
         """A new version that references the source's chunks: no byte is read or written."""
-        locations = self.locate(source)
-        stored = Ingested(size=source.size, blobs=[[b.hash, b.size] for b in source.blobs],
-                          blobs_at=[loc.to_record() for loc in locations])
+        stored = self.reference(source)
         if not replace_metadata:
             content_type, metadata, headers = source.content_type, source.metadata, source.headers
         return await self.put_object(bucket, key, stored, content_type=content_type, metadata=metadata,

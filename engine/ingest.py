@@ -38,10 +38,11 @@ class Ingested:
     blobs: list[list[Any]] = field(default_factory=list)  # [sha256, size] per chunk, in order
     blobs_at: list[list[Any]] = field(default_factory=list)  # [sha256, volume, offset, size]
     volumes: set[str] = field(default_factory=set)
+    etag_override: str = ""  # set when the chunks came from an existing object (copies)
 
     @property
     def etag(self) -> str:
-        return self.md5.hexdigest()
+        return self.etag_override or self.md5.hexdigest()
 
 
 class Ingestor:

@@ -82,7 +82,10 @@ async def upload_part_copy(call: Call, resp: falcon.asgi.Response) -> None:
     copy_range = call.headers.get("x-amz-copy-source-range")
     if copy_range:
         start, length = _copy_range(copy_range, source.size)
-    stored = await call.engine.ingest(call.engine.read_object(source, start, length))
+    if not copy_range and "-" not in source.etag:
+        stored = call.engine.reference(source)  # whole single-part source: share its chunks, copy no bytes
+    else:
+        stored = await call.engine.ingest(call.engine.read_object(source, start, length))
     etag = await call.engine.upload_part(call.bucket, call.key, upload_id, number, stored, actor=call.actor)
     resp.content_type = "application/xml"
     resp.data = copy_part_result_xml(etag, source.last_modified_ms, {})
