@@ -4,6 +4,9 @@ Envelope on disk (a msgpack array, so field names cost nothing per event)::
 
     [version, seq, hlc, origin, type, actor, payload]
 
+A journal record holds one or more envelopes back to back (``encode_events``): the writer puts a whole
+group-commit batch in one record, so a batch is durable or torn as a unit under its one checksum.
+
 ``payload`` is a msgpack map with string keys. Unknown types decode as-is (a newer node's event is still
 dumpable); ``UPCASTERS`` turns old payload versions into the current shape on read.
 """
@@ -37,6 +40,10 @@ def decode_event(data: bytes) -> Event:
         obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types
         raise DecodeError(f"not msgpack: {exc}") from exc
+    return _from_obj(obj)
+
+
+def _from_obj(obj: Any) -> Event:
     if not isinstance(obj, list) or len(obj) != 7:
         raise DecodeError("envelope is not a 7-element array")
     version, seq, hlc, origin, type_name, actor, payload = obj
@@ -54,3 +61,25 @@ def decode_event(data: bytes) -> Event:
     except ValueError:
         etype = type_name
     return Event(seq=seq, hlc=hlc, origin=str(origin), type=etype, payload=payload, actor=str(actor))  # type: ignore[arg-type]
+
+
+def encode_events(events: list[Event]) -> bytes:
+    """Several envelopes concatenated: the payload of one journal record."""
+    return b"".join(encode_event(e) for e in events)
+
+
+def decode_events(data: bytes) -> list[Event]:
+    """Every envelope of a record payload, in order (one or more)."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=max(len(data), 1))
+    unpacker.feed(data)
+    out = []
+    try:
+        for obj in unpacker:
+            out.append(_from_obj(obj))
+    except DecodeError:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise DecodeError(f"not msgpack: {exc}") from exc
+    if not out:
+        raise DecodeError("record holds no event")
+    return out

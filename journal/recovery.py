@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .codec import DecodeError, decode_event
+from .codec import DecodeError, decode_events
 from .errors import CorruptJournalError
 from .events import Event
 from .framing import ScanEnd, StopReason, scan_records
@@ -56,15 +56,16 @@ def iter_segment(path: Path, expect_seq: int | None) -> Iterator[Event | ScanEnd
             return
         offset, payload = item
         try:
-            event = decode_event(bytes(payload))
+            events = decode_events(bytes(payload))
         except DecodeError as exc:
             yield ScanEnd(offset, StopReason.BAD, f"undecodable event: {exc}")
             return
-        if event.seq != seq:
-            yield ScanEnd(offset, StopReason.BAD, f"seq {event.seq} where {seq} was expected")
-            return
-        seq += 1
-        yield event
+        for event in events:
+            if event.seq != seq:
+                yield ScanEnd(offset, StopReason.BAD, f"seq {event.seq} where {seq} was expected")
+                return
+            seq += 1
+        yield from events
 
 
 def recover(directory: Path, *, repair: bool = False) -> RecoveryReport:

@@ -27,6 +27,26 @@ from .segment import create_segment, first_seq_of, list_segments
 log = logging.getLogger(__name__)
 
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+RECORD_TARGET_BYTES = 16 * 1024 * 1024
+
+
+def _record_payloads(events: Sequence[Event]) -> list[bytes]:
+    """A batch as record payloads: one record per batch unless it passes RECORD_TARGET_BYTES.
+
+    A batch in one record is all-or-nothing under one checksum, so a power loss that persists a batch's pages
+    out of order reads as a torn tail, never as corruption before the end of the log.
+    """
+    payloads: list[bytes] = []
+    current: list[bytes] = []
+    size = 0
+    for blob in (encode_event(e) for e in events):
+        if current and size + len(blob) > RECORD_TARGET_BYTES:
+            payloads.append(b"".join(current))
+            current, size = [], 0
+        current.append(blob)
+        size += len(blob)
+    payloads.append(b"".join(current))
+    return payloads
 
 
 class Journal:
@@ -94,7 +114,7 @@ class Journal:
                     raise ValueError(f"event seq {event.seq} does not continue the log at {self._last_seq}")
             if self._fd < 0 or self._size >= self.segment_size_bytes:
                 self._roll(self._last_seq + 1)
-            data = b"".join(encode_record(encode_event(e)) for e in events)
+            data = b"".join(encode_record(payload) for payload in _record_payloads(events))
             try:
                 written = os.pwrite(self._fd, data, self._size)
                 if written != len(data):

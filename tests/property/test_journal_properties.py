@@ -51,10 +51,11 @@ def test_codec_round_trips_any_event(event: Event) -> None:
     assert decode_event(encode_event(event)) == event
 
 
-def write(directory: Path, batches: list[list[EventDraft]], segment_size: int) -> list[Event]:
+def write(directory: Path, batches: list[list[EventDraft]], segment_size: int) -> list[list[Event]]:
+    """The events of each batch; a batch is one journal record."""
     journal = Journal(directory, origin="prop", segment_size_bytes=segment_size)
     try:
-        return [e for batch in batches for e in journal.write_batch(batch)]
+        return [journal.write_batch(batch) for batch in batches]
     finally:
         journal.close()
 
@@ -73,14 +74,16 @@ def frame_ends(path: Path) -> list[int]:
             (item for item in scan_records(path.read_bytes(), SEGMENT_HEADER_BYTES) if isinstance(item, tuple))]
 
 
-def layout(directory: Path, logged: list[Event]) -> list[tuple[Path, list[tuple[int, Event]]]]:
-    """Each segment with (record end offset, event) for the events it holds."""
+def layout(directory: Path, batches: list[list[Event]]) -> list[tuple[Path, list[tuple[int, Event]]]]:
+    """Each segment with (end offset of its record, event) for the events it holds: one record per batch."""
     out, index = [], 0
     for path in list_segments(directory):
         ends = frame_ends(path)
-        out.append((path, list(zip(ends, logged[index : index + len(ends)], strict=True))))
+        records = [(end, e) for end, batch in zip(ends, batches[index : index + len(ends)], strict=True)
+                   for e in batch]
+        out.append((path, records))
         index += len(ends)
-    assert index == len(logged)
+    assert index == len(batches)
     return out
 
 
@@ -90,8 +93,8 @@ def test_a_cut_at_any_byte_recovers_exactly_the_events_written_before_it(log: An
     batches, segment_size = log
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        logged = write(directory, batches, segment_size)
-        segments = layout(directory, logged)
+        written = write(directory, batches, segment_size)
+        segments = layout(directory, written)
         last, records = segments[-1]
         cut = data.draw(st.integers(0, last.stat().st_size), label="cut")
         with open(last, "r+b") as fh:
@@ -118,8 +121,9 @@ def test_any_flipped_bit_is_detected_and_repair_keeps_the_intact_prefix(log: Any
     batches, segment_size = log
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        logged = write(directory, batches, segment_size)
-        segments = layout(directory, logged)
+        written = write(directory, batches, segment_size)
+        logged = [e for batch in written for e in batch]
+        segments = layout(directory, written)
         index = data.draw(st.integers(0, len(segments) - 1), label="segment")
         path, records = segments[index]
         raw = bytearray(path.read_bytes())

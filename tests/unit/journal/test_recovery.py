@@ -11,10 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from s4.journal import CorruptJournalError, Event, EventDraft, EventType, Journal, recover
+from s4.journal import CorruptJournalError, Event, EventDraft, EventType, Journal, recover, writer
 from s4.journal.codec import encode_event
 from s4.journal.framing import HEADER_BYTES, checksum, encode_record, scan_records
 from s4.journal.segment import SEGMENT_HEADER_BYTES, encode_header, list_segments, segment_name
+
+
+@pytest.fixture(autouse=True)
+def one_record_per_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer packs a batch into one record; these tests address each event's own frame."""
+    monkeypatch.setattr(writer, "RECORD_TARGET_BYTES", 0)
 
 
 def write_log(directory: Path, batches: list[int], segment_size_bytes: int = 1 << 20) -> list[Event]:
