@@ -14,6 +14,7 @@ from typing import Any
 
 from s4.journal import EventType
 
+from . import iam
 from .conditions import Preconditions
 from .errors import ErrorCode, S3Error
 from .model import NULL_VERSION, Bucket
@@ -274,4 +275,5 @@ DECIDERS: dict[str, Decider] = {
     "complete_multipart": complete_multipart,
     "abort_multipart": abort_multipart,
     "seal_volume": seal_volume,
+    **iam.DECIDERS,
 }

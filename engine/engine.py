@@ -26,6 +26,7 @@ from s4.journal import Journal
 from . import commands, listing
 from .conditions import Preconditions
 from .errors import ErrorCode, S3Error
+from .iam_ops import IamOps
 from .ingest import CHUNK_BYTES, Hasher, Ingested, Ingestor
 from .model import (
     NULL_VERSION,
@@ -69,7 +70,7 @@ def _node_id(data_dir: Path) -> str:
     return node
 
 
-class Engine:
+class Engine(IamOps):
     """One node's storage: journal + views + volumes behind S3 operations."""
 
     def __init__(self, options: EngineOptions) -> None:
@@ -87,6 +88,7 @@ class Engine:
                                    volume_size_bytes=options.volume_size_bytes, on_seal=self._on_seal)
         self.sequencer = Sequencer(self.journal, self.views, self.volumes, commands.DECIDERS)
         self.ingestor = Ingestor(self.views, self.volumes, options.chunk_bytes)
+        self._init_iam(data_dir)
 
     def _open_views(self, path: Path) -> Views:
         views = Views(path)

@@ -124,16 +124,24 @@ def list_versions(tx: Tx, bucket: Bucket, prefix: str, delimiter: str, key_marke
 
 def list_uploads(tx: Tx, bucket: Bucket, prefix: str, delimiter: str, key_marker: str, upload_id_marker: str,
                  max_uploads: int) -> UploadListPage:
+    """Uploads in (key, initiation time) order; the upload-id marker resumes after that upload of the key."""
     page = UploadListPage()
     base = bucket.name.encode() + b"\0"
     count = 0
     seen_prefixes: set[str] = set()
+    passed_marker = not upload_id_marker
     for raw_key, _ in tx.scan("upload_keys", base + prefix.encode()):
         key_bytes, _, rest = raw_key[len(base):].partition(b"\0")
         key, upload_id = key_bytes.decode(), rest[8:].decode()
-        if key_marker and (key < key_marker or (key == key_marker and (
-                not upload_id_marker or upload_id <= upload_id_marker))):
-            continue
+        if key_marker:
+            if key < key_marker:
+                continue
+            if key == key_marker:
+                if not passed_marker:
+                    passed_marker = upload_id == upload_id_marker
+                    continue
+                if not upload_id_marker:
+                    continue
         cp = _common_prefix(key_bytes, prefix.encode(), delimiter.encode())
         if cp is not None:
             name = cp.decode()

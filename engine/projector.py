@@ -193,7 +193,7 @@ def apply_prefix_renamed(tx: Tx, event: Event) -> None:
             _drop_object(tx, bucket, existing)
             namespace.remove_object(tx.txn, ns, bucket.root, dst)
         namespace.remove_object(tx.txn, ns, bucket.root, src)
-        namespace.ensure_object(tx.txn, ns, bucket.root, dst, lambda: oid)
+        namespace.ensure_object(tx.txn, ns, bucket.root, dst, tx.alloc_node, leaf_id=oid)
     tx.put_bucket(bucket)
     _retarget_uploads(tx, bucket.name, p["src"], p["dst"], src.endswith(b"/"))
     if p.get("client_token"):
@@ -322,13 +322,27 @@ def apply_user_deleted(tx: Tx, event: Event) -> None:
 
 
 def apply_credential_created(tx: Tx, event: Event) -> None:
+    """``secret_key`` is ciphertext (engine/keyring.py); the view keeps it encrypted too."""
     p = event.payload
+    user = tx.user(p["user_id"])
+    if user is None:
+        return
     tx.put("credentials", p["access_key"].encode(),
            pack({"user": p["user_id"], "secret": p["secret_key"], "created_ms": _event_ms(event)}))
+    user["access_key"] = p["access_key"]  # the user's one key pair, shown in the admin API
+    tx.put("users", user["id"].encode(), pack(user))
 
 
 def apply_credential_deleted(tx: Tx, event: Event) -> None:
-    tx.delete("credentials", event.payload["access_key"].encode())
+    key = event.payload["access_key"]
+    raw = tx.get("credentials", key.encode())
+    if raw is None:
+        return
+    tx.delete("credentials", key.encode())
+    user = tx.user(unpack(raw)["user"])
+    if user is not None and user.get("access_key") == key:
+        user["access_key"] = None
+        tx.put("users", user["id"].encode(), pack(user))
 
 
 # -- volumes ------------------------------------------------------------------------------------------------------

@@ -49,8 +49,13 @@ def find_object(txn: Any, db: Any, root: int, key: bytes) -> int | None:
     return from_u64(val[1:]) if val is not None else None
 
 
-def ensure_object(txn: Any, db: Any, root: int, key: bytes, alloc: Callable[[], int]) -> tuple[int, bool]:
-    """The object id for ``key``, creating directories and the leaf as needed; returns (id, created)."""
+def ensure_object(txn: Any, db: Any, root: int, key: bytes, alloc: Callable[[], int],
+                  leaf_id: int | None = None) -> tuple[int, bool]:
+    """The object id for ``key``, creating directories and the leaf as needed; returns (id, created).
+
+    ``leaf_id`` places an existing object (a renamed key keeps its id and so its versions); new directories
+    always get fresh ids from ``alloc``.
+    """
     dirs, leaf = split_key(key)
     node = root
     for name in dirs:
@@ -64,7 +69,7 @@ def ensure_object(txn: Any, db: Any, root: int, key: bytes, alloc: Callable[[], 
     val = _get(txn, db, node, leaf)
     if val is not None:
         return from_u64(val[1:]), False
-    oid = alloc()
+    oid = alloc() if leaf_id is None else leaf_id
     txn.put(u64(node) + leaf, LEAF + u64(oid), db=db)
     return oid, True
 
@@ -77,17 +82,25 @@ def has_children(txn: Any, db: Any, node: int) -> bool:
 
 def remove_entry_and_prune(txn: Any, db: Any, root: int, path: list[bytes]) -> None:
     """Delete the entry at ``path`` (dir names then entry name), then every directory left empty above it."""
+    parent = find_dir(txn, db, root, path[:-1])
+    if parent is None:
+        return
+    txn.delete(u64(parent) + path[-1], db=db)
+    prune(txn, db, root, path[:-1])
+
+
+def prune(txn: Any, db: Any, root: int, dirs: list[bytes]) -> None:
+    """Remove the directories along ``dirs`` that are empty, deepest first, stopping at the first non-empty one."""
     nodes = [root]
-    for name in path[:-1]:
+    for name in dirs:
         val = _get(txn, db, nodes[-1], name)
         if val is None:
-            return
+            break
         nodes.append(from_u64(val[1:]))
-    txn.delete(u64(nodes[-1]) + path[-1], db=db)
     for depth in range(len(nodes) - 1, 0, -1):
         if has_children(txn, db, nodes[depth]):
             return
-        txn.delete(u64(nodes[depth - 1]) + path[depth - 1], db=db)
+        txn.delete(u64(nodes[depth - 1]) + dirs[depth - 1], db=db)
 
 
 def remove_object(txn: Any, db: Any, root: int, key: bytes) -> None:
@@ -163,7 +176,8 @@ def move_dir(txn: Any, db: Any, root: int, src: bytes, dst: bytes, alloc: Callab
     """Re-parent directory ``src`` (ends with '/') as ``dst``: one entry moves, however many keys it holds.
 
     If ``dst`` exists its contents are merged (``on_conflict`` receives each overwritten object id); the caller
-    has checked that merging was asked for and that ``dst`` is not inside ``src``. False if ``src`` is absent.
+    has checked that merging was asked for and that ``dst`` is not inside ``src``. ``dst`` may be an ancestor of
+    ``src``: the source entry is detached first, so it is never merged into itself. False if ``src`` is absent.
     """
     src_dirs, _ = split_key(src)
     parent = find_dir(txn, db, root, src_dirs[:-1])
@@ -172,6 +186,7 @@ def move_dir(txn: Any, db: Any, root: int, src: bytes, dst: bytes, alloc: Callab
     val = _get(txn, db, parent, src_dirs[-1])
     if val is None:
         return False
+    txn.delete(u64(parent) + src_dirs[-1], db=db)
     dst_dirs, _ = split_key(dst)
     node = root
     for name in dst_dirs[:-1]:
@@ -187,5 +202,5 @@ def move_dir(txn: Any, db: Any, root: int, src: bytes, dst: bytes, alloc: Callab
         txn.put(u64(node) + dst_dirs[-1], val, db=db)
     else:
         merge_into(txn, db, from_u64(val[1:]), from_u64(existing[1:]), on_conflict or (lambda _oid: None))
-    remove_entry_and_prune(txn, db, root, src_dirs)
+    prune(txn, db, root, src_dirs[:-1])
     return True

@@ -77,7 +77,8 @@ class VolumeStore:
         finally:
             os.close(dir_fd)
         if sealed:
-            os.close(self._write_fds.pop(sealed))
+            # The sealed volume's write descriptor stays open until close(): writers that reserved space in it
+            # just before the roll may still be in their pwrite.
             if self.on_seal is not None:
                 self.on_seal(sealed, sealed_size)
 

@@ -1,0 +1,183 @@
+"""Engine-side IAM operations (a mixin of ``Engine``): users, passwords, S3 credentials, the SigV4 secret lookup.
+
+Hashing (argon2id) and secret generation/encryption happen here, off the sequencer thread and before the command
+is submitted, so the deciders in iam.py only ever see hashes and ciphertext. Reads go straight to the views.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from .iam import IamError, check_role, check_username
+from .keyring import Keyring, load_or_create_key
+from .sequencer import Command
+from .views.env import unpack
+from .views.records import Tx
+
+ACCESS_KEY_ALPHABET = string.ascii_uppercase + string.digits
+SECRET_ALPHABET = string.ascii_letters + string.digits
+MIN_PASSWORD, MAX_PASSWORD = 8, 1024
+
+
+def check_password(password: Any) -> str:
+    if not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise IamError(400, f"password must be a string of {MIN_PASSWORD}-{MAX_PASSWORD} characters")
+    return password
+
+
+def public_record(rec: dict[str, Any]) -> dict[str, Any]:
+    """A user view record without its password hash (what the API layer formats)."""
+    return {k: v for k, v in rec.items() if k != "password_hash"}
+
+
+class IamOps:
+    """Mixed into Engine; relies on its ``_run``, ``_read``, ``sequencer`` and ``views``."""
+
+    sequencer: Any
+    _run: Any
+    _read: Any
+
+    def _init_iam(self, data_dir: Path) -> None:
+        self.keyring = Keyring(load_or_create_key(data_dir))
+        self._hasher = PasswordHasher()  # argon2id with the library's recommended cost
+        self._dummy_hash = ""  # made on first use: a hash to verify against when the username is unknown
+        self._secret_cache: dict[str, tuple[str, str]] = {}  # access key -> (ciphertext, plain secret)
+
+    async def _iam(self, name: str, args: dict[str, Any], actor: str) -> Any:
+        result = await self._run(name, args, actor)
+        if isinstance(result, IamError):
+            raise result
+        return result
+
+    async def _hash(self, password: str) -> str:
+        return await anyio.to_thread.run_sync(self._hasher.hash, password)
+
+    # -- users ----------------------------------------------------------------------------------------------------
+    async def create_user(self, username: str, password: str, role: str, actor: str = "") -> dict[str, Any]:
+        check_username(username)
+        check_role(role)
+        password_hash = await self._hash(check_password(password))
+        rec = await self._iam("iam_create_user", {"username": username, "role": role,
+                                                  "password_hash": password_hash}, actor)
+        return public_record(rec)
+
+    async def update_user(self, user_id: str, *, password: str | None = None, role: str | None = None,
+                          is_active: bool | None = None, actor: str = "") -> dict[str, Any]:
+        if role is not None:
+            check_role(role)
+        if is_active is not None and not isinstance(is_active, bool):
+            raise IamError(400, "is_active must be true or false")
+        password_hash = await self._hash(check_password(password)) if password is not None else None
+        rec = await self._iam("iam_update_user", {"user_id": user_id, "role": role, "active": is_active,
+                                                  "password_hash": password_hash}, actor)
+        return public_record(rec)
+
+    async def delete_user(self, user_id: str, actor: str = "") -> None:
+        await self._iam("iam_delete_user", {"user_id": user_id}, actor)
+
+    def get_user(self, user_id: str) -> dict[str, Any]:
+        rec = self._read(lambda tx: tx.user(user_id))
+        if rec is None:
+            raise IamError(404, "user not found")
+        return public_record(rec)
+
+    def get_user_by_name(self, username: str) -> dict[str, Any] | None:
+        def read(tx: Tx) -> dict[str, Any] | None:
+            user_id = tx.user_id_by_name(username)
+            return tx.user(user_id) if user_id else None
+
+        return self._read(read)  # type: ignore[no-any-return]
+
+    def list_users(self) -> list[dict[str, Any]]:
+        records = self._read(lambda tx: [unpack(v) for _, v in tx.scan("users", b"")])
+        return sorted((public_record(r) for r in records), key=lambda r: (r["created_ms"], r["username"]))
+
+    async def authenticate_password(self, username: str, password: str) -> dict[str, Any] | None:
+        """The active user with this password, or None. Always runs one argon2 verify (no user-probing by time)."""
+        rec = self.get_user_by_name(username) if isinstance(username, str) else None
+        if rec is None and not self._dummy_hash:
+            self._dummy_hash = await self._hash(secrets.token_hex(16))
+        stored = rec["password_hash"] if rec is not None else self._dummy_hash
+        ok = await anyio.to_thread.run_sync(self._verify, stored, password if isinstance(password, str) else "")
+        if not ok or rec is None or not rec.get("active", True):
+            return None
+        return public_record(rec)
+
+    def _verify(self, stored: str, password: str) -> bool:
+        try:
+            return bool(self._hasher.verify(stored, password))
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def ensure_root(self, username: str, password: str) -> dict[str, Any]:
+        """Start-up: the root SuperUser exists, is active and has the configured password (through events)."""
+        def submit(name: str, args: dict[str, Any]) -> Any:
+            result = self.sequencer.execute_sync(Command(name, args, "s4-server"))
+            if isinstance(result, IamError):
+                raise result
+            return result
+
+        rec = self.get_user_by_name(username)
+        if rec is None:
+            return public_record(submit("iam_create_user", {"username": username, "role": "SuperUser",
+                                                            "password_hash": self._hasher.hash(password)}))
+        args: dict[str, Any] = {"user_id": rec["id"], "role": "SuperUser", "active": True}
+        if not self._verify(rec["password_hash"], password):
+            args["password_hash"] = self._hasher.hash(password)
+        return public_record(submit("iam_update_user", args))
+
+    # -- credentials ----------------------------------------------------------------------------------------------
+    async def create_credential(self, user_id: str, actor: str = "") -> tuple[str, str]:
+        """A new key pair for the user (replacing any old one); the plain secret is returned once, never stored."""
+        access_key = "S4AK" + "".join(secrets.choice(ACCESS_KEY_ALPHABET) for _ in range(16))
+        secret = "".join(secrets.choice(SECRET_ALPHABET) for _ in range(40))
+        await self._iam("iam_create_credential", {"user_id": user_id, "access_key": access_key,
+                                                  "secret_key": self.keyring.encrypt(secret)}, actor)
+        return access_key, secret
+
+    async def delete_credential(self, user_id: str, actor: str = "") -> None:
+        await self._iam("iam_delete_credential", {"user_id": user_id}, actor)
+
+    def secret_for(self, access_key: str) -> tuple[str, dict[str, Any]] | None:
+        """(plain secret, user) for SigV4, or None if the key is unknown, deleted or its user inactive.
+
+        Two LMDB gets per request (so a deletion or deactivation is seen at once); the decryption is cached by
+        ciphertext, so a replaced credential never serves a stale secret.
+        """
+        def read(tx: Tx) -> tuple[dict[str, Any], dict[str, Any]] | None:
+            cred = tx.credential(access_key)
+            user = tx.user(cred["user"]) if cred is not None else None
+            return (cred, user) if cred is not None and user is not None else None
+
+        found = self._read(read)
+        if found is None or not found[1].get("active", True):
+            return None
+        cred, user = found
+        cached = self._secret_cache.get(access_key)
+        if cached is None or cached[0] != cred["secret"]:
+            if len(self._secret_cache) > 10_000:
+                self._secret_cache.clear()
+            cached = (cred["secret"], self.keyring.decrypt(cred["secret"]))
+            self._secret_cache[access_key] = cached
+        return cached[1], public_record(user)
+
+    # -- operator statistics --------------------------------------------------------------------------------------
+    def storage_stats(self) -> dict[str, Any]:
+        """Counts from the views. Blob refcounts are summed by a scan of the blob index (fine below ~100k blobs)."""
+        def read(tx: Tx) -> dict[str, Any]:
+            buckets = tx.buckets()
+            refs = sum(unpack(v)[3] for _, v in tx.scan("blobs", b""))
+            unique = tx.txn.stat(tx.dbs["blobs"])["entries"]
+            volumes = [unpack(v) for _, v in tx.scan("volumes", b"")]
+            return {"buckets": buckets, "unique_blobs": unique, "blob_refs": refs,
+                    "live_bytes": sum(v["live"] for v in volumes), "dead_bytes": sum(v["dead"] for v in volumes),
+                    "volumes": len(volumes)}
+
+        return self._read(read)  # type: ignore[no-any-return]
