@@ -67,10 +67,16 @@ def create_bucket(d: Decision, args: dict[str, Any]) -> None:
 
 
 def delete_bucket(d: Decision, args: dict[str, Any]) -> None:
+    """DeleteBucket: refused while any key or version exists; in-flight multipart uploads are aborted with it
+    (as S3 does), so their parts' space is released."""
     bucket = require_bucket(d.tx, args["bucket"])
-    if namespace.has_children(d.tx.txn, d.tx.dbs["ns"], bucket.root) or any(
-            d.tx.scan("upload_keys", bucket.name.encode() + b"\0")):
+    if namespace.has_children(d.tx.txn, d.tx.dbs["ns"], bucket.root):
         raise S3Error(ErrorCode.BUCKET_NOT_EMPTY, resource=bucket.name, BucketName=bucket.name)
+    base = bucket.name.encode() + b"\0"
+    uploads = [raw for raw, _ in d.tx.scan("upload_keys", base)]
+    for raw in uploads:
+        upload_id = raw[len(base):].partition(b"\0")[2][8:].decode()  # key \0 initiated-ms(8) upload-id
+        d.emit(EventType.MULTIPART_ABORTED, {"bucket": bucket.name, "upload_id": upload_id})
     d.emit(EventType.BUCKET_DELETED, {"bucket": bucket.name})
 
 

@@ -242,7 +242,10 @@ def acl_xml(owner_id: str, owner_name: str) -> bytes:
 
 
 async def get_object_acl(call: Call, resp: falcon.asgi.Response) -> None:
-    _select_version(call)
+    if call.key:
+        _select_version(call)
+    else:
+        call.engine.get_bucket(call.bucket)
     resp.content_type = "application/xml"
     resp.data = acl_xml(call.settings.owner_id, call.settings.owner_name)
 
