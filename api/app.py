@@ -1,7 +1,9 @@
 """The falcon ASGI application: one sink that authenticates, routes and dispatches every S3 request.
 
-Flow per request: request id -> health probes (no auth) -> CORS preflight (no auth) -> signature (SigV4 header or
-query, SigV2 header or query; anonymous is AccessDenied) -> route to an AWS operation -> handler -> CORS headers.
+Flow per request: request id -> health probes (no auth) -> ``/api/...`` admin JSON API (its own bearer tokens) and
+unsigned ``GET /metrics`` -> CORS preflight (no auth) -> signature (SigV4 header or query, SigV2 header or query;
+anonymous is AccessDenied) -> route to an AWS operation -> role check (Reader: READ_ONLY operations) -> handler ->
+CORS headers.
 Every response carries ``x-amz-request-id``; every failure is an S3 XML error (api/errors.py).
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
@@ -19,13 +22,15 @@ import falcon.asgi
 from s4.engine import Engine
 from s4.engine.errors import ErrorCode, S3Error
 
+from .admin.router import AdminApi
 from .auth.request import AuthContext, AuthRequest, auth_scheme
 from .auth.sigv2 import verify_sigv2
 from .auth.sigv4 import verify_sigv4
 from .errors import internal_error, render_error
+from .metrics import Metrics
 from .s3 import buckets, multipart, objects
 from .s3.call import Call
-from .s3.router import route, split_target
+from .s3.router import READ_ONLY, route, split_target
 from .s3.xml import cors_from_record, cors_response_headers, match_cors, split_header_list
 from .settings import ApiSettings
 
@@ -88,11 +93,24 @@ class S3Service:
     def __init__(self, engine: Engine, settings: ApiSettings) -> None:
         self.engine = engine
         self.settings = settings
+        self.admin = AdminApi(engine, settings)
+        self.metrics = Metrics(engine) if settings.metrics_enabled else None
 
     def lookup_secret(self, access_key: str) -> str | None:
+        """The legacy key pair, else (IAM on) a live credential of an active user; no argon2 on this path."""
         if hmac.compare_digest(access_key.encode(), self.settings.access_key.encode()):
             return self.settings.secret_key
+        if self.settings.iam_enabled and access_key.startswith("S4AK"):
+            found = self.engine.secret_for(access_key)
+            return found[0] if found is not None else None
         return None
+
+    def role_of(self, access_key: str) -> str | None:
+        """The verified caller's role: the legacy pair is SuperUser; None if the credential vanished meanwhile."""
+        if hmac.compare_digest(access_key.encode(), self.settings.access_key.encode()):
+            return "SuperUser"
+        found = self.engine.secret_for(access_key) if self.settings.iam_enabled else None
+        return str(found[1]["role"]) if found is not None else None
 
     def authenticate(self, req: falcon.asgi.Request, raw_path: str, query_string: str, headers: dict[str, str],
                      bucket: str, vhost: bool) -> AuthContext:
@@ -110,12 +128,21 @@ class S3Service:
         resp.set_header("x-amz-id-2", request_id)
         resp.set_header("Server", "S4")
         headers = {name.lower(): value for name, value in req.headers.items()}
+        started = time.perf_counter()
+        req.context.operation = "unknown"
         try:
             await self._handle(req, resp, headers, request_id)
         except S3Error as exc:
             render_error(req, resp, exc, request_id)
         except Exception as exc:  # noqa: BLE001 - the catch-all that turns bugs into InternalError
             internal_error(req, resp, exc, request_id)
+        if self.metrics is not None:
+            length = headers.get("content-length", "")
+            sent = len(resp.data) if resp.data else 0
+            if not sent and resp.stream is not None and req.method != "HEAD":
+                sent = int(resp.get_header("Content-Length") or 0)
+            self.metrics.observe(req.context.operation, resp.status_code, started,
+                                 int(length) if length.isdigit() else 0, sent)
 
     async def _handle(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, headers: dict[str, str],
                       request_id: str) -> None:
@@ -124,6 +151,16 @@ class S3Service:
         if req.path in HEALTH_PATHS and req.method in ("GET", "HEAD"):
             resp.content_type = "application/json"
             resp.data = b'{"status":"ok"}' if req.method == "GET" else b""
+            req.context.operation = "Health"
+            return
+        if self.admin.handles(req.path):
+            req.context.operation = "Admin"
+            await self.admin(req, resp)
+            return
+        if req.path == "/metrics" and self.metrics is not None and req.method == "GET" and \
+                "authorization" not in headers and "X-Amz-Signature" not in query_string:
+            req.context.operation = "Metrics"  # signed requests still reach a bucket named "metrics"
+            resp.data, resp.content_type = self.metrics.render()
             return
         where = split_target(raw_path, headers.get("host", ""), self.settings.vhost_domains)
         bucket, key = where.bucket, where.key
@@ -133,15 +170,25 @@ class S3Service:
             return
         auth = self.authenticate(req, raw_path, query_string, headers, bucket, where.virtual_host)
         target = route(req.method, bucket, key, query, headers)
+        req.context.operation = target.operation or "unknown"
         handler = HANDLERS.get(target.operation or "")
         if handler is None:
             raise S3Error(ErrorCode.METHOD_NOT_ALLOWED if target.operation is None else ErrorCode.NOT_IMPLEMENTED)
+        self._authorize(auth.access_key, target.operation or "")
         call = Call(self.engine, self.settings, req, req.method, bucket, key, query, headers, auth, request_id)
         try:
             await handler(call, resp)
         finally:
             if bucket and "origin" in headers:
                 self._cors_headers(bucket, req.method, headers, resp)
+
+    def _authorize(self, access_key: str, operation: str) -> None:
+        """Roles: Reader may call READ_ONLY operations; Writer and SuperUser every S3 operation."""
+        role = self.role_of(access_key)
+        if role is None:
+            raise S3Error(ErrorCode.INVALID_ACCESS_KEY_ID, AWSAccessKeyId=access_key)
+        if role == "Reader" and operation not in READ_ONLY:
+            raise S3Error(ErrorCode.ACCESS_DENIED)
 
     def _cors_rules(self, bucket: str) -> list:  # type: ignore[type-arg]
         try:

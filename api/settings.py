@@ -14,3 +14,6 @@ class ApiSettings:
     vhost_domains: tuple[str, ...] = ("localhost",)
     owner_id: str = "s4"
     owner_name: str = "s4"
+    iam_enabled: bool = False  # S4_ROOT_PASSWORD set: IAM credentials, roles and the admin API are on
+    jwt_secret: str = ""  # HS256 key for admin tokens (generated per process when S4_JWT_SECRET is unset)
+    metrics_enabled: bool = True

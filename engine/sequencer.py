@@ -150,30 +150,30 @@ class Sequencer:
         return _Outcome(result=result, events=decision.events)
 
 
+def apply_events(views: Views, events: list[Event]) -> None:
+    """Project ``events`` in one LMDB transaction (growing the map if needed); used by replay and the tools."""
+    while True:
+        try:
+            with views.env.begin(write=True) as txn:
+                tx = Tx(txn, views.dbs)
+                for event in events:
+                    projector.apply(tx, event)
+            return
+        except lmdb.MapFullError:
+            views.grow()
+
+
 def replay(journal: Journal, views: Views, batch_size: int = 2000) -> int:
     """Apply journal events past the views' ``last_seq``; returns how many were applied."""
-    start = views.last_seq() + 1
     applied = 0
     pending: list[Event] = []
-
-    def flush() -> None:
-        while True:
-            try:
-                with views.env.begin(write=True) as txn:
-                    tx = Tx(txn, views.dbs)
-                    for event in pending:
-                        projector.apply(tx, event)
-                break
-            except lmdb.MapFullError:
-                views.grow()
-        pending.clear()
-
-    for event in journal.read(start):
+    for event in journal.read(views.last_seq() + 1):
         journal.clock.observe(event.hlc)
         pending.append(event)
         applied += 1
         if len(pending) >= batch_size:
-            flush()
+            apply_events(views, pending)
+            pending.clear()
     if pending:
-        flush()
+        apply_events(views, pending)
     return applied

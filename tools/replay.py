@@ -10,17 +10,13 @@ See docs/architecture/recovery.md.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lmdb
-
-from s4.engine import projector
+from s4.engine.sequencer import apply_events
 from s4.engine.views.env import DB_NAMES, Views, from_u64, unpack
-from s4.engine.views.records import Tx
 from s4.journal import CorruptJournalError, Event
 from s4.journal.framing import ScanEnd, StopReason
 from s4.journal.recovery import iter_segment
@@ -127,43 +123,9 @@ def iter_events(directory: Path, from_seq: int = 1, to_seq: int | None = None) -
 
 
 # -- views ---------------------------------------------------------------------------------------------------------
-class ReadOnlyViews(Views):
-    """The live views opened without write access, so a tool can never change them (or block the writer)."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:  # deliberately does not call Views.__init__
-        self.path = Path(path)
-        if not (self.path / "data.mdb").exists():
-            raise FileNotFoundError(f"no LMDB views at {self.path}")
-        self.env = lmdb.open(str(self.path), readonly=True, max_dbs=len(DB_NAMES) + 2, max_readers=1024,
-                             readahead=False)
-        self.dbs = {}
-        for name in DB_NAMES:
-            try:
-                self.dbs[name] = self.env.open_db(name.encode(), create=False)
-            except lmdb.NotFoundError:  # a database never written to: compares as empty
-                continue
-
-    def last_seq(self) -> int:
-        if "meta" not in self.dbs:
-            return 0
-        return super().last_seq()
-
-
 def open_views_readonly(path: Path) -> Views:
     """Open an existing views directory read-only (FileNotFoundError if there is none)."""
-    return ReadOnlyViews(path)
-
-
-def _apply_batch(views: Views, events: list[Event]) -> None:
-    while True:
-        try:
-            with views.env.begin(write=True) as txn:
-                tx = Tx(txn, views.dbs)
-                for event in events:
-                    projector.apply(tx, event)
-            return
-        except lmdb.MapFullError:
-            views.grow()
+    return Views.open_read_only(path)
 
 
 def rebuild_views(data_dir: Path, out_dir: Path, *, to_seq: int | None = None) -> Views:
@@ -180,10 +142,10 @@ def rebuild_views(data_dir: Path, out_dir: Path, *, to_seq: int | None = None) -
         for event in iter_events(Path(data_dir) / "journal", 1, to_seq):
             pending.append(event)
             if len(pending) >= REBUILD_BATCH:
-                _apply_batch(views, pending)
+                apply_events(views, pending)
                 pending.clear()
         if pending:
-            _apply_batch(views, pending)
+            apply_events(views, pending)
         views.env.sync(True)
     except BaseException:
         views.close()

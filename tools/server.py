@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 import sys
 
 import uvicorn
@@ -43,9 +44,20 @@ def main(argv: list[str] | None = None) -> int:
     if generated:
         access, secret = dev_credentials(data_dir)
     engine = Engine(EngineOptions(data_dir=data_dir, volume_size_bytes=settings.volume_size_bytes))
+    iam_enabled = bool(settings.root_password)
+    jwt_secret = settings.jwt_secret or ""
+    if iam_enabled:
+        root = engine.ensure_root(settings.root_username, settings.root_password)
+        log.info("IAM enabled; root user %r (%s)", root["username"], root["id"])
+        if not jwt_secret:
+            jwt_secret = secrets.token_urlsafe(32)
+            log.warning("S4_JWT_SECRET is not set: admin tokens are signed with a random per-process key and "
+                        "die with this process (set S4_JWT_SECRET in production)")
     domains = tuple(d.strip().lower() for d in settings.domains.split(",") if d.strip())
     app = build_app(engine, ApiSettings(access_key=access, secret_key=secret, region=settings.region,
-                                        max_upload_bytes=settings.max_upload_bytes, vhost_domains=domains))
+                                        max_upload_bytes=settings.max_upload_bytes, vhost_domains=domains,
+                                        iam_enabled=iam_enabled, jwt_secret=jwt_secret,
+                                        metrics_enabled=settings.metrics_enabled))
     host, port = settings.host_port
     scheme = "https" if settings.tls_cert else "http"
     endpoint = f"{scheme}://{host}:{port}"

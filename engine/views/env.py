@@ -69,6 +69,27 @@ class Views:
                              metasync=False, max_readers=1024, readahead=False)
         self.dbs = {name: self.env.open_db(name.encode()) for name in DB_NAMES}
 
+    @classmethod
+    def open_read_only(cls, path: str | os.PathLike[str]) -> Views:
+        """Existing views opened without write access, so a tool can never change them (or block the writer).
+
+        Databases never written to are absent from ``dbs`` (they compare as empty). FileNotFoundError if the
+        directory holds no views.
+        """
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        if not (self.path / "data.mdb").exists():
+            raise FileNotFoundError(f"no LMDB views at {self.path}")
+        self.env = lmdb.open(str(self.path), readonly=True, max_dbs=len(DB_NAMES) + 2, max_readers=1024,
+                             readahead=False)
+        self.dbs = {}
+        for name in DB_NAMES:
+            try:
+                self.dbs[name] = self.env.open_db(name.encode(), create=False)
+            except lmdb.NotFoundError:
+                continue
+        return self
+
     def db(self, name: str) -> Any:
         return self.dbs[name]
 
@@ -87,6 +108,8 @@ class Views:
         self.env.set_mapsize(new_size)
 
     def last_seq(self) -> int:
+        if "meta" not in self.dbs:
+            return 0
         with self.read() as txn:
             raw = txn.get(b"last_seq", db=self.dbs["meta"])
         return from_u64(raw) if raw else 0

@@ -1,0 +1,148 @@
+"""``/api/...`` requests: route table, bearer-token check, JSON bodies, ``{"error": ...}`` answers.
+
+Every refusal is an ``IamError`` (status + message) rendered as ``{"error": message}``; a bug is a 500 with a
+generic message and a logged traceback. Bad input is never a 500.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import falcon
+import falcon.asgi
+
+from s4.engine import Engine
+from s4.engine.errors import S3Error
+from s4.engine.iam import IamError
+
+from ..settings import ApiSettings
+from .tokens import LoginThrottle, ThrottledError, TokenIssuer
+
+log = logging.getLogger(__name__)
+MAX_JSON_BYTES = 64 * 1024
+
+
+@dataclass
+class AdminCall:
+    """One admin request: what handlers need, and the authenticated user (None for open endpoints)."""
+
+    api: AdminApi
+    req: falcon.asgi.Request
+    params: dict[str, str]
+    user: dict[str, Any] | None = None
+    query: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def engine(self) -> Engine:
+        return self.api.engine
+
+    @property
+    def actor(self) -> str:
+        return f"user:{self.user['username']}" if self.user else ""
+
+    async def json(self) -> dict[str, Any]:
+        raw = b""
+        async for piece in self.req.stream:
+            raw += piece
+            if len(raw) > MAX_JSON_BYTES:
+                raise IamError(400, "request body too large")
+        try:
+            doc = json.loads(raw or b"{}")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise IamError(400, "request body is not valid JSON") from exc
+        if not isinstance(doc, dict):
+            raise IamError(400, "request body must be a JSON object")
+        return doc
+
+
+Result = tuple[int, Any]
+AdminHandler = Callable[[AdminCall], Awaitable[Result]]
+# access: "open" (no token), "iam" (IAM must be on, no token), "super" (SuperUser token)
+Route = tuple[str, re.Pattern[str], AdminHandler, str]
+
+
+class AdminApi:
+    def __init__(self, engine: Engine, settings: ApiSettings) -> None:
+        from . import stats, users  # the handler modules import AdminCall from here
+
+        self.engine = engine
+        self.settings = settings
+        self.started = time.time()
+        self.tokens = TokenIssuer(settings.jwt_secret)
+        self.throttle = LoginThrottle()
+        seg = r"(?P<id>[^/]+)"
+        self.routes: list[Route] = [
+            ("GET", re.compile(r"/api/stats"), stats.get_stats, "open"),
+            ("POST", re.compile(r"/api/admin/login"), users.login, "iam"),
+            ("GET", re.compile(r"/api/admin/users"), users.list_users, "super"),
+            ("POST", re.compile(r"/api/admin/users"), users.create_user, "super"),
+            ("GET", re.compile(rf"/api/admin/users/{seg}"), users.get_user, "super"),
+            ("PUT", re.compile(rf"/api/admin/users/{seg}"), users.update_user, "super"),
+            ("DELETE", re.compile(rf"/api/admin/users/{seg}"), users.delete_user, "super"),
+            ("POST", re.compile(rf"/api/admin/users/{seg}/credentials"), users.create_credential, "super"),
+            ("DELETE", re.compile(rf"/api/admin/users/{seg}/credentials"), users.delete_credential, "super"),
+            ("GET", re.compile(r"/api/admin/bucket-stats"), stats.bucket_stats, "super"),
+        ]
+
+    @staticmethod
+    def handles(path: str) -> bool:
+        return path == "/api/stats" or path.startswith("/api/admin/") or path == "/api/admin"
+
+    async def __call__(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.content_type = "application/json"
+        try:
+            status, body = await self._dispatch(req)
+        except ThrottledError as exc:
+            resp.set_header("Retry-After", str(exc.retry_after_s))
+            status, body = exc.status, {"error": exc.message}
+        except IamError as exc:
+            status, body = exc.status, {"error": exc.message}
+        except S3Error as exc:  # e.g. a bucket named in an admin path does not exist
+            status, body = exc.status, {"error": exc.message}
+        except Exception:  # noqa: BLE001 - a bug: logged, answered without detail
+            log.exception("admin request %s %s failed", req.method, req.path)
+            status, body = 500, {"error": "internal error"}
+        resp.status = falcon.code_to_http_status(status)
+        resp.data = b"" if body is None else json.dumps(body).encode()
+
+    async def _dispatch(self, req: falcon.asgi.Request) -> Result:
+        path = req.path.rstrip("/") or "/"
+        matched = [(method, m, handler, access) for method, rx, handler, access in self.routes
+                   if (m := rx.fullmatch(path))]
+        if not matched:
+            raise IamError(404, "not found")
+        for method, m, handler, access in matched:
+            if method != req.method:
+                continue
+            call = AdminCall(self, req, m.groupdict(), query=dict(req.params))
+            if access != "open" and not self.settings.iam_enabled:
+                raise IamError(404, "IAM is disabled")
+            if access == "super":
+                call.user = self.authenticate(req)
+                if call.user["role"] != "SuperUser":
+                    raise IamError(403, "SuperUser role required")
+            return await handler(call)
+        if not self.settings.iam_enabled and all(a != "open" for *_, a in matched):
+            raise IamError(404, "IAM is disabled")
+        raise IamError(405, "method not allowed")
+
+    def authenticate(self, req: falcon.asgi.Request) -> dict[str, Any]:
+        """The active user a bearer token names, if the token is valid and not older than the user's epoch."""
+        header = req.get_header("Authorization") or ""
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise IamError(401, "missing bearer token")
+        claims = self.tokens.claims(token.strip())
+        try:
+            user = self.engine.get_user(claims["sub"])
+        except IamError as exc:
+            raise IamError(401, "invalid token") from exc
+        if not user.get("active", True) or user.get("epoch", 0) != claims["epoch"]:
+            raise IamError(401, "token revoked")
+        return user

@@ -1,0 +1,85 @@
+"""Login and user/credential management: the JSON shapes the existing console and scripts speak."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from s4.engine.iam import IamError
+
+from .router import AdminCall, Result
+from .tokens import rfc3339
+
+
+def user_json(rec: dict[str, Any]) -> dict[str, Any]:
+    return {"id": rec["id"], "username": rec["username"], "role": rec["role"], "access_key": rec.get("access_key"),
+            "created_at": rfc3339(rec["created_ms"]), "updated_at": rfc3339(rec["updated_ms"]),
+            "is_active": bool(rec.get("active", True))}
+
+
+def _client(call: AdminCall) -> str:
+    return call.req.remote_addr or ""
+
+
+async def login(call: AdminCall) -> Result:
+    body = await call.json()
+    username, password = body.get("username"), body.get("password")
+    if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
+        raise IamError(400, "username and password are required")
+    throttle = call.api.throttle
+    throttle.check(username, _client(call))
+    user = await call.engine.authenticate_password(username, password)
+    if user is None:
+        throttle.failed(username, _client(call))
+        raise IamError(401, "invalid username or password")
+    throttle.succeeded(username, _client(call))
+    token, exp = call.api.tokens.issue(user)
+    return 200, {"token": token, "expires_at": rfc3339(exp, ms=False)}
+
+
+async def list_users(call: AdminCall) -> Result:
+    return 200, {"users": [user_json(u) for u in call.engine.list_users()]}
+
+
+async def create_user(call: AdminCall) -> Result:
+    body = await call.json()
+    for name in ("username", "password", "role"):
+        if name not in body:
+            raise IamError(400, f"{name} is required")
+    rec = await call.engine.create_user(body["username"], body["password"], body["role"], actor=call.actor)
+    return 201, user_json(rec)
+
+
+async def get_user(call: AdminCall) -> Result:
+    return 200, user_json(call.engine.get_user(call.params["id"]))
+
+
+async def update_user(call: AdminCall) -> Result:
+    body = await call.json()
+    unknown = set(body) - {"password", "role", "is_active"}
+    if unknown:
+        raise IamError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
+    user_id = call.params["id"]
+    assert call.user is not None
+    if user_id == call.user["id"] and (body.get("is_active") is False or body.get("role") not in (None, "SuperUser")):
+        raise IamError(400, "you cannot deactivate or demote yourself")
+    rec = await call.engine.update_user(user_id, password=body.get("password"), role=body.get("role"),
+                                        is_active=body.get("is_active"), actor=call.actor)
+    return 200, user_json(rec)
+
+
+async def delete_user(call: AdminCall) -> Result:
+    assert call.user is not None
+    if call.params["id"] == call.user["id"]:
+        raise IamError(400, "you cannot delete yourself")
+    await call.engine.delete_user(call.params["id"], actor=call.actor)
+    return 204, None
+
+
+async def create_credential(call: AdminCall) -> Result:
+    access_key, secret = await call.engine.create_credential(call.params["id"], actor=call.actor)
+    return 200, {"access_key": access_key, "secret_key": secret}
+
+
+async def delete_credential(call: AdminCall) -> Result:
+    await call.engine.delete_credential(call.params["id"], actor=call.actor)
+    return 204, None
