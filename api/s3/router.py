@@ -18,12 +18,14 @@ ROUTES: tuple[tuple[str, str, str, str, str], ...] = (
     ("PUT", "bucket", "versioning", "", "PutBucketVersioning"),
     ("PUT", "bucket", "cors", "", "PutBucketCors"),
     ("PUT", "bucket", "tagging", "", "PutBucketTagging"),
+    ("PUT", "bucket", "lifecycle", "", "PutBucketLifecycleConfiguration"),
     ("PUT", "bucket", "acl", "", "PutBucketAcl"),
     ("PUT", "bucket", "", "", "CreateBucket"),
     ("GET", "bucket", "location", "", "GetBucketLocation"),
     ("GET", "bucket", "versioning", "", "GetBucketVersioning"),
     ("GET", "bucket", "cors", "", "GetBucketCors"),
     ("GET", "bucket", "tagging", "", "GetBucketTagging"),
+    ("GET", "bucket", "lifecycle", "", "GetBucketLifecycleConfiguration"),
     ("GET", "bucket", "acl", "", "GetBucketAcl"),
     ("GET", "bucket", "policy", "", "GetBucketPolicy"),
     ("GET", "bucket", "encryption", "", "GetBucketEncryption"),
@@ -39,9 +41,11 @@ ROUTES: tuple[tuple[str, str, str, str, str], ...] = (
     ("HEAD", "bucket", "", "", "HeadBucket"),
     ("DELETE", "bucket", "cors", "", "DeleteBucketCors"),
     ("DELETE", "bucket", "tagging", "", "DeleteBucketTagging"),
+    ("DELETE", "bucket", "lifecycle", "", "DeleteBucketLifecycle"),
     ("DELETE", "bucket", "policy", "", "DeleteBucketPolicy"),
     ("DELETE", "bucket", "", "", "DeleteBucket"),
     ("POST", "bucket", "delete", "", "DeleteObjects"),
+    ("POST", "bucket", "sql", "", "MultiObjectSQL"),
     # object level
     ("PUT", "object", "uploadId", "x-amz-copy-source", "UploadPartCopy"),
     ("PUT", "object", "uploadId", "", "UploadPart"),
@@ -58,12 +62,14 @@ ROUTES: tuple[tuple[str, str, str, str, str], ...] = (
     ("DELETE", "object", "uploadId", "", "AbortMultipartUpload"),
     ("DELETE", "object", "tagging", "", "DeleteObjectTagging"),
     ("DELETE", "object", "", "", "DeleteObject"),
+    ("POST", "object", "select", "", "SelectObjectContent"),
     ("POST", "object", "uploads", "", "CreateMultipartUpload"),
     ("POST", "object", "uploadId", "", "CompleteMultipartUpload"),
 )
 
 #: Operations that only read: what a Reader role may call (IAM issue) and what skips body handling.
-READ_ONLY = frozenset(op for method, _, _, _, op in ROUTES if method in ("GET", "HEAD"))
+READ_ONLY = frozenset(op for method, _, _, _, op in ROUTES if method in ("GET", "HEAD")) | {
+    "SelectObjectContent", "MultiObjectSQL"}  # POSTs that only read (S3 Select, S4's ?sql)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +98,23 @@ def split_target(raw_path: str, host: str, vhost_domains: tuple[str, ...]) -> Ta
     return Target(bucket, key, False)
 
 
+#: S3 sub-resources S4 does not implement: a request naming one is answered NotImplemented, never misrouted
+#: (a PUT ?policy must not be taken for CreateBucket). GETs of bucket configs S4 does not store have their
+#: "not configured" answers in ROUTES instead.
+UNSUPPORTED_SUBRESOURCES = frozenset({
+    "policy", "encryption", "publicAccessBlock", "ownershipControls", "object-lock", "website", "replication",
+    "logging", "notification", "requestPayment", "accelerate", "analytics", "inventory", "metrics",
+    "intelligent-tiering", "retention", "legal-hold", "restore", "torrent", "policyStatus", "attributes",
+    "append", "session",
+})
+
+
 def route(method: str, bucket: str, key: str, query: Mapping[str, str], headers: Mapping[str, str]) -> Route:
     level = "object" if key else "bucket" if bucket else "service"
     for r_method, r_level, r_query, r_header, operation in ROUTES:
         if r_method == method and r_level == level and (not r_query or r_query in query) and (
                 not r_header or r_header in headers):
-            return Route(operation, bucket, key)
+            if r_query or not UNSUPPORTED_SUBRESOURCES.intersection(query):
+                return Route(operation, bucket, key)
+            return Route("NotImplemented", bucket, key)
     return Route(None, bucket, key)

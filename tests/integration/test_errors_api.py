@@ -106,3 +106,20 @@ def test_entity_too_large_changes_nothing(small_limit_server: ServerProcess) -> 
     resp = requests.put(url, data=gen(), headers=headers, timeout=30)
     assert resp.status_code == 400 and code(resp) == "EntityTooLarge"
     assert [o["Key"] for o in s3.list_objects_v2(Bucket="limits")["Contents"]] == ["ok"]
+
+
+def test_unsupported_subresources_are_not_implemented_and_change_nothing(s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    calls = [
+        lambda: s3.put_bucket_policy(Bucket=bucket, Policy='{"Version": "2012-10-17", "Statement": []}'),
+        lambda: s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}),
+        lambda: s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={"BlockPublicAcls": True}),
+        lambda: s3.put_object_legal_hold(Bucket=bucket, Key="k", LegalHold={"Status": "ON"}),
+    ]
+    for call in calls:
+        with pytest.raises(ClientError) as exc:
+            call()
+        assert exc.value.response["Error"]["Code"] == "NotImplemented"
+        assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 501
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"x"
