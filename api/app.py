@@ -28,7 +28,8 @@ from .auth.sigv2 import verify_sigv2
 from .auth.sigv4 import verify_sigv4
 from .errors import internal_error, render_error
 from .metrics import Metrics
-from .s3 import buckets, multipart, objects
+from .s3 import buckets, multipart, objects, select
+from .s3 import lifecycle as s3_lifecycle
 from .s3.call import Call
 from .s3.router import READ_ONLY, route, split_target
 from .s3.xml import cors_from_record, cors_response_headers, match_cors, split_header_list
@@ -51,6 +52,9 @@ HANDLERS: dict[str, Handler] = {
     "PutBucketTagging": buckets.put_bucket_tagging,
     "GetBucketTagging": buckets.get_bucket_tagging,
     "DeleteBucketTagging": buckets.delete_bucket_tagging,
+    "PutBucketLifecycleConfiguration": s3_lifecycle.put_bucket_lifecycle,
+    "GetBucketLifecycleConfiguration": s3_lifecycle.get_bucket_lifecycle,
+    "DeleteBucketLifecycle": s3_lifecycle.delete_bucket_lifecycle,
     "GetBucketAcl": objects.get_object_acl,
     "PutBucketAcl": objects.put_acl,
     "GetBucketPolicy": buckets._absent(ErrorCode.NO_SUCH_BUCKET_POLICY),
@@ -83,6 +87,8 @@ HANDLERS: dict[str, Handler] = {
     "AbortMultipartUpload": multipart.abort_multipart_upload,
     "ListParts": multipart.list_parts,
     "ListMultipartUploads": multipart.list_multipart_uploads,
+    "SelectObjectContent": select.select_object_content,
+    "MultiObjectSQL": select.multi_object_sql,
 }
 HEALTH_PATHS = frozenset({"/health", "/minio/health/live", "/minio/health/ready"})
 

@@ -17,3 +17,6 @@ class ApiSettings:
     iam_enabled: bool = False  # S4_ROOT_PASSWORD set: IAM credentials, roles and the admin API are on
     jwt_secret: str = ""  # HS256 key for admin tokens (generated per process when S4_JWT_SECRET is unset)
     metrics_enabled: bool = True
+    select_enabled: bool = True  # S3 Select and the ?sql endpoint (S4_SELECT_ENABLED)
+    select_max_memory: int = 256 * 1024**2  # per query (S4_SELECT_MAX_MEMORY)
+    select_timeout_s: float = 60.0  # per query (S4_SELECT_TIMEOUT)

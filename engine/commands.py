@@ -88,8 +88,20 @@ def set_bucket_config(d: Decision, args: dict[str, Any]) -> None:
 
 
 # -- objects ------------------------------------------------------------------------------------------------------
+def check_locations(tx: Tx, blobs_at: list[list[Any]]) -> None:
+    """Refuse a write whose new blob would point into a volume compaction has retired (its file is gone).
+
+    Only possible in a narrow race: a chunk deduplicated against a blob that was then freed and its volume
+    compacted before this command ran. The client retries (503) and the retry stores the bytes afresh.
+    """
+    for loc in blobs_at:
+        if tx.blob(loc[0]) is None and tx.volume_stats(loc[1]).get("retired"):
+            raise S3Error(ErrorCode.SLOW_DOWN, "A stored chunk moved during the upload; please retry.")
+
+
 def put_object(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
     bucket = require_bucket(d.tx, args["bucket"])
+    check_locations(d.tx, args["blobs_at"])
     check_write_conditions(d.tx, bucket, args["key"], args)
     version = dict(args["version"], v=new_version_id(bucket))
     event = d.emit(EventType.OBJECT_VERSION_PUT, {"bucket": bucket.name, "key": args["key"], "version": version,
@@ -213,6 +225,7 @@ def require_upload(tx: Tx, bucket: str, key: str, upload_id: str) -> Any:
 def store_part(d: Decision, args: dict[str, Any]) -> None:
     require_bucket(d.tx, args["bucket"])
     require_upload(d.tx, args["bucket"], args["key"], args["upload_id"])
+    check_locations(d.tx, args["blobs_at"])
     d.emit(EventType.PART_STORED, {"bucket": args["bucket"], "upload_id": args["upload_id"], "part": args["part"],
                                    "blobs_at": args["blobs_at"]})
 
@@ -268,6 +281,53 @@ def seal_volume(d: Decision, args: dict[str, Any]) -> None:
     d.emit(EventType.VOLUME_SEALED, {"volume": args["volume"], "size": args["size"]})
 
 
+def move_blobs(d: Decision, args: dict[str, Any]) -> int:
+    """Compaction: record copies ``[hash, old volume, old offset, new volume, new offset]`` made durable.
+
+    Each move is re-checked: a blob freed or moved since it was copied is skipped (its copy is dead bytes)."""
+    moved = 0
+    for digest, old_volume, old_offset, volume, offset in args["moves"]:
+        rec = d.tx.blob(digest)
+        if rec is None or rec[0] != old_volume or rec[1] != old_offset:
+            continue
+        d.emit(EventType.BLOB_MOVED, {"hash": digest, "volume": volume, "offset": offset})
+        moved += 1
+    return moved
+
+
+def retire_volume(d: Decision, args: dict[str, Any]) -> bool:
+    """Compaction: a volume no blob lives in any more is retired; False (nothing emitted) if one still does."""
+    stats = d.tx.volume_stats(args["volume"])
+    if stats.get("retired"):
+        return True
+    if stats["live"] > 0:
+        return False
+    d.emit(EventType.VOLUME_RETIRED, {"volume": args["volume"]})
+    return True
+
+
+def lifecycle_expire(d: Decision, args: dict[str, Any]) -> dict[str, Any] | None:
+    """A lifecycle action, re-checked against the views at decision time so a key written since the worker
+    looked is never expired by mistake; then the ordinary DeleteObject semantics apply."""
+    bucket = require_bucket(d.tx, args["bucket"])
+    oid = object_id(d.tx, bucket, args["key"])
+    if oid is None:
+        return None
+    latest = d.tx.latest(oid)
+    kind, expected = args["kind"], args["version_id"]
+    if kind == "expire_current":
+        if latest is None or latest["v"] != expected or latest.get("dm"):
+            return None
+        return delete_object(d, {"bucket": bucket.name, "key": args["key"], "version_id": None})
+    if kind == "remove_marker":
+        versions = [rec for _, rec in d.tx.versions(oid)]
+        if len(versions) != 1 or versions[0]["v"] != expected or not versions[0].get("dm"):
+            return None
+    elif latest is None or latest["v"] == expected or d.tx.version(oid, expected) is None:
+        return None  # expire_noncurrent: the version must still exist and still be noncurrent
+    return delete_object(d, {"bucket": bucket.name, "key": args["key"], "version_id": expected})
+
+
 DECIDERS: dict[str, Decider] = {
     "create_bucket": create_bucket,
     "delete_bucket": delete_bucket,
@@ -281,5 +341,8 @@ DECIDERS: dict[str, Decider] = {
     "complete_multipart": complete_multipart,
     "abort_multipart": abort_multipart,
     "seal_volume": seal_volume,
+    "move_blobs": move_blobs,
+    "retire_volume": retire_volume,
+    "lifecycle_expire": lifecycle_expire,
     **iam.DECIDERS,
 }

@@ -213,7 +213,7 @@ class Engine(IamOps):
         end = version.size if length is None else min(version.size, start + length)
         locations = self.locate(version)
         pos = 0
-        for loc in locations:
+        for index, loc in enumerate(locations):
             chunk_start, chunk_end = pos, pos + loc.size
             pos = chunk_end
             if chunk_end <= start:
@@ -224,12 +224,18 @@ class Engine(IamOps):
             hi = min(end, chunk_end) - chunk_start
             while lo < hi:
                 n = min(READ_PIECE_BYTES, hi - lo)
-                if n <= 65536:
-                    data = self.volumes.read(loc.volume, loc.offset + lo, n)
-                else:
-                    data = await anyio.to_thread.run_sync(self.volumes.read, loc.volume, loc.offset + lo, n)
+                try:
+                    data = await self._read_piece(loc, lo, n)
+                except FileNotFoundError:  # compaction moved the blob and retired its volume meanwhile
+                    loc = self.locate(version)[index]
+                    data = await self._read_piece(loc, lo, n)
                 yield data
                 lo += n
+
+    async def _read_piece(self, loc: BlobLocation, lo: int, n: int) -> bytes:
+        if n <= 65536:
+            return self.volumes.read(loc.volume, loc.offset + lo, n)
+        return await anyio.to_thread.run_sync(self.volumes.read, loc.volume, loc.offset + lo, n)  # type: ignore[no-any-return]
 
     async def delete_object(self, bucket: str, key: str, version_id: str | None = None,
                             actor: str = "") -> dict[str, Any]:

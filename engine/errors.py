@@ -114,6 +114,26 @@ class ErrorCode(enum.Enum):
                                      "The specified bucket does not have a website configuration")
     REPLICATION_CONFIGURATION_NOT_FOUND = ("ReplicationConfigurationNotFoundError", 404,
                                            "The replication configuration was not found")
+    # S3 Select / SQL (engine/select)
+    PARSE_UNEXPECTED_TOKEN = ("ParseUnexpectedToken", 400, "The SQL expression could not be parsed.")
+    UNSUPPORTED_SQL_OPERATION = ("UnsupportedSqlOperation", 400, "The SQL operation is not supported.")
+    EVALUATOR_BINDING_DOES_NOT_EXIST = ("EvaluatorBindingDoesNotExist", 400,
+                                        "A column name or a path provided does not exist in the SQL expression.")
+    CAST_FAILED = ("CastFailed", 400, "Attempt to convert from one data type to another using CAST failed in the "
+                   "SQL expression.")
+    CSV_PARSING_ERROR = ("CSVParsingError", 400, "Encountered an error parsing the CSV file.")
+    JSON_PARSING_ERROR = ("JSONParsingError", 400, "Encountered an error parsing the JSON file.")
+    PARQUET_PARSING_ERROR = ("ParquetParsingError", 400, "Encountered an error parsing the Parquet file.")
+    INVALID_EXPRESSION_TYPE = ("InvalidExpressionType", 400, "The ExpressionType is invalid. Only SQL expressions "
+                               "are supported.")
+    MISSING_REQUIRED_PARAMETER = ("MissingRequiredParameter", 400, "The SelectRequest entity is missing a "
+                                  "required parameter.")
+    INVALID_COMPRESSION_FORMAT = ("InvalidCompressionFormat", 400, "The file is not in a supported compression "
+                                  "format.")
+    UNSUPPORTED_SCAN_RANGE_INPUT = ("UnsupportedScanRangeInput", 400, "Scan range queries are not supported on "
+                                    "this type of object.")
+    QUERY_TIMEOUT = ("QueryTimeout", 400, "The query ran longer than the server's S4_SELECT_TIMEOUT.")
+    RESOURCE_EXHAUSTED = ("ResourceExhausted", 400, "The query needs more memory than S4_SELECT_MAX_MEMORY.")
 
     def __init__(self, aws_code: str, status: int, default_message: str) -> None:
         self.aws_code = aws_code

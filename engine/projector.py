@@ -373,7 +373,8 @@ def apply_volume_sealed(tx: Tx, event: Event) -> None:
 
 
 def apply_volume_retired(tx: Tx, event: Event) -> None:
-    tx.delete("volumes", event.payload["volume"].encode())
+    """The record stays as a tombstone: a late write naming the volume must be refused (commands.py)."""
+    tx.put_volume_stats(event.payload["volume"], {"live": 0, "dead": 0, "sealed": True, "retired": True})
 
 
 HANDLERS: dict[EventType, Handler] = {

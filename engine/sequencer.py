@@ -122,10 +122,16 @@ class Sequencer:
                 volumes = {v for cmd, o in zip(batch, outcomes, strict=True) if o.events for v in cmd.volumes}
                 self.volumes.sync(volumes)
                 self.journal.write_events(events)
-            txn.commit()
         except BaseException:
             txn.abort()
             raise
+        try:
+            txn.commit()
+        except lmdb.Error:
+            # The events are durable facts now: the batch must never be decided again (that would journal a second
+            # copy). Project exactly these events, as start-up replay would, growing the map if that was the cause.
+            log.warning("LMDB commit failed after the journal write; applying the %d journaled events", len(events))
+            apply_events(self.views, events)
         return [o.error if o.error is not None else o.result for o in outcomes]
 
     def _decide(self, env: Any, txn: Any, cmd: Command, seq: int) -> _Outcome:

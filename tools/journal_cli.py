@@ -297,6 +297,8 @@ class _VolumeReader(VolumeStore):
         self._lock = threading.Lock()
         self._read_fds: dict[str, int] = {}
         self._write_fds: dict[str, int] = {}
+        self._users: dict[int, int] = {}
+        self._doomed: set[int] = set()
 
 
 def _load_blobs(views: Views | None) -> list[BlobLocation]:

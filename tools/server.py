@@ -7,16 +7,19 @@ graceful shutdown), then closes the engine: sequencer drained, journal and views
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import secrets
 import sys
+from collections.abc import Callable
 
 import uvicorn
 
 from s4.api.app import build_app
 from s4.api.settings import ApiSettings
 from s4.engine import Engine, EngineOptions
+from s4.engine.workers.service import Workers, WorkerSettings, for_engine
 
 from .config import ConfigError, dev_credentials, load_settings, resolve_data_dir
 
@@ -57,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     app = build_app(engine, ApiSettings(access_key=access, secret_key=secret, region=settings.region,
                                         max_upload_bytes=settings.max_upload_bytes, vhost_domains=domains,
                                         iam_enabled=iam_enabled, jwt_secret=jwt_secret,
-                                        metrics_enabled=settings.metrics_enabled))
+                                        metrics_enabled=settings.metrics_enabled,
+                                        select_enabled=settings.select_enabled,
+                                        select_max_memory=settings.select_max_memory,
+                                        select_timeout_s=settings.select_timeout_s))
     host, port = settings.host_port
     scheme = "https" if settings.tls_cert else "http"
     endpoint = f"{scheme}://{host}:{port}"
@@ -69,12 +75,31 @@ def main(argv: list[str] | None = None) -> int:
     config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools", lifespan="off",
                             log_level="warning", access_log=False, timeout_graceful_shutdown=30,
                             ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key)
+    workers = for_engine(engine, WorkerSettings.from_values(settings.values))
     try:
-        uvicorn.Server(config).run()
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_serve(uvicorn.Server(config), workers))
     finally:
         engine.close()
         log.info("journal and views closed")
     return 0
+
+
+async def _serve(server: uvicorn.Server, workers: Workers) -> None:
+    """uvicorn plus the node's background workers (lifecycle, compaction, scrubber) on the same event loop."""
+    workers.start()
+    try:
+        await server.serve()
+    finally:
+        await workers.stop()
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
 
 
 if __name__ == "__main__":

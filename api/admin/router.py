@@ -69,7 +69,7 @@ Route = tuple[str, re.Pattern[str], AdminHandler, str]
 
 class AdminApi:
     def __init__(self, engine: Engine, settings: ApiSettings) -> None:
-        from . import stats, users  # the handler modules import AdminCall from here
+        from . import stats, users, workers  # the handler modules import AdminCall from here
 
         self.engine = engine
         self.settings = settings
@@ -88,6 +88,12 @@ class AdminApi:
             ("POST", re.compile(rf"/api/admin/users/{seg}/credentials"), users.create_credential, "super"),
             ("DELETE", re.compile(rf"/api/admin/users/{seg}/credentials"), users.delete_credential, "super"),
             ("GET", re.compile(r"/api/admin/bucket-stats"), stats.bucket_stats, "super"),
+            ("POST", re.compile(r"/api/admin/lifecycle/run"), workers.run_lifecycle, "super"),
+            ("GET", re.compile(r"/api/admin/lifecycle/status"), workers.lifecycle_status, "super"),
+            ("POST", re.compile(r"/api/admin/compaction/run"), workers.run_compaction, "super"),
+            ("GET", re.compile(r"/api/admin/compaction/status"), workers.compaction_status, "super"),
+            ("POST", re.compile(r"/api/admin/scrubber/run"), workers.run_scrubber, "super"),
+            ("GET", re.compile(r"/api/admin/scrubber/status"), workers.scrubber_status, "super"),
         ]
 
     @staticmethod

@@ -12,6 +12,7 @@ from s4.engine.model import NULL_VERSION, ObjectVersion
 
 from .call import Call, checksum_headers
 from .headers import RESPONSE_OVERRIDES, check_read, parse_range, preconditions, stored_headers, user_metadata
+from .lifecycle import set_expiration_header
 from .xml import (
     copy_object_result_xml,
     delete_result_xml,
@@ -72,6 +73,7 @@ def _object_headers(call: Call, version: ObjectVersion, resp: falcon.asgi.Respon
         resp.set_header(f"x-amz-meta-{name}", value)
     if version.tags:
         resp.set_header("x-amz-tagging-count", str(len(version.tags)))
+    set_expiration_header(call, version, resp)
     if whole and call.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
         for name, value in checksum_headers(version.checksums).items():
             resp.set_header(name, value)

@@ -47,6 +47,8 @@ class VolumeStore:
         self._lock = threading.Lock()
         self._read_fds: dict[str, int] = {}
         self._write_fds: dict[str, int] = {}
+        self._users: dict[int, int] = {}  # fd -> reads/writes in progress on it
+        self._doomed: set[int] = set()  # fds of retired volumes, closed when their last user is done
         mine = sorted(int(m.group(2)) for p in self.directory.iterdir()
                       if (m := NAME_RE.match(p.name)) and int(m.group(1)) == worker)
         self._number = mine[-1] if mine else 0
@@ -88,13 +90,27 @@ class VolumeStore:
                 self._roll()
             offset = self._size
             self._size += total
-            return self._active, offset, self._write_fds[self._active]
+            fd = self._write_fds[self._active]
+            self._users[fd] = self._users.get(fd, 0) + 1
+            return self._active, offset, fd
+
+    def _release(self, fd: int) -> None:
+        with self._lock:
+            left = self._users[fd] = self._users.get(fd, 1) - 1
+            if left <= 0:
+                del self._users[fd]
+                if fd in self._doomed:
+                    self._doomed.discard(fd)
+                    os.close(fd)
 
     def append(self, data: bytes | memoryview, digest: bytes) -> BlobLocation:
         """Write one record (not yet durable: see ``sync``); returns where its data lives."""
         header = encode_header(len(data), crc32c.crc32c(data), digest)
         name, offset, fd = self._reserve(HEADER_BYTES + len(data))
-        written = os.pwritev(fd, [header, data], offset)
+        try:
+            written = os.pwritev(fd, [header, data], offset)
+        finally:
+            self._release(fd)
         if written != HEADER_BYTES + len(data):
             raise OSError(f"short volume write to {name}: {written} bytes")
         return BlobLocation(digest, name, offset + HEADER_BYTES, len(data))
@@ -104,7 +120,10 @@ class VolumeStore:
         for name in set(names):
             fd = self._write_fds.get(name)
             if fd is None:  # another worker's or a sealed volume: any descriptor flushes the file
-                fd = self._reader(name)
+                try:
+                    fd = self._reader(name)
+                except FileNotFoundError:
+                    continue  # retired by compaction: the deciders refuse any event naming it
             os.fdatasync(fd)
 
     def _reader(self, name: str) -> int:
@@ -119,31 +138,85 @@ class VolumeStore:
                     self._read_fds[name] = fd
         return fd
 
+    def _acquire_reader(self, name: str) -> int:
+        fd = self._reader(name)
+        with self._lock:
+            if self._read_fds.get(name) != fd:  # retired between the lookup and now
+                raise FileNotFoundError(f"volume {name} was retired")
+            self._users[fd] = self._users.get(fd, 0) + 1
+        return fd
+
     def read(self, name: str, offset: int, length: int) -> bytes:
-        """Exactly ``length`` bytes at ``offset`` of a volume (a blob or a range of one)."""
-        data = os.pread(self._reader(name), length, offset)
+        """Exactly ``length`` bytes at ``offset`` of a volume (a blob or a range of one).
+
+        FileNotFoundError means compaction retired the volume: the blob index already names the new place.
+        """
+        fd = self._acquire_reader(name)
+        try:
+            data = os.pread(fd, length, offset)
+        finally:
+            self._release(fd)
         if len(data) != length:
             raise OSError(f"short read from volume {name} at {offset}: {len(data)} of {length} bytes")
         return data
 
     def verify_blob(self, loc: BlobLocation) -> str | None:
         """None if the record holding ``loc`` is intact, else what is wrong with it."""
-        fd = self._reader(loc.volume)
-        header = decode_header(os.pread(fd, HEADER_BYTES, loc.offset - HEADER_BYTES))
+        try:
+            header = decode_header(self.read(loc.volume, loc.offset - HEADER_BYTES, HEADER_BYTES))
+        except FileNotFoundError:
+            return "volume file missing"
+        except OSError:
+            return "record header unreadable"
         if header is None:
             return "record header damaged"
         if header.length != loc.size or header.digest != loc.hash:
             return "record header does not match the blob index"
-        if crc32c.crc32c(self.read(loc.volume, loc.offset, loc.size)) != header.data_crc:
+        try:
+            data = self.read(loc.volume, loc.offset, loc.size)
+        except OSError:
+            return "record data unreadable"
+        if crc32c.crc32c(data) != header.data_crc:
             return "data checksum mismatch"
         return None
+
+    def retire(self, name: str) -> bool:
+        """Delete a retired volume's file; False if it was already gone.
+
+        Safe against in-flight I/O: a read or late write that already holds a descriptor keeps using it (on
+        Linux an open descriptor reads and writes an unlinked file normally), and the descriptor is closed only
+        when its last user is done, so its number can never be reused under a reader. Readers arriving later
+        fail to open the name and re-locate the blob (Engine.read_object). The space is freed at that close.
+        """
+        if name == self._active:
+            raise ValueError(f"refusing to retire the active volume {name}")
+        with self._lock:
+            for fds in (self._read_fds, self._write_fds):
+                fd = fds.pop(name, None)
+                if fd is None:
+                    continue
+                if self._users.get(fd):
+                    self._doomed.add(fd)
+                else:
+                    os.close(fd)
+        try:
+            os.unlink(self.directory / name)
+        except FileNotFoundError:
+            return False
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return True
 
     def volume_names(self) -> list[str]:
         return sorted(p.name for p in self.directory.iterdir() if NAME_RE.match(p.name))
 
     def close(self) -> None:
         with self._lock:
-            for fd in [*self._write_fds.values(), *self._read_fds.values()]:
+            for fd in [*self._write_fds.values(), *self._read_fds.values(), *self._doomed]:
                 os.close(fd)
+            self._doomed.clear()
             self._write_fds.clear()
             self._read_fds.clear()

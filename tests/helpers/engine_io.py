@@ -35,7 +35,7 @@ async def list_all(engine: Engine, bucket: str, prefix: str = "", delimiter: str
         prefixes += page.common_prefixes
         if not page.is_truncated:
             return keys, prefixes, pages
-        assert page.next_marker, "a truncated page must say where to resume"
+        assert page.next_marker.encode() > marker.encode(), "a truncated page must resume past its marker"
         marker = page.next_marker
 
 
@@ -52,4 +52,5 @@ async def list_all_versions(engine: Engine, bucket: str, prefix: str = "", delim
         prefixes += page.common_prefixes
         if not page.is_truncated:
             return out, prefixes
+        assert (page.next_key_marker, page.next_version_id_marker) != (key_marker, version_marker), "no progress"
         key_marker, version_marker = page.next_key_marker, page.next_version_id_marker

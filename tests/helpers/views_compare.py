@@ -25,7 +25,8 @@ def dump_views(views: Views) -> Dump:
     out: Dump = {}
     with views.read() as txn:
         for name in DB_NAMES:
-            out[name] = dict(txn.cursor(db=views.dbs[name]).iternext())
+            db = views.dbs.get(name)  # read-only views lack databases never written: those are empty
+            out[name] = dict(txn.cursor(db=db).iternext()) if db is not None else {}
     return out
 
 

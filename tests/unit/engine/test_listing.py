@@ -178,6 +178,7 @@ def test_list_objects_matches_model(keys: list[str], deleted: list[int],
                 got += [("key", e.key) for e in page.entries] + [("cp", c) for c in page.common_prefixes]
                 if not page.is_truncated:
                     break
+                assert len(got) <= len(items), f"paging does not end: {where}"
                 page = await engine.list_objects("bkt", prefix, delimiter, page.next_marker, max_keys)
             assert sorted(got, key=lambda item: item[1].encode()) == items, where
 
@@ -216,6 +217,7 @@ def test_list_versions_paging_matches_model(ops: list[tuple[str, str]], page_siz
             for v in page.versions:
                 assert v.is_latest == (model.keys[v.key][0][0] == v.version_id)
             collected += rows
+            assert len(collected) <= len(model.rows()), "paging does not end"
             if not page.is_truncated:
                 break
             key_marker, version_marker = page.next_key_marker, page.next_version_id_marker
@@ -288,6 +290,7 @@ async def test_list_multipart_uploads_pages_through_every_upload(engine: Engine)
             page = engine.list_multipart_uploads("bkt", key_marker=key_marker, upload_id_marker=upload_marker,
                                                  max_uploads=page_size)
             seen += [u.upload_id for u in page.uploads]
+            assert len(seen) <= len(expected), "paging does not end"
             if not page.is_truncated:
                 break
             key_marker, upload_marker = page.next_key_marker, page.next_upload_id_marker
@@ -311,7 +314,7 @@ async def test_list_parts_paging(engine: Engine) -> None:
     while True:
         _, page = engine.list_parts("bkt", "k", upload_id, part_number_marker=marker, max_parts=2)
         numbers += [p.part_number for p in page.parts]
-        assert len(page.parts) <= 2
+        assert len(page.parts) <= 2 and len(numbers) <= 5
         if not page.is_truncated:
             break
         marker = page.next_part_number_marker

@@ -1,0 +1,66 @@
+"""Operator triggers for the background workers: ``/api/admin/{lifecycle,compaction,scrubber}/{run,status}``.
+
+Runs are synchronous: the answer is the run's report (what it examined, did, and how long it took).
+"""
+
+from __future__ import annotations
+
+from s4.engine.iam import IamError
+from s4.engine.workers.service import for_engine
+
+from .router import AdminCall, Result
+
+
+def _bool(call: AdminCall, name: str) -> bool | None:
+    raw = call.query.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw.lower() in ("1", "true", "yes"):
+        return True
+    if raw.lower() in ("0", "false", "no"):
+        return False
+    raise IamError(400, f"{name} must be true or false")
+
+
+def _number(call: AdminCall, name: str, kind: type, lo: float, hi: float) -> float | int | None:
+    raw = call.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = kind(raw)
+    except ValueError as exc:
+        raise IamError(400, f"{name} must be a number") from exc
+    if not lo <= value <= hi:
+        raise IamError(400, f"{name} must be between {lo} and {hi}")
+    return value  # type: ignore[no-any-return]
+
+
+async def run_lifecycle(call: AdminCall) -> Result:
+    return 200, await for_engine(call.engine).lifecycle(dry_run=_bool(call, "dry_run"))
+
+
+async def run_compaction(call: AdminCall) -> Result:
+    threshold = _number(call, "threshold", float, 0.0, 1.0)
+    max_volumes = _number(call, "max_volumes", int, 1, 1_000_000)
+    return 200, await for_engine(call.engine).compaction(dry_run=_bool(call, "dry_run"), threshold=threshold,
+                                                         max_volumes=max_volumes)  # type: ignore[arg-type]
+
+
+async def run_scrubber(call: AdminCall) -> Result:
+    return 200, await for_engine(call.engine).scrubber()
+
+
+def _status(name: str):  # type: ignore[no-untyped-def]
+    async def handler(call: AdminCall) -> Result:
+        status = for_engine(call.engine).status(name)
+        if name == "scrubber":
+            last = status.get("last_run") or {}
+            status["bad_blobs"] = last.get("details", [])
+        return 200, status
+
+    return handler
+
+
+lifecycle_status = _status("lifecycle")
+compaction_status = _status("compaction")
+scrubber_status = _status("scrubber")

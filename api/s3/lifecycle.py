@@ -1,0 +1,45 @@
+"""Bucket lifecycle handlers (``?lifecycle``) and the ``x-amz-expiration`` header of GET/HEAD."""
+
+from __future__ import annotations
+
+import falcon.asgi
+
+from s4.engine.errors import ErrorCode, S3Error
+from s4.engine.lifecycle import expiration_header
+from s4.engine.model import ObjectVersion
+
+from .call import Call
+from .lifecycle_xml import expiration_header_value, lifecycle_xml, parse_lifecycle
+
+KIND = "lifecycle"
+
+
+async def put_bucket_lifecycle(call: Call, resp: falcon.asgi.Response) -> None:
+    config = parse_lifecycle(await call.read_body())
+    await call.engine.set_bucket_config(call.bucket, KIND, config, actor=call.actor)
+
+
+async def get_bucket_lifecycle(call: Call, resp: falcon.asgi.Response) -> None:
+    config = call.engine.get_bucket_config(call.bucket, KIND)
+    if not config:
+        raise S3Error(ErrorCode.NO_SUCH_LIFECYCLE_CONFIGURATION, BucketName=call.bucket)
+    resp.content_type = "application/xml"
+    resp.data = lifecycle_xml(config)
+
+
+async def delete_bucket_lifecycle(call: Call, resp: falcon.asgi.Response) -> None:
+    call.engine.get_bucket(call.bucket)
+    await call.engine.set_bucket_config(call.bucket, KIND, None, actor=call.actor)
+    resp.status = falcon.HTTP_204
+
+
+def set_expiration_header(call: Call, version: ObjectVersion, resp: falcon.asgi.Response) -> None:
+    """S3 tells a reader when a current version will expire under the bucket's lifecycle rules."""
+    if not version.is_latest:
+        return
+    config = call.engine.get_bucket_config(call.bucket, KIND)
+    if not config:
+        return
+    found = expiration_header(config, version.key, version.size, version.tags, version.last_modified_ms)
+    if found is not None:
+        resp.set_header("x-amz-expiration", expiration_header_value(*found))

@@ -1,0 +1,176 @@
+"""Compaction: copy the live blobs out of mostly-dead volumes, journal the moves, delete the old files.
+
+One pass (``run_compaction``), blocking, on a worker thread:
+
+  1. delete the files of volumes already retired in the views (a crash between retire and unlink);
+  2. scan the blob index: live bytes (data + record headers) and blobs per volume;
+  3. candidates: every volume file except the newest of each worker (an active volume, still being appended
+     to) whose dead fraction ``1 - live / file size`` is at least the threshold; most-dead first, at most
+     ``max_volumes``. Using the file size counts unreferenced garbage (crashed writes, copies a crash left
+     behind) as dead, so no space is orphaned;
+  4. per candidate: read each live blob, check its SHA-256, append it to the active volume; per batch, the
+     ``move_blobs`` command fsyncs the new volume (sequencer step 3) and journals ``blob.moved`` for each blob
+     that still lives at the old place (freed or moved meanwhile: skipped, the copy is garbage);
+  5. ``retire_volume`` journals ``volume.retired`` only if the volume's live bytes are now 0 (a concurrent
+     write that resurrected a blob there keeps it for a later pass); then ``VolumeStore.retire`` unlinks it.
+
+Every step is idempotent and ordered so a kill -9 anywhere loses nothing: bytes are durable before a move is
+journalled, a move is journalled before the retire, the retire before the unlink. See
+docs/architecture/compaction.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import defaultdict
+from typing import Any
+
+from ..sequencer import Command
+from ..views.env import unpack
+from ..views.records import Tx
+from ..volumes.record import HEADER_BYTES
+from ..volumes.store import NAME_RE
+from .report import RunReport
+
+log = logging.getLogger(__name__)
+ACTOR = "system:compaction"
+BATCH_BYTES = 32 * 1024 * 1024
+
+
+def _newest_per_worker(names: list[str]) -> set[str]:
+    newest: dict[str, str] = {}
+    for name in names:
+        m = NAME_RE.match(name)
+        if m and (m.group(1) not in newest or name > newest[m.group(1)]):
+            newest[m.group(1)] = name
+    return set(newest.values())
+
+
+def _scan(engine: Any) -> tuple[dict[str, list[tuple[bytes, int, int]]], dict[str, dict[str, Any]]]:
+    blobs: dict[str, list[tuple[bytes, int, int]]] = defaultdict(list)
+    with engine.views.read() as txn:
+        tx = Tx(txn, engine.views.dbs)
+        for digest, raw in tx.scan("blobs", b""):
+            volume, offset, size, _refs = unpack(raw)
+            blobs[volume].append((digest, offset, size))
+        stats = {k.decode(): unpack(v) for k, v in tx.scan("volumes", b"")}
+    return blobs, stats
+
+
+def analyse(engine: Any, threshold: float) -> tuple[list[dict[str, Any]], dict[str, list[tuple[bytes, int, int]]],
+                                                    list[str]]:
+    """(volume rows, blobs per volume, retired files still on disk)."""
+    store = engine.volumes
+    names = store.volume_names()
+    blobs, stats = _scan(engine)
+    skip = _newest_per_worker(names) | {store.active}
+    rows, leftovers = [], []
+    for name in names:
+        if stats.get(name, {}).get("retired"):
+            leftovers.append(name)
+            continue
+        if name in skip:
+            continue
+        try:
+            size = (store.directory / name).stat().st_size
+        except FileNotFoundError:
+            continue
+        live = sum(s + HEADER_BYTES for _, _, s in blobs.get(name, ()))
+        dead_fraction = 1.0 - live / size if size else 1.0
+        rows.append({"volume": name, "size": size, "live": live, "blobs": len(blobs.get(name, ())),
+                     "dead_fraction": round(dead_fraction, 4), "selected": size > 0 and dead_fraction >= threshold
+                     and dead_fraction > 0})
+    return rows, blobs, leftovers
+
+
+def _compact_volume(engine: Any, name: str, blobs: list[tuple[bytes, int, int]], report: RunReport) -> bool:
+    store = engine.volumes
+    moves: list[list[Any]] = []
+    targets: set[str] = set()
+    pending = 0
+
+    def flush() -> None:
+        nonlocal pending
+        if moves:
+            moved = engine.sequencer.execute_sync(Command("move_blobs", {"moves": list(moves)}, ACTOR,
+                                                          tuple(targets)))
+            report.count(report.done, "blobs_moved", moved)
+            report.count(report.done, "blobs_skipped", len(moves) - moved)
+        moves.clear()
+        targets.clear()
+        pending = 0
+
+    for digest, offset, size in sorted(blobs, key=lambda b: b[1]):
+        try:
+            data = store.read(name, offset, size)
+        except OSError as exc:
+            report.errors.append(f"{name}@{offset}: {exc}")
+            return False
+        if hashlib.sha256(data).digest() != digest:
+            report.errors.append(f"{name}@{offset}: blob {digest.hex()} is corrupt; volume kept for repair")
+            return False
+        loc = store.append(data, digest)
+        moves.append([digest, name, offset, loc.volume, loc.offset])
+        targets.add(loc.volume)
+        report.count(report.done, "bytes_copied", size)
+        pending += size
+        if pending >= BATCH_BYTES:
+            flush()
+    flush()
+    return _retire(engine, name, report)
+
+
+def _retire(engine: Any, name: str, report: RunReport) -> bool:
+    if not engine.sequencer.execute_sync(Command("retire_volume", {"volume": name}, ACTOR)):
+        report.count(report.done, "volumes_still_referenced")
+        return False
+    size = _file_size(engine, name)
+    if engine.volumes.retire(name):
+        report.count(report.done, "volumes_deleted")
+        report.count(report.done, "bytes_reclaimed", size)
+    return True
+
+
+def _file_size(engine: Any, name: str) -> int:
+    try:
+        return int((engine.volumes.directory / name).stat().st_size)
+    except FileNotFoundError:
+        return 0
+
+
+def run_compaction(engine: Any, *, threshold: float = 0.3, max_volumes: int | None = None,
+                   dry_run: bool = False, multipart_ttl_seconds: float | None = None,
+                   clock: Any = None) -> RunReport:
+    """One compaction pass (blocking); see the module docstring."""
+    report = RunReport("compaction", dry_run)
+    if multipart_ttl_seconds is not None:
+        from .multipart_ttl import expire_uploads
+
+        kwargs = {"clock": clock} if clock is not None else {}
+        expire_uploads(engine, multipart_ttl_seconds, dry_run=dry_run, report=report, **kwargs)
+    rows, blobs, leftovers = analyse(engine, threshold)
+    report.count(report.examined, "volumes", len(rows) + len(leftovers))
+    for name in leftovers:  # retired before a crash, never unlinked
+        if dry_run:
+            report.count(report.done, "would_delete_retired")
+            continue
+        size = _file_size(engine, name)
+        if engine.volumes.retire(name):
+            report.count(report.done, "volumes_deleted")
+            report.count(report.done, "bytes_reclaimed", size)
+    selected = sorted((r for r in rows if r["selected"]), key=lambda r: -r["dead_fraction"])
+    if max_volumes is not None:
+        selected = selected[:max_volumes]
+    report.details.extend(rows)
+    for row in selected:
+        if dry_run:
+            report.count(report.done, "would_compact")
+            report.count(report.done, "would_reclaim_bytes", row["size"] - row["live"])
+            continue
+        if _compact_volume(engine, row["volume"], blobs.get(row["volume"], []), report):
+            report.count(report.done, "volumes_compacted")
+    report.finish()
+    log.info("compaction run%s: %d volumes examined, did %s in %.1f ms", " (dry run)" if dry_run else "",
+             report.examined.get("volumes", 0), report.done, report.duration_ms)
+    return report
