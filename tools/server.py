@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import secrets
+import signal
 import sys
 from collections.abc import Callable
 
@@ -76,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
                             log_level="warning", access_log=False, timeout_graceful_shutdown=30,
                             ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key)
     workers = for_engine(engine, WorkerSettings.from_values(settings.values))
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; with the default disposition that would kill
+    # the process before the engine is closed. A Python-level handler lets the re-raised signal return here.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: log.info("signal %d: shutting down", signum))
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_serve(uvicorn.Server(config), workers))
