@@ -49,14 +49,8 @@ def find_object(txn: Any, db: Any, root: int, key: bytes) -> int | None:
     return from_u64(val[1:]) if val is not None else None
 
 
-def ensure_object(txn: Any, db: Any, root: int, key: bytes, alloc: Callable[[], int],
-                  leaf_id: int | None = None) -> tuple[int, bool]:
-    """The object id for ``key``, creating directories and the leaf as needed; returns (id, created).
-
-    ``leaf_id`` places an existing object (a renamed key keeps its id and so its versions); new directories
-    always get fresh ids from ``alloc``.
-    """
-    dirs, leaf = split_key(key)
+def ensure_dirs(txn: Any, db: Any, root: int, dirs: list[bytes], alloc: Callable[[], int]) -> int:
+    """The node of the directory path ``dirs``, creating missing directories with fresh ids."""
     node = root
     for name in dirs:
         val = _get(txn, db, node, name)
@@ -66,6 +60,18 @@ def ensure_object(txn: Any, db: Any, root: int, key: bytes, alloc: Callable[[], 
             node = child
         else:
             node = from_u64(val[1:])
+    return node
+
+
+def ensure_object(txn: Any, db: Any, root: int, key: bytes, alloc: Callable[[], int],
+                  leaf_id: int | None = None) -> tuple[int, bool]:
+    """The object id for ``key``, creating directories and the leaf as needed; returns (id, created).
+
+    ``leaf_id`` places an existing object (a renamed key keeps its id and so its versions); new directories
+    always get fresh ids from ``alloc``.
+    """
+    dirs, leaf = split_key(key)
+    node = ensure_dirs(txn, db, root, dirs, alloc)
     val = _get(txn, db, node, leaf)
     if val is not None:
         return from_u64(val[1:]), False
@@ -188,15 +194,7 @@ def move_dir(txn: Any, db: Any, root: int, src: bytes, dst: bytes, alloc: Callab
         return False
     txn.delete(u64(parent) + src_dirs[-1], db=db)
     dst_dirs, _ = split_key(dst)
-    node = root
-    for name in dst_dirs[:-1]:
-        existing = _get(txn, db, node, name)
-        if existing is None:
-            child = alloc()
-            txn.put(u64(node) + name, DIR + u64(child), db=db)
-            node = child
-        else:
-            node = from_u64(existing[1:])
+    node = ensure_dirs(txn, db, root, dst_dirs[:-1], alloc)
     existing = _get(txn, db, node, dst_dirs[-1])
     if existing is None:
         txn.put(u64(node) + dst_dirs[-1], val, db=db)
