@@ -87,15 +87,11 @@ class Ingestor:
                 del buf[: self.chunk_bytes]
                 await anyio.to_thread.run_sync(self._store_chunk, out, chunk, hashers)
         if buf:
-            if len(buf) < 65536:
-                self._store_small(out, bytes(buf), hashers)
+            if len(buf) < 65536:  # small tails: hashing and one short pwrite cost less than a thread hop
+                self._store_chunk(out, bytes(buf), hashers)
             else:
                 await anyio.to_thread.run_sync(self._store_chunk, out, bytes(buf), hashers)
         return out
-
-    def _store_small(self, out: Ingested, data: bytes, hashers: Iterable[Hasher]) -> None:
-        """Small bodies: hashing and one short pwrite cost less than a thread hop."""
-        self._store_chunk(out, data, hashers)
 
     async def ingest_bytes(self, data: bytes, **kwargs: Any) -> Ingested:
         async def one() -> AsyncIterator[bytes]:
