@@ -40,6 +40,7 @@ from .model import (
     VersionListPage,
 )
 from .names import check_bucket_name, check_key
+from .remote import Channel, RemoteSequencer, RemoteWorkers
 from .sequencer import Command, Sequencer, replay
 from .views.env import Views
 from .views.records import Tx
@@ -73,39 +74,55 @@ def _node_id(data_dir: Path) -> str:
 class Engine(IamOps):
     """One node's storage: journal + views + volumes behind S3 operations."""
 
-    def __init__(self, options: EngineOptions) -> None:
+    def __init__(self, options: EngineOptions, sequencer_channel: Channel | None = None) -> None:
+        """The node's engine; with ``sequencer_channel`` a worker process's engine (see engine/remote).
+
+        A worker writes its own volumes and reads the views directly, but owns neither the journal nor the
+        LMDB writer: its commands go to the sequencer process, which has already replayed the journal.
+        """
         self.options = options
         data_dir = Path(options.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         self.node_id = _node_id(data_dir)
-        self.journal = Journal(data_dir / "journal", origin=self.node_id,
-                               segment_size_bytes=options.segment_size_bytes)
-        self.views = self._open_views(data_dir / "views")
-        replayed = replay(self.journal, self.views)
-        if replayed:
-            log.info("replayed %d journal events into the views", replayed)
+        self.journal: Journal | None = None
+        if sequencer_channel is None:
+            self.journal = Journal(data_dir / "journal", origin=self.node_id,
+                                   segment_size_bytes=options.segment_size_bytes)
+            self.views = self._open_views(data_dir / "views", self.journal)
+            replayed = replay(self.journal, self.views)
+            if replayed:
+                log.info("replayed %d journal events into the views", replayed)
+        else:
+            self.views = Views(data_dir / "views")
         self.volumes = VolumeStore(data_dir / "volumes", worker=options.worker,
                                    volume_size_bytes=options.volume_size_bytes, on_seal=self._on_seal)
-        self.sequencer = Sequencer(self.journal, self.views, self.volumes, commands.DECIDERS)
+        self.sequencer: Sequencer | RemoteSequencer
+        if sequencer_channel is None:
+            self.sequencer = Sequencer(self.journal, self.views, self.volumes, commands.DECIDERS)  # type: ignore[arg-type]
+        else:
+            self.sequencer = RemoteSequencer(sequencer_channel)
+            self._background_workers = RemoteWorkers(sequencer_channel)
         self.ingestor = Ingestor(self.views, self.volumes, options.chunk_bytes)
         self._init_iam(data_dir)
 
-    def _open_views(self, path: Path) -> Views:
+    @staticmethod
+    def _open_views(path: Path, journal: Journal) -> Views:
         views = Views(path)
-        if views.last_seq() > self.journal.last_seq:
+        if views.last_seq() > journal.last_seq:
             log.warning("views (seq %d) are ahead of the journal (seq %d): rebuilding them from the journal",
-                        views.last_seq(), self.journal.last_seq)
+                        views.last_seq(), journal.last_seq)
             views.close()
             shutil.rmtree(path)
             views = Views(path)
         return views
 
     def _on_seal(self, volume: str, size: int) -> None:
-        self.sequencer._queue.submit_sync(Command("seal_volume", {"volume": volume, "size": size}))
+        self.sequencer.submit(Command("seal_volume", {"volume": volume, "size": size}))
 
     def close(self) -> None:
         self.sequencer.close()
-        self.journal.close()
+        if self.journal is not None:
+            self.journal.close()
         self.volumes.close()
         self.views.close()
 

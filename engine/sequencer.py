@@ -18,6 +18,7 @@ A crash before 4 leaves no event and unreferenced volume bytes (reclaimed by com
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -85,6 +86,10 @@ class Sequencer:
         self.volumes = volumes
         self.deciders = deciders
         self._queue: GroupCommitQueue[Command, Any] = GroupCommitQueue(self._process, name="sequencer")
+
+    def submit(self, command: Command) -> concurrent.futures.Future[Any]:
+        """Queue a command from any thread; the future completes when its batch is durable."""
+        return self._queue.submit_sync(command)
 
     async def execute(self, command: Command) -> Any:
         return await self._queue.submit(command)

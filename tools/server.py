@@ -1,36 +1,47 @@
 """``s4-server``: the composition root. Reads settings, opens the engine, serves the falcon app on uvicorn.
 
-The only module that imports s4.api. Shutdown on SIGTERM/SIGINT lets in-flight requests finish (uvicorn's
-graceful shutdown), then closes the engine: sequencer drained, journal and views closed cleanly.
+The only module that imports s4.api. With ``S4_WORKERS`` (default: the core count) above 1 the process started
+by the user becomes the supervisor (tools/supervisor.py: journal, sequencer, background workers) and re-runs
+this entry point as HTTP worker processes (the hidden ``--worker-id`` arguments). With 1 worker everything runs
+in this process. Shutdown on SIGTERM/SIGINT lets in-flight requests finish (uvicorn's graceful shutdown), then
+closes the engine: sequencer drained, journal and views closed cleanly.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import signal
+import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import uvicorn
 
 from s4.api.app import build_app
 from s4.api.settings import ApiSettings
 from s4.engine import Engine, EngineOptions
-from s4.engine.workers.service import Workers, WorkerSettings, for_engine
+from s4.engine.remote import Channel
+from s4.engine.workers.service import WorkerSettings, for_engine
 
-from .config import ConfigError, dev_credentials, load_settings, resolve_data_dir
+from . import supervisor
+from .config import ConfigError, Settings, dev_credentials, load_settings, resolve_data_dir
 
 log = logging.getLogger("s4.server")
+UNLINKED_SWEEP_S = 5.0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="s4-server", description="S4: S3-compatible object storage")
     parser.add_argument("--config", help="path to config.toml (env vars override it)")
     parser.add_argument("--log-level", default=os.environ.get("S4_LOG_LEVEL", "info"))
+    for hidden in ("--worker-id", "--listen-fd", "--sequencer-fd", "--parent-pid"):
+        parser.add_argument(hidden, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -39,64 +50,134 @@ def main(argv: list[str] | None = None) -> int:
         print(f"s4-server: configuration error: {exc}", file=sys.stderr)
         return 2
     data_dir = resolve_data_dir(settings)
+    if args.worker_id is not None:
+        return _run_worker(settings, data_dir, args)
     data_dir.mkdir(parents=True, exist_ok=True)
-    if settings.workers not in (None, 1):
-        log.warning("S4_WORKERS=%s: multi-process serving is not available yet; serving with one process",
-                    settings.workers)
     access, secret = settings.access_key, settings.secret_key
     generated = not (access and secret)
     if generated:
         access, secret = dev_credentials(data_dir)
+    count = settings.workers if settings.workers is not None else (os.cpu_count() or 1)
     engine = Engine(EngineOptions(data_dir=data_dir, volume_size_bytes=settings.volume_size_bytes))
-    iam_enabled = bool(settings.root_password)
-    jwt_secret = settings.jwt_secret or ""
-    if iam_enabled:
-        root = engine.ensure_root(settings.root_username, settings.root_password)
-        log.info("IAM enabled; root user %r (%s)", root["username"], root["id"])
-        if not jwt_secret:
-            jwt_secret = secrets.token_urlsafe(32)
-            log.warning("S4_JWT_SECRET is not set: admin tokens are signed with a random per-process key and "
-                        "die with this process (set S4_JWT_SECRET in production)")
-    domains = tuple(d.strip().lower() for d in settings.domains.split(",") if d.strip())
-    app = build_app(engine, ApiSettings(access_key=access, secret_key=secret, region=settings.region,
-                                        max_upload_bytes=settings.max_upload_bytes, vhost_domains=domains,
-                                        iam_enabled=iam_enabled, jwt_secret=jwt_secret,
-                                        metrics_enabled=settings.metrics_enabled,
-                                        select_enabled=settings.select_enabled,
-                                        select_max_memory=settings.select_max_memory,
-                                        select_timeout_s=settings.select_timeout_s))
-    host, port = settings.host_port
-    scheme = "https" if settings.tls_cert else "http"
-    endpoint = f"{scheme}://{host}:{port}"
-    print(f"S4 listening on {endpoint}  (data: {data_dir})", flush=True)
-    if generated:
-        print(f"  Access key: {access}\n  Secret key: {secret}   (generated dev keys, kept in {data_dir})", flush=True)
-        print(f"  Try: AWS_ACCESS_KEY_ID={access} AWS_SECRET_ACCESS_KEY={secret} "
-              f"aws --endpoint-url {endpoint} s3 ls", flush=True)
-    config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools", lifespan="off",
-                            log_level="warning", access_log=False, timeout_graceful_shutdown=30,
-                            ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key)
-    workers = for_engine(engine, WorkerSettings.from_values(settings.values))
-    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; with the default disposition that would kill
-    # the process before the engine is closed. A Python-level handler lets the re-raised signal return here.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: log.info("signal %d: shutting down", signum))
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(_serve(uvicorn.Server(config), workers))
+        jwt_secret = _prepare_iam(engine, settings)
+        background = for_engine(engine, WorkerSettings.from_values(settings.values))
+        if count > 1:
+            listener = supervisor.bind_listener(*settings.host_port)
+            env = {**os.environ, "S4_ACCESS_KEY_ID": access, "S4_SECRET_ACCESS_KEY": secret,
+                   "PROMETHEUS_MULTIPROC_DIR": str(supervisor.metrics_dir(data_dir))}
+            if jwt_secret:
+                env["S4_JWT_SECRET"] = jwt_secret
+            node = supervisor.Supervisor(engine, background, listener, count,
+                                         supervisor.worker_command(args.config, args.log_level), env)
+            _banner(settings, data_dir, access, secret, generated, f"{count} worker processes")
+            _run(node.serve, background)
+        else:
+            app = build_app(engine, _api_settings(settings, access, secret, jwt_secret))
+            _banner(settings, data_dir, access, secret, generated, "1 process")
+            server = uvicorn.Server(_uvicorn_config(app, settings))
+            _run(server.serve, background)
     finally:
         engine.close()
         log.info("journal and views closed")
     return 0
 
 
-async def _serve(server: uvicorn.Server, workers: Workers) -> None:
-    """uvicorn plus the node's background workers (lifecycle, compaction, scrubber) on the same event loop."""
-    workers.start()
+def _run_worker(settings: Settings, data_dir: Path, args: argparse.Namespace) -> int:
+    """An HTTP worker process (started by the supervisor): own volumes, direct reads, remote sequencer."""
+    supervisor.die_with_parent(args.parent_pid)
+    listener = socket.socket(fileno=args.listen_fd)
+    engine_ready = False
+    channel = Channel(socket.socket(fileno=args.sequencer_fd), name="sequencer",
+                      on_close=lambda: engine_ready and os.kill(os.getpid(), signal.SIGTERM))
+    engine = Engine(EngineOptions(data_dir=data_dir, volume_size_bytes=settings.volume_size_bytes,
+                                  worker=args.worker_id), sequencer_channel=channel)
+    engine_ready = True
     try:
-        await server.serve()
+        access, secret = settings.access_key or "", settings.secret_key or ""
+        app = build_app(engine, _api_settings(settings, access, secret, settings.jwt_secret or ""))
+        server = uvicorn.Server(_uvicorn_config(app, settings))
+
+        async def serve() -> None:
+            sweeper = asyncio.get_running_loop().create_task(_sweep_unlinked(engine))
+            try:
+                await server.serve(sockets=[listener])
+            finally:
+                sweeper.cancel()
+
+        _run(serve, None)
     finally:
-        await workers.stop()
+        engine.close()
+    return 0
+
+
+async def _sweep_unlinked(engine: Engine) -> None:
+    """Drop descriptors of volumes that compaction (in the supervisor) retired, so their space is freed."""
+    while True:
+        await asyncio.sleep(UNLINKED_SWEEP_S)
+        with contextlib.suppress(OSError):
+            engine.volumes.close_unlinked()
+
+
+def _prepare_iam(engine: Engine, settings: Settings) -> str:
+    """Create/refresh the root user when IAM is on; the JWT secret the admin API signs with."""
+    if not settings.root_password:
+        return settings.jwt_secret or ""
+    root = engine.ensure_root(settings.root_username, settings.root_password)
+    log.info("IAM enabled; root user %r (%s)", root["username"], root["id"])
+    if settings.jwt_secret:
+        return settings.jwt_secret
+    log.warning("S4_JWT_SECRET is not set: admin tokens are signed with a random key and die with this "
+                "server (set S4_JWT_SECRET in production)")
+    return secrets.token_urlsafe(32)
+
+
+def _api_settings(settings: Settings, access: str, secret: str, jwt_secret: str) -> ApiSettings:
+    domains = tuple(d.strip().lower() for d in settings.domains.split(",") if d.strip())
+    return ApiSettings(access_key=access, secret_key=secret, region=settings.region,
+                       max_upload_bytes=settings.max_upload_bytes, vhost_domains=domains,
+                       iam_enabled=bool(settings.root_password), jwt_secret=jwt_secret,
+                       metrics_enabled=settings.metrics_enabled, select_enabled=settings.select_enabled,
+                       select_max_memory=settings.select_max_memory, select_timeout_s=settings.select_timeout_s)
+
+
+def _uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
+    host, port = settings.host_port
+    return uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools", lifespan="off",  # type: ignore[arg-type]
+                          log_level="warning", access_log=False, timeout_graceful_shutdown=30,
+                          ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key)
+
+
+def _banner(settings: Settings, data_dir: Path, access: str, secret: str, generated: bool, mode: str) -> None:
+    host, port = settings.host_port
+    endpoint = f"{'https' if settings.tls_cert else 'http'}://{host}:{port}"
+    print(f"S4 listening on {endpoint}  (data: {data_dir}; {mode})", flush=True)
+    if generated:
+        print(f"  Access key: {access}\n  Secret key: {secret}   (generated dev keys, kept in {data_dir})", flush=True)
+        print(f"  Try: AWS_ACCESS_KEY_ID={access} AWS_SECRET_ACCESS_KEY={secret} "
+              f"aws --endpoint-url {endpoint} s3 ls", flush=True)
+
+
+def _run(serve: Callable[[], Awaitable[None]], background: object | None) -> None:
+    """Run ``serve`` on uvloop, with the node's background workers (lifecycle, compaction, scrubber) if given.
+
+    uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; with the default disposition that would kill
+    the process before the engine is closed. A Python-level handler lets the re-raised signal return here.
+    """
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: log.info("signal %d: shutting down", signum))
+
+    async def with_background() -> None:
+        if background is not None:
+            background.start()  # type: ignore[attr-defined]
+        try:
+            await serve()
+        finally:
+            if background is not None:
+                await background.stop()  # type: ignore[attr-defined]
+
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(with_background())
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -5,6 +5,8 @@ Runs are synchronous: the answer is the run's report (what it examined, did, and
 
 from __future__ import annotations
 
+import anyio.to_thread
+
 from s4.engine.iam import IamError
 from s4.engine.workers.service import for_engine
 
@@ -52,7 +54,8 @@ async def run_scrubber(call: AdminCall) -> Result:
 
 def _status(name: str):  # type: ignore[no-untyped-def]
     async def handler(call: AdminCall) -> Result:
-        status = for_engine(call.engine).status(name)
+        # Off the event loop: in a worker process the status is a round trip to the sequencer process.
+        status = await anyio.to_thread.run_sync(for_engine(call.engine).status, name)
         if name == "scrubber":
             last = status.get("last_run") or {}
             status["bad_blobs"] = last.get("details", [])

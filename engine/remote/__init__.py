@@ -1,0 +1,12 @@
+"""Multi-process serving: HTTP worker processes send commands to the node's one sequencer process.
+
+``channel`` frames msgpack messages over a socketpair; ``client`` is what a worker's Engine uses in place of the
+local sequencer (and of the background workers); ``service`` answers them in the sequencer process.
+See docs/architecture/processes.md.
+"""
+
+from .channel import Channel, ChannelClosedError
+from .client import RemoteSequencer, RemoteWorkers
+from .service import SequencerService
+
+__all__ = ["Channel", "ChannelClosedError", "RemoteSequencer", "RemoteWorkers", "SequencerService"]

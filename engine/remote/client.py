@@ -1,0 +1,72 @@
+"""The worker-process side: stand-ins for the local Sequencer and Workers that forward over a Channel.
+
+Engine code cannot tell the difference: ``execute`` returns the decider's result or raises its error exactly
+as the in-process sequencer would, after the event is durable in the sequencer process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from typing import Any
+
+from ..sequencer import Command
+from .channel import Channel
+
+STATUS_TIMEOUT_S = 30.0
+
+
+def _command_message(command: Command) -> dict[str, Any]:
+    return {"op": "cmd", "name": command.name, "args": command.args, "actor": command.actor,
+            "volumes": list(command.volumes)}
+
+
+class RemoteSequencer:
+    """Submits commands to the node's sequencer process."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+
+    def submit(self, command: Command) -> concurrent.futures.Future[Any]:
+        return self.channel.request(_command_message(command))
+
+    async def execute(self, command: Command) -> Any:
+        return await asyncio.wrap_future(self.submit(command))
+
+    def execute_sync(self, command: Command) -> Any:
+        return self.submit(command).result()
+
+    @property
+    def stats(self) -> tuple[int, int]:
+        """Batch statistics live in the sequencer process; a worker has none of its own."""
+        return 0, 0
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+class RemoteWorkers:
+    """The admin API's view of the background workers, which run once per node in the sequencer process."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+
+    async def _call(self, method: str, **kwargs: Any) -> Any:
+        return await asyncio.wrap_future(self.channel.request({"op": "worker", "method": method,
+                                                               "kwargs": kwargs}))
+
+    async def lifecycle(self, dry_run: bool | None = None) -> dict[str, Any]:
+        return await self._call("lifecycle", dry_run=dry_run)  # type: ignore[no-any-return]
+
+    async def compaction(self, dry_run: bool | None = None, threshold: float | None = None,
+                         max_volumes: int | None = None) -> dict[str, Any]:
+        return await self._call("compaction", dry_run=dry_run, threshold=threshold,  # type: ignore[no-any-return]
+                                max_volumes=max_volumes)
+
+    async def scrubber(self, throttled: bool = False) -> dict[str, Any]:
+        return await self._call("scrubber", throttled=throttled)  # type: ignore[no-any-return]
+
+    def status(self, name: str) -> dict[str, Any]:
+        """Blocking (call it off the event loop): the status is a few dict reads in the sequencer process."""
+        fut = self.channel.request({"op": "worker", "method": "status", "kwargs": {"name": name}})
+        return fut.result(STATUS_TIMEOUT_S)  # type: ignore[no-any-return]

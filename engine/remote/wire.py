@@ -1,0 +1,64 @@
+"""What crosses the process boundary: msgpack frames, and errors turned into data and back.
+
+Frame: ``u32 BE length`` + msgpack map. A request is ``{"id", "op", ...}``; its reply is ``{"id", "ok": value}``
+or ``{"id", "err": error}``. Errors keep their meaning across the boundary: an S3Error arrives as the same
+S3Error (code, message, resource, headers, XML fields), an IamError as the same IamError; anything else becomes
+an InternalError whose message names the original exception type.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgpack
+
+from ..errors import ErrorCode, S3Error
+from ..iam import IamError
+
+LENGTH = struct.Struct(">I")
+MAX_FRAME_BYTES = 256 * 1024 * 1024
+_ERROR_TAG = -1  # an int key: no user map (metadata, tags) can collide with it
+
+
+def encode_frame(message: dict[str, Any]) -> bytes:
+    body = msgpack.packb(message, use_bin_type=True, default=_encode_value)
+    return LENGTH.pack(len(body)) + body
+
+
+def decode_body(body: bytes) -> dict[str, Any]:
+    return msgpack.unpackb(body, raw=False, strict_map_key=False, object_hook=_decode_value)  # type: ignore[no-any-return]
+
+
+def encode_error(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, S3Error):
+        return {_ERROR_TAG: "s3", "code": exc.code.name, "message": exc.message, "resource": exc.resource,
+                "headers": exc.headers, "fields": exc.fields}
+    if isinstance(exc, IamError):
+        return {_ERROR_TAG: "iam", "status": exc.status, "message": exc.message}
+    return {_ERROR_TAG: "internal", "message": f"{type(exc).__name__}: {exc}"}
+
+
+def decode_error(data: dict[str, Any]) -> BaseException:
+    kind = data.get(_ERROR_TAG)
+    if kind == "s3":
+        return S3Error(ErrorCode[data["code"]], data["message"], resource=data["resource"],
+                       headers=data["headers"], **data["fields"])
+    if kind == "iam":
+        return IamError(data["status"], data["message"])
+    return S3Error(ErrorCode.INTERNAL_ERROR, data.get("message") or "internal error")
+
+
+def _encode_value(value: Any) -> Any:
+    """Decider results may be exception instances (IamError is returned, not raised) or tuples/sets."""
+    if isinstance(value, BaseException):
+        return encode_error(value)
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    raise TypeError(f"cannot send {type(value).__name__} between processes")
+
+
+def _decode_value(value: dict[Any, Any]) -> Any:
+    if _ERROR_TAG in value:
+        return decode_error(value)
+    return value

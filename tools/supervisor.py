@@ -1,0 +1,173 @@
+"""Multi-process serving (``S4_WORKERS`` > 1): this process owns the journal; N children serve HTTP.
+
+The supervisor opens the Engine (journal, replay, the LMDB writer, the sequencer) and the node's background
+workers, binds the listening socket once, and starts ``S4_WORKERS`` HTTP worker processes that inherit it (the
+kernel hands each connection to whichever worker accepts first). Each worker gets one end of a socketpair: its
+commands travel over it to the sequencer here, which group-commits the commands of every worker together
+(engine/remote). Workers append object bytes to volumes of their own and read LMDB and volumes directly.
+
+A worker that dies is replaced (same worker id, so it resumes its own volumes). If the supervisor dies, the
+kernel kills the workers (PR_SET_PDEATHSIG), so the node goes down as one and recovers on restart by replay:
+nothing is acknowledged before its event is durable in the journal, whichever process answered.
+
+This module never imports s4.api: workers are separate ``s4-server`` processes (tools/server.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from s4.engine import Engine
+from s4.engine.remote import Channel, SequencerService
+
+log = logging.getLogger("s4.supervisor")
+RESTART_BACKOFF_S = 1.0
+SHUTDOWN_GRACE_S = 35.0
+
+
+@dataclass
+class _Child:
+    worker_id: int
+    proc: subprocess.Popen[bytes]
+    channel: Channel
+    started: float = field(default_factory=time.monotonic)
+
+
+def bind_listener(host: str, port: int, attempts: int = 50) -> socket.socket:
+    """The shared listening socket; retries briefly while a previous node's killed workers release the port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for attempt in range(attempts):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host.strip("[]"), port))
+        except OSError:
+            sock.close()
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
+            continue
+        sock.listen(2048)
+        sock.set_inheritable(True)
+        return sock
+    raise AssertionError("unreachable")
+
+
+class Supervisor:
+    def __init__(self, engine: Engine, background: object, listener: socket.socket, count: int,
+                 worker_argv: list[str], worker_env: dict[str, str]) -> None:
+        self.engine = engine
+        self.background = background
+        self.listener = listener
+        self.count = count
+        self.worker_argv = worker_argv
+        self.worker_env = worker_env
+        self.children: dict[int, _Child] = {}
+        self._stopping = asyncio.Event()
+        self.service: SequencerService | None = None
+
+    async def serve(self) -> None:
+        """Run until SIGTERM/SIGINT; then stop the workers gracefully (they finish in-flight requests)."""
+        loop = asyncio.get_running_loop()
+        self.service = SequencerService(self.engine.sequencer, self.background, loop)  # type: ignore[arg-type]
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        for worker_id in range(1, self.count + 1):
+            self._spawn(worker_id)
+        try:
+            while not self._stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), 0.2)
+                await self._replace_dead_workers()
+        finally:
+            await self._stop_children()
+
+    def _spawn(self, worker_id: int) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        argv = [*self.worker_argv, "--worker-id", str(worker_id), "--listen-fd", str(self.listener.fileno()),
+                "--sequencer-fd", str(theirs.fileno()), "--parent-pid", str(os.getpid())]
+        proc = subprocess.Popen(argv, env=self.worker_env, pass_fds=(self.listener.fileno(), theirs.fileno()))
+        theirs.close()
+        assert self.service is not None
+        channel = Channel(ours, name=f"worker-{worker_id}", on_request=self.service.handle)
+        self.children[worker_id] = _Child(worker_id, proc, channel)
+        log.info("worker %d started (pid %d)", worker_id, proc.pid)
+
+    async def _replace_dead_workers(self) -> None:
+        for worker_id, child in list(self.children.items()):
+            code = child.proc.poll()
+            if code is None:
+                continue
+            log.warning("worker %d (pid %d) exited with %s; starting a replacement", worker_id, child.proc.pid,
+                        code)
+            child.channel.close()
+            self._forget_process(child.proc.pid)
+            if time.monotonic() - child.started < RESTART_BACKOFF_S:
+                await asyncio.sleep(RESTART_BACKOFF_S)  # a worker that dies at start-up must not spin the supervisor
+            self._spawn(worker_id)
+
+    def _forget_process(self, pid: int) -> None:
+        """Release what a dead worker held: stale LMDB reader slots, its per-process metric files."""
+        stale = self.engine.views.env.reader_check()
+        if stale:
+            log.info("cleared %d stale LMDB reader slot(s)", stale)
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR") or self.worker_env.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            with contextlib.suppress(Exception):
+                multiprocess.mark_process_dead(pid, self.worker_env["PROMETHEUS_MULTIPROC_DIR"])
+
+    async def _stop_children(self) -> None:
+        for child in self.children.values():
+            if child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + SHUTDOWN_GRACE_S
+        for child in self.children.values():
+            while child.proc.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if child.proc.poll() is None:
+                log.warning("worker %d did not stop in time; killing it", child.worker_id)
+                child.proc.kill()
+                child.proc.wait()
+            child.channel.close()
+        self.listener.close()
+
+
+def metrics_dir(data_dir: Path) -> Path:
+    """Per-process metric files of the workers (prometheus_client multiprocess mode), wiped at every start."""
+    path = data_dir / "run" / "prometheus"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def worker_command(config_path: str | None, log_level: str) -> list[str]:
+    argv = [sys.executable, "-m", "s4.tools.server", "--log-level", log_level]
+    if config_path:
+        argv += ["--config", config_path]
+    return argv
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """In a worker: be killed when the supervisor dies, however it dies (Linux PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        log.warning("PR_SET_PDEATHSIG unavailable: workers rely on the sequencer channel closing")
+    if os.getppid() != parent_pid:  # the supervisor died before prctl took effect
+        os._exit(1)
