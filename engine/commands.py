@@ -58,6 +58,17 @@ def new_version_id(bucket: Bucket) -> str:
     return str(uuid.uuid4()) if bucket.versioning == "Enabled" else NULL_VERSION
 
 
+def check_version_id(version_id: str) -> None:
+    """S3 answers InvalidArgument for a version id it could never have issued (``null`` or a UUID here)."""
+    if version_id == NULL_VERSION:
+        return
+    try:
+        uuid.UUID(version_id)
+    except ValueError:
+        raise S3Error(ErrorCode.INVALID_ARGUMENT, "Invalid version id specified", ArgumentName="versionId",
+                      ArgumentValue=version_id) from None
+
+
 # -- buckets ------------------------------------------------------------------------------------------------------
 def create_bucket(d: Decision, args: dict[str, Any]) -> None:
     existing = d.tx.bucket(args["bucket"])
@@ -115,6 +126,7 @@ def delete_object(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
     key, version_id = args["key"], args.get("version_id")
     oid = object_id(d.tx, bucket, key)
     if version_id is not None:
+        check_version_id(version_id)
         rec = d.tx.version(oid, version_id) if oid is not None else None
         if rec is None:
             return {"version_id": version_id, "delete_marker": False}

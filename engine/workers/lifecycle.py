@@ -5,6 +5,7 @@ commands only (``lifecycle_expire``, which re-checks and then applies DeleteObje
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -45,13 +46,18 @@ def _plan(tx: Tx, now_ms: int, report: RunReport) -> list[rules_mod.Action]:
     return actions
 
 
-def run_lifecycle(engine: Any, *, dry_run: bool = False, clock: Clock = time.time) -> RunReport:
-    """One pass over every bucket with an enabled rule (blocking: call from a worker thread)."""
+def run_lifecycle(engine: Any, *, dry_run: bool = False, clock: Clock = time.time,
+                  stop: threading.Event | None = None) -> RunReport:
+    """One pass over every bucket with an enabled rule (blocking: call from a worker thread). A set ``stop``
+    ends it between two actions (``done.interrupted``); the next pass plans the rest again."""
     report = RunReport("lifecycle", dry_run)
     now_ms = int(clock() * 1000)
     with engine.views.read() as txn:
         actions = _plan(Tx(txn, engine.views.dbs), now_ms, report)
     for action in actions:
+        if stop is not None and stop.is_set():
+            report.count(report.done, "interrupted")
+            break
         report.details.append(action.to_dict())
         if dry_run:
             report.count(report.done, f"would_{action.kind}")

@@ -5,7 +5,9 @@ spreads over ``S4_SCRUBBER_FULL_SCAN_DAYS``. Bad blobs are reported; healing nee
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..model import BlobLocation
@@ -21,18 +23,29 @@ def scan_rate(total_bytes: int, full_scan_days: float, floor: int = 1 << 20) -> 
     return max(float(floor), total_bytes / max(full_scan_days * 86400.0, 1.0))
 
 
-def run_scrub(engine: Any, *, rate_bytes_per_s: float | None = None, sleep: Any = time.sleep) -> RunReport:
-    """One full scan (blocking). ``rate_bytes_per_s`` None: as fast as the disk allows (operator runs)."""
+def run_scrub(engine: Any, *, rate_bytes_per_s: float | None = None, sleep: Callable[[float], Any] = time.sleep,
+              monotonic: Callable[[], float] = time.monotonic, stop: threading.Event | None = None) -> RunReport:
+    """One full scan (blocking). ``rate_bytes_per_s`` None: as fast as the disk allows (operator runs).
+
+    Throttled, after each blob it pauses (``sleep``) until the bytes read so far fit within
+    ``rate_bytes_per_s`` x the time elapsed on the ``monotonic`` clock, so I/O stays at the rate on average.
+    A set ``stop`` event ends the scan early (``done.interrupted``): a scan spread over days must not hold up a
+    shutdown."""
     report = RunReport("scrubber")
     with engine.views.read() as txn:
         entries = [(digest, unpack(raw)) for digest, raw in Tx(txn, engine.views.dbs).scan("blobs", b"")]
-    started = time.monotonic()
+    started = monotonic()
     scanned = 0
     for digest, (volume, offset, size, _refs) in entries:
+        if stop is not None and stop.is_set():
+            report.count(report.done, "interrupted")
+            break
         loc = BlobLocation(digest, volume, offset, size)
         problem = engine.volumes.verify_blob(loc)
-        if problem is not None and engine.volumes.verify_blob(_relocated(engine, loc)) is None:
-            problem = None  # compaction moved it between the scan and the read
+        if problem is not None:  # re-check against the index as it is now: a long scan sees it change
+            now = _relocated(engine, loc)
+            if now is None or (now != loc and engine.volumes.verify_blob(now) is None):
+                problem = None  # freed (and maybe compacted away), or moved, since the scan began
         report.count(report.examined, "blobs")
         report.count(report.examined, "bytes", size)
         if problem is not None:
@@ -42,7 +55,7 @@ def run_scrub(engine: Any, *, rate_bytes_per_s: float | None = None, sleep: Any 
             log.error("scrubber: blob %s in %s at %d: %s", digest.hex(), volume, offset, problem)
         scanned += size
         if rate_bytes_per_s:
-            ahead = scanned / rate_bytes_per_s - (time.monotonic() - started)
+            ahead = scanned / rate_bytes_per_s - (monotonic() - started)
             if ahead > 0:
                 sleep(ahead)
     report.finish()
@@ -51,7 +64,8 @@ def run_scrub(engine: Any, *, rate_bytes_per_s: float | None = None, sleep: Any 
     return report
 
 
-def _relocated(engine: Any, loc: BlobLocation) -> BlobLocation:
+def _relocated(engine: Any, loc: BlobLocation) -> BlobLocation | None:
+    """Where the index puts the blob now (None: no longer referenced)."""
     with engine.views.read() as txn:
         rec = Tx(txn, engine.views.dbs).blob(loc.hash)
-    return loc if rec is None else BlobLocation(loc.hash, rec[0], rec[1], rec[2])
+    return None if rec is None else BlobLocation(loc.hash, rec[0], rec[1], rec[2])

@@ -2,15 +2,19 @@
 
 One ``Workers`` per Engine (``for_engine``), created by the server and found by the admin API. Runs of one
 worker never overlap (a lock per worker); each run executes on a worker thread so the event loop never blocks.
+Every wait goes through injectable time sources (``clock``, ``sleep``, ``monotonic``, ``pause``), so the
+schedules are tested on virtual time (tests/unit/engine/test_workers_schedule.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,30 +56,58 @@ class WorkerSettings:
                       if k in names and (v is not None or k == "multipart_ttl_secs_override")})
 
 
+Sleep = Callable[[float], Awaitable[Any]]
+SCRUB_FIRST_DELAY_S = 60.0  # the first scheduled scrub waits this long after start-up, then once per cycle
+
+
 @dataclass
 class Workers:
+    """Runs and schedules. Time comes from injectable sources so tests drive every loop without waiting:
+    ``clock`` (wall time: lifecycle ages, upload TTLs, the HH:MM full compaction), ``sleep`` (the schedules'
+    waits on the event loop), ``monotonic`` and ``pause`` (the throttled scrubber's pacing on its thread;
+    ``pause`` defaults to waiting on the stop event, so ``stop`` ends a scan that would take days)."""
+
     engine: Any
     settings: WorkerSettings = field(default_factory=WorkerSettings)
     clock: Callable[[], float] = time.time
+    sleep: Sleep = asyncio.sleep
+    monotonic: Callable[[], float] = time.monotonic
+    pause: Callable[[float], Any] | None = None
     last: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: dict[str, int] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _halt: threading.Event = field(default_factory=threading.Event)
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
 
-    async def _run(self, name: str, fn: Callable[[], RunReport]) -> dict[str, Any]:
-        async with self._lock(name):
-            report = await anyio.to_thread.run_sync(fn)
-        result = report.to_dict()
-        self.last[name] = result
+    async def _run(self, name: str, fn: Callable[[], RunReport], lock: str | None = None) -> dict[str, Any]:
+        """Run ``fn`` on a worker thread and keep its report. A thread cannot be interrupted, so a cancelled
+        caller (``stop``) still waits for it: the engine must not be closed under a run in progress."""
+        async with self._lock(lock or name):
+            thread = asyncio.ensure_future(anyio.to_thread.run_sync(fn))
+            try:
+                report = await asyncio.shield(thread)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):  # a failed run must not swallow the cancellation
+                    self._record(name, await thread)
+                raise
+        return self._record(name, report)
+
+    def _record(self, name: str, report: RunReport) -> dict[str, Any]:
+        self.last[name] = report.to_dict()
         self.runs[name] = self.runs.get(name, 0) + 1
-        return result
+        return self.last[name]
+
+    def now(self) -> dt.datetime:
+        """Local wall time from ``clock`` (S4_COMPACTION_FULL_TIME is local HH:MM)."""
+        return dt.datetime.fromtimestamp(self.clock())
 
     async def lifecycle(self, dry_run: bool | None = None) -> dict[str, Any]:
         dry = self.settings.lifecycle_dry_run if dry_run is None else dry_run
-        return await self._run("lifecycle", lambda: run_lifecycle(self.engine, dry_run=dry, clock=self.clock))
+        return await self._run("lifecycle", lambda: run_lifecycle(self.engine, dry_run=dry, clock=self.clock,
+                                                                  stop=self._halt))
 
     async def compaction(self, dry_run: bool | None = None, threshold: float | None = None,
                          max_volumes: int | None = None) -> dict[str, Any]:
@@ -83,23 +115,30 @@ class Workers:
         limit = self.settings.compaction_threshold if threshold is None else threshold
         return await self._run("compaction", lambda: run_compaction(
             self.engine, threshold=limit, max_volumes=max_volumes, dry_run=dry,
-            multipart_ttl_seconds=self.settings.multipart_ttl_seconds, clock=self.clock))
+            multipart_ttl_seconds=self.settings.multipart_ttl_seconds, clock=self.clock, stop=self._halt))
 
     async def scrubber(self, throttled: bool = False) -> dict[str, Any]:
-        rate = None
-        if throttled:
-            stats = await anyio.to_thread.run_sync(self.engine.storage_stats)
-            rate = scan_rate(stats["live_bytes"], self.settings.scrubber_full_scan_days)
-        return await self._run("scrubber", lambda: run_scrub(self.engine, rate_bytes_per_s=rate))
+        """A full scan. Operator runs are unthrottled; the scheduled (throttled) scan, which may take days, has
+        its own lock so an operator run never queues behind it, and it stops early when the workers stop."""
+        if not throttled:
+            return await self._run("scrubber", lambda: run_scrub(self.engine))
+        stats = await anyio.to_thread.run_sync(self.engine.storage_stats)
+        rate = scan_rate(stats["live_bytes"], self.settings.scrubber_full_scan_days)
+        pause = self.pause or self._halt.wait
+        return await self._run("scrubber", lambda: run_scrub(
+            self.engine, rate_bytes_per_s=rate, sleep=pause, monotonic=self.monotonic, stop=self._halt),
+            lock="scrubber:scheduled")
 
     def status(self, name: str) -> dict[str, Any]:
-        return {"worker": name, "runs": self.runs.get(name, 0), "running": self._lock(name).locked(),
+        running = self._lock(name).locked() or (name == "scrubber" and self._lock("scrubber:scheduled").locked())
+        return {"worker": name, "runs": self.runs.get(name, 0), "running": running,
                 "last_run": self.last.get(name), "settings": _settings_for(self.settings, name)}
 
     # -- schedules ------------------------------------------------------------------------------------------------
     def start(self) -> None:
         """Start the periodic loops on the running event loop (call once per node)."""
         s = self.settings
+        self._halt.clear()
         if s.lifecycle_enabled:
             self._spawn(self._every(s.lifecycle_interval_hours * 3600, self.lifecycle))
         if s.compaction_enabled:
@@ -107,38 +146,54 @@ class Workers:
             if s.compaction_full_time:
                 self._spawn(self._daily(s.compaction_full_time))
         if s.scrubber_enabled:
-            self._spawn(self._every(60.0, lambda: self.scrubber(throttled=True)))
+            self._spawn(self._scrub_cycle(s.scrubber_full_scan_days * 86400))
 
     def _spawn(self, coro: Any) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(coro))
 
     async def stop(self) -> None:
+        self._halt.set()  # a throttled scan in its thread returns at its next pause
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
     async def _every(self, seconds: float, run: Callable[[], Any]) -> None:
+        """``run`` once per interval; the first run comes one interval after start-up."""
         while True:
-            await asyncio.sleep(max(seconds, 1.0))
-            try:
-                await run()
-            except Exception:  # noqa: BLE001 - a failed run is logged; the schedule goes on
-                log.exception("background worker run failed")
+            await self.sleep(max(seconds, 1.0))
+            await _logged(run, "background worker run failed")
 
     async def _daily(self, hhmm: str) -> None:
-        """Full compaction (every volume with any dead bytes) at HH:MM local time."""
+        """Full compaction (every volume with any dead bytes) at HH:MM local time, once a day."""
         hour, minute = (int(x) for x in hhmm.split(":"))
         while True:
-            now = dt.datetime.now()
-            due = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
-            if due <= now:
-                due += dt.timedelta(days=1)
-            await asyncio.sleep((due - now).total_seconds())
-            try:
-                await self.compaction(threshold=0.0)
-            except Exception:  # noqa: BLE001
-                log.exception("full compaction failed")
+            due = next_local_time(self.now(), hour, minute).timestamp()  # timestamp(): DST-correct
+            while (wait := due - self.clock()) > 0:  # a sleep that wakes early must not run it twice
+                await self.sleep(wait)
+            await _logged(lambda: self.compaction(threshold=0.0), "full compaction failed")
+
+    async def _scrub_cycle(self, cycle_s: float) -> None:
+        """One throttled full scan per S4_SCRUBBER_FULL_SCAN_DAYS: a scan that finishes early (the rate never
+        drops below scan_rate's floor) waits for the rest of its cycle instead of starting over."""
+        await self.sleep(SCRUB_FIRST_DELAY_S)
+        while True:
+            started = self.clock()
+            await _logged(lambda: self.scrubber(throttled=True), "scheduled scrub failed")
+            await self.sleep(max(started + cycle_s - self.clock(), SCRUB_FIRST_DELAY_S))
+
+
+async def _logged(run: Callable[[], Any], message: str) -> None:
+    try:
+        await run()
+    except Exception:  # noqa: BLE001 - a failed run is logged; the schedule goes on
+        log.exception(message)
+
+
+def next_local_time(now: dt.datetime, hour: int, minute: int) -> dt.datetime:
+    """The first HH:MM strictly after ``now`` (naive local time)."""
+    due = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    return due if due > now else due + dt.timedelta(days=1)
 
 
 def _settings_for(s: WorkerSettings, name: str) -> dict[str, Any]:
