@@ -43,8 +43,9 @@ class ServerProcess:
                    S4_SECRET_ACCESS_KEY=SECRET_KEY)
         env.update(self.extra_env)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        # A session of its own, so kill_group() can SIGKILL the supervisor and its workers at once.
         self.proc = subprocess.Popen([sys.executable, "-m", "s4.tools.server"], env=env, stdout=log,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -77,3 +78,21 @@ class ServerProcess:
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+    def kill_group(self) -> None:
+        """SIGKILL every process of the server (supervisor and workers) in the same instant."""
+        if self.proc is None:
+            return
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+
+    def worker_pids(self) -> list[int]:
+        """PIDs of the HTTP worker processes (children of the supervisor); empty in single-process mode."""
+        if self.proc is None:
+            return []
+        pids: list[int] = []
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            children = (task / "children").read_text().split()
+            pids.extend(int(pid) for pid in children)
+        return sorted(pids)
