@@ -71,12 +71,12 @@ def main(argv: list[str] | None = None) -> int:
             node = supervisor.Supervisor(engine, background, listener, count,
                                          supervisor.worker_command(args.config, args.log_level), env)
             _banner(settings, data_dir, access, secret, generated, f"{count} worker processes")
-            _run(node.serve, background)
+            _run(node.serve, background, node.request_stop)
         else:
             app = build_app(engine, _api_settings(settings, access, secret, jwt_secret))
             _banner(settings, data_dir, access, secret, generated, "1 process")
             server = uvicorn.Server(_uvicorn_config(app, settings))
-            _run(server.serve, background)
+            _run(server.serve, background, lambda: setattr(server, "should_exit", True))
     finally:
         engine.close()
         log.info("journal and views closed")
@@ -105,7 +105,7 @@ def _run_worker(settings: Settings, data_dir: Path, args: argparse.Namespace) ->
             finally:
                 sweeper.cancel()
 
-        _run(serve, None)
+        _run(serve, None, lambda: setattr(server, "should_exit", True))
     finally:
         engine.close()
     return 0
@@ -158,14 +158,20 @@ def _banner(settings: Settings, data_dir: Path, access: str, secret: str, genera
               f"aws --endpoint-url {endpoint} s3 ls", flush=True)
 
 
-def _run(serve: Callable[[], Awaitable[None]], background: object | None) -> None:
+def _run(serve: Callable[[], Awaitable[None]], background: object | None, stop: Callable[[], None]) -> None:
     """Run ``serve`` on uvloop, with the node's background workers (lifecycle, compaction, scrubber) if given.
 
-    uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; with the default disposition that would kill
-    the process before the engine is closed. A Python-level handler lets the re-raised signal return here.
+    SIGTERM/SIGINT call ``stop`` whenever they arrive, including before uvicorn installs its own handlers (a
+    signal swallowed in that window would leave the server running). uvicorn also re-raises the signal after
+    its graceful shutdown; with the default disposition that would kill the process before the engine is
+    closed, so the Python-level handler stays in place and the re-raised signal returns here.
     """
+    def on_signal(signum: int, frame: object) -> None:
+        log.info("signal %d: shutting down", signum)
+        stop()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: log.info("signal %d: shutting down", signum))
+        signal.signal(sig, on_signal)
 
     async def with_background() -> None:
         if background is not None:

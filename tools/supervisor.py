@@ -75,7 +75,11 @@ class Supervisor:
         self.worker_env = worker_env
         self.children: dict[int, _Child] = {}
         self._stopping = asyncio.Event()
+        self._stop_requested = False  # set from a signal handler before the event loop runs, too
         self.service: SequencerService | None = None
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
 
     async def serve(self) -> None:
         """Run until SIGTERM/SIGINT; then stop the workers gracefully (they finish in-flight requests)."""
@@ -86,9 +90,11 @@ class Supervisor:
         for worker_id in range(1, self.count + 1):
             self._spawn(worker_id)
         try:
-            while not self._stopping.is_set():
+            while True:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), 0.2)
+                if self._stopping.is_set() or self._stop_requested:
+                    break  # (Ctrl-C also reaches the workers: their exits now are not deaths to repair)
                 await self._replace_dead_workers()
         finally:
             await self._stop_children()

@@ -164,6 +164,25 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+_acked_lock = threading.Lock()
+
+
+def _write_until(stop: threading.Event, endpoint: str, prefix: str, acked: dict[str, str]) -> None:
+    """PUT new keys until told to stop; record the digest of every acknowledged one."""
+    client = make_client(endpoint, **NO_RETRIES)
+    n = 0
+    while not stop.is_set():
+        key = f"{prefix}/{n}"
+        n += 1
+        body = os.urandom(random.choice((100, 5000, 300_000, 2_000_000)))
+        try:
+            client.put_object(Bucket="crash", Key=key, Body=body)
+        except (BotoCoreError, ClientError):
+            continue
+        with _acked_lock:
+            acked[key] = hashlib.sha256(body).hexdigest()
+
+
 @pytest.mark.crash
 def test_kill_9_of_the_process_group_during_writes_loses_nothing_acknowledged(tmp_path: Path) -> None:
     data = tmp_path / "data"
@@ -176,24 +195,9 @@ def test_kill_9_of_the_process_group_during_writes_loses_nothing_acknowledged(tm
         for key, digest in acked.items():  # everything acknowledged in earlier rounds survived
             assert hashlib.sha256(s3.get_object(Bucket="crash", Key=key)["Body"].read()).hexdigest() == digest
         stop = threading.Event()
-        lock = threading.Lock()
-
-        def load(t: int, round_no: int = round_no) -> None:
-            client = make_client(server.endpoint, **NO_RETRIES)
-            n = 0
-            while not stop.is_set():
-                key = f"r{round_no}/t{t}/{n}"
-                n += 1
-                body = os.urandom(random.choice((100, 5000, 300_000, 2_000_000)))
-                try:
-                    client.put_object(Bucket="crash", Key=key, Body=body)
-                except (BotoCoreError, ClientError):
-                    continue
-                with lock:
-                    acked[key] = hashlib.sha256(body).hexdigest()
-
         with ThreadPoolExecutor(8) as pool:
-            futures = [pool.submit(load, t) for t in range(8)]
+            futures = [pool.submit(_write_until, stop, server.endpoint, f"r{round_no}/t{t}", acked)
+                       for t in range(8)]
             time.sleep(random.uniform(1.0, 3.0))
             server.kill_group()
             stop.set()

@@ -1,1 +1,1 @@
-"""S3 benchmark runnable against any endpoint: ``python -m s4.tools.bench --endpoint URL ...``."""
+"""S3 benchmark: ``python -m s4.tools.bench [--endpoint URL] [--peer seaweedfs,rclone,noop] ...`` (see __main__)."""

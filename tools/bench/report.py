@@ -1,0 +1,125 @@
+"""Turning per-round :class:`Result` rows into Markdown: medians per server, S4/peer ratios, latencies, memory."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from .workloads import Result
+
+Row = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One server's median figures for one workload over the rounds that ran it."""
+
+    value: float
+    p50: float
+    p99: float
+    errors: int
+    rounds: int
+    unit: str
+
+
+def median(values: Iterable[float]) -> float:
+    data = list(values)
+    return statistics.median(data) if data else 0.0
+
+
+def aggregate(results: Mapping[str, Sequence[Result]]) -> dict[Row, dict[str, Cell]]:
+    """(workload, concurrency) -> server -> medians, rows in the order they first appear."""
+    grouped: dict[Row, dict[str, list[Result]]] = {}
+    for server, rows in results.items():
+        for r in rows:
+            grouped.setdefault((r.name, r.concurrency), {}).setdefault(server, []).append(r)
+    out: dict[Row, dict[str, Cell]] = {}
+    for row, by_server in grouped.items():
+        out[row] = {server: Cell(median(r.value for r in rs), median(r.pct(0.5) for r in rs),
+                                 median(r.pct(0.99) for r in rs), sum(r.errors for r in rs), len(rs), rs[0].unit)
+                    for server, rs in by_server.items()}
+    return out
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    """``a/b`` as ``1.23x``; ``n/a`` when either side is missing or zero."""
+    if not a or not b:
+        return "n/a"
+    return f"{a / b:.2f}x"
+
+
+def fmt_value(value: float, unit: str) -> str:
+    return f"{value:,.1f}" if unit == "MiB/s" else f"{value:,.0f}"
+
+
+def _cell_text(cell: Cell | None) -> str:
+    if cell is None:
+        return "–"
+    text = fmt_value(cell.value, cell.unit)
+    return f"{text} ({cell.errors} err)" if cell.errors else text
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]], right_from: int) -> str:
+    align = ["---" if i < right_from else "---:" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def throughput_table(agg: Mapping[Row, Mapping[str, Cell]], servers: Sequence[str], base: str = "S4") -> str:
+    """Median headline figure per server, then ``base``/peer ratios (above 1 means ``base`` is faster)."""
+    peers = [s for s in servers if s != base]
+    header = ["workload", "conc", "unit", *servers, *(f"{base}/{p}" for p in peers)]
+    rows = []
+    for (name, conc), cells in agg.items():
+        unit = next(iter(cells.values())).unit
+        mine = cells.get(base)
+        rows.append([name, str(conc), unit, *(_cell_text(cells.get(s)) for s in servers),
+                     *(ratio(mine.value if mine else None, cells[p].value if p in cells else None) for p in peers)])
+    return _table(header, rows, 3)
+
+
+def latency_table(agg: Mapping[Row, Mapping[str, Cell]], servers: Sequence[str]) -> str:
+    """Median p50 / p99 latency (ms) per server; for listings the latency of one page."""
+    header = ["workload", "conc", *(f"{s} p50 / p99 ms" for s in servers)]
+    rows = []
+    for (name, conc), cells in agg.items():
+        rows.append([name, str(conc), *(f"{cells[s].p50:.2f} / {cells[s].p99:.2f}" if s in cells else "–"
+                                        for s in servers)])
+    return _table(header, rows, 2)
+
+
+def rss_table(peaks: Mapping[str, Mapping[str, int | None]]) -> str:
+    """Peak RSS (MiB) of each server's process tree, one column per measuring point."""
+    points = list(dict.fromkeys(p for by_point in peaks.values() for p in by_point))
+    rows = [[server, *(f"{by_point[p] / 2**20:,.0f}" if by_point.get(p) else "n/a" for p in points)]
+            for server, by_point in peaks.items()]
+    return _table(["server", *(f"peak RSS MiB ({p})" for p in points)], rows, 1)
+
+
+def scale_table(agg: Mapping[Row, Mapping[str, Cell]], servers: Sequence[str], stored: int,
+                scaled_name: Callable[[str, int], str]) -> str:
+    """4 KiB PUT/GET ops/s with ``stored`` objects preloaded next to the empty-store figure, and their ratio."""
+    rows = []
+    for (name, conc), cells in agg.items():
+        if name not in ("PUT 4KiB", "GET 4KiB"):
+            continue
+        full = agg.get((scaled_name(name, stored), conc), {})
+        for s in servers:
+            if s in cells and s in full:
+                rows.append([name, str(conc), s, fmt_value(cells[s].value, "ops/s"),
+                             fmt_value(full[s].value, "ops/s"), ratio(full[s].value, cells[s].value)])
+    return _table(["workload", "conc", "server", "empty store ops/s", f"{stored:,} stored ops/s", "stored/empty"],
+                  rows, 3)
+
+
+def errors_summary(results: Mapping[str, Sequence[Result]]) -> list[str]:
+    """One line per (server, workload) that had failed requests, with the first error seen."""
+    lines = []
+    for server, rows in results.items():
+        for r in rows:
+            if r.errors:
+                lines.append(f"- {server} / {r.name} c={r.concurrency}: {r.errors} failed; first: {r.first_error}")
+    return lines
+

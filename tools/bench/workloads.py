@@ -1,0 +1,236 @@
+"""The workloads: closed-loop timed phases against one bucket, each returning :class:`Result` rows.
+
+A failed request is counted in ``Result.errors`` and left out of the latencies; it does not stop the phase, so one
+misbehaving server cannot abort a multi-server run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from .client import Client
+
+SMALL = 4096
+
+
+@dataclass
+class Result:
+    name: str
+    concurrency: int
+    ops: int
+    seconds: float
+    latencies_ms: list[float]
+    bytes_moved: int = 0
+    unit: str = "ops/s"
+    errors: int = 0
+    first_error: str = ""
+
+    @property
+    def ops_per_s(self) -> float:
+        return self.ops / self.seconds if self.seconds else 0.0
+
+    @property
+    def mib_per_s(self) -> float:
+        return self.bytes_moved / self.seconds / 2**20 if self.seconds else 0.0
+
+    @property
+    def value(self) -> float:
+        """The headline figure in ``unit``: MiB/s for bandwidth rows, operations (or keys) per second otherwise."""
+        return self.mib_per_s if self.unit == "MiB/s" else self.ops_per_s
+
+    def pct(self, q: float) -> float:
+        """Latency percentile ``q`` (0..1) in ms; 0 when nothing succeeded."""
+        if not self.latencies_ms:
+            return 0.0
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def timed_loop(name: str, concurrency: int, seconds: float, op: Callable[[int], Awaitable[int]],
+                     max_ops: int | None = None, unit: str = "ops/s") -> Result:
+    """Run ``op(i)`` (returning bytes moved) from ``concurrency`` tasks for ``seconds`` or ``max_ops`` calls."""
+    latencies: list[float] = []
+    moved = errors = counter = 0
+    first_error = ""
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal moved, counter, errors, first_error
+        while time.perf_counter() < deadline and (max_ops is None or counter < max_ops):
+            i = counter
+            counter += 1
+            t0 = time.perf_counter()
+            try:
+                moved += await op(i)
+            except Exception as exc:
+                errors += 1
+                first_error = first_error or repr(exc)[:300]
+                continue
+            latencies.append((time.perf_counter() - t0) * 1000)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return Result(name, concurrency, len(latencies), time.perf_counter() - start, latencies, moved, unit, errors,
+                  first_error)
+
+
+async def small_objects(c: Client, bucket: str, concurrency: int, seconds: float) -> list[Result]:
+    """4 KiB PUT, GET, HEAD, a 70/30 GET/PUT mix, then DELETE of everything the PUT phase wrote."""
+    body = os.urandom(SMALL)
+    prefix = f"small-{concurrency}-{uuid.uuid4().hex[:8]}"
+    put_result = await timed_loop("PUT 4KiB", concurrency, seconds,
+                                  lambda i: _put(c, f"/{bucket}/{prefix}/{i}", body))
+    written = max(put_result.ops + put_result.errors, 1)
+
+    async def get(i: int) -> int:
+        await c.request("GET", f"/{bucket}/{prefix}/{i % written}")
+        return SMALL
+
+    async def head(i: int) -> int:
+        await c.request("HEAD", f"/{bucket}/{prefix}/{i % written}")
+        return 0
+
+    async def mixed(i: int) -> int:
+        if i % 10 < 7:
+            return await get(i)
+        return await _put(c, f"/{bucket}/{prefix}/{i % written}", body)
+
+    async def delete(i: int) -> int:
+        await c.request("DELETE", f"/{bucket}/{prefix}/{i}")
+        return 0
+
+    return [put_result,
+            await timed_loop("GET 4KiB", concurrency, seconds, get),
+            await timed_loop("HEAD 4KiB", concurrency, seconds, head),
+            await timed_loop("70/30 GET/PUT", concurrency, seconds, mixed),
+            await timed_loop("DELETE 4KiB", concurrency, seconds * 10, delete, max_ops=written)]
+
+
+async def _put(c: Client, path: str, body: bytes) -> int:
+    await c.request("PUT", path, body=body)
+    return len(body)
+
+
+async def large_objects(c: Client, bucket: str, mib: int, count: int) -> list[Result]:
+    """``count`` sequential PUTs of a ``mib`` MiB object, then as many streamed GETs (MiB/s)."""
+    body = os.urandom(mib * 2**20)
+    prefix = f"large-{uuid.uuid4().hex[:8]}"
+
+    async def get(i: int) -> int:
+        await c.request("GET", f"/{bucket}/{prefix}/{i % count}", read=False)
+        return len(body)
+
+    return [await timed_loop(f"PUT {mib} MiB", 1, 3600, lambda i: _put(c, f"/{bucket}/{prefix}/{i}", body),
+                             max_ops=count, unit="MiB/s"),
+            await timed_loop(f"GET {mib} MiB", 1, 3600, get, max_ops=count, unit="MiB/s")]
+
+
+async def multipart(c: Client, bucket: str, total_mib: int, part_mib: int = 16, parallel: int = 4) -> Result:
+    """One multipart upload of ``total_mib`` MiB in ``part_mib`` MiB parts, ``parallel`` parts in flight (MiB/s)."""
+    part = os.urandom(part_mib * 2**20)
+    count = max(1, total_mib // part_mib)
+    name = f"multipart {count * part_mib} MiB"
+    key = f"/{bucket}/multipart-{uuid.uuid4().hex[:8]}"
+    gate = asyncio.Semaphore(parallel)
+
+    async def one(n: int, upload_id: str) -> tuple[int, str]:
+        async with gate:
+            _, _, headers = await c.request("PUT", key, query={"partNumber": str(n), "uploadId": upload_id},
+                                            body=part)
+        return n, headers["ETag"]
+
+    t0 = time.perf_counter()
+    try:
+        _, data, _ = await c.request("POST", key, query={"uploads": ""})
+        upload_id = _between(data, b"UploadId")
+        etags = await asyncio.gather(*(one(n, upload_id) for n in range(1, count + 1)))
+        xml = "<CompleteMultipartUpload>" + "".join(f"<Part><PartNumber>{n}</PartNumber><ETag>{e}</ETag></Part>"
+                                                    for n, e in etags) + "</CompleteMultipartUpload>"
+        await c.request("POST", key, query={"uploadId": upload_id}, body=xml.encode())
+    except Exception as exc:
+        return Result(name, parallel, 0, time.perf_counter() - t0, [], unit="MiB/s", errors=1,
+                      first_error=repr(exc)[:300])
+    elapsed = time.perf_counter() - t0
+    return Result(name, parallel, 1, elapsed, [elapsed * 1000], count * len(part), unit="MiB/s")
+
+
+def _between(data: bytes, tag: bytes) -> str:
+    return data.split(b"<" + tag + b">", 1)[1].split(b"</" + tag + b">", 1)[0].decode()
+
+
+def list_prefix_name(keys: int) -> str:
+    return f"list-{keys}/"
+
+
+async def fill(c: Client, bucket: str, prefix: str, keys: int, concurrency: int) -> Result:
+    """PUT ``keys`` one-byte objects named ``<prefix><i:08d>``."""
+    return await timed_loop(f"fill {keys:,} keys", concurrency, 10**9,
+                            lambda i: _put(c, f"/{bucket}/{prefix}{i:08d}", b"x"), max_ops=keys)
+
+
+async def listing(c: Client, bucket: str, prefix: str, keys: int, budget_s: float = 600.0) -> Result:
+    """ListObjectsV2 over ``prefix`` in pages of 1,000: keys/s overall, per-page latency percentiles.
+
+    Stops after ``budget_s`` seconds (counted as an error, keys/s over what was listed) so that one server with a
+    listing that grows with the bucket cannot hold the whole run.
+    """
+    pages: list[float] = []
+    listed = 0
+    token = ""
+    t0 = time.perf_counter()
+    try:
+        while time.perf_counter() - t0 < budget_s:
+            query = {"list-type": "2", "prefix": prefix, "max-keys": "1000"}
+            if token:
+                query["continuation-token"] = token
+            p0 = time.perf_counter()
+            _, data, _ = await c.request("GET", f"/{bucket}", query=query)
+            pages.append((time.perf_counter() - p0) * 1000)
+            listed += data.count(b"<Key>")
+            if b"<NextContinuationToken>" not in data:
+                break
+            token = _between(data, b"NextContinuationToken")
+    except Exception as exc:
+        return Result(f"LIST {keys:,} keys", 1, listed, time.perf_counter() - t0, pages, unit="keys/s", errors=1,
+                      first_error=repr(exc)[:300])
+    result = Result(f"LIST {keys:,} keys", 1, listed, time.perf_counter() - t0, pages, unit="keys/s")
+    if listed != keys:
+        late = f" (listing budget of {budget_s:g} s ran out)" if result.seconds >= budget_s else ""
+        result.errors, result.first_error = 1, f"listed {listed} keys, expected {keys}{late}"
+    return result
+
+
+def preload_key(i: int) -> str:
+    return f"preload/{i // 1000:04d}/{i % 1000:03d}"
+
+
+async def preload(c: Client, bucket: str, count: int, size: int, concurrency: int) -> Result:
+    """PUT ``count`` objects of ``size`` bytes (keys spread over prefixes of 1,000) as fast as the server takes."""
+    body = os.urandom(size)
+    return await timed_loop(f"preload {count:,} objects", concurrency, 10**9,
+                            lambda i: _put(c, f"/{bucket}/{preload_key(i)}", body), max_ops=count)
+
+
+async def scale_check(c: Client, bucket: str, stored: int, concurrency: int, seconds: float) -> list[Result]:
+    """4 KiB PUT of new keys and GET of random preloaded keys, with ``stored`` objects already in the bucket."""
+    body = os.urandom(SMALL)
+    prefix = f"scale-{uuid.uuid4().hex[:8]}"
+    rng = random.Random(concurrency)
+
+    async def get(_: int) -> int:
+        _, data, _ = await c.request("GET", f"/{bucket}/{preload_key(rng.randrange(stored))}")
+        return len(data)
+
+    return [await timed_loop(scale_name("PUT 4KiB", stored), concurrency, seconds,
+                             lambda i: _put(c, f"/{bucket}/{prefix}/{i}", body)),
+            await timed_loop(scale_name("GET 4KiB", stored), concurrency, seconds, get)]
+
+
+def scale_name(base: str, stored: int) -> str:
+    return f"{base} ({stored:,} stored)"
