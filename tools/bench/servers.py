@@ -8,6 +8,7 @@ with the same key pair as S4; the no-op app checks nothing.
 from __future__ import annotations
 
 import asyncio
+import glob
 import json
 import os
 import shutil
@@ -46,6 +47,7 @@ class Server:
     version: str = ""
     command: list[str] = field(default_factory=list)
     log: Path | None = None
+    leftovers: list[str] = field(default_factory=list)  # globs of files the server leaves outside the work dir
 
     def log_tail(self, lines: int = 15) -> str:
         if self.log is None or not self.log.exists():
@@ -53,19 +55,21 @@ class Server:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM the server's process group, SIGKILL it after ``timeout`` seconds."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self.proc.wait(timeout)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        """SIGTERM the server's process group, SIGKILL it after ``timeout`` seconds, then remove its leftovers."""
+        if self.proc is not None and self.proc.poll() is None:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.proc.wait(timeout)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        for pattern in self.leftovers:
+            for path in glob.glob(pattern):
+                Path(path).unlink(missing_ok=True)
 
 
 def free_ports(count: int) -> list[int]:
@@ -162,8 +166,10 @@ def start_seaweedfs(work: Path, keys: Keys) -> Server:
     ports = free_ports(8)
     cmd = seaweedfs_command(weed, data, config, ports)
     proc, log = spawn("seaweedfs", cmd, work)
+    # weed also listens on /tmp/seaweedfs-<service>-<port>.sock unix sockets and leaves some of them behind.
+    leftovers = [f"/tmp/seaweedfs-*-{port}.sock" for port in ports]
     return Server("SeaweedFS", f"http://127.0.0.1:{ports[6]}", proc, version=binary_version([weed, "version"]),
-                  command=cmd, log=log)
+                  command=cmd, log=log, leftovers=leftovers)
 
 
 def start_rclone(work: Path, keys: Keys) -> Server:
