@@ -40,7 +40,7 @@ from .model import (
     VersionListPage,
 )
 from .names import check_bucket_name, check_key
-from .remote import Channel, RemoteSequencer, RemoteWorkers
+from .remote import Channel, RemoteIam, RemoteSequencer, RemoteWorkers
 from .sequencer import Command, Sequencer, replay
 from .views.env import Views
 from .views.records import Tx
@@ -103,7 +103,7 @@ class Engine(IamOps):
             self.sequencer = RemoteSequencer(sequencer_channel)
             self._background_workers = RemoteWorkers(sequencer_channel)
         self.ingestor = Ingestor(self.views, self.volumes, options.chunk_bytes)
-        self._init_iam(data_dir)
+        self._init_iam(data_dir, RemoteIam(sequencer_channel) if sequencer_channel is not None else None)
 
     @staticmethod
     def _open_views(path: Path, journal: Journal) -> Views:

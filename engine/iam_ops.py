@@ -17,6 +17,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from .iam import IamError, check_role, check_username
 from .keyring import Keyring, load_or_create_key
+from .login_throttle import LoginThrottle
 from .sequencer import Command
 from .views.env import unpack
 from .views.records import Tx
@@ -44,11 +45,22 @@ class IamOps:
     _run: Any
     _read: Any
 
-    def _init_iam(self, data_dir: Path) -> None:
+    def _init_iam(self, data_dir: Path, remote: Any = None) -> None:
         self.keyring = Keyring(load_or_create_key(data_dir))
         self._hasher = PasswordHasher()  # argon2id with the library's recommended cost
         self._dummy_hash = ""  # made on first use: a hash to verify against when the username is unknown
         self._secret_cache: dict[str, tuple[str, str]] = {}  # access key -> (ciphertext, plain secret)
+        self.login_throttle = LoginThrottle()  # in a worker process the node's one lives in the sequencer process
+        self._remote_iam = remote
+
+    async def throttle_login(self, action: str, username: str, client: str) -> None:
+        """``check`` (raises ThrottledError while locked out), ``failed`` or ``succeeded`` for a login attempt."""
+        if action not in LoginThrottle.ACTIONS:
+            raise ValueError(f"unknown throttle action {action!r}")
+        if self._remote_iam is not None:
+            await self._remote_iam.throttle(action, username, client)
+        else:
+            getattr(self.login_throttle, action)(username, client)
 
     async def _iam(self, name: str, args: dict[str, Any], actor: str) -> Any:
         result = await self._run(name, args, actor)

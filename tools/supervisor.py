@@ -84,7 +84,8 @@ class Supervisor:
     async def serve(self) -> None:
         """Run until SIGTERM/SIGINT; then stop the workers gracefully (they finish in-flight requests)."""
         loop = asyncio.get_running_loop()
-        self.service = SequencerService(self.engine.sequencer, self.background, loop)  # type: ignore[arg-type]
+        self.service = SequencerService(self.engine.sequencer, self.background, loop,  # type: ignore[arg-type]
+                                        self.engine.login_throttle)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
         for worker_id in range(1, self.count + 1):

@@ -25,13 +25,13 @@ async def login(call: AdminCall) -> Result:
     username, password = body.get("username"), body.get("password")
     if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
         raise IamError(400, "username and password are required")
-    throttle = call.api.throttle
-    throttle.check(username, _client(call))
+    client = _client(call)
+    await call.engine.throttle_login("check", username, client)
     user = await call.engine.authenticate_password(username, password)
     if user is None:
-        throttle.failed(username, _client(call))
+        await call.engine.throttle_login("failed", username, client)
         raise IamError(401, "invalid username or password")
-    throttle.succeeded(username, _client(call))
+    await call.engine.throttle_login("succeeded", username, client)
     token, exp = call.api.tokens.issue(user)
     return 200, {"token": token, "expires_at": rfc3339(exp, ms=False)}
 

@@ -6,7 +6,7 @@ See docs/architecture/processes.md.
 """
 
 from .channel import Channel, ChannelClosedError
-from .client import RemoteSequencer, RemoteWorkers
+from .client import RemoteIam, RemoteSequencer, RemoteWorkers
 from .service import SequencerService
 
-__all__ = ["Channel", "ChannelClosedError", "RemoteSequencer", "RemoteWorkers", "SequencerService"]
+__all__ = ["Channel", "ChannelClosedError", "RemoteIam", "RemoteSequencer", "RemoteWorkers", "SequencerService"]

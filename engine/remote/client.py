@@ -45,6 +45,17 @@ class RemoteSequencer:
         self.channel.close()
 
 
+class RemoteIam:
+    """Node-wide IAM state that is not in the views: the login throttle, kept by the sequencer process."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+
+    async def throttle(self, action: str, username: str, client: str) -> None:
+        await asyncio.wrap_future(self.channel.request({"op": "throttle", "action": action, "username": username,
+                                                        "client": client}))
+
+
 class RemoteWorkers:
     """The admin API's view of the background workers, which run once per node in the sequencer process."""
 

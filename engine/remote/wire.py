@@ -2,8 +2,8 @@
 
 Frame: ``u32 BE length`` + msgpack map. A request is ``{"id", "op", ...}``; its reply is ``{"id", "ok": value}``
 or ``{"id", "err": error}``. Errors keep their meaning across the boundary: an S3Error arrives as the same
-S3Error (code, message, resource, headers, XML fields), an IamError as the same IamError; anything else becomes
-an InternalError whose message names the original exception type.
+S3Error (code, message, resource, headers, XML fields), an IamError (and ThrottledError) as the same one;
+anything else becomes an InternalError whose message names the original exception type.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import msgpack
 
 from ..errors import ErrorCode, S3Error
 from ..iam import IamError
+from ..login_throttle import ThrottledError
 
 LENGTH = struct.Struct(">I")
 MAX_FRAME_BYTES = 256 * 1024 * 1024
@@ -34,6 +35,8 @@ def encode_error(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, S3Error):
         return {_ERROR_TAG: "s3", "code": exc.code.name, "message": exc.message, "resource": exc.resource,
                 "headers": exc.headers, "fields": exc.fields}
+    if isinstance(exc, ThrottledError):
+        return {_ERROR_TAG: "throttled", "retry_after_s": exc.retry_after_s}
     if isinstance(exc, IamError):
         return {_ERROR_TAG: "iam", "status": exc.status, "message": exc.message}
     return {_ERROR_TAG: "internal", "message": f"{type(exc).__name__}: {exc}"}
@@ -44,6 +47,8 @@ def decode_error(data: dict[str, Any]) -> BaseException:
     if kind == "s3":
         return S3Error(ErrorCode[data["code"]], data["message"], resource=data["resource"],
                        headers=data["headers"], **data["fields"])
+    if kind == "throttled":
+        return ThrottledError(data["retry_after_s"])
     if kind == "iam":
         return IamError(data["status"], data["message"])
     return S3Error(ErrorCode.INTERNAL_ERROR, data.get("message") or "internal error")

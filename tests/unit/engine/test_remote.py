@@ -99,3 +99,16 @@ def test_pending_requests_fail_when_the_peer_goes_away() -> None:
     assert closed.wait(5)
     with pytest.raises(ChannelClosedError):
         client.request({"op": "x"}).result(1)  # refused at once afterwards
+
+
+def test_a_throttled_login_keeps_its_retry_after_across_the_boundary() -> None:
+    from s4.engine.login_throttle import ThrottledError
+
+    server, client = _pair(lambda ch, m: ch.reply(m["id"], error=ThrottledError(7)))
+    try:
+        with pytest.raises(ThrottledError) as err:
+            client.request({"op": "throttle"}).result(5)
+        assert err.value.status == 429 and err.value.retry_after_s == 7
+    finally:
+        client.close()
+        server.close()
