@@ -9,6 +9,7 @@ the sequencer syncs the volumes before journalling the event that references the
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -71,21 +72,36 @@ class Ingestor:
 
     async def ingest(self, body: AsyncIterator[bytes], *, max_bytes: int | None = None,
                      hashers: Iterable[Hasher] = ()) -> Ingested:
-        """Consume ``body`` completely; EntityTooLarge as soon as it passes ``max_bytes``."""
+        """Consume ``body`` completely; EntityTooLarge as soon as it passes ``max_bytes``.
+
+        Two-stage pipeline: while a worker thread hashes and writes chunk N, the event loop keeps receiving
+        chunk N+1 (chunks are still stored strictly in order: MD5 and the chunk list are sequential).
+        """
         out = Ingested()
         hashers = list(hashers)
         buf = bytearray()
         received = 0
-        async for piece in body:
-            received += len(piece)
-            if max_bytes is not None and received > max_bytes:
-                raise S3Error(ErrorCode.ENTITY_TOO_LARGE, ProposedSize=str(received),
-                              MaxSizeAllowed=str(max_bytes))
-            buf += piece
-            while len(buf) >= self.chunk_bytes:
-                chunk = bytes(buf[: self.chunk_bytes])
-                del buf[: self.chunk_bytes]
-                await anyio.to_thread.run_sync(self._store_chunk, out, chunk, hashers)
+        loop = asyncio.get_running_loop()
+        storing: asyncio.Future[None] | None = None
+        try:
+            async for piece in body:
+                received += len(piece)
+                if max_bytes is not None and received > max_bytes:
+                    raise S3Error(ErrorCode.ENTITY_TOO_LARGE, ProposedSize=str(received),
+                                  MaxSizeAllowed=str(max_bytes))
+                buf += piece
+                while len(buf) >= self.chunk_bytes:
+                    chunk = bytes(memoryview(buf)[: self.chunk_bytes])
+                    del buf[: self.chunk_bytes]
+                    if storing is not None:
+                        await storing
+                    storing = loop.run_in_executor(None, self._store_chunk, out, chunk, hashers)
+            if storing is not None:
+                await storing
+                storing = None
+        finally:
+            if storing is not None:  # the body failed mid-way: let the chunk in flight finish before returning
+                await asyncio.gather(storing, return_exceptions=True)
         if buf:
             if len(buf) < 65536:  # small tails: hashing and one short pwrite cost less than a thread hop
                 self._store_chunk(out, bytes(buf), hashers)
