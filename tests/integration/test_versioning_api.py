@@ -56,8 +56,7 @@ def test_suspended_put_overwrites_the_null_version_and_keeps_others(s3: Any, buc
     versioning(s3, bucket, "Enabled")
     v1 = s3.put_object(Bucket=bucket, Key="k", Body=b"v1")["VersionId"]
     versioning(s3, bucket, "Suspended")
-    put = s3.put_object(Bucket=bucket, Key="k", Body=b"suspended 1")
-    assert put["VersionId"] == "null"
+    s3.put_object(Bucket=bucket, Key="k", Body=b"suspended 1")
     s3.put_object(Bucket=bucket, Key="k", Body=b"suspended 2")
     assert body(s3, bucket, "k") == b"suspended 2"
     assert body(s3, bucket, "k", "null") == b"suspended 2"
@@ -272,21 +271,29 @@ def test_suspended_copy_and_multipart_replace_the_null_version(s3: Any, bucket: 
     assert body(s3, bucket, "k") == b"source"
     upload = s3.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
     etag = s3.upload_part(Bucket=bucket, Key="k", UploadId=upload, PartNumber=1, Body=b"multipart")["ETag"]
-    done = s3.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=upload,
-                                        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
-    assert done["VersionId"] == "null"
+    s3.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=upload,
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
     assert history(s3, bucket, Prefix="k") == [("k", "null", True, False)]
     assert body(s3, bucket, "k") == b"multipart"
 
 
-@pytest.mark.xfail(reason="api/s3/objects.py copy_object omits x-amz-version-id for a null version; PutObject "
-                          "and S3 send 'null' in a suspended bucket")
-def test_suspended_copy_reports_the_null_version_id(s3: Any, bucket: str) -> None:
+@pytest.mark.xfail(reason="api/s3/objects.py and multipart.py: PutObject and CompleteMultipartUpload send "
+                          "x-amz-version-id: null in a suspended bucket and CopyObject omits it; AWS does the reverse")
+def test_suspended_writes_report_version_ids_as_s3_does(s3: Any, bucket: str) -> None:
+    """AWS (localstack's AWS-validated snapshots, ceph/s3-tests): in a suspended bucket PutObject and
+    CompleteMultipartUpload answer without x-amz-version-id, CopyObject answers ``null``, GET/HEAD say ``null``."""
     s3.put_object(Bucket=bucket, Key="src", Body=b"source")
     versioning(s3, bucket, "Suspended")
-    assert s3.put_object(Bucket=bucket, Key="k", Body=b"x")["VersionId"] == "null"
+    assert s3.get_object(Bucket=bucket, Key="src")["VersionId"] == "null"
     copied = s3.copy_object(Bucket=bucket, Key="k", CopySource={"Bucket": bucket, "Key": "src"})
-    assert copied["VersionId"] == "null"
+    assert copied["VersionId"] == "null" and "CopySourceVersionId" not in copied
+    assert "VersionId" not in s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+    etag = s3.upload_part(Bucket=bucket, Key="k", UploadId=upload, PartNumber=1, Body=b"p")["ETag"]
+    done = s3.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=upload,
+                                        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+    assert "VersionId" not in done
+    assert s3.head_object(Bucket=bucket, Key="k")["VersionId"] == "null"
 
 
 def test_null_version_id_lookups(s3: Any, bucket: str) -> None:
@@ -384,3 +391,31 @@ def test_paging_with_a_delimiter(s3: Any, bucket: str) -> None:
     assert inside == [] and pfx == ["c/x/"]
     page = s3.list_object_versions(Bucket=bucket, Delimiter="/", KeyMarker="a/")
     assert [p["Prefix"] for p in page.get("CommonPrefixes", [])] == ["c/"]
+
+
+@pytest.mark.xfail(reason="engine/listing.py skips every remaining version of the key when the version-id marker no "
+                          "longer exists; S4 keeps no order for a removed version id (see the report of issue #6)")
+def test_paging_resumes_after_a_version_id_marker_that_was_deleted(s3: Any, bucket: str) -> None:
+    """AWS (localstack's AWS-validated snapshot): a client that deletes each page of versions before asking for
+    the next one (boto3's ``bucket.object_versions.delete()``) still gets the older versions of the key."""
+    versioning(s3, bucket, "Enabled")
+    ids = [s3.put_object(Bucket=bucket, Key="k", Body=str(i).encode())["VersionId"] for i in range(5)][::-1]
+    page = s3.list_object_versions(Bucket=bucket, MaxKeys=3)
+    assert [v["VersionId"] for v in page["Versions"]] == ids[:3]
+    s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "k", "VersionId": v} for v in ids[:3]]})
+    rest = s3.list_object_versions(Bucket=bucket, KeyMarker=page["NextKeyMarker"],
+                                   VersionIdMarker=page["NextVersionIdMarker"])
+    assert [v["VersionId"] for v in rest.get("Versions", [])] == ids[3:]
+
+
+@pytest.mark.xfail(reason="engine/listing.py emits the common prefix again when the key marker lies inside it")
+def test_key_marker_inside_a_common_prefix_does_not_repeat_it(s3: Any, bucket: str) -> None:
+    """AWS (localstack's AWS-validated snapshot): resuming from a key under an already listed common prefix
+    continues after that prefix."""
+    versioning(s3, bucket, "Enabled")
+    for key in ("folder/a/1", "folder/a/2", "folder/file1", "folder/file2"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    page = s3.list_object_versions(Bucket=bucket, Prefix="folder/", Delimiter="/", MaxKeys=1,
+                                   KeyMarker="folder/a/1")
+    assert "CommonPrefixes" not in page
+    assert [v["Key"] for v in page["Versions"]] == ["folder/file1"]
