@@ -109,7 +109,9 @@ async def test_versioned_expiry_noncurrent_and_markers(engine: Engine) -> None:
                 versioning="Enabled")
     await put(engine, "bkt", "k", b"v1")
     await put(engine, "bkt", "k", b"v2")
-    await run(engine, 1.5)  # current expires: a delete marker on top; v1 noncurrent for < 2 days
+    # Days count to the next midnight UTC (after_days): two days on, "1 day" is due at any time of day and
+    # "2 days noncurrent" is not yet (1.5 would depend on the hour the test runs)
+    await run(engine, 2)  # current expires: a delete marker on top; v1 noncurrent for < 2 days
     versions = (await engine.list_object_versions("bkt")).versions
     assert [v.is_delete_marker for v in versions] == [True, False, False]
     await run(engine, 3.5)  # v1 and v2 are noncurrent past 2 days: removed
