@@ -1,30 +1,93 @@
-"""``/metrics`` in the Prometheus text format (prometheus_client), one registry per process.
+"""``/metrics`` in the Prometheus text format (prometheus_client).
 
-Request counters and histograms are updated by the sink per request; storage, dedup and journal numbers are read
-from the views and the sequencer at scrape time by a custom collector (nothing to keep in sync). Labels are
-operation names and status codes only: never keys, bucket names or credentials.
+Three sources, labelled by operation names and status codes only (never keys, bucket names or credentials):
+
+- requests: counters and a latency histogram, updated by the app's sink per request;
+- storage, volumes and dedup: read from the LMDB views at scrape time by ``EngineCollector`` (right in any
+  process, nothing to keep in sync);
+- the journal (fdatasync latency) and the sequencer (group-commit batches and their sizes): measured in
+  ``s4.journal`` without a metrics library, and present only in the process that owns the journal.
+
+One process (the default): one registry per process, and the journal numbers are read from ``engine.journal.stats``
+and the sequencer's queue at scrape time.
+
+Several processes (``S4_WORKERS`` > 1): the supervisor gives every worker ``PROMETHEUS_MULTIPROC_DIR``, a
+directory wiped at start. Each worker writes its request metrics to its own files there and a scrape in any worker
+sums all of them with ``MultiProcessCollector``. The supervisor owns the journal and publishes its numbers into the
+same directory: ``enable_multiprocess(directory)`` then ``JournalMetrics(engine)`` (live, through the histograms'
+listeners). A worker's engine has no journal, so its scrape reads those from the files like the request metrics.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, values
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from s4.engine import Engine
+from s4.journal.groupcommit import BATCH_SIZE_BUCKETS, FixedHistogram
+from s4.journal.writer import FSYNC_BUCKETS
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+FSYNC_DOC = "Journal fdatasync latency (one per group-commit batch that journaled events)"
+BATCH_DOC = "Commands per group-commit batch (how many requests shared one journal write and fsync)"
+BATCHES_DOC = "Group-committed sequencer batches"
+COMMANDS_DOC = "Commands committed in those batches (the ratio is the mean batch size)"
+
+
+def multiprocess_enabled() -> bool:
+    """True when metrics must aggregate across processes; refuses a directory set too late to take effect."""
+    if not os.environ.get(MULTIPROC_ENV):
+        return False
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        raise RuntimeError(f"{MULTIPROC_ENV} was set after prometheus_client was imported; set it in the "
+                           "environment before the process starts, or call enable_multiprocess() first")
+    return True
+
+
+def enable_multiprocess(directory: str | Path) -> None:
+    """Switch this process to multi-process metrics in ``directory`` (the supervisor, which imported
+    prometheus_client before it knew the directory). Call it before creating any instrument in this process.
+
+    prometheus_client picks its value store when it is imported (``values.ValueClass``) and reads it again each
+    time an instrument is created, so re-running its own choice after setting the variable is enough.
+    """
+    os.environ[MULTIPROC_ENV] = str(directory)
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        values.ValueClass = values.get_value_class()
+
+
+def batch_sizes(sequencer: Any) -> FixedHistogram | None:
+    """The sequencer's batch-size histogram, if this process runs the sequencer (a remote one has none)."""
+    found = getattr(sequencer, "batch_sizes", None)
+    if found is None:
+        found = getattr(getattr(sequencer, "_queue", None), "batch_sizes", None)
+    return found if isinstance(found, FixedHistogram) else None
+
+
+def histogram_family(name: str, documentation: str, hist: FixedHistogram) -> HistogramMetricFamily:
+    cumulative, total = hist.snapshot()
+    buckets = [(floatToGoString(b), float(c)) for b, c in zip(hist.bounds, cumulative, strict=False)]
+    buckets.append(("+Inf", float(cumulative[-1])))
+    return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=total)
 
 
 class EngineCollector(Collector):
-    """Gauges and counters read from the engine when Prometheus scrapes."""
+    """Gauges read from the views at scrape time, plus this process's journal numbers when it owns the journal and
+    they are not already published to the multi-process files."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, journal_numbers: bool = True) -> None:
         self.engine = engine
+        self.journal_numbers = journal_numbers
 
     def collect(self) -> Iterator[Any]:
         stats = self.engine.storage_stats()
@@ -41,24 +104,91 @@ class EngineCollector(Collector):
         yield GaugeMetricFamily("s4_dedup_unique_blobs", "Distinct stored blobs", value=stats["unique_blobs"])
         yield GaugeMetricFamily("s4_dedup_references", "Blob references from versions and parts",
                                 value=stats["blob_refs"])
-        batches, commands = self.engine.sequencer.stats
-        yield CounterMetricFamily("s4_group_commit_batches", "Group-committed sequencer batches", value=batches)
-        yield CounterMetricFamily("s4_group_commit_commands", "Commands committed in those batches (the ratio is "
-                                  "the mean batch size)", value=commands)
-        yield GaugeMetricFamily("s4_journal_last_seq", "Sequence number of the last journaled event",
-                                value=self.engine.journal.last_seq)
+        journal = getattr(self.engine, "journal", None)
+        # Without the journal, the views' last applied seq: equal to the journal's once each batch commits.
+        last_seq = journal.last_seq if journal is not None else self.engine.views.last_seq()
+        yield GaugeMetricFamily("s4_journal_last_seq", "Sequence number of the last journaled event", value=last_seq)
+        if journal is not None and self.journal_numbers:
+            yield from self._journal_families(journal)
+
+    def _journal_families(self, journal: Any) -> Iterator[Any]:
+        sequencer = getattr(self.engine, "sequencer", None)
+        batches, commands = getattr(sequencer, "stats", (0, 0))
+        yield CounterMetricFamily("s4_group_commit_batches", BATCHES_DOC, value=batches)
+        yield CounterMetricFamily("s4_group_commit_commands", COMMANDS_DOC, value=commands)
+        sizes = batch_sizes(sequencer)
+        if sizes is not None:
+            yield histogram_family("s4_group_commit_batch_size", BATCH_DOC, sizes)
+        stats = getattr(journal, "stats", None)
+        if stats is not None:
+            yield histogram_family("s4_journal_fsync_seconds", FSYNC_DOC, stats.fsync_seconds)
+
+
+class JournalMetrics:
+    """The journal-owning process's numbers as live prometheus metrics, for multi-process mode.
+
+    Created in the process that owns ``engine.journal`` (the supervisor) once multi-process mode is on (see
+    ``enable_multiprocess``): each fsync and each batch is observed into prometheus instruments, which write them
+    to this process's files, so every worker's scrape includes them. Counters start from the totals so far,
+    histograms from now. ``close`` stops observing.
+    """
+
+    def __init__(self, engine: Engine, registry: CollectorRegistry | None = None) -> None:
+        journal = getattr(engine, "journal", None)
+        if journal is None:
+            raise ValueError("JournalMetrics belongs in the process that owns the journal")
+        if registry is None and not multiprocess_enabled():
+            raise RuntimeError(f"JournalMetrics without a registry needs multi-process mode ({MULTIPROC_ENV})")
+        sequencer = getattr(engine, "sequencer", None)
+        self.fsync = Histogram("s4_journal_fsync_seconds", FSYNC_DOC, buckets=FSYNC_BUCKETS, registry=registry)
+        self.batch_size = Histogram("s4_group_commit_batch_size", BATCH_DOC, buckets=BATCH_SIZE_BUCKETS,
+                                    registry=registry)
+        self.batches = Counter("s4_group_commit_batches", BATCHES_DOC, registry=registry)
+        self.commands = Counter("s4_group_commit_commands", COMMANDS_DOC, registry=registry)
+        batches, commands = getattr(sequencer, "stats", (0, 0))
+        self.batches.inc(batches)
+        self.commands.inc(commands)
+        self._subscriptions = [(journal.stats.fsync_seconds, self.fsync.observe)]
+        sizes = batch_sizes(sequencer)
+        if sizes is not None:
+            self._subscriptions.append((sizes, self._on_batch))
+        for hist, listener in self._subscriptions:
+            hist.listeners.append(listener)
+
+    def _on_batch(self, size: float) -> None:
+        self.batches.inc()
+        self.commands.inc(size)
+        self.batch_size.observe(size)
+
+    def close(self) -> None:
+        """Stop observing (the values already written stay in the files)."""
+        for hist, listener in self._subscriptions:
+            if listener in hist.listeners:
+                hist.listeners.remove(listener)
+        self._subscriptions = []
 
 
 class Metrics:
+    """The app's metrics: request instruments plus a registry to render; multi-process aware (module docstring)."""
+
     def __init__(self, engine: Engine) -> None:
+        self.multiprocess = multiprocess_enabled()
         self.registry = CollectorRegistry(auto_describe=False)
+        # In multi-process mode the instruments write to files and the registry reads all processes' files back;
+        # registering them as well would count this process twice.
+        own = None if self.multiprocess else self.registry
         self.requests = Counter("s4_requests", "Requests by operation and status", ["operation", "status"],
-                                registry=self.registry)
+                                registry=own)
         self.latency = Histogram("s4_request_duration_seconds", "Request latency by operation", ["operation"],
-                                 buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.bytes_in = Counter("s4_bytes_received", "Request body bytes", registry=self.registry)
-        self.bytes_out = Counter("s4_bytes_sent", "Response body bytes", registry=self.registry)
-        self.registry.register(EngineCollector(engine))
+                                 buckets=LATENCY_BUCKETS, registry=own)
+        self.bytes_in = Counter("s4_bytes_received", "Request body bytes", registry=own)
+        self.bytes_out = Counter("s4_bytes_sent", "Response body bytes", registry=own)
+        self.journal_metrics: JournalMetrics | None = None
+        if self.multiprocess:
+            MultiProcessCollector(self.registry)
+            if getattr(engine, "journal", None) is not None:  # this process owns the journal: publish it
+                self.journal_metrics = JournalMetrics(engine)
+        self.registry.register(EngineCollector(engine, journal_numbers=not self.multiprocess))
 
     def observe(self, operation: str, status: int, started: float, bytes_in: int, bytes_out: int) -> None:
         self.requests.labels(operation, str(status)).inc()

@@ -3,12 +3,17 @@
 A single committer thread drains whatever is queued, hands the whole batch to ``process`` (which writes and
 fsyncs once), then completes every submitter's future. While one batch is being made durable the next one
 accumulates, so batch size grows with load and latency stays about one fsync.
+
+Each batch's size is recorded in ``batch_sizes`` (a ``FixedHistogram``: fixed buckets, no dependencies) so an
+exporter such as ``s4.api.metrics`` can publish it without this package importing a metrics library.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import concurrent.futures
+import itertools
 import logging
 import queue
 import threading
@@ -22,6 +27,43 @@ R = TypeVar("R")
 
 log = logging.getLogger(__name__)
 _STOP = object()
+BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+class FixedHistogram:
+    """Counts of observations per fixed upper bound, plus their sum: what a Prometheus histogram needs.
+
+    Recorded on a commit thread and read at scrape time, so it must be cheap and consistent (one short lock).
+    ``listeners`` are called with every observation after it is counted; a process that publishes live metrics
+    (e.g. into prometheus_client's multi-process files) subscribes there. A failing listener is logged, never
+    raised into the commit path.
+    """
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        if list(bounds) != sorted(set(bounds)):
+            raise ValueError("histogram bounds must be strictly increasing")
+        self.bounds = tuple(float(b) for b in bounds)
+        self._counts = [0] * (len(self.bounds) + 1)  # the last slot is +Inf
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        self.listeners: list[Callable[[float], None]] = []
+
+    def observe(self, value: float) -> None:
+        slot = bisect.bisect_left(self.bounds, value)  # bucket i holds values <= bounds[i]
+        with self._lock:
+            self._counts[slot] += 1
+            self._sum += value
+        for listener in list(self.listeners):
+            try:
+                listener(value)
+            except Exception:  # noqa: BLE001 - metrics must never fail a commit
+                log.exception("histogram listener failed")
+
+    def snapshot(self) -> tuple[list[int], float]:
+        """(cumulative counts per bound then +Inf, sum); the last count is the total."""
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        return list(itertools.accumulate(counts)), total
 
 
 class GroupCommitQueue(Generic[T, R]):
@@ -41,6 +83,7 @@ class GroupCommitQueue(Generic[T, R]):
         self._submit_lock = threading.Lock()  # close() and submit_sync() must not interleave
         self.batches = 0
         self.items = 0
+        self.batch_sizes = FixedHistogram(BATCH_SIZE_BUCKETS)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -105,6 +148,7 @@ class GroupCommitQueue(Generic[T, R]):
             results = [exc] * len(items)
         self.batches += 1
         self.items += len(items)
+        self.batch_sizes.observe(len(items))
         for (_, fut), result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):
                 fut.set_exception(result)

@@ -4,6 +4,9 @@
 frames with one ``write`` and makes them durable with one ``fdatasync``. ``append`` is the async, group-committed
 front door for callers that only need to log (tools, tests, benchmarks); the engine's sequencer batches commands
 itself and calls ``write_batch`` from its own group-commit thread.
+
+``Journal.stats`` measures the commit point (fdatasync latency) for metrics exporters; in a multi-process server
+only the process that owns the journal has it.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +24,7 @@ from .codec import encode_event
 from .errors import JournalClosedError
 from .events import Event, EventDraft, EventType
 from .framing import ScanEnd, encode_record
-from .groupcommit import GroupCommitQueue
+from .groupcommit import FixedHistogram, GroupCommitQueue
 from .hlc import HybridClock
 from .recovery import RecoveryReport, iter_segment, recover
 from .segment import create_segment, first_seq_of, list_segments
@@ -28,6 +33,18 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 RECORD_TARGET_BYTES = 16 * 1024 * 1024
+# fdatasync latency buckets (seconds): NVMe answers in tens of microseconds, a busy disk or network volume in tens
+# of milliseconds; past a second something is wrong.
+FSYNC_BUCKETS: tuple[float, ...] = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                    0.5, 1.0, 2.5, 5.0)
+
+
+@dataclass
+class JournalStats:
+    """What the commit point measured, kept without a metrics library: s4.api.metrics reads it at scrape time, or
+    subscribes to the histogram's listeners to publish across processes."""
+
+    fsync_seconds: FixedHistogram = field(default_factory=lambda: FixedHistogram(FSYNC_BUCKETS))
 
 
 def _record_payloads(events: Sequence[Event]) -> list[bytes]:
@@ -76,6 +93,7 @@ class Journal:
             self._open_tail(self.report.tail_segment, self.report.tail_offset)
         self._committer: GroupCommitQueue[EventDraft, Event] | None = None
         self._closed = False
+        self.stats = JournalStats()
 
     @property
     def last_seq(self) -> int:
@@ -119,13 +137,16 @@ class Journal:
                 written = os.pwrite(self._fd, data, self._size)
                 if written != len(data):
                     raise OSError(f"short journal write: {written} of {len(data)} bytes")
+                synced_at = time.perf_counter()
                 os.fdatasync(self._fd)
+                fsync_s = time.perf_counter() - synced_at
             except BaseException:
                 # Never leave a half batch where the next batch would follow it.
                 os.ftruncate(self._fd, self._size)
                 raise
             self._size += len(data)
             self._last_seq = events[-1].seq
+            self.stats.fsync_seconds.observe(fsync_s)
 
     async def append(self, type: EventType, payload: dict[str, Any], actor: str = "") -> Event:
         """Log one event; returns once it is durable (shares its fsync with concurrent appends)."""

@@ -69,7 +69,7 @@ Route = tuple[str, re.Pattern[str], AdminHandler, str]
 
 class AdminApi:
     def __init__(self, engine: Engine, settings: ApiSettings) -> None:
-        from . import stats, users, workers  # the handler modules import AdminCall from here
+        from . import buckets, stats, users, workers  # the handler modules import AdminCall from here
 
         self.engine = engine
         self.settings = settings
@@ -88,6 +88,9 @@ class AdminApi:
             ("POST", re.compile(rf"/api/admin/users/{seg}/credentials"), users.create_credential, "super"),
             ("DELETE", re.compile(rf"/api/admin/users/{seg}/credentials"), users.delete_credential, "super"),
             ("GET", re.compile(r"/api/admin/bucket-stats"), stats.bucket_stats, "super"),
+            ("PUT", re.compile(rf"/api/admin/buckets/{seg}"), buckets.create_bucket, "super"),
+            ("DELETE", re.compile(rf"/api/admin/buckets/{seg}"), buckets.delete_bucket, "super"),
+            ("GET", re.compile(rf"/api/admin/buckets/{seg}/objects"), buckets.list_objects, "super"),
             ("POST", re.compile(r"/api/admin/lifecycle/run"), workers.run_lifecycle, "super"),
             ("GET", re.compile(r"/api/admin/lifecycle/status"), workers.lifecycle_status, "super"),
             ("POST", re.compile(r"/api/admin/compaction/run"), workers.run_compaction, "super"),

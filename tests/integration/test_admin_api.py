@@ -3,9 +3,11 @@ login throttling, and role enforcement on S3 with boto3 and the AWS CLI using ge
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -234,8 +236,19 @@ def test_password_change_and_deactivation_revoke_tokens(iam: ServerProcess) -> N
     assert requests.get(url, headers=bearer(ops_token), timeout=30).status_code == 401  # stays revoked
 
 
-def test_login_throttling(iam: ServerProcess) -> None:
-    e = iam.endpoint
+@pytest.fixture(scope="module")
+def iam_one_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """Login throttling is per HTTP worker (docs/architecture/processes.md): its exact thresholds are checked
+    against one process."""
+    proc = ServerProcess(tmp_path_factory.mktemp("iam1") / "data",
+                         env={"S4_ROOT_PASSWORD": ROOT_PASSWORD, "S4_JWT_SECRET": JWT_SECRET,
+                              "S4_WORKERS": "1"}).start()
+    yield proc
+    proc.stop()
+
+
+def test_login_throttling(iam_one_process: ServerProcess) -> None:
+    e = iam_one_process.endpoint
     victim = new_user(e, login(e), "Reader", password="right-password")
     wrong = {"username": victim["username"], "password": "wrong-password"}
     for _ in range(5):
@@ -317,10 +330,147 @@ def test_stats(iam: ServerProcess) -> None:
     assert doc["total_storage_bytes"] >= 2000
 
 
+def test_admin_buckets_create_and_list(iam: ServerProcess) -> None:
+    e = iam.endpoint
+    h = bearer(login(e))
+    name = f"console-{uuid.uuid4().hex[:8]}"
+    url = f"{e}/api/admin/buckets/{name}"
+
+    resp = requests.put(url, headers=h, timeout=30)
+    assert resp.status_code == 200 and resp.json() == {"name": name}
+    legacy = s3_client(e, ACCESS_KEY, SECRET_KEY)
+    legacy.head_bucket(Bucket=name)  # the same bucket S3 clients see
+    resp = requests.put(url, headers=h, timeout=30)
+    assert resp.status_code == 409 and resp.json()["error"]
+    for bad in ("Bad_Name", "ab", "x" * 64, "192.168.1.1", "-dash"):
+        resp = requests.put(f"{e}/api/admin/buckets/{bad}", headers=h, timeout=30)
+        assert resp.status_code == 400 and resp.json()["error"], bad
+
+    etags = {}
+    for key, ctype in (("a.txt", "text/plain"), ("dir/b.json", "application/json"), ("dir/sub/c.bin", ""),
+                       ("z.txt", "text/plain")):
+        extra = {"ContentType": ctype} if ctype else {}
+        etags[key] = legacy.put_object(Bucket=name, Key=key, Body=key.encode() * 10, **extra)["ETag"].strip('"')
+    legacy.put_object(Bucket=name, Key="gone.txt", Body=b"x")
+    legacy.delete_object(Bucket=name, Key="gone.txt")
+
+    doc = requests.get(f"{url}/objects", headers=h, timeout=30).json()
+    assert set(doc) == {"objects", "common_prefixes", "is_truncated", "next_continuation_token"}
+    assert [o["key"] for o in doc["objects"]] == ["a.txt", "z.txt"] and doc["common_prefixes"] == ["dir/"]
+    assert doc["is_truncated"] is False and doc["next_continuation_token"] is None
+    first = doc["objects"][0]
+    assert set(first) == {"key", "size", "content_type", "last_modified", "etag"}
+    assert first["size"] == 50 and first["content_type"] == "text/plain" and first["etag"] == etags["a.txt"]
+    head = legacy.head_object(Bucket=name, Key="a.txt")
+    assert first["last_modified"] == head["LastModified"].strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    doc = requests.get(f"{url}/objects", params={"prefix": "dir/"}, headers=h, timeout=30).json()
+    assert [o["key"] for o in doc["objects"]] == ["dir/b.json"] and doc["common_prefixes"] == ["dir/sub/"]
+    assert doc["objects"][0]["content_type"] == "application/json"
+    doc = requests.get(f"{url}/objects", params={"delimiter": ""}, headers=h, timeout=30).json()
+    assert [o["key"] for o in doc["objects"]] == ["a.txt", "dir/b.json", "dir/sub/c.bin", "z.txt"]
+    assert doc["common_prefixes"] == []
+
+    # pages of one entry (a common prefix counts as one), resumed with the opaque token
+    seen: list[str] = []
+    token: str | None = None
+    while True:
+        params = {"max-keys": "1", **({"continuation-token": token} if token else {})}
+        doc = requests.get(f"{url}/objects", params=params, headers=h, timeout=30).json()
+        seen += [o["key"] for o in doc["objects"]] + doc["common_prefixes"]
+        if not doc["is_truncated"]:
+            assert doc["next_continuation_token"] is None
+            break
+        token = doc["next_continuation_token"]
+        assert isinstance(token, str) and token
+    assert seen == ["a.txt", "dir/", "z.txt"]
+
+    for params in ({"max-keys": "many"}, {"max-keys": "-1"}, {"prefix": ["a", "b"]}):
+        resp = requests.get(f"{url}/objects", params=params, headers=h, timeout=30)
+        assert resp.status_code == 400 and resp.json()["error"]
+    for method, path in (("GET", "/objects"), ("DELETE", "")):
+        resp = requests.request(method, f"{e}/api/admin/buckets/no-such-{uuid.uuid4().hex[:8]}{path}", headers=h,
+                                timeout=30)
+        assert resp.status_code == 404 and resp.json()["error"]
+
+
+def test_admin_buckets_need_superuser(iam: ServerProcess) -> None:
+    e = iam.endpoint
+    token = login(e)
+    name = f"guarded-{uuid.uuid4().hex[:8]}"
+    requests.put(f"{e}/api/admin/buckets/{name}", headers=bearer(token), timeout=30).raise_for_status()
+    writer = new_user(e, token, "Writer")
+    weak = bearer(login(e, writer["username"], "pass-word-1"))
+    for method, path in (("PUT", f"other-{uuid.uuid4().hex[:8]}"), ("DELETE", name), ("GET", f"{name}/objects")):
+        resp = requests.request(method, f"{e}/api/admin/buckets/{path}", headers=weak, timeout=30)
+        assert resp.status_code == 403 and resp.json()["error"]
+        resp = requests.request(method, f"{e}/api/admin/buckets/{path}", timeout=30)
+        assert resp.status_code == 401
+    assert requests.delete(f"{e}/api/admin/buckets/{name}", headers=bearer(token), timeout=30).status_code == 204
+
+
+def test_admin_bucket_delete_and_force(iam: ServerProcess) -> None:
+    e = iam.endpoint
+    h = bearer(login(e))
+    legacy = s3_client(e, ACCESS_KEY, SECRET_KEY)
+
+    empty = f"empty-{uuid.uuid4().hex[:8]}"
+    requests.put(f"{e}/api/admin/buckets/{empty}", headers=h, timeout=30).raise_for_status()
+    resp = requests.delete(f"{e}/api/admin/buckets/{empty}", headers=h, timeout=30)
+    assert resp.status_code == 204 and resp.content == b""
+    with pytest.raises(ClientError):
+        legacy.head_bucket(Bucket=empty)
+
+    name = f"full-{uuid.uuid4().hex[:8]}"
+    url = f"{e}/api/admin/buckets/{name}"
+    requests.put(url, headers=h, timeout=30).raise_for_status()
+    legacy.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    for i in range(3):  # versions of one key, a delete marker, other keys under prefixes
+        legacy.put_object(Bucket=name, Key="doc.txt", Body=f"v{i}".encode())
+    legacy.delete_object(Bucket=name, Key="doc.txt")
+    for i in range(30):
+        legacy.put_object(Bucket=name, Key=f"logs/{i:03d}.log", Body=b"line\n" * i)
+    upload = legacy.create_multipart_upload(Bucket=name, Key="big.bin")["UploadId"]
+    legacy.upload_part(Bucket=name, Key="big.bin", UploadId=upload, PartNumber=1, Body=b"p" * 1024)
+
+    resp = requests.delete(url, headers=h, timeout=30)
+    assert resp.status_code == 409 and resp.json()["error"]
+    resp = requests.delete(url, params={"force": "maybe"}, headers=h, timeout=30)
+    assert resp.status_code == 400
+    legacy.head_bucket(Bucket=name)  # neither refusal changed anything
+    assert len(legacy.list_object_versions(Bucket=name)["Versions"]) == 33
+
+    resp = requests.delete(url, params={"force": "true"}, headers=h, timeout=30)
+    assert resp.status_code == 204, resp.text
+    with pytest.raises(ClientError) as err:
+        legacy.head_bucket(Bucket=name)
+    assert err.value.response["Error"]["Code"] in ("404", "NoSuchBucket")
+    assert requests.get(f"{url}/objects", headers=h, timeout=30).status_code == 404
+
+    # everything went through journaled commands, attributed to the admin who asked
+    done = subprocess.run([sys.executable, "-m", "s4.tools.journal_cli", "dump", "--data-dir", str(iam.data_dir),
+                           "--bucket", name], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    by_root = [ev for ev in events if ev["actor"] == "user:root"]
+    kinds = [ev["type"] for ev in by_root]
+    assert kinds.count("object.version_removed") == 34  # 3 versions + 1 delete marker + 30 keys
+    assert kinds.count("multipart.aborted") == 1 and kinds[-1] == "bucket.deleted"
+    assert kinds[0] == "bucket.created"
+
+    # the name is free again, and the new bucket is empty
+    requests.put(url, headers=h, timeout=30).raise_for_status()
+    doc = requests.get(f"{url}/objects", headers=h, timeout=30).json()
+    assert doc["objects"] == [] and doc["common_prefixes"] == []
+    assert "Versions" not in legacy.list_object_versions(Bucket=name)
+    assert requests.delete(url, params={"force": "true"}, headers=h, timeout=30).status_code == 204
+
+
 def test_iam_disabled(server: ServerProcess) -> None:
     """The session server runs without S4_ROOT_PASSWORD: only /api/stats answers."""
     for method, path in (("POST", "/api/admin/login"), ("GET", "/api/admin/users"),
-                         ("GET", "/api/admin/bucket-stats")):
+                         ("GET", "/api/admin/bucket-stats"), ("PUT", "/api/admin/buckets/some-bucket"),
+                         ("GET", "/api/admin/buckets/some-bucket/objects")):
         resp = requests.request(method, server.endpoint + path, json={"username": "root", "password": "x"},
                                 timeout=30)
         assert resp.status_code == 404 and resp.json() == {"error": "IAM is disabled"}

@@ -7,6 +7,7 @@ import ipaddress
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,8 +56,6 @@ def test_metrics(server: ServerProcess, s3: Any) -> None:
     assert sample(families, "s4_bytes_received", "s4_bytes_received_total") >= 1000
     assert sample(families, "s4_bytes_sent", "s4_bytes_sent_total") >= 1000
     assert sample(families, "s4_buckets") >= 1 and sample(families, "s4_objects") >= 1
-    assert sample(families, "s4_group_commit_commands", "s4_group_commit_commands_total") >= \
-        sample(families, "s4_group_commit_batches", "s4_group_commit_batches_total") >= 1
     for name in ("s4_volume_live_bytes", "s4_volume_dead_bytes", "s4_dedup_unique_blobs", "s4_journal_last_seq"):
         assert name in families
     assert SECRET_KEY not in requests.get(server.endpoint + "/metrics", timeout=30).text
@@ -65,6 +64,109 @@ def test_metrics(server: ServerProcess, s3: Any) -> None:
     with pytest.raises(Exception) as err:  # noqa: B017
         s3.list_objects_v2(Bucket="metrics")
     assert "NoSuchBucket" in str(err.value)
+
+
+METRICS_CHILD = """
+import asyncio, sys, time
+from pathlib import Path
+from types import SimpleNamespace
+from s4.api import metrics as m
+from s4.engine import Engine, EngineOptions
+
+role, data, directory = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+if role == "worker":  # serves requests; its engine has no journal (the sequencer is remote)
+    worker = m.Metrics(SimpleNamespace(journal=None))  # type: ignore[arg-type]
+    assert worker.multiprocess and worker.journal_metrics is None
+    for status in (200, 200, 404):
+        worker.observe("PutObject", status, time.perf_counter(), 100, 0)
+    sys.exit(0)
+engine = Engine(EngineOptions(data_dir=data))
+try:
+    if role == "supervisor":  # owns the journal; learned the directory after importing prometheus_client
+        m.enable_multiprocess(directory)
+        published = m.JournalMetrics(engine)
+        for i in range(3):
+            asyncio.run(engine.create_bucket(f"mp-bucket-{i}"))  # one batch and one fsync each
+        published.close()
+    else:
+        sys.stdout.write(m.Metrics(engine).render()[0].decode())
+finally:
+    engine.close()
+"""
+
+
+def test_metrics_aggregate_across_processes(tmp_path: Path) -> None:
+    """The S4_WORKERS layout: HTTP workers write request metrics and the supervisor its journal metrics into
+    PROMETHEUS_MULTIPROC_DIR; a scrape in any process sums them all, and exports each family once."""
+    multiproc = tmp_path / "prometheus"
+    multiproc.mkdir()
+    base = {k: v for k, v in os.environ.items() if not k.startswith("S4_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+    with_dir = {**base, "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
+
+    def child(role: str, env: dict[str, str]) -> str:
+        done = subprocess.run([sys.executable, "-c", METRICS_CHILD, role, str(tmp_path / "data"), str(multiproc)],
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    child("worker", with_dir)
+    child("worker", with_dir)
+    child("supervisor", base)
+    text = child("scraper", with_dir)
+    names = [family.name for family in text_string_to_metric_families(text)]
+    assert len(names) == len(set(names)), "a family is exported twice"
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    assert sample(families, "s4_requests", "s4_requests_total", operation="PutObject", status="200") == 4
+    assert sample(families, "s4_requests", "s4_requests_total", operation="PutObject", status="404") == 2
+    assert sample(families, "s4_request_duration_seconds", "s4_request_duration_seconds_count",
+                  operation="PutObject") == 6
+    assert sample(families, "s4_bytes_received", "s4_bytes_received_total") == 600
+    assert sample(families, "s4_journal_fsync_seconds", "s4_journal_fsync_seconds_count") == 3
+    assert sample(families, "s4_journal_fsync_seconds", "s4_journal_fsync_seconds_bucket", le="+Inf") == 3
+    assert sample(families, "s4_group_commit_batch_size", "s4_group_commit_batch_size_count") == 3
+    assert sample(families, "s4_group_commit_batch_size", "s4_group_commit_batch_size_bucket", le="1.0") == 3
+    assert sample(families, "s4_group_commit_batches", "s4_group_commit_batches_total") == 3
+    assert sample(families, "s4_group_commit_commands", "s4_group_commit_commands_total") == 3
+    # engine gauges come from the views, in whichever process scrapes
+    assert sample(families, "s4_buckets") == 3 and sample(families, "s4_journal_last_seq") == 3
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_journal_metrics(tmp_path: Path, workers: str) -> None:
+    """Journal fsync latency and group-commit batch sizes from a real server, with one process or several
+    (where requests land on different workers and the counters must still add up)."""
+    proc = ServerProcess(tmp_path / "data", env={"S4_WORKERS": workers}).start()
+    try:
+        s3 = boto3.client("s3", endpoint_url=proc.endpoint, aws_access_key_id=ACCESS_KEY,
+                          aws_secret_access_key=SECRET_KEY, region_name="us-east-1")
+        s3.create_bucket(Bucket="journaled")
+        for i in range(10):
+            s3.put_object(Bucket="journaled", Key=f"k{i}", Body=b"x" * 100)
+        families = scrape(proc.endpoint)
+        assert sample(families, "s4_requests", "s4_requests_total", operation="PutObject", status="200") == 10
+        assert sample(families, "s4_objects") == 10
+        if workers != "1" and "s4_journal_fsync_seconds" not in families:
+            pytest.xfail("the supervisor does not publish JournalMetrics yet (api/metrics.py docstring)")
+        fsyncs = sample(families, "s4_journal_fsync_seconds", "s4_journal_fsync_seconds_count")
+        assert fsyncs >= 11 and sample(families, "s4_journal_fsync_seconds", "s4_journal_fsync_seconds_sum") > 0
+        assert sample(families, "s4_journal_fsync_seconds", "s4_journal_fsync_seconds_bucket", le="+Inf") == fsyncs
+        batches = sample(families, "s4_group_commit_batch_size", "s4_group_commit_batch_size_count")
+        assert batches == sample(families, "s4_group_commit_batches", "s4_group_commit_batches_total") >= 11
+        assert sample(families, "s4_group_commit_batch_size", "s4_group_commit_batch_size_sum") == \
+            sample(families, "s4_group_commit_commands", "s4_group_commit_commands_total") >= 11
+        assert sample(families, "s4_group_commit_batch_size", "s4_group_commit_batch_size_bucket", le="1.0") >= 1
+    finally:
+        proc.stop()
+
+
+def test_multiprocess_dir_set_too_late(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """prometheus_client picks its value store at import: a directory set afterwards must fail loudly."""
+    from s4.api.metrics import multiprocess_enabled
+
+    assert multiprocess_enabled() is False
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    with pytest.raises(RuntimeError, match="PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess_enabled()
 
 
 def test_metrics_disabled(tmp_path: Path) -> None:

@@ -65,3 +65,41 @@ def test_unknown_or_malformed_file_settings(tmp_path: Path) -> None:
     cfg.write_text("this is not toml [")
     with pytest.raises(ConfigError, match="config"):
         load_settings(env={}, config_path=str(cfg))
+
+
+def test_iam_settings_from_file_env_wins(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[iam]\nroot_username = "admin"\nroot_password = "file-password-1"\n'
+                   'jwt_secret = "file-jwt-secret-0123456789abcdef"\n')
+    s = load_settings(env={}, config_path=str(cfg))
+    assert (s.root_username, s.root_password, s.jwt_secret) == \
+        ("admin", "file-password-1", "file-jwt-secret-0123456789abcdef")
+    assert s.sources["root_password"] == "file:iam.root_password" and s.sources["jwt_secret"] == "file:iam.jwt_secret"
+    s = load_settings(env={"S4_ROOT_PASSWORD": "env-password-1", "S4_JWT_SECRET": "env-jwt"}, config_path=str(cfg))
+    assert (s.root_username, s.root_password, s.jwt_secret) == ("admin", "env-password-1", "env-jwt")
+    assert s.sources["root_password"] == "env:S4_ROOT_PASSWORD"
+    assert s.sources["root_username"] == "file:iam.root_username"
+    s = load_settings(env={"S4_ROOT_USERNAME": "boss"}, config_path=str(cfg))
+    assert s.root_username == "boss" and s.root_password == "file-password-1"
+
+
+def test_iam_settings_default_without_file() -> None:
+    s = load_settings(env={})
+    assert (s.root_username, s.root_password, s.jwt_secret) == ("root", None, None)
+
+
+@pytest.mark.parametrize("line", ["root_password = 12345678", "jwt_secret = true", "root_username = ['a']"])
+def test_iam_settings_must_be_strings_and_are_not_echoed(tmp_path: Path, line: str) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f"[iam]\n{line}\n")
+    key = line.split(" ")[0]
+    with pytest.raises(ConfigError, match=f"iam.{key}") as err:
+        load_settings(env={}, config_path=str(cfg))
+    assert "12345678" not in str(err.value)
+
+
+def test_unknown_iam_key_is_named(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[iam]\nroot_pasword = "typo"\n')
+    with pytest.raises(ConfigError, match="iam.root_pasword"):
+        load_settings(env={}, config_path=str(cfg))
