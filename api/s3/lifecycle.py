@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import falcon.asgi
 
 from s4.engine.errors import ErrorCode, S3Error
@@ -12,6 +14,7 @@ from .call import Call
 from .lifecycle_xml import expiration_header_value, lifecycle_xml, parse_lifecycle
 
 KIND = "lifecycle"
+_UNREAD: Any = object()
 
 
 async def put_bucket_lifecycle(call: Call, resp: falcon.asgi.Response) -> None:
@@ -33,11 +36,14 @@ async def delete_bucket_lifecycle(call: Call, resp: falcon.asgi.Response) -> Non
     resp.status = falcon.HTTP_204
 
 
-def set_expiration_header(call: Call, version: ObjectVersion, resp: falcon.asgi.Response) -> None:
-    """S3 tells a reader when a current version will expire under the bucket's lifecycle rules."""
+def set_expiration_header(call: Call, version: ObjectVersion, resp: falcon.asgi.Response,
+                          config: Any = _UNREAD) -> None:
+    """S3 tells a reader when a current version will expire under the bucket's lifecycle rules (``config``:
+    the bucket's lifecycle record when the caller already read it)."""
     if not version.is_latest:
         return
-    config = call.engine.get_bucket_config(call.bucket, KIND)
+    if config is _UNREAD:
+        config = call.engine.get_bucket_config(call.bucket, KIND)
     if not config:
         return
     found = expiration_header(config, version.key, version.size, version.tags, version.last_modified_ms)

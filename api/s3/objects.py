@@ -7,6 +7,7 @@ from urllib.parse import parse_qsl, unquote
 
 import falcon.asgi
 
+from s4.engine import OpenVersion
 from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.model import NULL_VERSION, ObjectVersion
 
@@ -23,6 +24,7 @@ from .xml import (
 )
 
 MAX_OBJECT_TAGS = 10
+INLINE_BODY_BYTES = 256 * 1024  # GET bodies up to this size are read inline and sent in one piece
 
 
 def parse_tagging_header(value: str | None) -> dict[str, str] | None:
@@ -37,10 +39,14 @@ def parse_tagging_header(value: str | None) -> dict[str, str] | None:
     return tags
 
 
-def version_headers(call: Call, version: ObjectVersion, resp: falcon.asgi.Response) -> None:
+def version_headers(call: Call, version: ObjectVersion, resp: falcon.asgi.Response,
+                    versioning: str | None = None) -> None:
+    """ETag, Last-Modified and (versioning ever enabled on the bucket) x-amz-version-id; ``versioning`` is the
+    bucket's state when the caller already read it."""
     resp.set_header("ETag", f'"{version.etag}"')
     resp.set_header("Last-Modified", http_date(version.last_modified_ms))
-    if version.version_id != NULL_VERSION or call.engine.get_bucket(call.bucket).versioning:
+    if version.version_id != NULL_VERSION or (
+            versioning if versioning is not None else call.engine.get_bucket(call.bucket).versioning):
         resp.set_header("x-amz-version-id", version.version_id)
 
 
@@ -62,9 +68,10 @@ def _select_version(call: Call) -> ObjectVersion:
     return call.engine.head_object(call.bucket, call.key, call.query.get("versionId"))
 
 
-def _object_headers(call: Call, version: ObjectVersion, resp: falcon.asgi.Response, *, whole: bool) -> None:
+def _object_headers(call: Call, opened: OpenVersion, resp: falcon.asgi.Response, *, whole: bool) -> None:
     """GET/HEAD headers; whole-object checksums only when the whole object is returned (as S3 does)."""
-    version_headers(call, version, resp)
+    version = opened.version
+    version_headers(call, version, resp, opened.versioning)
     resp.set_header("Accept-Ranges", "bytes")
     resp.content_type = version.content_type
     for name, value in version.headers.items():
@@ -73,7 +80,7 @@ def _object_headers(call: Call, version: ObjectVersion, resp: falcon.asgi.Respon
         resp.set_header(f"x-amz-meta-{name}", value)
     if version.tags:
         resp.set_header("x-amz-tagging-count", str(len(version.tags)))
-    set_expiration_header(call, version, resp)
+    set_expiration_header(call, version, resp, opened.lifecycle)
     if whole and call.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
         for name, value in checksum_headers(version.checksums).items():
             resp.set_header(name, value)
@@ -98,7 +105,8 @@ def _part_range(version: ObjectVersion, part_number: str) -> tuple[int, int, int
 
 
 async def _serve(call: Call, resp: falcon.asgi.Response, *, body: bool) -> None:
-    version = _select_version(call)
+    opened = call.engine.open_version(call.bucket, call.key, call.query.get("versionId"))
+    version = opened.version
     check_read(call.headers, version)
     start, length, partial, parts_count = 0, version.size, False, None
     if "partNumber" in call.query:
@@ -110,21 +118,23 @@ async def _serve(call: Call, resp: falcon.asgi.Response, *, body: bool) -> None:
             start, length = ranged
             partial = True
     # Headers only once nothing can fail any more: an error response must not carry the object's headers.
-    _object_headers(call, version, resp, whole=not partial)
+    _object_headers(call, opened, resp, whole=not partial)
     if parts_count is not None:
         resp.set_header("x-amz-mp-parts-count", str(parts_count))
     if partial:
         resp.status = falcon.HTTP_206
         resp.set_header("Content-Range", f"bytes {start}-{start + length - 1}/{version.size}")
     resp.set_header("Content-Length", str(length))
-    if body and length:
-        resp.stream = _stream(call, version, start, length)
-    elif body:
-        resp.data = b""
+    if not body:
+        return
+    if length <= INLINE_BODY_BYTES:  # small bodies: one pread, one send, no stream machinery
+        resp.data = call.engine.read_small(version, start, length, opened.locations) if length else b""
+    else:
+        resp.stream = _stream(call, opened, start, length)
 
 
-async def _stream(call: Call, version: ObjectVersion, start: int, length: int) -> AsyncIterator[bytes]:
-    async for piece in call.engine.read_object(version, start, length):
+async def _stream(call: Call, opened: OpenVersion, start: int, length: int) -> AsyncIterator[bytes]:
+    async for piece in call.engine.read_object(opened.version, start, length, opened.locations):
         yield piece
 
 
