@@ -69,8 +69,6 @@ def enable_multiprocess(directory: str | Path) -> None:
 def batch_sizes(sequencer: Any) -> FixedHistogram | None:
     """The sequencer's batch-size histogram, if this process runs the sequencer (a remote one has none)."""
     found = getattr(sequencer, "batch_sizes", None)
-    if found is None:
-        found = getattr(getattr(sequencer, "_queue", None), "batch_sizes", None)
     return found if isinstance(found, FixedHistogram) else None
 
 

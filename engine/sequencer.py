@@ -98,6 +98,11 @@ class Sequencer:
         return self._queue.submit_sync(command).result()
 
     @property
+    def batch_sizes(self) -> Any:
+        """Commands per group-committed batch (a ``FixedHistogram``), for metrics."""
+        return self._queue.batch_sizes
+
+    @property
     def stats(self) -> tuple[int, int]:
         """(batches, commands) committed so far."""
         return self._queue.batches, self._queue.items

@@ -24,6 +24,7 @@ from pathlib import Path
 import uvicorn
 
 from s4.api.app import build_app
+from s4.api.metrics import JournalMetrics, enable_multiprocess
 from s4.api.settings import ApiSettings
 from s4.engine import Engine, EngineOptions
 from s4.engine.remote import Channel
@@ -64,8 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         background = for_engine(engine, WorkerSettings.from_values(settings.values))
         if count > 1:
             listener = supervisor.bind_listener(*settings.host_port)
+            metrics_path = supervisor.metrics_dir(data_dir)
+            if settings.metrics_enabled:  # the journal's numbers, published for every worker's /metrics
+                enable_multiprocess(metrics_path)
+                JournalMetrics(engine)
             env = {**os.environ, "S4_ACCESS_KEY_ID": access, "S4_SECRET_ACCESS_KEY": secret,
-                   "PROMETHEUS_MULTIPROC_DIR": str(supervisor.metrics_dir(data_dir))}
+                   "PROMETHEUS_MULTIPROC_DIR": str(metrics_path)}
             if jwt_secret:
                 env["S4_JWT_SECRET"] = jwt_secret
             node = supervisor.Supervisor(engine, background, listener, count,

@@ -22,7 +22,7 @@ from s4.engine.errors import S3Error
 from s4.engine.iam import IamError
 
 from ..settings import ApiSettings
-from .tokens import LoginThrottle, ThrottledError, TokenIssuer
+from .tokens import ThrottledError, TokenIssuer
 
 log = logging.getLogger(__name__)
 MAX_JSON_BYTES = 64 * 1024
@@ -75,7 +75,6 @@ class AdminApi:
         self.settings = settings
         self.started = time.time()
         self.tokens = TokenIssuer(settings.jwt_secret)
-        self.throttle = LoginThrottle()
         seg = r"(?P<id>[^/]+)"
         self.routes: list[Route] = [
             ("GET", re.compile(r"/api/stats"), stats.get_stats, "open"),

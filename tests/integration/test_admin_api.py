@@ -236,19 +236,9 @@ def test_password_change_and_deactivation_revoke_tokens(iam: ServerProcess) -> N
     assert requests.get(url, headers=bearer(ops_token), timeout=30).status_code == 401  # stays revoked
 
 
-@pytest.fixture(scope="module")
-def iam_one_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """Login throttling is per HTTP worker (docs/architecture/processes.md): its exact thresholds are checked
-    against one process."""
-    proc = ServerProcess(tmp_path_factory.mktemp("iam1") / "data",
-                         env={"S4_ROOT_PASSWORD": ROOT_PASSWORD, "S4_JWT_SECRET": JWT_SECRET,
-                              "S4_WORKERS": "1"}).start()
-    yield proc
-    proc.stop()
-
-
-def test_login_throttling(iam_one_process: ServerProcess) -> None:
-    e = iam_one_process.endpoint
+def test_login_throttling(iam: ServerProcess) -> None:
+    """Node-wide: each attempt is a new connection, so the guesses land on different worker processes."""
+    e = iam.endpoint
     victim = new_user(e, login(e), "Reader", password="right-password")
     wrong = {"username": victim["username"], "password": "wrong-password"}
     for _ in range(5):
