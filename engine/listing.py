@@ -86,6 +86,9 @@ def list_versions(tx: Tx, bucket: Bucket, prefix: str, delimiter: str, key_marke
         start, inclusive = marker, True
     else:
         start, inclusive = _start(p, delim, marker)
+        cp = _common_prefix(marker, p, delim) if marker.startswith(p) else None
+        if cp is not None and not inclusive:  # a marker inside a listed common prefix resumes after the prefix
+            start = max(start, cp + PAST)
     walk = namespace.iter_from(tx.txn, ns, bucket.root, start, inclusive)
     count = 0
     while True:
@@ -106,7 +109,9 @@ def list_versions(tx: Tx, bucket: Bucket, prefix: str, delimiter: str, key_marke
             walk = namespace.iter_from(tx.txn, ns, bucket.root, cp + PAST, False)
             continue
         name = key.decode()
-        skipping = bool(version_id_marker) and key == marker
+        # Resume after the marker version; if it was deleted meanwhile (clients that delete each page before
+        # asking for the next), its position is unknown: list the key's remaining versions rather than skip them.
+        skipping = bool(version_id_marker) and key == marker and tx.version(oid, version_id_marker) is not None
         for index, (_, rec) in enumerate(tx.versions(oid)):
             if skipping:
                 skipping = rec["v"] != version_id_marker

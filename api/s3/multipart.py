@@ -96,7 +96,7 @@ async def complete_multipart_upload(call: Call, resp: falcon.asgi.Response) -> N
     version = await call.engine.complete_multipart_upload(
         call.bucket, call.key, call.query["uploadId"], [(p.part_number, p.etag) for p in parts],
         if_match=call.headers.get("if-match"), if_none_match=call.headers.get("if-none-match"), actor=call.actor)
-    version_headers(call, version, resp)
+    version_headers(call, version, resp, report_null=False)
     resp.content_type = "application/xml"
     resp.data = complete_multipart_xml(f"/{call.bucket}/{call.key}", call.bucket, call.key, version.etag,
                                        version.checksums)

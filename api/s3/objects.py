@@ -40,13 +40,14 @@ def parse_tagging_header(value: str | None) -> dict[str, str] | None:
 
 
 def version_headers(call: Call, version: ObjectVersion, resp: falcon.asgi.Response,
-                    versioning: str | None = None) -> None:
-    """ETag, Last-Modified and (versioning ever enabled on the bucket) x-amz-version-id; ``versioning`` is the
-    bucket's state when the caller already read it."""
+                    versioning: str | None = None, *, report_null: bool = True) -> None:
+    """ETag, Last-Modified and x-amz-version-id. As S3 does: a real version id always; ``null`` only when
+    ``report_null`` (reads and copies, not PutObject/CompleteMultipartUpload) and versioning was ever set on the
+    bucket. ``versioning`` is the bucket's state when the caller already read it."""
     resp.set_header("ETag", f'"{version.etag}"')
     resp.set_header("Last-Modified", http_date(version.last_modified_ms))
-    if version.version_id != NULL_VERSION or (
-            versioning if versioning is not None else call.engine.get_bucket(call.bucket).versioning):
+    if version.version_id != NULL_VERSION or (report_null and (
+            versioning if versioning is not None else call.engine.get_bucket(call.bucket).versioning)):
         resp.set_header("x-amz-version-id", version.version_id)
 
 
@@ -59,7 +60,7 @@ async def put_object(call: Call, resp: falcon.asgi.Response) -> None:
         call.bucket, call.key, stored, content_type=call.headers.get("content-type", ""), metadata=metadata,
         headers=stored_headers(call.headers), checksums=checksums, tags=tags,
         if_match=call.headers.get("if-match"), if_none_match=call.headers.get("if-none-match"), actor=call.actor)
-    version_headers(call, version, resp)
+    version_headers(call, version, resp, report_null=False)
     for name, value in checksum_headers(checksums).items():
         resp.set_header(name, value)
 
@@ -188,7 +189,13 @@ def parse_copy_source(value: str) -> tuple[str, str, str | None]:
 
 def copy_source_version(call: Call) -> ObjectVersion:
     src_bucket, src_key, src_version = parse_copy_source(call.headers["x-amz-copy-source"])
-    source = call.engine.head_object(src_bucket, src_key, src_version)
+    try:
+        source = call.engine.head_object(src_bucket, src_key, src_version)
+    except S3Error as exc:
+        if exc.code is ErrorCode.METHOD_NOT_ALLOWED:  # a delete marker named by its version id
+            raise S3Error(ErrorCode.INVALID_REQUEST, "The source of a copy request may not specifically refer to "
+                          "a delete marker by version id.") from None
+        raise
     check_read(call.headers, source, prefix="x-amz-copy-source-")
     return source
 
@@ -215,7 +222,7 @@ async def copy_object(call: Call, resp: falcon.asgi.Response) -> None:
         if_none_match=call.headers.get("if-none-match"), actor=call.actor)
     if source.version_id != NULL_VERSION:
         resp.set_header("x-amz-copy-source-version-id", source.version_id)
-    if version.version_id != NULL_VERSION:
+    if version.version_id != NULL_VERSION or call.engine.get_bucket(call.bucket).versioning:
         resp.set_header("x-amz-version-id", version.version_id)
     resp.content_type = "application/xml"
     resp.data = copy_object_result_xml(version.etag, version.last_modified_ms, version.checksums)

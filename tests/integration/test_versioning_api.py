@@ -250,8 +250,6 @@ def test_copy_restores_a_version_hidden_by_a_marker(s3: Any, bucket: str) -> Non
         (True, False), (False, True), (False, False)]
 
 
-@pytest.mark.xfail(reason="api/s3/objects.py copy_source_version passes head_object's 405 through; S3 answers 400 "
-                          "InvalidRequest for a copy source that names a delete marker by version id")
 def test_copy_source_naming_a_marker_is_refused(s3: Any, bucket: str) -> None:
     versioning(s3, bucket, "Enabled")
     s3.put_object(Bucket=bucket, Key="k", Body=b"x")
@@ -277,8 +275,6 @@ def test_suspended_copy_and_multipart_replace_the_null_version(s3: Any, bucket: 
     assert body(s3, bucket, "k") == b"multipart"
 
 
-@pytest.mark.xfail(reason="api/s3/objects.py and multipart.py: PutObject and CompleteMultipartUpload send "
-                          "x-amz-version-id: null in a suspended bucket and CopyObject omits it; AWS does the reverse")
 def test_suspended_writes_report_version_ids_as_s3_does(s3: Any, bucket: str) -> None:
     """AWS (localstack's AWS-validated snapshots, ceph/s3-tests): in a suspended bucket PutObject and
     CompleteMultipartUpload answer without x-amz-version-id, CopyObject answers ``null``, GET/HEAD say ``null``."""
@@ -393,8 +389,6 @@ def test_paging_with_a_delimiter(s3: Any, bucket: str) -> None:
     assert [p["Prefix"] for p in page.get("CommonPrefixes", [])] == ["c/"]
 
 
-@pytest.mark.xfail(reason="engine/listing.py skips every remaining version of the key when the version-id marker no "
-                          "longer exists; S4 keeps no order for a removed version id (see the report of issue #6)")
 def test_paging_resumes_after_a_version_id_marker_that_was_deleted(s3: Any, bucket: str) -> None:
     """AWS (localstack's AWS-validated snapshot): a client that deletes each page of versions before asking for
     the next one (boto3's ``bucket.object_versions.delete()``) still gets the older versions of the key."""
@@ -408,7 +402,6 @@ def test_paging_resumes_after_a_version_id_marker_that_was_deleted(s3: Any, buck
     assert [v["VersionId"] for v in rest.get("Versions", [])] == ids[3:]
 
 
-@pytest.mark.xfail(reason="engine/listing.py emits the common prefix again when the key marker lies inside it")
 def test_key_marker_inside_a_common_prefix_does_not_repeat_it(s3: Any, bucket: str) -> None:
     """AWS (localstack's AWS-validated snapshot): resuming from a key under an already listed common prefix
     continues after that prefix."""
