@@ -3,9 +3,10 @@
     python -m s4.tools.bench_select [--size-mib 1024] [--max-memory 256MB] [--timeout 900] [--dir PATH]
     python -m s4.tools.bench_select --endpoint URL --access-key K --secret-key S [--pid PID] ...
 
-Without ``--endpoint`` it starts its own ``s4-server`` (fresh data directory, ``S4_SELECT_MAX_MEMORY`` and
-``S4_SELECT_TIMEOUT`` from the options). It uploads a generated CSV (parts built one at a time with pyarrow, so
-the client never holds the whole object) by multipart upload, waits for the server to settle, then runs
+Without ``--endpoint`` it starts its own ``s4-server`` (fresh data directory, ``S4_SELECT_MAX_MEMORY``,
+``S4_SELECT_TIMEOUT`` and ``S4_WORKERS`` from the options). It uploads a generated CSV (parts built one at a
+time with pyarrow, so the client never holds the whole object) by multipart upload, waits for the server to
+settle, then runs
 
   * SelectObjectContent with a WHERE and aggregates (CSV, FileHeaderInfo USE, RequestProgress on), and
   * ``POST /bucket?sql`` with a WHERE, GROUP BY and aggregates,
@@ -73,11 +74,11 @@ class Expected:
         return "\n".join(lines) + "\n"
 
 
-def csv_parts(target_bytes: int, expected: Expected) -> Iterator[bytes]:
-    """CSV text in ~60 MiB parts (header in the first), until ``target_bytes`` are produced."""
+def csv_parts(target_bytes: int, expected: Expected, part_rows: int = PART_ROWS) -> Iterator[bytes]:
+    """CSV text in parts of ``part_rows`` rows (header in the first), until ``target_bytes`` are produced."""
     produced, start = 0, 0
     while produced < target_bytes:
-        ids = np.arange(start, start + PART_ROWS, dtype=np.int64)
+        ids = np.arange(start, start + part_rows, dtype=np.int64)
         amount = (ids * 7919) % 100_000
         error = ids % 10 == 3
         region = REGIONS[ids % len(REGIONS)]
@@ -97,7 +98,7 @@ def csv_parts(target_bytes: int, expected: Expected) -> Iterator[bytes]:
             n_total[1] += int(amount[mask].sum())
         data = out.getvalue()
         produced += len(data)
-        start += PART_ROWS
+        start += part_rows
         yield data
 
 
@@ -171,12 +172,14 @@ def idle_rss(pid: int, seconds: float = 2.0) -> tuple[int, int]:
 class LocalServer:
     """An ``s4-server`` child with a fresh data directory and the Select limits under test."""
 
-    def __init__(self, data_dir: Path, max_memory: str, timeout_s: int, port: int) -> None:
+    def __init__(self, data_dir: Path, max_memory: str, timeout_s: int, port: int, workers: int | None) -> None:
         self.endpoint = f"http://127.0.0.1:{port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("S4_")}
         env.update(S4_DATA_DIR=str(data_dir), S4_BIND=f"127.0.0.1:{port}", S4_ACCESS_KEY_ID="bench",
                    S4_SECRET_ACCESS_KEY="bench-secret", S4_SELECT_MAX_MEMORY=max_memory,
                    S4_SELECT_TIMEOUT=str(timeout_s), S4_COMPACTION_ENABLED="false", S4_LIFECYCLE_ENABLED="false")
+        if workers is not None:
+            env["S4_WORKERS"] = str(workers)
         self.log = open(data_dir.parent / "server.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([sys.executable, "-m", "s4.tools.server"], env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT)
@@ -305,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size-mib", type=int, default=1024, help="CSV size to generate (default 1024)")
     parser.add_argument("--max-memory", default="256MB", help="S4_SELECT_MAX_MEMORY of the started server")
     parser.add_argument("--timeout", type=int, default=900, help="S4_SELECT_TIMEOUT of the started server (s)")
+    parser.add_argument("--workers", type=int, help="S4_WORKERS of the started server (default: its own)")
+    parser.add_argument("--rounds", type=int, default=2, help="times each query runs (default 2)")
+    parser.add_argument("--only", choices=["select", "sql"], help="run one of the two queries")
     parser.add_argument("--dir", help="parent of the server's data directory (default: a temp dir, removed)")
     parser.add_argument("--endpoint", help="use a running server instead of starting one")
     parser.add_argument("--access-key", default="bench")
@@ -318,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.endpoint:
             endpoint, pid = args.endpoint.rstrip("/"), args.pid
         else:
-            server = LocalServer(workdir / "data", args.max_memory, args.timeout, _free_port())
+            server = LocalServer(workdir / "data", args.max_memory, args.timeout, _free_port(), args.workers)
             endpoint, pid = server.endpoint, server.proc.pid
         s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=args.access_key,
                           aws_secret_access_key=args.secret_key, region_name="us-east-1",
@@ -327,15 +333,18 @@ def main(argv: list[str] | None = None) -> int:
         s3.create_bucket(Bucket=BUCKET)
         expected = Expected()
         size, upload_s = upload(s3, args.size_mib * 2**20, expected)
-        print(f"uploaded {mib(size)} MiB in {upload_s:.1f}s; server RSS at start-up {mib(startup_rss)} MiB",
-              flush=True)
+        processes = len(RssSampler._tree(pid)) if pid else 0
+        print(f"uploaded {mib(size)} MiB in {upload_s:.1f}s; server RSS at start-up {mib(startup_rss)} MiB "
+              f"({processes} processes)", flush=True)
         queries = [("SelectObjectContent WHERE + COUNT/SUM/MAX", lambda: run_select(s3)),
                    ("?sql WHERE + GROUP BY + COUNT/SUM",
                     lambda: (run_sql(endpoint, args.access_key, args.secret_key), {}, 0))]
+        if args.only:
+            queries = [q for q in queries if q[0].lower().startswith(args.only[:3])]
         rows = []
-        for round_name in ("first", "again"):
+        for round_number in range(1, args.rounds + 1):
             for name, query in queries:
-                rows.append(measure(f"{name} ({round_name})", query, pid, limit,
+                rows.append(measure(f"{name} (run {round_number})", query, pid, limit,
                                     expected.select_rows() if name.startswith("Select") else expected.sql_rows()))
         print(f"\nCSV: {mib(size)} MiB ({size:,} bytes); S4_SELECT_MAX_MEMORY = {args.max_memory} "
               f"({mib(limit)} MiB); bound: growth < 2 x limit = {mib(2 * limit)} MiB\n")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from xml.etree.ElementTree import Element
 
@@ -102,11 +103,17 @@ def parse_output(elem: Element) -> Encoder:
 def _scan_range(elem: Element | None, spec: InputSpec) -> None:
     if elem is None:
         return
-    start, end = _text(elem, "Start"), _text(elem, "End")
+    start, end = _text(elem, "Start").strip(), _text(elem, "End").strip()
     if not (start.isdigit() or end.isdigit()) or (start and not start.isdigit()) or (end and not end.isdigit()):
         raise S3Error(ErrorCode.INVALID_REQUEST, "ScanRange needs a numeric Start and/or End.")
+    if start and end and int(start) > int(end):
+        raise S3Error(ErrorCode.INVALID_REQUEST, "ScanRange Start must not be greater than End.")
     if spec.kind == "parquet" or spec.compression != "NONE" or (spec.kind == "json" and spec.json_type != "LINES"):
-        raise S3Error(ErrorCode.UNSUPPORTED_SCAN_RANGE_INPUT)
+        raise S3Error(ErrorCode.UNSUPPORTED_SCAN_RANGE_INPUT, "ScanRange applies to uncompressed CSV and JSON "
+                      "LINES objects only.")
+    if spec.kind == "csv" and spec.csv.quoted_record_delimiter:  # a record's start cannot be found from the middle
+        raise S3Error(ErrorCode.UNSUPPORTED_SCAN_RANGE_INPUT, "ScanRange cannot be used with "
+                      "AllowQuotedRecordDelimiter TRUE.")
     if not start:  # End alone: the last End bytes, as S3 defines it
         spec.scan_range = (-int(end), None)
     else:
@@ -135,24 +142,30 @@ async def select_object_content(call: Call, resp: falcon.asgi.Response) -> None:
     run = QueryRun(call.engine, query, {TABLE: (spec, [version])}, encoder, _limits(call))
     await run.start()
     resp.content_type = "application/octet-stream"
-    resp.stream = _events(run, progress)
+    resp.stream = _events(run, progress, KEEPALIVE_S)
 
 
-async def _events(run: QueryRun, progress: bool) -> AsyncIterator[bytes]:
+async def _events(run: QueryRun, progress: bool, keepalive_s: float) -> AsyncIterator[bytes]:
+    """Records as they come; every ``keepalive_s`` without output a Cont (so proxies and SDKs keep the
+    connection), and with RequestProgress a Progress at that pace and one with the final numbers before Stats."""
     def numbers() -> tuple[int, int, int]:
         return run.meter.scanned, run.meter.processed, run.returned
 
+    last_progress = time.monotonic()
     try:
-        async for chunk in run.chunks(KEEPALIVE_S):
+        async for chunk in run.chunks(keepalive_s):
             if chunk is None:
-                yield eventstream.progress(*numbers()) if progress else eventstream.cont()
-                continue
-            yield eventstream.records(chunk)
-            if progress:
+                yield eventstream.cont()
+            else:
+                yield eventstream.records(chunk)
+            if progress and time.monotonic() - last_progress >= keepalive_s:
+                last_progress = time.monotonic()
                 yield eventstream.progress(*numbers())
     except S3Error as exc:
         yield eventstream.error(exc.code.aws_code, exc.message)
         return
+    if progress:
+        yield eventstream.progress(*numbers())
     yield eventstream.stats(*numbers())
     yield eventstream.end()
 
@@ -252,18 +265,33 @@ async def _multi_object_sql(call: Call, resp: falcon.asgi.Response) -> None:
     run = QueryRun(call.engine, query, tables, encoder, _limits(call))
     try:
         await run.start()
+        # The status waits for the first output: a query that fails before producing a row (a timeout or the
+        # memory limit during an aggregate's scan) still gets an error status and a JSON body.
+        chunks = run.chunks(KEEPALIVE_S)
+        first = await _first_output(chunks)
     except S3Error as exc:
         message = exc.message
         for name, pattern in query.globs.items():
             message = message.replace(f'"{name}"', f"'{pattern}'").replace(name, f"'{pattern}'")
         raise S3Error(exc.code, message) from exc
+    except BaseException:  # cancelled while waiting: stop the worker too
+        run.cancel()
+        raise
     resp.content_type = "application/json" if output == "json" else "text/csv"
-    resp.stream = _body(run)
+    resp.stream = _body(first, chunks)
 
 
-async def _body(run: QueryRun) -> AsyncIterator[bytes]:
+async def _first_output(chunks: AsyncIterator[bytes | None]) -> bytes:
+    async for chunk in chunks:
+        if chunk:
+            return chunk
+    return b""
+
+
+async def _body(first: bytes, chunks: AsyncIterator[bytes | None]) -> AsyncIterator[bytes]:
+    yield first
     try:
-        async for chunk in run.chunks(KEEPALIVE_S):
+        async for chunk in chunks:
             if chunk:
                 yield chunk
     except S3Error:

@@ -10,6 +10,9 @@ so a slow client slows the scan instead of filling memory.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -41,6 +44,9 @@ class Limits:
 
 
 _DONE = object()
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None
+if _LIBC is not None and not hasattr(_LIBC, "malloc_trim"):  # musl
+    _LIBC = None
 
 
 class QueryRun:
@@ -143,7 +149,8 @@ class QueryRun:
                     conn.register(name, stream_reader(fetcher, versions, spec))
             relation = conn.sql(self.query.sql)  # binds: unknown columns etc. fail before the 200
             self._put(None)
-            reader = relation.fetch_record_batch(8192)
+            fetch = getattr(relation, "to_arrow_reader", None) or relation.fetch_record_batch  # DuckDB < 1.4
+            reader = fetch(8192)
             for data in self._encoded(reader):
                 if data:
                     self._put(data)
@@ -157,13 +164,19 @@ class QueryRun:
             self._timer.cancel()
             if self._conn is not None:
                 self._conn.close()
+            _release_memory()
 
     def _encoded(self, reader: pa.RecordBatchReader) -> Iterator[bytes]:
-        yield self.encode.begin(reader.schema)
+        """Encoded output; the encoder's opening bytes go out with the first rows (or the end), so the first chunk
+        a client sees means the query produced something."""
+        head = self.encode.begin(reader.schema)
         for batch in reader:
             self._check()
-            yield self.encode.batch(batch)
-        yield self.encode.end()
+            data = self.encode.batch(batch)
+            if data:
+                yield head + data
+                head = b""
+        yield head + self.encode.end()
 
     def _as_s3_error(self, exc: BaseException) -> S3Error:
         cause: BaseException | None = exc
@@ -175,6 +188,14 @@ class QueryRun:
             return S3Error(ErrorCode.QUERY_TIMEOUT, f"The query ran longer than {self.limits.timeout_s:g}s "
                            "(S4_SELECT_TIMEOUT).")
         return translate_error(exc, self.limits)
+
+
+def _release_memory() -> None:
+    """Give the memory a finished query freed back to the OS. pyarrow's pool and glibc's per-thread arenas keep
+    freed pages for reuse, so each query on a fresh set of threads would otherwise leave its peak resident."""
+    pa.default_memory_pool().release_unused()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 def translate_error(exc: BaseException, limits: Limits) -> S3Error:

@@ -12,9 +12,13 @@ import asyncio
 import bz2
 import csv
 import io
+import itertools
 import json
+import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +93,72 @@ class Fetcher:
         return b"".join(self.pieces(version, start, length))
 
 
+class ReadAhead:
+    """Keeps pyarrow's background read-ahead near what the query has consumed.
+
+    pyarrow's streaming CSV/JSON readers fetch up to 32 blocks ahead on an I/O thread, whatever the consumer does:
+    32 MiB of raw bytes plus their parsed arrays per stream, none of it under DuckDB's memory limit. Here the
+    reading thread waits while it is ``AHEAD`` blocks in front of the batches handed on. Should the parser ever
+    need more blocks than that for its next batch (the consumer waits and nothing arrives for ``STALL_S``), one
+    more block is let through per stall, so the gate can slow a scan but never deadlock it.
+    """
+
+    AHEAD = 4
+    STALL_S = 0.05
+
+    def __init__(self, check: Callable[[], None]) -> None:
+        self._check = check
+        self._cond = threading.Condition()
+        self._read = self._consumed = 0
+        self._waiting_since: float | None = None
+        self._closed = False
+
+    def _may_read(self) -> bool:
+        if self._closed or self._read - self._consumed < self.AHEAD:
+            return True
+        if self._waiting_since is not None and time.monotonic() - self._waiting_since > self.STALL_S:
+            self._waiting_since = time.monotonic()
+            return True
+        return False
+
+    def before_read(self) -> None:
+        with self._cond:
+            while not self._may_read():
+                self._cond.wait(self.STALL_S)
+                self._check()
+            self._read += 1
+
+    @contextmanager
+    def consumer_waits(self, counts: bool = True) -> Iterator[None]:
+        with self._cond:
+            self._waiting_since = time.monotonic()
+            self._cond.notify_all()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._waiting_since = None
+                self._consumed += counts
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class ThrottledFile(io.BufferedReader):
+    """What pyarrow reads: each ``read`` is one block, admitted by the ReadAhead."""
+
+    def __init__(self, raw: io.RawIOBase, gate: ReadAhead) -> None:
+        super().__init__(raw, BLOCK_BYTES)
+        self.gate = gate
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.gate.before_read()
+        return super().read(size)
+
+
 class PullStream(io.RawIOBase):
     """A read-only file over an iterator of byte chunks."""
 
@@ -136,24 +206,29 @@ def _metered(chunks: Iterator[bytes], meter: Meter) -> Iterator[bytes]:
         yield chunk
 
 
-def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """Whole lines (each ending in \\n except perhaps the last)."""
+def _lines(chunks: Iterator[bytes], sep: bytes = b"\n") -> Iterator[bytes]:
+    """Whole records (each ending in ``sep`` except perhaps the last)."""
     rest = b""
     for chunk in chunks:
         data = rest + chunk
-        cut = data.rfind(b"\n") + 1
+        cut = data.rfind(sep) + 1
         rest = data[cut:]
         if cut:
-            yield from io.BytesIO(data[:cut])
+            if sep == b"\n":
+                yield from io.BytesIO(data[:cut])
+            else:
+                *records, _ = data[:cut].split(sep)
+                yield from (record + sep for record in records)
     if rest:
         yield rest
 
 
-def _scan_range(chunks: Iterator[bytes], start: int, end: int | None) -> Iterator[bytes]:
-    """Records whose first byte lies in [start, end]; ``chunks`` begins at byte max(start - 1, 0)."""
+def _scan_range(chunks: Iterator[bytes], start: int, end: int | None, sep: bytes) -> Iterator[bytes]:
+    """Records whose first byte lies in [start, end] (S3's ScanRange); ``chunks`` begins at byte max(start - 1, 0),
+    so a record that starts exactly at ``start`` is recognised by the separator just before it."""
     pos = start - 1 if start > 0 else 0
     skipping = start > 0
-    for line in _lines(chunks):
+    for line in _lines(chunks, sep):
         line_start, pos = pos, pos + len(line)
         if skipping:
             skipping = False
@@ -177,7 +252,8 @@ def _filtered(chunks: Iterator[bytes], spec: CsvInput) -> Iterator[bytes]:
             yield line
 
 
-def _peek_first_line(chunks: Iterator[bytes]) -> tuple[bytes, Iterator[bytes]]:
+def _peek_first_line(chunks: Iterator[bytes]) -> tuple[bytes | None, Iterator[bytes]]:
+    """The first line (None: the stream is empty) and the stream, replayed from its start."""
     seen = b""
     for chunk in chunks:
         seen += chunk
@@ -187,11 +263,20 @@ def _peek_first_line(chunks: Iterator[bytes]) -> tuple[bytes, Iterator[bytes]]:
     def replay() -> Iterator[bytes]:
         yield seen
         yield from chunks
-    return seen.split(b"\n", 1)[0], replay()
+    return (seen.split(b"\n", 1)[0] if seen else None), replay()
 
 
-def _csv_reader(chunks: Iterator[bytes], spec: CsvInput, schema: pa.Schema | None) -> pa.RecordBatchReader:
+def _csv_reader(chunks: Iterator[bytes], spec: CsvInput, schema: pa.Schema | None, gate: ReadAhead,
+                head: Callable[[], bytes] | None = None) -> pa.RecordBatchReader:
+    """``head`` gives the object's first record when ``chunks`` is only part of it (a ScanRange): the header with
+    FileHeaderInfo USE/IGNORE, and the column count if the range holds no record."""
+    if head is not None and spec.header in ("USE", "IGNORE"):
+        header = head()
+        chunks = itertools.chain([header + b"\n"], chunks) if header else chunks
     first, chunks = _peek_first_line(chunks)
+    empty = first is None
+    if first is None:
+        first = head() if head is not None else b""
     dialect = {"delimiter": spec.delimiter, "quotechar": spec.quote or '"'}
     fields = next(csv.reader([first.decode("utf-8", "replace").rstrip("\r")], **dialect), [])  # type: ignore[arg-type]
     if spec.header == "USE":
@@ -216,9 +301,12 @@ def _csv_reader(chunks: Iterator[bytes], spec: CsvInput, schema: pa.Schema | Non
         types = {n: pa.string() for n in names}
     convert = pacsv.ConvertOptions(column_types=types, strings_can_be_null=spec.infer_types,
                                    quoted_strings_can_be_null=False)
+    if empty:  # pyarrow refuses an empty CSV; S3 Select answers no records
+        return pa.RecordBatchReader.from_batches(pa.schema([(n, types.get(n, pa.string())) for n in names]), [])
     try:
-        return pacsv.open_csv(io.BufferedReader(PullStream(chunks), BLOCK_BYTES), read_options=read,
-                              parse_options=parse, convert_options=convert)
+        with gate.consumer_waits(counts=False):  # the first block is read here, on this thread
+            return pacsv.open_csv(ThrottledFile(PullStream(chunks), gate), read_options=read, parse_options=parse,
+                                  convert_options=convert)
     except pa.ArrowInvalid as exc:
         raise S3Error(ErrorCode.CSV_PARSING_ERROR, str(exc)) from exc
 
@@ -283,15 +371,25 @@ def _to_batch(rows: list[dict[str, Any]], schema: pa.Schema | None) -> pa.Record
         raise S3Error(ErrorCode.JSON_PARSING_ERROR, f"JSON records do not share one shape: {exc}") from exc
 
 
-def _json_reader(chunks: Iterator[bytes], spec: InputSpec) -> pa.RecordBatchReader:
+def _json_reader(chunks: Iterator[bytes], spec: InputSpec, gate: ReadAhead,
+                 head: Callable[[], bytes] | None = None) -> pa.RecordBatchReader:
+    """``head`` gives the object's first record when ``chunks`` is a ScanRange: the columns if it holds none."""
     if spec.json_type == "AUTO":  # SQL endpoint: a JSON array document, else JSON lines
         first, chunks = _peek_first_line(chunks)
-        json_type = "AUTO" if first.lstrip().startswith(b"[") else "LINES"
+        json_type = "AUTO" if (first or b"").lstrip().startswith(b"[") else "LINES"
         spec = InputSpec(spec.kind, spec.compression, spec.csv, json_type, spec.json_path)
     if spec.json_type == "LINES" and not spec.json_path:
+        first, chunks = _peek_first_line(chunks)
+        if first is None and head is not None and (record := head()).strip():
+            try:  # no record starts in the range: no rows, with the columns of the object's first record
+                schema = pajson.read_json(io.BytesIO(record)).schema
+            except pa.ArrowInvalid as exc:
+                raise S3Error(ErrorCode.JSON_PARSING_ERROR, str(exc)) from exc
+            return pa.RecordBatchReader.from_batches(schema, [])
         try:
-            return pajson.open_json(io.BufferedReader(PullStream(chunks), BLOCK_BYTES),
-                                    read_options=pajson.ReadOptions(block_size=BLOCK_BYTES))
+            with gate.consumer_waits(counts=False):
+                return pajson.open_json(ThrottledFile(PullStream(chunks), gate),
+                                        read_options=pajson.ReadOptions(block_size=BLOCK_BYTES))
         except pa.ArrowInvalid as exc:
             raise S3Error(ErrorCode.JSON_PARSING_ERROR, str(exc)) from exc
     batches = _json_batches(_json_values(chunks, spec.json_type), spec.json_path)
@@ -305,37 +403,65 @@ def _json_reader(chunks: Iterator[bytes], spec: InputSpec) -> pa.RecordBatchRead
 
 def stream_reader(fetcher: Fetcher, versions: list[ObjectVersion], spec: InputSpec) -> pa.RecordBatchReader:
     """CSV or JSON objects, one after the other, as one stream of record batches (first object's schema)."""
+    # ScanRange: records are split on the record delimiter's last byte (\n for \r\n) before any other filter
+    sep = (spec.csv.record_delimiter.encode()[-1:] or b"\n") if spec.kind == "csv" else b"\n"
+
     def chunks_of(version: ObjectVersion) -> Iterator[bytes]:
         if spec.scan_range is not None:
             start = spec.scan_range[0] or 0
             raw = fetcher.pieces(version, max(start - 1, 0))  # read lazily: stops once past ``end``
-            return _scan_range(_metered(raw, fetcher.meter), start, spec.scan_range[1])
+            return _scan_range(_metered(raw, fetcher.meter), start, spec.scan_range[1], sep)
         return _metered(_decompress(fetcher.pieces(version), spec.compression), fetcher.meter)
 
-    def reader_of(version: ObjectVersion, schema: pa.Schema | None) -> pa.RecordBatchReader:
-        chunks = chunks_of(version)
-        if spec.kind == "csv":
-            return _csv_reader(_filtered(chunks, spec.csv), spec.csv, schema)
-        return _json_reader(chunks, spec)
+    def head_of(version: ObjectVersion) -> bytes:
+        """The object's first record (after comments), read in growing windows up to one block."""
+        size = 4096
+        while True:
+            raw = fetcher.read_range(version, 0, size)
+            data = b"".join(_filtered(iter([raw]), spec.csv)) if spec.kind == "csv" else raw
+            cut = data.find(b"\n")
+            if cut >= 0 or len(raw) < size or size >= BLOCK_BYTES:
+                return data[:cut] if cut >= 0 else data
+            size *= 4
+
+    def reader_of(version: ObjectVersion, schema: pa.Schema | None) -> tuple[pa.RecordBatchReader, ReadAhead]:
+        chunks, gate = chunks_of(version), ReadAhead(fetcher.check)
+        head = (lambda: head_of(version)) if spec.scan_range and (spec.scan_range[0] or 0) > 0 else None
+        try:
+            if spec.kind == "csv":
+                return _csv_reader(_filtered(chunks, spec.csv), spec.csv, schema, gate, head), gate
+            return _json_reader(chunks, spec, gate, head), gate
+        except BaseException:
+            gate.close()
+            raise
 
     first = reader_of(versions[0], None)
-    schema = first.schema
+    schema = first[0].schema
 
     def batches() -> Iterator[pa.RecordBatch]:
-        yield from _checked(first, versions[0], spec)
+        yield from _checked(*first, versions[0], spec)
         for version in versions[1:]:
             reader = reader_of(version, schema if spec.kind == "csv" else None)
-            for batch in _checked(reader, version, spec):
+            for batch in _checked(*reader, version, spec):
                 yield _conform(batch, schema, version)
     return pa.RecordBatchReader.from_batches(schema, batches())
 
 
-def _checked(reader: pa.RecordBatchReader, version: ObjectVersion, spec: InputSpec) -> Iterator[pa.RecordBatch]:
+def _checked(reader: pa.RecordBatchReader, gate: ReadAhead, version: ObjectVersion, spec: InputSpec
+             ) -> Iterator[pa.RecordBatch]:
+    """The reader's batches, each fetched with the ReadAhead told that the consumer waits."""
     code = ErrorCode.CSV_PARSING_ERROR if spec.kind == "csv" else ErrorCode.JSON_PARSING_ERROR
     try:
-        yield from reader
+        while True:
+            with gate.consumer_waits():
+                batch = reader.read_next_batch()
+            yield batch
+    except StopIteration:
+        return
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise S3Error(code, f"{version.key}: {exc}") from exc
+    finally:
+        gate.close()
 
 
 def _conform(batch: pa.RecordBatch, schema: pa.Schema, version: ObjectVersion) -> pa.RecordBatch:
