@@ -37,7 +37,7 @@ class ServerProcess:
         scheme = "https" if self.extra_env.get("S4_TLS_CERT") else "http"
         return f"{scheme}://127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 30.0) -> ServerProcess:
+    def start(self, timeout_s: float = 60.0) -> ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("S4_")}
         env.update(S4_DATA_DIR=str(self.data_dir), S4_BIND=f"127.0.0.1:{self.port}", S4_ACCESS_KEY_ID=ACCESS_KEY,
                    S4_SECRET_ACCESS_KEY=SECRET_KEY)
@@ -57,6 +57,7 @@ class ServerProcess:
                         return self
             except OSError:
                 time.sleep(0.05)
+        self.kill_group()  # never leave a half-started node (and its workers) running after the test
         raise RuntimeError(f"s4-server did not become ready:\n{self.log()}")
 
     def log(self) -> str:
