@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from helpers.server import ServerProcess
-from test_select_api import signed_post
+from test_select_api import _big_csv, make_client, signed_post
 
 
 def sql(server: ServerProcess, bucket: str, body: dict[str, Any]) -> Any:
@@ -77,3 +78,19 @@ def test_errors_are_readable_json(server: ServerProcess, logs: str) -> None:
     assert status == 400 and "not allowed" in body["error"]
     status, body = sql(server, logs, {"sql": "ATTACH 'x.db'"})
     assert status == 400 and body["error"]
+
+
+def test_timeout_before_any_row_is_an_error_status(tmp_path: Path) -> None:
+    """An aggregate produces nothing until its scan ends, so the status waits: the timeout is a 400 with JSON."""
+    proc = ServerProcess(tmp_path / "data", env={"S4_SELECT_TIMEOUT": "1"}).start()
+    try:
+        s3 = make_client(proc.endpoint)
+        s3.create_bucket(Bucket="limits")
+        s3.put_object(Bucket="limits", Key="big.csv", Body=_big_csv(200_000))
+        s3.put_object(Bucket="limits", Key="small.csv", Body=b"k,v\na,1\nb,2\n")
+        status, body = sql(proc, "limits", {"sql": "SELECT SUM(LENGTH(REPEAT(k, 20000))) AS n FROM 'big.csv'"})
+        assert status == 400 and body["code"] == "QueryTimeout" and "S4_SELECT_TIMEOUT" in body["error"]
+        status, rows = sql(proc, "limits", {"sql": "SELECT SUM(v) AS s FROM 'small.csv'"})
+        assert (status, rows) == (200, [{"s": 3}])
+    finally:
+        proc.stop()
