@@ -10,6 +10,7 @@ Every response carries ``x-amz-request-id``; every failure is an S3 XML error (a
 from __future__ import annotations
 
 import hmac
+import importlib
 import logging
 import secrets
 import time
@@ -28,7 +29,7 @@ from .auth.sigv2 import verify_sigv2
 from .auth.sigv4 import verify_sigv4
 from .errors import internal_error, render_error
 from .metrics import Metrics
-from .s3 import buckets, multipart, objects, select
+from .s3 import buckets, multipart, objects
 from .s3 import lifecycle as s3_lifecycle
 from .s3.call import Call
 from .s3.router import READ_ONLY, route, split_target
@@ -37,6 +38,18 @@ from .settings import ApiSettings
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Call, falcon.asgi.Response], Awaitable[None]]
+
+
+
+def _lazy(module: str, name: str) -> Handler:
+    """A handler whose module is imported on first use: S3 Select brings pyarrow and DuckDB (about a second of
+    start-up and ~100 MB in every worker process) that many nodes never call."""
+    async def handler(call: Call, resp: falcon.asgi.Response) -> None:
+        found = importlib.import_module(module, __package__)
+        await getattr(found, name)(call, resp)
+
+    return handler
+
 
 HANDLERS: dict[str, Handler] = {
     "ListBuckets": buckets.list_buckets,
@@ -87,8 +100,8 @@ HANDLERS: dict[str, Handler] = {
     "AbortMultipartUpload": multipart.abort_multipart_upload,
     "ListParts": multipart.list_parts,
     "ListMultipartUploads": multipart.list_multipart_uploads,
-    "SelectObjectContent": select.select_object_content,
-    "MultiObjectSQL": select.multi_object_sql,
+    "SelectObjectContent": _lazy(".s3.select", "select_object_content"),
+    "MultiObjectSQL": _lazy(".s3.select", "multi_object_sql"),
 }
 HEALTH_PATHS = frozenset({"/health", "/minio/health/live", "/minio/health/ready"})
 
