@@ -139,8 +139,8 @@ class QueryRun:
         return conn
 
     def _work(self) -> None:
+        fetcher = Fetcher(self.engine, self._loop, self.meter, self._check)
         try:
-            fetcher = Fetcher(self.engine, self._loop, self.meter, self._check)
             conn = self._conn = self._connect()
             for name, (spec, versions) in self.tables.items():
                 if spec.kind == "parquet":
@@ -162,6 +162,7 @@ class QueryRun:
                 pass
         finally:
             self._timer.cancel()
+            fetcher.close()
             if self._conn is not None:
                 self._conn.close()
             _release_memory()

@@ -9,6 +9,7 @@ filter pushdown into the pyarrow dataset only fetch the footer and the row group
 from __future__ import annotations
 
 import asyncio
+import atexit
 import bz2
 import csv
 import io
@@ -16,6 +17,7 @@ import itertools
 import json
 import threading
 import time
+import weakref
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -74,6 +76,13 @@ class Fetcher:
     def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop, meter: Meter,
                  check: Callable[[], None]) -> None:
         self.engine, self.loop, self.meter, self.check = engine, loop, meter, check
+        self.gates: list[ReadAhead] = []
+
+    def close(self) -> None:
+        """The query ended: release pyarrow reading threads still waiting at a gate (a reader DuckDB never
+        pulled from, after a binder error or a LIMIT, would otherwise hold its thread forever)."""
+        for gate in self.gates:
+            gate.close()
 
     def pieces(self, version: ObjectVersion, start: int = 0, length: int | None = None) -> Iterator[bytes]:
         agen = self.engine.read_object(version, start, length)
@@ -112,6 +121,7 @@ class ReadAhead:
         self._read = self._consumed = 0
         self._waiting_since: float | None = None
         self._closed = False
+        _OPEN_GATES.add(self)
 
     def _may_read(self) -> bool:
         if self._closed or self._read - self._consumed < self.AHEAD:
@@ -126,6 +136,8 @@ class ReadAhead:
             while not self._may_read():
                 self._cond.wait(self.STALL_S)
                 self._check()
+            if self._closed:  # the query is over: stop pyarrow's reading thread instead of feeding it
+                raise OSError("the query no longer reads this object")
             self._read += 1
 
     @contextmanager
@@ -142,9 +154,20 @@ class ReadAhead:
                 self._cond.notify_all()
 
     def close(self) -> None:
+        """No more reads: a waiting reader thread (and any later read) gets an error and ends."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+
+_OPEN_GATES: weakref.WeakSet[ReadAhead] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_gates() -> None:
+    """A pyarrow thread still waiting at a gate when the interpreter finalizes aborts the process."""
+    for gate in list(_OPEN_GATES):
+        gate.close()
 
 
 class ThrottledFile(io.BufferedReader):
@@ -426,6 +449,7 @@ def stream_reader(fetcher: Fetcher, versions: list[ObjectVersion], spec: InputSp
 
     def reader_of(version: ObjectVersion, schema: pa.Schema | None) -> tuple[pa.RecordBatchReader, ReadAhead]:
         chunks, gate = chunks_of(version), ReadAhead(fetcher.check)
+        fetcher.gates.append(gate)
         head = (lambda: head_of(version)) if spec.scan_range and (spec.scan_range[0] or 0) > 0 else None
         try:
             if spec.kind == "csv":

@@ -82,7 +82,7 @@ def test_errors_are_readable_json(server: ServerProcess, logs: str) -> None:
 
 def test_timeout_before_any_row_is_an_error_status(tmp_path: Path) -> None:
     """An aggregate produces nothing until its scan ends, so the status waits: the timeout is a 400 with JSON."""
-    proc = ServerProcess(tmp_path / "data", env={"S4_SELECT_TIMEOUT": "1"}).start()
+    proc = ServerProcess(tmp_path / "data", env={"S4_SELECT_TIMEOUT": "3", "S4_WORKERS": "1"}).start()
     try:
         s3 = make_client(proc.endpoint)
         s3.create_bucket(Bucket="limits")

@@ -62,7 +62,29 @@ def test_read_ahead_waits_for_the_consumer_but_never_deadlocks() -> None:
     late.join(5)
     assert not late.is_alive()
     gate.close()
-    gate.before_read()  # closed: never waits
+    with pytest.raises(OSError):
+        gate.before_read()  # the query is over: pyarrow's reading thread gets an error and ends
+
+
+def test_closing_releases_a_reader_thread_waiting_at_the_gate() -> None:
+    gate = ReadAhead(lambda: None)
+    for _ in range(ReadAhead.AHEAD):
+        gate.before_read()
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            gate.before_read()
+        except OSError as exc:
+            errors.append(exc)
+
+    blocked = threading.Thread(target=read, daemon=True)
+    blocked.start()
+    blocked.join(0.2)
+    assert blocked.is_alive()
+    gate.close()
+    blocked.join(5)
+    assert not blocked.is_alive() and errors
 
 
 class FakeFetcher:
@@ -70,6 +92,7 @@ class FakeFetcher:
 
     def __init__(self, body: bytes) -> None:
         self.body, self.meter, self.pulled = body, Meter(), 0
+        self.gates: list[ReadAhead] = []
 
     def check(self) -> None:
         pass
