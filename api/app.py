@@ -13,6 +13,7 @@ import hmac
 import importlib
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
@@ -42,8 +43,8 @@ Handler = Callable[[Call, falcon.asgi.Response], Awaitable[None]]
 
 
 def _lazy(module: str, name: str) -> Handler:
-    """A handler whose module is imported on first use: S3 Select brings pyarrow and DuckDB (about a second of
-    start-up and ~100 MB in every worker process) that many nodes never call."""
+    """A handler whose module is imported off the start-up path: S3 Select brings pyarrow and DuckDB (about a
+    second of start-up and ~100 MB per worker process); with S4_SELECT_ENABLED=false they are never loaded."""
     async def handler(call: Call, resp: falcon.asgi.Response) -> None:
         found = importlib.import_module(module, __package__)
         await getattr(found, name)(call, resp)
@@ -114,6 +115,11 @@ class S3Service:
         self.settings = settings
         self.admin = AdminApi(engine, settings)
         self.metrics = Metrics(engine) if settings.metrics_enabled else None
+        if settings.select_enabled:
+            # Load pyarrow/DuckDB next to serving, not on the first query: start-up stays fast, and the first
+            # query neither stalls its worker's event loop nor counts the libraries against its memory limit.
+            threading.Thread(target=importlib.import_module, args=(".s3.select", __package__),
+                             name="select-preload", daemon=True).start()
 
     def lookup_secret(self, access_key: str) -> str | None:
         """The legacy key pair, else (IAM on) a live credential of an active user; no argon2 on this path."""
