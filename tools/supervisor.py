@@ -129,11 +129,12 @@ class Supervisor:
         stale = self.engine.views.env.reader_check()
         if stale:
             log.info("cleared %d stale LMDB reader slot(s)", stale)
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR") or self.worker_env.get("PROMETHEUS_MULTIPROC_DIR"):
+        directory = self.worker_env.get("PROMETHEUS_MULTIPROC_DIR")
+        if directory:
             from prometheus_client import multiprocess
 
-            with contextlib.suppress(Exception):
-                multiprocess.mark_process_dead(pid, self.worker_env["PROMETHEUS_MULTIPROC_DIR"])
+            with contextlib.suppress(OSError):
+                multiprocess.mark_process_dead(pid, directory)
 
     async def _stop_children(self) -> None:
         for child in self.children.values():
