@@ -33,11 +33,13 @@ import lmdb
 import pytest
 from helpers.crash_child import BUCKET, KEYS
 from helpers.engine_io import get, list_all, list_all_versions, put
-from helpers.views_compare import check_live_vs_rebuild, diff_dumps, dump_views, refcount_problems
+from helpers.views_compare import (
+    check_engine_integrity,
+    diff_dumps,
+    dump_views,
+)
 
 from s4.engine import Engine, EngineOptions, ErrorCode, S3Error
-from s4.engine.model import BlobLocation
-from s4.engine.views.env import unpack
 from s4.engine.volumes.store import VolumeStore
 from s4.journal import EventDraft, EventType, Journal
 
@@ -88,17 +90,6 @@ async def observe(engine: Engine) -> dict[str, str]:
     return state
 
 
-def check_integrity(engine: Engine, scratch: Path) -> None:
-    check_live_vs_rebuild(engine.views, engine.journal, scratch)
-    shutil.rmtree(scratch)
-    problems = refcount_problems(engine.views)
-    assert not problems, "\n".join(problems)
-    for digest, raw in dump_views(engine.views)["blobs"].items():
-        volume, offset, size, _ = unpack(raw)
-        damage = engine.volumes.verify_blob(BlobLocation(digest, volume, offset, size))
-        assert damage is None, f"blob {digest.hex()} in {volume}@{offset}: {damage}"
-
-
 def start_child(data_dir: Path, log: Path, seed: int, stderr: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(CHILD.parent.parent),
                                                                     os.environ.get("PYTHONPATH")])))
@@ -147,7 +138,7 @@ def test_kill9_keeps_every_acknowledged_write(tmp_path: Path) -> None:
             for key in KEYS:
                 assert observed[key] in allowed[key], (
                     f"round {rounds}: {key} is {observed[key]}, allowed {sorted(allowed[key])}")
-            check_integrity(engine, tmp_path / f"rebuild-{rounds}")
+            check_engine_integrity(engine, tmp_path / f"rebuild-{rounds}")
         finally:
             engine.close()
         last_acked = allowed_states(state, [line for line in lines if line[0] == "A" or any(
@@ -216,7 +207,7 @@ def test_events_journaled_but_never_applied_are_replayed(tmp_path: Path) -> None
             engine.head_object("plain", "gone")
         assert exc.value.code is ErrorCode.NO_SUCH_KEY
         assert engine.get_bucket("plain").versioning == "Enabled"
-        check_integrity(engine, tmp_path / "rebuild")
+        check_engine_integrity(engine, tmp_path / "rebuild")
         # The engine keeps going from there: new events continue the log.
         asyncio.run(put(engine, "plain", "after", b"x"))
         assert engine.views.last_seq() == engine.journal.last_seq == last_seq + 4
@@ -274,7 +265,7 @@ def test_views_behind_the_journal_catch_up(tmp_path: Path) -> None:
         assert asyncio.run(list_all(engine, "plain"))[0] == listing
         assert asyncio.run(list_all_versions(engine, "ver"))[0] == versions
         assert asyncio.run(get(engine, "plain", "q/0")) == b"overwritten"
-        check_integrity(engine, tmp_path / "rebuild")
+        check_engine_integrity(engine, tmp_path / "rebuild")
     finally:
         engine.close()
 
@@ -299,7 +290,7 @@ def test_views_ahead_of_the_journal_are_rebuilt(tmp_path: Path) -> None:
             engine.head_object("plain", "lost")
         assert exc.value.code is ErrorCode.NO_SUCH_KEY
         assert asyncio.run(list_all(engine, "plain"))[0] == ["gone"] + [f"p/{i}" for i in range(5)]
-        check_integrity(engine, tmp_path / "rebuild")
+        check_engine_integrity(engine, tmp_path / "rebuild")
     finally:
         engine.close()
 
@@ -367,6 +358,6 @@ def test_commit_failure_after_the_journal_write_is_not_decided_twice(tmp_path: P
         live = asyncio.run(list_all_versions(engine, "ver"))[0]
         assert live == [("k", version.version_id, False)]
         assert engine.views.last_seq() == engine.journal.last_seq
-        check_integrity(engine, tmp_path / "rebuild")  # the journal holds exactly what the views show
+        check_engine_integrity(engine, tmp_path / "rebuild")  # the journal holds exactly what the views show
     finally:
         engine.close()

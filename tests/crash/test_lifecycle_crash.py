@@ -23,7 +23,6 @@ import asyncio
 import os
 import random
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -33,11 +32,9 @@ from typing import Any
 
 import pytest
 from helpers.engine_io import get, list_all_versions, put
-from helpers.views_compare import check_live_vs_rebuild, dump_views, refcount_problems
+from helpers.views_compare import check_engine_integrity
 
 from s4.engine import Engine, EngineOptions, ErrorCode, S3Error
-from s4.engine.model import BlobLocation
-from s4.engine.views.env import unpack
 from s4.engine.workers.lifecycle import ACTOR, run_lifecycle
 
 pytestmark = pytest.mark.crash
@@ -161,16 +158,6 @@ async def observe(engine: Engine, written: dict[str, Any]) -> dict[str, int]:
     return left
 
 
-def check_integrity(engine: Engine, scratch: Path) -> None:
-    check_live_vs_rebuild(engine.views, engine.journal, scratch)
-    shutil.rmtree(scratch)
-    problems = refcount_problems(engine.views)
-    assert not problems, "\n".join(problems)
-    for digest, raw in dump_views(engine.views)["blobs"].items():
-        volume, offset, size, _ = unpack(raw)
-        assert engine.volumes.verify_blob(BlobLocation(digest, volume, offset, size)) is None
-
-
 def final_state(engine: Engine, written: dict[str, Any]) -> None:
     state = asyncio.run(observe(engine, written))
     assert state == {"plain_expired": EXPIRE, "versions": 0, "markers": 0, "uploads": 0}, state
@@ -218,7 +205,7 @@ def test_kill_during_lifecycle_runs(tmp_path: Path) -> None:
             applied = lifecycle_events(engine)  # one event per action, none for a skipped one
             assert acked_total <= applied <= acked_total + 1, (acked_total, applied)
             acked_total = applied  # the one in flight, if it landed, counts from now on
-            check_integrity(engine, tmp_path / f"rebuild-{round_no}")
+            check_engine_integrity(engine, tmp_path / f"rebuild-{round_no}")
             left = asyncio.run(observe(engine, written))
         finally:
             engine.close()
@@ -231,6 +218,6 @@ def test_kill_during_lifecycle_runs(tmp_path: Path) -> None:
         lifecycle_until_idle(engine)  # later passes finish whatever the kills interrupted
         final_state(engine, written)
         assert lifecycle_events(engine) == TOTAL_ACTIONS  # nothing done twice, nothing left out
-        check_integrity(engine, tmp_path / "rebuild-final")
+        check_engine_integrity(engine, tmp_path / "rebuild-final")
     finally:
         engine.close()
