@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         jwt_secret = _prepare_iam(engine, settings)
         background = for_engine(engine, WorkerSettings.from_values(settings.values))
         if count > 1:
-            listener = supervisor.bind_listener(*settings.host_port)
+            listeners = supervisor.bind_listeners(*settings.host_port, count)
             metrics_path = supervisor.metrics_dir(data_dir)
             if settings.metrics_enabled:  # the journal's numbers, published for every worker's /metrics
                 enable_multiprocess(metrics_path)
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                    "PROMETHEUS_MULTIPROC_DIR": str(metrics_path)}
             if jwt_secret:
                 env["S4_JWT_SECRET"] = jwt_secret
-            node = supervisor.Supervisor(engine, background, listener, count,
+            node = supervisor.Supervisor(engine, background, listeners,
                                          supervisor.worker_command(args.config, args.log_level), env)
             _banner(settings, data_dir, access, secret, generated, f"{count} worker processes")
             _run(node.serve, background, node.request_stop)

@@ -1,8 +1,11 @@
 """Multi-process serving (``S4_WORKERS`` > 1): this process owns the journal; N children serve HTTP.
 
 The supervisor opens the Engine (journal, replay, the LMDB writer, the sequencer) and the node's background
-workers, binds the listening socket once, and starts ``S4_WORKERS`` HTTP worker processes that inherit it (the
-kernel hands each connection to whichever worker accepts first). Each worker gets one end of a socketpair: its
+workers, binds one listening socket per worker on the same port (SO_REUSEPORT: the kernel spreads connections
+evenly over them; one shared socket let whichever worker woke first accept every keep-alive connection of a
+client) and starts ``S4_WORKERS`` HTTP worker processes, each inheriting its own. The supervisor keeps every
+socket open, so connections queued on a dead worker's socket wait for its replacement instead of being reset.
+Each worker gets one end of a socketpair: its
 commands travel over it to the sequencer here, which group-commits the commands of every worker together
 (engine/remote). Workers append object bytes to volumes of their own and read LMDB and volumes directly.
 
@@ -44,33 +47,50 @@ class _Child:
     started: float = field(default_factory=time.monotonic)
 
 
-def bind_listener(host: str, port: int, attempts: int = 50) -> socket.socket:
-    """The shared listening socket; retries briefly while a previous node's killed workers release the port."""
+def bind_listeners(host: str, port: int, count: int, attempts: int = 50) -> list[socket.socket]:
+    """``count`` listening sockets on one port (SO_REUSEPORT), one per worker.
+
+    The port is first bound once without SO_REUSEPORT, so a port another server (or a second S4 by mistake) already
+    holds is refused instead of silently sharing its connections. Retries briefly while a previous node's killed
+    workers release the port. Port 0 picks a free port for all of them.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    address = host.strip("[]")
     for attempt in range(attempts):
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((host.strip("[]"), port))
+            with socket.socket(family, socket.SOCK_STREAM) as probe:  # exclusive check: is the port free?
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((address, port))
+                chosen = probe.getsockname()[1]
+            return [_reuseport_listener(family, address, chosen) for _ in range(count)]
         except OSError:
-            sock.close()
             if attempt == attempts - 1:
                 raise
             time.sleep(0.1)
-            continue
-        sock.listen(2048)
-        sock.set_inheritable(True)
-        return sock
     raise AssertionError("unreachable")
 
 
+def _reuseport_listener(family: socket.AddressFamily, address: str, port: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((address, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
 class Supervisor:
-    def __init__(self, engine: Engine, background: object, listener: socket.socket, count: int,
+    def __init__(self, engine: Engine, background: object, listeners: list[socket.socket],
                  worker_argv: list[str], worker_env: dict[str, str]) -> None:
         self.engine = engine
         self.background = background
-        self.listener = listener
-        self.count = count
+        self.listeners = listeners  # worker i (from 1) serves listeners[i - 1]
+        self.count = len(listeners)
         self.worker_argv = worker_argv
         self.worker_env = worker_env
         self.children: dict[int, _Child] = {}
@@ -102,9 +122,10 @@ class Supervisor:
 
     def _spawn(self, worker_id: int) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        argv = [*self.worker_argv, "--worker-id", str(worker_id), "--listen-fd", str(self.listener.fileno()),
+        listen_fd = self.listeners[worker_id - 1].fileno()
+        argv = [*self.worker_argv, "--worker-id", str(worker_id), "--listen-fd", str(listen_fd),
                 "--sequencer-fd", str(theirs.fileno()), "--parent-pid", str(os.getpid())]
-        proc = subprocess.Popen(argv, env=self.worker_env, pass_fds=(self.listener.fileno(), theirs.fileno()))
+        proc = subprocess.Popen(argv, env=self.worker_env, pass_fds=(listen_fd, theirs.fileno()))
         theirs.close()
         assert self.service is not None
         channel = Channel(ours, name=f"worker-{worker_id}", on_request=self.service.handle)
@@ -149,7 +170,8 @@ class Supervisor:
                 child.proc.kill()
                 child.proc.wait()
             child.channel.close()
-        self.listener.close()
+        for listener in self.listeners:
+            listener.close()
 
 
 def metrics_dir(data_dir: Path) -> Path:

@@ -1,5 +1,6 @@
 """Multi-process serving (S4_WORKERS=2): real supervisor + worker processes, real boto3 clients.
 
+* keep-alive connections of one client are spread over the workers (one SO_REUSEPORT socket each);
 * writers on different workers racing on the same keys end in one consistent last-writer-wins state;
 * a worker killed with SIGKILL is replaced, and only the requests it held fail;
 * SIGKILL of the supervisor takes its workers down (no orphan keeps the port);
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import socket
 import subprocess
 import sys
 import threading
@@ -55,6 +57,44 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def test_two_workers_serve_and_share_one_journal(node: ServerProcess) -> None:
     assert len(node.worker_pids()) == 2
     assert "2 worker processes" in node.log()
+
+
+def _connection_owners(port: int, pids: list[int]) -> dict[int, int]:
+    """Worker pid -> how many accepted connections on ``port`` it holds (from /proc: socket inodes per process)."""
+    inodes: dict[str, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as fh:
+            next(fh)
+            for line in fh:
+                fields = line.split()
+                local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                if local_port == port and fields[3] == "01":  # ESTABLISHED, server side
+                    inodes[fields[9]] = 0
+    owners: dict[int, int] = {}
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                owners[pid] = owners.get(pid, 0) + 1
+    return owners
+
+
+def test_keep_alive_connections_of_one_client_are_spread_over_the_workers(node: ServerProcess) -> None:
+    port = int(node.endpoint.rsplit(":", 1)[1])
+    connections = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
+    try:
+        for conn in connections:  # one request each, so every connection is accepted and stays open (keep-alive)
+            conn.sendall(b"GET /health HTTP/1.1\r\nHost: s4\r\n\r\n")
+            assert conn.recv(4096).startswith(b"HTTP/1.1 ")
+        owners = _connection_owners(port, node.worker_pids())
+        assert sum(owners.values()) >= 32
+        assert len(owners) == 2 and min(owners.values()) >= 4, owners  # all on one worker: 2 in 2^32 by chance
+    finally:
+        for conn in connections:
+            conn.close()
 
 
 def test_concurrent_writers_on_different_workers_end_last_writer_wins(node: ServerProcess) -> None:
@@ -125,11 +165,13 @@ def test_killed_worker_is_replaced_and_only_its_requests_fail(node: ServerProces
 
     with ThreadPoolExecutor(threads) as pool:
         futures = [pool.submit(load, t) for t in range(threads)]
-        time.sleep(1.5)
-        os.kill(victim, 9)
-        assert _wait(lambda: len(node.worker_pids()) == 2 and victim not in node.worker_pids())
-        time.sleep(1.5)
-        stop.set()
+        try:
+            time.sleep(1.5)
+            os.kill(victim, 9)
+            assert _wait(lambda: len(node.worker_pids()) == 2 and victim not in node.worker_pids()), node.log()
+            time.sleep(1.5)
+        finally:
+            stop.set()
         for fut in futures:
             fut.result()
 
