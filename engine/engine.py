@@ -44,6 +44,7 @@ from .remote import Channel, RemoteIam, RemoteSequencer, RemoteWorkers
 from .sequencer import Command, Sequencer, replay
 from .views.env import Views
 from .views.records import Tx
+from .views.unsynced import UnsyncedMarker, current_boot_id
 from .volumes.store import DEFAULT_VOLUME_BYTES, VolumeStore
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class Engine(IamOps):
         data_dir.mkdir(parents=True, exist_ok=True)
         self.node_id = _node_id(data_dir)
         self.journal: Journal | None = None
+        self._unsynced: UnsyncedMarker | None = None
         if sequencer_channel is None:
             self.journal = Journal(data_dir / "journal", origin=self.node_id,
                                    segment_size_bytes=options.segment_size_bytes)
@@ -105,15 +107,23 @@ class Engine(IamOps):
         self.ingestor = Ingestor(self.views, self.volumes, options.chunk_bytes)
         self._init_iam(data_dir, RemoteIam(sequencer_channel) if sequencer_channel is not None else None)
 
-    @staticmethod
-    def _open_views(path: Path, journal: Journal) -> Views:
-        views = Views(path)
+    def _open_views(self, path: Path, journal: Journal) -> Views:
+        """The node's views, without per-commit fsync where a boot id can tell a process crash from a machine
+        crash (views/unsynced.py); discarded and rebuilt from the journal when they cannot be trusted."""
+        boot_id = current_boot_id()
+        self._unsynced = UnsyncedMarker(path, boot_id)
+        if self._unsynced.views_untrusted():
+            log.warning("the views were not synced before the machine restarted: rebuilding them from the journal")
+            shutil.rmtree(path)
+        views = Views(path, sync=boot_id is None)
         if views.last_seq() > journal.last_seq:
             log.warning("views (seq %d) are ahead of the journal (seq %d): rebuilding them from the journal",
                         views.last_seq(), journal.last_seq)
             views.close()
             shutil.rmtree(path)
-            views = Views(path)
+            views = Views(path, sync=boot_id is None)
+        if boot_id is not None:
+            self._unsynced.mark()
         return views
 
     def _on_seal(self, volume: str, size: int) -> None:
@@ -124,6 +134,9 @@ class Engine(IamOps):
         if self.journal is not None:
             self.journal.close()
         self.volumes.close()
+        if self._unsynced is not None:
+            self.views.env.sync(True)
+            self._unsynced.clear()
         self.views.close()
 
     async def _run(self, name: str, args: dict[str, Any], actor: str, volumes: set[str] | None = None) -> Any:

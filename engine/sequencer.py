@@ -9,7 +9,7 @@ worker processes. For each group-committed batch, on the sequencer thread:
      once; an S3Error aborts only that command's nested transaction -- a failed request changes nothing;
   3. fdatasync every volume the batch's events reference          (bytes durable before any event names them)
   4. write all events with one write + fdatasync                  (the commit point: acknowledged from here)
-  5. commit the LMDB transaction (views + last_seq together)
+  5. commit the LMDB transaction (views + last_seq together; no fsync of its own: views/unsynced.py)
   6. complete each command's future.
 
 A crash before 4 leaves no event and unreferenced volume bytes (reclaimed by compaction); a crash between 4 and

@@ -17,8 +17,10 @@ Named databases (key layouts in docs/architecture/views.md):
     credentials access key -> msgpack {"user": id, "secret": ...}
     tokens      bucket \0 client token -> msgpack {"src", "dst"}  (RenameObject idempotency)
 
-The environment syncs the data file on commit but not the meta page separately (MDB_NOMETASYNC): a system crash
-may undo the last LMDB transaction, never corrupt it, and replay from the journal redoes it.
+Durability: the node's writer opens the views with ``sync=False`` where the platform has a boot id: commits reach
+the page cache only, and a machine crash is answered by rebuilding the views from the journal (views/unsynced.py).
+With ``sync=True`` the data file is synced on commit but not the meta page separately (MDB_NOMETASYNC): a system
+crash may undo the last LMDB transaction, never corrupt it, and replay from the journal redoes it.
 """
 
 from __future__ import annotations
