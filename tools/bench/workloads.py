@@ -85,7 +85,7 @@ async def small_objects(c: Client, bucket: str, concurrency: int, seconds: float
     body = os.urandom(SMALL)
     prefix = f"small-{concurrency}-{uuid.uuid4().hex[:8]}"
     put_result = await timed_loop("PUT 4KiB", concurrency, seconds,
-                                  lambda i: _put(c, f"/{bucket}/{prefix}/{i}", body))
+                                  lambda i: _put(c, f"/{bucket}/{prefix}/{i}", unique_body(body, i)))
     written = max(put_result.ops + put_result.errors, 1)
 
     async def get(i: int) -> int:
@@ -99,7 +99,7 @@ async def small_objects(c: Client, bucket: str, concurrency: int, seconds: float
     async def mixed(i: int) -> int:
         if i % 10 < 7:
             return await get(i)
-        return await _put(c, f"/{bucket}/{prefix}/{i % written}", body)
+        return await _put(c, f"/{bucket}/{prefix}/{i % written}", unique_body(body, written + i))
 
     async def delete(i: int) -> int:
         await c.request("DELETE", f"/{bucket}/{prefix}/{i}")
@@ -115,6 +115,19 @@ async def small_objects(c: Client, bucket: str, concurrency: int, seconds: float
 async def _put(c: Client, path: str, body: bytes) -> int:
     await c.request("PUT", path, body=body)
     return len(body)
+
+
+def unique_body(template: bytes, i: int) -> bytes:
+    """``template`` with its last 16 bytes replaced by a per-run counter: every PUT stores new bytes.
+
+    Identical bodies would let a deduplicating server (S4 is one) skip the data write and its fsync, which is not
+    what a workload of distinct objects costs.
+    """
+    tail = min(16, len(template))
+    return template[: len(template) - tail] + (_RUN_NONCE + i).to_bytes(16, "big")[16 - tail:]
+
+
+_RUN_NONCE = int.from_bytes(os.urandom(8), "big") << 64
 
 
 async def large_objects(c: Client, bucket: str, mib: int, count: int) -> list[Result]:
@@ -214,7 +227,7 @@ async def preload(c: Client, bucket: str, count: int, size: int, concurrency: in
     """PUT ``count`` objects of ``size`` bytes (keys spread over prefixes of 1,000) as fast as the server takes."""
     body = os.urandom(size)
     return await timed_loop(f"preload {count:,} objects", concurrency, 10**9,
-                            lambda i: _put(c, f"/{bucket}/{preload_key(i)}", body), max_ops=count)
+                            lambda i: _put(c, f"/{bucket}/{preload_key(i)}", unique_body(body, i)), max_ops=count)
 
 
 async def scale_check(c: Client, bucket: str, stored: int, concurrency: int, seconds: float) -> list[Result]:
@@ -228,7 +241,7 @@ async def scale_check(c: Client, bucket: str, stored: int, concurrency: int, sec
         return len(data)
 
     return [await timed_loop(scale_name("PUT 4KiB", stored), concurrency, seconds,
-                             lambda i: _put(c, f"/{bucket}/{prefix}/{i}", body)),
+                             lambda i: _put(c, f"/{bucket}/{prefix}/{i}", unique_body(body, 10**12 + i))),
             await timed_loop(scale_name("GET 4KiB", stored), concurrency, seconds, get)]
 
 
