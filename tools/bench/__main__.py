@@ -67,6 +67,8 @@ def parse(argv: list[str]) -> tuple[Options, str | None]:
     p.add_argument("--work-dir", help="parent of the run's temporary directory (data dirs, disk probe, logs)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (server logs, data)")
     p.add_argument("--startup-timeout", type=float, default=120.0)
+    p.add_argument("--settle", type=float, default=10.0,
+                   help="seconds to wait after every server answered, before the first timed phase")
     p.add_argument("--markdown", help="also write the report to this file")
     a = p.parse_args(argv)
     return Options(keys=Keys(a.access_key, a.secret_key, a.region), endpoint=a.endpoint, peers=a.peer,
@@ -74,7 +76,7 @@ def parse(argv: list[str]) -> tuple[Options, str | None]:
                    large_mib=a.large_mib, large_count=a.large_rounds, multipart_mib=a.multipart_mib,
                    list_keys=a.list_keys, list_budget=a.list_budget, fill_concurrency=a.fill_concurrency,
                    preload=a.preload, preload_size=a.preload_size, disk_mib=a.disk_mib, work_dir=a.work_dir,
-                   keep=a.keep, startup_timeout=a.startup_timeout, argv=list(argv)), a.markdown
+                   keep=a.keep, startup_timeout=a.startup_timeout, settle=a.settle, argv=list(argv)), a.markdown
 
 
 def main(argv: list[str] | None = None) -> int:

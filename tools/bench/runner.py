@@ -50,6 +50,7 @@ class Options:
     work_dir: str | None = None
     keep: bool = False
     startup_timeout: float = 120.0
+    settle: float = 10.0
     argv: list[str] = field(default_factory=list)
 
 
@@ -138,6 +139,9 @@ async def bench(opts: Options, servers: list[Server], work: Path, sampler: RssSa
     for t in targets:
         await wait_ready(t.server, opts.keys, t.bucket, opts.startup_timeout)
         log(f"{t.server.name} ready at {t.server.endpoint}")
+    if opts.settle:  # start-up work (S4 loading its Select libraries, SeaweedFS electing a master) ends first
+        log(f"settling for {opts.settle:g} s")
+        await asyncio.sleep(opts.settle)
     steps = build_steps(opts)
     disk: list[Result] = []
     for rnd in range(opts.rounds):
