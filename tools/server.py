@@ -27,7 +27,7 @@ from s4.api.app import build_app
 from s4.api.metrics import JournalMetrics, enable_multiprocess
 from s4.api.settings import ApiSettings
 from s4.engine import Engine, EngineOptions
-from s4.engine.remote import Channel
+from s4.engine.remote import LoopChannel
 from s4.engine.workers.service import WorkerSettings, for_engine
 
 from . import supervisor
@@ -93,8 +93,8 @@ def _run_worker(settings: Settings, data_dir: Path, args: argparse.Namespace) ->
     supervisor.die_with_parent(args.parent_pid)
     listener = socket.socket(fileno=args.listen_fd)
     engine_ready = False
-    channel = Channel(socket.socket(fileno=args.sequencer_fd), name="sequencer",
-                      on_close=lambda: engine_ready and os.kill(os.getpid(), signal.SIGTERM))
+    channel = LoopChannel(socket.socket(fileno=args.sequencer_fd), name="sequencer",
+                          on_close=lambda: engine_ready and os.kill(os.getpid(), signal.SIGTERM))
     engine = Engine(EngineOptions(data_dir=data_dir, volume_size_bytes=settings.volume_size_bytes,
                                   worker=args.worker_id), sequencer_channel=channel)
     engine_ready = True
@@ -104,6 +104,7 @@ def _run_worker(settings: Settings, data_dir: Path, args: argparse.Namespace) ->
         server = uvicorn.Server(_uvicorn_config(app, settings))
 
         async def serve() -> None:
+            await channel.attach()
             sweeper = asyncio.get_running_loop().create_task(_sweep_unlinked(engine))
             try:
                 await server.serve(sockets=[listener])

@@ -8,6 +8,7 @@ peer goes away every pending future fails with ChannelClosedError and ``on_close
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import itertools
 import logging
@@ -66,6 +67,10 @@ class Channel:
             raise
         self._outbox.put(frame)
         return fut
+
+    async def call(self, message: dict[str, Any]) -> Any:
+        """``request`` awaited from an event loop (the loop-driven ``LoopChannel`` has the same method)."""
+        return await asyncio.wrap_future(self.request(message))
 
     def reply(self, request_id: int, value: Any = None, error: BaseException | None = None) -> None:
         if self._closed:

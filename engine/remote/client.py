@@ -6,12 +6,12 @@ as the in-process sequencer would, after the event is durable in the sequencer p
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 from typing import Any
 
 from ..sequencer import Command
 from .channel import Channel
+from .loop_channel import LoopChannel
 
 STATUS_TIMEOUT_S = 30.0
 
@@ -24,14 +24,14 @@ def _command_message(command: Command) -> dict[str, Any]:
 class RemoteSequencer:
     """Submits commands to the node's sequencer process."""
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel | LoopChannel) -> None:
         self.channel = channel
 
     def submit(self, command: Command) -> concurrent.futures.Future[Any]:
         return self.channel.request(_command_message(command))
 
     async def execute(self, command: Command) -> Any:
-        return await asyncio.wrap_future(self.submit(command))
+        return await self.channel.call(_command_message(command))
 
     def execute_sync(self, command: Command) -> Any:
         return self.submit(command).result()
@@ -48,23 +48,21 @@ class RemoteSequencer:
 class RemoteIam:
     """Node-wide IAM state that is not in the views: the login throttle, kept by the sequencer process."""
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel | LoopChannel) -> None:
         self.channel = channel
 
     async def throttle(self, action: str, username: str, client: str) -> None:
-        await asyncio.wrap_future(self.channel.request({"op": "throttle", "action": action, "username": username,
-                                                        "client": client}))
+        await self.channel.call({"op": "throttle", "action": action, "username": username, "client": client})
 
 
 class RemoteWorkers:
     """The admin API's view of the background workers, which run once per node in the sequencer process."""
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel | LoopChannel) -> None:
         self.channel = channel
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
-        return await asyncio.wrap_future(self.channel.request({"op": "worker", "method": method,
-                                                               "kwargs": kwargs}))
+        return await self.channel.call({"op": "worker", "method": method, "kwargs": kwargs})
 
     async def lifecycle(self, dry_run: bool | None = None) -> dict[str, Any]:
         return await self._call("lifecycle", dry_run=dry_run)  # type: ignore[no-any-return]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import socket
 import threading
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.iam import IamError
-from s4.engine.remote import Channel, ChannelClosedError
+from s4.engine.remote import Channel, ChannelClosedError, LoopChannel
 from s4.engine.remote.wire import LENGTH, decode_body, encode_frame
 
 values = st.recursive(
@@ -112,3 +113,69 @@ def test_a_throttled_login_keeps_its_retry_after_across_the_boundary() -> None:
     finally:
         client.close()
         server.close()
+
+
+# -- LoopChannel: the worker's end, run by its event loop ------------------------------------------------------------
+def _loop_pair(handler: Any, on_close: Any = None) -> tuple[Channel, LoopChannel]:
+    a, b = socket.socketpair()
+    return Channel(a, name="server", on_request=handler), LoopChannel(b, name="worker", on_close=on_close)
+
+
+@pytest.mark.parametrize("loop_factory", ["asyncio", "uvloop"])
+def test_loop_channel_serves_the_loop_and_other_threads(loop_factory: str) -> None:
+    def handler(channel: Channel, message: dict[str, Any]) -> None:
+        if message.get("fail"):
+            channel.reply(message["id"], error=S3Error(ErrorCode.NO_SUCH_BUCKET, resource="b"))
+        else:
+            channel.reply(message["id"], message["n"] * 2)
+
+    server, client = _loop_pair(handler)
+    early = client.request({"op": "x", "n": -1})  # before the loop runs: sent on attach
+
+    async def main() -> None:
+        await client.attach()
+        assert await asyncio.wrap_future(early) == -2
+        results = await asyncio.gather(*(client.call({"op": "x", "n": n}) for n in range(2000)))
+        assert results == [n * 2 for n in range(2000)]
+        with pytest.raises(S3Error) as err:
+            await client.call({"op": "x", "fail": True})
+        assert err.value.code is ErrorCode.NO_SUCH_BUCKET and err.value.resource == "b"
+
+        def from_threads() -> list[int]:  # e.g. a volume sealed on an ingest thread
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                return list(pool.map(lambda n: client.request({"op": "x", "n": n}).result(10), range(300)))
+
+        assert await asyncio.to_thread(from_threads) == [n * 2 for n in range(300)]
+
+    try:
+        if loop_factory == "uvloop":
+            uvloop = pytest.importorskip("uvloop")
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(main())
+        else:
+            asyncio.run(main())
+    finally:
+        client.close()
+        server.close()
+
+
+def test_loop_channel_fails_pending_calls_when_the_peer_goes_away() -> None:
+    held = threading.Event()
+    closed: list[bool] = []
+    server, client = _loop_pair(lambda ch, m: held.set(), on_close=lambda: closed.append(True))
+
+    async def main() -> None:
+        await client.attach()
+        waiting = asyncio.ensure_future(client.call({"op": "x"}))
+        from_thread = client.request({"op": "x"})
+        assert await asyncio.to_thread(held.wait, 5)
+        server.close()
+        with pytest.raises(ChannelClosedError):
+            await asyncio.wait_for(waiting, 5)
+        with pytest.raises(ChannelClosedError):
+            await asyncio.wrap_future(from_thread)
+        with pytest.raises(ChannelClosedError):
+            await client.call({"op": "x"})  # refused at once afterwards
+
+    asyncio.run(main())
+    assert closed == [True]
