@@ -1,8 +1,9 @@
 """The Engine: the S3 storage semantics the HTTP layer calls. Async; never blocks the event loop for long.
 
-Writes: stream bytes into volumes (ingest.py), then submit a command to the sequencer, which validates it
-atomically, journals its events and updates the views before the call returns. Reads: LMDB lookups (short,
-lock-free, microseconds) and ``pread`` of volume bytes on worker threads.
+Writes: stream bytes into volumes (ingest.py), make them durable (a group fsync shared by concurrent writers of
+the volume), then submit a command to the sequencer, which validates it atomically, journals its events and
+updates the views before the call returns. Reads: LMDB lookups (short, lock-free, microseconds) and ``pread`` of
+volume bytes on worker threads.
 
 Data directory layout: ``journal/`` (segments), ``views/`` (LMDB), ``volumes/`` (``w<worker>-<n>.vol``),
 ``node_id``. See docs/architecture/overview.md.
@@ -45,6 +46,7 @@ from .sequencer import Command, Sequencer, replay
 from .views.env import Views
 from .views.records import Tx
 from .views.unsynced import UnsyncedMarker, current_boot_id
+from .volumes.group_sync import GroupSync
 from .volumes.store import DEFAULT_VOLUME_BYTES, VolumeStore
 
 log = logging.getLogger(__name__)
@@ -104,6 +106,7 @@ class Engine(IamOps):
         else:
             self.sequencer = RemoteSequencer(sequencer_channel)
             self._background_workers = RemoteWorkers(sequencer_channel)
+        self.volume_sync = GroupSync(self.volumes.sync)
         self.ingestor = Ingestor(self.views, self.volumes, options.chunk_bytes)
         self._init_iam(data_dir, RemoteIam(sequencer_channel) if sequencer_channel is not None else None)
 
@@ -140,7 +143,11 @@ class Engine(IamOps):
         self.views.close()
 
     async def _run(self, name: str, args: dict[str, Any], actor: str, volumes: set[str] | None = None) -> Any:
-        return await self.sequencer.execute(Command(name, args, actor, tuple(volumes or ())))
+        """Submit a command; bytes this process wrote to ``volumes`` are made durable first (group fsync per
+        volume, volumes/group_sync.py), so the sequencer's serial commit path only journals."""
+        if volumes:
+            await self.volume_sync.durable(volumes)
+        return await self.sequencer.execute(Command(name, args, actor))
 
     def _read(self, fn: Callable[[Tx], Any]) -> Any:
         with self.views.read() as txn:

@@ -7,7 +7,8 @@ worker processes. For each group-committed batch, on the sequencer thread:
   2. per command, in a nested transaction: run its decider against the views as they stand (including earlier
      commands of this batch); the decider validates and emits events, each stamped (seq, hlc) and applied at
      once; an S3Error aborts only that command's nested transaction -- a failed request changes nothing;
-  3. fdatasync every volume the batch's events reference          (bytes durable before any event names them)
+  3. fdatasync every volume the batch's commands still name       (bytes durable before any event names them;
+     requests made their own bytes durable already: volumes/group_sync.py; compaction's moves name w00)
   4. write all events with one write + fdatasync                  (the commit point: acknowledged from here)
   5. commit the LMDB transaction (views + last_seq together; no fsync of its own: views/unsynced.py)
   6. complete each command's future.
