@@ -57,13 +57,18 @@ def bind_listeners(host: str, port: int, count: int, attempts: int = 50) -> list
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     address = host.strip("[]")
     for attempt in range(attempts):
+        listeners: list[socket.socket] = []
         try:
             with socket.socket(family, socket.SOCK_STREAM) as probe:  # exclusive check: is the port free?
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 probe.bind((address, port))
                 chosen = probe.getsockname()[1]
-            return [_reuseport_listener(family, address, chosen) for _ in range(count)]
+            for _ in range(count):
+                listeners.append(_reuseport_listener(family, address, chosen))
+            return listeners
         except OSError:
+            for sock in listeners:  # never leave a bound socket behind: it would take a share of the connections
+                sock.close()
             if attempt == attempts - 1:
                 raise
             time.sleep(0.1)
