@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from s4.journal.segment import fsync_dir
+
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 MARKER_NAME = "unsynced-since-boot"
 
@@ -52,7 +54,7 @@ class UnsyncedMarker:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
     def clear(self) -> None:
         """After the views were synced: nothing unsynced remains."""
@@ -60,12 +62,5 @@ class UnsyncedMarker:
             self.path.unlink()
         except FileNotFoundError:
             return
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
