@@ -49,6 +49,7 @@ def list_objects(tx: Tx, bucket: Bucket, prefix: str, delimiter: str, start_afte
     page = ListPage()
     start, inclusive = _start(p, delim, start_after.encode())
     walk: Iterator[tuple[bytes, int]] = namespace.iter_from(tx.txn, ns, bucket.root, start, inclusive)
+    latest = tx.latest_reader()
     count = 0
     while True:
         item = next(walk, None)
@@ -57,7 +58,7 @@ def list_objects(tx: Tx, bucket: Bucket, prefix: str, delimiter: str, start_afte
         key, oid = item
         if not key.startswith(p):
             break
-        rec = tx.latest(oid)
+        rec = latest(oid)
         if rec is None or rec.get("dm"):
             continue
         if count >= max_keys:

@@ -6,7 +6,7 @@ Writers are called by the projector only; readers by the projector, the deciders
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..model import Bucket, ObjectVersion, Part, Upload
@@ -83,6 +83,18 @@ class Tx:
         for _, rec in self.versions(oid):
             return rec
         return None
+
+    def latest_reader(self) -> Callable[[int], dict[str, Any] | None]:
+        """``latest`` for many objects in a row (a listing page): one cursor, repositioned per object."""
+        cur = self.txn.cursor(self.dbs["versions"])
+
+        def latest(oid: int) -> dict[str, Any] | None:
+            prefix = u64(oid)
+            if not cur.set_range(prefix) or cur.key()[:8] != prefix:
+                return None
+            return unpack(cur.value())  # type: ignore[no-any-return]
+
+        return latest
 
     def version(self, oid: int, version_id: str) -> dict[str, Any] | None:
         order = self.get("vidx", u64(oid) + version_id.encode())
