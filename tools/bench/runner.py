@@ -100,14 +100,15 @@ async def _multipart(mib: int, c: Client, t: Target) -> list[Result]:
     return [await workloads.multipart(c, t.bucket, mib)]
 
 
-async def _listing(keys: int, fill_conc: int, budget: float, c: Client, t: Target) -> list[Result]:
-    """List ``keys`` keys; the first round on a server fills them first (and reports that fill's PUT rate)."""
+async def _listing(keys: int, fill_conc: int, budget: float, seconds: float, c: Client, t: Target) -> list[Result]:
+    """List ``keys`` keys (whole passes for at least ``seconds``); the first round on a server fills them first
+    (and reports that fill's PUT rate)."""
     prefix = workloads.list_prefix_name(keys)
     out = []
     if keys not in t.filled:
         out.append(await workloads.fill(c, t.bucket, prefix, keys, fill_conc))
         t.filled.add(keys)
-    out.append(await workloads.listing(c, t.bucket, prefix, keys, budget))
+    out.append(await workloads.listing(c, t.bucket, prefix, keys, budget, seconds))
     return out
 
 
@@ -117,7 +118,7 @@ def build_steps(opts: Options) -> list[Step]:
         steps.append(Step(f"{opts.large_mib} MiB", partial(_large, opts.large_mib, opts.large_count)))
     if opts.multipart_mib:
         steps.append(Step(f"multipart {opts.multipart_mib} MiB", partial(_multipart, opts.multipart_mib)))
-    steps += [Step(f"list {n:,}", partial(_listing, n, opts.fill_concurrency, opts.list_budget))
+    steps += [Step(f"list {n:,}", partial(_listing, n, opts.fill_concurrency, opts.list_budget, opts.seconds))
               for n in opts.list_keys if n]
     return steps
 

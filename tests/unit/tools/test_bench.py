@@ -148,13 +148,15 @@ def test_noop_app_answers_like_a_tiny_s3() -> None:
 
 
 class FakeLister:
-    """Answers ListObjectsV2 with ``pages`` pages of ``per_page`` keys."""
+    """Answers ListObjectsV2 with ``pages`` pages of ``per_page`` keys; a request without a token starts over."""
 
     def __init__(self, pages: int, per_page: int) -> None:
         self.pages, self.per_page, self.calls = pages, per_page, 0
 
     async def request(self, method: str, path: str, **kw: object) -> tuple[int, bytes, dict[str, str]]:
-        self.calls += 1
+        query = kw.get("query") or {}
+        self.calls = self.calls + 1 if "continuation-token" in query else 1  # type: ignore[operator]
+        await asyncio.sleep(0.001)
         keys = b"".join(b"<Contents><Key>k</Key></Contents>" for _ in range(self.per_page))
         more = b"<NextContinuationToken>t%d</NextContinuationToken>" % self.calls if self.calls < self.pages else b""
         return 200, b"<ListBucketResult>" + keys + more + b"</ListBucketResult>", {}
@@ -165,3 +167,10 @@ def test_listing_follows_continuation_tokens_and_checks_the_count() -> None:
     assert (ok.ops, len(ok.latencies_ms), ok.errors, ok.unit) == (3000, 3, 0, "keys/s")
     short = asyncio.run(listing(FakeLister(2, 1000), "b", "p/", 3000))  # type: ignore[arg-type]
     assert short.errors == 1 and "listed 2000 keys, expected 3000" in short.first_error
+
+
+def test_listing_repeats_whole_passes_until_its_minimum_time() -> None:
+    result = asyncio.run(listing(FakeLister(3, 1000), "b", "p/", 3000, min_seconds=0.05))  # type: ignore[arg-type]
+    passes, rest = divmod(result.ops, 3000)
+    assert passes >= 2 and rest == 0 and result.errors == 0
+    assert len(result.latencies_ms) == 3 * passes and result.seconds >= 0.05
