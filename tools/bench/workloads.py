@@ -182,9 +182,10 @@ def list_prefix_name(keys: int) -> str:
 
 
 async def fill(c: Client, bucket: str, prefix: str, keys: int, concurrency: int) -> Result:
-    """PUT ``keys`` one-byte objects named ``<prefix><i:08d>``."""
+    """PUT ``keys`` 16-byte objects named ``<prefix><i:08d>``, every body distinct (``unique_body``)."""
     return await timed_loop(f"fill {keys:,} keys", concurrency, 10**9,
-                            lambda i: _put(c, f"/{bucket}/{prefix}{i:08d}", b"x"), max_ops=keys)
+                            lambda i: _put(c, f"/{bucket}/{prefix}{i:08d}", unique_body(bytes(16), i)),
+                            max_ops=keys)
 
 
 async def listing(c: Client, bucket: str, prefix: str, keys: int, budget_s: float = 600.0,
