@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import itertools
 import logging
 import queue
 import socket
@@ -18,15 +17,15 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .wire import LENGTH, MAX_FRAME_BYTES, decode_body, decode_error, encode_error, encode_frame
+from .pending import ChannelClosedError, PendingReplies
+from .wire import LENGTH, MAX_FRAME_BYTES, decode_body, encode_error, encode_frame
 
 log = logging.getLogger(__name__)
 RequestHandler = Callable[["Channel", dict[str, Any]], None]
 _STOP = b""  # encode_frame never yields an empty frame
 
 
-class ChannelClosedError(ConnectionError):
-    """The process at the other end is gone (or the channel was closed)."""
+__all__ = ["Channel", "ChannelClosedError"]
 
 
 class Channel:
@@ -36,10 +35,7 @@ class Channel:
         self._sock = sock
         self._on_request = on_request
         self._on_close = on_close
-        self._ids = itertools.count(1)
-        self._pending: dict[int, concurrent.futures.Future[Any]] = {}
-        self._lock = threading.Lock()
-        self._closed = False
+        self._pending = PendingReplies(name)
         self._outbox: queue.SimpleQueue[bytes] = queue.SimpleQueue()
         self._reader = threading.Thread(target=self._read_loop, name=f"{name}-reader", daemon=True)
         self._writer = threading.Thread(target=self._write_loop, name=f"{name}-writer", daemon=True)
@@ -48,24 +44,14 @@ class Channel:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._pending.closed
 
     def request(self, message: dict[str, Any]) -> concurrent.futures.Future[Any]:
         """Send ``message`` (a dict with an ``op``); the future gets the reply's value or its error."""
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        with self._lock:
-            if self._closed:
-                fut.set_exception(ChannelClosedError(f"{self.name}: channel closed"))
-                return fut
-            request_id = next(self._ids)
-            self._pending[request_id] = fut
-        try:
-            frame = encode_frame({**message, "id": request_id})
-        except Exception:
-            with self._lock:
-                self._pending.pop(request_id, None)
-            raise
-        self._outbox.put(frame)
+        frame = self._pending.frame(message, fut)
+        if frame is not None:
+            self._outbox.put(frame)
         return fut
 
     async def call(self, message: dict[str, Any]) -> Any:
@@ -73,7 +59,7 @@ class Channel:
         return await asyncio.wrap_future(self.request(message))
 
     def reply(self, request_id: int, value: Any = None, error: BaseException | None = None) -> None:
-        if self._closed:
+        if self._pending.closed:
             return
         message = {"id": request_id, "err": encode_error(error)} if error is not None else {"id": request_id,
                                                                                            "ok": value}
@@ -107,7 +93,7 @@ class Channel:
                     return
                 self._dispatch(decode_body(body))
         except (OSError, ValueError) as exc:
-            if not self._closed:
+            if not self._pending.closed:
                 log.warning("%s: channel read failed: %s", self.name, exc)
         finally:
             stream.close()
@@ -120,15 +106,7 @@ class Channel:
             else:
                 self._on_request(self, message)
             return
-        with self._lock:
-            fut = self._pending.pop(message.get("id", -1), None)
-        if fut is None:
-            return
-        if "err" in message:
-            error = message["err"]
-            fut.set_exception(error if isinstance(error, BaseException) else decode_error(error))
-        else:
-            fut.set_result(message.get("ok"))
+        self._pending.resolve(message)
 
     def _write_loop(self) -> None:
         while True:
@@ -153,19 +131,17 @@ class Channel:
             self._sock.sendall(b"".join(frames))
             return True
         except OSError as exc:
-            if not self._closed:
+            if not self._pending.closed:
                 log.warning("%s: channel write failed: %s", self.name, exc)
             self._shutdown()
             return False
 
     def _shutdown(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            pending, self._pending = self._pending, {}
+        waiting = self._pending.close()
+        if waiting is None:
+            return
         self._outbox.put(_STOP)
-        for fut in pending.values():
+        for fut in waiting:
             if not fut.done():
                 fut.set_exception(ChannelClosedError(f"{self.name}: the peer process is gone"))
         if self._on_close is not None:

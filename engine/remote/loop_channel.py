@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import itertools
 import logging
 import socket
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from .channel import ChannelClosedError
-from .wire import LENGTH, MAX_FRAME_BYTES, decode_body, decode_error, encode_frame
+from .pending import AnyFuture, ChannelClosedError, PendingReplies
+from .wire import LENGTH, MAX_FRAME_BYTES, decode_body
 
 log = logging.getLogger(__name__)
-AnyFuture = concurrent.futures.Future[Any] | asyncio.Future[Any]
 
 
 class LoopChannel:
@@ -34,10 +32,8 @@ class LoopChannel:
         self.name = name
         self._sock = sock
         self._on_close = on_close
-        self._ids = itertools.count(1)
-        self._pending: dict[int, AnyFuture] = {}
-        self._lock = threading.Lock()  # _pending, _early and the attach state: touched by the loop and threads
-        self._closed = False
+        self._pending = PendingReplies(name)
+        self._lock = threading.Lock()  # _early and the attach state: touched by the loop and by other threads
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._transport: asyncio.Transport | None = None
@@ -46,7 +42,7 @@ class LoopChannel:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._pending.closed
 
     async def attach(self) -> None:
         """Start reading and writing on the running loop; sends whatever was requested before."""
@@ -90,18 +86,9 @@ class LoopChannel:
 
     # -- internals ------------------------------------------------------------------------------------------------
     def _send(self, message: dict[str, Any], fut: AnyFuture) -> None:
-        with self._lock:
-            if self._closed:
-                fut.set_exception(ChannelClosedError(f"{self.name}: channel closed"))
-                return
-            request_id = next(self._ids)
-            self._pending[request_id] = fut
-        try:
-            frame = encode_frame({**message, "id": request_id})
-        except Exception:
-            with self._lock:
-                self._pending.pop(request_id, None)
-            raise
+        frame = self._pending.frame(message, fut)
+        if frame is None:
+            return
         with self._lock:
             transport, loop = self._transport, self._loop
             if transport is None:
@@ -114,7 +101,7 @@ class LoopChannel:
             loop.call_soon_threadsafe(self._write_if_open, frame)
 
     def _write_if_open(self, frame: bytes) -> None:
-        if not self._closed and self._transport is not None:
+        if not self._pending.closed and self._transport is not None:
             self._transport.write(frame)
 
     def _received(self, data: bytes) -> None:
@@ -139,24 +126,14 @@ class LoopChannel:
         if "op" in message:  # the sequencer process sends no requests to workers
             log.warning("%s: unexpected request %r ignored", self.name, message.get("op"))
             return
-        with self._lock:
-            fut = self._pending.pop(message.get("id", -1), None)
-        if fut is None or fut.done():  # cancelled meanwhile (the client went away): the reply has no taker
-            return
-        if "err" in message:
-            error = message["err"]
-            fut.set_exception(error if isinstance(error, BaseException) else decode_error(error))
-        else:
-            fut.set_result(message.get("ok"))
+        self._pending.resolve(message)  # a request cancelled meanwhile (the client went away) drops its reply
 
     def _shutdown(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            pending, self._pending = self._pending, {}
+        waiting = self._pending.close()
+        if waiting is None:
+            return
         on_loop = threading.get_ident() == self._loop_thread
-        for fut in pending.values():
+        for fut in waiting:
             error = ChannelClosedError(f"{self.name}: the peer process is gone")
             if isinstance(fut, concurrent.futures.Future) or on_loop:
                 _fail(fut, error)

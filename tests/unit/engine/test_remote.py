@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.iam import IamError
 from s4.engine.remote import Channel, ChannelClosedError, LoopChannel
+from s4.engine.remote.pending import PendingReplies
 from s4.engine.remote.wire import LENGTH, decode_body, encode_frame
 
 values = st.recursive(
@@ -179,3 +180,23 @@ def test_loop_channel_fails_pending_calls_when_the_peer_goes_away() -> None:
 
     asyncio.run(main())
     assert closed == [True]
+
+
+def test_pending_replies_register_resolve_and_close() -> None:
+    pending = PendingReplies("t")
+    answered, cancelled, waiting = (concurrent.futures.Future() for _ in range(3))
+    ids = [decode_body(pending.frame({"op": "x"}, f)[4:])["id"] for f in (answered, cancelled, waiting)]  # type: ignore[index]
+    assert len(set(ids)) == 3
+    pending.resolve({"id": ids[0], "ok": 7})
+    cancelled.cancel()
+    pending.resolve({"id": ids[1], "ok": 8})  # nobody waits any more: dropped, no InvalidStateError
+    pending.resolve({"id": 999, "ok": 9})  # unknown id: dropped
+    assert answered.result() == 7
+    with pytest.raises(TypeError):
+        pending.frame({"op": "x", "arg": object()}, concurrent.futures.Future())  # unencodable: raised to the caller
+    assert pending.close() == [waiting]  # the unencodable request left nothing registered
+    assert pending.close() is None
+    late: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    assert pending.frame({"op": "x"}, late) is None
+    with pytest.raises(ChannelClosedError):
+        late.result()
