@@ -80,9 +80,7 @@ class Tx:
             yield key, unpack(val)
 
     def latest(self, oid: int) -> dict[str, Any] | None:
-        for _, rec in self.versions(oid):
-            return rec
-        return None
+        return self.latest_reader()(oid)
 
     def latest_reader(self) -> Callable[[int], dict[str, Any] | None]:
         """``latest`` for many objects in a row (a listing page): one cursor, repositioned per object."""
