@@ -94,6 +94,9 @@ class ServerProcess:
             return []
         pids: list[int] = []
         for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
-            children = (task / "children").read_text().split()
+            try:
+                children = (task / "children").read_text().split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # a thread that ended since the listing (a dead worker's channel threads do)
             pids.extend(int(pid) for pid in children)
         return sorted(pids)
