@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+import uvloop
+
 from . import report, workloads
 from .client import Client
 from .disk import CHUNK, sequential_write
@@ -208,7 +210,7 @@ def run(opts: Options) -> str:
             if s.proc is not None:
                 sampler.watch(s.name, s.proc.pid)
         sampler.start()
-        outcome = asyncio.run(bench(opts, servers, work, sampler))
+        outcome = uvloop.run(bench(opts, servers, work, sampler))  # the client's loop costs CPU too
     finally:
         sampler.stop()
         for s in servers:

@@ -156,7 +156,7 @@ async def multipart(c: Client, bucket: str, total_mib: int, part_mib: int = 16, 
         async with gate:
             _, _, headers = await c.request("PUT", key, query={"partNumber": str(n), "uploadId": upload_id},
                                             body=part)
-        return n, headers["ETag"]
+        return n, headers["etag"]
 
     t0 = time.perf_counter()
     try:
