@@ -39,6 +39,7 @@ MAX_PRESIGN_EXPIRES = 604800
 _UNRESERVED = "-_.~"
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 _SPACES = re.compile(r"[ \t]+")
+_ALREADY_CANONICAL_PATH = re.compile(r"[A-Za-z0-9/_.~-]*")
 _PAYLOAD_MODES: dict[str, PayloadMode] = {
     "UNSIGNED-PAYLOAD": "unsigned",
     "STREAMING-AWS4-HMAC-SHA256-PAYLOAD": "streaming-signed",
@@ -70,6 +71,8 @@ def canonical_uri(raw_path: str) -> str:
     """Each segment decoded then re-encoded with the unreserved set -- one encoding, as S3 signs it."""
     if not raw_path:
         return "/"
+    if _ALREADY_CANONICAL_PATH.fullmatch(raw_path):  # nothing to decode or encode: most keys, and it is cheap
+        return raw_path
     return "/".join(quote(unquote_bytes(seg), safe=_UNRESERVED) for seg in raw_path.split("/"))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 import boto3
 import pytest
@@ -12,6 +12,8 @@ from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth, SigV4Auth
 from botocore.awsrequest import AWSPreparedRequest, AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
+from hypothesis import given
+from hypothesis import strategies as st
 
 from s4.api.auth.request import AuthRequest, auth_scheme, check_payload_sha256
 from s4.api.auth.sigv4 import EMPTY_SHA256, canonical_query, canonical_uri, signing_key, verify_sigv4
@@ -141,6 +143,14 @@ def test_canonical_forms() -> None:
     assert canonical_uri("") == "/"
     assert canonical_query("b=2&a=1&a=0&flag") == "a=0&a=1&b=2&flag="
     assert canonical_query("X-Amz-Signature=x&a=%2f", presigned=True) == "a=%2F"
+
+
+@given(st.text(alphabet="ab/-_.~%2fF7e +!é", max_size=40))
+def test_canonical_uri_is_one_decode_then_one_unreserved_encode_per_segment(raw: str) -> None:
+    """The fast path for already-canonical paths agrees with decoding and re-encoding every segment (raw paths
+    are latin-1 decoded wire bytes)."""
+    expected = "/".join(quote(unquote_to_bytes(seg.encode("latin-1")), safe="-_.~") for seg in raw.split("/"))
+    assert canonical_uri(raw) == (expected if raw else "/")
 
 
 @pytest.mark.parametrize("change", [
