@@ -283,11 +283,9 @@ def _check_signed_headers(req: AuthRequest, parsed: _Parsed) -> None:
                                                "signed", HeadersNotSigned=", ".join(missing))
 
 
-def _candidates(req: AuthRequest, presigned: bool) -> Iterator[tuple[str, str]]:
-    """(canonical URI, canonical query) pairs, AWS's form first; variants built only if it fails."""
-    uri = canonical_uri(req.raw_path)
-    query = canonical_query(req.query_string, presigned=presigned)
-    yield uri, query
+def _variants(req: AuthRequest, presigned: bool, uri: str, query: str) -> Iterator[tuple[str, str]]:
+    """(canonical URI, canonical query) pairs other than AWS's own form (``uri``, ``query``), built only when
+    that form did not match."""
     uris = [uri] + ([req.raw_path] if req.raw_path and req.raw_path != uri else [])
     queries = [query]
     for variant in ({"plus_is_space": False}, {"reencode": False}):
@@ -300,21 +298,29 @@ def _candidates(req: AuthRequest, presigned: bool) -> Iterator[tuple[str, str]]:
                 yield u, q
 
 
+def _signature_matches(req: AuthRequest, parsed: _Parsed, key: bytes, provided: bytes, uri: str,
+                       query: str) -> tuple[str, str] | None:
+    """None if the signature over this canonical form is ``provided``, else (canonical request, string to sign)."""
+    canonical = canonical_request(req.method, uri, query, req.headers, parsed.signed_headers, parsed.payload_hash)
+    sts = string_to_sign(parsed.amz_date, parsed.scope, canonical)
+    if hmac.compare_digest(hmac_hex(key, sts).encode("ascii"), provided):
+        return None
+    return canonical, sts
+
+
 def _match_signature(req: AuthRequest, parsed: _Parsed, key: bytes) -> None:
     """Accept the canonical form AWS uses, or the as-sent / literal-'+' variants some clients sign.
 
     The variants are only computed from the received bytes, so they widen encoding tolerance, not access.
     """
     provided = parsed.signature.encode("ascii", "replace")
-    first: tuple[str, str] | None = None
-    for uri, query in _candidates(req, parsed.presigned):
-        canonical = canonical_request(req.method, uri, query, req.headers, parsed.signed_headers,
-                                      parsed.payload_hash)
-        sts = string_to_sign(parsed.amz_date, parsed.scope, canonical)
-        if hmac.compare_digest(hmac_hex(key, sts).encode("ascii"), provided):
+    uri, query = canonical_uri(req.raw_path), canonical_query(req.query_string, presigned=parsed.presigned)
+    first = _signature_matches(req, parsed, key, provided, uri, query)
+    if first is None:
+        return
+    for uri_variant, query_variant in _variants(req, parsed.presigned, uri, query):
+        if _signature_matches(req, parsed, key, provided, uri_variant, query_variant) is None:
             return
-        first = first or (canonical, sts)
-    assert first is not None
     raise S3Error(ErrorCode.SIGNATURE_DOES_NOT_MATCH, AWSAccessKeyId=parsed.access_key,
                   StringToSign=first[1], SignatureProvided=parsed.signature, CanonicalRequest=first[0])
 

@@ -74,8 +74,13 @@ def preconditions(headers: Mapping[str, str], prefix: str = "") -> Preconditions
                          date("if-modified-since"), date("if-unmodified-since"))
 
 
+_CONDITIONAL = ("if-match", "if-none-match", "if-modified-since", "if-unmodified-since")
+
+
 def check_read(headers: Mapping[str, str], version: ObjectVersion, *, prefix: str = "") -> None:
     """GET/HEAD preconditions (304/412), or copy-source preconditions (always 412) when ``prefix`` is given."""
+    if not any(prefix + name in headers for name in _CONDITIONAL):  # the usual read: nothing to evaluate
+        return
     cache_headers = {"etag": f'"{version.etag}"', "last-modified": http_date(version.last_modified_ms)}
     preconditions(headers, prefix).check(
         version.etag, version.last_modified_ms, headers=cache_headers,

@@ -8,6 +8,7 @@ against botocore's own parser in tests/unit/api/test_xml.py.
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -89,7 +90,13 @@ def iso8601(ms: int) -> str:
 
 def http_date(ms: int) -> str:
     """Epoch milliseconds as an RFC 7231 IMF-fixdate (Last-Modified), locale-independent."""
-    t = time.gmtime(ms // 1000)
+    return _http_date_of_second(ms // 1000)
+
+
+@functools.lru_cache(maxsize=4096)
+def _http_date_of_second(second: int) -> str:
+    """Cached: a GET or HEAD formats its object's Last-Modified on every request."""
+    t = time.gmtime(second)
     return (f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
             f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT")
 
