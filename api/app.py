@@ -165,7 +165,7 @@ class S3Service:
         resp.set_header("x-amz-request-id", request_id)
         resp.set_header("x-amz-id-2", request_id)
         resp.set_header("Server", "S4")
-        headers = {name.lower(): value for name, value in req.headers.items()}
+        headers = dict(req.headers)  # ASGI header names arrive lower-case (falcon decodes them once)
         started = time.perf_counter()
         req.context.operation = "unknown"
         try:

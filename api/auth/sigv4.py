@@ -164,25 +164,53 @@ def _parse_amz_date(value: str) -> datetime | None:
         return None
 
 
-def _parse_header(req: AuthRequest, authorization: str) -> _Parsed:
+def _header_claims(rest: str) -> tuple[tuple[str, str, str, str, tuple[str, ...]], str]:
+    """((access key, date, region, service, signed headers), signature) from the Authorization header after
+    the algorithm. Everything before the signature repeats across a client's requests for a day, so it is
+    parsed once (``_parse_claims``, cached) and only the signature is taken apart per request."""
+    head, sep, tail = rest.rpartition("Signature=")
+    if sep and tail.strip() and head.rstrip().endswith(",") and "," not in tail and "=" not in tail:
+        return _parse_claims(head), tail.strip().lower()
+    claims = _parse_claims(rest)  # unusual order or a malformed header: the general parse says what is wrong
+    return claims, _components(rest)["Signature"].lower()
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_claims(text: str) -> tuple[str, str, str, str, tuple[str, ...]]:
+    parts = _components(text, signature_optional=True)
+    akid, date, region, service = _parse_credential(parts["Credential"], ErrorCode.AUTHORIZATION_HEADER_MALFORMED)
+    signed = tuple(h.strip().lower() for h in parts["SignedHeaders"].split(";"))
+    return akid, date, region, service, signed
+
+
+def _components(text: str, *, signature_optional: bool = False) -> dict[str, str]:
+    """``Name=value`` components of the Authorization header; the S3 errors for malformed or missing ones."""
     malformed = ErrorCode.AUTHORIZATION_HEADER_MALFORMED
-    algorithm, _, rest = authorization.strip().partition(" ")
-    if algorithm != ALGORITHM:
-        raise S3Error(ErrorCode.INVALID_REQUEST, "The authorization mechanism you have provided is not "
-                                               "supported. Please use AWS4-HMAC-SHA256.")
     parts: dict[str, str] = {}
-    for component in rest.split(","):
+    for component in text.split(","):
+        if signature_optional and not component.strip():
+            continue  # the trailing comma left when the signature was split off
         name, eq, value = component.strip().partition("=")
         if not eq:
             raise S3Error(malformed, f'{_HEADER_LEAD}the authorization component "{component.strip()}" '
                                      'is malformed.')
         parts[name] = value.strip()
     for required in ("Credential", "SignedHeaders", "Signature"):
+        if required == "Signature" and signature_optional:
+            continue
         if not parts.get(required):
             raise S3Error(malformed, f"{_HEADER_LEAD}missing {required}.")
-    akid, date, region, service = _parse_credential(parts["Credential"], malformed)
-    signed = tuple(h.strip().lower() for h in parts["SignedHeaders"].split(";"))
-    parsed = _Parsed(malformed, akid, date, region, service, signed, parts["Signature"].lower())
+    return parts
+
+
+def _parse_header(req: AuthRequest, authorization: str) -> _Parsed:
+    malformed = ErrorCode.AUTHORIZATION_HEADER_MALFORMED
+    algorithm, _, rest = authorization.strip().partition(" ")
+    if algorithm != ALGORITHM:
+        raise S3Error(ErrorCode.INVALID_REQUEST, "The authorization mechanism you have provided is not "
+                                               "supported. Please use AWS4-HMAC-SHA256.")
+    claims, signature = _header_claims(rest)
+    parsed = _Parsed(malformed, *claims, signature)
 
     headers = req.headers
     amz_date = headers.get("x-amz-date")
@@ -197,7 +225,7 @@ def _parse_header(req: AuthRequest, authorization: str) -> _Parsed:
                       "AWS authentication requires a valid Date or x-amz-date header")
     parsed.request_time = when
     parsed.amz_date = when.strftime("%Y%m%dT%H%M%SZ") if amz_date is None else amz_date.strip()
-    if parsed.amz_date[:8] != date:
+    if parsed.amz_date[:8] != parsed.date:
         raise S3Error(malformed,
                       f"{_HEADER_LEAD}Invalid credential date. Date is not the same as X-Amz-Date.")
 

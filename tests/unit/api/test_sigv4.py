@@ -407,3 +407,31 @@ def test_query_encoding_variants(url: str, params: dict[str, str] | None) -> Non
     verify_sigv4(req, boto_lookup)
     with pytest.raises(S3Error):
         verify_sigv4(with_(req, query=req.query_string.replace("a", "x")), boto_lookup)
+
+
+DOC_SIGNATURE = "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
+DOC_SIGNED = "host;range;x-amz-content-sha256;x-amz-date"
+
+
+@pytest.mark.parametrize("authorization", [
+    f"AWS4-HMAC-SHA256 Credential={SCOPE}, SignedHeaders={DOC_SIGNED}, Signature={DOC_SIGNATURE}",
+    f"AWS4-HMAC-SHA256 Signature={DOC_SIGNATURE.upper()},Credential={SCOPE},SignedHeaders={DOC_SIGNED}",
+    f"AWS4-HMAC-SHA256 SignedHeaders={DOC_SIGNED} , Credential={SCOPE} , Signature={DOC_SIGNATURE} ",
+])
+def test_authorization_components_in_any_order_and_spacing(authorization: str) -> None:
+    """The per-day parse is cached on everything before the signature; other layouts take the general parse."""
+    for _ in range(2):  # the second time through the cache
+        assert verify_sigv4(doc_get_object(authorization=authorization), lookup, DOC_TIME).access_key == AKID
+
+
+@pytest.mark.parametrize("authorization, message", [
+    (f"AWS4-HMAC-SHA256 Credential={SCOPE}, SignedHeaders={DOC_SIGNED}", "missing Signature."),
+    (f"AWS4-HMAC-SHA256 Credential={SCOPE}, Signature={DOC_SIGNATURE}", "missing SignedHeaders."),
+    (f"AWS4-HMAC-SHA256 SignedHeaders={DOC_SIGNED}, Signature={DOC_SIGNATURE}", "missing Credential."),
+    (f"AWS4-HMAC-SHA256 Credential={SCOPE}, SignedHeaders={DOC_SIGNED}, Signature=", "missing Signature."),
+    (f"AWS4-HMAC-SHA256 Credential={SCOPE}, junk, Signature={DOC_SIGNATURE}",
+     'the authorization component "junk" is malformed.'),
+])
+def test_malformed_authorization_components(authorization: str, message: str) -> None:
+    err = expect_error(ErrorCode.AUTHORIZATION_HEADER_MALFORMED, doc_get_object(authorization=authorization))
+    assert err.message.endswith(message), err.message
