@@ -1,8 +1,8 @@
 """The Engine: the S3 storage semantics the HTTP layer calls. Async; never blocks the event loop for long.
 
-Writes: stream bytes into volumes (ingest.py), make them durable (a group fsync shared by concurrent writers of
-the volume), then submit a command to the sequencer, which validates it atomically, journals its events and
-updates the views before the call returns. Reads: LMDB lookups (short, lock-free, microseconds) and ``pread`` of
+Writes: stream bytes into volumes (ingest.py), then submit a command naming those volumes to the sequencer, which
+validates it atomically, journals its events while it fsyncs the volumes (tail_check.py) and updates the views
+before the call returns. Reads: LMDB lookups (short, lock-free, microseconds) and ``pread`` of
 volume bytes on worker threads.
 
 Data directory layout: ``journal/`` (segments), ``views/`` (LMDB), ``volumes/`` (``w<worker>-<n>.vol``),
@@ -43,10 +43,10 @@ from .model import (
 from .names import check_bucket_name, check_key
 from .remote import Channel, LoopChannel, RemoteIam, RemoteSequencer, RemoteWorkers
 from .sequencer import Command, Sequencer, replay
+from .tail_check import settle_tail
 from .views.env import Views
 from .views.records import Tx
 from .views.unsynced import UnsyncedMarker, current_boot_id
-from .volumes.group_sync import GroupSync
 from .volumes.store import DEFAULT_VOLUME_BYTES, VolumeStore
 
 log = logging.getLogger(__name__)
@@ -89,33 +89,35 @@ class Engine(IamOps):
         self.node_id = _node_id(data_dir)
         self.journal: Journal | None = None
         self._unsynced: UnsyncedMarker | None = None
+        self.volumes = VolumeStore(data_dir / "volumes", worker=options.worker,
+                                   volume_size_bytes=options.volume_size_bytes, on_seal=self._on_seal)
         if sequencer_channel is None:
             self.journal = Journal(data_dir / "journal", origin=self.node_id,
                                    segment_size_bytes=options.segment_size_bytes)
-            self.views = self._open_views(data_dir / "views", self.journal)
+            self.views = self._open_views(data_dir / "views", self.journal, self.volumes)
             replayed = replay(self.journal, self.views)
             if replayed:
                 log.info("replayed %d journal events into the views", replayed)
         else:
             self.views = Views(data_dir / "views")
-        self.volumes = VolumeStore(data_dir / "volumes", worker=options.worker,
-                                   volume_size_bytes=options.volume_size_bytes, on_seal=self._on_seal)
         self.sequencer: Sequencer | RemoteSequencer
         if sequencer_channel is None:
             self.sequencer = Sequencer(self.journal, self.views, self.volumes, commands.DECIDERS)  # type: ignore[arg-type]
         else:
             self.sequencer = RemoteSequencer(sequencer_channel)
             self._background_workers = RemoteWorkers(sequencer_channel)
-        self.volume_sync = GroupSync(self.volumes.sync)
         self.ingestor = Ingestor(self.views, self.volumes, options.chunk_bytes)
         self._init_iam(data_dir, RemoteIam(sequencer_channel) if sequencer_channel is not None else None)
 
-    def _open_views(self, path: Path, journal: Journal) -> Views:
+    def _open_views(self, path: Path, journal: Journal, volumes: VolumeStore) -> Views:
         """The node's views, without per-commit fsync where a boot id can tell a process crash from a machine
-        crash (views/unsynced.py); discarded and rebuilt from the journal when they cannot be trusted."""
+        crash (views/unsynced.py); discarded and rebuilt from the journal when they cannot be trusted. First the
+        journal's last record is settled against the volumes (tail_check.py): verified after a machine crash."""
         boot_id = current_boot_id()
         self._unsynced = UnsyncedMarker(path, boot_id)
-        if self._unsynced.views_untrusted():
+        machine_crashed = self._unsynced.views_untrusted()
+        settle_tail(journal, volumes, verify=machine_crashed or boot_id is None)
+        if machine_crashed:
             log.warning("the views were not synced before the machine restarted: rebuilding them from the journal")
             shutil.rmtree(path)
         views = Views(path, sync=boot_id is None)
@@ -143,11 +145,9 @@ class Engine(IamOps):
         self.views.close()
 
     async def _run(self, name: str, args: dict[str, Any], actor: str, volumes: set[str] | None = None) -> Any:
-        """Submit a command; bytes this process wrote to ``volumes`` are made durable first (group fsync per
-        volume, volumes/group_sync.py), so the sequencer's serial commit path only journals."""
-        if volumes:
-            await self.volume_sync.durable(volumes)
-        return await self.sequencer.execute(Command(name, args, actor))
+        """Submit a command; the sequencer fsyncs ``volumes`` (where this process wrote the command's bytes)
+        alongside the journal before it answers."""
+        return await self.sequencer.execute(Command(name, args, actor, tuple(volumes or ())))
 
     def _read(self, fn: Callable[[Tx], Any]) -> Any:
         with self.views.read() as txn:

@@ -7,14 +7,19 @@ worker processes. For each group-committed batch, on the sequencer thread:
   2. per command, in a nested transaction: run its decider against the views as they stand (including earlier
      commands of this batch); the decider validates and emits events, each stamped (seq, hlc) and applied at
      once; an S3Error aborts only that command's nested transaction -- a failed request changes nothing;
-  3. fdatasync every volume the batch's commands still name       (bytes durable before any event names them;
-     requests made their own bytes durable already: volumes/group_sync.py; compaction's moves name w00)
-  4. write all events with one write + fdatasync                  (the commit point: acknowledged from here)
-  5. commit the LMDB transaction (views + last_seq together; no fsync of its own: views/unsynced.py)
-  6. complete each command's future.
+  3. write all events with one write + fdatasync, and in parallel fdatasync every volume holding bytes the
+     batch's commands wrote (one thread per volume); both must complete (the commit point)
+  4. commit the LMDB transaction (views + last_seq together; no fsync of its own: views/unsynced.py)
+  5. complete each command's future.
 
-A crash before 4 leaves no event and unreferenced volume bytes (reclaimed by compaction); a crash between 4 and
-5 is repaired at start-up by replaying the journal past the views' ``last_seq``.
+Step 3 overlaps the journal's fsync with the volumes' only for batches start-up can check (tail_check.py): if the
+machine dies between the two, the journal's last record may name bytes that never reached the disk, and start-up
+cuts that record (it was never acknowledged). Other batches sync their volumes first. A volume sync that fails
+after the journal write cuts the batch back out of the journal and fails its commands.
+
+A crash before 3 completes leaves at most an unacknowledged last record (kept if its bytes are intact) and
+unreferenced volume bytes (reclaimed by compaction); a crash between 3 and 4 is repaired at start-up by replaying
+the journal past the views' ``last_seq``.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import lmdb
 
 from s4.journal import Event, EventDraft, EventType, GroupCommitQueue, Journal
 
-from . import projector
+from . import projector, tail_check
 from .errors import ErrorCode, S3Error
 from .views.env import Views
 from .views.records import Tx
@@ -86,6 +91,7 @@ class Sequencer:
         self.views = views
         self.volumes = volumes
         self.deciders = deciders
+        self._syncer = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="volume-sync")
         self._queue: GroupCommitQueue[Command, Any] = GroupCommitQueue(self._process, name="sequencer")
 
     def submit(self, command: Command) -> concurrent.futures.Future[Any]:
@@ -110,6 +116,7 @@ class Sequencer:
 
     def close(self) -> None:
         self._queue.close()
+        self._syncer.shutdown()
 
     def _process(self, batch: list[Command]) -> Sequence[Any]:
         while True:
@@ -131,8 +138,7 @@ class Sequencer:
             events = [e for o in outcomes for e in o.events]
             if events:
                 volumes = {v for cmd, o in zip(batch, outcomes, strict=True) if o.events for v in cmd.volumes}
-                self.volumes.sync(volumes)
-                self.journal.write_events(events)
+                self._make_durable(events, volumes)
         except BaseException:
             txn.abort()
             raise
@@ -144,6 +150,26 @@ class Sequencer:
             log.warning("LMDB commit failed after the journal write; applying the %d journaled events", len(events))
             apply_events(self.views, events)
         return [o.error if o.error is not None else o.result for o in outcomes]
+
+    def _make_durable(self, events: list[Event], volumes: set[str]) -> None:
+        """Step 3: the events in the journal and the bytes they name in the volumes, both fsynced."""
+        batch = self.journal.encode(events)
+        if not volumes:
+            self.journal.write_encoded(batch)
+            return
+        if batch.records > 1 or not tail_check.checkable(events):
+            self.volumes.sync(volumes)
+            self.journal.write_encoded(batch)
+            return
+        syncs = [self._syncer.submit(self.volumes.sync, (name,)) for name in volumes]
+        try:
+            start = self.journal.write_encoded(batch)
+        finally:
+            concurrent.futures.wait(syncs)  # no retry and no next batch while a sync of this one still runs
+        failed = next((exc for f in syncs if (exc := f.exception()) is not None), None)
+        if failed is not None:
+            self.journal.cut_tail(start, batch.first_seq - 1)
+            raise failed
 
     def _decide(self, env: Any, txn: Any, cmd: Command, seq: int) -> _Outcome:
         decider = self.deciders.get(cmd.name)

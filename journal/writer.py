@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .codec import encode_event
+from .codec import decode_events, encode_event
 from .errors import JournalClosedError
 from .events import Event, EventDraft, EventType
-from .framing import ScanEnd, encode_record
+from .framing import ScanEnd, encode_record, scan_records
 from .groupcommit import FixedHistogram, GroupCommitQueue
 from .hlc import HybridClock
 from .recovery import RecoveryReport, iter_segment, recover
-from .segment import create_segment, first_seq_of, list_segments
+from .segment import SEGMENT_HEADER_BYTES, create_segment, first_seq_of, list_segments
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,24 @@ class JournalStats:
     subscribes to the histogram's listeners to publish across processes."""
 
     fsync_seconds: FixedHistogram = field(default_factory=lambda: FixedHistogram(FSYNC_BUCKETS))
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedBatch:
+    """A batch framed for the journal: ``records`` records holding seqs ``first_seq..last_seq``."""
+
+    data: bytes
+    records: int
+    first_seq: int
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class TailRecord:
+    """The journal's last record: where it starts in the tail segment and the events it holds."""
+
+    offset: int
+    events: list[Event]
 
 
 def _record_payloads(events: Sequence[Event]) -> list[bytes]:
@@ -120,33 +138,75 @@ class Journal:
             self.write_events(events)
             return events
 
+    def encode(self, events: Sequence[Event]) -> EncodedBatch:
+        """Frame already-stamped events as they will be written: one record unless the batch is very large."""
+        if not events:
+            raise ValueError("an empty batch has nothing to encode")
+        payloads = _record_payloads(events)
+        return EncodedBatch(b"".join(encode_record(p) for p in payloads), len(payloads), events[0].seq,
+                            events[-1].seq)
+
     def write_events(self, events: Sequence[Event]) -> None:
         """Write already-stamped events (seqs must continue the log) with one write and one fdatasync."""
+        if events:
+            self.write_encoded(self.encode(events))
+
+    def write_encoded(self, batch: EncodedBatch) -> int:
+        """Write an encoded batch with one write and one fdatasync; returns the tail offset it starts at (for
+        ``cut_tail``). All or nothing: a failed write or sync leaves the log as it was."""
         if self._closed:
             raise JournalClosedError("journal is closed")
         with self._lock:
-            if not events:
-                return
-            for i, event in enumerate(events, 1):
-                if event.seq != self._last_seq + i:
-                    raise ValueError(f"event seq {event.seq} does not continue the log at {self._last_seq}")
+            if batch.first_seq != self._last_seq + 1:
+                raise ValueError(f"event seq {batch.first_seq} does not continue the log at {self._last_seq}")
             if self._fd < 0 or self._size >= self.segment_size_bytes:
                 self._roll(self._last_seq + 1)
-            data = b"".join(encode_record(payload) for payload in _record_payloads(events))
+            start = self._size
             try:
-                written = os.pwrite(self._fd, data, self._size)
-                if written != len(data):
-                    raise OSError(f"short journal write: {written} of {len(data)} bytes")
+                written = os.pwrite(self._fd, batch.data, start)
+                if written != len(batch.data):
+                    raise OSError(f"short journal write: {written} of {len(batch.data)} bytes")
                 synced_at = time.perf_counter()
                 os.fdatasync(self._fd)
                 fsync_s = time.perf_counter() - synced_at
             except BaseException:
                 # Never leave a half batch where the next batch would follow it.
-                os.ftruncate(self._fd, self._size)
+                os.ftruncate(self._fd, start)
                 raise
-            self._size += len(data)
-            self._last_seq = events[-1].seq
+            self._size = start + len(batch.data)
+            self._last_seq = batch.last_seq
             self.stats.fsync_seconds.observe(fsync_s)
+            return start
+
+    def cut_tail(self, offset: int, last_seq: int) -> None:
+        """Remove the tail segment's bytes from ``offset`` on (records that were never acknowledged), so that the
+        log ends at ``last_seq`` again. A journal that cannot be cut is closed: writing after records it could not
+        remove would let them reappear at the next start."""
+        with self._lock:
+            try:
+                os.ftruncate(self._fd, offset)
+                os.fdatasync(self._fd)
+            except BaseException:
+                self._closed = True
+                raise
+            self._size = offset
+            self._last_seq = last_seq
+
+    def tail_record(self) -> TailRecord | None:
+        """The last record of the tail segment (offset and events); None if that segment holds no record yet."""
+        with self._lock:
+            if self._fd < 0:
+                return None
+            path = list_segments(self.directory)[-1]
+            data = path.read_bytes()[: self._size]
+        last: tuple[int, memoryview] | None = None
+        for item in scan_records(data, SEGMENT_HEADER_BYTES):
+            if isinstance(item, ScanEnd):
+                break
+            last = item
+        if last is None:
+            return None
+        return TailRecord(last[0], decode_events(bytes(last[1])))
 
     async def append(self, type: EventType, payload: dict[str, Any], actor: str = "") -> Event:
         """Log one event; returns once it is durable (shares its fsync with concurrent appends)."""
