@@ -3,9 +3,10 @@
 With the threaded ``Channel`` every command crossed three threads in the worker (the event loop queued the frame
 for the writer thread; the reader thread decoded the reply and woke the loop), two context switches and GIL
 hand-offs per request; on a small VM those switches cost more CPU than the request's own work. Here the loop
-writes the frame to the socket itself and decodes replies in ``data_received``, completing the awaiting task's
-future directly. Other threads (a volume sealed on an ingest thread, the admin status call) still get a
-``concurrent.futures.Future`` from ``request``; their frames are handed to the loop with ``call_soon_threadsafe``.
+writes the frames to the socket itself (those its tasks sent during one iteration in one write, at the end of
+it) and decodes replies in ``data_received``, completing the awaiting task's future directly. Other threads (a
+volume sealed on an ingest thread, the admin status call) still get a ``concurrent.futures.Future`` from
+``request``; their frames are handed to the loop with ``call_soon_threadsafe``.
 
 Requests made before ``attach`` (the loop not running yet) are kept and sent on attach. When the peer goes away
 every pending request fails with ChannelClosedError and ``on_close`` runs once, as with ``Channel``.
@@ -38,6 +39,7 @@ class LoopChannel:
         self._loop_thread = 0
         self._transport: asyncio.Transport | None = None
         self._early: list[bytes] = []
+        self._outgoing: list[bytes] = []  # frames sent on the loop in this iteration, written together
         self._buffer = bytearray()
 
     @property
@@ -95,10 +97,20 @@ class LoopChannel:
                 self._early.append(frame)
                 return
         if threading.get_ident() == self._loop_thread:
-            transport.write(frame)
+            self._outgoing.append(frame)
+            if len(self._outgoing) == 1:
+                assert loop is not None
+                loop.call_soon(self._flush)
         else:
             assert loop is not None
             loop.call_soon_threadsafe(self._write_if_open, frame)
+
+    def _flush(self) -> None:
+        """One write for every frame the loop's tasks sent in the iteration just run (under load, many commands
+        share a system call, as the supervisor's replies do)."""
+        frames, self._outgoing = self._outgoing, []
+        if frames and not self._pending.closed and self._transport is not None:
+            self._transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def _write_if_open(self, frame: bytes) -> None:
         if not self._pending.closed and self._transport is not None:

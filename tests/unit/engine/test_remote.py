@@ -160,6 +160,34 @@ def test_loop_channel_serves_the_loop_and_other_threads(loop_factory: str) -> No
         server.close()
 
 
+def test_loop_channel_sends_the_frames_of_one_loop_iteration_in_one_write() -> None:
+    server, client = _loop_pair(lambda ch, m: ch.reply(m["id"], m["n"]))
+    writes: list[int] = []
+
+    async def main() -> None:
+        await client.attach()
+        transport = client._transport
+        assert transport is not None
+        real_write = transport.write
+
+        def counting_write(data: bytes) -> None:
+            writes.append(len(data))
+            real_write(data)
+
+        transport.write = counting_write  # type: ignore[method-assign]
+        calls = [asyncio.ensure_future(client.call({"op": "x", "n": n})) for n in range(50)]
+        assert await asyncio.gather(*calls) == list(range(50))  # all 50 tasks send in the same iteration
+        assert len(writes) == 1
+        assert await client.call({"op": "x", "n": 7}) == 7  # a lone call is not held back
+        assert len(writes) == 2
+
+    try:
+        asyncio.run(main())
+    finally:
+        client.close()
+        server.close()
+
+
 def test_loop_channel_fails_pending_calls_when_the_peer_goes_away() -> None:
     held = threading.Event()
     closed: list[bool] = []
