@@ -181,6 +181,7 @@ class Metrics:
                                  buckets=LATENCY_BUCKETS, registry=own)
         self.bytes_in = Counter("s4_bytes_received", "Request body bytes", registry=own)
         self.bytes_out = Counter("s4_bytes_sent", "Response body bytes", registry=own)
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self.journal_metrics: JournalMetrics | None = None
         if self.multiprocess:
             MultiProcessCollector(self.registry)
@@ -189,8 +190,12 @@ class Metrics:
         self.registry.register(EngineCollector(engine, journal_numbers=not self.multiprocess))
 
     def observe(self, operation: str, status: int, started: float, bytes_in: int, bytes_out: int) -> None:
-        self.requests.labels(operation, str(status)).inc()
-        self.latency.labels(operation).observe(time.perf_counter() - started)
+        children = self._children.get((operation, status))
+        if children is None:  # labels() takes a lock and builds the key tuple: done once per (operation, status)
+            children = self._children[(operation, status)] = (self.requests.labels(operation, str(status)),
+                                                              self.latency.labels(operation))
+        children[0].inc()
+        children[1].observe(time.perf_counter() - started)
         if bytes_in:
             self.bytes_in.inc(bytes_in)
         if bytes_out:
