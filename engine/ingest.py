@@ -4,7 +4,8 @@ The body is cut into chunks of ``CHUNK_BYTES``. For each chunk, on a worker thre
 and any requested checksums are updated, the chunk's SHA-256 names it, and the blob index is asked whether those
 bytes are already stored -- if so the chunk becomes a reference, not a copy. Only new chunks are appended to the
 worker's active volume. Nothing here is durable or visible yet: the caller's command carries the locations and
-the sequencer syncs the volumes before journalling the event that references them.
+the volumes written, and the sequencer syncs those volumes alongside the journal write of the event that
+references them.
 """
 
 from __future__ import annotations

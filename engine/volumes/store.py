@@ -4,9 +4,11 @@ Each worker process appends to volumes of its own (``w<worker>-<n>.vol``), so th
 cross-process lock. Within a process, writers reserve a byte range under a short lock and ``pwrite`` outside it,
 so concurrent uploads stream in parallel. A volume rolls when the next record would pass ``volume_size_bytes``.
 
-Crash safety: bytes are made durable by ``sync()`` (fdatasync) *before* any journal event references them (the
-sequencer does this for each batch). A crash mid-write leaves unreferenced garbage, never a referenced torn
-record; on restart appending continues at the end of the file, after the garbage, which compaction reclaims.
+Crash safety: bytes are made durable by ``sync()`` (fdatasync), which the sequencer runs alongside the journal
+write of the batch whose events name them, acknowledging only when both are done; start-up checks the one journal
+record that can be ahead of its bytes (engine/tail_check.py). A crash mid-write leaves unreferenced garbage,
+never an acknowledged torn record; on restart appending continues at the end of the file, after the garbage,
+which compaction reclaims.
 Readers use ``pread`` on a cached descriptor and never take a lock.
 """
 
