@@ -150,8 +150,10 @@ def _parse_credential(value: str, malformed: ErrorCode) -> tuple[str, str, str, 
     return parts[0], parts[1], parts[2], parts[3]
 
 
+@functools.lru_cache(maxsize=256)
 def _parse_amz_date(value: str) -> datetime | None:
-    """ISO 8601 basic ``YYYYMMDDTHHMMSSZ`` without strptime's overhead; None if invalid."""
+    """ISO 8601 basic ``YYYYMMDDTHHMMSSZ`` without strptime's overhead; None if invalid. Cached: every request of
+    the same second carries the same text (datetimes are immutable, so sharing one is safe)."""
     if len(value) != 16 or value[8] != "T" or value[15] != "Z":
         return None
     digits = value[:8] + value[9:15]
@@ -303,12 +305,17 @@ def _check_signed_headers(req: AuthRequest, parsed: _Parsed) -> None:
         message = ("X-Amz-SignedHeaders must include host" if parsed.presigned
                    else f"{_HEADER_LEAD}SignedHeaders must include host.")
         raise S3Error(parsed.malformed, message)
-    signed = set(parsed.signed_headers)
+    signed = _as_set(parsed.signed_headers)
     missing = sorted(n for n in req.headers if n.startswith("x-amz-") and n not in signed
                      and not (parsed.presigned and n == "x-amz-content-sha256"))
     if missing:
         raise S3Error(ErrorCode.ACCESS_DENIED, "There were headers present in the request which were not "
                                                "signed", HeadersNotSigned=", ".join(missing))
+
+
+@functools.lru_cache(maxsize=1024)
+def _as_set(names: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(names)
 
 
 def _variants(req: AuthRequest, presigned: bool, uri: str, query: str) -> Iterator[tuple[str, str]]:

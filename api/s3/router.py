@@ -109,11 +109,16 @@ UNSUPPORTED_SUBRESOURCES = frozenset({
 })
 
 
+# ROUTES grouped by (method, level), in their original order: a request scans only its own group.
+_ROUTES_BY_TARGET: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
+for _method, _level, _query, _header, _operation in ROUTES:
+    _ROUTES_BY_TARGET.setdefault((_method, _level), []).append((_query, _header, _operation))
+
+
 def route(method: str, bucket: str, key: str, query: Mapping[str, str], headers: Mapping[str, str]) -> Route:
     level = "object" if key else "bucket" if bucket else "service"
-    for r_method, r_level, r_query, r_header, operation in ROUTES:
-        if r_method == method and r_level == level and (not r_query or r_query in query) and (
-                not r_header or r_header in headers):
+    for r_query, r_header, operation in _ROUTES_BY_TARGET.get((method, level), ()):
+        if (not r_query or r_query in query) and (not r_header or r_header in headers):
             if r_query or not UNSUPPORTED_SUBRESOURCES.intersection(query):
                 return Route(operation, bucket, key)
             return Route("NotImplemented", bucket, key)

@@ -28,8 +28,6 @@ from __future__ import annotations
 import logging
 import os
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,10 +93,10 @@ class Views:
     def db(self, name: str) -> Any:
         return self.dbs[name]
 
-    @contextmanager
-    def read(self) -> Iterator[lmdb.Transaction]:
-        with self.env.begin(buffers=False) as txn:
-            yield txn
+    def read(self) -> lmdb.Transaction:
+        """A read transaction, used as a context manager (``with views.read() as txn``): lmdb's own ``__exit__``
+        ends it. No generator-based wrapper: this runs a few times per GET."""
+        return self.env.begin(buffers=False)
 
     def begin_write(self) -> lmdb.Transaction:
         return self.env.begin(write=True)
