@@ -202,7 +202,7 @@ class S3Service:
             return
         where = split_target(raw_path, headers.get("host", ""), self.settings.vhost_domains)
         bucket, key = where.bucket, where.key
-        query = dict(parse_qsl(query_string, keep_blank_values=True))
+        query = dict(parse_qsl(query_string, keep_blank_values=True)) if query_string else {}
         if req.method == "OPTIONS":
             self._preflight(bucket, headers, resp)
             return
