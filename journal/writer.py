@@ -142,6 +142,9 @@ class Journal:
         """Frame already-stamped events as they will be written: one record unless the batch is very large."""
         if not events:
             raise ValueError("an empty batch has nothing to encode")
+        for i, event in enumerate(events):
+            if event.seq != events[0].seq + i:
+                raise ValueError(f"event seq {event.seq} does not follow {events[0].seq + i - 1} in its batch")
         payloads = _record_payloads(events)
         return EncodedBatch(b"".join(encode_record(p) for p in payloads), len(payloads), events[0].seq,
                             events[-1].seq)

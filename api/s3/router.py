@@ -109,10 +109,15 @@ UNSUPPORTED_SUBRESOURCES = frozenset({
 })
 
 
-# ROUTES grouped by (method, level), in their original order: a request scans only its own group.
-_ROUTES_BY_TARGET: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
-for _method, _level, _query, _header, _operation in ROUTES:
-    _ROUTES_BY_TARGET.setdefault((_method, _level), []).append((_query, _header, _operation))
+def _group_routes() -> dict[tuple[str, str], list[tuple[str, str, str]]]:
+    """ROUTES grouped by (method, level), in their original order: a request scans only its own group."""
+    groups: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
+    for method, level, query, header, operation in ROUTES:
+        groups.setdefault((method, level), []).append((query, header, operation))
+    return groups
+
+
+_ROUTES_BY_TARGET = _group_routes()
 
 
 def route(method: str, bucket: str, key: str, query: Mapping[str, str], headers: Mapping[str, str]) -> Route:

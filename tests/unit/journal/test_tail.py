@@ -64,12 +64,16 @@ def test_a_batch_past_the_record_target_is_several_records(tmp_path: Path, monke
     journal.close()
 
 
-def test_a_batch_that_does_not_continue_the_log_is_refused(tmp_path: Path) -> None:
+def test_a_batch_that_does_not_continue_the_log_or_has_a_gap_is_refused(tmp_path: Path) -> None:
     journal = Journal(tmp_path, origin="n1")
     early = journal.encode(stamped(journal, 1))
     journal.write_events(stamped(journal, 1))
     with pytest.raises(ValueError, match="does not continue"):
         journal.write_encoded(early)
+    events = stamped(journal, 3)
+    with pytest.raises(ValueError, match="does not follow"):
+        journal.encode([events[0], events[2]])
+    assert journal.last_seq == 1
     journal.close()
 
 
