@@ -88,7 +88,7 @@ class Target:
 
 def split_target(raw_path: str, host: str, vhost_domains: tuple[str, ...]) -> Target:
     """Bucket and key from the path, or the bucket from the Host header for virtual-host-style requests."""
-    path = unquote(raw_path) if "%" in raw_path else raw_path
+    path = unquote(raw_path)
     hostname = host.rsplit(":", 1)[0].lower() if host and not host.startswith("[") else host.lower()
     for domain in vhost_domains:
         suffix = "." + domain
