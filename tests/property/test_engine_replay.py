@@ -319,7 +319,14 @@ class EngineMachine(RuleBasedStateMachine):
         upload = self.uploads[upload_id]
         pool = sorted(upload.parts) if upload.parts and not missing else [1, 2, 3, 4]
         chosen = sorted(data.draw(st.sets(st.sampled_from(pool), min_size=1), label="parts"))
-        expect = None if all(n in upload.parts for n in chosen) else ErrorCode.INVALID_PART
+        expect = None
+        for index, n in enumerate(chosen):  # the first offending part, in order, decides (as the decider does)
+            if n not in upload.parts:
+                expect = ErrorCode.INVALID_PART
+                break
+            if not upload.parts[n][0] and index < len(chosen) - 1:  # below min_part_bytes=1 and not the last
+                expect = ErrorCode.ENTITY_TOO_SMALL
+                break
         parts = [(n, upload.parts[n][1] if n in upload.parts else "0" * 32) for n in chosen]
         version = self.call(self.engine.complete_multipart_upload(upload.bucket, upload.key, upload_id, parts),
                             expect)
