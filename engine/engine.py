@@ -41,7 +41,7 @@ from .model import (
     VersionListPage,
 )
 from .names import check_bucket_name, check_key
-from .remote import Channel, LoopChannel, RemoteIam, RemoteSequencer, RemoteWorkers
+from .remote import LoopChannel, RemoteIam, RemoteSequencer, RemoteWorkers
 from .sequencer import Command, Sequencer, replay
 from .tail_check import settle_tail
 from .views.env import Views
@@ -77,7 +77,7 @@ def _node_id(data_dir: Path) -> str:
 class Engine(IamOps):
     """One node's storage: journal + views + volumes behind S3 operations."""
 
-    def __init__(self, options: EngineOptions, sequencer_channel: Channel | LoopChannel | None = None) -> None:
+    def __init__(self, options: EngineOptions, sequencer_channel: LoopChannel | None = None) -> None:
         """The node's engine; with ``sequencer_channel`` a worker process's engine (see engine/remote).
 
         A worker writes its own volumes and reads the views directly, but owns neither the journal nor the

@@ -104,6 +104,11 @@ class Sequencer:
     def execute_sync(self, command: Command) -> Any:
         return self._queue.submit_sync(command).result()
 
+    def commit_now(self, commands: list[Command]) -> Sequence[Any]:
+        """Run ``commands`` as one batch on the calling thread (serialised with the sequencer thread's batches);
+        returns each one's result or error, once the batch is durable."""
+        return self._queue.commit_now(commands)
+
     @property
     def batch_sizes(self) -> Any:
         """Commands per group-committed batch (a ``FixedHistogram``), for metrics."""

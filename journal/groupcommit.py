@@ -67,7 +67,12 @@ class FixedHistogram:
 
 
 class GroupCommitQueue(Generic[T, R]):
-    """Serialises items through ``process(batch) -> results`` on one thread, in submission order."""
+    """Serialises items through ``process(batch) -> results`` on one thread, in submission order.
+
+    A caller that gathers batches itself (the multi-process sequencer reads its workers' commands on its event
+    loop) runs them with ``commit_now`` on its own thread: serialised with the committer thread's batches by one
+    lock and counted in the same statistics.
+    """
 
     def __init__(
         self,
@@ -81,6 +86,7 @@ class GroupCommitQueue(Generic[T, R]):
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._closed = False
         self._submit_lock = threading.Lock()  # close() and submit_sync() must not interleave
+        self._commit_lock = threading.Lock()  # one batch at a time, whichever thread runs it
         self.batches = 0
         self.items = 0
         self.batch_sizes = FixedHistogram(BATCH_SIZE_BUCKETS)
@@ -139,16 +145,26 @@ class GroupCommitQueue(Generic[T, R]):
             if left is not _STOP:
                 left[1].set_exception(JournalClosedError("journal is closed"))  # type: ignore[index]
 
-    def _commit(self, batch: list[tuple[T, concurrent.futures.Future[R]]]) -> None:
-        items = [item for item, _ in batch]
-        try:
-            results: Sequence[R | BaseException] = self._process(items)
-        except BaseException as exc:  # the whole batch failed: nobody is acknowledged
-            log.exception("group commit batch of %d failed", len(items))
-            results = [exc] * len(items)
-        self.batches += 1
-        self.items += len(items)
+    def commit_now(self, items: list[T]) -> Sequence[R | BaseException]:
+        """Process ``items`` as one batch on the calling thread; one result (or the error) per item."""
+        if self._closed:
+            return [JournalClosedError("journal is closed")] * len(items)
+        return self._run_batch(items)
+
+    def _run_batch(self, items: list[T]) -> Sequence[R | BaseException]:
+        with self._commit_lock:
+            try:
+                results: Sequence[R | BaseException] = self._process(items)
+            except BaseException as exc:  # the whole batch failed: nobody is acknowledged
+                log.exception("group commit batch of %d failed", len(items))
+                results = [exc] * len(items)
+            self.batches += 1
+            self.items += len(items)
         self.batch_sizes.observe(len(items))
+        return results
+
+    def _commit(self, batch: list[tuple[T, concurrent.futures.Future[R]]]) -> None:
+        results = self._run_batch([item for item, _ in batch])
         for (_, fut), result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):
                 fut.set_exception(result)

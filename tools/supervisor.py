@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from s4.engine import Engine
-from s4.engine.remote import Channel, SequencerService
+from s4.engine.remote import SequencerService, WorkerLink
 
 log = logging.getLogger("s4.supervisor")
 RESTART_BACKOFF_S = 1.0
@@ -43,7 +43,7 @@ SHUTDOWN_GRACE_S = 35.0
 class _Child:
     worker_id: int
     proc: subprocess.Popen[bytes]
-    channel: Channel
+    link: WorkerLink
     started: float = field(default_factory=time.monotonic)
 
 
@@ -114,7 +114,7 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
         for worker_id in range(1, self.count + 1):
-            self._spawn(worker_id)
+            await self._spawn(worker_id)
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
@@ -125,7 +125,7 @@ class Supervisor:
         finally:
             await self._stop_children()
 
-    def _spawn(self, worker_id: int) -> None:
+    async def _spawn(self, worker_id: int) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         listen_fd = self.listeners[worker_id - 1].fileno()
         argv = [*self.worker_argv, "--worker-id", str(worker_id), "--listen-fd", str(listen_fd),
@@ -133,8 +133,8 @@ class Supervisor:
         proc = subprocess.Popen(argv, env=self.worker_env, pass_fds=(listen_fd, theirs.fileno()))
         theirs.close()
         assert self.service is not None
-        channel = Channel(ours, name=f"worker-{worker_id}", on_request=self.service.handle)
-        self.children[worker_id] = _Child(worker_id, proc, channel)
+        link = await self.service.attach(ours, f"worker-{worker_id}")
+        self.children[worker_id] = _Child(worker_id, proc, link)
         log.info("worker %d started (pid %d)", worker_id, proc.pid)
 
     async def _replace_dead_workers(self) -> None:
@@ -144,11 +144,11 @@ class Supervisor:
                 continue
             log.warning("worker %d (pid %d) exited with %s; starting a replacement", worker_id, child.proc.pid,
                         code)
-            child.channel.close()
+            child.link.close()
             self._forget_process(child.proc.pid)
             if time.monotonic() - child.started < RESTART_BACKOFF_S:
                 await asyncio.sleep(RESTART_BACKOFF_S)  # a worker that dies at start-up must not spin the supervisor
-            self._spawn(worker_id)
+            await self._spawn(worker_id)
 
     def _forget_process(self, pid: int) -> None:
         """Release what a dead worker held: stale LMDB reader slots, its per-process metric files."""
@@ -174,7 +174,7 @@ class Supervisor:
                 log.warning("worker %d did not stop in time; killing it", child.worker_id)
                 child.proc.kill()
                 child.proc.wait()
-            child.channel.close()
+            child.link.close()
         for listener in self.listeners:
             listener.close()
 

@@ -1,15 +1,16 @@
 """Multi-process serving: HTTP worker processes send commands to the node's one sequencer process.
 
-``channel`` frames msgpack messages over a socketpair (``loop_channel``: the worker's end, run by its event
-loop; ``pending``: the request bookkeeping both ends share); ``client`` is what a worker's Engine uses in place
-of the local sequencer (and of the background workers); ``service`` answers them in the sequencer process.
+``wire`` frames msgpack messages over a socketpair; both ends are driven by their process's event loop:
+``loop_channel`` is the worker's end (``pending``: its request bookkeeping), ``service`` the sequencer process's
+(one ``WorkerLink`` per worker; commands from all of them are committed together on that loop). ``client`` is
+what a worker's Engine uses in place of the local sequencer (and of the background workers).
 See docs/architecture/processes.md.
 """
 
-from .channel import Channel, ChannelClosedError
 from .client import RemoteIam, RemoteSequencer, RemoteWorkers
 from .loop_channel import LoopChannel
-from .service import SequencerService
+from .pending import ChannelClosedError
+from .service import SequencerService, WorkerLink
 
-__all__ = ["Channel", "ChannelClosedError", "LoopChannel", "RemoteIam", "RemoteSequencer", "RemoteWorkers",
-           "SequencerService"]
+__all__ = ["ChannelClosedError", "LoopChannel", "RemoteIam", "RemoteSequencer", "RemoteWorkers",
+           "SequencerService", "WorkerLink"]

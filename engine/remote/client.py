@@ -1,4 +1,4 @@
-"""The worker-process side: stand-ins for the local Sequencer and Workers that forward over a Channel.
+"""The worker-process side: stand-ins for the local Sequencer and Workers that forward over its LoopChannel.
 
 Engine code cannot tell the difference: ``execute`` returns the decider's result or raises its error exactly
 as the in-process sequencer would, after the event is durable in the sequencer process.
@@ -10,7 +10,6 @@ import concurrent.futures
 from typing import Any
 
 from ..sequencer import Command
-from .channel import Channel
 from .loop_channel import LoopChannel
 
 STATUS_TIMEOUT_S = 30.0
@@ -24,7 +23,7 @@ def _command_message(command: Command) -> dict[str, Any]:
 class RemoteSequencer:
     """Submits commands to the node's sequencer process."""
 
-    def __init__(self, channel: Channel | LoopChannel) -> None:
+    def __init__(self, channel: LoopChannel) -> None:
         self.channel = channel
 
     def submit(self, command: Command) -> concurrent.futures.Future[Any]:
@@ -48,7 +47,7 @@ class RemoteSequencer:
 class RemoteIam:
     """Node-wide IAM state that is not in the views: the login throttle, kept by the sequencer process."""
 
-    def __init__(self, channel: Channel | LoopChannel) -> None:
+    def __init__(self, channel: LoopChannel) -> None:
         self.channel = channel
 
     async def throttle(self, action: str, username: str, client: str) -> None:
@@ -58,7 +57,7 @@ class RemoteIam:
 class RemoteWorkers:
     """The admin API's view of the background workers, which run once per node in the sequencer process."""
 
-    def __init__(self, channel: Channel | LoopChannel) -> None:
+    def __init__(self, channel: LoopChannel) -> None:
         self.channel = channel
 
     async def _call(self, method: str, **kwargs: Any) -> Any:

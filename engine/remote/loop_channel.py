@@ -1,15 +1,16 @@
 """The worker's end of its channel, driven by the worker's event loop: no threads, no hand-offs.
 
-With the threaded ``Channel`` every command crossed three threads in the worker (the event loop queued the frame
-for the writer thread; the reader thread decoded the reply and woke the loop), two context switches and GIL
-hand-offs per request; on a small VM those switches cost more CPU than the request's own work. Here the loop
+A channel run by reader and writer threads made every command cross three threads in the worker (the event loop
+queued the frame for the writer thread; the reader thread decoded the reply and woke the loop), two context
+switches and GIL hand-offs per request; on a small VM those switches cost more CPU than the request's own work
+(the sequencer's end, engine/remote/service.py, dropped its threads for the same reason). Here the loop
 writes the frames to the socket itself (those its tasks sent during one iteration in one write, at the end of
 it) and decodes replies in ``data_received``, completing the awaiting task's future directly. Other threads (a
 volume sealed on an ingest thread, the admin status call) still get a ``concurrent.futures.Future`` from
 ``request``; their frames are handed to the loop with ``call_soon_threadsafe``.
 
 Requests made before ``attach`` (the loop not running yet) are kept and sent on attach. When the peer goes away
-every pending request fails with ChannelClosedError and ``on_close`` runs once, as with ``Channel``.
+every pending request fails with ChannelClosedError and ``on_close`` runs once.
 """
 
 from __future__ import annotations

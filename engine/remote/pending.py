@@ -1,8 +1,8 @@
-"""Request ids and the futures awaiting their replies: the bookkeeping both channel ends share.
+"""Request ids and the futures awaiting their replies: the requesting end's bookkeeping (``LoopChannel``).
 
-``Channel`` (threads, any end) and ``LoopChannel`` (the worker's end, on its event loop) move bytes differently,
-but a request is registered, answered and failed the same way: a fresh id per request, the reply completes the
-future registered under its id (unless nobody waits any more), and closing fails every future still waiting.
+A request is registered, answered and failed the same way whichever thread made it: a fresh id per request, the
+reply completes the future registered under its id (unless nobody waits any more), and closing fails every
+future still waiting.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class ChannelClosedError(ConnectionError):
 
 
 class PendingReplies:
-    """Thread-safe: requests are made from any thread, replies arrive on the reading thread or loop."""
+    """Thread-safe: requests are made from any thread, replies arrive on the loop."""
 
     def __init__(self, name: str) -> None:
         self.name = name

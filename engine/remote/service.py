@@ -1,24 +1,31 @@
-"""The sequencer-process side: answers the requests of HTTP worker processes.
+"""The sequencer-process side: answers the requests of HTTP worker processes, on the supervisor's event loop.
 
-Commands go straight from the channel's reader thread into the local sequencer's group-commit queue (no event
-loop hop), so commands from every worker share batches; the reply is queued when the batch is durable.
-Background-worker requests (admin runs, status) run on the sequencer process's event loop; login-throttle
-requests are answered on the reader thread.
+Each worker's socket is read by the loop (``WorkerLink``, an asyncio protocol). The command frames of every
+worker go into one pending list, and one callback per loop iteration runs all of them as one group-committed
+batch right there on the loop thread (``Sequencer.commit_now``), then writes each worker's replies with one write.
+A command crosses no thread between its frame's arrival and its reply. While a batch is being made durable the
+next batch's frames wait in the kernel's socket buffers: that wait is the group commit's accumulation. Nothing else
+on this loop is latency-critical (it watches the worker processes and schedules the background workers, whose
+own commands run on the sequencer's thread, under the same lock).
+
+Background-worker requests (admin runs, status) and login-throttle requests are answered on the loop too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
+import socket
 from typing import Any
 
 from ..login_throttle import LoginThrottle
 from ..sequencer import Command, Sequencer
-from .channel import Channel
+from .pending import ChannelClosedError
+from .wire import LENGTH, MAX_FRAME_BYTES, decode_body, encode_error, encode_frame
 
 log = logging.getLogger(__name__)
 WORKER_METHODS = frozenset({"lifecycle", "compaction", "scrubber", "status"})
+MAX_BATCH = 4096
 
 
 class SequencerService:
@@ -28,48 +35,147 @@ class SequencerService:
         self.workers = workers
         self.loop = loop
         self.login_throttle = login_throttle
+        self._pending: list[tuple[Command, WorkerLink, int]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
 
-    def handle(self, channel: Channel, message: dict[str, Any]) -> None:
-        """Channel ``on_request`` hook; runs on the channel's reader thread, so it must not block."""
+    async def attach(self, sock: socket.socket, name: str) -> WorkerLink:
+        """Serve the worker at the other end of ``sock`` (one end of its socketpair)."""
+        sock.setblocking(False)
+        link = WorkerLink(self, name)
+        await self.loop.connect_accepted_socket(lambda: _Protocol(link), sock=sock)
+        return link
+
+    def handle(self, link: WorkerLink, message: dict[str, Any]) -> None:
         request_id = message["id"]
         op = message.get("op")
         if op == "cmd":
             command = Command(message["name"], message["args"], message.get("actor", ""),
                               tuple(message.get("volumes") or ()))
-            fut = self.sequencer.submit(command)
+            self._pending.append((command, link, request_id))
+            if len(self._pending) == 1:
+                self.loop.call_soon(self._commit_pending)
         elif op == "worker" and message.get("method") in WORKER_METHODS:
-            fut = self._worker_call(message["method"], message.get("kwargs") or {})
+            self._worker_call(link, request_id, message["method"], message.get("kwargs") or {})
         elif op == "throttle" and message.get("action") in LoginThrottle.ACTIONS:
             try:  # a few dict operations under a lock: answered right here
                 getattr(self.login_throttle, message["action"])(message["username"], message["client"])
             except Exception as exc:  # noqa: BLE001 - ThrottledError is the answer, not a failure
-                channel.reply(request_id, error=exc)
+                link.reply(request_id, error=exc)
             else:
-                channel.reply(request_id, None)
-            return
+                link.reply(request_id, None)
         else:
-            channel.reply(request_id, error=ValueError(f"unknown request {op!r}"))
-            return
-        fut.add_done_callback(lambda f: _answer(channel, request_id, f))
+            link.reply(request_id, error=ValueError(f"unknown request {op!r}"))
 
-    def _worker_call(self, method: str, kwargs: dict[str, Any]) -> concurrent.futures.Future[Any]:
+    def _commit_pending(self) -> None:
+        """Everything the workers sent since the last batch, as one batch (blocks the loop until durable)."""
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            results = self.sequencer.commit_now([command for command, _, _ in batch])
+            links: set[WorkerLink] = set()
+            for (_, link, request_id), result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):
+                    link.reply(request_id, error=result, flush=False)
+                else:
+                    link.reply(request_id, result, flush=False)
+                links.add(link)
+            for link in links:
+                link.flush()
+
+    def _worker_call(self, link: WorkerLink, request_id: int, method: str, kwargs: dict[str, Any]) -> None:
         if method == "status":
-            fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            try:
+                link.reply(request_id, self.workers.status(**kwargs))
+            except Exception as exc:  # noqa: BLE001 - answered to the caller
+                link.reply(request_id, error=exc)
+            return
+        task = self.loop.create_task(getattr(self.workers, method)(**kwargs))
+        self._tasks.add(task)
 
-            def status() -> None:
-                try:
-                    fut.set_result(self.workers.status(**kwargs))
-                except Exception as exc:  # noqa: BLE001 - answered to the caller
-                    fut.set_exception(exc)
+        def answer(done: asyncio.Task[Any]) -> None:
+            self._tasks.discard(done)
+            if done.cancelled():
+                link.reply(request_id, error=ChannelClosedError("the sequencer process is stopping"))
+            elif (error := done.exception()) is not None:
+                link.reply(request_id, error=error)
+            else:
+                link.reply(request_id, done.result())
 
-            self.loop.call_soon_threadsafe(status)
-            return fut
-        return asyncio.run_coroutine_threadsafe(getattr(self.workers, method)(**kwargs), self.loop)
+        task.add_done_callback(answer)
 
 
-def _answer(channel: Channel, request_id: int, fut: concurrent.futures.Future[Any]) -> None:
-    error = fut.exception()
-    if error is not None:
-        channel.reply(request_id, error=error)
-    else:
-        channel.reply(request_id, fut.result())
+class WorkerLink:
+    """One worker's socket, on the supervisor's loop: decodes its requests, writes the replies."""
+
+    def __init__(self, service: SequencerService, name: str) -> None:
+        self.name = name
+        self.service = service
+        self.closed = False
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._outgoing: list[bytes] = []
+
+    def reply(self, request_id: int, value: Any = None, error: BaseException | None = None, *,
+              flush: bool = True) -> None:
+        """Queue the reply to request ``request_id``; written now, or with the next ``flush``."""
+        if self.closed:
+            return
+        message = {"id": request_id, "err": encode_error(error)} if error is not None else {"id": request_id,
+                                                                                           "ok": value}
+        try:
+            frame = encode_frame(message)
+        except Exception as exc:  # noqa: BLE001 - an unsendable result is this request's failure only
+            frame = encode_frame({"id": request_id, "err": encode_error(exc)})
+        self._outgoing.append(frame)
+        if flush:
+            self.flush()
+
+    def flush(self) -> None:
+        frames, self._outgoing = self._outgoing, []
+        if frames and not self.closed and self._transport is not None:
+            self._transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+
+    def close(self) -> None:
+        """Stop serving this worker (it is gone or being stopped); replies still owed to it are dropped."""
+        self.closed = True
+        if self._transport is not None:
+            self._transport.close()
+
+    def _received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        start = 0
+        while len(buffer) - start >= LENGTH.size:
+            (length,) = LENGTH.unpack_from(buffer, start)
+            if length > MAX_FRAME_BYTES:
+                log.error("%s: frame of %d bytes refused; closing", self.name, length)
+                self.close()
+                return
+            end = start + LENGTH.size + length
+            if len(buffer) < end:
+                break
+            message = decode_body(bytes(buffer[start + LENGTH.size:end]))
+            start = end
+            if "op" in message:
+                self.service.handle(self, message)
+            else:
+                log.warning("%s: unexpected reply %r ignored", self.name, message.get("id"))
+        if start:
+            del buffer[:start]
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, link: WorkerLink) -> None:
+        self.link = link
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.link._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.link._received(data)
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("%s: undecodable frame: %s; closing", self.link.name, exc)
+            self.link.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.link.closed = True

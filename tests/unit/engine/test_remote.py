@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import socket
-import threading
 from typing import Any
 
 import pytest
@@ -14,9 +13,11 @@ from hypothesis import strategies as st
 
 from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.iam import IamError
-from s4.engine.remote import Channel, ChannelClosedError, LoopChannel
+from s4.engine.login_throttle import ThrottledError
+from s4.engine.remote import ChannelClosedError, LoopChannel, SequencerService, WorkerLink
 from s4.engine.remote.pending import PendingReplies
-from s4.engine.remote.wire import LENGTH, decode_body, encode_frame
+from s4.engine.remote.wire import LENGTH, MAX_FRAME_BYTES, decode_body, encode_frame
+from s4.engine.sequencer import Command
 
 values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text() | st.binary(),
@@ -38,176 +39,212 @@ def test_user_maps_with_any_string_key_are_not_mistaken_for_errors() -> None:
     assert decode_body(encode_frame({"ok": meta})[4:]) == {"ok": meta}
 
 
-def _pair(handler: Any) -> tuple[Channel, Channel]:
+class FakeSequencer:
+    """Stands in for the Sequencer: each command's name says what its result is; records the batches."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    def commit_now(self, commands: list[Command]) -> list[Any]:
+        self.batches.append([c.name for c in commands])
+        return [self._decide(c) for c in commands]
+
+    @staticmethod
+    def _decide(command: Command) -> Any:
+        if command.name == "s3":
+            return S3Error(ErrorCode.NO_SUCH_KEY, resource="k", Key="k", headers={"x-amz-delete-marker": "true"})
+        if command.name == "iam-value":  # IAM deciders return their refusal as a value
+            return {"result": IamError(409, "taken")}
+        if command.name == "bug":
+            return KeyError("oops")
+        if command.name == "double":
+            return command.args["n"] * 2
+        return {"echo": command.args.get("payload"), "volumes": command.volumes, "tuple": (1, 2)}
+
+
+class FakeWorkers:
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def lifecycle(self, dry_run: bool | None = None) -> dict[str, Any]:
+        await self.release.wait()
+        return {"dry_run": dry_run}
+
+    def status(self, name: str) -> dict[str, Any]:
+        return {"name": name}
+
+
+class FakeThrottle:
+    def check(self, username: str, client: str) -> None:
+        if username == "locked":
+            raise ThrottledError(7)
+
+
+class _CountingTransport:
+    """Wraps a transport (uvloop's cannot be patched) to record the size of every write."""
+
+    def __init__(self, transport: Any, writes: list[int]) -> None:
+        self._transport = transport
+        self._writes = writes
+
+    def write(self, data: bytes) -> None:
+        self._writes.append(len(data))
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+def _cmd(name: str, **args: Any) -> dict[str, Any]:
+    return {"op": "cmd", "name": name, "args": args, "actor": "t", "volumes": ["w01-00000001.vol"]}
+
+
+def _run(main: Any, loop_factory: str = "asyncio") -> None:
+    if loop_factory == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main())
+    else:
+        asyncio.run(main())
+
+
+async def _serve(on_close: Any = None) -> tuple[SequencerService, WorkerLink, LoopChannel, FakeSequencer]:
+    """A real SequencerService on the running loop, serving a LoopChannel over a socketpair."""
     a, b = socket.socketpair()
-    server = Channel(a, name="server", on_request=handler)
-    client = Channel(b, name="client")
-    return server, client
-
-
-def test_results_and_errors_cross_intact() -> None:
-    def handler(channel: Channel, message: dict[str, Any]) -> None:
-        what = message["what"]
-        if what == "s3":
-            channel.reply(message["id"], error=S3Error(ErrorCode.NO_SUCH_KEY, resource="k", Key="k",
-                                                       headers={"x-amz-delete-marker": "true"}))
-        elif what == "iam-value":  # IAM deciders return their refusal as a value
-            channel.reply(message["id"], {"result": IamError(409, "taken")})
-        elif what == "bug":
-            channel.reply(message["id"], error=KeyError("oops"))
-        else:
-            channel.reply(message["id"], {"echo": message["payload"], "tuple": (1, 2)})
-
-    server, client = _pair(handler)
-    try:
-        assert client.request({"op": "x", "what": "echo", "payload": b"\x00\xff"}).result(5) == {
-            "echo": b"\x00\xff", "tuple": [1, 2]}
-        with pytest.raises(S3Error) as err:
-            client.request({"op": "x", "what": "s3"}).result(5)
-        assert err.value.code is ErrorCode.NO_SUCH_KEY and err.value.fields == {"Key": "k"}
-        assert err.value.headers == {"x-amz-delete-marker": "true"} and err.value.resource == "k"
-        refusal = client.request({"op": "x", "what": "iam-value"}).result(5)["result"]
-        assert isinstance(refusal, IamError) and (refusal.status, refusal.message) == (409, "taken")
-        with pytest.raises(S3Error) as err:
-            client.request({"op": "x", "what": "bug"}).result(5)
-        assert err.value.code is ErrorCode.INTERNAL_ERROR and "KeyError" in err.value.message
-    finally:
-        client.close()
-        server.close()
-
-
-def test_many_concurrent_requests_from_many_threads_each_get_their_own_reply() -> None:
-    server, client = _pair(lambda ch, m: ch.reply(m["id"], m["n"] * 2))
-    try:
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            futures = [pool.submit(lambda n: client.request({"op": "x", "n": n}).result(10), n)
-                       for n in range(2000)]
-            assert [f.result() for f in futures] == [n * 2 for n in range(2000)]
-    finally:
-        client.close()
-        server.close()
-
-
-def test_pending_requests_fail_when_the_peer_goes_away() -> None:
-    held = threading.Event()
-    server, client = _pair(lambda ch, m: held.set())  # never answers
-    closed = threading.Event()
-    client._on_close = closed.set
-    fut = client.request({"op": "x"})
-    assert held.wait(5)
-    server.close()
-    with pytest.raises(ChannelClosedError):
-        fut.result(5)
-    assert closed.wait(5)
-    with pytest.raises(ChannelClosedError):
-        client.request({"op": "x"}).result(1)  # refused at once afterwards
-
-
-def test_a_throttled_login_keeps_its_retry_after_across_the_boundary() -> None:
-    from s4.engine.login_throttle import ThrottledError
-
-    server, client = _pair(lambda ch, m: ch.reply(m["id"], error=ThrottledError(7)))
-    try:
-        with pytest.raises(ThrottledError) as err:
-            client.request({"op": "throttle"}).result(5)
-        assert err.value.status == 429 and err.value.retry_after_s == 7
-    finally:
-        client.close()
-        server.close()
-
-
-# -- LoopChannel: the worker's end, run by its event loop ------------------------------------------------------------
-def _loop_pair(handler: Any, on_close: Any = None) -> tuple[Channel, LoopChannel]:
-    a, b = socket.socketpair()
-    return Channel(a, name="server", on_request=handler), LoopChannel(b, name="worker", on_close=on_close)
+    sequencer = FakeSequencer()
+    service = SequencerService(sequencer, FakeWorkers(), asyncio.get_running_loop(), FakeThrottle())  # type: ignore[arg-type]
+    link = await service.attach(a, "worker-1")
+    client = LoopChannel(b, name="worker", on_close=on_close)
+    await client.attach()
+    return service, link, client, sequencer
 
 
 @pytest.mark.parametrize("loop_factory", ["asyncio", "uvloop"])
-def test_loop_channel_serves_the_loop_and_other_threads(loop_factory: str) -> None:
-    def handler(channel: Channel, message: dict[str, Any]) -> None:
-        if message.get("fail"):
-            channel.reply(message["id"], error=S3Error(ErrorCode.NO_SUCH_BUCKET, resource="b"))
-        else:
-            channel.reply(message["id"], message["n"] * 2)
-
-    server, client = _loop_pair(handler)
-    early = client.request({"op": "x", "n": -1})  # before the loop runs: sent on attach
-
+def test_results_and_errors_cross_intact(loop_factory: str) -> None:
     async def main() -> None:
-        await client.attach()
-        assert await asyncio.wrap_future(early) == -2
-        results = await asyncio.gather(*(client.call({"op": "x", "n": n}) for n in range(2000)))
-        assert results == [n * 2 for n in range(2000)]
-        with pytest.raises(S3Error) as err:
-            await client.call({"op": "x", "fail": True})
-        assert err.value.code is ErrorCode.NO_SUCH_BUCKET and err.value.resource == "b"
+        service, link, client, _ = await _serve()
+        try:
+            assert await client.call(_cmd("echo", payload=b"\x00\xff")) == {
+                "echo": b"\x00\xff", "volumes": ["w01-00000001.vol"], "tuple": [1, 2]}
+            with pytest.raises(S3Error) as err:
+                await client.call(_cmd("s3"))
+            assert err.value.code is ErrorCode.NO_SUCH_KEY and err.value.fields == {"Key": "k"}
+            assert err.value.headers == {"x-amz-delete-marker": "true"} and err.value.resource == "k"
+            refusal = (await client.call(_cmd("iam-value")))["result"]
+            assert isinstance(refusal, IamError) and (refusal.status, refusal.message) == (409, "taken")
+            with pytest.raises(S3Error) as err:
+                await client.call(_cmd("bug"))
+            assert err.value.code is ErrorCode.INTERNAL_ERROR and "KeyError" in err.value.message
+            with pytest.raises(ThrottledError) as throttled:
+                await client.call({"op": "throttle", "action": "check", "username": "locked", "client": "c"})
+            assert throttled.value.status == 429 and throttled.value.retry_after_s == 7
+            assert await client.call({"op": "throttle", "action": "check", "username": "ok", "client": "c"}) is None
+            assert await client.call({"op": "worker", "method": "status", "kwargs": {"name": "x"}}) == {"name": "x"}
+            with pytest.raises(S3Error) as err:
+                await client.call({"op": "nonsense"})
+            assert err.value.code is ErrorCode.INTERNAL_ERROR
+        finally:
+            client.close()
+            link.close()
 
-        def from_threads() -> list[int]:  # e.g. a volume sealed on an ingest thread
-            with concurrent.futures.ThreadPoolExecutor(4) as pool:
-                return list(pool.map(lambda n: client.request({"op": "x", "n": n}).result(10), range(300)))
-
-        assert await asyncio.to_thread(from_threads) == [n * 2 for n in range(300)]
-
-    try:
-        if loop_factory == "uvloop":
-            uvloop = pytest.importorskip("uvloop")
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                runner.run(main())
-        else:
-            asyncio.run(main())
-    finally:
-        client.close()
-        server.close()
+    _run(main, loop_factory)
 
 
-def test_loop_channel_sends_the_frames_of_one_loop_iteration_in_one_write() -> None:
-    server, client = _loop_pair(lambda ch, m: ch.reply(m["id"], m["n"]))
-    writes: list[int] = []
-
+@pytest.mark.parametrize("loop_factory", ["asyncio", "uvloop"])
+def test_commands_that_arrive_together_are_one_batch_with_one_reply_write(loop_factory: str) -> None:
     async def main() -> None:
-        await client.attach()
-        transport = client._transport
-        assert transport is not None
-        real_write = transport.write
+        service, link, client, sequencer = await _serve()
+        writes: list[int] = []
+        try:
+            link._transport = _CountingTransport(link._transport, writes)  # type: ignore[assignment]
+            calls = [asyncio.ensure_future(client.call(_cmd("double", n=n))) for n in range(50)]
+            assert await asyncio.gather(*calls) == [n * 2 for n in range(50)]
+            assert sum(len(b) for b in sequencer.batches) == 50
+            assert len(sequencer.batches) == len(writes) < 50  # replies leave once per batch
+            assert await client.call(_cmd("double", n=4)) == 8  # a lone command is not held back
 
-        def counting_write(data: bytes) -> None:
-            writes.append(len(data))
-            real_write(data)
+            def from_threads() -> list[int]:  # e.g. a volume sealed on an ingest thread
+                with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                    return list(pool.map(lambda n: client.request(_cmd("double", n=n)).result(10), range(300)))
 
-        transport.write = counting_write  # type: ignore[method-assign]
-        calls = [asyncio.ensure_future(client.call({"op": "x", "n": n})) for n in range(50)]
-        assert await asyncio.gather(*calls) == list(range(50))  # all 50 tasks send in the same iteration
-        assert len(writes) == 1
-        assert await client.call({"op": "x", "n": 7}) == 7  # a lone call is not held back
-        assert len(writes) == 2
+            assert await asyncio.to_thread(from_threads) == [n * 2 for n in range(300)]
+        finally:
+            client.close()
+            link.close()
 
-    try:
-        asyncio.run(main())
-    finally:
-        client.close()
-        server.close()
+    _run(main, loop_factory)
 
 
-def test_loop_channel_fails_pending_calls_when_the_peer_goes_away() -> None:
-    held = threading.Event()
+def test_the_worker_end_sends_the_frames_of_one_loop_iteration_in_one_write() -> None:
+    async def main() -> None:
+        service, link, client, _ = await _serve()
+        writes: list[int] = []
+        try:
+            client._transport = _CountingTransport(client._transport, writes)  # type: ignore[assignment]
+            calls = [asyncio.ensure_future(client.call(_cmd("double", n=n))) for n in range(50)]
+            assert await asyncio.gather(*calls) == [n * 2 for n in range(50)]  # all 50 send in one iteration
+            assert len(writes) == 1
+            assert await client.call(_cmd("double", n=7)) == 14  # a lone call is not held back
+            assert len(writes) == 2
+        finally:
+            client.close()
+            link.close()
+
+    _run(main)
+
+
+def test_a_background_worker_run_does_not_hold_up_commands() -> None:
+    async def main() -> None:
+        service, link, client, _ = await _serve()
+        try:
+            run = asyncio.ensure_future(client.call({"op": "worker", "method": "lifecycle",
+                                                     "kwargs": {"dry_run": True}}))
+            assert await client.call(_cmd("double", n=1)) == 2
+            assert not run.done()
+            service.workers.release.set()
+            assert await asyncio.wait_for(run, 5) == {"dry_run": True}
+        finally:
+            client.close()
+            link.close()
+
+    _run(main)
+
+
+def test_pending_calls_fail_when_the_sequencer_end_goes_away() -> None:
     closed: list[bool] = []
-    server, client = _loop_pair(lambda ch, m: held.set(), on_close=lambda: closed.append(True))
 
     async def main() -> None:
-        await client.attach()
-        waiting = asyncio.ensure_future(client.call({"op": "x"}))
-        from_thread = client.request({"op": "x"})
-        assert await asyncio.to_thread(held.wait, 5)
-        server.close()
+        service, link, client, _ = await _serve(on_close=lambda: closed.append(True))
+        waiting = asyncio.ensure_future(client.call({"op": "worker", "method": "lifecycle", "kwargs": {}}))
+        from_thread = client.request({"op": "worker", "method": "lifecycle", "kwargs": {}})
+        await asyncio.sleep(0.05)
+        link.close()
         with pytest.raises(ChannelClosedError):
             await asyncio.wait_for(waiting, 5)
         with pytest.raises(ChannelClosedError):
             await asyncio.wrap_future(from_thread)
         with pytest.raises(ChannelClosedError):
-            await client.call({"op": "x"})  # refused at once afterwards
+            await client.call(_cmd("double", n=1))  # refused at once afterwards
+        service.workers.release.set()  # the runs finish; their replies to the closed link are dropped
+        await asyncio.sleep(0.05)
 
-    asyncio.run(main())
+    _run(main)
     assert closed == [True]
+
+
+def test_an_oversized_frame_closes_the_link() -> None:
+    async def main() -> None:
+        service, link, client, _ = await _serve()
+        waiting = asyncio.ensure_future(client.call({"op": "worker", "method": "lifecycle", "kwargs": {}}))
+        await asyncio.sleep(0.05)
+        assert client._transport is not None
+        client._transport.write(LENGTH.pack(MAX_FRAME_BYTES + 1))
+        with pytest.raises(ChannelClosedError):
+            await asyncio.wait_for(waiting, 5)
+        assert link.closed
+        service.workers.release.set()
+
+    _run(main)
 
 
 def test_pending_replies_register_resolve_and_close() -> None:
