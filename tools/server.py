@@ -149,9 +149,10 @@ def _api_settings(settings: Settings, access: str, secret: str, jwt_secret: str)
 
 def _uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
     host, port = settings.host_port
+    # server_header=False: the app sends its own "Server: S4" (uvicorn's would make a second Server header)
     return uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools", lifespan="off",  # type: ignore[arg-type]
-                          log_level="warning", access_log=False, timeout_graceful_shutdown=30,
-                          ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key)
+                          log_level="warning", access_log=False, server_header=False,
+                          timeout_graceful_shutdown=30, ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key)
 
 
 def _banner(settings: Settings, data_dir: Path, access: str, secret: str, generated: bool, mode: str) -> None:

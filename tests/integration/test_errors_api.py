@@ -123,3 +123,21 @@ def test_unsupported_subresources_are_not_implemented_and_change_nothing(s3: Any
         assert exc.value.response["Error"]["Code"] == "NotImplemented"
         assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 501
     assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"x"
+
+
+def test_responses_carry_one_server_header(server: ServerProcess, s3: Any, bucket: str) -> None:
+    """The app's own "Server: S4" only (uvicorn's default header would add a second one)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    assert signed("GET", f"{server.endpoint}/{bucket}/k").headers["Server"] == "S4"
+    url = urlsplit(server.endpoint)
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=30)
+    try:
+        conn.request("GET", "/")  # unsigned: the 403 comes from the same response path
+        raw = conn.getresponse()
+        raw.read()
+    finally:
+        conn.close()
+    assert raw.status == 403 and raw.msg.get_all("Server") == ["S4"]
