@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .pending import AnyFuture, ChannelClosedError, PendingReplies
-from .wire import LENGTH, MAX_FRAME_BYTES, decode_body
+from .wire import FrameBuffer
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class LoopChannel:
         self._transport: asyncio.Transport | None = None
         self._early: list[bytes] = []
         self._outgoing: list[bytes] = []  # frames sent on the loop in this iteration, written together
-        self._buffer = bytearray()
+        self._frames = FrameBuffer()
 
     @property
     def closed(self) -> bool:
@@ -118,22 +118,8 @@ class LoopChannel:
             self._transport.write(frame)
 
     def _received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        start = 0
-        while len(buffer) - start >= LENGTH.size:
-            (length,) = LENGTH.unpack_from(buffer, start)
-            if length > MAX_FRAME_BYTES:
-                log.error("%s: frame of %d bytes refused; closing", self.name, length)
-                self.close()
-                return
-            end = start + LENGTH.size + length
-            if len(buffer) < end:
-                break
-            self._dispatch(decode_body(bytes(buffer[start + LENGTH.size:end])))
-            start = end
-        if start:
-            del buffer[:start]
+        for message in self._frames.feed(data):
+            self._dispatch(message)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         if "op" in message:  # the sequencer process sends no requests to workers

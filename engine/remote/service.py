@@ -21,7 +21,7 @@ from typing import Any
 from ..login_throttle import LoginThrottle
 from ..sequencer import Command, Sequencer
 from .pending import ChannelClosedError
-from .wire import LENGTH, MAX_FRAME_BYTES, decode_body, encode_error, encode_frame
+from .wire import FrameBuffer, encode_error, encode_frame
 
 log = logging.getLogger(__name__)
 WORKER_METHODS = frozenset({"lifecycle", "compaction", "scrubber", "status"})
@@ -111,7 +111,7 @@ class WorkerLink:
         self.service = service
         self.closed = False
         self._transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
+        self._frames = FrameBuffer()
         self._outgoing: list[bytes] = []
 
     def reply(self, request_id: int, value: Any = None, error: BaseException | None = None, *,
@@ -141,26 +141,13 @@ class WorkerLink:
             self._transport.close()
 
     def _received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        start = 0
-        while len(buffer) - start >= LENGTH.size:
-            (length,) = LENGTH.unpack_from(buffer, start)
-            if length > MAX_FRAME_BYTES:
-                log.error("%s: frame of %d bytes refused; closing", self.name, length)
-                self.close()
+        for message in self._frames.feed(data):
+            if self.closed:
                 return
-            end = start + LENGTH.size + length
-            if len(buffer) < end:
-                break
-            message = decode_body(bytes(buffer[start + LENGTH.size:end]))
-            start = end
             if "op" in message:
                 self.service.handle(self, message)
             else:
                 log.warning("%s: unexpected reply %r ignored", self.name, message.get("id"))
-        if start:
-            del buffer[:start]
 
 
 class _Protocol(asyncio.Protocol):

@@ -22,6 +22,37 @@ MAX_FRAME_BYTES = 256 * 1024 * 1024
 _ERROR_TAG = -1  # an int key: no user map (metadata, tags) can collide with it
 
 
+class FrameTooLargeError(ValueError):
+    """A frame announced a length past MAX_FRAME_BYTES: the stream cannot be trusted any more."""
+
+
+class FrameBuffer:
+    """Reassembles messages from a byte stream however it arrives in pieces (both ends of a channel use one)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        """The messages ``data`` completes, in order; an incomplete frame waits for the next piece. Raises
+        FrameTooLargeError, or ValueError/TypeError for an undecodable frame (the caller closes the channel)."""
+        buffer = self._buffer
+        buffer += data
+        messages = []
+        start = 0
+        while len(buffer) - start >= LENGTH.size:
+            (length,) = LENGTH.unpack_from(buffer, start)
+            if length > MAX_FRAME_BYTES:
+                raise FrameTooLargeError(f"frame of {length} bytes refused")
+            end = start + LENGTH.size + length
+            if len(buffer) < end:
+                break
+            messages.append(decode_body(bytes(buffer[start + LENGTH.size:end])))
+            start = end
+        if start:
+            del buffer[:start]
+        return messages
+
+
 def encode_frame(message: dict[str, Any]) -> bytes:
     body = msgpack.packb(message, use_bin_type=True, default=_encode_value)
     return LENGTH.pack(len(body)) + body

@@ -16,7 +16,7 @@ from s4.engine.iam import IamError
 from s4.engine.login_throttle import ThrottledError
 from s4.engine.remote import ChannelClosedError, LoopChannel, SequencerService, WorkerLink
 from s4.engine.remote.pending import PendingReplies
-from s4.engine.remote.wire import LENGTH, MAX_FRAME_BYTES, decode_body, encode_frame
+from s4.engine.remote.wire import LENGTH, MAX_FRAME_BYTES, FrameBuffer, FrameTooLargeError, decode_body, encode_frame
 from s4.engine.sequencer import Command
 
 values = st.recursive(
@@ -32,6 +32,23 @@ def test_frame_round_trip(value: Any) -> None:
     (length,) = LENGTH.unpack(frame[:4])
     assert length == len(frame) - 4
     assert decode_body(frame[4:]) == {"id": 1, "ok": value}
+
+
+@given(st.lists(values, min_size=1, max_size=6), st.lists(st.integers(1, 64), max_size=40))
+def test_frames_reassemble_however_the_stream_is_cut(messages: list[Any], cuts: list[int]) -> None:
+    stream = b"".join(encode_frame({"id": i, "ok": m}) for i, m in enumerate(messages))
+    frames, got, pos = FrameBuffer(), [], 0
+    for cut in [*cuts, len(stream)]:
+        got += frames.feed(stream[pos:pos + cut])
+        pos += cut
+    got += frames.feed(stream[pos:])
+    assert got == [{"id": i, "ok": m} for i, m in enumerate(messages)]
+    assert frames.feed(b"") == []  # nothing left over
+
+
+def test_a_frame_longer_than_allowed_is_refused_before_its_body_arrives() -> None:
+    with pytest.raises(FrameTooLargeError):
+        FrameBuffer().feed(LENGTH.pack(MAX_FRAME_BYTES + 1))
 
 
 def test_user_maps_with_any_string_key_are_not_mistaken_for_errors() -> None:
