@@ -44,6 +44,32 @@ BATCHES_DOC = "Group-committed sequencer batches"
 COMMANDS_DOC = "Commands committed in those batches (the ratio is the mean batch size)"
 
 
+class _ProcessId:
+    """This process's id without a system call: prometheus_client asks for it on every increment (to notice a
+    fork) and ``os.getpid`` is a real syscall, four per request. Refreshed in a forked child, so it stays exact."""
+
+    value = os.getpid()
+
+    @classmethod
+    def refresh(cls) -> None:
+        cls.value = os.getpid()
+
+    @classmethod
+    def get(cls) -> int:
+        return cls.value
+
+
+os.register_at_fork(after_in_child=_ProcessId.refresh)
+
+
+def _use_cached_pid() -> None:
+    """Swap prometheus_client's multi-process value class for one keyed by ``_ProcessId`` (its documented
+    ``process_identifier`` hook). Only before the first instrument exists: values already made keep the old class."""
+    if getattr(values.ValueClass, "_multiprocess", False) and not getattr(values.ValueClass, "_s4_cached_pid", False):
+        values.ValueClass = values.MultiProcessValue(process_identifier=_ProcessId.get)
+        values.ValueClass._s4_cached_pid = True  # type: ignore[attr-defined]
+
+
 def multiprocess_enabled() -> bool:
     """True when metrics must aggregate across processes; refuses a directory set too late to take effect."""
     if not os.environ.get(MULTIPROC_ENV):
@@ -51,6 +77,7 @@ def multiprocess_enabled() -> bool:
     if not getattr(values.ValueClass, "_multiprocess", False):
         raise RuntimeError(f"{MULTIPROC_ENV} was set after prometheus_client was imported; set it in the "
                            "environment before the process starts, or call enable_multiprocess() first")
+    _use_cached_pid()
     return True
 
 
@@ -64,6 +91,7 @@ def enable_multiprocess(directory: str | Path) -> None:
     os.environ[MULTIPROC_ENV] = str(directory)
     if not getattr(values.ValueClass, "_multiprocess", False):
         values.ValueClass = values.get_value_class()
+    _use_cached_pid()
 
 
 def batch_sizes(sequencer: Any) -> FixedHistogram | None:
