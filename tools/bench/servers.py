@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import glob
+import importlib.metadata
 import json
 import os
 import shutil
@@ -106,12 +107,18 @@ def binary_version(cmd: list[str]) -> str:
 
 
 def s4_version() -> str:
+    """The installed distribution's version, plus the commit when S4 runs from a git checkout (editable install);
+    a non-editable install in site-packages has no repository to ask."""
+    try:
+        installed = importlib.metadata.version("s4")
+    except importlib.metadata.PackageNotFoundError:
+        installed = ""
     try:
         rev = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
                              text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         rev = ""
-    return f"git {rev}" if rev else ""
+    return " ".join(part for part in (installed, f"git {rev}" if rev else "") if part)
 
 
 def spawn(name: str, cmd: list[str], work: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes],

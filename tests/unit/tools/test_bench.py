@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from s4.tools.bench.__main__ import int_list, parse, peer_list
 from s4.tools.bench.disk import sequential_write
 from s4.tools.bench.rss import tree_rss
 from s4.tools.bench.runner import Options, Outcome, Target, build_steps, ordered, render
-from s4.tools.bench.servers import Keys, Server, seaweedfs_command, seaweedfs_identities
+from s4.tools.bench.servers import Keys, Server, s4_version, seaweedfs_command, seaweedfs_identities
 from s4.tools.bench.workloads import Result, listing, scale_name, timed_loop
 
 
@@ -174,3 +175,8 @@ def test_listing_repeats_whole_passes_until_its_minimum_time() -> None:
     passes, rest = divmod(result.ops, 3000)
     assert passes >= 2 and rest == 0 and result.errors == 0
     assert len(result.latencies_ms) == 3 * passes and result.seconds >= 0.05
+
+
+def test_s4_version_names_the_installed_distribution() -> None:
+    """A non-editable install has no git checkout to describe; the report still says which S4 ran."""
+    assert s4_version().split()[0] == importlib.metadata.version("s4")
