@@ -2,7 +2,8 @@
 
 Three sources, labelled by operation names and status codes only (never keys, bucket names or credentials):
 
-- requests: counters and a latency histogram, updated by the app's sink per request;
+- requests: counters and a latency histogram, updated by the app's sink per request (``RequestMetrics``, plain
+  numbers written straight to the multi-process files: api/request_metrics.py);
 - storage, volumes and dedup: read from the LMDB views at scrape time by ``EngineCollector`` (right in any
   process, nothing to keep in sync);
 - the journal (fdatasync latency) and the sequencer (group-commit batches and their sizes): measured in
@@ -36,7 +37,8 @@ from s4.engine import Engine
 from s4.journal.groupcommit import BATCH_SIZE_BUCKETS, FixedHistogram
 from s4.journal.writer import FSYNC_BUCKETS
 
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+from .request_metrics import ProcessId, RequestMetrics
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 FSYNC_DOC = "Journal fdatasync latency (one per group-commit batch that journaled events)"
 BATCH_DOC = "Commands per group-commit batch (how many requests shared one journal write and fsync)"
@@ -44,29 +46,11 @@ BATCHES_DOC = "Group-committed sequencer batches"
 COMMANDS_DOC = "Commands committed in those batches (the ratio is the mean batch size)"
 
 
-class _ProcessId:
-    """This process's id without a system call: prometheus_client asks for it on every increment (to notice a
-    fork) and ``os.getpid`` is a real syscall, four per request. Refreshed in a forked child, so it stays exact."""
-
-    value = os.getpid()
-
-    @classmethod
-    def refresh(cls) -> None:
-        cls.value = os.getpid()
-
-    @classmethod
-    def get(cls) -> int:
-        return cls.value
-
-
-os.register_at_fork(after_in_child=_ProcessId.refresh)
-
-
 def _use_cached_pid() -> None:
-    """Swap prometheus_client's multi-process value class for one keyed by ``_ProcessId`` (its documented
+    """Swap prometheus_client's multi-process value class for one keyed by ``ProcessId`` (its documented
     ``process_identifier`` hook). Only before the first instrument exists: values already made keep the old class."""
     if getattr(values.ValueClass, "_multiprocess", False) and not getattr(values.ValueClass, "_s4_cached_pid", False):
-        values.ValueClass = values.MultiProcessValue(process_identifier=_ProcessId.get)
+        values.ValueClass = values.MultiProcessValue(process_identifier=ProcessId.get)
         values.ValueClass._s4_cached_pid = True  # type: ignore[attr-defined]
 
 
@@ -202,32 +186,18 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         # In multi-process mode the instruments write to files and the registry reads all processes' files back;
         # registering them as well would count this process twice.
-        own = None if self.multiprocess else self.registry
-        self.requests = Counter("s4_requests", "Requests by operation and status", ["operation", "status"],
-                                registry=own)
-        self.latency = Histogram("s4_request_duration_seconds", "Request latency by operation", ["operation"],
-                                 buckets=LATENCY_BUCKETS, registry=own)
-        self.bytes_in = Counter("s4_bytes_received", "Request body bytes", registry=own)
-        self.bytes_out = Counter("s4_bytes_sent", "Response body bytes", registry=own)
-        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self.requests = RequestMetrics(os.environ[MULTIPROC_ENV] if self.multiprocess else None)
         self.journal_metrics: JournalMetrics | None = None
         if self.multiprocess:
-            MultiProcessCollector(self.registry)
+            MultiProcessCollector(self.registry)  # reads every process's files, this one's request series included
             if getattr(engine, "journal", None) is not None:  # this process owns the journal: publish it
                 self.journal_metrics = JournalMetrics(engine)
+        else:
+            self.registry.register(self.requests)
         self.registry.register(EngineCollector(engine, journal_numbers=not self.multiprocess))
 
     def observe(self, operation: str, status: int, started: float, bytes_in: int, bytes_out: int) -> None:
-        children = self._children.get((operation, status))
-        if children is None:  # labels() takes a lock and builds the key tuple: done once per (operation, status)
-            children = self._children[(operation, status)] = (self.requests.labels(operation, str(status)),
-                                                              self.latency.labels(operation))
-        children[0].inc()
-        children[1].observe(time.perf_counter() - started)
-        if bytes_in:
-            self.bytes_in.inc(bytes_in)
-        if bytes_out:
-            self.bytes_out.inc(bytes_out)
+        self.requests.observe(operation, status, time.perf_counter() - started, bytes_in, bytes_out)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
