@@ -184,7 +184,7 @@ class Metrics:
     def __init__(self, engine: Engine) -> None:
         self.multiprocess = multiprocess_enabled()
         self.registry = CollectorRegistry(auto_describe=False)
-        # In multi-process mode the instruments write to files and the registry reads all processes' files back;
+        # In multi-process mode the request series go to files and the registry reads every process's files back;
         # registering them as well would count this process twice.
         self.requests = RequestMetrics(os.environ[MULTIPROC_ENV] if self.multiprocess else None)
         self.journal_metrics: JournalMetrics | None = None
