@@ -71,7 +71,7 @@ def list_objects(tx: Tx, bucket: Bucket, prefix: str, delimiter: str, start_afte
             walk = namespace.iter_from(tx.txn, ns, bucket.root, cp + PAST, False)
         else:
             name = key.decode()
-            page.entries.append(ListEntry(name, ObjectVersion.from_record(name, rec)))
+            page.entries.append(ListEntry(name, rec))
             page.next_marker = name
         count += 1
     return page

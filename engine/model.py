@@ -6,10 +6,13 @@ depends on Python class layout. See docs/architecture/views.md.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 NULL_VERSION = "null"
+_EMPTY: Mapping[str, str] = MappingProxyType({})  # shared, read-only: most versions have no checksums or headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,12 +154,39 @@ class Upload:
                    rec.get("m", {}), rec.get("hd", {}), rec.get("ca", ""), rec.get("tg", {}), rec.get("o", ""))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class ListEntry:
-    """A key in a listing: its latest version (or, for version listings, one version)."""
+    """A key in a listing: the fields a listing renders, taken straight from its latest version's record.
+
+    A page holds a thousand of these, and building a whole ``ObjectVersion`` per key (blob refs, metadata and
+    tag dicts) was half of a page's engine time; ``version`` builds it for the callers that need more.
+    """
 
     key: str
-    version: ObjectVersion
+    record: dict[str, Any]
+    last_modified_ms: int
+    size: int
+    etag: str
+    checksums: Mapping[str, str]
+    headers: Mapping[str, str]
+
+    def __init__(self, key: str, record: dict[str, Any]) -> None:
+        get = record.get
+        self.key = key
+        self.record = record
+        self.last_modified_ms = record["t"]
+        self.size = get("s", 0)
+        self.etag = get("e", "")
+        self.checksums = get("ck") or _EMPTY
+        self.headers = get("hd") or _EMPTY
+
+    @classmethod
+    def of(cls, version: ObjectVersion) -> ListEntry:
+        return cls(version.key, version.to_record())
+
+    @property
+    def version(self) -> ObjectVersion:
+        return ObjectVersion.from_record(self.key, self.record)
 
 
 @dataclass(slots=True)

@@ -49,8 +49,8 @@ async def list_objects(call: AdminCall) -> Result:
     name, limit = call.params["id"], _max_keys(call)
     page = await call.engine.list_objects(name, _param(call, "prefix"), _param(call, "delimiter", "/"),
                                           _param(call, "continuation-token"), limit)
-    objects = [{"key": e.key, "size": e.version.size, "content_type": e.version.content_type,
-                "last_modified": rfc3339(e.version.last_modified_ms), "etag": e.version.etag}
+    objects = [{"key": e.key, "size": e.size, "content_type": e.version.content_type,
+                "last_modified": rfc3339(e.last_modified_ms), "etag": e.etag}
                for e in page.entries]
     return 200, {"objects": objects, "common_prefixes": page.common_prefixes, "is_truncated": page.is_truncated,
                  "next_continuation_token": page.next_marker if page.is_truncated else None}

@@ -18,7 +18,6 @@ from urllib.parse import quote_plus
 from s4.engine.model import (
     Bucket,
     ListPage,
-    ObjectVersion,
     PartListPage,
     Upload,
     UploadListPage,
@@ -144,8 +143,7 @@ def _owner(owner_id: str, owner_name: str, tag: str = "Owner") -> str:
             f"<DisplayName>{xml_escape(owner_name)}</DisplayName></{tag}>")
 
 
-def _storage_class(version: ObjectVersion) -> str:
-    headers = version.headers
+def _storage_class(headers: Mapping[str, str]) -> str:
     if not headers or (value := headers.get("x-amz-storage-class")) is None:
         return DEFAULT_STORAGE_CLASS
     return xml_escape(value)
@@ -246,11 +244,10 @@ def versioning_xml(status: str) -> bytes:
 
 def _contents(parts: list[str], page: ListPage, enc: Callable[[str], str], owner: str) -> None:
     append = parts.append
-    for entry in page.entries:
-        v = entry.version
-        append(f"<Contents><Key>{enc(entry.key)}</Key><LastModified>{iso8601(v.last_modified_ms)}</LastModified>"
-               f"<ETag>{_quoted_etag(v.etag)}</ETag>{_checksum_algorithms(v.checksums)}<Size>{v.size}</Size>"
-               f"{owner}<StorageClass>{_storage_class(v)}</StorageClass></Contents>")
+    for e in page.entries:
+        append(f"<Contents><Key>{enc(e.key)}</Key><LastModified>{iso8601(e.last_modified_ms)}</LastModified>"
+               f"<ETag>{_quoted_etag(e.etag)}</ETag>{_checksum_algorithms(e.checksums)}<Size>{e.size}</Size>"
+               f"{owner}<StorageClass>{_storage_class(e.headers)}</StorageClass></Contents>")
 
 
 def list_objects_v1_xml(page: ListPage, *, bucket: str, prefix: str, delimiter: str, marker: str,
@@ -327,7 +324,7 @@ def list_object_versions_xml(page: VersionListPage, *, bucket: str, prefix: str,
             append(f"<DeleteMarker>{head}{owner}</DeleteMarker>")
         else:
             append(f"<Version>{head}<ETag>{_quoted_etag(v.etag)}</ETag>{_checksum_algorithms(v.checksums)}"
-                   f"<Size>{v.size}</Size>{owner}<StorageClass>{_storage_class(v)}</StorageClass></Version>")
+                   f"<Size>{v.size}</Size>{owner}<StorageClass>{_storage_class(v.headers)}</StorageClass></Version>")
     _common_prefixes(parts, page.common_prefixes, enc)
     append("</ListVersionsResult>")
     return _doc(parts)

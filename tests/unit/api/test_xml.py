@@ -135,7 +135,7 @@ def version(key: str, vid: str = "null", *, size: int = 10, etag: str = "abc", d
 
 def list_page(keys: list[str], prefixes: list[str] | None = None, truncated: bool = False,
               next_marker: str = "") -> ListPage:
-    entries = [ListEntry(k, version(k, size=i, etag=f"etag{i}")) for i, k in enumerate(keys)]
+    entries = [ListEntry.of(version(k, size=i, etag=f"etag{i}")) for i, k in enumerate(keys)]
     return ListPage(entries, prefixes or [], truncated, next_marker)
 
 
@@ -207,8 +207,8 @@ def test_initiate_multipart_golden() -> None:
 
 
 def test_list_objects_v2_golden() -> None:
-    page = ListPage([ListEntry("my-image.jpg", version("my-image.jpg", size=434234,
-                                                       etag="fba9dede5f27731c9771645a39863328"))])
+    page = ListPage([ListEntry.of(version("my-image.jpg", size=434234,
+                                          etag="fba9dede5f27731c9771645a39863328"))])
     body = list_objects_v2_xml(page, bucket="bucket", prefix="", delimiter="", max_keys=1000, start_after=None,
                                continuation_token=None, next_continuation_token=None, fetch_owner=False,
                                encoding_type=None, owner_id=OWNER_ID, owner_name=OWNER_NAME)
@@ -227,8 +227,8 @@ def test_list_objects_v2_golden() -> None:
 
 
 def test_list_objects_v1_golden() -> None:
-    page = ListPage([ListEntry("my-image.jpg", version("my-image.jpg", size=434234,
-                                                       etag="fba9dede5f27731c9771645a39863328"))])
+    page = ListPage([ListEntry.of(version("my-image.jpg", size=434234,
+                                          etag="fba9dede5f27731c9771645a39863328"))])
     body = list_objects_v1_xml(page, bucket="bucket", prefix="", delimiter="", marker="", max_keys=1000,
                                encoding_type=None, owner_id=OWNER_ID, owner_name=OWNER_NAME)
     expected = f"""<ListBucketResult xmlns="{S3_NS}">
@@ -348,7 +348,7 @@ def test_list_objects_v2_without_owner_or_tokens() -> None:
 
 
 def test_list_objects_v2_checksum_algorithms() -> None:
-    page = ListPage([ListEntry("k", version("k", checksums={"CRC32": "AAAAAA==", "SHA256": "x"}))])
+    page = ListPage([ListEntry.of(version("k", checksums={"CRC32": "AAAAAA==", "SHA256": "x"}))])
     body = list_objects_v2_xml(page, bucket="b", prefix="", delimiter="", max_keys=1000, start_after=None,
                                continuation_token=None, next_continuation_token=None, fetch_owner=False,
                                encoding_type=None, owner_id="o", owner_name="n")
