@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from s4.engine import Engine, EngineOptions
+from s4.engine.model import BlobRef, ListEntry, ObjectVersion
 
 pytestmark = pytest.mark.anyio
 ALPHABET = "ab/.0é-"
@@ -326,3 +327,24 @@ async def test_list_parts_paging(engine: Engine) -> None:
     await engine.upload_part("bkt", "k", upload_id, 3, stored)
     _, page = engine.list_parts("bkt", "k", upload_id)
     assert [(p.part_number, p.size) for p in page.parts if p.part_number == 3] == [(3, 3)]
+
+
+# -- ListEntry reads the stored record directly ---------------------------------------------------------------
+_text = st.text(max_size=12)
+_versions = st.builds(
+    ObjectVersion, key=_text, version_id=_text, last_modified_ms=st.integers(0, 2**42),
+    size=st.integers(0, 2**40), etag=_text, is_delete_marker=st.just(False), content_type=_text,
+    metadata=st.dictionaries(_text, _text, max_size=2), headers=st.dictionaries(_text, _text, max_size=2),
+    checksums=st.dictionaries(st.sampled_from(["CRC32", "CRC32C", "SHA1", "SHA256"]), _text, max_size=2),
+    part_sizes=st.lists(st.integers(1, 2**30), max_size=3),
+    blobs=st.lists(st.builds(BlobRef, st.binary(min_size=32, max_size=32), st.integers(0, 2**30)), max_size=2),
+    tags=st.dictionaries(_text, _text, max_size=2), hlc=st.integers(0, 2**63))
+
+
+@given(_versions)
+def test_list_entry_fields_match_the_version_it_was_stored_from(version: ObjectVersion) -> None:
+    entry = ListEntry.of(version)
+    assert (entry.key, entry.last_modified_ms, entry.size, entry.etag) == \
+        (version.key, version.last_modified_ms, version.size, version.etag)
+    assert dict(entry.checksums) == version.checksums and dict(entry.headers) == version.headers
+    assert entry.version == version
