@@ -14,7 +14,6 @@ from .model import (
     Bucket,
     ListEntry,
     ListPage,
-    ObjectVersion,
     PartListPage,
     Upload,
     UploadListPage,
@@ -120,10 +119,8 @@ def list_versions(tx: Tx, bucket: Bucket, prefix: str, delimiter: str, key_marke
             if count >= max_keys:
                 page.is_truncated = True
                 return page
-            version = ObjectVersion.from_record(name, rec)
-            version.is_latest = index == 0
-            page.versions.append(version)
-            page.next_key_marker, page.next_version_id_marker = name, version.version_id
+            page.versions.append(ListEntry(name, rec, index == 0))
+            page.next_key_marker, page.next_version_id_marker = name, rec["v"]
             count += 1
     return page
 

@@ -156,37 +156,46 @@ class Upload:
 
 @dataclass(slots=True, init=False)
 class ListEntry:
-    """A key in a listing: the fields a listing renders, taken straight from its latest version's record.
+    """One version in a listing (a key's latest in ListObjects, any version in ListObjectVersions): the fields a
+    listing renders, taken straight from the version's stored record.
 
-    A page holds a thousand of these, and building a whole ``ObjectVersion`` per key (blob refs, metadata and
+    A page holds a thousand of these, and building a whole ``ObjectVersion`` per entry (blob refs, metadata and
     tag dicts) was half of a page's engine time; ``version`` builds it for the callers that need more.
     """
 
     key: str
     record: dict[str, Any]
+    version_id: str
     last_modified_ms: int
     size: int
     etag: str
+    is_delete_marker: bool
+    is_latest: bool
     checksums: Mapping[str, str]
     headers: Mapping[str, str]
 
-    def __init__(self, key: str, record: dict[str, Any]) -> None:
+    def __init__(self, key: str, record: dict[str, Any], is_latest: bool = True) -> None:
         get = record.get
         self.key = key
         self.record = record
+        self.version_id = record["v"]
         self.last_modified_ms = record["t"]
         self.size = get("s", 0)
         self.etag = get("e", "")
+        self.is_delete_marker = get("dm", False)
+        self.is_latest = is_latest
         self.checksums = get("ck") or _EMPTY
         self.headers = get("hd") or _EMPTY
 
     @classmethod
     def of(cls, version: ObjectVersion) -> ListEntry:
-        return cls(version.key, version.to_record())
+        return cls(version.key, version.to_record(), version.is_latest)
 
     @property
     def version(self) -> ObjectVersion:
-        return ObjectVersion.from_record(self.key, self.record)
+        version = ObjectVersion.from_record(self.key, self.record)
+        version.is_latest = self.is_latest
+        return version
 
 
 @dataclass(slots=True)
@@ -201,7 +210,7 @@ class ListPage:
 
 @dataclass(slots=True)
 class VersionListPage:
-    versions: list[ObjectVersion] = field(default_factory=list)  # includes delete markers, S3 order
+    versions: list[ListEntry] = field(default_factory=list)  # includes delete markers, S3 order
     common_prefixes: list[str] = field(default_factory=list)
     is_truncated: bool = False
     next_key_marker: str = ""

@@ -410,10 +410,10 @@ def test_list_objects_v1_hard_keys_and_next_marker_rules() -> None:
 
 
 def test_list_object_versions_through_client(s3: FakeS3) -> None:
-    versions = [version("a b", "v2", latest=True, etag="e2", size=3, ms=T0 + 2000),
-                version("a b", "v1", dm=True, latest=False, ms=T0 + 1000),
-                version("a b", "null", latest=False, etag="e0", size=1),
-                version("ü&<\x02", "v9", dm=True, latest=True)]
+    versions = [ListEntry.of(v) for v in (version("a b", "v2", latest=True, etag="e2", size=3, ms=T0 + 2000),
+                                          version("a b", "v1", dm=True, latest=False, ms=T0 + 1000),
+                                          version("a b", "null", latest=False, etag="e0", size=1),
+                                          version("ü&<\x02", "v9", dm=True, latest=True))]
     page = VersionListPage(versions, ["dir /"], True, "ü&<\x02", "v9")
     body = list_object_versions_xml(page, bucket="b", prefix="", delimiter="/", key_marker="k m",
                                     version_id_marker="vm", max_keys=4, encoding_type="url",
@@ -438,7 +438,7 @@ def test_list_object_versions_through_client(s3: FakeS3) -> None:
 
 
 def test_list_object_versions_untruncated_has_no_next_markers() -> None:
-    body = list_object_versions_xml(VersionListPage([version("k&")]), bucket="b", prefix="", delimiter="",
+    body = list_object_versions_xml(VersionListPage([ListEntry.of(version("k&"))]), bucket="b", prefix="", delimiter="",
                                     key_marker="", version_id_marker="", max_keys=1000, encoding_type=None,
                                     owner_id="o", owner_name="n")
     parsed = boto_parse("ListObjectVersions", body)

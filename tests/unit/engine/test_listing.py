@@ -338,13 +338,22 @@ _versions = st.builds(
     checksums=st.dictionaries(st.sampled_from(["CRC32", "CRC32C", "SHA1", "SHA256"]), _text, max_size=2),
     part_sizes=st.lists(st.integers(1, 2**30), max_size=3),
     blobs=st.lists(st.builds(BlobRef, st.binary(min_size=32, max_size=32), st.integers(0, 2**30)), max_size=2),
-    tags=st.dictionaries(_text, _text, max_size=2), hlc=st.integers(0, 2**63))
+    tags=st.dictionaries(_text, _text, max_size=2), hlc=st.integers(0, 2**63), is_latest=st.booleans())
 
 
 @given(_versions)
 def test_list_entry_fields_match_the_version_it_was_stored_from(version: ObjectVersion) -> None:
     entry = ListEntry.of(version)
-    assert (entry.key, entry.last_modified_ms, entry.size, entry.etag) == \
-        (version.key, version.last_modified_ms, version.size, version.etag)
+    assert (entry.key, entry.version_id, entry.last_modified_ms, entry.size, entry.etag, entry.is_latest,
+            entry.is_delete_marker) == (version.key, version.version_id, version.last_modified_ms, version.size,
+                                        version.etag, version.is_latest, False)
     assert dict(entry.checksums) == version.checksums and dict(entry.headers) == version.headers
     assert entry.version == version
+
+
+def test_list_entry_of_a_delete_marker() -> None:
+    marker = ObjectVersion("k", "v1", 1234, is_delete_marker=True, is_latest=False)
+    entry = ListEntry.of(marker)
+    assert (entry.is_delete_marker, entry.is_latest, entry.version_id, entry.size, entry.etag) == \
+        (True, False, "v1", 0, "")
+    assert entry.version.is_delete_marker and not entry.version.is_latest
