@@ -438,9 +438,9 @@ def test_list_object_versions_through_client(s3: FakeS3) -> None:
 
 
 def test_list_object_versions_untruncated_has_no_next_markers() -> None:
-    body = list_object_versions_xml(VersionListPage([ListEntry.of(version("k&"))]), bucket="b", prefix="", delimiter="",
-                                    key_marker="", version_id_marker="", max_keys=1000, encoding_type=None,
-                                    owner_id="o", owner_name="n")
+    page = VersionListPage([ListEntry.of(version("k&"))])
+    body = list_object_versions_xml(page, bucket="b", prefix="", delimiter="", key_marker="", version_id_marker="",
+                                    max_keys=1000, encoding_type=None, owner_id="o", owner_name="n")
     parsed = boto_parse("ListObjectVersions", body)
     assert parsed["Versions"][0]["Key"] == "k&"
     assert "NextKeyMarker" not in parsed and "NextVersionIdMarker" not in parsed
