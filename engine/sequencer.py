@@ -30,13 +30,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import lmdb
-
 from s4.journal import Event, EventDraft, EventType, GroupCommitQueue, Journal
 
 from . import projector, tail_check
 from .errors import ErrorCode, S3Error
-from .views.env import Views
+from .views.env import MapFullError, Views, ViewsError
 from .views.records import Tx
 from .volumes.store import VolumeStore
 
@@ -127,7 +125,7 @@ class Sequencer:
         while True:
             try:
                 return self._commit(batch)
-            except lmdb.MapFullError:
+            except MapFullError:
                 self.views.grow()
 
     def _commit(self, batch: list[Command]) -> list[Any]:
@@ -149,7 +147,7 @@ class Sequencer:
             raise
         try:
             txn.commit()
-        except lmdb.Error:
+        except ViewsError:
             # The events are durable facts now: the batch must never be decided again (that would journal a second
             # copy). Project exactly these events, as start-up replay would, growing the map if that was the cause.
             log.warning("LMDB commit failed after the journal write; applying the %d journaled events", len(events))
@@ -184,7 +182,7 @@ class Sequencer:
         decision = Decision(Tx(child, self.views.dbs), self.journal, seq, cmd.actor)
         try:
             result = decider(decision, cmd.args)
-        except lmdb.MapFullError:
+        except MapFullError:
             child.abort()
             raise
         except S3Error as exc:
@@ -207,7 +205,7 @@ def apply_events(views: Views, events: list[Event]) -> None:
                 for event in events:
                     projector.apply(tx, event)
             return
-        except lmdb.MapFullError:
+        except MapFullError:
             views.grow()
 
 

@@ -29,10 +29,11 @@ class DecodeError(ValueError):
 
 
 def encode_event(event: Event) -> bytes:
-    return msgpack.packb(
+    encoded: bytes = msgpack.packb(
         [ENVELOPE_VERSION, event.seq, event.hlc, event.origin, str(event.type), event.actor, event.payload],
         use_bin_type=True,
     )
+    return encoded
 
 
 def decode_event(data: bytes) -> Event:
