@@ -38,9 +38,9 @@ log = logging.getLogger(__name__)
 
 DB_NAMES = ("meta", "buckets", "bucket_cfg", "ns", "versions", "vidx", "uploads", "upload_keys", "parts",
             "blobs", "volumes", "users", "user_names", "credentials", "tokens")
-DEFAULT_MAP_SIZE = 1 << 40
+DEFAULT_MAP_SIZE = 1 << 40  # address space only; the file grows with the data
 MapFullError = lmdb.MapFullError  # the writer grows the map and retries (``Views.grow``)
-ViewsError = lmdb.Error  # any LMDB failure: the only names of lmdb's that leave the views layer  # address space only; the file grows with the data
+ViewsError = lmdb.Error  # any LMDB failure: the only names of lmdb's that leave the views layer
 U64 = struct.Struct(">Q")
 
 
