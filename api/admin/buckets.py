@@ -14,7 +14,7 @@ from typing import Any
 from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.iam import IamError
 
-from .router import AdminCall, Result
+from .call import AdminCall, Result
 from .tokens import rfc3339
 
 MAX_KEYS = 1000

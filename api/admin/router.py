@@ -11,7 +11,6 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import falcon
@@ -22,46 +21,11 @@ from s4.engine.errors import S3Error
 from s4.engine.iam import IamError
 
 from ..settings import ApiSettings
+from . import buckets, stats, users, workers
+from .call import AdminCall, Result
 from .tokens import ThrottledError, TokenIssuer
 
 log = logging.getLogger(__name__)
-MAX_JSON_BYTES = 64 * 1024
-
-
-@dataclass
-class AdminCall:
-    """One admin request: what handlers need, and the authenticated user (None for open endpoints)."""
-
-    api: AdminApi
-    req: falcon.asgi.Request
-    params: dict[str, str]
-    user: dict[str, Any] | None = None
-    query: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def engine(self) -> Engine:
-        return self.api.engine
-
-    @property
-    def actor(self) -> str:
-        return f"user:{self.user['username']}" if self.user else ""
-
-    async def json(self) -> dict[str, Any]:
-        raw = b""
-        async for piece in self.req.stream:
-            raw += piece
-            if len(raw) > MAX_JSON_BYTES:
-                raise IamError(400, "request body too large")
-        try:
-            doc = json.loads(raw or b"{}")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise IamError(400, "request body is not valid JSON") from exc
-        if not isinstance(doc, dict):
-            raise IamError(400, "request body must be a JSON object")
-        return doc
-
-
-Result = tuple[int, Any]
 AdminHandler = Callable[[AdminCall], Awaitable[Result]]
 # access: "open" (no token), "iam" (IAM must be on, no token), "super" (SuperUser token)
 Route = tuple[str, re.Pattern[str], AdminHandler, str]
@@ -69,8 +33,6 @@ Route = tuple[str, re.Pattern[str], AdminHandler, str]
 
 class AdminApi:
     def __init__(self, engine: Engine, settings: ApiSettings) -> None:
-        from . import buckets, stats, users, workers  # the handler modules import AdminCall from here
-
         self.engine = engine
         self.settings = settings
         self.started = time.time()

@@ -6,7 +6,7 @@ import time
 
 import anyio.to_thread
 
-from .router import AdminCall, Result
+from .call import AdminCall, Result
 from .tokens import rfc3339
 
 

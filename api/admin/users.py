@@ -6,7 +6,7 @@ from typing import Any
 
 from s4.engine.iam import IamError
 
-from .router import AdminCall, Result
+from .call import AdminCall, Result
 from .tokens import rfc3339
 
 

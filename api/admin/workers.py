@@ -10,7 +10,7 @@ import anyio.to_thread
 from s4.engine.iam import IamError
 from s4.engine.workers.service import for_engine
 
-from .router import AdminCall, Result
+from .call import AdminCall, Result
 
 
 def _bool(call: AdminCall, name: str) -> bool | None:
