@@ -111,6 +111,9 @@ class EngineCollector(Collector):
         yield GaugeMetricFamily("s4_volume_live_bytes", "Referenced bytes in volumes", value=stats["live_bytes"])
         yield GaugeMetricFamily("s4_volume_dead_bytes", "Unreferenced bytes awaiting compaction",
                                 value=stats["dead_bytes"])
+        yield GaugeMetricFamily("s4_damaged_blobs", "Blobs whose stored copy failed its checksums (reads of them "
+                                "fail until the same bytes are stored again)", value=stats["damaged_blobs"])
+        yield GaugeMetricFamily("s4_damaged_bytes", "Bytes of those damaged blobs", value=stats["damaged_bytes"])
         yield GaugeMetricFamily("s4_dedup_unique_blobs", "Distinct stored blobs", value=stats["unique_blobs"])
         yield GaugeMetricFamily("s4_dedup_references", "Blob references from versions and parts",
                                 value=stats["blob_refs"])

@@ -20,6 +20,7 @@ from .errors import ErrorCode, S3Error
 from .model import NULL_VERSION, Bucket
 from .sequencer import Decider, Decision
 from .views import namespace
+from .views.blobs import damaged_locations, is_damaged
 from .views.env import unpack
 from .views.records import Tx
 
@@ -100,14 +101,20 @@ def set_bucket_config(d: Decision, args: dict[str, Any]) -> None:
 
 # -- objects ------------------------------------------------------------------------------------------------------
 def check_locations(tx: Tx, blobs_at: list[list[Any]]) -> None:
-    """Refuse a write whose new blob would point into a volume compaction has retired (its file is gone).
+    """Refuse a write whose new blob would point into a volume compaction has retired (its file is gone), or
+    that names a location of its blob known to be damaged.
 
-    Only possible in a narrow race: a chunk deduplicated against a blob that was then freed and its volume
-    compacted before this command ran. The client retries (503) and the retry stores the bytes afresh.
+    Only possible in narrow races: a chunk deduplicated against a blob that was then freed and its volume
+    compacted, or found damaged, before this command ran. The client retries (503) and the retry stores the
+    bytes afresh.
     """
     for loc in blobs_at:
-        if tx.blob(loc[0]) is None and tx.volume_stats(loc[1]).get("retired"):
+        rec = tx.blob(loc[0])
+        if rec is None and tx.volume_stats(loc[1]).get("retired"):
             raise S3Error(ErrorCode.SLOW_DOWN, "A stored chunk moved during the upload; please retry.")
+        if rec is not None and [loc[1], loc[2]] in damaged_locations(rec):
+            # Deduplicated onto a copy found damaged since: the retry stores the bytes afresh (docs/dedup.md).
+            raise S3Error(ErrorCode.SLOW_DOWN, "A stored chunk was found damaged during the upload; please retry.")
 
 
 def put_object(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
@@ -307,6 +314,18 @@ def move_blobs(d: Decision, args: dict[str, Any]) -> int:
     return moved
 
 
+def mark_blob_damaged(d: Decision, args: dict[str, Any]) -> bool:
+    """A read, copy, compaction or the scrubber found the blob's bytes at ``volume``/``offset`` failing their
+    checksums. Recorded only while the index still puts the blob there and it is not already marked (a blob
+    moved, re-stored or freed since was read at a stale place); True if ``blob.damaged`` was emitted."""
+    rec = d.tx.blob(args["hash"])
+    if rec is None or [rec[0], rec[1]] != [args["volume"], args["offset"]] or is_damaged(rec):
+        return False
+    d.emit(EventType.BLOB_DAMAGED, {"hash": args["hash"], "volume": args["volume"], "offset": args["offset"],
+                                    "problem": str(args.get("problem", ""))[:200]})
+    return True
+
+
 def retire_volume(d: Decision, args: dict[str, Any]) -> bool:
     """Compaction: a volume no blob lives in any more is retired; False (nothing emitted) if one still does."""
     stats = d.tx.volume_stats(args["volume"])
@@ -355,6 +374,7 @@ DECIDERS: dict[str, Decider] = {
     "seal_volume": seal_volume,
     "move_blobs": move_blobs,
     "retire_volume": retire_volume,
+    "mark_blob_damaged": mark_blob_damaged,
     "lifecycle_expire": lifecycle_expire,
     **iam.DECIDERS,
 }

@@ -47,6 +47,8 @@ from .tail_check import settle_tail
 from .views.env import Views
 from .views.records import Tx
 from .views.unsynced import UnsyncedMarker, current_boot_id
+from .volumes.reads import BlobReader
+from .volumes.record import DamagedBlob
 from .volumes.store import DEFAULT_VOLUME_BYTES, VolumeStore
 
 log = logging.getLogger(__name__)
@@ -107,6 +109,7 @@ class Engine(IamOps):
             self.sequencer = RemoteSequencer(sequencer_channel)
             self._background_workers = RemoteWorkers(sequencer_channel)
         self.ingestor = Ingestor(self.views, self.volumes, options.chunk_bytes)
+        self._reported: set[tuple[bytes, str, int]] = set()  # damage marks submitted and not failed
         self._init_iam(data_dir, RemoteIam(sequencer_channel) if sequencer_channel is not None else None)
 
     def _open_views(self, path: Path, journal: Journal, volumes: VolumeStore) -> Views:
@@ -223,7 +226,8 @@ class Engine(IamOps):
 
     def read_small(self, version: ObjectVersion, start: int, length: int,
                    locations: list[BlobLocation] | None = None) -> bytes:
-        """``[start, start+length)`` inline, for small bodies (no thread hop, no stream): one ``pread`` per chunk."""
+        """``[start, start+length)`` inline, for small bodies (no thread hop, no stream): one ``pread`` per chunk,
+        every byte checked against its record's checksums (a damaged chunk: InternalError, nothing returned)."""
         locations = locations if locations is not None else self.locate(version)
         out, pos, end = [], 0, start + length
         for index, loc in enumerate(locations):
@@ -232,15 +236,19 @@ class Engine(IamOps):
             if lo >= hi:
                 continue
             try:
-                out.append(self.volumes.read(loc.volume, loc.offset + lo, hi - lo))
-            except FileNotFoundError:  # compaction moved the blob and retired its volume meanwhile
-                loc = self.locate(version)[index]
-                out.append(self.volumes.read(loc.volume, loc.offset + lo, hi - lo))
+                out.append(self.volumes.read_blob(loc, lo, hi - lo))
+            except (FileNotFoundError, DamagedBlob) as exc:  # moved, retired or re-stored meanwhile? else damaged
+                loc = self._relocate(version, index, loc, exc)
+                try:
+                    out.append(self.volumes.read_blob(loc, lo, hi - lo))
+                except DamagedBlob as again:
+                    raise self.damaged(version, loc, again) from None
         return b"".join(out)
 
     async def read_object(self, version: ObjectVersion, start: int = 0, length: int | None = None,
                           locations: list[BlobLocation] | None = None) -> AsyncIterator[bytes]:
-        """The bytes ``[start, start+length)`` of a version, in pieces of at most 1 MiB."""
+        """The bytes ``[start, start+length)`` of a version, in pieces of at most 1 MiB, each verified before it
+        is yielded (a damaged chunk raises InternalError instead: see ``damaged``)."""
         end = version.size if length is None else min(version.size, start + length)
         locations = locations if locations is not None else self.locate(version)
         pos = 0
@@ -253,29 +261,82 @@ class Engine(IamOps):
                 break
             lo = max(start, chunk_start) - chunk_start
             hi = min(end, chunk_end) - chunk_start
+            reader = self.volumes.blob_reader(loc)
             while lo < hi:
-                n = min(READ_PIECE_BYTES, hi - lo)
+                n = min(READ_PIECE_BYTES - lo % READ_PIECE_BYTES, hi - lo)  # pieces on block boundaries
                 try:
-                    data = await self._read_piece(loc, lo, n)
-                except FileNotFoundError:  # compaction moved the blob and retired its volume meanwhile
-                    loc = self.locate(version)[index]
-                    data = await self._read_piece(loc, lo, n)
+                    data = await self._read_piece(reader, lo, n)
+                except (FileNotFoundError, DamagedBlob) as exc:
+                    loc = self._relocate(version, index, loc, exc)
+                    reader = self.volumes.blob_reader(loc)
+                    try:
+                        data = await self._read_piece(reader, lo, n)
+                    except DamagedBlob as again:
+                        raise self.damaged(version, loc, again) from None
                 yield data
                 lo += n
 
-    async def _read_piece(self, loc: BlobLocation, lo: int, n: int) -> bytes:
+    async def _read_piece(self, reader: BlobReader, lo: int, n: int) -> bytes:
         if n <= 65536:
-            return self.volumes.read(loc.volume, loc.offset + lo, n)
-        return await anyio.to_thread.run_sync(self.volumes.read, loc.volume, loc.offset + lo, n)  # type: ignore[no-any-return]
+            return reader.read(lo, n)
+        return await anyio.to_thread.run_sync(reader.read, lo, n)  # type: ignore[no-any-return]
+
+    def _relocate(self, version: ObjectVersion, index: int, loc: BlobLocation, exc: Exception) -> BlobLocation:
+        """Where chunk ``index`` lives now, after a read at ``loc`` failed with ``exc``: compaction may have moved
+        it (its old volume retired) or a re-upload repointed it from a damaged copy. Still at ``loc`` and
+        damaged: the damage is recorded and InternalError raised."""
+        now = self.locate(version)[index]
+        if now == loc:
+            if isinstance(exc, DamagedBlob):
+                raise self.damaged(version, loc, exc) from None
+            raise exc
+        return now
+
+    def damaged(self, version: ObjectVersion, loc: BlobLocation, exc: DamagedBlob) -> S3Error:
+        """Log a blob that failed its checks, have it marked damaged in the blob index (``blob.damaged``: no
+        write will deduplicate onto it again) and return the client's error. Never waits for the mark."""
+        log.error("blob %s of %s (%s at %d, %d bytes) failed its checksum: %s", loc.hash.hex(), version.key,
+                  loc.volume, loc.offset, loc.size, exc.problem)
+        self.report_damage(loc, exc.problem)
+        return S3Error(ErrorCode.INTERNAL_ERROR, "The stored data of this object failed its checksum, so it was "
+                       "not sent. The node has marked it damaged; storing the same bytes again repairs it.")
+
+    def report_damage(self, loc: BlobLocation, problem: str) -> None:
+        """Submit ``mark_blob_damaged`` (from any thread, any process) without waiting; failures are logged."""
+        key = (loc.hash, loc.volume, loc.offset)
+        if key in self._reported:
+            return
+        self._reported.add(key)
+        try:
+            fut = self.sequencer.submit(Command("mark_blob_damaged", {
+                "hash": loc.hash, "volume": loc.volume, "offset": loc.offset, "problem": problem}, "system:verify"))
+        except Exception:  # noqa: BLE001 - the read already fails; the scrubber marks it later
+            log.exception("could not submit the damage mark of blob %s", loc.hash.hex())
+            self._reported.discard(key)
+            return
+        fut.add_done_callback(lambda f: self._reported.discard(key) if f.exception() is not None else None)
 
     async def delete_object(self, bucket: str, key: str, version_id: str | None = None,
                             actor: str = "") -> dict[str, Any]:
         return await self._run("delete_object", {"bucket": bucket, "key": key, "version_id": version_id},  # type: ignore[no-any-return]
                                actor)
 
-    def reference(self, source: ObjectVersion) -> Ingested:
-        """The source's chunks as if just ingested: copies share blobs instead of rewriting bytes."""
+    async def reference(self, source: ObjectVersion) -> Ingested:
+        """The source's chunks as if just ingested: copies share blobs instead of rewriting bytes.
+
+        Every shared chunk is read and checked first (a copy must never spread a damaged blob: the damage is
+        marked and the copy fails with InternalError); a chunk healed meanwhile by a re-upload is used where it
+        lives now."""
         locations = self.locate(source)
+        for index, loc in enumerate(locations):
+            problem = await anyio.to_thread.run_sync(self.volumes.verify_blob, loc)
+            if problem is None:
+                continue
+            now = self.locate(source)[index]
+            if now != loc and await anyio.to_thread.run_sync(self.volumes.verify_blob, now) is None:
+                locations[index] = now
+                continue
+            raise self.damaged(source, loc, DamagedBlob(problem))
         return Ingested(size=source.size, blobs=[[b.hash, b.size] for b in source.blobs],
                         blobs_at=[loc.to_record() for loc in locations], etag_override=source.etag)
 
@@ -284,8 +345,8 @@ class Engine(IamOps):
                           headers: dict[str, str] | None = None, tags: dict[str, str] | None = None,
                           if_match: str | None = None, if_none_match: str | None = None,
                           actor: str = "") -> ObjectVersion:
-        """A new version that references the source's chunks: no byte is read or written."""
-        stored = self.reference(source)
+        """A new version that references the source's chunks: the bytes are checked, none is written."""
+        stored = await self.reference(source)
         if not replace_metadata:
             content_type, metadata, headers = source.content_type, source.metadata, source.headers
         return await self.put_object(bucket, key, stored, content_type=content_type, metadata=metadata,

@@ -190,6 +190,7 @@ class IamOps:
             volumes = [unpack(v) for _, v in tx.scan("volumes", b"")]
             return {"buckets": buckets, "unique_blobs": unique, "blob_refs": refs,
                     "live_bytes": sum(v["live"] for v in volumes), "dead_bytes": sum(v["dead"] for v in volumes),
-                    "volumes": len(volumes)}
+                    "volumes": len(volumes), "damaged_blobs": sum(v.get("bad_blobs", 0) for v in volumes),
+                    "damaged_bytes": sum(v.get("bad_bytes", 0) for v in volumes)}
 
         return self._read(read)  # type: ignore[no-any-return]

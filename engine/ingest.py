@@ -20,6 +20,7 @@ import anyio.to_thread
 
 from .errors import ErrorCode, S3Error
 from .model import BlobLocation
+from .views.blobs import is_damaged
 from .views.env import Views
 from .views.records import Tx
 from .volumes.store import VolumeStore
@@ -62,7 +63,7 @@ class Ingestor:
         digest = hashlib.sha256(data).digest()
         with self.views.read() as txn:
             rec = Tx(txn, self.views.dbs).blob(digest)
-        if rec is not None:
+        if rec is not None and not is_damaged(rec):  # never deduplicate onto a damaged copy: store it afresh
             loc = BlobLocation(digest, rec[0], rec[1], rec[2])
         else:
             loc = self.volumes.append(data, digest)

@@ -14,7 +14,7 @@ from typing import Any
 from s4.journal import Event, EventType
 
 from .model import Bucket
-from .views import namespace
+from .views import blobs, namespace
 from .views.env import pack, unpack
 from .views.records import Tx
 
@@ -37,18 +37,48 @@ def _root(tx: Tx, bucket: str) -> int:
 
 
 # -- blobs --------------------------------------------------------------------------------------------------------
+def _count_bad(stats: dict[str, Any], blobs: int, size: int) -> None:
+    """Damaged blobs located in a volume (keys absent while 0, so undamaged volumes' records are unchanged)."""
+    for key, delta in (("bad_blobs", blobs), ("bad_bytes", size)):
+        value = stats.get(key, 0) + delta
+        if value:
+            stats[key] = value
+        else:
+            stats.pop(key, None)
+
+
+def _leave(tx: Tx, rec: list[Any]) -> None:
+    """The blob's bytes at its current location stop being live there (freed, moved or repointed)."""
+    stats = tx.volume_stats(rec[0])
+    stats["live"] -= rec[2]
+    stats["dead"] += rec[2]
+    if blobs.is_damaged(rec):
+        _count_bad(stats, -1, -rec[2])
+    tx.put_volume_stats(rec[0], stats)
+
+
+def _arrive(tx: Tx, rec: list[Any]) -> None:
+    stats = tx.volume_stats(rec[0])
+    stats["live"] += rec[2]
+    tx.put_volume_stats(rec[0], stats)
+
+
 def incref(tx: Tx, digest: bytes, locations: dict[bytes, list[Any]]) -> None:
+    """One more reference. A blob whose current copy is damaged is repointed to the event's location when that is
+    another place not known to be bad: the writer stored the bytes afresh (ingest skips damaged blobs)."""
     rec = tx.blob(digest)
+    loc = locations.get(digest)
     if rec is not None:
+        if loc is not None and blobs.is_damaged(rec) and [loc[1], loc[2]] not in blobs.damaged_locations(rec):
+            _leave(tx, rec)
+            rec[0], rec[1] = loc[1], loc[2]
+            _arrive(tx, rec)
         rec[3] += 1
     else:
-        loc = locations.get(digest)
         if loc is None:
             raise ProjectionError(f"blob {digest.hex()} referenced without a location")
         rec = [loc[1], loc[2], loc[3], 1]
-        stats = tx.volume_stats(rec[0])
-        stats["live"] += rec[2]
-        tx.put_volume_stats(rec[0], stats)
+        _arrive(tx, rec)
     tx.put("blobs", digest, pack(rec))
 
 
@@ -61,10 +91,7 @@ def decref(tx: Tx, digest: bytes) -> None:
         tx.put("blobs", digest, pack(rec))
         return
     tx.delete("blobs", digest)
-    stats = tx.volume_stats(rec[0])
-    stats["live"] -= rec[2]
-    stats["dead"] += rec[2]
-    tx.put_volume_stats(rec[0], stats)
+    _leave(tx, rec)
 
 
 def _locations(payload: dict[str, Any]) -> dict[bytes, list[Any]]:
@@ -351,14 +378,23 @@ def apply_blob_moved(tx: Tx, event: Event) -> None:
     rec = tx.blob(p["hash"])
     if rec is None:
         return
-    old = tx.volume_stats(rec[0])
-    old["live"] -= rec[2]
-    old["dead"] += rec[2]
-    tx.put_volume_stats(rec[0], old)
+    _leave(tx, rec)
     rec[0], rec[1] = p["volume"], p["offset"]
-    new = tx.volume_stats(rec[0])
-    new["live"] += rec[2]
-    tx.put_volume_stats(rec[0], new)
+    _arrive(tx, rec)
+    tx.put("blobs", p["hash"], pack(rec))
+
+
+def apply_blob_damaged(tx: Tx, event: Event) -> None:
+    """The blob's bytes at ``volume``/``offset`` failed their checksums: remembered on its index record (no write
+    deduplicates onto a damaged copy) and counted on the volume while the blob still lives there."""
+    p = event.payload
+    rec = tx.blob(p["hash"])
+    if rec is None:
+        return
+    if blobs.mark_damaged(rec, p["volume"], p["offset"]):
+        stats = tx.volume_stats(rec[0])
+        _count_bad(stats, 1, rec[2])
+        tx.put_volume_stats(rec[0], stats)
     tx.put("blobs", p["hash"], pack(rec))
 
 
@@ -397,6 +433,7 @@ HANDLERS: dict[EventType, Handler] = {
     EventType.CREDENTIAL_DELETED: apply_credential_deleted,
     EventType.BLOB_MOVED: apply_blob_moved,
     EventType.BLOB_FREED: apply_blob_freed,
+    EventType.BLOB_DAMAGED: apply_blob_damaged,
     EventType.VOLUME_SEALED: apply_volume_sealed,
     EventType.VOLUME_RETIRED: apply_volume_retired,
 }

@@ -11,8 +11,8 @@ that record was acknowledged.
 At start-up, before anything is replayed into the views (``settle_tail``):
 
 * after a machine crash (the views' boot-id marker is from another boot) or where no boot id is known, every
-  location the last record names is verified (record header, digest, data CRC). If one fails, the record is cut
-  from the journal, exactly like a torn tail. A location in a volume file that no longer exists is skipped: new
+  location the last record names is verified (record header, digest, block checksums). If one fails, the record
+  is cut from the journal, exactly like a torn tail. A location in a volume file that no longer exists is skipped: new
   bytes only ever go to a worker's active volume, whose file is created and its directory entry fsynced before
   the first append, so a missing file means an older blob that compaction moved (the projector keeps the
   blob's indexed location, not the one the writer saw);

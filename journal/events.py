@@ -35,6 +35,7 @@ class EventType(enum.StrEnum):
     CREDENTIAL_DELETED = "credential.deleted"
     BLOB_MOVED = "blob.moved"
     BLOB_FREED = "blob.freed"
+    BLOB_DAMAGED = "blob.damaged"  # a blob's stored bytes failed their checksums at this location
     VOLUME_SEALED = "volume.sealed"
     VOLUME_RETIRED = "volume.retired"
 

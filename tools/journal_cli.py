@@ -24,19 +24,16 @@ import json
 import os
 import sys
 import tempfile
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-import crc32c
-
 from s4.engine.model import BlobLocation
 from s4.engine.views.env import Views, unpack
-from s4.engine.volumes.record import HEADER_BYTES, MAGIC, decode_header
-from s4.engine.volumes.store import VolumeStore
+from s4.engine.volumes.record import HEADER_BYTES, table_bytes
+from s4.engine.volumes.scanner import VolumeReader, walk_volume
 from s4.journal import CorruptJournalError, Event, EventType, recover, redacted
 from s4.journal.hlc import physical_ms
 from s4.journal.recovery import iter_segment
@@ -52,7 +49,6 @@ from .replay import (
     scan_journal,
 )
 
-PIECE_BYTES = 1024 * 1024
 #: Payload fields left out of the audit log's ``details``: chunk lists say nothing to an auditor.
 BULKY_FIELDS = frozenset({"blobs_at", "b"})
 PARQUET_BATCH_ROWS = 10_000
@@ -206,101 +202,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 # -- verify: volumes -----------------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Region:
-    """A span of a volume that is not an intact record."""
-
-    offset: int
-    length: int
-    reason: str
-
-
-@dataclass(slots=True)
-class VolumeWalk:
-    name: str
-    size: int = 0
-    records: int = 0
-    record_bytes: int = 0
-    bad: list[Region] = field(default_factory=list)
-
-
-def _crc_range(fd: int, offset: int, length: int) -> int:
-    crc = 0
-    while length > 0:
-        piece = os.pread(fd, min(PIECE_BYTES, length), offset)
-        if not piece:
-            raise OSError("unexpected end of volume")
-        crc = crc32c.crc32c(piece, crc)
-        offset += len(piece)
-        length -= len(piece)
-    return crc
-
-
-def _header_at(fd: int, offset: int) -> Any:
-    return decode_header(os.pread(fd, HEADER_BYTES, offset))
-
-
-def _next_record(fd: int, start: int, size: int) -> int:
-    """Offset of the next intact record header at or after ``start`` (``size`` if none): resynchronisation."""
-    pos = start
-    while pos < size:
-        window = os.pread(fd, PIECE_BYTES + len(MAGIC) - 1, pos)
-        hit = window.find(MAGIC)
-        while hit != -1 and pos + hit < size:
-            if _header_at(fd, pos + hit) is not None:
-                return pos + hit
-            hit = window.find(MAGIC, hit + 1)
-        pos += PIECE_BYTES
-    return size
-
-
-def walk_volume(path: Path) -> VolumeWalk:
-    """Read a volume record by record (header CRC, data CRC), skipping over and reporting anything else."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        walk = VolumeWalk(path.name, os.fstat(fd).st_size)
-        pos = 0
-        while pos < walk.size:
-            raw = os.pread(fd, HEADER_BYTES, pos)
-            header = decode_header(raw)
-            if header is None:
-                nxt = _next_record(fd, pos + 1, walk.size)
-                reason = "zero bytes" if not any(raw) else "no record header"
-                walk.bad.append(Region(pos, nxt - pos, reason))
-                pos = nxt
-                continue
-            data_end = pos + HEADER_BYTES + header.length
-            if data_end > walk.size:
-                nxt = _next_record(fd, pos + 1, walk.size)
-                walk.bad.append(Region(pos, nxt - pos, f"record of {header.length} bytes cut off"))
-                pos = nxt
-                continue
-            if _crc_range(fd, pos + HEADER_BYTES, header.length) != header.data_crc:
-                trusted_end = data_end == walk.size or _header_at(fd, data_end) is not None
-                nxt = data_end if trusted_end else _next_record(fd, pos + 1, walk.size)
-                walk.bad.append(Region(pos, nxt - pos, "data checksum mismatch"))
-                pos = nxt
-                continue
-            walk.records += 1
-            walk.record_bytes += header.length
-            pos = data_end
-        return walk
-    finally:
-        os.close(fd)
-
-
-class _VolumeReader(VolumeStore):
-    """VolumeStore's read side only: a real VolumeStore would create an active volume for its worker."""
-
-    def __init__(self, directory: Path) -> None:  # deliberately does not call VolumeStore.__init__
-        self.directory = directory
-        self._lock = threading.Lock()
-        self._read_fds: dict[str, int] = {}
-        self._write_fds: dict[str, int] = {}
-        self._users: dict[int, int] = {}
-        self._doomed: set[int] = set()
-
-
 def _load_blobs(views: Views | None) -> list[BlobLocation]:
     if views is None or "blobs" not in views.dbs:
         return []
@@ -319,7 +220,8 @@ def _verify_volumes(data_dir: Path, blobs: list[BlobLocation], found: Findings, 
     paths = sorted(vol_dir.glob("*.vol")) if vol_dir.is_dir() else []
     spans: dict[str, list[tuple[int, int]]] = {}
     for loc in blobs:
-        spans.setdefault(loc.volume, []).append((loc.offset - HEADER_BYTES, loc.offset + loc.size))
+        spans.setdefault(loc.volume, []).append((loc.offset - HEADER_BYTES,
+                                                 loc.offset + loc.size + table_bytes(loc.size)))
     for value in spans.values():
         value.sort()
     records = record_bytes = garbage = 0
@@ -340,7 +242,7 @@ def _verify_volumes(data_dir: Path, blobs: list[BlobLocation], found: Findings, 
                                    f"{region.offset} ({region.reason}); compaction reclaims it")
     out.write(f"volumes: {len(paths)} files, {records} intact records, {record_bytes} bytes of data"
               f"{f', {garbage} bytes of unreferenced garbage' if garbage else ''}\n")
-    reader = _VolumeReader(vol_dir)
+    reader = VolumeReader(vol_dir)
     try:
         bad = 0
         for loc in blobs:

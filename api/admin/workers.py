@@ -8,6 +8,7 @@ from __future__ import annotations
 import anyio.to_thread
 
 from s4.engine.iam import IamError
+from s4.engine.workers.scrubber import damaged_blobs
 from s4.engine.workers.service import for_engine
 
 from .call import AdminCall, Result
@@ -59,6 +60,8 @@ def _status(name: str):  # type: ignore[no-untyped-def]
         if name == "scrubber":
             last = status.get("last_run") or {}
             status["bad_blobs"] = last.get("details", [])
+            # Marked in the index, found by the scrubber or by a read (any process): reads of these fail.
+            status["damaged_blobs"] = await anyio.to_thread.run_sync(damaged_blobs, call.engine)
         return 200, status
 
     return handler

@@ -83,7 +83,7 @@ async def upload_part_copy(call: Call, resp: falcon.asgi.Response) -> None:
     if copy_range:
         start, length = _copy_range(copy_range, source.size)
     if not copy_range and "-" not in source.etag:
-        stored = call.engine.reference(source)  # whole single-part source: share its chunks, copy no bytes
+        stored = await call.engine.reference(source)  # whole single-part source: share its chunks, copy no bytes
     else:
         stored = await call.engine.ingest(call.engine.read_object(source, start, length))
     etag = await call.engine.upload_part(call.bucket, call.key, upload_id, number, stored, actor=call.actor)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qsl, unquote
 
@@ -23,6 +24,7 @@ from .xml import (
     tagging_xml,
 )
 
+log = logging.getLogger(__name__)
 MAX_OBJECT_TAGS = 10
 INLINE_BODY_BYTES = 256 * 1024  # GET bodies up to this size are read inline and sent in one piece
 
@@ -118,6 +120,15 @@ async def _serve(call: Call, resp: falcon.asgi.Response, *, body: bool) -> None:
         if ranged is not None:
             start, length = ranged
             partial = True
+    # Read before any header is set: a chunk that fails its checksum must be an error response, not headers
+    # of the object. Small bodies are read whole; a large one's first piece (the rest streams after them).
+    data, stream = b"", None
+    if body and length:
+        if length <= INLINE_BODY_BYTES:  # small bodies: one pread, one send, no stream machinery
+            data = call.engine.read_small(version, start, length, opened.locations)
+        else:
+            pieces = call.engine.read_object(version, start, length, opened.locations)
+            stream = _stream(call, await anext(pieces), pieces)
     # Headers only once nothing can fail any more: an error response must not carry the object's headers.
     _object_headers(call, opened, resp, whole=not partial)
     if parts_count is not None:
@@ -126,17 +137,24 @@ async def _serve(call: Call, resp: falcon.asgi.Response, *, body: bool) -> None:
         resp.status = falcon.HTTP_206
         resp.set_header("Content-Range", f"bytes {start}-{start + length - 1}/{version.size}")
     resp.set_header("Content-Length", str(length))
-    if not body:
-        return
-    if length <= INLINE_BODY_BYTES:  # small bodies: one pread, one send, no stream machinery
-        resp.data = call.engine.read_small(version, start, length, opened.locations) if length else b""
-    else:
-        resp.stream = _stream(call, opened, start, length)
+    if stream is not None:
+        resp.stream = stream
+    elif body:
+        resp.data = data
 
 
-async def _stream(call: Call, opened: OpenVersion, start: int, length: int) -> AsyncIterator[bytes]:
-    async for piece in call.engine.read_object(opened.version, start, length, opened.locations):
-        yield piece
+async def _stream(call: Call, first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The body after the headers. A later piece that fails its checksum aborts the response: the error
+    propagates, the server closes the connection short of Content-Length, and the client sees a broken transfer
+    (never a complete-looking body with wrong bytes)."""
+    yield first
+    try:
+        async for piece in rest:
+            yield piece
+    except S3Error as exc:
+        log.error("request %s: aborting GET /%s/%s mid-body: %s", call.request_id, call.bucket, call.key,
+                  exc.message)
+        raise
 
 
 async def get_object(call: Call, resp: falcon.asgi.Response) -> None:

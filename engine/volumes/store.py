@@ -21,10 +21,9 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import crc32c
-
 from ..model import BlobLocation
-from .record import HEADER_BYTES, decode_header, encode_header
+from . import reads
+from .record import HEADER_BYTES, encode_record
 
 log = logging.getLogger(__name__)
 NAME_RE = re.compile(r"^w(\d{2,})-(\d{8,})\.vol$")
@@ -107,13 +106,14 @@ class VolumeStore:
 
     def append(self, data: bytes | memoryview, digest: bytes) -> BlobLocation:
         """Write one record (not yet durable: see ``sync``); returns where its data lives."""
-        header = encode_header(len(data), crc32c.crc32c(data), digest)
-        name, offset, fd = self._reserve(HEADER_BYTES + len(data))
+        header, table = encode_record(data, digest)
+        total = HEADER_BYTES + len(data) + len(table)
+        name, offset, fd = self._reserve(total)
         try:
-            written = os.pwritev(fd, [header, data], offset)
+            written = os.pwritev(fd, [header, data, table], offset)
         finally:
             self._release(fd)
-        if written != HEADER_BYTES + len(data):
+        if written != total:
             raise OSError(f"short volume write to {name}: {written} bytes")
         return BlobLocation(digest, name, offset + HEADER_BYTES, len(data))
 
@@ -148,39 +148,40 @@ class VolumeStore:
             self._users[fd] = self._users.get(fd, 0) + 1
         return fd
 
-    def read(self, name: str, offset: int, length: int) -> bytes:
-        """Exactly ``length`` bytes at ``offset`` of a volume (a blob or a range of one).
+    def pread(self, name: str, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes at ``offset`` of a volume (short only at the end of the file).
 
         FileNotFoundError means compaction retired the volume: the blob index already names the new place.
         """
         fd = self._acquire_reader(name)
         try:
-            data = os.pread(fd, length, offset)
+            return os.pread(fd, length, offset)
         finally:
             self._release(fd)
+
+    def read(self, name: str, offset: int, length: int) -> bytes:
+        """Exactly ``length`` raw bytes at ``offset`` of a volume, unchecked (``read_blob`` checks)."""
+        data = self.pread(name, offset, length)
         if len(data) != length:
             raise OSError(f"short read from volume {name} at {offset}: {len(data)} of {length} bytes")
         return data
 
+    def read_blob(self, loc: BlobLocation, lo: int, length: int) -> bytes:
+        """``length`` bytes at ``lo`` of a blob, verified against its record's checksums (raises DamagedBlob)."""
+        return reads.read_blob(self, loc, lo, length)
+
+    def blob_reader(self, loc: BlobLocation) -> reads.BlobReader:
+        """Sequential verified reads of one blob (header and block table read once)."""
+        return reads.BlobReader(self, loc)
+
     def verify_blob(self, loc: BlobLocation) -> str | None:
-        """None if the record holding ``loc`` is intact, else what is wrong with it."""
+        """None if the record holding ``loc`` is intact (header, index match, every block), else the problem."""
         try:
-            header = decode_header(self.read(loc.volume, loc.offset - HEADER_BYTES, HEADER_BYTES))
+            return reads.verify_record(self, loc)
         except FileNotFoundError:
             return "volume file missing"
-        except OSError:
-            return "record header unreadable"
-        if header is None:
-            return "record header damaged"
-        if header.length != loc.size or header.digest != loc.hash:
-            return "record header does not match the blob index"
-        try:
-            data = self.read(loc.volume, loc.offset, loc.size)
-        except OSError:
-            return "record data unreadable"
-        if crc32c.crc32c(data) != header.data_crc:
-            return "data checksum mismatch"
-        return None
+        except OSError as exc:
+            return f"record unreadable: {exc}"
 
     def retire(self, name: str) -> bool:
         """Delete a retired volume's file; False if it was already gone.

@@ -3,12 +3,13 @@
 One pass (``run_compaction``), blocking, on a worker thread:
 
   1. delete the files of volumes already retired in the views (a crash between retire and unlink);
-  2. scan the blob index: live bytes (data + record headers) and blobs per volume;
+  2. scan the blob index: live bytes (data + record headers and block tables) and blobs per volume;
   3. candidates: every volume file except the newest of each worker (an active volume, still being appended
      to) whose dead fraction ``1 - live / file size`` is at least the threshold; most-dead first, at most
      ``max_volumes``. Using the file size counts unreferenced garbage (crashed writes, copies a crash left
      behind) as dead, so no space is orphaned;
-  4. per candidate: read each live blob, check its SHA-256, append it to the active volume; per batch, the
+  4. per candidate: read each live blob, check its block checksums and SHA-256 (a damaged one is marked,
+     ``blob.damaged``, and the volume kept), append it (a v2 record) to the active volume; per batch, the
      ``move_blobs`` command fsyncs the new volume (sequencer step 3) and journals ``blob.moved`` for each blob
      that still lives at the old place (freed or moved meanwhile: skipped, the copy is garbage);
   5. ``retire_volume`` journals ``volume.retired`` only if the volume's live bytes are now 0 (a concurrent
@@ -27,10 +28,11 @@ import threading
 from collections import defaultdict
 from typing import Any
 
+from ..model import BlobLocation
 from ..sequencer import Command
 from ..views.env import unpack
 from ..views.records import Tx
-from ..volumes.record import HEADER_BYTES
+from ..volumes.record import DamagedBlob, record_bytes
 from ..volumes.store import NAME_RE
 from .report import RunReport
 
@@ -53,7 +55,7 @@ def _scan(engine: Any) -> tuple[dict[str, list[tuple[bytes, int, int]]], dict[st
     with engine.views.read() as txn:
         tx = Tx(txn, engine.views.dbs)
         for digest, raw in tx.scan("blobs", b""):
-            volume, offset, size, _refs = unpack(raw)
+            volume, offset, size = unpack(raw)[:3]
             blobs[volume].append((digest, offset, size))
         stats = {k.decode(): unpack(v) for k, v in tx.scan("volumes", b"")}
     return blobs, stats
@@ -77,7 +79,7 @@ def analyse(engine: Any, threshold: float) -> tuple[list[dict[str, Any]], dict[s
             size = (store.directory / name).stat().st_size
         except FileNotFoundError:
             continue
-        live = sum(s + HEADER_BYTES for _, _, s in blobs.get(name, ()))
+        live = sum(record_bytes(s) for _, _, s in blobs.get(name, ()))
         dead_fraction = 1.0 - live / size if size else 1.0
         rows.append({"volume": name, "size": size, "live": live, "blobs": len(blobs.get(name, ())),
                      "dead_fraction": round(dead_fraction, 4), "selected": size > 0 and dead_fraction >= threshold
@@ -107,13 +109,19 @@ def _compact_volume(engine: Any, name: str, blobs: list[tuple[bytes, int, int]],
         if stop is not None and stop.is_set():  # journal what is copied; the next pass finishes the volume
             flush()
             return False
+        loc = BlobLocation(digest, name, offset, size)
         try:
-            data = store.read(name, offset, size)
+            data = store.read_blob(loc, 0, size)  # checked against the record's block checksums
+            if hashlib.sha256(data).digest() != digest:
+                raise DamagedBlob("content does not match its SHA-256 name")
+        except DamagedBlob as exc:
+            report.errors.append(f"{name}@{offset}: blob {digest.hex()} is damaged ({exc.problem}); volume kept "
+                                 "until the blob is stored again or freed")
+            engine.sequencer.execute_sync(Command("mark_blob_damaged", {
+                "hash": digest, "volume": name, "offset": offset, "problem": exc.problem}, ACTOR))
+            return False
         except OSError as exc:
             report.errors.append(f"{name}@{offset}: {exc}")
-            return False
-        if hashlib.sha256(data).digest() != digest:
-            report.errors.append(f"{name}@{offset}: blob {digest.hex()} is corrupt; volume kept for repair")
             return False
         loc = store.append(data, digest)
         moves.append([digest, name, offset, loc.volume, loc.offset])

@@ -1,6 +1,9 @@
 """The scrubber: re-reads every blob the index references and checks its record (``VolumeStore.verify_blob``:
-header CRC, length and SHA-256 name against the index, data CRC32C), at a bounded I/O rate so a full scan
-spreads over ``S4_SCRUBBER_FULL_SCAN_DAYS``. Bad blobs are reported; healing needs replicas (federation)."""
+header CRC, length and SHA-256 name against the index, the CRC32C of every block), at a bounded I/O rate so a full
+scan spreads over ``S4_SCRUBBER_FULL_SCAN_DAYS``. A bad blob is reported and marked damaged through the journal
+(``mark_blob_damaged`` -> ``blob.damaged``): reads of it fail, no write deduplicates onto it, and the next PUT of
+the same bytes stores a good copy and repoints it (docs/architecture/dedup.md). Healing from replicas needs
+federation."""
 
 from __future__ import annotations
 
@@ -11,11 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 from ..model import BlobLocation
+from ..sequencer import Command
+from ..views.blobs import is_damaged
 from ..views.env import unpack
 from ..views.records import Tx
 from .report import RunReport
 
 log = logging.getLogger(__name__)
+ACTOR = "system:scrubber"
 
 
 def scan_rate(total_bytes: int, full_scan_days: float, floor: int = 1 << 20) -> float:
@@ -36,7 +42,8 @@ def run_scrub(engine: Any, *, rate_bytes_per_s: float | None = None, sleep: Call
         entries = [(digest, unpack(raw)) for digest, raw in Tx(txn, engine.views.dbs).scan("blobs", b"")]
     started = monotonic()
     scanned = 0
-    for digest, (volume, offset, size, _refs) in entries:
+    for digest, rec in entries:
+        volume, offset, size = rec[:3]
         if stop is not None and stop.is_set():
             report.count(report.done, "interrupted")
             break
@@ -44,8 +51,11 @@ def run_scrub(engine: Any, *, rate_bytes_per_s: float | None = None, sleep: Call
         problem = engine.volumes.verify_blob(loc)
         if problem is not None:  # re-check against the index as it is now: a long scan sees it change
             now = _relocated(engine, loc)
-            if now is None or (now != loc and engine.volumes.verify_blob(now) is None):
-                problem = None  # freed (and maybe compacted away), or moved, since the scan began
+            if now is None:
+                problem = None  # freed (and maybe compacted away) since the scan began
+            elif now != loc:  # moved or re-stored since: judge the copy the index names now
+                problem, loc = engine.volumes.verify_blob(now), now
+                volume, offset = now.volume, now.offset
         report.count(report.examined, "blobs")
         report.count(report.examined, "bytes", size)
         if problem is not None:
@@ -53,6 +63,8 @@ def run_scrub(engine: Any, *, rate_bytes_per_s: float | None = None, sleep: Call
             report.details.append({"hash": digest.hex(), "volume": volume, "offset": offset, "size": size,
                                    "problem": problem})
             log.error("scrubber: blob %s in %s at %d: %s", digest.hex(), volume, offset, problem)
+            if _mark(engine, loc, problem, report):
+                report.count(report.done, "marked_damaged")
         scanned += size
         if rate_bytes_per_s:
             ahead = scanned / rate_bytes_per_s - (monotonic() - started)
@@ -64,8 +76,36 @@ def run_scrub(engine: Any, *, rate_bytes_per_s: float | None = None, sleep: Call
     return report
 
 
+def _mark(engine: Any, loc: BlobLocation, problem: str, report: RunReport) -> bool:
+    """Journal the damage (a no-op if already marked); True if this scan marked it."""
+    try:
+        return bool(engine.sequencer.execute_sync(Command("mark_blob_damaged", {
+            "hash": loc.hash, "volume": loc.volume, "offset": loc.offset, "problem": problem}, ACTOR)))
+    except Exception as exc:  # noqa: BLE001 - keep scanning; the next scan marks it
+        report.errors.append(f"could not mark blob {loc.hash.hex()} damaged: {exc}")
+        return False
+
+
 def _relocated(engine: Any, loc: BlobLocation) -> BlobLocation | None:
     """Where the index puts the blob now (None: no longer referenced)."""
     with engine.views.read() as txn:
         rec = Tx(txn, engine.views.dbs).blob(loc.hash)
     return None if rec is None else BlobLocation(loc.hash, rec[0], rec[1], rec[2])
+
+
+def damaged_blobs(engine: Any, limit: int = 1000) -> list[dict[str, Any]]:
+    """Blobs the index knows to be damaged where they live now (for status); the index is scanned only when the
+    volume counters say there are some."""
+    with engine.views.read() as txn:
+        tx = Tx(txn, engine.views.dbs)
+        if not any(unpack(v).get("bad_blobs") for _, v in tx.scan("volumes", b"")):
+            return []
+        out = []
+        for digest, raw in tx.scan("blobs", b""):
+            rec = unpack(raw)
+            if is_damaged(rec):
+                out.append({"hash": digest.hex(), "volume": rec[0], "offset": rec[1], "size": rec[2],
+                            "refs": rec[3]})
+                if len(out) >= limit:
+                    break
+        return out

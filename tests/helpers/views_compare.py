@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from s4.engine import projector
+from s4.engine.views.blobs import is_damaged
 from s4.engine.views.env import DB_NAMES, Views, from_u64, unpack
 from s4.engine.views.records import Tx
 from s4.journal import Event, Journal
@@ -125,10 +126,14 @@ def refcount_problems(views: Views) -> list[str]:
         for digest, raw in txn.cursor(db=views.dbs["blobs"]).iternext():
             stored[digest] = unpack(raw)
         live_by_volume: Counter[str] = Counter()
+        bad_by_volume: Counter[str] = Counter()
         for rec in stored.values():
             live_by_volume[rec[0]] += rec[2]
-        volume_live = {name.decode(): unpack(raw)["live"]
-                       for name, raw in txn.cursor(db=views.dbs["volumes"]).iternext()}
+            if is_damaged(rec):
+                bad_by_volume[rec[0]] += 1
+        volume_stats = {name.decode(): unpack(raw) for name, raw in txn.cursor(db=views.dbs["volumes"]).iternext()}
+        volume_live = {name: stats["live"] for name, stats in volume_stats.items()}
+        volume_bad = {name: stats.get("bad_blobs", 0) for name, stats in volume_stats.items()}
     problems = []
     for digest in sorted(set(expected) | set(stored)):
         have = stored[digest][3] if digest in stored else 0
@@ -137,6 +142,9 @@ def refcount_problems(views: Views) -> list[str]:
     for name in sorted(set(live_by_volume) | set(volume_live)):
         if live_by_volume[name] != volume_live.get(name, 0):
             problems.append(f"volume {name}: live {volume_live.get(name, 0)} != indexed {live_by_volume[name]}")
+    for name in sorted(set(bad_by_volume) | {n for n, bad in volume_bad.items() if bad}):
+        if bad_by_volume[name] != volume_bad.get(name, 0):
+            problems.append(f"volume {name}: bad_blobs {volume_bad.get(name, 0)} != indexed {bad_by_volume[name]}")
     return problems
 
 
@@ -151,6 +159,6 @@ def check_engine_integrity(engine: Any, scratch: Path) -> None:
     problems = refcount_problems(engine.views)
     assert not problems, "\n".join(problems)
     for digest, raw in dump_views(engine.views)["blobs"].items():
-        volume, offset, size, _ = unpack(raw)
+        volume, offset, size = unpack(raw)[:3]
         damage = engine.volumes.verify_blob(BlobLocation(digest, volume, offset, size))
         assert damage is None, f"blob {digest.hex()} in {volume}@{offset}: {damage}"

@@ -26,6 +26,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from s4.engine import Engine, EngineOptions, ErrorCode, S3Error
+from s4.engine.model import BlobLocation
+from s4.engine.sequencer import Command
+from s4.engine.views.blobs import is_damaged
+from s4.engine.views.env import unpack
 
 BUCKETS = ["bkt-1", "bkt-2"]
 MISSING = "no-such-bucket"
@@ -175,6 +179,28 @@ class EngineMachine(RuleBasedStateMachine):
             model = self.buckets[bucket]
             assert (version.version_id == "null") == (model.versioning != "Enabled")
             model.store(key, Version(version.version_id, body, tags))
+
+    @rule(data=st.data(), key=st.sampled_from(KEYS))
+    def damage_and_heal(self, data: st.DataObject, key: str) -> None:
+        """Issue 18: a stored chunk's bytes rot, a read marks it (``blob.damaged``), and storing the same bytes
+        again heals it (the blob repointed to a good copy). Refcounts, volume counters and replay must hold."""
+        blobs = sorted(dump_views(self.engine.views)["blobs"].items())
+        if not blobs:
+            return
+        digest, raw = data.draw(st.sampled_from(blobs), label="blob")
+        volume, offset, size = unpack(raw)[:3]
+        loc = BlobLocation(digest, volume, offset, size)
+        good = self.engine.volumes.read_blob(loc, 0, size)
+        with open(self.engine.volumes.directory / volume, "r+b") as f:
+            f.seek(offset)
+            f.write(bytes([good[0] ^ 0x01]))
+        assert self.engine.volumes.verify_blob(loc) is not None
+        self.engine.sequencer.execute_sync(Command("mark_blob_damaged", {
+            "hash": digest, "volume": volume, "offset": offset, "problem": "test"}))
+        assert is_damaged(unpack(dump_views(self.engine.views)["blobs"][digest]))
+        self.put_one(sorted(self.buckets)[0], key, good, {}, False)
+        healed = unpack(dump_views(self.engine.views)["blobs"][digest])
+        assert not is_damaged(healed) and healed[:2] != [volume, offset]
 
     @rule(data=st.data())
     def delete_object(self, data: st.DataObject) -> None:

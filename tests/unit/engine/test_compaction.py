@@ -134,4 +134,5 @@ async def test_scrubber_reports_a_flipped_byte(make_engine: Callable[..., Engine
         f.write(bytes([byte[0] ^ 0xFF]))
     report = await anyio.to_thread.run_sync(lambda: run_scrub(engine))
     assert report.done["bad_blobs"] == 1
-    assert report.details[0]["hash"] == loc.hash.hex() and report.details[0]["problem"] == "data checksum mismatch"
+    assert report.details[0]["hash"] == loc.hash.hex()
+    assert report.details[0]["problem"].startswith("data checksum mismatch")

@@ -607,7 +607,7 @@ def volume_data_bytes(data_dir: Path) -> int:
             header = decode_header(raw[pos:pos + HEADER_BYTES])
             assert header is not None, f"{path.name}: bad record at {pos}"
             total += header.length
-            pos += HEADER_BYTES + header.length
+            pos += HEADER_BYTES + header.length + header.trailer_bytes
         assert pos == len(raw)
     return total
 
