@@ -17,6 +17,7 @@ from .model import Bucket
 from .views import namespace
 from .views.env import pack, unpack
 from .views.records import Tx
+from .volumes.record import HEADER_BYTES
 
 Handler = Callable[[Tx, Event], None]
 
@@ -46,9 +47,7 @@ def incref(tx: Tx, digest: bytes, locations: dict[bytes, list[Any]]) -> None:
         if loc is None:
             raise ProjectionError(f"blob {digest.hex()} referenced without a location")
         rec = [loc[1], loc[2], loc[3], 1]
-        stats = tx.volume_stats(rec[0])
-        stats["live"] += rec[2]
-        tx.put_volume_stats(rec[0], stats)
+        _count_volume(tx, rec[0], rec[2], 1)
     tx.put("blobs", digest, pack(rec))
 
 
@@ -61,10 +60,25 @@ def decref(tx: Tx, digest: bytes) -> None:
         tx.put("blobs", digest, pack(rec))
         return
     tx.delete("blobs", digest)
-    stats = tx.volume_stats(rec[0])
-    stats["live"] -= rec[2]
-    stats["dead"] += rec[2]
-    tx.put_volume_stats(rec[0], stats)
+    _count_volume(tx, rec[0], -rec[2], -1)
+
+
+def _count_volume(tx: Tx, volume: str, live: int, blobs: int) -> None:
+    """A blob of ``live`` data bytes entered (``blobs`` 1) or left (-1) a volume. A record that leaves turns dead,
+    its header included: ``dead`` is what compaction can reclaim (docs/architecture/volumes.md, "Garbage")."""
+    stats = tx.volume_stats(volume)
+    stats["live"] += live
+    stats["n"] = max(0, stats.get("n", 0) + blobs)
+    if live < 0:
+        stats["dead"] += -live + HEADER_BYTES
+    _settle_dead(stats)
+    tx.put_volume_stats(volume, stats)
+
+
+def _settle_dead(stats: dict[str, Any]) -> None:
+    """In a sealed volume (size known) dead bytes are exactly the bytes outside live records."""
+    if "size" in stats:
+        stats["dead"] = max(0, stats["size"] - stats["live"] - HEADER_BYTES * stats.get("n", 0))
 
 
 def _locations(payload: dict[str, Any]) -> dict[bytes, list[Any]]:
@@ -351,14 +365,9 @@ def apply_blob_moved(tx: Tx, event: Event) -> None:
     rec = tx.blob(p["hash"])
     if rec is None:
         return
-    old = tx.volume_stats(rec[0])
-    old["live"] -= rec[2]
-    old["dead"] += rec[2]
-    tx.put_volume_stats(rec[0], old)
+    _count_volume(tx, rec[0], -rec[2], -1)
     rec[0], rec[1] = p["volume"], p["offset"]
-    new = tx.volume_stats(rec[0])
-    new["live"] += rec[2]
-    tx.put_volume_stats(rec[0], new)
+    _count_volume(tx, rec[0], rec[2], 1)
     tx.put("blobs", p["hash"], pack(rec))
 
 
@@ -367,8 +376,12 @@ def apply_blob_freed(tx: Tx, event: Event) -> None:
 
 
 def apply_volume_sealed(tx: Tx, event: Event) -> None:
+    """A sealed volume's size is final: from now on every byte not in a live record counts as dead, which takes
+    in the garbage no event ever named (failed or killed uploads, duplicate copies of a race, torn writes)."""
     stats = tx.volume_stats(event.payload["volume"])
     stats["sealed"] = True
+    stats["size"] = event.payload["size"]
+    _settle_dead(stats)
     tx.put_volume_stats(event.payload["volume"], stats)
 
 

@@ -111,6 +111,8 @@ class VolumeStore:
         name, offset, fd = self._reserve(HEADER_BYTES + len(data))
         try:
             written = os.pwritev(fd, [header, data], offset)
+            if 0 < written < HEADER_BYTES + len(data):  # a short write: the rest raises the real cause (ENOSPC)
+                written += os.pwrite(fd, (header + bytes(data))[written:], offset + written)
         finally:
             self._release(fd)
         if written != HEADER_BYTES + len(data):
