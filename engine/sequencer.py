@@ -17,6 +17,11 @@ machine dies between the two, the journal's last record may name bytes that neve
 cuts that record (it was never acknowledged). Other batches sync their volumes first. A volume sync that fails
 after the journal write cuts the batch back out of the journal and fails its commands.
 
+A full disk (engine/space.py) fails the whole batch with 507 InsufficientStorage and leaves nothing of it: the
+journal truncates a failed write, an LMDB commit that cannot be redone cuts the batch back out of the journal, and
+the next batch runs normally, so deletes can free space. Below the reserve, commands that grow the store are
+refused one by one (``SpaceGuard.admits``) before they are decided.
+
 A crash before 3 completes leaves at most an unacknowledged last record (kept if its bytes are intact) and
 unreferenced volume bytes (reclaimed by compaction); a crash between 3 and 4 is repaired at start-up by replaying
 the journal past the views' ``last_seq``.
