@@ -43,6 +43,7 @@ from .model import (
 from .names import check_bucket_name, check_key
 from .remote import LoopChannel, RemoteIam, RemoteSequencer, RemoteWorkers
 from .sequencer import Command, Sequencer, replay
+from .space import SpaceGuard
 from .tail_check import settle_tail
 from .views.env import Views
 from .views.records import Tx
@@ -63,6 +64,7 @@ class EngineOptions:
     worker: int = 0
     chunk_bytes: int = CHUNK_BYTES
     min_part_bytes: int = commands.MIN_PART_BYTES
+    disk_reserve_bytes: int | None = None  # None: 1% of the filesystem, at most 256 MiB (engine/space.py)
 
 
 def _node_id(data_dir: Path) -> str:
@@ -102,13 +104,15 @@ class Engine(IamOps):
                 log.info("replayed %d journal events into the views", replayed)
         else:
             self.views = Views(data_dir / "views")
+        self.space = SpaceGuard(self.volumes.directory, options.disk_reserve_bytes)
         self.sequencer: Sequencer | RemoteSequencer
         if sequencer_channel is None:
-            self.sequencer = Sequencer(self.journal, self.views, self.volumes, commands.DECIDERS)  # type: ignore[arg-type]
+            self.sequencer = Sequencer(self.journal, self.views, self.volumes, commands.DECIDERS,  # type: ignore[arg-type]
+                                       self.space)
         else:
             self.sequencer = RemoteSequencer(sequencer_channel)
             self._background_workers = RemoteWorkers(sequencer_channel)
-        self.ingestor = Ingestor(self.views, self.volumes, options.chunk_bytes)
+        self.ingestor = Ingestor(self.views, self.volumes, options.chunk_bytes, self.space)
         self._reported: set[tuple[bytes, str, int]] = set()  # damage marks submitted and not failed
         self._init_iam(data_dir, RemoteIam(sequencer_channel) if sequencer_channel is not None else None)
 

@@ -41,6 +41,9 @@ class ErrorCode(enum.Enum):
         "The versioning configuration specified in the request is invalid.")
     INCOMPLETE_BODY = ("IncompleteBody", 400,
                        "You did not provide the number of bytes specified by the Content-Length HTTP header.")
+    INSUFFICIENT_STORAGE = ("InsufficientStorage", 507, "The server's disk is full: there is not enough free "
+                            "space to store this request. Deleting objects or aborting multipart uploads still "
+                            "works and frees space once compaction runs.")
     INTERNAL_ERROR = ("InternalError", 500, "We encountered an internal error. Please try again.")
     INVALID_ACCESS_KEY_ID = ("InvalidAccessKeyId", 403,
                              "The AWS access key ID you provided does not exist in our records.")

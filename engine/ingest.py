@@ -20,9 +20,11 @@ import anyio.to_thread
 
 from .errors import ErrorCode, S3Error
 from .model import BlobLocation
+from .space import SpaceGuard, disk_full_error, is_disk_full
 from .views.blobs import is_damaged
 from .views.env import Views
 from .views.records import Tx
+from .volumes.record import HEADER_BYTES
 from .volumes.store import VolumeStore
 
 CHUNK_BYTES = 4 * 1024 * 1024
@@ -51,10 +53,27 @@ class Ingested:
 class Ingestor:
     """Turns byte streams into stored, deduplicated chunks."""
 
-    def __init__(self, views: Views, volumes: VolumeStore, chunk_bytes: int = CHUNK_BYTES) -> None:
+    def __init__(self, views: Views, volumes: VolumeStore, chunk_bytes: int = CHUNK_BYTES,
+                 space: SpaceGuard | None = None) -> None:
         self.views = views
         self.volumes = volumes
         self.chunk_bytes = chunk_bytes
+        self.space = space
+
+    def _append(self, data: bytes, digest: bytes) -> BlobLocation:
+        """Append a new chunk, unless the disk is down to its reserve: 507 InsufficientStorage, also for an
+        ENOSPC from the write itself (the bytes already appended for this body stay as garbage: compaction)."""
+        if self.space is not None:
+            self.space.check_bytes(len(data) + HEADER_BYTES)
+        try:
+            loc = self.volumes.append(data, digest)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full_error() from exc
+            raise
+        if self.space is not None:
+            self.space.consumed(len(data) + HEADER_BYTES)
+        return loc
 
     def _store_chunk(self, out: Ingested, data: bytes, hashers: Iterable[Hasher]) -> None:
         out.md5.update(data)
@@ -66,7 +85,7 @@ class Ingestor:
         if rec is not None and not is_damaged(rec):  # never deduplicate onto a damaged copy: store it afresh
             loc = BlobLocation(digest, rec[0], rec[1], rec[2])
         else:
-            loc = self.volumes.append(data, digest)
+            loc = self._append(data, digest)
             out.volumes.add(loc.volume)
         out.blobs.append([digest, len(data)])
         out.blobs_at.append(loc.to_record())

@@ -17,6 +17,7 @@ from .model import Bucket
 from .views import blobs, namespace
 from .views.env import pack, unpack
 from .views.records import Tx
+from .volumes.record import HEADER_BYTES
 
 Handler = Callable[[Tx, Event], None]
 
@@ -47,11 +48,26 @@ def _count_bad(stats: dict[str, Any], blobs: int, size: int) -> None:
             stats.pop(key, None)
 
 
+def _count_live(stats: dict[str, Any], live: int, count: int) -> None:
+    """A blob of ``live`` data bytes entered (``count`` 1) or left (-1) a volume. A record that leaves turns dead,
+    its header included: ``dead`` is what compaction can reclaim (docs/architecture/volumes.md, "Garbage")."""
+    stats["live"] += live
+    stats["n"] = max(0, stats.get("n", 0) + count)
+    if live < 0:
+        stats["dead"] += -live + HEADER_BYTES
+    _settle_dead(stats)
+
+
+def _settle_dead(stats: dict[str, Any]) -> None:
+    """In a sealed volume (size known) dead bytes are exactly the bytes outside live records."""
+    if "size" in stats:
+        stats["dead"] = max(0, stats["size"] - stats["live"] - HEADER_BYTES * stats.get("n", 0))
+
+
 def _leave(tx: Tx, rec: list[Any]) -> None:
     """The blob's bytes at its current location stop being live there (freed, moved or repointed)."""
     stats = tx.volume_stats(rec[0])
-    stats["live"] -= rec[2]
-    stats["dead"] += rec[2]
+    _count_live(stats, -rec[2], -1)
     if blobs.is_damaged(rec):
         _count_bad(stats, -1, -rec[2])
     tx.put_volume_stats(rec[0], stats)
@@ -59,7 +75,7 @@ def _leave(tx: Tx, rec: list[Any]) -> None:
 
 def _arrive(tx: Tx, rec: list[Any]) -> None:
     stats = tx.volume_stats(rec[0])
-    stats["live"] += rec[2]
+    _count_live(stats, rec[2], 1)
     tx.put_volume_stats(rec[0], stats)
 
 
@@ -403,8 +419,12 @@ def apply_blob_freed(tx: Tx, event: Event) -> None:
 
 
 def apply_volume_sealed(tx: Tx, event: Event) -> None:
+    """A sealed volume's size is final: from now on every byte not in a live record counts as dead, which takes
+    in the garbage no event ever named (failed or killed uploads, duplicate copies of a race, torn writes)."""
     stats = tx.volume_stats(event.payload["volume"])
     stats["sealed"] = True
+    stats["size"] = event.payload["size"]
+    _settle_dead(stats)
     tx.put_volume_stats(event.payload["volume"], stats)
 
 

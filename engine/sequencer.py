@@ -17,6 +17,11 @@ machine dies between the two, the journal's last record may name bytes that neve
 cuts that record (it was never acknowledged). Other batches sync their volumes first. A volume sync that fails
 after the journal write cuts the batch back out of the journal and fails its commands.
 
+A full disk (engine/space.py) fails the whole batch with 507 InsufficientStorage and leaves nothing of it: the
+journal truncates a failed write, an LMDB commit that cannot be redone cuts the batch back out of the journal, and
+the next batch runs normally, so deletes can free space. Below the reserve, commands that grow the store are
+refused one by one (``SpaceGuard.admits``) before they are decided.
+
 A crash before 3 completes leaves at most an unacknowledged last record (kept if its bytes are intact) and
 unreferenced volume bytes (reclaimed by compaction); a crash between 3 and 4 is repaired at start-up by replaying
 the journal past the views' ``last_seq``.
@@ -34,6 +39,7 @@ from s4.journal import Event, EventDraft, EventType, GroupCommitQueue, Journal
 
 from . import projector, tail_check
 from .errors import ErrorCode, S3Error
+from .space import SpaceGuard, disk_full_error, is_disk_full
 from .views.env import MapFullError, Views, ViewsError
 from .views.records import Tx
 from .volumes.store import VolumeStore
@@ -84,11 +90,12 @@ class Sequencer:
     """Runs deciders one batch at a time on one thread; see the module docstring for the steps."""
 
     def __init__(self, journal: Journal, views: Views, volumes: VolumeStore,
-                 deciders: dict[str, Decider]) -> None:
+                 deciders: dict[str, Decider], space: SpaceGuard | None = None) -> None:
         self.journal = journal
         self.views = views
         self.volumes = volumes
         self.deciders = deciders
+        self.space = space
         self._syncer = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="volume-sync")
         self._queue: GroupCommitQueue[Command, Any] = GroupCommitQueue(self._process, name="sequencer")
 
@@ -127,6 +134,13 @@ class Sequencer:
                 return self._commit(batch)
             except MapFullError:
                 self.views.grow()
+            except Exception as exc:
+                # A full disk failed the whole batch (journal write or sync, volume sync, LMDB): nothing of it is
+                # durable or visible (_commit), and the next batch runs normally: a delete can free space.
+                if is_disk_full(exc, self.space):
+                    log.warning("disk full: a batch of %d commands failed (%s)", len(batch), exc)
+                    raise disk_full_error() from exc
+                raise
 
     def _commit(self, batch: list[Command]) -> list[Any]:
         env = self.views.env
@@ -139,9 +153,10 @@ class Sequencer:
                 seq += len(outcome.events)
                 outcomes.append(outcome)
             events = [e for o in outcomes for e in o.events]
+            start = -1
             if events:
                 volumes = {v for cmd, o in zip(batch, outcomes, strict=True) if o.events for v in cmd.volumes}
-                self._make_durable(events, volumes)
+                start = self._make_durable(events, volumes)
         except BaseException:
             txn.abort()
             raise
@@ -151,19 +166,24 @@ class Sequencer:
             # The events are durable facts now: the batch must never be decided again (that would journal a second
             # copy). Project exactly these events, as start-up replay would, growing the map if that was the cause.
             log.warning("LMDB commit failed after the journal write; applying the %d journaled events", len(events))
-            apply_events(self.views, events)
+            try:
+                apply_events(self.views, events)
+            except BaseException:
+                # Still not projected (a full disk): nobody was acknowledged, so the batch leaves the journal too,
+                # or the next batch would be decided against views that lack it and replay would add it later.
+                self.journal.cut_tail(start, events[0].seq - 1)
+                raise
         return [o.error if o.error is not None else o.result for o in outcomes]
 
-    def _make_durable(self, events: list[Event], volumes: set[str]) -> None:
-        """Step 3: the events in the journal and the bytes they name in the volumes, both fsynced."""
+    def _make_durable(self, events: list[Event], volumes: set[str]) -> int:
+        """Step 3: the events in the journal and the bytes they name in the volumes, both fsynced; returns the
+        journal offset the batch starts at."""
         batch = self.journal.encode(events)
         if not volumes:
-            self.journal.write_encoded(batch)
-            return
+            return self.journal.write_encoded(batch)
         if batch.records > 1 or not tail_check.checkable(events):
             self.volumes.sync(volumes)
-            self.journal.write_encoded(batch)
-            return
+            return self.journal.write_encoded(batch)
         syncs = [self._syncer.submit(self.volumes.sync, (name,)) for name in volumes]
         try:
             start = self.journal.write_encoded(batch)
@@ -173,11 +193,14 @@ class Sequencer:
         if failed is not None:
             self.journal.cut_tail(start, batch.first_seq - 1)
             raise failed
+        return start
 
     def _decide(self, env: Any, txn: Any, cmd: Command, seq: int) -> _Outcome:
         decider = self.deciders.get(cmd.name)
         if decider is None:
             return _Outcome(error=S3Error(ErrorCode.INTERNAL_ERROR, f"unknown command {cmd.name}"))
+        if self.space is not None and not self.space.admits(cmd.name, cmd.args):
+            return _Outcome(error=disk_full_error())  # the disk is down to the reserve kept for freeing space
         child = env.begin(write=True, parent=txn)
         decision = Decision(Tx(child, self.views.dbs), self.journal, seq, cmd.actor)
         try:

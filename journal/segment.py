@@ -13,6 +13,8 @@ File name: ``{first_seq:020d}.s4j`` so lexical order is log order.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import struct
 from dataclasses import dataclass
@@ -77,9 +79,17 @@ def create_segment(directory: Path, first_seq: int, created_ms: int) -> Path:
     path = directory / segment_name(first_seq)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        os.write(fd, encode_header(first_seq, created_ms))
+        header = encode_header(first_seq, created_ms)
+        if os.write(fd, header) != len(header):
+            raise OSError(errno.ENOSPC, f"short write of the segment header of {path}")
         os.fsync(fd)
-    finally:
+        fsync_dir(directory)
+    except BaseException:
+        # Never leave a headerless segment behind (disk full): a retry creates it again, and start-up never
+        # sees a tail segment that holds nothing.
         os.close(fd)
-    fsync_dir(directory)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    os.close(fd)
     return path

@@ -11,6 +11,7 @@ only the process that owns the journal has it.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -122,9 +123,12 @@ class Journal:
         self._size = size
 
     def _roll(self, first_seq: int) -> None:
+        # The new segment first: if it cannot be created (disk full) the log stays on its current tail, whose
+        # descriptor must stay open and valid for the next attempt.
+        path = create_segment(self.directory, first_seq, self.clock.tick() >> 16)
         if self._fd >= 0:
             os.close(self._fd)
-        path = create_segment(self.directory, first_seq, self.clock.tick() >> 16)
+            self._fd = -1
         self._open_tail(path, os.path.getsize(path))
 
     def stamp(self, draft: EventDraft, seq: int) -> Event:
@@ -167,8 +171,10 @@ class Journal:
             start = self._size
             try:
                 written = os.pwrite(self._fd, batch.data, start)
+                if 0 < written < len(batch.data):  # short (disk full): writing the rest raises the real ENOSPC
+                    written += os.pwrite(self._fd, batch.data[written:], start + written)
                 if written != len(batch.data):
-                    raise OSError(f"short journal write: {written} of {len(batch.data)} bytes")
+                    raise OSError(errno.ENOSPC, f"short journal write: {written} of {len(batch.data)} bytes")
                 synced_at = time.perf_counter()
                 os.fdatasync(self._fd)
                 fsync_s = time.perf_counter() - synced_at

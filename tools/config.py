@@ -80,6 +80,7 @@ ENV: dict[str, tuple[str, Callable[[str, str], Any], Any]] = {
     "S4_TLS_CERT": ("tls_cert", _text, None),
     "S4_TLS_KEY": ("tls_key", _text, None),
     "S4_VOLUME_SIZE": ("volume_size_bytes", parse_size, 1024**3),
+    "S4_DISK_RESERVE": ("disk_reserve_bytes", parse_size, None),  # None: 1% of the filesystem, <= 256 MiB
     "S4_WORKERS": ("workers", parse_int, None),
     "S4_REGION": ("region", _text, "us-east-1"),
     "S4_DOMAIN": ("domains", _text, "localhost"),
@@ -124,6 +125,7 @@ TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
     ("storage", "metadata_path"): ("metadata_path", lambda n, v: str(v)),
     ("storage", "data_dir"): ("data_dir", lambda n, v: str(v)),
     ("tuning", "volume_size_mb"): ("volume_size_bytes", lambda n, v: parse_int(n, str(v)) * 1024**2),
+    ("tuning", "disk_reserve"): ("disk_reserve_bytes", lambda n, v: parse_size(n, str(v))),
     ("tuning", "strict_sync"): ("strict_sync", lambda n, v: parse_bool(n, str(v))),
     ("tuning", "max_upload_size"): ("max_upload_bytes", lambda n, v: parse_size(n, str(v))),
     # IAM (S4 names; the spec's file example has no such section): S4_ROOT_USERNAME, S4_ROOT_PASSWORD and

@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     if generated:
         access, secret = dev_credentials(data_dir)
     count = settings.workers if settings.workers is not None else (os.cpu_count() or 1)
-    engine = Engine(EngineOptions(data_dir=data_dir, volume_size_bytes=settings.volume_size_bytes))
+    engine = Engine(EngineOptions(data_dir=data_dir, volume_size_bytes=settings.volume_size_bytes,
+                                  disk_reserve_bytes=settings.disk_reserve_bytes))
     try:
         jwt_secret = _prepare_iam(engine, settings)
         background = for_engine(engine, WorkerSettings.from_values(settings.values))
@@ -96,7 +97,8 @@ def _run_worker(settings: Settings, data_dir: Path, args: argparse.Namespace) ->
     channel = LoopChannel(socket.socket(fileno=args.sequencer_fd), name="sequencer",
                           on_close=lambda: engine_ready and os.kill(os.getpid(), signal.SIGTERM))
     engine = Engine(EngineOptions(data_dir=data_dir, volume_size_bytes=settings.volume_size_bytes,
-                                  worker=args.worker_id), sequencer_channel=channel)
+                                  worker=args.worker_id, disk_reserve_bytes=settings.disk_reserve_bytes),
+                    sequencer_channel=channel)
     engine_ready = True
     try:
         access, secret = settings.access_key or "", settings.secret_key or ""

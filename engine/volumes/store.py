@@ -111,6 +111,8 @@ class VolumeStore:
         name, offset, fd = self._reserve(total)
         try:
             written = os.pwritev(fd, [header, data, table], offset)
+            if 0 < written < total:  # a short write: the rest raises the real cause (ENOSPC)
+                written += os.pwrite(fd, (header + bytes(data) + table)[written:], offset + written)
         finally:
             self._release(fd)
         if written != total:
@@ -214,20 +216,24 @@ class VolumeStore:
         return True
 
     def close_unlinked(self) -> list[str]:
-        """Close cached read descriptors of volumes another process retired (unlinked); returns their names.
+        """Close cached descriptors of volumes another process retired (unlinked); returns their names.
 
-        A worker process keeps descriptors open for speed; until it drops them a retired volume's space stays
-        allocated. Reads through them stay correct meanwhile (compaction copies bytes, never changes them).
+        A worker process keeps descriptors open for speed (and the write descriptors of its sealed volumes); until
+        it drops them a retired volume's space stays allocated. Reads through them stay correct meanwhile
+        (compaction copies bytes, never changes them).
         """
+        gone: list[str] = []
         with self._lock:
-            gone = [name for name, fd in self._read_fds.items() if os.fstat(fd).st_nlink == 0]
-            for name in gone:
-                fd = self._read_fds.pop(name)
-                if self._users.get(fd):
-                    self._doomed.add(fd)
-                else:
-                    os.close(fd)
-        return gone
+            for fds in (self._read_fds, self._write_fds):
+                dropped = [name for name, fd in fds.items() if name != self._active and os.fstat(fd).st_nlink == 0]
+                for name in dropped:
+                    fd = fds.pop(name)
+                    if self._users.get(fd):
+                        self._doomed.add(fd)
+                    else:
+                        os.close(fd)
+                gone += dropped
+        return sorted(set(gone))
 
     def volume_names(self) -> list[str]:
         return sorted(p.name for p in self.directory.iterdir() if NAME_RE.match(p.name))

@@ -30,6 +30,7 @@ from typing import Any
 
 from ..model import BlobLocation
 from ..sequencer import Command
+from ..space import is_disk_full
 from ..views.env import unpack
 from ..views.records import Tx
 from ..volumes.record import DamagedBlob, record_bytes
@@ -39,6 +40,7 @@ from .report import RunReport
 log = logging.getLogger(__name__)
 ACTOR = "system:compaction"
 BATCH_BYTES = 32 * 1024 * 1024
+COPY_SLACK_BYTES = 1024 * 1024  # journal records and LMDB pages of the moves, beyond the copies themselves
 
 
 def _newest_per_worker(names: list[str]) -> set[str]:
@@ -83,7 +85,7 @@ def analyse(engine: Any, threshold: float) -> tuple[list[dict[str, Any]], dict[s
         dead_fraction = 1.0 - live / size if size else 1.0
         rows.append({"volume": name, "size": size, "live": live, "blobs": len(blobs.get(name, ())),
                      "dead_fraction": round(dead_fraction, 4), "selected": size > 0 and dead_fraction >= threshold
-                     and dead_fraction > 0})
+                     and dead_fraction > 0, "unsealed": "size" not in stats.get(name, {})})
     return rows, blobs, leftovers
 
 
@@ -105,33 +107,72 @@ def _compact_volume(engine: Any, name: str, blobs: list[tuple[bytes, int, int]],
         targets.clear()
         pending = 0
 
-    for digest, offset, size in sorted(blobs, key=lambda b: b[1]):
-        if stop is not None and stop.is_set():  # journal what is copied; the next pass finishes the volume
-            flush()
-            return False
-        loc = BlobLocation(digest, name, offset, size)
+    try:
+        for digest, offset, size in sorted(blobs, key=lambda b: b[1]):
+            if stop is not None and stop.is_set():  # journal what is copied; the next pass finishes the volume
+                flush()
+                return False
+            loc = BlobLocation(digest, name, offset, size)
+            try:
+                data = store.read_blob(loc, 0, size)  # checked against the record's block checksums
+                if hashlib.sha256(data).digest() != digest:
+                    raise DamagedBlob("content does not match its SHA-256 name")
+            except DamagedBlob as exc:
+                report.errors.append(f"{name}@{offset}: blob {digest.hex()} is damaged ({exc.problem}); volume kept "
+                                     "until the blob is stored again or freed")
+                engine.sequencer.execute_sync(Command("mark_blob_damaged", {
+                    "hash": digest, "volume": name, "offset": offset, "problem": exc.problem}, ACTOR))
+                return False
+            except OSError as exc:
+                report.errors.append(f"{name}@{offset}: {exc}")
+                return False
+            loc = store.append(data, digest)
+            moves.append([digest, name, offset, loc.volume, loc.offset])
+            targets.add(loc.volume)
+            report.count(report.done, "bytes_copied", size)
+            pending += size
+            if pending >= BATCH_BYTES:
+                flush()
+        flush()
+        return _retire(engine, name, report)
+    except Exception as exc:
+        if not is_disk_full(exc, getattr(engine, "space", None)):
+            raise
+        # The moves journalled so far stand; copies not journalled are garbage in the target (dead once sealed).
+        report.errors.append(f"{name}: the disk filled up while copying its live blobs; volume kept, pass goes on")
+        return False
+
+
+def _room_to_copy(engine: Any, row: dict[str, Any], report: RunReport) -> bool:
+    """Copying a volume's live blobs needs that much free space (the reserve may be used: compaction frees space);
+    a volume that does not fit is skipped and the report says why. Volumes with nothing live need no room."""
+    space = getattr(engine, "space", None)
+    if space is None or row["live"] == 0:
+        return True
+    free = space.free_bytes(fresh=True)
+    if free >= row["live"] + COPY_SLACK_BYTES:
+        return True
+    report.count(report.done, "volumes_skipped_no_space")
+    report.errors.append(f"{row['volume']}: copying its {row['live']} live bytes needs {row['live'] + COPY_SLACK_BYTES}"
+                         f" bytes free, {free} are; skipped (delete more data or add space, then run again)")
+    return False
+
+
+def _seal_strays(engine: Any, rows: list[dict[str, Any]], report: RunReport) -> None:
+    """Seal volumes no writer appends to whose seal never committed (killed, or failed on a full disk), so their
+    garbage counts as dead in the ``volumes`` view too."""
+    for row in rows:
+        if not row["unsealed"]:
+            continue
         try:
-            data = store.read_blob(loc, 0, size)  # checked against the record's block checksums
-            if hashlib.sha256(data).digest() != digest:
-                raise DamagedBlob("content does not match its SHA-256 name")
-        except DamagedBlob as exc:
-            report.errors.append(f"{name}@{offset}: blob {digest.hex()} is damaged ({exc.problem}); volume kept "
-                                 "until the blob is stored again or freed")
-            engine.sequencer.execute_sync(Command("mark_blob_damaged", {
-                "hash": digest, "volume": name, "offset": offset, "problem": exc.problem}, ACTOR))
-            return False
-        except OSError as exc:
-            report.errors.append(f"{name}@{offset}: {exc}")
-            return False
-        loc = store.append(data, digest)
-        moves.append([digest, name, offset, loc.volume, loc.offset])
-        targets.add(loc.volume)
-        report.count(report.done, "bytes_copied", size)
-        pending += size
-        if pending >= BATCH_BYTES:
-            flush()
-    flush()
-    return _retire(engine, name, report)
+            engine.sequencer.execute_sync(Command("seal_volume", {"volume": row["volume"], "size": row["size"]},
+                                                  ACTOR))
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            report.errors.append(f"{row['volume']}: could not record its seal, the disk is full")
+            return
+        report.count(report.done, "volumes_sealed")
 
 
 def _retire(engine: Any, name: str, report: RunReport) -> bool:
@@ -173,6 +214,8 @@ def run_compaction(engine: Any, *, threshold: float = 0.3, max_volumes: int | No
         if engine.volumes.retire(name):
             report.count(report.done, "volumes_deleted")
             report.count(report.done, "bytes_reclaimed", size)
+    if not dry_run:
+        _seal_strays(engine, rows, report)
     selected = sorted((r for r in rows if r["selected"]), key=lambda r: -r["dead_fraction"])
     if max_volumes is not None:
         selected = selected[:max_volumes]
@@ -184,6 +227,8 @@ def run_compaction(engine: Any, *, threshold: float = 0.3, max_volumes: int | No
         if dry_run:
             report.count(report.done, "would_compact")
             report.count(report.done, "would_reclaim_bytes", row["size"] - row["live"])
+            continue
+        if not _room_to_copy(engine, row, report):
             continue
         if _compact_volume(engine, row["volume"], blobs.get(row["volume"], []), report, stop):
             report.count(report.done, "volumes_compacted")

@@ -103,3 +103,11 @@ def test_unknown_iam_key_is_named(tmp_path: Path) -> None:
     cfg.write_text('[iam]\nroot_pasword = "typo"\n')
     with pytest.raises(ConfigError, match="iam.root_pasword"):
         load_settings(env={}, config_path=str(cfg))
+
+
+def test_disk_reserve_setting() -> None:
+    assert load_settings(env={}).disk_reserve_bytes is None  # the engine's default: 1% of the disk, <= 256 MiB
+    assert load_settings(env={"S4_DISK_RESERVE": "512MB"}).disk_reserve_bytes == 512 * 1024**2
+    assert load_settings(env={"S4_DISK_RESERVE": "0"}).disk_reserve_bytes == 0
+    with pytest.raises(ConfigError, match="S4_DISK_RESERVE"):
+        load_settings(env={"S4_DISK_RESERVE": "lots"})
