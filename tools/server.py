@@ -27,8 +27,10 @@ from s4.api.app import build_app
 from s4.api.metrics import JournalMetrics, enable_multiprocess
 from s4.api.settings import ApiSettings
 from s4.engine import Engine, EngineOptions
+from s4.engine.datadir import DataDirLockedError, NodeIdMismatchError
 from s4.engine.remote import LoopChannel
 from s4.engine.workers.service import WorkerSettings, for_engine
+from s4.journal import CorruptJournalError
 
 from . import supervisor
 from .config import ConfigError, Settings, dev_credentials, load_settings, resolve_data_dir
@@ -53,14 +55,18 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = resolve_data_dir(settings)
     if args.worker_id is not None:
         return _run_worker(settings, data_dir, args)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    access, secret = settings.access_key, settings.secret_key
-    generated = not (access and secret)
-    if generated:
-        access, secret = dev_credentials(data_dir)
     count = settings.workers if settings.workers is not None else (os.cpu_count() or 1)
-    engine = Engine(EngineOptions(data_dir=data_dir, volume_size_bytes=settings.volume_size_bytes))
+    try:  # first of all: the data directory's lock (engine/datadir.py), then journal recovery
+        engine = Engine(EngineOptions(data_dir=data_dir, volume_size_bytes=settings.volume_size_bytes,
+                                      node_id=settings.node_id))
+    except (DataDirLockedError, NodeIdMismatchError, CorruptJournalError) as exc:
+        print(f"s4-server: {exc}", file=sys.stderr)
+        return 1
     try:
+        access, secret = settings.access_key, settings.secret_key
+        generated = not (access and secret)
+        if generated:
+            access, secret = dev_credentials(data_dir)
         jwt_secret = _prepare_iam(engine, settings)
         background = for_engine(engine, WorkerSettings.from_values(settings.values))
         if count > 1:
