@@ -12,7 +12,6 @@ Data directory layout: ``journal/`` (segments), ``views/`` (LMDB), ``volumes/`` 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -24,8 +23,9 @@ import anyio.to_thread
 
 from s4.journal import Journal
 
-from . import commands, listing
+from . import commands, datadir, listing
 from .conditions import Preconditions
+from .datadir import DataDirLock
 from .errors import ErrorCode, S3Error
 from .iam_ops import IamOps
 from .ingest import CHUNK_BYTES, Hasher, Ingested, Ingestor
@@ -65,17 +65,7 @@ class EngineOptions:
     chunk_bytes: int = CHUNK_BYTES
     min_part_bytes: int = commands.MIN_PART_BYTES
     disk_reserve_bytes: int | None = None  # None: 1% of the filesystem, at most 256 MiB (engine/space.py)
-
-
-def _node_id(data_dir: Path) -> str:
-    path = data_dir / "node_id"
-    if path.exists():
-        return path.read_text().strip()
-    node = f"node-{uuid.uuid4().hex[:12]}"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(node)
-    os.replace(tmp, path)
-    return node
+    node_id: str | None = None  # S4_NODE_ID: the id of a fresh data directory; must match a stored one
 
 
 class Engine(IamOps):
@@ -89,16 +79,25 @@ class Engine(IamOps):
         """
         self.options = options
         data_dir = Path(options.data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.node_id = _node_id(data_dir)
+        # The journal's owner locks the data directory before touching anything in it (engine/datadir.py).
+        self._dir_lock = DataDirLock.acquire(data_dir) if sequencer_channel is None else None
+        try:
+            self._open(data_dir, sequencer_channel)
+        except BaseException:
+            if self._dir_lock is not None:
+                self._dir_lock.release()
+            raise
+
+    def _open(self, data_dir: Path, sequencer_channel: LoopChannel | None) -> None:
+        options = self.options
+        self.node_id = datadir.node_id(data_dir, options.node_id if sequencer_channel is None else None)
         self.journal: Journal | None = None
         self._unsynced: UnsyncedMarker | None = None
         self.volumes = VolumeStore(data_dir / "volumes", worker=options.worker,
                                    volume_size_bytes=options.volume_size_bytes, on_seal=self._on_seal)
         if sequencer_channel is None:
-            self.journal = Journal(data_dir / "journal", origin=self.node_id,
-                                   segment_size_bytes=options.segment_size_bytes)
-            self.views = self._open_views(data_dir / "views", self.journal, self.volumes)
+            self.views = self._open_views(data_dir / "views", data_dir / "journal", self.volumes)
+            assert self.journal is not None
             replayed = replay(self.journal, self.views)
             if replayed:
                 log.info("replayed %d journal events into the views", replayed)
@@ -107,7 +106,7 @@ class Engine(IamOps):
         self.space = SpaceGuard(self.volumes.directory, options.disk_reserve_bytes)
         self.sequencer: Sequencer | RemoteSequencer
         if sequencer_channel is None:
-            self.sequencer = Sequencer(self.journal, self.views, self.volumes, commands.DECIDERS,  # type: ignore[arg-type]
+            self.sequencer = Sequencer(self.journal, self.views, self.volumes, commands.DECIDERS,
                                        self.space)
         else:
             self.sequencer = RemoteSequencer(sequencer_channel)
@@ -116,24 +115,31 @@ class Engine(IamOps):
         self._reported: set[tuple[bytes, str, int]] = set()  # damage marks submitted and not failed
         self._init_iam(data_dir, RemoteIam(sequencer_channel) if sequencer_channel is not None else None)
 
-    def _open_views(self, path: Path, journal: Journal, volumes: VolumeStore) -> Views:
-        """The node's views, without per-commit fsync where a boot id can tell a process crash from a machine
-        crash (views/unsynced.py); discarded and rebuilt from the journal when they cannot be trusted. First the
-        journal's last record is settled against the volumes (tail_check.py): verified after a machine crash."""
+    def _open_views(self, path: Path, journal_dir: Path, volumes: VolumeStore) -> Views:
+        """The node's views and (``self.journal``) its journal, opened in this order because trusted views witness
+        what was committed: every seq up to their ``last_seq`` was acknowledged, so journal recovery refuses to
+        end the log below it (journal/recovery.py, rule 5) instead of dropping those events.
+
+        Views without per-commit fsync are trusted where a boot id can tell a process crash from a machine crash
+        (views/unsynced.py); after a machine crash they are discarded (no witness) and rebuilt from the journal.
+        The journal's last record is then settled against the volumes (tail_check.py)."""
         boot_id = current_boot_id()
         self._unsynced = UnsyncedMarker(path, boot_id)
         machine_crashed = self._unsynced.views_untrusted()
-        settle_tail(journal, volumes, verify=machine_crashed or boot_id is None)
         if machine_crashed:
             log.warning("the views were not synced before the machine restarted: rebuilding them from the journal")
             shutil.rmtree(path)
         views = Views(path, sync=boot_id is None)
-        if views.last_seq() > journal.last_seq:
-            log.warning("views (seq %d) are ahead of the journal (seq %d): rebuilding them from the journal",
-                        views.last_seq(), journal.last_seq)
+        try:
+            witness = views.last_seq()
+            self.journal = Journal(journal_dir, origin=self.node_id, segment_size_bytes=self.options.segment_size_bytes,
+                                   witness=witness)
+            settle_tail(self.journal, volumes, verify=machine_crashed or boot_id is None, witness=witness)
+        except BaseException:
+            if self.journal is not None:
+                self.journal.close()
             views.close()
-            shutil.rmtree(path)
-            views = Views(path, sync=boot_id is None)
+            raise
         if boot_id is not None:
             self._unsynced.mark()
         return views
@@ -150,6 +156,8 @@ class Engine(IamOps):
             self.views.env.sync(True)
             self._unsynced.clear()
         self.views.close()
+        if self._dir_lock is not None:
+            self._dir_lock.release()
 
     async def _run(self, name: str, args: dict[str, Any], actor: str, volumes: set[str] | None = None) -> Any:
         """Submit a command; the sequencer fsyncs ``volumes`` (where this process wrote the command's bytes)

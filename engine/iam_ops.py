@@ -128,22 +128,36 @@ class IamOps:
         except (VerificationError, InvalidHashError):
             return False
 
-    def ensure_root(self, username: str, password: str) -> dict[str, Any]:
-        """Start-up: the root SuperUser exists, is active and has the configured password (through events)."""
-        def submit(name: str, args: dict[str, Any]) -> Any:
-            result = self.sequencer.execute_sync(Command(name, args, "s4-server"))
-            if isinstance(result, IamError):
-                raise result
-            return result
+    def _submit_sync(self, name: str, args: dict[str, Any], actor: str) -> Any:
+        result = self.sequencer.execute_sync(Command(name, args, actor))
+        if isinstance(result, IamError):
+            raise result
+        return result
 
+    def seed_root(self, username: str, password: str) -> dict[str, Any] | None:
+        """Start-up with S4_ROOT_PASSWORD: create the root SuperUser on a node that has no IAM user yet, once.
+
+        Later starts change nothing (returning the user named ``username``, or None): a password rotated or a root
+        deactivated through the admin API stays so. A lost root password is reset offline (``reset_root``).
+        """
+        if self.list_users():
+            rec = self.get_user_by_name(username)
+            return public_record(rec) if rec is not None else None
+        return public_record(self._submit_sync("iam_create_user", {
+            "username": username, "role": "SuperUser", "password_hash": self._hasher.hash(password)}, "s4-server"))
+
+    def reset_root(self, username: str, password: str, actor: str = "s4-admin reset-root") -> dict[str, Any]:
+        """The operator's recovery (``s4-admin reset-root``, server stopped): ``username`` exists, is an active
+        SuperUser and has ``password`` (through events, so the journal records who did it)."""
+        check_password(password)
         rec = self.get_user_by_name(username)
         if rec is None:
-            return public_record(submit("iam_create_user", {"username": username, "role": "SuperUser",
-                                                            "password_hash": self._hasher.hash(password)}))
+            return public_record(self._submit_sync("iam_create_user", {
+                "username": username, "role": "SuperUser", "password_hash": self._hasher.hash(password)}, actor))
         args: dict[str, Any] = {"user_id": rec["id"], "role": "SuperUser", "active": True}
         if not self._verify(rec["password_hash"], password):
             args["password_hash"] = self._hasher.hash(password)
-        return public_record(submit("iam_update_user", args))
+        return public_record(self._submit_sync("iam_update_user", args, actor))
 
     # -- credentials ----------------------------------------------------------------------------------------------
     async def create_credential(self, user_id: str, actor: str = "") -> tuple[str, str]:

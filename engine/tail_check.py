@@ -29,7 +29,8 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 
-from s4.journal import Event, EventType, Journal
+from s4.journal import CorruptJournalError, Event, EventType, Journal
+from s4.journal.segment import list_segments
 
 from .model import BlobLocation
 from .volumes.store import VolumeStore
@@ -48,14 +49,22 @@ def locations(events: Iterable[Event]) -> list[BlobLocation]:
     return [BlobLocation.from_record(loc) for e in events for loc in e.payload.get("blobs_at", ())]
 
 
-def settle_tail(journal: Journal, volumes: VolumeStore, *, verify: bool) -> str | None:
-    """Make the journal's last record safe to replay (see the module docstring); returns a note if it was cut."""
+def settle_tail(journal: Journal, volumes: VolumeStore, *, verify: bool, witness: int = 0) -> str | None:
+    """Make the journal's last record safe to replay (see the module docstring); returns a note if it was cut.
+
+    A record at or below ``witness`` (the trusted views' last_seq) was acknowledged: damage under it is
+    corruption (CorruptJournalError), never a reason to cut it.
+    """
     tail = journal.tail_record()
     if tail is None:
         return None
     named = locations(tail.events)
     if verify:
         problem = _first_problem(volumes, named)
+        if problem is not None and tail.events[0].seq <= witness:
+            raise CorruptJournalError(list_segments(journal.directory)[-1].name, tail.offset,
+                                      f"the volume bytes of seq {tail.events[0].seq} are damaged ({problem}), "
+                                      f"but the views prove it was committed (they hold seq {witness})")
         if problem is not None:
             note = (f"journal: cut the last record (seq {tail.events[0].seq}-{tail.events[-1].seq}, never "
                     f"acknowledged): {problem}")

@@ -6,6 +6,9 @@ Rules (docs/architecture/recovery.md):
   3. A torn record (see framing.py) is allowed only at the end of the last segment: it is truncated and reported.
   4. Anything else bad raises CorruptJournalError naming segment and offset -- unless ``repair=True``, which
      truncates the log at the first bad spot and deletes later segments (the operator asked for it).
+  5. A durable ``witness`` (the highest seq something outside the journal proves was committed: the views'
+     ``last_seq`` when they can be trusted) overrules rule 3: a tear that would end the log below the witness
+     drops acknowledged events, so it is corruption, and so is a clean log that ends below it.
 """
 
 from __future__ import annotations
@@ -68,8 +71,20 @@ def iter_segment(path: Path, expect_seq: int | None) -> Iterator[Event | ScanEnd
         yield from events
 
 
-def recover(directory: Path, *, repair: bool = False) -> RecoveryReport:
-    """Scan every segment; make the directory end exactly at the last durable event."""
+def witness_gap(last_seq: int, witness: int) -> str | None:
+    """Why a log ending at ``last_seq`` contradicts a witness of ``witness``, or None if it does not."""
+    if witness <= last_seq:
+        return None
+    lost = f"seq {witness} was" if witness == last_seq + 1 else f"seq {last_seq + 1}..{witness} were"
+    return (f"{lost} committed (the views applied it) but the journal ends at seq {last_seq}: acknowledged "
+            "events are damaged or missing")
+
+
+def recover(directory: Path, *, repair: bool = False, witness: int = 0) -> RecoveryReport:
+    """Scan every segment; make the directory end exactly at the last durable event.
+
+    ``witness``: every seq up to it is known to have been committed (rule 5); 0 means nothing is known.
+    """
     report = RecoveryReport()
     segments = list_segments(directory)
     expect: int | None = None
@@ -87,10 +102,12 @@ def recover(directory: Path, *, repair: bool = False) -> RecoveryReport:
         if end.reason is StopReason.CLEAN:
             report.tail_segment, report.tail_offset = path, end.offset
             continue
-        if end.reason is StopReason.BAD or not is_last:
+        gap = witness_gap(report.last_seq, witness)
+        if end.reason is StopReason.BAD or not is_last or gap is not None:
+            detail = end.detail if gap is None else f"{end.detail}; {gap}"
             if not repair:
-                raise CorruptJournalError(path.name, end.offset, end.detail)
-            report.notes.append(f"repair: cut {path.name} at offset {end.offset} ({end.detail})")
+                raise CorruptJournalError(path.name, end.offset, detail)
+            report.notes.append(f"repair: cut {path.name} at offset {end.offset} ({detail})")
         _truncate_tail(path, end, report)
         for later in segments[index + 1 :]:
             report.dropped_bytes += later.stat().st_size
@@ -99,6 +116,12 @@ def recover(directory: Path, *, repair: bool = False) -> RecoveryReport:
         if segments[index + 1 :]:
             fsync_dir(directory)
         break
+    gap = witness_gap(report.last_seq, witness)
+    if gap is not None:
+        if not repair:
+            where = report.tail_segment.name if report.tail_segment is not None else "(no segment)"
+            raise CorruptJournalError(where, report.tail_offset, gap)
+        report.notes.append(f"repair: {gap}")
     return report
 
 

@@ -77,7 +77,7 @@ def fsync_dir(directory: Path) -> None:
 def create_segment(directory: Path, first_seq: int, created_ms: int) -> Path:
     """Create a new segment with its header, durably (file and directory entry)."""
     path = directory / segment_name(first_seq)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         header = encode_header(first_seq, created_ms)
         if os.write(fd, header) != len(header):

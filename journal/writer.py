@@ -96,12 +96,14 @@ class Journal:
         segment_size_bytes: int = DEFAULT_SEGMENT_BYTES,
         clock: HybridClock | None = None,
         repair: bool = False,
+        witness: int = 0,
     ) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.origin = origin
         self.segment_size_bytes = segment_size_bytes
-        self.report: RecoveryReport = recover(self.directory, repair=repair)
+        # witness: the highest seq known committed (the views' last_seq); recovery refuses to end below it
+        self.report: RecoveryReport = recover(self.directory, repair=repair, witness=witness)
         self.clock = clock or HybridClock()
         self.clock.observe(self.report.last_hlc)
         self._last_seq = self.report.last_seq

@@ -7,6 +7,8 @@
     s4-admin --username root --password ... scrubber run
     s4-admin --username root --password ... {compaction,lifecycle,scrubber} status
 
+    s4-admin reset-root --data-dir DIR [--root-username NAME] [--password-stdin]   (offline, server stopped)
+
 The worker commands call the admin API (``/api/admin/<worker>/run``) with a JWT from ``/api/admin/login``
 (--username/--password, or S4_ADMIN_USERNAME/S4_ADMIN_PASSWORD) and print the run's JSON report.
 
@@ -30,6 +32,8 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
+
+from . import root_reset
 
 MERGE_HEADER = "x-amz-s4-rename-merge"
 
@@ -136,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_worker(sub, "compaction", "compact volumes now (and expire abandoned multipart uploads)")
     _add_worker(sub, "lifecycle", "apply the buckets' lifecycle rules now")
     _add_worker(sub, "scrubber", "verify every stored blob's checksum now")
+    root_reset.add_parser(sub)  # offline, on the data directory (tools/root_reset.py)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from s4.engine.datadir import NODE_ID_RE
+
 
 class ConfigError(ValueError):
     """A setting that is unknown or cannot be parsed; the message names it."""
@@ -116,6 +118,18 @@ ENV: dict[str, tuple[str, Callable[[str, str], Any], Any]] = {
     "S4_HINT_TTL_HOURS": ("hint_ttl_hours", parse_float, 3.0),
     "S4_LICENSE_KEY": ("license_key", _text, None),
 }
+# Settings of the spec that S4 cannot honour yet. Each is accepted at its default only (or empty, where it has none);
+# any other value stops start-up saying so, instead of being silently ignored (issue 18). field -> what is missing.
+FEDERATION = "federation (clustering, replication) is not supported yet"
+NOT_SUPPORTED: dict[str, str] = {
+    "mode": FEDERATION + " (S4_MODE must be single)",
+    **{fld: FEDERATION for fld in ("cluster_name", "node_grpc_addr", "node_http_addr", "seeds", "pool_name",
+                                   "pool_nodes", "replication_factor", "write_quorum", "read_quorum",
+                                   "gc_grace_days", "max_rejoin_downtime_days", "anti_entropy_interval_secs",
+                                   "hint_ttl_hours")},
+    "license_key": "Enterprise Edition features are not supported yet (S4 has no licensed features)",
+    "strict_sync": "strict_sync = false is not supported yet: S4 always fsyncs before it acknowledges a write",
+}
 # config.toml (section, key) -> settings field, parser
 TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
     ("server", "bind"): ("bind", lambda n, v: str(v)),
@@ -187,12 +201,39 @@ def load_settings(env: Mapping[str, str] | None = None, config_path: str | None 
             settings.sources[fld] = f"env:{name}"
     if settings.values["mode"] not in ("single", "cluster", "gateway"):
         raise ConfigError(f"S4_MODE: {settings.values['mode']!r} must be single, cluster or gateway")
+    _refuse_unsupported(settings)
     if not 0.0 < settings.values["compaction_threshold"] < 1.0:
         raise ConfigError("S4_COMPACTION_THRESHOLD: must be between 0 and 1")
     if bool(settings.values["tls_cert"]) != bool(settings.values["tls_key"]):
         raise ConfigError("S4_TLS_CERT and S4_TLS_KEY must be set together")
     settings.host_port  # noqa: B018 - validates S4_BIND
     return settings
+
+
+def _setting_name(settings: Settings, fld: str) -> str:
+    source = settings.sources.get(fld, "")
+    if source.startswith("env:"):
+        return source[4:]
+    return f"config.toml {source[5:]}" if source.startswith("file:") else fld
+
+
+def _refuse_unsupported(settings: Settings) -> None:
+    """Stop start-up on a setting S4 would otherwise accept and ignore (see NOT_SUPPORTED)."""
+    defaults = {fld: default for fld, _, default in ENV.values()} | {"strict_sync": True}
+    for fld, why in NOT_SUPPORTED.items():
+        value, default = settings.values.get(fld), defaults[fld]
+        if value != default and not (default is None and value == ""):
+            raise ConfigError(f"{_setting_name(settings, fld)}: {why}; unset it (default: {default!r})")
+    node_id = settings.values.get("node_id")
+    if node_id and not NODE_ID_RE.match(node_id):
+        raise ConfigError(f"S4_NODE_ID: {node_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
+    metadata_path = settings.values.get("metadata_path")
+    if metadata_path:
+        views = resolve_data_dir(settings) / "views"
+        if Path(metadata_path) != views:
+            raise ConfigError(f"config.toml storage.metadata_path: a metadata directory of its own is not supported "
+                              f"yet: S4 keeps its metadata (LMDB views) in <data dir>/views, here {views}; remove "
+                              "the key or set it to that path")
 
 
 def resolve_data_dir(settings: Settings) -> Path:
@@ -203,9 +244,12 @@ def resolve_data_dir(settings: Settings) -> Path:
     return Path(tempfile.gettempdir()) / "s4-data"
 
 
+DEV_CREDENTIALS = "dev-credentials.json"
+
+
 def dev_credentials(data_dir: Path) -> tuple[str, str]:
     """Generated keys for a server started without S4_ACCESS_KEY_ID: kept in the data dir across restarts."""
-    path = data_dir / "dev-credentials.json"
+    path = data_dir / DEV_CREDENTIALS
     if path.exists():
         doc = json.loads(path.read_text())
         return doc["access_key"], doc["secret_key"]

@@ -8,10 +8,10 @@ Subcommands, each taking ``--data-dir`` (default: ``$S4_DATA_DIR``)::
     export   the audit log (one row per event) as JSON lines or Parquet, same filters as dump
     repair   truncate the journal at its first corrupt spot (needs --yes)
 
-Run it against a data directory no server is using. ``dump``, ``export``, ``verify`` and ``replay`` only read
-(the journal is scanned with recovery's rules but never truncated, the views are opened read-only), so against a
-live server they are safe but may see a moving target. ``repair`` rewrites the journal and must never run while a
-server has the data directory open. Exit status: 0 clean, 1 problems found, 2 usage error.
+``dump``, ``export``, ``verify`` and ``replay`` only read (the journal is scanned with recovery's rules but never
+truncated, the views are opened read-only), so against a live server they are safe but may see a moving target.
+``repair`` rewrites the journal (and rebuilds views that are ahead of it): it takes the data directory's lock
+(engine/datadir.py) and refuses while a server holds it. Exit status: 0 clean, 1 problems found, 2 usage error.
 See docs/architecture/recovery.md.
 """
 
@@ -22,6 +22,7 @@ import bisect
 import fnmatch
 import json
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -30,14 +31,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from s4.engine.datadir import DataDirLock, DataDirLockedError
 from s4.engine.model import BlobLocation
 from s4.engine.views.env import Views, unpack
+from s4.engine.views.unsynced import UnsyncedMarker, current_boot_id
 from s4.engine.volumes.record import HEADER_BYTES, table_bytes
 from s4.engine.volumes.scanner import VolumeReader, walk_volume
 from s4.journal import CorruptJournalError, Event, EventType, recover, redacted
 from s4.journal.hlc import physical_ms
-from s4.journal.recovery import iter_segment
-from s4.journal.segment import list_segments
+from s4.journal.recovery import iter_segment, witness_gap
+from s4.journal.segment import fsync_dir, list_segments
 
 from .replay import (
     JournalScan,
@@ -259,10 +262,16 @@ def _verify_volumes(data_dir: Path, blobs: list[BlobLocation], found: Findings, 
         reader.close()
 
 
-def _describe_journal(scan: JournalScan, found: Findings, out: TextIO) -> None:
+def _describe_journal(scan: JournalScan, found: Findings, out: TextIO, witness: int = 0) -> None:
     span = f"seq {scan.first_seq}..{scan.last_seq}" if scan.events else "no events"
     out.write(f"journal: {scan.segments} segments, {scan.events} events ({span})\n")
     damage = scan.damage
+    gap = witness_gap(scan.last_seq, witness)
+    if gap is not None:  # the views prove more was committed than the journal holds: acknowledged data lost
+        where = f"{damage.describe()}, and " if damage is not None else ""
+        found.problems.append(f"journal: {where}{gap}; the server refuses to start (docs/operations.md, "
+                              "\"A corrupt journal\")")
+        return
     if damage is None:
         return
     if damage.torn:
@@ -275,24 +284,35 @@ def _describe_journal(scan: JournalScan, found: Findings, out: TextIO) -> None:
                                  if damage.dropped_segments else ""))
 
 
+def _witness(views_dir: Path, views: Views | None, found: Findings) -> int:
+    """The views' last_seq if they can be trusted as proof of what was committed (as start-up decides), else 0."""
+    if views is None:
+        return 0
+    if UnsyncedMarker(views_dir, current_boot_id()).views_untrusted():
+        found.notes.append("views: left unsynced by another boot (machine crash); the server rebuilds them, and "
+                           "they prove nothing about the journal")
+        return 0
+    return views.last_seq()
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     out = sys.stdout
     found = Findings()
-    scan = scan_journal(args.data_dir / "journal")
-    _describe_journal(scan, found, out)
     views: Views | None = None
     try:
         views = open_views_readonly(args.data_dir / "views")
     except FileNotFoundError:
         found.notes.append("views: none yet (the server builds them from the journal at start-up)")
     try:
+        # The witness is read before the journal is scanned: a live server makes an event durable in the journal
+        # before the views apply it, so a seq seen in the views first is in the journal by the time it is scanned.
+        witness = _witness(args.data_dir / "views", views, found)
+        scan = scan_journal(args.data_dir / "journal")
+        _describe_journal(scan, found, out, witness)
         if views is not None:
             seq = views.last_seq()
             out.write(f"views: last applied seq {seq}\n")
-            if seq > scan.last_seq:
-                found.notes.append(f"views: ahead of the journal (seq {seq} > {scan.last_seq}); the server "
-                                   "rebuilds them from the journal at start-up")
-            elif seq < scan.last_seq:
+            if seq < scan.last_seq:
                 found.notes.append(f"views: {scan.last_seq - seq} events behind the journal; the server "
                                    "replays them at start-up")
         _verify_volumes(args.data_dir, _load_blobs(views), found, out)
@@ -327,7 +347,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         to_seq: int | None = None
         if live_seq > scan.last_seq:
             out.write(f"live views are ahead of the journal (seq {live_seq} > {scan.last_seq}): they cannot "
-                      "match; the server would rebuild them at start-up\n")
+                      "match; acknowledged events are missing from the journal and the server refuses to start "
+                      "(see `s4-journal repair`)\n")
         elif live_seq < scan.last_seq:
             to_seq = live_seq
             out.write(f"live views lag {scan.last_seq - live_seq} events behind the journal (the server replays "
@@ -390,23 +411,48 @@ def iter_events_of(path: Path) -> Iterator[Event]:
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
-    out = sys.stdout
+    """Refused while anything else holds the data directory (a server): it rewrites the journal and views."""
+    lock = DataDirLock.acquire(args.data_dir)
+    try:
+        return _repair(args, sys.stdout)
+    finally:
+        lock.release()
+
+
+def _views_seq(views_dir: Path) -> int:
+    try:
+        views = open_views_readonly(views_dir)
+    except FileNotFoundError:
+        return 0
+    try:
+        return views.last_seq()
+    finally:
+        views.close()
+
+
+def _repair(args: argparse.Namespace, out: TextIO) -> int:
     journal_dir = args.data_dir / "journal"
     scan = scan_journal(journal_dir)
-    if scan.damage is None:
+    views_seq = _views_seq(args.data_dir / "views")
+    gap = witness_gap(scan.last_seq, views_seq)
+    if scan.damage is None and gap is None:
         out.write(f"journal is clean ({scan.events} events, last seq {scan.last_seq}); nothing to repair\n")
         return 0
-    damage = scan.damage
-    lost, first, last = _lost_events(journal_dir, damage.dropped_segments)
-    out.write(f"found {damage.describe()}\n")
-    out.write(f"repair keeps seq 1..{scan.last_seq} and drops {damage.dropped_bytes} bytes")
-    if damage.dropped_segments:
-        out.write(f", segments {', '.join(damage.dropped_segments)}")
-    if lost:
-        out.write(f" (including {lost} readable events, seq {first}..{last})")
-    out.write("\n")
+    if scan.damage is not None:
+        damage = scan.damage
+        lost, first, last = _lost_events(journal_dir, damage.dropped_segments)
+        out.write(f"found {damage.describe()}\n")
+        out.write(f"repair keeps seq 1..{scan.last_seq} and drops {damage.dropped_bytes} bytes")
+        if damage.dropped_segments:
+            out.write(f", segments {', '.join(damage.dropped_segments)}")
+        if lost:
+            out.write(f" (including {lost} readable events, seq {first}..{last})")
+        out.write("\n")
+    if gap is not None:
+        out.write(f"LOST: {gap}. Repair rebuilds the views from what the journal keeps, so what those "
+                  f"{views_seq - scan.last_seq} acknowledged events did is undone (listed below after --yes)\n")
     if not args.yes:
-        out.write("nothing changed: re-run with --yes to truncate the journal (never while a server runs)\n")
+        out.write("nothing changed: re-run with --yes to truncate the journal and rebuild the views\n")
         return 2
     report = recover(journal_dir, repair=True)
     for note in report.notes:
@@ -414,17 +460,34 @@ def cmd_repair(args: argparse.Namespace) -> int:
     for name in report.dropped_segments:
         out.write(f"removed segment {name}\n")
     out.write(f"repaired: journal ends at seq {report.last_seq}; dropped {report.dropped_bytes} bytes\n")
-    try:
-        views = open_views_readonly(args.data_dir / "views")
-    except FileNotFoundError:
-        return 0
-    try:
-        if views.last_seq() > report.last_seq:
-            out.write(f"the views (seq {views.last_seq()}) are now ahead of the journal: the server rebuilds "
-                      "them from the journal at its next start\n")
-    finally:
-        views.close()
+    if views_seq > report.last_seq:
+        _rebuild_live_views(args.data_dir, out)
     return 0
+
+
+def _rebuild_live_views(data_dir: Path, out: TextIO) -> None:
+    """Replace views that are ahead of the repaired journal by a rebuild from it (side directory, then renames:
+    a crash in between leaves either the old views, which start-up refuses again, or none, which it rebuilds)."""
+    views_dir, side, old = data_dir / "views", data_dir / "views.rebuild", data_dir / "views.old"
+    shutil.rmtree(side, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    rebuilt = rebuild_views(data_dir, side)
+    try:
+        live = open_views_readonly(views_dir)
+        try:
+            differences = diff_views(live, rebuilt, limit=50)
+        finally:
+            live.close()
+    finally:
+        rebuilt.close()
+    out.write(f"undone in the views (first {len(differences)} differences; A = before, B = rebuilt):\n")
+    for line in differences:
+        out.write(f"  - {line}\n")
+    os.rename(views_dir, old)
+    os.rename(side, views_dir)
+    fsync_dir(data_dir)
+    shutil.rmtree(old)
+    out.write("rebuilt the views from the repaired journal\n")
 
 
 # -- command line --------------------------------------------------------------------------------------------------
@@ -452,14 +515,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the node's data directory (default: $S4_DATA_DIR)")
     parser = argparse.ArgumentParser(
         prog="s4-journal", description="Inspect, verify, replay, export and repair an S4 node's journal.",
-        epilog="Use on a data directory no server is running on; `repair` must never run against a live server.")
+        epilog="dump, verify, replay and export only read; repair refuses while a server holds the data directory.")
     sub = parser.add_subparsers(dest="command", required=True)
     commands: list[tuple[str, str, Callable[[argparse.Namespace], int]]] = [
         ("dump", "print events as JSON lines (secrets redacted)", cmd_dump),
         ("verify", "check journal frames, volume records and blobs", cmd_verify),
         ("replay", "rebuild the views from the journal and compare with the live ones", cmd_replay),
         ("export", "write the audit log as JSON lines or Parquet", cmd_export),
-        ("repair", "truncate the journal at its first corrupt spot (needs --yes)", cmd_repair),
+        ("repair", "truncate the journal at its first corrupt spot, rebuild the views (needs --yes)", cmd_repair),
     ]
     for name, help_text, func in commands:
         p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
@@ -486,7 +549,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"{args.data_dir} is not an S4 data directory (no journal/ inside)")
     try:
         return int(args.func(args))
-    except CorruptJournalError as exc:
+    except (CorruptJournalError, DataDirLockedError) as exc:
         sys.stdout.flush()
         sys.stderr.write(f"error: {exc}\n")
         return 1

@@ -27,11 +27,13 @@ from s4.api.app import build_app
 from s4.api.metrics import JournalMetrics, enable_multiprocess
 from s4.api.settings import ApiSettings
 from s4.engine import Engine, EngineOptions
+from s4.engine.datadir import DataDirLockedError, NodeIdMismatchError
 from s4.engine.remote import LoopChannel
 from s4.engine.workers.service import WorkerSettings, for_engine
+from s4.journal import CorruptJournalError
 
 from . import supervisor
-from .config import ConfigError, Settings, dev_credentials, load_settings, resolve_data_dir
+from .config import DEV_CREDENTIALS, ConfigError, Settings, dev_credentials, load_settings, resolve_data_dir
 
 log = logging.getLogger("s4.server")
 UNLINKED_SWEEP_S = 5.0
@@ -53,15 +55,18 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = resolve_data_dir(settings)
     if args.worker_id is not None:
         return _run_worker(settings, data_dir, args)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    access, secret = settings.access_key, settings.secret_key
-    generated = not (access and secret)
-    if generated:
-        access, secret = dev_credentials(data_dir)
     count = settings.workers if settings.workers is not None else (os.cpu_count() or 1)
-    engine = Engine(EngineOptions(data_dir=data_dir, volume_size_bytes=settings.volume_size_bytes,
-                                  disk_reserve_bytes=settings.disk_reserve_bytes))
+    try:  # first of all: the data directory's lock (engine/datadir.py), then journal recovery
+        engine = Engine(EngineOptions(data_dir=data_dir, volume_size_bytes=settings.volume_size_bytes,
+                                      disk_reserve_bytes=settings.disk_reserve_bytes, node_id=settings.node_id))
+    except (DataDirLockedError, NodeIdMismatchError, CorruptJournalError) as exc:
+        print(f"s4-server: {exc}", file=sys.stderr)
+        return 1
     try:
+        access, secret = settings.access_key, settings.secret_key
+        generated = "" if access and secret else "kept" if (data_dir / DEV_CREDENTIALS).exists() else "new"
+        if generated:
+            access, secret = dev_credentials(data_dir)
         jwt_secret = _prepare_iam(engine, settings)
         background = for_engine(engine, WorkerSettings.from_values(settings.values))
         if count > 1:
@@ -128,11 +133,17 @@ async def _sweep_unlinked(engine: Engine) -> None:
 
 
 def _prepare_iam(engine: Engine, settings: Settings) -> str:
-    """Create/refresh the root user when IAM is on; the JWT secret the admin API signs with."""
+    """Seed the root user when IAM is on (first start only: engine.seed_root); the JWT secret the admin API signs
+    with."""
     if not settings.root_password:
         return settings.jwt_secret or ""
-    root = engine.ensure_root(settings.root_username, settings.root_password)
-    log.info("IAM enabled; root user %r (%s)", root["username"], root["id"])
+    root = engine.seed_root(settings.root_username, settings.root_password)
+    if root is None:
+        log.warning("IAM enabled; no user named %r: S4_ROOT_PASSWORD only seeds the root user of a node without "
+                    "IAM users (to regain access: `s4-admin reset-root`, docs/operations.md)", settings.root_username)
+    else:
+        log.info("IAM enabled; root user %r (%s%s)", root["username"], root["id"],
+                 "" if root.get("active", True) else ", deactivated")
     if settings.jwt_secret:
         return settings.jwt_secret
     log.warning("S4_JWT_SECRET is not set: admin tokens are signed with a random key and die with this "
@@ -157,11 +168,15 @@ def _uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
                           timeout_graceful_shutdown=30, ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key)
 
 
-def _banner(settings: Settings, data_dir: Path, access: str, secret: str, generated: bool, mode: str) -> None:
+def _banner(settings: Settings, data_dir: Path, access: str, secret: str, generated: str, mode: str) -> None:
+    """``generated``: "new" prints dev keys generated at this (first) start; "kept" only says where they are."""
     host, port = settings.host_port
     endpoint = f"{'https' if settings.tls_cert else 'http'}://{host}:{port}"
     print(f"S4 listening on {endpoint}  (data: {data_dir}; {mode})", flush=True)
-    if generated:
+    if generated == "kept":
+        print(f"  Access key: {access}   (generated dev keys; the secret key is in {data_dir / DEV_CREDENTIALS}, "
+              "printed at the first start only)", flush=True)
+    elif generated:
         print(f"  Access key: {access}\n  Secret key: {secret}   (generated dev keys, kept in {data_dir})", flush=True)
         print(f"  Try: AWS_ACCESS_KEY_ID={access} AWS_SECRET_ACCESS_KEY={secret} "
               f"aws --endpoint-url {endpoint} s3 ls", flush=True)

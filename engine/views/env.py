@@ -66,9 +66,9 @@ class Views:
     def __init__(self, path: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE,
                  sync: bool = True) -> None:
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.env = lmdb.open(str(self.path), map_size=map_size, max_dbs=len(DB_NAMES) + 2, sync=sync,
-                             metasync=False, max_readers=1024, readahead=False)
+                             metasync=False, max_readers=1024, readahead=False, mode=0o600)
         self.dbs = {name: self.env.open_db(name.encode()) for name in DB_NAMES}
 
     @classmethod

@@ -49,7 +49,7 @@ class UnsyncedMarker:
         """Record the boot id durably before the first unsynced commit."""
         assert self.boot_id is not None
         tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w") as fh:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
             fh.write(self.boot_id + "\n")
             fh.flush()
             os.fsync(fh.fileno())

@@ -65,7 +65,7 @@ class VolumeStore:
         return self._active
 
     def _open_active(self, name: str) -> None:
-        fd = os.open(self.directory / name, os.O_WRONLY | os.O_CREAT, 0o644)
+        fd = os.open(self.directory / name, os.O_WRONLY | os.O_CREAT, 0o600)
         self._write_fds[name] = fd
         self._active = name
         self._size = os.fstat(fd).st_size

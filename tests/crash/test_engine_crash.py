@@ -41,7 +41,8 @@ from helpers.views_compare import (
 
 from s4.engine import Engine, EngineOptions, ErrorCode, S3Error
 from s4.engine.volumes.store import VolumeStore
-from s4.journal import EventDraft, EventType, Journal
+from s4.journal import CorruptJournalError, EventDraft, EventType, Journal
+from s4.tools import journal_cli
 
 pytestmark = pytest.mark.crash
 
@@ -270,8 +271,9 @@ def test_views_behind_the_journal_catch_up(tmp_path: Path) -> None:
         engine.close()
 
 
-def test_views_ahead_of_the_journal_are_rebuilt(tmp_path: Path) -> None:
-    """A journal that lost its tail (a torn last batch) while LMDB kept it: the views are rebuilt from the log."""
+def test_issue18_views_ahead_of_the_journal_refuse_until_repaired(tmp_path: Path) -> None:
+    """A journal that lost an acknowledged tail while LMDB kept it: start-up refuses (the views prove the event was
+    committed); `s4-journal repair --yes` drops it on purpose and rebuilds the views from the log."""
     data_dir = tmp_path / "data"
     engine = _engine(data_dir)
     asyncio.run(_seed_objects(engine))
@@ -283,6 +285,9 @@ def test_views_ahead_of_the_journal_are_rebuilt(tmp_path: Path) -> None:
     engine.close()
     with open(segment, "r+b") as fh:  # cut the last event in half
         fh.truncate(size_before + (segment.stat().st_size - size_before) // 2)
+    with pytest.raises(CorruptJournalError, match=rf"segment {segment.name} at offset {size_before}: .*committed"):
+        _engine(data_dir)
+    assert journal_cli.main(["repair", "--data-dir", str(data_dir), "--yes"]) == 0
     engine = _engine(data_dir)
     try:
         assert engine.views.last_seq() == engine.journal.last_seq

@@ -147,13 +147,13 @@ async def test_views_rebuilt_from_journal(make_engine: Callable[..., Engine], tm
     assert again.secret_for(access)[0] == secret  # type: ignore[index]
 
 
-def test_ensure_root(make_engine: Callable[..., Engine], tmp_path: Path) -> None:
+def test_reset_root(make_engine: Callable[..., Engine], tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     engine = make_engine(data_dir)
-    root = engine.ensure_root("root", "password12345")
+    root = engine.reset_root("root", "password12345")
     assert root["role"] == "SuperUser"
-    again = engine.ensure_root("root", "password12345")
+    again = engine.reset_root("root", "password12345")
     assert again["epoch"] == root["epoch"]  # nothing changed, no token invalidated
-    changed = engine.ensure_root("root", "new-password-1")
+    changed = engine.reset_root("root", "new-password-1")
     assert changed["id"] == root["id"] and changed["epoch"] == root["epoch"] + 1
     assert len(engine.list_users()) == 1
