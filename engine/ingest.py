@@ -24,7 +24,7 @@ from .space import SpaceGuard, disk_full_error, is_disk_full
 from .views.blobs import is_damaged
 from .views.env import Views
 from .views.records import Tx
-from .volumes.record import HEADER_BYTES
+from .volumes.record import record_bytes
 from .volumes.store import VolumeStore
 
 CHUNK_BYTES = 4 * 1024 * 1024
@@ -64,7 +64,7 @@ class Ingestor:
         """Append a new chunk, unless the disk is down to its reserve: 507 InsufficientStorage, also for an
         ENOSPC from the write itself (the bytes already appended for this body stay as garbage: compaction)."""
         if self.space is not None:
-            self.space.check_bytes(len(data) + HEADER_BYTES)
+            self.space.check_bytes(record_bytes(len(data)))
         try:
             loc = self.volumes.append(data, digest)
         except OSError as exc:
@@ -72,7 +72,7 @@ class Ingestor:
                 raise disk_full_error() from exc
             raise
         if self.space is not None:
-            self.space.consumed(len(data) + HEADER_BYTES)
+            self.space.consumed(record_bytes(len(data)))
         return loc
 
     def _store_chunk(self, out: Ingested, data: bytes, hashers: Iterable[Hasher]) -> None:

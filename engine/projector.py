@@ -17,7 +17,7 @@ from .model import Bucket
 from .views import blobs, namespace
 from .views.env import pack, unpack
 from .views.records import Tx
-from .volumes.record import HEADER_BYTES
+from .volumes.record import record_bytes
 
 Handler = Callable[[Tx, Event], None]
 
@@ -48,26 +48,27 @@ def _count_bad(stats: dict[str, Any], blobs: int, size: int) -> None:
             stats.pop(key, None)
 
 
-def _count_live(stats: dict[str, Any], live: int, count: int) -> None:
-    """A blob of ``live`` data bytes entered (``count`` 1) or left (-1) a volume. A record that leaves turns dead,
-    its header included: ``dead`` is what compaction can reclaim (docs/architecture/volumes.md, "Garbage")."""
-    stats["live"] += live
-    stats["n"] = max(0, stats.get("n", 0) + count)
-    if live < 0:
-        stats["dead"] += -live + HEADER_BYTES
+def _count_live(stats: dict[str, Any], size: int, sign: int) -> None:
+    """A blob of ``size`` data bytes entered (``sign`` 1) or left (-1) a volume. ``rb`` counts the live records'
+    whole bytes (header and block table included); a record that leaves turns dead whole: ``dead`` is what
+    compaction can reclaim (docs/architecture/volumes.md, "Garbage")."""
+    stats["live"] += sign * size
+    stats["rb"] = max(0, stats.get("rb", 0) + sign * record_bytes(size))
+    if sign < 0:
+        stats["dead"] += record_bytes(size)
     _settle_dead(stats)
 
 
 def _settle_dead(stats: dict[str, Any]) -> None:
     """In a sealed volume (size known) dead bytes are exactly the bytes outside live records."""
     if "size" in stats:
-        stats["dead"] = max(0, stats["size"] - stats["live"] - HEADER_BYTES * stats.get("n", 0))
+        stats["dead"] = max(0, stats["size"] - stats.get("rb", 0))
 
 
 def _leave(tx: Tx, rec: list[Any]) -> None:
     """The blob's bytes at its current location stop being live there (freed, moved or repointed)."""
     stats = tx.volume_stats(rec[0])
-    _count_live(stats, -rec[2], -1)
+    _count_live(stats, rec[2], -1)
     if blobs.is_damaged(rec):
         _count_bad(stats, -1, -rec[2])
     tx.put_volume_stats(rec[0], stats)

@@ -12,7 +12,7 @@ Named databases (key layouts in docs/architecture/views.md):
     upload_keys bucket \\0 key \\0 initiated ms (u64 BE) + upload id -> b""
     parts       upload id \\0 part number (u32 BE) -> msgpack Part record
     blobs       sha256 (32 bytes) -> msgpack [volume, offset, size, refcount]
-    volumes     volume name -> msgpack {"live": bytes, "n": blobs, "dead": bytes, "sealed": bool, "size": bytes}
+    volumes     volume name -> msgpack {"live", "rb", "dead", "sealed", "size"} (volumes.md)
     users       user id -> msgpack user record;  user_names: username -> user id
     credentials access key -> msgpack {"user": id, "secret": ...}
     tokens      bucket \0 client token -> msgpack {"src", "dst"}  (RenameObject idempotency)

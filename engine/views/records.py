@@ -129,7 +129,7 @@ class Tx:
 
     def volume_stats(self, name: str) -> dict[str, Any]:
         raw = self.get("volumes", name.encode())
-        return unpack(raw) if raw else {"live": 0, "dead": 0, "sealed": False, "n": 0}
+        return unpack(raw) if raw else {"live": 0, "dead": 0, "sealed": False, "rb": 0}
 
     def put_volume_stats(self, name: str, stats: dict[str, Any]) -> None:
         self.put("volumes", name.encode(), pack(stats))

@@ -22,7 +22,7 @@ from helpers.engine_io import get, put
 from s4.engine import Engine, ErrorCode, S3Error
 from s4.engine.space import MAX_DEFAULT_RESERVE_BYTES, SpaceGuard, default_reserve_bytes, is_disk_full
 from s4.engine.views.env import unpack
-from s4.engine.volumes.record import HEADER_BYTES
+from s4.engine.volumes.record import record_bytes
 from s4.engine.workers.compaction import run_compaction
 
 pytestmark = pytest.mark.anyio
@@ -255,9 +255,9 @@ async def test_issue18_failed_puts_leave_their_bytes_counted_as_dead(make_engine
     with engine.views.read() as txn:
         stats = unpack(txn.get(first.encode(), db=engine.views.dbs["volumes"]))
     size = (engine.volumes.directory / first).stat().st_size
-    assert size == 4 * (1000 + HEADER_BYTES)
+    assert size == 4 * record_bytes(1000)
     assert stats["sealed"] and stats["live"] == 1000
-    assert stats["dead"] == 3 * (1000 + HEADER_BYTES)  # the three orphaned records, headers included
+    assert stats["dead"] == 3 * record_bytes(1000)  # the three orphaned records, headers and tables included
     report = await anyio.to_thread.run_sync(lambda: run_compaction(engine, threshold=0.5))
     assert report.done.get("volumes_compacted") == 1, report.to_dict()
     assert not (engine.volumes.directory / first).exists()
