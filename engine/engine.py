@@ -121,9 +121,12 @@ class Engine(IamOps):
             log.warning("the views were not synced before the machine restarted: rebuilding them from the journal")
             shutil.rmtree(path)
         views = Views(path, sync=boot_id is None)
-        if views.last_seq() > journal.last_seq:
+        if views.layout_stale():
+            log.warning("the views were written in an older key layout: rebuilding them from the journal")
+        elif views.last_seq() > journal.last_seq:
             log.warning("views (seq %d) are ahead of the journal (seq %d): rebuilding them from the journal",
                         views.last_seq(), journal.last_seq)
+        if views.layout_stale() or views.last_seq() > journal.last_seq:
             views.close()
             shutil.rmtree(path)
             views = Views(path, sync=boot_id is None)
