@@ -21,9 +21,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from . import keys
 from .keys import NAME_PIECE_BYTES, NS_DIR, NS_LEAF, NS_PIECE, decode_ns_value, ns_key, ns_prefix, ns_value
 
 DIR = NS_DIR
+_ident = keys.U64.unpack_from  # the id after a value's kind byte, without slicing
 LEAF = NS_LEAF
 PIECE = NS_PIECE
 
@@ -195,22 +197,26 @@ def walk(txn: Any, db: Any, node: int, base: bytes, start: bytes | None, inclusi
         leaf = _position(txn, db, node, base, start, inclusive, stack)
         if leaf is not None:
             yield leaf
-    while stack:
+    while stack:  # the hot loop of every listing: locals only, one leaf per turn of the inner loop
         frame = stack[-1]
-        if not frame.ok:
+        cur, prefix, base, ok = frame.cur, frame.prefix, frame.base, frame.ok
+        while ok:
+            k = cur.key()
+            if k[:8] != prefix:
+                break
+            val = cur.value()
+            ok = cur.next()
+            if val[:1] == LEAF:
+                yield base + k[8:], _ident(val, 1)[0]
+            else:  # a directory or a name piece: its node's entries come next, in place
+                frame.ok = ok
+                stack.append(_Frame(txn, db, _ident(val, 1)[0], base + k[8:], b""))
+                break
+        else:
             stack.pop()
             continue
-        k = frame.cur.key()
-        if k[:8] != frame.prefix:
+        if stack[-1] is frame:
             stack.pop()
-            continue
-        kind, ident = decode_ns_value(frame.cur.value())
-        frame.ok = bool(frame.cur.next())
-        name = frame.base + k[8:]
-        if kind == LEAF:
-            yield name, ident
-        else:  # a directory or a name piece: its node's entries come next, in place
-            stack.append(_Frame(txn, db, ident, name, b""))
 
 
 def _position(txn: Any, db: Any, node: int, base: bytes, start: bytes, inclusive: bool, stack: list[_Frame]
