@@ -29,7 +29,7 @@ def u64(n: int) -> bytes:
     return U64.pack(n)
 
 
-def from_u64(data: bytes) -> int:
+def from_u64(data: bytes | memoryview) -> int:
     return int(U64.unpack(data)[0])
 
 

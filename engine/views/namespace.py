@@ -43,8 +43,8 @@ def _get(txn: Any, db: Any, parent: int, name: bytes) -> bytes | None:
         if val is None or val[:1] != PIECE:
             return None
         parent, name = decode_ns_value(val)[1], name[NAME_PIECE_BYTES:]
-    val: bytes | None = txn.get(ns_key(parent, name), db=db)
-    return val
+    found: bytes | None = txn.get(ns_key(parent, name), db=db)
+    return found
 
 
 def _put(txn: Any, db: Any, parent: int, name: bytes, value: bytes, alloc: Callable[[], int]) -> None:
