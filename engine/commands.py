@@ -19,9 +19,8 @@ from .conditions import Preconditions
 from .errors import ErrorCode, S3Error
 from .model import NULL_VERSION, Bucket
 from .sequencer import Decider, Decision
-from .views import namespace
+from .views import namespace, upload_index
 from .views.blobs import damaged_locations, is_damaged
-from .views.env import unpack
 from .views.records import Tx
 
 MIN_PART_BYTES = 5 * 1024 * 1024
@@ -84,10 +83,7 @@ def delete_bucket(d: Decision, args: dict[str, Any]) -> None:
     bucket = require_bucket(d.tx, args["bucket"])
     if namespace.has_children(d.tx.txn, d.tx.dbs["ns"], bucket.root):
         raise S3Error(ErrorCode.BUCKET_NOT_EMPTY, resource=bucket.name, BucketName=bucket.name)
-    base = bucket.name.encode() + b"\0"
-    uploads = [raw for raw, _ in d.tx.scan("upload_keys", base)]
-    for raw in uploads:
-        upload_id = raw[len(base):].partition(b"\0")[2][8:].decode()  # key \0 initiated-ms(8) upload-id
+    for _, upload_id in list(upload_index.walk(d.tx, bucket.root, b"", True)):
         d.emit(EventType.MULTIPART_ABORTED, {"bucket": bucket.name, "upload_id": upload_id})
     d.emit(EventType.BUCKET_DELETED, {"bucket": bucket.name})
 
@@ -175,9 +171,9 @@ def rename(d: Decision, args: dict[str, Any]) -> None:
     src, dst = args["src"], args["dst"]
     token = args.get("client_token")
     if token:
-        prior = d.tx.get("tokens", f"{bucket.name}\0{token}".encode())
+        prior = d.tx.rename_token(bucket.name, token)
         if prior is not None:
-            if unpack(prior) == {"src": src, "dst": dst}:
+            if (prior["src"], prior["dst"]) == (src, dst):
                 return  # a retry of a rename that already happened
             raise S3Error(ErrorCode.IDEMPOTENCY_PARAMETER_MISMATCH, ClientToken=token)
     if src.endswith("/") != dst.endswith("/"):
@@ -252,10 +248,10 @@ def store_part(d: Decision, args: dict[str, Any]) -> None:
 def complete_multipart(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
     """Check the client's part list against the stored parts and assemble the object from their blobs."""
     bucket = require_bucket(d.tx, args["bucket"])
-    done = d.tx.get("tokens", b"mpu\0" + args["upload_id"].encode())
-    if done is not None and d.tx.upload(args["upload_id"]) is None:
-        result = unpack(done)  # a retried completion: S3 answers with the original result
-        if result.get("bk") == bucket.name and result.get("k") == args["key"] and result.get("parts") == args["parts"]:
+    result = d.tx.completed_upload(bucket.name, args["upload_id"])
+    if result is not None and d.tx.upload(args["upload_id"]) is None:
+        # a retried completion: S3 answers with the original result
+        if result.get("k") == args["key"] and result.get("parts") == args["parts"]:
             return dict(result["version"], part_checksums=[])
     upload = require_upload(d.tx, bucket.name, args["key"], args["upload_id"])
     check_write_conditions(d.tx, bucket, args["key"], args)

@@ -140,6 +140,11 @@ class Engine(IamOps):
                 self.journal.close()
             views.close()
             raise
+        if views.layout_stale():  # their last_seq still witnessed the journal above; their keys must not be read
+            log.warning("the views were written in an older key layout: rebuilding them from the journal")
+            views.close()
+            shutil.rmtree(path)
+            views = Views(path, sync=boot_id is None)
         if boot_id is not None:
             self._unsynced.mark()
         return views

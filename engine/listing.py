@@ -19,7 +19,7 @@ from .model import (
     UploadListPage,
     VersionListPage,
 )
-from .views import namespace
+from .views import namespace, upload_index
 from .views.records import Tx
 
 PAST = b"\xff"
@@ -127,33 +127,37 @@ def list_versions(tx: Tx, bucket: Bucket, prefix: str, delimiter: str, key_marke
 
 def list_uploads(tx: Tx, bucket: Bucket, prefix: str, delimiter: str, key_marker: str, upload_id_marker: str,
                  max_uploads: int) -> UploadListPage:
-    """Uploads in (key, initiation time) order; the upload-id marker resumes after that upload of the key."""
+    """Uploads in (key, initiation time) order; the upload-id marker resumes after that upload of the key.
+
+    The walk over the bucket's upload index re-seeks past each common prefix, as ``list_objects`` does."""
+    p, delim, marker = prefix.encode(), delimiter.encode(), key_marker.encode()
     page = UploadListPage()
-    base = bucket.name.encode() + b"\0"
-    count = 0
-    seen_prefixes: set[str] = set()
+    if marker and upload_id_marker:
+        start, inclusive = marker, True
+    else:
+        start, inclusive = _start(p, delim, marker)
+    walk = upload_index.walk(tx, bucket.root, max(start, p), inclusive or start < p)
     passed_marker = not upload_id_marker
-    for raw_key, _ in tx.scan("upload_keys", base + prefix.encode()):
-        key_bytes, _, rest = raw_key[len(base):].partition(b"\0")
-        key, upload_id = key_bytes.decode(), rest[8:].decode()
-        if key_marker:
-            if key < key_marker:
-                continue
-            if key == key_marker:
-                if not passed_marker:
-                    passed_marker = upload_id == upload_id_marker
-                    continue
-                if not upload_id_marker:
-                    continue
-        cp = _common_prefix(key_bytes, prefix.encode(), delimiter.encode())
+    count = 0
+    while True:
+        item = next(walk, None)
+        if item is None:
+            break
+        key_bytes, upload_id = item
+        if not key_bytes.startswith(p):
+            break
+        if marker and key_bytes == marker and not passed_marker:
+            passed_marker = upload_id == upload_id_marker
+            continue
+        cp = _common_prefix(key_bytes, p, delim)
         if cp is not None:
-            name = cp.decode()
-            if name in seen_prefixes or (key_marker and name <= key_marker):
-                continue
+            walk = upload_index.walk(tx, bucket.root, cp + PAST, False)
+            if marker and cp <= marker:
+                continue  # the marker's own common prefix was listed on an earlier page
             if count >= max_uploads:
                 page.is_truncated = True
                 break
-            seen_prefixes.add(name)
+            name = cp.decode()
             page.common_prefixes.append(name)
             page.next_key_marker, page.next_upload_id_marker = name, ""
             count += 1
@@ -165,7 +169,7 @@ def list_uploads(tx: Tx, bucket: Bucket, prefix: str, delimiter: str, key_marker
             page.is_truncated = True
             break
         page.uploads.append(upload)
-        page.next_key_marker, page.next_upload_id_marker = key, upload_id
+        page.next_key_marker, page.next_upload_id_marker = upload.key, upload_id
         count += 1
     return page
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from s4.journal import Event, EventType
 
-from .model import Bucket
-from .views import blobs, namespace
+from .model import Bucket, Upload
+from .views import blobs, keys, namespace, upload_index
 from .views.env import pack, unpack
 from .views.records import Tx
 from .volumes.record import record_bytes
@@ -199,21 +199,20 @@ def _drop_object(tx: Tx, bucket: Bucket, oid: int) -> None:
         bucket.object_count -= 1
 
 
-def _retarget_uploads(tx: Tx, bucket: str, src: str, dst: str, whole_prefix: bool) -> None:
+def _retarget_uploads(tx: Tx, bucket: Bucket, src: str, dst: str, whole_prefix: bool) -> None:
     """In-flight multipart uploads follow their key to its new name."""
-    base = f"{bucket}\0".encode()
-    start = base + src.encode()
-    for index_key, _ in list(tx.scan("upload_keys", start)):
-        key_bytes, _, rest = index_key[len(base):].partition(b"\0")
-        if not whole_prefix and key_bytes != src.encode():
-            continue
-        upload = tx.upload(rest[8:].decode())
+    if whole_prefix:
+        ids = [upload_id for _, upload_id in upload_index.under(tx, bucket.root, src.encode())]
+    else:
+        ids = upload_index.of_key(tx, bucket.root, src.encode())
+    for upload_id in ids:
+        upload = tx.upload(upload_id)
         if upload is None:
             continue
+        upload_index.remove(tx, bucket.root, upload)
         upload.key = dst + upload.key[len(src):]
-        tx.delete("upload_keys", index_key)
-        tx.put("upload_keys", _upload_key(bucket, upload.key, upload.initiated_ms, upload.upload_id), b"")
-        tx.put("uploads", upload.upload_id.encode(), pack(upload.to_record()))
+        upload_index.add(tx, bucket.root, upload)
+        tx.put_upload(upload)
 
 
 def apply_prefix_renamed(tx: Tx, event: Event) -> None:
@@ -239,9 +238,9 @@ def apply_prefix_renamed(tx: Tx, event: Event) -> None:
         namespace.remove_object(tx.txn, ns, bucket.root, src)
         namespace.ensure_object(tx.txn, ns, bucket.root, dst, tx.alloc_node, leaf_id=oid)
     tx.put_bucket(bucket)
-    _retarget_uploads(tx, bucket.name, p["src"], p["dst"], src.endswith(b"/"))
+    _retarget_uploads(tx, bucket, p["src"], p["dst"], src.endswith(b"/"))
     if p.get("client_token"):
-        tx.put("tokens", f"{bucket.name}\0{p['client_token']}".encode(), pack({"src": p["src"], "dst": p["dst"]}))
+        tx.put_rename_token(bucket.name, p["client_token"], p["src"], p["dst"])
 
 
 # -- buckets ------------------------------------------------------------------------------------------------------
@@ -255,10 +254,8 @@ def apply_bucket_created(tx: Tx, event: Event) -> None:
 
 def apply_bucket_deleted(tx: Tx, event: Event) -> None:
     name = event.payload["bucket"]
-    tx.delete("buckets", name.encode())
-    for db in ("bucket_cfg", "tokens"):  # a re-created bucket starts with no configs and no rename tokens
-        for key, _ in list(tx.scan(db, name.encode() + b"\0")):
-            tx.delete(db, key)
+    tx.delete("buckets", keys.bucket_key(name))
+    tx.drop_bucket_records(name)
 
 
 def apply_bucket_config_set(tx: Tx, event: Event) -> None:
@@ -270,7 +267,7 @@ def apply_bucket_config_set(tx: Tx, event: Event) -> None:
         bucket.versioning = p["value"] or ""
         tx.put_bucket(bucket)
         return
-    key = f"{p['bucket']}\0{p['kind']}".encode()
+    key = keys.bucket_cfg_key(p["bucket"], p["kind"])
     if p["value"] is None:
         tx.delete("bucket_cfg", key)
     else:
@@ -278,14 +275,10 @@ def apply_bucket_config_set(tx: Tx, event: Event) -> None:
 
 
 # -- multipart ----------------------------------------------------------------------------------------------------
-def _upload_key(bucket: str, key: str, initiated_ms: int, upload_id: str) -> bytes:
-    return f"{bucket}\0{key}\0".encode() + initiated_ms.to_bytes(8, "big") + upload_id.encode()
-
-
 def apply_multipart_created(tx: Tx, event: Event) -> None:
-    rec = dict(event.payload["upload"], t=_event_ms(event))
-    tx.put("uploads", rec["u"].encode(), pack(rec))
-    tx.put("upload_keys", _upload_key(rec["bk"], rec["k"], rec["t"], rec["u"]), b"")
+    upload = Upload.from_record(dict(event.payload["upload"], t=_event_ms(event)))
+    upload_index.add(tx, _root(tx, upload.bucket), upload)
+    tx.put_upload(upload)
 
 
 def apply_part_stored(tx: Tx, event: Event) -> None:
@@ -296,12 +289,11 @@ def apply_part_stored(tx: Tx, event: Event) -> None:
     locations = _locations(p)
     for digest, _size in part["b"]:
         incref(tx, digest, locations)
-    key = p["upload_id"].encode() + b"\0" + part["n"].to_bytes(4, "big")
     old = tx.part(p["upload_id"], part["n"])
     if old is not None:
         for blob in old.blobs:
             decref(tx, blob.hash)
-    tx.put("parts", key, pack(part))
+    tx.put("parts", keys.parts_key(p["upload_id"], part["n"]), pack(part))
 
 
 def _drop_upload(tx: Tx, upload_id: str) -> None:
@@ -311,9 +303,11 @@ def _drop_upload(tx: Tx, upload_id: str) -> None:
     for part in list(tx.parts(upload_id)):
         for blob in part.blobs:
             decref(tx, blob.hash)
-        tx.delete("parts", upload_id.encode() + b"\0" + part.part_number.to_bytes(4, "big"))
-    tx.delete("uploads", upload_id.encode())
-    tx.delete("upload_keys", _upload_key(upload.bucket, upload.key, upload.initiated_ms, upload_id))
+        tx.delete("parts", keys.parts_key(upload_id, part.part_number))
+    tx.delete("uploads", keys.upload_key(upload_id))
+    bucket = tx.bucket(upload.bucket)
+    if bucket is not None:
+        upload_index.remove(tx, bucket.root, upload)
 
 
 def apply_multipart_completed(tx: Tx, event: Event) -> None:
@@ -322,9 +316,9 @@ def apply_multipart_completed(tx: Tx, event: Event) -> None:
     _drop_upload(tx, p["upload_id"])
     # Remember the outcome so a retried CompleteMultipartUpload gets the same answer (S3 does this too).
     summary = {k: v for k, v in p["version"].items() if k != "b"}
-    tx.put("tokens", b"mpu\0" + p["upload_id"].encode(),
-           pack({"bk": p["bucket"], "k": p["key"], "parts": p.get("parts"),
-                 "version": dict(summary, h=event.hlc, t=_event_ms(event))}))
+    tx.put_completed_upload(p["bucket"], p["upload_id"], {
+        "bk": p["bucket"], "k": p["key"], "parts": p.get("parts"),
+        "version": dict(summary, h=event.hlc, t=_event_ms(event))})
 
 
 def apply_multipart_aborted(tx: Tx, event: Event) -> None:

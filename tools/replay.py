@@ -17,6 +17,7 @@ from typing import Any
 
 from s4.engine.sequencer import apply_events
 from s4.engine.views.env import DB_NAMES, Views, from_u64, unpack
+from s4.engine.views.keys import describe as describe_key
 from s4.journal import CorruptJournalError, Event
 from s4.journal.framing import ScanEnd, StopReason
 from s4.journal.recovery import iter_segment
@@ -154,29 +155,11 @@ def rebuild_views(data_dir: Path, out_dir: Path, *, to_seq: int | None = None) -
 
 
 # -- comparison ----------------------------------------------------------------------------------------------------
-#: Databases whose keys start with a big-endian u64 (a namespace node or object id).
-_ID_KEYED = frozenset({"ns", "versions", "vidx"})
-
-
-def _show_key(db: str, key: bytes) -> str:
-    if db in _ID_KEYED and len(key) >= 8:
-        rest = key[8:]
-        tail = str(from_u64(rest)) if db == "versions" and len(rest) == 8 else _show_key("", rest)
-        return f"{from_u64(key[:8])}:{tail}"
-    try:
-        text = key.decode()
-    except UnicodeDecodeError:
-        return key.hex()
-    if all(ch.isprintable() or ch == "\0" for ch in text):
-        return repr(text)
-    return key.hex()
-
-
 def _show_value(db: str, value: bytes, width: int = 160) -> str:
     shown: Any
     if db in ("meta", "vidx") and len(value) == 8:
         shown = from_u64(value)
-    elif db in ("ns", "user_names") or not value:
+    elif db in ("ns", "upload_ns", "user_names") or not value:
         shown = value
     else:
         try:
@@ -210,14 +193,14 @@ def diff_views(a: Views, b: Views, limit: int = 20) -> list[str]:
                     return out
                 if cur_b is None or (cur_a is not None and cur_a[0] < cur_b[0]):
                     assert cur_a is not None
-                    out.append(f"{db}: key {_show_key(db, cur_a[0])} only in A: {_show_value(db, cur_a[1])}")
+                    out.append(f"{db}: key {describe_key(db, cur_a[0])} only in A: {_show_value(db, cur_a[1])}")
                     cur_a = next(it_a, None)
                 elif cur_a is None or cur_b[0] < cur_a[0]:
-                    out.append(f"{db}: key {_show_key(db, cur_b[0])} only in B: {_show_value(db, cur_b[1])}")
+                    out.append(f"{db}: key {describe_key(db, cur_b[0])} only in B: {_show_value(db, cur_b[1])}")
                     cur_b = next(it_b, None)
                 else:
                     if cur_a[1] != cur_b[1]:
-                        out.append(f"{db}: key {_show_key(db, cur_a[0])} differs: "
+                        out.append(f"{db}: key {describe_key(db, cur_a[0])} differs: "
                                    f"A={_show_value(db, cur_a[1])} B={_show_value(db, cur_b[1])}")
                     cur_a, cur_b = next(it_a, None), next(it_b, None)
     return out

@@ -1,21 +1,23 @@
 """The LMDB environment that holds every view, opened once per process.
 
-Named databases (key layouts in docs/architecture/views.md):
+Named databases (key layouts: engine/views/keys.py, the one owner of every layout; docs/architecture/views.md):
 
-    meta        b"last_seq" -> u64 BE; b"next_node" -> u64 BE          (projection bookkeeping)
-    buckets     bucket name -> msgpack Bucket record
-    bucket_cfg  bucket \\0 kind -> msgpack config document (versioning lives in the bucket record)
-    ns          parent node id (u64 BE) + entry name -> b"D"+node id | b"F"+object id
-    versions    object id (u64 BE) + (2^64-1 - hlc) (u64 BE) -> msgpack ObjectVersion record (newest first)
-    vidx        object id (u64 BE) + version id -> the 8-byte order suffix used in ``versions``
-    uploads     upload id -> msgpack Upload record
-    upload_keys bucket \\0 key \\0 initiated ms (u64 BE) + upload id -> b""
-    parts       upload id \\0 part number (u32 BE) -> msgpack Part record
-    blobs       sha256 (32 bytes) -> msgpack [volume, offset, size, refcount]
-    volumes     volume name -> msgpack {"live", "rb", "dead", "sealed", "size"} (volumes.md)
-    users       user id -> msgpack user record;  user_names: username -> user id
-    credentials access key -> msgpack {"user": id, "secret": ...}
-    tokens      bucket \0 client token -> msgpack {"src", "dst"}  (RenameObject idempotency)
+    meta              b"last_seq" / b"next_node" / b"layout" -> u64 BE          (projection bookkeeping)
+    buckets           bucket name -> msgpack Bucket record
+    bucket_cfg        bucket \\0 kind -> msgpack config document (versioning lives in the bucket record)
+    ns                parent node id (u64 BE) + entry name or name piece -> b"D"|b"F"|b"C" + u64 id
+    versions          object id (u64 BE) + (2^64-1 - hlc) (u64 BE) -> msgpack version record (newest first)
+    vidx              object id (u64 BE) + version id -> the 8-byte order suffix used in ``versions``
+    uploads           upload id -> msgpack Upload record
+    upload_ns         the tree of keys with uploads in flight, laid out like ``ns`` (same root id per bucket)
+    upload_keys       key id (u64 BE) + initiated ms (u64 BE) + upload id -> b""
+    parts             upload id \\0 part number (u32 BE) -> msgpack Part record
+    blobs             sha256 (32 bytes) -> msgpack [volume, offset, size, refcount]
+    volumes           volume name -> msgpack {"live", "rb", "dead", "sealed", "size"} (volumes.md)
+    users             user id -> msgpack user record;  user_names: username -> user id
+    credentials       access key -> msgpack {"user": id, "secret": ...}
+    rename_tokens     bucket \\0 sha256(client token) -> msgpack {"src", "dst", "token"}  (RenameObject retries)
+    completed_uploads bucket \\0 upload id -> msgpack result of a completed upload (CompleteMultipartUpload retries)
 
 Durability: the node's writer opens the views with ``sync=False`` where the platform has a boot id: commits reach
 the page cache only, and a machine crash is answered by rebuilding the views from the journal (views/unsynced.py).
@@ -27,21 +29,21 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 from pathlib import Path
 from typing import Any
 
 import lmdb
 import msgpack
 
+from .keys import LAYOUT_VERSION, META_LAST_SEQ, META_LAYOUT, from_u64, u64
+
 log = logging.getLogger(__name__)
 
-DB_NAMES = ("meta", "buckets", "bucket_cfg", "ns", "versions", "vidx", "uploads", "upload_keys", "parts",
-            "blobs", "volumes", "users", "user_names", "credentials", "tokens")
+DB_NAMES = ("meta", "buckets", "bucket_cfg", "ns", "versions", "vidx", "uploads", "upload_ns", "upload_keys", "parts",
+            "blobs", "volumes", "users", "user_names", "credentials", "rename_tokens", "completed_uploads")
 DEFAULT_MAP_SIZE = 1 << 40  # address space only; the file grows with the data
 MapFullError = lmdb.MapFullError  # the writer grows the map and retries (``Views.grow``)
 ViewsError = lmdb.Error  # any LMDB failure: the only names of lmdb's that leave the views layer
-U64 = struct.Struct(">Q")
 
 
 def pack(value: Any) -> bytes:
@@ -52,12 +54,7 @@ def unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
-def u64(n: int) -> bytes:
-    return U64.pack(n)
-
-
-def from_u64(data: bytes) -> int:
-    return U64.unpack(data)[0]
+__all__ = ["DB_NAMES", "Views", "from_u64", "pack", "u64", "unpack"]
 
 
 class Views:
@@ -70,6 +67,26 @@ class Views:
         self.env = lmdb.open(str(self.path), map_size=map_size, max_dbs=len(DB_NAMES) + 2, sync=sync,
                              metasync=False, max_readers=1024, readahead=False, mode=0o600)
         self.dbs = {name: self.env.open_db(name.encode()) for name in DB_NAMES}
+        self._stamp_layout()
+
+    def _stamp_layout(self) -> None:
+        """Record the layout version in views that hold nothing yet (new or just discarded for a rebuild)."""
+        meta = self.dbs["meta"]
+        with self.env.begin() as txn:
+            if txn.get(META_LAYOUT, db=meta) is not None or txn.get(META_LAST_SEQ, db=meta) is not None:
+                return
+        with self.env.begin(write=True) as txn:
+            if txn.get(META_LAYOUT, db=meta) is None and txn.get(META_LAST_SEQ, db=meta) is None:
+                txn.put(META_LAYOUT, u64(LAYOUT_VERSION), db=meta)
+
+    def layout_stale(self) -> bool:
+        """True if these views were written in another key layout (an older S4): they must be rebuilt from the
+        journal, never read, as their keys would be misread. Views from before layout stamps count as version 1."""
+        if "meta" not in self.dbs:
+            return False
+        with self.read() as txn:
+            raw = txn.get(META_LAYOUT, db=self.dbs["meta"])
+        return (from_u64(raw) if raw else 1) != LAYOUT_VERSION
 
     @classmethod
     def open_read_only(cls, path: str | os.PathLike[str]) -> Views:
@@ -113,7 +130,7 @@ class Views:
         if "meta" not in self.dbs:
             return 0
         with self.read() as txn:
-            raw = txn.get(b"last_seq", db=self.dbs["meta"])
+            raw = txn.get(META_LAST_SEQ, db=self.dbs["meta"])
         return from_u64(raw) if raw else 0
 
     def close(self) -> None:

@@ -5,8 +5,15 @@ Each key ``a/b/c.txt`` is a path of directory entries ``a/`` -> ``b/`` and a lea
 ``/`` (0x2F) sorts between ``.`` and ``0``, visiting each directory's entries in byte order and descending into
 sub-directories in place yields keys in exactly S3's byte order ("a.txt" < "a/..." < "a0").
 
+LMDB keys stop at 511 bytes and a name may be 1,024. A name of ``NAME_PIECE_BYTES`` or more is stored as a
+**piece** entry (its first ``NAME_PIECE_BYTES`` bytes, kind ``C``) pointing at a node that holds the rest of the
+name, recursively. Whole names are shorter than a piece and pieces all have the same length, so no two entries
+collide, and the walk, which visits a piece's node in place, still yields names in byte order
+(docs/architecture/views.md#long-names). Callers see whole names only.
+
 A leaf points at an object id; the object's versions are keyed by that id, so moving a directory entry moves
-every key and version under it without touching them. See docs/architecture/views.md#namespace.
+every key and version under it without touching them. The same tree, in the ``upload_ns`` database, indexes the
+keys that have multipart uploads in flight. See docs/architecture/views.md#namespace.
 """
 
 from __future__ import annotations
@@ -14,10 +21,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .env import from_u64, u64
+from . import keys
+from .keys import NAME_PIECE_BYTES, NS_DIR, NS_LEAF, NS_PIECE, decode_ns_value, ns_key, ns_prefix, ns_value
 
-DIR = b"D"
-LEAF = b"F"
+DIR = NS_DIR
+_ident = keys.U64.unpack_from  # the id after a value's kind byte, without slicing
+LEAF = NS_LEAF
+PIECE = NS_PIECE
 
 
 def split_key(key: bytes) -> tuple[list[bytes], bytes]:
@@ -27,7 +37,46 @@ def split_key(key: bytes) -> tuple[list[bytes], bytes]:
 
 
 def _get(txn: Any, db: Any, parent: int, name: bytes) -> bytes | None:
-    return txn.get(u64(parent) + name, db=db)
+    """The value of entry ``name`` (any length) in directory ``parent``, following its pieces."""
+    while len(name) >= NAME_PIECE_BYTES:
+        val = txn.get(ns_key(parent, name[:NAME_PIECE_BYTES]), db=db)
+        if val is None or val[:1] != PIECE:
+            return None
+        parent, name = decode_ns_value(val)[1], name[NAME_PIECE_BYTES:]
+    found: bytes | None = txn.get(ns_key(parent, name), db=db)
+    return found
+
+
+def _put(txn: Any, db: Any, parent: int, name: bytes, value: bytes, alloc: Callable[[], int]) -> None:
+    """Store entry ``name`` in ``parent``, creating the piece nodes a long name needs."""
+    while len(name) >= NAME_PIECE_BYTES:
+        key = ns_key(parent, name[:NAME_PIECE_BYTES])
+        val = txn.get(key, db=db)
+        if val is None:
+            node = alloc()
+            txn.put(key, ns_value(PIECE, node), db=db)
+        else:
+            node = decode_ns_value(val)[1]
+        parent, name = node, name[NAME_PIECE_BYTES:]
+    txn.put(ns_key(parent, name), value, db=db)
+
+
+def _delete(txn: Any, db: Any, parent: int, name: bytes) -> None:
+    """Delete entry ``name`` from ``parent``, then the piece entries left pointing at empty nodes."""
+    chain: list[tuple[int, bytes]] = []  # (node, piece) of every piece entry on the way down
+    while len(name) >= NAME_PIECE_BYTES:
+        piece = name[:NAME_PIECE_BYTES]
+        val = txn.get(ns_key(parent, piece), db=db)
+        if val is None:
+            return
+        chain.append((parent, piece))
+        parent, name = decode_ns_value(val)[1], name[NAME_PIECE_BYTES:]
+    txn.delete(ns_key(parent, name), db=db)
+    for node, piece in reversed(chain):
+        if has_children(txn, db, parent):
+            return
+        txn.delete(ns_key(node, piece), db=db)
+        parent = node
 
 
 def find_dir(txn: Any, db: Any, root: int, dirs: list[bytes]) -> int | None:
@@ -36,7 +85,7 @@ def find_dir(txn: Any, db: Any, root: int, dirs: list[bytes]) -> int | None:
         val = _get(txn, db, node, name)
         if val is None:
             return None
-        node = from_u64(val[1:])
+        node = decode_ns_value(val)[1]
     return node
 
 
@@ -46,7 +95,7 @@ def find_object(txn: Any, db: Any, root: int, key: bytes) -> int | None:
     if node is None:
         return None
     val = _get(txn, db, node, leaf)
-    return from_u64(val[1:]) if val is not None else None
+    return decode_ns_value(val)[1] if val is not None else None
 
 
 def ensure_dirs(txn: Any, db: Any, root: int, dirs: list[bytes], alloc: Callable[[], int]) -> int:
@@ -56,10 +105,10 @@ def ensure_dirs(txn: Any, db: Any, root: int, dirs: list[bytes], alloc: Callable
         val = _get(txn, db, node, name)
         if val is None:
             child = alloc()
-            txn.put(u64(node) + name, DIR + u64(child), db=db)
+            _put(txn, db, node, name, ns_value(DIR, child), alloc)
             node = child
         else:
-            node = from_u64(val[1:])
+            node = decode_ns_value(val)[1]
     return node
 
 
@@ -74,15 +123,15 @@ def ensure_object(txn: Any, db: Any, root: int, key: bytes, alloc: Callable[[], 
     node = ensure_dirs(txn, db, root, dirs, alloc)
     val = _get(txn, db, node, leaf)
     if val is not None:
-        return from_u64(val[1:]), False
+        return decode_ns_value(val)[1], False
     oid = alloc() if leaf_id is None else leaf_id
-    txn.put(u64(node) + leaf, LEAF + u64(oid), db=db)
+    _put(txn, db, node, leaf, ns_value(LEAF, oid), alloc)
     return oid, True
 
 
 def has_children(txn: Any, db: Any, node: int) -> bool:
     cur = txn.cursor(db)
-    prefix = u64(node)
+    prefix = ns_prefix(node)
     return bool(cur.set_range(prefix)) and cur.key()[:8] == prefix
 
 
@@ -91,7 +140,7 @@ def remove_entry_and_prune(txn: Any, db: Any, root: int, path: list[bytes]) -> N
     parent = find_dir(txn, db, root, path[:-1])
     if parent is None:
         return
-    txn.delete(u64(parent) + path[-1], db=db)
+    _delete(txn, db, parent, path[-1])
     prune(txn, db, root, path[:-1])
 
 
@@ -102,11 +151,11 @@ def prune(txn: Any, db: Any, root: int, dirs: list[bytes]) -> None:
         val = _get(txn, db, nodes[-1], name)
         if val is None:
             break
-        nodes.append(from_u64(val[1:]))
+        nodes.append(decode_ns_value(val)[1])
     for depth in range(len(nodes) - 1, 0, -1):
         if has_children(txn, db, nodes[depth]):
             return
-        txn.delete(u64(nodes[depth - 1]) + dirs[depth - 1], db=db)
+        _delete(txn, db, nodes[depth - 1], dirs[depth - 1])
 
 
 def remove_object(txn: Any, db: Any, root: int, key: bytes) -> None:
@@ -114,38 +163,88 @@ def remove_object(txn: Any, db: Any, root: int, key: bytes) -> None:
     remove_entry_and_prune(txn, db, root, [*dirs, leaf])
 
 
+class _Frame:
+    """One node being visited: its cursor, and the bytes every entry name in it is appended to."""
+
+    __slots__ = ("cur", "prefix", "base", "ok")
+
+    def __init__(self, txn: Any, db: Any, node: int, base: bytes, seek: bytes) -> None:
+        self.cur = txn.cursor(db)
+        self.prefix = ns_prefix(node)
+        self.base = base
+        self.ok = bool(self.cur.set_range(self.prefix + seek))
+
+    def at(self, name: bytes) -> bytes | None:
+        """The value if the cursor stands exactly on entry ``name`` (then consumed), else None."""
+        if self.ok and self.cur.key() == self.prefix + name:
+            val: bytes = self.cur.value()
+            self.ok = bool(self.cur.next())
+            return val
+        return None
+
+
 def walk(txn: Any, db: Any, node: int, base: bytes, start: bytes | None, inclusive: bool
          ) -> Iterator[tuple[bytes, int]]:
     """Yield ``(key, object id)`` under ``node`` in S3 byte order, from ``start`` on (> or >=).
 
-    ``start`` is None (everything) or begins with ``base``; positioning costs one seek per directory level.
+    ``start`` is None (everything) or begins with ``base``; positioning costs one seek per directory level and
+    name piece. Iterative (a stack of cursors), so a key of 1,023 slashes is as good as any other.
     """
-    cur = txn.cursor(db)
-    prefix = u64(node)
+    stack: list[_Frame] = []
     if start is None:
-        ok = cur.set_range(prefix)
+        stack.append(_Frame(txn, db, node, base, b""))
     else:
+        leaf = _position(txn, db, node, base, start, inclusive, stack)
+        if leaf is not None:
+            yield leaf
+    while stack:  # the hot loop of every listing: locals only, one leaf per turn of the inner loop
+        frame = stack[-1]
+        cur, prefix, base, ok = frame.cur, frame.prefix, frame.base, frame.ok
+        while ok:
+            k = cur.key()
+            if k[:8] != prefix:
+                break
+            val = cur.value()
+            ok = cur.next()
+            if val[:1] == LEAF:
+                yield base + k[8:], _ident(val, 1)[0]
+            else:  # a directory or a name piece: its node's entries come next, in place
+                frame.ok = ok
+                stack.append(_Frame(txn, db, _ident(val, 1)[0], base + k[8:], b""))
+                break
+        else:
+            stack.pop()
+            continue
+        if stack[-1] is frame:
+            stack.pop()
+
+
+def _position(txn: Any, db: Any, node: int, base: bytes, start: bytes, inclusive: bool, stack: list[_Frame]
+              ) -> tuple[bytes, int] | None:
+    """Push the cursors that continue a walk from ``start``; returns the leaf named ``start`` if it is due."""
+    while True:  # one directory level per turn
         rest = start[len(base):]
         cut = rest.find(b"/")
-        seg = rest[: cut + 1] if cut >= 0 else rest
-        ok = cur.set_range(prefix + seg)
-        if ok and cur.key() == prefix + seg:
-            val = cur.value()
-            if val[:1] == DIR:
-                yield from walk(txn, db, from_u64(val[1:]), base + seg, start, inclusive)
-            elif inclusive and rest == seg:
-                yield base + seg, from_u64(val[1:])
-            ok = cur.next()
-    while ok:
-        k = cur.key()
-        if k[:8] != prefix:
-            return
-        val = cur.value()
-        if val[:1] == DIR:
-            yield from walk(txn, db, from_u64(val[1:]), base + k[8:], None, inclusive)
-        else:
-            yield base + k[8:], from_u64(val[1:])
-        ok = cur.next()
+        entry = rest[: cut + 1] if cut >= 0 else rest
+        parent, prefix, name = node, base, entry
+        while len(name) >= NAME_PIECE_BYTES:  # seek through the pieces of a long name
+            piece = name[:NAME_PIECE_BYTES]
+            frame = _Frame(txn, db, parent, prefix, piece)
+            stack.append(frame)
+            val = frame.at(piece)
+            if val is None:
+                return None  # no name with this piece: the cursor already stands on the first one after
+            parent, prefix, name = decode_ns_value(val)[1], prefix + piece, name[NAME_PIECE_BYTES:]
+        frame = _Frame(txn, db, parent, prefix, name)
+        stack.append(frame)
+        val = frame.at(name)
+        if val is None:
+            return None
+        kind, ident = decode_ns_value(val)
+        if kind == DIR:
+            node, base = ident, base + entry
+            continue
+        return (base + entry, ident) if inclusive and rest == entry else None
 
 
 def iter_from(txn: Any, db: Any, root: int, start: bytes, inclusive: bool) -> Iterator[tuple[bytes, int]]:
@@ -153,28 +252,39 @@ def iter_from(txn: Any, db: Any, root: int, start: bytes, inclusive: bool) -> It
 
 
 def _entries(txn: Any, db: Any, node: int) -> list[tuple[bytes, bytes]]:
-    cur = txn.cursor(db)
-    prefix = u64(node)
+    """(whole name, value) of every entry of directory ``node``, pieces joined, in name order."""
     out = []
-    ok = cur.set_range(prefix)
-    while ok and cur.key()[:8] == prefix:
-        out.append((cur.key()[8:], cur.value()))
-        ok = cur.next()
+    stack = [_Frame(txn, db, node, b"", b"")]
+    while stack:
+        frame = stack[-1]
+        if not frame.ok or frame.cur.key()[:8] != frame.prefix:
+            stack.pop()
+            continue
+        name, val = frame.base + frame.cur.key()[8:], frame.cur.value()
+        frame.ok = bool(frame.cur.next())
+        if val[:1] == PIECE:
+            stack.append(_Frame(txn, db, decode_ns_value(val)[1], name, b""))
+        else:
+            out.append((name, val))
     return out
 
 
-def merge_into(txn: Any, db: Any, src_node: int, dst_node: int, on_conflict: Callable[[int], None]) -> None:
+def merge_into(txn: Any, db: Any, src_node: int, dst_node: int, on_conflict: Callable[[int], None],
+               alloc: Callable[[], int]) -> None:
     """Move every entry of directory ``src_node`` into ``dst_node``; a leaf present in both keeps the source's
     object and hands the destination's to ``on_conflict``. Costs O(entries that overlap), not O(keys)."""
-    for name, val in _entries(txn, db, src_node):
-        existing = _get(txn, db, dst_node, name)
-        if existing is not None and val[:1] == DIR:
-            merge_into(txn, db, from_u64(val[1:]), from_u64(existing[1:]), on_conflict)
-        else:
-            if existing is not None:
-                on_conflict(from_u64(existing[1:]))
-            txn.put(u64(dst_node) + name, val, db=db)
-        txn.delete(u64(src_node) + name, db=db)
+    pending = [(src_node, dst_node)]
+    while pending:
+        src, dst = pending.pop()
+        for name, val in _entries(txn, db, src):
+            existing = _get(txn, db, dst, name)
+            if existing is not None and val[:1] == DIR:
+                pending.append((decode_ns_value(val)[1], decode_ns_value(existing)[1]))
+            else:
+                if existing is not None:
+                    on_conflict(decode_ns_value(existing)[1])
+                _put(txn, db, dst, name, val, alloc)
+            _delete(txn, db, src, name)
 
 
 def move_dir(txn: Any, db: Any, root: int, src: bytes, dst: bytes, alloc: Callable[[], int],
@@ -192,13 +302,15 @@ def move_dir(txn: Any, db: Any, root: int, src: bytes, dst: bytes, alloc: Callab
     val = _get(txn, db, parent, src_dirs[-1])
     if val is None:
         return False
-    txn.delete(u64(parent) + src_dirs[-1], db=db)
+    _delete(txn, db, parent, src_dirs[-1])
     dst_dirs, _ = split_key(dst)
     node = ensure_dirs(txn, db, root, dst_dirs[:-1], alloc)
     existing = _get(txn, db, node, dst_dirs[-1])
     if existing is None:
-        txn.put(u64(node) + dst_dirs[-1], val, db=db)
+        _put(txn, db, node, dst_dirs[-1], val, alloc)
     else:
-        merge_into(txn, db, from_u64(val[1:]), from_u64(existing[1:]), on_conflict or (lambda _oid: None))
+        merge_into(txn, db, decode_ns_value(val)[1], decode_ns_value(existing)[1],
+                   on_conflict or (lambda _oid: None), alloc)
     prune(txn, db, root, src_dirs[:-1])
     return True
+

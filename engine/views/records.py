@@ -1,7 +1,8 @@
 """Typed readers and writers over the named databases: buckets, versions, blobs, uploads, users.
 
-These are the only functions that know the key layouts of those databases (docs/architecture/views.md).
-Writers are called by the projector only; readers by the projector, the deciders and the read path.
+Keys are built and split by engine/views/keys.py only (docs/architecture/views.md). Writers are called by the
+projector only; readers by the projector, the deciders and the read path. A lookup by a key LMDB could never
+hold (``keys.fits``) finds nothing instead of failing.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..model import Bucket, ObjectVersion, Part, Upload
-from .env import from_u64, pack, u64, unpack
+from . import keys
+from .env import pack, unpack
+from .keys import MAX_U64, from_u64, u64
 
-MAX_U64 = (1 << 64) - 1
+__all__ = ["MAX_U64", "Tx", "version_from_record"]
 
 
 class Tx:
@@ -25,6 +28,8 @@ class Tx:
         self.dbs = dbs
 
     def get(self, db: str, key: bytes) -> bytes | None:
+        if not keys.fits(key):
+            return None  # never stored: every write goes through a layout that keeps keys in bounds
         return self.txn.get(key, db=self.dbs[db])
 
     def put(self, db: str, key: bytes, value: bytes) -> None:
@@ -35,8 +40,11 @@ class Tx:
 
     def scan(self, db: str, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) pairs whose key starts with ``prefix``, from ``start`` (inclusive) on."""
+        first = start if start is not None else prefix
+        if len(first) > keys.MAX_KEY_BYTES:
+            return
         cur = self.txn.cursor(self.dbs[db])
-        ok = cur.set_range(start if start is not None else prefix)
+        ok = cur.set_range(first)
         while ok:
             key = cur.key()
             if not key.startswith(prefix):
@@ -46,37 +54,37 @@ class Tx:
 
     # -- meta ---------------------------------------------------------------------------------------------------
     def last_seq(self) -> int:
-        raw = self.get("meta", b"last_seq")
+        raw = self.get("meta", keys.META_LAST_SEQ)
         return from_u64(raw) if raw else 0
 
     def set_last_seq(self, seq: int) -> None:
-        self.put("meta", b"last_seq", u64(seq))
+        self.put("meta", keys.META_LAST_SEQ, u64(seq))
 
     def alloc_node(self) -> int:
-        raw = self.get("meta", b"next_node")
+        raw = self.get("meta", keys.META_NEXT_NODE)
         node = from_u64(raw) if raw else 1
-        self.put("meta", b"next_node", u64(node + 1))
+        self.put("meta", keys.META_NEXT_NODE, u64(node + 1))
         return node
 
     # -- buckets ------------------------------------------------------------------------------------------------
     def bucket(self, name: str) -> Bucket | None:
-        raw = self.get("buckets", name.encode())
+        raw = self.get("buckets", keys.bucket_key(name))
         return Bucket.from_record(name, unpack(raw)) if raw else None
 
     def put_bucket(self, bucket: Bucket) -> None:
-        self.put("buckets", bucket.name.encode(), pack(bucket.to_record()))
+        self.put("buckets", keys.bucket_key(bucket.name), pack(bucket.to_record()))
 
     def buckets(self) -> list[Bucket]:
-        return [Bucket.from_record(k.decode(), unpack(v)) for k, v in self.scan("buckets", b"")]
+        return [Bucket.from_record(keys.decode_bucket_key(k), unpack(v)) for k, v in self.scan("buckets", b"")]
 
     def bucket_config(self, bucket: str, kind: str) -> Any:
-        raw = self.get("bucket_cfg", f"{bucket}\0{kind}".encode())
+        raw = self.get("bucket_cfg", keys.bucket_cfg_key(bucket, kind))
         return unpack(raw) if raw is not None else None
 
     # -- versions -----------------------------------------------------------------------------------------------
     def versions(self, oid: int) -> Iterator[tuple[bytes, dict[str, Any]]]:
         """(db key, record) of every version of an object, newest first."""
-        for key, val in self.scan("versions", u64(oid)):
+        for key, val in self.scan("versions", keys.versions_prefix(oid)):
             yield key, unpack(val)
 
     def latest(self, oid: int) -> dict[str, Any] | None:
@@ -87,7 +95,7 @@ class Tx:
         cur = self.txn.cursor(self.dbs["versions"])
 
         def latest(oid: int) -> dict[str, Any] | None:
-            prefix = u64(oid)
+            prefix = keys.versions_prefix(oid)
             if not cur.set_range(prefix) or cur.key()[:8] != prefix:
                 return None
             return unpack(cur.value())  # type: ignore[no-any-return]
@@ -95,30 +103,30 @@ class Tx:
         return latest
 
     def version(self, oid: int, version_id: str) -> dict[str, Any] | None:
-        order = self.get("vidx", u64(oid) + version_id.encode())
+        order = self.get("vidx", keys.vidx_key(oid, version_id))
         if order is None:
             return None
-        raw = self.get("versions", u64(oid) + order)
+        raw = self.get("versions", keys.versions_key(oid, order))
         return unpack(raw) if raw else None
 
     def insert_version(self, oid: int, rec: dict[str, Any]) -> None:
-        order = u64(MAX_U64 - rec["h"])
-        self.put("versions", u64(oid) + order, pack(rec))
-        self.put("vidx", u64(oid) + rec["v"].encode(), order)
+        order = keys.version_order(rec["h"])
+        self.put("versions", keys.versions_key(oid, order), pack(rec))
+        self.put("vidx", keys.vidx_key(oid, rec["v"]), order)
 
     def replace_version(self, oid: int, rec: dict[str, Any]) -> None:
         """Rewrite a stored version in place (tags change); its order key stays."""
-        order = self.get("vidx", u64(oid) + rec["v"].encode())
+        order = self.get("vidx", keys.vidx_key(oid, rec["v"]))
         assert order is not None
-        self.put("versions", u64(oid) + order, pack(rec))
+        self.put("versions", keys.versions_key(oid, order), pack(rec))
 
     def delete_version(self, oid: int, version_id: str) -> dict[str, Any] | None:
-        vkey = u64(oid) + version_id.encode()
+        vkey = keys.vidx_key(oid, version_id)
         order = self.get("vidx", vkey)
         if order is None:
             return None
-        raw = self.get("versions", u64(oid) + order)
-        self.delete("versions", u64(oid) + order)
+        raw = self.get("versions", keys.versions_key(oid, order))
+        self.delete("versions", keys.versions_key(oid, order))
         self.delete("vidx", vkey)
         return unpack(raw) if raw else None
 
@@ -128,37 +136,60 @@ class Tx:
         return unpack(raw) if raw else None
 
     def volume_stats(self, name: str) -> dict[str, Any]:
-        raw = self.get("volumes", name.encode())
+        raw = self.get("volumes", keys.text_key(name))
         return unpack(raw) if raw else {"live": 0, "dead": 0, "sealed": False, "rb": 0}
 
     def put_volume_stats(self, name: str, stats: dict[str, Any]) -> None:
-        self.put("volumes", name.encode(), pack(stats))
+        self.put("volumes", keys.text_key(name), pack(stats))
 
     # -- multipart ----------------------------------------------------------------------------------------------
     def upload(self, upload_id: str) -> Upload | None:
-        raw = self.get("uploads", upload_id.encode())
+        raw = self.get("uploads", keys.upload_key(upload_id))
         return Upload.from_record(unpack(raw)) if raw else None
 
+    def put_upload(self, upload: Upload) -> None:
+        self.put("uploads", keys.upload_key(upload.upload_id), pack(upload.to_record()))
+
     def parts(self, upload_id: str, after: int = 0) -> Iterator[Part]:
-        prefix = upload_id.encode() + b"\0"
-        for _, val in self.scan("parts", prefix, prefix + (after + 1).to_bytes(4, "big")):
+        for _, val in self.scan("parts", keys.parts_prefix(upload_id), keys.parts_key(upload_id, after + 1)):
             yield Part.from_record(unpack(val))
 
     def part(self, upload_id: str, number: int) -> Part | None:
-        raw = self.get("parts", upload_id.encode() + b"\0" + number.to_bytes(4, "big"))
+        raw = self.get("parts", keys.parts_key(upload_id, number))
         return Part.from_record(unpack(raw)) if raw else None
+
+    # -- retries: rename tokens, completed uploads ----------------------------------------------------------------
+    def rename_token(self, bucket: str, token: str) -> dict[str, Any] | None:
+        raw = self.get("rename_tokens", keys.rename_token_key(bucket, token))
+        return unpack(raw) if raw else None
+
+    def put_rename_token(self, bucket: str, token: str, src: str, dst: str) -> None:
+        self.put("rename_tokens", keys.rename_token_key(bucket, token), pack({"src": src, "dst": dst, "token": token}))
+
+    def completed_upload(self, bucket: str, upload_id: str) -> dict[str, Any] | None:
+        raw = self.get("completed_uploads", keys.completed_upload_key(bucket, upload_id))
+        return unpack(raw) if raw else None
+
+    def put_completed_upload(self, bucket: str, upload_id: str, result: dict[str, Any]) -> None:
+        self.put("completed_uploads", keys.completed_upload_key(bucket, upload_id), pack(result))
+
+    def drop_bucket_records(self, bucket: str) -> None:
+        """A deleted bucket's configs and retry records: a re-created bucket of that name starts with none."""
+        for db in ("bucket_cfg", "rename_tokens", "completed_uploads"):
+            for key, _ in list(self.scan(db, keys.bucket_prefix(bucket))):
+                self.delete(db, key)
 
     # -- users --------------------------------------------------------------------------------------------------
     def user(self, user_id: str) -> dict[str, Any] | None:
-        raw = self.get("users", user_id.encode())
+        raw = self.get("users", keys.text_key(user_id))
         return unpack(raw) if raw else None
 
     def user_id_by_name(self, username: str) -> str | None:
-        raw = self.get("user_names", username.encode())
+        raw = self.get("user_names", keys.text_key(username))
         return raw.decode() if raw else None
 
     def credential(self, access_key: str) -> dict[str, Any] | None:
-        raw = self.get("credentials", access_key.encode())
+        raw = self.get("credentials", keys.text_key(access_key))
         return unpack(raw) if raw else None
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from .. import lifecycle as rules_mod
 from ..errors import S3Error
 from ..sequencer import Command
-from ..views import namespace
+from ..views import namespace, upload_index
 from ..views.records import Tx
 from .report import RunReport
 
@@ -34,15 +34,14 @@ def _plan(tx: Tx, now_ms: int, report: RunReport) -> list[rules_mod.Action]:
             report.count(report.examined, "keys")
             report.count(report.examined, "versions", len(versions))
             actions.extend(rules_mod.evaluate_key(bucket.name, key_bytes.decode(), versions, rules, now_ms))
-        base = bucket.name.encode() + b"\0"
-        for raw, _ in tx.scan("upload_keys", base):
-            key_bytes, _, rest = raw[len(base):].partition(b"\0")
-            initiated = int.from_bytes(rest[:8], "big")
+        for _, upload_id in upload_index.walk(tx, bucket.root, b"", True):
+            upload = tx.upload(upload_id)
+            if upload is None:
+                continue
             report.count(report.examined, "uploads")
-            rule_id = rules_mod.upload_due(rules, key_bytes.decode(), initiated, now_ms)
+            rule_id = rules_mod.upload_due(rules, upload.key, upload.initiated_ms, now_ms)
             if rule_id is not None:
-                actions.append(rules_mod.Action("abort_upload", bucket.name, key_bytes.decode(), rest[8:].decode(),
-                                                rule_id))
+                actions.append(rules_mod.Action("abort_upload", bucket.name, upload.key, upload_id, rule_id))
     return actions
 
 

@@ -357,3 +357,100 @@ def test_list_entry_of_a_delete_marker() -> None:
     assert (entry.is_delete_marker, entry.is_latest, entry.version_id, entry.size, entry.etag) == \
         (True, False, "v1", 0, "")
     assert entry.version.is_delete_marker and not entry.version.is_latest
+
+
+# -- issue 18: keys of any valid length (names cut into pieces in the namespace and upload trees) --------------
+#: Chunks that put long shared prefixes, slashes and multi-byte characters on both sides of the piece boundary.
+LONG_CHUNKS = ["a", "b", "/", "é", ".", "s" * 240, "s" * 479, "s" * 480, "t" * 500]
+long_keys = st.lists(st.sampled_from(LONG_CHUNKS), min_size=1, max_size=6).map("".join).filter(
+    lambda k: len(k.encode()) <= 1024)
+
+
+def _cuts(keys: list[str]) -> list[str]:
+    """Prefixes of the keys at interesting places: around every '/', around the piece boundary, the whole key."""
+    out = {""}
+    for key in keys:
+        raw = key.encode()
+        for cut in {len(raw), 479, 480, 481, 960, 961, *[i + 1 for i, b in enumerate(raw) if b == 0x2F]}:
+            part = raw[:cut]
+            try:
+                out.add(part.decode())
+            except UnicodeDecodeError:
+                continue
+    return sorted(out, key=str.encode)
+
+
+@settings(max_examples=40, deadline=None)
+@given(keys=st.lists(long_keys, min_size=1, max_size=14, unique_by=str.encode), data=st.data())
+def test_issue18_long_keys_list_objects_matches_sorted_model(keys: list[str], data: st.DataObject) -> None:
+    """Flat and delimiter listings of keys up to 1,024 bytes equal a sorted dict model, across pagination."""
+    cuts = _cuts(keys)
+    queries = data.draw(st.lists(st.tuples(st.sampled_from(cuts), st.sampled_from(["", "/"]),
+                                           st.sampled_from(cuts), st.integers(1, 4)), min_size=1, max_size=6))
+    doomed = data.draw(st.sets(st.sampled_from(keys), max_size=3))
+
+    async def scenario(engine: Engine) -> None:
+        await engine.create_bucket("bkt")
+        for key in keys:
+            await put(engine, "bkt", key, key.encode())
+        for key in doomed:
+            await engine.delete_object("bkt", key)
+        live = [k for k in keys if k not in doomed]
+        flat, _, _ = await list_all(engine, "bkt", page_size=3)
+        assert flat == sorted(live, key=str.encode)
+        for prefix, delimiter, marker, max_keys in queries:
+            _, _, _, items = model_list(live, prefix, delimiter, marker, max_keys)
+            got: list[tuple[str, str]] = []
+            page = await engine.list_objects("bkt", prefix, delimiter, marker, max_keys)
+            for _ in range(len(items) + 1):
+                got += [("key", e.key) for e in page.entries] + [("cp", c) for c in page.common_prefixes]
+                if not page.is_truncated:
+                    break
+                page = await engine.list_objects("bkt", prefix, delimiter, page.next_marker, max_keys)
+            assert not page.is_truncated, "paging does not end"
+            assert sorted(got, key=lambda item: item[1].encode()) == items, (prefix, delimiter, marker)
+        for key in live:
+            assert engine.head_object("bkt", key).size == len(key.encode())
+
+    run_with_engine(scenario)
+
+
+@settings(max_examples=25, deadline=None)
+@given(keys=st.lists(long_keys, min_size=1, max_size=8), delimiter=st.sampled_from(["", "/"]),
+       page_size=st.integers(1, 3), data=st.data())
+def test_issue18_long_keys_list_multipart_uploads_matches_model(keys: list[str], delimiter: str, page_size: int,
+                                                                data: st.DataObject) -> None:
+    """ListMultipartUploads over keys up to 1,024 bytes (several uploads per key): key byte order, then
+    initiation order, common prefixes once each, paged by the key and upload-id markers."""
+    prefix = data.draw(st.sampled_from(_cuts(keys)))
+
+    async def scenario(engine: Engine) -> None:
+        await engine.create_bucket("bkt")
+        created = [(key, await engine.create_multipart_upload("bkt", key)) for key in keys]
+        order = {upload_id: i for i, (_, upload_id) in enumerate(created)}
+        want: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        for key, upload_id in sorted(created, key=lambda c: (c[0].encode(), order[c[1]])):
+            if not key.startswith(prefix):
+                continue
+            cut = key.find(delimiter, len(prefix)) if delimiter else -1
+            if cut >= 0:
+                cp = key[: cut + 1]
+                if cp not in seen:
+                    seen.add(cp)
+                    want.append(("cp", cp))
+                continue
+            want.append(("up", upload_id))
+        got: list[tuple[str, str]] = []
+        key_marker = upload_marker = ""
+        for _ in range(len(want) + 1):
+            page = engine.list_multipart_uploads("bkt", prefix, delimiter, key_marker, upload_marker, page_size)
+            got += [("up", u.upload_id) for u in page.uploads] + [("cp", c) for c in page.common_prefixes]
+            if not page.is_truncated:
+                break
+            key_marker, upload_marker = page.next_key_marker, page.next_upload_id_marker
+        assert not page.is_truncated, "paging does not end"
+        rank = {item: i for i, item in enumerate(want)}
+        assert sorted(got, key=lambda item: rank.get(item, -1)) == want
+
+    run_with_engine(scenario)

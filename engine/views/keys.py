@@ -1,0 +1,218 @@
+"""Every LMDB key layout of the views, one encoder and one decoder per database (docs/architecture/views.md).
+
+No other module builds or splits a view key by hand. LMDB refuses keys over ``MAX_KEY_BYTES`` (511), so every
+layout that embeds a user string bounds it: namespace entry names are cut into pieces (``NAME_PIECE_BYTES``,
+namespace.py), a rename's client token is hashed, and a lookup by a string no stored key can hold (a version id
+or upload id longer than any S4 issues, a bucket name longer than 63 bytes) is answered "absent" by
+``fits`` before it reaches LMDB. ``tests/unit/engine/test_view_keys.py`` round-trips each layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+MAX_KEY_BYTES = 511  # LMDB's compiled-in limit (mdb_env_get_maxkeysize)
+U64 = struct.Struct(">Q")
+U32 = struct.Struct(">I")
+MAX_U64 = (1 << 64) - 1
+
+#: Namespace entry names shorter than this are stored whole; longer ones as pieces of exactly this many bytes.
+NAME_PIECE_BYTES = 480
+assert U64.size + NAME_PIECE_BYTES <= MAX_KEY_BYTES
+
+#: The view layout this code reads and writes; views stamped with another (or none) are rebuilt from the journal.
+LAYOUT_VERSION = 2
+
+
+def u64(n: int) -> bytes:
+    return U64.pack(n)
+
+
+def from_u64(data: bytes | memoryview) -> int:
+    return int(U64.unpack(data)[0])
+
+
+def fits(key: bytes) -> bool:
+    """Whether LMDB can hold ``key``: a longer one was never stored, so a lookup by it finds nothing."""
+    return 0 < len(key) <= MAX_KEY_BYTES
+
+
+# -- meta -------------------------------------------------------------------------------------------------------
+META_LAST_SEQ = b"last_seq"
+META_NEXT_NODE = b"next_node"
+META_LAYOUT = b"layout"
+
+
+# -- buckets, bucket_cfg ----------------------------------------------------------------------------------------
+def bucket_key(name: str) -> bytes:
+    return name.encode()
+
+
+def decode_bucket_key(key: bytes) -> str:
+    return key.decode()
+
+
+def bucket_cfg_key(bucket: str, kind: str) -> bytes:
+    """``bucket \\0 kind``: bucket names hold no NUL, so one bucket's configs are the range ``bucket \\0``."""
+    return bucket_prefix(bucket) + kind.encode()
+
+
+def decode_bucket_cfg_key(key: bytes) -> tuple[str, str]:
+    bucket, _, kind = key.partition(b"\0")
+    return bucket.decode(), kind.decode()
+
+
+def bucket_prefix(bucket: str) -> bytes:
+    """The range of one bucket in ``bucket_cfg``, ``rename_tokens`` and ``completed_uploads``."""
+    return bucket.encode() + b"\0"
+
+
+# -- ns, upload_ns: the namespace trees ---------------------------------------------------------------------------
+NS_DIR = b"D"
+NS_LEAF = b"F"
+NS_PIECE = b"C"  # a NAME_PIECE_BYTES-long first piece of longer names; the rest lives under its node
+
+
+def ns_key(parent: int, name: bytes) -> bytes:
+    """``u64 parent ‖ name``; ``name`` is shorter than NAME_PIECE_BYTES or a piece of exactly that length."""
+    assert len(name) <= NAME_PIECE_BYTES, "namespace names are cut into pieces before they become keys"
+    return U64.pack(parent) + name
+
+
+def ns_prefix(node: int) -> bytes:
+    return U64.pack(node)
+
+
+def decode_ns_key(key: bytes) -> tuple[int, bytes]:
+    return from_u64(key[:8]), key[8:]
+
+
+def ns_value(kind: bytes, ident: int) -> bytes:
+    return kind + U64.pack(ident)
+
+
+def decode_ns_value(value: bytes) -> tuple[bytes, int]:
+    return value[:1], from_u64(value[1:9])
+
+
+# -- versions, vidx ---------------------------------------------------------------------------------------------
+def versions_prefix(oid: int) -> bytes:
+    return U64.pack(oid)
+
+
+def version_order(hlc: int) -> bytes:
+    """The 8-byte suffix that sorts an object's versions newest first."""
+    return U64.pack(MAX_U64 - hlc)
+
+
+def versions_key(oid: int, order: bytes) -> bytes:
+    return U64.pack(oid) + order
+
+
+def decode_versions_key(key: bytes) -> tuple[int, int]:
+    """(object id, hlc)."""
+    return from_u64(key[:8]), MAX_U64 - from_u64(key[8:16])
+
+
+def vidx_key(oid: int, version_id: str) -> bytes:
+    """``u64 oid ‖ version id``; ids S4 issues are "null" or a UUID (36 bytes)."""
+    return U64.pack(oid) + version_id.encode()
+
+
+def decode_vidx_key(key: bytes) -> tuple[int, str]:
+    return from_u64(key[:8]), key[8:].decode()
+
+
+# -- uploads, upload_keys, parts ----------------------------------------------------------------------------------
+def upload_key(upload_id: str) -> bytes:
+    return upload_id.encode()
+
+
+def upload_keys_prefix(key_id: int) -> bytes:
+    return U64.pack(key_id)
+
+
+def upload_keys_key(key_id: int, initiated_ms: int, upload_id: str) -> bytes:
+    """``u64 key id ‖ u64 initiated ms ‖ upload id``: the key id is the ``upload_ns`` leaf of the upload's key,
+    so one key's uploads sort by initiation time (ListMultipartUploads order)."""
+    return U64.pack(key_id) + U64.pack(initiated_ms) + upload_id.encode()
+
+
+def decode_upload_keys_key(key: bytes) -> tuple[int, int, str]:
+    """(key id, initiated ms, upload id)."""
+    return from_u64(key[:8]), from_u64(key[8:16]), key[16:].decode()
+
+
+def parts_prefix(upload_id: str) -> bytes:
+    return upload_id.encode() + b"\0"
+
+
+def parts_key(upload_id: str, number: int) -> bytes:
+    return parts_prefix(upload_id) + U32.pack(number)
+
+
+def decode_parts_key(key: bytes) -> tuple[str, int]:
+    upload_id, _, number = key.partition(b"\0")
+    return upload_id.decode(), int(U32.unpack(number)[0])
+
+
+# -- rename_tokens, completed_uploads (two databases: the key spaces can never meet) -----------------------------
+def rename_token_key(bucket: str, token: str) -> bytes:
+    """``bucket \\0 sha256(client token)``: fixed length whatever the client sends (the token is in the value)."""
+    return bucket_prefix(bucket) + hashlib.sha256(token.encode()).digest()
+
+
+def decode_rename_token_key(key: bytes) -> tuple[str, bytes]:
+    """(bucket, sha256 of the token)."""
+    bucket, _, digest = key.partition(b"\0")
+    return bucket.decode(), digest
+
+
+def completed_upload_key(bucket: str, upload_id: str) -> bytes:
+    """``bucket \\0 upload id``: deleting a bucket drops its records and no other bucket's."""
+    return bucket_prefix(bucket) + upload_id.encode()
+
+
+def decode_completed_upload_key(key: bytes) -> tuple[str, str]:
+    bucket, _, upload_id = key.partition(b"\0")
+    return bucket.decode(), upload_id.decode()
+
+
+# -- blobs, volumes, users, user_names, credentials: one plain identifier each ---------------------------------
+def text_key(ident: str) -> bytes:
+    return ident.encode()
+
+
+def decode_text_key(key: bytes) -> str:
+    return key.decode()
+
+
+def describe(db: str, key: bytes) -> str:
+    """A readable form of any view key (for the replay tool's diffs)."""
+    try:
+        if db in ("ns", "upload_ns"):
+            parent, name = decode_ns_key(key)
+            return f"{parent}:{name!r}"
+        if db == "versions":
+            oid, hlc = decode_versions_key(key)
+            return f"{oid}:hlc={hlc}"
+        if db == "vidx":
+            oid, version_id = decode_vidx_key(key)
+            return f"{oid}:{version_id}"
+        if db == "upload_keys":
+            key_id, initiated, upload_id = decode_upload_keys_key(key)
+            return f"{key_id}:{initiated}:{upload_id}"
+        if db == "parts":
+            upload_id, number = decode_parts_key(key)
+            return f"{upload_id}:{number}"
+        if db == "rename_tokens":
+            bucket, digest = decode_rename_token_key(key)
+            return f"{bucket}:{digest.hex()}"
+        if db in ("bucket_cfg", "completed_uploads"):
+            return ":".join(key.decode().split("\0"))
+        if db == "blobs":
+            return key.hex()
+        return repr(key.decode())
+    except (UnicodeDecodeError, struct.error):
+        return key.hex()
