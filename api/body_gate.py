@@ -40,8 +40,12 @@ class BodyGate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        headers = scope.get("headers") or []
+        if not isinstance(headers, list) or (headers and not isinstance(headers[0], tuple)):
+            # ASGI allows any iterables (read once): keep what this check reads for the app, as tuples
+            headers = scope["headers"] = [tuple(pair) for pair in headers]
         expects_continue = any(name == b"expect" and value.strip().lower() == b"100-continue"
-                               for name, value in scope.get("headers", ()))
+                               for name, value in headers)
         state = {"first": True, "asked": False}
 
         async def gated_receive() -> Message:
