@@ -2,9 +2,11 @@
 
 Flow per request: request id -> health probes (no auth) -> ``/api/...`` admin JSON API (its own bearer tokens) and
 unsigned ``GET /metrics`` -> CORS preflight (no auth) -> signature (SigV4 header or query, SigV2 header or query;
-anonymous is AccessDenied) -> route to an AWS operation -> role check (Reader: READ_ONLY operations) -> handler ->
-CORS headers.
-Every response carries ``x-amz-request-id``; every failure is an S3 XML error (api/errors.py).
+anonymous is AccessDenied) -> route to an AWS operation -> role check (Reader: READ_ONLY operations) -> security
+headers S4 cannot honour refused (s3/security.py) -> what the headers allow checked before the body
+(``Call.check_before_body``) -> handler -> CORS headers. Path and query are decoded strictly (api/inputs.py); no
+body is read, and no ``100 Continue`` sent, before the handler asks (api/body_gate.py).
+Every response carries ``x-amz-request-id``; every failure goes through the one error boundary (api/errors.py).
 """
 
 from __future__ import annotations
