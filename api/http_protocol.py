@@ -15,7 +15,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
 class S4HttpToolsProtocol(HttpToolsProtocol):
-    def eof_received(self) -> bool | None:
+    def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio.Protocol allows a bool
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete and not cycle.more_body and not cycle.disconnected:
             cycle.keep_alive = False  # answer, then close
