@@ -2,9 +2,11 @@
 
 Flow per request: request id -> health probes (no auth) -> ``/api/...`` admin JSON API (its own bearer tokens) and
 unsigned ``GET /metrics`` -> CORS preflight (no auth) -> signature (SigV4 header or query, SigV2 header or query;
-anonymous is AccessDenied) -> route to an AWS operation -> role check (Reader: READ_ONLY operations) -> handler ->
-CORS headers.
-Every response carries ``x-amz-request-id``; every failure is an S3 XML error (api/errors.py).
+anonymous is AccessDenied) -> route to an AWS operation -> role check (Reader: READ_ONLY operations) -> security
+headers S4 cannot honour refused (s3/security.py) -> what the headers allow checked before the body
+(``Call.check_before_body``) -> handler -> CORS headers. Path and query are decoded strictly (api/inputs.py); no
+body is read, and no ``100 Continue`` sent, before the handler asks (api/body_gate.py).
+Every response carries ``x-amz-request-id``; every failure goes through the one error boundary (api/errors.py).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import secrets
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from urllib.parse import parse_qsl
 
 import falcon
 import falcon.asgi
@@ -29,12 +30,15 @@ from .admin.router import AdminApi
 from .auth.request import AuthContext, AuthRequest, auth_scheme
 from .auth.sigv2 import verify_sigv2
 from .auth.sigv4 import verify_sigv4
-from .errors import internal_error, render_error
+from .body_gate import BodyGate
+from .errors import respond_error
+from .inputs import digits_value, parse_query
 from .metrics import Metrics
 from .s3 import buckets, multipart, objects
 from .s3 import lifecycle as s3_lifecycle
 from .s3.call import Call
 from .s3.router import READ_ONLY, route, split_target
+from .s3.security import check_security_headers
 from .s3.xml import cors_from_record, cors_response_headers, match_cors, split_header_list
 from .settings import ApiSettings
 
@@ -170,17 +174,14 @@ class S3Service:
         req.context.operation = "unknown"
         try:
             await self._handle(req, resp, headers, request_id)
-        except S3Error as exc:
-            render_error(req, resp, exc, request_id)
-        except Exception as exc:  # noqa: BLE001 - the catch-all that turns bugs into InternalError
-            internal_error(req, resp, exc, request_id)
+        except Exception as exc:  # noqa: BLE001 - the one error boundary (api/errors.py)
+            respond_error(req, resp, exc, request_id)
         if self.metrics is not None:
             length = headers.get("content-length", "")
             sent = len(resp.data) if resp.data else 0
             if not sent and resp.stream is not None and req.method != "HEAD":
                 sent = int(resp.get_header("Content-Length") or 0)
-            self.metrics.observe(req.context.operation, resp.status_code, started,
-                                 int(length) if length.isdigit() else 0, sent)
+            self.metrics.observe(req.context.operation, resp.status_code, started, digits_value(length) or 0, sent)
 
     async def _handle(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, headers: dict[str, str],
                       request_id: str) -> None:
@@ -202,7 +203,7 @@ class S3Service:
             return
         where = split_target(raw_path, headers.get("host", ""), self.settings.vhost_domains)
         bucket, key = where.bucket, where.key
-        query = dict(parse_qsl(query_string, keep_blank_values=True)) if query_string else {}
+        query = parse_query(query_string) if query_string else {}
         if req.method == "OPTIONS":
             self._preflight(bucket, headers, resp)
             return
@@ -214,6 +215,9 @@ class S3Service:
             raise S3Error(ErrorCode.METHOD_NOT_ALLOWED if target.operation is None else ErrorCode.NOT_IMPLEMENTED)
         self._authorize(auth.access_key, target.operation or "")
         call = Call(self.engine, self.settings, req, req.method, bucket, key, query, headers, auth, request_id)
+        check_security_headers(target.operation or "", headers)
+        if call.has_body:  # what the headers allow, before a byte of the body is asked for (100 Continue)
+            call.check_before_body(target.operation or "")
         try:
             await handler(call, resp)
         finally:
@@ -258,9 +262,10 @@ class S3Service:
                 resp.set_header(name, value)
 
 
-def build_app(engine: Engine, settings: ApiSettings) -> falcon.asgi.App:
+def build_app(engine: Engine, settings: ApiSettings) -> BodyGate:
+    """The falcon app behind the body gate (api/body_gate.py: no 100 Continue before a handler reads)."""
     app = falcon.asgi.App(middleware=[], cors_enable=False)
     app.req_options.strip_url_path_trailing_slash = False
     app.resp_options.secure_cookies_by_default = False
     app.add_sink(S3Service(engine, settings), prefix="/")
-    return app
+    return BodyGate(app)

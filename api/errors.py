@@ -1,7 +1,13 @@
-"""S3Error -> HTTP response: the S3 XML error document, status, extra headers; no body for HEAD or 304.
+"""The HTTP error boundary: every failure of an S3 request becomes one S3 XML error response, the same way in
+every process mode (one process, or workers talking to a supervisor).
 
-Anything that is not an S3Error is a bug: it is logged with the request id and answered as InternalError
-without internal detail.
+    S3Error                    -> its status, code, message, fields and headers
+    ServiceUnavailableError    -> 503 ServiceUnavailable + Retry-After (the node cannot commit now)
+    an InternalError, or any other exception (a bug)
+                               -> 500 InternalError with the generic message and the request id; the detail
+                                  (exception text, a worker's forwarded message, paths) goes to the log with the
+                                  traceback, never to the client
+No body for HEAD or 304.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import logging
 import falcon
 import falcon.asgi
 
-from s4.engine.errors import ErrorCode, S3Error
+from s4.engine.errors import ErrorCode, S3Error, ServiceUnavailableError, client_error
 
 from .s3.xml import error_xml
 
@@ -20,6 +26,19 @@ log = logging.getLogger(__name__)
 
 def status_line(code: int) -> str:
     return falcon.code_to_http_status(code)
+
+
+def respond_error(req: falcon.asgi.Request, resp: falcon.asgi.Response, exc: BaseException,
+                  request_id: str) -> None:
+    """The one boundary: ``exc`` (whatever was raised) as the response the client gets."""
+    error = client_error(exc)
+    if error.code is ErrorCode.INTERNAL_ERROR:
+        log.error("request %s %s %s failed: %s", request_id, req.method, req.path, exc, exc_info=exc)
+        error = S3Error(ErrorCode.INTERNAL_ERROR)  # the generic text only: no message, fields or headers
+    elif isinstance(error, ServiceUnavailableError) or error.code is ErrorCode.SERVICE_UNAVAILABLE:
+        log.warning("request %s %s %s: node cannot commit now (%s)", request_id, req.method, req.path,
+                    getattr(error, "reason", "") or exc)
+    render_error(req, resp, error, request_id)
 
 
 def render_error(req: falcon.asgi.Request, resp: falcon.asgi.Response, exc: S3Error, request_id: str) -> None:
@@ -35,8 +54,3 @@ def render_error(req: falcon.asgi.Request, resp: falcon.asgi.Response, exc: S3Er
     resp.data = error_xml(exc.code.aws_code, exc.message, exc.resource, request_id,
                           {k: str(v) for k, v in exc.fields.items()})
 
-
-def internal_error(req: falcon.asgi.Request, resp: falcon.asgi.Response, exc: BaseException,
-                   request_id: str) -> None:
-    log.error("request %s %s %s failed", request_id, req.method, req.path, exc_info=exc)
-    render_error(req, resp, S3Error(ErrorCode.INTERNAL_ERROR), request_id)

@@ -65,6 +65,7 @@ class ErrorCode(enum.Enum):
     INVALID_REQUEST = ("InvalidRequest", 400, "Invalid Request")
     INVALID_STORAGE_CLASS = ("InvalidStorageClass", 400, "The storage class you specified is not valid.")
     INVALID_TAG = ("InvalidTag", 400, "The tag provided was not a valid tag.")
+    INVALID_URI = ("InvalidURI", 400, "Couldn't parse the specified URI.")
     KEY_TOO_LONG = ("KeyTooLongError", 400, "Your key is too long.")
     MALFORMED_XML = ("MalformedXML", 400, "The XML you provided was not well-formed or did not validate "
                      "against our published schema.")
@@ -166,3 +167,32 @@ class S3Error(Exception):
     @property
     def status(self) -> int:
         return self.code.status
+
+
+#: Seconds a client is asked to wait (``Retry-After``) when the node cannot commit.
+RETRY_AFTER_S = 1
+
+
+class ServiceUnavailableError(S3Error):
+    """The node cannot commit now: its sequencer is stopped, its journal closed, or (in a worker process) the
+    supervisor that owns them is gone. Always ``503 ServiceUnavailable`` with ``Retry-After``, in every process
+    mode. A request that fails so was not acknowledged; if the channel broke after the sequencer committed, the
+    write may still be recorded, which an S3 client's retry (idempotent PUT/DELETE) settles."""
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(ErrorCode.SERVICE_UNAVAILABLE, "The node cannot commit writes right now; retry later.",
+                         headers={"Retry-After": str(RETRY_AFTER_S)})
+        self.reason = reason
+
+
+def client_error(exc: BaseException) -> S3Error:
+    """What a client is told about ``exc``: an S3Error as itself; "cannot commit now" (the journal or its group
+    commit closed) as ServiceUnavailableError; anything else is a bug, a generic InternalError (the caller logs
+    the original with the request id)."""
+    from s4.journal.errors import JournalClosedError  # the journal is below the engine; imported on error only
+
+    if isinstance(exc, S3Error):
+        return exc
+    if isinstance(exc, JournalClosedError):
+        return ServiceUnavailableError(str(exc))
+    return S3Error(ErrorCode.INTERNAL_ERROR)

@@ -35,10 +35,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from s4.journal import Event, EventDraft, EventType, GroupCommitQueue, Journal
+from s4.journal import Event, EventDraft, EventType, GroupCommitQueue, Journal, JournalClosedError
 
 from . import projector, tail_check
-from .errors import ErrorCode, S3Error
+from .errors import ErrorCode, S3Error, ServiceUnavailableError
 from .space import SpaceGuard, disk_full_error, is_disk_full
 from .views.env import MapFullError, Views, ViewsError
 from .views.records import Tx
@@ -100,19 +100,37 @@ class Sequencer:
         self._queue: GroupCommitQueue[Command, Any] = GroupCommitQueue(self._process, name="sequencer")
 
     def submit(self, command: Command) -> concurrent.futures.Future[Any]:
-        """Queue a command from any thread; the future completes when its batch is durable."""
-        return self._queue.submit_sync(command)
+        """Queue a command from any thread; the future completes when its batch is durable. A closed journal
+        fails it with ServiceUnavailableError, like every "cannot commit now" (engine/errors.py)."""
+        queued = self._queue.submit_sync(command)
+        answer: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def settle(done: concurrent.futures.Future[Any]) -> None:
+            error = done.exception()
+            if error is None:
+                answer.set_result(done.result())
+            else:
+                answer.set_exception(_unavailable(error))
+
+        queued.add_done_callback(settle)
+        return answer
 
     async def execute(self, command: Command) -> Any:
-        return await self._queue.submit(command)
+        try:
+            return await self._queue.submit(command)
+        except JournalClosedError as exc:
+            raise _unavailable(exc) from exc
 
     def execute_sync(self, command: Command) -> Any:
-        return self._queue.submit_sync(command).result()
+        try:
+            return self._queue.submit_sync(command).result()
+        except JournalClosedError as exc:
+            raise _unavailable(exc) from exc
 
     def commit_now(self, commands: list[Command]) -> Sequence[Any]:
         """Run ``commands`` as one batch on the calling thread (serialised with the sequencer thread's batches);
         returns each one's result or error, once the batch is durable."""
-        return self._queue.commit_now(commands)
+        return [_unavailable(r) if isinstance(r, BaseException) else r for r in self._queue.commit_now(commands)]
 
     @property
     def batch_sizes(self) -> Any:
@@ -217,6 +235,11 @@ class Sequencer:
             return _Outcome(error=exc)
         child.commit()
         return _Outcome(result=result, events=decision.events)
+
+
+def _unavailable(error: BaseException) -> BaseException:
+    """A closed journal (or group commit) as the engine's one "cannot commit now" error; other errors as they are."""
+    return ServiceUnavailableError(str(error)) if isinstance(error, JournalClosedError) else error
 
 
 def apply_events(views: Views, events: list[Event]) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 import uvicorn
 
 from s4.api.app import build_app
+from s4.api.http_protocol import S4HttpToolsProtocol
 from s4.api.metrics import JournalMetrics, enable_multiprocess
 from s4.api.settings import ApiSettings
 from s4.engine import Engine, EngineOptions
@@ -163,7 +164,8 @@ def _api_settings(settings: Settings, access: str, secret: str, jwt_secret: str)
 def _uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
     host, port = settings.host_port
     # server_header=False: the app sends its own "Server: S4" (uvicorn's would make a second Server header)
-    return uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools", lifespan="off",  # type: ignore[arg-type]
+    # http: uvicorn's httptools protocol, answering a client that half-closes after a full request (api/http_protocol)
+    return uvicorn.Config(app, host=host, port=port, loop="uvloop", http=S4HttpToolsProtocol, lifespan="off",  # type: ignore[arg-type]
                           log_level="warning", access_log=False, server_header=False,
                           timeout_graceful_shutdown=30, ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key)
 

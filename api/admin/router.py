@@ -17,7 +17,7 @@ import falcon
 import falcon.asgi
 
 from s4.engine import Engine
-from s4.engine.errors import S3Error
+from s4.engine.errors import ErrorCode, S3Error, client_error
 from s4.engine.iam import IamError
 
 from ..settings import ApiSettings
@@ -73,11 +73,14 @@ class AdminApi:
             status, body = exc.status, {"error": exc.message}
         except IamError as exc:
             status, body = exc.status, {"error": exc.message}
-        except S3Error as exc:  # e.g. a bucket named in an admin path does not exist
-            status, body = exc.status, {"error": exc.message}
-        except Exception:  # noqa: BLE001 - a bug: logged, answered without detail
-            log.exception("admin request %s %s failed", req.method, req.path)
-            status, body = 500, {"error": "internal error"}
+        except Exception as exc:  # noqa: BLE001 - the admin side of the one error boundary (api/errors.py)
+            error = client_error(exc)  # S3Error as itself (NoSuchBucket...), cannot-commit as 503, bugs as 500
+            if error.code is ErrorCode.INTERNAL_ERROR:
+                log.error("admin request %s %s failed: %s", req.method, req.path, exc, exc_info=exc)
+                error = S3Error(ErrorCode.INTERNAL_ERROR, "internal error")
+            for name, value in error.headers.items():
+                resp.set_header(name, value)
+            status, body = error.status, {"error": error.message}
         resp.status = falcon.code_to_http_status(status)
         resp.data = b"" if body is None else json.dumps(body).encode()
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 from s4.api.auth.request import AuthContext, AuthRequest, split_query, unquote_bytes, wire_bytes
+from s4.api.inputs import SATURATED, digits_value
 from s4.engine.errors import ErrorCode, S3Error
 
 MAX_SKEW = timedelta(minutes=15)
@@ -130,11 +131,10 @@ def verify_sigv2(req: AuthRequest, lookup_secret: Callable[[str], str | None], n
             raise S3Error(ErrorCode.ACCESS_DENIED, "Query-string authentication requires the Signature, "
                                                    "Expires and AWSAccessKeyId parameters")
         access_key, signature = auth["AWSAccessKeyId"], auth["Signature"]
-        try:
-            expires = int(auth["Expires"])
-        except ValueError:
+        expires = digits_value(auth["Expires"])
+        if expires is None or expires >= SATURATED:
             raise S3Error(ErrorCode.ACCESS_DENIED, "Invalid date (should be seconds since epoch): "
-                                                   f"{auth['Expires'][:32]}") from None
+                                                   f"{auth['Expires'][:32]}")
         if now.timestamp() > expires:
             raise S3Error(ErrorCode.ACCESS_DENIED, "Request has expired",
                           Expires=_iso(datetime.fromtimestamp(expires, UTC)), ServerTime=_iso(now))

@@ -30,6 +30,7 @@ from s4.api.auth.request import (
     unquote_bytes,
     wire_bytes,
 )
+from s4.api.inputs import digits_value
 from s4.engine.errors import ErrorCode, S3Error
 
 ALGORITHM = "AWS4-HMAC-SHA256"
@@ -263,10 +264,9 @@ def _parse_query(params: dict[str, str]) -> _Parsed:
     if parsed.amz_date[:8] != date:
         raise S3Error(malformed, f'Invalid credential date "{date}". This date is not the same as '
                                  f'X-Amz-Date: "{parsed.amz_date[:8]}".')
-    try:
-        expires = int(params["X-Amz-Expires"])
-    except ValueError:
-        raise S3Error(malformed, "X-Amz-Expires should be a number") from None
+    expires = digits_value(params["X-Amz-Expires"])
+    if expires is None:
+        raise S3Error(malformed, "X-Amz-Expires should be a number")
     if expires < 1:
         raise S3Error(malformed, "X-Amz-Expires must be a positive number of seconds")
     if expires > MAX_PRESIGN_EXPIRES:

@@ -9,6 +9,7 @@ import falcon.asgi
 
 from s4.engine.errors import ErrorCode, S3Error
 
+from ..inputs import parse_int
 from .call import Call
 from .xml import (
     cors_from_record,
@@ -39,13 +40,8 @@ def max_keys(call: Call, name: str = "max-keys", default: int = 1000) -> int:
     value = call.query.get(name)
     if value is None or value == "":
         return default
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise S3Error(ErrorCode.INVALID_ARGUMENT, f"Provided {name} not an integer or within integer range",
-                      ArgumentName=name, ArgumentValue=value)
+    number = parse_int(value, name, maximum=2**31 - 1,
+                       message=f"Provided {name} not an integer or within integer range")
     return min(number, 1000)
 
 

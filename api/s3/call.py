@@ -4,6 +4,10 @@ Body handling lives here so every operation gets the same checks: aws-chunked de
 and trailing checksums), the signed ``x-amz-content-sha256``, ``Content-MD5`` and ``x-amz-checksum-*`` headers.
 All of them are verified after the bytes are staged and *before* the engine records anything, so a bad body
 changes nothing.
+
+Nothing reads the body before ``check_before_body`` has validated what the headers allow (the bucket exists,
+the declared length is within the operation's limit): the server answers ``Expect: 100-continue`` only when the
+application first asks for the body (api/body_gate.py), so a refused request never receives one.
 """
 
 from __future__ import annotations
@@ -23,9 +27,14 @@ from s4.engine.errors import ErrorCode, S3Error
 
 from ..auth.chunked import ChunkedTrailers, decode_aws_chunked, parse_trailer_names
 from ..auth.request import AuthContext, check_payload_sha256
+from ..inputs import digits_value, parse_int
 from ..settings import ApiSettings
 
 MAX_XML_BODY_BYTES = 2 * 1024 * 1024
+#: Operations whose body is object data (limited by S4_MAX_UPLOAD_SIZE); every other body is a small document.
+#: Upload ids S4 issues are 40 hex digits; anything past this cannot be one (and would not fit a view key).
+MAX_UPLOAD_ID_CHARS = 128
+DATA_BODIES = frozenset({"PutObject", "UploadPart"})
 
 
 @dataclass
@@ -49,14 +58,48 @@ class Call:
     def _source(self) -> AsyncIterator[bytes]:
         source: AsyncIterator[bytes] = self.req.stream.__aiter__()
         if self.auth is not None and self.auth.streaming:
-            decoded = self.headers.get("x-amz-decoded-content-length")
             source = decode_aws_chunked(source, self.auth, parse_trailer_names(self.headers.get("x-amz-trailer")),
-                                        int(decoded) if decoded and decoded.isdigit() else None, self.trailers)
+                                        self._decoded_length(), self.trailers)
         return source
 
+    def _decoded_length(self) -> int | None:
+        value = self.headers.get("x-amz-decoded-content-length")
+        return None if value is None else parse_int(value.strip(), "x-amz-decoded-content-length")
+
     def declared_length(self) -> int | None:
-        value = self.headers.get("x-amz-decoded-content-length") or self.headers.get("content-length")
-        return int(value) if value and value.isdigit() else None
+        """The body's length as the client declared it (decoded length of an aws-chunked body)."""
+        decoded = self._decoded_length()
+        if decoded is not None:
+            return decoded
+        return digits_value(self.headers.get("content-length", ""))
+
+    @property
+    def has_body(self) -> bool:
+        """Whether the request declares a body (a non-zero Content-Length, or Transfer-Encoding)."""
+        return bool(digits_value(self.headers.get("content-length", ""))) or "transfer-encoding" in self.headers
+
+    def check_before_body(self, operation: str) -> None:
+        """What the headers allow checking before a byte of the body is read: the declared length within the
+        operation's limit, and the bucket exists (CreateBucket excepted). Operation-specific checks (the upload
+        of an UploadPart, tags, metadata) run in the handlers, still before they read the body."""
+        declared = self.declared_length()
+        if operation in DATA_BODIES:
+            limit = self.settings.max_upload_bytes
+            if declared is not None and declared > limit:
+                raise S3Error(ErrorCode.ENTITY_TOO_LARGE, ProposedSize=str(declared), MaxSizeAllowed=str(limit))
+        elif declared is not None and declared > MAX_XML_BODY_BYTES:
+            raise S3Error(ErrorCode.MALFORMED_XML, "The request body is too large.")
+        if self.bucket and operation != "CreateBucket":
+            self.engine.get_bucket(self.bucket)
+
+    def upload_id(self) -> str:
+        """The ``uploadId`` parameter; one that cannot name an upload (empty, or longer than any S4 issues) is
+        NoSuchUpload before it reaches the views."""
+        value = self.query.get("uploadId", "")
+        if not value or len(value) > MAX_UPLOAD_ID_CHARS:
+            raise S3Error(ErrorCode.NO_SUCH_UPLOAD, resource=value[:MAX_UPLOAD_ID_CHARS],
+                          UploadId=value[:MAX_UPLOAD_ID_CHARS])
+        return value
 
     async def read_body(self, limit: int = MAX_XML_BODY_BYTES) -> bytes:
         """A small request body (XML/JSON documents), fully verified."""
@@ -130,11 +173,6 @@ class Call:
     def _trailer_algorithms(self) -> list[str]:
         return [a for n in parse_trailer_names(self.headers.get("x-amz-trailer"))
                 if (a := algorithm_from_header(n))]
-
-    async def drain(self) -> None:
-        """Consume an unexpected body so the connection stays usable."""
-        async for _ in self.req.stream:
-            pass
 
 
 def _check_md5(header: str, digest: bytes) -> None:

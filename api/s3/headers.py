@@ -9,6 +9,7 @@ from s4.engine.conditions import Preconditions
 from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.model import ObjectVersion
 
+from ..inputs import digits_value
 from .xml import http_date, parse_http_date
 
 STORED_HEADERS = ("content-encoding", "content-disposition", "content-language", "cache-control", "expires")
@@ -20,7 +21,7 @@ RESPONSE_OVERRIDES = {
     "response-content-disposition": "content-disposition",
     "response-content-encoding": "content-encoding",
 }
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE_RE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
 MAX_METADATA_BYTES = 2048
 
 
@@ -43,16 +44,15 @@ def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
     m = _RANGE_RE.match(value.strip())
     if m is None or (not m.group(1) and not m.group(2)):
         return None  # unparseable ranges are ignored, as HTTP says
-    first, last = m.group(1), m.group(2)
-    if first:
-        start = int(first)
-        end = min(int(last), size - 1) if last else size - 1
-        if last and int(last) < start:
+    first, last = digits_value(m.group(1)), digits_value(m.group(2))  # huge values saturate past any size
+    if first is not None:
+        end = min(last, size - 1) if last is not None else size - 1
+        if last is not None and last < first:
             return None
-        if start >= size:
+        if first >= size:
             raise _invalid_range(size)
-        return start, end - start + 1
-    suffix = int(last)
+        return first, end - first + 1
+    suffix = last or 0
     if suffix == 0 or size == 0:
         raise _invalid_range(size)
     start = max(0, size - suffix)

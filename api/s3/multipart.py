@@ -7,8 +7,9 @@ import re
 import falcon.asgi
 
 from s4.engine.errors import ErrorCode, S3Error
-from s4.engine.names import check_part_number
+from s4.engine.names import MAX_PART_NUMBER
 
+from ..inputs import digits_value, parse_int
 from .buckets import encoding_type, max_keys
 from .call import Call, checksum_headers
 from .headers import stored_headers, user_metadata
@@ -22,25 +23,26 @@ from .xml import (
     parse_complete_multipart,
 )
 
+PART_NUMBER_MESSAGE = "Part number must be an integer between 1 and 10000, inclusive"
+
+
+def part_number(value: str) -> int:
+    """A part number (query or XML): 1..10000 in ASCII digits, else InvalidArgument naming partNumber."""
+    return parse_int(value.strip(), "partNumber", minimum=1, maximum=MAX_PART_NUMBER, message=PART_NUMBER_MESSAGE)
+
 
 def _part_number(call: Call) -> int:
-    value = call.query.get("partNumber", "")
-    if not value.lstrip("-").isdigit():
-        raise S3Error(ErrorCode.INVALID_ARGUMENT, "Part number must be an integer between 1 and 10000, inclusive",
-                      ArgumentName="partNumber", ArgumentValue=value)
-    number = int(value)
-    check_part_number(number)
-    return number
+    return part_number(call.query.get("partNumber", ""))
 
 
 def _copy_range(value: str, size: int) -> tuple[int, int]:
     """``bytes=first-last`` within the source, both ends required (stricter than a GET Range, as S3 is)."""
-    m = re.fullmatch(r"bytes=(\d+)-(\d+)", value.strip())
-    if m is None or int(m.group(1)) > int(m.group(2)):
+    m = re.fullmatch(r"bytes=([0-9]+)-([0-9]+)", value.strip())
+    first, last = (digits_value(m.group(1)), digits_value(m.group(2))) if m else (None, None)
+    if first is None or last is None or first > last:
         raise S3Error(ErrorCode.INVALID_ARGUMENT, "The x-amz-copy-source-range value must be of the form "
                       "bytes=first-last where first and last are the zero-based offsets of the first and last "
-                      "bytes to copy", ArgumentName="x-amz-copy-source-range", ArgumentValue=value)
-    first, last = int(m.group(1)), int(m.group(2))
+                      "bytes to copy", ArgumentName="x-amz-copy-source-range", ArgumentValue=value[:64])
     if last >= size:
         raise S3Error(ErrorCode.INVALID_RANGE, f"Range specified is not valid for source object of size: {size}",
                       ActualObjectSize=str(size))
@@ -48,7 +50,6 @@ def _copy_range(value: str, size: int) -> tuple[int, int]:
 
 
 async def create_multipart_upload(call: Call, resp: falcon.asgi.Response) -> None:
-    await call.drain()
     algorithm = (call.headers.get("x-amz-checksum-algorithm") or "").upper()
     upload_id = await call.engine.create_multipart_upload(
         call.bucket, call.key, content_type=call.headers.get("content-type", ""),
@@ -62,7 +63,7 @@ async def create_multipart_upload(call: Call, resp: falcon.asgi.Response) -> Non
 
 async def upload_part(call: Call, resp: falcon.asgi.Response) -> None:
     number = _part_number(call)
-    upload_id = call.query["uploadId"]
+    upload_id = call.upload_id()
     call.engine.get_upload(call.bucket, call.key, upload_id)  # NoSuchUpload before reading the body
     stored, checksums = await call.ingest_body()
     etag = await call.engine.upload_part(call.bucket, call.key, upload_id, number, stored, checksums,
@@ -73,9 +74,8 @@ async def upload_part(call: Call, resp: falcon.asgi.Response) -> None:
 
 
 async def upload_part_copy(call: Call, resp: falcon.asgi.Response) -> None:
-    await call.drain()
     number = _part_number(call)
-    upload_id = call.query["uploadId"]
+    upload_id = call.upload_id()
     call.engine.get_upload(call.bucket, call.key, upload_id)
     source = copy_source_version(call)
     start, length = 0, source.size
@@ -92,9 +92,14 @@ async def upload_part_copy(call: Call, resp: falcon.asgi.Response) -> None:
 
 
 async def complete_multipart_upload(call: Call, resp: falcon.asgi.Response) -> None:
+    upload_id = call.upload_id()
     parts = parse_complete_multipart(await call.read_body())
+    for part in parts:
+        if not 1 <= part.part_number <= MAX_PART_NUMBER:
+            raise S3Error(ErrorCode.INVALID_ARGUMENT, PART_NUMBER_MESSAGE, ArgumentName="partNumber",
+                          ArgumentValue=str(part.part_number))
     version = await call.engine.complete_multipart_upload(
-        call.bucket, call.key, call.query["uploadId"], [(p.part_number, p.etag) for p in parts],
+        call.bucket, call.key, upload_id, [(p.part_number, p.etag) for p in parts],
         if_match=call.headers.get("if-match"), if_none_match=call.headers.get("if-none-match"), actor=call.actor)
     version_headers(call, version, resp, report_null=False)
     resp.content_type = "application/xml"
@@ -103,18 +108,17 @@ async def complete_multipart_upload(call: Call, resp: falcon.asgi.Response) -> N
 
 
 async def abort_multipart_upload(call: Call, resp: falcon.asgi.Response) -> None:
-    await call.engine.abort_multipart_upload(call.bucket, call.key, call.query["uploadId"], actor=call.actor)
+    await call.engine.abort_multipart_upload(call.bucket, call.key, call.upload_id(), actor=call.actor)
     resp.status = falcon.HTTP_204
 
 
 async def list_parts(call: Call, resp: falcon.asgi.Response) -> None:
-    marker_text = call.query.get("part-number-marker", "0") or "0"
-    if not marker_text.isdigit():
-        raise S3Error(ErrorCode.INVALID_ARGUMENT, "Invalid part-number-marker", ArgumentName="part-number-marker")
+    marker = parse_int(call.query.get("part-number-marker", "0") or "0", "part-number-marker",
+                       maximum=MAX_PART_NUMBER, message="Invalid part-number-marker")
     limit = max_keys(call, "max-parts")
-    upload, page = call.engine.list_parts(call.bucket, call.key, call.query["uploadId"], int(marker_text), limit)
+    upload, page = call.engine.list_parts(call.bucket, call.key, call.upload_id(), marker, limit)
     resp.content_type = "application/xml"
-    resp.data = list_parts_xml(page, upload, part_number_marker=int(marker_text), max_parts=limit,
+    resp.data = list_parts_xml(page, upload, part_number_marker=marker, max_parts=limit,
                                owner_id=call.settings.owner_id, owner_name=call.settings.owner_name)
 
 

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from urllib.parse import parse_qsl, unquote
 
 import falcon.asgi
 
 from s4.engine import OpenVersion
 from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.model import NULL_VERSION, ObjectVersion
+from s4.engine.names import MAX_PART_NUMBER
 
+from ..inputs import header_value, parse_int, parse_query, unquote_strict
 from .call import Call, checksum_headers
 from .headers import RESPONSE_OVERRIDES, check_read, parse_range, preconditions, stored_headers, user_metadata
 from .lifecycle import set_expiration_header
+from .security import check_acl_body
 from .xml import (
     copy_object_result_xml,
     delete_result_xml,
@@ -32,7 +34,7 @@ INLINE_BODY_BYTES = 256 * 1024  # GET bodies up to this size are read inline and
 def parse_tagging_header(value: str | None) -> dict[str, str] | None:
     if value is None:
         return None
-    tags = dict(parse_qsl(value, keep_blank_values=True))
+    tags = parse_query(value, code=ErrorCode.INVALID_ARGUMENT, what="x-amz-tagging")
     if len(tags) > MAX_OBJECT_TAGS:
         raise S3Error(ErrorCode.INVALID_TAG, "Object tags cannot be greater than 10")
     for k, v in tags.items():
@@ -72,7 +74,9 @@ def _select_version(call: Call) -> ObjectVersion:
 
 
 def _object_headers(call: Call, opened: OpenVersion, resp: falcon.asgi.Response, *, whole: bool) -> None:
-    """GET/HEAD headers; whole-object checksums only when the whole object is returned (as S3 does)."""
+    """GET/HEAD headers; whole-object checksums only when the whole object is returned (as S3 does). The
+    ``response-*`` overrides are checked first: a refused one must not leave the object's headers on the error."""
+    overrides = _response_overrides(call)
     version = opened.version
     version_headers(call, version, resp, opened.versioning)
     resp.set_header("Accept-Ranges", "bytes")
@@ -87,20 +91,26 @@ def _object_headers(call: Call, opened: OpenVersion, resp: falcon.asgi.Response,
     if whole and call.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
         for name, value in checksum_headers(version.checksums).items():
             resp.set_header(name, value)
+    for header, value in overrides:
+        resp.set_header(header, value)
+
+
+def _response_overrides(call: Call) -> list[tuple[str, str]]:
+    """(header, value) of the ``response-*`` query parameters, each a safe header value (no CR/LF/NUL)."""
+    overrides = []
     for param, header in RESPONSE_OVERRIDES.items():
         if param in call.query:
             if call.auth is None:
                 raise S3Error(ErrorCode.INVALID_REQUEST, "Request specific response headers cannot be used for "
                               "anonymous GET requests.")
-            resp.set_header(header, call.query[param])
+            overrides.append((header, header_value(call.query[param], name=param)))
+    return overrides
 
 
 def _part_range(version: ObjectVersion, part_number: str) -> tuple[int, int, int]:
     """(start, length, parts count) of one part of an object, for GET/HEAD ?partNumber=N."""
-    if not part_number.isdigit() or not 1 <= int(part_number) <= 10000:
-        raise S3Error(ErrorCode.INVALID_ARGUMENT, "Part number must be an integer between 1 and 10000, inclusive",
-                      ArgumentName="partNumber", ArgumentValue=part_number)
-    number = int(part_number)
+    number = parse_int(part_number, "partNumber", minimum=1, maximum=MAX_PART_NUMBER,
+                       message="Part number must be an integer between 1 and 10000, inclusive")
     sizes = version.part_sizes or [version.size]
     if number > len(sizes):
         raise S3Error(ErrorCode.INVALID_PART_NUMBER)
@@ -192,13 +202,15 @@ async def delete_objects(call: Call, resp: falcon.asgi.Response) -> None:
 
 
 def parse_copy_source(value: str) -> tuple[str, str, str | None]:
-    """``/bucket/key?versionId=v`` (URL-encoded) -> (bucket, key, version id)."""
+    """``/bucket/key?versionId=v`` (URL-encoded) -> (bucket, key, version id); bytes that are not UTF-8 are
+    InvalidArgument, never replaced."""
     path, _, query = value.partition("?")
-    path = unquote(path).lstrip("/")
+    path = unquote_strict(path, what="x-amz-copy-source", code=ErrorCode.INVALID_ARGUMENT).lstrip("/")
     bucket, _, key = path.partition("/")
     version_id = None
     if query.startswith("versionId="):
-        version_id = unquote(query[len("versionId="):])
+        version_id = unquote_strict(query[len("versionId="):], what="x-amz-copy-source",
+                                    code=ErrorCode.INVALID_ARGUMENT)
     if not bucket or not key:
         raise S3Error(ErrorCode.INVALID_ARGUMENT, "Copy Source must mention the source bucket and key: "
                       "sourcebucket/sourcekey", ArgumentName="x-amz-copy-source", ArgumentValue=value)
@@ -219,7 +231,6 @@ def copy_source_version(call: Call) -> ObjectVersion:
 
 
 async def copy_object(call: Call, resp: falcon.asgi.Response) -> None:
-    await call.drain()
     source = copy_source_version(call)
     directive = call.headers.get("x-amz-metadata-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
@@ -288,15 +299,13 @@ async def get_object_acl(call: Call, resp: falcon.asgi.Response) -> None:
 
 
 async def put_acl(call: Call, resp: falcon.asgi.Response) -> None:
-    """S4 has one owner and no ACL grants: only the canned ``private`` ACL (the default) is accepted."""
-    await call.read_body()
+    """S4 has one owner and no ACL grants. The ``x-amz-acl``/``x-amz-grant-*`` headers are checked with every
+    security header (security.py); an AccessControlPolicy body may only grant the owner FULL_CONTROL."""
     if call.key:
         _select_version(call)
     else:
         call.engine.get_bucket(call.bucket)
-    canned = call.headers.get("x-amz-acl", "private")
-    if canned != "private" or any(h.startswith("x-amz-grant-") for h in call.headers):
-        raise S3Error(ErrorCode.NOT_IMPLEMENTED, "S4 does not support ACL grants; use IAM roles instead.")
+    check_acl_body(await call.read_body(), call.settings.owner_id)
 
 
 RENAME_MERGE_HEADER = "x-amz-s4-rename-merge"
@@ -304,11 +313,10 @@ RENAME_MERGE_HEADER = "x-amz-s4-rename-merge"
 
 async def rename_object(call: Call, resp: falcon.asgi.Response) -> None:
     """RenameObject; a key and source both ending in '/' rename a whole prefix (S4 extension)."""
-    await call.drain()
     source = call.headers.get("x-amz-rename-source")
     if not source:
         raise S3Error(ErrorCode.INVALID_ARGUMENT, "x-amz-rename-source is required", ArgumentName="x-amz-rename-source")
-    path = unquote(source).lstrip("/")
+    path = unquote_strict(source, what="x-amz-rename-source", code=ErrorCode.INVALID_ARGUMENT).lstrip("/")
     src_bucket, _, src_key = path.partition("/")
     if src_bucket != call.bucket or not src_key:
         raise S3Error(ErrorCode.INVALID_REQUEST, "The rename source must be /<bucket>/<key> in the same bucket.",

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import unquote
+
+from s4.engine.errors import ErrorCode, S3Error
+
+from ..inputs import unquote_strict
 
 # (method, level, query key or "", header or "", operation); level: "service" | "bucket" | "object"
 ROUTES: tuple[tuple[str, str, str, str, str], ...] = (
@@ -87,14 +90,19 @@ class Target:
 
 
 def split_target(raw_path: str, host: str, vhost_domains: tuple[str, ...]) -> Target:
-    """Bucket and key from the path, or the bucket from the Host header for virtual-host-style requests."""
-    path = unquote(raw_path)
+    """Bucket and key from the path, or the bucket from the Host header for virtual-host-style requests.
+
+    The path is decoded strictly (InvalidURI if it is not UTF-8); a path-style request whose bucket segment is
+    empty (``//key``) names no bucket and is InvalidBucketName."""
+    path = unquote_strict(raw_path, what="path")
     hostname = host.rsplit(":", 1)[0].lower() if host and not host.startswith("[") else host.lower()
     for domain in vhost_domains:
         suffix = "." + domain
         if hostname.endswith(suffix) and len(hostname) > len(suffix):
             return Target(hostname[: -len(suffix)], path[1:], True)
     bucket, _, key = path[1:].partition("/")
+    if not bucket and path[1:]:
+        raise S3Error(ErrorCode.INVALID_BUCKET_NAME, "The bucket name in the path is empty.", BucketName="")
     return Target(bucket, key, False)
 
 

@@ -22,6 +22,7 @@ from s4.engine.select.runner import Encoder, Limits, QueryRun
 from s4.engine.select.sources import CsvInput, InputSpec
 from s4.engine.select.sql import TABLE, translate
 
+from ..inputs import digits_value
 from . import eventstream
 from .call import Call
 from .xml_parse import local_name, parse_root
@@ -103,10 +104,11 @@ def parse_output(elem: Element) -> Encoder:
 def _scan_range(elem: Element | None, spec: InputSpec) -> None:
     if elem is None:
         return
-    start, end = _text(elem, "Start").strip(), _text(elem, "End").strip()
-    if not (start.isdigit() or end.isdigit()) or (start and not start.isdigit()) or (end and not end.isdigit()):
+    start_text, end_text = _text(elem, "Start").strip(), _text(elem, "End").strip()
+    start, end = digits_value(start_text), digits_value(end_text)
+    if (start is None and end is None) or (start_text and start is None) or (end_text and end is None):
         raise S3Error(ErrorCode.INVALID_REQUEST, "ScanRange needs a numeric Start and/or End.")
-    if start and end and int(start) > int(end):
+    if start is not None and end is not None and start > end:
         raise S3Error(ErrorCode.INVALID_REQUEST, "ScanRange Start must not be greater than End.")
     if spec.kind == "parquet" or spec.compression != "NONE" or (spec.kind == "json" and spec.json_type != "LINES"):
         raise S3Error(ErrorCode.UNSUPPORTED_SCAN_RANGE_INPUT, "ScanRange applies to uncompressed CSV and JSON "
@@ -114,10 +116,10 @@ def _scan_range(elem: Element | None, spec: InputSpec) -> None:
     if spec.kind == "csv" and spec.csv.quoted_record_delimiter:  # a record's start cannot be found from the middle
         raise S3Error(ErrorCode.UNSUPPORTED_SCAN_RANGE_INPUT, "ScanRange cannot be used with "
                       "AllowQuotedRecordDelimiter TRUE.")
-    if not start:  # End alone: the last End bytes, as S3 defines it
-        spec.scan_range = (-int(end), None)
+    if start is None:  # End alone: the last End bytes, as S3 defines it
+        spec.scan_range = (-(end or 0), None)
     else:
-        spec.scan_range = (int(start), int(end) if end else None)
+        spec.scan_range = (start, end)
 
 
 async def select_object_content(call: Call, resp: falcon.asgi.Response) -> None:

@@ -18,6 +18,8 @@ from defusedxml.ElementTree import fromstring
 
 from s4.engine.errors import ErrorCode, S3Error
 
+from ..inputs import parse_int
+
 _NAMESPACES = ("{http://s3.amazonaws.com/doc/2006-03-01/}", "{http://s3.amazonaws.com/doc/2006-03-01}")
 MAX_DELETE_KEYS = 1000
 MAX_TAG_KEY_LEN = 128
@@ -72,14 +74,14 @@ def text_of(elem: Element) -> str:
     return elem.text or ""
 
 
-_INT = re.compile(r"\s*[+-]?\d{1,18}\s*")
-
-
 def int_of(elem: Element) -> int:
-    text = text_of(elem)
-    if not _INT.fullmatch(text):
-        malformed()
-    return int(text)
+    """An xs:integer element (ASCII digits, optional sign, surrounding spaces), at most 18 digits; else
+    MalformedXML. Ranges (part numbers, days) are the caller's to check."""
+    text = text_of(elem).strip()
+    if text.startswith("+") and text[1:2] != "-":
+        text = text[1:]
+    return parse_int(text, "", minimum=-(10**18) + 1, maximum=10**18 - 1, code=ErrorCode.MALFORMED_XML,
+                     message=ErrorCode.MALFORMED_XML.default_message, argument=False)
 
 
 def bool_of(elem: Element) -> bool:

@@ -13,13 +13,15 @@ import itertools
 import threading
 from typing import Any
 
+from ..errors import ServiceUnavailableError
 from .wire import decode_error, encode_frame
 
 AnyFuture = concurrent.futures.Future[Any] | asyncio.Future[Any]
 
 
-class ChannelClosedError(ConnectionError):
-    """The process at the other end is gone (or the channel was closed)."""
+class ChannelClosedError(ServiceUnavailableError):
+    """The process at the other end is gone (or the channel was closed): this node cannot commit now, which a
+    client is told as 503 ServiceUnavailable with Retry-After (engine/errors.py), like every such failure."""
 
 
 class PendingReplies:

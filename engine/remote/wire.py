@@ -3,7 +3,9 @@
 Frame: ``u32 BE length`` + msgpack map. A request is ``{"id", "op", ...}``; its reply is ``{"id", "ok": value}``
 or ``{"id", "err": error}``. Errors keep their meaning across the boundary: an S3Error arrives as the same
 S3Error (code, message, resource, headers, XML fields), an IamError (and ThrottledError) as the same one;
-anything else becomes an InternalError whose message names the original exception type.
+"cannot commit now" (ServiceUnavailableError) as that type; anything else becomes an InternalError whose message
+names the original exception type -- for the worker's log only: the HTTP error boundary (api/errors.py) never
+sends an InternalError's message to a client.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import msgpack
 
-from ..errors import ErrorCode, S3Error
+from ..errors import ErrorCode, S3Error, ServiceUnavailableError
 from ..iam import IamError
 from ..login_throttle import ThrottledError
 
@@ -75,6 +77,8 @@ def encode_error(exc: BaseException) -> dict[str, Any]:
 
 def decode_error(data: dict[str, Any]) -> BaseException:
     kind = data.get(_ERROR_TAG)
+    if kind == "s3" and data["code"] == ErrorCode.SERVICE_UNAVAILABLE.name:
+        return ServiceUnavailableError(data["message"])
     if kind == "s3":
         return S3Error(ErrorCode[data["code"]], data["message"], resource=data["resource"],
                        headers=data["headers"], **data["fields"])
