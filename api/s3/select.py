@@ -17,9 +17,9 @@ import falcon.asgi
 
 from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.model import ObjectVersion
+from s4.engine.select.inputs import CsvInput, InputSpec
 from s4.engine.select.output import CsvEncoder, JsonArrayEncoder, JsonRecordsEncoder
 from s4.engine.select.runner import Encoder, Limits, QueryRun
-from s4.engine.select.sources import CsvInput, InputSpec
 from s4.engine.select.sql import TABLE, translate
 
 from . import eventstream

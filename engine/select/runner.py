@@ -24,8 +24,11 @@ import pyarrow as pa
 from ..engine import Engine
 from ..errors import ErrorCode, S3Error
 from ..model import ObjectVersion
-from .sources import Fetcher, InputSpec, Meter, parquet_dataset, stream_reader
+from .fetch import Fetcher
+from .inputs import InputSpec, Meter
+from .parquet import parquet_dataset
 from .sql import MACROS, Translated
+from .streams import stream_reader
 
 
 class Encoder(Protocol):

@@ -9,15 +9,16 @@ from typing import Any
 
 import pytest
 
-from s4.engine.select import sources
-from s4.engine.select.sources import CsvInput, InputSpec, Meter, ReadAhead
+from s4.engine.select import records, streams
+from s4.engine.select.inputs import CsvInput, InputSpec, Meter
+from s4.engine.select.readahead import ReadAhead
 
 
 def ranged(body: bytes, start: int, end: int | None, sep: bytes = b"\n") -> bytes:
     """What _scan_range keeps when fed the way stream_reader feeds it (from byte start - 1, in small pieces)."""
     data = body[max(start - 1, 0):]
     pieces = (data[i:i + 3] for i in range(0, len(data), 3))
-    return b"".join(sources._scan_range(pieces, start, end, sep))
+    return b"".join(records.scan_range(pieces, start, end, sep))
 
 
 BODY = b"aa\nbbb\nc\ndddd\n"  # records start at 0, 3, 7 and 9
@@ -41,7 +42,7 @@ def test_scan_range_keeps_records_that_start_inside(start: int, end: int | None,
 def test_scan_range_on_a_custom_record_delimiter() -> None:
     body = BODY.replace(b"\n", b";")
     assert ranged(body, 1, 8, b";") == b"bbb;c;"
-    assert list(sources._lines(iter([b"a;b", b"b;", b"c"]), b";")) == [b"a;", b"bb;", b"c"]
+    assert list(records.lines(iter([b"a;b", b"b;", b"c"]), b";")) == [b"a;", b"bb;", b"c"]
 
 
 def test_read_ahead_waits_for_the_consumer_but_never_deadlocks() -> None:
@@ -107,7 +108,7 @@ class FakeFetcher:
 def test_pyarrow_read_ahead_stays_within_a_few_blocks() -> None:
     body = b"k,v\n" + b"".join(b"key%08d,%d\n" % (i, i) for i in range(800_000))  # 16 MiB: 16 blocks
     fetcher = FakeFetcher(body)
-    reader = sources.stream_reader(fetcher, [object()], InputSpec("csv", csv=CsvInput(header="USE")))  # type: ignore[arg-type, list-item]
+    reader = streams.stream_reader(fetcher, [object()], InputSpec("csv", csv=CsvInput(header="USE")))  # type: ignore[arg-type, list-item]
     first = reader.read_next_batch()
     time.sleep(0.5)  # ample time for an unthrottled reader to fetch all 16 blocks (it reads 32 ahead)
     assert first.num_rows > 0
