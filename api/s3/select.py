@@ -37,7 +37,8 @@ def _require_enabled(call: Call) -> None:
 
 
 def _limits(call: Call) -> Limits:
-    return Limits(memory_bytes=call.settings.select_max_memory, timeout_s=call.settings.select_timeout_s)
+    return Limits(memory_bytes=call.settings.select_max_memory, timeout_s=call.settings.select_timeout_s,
+                  process_bytes=call.settings.select_process_memory)
 
 
 # -- SelectObjectContent request XML

@@ -7,6 +7,17 @@ from dataclasses import dataclass, field
 
 BATCH_ROWS = 8192
 BLOCK_BYTES = 1 << 20
+#: S3 Select's maxCharsPerRecord: an input or output record longer than this is OverMaxRecordSize.
+MAX_RECORD_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """One object a query reads, as the query process knows it: its key, size and place in the job's list."""
+
+    key: str
+    size: int
+    index: int
 
 
 @dataclass

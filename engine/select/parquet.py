@@ -11,14 +11,14 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from ..errors import ErrorCode, S3Error
-from ..model import ObjectVersion
 from .fetch import Fetcher
+from .inputs import ObjectRef
 
 
 class RangedFile(io.RawIOBase):
     """A seekable file over one object version; every read is a ranged read of the volumes."""
 
-    def __init__(self, fetcher: Fetcher, version: ObjectVersion) -> None:
+    def __init__(self, fetcher: Fetcher, version: ObjectRef) -> None:
         self.fetcher, self.version, self.pos = fetcher, version, 0
 
     def readable(self) -> bool:
@@ -49,7 +49,7 @@ class RangedFile(io.RawIOBase):
 class ObjectsFileSystem(pafs.FileSystemHandler):
     """A read-only pyarrow filesystem whose paths are the keys of the given versions."""
 
-    def __init__(self, fetcher: Fetcher, versions: dict[str, ObjectVersion]) -> None:
+    def __init__(self, fetcher: Fetcher, versions: dict[str, ObjectRef]) -> None:
         self.fetcher, self.versions = fetcher, versions
 
     def get_type_name(self) -> str:
@@ -78,7 +78,7 @@ class ObjectsFileSystem(pafs.FileSystemHandler):
     move = copy_file = open_output_stream = open_append_stream = _read_only
 
 
-def parquet_dataset(fetcher: Fetcher, versions: list[ObjectVersion]) -> pads.Dataset:
+def parquet_dataset(fetcher: Fetcher, versions: list[ObjectRef]) -> pads.Dataset:
     """Parquet objects as a pyarrow dataset: DuckDB pushes projections and filters into it."""
     fs = pafs.PyFileSystem(ObjectsFileSystem(fetcher, {v.key: v for v in versions}))
     try:

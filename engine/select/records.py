@@ -9,24 +9,39 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import ErrorCode, S3Error
-from .inputs import BLOCK_BYTES, CsvInput, Meter
+from .inputs import BLOCK_BYTES, MAX_RECORD_BYTES, CsvInput, Meter
 
 
 def decompress(chunks: Iterator[bytes], compression: str) -> Iterator[bytes]:
-    """GZIP (multi-member) and BZIP2 (multi-stream) decoded incrementally."""
+    """GZIP (multi-member) and BZIP2 (multi-stream) decoded incrementally, at most one block per piece.
+
+    The cap matters: one 400 KB piece of a gzip bomb inflates to 400 MB in a single ``decompress`` call. With it a
+    bomb is just a long stream, read at the consumer's pace; its first record over MAX_RECORD_BYTES ends the query.
+    """
     if compression == "NONE":
         yield from chunks
         return
-    factory: Callable[[], Any] = (lambda: zlib.decompressobj(16 + zlib.MAX_WBITS)) if compression == "GZIP" \
-        else bz2.BZ2Decompressor
+    gzip = compression == "GZIP"
+    factory: Callable[[], Any] = (lambda: zlib.decompressobj(16 + zlib.MAX_WBITS)) if gzip else bz2.BZ2Decompressor
     decoder = factory()
     try:
         for chunk in chunks:
-            while chunk:
-                yield decoder.decompress(chunk)
-                chunk = decoder.unused_data if decoder.eof else b""
-                if decoder.eof:
-                    decoder = factory()
+            while True:  # each turn consumes input or yields up to a block of output
+                out = decoder.decompress(chunk, BLOCK_BYTES)
+                if out:
+                    yield out
+                if decoder.eof:  # a member/stream ended: the rest of the input starts the next one
+                    chunk, decoder = decoder.unused_data, factory()
+                    if not chunk:
+                        break
+                elif gzip:
+                    chunk = decoder.unconsumed_tail
+                    if not chunk and len(out) < BLOCK_BYTES:
+                        break
+                elif decoder.needs_input:
+                    break
+                else:
+                    chunk = b""
     except (zlib.error, OSError, EOFError) as exc:
         raise S3Error(ErrorCode.INVALID_COMPRESSION_FORMAT, f"The object is not valid {compression}: {exc}") from exc
 
@@ -37,13 +52,21 @@ def metered(chunks: Iterator[bytes], meter: Meter) -> Iterator[bytes]:
         yield chunk
 
 
+def over_max_record(where: str) -> S3Error:
+    return S3Error(ErrorCode.OVER_MAX_RECORD_SIZE, f"A record in the {where} is longer than {MAX_RECORD_BYTES} bytes "
+                   "(S3 Select's maxCharsPerRecord of 1 MB).")
+
+
 def lines(chunks: Iterator[bytes], sep: bytes = b"\n") -> Iterator[bytes]:
-    """Whole records (each ending in ``sep`` except perhaps the last)."""
+    """Whole records (each ending in ``sep`` except perhaps the last); one longer than MAX_RECORD_BYTES is an error,
+    never a buffer that grows with the object."""
     rest = b""
     for chunk in chunks:
         data = rest + chunk
         cut = data.rfind(sep) + 1
         rest = data[cut:]
+        if len(rest) > MAX_RECORD_BYTES:
+            raise over_max_record("input")
         if cut:
             if sep == b"\n":
                 yield from io.BytesIO(data[:cut])

@@ -18,11 +18,10 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 
 from ..errors import ErrorCode, S3Error
-from ..model import ObjectVersion
 from .fetch import Fetcher
-from .inputs import BATCH_ROWS, BLOCK_BYTES, CsvInput, InputSpec
+from .inputs import BATCH_ROWS, BLOCK_BYTES, MAX_RECORD_BYTES, CsvInput, InputSpec, ObjectRef
 from .readahead import PullStream, ReadAhead, ThrottledFile
-from .records import decompress, filtered, lines, metered, peek_first_line, scan_range
+from .records import decompress, filtered, lines, metered, over_max_record, peek_first_line, scan_range
 
 
 def _csv_reader(chunks: Iterator[bytes], spec: CsvInput, schema: pa.Schema | None, gate: ReadAhead,
@@ -36,8 +35,13 @@ def _csv_reader(chunks: Iterator[bytes], spec: CsvInput, schema: pa.Schema | Non
     empty = first is None
     if first is None:
         first = head() if head is not None else b""
+    if len(first) > MAX_RECORD_BYTES:  # (csv.reader would also refuse a field over its 128 KiB default)
+        raise over_max_record("input")
     dialect = {"delimiter": spec.delimiter, "quotechar": spec.quote or '"'}
-    fields = next(csv.reader([first.decode("utf-8", "replace").rstrip("\r")], **dialect), [])  # type: ignore[arg-type]
+    try:
+        fields = next(csv.reader([first.decode("utf-8", "replace").rstrip("\r")], **dialect), [])  # type: ignore[arg-type]
+    except csv.Error as exc:
+        raise S3Error(ErrorCode.CSV_PARSING_ERROR, f"The first record cannot be read: {exc}") from exc
     if spec.header == "USE":
         names = [name.strip() for name in fields]
     elif spec.infer_types:
@@ -67,7 +71,18 @@ def _csv_reader(chunks: Iterator[bytes], spec: CsvInput, schema: pa.Schema | Non
             return pacsv.open_csv(ThrottledFile(PullStream(chunks), gate), read_options=read, parse_options=parse,
                                   convert_options=convert)
     except pa.ArrowInvalid as exc:
-        raise S3Error(ErrorCode.CSV_PARSING_ERROR, str(exc)) from exc
+        raise _parse_error(ErrorCode.CSV_PARSING_ERROR, str(exc)) from exc
+
+
+csv.field_size_limit(MAX_RECORD_BYTES)  # the first record is read with csv.reader: fields up to S3's record size
+
+
+def _parse_error(code: ErrorCode, message: str) -> S3Error:
+    """pyarrow's readers need each record inside one block (BLOCK_BYTES = S3's 1 MiB record limit): a record that
+    straddles two blocks is S3 Select's OverMaxRecordSize, not a parsing error."""
+    if "straddl" in message:
+        return over_max_record("input")
+    return S3Error(code, message)
 
 
 def _follow(value: Any, path: list[str]) -> Iterator[Any]:
@@ -143,14 +158,14 @@ def _json_reader(chunks: Iterator[bytes], spec: InputSpec, gate: ReadAhead,
             try:  # no record starts in the range: no rows, with the columns of the object's first record
                 schema = pajson.read_json(io.BytesIO(record)).schema
             except pa.ArrowInvalid as exc:
-                raise S3Error(ErrorCode.JSON_PARSING_ERROR, str(exc)) from exc
+                raise _parse_error(ErrorCode.JSON_PARSING_ERROR, str(exc)) from exc
             return pa.RecordBatchReader.from_batches(schema, [])
         try:
             with gate.consumer_waits(counts=False):
                 return pajson.open_json(ThrottledFile(PullStream(chunks), gate),
                                         read_options=pajson.ReadOptions(block_size=BLOCK_BYTES))
         except pa.ArrowInvalid as exc:
-            raise S3Error(ErrorCode.JSON_PARSING_ERROR, str(exc)) from exc
+            raise _parse_error(ErrorCode.JSON_PARSING_ERROR, str(exc)) from exc
     batches = _json_batches(_json_values(chunks, spec.json_type), spec.json_path)
     first = next(batches)
 
@@ -160,19 +175,19 @@ def _json_reader(chunks: Iterator[bytes], spec: InputSpec, gate: ReadAhead,
     return pa.RecordBatchReader.from_batches(first.schema, all_batches())
 
 
-def stream_reader(fetcher: Fetcher, versions: list[ObjectVersion], spec: InputSpec) -> pa.RecordBatchReader:
+def stream_reader(fetcher: Fetcher, versions: list[ObjectRef], spec: InputSpec) -> pa.RecordBatchReader:
     """CSV or JSON objects, one after the other, as one stream of record batches (first object's schema)."""
     # ScanRange: records are split on the record delimiter's last byte (\n for \r\n) before any other filter
     sep = (spec.csv.record_delimiter.encode()[-1:] or b"\n") if spec.kind == "csv" else b"\n"
 
-    def chunks_of(version: ObjectVersion) -> Iterator[bytes]:
+    def chunks_of(version: ObjectRef) -> Iterator[bytes]:
         if spec.scan_range is not None:
             start = spec.scan_range[0] or 0
             raw = fetcher.pieces(version, max(start - 1, 0))  # read lazily: stops once past ``end``
             return scan_range(metered(raw, fetcher.meter), start, spec.scan_range[1], sep)
         return metered(decompress(fetcher.pieces(version), spec.compression), fetcher.meter)
 
-    def head_of(version: ObjectVersion) -> bytes:
+    def head_of(version: ObjectRef) -> bytes:
         """The object's first record (after comments), read in growing windows up to one block."""
         size = 4096
         while True:
@@ -183,7 +198,7 @@ def stream_reader(fetcher: Fetcher, versions: list[ObjectVersion], spec: InputSp
                 return data[:cut] if cut >= 0 else data
             size *= 4
 
-    def reader_of(version: ObjectVersion, schema: pa.Schema | None) -> tuple[pa.RecordBatchReader, ReadAhead]:
+    def reader_of(version: ObjectRef, schema: pa.Schema | None) -> tuple[pa.RecordBatchReader, ReadAhead]:
         chunks, gate = chunks_of(version), ReadAhead(fetcher.check)
         fetcher.gates.append(gate)
         head = (lambda: head_of(version)) if spec.scan_range and (spec.scan_range[0] or 0) > 0 else None
@@ -207,7 +222,7 @@ def stream_reader(fetcher: Fetcher, versions: list[ObjectVersion], spec: InputSp
     return pa.RecordBatchReader.from_batches(schema, batches())
 
 
-def _checked(reader: pa.RecordBatchReader, gate: ReadAhead, version: ObjectVersion, spec: InputSpec
+def _checked(reader: pa.RecordBatchReader, gate: ReadAhead, version: ObjectRef, spec: InputSpec
              ) -> Iterator[pa.RecordBatch]:
     """The reader's batches, each fetched with the ReadAhead told that the consumer waits."""
     code = ErrorCode.CSV_PARSING_ERROR if spec.kind == "csv" else ErrorCode.JSON_PARSING_ERROR
@@ -219,12 +234,12 @@ def _checked(reader: pa.RecordBatchReader, gate: ReadAhead, version: ObjectVersi
     except StopIteration:
         return
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise S3Error(code, f"{version.key}: {exc}") from exc
+        raise _parse_error(code, f"{version.key}: {exc}") from exc
     finally:
         gate.close()
 
 
-def _conform(batch: pa.RecordBatch, schema: pa.Schema, version: ObjectVersion) -> pa.RecordBatch:
+def _conform(batch: pa.RecordBatch, schema: pa.Schema, version: ObjectRef) -> pa.RecordBatch:
     if batch.schema.equals(schema):
         return batch
     missing = [n for n in schema.names if n not in batch.schema.names]
