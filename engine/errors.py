@@ -138,6 +138,9 @@ class ErrorCode(enum.Enum):
                                     "this type of object.")
     QUERY_TIMEOUT = ("QueryTimeout", 400, "The query ran longer than the server's S4_SELECT_TIMEOUT.")
     RESOURCE_EXHAUSTED = ("ResourceExhausted", 400, "The query needs more memory than S4_SELECT_MAX_MEMORY.")
+    OVER_MAX_RECORD_SIZE = ("OverMaxRecordSize", 400, "The length of a record in the input or result is greater "
+                            "than maxCharsPerRecord of 1 MB.")
+    BUSY = ("Busy", 503, "The service is unavailable. Please retry.")
 
     def __init__(self, aws_code: str, status: int, default_message: str) -> None:
         self.aws_code = aws_code

@@ -100,6 +100,7 @@ ENV: dict[str, tuple[str, Callable[[str, str], Any], Any]] = {
     "S4_SELECT_ENABLED": ("select_enabled", parse_bool, True),
     "S4_SELECT_MAX_MEMORY": ("select_max_memory", parse_size, 256 * 1024**2),
     "S4_SELECT_TIMEOUT": ("select_timeout_s", parse_int, 60),
+    "S4_SELECT_NODE_MEMORY": ("select_node_memory", parse_size, 1024**3),
     "S4_MODE": ("mode", _text, "single"),
     "S4_CLUSTER_NAME": ("cluster_name", _text, "default"),
     "S4_NODE_ID": ("node_id", _text, None),

@@ -158,7 +158,8 @@ def _api_settings(settings: Settings, access: str, secret: str, jwt_secret: str)
                        max_upload_bytes=settings.max_upload_bytes, vhost_domains=domains,
                        iam_enabled=bool(settings.root_password), jwt_secret=jwt_secret,
                        metrics_enabled=settings.metrics_enabled, select_enabled=settings.select_enabled,
-                       select_max_memory=settings.select_max_memory, select_timeout_s=settings.select_timeout_s)
+                       select_max_memory=settings.select_max_memory, select_timeout_s=settings.select_timeout_s,
+                       select_process_memory=settings.select_node_memory // (settings.workers or os.cpu_count() or 1))
 
 
 def _uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:

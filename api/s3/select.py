@@ -17,9 +17,9 @@ import falcon.asgi
 
 from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.model import ObjectVersion
+from s4.engine.select.inputs import CsvInput, InputSpec
 from s4.engine.select.output import CsvEncoder, JsonArrayEncoder, JsonRecordsEncoder
 from s4.engine.select.runner import Encoder, Limits, QueryRun
-from s4.engine.select.sources import CsvInput, InputSpec
 from s4.engine.select.sql import TABLE, translate
 
 from ..inputs import digits_value
@@ -38,7 +38,8 @@ def _require_enabled(call: Call) -> None:
 
 
 def _limits(call: Call) -> Limits:
-    return Limits(memory_bytes=call.settings.select_max_memory, timeout_s=call.settings.select_timeout_s)
+    return Limits(memory_bytes=call.settings.select_max_memory, timeout_s=call.settings.select_timeout_s,
+                  process_bytes=call.settings.select_process_memory)
 
 
 # -- SelectObjectContent request XML

@@ -11,6 +11,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from ..errors import ErrorCode, S3Error
+from .inputs import MAX_RECORD_BYTES
+
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, decimal.Decimal):
@@ -35,6 +38,15 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _record(text: str) -> str:
+    """One encoded result record, refused past S3 Select's 1 MiB maxCharsPerRecord (a character is at least a
+    byte, so the length in characters is checked first and the bytes only when it could be close)."""
+    if len(text) > MAX_RECORD_BYTES or (len(text) > MAX_RECORD_BYTES // 4 and len(text.encode()) > MAX_RECORD_BYTES):
+        raise S3Error(ErrorCode.OVER_MAX_RECORD_SIZE, f"A result record is longer than {MAX_RECORD_BYTES} bytes "
+                      "(S3 Select's maxCharsPerRecord of 1 MB).")
+    return text
+
+
 def _rows(batch: pa.RecordBatch) -> list[tuple[Any, ...]]:
     return list(zip(*(column.to_pylist() for column in batch.columns), strict=True))
 
@@ -50,7 +62,15 @@ class CsvEncoder:
 
     def _write(self, rows: list[Any]) -> bytes:
         out = io.StringIO()
-        csv.writer(out, **self.options).writerows(rows)
+        writer = csv.writer(out, **self.options)
+        start = 0
+        for row in rows:
+            writer.writerow(row)
+            end = out.tell()
+            if end - start > MAX_RECORD_BYTES // 4:  # only then can the record be over the limit in bytes
+                out.seek(start)
+                _record(out.read())
+            start = end
         return out.getvalue().encode()
 
     def begin(self, schema: pa.Schema) -> bytes:
@@ -75,8 +95,8 @@ class JsonRecordsEncoder:
         return b""
 
     def batch(self, batch: pa.RecordBatch) -> bytes:
-        return "".join(json.dumps(dict(zip(self.names, row, strict=True)), default=_json_default,
-                                  separators=(",", ":")) + self.delimiter for row in _rows(batch)).encode()
+        return "".join(_record(json.dumps(dict(zip(self.names, row, strict=True)), default=_json_default,
+                                          separators=(",", ":")) + self.delimiter) for row in _rows(batch)).encode()
 
     def end(self) -> bytes:
         return b""
@@ -94,7 +114,7 @@ class JsonArrayEncoder(JsonRecordsEncoder):
         return b"["
 
     def batch(self, batch: pa.RecordBatch) -> bytes:
-        rows = [json.dumps(dict(zip(self.names, row, strict=True)), default=_json_default)
+        rows = [_record(json.dumps(dict(zip(self.names, row, strict=True)), default=_json_default))
                 for row in _rows(batch)]
         if not rows:
             return b""

@@ -1,20 +1,23 @@
-"""Run one translated query in a worker thread and hand encoded result chunks to the event loop.
+"""Run one translated query in a query process (sandbox.py) and hand its encoded result chunks to the event loop.
 
-Each query gets its own DuckDB connection: external access off (no files, network, extensions), Python
-replacement scans off, ``memory_limit`` = S4_SELECT_MAX_MEMORY, a few threads, configuration locked. A timer
-interrupts the connection at S4_SELECT_TIMEOUT. The worker first reports "ready" (query bound: unknown columns,
-bad casts of literals... fail here, before any response byte), then streams chunks through a small bounded queue,
-so a slow client slows the scan instead of filling memory.
+The HTTP process reserves the query's memory from this process's share of the node budget (budget.py: a query
+that does not fit is ``Busy``), starts ``python -m s4.engine.select.sandbox``, sends it the job, answers its
+reads from ``Engine.read_object`` and relays its chunks through a small bounded queue, so a slow client slows the
+scan instead of filling memory. The child first reports "ready" (query bound: unknown columns, bad casts of
+literals... fail there, before any response byte). A timer kills the child at S4_SELECT_TIMEOUT; a client that goes
+away kills it too. The reservation is released once the child has exited.
+
+The child's DuckDB connection (``connect``): external access off (no files, network, extensions), Python
+replacement scans off, ``memory_limit`` = the query's memory, a few threads, no spill, configuration locked.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
+import contextlib
+import pickle
 import sys
-import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -24,8 +27,15 @@ import pyarrow as pa
 from ..engine import Engine
 from ..errors import ErrorCode, S3Error
 from ..model import ObjectVersion
-from .sources import Fetcher, InputSpec, Meter, parquet_dataset, stream_reader
+from . import sandbox
+from .budget import BUDGET
+from .channel import ChannelError, Job, frame, read_frame_async, reply
+from .fetch import PIECE_BYTES
+from .inputs import InputSpec, Meter, ObjectRef
 from .sql import MACROS, Translated
+
+#: How long a query process may take to start (interpreter, DuckDB, pyarrow) before the query fails.
+SPAWN_TIMEOUT_S = 60.0
 
 
 class Encoder(Protocol):
@@ -38,15 +48,31 @@ class Encoder(Protocol):
 
 @dataclass(frozen=True)
 class Limits:
-    memory_bytes: int = 256 * 1024**2
+    memory_bytes: int = 256 * 1024**2  # one query (S4_SELECT_MAX_MEMORY)
     timeout_s: float = 60.0
     threads: int = 2
+    process_bytes: int = 1024**3  # this HTTP process's share of S4_SELECT_NODE_MEMORY
+
+    @property
+    def query_bytes(self) -> int:
+        """What one query may use: its own limit, never more than the process's whole share."""
+        return min(self.memory_bytes, self.process_bytes)
 
 
 _DONE = object()
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None
-if _LIBC is not None and not hasattr(_LIBC, "malloc_trim"):  # musl
-    _LIBC = None
+
+
+def connect(memory_bytes: int, threads: int) -> duckdb.DuckDBPyConnection:
+    """The query's sandboxed DuckDB connection (in the query process)."""
+    conn = duckdb.connect(":memory:", config={
+        "enable_external_access": False, "python_enable_replacements": False,
+        "autoinstall_known_extensions": False, "autoload_known_extensions": False,
+        "memory_limit": f"{max(memory_bytes // 1024**2, 16)}MB",
+        "threads": threads, "max_temp_directory_size": "0B"})
+    for macro in MACROS:
+        conn.execute(macro)
+    conn.execute("SET lock_configuration = true")
+    return conn
 
 
 class QueryRun:
@@ -54,23 +80,49 @@ class QueryRun:
 
     def __init__(self, engine: Engine, query: Translated, tables: dict[str, tuple[InputSpec, list[ObjectVersion]]],
                  encode: Encoder, limits: Limits) -> None:
-        self.engine, self.query, self.tables, self.encode, self.limits = engine, query, tables, encode, limits
+        self.engine, self.query, self.encode, self.limits = engine, query, encode, limits
         self.meter = Meter()
         self.returned = 0
         self.timed_out = False
         self.cancelled = False
-        self._conn: duckdb.DuckDBPyConnection | None = None
+        self._versions: list[ObjectVersion] = []
+        self._tables: dict[str, tuple[InputSpec, list[ObjectRef]]] = {}
+        for name, (spec, versions) in tables.items():
+            refs = []
+            for version in versions:
+                refs.append(ObjectRef(version.key, version.size, len(self._versions)))
+                self._versions.append(version)
+            self._tables[name] = (spec, refs)
+        self._locations: dict[int, Any] = {}
         self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
-        self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._work, name="s4-select", daemon=True)
-        self._timer = threading.Timer(limits.timeout_s, self._timeout)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._reserved = 0
 
     # -- event-loop side
     async def start(self) -> None:
-        """Start the worker; raises the query's S3Error if it fails before producing anything."""
-        self._thread.start()
-        self._timer.start()
-        first = await self._queue.get()
+        """Start the query process; raises the query's S3Error if it fails before producing anything."""
+        self._reserved = BUDGET.reserve(self.limits.query_bytes, self.limits.process_bytes)
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "s4.engine.select.sandbox", stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, env={**_environ(), **sandbox.ENV})
+            assert self._proc.stdout is not None and self._proc.stdin is not None
+            hello = await asyncio.wait_for(read_frame_async(self._proc.stdout), SPAWN_TIMEOUT_S)
+            if hello != ["hello"]:
+                raise S3Error(ErrorCode.INTERNAL_ERROR, "The query process did not start.")
+            job = Job(self.query.sql, self._tables, self.encode, self.limits.query_bytes, self.limits.threads)
+            self._proc.stdin.write(frame(None, raw=pickle.dumps(job)))
+            await self._proc.stdin.drain()
+            self._timer = asyncio.get_running_loop().call_later(self.limits.timeout_s, self._timeout)
+            self._pump = asyncio.create_task(self._relay())
+            first = await self._queue.get()
+        except BaseException:
+            self.cancel()
+            if self._pump is None:
+                await self._reap()
+            raise
         if isinstance(first, S3Error):
             raise first
 
@@ -93,118 +145,121 @@ class QueryRun:
             self.cancel()
 
     def cancel(self) -> None:
+        """Stop the query: kill its process (the relay then releases the memory once it has exited)."""
         self.cancelled = True
-        self._timer.cancel()
-        conn = self._conn
-        if conn is not None:
-            try:
-                conn.interrupt()
-            except duckdb.Error:
-                pass
+        if self._timer is not None:
+            self._timer.cancel()
+        self._kill()
+        if self._pump is not None and not self._pump.done():
+            self._pump.cancel()
 
-    # -- worker side
     def _timeout(self) -> None:
         self.timed_out = True
-        conn = self._conn
-        if conn is not None:
-            conn.interrupt()
+        self._kill()
 
-    def _check(self) -> None:
-        if self.timed_out:
-            raise S3Error(ErrorCode.QUERY_TIMEOUT, f"The query ran longer than {self.limits.timeout_s:g}s "
-                          "(S4_SELECT_TIMEOUT).")
-        if self.cancelled:
-            raise S3Error(ErrorCode.INTERNAL_ERROR, "The query was cancelled.")
+    def _kill(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
 
-    def _put(self, item: Any) -> None:
-        future = asyncio.run_coroutine_threadsafe(self._queue.put(item), self._loop)
-        while True:
-            try:
-                future.result(timeout=0.5)
-                return
-            except TimeoutError:
-                if self.cancelled:
-                    future.cancel()
-                    raise S3Error(ErrorCode.INTERNAL_ERROR, "The client went away.") from None
-
-    def _connect(self) -> duckdb.DuckDBPyConnection:
-        conn = duckdb.connect(":memory:", config={
-            "enable_external_access": False, "python_enable_replacements": False,
-            "autoinstall_known_extensions": False, "autoload_known_extensions": False,
-            "memory_limit": f"{max(self.limits.memory_bytes // 1024**2, 16)}MB",
-            "threads": self.limits.threads, "max_temp_directory_size": "0B"})
-        for macro in MACROS:
-            conn.execute(macro)
-        conn.execute("SET lock_configuration = true")
-        return conn
-
-    def _work(self) -> None:
-        fetcher = Fetcher(self.engine, self._loop, self.meter, self._check)
+    async def _reap(self) -> None:
+        """Wait for the child to be gone, then give its memory back to the budget (once)."""
         try:
-            conn = self._conn = self._connect()
-            for name, (spec, versions) in self.tables.items():
-                if spec.kind == "parquet":
-                    conn.register(name, parquet_dataset(fetcher, versions))
-                else:
-                    conn.register(name, stream_reader(fetcher, versions, spec))
-            relation = conn.sql(self.query.sql)  # binds: unknown columns etc. fail before the 200
-            self._put(None)
-            fetch = getattr(relation, "to_arrow_reader", None) or relation.fetch_record_batch  # DuckDB < 1.4
-            reader = fetch(8192)
-            for data in self._encoded(reader):
-                if data:
-                    self._put(data)
-            self._put(_DONE)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes an S3 error for the client
-            try:
-                self._put(self._as_s3_error(exc))
-            except S3Error:
-                pass
+            if self._proc is not None:
+                self._kill()
+                await self._proc.wait()
         finally:
-            self._timer.cancel()
-            fetcher.close()
-            if self._conn is not None:
-                self._conn.close()
-            _release_memory()
+            BUDGET.release(self._reserved)
+            self._reserved = 0
 
-    def _encoded(self, reader: pa.RecordBatchReader) -> Iterator[bytes]:
-        """Encoded output; the encoder's opening bytes go out with the first rows (or the end), so the first chunk
-        a client sees means the query produced something."""
-        head = self.encode.begin(reader.schema)
-        for batch in reader:
-            self._check()
-            data = self.encode.batch(batch)
-            if data:
-                yield head + data
-                head = b""
-        yield head + self.encode.end()
+    async def _relay(self) -> None:
+        """The child's messages until it exits: reads answered, chunks queued, the outcome delivered once."""
+        assert self._proc is not None and self._proc.stdout is not None
+        outcome: Any = None
+        try:
+            while outcome is None:
+                message = await read_frame_async(self._proc.stdout)
+                if not isinstance(message, list) or not message:
+                    outcome = await self._ended(message)
+                    break
+                kind = message[0]
+                if kind == "read":
+                    await self._serve_read(*message[1:6])
+                elif kind == "ready":
+                    await self._queue.put(None)
+                elif kind == "chunk":
+                    self.meter.processed = int(message[2])
+                    await self._queue.put(bytes(message[1]))
+                elif kind == "done":
+                    self.meter.processed = int(message[1])
+                    outcome = _DONE
+                elif kind == "error":
+                    code = ErrorCode.__members__.get(str(message[1]), ErrorCode.INTERNAL_ERROR)
+                    outcome = self._timeout_error() if self.timed_out else S3Error(code, str(message[2]))
+                else:
+                    raise ChannelError(f"unknown message {kind!r}")
+        except ChannelError as exc:
+            outcome = S3Error(ErrorCode.INTERNAL_ERROR, f"The query process broke its protocol: {exc}")
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+            await self._reap()
+        await self._queue.put(outcome)
 
-    def _as_s3_error(self, exc: BaseException) -> S3Error:
-        cause: BaseException | None = exc
-        while cause is not None:  # our own S3Errors raised inside pyarrow/DuckDB callbacks
-            if isinstance(cause, S3Error):
-                return cause
-            cause = cause.__cause__ or cause.__context__
+    async def _ended(self, message: Any) -> Any:
+        """The child closed its pipe without a result: killed by the timer or a cancel, or it died."""
+        assert self._proc is not None
+        if message is not None:
+            raise ChannelError("malformed message")
+        code = await self._proc.wait()
         if self.timed_out:
-            return S3Error(ErrorCode.QUERY_TIMEOUT, f"The query ran longer than {self.limits.timeout_s:g}s "
-                           "(S4_SELECT_TIMEOUT).")
-        return translate_error(exc, self.limits)
+            return self._timeout_error()
+        if self.cancelled:
+            return S3Error(ErrorCode.INTERNAL_ERROR, "The query was cancelled.")
+        return S3Error(ErrorCode.RESOURCE_EXHAUSTED, f"The query process stopped (exit status {code}), most likely "
+                       f"at its memory limit of {self.limits.query_bytes} bytes (S4_SELECT_MAX_MEMORY).")
+
+    def _timeout_error(self) -> S3Error:
+        return S3Error(ErrorCode.QUERY_TIMEOUT, f"The query ran longer than {self.limits.timeout_s:g}s "
+                       "(S4_SELECT_TIMEOUT).")
+
+    async def _serve_read(self, rid: Any, index: Any, offset: Any, length: Any, processed: Any) -> None:
+        """Bytes [offset, offset+length) of object #index, at most one piece, for the child's reader."""
+        assert self._proc is not None and self._proc.stdin is not None
+        if not (isinstance(index, int) and 0 <= index < len(self._versions) and isinstance(offset, int)
+                and isinstance(length, int) and 0 <= offset and 0 <= length <= PIECE_BYTES):
+            raise ChannelError("bad read request")
+        self.meter.processed = int(processed)
+        version = self._versions[index]
+        if index not in self._locations:
+            self._locations[index] = self.engine.locate(version)
+        pieces = []
+        agen = self.engine.read_object(version, offset, length, self._locations[index])
+        try:
+            async for piece in agen:
+                pieces.append(piece)
+        finally:
+            await agen.aclose()  # type: ignore[attr-defined]
+        data = b"".join(pieces)
+        self.meter.scanned += len(data)
+        self._proc.stdin.write(reply(int(rid), data))
+        with contextlib.suppress(ConnectionError):  # the child died: its end of stream follows
+            await self._proc.stdin.drain()
 
 
-def _release_memory() -> None:
-    """Give the memory a finished query freed back to the OS. pyarrow's pool and glibc's per-thread arenas keep
-    freed pages for reuse, so each query on a fresh set of threads would otherwise leave its peak resident."""
-    pa.default_memory_pool().release_unused()
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
+def _environ() -> dict[str, str]:
+    import os
+    return dict(os.environ)
 
 
-def translate_error(exc: BaseException, limits: Limits) -> S3Error:
-    """DuckDB / pyarrow exceptions -> S3 Select style errors with the readable part of the message."""
+def translate_error(exc: BaseException, memory_bytes: int) -> S3Error:
+    """DuckDB / pyarrow / Python exceptions (in the query process) -> S3 Select style errors with the readable
+    part of the message. Running out of the process's memory is ResourceExhausted, whoever noticed."""
     text = str(exc).split("\n\nLINE", 1)[0].strip()
-    if isinstance(exc, duckdb.OutOfMemoryException) or "Out of Memory" in text:
-        return S3Error(ErrorCode.RESOURCE_EXHAUSTED, f"The query needs more than {limits.memory_bytes} bytes of "
-                       f"memory (S4_SELECT_MAX_MEMORY): {text}")
+    if (isinstance(exc, duckdb.OutOfMemoryException | MemoryError | pa.ArrowMemoryError) or "Out of Memory" in text
+            or "bad_alloc" in text or "Cannot allocate memory" in text or "can't start new thread" in text):
+        return S3Error(ErrorCode.RESOURCE_EXHAUSTED, f"The query needs more than {memory_bytes} bytes of "
+                       f"memory (S4_SELECT_MAX_MEMORY): {text[:500]}")
     if isinstance(exc, duckdb.BinderException):
         if "Referenced column" in text or "not found in FROM clause" in text or "does not have a column" in text:
             return S3Error(ErrorCode.EVALUATOR_BINDING_DOES_NOT_EXIST, _readable(text))
@@ -215,8 +270,6 @@ def translate_error(exc: BaseException, limits: Limits) -> S3Error:
         return S3Error(ErrorCode.PARSE_UNEXPECTED_TOKEN, _readable(text))
     if isinstance(exc, duckdb.PermissionException):
         return S3Error(ErrorCode.UNSUPPORTED_SQL_OPERATION, _readable(text))
-    if isinstance(exc, duckdb.InterruptException):
-        return S3Error(ErrorCode.INTERNAL_ERROR, "The query was interrupted.")
     if isinstance(exc, pa.ArrowInvalid):
         return S3Error(ErrorCode.INVALID_REQUEST, text)
     if isinstance(exc, duckdb.Error):

@@ -168,8 +168,15 @@ def _serialize(sql: str) -> dict[str, Any]:
     return json.loads(row[0]) if row else {"error": True, "error_message": "empty"}  # type: ignore[no-any-return]
 
 
-def _walk(node: Any, tables: set[str], ctes: set[str]) -> None:
-    """Refuse anything in the parse tree that is not a plain query over the allowed tables."""
+def _walk(node: Any, tables: set[str], ctes: frozenset[str]) -> None:
+    """Refuse anything in the parse tree that is not a plain query over the allowed tables.
+
+    ``ctes`` are the CTE names in scope where ``node`` sits, as DuckDB binds them: a WITH's names are visible in
+    its query and, in order, to the CTEs defined after each one; a CTE's own name inside its body only where it is
+    the recursive part of a UNION (a RECURSIVE_CTE_NODE). Anywhere else DuckDB resolves the name in its catalog,
+    so a name collected from the whole tree would let ``WITH pg_settings AS (SELECT * FROM pg_settings)`` or a
+    sibling subquery's CTE name reach a catalog view.
+    """
     if isinstance(node, list):
         for item in node:
             _walk(item, tables, ctes)
@@ -190,23 +197,19 @@ def _walk(node: Any, tables: set[str], ctes: set[str]) -> None:
         if node.get("schema") or node.get("catalog") or (
                 not node.get("is_operator") and fname not in ALLOWED_FUNCTIONS):
             raise S3Error(ErrorCode.UNSUPPORTED_SQL_OPERATION, f"Function {fname}() is not supported.")
-    for value in node.values():
-        _walk(value, tables, ctes)
-
-
-def _cte_names(node: Any, found: set[str]) -> set[str]:
-    if isinstance(node, list):
-        for item in node:
-            _cte_names(item, found)
-    elif isinstance(node, dict):
-        cte_map = node.get("cte_map")
-        if isinstance(cte_map, dict):
-            for entry in cte_map.get("map", []):
-                if isinstance(entry, dict) and "key" in entry:
-                    found.add(str(entry["key"]).lower())
-        for value in node.values():
-            _cte_names(value, found)
-    return found
+    inner = ctes
+    cte_map = node.get("cte_map")
+    if isinstance(cte_map, dict):
+        for entry in cte_map.get("map", []):
+            if not isinstance(entry, dict) or "key" not in entry:
+                raise S3Error(ErrorCode.UNSUPPORTED_SQL_OPERATION, "Unsupported WITH clause.")
+            _walk(entry.get("value"), tables, inner)  # sees the outer names and the CTEs defined before it
+            inner = inner | {str(entry["key"]).lower()}
+    recursive = str(node.get("cte_name", "")).lower() if ref_type == "RECURSIVE_CTE_NODE" else ""
+    for key, value in node.items():
+        if key == "cte_map":
+            continue
+        _walk(value, tables, inner | {recursive} if recursive and key == "right" else inner)
 
 
 def validate(sql: str, tables: set[str]) -> None:
@@ -220,7 +223,7 @@ def validate(sql: str, tables: set[str]) -> None:
     statements = tree.get("statements", [])
     if len(statements) != 1:
         raise S3Error(ErrorCode.UNSUPPORTED_SQL_OPERATION, "Exactly one SELECT statement is allowed.")
-    _walk(statements[0], {t.lower() for t in tables}, _cte_names(statements[0], set()))
+    _walk(statements[0], {t.lower() for t in tables}, frozenset())
 
 
 def translate(expression: str, *, globs: bool = False) -> Translated:

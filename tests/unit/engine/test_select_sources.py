@@ -9,15 +9,16 @@ from typing import Any
 
 import pytest
 
-from s4.engine.select import sources
-from s4.engine.select.sources import CsvInput, InputSpec, Meter, ReadAhead
+from s4.engine.select import records, streams
+from s4.engine.select.inputs import CsvInput, InputSpec, Meter
+from s4.engine.select.readahead import ReadAhead
 
 
 def ranged(body: bytes, start: int, end: int | None, sep: bytes = b"\n") -> bytes:
     """What _scan_range keeps when fed the way stream_reader feeds it (from byte start - 1, in small pieces)."""
     data = body[max(start - 1, 0):]
     pieces = (data[i:i + 3] for i in range(0, len(data), 3))
-    return b"".join(sources._scan_range(pieces, start, end, sep))
+    return b"".join(records.scan_range(pieces, start, end, sep))
 
 
 BODY = b"aa\nbbb\nc\ndddd\n"  # records start at 0, 3, 7 and 9
@@ -41,7 +42,7 @@ def test_scan_range_keeps_records_that_start_inside(start: int, end: int | None,
 def test_scan_range_on_a_custom_record_delimiter() -> None:
     body = BODY.replace(b"\n", b";")
     assert ranged(body, 1, 8, b";") == b"bbb;c;"
-    assert list(sources._lines(iter([b"a;b", b"b;", b"c"]), b";")) == [b"a;", b"bb;", b"c"]
+    assert list(records.lines(iter([b"a;b", b"b;", b"c"]), b";")) == [b"a;", b"bb;", b"c"]
 
 
 def test_read_ahead_waits_for_the_consumer_but_never_deadlocks() -> None:
@@ -107,10 +108,65 @@ class FakeFetcher:
 def test_pyarrow_read_ahead_stays_within_a_few_blocks() -> None:
     body = b"k,v\n" + b"".join(b"key%08d,%d\n" % (i, i) for i in range(800_000))  # 16 MiB: 16 blocks
     fetcher = FakeFetcher(body)
-    reader = sources.stream_reader(fetcher, [object()], InputSpec("csv", csv=CsvInput(header="USE")))  # type: ignore[arg-type, list-item]
+    reader = streams.stream_reader(fetcher, [object()], InputSpec("csv", csv=CsvInput(header="USE")))  # type: ignore[arg-type, list-item]
     first = reader.read_next_batch()
     time.sleep(0.5)  # ample time for an unthrottled reader to fetch all 16 blocks (it reads 32 ahead)
     assert first.num_rows > 0
     assert fetcher.pulled <= ReadAhead.AHEAD + 4, fetcher.pulled
     rows = first.num_rows + sum(batch.num_rows for batch in reader)
     assert rows == 800_000 and fetcher.pulled >= len(body) >> 20
+
+
+def test_issue18_decompression_yields_at_most_a_block_per_piece() -> None:
+    import bz2
+    import gzip
+
+    from s4.engine.errors import S3Error
+    from s4.engine.select.inputs import BLOCK_BYTES
+    body = bytes(16 * BLOCK_BYTES) + b"end\n"
+    for compression, data in (("GZIP", gzip.compress(body) * 2), ("BZIP2", bz2.compress(body) * 2)):
+        pieces = list(records.decompress(iter([data]), compression))  # a whole bomb in one input piece
+        assert max(map(len, pieces)) <= BLOCK_BYTES
+        assert b"".join(pieces) == body * 2  # multi-member / multi-stream still decoded whole
+    with pytest.raises(S3Error) as info:
+        list(records.decompress(iter([b"not gzip"]), "GZIP"))
+    assert info.value.code.aws_code == "InvalidCompressionFormat"
+
+
+def test_issue18_a_record_over_one_mib_is_over_max_record_size() -> None:
+    from s4.engine.errors import S3Error
+    from s4.engine.select.inputs import MAX_RECORD_BYTES
+    ok = b"x" * (MAX_RECORD_BYTES - 1) + b"\n"
+    assert list(records.lines(iter([ok[:10], ok[10:]]))) == [ok]
+    with pytest.raises(S3Error) as info:  # no separator: refused once past the limit, not buffered to the end
+        for _ in records.lines(iter([b"y" * 65536] * 40)):
+            pass
+    assert info.value.code.aws_code == "OverMaxRecordSize"
+
+
+def test_issue18_result_records_over_one_mib_are_refused() -> None:
+    import pyarrow as pa
+
+    from s4.engine.errors import S3Error
+    from s4.engine.select.output import CsvEncoder, JsonArrayEncoder, JsonRecordsEncoder
+    big = pa.record_batch({"s": ["a", "é" * (600 * 1024)]})  # 600 Ki characters, 1.2 MB of UTF-8
+    small = pa.record_batch({"s": ["a", "b" * 1000]})
+    for encoder in (CsvEncoder(), JsonRecordsEncoder(), JsonArrayEncoder()):
+        encoder.begin(small.schema)
+        assert encoder.batch(small)
+        with pytest.raises(S3Error) as info:
+            encoder.batch(big)
+        assert info.value.code.aws_code == "OverMaxRecordSize"
+
+
+def test_issue18_budget_refuses_what_does_not_fit_and_gives_back() -> None:
+    from s4.engine.errors import S3Error
+    from s4.engine.select.budget import MemoryBudget
+    budget = MemoryBudget()
+    first = budget.reserve(60, 100)
+    with pytest.raises(S3Error) as info:
+        budget.reserve(60, 100)
+    assert (info.value.code.aws_code, info.value.status, info.value.headers) == ("Busy", 503, {"Retry-After": "1"})
+    budget.release(first)
+    budget.release(budget.reserve(100, 100))
+    assert budget.reserved == 0

@@ -76,3 +76,34 @@ def test_empty_and_syntax_errors() -> None:
     with pytest.raises(S3Error) as info:
         translate("SELEC * FROM s3object")
     assert info.value.code.aws_code in ("ParseUnexpectedToken", "UnsupportedSqlOperation")
+
+
+@pytest.mark.parametrize("sql", [
+    # a CTE named like a catalog view, reading that view in its own (non-recursive) body
+    "with pg_settings as (select * from pg_settings) select name, setting from pg_settings",
+    "with recursive pg_class as (select * from pg_class) select relname from pg_class",
+    "with recursive pg_class as (select * from pg_class union all select * from pg_class) select * from pg_class",
+    # a CTE name from a sibling subquery's scope, used where DuckDB resolves it in the catalog
+    "select * from (with pg_class as (select 1 a) select a from pg_class) x, pg_class",
+    "select (with pg_proc as (select 1) select count(*) from pg_proc), (select count(*) from pg_proc) from s3object",
+    # a later CTE's name used by an earlier one
+    "with a as (select * from pg_namespace), pg_namespace as (select 1) select * from a",
+    # a CTE reading a file or a table function
+    "with s3object as (select * from read_csv('/etc/passwd')) select * from s3object",
+    "with c as (select * from '/etc/passwd') select * from c",
+])
+def test_issue18_cte_names_cannot_reach_the_catalog(sql: str) -> None:
+    with pytest.raises(S3Error) as info:
+        translate(sql)
+    assert info.value.code.aws_code == "UnsupportedSqlOperation"
+
+
+@pytest.mark.parametrize("sql", [
+    "with a as (select * from s3object), b as (select * from a) select * from b",
+    "with s3object as (select * from s3object where x > 1) select * from s3object",
+    "with recursive t(n) as (select 1 union all select n + 1 from t where n < 3) select * from t, s3object",
+    "select * from (with c as (select * from s3object) select * from c) x",
+    "with c as (select 1 a) select (select count(*) from c) from s3object",
+])
+def test_issue18_scoped_ctes_still_work(sql: str) -> None:
+    translate(sql)
