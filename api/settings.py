@@ -20,3 +20,4 @@ class ApiSettings:
     select_enabled: bool = True  # S3 Select and the ?sql endpoint (S4_SELECT_ENABLED)
     select_max_memory: int = 256 * 1024**2  # per query (S4_SELECT_MAX_MEMORY)
     select_timeout_s: float = 60.0  # per query (S4_SELECT_TIMEOUT)
+    access_log: bool = False  # one JSON line per request on stderr (S4_ACCESS_LOG; the server's default is on)
