@@ -16,6 +16,8 @@ the app fills the request's context (``LoggedRequest`` makes the wrapper's entry
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -51,12 +53,56 @@ class LoggedRequest(falcon.asgi.Request):
             self.context = entry
 
 
-def _stderr(line: str) -> None:
-    """One write per line (a line below PIPE_BUF is never interleaved with another process's line)."""
-    try:
-        sys.stderr.write(line)
-    except (OSError, ValueError):  # a closed or broken stderr never fails a request
-        pass
+class LineBuffer:
+    """Lines gathered for up to ``FLUSH_S`` and written to stderr in pieces of whole lines of at most ``PIPE_BUF``
+    bytes, so another process's pieces never split one (a write to a pipe that size is atomic).
+
+    One write per piece instead of one per request: the write system call was most of the log's cost, a few
+    percent of a small GET's CPU. Lines still buffered when the process is SIGKILLed are lost; a normal exit
+    writes them (atexit). Without a running event loop a line is written at once.
+    """
+
+    PIPE_BUF = 4096
+    FLUSH_S = 0.1
+
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+        self._size = 0
+        self._timer = False
+        atexit.register(self.flush)
+
+    def __call__(self, line: str) -> None:
+        if self._size + len(line) > self.PIPE_BUF:
+            self.flush()
+        self._lines.append(line)
+        self._size += len(line)
+        if not self._timer:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            loop.call_later(self.FLUSH_S, self._tick)
+            self._timer = True
+
+    def _tick(self) -> None:
+        self._timer = False
+        self.flush()
+
+    def flush(self) -> None:
+        if not self._lines:
+            return
+        text = "".join(self._lines)
+        self._lines.clear()
+        self._size = 0
+        try:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+        except (OSError, ValueError):  # a closed or broken stderr never fails a request
+            pass
+
+
+_stderr = LineBuffer()
 
 
 class _Clock:
