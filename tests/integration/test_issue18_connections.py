@@ -261,6 +261,7 @@ def test_issue18_parallel_logins_allow_exactly_the_limit(tmp_path: Path, workers
     """Twelve guesses in flight at once (connected first, then sent in one burst, so they all arrive well within
     the first lock's second): exactly five are verified, whichever worker process each lands on."""
     with running(tmp_path, {**IAM_ENV, "S4_WORKERS": workers}) as server:
+        wait_for_workers(server, int(workers))  # a worker still starting would take its share a second late
         body = json.dumps({"username": "root", "password": "wrong-pw-1"}).encode()
         request = (f"POST /api/admin/login HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
@@ -271,6 +272,15 @@ def test_issue18_parallel_logins_allow_exactly_the_limit(tmp_path: Path, workers
         for sock in socks:
             sock.close()
         assert codes == [401] * 5 + [429] * 7
+
+
+def wait_for_workers(server: ServerProcess, count: int) -> None:
+    """Until ``count`` worker processes answer: request ids start with a prefix of their own per process."""
+    prefixes: set[str] = set()
+    deadline = time.monotonic() + WAIT_S
+    while len(prefixes) < count and time.monotonic() < deadline:
+        prefixes.add(requests.get(server.endpoint + "/health", timeout=WAIT_S).headers["x-amz-request-id"][:8])
+    assert len(prefixes) == count
 
 
 # -- the access log -----------------------------------------------------------------------------------------------
