@@ -26,6 +26,7 @@ import falcon.asgi
 from s4.engine import Engine
 from s4.engine.errors import ErrorCode, S3Error
 
+from . import access_log
 from .admin.router import AdminApi
 from .auth.request import AuthContext, AuthRequest, auth_scheme
 from .auth.sigv2 import verify_sigv2
@@ -203,11 +204,13 @@ class S3Service:
             return
         where = split_target(raw_path, headers.get("host", ""), self.settings.vhost_domains)
         bucket, key = where.bucket, where.key
+        req.context.bucket, req.context.key = bucket, key  # for the access log
         query = parse_query(query_string) if query_string else {}
         if req.method == "OPTIONS":
             self._preflight(bucket, headers, resp)
             return
         auth = self.authenticate(req, raw_path, query_string, headers, bucket, where.virtual_host)
+        req.context.actor = auth.access_key
         target = route(req.method, bucket, key, query, headers)
         req.context.operation = target.operation or "unknown"
         handler = HANDLERS.get(target.operation or "")
@@ -262,10 +265,11 @@ class S3Service:
                 resp.set_header(name, value)
 
 
-def build_app(engine: Engine, settings: ApiSettings) -> BodyGate:
-    """The falcon app behind the body gate (api/body_gate.py: no 100 Continue before a handler reads)."""
-    app = falcon.asgi.App(middleware=[], cors_enable=False)
+def build_app(engine: Engine, settings: ApiSettings) -> access_log.Asgi:
+    """The falcon app behind the body gate (api/body_gate.py: no 100 Continue before a handler reads), inside the
+    access log (api/access_log.py) when it is on."""
+    app = falcon.asgi.App(middleware=[], cors_enable=False, request_type=access_log.LoggedRequest)
     app.req_options.strip_url_path_trailing_slash = False
     app.resp_options.secure_cookies_by_default = False
     app.add_sink(S3Service(engine, settings), prefix="/")
-    return BodyGate(app)
+    return access_log.install(BodyGate(app), settings.access_log)

@@ -1,23 +1,352 @@
-"""uvicorn's httptools protocol with one change: a client that half-closes after a complete request is answered.
+"""uvicorn's httptools protocol with the limits a public server needs (issue 18, item 6).
 
-A client may send a whole request (headers and the full body) and then shut down its sending side
-(``shutdown(SHUT_WR)``), waiting for the answer on the still-open receiving side. uvicorn treats that EOF as a
-disconnect: the transport is closed, the request runs on (a PUT is stored) and its response is thrown away, so
-the client never learns that its upload was acknowledged. Here an EOF after the request is complete keeps the
-write side open: the request finishes, its response is sent, and the connection closes after it (no keep-alive
-on a half-closed connection). An EOF before the request is complete (a body cut short) is still a disconnect:
-the request fails and nothing is stored or acknowledged.
+uvicorn bounds neither the request head nor the time a client may take to send it or its body, so a slowloris, a
+256 MB header or a stalled upload holds a descriptor (and memory) forever. Per connection, this subclass adds:
+
+- a **header-section limit** (``max_header_bytes``, request line + header fields): more is answered 400
+  ``RequestHeaderSectionTooLarge`` and the connection closed. Counted while bytes arrive, so at most the limit plus
+  one read (uvloop reads at most 256 KiB) is ever buffered;
+- a **header deadline** (``header_timeout_s``) from the connection's start (or a keep-alive request's first byte) to
+  the end of its head: an idle connection is closed, a half-sent head is answered 400 ``RequestTimeout``;
+- a **body and write watchdog** (``body_timeout_s``): a request body that stops arriving while the app waits for it
+  fails the request with ``RequestTimeout`` (raised from ``receive``, so the app's error boundary answers it and
+  nothing partial is stored), and a response the client stops reading is aborted;
+- a **connection cap per process** (``max_connections``): over it, the oldest idle connection (no request in
+  progress) is closed to make room, as nginx reuses idle keep-alive connections; when every connection is busy the
+  new request is answered 503 ``ServiceUnavailable`` with ``Retry-After``, and past a hard bound (cap + 1/8) a
+  new connection is closed at once, so descriptors never run out under a flood;
+- an answer for a **half-closed** client: one that sends a whole request and then shuts down its sending side
+  (``shutdown(SHUT_WR)``) still gets its response (uvicorn would treat the EOF as a disconnect: the request runs
+  on, a PUT is stored, and its response is thrown away); the connection closes after the answer. An EOF before
+  the request is complete (a body cut short) is still a disconnect: nothing is stored or acknowledged.
+
+Answers given here are S3 XML errors with a request id, logged like any request (api/access_log.py), and written
+before a short lingering close: the rest of the client's request is read and dropped for a moment, so the
+client reads the answer instead of a connection reset.
 """
 
 from __future__ import annotations
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import asyncio
+import contextlib
+import logging
+import resource
+import secrets
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+from s4.engine.errors import ErrorCode, S3Error
+
+from .access_log import _stderr, format_line
+from .s3.xml_render import error_xml
+
+log = logging.getLogger(__name__)
+LINGER_S = 2.0  # how long a refused connection's remaining input is read and dropped
+LINGER_BYTES = 1024 * 1024  # ... and at most this much of it
+HEAD_OVERHEAD = 4  # ": " and CRLF per header line
 
 
-class S4HttpToolsProtocol(HttpToolsProtocol):
+@dataclass
+class ConnectionLimits:
+    """The per-process limits (tools/config.py's S4_MAX_HEADER_SIZE, S4_HEADER_TIMEOUT_SECS,
+    S4_BODY_TIMEOUT_SECS, S4_MAX_CONNECTIONS), and this process's registry of idle connections."""
+
+    max_header_bytes: int = 16 * 1024
+    header_timeout_s: float = 30.0
+    body_timeout_s: float = 30.0
+    max_connections: int = 1024
+    access_log: bool = False
+    idle: dict[LimitedHttpProtocol, None] = field(default_factory=dict)  # oldest first
+
+    @property
+    def hard_connections(self) -> int:
+        return self.max_connections + self.max_connections // 8 + 8
+
+    def evict_idle(self, connections: set[Any]) -> bool:
+        """Close the oldest idle connection to make room for a new one; False when none is idle."""
+        for victim in self.idle:
+            victim.evict(connections)
+            return True
+        return False
+
+
+def connection_cap(wanted: int, nofile: int | None = None) -> int:
+    """``wanted``, lowered so the connections (cap + 1/8 + 8 pending refusals) leave a quarter of the descriptor
+    limit (at least 128) to the engine: volumes, journal, LMDB, pipes."""
+    if nofile is None:
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    reserve = max(128, nofile // 4)
+    room = max(8, ((nofile - reserve - 8) * 8) // 9)
+    return max(1, min(wanted, room))
+
+
+def raise_nofile_limit() -> int:
+    """Raise this process's soft descriptor limit to its hard limit (a server needs them: one per connection and
+    per volume); returns the soft limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError) as exc:
+        log.warning("could not raise the open-files limit from %d to %d: %s", soft, target, exc)
+        return soft
+    return target
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing: the answer is in ``LimitedHttpProtocol._refusal``."""
+
+
+class WatchedCycle(RequestResponseCycle):
+    """A request whose body stalled gets ``RequestTimeout`` from ``receive`` (never an early end of body)."""
+
+    timed_out = False
+
+    async def receive(self) -> Any:
+        if self.timed_out:
+            raise S3Error(ErrorCode.REQUEST_TIMEOUT)
+        message = await super().receive()
+        if self.timed_out:
+            raise S3Error(ErrorCode.REQUEST_TIMEOUT)
+        return message
+
+
+class LimitedHttpProtocol(HttpToolsProtocol):
+    """One HTTP/1.1 connection, with the limits of ``limits`` (set by ``protocol_class``)."""
+
+    limits: ConnectionLimits = ConnectionLimits()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = False  # between a request's first byte and the end of its head
+        self._head_bytes = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._watch_timer: asyncio.TimerHandle | None = None
+        self._progress = False
+        self._write_backlog = -1
+        self._over_cap = False
+        self._refusal: tuple[ErrorCode, dict[str, str]] | None = None
+        self._lingering = -1  # bytes dropped since a refusal (-1: not lingering)
+
+    # -- connection life ------------------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        limits = self.limits
+        while len(self.connections) > limits.max_connections:
+            if limits.evict_idle(self.connections):
+                continue
+            if len(self.connections) > limits.hard_connections:
+                self.connections.discard(self)
+                transport.abort()
+                return
+            self._over_cap = True  # answered 503 once its head is in (unless room was made meanwhile)
+            break
+        if not self._over_cap:
+            limits.idle[self] = None
+        self._head_timer = self.loop.call_later(limits.header_timeout_s, self._head_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.limits.idle.pop(self, None)
+        self._cancel_timers()
+        super().connection_lost(exc)
+
+    def evict(self, connections: set[Any]) -> None:
+        """Closed to make room under the cap: between requests, so no request is lost."""
+        self.limits.idle.pop(self, None)
+        connections.discard(self)
+        self._cancel_timers()
+        self.transport.close()
+
+    def _cancel_timers(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        if self._watch_timer is not None:
+            self._watch_timer.cancel()
+            self._watch_timer = None
+
+    # -- reading --------------------------------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self._lingering >= 0:
+            self._lingering += len(data)
+            if self._lingering > LINGER_BYTES:
+                self.transport.close()
+            return
+        in_head = self._in_head
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError:
+            if self._refusal is not None:
+                self._refuse(*self._refusal)
+                return
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+            return
+        if in_head and self._in_head:  # the whole read was head bytes, and the head is still not complete
+            self._head_bytes += len(data)
+            if self._head_bytes > self.limits.max_header_bytes:
+                self._refuse(ErrorCode.REQUEST_HEADER_SECTION_TOO_LARGE, {})
+
     def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio.Protocol allows a bool
+        if self._lingering >= 0:
+            self.transport.close()
+            return None
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete and not cycle.more_body and not cycle.disconnected:
-            cycle.keep_alive = False  # answer, then close
+            cycle.keep_alive = False  # a complete request, then a half-close: answer, then close
             return True  # keep the transport open for the response
         return None  # nothing in flight, or the request is incomplete: close as uvicorn does
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.limits.idle.pop(self, None)
+        self._in_head = True
+        self._head_bytes = 0
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timeout)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        size = len(self.url) + 16 + sum(len(name) + len(value) + HEAD_OVERHEAD for name, value in self.headers)
+        if size > self.limits.max_header_bytes:
+            self._refusal = (ErrorCode.REQUEST_HEADER_SECTION_TOO_LARGE, {})
+            raise _Refused
+        if self._over_cap:
+            if len(self.connections) > self.limits.max_connections:
+                self._refusal = (ErrorCode.SERVICE_UNAVAILABLE, {"Retry-After": "1"})
+                raise _Refused
+            self._over_cap = False
+        super().on_headers_complete()
+        if self.cycle is not None and type(self.cycle) is RequestResponseCycle:
+            self.cycle.__class__ = WatchedCycle
+
+    def on_body(self, body: bytes) -> None:
+        self._progress = True
+        super().on_body(body)
+
+    def on_response_complete(self) -> None:
+        if self._watch_timer is not None:
+            self._watch_timer.cancel()
+            self._watch_timer = None
+        super().on_response_complete()
+        if self.timeout_keep_alive_task is not None:  # idle until the next request: may be evicted
+            self.limits.idle[self] = None
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        super()._start_asgi_task(cycle, app)
+        self._progress = False
+        self._write_backlog = -1
+        if self._watch_timer is not None:
+            self._watch_timer.cancel()
+        self._watch_timer = self.loop.call_later(self.limits.body_timeout_s, self._watch, cycle)
+
+    def resume_writing(self) -> None:
+        self._progress = True
+        super().resume_writing()
+
+    # -- timeouts -------------------------------------------------------------------------------------------------
+    def _head_timeout(self) -> None:
+        """No complete head in time: a half-sent one is answered RequestTimeout, an idle connection just closed."""
+        self._head_timer = None
+        if self.transport.is_closing() or self._lingering >= 0:
+            return
+        if self.cycle is not None and not self.cycle.response_complete:  # a pipelined head behind a running request:
+            self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timeout)  # timed after
+        elif self._in_head:
+            self._refuse(ErrorCode.REQUEST_TIMEOUT, {})
+        else:
+            self.limits.idle.pop(self, None)
+            self.transport.close()
+
+    def _watch(self, cycle: RequestResponseCycle) -> None:
+        """Every ``body_timeout_s`` while a request runs: did the client send body bytes or read response bytes?"""
+        self._watch_timer = None
+        if cycle is not self.cycle or cycle.response_complete or self.transport.is_closing():
+            return
+        stalled = False
+        if isinstance(cycle, WatchedCycle) and cycle.timed_out:
+            stalled = True  # told the app a period ago and it has still not answered
+        elif self._progress:
+            self._progress = False
+            self._write_backlog = -1
+        elif cycle.more_body and not cycle.response_started and not self.flow.read_paused and \
+                not cycle.waiting_for_100_continue:
+            if isinstance(cycle, WatchedCycle):  # the app is waiting for body bytes that do not come
+                cycle.timed_out = True
+                cycle.keep_alive = False
+                cycle.message_event.set()
+            else:
+                stalled = True
+        elif self.flow.write_paused:
+            backlog = self.transport.get_write_buffer_size()
+            stalled = backlog == self._write_backlog  # the client read nothing for a whole period
+            self._write_backlog = backlog
+        if stalled:
+            self.logger.info("resetting a connection from %s: no progress for %.1f s", self.client,
+                             self.limits.body_timeout_s)
+            self._reset()
+            return
+        self._watch_timer = self.loop.call_later(self.limits.body_timeout_s, self._watch, cycle)
+
+    def _reset(self) -> None:
+        """Abort with a TCP reset: a graceful close would keep the unsent bytes (and the kernel's memory) queued
+        for a client that reads nothing."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
+
+    # -- answers of the connection layer --------------------------------------------------------------------------
+    def _refuse(self, code: ErrorCode, headers: dict[str, str]) -> None:
+        """Answer ``code`` as S3 XML, then close after lingering (the client reads the answer, not a reset)."""
+        self._refusal = None
+        self.limits.idle.pop(self, None)
+        self._cancel_timers()
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.transport.abort()  # a response is being written: an answer now would corrupt it
+            return
+        request_id = secrets.token_hex(8).upper()
+        method = self.scope.get("method", "") if self.scope else ""
+        body = b"" if method == "HEAD" else error_xml(code.aws_code, code.default_message, None, request_id, {})
+        lines = [f"HTTP/1.1 {code.status} {_REASONS.get(code.status, '')}", "Server: S4",
+                 f"Date: {formatdate(usegmt=True)}", f"x-amz-request-id: {request_id}", f"x-amz-id-2: {request_id}",
+                 "Content-Type: application/xml", f"Content-Length: {len(body)}", "Connection: close"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        if self.limits.access_log:
+            _stderr(format_line(time.time(), self.client[0] if self.client else "", "", code.aws_code, method,
+                                "", "", code.status, len(body), 0.0, request_id))
+        self.flow.resume_reading()
+        self._lingering = 0
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
+
+
+_REASONS = {400: "Bad Request", 503: "Service Unavailable"}
+
+
+def protocol_class(limits: ConnectionLimits) -> type[LimitedHttpProtocol]:
+    """The protocol class to pass as uvicorn's ``http=``: ``LimitedHttpProtocol`` bound to ``limits``."""
+    return type("LimitedHttpProtocol", (LimitedHttpProtocol,), {"limits": limits})

@@ -21,3 +21,4 @@ class ApiSettings:
     select_max_memory: int = 256 * 1024**2  # per query (S4_SELECT_MAX_MEMORY)
     select_timeout_s: float = 60.0  # per query (S4_SELECT_TIMEOUT)
     select_process_memory: int = 1024**3  # this process's share of S4_SELECT_NODE_MEMORY (all running queries)
+    access_log: bool = False  # one JSON line per request on stderr (S4_ACCESS_LOG; the server's default is on)

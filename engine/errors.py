@@ -93,6 +93,8 @@ class ErrorCode(enum.Enum):
     CONDITIONAL_REQUEST_CONFLICT = ("ConditionalRequestConflict", 409, "A conflicting operation occurred.")
     REQUEST_TIME_TOO_SKEWED = ("RequestTimeTooSkewed", 403, "The difference between the request time and the "
                                "server's time is too large.")
+    REQUEST_HEADER_SECTION_TOO_LARGE = ("RequestHeaderSectionTooLarge", 400, "Your request header section "
+                                        "exceeds the maximum allowed size.")
     REQUEST_TIMEOUT = ("RequestTimeout", 400, "Your socket connection to the server was not read from or "
                        "written to within the timeout period.")
     SERVICE_UNAVAILABLE = ("ServiceUnavailable", 503, "Please reduce your request rate.")

@@ -54,7 +54,8 @@ class IamOps:
         self._remote_iam = remote
 
     async def throttle_login(self, action: str, username: str, client: str) -> None:
-        """``check`` (raises ThrottledError while locked out), ``failed`` or ``succeeded`` for a login attempt."""
+        """``attempt`` (raises ThrottledError while locked out, else counts the attempt as failed) before the
+        password is verified; ``succeeded`` after it verified."""
         if action not in LoginThrottle.ACTIONS:
             raise ValueError(f"unknown throttle action {action!r}")
         if self._remote_iam is not None:

@@ -6,6 +6,7 @@ and the size format (GB/G, MB/M, KB/K or bytes) follow the product README.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -60,6 +61,23 @@ def parse_float(name: str, value: str) -> float:
 
 def _text(name: str, value: str) -> str:
     return value
+
+
+def parse_proxies(name: str, value: Any) -> tuple[str, ...]:
+    """Addresses or CIDR networks (comma-separated, or a TOML list) whose forwarding headers are believed; ``*``
+    trusts every peer (only for a port that nothing but the proxy can reach)."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    out = []
+    for item in (str(i).strip() for i in items):
+        if not item:
+            continue
+        if item != "*":
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ConfigError(f"{name}: {item!r} is not an IP address or CIDR network") from exc
+        out.append(item)
+    return tuple(out)
 
 
 def _toml_text(name: str, value: Any) -> str:
@@ -118,6 +136,13 @@ ENV: dict[str, tuple[str, Callable[[str, str], Any], Any]] = {
     "S4_SCRUBBER_FULL_SCAN_DAYS": ("scrubber_full_scan_days", parse_float, 30.0),
     "S4_HINT_TTL_HOURS": ("hint_ttl_hours", parse_float, 3.0),
     "S4_LICENSE_KEY": ("license_key", _text, None),
+    # connection limits and timeouts, per HTTP worker process (api/http_protocol.py, docs/operations.md)
+    "S4_MAX_HEADER_SIZE": ("max_header_bytes", parse_size, 16 * 1024),
+    "S4_HEADER_TIMEOUT_SECS": ("header_timeout_s", parse_float, 30.0),
+    "S4_BODY_TIMEOUT_SECS": ("body_timeout_s", parse_float, 30.0),
+    "S4_MAX_CONNECTIONS": ("max_connections", parse_int, 1024),
+    "S4_TRUSTED_PROXIES": ("trusted_proxies", parse_proxies, ()),
+    "S4_ACCESS_LOG": ("access_log", parse_bool, True),
 }
 # Settings of the spec that S4 cannot honour yet. Each is accepted at its default only (or empty, where it has none);
 # any other value stops start-up saying so, instead of being silently ignored (issue 18). field -> what is missing.
@@ -143,6 +168,12 @@ TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
     ("tuning", "disk_reserve"): ("disk_reserve_bytes", lambda n, v: parse_size(n, str(v))),
     ("tuning", "strict_sync"): ("strict_sync", lambda n, v: parse_bool(n, str(v))),
     ("tuning", "max_upload_size"): ("max_upload_bytes", lambda n, v: parse_size(n, str(v))),
+    ("server", "max_header_size"): ("max_header_bytes", lambda n, v: parse_size(n, str(v))),
+    ("server", "header_timeout_secs"): ("header_timeout_s", lambda n, v: parse_float(n, str(v))),
+    ("server", "body_timeout_secs"): ("body_timeout_s", lambda n, v: parse_float(n, str(v))),
+    ("server", "max_connections"): ("max_connections", lambda n, v: parse_int(n, str(v))),
+    ("server", "trusted_proxies"): ("trusted_proxies", parse_proxies),
+    ("server", "access_log"): ("access_log", lambda n, v: parse_bool(n, str(v))),
     # IAM (S4 names; the spec's file example has no such section): S4_ROOT_USERNAME, S4_ROOT_PASSWORD and
     # S4_JWT_SECRET override them. A file holding secrets should be readable by the server's user only.
     ("iam", "root_username"): ("root_username", _toml_text),
@@ -205,6 +236,13 @@ def load_settings(env: Mapping[str, str] | None = None, config_path: str | None 
     _refuse_unsupported(settings)
     if not 0.0 < settings.values["compaction_threshold"] < 1.0:
         raise ConfigError("S4_COMPACTION_THRESHOLD: must be between 0 and 1")
+    for fld, env_name in (("header_timeout_s", "S4_HEADER_TIMEOUT_SECS"), ("body_timeout_s", "S4_BODY_TIMEOUT_SECS")):
+        if not settings.values[fld] > 0:
+            raise ConfigError(f"{env_name}: must be a positive number of seconds")
+    if settings.values["max_connections"] < 1:
+        raise ConfigError("S4_MAX_CONNECTIONS: must be at least 1")
+    if settings.values["max_header_bytes"] < 1024:
+        raise ConfigError("S4_MAX_HEADER_SIZE: must be at least 1KB")
     if bool(settings.values["tls_cert"]) != bool(settings.values["tls_key"]):
         raise ConfigError("S4_TLS_CERT and S4_TLS_KEY must be set together")
     settings.host_port  # noqa: B018 - validates S4_BIND

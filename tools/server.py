@@ -24,7 +24,7 @@ from pathlib import Path
 import uvicorn
 
 from s4.api.app import build_app
-from s4.api.http_protocol import S4HttpToolsProtocol
+from s4.api.http_protocol import ConnectionLimits, connection_cap, protocol_class, raise_nofile_limit
 from s4.api.metrics import JournalMetrics, enable_multiprocess
 from s4.api.settings import ApiSettings
 from s4.engine import Engine, EngineOptions
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"s4-server: configuration error: {exc}", file=sys.stderr)
         return 2
     data_dir = resolve_data_dir(settings)
+    raise_nofile_limit()  # one descriptor per connection and per volume (the workers inherit the raised limit)
     if args.worker_id is not None:
         return _run_worker(settings, data_dir, args)
     count = settings.workers if settings.workers is not None else (os.cpu_count() or 1)
@@ -159,15 +160,26 @@ def _api_settings(settings: Settings, access: str, secret: str, jwt_secret: str)
                        iam_enabled=bool(settings.root_password), jwt_secret=jwt_secret,
                        metrics_enabled=settings.metrics_enabled, select_enabled=settings.select_enabled,
                        select_max_memory=settings.select_max_memory, select_timeout_s=settings.select_timeout_s,
-                       select_process_memory=settings.select_node_memory // (settings.workers or os.cpu_count() or 1))
+                       select_process_memory=settings.select_node_memory // (settings.workers or os.cpu_count() or 1),
+                       access_log=settings.access_log)
 
 
 def _uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
     host, port = settings.host_port
-    # server_header=False: the app sends its own "Server: S4" (uvicorn's would make a second Server header)
-    # http: uvicorn's httptools protocol, answering a client that half-closes after a full request (api/http_protocol)
-    return uvicorn.Config(app, host=host, port=port, loop="uvloop", http=S4HttpToolsProtocol, lifespan="off",  # type: ignore[arg-type]
-                          log_level="warning", access_log=False, server_header=False,
+    cap = connection_cap(settings.max_connections)
+    if cap < settings.max_connections:
+        log.warning("S4_MAX_CONNECTIONS lowered from %d to %d to fit the open-files limit", settings.max_connections,
+                    cap)
+    limits = ConnectionLimits(max_header_bytes=settings.max_header_bytes, header_timeout_s=settings.header_timeout_s,
+                              body_timeout_s=settings.body_timeout_s, max_connections=cap,
+                              access_log=settings.access_log)
+    # server_header=False: the app sends its own "Server: S4" (uvicorn's would make a second Server header).
+    # access_log=False: the app logs each request itself (api/access_log.py). Forwarding headers (X-Forwarded-For)
+    # only from S4_TRUSTED_PROXIES (uvicorn would trust them from 127.0.0.1 by default).
+    proxies = list(settings.trusted_proxies)
+    return uvicorn.Config(app, host=host, port=port, loop="uvloop", http=protocol_class(limits),  # type: ignore[arg-type]
+                          lifespan="off", log_level="warning", access_log=False, server_header=False,
+                          proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None,
                           timeout_graceful_shutdown=30, ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key)
 
 

@@ -98,6 +98,7 @@ class AdminApi:
                 raise IamError(404, "IAM is disabled")
             if access == "super":
                 call.user = self.authenticate(req)
+                req.context.actor = call.actor  # for the access log
                 if call.user["role"] != "SuperUser":
                     raise IamError(403, "SuperUser role required")
             return await handler(call)

@@ -26,10 +26,9 @@ async def login(call: AdminCall) -> Result:
     if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
         raise IamError(400, "username and password are required")
     client = _client(call)
-    await call.engine.throttle_login("check", username, client)
+    await call.engine.throttle_login("attempt", username, client)  # checks and counts in one step
     user = await call.engine.authenticate_password(username, password)
     if user is None:
-        await call.engine.throttle_login("failed", username, client)
         raise IamError(401, "invalid username or password")
     await call.engine.throttle_login("succeeded", username, client)
     token, exp = call.api.tokens.issue(user)

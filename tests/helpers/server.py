@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import ssl
@@ -25,10 +26,12 @@ def free_port() -> int:
 class ServerProcess:
     """Starts ``s4-server`` with a data dir and env overrides; logs go to files printed on failure."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None,
+                 nofile: int | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.extra_env = env or {}
+        self.nofile = nofile  # an open-files limit (soft and hard) for the server process
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server.log"
 
@@ -44,8 +47,10 @@ class ServerProcess:
         env.update(self.extra_env)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         # A session of its own, so kill_group() can SIGKILL the supervisor and its workers at once.
+        nofile = self.nofile
+        limit = None if nofile is None else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
         self.proc = subprocess.Popen([sys.executable, "-m", "s4.tools.server"], env=env, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=limit)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

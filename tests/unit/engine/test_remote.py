@@ -92,7 +92,7 @@ class FakeWorkers:
 
 
 class FakeThrottle:
-    def check(self, username: str, client: str) -> None:
+    def attempt(self, username: str, client: str) -> None:
         if username == "locked":
             raise ThrottledError(7)
 
@@ -153,9 +153,9 @@ def test_results_and_errors_cross_intact(loop_factory: str) -> None:
                 await client.call(_cmd("bug"))
             assert err.value.code is ErrorCode.INTERNAL_ERROR and "KeyError" in err.value.message
             with pytest.raises(ThrottledError) as throttled:
-                await client.call({"op": "throttle", "action": "check", "username": "locked", "client": "c"})
+                await client.call({"op": "throttle", "action": "attempt", "username": "locked", "client": "c"})
             assert throttled.value.status == 429 and throttled.value.retry_after_s == 7
-            assert await client.call({"op": "throttle", "action": "check", "username": "ok", "client": "c"}) is None
+            assert await client.call({"op": "throttle", "action": "attempt", "username": "ok", "client": "c"}) is None
             assert await client.call({"op": "worker", "method": "status", "kwargs": {"name": "x"}}) == {"name": "x"}
             with pytest.raises(S3Error) as err:
                 await client.call({"op": "nonsense"})

@@ -1,0 +1,29 @@
+"""The access-log line and the connection cap arithmetic (issue 18)."""
+
+from __future__ import annotations
+
+import json
+
+from s4.api.access_log import format_line
+from s4.api.http_protocol import connection_cap
+
+
+def test_issue18_line_is_one_json_object_whatever_the_key() -> None:
+    key = 'a "b"\n\x00c/ä\\'
+    line = format_line(1_700_000_000.25, "10.1.2.3", "AK", "GetObject", "GET", "bkt", key, 206, 12, 0.0015, "RID")
+    assert line.endswith("\n") and line.count("\n") == 1 and line.isascii()
+    doc = json.loads(line)
+    assert doc == {"time": "2023-11-14T22:13:20.250Z", "remote": "10.1.2.3", "actor": "AK", "operation": "GetObject",
+                   "method": "GET", "bucket": "bkt", "key": key, "status": 206, "bytes": 12, "duration_ms": 1.5,
+                   "request_id": "RID"}
+    empty = json.loads(format_line(0.0, "", "", "", "", "", "", 400, 0, 0.0, ""))
+    assert (empty["remote"], empty["actor"], empty["operation"], empty["request_id"]) == ("-", "-", "-", "-")
+
+
+def test_issue18_connection_cap_leaves_descriptors_to_the_engine() -> None:
+    assert connection_cap(1024, 1_048_576) == 1024
+    for nofile in (256, 1024, 4096, 20000):
+        cap = connection_cap(100_000, nofile)
+        hard = cap + cap // 8 + 8  # connections the cap can hold at most (the pending 503s included)
+        assert hard <= nofile - max(128, nofile // 4)
+    assert connection_cap(10, 256) == 10
