@@ -17,7 +17,7 @@ import logging
 import falcon
 import falcon.asgi
 
-from s4.engine.errors import ErrorCode, S3Error, ServiceUnavailableError, client_error
+from s4.engine.errors import ErrorCode, S3Error, ServiceUnavailableError, StoredDataDamagedError, client_error
 
 from .s3.xml import error_xml
 
@@ -32,7 +32,7 @@ def respond_error(req: falcon.asgi.Request, resp: falcon.asgi.Response, exc: Bas
                   request_id: str) -> None:
     """The one boundary: ``exc`` (whatever was raised) as the response the client gets."""
     error = client_error(exc)
-    if error.code is ErrorCode.INTERNAL_ERROR:
+    if error.code is ErrorCode.INTERNAL_ERROR and not isinstance(error, StoredDataDamagedError):
         log.error("request %s %s %s failed: %s", request_id, req.method, req.path, exc, exc_info=exc)
         error = S3Error(ErrorCode.INTERNAL_ERROR)  # the generic text only: no message, fields or headers
     elif isinstance(error, ServiceUnavailableError) or error.code is ErrorCode.SERVICE_UNAVAILABLE:

@@ -26,7 +26,7 @@ from s4.journal import Journal
 from . import commands, datadir, listing
 from .conditions import Preconditions
 from .datadir import DataDirLock
-from .errors import ErrorCode, S3Error
+from .errors import ErrorCode, S3Error, StoredDataDamagedError
 from .iam_ops import IamOps
 from .ingest import CHUNK_BYTES, Hasher, Ingested, Ingestor
 from .model import (
@@ -315,8 +315,7 @@ class Engine(IamOps):
         log.error("blob %s of %s (%s at %d, %d bytes) failed its checksum: %s", loc.hash.hex(), version.key,
                   loc.volume, loc.offset, loc.size, exc.problem)
         self.report_damage(loc, exc.problem)
-        return S3Error(ErrorCode.INTERNAL_ERROR, "The stored data of this object failed its checksum, so it was "
-                       "not sent. The node has marked it damaged; storing the same bytes again repairs it.")
+        return StoredDataDamagedError()
 
     def report_damage(self, loc: BlobLocation, problem: str) -> None:
         """Submit ``mark_blob_damaged`` (from any thread, any process) without waiting; failures are logged."""

@@ -190,6 +190,16 @@ class ServiceUnavailableError(S3Error):
         self.reason = reason
 
 
+class StoredDataDamagedError(S3Error):
+    """A read found stored bytes that fail their checksums (engine/volumes/reads.py): a server-side fault, 500
+    ``InternalError`` like any other, but one whose message is safe and useful to show (it names no path or
+    internal detail), so the error boundary keeps it instead of the generic text."""
+
+    def __init__(self) -> None:
+        super().__init__(ErrorCode.INTERNAL_ERROR, "The stored data of this object failed its checksum, so it was "
+                         "not sent. The node has marked it damaged; storing the same bytes again repairs it.")
+
+
 def client_error(exc: BaseException) -> S3Error:
     """What a client is told about ``exc``: an S3Error as itself; "cannot commit now" (the journal or its group
     commit closed) as ServiceUnavailableError; anything else is a bug, a generic InternalError (the caller logs
