@@ -334,7 +334,7 @@ def retire_volume(d: Decision, args: dict[str, Any]) -> bool:
 
 
 def lifecycle_expire(d: Decision, args: dict[str, Any]) -> dict[str, Any] | None:
-    """A lifecycle action, re-checked against the views at decision time so a key written since the worker
+    """A lifecycle action, re-checked against the views at decision time so a key written since the job
     looked is never expired by mistake; then the ordinary DeleteObject semantics apply."""
     bucket = require_bucket(d.tx, args["bucket"])
     oid = object_id(d.tx, bucket, args["key"])

@@ -41,7 +41,7 @@ from .model import (
     VersionListPage,
 )
 from .names import check_bucket_name, check_key
-from .remote import LoopChannel, RemoteIam, RemoteSequencer, RemoteWorkers
+from .remote import LoopChannel, RemoteIam, RemoteJobs, RemoteSequencer
 from .sequencer import Command, Sequencer, replay
 from .space import SpaceGuard
 from .tail_check import settle_tail
@@ -110,7 +110,7 @@ class Engine(IamOps):
                                        self.space)
         else:
             self.sequencer = RemoteSequencer(sequencer_channel)
-            self._background_workers = RemoteWorkers(sequencer_channel)
+            self._background_jobs = RemoteJobs(sequencer_channel)
         self.ingestor = Ingestor(self.views, self.volumes, options.chunk_bytes, self.space)
         self._reported: set[tuple[bytes, str, int]] = set()  # damage marks submitted and not failed
         self._init_iam(data_dir, RemoteIam(sequencer_channel) if sequencer_channel is not None else None)
