@@ -3,7 +3,8 @@
 Each runs on the sequencer thread inside the batch's write transaction (see sequencer.py), so checks and the
 resulting events are atomic with respect to every other writer: a conditional PUT, a bucket delete racing a PUT,
 or two completions of one upload cannot interleave. Deciders never touch volumes or the clock; anything random
-(version ids) is chosen here and stored in the event, so replay is deterministic.
+(version ids) is chosen here and stored in the event, so replay is deterministic. The lookups they share with
+the read path (a bucket, a key's versions, an upload) live in reads.py.
 """
 
 from __future__ import annotations
@@ -18,30 +19,13 @@ from . import iam
 from .conditions import Preconditions
 from .errors import ErrorCode, S3Error
 from .model import NULL_VERSION, Bucket
+from .reads import check_version_id, current_version, object_id, require_bucket, require_upload
 from .sequencer import Decider, Decision
 from .views import namespace, upload_index
 from .views.blobs import damaged_locations, is_damaged
 from .views.records import Tx
 
 MIN_PART_BYTES = 5 * 1024 * 1024
-
-
-def require_bucket(tx: Tx, name: str) -> Bucket:
-    bucket = tx.bucket(name)
-    if bucket is None:
-        raise S3Error(ErrorCode.NO_SUCH_BUCKET, resource=name, BucketName=name)
-    return bucket
-
-
-def object_id(tx: Tx, bucket: Bucket, key: str) -> int | None:
-    return namespace.find_object(tx.txn, tx.dbs["ns"], bucket.root, key.encode())
-
-
-def current_version(tx: Tx, bucket: Bucket, key: str) -> dict[str, Any] | None:
-    """The latest version of ``key`` unless it is missing or a delete marker."""
-    oid = object_id(tx, bucket, key)
-    rec = tx.latest(oid) if oid is not None else None
-    return None if rec is None or rec.get("dm") else rec
 
 
 def check_write_conditions(tx: Tx, bucket: Bucket, key: str, args: dict[str, Any]) -> None:
@@ -56,17 +40,6 @@ def check_write_conditions(tx: Tx, bucket: Bucket, key: str, args: dict[str, Any
 
 def new_version_id(bucket: Bucket) -> str:
     return str(uuid.uuid4()) if bucket.versioning == "Enabled" else NULL_VERSION
-
-
-def check_version_id(version_id: str) -> None:
-    """S3 answers InvalidArgument for a version id it could never have issued (``null`` or a UUID here)."""
-    if version_id == NULL_VERSION:
-        return
-    try:
-        uuid.UUID(version_id)
-    except ValueError:
-        raise S3Error(ErrorCode.INVALID_ARGUMENT, "Invalid version id specified", ArgumentName="versionId",
-                      ArgumentValue=version_id) from None
 
 
 # -- buckets ------------------------------------------------------------------------------------------------------
@@ -228,13 +201,6 @@ def create_multipart(d: Decision, args: dict[str, Any]) -> str:
     upload = dict(args["upload"], u=uuid.uuid4().hex + uuid.uuid4().hex[:8], bk=bucket.name, o=d.actor)
     d.emit(EventType.MULTIPART_CREATED, {"bucket": bucket.name, "key": upload["k"], "upload": upload})
     return str(upload["u"])
-
-
-def require_upload(tx: Tx, bucket: str, key: str, upload_id: str) -> Any:
-    upload = tx.upload(upload_id)
-    if upload is None or upload.bucket != bucket or upload.key != key:
-        raise S3Error(ErrorCode.NO_SUCH_UPLOAD, resource=upload_id, UploadId=upload_id)
-    return upload
 
 
 def store_part(d: Decision, args: dict[str, Any]) -> None:
