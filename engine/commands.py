@@ -18,7 +18,7 @@ from s4.journal import EventType
 from . import iam
 from .conditions import Preconditions
 from .errors import ErrorCode, S3Error
-from .model import NULL_VERSION, Bucket
+from .model import NULL_VERSION, Bucket, stamped, version_record
 from .reads import check_version_id, current_version, object_id, require_bucket, require_upload
 from .sequencer import Decider, Decision
 from .views import namespace, upload_index
@@ -93,7 +93,7 @@ def put_object(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
     version = dict(args["version"], v=new_version_id(bucket))
     event = d.emit(EventType.OBJECT_VERSION_PUT, {"bucket": bucket.name, "key": args["key"], "version": version,
                                                   "blobs_at": args["blobs_at"]})
-    return dict(version, h=event.hlc, t=event.hlc >> 16)
+    return stamped(version, event.hlc)
 
 
 def delete_object(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
@@ -239,16 +239,13 @@ def complete_multipart(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
         sizes.append(part.size)
         part_checksums.append(part.checksums)
     etag = f"{hashlib.md5(b''.join(md5s)).hexdigest()}-{len(wanted)}"
-    version = {"v": new_version_id(bucket), "s": sum(sizes), "e": etag, "ct": upload.content_type,
-               "b": blobs, "ps": sizes}
-    for short, value in (("m", upload.metadata), ("hd", upload.headers), ("tg", upload.tags),
-                         ("ck", args.get("checksums") or {})):
-        if value:
-            version[short] = value
+    version = version_record(new_version_id(bucket), sum(sizes), etag, content_type=upload.content_type,
+                             blobs=blobs, metadata=upload.metadata, headers=upload.headers,
+                             checksums=args.get("checksums"), tags=upload.tags, part_sizes=sizes)
     event = d.emit(EventType.MULTIPART_COMPLETED, {"bucket": bucket.name, "key": upload.key,
                                                    "upload_id": upload.upload_id, "version": version,
                                                    "parts": wanted})
-    return dict(version, h=event.hlc, t=event.hlc >> 16, part_checksums=part_checksums)
+    return dict(stamped(version, event.hlc), part_checksums=part_checksums)
 
 
 def abort_multipart(d: Decision, args: dict[str, Any]) -> None:

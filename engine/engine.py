@@ -37,6 +37,7 @@ from .model import (
     Upload,
     UploadListPage,
     VersionListPage,
+    version_record,
 )
 from .names import check_bucket_name, check_key
 from .remote import LoopChannel, RemoteIam, RemoteJobs, RemoteSequencer
@@ -208,12 +209,10 @@ class Engine(IamOps):
                          actor: str = "") -> ObjectVersion:
         """Record a new version made of already-ingested chunks (see ``ingest``)."""
         check_key(key)
-        version: dict[str, Any] = {"s": stored.size, "e": etag or stored.etag,
-                                   "ct": content_type or "binary/octet-stream", "b": stored.blobs}
-        for short, value in (("m", metadata), ("hd", headers), ("ck", checksums), ("tg", tags),
-                             ("ps", part_sizes)):
-            if value:
-                version[short] = value
+        version = version_record(None, stored.size, etag or stored.etag,
+                                 content_type=content_type or "binary/octet-stream", blobs=stored.blobs,
+                                 metadata=metadata, headers=headers, checksums=checksums, tags=tags,
+                                 part_sizes=part_sizes)
         rec = await self._run("put_object", {"bucket": bucket, "key": key, "version": version,
                                              "blobs_at": stored.blobs_at, "if_match": if_match,
                                              "if_none_match": if_none_match}, actor, stored.volumes)
