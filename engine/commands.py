@@ -3,7 +3,8 @@
 Each runs on the sequencer thread inside the batch's write transaction (see sequencer.py), so checks and the
 resulting events are atomic with respect to every other writer: a conditional PUT, a bucket delete racing a PUT,
 or two completions of one upload cannot interleave. Deciders never touch volumes or the clock; anything random
-(version ids) is chosen here and stored in the event, so replay is deterministic.
+(version ids) is chosen here and stored in the event, so replay is deterministic. The lookups they share with
+the read path (a bucket, a key's versions, an upload) live in reads.py.
 """
 
 from __future__ import annotations
@@ -17,31 +18,14 @@ from s4.journal import EventType
 from . import iam
 from .conditions import Preconditions
 from .errors import ErrorCode, S3Error
-from .model import NULL_VERSION, Bucket
+from .model import NULL_VERSION, Bucket, stamped, version_record
+from .reads import check_version_id, current_version, object_id, require_bucket, require_upload
 from .sequencer import Decider, Decision
 from .views import namespace, upload_index
 from .views.blobs import damaged_locations, is_damaged
 from .views.records import Tx
 
 MIN_PART_BYTES = 5 * 1024 * 1024
-
-
-def require_bucket(tx: Tx, name: str) -> Bucket:
-    bucket = tx.bucket(name)
-    if bucket is None:
-        raise S3Error(ErrorCode.NO_SUCH_BUCKET, resource=name, BucketName=name)
-    return bucket
-
-
-def object_id(tx: Tx, bucket: Bucket, key: str) -> int | None:
-    return namespace.find_object(tx.txn, tx.dbs["ns"], bucket.root, key.encode())
-
-
-def current_version(tx: Tx, bucket: Bucket, key: str) -> dict[str, Any] | None:
-    """The latest version of ``key`` unless it is missing or a delete marker."""
-    oid = object_id(tx, bucket, key)
-    rec = tx.latest(oid) if oid is not None else None
-    return None if rec is None or rec.get("dm") else rec
 
 
 def check_write_conditions(tx: Tx, bucket: Bucket, key: str, args: dict[str, Any]) -> None:
@@ -56,17 +40,6 @@ def check_write_conditions(tx: Tx, bucket: Bucket, key: str, args: dict[str, Any
 
 def new_version_id(bucket: Bucket) -> str:
     return str(uuid.uuid4()) if bucket.versioning == "Enabled" else NULL_VERSION
-
-
-def check_version_id(version_id: str) -> None:
-    """S3 answers InvalidArgument for a version id it could never have issued (``null`` or a UUID here)."""
-    if version_id == NULL_VERSION:
-        return
-    try:
-        uuid.UUID(version_id)
-    except ValueError:
-        raise S3Error(ErrorCode.INVALID_ARGUMENT, "Invalid version id specified", ArgumentName="versionId",
-                      ArgumentValue=version_id) from None
 
 
 # -- buckets ------------------------------------------------------------------------------------------------------
@@ -120,7 +93,7 @@ def put_object(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
     version = dict(args["version"], v=new_version_id(bucket))
     event = d.emit(EventType.OBJECT_VERSION_PUT, {"bucket": bucket.name, "key": args["key"], "version": version,
                                                   "blobs_at": args["blobs_at"]})
-    return dict(version, h=event.hlc, t=event.hlc >> 16)
+    return stamped(version, event.hlc)
 
 
 def delete_object(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
@@ -230,13 +203,6 @@ def create_multipart(d: Decision, args: dict[str, Any]) -> str:
     return str(upload["u"])
 
 
-def require_upload(tx: Tx, bucket: str, key: str, upload_id: str) -> Any:
-    upload = tx.upload(upload_id)
-    if upload is None or upload.bucket != bucket or upload.key != key:
-        raise S3Error(ErrorCode.NO_SUCH_UPLOAD, resource=upload_id, UploadId=upload_id)
-    return upload
-
-
 def store_part(d: Decision, args: dict[str, Any]) -> None:
     require_bucket(d.tx, args["bucket"])
     require_upload(d.tx, args["bucket"], args["key"], args["upload_id"])
@@ -273,16 +239,13 @@ def complete_multipart(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
         sizes.append(part.size)
         part_checksums.append(part.checksums)
     etag = f"{hashlib.md5(b''.join(md5s)).hexdigest()}-{len(wanted)}"
-    version = {"v": new_version_id(bucket), "s": sum(sizes), "e": etag, "ct": upload.content_type,
-               "b": blobs, "ps": sizes}
-    for short, value in (("m", upload.metadata), ("hd", upload.headers), ("tg", upload.tags),
-                         ("ck", args.get("checksums") or {})):
-        if value:
-            version[short] = value
+    version = version_record(new_version_id(bucket), sum(sizes), etag, content_type=upload.content_type,
+                             blobs=blobs, metadata=upload.metadata, headers=upload.headers,
+                             checksums=args.get("checksums"), tags=upload.tags, part_sizes=sizes)
     event = d.emit(EventType.MULTIPART_COMPLETED, {"bucket": bucket.name, "key": upload.key,
                                                    "upload_id": upload.upload_id, "version": version,
                                                    "parts": wanted})
-    return dict(version, h=event.hlc, t=event.hlc >> 16, part_checksums=part_checksums)
+    return dict(stamped(version, event.hlc), part_checksums=part_checksums)
 
 
 def abort_multipart(d: Decision, args: dict[str, Any]) -> None:
@@ -334,7 +297,7 @@ def retire_volume(d: Decision, args: dict[str, Any]) -> bool:
 
 
 def lifecycle_expire(d: Decision, args: dict[str, Any]) -> dict[str, Any] | None:
-    """A lifecycle action, re-checked against the views at decision time so a key written since the worker
+    """A lifecycle action, re-checked against the views at decision time so a key written since the job
     looked is never expired by mistake; then the ordinary DeleteObject semantics apply."""
     bucket = require_bucket(d.tx, args["bucket"])
     oid = object_id(d.tx, bucket, args["key"])

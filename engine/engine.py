@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,14 +22,13 @@ import anyio.to_thread
 
 from s4.journal import Journal
 
-from . import commands, datadir, listing
+from . import commands, datadir, listing, reads
 from .conditions import Preconditions
 from .datadir import DataDirLock
-from .errors import ErrorCode, S3Error, StoredDataDamagedError
+from .errors import S3Error, StoredDataDamagedError
 from .iam_ops import IamOps
 from .ingest import CHUNK_BYTES, Hasher, Ingested, Ingestor
 from .model import (
-    NULL_VERSION,
     BlobLocation,
     Bucket,
     ListPage,
@@ -39,9 +37,10 @@ from .model import (
     Upload,
     UploadListPage,
     VersionListPage,
+    version_record,
 )
 from .names import check_bucket_name, check_key
-from .remote import LoopChannel, RemoteIam, RemoteSequencer, RemoteWorkers
+from .remote import LoopChannel, RemoteIam, RemoteJobs, RemoteSequencer
 from .sequencer import Command, Sequencer, replay
 from .space import SpaceGuard
 from .tail_check import settle_tail
@@ -110,7 +109,7 @@ class Engine(IamOps):
                                        self.space)
         else:
             self.sequencer = RemoteSequencer(sequencer_channel)
-            self._background_workers = RemoteWorkers(sequencer_channel)
+            self._background_jobs = RemoteJobs(sequencer_channel)
         self.ingestor = Ingestor(self.views, self.volumes, options.chunk_bytes, self.space)
         self._reported: set[tuple[bytes, str, int]] = set()  # damage marks submitted and not failed
         self._init_iam(data_dir, RemoteIam(sequencer_channel) if sequencer_channel is not None else None)
@@ -182,7 +181,7 @@ class Engine(IamOps):
         await self._run("delete_bucket", {"bucket": name}, actor)
 
     def get_bucket(self, name: str) -> Bucket:
-        return self._read(lambda tx: commands.require_bucket(tx, name))  # type: ignore[no-any-return]
+        return self._read(lambda tx: reads.require_bucket(tx, name))  # type: ignore[no-any-return]
 
     def list_buckets(self) -> list[Bucket]:
         return self._read(lambda tx: tx.buckets())  # type: ignore[no-any-return]
@@ -192,7 +191,7 @@ class Engine(IamOps):
 
     def get_bucket_config(self, name: str, kind: str) -> Any:
         def read(tx: Tx) -> Any:
-            commands.require_bucket(tx, name)
+            reads.require_bucket(tx, name)
             return tx.bucket_config(name, kind)
 
         return self._read(read)
@@ -210,12 +209,10 @@ class Engine(IamOps):
                          actor: str = "") -> ObjectVersion:
         """Record a new version made of already-ingested chunks (see ``ingest``)."""
         check_key(key)
-        version: dict[str, Any] = {"s": stored.size, "e": etag or stored.etag,
-                                   "ct": content_type or "binary/octet-stream", "b": stored.blobs}
-        for short, value in (("m", metadata), ("hd", headers), ("ck", checksums), ("tg", tags),
-                             ("ps", part_sizes)):
-            if value:
-                version[short] = value
+        version = version_record(None, stored.size, etag or stored.etag,
+                                 content_type=content_type or "binary/octet-stream", blobs=stored.blobs,
+                                 metadata=metadata, headers=headers, checksums=checksums, tags=tags,
+                                 part_sizes=part_sizes)
         rec = await self._run("put_object", {"bucket": bucket, "key": key, "version": version,
                                              "blobs_at": stored.blobs_at, "if_match": if_match,
                                              "if_none_match": if_none_match}, actor, stored.volumes)
@@ -223,23 +220,23 @@ class Engine(IamOps):
 
     def head_object(self, bucket: str, key: str, version_id: str | None = None) -> ObjectVersion:
         """The version a GET/HEAD serves, with S3's errors for missing keys, versions and delete markers."""
-        return self._read(lambda tx: _version_for_read(  # type: ignore[no-any-return]
-            tx, commands.require_bucket(tx, bucket), key, version_id))
+        return self._read(lambda tx: reads.version_for_read(  # type: ignore[no-any-return]
+            tx, reads.require_bucket(tx, bucket), key, version_id))
 
     def open_version(self, bucket: str, key: str, version_id: str | None = None) -> OpenVersion:
         """Everything a GET/HEAD needs, from one read transaction: the version, the bucket's versioning state
         and lifecycle rules (for response headers) and where each chunk lives."""
         def read(tx: Tx) -> OpenVersion:
-            b = commands.require_bucket(tx, bucket)
-            version = _version_for_read(tx, b, key, version_id)
+            b = reads.require_bucket(tx, bucket)
+            version = reads.version_for_read(tx, b, key, version_id)
             return OpenVersion(version, b.versioning, tx.bucket_config(bucket, "lifecycle"),
-                               _locations(tx, version))
+                               reads.locations(tx, version))
 
         return self._read(read)  # type: ignore[no-any-return]
 
     def locate(self, version: ObjectVersion) -> list[BlobLocation]:
         """Where each chunk of a version lives right now."""
-        return self._read(lambda tx: _locations(tx, version))  # type: ignore[no-any-return]
+        return self._read(lambda tx: reads.locations(tx, version))  # type: ignore[no-any-return]
 
     def read_small(self, version: ObjectVersion, start: int, length: int,
                    locations: list[BlobLocation] | None = None) -> bytes:
@@ -374,7 +371,7 @@ class Engine(IamOps):
     async def list_objects(self, bucket: str, prefix: str = "", delimiter: str = "", start_after: str = "",
                            max_keys: int = 1000) -> ListPage:
         def read() -> ListPage:
-            return self._read(lambda tx: listing.list_objects(tx, commands.require_bucket(tx, bucket), prefix,  # type: ignore[no-any-return]
+            return self._read(lambda tx: listing.list_objects(tx, reads.require_bucket(tx, bucket), prefix,  # type: ignore[no-any-return]
                                                               delimiter, start_after, max_keys))
 
         return await anyio.to_thread.run_sync(read)
@@ -384,7 +381,7 @@ class Engine(IamOps):
                                    max_keys: int = 1000) -> VersionListPage:
         def read() -> VersionListPage:
             return self._read(lambda tx: listing.list_versions(  # type: ignore[no-any-return]
-                tx, commands.require_bucket(tx, bucket), prefix, delimiter, key_marker, version_id_marker,
+                tx, reads.require_bucket(tx, bucket), prefix, delimiter, key_marker, version_id_marker,
                 max_keys))
 
         return await anyio.to_thread.run_sync(read)
@@ -416,8 +413,8 @@ class Engine(IamOps):
 
     def get_upload(self, bucket: str, key: str, upload_id: str) -> Upload:
         def read(tx: Tx) -> Upload:
-            commands.require_bucket(tx, bucket)
-            return commands.require_upload(tx, bucket, key, upload_id)  # type: ignore[no-any-return]
+            reads.require_bucket(tx, bucket)
+            return reads.require_upload(tx, bucket, key, upload_id)
 
         return self._read(read)  # type: ignore[no-any-return]
 
@@ -447,8 +444,8 @@ class Engine(IamOps):
     def list_parts(self, bucket: str, key: str, upload_id: str, part_number_marker: int = 0,
                    max_parts: int = 1000) -> tuple[Upload, PartListPage]:
         def read(tx: Tx) -> tuple[Upload, PartListPage]:
-            commands.require_bucket(tx, bucket)
-            upload = commands.require_upload(tx, bucket, key, upload_id)
+            reads.require_bucket(tx, bucket)
+            upload = reads.require_upload(tx, bucket, key, upload_id)
             return upload, listing.list_parts(tx, upload, part_number_marker, max_parts)
 
         return self._read(read)  # type: ignore[no-any-return]
@@ -456,7 +453,7 @@ class Engine(IamOps):
     def list_multipart_uploads(self, bucket: str, prefix: str = "", delimiter: str = "", key_marker: str = "",
                                upload_id_marker: str = "", max_uploads: int = 1000) -> UploadListPage:
         return self._read(lambda tx: listing.list_uploads(  # type: ignore[no-any-return]
-            tx, commands.require_bucket(tx, bucket), prefix, delimiter, key_marker, upload_id_marker,
+            tx, reads.require_bucket(tx, bucket), prefix, delimiter, key_marker, upload_id_marker,
             max_uploads))
 
 
@@ -466,48 +463,3 @@ class OpenVersion:
     versioning: str  # the bucket's: "", "Enabled" or "Suspended"
     lifecycle: Any  # the bucket's lifecycle configuration record, or None
     locations: list[BlobLocation]
-
-
-def _version_for_read(tx: Tx, b: Bucket, key: str, version_id: str | None) -> ObjectVersion:
-    oid = commands.object_id(tx, b, key)
-    if version_id is None:
-        rec = tx.latest(oid) if oid is not None else None
-        if rec is None:
-            raise S3Error(ErrorCode.NO_SUCH_KEY, resource=key, Key=key)
-        if rec.get("dm"):
-            raise S3Error(ErrorCode.NO_SUCH_KEY, resource=key, Key=key, headers={
-                "x-amz-delete-marker": "true", "x-amz-version-id": rec["v"]})
-        latest = rec
-    else:
-        rec = tx.version(oid, version_id) if oid is not None else None
-        if rec is None:
-            code = ErrorCode.NO_SUCH_VERSION if oid is not None else ErrorCode.NO_SUCH_KEY
-            if version_id != NULL_VERSION and not _looks_like_version_id(version_id):
-                raise S3Error(ErrorCode.INVALID_ARGUMENT, "Invalid version id specified",
-                              ArgumentName="versionId", ArgumentValue=version_id)
-            raise S3Error(code, resource=key, Key=key, VersionId=version_id)
-        if rec.get("dm"):
-            raise S3Error(ErrorCode.METHOD_NOT_ALLOWED, headers={
-                "x-amz-delete-marker": "true", "x-amz-version-id": rec["v"], "allow": "DELETE"})
-        latest = tx.latest(oid) if oid is not None else None
-    version = ObjectVersion.from_record(key, rec)
-    version.is_latest = latest is not None and latest["v"] == rec["v"]
-    return version
-
-
-def _locations(tx: Tx, version: ObjectVersion) -> list[BlobLocation]:
-    out = []
-    for ref in version.blobs:
-        rec = tx.blob(ref.hash)
-        if rec is None:
-            raise S3Error(ErrorCode.INTERNAL_ERROR, f"blob {ref.hash.hex()} of {version.key} is missing")
-        out.append(BlobLocation(ref.hash, rec[0], rec[1], rec[2]))
-    return out
-
-
-def _looks_like_version_id(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True

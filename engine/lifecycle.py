@@ -10,7 +10,7 @@ each rule is a plain dict so it journals as msgpack::
      "abort_days": int | None}
 
 Times follow S3: "N days after" means the event time plus N days, rounded **up** to the next midnight UTC. Every
-function takes ``now_ms`` so the worker and the tests can move the clock without sleeping.
+function takes ``now_ms`` so the job and the tests can move the clock without sleeping.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def expiration_header(config: dict[str, Any] | None, key: str, size: int, tags: 
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """One thing the lifecycle worker will do, and why (for the log and the dry-run report)."""
+    """One thing the lifecycle job will do, and why (for the log and the dry-run report)."""
 
     kind: str  # "expire_current" | "expire_noncurrent" | "remove_marker" | "abort_upload"
     bucket: str

@@ -1,7 +1,8 @@
 """Value types the engine hands to the S3 layer (and stores, msgpack-encoded, in the views).
 
 Views store these as plain dicts with short keys (``to_record``/``from_record``) so a record on disk never
-depends on Python class layout. See docs/architecture/views.md.
+depends on Python class layout. See docs/architecture/views.md. A version's record is built in one place,
+``version_record``, whoever writes it (PUT, copy, multipart completion, delete markers, replay).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+
+from s4.journal.hlc import physical_ms
 
 NULL_VERSION = "null"
 _EMPTY: Mapping[str, str] = MappingProxyType({})  # shared, read-only: most versions have no checksums or headers
@@ -40,6 +43,32 @@ class BlobLocation:
         return cls(rec[0], rec[1], rec[2], rec[3])
 
 
+def version_record(version_id: str | None, size: int, etag: str, *, delete_marker: bool = False,
+                   content_type: str = "", blobs: list[list[Any]] | None = None,
+                   metadata: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
+                   checksums: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None,
+                   part_sizes: list[int] | None = None) -> dict[str, Any]:
+    """A version as stored (short keys, docs/architecture/views.md): ``v`` version id (None: left for the
+    decider to choose), ``s`` size, ``e`` ETag; ``dm`` for a delete marker, else ``ct`` content type and ``b``
+    the ``[sha256, size]`` of each chunk; ``m`` metadata, ``hd`` headers, ``ck`` checksums, ``tg`` tags and ``ps``
+    part sizes only when not empty. ``h`` and ``t`` come from the event that writes it (``stamped``)."""
+    rec: dict[str, Any] = {"s": size, "e": etag} if version_id is None else {"v": version_id, "s": size, "e": etag}
+    if delete_marker:
+        rec["dm"] = True
+    else:
+        rec["ct"] = content_type
+        rec["b"] = blobs if blobs is not None else []
+    for short, value in (("m", metadata), ("hd", headers), ("ck", checksums), ("tg", tags), ("ps", part_sizes)):
+        if value:
+            rec[short] = value
+    return rec
+
+
+def stamped(rec: dict[str, Any], hlc: int) -> dict[str, Any]:
+    """``rec`` as written by the event with this HLC: ``h`` the HLC, ``t`` its wall-clock ms (Last-Modified)."""
+    return dict(rec, h=hlc, t=physical_ms(hlc))
+
+
 @dataclass(slots=True)
 class ObjectVersion:
     """One version of a key: its bytes (as blob refs) and everything returned in GET/HEAD headers."""
@@ -61,19 +90,11 @@ class ObjectVersion:
     is_latest: bool = False  # filled in by readers, never stored
 
     def to_record(self) -> dict[str, Any]:
-        rec: dict[str, Any] = {"v": self.version_id, "t": self.last_modified_ms, "s": self.size, "e": self.etag,
-                               "h": self.hlc}
-        if self.is_delete_marker:
-            rec["dm"] = True
-        else:
-            rec["ct"] = self.content_type
-            rec["b"] = [[b.hash, b.size] for b in self.blobs]
-        for short, value in (("m", self.metadata), ("hd", self.headers), ("ck", self.checksums),
-                             ("tg", self.tags)):
-            if value:
-                rec[short] = value
-        if self.part_sizes:
-            rec["ps"] = self.part_sizes
+        rec = version_record(self.version_id, self.size, self.etag, delete_marker=self.is_delete_marker,
+                             content_type=self.content_type, blobs=[[b.hash, b.size] for b in self.blobs],
+                             metadata=self.metadata, headers=self.headers, checksums=self.checksums,
+                             tags=self.tags, part_sizes=self.part_sizes)
+        rec["h"], rec["t"] = self.hlc, self.last_modified_ms
         return rec
 
     @classmethod

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from s4.journal import Event, EventType
+from s4.journal.hlc import physical_ms
 
-from .model import Bucket, Upload
+from .model import Bucket, Upload, stamped, version_record
 from .views import blobs, keys, namespace, upload_index
 from .views.env import pack, unpack
 from .views.records import Tx
@@ -27,7 +28,7 @@ class ProjectionError(RuntimeError):
 
 
 def _event_ms(event: Event) -> int:
-    return event.hlc >> 16
+    return physical_ms(event.hlc)
 
 
 def _root(tx: Tx, bucket: str) -> int:
@@ -122,7 +123,7 @@ def _store_version(tx: Tx, event: Event, rec: dict[str, Any]) -> None:
     bucket = tx.bucket(p["bucket"])
     if bucket is None:
         raise ProjectionError(f"version for missing bucket {p['bucket']!r}")
-    rec = dict(rec, h=event.hlc, t=_event_ms(event))
+    rec = stamped(rec, event.hlc)
     oid, _ = namespace.ensure_object(tx.txn, tx.dbs["ns"], bucket.root, p["key"].encode(), tx.alloc_node)
     before = tx.latest(oid)
     was_live = before is not None and not before.get("dm")
@@ -149,7 +150,7 @@ def apply_object_version_put(tx: Tx, event: Event) -> None:
 
 
 def apply_delete_marker_put(tx: Tx, event: Event) -> None:
-    _store_version(tx, event, {"v": event.payload["version_id"], "dm": True, "s": 0, "e": ""})
+    _store_version(tx, event, version_record(event.payload["version_id"], 0, "", delete_marker=True))
 
 
 def apply_object_version_removed(tx: Tx, event: Event) -> None:
@@ -318,7 +319,7 @@ def apply_multipart_completed(tx: Tx, event: Event) -> None:
     summary = {k: v for k, v in p["version"].items() if k != "b"}
     tx.put_completed_upload(p["bucket"], p["upload_id"], {
         "bk": p["bucket"], "k": p["key"], "parts": p.get("parts"),
-        "version": dict(summary, h=event.hlc, t=_event_ms(event))})
+        "version": stamped(summary, event.hlc)})
 
 
 def apply_multipart_aborted(tx: Tx, event: Event) -> None:

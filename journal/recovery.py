@@ -71,6 +71,36 @@ def iter_segment(path: Path, expect_seq: int | None) -> Iterator[Event | ScanEnd
         yield from events
 
 
+@dataclass(frozen=True, slots=True)
+class SegmentEnd:
+    """How the scan of ``segments[index]`` ended (``end.reason`` CLEAN: the next segment follows)."""
+
+    index: int
+    path: Path
+    end: ScanEnd
+
+
+def walk_segments(segments: list[Path], start: int = 0) -> Iterator[Event | SegmentEnd]:
+    """The log under rules 1 and 2, read-only: the events of ``segments[start:]`` in order, a SegmentEnd after
+    each segment, and nothing after the first SegmentEnd that is not CLEAN (what to do there is the caller's:
+    ``recover`` truncates or refuses, the offline tools report). Each segment must continue the seqs of the one
+    before it; the first one scanned may start anywhere."""
+    last_seq = 0
+    for index in range(start, len(segments)):
+        path = segments[index]
+        end: ScanEnd | None = None
+        for item in iter_segment(path, last_seq + 1 if last_seq else None):
+            if isinstance(item, ScanEnd):
+                end = item
+                break
+            last_seq = item.seq
+            yield item
+        assert end is not None
+        yield SegmentEnd(index, path, end)
+        if end.reason is not StopReason.CLEAN:
+            return
+
+
 def witness_gap(last_seq: int, witness: int) -> str | None:
     """Why a log ending at ``last_seq`` contradicts a witness of ``witness``, or None if it does not."""
     if witness <= last_seq:
@@ -87,21 +117,16 @@ def recover(directory: Path, *, repair: bool = False, witness: int = 0) -> Recov
     """
     report = RecoveryReport()
     segments = list_segments(directory)
-    expect: int | None = None
-    for index, path in enumerate(segments):
-        is_last = index == len(segments) - 1
-        end: ScanEnd | None = None
-        for item in iter_segment(path, expect):
-            if isinstance(item, ScanEnd):
-                end = item
-                break
+    for item in walk_segments(segments):
+        if isinstance(item, Event):
             report.last_seq = item.seq
             report.last_hlc = max(report.last_hlc, item.hlc)
-        assert end is not None
-        expect = report.last_seq + 1 if report.last_seq else None
+            continue
+        index, path, end = item.index, item.path, item.end
         if end.reason is StopReason.CLEAN:
             report.tail_segment, report.tail_offset = path, end.offset
             continue
+        is_last = index == len(segments) - 1
         gap = witness_gap(report.last_seq, witness)
         if end.reason is StopReason.BAD or not is_last or gap is not None:
             detail = end.detail if gap is None else f"{end.detail}; {gap}"

@@ -26,7 +26,7 @@ from .errors import JournalClosedError
 from .events import Event, EventDraft, EventType
 from .framing import ScanEnd, encode_record, scan_records
 from .groupcommit import FixedHistogram, GroupCommitQueue
-from .hlc import HybridClock
+from .hlc import HybridClock, physical_ms
 from .recovery import RecoveryReport, iter_segment, recover
 from .segment import SEGMENT_HEADER_BYTES, create_segment, first_seq_of, list_segments
 
@@ -127,7 +127,7 @@ class Journal:
     def _roll(self, first_seq: int) -> None:
         # The new segment first: if it cannot be created (disk full) the log stays on its current tail, whose
         # descriptor must stay open and valid for the next attempt.
-        path = create_segment(self.directory, first_seq, self.clock.tick() >> 16)
+        path = create_segment(self.directory, first_seq, physical_ms(self.clock.tick()))
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

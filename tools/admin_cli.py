@@ -9,7 +9,7 @@
 
     s4-admin reset-root --data-dir DIR [--root-username NAME] [--password-stdin]   (offline, server stopped)
 
-The worker commands call the admin API (``/api/admin/<worker>/run``) with a JWT from ``/api/admin/login``
+The job commands call the admin API (``/api/admin/<job>/run``) with a JWT from ``/api/admin/login``
 (--username/--password, or S4_ADMIN_USERNAME/S4_ADMIN_PASSWORD) and print the run's JSON report.
 
 ``rename`` renames one key, or (SRC and DST both ending in '/') a whole prefix, atomically: it calls the same
@@ -79,35 +79,35 @@ def _admin_request(args: argparse.Namespace, method: str, path: str, body: dict[
         return json.loads(resp.read() or b"null")
 
 
-def worker(args: argparse.Namespace) -> int:
-    """Run a background worker now (or show its status) through the admin API."""
+def job(args: argparse.Namespace) -> int:
+    """Run a background job now (or show its status) through the admin API."""
     username = args.username or os.environ.get("S4_ADMIN_USERNAME") or "root"
     password = args.password or os.environ.get("S4_ADMIN_PASSWORD") or os.environ.get("S4_ROOT_PASSWORD")
     if not password:
-        sys.stderr.write("s4-admin: --password (or S4_ADMIN_PASSWORD) is required for worker commands\n")
+        sys.stderr.write("s4-admin: --password (or S4_ADMIN_PASSWORD) is required for job commands\n")
         return 2
     try:
         token = _admin_request(args, "POST", "/api/admin/login", {"username": username, "password": password})["token"]
         if args.action == "status":
-            result = _admin_request(args, "GET", f"/api/admin/{args.worker}/status", token=token)
+            result = _admin_request(args, "GET", f"/api/admin/{args.job}/status", token=token)
         else:
             query = {k: v for k, v in (("dry_run", "true" if getattr(args, "dry_run", False) else None),
                                        ("threshold", getattr(args, "threshold", None)),
                                        ("max_volumes", getattr(args, "max_volumes", None))) if v is not None}
             suffix = "?" + urllib.parse.urlencode(query) if query else ""
-            result = _admin_request(args, "POST", f"/api/admin/{args.worker}/run{suffix}", token=token)
+            result = _admin_request(args, "POST", f"/api/admin/{args.job}/run{suffix}", token=token)
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")
-        sys.stderr.write(f"s4-admin {args.worker} {args.action}: HTTP {exc.code}: {detail}\n")
+        sys.stderr.write(f"s4-admin {args.job} {args.action}: HTTP {exc.code}: {detail}\n")
         return 1
     except OSError as exc:
-        sys.stderr.write(f"s4-admin {args.worker} {args.action}: {exc}\n")
+        sys.stderr.write(f"s4-admin {args.job} {args.action}: {exc}\n")
         return 1
     sys.stdout.write(json.dumps(result, indent=2) + "\n")
     return 0
 
 
-def _add_worker(sub: Any, name: str, help_text: str) -> None:
+def _add_job(sub: Any, name: str, help_text: str) -> None:
     p = sub.add_parser(name, help=help_text)
     p.add_argument("action", choices=["run", "status"])
     if name in ("compaction", "lifecycle"):
@@ -115,7 +115,7 @@ def _add_worker(sub: Any, name: str, help_text: str) -> None:
     if name == "compaction":
         p.add_argument("--threshold", type=float, help="min dead fraction of a volume (0-1)")
         p.add_argument("--max-volumes", type=int, help="compact at most this many volumes")
-    p.set_defaults(func=worker, worker=name)
+    p.set_defaults(func=job, job=name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,10 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--access-key")
     parser.add_argument("--secret-key")
     parser.add_argument("--region", default="us-east-1")
-    parser.add_argument("--username", help="admin API user (worker commands)")
-    parser.add_argument("--password", help="admin API password (worker commands)")
+    parser.add_argument("--username", help="admin API user (job commands)")
+    parser.add_argument("--password", help="admin API password (job commands)")
     parser.add_argument("--no-verify-ssl", action="store_true")
-    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for a worker run")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for a job run")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("rename", help="rename a key or a whole prefix atomically")
     p.add_argument("bucket")
@@ -137,9 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--merge", action="store_true", help="merge into a destination prefix that holds objects")
     p.add_argument("--client-token", help="idempotency token: retries with the same token succeed once")
     p.set_defaults(func=rename)
-    _add_worker(sub, "compaction", "compact volumes now (and expire abandoned multipart uploads)")
-    _add_worker(sub, "lifecycle", "apply the buckets' lifecycle rules now")
-    _add_worker(sub, "scrubber", "verify every stored blob's checksum now")
+    _add_job(sub, "compaction", "compact volumes now (and expire abandoned multipart uploads)")
+    _add_job(sub, "lifecycle", "apply the buckets' lifecycle rules now")
+    _add_job(sub, "scrubber", "verify every stored blob's checksum now")
     root_reset.add_parser(sub)  # offline, on the data directory (tools/root_reset.py)
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -28,13 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from s4.engine import Engine, EngineOptions
+from s4.engine.model import version_record
 from s4.journal import EventType, Journal
 
 WARMUP_OPS = 20
 SAMPLE_PAYLOAD: dict[str, Any] = {
     "bucket": "bench", "key": "photos/2024/05/img_0001.jpg",
-    "version": {"s": 1234, "e": "5d41402abc4b2a76b9719d911017c592", "ct": "image/jpeg", "b": [[bytes(32), 1234]],
-                "v": "null"},
+    "version": version_record("null", 1234, "5d41402abc4b2a76b9719d911017c592", content_type="image/jpeg",
+                              blobs=[[bytes(32), 1234]]),
     "blobs_at": [[bytes(32), "w00-00000001.vol", 52, 1234]],
 }
 

@@ -1,10 +1,11 @@
 """Offline journal reading, view rebuild and view comparison for the operator tools.
 
 Everything here is read-only towards the data directory: ``Journal(...)`` runs recovery on open, which truncates
-a torn tail, so the tools never open one. Instead ``scan_journal`` and ``iter_events`` follow exactly the rules of
-``s4.journal.recovery.recover`` (segment order, header checks, gap-free seqs, torn tail vs corruption) without
-touching a byte. ``rebuild_views`` applies the journal through the same projector the server uses into a scratch
-LMDB directory, and ``diff_views`` compares two view environments database by database, key by key.
+a torn tail, so the tools never open one. Instead ``scan_journal`` and ``iter_events`` walk the log with
+``s4.journal.recovery.walk_segments``, the loop ``recover`` itself runs (segment order, header checks, gap-free
+seqs, torn tail vs corruption), without touching a byte. ``rebuild_views`` applies the journal through the same
+projector the server uses into a scratch LMDB directory, and ``diff_views`` compares two view environments
+database by database, key by key.
 See docs/architecture/recovery.md.
 """
 
@@ -19,8 +20,8 @@ from s4.engine.sequencer import apply_events
 from s4.engine.views.env import DB_NAMES, Views, from_u64, unpack
 from s4.engine.views.keys import describe as describe_key
 from s4.journal import CorruptJournalError, Event
-from s4.journal.framing import ScanEnd, StopReason
-from s4.journal.recovery import iter_segment
+from s4.journal.framing import StopReason
+from s4.journal.recovery import walk_segments
 from s4.journal.segment import first_seq_of, list_segments
 
 #: Events applied per LMDB transaction while rebuilding.
@@ -56,29 +57,21 @@ class JournalScan:
 
 
 def _walk(segments: list[Path], start: int = 0) -> Iterator[Event | JournalDamage]:
-    """Events from ``segments[start:]`` under the recovery rules, then a JournalDamage if the log is not clean."""
-    expect: int | None = None
-    last_seq = 0
-    for index in range(start, len(segments)):
-        path = segments[index]
-        end: ScanEnd | None = None
-        for item in iter_segment(path, expect):
-            if isinstance(item, ScanEnd):
-                end = item
-                break
-            last_seq = item.seq
+    """Events from ``segments[start:]`` under the recovery rules (journal.recovery's own walk), then a
+    JournalDamage if the log is not clean."""
+    for item in walk_segments(segments, start):
+        if isinstance(item, Event):
             yield item
-        assert end is not None
-        expect = last_seq + 1 if last_seq else None  # the same rule as recover()
+            continue
+        end = item.end
         if end.reason is StopReason.CLEAN:
             continue
-        later = segments[index + 1 :]
-        whole = [path.name] if end.offset == 0 else []
-        dropped = path.stat().st_size - end.offset + sum(p.stat().st_size for p in later)
+        later = segments[item.index + 1 :]
+        whole = [item.path.name] if end.offset == 0 else []
+        dropped = item.path.stat().st_size - end.offset + sum(p.stat().st_size for p in later)
         torn = end.reason is StopReason.TORN and not later
-        yield JournalDamage(path.name, end.offset, end.detail, torn, dropped,
+        yield JournalDamage(item.path.name, end.offset, end.detail, torn, dropped,
                             tuple(whole + [p.name for p in later]))
-        return
 
 
 def _segments(directory: Path) -> list[Path]:

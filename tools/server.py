@@ -1,7 +1,7 @@
 """``s4-server``: the composition root. Reads settings, opens the engine, serves the falcon app on uvicorn.
 
 The only module that imports s4.api. With ``S4_WORKERS`` (default: the core count) above 1 the process started
-by the user becomes the supervisor (tools/supervisor.py: journal, sequencer, background workers) and re-runs
+by the user becomes the supervisor (tools/supervisor.py: journal, sequencer, background jobs) and re-runs
 this entry point as HTTP worker processes (the hidden ``--worker-id`` arguments). With 1 worker everything runs
 in this process. Shutdown on SIGTERM/SIGINT lets in-flight requests finish (uvicorn's graceful shutdown), then
 closes the engine: sequencer drained, journal and views closed cleanly.
@@ -29,8 +29,8 @@ from s4.api.metrics import JournalMetrics, enable_multiprocess
 from s4.api.settings import ApiSettings
 from s4.engine import Engine, EngineOptions
 from s4.engine.datadir import DataDirLockedError, NodeIdMismatchError
+from s4.engine.jobs.service import JobSettings, for_engine
 from s4.engine.remote import LoopChannel
-from s4.engine.workers.service import WorkerSettings, for_engine
 from s4.journal import CorruptJournalError
 
 from . import supervisor
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         if generated:
             access, secret = dev_credentials(data_dir)
         jwt_secret = _prepare_iam(engine, settings)
-        background = for_engine(engine, WorkerSettings.from_values(settings.values))
+        background = for_engine(engine, JobSettings.from_values(settings.values))
         if count > 1:
             listeners = supervisor.bind_listeners(*settings.host_port, count)
             metrics_path = supervisor.metrics_dir(data_dir)
@@ -198,7 +198,7 @@ def _banner(settings: Settings, data_dir: Path, access: str, secret: str, genera
 
 
 def _run(serve: Callable[[], Awaitable[None]], background: object | None, stop: Callable[[], None]) -> None:
-    """Run ``serve`` on uvloop, with the node's background workers (lifecycle, compaction, scrubber) if given.
+    """Run ``serve`` on uvloop, with the node's background jobs (lifecycle, compaction, scrubber) if given.
 
     SIGTERM/SIGINT call ``stop`` whenever they arrive, including before uvicorn installs its own handlers (a
     signal swallowed in that window would leave the server running). uvicorn also re-raises the signal after

@@ -1,7 +1,7 @@
 """Multi-process serving (``S4_WORKERS`` > 1): this process owns the journal; N children serve HTTP.
 
 The supervisor opens the Engine (journal, replay, the LMDB writer, the sequencer) and the node's background
-workers, binds one listening socket per worker on the same port (SO_REUSEPORT: the kernel spreads connections
+jobs, binds one listening socket per worker on the same port (SO_REUSEPORT: the kernel spreads connections
 evenly over them; one shared socket let whichever worker woke first accept every keep-alive connection of a
 client) and starts ``S4_WORKERS`` HTTP worker processes, each inheriting its own. The supervisor keeps every
 socket open, so connections queued on a dead worker's socket wait for its replacement instead of being reset.

@@ -21,7 +21,7 @@ from s4.engine.errors import ErrorCode, S3Error, client_error
 from s4.engine.iam import IamError
 
 from ..settings import ApiSettings
-from . import buckets, stats, users, workers
+from . import buckets, jobs, stats, users
 from .call import AdminCall, Result
 from .tokens import ThrottledError, TokenIssuer
 
@@ -52,12 +52,12 @@ class AdminApi:
             ("PUT", re.compile(rf"/api/admin/buckets/{seg}"), buckets.create_bucket, "super"),
             ("DELETE", re.compile(rf"/api/admin/buckets/{seg}"), buckets.delete_bucket, "super"),
             ("GET", re.compile(rf"/api/admin/buckets/{seg}/objects"), buckets.list_objects, "super"),
-            ("POST", re.compile(r"/api/admin/lifecycle/run"), workers.run_lifecycle, "super"),
-            ("GET", re.compile(r"/api/admin/lifecycle/status"), workers.lifecycle_status, "super"),
-            ("POST", re.compile(r"/api/admin/compaction/run"), workers.run_compaction, "super"),
-            ("GET", re.compile(r"/api/admin/compaction/status"), workers.compaction_status, "super"),
-            ("POST", re.compile(r"/api/admin/scrubber/run"), workers.run_scrubber, "super"),
-            ("GET", re.compile(r"/api/admin/scrubber/status"), workers.scrubber_status, "super"),
+            ("POST", re.compile(r"/api/admin/lifecycle/run"), jobs.run_lifecycle, "super"),
+            ("GET", re.compile(r"/api/admin/lifecycle/status"), jobs.lifecycle_status, "super"),
+            ("POST", re.compile(r"/api/admin/compaction/run"), jobs.run_compaction, "super"),
+            ("GET", re.compile(r"/api/admin/compaction/status"), jobs.compaction_status, "super"),
+            ("POST", re.compile(r"/api/admin/scrubber/run"), jobs.run_scrubber, "super"),
+            ("GET", re.compile(r"/api/admin/scrubber/status"), jobs.scrubber_status, "super"),
         ]
 
     @staticmethod

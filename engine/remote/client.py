@@ -1,4 +1,4 @@
-"""The worker-process side: stand-ins for the local Sequencer and Workers that forward over its LoopChannel.
+"""The worker-process side: stand-ins for the local Sequencer and Jobs that forward over its LoopChannel.
 
 Engine code cannot tell the difference: ``execute`` returns the decider's result or raises its error exactly
 as the in-process sequencer would, after the event is durable in the sequencer process.
@@ -54,14 +54,14 @@ class RemoteIam:
         await self.channel.call({"op": "throttle", "action": action, "username": username, "client": client})
 
 
-class RemoteWorkers:
-    """The admin API's view of the background workers, which run once per node in the sequencer process."""
+class RemoteJobs:
+    """The admin API's view of the background jobs, which run once per node in the sequencer process."""
 
     def __init__(self, channel: LoopChannel) -> None:
         self.channel = channel
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
-        return await self.channel.call({"op": "worker", "method": method, "kwargs": kwargs})
+        return await self.channel.call({"op": "job", "method": method, "kwargs": kwargs})
 
     async def lifecycle(self, dry_run: bool | None = None) -> dict[str, Any]:
         return await self._call("lifecycle", dry_run=dry_run)  # type: ignore[no-any-return]
@@ -76,5 +76,5 @@ class RemoteWorkers:
 
     def status(self, name: str) -> dict[str, Any]:
         """Blocking (call it off the event loop): the status is a few dict reads in the sequencer process."""
-        fut = self.channel.request({"op": "worker", "method": "status", "kwargs": {"name": name}})
+        fut = self.channel.request({"op": "job", "method": "status", "kwargs": {"name": name}})
         return fut.result(STATUS_TIMEOUT_S)  # type: ignore[no-any-return]

@@ -5,10 +5,10 @@ worker go into one pending list, and one callback per loop iteration runs all of
 batch right there on the loop thread (``Sequencer.commit_now``), then writes each worker's replies with one write.
 A command crosses no thread between its frame's arrival and its reply. While a batch is being made durable the
 next batch's frames wait in the kernel's socket buffers: that wait is the group commit's accumulation. Nothing else
-on this loop is latency-critical (it watches the worker processes and schedules the background workers, whose
+on this loop is latency-critical (it watches the worker processes and schedules the background jobs, whose
 own commands run on the sequencer's thread, under the same lock).
 
-Background-worker requests (admin runs, status) and login-throttle requests are answered on the loop too.
+Background-job requests (admin runs, status) and login-throttle requests are answered on the loop too.
 """
 
 from __future__ import annotations
@@ -24,15 +24,15 @@ from .pending import ChannelClosedError
 from .wire import FrameBuffer, encode_error, encode_frame
 
 log = logging.getLogger(__name__)
-WORKER_METHODS = frozenset({"lifecycle", "compaction", "scrubber", "status"})
+JOB_METHODS = frozenset({"lifecycle", "compaction", "scrubber", "status"})
 MAX_BATCH = 4096
 
 
 class SequencerService:
-    def __init__(self, sequencer: Sequencer, workers: Any, loop: asyncio.AbstractEventLoop,
+    def __init__(self, sequencer: Sequencer, jobs: Any, loop: asyncio.AbstractEventLoop,
                  login_throttle: LoginThrottle) -> None:
         self.sequencer = sequencer
-        self.workers = workers
+        self.jobs = jobs
         self.loop = loop
         self.login_throttle = login_throttle
         self._pending: list[tuple[Command, WorkerLink, int]] = []
@@ -54,8 +54,8 @@ class SequencerService:
             self._pending.append((command, link, request_id))
             if len(self._pending) == 1:
                 self.loop.call_soon(self._commit_pending)
-        elif op == "worker" and message.get("method") in WORKER_METHODS:
-            self._worker_call(link, request_id, message["method"], message.get("kwargs") or {})
+        elif op == "job" and message.get("method") in JOB_METHODS:
+            self._job_call(link, request_id, message["method"], message.get("kwargs") or {})
         elif op == "throttle" and message.get("action") in LoginThrottle.ACTIONS:
             try:  # a few dict operations under a lock: answered right here
                 getattr(self.login_throttle, message["action"])(message["username"], message["client"])
@@ -81,14 +81,14 @@ class SequencerService:
             for link in links:
                 link.flush()
 
-    def _worker_call(self, link: WorkerLink, request_id: int, method: str, kwargs: dict[str, Any]) -> None:
+    def _job_call(self, link: WorkerLink, request_id: int, method: str, kwargs: dict[str, Any]) -> None:
         if method == "status":
             try:
-                link.reply(request_id, self.workers.status(**kwargs))
+                link.reply(request_id, self.jobs.status(**kwargs))
             except Exception as exc:  # noqa: BLE001 - answered to the caller
                 link.reply(request_id, error=exc)
             return
-        task = self.loop.create_task(getattr(self.workers, method)(**kwargs))
+        task = self.loop.create_task(getattr(self.jobs, method)(**kwargs))
         self._tasks.add(task)
 
         def answer(done: asyncio.Task[Any]) -> None:

@@ -15,7 +15,7 @@ import pytest
 from helpers.engine_io import get, put
 
 from s4.engine import Engine, EngineOptions
-from s4.engine.workers.compaction import run_compaction
+from s4.engine.jobs.compaction import run_compaction
 
 pytestmark = pytest.mark.crash
 VOLUME = 256 * 1024
@@ -25,7 +25,7 @@ ROUNDS = 8
 CHILD = f"""
 import sys
 from s4.engine import Engine, EngineOptions
-from s4.engine.workers import compaction
+from s4.engine.jobs import compaction
 compaction.BATCH_BYTES = 20_000  # many small move batches: many places to be killed
 engine = Engine(EngineOptions(sys.argv[1], volume_size_bytes={VOLUME}, chunk_bytes={CHUNK}))
 print("ready", flush=True)

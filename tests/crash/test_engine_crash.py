@@ -40,6 +40,7 @@ from helpers.views_compare import (
 )
 
 from s4.engine import Engine, EngineOptions, ErrorCode, S3Error
+from s4.engine.model import version_record
 from s4.engine.volumes.store import VolumeStore
 from s4.journal import CorruptJournalError, EventDraft, EventType, Journal
 from s4.tools import journal_cli
@@ -187,8 +188,8 @@ def test_events_journaled_but_never_applied_are_replayed(tmp_path: Path) -> None
     volumes.close()
     origin = (data_dir / "node_id").read_text().strip()
     journal = Journal(data_dir / "journal", origin=origin)
-    version = {"s": len(body), "e": hashlib.md5(body).hexdigest(), "ct": "application/x-test",
-               "b": [[loc.hash, loc.size] for loc in locations], "v": "null"}
+    version = version_record("null", len(body), hashlib.md5(body).hexdigest(), content_type="application/x-test",
+                             blobs=[[loc.hash, loc.size] for loc in locations])
     journal.write_batch([
         EventDraft(EventType.OBJECT_VERSION_PUT, {"bucket": "plain", "key": "late/arrival", "version": version,
                                                   "blobs_at": [loc.to_record() for loc in locations]}),

@@ -35,7 +35,7 @@ from helpers.engine_io import get, list_all_versions, put
 from helpers.views_compare import check_engine_integrity
 
 from s4.engine import Engine, EngineOptions, ErrorCode, S3Error
-from s4.engine.workers.lifecycle import ACTOR, run_lifecycle
+from s4.engine.jobs.lifecycle import ACTOR, run_lifecycle
 
 pytestmark = pytest.mark.crash
 ROUNDS = 10
@@ -48,7 +48,7 @@ TOTAL_ACTIONS = EXPIRE + MARKERS + VERSIONED + 2 * VERSIONED + UPLOADS + VERSION
 CHILD = f"""
 import sys, time
 from s4.engine import Engine, EngineOptions
-from s4.engine.workers.lifecycle import run_lifecycle
+from s4.engine.jobs.lifecycle import run_lifecycle
 engine = Engine(EngineOptions(sys.argv[1]))
 execute = engine.sequencer.execute_sync
 

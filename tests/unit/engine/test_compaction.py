@@ -17,10 +17,10 @@ from helpers.engine_io import get, put
 from helpers.views_compare import dump_views
 
 from s4.engine import Engine
+from s4.engine.jobs.compaction import run_compaction
+from s4.engine.jobs.multipart_ttl import expire_uploads
+from s4.engine.jobs.scrubber import run_scrub
 from s4.engine.views.env import unpack
-from s4.engine.workers.compaction import run_compaction
-from s4.engine.workers.multipart_ttl import expire_uploads
-from s4.engine.workers.scrubber import run_scrub
 
 pytestmark = pytest.mark.anyio
 VOLUME = 1 << 20

@@ -18,14 +18,14 @@ from helpers.views_compare import check_live_vs_rebuild, dump_views, refcount_pr
 
 from s4.engine import Engine
 from s4.engine.errors import ErrorCode, S3Error
+from s4.engine.jobs.compaction import run_compaction
+from s4.engine.jobs.scrubber import damaged_blobs, run_scrub
 from s4.engine.model import BlobLocation, ObjectVersion
 from s4.engine.sequencer import Command
 from s4.engine.views.blobs import damaged_locations, is_damaged
 from s4.engine.views.env import unpack
 from s4.engine.volumes import store as store_module
 from s4.engine.volumes.record import BLOCK_BYTES, encode_header, record_bytes
-from s4.engine.workers.compaction import run_compaction
-from s4.engine.workers.scrubber import damaged_blobs, run_scrub
 
 pytestmark = pytest.mark.anyio
 BODY = bytes(range(256)) * 1024  # 256 KiB: four 64 KiB blocks in one chunk

@@ -1,4 +1,4 @@
-"""Lifecycle rules with a moved clock: pure evaluation, then the worker acting through the engine."""
+"""Lifecycle rules with a moved clock: pure evaluation, then the job acting through the engine."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from helpers.engine_io import get, put
 
 from s4.engine import Engine, ErrorCode, S3Error
+from s4.engine.jobs.lifecycle import run_lifecycle
 from s4.engine.lifecycle import DAY_MS, after_days, evaluate_key, expiration_header
-from s4.engine.workers.lifecycle import run_lifecycle
 
 pytestmark = pytest.mark.anyio
 
@@ -61,7 +61,7 @@ def test_expiration_header_picks_earliest() -> None:
     assert expiration_header({"rules": [rule(tags={"a": "b"}, expiration={"days": 1})]}, "k", 1, {}, 0) is None
 
 
-# -- the worker through the engine -------------------------------------------------------------------------------
+# -- the job through the engine ----------------------------------------------------------------------------------
 async def setup(engine: Engine, rules: list[dict[str, Any]], versioning: str = "") -> None:
     await engine.create_bucket("bkt")
     if versioning:
@@ -155,7 +155,7 @@ async def test_abort_incomplete_uploads(engine: Engine) -> None:
 
 
 async def test_rewritten_key_is_not_expired(engine: Engine) -> None:
-    """The decider re-checks: a version written after the worker planned is never expired by that plan."""
+    """The decider re-checks: a version written after the job planned is never expired by that plan."""
     from s4.engine.sequencer import Command
 
     await setup(engine, [rule(expiration={"days": 1})])

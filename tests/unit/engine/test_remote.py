@@ -79,7 +79,7 @@ class FakeSequencer:
         return {"echo": command.args.get("payload"), "volumes": command.volumes, "tuple": (1, 2)}
 
 
-class FakeWorkers:
+class FakeJobs:
     def __init__(self) -> None:
         self.release = asyncio.Event()
 
@@ -129,7 +129,7 @@ async def _serve(on_close: Any = None) -> tuple[SequencerService, WorkerLink, Lo
     """A real SequencerService on the running loop, serving a LoopChannel over a socketpair."""
     a, b = socket.socketpair()
     sequencer = FakeSequencer()
-    service = SequencerService(sequencer, FakeWorkers(), asyncio.get_running_loop(), FakeThrottle())  # type: ignore[arg-type]
+    service = SequencerService(sequencer, FakeJobs(), asyncio.get_running_loop(), FakeThrottle())  # type: ignore[arg-type]
     link = await service.attach(a, "worker-1")
     client = LoopChannel(b, name="worker", on_close=on_close)
     await client.attach()
@@ -156,7 +156,7 @@ def test_results_and_errors_cross_intact(loop_factory: str) -> None:
                 await client.call({"op": "throttle", "action": "attempt", "username": "locked", "client": "c"})
             assert throttled.value.status == 429 and throttled.value.retry_after_s == 7
             assert await client.call({"op": "throttle", "action": "attempt", "username": "ok", "client": "c"}) is None
-            assert await client.call({"op": "worker", "method": "status", "kwargs": {"name": "x"}}) == {"name": "x"}
+            assert await client.call({"op": "job", "method": "status", "kwargs": {"name": "x"}}) == {"name": "x"}
             with pytest.raises(S3Error) as err:
                 await client.call({"op": "nonsense"})
             assert err.value.code is ErrorCode.INTERNAL_ERROR
@@ -210,15 +210,15 @@ def test_the_worker_end_sends_the_frames_of_one_loop_iteration_in_one_write() ->
     _run(main)
 
 
-def test_a_background_worker_run_does_not_hold_up_commands() -> None:
+def test_a_background_job_run_does_not_hold_up_commands() -> None:
     async def main() -> None:
         service, link, client, _ = await _serve()
         try:
-            run = asyncio.ensure_future(client.call({"op": "worker", "method": "lifecycle",
+            run = asyncio.ensure_future(client.call({"op": "job", "method": "lifecycle",
                                                      "kwargs": {"dry_run": True}}))
             assert await client.call(_cmd("double", n=1)) == 2
             assert not run.done()
-            service.workers.release.set()
+            service.jobs.release.set()
             assert await asyncio.wait_for(run, 5) == {"dry_run": True}
         finally:
             client.close()
@@ -232,8 +232,8 @@ def test_pending_calls_fail_when_the_sequencer_end_goes_away() -> None:
 
     async def main() -> None:
         service, link, client, _ = await _serve(on_close=lambda: closed.append(True))
-        waiting = asyncio.ensure_future(client.call({"op": "worker", "method": "lifecycle", "kwargs": {}}))
-        from_thread = client.request({"op": "worker", "method": "lifecycle", "kwargs": {}})
+        waiting = asyncio.ensure_future(client.call({"op": "job", "method": "lifecycle", "kwargs": {}}))
+        from_thread = client.request({"op": "job", "method": "lifecycle", "kwargs": {}})
         await asyncio.sleep(0.05)
         link.close()
         with pytest.raises(ChannelClosedError):
@@ -242,7 +242,7 @@ def test_pending_calls_fail_when_the_sequencer_end_goes_away() -> None:
             await asyncio.wrap_future(from_thread)
         with pytest.raises(ChannelClosedError):
             await client.call(_cmd("double", n=1))  # refused at once afterwards
-        service.workers.release.set()  # the runs finish; their replies to the closed link are dropped
+        service.jobs.release.set()  # the runs finish; their replies to the closed link are dropped
         await asyncio.sleep(0.05)
 
     _run(main)
@@ -252,14 +252,14 @@ def test_pending_calls_fail_when_the_sequencer_end_goes_away() -> None:
 def test_an_oversized_frame_closes_the_link() -> None:
     async def main() -> None:
         service, link, client, _ = await _serve()
-        waiting = asyncio.ensure_future(client.call({"op": "worker", "method": "lifecycle", "kwargs": {}}))
+        waiting = asyncio.ensure_future(client.call({"op": "job", "method": "lifecycle", "kwargs": {}}))
         await asyncio.sleep(0.05)
         assert client._transport is not None
         client._transport.write(LENGTH.pack(MAX_FRAME_BYTES + 1))
         with pytest.raises(ChannelClosedError):
             await asyncio.wait_for(waiting, 5)
         assert link.closed
-        service.workers.release.set()
+        service.jobs.release.set()
 
     _run(main)
 

@@ -20,10 +20,10 @@ import pytest
 from helpers.engine_io import get, put
 
 from s4.engine import Engine, ErrorCode, S3Error
+from s4.engine.jobs.compaction import run_compaction
 from s4.engine.space import MAX_DEFAULT_RESERVE_BYTES, SpaceGuard, default_reserve_bytes, is_disk_full
 from s4.engine.views.env import unpack
 from s4.engine.volumes.record import record_bytes
-from s4.engine.workers.compaction import run_compaction
 
 pytestmark = pytest.mark.anyio
 MiB = 1024 * 1024

@@ -19,7 +19,8 @@ from s4.engine.views.env import pack, unpack
 from s4.engine.volumes.record import HEADER_BYTES
 from s4.journal import EventType
 from s4.journal.segment import list_segments
-from s4.tools.journal_cli import main, parse_time, rfc3339_ms
+from s4.tools.journal_cli import main
+from s4.tools.journal_commands.events import parse_time, rfc3339_ms
 from s4.tools.replay import diff_views, open_views_readonly, rebuild_views, scan_journal
 
 PASSWORD_HASH = "$argon2id$v=19$m=65536,t=3,p=4$c2VjcmV0LWhhc2g"

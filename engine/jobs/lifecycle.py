@@ -1,4 +1,4 @@
-"""The lifecycle worker: evaluates every bucket's rules against its versions and uploads and acts through
+"""The lifecycle job: evaluates every bucket's rules against its versions and uploads and acts through
 commands only (``lifecycle_expire``, which re-checks and then applies DeleteObject's semantics, and
 ``abort_multipart``), so every effect is a journal event. The clock is injected: tests move it by days."""
 

@@ -1,4 +1,4 @@
-"""The background schedules of engine/workers/service.py on virtual time: interval loops, the daily full
+"""The background schedules of engine/jobs/service.py on virtual time: interval loops, the daily full
 compaction at S4_COMPACTION_FULL_TIME, the scrubber's cycle and throttle. Nothing sleeps for real."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import pytest
 from helpers.engine_io import get, put
 
 from s4.engine import Engine, ErrorCode, S3Error
-from s4.engine.workers.compaction import run_compaction
-from s4.engine.workers.lifecycle import run_lifecycle
-from s4.engine.workers.scrubber import run_scrub, scan_rate
-from s4.engine.workers.service import SCRUB_FIRST_DELAY_S, Workers, WorkerSettings, next_local_time
+from s4.engine.jobs.compaction import run_compaction
+from s4.engine.jobs.lifecycle import run_lifecycle
+from s4.engine.jobs.scrubber import run_scrub, scan_rate
+from s4.engine.jobs.service import SCRUB_FIRST_DELAY_S, Jobs, JobSettings, next_local_time
 
 pytestmark = pytest.mark.anyio
 HOUR, DAY = 3600.0, 86400.0
@@ -72,7 +72,7 @@ class VirtualTime:
 
 
 @dataclass
-class RecordingWorkers(Workers):
+class RecordingJobs(Jobs):
     """Records when each run would happen instead of running it: the schedule alone is under test."""
 
     calls: list[tuple[str, float, dict[str, Any]]] = field(default_factory=list)
@@ -95,59 +95,59 @@ def local(*args: int) -> float:
     return dt.datetime(*args).timestamp()  # type: ignore[arg-type]
 
 
-def settings(**overrides: Any) -> WorkerSettings:
+def settings(**overrides: Any) -> JobSettings:
     base = {"lifecycle_enabled": False, "compaction_enabled": False, "scrubber_enabled": False,
             "compaction_full_time": ""}
-    return WorkerSettings(**{**base, **overrides})
+    return JobSettings(**{**base, **overrides})
 
 
-async def drive(start: float, seconds: float, loops: int, **overrides: Any) -> tuple[RecordingWorkers, float]:
+async def drive(start: float, seconds: float, loops: int, **overrides: Any) -> tuple[RecordingJobs, float]:
     vt = VirtualTime(start)
-    workers = RecordingWorkers(None, settings(**overrides), clock=vt.time, sleep=vt.sleep)
-    workers.start()
+    jobs = RecordingJobs(None, settings(**overrides), clock=vt.time, sleep=vt.sleep)
+    jobs.start()
     try:
         await vt.advance(seconds, loops)
     finally:
-        await workers.stop()
-    return workers, start
+        await jobs.stop()
+    return jobs, start
 
 
-def times(workers: RecordingWorkers, name: str, start: float) -> list[float]:
-    return [t - start for n, t, _ in workers.calls if n == name]
+def times(jobs: RecordingJobs, name: str, start: float) -> list[float]:
+    return [t - start for n, t, _ in jobs.calls if n == name]
 
 
 async def test_interval_loops_run_once_per_interval_from_start() -> None:
     start = local(2030, 3, 4, 10, 17)
-    workers, _ = await drive(start, 3 * DAY + 1, 2, lifecycle_enabled=True, lifecycle_interval_hours=24,
+    jobs, _ = await drive(start, 3 * DAY + 1, 2, lifecycle_enabled=True, lifecycle_interval_hours=24,
                              compaction_enabled=True, compaction_interval_hours=6)
-    assert times(workers, "lifecycle", start) == [DAY, 2 * DAY, 3 * DAY]
-    assert times(workers, "compaction", start) == [6 * HOUR * i for i in range(1, 13)]
-    assert all(kw == {"threshold": None} for n, _, kw in workers.calls if n == "compaction")
+    assert times(jobs, "lifecycle", start) == [DAY, 2 * DAY, 3 * DAY]
+    assert times(jobs, "compaction", start) == [6 * HOUR * i for i in range(1, 13)]
+    assert all(kw == {"threshold": None} for n, _, kw in jobs.calls if n == "compaction")
 
 
 async def test_fractional_and_tiny_intervals() -> None:
     start = local(2030, 3, 4, 10, 0)
-    workers, _ = await drive(start, 10.5, 1, lifecycle_enabled=True, lifecycle_interval_hours=0.0001)
-    assert times(workers, "lifecycle", start) == [1.0 * i for i in range(1, 11)]  # never faster than 1 s
+    jobs, _ = await drive(start, 10.5, 1, lifecycle_enabled=True, lifecycle_interval_hours=0.0001)
+    assert times(jobs, "lifecycle", start) == [1.0 * i for i in range(1, 11)]  # never faster than 1 s
 
 
 async def test_daily_full_compaction_at_local_hhmm() -> None:
     start = local(2030, 3, 4, 10, 17)
-    workers, _ = await drive(start, 3 * DAY, 2, compaction_enabled=True, compaction_interval_hours=10_000,
+    jobs, _ = await drive(start, 3 * DAY, 2, compaction_enabled=True, compaction_interval_hours=10_000,
                              compaction_full_time="02:30")
-    runs = [(dt.datetime.fromtimestamp(t), kw) for n, t, kw in workers.calls]
+    runs = [(dt.datetime.fromtimestamp(t), kw) for n, t, kw in jobs.calls]
     assert [when for when, _ in runs] == [dt.datetime(2030, 3, d, 2, 30) for d in (5, 6, 7)]
     assert all(kw == {"threshold": 0.0} for _, kw in runs)
 
 
 async def test_daily_full_compaction_later_today_and_disabled() -> None:
     start = local(2030, 3, 4, 1, 0)
-    workers, _ = await drive(start, DAY, 2, compaction_enabled=True, compaction_interval_hours=10_000,
+    jobs, _ = await drive(start, DAY, 2, compaction_enabled=True, compaction_interval_hours=10_000,
                              compaction_full_time="23:59")
-    assert [dt.datetime.fromtimestamp(t) for _, t, _ in workers.calls] == [dt.datetime(2030, 3, 4, 23, 59)]
-    workers, _ = await drive(start, 3 * DAY, 1, compaction_enabled=True, compaction_interval_hours=10_000,
+    assert [dt.datetime.fromtimestamp(t) for _, t, _ in jobs.calls] == [dt.datetime(2030, 3, 4, 23, 59)]
+    jobs, _ = await drive(start, 3 * DAY, 1, compaction_enabled=True, compaction_interval_hours=10_000,
                              compaction_full_time="")
-    assert workers.calls == []
+    assert jobs.calls == []
 
 
 async def test_daily_run_is_not_repeated_when_a_sleep_wakes_early() -> None:
@@ -158,14 +158,14 @@ async def test_daily_run_is_not_repeated_when_a_sleep_wakes_early() -> None:
     async def early_sleep(seconds: float) -> None:
         await vt.sleep(seconds - 0.004 if seconds > 1 else seconds)
 
-    workers = RecordingWorkers(None, settings(compaction_enabled=True, compaction_interval_hours=10_000,
+    jobs = RecordingJobs(None, settings(compaction_enabled=True, compaction_interval_hours=10_000,
                                               compaction_full_time="02:00"), clock=vt.time, sleep=early_sleep)
-    workers.start()
+    jobs.start()
     try:
         await vt.advance(DAY + 120, 2)
     finally:
-        await workers.stop()
-    runs = [t for _, t, _ in workers.calls]
+        await jobs.stop()
+    runs = [t for _, t, _ in jobs.calls]
     assert len(runs) == 2 and runs[0] >= local(2030, 3, 4, 2, 0) and runs[1] >= local(2030, 3, 5, 2, 0)
 
 
@@ -178,19 +178,19 @@ def test_next_local_time() -> None:
 
 async def test_scrubber_cycle_waits_out_the_rest_of_the_period() -> None:
     start = local(2030, 3, 4, 10, 0)
-    workers, _ = await drive(start, 10 * DAY, 1, scrubber_enabled=True, scrubber_full_scan_days=3)
-    assert times(workers, "scrubber", start) == [SCRUB_FIRST_DELAY_S + 3 * DAY * i for i in range(4)]
-    assert all(kw == {"throttled": True} for _, _, kw in workers.calls)
+    jobs, _ = await drive(start, 10 * DAY, 1, scrubber_enabled=True, scrubber_full_scan_days=3)
+    assert times(jobs, "scrubber", start) == [SCRUB_FIRST_DELAY_S + 3 * DAY * i for i in range(4)]
+    assert all(kw == {"throttled": True} for _, _, kw in jobs.calls)
 
 
 async def test_all_loops_together_and_stop() -> None:
     start = local(2030, 3, 4, 10, 0)
-    workers, _ = await drive(start, DAY, 4, lifecycle_enabled=True, compaction_enabled=True,
+    jobs, _ = await drive(start, DAY, 4, lifecycle_enabled=True, compaction_enabled=True,
                              compaction_full_time="02:00", scrubber_enabled=True)
-    names = [n for n, _, _ in workers.calls]
+    names = [n for n, _, _ in jobs.calls]
     assert names.count("lifecycle") == 1 and names.count("scrubber") == 1
     assert names.count("compaction") == 24 + 1  # hourly, plus the 02:00 full pass
-    assert workers._tasks == []
+    assert jobs._tasks == []
 
 
 # -- the scrubber's throttle, on a real engine ------------------------------------------------------------------
@@ -238,33 +238,33 @@ async def test_scheduled_scan_uses_live_bytes_over_the_cycle(engine: Engine) -> 
     mono = FakeMonotonic()
     live = engine.storage_stats()["live_bytes"]
     days = 2 / 86400  # a 2 s cycle: the rate is live / 2 s, above the 1 MiB/s floor
-    workers = Workers(engine, settings(scrubber_full_scan_days=days), monotonic=mono.time, pause=mono.pause)
-    report = await workers.scrubber(throttled=True)
+    jobs = Jobs(engine, settings(scrubber_full_scan_days=days), monotonic=mono.time, pause=mono.pause)
+    report = await jobs.scrubber(throttled=True)
     assert report["examined"]["bytes"] == live
     assert scan_rate(live, days) == pytest.approx(live / 2) and live / 2 > 1 << 20
     assert mono.now == pytest.approx(2.0)
-    operator = await workers.scrubber()
+    operator = await jobs.scrubber()
     assert operator["examined"]["bytes"] == live and len(mono.pauses) == 30  # operator runs never pause
-    assert workers.status("scrubber")["runs"] == 2
+    assert jobs.status("scrubber")["runs"] == 2
 
 
 async def test_stop_ends_a_scan_that_would_take_days(engine: Engine) -> None:
     await fill(engine, 20, 200_000)
-    workers = Workers(engine, settings(scrubber_enabled=True, scrubber_full_scan_days=1e9))
+    jobs = Jobs(engine, settings(scrubber_enabled=True, scrubber_full_scan_days=1e9))
     vt = VirtualTime(time.time())
-    workers.sleep = vt.sleep
-    workers.start()
+    jobs.sleep = vt.sleep
+    jobs.start()
     await vt.wake_next(1)  # the first scan starts; at 1 MiB/s it needs ~4 s of real time
     deadline = time.monotonic() + 10
-    while not workers.status("scrubber")["running"]:
+    while not jobs.status("scrubber")["running"]:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.01)
-    operator = await asyncio.wait_for(workers.scrubber(), 10)  # not queued behind the scheduled scan
+    operator = await asyncio.wait_for(jobs.scrubber(), 10)  # not queued behind the scheduled scan
     assert operator["examined"]["blobs"] == 20
     began = time.monotonic()
-    await workers.stop()
+    await jobs.stop()
     assert time.monotonic() - began < 2.0
-    assert workers.last["scrubber"]["done"].get("interrupted") == 1
+    assert jobs.last["scrubber"]["done"].get("interrupted") == 1
 
 
 async def test_lifecycle_loop_acts_on_virtual_days(engine: Engine) -> None:
@@ -277,16 +277,16 @@ async def test_lifecycle_loop_acts_on_virtual_days(engine: Engine) -> None:
     await put(engine, "bkt", "tmp/a", b"a")
     await put(engine, "bkt", "keep", b"k")
     vt = VirtualTime(time.time())
-    workers = Workers(engine, settings(lifecycle_enabled=True), clock=vt.time, sleep=vt.sleep)
-    workers.start()
+    jobs = Jobs(engine, settings(lifecycle_enabled=True), clock=vt.time, sleep=vt.sleep)
+    jobs.start()
     try:
         await vt.advance(DAY + 1, 1)  # first run: created today, due after the next midnight + 1 day
         assert await get(engine, "bkt", "tmp/a") == b"a"
         await vt.advance(2 * DAY, 1)
     finally:
-        await workers.stop()
-    assert workers.runs["lifecycle"] == 3
-    assert workers.last["lifecycle"]["done"] == {} and await get(engine, "bkt", "keep") == b"k"
+        await jobs.stop()
+    assert jobs.runs["lifecycle"] == 3
+    assert jobs.last["lifecycle"]["done"] == {} and await get(engine, "bkt", "keep") == b"k"
     with pytest.raises(S3Error) as exc:
         engine.head_object("bkt", "tmp/a")
     assert exc.value.code is ErrorCode.NO_SUCH_KEY
@@ -294,20 +294,20 @@ async def test_lifecycle_loop_acts_on_virtual_days(engine: Engine) -> None:
 
 
 async def test_a_failing_run_does_not_end_its_schedule() -> None:
-    class Failing(RecordingWorkers):
+    class Failing(RecordingJobs):
         async def lifecycle(self, dry_run: bool | None = None) -> dict[str, Any]:
             await super().lifecycle(dry_run)
             raise RuntimeError("boom")
 
     vt = VirtualTime(local(2030, 3, 4, 10, 0))
-    workers = Failing(None, settings(lifecycle_enabled=True, lifecycle_interval_hours=1), clock=vt.time,
+    jobs = Failing(None, settings(lifecycle_enabled=True, lifecycle_interval_hours=1), clock=vt.time,
                       sleep=vt.sleep)
-    workers.start()
+    jobs.start()
     try:
         await vt.advance(3 * HOUR, 1)
     finally:
-        await workers.stop()
-    assert len(workers.calls) == 3
+        await jobs.stop()
+    assert len(jobs.calls) == 3
 
 
 async def test_stop_event_ends_a_lifecycle_pass_early(engine: Engine) -> None:

@@ -1,4 +1,4 @@
-"""Operator triggers for the background workers: ``/api/admin/{lifecycle,compaction,scrubber}/{run,status}``.
+"""Operator triggers for the background jobs: ``/api/admin/{lifecycle,compaction,scrubber}/{run,status}``.
 
 Runs are synchronous: the answer is the run's report (what it examined, did, and how long it took).
 """
@@ -8,8 +8,8 @@ from __future__ import annotations
 import anyio.to_thread
 
 from s4.engine.iam import IamError
-from s4.engine.workers.scrubber import damaged_blobs
-from s4.engine.workers.service import for_engine
+from s4.engine.jobs.scrubber import damaged_blobs
+from s4.engine.jobs.service import for_engine
 
 from .call import AdminCall, Result
 

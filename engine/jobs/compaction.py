@@ -4,7 +4,7 @@ One pass (``run_compaction``), blocking, on a worker thread:
 
   1. delete the files of volumes already retired in the views (a crash between retire and unlink);
   2. scan the blob index: live bytes (data + record headers and block tables) and blobs per volume;
-  3. candidates: every volume file except the newest of each worker (an active volume, still being appended
+  3. candidates: every volume file except the newest of each worker process (an active volume, still being appended
      to) whose dead fraction ``1 - live / file size`` is at least the threshold; most-dead first, at most
      ``max_volumes``. Using the file size counts unreferenced garbage (crashed writes, copies a crash left
      behind) as dead, so no space is orphaned;

@@ -1,4 +1,4 @@
-"""Background workers on a real server: admin API triggers and status, the ``s4-admin`` CLI, multipart TTL, and
+"""Background jobs on a real server: admin API triggers and status, the ``s4-admin`` CLI, multipart TTL, and
 the space test (200 MiB written, 80% deleted, compaction: the data directory under 2x the live bytes)."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ START_TIMEOUT_S = 120.0  # worker processes and the root password's argon2 hash 
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("workers") / "data", env={
+    proc = ServerProcess(tmp_path_factory.mktemp("jobs") / "data", env={
         "S4_ROOT_PASSWORD": ROOT_PASSWORD, "S4_JWT_SECRET": "x" * 32, "S4_VOLUME_SIZE": "262144",
         "S4_COMPACTION_MULTIPART_TTL_SECS": "1", "S4_LIFECYCLE_INTERVAL_HOURS": "24"}).start(START_TIMEOUT_S)
     yield proc

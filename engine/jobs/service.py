@@ -1,9 +1,9 @@
-"""The node's background workers: settings, schedules (asyncio tasks) and the last run of each, for status.
+"""The node's background jobs: settings, schedules (asyncio tasks) and the last run of each, for status.
 
-One ``Workers`` per Engine (``for_engine``), created by the server and found by the admin API. Runs of one
-worker never overlap (a lock per worker); each run executes on a worker thread so the event loop never blocks.
+One ``Jobs`` per Engine (``for_engine``), created by the server and found by the admin API. Runs of one
+job never overlap (a lock per job); each run executes on a worker thread so the event loop never blocks.
 Every wait goes through injectable time sources (``clock``, ``sleep``, ``monotonic``, ``pause``), so the
-schedules are tested on virtual time (tests/unit/engine/test_workers_schedule.py).
+schedules are tested on virtual time (tests/unit/engine/test_jobs_schedule.py).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class WorkerSettings:
+class JobSettings:
     lifecycle_enabled: bool = True
     lifecycle_interval_hours: float = 24.0
     lifecycle_dry_run: bool = False
@@ -50,7 +50,7 @@ class WorkerSettings:
         return self.multipart_ttl_hours * 3600.0
 
     @classmethod
-    def from_values(cls, values: dict[str, Any]) -> WorkerSettings:
+    def from_values(cls, values: dict[str, Any]) -> JobSettings:
         names = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in values.items()
                       if k in names and (v is not None or k == "multipart_ttl_secs_override")})
@@ -61,14 +61,14 @@ SCRUB_FIRST_DELAY_S = 60.0  # the first scheduled scrub waits this long after st
 
 
 @dataclass
-class Workers:
+class Jobs:
     """Runs and schedules. Time comes from injectable sources so tests drive every loop without waiting:
     ``clock`` (wall time: lifecycle ages, upload TTLs, the HH:MM full compaction), ``sleep`` (the schedules'
     waits on the event loop), ``monotonic`` and ``pause`` (the throttled scrubber's pacing on its thread;
     ``pause`` defaults to waiting on the stop event, so ``stop`` ends a scan that would take days)."""
 
     engine: Any
-    settings: WorkerSettings = field(default_factory=WorkerSettings)
+    settings: JobSettings = field(default_factory=JobSettings)
     clock: Callable[[], float] = time.time
     sleep: Sleep = asyncio.sleep
     monotonic: Callable[[], float] = time.monotonic
@@ -119,7 +119,7 @@ class Workers:
 
     async def scrubber(self, throttled: bool = False) -> dict[str, Any]:
         """A full scan. Operator runs are unthrottled; the scheduled (throttled) scan, which may take days, has
-        its own lock so an operator run never queues behind it, and it stops early when the workers stop."""
+        its own lock so an operator run never queues behind it, and it stops early when the jobs stop."""
         if not throttled:
             return await self._run("scrubber", lambda: run_scrub(self.engine))
         stats = await anyio.to_thread.run_sync(self.engine.storage_stats)
@@ -162,7 +162,7 @@ class Workers:
         """``run`` once per interval; the first run comes one interval after start-up."""
         while True:
             await self.sleep(max(seconds, 1.0))
-            await _logged(run, "background worker run failed")
+            await _logged(run, "background job run failed")
 
     async def _daily(self, hhmm: str) -> None:
         """Full compaction (every volume with any dead bytes) at HH:MM local time, once a day."""
@@ -196,7 +196,7 @@ def next_local_time(now: dt.datetime, hour: int, minute: int) -> dt.datetime:
     return due if due > now else due + dt.timedelta(days=1)
 
 
-def _settings_for(s: WorkerSettings, name: str) -> dict[str, Any]:
+def _settings_for(s: JobSettings, name: str) -> dict[str, Any]:
     prefix = {"lifecycle": "lifecycle_", "compaction": "compaction_", "scrubber": "scrubber_"}[name]
     out = {k: v for k, v in vars(s).items() if k.startswith(prefix)}
     if name == "compaction":
@@ -204,12 +204,12 @@ def _settings_for(s: WorkerSettings, name: str) -> dict[str, Any]:
     return out
 
 
-def for_engine(engine: Any, settings: WorkerSettings | None = None) -> Workers:
-    """The engine's one Workers object (created on first use; settings replace the defaults when given)."""
-    workers: Workers | None = getattr(engine, "_background_workers", None)
-    if workers is None:
-        workers = Workers(engine)
-        engine._background_workers = workers
+def for_engine(engine: Any, settings: JobSettings | None = None) -> Jobs:
+    """The engine's one Jobs object (created on first use; settings replace the defaults when given)."""
+    jobs: Jobs | None = getattr(engine, "_background_jobs", None)
+    if jobs is None:
+        jobs = Jobs(engine)
+        engine._background_jobs = jobs
     if settings is not None:
-        workers.settings = settings
-    return workers
+        jobs.settings = settings
+    return jobs

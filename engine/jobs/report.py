@@ -1,4 +1,4 @@
-"""What a worker run examined, did and how long it took: returned to the admin API, logged, kept for status."""
+"""What a job run examined, did and how long it took: returned to the admin API, logged, kept for status."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 @dataclass
 class RunReport:
-    worker: str
+    job: str
     dry_run: bool = False
     started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     duration_ms: float = 0.0
@@ -27,7 +27,8 @@ class RunReport:
         return self
 
     def to_dict(self, max_details: int = 1000) -> dict[str, Any]:
-        return {"worker": self.worker, "dry_run": self.dry_run, "started_ms": self.started_ms,
+        """The report as the admin API returns it (its ``worker`` field, which names the job, is published)."""
+        return {"worker": self.job, "dry_run": self.dry_run, "started_ms": self.started_ms,
                 "duration_ms": self.duration_ms, "examined": self.examined, "done": self.done,
                 "details": self.details[:max_details], "details_truncated": len(self.details) > max_details,
                 "errors": self.errors}

@@ -1,0 +1,1 @@
+"""Background jobs (lifecycle, multipart TTL, compaction, scrubber): run once per node, act through commands."""

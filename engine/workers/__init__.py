@@ -1,1 +1,0 @@
-"""Background workers (lifecycle, multipart TTL, compaction, scrubber): run once per node, act through commands."""
