@@ -4,6 +4,7 @@ Parent -> child: the job (pickled: the parent's own dataclasses, trusted directi
 Child -> parent (msgpack only: nothing the query process sends is ever unpickled):
 
     ["hello"]                                  imports done, waiting for the job
+    ["job"]                                    the job arrived (a spare that dies before this is replaced)
     ["ready"]                                  the query is bound: the HTTP status may go out
     ["read", rid, object, offset, n, processed] bytes [offset, offset+n) of the job's object #object
     ["chunk", data, processed]                 encoded result bytes (at most FRAME_DATA_BYTES per frame)

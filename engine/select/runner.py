@@ -1,7 +1,8 @@
 """Run one translated query in a query process (sandbox.py) and hand its encoded result chunks to the event loop.
 
 The HTTP process reserves the query's memory from this process's share of the node budget (budget.py: a query
-that does not fit is ``Busy``), starts ``python -m s4.engine.select.sandbox``, sends it the job, answers its
+that does not fit is ``Busy``), takes a query process (spare.py: the warm spare, or one started for the query;
+``python -m s4.engine.select.sandbox``), sends it the job, answers its
 reads from ``Engine.read_object`` and relays its chunks through a small bounded queue, so a slow client slows the
 scan instead of filling memory. The child first reports "ready" (query bound: unknown columns, bad casts of
 literals... fail there, before any response byte). A timer kills the child at S4_SELECT_TIMEOUT; a client that goes
@@ -15,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import pickle
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -27,15 +28,14 @@ import pyarrow as pa
 from ..engine import Engine
 from ..errors import ErrorCode, S3Error
 from ..model import ObjectVersion
-from . import sandbox
+from . import spare
 from .budget import BUDGET
 from .channel import ChannelError, Job, frame, read_frame_async, reply
 from .fetch import PIECE_BYTES
 from .inputs import InputSpec, Meter, ObjectRef
 from .sql import MACROS, Translated
 
-#: How long a query process may take to start (interpreter, DuckDB, pyarrow) before the query fails.
-SPAWN_TIMEOUT_S = 60.0
+log = logging.getLogger("s4.select")
 
 
 class Encoder(Protocol):
@@ -95,26 +95,19 @@ class QueryRun:
             self._tables[name] = (spec, refs)
         self._locations: dict[int, Any] = {}
         self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
-        self._proc: asyncio.subprocess.Process | None = None
+        self._worker: spare.QueryProcess | None = None
         self._pump: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._reserved = 0
 
     # -- event-loop side
     async def start(self) -> None:
-        """Start the query process; raises the query's S3Error if it fails before producing anything."""
+        """Hand the query to a query process; raises the query's S3Error if it fails before producing anything."""
         self._reserved = BUDGET.reserve(self.limits.query_bytes, self.limits.process_bytes)
         try:
-            self._proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "s4.engine.select.sandbox", stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, env={**_environ(), **sandbox.ENV})
-            assert self._proc.stdout is not None and self._proc.stdin is not None
-            hello = await asyncio.wait_for(read_frame_async(self._proc.stdout), SPAWN_TIMEOUT_S)
-            if hello != ["hello"]:
-                raise S3Error(ErrorCode.INTERNAL_ERROR, "The query process did not start.")
-            job = Job(self.query.sql, self._tables, self.encode, self.limits.query_bytes, self.limits.threads)
-            self._proc.stdin.write(frame(None, raw=pickle.dumps(job)))
-            await self._proc.stdin.drain()
+            job = frame(None, raw=pickle.dumps(
+                Job(self.query.sql, self._tables, self.encode, self.limits.query_bytes, self.limits.threads)))
+            await self._hand_over(job)
             self._timer = asyncio.get_running_loop().call_later(self.limits.timeout_s, self._timeout)
             self._pump = asyncio.create_task(self._relay())
             first = await self._queue.get()
@@ -125,6 +118,35 @@ class QueryRun:
             raise
         if isinstance(first, S3Error):
             raise first
+
+    async def _hand_over(self, job: bytes) -> None:
+        """Give the job to a query process: the warm spare, or one started for this query when there is none or
+        it died while it waited (before its hello, or before it read the job: once more, in a new process). The
+        process acknowledges the job; from then on, whatever becomes of it is the query's."""
+        for attempt in range(2):
+            self._worker = worker = spare.pool().take()
+            try:
+                proc = await worker.ready()
+                assert proc.stdin is not None and proc.stdout is not None
+                proc.stdin.write(job)
+                await proc.stdin.drain()
+                if await asyncio.wait_for(read_frame_async(proc.stdout), spare.SPAWN_TIMEOUT_S) != ["job"]:
+                    raise ConnectionError("no word from the query process after its job")
+            except (S3Error, ConnectionError) as exc:
+                if not worker.warm or attempt:
+                    if isinstance(exc, S3Error):
+                        raise
+                    raise S3Error(ErrorCode.INTERNAL_ERROR, "The query process went away.") from None
+                await worker.reap()
+                continue
+            spare.pool().refill()
+            log.debug("select: query in process %d (%s)", proc.pid, "warm spare" if worker.warm else "started for it")
+            return
+
+    @property
+    def pid(self) -> int | None:
+        """The query process's id (tests, debug logs; never in a response)."""
+        return None if self._worker is None else self._worker.pid
 
     async def chunks(self, keepalive_s: float = 5.0) -> AsyncIterator[bytes | None]:
         """Encoded result chunks; None when ``keepalive_s`` passed without output (time for a Cont event)."""
@@ -157,17 +179,19 @@ class QueryRun:
         self.timed_out = True
         self._kill()
 
+    @property
+    def _proc(self) -> asyncio.subprocess.Process | None:
+        return None if self._worker is None else self._worker.proc
+
     def _kill(self) -> None:
-        if self._proc is not None and self._proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._proc.kill()
+        if self._worker is not None:
+            self._worker.kill()
 
     async def _reap(self) -> None:
         """Wait for the child to be gone, then give its memory back to the budget (once)."""
         try:
-            if self._proc is not None:
-                self._kill()
-                await self._proc.wait()
+            if self._worker is not None:
+                await self._worker.reap()
         finally:
             BUDGET.release(self._reserved)
             self._reserved = 0
@@ -245,11 +269,6 @@ class QueryRun:
         self._proc.stdin.write(reply(int(rid), data))
         with contextlib.suppress(ConnectionError):  # the child died: its end of stream follows
             await self._proc.stdin.drain()
-
-
-def _environ() -> dict[str, str]:
-    import os
-    return dict(os.environ)
 
 
 def translate_error(exc: BaseException, memory_bytes: int) -> S3Error:

@@ -2,9 +2,10 @@
 
 DuckDB's ``memory_limit`` covers its buffer manager (aggregates, sorts, joins) but not the strings scalar functions
 build (``repeat('x', 7e8)`` allocates 700 MB outside it), nor pyarrow's parsing, nor Python's own buffers. So the
-query runs here, in a child of the HTTP process started with ``python -m s4.engine.select.sandbox``, with
-``RLIMIT_AS`` set to what the process has mapped once its libraries are loaded plus S4_SELECT_MAX_MEMORY plus a
-fixed headroom for thread stacks and allocator arenas. Every allocation of the query counts against it, whoever
+query runs here, in a child of the HTTP process started with ``python -m s4.engine.select.sandbox`` (usually
+ahead of its query, as the warm spare: spare.py), with ``RLIMIT_AS`` set when the job arrives to what the process
+has mapped then (its libraries loaded, nothing run yet) plus S4_SELECT_MAX_MEMORY plus a fixed headroom for thread
+stacks and allocator arenas. Every allocation of the query counts against it, whoever
 makes it; past it DuckDB raises OutOfMemory, Python MemoryError, pyarrow ArrowMemoryError, or a C++ thread aborts
 the process: each becomes ``ResourceExhausted`` and the HTTP process, which only relays bytes, never grows.
 
@@ -173,6 +174,7 @@ def main() -> None:
     data = read_frame(inp)
     if data is None:
         os._exit(0)
+    channel.send(["job"])  # received: the parent now knows this process outlived its wait as a spare
     job = pickle.loads(data)  # noqa: S301 - written by our parent, the HTTP process
     limit_memory(job.memory_bytes)
     threading.Thread(target=channel.serve_replies, name="s4-query-replies", daemon=True).start()

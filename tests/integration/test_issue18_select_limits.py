@@ -134,6 +134,38 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _address_space_limit(pid: int) -> int | None:
+    """RLIMIT_AS of a process: set in a query process when its job arrives; None (unlimited) for a spare."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max address space"):
+            soft = line.split()[3]
+            return None if soft == "unlimited" else int(soft)
+    raise AssertionError(f"no address-space limit line for {pid}")
+
+
+def _running_queries(pid: int) -> list[int]:
+    """The server's query processes that run a query (single-process mode): those with their memory limit set."""
+    found = []
+    for child in _children(pid):
+        try:
+            if _address_space_limit(child) is not None:
+                found.append(child)
+        except OSError:  # exited meanwhile
+            continue
+    return found
+
+
+def _spare(pid: int) -> int:
+    """The server's one idle query process (the warm spare), once the queries before have ended."""
+    deadline = time.monotonic() + 30
+    while True:
+        children = _children(pid)
+        if len(children) == 1 and not _running_queries(pid):
+            return children[0]
+        assert time.monotonic() < deadline, f"no single spare query process: {children}"
+        time.sleep(0.02)
+
+
 def _post(url: str, body: bytes, content_type: str) -> requests.Response:
     """A signed POST whose body is left unread (stream=True): the query keeps running until the response closes."""
     request = AWSRequest("POST", url, data=body, headers={"Content-Type": content_type})
@@ -152,7 +184,7 @@ SELECT COUNT(*) FROM t a, t b WHERE a.k &lt;&gt; b.k</Expression><ExpressionType
     first = _post(f"{limited.endpoint}/lim/big.csv?select&select-type=2", slow, "application/xml")
     try:
         assert first.status_code == 200  # bound and running (4e10 row pairs): it holds the whole budget
-        assert len(_children(pid)) == 1
+        assert len(_running_queries(pid)) == 1 and len(_children(pid)) <= 2  # the query's process + the spare
         second = signed_post(f"{limited.endpoint}/lim/small.csv?select&select-type=2", slow, "application/xml")
         assert second.status_code == 503 and "<Code>Busy</Code>" in second.text, second.text
         assert second.headers.get("Retry-After") == "1"
@@ -162,7 +194,7 @@ SELECT COUNT(*) FROM t a, t b WHERE a.k &lt;&gt; b.k</Expression><ExpressionType
     finally:
         first.close()  # the client goes away: its query process is killed and its memory given back
     deadline = time.monotonic() + 30
-    while _children(pid):
+    while _running_queries(pid):
         assert time.monotonic() < deadline, "the cancelled query's process was not stopped"
         time.sleep(0.02)
     for _ in range(100):  # the reservation is released just after the process is reaped
@@ -173,7 +205,7 @@ SELECT COUNT(*) FROM t a, t b WHERE a.k &lt;&gt; b.k</Expression><ExpressionType
             assert _error_code(exc) == "Busy"
             time.sleep(0.05)
     assert rows == b"2\n"
-    assert not _children(pid)  # no query process outlives its query
+    _spare(pid)  # no query process outlives its query: what is left is the one warm spare
 
 
 @pytest.mark.parametrize("sql", [
@@ -186,3 +218,31 @@ def test_issue18_cte_named_like_a_catalog_view_is_refused(limited: ServerProcess
     assert _error_code(info.value) == "UnsupportedSqlOperation"
     resp = signed_post(f"{limited.endpoint}/lim?sql", json.dumps({"sql": sql}).encode(), "application/json")
     assert resp.status_code == 400 and resp.json()["code"] == "UnsupportedSqlOperation"
+
+
+def test_issue18_next_query_runs_in_the_warm_spare_under_the_memory_bound(limited: ServerProcess) -> None:
+    pid = limited.proc.pid  # type: ignore[union-attr]
+    s3 = make_client(limited.endpoint)
+    select(s3, "lim", "small.csv", "SELECT COUNT(*) FROM s3object", CSV)  # a spare exists after any query
+    waiting = _spare(pid)
+    assert _address_space_limit(waiting) is None  # it waits without a limit: that comes with its job
+    slow = """SELECT COUNT(*) FROM s3object a, s3object b, s3object c, s3object d, s3object e
+WHERE a.k &lt;&gt; e.k"""
+    body = (f"<SelectObjectContentRequest><Expression>{slow}</Expression><ExpressionType>SQL</ExpressionType>"
+            "<InputSerialization><CSV><FileHeaderInfo>USE</FileHeaderInfo></CSV></InputSerialization>"
+            "<OutputSerialization><CSV/></OutputSerialization></SelectObjectContentRequest>").encode()
+    running = _post(f"{limited.endpoint}/lim/rows.csv?select&select-type=2", body, "application/xml")
+    try:
+        assert running.status_code == 200
+        assert _running_queries(pid) == [waiting]  # the spare serves the query...
+        cap = _address_space_limit(waiting)  # as for a process started for the query: what it had mapped when
+        assert cap is not None  # the job came (at most what it maps now, running) + the query's memory + headroom
+        assert 0 < cap - LIMIT - sandbox.HEADROOM_BYTES <= _status(waiting, "VmSize")
+    finally:
+        running.close()
+    replacement = _spare(pid)  # ...and a new spare took its place
+    assert replacement != waiting
+    # the bound holds for a query that runs in a spare: the one that waited there takes the huge repeat
+    assert _bounded_select(limited, "small.csv", "SELECT repeat('x', 700000000) AS s FROM s3object") \
+        == "ResourceExhausted"
+    assert replacement not in _children(pid)  # it ran there (and is gone with its query)
