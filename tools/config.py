@@ -63,6 +63,16 @@ def _text(name: str, value: str) -> str:
     return value
 
 
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def parse_log_level(name: str, value: str) -> str:
+    level = value.strip().lower()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"{name}: expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return level
+
+
 def parse_proxies(name: str, value: Any) -> tuple[str, ...]:
     """Addresses or CIDR networks (comma-separated, or a TOML list) whose forwarding headers are believed; ``*``
     trusts every peer (only for a port that nothing but the proxy can reach)."""
@@ -143,6 +153,7 @@ ENV: dict[str, tuple[str, Callable[[str, str], Any], Any]] = {
     "S4_MAX_CONNECTIONS": ("max_connections", parse_int, 1024),
     "S4_TRUSTED_PROXIES": ("trusted_proxies", parse_proxies, ()),
     "S4_ACCESS_LOG": ("access_log", parse_bool, True),
+    "S4_LOG_LEVEL": ("log_level", parse_log_level, "info"),  # the default of s4-server's --log-level
 }
 # Settings of the spec that S4 cannot honour yet. Each is accepted at its default only (or empty, where it has none);
 # any other value stops start-up saying so, instead of being silently ignored (issue 18). field -> what is missing.

@@ -68,7 +68,7 @@ def connect(memory_bytes: int, threads: int) -> duckdb.DuckDBPyConnection:
         "enable_external_access": False, "python_enable_replacements": False,
         "autoinstall_known_extensions": False, "autoload_known_extensions": False,
         "memory_limit": f"{max(memory_bytes // 1024**2, 16)}MB",
-        "threads": threads, "max_temp_directory_size": "0B"})
+        "threads": threads, "max_temp_directory_size": "0B", "temp_directory": ""})  # never spills: no .tmp/
     for macro in MACROS:
         conn.execute(macro)
     conn.execute("SET lock_configuration = true")

@@ -38,3 +38,11 @@ def test_issue18_limits_from_env_and_file(tmp_path: Path) -> None:
 def test_issue18_bad_limits_are_named(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         load_settings(env=env)
+
+
+def test_log_level_is_a_known_setting() -> None:
+    """S4_LOG_LEVEL is what s4-server's --log-level defaults to; it used to stop start-up as an unknown variable."""
+    assert load_settings(env={}).log_level == "info"
+    assert load_settings(env={"S4_LOG_LEVEL": "DEBUG"}).log_level == "debug"
+    with pytest.raises(ConfigError, match="S4_LOG_LEVEL"):
+        load_settings(env={"S4_LOG_LEVEL": "loud"})
