@@ -74,12 +74,14 @@ def test_kill_during_compaction(tmp_path: Path) -> None:
     live = sum(len(b) for b in bodies.values())
     rng = random.Random(11)
     for _ in range(ROUNDS):
-        child = subprocess.Popen([sys.executable, "-c", CHILD, str(data_dir)], stdout=subprocess.PIPE)
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == b"ready"
-        time.sleep(rng.uniform(0.0, 0.25))
-        child.send_signal(signal.SIGKILL)
-        child.wait()
+        with subprocess.Popen([sys.executable, "-c", CHILD, str(data_dir)], stdout=subprocess.PIPE) as child:
+            try:
+                assert child.stdout is not None
+                assert child.stdout.readline().strip() == b"ready"
+                time.sleep(rng.uniform(0.0, 0.25))
+            finally:
+                child.send_signal(signal.SIGKILL)
+                child.wait()
         asyncio.run(check(data_dir, bodies))
     engine = open_engine(data_dir)
     try:

@@ -168,21 +168,21 @@ def run_child(data_dir: Path, kill_after: int, stderr: Path) -> tuple[int, bool]
     returns (actions it acknowledged, whether it had run out of work)."""
     with open(stderr, "wb") as err:
         child = subprocess.Popen([sys.executable, "-c", CHILD, str(data_dir)], stdout=subprocess.PIPE, stderr=err)
-    assert child.stdout is not None
     lines: list[bytes] = []
-    try:
-        deadline = time.monotonic() + 120
-        while sum(line == b"did" for line in lines) < kill_after and b"idle" not in lines:
-            readable, _, _ = select.select([child.stdout], [], [], max(deadline - time.monotonic(), 0))
-            assert readable, f"child stalled:\n{stderr.read_text()}"
-            line = child.stdout.readline()
-            assert line, f"child died on its own:\n{stderr.read_text()}"
-            lines.append(line.strip())
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    lines += child.stdout.read().split()  # acknowledged after we decided to kill, before the signal landed
-    child.stdout.close()
+    with child:  # closes the stdout pipe on every way out
+        assert child.stdout is not None
+        try:
+            deadline = time.monotonic() + 120
+            while sum(line == b"did" for line in lines) < kill_after and b"idle" not in lines:
+                readable, _, _ = select.select([child.stdout], [], [], max(deadline - time.monotonic(), 0))
+                assert readable, f"child stalled:\n{stderr.read_text()}"
+                line = child.stdout.readline()
+                assert line, f"child died on its own:\n{stderr.read_text()}"
+                lines.append(line.strip())
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+        lines += child.stdout.read().split()  # acknowledged after we decided to kill, before the signal landed
     return sum(line == b"did" for line in lines), b"idle" in lines
 
 

@@ -45,12 +45,13 @@ class ServerProcess:
         env.update(S4_DATA_DIR=str(self.data_dir), S4_BIND=f"127.0.0.1:{self.port}", S4_ACCESS_KEY_ID=ACCESS_KEY,
                    S4_SECRET_ACCESS_KEY=SECRET_KEY)
         env.update(self.extra_env)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        # A session of its own, so kill_group() can SIGKILL the supervisor and its workers at once.
         nofile = self.nofile
         limit = None if nofile is None else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
-        self.proc = subprocess.Popen([sys.executable, "-m", "s4.tools.server"], env=env, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=limit)
+        # The child gets its own copy of the log descriptor; the parent's is closed as soon as it has started.
+        with open(self.log_path, "ab") as log:
+            # A session of its own, so kill_group() can SIGKILL the supervisor and its workers at once.
+            self.proc = subprocess.Popen([sys.executable, "-m", "s4.tools.server"], env=env, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=limit)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

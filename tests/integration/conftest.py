@@ -8,13 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from helpers.server import ACCESS_KEY, SECRET_KEY, ServerProcess  # noqa: E402
+from helpers.s3client import make_client  # noqa: E402
+from helpers.server import ServerProcess  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -24,12 +23,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     code = proc.stop()
     if code not in (0, None, -15):
         print(proc.log())
-
-
-def make_client(endpoint: str, **config: Any) -> Any:
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY,
-                        aws_secret_access_key=SECRET_KEY, region_name="us-east-1",
-                        config=Config(**config) if config else None)
 
 
 @pytest.fixture(scope="session")

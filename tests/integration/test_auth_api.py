@@ -18,8 +18,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
+from helpers.s3client import make_client
 from helpers.server import ACCESS_KEY, SECRET_KEY
-from integration.conftest import make_client
 
 
 def error_code(text: str) -> str:

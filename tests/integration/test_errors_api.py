@@ -13,7 +13,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
-from conftest import make_client
+from helpers.s3client import make_client
 from helpers.server import ACCESS_KEY, SECRET_KEY, ServerProcess
 
 

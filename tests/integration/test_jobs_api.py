@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.s3client import make_client
 from helpers.server import ServerProcess
-from integration.conftest import make_client
 
 ROOT_PASSWORD = "password12345"
 START_TIMEOUT_S = 120.0  # worker processes and the root password's argon2 hash are slow on a loaded machine

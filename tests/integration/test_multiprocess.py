@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import BotoCoreError, ClientError
-from conftest import make_client
+from helpers.s3client import make_client
 from helpers.server import ServerProcess
 
 WORKERS = {"S4_WORKERS": "2"}

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 from botocore.exceptions import ClientError
-from integration.conftest import make_client
+from helpers.s3client import make_client
 
 
 def err(exc: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:

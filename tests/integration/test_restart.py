@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import make_client
+from helpers.s3client import make_client
 from helpers.server import ServerProcess
 
 

@@ -1,0 +1,16 @@
+"""boto3 S3 clients for a test server, signed with the test credentials the server helper starts it with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from helpers.server import ACCESS_KEY, SECRET_KEY
+
+
+def make_client(endpoint: str, **config: Any) -> Any:
+    """An S3 client for ``endpoint``; ``config`` goes to botocore's ``Config`` (retries, addressing, ...)."""
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY,
+                        aws_secret_access_key=SECRET_KEY, region_name="us-east-1",
+                        config=Config(**config) if config else None)
