@@ -6,11 +6,12 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from helpers.server import ACCESS_KEY, SECRET_KEY
+from helpers.server import ACCESS_KEY, SECRET_KEY, track_client
 
 
 def make_client(endpoint: str, **config: Any) -> Any:
-    """An S3 client for ``endpoint``; ``config`` goes to botocore's ``Config`` (retries, addressing, ...)."""
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY,
+    """An S3 client for ``endpoint``; ``config`` goes to botocore's ``Config`` (retries, addressing, ...). Its
+    connections are closed when the server helper stops that endpoint's server."""
+    return track_client(endpoint, boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY,
                         aws_secret_access_key=SECRET_KEY, region_name="us-east-1",
-                        config=Config(**config) if config else None)
+                        config=Config(**config) if config else None))

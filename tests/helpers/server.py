@@ -12,9 +12,26 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ACCESS_KEY = "test-access-key"
 SECRET_KEY = "test-secret-key"
+
+
+# boto3 clients of each endpoint (helpers/s3client.py). A stopped server leaves their pooled connections dead; they
+# are closed with it, so no socket is left for the garbage collector to warn about (filterwarnings = error). A
+# closed client still works: its next request opens a new connection (a restarted server on the same port).
+_CLIENTS: dict[str, list[Any]] = {}
+
+
+def track_client(endpoint: str, client: Any) -> Any:
+    _CLIENTS.setdefault(endpoint, []).append(client)
+    return client
+
+
+def _close_clients(endpoint: str) -> None:
+    for client in _CLIENTS.pop(endpoint, []):
+        client.close()
 
 
 def free_port() -> int:
@@ -81,6 +98,7 @@ class ServerProcess:
                 self.proc.wait()
         code = self.proc.returncode
         self.proc = None
+        _close_clients(self.endpoint)
         return code
 
     def kill(self) -> None:
@@ -93,6 +111,7 @@ class ServerProcess:
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
         self.proc = None
+        _close_clients(self.endpoint)
 
     def worker_pids(self) -> list[int]:
         """PIDs of the HTTP worker processes (children of the supervisor); empty in single-process mode."""

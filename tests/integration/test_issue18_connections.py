@@ -30,6 +30,14 @@ from integration.conftest import make_client
 BASE_ENV = {"S4_WORKERS": "1", "S4_SELECT_ENABLED": "false"}
 ROOT_PASSWORD = "password12345"
 WAIT_S = 30.0  # upper bound of any single wait; a passing test finishes each far sooner
+_OPEN: list[socket.socket] = []  # raw sockets of the running test, closed when it ends (pass or fail)
+
+
+@pytest.fixture(autouse=True)
+def _close_raw_sockets() -> Iterator[None]:
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
 
 
 @contextmanager
@@ -45,6 +53,7 @@ def running(tmp_path: Path, env: dict[str, str] | None = None, nofile: int | Non
 
 def connect(server: ServerProcess, rcvbuf: int | None = None) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    _OPEN.append(sock)
     if rcvbuf is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.settimeout(WAIT_S)
@@ -54,9 +63,12 @@ def connect(server: ServerProcess, rcvbuf: int | None = None) -> socket.socket:
 
 def response(sock: socket.socket, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
     resp = http.client.HTTPResponse(sock, method=method)
-    resp.begin()
-    body = resp.read()
-    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
+    try:
+        resp.begin()
+        body = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
+    finally:
+        resp.close()  # its file object over the socket; the socket itself stays the test's
 
 
 def closed_by_server(sock: socket.socket) -> bool:
@@ -80,8 +92,9 @@ def health(server: ServerProcess) -> int:
 
 def presigned(server: ServerProcess, method: str, bucket: str, key: str) -> tuple[str, str]:
     """(path?query, host) of a presigned URL, for raw requests."""
-    url = make_client(server.endpoint).generate_presigned_url(method, Params={"Bucket": bucket, "Key": key},
-                                                               ExpiresIn=600)
+    client = make_client(server.endpoint)
+    url = client.generate_presigned_url(method, Params={"Bucket": bucket, "Key": key}, ExpiresIn=600)
+    client.close()
     parts = urlsplit(url)
     return f"{parts.path}?{parts.query}", parts.netloc
 

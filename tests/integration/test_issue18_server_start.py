@@ -75,6 +75,8 @@ def _banner_then_stop(env: dict[str, str], port: int) -> str:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
 
 
 def test_issue18_dev_secret_printed_at_first_start_only(tmp_path: Path) -> None:

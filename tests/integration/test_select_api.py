@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -23,6 +22,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.eventstream import EventStreamBuffer
 from botocore.exceptions import ClientError, EventStreamError
+from helpers.s3client import make_client  # noqa: E402  (closed with the server: helpers/server.py)
 from helpers.server import ACCESS_KEY, SECRET_KEY, ServerProcess, free_port
 
 from s4.api.app import build_app
@@ -31,11 +31,6 @@ from s4.api.settings import ApiSettings
 from s4.engine import Engine, EngineOptions
 from s4.engine.select import sandbox
 from s4.tools import bench_select
-
-
-def make_client(endpoint: str) -> Any:
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
-                        region_name="us-east-1")
 
 EMPLOYEES = b'name,salary,dept\nAlice,120000,eng\nBob,90000,ops\n"Smith, J",150000,"r&d ""x"""\n'
 
