@@ -11,6 +11,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +57,13 @@ def select(s3: Any, bucket: str, key: str, expression: str, inp: dict[str, Any],
     resp = s3.select_object_content(Bucket=bucket, Key=key, Expression=expression, ExpressionType="SQL",
                                     InputSerialization=inp, OutputSerialization=out or {"CSV": {}}, **extra)
     records, stats = b"", {}
-    for event in resp["Payload"]:
-        if "Records" in event:
-            records += event["Records"]["Payload"]
-        elif "Stats" in event:
-            stats = event["Stats"]["Details"]
+    # An error event raises mid-stream: close the connection here rather than leave it to the garbage collector.
+    with closing(resp["Payload"]) as payload:
+        for event in payload:
+            if "Records" in event:
+                records += event["Records"]["Payload"]
+            elif "Stats" in event:
+                stats = event["Stats"]["Details"]
     return records, stats
 
 
@@ -305,7 +308,8 @@ def test_scan_range_refused_where_s3_refuses_it(s3: Any, bucket: str) -> None:
 def events(s3: Any, bucket: str, key: str, expression: str, inp: dict[str, Any], **extra: Any) -> list[Any]:
     resp = s3.select_object_content(Bucket=bucket, Key=key, Expression=expression, ExpressionType="SQL",
                                     InputSerialization=inp, OutputSerialization={"CSV": {}}, **extra)
-    return list(resp["Payload"])
+    with closing(resp["Payload"]) as payload:  # closed even when an error event raises mid-stream
+        return list(payload)
 
 
 def test_progress_events_only_when_requested(s3: Any, bucket: str) -> None:
