@@ -162,13 +162,25 @@ class RssSampler:
         self._sample()
 
 
-def idle_rss(pid: int, seconds: float = 2.0) -> tuple[int, int]:
-    """The settled (VmRSS, RssAnon): the smallest of a few samples, once upload buffers are released."""
-    samples = []
-    for _ in range(int(seconds / 0.1)):
+def idle_rss(pid: int, seconds: float = 2.0, settle_timeout_s: float = 60.0) -> tuple[int, int]:
+    """The settled (VmRSS, RssAnon) of the process tree: the smallest samples of the last ``seconds``, once the
+    tree has stopped changing (upload buffers released, and a query process that is still starting, such as the
+    Select warm spare, has finished its imports). A tree measured mid-start would make any later growth look
+    larger by what the start had left to load."""
+    window = max(2, int(seconds / 0.1))
+    samples: list[tuple[int, int]] = []
+    deadline = time.monotonic() + settle_timeout_s
+    while True:
         samples.append(RssSampler.rss(pid))
+        recent = samples[-window:]
+        spread = max(s[0] for s in recent) - min(s[0] for s in recent)
+        if len(recent) == window and (spread < SETTLED_SPREAD_BYTES or time.monotonic() > deadline):
+            return min(s[0] for s in recent), min(s[1] for s in recent)
         time.sleep(0.1)
-    return min(s[0] for s in samples), min(s[1] for s in samples)
+
+
+#: How little the tree's resident memory may move over the idle window for it to count as settled.
+SETTLED_SPREAD_BYTES = 4 * 1024**2
 
 
 class LocalServer:
