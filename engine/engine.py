@@ -12,7 +12,6 @@ Data directory layout: ``journal/`` (segments), ``views/`` (LMDB), ``volumes/`` 
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +21,12 @@ import anyio.to_thread
 
 from s4.journal import Journal
 
-from . import commands, datadir, listing, reads
+from . import commands, listing, reads
 from .conditions import Preconditions
-from .datadir import DataDirLock
 from .errors import S3Error, StoredDataDamagedError
 from .iam_ops import IamOps
 from .ingest import CHUNK_BYTES, Hasher, Ingested, Ingestor
+from .local_commit import LocalCommitPath
 from .model import (
     BlobLocation,
     Bucket,
@@ -40,13 +39,11 @@ from .model import (
     version_record,
 )
 from .names import check_bucket_name, check_key
-from .remote import LoopChannel, RemoteIam, RemoteJobs, RemoteSequencer
-from .sequencer import Command, Sequencer, replay
+from .ports import CommitPath, CommitPort
+from .sequencer import Command
 from .space import SpaceGuard
-from .tail_check import settle_tail
 from .views.env import Views
 from .views.records import Tx
-from .views.unsynced import UnsyncedMarker, current_boot_id
 from .volumes.reads import BlobReader
 from .volumes.record import DamagedBlob
 from .volumes.store import DEFAULT_VOLUME_BYTES, VolumeStore
@@ -70,98 +67,42 @@ class EngineOptions:
 class Engine(IamOps):
     """One node's storage: journal + views + volumes behind S3 operations."""
 
-    def __init__(self, options: EngineOptions, sequencer_channel: LoopChannel | None = None) -> None:
-        """The node's engine; with ``sequencer_channel`` a worker process's engine (see engine/remote).
-
-        A worker writes its own volumes and reads the views directly, but owns neither the journal nor the
-        LMDB writer: its commands go to the sequencer process, which has already replayed the journal.
-        """
+    def __init__(self, options: EngineOptions, commit_path: CommitPath | None = None) -> None:
+        """The node's engine, committing through ``commit_path`` (engine/ports.py), which the composition root
+        chooses (tools/server.py); by default ``LocalCommitPath``: this process owns the data directory's journal.
+        The engine never asks which kind it has."""
         self.options = options
-        data_dir = Path(options.data_dir)
-        # The journal's owner locks the data directory before touching anything in it (engine/datadir.py).
-        self._dir_lock = DataDirLock.acquire(data_dir) if sequencer_channel is None else None
+        self._commit_path = commit_path if commit_path is not None else LocalCommitPath()
+        # The path takes the data directory (the journal's owner locks it) before anything in it is touched.
+        self.node_id = self._commit_path.claim(options)
         try:
-            self._open(data_dir, sequencer_channel)
+            self._open(Path(options.data_dir))
         except BaseException:
-            if self._dir_lock is not None:
-                self._dir_lock.release()
+            self._commit_path.close()
             raise
 
-    def _open(self, data_dir: Path, sequencer_channel: LoopChannel | None) -> None:
+    def _open(self, data_dir: Path) -> None:
         options = self.options
-        self.node_id = datadir.node_id(data_dir, options.node_id if sequencer_channel is None else None)
-        self.journal: Journal | None = None
-        self._unsynced: UnsyncedMarker | None = None
         self.volumes = VolumeStore(data_dir / "volumes", worker=options.worker,
                                    volume_size_bytes=options.volume_size_bytes, on_seal=self._on_seal)
-        if sequencer_channel is None:
-            self.views = self._open_views(data_dir / "views", data_dir / "journal", self.volumes)
-            assert self.journal is not None
-            replayed = replay(self.journal, self.views)
-            if replayed:
-                log.info("replayed %d journal events into the views", replayed)
-        else:
-            self.views = Views(data_dir / "views")
         self.space = SpaceGuard(self.volumes.directory, options.disk_reserve_bytes)
-        self.sequencer: Sequencer | RemoteSequencer
-        if sequencer_channel is None:
-            self.sequencer = Sequencer(self.journal, self.views, self.volumes, commands.DECIDERS,
-                                       self.space)
-        else:
-            self.sequencer = RemoteSequencer(sequencer_channel)
-            self._background_jobs = RemoteJobs(sequencer_channel)
+        opened = self._commit_path.open(self.volumes, self.space)
+        self.views: Views = opened.views
+        self.journal: Journal | None = opened.journal
+        self.sequencer: CommitPort = opened.port
+        self._background_jobs = opened.jobs  # None: created here on first use (engine/jobs/service.py, for_engine)
         self.ingestor = Ingestor(self.views, self.volumes, options.chunk_bytes, self.space)
         self._reported: set[tuple[bytes, str, int]] = set()  # damage marks submitted and not failed
-        self._init_iam(data_dir, RemoteIam(sequencer_channel) if sequencer_channel is not None else None)
-
-    def _open_views(self, path: Path, journal_dir: Path, volumes: VolumeStore) -> Views:
-        """The node's views and (``self.journal``) its journal, opened in this order because trusted views witness
-        what was committed: every seq up to their ``last_seq`` was acknowledged, so journal recovery refuses to
-        end the log below it (journal/recovery.py, rule 5) instead of dropping those events.
-
-        Views without per-commit fsync are trusted where a boot id can tell a process crash from a machine crash
-        (views/unsynced.py); after a machine crash they are discarded (no witness) and rebuilt from the journal.
-        The journal's last record is then settled against the volumes (tail_check.py)."""
-        boot_id = current_boot_id()
-        self._unsynced = UnsyncedMarker(path, boot_id)
-        machine_crashed = self._unsynced.views_untrusted()
-        if machine_crashed:
-            log.warning("the views were not synced before the machine restarted: rebuilding them from the journal")
-            shutil.rmtree(path)
-        views = Views(path, sync=boot_id is None)
-        try:
-            witness = views.last_seq()
-            self.journal = Journal(journal_dir, origin=self.node_id, segment_size_bytes=self.options.segment_size_bytes,
-                                   witness=witness)
-            settle_tail(self.journal, volumes, verify=machine_crashed or boot_id is None, witness=witness)
-        except BaseException:
-            if self.journal is not None:
-                self.journal.close()
-            views.close()
-            raise
-        if views.layout_stale():  # their last_seq still witnessed the journal above; their keys must not be read
-            log.warning("the views were written in an older key layout: rebuilding them from the journal")
-            views.close()
-            shutil.rmtree(path)
-            views = Views(path, sync=boot_id is None)
-        if boot_id is not None:
-            self._unsynced.mark()
-        return views
+        self._init_iam(data_dir, opened.login_throttle)
 
     def _on_seal(self, volume: str, size: int) -> None:
         self.sequencer.submit(Command("seal_volume", {"volume": volume, "size": size}))
 
     def close(self) -> None:
+        """The port first (it drains what was submitted), then the volumes, then what the path opened."""
         self.sequencer.close()
-        if self.journal is not None:
-            self.journal.close()
         self.volumes.close()
-        if self._unsynced is not None:
-            self.views.env.sync(True)
-            self._unsynced.clear()
-        self.views.close()
-        if self._dir_lock is not None:
-            self._dir_lock.release()
+        self._commit_path.close()
 
     async def _run(self, name: str, args: dict[str, Any], actor: str, volumes: set[str] | None = None) -> Any:
         """Submit a command; the sequencer fsyncs ``volumes`` (where this process wrote the command's bytes)

@@ -30,7 +30,8 @@ from s4.api.settings import ApiSettings
 from s4.engine import Engine, EngineOptions
 from s4.engine.datadir import DataDirLockedError, NodeIdMismatchError
 from s4.engine.jobs.service import JobSettings, for_engine
-from s4.engine.remote import LoopChannel
+from s4.engine.local_commit import LocalCommitPath
+from s4.engine.remote import ChannelCommitPath, LoopChannel
 from s4.journal import CorruptJournalError
 
 from . import supervisor
@@ -58,9 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker_id is not None:
         return _run_worker(settings, data_dir, args)
     count = settings.workers if settings.workers is not None else (os.cpu_count() or 1)
+    # The commit port (engine/ports.py): this process owns the journal and commits every command of the node,
+    # its workers' included (over their channels: tools/supervisor.py).
+    commit_path = LocalCommitPath()
     try:  # first of all: the data directory's lock (engine/datadir.py), then journal recovery
         engine = Engine(EngineOptions(data_dir=data_dir, volume_size_bytes=settings.volume_size_bytes,
-                                      disk_reserve_bytes=settings.disk_reserve_bytes, node_id=settings.node_id))
+                                      disk_reserve_bytes=settings.disk_reserve_bytes, node_id=settings.node_id),
+                        commit_path)
     except (DataDirLockedError, NodeIdMismatchError, CorruptJournalError) as exc:
         print(f"s4-server: {exc}", file=sys.stderr)
         return 1
@@ -81,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                    "PROMETHEUS_MULTIPROC_DIR": str(metrics_path)}
             if jwt_secret:
                 env["S4_JWT_SECRET"] = jwt_secret
-            node = supervisor.Supervisor(engine, background, listeners,
+            assert commit_path.sequencer is not None  # opened with the engine
+            node = supervisor.Supervisor(engine, commit_path.sequencer, background, listeners,
                                          supervisor.worker_command(args.config, args.log_level), env)
             _banner(settings, data_dir, access, secret, generated, f"{count} worker processes")
             _run(node.serve, background, node.request_stop)
@@ -97,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_worker(settings: Settings, data_dir: Path, args: argparse.Namespace) -> int:
-    """An HTTP worker process (started by the supervisor): own volumes, direct reads, remote sequencer."""
+    """An HTTP worker process (started by the supervisor): own volumes, direct reads, and the supervisor's channel
+    as its commit port (engine/remote)."""
     supervisor.die_with_parent(args.parent_pid)
     listener = socket.socket(fileno=args.listen_fd)
     engine_ready = False
@@ -105,7 +112,7 @@ def _run_worker(settings: Settings, data_dir: Path, args: argparse.Namespace) ->
                           on_close=lambda: engine_ready and os.kill(os.getpid(), signal.SIGTERM))
     engine = Engine(EngineOptions(data_dir=data_dir, volume_size_bytes=settings.volume_size_bytes,
                                   worker=args.worker_id, disk_reserve_bytes=settings.disk_reserve_bytes),
-                    sequencer_channel=channel)
+                    ChannelCommitPath(channel))
     engine_ready = True
     try:
         access, secret = settings.access_key or "", settings.secret_key or ""

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from s4.engine import Engine
 from s4.engine.remote import SequencerService, WorkerLink
+from s4.engine.sequencer import Sequencer
 
 log = logging.getLogger("s4.supervisor")
 RESTART_BACKOFF_S = 1.0
@@ -90,9 +91,12 @@ def _reuseport_listener(family: socket.AddressFamily, address: str, port: int) -
 
 
 class Supervisor:
-    def __init__(self, engine: Engine, background: object, listeners: list[socket.socket],
+    def __init__(self, engine: Engine, sequencer: Sequencer, background: object, listeners: list[socket.socket],
                  worker_argv: list[str], worker_env: dict[str, str]) -> None:
+        """``sequencer``: the one that commits ``engine``'s commands (its local commit path's, engine/ports.py);
+        the workers' commands are committed by it too, in the same batches."""
         self.engine = engine
+        self.sequencer = sequencer
         self.background = background
         self.listeners = listeners  # worker i (from 1) serves listeners[i - 1]
         self.count = len(listeners)
@@ -109,8 +113,7 @@ class Supervisor:
     async def serve(self) -> None:
         """Run until SIGTERM/SIGINT; then stop the workers gracefully (they finish in-flight requests)."""
         loop = asyncio.get_running_loop()
-        self.service = SequencerService(self.engine.sequencer, self.background, loop,  # type: ignore[arg-type]
-                                        self.engine.login_throttle)
+        self.service = SequencerService(self.sequencer, self.background, loop, self.engine.login_throttle)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
         for worker_id in range(1, self.count + 1):

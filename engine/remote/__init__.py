@@ -3,14 +3,15 @@
 ``wire`` frames msgpack messages over a socketpair; both ends are driven by their process's event loop:
 ``loop_channel`` is the worker's end (``pending``: its request bookkeeping), ``service`` the sequencer process's
 (one ``WorkerLink`` per worker; commands from all of them are committed together on that loop). ``client`` is
-what a worker's Engine uses in place of the local sequencer (and of the background jobs).
+a worker's commit path (``ChannelCommitPath``, engine/ports.py): what its Engine uses in place of the local
+sequencer (and of the background jobs and the login throttle).
 See docs/architecture/processes.md.
 """
 
-from .client import RemoteIam, RemoteJobs, RemoteSequencer
+from .client import ChannelCommitPath, RemoteIam, RemoteJobs, RemoteSequencer
 from .loop_channel import LoopChannel
 from .pending import ChannelClosedError
 from .service import SequencerService, WorkerLink
 
-__all__ = ["ChannelClosedError", "LoopChannel", "RemoteIam", "RemoteJobs", "RemoteSequencer",
+__all__ = ["ChannelClosedError", "ChannelCommitPath", "LoopChannel", "RemoteIam", "RemoteJobs", "RemoteSequencer",
            "SequencerService", "WorkerLink"]

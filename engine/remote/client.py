@@ -1,4 +1,5 @@
-"""The worker-process side: stand-ins for the local Sequencer and Jobs that forward over its LoopChannel.
+"""The worker-process side: the commit path of an HTTP worker (engine/ports.py) and the stand-ins it gives the
+engine for the local Sequencer, Jobs and login throttle, which forward over its LoopChannel.
 
 Engine code cannot tell the difference: ``execute`` returns the decider's result or raises its error exactly
 as the in-process sequencer would, after the event is durable in the sequencer process.
@@ -7,10 +8,19 @@ as the in-process sequencer would, after the event is durable in the sequencer p
 from __future__ import annotations
 
 import concurrent.futures
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from .. import datadir
+from ..ports import Opened
 from ..sequencer import Command
+from ..space import SpaceGuard
+from ..views.env import Views
+from ..volumes.store import VolumeStore
 from .loop_channel import LoopChannel
+
+if TYPE_CHECKING:
+    from ..engine import EngineOptions
 
 STATUS_TIMEOUT_S = 30.0
 
@@ -78,3 +88,30 @@ class RemoteJobs:
         """Blocking (call it off the event loop): the status is a few dict reads in the sequencer process."""
         fut = self.channel.request({"op": "job", "method": "status", "kwargs": {"name": name}})
         return fut.result(STATUS_TIMEOUT_S)  # type: ignore[no-any-return]
+
+
+class ChannelCommitPath:
+    """An HTTP worker process's commit path: it writes its own volumes and reads the views directly, but owns
+    neither the journal nor the LMDB writer nor the data-directory lock (the supervisor holds them and has replayed
+    the journal before starting any worker): commands, background-job calls and the login throttle go over
+    ``channel`` to the supervisor (docs/architecture/processes.md)."""
+
+    def __init__(self, channel: LoopChannel) -> None:
+        self.channel = channel
+        self._data_dir = Path()
+        self._views: Views | None = None
+
+    def claim(self, options: EngineOptions) -> str:
+        """No lock (the supervisor holds it); the node id the supervisor's engine stored (a worker never sets one)."""
+        self._data_dir = Path(options.data_dir)
+        return datadir.node_id(self._data_dir)
+
+    def open(self, volumes: VolumeStore, space: SpaceGuard) -> Opened:
+        self._views = Views(self._data_dir / "views")
+        return Opened(views=self._views, port=RemoteSequencer(self.channel), login_throttle=RemoteIam(self.channel),
+                      jobs=RemoteJobs(self.channel))
+
+    def close(self) -> None:
+        views, self._views = self._views, None
+        if views is not None:
+            views.close()

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from helpers.engine_io import get
 
-from s4.engine import Engine
-from s4.engine import engine as engine_module
+from s4.engine import Engine, local_commit
 from s4.engine.views.unsynced import MARKER_NAME, current_boot_id
 
 pytestmark = pytest.mark.anyio
@@ -94,7 +93,7 @@ async def test_after_a_machine_crash_the_views_are_rebuilt_from_the_journal(
 
 async def test_without_a_boot_id_the_views_sync_every_commit(make_engine: Callable[..., Engine], tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine_module, "current_boot_id", lambda: None)
+    monkeypatch.setattr(local_commit, "current_boot_id", lambda: None)
     engine = make_engine()
     assert engine.views.env.flags()["sync"] is True
     assert not (tmp_path / "data" / "views" / MARKER_NAME).exists()

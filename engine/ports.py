@@ -1,0 +1,94 @@
+"""The commit port: how the engine's commands get ordered, made durable and visible. The engine defines it; the
+composition root (tools/server.py) chooses the implementation; the engine never asks which one it has.
+
+Two shapes:
+
+* ``CommitPort``: what the engine calls for every change: ``execute`` (await the outcome), ``submit`` (from any
+  thread, don't wait), ``execute_sync`` (the background jobs, on their threads), ``stats`` and ``close``. Its answer
+  comes once the command's events are durable and visible in the views this process reads.
+* ``CommitPath``: the factory handed to ``Engine``, one per engine. ``claim`` takes the data directory (before
+  anything in it is touched) and says whose node it is; ``open`` (given the engine's volumes) opens the views and
+  returns the port and what the node shares with it; ``close`` releases all of that at the end.
+
+Implementations: ``LocalCommitPath`` (engine/local_commit.py: this process owns the journal, the LMDB writer and
+the data-directory lock) and ``ChannelCommitPath`` (engine/remote/client.py: an HTTP worker process, whose commands
+go to the supervisor's sequencer). The replicated pool (``cluster/``, later) wraps a ``LocalCommitPath``: its journal,
+views and sequencer are public after ``open`` for that. See docs/architecture/commit-port.md.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from s4.journal import Journal
+
+from .sequencer import Command
+from .space import SpaceGuard
+from .views.env import Views
+from .volumes.store import VolumeStore
+
+if TYPE_CHECKING:
+    from .engine import EngineOptions
+
+
+class CommitPort(Protocol):
+    """Orders commands and commits them: a command's answer (its decider's result, or its error: the same S3Error
+    whichever implementation) comes only once its events are durable and visible in this process's views. A
+    command that cannot be committed now fails with ServiceUnavailableError (503 with Retry-After)."""
+
+    def submit(self, command: Command) -> concurrent.futures.Future[Any]:
+        """From any thread, without waiting (a volume sealed on an ingest thread, a damage mark)."""
+        ...
+
+    async def execute(self, command: Command) -> Any:
+        """On the event loop: the command's result once committed."""
+        ...
+
+    def execute_sync(self, command: Command) -> Any:
+        """Blocking, off the event loop (the background jobs' threads, start-up)."""
+        ...
+
+    @property
+    def stats(self) -> tuple[int, int]:
+        """(batches, commands) committed by this process so far, for metrics."""
+        ...
+
+    def close(self) -> None:
+        """Drain what was submitted; later commands fail with ServiceUnavailableError."""
+        ...
+
+
+class LoginThrottlePort(Protocol):
+    """The node-wide login throttle, when another process keeps it (engine/login_throttle.py)."""
+
+    async def throttle(self, action: str, username: str, client: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """What a commit path opened for an engine."""
+
+    views: Views
+    port: CommitPort
+    journal: Journal | None = None  # the journal this process writes, if it owns one (metrics, tools)
+    login_throttle: LoginThrottlePort | None = None  # None: this process keeps the node's login throttle
+    jobs: Any = None  # the background jobs' handle when they run elsewhere; None: this process runs them
+
+
+class CommitPath(Protocol):
+    """Chosen by the composition root (tools/server.py); ``Engine`` calls ``claim``, builds its volumes, calls
+    ``open``, and at the end closes the port, its volumes, then ``close``."""
+
+    def claim(self, options: EngineOptions) -> str:
+        """Take the data directory before anything in it is touched; return this node's id."""
+        ...
+
+    def open(self, volumes: VolumeStore, space: SpaceGuard) -> Opened:
+        """Open the views (and whatever commits into them) over ``volumes``; return the port."""
+        ...
+
+    def close(self) -> None:
+        """Release what ``claim`` and ``open`` took (journal, views, lock); safe after a failed ``open``, and twice."""
+        ...
