@@ -22,19 +22,23 @@ PLUGIN = "protoc-gen-python_betterproto2"
 OPTIONS = "client_generation=async,server_generation=async"
 
 
+class GenerateError(RuntimeError):
+    """The generator is missing or protoc failed."""
+
+
 def generate(out_dir: Path, proto: Path = PROTO) -> None:
     """Run protoc with the betterproto2 plugin into ``out_dir`` (which must exist)."""
     bin_dir = Path(sys.executable).parent
     plugin = shutil.which(PLUGIN, path=str(bin_dir)) or shutil.which(PLUGIN)
     if plugin is None:
-        raise SystemExit(f"{PLUGIN} not found: pip install -e '.[test]' (betterproto2_compiler, grpcio-tools)")
+        raise GenerateError(f"{PLUGIN} not found: pip install -e '.[test]' (betterproto2_compiler, grpcio-tools)")
     # the plugin formats its output with `ruff` found on PATH: the one installed beside this Python first
     env = dict(os.environ, PATH=os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")]))
     cmd = [sys.executable, "-m", "grpc_tools.protoc", f"-I{proto.parent}", f"--plugin={PLUGIN}={plugin}",
            f"--python_betterproto2_out={out_dir}", f"--python_betterproto2_opt={OPTIONS}", str(proto)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"protoc failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+        raise GenerateError(f"protoc failed ({done.returncode}):\n{done.stdout}{done.stderr}")
 
 
 def generated_files(root: Path) -> dict[str, str]:
@@ -48,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=WIRE_DIR, help="output directory (default: cluster/wire)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        generate(Path(tmp))
+        try:
+            generate(Path(tmp))
+        except GenerateError as exc:
+            print(f"gen_proto: {exc}", file=sys.stderr)
+            return 1
         fresh = generated_files(Path(tmp))
         out: Path = args.out
         out.mkdir(parents=True, exist_ok=True)
