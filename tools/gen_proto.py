@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -28,12 +29,20 @@ class GenerateError(RuntimeError):
 
 def generate(out_dir: Path, proto: Path = PROTO) -> None:
     """Run protoc with the betterproto2 plugin into ``out_dir`` (which must exist)."""
-    bin_dir = Path(sys.executable).parent
-    plugin = shutil.which(PLUGIN, path=str(bin_dir)) or shutil.which(PLUGIN)
+    # where pip put this Python's scripts (the plugin, and the `ruff` the plugin formats its output with) first
+    dirs = [sysconfig.get_path("scripts"), str(Path(sys.executable).parent)]
+    try:
+        from ruff.__main__ import find_ruff_bin  # the ruff package of the test extra, wherever pip put its binary
+
+        dirs.insert(0, str(Path(find_ruff_bin()).parent))
+    except (ImportError, FileNotFoundError):
+        pass  # then whichever ruff is on PATH
+    bins = os.pathsep.join(dict.fromkeys(dirs))
+    path = os.pathsep.join([bins, os.environ.get("PATH", "")])
+    plugin = shutil.which(PLUGIN, path=path)
     if plugin is None:
         raise GenerateError(f"{PLUGIN} not found: pip install -e '.[test]' (betterproto2_compiler, grpcio-tools)")
-    # the plugin formats its output with `ruff` found on PATH: the one installed beside this Python first
-    env = dict(os.environ, PATH=os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")]))
+    env = dict(os.environ, PATH=path)
     cmd = [sys.executable, "-m", "grpc_tools.protoc", f"-I{proto.parent}", f"--plugin={PLUGIN}={plugin}",
            f"--python_betterproto2_out={out_dir}", f"--python_betterproto2_opt={OPTIONS}", str(proto)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
