@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from s4.cluster.config import ClusterConfigError, build_cluster_config
 from s4.engine.datadir import NODE_ID_RE
 
 
@@ -97,6 +98,13 @@ def _toml_text(name: str, value: Any) -> str:
     return value
 
 
+def _toml_list(name: str, value: Any) -> str:
+    """A list of strings, or one comma-separated string, from config.toml; kept comma-separated like the env var."""
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ",".join(value)
+    return _toml_text(name, value)
+
+
 # env var -> (settings field, parser, default)
 ENV: dict[str, tuple[str, Callable[[str, str], Any], Any]] = {
     "S4_BIND": ("bind", _text, "127.0.0.1:9000"),
@@ -145,6 +153,8 @@ ENV: dict[str, tuple[str, Callable[[str, str], Any], Any]] = {
     "S4_ANTI_ENTROPY_INTERVAL_SECS": ("anti_entropy_interval_secs", parse_int, 600),
     "S4_SCRUBBER_FULL_SCAN_DAYS": ("scrubber_full_scan_days", parse_float, 30.0),
     "S4_HINT_TTL_HOURS": ("hint_ttl_hours", parse_float, 3.0),
+    "S4_CLUSTER_SECRET": ("cluster_secret", _text, None),  # None: derived from S4_SECRET_ACCESS_KEY (cluster/auth.py)
+    "S4_MAX_CLOCK_OFFSET": ("max_clock_offset_s", parse_float, 60.0),
     "S4_LICENSE_KEY": ("license_key", _text, None),
     # connection limits and timeouts, per HTTP worker process (api/http_protocol.py, docs/operations.md)
     "S4_MAX_HEADER_SIZE": ("max_header_bytes", parse_size, 16 * 1024),
@@ -157,16 +167,17 @@ ENV: dict[str, tuple[str, Callable[[str, str], Any], Any]] = {
 }
 # Settings of the spec that S4 cannot honour yet. Each is accepted at its default only (or empty, where it has none);
 # any other value stops start-up saying so, instead of being silently ignored (issue 18). field -> what is missing.
-FEDERATION = "federation (clustering, replication) is not supported yet"
+FEDERATION_PART2 = "not supported yet: it comes with federation part 2 (gossip, Merkle anti-entropy, tombstone GC)"
 NOT_SUPPORTED: dict[str, str] = {
-    "mode": FEDERATION + " (S4_MODE must be single)",
-    **{fld: FEDERATION for fld in ("cluster_name", "node_grpc_addr", "node_http_addr", "seeds", "pool_name",
-                                   "pool_nodes", "replication_factor", "write_quorum", "read_quorum",
-                                   "gc_grace_days", "max_rejoin_downtime_days", "anti_entropy_interval_secs",
-                                   "hint_ttl_hours")},
+    **{fld: FEDERATION_PART2 for fld in ("gc_grace_days", "max_rejoin_downtime_days", "anti_entropy_interval_secs")},
     "license_key": "Enterprise Edition features are not supported yet (S4 has no licensed features)",
     "strict_sync": "strict_sync = false is not supported yet: S4 always fsyncs before it acknowledges a write",
 }
+# Settings only a cluster node reads (cluster/config.py validates them): with S4_MODE=single each must stay at its
+# default, so a node meant to join a pool never starts alone by mistake with its cluster settings ignored.
+CLUSTER_ONLY = ("cluster_name", "node_grpc_addr", "node_http_addr", "seeds", "pool_name", "pool_nodes",
+                "replication_factor", "write_quorum", "read_quorum", "hint_ttl_hours", "cluster_secret",
+                "max_clock_offset_s")
 # config.toml (section, key) -> settings field, parser
 TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
     ("server", "bind"): ("bind", lambda n, v: str(v)),
@@ -190,6 +201,16 @@ TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
     ("iam", "root_username"): ("root_username", _toml_text),
     ("iam", "root_password"): ("root_password", _toml_text),
     ("iam", "jwt_secret"): ("jwt_secret", _toml_text),
+    # [cluster]: the S4_* cluster settings, lower-case without the prefix (docs/operations.md, Cluster settings)
+    ("cluster", "mode"): ("mode", _toml_text),
+    **{("cluster", fld): (fld, _toml_text) for fld in ("cluster_name", "node_id", "node_grpc_addr",
+                                                       "node_http_addr", "pool_name", "cluster_secret")},
+    ("cluster", "seeds"): ("seeds", _toml_list),
+    ("cluster", "pool_nodes"): ("pool_nodes", _toml_list),
+    **{("cluster", fld): (fld, lambda n, v: parse_int(n, str(v)))
+       for fld in ("replication_factor", "write_quorum", "read_quorum")},
+    ("cluster", "hint_ttl_hours"): ("hint_ttl_hours", lambda n, v: parse_float(n, str(v))),
+    ("cluster", "max_clock_offset"): ("max_clock_offset_s", lambda n, v: parse_float(n, str(v))),
 }
 
 
@@ -243,8 +264,10 @@ def load_settings(env: Mapping[str, str] | None = None, config_path: str | None 
             settings.values[fld] = parser(name, value)
             settings.sources[fld] = f"env:{name}"
     if settings.values["mode"] not in ("single", "cluster", "gateway"):
-        raise ConfigError(f"S4_MODE: {settings.values['mode']!r} must be single, cluster or gateway")
+        raise ConfigError(f"{_setting_name(settings, 'mode')}: {settings.values['mode']!r} must be single, cluster "
+                          "or gateway")
     _refuse_unsupported(settings)
+    _check_cluster(settings)
     if not 0.0 < settings.values["compaction_threshold"] < 1.0:
         raise ConfigError("S4_COMPACTION_THRESHOLD: must be between 0 and 1")
     for fld, env_name in (("header_timeout_s", "S4_HEADER_TIMEOUT_SECS"), ("body_timeout_s", "S4_BODY_TIMEOUT_SECS")):
@@ -284,6 +307,33 @@ def _refuse_unsupported(settings: Settings) -> None:
             raise ConfigError(f"config.toml storage.metadata_path: a metadata directory of its own is not supported "
                               f"yet: S4 keeps its metadata (LMDB views) in <data dir>/views, here {views}; remove "
                               "the key or set it to that path")
+
+
+def _check_cluster(settings: Settings) -> None:
+    """S4_MODE: gateway is refused, single must not carry cluster settings, cluster builds ``settings.cluster``."""
+    mode = settings.values["mode"]
+    settings.values["cluster"] = None
+    if mode == "gateway":
+        raise ConfigError(f"{_setting_name(settings, 'mode')}: gateway mode is not supported yet: it comes later, with "
+                          "federation part 2 (several pools); use single or cluster")
+    defaults = {fld: default for fld, _, default in ENV.values()}
+    if mode == "single":
+        for fld in CLUSTER_ONLY:
+            value, default = settings.values[fld], defaults[fld]
+            if value != default and not (default is None and value == ""):
+                raise ConfigError(f"{_setting_name(settings, fld)}: only used with S4_MODE=cluster; unset it "
+                                  f"(default: {'unset' if default is None else repr(default)})")
+        return
+    env_names = {fld: env for env, (fld, _, _) in ENV.items()}
+
+    def name_of(fld: str) -> str:
+        return env_names.get(fld, fld) if settings.sources.get(fld, "default") == "default" else \
+            _setting_name(settings, fld)
+
+    try:
+        settings.values["cluster"] = build_cluster_config(settings.values, name_of)
+    except ClusterConfigError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def resolve_data_dir(settings: Settings) -> Path:

@@ -105,10 +105,12 @@ def _refused(data_dir: Path, **extra: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_issue18_federation_setting_stops_startup(tmp_path: Path) -> None:
-    done = _refused(tmp_path / "data", S4_MODE="cluster")
-    assert "S4_MODE" in done.stderr and "not supported yet" in done.stderr
+    done = _refused(tmp_path / "data", S4_MODE="cluster")  # issue 19: cluster mode needs its settings
+    assert "S4_MODE=cluster needs S4_NODE_ID" in done.stderr
     done = _refused(tmp_path / "data", S4_SEEDS="10.0.1.1:9100")
-    assert "S4_SEEDS" in done.stderr and "not supported yet" in done.stderr
+    assert "S4_SEEDS: only used with S4_MODE=cluster" in done.stderr
+    done = _refused(tmp_path / "data", S4_GC_GRACE_DAYS="1")
+    assert "S4_GC_GRACE_DAYS" in done.stderr and "not supported yet" in done.stderr
     assert not (tmp_path / "data").exists()  # refused before touching anything
 
 

@@ -7,24 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from s4.tools.config import ENV, NOT_SUPPORTED, ConfigError, load_settings
+from s4.tools.config import CLUSTER_ONLY, ENV, NOT_SUPPORTED, ConfigError, load_settings
 
-# env var -> a value that is not its default
+# env var -> a value that is not its default (the cluster settings of part 1 work since issue 19:
+# tests/unit/cluster/test_config_cluster.py)
 FEDERATION_VALUES = {
-    "S4_MODE": "cluster",
-    "S4_CLUSTER_NAME": "production",
-    "S4_NODE_GRPC_ADDR": "10.0.1.1:9100",
-    "S4_NODE_HTTP_ADDR": "10.0.1.1:9000",
-    "S4_SEEDS": "10.0.1.1:9100,10.0.1.2:9100",
-    "S4_POOL_NAME": "pool-1",
-    "S4_POOL_NODES": "node-1:10.0.1.1:9100",
-    "S4_REPLICATION_FACTOR": "5",
-    "S4_WRITE_QUORUM": "3",
-    "S4_READ_QUORUM": "1",
     "S4_GC_GRACE_DAYS": "14",
     "S4_MAX_REJOIN_DOWNTIME_DAYS": "1",
     "S4_ANTI_ENTROPY_INTERVAL_SECS": "60",
-    "S4_HINT_TTL_HOURS": "6",
     "S4_LICENSE_KEY": "your-license-key-here",
 }
 
@@ -42,7 +32,7 @@ def test_issue18_unsupported_setting_at_its_default_is_accepted(name: str) -> No
     load_settings({name: "" if default is None else str(default)})
 
 
-def test_issue18_gateway_mode_stops_startup() -> None:
+def test_issue18_gateway_mode_stops_startup() -> None:  # issue 19: cluster works, gateway comes later
     with pytest.raises(ConfigError, match="S4_MODE.*not supported yet"):
         load_settings({"S4_MODE": "gateway"})
 
@@ -77,4 +67,4 @@ def test_issue18_every_accepted_setting_is_used_or_refused() -> None:
                       "replication_factor", "write_quorum", "read_quorum", "gc_grace_days",
                       "max_rejoin_downtime_days", "anti_entropy_interval_secs", "hint_ttl_hours", "license_key",
                       "strict_sync"}
-    assert ignored_before <= set(NOT_SUPPORTED)
+    assert ignored_before <= set(NOT_SUPPORTED) | set(CLUSTER_ONLY) | {"mode"}

@@ -1,0 +1,208 @@
+"""The cluster's configuration, validated once at start-up and frozen.
+
+``build_cluster_config`` turns the raw settings (tools/config.py reads them from S4_* variables and config.toml's
+``[cluster]`` section) into a ``ClusterConfig``. An impossible combination stops start-up with a
+``ClusterConfigError`` naming the setting, so a pool never runs with a quorum it cannot reach or an address its
+peers cannot dial. A legal but weak combination (W + R <= N) starts with a warning in ``ClusterConfig.warnings``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .auth import derive_key
+
+#: Node ids, pool and cluster names: they travel in gRPC metadata and name directories, so a conservative alphabet.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MIN_SECRET_CHARS = 16
+
+#: settings field -> env var, for messages when the caller names nothing else
+ENV_NAMES = {
+    "mode": "S4_MODE", "cluster_name": "S4_CLUSTER_NAME", "node_id": "S4_NODE_ID",
+    "node_grpc_addr": "S4_NODE_GRPC_ADDR", "node_http_addr": "S4_NODE_HTTP_ADDR", "seeds": "S4_SEEDS",
+    "pool_name": "S4_POOL_NAME", "pool_nodes": "S4_POOL_NODES", "replication_factor": "S4_REPLICATION_FACTOR",
+    "write_quorum": "S4_WRITE_QUORUM", "read_quorum": "S4_READ_QUORUM", "hint_ttl_hours": "S4_HINT_TTL_HOURS",
+    "cluster_secret": "S4_CLUSTER_SECRET", "max_clock_offset_s": "S4_MAX_CLOCK_OFFSET",
+    "secret_key": "S4_SECRET_ACCESS_KEY",
+}
+REQUIRED = ("node_id", "node_grpc_addr", "node_http_addr", "pool_name", "pool_nodes")
+
+
+class ClusterConfigError(ValueError):
+    """An impossible cluster setting; the message starts with the setting's name."""
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class PoolNode:
+    node_id: str
+    grpc: Address
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    cluster_name: str
+    node_id: str
+    grpc_addr: Address  # where this node's gRPC server listens
+    http_addr: str  # the S3 address this node advertises to the others
+    seeds: tuple[Address, ...]
+    pool_name: str
+    pool: tuple[PoolNode, ...]  # in S4_POOL_NODES order, this node included
+    replication_factor: int
+    write_quorum: int
+    read_quorum: int
+    hint_ttl_hours: float  # 0: no hints
+    max_clock_offset_s: float
+    key: bytes = field(repr=False)  # the inter-node MAC key (cluster/auth.py), never printed
+    key_derived_from_s3_secret: bool = False
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def peers(self) -> tuple[PoolNode, ...]:
+        """The other members of this node's pool."""
+        return tuple(n for n in self.pool if n.node_id != self.node_id)
+
+    def member(self, node_id: str) -> PoolNode | None:
+        return next((n for n in self.pool if n.node_id == node_id), None)
+
+
+def build_cluster_config(values: Mapping[str, Any], name_of: Callable[[str], str] | None = None) -> ClusterConfig:
+    """Validate the cluster settings (settings field -> value) into a ClusterConfig.
+
+    ``name_of`` names a field for messages (the env var or the config.toml key it came from)."""
+    name = name_of or (lambda fld: ENV_NAMES.get(fld, fld))
+
+    def fail(fld: str, why: str) -> ClusterConfigError:
+        return ClusterConfigError(f"{name(fld)}: {why}")
+
+    if values.get("mode") != "cluster":
+        raise fail("mode", f"{values.get('mode')!r}: a cluster configuration needs S4_MODE=cluster")
+    missing = [fld for fld in REQUIRED if not values.get(fld)]
+    if missing:
+        raise ClusterConfigError(f"S4_MODE=cluster needs {', '.join(name(f) for f in missing)} (see docs/operations.md,"
+                                 " Cluster settings)")
+    cluster_name = str(values.get("cluster_name") or "")
+    for fld, text in (("cluster_name", cluster_name), ("node_id", values["node_id"]), ("pool_name",
+                                                                                       values["pool_name"])):
+        if not NAME_RE.match(str(text)):
+            raise fail(fld, f"{text!r} must be 1-64 letters, digits, '.', '_' or '-'")
+    node_id = str(values["node_id"])
+    grpc_addr = parse_address(str(values["node_grpc_addr"]), lambda why: fail("node_grpc_addr", why))
+    http_addr = str(values["node_http_addr"])
+    parse_address(http_addr, lambda why: fail("node_http_addr", why))
+    seeds = tuple(parse_address(s, lambda why: fail("seeds", why))
+                  for s in _items(values.get("seeds"), lambda why: fail("seeds", why)))
+    pool = parse_pool_nodes(values["pool_nodes"], lambda why: fail("pool_nodes", why))
+
+    me = next((n for n in pool if n.node_id == node_id), None)
+    if me is None:
+        raise fail("pool_nodes", f"this node ({name('node_id')}={node_id}) is not in its pool "
+                                 f"({', '.join(n.node_id for n in pool)})")
+    if me.grpc.port != grpc_addr.port or (me.grpc.host != grpc_addr.host and not _wildcard(grpc_addr.host)):
+        raise fail("node_grpc_addr", f"{grpc_addr} differs from this node's entry in {name('pool_nodes')} "
+                                     f"({node_id}:{me.grpc}): the peers would dial an address nobody serves")
+
+    n, w, r = (_int(values, fld, fail) for fld in ("replication_factor", "write_quorum", "read_quorum"))
+    if n < 1:
+        raise fail("replication_factor", f"{n} must be at least 1")
+    if n > len(pool):
+        raise fail("replication_factor", f"{n} copies need at least {n} nodes; {name('pool_nodes')} has {len(pool)}")
+    for fld, q in (("write_quorum", w), ("read_quorum", r)):
+        if not 1 <= q <= n:
+            raise fail(fld, f"{q} must be between 1 and the replication factor ({name('replication_factor')}={n})")
+    hint_ttl = float(values.get("hint_ttl_hours", 3.0))
+    if not hint_ttl >= 0:  # also refuses NaN
+        raise fail("hint_ttl_hours", f"{hint_ttl} must be 0 (no hints) or a positive number of hours")
+    offset = float(values.get("max_clock_offset_s", 60.0))
+    if not 0 < offset < float("inf"):
+        raise fail("max_clock_offset_s", f"{offset} must be a positive number of seconds")
+
+    warnings = []
+    if w + r <= n:
+        warnings.append(f"{name('write_quorum')}={w} + {name('read_quorum')}={r} <= {name('replication_factor')}={n}:"
+                        " a read quorum may miss the latest write, so reads may be stale")
+    secret = values.get("cluster_secret") or ""
+    if secret:
+        if len(secret) < MIN_SECRET_CHARS:
+            raise fail("cluster_secret", f"must be at least {MIN_SECRET_CHARS} characters (a random string, the same"
+                                         " on every node)")
+        key = derive_key(secret, cluster_name, from_s3_secret=False)
+    else:
+        s3_secret = values.get("secret_key") or ""
+        if not s3_secret:
+            raise fail("cluster_secret", f"unset, and {name('secret_key')} is unset too: nodes need a shared secret to"
+                                         " authenticate each other (generated credentials differ per node)")
+        key = derive_key(s3_secret, cluster_name, from_s3_secret=True)
+        warnings.append(f"{name('cluster_secret')} is unset: inter-node calls are authenticated with a key derived "
+                        f"from {name('secret_key')} and the cluster name; set a separate secret so that knowing "
+                        "the S3 secret does not let a machine join the cluster")
+    return ClusterConfig(cluster_name=cluster_name, node_id=node_id, grpc_addr=grpc_addr, http_addr=http_addr,
+                         seeds=seeds, pool_name=str(values["pool_name"]), pool=pool, replication_factor=n,
+                         write_quorum=w, read_quorum=r, hint_ttl_hours=hint_ttl, max_clock_offset_s=offset, key=key,
+                         key_derived_from_s3_secret=not secret, warnings=tuple(warnings))
+
+
+def parse_address(text: str, fail: Callable[[str], Exception]) -> Address:
+    """``host:port`` or ``[v6]:port``."""
+    text = text.strip()
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise fail(f"{text!r}: write an IPv6 address in brackets, [addr]:port")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c in host for c in " ,/[]"):
+        raise fail(f"{text!r} is not host:port")
+    return Address(host, int(port))
+
+
+def parse_pool_nodes(value: Any, fail: Callable[[str], Exception]) -> tuple[PoolNode, ...]:
+    """``id:host:grpcport,...`` (a TOML list of such entries works too); ids and addresses unique."""
+    nodes: list[PoolNode] = []
+    for entry in _items(value, fail):
+        node_id, sep, addr = entry.partition(":")
+        if not sep or not NAME_RE.match(node_id):
+            raise fail(f"{entry!r} is not id:host:port (ids: 1-64 letters, digits, '.', '_' or '-')")
+        nodes.append(PoolNode(node_id, parse_address(addr, _in_entry(entry, fail))))
+    if not nodes:
+        raise fail("names no node")
+    for what, keys in (("node id", [n.node_id for n in nodes]), ("address", [str(n.grpc) for n in nodes])):
+        dup = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
+        if dup is not None:
+            raise fail(f"duplicate {what} {dup}")
+    return tuple(nodes)
+
+
+def _in_entry(entry: str, fail: Callable[[str], Exception]) -> Callable[[str], Exception]:
+    return lambda why: fail(f"in {entry!r}: {why}")
+
+
+def _items(value: Any, fail: Callable[[str], Exception]) -> list[str]:
+    if not value:
+        return []
+    raw = value if isinstance(value, list | tuple) else str(value).split(",")
+    items = [str(v).strip() for v in raw]
+    if any(not v for v in items):
+        raise fail(f"{value!r} has an empty entry")
+    return items
+
+
+def _int(values: Mapping[str, Any], fld: str, fail: Callable[[str, str], Exception]) -> int:
+    value = values.get(fld)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise fail(fld, f"{value!r} is not an integer")
+    return value
+
+
+def _wildcard(host: str) -> bool:
+    return host in ("0.0.0.0", "::")

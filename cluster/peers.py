@@ -1,0 +1,87 @@
+"""Clients for the other nodes of the pool: one grpclib channel per peer, every call signed and bounded in time.
+
+``PeerPool.stub(node_id)`` gives the generated async stub for a peer (its channel opened on first use and kept);
+every request it sends carries the auth headers (cluster/auth.py ``Signer``) and, unless the caller gives one, the
+pool's default timeout. ``close()`` closes every channel; the pool is an async context manager for that.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, cast
+
+from grpclib.client import Channel
+from grpclib.events import SendRequest, listen
+from multidict import MultiDict
+
+from .auth import Signer
+from .config import ClusterConfig, PoolNode
+from .wire.s4cluster.v1 import PingReply, PingRequest, S4ClusterStub
+
+DEFAULT_TIMEOUT_S = 5.0
+
+
+class PeerMismatch(Exception):
+    """The address of a pool entry answered as another node or cluster (a wrong S4_POOL_NODES entry)."""
+
+
+class PeerPool:
+    def __init__(self, config: ClusterConfig, *, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.timeout_s = timeout_s
+        self.signer = Signer(cluster=config.cluster_name, node_id=config.node_id, key=config.key, clock=clock)
+        self._peers = {n.node_id: n for n in config.peers}
+        self._channels: dict[str, Channel] = {}
+        self._stubs: dict[str, S4ClusterStub] = {}
+        self._closed = False
+
+    @property
+    def peers(self) -> tuple[PoolNode, ...]:
+        return tuple(self._peers.values())
+
+    def stub(self, node_id: str) -> S4ClusterStub:
+        """The stub for one peer; its channel connects lazily (grpclib) and is reused for every call."""
+        if self._closed:
+            raise RuntimeError("PeerPool is closed")
+        stub = self._stubs.get(node_id)
+        if stub is None:
+            peer = self._peers.get(node_id)
+            if peer is None:
+                raise KeyError(f"{node_id!r} is not a peer in pool {self.config.pool_name}")
+            channel = Channel(peer.grpc.host, peer.grpc.port)
+            listen(channel, SendRequest, self._sign)
+            self._channels[node_id] = channel
+            stub = self._stubs[node_id] = S4ClusterStub(channel, timeout=self.timeout_s)
+        return stub
+
+    async def _sign(self, event: SendRequest) -> None:
+        existing = event.metadata.items() if hasattr(event.metadata, "items") else (event.metadata or ())
+        event.metadata = cast(Any, MultiDict([*existing, *self.signer.headers(event.method_name)]))
+
+    async def ping(self, node_id: str, hlc: int, journal_seq: int, *, timeout_s: float | None = None) -> PingReply:
+        """Ping a peer with this node's clock and journal head; checks that the right node answered."""
+        request = PingRequest(node_id=self.config.node_id, cluster=self.config.cluster_name,
+                              pool=self.config.pool_name, hlc=hlc, journal_seq=journal_seq)
+        reply = await self.stub(node_id).ping(request, timeout=timeout_s or self.timeout_s)
+        if reply.node_id != node_id or reply.cluster != self.config.cluster_name:
+            raise PeerMismatch(f"{self._peers[node_id].grpc} answered as node {reply.node_id!r} of cluster "
+                               f"{reply.cluster!r}, expected {node_id!r} of {self.config.cluster_name!r} "
+                               "(check S4_POOL_NODES)")
+        return reply
+
+    def close(self) -> None:
+        self._closed = True
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
+        self._stubs.clear()
+
+    async def __aenter__(self) -> PeerPool:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self.close()
