@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 R = TypeVar("R", bound=Hashable)
 T = TypeVar("T")
@@ -43,8 +43,8 @@ class QuorumError(Exception):
     (DeadlineExceeded for a replica still silent at the deadline). The outcome of a write that fails this way is
     unknown: some replicas may have applied it."""
 
-    def __init__(self, needed: int, total: int, successes: Mapping[object, object],
-                 failures: Mapping[object, BaseException], reason: str) -> None:
+    def __init__(self, needed: int, total: int, successes: Mapping[Any, object],
+                 failures: Mapping[Any, BaseException], reason: str) -> None:
         self.needed = needed
         self.total = total
         self.successes = dict(successes)
@@ -106,7 +106,7 @@ async def call_quorum(replicas: Sequence[R], call: Callable[[R], Awaitable[T]], 
                 else:
                     successes[replica] = task.result()
             if len(successes) >= need:
-                return QuorumResult(successes, failures, _finish(pending, tasks, stragglers))
+                return QuorumResult(successes, failures, _finish(pending, tasks, order, stragglers))
             if len(failures) > len(replicas) - need:
                 reason = "too many replicas failed"
                 break
@@ -116,15 +116,16 @@ async def call_quorum(replicas: Sequence[R], call: Callable[[R], Awaitable[T]], 
         raise
     for task in sorted(pending, key=lambda t: order[tasks[t]]):
         failures[tasks[task]] = DeadlineExceeded()
-    _finish(pending, tasks, stragglers)
+    _finish(pending, tasks, order, stragglers)
     raise QuorumError(need, len(replicas), successes, failures, reason)
 
 
-def _finish(pending: set[asyncio.Task[T]], tasks: Mapping[asyncio.Task[T], R],
+def _finish(pending: set[asyncio.Task[T]], tasks: Mapping[asyncio.Task[T], R], order: Mapping[R, int],
             stragglers: Stragglers) -> dict[R, asyncio.Task[T]]:
-    """Cancel the calls still running, or keep them referenced and return them by replica."""
+    """Cancel the calls still running, or keep them referenced and return them by replica (in replica order, so
+    a run on a deterministic loop stays deterministic)."""
     running: dict[R, asyncio.Task[T]] = {}
-    for task in pending:
+    for task in sorted(pending, key=lambda t: order[tasks[t]]):
         if stragglers == "cancel":
             task.cancel()
         else:
