@@ -61,4 +61,5 @@ class BodyGate:
                 message = {**message, "headers": [*headers, (b"connection", b"close")]}
             await send(message)
 
-        await self.app(scope, gated_receive, gated_send)
+        # without a 100-continue to withhold, the response goes out as the app sends it (no wrapper per message)
+        await self.app(scope, gated_receive, gated_send if expects_continue else send)

@@ -20,6 +20,11 @@ uvicorn bounds neither the request head nor the time a client may take to send i
   on, a PUT is stored, and its response is thrown away); the connection closes after the answer. An EOF before
   the request is complete (a body cut short) is still a disconnect: nothing is stored or acknowledged.
 
+The deadlines cost no timer per request: each connection notes when its head or its request started (one
+``loop.time()``), and one sweeper per process (``ConnectionLimits.sweep``), running only while connections are
+open, checks them every ``tick_s`` (an eighth of the shorter timeout, between 0.05 and 1 s). A deadline therefore
+fires between its timeout and one tick later.
+
 Answers given here are S3 XML errors with a request id, logged like any request (api/access_log.py), and written
 before a short lingering close: the rest of the client's request is read and dropped for a moment, so the
 client reads the answer instead of a connection reset.
@@ -64,6 +69,29 @@ class ConnectionLimits:
     max_connections: int = 1024
     access_log: bool = False
     idle: dict[LimitedHttpProtocol, None] = field(default_factory=dict)  # oldest first
+    open: dict[LimitedHttpProtocol, None] = field(default_factory=dict)  # every connection, for the sweeper
+    _sweeping: bool = False
+
+    @property
+    def tick_s(self) -> float:
+        return min(1.0, max(0.05, min(self.header_timeout_s, self.body_timeout_s) / 8))
+
+    def track(self, conn: LimitedHttpProtocol) -> None:
+        """A new connection: swept from now on (the sweeper starts with the first open connection)."""
+        self.open[conn] = None
+        if not self._sweeping:
+            self._sweeping = True
+            conn.loop.call_later(self.tick_s, self.sweep, conn.loop)
+
+    def sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Check every open connection's deadlines; stops when none is open (``track`` restarts it)."""
+        if not self.open:
+            self._sweeping = False
+            return
+        now = loop.time()
+        for conn in list(self.open):
+            conn.check_deadlines(now)
+        loop.call_later(self.tick_s, self.sweep, loop)
 
     @property
     def hard_connections(self) -> int:
@@ -129,13 +157,15 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._in_head = False  # between a request's first byte and the end of its head
         self._head_bytes = 0
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._watch_timer: asyncio.TimerHandle | None = None
+        self._head_deadline: float | None = None  # when a head still not complete is timed out
+        self._watch_at: float | None = None  # when the running request's progress is next checked
         self._progress = False
         self._write_backlog = -1
         self._over_cap = False
         self._refusal: tuple[ErrorCode, dict[str, str]] | None = None
         self._lingering = -1  # bytes dropped since a refusal (-1: not lingering)
+        self._read_bytes = 0  # size of the read being parsed
+        self._head_span = 0  # bytes of the earlier reads that held part of the current head
 
     # -- connection life ------------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -152,10 +182,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             break
         if not self._over_cap:
             limits.idle[self] = None
-        self._head_timer = self.loop.call_later(limits.header_timeout_s, self._head_timeout)
+        self._head_deadline = self.loop.time() + limits.header_timeout_s
+        limits.track(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.limits.idle.pop(self, None)
+        self.limits.open.pop(self, None)
         self._cancel_timers()
         super().connection_lost(exc)
 
@@ -167,12 +199,17 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def _cancel_timers(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-        if self._watch_timer is not None:
-            self._watch_timer.cancel()
-            self._watch_timer = None
+        self._head_deadline = self._watch_at = None
+
+    def check_deadlines(self, now: float) -> None:
+        """Called by the sweeper: run the head timeout and the progress watch when they are due."""
+        if self._head_deadline is not None and now >= self._head_deadline:
+            self._head_deadline = None
+            self._head_timeout()
+        if self._watch_at is not None and now >= self._watch_at:
+            self._watch_at = None
+            if self.cycle is not None:
+                self._watch(self.cycle)
 
     # -- reading --------------------------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -182,6 +219,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 self.transport.close()
             return
         in_head = self._in_head
+        self._read_bytes = len(data)
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
@@ -199,6 +237,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self.logger.warning(msg)
             self.send_400_response(msg)
             return
+        if self._in_head:  # a head still incomplete after this read: an upper bound of its size so far
+            self._head_span += len(data)
         if in_head and self._in_head:  # the whole read was head bytes, and the head is still not complete
             self._head_bytes += len(data)
             if self._head_bytes > self.limits.max_header_bytes:
@@ -218,17 +258,17 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self.limits.idle.pop(self, None)
         self._in_head = True
-        self._head_bytes = 0
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timeout)
+        self._head_bytes = self._head_span = 0
+        if self._head_deadline is None:
+            self._head_deadline = self.loop.time() + self.limits.header_timeout_s
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-        size = len(self.url) + 16 + sum(len(name) + len(value) + HEAD_OVERHEAD for name, value in self.headers)
-        if size > self.limits.max_header_bytes:
+        self._head_deadline = None
+        # The head lies within this read and the earlier ones it spans: only when those are larger than the limit
+        # can the head be, and only then is it measured.
+        if self._head_span + self._read_bytes > self.limits.max_header_bytes and \
+                self._head_size() > self.limits.max_header_bytes:
             self._refusal = (ErrorCode.REQUEST_HEADER_SECTION_TOO_LARGE, {})
             raise _Refused
         if self._over_cap:
@@ -244,10 +284,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._progress = True
         super().on_body(body)
 
+    def _head_size(self) -> int:
+        return len(self.url) + 16 + sum(len(name) + len(value) + HEAD_OVERHEAD for name, value in self.headers)
+
     def on_response_complete(self) -> None:
-        if self._watch_timer is not None:
-            self._watch_timer.cancel()
-            self._watch_timer = None
+        self._watch_at = None
         super().on_response_complete()
         if self.timeout_keep_alive_task is not None:  # idle until the next request: may be evicted
             self.limits.idle[self] = None
@@ -256,9 +297,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super()._start_asgi_task(cycle, app)
         self._progress = False
         self._write_backlog = -1
-        if self._watch_timer is not None:
-            self._watch_timer.cancel()
-        self._watch_timer = self.loop.call_later(self.limits.body_timeout_s, self._watch, cycle)
+        self._watch_at = self.loop.time() + self.limits.body_timeout_s
 
     def resume_writing(self) -> None:
         self._progress = True
@@ -267,11 +306,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     # -- timeouts -------------------------------------------------------------------------------------------------
     def _head_timeout(self) -> None:
         """No complete head in time: a half-sent one is answered RequestTimeout, an idle connection just closed."""
-        self._head_timer = None
         if self.transport.is_closing() or self._lingering >= 0:
             return
         if self.cycle is not None and not self.cycle.response_complete:  # a pipelined head behind a running request:
-            self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timeout)  # timed after
+            self._head_deadline = self.loop.time() + self.limits.header_timeout_s  # timed after
         elif self._in_head:
             self._refuse(ErrorCode.REQUEST_TIMEOUT, {})
         else:
@@ -280,7 +318,6 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def _watch(self, cycle: RequestResponseCycle) -> None:
         """Every ``body_timeout_s`` while a request runs: did the client send body bytes or read response bytes?"""
-        self._watch_timer = None
         if cycle is not self.cycle or cycle.response_complete or self.transport.is_closing():
             return
         stalled = False
@@ -306,7 +343,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                              self.limits.body_timeout_s)
             self._reset()
             return
-        self._watch_timer = self.loop.call_later(self.limits.body_timeout_s, self._watch, cycle)
+        self._watch_at = self.loop.time() + self.limits.body_timeout_s
 
     def _reset(self) -> None:
         """Abort with a TCP reset: a graceful close would keep the unsent bytes (and the kernel's memory) queued

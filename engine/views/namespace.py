@@ -85,7 +85,7 @@ def find_dir(txn: Any, db: Any, root: int, dirs: list[bytes]) -> int | None:
         val = _get(txn, db, node, name)
         if val is None:
             return None
-        node = decode_ns_value(val)[1]
+        node = _ident(val, 1)[0]
     return node
 
 
@@ -95,7 +95,7 @@ def find_object(txn: Any, db: Any, root: int, key: bytes) -> int | None:
     if node is None:
         return None
     val = _get(txn, db, node, leaf)
-    return decode_ns_value(val)[1] if val is not None else None
+    return _ident(val, 1)[0] if val is not None else None
 
 
 def ensure_dirs(txn: Any, db: Any, root: int, dirs: list[bytes], alloc: Callable[[], int]) -> int:

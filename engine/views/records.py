@@ -88,7 +88,11 @@ class Tx:
             yield key, unpack(val)
 
     def latest(self, oid: int) -> dict[str, Any] | None:
-        return self.latest_reader()(oid)
+        prefix = keys.versions_prefix(oid)
+        with self.txn.cursor(self.dbs["versions"]) as cur:
+            if not cur.set_range(prefix) or cur.key()[:8] != prefix:
+                return None
+            return unpack(cur.value())  # type: ignore[no-any-return]
 
     def latest_reader(self) -> Callable[[int], dict[str, Any] | None]:
         """``latest`` for many objects in a row (a listing page): one cursor, repositioned per object."""

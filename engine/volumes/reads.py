@@ -18,7 +18,15 @@ from __future__ import annotations
 from typing import Protocol
 
 from ..model import BlobLocation
-from .record import BLOCK_BYTES, HEADER_BYTES, DamagedBlob, RecordHeader, check_header, table_bytes
+from .record import (
+    BLOCK_BYTES,
+    HEADER_BYTES,
+    DamagedBlob,
+    RecordHeader,
+    check_header,
+    table_bytes,
+    verify_single_block,
+)
 
 WHOLE_RECORD_SLACK = 128 * 1024  # read the whole record in one pread if that reads at most this much extra
 TABLE_GAP = 64 * 1024  # read blocks and table entries in one pread if at most this much lies between them
@@ -52,7 +60,11 @@ def read_blob(store: Preader, loc: BlobLocation, lo: int, n: int) -> bytes:
         # Header, data and (v2) table in one pread. A v1 record has no table: reading past its data may reach
         # the next record or the end of the file, so a read short by up to the table size is fine for v1.
         want = HEADER_BYTES + loc.size + table_bytes(loc.size)
-        raw = memoryview(store.pread(loc.volume, loc.offset - HEADER_BYTES, want))
+        whole = store.pread(loc.volume, loc.offset - HEADER_BYTES, want)
+        data = verify_single_block(whole, loc.hash, loc.size)
+        if data is not None:
+            return bytes(data[lo:lo + n])
+        raw = memoryview(whole)
         header = check_header(raw[:HEADER_BYTES], loc.hash, loc.size)
         end = HEADER_BYTES + loc.size + header.trailer_bytes
         if len(raw) < end:

@@ -129,6 +129,28 @@ class RecordHeader:
         return None
 
 
+_HEAD_AND_CRC = struct.Struct("<4sQI32sI")
+_ONE_CRC = struct.Struct("<I")
+
+
+def verify_single_block(raw: bytes, digest: bytes, length: int) -> memoryview | None:
+    """The data of a whole v2 record of at most one block (header + data + its one table entry, as read), or
+    None when this fast path does not apply or something does not check (the caller then takes the general path,
+    which says what is wrong). Most objects are one small chunk: this is their GET, in a handful of C calls."""
+    if len(raw) < HEADER_BYTES + length + CRC_BYTES:
+        return None
+    magic, stored_len, block, stored_digest, head_crc = _HEAD_AND_CRC.unpack_from(raw)
+    if magic != MAGIC_V2 or stored_len != length or not 0 < length <= block or stored_digest != digest:
+        return None
+    view = memoryview(raw)
+    if crc32c.crc32c(view[:_HEAD.size]) != head_crc:
+        return None
+    data = view[HEADER_BYTES:HEADER_BYTES + length]
+    if crc32c.crc32c(data) != _ONE_CRC.unpack_from(raw, HEADER_BYTES + length)[0]:
+        return None
+    return data
+
+
 def decode_header(raw: bytes | memoryview) -> RecordHeader | None:
     """The header, or None when the bytes are not an intact record header."""
     if len(raw) < HEADER_BYTES:
