@@ -23,7 +23,7 @@ from s4.journal import Journal
 
 from . import commands, listing, reads
 from .conditions import Preconditions
-from .errors import S3Error, StoredDataDamagedError
+from .errors import S3Error, ServiceUnavailableError, StoredDataDamagedError
 from .iam_ops import IamOps
 from .ingest import CHUNK_BYTES, Hasher, Ingested, Ingestor
 from .local_commit import LocalCommitPath
@@ -106,8 +106,14 @@ class Engine(IamOps):
 
     async def _run(self, name: str, args: dict[str, Any], actor: str, volumes: set[str] | None = None) -> Any:
         """Submit a command; the sequencer fsyncs ``volumes`` (where this process wrote the command's bytes)
-        alongside the journal before it answers."""
-        return await self.sequencer.execute(Command(name, args, actor, tuple(volumes or ())))
+        alongside the journal before it answers. When the node cannot commit, bytes written for the command may
+        sit in a volume whose sync failed: this process writes its next records to a new volume (volumes/store.py)."""
+        try:
+            return await self.sequencer.execute(Command(name, args, actor, tuple(volumes or ())))
+        except ServiceUnavailableError:
+            if volumes:
+                self.volumes.abandon(volumes)
+            raise
 
     def _read(self, fn: Callable[[Tx], Any]) -> Any:
         with self.views.read() as txn:

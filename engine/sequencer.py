@@ -158,6 +158,9 @@ class Sequencer:
                 if is_disk_full(exc, self.space):
                     log.warning("disk full: a batch of %d commands failed (%s)", len(batch), exc)
                     raise disk_full_error() from exc
+                if isinstance(exc, OSError):  # the disk failed a write or a sync: a fault to retry, not a 500
+                    log.error("storage error: a batch of %d commands failed (%s)", len(batch), exc)
+                    raise ServiceUnavailableError(f"storage error: {exc}") from exc
                 raise
 
     def _commit(self, batch: list[Command]) -> list[Any]:

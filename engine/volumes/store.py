@@ -10,10 +10,18 @@ record that can be ahead of its bytes (engine/tail_check.py). A crash mid-write 
 never an acknowledged torn record; on restart appending continues at the end of the file, after the garbage,
 which compaction reclaims.
 Readers use ``pread`` on a cached descriptor and never take a lock.
+
+A failed ``fdatasync`` is final for its volume (``VolumeSyncError``): Linux may have dropped the dirty pages that
+failed to write and reports the error to one ``fsync`` only, so a later sync of the same file can succeed without
+those pages ever reaching the disk. Every later sync of that volume in this process fails too (the records not yet
+durable in it are never acknowledged), and the active volume rolls, so new records go to a fresh file. Records
+made durable before the failure stay readable. ``abandon`` does the same for a process whose volume another
+process (the supervisor) failed to sync.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -28,6 +36,16 @@ from .record import HEADER_BYTES, encode_record
 log = logging.getLogger(__name__)
 NAME_RE = re.compile(r"^w(\d{2,})-(\d{8,})\.vol$")
 DEFAULT_VOLUME_BYTES = 1 << 30
+
+
+class VolumeSyncError(OSError):
+    """A volume's ``fdatasync`` failed, now or earlier in this process: what it holds beyond its last good sync
+    is not durable and never will be (see the module docstring)."""
+
+    def __init__(self, volume: str, code: int | None, reason: str) -> None:
+        super().__init__(code if code is not None else errno.EIO,
+                         f"volume {volume} could not be made durable ({reason}); it takes no more writes")
+        self.volume = volume
 
 
 def volume_name(worker: int, number: int) -> str:
@@ -50,6 +68,7 @@ class VolumeStore:
         self._write_fds: dict[str, int] = {}
         self._users: dict[int, int] = {}  # fd -> reads/writes in progress on it
         self._doomed: set[int] = set()  # fds of retired volumes, closed when their last user is done
+        self._sync_failed: dict[str, int] = {}  # volume -> errno of its failed fdatasync (module docstring)
         mine = sorted(int(m.group(2)) for p in self.directory.iterdir()
                       if (m := NAME_RE.match(p.name)) and int(m.group(1)) == worker)
         self._number = mine[-1] if mine else 0
@@ -87,7 +106,7 @@ class VolumeStore:
 
     def _reserve(self, total: int) -> tuple[str, int, int]:
         with self._lock:
-            if self._size > 0 and self._size + total > self.volume_size_bytes:
+            if (self._size > 0 and self._size + total > self.volume_size_bytes) or self._active in self._sync_failed:
                 self._roll()
             offset = self._size
             self._size += total
@@ -122,13 +141,35 @@ class VolumeStore:
     def sync(self, names: Iterable[str]) -> None:
         """fdatasync the given volumes: after this, every record appended to them before the call is durable."""
         for name in set(names):
+            failed = self._sync_failed.get(name)
+            if failed is not None:
+                raise VolumeSyncError(name, failed, os.strerror(failed) + ", earlier")
             fd = self._write_fds.get(name)
             if fd is None:  # another worker's or a sealed volume: any descriptor flushes the file
                 try:
                     fd = self._reader(name)
                 except FileNotFoundError:
                     continue  # retired by compaction: the deciders refuse any event naming it
-            os.fdatasync(fd)
+            try:
+                os.fdatasync(fd)
+            except OSError as exc:
+                self.abandon([name], exc.errno or errno.EIO)
+                raise VolumeSyncError(name, exc.errno, exc.strerror or str(exc)) from exc
+
+    def abandon(self, names: Iterable[str], code: int = errno.EIO) -> None:
+        """Never trust a sync of these volumes again in this process, and stop appending to them: their records
+        not yet durable may be lost (a failed fdatasync, here or in the process that syncs for this one)."""
+        with self._lock:
+            for name in names:
+                if name not in self._sync_failed:
+                    log.error("volume %s: a sync failed (%s); its unsynced records are abandoned and new records "
+                              "go to a new volume", name, os.strerror(code))
+                self._sync_failed.setdefault(name, code)
+            if self._active in self._sync_failed:
+                try:
+                    self._roll()
+                except OSError as exc:  # e.g. a full disk: the next append tries again (_reserve)
+                    log.error("could not start a new volume after a failed sync: %s", exc)
 
     def _reader(self, name: str) -> int:
         fd = self._read_fds.get(name)
