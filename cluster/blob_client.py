@@ -123,6 +123,8 @@ async def send_blob(pool: PeerPool, peer: str, digest: bytes, size: int, reader:
                 for task in (sender, receiver):
                     task.cancel()
                 await asyncio.gather(sender, receiver, return_exceptions=True)
+            if not (sender.done() and not sender.cancelled() and sender.exception() is None):
+                await stream.cancel()  # answered before all was sent: reset our half instead of ending it
     except (GRPCError, StreamTerminatedError, OSError, TimeoutError) as exc:
         raise _error(peer, exc) from exc
     if reply is None:
@@ -179,6 +181,8 @@ async def fetch_from_any(pool: PeerPool, peers: Sequence[str], digest: bytes, lo
         try:
             return await fetch_blob(pool, peer, digest, local, limits=limits)
         except (BlobTransferError, GRPCError, KeyError) as exc:
+            if isinstance(exc, BlobTransferError) and exc.status is Status.RESOURCE_EXHAUSTED:
+                raise  # this node's disk is full (GetBlob never answers that): no replica can help
             failures[peer] = exc
     raise BlobUnavailable(digest, failures)
 
