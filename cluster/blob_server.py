@@ -151,7 +151,17 @@ class BlobService:
             try:
                 piece = await _read(reader, start, n)
             except (DamagedBlob, FileNotFoundError) as exc:
-                raise self._damaged(loc, exc) from None
+                # Compaction may have moved the blob (its old volume retired) or a write healed it: read it where
+                # it lives now (same bytes: content-addressed). Still there: the copy is damaged.
+                now = self.holds(digest)
+                if now is None or now == loc or now.size != loc.size:
+                    raise self._damaged(loc, exc) from None
+                self._unstage(loc)
+                loc, reader = now, self.volumes.blob_reader(now)
+                try:
+                    piece = await _read(reader, start, n)
+                except (DamagedBlob, FileNotFoundError) as again:
+                    raise self._damaged(loc, again) from None
             if first:
                 yield GetBlobChunk(header=BlobHeader(content_hash=digest, size=loc.size, offset=lo))
                 first = False
@@ -169,13 +179,20 @@ class BlobService:
             raise GRPCError(Status.DATA_LOSS, f"GetBlob: this node's copy of {digest.hex()} is marked damaged")
         raise GRPCError(Status.NOT_FOUND, f"GetBlob: this node holds no blob {digest.hex()}")
 
+    def _unstage(self, loc: BlobLocation) -> bool:
+        """Stop offering a staged copy that failed a read; True if ``loc`` was the staged one."""
+        if self.staged.get(loc.hash) == loc:
+            self.staged.release((loc.hash,))
+            return True
+        return False
+
     def _damaged(self, loc: BlobLocation, exc: Exception) -> GRPCError:
         """Log and report a copy that failed its checks (as Engine.damaged does for a GET), answer DATA_LOSS."""
         problem = exc.problem if isinstance(exc, DamagedBlob) else "volume file missing"
         log.error("blob %s (%s at %d, %d bytes) failed its checks while serving GetBlob: %s", loc.hash.hex(),
                   loc.volume, loc.offset, loc.size, problem)
-        if self.staged.get(loc.hash) == loc:
-            self.staged.release((loc.hash,))  # never referenced: nothing to mark, just stop offering it
+        if self._unstage(loc):
+            pass  # never referenced: nothing to mark, just stop offering it
         elif self.on_damage is not None:
             try:
                 self.on_damage(loc, problem)

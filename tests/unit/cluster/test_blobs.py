@@ -311,6 +311,24 @@ async def test_get_blob_of_a_damaged_small_blob_fails_before_the_header(engine: 
     assert service.staged.get(loc.hash) is None  # a damaged staged copy is no longer offered
 
 
+async def test_get_blob_reads_on_where_the_blob_lives_now_when_its_copy_fails_mid_stream(
+        engine: Engine, service: BlobService) -> None:
+    data = body(3 * PIECE_BYTES)
+    digest = hashlib.sha256(data).digest()
+    await service.put_blob("node-2", header(data), stream(data))
+    staged = service.staged.get(digest)
+    assert staged is not None
+    chunks = service.get_blob("node-2", GetBlobRequest(content_hash=digest))
+    first = [await anext(chunks), await anext(chunks)]
+    flip(engine, staged, PIECE_BYTES + 5)  # the staged copy goes bad under the reader ...
+    await engine.create_bucket("bkt")
+    version = await put(engine, "bkt", "k", data)  # ... while a local write indexes a good copy elsewhere
+    assert engine.locate(version)[0] != staged
+    rest = [chunk async for chunk in chunks]
+    assert b"".join(c.data for c in first + rest if c.data) == data
+    assert service.staged.get(digest) is None
+
+
 # -- the staged table -----------------------------------------------------------------------------------------------
 def loc(n: int, size: int = 10) -> BlobLocation:
     return BlobLocation(hashlib.sha256(bytes([n])).digest(), "w00-00000001.vol", 52 + 100 * n, size)
