@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import errno
 import os
-import struct
+import sys
+from array import array
 from typing import TYPE_CHECKING
 
 import crc32c
@@ -46,7 +47,7 @@ class PendingRecord:
         self.length = length
         self._fd = fd
         self._pos = 0
-        self._crcs: list[int] = []
+        self._crcs = array("I")  # 4 bytes per 64 KiB block, whatever the blob's size
         self._block_crc = 0
         self._block_fill = 0
         self._open = True
@@ -86,8 +87,11 @@ class PendingRecord:
         if self._pos != self.length:
             raise ValueError(f"record got {self._pos} of {self.length} bytes")
         try:
-            crcs = self._crcs + ([self._block_crc] if self._block_fill else [])
-            pwrite_all(self._fd, struct.pack(f"<{len(crcs)}I", *crcs), self.data_offset + self.length)
+            if self._block_fill:
+                self._crcs.append(self._block_crc)
+            if sys.byteorder != "little":
+                self._crcs.byteswap()  # the table is little-endian u32s (record.py)
+            pwrite_all(self._fd, self._crcs.tobytes(), self.data_offset + self.length)
             pwrite_all(self._fd, encode_header_v2(self.length, digest), self.offset)
         finally:
             self._close()
