@@ -74,9 +74,14 @@ def encode_header(data_len: int, data_crc: int, digest: bytes) -> bytes:
     return _header(MAGIC, data_len, data_crc, digest)
 
 
+def encode_header_v2(data_len: int, digest: bytes) -> bytes:
+    """A v2 header (what ``encode_record`` writes; a streamed record, store.PendingRecord, writes it last)."""
+    return _header(MAGIC_V2, data_len, BLOCK_BYTES, digest)
+
+
 def encode_record(data: bytes | memoryview, digest: bytes) -> tuple[bytes, bytes]:
     """(header, block table) of a v2 record: written as header + data + table."""
-    return _header(MAGIC_V2, len(data), BLOCK_BYTES, digest), block_table(data)
+    return encode_header_v2(len(data), digest), block_table(data)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,8 @@ from pathlib import Path
 
 from ..model import BlobLocation
 from . import reads
-from .record import HEADER_BYTES, encode_record
+from .pending import PendingRecord
+from .record import HEADER_BYTES, encode_record, record_bytes
 
 log = logging.getLogger(__name__)
 NAME_RE = re.compile(r"^w(\d{2,})-(\d{8,})\.vol$")
@@ -137,6 +138,14 @@ class VolumeStore:
         if written != total:
             raise OSError(f"short volume write to {name}: {written} bytes")
         return BlobLocation(digest, name, offset + HEADER_BYTES, len(data))
+
+    def begin_record(self, length: int) -> PendingRecord:
+        """Reserve a v2 record of ``length`` data bytes to be written piece by piece (a blob streamed from a
+        peer, whose bytes arrive over time): see engine/volumes/pending.py. Same format as ``append``."""
+        if length < 0:
+            raise ValueError(f"negative record length {length}")
+        name, offset, fd = self._reserve(record_bytes(length))
+        return PendingRecord(self, name, offset, fd, length)
 
     def sync(self, names: Iterable[str]) -> None:
         """fdatasync the given volumes: after this, every record appended to them before the call is durable."""
