@@ -248,3 +248,60 @@ def test_issue19_a_restarted_node_keeps_its_promises_and_accepted_values(tmp_pat
 
     run(tmp_path, body)
     history.assert_linearizable()
+
+
+def test_issue19_a_silent_peer_is_a_failed_vote_not_an_error(tmp_path: Path) -> None:
+    """Node 3's address accepts TCP connections but never speaks gRPC: its votes time out. With nodes 1 and 2 the
+    register commits; with node 2 down too, the deadline makes it a 503 (nothing escapes as another error)."""
+    history = History()
+
+    async def body(nodes: list[Node]) -> None:
+        n1, n2, n3 = nodes
+        await n3.stop_serving()
+        silent = socket.socket()
+        silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        silent.bind((n3.config.grpc_addr.host, n3.config.grpc_addr.port))
+        silent.listen(8)  # the kernel completes handshakes; nobody ever reads or answers
+        try:
+            done = await history.create(n1, "silent", "node-1", "s1")
+            assert done is not None and done.outcome is Outcome.CREATED
+            await n2.stop_serving()
+            assert await history.create(n1, "silent-2", "node-1", "s2") is None
+        finally:
+            silent.close()
+
+    run(tmp_path, body, max_attempts=2, phase_timeout=0.5)
+    history.assert_linearizable()
+
+
+def test_issue19_two_step_delete_over_the_wire(tmp_path: Path) -> None:
+    async def body(nodes: list[Node]) -> None:
+        n1, n2, n3 = nodes
+        created = await n1.cas.register.create("gone", "alice", "c1")
+        assert created.outcome is Outcome.CREATED
+
+        async def not_empty(record: BucketRecord) -> bool:
+            # While the delete checks emptiness the name is fenced: a create elsewhere sees it taken.
+            assert record.status is BucketStatus.DELETING
+            fenced = await n3.cas.register.create("gone", "bob", "c2")
+            assert fenced.outcome is Outcome.ALREADY_EXISTS
+            return False
+
+        kept = await n2.cas.register.delete("gone", "d1", not_empty)
+        assert kept.outcome is Outcome.RESTORED and kept.record is not None
+        assert kept.record.status is BucketStatus.LIVE
+
+        async def empty(record: BucketRecord) -> bool:
+            return True
+
+        gone = await n2.cas.register.delete("gone", "d2", empty)
+        assert gone.outcome is Outcome.DELETED
+        assert (await n3.cas.register.delete("gone", "d3", empty)).outcome is Outcome.NO_SUCH_BUCKET
+        again = await n3.cas.register.create("gone", "bob", "c3")
+        assert again.outcome is Outcome.CREATED and again.record is not None
+        assert (again.record.owner, again.record.incarnation) == ("bob", 2)
+        # A delete step of the old incarnation cannot touch the new bucket.
+        stale = await n1.cas.register.finish_delete("gone", 1, "d2")
+        assert stale.outcome is Outcome.NO_SUCH_BUCKET and await n1.cas.register.read("gone") == again.record
+
+    run(tmp_path, body)
