@@ -21,6 +21,7 @@ so the acceptor's key lock is held until the read-modify-write it guards is fini
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from s4.journal.segment import fsync_dir
 from .caspaxos import Ballot, Slot
 
 T = TypeVar("T")
+log = logging.getLogger("s4.cluster")
 
 CAS_DIR = Path("cluster") / "cas.lmdb"
 """The store's directory, relative to the node's data directory."""
@@ -116,7 +118,7 @@ class CasStore:
         self._committed = 0  # commits so far (under _txn_lock)
         self._synced = 0  # commits covered by a successful fsync (under _sync_lock)
         self._failed: BaseException | None = None
-        self._closed = False
+        self._closed = self._closing = False
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="s4-cas")
         # A new store: make its files and directory entries durable, so the promises it will hold survive a crash.
         self._durable(self._commit(lambda txn: txn.put(b"format", SLOT_FORMAT.to_bytes(8, "big"), db=self._meta)))
@@ -166,8 +168,9 @@ class CasStore:
 
     def close(self) -> None:
         """Close the environment (waiting for running threads); further calls raise CasStoreFailed."""
-        if self._closed:
+        if self._closed or self._closing:
             return
+        self._closing = True  # new async calls are refused from here; running threads finish
         self._executor.shutdown(wait=True)
         with self._sync_lock, self._txn_lock:  # the order _durable takes them in
             self._closed = True
@@ -209,11 +212,13 @@ class CasStore:
                 self._sync()
             except BaseException as exc:
                 self._failed = exc
+                log.error("CAS store %s: fsync failed (%s): this node stops voting on bucket names until it is "
+                          "restarted", self.path, exc)
                 raise CasStoreFailed(f"CAS store {self.path}: fsync failed: {exc}") from exc
             self._synced = target
 
     async def _off_loop(self, fn: Callable[[], T]) -> T:
-        if self._closed:
+        if self._closing:
             raise CasStoreFailed(f"CAS store {self.path} is closed")
         future = asyncio.get_running_loop().run_in_executor(self._executor, fn)
         try:

@@ -146,7 +146,8 @@ def store_env_sync(store: CasStore | None) -> None:
         store.env.sync(True)
 
 
-def test_issue19_failed_fsync_gives_no_answer_and_poisons_the_store(tmp_path: Path) -> None:
+def test_issue19_failed_fsync_gives_no_answer_and_poisons_the_store(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
     fail = threading.Event()
 
     def sync() -> None:
@@ -174,6 +175,7 @@ def test_issue19_failed_fsync_gives_no_answer_and_poisons_the_store(tmp_path: Pa
             store.close()
 
     asyncio.run(main())
+    assert "fsync failed" in caplog.text and "stops voting" in caplog.text
 
 
 # --- key locks -------------------------------------------------------------------------------------------------
