@@ -19,9 +19,10 @@ accepted value, then reply): an acceptor that forgets a promise after a crash ca
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import secrets
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Generic, NamedTuple, Protocol, TypeVar
@@ -121,15 +122,29 @@ class MemoryStore(Generic[V]):
 
 class Acceptor(Generic[V]):
     """The acceptor rules. All state is in the store (nothing cached), so a restarted acceptor is a new object
-    over the same store. One lock serialises load-check-save: bucket create/delete is rare."""
+    over the same store. A lock per key serialises load-check-save of that key: the durable store fsyncs every
+    save, and one key's fsync must not hold up the others."""
 
     def __init__(self, store: AcceptorStore[V]) -> None:
         self.store = store
-        self._lock = asyncio.Lock()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}  # tasks holding or waiting for each key's lock (dropped at zero)
+
+    @contextlib.asynccontextmanager
+    async def _key_lock(self, key: str) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] = self._users.get(key, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key], self._locks[key]
 
     async def prepare(self, key: str, ballot: Ballot) -> Promise[V] | Reject:
         """Promise ``ballot`` if it is above every ballot promised so far (strictly: a ballot is prepared once)."""
-        async with self._lock:
+        async with self._key_lock(key):
             slot = await self.store.load(key)
             if ballot <= slot.promised:
                 return Reject(slot.promised)
@@ -140,7 +155,7 @@ class Acceptor(Generic[V]):
                      lineage: tuple[Ballot, ...]) -> Accepted | Reject:
         """Accept ``value`` (derived from the values accepted at ``lineage``) under ``ballot`` unless a higher
         ballot was promised since."""
-        async with self._lock:
+        async with self._key_lock(key):
             slot = await self.store.load(key)
             if ballot < slot.promised:
                 return Reject(slot.promised)

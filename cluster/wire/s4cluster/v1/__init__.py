@@ -130,11 +130,20 @@ default_message_pool.register_message("s4cluster.v1", "ApplyEventsRequest", Appl
 
 @dataclass(eq=False, repr=False)
 class Ballot(betterproto2.Message):
+    """
+    Ballots compare as the tuple (counter, node_id, incarnation); the all-zero ballot is below every real one.
+    """
+
     counter: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
 
     node_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
     """
     ties between equal counters broken by node id
+    """
+
+    incarnation: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
+    """
+    then by the proposer's life (bumped at every start), so a restart never reuses one
     """
 
 
@@ -186,6 +195,11 @@ class CasAcceptRequest(betterproto2.Message):
     absent: the register is emptied
     """
 
+    lineage: "list[Ballot]" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    the ballots the value was derived from, newest first (at most 16)
+    """
+
 
 default_message_pool.register_message("s4cluster.v1", "CasAcceptRequest", CasAcceptRequest)
 
@@ -209,12 +223,21 @@ class CasPrepareReply(betterproto2.Message):
     when not promised: the higher ballot already promised
     """
 
+    lineage: "list[Ballot]" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    the ballots the accepted value was derived from, newest first
+    """
+
 
 default_message_pool.register_message("s4cluster.v1", "CasPrepareReply", CasPrepareReply)
 
 
 @dataclass(eq=False, repr=False)
 class CasPrepareRequest(betterproto2.Message):
+    """
+    CASPaxos register values travel as msgpack (cluster/cas_rpc.py's codec); a key is one register (a bucket name).
+    """
+
     key: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
     ballot: "Ballot | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)

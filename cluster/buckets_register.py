@@ -1,0 +1,133 @@
+"""Bucket names across the pool: the CASPaxos register wired to this node's store, acceptor and peers.
+
+``CasNode.open`` builds one node's part of the register: the durable acceptor store in the data directory, the
+acceptor, the ``CasAcceptorService`` that ``ClusterServer`` delegates ``CasPrepare`` / ``CasAccept`` to, and a
+``BucketRegister`` whose proposer reaches every node of the pool (itself in process). ``BucketRegister`` is what
+CreateBucket and DeleteBucket call: every outcome is exact (cluster/caspaxos.py's change functions), and "no
+majority reachable" or "outcome unknown" become ``ServiceUnavailableError`` (503 with Retry-After), never a guess.
+A request retried with the same token settles its outcome (the change functions recognise their own token).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from s4.engine.errors import ServiceUnavailableError
+
+from .cas_rpc import BUCKET_CODEC, CasAcceptorService, GrpcAcceptorTransport
+from .cas_store import CasStore, store_path
+from .caspaxos import (
+    Acceptor,
+    BucketChange,
+    BucketRecord,
+    BucketResult,
+    Change,
+    Outcome,
+    OutcomeUnknown,
+    Proposer,
+    RegisterUnavailable,
+    abort_delete,
+    create_if_absent,
+    finish_delete,
+    mark_deleting,
+)
+from .config import ClusterConfig
+from .peers import PeerPool
+
+log = logging.getLogger("s4.cluster")
+
+KEY_PREFIX = "bucket/"
+"""Register keys of bucket names (other registers, if any, get their own prefix)."""
+
+
+class BucketRegister:
+    """Linearizable CreateBucket / DeleteBucket decisions for one pool."""
+
+    def __init__(self, proposer: Proposer[BucketRecord]) -> None:
+        self.proposer = proposer
+
+    async def create(self, name: str, owner: str, token: str) -> BucketResult:
+        """CREATED (the record names ``owner``), or ALREADY_EXISTS with the holder's record."""
+        return await self._run(name, create_if_absent(owner, token))
+
+    async def mark_deleting(self, name: str, token: str, incarnation: int | None = None) -> BucketResult:
+        """Delete, step 1: MARKED (the name is fenced; check the bucket is empty) or NO_SUCH_BUCKET."""
+        return await self._run(name, mark_deleting(token, incarnation))
+
+    async def finish_delete(self, name: str, incarnation: int, token: str) -> BucketResult:
+        """Delete, step 2 when empty: DELETED, NOT_DELETING (aborted meanwhile) or NO_SUCH_BUCKET."""
+        return await self._run(name, finish_delete(incarnation, token))
+
+    async def abort_delete(self, name: str, incarnation: int, token: str) -> BucketResult:
+        """Delete, step 2 when not empty: RESTORED (the bucket is live again) or NO_SUCH_BUCKET."""
+        return await self._run(name, abort_delete(incarnation, token))
+
+    async def delete(self, name: str, token: str, is_empty: Callable[[BucketRecord], Awaitable[bool]]) -> BucketResult:
+        """Both steps: fence the name, ask ``is_empty`` (a quorum read of the bucket's contents), then finish or
+        abort. RESTORED means "not empty" (BucketNotEmpty). If the check fails, the fence is lifted before the
+        error propagates (best effort: a retry of the delete re-marks it either way)."""
+        marked = await self.mark_deleting(name, token)
+        if marked.outcome is not Outcome.MARKED:
+            return marked
+        assert marked.record is not None
+        incarnation = marked.record.incarnation
+        try:
+            empty = await is_empty(marked.record)
+        except BaseException:
+            try:
+                await self.abort_delete(name, incarnation, token)
+            except Exception:
+                log.warning("bucket %s: could not lift the delete fence after a failed emptiness check", name)
+            raise
+        if empty:
+            return await self.finish_delete(name, incarnation, token)
+        return await self.abort_delete(name, incarnation, token)
+
+    async def read(self, name: str) -> BucketRecord | None:
+        """A linearizable read of the name's record (None: never created)."""
+        result = await self._run(name, _read)
+        return result.record
+
+    async def _run(self, name: str, fn: Callable[[BucketRecord | None], BucketChange]) -> BucketResult:
+        try:
+            return (await self.proposer.change(KEY_PREFIX + name, fn)).outcome
+        except (RegisterUnavailable, OutcomeUnknown) as exc:
+            log.warning("bucket %s: %s", name, exc)
+            raise ServiceUnavailableError(str(exc)) from exc
+
+
+def _read(current: BucketRecord | None) -> BucketChange:
+    return Change(current, BucketResult(Outcome.ALREADY_EXISTS if current else Outcome.NO_SUCH_BUCKET, current))
+
+
+@dataclass
+class CasNode:
+    """One node's share of the register: close() after the gRPC server that serves ``service`` has stopped."""
+
+    store: CasStore
+    acceptor: Acceptor[bytes]
+    service: CasAcceptorService
+    register: BucketRegister
+
+    @classmethod
+    def open(cls, config: ClusterConfig, data_dir: str | os.PathLike[str], peers: PeerPool, *,
+             phase_timeout: float = 2.0, **proposer_options: Any) -> CasNode:
+        """Open the store (bumping the proposer's incarnation) and wire acceptor, service and proposer."""
+        store = CasStore(store_path(data_dir))
+        try:
+            incarnation = store.next_incarnation()
+        except BaseException:
+            store.close()
+            raise
+        acceptor: Acceptor[bytes] = Acceptor(store)
+        transport = GrpcAcceptorTransport(config.node_id, acceptor, peers, BUCKET_CODEC, timeout_s=phase_timeout)
+        proposer = Proposer(config.node_id, [n.node_id for n in config.pool], transport, incarnation=incarnation,
+                            phase_timeout=phase_timeout, **proposer_options)
+        return cls(store, acceptor, CasAcceptorService(acceptor), BucketRegister(proposer))
+
+    def close(self) -> None:
+        self.store.close()
