@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -176,6 +177,8 @@ def test_issue19_node_of_another_cluster_or_secret_is_refused_never_alive_with_t
     # the workers' /metrics show the supervisor's peer gauges (multi-process files)
     assert metric(pool[0], "s4_cluster_peer_up", "node-2") == 1.0
     assert metric(pool[0], "s4_cluster_peer_up", "node-3") == 0.0
+    for node in pool:  # SIGTERM to the supervisors: workers, heartbeat and gRPC server stop, exit 0
+        assert node.stop(timeout_s=40) == 0, node.log()[-4000:]
 
 
 def run_server(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -203,10 +206,9 @@ def test_issue19_impossible_cluster_settings_exit_non_zero_naming_the_setting(
     assert named in done.stderr, done.stderr
 
 
-def test_issue19_grpc_port_in_use_stops_start_up_naming_s4_node_grpc_addr(tmp_path: Path) -> None:
-    import socket
-
-    env = quick_start(S4_WORKERS="1")
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_issue19_grpc_port_in_use_stops_start_up_naming_s4_node_grpc_addr(tmp_path: Path, workers: str) -> None:
+    env = quick_start(S4_WORKERS=workers)
     host, port = env["S4_NODE_GRPC_ADDR"].split(":")
     with socket.socket() as holder:
         holder.bind((host, int(port)))
