@@ -9,6 +9,9 @@ Three sources, labelled by operation names and status codes only (never keys, bu
 - the journal (fdatasync latency) and the sequencer (group-commit batches and their sizes): measured in
   ``s4.journal`` without a metrics library, and present only in the process that owns the journal.
 
+- the cluster (S4_MODE=cluster): per peer, whether it is alive, when it was last seen and how far behind this node
+  is on its journal, from the engine's ``ClusterStatus`` port (engine/ports.py; the heartbeat of cluster/node.py).
+
 One process (the default): one registry per process, and the journal numbers are read from ``engine.journal.stats``
 and the sequencer's queue at scrape time.
 
@@ -17,6 +20,8 @@ directory wiped at start. Each worker writes its request metrics to its own file
 sums all of them with ``MultiProcessCollector``. The supervisor owns the journal and publishes its numbers into the
 same directory: ``enable_multiprocess(directory)`` then ``JournalMetrics(engine)`` (live, through the histograms'
 listeners). A worker's engine has no journal, so its scrape reads those from the files like the request metrics.
+The supervisor also runs the cluster's heartbeat and publishes the peer gauges there (``ClusterMetrics``, updated
+after every heartbeat round).
 """
 
 from __future__ import annotations
@@ -27,13 +32,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, values
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    values,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from s4.engine import Engine
+from s4.engine.ports import ClusterStatus
 from s4.journal.groupcommit import BATCH_SIZE_BUCKETS, FixedHistogram
 from s4.journal.writer import FSYNC_BUCKETS
 
@@ -44,6 +58,11 @@ FSYNC_DOC = "Journal fdatasync latency (one per group-commit batch that journale
 BATCH_DOC = "Commands per group-commit batch (how many requests shared one journal write and fsync)"
 BATCHES_DOC = "Group-committed sequencer batches"
 COMMANDS_DOC = "Commands committed in those batches (the ratio is the mean batch size)"
+PEER_UP_DOC = "1 while the peer of this node's pool is alive (it answered a heartbeat recently), else 0"
+PEER_LAST_SEEN_DOC = ("When the peer last proved alive, in seconds since the epoch (0: never since this node "
+                      "started); time() minus this is its silence")
+PEER_LAG_DOC = ("Replication lag from the peer, in events: the highest journal seq it reported minus what this node "
+                "has applied from it (until the replicated apply path exists: the seq it reports in Ping)")
 
 
 def _use_cached_pid() -> None:
@@ -137,6 +156,55 @@ class EngineCollector(Collector):
             yield histogram_family("s4_journal_fsync_seconds", FSYNC_DOC, stats.fsync_seconds)
 
 
+def cluster_families(cluster: ClusterStatus | None) -> Iterator[GaugeMetricFamily]:
+    """The per-peer gauges, read from the port now (the process that runs the heartbeat)."""
+    peers = cluster.peer_health() if cluster is not None else []
+    if not peers:
+        return
+    up = GaugeMetricFamily("s4_cluster_peer_up", PEER_UP_DOC, labels=["peer"])
+    seen = GaugeMetricFamily("s4_cluster_peer_last_seen_seconds", PEER_LAST_SEEN_DOC, labels=["peer"])
+    lag = GaugeMetricFamily("s4_cluster_peer_journal_lag", PEER_LAG_DOC, labels=["peer"])
+    for p in peers:
+        up.add_metric([p.peer], 1.0 if p.up else 0.0)
+        seen.add_metric([p.peer], p.last_seen_s or 0.0)
+        lag.add_metric([p.peer], float(p.journal_lag))
+    yield from (up, seen, lag)
+
+
+class ClusterCollector(Collector):
+    """One process: the peer gauges at scrape time, from ``engine.cluster`` (set by tools/server.py)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[Any]:
+        yield from cluster_families(self.engine.cluster)
+
+
+class ClusterMetrics:
+    """Several processes: the supervisor, which runs the heartbeat, writes the peer gauges to the multi-process
+    files (``update`` after every heartbeat round), so a scrape in any worker shows them."""
+
+    def __init__(self, cluster: ClusterStatus, registry: CollectorRegistry | None = None) -> None:
+        if registry is None and not multiprocess_enabled():
+            raise RuntimeError(f"ClusterMetrics without a registry needs multi-process mode ({MULTIPROC_ENV})")
+        self.cluster = cluster
+        # "mostrecent": one process writes them; a scrape shows its latest value without a pid label
+        self.up = Gauge("s4_cluster_peer_up", PEER_UP_DOC, ["peer"], registry=registry,
+                        multiprocess_mode="mostrecent")
+        self.last_seen = Gauge("s4_cluster_peer_last_seen_seconds", PEER_LAST_SEEN_DOC, ["peer"], registry=registry,
+                               multiprocess_mode="mostrecent")
+        self.lag = Gauge("s4_cluster_peer_journal_lag", PEER_LAG_DOC, ["peer"], registry=registry,
+                         multiprocess_mode="mostrecent")
+        self.update()
+
+    def update(self) -> None:
+        for p in self.cluster.peer_health():
+            self.up.labels(p.peer).set(1.0 if p.up else 0.0)
+            self.last_seen.labels(p.peer).set(p.last_seen_s or 0.0)
+            self.lag.labels(p.peer).set(p.journal_lag)
+
+
 class JournalMetrics:
     """The journal-owning process's numbers as live prometheus metrics, for multi-process mode.
 
@@ -198,6 +266,8 @@ class Metrics:
         else:
             self.registry.register(self.requests)
         self.registry.register(EngineCollector(engine, journal_numbers=not self.multiprocess))
+        if not self.multiprocess:  # several processes: the supervisor writes them to the files (ClusterMetrics)
+            self.registry.register(ClusterCollector(engine))
 
     def observe(self, operation: str, status: int, started: float, bytes_in: int, bytes_out: int) -> None:
         self.requests.observe(operation, status, time.perf_counter() - started, bytes_in, bytes_out)

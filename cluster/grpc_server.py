@@ -2,9 +2,9 @@
 
 Every method goes through the authentication wrapper first (cluster/auth.py): a refused call gets
 ``UNAUTHENTICATED`` with the reason, is logged (at most once a minute per caller and reason), and never reaches a
-handler. ``Ping`` is answered here from the node's ``LocalStatus``. The replication RPCs are delegated to a
-``ReplicationHandler`` (the replication code implements it); without one they answer ``UNIMPLEMENTED``, never
-made-up data.
+handler. ``Ping`` is answered here from the node's ``LocalStatus``. The replication RPCs are delegated by area
+(``Handlers``: events, blobs, reads, cas; each a small Protocol the replication code implements); an area without
+an implementation answers ``UNIMPLEMENTED``, never made-up data.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
@@ -58,15 +59,26 @@ class LocalStatus(Protocol):
         """(HLC now, highest journal seq)."""
         ...
 
-    def peer_seen(self, node_id: str, hlc: int, journal_seq: int) -> None:
-        """A peer proved alive, with its HLC and journal head."""
+    def peer_seen(self, node_id: str, hlc: int, journal_seq: int, http_addr: str = "") -> None:
+        """A peer proved alive, with its HLC, journal head and the S3 address it serves ("" if it sent none)."""
         ...
 
 
-class ReplicationHandler(Protocol):
-    """The replication RPCs, each given the authenticated caller's node id."""
+# The replication RPCs by area, each a small port of its own so that the code behind each area (events, blobs, quorum
+# reads, the CASPaxos acceptor) is written and plugged in independently. Every method is given the authenticated
+# caller's node id; an area without an implementation answers UNIMPLEMENTED.
+
+
+class EventsHandler(Protocol):
+    """Journal events: apply a batch from a peer, and stream this node's journal to a peer catching up."""
 
     async def apply_events(self, caller: str, request: ApplyEventsRequest) -> ApplyEventsReply: ...
+
+    def catch_up(self, caller: str, request: CatchUpRequest) -> AsyncIterator[CatchUpBatch]: ...
+
+
+class BlobsHandler(Protocol):
+    """Blob transfer between replicas."""
 
     async def put_blob(self, caller: str, header: BlobHeader, data: AsyncIterator[bytes]) -> PutBlobReply:
         """Store one blob; must check ``header.content_hash`` and ``header.size`` before it counts as stored."""
@@ -76,66 +88,86 @@ class ReplicationHandler(Protocol):
         """A BlobHeader chunk, then data chunks."""
         ...
 
+
+class ReadsHandler(Protocol):
+    """Quorum reads: current records of keys, and one replica's page of a listing."""
+
     async def read_keys(self, caller: str, request: ReadKeysRequest) -> ReadKeysReply: ...
 
     async def list_range(self, caller: str, request: ListRangeRequest) -> ListRangeReply: ...
 
-    def catch_up(self, caller: str, request: CatchUpRequest) -> AsyncIterator[CatchUpBatch]: ...
+
+class CasHandler(Protocol):
+    """The CASPaxos acceptor."""
 
     async def cas_prepare(self, caller: str, request: CasPrepareRequest) -> CasPrepareReply: ...
 
     async def cas_accept(self, caller: str, request: CasAcceptRequest) -> CasAcceptReply: ...
 
 
+@dataclass(frozen=True)
+class Handlers:
+    """The areas this node serves; None: that area's RPCs answer UNIMPLEMENTED."""
+
+    events: EventsHandler | None = None
+    blobs: BlobsHandler | None = None
+    reads: ReadsHandler | None = None
+    cas: CasHandler | None = None
+
+
+_T = TypeVar("_T")
+
+
 class ClusterService(S4ClusterBase):
-    """The S4Cluster service: Ping here, the rest delegated."""
+    """The S4Cluster service: Ping here, the rest delegated to the area's handler."""
 
-    def __init__(self, config: ClusterConfig, local: LocalStatus, handler: ReplicationHandler | None = None) -> None:
-        self.config, self.local, self.handler = config, local, handler
+    def __init__(self, config: ClusterConfig, local: LocalStatus, handlers: Handlers | None = None) -> None:
+        self.config, self.local, self.handlers = config, local, handlers or Handlers()
 
-    def _handler(self) -> ReplicationHandler:
-        if self.handler is None:
-            raise GRPCError(Status.UNIMPLEMENTED, f"node {self.config.node_id} does not serve replication yet")
-        return self.handler
+    def _area(self, handler: _T | None, area: str) -> _T:
+        if handler is None:
+            raise GRPCError(Status.UNIMPLEMENTED, f"node {self.config.node_id} does not serve replication ({area}) "
+                                                  "yet")
+        return handler
 
     async def ping(self, message: PingRequest) -> PingReply:
         caller = CALLER.get()
         if message.node_id != caller:
             raise GRPCError(Status.INVALID_ARGUMENT, f"Ping names node {message.node_id!r}, the caller is {caller!r}")
-        self.local.peer_seen(caller, message.hlc, message.journal_seq)
+        self.local.peer_seen(caller, message.hlc, message.journal_seq, message.http_addr)
         hlc, seq = self.local.status()
         return PingReply(node_id=self.config.node_id, cluster=self.config.cluster_name, pool=self.config.pool_name,
-                         hlc=hlc, journal_seq=seq)
+                         hlc=hlc, journal_seq=seq, http_addr=self.config.http_addr)
 
     async def apply_events(self, message: ApplyEventsRequest) -> ApplyEventsReply:
-        return await self._handler().apply_events(CALLER.get(), message)
+        return await self._area(self.handlers.events, "events").apply_events(CALLER.get(), message)
+
+    async def catch_up(self, message: CatchUpRequest) -> AsyncIterator[CatchUpBatch]:
+        async for batch in self._area(self.handlers.events, "events").catch_up(CALLER.get(), message):
+            yield batch
 
     async def put_blob(self, messages: AsyncIterator[PutBlobChunk]) -> PutBlobReply:
-        handler = self._handler()
+        handler = self._area(self.handlers.blobs, "blobs")
         first = await anext(messages, None)
         if first is None or first.header is None:
             raise GRPCError(Status.INVALID_ARGUMENT, "PutBlob: the first message must be the BlobHeader")
         return await handler.put_blob(CALLER.get(), first.header, _data_chunks(messages))
 
     async def get_blob(self, message: GetBlobRequest) -> AsyncIterator[GetBlobChunk]:
-        async for chunk in self._handler().get_blob(CALLER.get(), message):
+        async for chunk in self._area(self.handlers.blobs, "blobs").get_blob(CALLER.get(), message):
             yield chunk
 
     async def read_keys(self, message: ReadKeysRequest) -> ReadKeysReply:
-        return await self._handler().read_keys(CALLER.get(), message)
+        return await self._area(self.handlers.reads, "reads").read_keys(CALLER.get(), message)
 
     async def list_range(self, message: ListRangeRequest) -> ListRangeReply:
-        return await self._handler().list_range(CALLER.get(), message)
-
-    async def catch_up(self, message: CatchUpRequest) -> AsyncIterator[CatchUpBatch]:
-        async for batch in self._handler().catch_up(CALLER.get(), message):
-            yield batch
+        return await self._area(self.handlers.reads, "reads").list_range(CALLER.get(), message)
 
     async def cas_prepare(self, message: CasPrepareRequest) -> CasPrepareReply:
-        return await self._handler().cas_prepare(CALLER.get(), message)
+        return await self._area(self.handlers.cas, "cas").cas_prepare(CALLER.get(), message)
 
     async def cas_accept(self, message: CasAcceptRequest) -> CasAcceptReply:
-        return await self._handler().cas_accept(CALLER.get(), message)
+        return await self._area(self.handlers.cas, "cas").cas_accept(CALLER.get(), message)
 
 
 async def _data_chunks(messages: AsyncIterator[PutBlobChunk]) -> AsyncIterator[bytes]:
@@ -182,26 +214,37 @@ class Authenticated:
             log.warning("refused inter-node call %s from %s: %s", method, peer, why)
 
 
+class GrpcBindError(Exception):
+    """The gRPC address cannot be bound; the message names S4_NODE_GRPC_ADDR."""
+
+
 class ClusterServer:
     """The gRPC server's lifetime: ``await start()`` binds S4_NODE_GRPC_ADDR, ``await stop()`` closes it."""
 
-    def __init__(self, config: ClusterConfig, local: LocalStatus, handler: ReplicationHandler | None = None, *,
+    def __init__(self, config: ClusterConfig, local: LocalStatus, handlers: Handlers | None = None, *,
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config
         verifier = Verifier(cluster=config.cluster_name, key=config.key, members=[n.node_id for n in config.pool],
                             max_clock_offset_s=config.max_clock_offset_s, clock=clock)
-        self.service = ClusterService(config, local, handler)
-        self._server = Server([Authenticated(self.service, verifier)])
-        self._started = False
+        self.service = ClusterService(config, local, handlers)
+        self._authenticated = Authenticated(self.service, verifier)
+        self._server: Server | None = None  # made in start(): grpclib's Server takes the running loop
 
     async def start(self) -> None:
+        """Listen on S4_NODE_GRPC_ADDR; GrpcBindError (naming the setting) when the address cannot be bound."""
         addr = self.config.grpc_addr
-        await self._server.start(addr.host, addr.port)
-        self._started = True
+        server = Server([self._authenticated])
+        try:
+            await server.start(addr.host, addr.port)
+        except OSError as exc:
+            raise GrpcBindError(f"S4_NODE_GRPC_ADDR={addr}: cannot listen for the other nodes: "
+                                f"{exc.strerror or exc} (another process holds the port, or the address is not "
+                                "this machine's)") from None
+        self._server = server
         log.info("cluster %s node %s: gRPC on %s", self.config.cluster_name, self.config.node_id, addr)
 
     async def stop(self) -> None:
-        if self._started:
-            self._started = False
-            self._server.close()
-            await self._server.wait_closed()
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            await server.wait_closed()

@@ -64,7 +64,8 @@ class PeerPool:
     async def ping(self, node_id: str, hlc: int, journal_seq: int, *, timeout_s: float | None = None) -> PingReply:
         """Ping a peer with this node's clock and journal head; checks that the right node answered."""
         request = PingRequest(node_id=self.config.node_id, cluster=self.config.cluster_name,
-                              pool=self.config.pool_name, hlc=hlc, journal_seq=journal_seq)
+                              pool=self.config.pool_name, hlc=hlc, journal_seq=journal_seq,
+                              http_addr=self.config.http_addr)
         reply = await self.stub(node_id).ping(request, timeout=timeout_s or self.timeout_s)
         if reply.node_id != node_id or reply.cluster != self.config.cluster_name:
             raise PeerMismatch(f"{self._peers[node_id].grpc} answered as node {reply.node_id!r} of cluster "

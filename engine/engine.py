@@ -39,7 +39,7 @@ from .model import (
     version_record,
 )
 from .names import check_bucket_name, check_key
-from .ports import CommitPath, CommitPort
+from .ports import ClusterStatus, CommitPath, CommitPort
 from .sequencer import Command
 from .space import SpaceGuard
 from .views.env import Views
@@ -66,6 +66,8 @@ class EngineOptions:
 
 class Engine(IamOps):
     """One node's storage: journal + views + volumes behind S3 operations."""
+
+    cluster: ClusterStatus | None = None  # the node's pool and its liveness, set by tools/server.py (engine/ports.py)
 
     def __init__(self, options: EngineOptions, commit_path: CommitPath | None = None) -> None:
         """The node's engine, committing through ``commit_path`` (engine/ports.py), which the composition root

@@ -14,11 +14,16 @@ Implementations: ``LocalCommitPath`` (engine/local_commit.py: this process owns 
 the data-directory lock) and ``ChannelCommitPath`` (engine/remote/client.py: an HTTP worker process, whose commands
 go to the supervisor's sequencer). The replicated pool (``cluster/``, later) wraps a ``LocalCommitPath``: its journal,
 views and sequencer are public after ``open`` for that. See docs/architecture/commit-port.md.
+
+``ClusterStatus`` is the node's view of its pool for the health API and the metrics: the cluster code implements it
+(cluster/node.py), ``SingleNodeStatus`` below is the single-mode answer, and an HTTP worker's forwards to the
+supervisor (engine/remote). tools/server.py sets ``Engine.cluster``; api/ reads it and never imports cluster/.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -92,3 +97,40 @@ class CommitPath(Protocol):
     def close(self) -> None:
         """Release what ``claim`` and ``open`` took (journal, views, lock); safe after a failed ``open``, and twice."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class PeerHealth:
+    """One peer as this node sees it, for the metrics."""
+
+    peer: str
+    up: bool  # state "alive"
+    last_seen_s: float | None  # wall-clock seconds since the epoch of its last proof of life; None: never
+    journal_lag: int  # events it reported holding that this node has not applied from it
+
+
+class ClusterStatus(Protocol):
+    """The node's pool and the liveness of its members (docs/architecture/replication.md, "Node life")."""
+
+    async def health(self) -> dict[str, Any]:
+        """The document of ``GET /api/admin/cluster/health``: cluster, node_id, mode, nodes, pools."""
+        ...
+
+    def peer_health(self) -> list[PeerHealth]:
+        """Per-peer numbers, in the process that runs the heartbeat; empty elsewhere (and in single mode)."""
+        ...
+
+
+class SingleNodeStatus:
+    """S4_MODE=single: a pool of one, this node, always alive."""
+
+    def __init__(self, node_id: str, http_addr: str | None) -> None:
+        self.node_id, self.http_addr = node_id, http_addr
+
+    async def health(self) -> dict[str, Any]:
+        node = {"id": self.node_id, "pool": None, "http_addr": self.http_addr, "grpc_addr": None, "state": "alive",
+                "last_seen": int(time.time() * 1000)}
+        return {"cluster": None, "node_id": self.node_id, "mode": "single", "nodes": [node], "pools": []}
+
+    def peer_health(self) -> list[PeerHealth]:
+        return []

@@ -3,8 +3,11 @@
 The only module that imports s4.api. With ``S4_WORKERS`` (default: the core count) above 1 the process started
 by the user becomes the supervisor (tools/supervisor.py: journal, sequencer, background jobs) and re-runs
 this entry point as HTTP worker processes (the hidden ``--worker-id`` arguments). With 1 worker everything runs
-in this process. Shutdown on SIGTERM/SIGINT lets in-flight requests finish (uvicorn's graceful shutdown), then
-closes the engine: sequencer drained, journal and views closed cleanly.
+in this process. With ``S4_MODE=cluster`` the process that owns the journal also runs the cluster node
+(cluster/node.py: the gRPC server on S4_NODE_GRPC_ADDR and the heartbeat) and gives the engine its cluster status
+port; workers ask the supervisor for it. Shutdown on SIGTERM/SIGINT lets in-flight requests finish (uvicorn's
+graceful shutdown), stops the cluster node, then closes the engine: sequencer drained, journal and views closed
+cleanly.
 """
 
 from __future__ import annotations
@@ -25,13 +28,16 @@ import uvicorn
 
 from s4.api.app import build_app
 from s4.api.http_protocol import ConnectionLimits, connection_cap, protocol_class, raise_nofile_limit
-from s4.api.metrics import JournalMetrics, enable_multiprocess
+from s4.api.metrics import ClusterMetrics, JournalMetrics, enable_multiprocess
 from s4.api.settings import ApiSettings
+from s4.cluster.grpc_server import GrpcBindError
+from s4.cluster.node import ClusterNode, journal_head
 from s4.engine import Engine, EngineOptions
 from s4.engine.datadir import DataDirLockedError, NodeIdMismatchError
 from s4.engine.jobs.service import JobSettings, for_engine
 from s4.engine.local_commit import LocalCommitPath
-from s4.engine.remote import ChannelCommitPath, LoopChannel
+from s4.engine.ports import SingleNodeStatus
+from s4.engine.remote import ChannelCommitPath, LoopChannel, RemoteCluster
 from s4.journal import CorruptJournalError
 
 from . import supervisor
@@ -76,12 +82,15 @@ def main(argv: list[str] | None = None) -> int:
             access, secret = dev_credentials(data_dir)
         jwt_secret = _prepare_iam(engine, settings)
         background = for_engine(engine, JobSettings.from_values(settings.values))
+        cluster = _cluster_node(engine, settings)
         if count > 1:
             listeners = supervisor.bind_listeners(*settings.host_port, count)
             metrics_path = supervisor.metrics_dir(data_dir)
             if settings.metrics_enabled:  # the journal's numbers, published for every worker's /metrics
                 enable_multiprocess(metrics_path)
                 JournalMetrics(engine)
+                if cluster is not None:  # and the peers', after every heartbeat round
+                    cluster.listeners.append(ClusterMetrics(cluster).update)
             env = {**os.environ, "S4_ACCESS_KEY_ID": access, "S4_SECRET_ACCESS_KEY": secret,
                    "PROMETHEUS_MULTIPROC_DIR": str(metrics_path)}
             if jwt_secret:
@@ -89,17 +98,41 @@ def main(argv: list[str] | None = None) -> int:
             assert commit_path.sequencer is not None  # opened with the engine
             node = supervisor.Supervisor(engine, commit_path.sequencer, background, listeners,
                                          supervisor.worker_command(args.config, args.log_level), env)
-            _banner(settings, data_dir, access, secret, generated, f"{count} worker processes")
-            _run(node.serve, background, node.request_stop)
+            _banner(settings, data_dir, access, secret, generated, f"{count} worker processes{_cluster_note(settings)}")
+            _run(node.serve, background, node.request_stop, cluster)
         else:
             app = build_app(engine, _api_settings(settings, access, secret, jwt_secret))
-            _banner(settings, data_dir, access, secret, generated, "1 process")
+            _banner(settings, data_dir, access, secret, generated, f"1 process{_cluster_note(settings)}")
             server = uvicorn.Server(_uvicorn_config(app, settings))
-            _run(server.serve, background, lambda: setattr(server, "should_exit", True))
+            _run(server.serve, background, lambda: setattr(server, "should_exit", True), cluster)
+    except GrpcBindError as exc:
+        print(f"s4-server: {exc}", file=sys.stderr)
+        return 1
     finally:
         engine.close()
         log.info("journal and views closed")
     return 0
+
+
+def _cluster_node(engine: Engine, settings: Settings) -> ClusterNode | None:
+    """The engine's cluster status port: the cluster node (S4_MODE=cluster; started by ``_run``), or this node alone.
+    The process that owns the journal calls this; its workers ask it (``_run_worker``)."""
+    config = settings.cluster
+    if config is None:
+        engine.cluster = SingleNodeStatus(engine.node_id, str(settings.bind))
+        return None
+    for warning in config.warnings:
+        log.warning("cluster: %s", warning)
+    assert engine.journal is not None  # this process owns the journal (LocalCommitPath)
+    node = ClusterNode(config, journal_head(engine.journal))
+    engine.cluster = node
+    return node
+
+
+def _cluster_note(settings: Settings) -> str:
+    config = settings.cluster
+    return "" if config is None else (f"; cluster {config.cluster_name}, node {config.node_id} of pool "
+                                      f"{config.pool_name}, gRPC on {config.grpc_addr}")
 
 
 def _run_worker(settings: Settings, data_dir: Path, args: argparse.Namespace) -> int:
@@ -114,6 +147,8 @@ def _run_worker(settings: Settings, data_dir: Path, args: argparse.Namespace) ->
                                   worker=args.worker_id, disk_reserve_bytes=settings.disk_reserve_bytes),
                     ChannelCommitPath(channel))
     engine_ready = True
+    engine.cluster = RemoteCluster(channel) if settings.cluster is not None else \
+        SingleNodeStatus(engine.node_id, str(settings.bind))
     try:
         access, secret = settings.access_key or "", settings.secret_key or ""
         app = build_app(engine, _api_settings(settings, access, secret, settings.jwt_secret or ""))
@@ -204,8 +239,11 @@ def _banner(settings: Settings, data_dir: Path, access: str, secret: str, genera
               f"aws --endpoint-url {endpoint} s3 ls", flush=True)
 
 
-def _run(serve: Callable[[], Awaitable[None]], background: object | None, stop: Callable[[], None]) -> None:
-    """Run ``serve`` on uvloop, with the node's background jobs (lifecycle, compaction, scrubber) if given.
+def _run(serve: Callable[[], Awaitable[None]], background: object | None, stop: Callable[[], None],
+         cluster: ClusterNode | None = None) -> None:
+    """Run ``serve`` on uvloop, with the node's background jobs (lifecycle, compaction, scrubber) and its cluster
+    node (gRPC server and heartbeat: started first, so an unusable S4_NODE_GRPC_ADDR stops start-up with
+    GrpcBindError before anything serves; stopped last) if given.
 
     SIGTERM/SIGINT call ``stop`` whenever they arrive, including before uvicorn installs its own handlers (a
     signal swallowed in that window would leave the server running). uvicorn also re-raises the signal after
@@ -220,13 +258,19 @@ def _run(serve: Callable[[], Awaitable[None]], background: object | None, stop: 
         signal.signal(sig, on_signal)
 
     async def with_background() -> None:
-        if background is not None:
-            background.start()  # type: ignore[attr-defined]
+        if cluster is not None:
+            await cluster.start()
         try:
-            await serve()
-        finally:
             if background is not None:
-                await background.stop()  # type: ignore[attr-defined]
+                background.start()  # type: ignore[attr-defined]
+            try:
+                await serve()
+            finally:
+                if background is not None:
+                    await background.stop()  # type: ignore[attr-defined]
+        finally:
+            if cluster is not None:
+                await cluster.stop()
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(with_background())

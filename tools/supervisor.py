@@ -94,7 +94,8 @@ class Supervisor:
     def __init__(self, engine: Engine, sequencer: Sequencer, background: object, listeners: list[socket.socket],
                  worker_argv: list[str], worker_env: dict[str, str]) -> None:
         """``sequencer``: the one that commits ``engine``'s commands (its local commit path's, engine/ports.py);
-        the workers' commands are committed by it too, in the same batches."""
+        the workers' commands are committed by it too, in the same batches. ``engine.cluster`` (the cluster
+        status, run here) answers the workers' health requests."""
         self.engine = engine
         self.sequencer = sequencer
         self.background = background
@@ -113,7 +114,8 @@ class Supervisor:
     async def serve(self) -> None:
         """Run until SIGTERM/SIGINT; then stop the workers gracefully (they finish in-flight requests)."""
         loop = asyncio.get_running_loop()
-        self.service = SequencerService(self.sequencer, self.background, loop, self.engine.login_throttle)
+        self.service = SequencerService(self.sequencer, self.background, loop, self.engine.login_throttle,
+                                        self.engine.cluster)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
         for worker_id in range(1, self.count + 1):

@@ -21,7 +21,7 @@ from s4.engine.errors import ErrorCode, S3Error, client_error
 from s4.engine.iam import IamError
 
 from ..settings import ApiSettings
-from . import buckets, jobs, stats, users
+from . import buckets, health, jobs, stats, users
 from .call import AdminCall, Result
 from .tokens import ThrottledError, TokenIssuer
 
@@ -58,6 +58,7 @@ class AdminApi:
             ("GET", re.compile(r"/api/admin/compaction/status"), jobs.compaction_status, "super"),
             ("POST", re.compile(r"/api/admin/scrubber/run"), jobs.run_scrubber, "super"),
             ("GET", re.compile(r"/api/admin/scrubber/status"), jobs.scrubber_status, "super"),
+            ("GET", re.compile(r"/api/admin/cluster/health"), health.cluster_health, "super"),
         ]
 
     @staticmethod

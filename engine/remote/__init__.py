@@ -4,14 +4,14 @@
 ``loop_channel`` is the worker's end (``pending``: its request bookkeeping), ``service`` the sequencer process's
 (one ``WorkerLink`` per worker; commands from all of them are committed together on that loop). ``client`` is
 a worker's commit path (``ChannelCommitPath``, engine/ports.py): what its Engine uses in place of the local
-sequencer (and of the background jobs and the login throttle).
+sequencer (and of the background jobs, the login throttle and the cluster status).
 See docs/architecture/processes.md.
 """
 
-from .client import ChannelCommitPath, RemoteIam, RemoteJobs, RemoteSequencer
+from .client import ChannelCommitPath, RemoteCluster, RemoteIam, RemoteJobs, RemoteSequencer
 from .loop_channel import LoopChannel
 from .pending import ChannelClosedError
 from .service import SequencerService, WorkerLink
 
-__all__ = ["ChannelClosedError", "ChannelCommitPath", "LoopChannel", "RemoteIam", "RemoteJobs", "RemoteSequencer",
-           "SequencerService", "WorkerLink"]
+__all__ = ["ChannelClosedError", "ChannelCommitPath", "LoopChannel", "RemoteCluster", "RemoteIam", "RemoteJobs",
+           "RemoteSequencer", "SequencerService", "WorkerLink"]

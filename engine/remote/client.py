@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import datadir
-from ..ports import Opened
+from ..ports import Opened, PeerHealth
 from ..sequencer import Command
 from ..space import SpaceGuard
 from ..views.env import Views
@@ -88,6 +88,21 @@ class RemoteJobs:
         """Blocking (call it off the event loop): the status is a few dict reads in the sequencer process."""
         fut = self.channel.request({"op": "job", "method": "status", "kwargs": {"name": name}})
         return fut.result(STATUS_TIMEOUT_S)  # type: ignore[no-any-return]
+
+
+class RemoteCluster:
+    """The cluster's status (engine/ports.py ``ClusterStatus``) in an HTTP worker: the heartbeat runs in the
+    supervisor, which answers the health document over the channel."""
+
+    def __init__(self, channel: LoopChannel) -> None:
+        self.channel = channel
+
+    async def health(self) -> dict[str, Any]:
+        return await self.channel.call({"op": "cluster", "method": "health"})  # type: ignore[no-any-return]
+
+    def peer_health(self) -> list[PeerHealth]:
+        """None here: the supervisor publishes the peer metrics to the multi-process files every worker reads."""
+        return []
 
 
 class ChannelCommitPath:

@@ -8,7 +8,8 @@ next batch's frames wait in the kernel's socket buffers: that wait is the group 
 on this loop is latency-critical (it watches the worker processes and schedules the background jobs, whose
 own commands run on the sequencer's thread, under the same lock).
 
-Background-job requests (admin runs, status) and login-throttle requests are answered on the loop too.
+Background-job requests (admin runs, status), login-throttle requests and the cluster's health document (the
+heartbeat runs in this process) are answered on the loop too.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import socket
 from typing import Any
 
 from ..login_throttle import LoginThrottle
+from ..ports import ClusterStatus
 from ..sequencer import Command, Sequencer
 from .pending import ChannelClosedError
 from .wire import FrameBuffer, encode_error, encode_frame
@@ -30,9 +32,10 @@ MAX_BATCH = 4096
 
 class SequencerService:
     def __init__(self, sequencer: Sequencer, jobs: Any, loop: asyncio.AbstractEventLoop,
-                 login_throttle: LoginThrottle) -> None:
+                 login_throttle: LoginThrottle, cluster: ClusterStatus | None = None) -> None:
         self.sequencer = sequencer
         self.jobs = jobs
+        self.cluster = cluster  # the supervisor's (engine/ports.py), for the workers' health API
         self.loop = loop
         self.login_throttle = login_throttle
         self._pending: list[tuple[Command, WorkerLink, int]] = []
@@ -56,6 +59,8 @@ class SequencerService:
                 self.loop.call_soon(self._commit_pending)
         elif op == "job" and message.get("method") in JOB_METHODS:
             self._job_call(link, request_id, message["method"], message.get("kwargs") or {})
+        elif op == "cluster" and message.get("method") == "health":
+            self._cluster_health(link, request_id)
         elif op == "throttle" and message.get("action") in LoginThrottle.ACTIONS:
             try:  # a few dict operations under a lock: answered right here
                 getattr(self.login_throttle, message["action"])(message["username"], message["client"])
@@ -80,6 +85,24 @@ class SequencerService:
                 links.add(link)
             for link in links:
                 link.flush()
+
+    def _cluster_health(self, link: WorkerLink, request_id: int) -> None:
+        if self.cluster is None:
+            link.reply(request_id, error=ValueError("this node has no cluster status"))
+            return
+        task = self.loop.create_task(self.cluster.health())
+        self._tasks.add(task)
+
+        def answer(done: asyncio.Task[Any]) -> None:
+            self._tasks.discard(done)
+            if done.cancelled():
+                link.reply(request_id, error=ChannelClosedError("the sequencer process is stopping"))
+            elif (error := done.exception()) is not None:
+                link.reply(request_id, error=error)
+            else:
+                link.reply(request_id, done.result())
+
+        task.add_done_callback(answer)
 
     def _job_call(self, link: WorkerLink, request_id: int, method: str, kwargs: dict[str, Any]) -> None:
         if method == "status":

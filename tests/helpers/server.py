@@ -1,4 +1,4 @@
-"""A real s4-server process on a free 127.0.0.1 port, for integration and crash tests."""
+"""A real s4-server process on a free 127.0.0.x port (127.0.0.1 unless told), for integration and crash tests."""
 
 from __future__ import annotations
 
@@ -34,9 +34,9 @@ def _close_clients(endpoint: str) -> None:
         client.close()
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
@@ -44,9 +44,10 @@ class ServerProcess:
     """Starts ``s4-server`` with a data dir and env overrides; logs go to files printed on failure."""
 
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None,
-                 nofile: int | None = None) -> None:
+                 nofile: int | None = None, host: str = "127.0.0.1") -> None:
         self.data_dir = Path(data_dir)
-        self.port = port or free_port()
+        self.host = host  # a loopback address: the cluster tests run nodes on 127.0.0.1, .2 and .3
+        self.port = port or free_port(host)
         self.extra_env = env or {}
         self.nofile = nofile  # an open-files limit (soft and hard) for the server process
         self.proc: subprocess.Popen[bytes] | None = None
@@ -55,11 +56,11 @@ class ServerProcess:
     @property
     def endpoint(self) -> str:
         scheme = "https" if self.extra_env.get("S4_TLS_CERT") else "http"
-        return f"{scheme}://127.0.0.1:{self.port}"
+        return f"{scheme}://{self.host}:{self.port}"
 
     def start(self, timeout_s: float = 60.0) -> ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("S4_")}
-        env.update(S4_DATA_DIR=str(self.data_dir), S4_BIND=f"127.0.0.1:{self.port}", S4_ACCESS_KEY_ID=ACCESS_KEY,
+        env.update(S4_DATA_DIR=str(self.data_dir), S4_BIND=f"{self.host}:{self.port}", S4_ACCESS_KEY_ID=ACCESS_KEY,
                    S4_SECRET_ACCESS_KEY=SECRET_KEY)
         env.update(self.extra_env)
         nofile = self.nofile

@@ -18,15 +18,17 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from s4.cluster.config import ClusterConfig, build_cluster_config
-from s4.cluster.grpc_server import ClusterServer
+from s4.cluster.grpc_server import ClusterServer, GrpcBindError, Handlers
 from s4.cluster.peers import PeerMismatch, PeerPool
 from s4.cluster.wire.s4cluster.v1 import (
     ApplyEventsReply,
     ApplyEventsRequest,
     BlobHeader,
+    CasPrepareRequest,
     PingRequest,
     PutBlobChunk,
     PutBlobReply,
+    ReadKeysRequest,
     S4ClusterStub,
 )
 
@@ -60,20 +62,22 @@ class Status_:
     def __init__(self, hlc: int, seq: int) -> None:
         self.hlc, self.seq = hlc, seq
         self.seen: list[tuple[str, int, int]] = []
+        self.http_addrs: list[str] = []
 
     def status(self) -> tuple[int, int]:
         return self.hlc, self.seq
 
-    def peer_seen(self, node_id: str, hlc: int, journal_seq: int) -> None:
+    def peer_seen(self, node_id: str, hlc: int, journal_seq: int, http_addr: str = "") -> None:
         self.seen.append((node_id, hlc, journal_seq))
+        self.http_addrs.append(http_addr)
 
 
 def run_with_server(server_config: ClusterConfig, body: Callable[[ClusterServer, Status_], Awaitable[None]],
-                    handler: Any = None) -> Status_:
+                    handlers: Handlers | None = None) -> Status_:
     local = Status_(hlc=777, seq=42)
 
     async def main() -> None:
-        server = ClusterServer(server_config, local, handler)
+        server = ClusterServer(server_config, local, handlers)
         await server.start()
         try:
             await asyncio.wait_for(body(server, local), timeout=60)
@@ -104,12 +108,16 @@ def test_issue19_ping_between_two_nodes_with_the_shared_secret() -> None:
             for s in servers:
                 await s.stop()
         seen["locals"] = [x.seen for x in locals_]
+        seen["http"] = [x.http_addrs for x in locals_]
 
     asyncio.run(main())
     r12, r21 = seen["1->2"], seen["2->1"]
     assert (r12.node_id, r12.cluster, r12.pool, r12.hlc, r12.journal_seq) == ("node-2", "prod", "pool-1", 200, 2)
     assert (r21.node_id, r21.hlc, r21.journal_seq) == ("node-1", 100, 1)
     assert seen["locals"] == [[("node-2", 22, 6)], [("node-1", 11, 5), ("node-1", 12, 7)]]
+    # each side tells the other the S3 address it serves (the health API shows it)
+    assert (r12.http_addr, r21.http_addr) == ("127.0.0.2:9000", "127.0.0.1:9000")
+    assert seen["http"] == [["127.0.0.2:9000"], ["127.0.0.1:9000", "127.0.0.1:9000"]]
 
 
 async def _refused(pool: PeerPool, node: str = "node-2") -> GRPCError:
@@ -242,7 +250,7 @@ def test_issue19_replication_rpcs_reach_the_handler_with_the_authenticated_calle
             assert exc.value.status == Status.INVALID_ARGUMENT and "first message must be the BlobHeader" in str(
                 exc.value.message)
 
-    run_with_server(config(pool, 2), body, handler)
+    run_with_server(config(pool, 2), body, Handlers(events=handler, blobs=handler))
     assert handler.calls == [("apply_events", "node-1", [b"e1", b"e2"]),
                              ("put_blob", "node-1", (b"h" * 32, 6, [b"abc", b"def"]))]
 
@@ -254,3 +262,39 @@ def test_issue19_closed_pool_refuses_new_calls() -> None:
         pool.stub("node-2")
     with pytest.raises(KeyError, match="not a peer"):
         PeerPool(config(pool_nodes(), 1)).stub("node-1")  # itself is no peer
+
+
+def test_issue19_each_replication_area_is_served_only_when_given() -> None:
+    """The handler ports are per area: a node serving events and blobs answers UNIMPLEMENTED for reads and cas,
+    naming the area."""
+    pool = pool_nodes()
+    handler = RecordingHandler()
+
+    async def body(server: ClusterServer, local: Status_) -> None:
+        async with PeerPool(config(pool, 1)) as p1:
+            stub = p1.stub("node-2")
+            assert (await stub.apply_events(ApplyEventsRequest(events=[b"e"]))).applied == 1
+            for call, area in ((stub.read_keys(ReadKeysRequest()), "reads"),
+                               (stub.cas_prepare(CasPrepareRequest()), "cas")):
+                with pytest.raises(GRPCError) as exc:
+                    await call
+                assert exc.value.status == Status.UNIMPLEMENTED and f"({area})" in str(exc.value.message)
+
+    run_with_server(config(pool, 2), body, Handlers(events=handler, blobs=handler))
+    assert [c[0] for c in handler.calls] == ["apply_events"]
+
+
+def test_issue19_grpc_address_in_use_names_the_setting() -> None:
+    pool = pool_nodes()
+    host, port = pool.split(",")[1].split(":")[1:]
+
+    async def main() -> None:
+        with socket.socket() as holder:
+            holder.bind((host, int(port)))
+            holder.listen()
+            server = ClusterServer(config(pool, 2), Status_(hlc=1, seq=1))
+            with pytest.raises(GrpcBindError, match=f"S4_NODE_GRPC_ADDR={host}:{port}: cannot listen"):
+                await server.start()
+            await server.stop()  # nothing started: nothing to stop, no error
+
+    asyncio.run(main())

@@ -394,6 +394,11 @@ class PingReply(betterproto2.Message):
 
     journal_seq: "int" = betterproto2.field(5, betterproto2.TYPE_UINT64)
 
+    http_addr: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
+    """
+    the S3 host:port the answering node serves (S4_NODE_HTTP_ADDR)
+    """
+
 
 default_message_pool.register_message("s4cluster.v1", "PingReply", PingReply)
 
@@ -414,6 +419,11 @@ class PingRequest(betterproto2.Message):
     journal_seq: "int" = betterproto2.field(5, betterproto2.TYPE_UINT64)
     """
     the highest seq in the caller's journal
+    """
+
+    http_addr: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
+    """
+    the S3 host:port the caller serves (S4_NODE_HTTP_ADDR), for the health API
     """
 
 

@@ -1,0 +1,160 @@
+"""One cluster node's life: its gRPC server, its client pool, the heartbeat, and what it tells about its pool.
+
+``ClusterNode`` runs in the process that owns the journal (the single process, or the supervisor with
+S4_WORKERS > 1; docs/architecture/processes.md), on that process's event loop:
+
+* ``start()`` binds S4_NODE_GRPC_ADDR (``GrpcBindError`` naming the setting when it cannot) and starts the heartbeat;
+* the heartbeat pings every peer every ``interval_s``, all peers at once, each Ping bounded by ``ping_timeout_s``
+  (connection included), so one slow or unreachable peer never delays the others nor the loop's S3 requests; what
+  a peer answers (and what a peer's own Ping says) goes into ``Liveness`` (cluster/liveness.py);
+* it is the ``LocalStatus`` that Ping answers from (this node's HLC and journal head) and the engine's
+  ``ClusterStatus`` port (engine/ports.py) behind ``GET /api/admin/cluster/health`` and the peer metrics;
+* ``stop()`` ends the heartbeat, closes the channels and the server, each step bounded in time, so shutdown never
+  hangs on a peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from grpclib.exceptions import GRPCError
+
+from s4.engine.ports import PeerHealth
+from s4.journal import Journal
+from s4.journal.hlc import pack, wall_ms
+
+from .config import ClusterConfig
+from .grpc_server import ClusterServer, Handlers
+from .liveness import ALIVE, Liveness, LivenessSettings
+from .peers import PeerPool
+
+log = logging.getLogger("s4.cluster")
+STOP_TIMEOUT_S = 5.0
+
+
+def journal_head(journal: Journal) -> Callable[[], tuple[int, int]]:
+    """(HLC now, highest journal seq) of the journal this process owns; reading the clock never advances it."""
+    def status() -> tuple[int, int]:
+        return max(journal.clock.last, pack(wall_ms(), 0)), journal.last_seq
+
+    return status
+
+
+class ClusterNode:
+    def __init__(self, config: ClusterConfig, local_status: Callable[[], tuple[int, int]],
+                 settings: LivenessSettings | None = None, handlers: Handlers | None = None, *,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.settings = settings or LivenessSettings()
+        self._local_status = local_status
+        self._wall = wall
+        self.liveness = Liveness([p.node_id for p in config.peers], self.settings, clock=clock, wall=wall)
+        self.server = ClusterServer(config, self, handlers, clock=wall)
+        self.pool = PeerPool(config, timeout_s=self.settings.ping_timeout_s, clock=wall)
+        self.listeners: list[Callable[[], None]] = []  # called after each heartbeat round (the metrics)
+        self._states = {p: "" for p in self.liveness.peers}
+        self._task: asyncio.Task[None] | None = None
+
+    # -- LocalStatus (cluster/grpc_server.py): what Ping answers and learns -------------------------------------
+    def status(self) -> tuple[int, int]:
+        return self._local_status()
+
+    def peer_seen(self, node_id: str, hlc: int, journal_seq: int, http_addr: str = "") -> None:
+        self.liveness.seen(node_id, hlc, journal_seq, http_addr)
+
+    # -- lifetime -------------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Bind the gRPC address (GrpcBindError when it cannot), then start the heartbeat."""
+        await self.server.start()
+        self._task = asyncio.get_running_loop().create_task(self._heartbeat(), name="s4-cluster-heartbeat")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.pool.close()
+        try:
+            await asyncio.wait_for(self.server.stop(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("the gRPC server did not close within %.0fs; leaving its connections to the exit",
+                        STOP_TIMEOUT_S)
+
+    async def _heartbeat(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await self.beat()
+            await asyncio.sleep(max(0.0, self.settings.interval_s - (loop.time() - started)))
+
+    async def beat(self) -> None:
+        """One round: Ping every peer at once, each bounded; then log state changes and tell the listeners."""
+        hlc, seq = self.status()
+        await asyncio.gather(*(self._ping(peer, hlc, seq) for peer in self.liveness.peers))
+        self._log_changes()
+        for listener in self.listeners:
+            try:
+                listener()
+            except Exception:  # noqa: BLE001 - a metrics bug must not stop the heartbeat
+                log.exception("heartbeat listener failed")
+
+    async def _ping(self, peer: str, hlc: int, seq: int) -> None:
+        timeout = self.settings.ping_timeout_s
+        try:
+            reply = await asyncio.wait_for(self.pool.ping(peer, hlc, seq, timeout_s=timeout), timeout)
+        except asyncio.CancelledError:
+            raise
+        except GRPCError as exc:
+            self.liveness.missed(peer, f"{exc.status.name}: {exc.message}")
+        except Exception as exc:  # noqa: BLE001 - refused, unreachable, timed out, answered as another node
+            self.liveness.missed(peer, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        else:
+            self.liveness.seen(peer, reply.hlc, reply.journal_seq, reply.http_addr)
+
+    def _log_changes(self) -> None:
+        for record, state in self.liveness.snapshot():
+            before = self._states[record.node_id]
+            if state == before:
+                continue
+            self._states[record.node_id] = state
+            if state == ALIVE:
+                log.info("peer %s is alive (%s)", record.node_id, record.http_addr or "no S3 address yet")
+            elif before:  # not on the first round: every peer starts unproven
+                log.warning("peer %s is %s (last seen %s)%s", record.node_id, state,
+                            "never" if record.last_seen_ms is None else f"{record.last_seen_ms} ms",
+                            f": {record.last_error}" if record.last_error else "")
+
+    # -- ClusterStatus (engine/ports.py): the health API and the metrics -----------------------------------------
+    async def health(self) -> dict[str, Any]:
+        return self.health_document()
+
+    def health_document(self) -> dict[str, Any]:
+        """GET /api/admin/cluster/health: every pool member with its state, this node included (alive)."""
+        config = self.config
+        records = {record.node_id: (record, state) for record, state in self.liveness.snapshot()}
+        nodes = []
+        for member in config.pool:
+            if member.node_id == config.node_id:
+                nodes.append({"id": member.node_id, "pool": config.pool_name, "http_addr": config.http_addr,
+                              "grpc_addr": str(member.grpc), "state": ALIVE, "last_seen": int(self._wall() * 1000)})
+                continue
+            record, state = records[member.node_id]
+            nodes.append({"id": member.node_id, "pool": config.pool_name, "http_addr": record.http_addr or None,
+                          "grpc_addr": str(member.grpc), "state": state, "last_seen": record.last_seen_ms})
+        pools = [{"name": config.pool_name, "nodes": [n.node_id for n in config.pool],
+                  "replication_factor": config.replication_factor, "write_quorum": config.write_quorum,
+                  "read_quorum": config.read_quorum}]
+        return {"cluster": config.cluster_name, "node_id": config.node_id, "mode": "cluster", "nodes": nodes,
+                "pools": pools}
+
+    def peer_health(self) -> list[PeerHealth]:
+        return [PeerHealth(peer=record.node_id, up=state == ALIVE,
+                           last_seen_s=None if record.last_seen_ms is None else record.last_seen_ms / 1000,
+                           journal_lag=record.journal_lag)
+                for record, state in self.liveness.snapshot()]
