@@ -32,7 +32,7 @@ from .auth.request import AuthContext, AuthRequest, auth_scheme
 from .auth.sigv2 import verify_sigv2
 from .auth.sigv4 import verify_sigv4
 from .body_gate import BodyGate
-from .errors import respond_error
+from .errors import quiet_aborts, respond_error
 from .inputs import digits_value, parse_query
 from .metrics import Metrics
 from .s3 import buckets, multipart, objects
@@ -268,6 +268,7 @@ class S3Service:
 def build_app(engine: Engine, settings: ApiSettings) -> access_log.Asgi:
     """The falcon app behind the body gate (api/body_gate.py: no 100 Continue before a handler reads), inside the
     access log (api/access_log.py) when it is on."""
+    quiet_aborts()  # a GET cut short mid-body is logged once, by the handler (api/errors.py ResponseAborted)
     app = falcon.asgi.App(middleware=[], cors_enable=False, request_type=access_log.LoggedRequest)
     app.req_options.strip_url_path_trailing_slash = False
     app.resp_options.secure_cookies_by_default = False

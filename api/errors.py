@@ -24,6 +24,27 @@ from .s3.xml import error_xml
 log = logging.getLogger(__name__)
 
 
+class ResponseAborted(Exception):
+    """A response whose headers are out must be cut short: raised out of the app so the server closes the
+    connection before Content-Length (the client sees a broken transfer, never a complete-looking wrong body).
+    Whoever raises it has logged why; ``quiet_aborts`` keeps the server from adding a traceback as for a bug."""
+
+
+class _DropAbortTracebacks(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], ResponseAborted))
+
+
+_DROP_ABORT_TRACEBACKS = _DropAbortTracebacks()
+
+
+def quiet_aborts(logger: logging.Logger | None = None) -> None:
+    """Drop uvicorn's "Exception in ASGI application" record for a ``ResponseAborted`` (idempotent)."""
+    target = logger or logging.getLogger("uvicorn.error")
+    if _DROP_ABORT_TRACEBACKS not in target.filters:
+        target.addFilter(_DROP_ABORT_TRACEBACKS)
+
+
 def status_line(code: int) -> str:
     return falcon.code_to_http_status(code)
 

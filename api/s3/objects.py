@@ -12,6 +12,7 @@ from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.model import NULL_VERSION, ObjectVersion
 from s4.engine.names import MAX_PART_NUMBER
 
+from ..errors import ResponseAborted
 from ..inputs import header_value, parse_int, parse_query, unquote_strict
 from .call import Call, checksum_headers
 from .headers import RESPONSE_OVERRIDES, check_read, parse_range, preconditions, stored_headers, user_metadata
@@ -164,7 +165,7 @@ async def _stream(call: Call, first: bytes, rest: AsyncIterator[bytes]) -> Async
     except S3Error as exc:
         log.error("request %s: aborting GET /%s/%s mid-body: %s", call.request_id, call.bucket, call.key,
                   exc.message)
-        raise
+        raise ResponseAborted(exc.message) from exc
 
 
 async def get_object(call: Call, resp: falcon.asgi.Response) -> None:

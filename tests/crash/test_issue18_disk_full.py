@@ -8,7 +8,6 @@ Needs root to mount the tmpfs (CI runs as root); skipped with the reason where m
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -21,11 +20,11 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from helpers.admin_api import ROOT_PASSWORD, admin_call, root_token
 from helpers.server import ServerProcess
 from integration.conftest import make_client
 
 pytestmark = pytest.mark.crash
-ROOT_PASSWORD = "password12345"
 START_TIMEOUT_S = 120.0
 MiB = 1024 * 1024
 
@@ -68,18 +67,10 @@ def start(servers: list[ServerProcess], data_dir: Path, **env: str) -> ServerPro
     return srv
 
 
-def admin(srv: ServerProcess, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
-    req = urllib.request.Request(srv.endpoint + path, method=method,
-                                 data=json.dumps(body).encode() if body is not None else None)
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(req, timeout=120) as resp:
-        return json.loads(resp.read())
 
 
 def compact(srv: ServerProcess) -> dict[str, Any]:
-    token = admin(srv, "POST", "/api/admin/login", {"username": "root", "password": ROOT_PASSWORD})["token"]
-    return admin(srv, "POST", "/api/admin/compaction/run?threshold=0.01&max_volumes=1000", token=token)  # type: ignore[no-any-return]
+    return admin_call(srv, "POST", "/api/admin/compaction/run?threshold=0.01&max_volumes=1000", root_token(srv))  # type: ignore[no-any-return]
 
 
 def error_of(exc: ClientError) -> tuple[int, str, str]:

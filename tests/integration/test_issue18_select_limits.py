@@ -8,7 +8,6 @@ a fixed allowance, with queries that took the old in-process runner to several G
 
 from __future__ import annotations
 
-import gc
 import json
 import time
 import zlib
@@ -27,20 +26,6 @@ from test_select_api import _big_csv, make_client, select, signed_post
 
 from s4.engine.select import sandbox
 from s4.tools import bench_select
-
-# S3 Select responses are event streams: a query the test abandons mid-stream (an error event, a refused query)
-# leaves boto3's connection checked out, and it is closed only when collected. Collected at the end of this module
-# (below) and not counted as a warning here; every other warning stays an error (pyproject filterwarnings).
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:unclosed <socket.socket:ResourceWarning",
-    "ignore:Exception ignored in.*socket.socket:pytest.PytestUnraisableExceptionWarning")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _collect_abandoned_streams() -> Iterator[None]:
-    yield
-    gc.collect()
-
 
 LIMIT = 64 * 1024**2
 #: Allowed growth of the server's process tree during one query: the query's memory, its process's runtime and

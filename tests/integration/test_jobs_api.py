@@ -9,16 +9,14 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from helpers.admin_api import ROOT_PASSWORD, admin_call, root_token
 from helpers.s3client import make_client
 from helpers.server import ServerProcess
 
-ROOT_PASSWORD = "password12345"
 START_TIMEOUT_S = 120.0  # worker processes and the root password's argon2 hash are slow on a loaded machine
 
 
@@ -31,17 +29,8 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc.stop()
 
 
-def call(srv: ServerProcess, method: str, path: str, token: str | None = None, body: Any = None) -> Any:
-    req = urllib.request.Request(srv.endpoint + path, method=method,
-                                 data=json.dumps(body).encode() if body is not None else None)
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        return json.loads(resp.read())
 
 
-def token(srv: ServerProcess) -> str:
-    return str(call(srv, "POST", "/api/admin/login", body={"username": "root", "password": ROOT_PASSWORD})["token"])
 
 
 def test_admin_runs_and_status(srv: ServerProcess) -> None:
@@ -54,21 +43,21 @@ def test_admin_runs_and_status(srv: ServerProcess) -> None:
     upload = s3.create_multipart_upload(Bucket="wkr", Key="abandoned")["UploadId"]
     s3.upload_part(Bucket="wkr", Key="abandoned", UploadId=upload, PartNumber=1, Body=b"p" * 50_000)
     time.sleep(1.2)
-    t = token(srv)
-    dry = call(srv, "POST", "/api/admin/compaction/run?dry_run=true&threshold=0.3", t)
+    t = root_token(srv)
+    dry = admin_call(srv, "POST", "/api/admin/compaction/run?dry_run=true&threshold=0.3", t)
     assert dry["dry_run"] and dry["done"].get("would_compact", 0) > 0
-    done = call(srv, "POST", "/api/admin/compaction/run?threshold=0.3&max_volumes=100", t)
+    done = admin_call(srv, "POST", "/api/admin/compaction/run?threshold=0.3&max_volumes=100", t)
     assert done["done"]["abort_upload"] == 1 and done["done"]["volumes_deleted"] > 0, done
     for i in range(25, 30):
         assert s3.get_object(Bucket="wkr", Key=f"o{i}")["Body"].read() == bytes([i]) * 40_000
-    status = call(srv, "GET", "/api/admin/compaction/status", t)
+    status = admin_call(srv, "GET", "/api/admin/compaction/status", t)
     assert status["runs"] == 2 and status["last_run"]["done"] == done["done"]
-    scrub = call(srv, "POST", "/api/admin/scrubber/run", t)
+    scrub = admin_call(srv, "POST", "/api/admin/scrubber/run", t)
     assert scrub["examined"]["blobs"] >= 5 and "bad_blobs" not in scrub["done"]
-    assert call(srv, "GET", "/api/admin/scrubber/status", t)["bad_blobs"] == []
-    life = call(srv, "POST", "/api/admin/lifecycle/run?dry_run=true", t)
+    assert admin_call(srv, "GET", "/api/admin/scrubber/status", t)["bad_blobs"] == []
+    life = admin_call(srv, "POST", "/api/admin/lifecycle/run?dry_run=true", t)
     assert life["worker"] == "lifecycle" and life["dry_run"]
-    assert call(srv, "GET", "/api/admin/lifecycle/status", t)["runs"] == 1
+    assert admin_call(srv, "GET", "/api/admin/lifecycle/status", t)["runs"] == 1
 
 
 def test_cli(srv: ServerProcess, tmp_path: Path) -> None:
@@ -119,7 +108,7 @@ def test_space_reclaimed_after_deleting_most_data(tmp_path: Path) -> None:
             del digests[key]
         live = 2 * MiB * len(digests)
         assert live == 40 * MiB
-        report = call(srv, "POST", "/api/admin/compaction/run", token(srv))
+        report = admin_call(srv, "POST", "/api/admin/compaction/run", root_token(srv))
         assert not report["errors"] and report["done"]["volumes_deleted"] > 0, report
         after = disk_usage(srv.data_dir)
         assert max(after) < 2 * live, (before, after, live, report["done"])

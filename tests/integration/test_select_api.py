@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import bz2
-import gc
 import gzip
 import io
 import json
 import os
 import threading
 import time
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -34,20 +32,6 @@ from s4.api.settings import ApiSettings
 from s4.engine import Engine, EngineOptions
 from s4.engine.select import sandbox
 from s4.tools import bench_select
-
-# S3 Select responses are event streams: a query the test abandons mid-stream (an error event, a refused query)
-# leaves boto3's connection checked out, and it is closed only when collected. Collected at the end of this module
-# (below) and not counted as a warning here; every other warning stays an error (pyproject filterwarnings).
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:unclosed <socket.socket:ResourceWarning",
-    "ignore:Exception ignored in.*socket.socket:pytest.PytestUnraisableExceptionWarning")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _collect_abandoned_streams() -> Iterator[None]:
-    yield
-    gc.collect()
-
 
 EMPLOYEES = b'name,salary,dept\nAlice,120000,eng\nBob,90000,ops\n"Smith, J",150000,"r&d ""x"""\n'
 

@@ -1,0 +1,28 @@
+"""Calls to a test server's admin JSON API (/api/admin/...): one helper for every test that logs in and runs jobs."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from typing import Any
+
+from helpers.server import ServerProcess
+
+#: The root password the tests that use the admin API start their servers with (S4_ROOT_PASSWORD).
+ROOT_PASSWORD = "password12345"
+
+
+def admin_call(srv: ServerProcess, method: str, path: str, token: str | None = None, body: Any = None,
+               timeout_s: float = 120) -> Any:
+    """The decoded JSON answer; urllib's HTTPError for a status of 400 or more."""
+    req = urllib.request.Request(srv.endpoint + path, method=method,
+                                 data=json.dumps(body).encode() if body is not None else None)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+        return json.loads(resp.read())
+
+
+def root_token(srv: ServerProcess, password: str = ROOT_PASSWORD) -> str:
+    """A SuperUser bearer token for the root user."""
+    return str(admin_call(srv, "POST", "/api/admin/login", body={"username": "root", "password": password})["token"])
