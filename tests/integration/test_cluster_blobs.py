@@ -23,7 +23,7 @@ from s4.cluster.blob_client import BlobTransferError, BlobUnavailable, fetch_blo
 from s4.cluster.blob_server import BlobService
 from s4.cluster.blobs import PIECE_BYTES
 from s4.cluster.config import ClusterConfig, build_cluster_config
-from s4.cluster.grpc_server import ClusterServer
+from s4.cluster.grpc_server import ClusterServer, Handlers
 from s4.cluster.peers import PeerPool
 from s4.cluster.wire.s4cluster.v1 import BlobHeader, GetBlobChunk, GetBlobRequest, PutBlobReply
 from s4.engine import Engine, EngineOptions
@@ -55,7 +55,7 @@ class Status_:
     def status(self) -> tuple[int, int]:
         return 1, 0
 
-    def peer_seen(self, node_id: str, hlc: int, journal_seq: int) -> None:
+    def peer_seen(self, node_id: str, hlc: int, journal_seq: int, http_addr: str = "") -> None:
         pass
 
 
@@ -135,7 +135,7 @@ def run_two_nodes(tmp_path: Path, body: Callable[[Node, Node], Awaitable[None]])
                                       on_damage=engine.report_damage)
                 handler = Handler(service)
                 nodes.append(Node(engine, service, handler, PeerPool(cfgs[i], timeout_s=5.0)))
-                server = ClusterServer(cfgs[i], Status_(), handler)  # type: ignore[arg-type]
+                server = ClusterServer(cfgs[i], Status_(), Handlers(blobs=handler))
                 await server.start()
                 servers.append(server)
             await asyncio.wait_for(body(nodes[0], nodes[1]), timeout=120)

@@ -22,7 +22,7 @@ from s4.cluster.buckets_register import KEY_PREFIX, CasNode
 from s4.cluster.cas_rpc import ballot_from_wire, ballot_to_wire
 from s4.cluster.caspaxos import Ballot, BucketRecord, BucketResult, BucketStatus, Outcome, create_if_absent
 from s4.cluster.config import ClusterConfig, build_cluster_config
-from s4.cluster.grpc_server import ClusterServer
+from s4.cluster.grpc_server import ClusterServer, Handlers
 from s4.cluster.peers import PeerPool
 from s4.cluster.wire.s4cluster.v1 import CasPrepareRequest
 from s4.engine.errors import ServiceUnavailableError
@@ -52,7 +52,7 @@ class Quiet:
     def status(self) -> tuple[int, int]:
         return 0, 0
 
-    def peer_seen(self, node_id: str, hlc: int, journal_seq: int) -> None:
+    def peer_seen(self, node_id: str, hlc: int, journal_seq: int, http_addr: str = "") -> None:
         pass
 
 
@@ -71,7 +71,7 @@ class Node:
         return self.config.node_id
 
     async def serve(self) -> None:
-        self.server = ClusterServer(self.config, Quiet(), self.cas.service)  # type: ignore[arg-type]
+        self.server = ClusterServer(self.config, Quiet(), Handlers(cas=self.cas.service))
         await self.server.start()
 
     async def stop_serving(self) -> None:
