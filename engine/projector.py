@@ -345,15 +345,23 @@ def apply_prefix_renamed(tx: Tx, event: Event) -> None:
 
 # -- buckets ------------------------------------------------------------------------------------------------------
 def apply_bucket_created(tx: Tx, event: Event) -> None:
-    """Idempotent: a no-op while the name exists, and for an incarnation already deleted (a late duplicate). The
-    event's ``(hlc, origin)`` is the new bucket's incarnation."""
+    """Idempotent: a no-op while the name exists in this or a newer incarnation, and for an incarnation already
+    deleted (a late duplicate). The event's ``(hlc, origin)`` is the new bucket's incarnation."""
     p = event.payload
     stamp = _stamp(event)
     dead = tx.packed("bucket_tombs", keys.bucket_key(p["bucket"]))
     if dead is not None and _pair(dead) >= stamp:
         return
-    if tx.bucket(p["bucket"]) is not None:
-        return
+    existing = tx.bucket(p["bucket"])
+    if existing is not None:
+        if existing.incarnation is None or _pair(existing.incarnation) >= stamp:
+            return
+        # A newer life of the name: creations are linearized, so the life held here was deleted and that delete
+        # has not arrived yet. Ending it now keeps this creation from being lost (it would never apply again).
+        tx.delete("buckets", keys.bucket_key(p["bucket"]))
+        tx.drop_bucket_records(p["bucket"])
+        if _newer(_pair(existing.incarnation), dead):
+            tx.put("bucket_tombs", keys.bucket_key(p["bucket"]), pack(list(existing.incarnation)))
     tx.put_bucket(Bucket(p["bucket"], _event_ms(event), p.get("region", "us-east-1"), "", tx.alloc_node(),
                          p.get("owner", ""), incarnation=list(stamp)))
 

@@ -374,6 +374,22 @@ def test_events_of_a_deleted_buckets_old_incarnation_are_ignored(tmp_path: Path)
         b.close()
 
 
+def test_a_recreation_arriving_before_the_old_lifes_delete_is_not_lost(tmp_path: Path) -> None:
+    a, b, _ = _pair(tmp_path)
+    try:
+        assert a.run("delete_bucket", bucket="b") is None
+        assert a.run("create_bucket", bucket="b", region="us-east-1") is None
+        a.run("put_object", **put_args(a, "k1", 0))
+        deleted, created, put = a.own_events()[1:]
+        deliver(b, [created, put])  # b still holds the first life: the second replaces it
+        assert versions_of(b, "k1") == ["null"]
+        deliver(b, [deleted])  # the first life's delete, late: leaves the second alone
+        assert logical_state(b.views) == logical_state(a.views)
+    finally:
+        a.close()
+        b.close()
+
+
 def test_a_retried_rename_applies_once(tmp_path: Path) -> None:
     a, b, _ = _pair(tmp_path)
     try:
