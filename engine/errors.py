@@ -211,3 +211,26 @@ def client_error(exc: BaseException) -> S3Error:
     if isinstance(exc, JournalClosedError):
         return ServiceUnavailableError(str(exc))
     return S3Error(ErrorCode.INTERNAL_ERROR)
+
+
+class PeerBatchRefused(Exception):
+    """A batch of a peer's events was refused as a whole: nothing of it was journaled or applied
+    (engine/replica.py; docs/architecture/replication.md). Not an S3 error: the cluster layer answers its peer."""
+
+
+class MissingBlobsError(PeerBatchRefused):
+    """Events reference content this node does not hold: ``hashes`` (sha256, raw) must be stored first."""
+
+    def __init__(self, hashes: list[bytes]) -> None:
+        super().__init__(f"{len(hashes)} referenced blobs are not stored on this node: "
+                         + ", ".join(h.hex()[:16] for h in hashes[:8]))
+        self.hashes = hashes
+
+
+class PeerEventRefused(PeerBatchRefused):
+    """An event that a replica never takes from a peer (a node-local ``blob.*``/``volume.*`` event, an unknown
+    type), or one this node cannot apply yet (``behind``: a bucket incarnation it does not hold; catch up first)."""
+
+    def __init__(self, message: str, *, behind: bool = False) -> None:
+        super().__init__(message)
+        self.behind = behind

@@ -10,16 +10,20 @@ replays it into them, and starts the sequencer. A replicated pool wraps this pat
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from s4.journal import Journal
+from s4.journal import Event, Journal
 
 from . import commands, datadir
 from .datadir import DataDirLock
+from .errors import ServiceUnavailableError
 from .ports import Opened
+from .replica import BlobResolver, PeerBatch, PeerBatchResult, no_blobs
 from .sequencer import Sequencer, replay
 from .space import SpaceGuard
 from .tail_check import settle_tail
@@ -66,6 +70,17 @@ class LocalCommitPath:
             log.info("replayed %d journal events into the views", replayed)
         self.sequencer = Sequencer(self.journal, self.views, volumes, commands.DECIDERS, space)
         return Opened(views=self.views, port=self.sequencer, journal=self.journal)
+
+    def apply_peer_events(self, events: Sequence[Event], resolve: BlobResolver = no_blobs,
+                          volumes: Sequence[str] = ()) -> concurrent.futures.Future[PeerBatchResult]:
+        """Commit events decided by other nodes through this node's sequencer (the one writer, the same group commit
+        as commands): the future gives, per event, applied or already held once they are journaled, fsynced and in
+        the views; or the refusal (``PeerBatchRefused``, ``ClockOffsetError``), which leaves nothing. ``resolve``
+        finds the referenced blobs this node does not index yet; ``volumes`` are volumes the caller wrote them to.
+        The cluster layer (cluster/) calls this; see docs/architecture/replication.md."""
+        if self.sequencer is None:
+            raise ServiceUnavailableError("the commit path is not open")
+        return self.sequencer.submit_peer(PeerBatch(tuple(events), resolve, tuple(volumes)))
 
     def close(self) -> None:
         """The journal, then the views (synced first where commits skip their fsync), then the lock."""

@@ -64,9 +64,12 @@ def version_record(version_id: str | None, size: int, etag: str, *, delete_marke
     return rec
 
 
-def stamped(rec: dict[str, Any], hlc: int) -> dict[str, Any]:
-    """``rec`` as written by the event with this HLC: ``h`` the HLC, ``t`` its wall-clock ms (Last-Modified)."""
-    return dict(rec, h=hlc, t=physical_ms(hlc))
+def stamped(rec: dict[str, Any], hlc: int, origin: str | None = None) -> dict[str, Any]:
+    """``rec`` as written by the event with this HLC: ``h`` the HLC, ``t`` its wall-clock ms (Last-Modified) and,
+    in the views, ``o`` the node that stamped it: ``(h, o)`` is the version's last-writer-wins order."""
+    if origin is None:
+        return dict(rec, h=hlc, t=physical_ms(hlc))
+    return dict(rec, h=hlc, t=physical_ms(hlc), o=origin)
 
 
 @dataclass(slots=True)
@@ -116,15 +119,16 @@ class Bucket:
     owner: str = ""
     object_count: int = 0  # keys whose latest version is not a delete marker
     bytes_stored: int = 0  # sum of the sizes of every stored version
+    incarnation: list[Any] | None = None  # [hlc, origin] of the bucket.created event: which life of the name
 
     def to_record(self) -> dict[str, Any]:
         return {"c": self.created_ms, "r": self.region, "v": self.versioning, "root": self.root,
-                "o": self.owner, "n": self.object_count, "sz": self.bytes_stored}
+                "o": self.owner, "n": self.object_count, "sz": self.bytes_stored, "i": self.incarnation}
 
     @classmethod
     def from_record(cls, name: str, rec: dict[str, Any]) -> Bucket:
         return cls(name, rec["c"], rec.get("r", "us-east-1"), rec.get("v", ""), rec.get("root", 0),
-                   rec.get("o", ""), rec.get("n", 0), rec.get("sz", 0))
+                   rec.get("o", ""), rec.get("n", 0), rec.get("sz", 0), rec.get("i"))
 
 
 @dataclass(slots=True)

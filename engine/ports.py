@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from s4.journal import Journal
+from s4.journal import Event, Journal
 
+from .model import BlobLocation
 from .sequencer import Command
 from .space import SpaceGuard
 from .views.env import Views
@@ -63,6 +65,15 @@ class CommitPort(Protocol):
     def close(self) -> None:
         """Drain what was submitted; later commands fail with ServiceUnavailableError."""
         ...
+
+
+class ReplicaPort(Protocol):
+    """Where a node's replication code (cluster/) commits events decided by its peers: the local sequencer, the one
+    writer (``LocalCommitPath.apply_peer_events``; engine/replica.py). The future gives a ``PeerBatchResult`` (per
+    event: applied, or already held) once the batch is durable and visible, or the refusal that left nothing."""
+
+    def apply_peer_events(self, events: Sequence[Event], resolve: Callable[[bytes], BlobLocation | None] = ...,
+                          volumes: Sequence[str] = ()) -> concurrent.futures.Future[Any]: ...
 
 
 class LoginThrottlePort(Protocol):

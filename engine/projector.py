@@ -1,5 +1,10 @@
 """Events -> views. Deterministic and idempotent: the same events in the same order give the same views.
 
+The logical events (``journal.events.REPLICATED``) also project last-writer-wins by ``(hlc, origin)``: this node's
+decisions and peers' events take the same handlers, and the views they leave do not depend on the order in which
+a node received the events (docs/architecture/replication.md, "Applying a peer's events"). ``event_ids`` records
+every event's identity, so the sequencer can tell a peer's event it already holds.
+
 ``apply(tx, event)`` skips events at or below the views' ``last_seq`` and records the new ``last_seq`` in the
 same LMDB transaction as the view changes, so a crash can never leave a view half-updated or an event applied
 twice. Handlers never consult the clock or randomness: every value they store comes from the event (times come
@@ -11,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from s4.journal import Event, EventType
+from s4.journal import REPLICATED, Event, EventType
 from s4.journal.hlc import physical_ms
 
 from .model import Bucket, Upload, stamped, version_record
@@ -29,13 +34,6 @@ class ProjectionError(RuntimeError):
 
 def _event_ms(event: Event) -> int:
     return physical_ms(event.hlc)
-
-
-def _root(tx: Tx, bucket: str) -> int:
-    b = tx.bucket(bucket)
-    if b is None:
-        raise ProjectionError(f"event for missing bucket {bucket!r}")
-    return b.root
 
 
 # -- blobs --------------------------------------------------------------------------------------------------------
@@ -116,17 +114,96 @@ def _locations(payload: dict[str, Any]) -> dict[bytes, list[Any]]:
     return {loc[0]: loc for loc in payload.get("blobs_at", ())}
 
 
-# -- objects ------------------------------------------------------------------------------------------------------
-def _store_version(tx: Tx, event: Event, rec: dict[str, Any]) -> None:
-    """Insert a version as the newest of its key (replacing a same-id version, e.g. ``null``)."""
+# -- last-writer-wins (docs/architecture/replication.md, "Applying a peer's events") ------------------------------
+Stamp = tuple[int, str]
+
+
+def _stamp(event: Event) -> Stamp:
+    """An event's identity and its last-writer-wins order: ``(hlc, origin)``."""
+    return event.hlc, event.origin
+
+
+def _pair(value: Any) -> Stamp:
+    """A stored ``[hlc, origin]`` (or ``{h, o}``) as a comparable stamp."""
+    if isinstance(value, dict):
+        return value["h"], value.get("o", "")
+    return value[0], value[1]
+
+
+def _newer(stamp: Stamp, stored: Any) -> bool:
+    """Strictly newer than what is stored (None: nothing stored): equal means the same event, applied already."""
+    return stored is None or stamp > _pair(stored)
+
+
+class UnknownBucketError(ProjectionError):
+    """An event of a bucket incarnation this node has not created yet (it is behind): applying it now would lose it,
+    so a peer's batch holding it is refused and sent again after catch-up."""
+
+
+def _bucket_for(tx: Tx, event: Event) -> Bucket | None:
+    """The bucket an object, multipart, config or rename event applies to, or None when the event belongs to an
+    older incarnation of the name (deleted, perhaps re-created since): such an event is ignored.
+
+    ``inc`` (the ``[hlc, origin]`` of the bucket's ``bucket.created``) is added to every bucket-scoped event by
+    ``Decision.emit``; events journaled before it existed carry none and apply to the bucket of that name."""
     p = event.payload
     bucket = tx.bucket(p["bucket"])
+    inc = p.get("inc")
+    if inc is None or (bucket is not None and bucket.incarnation is None):
+        if bucket is None:
+            raise ProjectionError(f"{event.type} for missing bucket {p['bucket']!r}")
+        return bucket
+    wanted = _pair(inc)
+    if bucket is not None:
+        have = _pair(bucket.incarnation)
+        if have == wanted:
+            return bucket
+        if have > wanted:
+            return None
+    dead = tx.packed("bucket_tombs", keys.bucket_key(p["bucket"]))
+    if dead is not None and _pair(dead) >= wanted:
+        return None
+    raise UnknownBucketError(f"{event.type} of bucket {p['bucket']!r} incarnation {inc} that this node does not "
+                             "hold yet")
+
+
+def _live(rec: dict[str, Any] | None) -> int:
+    return int(rec is not None and not rec.get("dm"))
+
+
+def _set_tags(rec: dict[str, Any], tags: dict[str, str] | None) -> None:
+    if tags:
+        rec["tg"] = tags
+    else:
+        rec.pop("tg", None)
+
+
+# -- objects ------------------------------------------------------------------------------------------------------
+def _store_version(tx: Tx, event: Event, rec: dict[str, Any]) -> None:
+    """Store a version unless a version of that id or a tombstone for it is at least as new (last writer wins by
+    ``(hlc, origin)``). It takes its place among the key's versions by that order, so the latest version is the
+    same whatever order the events came in; a same-id version it supersedes (``null``) is released."""
+    p = event.payload
+    bucket = _bucket_for(tx, event)
     if bucket is None:
-        raise ProjectionError(f"version for missing bucket {p['bucket']!r}")
-    rec = stamped(rec, event.hlc)
-    oid, _ = namespace.ensure_object(tx.txn, tx.dbs["ns"], bucket.root, p["key"].encode(), tx.alloc_node)
+        return
+    stamp = _stamp(event)
+    vkey = keys.object_version_key(bucket.name, p["key"], rec["v"])
+    if not _newer(stamp, tx.packed("vtombs", vkey)):
+        return
+    rec = stamped(rec, event.hlc, event.origin)
+    tags = tx.packed("tag_clocks", vkey)
+    if tags is not None and _pair(tags) > stamp:  # a tags_set newer than this put arrived first
+        _set_tags(rec, tags["tg"])
+    ns, key = tx.dbs["ns"], p["key"].encode()
+    oid = namespace.find_object(tx.txn, ns, bucket.root, key)
+    if oid is None:
+        oid, _ = namespace.ensure_object(tx.txn, ns, bucket.root, key, tx.alloc_node)
+    else:
+        current = tx.version(oid, rec["v"])
+        if current is not None and not _newer(stamp, current):
+            return
     before = tx.latest(oid)
-    was_live = before is not None and not before.get("dm")
     locations = _locations(p)
     for digest, _size in rec.get("b", ()):
         incref(tx, digest, locations)
@@ -135,7 +212,7 @@ def _store_version(tx: Tx, event: Event, rec: dict[str, Any]) -> None:
         _release(tx, bucket, replaced)
     tx.insert_version(oid, rec)
     bucket.bytes_stored += rec.get("s", 0)
-    bucket.object_count += int(not rec.get("dm")) - int(was_live)
+    bucket.object_count += _live(tx.latest(oid)) - _live(before)
     tx.put_bucket(bucket)
 
 
@@ -153,40 +230,60 @@ def apply_delete_marker_put(tx: Tx, event: Event) -> None:
     _store_version(tx, event, version_record(event.payload["version_id"], 0, "", delete_marker=True))
 
 
+def _tombstone(tx: Tx, vkey: bytes, key: str, version_id: str, stamp: Stamp) -> None:
+    """Remember a removal, so an older put of that version arriving later does not bring it back."""
+    old = tx.packed("vtombs", vkey)
+    if old is None:
+        tx.count_tombstones(1)
+    if _newer(stamp, old):
+        tx.put("vtombs", vkey, pack({"k": key, "v": version_id, "h": stamp[0], "o": stamp[1]}))
+
+
 def apply_object_version_removed(tx: Tx, event: Event) -> None:
+    """Removes the version only if the stored one is older than the removal; always leaves a tombstone."""
     p = event.payload
-    bucket = tx.bucket(p["bucket"])
+    bucket = _bucket_for(tx, event)
     if bucket is None:
-        raise ProjectionError(f"version removal for missing bucket {p['bucket']!r}")
+        return
+    stamp = _stamp(event)
+    _tombstone(tx, keys.object_version_key(bucket.name, p["key"], p["version_id"]), p["key"], p["version_id"], stamp)
     key = p["key"].encode()
     oid = namespace.find_object(tx.txn, tx.dbs["ns"], bucket.root, key)
     if oid is None:
         return
-    before = tx.latest(oid)
-    was_live = before is not None and not before.get("dm")
-    removed = tx.delete_version(oid, p["version_id"])
-    if removed is None:
+    current = tx.version(oid, p["version_id"])
+    if current is None or not stamp > _pair(current):
         return
+    before = tx.latest(oid)
+    removed = tx.delete_version(oid, p["version_id"])
+    assert removed is not None
     _release(tx, bucket, removed)
     after = tx.latest(oid)
     if after is None:
         namespace.remove_object(tx.txn, tx.dbs["ns"], bucket.root, key)
-    bucket.object_count += int(after is not None and not after.get("dm")) - int(was_live)
+    bucket.object_count += _live(after) - _live(before)
     tx.put_bucket(bucket)
 
 
 def apply_object_tags_set(tx: Tx, event: Event) -> None:
+    """Tags are last-writer-wins per version: the newest tags_set is kept in ``tag_clocks`` (it may arrive before
+    the version does) and replaces the version's tags unless the version itself was written later."""
     p = event.payload
-    oid = namespace.find_object(tx.txn, tx.dbs["ns"], _root(tx, p["bucket"]), p["key"].encode())
+    bucket = _bucket_for(tx, event)
+    if bucket is None:
+        return
+    stamp = _stamp(event)
+    vkey = keys.object_version_key(bucket.name, p["key"], p["version_id"])
+    if not _newer(stamp, tx.packed("tag_clocks", vkey)):
+        return
+    tx.put("tag_clocks", vkey, pack({"h": stamp[0], "o": stamp[1], "tg": p["tags"]}))
+    oid = namespace.find_object(tx.txn, tx.dbs["ns"], bucket.root, p["key"].encode())
     if oid is None:
         return
     rec = tx.version(oid, p["version_id"])
-    if rec is None:
+    if rec is None or _pair(rec) > stamp:
         return
-    if p["tags"]:
-        rec["tg"] = p["tags"]
-    else:
-        rec.pop("tg", None)
+    _set_tags(rec, p["tags"])
     tx.replace_version(oid, rec)
 
 
@@ -217,10 +314,12 @@ def _retarget_uploads(tx: Tx, bucket: Bucket, src: str, dst: str, whole_prefix: 
 
 
 def apply_prefix_renamed(tx: Tx, event: Event) -> None:
+    """Idempotent through the event's identity (a peer's copy is applied once: ``event_ids``), but not
+    order-independent: see replication.md, "Rename" for what the cluster layer must order."""
     p = event.payload
-    bucket = tx.bucket(p["bucket"])
+    bucket = _bucket_for(tx, event)
     if bucket is None:
-        raise ProjectionError(f"rename in missing bucket {p['bucket']!r}")
+        return
     src, dst = p["src"].encode(), p["dst"].encode()
     ns = tx.dbs["ns"]
     if src.endswith(b"/"):
@@ -246,29 +345,54 @@ def apply_prefix_renamed(tx: Tx, event: Event) -> None:
 
 # -- buckets ------------------------------------------------------------------------------------------------------
 def apply_bucket_created(tx: Tx, event: Event) -> None:
+    """Idempotent: a no-op while the name exists in this or a newer incarnation, and for an incarnation already
+    deleted (a late duplicate). The event's ``(hlc, origin)`` is the new bucket's incarnation."""
     p = event.payload
-    if tx.bucket(p["bucket"]) is not None:
+    stamp = _stamp(event)
+    dead = tx.packed("bucket_tombs", keys.bucket_key(p["bucket"]))
+    if dead is not None and _pair(dead) >= stamp:
         return
+    existing = tx.bucket(p["bucket"])
+    if existing is not None:
+        if existing.incarnation is None or _pair(existing.incarnation) >= stamp:
+            return
+        # A newer life of the name: creations are linearized, so the life held here was deleted and that delete
+        # has not arrived yet. Ending it now keeps this creation from being lost (it would never apply again).
+        tx.delete("buckets", keys.bucket_key(p["bucket"]))
+        tx.drop_bucket_records(p["bucket"])
+        if _newer(_pair(existing.incarnation), dead):
+            tx.put("bucket_tombs", keys.bucket_key(p["bucket"]), pack(list(existing.incarnation)))
     tx.put_bucket(Bucket(p["bucket"], _event_ms(event), p.get("region", "us-east-1"), "", tx.alloc_node(),
-                         p.get("owner", "")))
+                         p.get("owner", ""), incarnation=list(stamp)))
 
 
 def apply_bucket_deleted(tx: Tx, event: Event) -> None:
-    name = event.payload["bucket"]
-    tx.delete("buckets", keys.bucket_key(name))
-    tx.drop_bucket_records(name)
+    """Deletes the bucket of the event's incarnation (or an older one this node still holds; never a newer one)
+    and remembers the deleted incarnation in ``bucket_tombs``."""
+    name, inc = event.payload["bucket"], event.payload.get("inc")
+    bucket = tx.bucket(name)
+    if bucket is not None and (inc is None or bucket.incarnation is None or _pair(bucket.incarnation) <= _pair(inc)):
+        tx.delete("buckets", keys.bucket_key(name))
+        tx.drop_bucket_records(name)
+    if inc is not None and _newer(_pair(inc), tx.packed("bucket_tombs", keys.bucket_key(name))):
+        tx.put("bucket_tombs", keys.bucket_key(name), pack(list(inc)))
 
 
 def apply_bucket_config_set(tx: Tx, event: Event) -> None:
+    """Last writer wins per (bucket, kind); a deleted config (``value`` None) keeps its clock as a tombstone."""
     p = event.payload
+    bucket = _bucket_for(tx, event)
+    if bucket is None:
+        return
+    key = keys.bucket_cfg_key(p["bucket"], p["kind"])
+    stamp = _stamp(event)
+    if not _newer(stamp, tx.packed("cfg_clocks", key)):
+        return
+    tx.put("cfg_clocks", key, pack(list(stamp)))
     if p["kind"] == "versioning":
-        bucket = tx.bucket(p["bucket"])
-        if bucket is None:
-            raise ProjectionError(f"config for missing bucket {p['bucket']!r}")
         bucket.versioning = p["value"] or ""
         tx.put_bucket(bucket)
         return
-    key = keys.bucket_cfg_key(p["bucket"], p["kind"])
     if p["value"] is None:
         tx.delete("bucket_cfg", key)
     else:
@@ -276,112 +400,222 @@ def apply_bucket_config_set(tx: Tx, event: Event) -> None:
 
 
 # -- multipart ----------------------------------------------------------------------------------------------------
+def _ended(tx: Tx, upload_id: str) -> bool:
+    return tx.get("upload_ends", keys.upload_key(upload_id)) is not None
+
+
 def apply_multipart_created(tx: Tx, event: Event) -> None:
+    """Idempotent by upload id; a no-op for an upload already completed or aborted here."""
+    bucket = _bucket_for(tx, event)
+    if bucket is None:
+        return
     upload = Upload.from_record(dict(event.payload["upload"], t=_event_ms(event)))
-    upload_index.add(tx, _root(tx, upload.bucket), upload)
+    if tx.upload(upload.upload_id) is not None or _ended(tx, upload.upload_id):
+        return
+    upload_index.add(tx, bucket.root, upload)
     tx.put_upload(upload)
 
 
 def apply_part_stored(tx: Tx, event: Event) -> None:
+    """Last writer wins per (upload, part number). A part may arrive before its upload's ``created`` (it waits in
+    ``parts``); one arriving after the upload ended is ignored."""
     p = event.payload
-    if tx.upload(p["upload_id"]) is None:
-        raise ProjectionError(f"part for missing upload {p['upload_id']}")
-    part = dict(p["part"], t=_event_ms(event))
+    bucket = _bucket_for(tx, event)
+    if bucket is None or _ended(tx, p["upload_id"]):
+        return
+    key = keys.parts_key(p["upload_id"], p["part"]["n"])
+    old = tx.packed("parts", key)
+    stamp = _stamp(event)
+    if old is not None and not _newer(stamp, {"h": old.get("h", 0), "o": old.get("o", "")}):
+        return
+    part = dict(p["part"], t=_event_ms(event), h=stamp[0], o=stamp[1])
     locations = _locations(p)
     for digest, _size in part["b"]:
         incref(tx, digest, locations)
-    old = tx.part(p["upload_id"], part["n"])
     if old is not None:
-        for blob in old.blobs:
-            decref(tx, blob.hash)
-    tx.put("parts", keys.parts_key(p["upload_id"], part["n"]), pack(part))
+        for digest, _size in old["b"]:
+            decref(tx, digest)
+    tx.put("parts", key, pack(part))
 
 
 def _drop_upload(tx: Tx, upload_id: str) -> None:
-    upload = tx.upload(upload_id)
-    if upload is None:
-        return
     for part in list(tx.parts(upload_id)):
         for blob in part.blobs:
             decref(tx, blob.hash)
         tx.delete("parts", keys.parts_key(upload_id, part.part_number))
+    upload = tx.upload(upload_id)
+    if upload is None:
+        return
     tx.delete("uploads", keys.upload_key(upload_id))
     bucket = tx.bucket(upload.bucket)
     if bucket is not None:
         upload_index.remove(tx, bucket.root, upload)
 
 
+def _end_upload(tx: Tx, event: Event, upload_id: str, state: str) -> None:
+    """The marker that keeps a late ``created`` or ``part_stored`` of a finished upload out (the newest end wins
+    when a completion and an abort raced on two nodes)."""
+    key = keys.upload_key(upload_id)
+    stamp = _stamp(event)
+    if _newer(stamp, tx.packed("upload_ends", key)):
+        tx.put("upload_ends", key, pack({"h": stamp[0], "o": stamp[1], "st": state}))
+    _drop_upload(tx, upload_id)
+
+
 def apply_multipart_completed(tx: Tx, event: Event) -> None:
     p = event.payload
+    if _bucket_for(tx, event) is None:
+        return
     _store_version(tx, event, p["version"])  # takes its own refs on the parts' blobs first
-    _drop_upload(tx, p["upload_id"])
+    _end_upload(tx, event, p["upload_id"], "completed")
     # Remember the outcome so a retried CompleteMultipartUpload gets the same answer (S3 does this too).
-    summary = {k: v for k, v in p["version"].items() if k != "b"}
-    tx.put_completed_upload(p["bucket"], p["upload_id"], {
-        "bk": p["bucket"], "k": p["key"], "parts": p.get("parts"),
-        "version": stamped(summary, event.hlc)})
+    prior = tx.completed_upload(p["bucket"], p["upload_id"])
+    if prior is None or _newer(_stamp(event), prior["version"]):
+        summary = {k: v for k, v in p["version"].items() if k != "b"}
+        tx.put_completed_upload(p["bucket"], p["upload_id"], {
+            "bk": p["bucket"], "k": p["key"], "parts": p.get("parts"),
+            "version": stamped(summary, event.hlc, event.origin)})
 
 
 def apply_multipart_aborted(tx: Tx, event: Event) -> None:
-    _drop_upload(tx, event.payload["upload_id"])
+    if _bucket_for(tx, event) is None:
+        return
+    _end_upload(tx, event, event.payload["upload_id"], "aborted")
 
 
-# -- users --------------------------------------------------------------------------------------------------------
+# -- users and credentials: last writer wins per field, deletion final ---------------------------------------------
+def _user_state(tx: Tx, user_id: str) -> dict[str, Any]:
+    """``{f: {field: [value, hlc, origin]}, c: created ms, u: newest [hlc, origin], ep: epoch (count of password
+    changes and deactivations), d: deletion [hlc, origin]}``: what the user's events decided, in any order."""
+    return tx.packed("user_clocks", keys.text_key(user_id)) or {"f": {}}
+
+
+def _set_fields(state: dict[str, Any], values: dict[str, Any], event: Event) -> None:
+    stamp = _stamp(event)
+    for name, value in values.items():
+        old = state["f"].get(name)
+        if old is None or stamp > (old[1], old[2]):
+            state["f"][name] = [value, stamp[0], stamp[1]]
+    if _newer(stamp, state.get("u")):
+        state["u"] = list(stamp)
+
+
+def _user_access_key(tx: Tx, user_id: str) -> str | None:
+    """The user's one key pair: its newest live credential."""
+    best: tuple[Stamp, str] | None = None
+    for key, val in tx.scan("credentials", b""):
+        rec = unpack(val)
+        if rec["user"] == user_id:
+            stamp = (rec.get("h", 0), rec.get("o", ""))
+            if best is None or stamp > best[0]:
+                best = (stamp, keys.decode_text_key(key))
+    return best[1] if best is not None else None
+
+
+def _settle_name(tx: Tx, username: str) -> None:
+    """``user_names`` points at the live user of that name created last (two nodes may create one name at once)."""
+    best: tuple[Stamp, str] | None = None
+    for _, val in tx.scan("users", b""):
+        rec = unpack(val)
+        if rec["username"] == username:
+            field = _user_state(tx, rec["id"])["f"]["username"]
+            if best is None or (field[1], field[2]) > best[0]:
+                best = ((field[1], field[2]), rec["id"])
+    if best is None:
+        tx.delete("user_names", keys.text_key(username))
+    else:
+        tx.put("user_names", keys.text_key(username), best[1].encode())
+
+
+def _save_user(tx: Tx, user_id: str, state: dict[str, Any]) -> None:
+    """Store the state and materialize the ``users`` record from it (absent until ``created`` arrived, and after
+    the deletion, which also takes the user's credentials)."""
+    tx.put("user_clocks", keys.text_key(user_id), pack(state))
+    old = tx.user(user_id)
+    fields = state["f"]
+    if state.get("d") or "username" not in fields:
+        if old is not None:
+            tx.delete("users", keys.text_key(user_id))
+            _settle_name(tx, old["username"])
+        if state.get("d"):
+            for key, val in list(tx.scan("credentials", b"")):
+                if unpack(val)["user"] == user_id:
+                    tx.delete("credentials", key)
+        return
+    rec = {"id": user_id, "username": fields["username"][0], "role": fields["role"][0],
+           "password_hash": fields["password_hash"][0], "active": fields["active"][0],
+           "created_ms": state.get("c", 0), "updated_ms": physical_ms(state["u"][0]),
+           "epoch": state.get("ep", 0), "access_key": _user_access_key(tx, user_id)}
+    tx.put("users", keys.text_key(user_id), pack(rec))
+    if old is not None and old["username"] != rec["username"]:
+        _settle_name(tx, old["username"])
+    _settle_name(tx, rec["username"])
+
+
 def apply_user_created(tx: Tx, event: Event) -> None:
     p = event.payload
-    rec = {"id": p["user_id"], "username": p["username"], "role": p["role"], "password_hash": p["password_hash"],
-           "active": True, "created_ms": _event_ms(event), "updated_ms": _event_ms(event), "epoch": 0}
-    tx.put("users", p["user_id"].encode(), pack(rec))
-    tx.put("user_names", p["username"].encode(), p["user_id"].encode())
+    state = _user_state(tx, p["user_id"])
+    if state.get("d"):
+        return
+    _set_fields(state, {"username": p["username"], "role": p["role"], "password_hash": p["password_hash"],
+                        "active": True}, event)
+    state.setdefault("c", _event_ms(event))
+    _save_user(tx, p["user_id"], state)
 
 
 def apply_user_updated(tx: Tx, event: Event) -> None:
     p = event.payload
-    rec = tx.user(p["user_id"])
-    if rec is None:
+    state = _user_state(tx, p["user_id"])
+    if state.get("d"):
         return
-    for field in ("role", "password_hash", "active"):
-        if field in p:
-            rec[field] = p[field]
+    _set_fields(state, {k: p[k] for k in ("role", "password_hash", "active") if k in p}, event)
     if "password_hash" in p or p.get("active") is False:
-        rec["epoch"] = rec.get("epoch", 0) + 1  # invalidates tokens issued before
-    rec["updated_ms"] = _event_ms(event)
-    tx.put("users", p["user_id"].encode(), pack(rec))
+        # invalidates tokens issued before. A count commutes, and each event is applied once per node (a peer's
+        # copy it already holds is never applied again: event_ids), so every node counts the same.
+        state["ep"] = state.get("ep", 0) + 1
+    _save_user(tx, p["user_id"], state)
 
 
 def apply_user_deleted(tx: Tx, event: Event) -> None:
-    rec = tx.user(event.payload["user_id"])
-    if rec is None:
-        return
-    tx.delete("users", rec["id"].encode())
-    tx.delete("user_names", rec["username"].encode())
-    for key, val in list(tx.scan("credentials", b"")):
-        if unpack(val)["user"] == rec["id"]:
-            tx.delete("credentials", key)
+    user_id = event.payload["user_id"]
+    state = _user_state(tx, user_id)
+    if _newer(_stamp(event), state.get("d")):
+        # final: what came before is forgotten, so it does not matter whether it arrived before the deletion
+        state = {"f": {}, "d": list(_stamp(event))}
+    _save_user(tx, user_id, state)
+
+
+def _refresh_access_key(tx: Tx, user_id: str) -> None:
+    user = tx.user(user_id)
+    if user is not None:
+        user["access_key"] = _user_access_key(tx, user_id)
+        tx.put("users", keys.text_key(user_id), pack(user))
 
 
 def apply_credential_created(tx: Tx, event: Event) -> None:
-    """``secret_key`` is ciphertext (engine/keyring.py); the view keeps it encrypted too."""
+    """``secret_key`` is ciphertext (engine/keyring.py); the view keeps it encrypted too. Idempotent by access key
+    (never reused); a no-op once the key or its user is deleted."""
     p = event.payload
-    user = tx.user(p["user_id"])
-    if user is None:
+    key = keys.text_key(p["access_key"])
+    if tx.get("cred_tombs", key) is not None or tx.get("credentials", key) is not None:
         return
-    tx.put("credentials", p["access_key"].encode(),
-           pack({"user": p["user_id"], "secret": p["secret_key"], "created_ms": _event_ms(event)}))
-    user["access_key"] = p["access_key"]  # the user's one key pair, shown in the admin API
-    tx.put("users", user["id"].encode(), pack(user))
+    if _user_state(tx, p["user_id"]).get("d"):
+        return
+    tx.put("credentials", key, pack({"user": p["user_id"], "secret": p["secret_key"], "created_ms": _event_ms(event),
+                                     "h": event.hlc, "o": event.origin}))
+    _refresh_access_key(tx, p["user_id"])
 
 
 def apply_credential_deleted(tx: Tx, event: Event) -> None:
-    key = event.payload["access_key"]
-    raw = tx.get("credentials", key.encode())
+    """Leaves a tombstone in ``cred_tombs``, so a late ``credential.created`` of the key stays out."""
+    key = keys.text_key(event.payload["access_key"])
+    if _newer(_stamp(event), tx.packed("cred_tombs", key)):
+        tx.put("cred_tombs", key, pack(list(_stamp(event))))
+    raw = tx.get("credentials", key)
     if raw is None:
         return
-    tx.delete("credentials", key.encode())
-    user = tx.user(unpack(raw)["user"])
-    if user is not None and user.get("access_key") == key:
-        user["access_key"] = None
-        tx.put("users", user["id"].encode(), pack(user))
+    tx.delete("credentials", key)
+    _refresh_access_key(tx, unpack(raw)["user"])
 
 
 # -- volumes ------------------------------------------------------------------------------------------------------
@@ -463,5 +697,7 @@ def apply(tx: Tx, event: Event) -> bool:
     if handler is None:
         raise ProjectionError(f"no projection for event type {event.type!r} (seq {event.seq})")
     handler(tx, event)
+    if event.type in REPLICATED:
+        tx.record_event(event.origin, event.hlc, event.seq)
     tx.set_last_seq(event.seq)
     return True

@@ -12,6 +12,10 @@ worker processes. For each group-committed batch, on the sequencer thread:
   4. commit the LMDB transaction (views + last_seq together; no fsync of its own: views/unsynced.py)
   5. complete each command's future.
 
+Events decided by other nodes enter the same queue as a ``PeerBatch`` (engine/replica.py): in step 2 they are
+checked, given local seqs and projected by the same projector in their own nested transaction (a refused batch
+leaves nothing), then steps 3-5 make them durable and visible with the commands of the batch.
+
 Step 3 overlaps the journal's fsync with the volumes' only for batches start-up can check (tail_check.py): if the
 machine dies between the two, the journal's last record may name bytes that never reached the disk, and start-up
 cuts that record (it was never acknowledged). Other batches sync their volumes first. A volume sync that fails
@@ -36,9 +40,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from s4.journal import Event, EventDraft, EventType, GroupCommitQueue, Journal, JournalClosedError
+from s4.journal.hlc import ClockOffsetError
 
 from . import projector, tail_check
-from .errors import ErrorCode, S3Error, ServiceUnavailableError
+from .errors import ErrorCode, PeerBatchRefused, S3Error, ServiceUnavailableError
+from .replica import GROWTH_EVENTS, PeerBatch, apply_peer_batch
 from .space import SpaceGuard, disk_full_error, is_disk_full
 from .views.env import MapFullError, Views, ViewsError
 from .views.records import Tx
@@ -68,7 +74,14 @@ class Decision:
         self.events: list[Event] = []
 
     def emit(self, type: EventType, payload: dict[str, Any]) -> Event:
-        """Stamp an event, apply it to the views now (later commands see it), and queue it for the journal."""
+        """Stamp an event, apply it to the views now (later commands see it), and queue it for the journal.
+
+        A bucket-scoped event carries the bucket's incarnation (``inc``), so a replica ignores it once that life
+        of the bucket is over (docs/architecture/replication.md)."""
+        if "bucket" in payload and type is not EventType.BUCKET_CREATED and "inc" not in payload:
+            bucket = self.tx.bucket(payload["bucket"])
+            if bucket is not None and bucket.incarnation is not None:
+                payload = dict(payload, inc=bucket.incarnation)
         self.seq += 1
         event = self._journal.stamp(EventDraft(type, payload, self.actor), self.seq)
         projector.apply(self.tx, event)
@@ -84,6 +97,7 @@ class _Outcome:
     result: Any = None
     error: BaseException | None = None
     events: list[Event] = field(default_factory=list)
+    volumes: tuple[str, ...] | set[str] = ()  # volumes holding bytes the events name, synced with the batch
 
 
 class Sequencer:
@@ -97,12 +111,29 @@ class Sequencer:
         self.deciders = deciders
         self.space = space
         self._syncer = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="volume-sync")
-        self._queue: GroupCommitQueue[Command, Any] = GroupCommitQueue(self._process, name="sequencer")
+        self._queue: GroupCommitQueue[Command | PeerBatch, Any] = GroupCommitQueue(self._process, name="sequencer")
 
     def submit(self, command: Command) -> concurrent.futures.Future[Any]:
         """Queue a command from any thread; the future completes when its batch is durable. A closed journal
         fails it with ServiceUnavailableError, like every "cannot commit now" (engine/errors.py)."""
-        queued = self._queue.submit_sync(command)
+        return self._submit(command)
+
+    def submit_peer(self, batch: PeerBatch) -> concurrent.futures.Future[Any]:
+        """Queue events decided by other nodes (engine/replica.py), from any thread. The future gives a
+        ``PeerBatchResult`` once the new events are journaled, fsynced and in the views, or the refusal
+        (``PeerBatchRefused``: ``MissingBlobsError``, ``PeerEventRefused``; ``ClockOffsetError``), which leaves
+        nothing of the batch."""
+        return self._submit(batch)
+
+    async def apply_peer(self, batch: PeerBatch) -> Any:
+        """``submit_peer`` awaited on the event loop."""
+        try:
+            return await self._queue.submit(batch)
+        except JournalClosedError as exc:
+            raise _unavailable(exc) from exc
+
+    def _submit(self, item: Command | PeerBatch) -> concurrent.futures.Future[Any]:
+        queued = self._queue.submit_sync(item)
         answer: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
         def settle(done: concurrent.futures.Future[Any]) -> None:
@@ -127,7 +158,7 @@ class Sequencer:
         except JournalClosedError as exc:
             raise _unavailable(exc) from exc
 
-    def commit_now(self, commands: list[Command]) -> Sequence[Any]:
+    def commit_now(self, commands: list[Command | PeerBatch]) -> Sequence[Any]:
         """Run ``commands`` as one batch on the calling thread (serialised with the sequencer thread's batches);
         returns each one's result or error, once the batch is durable."""
         return [_unavailable(r) if isinstance(r, BaseException) else r for r in self._queue.commit_now(commands)]
@@ -146,7 +177,7 @@ class Sequencer:
         self._queue.close()
         self._syncer.shutdown()
 
-    def _process(self, batch: list[Command]) -> Sequence[Any]:
+    def _process(self, batch: list[Command | PeerBatch]) -> Sequence[Any]:
         while True:
             try:
                 return self._commit(batch)
@@ -163,20 +194,23 @@ class Sequencer:
                     raise ServiceUnavailableError(f"storage error: {exc}") from exc
                 raise
 
-    def _commit(self, batch: list[Command]) -> list[Any]:
+    def _commit(self, batch: list[Command | PeerBatch]) -> list[Any]:
         env = self.views.env
         txn = env.begin(write=True)
         try:
             seq = self.journal.last_seq
             outcomes = []
             for cmd in batch:
-                outcome = self._decide(env, txn, cmd, seq)
+                if isinstance(cmd, PeerBatch):
+                    outcome = self._apply_peer(env, txn, cmd, seq)
+                else:
+                    outcome = self._decide(env, txn, cmd, seq)
                 seq += len(outcome.events)
                 outcomes.append(outcome)
             events = [e for o in outcomes for e in o.events]
             start = -1
             if events:
-                volumes = {v for cmd, o in zip(batch, outcomes, strict=True) if o.events for v in cmd.volumes}
+                volumes = {v for o in outcomes if o.events for v in o.volumes}
                 start = self._make_durable(events, volumes)
         except BaseException:
             txn.abort()
@@ -237,7 +271,28 @@ class Sequencer:
             log.exception("command %s failed", cmd.name)
             return _Outcome(error=exc)
         child.commit()
-        return _Outcome(result=result, events=decision.events)
+        return _Outcome(result=result, events=decision.events, volumes=cmd.volumes)
+
+    def _apply_peer(self, env: Any, txn: Any, batch: PeerBatch, seq: int) -> _Outcome:
+        """A peer's events in a nested transaction (engine/replica.py); a refusal aborts it: nothing applied."""
+        if self.space is not None and any(e.type in GROWTH_EVENTS for e in batch.events) \
+                and self.space.below_reserve():
+            return _Outcome(error=disk_full_error())
+        child = env.begin(write=True, parent=txn)
+        try:
+            applied = apply_peer_batch(Tx(child, self.views.dbs), self.journal, seq, batch)
+        except MapFullError:
+            child.abort()
+            raise
+        except (PeerBatchRefused, ClockOffsetError) as exc:
+            child.abort()
+            return _Outcome(error=exc)
+        except Exception as exc:  # a projection bug or a malformed event: refuse this batch only, loudly
+            child.abort()
+            log.exception("a batch of %d peer events failed", len(batch.events))
+            return _Outcome(error=exc)
+        child.commit()
+        return _Outcome(result=applied.result, events=applied.events, volumes=applied.volumes)
 
 
 def _unavailable(error: BaseException) -> BaseException:

@@ -2,13 +2,15 @@
 
 from .codec import decode_event, encode_event
 from .errors import CorruptJournalError, JournalClosedError, JournalError
-from .events import SECRET_FIELDS, Event, EventDraft, EventType, redacted
+from .events import NODE_LOCAL, REPLICATED, SECRET_FIELDS, Event, EventDraft, EventType, redacted
 from .groupcommit import GroupCommitQueue
 from .hlc import HybridClock
 from .recovery import RecoveryReport, recover
 from .writer import Journal
 
 __all__ = [
+    "NODE_LOCAL",
+    "REPLICATED",
     "SECRET_FIELDS",
     "CorruptJournalError",
     "Event",

@@ -40,6 +40,19 @@ class EventType(enum.StrEnum):
     VOLUME_RETIRED = "volume.retired"
 
 
+#: Logical events: what a replica applies from a peer (docs/architecture/replication.md). Their payloads name
+#: content hashes only, apart from ``blobs_at``, which each node fills with its own locations.
+REPLICATED: frozenset[EventType] = frozenset({
+    EventType.BUCKET_CREATED, EventType.BUCKET_DELETED, EventType.BUCKET_CONFIG_SET, EventType.OBJECT_VERSION_PUT,
+    EventType.DELETE_MARKER_PUT, EventType.OBJECT_VERSION_REMOVED, EventType.OBJECT_TAGS_SET,
+    EventType.PREFIX_RENAMED, EventType.MULTIPART_CREATED, EventType.PART_STORED, EventType.MULTIPART_COMPLETED,
+    EventType.MULTIPART_ABORTED, EventType.USER_CREATED, EventType.USER_UPDATED, EventType.USER_DELETED,
+    EventType.CREDENTIAL_CREATED, EventType.CREDENTIAL_DELETED,
+})
+
+#: Node-local events (where this node's bytes live): never sent to a peer, and refused from one.
+NODE_LOCAL: frozenset[EventType] = frozenset(EventType) - REPLICATED
+
 #: Payload fields that are secrets: dump and audit export print ``"<redacted>"`` instead.
 SECRET_FIELDS = frozenset({"secret_key", "password_hash", "secret"})
 

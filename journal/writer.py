@@ -137,6 +137,12 @@ class Journal:
         """Give a draft its place in the order: ``seq`` (chosen by the single writer) and a fresh HLC."""
         return Event(seq, self.clock.tick(), self.origin, draft.type, draft.payload, draft.actor)
 
+    def adopt(self, event: Event, seq: int) -> Event:
+        """A peer's already-stamped event given its place in this node's log: the local ``seq``, and the original
+        ``hlc``, ``origin``, ``type``, ``payload`` and ``actor`` (its identity is ``(hlc, origin)``). The caller has
+        merged its hlc into the clock (``clock.observe_peer``), so later local stamps sort after it."""
+        return Event(seq, event.hlc, event.origin, event.type, event.payload, event.actor)
+
     def write_batch(self, drafts: Sequence[EventDraft]) -> list[Event]:
         """Assign seq/hlc, write and fdatasync; returns the durable events. All or nothing."""
         with self._lock:

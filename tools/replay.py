@@ -150,8 +150,10 @@ def rebuild_views(data_dir: Path, out_dir: Path, *, to_seq: int | None = None) -
 # -- comparison ----------------------------------------------------------------------------------------------------
 def _show_value(db: str, value: bytes, width: int = 160) -> str:
     shown: Any
-    if db in ("meta", "vidx") and len(value) == 8:
+    if db in ("meta", "event_ids") and len(value) == 8:
         shown = from_u64(value)
+    elif db == "vidx":
+        shown = value.hex()  # the order suffix of a versions key
     elif db in ("ns", "upload_ns", "user_names") or not value:
         shown = value
     else:

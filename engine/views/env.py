@@ -19,6 +19,17 @@ Named databases (key layouts: engine/views/keys.py, the one owner of every layou
     rename_tokens     bucket \\0 sha256(client token) -> msgpack {"src", "dst", "token"}  (RenameObject retries)
     completed_uploads bucket \\0 upload id -> msgpack result of a completed upload (CompleteMultipartUpload retries)
 
+Last-writer-wins bookkeeping (docs/architecture/replication.md, "Applying a peer's events"):
+
+    event_ids         origin \\0 hlc (u64 BE) -> local seq: every event this node holds, by identity
+    vtombs            bucket \\0 sha256(key) version id -> msgpack {k, v, h, o}: a removed version's tombstone
+    tag_clocks        bucket \\0 sha256(key) version id -> msgpack {h, o, tg}: the newest tags_set of a version
+    cfg_clocks        bucket \\0 kind -> msgpack [h, o]: the newest config_set of a kind (a deleted config included)
+    bucket_tombs      bucket name -> msgpack [h, o]: the newest deleted incarnation of the name
+    upload_ends       upload id -> msgpack {h, o, st}: an upload completed or aborted
+    user_clocks       user id -> msgpack {f, c, u, ep, d}: per-field winners of a user (and its deletion)
+    cred_tombs        access key -> msgpack [h, o]: a deleted credential
+
 Durability: the node's writer opens the views with ``sync=False`` where the platform has a boot id: commits reach
 the page cache only, and a machine crash is answered by rebuilding the views from the journal (views/unsynced.py).
 With ``sync=True`` the data file is synced on commit but not the meta page separately (MDB_NOMETASYNC): a system
@@ -40,7 +51,9 @@ from .keys import LAYOUT_VERSION, META_LAST_SEQ, META_LAYOUT, from_u64, u64
 log = logging.getLogger(__name__)
 
 DB_NAMES = ("meta", "buckets", "bucket_cfg", "ns", "versions", "vidx", "uploads", "upload_ns", "upload_keys", "parts",
-            "blobs", "volumes", "users", "user_names", "credentials", "rename_tokens", "completed_uploads")
+            "blobs", "volumes", "users", "user_names", "credentials", "rename_tokens", "completed_uploads",
+            "event_ids", "vtombs", "tag_clocks", "cfg_clocks", "bucket_tombs", "upload_ends", "user_clocks",
+            "cred_tombs")
 DEFAULT_MAP_SIZE = 1 << 40  # address space only; the file grows with the data
 MapFullError = lmdb.MapFullError  # the writer grows the map and retries (``Views.grow``)
 ViewsError = lmdb.Error  # any LMDB failure: the only names of lmdb's that leave the views layer

@@ -22,7 +22,7 @@ NAME_PIECE_BYTES = 480
 assert U64.size + NAME_PIECE_BYTES <= MAX_KEY_BYTES
 
 #: The view layout this code reads and writes; views stamped with another (or none) are rebuilt from the journal.
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 
 
 def u64(n: int) -> bytes:
@@ -42,6 +42,7 @@ def fits(key: bytes) -> bool:
 META_LAST_SEQ = b"last_seq"
 META_NEXT_NODE = b"next_node"
 META_LAYOUT = b"layout"
+META_TOMBSTONES = b"tombstones"  # how many version tombstones ``vtombs`` holds (kept until part 2's GC)
 
 
 # -- buckets, bucket_cfg ----------------------------------------------------------------------------------------
@@ -101,9 +102,11 @@ def versions_prefix(oid: int) -> bytes:
     return U64.pack(oid)
 
 
-def version_order(hlc: int) -> bytes:
-    """The 8-byte suffix that sorts an object's versions newest first."""
-    return U64.pack(MAX_U64 - hlc)
+def version_order(hlc: int, origin: str = "") -> bytes:
+    """The suffix that sorts an object's versions newest first by ``(hlc, origin)``: ``u64 (2^64-1 - hlc)`` then the
+    origin's bytes inverted and ``0xFF``, so two nodes' versions stamped with the same hlc get distinct keys and the
+    greater origin sorts first (node ids hold no NUL byte, so the ``0xFF`` ends a shorter id after a longer one)."""
+    return U64.pack(MAX_U64 - hlc) + bytes(255 - c for c in origin.encode()) + b"\xff"
 
 
 def versions_key(oid: int, order: bytes) -> bytes:
@@ -113,6 +116,11 @@ def versions_key(oid: int, order: bytes) -> bytes:
 def decode_versions_key(key: bytes) -> tuple[int, int]:
     """(object id, hlc)."""
     return from_u64(key[:8]), MAX_U64 - from_u64(key[8:16])
+
+
+def decode_version_order_origin(key: bytes) -> str:
+    """The origin part of a ``versions`` key (after the object id and the inverted hlc)."""
+    return bytes(255 - c for c in key[16:-1]).decode()
 
 
 def vidx_key(oid: int, version_id: str) -> bytes:
@@ -179,6 +187,29 @@ def decode_completed_upload_key(key: bytes) -> tuple[str, str]:
     return bucket.decode(), upload_id.decode()
 
 
+# -- replication: tombstones and last-writer-wins clocks (docs/architecture/replication.md) ---------------------
+def object_version_key(bucket: str, key: str, version_id: str) -> bytes:
+    """``bucket \\0 sha256(key) version id`` (``vtombs``, ``tag_clocks``): keyed by name, not by object id, because a
+    tombstone outlives the key's namespace leaf; fixed length whatever the key (the key itself is in the value)."""
+    return bucket_prefix(bucket) + hashlib.sha256(key.encode()).digest() + version_id.encode()
+
+
+def decode_object_version_key(key: bytes) -> tuple[str, bytes, str]:
+    """(bucket, sha256 of the key, version id)."""
+    bucket, _, rest = key.partition(b"\0")
+    return bucket.decode(), rest[:32], rest[32:].decode()
+
+
+def event_id_key(origin: str, hlc: int) -> bytes:
+    """``origin \\0 u64 hlc`` (``event_ids``): an event's identity; one origin's events sort by hlc."""
+    return origin.encode() + b"\0" + U64.pack(hlc)
+
+
+def decode_event_id_key(key: bytes) -> tuple[str, int]:
+    origin, _, hlc = key.partition(b"\0")
+    return origin.decode(), from_u64(hlc)
+
+
 # -- blobs, volumes, users, user_names, credentials: one plain identifier each ---------------------------------
 def text_key(ident: str) -> bytes:
     return ident.encode()
@@ -191,6 +222,12 @@ def decode_text_key(key: bytes) -> str:
 def describe(db: str, key: bytes) -> str:
     """A readable form of any view key (for the replay tool's diffs)."""
     try:
+        if db in ("vtombs", "tag_clocks"):
+            bucket, digest, version_id = decode_object_version_key(key)
+            return f"{bucket}:{digest.hex()[:16]}:{version_id}"
+        if db == "event_ids":
+            origin, hlc = decode_event_id_key(key)
+            return f"{origin}:{hlc}"
         if db in ("ns", "upload_ns"):
             parent, name = decode_ns_key(key)
             return f"{parent}:{name!r}"
@@ -209,7 +246,7 @@ def describe(db: str, key: bytes) -> str:
         if db == "rename_tokens":
             bucket, digest = decode_rename_token_key(key)
             return f"{bucket}:{digest.hex()}"
-        if db in ("bucket_cfg", "completed_uploads"):
+        if db in ("bucket_cfg", "completed_uploads", "cfg_clocks"):
             return ":".join(key.decode().split("\0"))
         if db == "blobs":
             return key.hex()

@@ -114,7 +114,7 @@ class Tx:
         return unpack(raw) if raw else None
 
     def insert_version(self, oid: int, rec: dict[str, Any]) -> None:
-        order = keys.version_order(rec["h"])
+        order = keys.version_order(rec["h"], rec.get("o", ""))
         self.put("versions", keys.versions_key(oid, order), pack(rec))
         self.put("vidx", keys.vidx_key(oid, rec["v"]), order)
 
@@ -178,10 +178,36 @@ class Tx:
         self.put("completed_uploads", keys.completed_upload_key(bucket, upload_id), pack(result))
 
     def drop_bucket_records(self, bucket: str) -> None:
-        """A deleted bucket's configs and retry records: a re-created bucket of that name starts with none."""
-        for db in ("bucket_cfg", "rename_tokens", "completed_uploads"):
-            for key, _ in list(self.scan(db, keys.bucket_prefix(bucket))):
+        """A deleted bucket's configs, retry records, tombstones and clocks: a re-created bucket of that name starts
+        with none (events of the old incarnation are ignored by their ``inc``, so its tombstones can go)."""
+        for db in ("bucket_cfg", "rename_tokens", "completed_uploads", "vtombs", "tag_clocks", "cfg_clocks"):
+            dropped = list(self.scan(db, keys.bucket_prefix(bucket)))
+            for key, _ in dropped:
                 self.delete(db, key)
+            if db == "vtombs" and dropped:
+                self.count_tombstones(-len(dropped))
+
+    # -- last-writer-wins bookkeeping (replication.md) ------------------------------------------------------------
+    def packed(self, db: str, key: bytes) -> Any:
+        """The msgpack value stored at ``key`` in ``db``, or None."""
+        raw = self.get(db, key)
+        return unpack(raw) if raw is not None else None
+
+    def tombstones(self) -> int:
+        """How many version tombstones the views hold (a metric: they are kept until part 2's GC)."""
+        raw = self.get("meta", keys.META_TOMBSTONES)
+        return from_u64(raw) if raw else 0
+
+    def count_tombstones(self, delta: int) -> None:
+        self.put("meta", keys.META_TOMBSTONES, u64(max(0, self.tombstones() + delta)))
+
+    def event_seq(self, origin: str, hlc: int) -> int | None:
+        """The local seq of the event ``(hlc, origin)`` if this node holds it."""
+        raw = self.get("event_ids", keys.event_id_key(origin, hlc))
+        return from_u64(raw) if raw is not None else None
+
+    def record_event(self, origin: str, hlc: int, seq: int) -> None:
+        self.put("event_ids", keys.event_id_key(origin, hlc), u64(seq))
 
     # -- users --------------------------------------------------------------------------------------------------
     def user(self, user_id: str) -> dict[str, Any] | None:

@@ -53,6 +53,25 @@ def test_versions_sort_newest_first(oid: int, a: int, b: int) -> None:
     assert (ka < kb) == (a > b)
 
 
+node_ids = st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=40)
+
+
+@given(oid=u64s, a=st.tuples(u64s, node_ids), b=st.tuples(u64s, node_ids))
+def test_versions_sort_by_hlc_then_origin_newest_first(oid: int, a: tuple[int, str], b: tuple[int, str]) -> None:
+    """Two nodes may stamp one hlc: the origin is part of the key, so both versions are kept, in (hlc, origin)
+    order, and the decoded hlc is unchanged."""
+    ka, kb = keys.versions_key(oid, keys.version_order(*a)), keys.versions_key(oid, keys.version_order(*b))
+    assert (ka < kb) == (a > b) and (ka == kb) == (a == b)
+    assert keys.decode_versions_key(ka) == (oid, a[0]) and keys.decode_version_order_origin(ka) == a[1]
+
+
+@given(bucket=buckets, key=st.text(max_size=1024), version_id=version_ids)
+def test_object_version_key_round_trip(bucket: str, key: str, version_id: str) -> None:
+    ovk = keys.object_version_key(bucket, key, version_id)
+    assert keys.fits(ovk) and ovk.startswith(keys.bucket_prefix(bucket))
+    assert keys.decode_object_version_key(ovk)[::2] == (bucket, version_id)
+
+
 @given(key_id=u64s, ms=u64s, upload_id=upload_ids, ms2=u64s)
 def test_upload_keys_round_trip_and_time_order(key_id: int, ms: int, upload_id: str, ms2: int) -> None:
     key = keys.upload_keys_key(key_id, ms, upload_id)
