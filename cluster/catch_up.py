@@ -163,8 +163,10 @@ async def journal_batches(journal: JournalReader, after_seq: int, limits: BatchL
             if last >= head:
                 return
     finally:
-        with contextlib.suppress(ValueError):  # a read still running in its thread (cancelled): the GC closes it
-            await asyncio.to_thread(source.close)
+        close = getattr(source, "close", None)  # a generator: release its segment now
+        if close is not None:
+            with contextlib.suppress(ValueError):  # a read still running in its thread (cancelled): the GC closes it
+                await asyncio.to_thread(close)
 
 
 class EventsService:
