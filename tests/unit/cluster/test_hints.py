@@ -231,3 +231,27 @@ async def wait_for(condition: object, limit: int = 2000) -> None:
             return
         await asyncio.sleep(0.005)
     raise AssertionError("condition not reached")
+
+
+def test_issue19_hint_counters_reach_the_multiprocess_metrics_as_increments() -> None:
+    """The supervisor's ClusterMetrics (several processes) adds what each counter grew since its last update."""
+    from prometheus_client import CollectorRegistry
+
+    from s4.api.metrics import ClusterMetrics
+    from s4.engine.ports import PeerHealth
+
+    class Status:
+        health = [PeerHealth("b", True, None, 0, hints_pending=3, hints_dropped=2, hints_delivered=5)]
+
+        def peer_health(self) -> list[PeerHealth]:
+            return self.health
+
+    registry, status = CollectorRegistry(), Status()
+    metrics = ClusterMetrics(status, registry)  # type: ignore[arg-type]
+    status.health = [PeerHealth("b", True, None, 0, hints_pending=0, hints_dropped=4, hints_delivered=8)]
+    metrics.update()
+    metrics.update()
+    value = registry.get_sample_value
+    assert value("s4_cluster_hints_dropped_total", {"peer": "b"}) == 4
+    assert value("s4_cluster_hints_delivered_total", {"peer": "b"}) == 8
+    assert value("s4_cluster_hints_pending", {"peer": "b"}) == 0
