@@ -155,8 +155,12 @@ class EngineCollector(Collector):
         if stats is not None:
             yield histogram_family("s4_journal_fsync_seconds", FSYNC_DOC, stats.fsync_seconds)
 
+HINTS_PENDING_DOC = "Events kept for the peer (hinted handoff: it missed them) and not yet delivered"
+HINTS_DROPPED_DOC = "Hints for the peer dropped undelivered (older than S4_HINT_TTL_HOURS, or hints off)"
+HINTS_DELIVERED_DOC = "Hints the peer acknowledged"
 
-def cluster_families(cluster: ClusterStatus | None) -> Iterator[GaugeMetricFamily]:
+
+def cluster_families(cluster: ClusterStatus | None) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
     """The per-peer gauges, read from the port now (the process that runs the heartbeat)."""
     peers = cluster.peer_health() if cluster is not None else []
     if not peers:
@@ -164,11 +168,17 @@ def cluster_families(cluster: ClusterStatus | None) -> Iterator[GaugeMetricFamil
     up = GaugeMetricFamily("s4_cluster_peer_up", PEER_UP_DOC, labels=["peer"])
     seen = GaugeMetricFamily("s4_cluster_peer_last_seen_seconds", PEER_LAST_SEEN_DOC, labels=["peer"])
     lag = GaugeMetricFamily("s4_cluster_peer_journal_lag", PEER_LAG_DOC, labels=["peer"])
+    pending = GaugeMetricFamily("s4_cluster_hints_pending", HINTS_PENDING_DOC, labels=["peer"])
+    dropped = CounterMetricFamily("s4_cluster_hints_dropped", HINTS_DROPPED_DOC, labels=["peer"])
+    delivered = CounterMetricFamily("s4_cluster_hints_delivered", HINTS_DELIVERED_DOC, labels=["peer"])
     for p in peers:
         up.add_metric([p.peer], 1.0 if p.up else 0.0)
         seen.add_metric([p.peer], p.last_seen_s or 0.0)
         lag.add_metric([p.peer], float(p.journal_lag))
-    yield from (up, seen, lag)
+        pending.add_metric([p.peer], float(p.hints_pending))
+        dropped.add_metric([p.peer], float(p.hints_dropped))
+        delivered.add_metric([p.peer], float(p.hints_delivered))
+    yield from (up, seen, lag, pending, dropped, delivered)
 
 
 class ClusterCollector(Collector):
@@ -196,6 +206,13 @@ class ClusterMetrics:
                                multiprocess_mode="mostrecent")
         self.lag = Gauge("s4_cluster_peer_journal_lag", PEER_LAG_DOC, ["peer"], registry=registry,
                          multiprocess_mode="mostrecent")
+        self.hints_pending = Gauge("s4_cluster_hints_pending", HINTS_PENDING_DOC, ["peer"], registry=registry,
+                                   multiprocess_mode="mostrecent")
+        # counters: this process alone writes them, so each update adds what grew since the last one
+        self.hints_dropped = Counter("s4_cluster_hints_dropped", HINTS_DROPPED_DOC, ["peer"], registry=registry)
+        self.hints_delivered = Counter("s4_cluster_hints_delivered", HINTS_DELIVERED_DOC, ["peer"],
+                                       registry=registry)
+        self._counted: dict[tuple[str, str], float] = {}
         self.update()
 
     def update(self) -> None:
@@ -203,6 +220,13 @@ class ClusterMetrics:
             self.up.labels(p.peer).set(1.0 if p.up else 0.0)
             self.last_seen.labels(p.peer).set(p.last_seen_s or 0.0)
             self.lag.labels(p.peer).set(p.journal_lag)
+            self.hints_pending.labels(p.peer).set(p.hints_pending)
+            for name, counter, total in (("dropped", self.hints_dropped, p.hints_dropped),
+                                         ("delivered", self.hints_delivered, p.hints_delivered)):
+                grown = total - self._counted.get((name, p.peer), 0.0)
+                if grown > 0:
+                    counter.labels(p.peer).inc(grown)
+                    self._counted[(name, p.peer)] = total
 
 
 class JournalMetrics:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -28,8 +29,19 @@ from s4.engine.ports import PeerHealth
 from s4.journal import Journal
 from s4.journal.hlc import pack, wall_ms
 
+from .catch_up import (
+    BlobFetcher,
+    CatchUp,
+    CatchUpSettings,
+    EventsService,
+    GrpcEventsTransport,
+    JournalReader,
+    PeerEventsApplier,
+)
 from .config import ClusterConfig
+from .feed_store import FeedStore
 from .grpc_server import ClusterServer, Handlers
+from .hints import Hints, HintSettings
 from .liveness import ALIVE, Liveness, LivenessSettings
 from .peers import PeerPool
 
@@ -59,6 +71,28 @@ class ClusterNode:
         self.listeners: list[Callable[[], None]] = []  # called after each heartbeat round (the metrics)
         self._states = {p: "" for p in self.liveness.peers}
         self._task: asyncio.Task[None] | None = None
+        self.catch_up: CatchUp | None = None  # set by enable_feed
+        self.hints: Hints | None = None
+
+    def enable_feed(self, store: FeedStore, journal: JournalReader, applier: PeerEventsApplier,
+                    fetcher: BlobFetcher | None = None, *, catch_up: CatchUpSettings | None = None,
+                    hints: HintSettings | None = None) -> None:
+        """Wire catch-up and hints (cluster/catch_up.py, cluster/hints.py) before ``start``: the events area of
+        the server (unless one was given) and the two loops per peer, woken when a peer comes back alive."""
+        peers = self.liveness.peers
+        transport = GrpcEventsTransport(self.pool)
+        self.catch_up = CatchUp(peers, transport, applier, store, self.liveness, fetcher, catch_up)
+        self.hints = Hints(peers, store, transport, self.liveness, self.config.hint_ttl_hours, hints,
+                           wall=self._wall)
+        service = self.server.service
+        if service.handlers.events is None:
+            service.handlers = dataclasses.replace(service.handlers, events=EventsService(
+                journal, applier, fetcher, status=self.status))
+
+    @property
+    def ready(self) -> bool:
+        """Counts toward quorums: caught up with every reachable peer since start (always, without catch-up)."""
+        return self.catch_up is None or self.catch_up.ready
 
     # -- LocalStatus (cluster/grpc_server.py): what Ping answers and learns -------------------------------------
     def status(self) -> tuple[int, int]:
@@ -71,6 +105,9 @@ class ClusterNode:
     async def start(self) -> None:
         """Bind the gRPC address (GrpcBindError when it cannot), then start the heartbeat."""
         await self.server.start()
+        if self.catch_up is not None and self.hints is not None:
+            await self.catch_up.start()
+            await self.hints.start()
         self._task = asyncio.get_running_loop().create_task(self._heartbeat(), name="s4-cluster-heartbeat")
 
     async def stop(self) -> None:
@@ -79,6 +116,9 @@ class ClusterNode:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.catch_up is not None and self.hints is not None:
+            await self.hints.stop()
+            await self.catch_up.stop()
         self.pool.close()
         try:
             await asyncio.wait_for(self.server.stop(), STOP_TIMEOUT_S)
@@ -125,6 +165,9 @@ class ClusterNode:
             self._states[record.node_id] = state
             if state == ALIVE:
                 log.info("peer %s is alive (%s)", record.node_id, record.http_addr or "no S3 address yet")
+                for feed in (self.catch_up, self.hints):  # it may have missed events: catch up, deliver hints
+                    if feed is not None:
+                        feed.peer_alive(record.node_id)
             elif before:  # not on the first round: every peer starts unproven
                 log.warning("peer %s is %s (last seen %s)%s", record.node_id, state,
                             "never" if record.last_seen_ms is None else f"{record.last_seen_ms} ms",
@@ -151,10 +194,14 @@ class ClusterNode:
                   "replication_factor": config.replication_factor, "write_quorum": config.write_quorum,
                   "read_quorum": config.read_quorum}]
         return {"cluster": config.cluster_name, "node_id": config.node_id, "mode": "cluster", "nodes": nodes,
-                "pools": pools}
+                "pools": pools, "caught_up": self.ready}
 
     def peer_health(self) -> list[PeerHealth]:
+        hints = self.hints
         return [PeerHealth(peer=record.node_id, up=state == ALIVE,
                            last_seen_s=None if record.last_seen_ms is None else record.last_seen_ms / 1000,
-                           journal_lag=record.journal_lag)
+                           journal_lag=record.journal_lag,
+                           hints_pending=hints.pending(record.node_id) if hints is not None else 0,
+                           hints_dropped=hints.dropped[record.node_id] if hints is not None else 0,
+                           hints_delivered=hints.delivered[record.node_id] if hints is not None else 0)
                 for record, state in self.liveness.snapshot()]

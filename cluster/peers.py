@@ -73,6 +73,13 @@ class PeerPool:
                                "(check S4_POOL_NODES)")
         return reply
 
+    def forget(self, node_id: str) -> None:
+        """Close and drop one peer's channel (the next ``stub`` opens a fresh one), e.g. after it restarted."""
+        channel = self._channels.pop(node_id, None)
+        self._stubs.pop(node_id, None)
+        if channel is not None:
+            channel.close()
+
     def close(self) -> None:
         self._closed = True
         for channel in self._channels.values():

@@ -118,6 +118,9 @@ class PeerHealth:
     up: bool  # state "alive"
     last_seen_s: float | None  # wall-clock seconds since the epoch of its last proof of life; None: never
     journal_lag: int  # events it reported holding that this node has not applied from it
+    hints_pending: int = 0  # events kept for it (cluster/hints.py), not yet delivered
+    hints_dropped: int = 0  # hints for it dropped (older than S4_HINT_TTL_HOURS, or hints off), since start
+    hints_delivered: int = 0  # hints it acknowledged, since start
 
 
 class ClusterStatus(Protocol):

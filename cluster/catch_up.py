@@ -1,0 +1,433 @@
+"""Catch-up: a node streams what it missed from each peer's journal, and serves its own journal to peers.
+
+Server side (``EventsService.catch_up``, the events area of cluster/grpc_server.py): the node's journal after the
+caller's ``after_seq``, in batches bounded in events and bytes, each event one ``encode_event`` envelope; node-local
+event types (blob.*, volume.*: where bytes sit on *this* node's disks) are never sent. Disk reads run in a worker
+thread; at most ``MAX_STREAMS`` streams are served at once, each holding at most one journal segment in memory.
+
+Client side (``CatchUp``): per peer, a durable cursor (cluster/feed_store.py) says how far into that peer's journal
+this node has applied. A pass asks the peer for everything after the cursor, hands each batch to the apply port
+(which journals and fsyncs it), fetches blobs the apply says are missing, then moves the cursor (fsynced) and tells
+``Liveness.applied`` so the lag metric is real. A loop per peer runs a pass at start-up, whenever the peer comes
+back alive, and every ``sweep_s`` as a safety net; a failed pass is retried with backoff.
+
+``ready`` is the write path's gate ("a node that returns streams what it missed before it counts toward quorums
+again"): true once, since this process started, every peer was either caught up with to the head it reported, or
+found unreachable. docs/architecture/replication.md, "Catch-up".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from grpclib.const import Cardinality, Status
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+
+from s4.journal.codec import decode_event, encode_event
+from s4.journal.events import Event
+
+from .feed_store import FeedStore
+from .wire.s4cluster.v1 import (
+    ApplyEventsReply,
+    ApplyEventsRequest,
+    BlobTransfer,
+    CatchUpBatch,
+    CatchUpRequest,
+)
+
+log = logging.getLogger("s4.cluster")
+
+CATCH_UP = "/s4cluster.v1.S4Cluster/CatchUp"
+APPLY_EVENTS = "/s4cluster.v1.S4Cluster/ApplyEvents"
+
+#: Event types that describe this node's disks, never another's (merge note: journal/events.py gains the
+#: REPLICATED set of logical types; this becomes ``not in REPLICATED``).
+NODE_LOCAL_PREFIXES = ("blob.", "volume.")
+#: CatchUp streams served at once (each holds at most one journal segment in memory while it reads).
+MAX_STREAMS = 2
+
+
+def replicated(event: Event) -> bool:
+    """A logical event, the same on every replica (not a node-local blob.* / volume.* one)."""
+    return not str(event.type).startswith(NODE_LOCAL_PREFIXES)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    """A CatchUp batch (and a hint delivery) holds at most ``events`` events and ``bytes`` of envelopes (one
+    event always fits); ``scan`` bounds the journal events read for one batch, replicated or not, so a long run
+    of node-local events still reports progress."""
+
+    events: int = 512
+    bytes: int = 4 * 1024 * 1024
+    scan: int = 8192
+
+
+# --- the ports ------------------------------------------------------------------------------------------------------
+
+
+class ApplyResult(Protocol):
+    """What the apply port did with a batch (the fields of ApplyEventsReply)."""
+
+    @property
+    def applied(self) -> int: ...
+
+    @property
+    def already_had(self) -> int: ...
+
+    @property
+    def missing_blobs(self) -> Sequence[bytes]: ...
+
+
+class PeerEventsApplier(Protocol):
+    """The engine's entry point for a peer's events: last-writer-wins projection, local re-sequencing, blob
+    resolution. Returns once what it applied is journalled and fsynced; applying an event twice changes nothing.
+    Nothing is applied when ``missing_blobs`` is non-empty."""
+
+    async def apply_peer_events(self, events: list[Event]) -> ApplyResult: ...
+
+
+class BlobFetcher(Protocol):
+    """Fetch a blob this node lacks from the first of ``peers`` that has a verified copy (cluster/blob_client.py
+    ``fetch_from_any``); raises when none can."""
+
+    async def fetch(self, peers: Sequence[str], digest: bytes) -> object: ...
+
+
+class JournalReader(Protocol):
+    """The part of journal/writer.py ``Journal`` catch-up reads."""
+
+    @property
+    def last_seq(self) -> int: ...
+
+    def read(self, from_seq: int = 1, to_seq: int | None = None) -> Iterator[Event]: ...
+
+
+class EventsTransport(Protocol):
+    """The two events RPCs as the client side sees them (gRPC in a node, simulated in tests)."""
+
+    def catch_up(self, peer: str, request: CatchUpRequest) -> AsyncIterator[CatchUpBatch]: ...
+
+    async def apply_events(self, peer: str, request: ApplyEventsRequest) -> ApplyEventsReply: ...
+
+
+class AppliedReporter(Protocol):
+    """cluster/liveness.py ``Liveness``: the per-peer applied seq (for the lag metric) and the peer states."""
+
+    def applied(self, node_id: str, seq: int) -> None: ...
+
+    def state(self, node_id: str) -> str: ...
+
+
+# --- server side ----------------------------------------------------------------------------------------------------
+
+
+async def journal_batches(journal: JournalReader, after_seq: int, limits: BatchLimits
+                          ) -> AsyncIterator[CatchUpBatch]:
+    """The journal after ``after_seq`` up to its head when called, as CatchUp batches.
+
+    ``through_seq`` is the last journal seq the batch covers, node-local events skipped included (so the caller's
+    cursor moves past them); ``head_seq`` the head this stream ends at. Nothing after ``after_seq``: one empty
+    batch (through ``after_seq``), so the caller always learns the head (and sees a head below its cursor)."""
+    head = journal.last_seq
+    if after_seq >= head:
+        yield CatchUpBatch(events=[], through_seq=after_seq, head_seq=head)
+        return
+    source = journal.read(after_seq + 1, head)
+
+    def next_batch() -> tuple[list[bytes], int | None]:
+        envelopes: list[bytes] = []
+        size, scanned, last = 0, 0, None
+        for event in source:
+            scanned, last = scanned + 1, event.seq
+            if replicated(event):
+                envelope = encode_event(event)
+                envelopes.append(envelope)
+                size += len(envelope)
+            if len(envelopes) >= limits.events or size >= limits.bytes or scanned >= limits.scan:
+                break
+        return envelopes, last
+
+    try:
+        while True:
+            envelopes, last = await asyncio.to_thread(next_batch)
+            if last is None:
+                return
+            yield CatchUpBatch(events=envelopes, through_seq=last, head_seq=head)
+            if last >= head:
+                return
+    finally:
+        close = getattr(source, "close", None)  # a generator: release its segment now
+        if close is not None:
+            with contextlib.suppress(ValueError):  # a read still running in its thread (cancelled): the GC closes it
+                await asyncio.to_thread(close)
+
+
+class EventsService:
+    """The events area of the gRPC server (cluster/grpc_server.py ``EventsHandler``).
+
+    ``catch_up`` streams this node's journal. ``apply_events`` decodes a peer's envelopes and hands the logical
+    ones to the apply port; with ``BLOB_TRANSFER_FETCH`` it fetches the missing blobs from the caller and applies
+    again once. (Merge note: the replicated write path may bring its own apply_events; catch_up stays here.)"""
+
+    def __init__(self, journal: JournalReader, applier: PeerEventsApplier | None = None,
+                 fetcher: BlobFetcher | None = None, *, limits: BatchLimits | None = None,
+                 status: Callable[[], tuple[int, int]] | None = None) -> None:
+        self.journal, self.applier, self.fetcher = journal, applier, fetcher
+        self.limits = limits or BatchLimits()
+        self._status = status
+        self._streams = asyncio.Semaphore(MAX_STREAMS)
+
+    async def catch_up(self, caller: str, request: CatchUpRequest) -> AsyncIterator[CatchUpBatch]:
+        limits = self.limits
+        if request.batch_events:
+            limits = BatchLimits(min(limits.events, request.batch_events), limits.bytes, limits.scan)
+        async with self._streams:
+            async for batch in journal_batches(self.journal, request.after_seq, limits):
+                yield batch
+
+    async def apply_events(self, caller: str, request: ApplyEventsRequest) -> ApplyEventsReply:
+        if self.applier is None:
+            raise GRPCError(Status.UNIMPLEMENTED, "this node does not apply peers' events yet")
+        try:
+            events = [decode_event(bytes(e)) for e in request.events]
+        except ValueError as exc:
+            raise GRPCError(Status.INVALID_ARGUMENT, f"ApplyEvents: an event does not decode: {exc}") from None
+        events = [e for e in events if replicated(e)]
+        result = await self.applier.apply_peer_events(events)
+        if result.missing_blobs and request.blobs == BlobTransfer.FETCH and self.fetcher is not None:
+            for digest in result.missing_blobs:
+                await self.fetcher.fetch([caller], bytes(digest))
+            result = await self.applier.apply_peer_events(events)
+        hlc, seq = self._status() if self._status is not None else (0, self.journal.last_seq)
+        return ApplyEventsReply(applied=result.applied, already_had=result.already_had,
+                                missing_blobs=[bytes(d) for d in result.missing_blobs], hlc=hlc, journal_seq=seq)
+
+
+# --- client side ----------------------------------------------------------------------------------------------------
+
+
+class CatchUpError(Exception):
+    """A pass could not finish; ``unreachable`` when the peer did not answer (vs. a local apply failure)."""
+
+    def __init__(self, peer: str, message: str, *, unreachable: bool) -> None:
+        super().__init__(f"catch-up from {peer}: {message}")
+        self.peer, self.unreachable = peer, unreachable
+
+
+PENDING, CAUGHT_UP, UNREACHABLE = "pending", "caught_up", "unreachable"
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUpSettings:
+    batch_events: int = 512
+    sweep_s: float = 30.0  # a pass per peer this often even without a liveness change (a cheap empty stream)
+    backoff_s: float = 0.5  # first retry after a failed pass; doubles up to backoff_max_s
+    backoff_max_s: float = 30.0
+
+
+class CatchUp:
+    """The client side: one cursor and one loop per peer; ``ready`` once every peer was caught up or unreachable."""
+
+    def __init__(self, peers: Sequence[str], transport: EventsTransport, applier: PeerEventsApplier,
+                 store: FeedStore, reporter: AppliedReporter, fetcher: BlobFetcher | None = None,
+                 settings: CatchUpSettings | None = None) -> None:
+        self.peers = tuple(peers)
+        self.transport, self.applier, self.store = transport, applier, store
+        self.reporter, self.fetcher = reporter, fetcher
+        self.settings = settings or CatchUpSettings()
+        self.status = {peer: PENDING for peer in self.peers}
+        self._ready = not self.peers
+        self._wake = {peer: asyncio.Event() for peer in self.peers}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._locks = {peer: asyncio.Lock() for peer in self.peers}
+
+    @property
+    def ready(self) -> bool:
+        """Caught up with every reachable peer since start (latched: a peer returning later is caught up with in
+        the background and does not take a serving node out of the quorums)."""
+        return self._ready
+
+    async def start(self) -> None:
+        for peer in self.peers:
+            self.reporter.applied(peer, await self.store.run(lambda p=peer: self.store.cursor(p)))  # type: ignore[misc]
+        self._tasks = [asyncio.get_running_loop().create_task(self._loop(peer), name=f"s4-catch-up-{peer}")
+                       for peer in self.peers]
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def peer_alive(self, peer: str) -> None:
+        """Liveness saw ``peer`` come back: run a pass now."""
+        wake = self._wake.get(peer)
+        if wake is not None:
+            wake.set()
+
+    async def _loop(self, peer: str) -> None:
+        settings = self.settings
+        delay = settings.backoff_s
+        while True:
+            try:
+                await self.pass_once(peer)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - logged, retried with backoff
+                log.warning("%s; retrying in %.1fs", exc, delay)
+                wait, delay = delay * random.uniform(0.8, 1.2), min(delay * 2, settings.backoff_max_s)
+            else:
+                wait, delay = settings.sweep_s, settings.backoff_s
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake[peer].wait(), wait)
+            self._wake[peer].clear()
+
+    async def pass_once(self, peer: str) -> int:
+        """Stream and apply everything ``peer`` journalled after the cursor, to the head it reported when the
+        stream started; the cursor after the pass. Raises CatchUpError."""
+        async with self._locks[peer]:
+            try:
+                cursor = await self._pass(peer)
+            except CatchUpError as exc:
+                if exc.unreachable and self.status[peer] == PENDING:
+                    self._mark(peer, UNREACHABLE)
+                raise
+            self._mark(peer, CAUGHT_UP)
+            return cursor
+
+    def _mark(self, peer: str, status: str) -> None:
+        if self.status[peer] != CAUGHT_UP:
+            self.status[peer] = status
+        if not self._ready and all(s != PENDING for s in self.status.values()):
+            self._ready = True
+            log.info("caught up with every reachable peer (%s)",
+                     ", ".join(f"{p}: {s}" for p, s in self.status.items()))
+
+    async def _pass(self, peer: str) -> int:
+        store = self.store
+        cursor = await store.run(lambda: store.cursor(peer))
+        request = CatchUpRequest(after_seq=cursor, batch_events=self.settings.batch_events)
+        stream = self.transport.catch_up(peer, request)
+        try:
+            while True:
+                try:
+                    batch = await anext(stream, None)
+                except (GRPCError, StreamTerminatedError, OSError, TimeoutError) as exc:
+                    raise CatchUpError(peer, _why(exc), unreachable=True) from exc
+                if batch is None:
+                    return cursor
+                if batch.head_seq < cursor:
+                    log.warning("peer %s reports journal head %d below this node's cursor %d for it (its data "
+                                "directory was replaced?): catching up from its first event", peer, batch.head_seq,
+                                cursor)
+                    await store.run(lambda: store.reset(peer))
+                    raise CatchUpError(peer, "cursor reset, starting over", unreachable=False)
+                cursor = await self._apply(peer, cursor, batch)
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+
+    async def _apply(self, peer: str, cursor: int, batch: CatchUpBatch) -> int:
+        """Apply one batch, then move the cursor to its ``through_seq`` (durably) and report it."""
+        try:
+            events = [decode_event(bytes(e)) for e in batch.events]
+        except ValueError as exc:
+            raise CatchUpError(peer, f"an event does not decode: {exc}", unreachable=False) from exc
+        last = cursor
+        for event in events:
+            if event.seq <= last:
+                raise CatchUpError(peer, f"seq {event.seq} after {last}: not in order", unreachable=False)
+            last = event.seq
+        if batch.through_seq < last:
+            raise CatchUpError(peer, f"batch through {batch.through_seq} holds seq {last}", unreachable=False)
+        events = [e for e in events if replicated(e)]
+        if events:
+            result = await self.applier.apply_peer_events(events)
+            if result.missing_blobs:
+                await self._fetch(peer, [bytes(d) for d in result.missing_blobs])
+                result = await self.applier.apply_peer_events(events)
+                if result.missing_blobs:
+                    raise CatchUpError(peer, f"{len(result.missing_blobs)} blobs still missing after fetching them",
+                                       unreachable=False)
+        if batch.through_seq <= cursor:
+            return cursor
+        store = self.store
+        cursor = await store.run(lambda: store.advance(peer, batch.through_seq))
+        self.reporter.applied(peer, cursor)
+        return cursor
+
+    async def _fetch(self, peer: str, digests: list[bytes]) -> None:
+        if self.fetcher is None:
+            raise CatchUpError(peer, f"{len(digests)} referenced blobs are missing and no blob fetcher is set",
+                               unreachable=False)
+        others = [p for p in self.peers if p != peer and self.reporter.state(p) == "alive"]
+        for digest in digests:
+            try:
+                await self.fetcher.fetch([peer, *others], digest)
+            except Exception as exc:  # noqa: BLE001 - the pass fails and is retried
+                raise CatchUpError(peer, f"blob {digest.hex()} could not be fetched: {exc}",
+                                   unreachable=False) from exc
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, GRPCError):
+        return f"{exc.status.name}: {exc.message}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+# --- the gRPC transport ---------------------------------------------------------------------------------------------
+
+
+class PeerChannels(Protocol):
+    """cluster/peers.py ``PeerPool``: a peer's stub (whose ``channel`` makes raw calls)."""
+
+    def stub(self, node_id: str) -> object: ...
+
+
+class GrpcEventsTransport:
+    """``EventsTransport`` over the pool's channels: CatchUp bounded per message (``idle_s``: no batch within it
+    and the stream is reset), ApplyEvents by ``call_s``."""
+
+    def __init__(self, pool: PeerChannels, *, idle_s: float = 30.0, call_s: float = 30.0) -> None:
+        self.pool, self.idle_s, self.call_s = pool, idle_s, call_s
+
+    async def catch_up(self, peer: str, request: CatchUpRequest) -> AsyncIterator[CatchUpBatch]:
+        channel = self.pool.stub(peer).channel  # type: ignore[attr-defined]
+        async with channel.request(CATCH_UP, Cardinality.UNARY_STREAM, CatchUpRequest, CatchUpBatch) as stream:
+            async with asyncio.timeout(self.idle_s):  # connecting included
+                await stream.send_message(request, end=True)
+            while True:
+                async with asyncio.timeout(self.idle_s):
+                    batch: CatchUpBatch | None = await stream.recv_message()
+                    if batch is None:
+                        await stream.recv_trailing_metadata()  # a status other than OK raises here
+                        return
+                yield batch
+
+    async def apply_events(self, peer: str, request: ApplyEventsRequest) -> ApplyEventsReply:
+        stub = self.pool.stub(peer)
+        reply: ApplyEventsReply = await stub.apply_events(request, timeout=self.call_s)  # type: ignore[attr-defined]
+        return reply
+
+
+class PoolBlobFetcher:
+    """``BlobFetcher`` over cluster/blob_client.py ``fetch_from_any`` into the node's blob service."""
+
+    def __init__(self, pool: object, local: object) -> None:
+        self.pool, self.local = pool, local
+
+    async def fetch(self, peers: Sequence[str], digest: bytes) -> object:
+        from .blob_client import fetch_from_any  # the blob transfer stack, only when a node wires it
+
+        return await fetch_from_any(self.pool, peers, digest, self.local)  # type: ignore[arg-type]
