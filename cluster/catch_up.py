@@ -30,7 +30,7 @@ from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from s4.journal.codec import decode_event, encode_event
-from s4.journal.events import Event
+from s4.journal.events import REPLICATED, Event
 
 from .feed_store import FeedStore
 from .wire.s4cluster.v1 import (
@@ -46,16 +46,13 @@ log = logging.getLogger("s4.cluster")
 CATCH_UP = "/s4cluster.v1.S4Cluster/CatchUp"
 APPLY_EVENTS = "/s4cluster.v1.S4Cluster/ApplyEvents"
 
-#: Event types that describe this node's disks, never another's (merge note: journal/events.py gains the
-#: REPLICATED set of logical types; this becomes ``not in REPLICATED``).
-NODE_LOCAL_PREFIXES = ("blob.", "volume.")
 #: CatchUp streams served at once (each holds at most one journal segment in memory while it reads).
 MAX_STREAMS = 2
 
 
 def replicated(event: Event) -> bool:
     """A logical event, the same on every replica (not a node-local blob.* / volume.* one)."""
-    return not str(event.type).startswith(NODE_LOCAL_PREFIXES)
+    return event.type in REPLICATED
 
 
 @dataclass(frozen=True, slots=True)
