@@ -92,7 +92,8 @@ def put_object(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
     check_write_conditions(d.tx, bucket, args["key"], args)
     version = dict(args["version"], v=new_version_id(bucket))
     event = d.emit(EventType.OBJECT_VERSION_PUT, {"bucket": bucket.name, "key": args["key"], "version": version,
-                                                  "blobs_at": args["blobs_at"]})
+                                                  "blobs_at": args["blobs_at"],
+                                                  "written": args.get("written", [])})
     return stamped(version, event.hlc)
 
 
@@ -208,7 +209,7 @@ def store_part(d: Decision, args: dict[str, Any]) -> None:
     require_upload(d.tx, args["bucket"], args["key"], args["upload_id"])
     check_locations(d.tx, args["blobs_at"])
     d.emit(EventType.PART_STORED, {"bucket": args["bucket"], "upload_id": args["upload_id"], "part": args["part"],
-                                   "blobs_at": args["blobs_at"]})
+                                   "blobs_at": args["blobs_at"], "written": args.get("written", [])})
 
 
 def complete_multipart(d: Decision, args: dict[str, Any]) -> dict[str, Any]:

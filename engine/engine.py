@@ -163,7 +163,8 @@ class Engine(IamOps):
                                  metadata=metadata, headers=headers, checksums=checksums, tags=tags,
                                  part_sizes=part_sizes)
         rec = await self._run("put_object", {"bucket": bucket, "key": key, "version": version,
-                                             "blobs_at": stored.blobs_at, "if_match": if_match,
+                                             "blobs_at": stored.blobs_at, "written": stored.written,
+                                             "if_match": if_match,
                                              "if_none_match": if_none_match}, actor, stored.volumes)
         return ObjectVersion.from_record(key, rec)
 
@@ -373,7 +374,8 @@ class Engine(IamOps):
         if checksums:
             part["ck"] = checksums
         await self._run("store_part", {"bucket": bucket, "key": key, "upload_id": upload_id, "part": part,
-                                       "blobs_at": stored.blobs_at}, actor, stored.volumes)
+                                       "blobs_at": stored.blobs_at, "written": stored.written}, actor,
+                                      stored.volumes)
         return stored.etag
 
     async def complete_multipart_upload(self, bucket: str, key: str, upload_id: str,

@@ -43,6 +43,7 @@ class Ingested:
     blobs: list[list[Any]] = field(default_factory=list)  # [sha256, size] per chunk, in order
     blobs_at: list[list[Any]] = field(default_factory=list)  # [sha256, volume, offset, size]
     volumes: set[str] = field(default_factory=set)
+    written: list[bytes] = field(default_factory=list)  # sha256 of the chunks this ingest wrote (not deduplicated)
     etag_override: str = ""  # set when the chunks came from an existing object (copies)
 
     @property
@@ -87,6 +88,7 @@ class Ingestor:
         else:
             loc = self._append(data, digest)
             out.volumes.add(loc.volume)
+            out.written.append(digest)
         out.blobs.append([digest, len(data)])
         out.blobs_at.append(loc.to_record())
         out.size += len(data)

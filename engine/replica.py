@@ -107,12 +107,12 @@ def apply_peer_batch(tx: Tx, journal: Journal, seq: int, batch: PeerBatch) -> _A
         if (event.hlc, event.origin) not in seen and tx.event_seq(event.origin, event.hlc) is None:
             seen[(event.hlc, event.origin)] = -1
             fresh.append(event)
-    locations, volumes = _resolve(tx, fresh, batch.resolve)
+    locations, volumes, written = _resolve(tx, fresh, batch.resolve)
     volumes.update(batch.volumes)
     out = _Applied(PeerBatchResult((), ()), volumes=volumes)
     for event in fresh:
         seq += 1
-        local = journal.adopt(_localized(event, locations), seq)
+        local = journal.adopt(_localized(event, locations, written), seq)
         try:
             projector.apply(tx, local)
         except projector.UnknownBucketError as exc:
@@ -134,10 +134,12 @@ def apply_peer_batch(tx: Tx, journal: Journal, seq: int, batch: PeerBatch) -> _A
     return out
 
 
-def _resolve(tx: Tx, events: list[Event], resolve: BlobResolver) -> tuple[dict[bytes, list[Any]], set[str]]:
+def _resolve(tx: Tx, events: list[Event], resolve: BlobResolver
+             ) -> tuple[dict[bytes, list[Any]], set[str], set[bytes]]:
     """Every referenced hash -> ``[sha256, volume, offset, size]`` on this node; MissingBlobsError if any lacks."""
     locations: dict[bytes, list[Any]] = {}
     volumes: set[str] = set()
+    written: set[bytes] = set()  # stored for this batch (not yet behind an event): the start-up check's to verify
     missing: list[bytes] = []
     for event in events:
         for digest in referenced_hashes(event):
@@ -153,18 +155,22 @@ def _resolve(tx: Tx, events: list[Event], resolve: BlobResolver) -> tuple[dict[b
             else:
                 locations[digest] = found.to_record()
                 volumes.add(found.volume)
+                written.add(digest)
     if missing:
         raise MissingBlobsError(missing)
-    return locations, volumes
+    return locations, volumes, written
 
 
-def _localized(event: Event, locations: dict[bytes, list[Any]]) -> Event:
-    """The event with ``blobs_at`` naming this node's locations (a peer's locations mean nothing here)."""
+def _localized(event: Event, locations: dict[bytes, list[Any]], written: set[bytes]) -> Event:
+    """The event with ``blobs_at`` naming this node's locations and ``written`` the chunks stored here for it (a
+    peer's locations and writes mean nothing here)."""
     hashes = referenced_hashes(event)
     if not hashes and "blobs_at" not in event.payload:
         return event
     payload = dict(event.payload)
     payload.pop("blobs_at", None)
+    payload.pop("written", None)
     if hashes:
         payload["blobs_at"] = [locations[h] for h in dict.fromkeys(hashes)]
+        payload["written"] = [h for h in dict.fromkeys(hashes) if h in written]
     return Event(event.seq, event.hlc, event.origin, event.type, payload, event.actor)

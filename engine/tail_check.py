@@ -11,7 +11,8 @@ that record was acknowledged.
 At start-up, before anything is replayed into the views (``settle_tail``):
 
 * after a machine crash (the views' boot-id marker is from another boot) or where no boot id is known, every
-  location the last record names is verified (record header, digest, block checksums). If one fails, the record
+  location whose bytes the last record's command wrote (``written``; a deduplicated chunk was durable before, and
+  its rot is not this record's fault) is verified (record header, digest, block checksums). If one fails, the record
   is cut from the journal, exactly like a torn tail. A location in a volume file that no longer exists is skipped: new
   bytes only ever go to a worker's active volume, whose file is created and its directory entry fsynced before
   the first append, so a missing file means an older blob that compaction moved (the projector keeps the
@@ -45,8 +46,16 @@ def checkable(events: Iterable[Event]) -> bool:
 
 
 def locations(events: Iterable[Event]) -> list[BlobLocation]:
-    """Every chunk location the events name (``blobs_at`` of object versions and multipart parts)."""
-    return [BlobLocation.from_record(loc) for e in events for loc in e.payload.get("blobs_at", ())]
+    """The chunk locations whose bytes the events' command wrote (``written``: deduplicated chunks were durable
+    before it, and bit rot in one of them is the scrubber's to find, never a reason to cut an acknowledged record);
+    for an event from before ``written`` existed, every location it names (``blobs_at``)."""
+    out = []
+    for e in events:
+        written = e.payload.get("written")
+        for loc in e.payload.get("blobs_at", ()):
+            if written is None or loc[0] in written:
+                out.append(BlobLocation.from_record(loc))
+    return out
 
 
 def settle_tail(journal: Journal, volumes: VolumeStore, *, verify: bool, witness: int = 0) -> str | None:

@@ -160,3 +160,31 @@ async def test_after_a_process_crash_the_last_record_is_not_second_guessed(
     last_seq = await _three_objects_then_damage_the_last(make_engine, data, marker=boot_id, damage=True)
     engine = make_engine(data)
     assert engine.journal is not None and engine.journal.last_seq == last_seq
+
+
+async def test_after_a_machine_crash_bit_rot_in_a_deduplicated_chunk_does_not_cut_the_last_record(
+        make_engine: Callable[..., Engine], tmp_path: Path, boot_id: str) -> None:
+    # The last record wrote nothing new: its only chunk was deduplicated onto bytes made durable by an earlier
+    # record. Those bytes rotting is the scrubber's business (and every read refuses them); it must not cost the
+    # acknowledged last write (before `written`, start-up verified every location the record named and cut it).
+    data = tmp_path / "data"
+    engine = make_engine(data)
+    await engine.create_bucket("bkt")
+    body = b"the same bytes twice " * 100
+    await put(engine, "bkt", "first", body)
+    await put(engine, "bkt", "again", body)  # deduplicated: written is empty
+    loc = engine.locate(engine.head_object("bkt", "again"))[0]
+    assert engine.journal is not None
+    last_seq = engine.journal.last_seq
+    engine.close()
+    (data / "views" / MARKER_NAME).write_text("another-boot\n")
+    fd = os.open(data / "volumes" / loc.volume, os.O_WRONLY)
+    try:
+        os.pwrite(fd, bytes(loc.size), loc.offset)
+    finally:
+        os.close(fd)
+    engine = make_engine(data)
+    assert engine.journal is not None and engine.journal.last_seq == last_seq  # kept
+    with pytest.raises(S3Error) as damaged:
+        await get(engine, "bkt", "again")  # the key exists; its bytes are refused, never served wrong
+    assert damaged.value.code is ErrorCode.INTERNAL_ERROR
