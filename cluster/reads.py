@@ -127,7 +127,7 @@ async def read_quorum(stub_of: StubOf, replicas: Sequence[str], r: int, bucket: 
         return (await fetch_states(stub_of(replica), kind, bucket, [key], timeout))[key]
 
     result = await call_quorum(replicas, one, r, timeout=timeout)
-    return _MERGE[kind](result.successes)  # type: ignore[operator]
+    return _MERGE[kind](result.successes)
 
 
 @dataclass

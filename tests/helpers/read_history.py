@@ -59,8 +59,9 @@ def _versions(node: Node, key: str) -> list[str]:
 
 def decide(data: st.DataObject, node: Node) -> None:
     """One random decision on ``node`` (refusals change nothing)."""
-    op = data.draw(st.sampled_from(["put", "put", "put", "delete", "delete", "delete_version", "tags", "versioning",
-                                    "mpu_create", "mpu_part", "mpu_complete", "mpu_abort"]), label="op")
+    op = data.draw(st.sampled_from(["put", "put", "put", "delete", "delete", "delete_version", "delete_version",
+                                    "delete_version", "tags", "tags", "versioning", "mpu_create", "mpu_part",
+                                    "mpu_part", "mpu_complete", "mpu_abort"]), label="op")
     key = data.draw(st.sampled_from(KEYS), label="key")
     content = data.draw(st.integers(0, len(CONTENTS) - 1), label="content")
     h, size = HASHES[content], len(CONTENTS[content])
@@ -72,6 +73,8 @@ def decide(data: st.DataObject, node: Node) -> None:
     elif op == "delete":
         result = node.run("delete_object", bucket="b", key=key, version_id=None)
     elif op in ("delete_version", "tags"):
+        held = [k for k in KEYS if _versions(node, k)]
+        key = data.draw(st.sampled_from(held), label="held key") if held else key
         ids = _versions(node, key)
         vid = data.draw(st.sampled_from(ids), label="version") if ids else None
         if op == "delete_version" and vid is not None:
@@ -106,7 +109,7 @@ def decide(data: st.DataObject, node: Node) -> None:
         raise result
 
 
-def history(data: st.DataObject, root: Path, wall: Wall, steps: tuple[int, int] = (3, 30)) -> tuple[list[Event],
+def history(data: st.DataObject, root: Path, wall: Wall, steps: tuple[int, int] = (8, 30)) -> tuple[list[Event],
                                                                                                     list[Event]]:
     """(the bucket's creation events, the other logical events) of a random history of three coordinators that
     sometimes exchange events (as quorum reads would let them see each other's writes)."""
