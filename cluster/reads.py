@@ -151,3 +151,17 @@ class WireSource:
     async def fill(self, replica: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         kind = OBJECT if self.kind == OBJECTS else UPLOAD
         return await fetch_states(self.stub_of(replica), kind, self.bucket, ids, self.timeout)
+
+
+class LocalReads:
+    """This node's own replica as a ``ReadsStub``: the coordinator counts itself among the R without a network hop
+    (as the CASPaxos transport does with its own acceptor)."""
+
+    def __init__(self, service: ReadsService, node_id: str) -> None:
+        self.service, self.node_id = service, node_id
+
+    async def read_keys(self, message: ReadKeysRequest, *, timeout: float | None = None) -> ReadKeysReply:
+        return await self.service.read_keys(self.node_id, message)
+
+    async def list_range(self, message: ListRangeRequest, *, timeout: float | None = None) -> ListRangeReply:
+        return await self.service.list_range(self.node_id, message)
