@@ -9,7 +9,9 @@ resumes after everything under it.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any, TypeVar
 
+from . import reads
 from .model import (
     Bucket,
     ListEntry,
@@ -19,10 +21,12 @@ from .model import (
     UploadListPage,
     VersionListPage,
 )
-from .views import namespace, upload_index
+from .views import keys, namespace, upload_index
+from .views.env import unpack
 from .views.records import Tx
 
 PAST = b"\xff"
+_I = TypeVar("_I")
 
 
 def _start(prefix: bytes, delim: bytes, marker: bytes) -> tuple[bytes, bool]:
@@ -183,3 +187,61 @@ def list_parts(tx: Tx, upload: Upload, part_number_marker: int, max_parts: int) 
         page.parts.append(part)
         page.next_part_number_marker = part.part_number
     return page
+
+
+#: For the cluster's listing merge (cluster/listing_merge.py), which must resume and group exactly as these do.
+start_of = _start
+common_prefix = _common_prefix
+
+
+# -- raw pages for a coordinator merging replicas (docs/architecture/replication.md, "Quorum reads and listing merge")
+def _walk_from(walk: Iterator[tuple[bytes, _I]], prefix: bytes) -> Iterator[tuple[bytes, _I]]:
+    for key, ident in walk:
+        if not key.startswith(prefix):
+            return
+        yield key, ident
+
+
+def key_states(tx: Tx, bucket: Bucket, prefix: str, start: bytes, inclusive: bool, limit: int,
+               max_versions: int) -> tuple[list[dict[str, Any]], bool]:
+    """Every key under ``prefix`` from ``start`` (> or >=) in S3 order with its whole replicated state
+    (``reads.key_state_at``: all versions, delete markers, tombstones, tag clocks), nothing hidden: the coordinator
+    decides what shows once R replicas are merged. A page ends after ``limit`` keys or once it holds
+    ``max_versions`` versions (a key is never split); the flag says whether more keys follow."""
+    p = prefix.encode()
+    if start < p:
+        start, inclusive = p, True
+    walk = _walk_from(namespace.iter_from(tx.txn, tx.dbs["ns"], bucket.root, start, inclusive), p)
+    out: list[dict[str, Any]] = []
+    held = 0
+    for key, oid in walk:
+        if len(out) >= limit or held >= max_versions:
+            return out, True
+        state = reads.key_state_at(tx, bucket.name, key.decode(), oid)
+        held += len(state["vs"])
+        out.append(state)
+    return out, False
+
+
+def upload_key_states(tx: Tx, bucket: Bucket, prefix: str, start: bytes, inclusive: bool,
+                      limit: int) -> tuple[list[dict[str, Any]], bool]:
+    """Keys with uploads in flight under ``prefix`` from ``start``, each ``{k, us: [upload record, ...]}`` in
+    initiation order; a page ends after ``limit`` uploads (a key is never split)."""
+    p = prefix.encode()
+    if start < p:
+        start, inclusive = p, True
+    out: list[dict[str, Any]] = []
+    held = 0
+    for key, upload_id in _walk_from(upload_index.walk(tx, bucket.root, start, inclusive), p):
+        if out and out[-1]["k"] == key.decode():
+            current = out[-1]
+        elif held >= limit:
+            return out, True
+        else:
+            current = {"k": key.decode(), "us": []}
+            out.append(current)
+        upload = tx.get("uploads", keys.upload_key(upload_id))
+        if upload is not None:
+            current["us"].append(unpack(upload))
+            held += 1
+    return out, False

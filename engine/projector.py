@@ -135,6 +135,12 @@ def _newer(stamp: Stamp, stored: Any) -> bool:
     return stored is None or stamp > _pair(stored)
 
 
+#: The comparisons above under public names, for cluster code that merges replicas' records by the projection's rules
+#: (cluster/key_merge.py): one definition of "newer".
+stamp_of = _pair
+newer = _newer
+
+
 class UnknownBucketError(ProjectionError):
     """An event of a bucket incarnation this node has not created yet (it is behind): applying it now would lose it,
     so a peer's batch holding it is refused and sent again after catch-up."""

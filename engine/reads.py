@@ -13,7 +13,8 @@ from typing import Any
 
 from .errors import ErrorCode, S3Error
 from .model import NULL_VERSION, BlobLocation, Bucket, ObjectVersion, Upload
-from .views import namespace
+from .views import keys, namespace
+from .views.env import unpack
 from .views.records import Tx
 
 
@@ -89,3 +90,61 @@ def locations(tx: Tx, version: ObjectVersion) -> list[BlobLocation]:
             raise S3Error(ErrorCode.INTERNAL_ERROR, f"blob {ref.hash.hex()} of {version.key} is missing")
         out.append(BlobLocation(ref.hash, rec[0], rec[1], rec[2]))
     return out
+
+
+# -- replicated state, for quorum reads (docs/architecture/replication.md, "Quorum reads and listing merge") --------
+# Raw records with their (hlc, origin), as the projection keeps them, so a coordinator can merge R replicas' answers
+# by the projector's own rules. Plain msgpack-able dicts: the cluster layer ships them as they are.
+
+def bucket_life(tx: Tx, name: str) -> dict[str, Any]:
+    """``{i: incarnation [hlc, origin] or None (no bucket here), bt: newest deleted incarnation or None}``."""
+    bucket = tx.bucket(name)
+    return {"i": bucket.incarnation if bucket is not None else None,
+            "bt": tx.packed("bucket_tombs", keys.bucket_key(name))}
+
+
+def key_state_at(tx: Tx, bucket: str, key: str, oid: int | None) -> dict[str, Any]:
+    """One key's versions (newest first, with ``h``/``o``), version tombstones ``vt`` {version id: [hlc, origin]}
+    and tag clocks ``tc`` {version id: {h, o, tg}}; ``oid`` is the key's object id here (None: no leaf)."""
+    state: dict[str, Any] = {"k": key, "vs": [rec for _, rec in tx.versions(oid)] if oid is not None else [],
+                             "vt": {}, "tc": {}}
+    prefix = keys.object_version_key(bucket, key, "")
+    for _, val in tx.scan("vtombs", prefix):
+        rec = unpack(val)
+        state["vt"][rec["v"]] = [rec["h"], rec["o"]]
+    for raw, val in tx.scan("tag_clocks", prefix):
+        state["tc"][keys.decode_object_version_key(raw)[2]] = unpack(val)
+    return state
+
+
+def key_state(tx: Tx, bucket: str, key: str) -> dict[str, Any]:
+    """``key_state_at`` plus the bucket's life (``bucket_life``): everything a replica holds about one key."""
+    life = bucket_life(tx, bucket)
+    b = tx.bucket(bucket)
+    oid = object_id(tx, b, key) if b is not None else None
+    return {**life, **key_state_at(tx, bucket, key, oid)}
+
+
+def upload_state(tx: Tx, upload_id: str) -> dict[str, Any]:
+    """``{u: upload record or None, ps: {part number: part record with h/o}, end: {h, o, st} or None}``."""
+    raw = tx.get("uploads", keys.upload_key(upload_id))
+    parts = {keys.decode_parts_key(k)[1]: unpack(v) for k, v in tx.scan("parts", keys.parts_prefix(upload_id))}
+    return {"id": upload_id, "u": unpack(raw) if raw is not None else None, "ps": parts,
+            "end": tx.packed("upload_ends", keys.upload_key(upload_id))}
+
+
+def bucket_state(tx: Tx, name: str) -> dict[str, Any]:
+    """The bucket record (without its node-local root), its life, and every config with its clock
+    ``cfg`` {kind: [value or None, [hlc, origin] or None]} (versioning lives in the record, clocked here too)."""
+    bucket = tx.bucket(name)
+    rec = bucket.to_record() if bucket is not None else None
+    if rec is not None:
+        rec.pop("root")
+    cfg: dict[str, list[Any]] = {}
+    for raw, val in tx.scan("bucket_cfg", keys.bucket_prefix(name)):
+        cfg[keys.decode_bucket_cfg_key(raw)[1]] = [unpack(val), None]
+    for raw, val in tx.scan("cfg_clocks", keys.bucket_prefix(name)):
+        cfg.setdefault(keys.decode_bucket_cfg_key(raw)[1], [None, None])[1] = unpack(val)
+    if "versioning" in cfg and rec is not None:
+        cfg["versioning"][0] = rec["v"] or None
+    return {**bucket_life(tx, name), "b": rec, "cfg": cfg}

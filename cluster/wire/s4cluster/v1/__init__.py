@@ -323,20 +323,14 @@ class KeyRecord(betterproto2.Message):
     key: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
     found: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
+    """
+    the replica holds anything about it (a tombstone counts)
+    """
 
     record: "bytes" = betterproto2.field(3, betterproto2.TYPE_BYTES)
     """
-    msgpack map as the views hold it; empty when not found
+    msgpack state (see above), always present: the merge needs tombstones of absent things too
     """
-
-    hlc: "int" = betterproto2.field(4, betterproto2.TYPE_UINT64)
-    """
-    (hlc, origin): last-writer-wins order
-    """
-
-    origin: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
-
-    version_id: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
 
 
 default_message_pool.register_message("s4cluster.v1", "KeyRecord", KeyRecord)
@@ -346,10 +340,19 @@ default_message_pool.register_message("s4cluster.v1", "KeyRecord", KeyRecord)
 class ListRangeReply(betterproto2.Message):
     records: "list[KeyRecord]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
     """
-    S3 order, tombstones included (the coordinator merges and hides them)
+    S3 key order, nothing hidden: every key with its whole state (delete markers, every version, tombstones; for
+    uploads the key's upload records). A key is never split across pages.
     """
 
     truncated: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
+    """
+    more keys under the prefix follow the last record
+    """
+
+    life: "bytes" = betterproto2.field(3, betterproto2.TYPE_BYTES)
+    """
+    msgpack {i: the bucket's incarnation or nil, bt: its newest deleted incarnation or nil}
+    """
 
 
 default_message_pool.register_message("s4cluster.v1", "ListRangeReply", ListRangeReply)
@@ -359,24 +362,27 @@ default_message_pool.register_message("s4cluster.v1", "ListRangeReply", ListRang
 class ListRangeRequest(betterproto2.Message):
     kind: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
     """
-    "objects", "versions", "uploads", "buckets"
+    "objects" (ListObjects and ListObjectVersions both) or "uploads"
     """
 
     bucket: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
     prefix: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
 
-    start_after: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    start: "bytes" = betterproto2.field(4, betterproto2.TYPE_BYTES)
     """
-    exclusive, in S3 key order
+    key bytes to start from (may end in 0xFF, to skip a common prefix's subtree)
     """
 
-    version_id_marker: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    inclusive: "bool" = betterproto2.field(5, betterproto2.TYPE_BOOL)
     """
-    "versions": with start_after, exclusive
+    start itself is wanted (>=) rather than only keys after it (>)
     """
 
     limit: "int" = betterproto2.field(6, betterproto2.TYPE_UINT32)
+    """
+    keys (objects) or uploads at most; the server caps it
+    """
 
 
 default_message_pool.register_message("s4cluster.v1", "ListRangeRequest", ListRangeRequest)
@@ -466,6 +472,9 @@ default_message_pool.register_message("s4cluster.v1", "PutBlobReply", PutBlobRep
 @dataclass(eq=False, repr=False)
 class ReadKeysReply(betterproto2.Message):
     records: "list[KeyRecord]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    one per requested key, in request order
+    """
 
 
 default_message_pool.register_message("s4cluster.v1", "ReadKeysReply", ReadKeysReply)
@@ -473,18 +482,26 @@ default_message_pool.register_message("s4cluster.v1", "ReadKeysReply", ReadKeysR
 
 @dataclass(eq=False, repr=False)
 class ReadKeysRequest(betterproto2.Message):
+    """
+    Quorum reads (docs/architecture/replication.md, "Quorum reads and listing merge"). A record is the replica's
+    whole replicated state of one thing as msgpack (engine/reads.py): for kind "object" a key's versions with their
+    (hlc, origin), version tombstones, tag clocks and the bucket's incarnation; "upload" an upload's record, parts
+    with their clocks and end marker; "bucket" the bucket record, incarnation and every config with its clock.
+    """
+
     kind: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
     """
-    which record space: e.g. "bucket", "object", "version", "upload", "iam"
+    "object", "upload" or "bucket"
     """
 
     bucket: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    "object": the bucket; otherwise unused
+    """
 
     keys: "list[str]" = betterproto2.field(3, betterproto2.TYPE_STRING, repeated=True)
-
-    version_id: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
     """
-    kind "version": one version of each key
+    object keys, upload ids or bucket names (at most 1000)
     """
 
 
