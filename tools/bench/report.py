@@ -90,6 +90,19 @@ def latency_table(agg: Mapping[Row, Mapping[str, Cell]], servers: Sequence[str])
     return _table(header, rows, 2)
 
 
+def cpu_table(results: Mapping[str, Sequence[Result]], servers: Sequence[str]) -> str:
+    """Median CPU µs the server's process tree spent per operation, per workload; "–" where not measured."""
+    grouped: dict[Row, dict[str, list[float]]] = {}
+    for server, rows in results.items():
+        for r in rows:
+            by_server = grouped.setdefault((r.name, r.concurrency), {})
+            if r.cpu_us_per_op is not None:
+                by_server.setdefault(server, []).append(r.cpu_us_per_op)
+    rows_out = [[name, str(conc), *(f"{median(cells[s]):,.0f}" if cells.get(s) else "–" for s in servers)]
+                for (name, conc), cells in grouped.items()]
+    return _table(["workload", "conc", *(f"{s} µs/op" for s in servers)], rows_out, 2)
+
+
 def rss_table(peaks: Mapping[str, Mapping[str, int | None]]) -> str:
     """Peak RSS (MiB) of each server's process tree, one column per measuring point."""
     points = list(dict.fromkeys(p for by_point in peaks.values() for p in by_point))

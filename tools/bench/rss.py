@@ -31,6 +31,37 @@ def _proc_table() -> dict[int, tuple[int, int]]:
     return table
 
 
+def tree_cpu_seconds(root: int) -> float | None:
+    """User + system CPU seconds used so far by ``root`` and its live descendants (Linux /proc); None elsewhere.
+
+    CPU per operation is the benchmark's one figure that a loaded machine hardly moves: throughput falls when other
+    work takes the cores, the CPU each request costs the server does not."""
+    if not PROC.exists():
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    usage: dict[int, int] = {}
+    for entry in os.scandir(PROC):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (PROC / entry.name / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        pid = int(entry.name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        usage[pid] = int(fields[11]) + int(fields[12])
+    if root not in usage:
+        return None
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += usage.get(pid, 0)
+        stack.extend(children.get(pid, ()))
+    return total / ticks
+
+
 def tree_rss(roots: Iterable[int], table: dict[int, tuple[int, int]]) -> dict[int, int]:
     """Summed RSS of each root and all its descendants, given a ``_proc_table()``-shaped table."""
     children: dict[int, list[int]] = {}

@@ -26,7 +26,7 @@ import uvloop
 from . import report, workloads
 from .client import Client
 from .disk import CHUNK, sequential_write
-from .rss import RssSampler
+from .rss import RssSampler, tree_cpu_seconds
 from .servers import PEERS, Keys, Server, start_s4, wait_ready
 from .workloads import Result
 
@@ -131,8 +131,14 @@ def summary(results: Sequence[Result]) -> str:
 
 
 async def run_step(step: Step, t: Target, keys: Keys) -> list[Result]:
-    async with Client(t.server.endpoint, keys.access, keys.secret, keys.region) as c:
-        return await step.run(c, t)
+    proc = t.server.proc  # None for an S4 started elsewhere (--endpoint): its CPU is not measured
+    probe = None if proc is None else partial(tree_cpu_seconds, proc.pid)
+    token = workloads.SERVER_CPU.set(probe)
+    try:
+        async with Client(t.server.endpoint, keys.access, keys.secret, keys.region) as c:
+            return await step.run(c, t)
+    finally:
+        workloads.SERVER_CPU.reset(token)
 
 
 async def bench(opts: Options, servers: list[Server], work: Path, sampler: RssSampler) -> Outcome:
@@ -249,7 +255,9 @@ def render(opts: Options, out: Outcome, work: str) -> str:
                          + ", ".join(f"{n} {report.ratio(c.value, disk)}" for n, c in put_row.items()) + ".")
     lines += ["", "### Throughput (higher is better; ratios above 1 favour S4)", "",
               report.throughput_table(agg, names), "",
-              "### Latency (ms; for listings, one page of 1,000)", "", report.latency_table(agg, names)]
+              "### Latency (ms; for listings, one page of 1,000)", "", report.latency_table(agg, names), "",
+              "### Server CPU per operation (µs; lower is better; hardly moved by a loaded machine)", "",
+              report.cpu_table(results, names)]
     if opts.preload:
         lines += ["", f"### Scale: 4 KiB ops/s with {opts.preload:,} objects stored", "",
                   report.scale_table(agg, names, opts.preload, workloads.scale_name)]

@@ -7,6 +7,7 @@ misbehaving server cannot abort a multi-server run.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import random
 import time
@@ -17,6 +18,11 @@ from dataclasses import dataclass
 from .client import Client
 
 SMALL = 4096
+
+
+#: The server under test's CPU seconds so far (set by the runner around each step; None: not measured).
+SERVER_CPU: contextvars.ContextVar[Callable[[], float | None] | None] = contextvars.ContextVar("server_cpu",
+                                                                                                  default=None)
 
 
 @dataclass
@@ -30,6 +36,11 @@ class Result:
     unit: str = "ops/s"
     errors: int = 0
     first_error: str = ""
+    server_cpu_s: float | None = None  # CPU the server's process tree used during the phase (when measurable)
+
+    @property
+    def cpu_us_per_op(self) -> float | None:
+        return self.server_cpu_s / self.ops * 1e6 if self.server_cpu_s is not None and self.ops else None
 
     @property
     def ops_per_s(self) -> float:
@@ -74,10 +85,14 @@ async def timed_loop(name: str, concurrency: int, seconds: float, op: Callable[[
                 continue
             latencies.append((time.perf_counter() - t0) * 1000)
 
+    probe = SERVER_CPU.get()
+    cpu_before = probe() if probe is not None else None
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return Result(name, concurrency, len(latencies), time.perf_counter() - start, latencies, moved, unit, errors,
-                  first_error)
+    elapsed = time.perf_counter() - start
+    cpu_after = probe() if probe is not None else None
+    used = cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
+    return Result(name, concurrency, len(latencies), elapsed, latencies, moved, unit, errors, first_error, used)
 
 
 async def small_objects(c: Client, bucket: str, concurrency: int, seconds: float) -> list[Result]:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import os
 from pathlib import Path
 
 import pytest
 from falcon import testing
 
-from s4.tools.bench import noop, report
+from s4.tools.bench import noop, report, workloads
 from s4.tools.bench.__main__ import int_list, parse, peer_list
 from s4.tools.bench.disk import sequential_write
-from s4.tools.bench.rss import tree_rss
+from s4.tools.bench.rss import tree_cpu_seconds, tree_rss
 from s4.tools.bench.runner import Options, Outcome, Target, build_steps, ordered, render
 from s4.tools.bench.servers import Keys, Server, s4_version, seaweedfs_command, seaweedfs_identities
 from s4.tools.bench.workloads import Result, listing, scale_name, timed_loop
@@ -180,3 +181,27 @@ def test_listing_repeats_whole_passes_until_its_minimum_time() -> None:
 def test_s4_version_names_the_installed_distribution() -> None:
     """A non-editable install has no git checkout to describe; the report still says which S4 ran."""
     assert s4_version().split()[0] == importlib.metadata.version("s4")
+
+
+def test_server_cpu_per_operation_is_measured_around_each_timed_phase() -> None:
+    readings = iter([10.0, 10.5])  # the server's CPU seconds before and after the phase
+
+    async def run() -> Result:
+        token = workloads.SERVER_CPU.set(lambda: next(readings))
+        try:
+            return await timed_loop("GET 4KiB", 2, 60, lambda i: asyncio.sleep(0, 1), max_ops=1000)
+        finally:
+            workloads.SERVER_CPU.reset(token)
+
+    r = asyncio.run(run())
+    assert r.server_cpu_s == 0.5 and r.cpu_us_per_op == 500.0
+    unmeasured = asyncio.run(timed_loop("GET 4KiB", 2, 60, lambda i: asyncio.sleep(0, 1), max_ops=3))
+    assert unmeasured.cpu_us_per_op is None
+    table = report.cpu_table({"S4": [r, r], "peer": [unmeasured]}, ["S4", "peer"])
+    assert table.splitlines()[-1] == "| GET 4KiB | 2 | 500 | – |"
+
+
+def test_tree_cpu_seconds_counts_this_process_and_its_children() -> None:
+    me = tree_cpu_seconds(os.getpid())
+    assert me is not None and me > 0
+    assert tree_cpu_seconds(2**22 + 12345) is None  # no such process
