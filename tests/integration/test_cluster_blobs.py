@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import os
 import socket
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,13 +235,17 @@ def test_issue19_transfer_killed_mid_stream_leaves_nothing_staged(tmp_path: Path
         loc = await one.seed(data)
         real = one.engine.volumes.blob_reader(loc)
         gate = asyncio.Event()
+        release = threading.Event()
+        loop = asyncio.get_running_loop()
 
         class Stalling:
-            """Reads the first 2 MiB, then stalls: the transfer is mid-stream when it is killed."""
+            """Reads the first 2 MiB, then stalls (in the reader's thread, the stream left open, so the pieces
+            already sent arrive): the transfer is mid-stream when it is killed."""
 
             def read(self, lo: int, n: int) -> bytes:
                 if lo >= 2 * MiB:
-                    gate.set()
+                    loop.call_soon_threadsafe(gate.set)
+                    release.wait(60)  # bounded; released once the sender is cancelled
                     raise _Stall()
                 return real.read(lo, n)
 
@@ -249,6 +254,7 @@ def test_issue19_transfer_killed_mid_stream_leaves_nothing_staged(tmp_path: Path
         await gate.wait()
         await _until(lambda: len(two.handler.received) >= 2)
         sender.cancel()
+        release.set()
         with contextlib.suppress(asyncio.CancelledError, _Stall):
             await sender
         await _until(lambda: len(two.handler.finished) == 1)
