@@ -49,10 +49,12 @@ log = logging.getLogger("s4.cluster")
 STOP_TIMEOUT_S = 5.0
 
 
-def journal_head(journal: Journal) -> Callable[[], tuple[int, int]]:
-    """(HLC now, highest journal seq) of the journal this process owns; reading the clock never advances it."""
+def journal_head(journal: Journal, committed: Callable[[], int] | None = None) -> Callable[[], tuple[int, int]]:
+    """(HLC now, highest journal seq) of the journal this process owns; reading the clock never advances it.
+    ``committed`` (the views' last_seq): report the highest committed seq, the head CatchUp serves."""
     def status() -> tuple[int, int]:
-        return max(journal.clock.last, pack(wall_ms(), 0)), journal.last_seq
+        seq = journal.last_seq if committed is None else min(journal.last_seq, committed())
+        return max(journal.clock.last, pack(wall_ms(), 0)), seq
 
     return status
 
@@ -69,6 +71,7 @@ class ClusterNode:
         self.server = ClusterServer(config, self, handlers, clock=wall)
         self.pool = PeerPool(config, timeout_s=self.settings.ping_timeout_s, clock=wall)
         self.listeners: list[Callable[[], None]] = []  # called after each heartbeat round (the metrics)
+        self.closers: list[Callable[[], None]] = []  # called at the end of stop(), after the server closed
         self._states = {p: "" for p in self.liveness.peers}
         self._task: asyncio.Task[None] | None = None
         self.catch_up: CatchUp | None = None  # set by enable_feed
@@ -125,6 +128,14 @@ class ClusterNode:
         except TimeoutError:
             log.warning("the gRPC server did not close within %.0fs; leaving its connections to the exit",
                         STOP_TIMEOUT_S)
+        self.close_resources()
+
+    def close_resources(self) -> None:
+        """Close what was opened for the node's areas (its stores), once; ``stop`` calls it after the server
+        closed, the server's ``finally`` for a node that never started."""
+        closers, self.closers = self.closers, []
+        for close in reversed(closers):
+            close()
 
     async def _heartbeat(self) -> None:
         loop = asyncio.get_running_loop()
@@ -138,6 +149,7 @@ class ClusterNode:
         hlc, seq = self.status()
         await asyncio.gather(*(self._ping(peer, hlc, seq) for peer in self.liveness.peers))
         self._log_changes()
+        self._wake_catch_up()
         for listener in self.listeners:
             try:
                 listener()
@@ -172,6 +184,16 @@ class ClusterNode:
                 log.warning("peer %s is %s (last seen %s)%s", record.node_id, state,
                             "never" if record.last_seen_ms is None else f"{record.last_seen_ms} ms",
                             f": {record.last_error}" if record.last_error else "")
+
+    def _wake_catch_up(self) -> None:
+        """A live peer that reports journal events this node has not applied: run a catch-up pass now. Until the
+        replicated write path sends events as they are written, this is how writes reach the other nodes (within
+        about a heartbeat), rather than only at the ``sweep_s`` safety net."""
+        if self.catch_up is None:
+            return
+        for record, state in self.liveness.snapshot():
+            if state == ALIVE and record.journal_lag > 0:
+                self.catch_up.peer_alive(record.node_id)
 
     # -- ClusterStatus (engine/ports.py): the health API and the metrics -----------------------------------------
     async def health(self) -> dict[str, Any]:

@@ -4,7 +4,8 @@ The only module that imports s4.api. With ``S4_WORKERS`` (default: the core coun
 by the user becomes the supervisor (tools/supervisor.py: journal, sequencer, background jobs) and re-runs
 this entry point as HTTP worker processes (the hidden ``--worker-id`` arguments). With 1 worker everything runs
 in this process. With ``S4_MODE=cluster`` the process that owns the journal also runs the cluster node
-(cluster/node.py: the gRPC server on S4_NODE_GRPC_ADDR and the heartbeat) and gives the engine its cluster status
+(cluster/node.py: the gRPC server on S4_NODE_GRPC_ADDR, the heartbeat, and through cluster/wiring.py the blobs,
+reads, cas and events areas and the catch-up and hint loops over this engine) and gives the engine its cluster status
 port; workers ask the supervisor for it. Shutdown on SIGTERM/SIGINT lets in-flight requests finish (uvicorn's
 graceful shutdown), stops the cluster node, then closes the engine: sequencer drained, journal and views closed
 cleanly.
@@ -32,6 +33,7 @@ from s4.api.metrics import ClusterMetrics, JournalMetrics, enable_multiprocess
 from s4.api.settings import ApiSettings
 from s4.cluster.grpc_server import GrpcBindError
 from s4.cluster.node import ClusterNode, journal_head
+from s4.cluster.wiring import CLUSTER_VOLUMES_WORKER, EngineParts, wire_node
 from s4.engine import Engine, EngineOptions
 from s4.engine.datadir import DataDirLockedError, NodeIdMismatchError
 from s4.engine.jobs.service import JobSettings, for_engine
@@ -75,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     except (DataDirLockedError, NodeIdMismatchError, CorruptJournalError) as exc:
         print(f"s4-server: {exc}", file=sys.stderr)
         return 1
+    cluster: ClusterNode | None = None
     try:
         access, secret = settings.access_key, settings.secret_key
         generated = "" if access and secret else "kept" if (data_dir / DEV_CREDENTIALS).exists() else "new"
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             access, secret = dev_credentials(data_dir)
         jwt_secret = _prepare_iam(engine, settings)
         background = for_engine(engine, JobSettings.from_values(settings.values))
-        cluster = _cluster_node(engine, settings)
+        cluster = _cluster_node(engine, settings, commit_path, data_dir, count)
         if count > 1:
             listeners = supervisor.bind_listeners(*settings.host_port, count)
             metrics_path = supervisor.metrics_dir(data_dir)
@@ -108,23 +111,36 @@ def main(argv: list[str] | None = None) -> int:
     except GrpcBindError as exc:
         print(f"s4-server: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:
+        print(f"s4-server: configuration error: {exc}", file=sys.stderr)
+        return 2
     finally:
+        if cluster is not None:  # stopped already, unless start-up failed before it ran
+            cluster.close_resources()
         engine.close()
         log.info("journal and views closed")
     return 0
 
 
-def _cluster_node(engine: Engine, settings: Settings) -> ClusterNode | None:
+def _cluster_node(engine: Engine, settings: Settings, commit_path: LocalCommitPath, data_dir: Path,
+                  workers: int) -> ClusterNode | None:
     """The engine's cluster status port: the cluster node (S4_MODE=cluster; started by ``_run``), or this node alone.
-    The process that owns the journal calls this; its workers ask it (``_run_worker``)."""
+    The process that owns the journal calls this; its workers ask it (``_run_worker``). The node serves the blobs,
+    reads, cas and events areas and runs catch-up and hints over this engine (cluster/wiring.py); what it opened
+    is closed by its ``stop()``."""
     config = settings.cluster
     if config is None:
         engine.cluster = SingleNodeStatus(engine.node_id, str(settings.bind))
         return None
+    if workers >= CLUSTER_VOLUMES_WORKER:
+        raise ConfigError(f"S4_WORKERS={workers}: a cluster node runs at most {CLUSTER_VOLUMES_WORKER - 1} workers")
     for warning in config.warnings:
         log.warning("cluster: %s", warning)
     assert engine.journal is not None  # this process owns the journal (LocalCommitPath)
-    node = ClusterNode(config, journal_head(engine.journal))
+    node = ClusterNode(config, journal_head(engine.journal, engine.views.last_seq))
+    wire_node(node, EngineParts(data_dir, engine.views, engine.journal, commit_path, space=engine.space,
+                                on_damage=engine.report_damage, volume_size_bytes=settings.volume_size_bytes,
+                                on_seal=engine._on_seal))
     engine.cluster = node
     return node
 

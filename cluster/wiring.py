@@ -1,0 +1,156 @@
+"""The replication areas of a running node, wired over its engine (tools/server.py calls ``wire_node``).
+
+What a cluster node serves and runs besides Ping and the heartbeat (docs/architecture/replication.md, "Node life"):
+
+* blobs: ``BlobService`` over the node's views and a ``VolumeStore`` of its own (``CLUSTER_VOLUMES_WORKER``: no
+  other process of the node appends to those volumes), its staged table consumed by the apply port below;
+* reads: ``ReadsService`` over the views;
+* cas: the CASPaxos acceptor (``CasNode``, its store under ``<data>/cluster``);
+* events: ``EventsService`` serving ``CatchUp`` from ``CommittedJournal`` and ``ApplyEvents`` through
+  ``ReplicaApplier`` (the engine's ``apply_peer_events``), and the catch-up and hint loops (``enable_feed``) with
+  a ``PoolBlobFetcher`` into the blob service.
+
+The engine never imports this module; it only sees its ports (engine/ports.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from s4.engine.errors import MissingBlobsError
+from s4.engine.ports import ReplicaPort
+from s4.engine.replica import Applied, PeerBatchResult, referenced_hashes
+from s4.engine.space import SpaceGuard
+from s4.engine.views.env import Views
+from s4.engine.volumes.store import VolumeStore
+from s4.journal.events import Event
+
+from .blob_server import BlobService, DamageReporter
+from .blobs import StagedBlobs
+from .buckets_register import CasNode
+from .catch_up import JournalReader, PoolBlobFetcher
+from .feed_store import FeedStore, store_path
+from .node import ClusterNode
+from .reads import ReadsService
+
+log = logging.getLogger("s4.cluster")
+
+#: The worker number of the volumes a node's blob service writes peers' blobs to (``w1000-*.vol``). The journal
+#: owner appends as worker 0 and HTTP workers as 1..S4_WORKERS, so S4_WORKERS must stay below it.
+CLUSTER_VOLUMES_WORKER = 1000
+
+
+class CommittedJournal:
+    """The journal as CatchUp serves it: only committed events.
+
+    ``last_seq`` is the views' committed ``last_seq`` (LMDB), never the journal writer's: the writer's head moves
+    when a batch is written, before its volumes are known synced, and a batch whose sync fails is cut from the
+    journal again (journal/writer.py ``cut_tail``, engine/sequencer.py ``_make_durable``) and its seqs reused by
+    the next batch. A peer that streamed such a seq would hold an event this node never acknowledged, and its
+    cursor would skip the event that later took that seq."""
+
+    def __init__(self, journal: JournalReader, committed: Callable[[], int]) -> None:
+        self._journal = journal
+        self._committed = committed
+
+    @property
+    def last_seq(self) -> int:
+        return min(self._journal.last_seq, self._committed())
+
+    def read(self, from_seq: int = 1, to_seq: int | None = None) -> Iterator[Event]:
+        head = self.last_seq
+        return self._journal.read(from_seq, head if to_seq is None else min(to_seq, head))
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyOutcome:
+    """catch_up.ApplyResult: what one batch did."""
+
+    applied: int
+    already_had: int
+    missing_blobs: tuple[bytes, ...] = ()
+
+
+class ReplicaApplier:
+    """catch_up.PeerEventsApplier over the engine's ReplicaPort (LocalCommitPath.apply_peer_events).
+
+    Blobs resolve from the blob service's staged table (blobs received by PutBlob or fetched by GetBlob, fsynced,
+    not yet referenced); once the batch is committed the blobs view owns them and their entries are released. A
+    batch referencing a blob this node lacks is answered with the missing hashes (nothing applied): the caller
+    fetches them and applies again."""
+
+    def __init__(self, port: ReplicaPort, staged: StagedBlobs) -> None:
+        self.port = port
+        self.staged = staged
+
+    async def apply_peer_events(self, events: list[Event]) -> ApplyOutcome:
+        if not events:
+            return ApplyOutcome(0, 0)
+        try:
+            result: PeerBatchResult = await asyncio.wrap_future(self.port.apply_peer_events(events, self.staged.get))
+        except MissingBlobsError as exc:
+            return ApplyOutcome(0, 0, tuple(exc.hashes))
+        self.staged.release({digest for event in events for digest in referenced_hashes(event)})
+        applied = sum(1 for outcome in result.outcomes if outcome is Applied.APPLIED)
+        return ApplyOutcome(applied, len(result.outcomes) - applied)
+
+
+@dataclass
+class EngineParts:
+    """What the wiring needs of the journal-owning engine (kept narrow: tests build it without a server)."""
+
+    data_dir: Path
+    views: Views
+    journal: JournalReader
+    replica: ReplicaPort
+    space: SpaceGuard | None = None
+    on_damage: DamageReporter | None = None
+    volume_size_bytes: int | None = None
+    on_seal: Callable[[str, int], None] | None = None  # the engine's: journals a sealed volume's size
+
+
+@dataclass
+class Wired:
+    """The parts ``wire_node`` opened; ``close`` after the node's gRPC server stopped (``ClusterNode.stop``)."""
+
+    blobs: BlobService
+    volumes: VolumeStore
+    cas: CasNode
+    feed: FeedStore
+
+    def close(self) -> None:
+        for closer in (self.feed.close, self.cas.close, self.volumes.close):
+            try:
+                closer()
+            except Exception:  # noqa: BLE001 - close the rest; the process is exiting
+                log.exception("closing %s failed", closer)
+
+
+def wire_node(node: ClusterNode, parts: EngineParts) -> Wired:
+    """Plug the blobs, reads, cas and events areas into ``node`` and enable its catch-up and hint loops; call
+    before ``node.start()``. ``node.stop()`` closes what this opened (``Wired.close``), after its server."""
+    volumes = VolumeStore(parts.data_dir / "volumes", worker=CLUSTER_VOLUMES_WORKER, on_seal=parts.on_seal,
+                          **({} if parts.volume_size_bytes is None else {"volume_size_bytes": parts.volume_size_bytes}))
+    opened: list[Callable[[], None]] = [volumes.close]
+    try:
+        blobs = BlobService(parts.views, volumes, space=parts.space, on_damage=parts.on_damage)
+        cas = CasNode.open(node.config, parts.data_dir, node.pool)
+        opened.append(cas.close)
+        feed = FeedStore(store_path(parts.data_dir))
+    except BaseException:
+        for closer in reversed(opened):
+            closer()
+        raise
+    service = node.server.service
+    service.handlers = dataclasses.replace(service.handlers, blobs=blobs, reads=ReadsService(parts.views),
+                                           cas=cas.service)
+    journal = CommittedJournal(parts.journal, parts.views.last_seq)
+    node.enable_feed(feed, journal, ReplicaApplier(parts.replica, blobs.staged), PoolBlobFetcher(node.pool, blobs))
+    wired = Wired(blobs, volumes, cas, feed)
+    node.closers.append(wired.close)
+    return wired
