@@ -68,6 +68,9 @@ class Engine(IamOps):
     """One node's storage: journal + views + volumes behind S3 operations."""
 
     cluster: ClusterStatus | None = None  # the node's pool and its liveness, set by tools/server.py (engine/ports.py)
+    #: Volumes compaction must leave alone for now, beyond the active ones: a cluster node's volumes holding blobs
+    #: received from a peer that no event references yet (cluster/blobs.py's staged table). Set by tools/server.py.
+    pinned_volumes: Callable[[], set[str]] = staticmethod(set)
 
     def __init__(self, options: EngineOptions, commit_path: CommitPath | None = None) -> None:
         """The node's engine, committing through ``commit_path`` (engine/ports.py), which the composition root

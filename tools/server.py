@@ -138,10 +138,11 @@ def _cluster_node(engine: Engine, settings: Settings, commit_path: LocalCommitPa
         log.warning("cluster: %s", warning)
     assert engine.journal is not None  # this process owns the journal (LocalCommitPath)
     node = ClusterNode(config, journal_head(engine.journal, engine.views.last_seq))
-    wire_node(node, EngineParts(data_dir, engine.views, engine.journal, commit_path, space=engine.space,
+    wired = wire_node(node, EngineParts(data_dir, engine.views, engine.journal, commit_path, space=engine.space,
                                 on_damage=engine.report_damage, volume_size_bytes=settings.volume_size_bytes,
                                 on_seal=engine._on_seal))
     engine.cluster = node
+    engine.pinned_volumes = wired.blobs.staged.volumes  # compaction leaves staged blobs' volumes alone
     return node
 
 

@@ -69,7 +69,9 @@ def analyse(engine: Any, threshold: float) -> tuple[list[dict[str, Any]], dict[s
     store = engine.volumes
     names = store.volume_names()
     blobs, stats = _scan(engine)
-    skip = _newest_per_worker(names) | {store.active}
+    # the newest of each worker and this process's active one are still appended to; pinned ones hold bytes an
+    # event will reference shortly (a replica's staged blobs), which a compaction would drop as unreferenced
+    skip = _newest_per_worker(names) | {store.active} | set(getattr(engine, "pinned_volumes", set)())
     rows, leftovers = [], []
     for name in names:
         if stats.get(name, {}).get("retired"):

@@ -136,3 +136,20 @@ async def test_scrubber_reports_a_flipped_byte(make_engine: Callable[..., Engine
     assert report.done["bad_blobs"] == 1
     assert report.details[0]["hash"] == loc.hash.hex()
     assert report.details[0]["problem"].startswith("data checksum mismatch")
+
+
+async def test_pinned_volumes_are_never_compacted(make_engine: Callable[..., Engine]) -> None:
+    # A replica's staged blobs (received from a peer, referenced by no event yet) look like dead bytes to the blob
+    # index: compacting their volume would drop them under the event about to reference them.
+    engine = make_engine(volume_size_bytes=VOLUME, chunk_bytes=64 * 1024)
+    bodies = await fill(engine, 60, 100_000)
+    for key in list(bodies):
+        await engine.delete_object("bkt", key)  # every sealed volume is now all dead bytes
+    names = engine.volumes.volume_names()
+    pinned = {names[0], names[1]}
+    engine.pinned_volumes = lambda: pinned  # type: ignore[method-assign]
+    report = await anyio.to_thread.run_sync(lambda: run_compaction(engine, threshold=0.3))
+    assert report.done["volumes_deleted"] > 0 and not report.errors  # the others went
+    assert all((engine.volumes.directory / name).exists() for name in pinned)
+    stats = dump_views(engine.views)["volumes"]
+    assert not any(unpack(v).get("retired") for k, v in stats.items() if k.decode() in pinned)
