@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import socket
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,11 +18,12 @@ from typing import Any
 import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
+from helpers.cluster_pool import pool_configs
 
 from s4.cluster.blob_client import BlobTransferError, BlobUnavailable, fetch_blob, fetch_from_any, send_blob
 from s4.cluster.blob_server import BlobService
 from s4.cluster.blobs import PIECE_BYTES
-from s4.cluster.config import ClusterConfig, build_cluster_config
+from s4.cluster.config import ClusterConfig
 from s4.cluster.grpc_server import ClusterServer, Handlers
 from s4.cluster.peers import PeerPool
 from s4.cluster.wire.s4cluster.v1 import BlobHeader, GetBlobChunk, GetBlobRequest, PutBlobReply
@@ -37,19 +37,9 @@ HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")  # node-3 is in the pool but nev
 MiB = 1024 * 1024
 
 
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
 
 def configs() -> list[ClusterConfig]:
-    pool = ",".join(f"node-{i + 1}:{host}:{free_port(host)}" for i, host in enumerate(HOSTS))
-    return [build_cluster_config(dict(
-        mode="cluster", cluster_name="prod", node_id=f"node-{i + 1}",
-        node_grpc_addr=pool.split(",")[i].partition(":")[2],
-        node_http_addr=f"{HOSTS[i]}:9000", pool_name="pool-1", pool_nodes=pool, replication_factor=3, write_quorum=2,
-        read_quorum=2, cluster_secret="a-long-shared-secret", max_clock_offset_s=60.0)) for i in range(len(HOSTS))]
+    return pool_configs(HOSTS)
 
 
 class Status_:

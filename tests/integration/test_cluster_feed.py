@@ -7,17 +7,17 @@ with the metric counting."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from helpers.cluster_pool import pool_configs
 from helpers.feed_sim import Result
 
 from s4.api.metrics import cluster_families
 from s4.cluster.catch_up import CatchUpSettings, replicated
-from s4.cluster.config import ClusterConfig, build_cluster_config
+from s4.cluster.config import ClusterConfig
 from s4.cluster.feed_store import FeedStore, store_path
 from s4.cluster.hints import HintSettings
 from s4.cluster.liveness import LivenessSettings
@@ -30,19 +30,9 @@ HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 FAST = LivenessSettings(interval_s=0.1, ping_timeout_s=0.1, suspect_after_s=0.4, dead_after_s=0.8)
 
 
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
 
 def configs(hint_ttl_hours: float) -> list[ClusterConfig]:
-    pool = ",".join(f"node-{i + 1}:{host}:{free_port(host)}" for i, host in enumerate(HOSTS))
-    return [build_cluster_config(dict(
-        mode="cluster", cluster_name="prod", node_id=f"node-{i + 1}",
-        node_grpc_addr=pool.split(",")[i].partition(":")[2], node_http_addr=f"{HOSTS[i]}:9000", pool_name="pool-1",
-        pool_nodes=pool, replication_factor=3, write_quorum=2, read_quorum=2, cluster_secret="a-long-shared-secret",
-        max_clock_offset_s=60.0, hint_ttl_hours=hint_ttl_hours)) for i in range(3)]
+    return pool_configs(HOSTS, hint_ttl_hours=hint_ttl_hours)
 
 
 class JournalApplier:

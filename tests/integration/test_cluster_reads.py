@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import socket
 from pathlib import Path
 
+from helpers.cluster_pool import pool_configs
+
 from s4.cluster import listing_merge, reads
-from s4.cluster.config import ClusterConfig, build_cluster_config
+from s4.cluster.config import ClusterConfig
 from s4.cluster.grpc_server import ClusterServer, Handlers
 from s4.cluster.peers import PeerPool
 from s4.engine import Engine, EngineOptions, listing
@@ -27,19 +28,9 @@ HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 KEYS = ("a.txt", "a/b", "a/c", "a0", "d/e/f", "gone", "marked")
 
 
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
 
 def configs() -> list[ClusterConfig]:
-    pool = ",".join(f"node-{i + 1}:{host}:{free_port(host)}" for i, host in enumerate(HOSTS))
-    return [build_cluster_config(dict(
-        mode="cluster", cluster_name="reads", node_id=f"node-{i + 1}",
-        node_grpc_addr=pool.split(",")[i].partition(":")[2], node_http_addr=f"{HOSTS[i]}:9000", pool_name="pool-1",
-        pool_nodes=pool, replication_factor=3, write_quorum=2, read_quorum=2, cluster_secret="a-long-shared-secret",
-        max_clock_offset_s=60.0)) for i in range(3)]
+    return pool_configs(HOSTS, cluster="reads")
 
 
 class Quiet:

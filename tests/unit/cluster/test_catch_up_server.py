@@ -6,15 +6,15 @@ open (grpclib's ``close`` alone kept serving them), ``PeerPool.forget`` drops on
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 from grpclib.exceptions import GRPCError, StreamTerminatedError
+from helpers.cluster_pool import pool_configs
 
 from s4.cluster.catch_up import BatchLimits, EventsService, journal_batches
-from s4.cluster.config import ClusterConfig, build_cluster_config
+from s4.cluster.config import ClusterConfig
 from s4.cluster.grpc_server import ClusterServer, Handlers, _ClosingServer
 from s4.cluster.peers import PeerPool
 from s4.cluster.wire.s4cluster.v1 import CatchUpBatch, CatchUpRequest
@@ -25,19 +25,9 @@ from s4.journal.events import EventDraft, EventType
 HOSTS = ("127.0.0.1", "127.0.0.2")
 
 
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
 
 def configs() -> list[ClusterConfig]:
-    pool = ",".join(f"node-{i + 1}:{host}:{free_port(host)}" for i, host in enumerate(HOSTS))
-    return [build_cluster_config(dict(
-        mode="cluster", cluster_name="prod", node_id=f"node-{i + 1}",
-        node_grpc_addr=pool.split(",")[i].partition(":")[2],
-        node_http_addr=f"{HOSTS[i]}:9000", pool_name="pool-1", pool_nodes=pool, replication_factor=2, write_quorum=1,
-        read_quorum=1, cluster_secret="a-long-shared-secret", max_clock_offset_s=60.0)) for i in range(2)]
+    return pool_configs(HOSTS, replication_factor=2, write_quorum=1, read_quorum=1)
 
 
 class Local:
