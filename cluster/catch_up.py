@@ -111,7 +111,8 @@ class EventsTransport(Protocol):
 
     def catch_up(self, peer: str, request: CatchUpRequest) -> AsyncIterator[CatchUpBatch]: ...
 
-    async def apply_events(self, peer: str, request: ApplyEventsRequest) -> ApplyEventsReply: ...
+    async def apply_events(self, peer: str, request: ApplyEventsRequest, *,
+                           timeout: float | None = None) -> ApplyEventsReply: ...
 
 
 class AppliedReporter(Protocol):
@@ -412,9 +413,11 @@ class GrpcEventsTransport:
                         return
                 yield batch
 
-    async def apply_events(self, peer: str, request: ApplyEventsRequest) -> ApplyEventsReply:
+    async def apply_events(self, peer: str, request: ApplyEventsRequest, *,
+                           timeout: float | None = None) -> ApplyEventsReply:
         stub = self.pool.stub(peer)
-        reply: ApplyEventsReply = await stub.apply_events(request, timeout=self.call_s)  # type: ignore[attr-defined]
+        reply: ApplyEventsReply = await stub.apply_events(  # type: ignore[attr-defined]
+            request, timeout=self.call_s if timeout is None else timeout)
         return reply
 
 

@@ -44,6 +44,7 @@ from .grpc_server import ClusterServer, Handlers
 from .hints import Hints, HintSettings
 from .liveness import ALIVE, Liveness, LivenessSettings
 from .peers import PeerPool
+from .replicator import Replicator
 
 log = logging.getLogger("s4.cluster")
 STOP_TIMEOUT_S = 5.0
@@ -76,6 +77,7 @@ class ClusterNode:
         self._task: asyncio.Task[None] | None = None
         self.catch_up: CatchUp | None = None  # set by enable_feed
         self.hints: Hints | None = None
+        self.replicator: Replicator | None = None  # set by cluster/wiring.py: the write path
 
     def enable_feed(self, store: FeedStore, journal: JournalReader, applier: PeerEventsApplier,
                     fetcher: BlobFetcher | None = None, *, catch_up: CatchUpSettings | None = None,
@@ -111,6 +113,8 @@ class ClusterNode:
         if self.catch_up is not None and self.hints is not None:
             await self.catch_up.start()
             await self.hints.start()
+        if self.replicator is not None:
+            await self.replicator.start()
         self._task = asyncio.get_running_loop().create_task(self._heartbeat(), name="s4-cluster-heartbeat")
 
     async def stop(self) -> None:
@@ -119,6 +123,8 @@ class ClusterNode:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.replicator is not None:
+            await self.replicator.stop()
         if self.catch_up is not None and self.hints is not None:
             await self.hints.stop()
             await self.catch_up.stop()

@@ -8,7 +8,9 @@ What a cluster node serves and runs besides Ping and the heartbeat (docs/archite
 * cas: the CASPaxos acceptor (``CasNode``, its store under ``<data>/cluster``);
 * events: ``EventsService`` serving ``CatchUp`` from ``CommittedJournal`` and ``ApplyEvents`` through
   ``ReplicaApplier`` (the engine's ``apply_peer_events``), and the catch-up and hint loops (``enable_feed``) with
-  a ``PoolBlobFetcher`` into the blob service.
+  a ``PoolBlobFetcher`` into the blob service;
+* the write path: a ``Replicator`` (cluster/replicator.py), the engine's ``ReplicationPort``, which the caller
+  attaches to the replicated commit path (engine/replicated_commit.py).
 
 The engine never imports this module; it only sees its ports (engine/ports.py).
 """
@@ -33,10 +35,11 @@ from s4.journal.events import Event
 from .blob_server import BlobService, DamageReporter
 from .blobs import StagedBlobs
 from .buckets_register import CasNode
-from .catch_up import JournalReader, PoolBlobFetcher
+from .catch_up import GrpcEventsTransport, JournalReader, PoolBlobFetcher
 from .feed_store import FeedStore, store_path
 from .node import ClusterNode
 from .reads import ReadsService
+from .replicator import Replicator
 
 log = logging.getLogger("s4.cluster")
 
@@ -122,6 +125,7 @@ class Wired:
     volumes: VolumeStore
     cas: CasNode
     feed: FeedStore
+    replicator: Replicator
 
     def close(self) -> None:
         for closer in (self.feed.close, self.cas.close, self.volumes.close):
@@ -151,6 +155,10 @@ def wire_node(node: ClusterNode, parts: EngineParts) -> Wired:
                                            cas=cas.service)
     journal = CommittedJournal(parts.journal, parts.views.last_seq)
     node.enable_feed(feed, journal, ReplicaApplier(parts.replica, blobs.staged), PoolBlobFetcher(node.pool, blobs))
-    wired = Wired(blobs, volumes, cas, feed)
+    assert node.hints is not None
+    replicator = Replicator(node.liveness.peers, node.config.write_quorum, GrpcEventsTransport(node.pool), node.hints,
+                            ready=lambda: node.ready, state=node.liveness.state)
+    node.replicator = replicator
+    wired = Wired(blobs, volumes, cas, feed, replicator)
     node.closers.append(wired.close)
     return wired

@@ -184,9 +184,9 @@ class ServiceUnavailableError(S3Error):
     mode. A request that fails so was not acknowledged; if the channel broke after the sequencer committed, the
     write may still be recorded, which an S3 client's retry (idempotent PUT/DELETE) settles."""
 
-    def __init__(self, reason: str = "") -> None:
-        super().__init__(ErrorCode.SERVICE_UNAVAILABLE, "The node cannot commit writes right now; retry later.",
-                         headers={"Retry-After": str(RETRY_AFTER_S)})
+    def __init__(self, reason: str = "",
+                 message: str = "The node cannot commit writes right now; retry later.") -> None:
+        super().__init__(ErrorCode.SERVICE_UNAVAILABLE, message, headers={"Retry-After": str(RETRY_AFTER_S)})
         self.reason = reason
 
 

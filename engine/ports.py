@@ -76,6 +76,26 @@ class ReplicaPort(Protocol):
                           volumes: Sequence[str] = ()) -> concurrent.futures.Future[Any]: ...
 
 
+class ReplicationPort(Protocol):
+    """Where a replicated pool's coordinator sends the events a command committed here (cluster/replicator.py
+    implements it; engine/replicated_commit.py and the supervisor's channel service call it). The engine answers the
+    client only after ``replicate`` returned."""
+
+    def admit(self) -> None:
+        """Raise ServiceUnavailableError when this node may not coordinate a write now (it is still catching up
+        with its peers): checked before the command is decided."""
+        ...
+
+    async def replicate(self, events: Sequence[Event]) -> None:
+        """Return once the write quorum holds ``events`` durably (this node's copy counts: it is committed
+        already); raise ServiceUnavailableError when it cannot. Node-local events are not sent."""
+        ...
+
+    def replicate_sync(self, events: Sequence[Event]) -> None:
+        """``replicate`` from a thread that is not the node's event loop (the background jobs)."""
+        ...
+
+
 class LoginThrottlePort(Protocol):
     """The node-wide login throttle, when another process keeps it (engine/login_throttle.py)."""
 

@@ -79,14 +79,21 @@ class _Applied:
 
 def referenced_hashes(event: Event) -> list[bytes]:
     """The content hashes an event's projection takes references on, in payload order."""
+    return [c[0] for c in _chunks(event)]
+
+
+def referenced_bytes(event: Event) -> int:
+    """The bytes of the blobs an event references (a replica may have to fetch that much to apply it)."""
+    return sum(int(c[1]) for c in _chunks(event))
+
+
+def _chunks(event: Event) -> Sequence[Any]:
     p = event.payload
     if event.type in (EventType.OBJECT_VERSION_PUT, EventType.MULTIPART_COMPLETED):
-        chunks: Sequence[Any] = p["version"].get("b", ())
-    elif event.type is EventType.PART_STORED:
-        chunks = p["part"].get("b", ())
-    else:
-        return []
-    return [c[0] for c in chunks]
+        return p["version"].get("b", ())  # type: ignore[no-any-return]
+    if event.type is EventType.PART_STORED:
+        return p["part"].get("b", ())  # type: ignore[no-any-return]
+    return ()
 
 
 def check_types(events: Sequence[Event]) -> None:

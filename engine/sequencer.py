@@ -92,6 +92,25 @@ class Decision:
 Decider = Callable[[Decision, dict[str, Any]], Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A command whose caller also wants the events it committed (the replicated commit port sends them to the
+    pool's other replicas: engine/replicated_commit.py). Its result is a ``Committed``."""
+
+    command: Command
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """A recorded command's outcome: its decider's result and the events it journaled (in seq order)."""
+
+    result: Any
+    events: tuple[Event, ...]
+
+
+Item = Command | PeerBatch | Recorded
+
+
 @dataclass
 class _Outcome:
     result: Any = None
@@ -111,7 +130,7 @@ class Sequencer:
         self.deciders = deciders
         self.space = space
         self._syncer = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="volume-sync")
-        self._queue: GroupCommitQueue[Command | PeerBatch, Any] = GroupCommitQueue(self._process, name="sequencer")
+        self._queue: GroupCommitQueue[Item, Any] = GroupCommitQueue(self._process, name="sequencer")
 
     def submit(self, command: Command) -> concurrent.futures.Future[Any]:
         """Queue a command from any thread; the future completes when its batch is durable. A closed journal
@@ -132,7 +151,16 @@ class Sequencer:
         except JournalClosedError as exc:
             raise _unavailable(exc) from exc
 
-    def _submit(self, item: Command | PeerBatch) -> concurrent.futures.Future[Any]:
+    async def execute_recorded(self, command: Command) -> Committed:
+        """``execute``, also giving the events the command committed."""
+        committed: Committed = await self.execute(Recorded(command))
+        return committed
+
+    def execute_recorded_sync(self, command: Command) -> Committed:
+        committed: Committed = self.execute_sync(Recorded(command))
+        return committed
+
+    def _submit(self, item: Item) -> concurrent.futures.Future[Any]:
         queued = self._queue.submit_sync(item)
         answer: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
@@ -146,22 +174,23 @@ class Sequencer:
         queued.add_done_callback(settle)
         return answer
 
-    async def execute(self, command: Command) -> Any:
+    async def execute(self, command: Command | Recorded) -> Any:
         try:
             return await self._queue.submit(command)
         except JournalClosedError as exc:
             raise _unavailable(exc) from exc
 
-    def execute_sync(self, command: Command) -> Any:
+    def execute_sync(self, command: Command | Recorded) -> Any:
         try:
             return self._queue.submit_sync(command).result()
         except JournalClosedError as exc:
             raise _unavailable(exc) from exc
 
-    def commit_now(self, commands: list[Command | PeerBatch]) -> Sequence[Any]:
+    def commit_now(self, commands: Sequence[Item]) -> Sequence[Any]:
         """Run ``commands`` as one batch on the calling thread (serialised with the sequencer thread's batches);
         returns each one's result or error, once the batch is durable."""
-        return [_unavailable(r) if isinstance(r, BaseException) else r for r in self._queue.commit_now(commands)]
+        return [_unavailable(r) if isinstance(r, BaseException) else r
+                for r in self._queue.commit_now(list(commands))]
 
     @property
     def batch_sizes(self) -> Any:
@@ -177,7 +206,7 @@ class Sequencer:
         self._queue.close()
         self._syncer.shutdown()
 
-    def _process(self, batch: list[Command | PeerBatch]) -> Sequence[Any]:
+    def _process(self, batch: list[Item]) -> Sequence[Any]:
         while True:
             try:
                 return self._commit(batch)
@@ -194,7 +223,7 @@ class Sequencer:
                     raise ServiceUnavailableError(f"storage error: {exc}") from exc
                 raise
 
-    def _commit(self, batch: list[Command | PeerBatch]) -> list[Any]:
+    def _commit(self, batch: list[Item]) -> list[Any]:
         env = self.views.env
         txn = env.begin(write=True)
         try:
@@ -203,6 +232,10 @@ class Sequencer:
             for cmd in batch:
                 if isinstance(cmd, PeerBatch):
                     outcome = self._apply_peer(env, txn, cmd, seq)
+                elif isinstance(cmd, Recorded):
+                    outcome = self._decide(env, txn, cmd.command, seq)
+                    if outcome.error is None:
+                        outcome.result = Committed(outcome.result, tuple(outcome.events))
                 else:
                     outcome = self._decide(env, txn, cmd, seq)
                 seq += len(outcome.events)

@@ -1,14 +1,13 @@
-"""``s4-server``: the composition root. Reads settings, opens the engine, serves the falcon app on uvicorn.
-
-The only module that imports s4.api. With ``S4_WORKERS`` (default: the core count) above 1 the process started
-by the user becomes the supervisor (tools/supervisor.py: journal, sequencer, background jobs) and re-runs
-this entry point as HTTP worker processes (the hidden ``--worker-id`` arguments). With 1 worker everything runs
-in this process. With ``S4_MODE=cluster`` the process that owns the journal also runs the cluster node
-(cluster/node.py: the gRPC server on S4_NODE_GRPC_ADDR, the heartbeat, and through cluster/wiring.py the blobs,
-reads, cas and events areas and the catch-up and hint loops over this engine) and gives the engine its cluster status
-port; workers ask the supervisor for it. Shutdown on SIGTERM/SIGINT lets in-flight requests finish (uvicorn's
-graceful shutdown), stops the cluster node, then closes the engine: sequencer drained, journal and views closed
-cleanly.
+"""``s4-server``: the composition root. Reads settings, opens the engine, serves the falcon app on uvicorn. The only
+module that imports s4.api. With ``S4_WORKERS`` (default: the core count) above 1 the process started by the user
+becomes the supervisor (tools/supervisor.py: journal, sequencer, background jobs) and re-runs this entry point as
+HTTP worker processes (the hidden ``--worker-id`` arguments). With 1 worker everything runs in this process. With
+``S4_MODE=cluster`` the process that owns the journal also runs the cluster node (cluster/node.py: the gRPC server
+on S4_NODE_GRPC_ADDR, the heartbeat, and through cluster/wiring.py the blobs, reads, cas and events areas and the
+catch-up and hint loops over this engine) and gives the engine its cluster status port; workers ask the supervisor
+for it. Its commands commit through the replicated commit path (engine/replicated_commit.py): answered once the
+write quorum holds them. Shutdown on SIGTERM/SIGINT lets in-flight requests finish (uvicorn's graceful shutdown),
+stops the cluster node, then closes the engine: sequencer drained, journal and views closed cleanly.
 """
 
 from __future__ import annotations
@@ -40,6 +39,7 @@ from s4.engine.jobs.service import JobSettings, for_engine
 from s4.engine.local_commit import LocalCommitPath
 from s4.engine.ports import SingleNodeStatus
 from s4.engine.remote import ChannelCommitPath, LoopChannel, RemoteCluster
+from s4.engine.replicated_commit import ReplicatedCommitPath
 from s4.journal import CorruptJournalError
 
 from . import supervisor
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     count = settings.workers if settings.workers is not None else (os.cpu_count() or 1)
     # The commit port (engine/ports.py): this process owns the journal and commits every command of the node,
     # its workers' included (over their channels: tools/supervisor.py).
-    commit_path = LocalCommitPath()
+    commit_path = LocalCommitPath() if settings.cluster is None else ReplicatedCommitPath()
     try:  # first of all: the data directory's lock (engine/datadir.py), then journal recovery
         engine = Engine(EngineOptions(data_dir=data_dir, volume_size_bytes=settings.volume_size_bytes,
                                       disk_reserve_bytes=settings.disk_reserve_bytes, node_id=settings.node_id),
@@ -99,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
             if jwt_secret:
                 env["S4_JWT_SECRET"] = jwt_secret
             assert commit_path.sequencer is not None  # opened with the engine
+            replication = commit_path.replication if isinstance(commit_path, ReplicatedCommitPath) else None
             node = supervisor.Supervisor(engine, commit_path.sequencer, background, listeners,
-                                         supervisor.worker_command(args.config, args.log_level), env)
+                                         supervisor.worker_command(args.config, args.log_level), env, replication)
             _banner(settings, data_dir, access, secret, generated, f"{count} worker processes{_cluster_note(settings)}")
             _run(node.serve, background, node.request_stop, cluster)
         else:
@@ -143,6 +144,8 @@ def _cluster_node(engine: Engine, settings: Settings, commit_path: LocalCommitPa
                                 on_seal=engine._on_seal))
     engine.cluster = node
     engine.pinned_volumes = wired.blobs.staged.volumes  # compaction leaves staged blobs' volumes alone
+    if isinstance(commit_path, ReplicatedCommitPath):  # from now on a write is answered once W replicas hold it
+        commit_path.attach(wired.replicator)
     return node
 
 

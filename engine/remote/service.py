@@ -17,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Sequence
 from typing import Any
 
+from ..errors import ServiceUnavailableError
 from ..login_throttle import LoginThrottle
-from ..ports import ClusterStatus
-from ..sequencer import Command, Sequencer
+from ..ports import ClusterStatus, ReplicationPort
+from ..sequencer import Command, Committed, Recorded, Sequencer
 from .pending import ChannelClosedError
 from .wire import FrameBuffer, encode_error, encode_frame
 
@@ -32,8 +34,10 @@ MAX_BATCH = 4096
 
 class SequencerService:
     def __init__(self, sequencer: Sequencer, jobs: Any, loop: asyncio.AbstractEventLoop,
-                 login_throttle: LoginThrottle, cluster: ClusterStatus | None = None) -> None:
+                 login_throttle: LoginThrottle, cluster: ClusterStatus | None = None,
+                 replication: ReplicationPort | None = None) -> None:
         self.sequencer = sequencer
+        self.replication = replication  # a cluster node's: a batch is answered once the write quorum holds it
         self.jobs = jobs
         self.cluster = cluster  # the supervisor's (engine/ports.py), for the workers' health API
         self.loop = loop
@@ -75,16 +79,50 @@ class SequencerService:
         """Everything the workers sent since the last batch, as one batch (blocks the loop until durable)."""
         while self._pending:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            results = self.sequencer.commit_now([command for command, _, _ in batch])
-            links: set[WorkerLink] = set()
-            for (_, link, request_id), result in zip(batch, results, strict=True):
-                if isinstance(result, BaseException):
-                    link.reply(request_id, error=result, flush=False)
-                else:
-                    link.reply(request_id, result, flush=False)
-                links.add(link)
-            for link in links:
-                link.flush()
+            if self.replication is None:
+                self._reply(batch, self.sequencer.commit_now([command for command, _, _ in batch]))
+            else:
+                self._commit_replicated(batch, self.replication)
+
+    def _commit_replicated(self, batch: list[tuple[Command, WorkerLink, int]], replication: ReplicationPort) -> None:
+        """A cluster node: commit the batch here, then answer it once the write quorum holds its events (one
+        replication call for the whole batch; engine/replicated_commit.py does the same per command)."""
+        try:
+            replication.admit()
+        except ServiceUnavailableError as exc:
+            self._reply(batch, [exc] * len(batch))
+            return
+        results = self.sequencer.commit_now([Recorded(command) for command, _, _ in batch])
+        events = [event for result in results if isinstance(result, Committed) for event in result.events]
+        answers = [result.result if isinstance(result, Committed) else result for result in results]
+        if not events:
+            self._reply(batch, answers)
+            return
+        task = self.loop.create_task(replication.replicate(events))
+        self._tasks.add(task)
+
+        def answer(done: asyncio.Task[Any]) -> None:
+            self._tasks.discard(done)
+            error = ChannelClosedError("the sequencer process is stopping") if done.cancelled() else done.exception()
+            if error is not None:
+                waited = [isinstance(result, Committed) and bool(result.events) for result in results]
+                self._reply(batch, [error if w else a for w, a in zip(waited, answers, strict=True)])
+            else:
+                self._reply(batch, answers)
+
+        task.add_done_callback(answer)
+
+    @staticmethod
+    def _reply(batch: list[tuple[Command, WorkerLink, int]], results: Sequence[Any]) -> None:
+        links: set[WorkerLink] = set()
+        for (_, link, request_id), result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                link.reply(request_id, error=result, flush=False)
+            else:
+                link.reply(request_id, result, flush=False)
+            links.add(link)
+        for link in links:
+            link.flush()
 
     def _cluster_health(self, link: WorkerLink, request_id: int) -> None:
         if self.cluster is None:

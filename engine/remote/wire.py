@@ -78,7 +78,7 @@ def encode_error(exc: BaseException) -> dict[str, Any]:
 def decode_error(data: dict[str, Any]) -> BaseException:
     kind = data.get(_ERROR_TAG)
     if kind == "s3" and data["code"] == ErrorCode.SERVICE_UNAVAILABLE.name:
-        return ServiceUnavailableError(data["message"])
+        return ServiceUnavailableError(data["message"], data["message"])
     if kind == "s3":
         return S3Error(ErrorCode[data["code"]], data["message"], resource=data["resource"],
                        headers=data["headers"], **data["fields"])

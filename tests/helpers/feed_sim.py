@@ -123,7 +123,8 @@ class Transport:
             n += 1
             yield batch
 
-    async def apply_events(self, peer: str, request: ApplyEventsRequest) -> ApplyEventsReply:
+    async def apply_events(self, peer: str, request: ApplyEventsRequest, *,
+                           timeout: float | None = None) -> ApplyEventsReply:
         if not self.up.get(peer, True):
             raise Down(f"{peer} is down")
         if self.missing.get(peer):

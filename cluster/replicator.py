@@ -1,0 +1,172 @@
+"""The coordinator's half of a replicated write: send the events a command committed on this node to the pool's
+other replicas and return once the write quorum holds them (the engine's ``ReplicationPort``, engine/ports.py).
+
+This node committed the events first (journaled and fsynced, the single-node rule), so its copy counts: the call
+returns after ``W - 1`` peers answered ``ApplyEvents`` (each one journals and fsyncs before it answers; it
+fetches the blobs it lacks from this node first, ``BLOB_TRANSFER_FETCH``). Every peer is sent the events at once
+(``call_quorum`` with ``stragglers="leave"``): the ones that answer after the quorum still get them, and a peer
+that fails, before or after the quorum, gets a hint (cluster/hints.py). A peer the heartbeat holds ``dead`` is not
+called; it is hinted at once. Fewer than ``W`` copies: ``QuorumNotReachedError`` (503 ``ServiceUnavailable``
+with ``Retry-After``); the write's outcome is then unknown, never partial (docs/architecture/replication.md,
+"The quorum write path").
+
+Hints only speed convergence up: durability never depends on them, because every copy is in a journal that the
+other replicas' catch-up reads (cluster/catch_up.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from s4.engine.errors import ServiceUnavailableError
+from s4.engine.replica import referenced_bytes
+from s4.journal.codec import encode_event
+from s4.journal.events import Event
+
+from .catch_up import EventsTransport, replicated
+from .hints import Hints
+from .liveness import DEAD
+from .quorum import QuorumError, call_quorum
+from .wire.s4cluster.v1 import ApplyEventsReply, ApplyEventsRequest, BlobTransfer
+
+log = logging.getLogger("s4.cluster")
+
+
+class QuorumNotReachedError(ServiceUnavailableError):
+    """Fewer than W replicas hold the write: 503 with Retry-After; the write may still appear (repair)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, "Fewer replicas than the write quorum acknowledged the write; its outcome is "
+                                 "unknown (retry it).")
+
+
+class NotReadyError(ServiceUnavailableError):
+    """This node is still catching up with its peers and coordinates no write yet."""
+
+    def __init__(self) -> None:
+        super().__init__("catching up with the pool's other nodes",
+                         "This node is catching up with its peers and takes no writes yet; retry later.")
+
+
+class ReplicaMissingBlobs(Exception):
+    """A peer answered without applying: it lacks blobs it could not fetch from this node."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationSettings:
+    """How long a write waits for its quorum: ``base_s`` plus its blobs' bytes at ``min_rate`` (a peer fetches
+    them from this node before it answers)."""
+
+    base_s: float = 10.0
+    min_rate: float = 8 * 1024 * 1024  # bytes per second
+
+    def deadline_s(self, size: int) -> float:
+        return self.base_s + size / self.min_rate
+
+
+class Replicator:
+    """``ReplicationPort`` for one node of a pool (every pool member holds a copy of every key in part 1)."""
+
+    def __init__(self, peers: Sequence[str], write_quorum: int, transport: EventsTransport, hints: Hints | None,
+                 *, ready: Callable[[], bool] = lambda: True, state: Callable[[str], str] = lambda _peer: "alive",
+                 settings: ReplicationSettings | None = None) -> None:
+        if not 1 <= write_quorum <= len(peers) + 1:
+            raise ValueError(f"write quorum {write_quorum} for a pool of {len(peers) + 1}")
+        self.peers = tuple(peers)
+        self.write_quorum = write_quorum
+        self.transport, self.hints = transport, hints
+        self._ready, self._state = ready, state
+        self.settings = settings or ReplicationSettings()
+        self.quorum_failures = 0  # writes answered 503 because fewer than W replicas held them (metrics)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Bind to the node's event loop (``replicate_sync`` hands work to it)."""
+        self._loop = asyncio.get_running_loop()
+
+    async def stop(self) -> None:
+        self._loop = None
+        tasks, self._tasks = set(self._tasks), set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- ReplicationPort ----------------------------------------------------------------------------------------
+    def admit(self) -> None:
+        if not self._ready():
+            raise NotReadyError()
+
+    async def replicate(self, events: Sequence[Event]) -> None:
+        logical = [e for e in events if replicated(e)]
+        if not logical or not self.peers:
+            return
+        request = ApplyEventsRequest(events=[encode_event(e) for e in logical], blobs=BlobTransfer.FETCH)
+        timeout = self.settings.deadline_s(sum(referenced_bytes(e) for e in logical))
+        live = [p for p in self.peers if self._state(p) != DEAD]
+        for peer in self.peers:
+            if peer not in live:
+                await self._hint(peer, logical)
+        need = self.write_quorum - 1
+
+        async def call(peer: str) -> ApplyEventsReply:
+            reply = await self.transport.apply_events(peer, request, timeout=timeout)
+            if reply.missing_blobs:
+                raise ReplicaMissingBlobs(f"{peer} lacks {len(reply.missing_blobs)} blobs it could not fetch")
+            return reply
+
+        if need == 0:  # W=1: this node's copy is the quorum; the peers get theirs in the background
+            for peer in live:
+                self._spawn(self._send_or_hint(peer, call, logical))
+            return
+        if len(live) < need:
+            self.quorum_failures += 1
+            raise QuorumNotReachedError(f"{len(live)} of {len(self.peers)} peers alive, {need} needed")
+        try:
+            result = await call_quorum(live, call, need, timeout=timeout, stragglers="leave")
+        except QuorumError as exc:
+            self.quorum_failures += 1
+            log.warning("write quorum not reached: %s", exc)
+            for peer in live:
+                if peer not in exc.successes:
+                    self._spawn(self._hint(peer, logical))
+            raise QuorumNotReachedError(str(exc)) from exc
+        for peer in result.failures:
+            await self._hint(peer, logical)
+        for peer, task in result.running.items():
+            task.add_done_callback(lambda done, p=peer: self._on_straggler(p, done, logical))  # type: ignore[misc]
+
+    def replicate_sync(self, events: Sequence[Event]) -> None:
+        loop = self._loop
+        if loop is None:  # not started (start-up) or stopped: this node's copy spreads by catch-up
+            return
+        asyncio.run_coroutine_threadsafe(self.replicate(events), loop).result()
+
+    # --- failures ------------------------------------------------------------------------------------------------
+    async def _send_or_hint(self, peer: str, call: Callable[[str], Awaitable[ApplyEventsReply]],
+                            events: list[Event]) -> None:
+        try:
+            await call(peer)
+        except Exception:  # noqa: BLE001 - the peer gets a hint instead
+            await self._hint(peer, events)
+
+    def _on_straggler(self, peer: str, done: asyncio.Task[ApplyEventsReply], events: list[Event]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            self._spawn(self._hint(peer, events))
+
+    async def _hint(self, peer: str, events: list[Event]) -> None:
+        if self.hints is None:
+            return
+        try:
+            await self.hints.hint(peer, events)
+        except Exception:  # noqa: BLE001 - catch-up still brings the events to the peer
+            log.exception("could not keep a hint for %s (catch-up will bring it the events)", peer)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
