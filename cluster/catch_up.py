@@ -29,6 +29,7 @@ from typing import Protocol
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
+from s4.engine.replica import referenced_hashes
 from s4.journal.codec import decode_event, encode_event
 from s4.journal.events import REPLICATED, Event
 
@@ -201,7 +202,11 @@ class EventsService:
         result = await self.applier.apply_peer_events(events)
         if result.missing_blobs and request.blobs == BlobTransfer.FETCH and self.fetcher is not None:
             for digest in result.missing_blobs:
-                await self.fetcher.fetch([caller], bytes(digest))
+                try:
+                    await self.fetcher.fetch([caller], bytes(digest))
+                except Exception as exc:  # noqa: BLE001 - answered below as missing_blobs (nothing applied)
+                    log.info("ApplyEvents from %s: blob %s could not be fetched from it: %s", caller,
+                             bytes(digest).hex(), exc)
             result = await self.applier.apply_peer_events(events)
         hlc, seq = self._status() if self._status is not None else (0, self.journal.last_seq)
         return ApplyEventsReply(applied=result.applied, already_had=result.already_had,
@@ -245,6 +250,7 @@ class CatchUp:
         self._wake = {peer: asyncio.Event() for peer in self.peers}
         self._tasks: list[asyncio.Task[None]] = []
         self._locks = {peer: asyncio.Lock() for peer in self.peers}
+        self._held: dict[str, list[Event]] = {}  # per peer, during a pass: events waiting for what supersedes them
 
     @property
     def ready(self) -> bool:
@@ -312,6 +318,7 @@ class CatchUp:
 
     async def _pass(self, peer: str) -> int:
         store = self.store
+        self._held.pop(peer, None)  # a pass that failed before leaves nothing behind: it starts at the cursor
         cursor = await store.run(lambda: store.cursor(peer))
         request = CatchUpRequest(after_seq=cursor, batch_events=self.settings.batch_events)
         stream = self.transport.catch_up(peer, request)
@@ -322,6 +329,10 @@ class CatchUp:
                 except (GRPCError, StreamTerminatedError, OSError, TimeoutError) as exc:
                     raise CatchUpError(peer, _why(exc), unreachable=True) from exc
                 if batch is None:
+                    held = self._held.pop(peer, [])
+                    if held:
+                        raise CatchUpError(peer, f"{len(held)} events reference blobs no replica could give and "
+                                           "nothing later supersedes them", unreachable=False)
                     return cursor
                 if batch.head_seq < cursor:
                     log.warning("peer %s reports journal head %d below this node's cursor %d for it (its data "
@@ -349,33 +360,52 @@ class CatchUp:
             last = event.seq
         if batch.through_seq < last:
             raise CatchUpError(peer, f"batch through {batch.through_seq} holds seq {last}", unreachable=False)
-        events = [e for e in events if replicated(e)]
+        events = [e for e in events if replicated(e)] + self._held.pop(peer, [])
         if events:
-            result = await self.applier.apply_peer_events(events)
-            if result.missing_blobs:
-                await self._fetch(peer, [bytes(d) for d in result.missing_blobs])
-                result = await self.applier.apply_peer_events(events)
-                if result.missing_blobs:
-                    raise CatchUpError(peer, f"{len(result.missing_blobs)} blobs still missing after fetching them",
-                                       unreachable=False)
-        if batch.through_seq <= cursor:
+            held = await self._apply_events(peer, events)
+            if held:
+                self._held[peer] = held
+        target = batch.through_seq
+        if peer in self._held:  # the cursor stays below an event not applied yet
+            target = min(target, min(e.seq for e in self._held[peer]) - 1)
+        if target <= cursor:
             return cursor
         store = self.store
-        cursor = await store.run(lambda: store.advance(peer, batch.through_seq))
+        cursor = await store.run(lambda: store.advance(peer, target))
         self.reporter.applied(peer, cursor)
         return cursor
 
-    async def _fetch(self, peer: str, digests: list[bytes]) -> None:
+    async def _apply_events(self, peer: str, events: list[Event]) -> list[Event]:
+        """Apply ``events``, fetching the blobs they lack; returns the events held back because a blob they
+        reference could not be fetched from any replica (a version put, then deleted everywhere, whose removal
+        comes later in the stream: applied with it, superseded, without the bytes: engine/replica.py)."""
+        result = await self.applier.apply_peer_events(events)
+        if not result.missing_blobs:
+            return []
+        unavailable = await self._fetch(peer, [bytes(d) for d in result.missing_blobs])
+        held = [e for e in events if unavailable.intersection(referenced_hashes(e))]
+        rest = [e for e in events if not unavailable.intersection(referenced_hashes(e))]
+        result = await self.applier.apply_peer_events(rest) if rest else result
+        if rest and result.missing_blobs:
+            raise CatchUpError(peer, f"{len(result.missing_blobs)} blobs still missing after fetching them",
+                               unreachable=False)
+        return held
+
+    async def _fetch(self, peer: str, digests: list[bytes]) -> set[bytes]:
+        """Fetch ``digests`` from ``peer`` or another live replica; the ones none could give."""
         if self.fetcher is None:
             raise CatchUpError(peer, f"{len(digests)} referenced blobs are missing and no blob fetcher is set",
                                unreachable=False)
         others = [p for p in self.peers if p != peer and self.reporter.state(p) == "alive"]
+        unavailable: set[bytes] = set()
         for digest in digests:
             try:
                 await self.fetcher.fetch([peer, *others], digest)
-            except Exception as exc:  # noqa: BLE001 - the pass fails and is retried
-                raise CatchUpError(peer, f"blob {digest.hex()} could not be fetched: {exc}",
-                                   unreachable=False) from exc
+            except Exception as exc:  # noqa: BLE001 - held back; the pass fails if nothing later supersedes it
+                log.info("catch-up from %s: blob %s could not be fetched (%s); holding back its events", peer,
+                         digest.hex(), exc)
+                unavailable.add(digest)
+        return unavailable
 
 
 def _why(exc: BaseException) -> str:

@@ -27,8 +27,10 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from s4.journal.codec import encode_event
+from s4.engine.replica import referenced_hashes
+from s4.journal.codec import decode_event, encode_event
 from s4.journal.events import Event
 
 from .catch_up import AppliedReporter, BatchLimits, EventsTransport, replicated
@@ -55,12 +57,14 @@ class Hints:
 
     def __init__(self, peers: Sequence[str], store: FeedStore, transport: EventsTransport,
                  liveness: AppliedReporter, ttl_hours: float, settings: HintSettings | None = None, *,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time, holds: Callable[[bytes], object | None] | None = None
+                 ) -> None:
         self.peers = tuple(peers)
         self.store, self.transport, self.liveness = store, transport, liveness
         self.ttl_ms = int(ttl_hours * 3600 * 1000)
         self.settings = settings or HintSettings()
         self._wall = wall
+        self.holds = holds  # this node's blob lookup (cluster/blob_server.py ``BlobService.holds``)
         self.dropped = {peer: 0 for peer in self.peers}
         self.delivered = {peer: 0 for peer in self.peers}
         self._wake = {peer: asyncio.Event() for peer in self.peers}
@@ -116,6 +120,11 @@ class Hints:
                                                             max_bytes=limits.bytes))
                 if not batch:
                     return total
+                gone = self._superseded(batch)
+                if gone:  # superseded here since: what superseded them travels on its own (hint or catch-up)
+                    await store.run(functools.partial(store.remove_hints, peer, [h.hint_id for h in gone]))
+                    log.info("dropped %d hints for %s whose blobs this node released (superseded)", len(gone), peer)
+                    continue
                 request = ApplyEventsRequest(events=[h.envelope for h in batch], blobs=BlobTransfer.FETCH,
                                              hinted_for=peer)
                 reply = await self.transport.apply_events(peer, request)
@@ -125,6 +134,14 @@ class Hints:
                 removed = await store.run(functools.partial(store.remove_hints, peer, [h.hint_id for h in batch]))
                 self.delivered[peer] += removed
                 total += removed
+
+    def _superseded(self, batch: Sequence[Any]) -> list[Any]:
+        """The hints whose event references a blob this node no longer holds: it released it because the version
+        (or part) was superseded here, and the peer, which fetches blobs from this node, could never apply it."""
+        if self.holds is None:
+            return []
+        return [h for h in batch
+                if any(self.holds(d) is None for d in referenced_hashes(decode_event(bytes(h.envelope))))]
 
     def peer_alive(self, peer: str) -> None:
         """Liveness saw ``peer`` come back: deliver now."""

@@ -224,6 +224,9 @@ class ClusterNode:
         return {"cluster": config.cluster_name, "node_id": config.node_id, "mode": "cluster", "nodes": nodes,
                 "pools": pools, "caught_up": self.ready}
 
+    def write_quorum_failures(self) -> int:
+        return 0 if self.replicator is None else self.replicator.quorum_failures
+
     def peer_health(self) -> list[PeerHealth]:
         hints = self.hints
         return [PeerHealth(peer=record.node_id, up=state == ALIVE,

@@ -10,8 +10,12 @@ called; it is hinted at once. Fewer than ``W`` copies: ``QuorumNotReachedError``
 with ``Retry-After``); the write's outcome is then unknown, never partial (docs/architecture/replication.md,
 "The quorum write path").
 
-Hints only speed convergence up: durability never depends on them, because every copy is in a journal that the
-other replicas' catch-up reads (cluster/catch_up.py).
+Hints only speed convergence up for acknowledged writes: their durability never depends on them, because every
+copy is in a journal that the other replicas' catch-up reads (cluster/catch_up.py). For a write answered 503 they
+are what keeps this node honest: it holds that write's events, and a later write decided on them (a retried DELETE
+that finds nothing left to delete emits no event) must not be acknowledged until W replicas hold them too. So a
+node that hinted more than N - W peers delivers those hints before it acknowledges any other write
+(``_settle_unconfirmed``); the hints are durable, so this holds across a restart.
 """
 
 from __future__ import annotations
@@ -84,6 +88,7 @@ class Replicator:
         self.quorum_failures = 0  # writes answered 503 because fewer than W replicas held them (metrics)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._unconfirmed: list[list[Event]] = []  # hints off: writes answered 503 that W replicas may lack
 
     async def start(self) -> None:
         """Bind to the node's event loop (``replicate_sync`` hands work to it)."""
@@ -102,8 +107,11 @@ class Replicator:
             raise NotReadyError()
 
     async def replicate(self, events: Sequence[Event]) -> None:
+        if not self.peers:
+            return
+        await self._settle_unconfirmed()
         logical = [e for e in events if replicated(e)]
-        if not logical or not self.peers:
+        if not logical:
             return
         request = ApplyEventsRequest(events=[encode_event(e) for e in logical], blobs=BlobTransfer.FETCH)
         timeout = self.settings.deadline_s(sum(referenced_bytes(e) for e in logical))
@@ -124,16 +132,13 @@ class Replicator:
                 self._spawn(self._send_or_hint(peer, call, logical))
             return
         if len(live) < need:
-            self.quorum_failures += 1
+            await self._unconfirmed_write(live, logical)
             raise QuorumNotReachedError(f"{len(live)} of {len(self.peers)} peers alive, {need} needed")
         try:
             result = await call_quorum(live, call, need, timeout=timeout, stragglers="leave")
         except QuorumError as exc:
-            self.quorum_failures += 1
             log.warning("write quorum not reached: %s", exc)
-            for peer in live:
-                if peer not in exc.successes:
-                    self._spawn(self._hint(peer, logical))
+            await self._unconfirmed_write([p for p in live if p not in exc.successes], logical)
             raise QuorumNotReachedError(str(exc)) from exc
         for peer in result.failures:
             await self._hint(peer, logical)
@@ -145,6 +150,65 @@ class Replicator:
         if loop is None:  # not started (start-up) or stopped: this node's copy spreads by catch-up
             return
         asyncio.run_coroutine_threadsafe(self.replicate(events), loop).result()
+
+    # --- writes that did not reach the quorum ---------------------------------------------------------------------
+    async def _unconfirmed_write(self, missing: Sequence[str], events: list[Event]) -> None:
+        """A write committed here that fewer than W replicas hold: answered 503, but this node holds its events and
+        may decide later writes on them (a retried DELETE finds nothing to delete and emits nothing). So the events
+        are kept for every replica that lacks them before the answer, durably as hints (or in memory with hints
+        off), and ``_settle_unconfirmed`` holds back every later write of this node until W replicas have them."""
+        self.quorum_failures += 1
+        if self.hints is None or not self.hints.enabled:
+            self._unconfirmed.append(events)
+            return
+        for peer in missing:
+            await self._hint(peer, events)
+
+    async def _settle_unconfirmed(self) -> None:
+        """Before a write: if this node holds events that fewer than W replicas may hold (hinted to more than
+        N - W peers), deliver them now, or refuse the write (QuorumNotReachedError)."""
+        if self._unconfirmed:
+            await self._resend_unconfirmed()
+        hints = self.hints
+        if hints is None or not self._hinted_beyond_quorum():
+            return
+        for peer in self.peers:
+            if hints.pending(peer) and self._state(peer) != DEAD:
+                try:
+                    await hints.deliver(peer)
+                except Exception as exc:  # noqa: BLE001 - the check below decides
+                    log.info("delivering %s its hints before a write failed: %s", peer, exc)
+        if self._hinted_beyond_quorum():
+            self.quorum_failures += 1
+            raise QuorumNotReachedError("events of an earlier write are not yet on the write quorum's replicas")
+
+    def _hinted_beyond_quorum(self) -> bool:
+        assert self.hints is not None
+        lacking = sum(1 for peer in self.peers if self.hints.pending(peer))
+        return lacking > len(self.peers) + 1 - self.write_quorum
+
+    async def _resend_unconfirmed(self) -> None:
+        """Hints off: the unconfirmed writes kept in memory, sent again to the live peers."""
+        need = self.write_quorum - 1
+        while self._unconfirmed:
+            events = self._unconfirmed[0]
+            request = ApplyEventsRequest(events=[encode_event(e) for e in events], blobs=BlobTransfer.FETCH)
+            live = [p for p in self.peers if self._state(p) != DEAD]
+            timeout = self.settings.deadline_s(sum(referenced_bytes(e) for e in events))
+
+            async def call(peer: str, request: ApplyEventsRequest = request, timeout: float = timeout) -> None:
+                reply = await self.transport.apply_events(peer, request, timeout=timeout)
+                if reply.missing_blobs:
+                    raise ReplicaMissingBlobs(f"{peer} lacks {len(reply.missing_blobs)} blobs")
+
+            try:
+                if len(live) < need:
+                    raise QuorumError(need, len(live), {}, {}, "too few peers alive")
+                await call_quorum(live, call, need, timeout=timeout)
+            except QuorumError as exc:
+                self.quorum_failures += 1
+                raise QuorumNotReachedError(f"events of an earlier write are not yet on W replicas: {exc}") from exc
+            self._unconfirmed.pop(0)
 
     # --- failures ------------------------------------------------------------------------------------------------
     async def _send_or_hint(self, peer: str, call: Callable[[str], Awaitable[ApplyEventsReply]],

@@ -156,6 +156,7 @@ def wire_node(node: ClusterNode, parts: EngineParts) -> Wired:
     journal = CommittedJournal(parts.journal, parts.views.last_seq)
     node.enable_feed(feed, journal, ReplicaApplier(parts.replica, blobs.staged), PoolBlobFetcher(node.pool, blobs))
     assert node.hints is not None
+    node.hints.holds = blobs.holds
     replicator = Replicator(node.liveness.peers, node.config.write_quorum, GrpcEventsTransport(node.pool), node.hints,
                             ready=lambda: node.ready, state=node.liveness.state)
     node.replicator = replicator

@@ -154,6 +154,11 @@ class ClusterStatus(Protocol):
         """Per-peer numbers, in the process that runs the heartbeat; empty elsewhere (and in single mode)."""
         ...
 
+    def write_quorum_failures(self) -> int:
+        """Writes this node coordinated that fewer than W replicas acknowledged (answered 503), since start; 0
+        outside the process that coordinates."""
+        ...
+
 
 class SingleNodeStatus:
     """S4_MODE=single: a pool of one, this node, always alive."""
@@ -168,3 +173,6 @@ class SingleNodeStatus:
 
     def peer_health(self) -> list[PeerHealth]:
         return []
+
+    def write_quorum_failures(self) -> int:
+        return 0

@@ -228,6 +228,34 @@ def _release(tx: Tx, bucket: Any, rec: dict[str, Any]) -> None:
     bucket.bytes_stored -= rec.get("s", 0)
 
 
+def takes_references(tx: Tx, event: Event) -> bool:
+    """Whether projecting ``event`` now would take references on its blobs (so needs their locations): False for
+    a put superseded here already (a tombstone or a same-id version at least as new, a bucket life that ended) and
+    for a part of an upload that ended or a part number holding a newer part. A replica applies such an event
+    without the bytes, which may be gone on every node (engine/replica.py)."""
+    p = event.payload
+    try:
+        bucket = _bucket_for(tx, event)
+    except ProjectionError:
+        return True  # refused anyway: its bucket is unknown here
+    if bucket is None:
+        return False
+    stamp = _stamp(event)
+    if event.type is EventType.PART_STORED:
+        if _ended(tx, p["upload_id"]):
+            return False
+        old = tx.packed("parts", keys.parts_key(p["upload_id"], p["part"]["n"]))
+        return old is None or _newer(stamp, {"h": old.get("h", 0), "o": old.get("o", "")})
+    if event.type not in (EventType.OBJECT_VERSION_PUT, EventType.MULTIPART_COMPLETED):
+        return False
+    rec = p["version"]
+    if not _newer(stamp, tx.packed("vtombs", keys.object_version_key(bucket.name, p["key"], rec["v"]))):
+        return False
+    oid = namespace.find_object(tx.txn, tx.dbs["ns"], bucket.root, p["key"].encode())
+    current = None if oid is None else tx.version(oid, rec["v"])
+    return current is None or _newer(stamp, current)
+
+
 def apply_object_version_put(tx: Tx, event: Event) -> None:
     _store_version(tx, event, event.payload["version"])
 

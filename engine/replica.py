@@ -11,8 +11,9 @@ nested transaction (``apply_peer_batch``):
   3. events this node holds already (``event_ids``: same ``(hlc, origin)``) are answered ``ALREADY_HAD`` and not
      journaled again;
   4. every content hash the new events reference is resolved to a location on this node: the blob index first,
-     then the caller's ``resolve`` (blobs it just stored); any hash unresolved refuses the batch with
-     ``MissingBlobsError`` listing them;
+     then the caller's ``resolve`` (blobs it just stored); an event with a hash unresolved is applied last, and
+     only if it takes no reference by then (superseded: ``projector.takes_references``); otherwise the batch is
+     refused with ``MissingBlobsError`` listing the hashes;
   5. each new event gets a local ``seq`` (original hlc, origin, type, actor), its payload's ``blobs_at`` replaced by
      this node's locations, and is projected by the same projector as local decisions (last writer wins).
 
@@ -114,10 +115,15 @@ def apply_peer_batch(tx: Tx, journal: Journal, seq: int, batch: PeerBatch) -> _A
         if (event.hlc, event.origin) not in seen and tx.event_seq(event.origin, event.hlc) is None:
             seen[(event.hlc, event.origin)] = -1
             fresh.append(event)
-    locations, volumes, written = _resolve(tx, fresh, batch.resolve)
+    locations, volumes, written, lacking = _resolve(tx, fresh, batch.resolve)
     volumes.update(batch.volumes)
     out = _Applied(PeerBatchResult((), ()), volumes=volumes)
-    for event in fresh:
+    # Events whose blobs this node lacks go last: applied without them only when superseded by then (step 4).
+    missing: list[bytes] = []
+    for event in [e for e in fresh if id(e) not in lacking] + [e for e in fresh if id(e) in lacking]:
+        if id(event) in lacking and projector.takes_references(tx, event):
+            missing.extend(lacking[id(event)])
+            continue
         seq += 1
         local = journal.adopt(_localized(event, locations, written), seq)
         try:
@@ -126,6 +132,8 @@ def apply_peer_batch(tx: Tx, journal: Journal, seq: int, batch: PeerBatch) -> _A
             raise PeerEventRefused(str(exc), behind=True) from exc
         seen[(event.hlc, event.origin)] = seq
         out.events.append(local)
+    if missing:
+        raise MissingBlobsError(list(dict.fromkeys(missing)))
     outcomes, seqs = [], []
     reported: set[tuple[int, str]] = set()
     for event in batch.events:
@@ -142,30 +150,37 @@ def apply_peer_batch(tx: Tx, journal: Journal, seq: int, batch: PeerBatch) -> _A
 
 
 def _resolve(tx: Tx, events: list[Event], resolve: BlobResolver
-             ) -> tuple[dict[bytes, list[Any]], set[str], set[bytes]]:
-    """Every referenced hash -> ``[sha256, volume, offset, size]`` on this node; MissingBlobsError if any lacks."""
+             ) -> tuple[dict[bytes, list[Any]], set[str], set[bytes], dict[int, list[bytes]]]:
+    """Every referenced hash this node holds -> ``[sha256, volume, offset, size]``, and per event (by ``id``) the
+    hashes it references that this node lacks.
+
+    Such an event is not necessarily refused: one that takes no reference when it is applied (superseded here, or
+    by an event earlier in the applying order: ``projector.takes_references``) needs no bytes, which may be gone on
+    every node (a version put and deleted while this node was away). ``apply_peer_batch`` applies those after the
+    rest of the batch, so they are journaled (and replayed) after what supersedes them."""
     locations: dict[bytes, list[Any]] = {}
     volumes: set[str] = set()
     written: set[bytes] = set()  # stored for this batch (not yet behind an event): the start-up check's to verify
-    missing: list[bytes] = []
+    lacking: dict[int, list[bytes]] = {}
+    absent: set[bytes] = set()
     for event in events:
         for digest in referenced_hashes(event):
-            if digest in locations or digest in missing:
+            if digest in locations:
                 continue
-            rec = tx.blob(digest)
-            if rec is not None and not is_damaged(rec):
-                locations[digest] = [digest, rec[0], rec[1], rec[2]]
-                continue
-            found = resolve(digest)
-            if found is None:
-                missing.append(digest)
-            else:
-                locations[digest] = found.to_record()
-                volumes.add(found.volume)
-                written.add(digest)
-    if missing:
-        raise MissingBlobsError(missing)
-    return locations, volumes, written
+            if digest not in absent:
+                rec = tx.blob(digest)
+                if rec is not None and not is_damaged(rec):
+                    locations[digest] = [digest, rec[0], rec[1], rec[2]]
+                    continue
+                found = resolve(digest)
+                if found is not None:
+                    locations[digest] = found.to_record()
+                    volumes.add(found.volume)
+                    written.add(digest)
+                    continue
+                absent.add(digest)
+            lacking.setdefault(id(event), []).append(digest)
+    return locations, volumes, written, lacking
 
 
 def _localized(event: Event, locations: dict[bytes, list[Any]], written: set[bytes]) -> Event:
@@ -177,7 +192,7 @@ def _localized(event: Event, locations: dict[bytes, list[Any]], written: set[byt
     payload = dict(event.payload)
     payload.pop("blobs_at", None)
     payload.pop("written", None)
-    if hashes:
-        payload["blobs_at"] = [locations[h] for h in dict.fromkeys(hashes)]
+    if hashes:  # a superseded event applied without its bytes names only the ones this node holds
+        payload["blobs_at"] = [locations[h] for h in dict.fromkeys(hashes) if h in locations]
         payload["written"] = [h for h in dict.fromkeys(hashes) if h in written]
     return Event(event.seq, event.hlc, event.origin, event.type, payload, event.actor)

@@ -104,6 +104,9 @@ class RemoteCluster:
         """None here: the supervisor publishes the peer metrics to the multi-process files every worker reads."""
         return []
 
+    def write_quorum_failures(self) -> int:
+        return 0  # counted and published by the supervisor, like the peer metrics
+
 
 class ChannelCommitPath:
     """An HTTP worker process's commit path: it writes its own volumes and reads the views directly, but owns

@@ -95,9 +95,11 @@ class SequencerService:
         results = self.sequencer.commit_now([Recorded(command) for command, _, _ in batch])
         events = [event for result in results if isinstance(result, Committed) for event in result.events]
         answers = [result.result if isinstance(result, Committed) else result for result in results]
-        if not events:
-            self._reply(batch, answers)
+        if not any(isinstance(result, Committed) for result in results):
+            self._reply(batch, answers)  # every command failed in its decider: nothing to wait for
             return
+        # Also with no events: a command that changed nothing may rest on this node's writes that did not reach
+        # the quorum yet (cluster/replicator.py); replicate() holds it back until they have.
         task = self.loop.create_task(replication.replicate(events))
         self._tasks.add(task)
 
@@ -105,7 +107,7 @@ class SequencerService:
             self._tasks.discard(done)
             error = ChannelClosedError("the sequencer process is stopping") if done.cancelled() else done.exception()
             if error is not None:
-                waited = [isinstance(result, Committed) and bool(result.events) for result in results]
+                waited = [isinstance(result, Committed) for result in results]
                 self._reply(batch, [error if w else a for w, a in zip(waited, answers, strict=True)])
             else:
                 self._reply(batch, answers)

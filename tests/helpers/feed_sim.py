@@ -11,6 +11,7 @@ from pathlib import Path
 from s4.cluster.catch_up import BatchLimits, journal_batches
 from s4.cluster.feed_store import FeedStore
 from s4.cluster.wire.s4cluster.v1 import ApplyEventsReply, ApplyEventsRequest, CatchUpBatch, CatchUpRequest
+from s4.engine.replica import referenced_hashes
 from s4.journal.codec import decode_event
 from s4.journal.events import Event, EventType
 
@@ -30,7 +31,13 @@ class MemJournal:
         return len(self.events)
 
     def append(self, etype: EventType, blob: bytes | None = None) -> Event:
-        payload = {"bucket": f"b{len(self.events)}"} | ({"blob": blob} if blob else {})
+        payload: dict[str, object] = {"bucket": f"b{len(self.events)}"}
+        if blob:  # a version put referencing one blob, as engine/replica.py ``referenced_hashes`` reads it
+            etype, payload["version"] = EventType.OBJECT_VERSION_PUT, {"v": "null", "b": [[blob, 1]]}
+        elif etype in (EventType.OBJECT_VERSION_PUT, EventType.MULTIPART_COMPLETED):
+            payload["version"] = {"v": "null"}
+        elif etype is EventType.PART_STORED:
+            payload["part"] = {"n": 1}
         event = Event(len(self.events) + 1, 1000 + len(self.events), self.origin, etype, payload)
         self.events.append(event)
         return event
@@ -59,7 +66,7 @@ class Applier:
         self.calls += 1
         if self.fail:
             raise RuntimeError("apply failed")
-        missing = sorted({e.payload["blob"] for e in events if "blob" in e.payload} - self.blobs)
+        missing = sorted({d for e in events for d in referenced_hashes(e)} - self.blobs)
         if missing:
             return Result(missing_blobs=missing)
         new = {(e.origin, e.seq) for e in events} - self.held

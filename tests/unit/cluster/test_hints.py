@@ -242,16 +242,22 @@ def test_issue19_hint_counters_reach_the_multiprocess_metrics_as_increments() ->
 
     class Status:
         health = [PeerHealth("b", True, None, 0, hints_pending=3, hints_dropped=2, hints_delivered=5)]
+        failures = 1
 
         def peer_health(self) -> list[PeerHealth]:
             return self.health
 
+        def write_quorum_failures(self) -> int:
+            return self.failures
+
     registry, status = CollectorRegistry(), Status()
     metrics = ClusterMetrics(status, registry)  # type: ignore[arg-type]
     status.health = [PeerHealth("b", True, None, 0, hints_pending=0, hints_dropped=4, hints_delivered=8)]
+    status.failures = 3
     metrics.update()
     metrics.update()
     value = registry.get_sample_value
     assert value("s4_cluster_hints_dropped_total", {"peer": "b"}) == 4
     assert value("s4_cluster_hints_delivered_total", {"peer": "b"}) == 8
     assert value("s4_cluster_hints_pending", {"peer": "b"}) == 0
+    assert value("s4_cluster_write_quorum_failures_total") == 3
