@@ -124,7 +124,11 @@ class Replicator:
                 self._spawn(self._send_or_hint(peer, call, logical))
             return
         if len(live) < need:
+            # No quorum is possible: answer at once. The write is committed here (its outcome is unknown), so the
+            # live peers still get it in the background, hinted if they fail, as on any other failed write.
             self.quorum_failures += 1
+            for peer in live:
+                self._spawn(self._send_or_hint(peer, call, logical))
             raise QuorumNotReachedError(f"{len(live)} of {len(self.peers)} peers alive, {need} needed")
         try:
             result = await call_quorum(live, call, need, timeout=timeout, stragglers="leave")
