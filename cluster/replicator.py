@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from s4.engine.errors import ServiceUnavailableError
+from s4.engine.errors import PoolUnavailableError
 from s4.engine.replica import referenced_bytes
 from s4.journal.codec import encode_event
 from s4.journal.events import Event
@@ -36,7 +36,7 @@ from .wire.s4cluster.v1 import ApplyEventsReply, ApplyEventsRequest, BlobTransfe
 log = logging.getLogger("s4.cluster")
 
 
-class QuorumNotReachedError(ServiceUnavailableError):
+class QuorumNotReachedError(PoolUnavailableError):
     """Fewer than W replicas hold the write: 503 with Retry-After; the write may still appear (repair)."""
 
     def __init__(self, reason: str) -> None:
@@ -44,7 +44,7 @@ class QuorumNotReachedError(ServiceUnavailableError):
                                  "unknown (retry it).")
 
 
-class NotReadyError(ServiceUnavailableError):
+class NotReadyError(PoolUnavailableError):
     """This node is still catching up with its peers and coordinates no write yet."""
 
     def __init__(self) -> None:
