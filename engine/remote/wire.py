@@ -66,11 +66,9 @@ def decode_body(body: bytes) -> dict[str, Any]:
 
 
 def encode_error(exc: BaseException) -> dict[str, Any]:
-    if isinstance(exc, PoolUnavailableError):
-        return {_ERROR_TAG: "pool", "message": exc.message}
     if isinstance(exc, S3Error):
         return {_ERROR_TAG: "s3", "code": exc.code.name, "message": exc.message, "resource": exc.resource,
-                "headers": exc.headers, "fields": exc.fields}
+                "headers": exc.headers, "fields": exc.fields, "pool": isinstance(exc, PoolUnavailableError)}
     if isinstance(exc, ThrottledError):
         return {_ERROR_TAG: "throttled", "retry_after_s": exc.retry_after_s}
     if isinstance(exc, IamError):
@@ -80,7 +78,7 @@ def encode_error(exc: BaseException) -> dict[str, Any]:
 
 def decode_error(data: dict[str, Any]) -> BaseException:
     kind = data.get(_ERROR_TAG)
-    if kind == "pool":
+    if kind == "s3" and data.get("pool"):
         return PoolUnavailableError(data["message"], data["message"])
     if kind == "s3" and data["code"] == ErrorCode.SERVICE_UNAVAILABLE.name:
         return ServiceUnavailableError(data["message"], data["message"])
