@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from s4.engine.errors import ServiceUnavailableError
+from s4.engine.errors import PoolUnavailableError
 from s4.engine.replica import referenced_bytes
 from s4.journal.codec import encode_event
 from s4.journal.events import Event
@@ -40,7 +40,7 @@ from .wire.s4cluster.v1 import ApplyEventsReply, ApplyEventsRequest, BlobTransfe
 log = logging.getLogger("s4.cluster")
 
 
-class QuorumNotReachedError(ServiceUnavailableError):
+class QuorumNotReachedError(PoolUnavailableError):
     """Fewer than W replicas hold the write: 503 with Retry-After; the write may still appear (repair)."""
 
     def __init__(self, reason: str) -> None:
@@ -48,7 +48,7 @@ class QuorumNotReachedError(ServiceUnavailableError):
                                  "unknown (retry it).")
 
 
-class NotReadyError(ServiceUnavailableError):
+class NotReadyError(PoolUnavailableError):
     """This node is still catching up with its peers and coordinates no write yet."""
 
     def __init__(self) -> None:
@@ -132,7 +132,11 @@ class Replicator:
                 self._spawn(self._send_or_hint(peer, call, logical))
             return
         if len(live) < need:
+            # No quorum is possible: answer at once. The write is committed here (its outcome is unknown): it is
+            # kept for the peers (hints, before the answer) and the live ones are sent it in the background too.
             await self._unconfirmed_write(live, logical)
+            for peer in live:
+                self._spawn(self._send_or_hint(peer, call, logical, hinted=True))
             raise QuorumNotReachedError(f"{len(live)} of {len(self.peers)} peers alive, {need} needed")
         try:
             result = await call_quorum(live, call, need, timeout=timeout, stragglers="leave")
@@ -212,11 +216,12 @@ class Replicator:
 
     # --- failures ------------------------------------------------------------------------------------------------
     async def _send_or_hint(self, peer: str, call: Callable[[str], Awaitable[ApplyEventsReply]],
-                            events: list[Event]) -> None:
+                            events: list[Event], *, hinted: bool = False) -> None:
         try:
             await call(peer)
-        except Exception:  # noqa: BLE001 - the peer gets a hint instead
-            await self._hint(peer, events)
+        except Exception:  # noqa: BLE001 - the peer gets a hint instead (unless it has one already)
+            if not hinted:
+                await self._hint(peer, events)
 
     def _on_straggler(self, peer: str, done: asyncio.Task[ApplyEventsReply], events: list[Event]) -> None:
         if done.cancelled() or done.exception() is not None:

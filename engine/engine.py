@@ -23,7 +23,7 @@ from s4.journal import Journal
 
 from . import commands, listing, reads
 from .conditions import Preconditions
-from .errors import S3Error, ServiceUnavailableError, StoredDataDamagedError
+from .errors import PoolUnavailableError, S3Error, ServiceUnavailableError, StoredDataDamagedError
 from .iam_ops import IamOps
 from .ingest import CHUNK_BYTES, Hasher, Ingested, Ingestor
 from .local_commit import LocalCommitPath
@@ -115,6 +115,8 @@ class Engine(IamOps):
         sit in a volume whose sync failed: this process writes its next records to a new volume (volumes/store.py)."""
         try:
             return await self.sequencer.execute(Command(name, args, actor, tuple(volumes or ())))
+        except PoolUnavailableError:  # the pool refused or lacks the quorum: this node's syncs did not fail
+            raise
         except ServiceUnavailableError:
             if volumes:
                 self.volumes.abandon(volumes)

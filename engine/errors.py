@@ -190,6 +190,13 @@ class ServiceUnavailableError(S3Error):
         self.reason = reason
 
 
+class PoolUnavailableError(ServiceUnavailableError):
+    """A cluster node's pool, not its storage, cannot take the write now: fewer than W replicas hold it, or this node
+    is still catching up (cluster/replicator.py). This node's volumes are sound (the write's bytes were synced with its
+    local commit, or never used), so the engine keeps writing to them, unlike after another 503 (engine.py ``_run``).
+    Crosses the worker channel as itself (engine/remote/wire.py)."""
+
+
 class StoredDataDamagedError(S3Error):
     """A read found stored bytes that fail their checksums (engine/volumes/reads.py): a server-side fault, 500
     ``InternalError`` like any other, but one whose message is safe and useful to show (it names no path or

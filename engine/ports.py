@@ -82,13 +82,14 @@ class ReplicationPort(Protocol):
     client only after ``replicate`` returned."""
 
     def admit(self) -> None:
-        """Raise ServiceUnavailableError when this node may not coordinate a write now (it is still catching up
-        with its peers): checked before the command is decided."""
+        """Raise PoolUnavailableError (a 503 ServiceUnavailableError) when this node may not coordinate a write now
+        (it is still catching up with its peers): checked before the command is decided."""
         ...
 
     async def replicate(self, events: Sequence[Event]) -> None:
         """Return once the write quorum holds ``events`` durably (this node's copy counts: it is committed
-        already); raise ServiceUnavailableError when it cannot. Node-local events are not sent."""
+        already); raise PoolUnavailableError (a 503 ServiceUnavailableError, which leaves this node's volumes in
+        use: its commit synced them) when it cannot. Node-local events are not sent."""
         ...
 
     def replicate_sync(self, events: Sequence[Event]) -> None:

@@ -3,9 +3,10 @@
 Frame: ``u32 BE length`` + msgpack map. A request is ``{"id", "op", ...}``; its reply is ``{"id", "ok": value}``
 or ``{"id", "err": error}``. Errors keep their meaning across the boundary: an S3Error arrives as the same
 S3Error (code, message, resource, headers, XML fields), an IamError (and ThrottledError) as the same one;
-"cannot commit now" (ServiceUnavailableError) as that type; anything else becomes an InternalError whose message
-names the original exception type -- for the worker's log only: the HTTP error boundary (api/errors.py) never
-sends an InternalError's message to a client.
+"cannot commit now" (ServiceUnavailableError) as that type, and the pool's refusal (PoolUnavailableError) as
+that one (the worker must not abandon its volumes for it: engine/errors.py); anything else becomes an
+InternalError whose message names the original exception type -- for the worker's log only: the HTTP error
+boundary (api/errors.py) never sends an InternalError's message to a client.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import msgpack
 
-from ..errors import ErrorCode, S3Error, ServiceUnavailableError
+from ..errors import ErrorCode, PoolUnavailableError, S3Error, ServiceUnavailableError
 from ..iam import IamError
 from ..login_throttle import ThrottledError
 
@@ -67,7 +68,7 @@ def decode_body(body: bytes) -> dict[str, Any]:
 def encode_error(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, S3Error):
         return {_ERROR_TAG: "s3", "code": exc.code.name, "message": exc.message, "resource": exc.resource,
-                "headers": exc.headers, "fields": exc.fields}
+                "headers": exc.headers, "fields": exc.fields, "pool": isinstance(exc, PoolUnavailableError)}
     if isinstance(exc, ThrottledError):
         return {_ERROR_TAG: "throttled", "retry_after_s": exc.retry_after_s}
     if isinstance(exc, IamError):
@@ -77,6 +78,8 @@ def encode_error(exc: BaseException) -> dict[str, Any]:
 
 def decode_error(data: dict[str, Any]) -> BaseException:
     kind = data.get(_ERROR_TAG)
+    if kind == "s3" and data.get("pool"):
+        return PoolUnavailableError(data["message"], data["message"])
     if kind == "s3" and data["code"] == ErrorCode.SERVICE_UNAVAILABLE.name:
         return ServiceUnavailableError(data["message"], data["message"])
     if kind == "s3":
