@@ -259,6 +259,51 @@ def test_a_missing_blob_refuses_the_whole_batch_and_changes_nothing(tmp_path: Pa
         b.close()
 
 
+def test_a_put_deleted_since_applies_without_its_bytes_after_what_supersedes_it(tmp_path: Path) -> None:
+    """A replica away while k1 was put and deleted gets both events, but the put's blob is gone on every node (its
+    reference was released by the delete). In one batch the put is applied after the delete, without the bytes, as
+    the no-op it is; alone it is refused (it would be a live version without bytes); once the delete is held, the
+    put alone applies too. Replaying the replica's journal rebuilds the same views (the put is journaled after
+    what supersedes it)."""
+    a, b, _ = _pair(tmp_path)
+    try:
+        a.run("put_object", **put_args(a, "k1", 0))
+        a.run("delete_object", bucket="b", key="k1", version_id=None)
+        events = a.own_events()
+        nothing = lambda h: None  # noqa: E731 - no node holds the blob any more
+        result = b.apply(events, nothing)
+        assert isinstance(result, PeerBatchResult)  # the bucket's creation it had; the put and delete it applied
+        assert result.outcomes == (Applied.ALREADY_HAD, Applied.APPLIED, Applied.APPLIED)
+        assert versions_of(b, "k1") == []
+        check_blob_refs(b.views)
+        journaled = [e for e in b.journal.read() if e.type in (EventType.OBJECT_VERSION_PUT,
+                                                                 EventType.OBJECT_VERSION_REMOVED)]
+        assert [e.type for e in journaled] == [EventType.OBJECT_VERSION_REMOVED, EventType.OBJECT_VERSION_PUT]
+        rebuilt = Views(tmp_path / "rebuilt", sync=False)
+        try:
+            replay_events(b.journal.read(), rebuilt)
+            assert dump_views(rebuilt) == dump_views(b.views)
+        finally:
+            rebuilt.close()
+    finally:
+        a.close()
+        b.close()
+    a, b, _ = _pair(tmp_path / "second")
+    try:
+        a.run("put_object", **put_args(a, "k1", 0))
+        a.run("delete_object", bucket="b", key="k1", version_id=None)
+        events = a.own_events()
+        put_event = next(e for e in events if e.type is EventType.OBJECT_VERSION_PUT)
+        refused = b.apply([e for e in events if e.seq <= put_event.seq], lambda h: None)
+        assert isinstance(refused, MissingBlobsError) and refused.hashes == [HASHES[0]]
+        assert isinstance(b.apply([e for e in events if e.seq > put_event.seq], lambda h: None), PeerBatchResult)
+        assert isinstance(b.apply([put_event], lambda h: None), PeerBatchResult)  # superseded by now
+        assert versions_of(b, "k1") == []
+    finally:
+        a.close()
+        b.close()
+
+
 def test_a_far_future_hlc_is_refused_and_changes_nothing(tmp_path: Path) -> None:
     a, b, wall = _pair(tmp_path)
     try:
