@@ -39,6 +39,8 @@ from .wire.s4cluster.v1 import (
     ApplyEventsRequest,
     BlobTransfer,
     CatchUpBatch,
+    CatchUpFromReply,
+    CatchUpFromRequest,
     CatchUpRequest,
 )
 
@@ -177,8 +179,9 @@ class EventsService:
 
     def __init__(self, journal: JournalReader, applier: PeerEventsApplier | None = None,
                  fetcher: BlobFetcher | None = None, *, limits: BatchLimits | None = None,
-                 status: Callable[[], tuple[int, int]] | None = None) -> None:
+                 status: Callable[[], tuple[int, int]] | None = None, puller: CatchUp | None = None) -> None:
         self.journal, self.applier, self.fetcher = journal, applier, fetcher
+        self.puller = puller  # this node's catch-up client: CatchUpFrom runs one of its passes
         self.limits = limits or BatchLimits()
         self._status = status
         self._streams = asyncio.Semaphore(MAX_STREAMS)
@@ -190,6 +193,18 @@ class EventsService:
         async with self._streams:
             async for batch in journal_batches(self.journal, request.after_seq, limits):
                 yield batch
+
+    async def catch_up_from(self, caller: str, request: CatchUpFromRequest) -> CatchUpFromReply:
+        """Blocking read repair: pull ``caller``'s journal now, through at least ``request.through_seq``."""
+        if self.puller is None or caller not in self.puller.peers:
+            raise GRPCError(Status.UNIMPLEMENTED, "this node does not catch up from the caller")
+        try:
+            cursor = await self.puller.pass_once(caller)
+        except CatchUpError as exc:
+            raise GRPCError(Status.UNAVAILABLE, str(exc)) from None
+        if cursor < request.through_seq:
+            raise GRPCError(Status.UNAVAILABLE, f"caught up through {cursor}, not {request.through_seq}")
+        return CatchUpFromReply(cursor=cursor)
 
     async def apply_events(self, caller: str, request: ApplyEventsRequest) -> ApplyEventsReply:
         if self.applier is None:

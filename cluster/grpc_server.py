@@ -33,6 +33,8 @@ from .wire.s4cluster.v1 import (
     CasPrepareReply,
     CasPrepareRequest,
     CatchUpBatch,
+    CatchUpFromReply,
+    CatchUpFromRequest,
     CatchUpRequest,
     GetBlobChunk,
     GetBlobRequest,
@@ -77,6 +79,8 @@ class EventsHandler(Protocol):
     async def apply_events(self, caller: str, request: ApplyEventsRequest) -> ApplyEventsReply: ...
 
     def catch_up(self, caller: str, request: CatchUpRequest) -> AsyncIterator[CatchUpBatch]: ...
+
+    async def catch_up_from(self, caller: str, request: CatchUpFromRequest) -> CatchUpFromReply: ...
 
 
 class BlobsHandler(Protocol):
@@ -147,6 +151,9 @@ class ClusterService(S4ClusterBase):
     async def catch_up(self, message: CatchUpRequest) -> AsyncIterator[CatchUpBatch]:
         async for batch in self._area(self.handlers.events, "events").catch_up(CALLER.get(), message):
             yield batch
+
+    async def catch_up_from(self, message: CatchUpFromRequest) -> CatchUpFromReply:
+        return await self._area(self.handlers.events, "events").catch_up_from(CALLER.get(), message)
 
     async def put_blob(self, messages: AsyncIterator[PutBlobChunk]) -> PutBlobReply:
         handler = self._area(self.handlers.blobs, "blobs")

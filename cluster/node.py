@@ -42,6 +42,7 @@ from .config import ClusterConfig
 from .feed_store import FeedStore
 from .grpc_server import ClusterServer, Handlers
 from .hints import Hints, HintSettings
+from .key_reads import QuorumKeyReads
 from .liveness import ALIVE, Liveness, LivenessSettings
 from .peers import PeerPool
 from .replicator import Replicator
@@ -78,6 +79,7 @@ class ClusterNode:
         self.catch_up: CatchUp | None = None  # set by enable_feed
         self.hints: Hints | None = None
         self.replicator: Replicator | None = None  # set by cluster/wiring.py: the write path
+        self.key_reads: QuorumKeyReads | None = None  # ... and the read path
 
     def enable_feed(self, store: FeedStore, journal: JournalReader, applier: PeerEventsApplier,
                     fetcher: BlobFetcher | None = None, *, catch_up: CatchUpSettings | None = None,
@@ -92,7 +94,7 @@ class ClusterNode:
         service = self.server.service
         if service.handlers.events is None:
             service.handlers = dataclasses.replace(service.handlers, events=EventsService(
-                journal, applier, fetcher, status=self.status))
+                journal, applier, fetcher, status=self.status, puller=self.catch_up))
 
     @property
     def ready(self) -> bool:

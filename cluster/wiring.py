@@ -10,7 +10,8 @@ What a cluster node serves and runs besides Ping and the heartbeat (docs/archite
   ``ReplicaApplier`` (the engine's ``apply_peer_events``), and the catch-up and hint loops (``enable_feed``) with
   a ``PoolBlobFetcher`` into the blob service;
 * the write path: a ``Replicator`` (cluster/replicator.py), the engine's ``ReplicationPort``, which the caller
-  attaches to the replicated commit path (engine/replicated_commit.py).
+  attaches to the replicated commit path (engine/replicated_commit.py);
+* the read path: ``QuorumKeyReads`` (cluster/key_reads.py), the engine's ``KeyReadPort``.
 
 The engine never imports this module; it only sees its ports (engine/ports.py).
 """
@@ -37,6 +38,7 @@ from .blobs import StagedBlobs
 from .buckets_register import CasNode
 from .catch_up import GrpcEventsTransport, JournalReader, PoolBlobFetcher
 from .feed_store import FeedStore, store_path
+from .key_reads import QuorumKeyReads
 from .node import ClusterNode
 from .reads import ReadsService
 from .replicator import Replicator
@@ -126,6 +128,7 @@ class Wired:
     cas: CasNode
     feed: FeedStore
     replicator: Replicator
+    key_reads: QuorumKeyReads
 
     def close(self) -> None:
         for closer in (self.feed.close, self.cas.close, self.volumes.close):
@@ -160,6 +163,10 @@ def wire_node(node: ClusterNode, parts: EngineParts) -> Wired:
     replicator = Replicator(node.liveness.peers, node.config.write_quorum, GrpcEventsTransport(node.pool), node.hints,
                             ready=lambda: node.ready, state=node.liveness.state)
     node.replicator = replicator
-    wired = Wired(blobs, volumes, cas, feed, replicator)
+    assert node.catch_up is not None
+    key_reads = QuorumKeyReads(node.config.node_id, node.liveness.peers, node.config.read_quorum, parts.views,
+                               node.pool.stub, node.catch_up, lambda: journal.last_seq, state=node.liveness.state)
+    node.key_reads = key_reads
+    wired = Wired(blobs, volumes, cas, feed, replicator, key_reads)
     node.closers.append(wired.close)
     return wired

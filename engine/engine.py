@@ -39,7 +39,7 @@ from .model import (
     version_record,
 )
 from .names import check_bucket_name, check_key
-from .ports import ClusterStatus, CommitPath, CommitPort
+from .ports import ClusterStatus, CommitPath, CommitPort, KeyReadPort
 from .sequencer import Command
 from .space import SpaceGuard
 from .views.env import Views
@@ -71,6 +71,9 @@ class Engine(IamOps):
     #: Volumes compaction must leave alone for now, beyond the active ones: a cluster node's volumes holding blobs
     #: received from a peer that no event references yet (cluster/blobs.py's staged table). Set by tools/server.py.
     pinned_volumes: Callable[[], set[str]] = staticmethod(set)
+    #: A replicated pool's quorum reads (engine/ports.py ``KeyReadPort``), set by tools/server.py; None: this node's
+    #: views are the truth (single mode).
+    key_reads: KeyReadPort | None = None
 
     def __init__(self, options: EngineOptions, commit_path: CommitPath | None = None) -> None:
         """The node's engine, committing through ``commit_path`` (engine/ports.py), which the composition root
@@ -121,6 +124,12 @@ class Engine(IamOps):
             if volumes:
                 self.volumes.abandon(volumes)
             raise
+
+    async def settle_key(self, bucket: str, key: str) -> None:
+        """Before reading ``key``'s metadata: in a pool, bring this node's views up to the newest state R replicas
+        hold (a quorum read with blocking repair); nothing to do on a single node."""
+        if self.key_reads is not None:
+            await self.key_reads.settle_key(bucket, key)
 
     def _read(self, fn: Callable[[Tx], Any]) -> Any:
         with self.views.read() as txn:

@@ -97,6 +97,17 @@ class ReplicationPort(Protocol):
         ...
 
 
+class KeyReadPort(Protocol):
+    """Quorum reads of one key in a replicated pool (cluster/key_reads.py implements it; the engine calls it
+    before reading a key's metadata from its own views)."""
+
+    async def settle_key(self, bucket: str, key: str) -> None:
+        """Make this node's views hold at least the newest state of ``key`` that R replicas hold, and repair the
+        answering replicas that lack it, before the read is answered (blocking read repair: a later quorum read
+        never goes backwards). Raise ServiceUnavailableError when fewer than R replicas answer or a repair fails."""
+        ...
+
+
 class LoginThrottlePort(Protocol):
     """The node-wide login throttle, when another process keeps it (engine/login_throttle.py)."""
 

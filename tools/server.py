@@ -38,7 +38,7 @@ from s4.engine.datadir import DataDirLockedError, NodeIdMismatchError
 from s4.engine.jobs.service import JobSettings, for_engine
 from s4.engine.local_commit import LocalCommitPath
 from s4.engine.ports import SingleNodeStatus
-from s4.engine.remote import ChannelCommitPath, LoopChannel, RemoteCluster
+from s4.engine.remote import ChannelCommitPath, LoopChannel, RemoteCluster, RemoteKeyReads
 from s4.engine.replicated_commit import ReplicatedCommitPath
 from s4.journal import CorruptJournalError
 
@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             assert commit_path.sequencer is not None  # opened with the engine
             replication = commit_path.replication if isinstance(commit_path, ReplicatedCommitPath) else None
             node = supervisor.Supervisor(engine, commit_path.sequencer, background, listeners,
-                                         supervisor.worker_command(args.config, args.log_level), env, replication)
+                                         supervisor.worker_command(args.config, args.log_level), env, replication,
+                                         engine.key_reads)
             _banner(settings, data_dir, access, secret, generated, f"{count} worker processes{_cluster_note(settings)}")
             _run(node.serve, background, node.request_stop, cluster)
         else:
@@ -146,6 +147,7 @@ def _cluster_node(engine: Engine, settings: Settings, commit_path: LocalCommitPa
     engine.pinned_volumes = wired.blobs.staged.volumes  # compaction leaves staged blobs' volumes alone
     if isinstance(commit_path, ReplicatedCommitPath):  # from now on a write is answered once W replicas hold it
         commit_path.attach(wired.replicator)
+    engine.key_reads = wired.key_reads  # and a read of a key first settles it on R replicas
     return node
 
 
@@ -169,6 +171,8 @@ def _run_worker(settings: Settings, data_dir: Path, args: argparse.Namespace) ->
     engine_ready = True
     engine.cluster = RemoteCluster(channel) if settings.cluster is not None else \
         SingleNodeStatus(engine.node_id, str(settings.bind))
+    if settings.cluster is not None:
+        engine.key_reads = RemoteKeyReads(channel)
     try:
         access, secret = settings.access_key or "", settings.secret_key or ""
         app = build_app(engine, _api_settings(settings, access, secret, settings.jwt_secret or ""))

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from s4.engine import Engine
-from s4.engine.ports import ReplicationPort
+from s4.engine.ports import KeyReadPort, ReplicationPort
 from s4.engine.remote import SequencerService, WorkerLink
 from s4.engine.sequencer import Sequencer
 
@@ -94,7 +94,7 @@ def _reuseport_listener(family: socket.AddressFamily, address: str, port: int) -
 class Supervisor:
     def __init__(self, engine: Engine, sequencer: Sequencer, background: object, listeners: list[socket.socket],
                  worker_argv: list[str], worker_env: dict[str, str],
-                 replication: ReplicationPort | None = None) -> None:
+                 replication: ReplicationPort | None = None, key_reads: KeyReadPort | None = None) -> None:
         """``sequencer``: the one that commits ``engine``'s commands (its local commit path's, engine/ports.py);
         the workers' commands are committed by it too, in the same batches, and (a cluster node) answered once
         ``replication`` has them on the write quorum. ``engine.cluster`` (the cluster status, run here) answers the
@@ -102,6 +102,7 @@ class Supervisor:
         self.engine = engine
         self.sequencer = sequencer
         self.replication = replication
+        self.key_reads = key_reads
         self.background = background
         self.listeners = listeners  # worker i (from 1) serves listeners[i - 1]
         self.count = len(listeners)
@@ -119,7 +120,7 @@ class Supervisor:
         """Run until SIGTERM/SIGINT; then stop the workers gracefully (they finish in-flight requests)."""
         loop = asyncio.get_running_loop()
         self.service = SequencerService(self.sequencer, self.background, loop, self.engine.login_throttle,
-                                        self.engine.cluster, self.replication)
+                                        self.engine.cluster, self.replication, self.key_reads)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
         for worker_id in range(1, self.count + 1):

@@ -77,7 +77,7 @@ async def upload_part_copy(call: Call, resp: falcon.asgi.Response) -> None:
     number = _part_number(call)
     upload_id = call.upload_id()
     call.engine.get_upload(call.bucket, call.key, upload_id)
-    source = copy_source_version(call)
+    source = await copy_source_version(call)
     start, length = 0, source.size
     copy_range = call.headers.get("x-amz-copy-source-range")
     if copy_range:

@@ -70,7 +70,8 @@ async def put_object(call: Call, resp: falcon.asgi.Response) -> None:
         resp.set_header(name, value)
 
 
-def _select_version(call: Call) -> ObjectVersion:
+async def _select_version(call: Call) -> ObjectVersion:
+    await call.engine.settle_key(call.bucket, call.key)
     return call.engine.head_object(call.bucket, call.key, call.query.get("versionId"))
 
 
@@ -119,6 +120,7 @@ def _part_range(version: ObjectVersion, part_number: str) -> tuple[int, int, int
 
 
 async def _serve(call: Call, resp: falcon.asgi.Response, *, body: bool) -> None:
+    await call.engine.settle_key(call.bucket, call.key)
     opened = call.engine.open_version(call.bucket, call.key, call.query.get("versionId"))
     version = opened.version
     check_read(call.headers, version)
@@ -218,8 +220,9 @@ def parse_copy_source(value: str) -> tuple[str, str, str | None]:
     return bucket, key, version_id
 
 
-def copy_source_version(call: Call) -> ObjectVersion:
+async def copy_source_version(call: Call) -> ObjectVersion:
     src_bucket, src_key, src_version = parse_copy_source(call.headers["x-amz-copy-source"])
+    await call.engine.settle_key(src_bucket, src_key)
     try:
         source = call.engine.head_object(src_bucket, src_key, src_version)
     except S3Error as exc:
@@ -232,7 +235,7 @@ def copy_source_version(call: Call) -> ObjectVersion:
 
 
 async def copy_object(call: Call, resp: falcon.asgi.Response) -> None:
-    source = copy_source_version(call)
+    source = await copy_source_version(call)
     directive = call.headers.get("x-amz-metadata-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise S3Error(ErrorCode.INVALID_ARGUMENT, "Unknown metadata directive.")
@@ -273,7 +276,7 @@ async def delete_object_tagging(call: Call, resp: falcon.asgi.Response) -> None:
 
 
 async def get_object_tagging(call: Call, resp: falcon.asgi.Response) -> None:
-    version = _select_version(call)
+    version = await _select_version(call)
     resp.set_header("x-amz-version-id", version.version_id)
     resp.content_type = "application/xml"
     resp.data = tagging_xml(version.tags)
@@ -292,7 +295,7 @@ def acl_xml(owner_id: str, owner_name: str) -> bytes:
 
 async def get_object_acl(call: Call, resp: falcon.asgi.Response) -> None:
     if call.key:
-        _select_version(call)
+        await _select_version(call)
     else:
         call.engine.get_bucket(call.bucket)
     resp.content_type = "application/xml"
@@ -303,7 +306,7 @@ async def put_acl(call: Call, resp: falcon.asgi.Response) -> None:
     """S4 has one owner and no ACL grants. The ``x-amz-acl``/``x-amz-grant-*`` headers are checked with every
     security header (security.py); an AccessControlPolicy body may only grant the owner FULL_CONTROL."""
     if call.key:
-        _select_version(call)
+        await _select_version(call)
     else:
         call.engine.get_bucket(call.bucket)
     check_acl_body(await call.read_body(), call.settings.owner_id)

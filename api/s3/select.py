@@ -139,6 +139,7 @@ async def select_object_content(call: Call, resp: falcon.asgi.Response) -> None:
     progress = _text(parts.get("RequestProgress"), "Enabled", "false").lower() == "true"
     query = translate(expression)
     spec.json_path = query.json_path
+    await call.engine.settle_key(call.bucket, call.key)
     version = call.engine.head_object(call.bucket, call.key, call.query.get("versionId"))
     if spec.scan_range is not None and spec.scan_range[0] is not None and spec.scan_range[0] < 0:
         spec.scan_range = (max(version.size + spec.scan_range[0], 0), None)

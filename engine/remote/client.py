@@ -108,6 +108,17 @@ class RemoteCluster:
         return 0  # counted and published by the supervisor, like the peer metrics
 
 
+class RemoteKeyReads:
+    """The quorum reads (engine/ports.py ``KeyReadPort``) in an HTTP worker: the supervisor runs the cluster node,
+    so the worker asks it to settle a key before reading it from the views it shares."""
+
+    def __init__(self, channel: LoopChannel) -> None:
+        self.channel = channel
+
+    async def settle_key(self, bucket: str, key: str) -> None:
+        await self.channel.call({"op": "settle", "bucket": bucket, "key": key})
+
+
 class ChannelCommitPath:
     """An HTTP worker process's commit path: it writes its own volumes and reads the views directly, but owns
     neither the journal nor the LMDB writer nor the data-directory lock (the supervisor holds them and has replayed

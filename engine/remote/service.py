@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from ..errors import ServiceUnavailableError
 from ..login_throttle import LoginThrottle
-from ..ports import ClusterStatus, ReplicationPort
+from ..ports import ClusterStatus, KeyReadPort, ReplicationPort
 from ..sequencer import Command, Committed, Recorded, Sequencer
 from .pending import ChannelClosedError
 from .wire import FrameBuffer, encode_error, encode_frame
@@ -35,8 +35,9 @@ MAX_BATCH = 4096
 class SequencerService:
     def __init__(self, sequencer: Sequencer, jobs: Any, loop: asyncio.AbstractEventLoop,
                  login_throttle: LoginThrottle, cluster: ClusterStatus | None = None,
-                 replication: ReplicationPort | None = None) -> None:
+                 replication: ReplicationPort | None = None, key_reads: KeyReadPort | None = None) -> None:
         self.sequencer = sequencer
+        self.key_reads = key_reads  # a cluster node's quorum reads, run here for the workers
         self.replication = replication  # a cluster node's: a batch is answered once the write quorum holds it
         self.jobs = jobs
         self.cluster = cluster  # the supervisor's (engine/ports.py), for the workers' health API
@@ -65,6 +66,8 @@ class SequencerService:
             self._job_call(link, request_id, message["method"], message.get("kwargs") or {})
         elif op == "cluster" and message.get("method") == "health":
             self._cluster_health(link, request_id)
+        elif op == "settle" and self.key_reads is not None:  # a worker's quorum read of one key
+            self._answer(link, request_id, self.key_reads.settle_key(message["bucket"], message["key"]))
         elif op == "throttle" and message.get("action") in LoginThrottle.ACTIONS:
             try:  # a few dict operations under a lock: answered right here
                 getattr(self.login_throttle, message["action"])(message["username"], message["client"])
@@ -130,7 +133,11 @@ class SequencerService:
         if self.cluster is None:
             link.reply(request_id, error=ValueError("this node has no cluster status"))
             return
-        task = self.loop.create_task(self.cluster.health())
+        self._answer(link, request_id, self.cluster.health())
+
+    def _answer(self, link: WorkerLink, request_id: int, work: Coroutine[Any, Any, Any]) -> None:
+        """Run ``work`` on the loop and reply with its result or error."""
+        task = self.loop.create_task(work)
         self._tasks.add(task)
 
         def answer(done: asyncio.Task[Any]) -> None:
@@ -151,19 +158,7 @@ class SequencerService:
             except Exception as exc:  # noqa: BLE001 - answered to the caller
                 link.reply(request_id, error=exc)
             return
-        task = self.loop.create_task(getattr(self.jobs, method)(**kwargs))
-        self._tasks.add(task)
-
-        def answer(done: asyncio.Task[Any]) -> None:
-            self._tasks.discard(done)
-            if done.cancelled():
-                link.reply(request_id, error=ChannelClosedError("the sequencer process is stopping"))
-            elif (error := done.exception()) is not None:
-                link.reply(request_id, error=error)
-            else:
-                link.reply(request_id, done.result())
-
-        task.add_done_callback(answer)
+        self._answer(link, request_id, getattr(self.jobs, method)(**kwargs))
 
 
 class WorkerLink:

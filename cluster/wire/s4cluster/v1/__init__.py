@@ -14,6 +14,8 @@ __all__ = (
     "CasPrepareReply",
     "CasPrepareRequest",
     "CatchUpBatch",
+    "CatchUpFromReply",
+    "CatchUpFromRequest",
     "CatchUpRequest",
     "GetBlobChunk",
     "GetBlobRequest",
@@ -265,6 +267,28 @@ class CatchUpBatch(betterproto2.Message):
 
 
 default_message_pool.register_message("s4cluster.v1", "CatchUpBatch", CatchUpBatch)
+
+
+@dataclass(eq=False, repr=False)
+class CatchUpFromReply(betterproto2.Message):
+    cursor: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
+    """
+    how far into the caller's journal the receiver has applied now
+    """
+
+
+default_message_pool.register_message("s4cluster.v1", "CatchUpFromReply", CatchUpFromReply)
+
+
+@dataclass(eq=False, repr=False)
+class CatchUpFromRequest(betterproto2.Message):
+    through_seq: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
+    """
+    the caller's journal seq the pass must reach
+    """
+
+
+default_message_pool.register_message("s4cluster.v1", "CatchUpFromRequest", CatchUpFromRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -659,6 +683,28 @@ class S4ClusterStub(betterproto2_grpclib.ServiceStub):
         ):
             yield response
 
+    async def catch_up_from(
+        self,
+        message: "CatchUpFromRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "CatchUpFromReply":
+        """
+        Blocking read repair: the receiver runs a catch-up pass from the caller now and answers once it applied the
+        caller's journal through at least through_seq.
+        """
+
+        return await self._unary_unary(
+            "/s4cluster.v1.S4Cluster/CatchUpFrom",
+            message,
+            CatchUpFromReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
     async def cas_prepare(
         self,
         message: "CasPrepareRequest",
@@ -754,6 +800,14 @@ class S4ClusterBase(betterproto2_grpclib.ServiceBase):
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
         yield CatchUpBatch()
 
+    async def catch_up_from(self, message: "CatchUpFromRequest") -> "CatchUpFromReply":
+        """
+        Blocking read repair: the receiver runs a catch-up pass from the caller now and answers once it applied the
+        caller's journal through at least through_seq.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def cas_prepare(self, message: "CasPrepareRequest") -> "CasPrepareReply":
         """
         CASPaxos acceptor, phase 1: promise a ballot, answer the value accepted so far (bucket create and delete).
@@ -815,6 +869,12 @@ class S4ClusterBase(betterproto2_grpclib.ServiceBase):
             request,
         )
 
+    async def __rpc_catch_up_from(self, stream: "grpclib.server.Stream[CatchUpFromRequest, CatchUpFromReply]") -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.catch_up_from(request)
+        await stream.send_message(response)
+
     async def __rpc_cas_prepare(self, stream: "grpclib.server.Stream[CasPrepareRequest, CasPrepareReply]") -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -870,6 +930,12 @@ class S4ClusterBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_STREAM,
                 CatchUpRequest,
                 CatchUpBatch,
+            ),
+            "/s4cluster.v1.S4Cluster/CatchUpFrom": grpclib.const.Handler(
+                self.__rpc_catch_up_from,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                CatchUpFromRequest,
+                CatchUpFromReply,
             ),
             "/s4cluster.v1.S4Cluster/CasPrepare": grpclib.const.Handler(
                 self.__rpc_cas_prepare,

@@ -1,0 +1,141 @@
+"""Quorum reads of one key with blocking read repair (the engine's ``KeyReadPort``, engine/ports.py).
+
+Before a GET, HEAD, tagging read or a copy's source read, the coordinator reads the key's replicated state from
+its own views and from R - 1 peers (``ReadKeys``, the first answers win), and merges them by the projection's rules
+(cluster/key_merge.py). When they agree (the common case: every write goes to every replica at once) the read is
+served from this node's views. Otherwise, before the answer:
+
+* **this node lacks something**: it runs a catch-up pass from each answering peer (cluster/catch_up.py), which
+  brings exactly the events it misses, with their blobs, through the one writer; then it reads its own state again,
+  and refuses (503) if it still lacks what the merge holds;
+* **an answering peer lacks something**: it asks that peer to catch up from this node now (``CatchUpFrom``), which
+  returns once the peer applied this node's committed journal up to its head at the call.
+
+So the R replicas that answered hold at least the state returned, and any later R-quorum intersects them when
+W + R > N: successive quorum reads never go backwards (docs/architecture/replication.md, "Quorum reads").
+
+Repair by catch-up moves whole journal suffixes rather than the key's records: simple and exact (events keep their
+identities, blobs come along), and cheap when replicas are nearly in step, which the write path keeps them; a peer
+far behind makes the read slow (bounded by ``repair_s``) rather than wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from s4.engine.errors import PoolUnavailableError
+from s4.engine.views.env import Views
+
+from .key_merge import merge_key_states
+from .liveness import DEAD
+from .quorum import QuorumError, call_quorum
+from .reads import OBJECT, ReadsStub, fetch_states, read_states
+from .wire.s4cluster.v1 import CatchUpFromRequest
+
+log = logging.getLogger("s4.cluster")
+
+
+class ReadQuorumError(PoolUnavailableError):
+    """Fewer than R replicas answered, or a stale one could not be repaired: 503 with Retry-After."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, "Fewer replicas than the read quorum could answer for this key; retry later.")
+
+
+class Puller(Protocol):
+    """cluster/catch_up.py ``CatchUp``: one pass from a peer, now."""
+
+    async def pass_once(self, peer: str) -> int: ...
+
+
+class RepairStub(Protocol):
+    def catch_up_from(self, message: CatchUpFromRequest, *, timeout: float | None = None) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class KeyReadSettings:
+    read_s: float = 5.0  # the R answers
+    repair_s: float = 30.0  # a stale replica's catch-up
+
+
+class QuorumKeyReads:
+    """``KeyReadPort`` for one node of a pool."""
+
+    def __init__(self, node_id: str, peers: Sequence[str], read_quorum: int, views: Views,
+                 stub_of: Callable[[str], Any], puller: Puller, committed_seq: Callable[[], int], *,
+                 state: Callable[[str], str] = lambda _peer: "alive", settings: KeyReadSettings | None = None) -> None:
+        self.node_id, self.peers, self.read_quorum = node_id, tuple(peers), read_quorum
+        self.views, self.stub_of, self.puller = views, stub_of, puller
+        self.committed_seq, self._state = committed_seq, state
+        self.settings = settings or KeyReadSettings()
+        self.repairs = 0  # reads that found a replica stale and repaired it first (metrics)
+        self.failures = 0  # reads refused: fewer than R answers, or a repair that failed
+
+    async def settle_key(self, bucket: str, key: str) -> None:
+        need = self.read_quorum - 1
+        if need <= 0 or not self.peers:
+            return
+        live = [p for p in self.peers if self._state(p) != DEAD]
+        if len(live) < need:
+            self.failures += 1
+            raise ReadQuorumError(f"{len(live)} of {len(self.peers)} peers alive, {need} needed")
+        timeout = self.settings.read_s
+
+        async def one(peer: str) -> dict[str, Any]:
+            stub: ReadsStub = self.stub_of(peer)
+            return (await fetch_states(stub, OBJECT, bucket, [key], timeout))[key]
+
+        try:
+            answers = (await call_quorum(live, one, need, timeout=timeout)).successes
+        except QuorumError as exc:
+            self.failures += 1
+            raise ReadQuorumError(str(exc)) from exc
+        merged = merge_key_states({self.node_id: self._local(bucket, key), **answers})
+        if not merged.stale:
+            return
+        self.repairs += 1
+        try:
+            if self.node_id in merged.stale:
+                await self._pull(list(answers))
+                again = merge_key_states({self.node_id: self._local(bucket, key), **answers})
+                if self.node_id in again.stale:
+                    raise ReadQuorumError(f"still lacks {again.stale[self.node_id]} of {bucket}/{key} after "
+                                          "catching up")
+            stale_peers = [p for p in merged.stale if p != self.node_id]
+            if stale_peers:
+                await self._push(stale_peers)
+        except ReadQuorumError:
+            self.failures += 1
+            raise
+
+    def _local(self, bucket: str, key: str) -> dict[str, Any]:
+        return read_states(self.views, OBJECT, bucket, [key])[0]
+
+    async def _pull(self, peers: list[str]) -> None:
+        """This node catches up from the peers that answered (one pass each, at once)."""
+        try:
+            async with asyncio.timeout(self.settings.repair_s):
+                results = await asyncio.gather(*(self.puller.pass_once(p) for p in peers), return_exceptions=True)
+        except TimeoutError:
+            raise ReadQuorumError(f"catching up from {', '.join(peers)} took longer than "
+                                  f"{self.settings.repair_s:.0f}s") from None
+        for peer, result in zip(peers, results, strict=True):
+            if isinstance(result, BaseException):
+                log.info("read repair: catching up from %s failed: %s", peer, result)
+
+    async def _push(self, peers: list[str]) -> None:
+        """The stale peers catch up from this node, through its committed head now."""
+        request = CatchUpFromRequest(through_seq=self.committed_seq())
+
+        async def one(peer: str) -> None:
+            stub: RepairStub = self.stub_of(peer)
+            await stub.catch_up_from(request, timeout=self.settings.repair_s)
+
+        results = await asyncio.gather(*(one(p) for p in peers), return_exceptions=True)
+        failed = {p: r for p, r in zip(peers, results, strict=True) if isinstance(r, BaseException)}
+        if failed:
+            raise ReadQuorumError("repairing " + "; ".join(f"{p}: {type(e).__name__}: {e}" for p, e in failed.items()))
