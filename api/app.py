@@ -220,7 +220,9 @@ class S3Service:
         call = Call(self.engine, self.settings, req, req.method, bucket, key, query, headers, auth, request_id)
         check_security_headers(target.operation or "", headers)
         if call.has_body:  # what the headers allow, before a byte of the body is asked for (100 Continue)
-            call.check_before_body(target.operation or "")
+            await call.check_before_body(target.operation or "")
+        elif bucket and target.operation != "CreateBucket":
+            await self.engine.settle_missing_bucket(bucket)  # a pool: created through another node moments ago
         try:
             await handler(call, resp)
         finally:

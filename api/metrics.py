@@ -158,7 +158,8 @@ class EngineCollector(Collector):
 HINTS_PENDING_DOC = "Events kept for the peer (hinted handoff: it missed them) and not yet delivered"
 HINTS_DROPPED_DOC = "Hints for the peer dropped undelivered (older than S4_HINT_TTL_HOURS, or hints off)"
 HINTS_DELIVERED_DOC = "Hints the peer acknowledged"
-QUORUM_FAILURES_DOC = "Writes this node coordinated that fewer than S4_WRITE_QUORUM replicas acknowledged (503)"
+QUORUM_FAILURES_DOC = ("Requests this node answered 503 because fewer than S4_WRITE_QUORUM replicas acknowledged a "
+                       "write or fewer than S4_READ_QUORUM answered a read")
 
 
 def cluster_families(cluster: ClusterStatus | None) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
@@ -180,8 +181,8 @@ def cluster_families(cluster: ClusterStatus | None) -> Iterator[GaugeMetricFamil
         dropped.add_metric([p.peer], float(p.hints_dropped))
         delivered.add_metric([p.peer], float(p.hints_delivered))
     yield from (up, seen, lag, pending, dropped, delivered)
-    yield CounterMetricFamily("s4_cluster_write_quorum_failures", QUORUM_FAILURES_DOC,
-                              value=float(cluster.write_quorum_failures()))  # type: ignore[union-attr]
+    yield CounterMetricFamily("s4_cluster_quorum_failures", QUORUM_FAILURES_DOC,
+                              value=float(cluster.quorum_failures()))  # type: ignore[union-attr]
 
 
 class ClusterCollector(Collector):
@@ -215,7 +216,7 @@ class ClusterMetrics:
         self.hints_dropped = Counter("s4_cluster_hints_dropped", HINTS_DROPPED_DOC, ["peer"], registry=registry)
         self.hints_delivered = Counter("s4_cluster_hints_delivered", HINTS_DELIVERED_DOC, ["peer"],
                                        registry=registry)
-        self.quorum_failures = Counter("s4_cluster_write_quorum_failures", QUORUM_FAILURES_DOC, registry=registry)
+        self.quorum_failures = Counter("s4_cluster_quorum_failures", QUORUM_FAILURES_DOC, registry=registry)
         self._counted: dict[tuple[str, str], float] = {}
         self.update()
 
@@ -231,7 +232,7 @@ class ClusterMetrics:
                 if grown > 0:
                     counter.labels(p.peer).inc(grown)
                     self._counted[(name, p.peer)] = total
-        failures = self.cluster.write_quorum_failures()
+        failures = self.cluster.quorum_failures()
         grown = failures - self._counted.get(("quorum", ""), 0.0)
         if grown > 0:
             self.quorum_failures.inc(grown)

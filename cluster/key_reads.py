@@ -30,10 +30,9 @@ from typing import Any, Protocol
 from s4.engine.errors import PoolUnavailableError
 from s4.engine.views.env import Views
 
-from .key_merge import merge_key_states
 from .liveness import DEAD
 from .quorum import QuorumError, call_quorum
-from .reads import OBJECT, ReadsStub, fetch_states, read_states
+from .reads import BUCKET, MERGE, OBJECT, UPLOAD, ReadsStub, fetch_states, read_states
 from .wire.s4cluster.v1 import CatchUpFromRequest
 
 log = logging.getLogger("s4.cluster")
@@ -44,6 +43,7 @@ class ReadQuorumError(PoolUnavailableError):
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason, "Fewer replicas than the read quorum could answer for this key; retry later.")
+        log.warning("read quorum: %s", reason)
 
 
 class Puller(Protocol):
@@ -76,6 +76,15 @@ class QuorumKeyReads:
         self.failures = 0  # reads refused: fewer than R answers, or a repair that failed
 
     async def settle_key(self, bucket: str, key: str) -> None:
+        await self._settle(OBJECT, bucket, key)
+
+    async def settle_upload(self, bucket: str, upload_id: str) -> None:
+        await self._settle(UPLOAD, bucket, upload_id)
+
+    async def settle_bucket(self, name: str) -> None:
+        await self._settle(BUCKET, name, name)
+
+    async def _settle(self, kind: str, bucket: str, ident: str) -> None:
         need = self.read_quorum - 1
         if need <= 0 or not self.peers:
             return
@@ -87,24 +96,25 @@ class QuorumKeyReads:
 
         async def one(peer: str) -> dict[str, Any]:
             stub: ReadsStub = self.stub_of(peer)
-            return (await fetch_states(stub, OBJECT, bucket, [key], timeout))[key]
+            return (await fetch_states(stub, kind, bucket, [ident], timeout))[ident]
 
         try:
             answers = (await call_quorum(live, one, need, timeout=timeout)).successes
         except QuorumError as exc:
             self.failures += 1
             raise ReadQuorumError(str(exc)) from exc
-        merged = merge_key_states({self.node_id: self._local(bucket, key), **answers})
+        merge = MERGE[kind]
+        merged = merge({self.node_id: self._local(kind, bucket, ident), **answers})
         if not merged.stale:
             return
         self.repairs += 1
         try:
             if self.node_id in merged.stale:
                 await self._pull(list(answers))
-                again = merge_key_states({self.node_id: self._local(bucket, key), **answers})
+                again = merge({self.node_id: self._local(kind, bucket, ident), **answers})
                 if self.node_id in again.stale:
-                    raise ReadQuorumError(f"still lacks {again.stale[self.node_id]} of {bucket}/{key} after "
-                                          "catching up")
+                    raise ReadQuorumError(f"still lacks {again.stale[self.node_id]} of {kind} {bucket}/{ident} "
+                                          "after catching up")
             stale_peers = [p for p in merged.stale if p != self.node_id]
             if stale_peers:
                 await self._push(stale_peers)
@@ -112,8 +122,8 @@ class QuorumKeyReads:
             self.failures += 1
             raise
 
-    def _local(self, bucket: str, key: str) -> dict[str, Any]:
-        return read_states(self.views, OBJECT, bucket, [key])[0]
+    def _local(self, kind: str, bucket: str, ident: str) -> dict[str, Any]:
+        return read_states(self.views, kind, bucket, [ident])[0]
 
     async def _pull(self, peers: list[str]) -> None:
         """This node catches up from the peers that answered (one pass each, at once)."""

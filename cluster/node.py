@@ -226,8 +226,9 @@ class ClusterNode:
         return {"cluster": config.cluster_name, "node_id": config.node_id, "mode": "cluster", "nodes": nodes,
                 "pools": pools, "caught_up": self.ready}
 
-    def write_quorum_failures(self) -> int:
-        return 0 if self.replicator is None else self.replicator.quorum_failures
+    def quorum_failures(self) -> int:
+        return (0 if self.replicator is None else self.replicator.quorum_failures) + \
+            (0 if self.key_reads is None else self.key_reads.failures)
 
     def peer_health(self) -> list[PeerHealth]:
         hints = self.hints

@@ -115,7 +115,7 @@ async def fetch_states(stub: ReadsStub, kind: str, bucket: str, ids: Sequence[st
     return out
 
 
-_MERGE = {OBJECT: merge_key_states, UPLOAD: merge_upload_states, BUCKET: merge_bucket_states}
+MERGE = {OBJECT: merge_key_states, UPLOAD: merge_upload_states, BUCKET: merge_bucket_states}
 
 
 async def read_quorum(stub_of: StubOf, replicas: Sequence[str], r: int, bucket: str, key: str, *,
@@ -127,7 +127,7 @@ async def read_quorum(stub_of: StubOf, replicas: Sequence[str], r: int, bucket: 
         return (await fetch_states(stub_of(replica), kind, bucket, [key], timeout))[key]
 
     result = await call_quorum(replicas, one, r, timeout=timeout)
-    return _MERGE[kind](result.successes)
+    return MERGE[kind](result.successes)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from s4.journal import Journal
 
 from . import commands, listing, reads
 from .conditions import Preconditions
-from .errors import PoolUnavailableError, S3Error, ServiceUnavailableError, StoredDataDamagedError
+from .errors import ErrorCode, PoolUnavailableError, S3Error, ServiceUnavailableError, StoredDataDamagedError
 from .iam_ops import IamOps
 from .ingest import CHUNK_BYTES, Hasher, Ingested, Ingestor
 from .local_commit import LocalCommitPath
@@ -126,10 +126,45 @@ class Engine(IamOps):
             raise
 
     async def settle_key(self, bucket: str, key: str) -> None:
-        """Before reading ``key``'s metadata: in a pool, bring this node's views up to the newest state R replicas
-        hold (a quorum read with blocking repair); nothing to do on a single node."""
+        """Before reading or deciding on ``key``: in a pool, bring this node's views up to the newest state R
+        replicas hold (a quorum read with blocking repair); nothing to do on a single node."""
         if self.key_reads is not None:
             await self.key_reads.settle_key(bucket, key)
+
+    async def require_bucket(self, name: str) -> Bucket:
+        """``get_bucket``; in a pool, a bucket this node does not hold yet (created through another node moments
+        ago) is looked for on R replicas before NoSuchBucket is answered."""
+        try:
+            return self.get_bucket(name)
+        except S3Error as exc:
+            if self.key_reads is None or exc.code is not ErrorCode.NO_SUCH_BUCKET:
+                raise
+        await self.key_reads.settle_bucket(name)
+        return self.get_bucket(name)
+
+    async def settle_missing_bucket(self, name: str) -> None:
+        """In a pool: a bucket this node does not hold yet is looked for on R replicas (before a request's own
+        checks answer NoSuchBucket). Nothing on a single node, or for a bucket held here."""
+        if self.key_reads is not None and self._read(lambda tx: tx.bucket(name)) is None:
+            await self.key_reads.settle_bucket(name)
+
+    async def settle_missing_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        """In a pool: an upload this node does not hold yet is looked for on R replicas first."""
+        if self.key_reads is not None:
+            try:
+                self.get_upload(bucket, key, upload_id)
+            except S3Error:
+                await self.key_reads.settle_upload(bucket, upload_id)
+
+    async def require_upload(self, bucket: str, key: str, upload_id: str) -> Upload:
+        """``get_upload``, looked for on R replicas first in a pool when this node does not hold it yet."""
+        try:
+            return self.get_upload(bucket, key, upload_id)
+        except S3Error as exc:
+            if self.key_reads is None or exc.code is not ErrorCode.NO_SUCH_UPLOAD:
+                raise
+        await self.key_reads.settle_upload(bucket, upload_id)
+        return self.get_upload(bucket, key, upload_id)
 
     def _read(self, fn: Callable[[Tx], Any]) -> Any:
         with self.views.read() as txn:
@@ -172,6 +207,7 @@ class Engine(IamOps):
                          actor: str = "") -> ObjectVersion:
         """Record a new version made of already-ingested chunks (see ``ingest``)."""
         check_key(key)
+        await self.settle_key(bucket, key)  # a pool decides (conditions, versions, clock) on a quorum's state
         version = version_record(None, stored.size, etag or stored.etag,
                                  content_type=content_type or "binary/octet-stream", blobs=stored.blobs,
                                  metadata=metadata, headers=headers, checksums=checksums, tags=tags,
@@ -295,6 +331,7 @@ class Engine(IamOps):
 
     async def delete_object(self, bucket: str, key: str, version_id: str | None = None,
                             actor: str = "") -> dict[str, Any]:
+        await self.settle_key(bucket, key)
         return await self._run("delete_object", {"bucket": bucket, "key": key, "version_id": version_id},  # type: ignore[no-any-return]
                                actor)
 
@@ -352,6 +389,7 @@ class Engine(IamOps):
 
     async def put_object_tags(self, bucket: str, key: str, version_id: str | None, tags: dict[str, str],
                               actor: str = "") -> str:
+        await self.settle_key(bucket, key)
         return await self._run("set_object_tags", {"bucket": bucket, "key": key, "version_id": version_id,  # type: ignore[no-any-return]
                                                    "tags": tags}, actor)
 
@@ -396,6 +434,9 @@ class Engine(IamOps):
                                         parts: list[tuple[int, str]], *, checksums: dict[str, str] | None = None,
                                         if_match: str | None = None, if_none_match: str | None = None,
                                         actor: str = "") -> ObjectVersion:
+        if self.key_reads is not None:  # parts may have been uploaded through other nodes
+            await self.key_reads.settle_upload(bucket, upload_id)
+            await self.key_reads.settle_key(bucket, key)
         rec = await self._run("complete_multipart", {
             "bucket": bucket, "key": key, "upload_id": upload_id, "parts": [list(p) for p in parts],
             "checksums": checksums, "if_match": if_match, "if_none_match": if_none_match,

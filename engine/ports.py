@@ -98,14 +98,18 @@ class ReplicationPort(Protocol):
 
 
 class KeyReadPort(Protocol):
-    """Quorum reads of one key in a replicated pool (cluster/key_reads.py implements it; the engine calls it
-    before reading a key's metadata from its own views)."""
+    """Quorum reads in a replicated pool (cluster/key_reads.py implements it; the engine calls it before reading or
+    deciding on a key's, an upload's or a bucket's state in its own views).
 
-    async def settle_key(self, bucket: str, key: str) -> None:
-        """Make this node's views hold at least the newest state of ``key`` that R replicas hold, and repair the
-        answering replicas that lack it, before the read is answered (blocking read repair: a later quorum read
-        never goes backwards). Raise ServiceUnavailableError when fewer than R replicas answer or a repair fails."""
-        ...
+    Each call makes this node's views hold at least the newest state of that one thing that R replicas hold, and
+    repairs the answering replicas that lack it, before it returns (blocking read repair: a later quorum read never
+    goes backwards). Each raises ServiceUnavailableError when fewer than R replicas answer or a repair fails."""
+
+    async def settle_key(self, bucket: str, key: str) -> None: ...
+
+    async def settle_upload(self, bucket: str, upload_id: str) -> None: ...
+
+    async def settle_bucket(self, name: str) -> None: ...
 
 
 class LoginThrottlePort(Protocol):
@@ -166,9 +170,9 @@ class ClusterStatus(Protocol):
         """Per-peer numbers, in the process that runs the heartbeat; empty elsewhere (and in single mode)."""
         ...
 
-    def write_quorum_failures(self) -> int:
-        """Writes this node coordinated that fewer than W replicas acknowledged (answered 503), since start; 0
-        outside the process that coordinates."""
+    def quorum_failures(self) -> int:
+        """Requests this node answered 503 because fewer than W replicas acknowledged a write or fewer than R
+        answered a read, since start; 0 outside the process that coordinates."""
         ...
 
 
@@ -186,5 +190,5 @@ class SingleNodeStatus:
     def peer_health(self) -> list[PeerHealth]:
         return []
 
-    def write_quorum_failures(self) -> int:
+    def quorum_failures(self) -> int:
         return 0

@@ -78,7 +78,7 @@ class Call:
         """Whether the request declares a body (a non-zero Content-Length, or Transfer-Encoding)."""
         return bool(digits_value(self.headers.get("content-length", ""))) or "transfer-encoding" in self.headers
 
-    def check_before_body(self, operation: str) -> None:
+    async def check_before_body(self, operation: str) -> None:
         """What the headers allow checking before a byte of the body is read: the declared length within the
         operation's limit, and the bucket exists (CreateBucket excepted). Operation-specific checks (the upload
         of an UploadPart, tags, metadata) run in the handlers, still before they read the body."""
@@ -90,7 +90,7 @@ class Call:
         elif declared is not None and declared > MAX_XML_BODY_BYTES:
             raise S3Error(ErrorCode.MALFORMED_XML, "The request body is too large.")
         if self.bucket and operation != "CreateBucket":
-            self.engine.get_bucket(self.bucket)
+            await self.engine.require_bucket(self.bucket)
 
     def upload_id(self) -> str:
         """The ``uploadId`` parameter; one that cannot name an upload (empty, or longer than any S4 issues) is

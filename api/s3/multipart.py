@@ -64,7 +64,7 @@ async def create_multipart_upload(call: Call, resp: falcon.asgi.Response) -> Non
 async def upload_part(call: Call, resp: falcon.asgi.Response) -> None:
     number = _part_number(call)
     upload_id = call.upload_id()
-    call.engine.get_upload(call.bucket, call.key, upload_id)  # NoSuchUpload before reading the body
+    await call.engine.require_upload(call.bucket, call.key, upload_id)  # NoSuchUpload before reading the body
     stored, checksums = await call.ingest_body()
     etag = await call.engine.upload_part(call.bucket, call.key, upload_id, number, stored, checksums,
                                          actor=call.actor)
@@ -76,7 +76,7 @@ async def upload_part(call: Call, resp: falcon.asgi.Response) -> None:
 async def upload_part_copy(call: Call, resp: falcon.asgi.Response) -> None:
     number = _part_number(call)
     upload_id = call.upload_id()
-    call.engine.get_upload(call.bucket, call.key, upload_id)
+    await call.engine.require_upload(call.bucket, call.key, upload_id)
     source = await copy_source_version(call)
     start, length = 0, source.size
     copy_range = call.headers.get("x-amz-copy-source-range")
@@ -108,6 +108,7 @@ async def complete_multipart_upload(call: Call, resp: falcon.asgi.Response) -> N
 
 
 async def abort_multipart_upload(call: Call, resp: falcon.asgi.Response) -> None:
+    await call.engine.settle_missing_upload(call.bucket, call.key, call.upload_id())
     await call.engine.abort_multipart_upload(call.bucket, call.key, call.upload_id(), actor=call.actor)
     resp.status = falcon.HTTP_204
 
@@ -116,6 +117,7 @@ async def list_parts(call: Call, resp: falcon.asgi.Response) -> None:
     marker = parse_int(call.query.get("part-number-marker", "0") or "0", "part-number-marker",
                        maximum=MAX_PART_NUMBER, message="Invalid part-number-marker")
     limit = max_keys(call, "max-parts")
+    await call.engine.settle_missing_upload(call.bucket, call.key, call.upload_id())
     upload, page = call.engine.list_parts(call.bucket, call.key, call.upload_id(), marker, limit)
     resp.content_type = "application/xml"
     resp.data = list_parts_xml(page, upload, part_number_marker=marker, max_parts=limit,

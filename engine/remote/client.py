@@ -104,7 +104,7 @@ class RemoteCluster:
         """None here: the supervisor publishes the peer metrics to the multi-process files every worker reads."""
         return []
 
-    def write_quorum_failures(self) -> int:
+    def quorum_failures(self) -> int:
         return 0  # counted and published by the supervisor, like the peer metrics
 
 
@@ -116,7 +116,13 @@ class RemoteKeyReads:
         self.channel = channel
 
     async def settle_key(self, bucket: str, key: str) -> None:
-        await self.channel.call({"op": "settle", "bucket": bucket, "key": key})
+        await self.channel.call({"op": "settle", "kind": "key", "bucket": bucket, "ident": key})
+
+    async def settle_upload(self, bucket: str, upload_id: str) -> None:
+        await self.channel.call({"op": "settle", "kind": "upload", "bucket": bucket, "ident": upload_id})
+
+    async def settle_bucket(self, name: str) -> None:
+        await self.channel.call({"op": "settle", "kind": "bucket", "bucket": name, "ident": name})
 
 
 class ChannelCommitPath:

@@ -66,8 +66,8 @@ class SequencerService:
             self._job_call(link, request_id, message["method"], message.get("kwargs") or {})
         elif op == "cluster" and message.get("method") == "health":
             self._cluster_health(link, request_id)
-        elif op == "settle" and self.key_reads is not None:  # a worker's quorum read of one key
-            self._answer(link, request_id, self.key_reads.settle_key(message["bucket"], message["key"]))
+        elif op == "settle" and self.key_reads is not None:  # a worker's quorum read (engine/ports.py KeyReadPort)
+            self._settle(link, request_id, self.key_reads, message)
         elif op == "throttle" and message.get("action") in LoginThrottle.ACTIONS:
             try:  # a few dict operations under a lock: answered right here
                 getattr(self.login_throttle, message["action"])(message["username"], message["client"])
@@ -134,6 +134,17 @@ class SequencerService:
             link.reply(request_id, error=ValueError("this node has no cluster status"))
             return
         self._answer(link, request_id, self.cluster.health())
+
+    def _settle(self, link: WorkerLink, request_id: int, reads: KeyReadPort, message: dict[str, Any]) -> None:
+        kind, bucket, ident = message.get("kind"), message["bucket"], message["ident"]
+        if kind == "key":
+            self._answer(link, request_id, reads.settle_key(bucket, ident))
+        elif kind == "upload":
+            self._answer(link, request_id, reads.settle_upload(bucket, ident))
+        elif kind == "bucket":
+            self._answer(link, request_id, reads.settle_bucket(bucket))
+        else:
+            link.reply(request_id, error=ValueError(f"unknown settle kind {kind!r}"))
 
     def _answer(self, link: WorkerLink, request_id: int, work: Coroutine[Any, Any, Any]) -> None:
         """Run ``work`` on the loop and reply with its result or error."""

@@ -3,7 +3,7 @@
 A write acknowledged by a node is journaled and fsynced on W replicas before the answer: with node-3 killed (kill -9)
 every PUT through node-1 is acknowledged, and node-1 is then killed too, right after its last answer. With two
 nodes down, writes and reads are refused with 503 ServiceUnavailable and Retry-After, never 200 (counted in
-``s4_cluster_write_quorum_failures``), a retried DELETE included. node-3 restarted beside node-2 (node-1 still dead)
+``s4_cluster_quorum_failures``), a retried DELETE included. node-3 restarted beside node-2 (node-1 still dead)
 reads every acknowledged object byte-exact through its quorum read: the bytes can only have come from node-2, so
 node-2 had them when node-1 answered. node-1 restarted catches up, the refused delete converges one way, and every
 read through any node after a write through another sees it. Every wait is a deadline poll."""
@@ -108,8 +108,8 @@ def test_issue19_an_acknowledged_write_is_on_w_replicas_and_two_nodes_down_refus
     with pytest.raises(ClientError) as unavailable:
         refused.delete_object(Bucket=BUCKET, Key="a/1.txt")
     assert unavailable.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
-    # Its retry finds nothing left to delete on node-2 (which committed the first attempt), emits no event, and is
-    # still refused: node-2 alone holds that delete.
+    # Its retry is refused too (a quorum read comes first; and a coordinator holding a write that did not reach W
+    # replicas acknowledges no other write until they have it: tests/unit/cluster/test_replicator.py).
     with pytest.raises(ClientError) as unavailable:
         refused.delete_object(Bucket=BUCKET, Key="a/1.txt")
     assert unavailable.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
@@ -117,7 +117,7 @@ def test_issue19_an_acknowledged_write_is_on_w_replicas_and_two_nodes_down_refus
         refused.get_object(Bucket=BUCKET, Key="a/2.txt")
     assert unavailable.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
     wait_for("the quorum failures are counted",
-             lambda: counter(pool[1], "s4_cluster_write_quorum_failures_total") >= 3, pool)
+             lambda: counter(pool[1], "s4_cluster_quorum_failures_total") >= 3, pool)
     maybe = {"a/1.txt": acked.pop("a/1.txt")}  # the refused delete's outcome is unknown
 
     # node-3 comes back while node-1 stays dead: every acknowledged write is read through node-3 from node-2, the

@@ -247,7 +247,7 @@ def test_issue19_hint_counters_reach_the_multiprocess_metrics_as_increments() ->
         def peer_health(self) -> list[PeerHealth]:
             return self.health
 
-        def write_quorum_failures(self) -> int:
+        def quorum_failures(self) -> int:
             return self.failures
 
     registry, status = CollectorRegistry(), Status()
@@ -260,4 +260,4 @@ def test_issue19_hint_counters_reach_the_multiprocess_metrics_as_increments() ->
     assert value("s4_cluster_hints_dropped_total", {"peer": "b"}) == 4
     assert value("s4_cluster_hints_delivered_total", {"peer": "b"}) == 8
     assert value("s4_cluster_hints_pending", {"peer": "b"}) == 0
-    assert value("s4_cluster_write_quorum_failures_total") == 3
+    assert value("s4_cluster_quorum_failures_total") == 3
