@@ -43,6 +43,9 @@ from .s3.security import check_security_headers
 from .s3.xml import cors_from_record, cors_response_headers, match_cors, split_header_list
 from .settings import ApiSettings
 
+#: Operations answered from a bucket's configuration: in a pool, read from R replicas first (engine.settle_bucket).
+BUCKET_CONFIG_READS = frozenset({"GetBucketCors", "GetBucketEncryption", "GetBucketLifecycleConfiguration",
+                                 "GetBucketLocation", "GetBucketPolicy", "GetBucketTagging", "GetBucketVersioning"})
 log = logging.getLogger(__name__)
 Handler = Callable[[Call, falcon.asgi.Response], Awaitable[None]]
 
@@ -221,6 +224,8 @@ class S3Service:
         check_security_headers(target.operation or "", headers)
         if call.has_body:  # what the headers allow, before a byte of the body is asked for (100 Continue)
             await call.check_before_body(target.operation or "")
+        elif target.operation in BUCKET_CONFIG_READS:
+            await self.engine.settle_bucket(bucket)  # a pool: configured through another node moments ago
         elif bucket and target.operation != "CreateBucket":
             await self.engine.settle_missing_bucket(bucket)  # a pool: created through another node moments ago
         try:

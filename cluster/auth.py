@@ -19,6 +19,7 @@ from the S3 secret key; the cluster name is in HKDF's ``info``, so one secret gi
 
 from __future__ import annotations
 
+import base64
 import hmac
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -42,6 +43,13 @@ def derive_key(secret: str, cluster_name: str, *, from_s3_secret: bool) -> bytes
     salt = b"s4-cluster-key-from-s3-secret-v1" if from_s3_secret else b"s4-cluster-key-v1"
     hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=salt, info=b"s4 cluster " + cluster_name.encode())
     return hkdf.derive(secret.encode())
+
+
+def iam_key(cluster_key: bytes) -> bytes:
+    """The Fernet key a pool's nodes encrypt S3 secrets with (engine/keyring.py), derived from the cluster key
+    with its own HKDF context, so it never equals the key that authenticates calls."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"s4 iam keyring")
+    return base64.urlsafe_b64encode(hkdf.derive(cluster_key))
 
 
 def compute_mac(key: bytes, cluster: str, node_id: str, method: str, time_ms: int) -> str:

@@ -67,6 +67,7 @@ def merge_key_states(states: Mapping[R, Mapping[str, Any]]) -> Merged[R]:
     merged: dict[str, Any] = {"k": key, "i": list(inc) if inc else None, "bt": list(dead) if dead else None,
                               "vs": [], "vt": {}, "tc": {}}
     held = {r: s for r, s in states.items() if inc is not None and _life_of(s) == inc}
+    merged["vc"] = _max(s.get("vc") for s in held.values())  # the bucket's versioning clock (writes depend on it)
     for s in held.values():
         for vid, tomb in s["vt"].items():
             merged["vt"][vid] = _max([merged["vt"].get(vid), tomb])
@@ -103,6 +104,8 @@ def _key_lacks(s: Mapping[str, Any], merged: Mapping[str, Any], inc: Stamp | Non
     if inc is None:
         return ()
     lacks: set[Repair] = set()
+    if merged.get("vc") is not None and (s.get("vc") is None or stamp_of(s["vc"]) != stamp_of(merged["vc"])):
+        lacks.add(("config", "versioning"))
     have = {rec["v"]: rec for rec in s["vs"]}
     for rec in merged["vs"]:
         if have.get(rec["v"]) != rec:

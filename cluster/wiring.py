@@ -11,7 +11,8 @@ What a cluster node serves and runs besides Ping and the heartbeat (docs/archite
   a ``PoolBlobFetcher`` into the blob service;
 * the write path: a ``Replicator`` (cluster/replicator.py), the engine's ``ReplicationPort``, which the caller
   attaches to the replicated commit path (engine/replicated_commit.py);
-* the read path: ``QuorumKeyReads`` (cluster/key_reads.py), the engine's ``KeyReadPort``.
+* the read path: ``QuorumKeyReads`` (cluster/key_reads.py), the engine's ``KeyReadPort``, and ``QuorumListings``
+  (cluster/listings.py), its ``ListingPort``.
 
 The engine never imports this module; it only sees its ports (engine/ports.py).
 """
@@ -39,6 +40,7 @@ from .buckets_register import CasNode
 from .catch_up import GrpcEventsTransport, JournalReader, PoolBlobFetcher
 from .feed_store import FeedStore, store_path
 from .key_reads import QuorumKeyReads
+from .listings import QuorumListings
 from .node import ClusterNode
 from .reads import ReadsService
 from .replicator import Replicator
@@ -129,6 +131,7 @@ class Wired:
     feed: FeedStore
     replicator: Replicator
     key_reads: QuorumKeyReads
+    listings: QuorumListings
 
     def close(self) -> None:
         for closer in (self.feed.close, self.cas.close, self.volumes.close):
@@ -167,6 +170,8 @@ def wire_node(node: ClusterNode, parts: EngineParts) -> Wired:
     key_reads = QuorumKeyReads(node.config.node_id, node.liveness.peers, node.config.read_quorum, parts.views,
                                node.pool.stub, node.catch_up, lambda: journal.last_seq, state=node.liveness.state)
     node.key_reads = key_reads
-    wired = Wired(blobs, volumes, cas, feed, replicator, key_reads)
+    listings = QuorumListings(node.config.node_id, node.liveness.peers, node.config.read_quorum, parts.views,
+                              node.pool.stub, state=node.liveness.state)
+    wired = Wired(blobs, volumes, cas, feed, replicator, key_reads, listings)
     node.closers.append(wired.close)
     return wired

@@ -39,7 +39,7 @@ from .model import (
     version_record,
 )
 from .names import check_bucket_name, check_key
-from .ports import ClusterStatus, CommitPath, CommitPort, KeyReadPort
+from .ports import ClusterStatus, CommitPath, CommitPort, KeyReadPort, ListingPort
 from .sequencer import Command
 from .space import SpaceGuard
 from .views.env import Views
@@ -62,6 +62,9 @@ class EngineOptions:
     min_part_bytes: int = commands.MIN_PART_BYTES
     disk_reserve_bytes: int | None = None  # None: 1% of the filesystem, at most 256 MiB (engine/space.py)
     node_id: str | None = None  # S4_NODE_ID: the id of a fresh data directory; must match a stored one
+    #: A Fernet key every node of a pool shares (cluster/auth.py ``iam_key``): S3 secrets are encrypted with it, so
+    #: credentials created on one node work on every node. None: the node's own ``iam.key`` (single mode).
+    shared_iam_key: bytes | None = None
 
 
 class Engine(IamOps):
@@ -74,6 +77,7 @@ class Engine(IamOps):
     #: A replicated pool's quorum reads (engine/ports.py ``KeyReadPort``), set by tools/server.py; None: this node's
     #: views are the truth (single mode).
     key_reads: KeyReadPort | None = None
+    listings: ListingPort | None = None  # ... and its listings merged from R replicas
 
     def __init__(self, options: EngineOptions, commit_path: CommitPath | None = None) -> None:
         """The node's engine, committing through ``commit_path`` (engine/ports.py), which the composition root
@@ -101,7 +105,7 @@ class Engine(IamOps):
         self._background_jobs = opened.jobs  # None: created here on first use (engine/jobs/service.py, for_engine)
         self.ingestor = Ingestor(self.views, self.volumes, options.chunk_bytes, self.space)
         self._reported: set[tuple[bytes, str, int]] = set()  # damage marks submitted and not failed
-        self._init_iam(data_dir, opened.login_throttle)
+        self._init_iam(data_dir, opened.login_throttle, options.shared_iam_key)
 
     def _on_seal(self, volume: str, size: int) -> None:
         self.sequencer.submit(Command("seal_volume", {"volume": volume, "size": size}))
@@ -141,6 +145,11 @@ class Engine(IamOps):
                 raise
         await self.key_reads.settle_bucket(name)
         return self.get_bucket(name)
+
+    async def settle_bucket(self, name: str) -> None:
+        """Before answering from a bucket's configuration: in a pool, the newest state R replicas hold."""
+        if self.key_reads is not None:
+            await self.key_reads.settle_bucket(name)
 
     async def settle_missing_bucket(self, name: str) -> None:
         """In a pool: a bucket this node does not hold yet is looked for on R replicas (before a request's own
@@ -371,6 +380,9 @@ class Engine(IamOps):
 
     async def list_objects(self, bucket: str, prefix: str = "", delimiter: str = "", start_after: str = "",
                            max_keys: int = 1000) -> ListPage:
+        if self.listings is not None:
+            return await self.listings.list_objects(bucket, prefix, delimiter, start_after, max_keys)
+
         def read() -> ListPage:
             return self._read(lambda tx: listing.list_objects(tx, reads.require_bucket(tx, bucket), prefix,  # type: ignore[no-any-return]
                                                               delimiter, start_after, max_keys))
@@ -380,6 +392,10 @@ class Engine(IamOps):
     async def list_object_versions(self, bucket: str, prefix: str = "", delimiter: str = "",
                                    key_marker: str = "", version_id_marker: str = "",
                                    max_keys: int = 1000) -> VersionListPage:
+        if self.listings is not None:
+            return await self.listings.list_versions(bucket, prefix, delimiter, key_marker, version_id_marker,
+                                                     max_keys)
+
         def read() -> VersionListPage:
             return self._read(lambda tx: listing.list_versions(  # type: ignore[no-any-return]
                 tx, reads.require_bucket(tx, bucket), prefix, delimiter, key_marker, version_id_marker,
@@ -455,6 +471,14 @@ class Engine(IamOps):
             return upload, listing.list_parts(tx, upload, part_number_marker, max_parts)
 
         return self._read(read)  # type: ignore[no-any-return]
+
+    async def list_uploads(self, bucket: str, prefix: str = "", delimiter: str = "", key_marker: str = "",
+                           upload_id_marker: str = "", max_uploads: int = 1000) -> UploadListPage:
+        """ListMultipartUploads: merged from R replicas in a pool, this node's views otherwise."""
+        if self.listings is not None:
+            return await self.listings.list_uploads(bucket, prefix, delimiter, key_marker, upload_id_marker,
+                                                    max_uploads)
+        return self.list_multipart_uploads(bucket, prefix, delimiter, key_marker, upload_id_marker, max_uploads)
 
     def list_multipart_uploads(self, bucket: str, prefix: str = "", delimiter: str = "", key_marker: str = "",
                                upload_id_marker: str = "", max_uploads: int = 1000) -> UploadListPage:

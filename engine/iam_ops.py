@@ -45,8 +45,9 @@ class IamOps:
     _run: Any
     _read: Any
 
-    def _init_iam(self, data_dir: Path, remote: Any = None) -> None:
-        self.keyring = Keyring(load_or_create_key(data_dir))
+    def _init_iam(self, data_dir: Path, remote: Any = None, shared_key: bytes | None = None) -> None:
+        own = load_or_create_key(data_dir)
+        self.keyring = Keyring(shared_key, own) if shared_key else Keyring(own)
         self._hasher = PasswordHasher()  # argon2id with the library's recommended cost
         self._dummy_hash = ""  # made on first use: a hash to verify against when the username is unknown
         self._secret_cache: dict[str, tuple[str, str]] = {}  # access key -> (ciphertext, plain secret)

@@ -2,7 +2,8 @@
 
 SigV4 needs the plain secret to recompute signatures, so secrets cannot be hashed like passwords; instead they are
 encrypted with Fernet (AES-128-CBC + HMAC-SHA256, from ``cryptography``) under a key kept in ``<data dir>/iam.key``
-(mode 0600, created at first start). Journal dumps, audit exports and view files only ever hold ciphertext.
+(mode 0600, created at first start), or, in a cluster, under a key the pool's nodes share (``Keyring``). Journal
+dumps, audit exports and view files only ever hold ciphertext.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 KEY_FILE = "iam.key"
 
@@ -36,10 +37,12 @@ def load_or_create_key(data_dir: Path) -> bytes:
 
 
 class Keyring:
-    """Encrypts and decrypts secrets with the node key."""
+    """Encrypts secrets with the first key and decrypts with any of them: a cluster node encrypts with the key its
+    pool shares (derived from the cluster secret: cluster/auth.py ``iam_key``), so every node can decrypt what
+    any node stored, and still decrypts what it stored under its own ``iam.key`` before it joined a pool."""
 
-    def __init__(self, key: bytes) -> None:
-        self._fernet = Fernet(key)
+    def __init__(self, key: bytes, *older: bytes) -> None:
+        self._fernet = MultiFernet([Fernet(k) for k in (key, *older)])
 
     def encrypt(self, secret: str) -> str:
         return self._fernet.encrypt(secret.encode()).decode("ascii")

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from s4.journal import Event, Journal
 
-from .model import BlobLocation
+from .model import BlobLocation, ListPage, UploadListPage, VersionListPage
 from .sequencer import Command
 from .space import SpaceGuard
 from .views.env import Views
@@ -110,6 +110,20 @@ class KeyReadPort(Protocol):
     async def settle_upload(self, bucket: str, upload_id: str) -> None: ...
 
     async def settle_bucket(self, name: str) -> None: ...
+
+
+class ListingPort(Protocol):
+    """Listings merged from R replicas in a replicated pool (cluster/listings.py); the engine lists its own views
+    when it has none."""
+
+    async def list_objects(self, bucket: str, prefix: str, delimiter: str, start_after: str,
+                           max_keys: int) -> ListPage: ...
+
+    async def list_versions(self, bucket: str, prefix: str, delimiter: str, key_marker: str,
+                            version_id_marker: str, max_keys: int) -> VersionListPage: ...
+
+    async def list_uploads(self, bucket: str, prefix: str, delimiter: str, key_marker: str,
+                           upload_id_marker: str, max_uploads: int) -> UploadListPage: ...
 
 
 class LoginThrottlePort(Protocol):

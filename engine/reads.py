@@ -118,11 +118,13 @@ def key_state_at(tx: Tx, bucket: str, key: str, oid: int | None) -> dict[str, An
 
 
 def key_state(tx: Tx, bucket: str, key: str) -> dict[str, Any]:
-    """``key_state_at`` plus the bucket's life (``bucket_life``): everything a replica holds about one key."""
+    """``key_state_at`` plus the bucket's life (``bucket_life``) and its versioning clock ``vc`` ([hlc, origin] of
+    the newest versioning change, or None): everything a replica holds that a write of one key is decided on."""
     life = bucket_life(tx, bucket)
     b = tx.bucket(bucket)
     oid = object_id(tx, b, key) if b is not None else None
-    return {**life, **key_state_at(tx, bucket, key, oid)}
+    return {**life, "vc": tx.packed("cfg_clocks", keys.bucket_cfg_key(bucket, "versioning")),
+            **key_state_at(tx, bucket, key, oid)}
 
 
 def upload_state(tx: Tx, upload_id: str) -> dict[str, Any]:

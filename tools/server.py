@@ -30,8 +30,11 @@ from s4.api.app import build_app
 from s4.api.http_protocol import ConnectionLimits, connection_cap, protocol_class, raise_nofile_limit
 from s4.api.metrics import ClusterMetrics, JournalMetrics, enable_multiprocess
 from s4.api.settings import ApiSettings
+from s4.cluster.auth import iam_key
 from s4.cluster.grpc_server import GrpcBindError
+from s4.cluster.listings import QuorumListings
 from s4.cluster.node import ClusterNode, journal_head
+from s4.cluster.peers import PeerPool
 from s4.cluster.wiring import CLUSTER_VOLUMES_WORKER, EngineParts, wire_node
 from s4.engine import Engine, EngineOptions
 from s4.engine.datadir import DataDirLockedError, NodeIdMismatchError
@@ -72,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     commit_path = LocalCommitPath() if settings.cluster is None else ReplicatedCommitPath()
     try:  # first of all: the data directory's lock (engine/datadir.py), then journal recovery
         engine = Engine(EngineOptions(data_dir=data_dir, volume_size_bytes=settings.volume_size_bytes,
-                                      disk_reserve_bytes=settings.disk_reserve_bytes, node_id=settings.node_id),
+                                      disk_reserve_bytes=settings.disk_reserve_bytes, node_id=settings.node_id,
+                                      shared_iam_key=_shared_iam_key(settings)),
                         commit_path)
     except (DataDirLockedError, NodeIdMismatchError, CorruptJournalError) as exc:
         print(f"s4-server: {exc}", file=sys.stderr)
@@ -148,7 +152,13 @@ def _cluster_node(engine: Engine, settings: Settings, commit_path: LocalCommitPa
     if isinstance(commit_path, ReplicatedCommitPath):  # from now on a write is answered once W replicas hold it
         commit_path.attach(wired.replicator)
     engine.key_reads = wired.key_reads  # and a read of a key first settles it on R replicas
+    engine.listings = wired.listings
     return node
+
+
+def _shared_iam_key(settings: Settings) -> bytes | None:
+    """A pool's nodes encrypt S3 secrets under one key derived from the cluster secret (credentials replicate)."""
+    return None if settings.cluster is None else iam_key(settings.cluster.key)
 
 
 def _cluster_note(settings: Settings) -> str:
@@ -166,13 +176,18 @@ def _run_worker(settings: Settings, data_dir: Path, args: argparse.Namespace) ->
     channel = LoopChannel(socket.socket(fileno=args.sequencer_fd), name="sequencer",
                           on_close=lambda: engine_ready and os.kill(os.getpid(), signal.SIGTERM))
     engine = Engine(EngineOptions(data_dir=data_dir, volume_size_bytes=settings.volume_size_bytes,
-                                  worker=args.worker_id, disk_reserve_bytes=settings.disk_reserve_bytes),
+                                  worker=args.worker_id, disk_reserve_bytes=settings.disk_reserve_bytes,
+                                  shared_iam_key=_shared_iam_key(settings)),
                     ChannelCommitPath(channel))
     engine_ready = True
     engine.cluster = RemoteCluster(channel) if settings.cluster is not None else \
         SingleNodeStatus(engine.node_id, str(settings.bind))
-    if settings.cluster is not None:
+    peers: PeerPool | None = None
+    if settings.cluster is not None:  # quorum reads through the supervisor (repairs need its writer); listings here
         engine.key_reads = RemoteKeyReads(channel)
+        peers = PeerPool(settings.cluster)
+        engine.listings = QuorumListings(settings.cluster.node_id, [p.node_id for p in settings.cluster.peers],
+                                         settings.cluster.read_quorum, engine.views, peers.stub)
     try:
         access, secret = settings.access_key or "", settings.secret_key or ""
         app = build_app(engine, _api_settings(settings, access, secret, settings.jwt_secret or ""))
@@ -188,6 +203,8 @@ def _run_worker(settings: Settings, data_dir: Path, args: argparse.Namespace) ->
 
         _run(serve, None, lambda: setattr(server, "should_exit", True))
     finally:
+        if peers is not None:
+            peers.close()
         engine.close()
     return 0
 

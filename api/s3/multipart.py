@@ -127,8 +127,8 @@ async def list_parts(call: Call, resp: falcon.asgi.Response) -> None:
 async def list_multipart_uploads(call: Call, resp: falcon.asgi.Response) -> None:
     q = call.query
     enc, limit = encoding_type(call), max_keys(call, "max-uploads")
-    page = call.engine.list_multipart_uploads(call.bucket, q.get("prefix", ""), q.get("delimiter", ""),
-                                              q.get("key-marker", ""), q.get("upload-id-marker", ""), limit)
+    page = await call.engine.list_uploads(call.bucket, q.get("prefix", ""), q.get("delimiter", ""),
+                                          q.get("key-marker", ""), q.get("upload-id-marker", ""), limit)
     resp.content_type = "application/xml"
     resp.data = list_multipart_uploads_xml(page, bucket=call.bucket, prefix=q.get("prefix", ""),
                                            delimiter=q.get("delimiter", ""), key_marker=q.get("key-marker", ""),

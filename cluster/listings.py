@@ -1,0 +1,84 @@
+"""Listings over R replicas (the engine's ``ListingPort``, engine/ports.py): ListObjects V1/V2, ListObjectVersions
+and ListMultipartUploads merge this node's replica with R - 1 peers' page by page (cluster/listing_merge.py), so a
+key written through another node moments ago is listed whichever node serves the listing (W + R > N).
+
+The replicas are this node (its views, read in-process through ``LocalReads``) and the first R - 1 peers not held
+``dead``; when one of them fails mid-listing the listing starts over with the next set of peers, and when no set
+answers, 503 (``ReadQuorumError``). Runs in any process of the node: an HTTP worker uses its own ``PeerPool``
+(the node's identity and key) and reads this node's views directly, so a listing never crosses the worker channel.
+Listings are not repaired key by key (the merge reports stale keys; reads and anti-entropy repair them).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+
+from s4.engine.model import ListPage, UploadListPage, VersionListPage
+from s4.engine.views.env import Views
+
+from . import listing_merge
+from .key_reads import ReadQuorumError
+from .liveness import DEAD
+from .reads import OBJECTS, UPLOADS, LocalReads, ReadsService, WireSource
+
+log = logging.getLogger("s4.cluster")
+T = TypeVar("T")
+FAILURES = (GRPCError, StreamTerminatedError, OSError, TimeoutError, ConnectionError)
+
+
+class QuorumListings:
+    def __init__(self, node_id: str, peers: Sequence[str], read_quorum: int, views: Views,
+                 stub_of: Callable[[str], Any], *, state: Callable[[str], str] = lambda _peer: "alive",
+                 timeout_s: float = 10.0) -> None:
+        self.node_id, self.peers, self.read_quorum = node_id, tuple(peers), read_quorum
+        self.local = LocalReads(ReadsService(views), node_id)
+        self.stub_of, self._state, self.timeout_s = stub_of, state, timeout_s
+
+    def _stub(self, replica: str) -> Any:
+        return self.local if replica == self.node_id else self.stub_of(replica)
+
+    async def _merged(self, kind: str, bucket: str, prefix: str,
+                      run: Callable[[WireSource, list[str]], Awaitable[T]]) -> T:
+        need = self.read_quorum - 1
+        ordered = [p for p in self.peers if self._state(p) != DEAD] + [p for p in self.peers if self._state(p) == DEAD]
+        failures: list[str] = []
+        for chosen in itertools.combinations(ordered, need):  # live peers first
+            source = WireSource(self._stub, bucket, prefix, kind=kind, timeout=self.timeout_s)
+            try:
+                return await run(source, [self.node_id, *chosen])
+            except FAILURES as exc:
+                failures.append(f"{','.join(chosen)}: {type(exc).__name__}: {exc}")
+                log.info("listing %s/%s from %s failed (%s); trying other replicas", bucket, prefix, chosen, exc)
+        raise ReadQuorumError("no read quorum for the listing: " + "; ".join(failures or ["no live peers"]))
+
+    async def list_objects(self, bucket: str, prefix: str, delimiter: str, start_after: str,
+                           max_keys: int) -> ListPage:
+        async def run(source: WireSource, replicas: list[str]) -> ListPage:
+            page, _ = await listing_merge.list_objects(source, replicas, bucket, prefix, delimiter, start_after,
+                                                       max_keys)
+            return page
+
+        return await self._merged(OBJECTS, bucket, prefix, run)
+
+    async def list_versions(self, bucket: str, prefix: str, delimiter: str, key_marker: str,
+                            version_id_marker: str, max_keys: int) -> VersionListPage:
+        async def run(source: WireSource, replicas: list[str]) -> VersionListPage:
+            page, _ = await listing_merge.list_versions(source, replicas, bucket, prefix, delimiter, key_marker,
+                                                        version_id_marker, max_keys)
+            return page
+
+        return await self._merged(OBJECTS, bucket, prefix, run)
+
+    async def list_uploads(self, bucket: str, prefix: str, delimiter: str, key_marker: str,
+                           upload_id_marker: str, max_uploads: int) -> UploadListPage:
+        async def run(source: WireSource, replicas: list[str]) -> UploadListPage:
+            page, _ = await listing_merge.list_uploads(source, replicas, bucket, prefix, delimiter, key_marker,
+                                                       upload_id_marker, max_uploads)
+            return page
+
+        return await self._merged(UPLOADS, bucket, prefix, run)
