@@ -38,6 +38,7 @@ from s4.cluster.reads import LocalReads, ReadsService
 from s4.cluster.wire.s4cluster.v1 import CatchUpFromReply, CatchUpFromRequest, ReadKeysReply, ReadKeysRequest
 from s4.engine.errors import RETRY_AFTER_S, ErrorCode, PoolUnavailableError, S3Error
 from s4.engine.model import version_record
+from s4.engine.remote.wire import decode_error, encode_error
 from s4.journal import Event
 
 IDS = ("n1", "n2", "n3")
@@ -68,6 +69,8 @@ class Pool:
         self.repair_calls: list[tuple[str, str, int]] = []  # (caller, peer, through_seq) of every CatchUpFrom
         self.repair_fails: set[str] = set()  # peers whose CatchUpFrom fails
         self.states: dict[str, str] = {}  # liveness state by peer (default alive)
+        self.timeouts: list[tuple[str, float | None]] = []  # (rpc, timeout) of every call
+        self.pull_hangs: set[str] = set()  # nodes whose passes never finish
         assert self.writer.run("create_bucket", bucket="b", region="us-east-1") is None
         assert self.writer.run("set_bucket_config", bucket="b", kind="versioning", value="Enabled") is None
         self.give(self._new_events(), IDS)
@@ -113,13 +116,13 @@ class Pool:
         return new
 
     # -- the ports of one node's QuorumKeyReads -------------------------------------------------------------------
-    def reads(self, node_id: str, read_quorum: int = 2) -> QuorumKeyReads:
+    def reads(self, node_id: str, read_quorum: int = 2, settings: KeyReadSettings | None = None) -> QuorumKeyReads:
         node = self.nodes[node_id]
         peers = [p for p in IDS if p != node_id]
         return QuorumKeyReads(node_id, peers, read_quorum, node.views, lambda peer: Stub(self, node_id, peer),
                               Puller(self, node_id), lambda: node.journal.last_seq,
                               state=lambda peer: self.states.get(peer, "alive"),
-                              settings=KeyReadSettings(read_s=30.0, repair_s=30.0))
+                              settings=settings or KeyReadSettings(read_s=30.0, repair_s=40.0))
 
 
 class Stub:
@@ -131,6 +134,7 @@ class Stub:
 
     async def read_keys(self, message: ReadKeysRequest, *, timeout: float | None = None) -> ReadKeysReply:
         self.pool.asked.append(self.peer)
+        self.pool.timeouts.append(("ReadKeys", timeout))
         if self.peer in self.pool.read_fails:
             raise GRPCError(Status.UNAVAILABLE, f"{self.peer} is away")
         if self.peer not in self.pool.answering:
@@ -140,6 +144,7 @@ class Stub:
 
     async def catch_up_from(self, message: CatchUpFromRequest, *, timeout: float | None = None) -> CatchUpFromReply:
         self.pool.repair_calls.append((self.coordinator, self.peer, message.through_seq))
+        self.pool.timeouts.append(("CatchUpFrom", timeout))
         if self.peer in self.pool.repair_fails:
             raise GRPCError(Status.UNAVAILABLE, "catch-up from the caller failed")
         self.pool.sync(self.coordinator, self.peer)
@@ -158,6 +163,8 @@ class Puller:
             raise CatchUpError(peer, "stream cut", unreachable=True)
         if self.node_id in self.pool.pull_broken:
             return 0
+        if self.node_id in self.pool.pull_hangs:
+            await asyncio.Event().wait()
         self.pool.sync(peer, self.node_id)
         return self.pool.nodes[peer].journal.last_seq
 
@@ -242,6 +249,17 @@ def test_a_stale_peer_catches_up_from_the_coordinator_through_its_committed_seq(
     assert pool.repair_calls == [("n1", "n2", pool.nodes["n1"].journal.last_seq)]
     assert key_state(pool.nodes["n2"]) == key_state(pool.nodes["n1"])
     assert (port.repairs, port.failures) == (1, 0)
+    assert sorted(set(pool.timeouts)) == [("CatchUpFrom", 40.0), ("ReadKeys", 30.0)]  # bounded: repair_s, read_s
+
+
+def test_a_catch_up_that_outlasts_repair_s_is_a_503(pool: Pool) -> None:
+    pool.give(pool.put(), ["n2", "n3"])
+    pool.answering = {"n2"}
+    pool.pull_hangs = {"n1"}
+    port = pool.reads("n1", settings=KeyReadSettings(read_s=30.0, repair_s=0.05))
+    exc = refused(port)
+    assert "took longer than" in exc.reason
+    assert pool.passes == [("n1", "n2")] and (port.repairs, port.failures) == (1, 1)
 
 
 def test_a_stale_peer_whose_catch_up_fails_makes_the_read_a_503(pool: Pool) -> None:
@@ -286,6 +304,15 @@ def test_too_few_answers_is_a_503_counted(pool: Pool) -> None:
     assert "quorum not reached" in exc.reason
     assert sorted(pool.asked) == ["n2", "n3"] and pool.passes == [] and pool.repair_calls == []
     assert (port.repairs, port.failures) == (0, 1)
+
+
+def test_the_read_quorum_refusal_crosses_the_worker_channel_as_the_pools_503() -> None:
+    """A worker's settle is run by the supervisor (op "settle"): its ReadQuorumError must arrive as a 503 with
+    Retry-After (PoolUnavailableError), not as an InternalError."""
+    crossed = decode_error(encode_error(ReadQuorumError("1 of 2 peers alive, 2 needed")))
+    assert isinstance(crossed, PoolUnavailableError) and crossed.status == 503
+    assert crossed.headers == {"Retry-After": str(RETRY_AFTER_S)}
+    assert "read quorum" in crossed.message
 
 
 def test_r1_asks_nobody_even_when_the_coordinator_is_stale(pool: Pool) -> None:
