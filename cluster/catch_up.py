@@ -202,6 +202,8 @@ class EventsService:
             cursor = await self.puller.pass_once(caller)
         except CatchUpError as exc:
             raise GRPCError(Status.UNAVAILABLE, str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - this node's own failure (apply, feed store): the pass failed
+            raise GRPCError(Status.UNAVAILABLE, f"catch-up from {caller}: {_why(exc)}") from None
         if cursor < request.through_seq:
             raise GRPCError(Status.UNAVAILABLE, f"caught up through {cursor}, not {request.through_seq}")
         return CatchUpFromReply(cursor=cursor)
