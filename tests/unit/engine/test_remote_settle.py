@@ -61,7 +61,7 @@ class EchoSequencer:
 
 
 def settle_frame(request_id: int, bucket: str = "b", key: str = "k") -> dict[str, Any]:
-    return {"id": request_id, "op": "settle", "bucket": bucket, "key": key}
+    return {"id": request_id, "op": "settle", "kind": "key", "bucket": bucket, "ident": key}
 
 
 def service_with(key_reads: FakeKeyReads | None) -> SequencerService:
@@ -180,7 +180,7 @@ def test_remote_key_reads_sends_one_settle_frame_and_returns_after_the_superviso
             call = asyncio.ensure_future(RemoteKeyReads(client).settle_key("b", "dir/k"))
             await until(lambda: port.calls)
             assert [{k: v for k, v in f.items() if k != "id"} for f in frames] == [
-                {"op": "settle", "bucket": "b", "key": "dir/k"}]
+                {"op": "settle", "kind": "key", "bucket": "b", "ident": "dir/k"}]
             for _ in range(20):
                 await asyncio.sleep(0)
             assert not call.done()
