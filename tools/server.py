@@ -38,7 +38,7 @@ from s4.engine.datadir import DataDirLockedError, NodeIdMismatchError
 from s4.engine.jobs.service import JobSettings, for_engine
 from s4.engine.local_commit import LocalCommitPath
 from s4.engine.ports import SingleNodeStatus
-from s4.engine.remote import ChannelCommitPath, LoopChannel, RemoteCluster
+from s4.engine.remote import ChannelCommitPath, LoopChannel, RemoteCluster, RemoteNames
 from s4.engine.replicated_commit import ReplicatedCommitPath
 from s4.journal import CorruptJournalError
 
@@ -143,6 +143,7 @@ def _cluster_node(engine: Engine, settings: Settings, commit_path: LocalCommitPa
                                 on_damage=engine.report_damage, volume_size_bytes=settings.volume_size_bytes,
                                 on_seal=engine._on_seal))
     engine.cluster = node
+    engine.names = wired.cas.names  # CreateBucket/DeleteBucket decided by the pool's register (engine/bucket_names.py)
     engine.pinned_volumes = wired.blobs.staged.volumes  # compaction leaves staged blobs' volumes alone
     if isinstance(commit_path, ReplicatedCommitPath):  # from now on a write is answered once W replicas hold it
         commit_path.attach(wired.replicator)
@@ -169,6 +170,8 @@ def _run_worker(settings: Settings, data_dir: Path, args: argparse.Namespace) ->
     engine_ready = True
     engine.cluster = RemoteCluster(channel) if settings.cluster is not None else \
         SingleNodeStatus(engine.node_id, str(settings.bind))
+    if settings.cluster is not None:  # the register runs in the supervisor, with the cluster node
+        engine.names = RemoteNames(channel)
     try:
         access, secret = settings.access_key or "", settings.secret_key or ""
         app = build_app(engine, _api_settings(settings, access, secret, settings.jwt_secret or ""))
