@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from s4.engine.errors import ServiceUnavailableError
+from s4.engine.ports import NameClaim, NameOutcome
 
 from .cas_rpc import BUCKET_CODEC, CasAcceptorService, GrpcAcceptorTransport
 from .cas_store import CasStore, store_path
@@ -100,6 +101,33 @@ class BucketRegister:
             raise ServiceUnavailableError(str(exc)) from exc
 
 
+class RegisterNames:
+    """The engine's ``BucketNamesPort`` (engine/ports.py) over a ``BucketRegister``: CreateBucket and DeleteBucket
+    of a cluster node ask it first (engine/bucket_names.py). The register's outcomes, in the engine's terms."""
+
+    def __init__(self, register: BucketRegister) -> None:
+        self.register = register
+
+    async def create(self, name: str, owner: str, token: str) -> NameClaim:
+        return _claim(await self.register.create(name, owner, token))
+
+    async def mark_deleting(self, name: str, token: str, incarnation: int | None = None) -> NameClaim:
+        return _claim(await self.register.mark_deleting(name, token, incarnation))
+
+    async def finish_delete(self, name: str, incarnation: int, token: str) -> NameClaim:
+        return _claim(await self.register.finish_delete(name, incarnation, token))
+
+    async def abort_delete(self, name: str, incarnation: int, token: str) -> NameClaim:
+        return _claim(await self.register.abort_delete(name, incarnation, token))
+
+
+def _claim(result: BucketResult) -> NameClaim:
+    record = result.record
+    if record is None:
+        return NameClaim(NameOutcome(result.outcome.value))
+    return NameClaim(NameOutcome(result.outcome.value), record.incarnation, record.owner)
+
+
 def _read(current: BucketRecord | None) -> BucketChange:
     return Change(current, BucketResult(Outcome.ALREADY_EXISTS if current else Outcome.NO_SUCH_BUCKET, current))
 
@@ -112,6 +140,11 @@ class CasNode:
     acceptor: Acceptor[bytes]
     service: CasAcceptorService
     register: BucketRegister
+
+    @property
+    def names(self) -> RegisterNames:
+        """The engine's bucket-name port over this node's register."""
+        return RegisterNames(self.register)
 
     @classmethod
     def open(cls, config: ClusterConfig, data_dir: str | os.PathLike[str], peers: PeerPool, *,

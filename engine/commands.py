@@ -44,10 +44,19 @@ def new_version_id(bucket: Bucket) -> str:
 
 # -- buckets ------------------------------------------------------------------------------------------------------
 def create_bucket(d: Decision, args: dict[str, Any]) -> None:
+    """CreateBucket. In a cluster the pool's name register decided first (engine/bucket_names.py) and ``ri`` is the
+    incarnation it granted: a bucket this node still holds is then an older life whose delete has not arrived here
+    (the register only grants a later incarnation after that delete was committed), which the new life replaces
+    (projector.py ``apply_bucket_created``), unless the register grants its first incarnation: then the bucket
+    predates the register, and is kept."""
     existing = d.tx.bucket(args["bucket"])
-    if existing is not None:
+    registered = args.get("ri") or 0
+    if existing is not None and registered <= 1:
         raise S3Error(ErrorCode.BUCKET_ALREADY_OWNED_BY_YOU, resource=args["bucket"], BucketName=args["bucket"])
-    d.emit(EventType.BUCKET_CREATED, {"bucket": args["bucket"], "region": args["region"], "owner": d.actor})
+    payload = {"bucket": args["bucket"], "region": args["region"], "owner": d.actor}
+    if registered:
+        payload["ri"] = registered  # which life of the name the register granted (recorded in the journal)
+    d.emit(EventType.BUCKET_CREATED, payload)
 
 
 def delete_bucket(d: Decision, args: dict[str, Any]) -> None:

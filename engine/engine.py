@@ -21,7 +21,7 @@ import anyio.to_thread
 
 from s4.journal import Journal
 
-from . import commands, listing, reads
+from . import bucket_names, commands, listing, reads
 from .conditions import Preconditions
 from .errors import ErrorCode, PoolUnavailableError, S3Error, ServiceUnavailableError, StoredDataDamagedError
 from .iam_ops import IamOps
@@ -39,7 +39,7 @@ from .model import (
     version_record,
 )
 from .names import check_bucket_name, check_key
-from .ports import ClusterStatus, CommitPath, CommitPort, KeyReadPort, ListingPort
+from .ports import BucketNamesPort, ClusterStatus, CommitPath, CommitPort, KeyReadPort, ListingPort
 from .sequencer import Command
 from .space import SpaceGuard
 from .views.env import Views
@@ -71,6 +71,7 @@ class Engine(IamOps):
     """One node's storage: journal + views + volumes behind S3 operations."""
 
     cluster: ClusterStatus | None = None  # the node's pool and its liveness, set by tools/server.py (engine/ports.py)
+    names: BucketNamesPort | None = None  # a pool's bucket-name register (S4_MODE=cluster), set by tools/server.py
     #: Volumes compaction must leave alone for now, beyond the active ones: a cluster node's volumes holding blobs
     #: received from a peer that no event references yet (cluster/blobs.py's staged table). Set by tools/server.py.
     pinned_volumes: Callable[[], set[str]] = staticmethod(set)
@@ -182,10 +183,19 @@ class Engine(IamOps):
     # -- buckets --------------------------------------------------------------------------------------------------
     async def create_bucket(self, name: str, region: str = "us-east-1", actor: str = "") -> None:
         check_bucket_name(name)
+        if self.names is not None:  # a pool: the name register decides first (engine/bucket_names.py)
+            await bucket_names.create_bucket(self.names, self._run, name, region, actor)
+            return
         await self._run("create_bucket", {"bucket": name, "region": region}, actor)
 
     async def delete_bucket(self, name: str, actor: str = "") -> None:
+        if self.names is not None:
+            await bucket_names.delete_bucket(self.names, self._run, self._bucket_here, name, actor)
+            return
         await self._run("delete_bucket", {"bucket": name}, actor)
+
+    def _bucket_here(self, name: str) -> Bucket | None:
+        return self._read(lambda tx: tx.bucket(name))  # type: ignore[no-any-return]
 
     def get_bucket(self, name: str) -> Bucket:
         return self._read(lambda tx: reads.require_bucket(tx, name))  # type: ignore[no-any-return]

@@ -26,6 +26,7 @@ import concurrent.futures
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from s4.journal import Event, Journal
@@ -124,6 +125,60 @@ class ListingPort(Protocol):
 
     async def list_uploads(self, bucket: str, prefix: str, delimiter: str, key_marker: str,
                            upload_id_marker: str, max_uploads: int) -> UploadListPage: ...
+
+
+class NameOutcome(StrEnum):
+    """What a bucket-name register decided (the engine's names for cluster/caspaxos.py's outcomes)."""
+
+    CREATED = "created"  # create: the name was free; this request holds it now
+    ALREADY_EXISTS = "already_exists"  # create: the name is live or being deleted
+    MARKED = "marked"  # delete, step 1: the name is fenced; check emptiness, then finish or abort
+    DELETED = "deleted"  # delete, step 2: the name is free again
+    RESTORED = "restored"  # delete aborted: the bucket is live again
+    NO_SUCH_BUCKET = "no_such_bucket"
+    NOT_DELETING = "not_deleting"  # finish after someone aborted the delete
+
+
+@dataclass(frozen=True, slots=True)
+class NameClaim:
+    """One decision of the name register and the record it left: ``incarnation`` counts the name's creations
+    (0: the register never held the name); ``owner`` is the creator's access key."""
+
+    outcome: NameOutcome
+    incarnation: int = 0
+    owner: str = ""
+
+    def to_record(self) -> dict[str, Any]:
+        return {"outcome": self.outcome.value, "incarnation": self.incarnation, "owner": self.owner}
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> NameClaim:
+        return cls(NameOutcome(rec["outcome"]), rec["incarnation"], rec["owner"])
+
+
+class BucketNamesPort(Protocol):
+    """Linearizable bucket names across a pool (S4_MODE=cluster): every CreateBucket and DeleteBucket is first
+    decided by this register (cluster/buckets_register.py ``RegisterNames``; in an HTTP worker the supervisor's,
+    over the channel). ``token`` is one request's id: a step retried with it settles its own outcome. Every method
+    raises ServiceUnavailableError (503 with Retry-After) when no majority answers or the outcome is unknown. The
+    flow is engine/bucket_names.py; single mode has no register (``Engine.names`` is None)."""
+
+    async def create(self, name: str, owner: str, token: str) -> NameClaim:
+        """CREATED (the record names ``owner`` and a new incarnation) or ALREADY_EXISTS (the holder's record)."""
+        ...
+
+    async def mark_deleting(self, name: str, token: str, incarnation: int | None = None) -> NameClaim:
+        """MARKED (fenced: no create can take the name; only the live or deleting record of ``incarnation``, if
+        given) or NO_SUCH_BUCKET."""
+        ...
+
+    async def finish_delete(self, name: str, incarnation: int, token: str) -> NameClaim:
+        """DELETED, NOT_DELETING (aborted meanwhile) or NO_SUCH_BUCKET (finished by another delete)."""
+        ...
+
+    async def abort_delete(self, name: str, incarnation: int, token: str) -> NameClaim:
+        """RESTORED (live again) or NO_SUCH_BUCKET."""
+        ...
 
 
 class LoginThrottlePort(Protocol):

@@ -41,7 +41,7 @@ from s4.engine.datadir import DataDirLockedError, NodeIdMismatchError
 from s4.engine.jobs.service import JobSettings, for_engine
 from s4.engine.local_commit import LocalCommitPath
 from s4.engine.ports import SingleNodeStatus
-from s4.engine.remote import ChannelCommitPath, LoopChannel, RemoteCluster, RemoteKeyReads
+from s4.engine.remote import ChannelCommitPath, LoopChannel, RemoteCluster, RemoteKeyReads, RemoteNames
 from s4.engine.replicated_commit import ReplicatedCommitPath
 from s4.journal import CorruptJournalError
 
@@ -148,6 +148,7 @@ def _cluster_node(engine: Engine, settings: Settings, commit_path: LocalCommitPa
                                 on_damage=engine.report_damage, volume_size_bytes=settings.volume_size_bytes,
                                 on_seal=engine._on_seal))
     engine.cluster = node
+    engine.names = wired.cas.names  # CreateBucket/DeleteBucket decided by the pool's register (engine/bucket_names.py)
     engine.pinned_volumes = wired.blobs.staged.volumes  # compaction leaves staged blobs' volumes alone
     if isinstance(commit_path, ReplicatedCommitPath):  # from now on a write is answered once W replicas hold it
         commit_path.attach(wired.replicator)
@@ -183,8 +184,9 @@ def _run_worker(settings: Settings, data_dir: Path, args: argparse.Namespace) ->
     engine.cluster = RemoteCluster(channel) if settings.cluster is not None else \
         SingleNodeStatus(engine.node_id, str(settings.bind))
     peers: PeerPool | None = None
-    if settings.cluster is not None:  # quorum reads through the supervisor (repairs need its writer); listings here
+    if settings.cluster is not None:  # quorum reads and the register through the supervisor; listings here
         engine.key_reads = RemoteKeyReads(channel)
+        engine.names = RemoteNames(channel)
         peers = PeerPool(settings.cluster)
         engine.listings = QuorumListings(settings.cluster.node_id, [p.node_id for p in settings.cluster.peers],
                                          settings.cluster.read_quorum, engine.views, peers.stub)

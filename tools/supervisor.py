@@ -120,7 +120,8 @@ class Supervisor:
         """Run until SIGTERM/SIGINT; then stop the workers gracefully (they finish in-flight requests)."""
         loop = asyncio.get_running_loop()
         self.service = SequencerService(self.sequencer, self.background, loop, self.engine.login_throttle,
-                                        self.engine.cluster, self.replication, self.key_reads)
+                                        self.engine.cluster, self.replication, self.key_reads,
+                                        self.engine.names)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
         for worker_id in range(1, self.count + 1):

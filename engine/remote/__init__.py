@@ -8,10 +8,18 @@ sequencer (and of the background jobs, the login throttle and the cluster status
 See docs/architecture/processes.md.
 """
 
-from .client import ChannelCommitPath, RemoteCluster, RemoteIam, RemoteJobs, RemoteKeyReads, RemoteSequencer
+from .client import (
+    ChannelCommitPath,
+    RemoteCluster,
+    RemoteIam,
+    RemoteJobs,
+    RemoteKeyReads,
+    RemoteNames,
+    RemoteSequencer,
+)
 from .loop_channel import LoopChannel
 from .pending import ChannelClosedError
 from .service import SequencerService, WorkerLink
 
 __all__ = ["ChannelClosedError", "ChannelCommitPath", "LoopChannel", "RemoteCluster", "RemoteIam", "RemoteJobs",
-           "RemoteKeyReads", "RemoteSequencer", "SequencerService", "WorkerLink"]
+           "RemoteKeyReads", "RemoteNames", "RemoteSequencer", "SequencerService", "WorkerLink"]

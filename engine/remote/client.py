@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import datadir
-from ..ports import Opened, PeerHealth
+from ..ports import NameClaim, Opened, PeerHealth
 from ..sequencer import Command
 from ..space import SpaceGuard
 from ..views.env import Views
@@ -123,6 +123,29 @@ class RemoteKeyReads:
 
     async def settle_bucket(self, name: str) -> None:
         await self.channel.call({"op": "settle", "kind": "bucket", "bucket": name, "ident": name})
+
+
+class RemoteNames:
+    """The bucket-name register (engine/ports.py ``BucketNamesPort``) in an HTTP worker of a cluster node: the
+    supervisor runs the cluster node, so each register step goes over the channel and runs there."""
+
+    def __init__(self, channel: LoopChannel) -> None:
+        self.channel = channel
+
+    async def _call(self, method: str, **kwargs: Any) -> NameClaim:
+        return NameClaim.from_record(await self.channel.call({"op": "names", "method": method, "kwargs": kwargs}))
+
+    async def create(self, name: str, owner: str, token: str) -> NameClaim:
+        return await self._call("create", name=name, owner=owner, token=token)
+
+    async def mark_deleting(self, name: str, token: str, incarnation: int | None = None) -> NameClaim:
+        return await self._call("mark_deleting", name=name, token=token, incarnation=incarnation)
+
+    async def finish_delete(self, name: str, incarnation: int, token: str) -> NameClaim:
+        return await self._call("finish_delete", name=name, incarnation=incarnation, token=token)
+
+    async def abort_delete(self, name: str, incarnation: int, token: str) -> NameClaim:
+        return await self._call("abort_delete", name=name, incarnation=incarnation, token=token)
 
 
 class ChannelCommitPath:

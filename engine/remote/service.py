@@ -22,22 +22,25 @@ from typing import Any
 
 from ..errors import ServiceUnavailableError
 from ..login_throttle import LoginThrottle
-from ..ports import ClusterStatus, KeyReadPort, ReplicationPort
+from ..ports import BucketNamesPort, ClusterStatus, KeyReadPort, NameClaim, ReplicationPort
 from ..sequencer import Command, Committed, Recorded, Sequencer
 from .pending import ChannelClosedError
 from .wire import FrameBuffer, encode_error, encode_frame
 
 log = logging.getLogger(__name__)
 JOB_METHODS = frozenset({"lifecycle", "compaction", "scrubber", "status"})
+NAMES_METHODS = frozenset({"create", "mark_deleting", "finish_delete", "abort_delete"})
 MAX_BATCH = 4096
 
 
 class SequencerService:
     def __init__(self, sequencer: Sequencer, jobs: Any, loop: asyncio.AbstractEventLoop,
                  login_throttle: LoginThrottle, cluster: ClusterStatus | None = None,
-                 replication: ReplicationPort | None = None, key_reads: KeyReadPort | None = None) -> None:
+                 replication: ReplicationPort | None = None, key_reads: KeyReadPort | None = None,
+                 names: BucketNamesPort | None = None) -> None:
         self.sequencer = sequencer
         self.key_reads = key_reads  # a cluster node's quorum reads, run here for the workers
+        self.names = names  # a cluster node's bucket-name register (the workers' CreateBucket/DeleteBucket ask it)
         self.replication = replication  # a cluster node's: a batch is answered once the write quorum holds it
         self.jobs = jobs
         self.cluster = cluster  # the supervisor's (engine/ports.py), for the workers' health API
@@ -68,6 +71,8 @@ class SequencerService:
             self._cluster_health(link, request_id)
         elif op == "settle" and self.key_reads is not None:  # a worker's quorum read (engine/ports.py KeyReadPort)
             self._settle(link, request_id, self.key_reads, message)
+        elif op == "names" and message.get("method") in NAMES_METHODS:
+            self._names_call(link, request_id, message["method"], message.get("kwargs") or {})
         elif op == "throttle" and message.get("action") in LoginThrottle.ACTIONS:
             try:  # a few dict operations under a lock: answered right here
                 getattr(self.login_throttle, message["action"])(message["username"], message["client"])
@@ -128,6 +133,35 @@ class SequencerService:
             links.add(link)
         for link in links:
             link.flush()
+
+    def _names_call(self, link: WorkerLink, request_id: int, method: str, kwargs: dict[str, Any]) -> None:
+        """One step of a worker's CreateBucket/DeleteBucket in the register (engine/bucket_names.py), which this
+        process runs (its cluster node serves the acceptor and reaches the peers)."""
+        if self.names is None:
+            link.reply(request_id, error=ValueError("this node has no bucket-name register"))
+            return
+
+        async def step() -> dict[str, Any]:
+            assert self.names is not None
+            claim: NameClaim = await getattr(self.names, method)(**kwargs)
+            return claim.to_record()
+
+        self._answer_task(link, request_id, self.loop.create_task(step()))
+
+    def _answer_task(self, link: WorkerLink, request_id: int, task: asyncio.Task[Any]) -> None:
+        """Reply with the task's result or error once it is done."""
+        self._tasks.add(task)
+
+        def answer(done: asyncio.Task[Any]) -> None:
+            self._tasks.discard(done)
+            if done.cancelled():
+                link.reply(request_id, error=ChannelClosedError("the sequencer process is stopping"))
+            elif (error := done.exception()) is not None:
+                link.reply(request_id, error=error)
+            else:
+                link.reply(request_id, done.result())
+
+        task.add_done_callback(answer)
 
     def _cluster_health(self, link: WorkerLink, request_id: int) -> None:
         if self.cluster is None:
