@@ -136,3 +136,23 @@ def errors_summary(results: Mapping[str, Sequence[Result]]) -> list[str]:
                 lines.append(f"- {server} / {r.name} c={r.concurrency}: {r.errors} failed; first: {r.first_error}")
     return lines
 
+
+
+def pool_bars(large_mib: int) -> dict[str, float]:
+    """Issue 19's bar for a 3-node pool on a 2-core box: the least pool/single throughput ratio per workload."""
+    return {"PUT 4KiB": 0.4, "GET 4KiB": 0.6, f"PUT {large_mib} MiB": 0.5}
+
+
+def pool_table(agg: Mapping[Row, Mapping[str, Cell]], single: str, pool: str, bars: Mapping[str, float]) -> str:
+    """Every workload both ran: single and pool figures, pool/single, and where the issue sets one, the bar and
+    whether the ratio meets it."""
+    rows = []
+    for (name, conc), cells in agg.items():
+        one, many = cells.get(single), cells.get(pool)
+        if one is None or many is None:
+            continue
+        bar = bars.get(name)
+        verdict = "" if bar is None or not one.value else ("yes" if many.value / one.value >= bar else "**no**")
+        rows.append([name, str(conc), one.unit, _cell_text(one), _cell_text(many), ratio(many.value, one.value),
+                     "–" if bar is None else f">= {bar:.1f}x", verdict])
+    return _table(["workload", "conc", "unit", single, pool, "pool/single", "bar", "meets"], rows, 3)
