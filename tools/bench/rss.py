@@ -7,8 +7,10 @@ makes the figure exact for single-process servers. Elsewhere psutil is used when
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -69,6 +71,29 @@ def trees_cpu_seconds(roots: Sequence[int]) -> float | None:
         total += usage.get(pid, 0)
         stack.extend(children.get(pid, ()))
     return total / ticks
+
+
+async def wait_idle(roots: Sequence[int], *, window: float = 0.5, idle_cores: float = 0.1,
+                    cap: float = 60.0) -> float | None:
+    """Wait until the trees under ``roots`` use less than ``idle_cores`` of a core over ``window`` seconds (at most
+    ``cap`` seconds); return how long they stayed busy (0 when idle at once), None when not measurable.
+
+    A pool acknowledges a write once W of its N replicas hold it; the others catch up after the answer. Without this
+    wait that work would land in the next phase (another workload, or another server's turn), so the benchmark
+    waits it out between phases and reports how long it took."""
+    start = time.perf_counter()
+    before = trees_cpu_seconds(roots)
+    if before is None:
+        return None
+    opened = start  # when the current window began: the busy time is everything before the first idle window
+    while True:
+        await asyncio.sleep(window)
+        now, closed = trees_cpu_seconds(roots), time.perf_counter()
+        if now is None:
+            return None
+        if now - before < idle_cores * (closed - opened) or closed - start >= cap:
+            return opened - start
+        before, opened = now, closed
 
 
 def tree_rss(roots: Iterable[int], table: dict[int, tuple[int, int]]) -> dict[int, int]:

@@ -30,7 +30,7 @@ import uvloop
 from . import report, workloads
 from .client import Client
 from .disk import CHUNK, sequential_write
-from .rss import RssSampler, trees_cpu_seconds
+from .rss import RssSampler, trees_cpu_seconds, wait_idle
 from .servers import PEERS, Keys, Server, start_s4, start_s4_pool, wait_pool_alive, wait_ready
 from .workloads import Result
 
@@ -139,10 +139,12 @@ async def run_step(step: Step, t: Target, keys: Keys) -> list[Result]:
     pids = t.server.pids  # none for an S4 started elsewhere (--endpoint): its CPU is not measured
     probe = partial(trees_cpu_seconds, pids) if pids else None
     token = workloads.SERVER_CPU.set(probe)
+    drain = workloads.SERVER_DRAIN.set(partial(wait_idle, pids) if pids and t.server.drains else None)
     try:
         async with Client(t.server.endpoint, keys.access, keys.secret, keys.region) as c:
             return await step.run(c, t)
     finally:
+        workloads.SERVER_DRAIN.reset(drain)
         workloads.SERVER_CPU.reset(token)
 
 

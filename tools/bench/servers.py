@@ -55,6 +55,7 @@ class Server:
     leftovers: list[str] = field(default_factory=list)  # globs of files the server leaves outside the work dir
     members: list[subprocess.Popen[bytes]] = field(default_factory=list)  # a pool's other nodes (``proc``: node 1)
     nodes: list[str] = field(default_factory=list)  # a pool's node endpoints, node 1 first
+    drains: bool = False  # wait after each timed phase until its processes are idle (S4: a pool's replication)
 
     @property
     def pids(self) -> list[int]:
@@ -160,7 +161,8 @@ def start_s4(work: Path, keys: Keys, workers: int | None) -> Server:
     proc, log = spawn("s4", cmd, work, env)
     shown = [f"{k}={env[k]}" for k in ("S4_BIND", "S4_DATA_DIR", "S4_ACCESS_KEY_ID", "S4_SECRET_ACCESS_KEY",
                                          "S4_WORKERS") if k in env]
-    return Server("S4", f"http://127.0.0.1:{port}", proc, version=s4_version(), command=[*shown, *cmd], log=log)
+    return Server("S4", f"http://127.0.0.1:{port}", proc, version=s4_version(), command=[*shown, *cmd], log=log,
+                  drains=True)
 
 
 POOL_HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
@@ -204,7 +206,7 @@ def start_s4_pool(work: Path, keys: Keys, workers: int | None, hosts: Sequence[s
     shown = [f"{k}={v}" for k, v in pool_env(grpc, http, 0, workers, "<password>").items() if k != "S4_JWT_SECRET"]
     return Server(f"S4 pool ({len(hosts)} nodes)", f"http://{http[0]}", procs[0][0], version=s4_version(),
                   command=[*shown, *cmd, f"(and {len(hosts) - 1} more nodes alike)"], log=procs[0][1],
-                  members=[p for p, _ in procs[1:]], nodes=[f"http://{a}" for a in http])
+                  members=[p for p, _ in procs[1:]], nodes=[f"http://{a}" for a in http], drains=True)
 
 
 def seaweedfs_identities(keys: Keys) -> dict[str, object]:

@@ -23,6 +23,10 @@ SMALL = 4096
 #: The server under test's CPU seconds so far (set by the runner around each step; None: not measured).
 SERVER_CPU: contextvars.ContextVar[Callable[[], float | None] | None] = contextvars.ContextVar("server_cpu",
                                                                                                   default=None)
+#: Waits until the server under test has no work left from the phase (None: do not wait); returns the seconds it
+#: stayed busy after the last answer (a pool's replicas beyond the write quorum catch up then).
+SERVER_DRAIN: contextvars.ContextVar[Callable[[], Awaitable[float | None]] | None] = contextvars.ContextVar(
+    "server_drain", default=None)
 
 
 @dataclass
@@ -37,6 +41,7 @@ class Result:
     errors: int = 0
     first_error: str = ""
     server_cpu_s: float | None = None  # CPU the server's process tree used during the phase (when measurable)
+    drain_s: float | None = None  # seconds the server stayed busy after the phase's last answer (when waited for)
 
     @property
     def cpu_us_per_op(self) -> float | None:
@@ -90,9 +95,12 @@ async def timed_loop(name: str, concurrency: int, seconds: float, op: Callable[[
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - start
+    drain = SERVER_DRAIN.get()
+    drained = await drain() if drain is not None else None  # not timed, but its CPU is the phase's
     cpu_after = probe() if probe is not None else None
     used = cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
-    return Result(name, concurrency, len(latencies), elapsed, latencies, moved, unit, errors, first_error, used)
+    return Result(name, concurrency, len(latencies), elapsed, latencies, moved, unit, errors, first_error, used,
+                  drained)
 
 
 async def small_objects(c: Client, bucket: str, concurrency: int, seconds: float) -> list[Result]:

@@ -3,14 +3,15 @@ table against issue 19's bar, CPU and RSS summed over several process trees, the
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from s4.tools.bench import report
+from s4.tools.bench import report, workloads
 from s4.tools.bench.__main__ import parse
-from s4.tools.bench.rss import RssSampler, tree_cpu_seconds, trees_cpu_seconds
+from s4.tools.bench.rss import RssSampler, tree_cpu_seconds, trees_cpu_seconds, wait_idle
 from s4.tools.bench.runner import Options, Outcome, Target, render
 from s4.tools.bench.servers import POOL_CLUSTER, Keys, Server, all_alive, pool_env
 from s4.tools.bench.workloads import Result
@@ -19,9 +20,9 @@ GRPC = ["127.0.0.1:7001", "127.0.0.2:7002", "127.0.0.3:7003"]
 HTTP = ["127.0.0.1:8001", "127.0.0.2:8002", "127.0.0.3:8003"]
 
 
-def res(name: str, value: float, conc: int = 16, unit: str = "ops/s") -> Result:
+def res(name: str, value: float, conc: int = 16, unit: str = "ops/s", drain: float | None = None) -> Result:
     moved = int(value * 2**20) if unit == "MiB/s" else 0
-    return Result(name, conc, int(value) if unit == "ops/s" else 1, 1.0, [1.0], moved, unit)
+    return Result(name, conc, int(value) if unit == "ops/s" else 1, 1.0, [1.0], moved, unit, drain_s=drain)
 
 
 def test_pool_env_gives_each_node_its_own_addresses_and_the_same_pool() -> None:
@@ -51,14 +52,16 @@ def test_all_alive_needs_every_node_of_the_pool_alive() -> None:
 def test_pool_table_ratios_and_verdicts_against_the_bar() -> None:
     results = {"S4": [res("PUT 4KiB", 1000), res("GET 4KiB", 1000), res("HEAD 4KiB", 1000),
                       res("PUT 64 MiB", 100.0, 1, "MiB/s")],
-               "pool": [res("PUT 4KiB", 400), res("GET 4KiB", 500), res("HEAD 4KiB", 900),
+               "pool": [res("PUT 4KiB", 400, drain=2.5), res("GET 4KiB", 500), res("HEAD 4KiB", 900),
                         res("PUT 64 MiB", 60.0, 1, "MiB/s")]}
     lines = report.pool_table(report.aggregate(results), "S4", "pool", report.pool_bars(64)).splitlines()
-    assert lines[0] == "| workload | conc | unit | S4 | pool | pool/single | bar | meets |"
-    assert lines[2] == "| PUT 4KiB | 16 | ops/s | 1,000 | 400 | 0.40x | >= 0.4x | yes |"  # the bar is inclusive
-    assert lines[3] == "| GET 4KiB | 16 | ops/s | 1,000 | 500 | 0.50x | >= 0.6x | **no** |"
-    assert lines[4] == "| HEAD 4KiB | 16 | ops/s | 1,000 | 900 | 0.90x | – |  |"  # no bar set for it
-    assert lines[5] == "| PUT 64 MiB | 1 | MiB/s | 100.0 | 60.0 | 0.60x | >= 0.5x | yes |"
+    assert lines[0] == ("| workload | conc | unit | S4 | pool | pool/single | bar | meets | busy after, s (single / "
+                        "pool) |")
+    # the bar is inclusive; the pool kept replicating 2.5 s after its last answer
+    assert lines[2] == "| PUT 4KiB | 16 | ops/s | 1,000 | 400 | 0.40x | >= 0.4x | yes | – / 2.5 |"
+    assert lines[3] == "| GET 4KiB | 16 | ops/s | 1,000 | 500 | 0.50x | >= 0.6x | **no** | – / – |"
+    assert lines[4] == "| HEAD 4KiB | 16 | ops/s | 1,000 | 900 | 0.90x | – |  | – / – |"  # no bar set for it
+    assert lines[5] == "| PUT 64 MiB | 1 | MiB/s | 100.0 | 60.0 | 0.60x | >= 0.5x | yes | – / – |"
 
 
 def test_pool_bars_follow_the_large_object_size() -> None:
@@ -113,3 +116,50 @@ def test_cluster_option_and_its_report_section(tmp_path: Path) -> None:
     assert "| GET 4KiB | 16 | ops/s | 1,000 | 900 | 0.90x | >= 0.6x | yes |" in text
     single_only = Outcome(targets[:1], [], {"suite": {"S4": 2**20}}, (1.0, 1.0, 1.0), (1.0, 1.0, 1.0), "now")
     assert "against one node" not in render(Options(keys=Keys("a", "b")), single_only, str(tmp_path))
+
+
+def test_wait_idle_returns_at_once_for_an_idle_tree_and_none_for_a_gone_one() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import sys; print('up', flush=True); sys.stdin.read()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"up\n"
+        # a child blocked on its stdin uses no CPU: idle within the first window
+        assert asyncio.run(wait_idle([child.pid], window=0.05, idle_cores=0.5, cap=5.0)) == 0.0
+    finally:
+        child.communicate(b"")
+    assert asyncio.run(wait_idle([2**22 + 12345], window=0.05)) is None
+
+
+def test_wait_idle_stops_at_its_cap_for_a_tree_that_stays_busy() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        # never below 0 cores: only the cap (a few windows) ends the wait, the windows before the last one busy
+        busy = asyncio.run(wait_idle([child.pid], window=0.05, idle_cores=0.0, cap=0.12))
+        assert busy is not None and busy > 0
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_timed_loop_waits_for_the_drain_and_records_it() -> None:
+    calls: list[str] = []
+
+    async def drain() -> float:
+        calls.append("drain")
+        return 1.5
+
+    async def op(i: int) -> int:
+        calls.append("op")
+        return 1
+
+    async def main() -> Result:
+        token = workloads.SERVER_DRAIN.set(drain)
+        try:
+            return await workloads.timed_loop("PUT 4KiB", 1, 10.0, op, max_ops=3)
+        finally:
+            workloads.SERVER_DRAIN.reset(token)
+
+    result = asyncio.run(main())
+    assert calls == ["op", "op", "op", "drain"] and result.drain_s == 1.5
+    assert report.aggregate({"S4": [result]})[("PUT 4KiB", 1)]["S4"].drain == 1.5
+    assert asyncio.run(workloads.timed_loop("x", 1, 10.0, op, max_ops=1)).drain_s is None  # no drain set
