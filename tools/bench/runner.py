@@ -132,7 +132,8 @@ def build_steps(opts: Options) -> list[Step]:
 
 def summary(results: Sequence[Result]) -> str:
     return "; ".join(f"{r.name} c={r.concurrency} {report.fmt_value(r.value, r.unit)} {r.unit}"
-                     + (f" ({r.errors} err)" if r.errors else "") for r in results)
+                     + (f" ({r.errors} err)" if r.errors else "")
+                     + (f" (busy {r.drain_s:.1f} s after)" if r.drain_s and r.drain_s >= 0.1 else "") for r in results)
 
 
 async def run_step(step: Step, t: Target, keys: Keys) -> list[Result]:
