@@ -135,7 +135,7 @@ async def small_objects(c: Client, bucket: str, concurrency: int, seconds: float
             await timed_loop("DELETE 4KiB", concurrency, seconds * 10, delete, max_ops=written)]
 
 
-async def _put(c: Client, path: str, body: bytes) -> int:
+async def _put(c: Client, path: str, body: bytes | bytearray) -> int:
     await c.request("PUT", path, body=body)
     return len(body)
 
@@ -151,25 +151,40 @@ def unique_body(template: bytes, i: int) -> bytes:
 
 
 _RUN_NONCE = int.from_bytes(os.urandom(8), "big") << 64
+PIECE = 2**20  # S4 stores (and deduplicates) 4 MiB chunks: a counter every 1 MiB makes every chunk new
+
+
+def stamp_pieces(body: bytearray, i: int) -> bytearray:
+    """Overwrite the first 16 bytes of every ``PIECE`` of ``body`` in place with a per-run counter ``i``: a large
+    body sent again after ``stamp_pieces(body, i + 1)`` shares no chunk with the last one (``unique_body`` only
+    changes the tail, which leaves every chunk but the last deduplicable)."""
+    tag = (_RUN_NONCE + i).to_bytes(16, "big")
+    for offset in range(0, len(body), PIECE):
+        end = min(offset + 16, len(body))
+        body[offset:end] = tag[: end - offset]
+    return body
 
 
 async def large_objects(c: Client, bucket: str, mib: int, count: int) -> list[Result]:
-    """``count`` sequential PUTs of a ``mib`` MiB object, then as many streamed GETs (MiB/s)."""
-    body = os.urandom(mib * 2**20)
+    """``count`` sequential PUTs of a ``mib`` MiB object, each one new in every chunk, then as many streamed GETs
+    (MiB/s). The body is stamped in place between PUTs (the last PUT was answered, so all of it was sent)."""
+    body = bytearray(os.urandom(mib * 2**20))
     prefix = f"large-{uuid.uuid4().hex[:8]}"
 
     async def get(i: int) -> int:
         await c.request("GET", f"/{bucket}/{prefix}/{i % count}", read=False)
         return len(body)
 
-    return [await timed_loop(f"PUT {mib} MiB", 1, 3600, lambda i: _put(c, f"/{bucket}/{prefix}/{i}", body),
+    return [await timed_loop(f"PUT {mib} MiB", 1, 3600,
+                             lambda i: _put(c, f"/{bucket}/{prefix}/{i}", stamp_pieces(body, i)),
                              max_ops=count, unit="MiB/s"),
             await timed_loop(f"GET {mib} MiB", 1, 3600, get, max_ops=count, unit="MiB/s")]
 
 
 async def multipart(c: Client, bucket: str, total_mib: int, part_mib: int = 16, parallel: int = 4) -> Result:
-    """One multipart upload of ``total_mib`` MiB in ``part_mib`` MiB parts, ``parallel`` parts in flight (MiB/s)."""
-    part = os.urandom(part_mib * 2**20)
+    """One multipart upload of ``total_mib`` MiB in ``part_mib`` MiB parts, ``parallel`` parts in flight (MiB/s);
+    every part new in every chunk (a copy of one random part, stamped per part number)."""
+    part = bytearray(os.urandom(part_mib * 2**20))
     count = max(1, total_mib // part_mib)
     name = f"multipart {count * part_mib} MiB"
     key = f"/{bucket}/multipart-{uuid.uuid4().hex[:8]}"
@@ -177,8 +192,9 @@ async def multipart(c: Client, bucket: str, total_mib: int, part_mib: int = 16, 
 
     async def one(n: int, upload_id: str) -> tuple[int, str]:
         async with gate:
+            body = stamp_pieces(bytearray(part), n)  # parts are in flight together: each its own copy
             _, _, headers = await c.request("PUT", key, query={"partNumber": str(n), "uploadId": upload_id},
-                                            body=part)
+                                            body=body)
         return n, headers["etag"]
 
     t0 = time.perf_counter()

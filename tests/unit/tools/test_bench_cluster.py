@@ -163,3 +163,19 @@ def test_timed_loop_waits_for_the_drain_and_records_it() -> None:
     assert calls == ["op", "op", "op", "drain"] and result.drain_s == 1.5
     assert report.aggregate({"S4": [result]})[("PUT 4KiB", 1)]["S4"].drain == 1.5
     assert asyncio.run(workloads.timed_loop("x", 1, 10.0, op, max_ops=1)).drain_s is None  # no drain set
+
+
+def test_large_bodies_share_no_chunk_between_puts() -> None:
+    """S4 deduplicates 4 MiB chunks: a large PUT of the same body again (or the same body but its tail) stored
+    nothing new, so the 64 MiB PUT figure measured dedup, and a pool's replicas fetched no blob."""
+    size, chunk = 9 * workloads.PIECE + 123, 4 * 2**20
+    body = bytearray(os.urandom(size))
+    first = bytes(workloads.stamp_pieces(body, 0))
+    second = bytes(workloads.stamp_pieces(body, 1))
+    assert len(first) == len(second) == size
+    for start in range(0, size, chunk):
+        assert first[start:start + chunk] != second[start:start + chunk]
+    assert all(first[o + 16:o + workloads.PIECE] == second[o + 16:o + workloads.PIECE] for o in range(0, size,
+                                                                                                   workloads.PIECE))
+    tiny = workloads.stamp_pieces(bytearray(b"abc"), 5)  # shorter than the tag: truncated, length kept
+    assert len(tiny) == 3
