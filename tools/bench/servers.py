@@ -23,7 +23,7 @@ import sys
 import sysconfig
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -311,7 +311,7 @@ def _answers(url: str) -> None:
         pass
 
 
-def all_alive(health: dict[str, object], count: int) -> bool:
+def all_alive(health: Mapping[str, object], count: int) -> bool:
     """Does a ``/api/admin/cluster/health`` document show ``count`` nodes, every one alive?"""
     nodes = health.get("nodes")
     return isinstance(nodes, list) and len(nodes) == count and all(
