@@ -76,7 +76,7 @@ class _Connection(asyncio.Protocol):
             self._complete(self._parser.get_status_code(), b"".join(self._chunks), self._parser.should_keep_alive())
 
     # -- requests ----------------------------------------------------------------------------------------------
-    def send(self, data: bytes, body: bytes, *, head: bool, keep_body: bool
+    def send(self, data: bytes, body: bytes | bytearray, *, head: bool, keep_body: bool
              ) -> asyncio.Future[tuple[int, bytes, dict[str, str]]]:
         assert self.transport is not None and self._waiter is None
         loop = asyncio.get_running_loop()
@@ -155,7 +155,8 @@ class Client:
         _, conn = await asyncio.wait_for(loop.create_connection(_Connection, *self._address), CONNECT_TIMEOUT_S)
         return conn
 
-    async def request(self, method: str, path: str, *, query: dict[str, str] | None = None, body: bytes = b"",
+    async def request(self, method: str, path: str, *, query: dict[str, str] | None = None,
+                      body: bytes | bytearray = b"",
                       headers: dict[str, str] | None = None, read: bool = True
                       ) -> tuple[int, bytes, Mapping[str, str]]:
         """Send one signed request; ``read=False`` counts the response body away instead of keeping it.

@@ -21,6 +21,7 @@ class Cell:
     errors: int
     rounds: int
     unit: str
+    drain: float | None = None  # median seconds the server stayed busy after the phase (None: not waited for)
 
 
 def median(values: Iterable[float]) -> float:
@@ -37,9 +38,15 @@ def aggregate(results: Mapping[str, Sequence[Result]]) -> dict[Row, dict[str, Ce
     out: dict[Row, dict[str, Cell]] = {}
     for row, by_server in grouped.items():
         out[row] = {server: Cell(median(r.value for r in rs), median(r.pct(0.5) for r in rs),
-                                 median(r.pct(0.99) for r in rs), sum(r.errors for r in rs), len(rs), rs[0].unit)
+                                 median(r.pct(0.99) for r in rs), sum(r.errors for r in rs), len(rs), rs[0].unit,
+                                 _median_drain(rs))
                     for server, rs in by_server.items()}
     return out
+
+
+def _median_drain(rows: Sequence[Result]) -> float | None:
+    drains = [r.drain_s for r in rows if r.drain_s is not None]
+    return median(drains) if drains else None
 
 
 def ratio(a: float | None, b: float | None) -> str:
@@ -136,3 +143,28 @@ def errors_summary(results: Mapping[str, Sequence[Result]]) -> list[str]:
                 lines.append(f"- {server} / {r.name} c={r.concurrency}: {r.errors} failed; first: {r.first_error}")
     return lines
 
+
+
+def pool_bars(large_mib: int) -> dict[str, float]:
+    """Issue 19's bar for a 3-node pool on a 2-core box: the least pool/single throughput ratio per workload."""
+    return {"PUT 4KiB": 0.4, "GET 4KiB": 0.6, f"PUT {large_mib} MiB": 0.5}
+
+
+def pool_table(agg: Mapping[Row, Mapping[str, Cell]], single: str, pool: str, bars: Mapping[str, float]) -> str:
+    """Every workload both ran: single and pool figures, pool/single, and where the issue sets one, the bar and
+    whether the ratio meets it; then how long each stayed busy after the phase (a pool: replicas catching up)."""
+    rows = []
+    for (name, conc), cells in agg.items():
+        one, many = cells.get(single), cells.get(pool)
+        if one is None or many is None:
+            continue
+        bar = bars.get(name)
+        verdict = "" if bar is None or not one.value else ("yes" if many.value / one.value >= bar else "**no**")
+        rows.append([name, str(conc), one.unit, _cell_text(one), _cell_text(many), ratio(many.value, one.value),
+                     "–" if bar is None else f">= {bar:.1f}x", verdict, f"{_drain_text(one)} / {_drain_text(many)}"])
+    return _table(["workload", "conc", "unit", single, pool, "pool/single", "bar", "meets",
+                   "busy after, s (single / pool)"], rows, 3)
+
+
+def _drain_text(cell: Cell) -> str:
+    return "–" if cell.drain is None else f"{cell.drain:.1f}"

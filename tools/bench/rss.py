@@ -7,9 +7,11 @@ makes the figure exact for single-process servers. Elsewhere psutil is used when
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 PROC = Path("/proc")
@@ -36,6 +38,12 @@ def tree_cpu_seconds(root: int) -> float | None:
 
     CPU per operation is the benchmark's one figure that a loaded machine hardly moves: throughput falls when other
     work takes the cores, the CPU each request costs the server does not."""
+    return trees_cpu_seconds([root])
+
+
+def trees_cpu_seconds(roots: Sequence[int]) -> float | None:
+    """:func:`tree_cpu_seconds` summed over several roots (a pool's nodes) from one pass over /proc; None unless
+    every root is alive."""
     if not PROC.exists():
         return None
     ticks = os.sysconf("SC_CLK_TCK")
@@ -52,14 +60,40 @@ def tree_cpu_seconds(root: int) -> float | None:
         pid = int(entry.name)
         children.setdefault(int(fields[1]), []).append(pid)
         usage[pid] = int(fields[11]) + int(fields[12])
-    if root not in usage:
+    if not roots or any(root not in usage for root in roots):
         return None
-    total, stack = 0, [root]
+    total, stack, seen = 0, list(roots), set()
     while stack:
         pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
         total += usage.get(pid, 0)
         stack.extend(children.get(pid, ()))
     return total / ticks
+
+
+async def wait_idle(roots: Sequence[int], *, window: float = 0.5, idle_cores: float = 0.1,
+                    cap: float = 60.0) -> float | None:
+    """Wait until the trees under ``roots`` use less than ``idle_cores`` of a core over ``window`` seconds (at most
+    ``cap`` seconds); return how long they stayed busy (0 when idle at once), None when not measurable.
+
+    A pool acknowledges a write once W of its N replicas hold it; the others catch up after the answer. Without this
+    wait that work would land in the next phase (another workload, or another server's turn), so the benchmark
+    waits it out between phases and reports how long it took."""
+    start = time.perf_counter()
+    before = trees_cpu_seconds(roots)
+    if before is None:
+        return None
+    opened = start  # when the current window began: the busy time is everything before the first idle window
+    while True:
+        await asyncio.sleep(window)
+        now, closed = trees_cpu_seconds(roots), time.perf_counter()
+        if now is None:
+            return None
+        if now - before < idle_cores * (closed - opened) or closed - start >= cap:
+            return opened - start
+        before, opened = now, closed
 
 
 def tree_rss(roots: Iterable[int], table: dict[int, tuple[int, int]]) -> dict[int, int]:
@@ -117,13 +151,14 @@ class RssSampler:
 
     def __init__(self, interval: float = 0.25) -> None:
         self.interval = interval
-        self._roots: dict[str, int] = {}
+        self._roots: dict[str, tuple[int, ...]] = {}
         self._peaks: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
 
-    def watch(self, name: str, pid: int) -> None:
-        self._roots[name] = pid
+    def watch(self, name: str, *pids: int) -> None:
+        """Sample the trees under ``pids`` as one server (their RSS summed): several for a pool's nodes."""
+        self._roots[name] = pids
 
     def start(self) -> None:
         self._thread.start()
@@ -135,20 +170,22 @@ class RssSampler:
 
     def sample(self) -> None:
         roots = dict(self._roots)
+        every = [pid for pids in roots.values() for pid in pids]
         if PROC.is_dir():
-            by_pid = tree_rss(roots.values(), _proc_table())
+            by_pid = tree_rss(every, _proc_table())
         else:
             try:
-                by_pid = _psutil_rss(roots.values())
+                by_pid = _psutil_rss(every)
             except ImportError:
                 return
-        for name, pid in roots.items():
-            self._peaks[name] = max(self._peaks.get(name, 0), by_pid.get(pid, 0))
+        for name, pids in roots.items():
+            self._peaks[name] = max(self._peaks.get(name, 0), sum(by_pid.get(pid, 0) for pid in pids))
 
     def peaks(self) -> dict[str, int]:
-        """Peak bytes per watched name so far (sampled tree sum, or the root's VmHWM when larger)."""
+        """Peak bytes per watched name so far (sampled tree sum, or a single root's VmHWM when larger)."""
         self.sample()
-        return {name: max(self._peaks.get(name, 0), hwm(pid)) for name, pid in self._roots.items()}
+        return {name: max(self._peaks.get(name, 0), hwm(pids[0]) if len(pids) == 1 else 0)
+                for name, pids in self._roots.items()}
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):

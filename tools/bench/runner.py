@@ -3,6 +3,10 @@
 Within a round each step (say "4 KiB at concurrency 16") runs on S4, then on each peer, back to back, and the
 order is reversed every other round (S4, peers... then ...peers, S4), so load from other work on the machine lands
 on every server alike. All servers stay up for the whole run; only the one being measured gets requests.
+
+``--cluster 3`` adds a 3-node S4 pool (127.0.0.1/.2/.3) as one more server: the client talks to node 1, which
+coordinates every write (quorum replication to the other two) and serves every read; its CPU is the three
+nodes' together. The report then carries a pool/single table against the issue's bar.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ import uvloop
 from . import report, workloads
 from .client import Client
 from .disk import CHUNK, sequential_write
-from .rss import RssSampler, tree_cpu_seconds
-from .servers import PEERS, Keys, Server, start_s4, wait_ready
+from .rss import RssSampler, trees_cpu_seconds, wait_idle
+from .servers import PEERS, Keys, Server, start_s4, start_s4_pool, wait_pool_alive, wait_ready
 from .workloads import Result
 
 
@@ -37,6 +41,7 @@ class Options:
     endpoint: str | None = None
     peers: list[str] = field(default_factory=list)
     s4_workers: int | None = None
+    cluster: int = 0  # 0: no pool; 3: also a 3-node S4 pool, measured against the single S4
     rounds: int = 2
     concurrency: list[int] = field(default_factory=lambda: [1, 16, 64])
     seconds: float = 5.0
@@ -127,17 +132,20 @@ def build_steps(opts: Options) -> list[Step]:
 
 def summary(results: Sequence[Result]) -> str:
     return "; ".join(f"{r.name} c={r.concurrency} {report.fmt_value(r.value, r.unit)} {r.unit}"
-                     + (f" ({r.errors} err)" if r.errors else "") for r in results)
+                     + (f" ({r.errors} err)" if r.errors else "")
+                     + (f" (busy {r.drain_s:.1f} s after)" if r.drain_s and r.drain_s >= 0.1 else "") for r in results)
 
 
 async def run_step(step: Step, t: Target, keys: Keys) -> list[Result]:
-    proc = t.server.proc  # None for an S4 started elsewhere (--endpoint): its CPU is not measured
-    probe = None if proc is None else partial(tree_cpu_seconds, proc.pid)
+    pids = t.server.pids  # none for an S4 started elsewhere (--endpoint): its CPU is not measured
+    probe = partial(trees_cpu_seconds, pids) if pids else None
     token = workloads.SERVER_CPU.set(probe)
+    drain = workloads.SERVER_DRAIN.set(partial(wait_idle, pids) if pids and t.server.drains else None)
     try:
         async with Client(t.server.endpoint, keys.access, keys.secret, keys.region) as c:
             return await step.run(c, t)
     finally:
+        workloads.SERVER_DRAIN.reset(drain)
         workloads.SERVER_CPU.reset(token)
 
 
@@ -146,6 +154,8 @@ async def bench(opts: Options, servers: list[Server], work: Path, sampler: RssSa
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     targets = [Target(s, f"bench-{uuid.uuid4().hex[:10]}") for s in servers]
     for t in targets:
+        if t.server.nodes:  # a pool: a write needs a quorum, so every node alive first
+            await wait_pool_alive(t.server, opts.startup_timeout)
         await wait_ready(t.server, opts.keys, t.bucket, opts.startup_timeout)
         log(f"{t.server.name} ready at {t.server.endpoint}")
     if opts.settle:  # start-up work (S4 loading its Select libraries, SeaweedFS electing a master) ends first
@@ -201,6 +211,8 @@ def start_servers(opts: Options, work: Path, servers: list[Server]) -> None:
         servers.append(Server("S4", opts.endpoint, version="already running", command=["--endpoint"]))
     else:
         servers.append(start_s4(work, opts.keys, opts.s4_workers))
+    if opts.cluster:
+        servers.append(start_s4_pool(work, opts.keys, opts.s4_workers))
     for name in opts.peers:
         servers.append(PEERS[name](work, opts.keys))
 
@@ -213,8 +225,8 @@ def run(opts: Options) -> str:
     try:
         start_servers(opts, work, servers)
         for s in servers:
-            if s.proc is not None:
-                sampler.watch(s.name, s.proc.pid)
+            if s.pids:
+                sampler.watch(s.name, *s.pids)
         sampler.start()
         outcome = uvloop.run(bench(opts, servers, work, sampler))  # the client's loop costs CPU too
     finally:
@@ -258,6 +270,12 @@ def render(opts: Options, out: Outcome, work: str) -> str:
               "### Latency (ms; for listings, one page of 1,000)", "", report.latency_table(agg, names), "",
               "### Server CPU per operation (µs; lower is better; hardly moved by a loaded machine)", "",
               report.cpu_table(results, names)]
+    pool = next((n for t, n in zip(out.targets, names, strict=True) if t.server.nodes), None)
+    if pool is not None and "S4" in names:
+        lines += ["", f"### {pool} against one node (pool/single; the issue's bar)", "",
+                  "The client talks to node 1 only: it coordinates every write (W=2 of 3 durable copies before the "
+                  "answer) and serves every read from its own copy. CPU is the three nodes' together.", "",
+                  report.pool_table(agg, "S4", pool, report.pool_bars(opts.large_mib))]
     if opts.preload:
         lines += ["", f"### Scale: 4 KiB ops/s with {opts.preload:,} objects stored", "",
                   report.scale_table(agg, names, opts.preload, workloads.scale_name)]

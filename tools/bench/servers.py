@@ -1,7 +1,9 @@
-"""Starting and stopping the servers compared by ``--peer``: S4, SeaweedFS, rclone and the no-op ceiling.
+"""Starting and stopping the servers compared by ``--peer``: S4, SeaweedFS, rclone and the no-op ceiling, and
+the 3-node S4 pool of ``--cluster`` (one node on each of 127.0.0.1, .2 and .3).
 
-Each one listens on free 127.0.0.1 ports, keeps its data under the run's work directory, runs in its own process
-group (so stopping it stops its children) and logs to ``<work>/<name>.log``. SeaweedFS and rclone check SigV4
+Each one listens on free 127.0.0.1 ports (a pool node on its own loopback address), keeps its data under the
+run's work directory, runs in its own process group (so stopping it stops its children) and logs to
+``<work>/<name>.log``. SeaweedFS and rclone check SigV4
 with the same key pair as S4; the no-op app checks nothing.
 """
 
@@ -12,6 +14,7 @@ import glob
 import importlib.metadata
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -19,7 +22,8 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +53,14 @@ class Server:
     command: list[str] = field(default_factory=list)
     log: Path | None = None
     leftovers: list[str] = field(default_factory=list)  # globs of files the server leaves outside the work dir
+    members: list[subprocess.Popen[bytes]] = field(default_factory=list)  # a pool's other nodes (``proc``: node 1)
+    nodes: list[str] = field(default_factory=list)  # a pool's node endpoints, node 1 first
+    drains: bool = False  # wait after each timed phase until its processes are idle (S4: a pool's replication)
+
+    @property
+    def pids(self) -> list[int]:
+        """The root pid of every process this server is made of: one, or one per pool node."""
+        return [p.pid for p in ([self.proc] if self.proc is not None else []) + self.members]
 
     def log_tail(self, lines: int = 15) -> str:
         if self.log is None or not self.log.exists():
@@ -56,30 +68,36 @@ class Server:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM the server's process group, SIGKILL it after ``timeout`` seconds, then remove its leftovers."""
-        if self.proc is not None and self.proc.poll() is None:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(self.proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    self.proc.wait(timeout)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+        """SIGTERM the server's process group(s), SIGKILL after ``timeout`` seconds, then remove its leftovers."""
+        procs = ([self.proc] if self.proc is not None else []) + self.members
+        for proc in procs:  # every node told first, so a pool's nodes shut down together
+            if proc.poll() is None:
+                _signal_group(proc, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait(timeout)
         for pattern in self.leftovers:
             for path in glob.glob(pattern):
                 Path(path).unlink(missing_ok=True)
 
 
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports free on 127.0.0.1 right now (all held open together while picking)."""
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports free on ``host`` right now (all held open together while picking)."""
     socks = []
     try:
         for _ in range(count):
             s = socket.socket()
-            s.bind(("127.0.0.1", 0))
+            s.bind((host, 0))
             socks.append(s)
         return [s.getsockname()[1] for s in socks]
     finally:
@@ -143,7 +161,52 @@ def start_s4(work: Path, keys: Keys, workers: int | None) -> Server:
     proc, log = spawn("s4", cmd, work, env)
     shown = [f"{k}={env[k]}" for k in ("S4_BIND", "S4_DATA_DIR", "S4_ACCESS_KEY_ID", "S4_SECRET_ACCESS_KEY",
                                          "S4_WORKERS") if k in env]
-    return Server("S4", f"http://127.0.0.1:{port}", proc, version=s4_version(), command=[*shown, *cmd], log=log)
+    return Server("S4", f"http://127.0.0.1:{port}", proc, version=s4_version(), command=[*shown, *cmd], log=log,
+                  drains=True)
+
+
+POOL_HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+POOL_CLUSTER = "s4-bench"
+POOL_ROOT_PASSWORD = secrets.token_hex(12)  # per run: the pool's admin login, only for its cluster health
+
+
+def pool_env(grpc: Sequence[str], http: Sequence[str], index: int, workers: int | None,
+             root_password: str) -> dict[str, str]:
+    """The S4_* settings of pool node ``index`` (0-based): the quick start of docs (every node a seed, one pool of
+    all of them), plus a root password and JWT secret so the benchmark can read ``/api/admin/cluster/health``."""
+    env = {"S4_MODE": "cluster", "S4_CLUSTER_NAME": POOL_CLUSTER, "S4_NODE_ID": f"node-{index + 1}",
+           "S4_NODE_GRPC_ADDR": grpc[index], "S4_NODE_HTTP_ADDR": http[index], "S4_BIND": http[index],
+           "S4_SEEDS": ",".join(grpc), "S4_POOL_NAME": "pool-1",
+           "S4_POOL_NODES": ",".join(f"node-{i + 1}:{addr}" for i, addr in enumerate(grpc)),
+           "S4_ROOT_PASSWORD": root_password, "S4_JWT_SECRET": f"s4-bench-jwt-{root_password}"}
+    if workers is not None:
+        env["S4_WORKERS"] = str(workers)
+    return env
+
+
+def start_s4_pool(work: Path, keys: Keys, workers: int | None, hosts: Sequence[str] = POOL_HOSTS) -> Server:
+    """A pool of ``len(hosts)`` S4 nodes (one per loopback address, each its own data directory) as one Server:
+    ``endpoint`` and ``proc`` are node 1's, the benchmark's client talks to node 1 only."""
+    grpc = [f"{h}:{free_ports(1, h)[0]}" for h in hosts]
+    http = [f"{h}:{free_ports(1, h)[0]}" for h in hosts]
+    procs = []
+    cmd = [sys.executable, "-m", "s4.tools.server"]
+    try:
+        for i in range(len(hosts)):
+            data = work / f"s4-pool-node-{i + 1}"
+            data.mkdir()
+            node = pool_env(grpc, http, i, workers, POOL_ROOT_PASSWORD)
+            env = dict(os.environ, S4_DATA_DIR=str(data), S4_ACCESS_KEY_ID=keys.access,
+                       S4_SECRET_ACCESS_KEY=keys.secret, **node)
+            procs.append(spawn(f"s4-pool-node-{i + 1}", cmd, work, env))
+    except BaseException:
+        for proc, _ in procs:
+            _signal_group(proc, signal.SIGKILL)
+        raise
+    shown = [f"{k}={v}" for k, v in pool_env(grpc, http, 0, workers, "<password>").items() if k != "S4_JWT_SECRET"]
+    return Server(f"S4 pool ({len(hosts)} nodes)", f"http://{http[0]}", procs[0][0], version=s4_version(),
+                  command=[*shown, *cmd, f"(and {len(hosts) - 1} more nodes alike)"], log=procs[0][1],
+                  members=[p for p, _ in procs[1:]], nodes=[f"http://{a}" for a in http], drains=True)
 
 
 def seaweedfs_identities(keys: Keys) -> dict[str, object]:
@@ -231,4 +294,52 @@ async def wait_ready(server: Server, keys: Keys, bucket: str, timeout: float) ->
             last = repr(exc)[:300]
         await asyncio.sleep(0.25)
     raise LaunchError(f"{server.name} did not answer S3 requests within {timeout:.0f}s (last: {last}):\n"
+                      f"{server.log_tail()}")
+
+
+def _get_json(url: str, *, token: str | None = None, body: dict[str, str] | None = None) -> dict[str, object]:
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=5) as resp:
+        return dict(json.loads(resp.read()))
+
+
+def _answers(url: str) -> None:
+    with urllib.request.urlopen(url, timeout=5):
+        pass
+
+
+def all_alive(health: Mapping[str, object], count: int) -> bool:
+    """Does a ``/api/admin/cluster/health`` document show ``count`` nodes, every one alive?"""
+    nodes = health.get("nodes")
+    return isinstance(nodes, list) and len(nodes) == count and all(
+        isinstance(n, dict) and n.get("state") == "alive" for n in nodes)
+
+
+async def wait_pool_alive(server: Server, timeout: float) -> None:
+    """Wait until every node of a pool answers ``/health`` and node 1's cluster health shows them all alive."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    token = ""
+    while time.monotonic() < deadline:
+        dead = [p for p in ([server.proc] if server.proc else []) + server.members if p.poll() is not None]
+        if dead:
+            raise LaunchError(f"{server.name}: a node exited with {dead[0].returncode}:\n{server.log_tail()}")
+        try:
+            for node in server.nodes:
+                await asyncio.to_thread(_answers, node + "/health")
+            if not token:
+                login = await asyncio.to_thread(_get_json, server.endpoint + "/api/admin/login",
+                                                body={"username": "root", "password": POOL_ROOT_PASSWORD})
+                token = str(login["token"])
+            health = await asyncio.to_thread(_get_json, server.endpoint + "/api/admin/cluster/health", token=token)
+            if all_alive(health, len(server.nodes)):
+                return
+            last = json.dumps(health.get("nodes"))[:300]
+        except Exception as exc:
+            last = repr(exc)[:300]
+        await asyncio.sleep(0.5)
+    raise LaunchError(f"{server.name}: not every node alive within {timeout:.0f}s (last: {last}):\n"
                       f"{server.log_tail()}")

@@ -23,6 +23,10 @@ SMALL = 4096
 #: The server under test's CPU seconds so far (set by the runner around each step; None: not measured).
 SERVER_CPU: contextvars.ContextVar[Callable[[], float | None] | None] = contextvars.ContextVar("server_cpu",
                                                                                                   default=None)
+#: Waits until the server under test has no work left from the phase (None: do not wait); returns the seconds it
+#: stayed busy after the last answer (a pool's replicas beyond the write quorum catch up then).
+SERVER_DRAIN: contextvars.ContextVar[Callable[[], Awaitable[float | None]] | None] = contextvars.ContextVar(
+    "server_drain", default=None)
 
 
 @dataclass
@@ -37,6 +41,7 @@ class Result:
     errors: int = 0
     first_error: str = ""
     server_cpu_s: float | None = None  # CPU the server's process tree used during the phase (when measurable)
+    drain_s: float | None = None  # seconds the server stayed busy after the phase's last answer (when waited for)
 
     @property
     def cpu_us_per_op(self) -> float | None:
@@ -90,9 +95,12 @@ async def timed_loop(name: str, concurrency: int, seconds: float, op: Callable[[
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - start
+    drain = SERVER_DRAIN.get()
+    drained = await drain() if drain is not None else None  # not timed, but its CPU is the phase's
     cpu_after = probe() if probe is not None else None
     used = cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
-    return Result(name, concurrency, len(latencies), elapsed, latencies, moved, unit, errors, first_error, used)
+    return Result(name, concurrency, len(latencies), elapsed, latencies, moved, unit, errors, first_error, used,
+                  drained)
 
 
 async def small_objects(c: Client, bucket: str, concurrency: int, seconds: float) -> list[Result]:
@@ -127,7 +135,7 @@ async def small_objects(c: Client, bucket: str, concurrency: int, seconds: float
             await timed_loop("DELETE 4KiB", concurrency, seconds * 10, delete, max_ops=written)]
 
 
-async def _put(c: Client, path: str, body: bytes) -> int:
+async def _put(c: Client, path: str, body: bytes | bytearray) -> int:
     await c.request("PUT", path, body=body)
     return len(body)
 
@@ -143,25 +151,40 @@ def unique_body(template: bytes, i: int) -> bytes:
 
 
 _RUN_NONCE = int.from_bytes(os.urandom(8), "big") << 64
+PIECE = 2**20  # S4 stores (and deduplicates) 4 MiB chunks: a counter every 1 MiB makes every chunk new
+
+
+def stamp_pieces(body: bytearray, i: int) -> bytearray:
+    """Overwrite the first 16 bytes of every ``PIECE`` of ``body`` in place with a per-run counter ``i``: a large
+    body sent again after ``stamp_pieces(body, i + 1)`` shares no chunk with the last one (``unique_body`` only
+    changes the tail, which leaves every chunk but the last deduplicable)."""
+    tag = (_RUN_NONCE + i).to_bytes(16, "big")
+    for offset in range(0, len(body), PIECE):
+        end = min(offset + 16, len(body))
+        body[offset:end] = tag[: end - offset]
+    return body
 
 
 async def large_objects(c: Client, bucket: str, mib: int, count: int) -> list[Result]:
-    """``count`` sequential PUTs of a ``mib`` MiB object, then as many streamed GETs (MiB/s)."""
-    body = os.urandom(mib * 2**20)
+    """``count`` sequential PUTs of a ``mib`` MiB object, each one new in every chunk, then as many streamed GETs
+    (MiB/s). The body is stamped in place between PUTs (the last PUT was answered, so all of it was sent)."""
+    body = bytearray(os.urandom(mib * 2**20))
     prefix = f"large-{uuid.uuid4().hex[:8]}"
 
     async def get(i: int) -> int:
         await c.request("GET", f"/{bucket}/{prefix}/{i % count}", read=False)
         return len(body)
 
-    return [await timed_loop(f"PUT {mib} MiB", 1, 3600, lambda i: _put(c, f"/{bucket}/{prefix}/{i}", body),
+    return [await timed_loop(f"PUT {mib} MiB", 1, 3600,
+                             lambda i: _put(c, f"/{bucket}/{prefix}/{i}", stamp_pieces(body, i)),
                              max_ops=count, unit="MiB/s"),
             await timed_loop(f"GET {mib} MiB", 1, 3600, get, max_ops=count, unit="MiB/s")]
 
 
 async def multipart(c: Client, bucket: str, total_mib: int, part_mib: int = 16, parallel: int = 4) -> Result:
-    """One multipart upload of ``total_mib`` MiB in ``part_mib`` MiB parts, ``parallel`` parts in flight (MiB/s)."""
-    part = os.urandom(part_mib * 2**20)
+    """One multipart upload of ``total_mib`` MiB in ``part_mib`` MiB parts, ``parallel`` parts in flight (MiB/s);
+    every part new in every chunk (a copy of one random part, stamped per part number)."""
+    part = bytearray(os.urandom(part_mib * 2**20))
     count = max(1, total_mib // part_mib)
     name = f"multipart {count * part_mib} MiB"
     key = f"/{bucket}/multipart-{uuid.uuid4().hex[:8]}"
@@ -169,8 +192,9 @@ async def multipart(c: Client, bucket: str, total_mib: int, part_mib: int = 16, 
 
     async def one(n: int, upload_id: str) -> tuple[int, str]:
         async with gate:
+            body = stamp_pieces(bytearray(part), n)  # parts are in flight together: each its own copy
             _, _, headers = await c.request("PUT", key, query={"partNumber": str(n), "uploadId": upload_id},
-                                            body=part)
+                                            body=body)
         return n, headers["etag"]
 
     t0 = time.perf_counter()
