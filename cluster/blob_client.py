@@ -15,6 +15,7 @@ the local copy to send is damaged, ``DamagedBlob``. docs/architecture/replicatio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -94,7 +95,7 @@ async def send_blob(pool: PeerPool, peer: str, digest: bytes, size: int, reader:
     so the peer keeps nothing, and propagates."""
     if len(digest) != HASH_BYTES:
         raise ValueError("digest must be a sha256")
-    channel = pool.stub(peer).channel
+    channel = pool.bulk_stub(peer).channel
     try:
         async with asyncio.timeout(limits.deadline_s(size) + 1), channel.request(
                 PUT_BLOB, Cardinality.STREAM_UNARY, PutBlobChunk, PutBlobReply,
@@ -140,10 +141,26 @@ async def fetch_blob(pool: PeerPool, peer: str, digest: bytes, local: BlobServic
     path as a peer's PutBlob: a wrong size or hash from the peer leaves nothing stored (``BlobTransferError``)."""
     if len(digest) != HASH_BYTES:
         raise ValueError("digest must be a sha256")
-    held = local.holds(digest)
-    if held is not None:
-        return held
-    channel = pool.stub(peer).channel
+    while True:  # one transfer of a blob at a time per node: a second caller waits for it (catch-up racing a write)
+        held = local.holds(digest)
+        if held is not None:
+            return held
+        running = local.fetching.get(digest)
+        if running is None:
+            break
+        with contextlib.suppress(Exception):
+            await asyncio.shield(running)
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    local.fetching[digest] = done
+    try:
+        return await _fetch_blob(pool, peer, digest, local, limits)
+    finally:
+        del local.fetching[digest]
+        done.set_result(None)
+
+
+async def _fetch_blob(pool: PeerPool, peer: str, digest: bytes, local: BlobService, limits: Limits) -> BlobLocation:
+    channel = pool.bulk_stub(peer).channel
     loop = asyncio.get_running_loop()
     try:
         # No grpc deadline (the size is unknown until the header): the idle and whole-call timeouts here bound it,

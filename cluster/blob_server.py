@@ -17,6 +17,7 @@ the end). See docs/architecture/replication.md, "Blob transfer".
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -66,6 +67,8 @@ class BlobService:
         self.staged = staged if staged is not None else StagedBlobs()
         self.on_damage = on_damage
         self.max_blob_bytes = max_blob_bytes
+        #: Blobs being fetched from a peer now (cluster/blob_client.py ``fetch_blob``): a second fetch of one waits.
+        self.fetching: dict[bytes, asyncio.Future[None]] = {}
 
     # -- lookups ------------------------------------------------------------------------------------------------
     def _indexed(self, digest: bytes) -> list[Any] | None:

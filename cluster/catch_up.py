@@ -51,6 +51,8 @@ APPLY_EVENTS = "/s4cluster.v1.S4Cluster/ApplyEvents"
 
 #: CatchUp streams served at once (each holds at most one journal segment in memory while it reads).
 MAX_STREAMS = 2
+#: Blobs an ApplyEvents fetches from its caller at once (a large object's chunks).
+FETCH_LANES = 4
 
 
 def replicated(event: Event) -> bool:
@@ -218,12 +220,17 @@ class EventsService:
         events = [e for e in events if replicated(e)]
         result = await self.applier.apply_peer_events(events)
         if result.missing_blobs and request.blobs == BlobTransfer.FETCH and self.fetcher is not None:
-            for digest in result.missing_blobs:
-                try:
-                    await self.fetcher.fetch([caller], bytes(digest))
-                except Exception as exc:  # noqa: BLE001 - answered below as missing_blobs (nothing applied)
-                    log.info("ApplyEvents from %s: blob %s could not be fetched from it: %s", caller,
-                             bytes(digest).hex(), exc)
+            fetcher, lanes = self.fetcher, asyncio.Semaphore(FETCH_LANES)
+
+            async def fetch(digest: bytes) -> None:
+                async with lanes:
+                    try:
+                        await fetcher.fetch([caller], digest)
+                    except Exception as exc:  # noqa: BLE001 - answered below as missing_blobs (nothing applied)
+                        log.info("ApplyEvents from %s: blob %s could not be fetched from it: %s", caller,
+                                 digest.hex(), exc)
+
+            await asyncio.gather(*(fetch(bytes(d)) for d in result.missing_blobs))
             result = await self.applier.apply_peer_events(events)
         hlc, seq = self._status() if self._status is not None else (0, self.journal.last_seq)
         return ApplyEventsReply(applied=result.applied, already_had=result.already_had,

@@ -49,6 +49,7 @@ from .replicator import Replicator
 
 log = logging.getLogger("s4.cluster")
 STOP_TIMEOUT_S = 5.0
+LAG_WAKE_S = 3.0  # a peer's journal ahead of what this node pulled for this long wakes catch-up
 
 
 def journal_head(journal: Journal, committed: Callable[[], int] | None = None) -> Callable[[], tuple[int, int]]:
@@ -69,6 +70,8 @@ class ClusterNode:
         self.settings = settings or LivenessSettings()
         self._local_status = local_status
         self._wall = wall
+        self._clock = clock
+        self._lagging_since: dict[str, float] = {}  # per peer: since when its reported journal is ahead
         self.liveness = Liveness([p.node_id for p in config.peers], self.settings, clock=clock, wall=wall)
         self.server = ClusterServer(config, self, handlers, clock=wall)
         self.pool = PeerPool(config, timeout_s=self.settings.ping_timeout_s, clock=wall)
@@ -194,13 +197,20 @@ class ClusterNode:
                             f": {record.last_error}" if record.last_error else "")
 
     def _wake_catch_up(self) -> None:
-        """A live peer that reports journal events this node has not applied: run a catch-up pass now. Until the
-        replicated write path sends events as they are written, this is how writes reach the other nodes (within
-        about a heartbeat), rather than only at the ``sweep_s`` safety net."""
+        """A live peer that has reported journal events this node has not pulled, for ``LAG_WAKE_S`` in a row:
+        run a catch-up pass now. The write path sends every write to every replica as it happens, so a short lag
+        is those writes in flight (pulling them too would fetch their blobs twice); one that lasts is a write this
+        node missed, which catch-up brings sooner than the ``sweep_s`` safety net."""
         if self.catch_up is None:
             return
+        now = self._clock()
         for record, state in self.liveness.snapshot():
-            if state == ALIVE and record.journal_lag > 0:
+            if state != ALIVE or record.journal_lag <= 0:
+                self._lagging_since.pop(record.node_id, None)
+                continue
+            since = self._lagging_since.setdefault(record.node_id, now)
+            if now - since >= LAG_WAKE_S:
+                self._lagging_since.pop(record.node_id, None)
                 self.catch_up.peer_alive(record.node_id)
 
     # -- ClusterStatus (engine/ports.py): the health API and the metrics -----------------------------------------

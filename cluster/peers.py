@@ -44,17 +44,26 @@ class PeerPool:
 
     def stub(self, node_id: str) -> S4ClusterStub:
         """The stub for one peer; its channel connects lazily (grpclib) and is reused for every call."""
+        return self._stub(node_id, node_id)
+
+    def bulk_stub(self, node_id: str) -> S4ClusterStub:
+        """A stub on a second connection to the peer, for blob transfers: HTTP/2 multiplexes one TCP connection,
+        so megabytes of blob data queued on it would hold the small calls (Ping, ReadKeys, ApplyEvents) behind
+        them; on their own connection those keep their latency while a large object streams."""
+        return self._stub(node_id, f"{node_id}#bulk")
+
+    def _stub(self, node_id: str, slot: str) -> S4ClusterStub:
         if self._closed:
             raise RuntimeError("PeerPool is closed")
-        stub = self._stubs.get(node_id)
+        stub = self._stubs.get(slot)
         if stub is None:
             peer = self._peers.get(node_id)
             if peer is None:
                 raise KeyError(f"{node_id!r} is not a peer in pool {self.config.pool_name}")
             channel = Channel(peer.grpc.host, peer.grpc.port)
             listen(channel, SendRequest, self._sign)
-            self._channels[node_id] = channel
-            stub = self._stubs[node_id] = S4ClusterStub(channel, timeout=self.timeout_s)
+            self._channels[slot] = channel
+            stub = self._stubs[slot] = S4ClusterStub(channel, timeout=self.timeout_s)
         return stub
 
     async def _sign(self, event: SendRequest) -> None:
@@ -75,10 +84,11 @@ class PeerPool:
 
     def forget(self, node_id: str) -> None:
         """Close and drop one peer's channel (the next ``stub`` opens a fresh one), e.g. after it restarted."""
-        channel = self._channels.pop(node_id, None)
-        self._stubs.pop(node_id, None)
-        if channel is not None:
-            channel.close()
+        for slot in (node_id, f"{node_id}#bulk"):
+            channel = self._channels.pop(slot, None)
+            self._stubs.pop(slot, None)
+            if channel is not None:
+                channel.close()
 
     def close(self) -> None:
         self._closed = True

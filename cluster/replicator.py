@@ -66,7 +66,7 @@ class ReplicationSettings:
     them from this node before it answers)."""
 
     base_s: float = 10.0
-    min_rate: float = 8 * 1024 * 1024  # bytes per second
+    min_rate: float = 4 * 1024 * 1024  # bytes per second: every replica fetches them from this node at once
 
     def deadline_s(self, size: int) -> float:
         return self.base_s + size / self.min_rate

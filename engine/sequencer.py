@@ -165,6 +165,8 @@ class Sequencer:
         answer: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
         def settle(done: concurrent.futures.Future[Any]) -> None:
+            if answer.cancelled():  # its waiter gave up (a peer's call cancelled): the outcome stands regardless
+                return
             error = done.exception()
             if error is None:
                 answer.set_result(done.result())

@@ -117,21 +117,32 @@ class Woken:
         self.peers.append(peer)
 
 
-def test_issue19_a_live_peer_reporting_a_head_above_what_was_applied_wakes_its_catch_up() -> None:
-    """Writes reach the other nodes by catch-up: without this wake-up they waited for the 30 s sweep."""
+def test_issue19_a_live_peer_lagging_for_a_while_wakes_its_catch_up_but_writes_in_flight_do_not() -> None:
+    """A peer's journal ahead of what this node pulled wakes catch-up once it has been so for LAG_WAKE_S (a write
+    this node missed), not at once (the write path is sending those events now: pulling them too fetched their
+    blobs twice and stalled large writes)."""
     from s4.cluster.config import build_cluster_config
-    from s4.cluster.node import ClusterNode
+    from s4.cluster.node import LAG_WAKE_S, ClusterNode
 
     pool = "node-1:127.0.0.1:7001,node-2:127.0.0.2:7002,node-3:127.0.0.3:7003"
     config = build_cluster_config(dict(
         mode="cluster", cluster_name="prod", node_id="node-1", node_grpc_addr="127.0.0.1:7001",
         node_http_addr="127.0.0.1:9000", pool_name="pool-1", pool_nodes=pool, replication_factor=3, write_quorum=2,
         read_quorum=2, cluster_secret="a-long-shared-secret", max_clock_offset_s=60.0, hint_ttl_hours=1.0))
-    node = ClusterNode(config, lambda: (1, 0))
+    now = [100.0]
+    node = ClusterNode(config, lambda: (1, 0), clock=lambda: now[0])
     woken = Woken()
     node.catch_up = woken  # type: ignore[assignment]
     node.liveness.seen("node-2", 1, 7)  # alive, 7 events of which none applied
     node.liveness.seen("node-3", 1, 4)
     node.liveness.applied("node-3", 4)  # caught up with node-3
+    node._wake_catch_up()
+    assert woken.peers == []  # in flight, perhaps
+    now[0] += LAG_WAKE_S / 2
+    node.liveness.seen("node-2", 1, 8)
+    node._wake_catch_up()
+    assert woken.peers == []
+    now[0] += LAG_WAKE_S / 2
+    node.liveness.seen("node-2", 1, 8)
     node._wake_catch_up()
     assert woken.peers == ["node-2"]
