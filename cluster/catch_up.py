@@ -49,6 +49,9 @@ log = logging.getLogger("s4.cluster")
 CATCH_UP = "/s4cluster.v1.S4Cluster/CatchUp"
 APPLY_EVENTS = "/s4cluster.v1.S4Cluster/ApplyEvents"
 
+#: Streams again from the cursor when events are still held back at the end of a stream and the peer's head moved.
+HELD_RESTREAMS = 3
+
 #: CatchUp streams served at once (each holds at most one journal segment in memory while it reads).
 MAX_STREAMS = 2
 #: Blobs an ApplyEvents fetches from its caller at once (a large object's chunks).
@@ -341,9 +344,32 @@ class CatchUp:
                      ", ".join(f"{p}: {s}" for p, s in self.status.items()))
 
     async def _pass(self, peer: str) -> int:
+        """Streams from the cursor until nothing is held back. An event held back at the end of a stream may be
+        superseded by an event the peer committed after the stream began (the stream ends at the head it had
+        then): the peer released the blob because of it. So while the peer's head moves, stream again from the
+        cursor, which stayed below the held event (bounded: ``HELD_RESTREAMS``)."""
         store = self.store
-        self._held.pop(peer, None)  # a pass that failed before leaves nothing behind: it starts at the cursor
         cursor = await store.run(lambda: store.cursor(peer))
+        head = -1
+        held: list[Event] = []
+        for _ in range(HELD_RESTREAMS + 1):
+            self._held.pop(peer, None)  # a stream that failed before leaves nothing behind: it starts at the cursor
+            cursor, reached = await self._stream(peer, cursor)
+            held = self._held.pop(peer, [])
+            if not held or reached <= head:
+                break
+            head = reached
+            log.info("catch-up from %s: %d events held back at its head %d; streaming again from %d", peer,
+                     len(held), reached, cursor)
+        if held:
+            raise CatchUpError(peer, f"{len(held)} events reference blobs no replica could give and nothing later "
+                               "supersedes them", unreachable=False)
+        return cursor
+
+    async def _stream(self, peer: str, cursor: int) -> tuple[int, int]:
+        """One CatchUp stream after ``cursor``: (the cursor after it, the head the peer reported)."""
+        store = self.store
+        head = cursor
         request = CatchUpRequest(after_seq=cursor, batch_events=self.settings.batch_events)
         stream = self.transport.catch_up(peer, request)
         try:
@@ -353,11 +379,8 @@ class CatchUp:
                 except (GRPCError, StreamTerminatedError, OSError, TimeoutError) as exc:
                     raise CatchUpError(peer, _why(exc), unreachable=True) from exc
                 if batch is None:
-                    held = self._held.pop(peer, [])
-                    if held:
-                        raise CatchUpError(peer, f"{len(held)} events reference blobs no replica could give and "
-                                           "nothing later supersedes them", unreachable=False)
-                    return cursor
+                    return cursor, head
+                head = batch.head_seq
                 if batch.head_seq < cursor:
                     log.warning("peer %s reports journal head %d below this node's cursor %d for it (its data "
                                 "directory was replaced?): catching up from its first event", peer, batch.head_seq,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from s4.cluster.catch_up import CatchUp, CatchUpError, CatchUpSettings
+from s4.journal.events import Event
 
 PEERS = ("b", "c")
 
@@ -136,6 +138,39 @@ def test_issue19_catch_up_fetches_missing_blobs_before_moving_the_cursor(tmp_pat
         assert await catch_up.pass_once("b") == 2
         assert applier.held == {("b", 1), ("b", 2)}
         assert fetcher.asked[-1][0] == ("b", "c")  # the peer first, then the other live peers
+        catch_up.store.close()
+
+    asyncio.run(main())
+
+
+def test_issue19_catch_up_streams_again_when_what_supersedes_a_held_event_came_after_the_stream_began(
+        tmp_path: Path) -> None:
+    """Concurrent PUTs of one key (three real nodes, tests/integration/test_cluster_history.py): the peer journals
+    its own put (seq 1), the stream starts at head 1, then the peer applies a newer put of that key (seq 2) and
+    releases the first put's blob. Fetching it fails everywhere; the stream ends at head 1 with the put held back.
+    The pass used to fail there (a read repair through it answered 503 with every node up); it streams again from
+    the cursor and seq 2 supersedes the held put, which is applied without its bytes."""
+    async def main() -> None:
+        catch_up, transport, applier, _, fetcher = make(tmp_path)
+        journal = transport.journals["b"]
+        first = journal.append(LOGICAL[1], blob=b"h1")
+        newer: list[Event] = []
+        real_fetch, real_apply = fetcher.fetch, applier.apply_peer_events
+
+        async def fetch(peers: Sequence[str], digest: bytes) -> object:
+            if digest == b"h1" and not newer:  # the peer commits the newer put as the fetch of h1 fails
+                newer.append(journal.append(LOGICAL[1], blob=b"h2"))
+            return await real_fetch(peers, digest)
+
+        async def apply(events: list[Event]) -> object:  # the engine applies a superseded put without its blob
+            superseded = {first.seq} if any(e.seq in {n.seq for n in newer} for e in events) else set()
+            return await real_apply([e if e.seq not in superseded else Event(e.seq, e.hlc, e.origin, LOGICAL[0],
+                                                                              {"bucket": "b0"}) for e in events])
+
+        fetcher.fetch, applier.apply_peer_events = fetch, apply  # type: ignore[method-assign]
+        fetcher.available = {b"h2"}
+        assert await catch_up.pass_once("b") == 2
+        assert applier.held == {("b", 1), ("b", 2)}
         catch_up.store.close()
 
     asyncio.run(main())
