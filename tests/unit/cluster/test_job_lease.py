@@ -373,3 +373,23 @@ def test_a_partitioned_holder_acts_until_its_deadline_and_an_offset_blind_taker_
     assert not overlaps(safe) and any(w[2] == "n2" for w in safe)
     broken = run_sim(main(0.0))
     assert overlaps(broken), broken
+
+
+# --- the setting --------------------------------------------------------------------------------------------------
+
+
+def test_issue19_job_lease_setting_is_read_validated_and_cluster_only(tmp_path: Any) -> None:
+    from test_config_cluster import quick_start
+
+    from s4.tools.config import ConfigError, load_settings
+
+    assert load_settings(quick_start()).cluster.job_lease_s == 60.0
+    assert load_settings(quick_start(S4_JOB_LEASE_SECS="5")).cluster.job_lease_s == 5.0
+    for bad in ("0.5", "90000", "nan"):
+        with pytest.raises(ConfigError, match="^S4_JOB_LEASE_SECS"):
+            load_settings(quick_start(S4_JOB_LEASE_SECS=bad))
+    with pytest.raises(ConfigError, match="S4_JOB_LEASE_SECS"):  # a pool setting: refused on a single node
+        load_settings({"S4_JOB_LEASE_SECS": "5"})
+    config = tmp_path / "config.toml"
+    config.write_text("[cluster]\njob_lease_secs = 7\n")
+    assert load_settings(quick_start(), str(config)).cluster.job_lease_s == 7.0
