@@ -26,6 +26,7 @@ ENV_NAMES = {
     "pool_name": "S4_POOL_NAME", "pool_nodes": "S4_POOL_NODES", "replication_factor": "S4_REPLICATION_FACTOR",
     "write_quorum": "S4_WRITE_QUORUM", "read_quorum": "S4_READ_QUORUM", "hint_ttl_hours": "S4_HINT_TTL_HOURS",
     "cluster_secret": "S4_CLUSTER_SECRET", "max_clock_offset_s": "S4_MAX_CLOCK_OFFSET",
+    "job_lease_s": "S4_JOB_LEASE_SECS",
     "secret_key": "S4_SECRET_ACCESS_KEY",
 }
 REQUIRED = ("node_id", "node_grpc_addr", "node_http_addr", "pool_name", "pool_nodes")
@@ -67,6 +68,7 @@ class ClusterConfig:
     key: bytes = field(repr=False)  # the inter-node MAC key (cluster/auth.py), never printed
     key_derived_from_s3_secret: bool = False
     warnings: tuple[str, ...] = ()
+    job_lease_s: float = 60.0  # a pool-wide background job's lease (cluster/job_lease.py)
 
     @property
     def peers(self) -> tuple[PoolNode, ...]:
@@ -127,6 +129,9 @@ def build_cluster_config(values: Mapping[str, Any], name_of: Callable[[str], str
     offset = float(values.get("max_clock_offset_s", 60.0))
     if not 0 < offset < float("inf"):
         raise fail("max_clock_offset_s", f"{offset} must be a positive number of seconds")
+    lease = float(values.get("job_lease_s", 60.0))
+    if not 1 <= lease <= 86400:  # also refuses NaN
+        raise fail("job_lease_s", f"{lease} must be between 1 and 86400 seconds")
 
     warnings = []
     if w + r <= n:
@@ -150,7 +155,7 @@ def build_cluster_config(values: Mapping[str, Any], name_of: Callable[[str], str
     return ClusterConfig(cluster_name=cluster_name, node_id=node_id, grpc_addr=grpc_addr, http_addr=http_addr,
                          seeds=seeds, pool_name=str(values["pool_name"]), pool=pool, replication_factor=n,
                          write_quorum=w, read_quorum=r, hint_ttl_hours=hint_ttl, max_clock_offset_s=offset, key=key,
-                         key_derived_from_s3_secret=not secret, warnings=tuple(warnings))
+                         key_derived_from_s3_secret=not secret, warnings=tuple(warnings), job_lease_s=lease)
 
 
 def parse_address(text: str, fail: Callable[[str], Exception]) -> Address:

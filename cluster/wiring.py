@@ -5,7 +5,8 @@ What a cluster node serves and runs besides Ping and the heartbeat (docs/archite
 * blobs: ``BlobService`` over the node's views and a ``VolumeStore`` of its own (``CLUSTER_VOLUMES_WORKER``: no
   other process of the node appends to those volumes), its staged table consumed by the apply port below;
 * reads: ``ReadsService`` over the views;
-* cas: the CASPaxos acceptor (``CasNode``, its store under ``<data>/cluster``);
+* cas: the CASPaxos acceptor (``CasNode``, its store under ``<data>/cluster``), and over it the background-job
+  leases (cluster/job_lease.py ``RegisterLeases``, the engine's ``JobLeasePort``);
 * events: ``EventsService`` serving ``CatchUp`` from ``CommittedJournal`` and ``ApplyEvents`` through
   ``ReplicaApplier`` (the engine's ``apply_peer_events``), and the catch-up and hint loops (``enable_feed``) with
   a ``PoolBlobFetcher`` into the blob service;
@@ -39,6 +40,7 @@ from .blobs import StagedBlobs
 from .buckets_register import CasNode
 from .catch_up import GrpcEventsTransport, JournalReader, PoolBlobFetcher
 from .feed_store import FeedStore, store_path
+from .job_lease import RegisterLeases, open_leases
 from .key_reads import QuorumKeyReads
 from .listings import QuorumListings
 from .node import ClusterNode
@@ -132,6 +134,7 @@ class Wired:
     replicator: Replicator
     key_reads: QuorumKeyReads
     listings: QuorumListings
+    leases: RegisterLeases
 
     def close(self) -> None:
         for closer in (self.feed.close, self.cas.close, self.volumes.close):
@@ -172,6 +175,7 @@ def wire_node(node: ClusterNode, parts: EngineParts) -> Wired:
     node.key_reads = key_reads
     listings = QuorumListings(node.config.node_id, node.liveness.peers, node.config.read_quorum, parts.views,
                               node.pool.stub, state=node.liveness.state)
-    wired = Wired(blobs, volumes, cas, feed, replicator, key_reads, listings)
+    leases = open_leases(node.config, cas.acceptor, node.pool, cas.register.proposer.incarnation)
+    wired = Wired(blobs, volumes, cas, feed, replicator, key_reads, listings, leases)
     node.closers.append(wired.close)
     return wired

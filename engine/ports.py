@@ -23,6 +23,7 @@ supervisor (engine/remote). tools/server.py sets ``Engine.cluster``; api/ reads 
 from __future__ import annotations
 
 import concurrent.futures
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -179,6 +180,57 @@ class BucketNamesPort(Protocol):
     async def abort_delete(self, name: str, incarnation: int, token: str) -> NameClaim:
         """RESTORED (live again) or NO_SUCH_BUCKET."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrant:
+    """What a job lease answered (``JobLeasePort.acquire``). Granted: this node may act until ``deadline`` on its
+    ``time.monotonic()`` clock (``math.inf`` in single mode), a safety margin before the lease's expiry. Not granted:
+    ``holder`` (and ``expires_ms``, on the holder's wall clock) name who holds it, or ``reason`` says why the pool
+    could not answer."""
+
+    job: str
+    granted: bool
+    holder: str = ""  # the node holding the lease ("" when none or unknown)
+    term: int = 0  # how many times the lease went to a new holder; grows, never reused
+    expires_ms: int = 0  # wall-clock ms (the holder's clock) at which the holder's grant runs out
+    deadline: float = 0.0  # granted: monotonic seconds after which this node must not act on it
+    reason: str = ""  # not granted: "held" (another node holds it) or why the register did not answer
+
+    def to_record(self) -> dict[str, Any]:
+        """For job reports and status (the monotonic deadline means nothing to another process)."""
+        return {"job": self.job, "granted": self.granted, "holder": self.holder, "term": self.term,
+                "expires_ms": self.expires_ms, "reason": self.reason}
+
+
+class JobLeasePort(Protocol):
+    """Which node of a pool runs a pool-wide background job (lifecycle, multipart-upload expiry): the holder of the
+    job's lease. cluster/job_lease.py keeps the leases in the pool's CASPaxos register; ``SoleNodeLeases`` below is
+    single mode. Chosen by tools/server.py; engine/jobs/lease.py renews a held lease and stops a run that lost it.
+    docs/architecture/replication.md, "Background jobs: one lease per job"."""
+
+    async def acquire(self, job: str) -> LeaseGrant:
+        """Grant (or renew) ``job``'s lease to this node if it is free, expired or already this node's; otherwise
+        say who holds it. Never raises for an unreachable pool: that is a grant refused with its ``reason``."""
+        ...
+
+    async def release(self, job: str) -> None:
+        """Give the lease up (best effort; call only once nothing acts on it any more): another node may take it
+        at once instead of waiting for it to expire."""
+        ...
+
+
+class SoleNodeLeases:
+    """S4_MODE=single: the node is its own pool, every lease is granted for good."""
+
+    def __init__(self, node_id: str = "") -> None:
+        self.node_id = node_id
+
+    async def acquire(self, job: str) -> LeaseGrant:
+        return LeaseGrant(job, True, self.node_id, deadline=math.inf)
+
+    async def release(self, job: str) -> None:
+        return None
 
 
 class LoginThrottlePort(Protocol):

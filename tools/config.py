@@ -155,6 +155,7 @@ ENV: dict[str, tuple[str, Callable[[str, str], Any], Any]] = {
     "S4_HINT_TTL_HOURS": ("hint_ttl_hours", parse_float, 3.0),
     "S4_CLUSTER_SECRET": ("cluster_secret", _text, None),  # None: derived from S4_SECRET_ACCESS_KEY (cluster/auth.py)
     "S4_MAX_CLOCK_OFFSET": ("max_clock_offset_s", parse_float, 60.0),
+    "S4_JOB_LEASE_SECS": ("job_lease_s", parse_float, 60.0),  # lifecycle/multipart expiry lease (cluster/job_lease.py)
     "S4_LICENSE_KEY": ("license_key", _text, None),
     # connection limits and timeouts, per HTTP worker process (api/http_protocol.py, docs/operations.md)
     "S4_MAX_HEADER_SIZE": ("max_header_bytes", parse_size, 16 * 1024),
@@ -177,7 +178,7 @@ NOT_SUPPORTED: dict[str, str] = {
 # default, so a node meant to join a pool never starts alone by mistake with its cluster settings ignored.
 CLUSTER_ONLY = ("cluster_name", "node_grpc_addr", "node_http_addr", "seeds", "pool_name", "pool_nodes",
                 "replication_factor", "write_quorum", "read_quorum", "hint_ttl_hours", "cluster_secret",
-                "max_clock_offset_s")
+                "max_clock_offset_s", "job_lease_s")
 # config.toml (section, key) -> settings field, parser
 TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
     ("server", "bind"): ("bind", lambda n, v: str(v)),
@@ -211,6 +212,7 @@ TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
        for fld in ("replication_factor", "write_quorum", "read_quorum")},
     ("cluster", "hint_ttl_hours"): ("hint_ttl_hours", lambda n, v: parse_float(n, str(v))),
     ("cluster", "max_clock_offset"): ("max_clock_offset_s", lambda n, v: parse_float(n, str(v))),
+    ("cluster", "job_lease_secs"): ("job_lease_s", lambda n, v: parse_float(n, str(v))),
 }
 
 

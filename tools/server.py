@@ -40,7 +40,7 @@ from s4.engine import Engine, EngineOptions
 from s4.engine.datadir import DataDirLockedError, NodeIdMismatchError
 from s4.engine.jobs.service import JobSettings, for_engine
 from s4.engine.local_commit import LocalCommitPath
-from s4.engine.ports import SingleNodeStatus
+from s4.engine.ports import SingleNodeStatus, SoleNodeLeases
 from s4.engine.remote import ChannelCommitPath, LoopChannel, RemoteCluster, RemoteKeyReads, RemoteNames
 from s4.engine.replicated_commit import ReplicatedCommitPath
 from s4.journal import CorruptJournalError
@@ -137,6 +137,7 @@ def _cluster_node(engine: Engine, settings: Settings, commit_path: LocalCommitPa
     config = settings.cluster
     if config is None:
         engine.cluster = SingleNodeStatus(engine.node_id, str(settings.bind))
+        for_engine(engine).leases = SoleNodeLeases(engine.node_id)  # a pool of one: every job lease is granted
         return None
     if workers >= CLUSTER_VOLUMES_WORKER:
         raise ConfigError(f"S4_WORKERS={workers}: a cluster node runs at most {CLUSTER_VOLUMES_WORKER - 1} workers")
@@ -154,6 +155,7 @@ def _cluster_node(engine: Engine, settings: Settings, commit_path: LocalCommitPa
         commit_path.attach(wired.replicator)
     engine.key_reads = wired.key_reads  # and a read of a key first settles it on R replicas
     engine.listings = wired.listings
+    for_engine(engine).leases = wired.leases  # lifecycle and multipart expiry act once per pool (job leases)
     return node
 
 

@@ -1,12 +1,19 @@
 """Operator triggers for the background jobs: ``/api/admin/{lifecycle,compaction,scrubber}/{run,status}``.
 
 Runs are synchronous: the answer is the run's report (what it examined, did, and how long it took).
+
+Lifecycle acts once per pool (S4_MODE=cluster): a run asked of a node first takes the job's lease (granted if free,
+expired or this node's already). If another node holds it, nothing runs and the answer is 409 naming the holder
+(run it there, or wait for the lease to expire); if the pool cannot say (no majority), 503 with Retry-After. Dry
+runs need no lease. Compaction always runs (its volumes are this node's); its multipart-upload expiry only on the
+``multipart_ttl`` lease holder, and the report says when it was skipped (``done.multipart_ttl_skipped``).
 """
 
 from __future__ import annotations
 
 import anyio.to_thread
 
+from s4.engine.errors import ServiceUnavailableError
 from s4.engine.iam import IamError
 from s4.engine.jobs.scrubber import damaged_blobs
 from s4.engine.jobs.service import for_engine
@@ -39,7 +46,15 @@ def _number(call: AdminCall, name: str, kind: type, lo: float, hi: float) -> flo
 
 
 async def run_lifecycle(call: AdminCall) -> Result:
-    return 200, await for_engine(call.engine).lifecycle(dry_run=_bool(call, "dry_run"))
+    report = await for_engine(call.engine).lifecycle(dry_run=_bool(call, "dry_run"))
+    if not report.get("skipped"):
+        return 200, report
+    lease = report["lease"]
+    if lease.get("reason") != "held":
+        reason = str(lease.get("reason"))
+        raise ServiceUnavailableError(reason, f"The lifecycle lease could not be taken ({reason}); retry later.")
+    return 409, {"error": f"node {lease['holder']} holds the lifecycle lease (term {lease['term']}): run it there, "
+                          "or once that node is gone and its lease has expired", **report}
 
 
 async def run_compaction(call: AdminCall) -> Result:

@@ -26,7 +26,7 @@ import hashlib
 import logging
 import threading
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..model import BlobLocation
 from ..sequencer import Command
@@ -36,6 +36,9 @@ from ..views.records import Tx
 from ..volumes.record import DamagedBlob, record_bytes
 from ..volumes.store import NAME_RE
 from .report import RunReport
+
+if TYPE_CHECKING:
+    from .lease import StopFlag
 
 log = logging.getLogger(__name__)
 ACTOR = "system:compaction"
@@ -197,15 +200,18 @@ def _file_size(engine: Any, name: str) -> int:
 
 def run_compaction(engine: Any, *, threshold: float = 0.3, max_volumes: int | None = None,
                    dry_run: bool = False, multipart_ttl_seconds: float | None = None,
-                   clock: Any = None, stop: threading.Event | None = None) -> RunReport:
+                   clock: Any = None, stop: threading.Event | None = None,
+                   multipart_stop: StopFlag | None = None) -> RunReport:
     """One compaction pass (blocking); see the module docstring. A set ``stop`` ends it early, at a point
-    as safe as any kill (``done.interrupted``)."""
+    as safe as any kill (``done.interrupted``). The multipart-upload expiry first (None: not this time; in a pool
+    only the lease holder runs it), ending early once ``multipart_stop`` is set."""
     report = RunReport("compaction", dry_run)
     if multipart_ttl_seconds is not None:
         from .multipart_ttl import expire_uploads
 
         kwargs = {"clock": clock} if clock is not None else {}
-        expire_uploads(engine, multipart_ttl_seconds, dry_run=dry_run, report=report, **kwargs)
+        expire_uploads(engine, multipart_ttl_seconds, dry_run=dry_run, report=report,
+                       stop=multipart_stop if multipart_stop is not None else stop, **kwargs)
     rows, blobs, leftovers = analyse(engine, threshold)
     report.count(report.examined, "volumes", len(rows) + len(leftovers))
     for name in leftovers:  # retired before a crash, never unlinked

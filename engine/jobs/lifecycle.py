@@ -5,10 +5,9 @@ commands only (``lifecycle_expire``, which re-checks and then applies DeleteObje
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import lifecycle as rules_mod
 from ..errors import S3Error
@@ -16,6 +15,9 @@ from ..sequencer import Command
 from ..views import namespace, upload_index
 from ..views.records import Tx
 from .report import RunReport
+
+if TYPE_CHECKING:
+    from .lease import StopFlag
 
 log = logging.getLogger(__name__)
 ACTOR = "system:lifecycle"
@@ -46,9 +48,10 @@ def _plan(tx: Tx, now_ms: int, report: RunReport) -> list[rules_mod.Action]:
 
 
 def run_lifecycle(engine: Any, *, dry_run: bool = False, clock: Clock = time.time,
-                  stop: threading.Event | None = None) -> RunReport:
+                  stop: StopFlag | None = None) -> RunReport:
     """One pass over every bucket with an enabled rule (blocking: call from a worker thread). A set ``stop``
-    ends it between two actions (``done.interrupted``); the next pass plans the rest again."""
+    ends it between two actions (``done.interrupted``); the next pass plans the rest again. In a pool ``stop`` is
+    also set once this node's lifecycle lease runs out (engine/jobs/lease.py)."""
     report = RunReport("lifecycle", dry_run)
     now_ms = int(clock() * 1000)
     with engine.views.read() as txn:

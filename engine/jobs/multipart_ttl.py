@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import S3Error
 from ..model import Upload
@@ -14,12 +14,18 @@ from ..views.env import unpack
 from ..views.records import Tx
 from .report import RunReport
 
+if TYPE_CHECKING:
+    from .lease import StopFlag
+
 log = logging.getLogger(__name__)
 ACTOR = "system:multipart-ttl"
 
 
 def expire_uploads(engine: Any, ttl_seconds: float, *, dry_run: bool = False,
-                   clock: Any = time.time, report: RunReport | None = None) -> RunReport:
+                   clock: Any = time.time, report: RunReport | None = None,
+                   stop: StopFlag | None = None) -> RunReport:
+    """Abort every upload initiated more than ``ttl_seconds`` ago (blocking). A set ``stop`` ends it between two
+    aborts (``done.interrupted``): the jobs stopping, or in a pool this node's lease running out."""
     report = report or RunReport("multipart_ttl", dry_run)
     cutoff_ms = int((clock() - ttl_seconds) * 1000)
     with engine.views.read() as txn:
@@ -29,6 +35,9 @@ def expire_uploads(engine: Any, ttl_seconds: float, *, dry_run: bool = False,
     for upload in uploads:
         if upload.initiated_ms > cutoff_ms:
             continue
+        if stop is not None and stop.is_set():
+            report.count(report.done, "interrupted")
+            break
         report.details.append({"action": "abort_upload", "bucket": upload.bucket, "key": upload.key,
                                "upload_id": upload.upload_id})
         if dry_run:

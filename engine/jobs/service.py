@@ -4,6 +4,12 @@ One ``Jobs`` per Engine (``for_engine``), created by the server and found by the
 job never overlap (a lock per job); each run executes on a worker thread so the event loop never blocks.
 Every wait goes through injectable time sources (``clock``, ``sleep``, ``monotonic``, ``pause``), so the
 schedules are tested on virtual time (tests/unit/engine/test_jobs_schedule.py).
+
+Lifecycle and multipart-upload expiry act once per pool: a run (scheduled or an operator's) acts only while this
+node holds the job's lease (``leases``, engine/ports.py ``JobLeasePort``, chosen by tools/server.py; single mode
+always grants it), and is skipped, counted in the status, when another node holds it (engine/jobs/lease.py).
+Dry runs act on nothing and need no lease. Compaction of volumes and the scrubber are node-local: every node runs
+them on its own bytes.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ from typing import Any
 
 import anyio.to_thread
 
+from ..ports import JobLeasePort, LeaseGrant, SoleNodeLeases
 from .compaction import run_compaction
+from .lease import JobLeases
 from .lifecycle import run_lifecycle
 from .report import RunReport
 from .scrubber import run_scrub, scan_rate
@@ -75,6 +83,9 @@ class Jobs:
     pause: Callable[[float], Any] | None = None
     last: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: dict[str, int] = field(default_factory=dict)
+    leases: JobLeasePort = field(default_factory=SoleNodeLeases)
+    skipped: dict[str, int] = field(default_factory=dict)  # runs of a pool-wide job skipped: another node holds it
+    _held: JobLeases | None = None
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _halt: threading.Event = field(default_factory=threading.Event)
@@ -100,22 +111,60 @@ class Jobs:
         self.runs[name] = self.runs.get(name, 0) + 1
         return self.last[name]
 
+    def _leases(self) -> JobLeases:
+        if self._held is None or self._held.port is not self.leases:
+            self._held = JobLeases(self.leases, self.monotonic, self.sleep)
+        return self._held
+
+    async def _hold(self, job: str) -> LeaseGrant:
+        """This node's lease on a pool-wide job; a refusal is counted and logged (debug: it is the normal case
+        on every node but one)."""
+        grant = await self._leases().hold(job)
+        if not grant.granted:
+            self.skipped[job] = self.skipped.get(job, 0) + 1
+            log.debug("%s: skipped, %s", job, f"node {grant.holder} holds the lease (term {grant.term})"
+                      if grant.reason == "held" else f"no lease: {grant.reason}")
+        return grant
+
     def now(self) -> dt.datetime:
         """Local wall time from ``clock`` (S4_COMPACTION_FULL_TIME is local HH:MM)."""
         return dt.datetime.fromtimestamp(self.clock())
 
     async def lifecycle(self, dry_run: bool | None = None) -> dict[str, Any]:
+        """One run, if this node holds the lifecycle lease (dry runs need none); otherwise the answer is
+        ``{"worker": "lifecycle", "skipped": true, "lease": ...}`` naming the holder, and nothing ran."""
         dry = self.settings.lifecycle_dry_run if dry_run is None else dry_run
-        return await self._run("lifecycle", lambda: run_lifecycle(self.engine, dry_run=dry, clock=self.clock,
-                                                                  stop=self._halt))
+        if dry:
+            return await self._run("lifecycle", lambda: run_lifecycle(self.engine, dry_run=True, clock=self.clock,
+                                                                      stop=self._halt))
+        grant = await self._hold("lifecycle")
+        if not grant.granted:
+            return {"worker": "lifecycle", "skipped": True, "lease": grant.to_record()}
+        flag = self._leases().flag("lifecycle", self._halt)
+        report = await self._run("lifecycle", lambda: run_lifecycle(self.engine, dry_run=False, clock=self.clock,
+                                                                    stop=flag))
+        report["lease"] = grant.to_record()
+        return report
 
     async def compaction(self, dry_run: bool | None = None, threshold: float | None = None,
                          max_volumes: int | None = None) -> dict[str, Any]:
+        """Expire abandoned multipart uploads (pool-wide: only while holding the ``multipart_ttl`` lease), then
+        compact this node's volumes (node-local: always)."""
         dry = self.settings.compaction_dry_run if dry_run is None else dry_run
         limit = self.settings.compaction_threshold if threshold is None else threshold
-        return await self._run("compaction", lambda: run_compaction(
-            self.engine, threshold=limit, max_volumes=max_volumes, dry_run=dry,
-            multipart_ttl_seconds=self.settings.multipart_ttl_seconds, clock=self.clock, stop=self._halt))
+        ttl: float | None = self.settings.multipart_ttl_seconds
+        grant = None if dry else await self._hold("multipart_ttl")
+        if grant is not None and not grant.granted:
+            ttl = None
+        ttl_stop = self._halt if grant is None else self._leases().flag("multipart_ttl", self._halt)
+        report = await self._run("compaction", lambda: run_compaction(
+            self.engine, threshold=limit, max_volumes=max_volumes, dry_run=dry, multipart_ttl_seconds=ttl,
+            clock=self.clock, stop=self._halt, multipart_stop=ttl_stop))
+        if grant is not None:
+            report["lease"] = grant.to_record()
+            if not grant.granted:
+                report["done"]["multipart_ttl_skipped"] = 1
+        return report
 
     async def scrubber(self, throttled: bool = False) -> dict[str, Any]:
         """A full scan. Operator runs are unthrottled; the scheduled (throttled) scan, which may take days, has
@@ -131,8 +180,15 @@ class Jobs:
 
     def status(self, name: str) -> dict[str, Any]:
         running = self._lock(name).locked() or (name == "scrubber" and self._lock("scrubber:scheduled").locked())
-        return {"worker": name, "runs": self.runs.get(name, 0), "running": running,
-                "last_run": self.last.get(name), "settings": _settings_for(self.settings, name)}
+        status = {"worker": name, "runs": self.runs.get(name, 0), "running": running,
+                  "last_run": self.last.get(name), "settings": _settings_for(self.settings, name)}
+        pool_job = {"lifecycle": "lifecycle", "compaction": "multipart_ttl"}.get(name)
+        if pool_job is not None:  # acts once per pool: who holds the lease, and the runs skipped here for it
+            grant = self._leases().last(pool_job)
+            status["lease"] = None if grant is None else {**grant.to_record(),
+                                                          "held_here": self._leases().may_act(pool_job)}
+            status["skipped_runs"] = self.skipped.get(pool_job, 0)
+        return status
 
     # -- schedules ------------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -152,11 +208,18 @@ class Jobs:
         self._tasks.append(asyncio.get_running_loop().create_task(coro))
 
     async def stop(self) -> None:
+        """Stop the schedules, wait for runs in progress, then give the held leases back (another node takes
+        over at once instead of after their expiry)."""
         self._halt.set()  # a throttled scan in its thread returns at its next pause
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        for lock in list(self._locks.values()):  # an operator's run still in its thread
+            async with lock:
+                pass
+        if self._held is not None:
+            await self._held.close()
 
     async def _every(self, seconds: float, run: Callable[[], Any]) -> None:
         """``run`` once per interval; the first run comes one interval after start-up."""
