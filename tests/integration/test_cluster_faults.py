@@ -277,9 +277,12 @@ def faketime_env(offset_s: int) -> dict[str, str]:
     # faked monotonic clock would also break Python's timed lock waits: libfaketime 0.9.10 does not wrap the
     # sem_clockwait they use, so each would wait the offset longer. What it breaks instead, time.sleep's absolute
     # clock_nanosleep, the server does not use on this path.)
-    # PYTHONFAULTHANDLER: should the preloaded library ever crash the process, its log shows where.
+    # FAKETIME_CACHE_DURATION: libfaketime re-parses FAKETIME every 10 s by default, from whichever thread asks the
+    # time, in a static buffer that threads share (a data race fixed upstream in wolfcw/libfaketime#547): a node
+    # died of SIGSEGV in sscanf here. Parsed once, at load, it never races. PYTHONFAULTHANDLER: should the preloaded
+    # library still crash the process, its log shows where.
     return {"LD_PRELOAD": shown.stdout, "FAKETIME": f"+{offset_s}s", "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-            "PYTHONFAULTHANDLER": "1"}
+            "FAKETIME_CACHE_DURATION": "1000000000", "PYTHONFAULTHANDLER": "1"}
 
 
 def clock_ahead_s(node: ServerProcess) -> float:
