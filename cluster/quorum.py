@@ -64,7 +64,9 @@ def _describe(exc: BaseException) -> str:
 
 
 def _retrieve(task: asyncio.Task[object]) -> None:
-    """Done callback of a left-running call: mark its exception retrieved (no "never retrieved" log) and drop it."""
+    """Done callback of a call the quorum no longer waits for: mark its exception retrieved (no "Task exception was
+    never retrieved" log) and drop it. A cancelled call can end with an exception too: grpclib's own deadline turns
+    the cancellation into ``TimeoutError`` when both fire together."""
     _left_running.discard(task)
     if not task.cancelled():
         task.exception()
@@ -113,6 +115,7 @@ async def call_quorum(replicas: Sequence[R], call: Callable[[R], Awaitable[T]], 
     except BaseException:
         for task in tasks:
             task.cancel()
+            task.add_done_callback(_retrieve)
         raise
     for task in sorted(pending, key=lambda t: order[tasks[t]]):
         failures[tasks[task]] = DeadlineExceeded()
@@ -128,6 +131,7 @@ def _finish(pending: set[asyncio.Task[T]], tasks: Mapping[asyncio.Task[T], R], o
     for task in sorted(pending, key=lambda t: order[tasks[t]]):
         if stragglers == "cancel":
             task.cancel()
+            task.add_done_callback(_retrieve)
         else:
             _left_running.add(task)
             task.add_done_callback(_retrieve)

@@ -4,6 +4,7 @@ failure and why, and cancels or leaves the slow calls as asked. Runs on simulate
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -141,6 +142,38 @@ def test_deadline_with_leave_keeps_the_silent_calls_running() -> None:
         return log
 
     assert run_sim(main()) == ["answered a", "answered b"]
+
+
+def test_a_cancelled_call_that_ends_with_its_own_error_logs_no_never_retrieved_task() -> None:
+    """grpclib's call deadline turns a cancellation into ``TimeoutError('Deadline exceeded')`` when both fire together
+    (a quorum read's deadline equals its calls' timeout). Such a cancelled straggler ends with an exception nobody
+    asked for: asyncio then logged "Task exception was never retrieved" with a traceback, at ERROR, on every read
+    quorum that timed out (seen on a partitioned node, tests/integration/test_cluster_faults.py)."""
+    reported: list[str] = []
+
+    async def call(replica: str) -> str:
+        if replica == "a":
+            return "value of a"
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise TimeoutError("Deadline exceeded") from None
+        raise AssertionError("unreachable")
+
+    async def main() -> dict[str, str]:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: reported.append(str(context.get("message"))))
+        why: dict[str, str] = {}
+        try:
+            await call_quorum(["a", "b"], call, 2, timeout=2.0)
+        except QuorumError as exc:  # handled and dropped, as the callers do (its traceback holds the tasks)
+            why = {replica: type(failure).__name__ for replica, failure in exc.failures.items()}
+        await asyncio.sleep(1)  # the straggler ends with its TimeoutError
+        gc.collect()  # the finished task is collected: asyncio reports an unretrieved exception now
+        return why
+
+    assert run_sim(main()) == {"b": "DeadlineExceeded"}
+    assert reported == []
 
 
 def test_cancelling_the_caller_cancels_every_call() -> None:

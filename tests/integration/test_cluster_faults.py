@@ -1,0 +1,382 @@
+"""Issue 19, faults between real nodes: a network partition (nftables) and clock skew (libfaketime).
+
+Three real s4-server processes on 127.0.0.1/.2/.3 (N=3, W=2, R=2), S4_WORKERS=1.
+
+* **Partition.** node-3 is cut off from node-1 and node-2 by an nftables table of the test's own that *drops* (never
+  rejects) the gRPC traffic between them, so calls hang until their deadlines as on a real network failure. node-1
+  and node-2 keep acknowledging writes and serving reads (W=2, R=2 with each other); every write through node-3 is
+  refused with 503 ServiceUnavailable and Retry-After, never 200, within its deadline. Healed, node-3 catches up by
+  itself (its data directory opened alone holds every write of the partition) and a refused write is visible on
+  every node or on none.
+* **Clock skew.** node-3's clock +30 s (inside S4_MAX_CLOCK_OFFSET, 60 s): a write of a key through node-3 then a
+  later write through node-1 (whose clock is 30 s behind): the later one wins on every node (read before write, and
+  the HLC's ``max(now, seen + 1)``), also when node-1 was cut off (nftables) while node-3 wrote. node-3 restarted at
+  +180 s: the peers refuse its calls and log why, its writes get 503, nothing of it reaches them, and node-1 and
+  node-2 keep serving. Restarted with the right time, it is back in the pool and takes writes.
+
+Why the partition needs more than addresses: on loopback the kernel picks 127.0.0.1 as the source of every outgoing
+connection (``ip route get 127.0.0.3`` says ``src 127.0.0.1``), so node-3's own calls to node-1 look like node-2's.
+They are matched by the socket's owner instead: each node runs with a group id of its own (``meta skgid``). Calls
+*to* node-3 and its answers are matched by address and port (``127.0.0.3``, its gRPC port). Network namespaces were not
+used: the nodes must keep their 127.0.0.x addresses, and moving one into a namespace would need a veth pair and
+routes for 127/8 on a machine other tests share. The table is deleted whatever happens (fixture teardown; a table
+left by a killed test run is dropped by the next).
+
+Needs root, ``nft`` and ``faketime`` (.ci/run installs them); skipped with the reason otherwise. Every wait is a
+deadline poll."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from botocore.exceptions import ClientError
+from helpers.s3client import make_client
+from helpers.server import ServerProcess
+from test_cluster_node import HOSTS, health, make_pool, metric, states, token, wait_for
+from test_cluster_quorum_writes import body, counter
+
+BUCKET = "faults"
+_TABLES = itertools.count()
+
+
+NFT = shutil.which("nft") or shutil.which("nft", path="/usr/local/sbin:/usr/sbin:/sbin") or "nft"
+
+
+def _tool_problem() -> str | None:
+    """Why the fault tools cannot be used here, or None."""
+    if os.geteuid() != 0:
+        return "needs root for nftables"
+    for tool, package in ((NFT, "nftables"), ("faketime", "faketime")):
+        if shutil.which(tool) is None:
+            return f"{tool} not installed (apt-get install {package}; .ci/run does)"
+    listed = subprocess.run([NFT, "list", "tables"], capture_output=True, text=True, timeout=30)
+    if listed.returncode != 0:
+        return f"nft cannot be used here: {listed.stderr.strip()}"
+    return None
+
+
+PROBLEM = _tool_problem()
+pytestmark = pytest.mark.skipif(PROBLEM is not None, reason=str(PROBLEM))
+
+
+@pytest.fixture
+def nodes() -> Iterator[list[ServerProcess]]:
+    started: list[ServerProcess] = []
+    yield started
+    for node in started:
+        node.stop()
+
+
+def no_retries(endpoint: str) -> Any:
+    """The first answer, within a bound: boto3 retries 503s by default, and a hang must fail the test."""
+    return make_client(endpoint, retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5,
+                       read_timeout=40)
+
+
+def grpc_port(node: ServerProcess) -> int:
+    return int(node.extra_env["S4_NODE_GRPC_ADDR"].rpartition(":")[2])
+
+
+def fault_pool(tmp: Path, overrides: dict[int, dict[str, str]] | None = None) -> list[ServerProcess]:
+    """The three nodes, each in a group of its own that no other process on this machine uses, so that a firewall
+    rule can tell their sockets apart (``meta skgid``)."""
+    pool = make_pool(tmp, workers=1, overrides=overrides)
+    base = 40000 + os.getpid() % 5000 * 4
+    for i, node in enumerate(pool):
+        node.gid = base + i
+    return pool
+
+
+class Partition:
+    """One node cut off from the two others: their gRPC traffic dropped (not rejected) in an nftables table of this
+    test's own; the S3 ports stay open, so the test still talks to every node."""
+
+    def __init__(self, pool: list[ServerProcess], isolated: int) -> None:
+        self.table = f"s4test_{os.getpid()}_{next(_TABLES)}"
+        self.pool, self.isolated = pool, isolated
+
+    def cut(self) -> None:
+        alone = self.pool[self.isolated]
+        others = [n for i, n in enumerate(self.pool) if i != self.isolated]
+        assert alone.gid is not None, "the isolated node needs a group id of its own"
+        hosts = ", ".join(sorted({n.host for n in others}))
+        ports = ", ".join(str(p) for p in sorted({grpc_port(n) for n in others}))
+        rules = f"""
+table inet {self.table} {{
+    chain output {{
+        type filter hook output priority 0; policy accept;
+        ip daddr {alone.host} tcp dport {grpc_port(alone)} drop
+        ip saddr {alone.host} tcp sport {grpc_port(alone)} drop
+        meta skgid {alone.gid} ip daddr {{ {hosts} }} tcp dport {{ {ports} }} drop
+    }}
+}}
+"""
+        done = subprocess.run([NFT, "-f", "-"], input=rules, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr + rules
+
+    def heal(self) -> None:
+        subprocess.run([NFT, "delete", "table", "inet", self.table], capture_output=True, timeout=30)
+
+    def active(self) -> bool:
+        listed = subprocess.run([NFT, "list", "tables"], capture_output=True, text=True, timeout=30)
+        return f"inet {self.table}" in listed.stdout
+
+
+def _drop_orphan_tables() -> None:
+    """Tables left by a test process that was killed before its teardown (their pid is gone)."""
+    listed = subprocess.run([NFT, "list", "tables"], capture_output=True, text=True, timeout=30).stdout
+    for pid, rest in re.findall(r"^table inet s4test_(\d+)_(\d+)$", listed, re.M):
+        if not Path(f"/proc/{pid}").exists():
+            subprocess.run([NFT, "delete", "table", "inet", f"s4test_{pid}_{rest}"], capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def partitions() -> Iterator[list[Partition]]:
+    _drop_orphan_tables()
+    made: list[Partition] = []
+    yield made
+    for partition in made:  # whatever happened: no rule outlives the test
+        partition.heal()
+        assert not partition.active()
+
+
+def status_of(call: Any) -> tuple[int, dict[str, str], str]:
+    """HTTP status, headers and error code of a call that must fail (200 fails the test)."""
+    try:
+        call()
+    except ClientError as exc:
+        meta = exc.response["ResponseMetadata"]
+        return meta["HTTPStatusCode"], meta["HTTPHeaders"], exc.response["Error"]["Code"]
+    raise AssertionError("acknowledged (2xx) where the pool cannot reach a quorum")
+
+
+def assert_503(call: Any) -> None:
+    status, headers, code = status_of(call)
+    assert (status, code) == (503, "ServiceUnavailable"), (status, code)
+    assert int(headers["retry-after"]) > 0
+
+
+def has_bucket(client: Any) -> bool:
+    try:
+        client.head_bucket(Bucket=BUCKET)
+    except ClientError:
+        return False
+    return True
+
+
+def present(client: Any, key: str) -> bytes | None:
+    try:
+        return bytes(client.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+            return None
+        raise
+
+
+def reads_back(client: Any, objects: dict[str, bytes | None]) -> bool:
+    """Every object readable through ``client`` with exactly its bytes (None: absent); False while one differs."""
+    return all(present(client, key) == data for key, data in objects.items())
+
+
+def test_issue19_partition_with_nftables_majority_serves_minority_refuses_503_then_catches_up(
+        tmp_path: Path, nodes: list[ServerProcess], partitions: list[Partition]) -> None:
+    pool = fault_pool(tmp_path)
+    for node in pool:
+        nodes.append(node.start())
+    tokens = [token(n) for n in pool]
+    everyone = {"node-1": "alive", "node-2": "alive", "node-3": "alive"}
+    wait_for("the 3 nodes alive everywhere", lambda: all(states(health(n, t)) == everyone
+                                                         for n, t in zip(pool, tokens, strict=True)), pool)
+    clients = [no_retries(n.endpoint) for n in pool]
+    clients[0].create_bucket(Bucket=BUCKET)
+    wait_for("every node holds the bucket", lambda: all(has_bucket(c) for c in clients), pool)
+    expected: dict[str, bytes | None] = {f"before/{i}": body(f"before/{i}", 300 + i) for i in range(3)}
+    for key, data in expected.items():
+        clients[0].put_object(Bucket=BUCKET, Key=key, Body=data)
+
+    partition = Partition(pool, isolated=2)
+    partitions.append(partition)
+    partition.cut()
+
+    # The majority side: every write through node-1 or node-2 is acknowledged (no retries) and read back through the
+    # other, from the first moment of the partition (node-3's straggling calls do not hold the quorum up).
+    for i in range(6):
+        writer, reader = (clients[0], clients[1]) if i % 2 == 0 else (clients[1], clients[0])
+        key, data = f"during/{i}", body(f"during/{i}", 1000 + 111 * i)
+        writer.put_object(Bucket=BUCKET, Key=key, Body=data)
+        assert present(reader, key) == data
+        expected[key] = data
+    clients[1].delete_object(Bucket=BUCKET, Key="before/0")
+    expected["before/0"] = None
+    assert present(clients[0], "before/0") is None
+    big = body("during-big", 3 * 1024 * 1024 + 7)
+    clients[0].put_object(Bucket=BUCKET, Key="during/big", Body=big)
+    assert present(clients[1], "during/big") == big
+    expected["during/big"] = big
+
+    # The minority side: node-3 refuses writes with 503 + Retry-After, before and after it sees its peers dead.
+    refused = ["refused/early", "before/1"]
+    assert_503(lambda: clients[2].put_object(Bucket=BUCKET, Key="refused/early", Body=b"never acknowledged"))
+    assert_503(lambda: clients[2].delete_object(Bucket=BUCKET, Key="before/1"))
+    wait_for("node-3 sees node-1 and node-2 dead",
+             lambda: {s for n, s in states(health(pool[2], tokens[2])).items() if n != "node-3"} == {"dead"}, pool)
+    assert states(health(pool[0], tokens[0]))["node-3"] == "dead"
+    assert_503(lambda: clients[2].put_object(Bucket=BUCKET, Key="refused/late", Body=b"never acknowledged"))
+    refused.append("refused/late")
+    assert_503(lambda: clients[2].get_object(Bucket=BUCKET, Key="before/2"))  # R=2 is out of reach as well
+    assert counter(pool[2], "s4_cluster_quorum_failures_total") >= 3
+    wait_for("node-1 keeps hints of what node-3 missed",
+             lambda: counter(pool[0], "s4_cluster_hints_pending", "node-3") > 0, pool)
+
+    partition.heal()
+    wait_for("node-3 sees its peers alive again", lambda: states(health(pool[2], tokens[2])) == everyone, pool)
+    wait_for("node-1 and node-2 delivered their hints to node-3, node-3 pulled their journals",
+             lambda: all(counter(n, "s4_cluster_hints_pending", "node-3") == 0 for n in pool[:2])
+             and all(metric(pool[2], "s4_cluster_peer_journal_lag", p) == 0 for p in ("node-1", "node-2")), pool)
+    assert health(pool[2], tokens[2])["caught_up"] is True
+
+    # The refused writes converge one way: each key is the same on every node (with no quorum the write was never
+    # decided, so the keys are as before the partition; what matters is that no node shows a different state).
+    outcome = {key: {present(c, key) for c in clients} for key in refused}
+    assert all(len(seen) == 1 for seen in outcome.values()), outcome
+    for i, client in enumerate(clients):
+        assert reads_back(client, expected), f"node-{i + 1} misses a write of the partition"
+
+    for node in pool:  # the faults are logged as warnings, never as an unhandled error
+        assert "Task exception was never retrieved" not in node.log(), node.log()[-4000:]
+
+    # node-3 caught up by itself (not only through the read repair of a quorum read): its data directory, opened
+    # alone, holds every write of the partition and the refused writes exactly as the pool shows them.
+    assert pool[2].stop(timeout_s=20) == 0, pool[2].log()[-4000:]
+    alone = ServerProcess(pool[2].data_dir, env={"S4_MODE": "single", "S4_WORKERS": "1"}, host=HOSTS[2])
+    nodes.append(alone.start())
+    local = make_client(alone.endpoint)
+    assert reads_back(local, expected)
+    assert {key: {present(local, key)} for key in refused} == outcome
+
+
+def faketime_env(offset_s: int) -> dict[str, str]:
+    """The environment that makes a process's wall clock run ``offset_s`` ahead (libfaketime, as ``faketime`` would
+    preload it: its own answer for the library's path, not a path of this machine)."""
+    shown = subprocess.run(["faketime", "-m", "-f", "+0", "/bin/sh", "-c", 'printf %s "$LD_PRELOAD"'],
+                           capture_output=True, text=True, timeout=30)
+    assert shown.returncode == 0 and "faketime" in shown.stdout, shown.stdout + shown.stderr
+    # Only the wall clock moves, as on a host whose NTP is off: deadlines and timers run on the monotonic clock. (A
+    # faked monotonic clock would also break Python's timed lock waits: libfaketime 0.9.10 does not wrap the
+    # sem_clockwait they use, so each would wait the offset longer. What it breaks instead, time.sleep's absolute
+    # clock_nanosleep, the server does not use on this path.)
+    # FAKETIME_CACHE_DURATION: libfaketime re-parses FAKETIME every 10 s by default, from whichever thread asks the
+    # time, in a static buffer that threads share (a data race fixed upstream in wolfcw/libfaketime#547): a node
+    # died of SIGSEGV in sscanf here. Parsed once, at load, it never races. PYTHONFAULTHANDLER: should the preloaded
+    # library still crash the process, its log shows where.
+    return {"LD_PRELOAD": shown.stdout, "FAKETIME": f"+{offset_s}s", "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+            "FAKETIME_CACHE_DURATION": "1000000000", "PYTHONFAULTHANDLER": "1"}
+
+
+def clock_ahead_s(node: ServerProcess) -> float:
+    """How far the node's wall clock runs ahead of this process's: the time its access log gives a request (its
+    ``time.time()``; the HTTP Date header is a per-second cache, no clock probe) minus our time after the answer."""
+    request_id = requests.get(f"{node.endpoint}/health", timeout=30).headers["x-amz-request-id"]
+    after = time.time()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        for line in node.log().splitlines():
+            if line.startswith("{") and f'"request_id":"{request_id}"' in line:
+                return datetime.fromisoformat(json.loads(line)["time"].replace("Z", "+00:00")).timestamp() - after
+        time.sleep(0.1)
+    raise AssertionError(f"request {request_id} not in the access log of {node.data_dir.name}")
+
+
+def test_issue19_clock_skew_with_faketime_later_write_wins_and_a_clock_beyond_the_limit_is_refused(
+        tmp_path: Path, nodes: list[ServerProcess], partitions: list[Partition]) -> None:
+    pool = fault_pool(tmp_path, overrides={2: faketime_env(30)})
+    for node in pool:
+        nodes.append(node.start())
+    assert 20 < clock_ahead_s(pool[2]) < 40  # the preload took: node-3 lives 30 s ahead
+    tokens = [token(n) for n in pool]
+    everyone = {"node-1": "alive", "node-2": "alive", "node-3": "alive"}
+    wait_for("the 3 nodes alive everywhere (30 s is inside the 60 s limit)",
+             lambda: all(states(health(n, t)) == everyone for n, t in zip(pool, tokens, strict=True)), pool)
+    clients = [no_retries(n.endpoint) for n in pool]
+    clients[0].create_bucket(Bucket=BUCKET)
+    wait_for("every node holds the bucket", lambda: all(has_bucket(c) for c in clients), pool)
+
+    # node-3 stamps its write 30 s ahead; node-1 writes the same key afterwards with its clock 30 s behind that
+    # stamp: without read-before-write node-3's older write would win everywhere for 30 s.
+    for round_ in range(3):
+        key = f"skewed/{round_}"
+        clients[2].put_object(Bucket=BUCKET, Key=key, Body=b"first, through node-3 (+30 s)")
+        clients[0].put_object(Bucket=BUCKET, Key=key, Body=b"later, through node-1")
+        for i, client in enumerate(clients):
+            assert present(client, key) == b"later, through node-1", f"node-{i + 1}: the earlier write won"
+    # And the other way round: node-3's later write wins over node-1's too (its stamp is simply larger).
+    clients[0].put_object(Bucket=BUCKET, Key="skewed/back", Body=b"first, through node-1")
+    clients[2].put_object(Bucket=BUCKET, Key="skewed/back", Body=b"later, through node-3")
+    for client in clients:
+        assert present(client, "skewed/back") == b"later, through node-3"
+
+    # node-1 cut off for a moment: node-3's write reaches node-2 alone (W=2); node-1, 30 s behind and perhaps still
+    # without it, writes the key right after the partition heals. Its quorum read finds node-3's stamp (and repairs
+    # node-1 before deciding), so its write is stamped above it and wins everywhere, whatever arrived first.
+    partition = Partition(pool, isolated=0)
+    partitions.append(partition)
+    partition.cut()
+    clients[2].put_object(Bucket=BUCKET, Key="skewed/cut", Body=b"first, through node-3, node-1 cut off")
+    assert present(clients[1], "skewed/cut") == b"first, through node-3, node-1 cut off"
+    partition.heal()
+    make_client(pool[0].endpoint).put_object(Bucket=BUCKET, Key="skewed/cut", Body=b"later, through node-1")  # retried
+    for i, client in enumerate(clients):
+        assert present(client, "skewed/cut") == b"later, through node-1", f"node-{i + 1}: the earlier write won"
+
+    # node-3 restarted with its clock 180 s ahead, beyond S4_MAX_CLOCK_OFFSET: refused by its peers, loudly.
+    assert pool[2].stop(timeout_s=20) == 0, pool[2].log()[-4000:]
+    pool[2].extra_env.update(faketime_env(180))
+    pool[2].start()
+    clients[2] = no_retries(pool[2].endpoint)
+    tokens[2] = token(pool[2])
+    assert 170 < clock_ahead_s(pool[2]) < 190
+    wait_for("node-1 and node-2 refuse node-3's calls and log the clock offset",
+             lambda: all("refused inter-node call" in n.log() and "beyond S4_MAX_CLOCK_OFFSET=60s" in n.log()
+                         and "caller 'node-3'" in n.log() for n in pool[:2]), pool)
+    wait_for("node-3 is not alive on node-1 and node-2",
+             lambda: all(states(health(n, t))["node-3"] != "alive" for n, t in zip(pool[:2], tokens[:2],
+                                                                                   strict=True)), pool)
+    assert all(s != "alive" for n, s in states(health(pool[2], tokens[2])).items() if n != "node-3")
+
+    assert_503(lambda: clients[2].put_object(Bucket=BUCKET, Key="from-the-future", Body=b"never acknowledged"))
+    assert_503(lambda: clients[2].put_object(Bucket=BUCKET, Key="skewed/0", Body=b"never acknowledged"))
+    # node-1 and node-2 keep serving: writes through one read back through the other, with node-3 refused.
+    clients[1].put_object(Bucket=BUCKET, Key="meanwhile", Body=b"W=2 without node-3")
+    assert present(clients[0], "meanwhile") == b"W=2 without node-3"
+    clients[0].put_object(Bucket=BUCKET, Key="skewed/1", Body=b"overwritten meanwhile")
+    assert present(clients[1], "skewed/1") == b"overwritten meanwhile"
+    # Nothing node-3 sent was applied: its refused writes are nowhere on node-1 and node-2.
+    for client in clients[:2]:
+        assert present(client, "from-the-future") is None
+        assert present(client, "skewed/0") == b"later, through node-1"
+
+    # Its clock fixed (restarted without the offset), node-3 is accepted again, catches up and takes writes.
+    assert pool[2].stop(timeout_s=20) == 0, pool[2].log()[-4000:]
+    for name in faketime_env(0):
+        pool[2].extra_env.pop(name)
+    pool[2].start()
+    clients[2], tokens[2] = no_retries(pool[2].endpoint), token(pool[2])
+    wait_for("the 3 nodes alive everywhere again",
+             lambda: all(states(health(n, t)) == everyone for n, t in zip(pool, tokens, strict=True)), pool)
+    clients[2].put_object(Bucket=BUCKET, Key="fixed", Body=b"node-3 back in time")
+    assert present(clients[0], "fixed") == b"node-3 back in time"
+    for client in clients:
+        assert present(client, "from-the-future") is None
+        assert present(client, "skewed/1") == b"overwritten meanwhile"
