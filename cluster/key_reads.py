@@ -1,7 +1,8 @@
 """Quorum reads of one key with blocking read repair (the engine's ``KeyReadPort``, engine/ports.py).
 
 Before a GET, HEAD, tagging read or a copy's source read, the coordinator reads the key's replicated state from
-its own views and from R - 1 peers (``ReadKeys``, the first answers win), and merges them by the projection's rules
+its own views and from R - 1 peers (``ReadKeys``; with R=2 one peer in turn, the others too only when it is slow or
+fails: a hedged read), and merges them by the projection's rules
 (cluster/key_merge.py). When they agree (the common case: every write goes to every replica at once) the read is
 served from this node's views. Otherwise, before the answer:
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,6 +37,12 @@ from .reads import BUCKET, MERGE, OBJECT, UPLOAD, ReadsStub, fetch_states, read_
 from .wire.s4cluster.v1 import CatchUpFromRequest
 
 log = logging.getLogger("s4.cluster")
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """A hedged read's first call, finished or cancelled after the answer: its outcome is not needed."""
+    if not task.cancelled():
+        task.exception()
 
 
 class ReadQuorumError(PoolUnavailableError):
@@ -60,6 +67,7 @@ class RepairStub(Protocol):
 class KeyReadSettings:
     read_s: float = 5.0  # the R answers
     repair_s: float = 30.0  # a stale replica's catch-up
+    hedge_s: float = 0.2  # R=2: the other peers are asked too when the one asked has not answered by then
 
 
 class QuorumKeyReads:
@@ -73,6 +81,7 @@ class QuorumKeyReads:
         self.committed_seq, self._state = committed_seq, state
         self.settings = settings or KeyReadSettings()
         self.repairs = 0  # reads that found a replica stale and repaired it first (metrics)
+        self._turn = 0  # which peer a hedged read asks first (in turn, so the load is shared)
         self.failures = 0  # reads refused: fewer than R answers, or a repair that failed
 
     async def settle_key(self, bucket: str, key: str) -> None:
@@ -99,7 +108,7 @@ class QuorumKeyReads:
             return (await fetch_states(stub, kind, bucket, [ident], timeout))[ident]
 
         try:
-            answers = (await call_quorum(live, one, need, timeout=timeout)).successes
+            answers = await self._ask(live, one, need, timeout)
         except QuorumError as exc:
             self.failures += 1
             raise ReadQuorumError(str(exc)) from exc
@@ -121,6 +130,31 @@ class QuorumKeyReads:
         except ReadQuorumError:
             self.failures += 1
             raise
+
+    async def _ask(self, live: list[str], one: Callable[[str], Awaitable[dict[str, Any]]], need: int,
+                   timeout: float) -> dict[str, dict[str, Any]]:
+        """The answers of ``need`` live peers. With R=2 (one peer needed) one peer is asked, in turn, and the others
+        only if it has not answered within ``hedge_s`` or failed (a hedged read): half the calls of asking every
+        peer, and still the fastest answer when one peer is slow or gone."""
+        if need != 1 or len(live) == 1:
+            return (await call_quorum(live, one, need, timeout=timeout)).successes
+        start = self._turn % len(live)
+        self._turn += 1
+        order = live[start:] + live[:start]
+        first = asyncio.ensure_future(one(order[0]))
+        try:
+            done, _ = await asyncio.wait({first}, timeout=self.settings.hedge_s)
+            if first in done and not first.cancelled() and first.exception() is None:
+                return {order[0]: first.result()}
+
+            async def hedged(peer: str) -> dict[str, Any]:
+                return await (first if peer == order[0] else one(peer))
+
+            return (await call_quorum(order, hedged, need, timeout=timeout)).successes
+        finally:
+            if not first.done():
+                first.cancel()
+            first.add_done_callback(_retrieve)
 
     def _local(self, kind: str, bucket: str, ident: str) -> dict[str, Any]:
         return read_states(self.views, kind, bucket, [ident])[0]

@@ -412,3 +412,27 @@ def test_a_superseded_history_reads_the_same_through_every_coordinator(pool: Poo
     settle(pool.reads("n2"))
     assert pool.passes == [] and pool.repair_calls == []
 
+
+
+def test_a_hedged_read_asks_one_peer_when_it_answers_in_time_and_the_peers_in_turn(pool: Pool) -> None:
+    """R=2: one peer is asked (half the calls of asking both); successive reads ask the peers in turn."""
+    pool.give(pool.put(), IDS)
+    port = pool.reads("n1", settings=KeyReadSettings(read_s=30.0, repair_s=40.0, hedge_s=30.0))
+    settle(port)
+    settle(port)
+    assert pool.asked == ["n2", "n3"]
+
+
+@pytest.mark.parametrize("how", ["silent", "failing"])
+def test_a_hedged_read_asks_the_other_peer_when_the_first_is_slow_or_fails(pool: Pool, how: str) -> None:
+    """The peer asked first never answers (or fails): after hedge_s (at once on a failure) the other peer is asked
+    and its answer is used; the read is served, not refused."""
+    pool.give(pool.put(), IDS)
+    if how == "silent":
+        pool.answering = {"n3"}
+    else:
+        pool.read_fails = {"n2"}
+    port = pool.reads("n1", settings=KeyReadSettings(read_s=30.0, repair_s=40.0, hedge_s=0.05))
+    settle(port)
+    assert pool.asked[0] == "n2" and "n3" in pool.asked
+    assert (port.repairs, port.failures) == (0, 0)
