@@ -35,3 +35,12 @@ def bucket(s3: Any) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture
+def nodes() -> Iterator[list[ServerProcess]]:
+    """Servers a test started (the cluster tests' nodes): stopped at its end, whatever happened."""
+    started: list[ServerProcess] = []
+    yield started
+    for node in started:
+        node.stop()

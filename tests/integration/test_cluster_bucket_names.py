@@ -11,7 +11,7 @@ Every wait is a deadline poll."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +23,6 @@ from test_cluster_node import health, make_pool, token, wait_for
 
 ROUNDS = 50
 LOSERS = {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}
-
-
-@pytest.fixture
-def nodes() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    yield started
-    for node in started:
-        node.stop()
 
 
 def answer(call: Callable[[], Any]) -> str:

@@ -11,7 +11,6 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +22,6 @@ from test_cluster_node import health, make_pool, token, wait_for
 
 BUCKET = "replicated"
 BIG = 5 * 1024 * 1024 + 12345  # more than one chunk
-
-
-@pytest.fixture
-def nodes() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    yield started
-    for node in started:
-        node.stop()
 
 
 def body(name: str, size: int) -> bytes:

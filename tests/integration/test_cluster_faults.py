@@ -71,14 +71,6 @@ PROBLEM = _tool_problem()
 pytestmark = pytest.mark.skipif(PROBLEM is not None, reason=str(PROBLEM))
 
 
-@pytest.fixture
-def nodes() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    yield started
-    for node in started:
-        node.stop()
-
-
 def no_retries(endpoint: str) -> Any:
     """The first answer, within a bound: boto3 retries 503s by default, and a hang must fail the test."""
     return make_client(endpoint, retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5,

@@ -36,12 +36,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from helpers.rw_history import MAYBE, OK, REFUSED, Rec, check
 from helpers.s3client import make_client
@@ -175,14 +174,6 @@ def value_alone(client: Any, key: str) -> bytes | None:
         if exc.response["Error"]["Code"] == "NoSuchKey":
             return None
         raise
-
-
-@pytest.fixture
-def nodes() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    yield started
-    for node in started:
-        node.stop()
 
 
 def test_issue19_history_with_kills_every_acknowledged_write_seen_by_later_quorum_reads_and_recovers_alone(

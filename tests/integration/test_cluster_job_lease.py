@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +23,6 @@ from test_cluster_node import health, make_pool, token, wait_for
 SETTINGS = {"S4_LIFECYCLE_INTERVAL_HOURS": "0.0002",  # every second (the schedule's floor)
             "S4_JOB_LEASE_SECS": "3", "S4_MAX_CLOCK_OFFSET": "1"}
 EXPIRED = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)  # every current version is past it: expired at the next run
-
-
-@pytest.fixture
-def nodes() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    yield started
-    for node in started:
-        node.stop()
 
 
 def admin(node: ServerProcess, tok: str, method: str, path: str) -> tuple[int, dict[str, Any]]:

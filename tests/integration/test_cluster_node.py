@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +44,6 @@ def make_pool(tmp: Path, workers: int, overrides: dict[int, dict[str, str]] | No
                           env=pool_env(grpc_ports, http_ports, i, **{"S4_WORKERS": str(workers),
                                                                      **(overrides or {}).get(i, {})}))
             for i in range(3)]
-
-
-@pytest.fixture
-def nodes(tmp_path: Path) -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    yield started
-    for node in started:
-        node.stop()
 
 
 def token(node: ServerProcess) -> str:

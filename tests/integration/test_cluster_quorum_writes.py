@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +25,6 @@ from test_cluster_node import health, make_pool, token, wait_for
 
 BUCKET = "quorum"
 BIG = 5 * 1024 * 1024 + 4321  # more than one chunk: the peers fetch several blobs before they answer
-
-
-@pytest.fixture
-def nodes() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    yield started
-    for node in started:
-        node.stop()
 
 
 def body(name: str, size: int) -> bytes:
