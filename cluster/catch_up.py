@@ -187,6 +187,8 @@ class EventsService:
                  status: Callable[[], tuple[int, int]] | None = None, puller: CatchUp | None = None) -> None:
         self.journal, self.applier, self.fetcher = journal, applier, fetcher
         self.puller = puller  # this node's catch-up client: CatchUpFrom runs one of its passes
+        #: Told each caller's settled watermark (cluster/read_leases.py ``Unsettled.peer_watermark``).
+        self.on_settled: Callable[[str, int], None] | None = None
         self.limits = limits or BatchLimits()
         self._status = status
         self._streams = asyncio.Semaphore(MAX_STREAMS)
@@ -216,6 +218,8 @@ class EventsService:
     async def apply_events(self, caller: str, request: ApplyEventsRequest) -> ApplyEventsReply:
         if self.applier is None:
             raise GRPCError(Status.UNIMPLEMENTED, "this node does not apply peers' events yet")
+        if self.on_settled is not None and request.settled_hlc:
+            self.on_settled(caller, request.settled_hlc)
         try:
             events = [decode_event(bytes(e)) for e in request.events]
         except ValueError as exc:

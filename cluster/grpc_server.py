@@ -111,14 +111,23 @@ class CasHandler(Protocol):
     async def cas_accept(self, caller: str, request: CasAcceptRequest) -> CasAcceptReply: ...
 
 
+class LeaseHandler(Protocol):
+    """Read leases (cluster/read_leases.py), asked for and granted on Ping."""
+
+    def on_ping(self, caller: str, request: PingRequest) -> tuple[int, int, int]:
+        """(lease granted in ms or 0, the seq the caller must have applied for one, this node's settled HLC)."""
+        ...
+
+
 @dataclass(frozen=True)
 class Handlers:
-    """The areas this node serves; None: that area's RPCs answer UNIMPLEMENTED."""
+    """The areas this node serves; None: that area's RPCs answer UNIMPLEMENTED (Ping grants no lease)."""
 
     events: EventsHandler | None = None
     blobs: BlobsHandler | None = None
     reads: ReadsHandler | None = None
     cas: CasHandler | None = None
+    leases: LeaseHandler | None = None
 
 
 _T = TypeVar("_T")
@@ -141,9 +150,13 @@ class ClusterService(S4ClusterBase):
         if message.node_id != caller:
             raise GRPCError(Status.INVALID_ARGUMENT, f"Ping names node {message.node_id!r}, the caller is {caller!r}")
         self.local.peer_seen(caller, message.hlc, message.journal_seq, message.http_addr)
+        lease_ms = need_seq = settled = 0
+        if self.handlers.leases is not None:
+            lease_ms, need_seq, settled = self.handlers.leases.on_ping(caller, message)
         hlc, seq = self.local.status()
         return PingReply(node_id=self.config.node_id, cluster=self.config.cluster_name, pool=self.config.pool_name,
-                         hlc=hlc, journal_seq=seq, http_addr=self.config.http_addr)
+                         hlc=hlc, journal_seq=seq, http_addr=self.config.http_addr, lease_ms=lease_ms,
+                         lease_need_seq=need_seq, settled_hlc=settled)
 
     async def apply_events(self, message: ApplyEventsRequest) -> ApplyEventsReply:
         return await self._area(self.handlers.events, "events").apply_events(CALLER.get(), message)

@@ -111,6 +111,11 @@ class Liveness:
             if record is not None:
                 record.applied_seq = max(record.applied_seq, seq)
 
+    def applied_seq(self, node_id: str) -> int:
+        """How far into the peer's journal this node has applied (catch-up's cursor)."""
+        with self._lock:
+            return self._peers[node_id].applied_seq
+
     def state(self, node_id: str) -> str:
         with self._lock:
             return self._state(self._peers[node_id], self._clock())

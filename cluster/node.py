@@ -45,7 +45,9 @@ from .hints import Hints, HintSettings
 from .key_reads import QuorumKeyReads
 from .liveness import ALIVE, Liveness, LivenessSettings
 from .peers import PeerPool
+from .read_leases import ReadLeases, Unsettled
 from .replicator import Replicator
+from .wire.s4cluster.v1 import PingReply
 
 log = logging.getLogger("s4.cluster")
 STOP_TIMEOUT_S = 5.0
@@ -83,6 +85,8 @@ class ClusterNode:
         self.hints: Hints | None = None
         self.replicator: Replicator | None = None  # set by cluster/wiring.py: the write path
         self.key_reads: QuorumKeyReads | None = None  # ... and the read path
+        self.read_leases: ReadLeases | None = None  # ... whose local reads depend on these (cluster/read_leases.py)
+        self.unsettled: Unsettled | None = None
 
     def enable_feed(self, store: FeedStore, journal: JournalReader, applier: PeerEventsApplier,
                     fetcher: BlobFetcher | None = None, *, catch_up: CatchUpSettings | None = None,
@@ -161,6 +165,8 @@ class ClusterNode:
         await asyncio.gather(*(self._ping(peer, hlc, seq) for peer in self.liveness.peers))
         self._log_changes()
         self._wake_catch_up()
+        if self.unsettled is not None:
+            self.unsettled.forget_stale()
         for listener in self.listeners:
             try:
                 listener()
@@ -169,8 +175,12 @@ class ClusterNode:
 
     async def _ping(self, peer: str, hlc: int, seq: int) -> None:
         timeout = self.settings.ping_timeout_s
+        applied = self.liveness.applied_seq(peer) if self.read_leases is not None else None
+        settled = self.unsettled.watermark() if self.unsettled is not None else 0
+        sent_at = self._clock()
         try:
-            reply = await asyncio.wait_for(self.pool.ping(peer, hlc, seq, timeout_s=timeout), timeout)
+            reply = await asyncio.wait_for(self.pool.ping(peer, hlc, seq, timeout_s=timeout, lease_applied=applied,
+                                                          settled_hlc=settled), timeout)
         except asyncio.CancelledError:
             raise
         except GRPCError as exc:
@@ -179,6 +189,16 @@ class ClusterNode:
             self.liveness.missed(peer, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         else:
             self.liveness.seen(peer, reply.hlc, reply.journal_seq, reply.http_addr)
+            self._lease_answer(peer, sent_at, applied, reply)
+
+    def _lease_answer(self, peer: str, sent_at: float, applied: int | None, reply: PingReply) -> None:
+        if self.unsettled is not None:
+            self.unsettled.peer_watermark(peer, reply.settled_hlc)
+        if self.read_leases is None or applied is None:
+            return
+        self.read_leases.granted(peer, sent_at, reply.lease_ms / 1000)
+        if not reply.lease_ms and reply.lease_need_seq > applied and self.catch_up is not None:
+            self.catch_up.peer_alive(peer)  # refused: it acknowledged writes this node lacks; catch up now
 
     def _log_changes(self) -> None:
         for record, state in self.liveness.snapshot():
@@ -233,8 +253,13 @@ class ClusterNode:
         pools = [{"name": config.pool_name, "nodes": [n.node_id for n in config.pool],
                   "replication_factor": config.replication_factor, "write_quorum": config.write_quorum,
                   "read_quorum": config.read_quorum}]
-        return {"cluster": config.cluster_name, "node_id": config.node_id, "mode": "cluster", "nodes": nodes,
-                "pools": pools, "caught_up": self.ready}
+        document = {"cluster": config.cluster_name, "node_id": config.node_id, "mode": "cluster", "nodes": nodes,
+                    "pools": pools, "caught_up": self.ready}
+        if self.read_leases is not None:  # whether reads are answered from this node's copy (read leases)
+            remaining = self.read_leases.current_until - self._clock()
+            document["read_lease"] = {"local_reads": remaining > 0, "remaining_s": round(max(0.0, remaining), 3),
+                                      "unsettled_events": self.unsettled.in_flight if self.unsettled else 0}
+        return document
 
     def quorum_failures(self) -> int:
         return (0 if self.replicator is None else self.replicator.quorum_failures) + \

@@ -35,6 +35,7 @@ from .catch_up import EventsTransport, replicated
 from .hints import Hints
 from .liveness import DEAD
 from .quorum import QuorumError, call_quorum
+from .read_leases import LeaseGrants, Unsettled
 from .wire.s4cluster.v1 import ApplyEventsReply, ApplyEventsRequest, BlobTransfer
 
 log = logging.getLogger("s4.cluster")
@@ -77,7 +78,8 @@ class Replicator:
 
     def __init__(self, peers: Sequence[str], write_quorum: int, transport: EventsTransport, hints: Hints | None,
                  *, ready: Callable[[], bool] = lambda: True, state: Callable[[str], str] = lambda _peer: "alive",
-                 settings: ReplicationSettings | None = None) -> None:
+                 settings: ReplicationSettings | None = None, grants: LeaseGrants | None = None,
+                 unsettled: Unsettled | None = None) -> None:
         if not 1 <= write_quorum <= len(peers) + 1:
             raise ValueError(f"write quorum {write_quorum} for a pool of {len(peers) + 1}")
         self.peers = tuple(peers)
@@ -89,6 +91,8 @@ class Replicator:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._unconfirmed: list[list[Event]] = []  # hints off: writes answered 503 that W replicas may lack
+        self.grants = grants  # read leases this node granted: a write waits for every holder (cluster/read_leases.py)
+        self.unsettled = unsettled  # this node's writes in flight, for the read gate
 
     async def start(self) -> None:
         """Bind to the node's event loop (``replicate_sync`` hands work to it)."""
@@ -109,6 +113,13 @@ class Replicator:
     async def replicate(self, events: Sequence[Event]) -> None:
         if not self.peers:
             return
+        try:
+            await self._replicate(events)
+        finally:
+            if self.unsettled is not None:  # acknowledged or refused: no longer in flight
+                self.unsettled.own_done(events)
+
+    async def _replicate(self, events: Sequence[Event]) -> None:
         await self._settle_unconfirmed()
         logical = [e for e in events if replicated(e)]
         if not logical:
@@ -116,24 +127,35 @@ class Replicator:
         request = ApplyEventsRequest(events=[encode_event(e) for e in logical], blobs=BlobTransfer.FETCH)
         timeout = self.settings.deadline_s(sum(referenced_bytes(e) for e in logical))
         live = [p for p in self.peers if self._state(p) != DEAD]
+        seq = max(e.seq for e in logical)
         for peer in self.peers:
             if peer not in live:
+                self._lost(peer, seq)
                 await self._hint(peer, logical)
         need = self.write_quorum - 1
 
         async def call(peer: str) -> ApplyEventsReply:
-            reply = await self.transport.apply_events(peer, request, timeout=timeout)
-            if reply.missing_blobs:
-                raise ReplicaMissingBlobs(f"{peer} lacks {len(reply.missing_blobs)} blobs it could not fetch")
+            try:
+                if self.unsettled is not None:
+                    request.settled_hlc = self.unsettled.watermark()
+                reply = await self.transport.apply_events(peer, request, timeout=timeout)
+                if reply.missing_blobs:
+                    raise ReplicaMissingBlobs(f"{peer} lacks {len(reply.missing_blobs)} blobs it could not fetch")
+            except BaseException:
+                self._lost(peer, seq)  # at once: no lease may be granted to it on an older promise
+                raise
             return reply
 
         if need == 0:  # W=1: this node's copy is the quorum; the peers get theirs in the background
-            for peer in live:
-                self._spawn(self._send_or_hint(peer, call, logical))
+            copies = {peer: self._copy(peer, call, logical) for peer in live}
+            if self.grants is not None:  # ... but a peer holding a read lease must have it first
+                await self.grants.cover(seq, (), copies)
             return
         if len(live) < need:
             # No quorum is possible: answer at once. The write is committed here (its outcome is unknown): it is
             # kept for the peers (hints, before the answer) and the live ones are sent it in the background too.
+            for peer in live:
+                self._lost(peer, seq)
             await self._unconfirmed_write(live, logical)
             for peer in live:
                 self._spawn(self._send_or_hint(peer, call, logical, hinted=True))
@@ -144,10 +166,16 @@ class Replicator:
             log.warning("write quorum not reached: %s", exc)
             await self._unconfirmed_write([p for p in live if p not in exc.successes], logical)
             raise QuorumNotReachedError(str(exc)) from exc
-        for peer in result.failures:
-            await self._hint(peer, logical)
         for peer, task in result.running.items():
             task.add_done_callback(lambda done, p=peer: self._on_straggler(p, done, logical))  # type: ignore[misc]
+        for peer in result.failures:
+            await self._hint(peer, logical)
+        if self.grants is not None:
+            await self.grants.cover(seq, result.successes, result.running)
+
+    def _lost(self, peer: str, seq: int) -> None:
+        if self.grants is not None:
+            self.grants.lost(peer, seq)
 
     def replicate_sync(self, events: Sequence[Event]) -> None:
         loop = self._loop
@@ -222,6 +250,15 @@ class Replicator:
         except Exception:  # noqa: BLE001 - the peer gets a hint instead (unless it has one already)
             if not hinted:
                 await self._hint(peer, events)
+
+    def _copy(self, peer: str, call: Callable[[str], Coroutine[Any, Any, ApplyEventsReply]],
+              events: list[Event]) -> asyncio.Task[ApplyEventsReply]:
+        """A background copy of a write to ``peer``, hinted when it fails."""
+        task = asyncio.get_running_loop().create_task(call(peer))
+        self._tasks.add(task)  # type: ignore[arg-type]
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda done: self._on_straggler(peer, done, events))
+        return task
 
     def _on_straggler(self, peer: str, done: asyncio.Task[ApplyEventsReply], events: list[Event]) -> None:
         if done.cancelled() or done.exception() is not None:

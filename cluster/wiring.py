@@ -29,7 +29,9 @@ from pathlib import Path
 
 from s4.engine.errors import MissingBlobsError
 from s4.engine.ports import ReplicaPort
+from s4.engine.read_gate import ReadGate, gate_path
 from s4.engine.replica import Applied, PeerBatchResult, referenced_hashes
+from s4.engine.sequencer import Sequencer
 from s4.engine.space import SpaceGuard
 from s4.engine.views.env import Views
 from s4.engine.volumes.store import VolumeStore
@@ -38,12 +40,13 @@ from s4.journal.events import Event
 from .blob_server import BlobService, DamageReporter
 from .blobs import StagedBlobs
 from .buckets_register import CasNode
-from .catch_up import GrpcEventsTransport, JournalReader, PoolBlobFetcher
+from .catch_up import EventsService, GrpcEventsTransport, JournalReader, PoolBlobFetcher
 from .feed_store import FeedStore, store_path
 from .job_lease import RegisterLeases, open_leases
 from .key_reads import QuorumKeyReads
 from .listings import QuorumListings
 from .node import ClusterNode
+from .read_leases import LeaseGrants, LeaseService, ReadLeases, Unsettled
 from .reads import ReadsService
 from .replicator import Replicator
 
@@ -121,6 +124,7 @@ class EngineParts:
     on_damage: DamageReporter | None = None
     volume_size_bytes: int | None = None
     on_seal: Callable[[str, int], None] | None = None  # the engine's: journals a sealed volume's size
+    sequencer: Sequencer | None = None  # the journal's writer: the read gate counts what becomes visible
 
 
 @dataclass
@@ -135,13 +139,38 @@ class Wired:
     key_reads: QuorumKeyReads
     listings: QuorumListings
     leases: RegisterLeases
+    read_gate: ReadGate | None = None
 
     def close(self) -> None:
-        for closer in (self.feed.close, self.cas.close, self.volumes.close):
+        closers = [self.feed.close, self.cas.close, self.volumes.close]
+        if self.read_gate is not None:
+            closers.append(self.read_gate.close)
+        for closer in closers:
             try:
                 closer()
             except Exception:  # noqa: BLE001 - close the rest; the process is exiting
                 log.exception("closing %s failed", closer)
+
+
+def _read_leases(node: ClusterNode, parts: EngineParts,
+                 head: int) -> tuple[ReadGate | None, LeaseGrants | None, Unsettled | None]:
+    """Read leases (cluster/read_leases.py) and the gate that publishes them to the node's processes; none
+    without the sequencer (tests wiring a node without an engine) or with R=1 (every read is local anyway)."""
+    if parts.sequencer is None or node.config.read_quorum <= 1:
+        return None, None, None
+    gate = ReadGate.create(gate_path(parts.data_dir))
+    peers = node.liveness.peers
+    grants = LeaseGrants(peers, head)
+    unsettled = Unsettled(node.config.node_id, gate, node.status()[0])
+    unsettled.tracking_own = True
+    parts.sequencer.before_visible = unsettled.before_visible
+    node.read_leases, node.unsettled = ReadLeases(peers, gate), unsettled
+    service = node.server.service
+    service.handlers = dataclasses.replace(service.handlers, leases=LeaseService(grants, unsettled))
+    events = service.handlers.events
+    if isinstance(events, EventsService):
+        events.on_settled = unsettled.peer_watermark
+    return gate, grants, unsettled
 
 
 def wire_node(node: ClusterNode, parts: EngineParts) -> Wired:
@@ -166,8 +195,10 @@ def wire_node(node: ClusterNode, parts: EngineParts) -> Wired:
     node.enable_feed(feed, journal, ReplicaApplier(parts.replica, blobs.staged), PoolBlobFetcher(node.pool, blobs))
     assert node.hints is not None
     node.hints.holds = blobs.holds
+    gate, grants, unsettled = _read_leases(node, parts, journal.last_seq)
     replicator = Replicator(node.liveness.peers, node.config.write_quorum, GrpcEventsTransport(node.pool), node.hints,
-                            ready=lambda: node.ready, state=node.liveness.state)
+                            ready=lambda: node.ready, state=node.liveness.state, grants=grants,
+                            unsettled=unsettled)
     node.replicator = replicator
     assert node.catch_up is not None
     key_reads = QuorumKeyReads(node.config.node_id, node.liveness.peers, node.config.read_quorum, parts.views,
@@ -176,6 +207,6 @@ def wire_node(node: ClusterNode, parts: EngineParts) -> Wired:
     listings = QuorumListings(node.config.node_id, node.liveness.peers, node.config.read_quorum, parts.views,
                               node.pool.stub, state=node.liveness.state)
     leases = open_leases(node.config, cas.acceptor, node.pool, cas.register.proposer.incarnation)
-    wired = Wired(blobs, volumes, cas, feed, replicator, key_reads, listings, leases)
+    wired = Wired(blobs, volumes, cas, feed, replicator, key_reads, listings, leases, gate)
     node.closers.append(wired.close)
     return wired

@@ -40,6 +40,7 @@ from .model import (
 )
 from .names import check_bucket_name, check_key
 from .ports import BucketNamesPort, ClusterStatus, CommitPath, CommitPort, KeyReadPort, ListingPort
+from .read_gate import ReadGate
 from .sequencer import Command
 from .space import SpaceGuard
 from .views.env import Views
@@ -79,6 +80,9 @@ class Engine(IamOps):
     #: views are the truth (single mode).
     key_reads: KeyReadPort | None = None
     listings: ListingPort | None = None  # ... and its listings merged from R replicas
+    #: ... both skipped while this node holds read leases from every peer and the thing read is settled
+    #: (engine/read_gate.py; set by tools/server.py).
+    read_gate: ReadGate | None = None
 
     def __init__(self, options: EngineOptions, commit_path: CommitPath | None = None) -> None:
         """The node's engine, committing through ``commit_path`` (engine/ports.py), which the composition root
@@ -133,7 +137,7 @@ class Engine(IamOps):
     async def settle_key(self, bucket: str, key: str) -> None:
         """Before reading or deciding on ``key``: in a pool, bring this node's views up to the newest state R
         replicas hold (a quorum read with blocking repair); nothing to do on a single node."""
-        if self.key_reads is not None:
+        if self.key_reads is not None and not (self.read_gate is not None and self.read_gate.key_local(bucket, key)):
             await self.key_reads.settle_key(bucket, key)
 
     async def require_bucket(self, name: str) -> Bucket:
@@ -142,25 +146,26 @@ class Engine(IamOps):
         try:
             return self.get_bucket(name)
         except S3Error as exc:
-            if self.key_reads is None or exc.code is not ErrorCode.NO_SUCH_BUCKET:
+            if self.key_reads is None or exc.code is not ErrorCode.NO_SUCH_BUCKET or self._bucket_local(name):
                 raise
         await self.key_reads.settle_bucket(name)
         return self.get_bucket(name)
 
     async def settle_bucket(self, name: str) -> None:
         """Before answering from a bucket's configuration: in a pool, the newest state R replicas hold."""
-        if self.key_reads is not None:
+        if self.key_reads is not None and not self._bucket_local(name):
             await self.key_reads.settle_bucket(name)
 
     async def settle_missing_bucket(self, name: str) -> None:
         """In a pool: a bucket this node does not hold yet is looked for on R replicas (before a request's own
         checks answer NoSuchBucket). Nothing on a single node, or for a bucket held here."""
-        if self.key_reads is not None and self._read(lambda tx: tx.bucket(name)) is None:
+        if self.key_reads is not None and not self._bucket_local(name) and \
+                self._read(lambda tx: tx.bucket(name)) is None:
             await self.key_reads.settle_bucket(name)
 
     async def settle_missing_upload(self, bucket: str, key: str, upload_id: str) -> None:
         """In a pool: an upload this node does not hold yet is looked for on R replicas first."""
-        if self.key_reads is not None:
+        if self.key_reads is not None and not self._upload_local(bucket, upload_id):
             try:
                 self.get_upload(bucket, key, upload_id)
             except S3Error:
@@ -171,10 +176,20 @@ class Engine(IamOps):
         try:
             return self.get_upload(bucket, key, upload_id)
         except S3Error as exc:
-            if self.key_reads is None or exc.code is not ErrorCode.NO_SUCH_UPLOAD:
+            if self.key_reads is None or exc.code is not ErrorCode.NO_SUCH_UPLOAD or \
+                    self._upload_local(bucket, upload_id):
                 raise
         await self.key_reads.settle_upload(bucket, upload_id)
         return self.get_upload(bucket, key, upload_id)
+
+    def _bucket_local(self, name: str) -> bool:
+        return self.read_gate is not None and self.read_gate.bucket_local(name)
+
+    def _upload_local(self, bucket: str, upload_id: str) -> bool:
+        return self.read_gate is not None and self.read_gate.upload_local(bucket, upload_id)
+
+    def _listing_local(self) -> bool:
+        return self.read_gate is not None and self.read_gate.listing_local()
 
     def _read(self, fn: Callable[[Tx], Any]) -> Any:
         with self.views.read() as txn:
@@ -390,7 +405,7 @@ class Engine(IamOps):
 
     async def list_objects(self, bucket: str, prefix: str = "", delimiter: str = "", start_after: str = "",
                            max_keys: int = 1000) -> ListPage:
-        if self.listings is not None:
+        if self.listings is not None and not self._listing_local():
             return await self.listings.list_objects(bucket, prefix, delimiter, start_after, max_keys)
 
         def read() -> ListPage:
@@ -402,7 +417,7 @@ class Engine(IamOps):
     async def list_object_versions(self, bucket: str, prefix: str = "", delimiter: str = "",
                                    key_marker: str = "", version_id_marker: str = "",
                                    max_keys: int = 1000) -> VersionListPage:
-        if self.listings is not None:
+        if self.listings is not None and not self._listing_local():
             return await self.listings.list_versions(bucket, prefix, delimiter, key_marker, version_id_marker,
                                                      max_keys)
 
@@ -461,8 +476,9 @@ class Engine(IamOps):
                                         if_match: str | None = None, if_none_match: str | None = None,
                                         actor: str = "") -> ObjectVersion:
         if self.key_reads is not None:  # parts may have been uploaded through other nodes
-            await self.key_reads.settle_upload(bucket, upload_id)
-            await self.key_reads.settle_key(bucket, key)
+            if not self._upload_local(bucket, upload_id):
+                await self.key_reads.settle_upload(bucket, upload_id)
+            await self.settle_key(bucket, key)
         rec = await self._run("complete_multipart", {
             "bucket": bucket, "key": key, "upload_id": upload_id, "parts": [list(p) for p in parts],
             "checksums": checksums, "if_match": if_match, "if_none_match": if_none_match,
@@ -485,7 +501,7 @@ class Engine(IamOps):
     async def list_uploads(self, bucket: str, prefix: str = "", delimiter: str = "", key_marker: str = "",
                            upload_id_marker: str = "", max_uploads: int = 1000) -> UploadListPage:
         """ListMultipartUploads: merged from R replicas in a pool, this node's views otherwise."""
-        if self.listings is not None:
+        if self.listings is not None and not self._listing_local():
             return await self.listings.list_uploads(bucket, prefix, delimiter, key_marker, upload_id_marker,
                                                     max_uploads)
         return self.list_multipart_uploads(bucket, prefix, delimiter, key_marker, upload_id_marker, max_uploads)

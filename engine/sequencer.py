@@ -131,6 +131,9 @@ class Sequencer:
         self.space = space
         self._syncer = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="volume-sync")
         self._queue: GroupCommitQueue[Item, Any] = GroupCommitQueue(self._process, name="sequencer")
+        #: Called with a batch's events once they are durable, just before they become visible in the views (a
+        #: pool node's read gate counts writes still in flight: engine/read_gate.py). Must not raise.
+        self.before_visible: Callable[[list[Event]], None] | None = None
 
     def submit(self, command: Command) -> concurrent.futures.Future[Any]:
         """Queue a command from any thread; the future completes when its batch is durable. A closed journal
@@ -250,6 +253,8 @@ class Sequencer:
         except BaseException:
             txn.abort()
             raise
+        if events and self.before_visible is not None:
+            self.before_visible(events)
         try:
             txn.commit()
         except ViewsError:

@@ -41,6 +41,7 @@ from s4.engine.datadir import DataDirLockedError, NodeIdMismatchError
 from s4.engine.jobs.service import JobSettings, for_engine
 from s4.engine.local_commit import LocalCommitPath
 from s4.engine.ports import SingleNodeStatus, SoleNodeLeases
+from s4.engine.read_gate import ReadGate, gate_path
 from s4.engine.remote import ChannelCommitPath, LoopChannel, RemoteCluster, RemoteKeyReads, RemoteNames
 from s4.engine.replicated_commit import ReplicatedCommitPath
 from s4.journal import CorruptJournalError
@@ -147,7 +148,7 @@ def _cluster_node(engine: Engine, settings: Settings, commit_path: LocalCommitPa
     node = ClusterNode(config, journal_head(engine.journal, engine.views.last_seq))
     wired = wire_node(node, EngineParts(data_dir, engine.views, engine.journal, commit_path, space=engine.space,
                                 on_damage=engine.report_damage, volume_size_bytes=settings.volume_size_bytes,
-                                on_seal=engine._on_seal))
+                                on_seal=engine._on_seal, sequencer=commit_path.sequencer))
     engine.cluster = node
     engine.names = wired.cas.names  # CreateBucket/DeleteBucket decided by the pool's register (engine/bucket_names.py)
     engine.pinned_volumes = wired.blobs.staged.volumes  # compaction leaves staged blobs' volumes alone
@@ -155,6 +156,7 @@ def _cluster_node(engine: Engine, settings: Settings, commit_path: LocalCommitPa
         commit_path.attach(wired.replicator)
     engine.key_reads = wired.key_reads  # and a read of a key first settles it on R replicas
     engine.listings = wired.listings
+    engine.read_gate = wired.read_gate  # ... unless this node holds read leases and the key is settled
     for_engine(engine).leases = wired.leases  # lifecycle and multipart expiry act once per pool (job leases)
     return node
 
@@ -192,6 +194,8 @@ def _run_worker(settings: Settings, data_dir: Path, args: argparse.Namespace) ->
         peers = PeerPool(settings.cluster)
         engine.listings = QuorumListings(settings.cluster.node_id, [p.node_id for p in settings.cluster.peers],
                                          settings.cluster.read_quorum, engine.views, peers.stub)
+        if gate_path(data_dir).exists():  # the supervisor publishes its read leases there (engine/read_gate.py)
+            engine.read_gate = ReadGate.attach(gate_path(data_dir))
     try:
         access, secret = settings.access_key or "", settings.secret_key or ""
         app = build_app(engine, _api_settings(settings, access, secret, settings.jwt_secret or ""))

@@ -124,7 +124,8 @@ class FakePool:
         self.slow: set[str] = set()
         self.sent: list[tuple[str, int, int]] = []
 
-    async def ping(self, node_id: str, hlc: int, journal_seq: int, *, timeout_s: float | None = None) -> PingReply:
+    async def ping(self, node_id: str, hlc: int, journal_seq: int, *, timeout_s: float | None = None,
+                   **_lease: Any) -> PingReply:
         self.sent.append((node_id, hlc, journal_seq))
         if node_id in self.slow:
             await asyncio.sleep(3600)

@@ -126,6 +126,11 @@ class ApplyEventsRequest(betterproto2.Message):
     set when a hint holder delivers events on behalf of this node id
     """
 
+    settled_hlc: "int" = betterproto2.field(9, betterproto2.TYPE_UINT64)
+    """
+    the caller's settled watermark, as in PingRequest
+    """
+
 
 default_message_pool.register_message("s4cluster.v1", "ApplyEventsRequest", ApplyEventsRequest)
 
@@ -429,6 +434,21 @@ class PingReply(betterproto2.Message):
     the S3 host:port the answering node serves (S4_NODE_HTTP_ADDR)
     """
 
+    lease_ms: "int" = betterproto2.field(7, betterproto2.TYPE_UINT32)
+    """
+    the read lease granted to the caller (0: refused: it lacks lease_need_seq)
+    """
+
+    lease_need_seq: "int" = betterproto2.field(8, betterproto2.TYPE_UINT64)
+    """
+    how far into this node's journal the caller must have applied for a lease
+    """
+
+    settled_hlc: "int" = betterproto2.field(9, betterproto2.TYPE_UINT64)
+    """
+    as in PingRequest, for the answering node
+    """
+
 
 default_message_pool.register_message("s4cluster.v1", "PingReply", PingReply)
 
@@ -455,6 +475,16 @@ class PingRequest(betterproto2.Message):
     """
     the S3 host:port the caller serves (S4_NODE_HTTP_ADDR), for the health API
     """
+
+    lease_applied: "int" = betterproto2.field(7, betterproto2.TYPE_UINT64)
+    """
+    Read leases (cluster/read_leases.py): the caller asks for one, having applied the callee's journal through
+    lease_applied; settled_hlc: every write the caller coordinated with a lower HLC is acknowledged or refused.
+    """
+
+    settled_hlc: "int" = betterproto2.field(8, betterproto2.TYPE_UINT64)
+
+    want_lease: "bool" = betterproto2.field(9, betterproto2.TYPE_BOOL)
 
 
 default_message_pool.register_message("s4cluster.v1", "PingRequest", PingRequest)

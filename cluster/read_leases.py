@@ -1,0 +1,241 @@
+"""Read leases: when a pool node may answer reads from its own copy, without asking R replicas.
+
+A quorum read asks another replica for every read (cluster/key_reads.py). Read leases make the common case local
+(after Moraru, Andersen and Kaminsky, "Paxos Quorum Leases", 2014): every node asks every peer for a lease on each
+heartbeat; a peer that grants one promises to acknowledge no write of its own until the holder has applied it or
+the lease has run out. A node holding unexpired leases from every peer therefore holds every acknowledged write,
+and answers from its views (docs/architecture/replication.md, "Local reads under read leases"):
+
+* ``LeaseGrants``, the grantor's side: a lease is granted only to a peer that has applied this node's journal up
+  to every write this node acknowledged without it (``missed``: the peer sends how far it has applied), and a write
+  is acknowledged only once every peer holding a lease has it or its lease ran out (``cover``). A peer whose copy
+  of a write failed loses its lease from then on (``missed`` rises at once) and the write waits for the old grant
+  to run out. A node that starts counts every peer as holding a lease for one lease time: its grants of before a
+  crash are not remembered.
+* ``ReadLeases``, the holder's side: a lease counts from the moment the request was sent (before the grantor's
+  own clock started it), less a margin, on the monotonic clock; the node is current until the first of its
+  peers' leases runs out.
+* ``Unsettled``, for the reads that races writes: an event of a write still in flight (not yet acknowledged or
+  refused by its coordinator) may be visible here and not yet on another node. Its key stays on the quorum path
+  until its coordinator's *settled watermark* passes the event's HLC (every write of that coordinator with a lower
+  HLC has been acknowledged or refused). Each node sends its watermark with every Ping and ApplyEvents.
+
+Clocks: only durations on each node's own monotonic clock are compared, never two nodes' clocks; the margin covers
+clock-rate drift and scheduling delay between the checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from s4.engine.read_gate import ReadGate, slots_of
+from s4.journal.events import REPLICATED, Event
+
+from .wire.s4cluster.v1 import PingRequest
+
+log = logging.getLogger("s4.cluster")
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseSettings:
+    lease_s: float = 3.0  # how long a grant holds (heartbeats renew it every second)
+    margin_s: float = 0.3  # the holder stops counting on a lease this long before it runs out
+    revoke_after_s: float = 1.0  # a lease holder that has not acknowledged a write by then loses its lease
+    forget_own_s: float = 120.0  # an own event still unsettled after this (its command failed to replicate): dropped
+
+
+class LeaseGrants:
+    """The grantor's side (runs on the node's event loop)."""
+
+    def __init__(self, peers: Sequence[str], head: int, settings: LeaseSettings | None = None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings or LeaseSettings()
+        self._clock = clock
+        start = clock()
+        # Grants of this node's previous life may still hold, for writes it acknowledged up to ``head``.
+        self._expires = {p: start + self.settings.lease_s for p in peers}
+        self._missed = {p: head for p in peers}
+
+    def missed(self, peer: str) -> int:
+        return self._missed.get(peer, 0)
+
+    def grant(self, peer: str, applied: int) -> float:
+        """A peer asks for a lease, having applied this node's journal through ``applied``: the lease in seconds,
+        or 0 when it lacks a write this node acknowledged without it (it must catch up first)."""
+        if peer not in self._missed or applied < self._missed[peer]:
+            return 0.0
+        self._expires[peer] = max(self._expires[peer], self._clock() + self.settings.lease_s)
+        return self.settings.lease_s
+
+    def lost(self, peer: str, seq: int) -> float:
+        """``peer`` did not get this node's write ending at ``seq`` (failed, not sent, or too slow): no lease for
+        it until it applied that far. Returns when the leases granted to it before run out."""
+        if seq > self._missed.get(peer, seq):
+            self._missed[peer] = seq
+        return self._expires.get(peer, 0.0)
+
+    async def cover(self, seq: int, acked: Iterable[str], running: Mapping[str, asyncio.Future[Any]]) -> None:
+        """Before this node acknowledges its write ending at ``seq``: every peer whose lease holds must have
+        applied it. ``acked``: the peers that did; ``running``: the calls still carrying it to others (a peer in
+        neither never got it). A leaseholder's running copy is waited for up to ``revoke_after_s``; then, or when
+        a copy fails, the peer loses its lease and the write waits for its last grant to run out instead."""
+        done = set(acked)
+        start = self._clock()
+        revoke_at = start + self.settings.revoke_after_s
+        until: dict[str, float | None] = {}  # peer -> when the write stops waiting for it (None: for its copy)
+        for peer in self._expires:
+            if peer in done:
+                continue
+            copy = running.get(peer)
+            if copy is None or (copy.done() and not _succeeded(copy)):  # never sent, or failed
+                until[peer] = self.lost(peer, seq)
+            elif not copy.done():
+                until[peer] = None
+        while until:
+            now = self._clock()
+            for peer, wait_until in list(until.items()):
+                copy = running.get(peer)
+                if copy is not None and copy.done():
+                    if _succeeded(copy):
+                        del until[peer]
+                        continue
+                    if wait_until is None:
+                        until[peer] = wait_until = self.lost(peer, seq)
+                elif wait_until is None and now >= revoke_at:
+                    until[peer] = wait_until = self.lost(peer, seq)
+                if wait_until is not None and wait_until <= now:
+                    del until[peer]
+            if not until:
+                return
+            timeout = max(0.0, min(revoke_at if u is None else u for u in until.values()) - now)
+            waiting = [c for p in until if (c := running.get(p)) is not None and not c.done()]
+            if waiting:
+                await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            else:
+                await asyncio.sleep(timeout)
+
+
+def _succeeded(copy: asyncio.Future[Any]) -> bool:
+    return not copy.cancelled() and copy.exception() is None
+
+
+class ReadLeases:
+    """The holder's side: leases from each peer, published as the gate's ``current_until``."""
+
+    def __init__(self, peers: Iterable[str], gate: ReadGate | None, settings: LeaseSettings | None = None) -> None:
+        self.settings = settings or LeaseSettings()
+        self._valid_until = {p: 0.0 for p in peers}
+        self._gate = gate
+
+    def granted(self, peer: str, sent_at: float, lease_s: float) -> None:
+        """``peer`` answered a lease request sent at ``sent_at`` (monotonic) with ``lease_s`` (0: refused; an
+        earlier grant still holds until it runs out)."""
+        if lease_s > 0 and peer in self._valid_until:
+            self._valid_until[peer] = max(self._valid_until[peer], sent_at + lease_s - self.settings.margin_s)
+        self._publish()
+
+    @property
+    def current_until(self) -> float:
+        return min(self._valid_until.values(), default=float("inf"))
+
+    def _publish(self) -> None:
+        if self._gate is not None:
+            self._gate.set_current_until(self.current_until)
+
+
+class Unsettled:
+    """Events visible here whose writes are still in flight, by coordinator, counted in the read gate's slots.
+
+    ``before_visible`` runs on the sequencer thread (engine/sequencer.py), the rest on the event loop: one lock.
+    This node's own writes are in flight from their commit until ``Replicator.replicate`` returns or fails
+    (``own_done``); a peer's, until its watermark passes them."""
+
+    def __init__(self, node_id: str, gate: ReadGate, settled_hlc: int = 0, *,
+                 clock: Callable[[], float] = time.monotonic, settings: LeaseSettings | None = None) -> None:
+        self.node_id, self.gate, self._clock = node_id, gate, clock
+        self.settings = settings or LeaseSettings()
+        self._lock = threading.Lock()
+        self._watermarks: dict[str, int] = {}  # peer -> HLC below which its writes are settled
+        self._peer_events: dict[str, list[tuple[int, int, tuple[int, ...]]]] = {}  # heap of (hlc, n, slots)
+        self._own: dict[int, tuple[float, tuple[int, ...]]] = {}  # hlc -> (registered at, slots)
+        # The highest HLC of an own event known settled or registered: at start, the clock's (every write of this
+        # node before is settled: acknowledged, refused, or left by a crash).
+        self._own_high = settled_hlc
+        self._n = 0
+        self.tracking_own = False  # set once the replicator runs: before that no own write is in flight
+
+    def before_visible(self, events: list[Event]) -> None:
+        with self._lock:
+            for event in events:
+                if event.type not in REPLICATED:
+                    continue
+                if event.origin == self.node_id:
+                    self._own_high = max(self._own_high, event.hlc)
+                    if not self.tracking_own:
+                        continue
+                    slots = slots_of(event)
+                    self._own[event.hlc] = (self._clock(), slots)
+                elif event.hlc >= self._watermarks.get(event.origin, 0):
+                    slots = slots_of(event)
+                    self._n += 1
+                    heapq.heappush(self._peer_events.setdefault(event.origin, []), (event.hlc, self._n, slots))
+                else:
+                    continue
+                self.gate.add(slots, 1)
+
+    def own_done(self, events: Iterable[Event]) -> None:
+        """This node's write settled (acknowledged, or refused with 503)."""
+        with self._lock:
+            for event in events:
+                entry = self._own.pop(event.hlc, None) if event.origin == self.node_id else None
+                if entry is not None:
+                    self.gate.add(entry[1], -1)
+
+    def watermark(self) -> int:
+        """This node's settled watermark: every own write with a lower HLC is acknowledged or refused."""
+        with self._lock:
+            return min(self._own, default=self._own_high + 1)
+
+    def peer_watermark(self, peer: str, hlc: int) -> None:
+        """``peer`` says its writes below ``hlc`` are settled."""
+        if hlc <= 0:
+            return
+        with self._lock:
+            if hlc <= self._watermarks.get(peer, 0):
+                return
+            self._watermarks[peer] = hlc
+            heap = self._peer_events.get(peer)
+            while heap and heap[0][0] < hlc:
+                self.gate.add(heapq.heappop(heap)[2], -1)
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._own) + sum(len(heap) for heap in self._peer_events.values())
+
+    def forget_stale(self) -> None:
+        """Own events whose command never reached the replicator (a failed commit): settled by age."""
+        with self._lock:
+            cutoff = self._clock() - self.settings.forget_own_s
+            for hlc in [h for h, (at, _) in self._own.items() if at < cutoff]:
+                self.gate.add(self._own.pop(hlc)[1], -1)
+
+
+class LeaseService:
+    """The Ping side of read leases (cluster/grpc_server.py ``LeaseHandler``): learn the caller's watermark and
+    grant it a lease when it asks and has applied what it must."""
+
+    def __init__(self, grants: LeaseGrants, unsettled: Unsettled) -> None:
+        self.grants, self.unsettled = grants, unsettled
+
+    def on_ping(self, caller: str, request: PingRequest) -> tuple[int, int, int]:
+        self.unsettled.peer_watermark(caller, request.settled_hlc)
+        lease_s = self.grants.grant(caller, request.lease_applied) if request.want_lease else 0.0
+        return int(lease_s * 1000), self.grants.missed(caller), self.unsettled.watermark()
