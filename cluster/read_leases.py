@@ -52,7 +52,14 @@ class LeaseSettings:
 
 
 class LeaseGrants:
-    """The grantor's side (runs on the node's event loop)."""
+    """The grantor's side (runs on the node's event loop).
+
+    Per peer: ``granted`` (until when a lease this node granted may hold), ``held`` (until when its writes wait for
+    the peer's copy: a leaseholder, or a peer asking for one), ``missed`` (the highest seq of a write acknowledged
+    without the peer whose copy failed: it must catch up that far first) and ``outstanding`` (writes acknowledged
+    without the peer while their copy to it was still running). A peer asking for a lease is *held* from then on, so
+    no new write is acknowledged without it, and granted one once nothing is outstanding: a node that joins or
+    returns under a steady write load gets its lease after one heartbeat."""
 
     def __init__(self, peers: Sequence[str], head: int, settings: LeaseSettings | None = None, *,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -60,18 +67,24 @@ class LeaseGrants:
         self._clock = clock
         start = clock()
         # Grants of this node's previous life may still hold, for writes it acknowledged up to ``head``.
-        self._expires = {p: start + self.settings.lease_s for p in peers}
+        self._granted = {p: start + self.settings.lease_s for p in peers}
+        self._held = dict(self._granted)
         self._missed = {p: head for p in peers}
+        self._outstanding: dict[str, set[int]] = {p: set() for p in peers}
 
     def missed(self, peer: str) -> int:
         return self._missed.get(peer, 0)
 
     def grant(self, peer: str, applied: int) -> float:
         """A peer asks for a lease, having applied this node's journal through ``applied``: the lease in seconds,
-        or 0 when it lacks a write this node acknowledged without it (it must catch up first)."""
+        or 0 (it lacks a write this node acknowledged without it, or such a write's copy is still on its way)."""
         if peer not in self._missed or applied < self._missed[peer]:
             return 0.0
-        self._expires[peer] = max(self._expires[peer], self._clock() + self.settings.lease_s)
+        now = self._clock()
+        self._held[peer] = max(self._held[peer], now + self.settings.lease_s)
+        if self._outstanding[peer]:
+            return 0.0
+        self._granted[peer] = max(self._granted[peer], now + self.settings.lease_s)
         return self.settings.lease_s
 
     def lost(self, peer: str, seq: int) -> float:
@@ -79,38 +92,49 @@ class LeaseGrants:
         it until it applied that far. Returns when the leases granted to it before run out."""
         if seq > self._missed.get(peer, seq):
             self._missed[peer] = seq
-        return self._expires.get(peer, 0.0)
+        return self._granted.get(peer, 0.0)
+
+    def _outstanding_copy(self, peer: str, seq: int, copy: asyncio.Future[Any]) -> None:
+        self._outstanding[peer].add(seq)
+
+        def finished(done: asyncio.Future[Any]) -> None:
+            self._outstanding[peer].discard(seq)
+            if not _succeeded(done):
+                self.lost(peer, seq)
+
+        copy.add_done_callback(finished)
 
     async def cover(self, seq: int, acked: Iterable[str], running: Mapping[str, asyncio.Future[Any]]) -> None:
         """Before this node acknowledges its write ending at ``seq``: every peer whose lease holds must have
         applied it. ``acked``: the peers that did; ``running``: the calls still carrying it to others (a peer in
-        neither never got it). A leaseholder's running copy is waited for up to ``revoke_after_s``; then, or when
+        neither never got it). A held peer's running copy is waited for up to ``revoke_after_s``; then, or when
         a copy fails, the peer loses its lease and the write waits for its last grant to run out instead."""
         done = set(acked)
-        start = self._clock()
-        revoke_at = start + self.settings.revoke_after_s
-        until: dict[str, float | None] = {}  # peer -> when the write stops waiting for it (None: for its copy)
-        for peer in self._expires:
+        now = self._clock()
+        revoke_at = now + self.settings.revoke_after_s
+        until: dict[str, float | None] = {}  # held peers: when the write stops waiting (None: for its copy)
+        for peer in self._granted:
             if peer in done:
                 continue
             copy = running.get(peer)
-            if copy is None or (copy.done() and not _succeeded(copy)):  # never sent, or failed
-                until[peer] = self.lost(peer, seq)
-            elif not copy.done():
+            if max(self._held[peer], self._granted[peer]) > now:
                 until[peer] = None
+            elif copy is not None and not copy.done():  # not held: its copy need not be waited for
+                self._outstanding_copy(peer, seq, copy)
+            elif copy is None or not _succeeded(copy):
+                self.lost(peer, seq)
         while until:
             now = self._clock()
             for peer, wait_until in list(until.items()):
                 copy = running.get(peer)
-                if copy is not None and copy.done():
-                    if _succeeded(copy):
-                        del until[peer]
-                        continue
-                    if wait_until is None:
-                        until[peer] = wait_until = self.lost(peer, seq)
-                elif wait_until is None and now >= revoke_at:
-                    until[peer] = wait_until = self.lost(peer, seq)
-                if wait_until is not None and wait_until <= now:
+                if copy is not None and copy.done() and _succeeded(copy):
+                    del until[peer]
+                elif wait_until is None:
+                    if copy is None or copy.done() or now >= revoke_at:  # never sent, failed, or too slow
+                        until[peer] = self.lost(peer, seq)  # no new lease without it; the old ones run out
+                        if copy is not None and not copy.done():
+                            self._outstanding_copy(peer, seq, copy)
+                elif wait_until <= now:
                     del until[peer]
             if not until:
                 return

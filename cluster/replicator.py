@@ -120,8 +120,14 @@ class Replicator:
                 self.unsettled.own_done(events)
 
     async def _replicate(self, events: Sequence[Event]) -> None:
-        await self._settle_unconfirmed()
         logical = [e for e in events if replicated(e)]
+        try:
+            await self._settle_unconfirmed()
+        except QuorumNotReachedError:
+            if logical:  # refused before any peer got it: none keeps a lease on a promise that omits it
+                for peer in self.peers:
+                    self._lost(peer, max(e.seq for e in logical))
+            raise
         if not logical:
             return
         request = ApplyEventsRequest(events=[encode_event(e) for e in logical], blobs=BlobTransfer.FETCH)

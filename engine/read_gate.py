@@ -77,7 +77,7 @@ def slots_of(event: Event) -> tuple[int, ...]:
         slots.append(key_slot(bucket, key))
     upload = payload.get("upload_id")
     if not isinstance(upload, str) and isinstance(payload.get("upload"), dict):
-        upload = payload["upload"].get("id")
+        upload = payload["upload"].get("u")
     if isinstance(upload, str):
         slots.append(upload_slot(bucket, upload))
     return tuple(slots) if slots else (WIDE,)
