@@ -203,7 +203,7 @@ def test_issue19_partition_with_nftables_majority_serves_minority_refuses_503_th
     partition.cut()
 
     # The majority side: every write through node-1 or node-2 is acknowledged (no retries) and read back through the
-    # other, from the first moment of the partition (node-3's straggling calls do not hold the quorum up).
+    # other, from the first moments of the partition (the first ones once node-3's read lease has run out).
     for i in range(6):
         writer, reader = (clients[0], clients[1]) if i % 2 == 0 else (clients[1], clients[0])
         key, data = f"during/{i}", body(f"during/{i}", 1000 + 111 * i)
@@ -372,3 +372,42 @@ def test_issue19_clock_skew_with_faketime_later_write_wins_and_a_clock_beyond_th
     for client in clients:
         assert present(client, "from-the-future") is None
         assert present(client, "skewed/1") == b"overwritten meanwhile"
+
+
+def read_lease(node: ServerProcess, tok: str) -> dict[str, Any]:
+    return dict(health(node, tok)["read_lease"])
+
+
+def test_issue19_read_leases_a_cut_off_node_never_answers_older_data_than_an_acknowledged_write(
+        tmp_path: Path, nodes: list[ServerProcess], partitions: list[Partition]) -> None:
+    """Local reads under read leases (docs/architecture/replication.md): node-3 answers reads from its own copy
+    while it holds leases from both peers; cut off, it keeps believing so until its leases run out, and node-1
+    acknowledges a write without it only after that. So once the write is acknowledged, a read through node-3 is
+    refused (503), never answered with the value before it; healed, node-3 catches up, gets its leases back and
+    serves the new value. node-3 runs two HTTP workers: they read the lease state from the shared gate file."""
+    pool = fault_pool(tmp_path, overrides={2: {"S4_WORKERS": "2"}})
+    for node in pool:
+        nodes.append(node.start())
+    tokens = [token(n) for n in pool]
+    clients = [no_retries(n.endpoint) for n in pool]
+    wait_for("node-3 serves reads from its own copy", lambda: read_lease(pool[2], tokens[2])["local_reads"], pool)
+    clients[0].create_bucket(Bucket=BUCKET)
+    old, new = body("lease/old", 5000), body("lease/new", 6000)
+    clients[0].put_object(Bucket=BUCKET, Key="k", Body=old)
+    assert present(clients[2], "k") == old
+    wait_for("node-3 local again with nothing in flight",
+             lambda: read_lease(pool[2], tokens[2]) | {"remaining_s": 0} ==
+             {"local_reads": True, "remaining_s": 0, "unsettled_events": 0}, pool)
+
+    partition = Partition(pool, isolated=2)
+    partitions.append(partition)
+    partition.cut()
+    clients[0].put_object(Bucket=BUCKET, Key="k", Body=new)  # acknowledged once node-3's lease ran out
+    assert present(clients[1], "k") == new
+    for _ in range(5):  # every process of node-3 knows its leases are gone: 503, never the old bytes
+        assert_503(lambda: clients[2].get_object(Bucket=BUCKET, Key="k"))
+    assert read_lease(pool[2], tokens[2])["local_reads"] is False
+
+    partition.heal()
+    wait_for("node-3 holds its leases again", lambda: read_lease(pool[2], tokens[2])["local_reads"], pool)
+    assert present(clients[2], "k") == new

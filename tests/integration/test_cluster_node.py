@@ -92,7 +92,8 @@ def test_issue19_three_nodes_alive_then_kill9_suspect_dead_and_alive_after_resta
 
     doc = health(pool[0], tokens[0])
     grpc = pool[0].extra_env["S4_POOL_NODES"].split(",")
-    assert set(doc) == {"cluster", "node_id", "mode", "nodes", "pools", "caught_up"}
+    assert set(doc) == {"cluster", "node_id", "mode", "nodes", "pools", "caught_up", "read_lease"}
+    assert set(doc["read_lease"]) == {"local_reads", "remaining_s", "unsettled_events"}
     assert (doc["cluster"], doc["node_id"], doc["mode"]) == ("itest", "node-1", "cluster")
     assert doc["pools"] == [{"name": "pool-1", "nodes": ["node-1", "node-2", "node-3"], "replication_factor": 3,
                              "write_quorum": 2, "read_quorum": 2}]
