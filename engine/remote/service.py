@@ -8,6 +8,10 @@ next batch's frames wait in the kernel's socket buffers: that wait is the group 
 on this loop is latency-critical (it watches the worker processes and schedules the background jobs, whose
 own commands run on the sequencer's thread, under the same lock).
 
+A cluster node's supervisor is different: its loop also serves and calls the other nodes (gRPC), so there the
+batch is made durable on a thread of its own (one batch at a time, in order; the next one accumulates meanwhile)
+and the loop stays free to take the peers' calls and answers while the journal syncs.
+
 Background-job requests (admin runs, status), login-throttle requests and the cluster's health document (the
 heartbeat runs in this process) are answered on the loop too.
 """
@@ -15,6 +19,7 @@ heartbeat runs in this process) are answered on the loop too.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import socket
 from collections.abc import Coroutine, Sequence
@@ -48,6 +53,8 @@ class SequencerService:
         self.login_throttle = login_throttle
         self._pending: list[tuple[Command, WorkerLink, int]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._committing = False  # a cluster node: a batch is being made durable on the committer thread
+        self._committer: concurrent.futures.ThreadPoolExecutor | None = None
 
     async def attach(self, sock: socket.socket, name: str) -> WorkerLink:
         """Serve the worker at the other end of ``sock`` (one end of its socketpair)."""
@@ -84,8 +91,9 @@ class SequencerService:
             link.reply(request_id, error=ValueError(f"unknown request {op!r}"))
 
     def _commit_pending(self) -> None:
-        """Everything the workers sent since the last batch, as one batch (blocks the loop until durable)."""
-        while self._pending:
+        """Everything the workers sent since the last batch, as one batch (blocks the loop until durable; a cluster
+        node's batch is made durable on the committer thread instead, one at a time)."""
+        while self._pending and not self._committing:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             if self.replication is None:
                 self._reply(batch, self.sequencer.commit_now([command for command, _, _ in batch]))
@@ -93,14 +101,31 @@ class SequencerService:
                 self._commit_replicated(batch, self.replication)
 
     def _commit_replicated(self, batch: list[tuple[Command, WorkerLink, int]], replication: ReplicationPort) -> None:
-        """A cluster node: commit the batch here, then answer it once the write quorum holds its events (one
-        replication call for the whole batch; engine/replicated_commit.py does the same per command)."""
+        """A cluster node: commit the batch here (on the committer thread), then answer it once the write quorum
+        holds its events (one replication call for the whole batch; engine/replicated_commit.py does the same per
+        command)."""
         try:
             replication.admit()
         except ServiceUnavailableError as exc:
             self._reply(batch, [exc] * len(batch))
             return
-        results = self.sequencer.commit_now([Recorded(command) for command, _, _ in batch])
+        if self._committer is None:
+            self._committer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="s4-committer")
+        self._committing = True
+        future = self.loop.run_in_executor(self._committer, self.sequencer.commit_now,
+                                           [Recorded(command) for command, _, _ in batch])
+        future.add_done_callback(lambda done: self._committed(batch, replication, done))
+
+    def _committed(self, batch: list[tuple[Command, WorkerLink, int]], replication: ReplicationPort,
+                   done: asyncio.Future[Sequence[Any]]) -> None:
+        self._committing = False
+        if self._pending:
+            self.loop.call_soon(self._commit_pending)
+        if done.cancelled() or done.exception() is not None:
+            error = ChannelClosedError("the sequencer process is stopping") if done.cancelled() else done.exception()
+            self._reply(batch, [error] * len(batch))
+            return
+        results = done.result()
         events = [event for result in results if isinstance(result, Committed) for event in result.events]
         answers = [result.result if isinstance(result, Committed) else result for result in results]
         if not any(isinstance(result, Committed) for result in results):

@@ -9,6 +9,7 @@ refusing decides nothing. The pool's 503 crosses the channel as itself (the work
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -223,3 +224,48 @@ def test_the_pools_503_crosses_the_worker_channel_as_itself() -> None:
     assert pool.headers == {"Retry-After": str(RETRY_AFTER_S)} and pool.message.startswith("Fewer replicas")
     other = decode_error(encode_error(ServiceUnavailableError("journal closed")))
     assert type(other) is ServiceUnavailableError and other.status == 503
+
+
+def test_a_cluster_batch_is_made_durable_off_the_loop_one_batch_at_a_time_in_order(
+        path: LocalCommitPath, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The supervisor's loop also serves the peers' calls: while a batch syncs (held here on a thread event), the
+    loop runs, the next commands wait for the next batch, and the batches are journaled in arrival order."""
+    assert path.sequencer is not None
+    real = path.sequencer.commit_now
+    release = threading.Event()
+    batches: list[int] = []
+
+    def held(commands: Sequence[Any]) -> Sequence[Any]:
+        assert threading.current_thread() is not threading.main_thread()
+        batches.append(len(commands))
+        release.wait(10)
+        return real(commands)
+
+    monkeypatch.setattr(path.sequencer, "commit_now", held)
+
+    async def main() -> None:
+        pool = FakePool()
+        service = service_for(path, pool)
+        link = FakeLink("w1")
+        before = head(path)
+        service.handle(link, create(0, "first"))
+        for _ in range(POLL):
+            if batches:
+                break
+            await asyncio.sleep(0.001)
+        ticks = 0
+        for _ in range(20):  # the loop is free while the batch is held on the committer thread
+            await asyncio.sleep(0)
+            ticks += 1
+        service.handle(link, create(1, "second"))
+        service.handle(link, create(2, "third"))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert ticks == 20 and batches == [1] and link.replies == {}  # the next batch waits for this one
+        release.set()
+        await settle(service, [link], 3)
+        assert batches == [1, 2]
+        assert [e.payload["bucket"] for e in tail(path, before)] == ["first", "second", "third"]
+        assert link.replies == {i: ("ok", None) for i in range(3)}
+
+    asyncio.run(main())
