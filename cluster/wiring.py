@@ -163,11 +163,12 @@ def wire_node(node: ClusterNode, parts: EngineParts) -> Wired:
     service.handlers = dataclasses.replace(service.handlers, blobs=blobs, reads=ReadsService(parts.views),
                                            cas=cas.service)
     journal = CommittedJournal(parts.journal, parts.views.last_seq)
-    node.enable_feed(feed, journal, ReplicaApplier(parts.replica, blobs.staged), PoolBlobFetcher(node.pool, blobs))
+    node.enable_feed(feed, journal, ReplicaApplier(parts.replica, blobs.staged), PoolBlobFetcher(node.pool, blobs),
+                     inline=blobs)
     assert node.hints is not None
     node.hints.holds = blobs.holds
     replicator = Replicator(node.liveness.peers, node.config.write_quorum, GrpcEventsTransport(node.pool), node.hints,
-                            ready=lambda: node.ready, state=node.liveness.state)
+                            ready=lambda: node.ready, state=node.liveness.state, blobs=blobs)
     node.replicator = replicator
     assert node.catch_up is not None
     key_reads = QuorumKeyReads(node.config.node_id, node.liveness.peers, node.config.read_quorum, parts.views,
