@@ -112,6 +112,9 @@ class Replicator:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        stop = getattr(self.transport, "stop", None)  # a coalescing transport's senders (cluster/coalesce.py)
+        if stop is not None:
+            await stop()
 
     # --- ReplicationPort ----------------------------------------------------------------------------------------
     def admit(self) -> None:

@@ -39,6 +39,7 @@ from .blob_server import BlobService, DamageReporter
 from .blobs import StagedBlobs
 from .buckets_register import CasNode
 from .catch_up import GrpcEventsTransport, JournalReader, PoolBlobFetcher
+from .coalesce import CoalescingTransport
 from .feed_store import FeedStore, store_path
 from .job_lease import RegisterLeases, open_leases
 from .key_reads import QuorumKeyReads
@@ -167,7 +168,8 @@ def wire_node(node: ClusterNode, parts: EngineParts) -> Wired:
                      inline=blobs)
     assert node.hints is not None
     node.hints.holds = blobs.holds
-    replicator = Replicator(node.liveness.peers, node.config.write_quorum, GrpcEventsTransport(node.pool), node.hints,
+    replicator = Replicator(node.liveness.peers, node.config.write_quorum,
+                            CoalescingTransport(GrpcEventsTransport(node.pool)), node.hints,
                             ready=lambda: node.ready, state=node.liveness.state, blobs=blobs)
     node.replicator = replicator
     assert node.catch_up is not None
