@@ -173,7 +173,11 @@ class Replicator:
             return ApplyEventsRequest(events=envelopes, blobs=BlobTransfer.FETCH)
         inline = []
         for digest in dict.fromkeys(d for e in events for d in referenced_hashes(e)):
-            data = await self.blobs.read_inline(digest)
+            try:
+                data = await self.blobs.read_inline(digest)
+            except Exception:  # noqa: BLE001 - the write is committed here: the peer fetches this blob instead
+                log.exception("reading blob %s to send it inline failed; the peers fetch it", digest.hex())
+                data = None
             if data is not None:
                 inline.append(InlineBlob(content_hash=digest, size=len(data), data=data))
         return ApplyEventsRequest(events=envelopes, blobs=BlobTransfer.INLINE, inline_blobs=inline)

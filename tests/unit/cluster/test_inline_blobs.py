@@ -26,7 +26,7 @@ from s4.cluster.wire.s4cluster.v1 import ApplyEventsReply, ApplyEventsRequest, B
 from s4.cluster.wiring import ReplicaApplier
 from s4.engine import Engine, EngineOptions
 from s4.engine.local_commit import LocalCommitPath
-from s4.journal.events import Event
+from s4.journal.events import Event, EventType
 
 
 @dataclass
@@ -220,3 +220,18 @@ def test_issue19_a_blob_the_coordinator_cannot_read_intact_is_left_for_the_peer_
 
     asyncio.run(main())
     assert b.fetcher.asked == [hashlib.sha256(data).digest()]
+
+
+def test_issue19_a_failing_inline_read_leaves_the_blob_for_the_peer_to_fetch_and_the_write_goes_on() -> None:
+    """The write is committed on the coordinator when its blobs are read: a read that raises (an unexpected local
+    error) must not fail it; the blob is left out and the peer fetches it."""
+
+    class Broken:
+        async def read_inline(self, digest: bytes) -> bytes | None:
+            raise OSError("the views could not be read")
+
+    event = Event(1, 1000, "a", EventType.OBJECT_VERSION_PUT,
+                  {"bucket": "b", "key": "k", "version": {"v": "v1", "b": [[b"h" * 32, 10]]}})
+    request = asyncio.run(Replicator(["b"], 2, Direct(None), None,  # type: ignore[arg-type]
+                                     blobs=Broken())._request([event], 10))
+    assert request.blobs == BlobTransfer.INLINE and not request.inline_blobs
