@@ -10,6 +10,12 @@ references. A blob this node already holds intact (blobs view, or staged) is ack
 verified reader before it is sent, so no wrong byte leaves the node; a copy failing its checksums answers
 ``DATA_LOSS`` and is reported like a damaged local read (``on_damage``, wired to ``Engine.report_damage``).
 
+``store_inline`` stores the blobs an ``ApplyEvents`` carries inline (``BLOB_TRANSFER_INLINE``, small writes): every
+one is checked (size, SHA-256) before any is written, the ones this node lacks are appended as records, fdatasynced
+and staged, exactly as a PutBlob would leave them. ``read_inline`` is the coordinator's side: the whole blob read
+through the same verified reader as ``get_blob``, or None (the receiver then fetches it with GetBlob, which reports
+a damaged copy).
+
 Status codes: INVALID_ARGUMENT (bad header, size mismatch), DATA_LOSS (hash mismatch; damaged copy),
 RESOURCE_EXHAUSTED (disk down to its reserve or full), NOT_FOUND (no copy here), OUT_OF_RANGE (range start past
 the end). See docs/architecture/replication.md, "Blob transfer".
@@ -20,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import anyio.to_thread
@@ -37,7 +43,7 @@ from ..engine.volumes.reads import BlobReader
 from ..engine.volumes.record import DamagedBlob, record_bytes
 from ..engine.volumes.store import VolumeStore
 from .blobs import HASH_BYTES, INLINE_BYTES, MAX_BLOB_BYTES, StagedBlobs, pieces
-from .wire.s4cluster.v1 import BlobHeader, GetBlobChunk, GetBlobRequest, PutBlobReply
+from .wire.s4cluster.v1 import BlobHeader, GetBlobChunk, GetBlobRequest, InlineBlob, PutBlobReply
 
 log = logging.getLogger("s4.cluster.blobs")
 
@@ -136,6 +142,75 @@ class BlobService:
         await anyio.to_thread.run_sync(self.volumes.sync, (loc.volume,))
         return loc
 
+    # -- blobs inside ApplyEvents (BLOB_TRANSFER_INLINE) -----------------------------------------------------------
+    async def read_inline(self, digest: bytes) -> bytes | None:
+        """The whole blob, read through the volumes' verified reader as ``get_blob`` reads it; None when this node
+        has no intact copy to give (not held, marked damaged, a check fails): the receiver fetches it with GetBlob
+        then, whose path reports the damage. Never raises for a bad copy, so a write is not failed by it."""
+        try:
+            loc = self._location_for_read(digest)
+        except GRPCError:
+            return None
+        try:
+            return await _read(self.volumes.blob_reader(loc), 0, loc.size)
+        except (DamagedBlob, FileNotFoundError, OSError) as exc:
+            log.info("blob %s not sent inline (its local read failed: %s); the peer fetches it", digest.hex(), exc)
+            return None
+
+    async def store_inline(self, caller: str, blobs: Sequence[InlineBlob]) -> int:
+        """Store the inline blobs this node lacks, durably (fdatasynced) and staged, before the events that
+        reference them are applied; returns how many were written. Every blob is checked first (32-byte hash,
+        ``len(data) == size``, sha256): one mismatch refuses the whole request and nothing is stored."""
+        checked: dict[bytes, bytes] = {}
+        for blob in blobs:
+            digest, data = bytes(blob.content_hash), bytes(blob.data)
+            _check_hash(digest, "ApplyEvents inline blob")
+            if len(data) != blob.size:
+                raise GRPCError(Status.INVALID_ARGUMENT, f"ApplyEvents: inline blob {digest.hex()} has {len(data)} "
+                                                         f"bytes, its size says {blob.size}")
+            checked[digest] = data
+        total = sum(len(d) for d in checked.values())
+        if total <= INLINE_BYTES:
+            wrong = _mismatched(checked)
+        else:
+            wrong = await anyio.to_thread.run_sync(_mismatched, checked)
+        if wrong:
+            raise GRPCError(Status.DATA_LOSS, f"ApplyEvents: inline blob {wrong[0].hex()} does not hash to its "
+                                              f"content_hash ({len(wrong)} such): refused, nothing stored")
+        wanted: dict[bytes, bytes] = {}
+        for digest, data in checked.items():
+            held = self.holds(digest)
+            if held is None:
+                wanted[digest] = data
+            elif held.size != len(data):
+                raise GRPCError(Status.INVALID_ARGUMENT, f"ApplyEvents: blob {digest.hex()} has {held.size} bytes "
+                                                         f"here, the inline one {len(data)}")
+        if not wanted:
+            return 0
+        nbytes = sum(record_bytes(len(d)) for d in wanted.values())
+        if self.space is not None and self.space.below_reserve(nbytes):
+            log.warning("ApplyEvents from %s: %d inline blobs refused, %s", caller, len(wanted),
+                        self.space.describe())
+            raise _disk_full(nbytes)
+        try:
+            locations = await anyio.to_thread.run_sync(self._append_synced, wanted)
+        except OSError as exc:
+            if is_disk_full(exc):
+                log.warning("ApplyEvents from %s: inline blobs: disk full (%s)", caller, exc)
+                raise _disk_full(nbytes) from None
+            raise
+        if self.space is not None:
+            self.space.consumed(nbytes)
+        for loc in locations:
+            self.staged.add(loc)
+        return len(locations)
+
+    def _append_synced(self, blobs: dict[bytes, bytes]) -> list[BlobLocation]:
+        """Append one record per blob (hashes already checked), then fdatasync their volumes once."""
+        locations = [self.volumes.append(data, digest) for digest, data in blobs.items()]
+        self.volumes.sync({loc.volume for loc in locations})
+        return locations
+
     # -- GetBlob ------------------------------------------------------------------------------------------------
     async def get_blob(self, caller: str, request: GetBlobRequest) -> AsyncIterator[GetBlobChunk]:
         """A BlobHeader (whole size, range start), then the range's bytes in pieces of at most 1 MiB, each checked
@@ -203,6 +278,11 @@ class BlobService:
                 log.exception("could not report the damage of blob %s", loc.hash.hex())
         return GRPCError(Status.DATA_LOSS, f"GetBlob: this node's copy of {loc.hash.hex()} failed its checks: "
                                            f"{problem}")
+
+
+def _mismatched(blobs: dict[bytes, bytes]) -> list[bytes]:
+    """The hashes whose data does not hash to them."""
+    return [digest for digest, data in blobs.items() if hashlib.sha256(data).digest() != digest]
 
 
 def _take(record: PendingRecord, hasher: Any, piece: bytes) -> None:

@@ -42,6 +42,7 @@ from .wire.s4cluster.v1 import (
     CatchUpFromReply,
     CatchUpFromRequest,
     CatchUpRequest,
+    InlineBlob,
 )
 
 log = logging.getLogger("s4.cluster")
@@ -103,6 +104,13 @@ class BlobFetcher(Protocol):
     ``fetch_from_any``); raises when none can."""
 
     async def fetch(self, peers: Sequence[str], digest: bytes) -> object: ...
+
+
+class InlineBlobStore(Protocol):
+    """cluster/blob_server.py ``BlobService.store_inline``: verify and durably stage the blobs an ApplyEvents
+    carries (``BLOB_TRANSFER_INLINE``); raises GRPCError (nothing stored) when one does not match its hash or size."""
+
+    async def store_inline(self, caller: str, blobs: Sequence[InlineBlob]) -> int: ...
 
 
 class JournalReader(Protocol):
@@ -179,13 +187,16 @@ class EventsService:
     """The events area of the gRPC server (cluster/grpc_server.py ``EventsHandler``).
 
     ``catch_up`` streams this node's journal. ``apply_events`` decodes a peer's envelopes and hands the logical
-    ones to the apply port; with ``BLOB_TRANSFER_FETCH`` it fetches the missing blobs from the caller and applies
-    again once. (Merge note: the replicated write path may bring its own apply_events; catch_up stays here.)"""
+    ones to the apply port; with ``BLOB_TRANSFER_INLINE`` it first verifies and durably stages the inline blobs
+    (``inline``; a mismatch refuses the call, nothing stored nor applied); with ``BLOB_TRANSFER_FETCH`` or
+    ``INLINE`` it fetches the blobs still missing from the caller and applies again once."""
 
     def __init__(self, journal: JournalReader, applier: PeerEventsApplier | None = None,
                  fetcher: BlobFetcher | None = None, *, limits: BatchLimits | None = None,
-                 status: Callable[[], tuple[int, int]] | None = None, puller: CatchUp | None = None) -> None:
+                 status: Callable[[], tuple[int, int]] | None = None, puller: CatchUp | None = None,
+                 inline: InlineBlobStore | None = None) -> None:
         self.journal, self.applier, self.fetcher = journal, applier, fetcher
+        self.inline = inline
         self.puller = puller  # this node's catch-up client: CatchUpFrom runs one of its passes
         #: Told each caller's settled watermark (cluster/read_leases.py ``Unsettled.peer_watermark``).
         self.on_settled: Callable[[str, int], None] | None = None
@@ -225,8 +236,11 @@ class EventsService:
         except ValueError as exc:
             raise GRPCError(Status.INVALID_ARGUMENT, f"ApplyEvents: an event does not decode: {exc}") from None
         events = [e for e in events if replicated(e)]
+        if request.blobs == BlobTransfer.INLINE and request.inline_blobs and self.inline is not None:
+            await self.inline.store_inline(caller, request.inline_blobs)
         result = await self.applier.apply_peer_events(events)
-        if result.missing_blobs and request.blobs == BlobTransfer.FETCH and self.fetcher is not None:
+        if (result.missing_blobs and request.blobs in (BlobTransfer.FETCH, BlobTransfer.INLINE)
+                and self.fetcher is not None):
             fetcher, lanes = self.fetcher, asyncio.Semaphore(FETCH_LANES)
 
             async def fetch(digest: bytes) -> None:

@@ -35,6 +35,7 @@ from .catch_up import (
     CatchUpSettings,
     EventsService,
     GrpcEventsTransport,
+    InlineBlobStore,
     JournalReader,
     PeerEventsApplier,
 )
@@ -90,7 +91,7 @@ class ClusterNode:
 
     def enable_feed(self, store: FeedStore, journal: JournalReader, applier: PeerEventsApplier,
                     fetcher: BlobFetcher | None = None, *, catch_up: CatchUpSettings | None = None,
-                    hints: HintSettings | None = None) -> None:
+                    hints: HintSettings | None = None, inline: InlineBlobStore | None = None) -> None:
         """Wire catch-up and hints (cluster/catch_up.py, cluster/hints.py) before ``start``: the events area of
         the server (unless one was given) and the two loops per peer, woken when a peer comes back alive."""
         peers = self.liveness.peers
@@ -101,7 +102,7 @@ class ClusterNode:
         service = self.server.service
         if service.handlers.events is None:
             service.handlers = dataclasses.replace(service.handlers, events=EventsService(
-                journal, applier, fetcher, status=self.status, puller=self.catch_up))
+                journal, applier, fetcher, status=self.status, puller=self.catch_up, inline=inline))
 
     @property
     def ready(self) -> bool:

@@ -2,8 +2,10 @@
 other replicas and return once the write quorum holds them (the engine's ``ReplicationPort``, engine/ports.py).
 
 This node committed the events first (journaled and fsynced, the single-node rule), so its copy counts: the call
-returns after ``W - 1`` peers answered ``ApplyEvents`` (each one journals and fsyncs before it answers; it
-fetches the blobs it lacks from this node first, ``BLOB_TRANSFER_FETCH``). Every peer is sent the events at once
+returns after ``W - 1`` peers answered ``ApplyEvents`` (each one journals and fsyncs before it answers). A small
+write's blobs (at most ``ReplicationSettings.inline_bytes`` referenced) travel inside the call
+(``BLOB_TRANSFER_INLINE``, read through this node's verified reader: ``InlineSource``); a larger write's are
+fetched by each peer from this node first (``BLOB_TRANSFER_FETCH``). Every peer is sent the events at once
 (``call_quorum`` with ``stragglers="leave"``): the ones that answer after the quorum still get them, and a peer
 that fails, before or after the quorum, gets a hint (cluster/hints.py). A peer the heartbeat holds ``dead`` is not
 called; it is hinted at once. Fewer than ``W`` copies: ``QuorumNotReachedError`` (503 ``ServiceUnavailable``
@@ -24,10 +26,10 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from s4.engine.errors import PoolUnavailableError
-from s4.engine.replica import referenced_bytes
+from s4.engine.replica import referenced_bytes, referenced_hashes
 from s4.journal.codec import encode_event
 from s4.journal.events import Event
 
@@ -36,7 +38,7 @@ from .hints import Hints
 from .liveness import DEAD
 from .quorum import QuorumError, call_quorum
 from .read_leases import LeaseGrants, Unsettled
-from .wire.s4cluster.v1 import ApplyEventsReply, ApplyEventsRequest, BlobTransfer
+from .wire.s4cluster.v1 import ApplyEventsReply, ApplyEventsRequest, BlobTransfer, InlineBlob
 
 log = logging.getLogger("s4.cluster")
 
@@ -61,13 +63,22 @@ class ReplicaMissingBlobs(Exception):
     """A peer answered without applying: it lacks blobs it could not fetch from this node."""
 
 
+class InlineSource(Protocol):
+    """cluster/blob_server.py ``BlobService.read_inline``: a local blob's bytes, read and checked as GetBlob reads
+    them, or None when this node cannot give an intact copy (the peer then fetches it, and GetBlob reports it)."""
+
+    async def read_inline(self, digest: bytes) -> bytes | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ReplicationSettings:
     """How long a write waits for its quorum: ``base_s`` plus its blobs' bytes at ``min_rate`` (a peer fetches
-    them from this node before it answers)."""
+    them from this node before it answers). Writes referencing at most ``inline_bytes`` of blobs send them inside
+    ``ApplyEvents``."""
 
     base_s: float = 10.0
     min_rate: float = 4 * 1024 * 1024  # bytes per second: every replica fetches them from this node at once
+    inline_bytes: int = 1024 * 1024
 
     def deadline_s(self, size: int) -> float:
         return self.base_s + size / self.min_rate
@@ -78,8 +89,8 @@ class Replicator:
 
     def __init__(self, peers: Sequence[str], write_quorum: int, transport: EventsTransport, hints: Hints | None,
                  *, ready: Callable[[], bool] = lambda: True, state: Callable[[str], str] = lambda _peer: "alive",
-                 settings: ReplicationSettings | None = None, grants: LeaseGrants | None = None,
-                 unsettled: Unsettled | None = None) -> None:
+                 settings: ReplicationSettings | None = None, blobs: InlineSource | None = None,
+                 grants: LeaseGrants | None = None, unsettled: Unsettled | None = None) -> None:
         if not 1 <= write_quorum <= len(peers) + 1:
             raise ValueError(f"write quorum {write_quorum} for a pool of {len(peers) + 1}")
         self.peers = tuple(peers)
@@ -87,6 +98,7 @@ class Replicator:
         self.transport, self.hints = transport, hints
         self._ready, self._state = ready, state
         self.settings = settings or ReplicationSettings()
+        self.blobs = blobs  # where small writes' blobs are read to go inline (None: peers always fetch them)
         self.quorum_failures = 0  # writes answered 503 because fewer than W replicas held them (metrics)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -104,6 +116,9 @@ class Replicator:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        stop = getattr(self.transport, "stop", None)  # a coalescing transport's senders (cluster/coalesce.py)
+        if stop is not None:
+            await stop()
 
     # --- ReplicationPort ----------------------------------------------------------------------------------------
     def admit(self) -> None:
@@ -130,8 +145,9 @@ class Replicator:
             raise
         if not logical:
             return
-        request = ApplyEventsRequest(events=[encode_event(e) for e in logical], blobs=BlobTransfer.FETCH)
-        timeout = self.settings.deadline_s(sum(referenced_bytes(e) for e in logical))
+        size = sum(referenced_bytes(e) for e in logical)
+        request = await self._request(logical, size)
+        timeout = self.settings.deadline_s(size)
         live = [p for p in self.peers if self._state(p) != DEAD]
         seq = max(e.seq for e in logical)
         for peer in self.peers:
@@ -182,6 +198,23 @@ class Replicator:
     def _lost(self, peer: str, seq: int) -> None:
         if self.grants is not None:
             self.grants.lost(peer, seq)
+
+    async def _request(self, events: list[Event], size: int) -> ApplyEventsRequest:
+        """The ApplyEvents for ``events``: INLINE with their blobs when they reference at most ``inline_bytes``
+        (a blob this node cannot read intact is left out: the peer fetches it), else FETCH."""
+        envelopes = [encode_event(e) for e in events]
+        if self.blobs is None or size > self.settings.inline_bytes:
+            return ApplyEventsRequest(events=envelopes, blobs=BlobTransfer.FETCH)
+        inline = []
+        for digest in dict.fromkeys(d for e in events for d in referenced_hashes(e)):
+            try:
+                data = await self.blobs.read_inline(digest)
+            except Exception:  # noqa: BLE001 - the write is committed here: the peer fetches this blob instead
+                log.exception("reading blob %s to send it inline failed; the peers fetch it", digest.hex())
+                data = None
+            if data is not None:
+                inline.append(InlineBlob(content_hash=digest, size=len(data), data=data))
+        return ApplyEventsRequest(events=envelopes, blobs=BlobTransfer.INLINE, inline_blobs=inline)
 
     def replicate_sync(self, events: Sequence[Event]) -> None:
         loop = self._loop

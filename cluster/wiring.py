@@ -41,6 +41,7 @@ from .blob_server import BlobService, DamageReporter
 from .blobs import StagedBlobs
 from .buckets_register import CasNode
 from .catch_up import EventsService, GrpcEventsTransport, JournalReader, PoolBlobFetcher
+from .coalesce import CoalescingTransport
 from .feed_store import FeedStore, store_path
 from .job_lease import RegisterLeases, open_leases
 from .key_reads import QuorumKeyReads
@@ -192,12 +193,14 @@ def wire_node(node: ClusterNode, parts: EngineParts) -> Wired:
     service.handlers = dataclasses.replace(service.handlers, blobs=blobs, reads=ReadsService(parts.views),
                                            cas=cas.service)
     journal = CommittedJournal(parts.journal, parts.views.last_seq)
-    node.enable_feed(feed, journal, ReplicaApplier(parts.replica, blobs.staged), PoolBlobFetcher(node.pool, blobs))
+    node.enable_feed(feed, journal, ReplicaApplier(parts.replica, blobs.staged), PoolBlobFetcher(node.pool, blobs),
+                     inline=blobs)
     assert node.hints is not None
     node.hints.holds = blobs.holds
     gate, grants, unsettled = _read_leases(node, parts, journal.last_seq)
-    replicator = Replicator(node.liveness.peers, node.config.write_quorum, GrpcEventsTransport(node.pool), node.hints,
-                            ready=lambda: node.ready, state=node.liveness.state, grants=grants,
+    replicator = Replicator(node.liveness.peers, node.config.write_quorum,
+                            CoalescingTransport(GrpcEventsTransport(node.pool)), node.hints,
+                            ready=lambda: node.ready, state=node.liveness.state, blobs=blobs, grants=grants,
                             unsettled=unsettled)
     node.replicator = replicator
     assert node.catch_up is not None

@@ -163,6 +163,13 @@ class Engine(IamOps):
                 self._read(lambda tx: tx.bucket(name)) is None:
             await self.key_reads.settle_bucket(name)
 
+    async def settle_upload(self, bucket: str, upload_id: str) -> None:
+        """Before answering from an upload's parts (ListParts): in a pool, the newest state R replicas hold, so
+        a part acknowledged through another node is listed even when this node holds the upload but not yet the
+        part (a write is on W replicas, not on all). Nothing on a single node."""
+        if self.key_reads is not None:
+            await self.key_reads.settle_upload(bucket, upload_id)
+
     async def settle_missing_upload(self, bucket: str, key: str, upload_id: str) -> None:
         """In a pool: an upload this node does not hold yet is looked for on R replicas first."""
         if self.key_reads is not None and not self._upload_local(bucket, upload_id):

@@ -117,7 +117,7 @@ async def list_parts(call: Call, resp: falcon.asgi.Response) -> None:
     marker = parse_int(call.query.get("part-number-marker", "0") or "0", "part-number-marker",
                        maximum=MAX_PART_NUMBER, message="Invalid part-number-marker")
     limit = max_keys(call, "max-parts")
-    await call.engine.settle_missing_upload(call.bucket, call.key, call.upload_id())
+    await call.engine.settle_upload(call.bucket, call.upload_id())  # every part acknowledged anywhere
     upload, page = call.engine.list_parts(call.bucket, call.key, call.upload_id(), marker, limit)
     resp.content_type = "application/xml"
     resp.data = list_parts_xml(page, upload, part_number_marker=marker, max_parts=limit,

@@ -19,6 +19,7 @@ __all__ = (
     "CatchUpRequest",
     "GetBlobChunk",
     "GetBlobRequest",
+    "InlineBlob",
     "KeyRecord",
     "ListRangeReply",
     "ListRangeRequest",
@@ -67,12 +68,20 @@ class BlobTransfer(betterproto2.Enum):
     The receiver fetches the blobs it lacks with GetBlob from the caller before it acknowledges.
     """
 
+    INLINE = 3
+    """
+    The referenced blobs travel in the request (inline_blobs; small writes, at most 1 MiB of them): the receiver
+    verifies (sha256, size) and stores the ones it lacks, fsynced, before applying; a referenced blob it still
+    lacks then is fetched with GetBlob from the caller, as with FETCH.
+    """
+
     @classmethod
     def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
         return {
             0: "BLOB_TRANSFER_NONE",
             1: "BLOB_TRANSFER_SENT",
             2: "BLOB_TRANSFER_FETCH",
+            3: "BLOB_TRANSFER_INLINE",
         }
 
     @classmethod
@@ -81,6 +90,7 @@ class BlobTransfer(betterproto2.Enum):
             "BLOB_TRANSFER_NONE": 0,
             "BLOB_TRANSFER_SENT": 1,
             "BLOB_TRANSFER_FETCH": 2,
+            "BLOB_TRANSFER_INLINE": 3,
         }
 
 
@@ -124,6 +134,11 @@ class ApplyEventsRequest(betterproto2.Message):
     hinted_for: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
     """
     set when a hint holder delivers events on behalf of this node id
+    """
+
+    inline_blobs: "list[InlineBlob]" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    BLOB_TRANSFER_INLINE: blobs the events reference, each at most once
     """
 
     settled_hlc: "int" = betterproto2.field(9, betterproto2.TYPE_UINT64)
@@ -345,6 +360,26 @@ class GetBlobRequest(betterproto2.Message):
 
 
 default_message_pool.register_message("s4cluster.v1", "GetBlobRequest", GetBlobRequest)
+
+
+@dataclass(eq=False, repr=False)
+class InlineBlob(betterproto2.Message):
+    """
+    One blob inside an ApplyEventsRequest: refused (DATA_LOSS / INVALID_ARGUMENT, nothing stored nor applied) unless
+    sha256(data) == content_hash and len(data) == size.
+    """
+
+    content_hash: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+    """
+    sha256 of data
+    """
+
+    size: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
+
+    data: "bytes" = betterproto2.field(3, betterproto2.TYPE_BYTES)
+
+
+default_message_pool.register_message("s4cluster.v1", "InlineBlob", InlineBlob)
 
 
 @dataclass(eq=False, repr=False)
