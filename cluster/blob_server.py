@@ -158,9 +158,12 @@ class BlobService:
             return None
 
     async def store_inline(self, caller: str, blobs: Sequence[InlineBlob]) -> int:
-        """Store the inline blobs this node lacks, durably (fdatasynced) and staged, before the events that
-        reference them are applied; returns how many were written. Every blob is checked first (32-byte hash,
-        ``len(data) == size``, sha256): one mismatch refuses the whole request and nothing is stored."""
+        """Store the inline blobs this node lacks and stage them, before the events that reference them are
+        applied; returns how many were written. They are not synced here: the batch that applies the events syncs
+        every volume it resolves a staged blob from with its journal write (engine/replica.py ``_resolve``,
+        engine/sequencer.py ``_make_durable``), so nothing is acknowledged before its bytes are durable. Every blob
+        is checked first (32-byte hash, ``len(data) == size``, sha256): one mismatch refuses the whole request and
+        nothing is stored."""
         checked: dict[bytes, bytes] = {}
         for blob in blobs:
             digest, data = bytes(blob.content_hash), bytes(blob.data)
@@ -193,7 +196,7 @@ class BlobService:
                         self.space.describe())
             raise _disk_full(nbytes)
         try:
-            locations = await anyio.to_thread.run_sync(self._append_synced, wanted)
+            locations = await anyio.to_thread.run_sync(self._append, wanted)
         except OSError as exc:
             if is_disk_full(exc):
                 log.warning("ApplyEvents from %s: inline blobs: disk full (%s)", caller, exc)
@@ -205,11 +208,9 @@ class BlobService:
             self.staged.add(loc)
         return len(locations)
 
-    def _append_synced(self, blobs: dict[bytes, bytes]) -> list[BlobLocation]:
-        """Append one record per blob (hashes already checked), then fdatasync their volumes once."""
-        locations = [self.volumes.append(data, digest) for digest, data in blobs.items()]
-        self.volumes.sync({loc.volume for loc in locations})
-        return locations
+    def _append(self, blobs: dict[bytes, bytes]) -> list[BlobLocation]:
+        """Append one record per blob (hashes already checked); synced by the batch that references them."""
+        return [self.volumes.append(data, digest) for digest, data in blobs.items()]
 
     # -- GetBlob ------------------------------------------------------------------------------------------------
     async def get_blob(self, caller: str, request: GetBlobRequest) -> AsyncIterator[GetBlobChunk]:

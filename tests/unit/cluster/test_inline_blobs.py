@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from grpclib.const import Status
@@ -235,3 +236,31 @@ def test_issue19_a_failing_inline_read_leaves_the_blob_for_the_peer_to_fetch_and
     request = asyncio.run(Replicator(["b"], 2, Direct(None), None,  # type: ignore[arg-type]
                                      blobs=Broken())._request([event], 10))
     assert request.blobs == BlobTransfer.INLINE and not request.inline_blobs
+
+
+def test_issue19_an_inline_blob_is_synced_with_the_batch_that_applies_it_before_the_peer_answers(
+        pair: tuple[Side, Side], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The receiver does not fsync inline blobs on their own (one fsync latency less per call): the batch that
+    applies the events syncs the blob's volume together with its journal write, before the call is answered."""
+    a, b = pair
+    data = body(4096, 7)
+    synced: list[set[str]] = []
+    real_sync = b.engine.volumes.sync
+
+    def sync(names: Any) -> None:
+        synced.append(set(names))
+        real_sync(names)
+
+    monkeypatch.setattr(b.engine.volumes, "sync", sync)
+
+    async def main() -> None:
+        await a.engine.create_bucket("bkt")
+        await put(a.engine, "bkt", "k", data)
+        replicator = Replicator(["node-b"], 2, Direct(b), None, blobs=a.blobs)  # type: ignore[arg-type]
+        await replicator.replicate(logical_events(a.engine))
+        assert await get(b.engine, "bkt", "k") == data
+
+    asyncio.run(main())
+    record = b.engine._read(lambda tx: tx.blob(hashlib.sha256(data).digest()))
+    assert record is not None
+    assert any(record[0] in names for names in synced), f"volume {record[0]} never synced: {synced}"
