@@ -196,7 +196,10 @@ class BlobService:
                         self.space.describe())
             raise _disk_full(nbytes)
         try:
-            locations = await anyio.to_thread.run_sync(self._append, wanted)
+            if nbytes <= INLINE_BYTES:  # a few small records: a pwrite each, cheaper than a thread hop
+                locations = self._append(wanted)
+            else:
+                locations = await anyio.to_thread.run_sync(self._append, wanted)
         except OSError as exc:
             if is_disk_full(exc):
                 log.warning("ApplyEvents from %s: inline blobs: disk full (%s)", caller, exc)
