@@ -98,7 +98,9 @@ class ReadGate:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.ftruncate(fd, _SIZE)
+            # Written, not truncated to size: a write through the map into a hole of a file on a full disk is a
+            # SIGBUS; every block is allocated now, or the start fails with ENOSPC.
+            os.write(fd, bytes(_SIZE))
             return cls(mmap.mmap(fd, _SIZE), writable=True)
         finally:
             os.close(fd)

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster = _cluster_node(engine, settings, commit_path, data_dir, count)
         if count > 1:
             listeners = supervisor.bind_listeners(*settings.host_port, count)
-            metrics_path = supervisor.metrics_dir(data_dir)
+            metrics_path = supervisor.metrics_dir()
             if settings.metrics_enabled:  # the journal's numbers, published for every worker's /metrics
                 enable_multiprocess(metrics_path)
                 JournalMetrics(engine)

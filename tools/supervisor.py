@@ -19,6 +19,7 @@ This module never imports s4.api: workers are separate ``s4-server`` processes (
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import os
@@ -27,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,12 +192,34 @@ class Supervisor:
             listener.close()
 
 
-def metrics_dir(data_dir: Path) -> Path:
-    """Per-process metric files of the workers (prometheus_client multiprocess mode), wiped at every start."""
-    path = data_dir / "run" / "prometheus"
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
+METRICS_PREFIX = "s4-metrics-"
+
+
+def metrics_dir() -> Path:
+    """Per-process metric files of the workers (prometheus_client multiprocess mode), fresh at every start.
+
+    Not in the data directory: prometheus_client grows its files sparsely and writes them through mmap, and a write
+    into a hole of a file on a full filesystem is a SIGBUS that kills the process. A full data disk must get 507
+    answers, never dead workers, so the files live in memory (``/dev/shm`` where it exists, else the system's temp
+    directory), in a directory named after this process; directories left by processes that died are removed."""
+    base = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
+    for stale in base.glob(METRICS_PREFIX + "*"):
+        pid = stale.name[len(METRICS_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{METRICS_PREFIX}{os.getpid()}-", dir=base))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def worker_command(config_path: str | None, log_level: str) -> list[str]:

@@ -260,3 +260,40 @@ def test_issue18_metadata_fill_of_journal_and_views_is_507(tmpfs: Callable[[str]
     s3 = make_client(srv.endpoint, retries={"max_attempts": 1})
     for key in list(stored)[::50]:
         s3.head_object(Bucket="meta", Key=key)
+
+
+def test_issue18_a_full_disk_never_kills_a_worker_through_its_metrics_files(
+        tmpfs: Callable[[str], Path], servers: list[ServerProcess]) -> None:
+    """prometheus_client's multiprocess files are sparse and written through mmap: on a full filesystem, a write
+    into one of their holes (a metric series a worker had not used yet) is a SIGBUS that kills the worker and drops
+    its connections. Filled to the last byte, the server must keep answering every request (the workers' metric
+    files are not on the data disk)."""
+    data_dir = tmpfs("24m")
+    srv = start(servers, data_dir, S4_VOLUME_SIZE="4MB", S4_WORKERS="2")
+    s3 = make_client(srv.endpoint, retries={"max_attempts": 1})
+    s3.create_bucket(Bucket="fill")
+    stored = fill(s3, "fill", MiB, limit=200)
+    with open(data_dir / "ballast", "wb", buffering=0) as ballast:  # the reserve too, by another writer
+        for _ in range(10_000):
+            try:
+                ballast.write(bytes(64 * 1024))
+            except OSError:
+                break
+    key = next(iter(stored))
+    calls: list[Callable[[], Any]] = [
+        lambda: s3.get_bucket_versioning(Bucket="fill"), lambda: s3.list_multipart_uploads(Bucket="fill"),
+        lambda: s3.get_bucket_location(Bucket="fill"), lambda: s3.head_bucket(Bucket="fill"),
+        lambda: s3.list_objects_v2(Bucket="fill", MaxKeys=5), lambda: s3.list_object_versions(Bucket="fill"),
+        lambda: s3.get_bucket_tagging(Bucket="fill"), lambda: s3.get_bucket_cors(Bucket="fill"),
+        lambda: s3.get_bucket_lifecycle_configuration(Bucket="fill"), lambda: s3.get_object_tagging(
+            Bucket="fill", Key=key), lambda: s3.get_object_acl(Bucket="fill", Key=key),
+        lambda: s3.head_object(Bucket="fill", Key=key), lambda: s3.list_buckets(),
+        lambda: s3.put_object(Bucket="fill", Key="one-more", Body=b"x" * 4096)]
+    for _ in range(4):  # several connections, so both workers serve each kind of request
+        for call in calls:
+            try:
+                call()
+            except ClientError as exc:  # an S3 answer (a 404 for a missing config, a 507): the worker is alive
+                assert error_of(exc)[0] in (404, 507), error_of(exc)
+    assert "exited with" not in srv.log(), srv.log()[-3000:]
+    assert s3.get_object(Bucket="fill", Key=key)["Body"].read() == stored[key]
