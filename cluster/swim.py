@@ -133,7 +133,7 @@ class _Member:
     state: str
     incarnation: int
     origin: str
-    claimed: int = -1  # the highest incarnation the member itself stated to this node (a message's sender_inc)
+    claimed: int = -1  # the incarnation the member last stated to this node itself (a message's sender_inc)
 
 
 @dataclass
@@ -288,7 +288,7 @@ class Swim:
         sender = self._members.get(message.sender_id)
         if sender is None:  # a malformed sender: counted by _apply
             return
-        sender.claimed = max(sender.claimed, message.sender_inc)
+        sender.claimed = message.sender_inc  # its latest word: lower than before means a new life
         for update in message.updates:
             self._apply(update)
         handler = self._handlers.get(message.kind)

@@ -242,3 +242,22 @@ def test_swim_chaos_keeps_incarnations_honest_and_converges_once_quiet(seed: int
 
     if len(live) > 1:
         assert net.first_time(quiet, within=bound) is not None
+
+
+@pytest.mark.parametrize("seed_up", [True, False])
+def test_swim_restarted_node_outbids_its_past_life_even_with_the_clock_set_back(seed_up: bool) -> None:
+    """A node restarts at once (nobody noticed it was gone) with its wall clock set back, so its start stamp is
+    below the incarnation the others hold for it. It learns the higher one, from the seed's join reply or, with the
+    seed down, from the first ping of a member that holds it at more than it stated itself, and raises its own above
+    it: everyone then holds it at its current incarnation. Without that, its word would stay below its past life's."""
+    net, ids = start(11, 5)
+    net.periods(30)
+    assert not any(net.swim(i).pending_gossip() for i in ids)  # nobody gossips n02's record any more
+    if not seed_up:
+        net.crash(ids[0])
+    old = net.swim(ids[2]).incarnation
+    net.crash(ids[2])
+    fresh = net.restart(ids[2], incarnation=old - 60_000)
+    live = net.live()
+    assert net.first_time(lambda: net.converged(live), within=(dead_bound(5) + 10) * S.period_s) is not None
+    assert fresh.incarnation > old
