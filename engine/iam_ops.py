@@ -15,10 +15,12 @@ import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from . import user_names
 from .iam import IamError, check_role, check_username
 from .keyring import Keyring, load_or_create_key
 from .login_throttle import LoginThrottle
 from .sequencer import Command
+from .views import keys
 from .views.env import unpack
 from .views.records import Tx
 
@@ -44,6 +46,7 @@ class IamOps:
     sequencer: Any
     _run: Any
     _read: Any
+    names: Any  # a pool's name register (engine/ports.py BucketNamesPort), None in single mode
 
     def _init_iam(self, data_dir: Path, remote: Any = None, shared_key: bytes | None = None) -> None:
         own = load_or_create_key(data_dir)
@@ -78,8 +81,13 @@ class IamOps:
         check_username(username)
         check_role(role)
         password_hash = await self._hash(check_password(password))
-        rec = await self._iam("iam_create_user", {"username": username, "role": role,
-                                                  "password_hash": password_hash}, actor)
+        args = {"username": username, "role": role, "password_hash": password_hash}
+        if self.names is None:
+            rec = await self._iam("iam_create_user", args, actor)
+        else:  # a pool: the name register makes the username unique across it (engine/user_names.py)
+            rec = await user_names.create_user(self.names, self._run, self._user_deleted, args, actor)
+            if isinstance(rec, IamError):
+                raise rec
         return public_record(rec)
 
     async def update_user(self, user_id: str, *, password: str | None = None, role: str | None = None,
@@ -94,7 +102,17 @@ class IamOps:
         return public_record(rec)
 
     async def delete_user(self, user_id: str, actor: str = "") -> None:
-        await self._iam("iam_delete_user", {"user_id": user_id}, actor)
+        if self.names is None:
+            await self._iam("iam_delete_user", {"user_id": user_id}, actor)
+            return
+        record = self._read(lambda tx: tx.user(user_id))
+        result = await user_names.delete_user(self.names, self._run, record, user_id, actor)
+        if isinstance(result, IamError):
+            raise result
+
+    def _user_deleted(self, user_id: str) -> bool:
+        """This node has applied the deletion of that user id (final: the id never comes back)."""
+        return bool(self._read(lambda tx: (tx.packed("user_clocks", keys.text_key(user_id)) or {}).get("d")))
 
     def get_user(self, user_id: str) -> dict[str, Any]:
         rec = self._read(lambda tx: tx.user(user_id))
@@ -136,17 +154,20 @@ class IamOps:
             raise result
         return result
 
-    def seed_root(self, username: str, password: str) -> dict[str, Any] | None:
+    def seed_root(self, username: str, password: str, user_id: str | None = None) -> dict[str, Any] | None:
         """Start-up with S4_ROOT_PASSWORD: create the root SuperUser on a node that has no IAM user yet, once.
 
         Later starts change nothing (returning the user named ``username``, or None): a password rotated or a root
         deactivated through the admin API stays so. A lost root password is reset offline (``reset_root``).
+        ``user_id``: a pool's nodes all seed the same user (iam.py ``root_user_id``), so the pool has one root.
         """
         if self.list_users():
             rec = self.get_user_by_name(username)
             return public_record(rec) if rec is not None else None
-        return public_record(self._submit_sync("iam_create_user", {
-            "username": username, "role": "SuperUser", "password_hash": self._hasher.hash(password)}, "s4-server"))
+        args = {"username": username, "role": "SuperUser", "password_hash": self._hasher.hash(password)}
+        if user_id is not None:
+            args["user_id"] = user_id
+        return public_record(self._submit_sync("iam_create_user", args, "s4-server"))
 
     def reset_root(self, username: str, password: str, actor: str = "s4-admin reset-root") -> dict[str, Any]:
         """The operator's recovery (``s4-admin reset-root``, server stopped): ``username`` exists, is an active

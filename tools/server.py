@@ -38,6 +38,7 @@ from s4.cluster.peers import PeerPool
 from s4.cluster.wiring import CLUSTER_VOLUMES_WORKER, EngineParts, wire_node
 from s4.engine import Engine, EngineOptions
 from s4.engine.datadir import DataDirLockedError, NodeIdMismatchError
+from s4.engine.iam import root_user_id
 from s4.engine.jobs.service import JobSettings, for_engine
 from s4.engine.local_commit import LocalCommitPath
 from s4.engine.ports import SingleNodeStatus, SoleNodeLeases
@@ -230,7 +231,9 @@ def _prepare_iam(engine: Engine, settings: Settings) -> str:
     with."""
     if not settings.root_password:
         return settings.jwt_secret or ""
-    root = engine.seed_root(settings.root_username, settings.root_password)
+    cluster = settings.cluster  # a pool: every node seeds the one root user (docs/operations.md, "Lost root password")
+    pool_root = None if cluster is None else root_user_id(cluster.cluster_name, settings.root_username)
+    root = engine.seed_root(settings.root_username, settings.root_password, pool_root)
     if root is None:
         log.warning("IAM enabled; no user named %r: S4_ROOT_PASSWORD only seeds the root user of a node without "
                     "IAM users (to regain access: `s4-admin reset-root`, docs/operations.md)", settings.root_username)
