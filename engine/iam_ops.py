@@ -6,6 +6,7 @@ is submitted, so the deciders in iam.py only ever see hashes and ciphertext. Rea
 
 from __future__ import annotations
 
+import logging
 import secrets
 import string
 from pathlib import Path
@@ -16,14 +17,18 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from . import user_names
+from .errors import ErrorCode, S3Error
 from .iam import IamError, check_role, check_username
-from .keyring import Keyring, load_or_create_key
+from .keyring import Keyring, KeyringError, load_or_create_key
 from .login_throttle import LoginThrottle
 from .sequencer import Command
 from .views import keys
 from .views.env import unpack
 from .views.records import Tx
 
+log = logging.getLogger(__name__)
+UNUSABLE_KEY_MESSAGE = ("The AWS access key ID you provided cannot be used on this server: its stored secret "
+                        "cannot be decrypted with this node's key.")
 ACCESS_KEY_ALPHABET = string.ascii_uppercase + string.digits
 SECRET_ALPHABET = string.ascii_letters + string.digits
 MIN_PASSWORD, MAX_PASSWORD = 8, 1024
@@ -54,6 +59,7 @@ class IamOps:
         self._hasher = PasswordHasher()  # argon2id with the library's recommended cost
         self._dummy_hash = ""  # made on first use: a hash to verify against when the username is unknown
         self._secret_cache: dict[str, tuple[str, str]] = {}  # access key -> (ciphertext, plain secret)
+        self._undecryptable: dict[str, str] = {}  # access key -> the ciphertext logged as undecryptable
         self.login_throttle = LoginThrottle()  # in a worker process the node's one lives in the sequencer process
         self._remote_iam = remote
 
@@ -195,7 +201,8 @@ class IamOps:
         await self._iam("iam_delete_credential", {"user_id": user_id}, actor)
 
     def secret_for(self, access_key: str) -> tuple[str, dict[str, Any]] | None:
-        """(plain secret, user) for SigV4, or None if the key is unknown, deleted or its user inactive.
+        """(plain secret, user) for SigV4, or None if the key is unknown, deleted or its user inactive; an S3Error
+        (InvalidAccessKeyId) if its stored secret cannot be decrypted here.
 
         Two LMDB gets per request (so a deletion or deactivation is seen at once); the decryption is cached by
         ciphertext, so a replaced credential never serves a stale secret.
@@ -213,9 +220,25 @@ class IamOps:
         if cached is None or cached[0] != cred["secret"]:
             if len(self._secret_cache) > 10_000:
                 self._secret_cache.clear()
-            cached = (cred["secret"], self.keyring.decrypt(cred["secret"]))
+            cached = (cred["secret"], self._decrypt(access_key, cred["secret"]))
             self._secret_cache[access_key] = cached
         return cached[1], public_record(user)
+
+    def _decrypt(self, access_key: str, ciphertext: str) -> str:
+        """The plain secret, or, when this node's keyring cannot decrypt it, the S3 answer for a key this server
+        cannot use (403 InvalidAccessKeyId naming the cause, never a 500) and one log line per stored secret saying
+        what the operator must fix (the only place a stored secret is decrypted: engine/keyring.py)."""
+        try:
+            return self.keyring.decrypt(ciphertext)
+        except KeyringError as exc:
+            if self._undecryptable.get(access_key) != ciphertext:
+                if len(self._undecryptable) > 10_000:
+                    self._undecryptable.clear()
+                self._undecryptable[access_key] = ciphertext
+                log.error("S3 access key %s cannot be used: %s (a pool's nodes must share S4_CLUSTER_SECRET and "
+                          "S4_CLUSTER_NAME; a single node needs the iam.key its data directory was created with); "
+                          "requests signed with it are refused with InvalidAccessKeyId", access_key, exc)
+            raise S3Error(ErrorCode.INVALID_ACCESS_KEY_ID, UNUSABLE_KEY_MESSAGE, AWSAccessKeyId=access_key) from exc
 
     # -- operator statistics --------------------------------------------------------------------------------------
     def storage_stats(self) -> dict[str, Any]:
