@@ -31,6 +31,7 @@ from s4.api.http_protocol import ConnectionLimits, connection_cap, protocol_clas
 from s4.api.metrics import ClusterMetrics, JournalMetrics, enable_multiprocess
 from s4.api.settings import ApiSettings
 from s4.cluster.auth import iam_key
+from s4.cluster.grpc_logging import quiet_deadlines
 from s4.cluster.grpc_server import GrpcBindError
 from s4.cluster.listings import QuorumListings
 from s4.cluster.node import ClusterNode, journal_head
@@ -145,6 +146,7 @@ def _cluster_node(engine: Engine, settings: Settings, commit_path: LocalCommitPa
         raise ConfigError(f"S4_WORKERS={workers}: a cluster node runs at most {CLUSTER_VOLUMES_WORKER - 1} workers")
     for warning in config.warnings:
         log.warning("cluster: %s", warning)
+    quiet_deadlines()  # an expired inter-node call is a WARNING, not grpclib's ERROR traceback
     assert engine.journal is not None  # this process owns the journal (LocalCommitPath)
     node = ClusterNode(config, journal_head(engine.journal, engine.views.last_seq))
     wired = wire_node(node, EngineParts(data_dir, engine.views, engine.journal, commit_path, space=engine.space,
