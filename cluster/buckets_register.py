@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from s4.engine.errors import ServiceUnavailableError
-from s4.engine.ports import NameClaim, NameOutcome
+from s4.engine.ports import NameClaim, NameOutcome, NameSpace
 
 from .cas_rpc import BUCKET_CODEC, CasAcceptorService, GrpcAcceptorTransport
 from .cas_store import CasStore, store_path
@@ -43,29 +43,35 @@ log = logging.getLogger("s4.cluster")
 
 KEY_PREFIX = "bucket/"
 """Register keys of bucket names (other registers, if any, get their own prefix)."""
+KEY_PREFIXES = {space: f"{space.value}/" for space in NameSpace}
+"""One key space per kind of name (engine/ports.py ``NameSpace``): ``bucket/<name>``, ``user/<username>``."""
 
 
 class BucketRegister:
-    """Linearizable CreateBucket / DeleteBucket decisions for one pool."""
+    """Linearizable CreateBucket / DeleteBucket decisions for one pool, and the same for the other kinds of names
+    (``space``: IAM usernames), each in its own key space."""
 
     def __init__(self, proposer: Proposer[BucketRecord]) -> None:
         self.proposer = proposer
 
-    async def create(self, name: str, owner: str, token: str) -> BucketResult:
+    async def create(self, name: str, owner: str, token: str, space: str = NameSpace.BUCKET) -> BucketResult:
         """CREATED (the record names ``owner``), or ALREADY_EXISTS with the holder's record."""
-        return await self._run(name, create_if_absent(owner, token))
+        return await self._run(name, create_if_absent(owner, token), space)
 
-    async def mark_deleting(self, name: str, token: str, incarnation: int | None = None) -> BucketResult:
+    async def mark_deleting(self, name: str, token: str, incarnation: int | None = None,
+                            space: str = NameSpace.BUCKET) -> BucketResult:
         """Delete, step 1: MARKED (the name is fenced; check the bucket is empty) or NO_SUCH_BUCKET."""
-        return await self._run(name, mark_deleting(token, incarnation))
+        return await self._run(name, mark_deleting(token, incarnation), space)
 
-    async def finish_delete(self, name: str, incarnation: int, token: str) -> BucketResult:
+    async def finish_delete(self, name: str, incarnation: int, token: str,
+                            space: str = NameSpace.BUCKET) -> BucketResult:
         """Delete, step 2 when empty: DELETED, NOT_DELETING (aborted meanwhile) or NO_SUCH_BUCKET."""
-        return await self._run(name, finish_delete(incarnation, token))
+        return await self._run(name, finish_delete(incarnation, token), space)
 
-    async def abort_delete(self, name: str, incarnation: int, token: str) -> BucketResult:
+    async def abort_delete(self, name: str, incarnation: int, token: str,
+                           space: str = NameSpace.BUCKET) -> BucketResult:
         """Delete, step 2 when not empty: RESTORED (the bucket is live again) or NO_SUCH_BUCKET."""
-        return await self._run(name, abort_delete(incarnation, token))
+        return await self._run(name, abort_delete(incarnation, token), space)
 
     async def delete(self, name: str, token: str, is_empty: Callable[[BucketRecord], Awaitable[bool]]) -> BucketResult:
         """Both steps: fence the name, ask ``is_empty`` (a quorum read of the bucket's contents), then finish or
@@ -88,37 +94,41 @@ class BucketRegister:
             return await self.finish_delete(name, incarnation, token)
         return await self.abort_delete(name, incarnation, token)
 
-    async def read(self, name: str) -> BucketRecord | None:
+    async def read(self, name: str, space: str = NameSpace.BUCKET) -> BucketRecord | None:
         """A linearizable read of the name's record (None: never created)."""
-        result = await self._run(name, _read)
+        result = await self._run(name, _read, space)
         return result.record
 
-    async def _run(self, name: str, fn: Callable[[BucketRecord | None], BucketChange]) -> BucketResult:
+    async def _run(self, name: str, fn: Callable[[BucketRecord | None], BucketChange],
+                   space: str = NameSpace.BUCKET) -> BucketResult:
+        prefix = KEY_PREFIXES[NameSpace(space)]  # ValueError for a space that is not a NameSpace
         try:
-            return (await self.proposer.change(KEY_PREFIX + name, fn)).outcome
+            return (await self.proposer.change(prefix + name, fn)).outcome
         except (RegisterUnavailable, OutcomeUnknown) as exc:
-            log.warning("bucket %s: %s", name, exc)
+            log.warning("%s %s: %s", space, name, exc)
             raise ServiceUnavailableError(str(exc)) from exc
 
 
 class RegisterNames:
     """The engine's ``BucketNamesPort`` (engine/ports.py) over a ``BucketRegister``: CreateBucket and DeleteBucket
-    of a cluster node ask it first (engine/bucket_names.py). The register's outcomes, in the engine's terms."""
+    (engine/bucket_names.py) and IAM CreateUser and DeleteUser (engine/user_names.py) of a cluster node ask it
+    first. The register's outcomes, in the engine's terms."""
 
     def __init__(self, register: BucketRegister) -> None:
         self.register = register
 
-    async def create(self, name: str, owner: str, token: str) -> NameClaim:
-        return _claim(await self.register.create(name, owner, token))
+    async def create(self, name: str, owner: str, token: str, space: str = NameSpace.BUCKET) -> NameClaim:
+        return _claim(await self.register.create(name, owner, token, space))
 
-    async def mark_deleting(self, name: str, token: str, incarnation: int | None = None) -> NameClaim:
-        return _claim(await self.register.mark_deleting(name, token, incarnation))
+    async def mark_deleting(self, name: str, token: str, incarnation: int | None = None,
+                            space: str = NameSpace.BUCKET) -> NameClaim:
+        return _claim(await self.register.mark_deleting(name, token, incarnation, space))
 
-    async def finish_delete(self, name: str, incarnation: int, token: str) -> NameClaim:
-        return _claim(await self.register.finish_delete(name, incarnation, token))
+    async def finish_delete(self, name: str, incarnation: int, token: str, space: str = NameSpace.BUCKET) -> NameClaim:
+        return _claim(await self.register.finish_delete(name, incarnation, token, space))
 
-    async def abort_delete(self, name: str, incarnation: int, token: str) -> NameClaim:
-        return _claim(await self.register.abort_delete(name, incarnation, token))
+    async def abort_delete(self, name: str, incarnation: int, token: str, space: str = NameSpace.BUCKET) -> NameClaim:
+        return _claim(await self.register.abort_delete(name, incarnation, token, space))
 
 
 def _claim(result: BucketResult) -> NameClaim:

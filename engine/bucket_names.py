@@ -28,7 +28,7 @@ from typing import Any
 
 from .errors import ErrorCode, PoolUnavailableError, S3Error, ServiceUnavailableError
 from .model import Bucket
-from .ports import BucketNamesPort, NameClaim, NameOutcome
+from .ports import BucketNamesPort, NameClaim, NameOutcome, NameSpace
 
 log = logging.getLogger(__name__)
 
@@ -65,19 +65,24 @@ async def create_bucket(names: BucketNamesPort, run: Run, name: str, region: str
         raise  # committed here and short of the quorum (it spreads), or unknown: the name stays taken
     except S3Error as exc:
         if exc.code is not ErrorCode.BUCKET_ALREADY_OWNED_BY_YOU:  # nothing committed: give the name back
-            await _release(names, name, claim.incarnation, token)
+            await release(names, name, claim.incarnation, token)
         # BucketAlreadyOwnedByYou: a bucket this node held before the register knew the name; the register now does
         raise
 
 
-async def _release(names: BucketNamesPort, name: str, incarnation: int, token: str) -> None:
-    """Undo a create whose event was never committed: the name is free again (best effort: logged on failure)."""
+async def release(names: BucketNamesPort, name: str, incarnation: int, token: str,
+                  space: str = NameSpace.BUCKET) -> bool:
+    """Free incarnation ``incarnation`` of a name (never a later life of it): a create whose event was never
+    committed, or (usernames) a user whose deletion is committed. True once the register says the name is free;
+    False (logged) when it could not tell: best effort, the caller's answer stands."""
     try:
-        marked = await names.mark_deleting(name, token, incarnation)
+        marked = await names.mark_deleting(name, token, incarnation, space=space)
         if marked.outcome is NameOutcome.MARKED:
-            await names.finish_delete(name, incarnation, token)
+            await names.finish_delete(name, incarnation, token, space=space)
+        return True
     except ServiceUnavailableError:
-        log.warning("bucket %s: could not give the name back after its creation failed", name)
+        log.warning("%s %s: could not give the name back to the register", space, name)
+        return False
 
 
 async def delete_bucket(names: BucketNamesPort, run: Run, lookup: Lookup, name: str, actor: str) -> None:

@@ -18,10 +18,13 @@ from typing import Any
 from s4.journal import EventType
 
 from .sequencer import Decider, Decision
+from .views import keys
 
 ROLES = ("Reader", "Writer", "SuperUser")
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_]{3,32}$")
 ACCESS_KEY_RE = re.compile(r"^S4AK[A-Z0-9]{16}$")
+ROOT_ID_NAMESPACE = uuid.UUID("5b4a1c2e-7f0d-4e8a-9b1c-3d2e6f8a0c41")
+"""uuid5 namespace of the root users' ids in a pool (``root_user_id``): fixed forever, ids derive from it."""
 
 
 class IamError(Exception):
@@ -45,6 +48,14 @@ def check_role(role: Any) -> str:
     return str(role)
 
 
+def root_user_id(cluster_name: str, username: str) -> str:
+    """The root user's id in a pool: every node derives the same one, so the nodes' first-start seeds of the root
+    user (S4_ROOT_PASSWORD) are one user whose replicated ``user.created`` events merge into one record
+    (engine/projector.py: the earliest creation is the base, every update overrides it) instead of one user named
+    ``root`` per node. Single mode keeps a random id."""
+    return str(uuid.uuid5(ROOT_ID_NAMESPACE, f"{cluster_name}\0{username}"))
+
+
 def _require_user(d: Decision, user_id: str) -> dict[str, Any]:
     rec = d.tx.user(user_id)
     if rec is None:
@@ -57,9 +68,13 @@ def create_user(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
     role = check_role(args["role"])
     if d.tx.user_id_by_name(username) is not None:
         raise IamError(409, f"username {username!r} already exists")
-    user_id = str(uuid.uuid4())
-    d.emit(EventType.USER_CREATED, {"user_id": user_id, "username": username, "role": role,
-                                    "password_hash": args["password_hash"]})
+    user_id = args.get("user_id") or str(uuid.uuid4())  # given: a pool's root (root_user_id), or engine/user_names.py
+    if d.tx.packed("user_clocks", keys.text_key(user_id)) is not None:  # ids are never reused (a deletion is final)
+        raise IamError(409, f"user id {user_id} was used before")
+    payload = {"user_id": user_id, "username": username, "role": role, "password_hash": args["password_hash"]}
+    if args.get("ni"):  # a pool: the incarnation of the name the register granted (engine/user_names.py)
+        payload["ni"] = int(args["ni"])
+    d.emit(EventType.USER_CREATED, payload)
     return d.tx.user(user_id)  # type: ignore[return-value]
 
 

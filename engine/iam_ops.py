@@ -6,6 +6,7 @@ is submitted, so the deciders in iam.py only ever see hashes and ciphertext. Rea
 
 from __future__ import annotations
 
+import logging
 import secrets
 import string
 from pathlib import Path
@@ -15,13 +16,19 @@ import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from . import user_names
+from .errors import ErrorCode, S3Error
 from .iam import IamError, check_role, check_username
-from .keyring import Keyring, load_or_create_key
+from .keyring import Keyring, KeyringError, load_or_create_key
 from .login_throttle import LoginThrottle
 from .sequencer import Command
+from .views import keys
 from .views.env import unpack
 from .views.records import Tx
 
+log = logging.getLogger(__name__)
+UNUSABLE_KEY_MESSAGE = ("The AWS access key ID you provided cannot be used on this server: its stored secret "
+                        "cannot be decrypted with this node's key.")
 ACCESS_KEY_ALPHABET = string.ascii_uppercase + string.digits
 SECRET_ALPHABET = string.ascii_letters + string.digits
 MIN_PASSWORD, MAX_PASSWORD = 8, 1024
@@ -44,6 +51,7 @@ class IamOps:
     sequencer: Any
     _run: Any
     _read: Any
+    names: Any  # a pool's name register (engine/ports.py BucketNamesPort), None in single mode
 
     def _init_iam(self, data_dir: Path, remote: Any = None, shared_key: bytes | None = None) -> None:
         own = load_or_create_key(data_dir)
@@ -51,6 +59,7 @@ class IamOps:
         self._hasher = PasswordHasher()  # argon2id with the library's recommended cost
         self._dummy_hash = ""  # made on first use: a hash to verify against when the username is unknown
         self._secret_cache: dict[str, tuple[str, str]] = {}  # access key -> (ciphertext, plain secret)
+        self._undecryptable: dict[str, str] = {}  # access key -> the ciphertext logged as undecryptable
         self.login_throttle = LoginThrottle()  # in a worker process the node's one lives in the sequencer process
         self._remote_iam = remote
 
@@ -78,8 +87,13 @@ class IamOps:
         check_username(username)
         check_role(role)
         password_hash = await self._hash(check_password(password))
-        rec = await self._iam("iam_create_user", {"username": username, "role": role,
-                                                  "password_hash": password_hash}, actor)
+        args = {"username": username, "role": role, "password_hash": password_hash}
+        if self.names is None:
+            rec = await self._iam("iam_create_user", args, actor)
+        else:  # a pool: the name register makes the username unique across it (engine/user_names.py)
+            rec = await user_names.create_user(self.names, self._run, self._user_deleted, args, actor)
+            if isinstance(rec, IamError):
+                raise rec
         return public_record(rec)
 
     async def update_user(self, user_id: str, *, password: str | None = None, role: str | None = None,
@@ -94,7 +108,17 @@ class IamOps:
         return public_record(rec)
 
     async def delete_user(self, user_id: str, actor: str = "") -> None:
-        await self._iam("iam_delete_user", {"user_id": user_id}, actor)
+        if self.names is None:
+            await self._iam("iam_delete_user", {"user_id": user_id}, actor)
+            return
+        record = self._read(lambda tx: tx.user(user_id))
+        result = await user_names.delete_user(self.names, self._run, record, user_id, actor)
+        if isinstance(result, IamError):
+            raise result
+
+    def _user_deleted(self, user_id: str) -> bool:
+        """This node has applied the deletion of that user id (final: the id never comes back)."""
+        return bool(self._read(lambda tx: (tx.packed("user_clocks", keys.text_key(user_id)) or {}).get("d")))
 
     def get_user(self, user_id: str) -> dict[str, Any]:
         rec = self._read(lambda tx: tx.user(user_id))
@@ -136,17 +160,20 @@ class IamOps:
             raise result
         return result
 
-    def seed_root(self, username: str, password: str) -> dict[str, Any] | None:
+    def seed_root(self, username: str, password: str, user_id: str | None = None) -> dict[str, Any] | None:
         """Start-up with S4_ROOT_PASSWORD: create the root SuperUser on a node that has no IAM user yet, once.
 
         Later starts change nothing (returning the user named ``username``, or None): a password rotated or a root
         deactivated through the admin API stays so. A lost root password is reset offline (``reset_root``).
+        ``user_id``: a pool's nodes all seed the same user (iam.py ``root_user_id``), so the pool has one root.
         """
         if self.list_users():
             rec = self.get_user_by_name(username)
             return public_record(rec) if rec is not None else None
-        return public_record(self._submit_sync("iam_create_user", {
-            "username": username, "role": "SuperUser", "password_hash": self._hasher.hash(password)}, "s4-server"))
+        args = {"username": username, "role": "SuperUser", "password_hash": self._hasher.hash(password)}
+        if user_id is not None:
+            args["user_id"] = user_id
+        return public_record(self._submit_sync("iam_create_user", args, "s4-server"))
 
     def reset_root(self, username: str, password: str, actor: str = "s4-admin reset-root") -> dict[str, Any]:
         """The operator's recovery (``s4-admin reset-root``, server stopped): ``username`` exists, is an active
@@ -174,7 +201,8 @@ class IamOps:
         await self._iam("iam_delete_credential", {"user_id": user_id}, actor)
 
     def secret_for(self, access_key: str) -> tuple[str, dict[str, Any]] | None:
-        """(plain secret, user) for SigV4, or None if the key is unknown, deleted or its user inactive.
+        """(plain secret, user) for SigV4, or None if the key is unknown, deleted or its user inactive; an S3Error
+        (InvalidAccessKeyId) if its stored secret cannot be decrypted here.
 
         Two LMDB gets per request (so a deletion or deactivation is seen at once); the decryption is cached by
         ciphertext, so a replaced credential never serves a stale secret.
@@ -192,9 +220,25 @@ class IamOps:
         if cached is None or cached[0] != cred["secret"]:
             if len(self._secret_cache) > 10_000:
                 self._secret_cache.clear()
-            cached = (cred["secret"], self.keyring.decrypt(cred["secret"]))
+            cached = (cred["secret"], self._decrypt(access_key, cred["secret"]))
             self._secret_cache[access_key] = cached
         return cached[1], public_record(user)
+
+    def _decrypt(self, access_key: str, ciphertext: str) -> str:
+        """The plain secret, or, when this node's keyring cannot decrypt it, the S3 answer for a key this server
+        cannot use (403 InvalidAccessKeyId naming the cause, never a 500) and one log line per stored secret saying
+        what the operator must fix (the only place a stored secret is decrypted: engine/keyring.py)."""
+        try:
+            return self.keyring.decrypt(ciphertext)
+        except KeyringError as exc:
+            if self._undecryptable.get(access_key) != ciphertext:
+                if len(self._undecryptable) > 10_000:
+                    self._undecryptable.clear()
+                self._undecryptable[access_key] = ciphertext
+                log.error("S3 access key %s cannot be used: %s (a pool's nodes must share S4_CLUSTER_SECRET and "
+                          "S4_CLUSTER_NAME; a single node needs the iam.key its data directory was created with); "
+                          "requests signed with it are refused with InvalidAccessKeyId", access_key, exc)
+            raise S3Error(ErrorCode.INVALID_ACCESS_KEY_ID, UNUSABLE_KEY_MESSAGE, AWSAccessKeyId=access_key) from exc
 
     # -- operator statistics --------------------------------------------------------------------------------------
     def storage_stats(self) -> dict[str, Any]:

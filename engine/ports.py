@@ -143,7 +143,8 @@ class NameOutcome(StrEnum):
 @dataclass(frozen=True, slots=True)
 class NameClaim:
     """One decision of the name register and the record it left: ``incarnation`` counts the name's creations
-    (0: the register never held the name); ``owner`` is the creator's access key."""
+    (0: the register never held the name); ``owner`` is the creator's access key (a bucket) or the user's id (a
+    username)."""
 
     outcome: NameOutcome
     incarnation: int = 0
@@ -157,27 +158,37 @@ class NameClaim:
         return cls(NameOutcome(rec["outcome"]), rec["incarnation"], rec["owner"])
 
 
-class BucketNamesPort(Protocol):
-    """Linearizable bucket names across a pool (S4_MODE=cluster): every CreateBucket and DeleteBucket is first
-    decided by this register (cluster/buckets_register.py ``RegisterNames``; in an HTTP worker the supervisor's,
-    over the channel). ``token`` is one request's id: a step retried with it settles its own outcome. Every method
-    raises ServiceUnavailableError (503 with Retry-After) when no majority answers or the outcome is unknown. The
-    flow is engine/bucket_names.py; single mode has no register (``Engine.names`` is None)."""
+class NameSpace(StrEnum):
+    """The kinds of names the pool's name register keeps unique, each its own key space (``<space>/<name>``)."""
 
-    async def create(self, name: str, owner: str, token: str) -> NameClaim:
+    BUCKET = "bucket"  # CreateBucket / DeleteBucket (engine/bucket_names.py); owner: the creator's access key
+    USER = "user"  # IAM usernames (engine/user_names.py); owner: the user's id
+
+
+class BucketNamesPort(Protocol):
+    """Linearizable names across a pool (S4_MODE=cluster): every CreateBucket and DeleteBucket, and every IAM
+    CreateUser and DeleteUser, is first decided by this register (cluster/buckets_register.py ``RegisterNames``; in
+    an HTTP worker the supervisor's, over the channel). ``space`` says which kind of name (``NameSpace``: bucket
+    names and usernames never meet). ``token`` is one request's id: a step retried with it settles its own outcome.
+    Every method raises ServiceUnavailableError (503 with Retry-After) when no majority answers or the outcome is
+    unknown. The flows are engine/bucket_names.py and engine/user_names.py; single mode has no register
+    (``Engine.names`` is None)."""
+
+    async def create(self, name: str, owner: str, token: str, space: str = NameSpace.BUCKET) -> NameClaim:
         """CREATED (the record names ``owner`` and a new incarnation) or ALREADY_EXISTS (the holder's record)."""
         ...
 
-    async def mark_deleting(self, name: str, token: str, incarnation: int | None = None) -> NameClaim:
+    async def mark_deleting(self, name: str, token: str, incarnation: int | None = None,
+                            space: str = NameSpace.BUCKET) -> NameClaim:
         """MARKED (fenced: no create can take the name; only the live or deleting record of ``incarnation``, if
         given) or NO_SUCH_BUCKET."""
         ...
 
-    async def finish_delete(self, name: str, incarnation: int, token: str) -> NameClaim:
+    async def finish_delete(self, name: str, incarnation: int, token: str, space: str = NameSpace.BUCKET) -> NameClaim:
         """DELETED, NOT_DELETING (aborted meanwhile) or NO_SUCH_BUCKET (finished by another delete)."""
         ...
 
-    async def abort_delete(self, name: str, incarnation: int, token: str) -> NameClaim:
+    async def abort_delete(self, name: str, incarnation: int, token: str, space: str = NameSpace.BUCKET) -> NameClaim:
         """RESTORED (live again) or NO_SUCH_BUCKET."""
         ...
 

@@ -524,12 +524,27 @@ def _user_state(tx: Tx, user_id: str) -> dict[str, Any]:
     return tx.packed("user_clocks", keys.text_key(user_id)) or {"f": {}}
 
 
-def _set_fields(state: dict[str, Any], values: dict[str, Any], event: Event) -> None:
+def _field_beats(new: list[Any], old: list[Any]) -> bool:
+    """Whether field entry ``new`` replaces ``old``. An entry is ``[value, hlc, origin]`` from ``user.updated``, or
+    ``[value, hlc, origin, 0]`` from ``user.created`` (a *base* value). Any update beats any base; among updates
+    the newest wins; among bases the *earliest* creation wins. Only a pool's root user has several creations (one
+    seed per node, one id: engine/iam.py ``root_user_id``): so a node that seeds it later, with another password,
+    never overrides the pool's first seed nor a password rotated or a deactivation made through the admin API."""
+    new_base, old_base = len(new) > 3, len(old) > 3
+    if new_base != old_base:
+        return old_base
+    if new_base:
+        return (new[1], new[2]) < (old[1], old[2])
+    return (new[1], new[2]) > (old[1], old[2])
+
+
+def _set_fields(state: dict[str, Any], values: dict[str, Any], event: Event, *, base: bool = False) -> None:
     stamp = _stamp(event)
     for name, value in values.items():
         old = state["f"].get(name)
-        if old is None or stamp > (old[1], old[2]):
-            state["f"][name] = [value, stamp[0], stamp[1]]
+        entry = [value, stamp[0], stamp[1], 0] if base else [value, stamp[0], stamp[1]]
+        if old is None or _field_beats(entry, old):
+            state["f"][name] = entry
     if _newer(stamp, state.get("u")):
         state["u"] = list(stamp)
 
@@ -580,6 +595,8 @@ def _save_user(tx: Tx, user_id: str, state: dict[str, Any]) -> None:
            "password_hash": fields["password_hash"][0], "active": fields["active"][0],
            "created_ms": state.get("c", 0), "updated_ms": physical_ms(state["u"][0]),
            "epoch": state.get("ep", 0), "access_key": _user_access_key(tx, user_id)}
+    if "ni" in fields:
+        rec["ni"] = fields["ni"][0]
     tx.put("users", keys.text_key(user_id), pack(rec))
     if old is not None and old["username"] != rec["username"]:
         _settle_name(tx, old["username"])
@@ -591,9 +608,11 @@ def apply_user_created(tx: Tx, event: Event) -> None:
     state = _user_state(tx, p["user_id"])
     if state.get("d"):
         return
-    _set_fields(state, {"username": p["username"], "role": p["role"], "password_hash": p["password_hash"],
-                        "active": True}, event)
-    state.setdefault("c", _event_ms(event))
+    fields = {"username": p["username"], "role": p["role"], "password_hash": p["password_hash"], "active": True}
+    if "ni" in p:
+        fields["ni"] = p["ni"]  # the name's incarnation in the pool's register (engine/user_names.py)
+    _set_fields(state, fields, event, base=True)
+    state["c"] = min(state.get("c", _event_ms(event)), _event_ms(event))  # the first creation, in any order
     _save_user(tx, p["user_id"], state)
 
 

@@ -31,6 +31,7 @@ from s4.api.http_protocol import ConnectionLimits, connection_cap, protocol_clas
 from s4.api.metrics import ClusterMetrics, JournalMetrics, enable_multiprocess
 from s4.api.settings import ApiSettings
 from s4.cluster.auth import iam_key
+from s4.cluster.grpc_logging import quiet_deadlines
 from s4.cluster.grpc_server import GrpcBindError
 from s4.cluster.listings import QuorumListings
 from s4.cluster.node import ClusterNode, journal_head
@@ -38,6 +39,7 @@ from s4.cluster.peers import PeerPool
 from s4.cluster.wiring import CLUSTER_VOLUMES_WORKER, EngineParts, wire_node
 from s4.engine import Engine, EngineOptions
 from s4.engine.datadir import DataDirLockedError, NodeIdMismatchError
+from s4.engine.iam import root_user_id
 from s4.engine.jobs.service import JobSettings, for_engine
 from s4.engine.local_commit import LocalCommitPath
 from s4.engine.ports import SingleNodeStatus, SoleNodeLeases
@@ -144,6 +146,7 @@ def _cluster_node(engine: Engine, settings: Settings, commit_path: LocalCommitPa
         raise ConfigError(f"S4_WORKERS={workers}: a cluster node runs at most {CLUSTER_VOLUMES_WORKER - 1} workers")
     for warning in config.warnings:
         log.warning("cluster: %s", warning)
+    quiet_deadlines()  # an expired inter-node call is a WARNING, not grpclib's ERROR traceback
     assert engine.journal is not None  # this process owns the journal (LocalCommitPath)
     node = ClusterNode(config, journal_head(engine.journal, engine.views.last_seq))
     wired = wire_node(node, EngineParts(data_dir, engine.views, engine.journal, commit_path, space=engine.space,
@@ -230,7 +233,9 @@ def _prepare_iam(engine: Engine, settings: Settings) -> str:
     with."""
     if not settings.root_password:
         return settings.jwt_secret or ""
-    root = engine.seed_root(settings.root_username, settings.root_password)
+    cluster = settings.cluster  # a pool: every node seeds the one root user (docs/operations.md, "Lost root password")
+    pool_root = None if cluster is None else root_user_id(cluster.cluster_name, settings.root_username)
+    root = engine.seed_root(settings.root_username, settings.root_password, pool_root)
     if root is None:
         log.warning("IAM enabled; no user named %r: S4_ROOT_PASSWORD only seeds the root user of a node without "
                     "IAM users (to regain access: `s4-admin reset-root`, docs/operations.md)", settings.root_username)

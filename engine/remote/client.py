@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import datadir
-from ..ports import NameClaim, Opened, PeerHealth
+from ..ports import NameClaim, NameSpace, Opened, PeerHealth
 from ..sequencer import Command
 from ..space import SpaceGuard
 from ..views.env import Views
@@ -126,8 +126,9 @@ class RemoteKeyReads:
 
 
 class RemoteNames:
-    """The bucket-name register (engine/ports.py ``BucketNamesPort``) in an HTTP worker of a cluster node: the
-    supervisor runs the cluster node, so each register step goes over the channel and runs there."""
+    """The name register (engine/ports.py ``BucketNamesPort``: bucket names and usernames) in an HTTP worker of a
+    cluster node: the supervisor runs the cluster node, so each register step goes over the channel and runs there
+    (the channel op ``names`` passes the keyword arguments, ``space`` included, to the supervisor's port)."""
 
     def __init__(self, channel: LoopChannel) -> None:
         self.channel = channel
@@ -135,17 +136,18 @@ class RemoteNames:
     async def _call(self, method: str, **kwargs: Any) -> NameClaim:
         return NameClaim.from_record(await self.channel.call({"op": "names", "method": method, "kwargs": kwargs}))
 
-    async def create(self, name: str, owner: str, token: str) -> NameClaim:
-        return await self._call("create", name=name, owner=owner, token=token)
+    async def create(self, name: str, owner: str, token: str, space: str = NameSpace.BUCKET) -> NameClaim:
+        return await self._call("create", name=name, owner=owner, token=token, space=str(space))
 
-    async def mark_deleting(self, name: str, token: str, incarnation: int | None = None) -> NameClaim:
-        return await self._call("mark_deleting", name=name, token=token, incarnation=incarnation)
+    async def mark_deleting(self, name: str, token: str, incarnation: int | None = None,
+                            space: str = NameSpace.BUCKET) -> NameClaim:
+        return await self._call("mark_deleting", name=name, token=token, incarnation=incarnation, space=str(space))
 
-    async def finish_delete(self, name: str, incarnation: int, token: str) -> NameClaim:
-        return await self._call("finish_delete", name=name, incarnation=incarnation, token=token)
+    async def finish_delete(self, name: str, incarnation: int, token: str, space: str = NameSpace.BUCKET) -> NameClaim:
+        return await self._call("finish_delete", name=name, incarnation=incarnation, token=token, space=str(space))
 
-    async def abort_delete(self, name: str, incarnation: int, token: str) -> NameClaim:
-        return await self._call("abort_delete", name=name, incarnation=incarnation, token=token)
+    async def abort_delete(self, name: str, incarnation: int, token: str, space: str = NameSpace.BUCKET) -> NameClaim:
+        return await self._call("abort_delete", name=name, incarnation=incarnation, token=token, space=str(space))
 
 
 class ChannelCommitPath:

@@ -37,7 +37,7 @@ from s4.cluster.caspaxos import (
 from s4.engine import Engine
 from s4.engine import bucket_names as flow
 from s4.engine.errors import RETRY_AFTER_S, ErrorCode, PoolUnavailableError, S3Error, ServiceUnavailableError
-from s4.engine.ports import NameClaim, NameOutcome
+from s4.engine.ports import NameClaim, NameOutcome, NameSpace
 
 pytestmark = pytest.mark.anyio
 NODES = ("n1", "n2", "n3")
@@ -81,24 +81,25 @@ class Names(RegisterNames):
             self.fail[step] -= 1
             raise ServiceUnavailableError(f"{step}: no majority")
 
-    async def create(self, name: str, owner: str, token: str) -> NameClaim:
+    async def create(self, name: str, owner: str, token: str, space: str = NameSpace.BUCKET) -> NameClaim:
         self._step("create")
-        return await super().create(name, owner, token)
+        return await super().create(name, owner, token, space)
 
-    async def mark_deleting(self, name: str, token: str, incarnation: int | None = None) -> NameClaim:
+    async def mark_deleting(self, name: str, token: str, incarnation: int | None = None,
+                            space: str = NameSpace.BUCKET) -> NameClaim:
         self._step("mark")
-        return await super().mark_deleting(name, token, incarnation)
+        return await super().mark_deleting(name, token, incarnation, space)
 
-    async def finish_delete(self, name: str, incarnation: int, token: str) -> NameClaim:
+    async def finish_delete(self, name: str, incarnation: int, token: str, space: str = NameSpace.BUCKET) -> NameClaim:
         self._step("finish")
-        return await super().finish_delete(name, incarnation, token)
+        return await super().finish_delete(name, incarnation, token, space)
 
-    async def abort_delete(self, name: str, incarnation: int, token: str) -> NameClaim:
+    async def abort_delete(self, name: str, incarnation: int, token: str, space: str = NameSpace.BUCKET) -> NameClaim:
         self._step("abort")
-        return await super().abort_delete(name, incarnation, token)
+        return await super().abort_delete(name, incarnation, token, space)
 
-    async def record(self, name: str) -> BucketRecord | None:
-        return await self.register.read(name)
+    async def record(self, name: str, space: str = NameSpace.BUCKET) -> BucketRecord | None:
+        return await self.register.read(name, space)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from s4.engine.errors import MissingBlobsError, PeerEventRefused, S3Error
-from s4.engine.iam import IamError
+from s4.engine.iam import IamError, root_user_id
 from s4.engine.model import BlobLocation, version_record
 from s4.engine.replica import Applied, PeerBatchResult
 from s4.engine.views import keys, namespace
@@ -36,6 +36,7 @@ KEYS = ("k1", "k2", "d/k3")
 CONTENTS = [bytes([i]) * (i + 1) for i in range(6)]
 HASHES = [hashlib.sha256(c).digest() for c in CONTENTS]
 USERNAMES = ("alice", "bob_1", "carol")
+ROOT_ID = root_user_id("test-cluster", "root")
 
 
 class Wall:
@@ -82,7 +83,7 @@ def decide(data: st.DataObject, node: Node, counter: list[int]) -> None:
     op = data.draw(st.sampled_from([
         "put", "put", "put", "delete", "delete_version", "tags", "versioning", "cors", "mpu_create", "mpu_part",
         "mpu_part", "mpu_complete", "mpu_abort", "user_create", "user_update", "user_delete", "cred_create",
-        "cred_delete"]), label="op")
+        "cred_delete", "root_seed"]), label="op")
     key = data.draw(st.sampled_from(KEYS), label="key")
     content = data.draw(st.integers(0, len(CONTENTS) - 1), label="content")
     result: Any = None
@@ -126,6 +127,10 @@ def decide(data: st.DataObject, node: Node, counter: list[int]) -> None:
                                   parts=parts, min_part_bytes=0)
         else:
             result = node.run("abort_multipart", bucket="b", key=upload["k"], upload_id=upload["u"])
+    elif op == "root_seed":  # a pool's nodes each seed the one root user (engine/iam.py root_user_id)
+        result = node.run("iam_create_user", username="root", role="SuperUser", password_hash=f"hash-{counter[0]}",
+                          user_id=ROOT_ID)
+        counter[0] += 1
     elif op == "user_create":
         result = node.run("iam_create_user", username=data.draw(st.sampled_from(USERNAMES)), role="Writer",
                           password_hash=f"hash-{counter[0]}")
@@ -482,3 +487,39 @@ async def test_a_peers_put_through_the_local_commit_path_is_readable(make_engine
     again = dst._commit_path.apply_peer_events(events, staged_here.get).result(timeout=30)
     assert again.outcomes == (Applied.ALREADY_HAD, Applied.ALREADY_HAD)
 
+
+
+def test_issue19_root_seeds_of_a_pool_converge_to_one_root_user_keeping_rotations(tmp_path: Path) -> None:
+    """Each node of a pool seeds the root user at its first start. With one id for every node's seed they are one
+    user: the first seed's password is the base, a password rotated through the admin API overrides every seed,
+    also one made later (a node that joins the pool later, with another S4_ROOT_PASSWORD), in any order."""
+    a, b, wall = _pair(tmp_path)
+    c = Node(tmp_path / "c", "node-c", wall)
+    try:
+        assert a.run("iam_create_user", username="root", role="SuperUser", password_hash="hash-a",
+                     user_id=ROOT_ID)["id"] == ROOT_ID
+        wall.ms += 1
+        assert b.run("iam_create_user", username="root", role="SuperUser", password_hash="hash-b",
+                     user_id=ROOT_ID)["id"] == ROOT_ID
+        for x, y in ((a, b), (b, a)):
+            deliver(y, x.own_events())
+        for node in (a, b):
+            [root] = scan(node, "users").values()
+            assert (root["id"], root["password_hash"], root["created_ms"]) == (ROOT_ID, "hash-a", T0)
+        wall.ms += 1
+        rotated = a.run("iam_update_user", user_id=ROOT_ID, password_hash="rotated", active=False)
+        assert rotated["password_hash"] == "rotated"
+        wall.ms += 1  # a node joining later seeds the same user again, with another password
+        assert c.run("iam_create_user", username="root", role="SuperUser", password_hash="hash-c",
+                     user_id=ROOT_ID)["id"] == ROOT_ID
+        everything = a.own_events() + b.own_events() + c.own_events()
+        for node in (a, b, c):
+            deliver(node, [e for e in everything if e.origin != node.node_id][::-1])
+            [root] = scan(node, "users").values()
+            assert (root["password_hash"], root["active"], root["created_ms"]) == ("rotated", False, T0)
+            assert node.run("iam_create_user", username="root", role="SuperUser", password_hash="x",
+                            user_id=ROOT_ID).status == 409
+    finally:
+        a.close()
+        b.close()
+        c.close()
