@@ -57,6 +57,10 @@ HELD_RESTREAMS = 3
 MAX_STREAMS = 2
 #: Blobs an ApplyEvents fetches from its caller at once (a large object's chunks).
 FETCH_LANES = 4
+#: A cursor moved by the peers' ApplyEvents is made durable this long after it moved (then again, if it moved on).
+PUSH_PERSIST_S = 1.0
+#: Journal ranges of a peer waiting for the ones before them (beyond: dropped, catch-up covers the gap).
+MAX_WAITING_RANGES = 4096
 
 
 def replicated(event: Event) -> bool:
@@ -253,6 +257,9 @@ class EventsService:
 
             await asyncio.gather(*(fetch(bytes(d)) for d in result.missing_blobs))
             result = await self.applier.apply_peer_events(events)
+        if not result.missing_blobs and request.journal_ranges and not request.hinted_for \
+                and self.puller is not None:
+            self.puller.pushed(caller, [(r.after, r.through) for r in request.journal_ranges])
         hlc, seq = self._status() if self._status is not None else (0, self.journal.last_seq)
         return ApplyEventsReply(applied=result.applied, already_had=result.already_had,
                                 missing_blobs=[bytes(d) for d in result.missing_blobs], hlc=hlc, journal_seq=seq)
@@ -296,6 +303,11 @@ class CatchUp:
         self._tasks: list[asyncio.Task[None]] = []
         self._locks = {peer: asyncio.Lock() for peer in self.peers}
         self._held: dict[str, list[Event]] = {}  # per peer, during a pass: events waiting for what supersedes them
+        # Per peer: how far its journal is applied here counting the ranges its own writes brought
+        # (``pushed``), at least the durable cursor; ranges waiting for the ones before them; a pending persist.
+        self._pushed = {peer: 0 for peer in self.peers}
+        self._ranges: dict[str, dict[int, int]] = {peer: {} for peer in self.peers}
+        self._persisting: set[str] = set()
 
     @property
     def ready(self) -> bool:
@@ -305,7 +317,9 @@ class CatchUp:
 
     async def start(self) -> None:
         for peer in self.peers:
-            self.reporter.applied(peer, await self.store.run(lambda p=peer: self.store.cursor(p)))  # type: ignore[misc]
+            cursor = await self.store.run(lambda p=peer: self.store.cursor(p))  # type: ignore[misc]
+            self._pushed[peer] = max(self._pushed[peer], cursor)
+            self.reporter.applied(peer, self._pushed[peer])
         self._tasks = [asyncio.get_running_loop().create_task(self._loop(peer), name=f"s4-catch-up-{peer}")
                        for peer in self.peers]
 
@@ -316,6 +330,50 @@ class CatchUp:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    def pushed(self, peer: str, ranges: Sequence[tuple[int, int]]) -> None:
+        """``peer``'s ApplyEvents of its own writes applied here, each range ``(after, through]`` of its journal
+        whole (cluster/replicator.py ``_journal_range``). The cursor moves across the ranges that join it, so a
+        pass does not stream those events again; ranges ahead of it wait (bounded) for the ones before. Persisted
+        within ``PUSH_PERSIST_S``: a cursor lost in a crash is only streamed again."""
+        if peer not in self._pushed:
+            return
+        waiting = self._ranges[peer]
+        for after, through in ranges:
+            if through > after:
+                waiting[after] = max(waiting.get(after, 0), through)
+        self._advance(peer, self._pushed[peer])
+        if len(waiting) > MAX_WAITING_RANGES:  # a gap that will not close: catch-up covers it
+            waiting.clear()
+
+    def _advance(self, peer: str, cursor: int) -> None:
+        """``cursor`` (a pass's or a push's) applied: join the waiting ranges to it and report how far it got."""
+        waiting = self._ranges[peer]
+        moved = True
+        while moved:
+            moved = False
+            for after in [a for a in waiting if a <= cursor]:
+                cursor = max(cursor, waiting.pop(after))
+                moved = True
+        if cursor > self._pushed[peer]:
+            self._pushed[peer] = cursor
+            self.reporter.applied(peer, cursor)
+            if peer not in self._persisting:
+                self._persisting.add(peer)
+                asyncio.get_running_loop().create_task(self._persist(peer))
+
+    async def _persist(self, peer: str) -> None:
+        try:
+            persisted = -1
+            while self._pushed[peer] > persisted:
+                await asyncio.sleep(PUSH_PERSIST_S)
+                cursor = self._pushed[peer]
+                await self.store.run(lambda c=cursor: self.store.advance(peer, c))  # type: ignore[misc]
+                persisted = cursor
+        except Exception as exc:  # noqa: BLE001 - the durable cursor stays behind: those events stream again
+            log.info("keeping the catch-up cursor for %s failed: %s", peer, exc)
+        finally:
+            self._persisting.discard(peer)
 
     def peer_alive(self, peer: str) -> None:
         """Liveness saw ``peer`` come back: run a pass now."""
@@ -367,7 +425,7 @@ class CatchUp:
         then): the peer released the blob because of it. So while the peer's head moves, stream again from the
         cursor, which stayed below the held event (bounded: ``HELD_RESTREAMS``)."""
         store = self.store
-        cursor = await store.run(lambda: store.cursor(peer))
+        cursor = max(await store.run(lambda: store.cursor(peer)), self._pushed[peer])
         head = -1
         held: list[Event] = []
         for _ in range(HELD_RESTREAMS + 1):
@@ -382,7 +440,7 @@ class CatchUp:
         if held:
             raise CatchUpError(peer, f"{len(held)} events reference blobs no replica could give and nothing later "
                                "supersedes them", unreachable=False)
-        return cursor
+        return max(cursor, self._pushed[peer])
 
     async def _stream(self, peer: str, cursor: int) -> tuple[int, int]:
         """One CatchUp stream after ``cursor``: (the cursor after it, the head the peer reported)."""
@@ -404,6 +462,8 @@ class CatchUp:
                                 "directory was replaced?): catching up from its first event", peer, batch.head_seq,
                                 cursor)
                     await store.run(lambda: store.reset(peer))
+                    self._pushed[peer] = 0
+                    self._ranges[peer].clear()
                     raise CatchUpError(peer, "cursor reset, starting over", unreachable=False)
                 cursor = await self._apply(peer, cursor, batch)
         finally:
@@ -437,7 +497,7 @@ class CatchUp:
             return cursor
         store = self.store
         cursor = await store.run(lambda: store.advance(peer, target))
-        self.reporter.applied(peer, cursor)
+        self._advance(peer, cursor)
         return cursor
 
     async def _apply_events(self, peer: str, events: list[Event]) -> list[Event]:

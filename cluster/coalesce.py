@@ -158,7 +158,8 @@ class CoalescingTransport:
                         inline.append(blob)
             request = ApplyEventsRequest(events=[e for w in batch for e in w.request.events],
                                          blobs=BlobTransfer.INLINE, inline_blobs=inline,
-                                         settled_hlc=max(w.request.settled_hlc for w in batch))
+                                         settled_hlc=max(w.request.settled_hlc for w in batch),
+                                         journal_ranges=[r for w in batch for r in w.request.journal_ranges])
             self.coalesced += len(batch) - 1
         deadlines = [w.deadline for w in batch]
         timeout = None if None in deadlines else max(0.0, max(d for d in deadlines if d is not None) - loop.time())

@@ -38,7 +38,7 @@ from .hints import Hints
 from .liveness import DEAD
 from .quorum import QuorumError, call_quorum
 from .read_leases import LeaseGrants, Unsettled
-from .wire.s4cluster.v1 import ApplyEventsReply, ApplyEventsRequest, BlobTransfer, InlineBlob
+from .wire.s4cluster.v1 import ApplyEventsReply, ApplyEventsRequest, BlobTransfer, InlineBlob, JournalRange
 
 log = logging.getLogger("s4.cluster")
 
@@ -82,6 +82,16 @@ class ReplicationSettings:
 
     def deadline_s(self, size: int) -> float:
         return self.base_s + size / self.min_rate
+
+
+def _journal_range(events: Sequence[Event]) -> list[JournalRange]:
+    """One commit's events take consecutive seqs (engine/sequencer.py), so when they do, they are every replicated
+    event of that range of this node's journal: a peer that applied them may move its catch-up cursor across it
+    (cluster/catch_up.py ``CatchUp.pushed``) instead of streaming them again."""
+    seqs = sorted(e.seq for e in events)
+    if not seqs or seqs[0] <= 0 or seqs != list(range(seqs[0], seqs[-1] + 1)):
+        return []
+    return [JournalRange(after=seqs[0] - 1, through=seqs[-1])]
 
 
 class Replicator:
@@ -147,6 +157,7 @@ class Replicator:
             return
         size = sum(referenced_bytes(e) for e in logical)
         request = await self._request(logical, size)
+        request.journal_ranges = _journal_range(events)
         timeout = self.settings.deadline_s(size)
         live = [p for p in self.peers if self._state(p) != DEAD]
         seq = max(e.seq for e in logical)

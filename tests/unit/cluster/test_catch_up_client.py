@@ -250,3 +250,36 @@ async def wait_for(condition: object, limit: int = 2000) -> None:
             return
         await asyncio.sleep(0.005)
     raise AssertionError("condition not reached")
+
+
+def test_issue19_a_peers_own_writes_move_the_cursor_without_streaming_them_again(tmp_path: Path) -> None:
+    """``pushed``: the journal ranges of a peer's ApplyEvents (its own commits, applied here) move the cursor
+    once they join it, in any order; a later pass starts after them, and the cursor is made durable shortly."""
+    async def main() -> None:
+        catch_up, transport, applier, reporter, _ = make(tmp_path)
+        journal = transport.journals["b"]
+        for _ in range(6):
+            journal.append(LOGICAL[0])
+        await catch_up.start()
+        try:
+            catch_up.pushed("b", [(2, 4)])  # ahead of the cursor (0): waits for (0, 2]
+            assert reporter.applied_seq.get("b", 0) == 0
+            catch_up.pushed("b", [(0, 2)])
+            assert reporter.applied_seq["b"] == 4
+            catch_up.pushed("b", [(4, 6), (9, 12)])  # (9, 12] leaves a gap: it waits
+            assert reporter.applied_seq["b"] == 6
+            applier.held.clear()
+            assert await catch_up.pass_once("b") == 6
+            assert applier.held == set()  # nothing streamed again
+            for _ in range(100):
+                if catch_up.store.cursor("b") == 6:
+                    break
+                await asyncio.sleep(0.05)
+            assert catch_up.store.cursor("b") == 6  # durable
+            journal.append(LOGICAL[0])
+            assert await catch_up.pass_once("b") == 7 and applier.held == {("b", 7)}
+        finally:
+            await catch_up.stop()
+            catch_up.store.close()
+
+    asyncio.run(main())

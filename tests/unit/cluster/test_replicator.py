@@ -360,3 +360,12 @@ def test_with_hints_off_a_failed_write_is_sent_again_before_the_next_one() -> No
 
     run_sim(main())
     assert not hints.hinted
+
+
+def test_issue19_a_write_names_its_journal_range_only_when_its_seqs_are_consecutive() -> None:
+    from s4.cluster.replicator import _journal_range
+
+    events = write_events()
+    assert [(r.after, r.through) for r in _journal_range(events)] == [(0, 4)]  # node-local events included
+    assert _journal_range([events[0], events[3]]) == []  # a gap: the range would claim events it does not carry
+    assert _journal_range([]) == []

@@ -20,6 +20,7 @@ __all__ = (
     "GetBlobChunk",
     "GetBlobRequest",
     "InlineBlob",
+    "JournalRange",
     "KeyRecord",
     "ListRangeReply",
     "ListRangeRequest",
@@ -144,6 +145,12 @@ class ApplyEventsRequest(betterproto2.Message):
     settled_hlc: "int" = betterproto2.field(9, betterproto2.TYPE_UINT64)
     """
     the caller's settled watermark, as in PingRequest
+    """
+
+    journal_ranges: "list[JournalRange]" = betterproto2.field(10, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    The caller's journal ranges these events are all the replicated events of (its commits of them): applied,
+    they let the receiver move its catch-up cursor for the caller without streaming them again.
     """
 
 
@@ -380,6 +387,22 @@ class InlineBlob(betterproto2.Message):
 
 
 default_message_pool.register_message("s4cluster.v1", "InlineBlob", InlineBlob)
+
+
+@dataclass(eq=False, repr=False)
+class JournalRange(betterproto2.Message):
+    after: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
+    """
+    exclusive
+    """
+
+    through: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
+    """
+    inclusive
+    """
+
+
+default_message_pool.register_message("s4cluster.v1", "JournalRange", JournalRange)
 
 
 @dataclass(eq=False, repr=False)
