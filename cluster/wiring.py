@@ -158,6 +158,7 @@ def _read_leases(node: ClusterNode, parts: EngineParts,
     """Read leases (cluster/read_leases.py) and the gate that publishes them to the node's processes; none
     without the sequencer (tests wiring a node without an engine) or with R=1 (every read is local anyway)."""
     if parts.sequencer is None or node.config.read_quorum <= 1:
+        gate_path(parts.data_dir).unlink(missing_ok=True)  # one left by an earlier start must not be attached
         return None, None, None
     gate = ReadGate.create(gate_path(parts.data_dir))
     peers = node.liveness.peers
