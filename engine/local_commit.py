@@ -25,7 +25,7 @@ from .errors import ServiceUnavailableError
 from .ports import Opened
 from .replica import BlobResolver, PeerBatch, PeerBatchResult, no_blobs
 from .sequencer import Sequencer, replay
-from .space import SpaceGuard
+from .space import BALLAST_NAME, SpaceGuard
 from .tail_check import settle_tail
 from .views.env import Views
 from .views.unsynced import UnsyncedMarker, current_boot_id
@@ -68,6 +68,7 @@ class LocalCommitPath:
         replayed = replay(self.journal, self.views)
         if replayed:
             log.info("replayed %d journal events into the views", replayed)
+        space.arm_ballast(self._data_dir / BALLAST_NAME)  # the reserve other processes cannot eat (space.py)
         self.sequencer = Sequencer(self.journal, self.views, volumes, commands.DECIDERS, space)
         return Opened(views=self.views, port=self.sequencer, journal=self.journal)
 

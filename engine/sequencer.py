@@ -214,13 +214,21 @@ class Sequencer:
     def _process(self, batch: list[Item]) -> Sequence[Any]:
         while True:
             try:
-                return self._commit(batch)
+                results = self._commit(batch)
+                if self.space is not None:
+                    self.space.rearm_ballast()  # cheap unless a full disk made it give the ballast back
+                return results
             except MapFullError:
                 self.views.grow()
             except Exception as exc:
                 # A full disk failed the whole batch (journal write or sync, volume sync, LMDB): nothing of it is
                 # durable or visible (_commit), and the next batch runs normally: a delete can free space.
                 if is_disk_full(exc, self.space):
+                    if self.space is not None and self.space.release_ballast():
+                        log.warning("disk full: a batch of %d commands failed (%s); the space ballast is given "
+                                    "back and the batch runs again (deletes and aborts can commit; writes stay "
+                                    "refused below the reserve)", len(batch), exc)
+                        continue
                     log.warning("disk full: a batch of %d commands failed (%s)", len(batch), exc)
                     raise disk_full_error() from exc
                 if isinstance(exc, OSError):  # the disk failed a write or a sync: a fault to retry, not a 500

@@ -12,6 +12,9 @@ A full disk must never answer a generic 500 nor stop a user from freeing space. 
    ``disk_full_error`` is the error the request gets. Callers leave the node as it was (see sequencer.py).
 3. **Cheap.** ``free_bytes`` caches ``statvfs`` for ``CACHE_S`` and counts the bytes this process wrote since, so
    the check costs no syscall on the hot path; near the reserve it asks the kernel every time.
+4. **A ballast.** The check is per process, so writers in several processes can pass it together and eat the
+   reserve; the journal owner keeps part of it allocated in ``space.ballast`` (``arm_ballast``), given back when a
+   batch fails on a full disk (the sequencer then runs the batch again) and allocated again once there is room.
 
 The default reserve is 1% of the filesystem, at most 256 MiB (``S4_DISK_RESERVE`` sets it in bytes; 0 disables
 the check, leaving only rule 2). See docs/operations.md, "Disk full".
@@ -37,6 +40,9 @@ DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 # LMDB turns a short write (ENOSPC) into EIO: an lmdb.Error while the filesystem is this close to full is a full
 # disk, not a broken one.
 LMDB_FULL_SLACK_BYTES = 16 * 1024 * 1024
+#: The most the journal owner keeps allocated in its ballast file (``SpaceGuard.arm_ballast``).
+MAX_BALLAST_BYTES = 64 * 1024 * 1024
+BALLAST_NAME = "space.ballast"
 
 # Commands that grow the store: refused below the reserve. Everything else (deletes, aborts, bucket deletes,
 # renames, completing an upload whose parts are stored, IAM, seal/move/retire, lifecycle) may use it.
@@ -84,6 +90,8 @@ class SpaceGuard:
         self.reserve_bytes = default_reserve_bytes(self.total_bytes) if reserve_bytes is None else reserve_bytes
         self._free = st.f_bavail * st.f_frsize
         self._at = monotonic()
+        self._ballast: tuple[Path, int] | None = None  # the journal owner's (arm_ballast): its path and size
+        self._ballast_released = False
 
     def free_bytes(self, *, fresh: bool = False) -> int:
         """Bytes an unprivileged writer may still use; from the cache unless stale, near the reserve, or asked."""
@@ -115,6 +123,64 @@ class SpaceGuard:
         if command_name == "set_bucket_config" and args.get("value") is None:
             return True
         return not self.below_reserve()
+
+    # -- the ballast: the reserve concurrent writers cannot eat ---------------------------------------------------
+    def arm_ballast(self, path: Path) -> None:
+        """The journal owner keeps ``min(reserve, MAX_BALLAST_BYTES)`` allocated in a file of its own. The reserve
+        check is per process and cached, so writers in several processes (the HTTP workers) can all pass it at once
+        and eat the reserve between them; bytes already allocated to the ballast they cannot eat. A batch that
+        fails on a full disk gives it back (``release_ballast``) so that deletes and aborts still commit."""
+        size = min(self.reserve_bytes, MAX_BALLAST_BYTES)
+        self._ballast = (path, size) if size > 0 else None
+        self._ballast_released = False
+        if self._ballast is None:
+            path.unlink(missing_ok=True)
+            return
+        try:
+            if path.stat().st_size == size:
+                return
+        except FileNotFoundError:
+            pass
+        self._write_ballast()
+
+    def _write_ballast(self) -> bool:
+        assert self._ballast is not None
+        path, size = self._ballast
+        chunk = bytes(min(size, 1024 * 1024))
+        try:
+            with open(path, "wb") as f:  # written, not truncated to size: a sparse file reserves nothing
+                left = size
+                while left > 0:
+                    left -= f.write(chunk[:left])
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            path.unlink(missing_ok=True)
+            self._ballast_released = True
+            return False
+        self._ballast_released = False
+        return True
+
+    def release_ballast(self) -> bool:
+        """Give the ballast's bytes back to the filesystem (a batch failed on a full disk); False if there was none
+        left to give."""
+        if self._ballast is None or self._ballast_released:
+            return False
+        self._ballast[0].unlink(missing_ok=True)
+        self._ballast_released = True
+        self.free_bytes(fresh=True)
+        return True
+
+    def rearm_ballast(self) -> None:
+        """After a release: allocate the ballast again once there is room for it and the reserve twice over."""
+        ballast = self._ballast
+        if ballast is None or not self._ballast_released:
+            return
+        if self.free_bytes() > 2 * self.reserve_bytes + ballast[1] + LMDB_FULL_SLACK_BYTES:
+            self._write_ballast()
+            self.free_bytes(fresh=True)
 
     def describe(self) -> str:
         return f"{self.free_bytes()} bytes free, {self.reserve_bytes} bytes reserved for deletes"

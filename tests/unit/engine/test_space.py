@@ -215,7 +215,8 @@ async def test_issue18_lmdb_commit_failing_on_full_disk_unjournals_the_batch(
     seq_before = engine.journal.last_seq
     full(engine, free=0)
     real_env = engine.views.env
-    engine.views.env = _FailingEnv(real_env, failures=2)  # the commit and its retry both fail
+    engine.views.env = _FailingEnv(real_env, failures=4)  # the commit and its retry both fail, before and after
+    # the space ballast is given back (both attempts of the batch)
     try:
         with pytest.raises(S3Error) as exc:
             await engine.delete_object("bkt", "keep")
@@ -230,6 +231,37 @@ async def test_issue18_lmdb_commit_failing_on_full_disk_unjournals_the_batch(
     with pytest.raises(S3Error):
         await get(again, "bkt", "keep")
     assert again.journal is not None and again.journal.last_seq == seq_before + 1
+
+
+async def test_issue18_a_delete_on_a_disk_eaten_to_the_last_byte_commits_with_the_ballast_given_back(
+        make_engine: Callable[..., Engine], tmp_path: Path) -> None:
+    """Writers in other processes can each pass the (per process) reserve check at once and eat the whole reserve:
+    the journal owner's ballast, allocated at start, is what a delete then commits with. A batch failing on a full
+    disk gives the ballast back and runs again once; writes stay refused below the reserve; the ballast comes back
+    when there is room."""
+    engine = make_engine(disk_reserve_bytes=MiB)
+    ballast = Path(engine.options.data_dir) / "space.ballast"
+    assert ballast.stat().st_size == MiB  # allocated at start
+    await engine.create_bucket("bkt")
+    await put(engine, "bkt", "gone", b"gone")
+    seq_before = engine.journal.last_seq if engine.journal else 0
+    fs = full(engine, free=0)
+    real_env = engine.views.env
+    engine.views.env = _FailingEnv(real_env, failures=2)  # the disk is full until the ballast is given back
+    try:
+        await engine.delete_object("bkt", "gone")
+    finally:
+        engine.views.env = real_env
+    assert not ballast.exists()
+    assert engine.journal is not None and engine.journal.last_seq == seq_before + 1
+    with pytest.raises(S3Error) as refused:  # still below the reserve for new data
+        await put(engine, "bkt", "new", b"x")
+    assert refused.value.code is ErrorCode.INSUFFICIENT_STORAGE
+    fs.free = 32 * MiB  # compaction freed room: the next batch allocates the ballast again
+    engine.space.free_bytes(fresh=True)
+    await put(engine, "bkt", "new", b"x")
+    assert ballast.stat().st_size == MiB
+    engine.close()
 
 
 # -- orphaned bytes (item 4) --------------------------------------------------------------------------------------
