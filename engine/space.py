@@ -41,7 +41,7 @@ DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 # disk, not a broken one.
 LMDB_FULL_SLACK_BYTES = 16 * 1024 * 1024
 #: The most the journal owner keeps allocated in its ballast file (``SpaceGuard.arm_ballast``).
-MAX_BALLAST_BYTES = 64 * 1024 * 1024
+MAX_BALLAST_BYTES = 8 * 1024 * 1024  # room for thousands of deletes' journal records and LMDB pages
 BALLAST_NAME = "space.ballast"
 
 # Commands that grow the store: refused below the reserve. Everything else (deletes, aborts, bucket deletes,
@@ -148,7 +148,8 @@ class SpaceGuard:
         path, size = self._ballast
         chunk = bytes(min(size, 1024 * 1024))
         try:
-            with open(path, "wb") as f:  # written, not truncated to size: a sparse file reserves nothing
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # private, like the data directory
+            with open(fd, "wb") as f:  # written, not truncated to size: a sparse file reserves nothing
                 left = size
                 while left > 0:
                     left -= f.write(chunk[:left])
