@@ -328,3 +328,42 @@ def test_swim_nodes_see_each_other_alive_a_stopped_one_suspect_then_dead_and_bac
     entry = {n["id"]: n for n in doc["nodes"]}["c"]
     assert entry["state"] == ALIVE and entry["incarnation"] >= new
     assert doc["membership"]["probes"] > 0 and doc["membership"]["messages_sent"] > 0
+
+
+# -- metrics -------------------------------------------------------------------------------------------------------
+
+def test_swim_counters_reach_the_metrics_in_one_process_and_as_increments_in_several() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from s4.api.metrics import ClusterMetrics, cluster_families
+    from s4.engine.ports import PeerHealth
+
+    class Status:
+        counters = {"probes": 10, "suspicions": 1, "refutations": 0, "foreign_dropped": 2, "messages_lost": 3,
+                    "awareness": 1}
+
+        def peer_health(self) -> list[PeerHealth]:
+            return [PeerHealth("b", True, None, 0)]
+
+        def quorum_failures(self) -> int:
+            return 0
+
+        def membership_counters(self) -> dict[str, int]:
+            return dict(self.counters)
+
+    status = Status()
+    families = {f.name: f.samples[0].value for f in cluster_families(status)  # type: ignore[arg-type]
+                if f.name.startswith("s4_cluster_swim")}
+    assert families == {"s4_cluster_swim_probes": 10, "s4_cluster_swim_suspicions": 1,
+                        "s4_cluster_swim_refutations": 0, "s4_cluster_swim_foreign_dropped": 2,
+                        "s4_cluster_swim_messages_lost": 3, "s4_cluster_swim_awareness": 1}
+    registry = CollectorRegistry()
+    metrics = ClusterMetrics(status, registry)  # type: ignore[arg-type]
+    status.counters = {**status.counters, "probes": 25, "refutations": 1, "awareness": 0}
+    metrics.update()
+    metrics.update()
+    value = registry.get_sample_value
+    assert value("s4_cluster_swim_probes_total") == 25 and value("s4_cluster_swim_refutations_total") == 1
+    assert value("s4_cluster_swim_foreign_dropped_total") == 2 and value("s4_cluster_swim_awareness") == 0
+    real = ClusterNode(config("a"), lambda: (1, 1), FAST)
+    assert {*Status.counters} <= set(real.membership_counters())  # the node counts every one the metrics show
