@@ -32,6 +32,7 @@ from .config import ClusterConfig
 from .liveness import LivenessSettings
 from .swim import Change, Swim, SwimSettings
 from .swim_messages import ACK, ALIVE, DEAD, JOIN, JOIN_REPLY, NACK, PING, PING_REQ, SUSPECT, Message, Update
+from .wake import wait_event
 from .wire.s4cluster.v1 import SwimKind, SwimMessage, SwimState, SwimUpdate
 
 log = logging.getLogger("s4.cluster")
@@ -152,6 +153,7 @@ class SwimMembership:
         self.outside_pool = 0  # messages or updates naming a node or address outside this node's pool
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
 
     def _seeds(self, seeds: Iterable[object]) -> tuple[str, ...]:
         wanted = [str(s) for s in seeds]
@@ -171,6 +173,8 @@ class SwimMembership:
         self._task = asyncio.get_running_loop().create_task(self._drive(), name="s4-swim")
 
     async def stop(self) -> None:
+        """Stop the driver and the calls in flight; messages arriving later (the server closes after) are ignored."""
+        self._stopped = True
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -180,6 +184,8 @@ class SwimMembership:
 
     def receive(self, caller: str, wire: SwimMessage) -> None:
         """One message from ``caller`` (authenticated, and the message's sender: cluster/grpc_server.py checks)."""
+        if self._stopped:
+            return
         if self._pool.get(caller) != wire.sender_addr:  # a pool list that differs between nodes
             self.outside_pool += 1
             return
@@ -206,12 +212,7 @@ class SwimMembership:
             except Exception:  # noqa: BLE001 - membership must keep running; the log says what broke
                 log.exception("swim: tick failed")
             self._wake.clear()
-            # not asyncio.wait_for: on Python 3.11 it can swallow a cancel that meets its timeout, and stop() hung
-            timer = asyncio.get_running_loop().call_later(max(MIN_SLEEP_S, delay), self._wake.set)
-            try:
-                await self._wake.wait()
-            finally:
-                timer.cancel()
+            await wait_event(self._wake, max(MIN_SLEEP_S, delay))  # not asyncio.wait_for: cluster/wake.py
 
     def counters(self) -> dict[str, int]:
         """For the health document and the metrics: the core's counters, the transport's and the local health."""
