@@ -10,7 +10,8 @@ Three sources, labelled by operation names and status codes only (never keys, bu
   ``s4.journal`` without a metrics library, and present only in the process that owns the journal.
 
 - the cluster (S4_MODE=cluster): per peer, whether it is alive, when it was last seen and how far behind this node
-  is on its journal, from the engine's ``ClusterStatus`` port (engine/ports.py; the heartbeat of cluster/node.py).
+  is on its journal, from the engine's ``ClusterStatus`` port (engine/ports.py; the heartbeat of cluster/node.py),
+  and SWIM membership's counters and local health (``MembershipCounters``, where the cluster node runs).
 
 One process (the default): one registry per process, and the journal numbers are read from ``engine.journal.stats``
 and the sequencer's queue at scrape time.
@@ -30,7 +31,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -58,7 +59,7 @@ FSYNC_DOC = "Journal fdatasync latency (one per group-commit batch that journale
 BATCH_DOC = "Commands per group-commit batch (how many requests shared one journal write and fsync)"
 BATCHES_DOC = "Group-committed sequencer batches"
 COMMANDS_DOC = "Commands committed in those batches (the ratio is the mean batch size)"
-PEER_UP_DOC = "1 while the peer of this node's pool is alive (it answered a heartbeat recently), else 0"
+PEER_UP_DOC = "1 while SWIM holds the peer of this node's pool alive, else 0 (suspect, dead or not heard of yet)"
 PEER_LAST_SEEN_DOC = ("When the peer last proved alive, in seconds since the epoch (0: never since this node "
                       "started); time() minus this is its silence")
 PEER_LAG_DOC = ("Replication lag from the peer, in events: the highest journal seq it reported minus what this node "
@@ -162,6 +163,35 @@ QUORUM_FAILURES_DOC = ("Requests this node answered 503 because fewer than S4_WR
                        "write or fewer than S4_READ_QUORUM answered a read")
 
 
+#: SWIM membership (cluster/swim_node.py): counter name suffix -> help; each ``s4_cluster_swim_<name>``.
+SWIM_DOCS = {
+    "probes": "SWIM probes this node sent (one a protocol period)",
+    "suspicions": "Members this node began to suspect (its direct and indirect probes of an alive member failed)",
+    "refutations": "Times this node raised its own incarnation to refute a suspicion or death of itself",
+    "foreign_dropped": "SWIM messages of another cluster (another S4_CLUSTER_NAME) dropped unread",
+    "messages_lost": "SWIM messages this node could not deliver (refused, unreachable, timed out, too many in flight)",
+}
+SWIM_AWARENESS_DOC = ("SWIM local health of this node: 0 healthy; each step stretches its probe period and timeout "
+                      "once more (Lifeguard)")
+
+
+@runtime_checkable
+class MembershipCounters(Protocol):
+    """A cluster status that also counts SWIM's events (cluster/node.py ``ClusterNode``)."""
+
+    def membership_counters(self) -> dict[str, int]: ...
+
+
+def swim_families(cluster: ClusterStatus | None) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """SWIM's counters and local health, where membership runs (nothing elsewhere)."""
+    if not isinstance(cluster, MembershipCounters):
+        return
+    counters = cluster.membership_counters()
+    for name, doc in SWIM_DOCS.items():
+        yield CounterMetricFamily(f"s4_cluster_swim_{name}", doc, value=float(counters.get(name, 0)))
+    yield GaugeMetricFamily("s4_cluster_swim_awareness", SWIM_AWARENESS_DOC, value=float(counters.get("awareness", 0)))
+
+
 def cluster_families(cluster: ClusterStatus | None) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
     """The per-peer gauges, read from the port now (the process that runs the heartbeat)."""
     peers = cluster.peer_health() if cluster is not None else []
@@ -183,6 +213,7 @@ def cluster_families(cluster: ClusterStatus | None) -> Iterator[GaugeMetricFamil
     yield from (up, seen, lag, pending, dropped, delivered)
     yield CounterMetricFamily("s4_cluster_quorum_failures", QUORUM_FAILURES_DOC,
                               value=float(cluster.quorum_failures()))  # type: ignore[union-attr]
+    yield from swim_families(cluster)
 
 
 class ClusterCollector(Collector):
@@ -217,6 +248,10 @@ class ClusterMetrics:
         self.hints_delivered = Counter("s4_cluster_hints_delivered", HINTS_DELIVERED_DOC, ["peer"],
                                        registry=registry)
         self.quorum_failures = Counter("s4_cluster_quorum_failures", QUORUM_FAILURES_DOC, registry=registry)
+        self.swim = {name: Counter(f"s4_cluster_swim_{name}", doc, registry=registry)
+                     for name, doc in SWIM_DOCS.items()}
+        self.awareness = Gauge("s4_cluster_swim_awareness", SWIM_AWARENESS_DOC, registry=registry,
+                               multiprocess_mode="mostrecent")
         self._counted: dict[tuple[str, str], float] = {}
         self.update()
 
@@ -237,6 +272,14 @@ class ClusterMetrics:
         if grown > 0:
             self.quorum_failures.inc(grown)
             self._counted[("quorum", "")] = failures
+        if isinstance(self.cluster, MembershipCounters):
+            counters = self.cluster.membership_counters()
+            self.awareness.set(counters.get("awareness", 0))
+            for name, counter in self.swim.items():
+                grown = counters.get(name, 0) - self._counted.get(("swim", name), 0.0)
+                if grown > 0:
+                    counter.inc(grown)
+                    self._counted[("swim", name)] = counters.get(name, 0)
 
 
 class JournalMetrics:

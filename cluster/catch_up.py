@@ -34,6 +34,7 @@ from s4.journal.codec import decode_event, encode_event
 from s4.journal.events import REPLICATED, Event
 
 from .feed_store import FeedStore
+from .wake import wait_event
 from .wire.s4cluster.v1 import (
     ApplyEventsReply,
     ApplyEventsRequest,
@@ -394,8 +395,7 @@ class CatchUp:
                 wait, delay = delay * random.uniform(0.8, 1.2), min(delay * 2, settings.backoff_max_s)
             else:
                 wait, delay = settings.sweep_s, settings.backoff_s
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake[peer].wait(), wait)
+            await wait_event(self._wake[peer], wait)  # not asyncio.wait_for: cluster/wake.py
             self._wake[peer].clear()
 
     async def pass_once(self, peer: str) -> int:

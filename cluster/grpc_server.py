@@ -2,9 +2,9 @@
 
 Every method goes through the authentication wrapper first (cluster/auth.py): a refused call gets
 ``UNAUTHENTICATED`` with the reason, is logged (at most once a minute per caller and reason), and never reaches a
-handler. ``Ping`` is answered here from the node's ``LocalStatus``. The replication RPCs are delegated by area
-(``Handlers``: events, blobs, reads, cas; each a small Protocol the replication code implements); an area without
-an implementation answers ``UNIMPLEMENTED``, never made-up data.
+handler. ``Ping`` is answered here from the node's ``LocalStatus``. The replication RPCs and SWIM are delegated by
+area (``Handlers``: events, blobs, reads, cas, leases, swim; each a small Protocol the code behind it implements);
+an area without an implementation answers ``UNIMPLEMENTED``, never made-up data.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ from .wire.s4cluster.v1 import (
     ReadKeysReply,
     ReadKeysRequest,
     S4ClusterBase,
+    SwimAck,
+    SwimMessage,
 )
 
 log = logging.getLogger("s4.cluster")
@@ -119,6 +121,12 @@ class LeaseHandler(Protocol):
         ...
 
 
+class SwimHandler(Protocol):
+    """SWIM membership (cluster/swim_node.py): one message from the authenticated caller, handled at once."""
+
+    def receive(self, caller: str, message: SwimMessage) -> None: ...
+
+
 @dataclass(frozen=True)
 class Handlers:
     """The areas this node serves; None: that area's RPCs answer UNIMPLEMENTED (Ping grants no lease)."""
@@ -128,6 +136,7 @@ class Handlers:
     reads: ReadsHandler | None = None
     cas: CasHandler | None = None
     leases: LeaseHandler | None = None
+    swim: SwimHandler | None = None
 
 
 _T = TypeVar("_T")
@@ -190,6 +199,14 @@ class ClusterService(S4ClusterBase):
 
     async def cas_accept(self, message: CasAcceptRequest) -> CasAcceptReply:
         return await self._area(self.handlers.cas, "cas").cas_accept(CALLER.get(), message)
+
+    async def swim(self, message: SwimMessage) -> SwimAck:
+        caller = CALLER.get()
+        if message.sender_id != caller:  # only a member speaks for itself (its implicit alive, its incarnation)
+            raise GRPCError(Status.INVALID_ARGUMENT, f"Swim names sender {message.sender_id!r}, the caller is "
+                                                     f"{caller!r}")
+        self._area(self.handlers.swim, "swim").receive(caller, message)
+        return SwimAck()
 
 
 async def _data_chunks(messages: AsyncIterator[PutBlobChunk]) -> AsyncIterator[bytes]:

@@ -35,6 +35,7 @@ from s4.journal.events import Event
 
 from .catch_up import AppliedReporter, BatchLimits, EventsTransport, replicated
 from .feed_store import FeedStore
+from .wake import wait_event
 from .wire.s4cluster.v1 import ApplyEventsRequest, BlobTransfer
 
 log = logging.getLogger("s4.cluster")
@@ -179,6 +180,5 @@ class Hints:
                 log.warning("hint delivery to %s failed (%s: %s); retrying in %.1fs", peer, type(exc).__name__, exc,
                             delay)
                 wait, delay = delay * random.uniform(0.8, 1.2), min(delay * 2, settings.backoff_max_s)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake[peer].wait(), wait)
+            await wait_event(self._wake[peer], wait)  # not asyncio.wait_for: cluster/wake.py
             self._wake[peer].clear()

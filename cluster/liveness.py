@@ -1,17 +1,24 @@
-"""Which peers are alive: a small state machine over the time since each peer last proved it was there.
+"""Which peers are alive: SWIM's verdicts (cluster/swim.py) per peer, with what the heartbeat's Ping tells of it.
 
-A peer proves it is alive by any authenticated exchange: a Ping this node sent that it answered, or a Ping it
-sent to this node (later, any replication call). Its state is a function of the time since that proof, on a
-monotonic clock (a wall clock set back must not revive a dead peer):
+Two sources, each for its own part (docs/architecture/membership.md, "Wiring as built"):
+
+* **the states** (alive, suspect, dead) come from SWIM once a node follows it (``follow_membership``; a cluster
+  node always does): ``member`` records each verdict and incarnation as SWIM announces it. A peer SWIM has not
+  heard of yet is suspect, and dead once DEAD_AFTER_S have passed since this node started (a refused node, of
+  another cluster or with another secret, is never heard of and so never alive);
+* **the rest** comes from the Ping heartbeat (cluster/node.py), a Ping this node sent that a peer answered or one
+  it sent here: ``seen`` records its HLC, journal head, S3 address and when (``last_seen``, in wall-clock ms for
+  people), ``missed`` why the last Ping failed.
+
+Without ``follow_membership`` (tests of the areas that only need a peer "alive") the state is the part 1 heartbeat's
+function of the silence, on a monotonic clock (a wall clock set back must not revive a dead peer):
 
     alive    seen within SUSPECT_AFTER_S
     suspect  not seen for more than SUSPECT_AFTER_S (missed about three heartbeats), or never seen yet
     dead     not seen for more than DEAD_AFTER_S (counted from this node's start when never seen)
 
-A peer never seen is never "alive" (a node of another cluster, refused by authentication, never gets there). The
-states are computed when asked, never stored, so no timer is needed and a test drives them with a fake clock.
-``last_seen`` is also kept in wall-clock milliseconds, for people and the health API. Part 2 replaces the heartbeat
-with SWIM; the states and their meaning stay.
+States are computed when asked (no timer); the records are guarded by a lock (read by the health API and the
+metrics in any thread).
 """
 
 from __future__ import annotations
@@ -62,6 +69,8 @@ class PeerRecord:
     applied_seq: int = 0  # the highest seq of the peer's journal this node has applied (replication sets it)
     http_addr: str = ""  # the S3 address the peer serves, as it told us
     last_error: str = ""  # why the last Ping failed ("" after a success)
+    member_state: str = ""  # SWIM's verdict ("" until SWIM hears of the peer)
+    incarnation: int | None = None  # the peer's SWIM incarnation (None until SWIM hears of it)
 
     @property
     def journal_lag(self) -> int:
@@ -79,6 +88,18 @@ class Liveness:
         self._started = clock()
         self._lock = threading.Lock()
         self._peers = {node_id: PeerRecord(node_id) for node_id in peers}
+        self._membership = False
+
+    def follow_membership(self) -> None:
+        """From now on the states are SWIM's (``member``), no longer a function of the time since the last Ping."""
+        self._membership = True
+
+    def member(self, node_id: str, state: str, incarnation: int) -> None:
+        """SWIM's verdict on ``node_id`` changed (ignored for a node outside the pool)."""
+        with self._lock:
+            record = self._peers.get(node_id)
+            if record is not None:
+                record.member_state, record.incarnation = state, incarnation
 
     @property
     def peers(self) -> tuple[str, ...]:
@@ -127,6 +148,10 @@ class Liveness:
             return [(PeerRecord(**vars(r)), self._state(r, now)) for r in self._peers.values()]
 
     def _state(self, record: PeerRecord, now: float) -> str:
+        if self._membership:
+            if record.member_state:
+                return record.member_state
+            return SUSPECT if now - self._started <= self.settings.dead_after_s else DEAD
         since = now - (record.seen_at if record.seen_at is not None else self._started)
         if record.seen_at is not None and since <= self.settings.suspect_after_s:
             return ALIVE

@@ -1,12 +1,18 @@
-"""One cluster node's life: its gRPC server, its client pool, the heartbeat, and what it tells about its pool.
+"""One cluster node's life: its gRPC server, its client pool, membership, the heartbeat, and what it tells about
+its pool.
 
 ``ClusterNode`` runs in the process that owns the journal (the single process, or the supervisor with
 S4_WORKERS > 1; docs/architecture/processes.md), on that process's event loop:
 
-* ``start()`` binds S4_NODE_GRPC_ADDR (``GrpcBindError`` naming the setting when it cannot) and starts the heartbeat;
+* ``start()`` binds S4_NODE_GRPC_ADDR (``GrpcBindError`` naming the setting when it cannot), then starts SWIM
+  membership and the heartbeat;
+* SWIM (cluster/swim_node.py over cluster/swim.py) decides the peers' states, alive, suspect or dead, with their
+  incarnations: its verdicts go into ``Liveness`` (cluster/liveness.py) as it announces them, and a peer coming
+  back alive (or alive in a new life: a higher incarnation) wakes its catch-up and hint delivery;
 * the heartbeat pings every peer every ``interval_s``, all peers at once, each Ping bounded by ``ping_timeout_s``
-  (connection included), so one slow or unreachable peer never delays the others nor the loop's S3 requests; what
-  a peer answers (and what a peer's own Ping says) goes into ``Liveness`` (cluster/liveness.py);
+  (connection included), so one slow or unreachable peer never delays the others nor the loop's S3 requests; it
+  carries what SWIM does not: HLCs, journal heads (catch-up lag), S3 addresses, read-lease requests and grants and
+  settled watermarks; what a peer answers (and what a peer's own Ping says) goes into ``Liveness`` too;
 * it is the ``LocalStatus`` that Ping answers from (this node's HLC and journal head) and the engine's
   ``ClusterStatus`` port (engine/ports.py) behind ``GET /api/admin/cluster/health`` and the peer metrics;
 * ``stop()`` ends the heartbeat, closes the channels and the server, each step bounded in time, so shutdown never
@@ -48,6 +54,8 @@ from .liveness import ALIVE, Liveness, LivenessSettings
 from .peers import PeerPool
 from .read_leases import ReadLeases, Unsettled
 from .replicator import Replicator
+from .swim import Change, SwimSettings
+from .swim_node import SwimMembership, swim_settings
 from .wire.s4cluster.v1 import PingReply
 
 log = logging.getLogger("s4.cluster")
@@ -68,7 +76,9 @@ def journal_head(journal: Journal, committed: Callable[[], int] | None = None) -
 class ClusterNode:
     def __init__(self, config: ClusterConfig, local_status: Callable[[], tuple[int, int]],
                  settings: LivenessSettings | None = None, handlers: Handlers | None = None, *,
-                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 membership: SwimSettings | None = None) -> None:
+        """``membership``: SWIM's parameters (default: ``swim_settings`` of the liveness settings)."""
         self.config = config
         self.settings = settings or LivenessSettings()
         self._local_status = local_status
@@ -76,11 +86,19 @@ class ClusterNode:
         self._clock = clock
         self._lagging_since: dict[str, float] = {}  # per peer: since when its reported journal is ahead
         self.liveness = Liveness([p.node_id for p in config.peers], self.settings, clock=clock, wall=wall)
-        self.server = ClusterServer(config, self, handlers, clock=wall)
+        self.liveness.follow_membership()
         self.pool = PeerPool(config, timeout_s=self.settings.ping_timeout_s, clock=wall)
+        self.membership = SwimMembership(config, lambda node_id: self.pool.stub(node_id),
+                                         settings=membership or swim_settings(self.settings),
+                                         send_timeout_s=self.settings.ping_timeout_s, clock=clock, wall=wall)
+        self.membership.subscribe(self._member_changed)
+        handlers = handlers or Handlers()
+        if handlers.swim is None:
+            handlers = dataclasses.replace(handlers, swim=self.membership)
+        self.server = ClusterServer(config, self, handlers, clock=wall)
         self.listeners: list[Callable[[], None]] = []  # called after each heartbeat round (the metrics)
         self.closers: list[Callable[[], None]] = []  # called at the end of stop(), after the server closed
-        self._states = {p: "" for p in self.liveness.peers}
+        self._states: dict[str, tuple[str, int | None]] = {p: ("", None) for p in self.liveness.peers}
         self._task: asyncio.Task[None] | None = None
         self.catch_up: CatchUp | None = None  # set by enable_feed
         self.hints: Hints | None = None
@@ -118,8 +136,9 @@ class ClusterNode:
 
     # -- lifetime -------------------------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Bind the gRPC address (GrpcBindError when it cannot), then start the heartbeat."""
+        """Bind the gRPC address (GrpcBindError when it cannot), then start membership and the heartbeat."""
         await self.server.start()
+        await self.membership.start()
         if self.catch_up is not None and self.hints is not None:
             await self.catch_up.start()
             await self.hints.start()
@@ -133,6 +152,7 @@ class ClusterNode:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.membership.stop()
         if self.replicator is not None:
             await self.replicator.stop()
         if self.catch_up is not None and self.hints is not None:
@@ -201,20 +221,33 @@ class ClusterNode:
         if not reply.lease_ms and reply.lease_need_seq > applied and self.catch_up is not None:
             self.catch_up.peer_alive(peer)  # refused: it acknowledged writes this node lacks; catch up now
 
+    def _member_changed(self, change: Change) -> None:
+        """SWIM changed a member's record: note it, then log and wake what waits for the peer, at once."""
+        self.liveness.member(change.node_id, change.new, change.incarnation)
+        self._log_changes()
+
     def _log_changes(self) -> None:
+        """Log each peer's state change; a peer alive again, or alive in a new life (a higher incarnation: it
+        restarted, or refuted a suspicion), may have missed events: wake its catch-up and hint delivery."""
         for record, state in self.liveness.snapshot():
-            before = self._states[record.node_id]
-            if state == before:
+            before, incarnation = self._states[record.node_id]
+            if (state, record.incarnation) == (before, incarnation):
                 continue
-            self._states[record.node_id] = state
+            self._states[record.node_id] = (state, record.incarnation)
             if state == ALIVE:
-                log.info("peer %s is alive (%s)", record.node_id, record.http_addr or "no S3 address yet")
+                if before == ALIVE:
+                    log.info("peer %s is alive at a new incarnation %s", record.node_id, record.incarnation)
+                else:
+                    log.info("peer %s is alive (%s, incarnation %s)", record.node_id,
+                             record.http_addr or "no S3 address yet", record.incarnation)
                 for feed in (self.catch_up, self.hints):  # it may have missed events: catch up, deliver hints
                     if feed is not None:
                         feed.peer_alive(record.node_id)
+            elif state == before:  # a verdict on a newer incarnation
+                continue
             elif before:  # not on the first round: every peer starts unproven
-                log.warning("peer %s is %s (last seen %s)%s", record.node_id, state,
-                            "never" if record.last_seen_ms is None else f"{record.last_seen_ms} ms",
+                log.warning("peer %s is %s (incarnation %s; last Ping answer %s)%s", record.node_id, state,
+                            record.incarnation, "never" if record.last_seen_ms is None else f"{record.last_seen_ms} ms",
                             f": {record.last_error}" if record.last_error else "")
 
     def _wake_catch_up(self) -> None:
@@ -239,28 +272,37 @@ class ClusterNode:
         return self.health_document()
 
     def health_document(self) -> dict[str, Any]:
-        """GET /api/admin/cluster/health: every pool member with its state, this node included (alive)."""
+        """GET /api/admin/cluster/health: every pool member with its SWIM state and incarnation (None: not heard of
+        yet), this node included (alive, its own); ``membership``: SWIM's local health and counters since start."""
         config = self.config
         records = {record.node_id: (record, state) for record, state in self.liveness.snapshot()}
         nodes = []
         for member in config.pool:
             if member.node_id == config.node_id:
                 nodes.append({"id": member.node_id, "pool": config.pool_name, "http_addr": config.http_addr,
-                              "grpc_addr": str(member.grpc), "state": ALIVE, "last_seen": int(self._wall() * 1000)})
+                              "grpc_addr": str(member.grpc), "state": ALIVE, "last_seen": int(self._wall() * 1000),
+                              "incarnation": self.membership.swim.incarnation})
                 continue
             record, state = records[member.node_id]
             nodes.append({"id": member.node_id, "pool": config.pool_name, "http_addr": record.http_addr or None,
-                          "grpc_addr": str(member.grpc), "state": state, "last_seen": record.last_seen_ms})
+                          "grpc_addr": str(member.grpc), "state": state, "last_seen": record.last_seen_ms,
+                          "incarnation": record.incarnation})
         pools = [{"name": config.pool_name, "nodes": [n.node_id for n in config.pool],
                   "replication_factor": config.replication_factor, "write_quorum": config.write_quorum,
                   "read_quorum": config.read_quorum}]
         document = {"cluster": config.cluster_name, "node_id": config.node_id, "mode": "cluster", "nodes": nodes,
-                    "pools": pools, "caught_up": self.ready}
+                    "pools": pools, "caught_up": self.ready,
+                    "membership": {"protocol": "swim", "awareness": self.membership.swim.awareness,
+                                   **self.membership.counters()}}
         if self.read_leases is not None:  # whether reads are answered from this node's copy (read leases)
             remaining = self.read_leases.current_until - self._clock()
             document["read_lease"] = {"local_reads": remaining > 0, "remaining_s": round(max(0.0, remaining), 3),
                                       "unsettled_events": self.unsettled.in_flight if self.unsettled else 0}
         return document
+
+    def membership_counters(self) -> dict[str, int]:
+        """SWIM's counters since start and its local health score (``awareness``), for the metrics."""
+        return {**self.membership.counters(), "awareness": self.membership.swim.awareness}
 
     def quorum_failures(self) -> int:
         return (0 if self.replicator is None else self.replicator.quorum_failures) + \

@@ -80,8 +80,14 @@ def metric(node: ServerProcess, name: str, peer: str) -> float | None:
     return float(found.group(1)) if found else None
 
 
+def incarnations(doc: dict[str, Any]) -> dict[str, int | None]:
+    return {n["id"]: n["incarnation"] for n in doc["nodes"]}
+
+
 def test_issue19_three_nodes_alive_then_kill9_suspect_dead_and_alive_after_restart(
         tmp_path: Path, nodes: list[ServerProcess]) -> None:
+    """Issue 20: the states are SWIM's; each entry shows the member's incarnation, the same on every node, and the
+    restarted node comes back alive at a higher one (its start stamp) everywhere."""
     pool = make_pool(tmp_path, workers=1)
     for node in pool:
         nodes.append(node.start())
@@ -92,13 +98,16 @@ def test_issue19_three_nodes_alive_then_kill9_suspect_dead_and_alive_after_resta
 
     doc = health(pool[0], tokens[0])
     grpc = pool[0].extra_env["S4_POOL_NODES"].split(",")
-    assert set(doc) == {"cluster", "node_id", "mode", "nodes", "pools", "caught_up", "read_lease"}
+    assert set(doc) == {"cluster", "node_id", "mode", "nodes", "pools", "caught_up", "read_lease", "membership"}
+    assert doc["membership"]["protocol"] == "swim" and doc["membership"]["probes"] > 0
+    assert doc["membership"]["awareness"] >= 0 and doc["membership"]["foreign_dropped"] == 0
     assert set(doc["read_lease"]) == {"local_reads", "remaining_s", "unsettled_events"}
     assert (doc["cluster"], doc["node_id"], doc["mode"]) == ("itest", "node-1", "cluster")
     assert doc["pools"] == [{"name": "pool-1", "nodes": ["node-1", "node-2", "node-3"], "replication_factor": 3,
                              "write_quorum": 2, "read_quorum": 2}]
     for i, entry in enumerate(doc["nodes"]):
-        assert set(entry) == {"id", "pool", "http_addr", "grpc_addr", "state", "last_seen"}
+        assert set(entry) == {"id", "pool", "http_addr", "grpc_addr", "state", "last_seen", "incarnation"}
+        assert isinstance(entry["incarnation"], int) and entry["incarnation"] > 0
         assert entry["id"] == f"node-{i + 1}" and entry["pool"] == "pool-1"
         assert entry["http_addr"] == f"{HOSTS[i]}:{pool[i].port}"  # told in Ping, for the peers
         assert entry["grpc_addr"] == grpc[i].partition(":")[2]
@@ -108,6 +117,13 @@ def test_issue19_three_nodes_alive_then_kill9_suspect_dead_and_alive_after_resta
     assert metric(pool[0], "s4_cluster_peer_up", "node-2") == 1.0
     assert metric(pool[0], "s4_cluster_peer_last_seen_seconds", "node-3") > 0  # type: ignore[operator]
     assert metric(pool[0], "s4_cluster_peer_journal_lag", "node-2") is not None
+    assert re.search(r"^s4_cluster_swim_probes_total [1-9]", requests.get(f"{pool[0].endpoint}/metrics",
+                                                                         timeout=30).text, re.M)
+    wait_for("every node to hold node-3 at the incarnation node-3 states itself",
+             lambda: len({incarnations(health(n, t))["node-3"] for n, t in zip(pool, tokens, strict=True)}) == 1,
+             pool)
+    before = incarnations(health(pool[2], tokens[2]))["node-3"]
+    assert isinstance(before, int)
 
     pool[2].kill_group()  # kill -9
     survivors = list(zip(pool[:2], tokens[:2], strict=True))
@@ -120,8 +136,9 @@ def test_issue19_three_nodes_alive_then_kill9_suspect_dead_and_alive_after_resta
 
     pool[2].start()  # same data directory, same addresses
     tokens[2] = token(pool[2])
-    wait_for("node-3 alive again everywhere",
-             lambda: all(states(health(n, t)) == all_alive for n, t in zip(pool, tokens, strict=True)), pool)
+    wait_for("node-3 alive again everywhere, at a higher incarnation",
+             lambda: all(states(health(n, t)) == all_alive and (incarnations(health(n, t))["node-3"] or 0) > before
+                         for n, t in zip(pool, tokens, strict=True)), pool)
     assert metric(pool[1], "s4_cluster_peer_up", "node-3") == 1.0
     for node in pool:  # SIGTERM: gRPC server, heartbeat and channels stop; the process exits cleanly, promptly
         assert node.stop(timeout_s=20) == 0, node.log()[-4000:]

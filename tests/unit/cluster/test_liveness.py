@@ -1,5 +1,6 @@
 """Issue 19: the liveness state machine of a node's peers (cluster/liveness.py) on a simulated clock, and the
-heartbeat and health document of ClusterNode over a simulated transport (no sockets, no sleeps)."""
+heartbeat and health document of ClusterNode over a simulated transport (no sockets, no sleeps). Issue 20: in a
+ClusterNode the states are SWIM's; the Ping heartbeat records the rest (tests/unit/cluster/test_swim_node.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from s4.cluster.config import build_cluster_config
 from s4.cluster.liveness import ALIVE, DEAD, SUSPECT, Liveness, LivenessSettings
 from s4.cluster.node import ClusterNode
+from s4.cluster.swim import Change
 from s4.cluster.wire.s4cluster.v1 import PingReply
 
 
@@ -159,26 +161,30 @@ def test_issue19_heartbeat_round_records_answers_and_bounds_a_hanging_peer() -> 
                              "read_quorum": 2}]
     by_id = {n["id"]: n for n in doc["nodes"]}
     assert by_id["a"] == {"id": "a", "pool": "p1", "http_addr": "127.0.0.1:9001", "grpc_addr": "127.0.0.1:7001",
-                          "state": "alive", "last_seen": 1_700_000_000_000}
+                          "state": "alive", "last_seen": 1_700_000_000_000, "incarnation": 1_700_000_000_000}
+    # b answered the Ping (its clock, journal and S3 address are recorded), but SWIM has not heard of it yet
     assert by_id["b"] == {"id": "b", "pool": "p1", "http_addr": "127.0.0.2:9002", "grpc_addr": "127.0.0.2:7002",
-                          "state": "alive", "last_seen": 1_700_000_000_000}
+                          "state": "suspect", "last_seen": 1_700_000_000_000, "incarnation": None}
     assert by_id["c"]["state"] == "suspect" and by_id["c"]["last_seen"] is None and by_id["c"]["http_addr"] is None
     record = dict((r.node_id, r) for r, _ in node.liveness.snapshot())["c"]
     assert record.last_error == "TimeoutError"
+    node._member_changed(Change("b", "127.0.0.2:7002", None, "alive", 41))  # SWIM hears of b
     health = {p.peer: p for p in node.peer_health()}
     assert (health["b"].up, health["b"].journal_lag, health["b"].last_seen_s) == (True, 12, 1_700_000_000.0)
     assert (health["c"].up, health["c"].last_seen_s) == (False, None)
-    clock.now += 0.31
-    assert {n["id"]: n["state"] for n in node.health_document()["nodes"]} == {"a": "alive", "b": "suspect",
-                                                                             "c": "suspect"}
-    clock.now += 1.0
-    assert {n["id"]: n["state"] for n in node.health_document()["nodes"]} == {"a": "alive", "b": "dead",
+    clock.now += 0.31  # beyond the heartbeat's suspect_after_s: SWIM's verdict stands, not the Ping's silence
+    assert {n["id"]: (n["state"], n["incarnation"]) for n in node.health_document()["nodes"]} == {
+        "a": ("alive", 1_700_000_000_000), "b": ("alive", 41), "c": ("suspect", None)}
+    clock.now += 1.0  # c never heard of by SWIM, dead_after_s after this node's start: dead
+    assert {n["id"]: n["state"] for n in node.health_document()["nodes"]} == {"a": "alive", "b": "alive",
                                                                              "c": "dead"}
 
 
-def test_issue19_incoming_ping_counts_as_proof_of_life() -> None:
+def test_issue20_incoming_ping_records_the_peer_and_swim_decides_its_state() -> None:
     clock = Clock()
     node = ClusterNode(node_config(), lambda: (1, 1), clock=clock)
     node.peer_seen("c", hlc=3, journal_seq=4, http_addr="127.0.0.3:9003")
-    assert node.liveness.state("c") == ALIVE
+    assert node.liveness.state("c") == SUSPECT  # a Ping is no longer a verdict
     assert {n["id"]: n["http_addr"] for n in node.health_document()["nodes"]}["c"] == "127.0.0.3:9003"
+    node._member_changed(Change("c", "127.0.0.3:7003", None, "alive", 5))
+    assert node.liveness.state("c") == ALIVE

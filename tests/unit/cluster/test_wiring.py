@@ -133,6 +133,8 @@ def test_issue19_a_live_peer_lagging_for_a_while_wakes_its_catch_up_but_writes_i
     node = ClusterNode(config, lambda: (1, 0), clock=lambda: now[0])
     woken = Woken()
     node.catch_up = woken  # type: ignore[assignment]
+    for peer in ("node-2", "node-3"):
+        node.liveness.member(peer, "alive", 1)  # SWIM's verdict (issue 20)
     node.liveness.seen("node-2", 1, 7)  # alive, 7 events of which none applied
     node.liveness.seen("node-3", 1, 4)
     node.liveness.applied("node-3", 4)  # caught up with node-3

@@ -32,6 +32,11 @@ __all__ = (
     "ReadKeysRequest",
     "S4ClusterBase",
     "S4ClusterStub",
+    "SwimAck",
+    "SwimKind",
+    "SwimMessage",
+    "SwimState",
+    "SwimUpdate",
 )
 
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
@@ -92,6 +97,84 @@ class BlobTransfer(betterproto2.Enum):
             "BLOB_TRANSFER_SENT": 1,
             "BLOB_TRANSFER_FETCH": 2,
             "BLOB_TRANSFER_INLINE": 3,
+        }
+
+
+class SwimKind(betterproto2.Enum):
+    """
+    SWIM (cluster/swim_messages.py): field for field the Message and Update dataclasses; cluster/swim_node.py maps them.
+    """
+
+    UNSPECIFIED = 0
+    """
+    never sent; the receiver counts it malformed
+    """
+
+    PING = 1
+
+    ACK = 2
+
+    PING_REQ = 3
+
+    NACK = 4
+
+    JOIN = 5
+
+    JOIN_REPLY = 6
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "SWIM_KIND_UNSPECIFIED",
+            1: "SWIM_KIND_PING",
+            2: "SWIM_KIND_ACK",
+            3: "SWIM_KIND_PING_REQ",
+            4: "SWIM_KIND_NACK",
+            5: "SWIM_KIND_JOIN",
+            6: "SWIM_KIND_JOIN_REPLY",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "SWIM_KIND_UNSPECIFIED": 0,
+            "SWIM_KIND_PING": 1,
+            "SWIM_KIND_ACK": 2,
+            "SWIM_KIND_PING_REQ": 3,
+            "SWIM_KIND_NACK": 4,
+            "SWIM_KIND_JOIN": 5,
+            "SWIM_KIND_JOIN_REPLY": 6,
+        }
+
+
+class SwimState(betterproto2.Enum):
+    UNSPECIFIED = 0
+    """
+    never sent; the receiver counts it malformed
+    """
+
+    ALIVE = 1
+
+    SUSPECT = 2
+
+    DEAD = 3
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "SWIM_STATE_UNSPECIFIED",
+            1: "SWIM_STATE_ALIVE",
+            2: "SWIM_STATE_SUSPECT",
+            3: "SWIM_STATE_DEAD",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "SWIM_STATE_UNSPECIFIED": 0,
+            "SWIM_STATE_ALIVE": 1,
+            "SWIM_STATE_SUSPECT": 2,
+            "SWIM_STATE_DEAD": 3,
         }
 
 
@@ -620,6 +703,75 @@ class ReadKeysRequest(betterproto2.Message):
 default_message_pool.register_message("s4cluster.v1", "ReadKeysRequest", ReadKeysRequest)
 
 
+@dataclass(eq=False, repr=False)
+class SwimAck(betterproto2.Message):
+    pass
+
+
+default_message_pool.register_message("s4cluster.v1", "SwimAck", SwimAck)
+
+
+@dataclass(eq=False, repr=False)
+class SwimMessage(betterproto2.Message):
+    kind: "SwimKind" = betterproto2.field(1, betterproto2.TYPE_ENUM, default_factory=lambda: SwimKind(0))
+
+    cluster: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    S4_CLUSTER_NAME: a message of another cluster is dropped unread
+    """
+
+    sender_id: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    must be the authenticated caller
+    """
+
+    sender_addr: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+
+    sender_inc: "int" = betterproto2.field(5, betterproto2.TYPE_UINT64)
+
+    seq: "int" = betterproto2.field(6, betterproto2.TYPE_UINT64)
+    """
+    ties acks and nacks to the probe they answer
+    """
+
+    target_id: "str" = betterproto2.field(7, betterproto2.TYPE_STRING)
+
+    target_addr: "str" = betterproto2.field(8, betterproto2.TYPE_STRING)
+
+    updates: "list[SwimUpdate]" = betterproto2.field(9, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    piggybacked gossip (a join_reply: every record the seed holds)
+    """
+
+
+default_message_pool.register_message("s4cluster.v1", "SwimMessage", SwimMessage)
+
+
+@dataclass(eq=False, repr=False)
+class SwimUpdate(betterproto2.Message):
+    state: "SwimState" = betterproto2.field(1, betterproto2.TYPE_ENUM, default_factory=lambda: SwimState(0))
+
+    node_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    address: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    the member's gRPC host:port
+    """
+
+    incarnation: "int" = betterproto2.field(4, betterproto2.TYPE_UINT64)
+    """
+    raised only by the member itself
+    """
+
+    origin: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    who concluded it (the member itself for alive)
+    """
+
+
+default_message_pool.register_message("s4cluster.v1", "SwimUpdate", SwimUpdate)
+
+
 class S4ClusterStub(betterproto2_grpclib.ServiceStub):
     async def ping(
         self,
@@ -835,6 +987,28 @@ class S4ClusterStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def swim(
+        self,
+        message: "SwimMessage",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "SwimAck":
+        """
+        SWIM membership (cluster/swim.py, docs/architecture/membership.md): one protocol message, one way. The reply
+        is empty and means only "received"; an ack of a probe is a SwimMessage of its own.
+        """
+
+        return await self._unary_unary(
+            "/s4cluster.v1.S4Cluster/Swim",
+            message,
+            SwimAck,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class S4ClusterBase(betterproto2_grpclib.ServiceBase):
     async def ping(self, message: "PingRequest") -> "PingReply":
@@ -910,6 +1084,14 @@ class S4ClusterBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def swim(self, message: "SwimMessage") -> "SwimAck":
+        """
+        SWIM membership (cluster/swim.py, docs/architecture/membership.md): one protocol message, one way. The reply
+        is empty and means only "received"; an ack of a probe is a SwimMessage of its own.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def __rpc_ping(self, stream: "grpclib.server.Stream[PingRequest, PingReply]") -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -975,6 +1157,12 @@ class S4ClusterBase(betterproto2_grpclib.ServiceBase):
         response = await self.cas_accept(request)
         await stream.send_message(response)
 
+    async def __rpc_swim(self, stream: "grpclib.server.Stream[SwimMessage, SwimAck]") -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.swim(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/s4cluster.v1.S4Cluster/Ping": grpclib.const.Handler(
@@ -1036,5 +1224,11 @@ class S4ClusterBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 CasAcceptRequest,
                 CasAcceptReply,
+            ),
+            "/s4cluster.v1.S4Cluster/Swim": grpclib.const.Handler(
+                self.__rpc_swim,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                SwimMessage,
+                SwimAck,
             ),
         }
