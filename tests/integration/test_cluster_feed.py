@@ -122,7 +122,9 @@ def test_issue19_a_stopped_node_catches_up_what_a_peer_journalled_meanwhile(tmp_
         await one.engine.create_bucket("before")
         await until(lambda: three.applier is not None and logical(one.engine) <= three.applier.seen,
                     "node-3 has node-1's first events")
-        assert three.node.ready and three.node.health_document()["caught_up"] is True
+        # the events are applied before the pass that brought them ends and marks node-1 caught up: wait for it
+        await until(lambda: three.node is not None and three.node.ready, "node-3 ready")
+        assert three.node.health_document()["caught_up"] is True
         await three.stop()
         for i in range(30):  # more than a few batches of 5
             await one.engine.create_bucket(f"while-away-{i}")
