@@ -7,6 +7,7 @@ pool's default timeout. ``close()`` closes every channel; the pool is an async c
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -14,6 +15,7 @@ from typing import Any, cast
 
 from grpclib.client import Channel
 from grpclib.events import SendRequest, listen
+from grpclib.protocol import H2Protocol
 from multidict import MultiDict
 
 from .auth import Signer
@@ -21,6 +23,36 @@ from .config import ClusterConfig, PoolNode
 from .wire.s4cluster.v1 import PingReply, PingRequest, S4ClusterStub
 
 DEFAULT_TIMEOUT_S = 5.0
+
+
+def source_address(own_host: str, peer_host: str) -> str | None:
+    """The address this node's calls to a peer leave from: its own pool address, so the peer, its logs and any
+    firewall between them see the node by the address the pool knows it by (on loopback the kernel would pick
+    127.0.0.1 for every node; on a multi-homed host, whichever interface routes first). None (the kernel chooses)
+    unless both are IP literals of one family and scope: a hostname, a wildcard, or a loopback address calling a
+    routable one cannot be bound sensibly."""
+    try:
+        own, peer = ipaddress.ip_address(own_host), ipaddress.ip_address(peer_host)
+    except ValueError:
+        return None
+    if own.version != peer.version or own.is_unspecified or own.is_loopback != peer.is_loopback:
+        return None
+    return own_host
+
+
+class BoundChannel(Channel):
+    """A grpclib channel whose connections leave from a given local address (``source_address``)."""
+
+    def __init__(self, host: str, port: int, *, local_host: str | None) -> None:
+        super().__init__(host, port)
+        self.local_host = local_host
+
+    async def _create_connection(self) -> H2Protocol:
+        if self.local_host is None:
+            return await super()._create_connection()
+        _, protocol = await self._loop.create_connection(self._protocol_factory, self._host, self._port,
+                                                   local_addr=(self.local_host, 0))
+        return protocol
 
 
 class PeerMismatch(Exception):
@@ -34,6 +66,8 @@ class PeerPool:
         self.timeout_s = timeout_s
         self.signer = Signer(cluster=config.cluster_name, node_id=config.node_id, key=config.key, clock=clock)
         self._peers = {n.node_id: n for n in config.peers}
+        me = config.member(config.node_id)
+        self._own_host = me.grpc.host if me is not None else None
         self._channels: dict[str, Channel] = {}
         self._stubs: dict[str, S4ClusterStub] = {}
         self._closed = False
@@ -60,7 +94,8 @@ class PeerPool:
             peer = self._peers.get(node_id)
             if peer is None:
                 raise KeyError(f"{node_id!r} is not a peer in pool {self.config.pool_name}")
-            channel = Channel(peer.grpc.host, peer.grpc.port)
+            local = source_address(self._own_host, peer.grpc.host) if self._own_host else None
+            channel = BoundChannel(peer.grpc.host, peer.grpc.port, local_host=local)
             listen(channel, SendRequest, self._sign)
             self._channels[slot] = channel
             stub = self._stubs[slot] = S4ClusterStub(channel, timeout=self.timeout_s)

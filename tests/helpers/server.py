@@ -44,13 +44,12 @@ class ServerProcess:
     """Starts ``s4-server`` with a data dir and env overrides; logs go to files printed on failure."""
 
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None,
-                 nofile: int | None = None, host: str = "127.0.0.1", gid: int | None = None) -> None:
+                 nofile: int | None = None, host: str = "127.0.0.1") -> None:
         self.data_dir = Path(data_dir)
         self.host = host  # a loopback address: the cluster tests run nodes on 127.0.0.1, .2 and .3
         self.port = port or free_port(host)
         self.extra_env = env or {}
         self.nofile = nofile  # an open-files limit (soft and hard) for the server process
-        self.gid = gid  # a group of its own (root only): a firewall rule can match its sockets by `meta skgid`
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server.log"
 
@@ -70,8 +69,7 @@ class ServerProcess:
         with open(self.log_path, "ab") as log:
             # A session of its own, so kill_group() can SIGKILL the supervisor and its workers at once.
             self.proc = subprocess.Popen([sys.executable, "-m", "s4.tools.server"], env=env, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=limit,
-                                         group=self.gid)
+                                         stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=limit)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from helpers.netns import Partition, private_network  # noqa: E402
 from helpers.s3client import make_client  # noqa: E402
 from helpers.server import ServerProcess  # noqa: E402
 
@@ -44,3 +45,21 @@ def nodes() -> Iterator[list[ServerProcess]]:
     yield started
     for node in started:
         node.stop()
+
+
+@pytest.fixture
+def own_network() -> Iterator[None]:
+    """The test in a network namespace of its own (tests/helpers/netns.py). Request it first (``usefixtures``), so
+    it is torn down after the test's nodes."""
+    with private_network():
+        yield
+
+
+@pytest.fixture
+def partitions() -> Iterator[list[Partition]]:
+    """The partitions a test made, healed at its end whatever happened (the namespace takes them with it anyway)."""
+    made: list[Partition] = []
+    yield made
+    for partition in made:
+        partition.heal()
+        assert not partition.active()

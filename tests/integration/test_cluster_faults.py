@@ -14,27 +14,20 @@ Three real s4-server processes on 127.0.0.1/.2/.3 (N=3, W=2, R=2), S4_WORKERS=1.
   +180 s: the peers refuse its calls and log why, its writes get 503, nothing of it reaches them, and node-1 and
   node-2 keep serving. Restarted with the right time, it is back in the pool and takes writes.
 
-Why the partition needs more than addresses: on loopback the kernel picks 127.0.0.1 as the source of every outgoing
-connection (``ip route get 127.0.0.3`` says ``src 127.0.0.1``), so node-3's own calls to node-1 look like node-2's.
-They are matched by the socket's owner instead: each node runs with a group id of its own (``meta skgid``). Calls
-*to* node-3 and its answers are matched by address and port (``127.0.0.3``, its gRPC port). Network namespaces were not
-used: the nodes must keep their 127.0.0.x addresses, and moving one into a namespace would need a veth pair and
-routes for 127/8 on a machine other tests share. The table is deleted whatever happens (fixture teardown; a table
-left by a killed test run is dropped by the next).
+Where the faults live: each test runs in a private network namespace it creates (tests/helpers/netns.py): its
+three nodes, its clients and its nftables table exist only there, so a partition touches nothing else on the machine
+and the kernel deletes the rules with the namespace, whatever happens to the test run. Each node keeps its own
+127.0.0.x and its gRPC calls leave from it (cluster/peers.py ``source_address``), so a rule can name the two ends of
+a link by address; only the gRPC ports are cut, so the test keeps talking S3 to every node.
 
-Needs root, ``nft`` and ``faketime`` (.ci/run installs them); skipped with the reason otherwise. Every wait is a
-deadline poll."""
+Needs root (the namespace), ``nft`` and ``faketime`` (.ci/run installs them); skipped with the reason otherwise.
+Every wait is a deadline poll."""
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
-import re
-import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -42,33 +35,17 @@ from typing import Any
 import pytest
 import requests
 from botocore.exceptions import ClientError
+from helpers.netns import Partition, problem
 from helpers.s3client import make_client
 from helpers.server import ServerProcess
 from test_cluster_node import HOSTS, health, make_pool, metric, states, token, wait_for
 from test_cluster_quorum_writes import body, counter
 
 BUCKET = "faults"
-_TABLES = itertools.count()
 
 
-NFT = shutil.which("nft") or shutil.which("nft", path="/usr/local/sbin:/usr/sbin:/sbin") or "nft"
-
-
-def _tool_problem() -> str | None:
-    """Why the fault tools cannot be used here, or None."""
-    if os.geteuid() != 0:
-        return "needs root for nftables"
-    for tool, package in ((NFT, "nftables"), ("faketime", "faketime")):
-        if shutil.which(tool) is None:
-            return f"{tool} not installed (apt-get install {package}; .ci/run does)"
-    listed = subprocess.run([NFT, "list", "tables"], capture_output=True, text=True, timeout=30)
-    if listed.returncode != 0:
-        return f"nft cannot be used here: {listed.stderr.strip()}"
-    return None
-
-
-PROBLEM = _tool_problem()
-pytestmark = pytest.mark.skipif(PROBLEM is not None, reason=str(PROBLEM))
+PROBLEM = problem()
+pytestmark = [pytest.mark.skipif(PROBLEM is not None, reason=str(PROBLEM)), pytest.mark.usefixtures("own_network")]
 
 
 def no_retries(endpoint: str) -> Any:
@@ -77,71 +54,9 @@ def no_retries(endpoint: str) -> Any:
                        read_timeout=40)
 
 
-def grpc_port(node: ServerProcess) -> int:
-    return int(node.extra_env["S4_NODE_GRPC_ADDR"].rpartition(":")[2])
-
-
 def fault_pool(tmp: Path, overrides: dict[int, dict[str, str]] | None = None) -> list[ServerProcess]:
-    """The three nodes, each in a group of its own that no other process on this machine uses, so that a firewall
-    rule can tell their sockets apart (``meta skgid``)."""
-    pool = make_pool(tmp, workers=1, overrides=overrides)
-    base = 40000 + os.getpid() % 5000 * 4
-    for i, node in enumerate(pool):
-        node.gid = base + i
-    return pool
-
-
-class Partition:
-    """One node cut off from the two others: their gRPC traffic dropped (not rejected) in an nftables table of this
-    test's own; the S3 ports stay open, so the test still talks to every node."""
-
-    def __init__(self, pool: list[ServerProcess], isolated: int) -> None:
-        self.table = f"s4test_{os.getpid()}_{next(_TABLES)}"
-        self.pool, self.isolated = pool, isolated
-
-    def cut(self) -> None:
-        alone = self.pool[self.isolated]
-        others = [n for i, n in enumerate(self.pool) if i != self.isolated]
-        assert alone.gid is not None, "the isolated node needs a group id of its own"
-        hosts = ", ".join(sorted({n.host for n in others}))
-        ports = ", ".join(str(p) for p in sorted({grpc_port(n) for n in others}))
-        rules = f"""
-table inet {self.table} {{
-    chain output {{
-        type filter hook output priority 0; policy accept;
-        ip daddr {alone.host} tcp dport {grpc_port(alone)} drop
-        ip saddr {alone.host} tcp sport {grpc_port(alone)} drop
-        meta skgid {alone.gid} ip daddr {{ {hosts} }} tcp dport {{ {ports} }} drop
-    }}
-}}
-"""
-        done = subprocess.run([NFT, "-f", "-"], input=rules, capture_output=True, text=True, timeout=30)
-        assert done.returncode == 0, done.stderr + rules
-
-    def heal(self) -> None:
-        subprocess.run([NFT, "delete", "table", "inet", self.table], capture_output=True, timeout=30)
-
-    def active(self) -> bool:
-        listed = subprocess.run([NFT, "list", "tables"], capture_output=True, text=True, timeout=30)
-        return f"inet {self.table}" in listed.stdout
-
-
-def _drop_orphan_tables() -> None:
-    """Tables left by a test process that was killed before its teardown (their pid is gone)."""
-    listed = subprocess.run([NFT, "list", "tables"], capture_output=True, text=True, timeout=30).stdout
-    for pid, rest in re.findall(r"^table inet s4test_(\d+)_(\d+)$", listed, re.M):
-        if not Path(f"/proc/{pid}").exists():
-            subprocess.run([NFT, "delete", "table", "inet", f"s4test_{pid}_{rest}"], capture_output=True, timeout=30)
-
-
-@pytest.fixture
-def partitions() -> Iterator[list[Partition]]:
-    _drop_orphan_tables()
-    made: list[Partition] = []
-    yield made
-    for partition in made:  # whatever happened: no rule outlives the test
-        partition.heal()
-        assert not partition.active()
+    """The three nodes on 127.0.0.1/.2/.3 (each one's gRPC calls leave from its own address)."""
+    return make_pool(tmp, workers=1, overrides=overrides)
 
 
 def status_of(call: Any) -> tuple[int, dict[str, str], str]:
@@ -260,7 +175,7 @@ def test_issue19_partition_with_nftables_majority_serves_minority_refuses_503_th
 
 
 def faketime_env(offset_s: int) -> dict[str, str]:
-    """The environment that makes a process's wall clock run ``offset_s`` ahead (libfaketime, as ``faketime`` would
+    """The environment that makes a process's wall clock run ``offset_s`` ahead (behind when negative; libfaketime, as ``faketime`` would
     preload it: its own answer for the library's path, not a path of this machine)."""
     shown = subprocess.run(["faketime", "-m", "-f", "+0", "/bin/sh", "-c", 'printf %s "$LD_PRELOAD"'],
                            capture_output=True, text=True, timeout=30)
@@ -273,7 +188,7 @@ def faketime_env(offset_s: int) -> dict[str, str]:
     # time, in a static buffer that threads share (a data race fixed upstream in wolfcw/libfaketime#547): a node
     # died of SIGSEGV in sscanf here. Parsed once, at load, it never races. PYTHONFAULTHANDLER: should the preloaded
     # library still crash the process, its log shows where.
-    return {"LD_PRELOAD": shown.stdout, "FAKETIME": f"+{offset_s}s", "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    return {"LD_PRELOAD": shown.stdout, "FAKETIME": f"{offset_s:+d}s", "FAKETIME_DONT_FAKE_MONOTONIC": "1",
             "FAKETIME_CACHE_DURATION": "1000000000", "PYTHONFAULTHANDLER": "1"}
 
 

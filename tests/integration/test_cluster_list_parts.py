@@ -6,26 +6,26 @@ The defect: ListParts settled the upload on R replicas only when this node did n
 answered without it. ``test_cluster_everyday.py`` lists parts right after uploading them through other nodes and
 failed now and then once replication got faster (the replica beyond the quorum had not applied the part yet).
 
-Made deterministic with nftables (as tests/integration/test_cluster_faults.py): node-2's calls to node-1's gRPC
-port are dropped, so a part uploaded through node-2 reaches node-3 (the quorum) and never node-1 directly, while
-node-1 still reaches both peers. Needs root and ``nft``; skipped otherwise.
+Made deterministic with nftables in a private network namespace (as tests/integration/test_cluster_faults.py):
+node-2's calls to node-1's gRPC port are dropped, so a part uploaded through node-2 reaches node-3 (the quorum) and
+never node-1 directly, while node-1 still reaches both peers. Needs root and ``nft``; skipped otherwise.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
+from helpers.netns import NFT, grpc_port
 from helpers.server import ServerProcess
-from test_cluster_faults import NFT, PROBLEM, fault_pool, grpc_port, no_retries
+from test_cluster_faults import PROBLEM, fault_pool, no_retries
 from test_cluster_node import health, states, token, wait_for
 
-pytestmark = pytest.mark.skipif(PROBLEM is not None, reason=str(PROBLEM))
+pytestmark = [pytest.mark.skipif(PROBLEM is not None, reason=str(PROBLEM)), pytest.mark.usefixtures("own_network")]
 
 BUCKET = "parts"
 _TABLES = itertools.count()
@@ -41,13 +41,13 @@ def one_way_cut() -> Iterator[list[str]]:
 
 
 def drop_calls(tables: list[str], caller: ServerProcess, callee: ServerProcess) -> None:
-    """Drop every packet ``caller``'s processes send to ``callee``'s gRPC port (its calls hang until deadline)."""
-    table = f"s4lp_{os.getpid()}_{next(_TABLES)}"
+    """Drop every packet ``caller`` sends to ``callee``'s gRPC port (its calls hang until their deadline)."""
+    table = f"s4lp_{next(_TABLES)}"
     rules = f"""
 table inet {table} {{
     chain output {{
         type filter hook output priority 0; policy accept;
-        meta skgid {caller.gid} ip daddr {callee.host} tcp dport {grpc_port(callee)} drop
+        ip saddr {caller.host} ip daddr {callee.host} tcp dport {grpc_port(callee)} drop
     }}
 }}
 """

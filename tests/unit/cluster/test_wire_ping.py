@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from grpclib.client import Channel
 from grpclib.const import Status
-from grpclib.exceptions import GRPCError
+from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from s4.cluster.config import ClusterConfig, build_cluster_config
 from s4.cluster.grpc_server import ClusterServer, GrpcBindError, Handlers
-from s4.cluster.peers import PeerMismatch, PeerPool
+from s4.cluster.peers import PeerMismatch, PeerPool, source_address
 from s4.cluster.wire.s4cluster.v1 import (
     ApplyEventsReply,
     ApplyEventsRequest,
@@ -298,3 +298,35 @@ def test_issue19_grpc_address_in_use_names_the_setting() -> None:
             await server.stop()  # nothing started: nothing to stop, no error
 
     asyncio.run(main())
+
+
+def test_issue20_calls_to_a_peer_leave_from_this_nodes_own_pool_address() -> None:
+    """On loopback the kernel picks 127.0.0.1 as the source of every connection, so node-2's calls looked like
+    node-1's to a peer, its logs and a firewall rule; they now leave from node-2's own pool address."""
+    seen: list[str] = []
+
+    async def main() -> None:
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            seen.append(writer.get_extra_info("peername")[0])
+            writer.close()
+
+        listener = await asyncio.start_server(accept, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        pool = PeerPool(config(f"node-1:127.0.0.1:{port},node-2:127.0.0.2:{free_port('127.0.0.2')}", 2))
+        with pytest.raises((GRPCError, StreamTerminatedError, OSError, asyncio.TimeoutError)):
+            await pool.ping("node-1", hlc=1, journal_seq=0, timeout_s=2)
+        pool.close()
+        listener.close()
+        await listener.wait_closed()
+
+    asyncio.run(main())
+    assert seen and set(seen) == {"127.0.0.2"}
+
+
+@pytest.mark.parametrize(("own", "peer", "expected"), [
+    ("127.0.0.2", "127.0.0.1", "127.0.0.2"), ("10.0.0.5", "10.0.0.6", "10.0.0.5"), ("::1", "::1", "::1"),
+    ("0.0.0.0", "127.0.0.1", None), ("node-2.local", "127.0.0.1", None), ("127.0.0.2", "10.0.0.6", None),
+    ("10.0.0.5", "fd00::6", None)])
+def test_issue20_source_address_only_for_a_literal_address_of_the_same_family_and_scope(
+        own: str, peer: str, expected: str | None) -> None:
+    assert source_address(own, peer) == expected
