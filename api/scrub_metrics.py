@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from s4.engine.jobs.scrub_progress import ScrubProgress
+from s4.engine.jobs.service import for_engine
 
 #: gauge name -> (help, how to read it from a snapshot)
 GAUGES: dict[str, tuple[str, Any]] = {
@@ -64,7 +65,7 @@ class ScrubCollector(Collector):
         self.engine = engine
 
     def collect(self) -> Iterator[Any]:
-        progress = getattr(getattr(self.engine, "_background_jobs", None), "scrub", None)
+        progress = getattr(for_engine(self.engine), "scrub", None)  # a worker's RemoteJobs has none
         if isinstance(progress, ScrubProgress):
             yield from scrub_families(progress.snapshot())
 

@@ -20,7 +20,9 @@ import pytest
 from grpclib.const import Status
 from helpers.engine_io import put, read
 from helpers.views_compare import check_live_vs_rebuild, dump_views, refcount_problems
+from prometheus_client import CollectorRegistry, generate_latest
 
+from s4.api.scrub_metrics import ScrubCollector, ScrubMetrics
 from s4.cluster.blob_client import BlobTransferError
 from s4.cluster.scrub_heal import BlobHealer, replica_order, verify_copy
 from s4.cluster.wiring import CLUSTER_VOLUMES_WORKER
@@ -373,3 +375,31 @@ def test_issue20_an_interrupted_pass_is_not_a_full_pass() -> None:
 def test_issue20_replicas_are_asked_alive_first_and_dead_ones_never() -> None:
     states = {"a": "dead", "b": "suspect", "c": "alive", "d": "alive"}
     assert replica_order(list(states), states.__getitem__) == ["c", "d", "b"]
+
+
+def test_issue20_scrub_numbers_on_metrics_in_one_process_and_published_for_several(engine: Engine) -> None:
+    source = SimSource(engine, BODY, {"node-2": "good"})
+
+    async def main() -> None:
+        version, loc = await stored(engine)
+        engine.blob_repair = healer(engine, source)
+        flip(engine, loc, 5)
+        assert await read(engine, version) == BODY
+
+    progress = for_engine(engine).scrub
+    published = CollectorRegistry()
+    progress.listeners.append(ScrubMetrics(progress, published).update)
+    asyncio.run(main())
+    source.close()
+    for registry in (published, _registry(ScrubCollector(engine))):
+        text = generate_latest(registry).decode()
+        assert "s4_cluster_scrub_blobs_healed_total 1.0" in text, text
+        assert "s4_cluster_scrub_read_failovers_total 1.0" in text
+        assert "s4_cluster_scrub_heal_failures_total 0.0" in text
+        assert "s4_scrub_last_full_pass_timestamp_seconds 0.0" in text
+
+
+def _registry(collector: ScrubCollector) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return registry
