@@ -53,6 +53,7 @@ from s4.journal.groupcommit import BATCH_SIZE_BUCKETS, FixedHistogram
 from s4.journal.writer import FSYNC_BUCKETS
 
 from .request_metrics import ProcessId, RequestMetrics
+from .scrub_metrics import ScrubCollector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 FSYNC_DOC = "Journal fdatasync latency (one per group-commit batch that journaled events)"
@@ -345,6 +346,7 @@ class Metrics:
         self.registry.register(EngineCollector(engine, journal_numbers=not self.multiprocess))
         if not self.multiprocess:  # several processes: the supervisor writes them to the files (ClusterMetrics)
             self.registry.register(ClusterCollector(engine))
+            self.registry.register(ScrubCollector(engine))  # (ScrubMetrics, api/scrub_metrics.py)
 
     def observe(self, operation: str, status: int, started: float, bytes_in: int, bytes_out: int) -> None:
         self.requests.observe(operation, status, time.perf_counter() - started, bytes_in, bytes_out)

@@ -39,7 +39,7 @@ from .model import (
     version_record,
 )
 from .names import check_bucket_name, check_key
-from .ports import BucketNamesPort, ClusterStatus, CommitPath, CommitPort, KeyReadPort, ListingPort
+from .ports import BlobRepairPort, BucketNamesPort, ClusterStatus, CommitPath, CommitPort, KeyReadPort, ListingPort
 from .read_gate import ReadGate
 from .sequencer import Command
 from .space import SpaceGuard
@@ -83,6 +83,10 @@ class Engine(IamOps):
     #: ... both skipped while this node holds read leases from every peer and the thing read is settled
     #: (engine/read_gate.py; set by tools/server.py).
     read_gate: ReadGate | None = None
+    #: A pool's healing of bad or missing blobs from replicas (engine/ports.py ``BlobRepairPort``), set by
+    #: tools/server.py: reads that meet such a chunk are served from the healed copy instead of failing (read
+    #: failover), and the scrubber heals what it finds. None: single mode (the read fails, the blob stays marked).
+    blob_repair: BlobRepairPort | None = None
 
     def __init__(self, options: EngineOptions, commit_path: CommitPath | None = None) -> None:
         """The node's engine, committing through ``commit_path`` (engine/ports.py), which the composition root
@@ -322,7 +326,7 @@ class Engine(IamOps):
                 try:
                     data = await self._read_piece(reader, lo, n)
                 except (FileNotFoundError, DamagedBlob) as exc:
-                    loc = self._relocate(version, index, loc, exc)
+                    loc = await self._recover(version, index, loc, exc)
                     reader = self.volumes.blob_reader(loc)
                     try:
                         data = await self._read_piece(reader, lo, n)
@@ -335,6 +339,32 @@ class Engine(IamOps):
         if n <= 65536:
             return reader.read(lo, n)
         return await anyio.to_thread.run_sync(reader.read, lo, n)  # type: ignore[no-any-return]
+
+    async def read_failover(self, version: ObjectVersion, start: int, length: int) -> bytes:
+        """``read_small`` again after it met a bad or missing chunk, through ``read_object``, which in a pool heals
+        the chunk from a replica first (``_recover``). The API calls it only when ``blob_repair`` is set."""
+        return b"".join([piece async for piece in self.read_object(version, start, length)])
+
+    async def _recover(self, version: ObjectVersion, index: int, loc: BlobLocation, exc: Exception) -> BlobLocation:
+        """``_relocate``, and in a pool (``blob_repair``) a chunk still at the failing place is first replaced by a
+        verified copy from a replica (marked, fetched by its SHA-256, the index repointed: cluster/scrub_heal.py),
+        then read where it lives now. No replica with a good copy: the read fails as on a single node."""
+        repair = self.blob_repair
+        if repair is None:
+            return self._relocate(version, index, loc, exc)
+        now = self.locate(version)[index]
+        if now != loc:
+            return now
+        problem = exc.problem if isinstance(exc, DamagedBlob) else "volume file missing"
+        log.error("blob %s of %s (%s at %d, %d bytes) failed its checks: %s; fetching a copy from a replica",
+                  loc.hash.hex(), version.key, loc.volume, loc.offset, loc.size, problem)
+        if await repair.repair(loc, problem, "read"):
+            now = self.locate(version)[index]
+            if now != loc:
+                return now
+        if isinstance(exc, DamagedBlob):
+            raise self.damaged(version, loc, exc) from None
+        raise exc
 
     def _relocate(self, version: ObjectVersion, index: int, loc: BlobLocation, exc: Exception) -> BlobLocation:
         """Where chunk ``index`` lives now, after a read at ``loc`` failed with ``exc``: compaction may have moved
@@ -391,6 +421,14 @@ class Engine(IamOps):
             if now != loc and await anyio.to_thread.run_sync(self.volumes.verify_blob, now) is None:
                 locations[index] = now
                 continue
+            if self.blob_repair is not None:  # a pool: heal the chunk from a replica, then share the healed copy
+                if now != loc:
+                    loc, problem = now, await anyio.to_thread.run_sync(self.volumes.verify_blob, now) or problem
+                if await self.blob_repair.repair(loc, problem, "read"):
+                    now = self.locate(source)[index]
+                    if now != loc and await anyio.to_thread.run_sync(self.volumes.verify_blob, now) is None:
+                        locations[index] = now
+                        continue
             raise self.damaged(source, loc, DamagedBlob(problem))
         return Ingested(size=source.size, blobs=[[b.hash, b.size] for b in source.blobs],
                         blobs_at=[loc.to_record() for loc in locations], etag_override=source.etag)

@@ -114,6 +114,21 @@ class KeyReadPort(Protocol):
     async def settle_bucket(self, name: str) -> None: ...
 
 
+class BlobRepairPort(Protocol):
+    """Heals this node's bad or missing copy of a blob from a replica in a pool (cluster/scrub_heal.py ``BlobHealer``
+    in the journal owner; engine/remote ``RemoteBlobRepair`` in an HTTP worker). None on the engine in single mode.
+
+    ``repair(location, problem, cause)``: ``location`` is where the index put the blob when a read or the scrubber
+    found its bytes failing (``problem``); ``cause`` is "read" or "scrub" (for the counts). Marks the copy damaged,
+    fetches the blob by its SHA-256 from a replica that has a good copy (size and hash verified, written and
+    fsynced to this node's volumes) and repoints the index to it (node-local ``blob.moved``), then returns True;
+    also True when the index already names another, unmarked copy. False when no replica could give a verified
+    copy (the blob stays marked damaged; reads of it keep failing). docs/architecture/recovery.md, "Scrub
+    healing"."""
+
+    async def repair(self, location: BlobLocation, problem: str, cause: str = "read") -> bool: ...
+
+
 class ListingPort(Protocol):
     """Listings merged from R replicas in a replicated pool (cluster/listings.py); the engine lists its own views
     when it has none."""

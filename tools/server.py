@@ -29,6 +29,7 @@ import uvicorn
 from s4.api.app import build_app
 from s4.api.http_protocol import ConnectionLimits, connection_cap, protocol_class, raise_nofile_limit
 from s4.api.metrics import ClusterMetrics, JournalMetrics, enable_multiprocess
+from s4.api.scrub_metrics import ScrubMetrics
 from s4.api.settings import ApiSettings
 from s4.cluster.auth import iam_key
 from s4.cluster.grpc_logging import quiet_deadlines
@@ -36,6 +37,7 @@ from s4.cluster.grpc_server import GrpcBindError
 from s4.cluster.listings import QuorumListings
 from s4.cluster.node import ClusterNode, journal_head
 from s4.cluster.peers import PeerPool
+from s4.cluster.scrub_heal import healer_for
 from s4.cluster.wiring import CLUSTER_VOLUMES_WORKER, EngineParts, wire_node
 from s4.engine import Engine, EngineOptions
 from s4.engine.datadir import DataDirLockedError, NodeIdMismatchError
@@ -44,7 +46,14 @@ from s4.engine.jobs.service import JobSettings, for_engine
 from s4.engine.local_commit import LocalCommitPath
 from s4.engine.ports import SingleNodeStatus, SoleNodeLeases
 from s4.engine.read_gate import ReadGate, gate_path
-from s4.engine.remote import ChannelCommitPath, LoopChannel, RemoteCluster, RemoteKeyReads, RemoteNames
+from s4.engine.remote import (
+    ChannelCommitPath,
+    LoopChannel,
+    RemoteBlobRepair,
+    RemoteCluster,
+    RemoteKeyReads,
+    RemoteNames,
+)
 from s4.engine.replicated_commit import ReplicatedCommitPath
 from s4.journal import CorruptJournalError
 
@@ -99,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             if settings.metrics_enabled:  # the journal's numbers, published for every worker's /metrics
                 enable_multiprocess(metrics_path)
                 JournalMetrics(engine)
+                background.scrub.listeners.append(ScrubMetrics(background.scrub).update)  # the scrubber runs here
                 if cluster is not None:  # and the peers', after every heartbeat round
                     cluster.listeners.append(ClusterMetrics(cluster).update)
             env = {**os.environ, "S4_ACCESS_KEY_ID": access, "S4_SECRET_ACCESS_KEY": secret,
@@ -161,6 +171,8 @@ def _cluster_node(engine: Engine, settings: Settings, commit_path: LocalCommitPa
     engine.listings = wired.listings
     engine.read_gate = wired.read_gate  # ... unless this node holds read leases and the key is settled
     for_engine(engine).leases = wired.leases  # lifecycle and multipart expiry act once per pool (job leases)
+    # bad or missing blobs are healed from replicas, by the scrubber and by reads that meet them (scrub_heal.py)
+    engine.blob_repair = healer_for(node, wired.blobs, engine.sequencer.submit, for_engine(engine).scrub)
     return node
 
 
@@ -194,6 +206,7 @@ def _run_worker(settings: Settings, data_dir: Path, args: argparse.Namespace) ->
     if settings.cluster is not None:  # quorum reads and the register through the supervisor; listings here
         engine.key_reads = RemoteKeyReads(channel)
         engine.names = RemoteNames(channel)
+        engine.blob_repair = RemoteBlobRepair(channel)  # a bad blob read here is healed by the supervisor
         peers = PeerPool(settings.cluster)
         engine.listings = QuorumListings(settings.cluster.node_id, [p.node_id for p in settings.cluster.peers],
                                          settings.cluster.read_quorum, engine.views, peers.stub)

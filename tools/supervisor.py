@@ -124,6 +124,7 @@ class Supervisor:
         self.service = SequencerService(self.sequencer, self.background, loop, self.engine.login_throttle,
                                         self.engine.cluster, self.replication, self.key_reads,
                                         self.engine.names)
+        self.service.blob_repair = self.engine.blob_repair  # workers' reads of a bad blob are healed here
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
         for worker_id in range(1, self.count + 1):

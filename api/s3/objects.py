@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import falcon.asgi
 
 from s4.engine import OpenVersion
-from s4.engine.errors import ErrorCode, S3Error
+from s4.engine.errors import ErrorCode, S3Error, StoredDataDamagedError
 from s4.engine.model import NULL_VERSION, ObjectVersion
 from s4.engine.names import MAX_PART_NUMBER
 
@@ -138,7 +138,12 @@ async def _serve(call: Call, resp: falcon.asgi.Response, *, body: bool) -> None:
     data, stream = b"", None
     if body and length:
         if length <= INLINE_BODY_BYTES:  # small bodies: one pread, one send, no stream machinery
-            data = call.engine.read_small(version, start, length, opened.locations)
+            try:
+                data = call.engine.read_small(version, start, length, opened.locations)
+            except (StoredDataDamagedError, FileNotFoundError):
+                if call.engine.blob_repair is None:
+                    raise
+                data = await call.engine.read_failover(version, start, length)  # a pool: heal from a replica
         else:
             pieces = call.engine.read_object(version, start, length, opened.locations)
             stream = _stream(call, await anext(pieces), pieces)

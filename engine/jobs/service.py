@@ -9,7 +9,9 @@ Lifecycle and multipart-upload expiry act once per pool: a run (scheduled or an 
 node holds the job's lease (``leases``, engine/ports.py ``JobLeasePort``, chosen by tools/server.py; single mode
 always grants it), and is skipped, counted in the status, when another node holds it (engine/jobs/lease.py).
 Dry runs act on nothing and need no lease. Compaction of volumes and the scrubber are node-local: every node runs
-them on its own bytes.
+them on its own bytes. In a pool the scrubber heals what it finds bad from a replica (``Engine.blob_repair``,
+cluster/scrub_heal.py); ``scrub_status()`` gives its progress and heal counts (docs/architecture/recovery.md,
+"Scrub healing").
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from .compaction import run_compaction
 from .lease import JobLeases
 from .lifecycle import run_lifecycle
 from .report import RunReport
-from .scrubber import run_scrub, scan_rate
+from .scrub_progress import ScrubProgress
+from .scrubber import Heal, run_scrub, scan_rate
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,7 @@ class JobSettings:
 
 Sleep = Callable[[float], Awaitable[Any]]
 SCRUB_FIRST_DELAY_S = 60.0  # the first scheduled scrub waits this long after start-up, then once per cycle
+HEAL_TIMEOUT_S = 600.0  # one blob's heal as the scrubber's thread waits for it (each replica's transfer is bounded)
 
 
 @dataclass
@@ -85,6 +89,7 @@ class Jobs:
     runs: dict[str, int] = field(default_factory=dict)
     leases: JobLeasePort = field(default_factory=SoleNodeLeases)
     skipped: dict[str, int] = field(default_factory=dict)  # runs of a pool-wide job skipped: another node holds it
+    scrub: ScrubProgress = field(default_factory=ScrubProgress)  # the scrubber's progress and heals (this node)
     _held: JobLeases | None = None
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -169,14 +174,43 @@ class Jobs:
     async def scrubber(self, throttled: bool = False) -> dict[str, Any]:
         """A full scan. Operator runs are unthrottled; the scheduled (throttled) scan, which may take days, has
         its own lock so an operator run never queues behind it, and it stops early when the jobs stop."""
+        heal = self._heal()
         if not throttled:
-            return await self._run("scrubber", lambda: run_scrub(self.engine))
+            return await self._run("scrubber", lambda: run_scrub(self.engine, heal=heal, progress=self.scrub))
         stats = await anyio.to_thread.run_sync(self.engine.storage_stats)
         rate = scan_rate(stats["live_bytes"], self.settings.scrubber_full_scan_days)
         pause = self.pause or self._halt.wait
         return await self._run("scrubber", lambda: run_scrub(
-            self.engine, rate_bytes_per_s=rate, sleep=pause, monotonic=self.monotonic, stop=self._halt),
-            lock="scrubber:scheduled")
+            self.engine, rate_bytes_per_s=rate, sleep=pause, monotonic=self.monotonic, stop=self._halt, heal=heal,
+            progress=self.scrub), lock="scrubber:scheduled")
+
+    def _heal(self) -> Heal | None:
+        """The scrubber's blocking view of the engine's ``BlobRepairPort`` (a pool; None in single mode): the
+        repair runs on this event loop (where the node's peer channels live), the scan's thread waits for it."""
+        repair = getattr(self.engine, "blob_repair", None)
+        if repair is None:
+            return None
+        loop = asyncio.get_running_loop()
+
+        def heal(loc: Any, problem: str) -> bool:
+            fut = asyncio.run_coroutine_threadsafe(repair.repair(loc, problem, cause="scrub"), loop)
+            try:
+                return bool(fut.result(HEAL_TIMEOUT_S))
+            except BaseException:
+                fut.cancel()
+                raise
+
+        return heal
+
+    async def scrub_status(self) -> dict[str, Any]:
+        """The scrubber's numbers on this node, for ``GET /api/admin/cluster/repair-status`` and the metrics:
+        ``running``, ``throttled``, ``pass`` {started_ms, ended_ms, blobs_scanned, bytes_scanned, bytes_total},
+        ``last_full_pass_ms`` (None: no pass finished since start), ``totals`` (since start: passes, blobs and
+        bytes scanned, bad blobs found, blobs and bytes healed from replicas, heal failures, read failovers),
+        ``last_heal``, ``last_heal_failure``, ``healing`` (True in a pool: bad blobs are fetched from replicas) and
+        ``full_scan_days``. Async so a worker's stand-in (engine/remote ``RemoteJobs``) has the same shape."""
+        return {**self.scrub.snapshot(), "healing": getattr(self.engine, "blob_repair", None) is not None,
+                "full_scan_days": self.settings.scrubber_full_scan_days}
 
     def status(self, name: str) -> dict[str, Any]:
         running = self._lock(name).locked() or (name == "scrubber" and self._lock("scrubber:scheduled").locked())

@@ -10,6 +10,7 @@ See docs/architecture/processes.md.
 
 from .client import (
     ChannelCommitPath,
+    RemoteBlobRepair,
     RemoteCluster,
     RemoteIam,
     RemoteJobs,
@@ -21,5 +22,6 @@ from .loop_channel import LoopChannel
 from .pending import ChannelClosedError
 from .service import SequencerService, WorkerLink
 
-__all__ = ["ChannelClosedError", "ChannelCommitPath", "LoopChannel", "RemoteCluster", "RemoteIam", "RemoteJobs",
+__all__ = ["ChannelClosedError", "ChannelCommitPath", "LoopChannel", "RemoteBlobRepair", "RemoteCluster",
+           "RemoteIam", "RemoteJobs",
            "RemoteKeyReads", "RemoteNames", "RemoteSequencer", "SequencerService", "WorkerLink"]

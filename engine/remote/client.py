@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import datadir
+from ..model import BlobLocation
 from ..ports import NameClaim, NameSpace, Opened, PeerHealth
 from ..sequencer import Command
 from ..space import SpaceGuard
@@ -84,6 +85,11 @@ class RemoteJobs:
     async def scrubber(self, throttled: bool = False) -> dict[str, Any]:
         return await self._call("scrubber", throttled=throttled)  # type: ignore[no-any-return]
 
+    async def scrub_status(self) -> dict[str, Any]:
+        """The scrubber's progress and heals (engine/jobs/service.py ``Jobs.scrub_status``), kept by the
+        sequencer process."""
+        return await self._call("scrub_status")  # type: ignore[no-any-return]
+
     def status(self, name: str) -> dict[str, Any]:
         """Blocking (call it off the event loop): the status is a few dict reads in the sequencer process."""
         fut = self.channel.request({"op": "job", "method": "status", "kwargs": {"name": name}})
@@ -123,6 +129,20 @@ class RemoteKeyReads:
 
     async def settle_bucket(self, name: str) -> None:
         await self.channel.call({"op": "settle", "kind": "bucket", "bucket": name, "ident": name})
+
+
+class RemoteBlobRepair:
+    """Healing of a bad blob (engine/ports.py ``BlobRepairPort``) in an HTTP worker: the supervisor runs the cluster
+    node and its blob service, so it fetches the replica's copy and repoints the index; the worker then reads the
+    healed copy from the volumes and views it shares (channel op ``repair``)."""
+
+    def __init__(self, channel: LoopChannel) -> None:
+        self.channel = channel
+
+    async def repair(self, location: BlobLocation, problem: str, cause: str = "read") -> bool:
+        return bool(await self.channel.call({"op": "repair", "hash": location.hash, "volume": location.volume,
+                                             "offset": location.offset, "size": location.size,
+                                             "problem": problem, "cause": cause}))
 
 
 class RemoteNames:

@@ -27,13 +27,14 @@ from typing import Any
 
 from ..errors import ServiceUnavailableError
 from ..login_throttle import LoginThrottle
-from ..ports import BucketNamesPort, ClusterStatus, KeyReadPort, NameClaim, ReplicationPort
+from ..model import BlobLocation
+from ..ports import BlobRepairPort, BucketNamesPort, ClusterStatus, KeyReadPort, NameClaim, ReplicationPort
 from ..sequencer import Command, Committed, Recorded, Sequencer
 from .pending import ChannelClosedError
 from .wire import FrameBuffer, encode_error, encode_frame
 
 log = logging.getLogger(__name__)
-JOB_METHODS = frozenset({"lifecycle", "compaction", "scrubber", "status"})
+JOB_METHODS = frozenset({"lifecycle", "compaction", "scrubber", "status", "scrub_status"})
 NAMES_METHODS = frozenset({"create", "mark_deleting", "finish_delete", "abort_delete"})
 MAX_BATCH = 4096
 
@@ -55,6 +56,7 @@ class SequencerService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._committing = False  # a cluster node: a batch is being made durable on the committer thread
         self._committer: concurrent.futures.ThreadPoolExecutor | None = None
+        self.blob_repair: BlobRepairPort | None = None  # a cluster node's healer (cluster/scrub_heal.py), for reads
 
     async def attach(self, sock: socket.socket, name: str) -> WorkerLink:
         """Serve the worker at the other end of ``sock`` (one end of its socketpair)."""
@@ -78,6 +80,10 @@ class SequencerService:
             self._cluster_health(link, request_id)
         elif op == "settle" and self.key_reads is not None:  # a worker's quorum read (engine/ports.py KeyReadPort)
             self._settle(link, request_id, self.key_reads, message)
+        elif op == "repair" and self.blob_repair is not None:  # a worker's read met a bad blob: heal it here
+            loc = BlobLocation(message["hash"], message["volume"], message["offset"], message["size"])
+            self._answer(link, request_id, self.blob_repair.repair(loc, message.get("problem", ""),
+                                                                   message.get("cause", "read")))
         elif op == "names" and message.get("method") in NAMES_METHODS:
             self._names_call(link, request_id, message["method"], message.get("kwargs") or {})
         elif op == "throttle" and message.get("action") in LoginThrottle.ACTIONS:
