@@ -175,8 +175,8 @@ def test_issue19_partition_with_nftables_majority_serves_minority_refuses_503_th
 
 
 def faketime_env(offset_s: int) -> dict[str, str]:
-    """The environment that makes a process's wall clock run ``offset_s`` ahead (behind when negative; libfaketime, as ``faketime`` would
-    preload it: its own answer for the library's path, not a path of this machine)."""
+    """The environment that makes a process's wall clock run ``offset_s`` ahead (behind when negative): libfaketime,
+    as ``faketime`` would preload it (its own answer for the library's path, not a path of this machine)."""
     shown = subprocess.run(["faketime", "-m", "-f", "+0", "/bin/sh", "-c", 'printf %s "$LD_PRELOAD"'],
                            capture_output=True, text=True, timeout=30)
     assert shown.returncode == 0 and "faketime" in shown.stdout, shown.stdout + shown.stderr
