@@ -439,6 +439,12 @@ class AntiEntropy:
         return len(fix.keys)
 
     # -- status ----------------------------------------------------------------------------------------------------
+    def counters(self, peer: str) -> dict[str, int]:
+        """The metrics' counters for ``peer`` (api/metrics.py ``ANTI_ENTROPY_DOCS``)."""
+        s = self.stats[peer]
+        return {"exchanges": s.exchanges, "differences": s.differences, "keys_repaired": s.keys_repaired,
+                "bytes": s.bytes}
+
     def document(self) -> dict[str, Any]:
         return {"interval_s": self.settings.interval_s, "rebuilds": self.rebuilds, "rebuilt_keys": self.rebuilt_keys,
                 "last_rebuild_ms": self.last_rebuild_ms,
