@@ -160,6 +160,13 @@ class EngineCollector(Collector):
 HINTS_PENDING_DOC = "Events kept for the peer (hinted handoff: it missed them) and not yet delivered"
 HINTS_DROPPED_DOC = "Hints for the peer dropped undelivered (older than S4_HINT_TTL_HOURS, or hints off)"
 HINTS_DELIVERED_DOC = "Hints the peer acknowledged"
+#: Merkle anti-entropy per peer (cluster/anti_entropy.py): counter name suffix -> help; ``s4_cluster_anti_entropy_*``.
+ANTI_ENTROPY_DOCS = {
+    "exchanges": "Merkle anti-entropy exchanges this node completed with the peer",
+    "differences": "Keys and buckets anti-entropy found different between this node and the peer",
+    "keys_repaired": "Keys and buckets anti-entropy repaired (events shipped either way) with the peer",
+    "bytes": "Bytes of events anti-entropy shipped between this node and the peer (either way)",
+}
 QUORUM_FAILURES_DOC = ("Requests this node answered 503 because fewer than S4_WRITE_QUORUM replicas acknowledged a "
                        "write or fewer than S4_READ_QUORUM answered a read")
 
@@ -204,14 +211,18 @@ def cluster_families(cluster: ClusterStatus | None) -> Iterator[GaugeMetricFamil
     pending = GaugeMetricFamily("s4_cluster_hints_pending", HINTS_PENDING_DOC, labels=["peer"])
     dropped = CounterMetricFamily("s4_cluster_hints_dropped", HINTS_DROPPED_DOC, labels=["peer"])
     delivered = CounterMetricFamily("s4_cluster_hints_delivered", HINTS_DELIVERED_DOC, labels=["peer"])
+    ae = {name: CounterMetricFamily(f"s4_cluster_anti_entropy_{name}", doc, labels=["peer"])
+          for name, doc in ANTI_ENTROPY_DOCS.items()}
     for p in peers:
+        for name, family in ae.items():
+            family.add_metric([p.peer], float(p.anti_entropy.get(name, 0)))
         up.add_metric([p.peer], 1.0 if p.up else 0.0)
         seen.add_metric([p.peer], p.last_seen_s or 0.0)
         lag.add_metric([p.peer], float(p.journal_lag))
         pending.add_metric([p.peer], float(p.hints_pending))
         dropped.add_metric([p.peer], float(p.hints_dropped))
         delivered.add_metric([p.peer], float(p.hints_delivered))
-    yield from (up, seen, lag, pending, dropped, delivered)
+    yield from (up, seen, lag, pending, dropped, delivered, *ae.values())
     yield CounterMetricFamily("s4_cluster_quorum_failures", QUORUM_FAILURES_DOC,
                               value=float(cluster.quorum_failures()))  # type: ignore[union-attr]
     yield from swim_families(cluster)
@@ -249,6 +260,8 @@ class ClusterMetrics:
         self.hints_delivered = Counter("s4_cluster_hints_delivered", HINTS_DELIVERED_DOC, ["peer"],
                                        registry=registry)
         self.quorum_failures = Counter("s4_cluster_quorum_failures", QUORUM_FAILURES_DOC, registry=registry)
+        self.anti_entropy = {name: Counter(f"s4_cluster_anti_entropy_{name}", doc, ["peer"], registry=registry)
+                             for name, doc in ANTI_ENTROPY_DOCS.items()}
         self.swim = {name: Counter(f"s4_cluster_swim_{name}", doc, registry=registry)
                      for name, doc in SWIM_DOCS.items()}
         self.awareness = Gauge("s4_cluster_swim_awareness", SWIM_AWARENESS_DOC, registry=registry,
@@ -263,7 +276,9 @@ class ClusterMetrics:
             self.lag.labels(p.peer).set(p.journal_lag)
             self.hints_pending.labels(p.peer).set(p.hints_pending)
             for name, counter, total in (("dropped", self.hints_dropped, p.hints_dropped),
-                                         ("delivered", self.hints_delivered, p.hints_delivered)):
+                                         ("delivered", self.hints_delivered, p.hints_delivered),
+                                         *((f"ae_{n}", c, p.anti_entropy.get(n, 0))
+                                           for n, c in self.anti_entropy.items())):
                 grown = total - self._counted.get((name, p.peer), 0.0)
                 if grown > 0:
                     counter.labels(p.peer).inc(grown)

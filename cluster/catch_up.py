@@ -286,6 +286,7 @@ class CatchUpSettings:
     sweep_s: float = 30.0  # a pass per peer this often even without a liveness change (a cheap empty stream)
     backoff_s: float = 0.5  # first retry after a failed pass; doubles up to backoff_max_s
     backoff_max_s: float = 30.0
+    enabled: bool = True  # S4_CATCH_UP=off: no pass ever runs (diagnostics only: proves anti-entropy alone)
 
 
 class CatchUp:
@@ -317,6 +318,11 @@ class CatchUp:
         return self._ready
 
     async def start(self) -> None:
+        if not self.settings.enabled:
+            self._ready = True  # nothing will ever be caught up with: the write path must not wait for it
+            log.warning("journal catch-up is off (S4_CATCH_UP=off, diagnostics only): a node that missed writes "
+                        "converges only through hints and anti-entropy")
+            return
         for peer in self.peers:
             cursor = await self.store.run(lambda p=peer: self.store.cursor(p))  # type: ignore[misc]
             self._pushed[peer] = max(self._pushed[peer], cursor)
@@ -401,6 +407,8 @@ class CatchUp:
     async def pass_once(self, peer: str) -> int:
         """Stream and apply everything ``peer`` journalled after the cursor, to the head it reported when the
         stream started; the cursor after the pass. Raises CatchUpError."""
+        if not self.settings.enabled:
+            raise CatchUpError(peer, "catch-up is off (S4_CATCH_UP=off)", unreachable=False)
         async with self._locks[peer]:
             try:
                 cursor = await self._pass(peer)

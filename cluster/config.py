@@ -27,6 +27,9 @@ ENV_NAMES = {
     "write_quorum": "S4_WRITE_QUORUM", "read_quorum": "S4_READ_QUORUM", "hint_ttl_hours": "S4_HINT_TTL_HOURS",
     "cluster_secret": "S4_CLUSTER_SECRET", "max_clock_offset_s": "S4_MAX_CLOCK_OFFSET",
     "job_lease_s": "S4_JOB_LEASE_SECS",
+    "anti_entropy_interval_secs": "S4_ANTI_ENTROPY_INTERVAL_SECS",
+    "anti_entropy_rate_keys": "S4_ANTI_ENTROPY_RATE_KEYS", "anti_entropy_rate_bytes": "S4_ANTI_ENTROPY_RATE_BYTES",
+    "catch_up": "S4_CATCH_UP",
     "secret_key": "S4_SECRET_ACCESS_KEY",
 }
 REQUIRED = ("node_id", "node_grpc_addr", "node_http_addr", "pool_name", "pool_nodes")
@@ -52,6 +55,17 @@ class PoolNode:
 
 
 @dataclass(frozen=True)
+class AntiEntropyConfig:
+    """Merkle anti-entropy (cluster/anti_entropy.py) and the journal catch-up switch."""
+
+    interval_s: float = 600.0  # S4_ANTI_ENTROPY_INTERVAL_SECS; 0: no anti-entropy
+    keys_per_s: float = 1000.0  # S4_ANTI_ENTROPY_RATE_KEYS; 0: unlimited
+    bytes_per_s: float = 32 * 1024 * 1024  # S4_ANTI_ENTROPY_RATE_BYTES; 0: unlimited
+    gc_grace_days: float = 7.0  # S4_GC_GRACE_DAYS: tombstones older than this are not shipped
+    catch_up: bool = True  # S4_CATCH_UP=off: diagnostics only (proves anti-entropy alone)
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     cluster_name: str
     node_id: str
@@ -69,6 +83,7 @@ class ClusterConfig:
     key_derived_from_s3_secret: bool = False
     warnings: tuple[str, ...] = ()
     job_lease_s: float = 60.0  # a pool-wide background job's lease (cluster/job_lease.py)
+    anti_entropy: AntiEntropyConfig = field(default_factory=lambda: AntiEntropyConfig())
 
     @property
     def peers(self) -> tuple[PoolNode, ...]:
@@ -132,6 +147,7 @@ def build_cluster_config(values: Mapping[str, Any], name_of: Callable[[str], str
     lease = float(values.get("job_lease_s", 60.0))
     if not 1 <= lease <= 86400:  # also refuses NaN
         raise fail("job_lease_s", f"{lease} must be between 1 and 86400 seconds")
+    anti_entropy = _anti_entropy(values, fail)
 
     warnings = []
     if w + r <= n:
@@ -155,7 +171,23 @@ def build_cluster_config(values: Mapping[str, Any], name_of: Callable[[str], str
     return ClusterConfig(cluster_name=cluster_name, node_id=node_id, grpc_addr=grpc_addr, http_addr=http_addr,
                          seeds=seeds, pool_name=str(values["pool_name"]), pool=pool, replication_factor=n,
                          write_quorum=w, read_quorum=r, hint_ttl_hours=hint_ttl, max_clock_offset_s=offset, key=key,
-                         key_derived_from_s3_secret=not secret, warnings=tuple(warnings), job_lease_s=lease)
+                         key_derived_from_s3_secret=not secret, warnings=tuple(warnings), job_lease_s=lease,
+                         anti_entropy=anti_entropy)
+
+
+def _anti_entropy(values: Mapping[str, Any], fail: Callable[[str, str], Exception]) -> AntiEntropyConfig:
+    interval = float(values.get("anti_entropy_interval_secs", 600))
+    if not 0 <= interval <= 30 * 86400:
+        raise fail("anti_entropy_interval_secs", f"{interval} must be 0 (off) or up to 30 days in seconds")
+    rates = {}
+    for fld, default in (("anti_entropy_rate_keys", 1000.0), ("anti_entropy_rate_bytes", 32 * 1024 * 1024)):
+        rates[fld] = float(values.get(fld, default))
+        if not 0 <= rates[fld] < float("inf"):
+            raise fail(fld, f"{rates[fld]} must be 0 (unlimited) or a positive rate")
+    return AntiEntropyConfig(interval_s=interval, keys_per_s=rates["anti_entropy_rate_keys"],
+                             bytes_per_s=rates["anti_entropy_rate_bytes"],
+                             gc_grace_days=float(values.get("gc_grace_days", 7.0)),
+                             catch_up=bool(values.get("catch_up", True)))
 
 
 def parse_address(text: str, fail: Callable[[str], Exception]) -> Address:

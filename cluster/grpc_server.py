@@ -38,8 +38,12 @@ from .wire.s4cluster.v1 import (
     CatchUpRequest,
     GetBlobChunk,
     GetBlobRequest,
+    GetEventsReply,
+    GetEventsRequest,
     ListRangeReply,
     ListRangeRequest,
+    MerkleTreeReply,
+    MerkleTreeRequest,
     PingReply,
     PingRequest,
     PutBlobChunk,
@@ -121,6 +125,14 @@ class LeaseHandler(Protocol):
         ...
 
 
+class AntiEntropyHandler(Protocol):
+    """Merkle anti-entropy (cluster/anti_entropy.py): this node's Merkle view, and its events by identity."""
+
+    async def merkle_tree(self, caller: str, request: MerkleTreeRequest) -> MerkleTreeReply: ...
+
+    async def get_events(self, caller: str, request: GetEventsRequest) -> GetEventsReply: ...
+
+
 class SwimHandler(Protocol):
     """SWIM membership (cluster/swim_node.py): one message from the authenticated caller, handled at once."""
 
@@ -137,6 +149,7 @@ class Handlers:
     cas: CasHandler | None = None
     leases: LeaseHandler | None = None
     swim: SwimHandler | None = None
+    anti_entropy: AntiEntropyHandler | None = None
 
 
 _T = TypeVar("_T")
@@ -207,6 +220,12 @@ class ClusterService(S4ClusterBase):
                                                      f"{caller!r}")
         self._area(self.handlers.swim, "swim").receive(caller, message)
         return SwimAck()
+
+    async def merkle_tree(self, message: MerkleTreeRequest) -> MerkleTreeReply:
+        return await self._area(self.handlers.anti_entropy, "anti-entropy").merkle_tree(CALLER.get(), message)
+
+    async def get_events(self, message: GetEventsRequest) -> GetEventsReply:
+        return await self._area(self.handlers.anti_entropy, "anti-entropy").get_events(CALLER.get(), message)
 
 
 async def _data_chunks(messages: AsyncIterator[PutBlobChunk]) -> AsyncIterator[bytes]:

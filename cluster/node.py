@@ -35,6 +35,7 @@ from s4.engine.ports import PeerHealth
 from s4.journal import Journal
 from s4.journal.hlc import pack, wall_ms
 
+from .anti_entropy import AntiEntropy
 from .catch_up import (
     BlobFetcher,
     CatchUp,
@@ -106,6 +107,7 @@ class ClusterNode:
         self.key_reads: QuorumKeyReads | None = None  # ... and the read path
         self.read_leases: ReadLeases | None = None  # ... whose local reads depend on these (cluster/read_leases.py)
         self.unsettled: Unsettled | None = None
+        self.anti_entropy: AntiEntropy | None = None  # set by cluster/wiring.py: Merkle anti-entropy
 
     def enable_feed(self, store: FeedStore, journal: JournalReader, applier: PeerEventsApplier,
                     fetcher: BlobFetcher | None = None, *, catch_up: CatchUpSettings | None = None,
@@ -144,6 +146,8 @@ class ClusterNode:
             await self.hints.start()
         if self.replicator is not None:
             await self.replicator.start()
+        if self.anti_entropy is not None:
+            await self.anti_entropy.start()
         self._task = asyncio.get_running_loop().create_task(self._heartbeat(), name="s4-cluster-heartbeat")
 
     async def stop(self) -> None:
@@ -153,6 +157,8 @@ class ClusterNode:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.membership.stop()
+        if self.anti_entropy is not None:
+            await self.anti_entropy.stop()
         if self.replicator is not None:
             await self.replicator.stop()
         if self.catch_up is not None and self.hints is not None:
@@ -300,6 +306,25 @@ class ClusterNode:
                                       "unsettled_events": self.unsettled.in_flight if self.unsettled else 0}
         return document
 
+    async def repair_status(self) -> dict[str, Any]:
+        return self.repair_document()
+
+    def repair_document(self) -> dict[str, Any]:
+        """GET /api/admin/cluster/repair-status: per peer, hints pending (and dropped, delivered) and the last
+        anti-entropy exchange with what it found and repaired; the anti-entropy totals; ``scrub`` is filled by the
+        engine (its scrubber's report, engine/ports.py ``ClusterStatus.repair_status``)."""
+        hints, ae = self.hints, self.anti_entropy
+        peers = {}
+        for record, state in self.liveness.snapshot():
+            peer = record.node_id
+            peers[peer] = {"state": state,
+                           "hints": {"pending": hints.pending(peer) if hints is not None else 0,
+                                     "dropped": hints.dropped[peer] if hints is not None else 0,
+                                     "delivered": hints.delivered[peer] if hints is not None else 0},
+                           "anti_entropy": ae.stats[peer].document() if ae is not None else None}
+        return {"node_id": self.config.node_id, "catch_up": self.config.anti_entropy.catch_up,
+                "anti_entropy": ae.document() if ae is not None else None, "peers": peers}
+
     def membership_counters(self) -> dict[str, int]:
         """SWIM's counters since start and its local health score (``awareness``), for the metrics."""
         return {**self.membership.counters(), "awareness": self.membership.swim.awareness}
@@ -315,5 +340,6 @@ class ClusterNode:
                            journal_lag=record.journal_lag,
                            hints_pending=hints.pending(record.node_id) if hints is not None else 0,
                            hints_dropped=hints.dropped[record.node_id] if hints is not None else 0,
-                           hints_delivered=hints.delivered[record.node_id] if hints is not None else 0)
+                           hints_delivered=hints.delivered[record.node_id] if hints is not None else 0,
+                           anti_entropy=self.anti_entropy.counters(record.node_id) if self.anti_entropy else {})
                 for record, state in self.liveness.snapshot()]

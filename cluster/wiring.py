@@ -37,15 +37,17 @@ from s4.engine.views.env import Views
 from s4.engine.volumes.store import VolumeStore
 from s4.journal.events import Event
 
+from .anti_entropy import AntiEntropy, AntiEntropySettings, GrpcAntiEntropyTransport
 from .blob_server import BlobService, DamageReporter
 from .blobs import StagedBlobs
 from .buckets_register import CasNode
-from .catch_up import EventsService, GrpcEventsTransport, JournalReader, PoolBlobFetcher
+from .catch_up import CatchUpSettings, EventsService, GrpcEventsTransport, JournalReader, PoolBlobFetcher
 from .coalesce import CoalescingTransport
 from .feed_store import FeedStore, store_path
 from .job_lease import RegisterLeases, open_leases
 from .key_reads import QuorumKeyReads
 from .listings import QuorumListings
+from .merkle_service import MerkleService
 from .node import ClusterNode
 from .read_leases import LeaseGrants, LeaseService, ReadLeases, Unsettled
 from .reads import ReadsService
@@ -194,8 +196,16 @@ def wire_node(node: ClusterNode, parts: EngineParts) -> Wired:
     service.handlers = dataclasses.replace(service.handlers, blobs=blobs, reads=ReadsService(parts.views),
                                            cas=cas.service)
     journal = CommittedJournal(parts.journal, parts.views.last_seq)
-    node.enable_feed(feed, journal, ReplicaApplier(parts.replica, blobs.staged), PoolBlobFetcher(node.pool, blobs),
-                     inline=blobs)
+    applier, fetcher = ReplicaApplier(parts.replica, blobs.staged), PoolBlobFetcher(node.pool, blobs)
+    ae_config = node.config.anti_entropy
+    node.enable_feed(feed, journal, applier, fetcher, inline=blobs,
+                     catch_up=CatchUpSettings(enabled=ae_config.catch_up))
+    service.handlers = dataclasses.replace(service.handlers, anti_entropy=MerkleService(parts.views, journal))
+    node.anti_entropy = AntiEntropy(
+        node.config.node_id, node.liveness.peers, parts.views, journal, applier, GrpcAntiEntropyTransport(node.pool),
+        fetcher=fetcher, state=node.liveness.state,
+        settings=AntiEntropySettings(interval_s=ae_config.interval_s, keys_per_s=ae_config.keys_per_s,
+                                     bytes_per_s=ae_config.bytes_per_s, gc_grace_days=ae_config.gc_grace_days))
     assert node.hints is not None
     node.hints.holds = blobs.holds
     gate, grants, unsettled = _read_leases(node, parts, journal.last_seq)

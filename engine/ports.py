@@ -26,7 +26,7 @@ import concurrent.futures
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -304,6 +304,9 @@ class PeerHealth:
     hints_pending: int = 0  # events kept for it (cluster/hints.py), not yet delivered
     hints_dropped: int = 0  # hints for it dropped (older than S4_HINT_TTL_HOURS, or hints off), since start
     hints_delivered: int = 0  # hints it acknowledged, since start
+    #: Merkle anti-entropy with it since start (cluster/anti_entropy.py): exchanges, differences found, keys
+    #: repaired (either way), bytes shipped (either way)
+    anti_entropy: dict[str, int] = field(default_factory=dict)
 
 
 class ClusterStatus(Protocol):
@@ -320,6 +323,11 @@ class ClusterStatus(Protocol):
     def quorum_failures(self) -> int:
         """Requests this node answered 503 because fewer than W replicas acknowledged a write or fewer than R
         answered a read, since start; 0 outside the process that coordinates."""
+        ...
+
+    async def repair_status(self) -> dict[str, Any]:
+        """The document of ``GET /api/admin/cluster/repair-status`` without its ``scrub`` part: per peer the hints
+        pending and the last anti-entropy exchange (cluster/node.py ``repair_document``)."""
         ...
 
 
@@ -339,3 +347,6 @@ class SingleNodeStatus:
 
     def quorum_failures(self) -> int:
         return 0
+
+    async def repair_status(self) -> dict[str, Any]:
+        return {"node_id": self.node_id, "mode": "single", "catch_up": None, "anti_entropy": None, "peers": {}}

@@ -20,7 +20,7 @@ from s4.journal import REPLICATED, Event, EventType
 from s4.journal.hlc import physical_ms
 
 from .model import Bucket, Upload, stamped, version_record
-from .views import blobs, keys, namespace, upload_index
+from .views import blobs, keys, merkle, namespace, upload_index
 from .views.env import pack, unpack
 from .views.records import Tx
 from .volumes.record import record_bytes
@@ -216,7 +216,9 @@ def _store_version(tx: Tx, event: Event, rec: dict[str, Any]) -> None:
     replaced = tx.delete_version(oid, rec["v"])
     if replaced is not None:
         _release(tx, bucket, replaced)
+        merkle.version(tx, bucket.name, p["key"], replaced, -1)
     tx.insert_version(oid, rec)
+    merkle.version(tx, bucket.name, p["key"], rec, 1)
     bucket.bytes_stored += rec.get("s", 0)
     bucket.object_count += _live(tx.latest(oid)) - _live(before)
     tx.put_bucket(bucket)
@@ -264,13 +266,16 @@ def apply_delete_marker_put(tx: Tx, event: Event) -> None:
     _store_version(tx, event, version_record(event.payload["version_id"], 0, "", delete_marker=True))
 
 
-def _tombstone(tx: Tx, vkey: bytes, key: str, version_id: str, stamp: Stamp) -> None:
+def _tombstone(tx: Tx, bucket: str, key: str, version_id: str, stamp: Stamp) -> None:
     """Remember a removal, so an older put of that version arriving later does not bring it back."""
+    vkey = keys.object_version_key(bucket, key, version_id)
     old = tx.packed("vtombs", vkey)
     if old is None:
         tx.count_tombstones(1)
     if _newer(stamp, old):
-        tx.put("vtombs", vkey, pack({"k": key, "v": version_id, "h": stamp[0], "o": stamp[1]}))
+        new = {"k": key, "v": version_id, "h": stamp[0], "o": stamp[1]}
+        tx.put("vtombs", vkey, pack(new))
+        merkle.clock(tx, merkle.TOMBSTONE, bucket, key, version_id, old, new)
 
 
 def apply_object_version_removed(tx: Tx, event: Event) -> None:
@@ -280,7 +285,7 @@ def apply_object_version_removed(tx: Tx, event: Event) -> None:
     if bucket is None:
         return
     stamp = _stamp(event)
-    _tombstone(tx, keys.object_version_key(bucket.name, p["key"], p["version_id"]), p["key"], p["version_id"], stamp)
+    _tombstone(tx, bucket.name, p["key"], p["version_id"], stamp)
     key = p["key"].encode()
     oid = namespace.find_object(tx.txn, tx.dbs["ns"], bucket.root, key)
     if oid is None:
@@ -292,6 +297,7 @@ def apply_object_version_removed(tx: Tx, event: Event) -> None:
     removed = tx.delete_version(oid, p["version_id"])
     assert removed is not None
     _release(tx, bucket, removed)
+    merkle.version(tx, bucket.name, p["key"], removed, -1)
     after = tx.latest(oid)
     if after is None:
         namespace.remove_object(tx.txn, tx.dbs["ns"], bucket.root, key)
@@ -308,9 +314,12 @@ def apply_object_tags_set(tx: Tx, event: Event) -> None:
         return
     stamp = _stamp(event)
     vkey = keys.object_version_key(bucket.name, p["key"], p["version_id"])
-    if not _newer(stamp, tx.packed("tag_clocks", vkey)):
+    old = tx.packed("tag_clocks", vkey)
+    if not _newer(stamp, old):
         return
-    tx.put("tag_clocks", vkey, pack({"h": stamp[0], "o": stamp[1], "tg": p["tags"]}))
+    new = {"h": stamp[0], "o": stamp[1], "tg": p["tags"], "k": p["key"]}
+    tx.put("tag_clocks", vkey, pack(new))
+    merkle.clock(tx, merkle.TAGS, bucket.name, p["key"], p["version_id"], old, new)
     oid = namespace.find_object(tx.txn, tx.dbs["ns"], bucket.root, p["key"].encode())
     if oid is None:
         return
@@ -367,8 +376,13 @@ def apply_prefix_renamed(tx: Tx, event: Event) -> None:
             return
         existing = namespace.find_object(tx.txn, ns, bucket.root, dst)
         if existing is not None:
+            for _, rec in tx.versions(existing):
+                merkle.version(tx, bucket.name, p["dst"], rec, -1)
             _drop_object(tx, bucket, existing)
             namespace.remove_object(tx.txn, ns, bucket.root, dst)
+        for _, rec in tx.versions(oid):  # the Merkle view follows a key rename (a prefix rename waits for a rebuild)
+            merkle.version(tx, bucket.name, p["src"], rec, -1)
+            merkle.version(tx, bucket.name, p["dst"], rec, 1)
         namespace.remove_object(tx.txn, ns, bucket.root, src)
         namespace.ensure_object(tx.txn, ns, bucket.root, dst, tx.alloc_node, leaf_id=oid)
     tx.put_bucket(bucket)
@@ -408,8 +422,14 @@ def apply_bucket_deleted(tx: Tx, event: Event) -> None:
     if bucket is not None and (inc is None or bucket.incarnation is None or _pair(bucket.incarnation) <= _pair(inc)):
         tx.delete("buckets", keys.bucket_key(name))
         tx.drop_bucket_records(name)
-    if inc is not None and _newer(_pair(inc), tx.packed("bucket_tombs", keys.bucket_key(name))):
-        tx.put("bucket_tombs", keys.bucket_key(name), pack(list(inc)))
+    if inc is None:
+        return
+    # [incarnation hlc, origin, deletion hlc, origin]: readers compare the first two (``stamp_of``); anti-entropy
+    # ships the deletion by the last two (docs/architecture/anti-entropy.md). Of one incarnation's deletions (or a
+    # tombstone a newer creation left without one) the newest deletion is kept, so any arrival order agrees.
+    old = tx.packed("bucket_tombs", keys.bucket_key(name))
+    if _newer(_pair(inc), old) or (_pair(inc) == _pair(old) and (len(old) < 4 or _stamp(event) > _pair(old[2:]))):
+        tx.put("bucket_tombs", keys.bucket_key(name), pack([*inc, event.hlc, event.origin]))
 
 
 def apply_bucket_config_set(tx: Tx, event: Event) -> None:

@@ -156,6 +156,10 @@ ENV: dict[str, tuple[str, Callable[[str, str], Any], Any]] = {
     "S4_CLUSTER_SECRET": ("cluster_secret", _text, None),  # None: derived from S4_SECRET_ACCESS_KEY (cluster/auth.py)
     "S4_MAX_CLOCK_OFFSET": ("max_clock_offset_s", parse_float, 60.0),
     "S4_JOB_LEASE_SECS": ("job_lease_s", parse_float, 60.0),  # lifecycle/multipart expiry lease (cluster/job_lease.py)
+    # Merkle anti-entropy's rate (cluster/anti_entropy.py, docs/operations.md "Anti-entropy")
+    "S4_ANTI_ENTROPY_RATE_KEYS": ("anti_entropy_rate_keys", parse_float, 1000.0),
+    "S4_ANTI_ENTROPY_RATE_BYTES": ("anti_entropy_rate_bytes", parse_size, 32 * 1024**2),
+    "S4_CATCH_UP": ("catch_up", parse_bool, True),  # diagnostics only: off proves anti-entropy alone
     "S4_LICENSE_KEY": ("license_key", _text, None),
     # connection limits and timeouts, per HTTP worker process (api/http_protocol.py, docs/operations.md)
     "S4_MAX_HEADER_SIZE": ("max_header_bytes", parse_size, 16 * 1024),
@@ -170,7 +174,7 @@ ENV: dict[str, tuple[str, Callable[[str, str], Any], Any]] = {
 # any other value stops start-up saying so, instead of being silently ignored (issue 18). field -> what is missing.
 FEDERATION_PART2 = "not supported yet: it comes with federation part 2 (gossip, Merkle anti-entropy, tombstone GC)"
 NOT_SUPPORTED: dict[str, str] = {
-    **{fld: FEDERATION_PART2 for fld in ("gc_grace_days", "max_rejoin_downtime_days", "anti_entropy_interval_secs")},
+    **{fld: FEDERATION_PART2 for fld in ("gc_grace_days", "max_rejoin_downtime_days")},
     "license_key": "Enterprise Edition features are not supported yet (S4 has no licensed features)",
     "strict_sync": "strict_sync = false is not supported yet: S4 always fsyncs before it acknowledges a write",
 }
@@ -179,6 +183,7 @@ NOT_SUPPORTED: dict[str, str] = {
 CLUSTER_ONLY = ("cluster_name", "node_grpc_addr", "node_http_addr", "seeds", "pool_name", "pool_nodes",
                 "replication_factor", "write_quorum", "read_quorum", "hint_ttl_hours", "cluster_secret",
                 "max_clock_offset_s", "job_lease_s")
+CLUSTER_ONLY += ("anti_entropy_interval_secs", "anti_entropy_rate_keys", "anti_entropy_rate_bytes", "catch_up")
 # config.toml (section, key) -> settings field, parser
 TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
     ("server", "bind"): ("bind", lambda n, v: str(v)),
@@ -213,6 +218,10 @@ TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
     ("cluster", "hint_ttl_hours"): ("hint_ttl_hours", lambda n, v: parse_float(n, str(v))),
     ("cluster", "max_clock_offset"): ("max_clock_offset_s", lambda n, v: parse_float(n, str(v))),
     ("cluster", "job_lease_secs"): ("job_lease_s", lambda n, v: parse_float(n, str(v))),
+    ("cluster", "anti_entropy_interval_secs"): ("anti_entropy_interval_secs", lambda n, v: parse_int(n, str(v))),
+    ("cluster", "anti_entropy_rate_keys"): ("anti_entropy_rate_keys", lambda n, v: parse_float(n, str(v))),
+    ("cluster", "anti_entropy_rate_bytes"): ("anti_entropy_rate_bytes", lambda n, v: parse_size(n, str(v))),
+    ("cluster", "catch_up"): ("catch_up", lambda n, v: parse_bool(n, str(v))),
 }
 
 

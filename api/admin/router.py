@@ -59,6 +59,7 @@ class AdminApi:
             ("POST", re.compile(r"/api/admin/scrubber/run"), jobs.run_scrubber, "super"),
             ("GET", re.compile(r"/api/admin/scrubber/status"), jobs.scrubber_status, "super"),
             ("GET", re.compile(r"/api/admin/cluster/health"), health.cluster_health, "super"),
+            ("GET", re.compile(r"/api/admin/cluster/repair-status"), health.cluster_repair_status, "super"),
         ]
 
     @staticmethod

@@ -106,6 +106,9 @@ class RemoteCluster:
     async def health(self) -> dict[str, Any]:
         return await self.channel.call({"op": "cluster", "method": "health"})  # type: ignore[no-any-return]
 
+    async def repair_status(self) -> dict[str, Any]:
+        return await self.channel.call({"op": "cluster", "method": "repair_status"})  # type: ignore[no-any-return]
+
     def peer_health(self) -> list[PeerHealth]:
         """None here: the supervisor publishes the peer metrics to the multi-process files every worker reads."""
         return []

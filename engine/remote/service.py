@@ -76,8 +76,8 @@ class SequencerService:
                 self.loop.call_soon(self._commit_pending)
         elif op == "job" and message.get("method") in JOB_METHODS:
             self._job_call(link, request_id, message["method"], message.get("kwargs") or {})
-        elif op == "cluster" and message.get("method") == "health":
-            self._cluster_health(link, request_id)
+        elif op == "cluster" and message.get("method") in ("health", "repair_status"):
+            self._cluster_health(link, request_id, message["method"])
         elif op == "settle" and self.key_reads is not None:  # a worker's quorum read (engine/ports.py KeyReadPort)
             self._settle(link, request_id, self.key_reads, message)
         elif op == "repair" and self.blob_repair is not None:  # a worker's read met a bad blob: heal it here
@@ -194,11 +194,11 @@ class SequencerService:
 
         task.add_done_callback(answer)
 
-    def _cluster_health(self, link: WorkerLink, request_id: int) -> None:
+    def _cluster_health(self, link: WorkerLink, request_id: int, method: str = "health") -> None:
         if self.cluster is None:
             link.reply(request_id, error=ValueError("this node has no cluster status"))
             return
-        self._answer(link, request_id, self.cluster.health())
+        self._answer(link, request_id, self.cluster.health() if method == "health" else self.cluster.repair_status())
 
     def _settle(self, link: WorkerLink, request_id: int, reads: KeyReadPort, message: dict[str, Any]) -> None:
         kind, bucket, ident = message.get("kind"), message["bucket"], message["ident"]

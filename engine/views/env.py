@@ -25,10 +25,15 @@ Last-writer-wins bookkeeping (docs/architecture/replication.md, "Applying a peer
     vtombs            bucket \\0 sha256(key) version id -> msgpack {k, v, h, o}: a removed version's tombstone
     tag_clocks        bucket \\0 sha256(key) version id -> msgpack {h, o, tg}: the newest tags_set of a version
     cfg_clocks        bucket \\0 kind -> msgpack [h, o]: the newest config_set of a kind (a deleted config included)
-    bucket_tombs      bucket name -> msgpack [h, o]: the newest deleted incarnation of the name
+    bucket_tombs      bucket name -> msgpack [h, o, dh, do]: the newest deleted incarnation of the name, its deletion
     upload_ends       upload id -> msgpack {h, o, st}: an upload completed or aborted
     user_clocks       user id -> msgpack {f, c, u, ep, d}: per-field winners of a user (and its deletion)
     cred_tombs        access key -> msgpack [h, o]: a deleted credential
+
+Anti-entropy (docs/architecture/anti-entropy.md, engine/views/merkle.py):
+
+    ae_keys           bucket \\0 sha256(key) -> msgpack [key, digest (32 B), atoms]: XOR of the key's record digests
+    ae_leaves         bucket \\0 u16 leaf -> digest (32 B): XOR of the digests of the leaf's keys
 
 Durability: the node's writer opens the views with ``sync=False`` where the platform has a boot id: commits reach
 the page cache only, and a machine crash is answered by rebuilding the views from the journal (views/unsynced.py).
@@ -53,7 +58,7 @@ log = logging.getLogger(__name__)
 DB_NAMES = ("meta", "buckets", "bucket_cfg", "ns", "versions", "vidx", "uploads", "upload_ns", "upload_keys", "parts",
             "blobs", "volumes", "users", "user_names", "credentials", "rename_tokens", "completed_uploads",
             "event_ids", "vtombs", "tag_clocks", "cfg_clocks", "bucket_tombs", "upload_ends", "user_clocks",
-            "cred_tombs")
+            "cred_tombs", "ae_keys", "ae_leaves")
 DEFAULT_MAP_SIZE = 1 << 40  # address space only; the file grows with the data
 MapFullError = lmdb.MapFullError  # the writer grows the map and retries (``Views.grow``)
 ViewsError = lmdb.Error  # any LMDB failure: the only names of lmdb's that leave the views layer

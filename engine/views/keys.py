@@ -22,7 +22,7 @@ NAME_PIECE_BYTES = 480
 assert U64.size + NAME_PIECE_BYTES <= MAX_KEY_BYTES
 
 #: The view layout this code reads and writes; views stamped with another (or none) are rebuilt from the journal.
-LAYOUT_VERSION = 3
+LAYOUT_VERSION = 4  # 4: the Merkle view (ae_keys, ae_leaves), tag_clocks keep the key, bucket_tombs the delete
 
 
 def u64(n: int) -> bytes:
@@ -210,6 +210,45 @@ def decode_event_id_key(key: bytes) -> tuple[str, int]:
     return origin.decode(), from_u64(hlc)
 
 
+# -- ae_keys, ae_leaves: the Merkle view of anti-entropy (engine/views/merkle.py) -------------------------------
+#: A bucket's keys fall into 2**MERKLE_LEAF_BITS leaves by the first bits of sha256(key).
+MERKLE_LEAF_BITS = 10
+
+
+def ae_key_key(bucket: str, key_hash: bytes) -> bytes:
+    """``bucket \\0 sha256(key)``: a key's digest; one leaf's keys are one contiguous range (hash order)."""
+    return bucket_prefix(bucket) + key_hash
+
+
+def decode_ae_key_key(key: bytes) -> tuple[str, bytes]:
+    bucket, _, digest = key.partition(b"\0")
+    return bucket.decode(), digest
+
+
+def leaf_of(key_hash: bytes) -> int:
+    """The leaf a key falls into: the first MERKLE_LEAF_BITS bits of its sha256."""
+    return int.from_bytes(key_hash[:2], "big") >> (16 - MERKLE_LEAF_BITS)
+
+
+def leaf_range(bucket: str, leaf: int) -> tuple[bytes, bytes]:
+    """The ``ae_keys`` range [start, end) of one leaf."""
+    shift = 16 - MERKLE_LEAF_BITS
+    start = bucket_prefix(bucket) + (leaf << shift).to_bytes(2, "big")
+    end_leaf = (leaf + 1) << shift
+    end = bucket_prefix(bucket) + (end_leaf.to_bytes(2, "big") if end_leaf < 1 << 16 else b"\xff\xff\xff")
+    return start, end
+
+
+def ae_leaf_key(bucket: str, leaf: int) -> bytes:
+    """``bucket \\0 u16 leaf``: the XOR of the digests of the leaf's keys."""
+    return bucket_prefix(bucket) + leaf.to_bytes(2, "big")
+
+
+def decode_ae_leaf_key(key: bytes) -> tuple[str, int]:
+    bucket, _, leaf = key.partition(b"\0")
+    return bucket.decode(), int.from_bytes(leaf, "big")
+
+
 # -- blobs, volumes, users, user_names, credentials: one plain identifier each ---------------------------------
 def text_key(ident: str) -> bytes:
     return ident.encode()
@@ -222,6 +261,12 @@ def decode_text_key(key: bytes) -> str:
 def describe(db: str, key: bytes) -> str:
     """A readable form of any view key (for the replay tool's diffs)."""
     try:
+        if db == "ae_keys":
+            bucket, digest = decode_ae_key_key(key)
+            return f"{bucket}:{digest.hex()[:16]}"
+        if db == "ae_leaves":
+            bucket, leaf = decode_ae_leaf_key(key)
+            return f"{bucket}:leaf {leaf}"
         if db in ("vtombs", "tag_clocks"):
             bucket, digest, version_id = decode_object_version_key(key)
             return f"{bucket}:{digest.hex()[:16]}:{version_id}"

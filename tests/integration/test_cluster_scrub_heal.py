@@ -97,6 +97,9 @@ def test_issue20_a_flipped_byte_in_one_replica_reads_stay_correct_and_the_scrubb
     assert metric(pool[2], "s4_scrub_last_full_pass_timestamp_seconds") > 0
     status = admin_call(pool[2], "GET", "/api/admin/scrubber/status", tok)
     assert status["damaged_blobs"] == [], status
+    repair = admin_call(pool[2], "GET", "/api/admin/cluster/repair-status", tok)["scrub"]  # the operator's summary
+    assert repair["healing"] is True and repair["last_full_pass_ms"] is not None, repair
+    assert (repair["totals"]["blobs_healed"], repair["totals"]["heal_failures"]) == (3, 0), repair
     again = admin_call(pool[2], "POST", "/api/admin/scrubber/run", tok)
     assert again["done"].get("bad_blobs", 0) == 0, again
     for client in clients:

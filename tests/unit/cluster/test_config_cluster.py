@@ -183,3 +183,19 @@ def test_issue19_cluster_section_of_config_toml(tmp_path: Path) -> None:
     # env wins over the file, and is then the name in the message
     with pytest.raises(ConfigError, match=r"^S4_WRITE_QUORUM: 7 must be between 1"):
         load_settings({"S4_WRITE_QUORUM": "7"}, config_path=str(cfg))
+
+
+def test_anti_entropy_settings_reach_the_cluster_config() -> None:
+    config = cluster(S4_ANTI_ENTROPY_INTERVAL_SECS="30", S4_ANTI_ENTROPY_RATE_KEYS="50",
+                     S4_ANTI_ENTROPY_RATE_BYTES="1MB", S4_CATCH_UP="off")
+    ae = config.anti_entropy
+    assert (ae.interval_s, ae.keys_per_s, ae.bytes_per_s, ae.catch_up) == (30, 50, 1024 * 1024, False)
+    default = cluster().anti_entropy
+    assert (default.interval_s, default.catch_up, default.gc_grace_days) == (600, True, 7.0)
+
+
+def test_anti_entropy_impossible_settings_stop_startup() -> None:
+    refused("S4_ANTI_ENTROPY_INTERVAL_SECS", S4_ANTI_ENTROPY_INTERVAL_SECS="-1")
+    refused("S4_ANTI_ENTROPY_RATE_KEYS", S4_ANTI_ENTROPY_RATE_KEYS="-5")
+    with pytest.raises(ConfigError, match="S4_ANTI_ENTROPY_INTERVAL_SECS: only used with S4_MODE=cluster"):
+        load_settings({"S4_ANTI_ENTROPY_INTERVAL_SECS": "30"})

@@ -14,7 +14,6 @@ from s4.tools.config import CLUSTER_ONLY, ENV, NOT_SUPPORTED, ConfigError, load_
 FEDERATION_VALUES = {
     "S4_GC_GRACE_DAYS": "14",
     "S4_MAX_REJOIN_DOWNTIME_DAYS": "1",
-    "S4_ANTI_ENTROPY_INTERVAL_SECS": "60",
     "S4_LICENSE_KEY": "your-license-key-here",
 }
 

@@ -17,13 +17,20 @@ __all__ = (
     "CatchUpFromReply",
     "CatchUpFromRequest",
     "CatchUpRequest",
+    "EventId",
     "GetBlobChunk",
     "GetBlobRequest",
+    "GetEventsReply",
+    "GetEventsRequest",
     "InlineBlob",
     "JournalRange",
     "KeyRecord",
     "ListRangeReply",
     "ListRangeRequest",
+    "MerkleBucket",
+    "MerkleKey",
+    "MerkleTreeReply",
+    "MerkleTreeRequest",
     "PingReply",
     "PingRequest",
     "PutBlobChunk",
@@ -418,6 +425,16 @@ default_message_pool.register_message("s4cluster.v1", "CatchUpRequest", CatchUpR
 
 
 @dataclass(eq=False, repr=False)
+class EventId(betterproto2.Message):
+    hlc: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
+
+    origin: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("s4cluster.v1", "EventId", EventId)
+
+
+@dataclass(eq=False, repr=False)
 class GetBlobChunk(betterproto2.Message):
     """
 
@@ -450,6 +467,28 @@ class GetBlobRequest(betterproto2.Message):
 
 
 default_message_pool.register_message("s4cluster.v1", "GetBlobRequest", GetBlobRequest)
+
+
+@dataclass(eq=False, repr=False)
+class GetEventsReply(betterproto2.Message):
+    events: "list[bytes]" = betterproto2.field(1, betterproto2.TYPE_BYTES, repeated=True)
+    """
+    envelopes of the ids the receiver holds, in its journal order; unknown ids left out
+    """
+
+
+default_message_pool.register_message("s4cluster.v1", "GetEventsReply", GetEventsReply)
+
+
+@dataclass(eq=False, repr=False)
+class GetEventsRequest(betterproto2.Message):
+    ids: "list[EventId]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    at most 512
+    """
+
+
+default_message_pool.register_message("s4cluster.v1", "GetEventsRequest", GetEventsRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -556,6 +595,66 @@ class ListRangeRequest(betterproto2.Message):
 
 
 default_message_pool.register_message("s4cluster.v1", "ListRangeRequest", ListRangeRequest)
+
+
+@dataclass(eq=False, repr=False)
+class MerkleBucket(betterproto2.Message):
+    name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    root: "bytes" = betterproto2.field(2, betterproto2.TYPE_BYTES)
+
+    state: "bytes" = betterproto2.field(3, betterproto2.TYPE_BYTES)
+    """
+    msgpack engine/reads.py bucket_state
+    """
+
+
+default_message_pool.register_message("s4cluster.v1", "MerkleBucket", MerkleBucket)
+
+
+@dataclass(eq=False, repr=False)
+class MerkleKey(betterproto2.Message):
+    key_hash: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+    """
+    sha256 of the key
+    """
+
+    key: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    digest: "bytes" = betterproto2.field(3, betterproto2.TYPE_BYTES)
+
+
+default_message_pool.register_message("s4cluster.v1", "MerkleKey", MerkleKey)
+
+
+@dataclass(eq=False, repr=False)
+class MerkleTreeReply(betterproto2.Message):
+    buckets: "list[MerkleBucket]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+    digests: "list[bytes]" = betterproto2.field(2, betterproto2.TYPE_BYTES, repeated=True)
+
+    keys: "list[MerkleKey]" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message("s4cluster.v1", "MerkleTreeReply", MerkleTreeReply)
+
+
+@dataclass(eq=False, repr=False)
+class MerkleTreeRequest(betterproto2.Message):
+    """
+    Merkle anti-entropy (docs/architecture/anti-entropy.md). what: "buckets" (every bucket name the receiver knows,
+    live or deleted, with its root and msgpack bucket state), "inner" (the bucket's inner node digests), "leaves" (the
+    leaf digests under the inner nodes named by indexes), "keys" (the keys of the leaves named by indexes).
+    """
+
+    what: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    bucket: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    indexes: "list[int]" = betterproto2.field(3, betterproto2.TYPE_UINT32, repeated=True)
+
+
+default_message_pool.register_message("s4cluster.v1", "MerkleTreeRequest", MerkleTreeRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -1009,6 +1108,49 @@ class S4ClusterStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def merkle_tree(
+        self,
+        message: "MerkleTreeRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "MerkleTreeReply":
+        """
+        Merkle anti-entropy (cluster/anti_entropy.py, docs/architecture/anti-entropy.md): one level of the receiver's
+        Merkle view (bucket roots, inner nodes, leaves, or the keys of some leaves with their digests).
+        """
+
+        return await self._unary_unary(
+            "/s4cluster.v1.S4Cluster/MerkleTree",
+            message,
+            MerkleTreeReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def get_events(
+        self,
+        message: "GetEventsRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "GetEventsReply":
+        """
+        Events the receiver holds, by identity (hlc, origin), as journal envelopes: what anti-entropy repairs with.
+        """
+
+        return await self._unary_unary(
+            "/s4cluster.v1.S4Cluster/GetEvents",
+            message,
+            GetEventsReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class S4ClusterBase(betterproto2_grpclib.ServiceBase):
     async def ping(self, message: "PingRequest") -> "PingReply":
@@ -1092,6 +1234,21 @@ class S4ClusterBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def merkle_tree(self, message: "MerkleTreeRequest") -> "MerkleTreeReply":
+        """
+        Merkle anti-entropy (cluster/anti_entropy.py, docs/architecture/anti-entropy.md): one level of the receiver's
+        Merkle view (bucket roots, inner nodes, leaves, or the keys of some leaves with their digests).
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def get_events(self, message: "GetEventsRequest") -> "GetEventsReply":
+        """
+        Events the receiver holds, by identity (hlc, origin), as journal envelopes: what anti-entropy repairs with.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def __rpc_ping(self, stream: "grpclib.server.Stream[PingRequest, PingReply]") -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -1163,6 +1320,18 @@ class S4ClusterBase(betterproto2_grpclib.ServiceBase):
         response = await self.swim(request)
         await stream.send_message(response)
 
+    async def __rpc_merkle_tree(self, stream: "grpclib.server.Stream[MerkleTreeRequest, MerkleTreeReply]") -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.merkle_tree(request)
+        await stream.send_message(response)
+
+    async def __rpc_get_events(self, stream: "grpclib.server.Stream[GetEventsRequest, GetEventsReply]") -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.get_events(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/s4cluster.v1.S4Cluster/Ping": grpclib.const.Handler(
@@ -1230,5 +1399,17 @@ class S4ClusterBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 SwimMessage,
                 SwimAck,
+            ),
+            "/s4cluster.v1.S4Cluster/MerkleTree": grpclib.const.Handler(
+                self.__rpc_merkle_tree,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                MerkleTreeRequest,
+                MerkleTreeReply,
+            ),
+            "/s4cluster.v1.S4Cluster/GetEvents": grpclib.const.Handler(
+                self.__rpc_get_events,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                GetEventsRequest,
+                GetEventsReply,
             ),
         }
