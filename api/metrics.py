@@ -222,7 +222,8 @@ def cluster_families(cluster: ClusterStatus | None) -> Iterator[GaugeMetricFamil
         pending.add_metric([p.peer], float(p.hints_pending))
         dropped.add_metric([p.peer], float(p.hints_dropped))
         delivered.add_metric([p.peer], float(p.hints_delivered))
-    yield from (up, seen, lag, pending, dropped, delivered, *ae.values())
+    families: list[GaugeMetricFamily | CounterMetricFamily] = [up, seen, lag, pending, dropped, delivered, *ae.values()]
+    yield from families
     yield CounterMetricFamily("s4_cluster_quorum_failures", QUORUM_FAILURES_DOC,
                               value=float(cluster.quorum_failures()))  # type: ignore[union-attr]
     yield from swim_families(cluster)

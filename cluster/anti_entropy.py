@@ -237,7 +237,7 @@ class AntiEntropy:
             mb, tb = mine.get(name), theirs.get(name)
             if mb is not None and tb is not None and bytes(mb.root) == bytes(tb.root):
                 continue
-            none = {"i": None, "bt": None, "b": None, "cfg": {}}
+            none: dict[str, Any] = {"i": None, "bt": None, "b": None, "cfg": {}}
             states = {"me": unpack(mb.state) if mb is not None else none,
                       "peer": unpack(tb.state) if tb is not None else none}
             live = await self._repair_bucket(peer, name, states, found)

@@ -180,9 +180,9 @@ NOT_SUPPORTED: dict[str, str] = {
 }
 # Settings only a cluster node reads (cluster/config.py validates them): with S4_MODE=single each must stay at its
 # default, so a node meant to join a pool never starts alone by mistake with its cluster settings ignored.
-CLUSTER_ONLY = ("cluster_name", "node_grpc_addr", "node_http_addr", "seeds", "pool_name", "pool_nodes",
-                "replication_factor", "write_quorum", "read_quorum", "hint_ttl_hours", "cluster_secret",
-                "max_clock_offset_s", "job_lease_s")
+CLUSTER_ONLY: tuple[str, ...] = (
+    "cluster_name", "node_grpc_addr", "node_http_addr", "seeds", "pool_name", "pool_nodes", "replication_factor",
+    "write_quorum", "read_quorum", "hint_ttl_hours", "cluster_secret", "max_clock_offset_s", "job_lease_s")
 CLUSTER_ONLY += ("anti_entropy_interval_secs", "anti_entropy_rate_keys", "anti_entropy_rate_bytes", "catch_up")
 # config.toml (section, key) -> settings field, parser
 TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
