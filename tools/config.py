@@ -170,7 +170,7 @@ ENV: dict[str, tuple[str, Callable[[str, str], Any], Any]] = {
 # any other value stops start-up saying so, instead of being silently ignored (issue 18). field -> what is missing.
 FEDERATION_PART2 = "not supported yet: it comes with federation part 2 (gossip, Merkle anti-entropy, tombstone GC)"
 NOT_SUPPORTED: dict[str, str] = {
-    **{fld: FEDERATION_PART2 for fld in ("gc_grace_days", "max_rejoin_downtime_days", "anti_entropy_interval_secs")},
+    **{fld: FEDERATION_PART2 for fld in ("anti_entropy_interval_secs",)},
     "license_key": "Enterprise Edition features are not supported yet (S4 has no licensed features)",
     "strict_sync": "strict_sync = false is not supported yet: S4 always fsyncs before it acknowledges a write",
 }
@@ -178,7 +178,7 @@ NOT_SUPPORTED: dict[str, str] = {
 # default, so a node meant to join a pool never starts alone by mistake with its cluster settings ignored.
 CLUSTER_ONLY = ("cluster_name", "node_grpc_addr", "node_http_addr", "seeds", "pool_name", "pool_nodes",
                 "replication_factor", "write_quorum", "read_quorum", "hint_ttl_hours", "cluster_secret",
-                "max_clock_offset_s", "job_lease_s")
+                "max_clock_offset_s", "job_lease_s", "gc_grace_days", "max_rejoin_downtime_days")
 # config.toml (section, key) -> settings field, parser
 TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
     ("server", "bind"): ("bind", lambda n, v: str(v)),
@@ -213,6 +213,8 @@ TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
     ("cluster", "hint_ttl_hours"): ("hint_ttl_hours", lambda n, v: parse_float(n, str(v))),
     ("cluster", "max_clock_offset"): ("max_clock_offset_s", lambda n, v: parse_float(n, str(v))),
     ("cluster", "job_lease_secs"): ("job_lease_s", lambda n, v: parse_float(n, str(v))),
+    ("cluster", "gc_grace_days"): ("gc_grace_days", lambda n, v: parse_float(n, str(v))),
+    ("cluster", "max_rejoin_downtime_days"): ("max_rejoin_downtime_days", lambda n, v: parse_float(n, str(v))),
 }
 
 

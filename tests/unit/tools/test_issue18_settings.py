@@ -11,9 +11,7 @@ from s4.tools.config import CLUSTER_ONLY, ENV, NOT_SUPPORTED, ConfigError, load_
 
 # env var -> a value that is not its default (the cluster settings of part 1 work since issue 19:
 # tests/unit/cluster/test_config_cluster.py)
-FEDERATION_VALUES = {
-    "S4_GC_GRACE_DAYS": "14",
-    "S4_MAX_REJOIN_DOWNTIME_DAYS": "1",
+FEDERATION_VALUES = {  # S4_GC_GRACE_DAYS and S4_MAX_REJOIN_DOWNTIME_DAYS work since issue 20 (cluster only)
     "S4_ANTI_ENTROPY_INTERVAL_SECS": "60",
     "S4_LICENSE_KEY": "your-license-key-here",
 }
