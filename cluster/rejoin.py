@@ -9,7 +9,9 @@ starts a new life:
 * per peer, the life it last told (``life:``) and the life this node gave up waiting for (``waived:``).
 
 Each node counts, per peer, how long it has not heard from it **while this node was running** (a restart counts as
-hearing: a pool powered off together never gives up on anyone). Past the limit it waives the peer's life: from then
+hearing: a pool powered off together never gives up on anyone). Past the limit, and only if this node itself heard
+from a majority of the pool (itself included) without a gap for longer than the limit (the side of a partition that
+went on, never a node that was cut off, nor one that just came back), it waives the peer's life: from then
 on the peer's old data is no longer needed for tombstone GC (cluster/tombstone_gc.py) and is refused everywhere:
 ``blocked`` makes the peer dead to the write and read paths (cluster/liveness.py), catch-up does not pull from it,
 ApplyEvents from it is refused, and Ping answers it ``rejoin_refused``, which makes that node stop with a message
@@ -33,6 +35,7 @@ LIFE_OF = b"life:"
 WAIVED = b"waived:"
 REFUSED = b"refused"  # why this data must not rejoin: kept until a bootstrap removes the store
 CONTACT_EVERY_S = 60.0
+RECENT_S = 10.0  # heard within this long: in contact now (for the majority rule)
 
 
 def _u64(value: int) -> bytes:
@@ -47,11 +50,9 @@ class RejoinRefused(Exception):
     """This node's data must not rejoin its pool: the message names the setting and the bootstrap command."""
 
 
-def refusal(peer: str, max_days: float, last_contact_ms: int | None) -> str:
-    since = "never" if last_contact_ms is None else time.strftime("%Y-%m-%d %H:%M:%S UTC",
-                                                                   time.gmtime(last_contact_ms / 1000))
+def refusal(peer: str, max_days: float) -> str:
     return (f"this node's data must not rejoin the pool: {peer} waited longer than S4_MAX_REJOIN_DOWNTIME_DAYS="
-            f"{max_days:g} for it (last contact with the pool: {since}) and may have dropped tombstones it lacks, so "
+            f"{max_days:g} days for it and may have dropped tombstones it lacks, so "
             "its old objects could come back. Stop the server and run `s4-admin cluster bootstrap --yes` on this node"
             " (it empties the node's data, keeping its identity and configuration; catch-up refills it), then start "
             "it again (docs/operations.md, 'Bootstrap a long-absent node')")
@@ -78,6 +79,7 @@ class Rejoin:
         self._changed: dict[bytes, bytes | None] = {}
         self._contact_written = now - CONTACT_EVERY_S
         self._contact = False
+        self._majority_since: float | None = None  # since when this node has heard from a majority, without a gap
         refused = store.meta(REFUSED)
         self.refused: str | None = refused.decode() if refused else None  # why this node must stop
 
@@ -107,7 +109,7 @@ class Rejoin:
     def told_refused(self, peer: str) -> None:
         """``peer`` answered that this node's data must not rejoin."""
         if self.refused is None:
-            self.refused = refusal(peer, self.max_rejoin_s / 86400, self.last_contact_ms)
+            self.refused = refusal(peer, self.max_rejoin_s / 86400)
             self._changed[REFUSED] = self.refused.encode()
             log.error("%s", self.refused)
 
@@ -121,9 +123,18 @@ class Rejoin:
         """On the event loop: waive the peers silent too long, note the contact time (once a minute); the records
         to write (``write``, in the store's thread)."""
         now = self._clock()
+        recent = min(RECENT_S, self.max_rejoin_s / 4)
+        heard = sum(1 for peer in self.peers if now - self._heard[peer] <= recent)
+        if heard + 1 < (len(self.peers) + 1) // 2 + 1:
+            self._majority_since = None
+        elif self._majority_since is None:
+            self._majority_since = now
+        in_majority = self._majority_since is not None and now - self._majority_since > self.max_rejoin_s
         for peer in self.peers:
             if peer in self.waived or now - self._heard[peer] <= self.max_rejoin_s or not self.lives.get(peer):
                 continue  # a peer never heard from in any life is not waived: it holds GC back (conservative)
+            if not in_majority:
+                continue  # only a node that stayed in a majority all along moves on, never one that was away
             self.waived[peer] = self.lives[peer]
             self._changed[WAIVED + peer.encode()] = _u64(self.lives[peer])
             log.warning("peer %s has been silent longer than S4_MAX_REJOIN_DOWNTIME_DAYS=%g: tombstone GC no longer "

@@ -143,7 +143,10 @@ class TombstoneGC:
     def document(self) -> dict[str, Any]:
         """The health document's ``tombstone_gc``."""
         horizon = self.stats.last_horizon
-        return {"collected": self.stats.collected, "sweeps": self.stats.sweeps, "blocked_by": self.stats.blocked_by,
+        with self.views.read() as txn:
+            held = Tx(txn, self.views.dbs).tombstones()
+        return {"version_tombstones": held, "collected": self.stats.collected, "sweeps": self.stats.sweeps,
+                "blocked_by": self.stats.blocked_by,
                 "horizon_ms": None if horizon is None else horizon.before_ms,
                 "horizon_seq": None if horizon is None else horizon.max_seq,
                 "waived": sorted(self.rejoin.waived)}

@@ -65,11 +65,15 @@ def test_a_peer_silent_longer_than_the_limit_is_waived_then_refused_until_bootst
     gc = gc_for(rejoin, {"node-2": 1, "node-3": 1}, clock)
     assert ping(gc, "node-2", 5, life=11) == (False, rejoin.life)
     ping(gc, "node-3", 5, life=22)
-    clock.t += 60
-    ping(gc, "node-2", 6, life=11)
+    for _ in range(10):  # node-2 answers every 10 s, node-3 falls silent
+        rejoin.write(rejoin.tick())
+        clock.t += 10
+        ping(gc, "node-2", 6, life=11)
     rejoin.write(rejoin.tick())
-    assert not rejoin.waived and gc.horizon() == Horizon(before_ms=1 - 10_000, max_seq=5)
-    clock.t += 50  # node-3 silent 110 s > 100 s; node-2 heard 50 s ago
+    assert rejoin.waived == {}  # node-3 silent for exactly the limit
+    assert gc.horizon() == Horizon(before_ms=1 - 10_000, max_seq=5)
+    clock.t += 5
+    ping(gc, "node-2", 6, life=11)
     rejoin.write(rejoin.tick())
     assert rejoin.waived == {"node-3": 22} and rejoin.blocked("node-3") and not rejoin.blocked("node-2")
     assert gc.horizon() == Horizon(before_ms=1 - 10_000, max_seq=6)  # node-3 no longer holds GC back
@@ -111,7 +115,29 @@ def test_a_refusal_is_kept_until_the_store_is_removed(store: FeedStore, tmp_path
     clock = Clock()
     rejoin = Rejoin(PEERS, store, 3 * DAY, clock=clock, wall=clock)
     rejoin.told_refused("node-2")
-    assert rejoin.refused is not None and "S4_MAX_REJOIN_DOWNTIME_DAYS=3" in rejoin.refused
+    assert rejoin.refused is not None and "S4_MAX_REJOIN_DOWNTIME_DAYS=3 days" in rejoin.refused
     assert "s4-admin cluster bootstrap" in rejoin.refused
     rejoin.write(rejoin.tick())
     assert Rejoin(PEERS, store, 3 * DAY, clock=clock, wall=clock).refused == rejoin.refused
+
+
+def test_a_node_cut_off_alone_waives_nobody(store: FeedStore) -> None:
+    """Only a majority side moves on: node-1 alone, hearing neither peer past the limit, must not refuse them (it
+    would stop the majority that deleted while it was away)."""
+    clock = Clock()
+    rejoin = Rejoin(PEERS, store, 100.0, clock=clock, wall=clock)
+    rejoin.heard("node-2", 11)
+    rejoin.heard("node-3", 22)
+    rejoin.write(rejoin.tick())
+    for _ in range(50):
+        clock.t += 10
+        rejoin.write(rejoin.tick())
+    assert rejoin.waived == {}
+    rejoin.heard("node-2", 11)  # back: with node-2 it is a majority of three, but node-2 was not silent long
+    rejoin.write(rejoin.tick())  # enough to be given up on, and node-3 is: only once node-2 and this node
+    assert rejoin.waived == {}  # stayed together longer than the limit
+    for _ in range(11):
+        clock.t += 10
+        rejoin.heard("node-2", 11)
+        rejoin.write(rejoin.tick())
+    assert rejoin.waived == {"node-3": 22}
