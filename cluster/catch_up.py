@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -234,6 +235,9 @@ class EventsService:
     async def apply_events(self, caller: str, request: ApplyEventsRequest) -> ApplyEventsReply:
         if self.applier is None:
             raise GRPCError(Status.UNIMPLEMENTED, "this node does not apply peers' events yet")
+        if self.puller is not None and self.puller.blocked(caller):  # docs/architecture/tombstones.md
+            raise GRPCError(Status.FAILED_PRECONDITION, f"{caller}'s data must not rejoin: it was away longer than "
+                                                        "S4_MAX_REJOIN_DOWNTIME_DAYS; bootstrap it")
         if self.on_settled is not None and request.settled_hlc:
             self.on_settled(caller, request.settled_hlc)
         try:
@@ -310,6 +314,11 @@ class CatchUp:
         self._pushed = {peer: 0 for peer in self.peers}
         self._ranges: dict[str, dict[int, int]] = {peer: {} for peer in self.peers}
         self._persisting: set[str] = set()
+        # Tombstone GC (cluster/tombstone_gc.py): per peer, the wall time (ms) at which the last pass that reached
+        # the head it reported started (this node holds everything that peer journalled before it); a peer whose
+        # old data must not rejoin (``blocked``) is not pulled from.
+        self.synced_ms: dict[str, int] = {}
+        self.blocked: Callable[[str], bool] = lambda peer: False
 
     @property
     def ready(self) -> bool:
@@ -410,6 +419,10 @@ class CatchUp:
         if not self.settings.enabled:
             raise CatchUpError(peer, "catch-up is off (S4_CATCH_UP=off)", unreachable=False)
         async with self._locks[peer]:
+            if self.blocked(peer):
+                raise CatchUpError(peer, "not pulled from: its data must not rejoin (S4_MAX_REJOIN_DOWNTIME_DAYS)",
+                                   unreachable=True)
+            started = int(time.time() * 1000)
             try:
                 cursor = await self._pass(peer)
             except CatchUpError as exc:
@@ -417,6 +430,7 @@ class CatchUp:
                     self._mark(peer, UNREACHABLE)
                 raise
             self._mark(peer, CAUGHT_UP)
+            self.synced_ms[peer] = started
             return cursor
 
     def _mark(self, peer: str, status: str) -> None:

@@ -30,6 +30,7 @@ ENV_NAMES = {
     "anti_entropy_interval_secs": "S4_ANTI_ENTROPY_INTERVAL_SECS",
     "anti_entropy_rate_keys": "S4_ANTI_ENTROPY_RATE_KEYS", "anti_entropy_rate_bytes": "S4_ANTI_ENTROPY_RATE_BYTES",
     "catch_up": "S4_CATCH_UP",
+    "gc_grace_days": "S4_GC_GRACE_DAYS", "max_rejoin_downtime_days": "S4_MAX_REJOIN_DOWNTIME_DAYS",
     "secret_key": "S4_SECRET_ACCESS_KEY",
 }
 REQUIRED = ("node_id", "node_grpc_addr", "node_http_addr", "pool_name", "pool_nodes")
@@ -84,6 +85,8 @@ class ClusterConfig:
     warnings: tuple[str, ...] = ()
     job_lease_s: float = 60.0  # a pool-wide background job's lease (cluster/job_lease.py)
     anti_entropy: AntiEntropyConfig = field(default_factory=lambda: AntiEntropyConfig())
+    gc_grace_days: float = 7.0  # tombstones are kept at least this long (docs/architecture/tombstones.md)
+    max_rejoin_downtime_days: float = 3.0  # away longer (and the pool moved on): bootstrap afresh
 
     @property
     def peers(self) -> tuple[PoolNode, ...]:
@@ -148,6 +151,7 @@ def build_cluster_config(values: Mapping[str, Any], name_of: Callable[[str], str
     if not 1 <= lease <= 86400:  # also refuses NaN
         raise fail("job_lease_s", f"{lease} must be between 1 and 86400 seconds")
     anti_entropy = _anti_entropy(values, fail)
+    grace, rejoin = _tombstone_windows(values, hint_ttl, fail, name)
 
     warnings = []
     if w + r <= n:
@@ -172,7 +176,7 @@ def build_cluster_config(values: Mapping[str, Any], name_of: Callable[[str], str
                          seeds=seeds, pool_name=str(values["pool_name"]), pool=pool, replication_factor=n,
                          write_quorum=w, read_quorum=r, hint_ttl_hours=hint_ttl, max_clock_offset_s=offset, key=key,
                          key_derived_from_s3_secret=not secret, warnings=tuple(warnings), job_lease_s=lease,
-                         anti_entropy=anti_entropy)
+                         anti_entropy=anti_entropy, gc_grace_days=grace, max_rejoin_downtime_days=rejoin)
 
 
 def _anti_entropy(values: Mapping[str, Any], fail: Callable[[str, str], Exception]) -> AntiEntropyConfig:
@@ -188,6 +192,24 @@ def _anti_entropy(values: Mapping[str, Any], fail: Callable[[str, str], Exceptio
                              bytes_per_s=rates["anti_entropy_rate_bytes"],
                              gc_grace_days=float(values.get("gc_grace_days", 7.0)),
                              catch_up=bool(values.get("catch_up", True)))
+
+
+def _tombstone_windows(values: Mapping[str, Any], hint_ttl_hours: float, fail: Callable[[str, str], Exception],
+                       name: Callable[[str], str]) -> tuple[float, float]:
+    """S4_GC_GRACE_DAYS and S4_MAX_REJOIN_DOWNTIME_DAYS, checked against the hint TTL: hint TTL < max rejoin downtime
+    < GC grace (docs/architecture/tombstones.md, "Why the order"). Fractions are allowed (tests use seconds)."""
+    grace = float(values.get("gc_grace_days", 7.0))
+    rejoin = float(values.get("max_rejoin_downtime_days", 3.0))
+    for fld, value in (("gc_grace_days", grace), ("max_rejoin_downtime_days", rejoin)):
+        if not 0 < value < float("inf"):  # also refuses NaN
+            raise fail(fld, f"{value} must be a positive number of days")
+    if not hint_ttl_hours / 24 < rejoin:
+        raise fail("max_rejoin_downtime_days", f"{rejoin} days must be longer than {name('hint_ttl_hours')}="
+                                               f"{hint_ttl_hours} hours: hint TTL < max rejoin downtime < GC grace")
+    if not rejoin < grace:
+        raise fail("gc_grace_days", f"{grace} days must be longer than {name('max_rejoin_downtime_days')}={rejoin} "
+                                    "days: hint TTL < max rejoin downtime < GC grace")
+    return grace, rejoin
 
 
 def parse_address(text: str, fail: Callable[[str], Exception]) -> Address:

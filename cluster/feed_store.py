@@ -22,6 +22,7 @@ Layout::
     cursors  peer id (utf-8)                       -> u64 BE seq
     hints    peer id (utf-8) 0x00 u64 BE hint id   -> msgpack [created_ms, envelope bytes]
     meta     "next_hint"                           -> u64 BE (ids only grow, so a peer's hints read oldest first)
+             "data_life", "last_contact_ms", "life:"/"waived:" peer -> u64 BE (cluster/rejoin.py)
 
 Calls are blocking and serialized by one lock; the async callers run them in the store's one worker thread.
 """
@@ -228,6 +229,33 @@ class FeedStore:
 
     def pending(self, peer: str) -> int:
         return self._pending.get(peer, 0)
+
+    # --- small records of other cluster parts (cluster/rejoin.py): durable on return ---------------------------------
+
+    def meta(self, key: bytes) -> bytes | None:
+        with self._lock:
+            self._check()
+            with self.env.begin(db=self._meta) as txn:
+                raw = txn.get(key)
+        return bytes(raw) if raw is not None else None
+
+    def set_meta(self, key: bytes, value: bytes | None) -> None:
+        """Store (None: delete) one record; fsynced on return."""
+        self._write(lambda txn: txn.put(key, value, db=self._meta) if value is not None
+                    else txn.delete(key, db=self._meta))
+
+    def metas(self, prefix: bytes) -> dict[bytes, bytes]:
+        with self._lock:
+            self._check()
+            with self.env.begin(db=self._meta) as txn:
+                cursor = txn.cursor()
+                out: dict[bytes, bytes] = {}
+                if cursor.set_range(prefix):
+                    for key, value in cursor:
+                        if not bytes(key).startswith(prefix):
+                            break
+                        out[bytes(key)] = bytes(value)
+        return out
 
     # --- lifetime ---------------------------------------------------------------------------------------------------
 

@@ -131,6 +131,12 @@ class AntiEntropyHandler(Protocol):
     async def merkle_tree(self, caller: str, request: MerkleTreeRequest) -> MerkleTreeReply: ...
 
     async def get_events(self, caller: str, request: GetEventsRequest) -> GetEventsReply: ...
+class TombstoneHandler(Protocol):
+    """Tombstone GC and the rejoin rule (cluster/tombstone_gc.py), told and answered on Ping."""
+
+    def on_ping(self, caller: str, request: PingRequest) -> tuple[bool, int]:
+        """(whether the caller's data life must not rejoin, this node's data life)."""
+        ...
 
 
 class SwimHandler(Protocol):
@@ -150,6 +156,7 @@ class Handlers:
     leases: LeaseHandler | None = None
     swim: SwimHandler | None = None
     anti_entropy: AntiEntropyHandler | None = None
+    tombstones: TombstoneHandler | None = None
 
 
 _T = TypeVar("_T")
@@ -175,10 +182,13 @@ class ClusterService(S4ClusterBase):
         lease_ms = need_seq = settled = 0
         if self.handlers.leases is not None:
             lease_ms, need_seq, settled = self.handlers.leases.on_ping(caller, message)
+        refused, life = False, 0
+        if self.handlers.tombstones is not None:
+            refused, life = self.handlers.tombstones.on_ping(caller, message)
         hlc, seq = self.local.status()
         return PingReply(node_id=self.config.node_id, cluster=self.config.cluster_name, pool=self.config.pool_name,
                          hlc=hlc, journal_seq=seq, http_addr=self.config.http_addr, lease_ms=lease_ms,
-                         lease_need_seq=need_seq, settled_hlc=settled)
+                         lease_need_seq=need_seq, settled_hlc=settled, rejoin_refused=refused, data_life=life)
 
     async def apply_events(self, message: ApplyEventsRequest) -> ApplyEventsReply:
         return await self._area(self.handlers.events, "events").apply_events(CALLER.get(), message)

@@ -89,6 +89,8 @@ class Liveness:
         self._lock = threading.Lock()
         self._peers = {node_id: PeerRecord(node_id) for node_id in peers}
         self._membership = False
+        #: Peers whose data must not rejoin (cluster/tombstone_gc.py): dead to every caller until bootstrapped.
+        self.blocked: Callable[[str], bool] = lambda node_id: False
 
     def follow_membership(self) -> None:
         """From now on the states are SWIM's (``member``), no longer a function of the time since the last Ping."""
@@ -148,6 +150,8 @@ class Liveness:
             return [(PeerRecord(**vars(r)), self._state(r, now)) for r in self._peers.values()]
 
     def _state(self, record: PeerRecord, now: float) -> str:
+        if self.blocked(record.node_id):
+            return DEAD
         if self._membership:
             if record.member_state:
                 return record.member_state

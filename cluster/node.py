@@ -54,13 +54,16 @@ from .key_reads import QuorumKeyReads
 from .liveness import ALIVE, Liveness, LivenessSettings
 from .peers import PeerPool
 from .read_leases import ReadLeases, Unsettled
+from .rejoin import Rejoin, RejoinRefused
 from .replicator import Replicator
 from .swim import Change, SwimSettings
 from .swim_node import SwimMembership, swim_settings
+from .tombstone_gc import TombstoneGC
 from .wire.s4cluster.v1 import PingReply
 
 log = logging.getLogger("s4.cluster")
 STOP_TIMEOUT_S = 5.0
+REJOIN_ASK_ROUNDS = 30  # away longer than the limit: Ping rounds to wait for a peer's verdict before serving
 LAG_WAKE_S = 3.0  # a peer's journal ahead of what this node pulled for this long wakes catch-up
 
 
@@ -108,6 +111,9 @@ class ClusterNode:
         self.read_leases: ReadLeases | None = None  # ... whose local reads depend on these (cluster/read_leases.py)
         self.unsettled: Unsettled | None = None
         self.anti_entropy: AntiEntropy | None = None  # set by cluster/wiring.py: Merkle anti-entropy
+        self.rejoin: Rejoin | None = None  # ... and tombstone GC with the rejoin rule (docs/architecture/tombstones.md)
+        self.tombstones: TombstoneGC | None = None
+        self.on_refused: Callable[[], None] | None = None  # this node's data must not rejoin: stop the server
 
     def enable_feed(self, store: FeedStore, journal: JournalReader, applier: PeerEventsApplier,
                     fetcher: BlobFetcher | None = None, *, catch_up: CatchUpSettings | None = None,
@@ -140,6 +146,7 @@ class ClusterNode:
     async def start(self) -> None:
         """Bind the gRPC address (GrpcBindError when it cannot), then start membership and the heartbeat."""
         await self.server.start()
+        await self._check_rejoin()
         await self.membership.start()
         if self.catch_up is not None and self.hints is not None:
             await self.catch_up.start()
@@ -148,9 +155,33 @@ class ClusterNode:
             await self.replicator.start()
         if self.anti_entropy is not None:
             await self.anti_entropy.start()
+        if self.tombstones is not None:
+            await self.tombstones.start()
         self._task = asyncio.get_running_loop().create_task(self._heartbeat(), name="s4-cluster-heartbeat")
 
+    async def _check_rejoin(self) -> None:
+        """Before anything serves: a refusal kept from an earlier life, or one Ping round's (or, when this node was
+        away longer than S4_MAX_REJOIN_DOWNTIME_DAYS, until a peer answers, bounded) ends start-up with
+        RejoinRefused (docs/architecture/tombstones.md, "Rejoining")."""
+        rejoin = self.rejoin
+        if rejoin is None:
+            return
+        rounds = REJOIN_ASK_ROUNDS if rejoin.away_too_long() else 1
+        for _ in range(rounds):
+            if rejoin.refused is not None:
+                break
+            await self.beat()
+            if any(record.last_error == "" and record.last_seen_ms is not None
+                   for record, _ in self.liveness.snapshot()):
+                break
+            await asyncio.sleep(self.settings.interval_s)
+        if rejoin.refused is not None:
+            await self.server.stop()
+            raise RejoinRefused(rejoin.refused)
+
     async def stop(self) -> None:
+        if self.tombstones is not None:
+            await self.tombstones.stop()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -190,6 +221,7 @@ class ClusterNode:
         """One round: Ping every peer at once, each bounded; then log state changes and tell the listeners."""
         hlc, seq = self.status()
         await asyncio.gather(*(self._ping(peer, hlc, seq) for peer in self.liveness.peers))
+        await self._rejoin_tick()
         self._log_changes()
         self._wake_catch_up()
         if self.unsettled is not None:
@@ -200,14 +232,32 @@ class ClusterNode:
             except Exception:  # noqa: BLE001 - a metrics bug must not stop the heartbeat
                 log.exception("heartbeat listener failed")
 
+    async def _rejoin_tick(self) -> None:
+        rejoin = self.rejoin
+        if rejoin is None:
+            return
+        changed = rejoin.tick()
+        if changed and self.catch_up is not None:
+            store = self.catch_up.store
+            try:
+                await store.run(lambda: rejoin.write(changed))
+            except Exception as exc:  # noqa: BLE001 - the feed store failed: logged by it; retried next round
+                log.warning("keeping the rejoin records failed: %s", exc)
+        if rejoin.refused is not None and self.on_refused is not None:
+            on_refused, self.on_refused = self.on_refused, None
+            on_refused()
+
     async def _ping(self, peer: str, hlc: int, seq: int) -> None:
         timeout = self.settings.ping_timeout_s
         applied = self.liveness.applied_seq(peer) if self.read_leases is not None else None
+        rejoin = self.rejoin
         settled = self.unsettled.watermark() if self.unsettled is not None else 0
         sent_at = self._clock()
         try:
-            reply = await asyncio.wait_for(self.pool.ping(peer, hlc, seq, timeout_s=timeout, lease_applied=applied,
-                                                          settled_hlc=settled), timeout)
+            reply = await asyncio.wait_for(self.pool.ping(
+                peer, hlc, seq, timeout_s=timeout, lease_applied=applied, settled_hlc=settled,
+                applied_your_journal=self.liveness.applied_seq(peer),
+                data_life=0 if rejoin is None else rejoin.life), timeout)
         except asyncio.CancelledError:
             raise
         except GRPCError as exc:
@@ -216,6 +266,10 @@ class ClusterNode:
             self.liveness.missed(peer, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         else:
             self.liveness.seen(peer, reply.hlc, reply.journal_seq, reply.http_addr)
+            if rejoin is not None:
+                rejoin.heard(peer, reply.data_life)
+                if reply.rejoin_refused:
+                    rejoin.told_refused(peer)
             self._lease_answer(peer, sent_at, applied, reply)
 
     def _lease_answer(self, peer: str, sent_at: float, applied: int | None, reply: PingReply) -> None:
@@ -300,6 +354,8 @@ class ClusterNode:
                     "pools": pools, "caught_up": self.ready,
                     "membership": {"protocol": "swim", "awareness": self.membership.swim.awareness,
                                    **self.membership.counters()}}
+        if self.tombstones is not None:  # docs/architecture/tombstones.md
+            document["tombstone_gc"] = self.tombstones.document()
         if self.read_leases is not None:  # whether reads are answered from this node's copy (read leases)
             remaining = self.read_leases.current_until - self._clock()
             document["read_lease"] = {"local_reads": remaining > 0, "remaining_s": round(max(0.0, remaining), 3),

@@ -26,6 +26,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from s4.engine.errors import MissingBlobsError
 from s4.engine.ports import ReplicaPort
@@ -51,7 +52,9 @@ from .merkle_service import MerkleService
 from .node import ClusterNode
 from .read_leases import LeaseGrants, LeaseService, ReadLeases, Unsettled
 from .reads import ReadsService
+from .rejoin import Rejoin
 from .replicator import Replicator
+from .tombstone_gc import TombstoneGC
 
 log = logging.getLogger("s4.cluster")
 
@@ -177,6 +180,29 @@ def _read_leases(node: ClusterNode, parts: EngineParts,
     return gate, grants, unsettled
 
 
+def _tombstones(node: ClusterNode, parts: EngineParts, feed: FeedStore) -> None:
+    """Tombstone GC and the rejoin rule (docs/architecture/tombstones.md): a peer whose data must not rejoin is dead
+    to every caller and not pulled from; the GC job runs where the journal's writer is."""
+    assert node.catch_up is not None
+    config = node.config
+    rejoin = Rejoin(node.liveness.peers, feed, config.max_rejoin_downtime_days * 86400)
+    node.rejoin = rejoin
+    node.liveness.blocked = node.catch_up.blocked = rejoin.blocked
+    gc = TombstoneGC(node.liveness.peers, parts.views, parts.sequencer or _NoWriter(), config.gc_grace_days * 86400,
+                     rejoin, node.catch_up.synced_ms.get)
+    if parts.sequencer is not None:
+        node.tombstones = gc
+    service = node.server.service
+    service.handlers = dataclasses.replace(service.handlers, tombstones=gc)
+
+
+class _NoWriter:
+    """Without the journal's writer (tests wiring a node without an engine) nothing is collected."""
+
+    def submit(self, command: Any) -> Any:
+        raise RuntimeError("no journal writer: tombstone GC does not run")
+
+
 def wire_node(node: ClusterNode, parts: EngineParts) -> Wired:
     """Plug the blobs, reads, cas and events areas into ``node`` and enable its catch-up and hint loops; call
     before ``node.start()``. ``node.stop()`` closes what this opened (``Wired.close``), after its server."""
@@ -206,8 +232,9 @@ def wire_node(node: ClusterNode, parts: EngineParts) -> Wired:
         fetcher=fetcher, state=node.liveness.state,
         settings=AntiEntropySettings(interval_s=ae_config.interval_s, keys_per_s=ae_config.keys_per_s,
                                      bytes_per_s=ae_config.bytes_per_s, gc_grace_days=ae_config.gc_grace_days))
-    assert node.hints is not None
+    assert node.hints is not None and node.catch_up is not None
     node.hints.holds = blobs.holds
+    _tombstones(node, parts, feed)
     gate, grants, unsettled = _read_leases(node, parts, journal.last_seq)
     replicator = Replicator(node.liveness.peers, node.config.write_quorum,
                             CoalescingTransport(GrpcEventsTransport(node.pool)), node.hints,

@@ -15,7 +15,7 @@ from typing import Any
 
 from s4.journal import EventType
 
-from . import iam
+from . import iam, tombstones
 from .conditions import Preconditions
 from .errors import ErrorCode, S3Error
 from .model import NULL_VERSION, Bucket, stamped, version_record
@@ -346,4 +346,5 @@ DECIDERS: dict[str, Decider] = {
     "mark_blob_damaged": mark_blob_damaged,
     "lifecycle_expire": lifecycle_expire,
     **iam.DECIDERS,
+    **tombstones.DECIDERS,
 }

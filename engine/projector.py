@@ -20,6 +20,7 @@ from s4.journal import REPLICATED, Event, EventType
 from s4.journal.hlc import physical_ms
 
 from .model import Bucket, Upload, stamped, version_record
+from .tombstones import apply_tombstones_collected
 from .views import blobs, keys, merkle, namespace, upload_index
 from .views.env import pack, unpack
 from .views.records import Tx
@@ -759,6 +760,7 @@ HANDLERS: dict[EventType, Handler] = {
     EventType.BLOB_DAMAGED: apply_blob_damaged,
     EventType.VOLUME_SEALED: apply_volume_sealed,
     EventType.VOLUME_RETIRED: apply_volume_retired,
+    EventType.TOMBSTONES_COLLECTED: apply_tombstones_collected,
 }
 
 

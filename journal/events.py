@@ -38,6 +38,7 @@ class EventType(enum.StrEnum):
     BLOB_DAMAGED = "blob.damaged"  # a blob's stored bytes failed their checksums at this location
     VOLUME_SEALED = "volume.sealed"
     VOLUME_RETIRED = "volume.retired"
+    TOMBSTONES_COLLECTED = "tombstones.collected"  # tombstone GC dropped these (engine/tombstones.py), node-local
 
 
 #: Logical events: what a replica applies from a peer (docs/architecture/replication.md). Their payloads name

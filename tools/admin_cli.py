@@ -8,6 +8,7 @@
     s4-admin --username root --password ... {compaction,lifecycle,scrubber} status
 
     s4-admin reset-root --data-dir DIR [--root-username NAME] [--password-stdin]   (offline, server stopped)
+    s4-admin cluster bootstrap --data-dir DIR --yes                                 (offline, server stopped)
 
 The job commands call the admin API (``/api/admin/<job>/run``) with a JWT from ``/api/admin/login``
 (--username/--password, or S4_ADMIN_USERNAME/S4_ADMIN_PASSWORD) and print the run's JSON report.
@@ -33,7 +34,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from . import root_reset
+from . import cluster_bootstrap, root_reset
 
 MERGE_HEADER = "x-amz-s4-rename-merge"
 
@@ -141,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_job(sub, "lifecycle", "apply the buckets' lifecycle rules now")
     _add_job(sub, "scrubber", "verify every stored blob's checksum now")
     root_reset.add_parser(sub)  # offline, on the data directory (tools/root_reset.py)
+    cluster_bootstrap.add_parser(sub)  # offline: s4-admin cluster bootstrap (tools/cluster_bootstrap.py)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

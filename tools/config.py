@@ -172,9 +172,7 @@ ENV: dict[str, tuple[str, Callable[[str, str], Any], Any]] = {
 }
 # Settings of the spec that S4 cannot honour yet. Each is accepted at its default only (or empty, where it has none);
 # any other value stops start-up saying so, instead of being silently ignored (issue 18). field -> what is missing.
-FEDERATION_PART2 = "not supported yet: it comes with federation part 2 (gossip, Merkle anti-entropy, tombstone GC)"
 NOT_SUPPORTED: dict[str, str] = {
-    **{fld: FEDERATION_PART2 for fld in ("gc_grace_days", "max_rejoin_downtime_days")},
     "license_key": "Enterprise Edition features are not supported yet (S4 has no licensed features)",
     "strict_sync": "strict_sync = false is not supported yet: S4 always fsyncs before it acknowledges a write",
 }
@@ -183,7 +181,8 @@ NOT_SUPPORTED: dict[str, str] = {
 CLUSTER_ONLY: tuple[str, ...] = (
     "cluster_name", "node_grpc_addr", "node_http_addr", "seeds", "pool_name", "pool_nodes", "replication_factor",
     "write_quorum", "read_quorum", "hint_ttl_hours", "cluster_secret", "max_clock_offset_s", "job_lease_s")
-CLUSTER_ONLY += ("anti_entropy_interval_secs", "anti_entropy_rate_keys", "anti_entropy_rate_bytes", "catch_up")
+CLUSTER_ONLY += ("anti_entropy_interval_secs", "anti_entropy_rate_keys", "anti_entropy_rate_bytes", "catch_up",
+                 "gc_grace_days", "max_rejoin_downtime_days")
 # config.toml (section, key) -> settings field, parser
 TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
     ("server", "bind"): ("bind", lambda n, v: str(v)),
@@ -222,6 +221,8 @@ TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
     ("cluster", "anti_entropy_rate_keys"): ("anti_entropy_rate_keys", lambda n, v: parse_float(n, str(v))),
     ("cluster", "anti_entropy_rate_bytes"): ("anti_entropy_rate_bytes", lambda n, v: parse_size(n, str(v))),
     ("cluster", "catch_up"): ("catch_up", lambda n, v: parse_bool(n, str(v))),
+    ("cluster", "gc_grace_days"): ("gc_grace_days", lambda n, v: parse_float(n, str(v))),
+    ("cluster", "max_rejoin_downtime_days"): ("max_rejoin_downtime_days", lambda n, v: parse_float(n, str(v))),
 }
 
 

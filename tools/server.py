@@ -37,6 +37,7 @@ from s4.cluster.grpc_server import GrpcBindError
 from s4.cluster.listings import QuorumListings
 from s4.cluster.node import ClusterNode, journal_head
 from s4.cluster.peers import PeerPool
+from s4.cluster.rejoin import RejoinRefused
 from s4.cluster.scrub_heal import healer_for
 from s4.cluster.wiring import CLUSTER_VOLUMES_WORKER, EngineParts, wire_node
 from s4.engine import Engine, EngineOptions
@@ -130,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     except GrpcBindError as exc:
         print(f"s4-server: {exc}", file=sys.stderr)
         return 1
+    except RejoinRefused as exc:  # docs/architecture/tombstones.md, "Rejoining"
+        print(f"s4-server: {exc}", file=sys.stderr)
+        return 2
     except ConfigError as exc:
         print(f"s4-server: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -138,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
             cluster.close_resources()
         engine.close()
         log.info("journal and views closed")
+    if cluster is not None and cluster.rejoin is not None and cluster.rejoin.refused is not None:
+        print(f"s4-server: {cluster.rejoin.refused}", file=sys.stderr)  # told while running: stopped, refusing
+        return 2
     return 0
 
 
@@ -326,6 +333,7 @@ def _run(serve: Callable[[], Awaitable[None]], background: object | None, stop: 
 
     async def with_background() -> None:
         if cluster is not None:
+            cluster.on_refused = stop  # a peer says this node's data must not rejoin: stop serving it
             await cluster.start()
         try:
             if background is not None:

@@ -121,7 +121,12 @@ def test_issue19_cluster_setting_at_its_default_in_single_mode_accepted() -> Non
     ({"S4_CLUSTER_SECRET": "short"}, r"^S4_CLUSTER_SECRET: must be at least 16 characters"),
     ({"S4_SECRET_ACCESS_KEY": "<unset>", "S4_ACCESS_KEY_ID": "<unset>"},
      r"^S4_CLUSTER_SECRET: unset, and S4_SECRET_ACCESS_KEY is unset too"),
-    ({"S4_GC_GRACE_DAYS": "1"}, r"^S4_GC_GRACE_DAYS: not supported yet: it comes with federation part 2"),
+    ({"S4_GC_GRACE_DAYS": "0"}, r"^S4_GC_GRACE_DAYS: 0.0 must be a positive number of days"),
+    ({"S4_MAX_REJOIN_DOWNTIME_DAYS": "nan"}, r"^S4_MAX_REJOIN_DOWNTIME_DAYS: nan must be a positive"),
+    ({"S4_GC_GRACE_DAYS": "3"}, r"^S4_GC_GRACE_DAYS: 3.0 days must be longer than S4_MAX_REJOIN_DOWNTIME_DAYS=3.0"),
+    ({"S4_MAX_REJOIN_DOWNTIME_DAYS": "0.1"},
+     r"^S4_MAX_REJOIN_DOWNTIME_DAYS: 0.1 days must be longer than S4_HINT_TTL_HOURS=3.0 hours"),
+    ({"S4_HINT_TTL_HOURS": "72"}, r"^S4_MAX_REJOIN_DOWNTIME_DAYS: 3.0 days must be longer than S4_HINT_TTL_HOURS"),
 ])
 def test_issue19_impossible_cluster_setting_stops_startup(overrides: dict[str, str], match: str) -> None:
     refused(match, **overrides)
@@ -199,3 +204,15 @@ def test_anti_entropy_impossible_settings_stop_startup() -> None:
     refused("S4_ANTI_ENTROPY_RATE_KEYS", S4_ANTI_ENTROPY_RATE_KEYS="-5")
     with pytest.raises(ConfigError, match="S4_ANTI_ENTROPY_INTERVAL_SECS: only used with S4_MODE=cluster"):
         load_settings({"S4_ANTI_ENTROPY_INTERVAL_SECS": "30"})
+
+
+def test_issue20_tombstone_windows_in_order_and_in_fractions() -> None:
+    """hint TTL < max rejoin downtime < GC grace, converted to one unit; fractions work (tests use seconds)."""
+    config = cluster()
+    assert (config.gc_grace_days, config.max_rejoin_downtime_days) == (7.0, 3.0)
+    config = cluster(S4_HINT_TTL_HOURS="0.0001", S4_MAX_REJOIN_DOWNTIME_DAYS="0.00002", S4_GC_GRACE_DAYS="0.00003")
+    assert config.max_rejoin_downtime_days * 86400 == pytest.approx(1.728)
+    assert cluster(S4_HINT_TTL_HOURS="0", S4_MAX_REJOIN_DOWNTIME_DAYS="0.00001",
+                   S4_GC_GRACE_DAYS="0.00002").hint_ttl_hours == 0
+    refused(r"^S4_GC_GRACE_DAYS: 1e-05 days must be longer", S4_HINT_TTL_HOURS="0",
+            S4_MAX_REJOIN_DOWNTIME_DAYS="0.00002", S4_GC_GRACE_DAYS="0.00001")

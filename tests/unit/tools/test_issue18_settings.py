@@ -11,9 +11,7 @@ from s4.tools.config import CLUSTER_ONLY, ENV, NOT_SUPPORTED, ConfigError, load_
 
 # env var -> a value that is not its default (the cluster settings of part 1 work since issue 19:
 # tests/unit/cluster/test_config_cluster.py)
-FEDERATION_VALUES = {
-    "S4_GC_GRACE_DAYS": "14",
-    "S4_MAX_REJOIN_DOWNTIME_DAYS": "1",
+FEDERATION_VALUES = {  # every federation setting works since issue 20 (cluster only); this one stays refused
     "S4_LICENSE_KEY": "your-license-key-here",
 }
 

@@ -689,6 +689,14 @@ class PingReply(betterproto2.Message):
     as in PingRequest, for the answering node
     """
 
+    rejoin_refused: "bool" = betterproto2.field(21, betterproto2.TYPE_BOOL)
+    """
+    The answering node moved on without the caller's data life (it was silent longer than
+    S4_MAX_REJOIN_DOWNTIME_DAYS and tombstones may be gone): that data must not rejoin (docs/architecture/tombstones.md).
+    """
+
+    data_life: "int" = betterproto2.field(22, betterproto2.TYPE_UINT64)
+
 
 default_message_pool.register_message("s4cluster.v1", "PingReply", PingReply)
 
@@ -725,6 +733,15 @@ class PingRequest(betterproto2.Message):
     settled_hlc: "int" = betterproto2.field(8, betterproto2.TYPE_UINT64)
 
     want_lease: "bool" = betterproto2.field(9, betterproto2.TYPE_BOOL)
+
+    applied_your_journal: "int" = betterproto2.field(21, betterproto2.TYPE_UINT64)
+    """
+    Tombstones (docs/architecture/tombstones.md): how far into the callee's journal the caller has applied (its
+    catch-up cursor: the GC of the callee's tombstones waits for it), and the caller's data life (random, new after
+    `s4-admin cluster bootstrap`).
+    """
+
+    data_life: "int" = betterproto2.field(22, betterproto2.TYPE_UINT64)
 
 
 default_message_pool.register_message("s4cluster.v1", "PingRequest", PingRequest)
