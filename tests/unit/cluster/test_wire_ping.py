@@ -1,6 +1,6 @@
 """Issue 19: the authenticated gRPC wire, end to end in one process: two nodes' grpclib servers on 127.0.0.1 and
 127.0.0.2, and their client pools. Ping works with the shared secret; a wrong secret, another cluster, a stale
-clock, an unsigned caller and a node outside the pool are refused with UNAUTHENTICATED, logged, and the server keeps
+clock, an unsigned caller and a node outside the pool (but for its Ping) are refused with UNAUTHENTICATED, logged, and the server keeps
 serving. RPCs without a replication handler answer UNIMPLEMENTED; with one they reach it with the caller's id."""
 
 from __future__ import annotations
