@@ -157,21 +157,7 @@ def build_cluster_config(values: Mapping[str, Any], name_of: Callable[[str], str
     if w + r <= n:
         warnings.append(f"{name('write_quorum')}={w} + {name('read_quorum')}={r} <= {name('replication_factor')}={n}:"
                         " a read quorum may miss the latest write, so reads may be stale")
-    secret = values.get("cluster_secret") or ""
-    if secret:
-        if len(secret) < MIN_SECRET_CHARS:
-            raise fail("cluster_secret", f"must be at least {MIN_SECRET_CHARS} characters (a random string, the same"
-                                         " on every node)")
-        key = derive_key(secret, cluster_name, from_s3_secret=False)
-    else:
-        s3_secret = values.get("secret_key") or ""
-        if not s3_secret:
-            raise fail("cluster_secret", f"unset, and {name('secret_key')} is unset too: nodes need a shared secret to"
-                                         " authenticate each other (generated credentials differ per node)")
-        key = derive_key(s3_secret, cluster_name, from_s3_secret=True)
-        warnings.append(f"{name('cluster_secret')} is unset: inter-node calls are authenticated with a key derived "
-                        f"from {name('secret_key')} and the cluster name; set a separate secret so that knowing "
-                        "the S3 secret does not let a machine join the cluster")
+    key, secret = _cluster_key(values, cluster_name, name, fail, warnings)
     return ClusterConfig(cluster_name=cluster_name, node_id=node_id, grpc_addr=grpc_addr, http_addr=http_addr,
                          seeds=seeds, pool_name=str(values["pool_name"]), pool=pool, replication_factor=n,
                          write_quorum=w, read_quorum=r, hint_ttl_hours=hint_ttl, max_clock_offset_s=offset, key=key,
@@ -210,6 +196,83 @@ def _tombstone_windows(values: Mapping[str, Any], hint_ttl_hours: float, fail: C
         raise fail("gc_grace_days", f"{grace} days must be longer than {name('max_rejoin_downtime_days')}={rejoin} "
                                     "days: hint TTL < max rejoin downtime < GC grace")
     return grace, rejoin
+
+
+def _cluster_key(values: Mapping[str, Any], cluster_name: str, name: Callable[[str], str],
+                 fail: Callable[[str, str], ClusterConfigError], warnings: list[str]) -> tuple[bytes, str]:
+    """The inter-node key (and the cluster secret it came from, "" when derived from the S3 secret)."""
+    secret = str(values.get("cluster_secret") or "")
+    if secret:
+        if len(secret) < MIN_SECRET_CHARS:
+            raise fail("cluster_secret", f"must be at least {MIN_SECRET_CHARS} characters (a random string, the same"
+                                         " on every node)")
+        return derive_key(secret, cluster_name, from_s3_secret=False), secret
+    s3_secret = values.get("secret_key") or ""
+    if not s3_secret:
+        raise fail("cluster_secret", f"unset, and {name('secret_key')} is unset too: nodes need a shared secret to"
+                                     " authenticate each other (generated credentials differ per node)")
+    warnings.append(f"{name('cluster_secret')} is unset: inter-node calls are authenticated with a key derived "
+                    f"from {name('secret_key')} and the cluster name; set a separate secret so that knowing "
+                    "the S3 secret does not let a machine join the cluster")
+    return derive_key(s3_secret, cluster_name, from_s3_secret=True), ""
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """A pool as a gateway knows it: its name and its nodes (S4_POOL_NAME, S4_POOL_NODES)."""
+
+    name: str
+    nodes: tuple[PoolNode, ...]
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """S4_MODE=gateway: no data, no gRPC server; it pings the pool's nodes and forwards S3 and admin requests to
+    them (docs/architecture/gateway.md)."""
+
+    cluster_name: str
+    gateway_id: str  # S4_NODE_ID: names the gateway in its Pings (the nodes' logs); never a pool member's id
+    pools: tuple[PoolSpec, ...]
+    max_clock_offset_s: float
+    key: bytes = field(repr=False)
+    key_derived_from_s3_secret: bool = False
+    warnings: tuple[str, ...] = ()
+
+
+GATEWAY_REQUIRED = ("node_id", "pool_name", "pool_nodes")
+
+
+def build_gateway_config(values: Mapping[str, Any], name_of: Callable[[str], str] | None = None) -> GatewayConfig:
+    """Validate a gateway's settings (the subset of a node's it reads; tools/config.py refuses the others)."""
+    name = name_of or (lambda fld: ENV_NAMES.get(fld, fld))
+
+    def fail(fld: str, why: str) -> ClusterConfigError:
+        return ClusterConfigError(f"{name(fld)}: {why}")
+
+    if values.get("mode") != "gateway":
+        raise fail("mode", f"{values.get('mode')!r}: a gateway configuration needs S4_MODE=gateway")
+    missing = [fld for fld in GATEWAY_REQUIRED if not values.get(fld)]
+    if missing:
+        raise ClusterConfigError(f"S4_MODE=gateway needs {', '.join(name(f) for f in missing)} (see "
+                                 "docs/operations.md, Gateway)")
+    cluster_name = str(values.get("cluster_name") or "")
+    for fld, text in (("cluster_name", cluster_name), ("node_id", values["node_id"]),
+                      ("pool_name", values["pool_name"])):
+        if not NAME_RE.match(str(text)):
+            raise fail(fld, f"{text!r} must be 1-64 letters, digits, '.', '_' or '-'")
+    gateway_id = str(values["node_id"])
+    pool = parse_pool_nodes(values["pool_nodes"], lambda why: fail("pool_nodes", why))
+    if any(n.node_id == gateway_id for n in pool):
+        raise fail("node_id", f"{gateway_id!r} is a node of the pool ({name('pool_nodes')}): a gateway is no pool "
+                              "member; give it an id of its own")
+    offset = float(values.get("max_clock_offset_s", 60.0))
+    if not 0 < offset < float("inf"):
+        raise fail("max_clock_offset_s", f"{offset} must be a positive number of seconds")
+    warnings: list[str] = []
+    key, secret = _cluster_key(values, cluster_name, name, fail, warnings)
+    return GatewayConfig(cluster_name=cluster_name, gateway_id=gateway_id,
+                         pools=(PoolSpec(str(values["pool_name"]), pool),), max_clock_offset_s=offset, key=key,
+                         key_derived_from_s3_secret=not secret, warnings=tuple(warnings))
 
 
 def parse_address(text: str, fail: Callable[[str], Exception]) -> Address:

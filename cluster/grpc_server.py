@@ -60,6 +60,8 @@ log = logging.getLogger("s4.cluster")
 #: The authenticated caller's node id, set for the duration of one call.
 CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("s4_cluster_caller")
 _LOG_EVERY_S = 60.0
+#: What a caller outside the pool may call (cluster/auth.py guest methods): a gateway's Ping, read-only.
+PING_METHOD = "/s4cluster.v1.S4Cluster/Ping"
 
 
 class LocalStatus(Protocol):
@@ -178,6 +180,10 @@ class ClusterService(S4ClusterBase):
         caller = CALLER.get()
         if message.node_id != caller:
             raise GRPCError(Status.INVALID_ARGUMENT, f"Ping names node {message.node_id!r}, the caller is {caller!r}")
+        if self.config.member(caller) is None:  # a gateway (a guest): told this node's status, nothing recorded
+            hlc, seq = self.local.status()
+            return PingReply(node_id=self.config.node_id, cluster=self.config.cluster_name,
+                             pool=self.config.pool_name, hlc=hlc, journal_seq=seq, http_addr=self.config.http_addr)
         self.local.peer_seen(caller, message.hlc, message.journal_seq, message.http_addr)
         lease_ms = need_seq = settled = 0
         if self.handlers.leases is not None:
@@ -318,7 +324,7 @@ class ClusterServer:
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config
         verifier = Verifier(cluster=config.cluster_name, key=config.key, members=[n.node_id for n in config.pool],
-                            max_clock_offset_s=config.max_clock_offset_s, clock=clock)
+                            max_clock_offset_s=config.max_clock_offset_s, clock=clock, guest_methods=(PING_METHOD,))
         self.service = ClusterService(config, local, handlers)
         self._authenticated = Authenticated(self.service, verifier)
         self._server: Server | None = None  # made in start(): grpclib's Server takes the running loop

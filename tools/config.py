@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from s4.cluster.config import ClusterConfigError, build_cluster_config
+from s4.cluster.config import ClusterConfigError, build_cluster_config, build_gateway_config
 from s4.engine.datadir import NODE_ID_RE
 
 
@@ -183,6 +183,18 @@ CLUSTER_ONLY: tuple[str, ...] = (
     "write_quorum", "read_quorum", "hint_ttl_hours", "cluster_secret", "max_clock_offset_s", "job_lease_s")
 CLUSTER_ONLY += ("anti_entropy_interval_secs", "anti_entropy_rate_keys", "anti_entropy_rate_bytes", "catch_up",
                  "gc_grace_days", "max_rejoin_downtime_days")
+# Settings a gateway (S4_MODE=gateway) does not read: it stores nothing, runs no background job, serves no gRPC and
+# verifies no credential (the nodes do). Each must stay at its default, so a node's configuration reused for a
+# gateway by mistake stops start-up instead of running without what it asked for (docs/operations.md, Gateway).
+GATEWAY_UNUSED = ("node_grpc_addr", "node_http_addr", "seeds", "replication_factor", "write_quorum", "read_quorum",
+                  "hint_ttl_hours", "job_lease_s", "root_password", "jwt_secret", "volume_size_bytes",
+                  "disk_reserve_bytes", "max_upload_bytes", "lifecycle_enabled", "lifecycle_interval_hours",
+                  "lifecycle_dry_run", "compaction_enabled", "compaction_interval_hours", "compaction_threshold",
+                  "compaction_dry_run", "compaction_full_time", "multipart_ttl_hours", "multipart_ttl_secs_override",
+                  "select_enabled", "select_max_memory", "select_timeout_s", "select_node_memory",
+                  "scrubber_full_scan_days", "anti_entropy_interval_secs",
+                  "anti_entropy_rate_keys", "anti_entropy_rate_bytes", "catch_up", "gc_grace_days",
+                  "max_rejoin_downtime_days")
 # config.toml (section, key) -> settings field, parser
 TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
     ("server", "bind"): ("bind", lambda n, v: str(v)),
@@ -322,13 +334,21 @@ def _refuse_unsupported(settings: Settings) -> None:
 
 
 def _check_cluster(settings: Settings) -> None:
-    """S4_MODE: gateway is refused, single must not carry cluster settings, cluster builds ``settings.cluster``."""
+    """S4_MODE: single must not carry cluster settings, cluster builds ``settings.cluster``, gateway
+    ``settings.gateway`` (and must not carry a node's settings)."""
     mode = settings.values["mode"]
     settings.values["cluster"] = None
-    if mode == "gateway":
-        raise ConfigError(f"{_setting_name(settings, 'mode')}: gateway mode is not supported yet: it comes later, with "
-                          "federation part 2 (several pools); use single or cluster")
+    settings.values["gateway"] = None
     defaults = {fld: default for fld, _, default in ENV.values()}
+    if mode == "gateway":
+        for fld in GATEWAY_UNUSED:
+            value, default = settings.values.get(fld), defaults.get(fld)
+            if value != default and not (default is None and value == ""):
+                raise ConfigError(f"{_setting_name(settings, fld)}: not used by a gateway (S4_MODE=gateway stores "
+                                  "nothing and forwards every request to the pool's nodes); unset it")
+        if settings.values["workers"] not in (None, 1):
+            raise ConfigError(f"{_setting_name(settings, 'workers')}: a gateway runs one process (it forwards and "
+                              "shares nothing between processes); unset it or set 1")
     if mode == "single":
         for fld in CLUSTER_ONLY:
             value, default = settings.values[fld], defaults[fld]
@@ -343,7 +363,10 @@ def _check_cluster(settings: Settings) -> None:
             _setting_name(settings, fld)
 
     try:
-        settings.values["cluster"] = build_cluster_config(settings.values, name_of)
+        if mode == "gateway":
+            settings.values["gateway"] = build_gateway_config(settings.values, name_of)
+        else:
+            settings.values["cluster"] = build_cluster_config(settings.values, name_of)
     except ClusterConfigError as exc:
         raise ConfigError(str(exc)) from None
 

@@ -32,11 +32,12 @@ from s4.api.metrics import ClusterMetrics, JournalMetrics, enable_multiprocess
 from s4.api.scrub_metrics import ScrubMetrics
 from s4.api.settings import ApiSettings
 from s4.cluster.auth import iam_key
+from s4.cluster.gateway import PoolWatch
 from s4.cluster.grpc_logging import quiet_deadlines
 from s4.cluster.grpc_server import GrpcBindError
 from s4.cluster.listings import QuorumListings
 from s4.cluster.node import ClusterNode, journal_head
-from s4.cluster.peers import PeerPool
+from s4.cluster.peers import PeerPool, source_address
 from s4.cluster.rejoin import RejoinRefused
 from s4.cluster.scrub_heal import healer_for
 from s4.cluster.wiring import CLUSTER_VOLUMES_WORKER, EngineParts, wire_node
@@ -78,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"s4-server: configuration error: {exc}", file=sys.stderr)
         return 2
-    data_dir = resolve_data_dir(settings)
     raise_nofile_limit()  # one descriptor per connection and per volume (the workers inherit the raised limit)
+    if settings.gateway is not None:  # S4_MODE=gateway: no engine, no data directory (docs/architecture/gateway.md)
+        return _run_gateway(settings)
+    data_dir = resolve_data_dir(settings)
     if args.worker_id is not None:
         return _run_worker(settings, data_dir, args)
     count = settings.workers if settings.workers is not None else (os.cpu_count() or 1)
@@ -183,6 +186,40 @@ def _cluster_node(engine: Engine, settings: Settings, commit_path: LocalCommitPa
     return node
 
 
+def _run_gateway(settings: Settings) -> int:
+    """S4_MODE=gateway: one process, no engine and nothing on disk. It pings the pool's nodes (cluster/gateway.py)
+    and forwards every S3 and admin request to a live one (api/gateway.py); stopping closes the connections."""
+    from s4.api.gateway import GatewaySettings, build_gateway_app  # aiohttp: loaded by a gateway only
+
+    config = settings.gateway
+    for warning in config.warnings:
+        log.warning("gateway: %s", warning)
+    quiet_deadlines()
+    host = settings.host_port[0]
+    nodes = config.pools[0].nodes
+    # outgoing connections leave from the gateway's own address, when it is an IP the nodes' addresses route from
+    local = source_address(host, nodes[0].grpc.host) if host else None
+    watch = PoolWatch(config, local)
+    app, served = build_gateway_app(watch, GatewaySettings(local_host=local, metrics_enabled=settings.metrics_enabled,
+                                                           access_log=settings.access_log))
+    server = uvicorn.Server(_uvicorn_config(served, settings, date_header=False))  # the node's Date passes through
+
+    async def serve() -> None:
+        await watch.start()
+        try:
+            await server.serve()
+        finally:
+            await app.close()
+            await watch.stop()
+
+    pool = config.pools[0]
+    print(f"S4 gateway listening on {'https' if settings.tls_cert else 'http'}://{host}:{settings.host_port[1]}  "
+          f"(cluster {config.cluster_name}, gateway {config.gateway_id} for pool {pool.name}: "
+          f"{', '.join(n.node_id for n in pool.nodes)}; stores nothing)", flush=True)
+    _run(serve, None, lambda: setattr(server, "should_exit", True))
+    return 0
+
+
 def _shared_iam_key(settings: Settings) -> bytes | None:
     """A pool's nodes encrypt S3 secrets under one key derived from the cluster secret (credentials replicate)."""
     return None if settings.cluster is None else iam_key(settings.cluster.key)
@@ -280,7 +317,7 @@ def _api_settings(settings: Settings, access: str, secret: str, jwt_secret: str)
                        access_log=settings.access_log)
 
 
-def _uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
+def _uvicorn_config(app: object, settings: Settings, *, date_header: bool = True) -> uvicorn.Config:
     host, port = settings.host_port
     cap = connection_cap(settings.max_connections)
     if cap < settings.max_connections:
@@ -296,7 +333,8 @@ def _uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
     return uvicorn.Config(app, host=host, port=port, loop="uvloop", http=protocol_class(limits),  # type: ignore[arg-type]
                           lifespan="off", log_level="warning", access_log=False, server_header=False,
                           proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None,
-                          timeout_graceful_shutdown=30, ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key)
+                          timeout_graceful_shutdown=30, ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key,
+                          date_header=date_header)
 
 
 def _banner(settings: Settings, data_dir: Path, access: str, secret: str, generated: str, mode: str) -> None:

@@ -55,8 +55,8 @@ def test_issue19_single_mode_has_no_cluster_config() -> None:
     assert load_settings({"S4_MODE": "single"}).mode == "single"
 
 
-def test_issue19_gateway_mode_refused_as_later() -> None:
-    with pytest.raises(ConfigError, match=r"^S4_MODE: gateway mode is not supported yet: it comes later"):
+def test_issue20_gateway_mode_needs_its_settings() -> None:  # issue 19 refused it as "later"; issue 20 built it
+    with pytest.raises(ConfigError, match=r"^S4_MODE=gateway needs S4_NODE_ID, S4_POOL_NAME, S4_POOL_NODES"):
         load_settings({"S4_MODE": "gateway"})
 
 

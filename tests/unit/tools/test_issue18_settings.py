@@ -29,8 +29,8 @@ def test_issue18_unsupported_setting_at_its_default_is_accepted(name: str) -> No
     load_settings({name: "" if default is None else str(default)})
 
 
-def test_issue18_gateway_mode_stops_startup() -> None:  # issue 19: cluster works, gateway comes later
-    with pytest.raises(ConfigError, match="S4_MODE.*not supported yet"):
+def test_issue18_gateway_mode_without_its_settings_stops_startup() -> None:  # issue 20: gateway mode exists
+    with pytest.raises(ConfigError, match="S4_MODE=gateway needs S4_NODE_ID, S4_POOL_NAME, S4_POOL_NODES"):
         load_settings({"S4_MODE": "gateway"})
 
 
