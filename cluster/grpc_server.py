@@ -36,6 +36,8 @@ from .wire.s4cluster.v1 import (
     CatchUpFromReply,
     CatchUpFromRequest,
     CatchUpRequest,
+    DrainReply,
+    DrainRequest,
     GetBlobChunk,
     GetBlobRequest,
     GetEventsReply,
@@ -139,6 +141,14 @@ class SwimHandler(Protocol):
     def receive(self, caller: str, message: SwimMessage) -> None: ...
 
 
+class DrainHandler(Protocol):
+    """Operations (cluster/drain.py): the Drain RPC, and the draining state and hints told both ways in Ping."""
+
+    async def rpc_drain(self, caller: str, request: DrainRequest) -> DrainReply: ...
+
+    def on_ping(self, caller: str, request: PingRequest) -> tuple[bool, int]: ...
+
+
 @dataclass(frozen=True)
 class Handlers:
     """The areas this node serves; None: that area's RPCs answer UNIMPLEMENTED (Ping grants no lease)."""
@@ -150,6 +160,7 @@ class Handlers:
     leases: LeaseHandler | None = None
     swim: SwimHandler | None = None
     anti_entropy: AntiEntropyHandler | None = None
+    drain: DrainHandler | None = None
 
 
 _T = TypeVar("_T")
@@ -175,10 +186,14 @@ class ClusterService(S4ClusterBase):
         lease_ms = need_seq = settled = 0
         if self.handlers.leases is not None:
             lease_ms, need_seq, settled = self.handlers.leases.on_ping(caller, message)
+        draining, hints = self.handlers.drain.on_ping(caller, message) if self.handlers.drain else (False, 0)
         hlc, seq = self.local.status()
         return PingReply(node_id=self.config.node_id, cluster=self.config.cluster_name, pool=self.config.pool_name,
                          hlc=hlc, journal_seq=seq, http_addr=self.config.http_addr, lease_ms=lease_ms,
-                         lease_need_seq=need_seq, settled_hlc=settled)
+                         lease_need_seq=need_seq, settled_hlc=settled, draining=draining, hints_pending=hints)
+
+    async def drain(self, message: DrainRequest) -> DrainReply:
+        return await self._area(self.handlers.drain, "drain").rpc_drain(CALLER.get(), message)
 
     async def apply_events(self, message: ApplyEventsRequest) -> ApplyEventsReply:
         return await self._area(self.handlers.events, "events").apply_events(CALLER.get(), message)
