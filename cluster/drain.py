@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from s4.engine.errors import ServiceUnavailableError
 
-from .liveness import ALIVE
+from .liveness import DEAD
 from .wire.s4cluster.v1 import DrainReply, DrainRequest, PingRequest
 
 if TYPE_CHECKING:
@@ -63,13 +63,14 @@ class Drain:
     # -- the hand-off ------------------------------------------------------------------------------------------
 
     async def hand_off_hints(self, timeout_s: float) -> tuple[int, int]:
-        """Deliver the hints held for live peers now, all peers at once, for at most ``timeout_s``; returns
+        """Deliver the hints held for peers not dead now, all peers at once, for at most ``timeout_s``; returns
         (delivered, still pending). A batch cut off by the bound stays queued (delivery is at least once)."""
         hints, liveness = self.node.hints, self.node.liveness
         if hints is None:
             return 0, 0
         before = sum(hints.delivered.values())
-        peers = [p for p in hints.peers if hints.pending(p) and liveness.state(p) == ALIVE]
+        # Not dead: a suspect peer may well answer (the bound caps the cost of one that does not).
+        peers = [p for p in hints.peers if hints.pending(p) and liveness.state(p) != DEAD]
         tasks = [asyncio.ensure_future(self._deliver(p)) for p in peers]
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=timeout_s)
@@ -113,6 +114,8 @@ class Drain:
         node = self.node
         self.leaving = True
         try:
+            if node.hints is not None:  # their calls may hang on a dead connection, holding a peer's queue
+                await node.hints.stop()
             pending = self.hints_pending()
             delivered, left = await self.hand_off_hints(handoff_s)
             log.info("shutdown: delivered %d hint(s) to live peers; %d of %d left in feed.lmdb (delivered after the "
