@@ -98,7 +98,8 @@ def test_issue19_three_nodes_alive_then_kill9_suspect_dead_and_alive_after_resta
 
     doc = health(pool[0], tokens[0])
     grpc = pool[0].extra_env["S4_POOL_NODES"].split(",")
-    assert set(doc) == {"cluster", "node_id", "mode", "nodes", "pools", "caught_up", "read_lease", "membership"}
+    assert set(doc) == {"cluster", "node_id", "mode", "nodes", "pools", "caught_up", "read_lease", "membership",
+                        "draining"}
     assert doc["membership"]["protocol"] == "swim" and doc["membership"]["probes"] > 0
     assert doc["membership"]["awareness"] >= 0 and doc["membership"]["foreign_dropped"] == 0
     assert set(doc["read_lease"]) == {"local_reads", "remaining_s", "unsettled_events"}
@@ -106,7 +107,8 @@ def test_issue19_three_nodes_alive_then_kill9_suspect_dead_and_alive_after_resta
     assert doc["pools"] == [{"name": "pool-1", "nodes": ["node-1", "node-2", "node-3"], "replication_factor": 3,
                              "write_quorum": 2, "read_quorum": 2}]
     for i, entry in enumerate(doc["nodes"]):
-        assert set(entry) == {"id", "pool", "http_addr", "grpc_addr", "state", "last_seen", "incarnation"}
+        assert set(entry) == {"id", "pool", "http_addr", "grpc_addr", "state", "last_seen", "incarnation",
+                              "draining", "hints_pending"}
         assert isinstance(entry["incarnation"], int) and entry["incarnation"] > 0
         assert entry["id"] == f"node-{i + 1}" and entry["pool"] == "pool-1"
         assert entry["http_addr"] == f"{HOSTS[i]}:{pool[i].port}"  # told in Ping, for the peers
