@@ -193,7 +193,11 @@ class S3Service:
         query_string = req.scope.get("query_string", b"").decode("latin-1")
         if req.path in HEALTH_PATHS and req.method in ("GET", "HEAD"):
             resp.content_type = "application/json"
-            resp.data = b'{"status":"ok"}' if req.method == "GET" else b""
+            draining = self.engine.cluster is not None and self.engine.cluster.is_draining()  # load balancers: out
+            if draining:
+                resp.status = falcon.HTTP_503
+            body = b'{"status":"draining"}' if draining else b'{"status":"ok"}'
+            resp.data = body if req.method == "GET" else b""
             req.context.operation = "Health"
             return
         if self.admin.handles(req.path):

@@ -33,16 +33,18 @@ from .wire.s4cluster.v1 import PingRequest, S4ClusterStub
 
 log = logging.getLogger("s4.gateway")
 
-#: The order in which nodes are tried: alive first, then suspect (it may still serve); dead nodes never.
-TRY_ORDER = {ALIVE: 0, SUSPECT: 1}
+#: The order in which nodes are tried: alive first, then alive but draining (it still serves, but its operator is
+#: taking it out: cluster/drain.py), then suspect (it may still serve); dead nodes never.
+DRAINING = "draining"
+TRY_ORDER = {ALIVE: 0, DRAINING: 1, SUSPECT: 2}
 
 
 def forwarding_order(states: list[tuple[str, str, str]], turn: int) -> list[tuple[str, str]]:
     """``(node id, S3 address)`` to try, from ``(node id, state, S3 address)`` in pool order: nodes with an address
-    and not dead, alive before suspect, each group rotated by ``turn`` (round robin over requests). A node never
-    heard from has no address yet and cannot be tried."""
+    and not dead, alive before draining before suspect, each group rotated by ``turn`` (round robin over requests). A
+    node never heard from has no address yet and cannot be tried."""
     order: list[tuple[str, str]] = []
-    for state in (ALIVE, SUSPECT):
+    for state in TRY_ORDER:
         group = [(node, addr) for node, s, addr in states if s == state and addr]
         if group:
             k = turn % len(group)
@@ -67,11 +69,13 @@ class PoolWatch:
         self._turns = itertools.count()
         self._task: asyncio.Task[None] | None = None
         self.rounds = 0
+        self.draining: set[str] = set()  # nodes whose last Ping answer said they drain
 
     # -- forwarding ----------------------------------------------------------------------------------------------
     def candidates(self) -> list[tuple[str, str]]:
         """The nodes to try for one request, in order (api/gateway.py ``Backends``)."""
-        states = [(record.node_id, state, record.http_addr) for record, state in self.liveness.snapshot()]
+        states = [(record.node_id, DRAINING if state == ALIVE and record.node_id in self.draining else state,
+                   record.http_addr) for record, state in self.liveness.snapshot()]
         return forwarding_order(states, next(self._turns))
 
     def health_document(self) -> dict[str, Any]:
@@ -81,7 +85,7 @@ class PoolWatch:
         for record, state in self.liveness.snapshot():
             nodes.append({"id": record.node_id, "pool": self.pool.name, "http_addr": record.http_addr or None,
                           "grpc_addr": str(grpc[record.node_id]), "state": state, "last_seen": record.last_seen_ms,
-                          "last_error": record.last_error or None})
+                          "last_error": record.last_error or None, "draining": record.node_id in self.draining})
         return {"cluster": self.config.cluster_name, "node_id": self.config.gateway_id, "mode": "gateway",
                 "nodes": nodes, "pools": [{"name": self.pool.name, "nodes": [n.node_id for n in self.pool.nodes]}],
                 "liveness": {"protocol": "ping", "interval_s": self.settings.interval_s, "rounds": self.rounds}}
@@ -118,6 +122,10 @@ class PoolWatch:
                                                f"{reply.cluster!r} (check S4_POOL_NODES)")
             return
         self.liveness.seen(node.node_id, reply.hlc, reply.journal_seq, reply.http_addr)
+        if reply.draining:
+            self.draining.add(node.node_id)
+        else:
+            self.draining.discard(node.node_id)
 
     async def ping_all(self) -> None:
         await asyncio.gather(*(self.ping(node) for node in self.pool.nodes))

@@ -36,6 +36,8 @@ from .wire.s4cluster.v1 import (
     CatchUpFromReply,
     CatchUpFromRequest,
     CatchUpRequest,
+    DrainReply,
+    DrainRequest,
     GetBlobChunk,
     GetBlobRequest,
     GetEventsReply,
@@ -147,6 +149,14 @@ class SwimHandler(Protocol):
     def receive(self, caller: str, message: SwimMessage) -> None: ...
 
 
+class DrainHandler(Protocol):
+    """Operations (cluster/drain.py): the Drain RPC, and the draining state and hints told both ways in Ping."""
+
+    async def rpc_drain(self, caller: str, request: DrainRequest) -> DrainReply: ...
+
+    def on_ping(self, caller: str, request: PingRequest) -> tuple[bool, int]: ...
+
+
 @dataclass(frozen=True)
 class Handlers:
     """The areas this node serves; None: that area's RPCs answer UNIMPLEMENTED (Ping grants no lease)."""
@@ -159,6 +169,7 @@ class Handlers:
     swim: SwimHandler | None = None
     anti_entropy: AntiEntropyHandler | None = None
     tombstones: TombstoneHandler | None = None
+    drain: DrainHandler | None = None
 
 
 _T = TypeVar("_T")
@@ -191,10 +202,15 @@ class ClusterService(S4ClusterBase):
         refused, life = False, 0
         if self.handlers.tombstones is not None:
             refused, life = self.handlers.tombstones.on_ping(caller, message)
+        draining, hints = self.handlers.drain.on_ping(caller, message) if self.handlers.drain else (False, 0)
         hlc, seq = self.local.status()
         return PingReply(node_id=self.config.node_id, cluster=self.config.cluster_name, pool=self.config.pool_name,
                          hlc=hlc, journal_seq=seq, http_addr=self.config.http_addr, lease_ms=lease_ms,
-                         lease_need_seq=need_seq, settled_hlc=settled, rejoin_refused=refused, data_life=life)
+                         lease_need_seq=need_seq, settled_hlc=settled, rejoin_refused=refused, data_life=life,
+                         draining=draining, hints_pending=hints)
+
+    async def drain(self, message: DrainRequest) -> DrainReply:
+        return await self._area(self.handlers.drain, "drain").rpc_drain(CALLER.get(), message)
 
     async def apply_events(self, message: ApplyEventsRequest) -> ApplyEventsReply:
         return await self._area(self.handlers.events, "events").apply_events(CALLER.get(), message)

@@ -47,6 +47,7 @@ from .catch_up import (
     PeerEventsApplier,
 )
 from .config import ClusterConfig
+from .drain import Drain
 from .feed_store import FeedStore
 from .grpc_server import ClusterServer, Handlers
 from .hints import Hints, HintSettings
@@ -96,9 +97,12 @@ class ClusterNode:
                                          settings=membership or swim_settings(self.settings),
                                          send_timeout_s=self.settings.ping_timeout_s, clock=clock, wall=wall)
         self.membership.subscribe(self._member_changed)
+        self.drain = Drain(self)  # drain and the graceful shutdown's hand-off (cluster/drain.py)
         handlers = handlers or Handlers()
         if handlers.swim is None:
             handlers = dataclasses.replace(handlers, swim=self.membership)
+        if handlers.drain is None:
+            handlers = dataclasses.replace(handlers, drain=self.drain)
         self.server = ClusterServer(config, self, handlers, clock=wall)
         self.listeners: list[Callable[[], None]] = []  # called after each heartbeat round (the metrics)
         self.closers: list[Callable[[], None]] = []  # called at the end of stop(), after the server closed
@@ -179,7 +183,12 @@ class ClusterNode:
             await self.server.stop()
             raise RejoinRefused(rejoin.refused)
 
+    async def shutdown(self) -> None:
+        """Graceful stop (SIGTERM): hand off hints and read leases, announce the SWIM leave, then ``stop``."""
+        await self.drain.shutdown()
+
     async def stop(self) -> None:
+        await self.drain.stop()
         if self.tombstones is not None:
             await self.tombstones.stop()
         task, self._task = self._task, None
@@ -247,9 +256,12 @@ class ClusterNode:
             on_refused, self.on_refused = self.on_refused, None
             on_refused()
 
-    async def _ping(self, peer: str, hlc: int, seq: int) -> None:
+    async def _ping(self, peer: str, hlc: int, seq: int) -> bool:
+        """One Ping to ``peer``; whether it answered. A draining or stopping node asks for no read lease and gives
+        back the one it holds (cluster/drain.py)."""
         timeout = self.settings.ping_timeout_s
-        applied = self.liveness.applied_seq(peer) if self.read_leases is not None else None
+        give_back = self.drain.gives_back
+        applied = self.liveness.applied_seq(peer) if self.read_leases is not None and not give_back else None
         rejoin = self.rejoin
         settled = self.unsettled.watermark() if self.unsettled is not None else 0
         sent_at = self._clock()
@@ -257,7 +269,9 @@ class ClusterNode:
             reply = await asyncio.wait_for(self.pool.ping(
                 peer, hlc, seq, timeout_s=timeout, lease_applied=applied, settled_hlc=settled,
                 applied_your_journal=self.liveness.applied_seq(peer),
-                data_life=0 if rejoin is None else rejoin.life), timeout)
+                data_life=0 if rejoin is None else rejoin.life,
+                release_lease=give_back and self.read_leases is not None, draining=self.drain.draining,
+                hints_pending=self.drain.hints_pending()), timeout)
         except asyncio.CancelledError:
             raise
         except GRPCError as exc:
@@ -270,7 +284,10 @@ class ClusterNode:
                 rejoin.heard(peer, reply.data_life)
                 if reply.rejoin_refused:
                     rejoin.told_refused(peer)
+            self.drain.peer_answered(peer, reply.draining, reply.hints_pending)
             self._lease_answer(peer, sent_at, applied, reply)
+            return True
+        return False
 
     def _lease_answer(self, peer: str, sent_at: float, applied: int | None, reply: PingReply) -> None:
         if self.unsettled is not None:
@@ -341,17 +358,19 @@ class ClusterNode:
             if member.node_id == config.node_id:
                 nodes.append({"id": member.node_id, "pool": config.pool_name, "http_addr": config.http_addr,
                               "grpc_addr": str(member.grpc), "state": ALIVE, "last_seen": int(self._wall() * 1000),
-                              "incarnation": self.membership.swim.incarnation})
+                              "incarnation": self.membership.swim.incarnation, "draining": self.drain.draining,
+                              "hints_pending": self.drain.hints_pending()})
                 continue
             record, state = records[member.node_id]
+            draining, hints = self.drain.peers.get(member.node_id, (None, None))  # as it last told (None: never)
             nodes.append({"id": member.node_id, "pool": config.pool_name, "http_addr": record.http_addr or None,
                           "grpc_addr": str(member.grpc), "state": state, "last_seen": record.last_seen_ms,
-                          "incarnation": record.incarnation})
+                          "incarnation": record.incarnation, "draining": draining, "hints_pending": hints})
         pools = [{"name": config.pool_name, "nodes": [n.node_id for n in config.pool],
                   "replication_factor": config.replication_factor, "write_quorum": config.write_quorum,
                   "read_quorum": config.read_quorum}]
         document = {"cluster": config.cluster_name, "node_id": config.node_id, "mode": "cluster", "nodes": nodes,
-                    "pools": pools, "caught_up": self.ready,
+                    "pools": pools, "caught_up": self.ready, "draining": self.drain.draining,
                     "membership": {"protocol": "swim", "awareness": self.membership.swim.awareness,
                                    **self.membership.counters()}}
         if self.tombstones is not None:  # docs/architecture/tombstones.md
@@ -364,6 +383,13 @@ class ClusterNode:
 
     async def repair_status(self) -> dict[str, Any]:
         return self.repair_document()
+
+    async def drain_node(self, node_id: str, on: bool) -> dict[str, Any]:
+        """POST/DELETE /api/admin/cluster/nodes/{id}/drain (cluster/drain.py ``Drain.drain``)."""
+        return await self.drain.drain(node_id, on)
+
+    def is_draining(self) -> bool:
+        return self.drain.draining
 
     def repair_document(self) -> dict[str, Any]:
         """GET /api/admin/cluster/repair-status: per peer, hints pending (and dropped, delivered) and the last

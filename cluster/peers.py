@@ -107,14 +107,16 @@ class PeerPool:
 
     async def ping(self, node_id: str, hlc: int, journal_seq: int, *, timeout_s: float | None = None,
                    lease_applied: int | None = None, settled_hlc: int = 0, applied_your_journal: int = 0,
-                   data_life: int = 0) -> PingReply:
+                   data_life: int = 0, release_lease: bool = False, draining: bool = False,
+                   hints_pending: int = 0) -> PingReply:
         """Ping a peer with this node's clock and journal head (and a read-lease request); checks that the right
         node answered."""
         request = PingRequest(node_id=self.config.node_id, cluster=self.config.cluster_name,
                               pool=self.config.pool_name, hlc=hlc, journal_seq=journal_seq,
                               http_addr=self.config.http_addr, lease_applied=lease_applied or 0,
                               want_lease=lease_applied is not None, settled_hlc=settled_hlc,
-                              applied_your_journal=applied_your_journal, data_life=data_life)
+                              applied_your_journal=applied_your_journal, data_life=data_life,
+                              release_lease=release_lease, draining=draining, hints_pending=hints_pending)
         reply = await self.stub(node_id).ping(request, timeout=timeout_s or self.timeout_s)
         if reply.node_id != node_id or reply.cluster != self.config.cluster_name:
             raise PeerMismatch(f"{self._peers[node_id].grpc} answered as node {reply.node_id!r} of cluster "

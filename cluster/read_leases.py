@@ -87,6 +87,15 @@ class LeaseGrants:
         self._granted[peer] = max(self._granted[peer], now + self.settings.lease_s)
         return self.settings.lease_s
 
+    def release(self, peer: str) -> None:
+        """``peer`` gave its lease back (it drains or stops, and reads no more from its own copy: it stopped
+        counting on the lease before it said so): writes stop waiting for its copy now instead of when the last
+        grant runs out. It is held again, and granted again, only when it asks for a lease anew."""
+        if peer in self._granted:
+            now = self._clock()
+            self._granted[peer] = min(self._granted[peer], now)
+            self._held[peer] = min(self._held[peer], now)
+
     def lost(self, peer: str, seq: int) -> float:
         """``peer`` did not get this node's write ending at ``seq`` (failed, not sent, or too slow): no lease for
         it until it applied that far. Returns when the leases granted to it before run out."""
@@ -157,13 +166,25 @@ class ReadLeases:
         self.settings = settings or LeaseSettings()
         self._valid_until = {p: 0.0 for p in peers}
         self._gate = gate
+        self.released = False  # given back (draining or stopping): no local read, no new lease counted
 
     def granted(self, peer: str, sent_at: float, lease_s: float) -> None:
         """``peer`` answered a lease request sent at ``sent_at`` (monotonic) with ``lease_s`` (0: refused; an
         earlier grant still holds until it runs out)."""
-        if lease_s > 0 and peer in self._valid_until:
+        if lease_s > 0 and peer in self._valid_until and not self.released:
             self._valid_until[peer] = max(self._valid_until[peer], sent_at + lease_s - self.settings.margin_s)
         self._publish()
+
+    def release(self) -> None:
+        """Stop counting on every lease, before telling the grantors (``Ping.release_lease``): from now on every
+        read takes the quorum path, so the grantors may stop waiting for this node's copy of their writes."""
+        self.released = True
+        self._valid_until = dict.fromkeys(self._valid_until, 0.0)
+        self._publish()
+
+    def resume(self) -> None:
+        """Draining cancelled: ask for leases again (the heartbeat does; a grant counts from its next answer)."""
+        self.released = False
 
     @property
     def current_until(self) -> float:
@@ -261,5 +282,7 @@ class LeaseService:
 
     def on_ping(self, caller: str, request: PingRequest) -> tuple[int, int, int]:
         self.unsettled.peer_watermark(caller, request.settled_hlc)
+        if request.release_lease:
+            self.grants.release(caller)
         lease_s = self.grants.grant(caller, request.lease_applied) if request.want_lease else 0.0
         return int(lease_s * 1000), self.grants.missed(caller), self.unsettled.watermark()

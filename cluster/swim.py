@@ -32,6 +32,7 @@ from s4.cluster.swim_messages import (
     DEAD,
     JOIN,
     JOIN_REPLY,
+    LEAVE,
     NACK,
     PING,
     PING_REQ,
@@ -124,6 +125,7 @@ class Counters:
     conflicts: int = 0  # updates claiming this node's id at another address
     malformed: int = 0  # unknown kinds or states, negative incarnations
     joins_sent: int = 0
+    leaves: int = 0  # members that announced their own leave to this node directly
 
 
 @dataclass
@@ -204,6 +206,7 @@ class Swim:
         self._awareness = 0
         self.periods = 0
         self.joined = not self.seeds  # a node with no seed starts a cluster of its own
+        self.left = False  # leave() was called: this life neither probes, answers nor refutes any more
         self.counters = Counters()
         self._listeners: list[Callable[[Change], None]] = []
 
@@ -243,8 +246,28 @@ class Swim:
         self._next_period = now
         self._send_joins()
 
+    def leave(self) -> int:
+        """Graceful leave: tell every member not known dead, directly, that this node is ``dead`` at its current
+        incarnation (origin itself: only it may say so without a suspicion), then go silent. It will not be there
+        to gossip it, so it tells them all itself; each re-gossips it, so one that missed the message learns it
+        from the others (or suspects the silent node, as after a crash). A restart's start stamp (a higher
+        incarnation) makes it alive everywhere again. Returns how many members were told."""
+        if self.left:
+            return 0
+        death = Update(DEAD, self.node_id, self.address, self._incarnation, self.node_id)
+        members = [m for m in sorted(self._members.values(), key=lambda m: m.node_id) if m.state != DEAD]
+        for member in members:
+            self._send(member.address, LEAVE, member.node_id, updates=(death,))
+        self.left = True
+        self._next_period, self._probe = None, None
+        self._suspicions.clear()
+        self._relays.clear()
+        return len(members)
+
     def next_deadline(self) -> float:
-        """The earliest time ``tick`` has something to do (``inf`` before ``start``)."""
+        """The earliest time ``tick`` has something to do (``inf`` before ``start`` and after ``leave``)."""
+        if self.left:
+            return math.inf
         times = [self._next_period if self._next_period is not None else math.inf]
         if self._probe is not None and not self._probe.acked and not self._probe.indirect:
             times.append(self._probe.timeout_at)
@@ -277,6 +300,8 @@ class Swim:
 
     def receive(self, message: Message) -> None:
         """Handle one message from the network (already authenticated by the transport)."""
+        if self.left:  # gone: answering (or refuting its own death) would make it look alive
+            return
         if message.cluster != self.cluster:
             self.counters.foreign_dropped += 1
             return
@@ -422,9 +447,13 @@ class Swim:
     def _on_join_reply(self, message: Message) -> None:
         self.joined = True
 
+    def _on_leave(self, message: Message) -> None:
+        """The sender's ``dead`` of itself came in the updates (applied, and re-gossiped, above)."""
+        self.counters.leaves += 1
+
     _handlers: dict[str, Callable[[Swim, Message], None]] = {
         PING: _on_ping, ACK: _on_ack, PING_REQ: _on_ping_req, NACK: _on_nack, JOIN: _on_join,
-        JOIN_REPLY: _on_join_reply,
+        JOIN_REPLY: _on_join_reply, LEAVE: _on_leave,
     }
 
     def _send(self, address: str, kind: str, to_id: str, *, seq: int = 0, target_id: str = "", target_addr: str = "",

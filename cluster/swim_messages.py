@@ -9,6 +9,7 @@ message field by field (no pickles, no nesting beyond ``repeated Update``). One 
     nack       relay -> prober: "I asked and heard nothing"  (Lifeguard: tells the prober the relay is working)
     join       joiner -> seed: "add me"
     join_reply seed -> joiner: every member record the seed holds (in ``updates``)
+    leave      leaving node -> each member: its own ``dead`` at its current incarnation (in ``updates``)
 
 Every message carries the sender's id, address and incarnation (an implicit ``alive`` about the sender, which only
 the sender can issue) and piggybacks recent updates (the dissemination component).
@@ -22,7 +23,8 @@ ALIVE, SUSPECT, DEAD = "alive", "suspect", "dead"
 STATES = (ALIVE, SUSPECT, DEAD)
 
 PING, ACK, PING_REQ, NACK, JOIN, JOIN_REPLY = "ping", "ack", "ping_req", "nack", "join", "join_reply"
-KINDS = (PING, ACK, PING_REQ, NACK, JOIN, JOIN_REPLY)
+LEAVE = "leave"
+KINDS = (PING, ACK, PING_REQ, NACK, JOIN, JOIN_REPLY, LEAVE)
 
 #: Fixed per-update cost in the size estimate: the state, the incarnation (up to 10 bytes as a varint) and the
 #: field tags of a proto encoding, rounded up.

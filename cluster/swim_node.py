@@ -31,14 +31,14 @@ from typing import Any
 from .config import ClusterConfig
 from .liveness import LivenessSettings
 from .swim import Change, Swim, SwimSettings
-from .swim_messages import ACK, ALIVE, DEAD, JOIN, JOIN_REPLY, NACK, PING, PING_REQ, SUSPECT, Message, Update
+from .swim_messages import ACK, ALIVE, DEAD, JOIN, JOIN_REPLY, LEAVE, NACK, PING, PING_REQ, SUSPECT, Message, Update
 from .wake import wait_event
 from .wire.s4cluster.v1 import SwimKind, SwimMessage, SwimState, SwimUpdate
 
 log = logging.getLogger("s4.cluster")
 
 _KINDS = {PING: SwimKind.PING, ACK: SwimKind.ACK, PING_REQ: SwimKind.PING_REQ, NACK: SwimKind.NACK,
-          JOIN: SwimKind.JOIN, JOIN_REPLY: SwimKind.JOIN_REPLY}
+          JOIN: SwimKind.JOIN, JOIN_REPLY: SwimKind.JOIN_REPLY, LEAVE: SwimKind.LEAVE}
 _STATES = {ALIVE: SwimState.ALIVE, SUSPECT: SwimState.SUSPECT, DEAD: SwimState.DEAD}
 _KIND_OF = {wire: kind for kind, wire in _KINDS.items()}
 _STATE_OF = {wire: state for state, wire in _STATES.items()}
@@ -119,6 +119,11 @@ class PoolTransport:
     def in_flight(self) -> int:
         return len(self._tasks)
 
+    async def flush(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` for the calls in flight to end (a leave's messages must go out before close)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout_s)
+
     async def close(self) -> None:
         """Cancel the calls in flight and wait for them (each ends at once when cancelled)."""
         self._closed = True
@@ -182,6 +187,14 @@ class SwimMembership:
                 await task
         await self.transport.close()
 
+    async def leave(self) -> int:
+        """Graceful leave (``Swim.leave``): every member is told this node is dead at its current incarnation, so
+        peers stop counting on it at once instead of after a suspicion; waits (bounded by the send timeout) for
+        those messages to be answered. Returns how many members were told. Call ``stop`` after."""
+        told = self.swim.leave()
+        await self.transport.flush(self.transport.timeout_s)
+        return told
+
     def receive(self, caller: str, wire: SwimMessage) -> None:
         """One message from ``caller`` (authenticated, and the message's sender: cluster/grpc_server.py checks)."""
         if self._stopped:
@@ -220,5 +233,6 @@ class SwimMembership:
         return {"probes": c.probes, "probe_failures": c.probe_failures, "indirect_probes": c.indirect_probes,
                 "suspicions": c.suspicions, "deaths": c.deaths, "refutations": c.refutations,
                 "foreign_dropped": c.foreign_dropped, "misdirected": c.misdirected, "conflicts": c.conflicts,
-                "malformed": c.malformed, "outside_pool": self.outside_pool, "messages_sent": t.sent,
+                "malformed": c.malformed, "outside_pool": self.outside_pool, "leaves": c.leaves,
+                "messages_sent": t.sent,
                 "messages_lost": t.failed + t.overflow + t.unroutable}

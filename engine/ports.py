@@ -330,6 +330,15 @@ class ClusterStatus(Protocol):
         pending and the last anti-entropy exchange (cluster/node.py ``repair_document``)."""
         ...
 
+    async def drain_node(self, node_id: str, on: bool) -> dict[str, Any]:
+        """Start (``on``) or cancel draining ``node_id`` of the pool (cluster/drain.py): ``{"node_id", "draining",
+        "hints_pending"}``. KeyError: no such member; ServiceUnavailableError: it did not answer."""
+        ...
+
+    def is_draining(self) -> bool:
+        """This node drains: ``/health`` answers 503 so load balancers and gateways take it out."""
+        ...
+
 
 class SingleNodeStatus:
     """S4_MODE=single: a pool of one, this node, always alive."""
@@ -347,6 +356,12 @@ class SingleNodeStatus:
 
     def quorum_failures(self) -> int:
         return 0
+
+    async def drain_node(self, node_id: str, on: bool) -> dict[str, Any]:
+        raise KeyError(node_id)  # a single node has no pool to hand off to
+
+    def is_draining(self) -> bool:
+        return False
 
     async def repair_status(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "mode": "single", "catch_up": None, "anti_entropy": None, "peers": {}}

@@ -7,7 +7,9 @@ on S4_NODE_GRPC_ADDR, the heartbeat, and through cluster/wiring.py the blobs, re
 catch-up and hint loops over this engine) and gives the engine its cluster status port; workers ask the supervisor
 for it. Its commands commit through the replicated commit path (engine/replicated_commit.py): answered once the
 write quorum holds them. Shutdown on SIGTERM/SIGINT lets in-flight requests finish (uvicorn's graceful shutdown),
-stops the cluster node, then closes the engine: sequencer drained, journal and views closed cleanly.
+stops the background jobs (their pool leases given back), hands the cluster node's work off and stops it
+(cluster/drain.py: hints delivered, read leases given back, SWIM leave), then closes the engine: sequencer drained,
+journal and views closed cleanly.
 """
 
 from __future__ import annotations
@@ -183,6 +185,8 @@ def _cluster_node(engine: Engine, settings: Settings, commit_path: LocalCommitPa
     for_engine(engine).leases = wired.leases  # lifecycle and multipart expiry act once per pool (job leases)
     # bad or missing blobs are healed from replicas, by the scrubber and by reads that meet them (scrub_heal.py)
     engine.blob_repair = healer_for(node, wired.blobs, engine.sequencer.submit, for_engine(engine).scrub)
+    node.drain.hooks.append(for_engine(engine).hand_back_leases)  # a draining node gives back its job leases
+    node.drain.hooks.append(_drain_marker(drain_marker(data_dir)))  # and its workers' /health answers 503
     return node
 
 
@@ -220,6 +224,24 @@ def _run_gateway(settings: Settings) -> int:
     return 0
 
 
+def drain_marker(data_dir: Path) -> Path:
+    """Exists while the node drains (cluster/drain.py), so every process's ``/health`` sees it without a call."""
+    return data_dir / "cluster" / "draining"
+
+
+def _drain_marker(path: Path) -> Callable[[bool], Awaitable[int]]:
+    path.unlink(missing_ok=True)  # a new life does not drain
+
+    async def mark(draining: bool) -> int:
+        if draining:
+            path.touch()
+        else:
+            path.unlink(missing_ok=True)
+        return 0
+
+    return mark
+
+
 def _shared_iam_key(settings: Settings) -> bytes | None:
     """A pool's nodes encrypt S3 secrets under one key derived from the cluster secret (credentials replicate)."""
     return None if settings.cluster is None else iam_key(settings.cluster.key)
@@ -244,7 +266,7 @@ def _run_worker(settings: Settings, data_dir: Path, args: argparse.Namespace) ->
                                   shared_iam_key=_shared_iam_key(settings)),
                     ChannelCommitPath(channel))
     engine_ready = True
-    engine.cluster = RemoteCluster(channel) if settings.cluster is not None else \
+    engine.cluster = RemoteCluster(channel, drain_marker(data_dir)) if settings.cluster is not None else \
         SingleNodeStatus(engine.node_id, str(settings.bind))
     peers: PeerPool | None = None
     if settings.cluster is not None:  # quorum reads and the register through the supervisor; listings here
@@ -382,8 +404,8 @@ def _run(serve: Callable[[], Awaitable[None]], background: object | None, stop: 
                 if background is not None:
                     await background.stop()  # type: ignore[attr-defined]
         finally:
-            if cluster is not None:
-                await cluster.stop()
+            if cluster is not None:  # hand off hints and read leases, announce the SWIM leave, then stop
+                await cluster.shutdown()
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(with_background())

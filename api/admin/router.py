@@ -60,6 +60,8 @@ class AdminApi:
             ("GET", re.compile(r"/api/admin/scrubber/status"), jobs.scrubber_status, "super"),
             ("GET", re.compile(r"/api/admin/cluster/health"), health.cluster_health, "super"),
             ("GET", re.compile(r"/api/admin/cluster/repair-status"), health.cluster_repair_status, "super"),
+            ("POST", re.compile(rf"/api/admin/cluster/nodes/{seg}/drain"), health.drain_node, "super"),
+            ("DELETE", re.compile(rf"/api/admin/cluster/nodes/{seg}/drain"), health.undrain_node, "super"),
         ]
 
     @staticmethod

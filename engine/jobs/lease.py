@@ -49,6 +49,7 @@ class JobLeases:
         self._grants: dict[str, LeaseGrant] = {}
         self._keepers: dict[str, asyncio.Task[None]] = {}
         self._closed = False
+        self._paused = False  # the node drains: it takes no pool-wide job lease (cluster/drain.py)
 
     def may_act(self, job: str) -> bool:
         """From any thread: this node holds ``job``'s lease and its deadline has not passed."""
@@ -66,6 +67,8 @@ class JobLeases:
         from now on by a keeper task."""
         if self.may_act(job):
             return self._grants[job]
+        if self._paused:
+            return LeaseGrant(job, False, reason="this node is draining")
         grant = await self.port.acquire(job)
         self._grants[job] = grant
         if grant.granted and math.isfinite(grant.deadline) and not self._closed:
@@ -99,6 +102,29 @@ class JobLeases:
                 log.info("%s lease: renewal failed (%s); keeping the current grant until its deadline", job,
                          fresh.reason)
 
+    async def pause(self) -> list[str]:
+        """The node drains: stop renewing, stop acting at once (runs stop at their next check) and take no lease
+        until ``resume``; returns the jobs it held, for ``release`` once their runs have ended."""
+        self._paused = True
+        keepers = list(self._keepers.values())
+        for task in keepers:
+            task.cancel()
+        await asyncio.gather(*keepers, return_exceptions=True)
+        self._keepers.clear()
+        held = [job for job, grant in self._grants.items() if grant.granted]
+        for job in held:
+            self._grants[job] = LeaseGrant(job, False, reason="released")
+        return held
+
+    def resume(self) -> None:
+        self._paused = False
+
+    async def release(self, jobs: list[str]) -> None:
+        """Give ``jobs``' leases back in the register (best effort: an unreleased lease expires)."""
+        if jobs:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.gather(*(self.port.release(job) for job in jobs)), RELEASE_TIMEOUT_S)
+
     async def close(self) -> None:
         """Stop renewing and give back what this node holds (call once no run acts any more)."""
         self._closed = True
@@ -113,6 +139,7 @@ class JobLeases:
         if held:
             with contextlib.suppress(Exception):  # best effort: an unreleased lease expires
                 await asyncio.wait_for(asyncio.gather(*(self.port.release(job) for job in held)), RELEASE_TIMEOUT_S)
+            log.info("stopping: gave back %d pool job lease(s): %s", len(held), ", ".join(held))
 
 
 class LeaseFlag:

@@ -30,7 +30,7 @@ import anyio.to_thread
 
 from ..ports import JobLeasePort, LeaseGrant, SoleNodeLeases
 from .compaction import run_compaction
-from .lease import JobLeases
+from .lease import RELEASE_TIMEOUT_S, JobLeases
 from .lifecycle import run_lifecycle
 from .report import RunReport
 from .scrub_progress import ScrubProgress
@@ -254,6 +254,28 @@ class Jobs:
                 pass
         if self._held is not None:
             await self._held.close()
+
+    async def hand_back_leases(self, draining: bool) -> int:
+        """Draining (cluster/drain.py): stop acting on the pool-wide jobs and give their leases back, so another
+        node runs them at its next run; a lease whose run is still in progress after RELEASE_TIMEOUT_S is left to
+        expire instead (its run stops at its next check). ``False``: take leases again. Returns the leases given
+        back."""
+        leases = self._leases()
+        if not draining:
+            leases.resume()
+            return 0
+        held = await leases.pause()
+        runs = {"lifecycle": "lifecycle", "multipart_ttl": "compaction"}
+        released = []
+        for job in held:
+            try:
+                async with asyncio.timeout(RELEASE_TIMEOUT_S):
+                    async with self._lock(runs.get(job, job)):
+                        released.append(job)
+            except TimeoutError:
+                log.warning("%s lease: a run is still in progress; the lease is left to expire", job)
+        await leases.release(released)
+        return len(released)
 
     async def _every(self, seconds: float, run: Callable[[], Any]) -> None:
         """``run`` once per interval; the first run comes one interval after start-up."""

@@ -100,11 +100,21 @@ class RemoteCluster:
     """The cluster's status (engine/ports.py ``ClusterStatus``) in an HTTP worker: the heartbeat runs in the
     supervisor, which answers the health document over the channel."""
 
-    def __init__(self, channel: LoopChannel) -> None:
+    def __init__(self, channel: LoopChannel, drain_marker: Path | None = None) -> None:
+        """``drain_marker``: the file the supervisor keeps while the node drains (tools/server.py), so ``/health``
+        needs no call to it."""
         self.channel = channel
+        self.drain_marker = drain_marker
 
     async def health(self) -> dict[str, Any]:
         return await self.channel.call({"op": "cluster", "method": "health"})  # type: ignore[no-any-return]
+
+    async def drain_node(self, node_id: str, on: bool) -> dict[str, Any]:
+        return await self.channel.call({"op": "cluster", "method": "drain_node",  # type: ignore[no-any-return]
+                                         "node_id": node_id, "on": on})
+
+    def is_draining(self) -> bool:
+        return self.drain_marker is not None and self.drain_marker.exists()
 
     async def repair_status(self) -> dict[str, Any]:
         return await self.channel.call({"op": "cluster", "method": "repair_status"})  # type: ignore[no-any-return]

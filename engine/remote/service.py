@@ -78,6 +78,8 @@ class SequencerService:
             self._job_call(link, request_id, message["method"], message.get("kwargs") or {})
         elif op == "cluster" and message.get("method") in ("health", "repair_status"):
             self._cluster_health(link, request_id, message["method"])
+        elif op == "cluster" and message.get("method") == "drain_node" and self.cluster is not None:
+            self._answer(link, request_id, self.cluster.drain_node(message["node_id"], bool(message["on"])))
         elif op == "settle" and self.key_reads is not None:  # a worker's quorum read (engine/ports.py KeyReadPort)
             self._settle(link, request_id, self.key_reads, message)
         elif op == "repair" and self.blob_repair is not None:  # a worker's read met a bad blob: heal it here

@@ -126,6 +126,12 @@ class SimNet:
     def crash(self, node_id: str) -> None:
         self.nodes[self.address(node_id)].up = False
 
+    def leave(self, node_id: str) -> int:
+        """A graceful stop: the node announces its leave (its messages go out now), then stops like a crash."""
+        told = self.swim(node_id).leave()
+        self.crash(node_id)
+        return told
+
     def restart(self, node_id: str, *, incarnation: int | None = None) -> Swim:
         node = self.nodes[self.address(node_id)]
         return self.add(node_id, [s.split(":")[0] for s in node.seeds], cluster=node.cluster, incarnation=incarnation)

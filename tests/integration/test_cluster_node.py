@@ -99,7 +99,7 @@ def test_issue19_three_nodes_alive_then_kill9_suspect_dead_and_alive_after_resta
     doc = health(pool[0], tokens[0])
     grpc = pool[0].extra_env["S4_POOL_NODES"].split(",")
     assert set(doc) == {"cluster", "node_id", "mode", "nodes", "pools", "caught_up", "read_lease", "membership",
-                        "tombstone_gc"}  # issue 20: docs/architecture/tombstones.md
+                        "tombstone_gc", "draining"}  # issue 20: docs/architecture/tombstones.md
     assert set(doc["tombstone_gc"]) == {"version_tombstones", "collected", "sweeps", "blocked_by", "horizon_ms",
                                         "horizon_seq", "waived"}
     assert doc["membership"]["protocol"] == "swim" and doc["membership"]["probes"] > 0
@@ -109,7 +109,8 @@ def test_issue19_three_nodes_alive_then_kill9_suspect_dead_and_alive_after_resta
     assert doc["pools"] == [{"name": "pool-1", "nodes": ["node-1", "node-2", "node-3"], "replication_factor": 3,
                              "write_quorum": 2, "read_quorum": 2}]
     for i, entry in enumerate(doc["nodes"]):
-        assert set(entry) == {"id", "pool", "http_addr", "grpc_addr", "state", "last_seen", "incarnation"}
+        assert set(entry) == {"id", "pool", "http_addr", "grpc_addr", "state", "last_seen", "incarnation",
+                              "draining", "hints_pending"}
         assert isinstance(entry["incarnation"], int) and entry["incarnation"] > 0
         assert entry["id"] == f"node-{i + 1}" and entry["pool"] == "pool-1"
         assert entry["http_addr"] == f"{HOSTS[i]}:{pool[i].port}"  # told in Ping, for the peers

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from s4.cluster.auth import AuthError, Signer, Verifier, derive_key
 from s4.cluster.config import ClusterConfig, build_cluster_config, build_gateway_config
-from s4.cluster.gateway import PoolWatch, forwarding_order
+from s4.cluster.gateway import DRAINING, PoolWatch, forwarding_order
 from s4.cluster.grpc_server import PING_METHOD, ClusterServer
 from s4.cluster.liveness import ALIVE, DEAD, SUSPECT
 
@@ -27,6 +27,14 @@ def test_issue20_alive_nodes_first_then_suspect_never_dead_or_unheard() -> None:
     assert forwarding_order(states, 0) == [("n1", "h1:1"), ("n4", "h4:1"), ("n2", "h2:1"), ("n6", "h6:1")]
     assert forwarding_order(states, 1) == [("n4", "h4:1"), ("n1", "h1:1"), ("n6", "h6:1"), ("n2", "h2:1")]
     assert forwarding_order([("n3", DEAD, "h3:1"), ("n5", SUSPECT, "")], 7) == []
+
+
+def test_issue20_a_draining_node_is_tried_after_the_other_alive_nodes_before_suspect_ones() -> None:
+    """POST /api/admin/cluster/nodes/{id}/drain takes a node out of rotation (cluster/drain.py): the gateway learns
+    it from the node's Ping answer and sends it requests only when no other live node can take them."""
+    states = [("n1", DRAINING, "h1:1"), ("n2", SUSPECT, "h2:1"), ("n3", ALIVE, "h3:1")]
+    assert [node for node, _ in forwarding_order(states, 0)] == ["n3", "n1", "n2"]
+    assert [node for node, _ in forwarding_order(states, 1)] == ["n3", "n1", "n2"]
 
 
 @given(st.lists(st.tuples(st.sampled_from([ALIVE, SUSPECT, DEAD]), st.booleans()), max_size=8),

@@ -161,10 +161,12 @@ def test_issue19_heartbeat_round_records_answers_and_bounds_a_hanging_peer() -> 
                              "read_quorum": 2}]
     by_id = {n["id"]: n for n in doc["nodes"]}
     assert by_id["a"] == {"id": "a", "pool": "p1", "http_addr": "127.0.0.1:9001", "grpc_addr": "127.0.0.1:7001",
-                          "state": "alive", "last_seen": 1_700_000_000_000, "incarnation": 1_700_000_000_000}
+                          "state": "alive", "last_seen": 1_700_000_000_000, "incarnation": 1_700_000_000_000,
+                          "draining": False, "hints_pending": 0}
     # b answered the Ping (its clock, journal and S3 address are recorded), but SWIM has not heard of it yet
     assert by_id["b"] == {"id": "b", "pool": "p1", "http_addr": "127.0.0.2:9002", "grpc_addr": "127.0.0.2:7002",
-                          "state": "suspect", "last_seen": 1_700_000_000_000, "incarnation": None}
+                          "state": "suspect", "last_seen": 1_700_000_000_000, "incarnation": None,
+                          "draining": False, "hints_pending": 0}  # as b's Ping answer told
     assert by_id["c"]["state"] == "suspect" and by_id["c"]["last_seen"] is None and by_id["c"]["http_addr"] is None
     record = dict((r.node_id, r) for r, _ in node.liveness.snapshot())["c"]
     assert record.last_error == "TimeoutError"

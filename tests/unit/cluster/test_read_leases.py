@@ -278,3 +278,38 @@ def test_every_event_type_maps_to_the_slots_a_read_checks() -> None:
     assert upload_slot("b", "u2") in slots_of(created)
     assert slots_of(Event(1, 1, "p", EventType.PREFIX_RENAMED, {"bucket": "b", "src": "a/", "dst": "c/"})) == (WIDE,)
     assert slots_of(Event(1, 1, "p", EventType.USER_CREATED, {"user_id": "u"})) == (WIDE,)
+
+
+def test_read_lease_given_back_stops_writes_waiting_for_its_holder() -> None:
+    """Drain and shutdown (cluster/drain.py): the holder stops counting on its leases (local reads off, later grants
+    ignored) and says so in its Ping (release_lease); the grantor then stops waiting for its copy of a write at once:
+    a write whose copy to it never comes returns, where before it waited until the grant ran out."""
+    from s4.cluster.read_leases import LeaseService
+    from s4.cluster.wire.s4cluster.v1 import PingRequest
+    now = [100.0]
+    grants = LeaseGrants(["b"], 0, clock=lambda: now[0])
+    now[0] += 10.0  # past the start-up window where every peer counts as holding one
+    assert grants.grant("b", 0) == 3.0
+    assert grants.lost("b", 0) > now[0]  # held: a write missing b's copy waits until then
+    holder = ReadLeases(["a"], None)
+    holder.granted("a", now[0], 3.0)
+    assert holder.current_until > now[0]
+    holder.release()
+    holder.granted("a", now[0], 3.0)  # an answer to an earlier request: not counted any more
+    assert holder.current_until == 0.0
+    service = LeaseService(grants, _NoUnsettled())  # type: ignore[arg-type]
+    service.on_ping("b", PingRequest(node_id="b", release_lease=True))
+    assert grants.lost("b", 1) <= now[0]
+    asyncio.run(asyncio.wait_for(grants.cover(1, [], {}), 5))  # returns at once: b holds nothing any more
+    assert grants.grant("b", 1) == 3.0  # asking anew (drain cancelled) gets a lease again
+    holder.resume()
+    holder.granted("a", now[0], 3.0)
+    assert holder.current_until > now[0]
+
+
+class _NoUnsettled:
+    def peer_watermark(self, peer: str, hlc: int) -> None:
+        pass
+
+    def watermark(self) -> int:
+        return 0

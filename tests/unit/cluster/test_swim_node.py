@@ -207,6 +207,9 @@ class Woken:
     def peer_alive(self, peer: str) -> None:
         self.peers.append(peer)
 
+    def pending(self, peer: str) -> int:  # the Ping tells the hints this node holds (cluster/drain.py)
+        return 0
+
 
 def test_swim_verdicts_are_the_states_and_a_new_life_wakes_catch_up_and_hints() -> None:
     node = ClusterNode(config("a"), lambda: (1, 1), FAST, clock=lambda: 0.0)

@@ -261,3 +261,28 @@ def test_swim_gossip_never_exceeds_its_byte_budget(ids: list[str], budget: int) 
         assert sum(u.size() for u in taken) <= budget
         if not taken:
             break
+
+
+def test_swim_left_node_sends_its_death_to_every_member_and_then_never_answers_nor_refutes() -> None:
+    """leave(): one LEAVE per member not dead, carrying dead(own incarnation, origin itself); afterwards a ping
+    carrying that death as the buddy record is neither acked nor refuted (a refutation would make a stopped node
+    look alive again), and the node has no deadline left."""
+    from s4.cluster.swim_messages import LEAVE
+    a, outbox, clock = node("a", 10)
+    a.receive(msg(PING, "b", 3, seq=1, target="a"))
+    a.receive(msg(PING, "c", 4, Update(DEAD, "d", "d:1", 2, "c"), seq=2, target="a"))
+    outbox.take()
+    assert a.leave() == 2
+    sent = outbox.take()
+    assert sorted(addr for addr, _ in sent) == ["b:1", "c:1"]  # not the dead d
+    for _, m in sent:
+        assert m.kind == LEAVE and m.updates == (Update(DEAD, "a", "a:1", 10, "a"),)
+    a.receive(msg(PING, "b", 3, Update(DEAD, "a", "a:1", 10, "b"), seq=5, target="a"))
+    clock.t += 100
+    a.tick()
+    assert outbox.take() == [] and a.incarnation == 10 and a.counters.refutations == 0
+    assert a.next_deadline() == float("inf") and a.leave() == 0
+    b, _, _ = node("b", 3)
+    b.receive(sent[0][1])
+    assert b.member("a").state == DEAD  # type: ignore[union-attr]
+    assert b.member("a").incarnation == 10 and b.counters.leaves == 1  # type: ignore[union-attr]

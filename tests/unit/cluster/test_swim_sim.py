@@ -261,3 +261,59 @@ def test_swim_restarted_node_outbids_its_past_life_even_with_the_clock_set_back(
     live = net.live()
     assert net.first_time(lambda: net.converged(live), within=(dead_bound(5) + 10) * S.period_s) is not None
     assert fresh.incarnation > old
+
+
+@settings(max_examples=30)
+@given(seed=seeds, n=st.integers(3, 12), victim=st.integers(0, 11), when=st.floats(0, 3))
+def test_swim_leaving_node_is_dead_everywhere_within_one_message_delay_and_alive_again_after_restart(
+        seed: int, n: int, victim: int, when: float) -> None:
+    """Graceful leave: the node tells every member itself, so each holds it dead as soon as the message arrives
+    (one message delay, not a suspicion timeout), and nobody suspects it first; restarted, its start stamp (a
+    higher incarnation) makes it alive everywhere again."""
+    net, ids = start(seed, n)
+    net.periods(when)
+    leaver = ids[victim % n]
+    old = net.swim(leaver).incarnation
+    suspicions = {i: net.swim(i).counters.suspicions for i in ids}
+    seen: list[Change] = []
+    for i in ids:
+        if i != leaver:
+            net.swim(i).subscribe(lambda c: seen.append(c) if c.node_id == leaver else None)
+    assert net.leave(leaver) == n - 1
+    live = net.live()
+    net.run(net.delay[1])  # the longest one message can take
+    assert net.all_see(leaver, "dead", live)
+    assert all(net.swim(i).member(leaver).incarnation == old for i in live)  # type: ignore[union-attr]
+    assert [c.new for c in seen] == ["dead"] * (n - 1)  # straight from alive: no suspicion went before
+    assert all(net.swim(i).counters.suspicions == suspicions[i] for i in live)
+    assert all(net.swim(i).counters.leaves == 1 for i in live)
+    net.periods(3 * S.reconnect_every)  # the reconnect pings of a dead member go unanswered: it stays dead
+    assert net.all_see(leaver, "dead", live)
+    fresh = net.restart(leaver)
+    everyone = net.live()
+    assert net.first_time(lambda: net.converged(everyone), within=(dead_bound(n) + 10) * S.period_s) is not None
+    assert fresh.incarnation > old
+
+
+@settings(max_examples=30)
+@given(seed=seeds, n=st.integers(4, 12), victim=st.integers(0, 11), lost=st.integers(1, 11),
+       loss=st.sampled_from([0.0, 0.05]))
+def test_swim_leave_lost_to_some_members_still_ends_dead_everywhere(seed: int, n: int, victim: int, lost: int,
+                                                                    loss: float) -> None:
+    """The leave messages to some members are lost (up to all of them): those learn the death by gossip from the
+    members that got it, or suspect the silent node and declare it dead, within the crash bound."""
+    net, ids = start(seed, n)
+    net.loss = loss
+    leaver = ids[victim % n]
+    others = [i for i in ids if i != leaver]
+    missed = others[: 1 + lost % len(others)]
+    for i in missed:
+        net.node_loss[net.address(i)] = 1.0
+    net.leave(leaver)
+    for i in missed:
+        del net.node_loss[net.address(i)]
+    live = net.live()
+    took = net.first_time(lambda: net.all_see(leaver, "dead", live), within=dead_bound(n) * S.period_s)
+    assert took is not None, f"{leaver} not dead everywhere within {dead_bound(n):.1f} periods"
+    net.periods(5)
+    assert net.all_see(leaver, "dead", live)

@@ -17,6 +17,8 @@ __all__ = (
     "CatchUpFromReply",
     "CatchUpFromRequest",
     "CatchUpRequest",
+    "DrainReply",
+    "DrainRequest",
     "EventId",
     "GetBlobChunk",
     "GetBlobRequest",
@@ -129,6 +131,11 @@ class SwimKind(betterproto2.Enum):
 
     JOIN_REPLY = 6
 
+    LEAVE = 7
+    """
+    graceful leave: the sender's own dead in updates (an older node applies it, counts the kind)
+    """
+
     @classmethod
     def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
         return {
@@ -139,6 +146,7 @@ class SwimKind(betterproto2.Enum):
             4: "SWIM_KIND_NACK",
             5: "SWIM_KIND_JOIN",
             6: "SWIM_KIND_JOIN_REPLY",
+            7: "SWIM_KIND_LEAVE",
         }
 
     @classmethod
@@ -151,6 +159,7 @@ class SwimKind(betterproto2.Enum):
             "SWIM_KIND_NACK": 4,
             "SWIM_KIND_JOIN": 5,
             "SWIM_KIND_JOIN_REPLY": 6,
+            "SWIM_KIND_LEAVE": 7,
         }
 
 
@@ -422,6 +431,32 @@ class CatchUpRequest(betterproto2.Message):
 
 
 default_message_pool.register_message("s4cluster.v1", "CatchUpRequest", CatchUpRequest)
+
+
+@dataclass(eq=False, repr=False)
+class DrainReply(betterproto2.Message):
+    node_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    draining: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
+
+    hints_pending: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
+    """
+    hints this node still holds for its peers
+    """
+
+
+default_message_pool.register_message("s4cluster.v1", "DrainReply", DrainReply)
+
+
+@dataclass(eq=False, repr=False)
+class DrainRequest(betterproto2.Message):
+    drain: "bool" = betterproto2.field(1, betterproto2.TYPE_BOOL)
+    """
+    true: start draining; false: cancel
+    """
+
+
+default_message_pool.register_message("s4cluster.v1", "DrainRequest", DrainRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -697,6 +732,16 @@ class PingReply(betterproto2.Message):
 
     data_life: "int" = betterproto2.field(22, betterproto2.TYPE_UINT64)
 
+    draining: "bool" = betterproto2.field(10, betterproto2.TYPE_BOOL)
+    """
+    the answering node is draining (cluster/drain.py)
+    """
+
+    hints_pending: "int" = betterproto2.field(11, betterproto2.TYPE_UINT64)
+    """
+    hints the answering node holds for its peers
+    """
+
 
 default_message_pool.register_message("s4cluster.v1", "PingReply", PingReply)
 
@@ -742,6 +787,16 @@ class PingRequest(betterproto2.Message):
     """
 
     data_life: "int" = betterproto2.field(22, betterproto2.TYPE_UINT64)
+
+    release_lease: "bool" = betterproto2.field(10, betterproto2.TYPE_BOOL)
+    """
+    Operations (cluster/drain.py): the caller gives back the read lease it holds from the callee (it reads no
+    more from its own copy: it is draining or stopping); whether it drains, and the hints it holds.
+    """
+
+    draining: "bool" = betterproto2.field(11, betterproto2.TYPE_BOOL)
+
+    hints_pending: "int" = betterproto2.field(12, betterproto2.TYPE_UINT64)
 
 
 default_message_pool.register_message("s4cluster.v1", "PingRequest", PingRequest)
@@ -1168,6 +1223,28 @@ class S4ClusterStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def drain(
+        self,
+        message: "DrainRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "DrainReply":
+        """
+        Operations (cluster/drain.py): start (drain true) or cancel draining this node; POST/DELETE
+        /api/admin/cluster/nodes/{id}/drain on any node forwards here.
+        """
+
+        return await self._unary_unary(
+            "/s4cluster.v1.S4Cluster/Drain",
+            message,
+            DrainReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class S4ClusterBase(betterproto2_grpclib.ServiceBase):
     async def ping(self, message: "PingRequest") -> "PingReply":
@@ -1266,6 +1343,14 @@ class S4ClusterBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def drain(self, message: "DrainRequest") -> "DrainReply":
+        """
+        Operations (cluster/drain.py): start (drain true) or cancel draining this node; POST/DELETE
+        /api/admin/cluster/nodes/{id}/drain on any node forwards here.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def __rpc_ping(self, stream: "grpclib.server.Stream[PingRequest, PingReply]") -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -1349,6 +1434,12 @@ class S4ClusterBase(betterproto2_grpclib.ServiceBase):
         response = await self.get_events(request)
         await stream.send_message(response)
 
+    async def __rpc_drain(self, stream: "grpclib.server.Stream[DrainRequest, DrainReply]") -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.drain(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/s4cluster.v1.S4Cluster/Ping": grpclib.const.Handler(
@@ -1428,5 +1519,11 @@ class S4ClusterBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 GetEventsRequest,
                 GetEventsReply,
+            ),
+            "/s4cluster.v1.S4Cluster/Drain": grpclib.const.Handler(
+                self.__rpc_drain,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                DrainRequest,
+                DrainReply,
             ),
         }
