@@ -41,6 +41,7 @@ class AccessEntry(falcon.Context):
     bucket = ""
     key = ""
     actor = ""
+    request_id = ""  # the x-amz-request-id the app sends (else read from the response headers)
 
 
 class LoggedRequest(falcon.asgi.Request):
@@ -124,10 +125,29 @@ class _Clock:
 _clock = _Clock()
 
 
+class _Quoted(dict[str, str]):
+    """JSON-quoted strings of the fields that repeat from request to request (remote, actor, operation, method,
+    bucket names up to 63 characters, the longest valid one): each is escaped once, not once per line. Bounded:
+    cleared when it grows past ``LIMIT`` entries."""
+
+    LIMIT = 4096
+
+    def __missing__(self, value: str) -> str:
+        if len(self) >= self.LIMIT:
+            self.clear()
+        quoted = self[value] = _quote(value)
+        return quoted
+
+
+_quoted = _Quoted()
+
+
 def format_line(now: float, remote: str, actor: str, operation: str, method: str, bucket: str, key: str,
                 status: int, sent: int, duration_s: float, request_id: str) -> str:
-    return (f'{{"time":"{_clock(now)}","remote":{_quote(remote or "-")},"actor":{_quote(actor or "-")},'
-            f'"operation":{_quote(operation or "-")},"method":{_quote(method or "-")},"bucket":{_quote(bucket)},'
+    q = _quoted
+    quoted_bucket = q[bucket] if len(bucket) < 64 else _quote(bucket)
+    return (f'{{"time":"{_clock(now)}","remote":{q[remote or "-"]},"actor":{q[actor or "-"]},'
+            f'"operation":{q[operation or "-"]},"method":{q[method or "-"]},"bucket":{quoted_bucket},'
             f'"key":{_quote(key)},"status":{status},"bytes":{sent},"duration_ms":{duration_s * 1000:.3f},'
             f'"request_id":{_quote(request_id or "-")}}}\n')
 
@@ -151,28 +171,35 @@ class AccessLog:
         entry = AccessEntry()
         scope[SCOPE_KEY] = entry
         started = time.perf_counter()
-        status = 0
         sent = 0
-        request_id = ""
+        start: dict[str, Any] | None = None
 
         async def logged_send(message: dict[str, Any]) -> None:
-            nonlocal status, sent, request_id
+            nonlocal sent, start
             if message["type"] == "http.response.body":
-                sent += len(message.get("body") or b"")
+                body = message.get("body")
+                if body:
+                    sent += len(body)
             elif message["type"] == "http.response.start":
-                status = message["status"]
-                for name, value in message.get("headers") or ():
-                    if name == b"x-amz-request-id":
-                        request_id = value.decode("latin-1")
-                        break
+                start = message
             await send(message)
 
         try:
             await self.app(scope, receive, logged_send)
         finally:
+            status = start["status"] if start is not None else 0
+            request_id = entry.request_id or _request_id(start)
             self.write(format_line(time.time(), client_host(scope), entry.actor, entry.operation,
                                    scope.get("method", ""), entry.bucket, entry.key, status, sent,
                                    time.perf_counter() - started, request_id))
+
+
+def _request_id(start: dict[str, Any] | None) -> str:
+    """The ``x-amz-request-id`` of a response the app did not note on the entry."""
+    for name, value in (start.get("headers") or ()) if start is not None else ():
+        if name == b"x-amz-request-id":
+            return str(value.decode("latin-1"))
+    return ""
 
 
 def install(app: Asgi, enabled: bool, write: Callable[[str], None] = _stderr) -> Asgi:

@@ -176,6 +176,7 @@ class S3Service:
         headers = dict(req.headers)  # ASGI header names arrive lower-case (falcon decodes them once)
         started = time.perf_counter()
         req.context.operation = "unknown"
+        req.context.request_id = request_id  # for the access log
         try:
             await self._handle(req, resp, headers, request_id)
         except Exception as exc:  # noqa: BLE001 - the one error boundary (api/errors.py)

@@ -102,7 +102,7 @@ def put_object(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
     version = dict(args["version"], v=new_version_id(bucket))
     event = d.emit(EventType.OBJECT_VERSION_PUT, {"bucket": bucket.name, "key": args["key"], "version": version,
                                                   "blobs_at": args["blobs_at"],
-                                                  "written": args.get("written", [])})
+                                                  "written": args.get("written", [])}, bucket)
     return stamped(version, event.hlc)
 
 
@@ -116,15 +116,15 @@ def delete_object(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
         rec = d.tx.version(oid, version_id) if oid is not None else None
         if rec is None:
             return {"version_id": version_id, "delete_marker": False}
-        d.emit(EventType.OBJECT_VERSION_REMOVED, {"bucket": bucket.name, "key": key, "version_id": version_id})
+        d.emit(EventType.OBJECT_VERSION_REMOVED, {"bucket": bucket.name, "key": key, "version_id": version_id}, bucket)
         return {"version_id": version_id, "delete_marker": bool(rec.get("dm"))}
     if not bucket.versioning:
         if oid is not None and d.tx.version(oid, NULL_VERSION) is not None:
             d.emit(EventType.OBJECT_VERSION_REMOVED, {"bucket": bucket.name, "key": key,
-                                                      "version_id": NULL_VERSION})
+                                                      "version_id": NULL_VERSION}, bucket)
         return {"version_id": None, "delete_marker": False}
     marker_id = new_version_id(bucket)
-    d.emit(EventType.DELETE_MARKER_PUT, {"bucket": bucket.name, "key": key, "version_id": marker_id})
+    d.emit(EventType.DELETE_MARKER_PUT, {"bucket": bucket.name, "key": key, "version_id": marker_id}, bucket)
     return {"version_id": marker_id, "delete_marker": True}
 
 

@@ -44,6 +44,7 @@ from s4.journal.hlc import ClockOffsetError
 
 from . import projector, tail_check
 from .errors import ErrorCode, PeerBatchRefused, S3Error, ServiceUnavailableError
+from .model import Bucket
 from .replica import GROWTH_EVENTS, PeerBatch, apply_peer_batch
 from .space import SpaceGuard, disk_full_error, is_disk_full
 from .views.env import MapFullError, Views, ViewsError
@@ -73,13 +74,16 @@ class Decision:
         self.actor = actor
         self.events: list[Event] = []
 
-    def emit(self, type: EventType, payload: dict[str, Any]) -> Event:
+    def emit(self, type: EventType, payload: dict[str, Any], bucket: Bucket | None = None) -> Event:
         """Stamp an event, apply it to the views now (later commands see it), and queue it for the journal.
 
         A bucket-scoped event carries the bucket's incarnation (``inc``), so a replica ignores it once that life
-        of the bucket is over (docs/architecture/replication.md)."""
+        of the bucket is over (docs/architecture/replication.md). ``bucket``: the event's bucket as the decider
+        read it in this decision (its incarnation cannot have changed since), which spares a second read of it
+        on every object write."""
         if "bucket" in payload and type is not EventType.BUCKET_CREATED and "inc" not in payload:
-            bucket = self.tx.bucket(payload["bucket"])
+            if bucket is None or bucket.name != payload["bucket"]:
+                bucket = self.tx.bucket(payload["bucket"])
             if bucket is not None and bucket.incarnation is not None:
                 payload = dict(payload, inc=bucket.incarnation)
         self.seq += 1

@@ -27,3 +27,18 @@ def test_issue18_connection_cap_leaves_descriptors_to_the_engine() -> None:
         hard = cap + cap // 8 + 8  # connections the cap can hold at most (the pending 503s included)
         assert hard <= nofile - max(128, nofile // 4)
     assert connection_cap(10, 256) == 10
+
+
+def test_access_log_quote_cache_is_bounded_and_escapes_like_json() -> None:
+    """Repeating fields are quoted once and kept in a bounded cache (a stream of distinct bucket names, valid or
+    not, must not grow it without limit); what it returns is exactly the JSON quoting."""
+    from s4.api import access_log
+
+    access_log._quoted.clear()
+    for i in range(access_log._Quoted.LIMIT * 2 + 5):
+        line = format_line(0.0, "127.0.0.1", "AK", "GetObject", "GET", f'b"{i}\n', "k", 200, 0, 0.0, "R")
+        assert json.loads(line)["bucket"] == f'b"{i}\n'
+        assert len(access_log._quoted) <= access_log._Quoted.LIMIT
+    long_bucket = "x" * 500
+    assert json.loads(format_line(0.0, "", "", "", "", long_bucket, "", 400, 0, 0.0, ""))["bucket"] == long_bucket
+    assert long_bucket not in access_log._quoted  # names past the longest valid one are never kept
