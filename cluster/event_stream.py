@@ -34,6 +34,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import msgpack
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 
@@ -43,8 +44,11 @@ from .wire.s4cluster.v1 import (
     ApplyEventsRequest,
     ApplyEventsStreamReply,
     ApplyEventsStreamRequest,
+    BlobTransfer,
     CatchUpBatch,
     CatchUpRequest,
+    InlineBlob,
+    JournalRange,
 )
 
 log = logging.getLogger("s4.cluster")
@@ -59,6 +63,42 @@ class StreamLimits:
     """Requests outstanding on one stream at once (either end); a sender beyond waits, a receiver stops reading."""
 
     in_flight: int = 16
+
+
+def pack_request(request: ApplyEventsRequest) -> bytes:
+    """``ApplyEventsStreamRequest.packed``: the request's fields as one msgpack array (s4_cluster.proto). betterproto2
+    is pure Python: encoding a one-write request cost ~180 us and parsing it as much again, at both ends of every
+    write; msgpack does it in ~1 us."""
+    return msgpack.packb([
+        [bytes(e) for e in request.events], int(request.blobs), request.hinted_for,
+        [[bytes(b.content_hash), b.size, bytes(b.data)] for b in request.inline_blobs], request.settled_hlc,
+        [[r.after, r.through] for r in request.journal_ranges]])
+
+
+def unpack_request(packed: bytes) -> ApplyEventsRequest:
+    """The request ``pack_request`` packed; ValueError when it is not one."""
+    try:
+        events, blobs, hinted_for, inline, settled, ranges = msgpack.unpackb(packed)
+        return ApplyEventsRequest(
+            events=list(events), blobs=BlobTransfer(blobs), hinted_for=hinted_for,
+            inline_blobs=[InlineBlob(content_hash=h, size=n, data=d) for h, n, d in inline], settled_hlc=settled,
+            journal_ranges=[JournalRange(after=a, through=t) for a, t in ranges])
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise ValueError(f"a packed ApplyEvents request does not decode: {exc}") from None
+
+
+def pack_reply(reply: ApplyEventsReply) -> bytes:
+    return msgpack.packb([reply.applied, reply.already_had, [bytes(d) for d in reply.missing_blobs], reply.hlc,
+                          reply.journal_seq])
+
+
+def unpack_reply(packed: bytes) -> ApplyEventsReply:
+    try:
+        applied, already_had, missing, hlc, seq = msgpack.unpackb(packed)
+        return ApplyEventsReply(applied=applied, already_had=already_had, missing_blobs=list(missing), hlc=hlc,
+                                journal_seq=seq)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise ValueError(f"a packed ApplyEvents reply does not decode: {exc}") from None
 
 
 class StreamChannels(Protocol):
@@ -99,7 +139,7 @@ class _Lane:
                     self._pending[ident] = future
                     try:
                         left = None if deadline is None else max(1, int((deadline - loop.time()) * 1000))
-                        self._queue.put_nowait(ApplyEventsStreamRequest(id=ident, request=request,
+                        self._queue.put_nowait(ApplyEventsStreamRequest(id=ident, packed=pack_request(request),
                                                                         timeout_ms=left or 0))
                         return await future
                     finally:
@@ -167,6 +207,11 @@ class _Lane:
                 continue  # its caller gave up (deadline): the outcome stands, nobody waits for it
             if message.status:
                 future.set_exception(GRPCError(Status(message.status), message.message or None))
+            elif message.packed:
+                try:
+                    future.set_result(unpack_reply(message.packed))
+                except ValueError as exc:
+                    future.set_exception(exc)
             else:
                 future.set_result(message.reply or ApplyEventsReply())
 
@@ -236,9 +281,14 @@ async def serve_stream(caller: str, handler: ApplyHandler, messages: AsyncIterat
 
     async def one(message: ApplyEventsStreamRequest) -> None:
         try:
+            try:
+                request = unpack_request(message.packed) if message.packed else message.request
+            except ValueError as exc:
+                raise GRPCError(Status.INVALID_ARGUMENT, str(exc)) from None
             async with asyncio.timeout(message.timeout_ms / 1000 if message.timeout_ms else None):
-                reply = await handler.apply_events(caller, message.request or ApplyEventsRequest())
-            out = ApplyEventsStreamReply(id=message.id, reply=reply)
+                reply = await handler.apply_events(caller, request or ApplyEventsRequest())
+            out = (ApplyEventsStreamReply(id=message.id, packed=pack_reply(reply)) if message.packed
+                   else ApplyEventsStreamReply(id=message.id, reply=reply))
         except GRPCError as exc:
             out = ApplyEventsStreamReply(id=message.id, status=exc.status.value, message=exc.message or "")
         except TimeoutError:

@@ -16,13 +16,27 @@ from typing import Any
 import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
+from hypothesis import given
+from hypothesis import strategies as st
 
-from s4.cluster.event_stream import UNARY_RETRY_S, StreamedEventsTransport, StreamLimits, serve_stream
+from s4.cluster.event_stream import (
+    UNARY_RETRY_S,
+    StreamedEventsTransport,
+    StreamLimits,
+    pack_reply,
+    pack_request,
+    serve_stream,
+    unpack_reply,
+    unpack_request,
+)
 from s4.cluster.wire.s4cluster.v1 import (
     ApplyEventsReply,
     ApplyEventsRequest,
     ApplyEventsStreamReply,
     ApplyEventsStreamRequest,
+    BlobTransfer,
+    InlineBlob,
+    JournalRange,
 )
 
 Behaviour = Callable[[ApplyEventsStreamRequest], "ApplyEventsStreamReply | None"]
@@ -32,10 +46,16 @@ def req(n: int) -> ApplyEventsRequest:
     return ApplyEventsRequest(events=[b"e%d" % n])
 
 
+def sent(message: ApplyEventsStreamRequest) -> ApplyEventsRequest:
+    """The request a stream message carries (the transport sends it packed)."""
+    assert message.packed and message.request is None
+    return unpack_request(message.packed)
+
+
 def ok(message: ApplyEventsStreamRequest) -> ApplyEventsStreamReply:
     """Answer with ``applied`` = the request's event number (so a test sees which reply went to whom)."""
-    assert message.request is not None
-    return ApplyEventsStreamReply(id=message.id, reply=ApplyEventsReply(applied=int(message.request.events[0][1:])))
+    reply = ApplyEventsReply(applied=int(sent(message).events[0][1:]))
+    return ApplyEventsStreamReply(id=message.id, packed=pack_reply(reply))
 
 
 class FakeStream:
@@ -152,8 +172,7 @@ def test_issue19_stream_matches_replies_by_id_in_any_order() -> None:
 
 def test_issue19_stream_reply_status_raises_the_unary_calls_error_and_the_stream_goes_on() -> None:
     def behaviour(m: ApplyEventsStreamRequest) -> ApplyEventsStreamReply:
-        assert m.request is not None
-        if m.request.events[0] == b"e1":
+        if sent(m).events[0] == b"e1":
             return ApplyEventsStreamReply(id=m.id, status=Status.DATA_LOSS.value, message="inline blob mismatch")
         return ok(m)
 
@@ -350,5 +369,48 @@ def test_issue19_serve_stream_answers_each_request_with_its_id_and_status_within
         assert by_id[3].status == Status.UNKNOWN.value
         assert by_id[9].status == Status.DEADLINE_EXCEEDED.value
         assert handler.most <= 3 and set(handler.callers) == {"node-1"}
+
+    asyncio.run(main())
+
+
+u64 = st.integers(min_value=0, max_value=2**64 - 1)
+u32 = st.integers(min_value=0, max_value=2**32 - 1)
+
+
+@given(events=st.lists(st.binary(max_size=64), max_size=5), blobs=st.sampled_from(list(BlobTransfer)),
+       hinted=st.text(max_size=8), inline=st.lists(st.tuples(st.binary(min_size=32, max_size=32), u64,
+                                                            st.binary(max_size=64)), max_size=3),
+       settled=u64, ranges=st.lists(st.tuples(u64, u64), max_size=3))
+def test_issue19_packed_request_round_trips_every_field(events: list[bytes], blobs: BlobTransfer, hinted: str,
+                                                        inline: list[tuple[bytes, int, bytes]], settled: int,
+                                                        ranges: list[tuple[int, int]]) -> None:
+    request = ApplyEventsRequest(events=events, blobs=blobs, hinted_for=hinted, settled_hlc=settled,
+                                 inline_blobs=[InlineBlob(content_hash=h, size=n, data=d) for h, n, d in inline],
+                                 journal_ranges=[JournalRange(after=a, through=t) for a, t in ranges])
+    assert bytes(unpack_request(pack_request(request))) == bytes(request)
+
+
+@given(applied=u32, had=u32, missing=st.lists(st.binary(min_size=32, max_size=32), max_size=3), hlc=u64, seq=u64)
+def test_issue19_packed_reply_round_trips_every_field(applied: int, had: int, missing: list[bytes], hlc: int,
+                                                      seq: int) -> None:
+    reply = ApplyEventsReply(applied=applied, already_had=had, missing_blobs=missing, hlc=hlc, journal_seq=seq)
+    assert bytes(unpack_reply(pack_reply(reply))) == bytes(reply)
+
+
+def test_issue19_serve_stream_answers_in_the_form_it_was_asked_and_refuses_a_bad_packed_request() -> None:
+    async def main() -> None:
+        handler = Handler()
+        handler.gate.set()
+        release = asyncio.Event()
+        release.set()
+        request = ApplyEventsRequest(events=[b"a", b"b"])
+        messages = [ApplyEventsStreamRequest(id=1, request=request),
+                    ApplyEventsStreamRequest(id=2, packed=pack_request(request)),
+                    ApplyEventsStreamRequest(id=3, packed=b"\x93not a request")]
+        got = {r.id: r async for r in serve_stream("node-1", handler, feed(messages, release))}
+        assert got[1].reply is not None and got[1].reply.applied == 2 and not got[1].packed
+        assert got[2].reply is None and unpack_reply(got[2].packed).applied == 2
+        assert got[3].status == Status.INVALID_ARGUMENT.value and "does not decode" in got[3].message
+        assert len(handler.callers) == 2  # the bad one never reached the events area
 
     asyncio.run(main())

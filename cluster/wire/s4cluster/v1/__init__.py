@@ -258,6 +258,11 @@ class ApplyEventsStreamReply(betterproto2.Message):
 
     message: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
 
+    packed: "bytes" = betterproto2.field(5, betterproto2.TYPE_BYTES)
+    """
+    instead of reply (when the request came packed)
+    """
+
 
 default_message_pool.register_message("s4cluster.v1", "ApplyEventsStreamReply", ApplyEventsStreamReply)
 
@@ -266,6 +271,11 @@ default_message_pool.register_message("s4cluster.v1", "ApplyEventsStreamReply", 
 class ApplyEventsStreamRequest(betterproto2.Message):
     """
     One ApplyEvents on the stream: handled exactly as the unary call (cluster/catch_up.py EventsService).
+    The request travels either as `request` or, cheaper to decode in Python (betterproto2 takes ~180 us to parse a
+    one-write ApplyEventsRequest, msgpack ~1 us), as `packed`: the same fields as one msgpack array
+    [events, blobs, hinted_for, [[content_hash, size, data]...], settled_hlc, [[after, through]...]]
+    (cluster/event_stream.py pack_request); the reply likewise: `reply`, or `packed` =
+    [applied, already_had, [missing hash...], hlc, journal_seq].
     """
 
     id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
@@ -278,6 +288,11 @@ class ApplyEventsStreamRequest(betterproto2.Message):
     timeout_ms: "int" = betterproto2.field(3, betterproto2.TYPE_UINT32)
     """
     the unary call's deadline: the receiver stops handling it then (0: none)
+    """
+
+    packed: "bytes" = betterproto2.field(4, betterproto2.TYPE_BYTES)
+    """
+    instead of request
     """
 
 
