@@ -22,6 +22,7 @@ from grpclib.exceptions import GRPCError
 from grpclib.protocol import H2Protocol
 from grpclib.server import Server, Stream
 
+from . import h2_tuning  # noqa: F401 - installs hyperframe's O(1) frame repr in the serving process
 from .auth import AuthError, Verifier
 from .config import ClusterConfig
 from .event_stream import serve_stream

@@ -18,6 +18,7 @@ from multidict import MultiDict
 
 from .auth import Signer
 from .config import ClusterConfig, PoolNode
+from .h2_tuning import BulkChannel
 from .wire.s4cluster.v1 import PingReply, PingRequest, S4ClusterStub
 
 DEFAULT_TIMEOUT_S = 5.0
@@ -60,7 +61,8 @@ class PeerPool:
             peer = self._peers.get(node_id)
             if peer is None:
                 raise KeyError(f"{node_id!r} is not a peer in pool {self.config.pool_name}")
-            channel = Channel(peer.grpc.host, peer.grpc.port)
+            # blob data arrives in frames of up to 1 MiB on the bulk connection (cluster/h2_tuning.py)
+            channel = (BulkChannel if slot != node_id else Channel)(peer.grpc.host, peer.grpc.port)
             listen(channel, SendRequest, self._sign)
             self._channels[slot] = channel
             stub = self._stubs[slot] = S4ClusterStub(channel, timeout=self.timeout_s)
