@@ -113,6 +113,9 @@ class CoalescingTransport:
         for queue in self._queues.values():
             _fail(list(queue), ConnectionAbortedError("ApplyEvents not sent: the node is stopping"))
             queue.clear()
+        stop = getattr(self.inner, "stop", None)  # a streamed transport's streams (cluster/event_stream.py)
+        if stop is not None:
+            await stop()
 
     # --- the sender ---------------------------------------------------------------------------------------------
     async def _drain(self, peer: str) -> None:

@@ -22,11 +22,15 @@ from grpclib.exceptions import GRPCError
 from grpclib.protocol import H2Protocol
 from grpclib.server import Server, Stream
 
+from . import h2_tuning  # noqa: F401 - installs hyperframe's O(1) frame repr in the serving process
 from .auth import AuthError, Verifier
 from .config import ClusterConfig
+from .event_stream import serve_stream
 from .wire.s4cluster.v1 import (
     ApplyEventsReply,
     ApplyEventsRequest,
+    ApplyEventsStreamReply,
+    ApplyEventsStreamRequest,
     BlobHeader,
     CasAcceptReply,
     CasAcceptRequest,
@@ -214,6 +218,11 @@ class ClusterService(S4ClusterBase):
 
     async def apply_events(self, message: ApplyEventsRequest) -> ApplyEventsReply:
         return await self._area(self.handlers.events, "events").apply_events(CALLER.get(), message)
+
+    async def apply_events_stream(self, messages: AsyncIterator[ApplyEventsStreamRequest]
+                                  ) -> AsyncIterator[ApplyEventsStreamReply]:
+        async for reply in serve_stream(CALLER.get(), self._area(self.handlers.events, "events"), messages):
+            yield reply
 
     async def catch_up(self, message: CatchUpRequest) -> AsyncIterator[CatchUpBatch]:
         async for batch in self._area(self.handlers.events, "events").catch_up(CALLER.get(), message):

@@ -20,6 +20,7 @@ from multidict import MultiDict
 
 from .auth import Signer
 from .config import ClusterConfig, PoolNode
+from .h2_tuning import BulkChannel
 from .wire.s4cluster.v1 import PingReply, PingRequest, S4ClusterStub
 
 DEFAULT_TIMEOUT_S = 5.0
@@ -53,6 +54,10 @@ class BoundChannel(Channel):
         _, protocol = await self._loop.create_connection(self._protocol_factory, self._host, self._port,
                                                    local_addr=(self.local_host, 0))
         return protocol
+
+
+class BoundBulkChannel(BoundChannel, BulkChannel):
+    """The bulk connection (1 MiB frames: cluster/h2_tuning.py), also leaving from this node's own address."""
 
 
 class PeerMismatch(Exception):
@@ -95,7 +100,9 @@ class PeerPool:
             if peer is None:
                 raise KeyError(f"{node_id!r} is not a peer in pool {self.config.pool_name}")
             local = source_address(self._own_host, peer.grpc.host) if self._own_host else None
-            channel = BoundChannel(peer.grpc.host, peer.grpc.port, local_host=local)
+            # blob data arrives in frames of up to 1 MiB on the bulk connection (cluster/h2_tuning.py)
+            kind = BoundBulkChannel if slot != node_id else BoundChannel
+            channel = kind(peer.grpc.host, peer.grpc.port, local_host=local)
             listen(channel, SendRequest, self._sign)
             self._channels[slot] = channel
             stub = self._stubs[slot] = S4ClusterStub(channel, timeout=self.timeout_s)

@@ -44,6 +44,7 @@ from .blobs import StagedBlobs
 from .buckets_register import CasNode
 from .catch_up import CatchUpSettings, EventsService, GrpcEventsTransport, JournalReader, PoolBlobFetcher
 from .coalesce import CoalescingTransport
+from .event_stream import StreamedEventsTransport
 from .feed_store import FeedStore, store_path
 from .job_lease import RegisterLeases, open_leases
 from .key_reads import QuorumKeyReads
@@ -236,8 +237,9 @@ def wire_node(node: ClusterNode, parts: EngineParts) -> Wired:
     node.hints.holds = blobs.holds
     _tombstones(node, parts, feed)
     gate, grants, unsettled = _read_leases(node, parts, journal.last_seq)
+    unary = GrpcEventsTransport(node.pool)
     replicator = Replicator(node.liveness.peers, node.config.write_quorum,
-                            CoalescingTransport(GrpcEventsTransport(node.pool)), node.hints,
+                            CoalescingTransport(StreamedEventsTransport(node.pool, unary)), node.hints,
                             ready=lambda: node.ready, state=node.liveness.state, blobs=blobs, grants=grants,
                             unsettled=unsettled)
     node.replicator = replicator

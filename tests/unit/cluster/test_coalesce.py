@@ -249,3 +249,30 @@ def test_issue19_batches_stay_within_their_bounds() -> None:
 
     run_sim(main())
     assert [len(r.events) for _, _, _, r in inner.calls] == [3, 3, 3]
+
+
+def test_issue19_stopping_the_coalescer_closes_the_streams_of_its_transport() -> None:
+    """The replicator stops its transport at shutdown; the coalescer passes that on to the streamed transport under
+    it (cluster/event_stream.py), whose streams would otherwise outlive the node."""
+
+    @dataclass
+    class Closing:
+        stopped: int = 0
+
+        async def apply_events(self, peer: str, request: ApplyEventsRequest, *,
+                               timeout: float | None = None) -> ApplyEventsReply:
+            return ApplyEventsReply()
+
+        def catch_up(self, peer: str, request: object) -> object:
+            raise NotImplementedError
+
+        async def stop(self) -> None:
+            self.stopped += 1
+
+    inner = Closing()
+
+    async def main() -> None:
+        await CoalescingTransport(inner).stop()  # type: ignore[arg-type]
+
+    run_sim(main())
+    assert inner.stopped == 1

@@ -1,0 +1,71 @@
+"""Two costs of Python's HTTP/2 stack (grpclib over h2 and hyperframe) on the inter-node connections, removed.
+
+1. **Every received frame is hexlified whole.** h2's ``H2Connection._receive_frame`` logs
+   ``repr(frame)`` at trace level, evaluated for every frame even with its no-op logger, and hyperframe 6's
+   ``_raw_data_repr`` (what a DATA frame's repr prints) hexlifies the frame's entire payload before keeping the
+   first 20 hex digits. A replica fetching a 64 MiB object's chunks hexlified 64 MiB (a quarter of its CPU in
+   py-spy); every small ApplyEvents paid it too. ``fast_frame_repr`` replaces the function with one that hexlifies
+   only the bytes it prints: the same string, for any input (tests/unit/cluster/test_h2_tuning.py checks it against
+   the original).
+2. **Blob data moves in 16 KiB frames.** HTTP/2's default ``SETTINGS_MAX_FRAME_SIZE`` is 16 KiB, so a 4 MiB chunk
+   is 256 DATA frames, each a trip through h2's state machine and a socket write in grpclib. The blob connection
+   (``PeerPool.bulk_stub``) advertises ``BULK_MAX_FRAME`` (1 MiB) instead (``BulkChannel``), so a peer sending it a
+   blob's pieces (GetBlob replies) sends 1 MiB frames; the flow-control windows (4 MiB, grpclib's default) are
+   unchanged. The small calls keep their own connection with the default frames.
+
+Both reach into the libraries' internals (hyperframe's module function, grpclib's ``Channel._protocol_factory``,
+its ``H2Protocol.connection``); tests/unit/cluster/test_h2_tuning.py fails if either moves.
+"""
+
+from __future__ import annotations
+
+import binascii
+from typing import Any
+
+import hyperframe.frame
+from grpclib.client import Channel
+from grpclib.protocol import H2Protocol
+from h2.settings import SettingCodes
+
+#: The frame size the blob connection advertises (HTTP/2 allows 16 KiB to 16 MiB - 1).
+BULK_MAX_FRAME = 1024 * 1024
+
+_original_raw_data_repr = hyperframe.frame._raw_data_repr
+
+
+def _raw_data_repr(data: bytes | None) -> str:
+    """hyperframe's ``_raw_data_repr``, hexlifying only the 10 bytes it shows (then ``...``)."""
+    if not data:
+        return "None"
+    return "<hex:" + binascii.hexlify(data[:10]).decode("ascii") + ("..." if len(data) > 10 else "") + ">"
+
+
+def fast_frame_repr() -> None:
+    """Install ``_raw_data_repr`` in hyperframe (idempotent)."""
+    hyperframe.frame._raw_data_repr = _raw_data_repr
+
+
+class _BulkProtocol(H2Protocol):
+    """grpclib's protocol, advertising ``BULK_MAX_FRAME`` as its SETTINGS_MAX_FRAME_SIZE once connected."""
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        h2 = self.connection._connection
+        h2.update_settings({SettingCodes.MAX_FRAME_SIZE: BULK_MAX_FRAME})
+        self.connection.flush()
+
+
+class BulkChannel(Channel):
+    """A grpclib ``Channel`` whose connection takes DATA frames of up to ``BULK_MAX_FRAME``."""
+
+    def _protocol_factory(self) -> H2Protocol:
+        return _BulkProtocol(self._protocol_handler(), self._config, self._h2_config)
+
+    @staticmethod
+    def _protocol_handler() -> Any:
+        from grpclib.client import Handler
+
+        return Handler()
+
+
+fast_frame_repr()

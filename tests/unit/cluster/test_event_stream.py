@@ -1,0 +1,416 @@
+"""ApplyEvents on one long-lived stream per peer (cluster/event_stream.py), over a simulated stream: replies are
+matched by id in any order; a reply's status raises what the unary call would; a request not answered in time
+raises TimeoutError without breaking the stream (a late reply is ignored); a broken stream fails every request on
+it and the next request opens a new one; a peer refusing the stream (UNIMPLEMENTED) is called unary, the refused
+request included, until ``UNARY_RETRY_S`` passed; at most ``in_flight`` requests are outstanding; ``stop`` fails
+what is pending. The server side (``serve_stream``) handles requests concurrently up to its bound, answers each
+with its own id and status, and ends once the caller ended and everything sent was answered."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from hypothesis import given
+from hypothesis import strategies as st
+
+from s4.cluster.event_stream import (
+    UNARY_RETRY_S,
+    StreamedEventsTransport,
+    StreamLimits,
+    pack_reply,
+    pack_request,
+    serve_stream,
+    unpack_reply,
+    unpack_request,
+)
+from s4.cluster.wire.s4cluster.v1 import (
+    ApplyEventsReply,
+    ApplyEventsRequest,
+    ApplyEventsStreamReply,
+    ApplyEventsStreamRequest,
+    BlobTransfer,
+    InlineBlob,
+    JournalRange,
+)
+
+Behaviour = Callable[[ApplyEventsStreamRequest], "ApplyEventsStreamReply | None"]
+
+
+def req(n: int) -> ApplyEventsRequest:
+    return ApplyEventsRequest(events=[b"e%d" % n])
+
+
+def sent(message: ApplyEventsStreamRequest) -> ApplyEventsRequest:
+    """The request a stream message carries (the transport sends it packed)."""
+    assert message.packed and message.request is None
+    return unpack_request(message.packed)
+
+
+def ok(message: ApplyEventsStreamRequest) -> ApplyEventsStreamReply:
+    """Answer with ``applied`` = the request's event number (so a test sees which reply went to whom)."""
+    reply = ApplyEventsReply(applied=int(sent(message).events[0][1:]))
+    return ApplyEventsStreamReply(id=message.id, packed=pack_reply(reply))
+
+
+class FakeStream:
+    """One simulated stream: ``behaviour`` answers each sent request at once (or not: None); ``refuse`` makes the
+    first receive fail as an older peer's trailers-only UNIMPLEMENTED does."""
+
+    def __init__(self, channel: FakeChannel) -> None:
+        self.channel = channel
+        self.inbox: asyncio.Queue[ApplyEventsStreamReply | BaseException] = asyncio.Queue()
+        self.sent: list[ApplyEventsStreamRequest] = []
+        self.cancelled = False
+        if channel.refuse:
+            self.inbox.put_nowait(GRPCError(Status.UNIMPLEMENTED, "Method not found"))
+
+    async def send_request(self) -> None:
+        pass
+
+    async def send_message(self, message: ApplyEventsStreamRequest) -> None:
+        self.sent.append(message)
+        self.channel.sent.append(message)
+        reply = self.channel.behaviour(message)
+        if reply is not None:
+            self.inbox.put_nowait(reply)
+
+    async def recv_message(self) -> ApplyEventsStreamReply | None:
+        item = await self.inbox.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def cancel(self) -> None:
+        self.cancelled = True
+
+    def answer(self, reply: ApplyEventsStreamReply) -> None:
+        self.inbox.put_nowait(reply)
+
+    def break_(self, error: BaseException) -> None:
+        self.inbox.put_nowait(error)
+
+
+@dataclass
+class FakeChannel:
+    behaviour: Behaviour = ok
+    refuse: bool = False
+    streams: list[FakeStream] = field(default_factory=list)
+    sent: list[ApplyEventsStreamRequest] = field(default_factory=list)
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        channel = self
+
+        class Call:
+            async def __aenter__(self) -> FakeStream:
+                stream = FakeStream(channel)
+                channel.streams.append(stream)
+                return stream
+
+            async def __aexit__(self, *exc: object) -> None:
+                channel.streams[-1].cancelled = True  # grpclib resets a stream left with an exception
+
+        return Call()
+
+
+@dataclass
+class FakePool:
+    channel: FakeChannel
+
+    def stub(self, node_id: str) -> Any:
+        return type("Stub", (), {"channel": self.channel})()
+
+
+@dataclass
+class Unary:
+    calls: list[ApplyEventsRequest] = field(default_factory=list)
+
+    async def apply_events(self, peer: str, request: ApplyEventsRequest, *,
+                           timeout: float | None = None) -> ApplyEventsReply:
+        self.calls.append(request)
+        return ApplyEventsReply(applied=1000)
+
+    def catch_up(self, peer: str, request: Any) -> AsyncIterator[Any]:
+        raise NotImplementedError
+
+
+def transport(channel: FakeChannel, unary: Unary | None = None, **kwargs: Any) -> StreamedEventsTransport:
+    return StreamedEventsTransport(FakePool(channel), unary or Unary(), **kwargs)  # type: ignore[arg-type]
+
+
+async def settle() -> None:
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+def test_issue19_stream_matches_replies_by_id_in_any_order() -> None:
+    held: list[ApplyEventsStreamRequest] = []
+    channel = FakeChannel(behaviour=lambda m: held.append(m) and None)
+
+    async def main() -> None:
+        t = transport(channel)
+        first = asyncio.create_task(t.apply_events("n2", req(1), timeout=5))
+        second = asyncio.create_task(t.apply_events("n2", req(2), timeout=5))
+        await settle()
+        assert [m.id for m in held] == [1, 2] and all(m.timeout_ms > 0 for m in held)
+        stream = channel.streams[0]
+        stream.answer(ok(held[1]))  # the second answered first
+        assert (await second).applied == 2
+        assert not first.done()
+        stream.answer(ok(held[0]))
+        assert (await first).applied == 1
+        assert len(channel.streams) == 1 and t.opened == 1  # both on the one stream
+        await t.stop()
+
+    asyncio.run(main())
+
+
+def test_issue19_stream_reply_status_raises_the_unary_calls_error_and_the_stream_goes_on() -> None:
+    def behaviour(m: ApplyEventsStreamRequest) -> ApplyEventsStreamReply:
+        if sent(m).events[0] == b"e1":
+            return ApplyEventsStreamReply(id=m.id, status=Status.DATA_LOSS.value, message="inline blob mismatch")
+        return ok(m)
+
+    channel = FakeChannel(behaviour=behaviour)
+
+    async def main() -> None:
+        t = transport(channel)
+        with pytest.raises(GRPCError) as caught:
+            await t.apply_events("n2", req(1), timeout=5)
+        assert caught.value.status == Status.DATA_LOSS and caught.value.message == "inline blob mismatch"
+        assert (await t.apply_events("n2", req(2), timeout=5)).applied == 2
+        assert t.opened == 1
+        await t.stop()
+
+    asyncio.run(main())
+
+
+def test_issue19_stream_request_past_its_deadline_times_out_and_its_late_reply_is_ignored() -> None:
+    held: list[ApplyEventsStreamRequest] = []
+    channel = FakeChannel(behaviour=lambda m: ok(m) if m.id != 1 else held.append(m) and None)
+
+    async def main() -> None:
+        t = transport(channel)
+        with pytest.raises(TimeoutError):
+            await t.apply_events("n2", req(1), timeout=0.05)
+        channel.streams[0].answer(ok(held[0]))  # comes after all: nobody waits for it
+        assert (await t.apply_events("n2", req(2), timeout=5)).applied == 2
+        assert t.opened == 1  # the stream survived the timeout
+        await t.stop()
+
+    asyncio.run(main())
+
+
+def test_issue19_broken_stream_fails_every_request_on_it_and_the_next_opens_a_new_one() -> None:
+    channel = FakeChannel(behaviour=lambda m: None)
+
+    async def main() -> None:
+        t = transport(channel)
+        calls = [asyncio.create_task(t.apply_events("n2", req(i), timeout=5)) for i in (1, 2, 3)]
+        await settle()
+        channel.streams[0].break_(ConnectionResetError("connection lost"))
+        for call in calls:
+            with pytest.raises(ConnectionResetError):
+                await call
+        assert channel.streams[0].cancelled
+        channel.behaviour = ok
+        assert (await t.apply_events("n2", req(4), timeout=5)).applied == 4
+        assert t.opened == 2 and len(channel.streams) == 2
+        await t.stop()
+
+    asyncio.run(main())
+
+
+def test_issue19_peer_refusing_the_stream_is_called_unary_until_the_retry_time() -> None:
+    channel = FakeChannel(refuse=True)
+    unary = Unary()
+    now = [0.0]
+
+    async def main() -> None:
+        t = transport(channel, unary, clock=lambda: now[0])
+        assert (await t.apply_events("n2", req(1), timeout=5)).applied == 1000  # refused, then sent unary
+        assert (await t.apply_events("n2", req(2), timeout=5)).applied == 1000
+        assert [r.events for r in unary.calls] == [[b"e1"], [b"e2"]] and t.opened == 1
+        now[0] += UNARY_RETRY_S + 1  # the peer may have been upgraded: try the stream again
+        channel.refuse = False
+        assert (await t.apply_events("n2", req(3), timeout=5)).applied == 3
+        assert len(unary.calls) == 2 and t.opened == 2
+        await t.stop()
+
+    asyncio.run(main())
+
+
+def test_issue19_stream_error_after_replies_is_not_taken_for_a_refusal() -> None:
+    """UNIMPLEMENTED once the peer answered on the stream is a failure of those requests, not an older peer."""
+    channel = FakeChannel(behaviour=lambda m: ok(m) if m.id == 1 else None)
+    unary = Unary()
+
+    async def main() -> None:
+        t = transport(channel, unary)
+        assert (await t.apply_events("n2", req(1), timeout=5)).applied == 1
+        call = asyncio.create_task(t.apply_events("n2", req(2), timeout=5))
+        await settle()
+        channel.streams[0].break_(GRPCError(Status.UNIMPLEMENTED, "gone"))
+        with pytest.raises(GRPCError):
+            await call
+        assert unary.calls == []
+        await t.stop()
+
+    asyncio.run(main())
+
+
+def test_issue19_stream_bounds_requests_in_flight() -> None:
+    held: list[ApplyEventsStreamRequest] = []
+    channel = FakeChannel(behaviour=lambda m: held.append(m) and None)
+
+    async def main() -> None:
+        t = transport(channel, limits=StreamLimits(in_flight=2))
+        calls = [asyncio.create_task(t.apply_events("n2", req(i), timeout=5)) for i in (1, 2, 3)]
+        await settle()
+        assert len(channel.sent) == 2  # the third waits for a slot
+        channel.streams[0].answer(ok(held[0]))
+        await settle()
+        assert len(channel.sent) == 3
+        for m in held[1:]:
+            channel.streams[0].answer(ok(m))
+        assert [(await c).applied for c in calls] == [1, 2, 3]
+        await t.stop()
+
+    asyncio.run(main())
+
+
+def test_issue19_stream_stop_fails_pending_requests_and_refuses_new_ones() -> None:
+    channel = FakeChannel(behaviour=lambda m: None)
+
+    async def main() -> None:
+        t = transport(channel)
+        call = asyncio.create_task(t.apply_events("n2", req(1), timeout=5))
+        await settle()
+        await t.stop()
+        with pytest.raises(ConnectionAbortedError):
+            await call
+        with pytest.raises(ConnectionAbortedError):
+            await t.apply_events("n2", req(2), timeout=5)
+
+    asyncio.run(main())
+
+
+# --- server side ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Handler:
+    """An events area whose calls wait for ``gate`` (counting how many run at once)."""
+
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    running: int = 0
+    most: int = 0
+    callers: list[str] = field(default_factory=list)
+
+    async def apply_events(self, caller: str, request: ApplyEventsRequest) -> ApplyEventsReply:
+        self.callers.append(caller)
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            kind = request.events[0]
+            if kind == b"hang":
+                await asyncio.sleep(3600)
+            await self.gate.wait()
+            if kind == b"refuse":
+                raise GRPCError(Status.INVALID_ARGUMENT, "does not decode")
+            if kind == b"bug":
+                raise RuntimeError("a bug")
+            return ApplyEventsReply(applied=len(request.events))
+        finally:
+            self.running -= 1
+
+
+async def feed(messages: list[ApplyEventsStreamRequest], release: asyncio.Event) -> AsyncIterator[
+        ApplyEventsStreamRequest]:
+    for message in messages:
+        yield message
+    await release.wait()  # the caller keeps its side open until told
+
+
+def test_issue19_serve_stream_answers_each_request_with_its_id_and_status_within_its_bound() -> None:
+    async def main() -> None:
+        handler = Handler()
+        release = asyncio.Event()
+        messages = [ApplyEventsStreamRequest(id=i, request=ApplyEventsRequest(events=[kind]))
+                    for i, kind in enumerate([b"a", b"refuse", b"bug", b"b", b"c"], 1)]
+        messages.append(ApplyEventsStreamRequest(id=9, request=ApplyEventsRequest(events=[b"hang"]), timeout_ms=20))
+        replies = serve_stream("node-1", handler, feed(messages, release), StreamLimits(in_flight=3))
+        got: list[ApplyEventsStreamReply] = []
+
+        async def collect() -> None:
+            async for reply in replies:
+                got.append(reply)
+
+        task = asyncio.create_task(collect())
+        await settle()
+        assert handler.running == 3  # the bound: the rest not read yet
+        handler.gate.set()
+        for _ in range(200):
+            if len(got) == len(messages):
+                break
+            await asyncio.sleep(0.01)
+        assert not task.done()  # the caller's side is still open
+        release.set()
+        await asyncio.wait_for(task, 5)
+        by_id = {r.id: r for r in got}
+        assert sorted(by_id) == [1, 2, 3, 4, 5, 9]
+        assert by_id[1].status == 0 and by_id[1].reply is not None and by_id[1].reply.applied == 1
+        assert by_id[2].status == Status.INVALID_ARGUMENT.value and by_id[2].message == "does not decode"
+        assert by_id[3].status == Status.UNKNOWN.value
+        assert by_id[9].status == Status.DEADLINE_EXCEEDED.value
+        assert handler.most <= 3 and set(handler.callers) == {"node-1"}
+
+    asyncio.run(main())
+
+
+u64 = st.integers(min_value=0, max_value=2**64 - 1)
+u32 = st.integers(min_value=0, max_value=2**32 - 1)
+
+
+@given(events=st.lists(st.binary(max_size=64), max_size=5), blobs=st.sampled_from(list(BlobTransfer)),
+       hinted=st.text(max_size=8), inline=st.lists(st.tuples(st.binary(min_size=32, max_size=32), u64,
+                                                            st.binary(max_size=64)), max_size=3),
+       settled=u64, ranges=st.lists(st.tuples(u64, u64), max_size=3))
+def test_issue19_packed_request_round_trips_every_field(events: list[bytes], blobs: BlobTransfer, hinted: str,
+                                                        inline: list[tuple[bytes, int, bytes]], settled: int,
+                                                        ranges: list[tuple[int, int]]) -> None:
+    request = ApplyEventsRequest(events=events, blobs=blobs, hinted_for=hinted, settled_hlc=settled,
+                                 inline_blobs=[InlineBlob(content_hash=h, size=n, data=d) for h, n, d in inline],
+                                 journal_ranges=[JournalRange(after=a, through=t) for a, t in ranges])
+    assert bytes(unpack_request(pack_request(request))) == bytes(request)
+
+
+@given(applied=u32, had=u32, missing=st.lists(st.binary(min_size=32, max_size=32), max_size=3), hlc=u64, seq=u64)
+def test_issue19_packed_reply_round_trips_every_field(applied: int, had: int, missing: list[bytes], hlc: int,
+                                                      seq: int) -> None:
+    reply = ApplyEventsReply(applied=applied, already_had=had, missing_blobs=missing, hlc=hlc, journal_seq=seq)
+    assert bytes(unpack_reply(pack_reply(reply))) == bytes(reply)
+
+
+def test_issue19_serve_stream_answers_in_the_form_it_was_asked_and_refuses_a_bad_packed_request() -> None:
+    async def main() -> None:
+        handler = Handler()
+        handler.gate.set()
+        release = asyncio.Event()
+        release.set()
+        request = ApplyEventsRequest(events=[b"a", b"b"])
+        messages = [ApplyEventsStreamRequest(id=1, request=request),
+                    ApplyEventsStreamRequest(id=2, packed=pack_request(request)),
+                    ApplyEventsStreamRequest(id=3, packed=b"\x93not a request")]
+        got = {r.id: r async for r in serve_stream("node-1", handler, feed(messages, release))}
+        assert got[1].reply is not None and got[1].reply.applied == 2 and not got[1].packed
+        assert got[2].reply is None and unpack_reply(got[2].packed).applied == 2
+        assert got[3].status == Status.INVALID_ARGUMENT.value and "does not decode" in got[3].message
+        assert len(handler.callers) == 2  # the bad one never reached the events area
+
+    asyncio.run(main())
