@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from s4.cluster.swim import Change, Swim, SwimSettings
+from s4.cluster.swim import Change, MemberState, Swim, SwimSettings
 from s4.cluster.swim_gossip import GossipBuffer
 from s4.cluster.swim_messages import (
     ACK,
@@ -200,6 +200,59 @@ def test_swim_relay_forwards_the_ack_or_nacks() -> None:
     swim.tick()
     nacks = [(a, m) for a, m in outbox.take() if m.kind == "nack"]
     assert [(a, m.seq) for a, m in nacks] == [("a:1", 42)]
+
+
+def _suspicion_setup(peers: str) -> tuple[Swim, Clock]:
+    """Node a knowing ``peers`` alive at incarnation 1 (n = len(peers) + 1), at t = 0, before its first period."""
+    swim, _, clock = node("a")
+    for peer in peers:
+        swim.receive(msg(ACK, peer, 1))
+    return swim, clock
+
+
+def test_swim_suspicion_timeout_falls_only_with_independent_confirmations() -> None:
+    """Lifeguard's dogpile: n = 6, so the timeout runs from 12 s (no confirmation) down to 4 s (k = 3 confirmations
+    from other origins). The same origin's suspicion heard again through gossip is no confirmation."""
+    swim, clock = _suspicion_setup("bcdef")
+    for sender in "cde":  # c's suspicion, gossiped by c, d and e
+        swim.receive(msg(ACK, sender, 1, Update(SUSPECT, "b", "b:1", 1, "c")))
+    clock.t = 5.0
+    swim.tick()
+    assert swim.member("b") == MemberState("b", "b:1", SUSPECT, 1)  # had the repeats counted, dead at 4 s
+    for origin in "def":
+        swim.receive(msg(ACK, "c", 1, Update(SUSPECT, "b", "b:1", 1, origin)))
+    swim.tick()
+    assert swim.member("b") == MemberState("b", "b:1", DEAD, 1)  # three confirmations: the 4 s minimum, passed
+
+
+def test_swim_refutation_ends_the_suspicion_and_a_later_death_of_the_refuted_incarnation_is_ignored() -> None:
+    """A suspicion of b at 1, then b's alive at 2: the timer is gone (nothing dies when it would have run out) and
+    a death of incarnation 1 that some member still gossips (its timer ran out first) does not bury b again."""
+    swim, clock = _suspicion_setup("bcde")
+    swim.receive(msg(ACK, "c", 1, Update(SUSPECT, "b", "b:1", 1, "c")))
+    swim.receive(msg(ACK, "d", 1, Update(ALIVE, "b", "b:1", 2, "b")))
+    swim.receive(msg(ACK, "e", 1, Update(DEAD, "b", "b:1", 1, "c")))
+    clock.t = 13.0  # past the longest suspicion (12 s for n = 5)
+    swim.tick()
+    assert swim.member("b") == MemberState("b", "b:1", ALIVE, 2)
+
+
+def test_swim_suspicion_of_the_refuted_incarnation_starts_a_fresh_timer() -> None:
+    """b refuted a confirmed suspicion of 1 and is suspected again at 2 (it is slow: every probe fails); at t = 3
+    the new suspicion reaches this node before b's alive at 2 did. It replaces the old one and runs from its own
+    arrival with no confirmation (up to 12 s, until t = 15), not on the old one's clock or confirmations (that one
+    ran out at 4 s), and it ends in a death of incarnation 2."""
+    swim, clock = _suspicion_setup("bcde")
+    for origin in "cde":
+        swim.receive(msg(ACK, "c", 1, Update(SUSPECT, "b", "b:1", 1, origin)))
+    clock.t = 3.0
+    swim.receive(msg(ACK, "d", 1, Update(SUSPECT, "b", "b:1", 2, "c")))
+    clock.t = 14.9
+    swim.tick()
+    assert swim.member("b") == MemberState("b", "b:1", SUSPECT, 2)
+    clock.t = 15.0
+    swim.tick()
+    assert swim.member("b") == MemberState("b", "b:1", DEAD, 2)
 
 
 def test_swim_suspected_recipient_gets_its_own_record_first() -> None:

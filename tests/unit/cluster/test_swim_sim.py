@@ -11,7 +11,7 @@ import statistics
 
 import pytest
 from helpers.swim_sim import EPOCH_MS, SimNet
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from s4.cluster.swim import Change, SwimSettings
@@ -93,25 +93,63 @@ def test_swim_live_members_under_message_loss_are_never_declared_dead(seed: int,
     assert net.first_time(net.converged, within=(3 * log2(n) + 6) * S.period_s) is not None
 
 
+#: A death of a live member is overturned within this many periods at the observer that declared it: its reconnect
+#: ping (every reconnect_every periods) carries the verdict and the member's answer, within a round trip (under two
+#: periods here), carries its current incarnation, above the dead one; three of them, for a lost ping or answer and
+#: the observer's own stretched period. (Measured: at most 1.7 periods.)
+OVERTURNED_WITHIN = 3 * S.reconnect_every + 2
+
+
 @settings(max_examples=20)
-@given(seed=seeds, n=st.integers(4, 12), extra=st.floats(0.25, 0.8), loss=st.floats(0.0, 0.05))
-def test_swim_slow_member_is_never_declared_dead(seed: int, n: int, extra: float, loss: float) -> None:
-    """One member answers slowly: its round trip (0.5 to 1.6 s) exceeds the probe timeout (0.5 s), up to longer
-    than the period (1 s). A late direct ack still counts until the period ends, so below a period it is not even
-    suspected (but for the loss); beyond, every probe of it fails and it is suspected again and again,
-    refutes each time by raising its own incarnation, and nobody ever declares it dead."""
+@given(seed=seeds, n=st.integers(4, 12), extra=st.floats(0.25, 0.47), loss=st.floats(0.0, 0.05))
+def test_swim_slow_member_answering_within_the_period_is_never_declared_dead(
+        seed: int, n: int, extra: float, loss: float) -> None:
+    """One member answers slowly: its round trip (0.5 to 0.98 s with the network's own delay) exceeds the probe
+    timeout (0.5 s) but not the period (1 s). A late direct ack still counts until the period ends, so it is
+    suspected only when a ping or ack of it is lost, refutes, and nobody ever declares it dead."""
     net, ids = start(seed, n)
     slow = ids[seed % n]
-    before = net.swim(slow).incarnation
     deaths = _watch_deaths(net, ids)
     net.node_delay[net.address(slow)] = extra
     net.loss = loss
     rate = _suspicion_rate(net, ids, 80)
     assert deaths == []
-    if 2 * extra > S.period_s + 0.05:  # slower than a period (plus the simulated network's own delay)
+    assert rate <= 0.10  # the loss, and relays whose nack or forwarded ack is late
+    net.node_delay.clear()
+    net.loss = 0.0
+    assert net.first_time(net.converged, within=(3 * log2(n) + 6) * S.period_s) is not None
+
+
+@settings(max_examples=20)
+@example(seed=2265839, n=12, extra=0.5, loss=0.02734375)  # n05 and n00 saw n11 dead for 0.7 s (a lost race)
+@given(seed=seeds, n=st.integers(4, 12), extra=st.floats(0.47, 0.8), loss=st.floats(0.0, 0.05))
+def test_swim_member_slower_than_the_period_refutes_every_suspicion_and_any_death_is_overturned(
+        seed: int, n: int, extra: float, loss: float) -> None:
+    """One member's round trip (about 1 to 1.64 s) reaches or exceeds the period: every probe of it fails, so it is
+    suspected about once a period and refutes each time by raising its own incarnation. Each refutation races the
+    suspicion timers (everyone confirms, so all run at the minimum), and with loss an observer now and then loses
+    the race and declares it dead (membership.md "A member slower than the period": no timeout rules that out).
+    What the protocol guarantees, and this asserts: such a death is overturned, at that observer, by a record of a
+    higher incarnation within OVERTURNED_WITHIN periods; once the member is fast again everyone agrees."""
+    net, ids = start(seed, n)
+    slow = ids[seed % n]
+    before = net.swim(slow).incarnation
+    verdicts: list[tuple[float, str, str, int]] = []  # (time, observer, state, incarnation) of the slow member
+    for observer in ids:
+        net.swim(observer).subscribe(lambda c, o=observer: verdicts.append((net.time, o, c.new, c.incarnation))
+                                     if c.node_id == slow else None)
+    net.node_delay[net.address(slow)] = extra
+    net.loss = loss
+    end = net.time + 80 * S.period_s
+    net.run_until(end + OVERTURNED_WITHIN * S.period_s)  # still slow: a death near the end gets its full bound
+    for i, (at, observer, state, incarnation) in enumerate(verdicts):
+        if state != "dead" or at > end:
+            continue
+        back = next(((t, inc) for t, o, st_, inc in verdicts[i + 1:] if o == observer and st_ != "dead"), None)
+        assert back is not None and back[1] > incarnation, f"{observer} never saw {slow} back after its death"
+        assert back[0] - at <= OVERTURNED_WITHIN * S.period_s, f"{observer} saw {slow} dead {back[0] - at:.2f} s"
+    if 2 * extra > S.period_s + 0.05:  # surely slower than a period (plus the simulated network's own delay)
         assert net.swim(slow).counters.refutations > 0 and net.swim(slow).incarnation > before
-    elif 2 * extra + 0.05 < S.period_s:
-        assert rate <= 0.10  # the loss, and relays whose nack or forwarded ack is late
     net.node_delay.clear()
     net.loss = 0.0
     assert net.first_time(net.converged, within=(3 * log2(n) + 6) * S.period_s) is not None
