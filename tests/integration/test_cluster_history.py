@@ -121,10 +121,10 @@ def attempt(client: Any, kind: str, key: str, op_id: int, value: bytes | None, v
 
 
 def client_loop(index: int, seed: int, clients: list[Any], history: History, done: threading.Event,
-                errors: list[BaseException]) -> None:
+                errors: list[BaseException], max_ops: int = MAX_OPS_PER_CLIENT) -> None:
     rng = random.Random(seed * 1000 + index)
     try:
-        for _ in range(MAX_OPS_PER_CLIENT):
+        for _ in range(max_ops):
             if done.is_set():
                 return
             node = rng.randrange(3)
