@@ -22,7 +22,7 @@ import anyio.to_thread
 from s4.journal import Journal
 
 from . import bucket_names, commands, listing, reads
-from .conditions import Preconditions
+from .conditions import DeleteConditions, Preconditions
 from .errors import ErrorCode, PoolUnavailableError, S3Error, ServiceUnavailableError, StoredDataDamagedError
 from .iam_ops import IamOps
 from .ingest import CHUNK_BYTES, Hasher, Ingested, Ingestor
@@ -401,10 +401,12 @@ class Engine(IamOps):
         fut.add_done_callback(lambda f: self._reported.discard(key) if f.exception() is not None else None)
 
     async def delete_object(self, bucket: str, key: str, version_id: str | None = None,
-                            actor: str = "") -> dict[str, Any]:
+                            actor: str = "", conditions: DeleteConditions | None = None) -> dict[str, Any]:
         await self.settle_key(bucket, key)
-        return await self._run("delete_object", {"bucket": bucket, "key": key, "version_id": version_id},  # type: ignore[no-any-return]
-                               actor)
+        args: dict[str, Any] = {"bucket": bucket, "key": key, "version_id": version_id}
+        if conditions:
+            args["cond"] = conditions.to_record()
+        return await self._run("delete_object", args, actor)  # type: ignore[no-any-return]
 
     async def reference(self, source: ObjectVersion) -> Ingested:
         """The source's chunks as if just ingested: copies share blobs instead of rewriting bytes.

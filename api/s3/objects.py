@@ -15,7 +15,15 @@ from s4.engine.names import MAX_PART_NUMBER
 from ..errors import ResponseAborted
 from ..inputs import header_value, parse_int, parse_query, unquote_strict
 from .call import Call, checksum_headers
-from .headers import RESPONSE_OVERRIDES, check_read, parse_range, preconditions, stored_headers, user_metadata
+from .headers import (
+    RESPONSE_OVERRIDES,
+    check_read,
+    delete_conditions,
+    parse_range,
+    preconditions,
+    stored_headers,
+    user_metadata,
+)
 from .lifecycle import set_expiration_header
 from .security import check_acl_body
 from .xml import (
@@ -185,7 +193,8 @@ async def head_object(call: Call, resp: falcon.asgi.Response) -> None:
 
 
 async def delete_object(call: Call, resp: falcon.asgi.Response) -> None:
-    result = await call.engine.delete_object(call.bucket, call.key, call.query.get("versionId"), actor=call.actor)
+    result = await call.engine.delete_object(call.bucket, call.key, call.query.get("versionId"), actor=call.actor,
+                                             conditions=delete_conditions(call.headers))
     if result["delete_marker"]:
         resp.set_header("x-amz-delete-marker", "true")
     if result["version_id"] is not None:
@@ -198,9 +207,10 @@ async def delete_objects(call: Call, resp: falcon.asgi.Response) -> None:
     quiet, targets = parse_delete_objects(body)
     call.engine.get_bucket(call.bucket)
     deleted, errors = [], []
-    for key, version_id in targets:
+    for key, version_id, conditions in targets:
         try:
-            result = await call.engine.delete_object(call.bucket, key, version_id, actor=call.actor)
+            result = await call.engine.delete_object(call.bucket, key, version_id, actor=call.actor,
+                                                     conditions=conditions)
         except S3Error as exc:
             errors.append((key, version_id, exc.code.aws_code, exc.message))
             continue
