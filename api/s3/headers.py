@@ -34,7 +34,17 @@ def user_metadata(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def stored_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    return {name: headers[name] for name in STORED_HEADERS if name in headers}
+    """The standard headers kept with the object. ``aws-chunked`` describes how this request's body was framed, not
+    the object, so it is dropped from Content-Encoding (and the header with it when nothing else is left)."""
+    stored = {name: headers[name] for name in STORED_HEADERS if name in headers}
+    encoding = stored.get("content-encoding")
+    if encoding is not None and "aws-chunked" in encoding.lower():
+        kept = [c.strip() for c in encoding.split(",") if c.strip() and c.strip().lower() != "aws-chunked"]
+        if kept:
+            stored["content-encoding"] = ", ".join(kept)
+        else:
+            del stored["content-encoding"]
+    return stored
 
 
 def parse_range(value: str | None, size: int) -> tuple[int, int] | None:

@@ -123,8 +123,9 @@ def _part_range(version: ObjectVersion, part_number: str) -> tuple[int, int, int
     number = parse_int(part_number, "partNumber", minimum=1, maximum=MAX_PART_NUMBER,
                        message="Part number must be an integer between 1 and 10000, inclusive")
     sizes = version.part_sizes or [version.size]
-    if number > len(sizes):
-        raise S3Error(ErrorCode.INVALID_PART_NUMBER)
+    if number > len(sizes):  # 400 InvalidPart, as ceph/s3-tests checks (docs/compatibility.md)
+        raise S3Error(ErrorCode.INVALID_PART, f"The object has {len(sizes)} part(s); part {number} does not exist.",
+                      PartNumber=str(number))
     return sum(sizes[: number - 1]), sizes[number - 1], len(sizes)
 
 
