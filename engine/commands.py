@@ -122,7 +122,7 @@ def delete_object(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
         d.emit(EventType.OBJECT_VERSION_REMOVED, {"bucket": bucket.name, "key": key, "version_id": version_id}, bucket)
         return {"version_id": version_id, "delete_marker": bool(rec.get("dm"))}
     if conditions:
-        conditions.check(d.tx.latest(oid) if oid is not None else None)
+        conditions.check(_delete_target(d.tx, oid))
     if not bucket.versioning:
         if oid is not None and d.tx.version(oid, NULL_VERSION) is not None:
             d.emit(EventType.OBJECT_VERSION_REMOVED, {"bucket": bucket.name, "key": key,
@@ -131,6 +131,16 @@ def delete_object(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
     marker_id = new_version_id(bucket)
     d.emit(EventType.DELETE_MARKER_PUT, {"bucket": bucket.name, "key": key, "version_id": marker_id}, bucket)
     return {"version_id": marker_id, "delete_marker": True}
+
+
+def _delete_target(tx: Tx, oid: int | None) -> dict[str, Any] | None:
+    """What a DeleteObject without a version id is conditioned on: the latest version, a delete marker included,
+    unless the key holds no object data at all (only delete markers, or nothing): then the object does not exist
+    and the delete's conditions pass, as for a missing key (S3's 204 for an absent object)."""
+    latest = tx.latest(oid) if oid is not None else None
+    if latest is None or not latest.get("dm"):
+        return latest
+    return latest if any(not rec.get("dm") for _, rec in tx.versions(oid)) else None
 
 
 def set_object_tags(d: Decision, args: dict[str, Any]) -> str:
