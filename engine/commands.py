@@ -16,7 +16,7 @@ from typing import Any
 from s4.journal import EventType
 
 from . import iam, tombstones
-from .conditions import Preconditions
+from .conditions import DeleteConditions, Preconditions
 from .errors import ErrorCode, S3Error
 from .model import NULL_VERSION, Bucket, stamped, version_record
 from .reads import check_version_id, current_version, object_id, require_bucket, require_upload
@@ -107,17 +107,22 @@ def put_object(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def delete_object(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
-    """DeleteObject semantics for every versioning state; returns what the response headers report."""
+    """DeleteObject semantics for every versioning state; returns what the response headers report. Conditions
+    (``cond``, a DeleteConditions record) are checked here, against the version the delete acts on."""
     bucket = require_bucket(d.tx, args["bucket"])
     key, version_id = args["key"], args.get("version_id")
     oid = object_id(d.tx, bucket, key)
+    conditions = DeleteConditions.from_record(args.get("cond"))
     if version_id is not None:
         check_version_id(version_id)
         rec = d.tx.version(oid, version_id) if oid is not None else None
         if rec is None:
             return {"version_id": version_id, "delete_marker": False}
+        conditions.check(rec)
         d.emit(EventType.OBJECT_VERSION_REMOVED, {"bucket": bucket.name, "key": key, "version_id": version_id}, bucket)
         return {"version_id": version_id, "delete_marker": bool(rec.get("dm"))}
+    if conditions:
+        conditions.check(_delete_target(d.tx, oid))
     if not bucket.versioning:
         if oid is not None and d.tx.version(oid, NULL_VERSION) is not None:
             d.emit(EventType.OBJECT_VERSION_REMOVED, {"bucket": bucket.name, "key": key,
@@ -126,6 +131,16 @@ def delete_object(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
     marker_id = new_version_id(bucket)
     d.emit(EventType.DELETE_MARKER_PUT, {"bucket": bucket.name, "key": key, "version_id": marker_id}, bucket)
     return {"version_id": marker_id, "delete_marker": True}
+
+
+def _delete_target(tx: Tx, oid: int | None) -> dict[str, Any] | None:
+    """What a DeleteObject without a version id is conditioned on: the latest version, a delete marker included,
+    unless the key holds no object data at all (only delete markers, or nothing): then the object does not exist
+    and the delete's conditions pass, as for a missing key (S3's 204 for an absent object)."""
+    latest = tx.latest(oid) if oid is not None else None
+    if latest is None or not latest.get("dm"):
+        return latest
+    return latest if any(not rec.get("dm") for _, rec in tx.versions(oid)) else None
 
 
 def set_object_tags(d: Decision, args: dict[str, Any]) -> str:

@@ -55,3 +55,41 @@ class Preconditions:
         elif self.if_modified_since_ms is not None and etag is not None:
             if modified_s <= self.if_modified_since_ms // 1000:
                 raise S3Error(not_modified, headers=headers, Condition="If-Modified-Since")
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteConditions:
+    """DeleteObject's ``If-Match``, ``x-amz-if-match-last-modified-time`` and ``x-amz-if-match-size`` (and the
+    ``ETag``/``LastModifiedTime``/``Size`` of a DeleteObjects entry). Evaluated by the delete decider against the
+    version the delete would act on, atomically with the delete, so a concurrent rewrite cannot slip between the
+    check and the removal."""
+
+    if_match: str | None = None
+    last_modified_ms: int | None = None
+    size: int | None = None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in (self.if_match, self.last_modified_ms, self.size))
+
+    def to_record(self) -> dict[str, Any]:
+        return {"im": self.if_match, "lmt": self.last_modified_ms, "sz": self.size}
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any] | None) -> DeleteConditions:
+        rec = rec or {}
+        return cls(rec.get("im"), rec.get("lmt"), rec.get("sz"))
+
+    def check(self, rec: dict[str, Any] | None) -> None:
+        """``rec`` is the version the delete targets: the named one, else the latest (possibly a delete marker).
+        None (nothing to delete) passes, as S3 answers 204 for a missing object. A delete marker has no ETag
+        and no size: only ``If-Match: *`` and its own Last-Modified match it."""
+        if rec is None:
+            return
+        marker = bool(rec.get("dm"))
+        if self.if_match is not None and not (self.if_match.strip() == "*" or (
+                not marker and etag_matches(self.if_match, rec["e"]))):
+            raise S3Error(ErrorCode.PRECONDITION_FAILED, Condition="If-Match")
+        if self.last_modified_ms is not None and self.last_modified_ms // 1000 != rec["t"] // 1000:
+            raise S3Error(ErrorCode.PRECONDITION_FAILED, Condition="x-amz-if-match-last-modified-time")
+        if self.size is not None and (marker or self.size != rec["s"]):
+            raise S3Error(ErrorCode.PRECONDITION_FAILED, Condition="x-amz-if-match-size")

@@ -15,14 +15,14 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio.to_thread
 
 from s4.journal import Journal
 
 from . import bucket_names, commands, listing, reads
-from .conditions import Preconditions
+from .conditions import DeleteConditions, Preconditions
 from .errors import ErrorCode, PoolUnavailableError, S3Error, ServiceUnavailableError, StoredDataDamagedError
 from .iam_ops import IamOps
 from .ingest import CHUNK_BYTES, Hasher, Ingested, Ingestor
@@ -49,6 +49,7 @@ from .volumes.reads import BlobReader
 from .volumes.record import DamagedBlob
 from .volumes.store import DEFAULT_VOLUME_BYTES, VolumeStore
 
+_Page = TypeVar("_Page", ListPage, VersionListPage, UploadListPage)
 log = logging.getLogger(__name__)
 READ_PIECE_BYTES = 1024 * 1024
 
@@ -401,10 +402,12 @@ class Engine(IamOps):
         fut.add_done_callback(lambda f: self._reported.discard(key) if f.exception() is not None else None)
 
     async def delete_object(self, bucket: str, key: str, version_id: str | None = None,
-                            actor: str = "") -> dict[str, Any]:
+                            actor: str = "", conditions: DeleteConditions | None = None) -> dict[str, Any]:
         await self.settle_key(bucket, key)
-        return await self._run("delete_object", {"bucket": bucket, "key": key, "version_id": version_id},  # type: ignore[no-any-return]
-                               actor)
+        args: dict[str, Any] = {"bucket": bucket, "key": key, "version_id": version_id}
+        if conditions:
+            args["cond"] = conditions.to_record()
+        return await self._run("delete_object", args, actor)  # type: ignore[no-any-return]
 
     async def reference(self, source: ObjectVersion) -> Ingested:
         """The source's chunks as if just ingested: copies share blobs instead of rewriting bytes.
@@ -448,8 +451,16 @@ class Engine(IamOps):
                                      part_sizes=source.part_sizes, if_match=if_match,
                                      if_none_match=if_none_match, actor=actor)
 
+    def _empty_page(self, bucket: str, page: _Page) -> _Page:
+        """The answer to max-keys=0 (in a pool too): NoSuchBucket if the bucket is missing, else an empty page that
+        is not truncated, as S3 answers (a truncated page would need a resume point it cannot have)."""
+        self._read(lambda tx: reads.require_bucket(tx, bucket))
+        return page
+
     async def list_objects(self, bucket: str, prefix: str = "", delimiter: str = "", start_after: str = "",
                            max_keys: int = 1000) -> ListPage:
+        if max_keys <= 0:  # S3: an empty page that is not truncated (there is no resume point to hand back)
+            return self._empty_page(bucket, ListPage())
         if self.listings is not None and not self._listing_local():
             return await self.listings.list_objects(bucket, prefix, delimiter, start_after, max_keys)
 
@@ -462,6 +473,8 @@ class Engine(IamOps):
     async def list_object_versions(self, bucket: str, prefix: str = "", delimiter: str = "",
                                    key_marker: str = "", version_id_marker: str = "",
                                    max_keys: int = 1000) -> VersionListPage:
+        if max_keys <= 0:
+            return self._empty_page(bucket, VersionListPage())
         if self.listings is not None and not self._listing_local():
             return await self.listings.list_versions(bucket, prefix, delimiter, key_marker, version_id_marker,
                                                      max_keys)
@@ -546,6 +559,8 @@ class Engine(IamOps):
     async def list_uploads(self, bucket: str, prefix: str = "", delimiter: str = "", key_marker: str = "",
                            upload_id_marker: str = "", max_uploads: int = 1000) -> UploadListPage:
         """ListMultipartUploads: merged from R replicas in a pool, this node's views otherwise."""
+        if max_uploads <= 0:
+            return self._empty_page(bucket, UploadListPage())
         if self.listings is not None and not self._listing_local():
             return await self.listings.list_uploads(bucket, prefix, delimiter, key_marker, upload_id_marker,
                                                     max_uploads)

@@ -53,8 +53,27 @@ def encoding_type(call: Call) -> str:
     return value
 
 
+MAX_BUCKETS = 10000
+
+
 async def list_buckets(call: Call, resp: falcon.asgi.Response) -> None:
-    _xml(resp, list_buckets_xml(call.engine.list_buckets(), call.settings.owner_id, call.settings.owner_name))
+    """ListBuckets, in name order; ``prefix`` filters, and ``max-buckets`` pages with an opaque continuation
+    token (the last name returned) that a later call resumes after."""
+    q = call.query
+    prefix = q.get("prefix", "")
+    limit = MAX_BUCKETS if q.get("max-buckets") is None else parse_int(
+        q["max-buckets"], "max-buckets", minimum=1, maximum=MAX_BUCKETS,
+        message=f"max-buckets must be an integer between 1 and {MAX_BUCKETS}")
+    token = q.get("continuation-token")
+    after = _token_decode(token) if token else ""
+    buckets = [b for b in sorted(call.engine.list_buckets(), key=lambda b: b.name)
+               if b.name.startswith(prefix) and b.name > after]
+    next_token = None
+    if len(buckets) > limit:
+        buckets = buckets[:limit]
+        next_token = _token_encode(buckets[-1].name)
+    _xml(resp, list_buckets_xml(buckets, call.settings.owner_id, call.settings.owner_name, prefix=prefix or None,
+                                continuation_token=next_token))
 
 
 async def create_bucket(call: Call, resp: falcon.asgi.Response) -> None:
@@ -143,6 +162,10 @@ async def delete_bucket_policy(call: Call, resp: falcon.asgi.Response) -> None:
     resp.status = falcon.HTTP_204
 
 
+def _token_encode(resume_after: str) -> str:
+    return base64.urlsafe_b64encode(resume_after.encode()).decode()
+
+
 def _token_decode(token: str) -> str:
     try:
         return base64.urlsafe_b64decode(token.encode()).decode()
@@ -151,8 +174,17 @@ def _token_decode(token: str) -> str:
                       ArgumentName="continuation-token") from exc
 
 
+def check_unordered(call: Call) -> None:
+    """``allow-unordered=true`` (an RGW extension S3 clients send): S4 always lists in order, which an unordered
+    listing may be, but like RGW it refuses the combination with a delimiter."""
+    if call.query.get("allow-unordered", "").lower() == "true" and call.query.get("delimiter"):
+        raise S3Error(ErrorCode.INVALID_ARGUMENT, "allow-unordered cannot be combined with a delimiter",
+                      ArgumentName="allow-unordered", ArgumentValue="true")
+
+
 async def list_objects(call: Call, resp: falcon.asgi.Response) -> None:
     q = call.query
+    check_unordered(call)
     enc, limit = encoding_type(call), max_keys(call)
     page = await call.engine.list_objects(call.bucket, q.get("prefix", ""), q.get("delimiter", ""),
                                           q.get("marker", ""), limit)
@@ -166,11 +198,12 @@ async def list_objects_v2(call: Call, resp: falcon.asgi.Response) -> None:
     q = call.query
     if q.get("list-type") != "2":
         raise S3Error(ErrorCode.INVALID_ARGUMENT, "Invalid List Type specified in Request", ArgumentName="list-type")
+    check_unordered(call)
     enc, limit = encoding_type(call), max_keys(call)
     token = q.get("continuation-token")
     start = _token_decode(token) if token else q.get("start-after", "")
     page = await call.engine.list_objects(call.bucket, q.get("prefix", ""), q.get("delimiter", ""), start, limit)
-    next_token = base64.urlsafe_b64encode(page.next_marker.encode()).decode() if page.is_truncated else None
+    next_token = _token_encode(page.next_marker) if page.is_truncated else None
     _xml(resp, list_objects_v2_xml(page, bucket=call.bucket, prefix=q.get("prefix", ""),
                                    delimiter=q.get("delimiter", ""), max_keys=limit,
                                    start_after=q.get("start-after"), continuation_token=token,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from s4.engine.conditions import Preconditions
+from s4.engine.conditions import DeleteConditions, Preconditions
 from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.model import ObjectVersion
 
-from ..inputs import digits_value
+from ..inputs import digits_value, parse_int
 from .xml import http_date, parse_http_date
 
 STORED_HEADERS = ("content-encoding", "content-disposition", "content-language", "cache-control", "expires")
@@ -34,7 +34,17 @@ def user_metadata(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def stored_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    return {name: headers[name] for name in STORED_HEADERS if name in headers}
+    """The standard headers kept with the object. ``aws-chunked`` describes how this request's body was framed, not
+    the object, so it is dropped from Content-Encoding (and the header with it when nothing else is left)."""
+    stored = {name: headers[name] for name in STORED_HEADERS if name in headers}
+    encoding = stored.get("content-encoding")
+    if encoding is not None and "aws-chunked" in encoding.lower():
+        kept = [c.strip() for c in encoding.split(",") if c.strip() and c.strip().lower() != "aws-chunked"]
+        if kept:
+            stored["content-encoding"] = ", ".join(kept)
+        else:
+            del stored["content-encoding"]
+    return stored
 
 
 def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
@@ -72,6 +82,20 @@ def preconditions(headers: Mapping[str, str], prefix: str = "") -> Preconditions
 
     return Preconditions(headers.get(prefix + "if-match"), headers.get(prefix + "if-none-match"),
                          date("if-modified-since"), date("if-unmodified-since"))
+
+
+def delete_conditions(headers: Mapping[str, str]) -> DeleteConditions:
+    """DeleteObject's conditional headers. A value that does not parse is InvalidArgument, never ignored: a
+    client relying on the condition to protect a newer write must not see its object deleted regardless."""
+    modified, size = headers.get("x-amz-if-match-last-modified-time"), headers.get("x-amz-if-match-size")
+    modified_ms = None
+    if modified is not None:
+        modified_ms = parse_http_date(modified)
+        if modified_ms is None:
+            raise S3Error(ErrorCode.INVALID_ARGUMENT, "x-amz-if-match-last-modified-time must be an HTTP date.",
+                          ArgumentName="x-amz-if-match-last-modified-time", ArgumentValue=modified[:64])
+    return DeleteConditions(headers.get("if-match"), modified_ms,
+                            None if size is None else parse_int(size, "x-amz-if-match-size"))
 
 
 _CONDITIONAL = ("if-match", "if-none-match", "if-modified-since", "if-unmodified-since")

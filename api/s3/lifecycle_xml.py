@@ -7,6 +7,8 @@ problems are InvalidArgument with AWS's own messages, as S3 answers them. The pa
 
 from __future__ import annotations
 
+import base64
+import uuid
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 from xml.etree.ElementTree import Element
@@ -63,6 +65,26 @@ def _date(elem: Element) -> int:
     return ms
 
 
+def _check_transitions(fields: dict[str, Element]) -> None:
+    """Validate (Noncurrent)Transition as S3 would, though S4 then refuses it: exactly one of Days and Date
+    (NoncurrentDays for the noncurrent form), a valid midnight date, a storage class."""
+    if "Transition" in fields:
+        tr = _single(fields["Transition"])
+        if "StorageClass" not in tr or len(set(tr) & {"Days", "Date"}) != 1 or not set(tr) <= {
+                "Days", "Date", "StorageClass"}:
+            malformed()
+        if "Date" in tr:
+            _date(tr["Date"])
+        else:
+            int_of(tr["Days"])
+    if "NoncurrentVersionTransition" in fields:
+        nt = _single(fields["NoncurrentVersionTransition"])
+        if not {"NoncurrentDays", "StorageClass"} <= set(nt) <= {"NoncurrentDays", "StorageClass",
+                                                                 "NewerNoncurrentVersions"}:
+            malformed()
+        int_of(nt["NoncurrentDays"])
+
+
 def _filter(elem: Element) -> dict[str, Any]:
     out: dict[str, Any] = {"prefix": "", "tags": {}, "gt": None, "lt": None, "and": False}
     items = children(elem)
@@ -104,6 +126,7 @@ def _rule(elem: Element) -> dict[str, Any]:
     if not set(fields) <= allowed or "Status" not in fields:
         malformed()
     if "Transition" in fields or "NoncurrentVersionTransition" in fields:
+        _check_transitions(fields)  # a malformed one is the client's error (400) before it is S4's gap (501)
         raise S3Error(ErrorCode.NOT_IMPLEMENTED, "S4 has a single storage class: transitions are not supported.")
     rule: dict[str, Any] = {"id": text_of(fields["ID"]) if "ID" in fields else "", "legacy_prefix": False,
                             "expiration": None, "noncurrent": None, "abort_days": None}
@@ -172,6 +195,9 @@ def parse_lifecycle(body: bytes) -> dict[str, Any]:
     ids = [r["id"] for r in rules if r["id"]]
     if len(ids) != len(set(ids)):
         _invalid("Rule ID must be unique. Found same ID for more than one rule")
+    for rule in rules:  # S3 names a rule sent without an ID; the name is stored, so every GET shows the same one
+        if not rule["id"]:
+            rule["id"] = base64.b32encode(uuid.uuid4().bytes).decode().rstrip("=")  # 128 random bits: unique
     return {"rules": rules}
 
 

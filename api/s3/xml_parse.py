@@ -11,14 +11,17 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from typing import NoReturn
+from datetime import datetime
+from typing import NamedTuple, NoReturn
 from xml.etree.ElementTree import Element
 
 from defusedxml.ElementTree import fromstring
 
+from s4.engine.conditions import DeleteConditions
 from s4.engine.errors import ErrorCode, S3Error
 
 from ..inputs import parse_int
+from .xml_render import parse_http_date
 
 _NAMESPACES = ("{http://s3.amazonaws.com/doc/2006-03-01/}", "{http://s3.amazonaws.com/doc/2006-03-01}")
 MAX_DELETE_KEYS = 1000
@@ -159,12 +162,20 @@ def parse_complete_multipart(body: bytes) -> list[CompletedPart]:
 # --- DeleteObjects ----------------------------------------------------------------------------------------
 
 
-def parse_delete_objects(body: bytes) -> tuple[bool, list[tuple[str, str | None]]]:
-    """(quiet, [(key, version_id)]) -- 1 to 1000 objects, as AWS's schema allows."""
+class DeleteTarget(NamedTuple):
+    """One <Object> of a DeleteObjects request, with its conditional-delete fields."""
+
+    key: str
+    version_id: str | None
+    conditions: DeleteConditions = DeleteConditions()
+
+
+def parse_delete_objects(body: bytes) -> tuple[bool, list[DeleteTarget]]:
+    """(quiet, targets) -- 1 to 1000 objects, as AWS's schema allows."""
     root = parse_root(body, "Delete")
     quiet = False
     seen_quiet = False
-    objects: list[tuple[str, str | None]] = []
+    objects: list[DeleteTarget] = []
     for name, child in children(root):
         if name == "Object":
             if len(objects) >= MAX_DELETE_KEYS:
@@ -180,21 +191,34 @@ def parse_delete_objects(body: bytes) -> tuple[bool, list[tuple[str, str | None]
     return quiet, objects
 
 
-def _delete_object(elem: Element) -> tuple[str, str | None]:
-    key: str | None = None
-    version_id: str | None = None
+def _delete_object(elem: Element) -> DeleteTarget:
+    fields: dict[str, str] = {}
     for name, child in children(elem):
-        if name == "Key" and key is None:
-            key = text_of(child)
-        elif name == "VersionId" and version_id is None:
-            version_id = text_of(child)
-        elif name in ("ETag", "LastModifiedTime", "Size"):  # conditional-delete fields: accepted, unused
-            text_of(child)
+        if name in ("Key", "VersionId", "ETag", "LastModifiedTime", "Size") and name not in fields:
+            fields[name] = text_of(child)
         else:
             malformed()
-    if key is None:
+    if "Key" not in fields:
         malformed()
-    return key, version_id or None
+    modified = fields.get("LastModifiedTime")
+    size = fields.get("Size")
+    conditions = DeleteConditions(fields.get("ETag"), None if modified is None else _timestamp_ms(modified),
+                                  None if size is None else parse_int(size, "Size", code=ErrorCode.MALFORMED_XML))
+    return DeleteTarget(fields["Key"], fields.get("VersionId") or None, conditions)
+
+
+def _timestamp_ms(text: str) -> int:
+    """An XML timestamp as epoch ms: the RFC 822 form the SDKs send for LastModifiedTime, or ISO 8601."""
+    ms = parse_http_date(text)
+    if ms is not None:
+        return ms
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        malformed()
+    if when.tzinfo is None:
+        malformed()
+    return int(when.timestamp() * 1000)
 
 
 # --- Tagging ----------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from urllib.parse import quote_plus
+from urllib.parse import quote
 
 from s4.engine.model import (
     Bucket,
@@ -47,8 +47,9 @@ def xml_escape(text: str) -> str:
 
 
 def url_encode(text: str) -> str:
-    """encoding-type=url form of a key: what botocore's ``unquote_plus`` turns back into the key."""
-    return quote_plus(text, safe="/")
+    """encoding-type=url form of a key: percent-encoding, a space as ``%20`` (not ``+``), so both a form decoder
+    (botocore's ``unquote_plus``) and a plain percent-decoder turn it back into the key."""
+    return quote(text, safe="/")
 
 
 def _encoder(encoding_type: str | None) -> Callable[[str], str]:
@@ -209,13 +210,20 @@ def error_xml(code: str, message: str, resource: str | None, request_id: str,
     return _doc(parts)
 
 
-def list_buckets_xml(buckets: list[Bucket], owner_id: str, owner_name: str) -> bytes:
+def list_buckets_xml(buckets: list[Bucket], owner_id: str, owner_name: str, *, prefix: str | None = None,
+                     continuation_token: str | None = None) -> bytes:
+    """ListBuckets; ``continuation_token`` (opaque) only when the page was cut short by max-buckets."""
     parts = [XML_DECL, f"<ListAllMyBucketsResult{_NS_ATTR}>", _owner(owner_id, owner_name), "<Buckets>"]
     append = parts.append
     for b in buckets:
         append(f"<Bucket><Name>{xml_escape(b.name)}</Name><CreationDate>{iso8601(b.created_ms)}</CreationDate>"
                f"<BucketRegion>{xml_escape(b.region)}</BucketRegion></Bucket>")
-    append("</Buckets></ListAllMyBucketsResult>")
+    append("</Buckets>")
+    if continuation_token:
+        append(f"<ContinuationToken>{xml_escape(continuation_token)}</ContinuationToken>")
+    if prefix:
+        append(f"<Prefix>{xml_escape(prefix)}</Prefix>")
+    append("</ListAllMyBucketsResult>")
     return _doc(parts)
 
 
@@ -279,7 +287,7 @@ def list_objects_v2_xml(page: ListPage, *, bucket: str, prefix: str, delimiter: 
     enc = _encoder(encoding_type)
     parts = [XML_DECL, f"<ListBucketResult{_NS_ATTR}><Name>{xml_escape(bucket)}</Name>",
              f"<Prefix>{enc(prefix)}</Prefix>"]
-    if continuation_token:
+    if continuation_token is not None:  # echoed even when empty, as S3 does
         parts.append(f"<ContinuationToken>{xml_escape(continuation_token)}</ContinuationToken>")
     if next_continuation_token:
         parts.append(f"<NextContinuationToken>{xml_escape(next_continuation_token)}</NextContinuationToken>")

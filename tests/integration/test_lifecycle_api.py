@@ -140,3 +140,27 @@ def test_readme_lifecycle_commands(server: ServerProcess, s3: Any, tmp_path: Pat
     with pytest.raises(ClientError):
         s3.get_bucket_lifecycle_configuration(Bucket="mybucket")
     s3.delete_bucket(Bucket="mybucket")
+
+
+def test_rule_without_id_gets_a_generated_one_that_stays(s3: Any, bucket: str) -> None:
+    """Issue 25: a rule sent without an ID is named by the server; the name is stored, so GETs agree."""
+    rules = [{"Expiration": {"Days": 31}, "Prefix": "test1/", "Status": "Enabled"},
+             {"ID": "mine", "Expiration": {"Days": 120}, "Prefix": "test2/", "Status": "Enabled"}]
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": rules})
+    first = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert [r["ID"] != "" for r in first] == [True, True] and first[1]["ID"] == "mine"
+    assert s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"] == first
+
+
+def test_transition_with_invalid_date_is_a_client_error(s3: Any, bucket: str) -> None:
+    """Issue 25: a malformed transition is 400 (the client's mistake) before S4 says it has no transitions (501)."""
+    def put(transition: dict[str, Any]) -> tuple[str, int]:
+        rules = [{"ID": "r", "Prefix": "p/", "Status": "Enabled", "Transitions": [transition]}]
+        with pytest.raises(ClientError) as exc:
+            s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": rules})
+        return exc.value.response["Error"]["Code"], exc.value.response["ResponseMetadata"]["HTTPStatusCode"]
+
+    assert put({"Date": "20220927", "StorageClass": "GLACIER"})[1] == 400  # botocore sends epoch second 20220927
+    assert put({"Date": "2022-09-27T12:00:00Z", "StorageClass": "GLACIER"}) == ("InvalidArgument", 400)
+    assert put({"Date": "2022-09-27T00:00:00Z", "StorageClass": "GLACIER"}) == ("NotImplemented", 501)
+    assert put({"Days": 30, "StorageClass": "GLACIER"}) == ("NotImplemented", 501)

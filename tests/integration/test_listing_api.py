@@ -258,3 +258,103 @@ def test_list_object_versions_paging(s3: Any, bucket: str) -> None:
     k1 = s3.list_object_versions(Bucket=bucket, Prefix="k1")
     assert [v["IsLatest"] for v in k1["Versions"]] == [False, False, False]
     assert k1["DeleteMarkers"][0]["IsLatest"] is True
+
+
+# --- issue 25: listing conformance ---------------------------------------------------------------------------
+
+def test_max_keys_zero_is_an_empty_untruncated_page(s3: Any, bucket: str) -> None:
+    for key in ("a", "b"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    s3.create_multipart_upload(Bucket=bucket, Key="u")
+    v2 = s3.list_objects_v2(Bucket=bucket, MaxKeys=0)
+    assert (v2["IsTruncated"], v2["KeyCount"], "Contents" in v2, "NextContinuationToken" in v2) == (
+        False, 0, False, False)
+    v1 = s3.list_objects(Bucket=bucket, MaxKeys=0)
+    assert (v1["IsTruncated"], "Contents" in v1) == (False, False)
+    versions = s3.list_object_versions(Bucket=bucket, MaxKeys=0)
+    assert (versions["IsTruncated"], "Versions" in versions) == (False, False)
+    uploads = s3.list_multipart_uploads(Bucket=bucket, MaxUploads=0)
+    assert (uploads["IsTruncated"], "Uploads" in uploads) == (False, False)
+    with pytest.raises(ClientError) as exc:
+        s3.list_objects_v2(Bucket=f"{bucket}-gone", MaxKeys=0)
+    assert exc.value.response["Error"]["Code"] == "NoSuchBucket"
+
+
+def test_allow_unordered_with_delimiter_is_invalid_argument(s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="d/k", Body=b"x")
+
+    def unordered(params: dict[str, Any], **_: Any) -> None:
+        params["url"] += "&allow-unordered=true"
+    s3.meta.events.register("before-call.s3.ListObjectsV2", unordered, unique_id="t-unordered-2")
+    s3.meta.events.register("before-call.s3.ListObjects", unordered, unique_id="t-unordered-1")
+    try:
+        assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["d/k"]
+        for call in (s3.list_objects_v2, s3.list_objects):
+            with pytest.raises(ClientError) as exc:
+                call(Bucket=bucket, Delimiter="/")
+            assert (exc.value.response["Error"]["Code"],
+                    exc.value.response["ResponseMetadata"]["HTTPStatusCode"]) == ("InvalidArgument", 400)
+    finally:
+        s3.meta.events.unregister("before-call.s3.ListObjectsV2", unique_id="t-unordered-2")
+        s3.meta.events.unregister("before-call.s3.ListObjects", unique_id="t-unordered-1")
+
+
+def test_empty_continuation_token_is_echoed(s3: Any, bucket: str) -> None:
+    for key in ("a", "b"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    page = s3.list_objects_v2(Bucket=bucket, ContinuationToken="")
+    assert page["ContinuationToken"] == ""
+    assert [o["Key"] for o in page["Contents"]] == ["a", "b"] and page["IsTruncated"] is False
+    assert "ContinuationToken" not in s3.list_objects_v2(Bucket=bucket)
+
+
+def test_encoding_type_url_encodes_space_as_percent_20(s3: Any, bucket: str) -> None:
+    """A space is %20 and a plus %2B: a plain percent-decoder gets the key back too, not only a form decoder."""
+    for key in ("foo+1/bar", "quux ab/thud", "asdf+b", "a b"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    for call in (s3.list_objects_v2, s3.list_objects):
+        page = call(Bucket=bucket, Delimiter="/", EncodingType="url")
+        assert [o["Key"] for o in page["Contents"]] == ["a%20b", "asdf%2Bb"]
+        assert [p["Prefix"] for p in page["CommonPrefixes"]] == ["foo%2B1/", "quux%20ab/"]
+
+
+def test_list_buckets_pages_with_max_buckets_and_continuation_token(s3: Any) -> None:
+    prefix = f"lbp-{uuid.uuid4().hex[:8]}-"
+    names = [f"{prefix}{i}" for i in range(3)]
+    for name in reversed(names):
+        s3.create_bucket(Bucket=name)
+    try:
+        seen: list[str] = []
+        token = None
+        for _ in range(len(names) + 1):
+            page = s3.list_buckets(MaxBuckets=2, Prefix=prefix, **({"ContinuationToken": token} if token else {}))
+            assert len(page["Buckets"]) <= 2 and page.get("Prefix") == prefix
+            seen += [b["Name"] for b in page["Buckets"]]
+            token = page.get("ContinuationToken")
+            if token is None:
+                break
+        assert seen == names
+        # without a prefix every page holds at most max-buckets, and all pages together hold every bucket
+        everything = [b["Name"] for b in s3.list_buckets()["Buckets"]]
+        paged: list[str] = []
+        token = None
+        for _ in range(len(everything) + 1):
+            page = s3.list_buckets(MaxBuckets=1, **({"ContinuationToken": token} if token else {}))
+            paged += [b["Name"] for b in page["Buckets"]]
+            token = page.get("ContinuationToken")
+            if token is None:
+                break
+        assert paged == sorted(everything)
+        for bad in ("0", "10001", "x"):  # past botocore's own validation
+            def max_buckets(params: dict[str, Any], value: str = bad, **_: Any) -> None:
+                params["url"] += f"?max-buckets={value}"
+            s3.meta.events.register("before-call.s3.ListBuckets", max_buckets, unique_id="t-max-buckets")
+            try:
+                with pytest.raises(ClientError) as exc:
+                    s3.list_buckets()
+            finally:
+                s3.meta.events.unregister("before-call.s3.ListBuckets", unique_id="t-max-buckets")
+            assert exc.value.response["Error"]["Code"] == "InvalidArgument", bad
+    finally:
+        for name in names:
+            s3.delete_bucket(Bucket=name)

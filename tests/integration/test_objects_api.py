@@ -75,6 +75,23 @@ def test_metadata_and_standard_headers_round_trip(s3: Any, bucket: str) -> None:
         assert resp["Expires"] == expires
 
 
+def test_aws_chunked_is_removed_from_the_stored_content_encoding(s3: Any, bucket: str) -> None:
+    """Issue 25: ``aws-chunked`` frames the request body; it is not an encoding of the object, so it is not kept."""
+    cases = [("gzip", "gzip"), ("deflate, gzip", "deflate, gzip"), ("gzip, aws-chunked", "gzip"),
+             ("aws-chunked, gzip", "gzip"), ("AWS-Chunked,gzip", "gzip"), ("aws-chunked", None),
+             ("aws-chunked, aws-chunked", None)]
+    for sent, kept in cases:
+        s3.put_object(Bucket=bucket, Key="enc", Body=b"x", ContentEncoding=sent)
+        upload = s3.create_multipart_upload(Bucket=bucket, Key="mp-enc", ContentEncoding=sent)["UploadId"]
+        etag = s3.upload_part(Bucket=bucket, Key="mp-enc", UploadId=upload, PartNumber=1, Body=b"y")["ETag"]
+        s3.complete_multipart_upload(Bucket=bucket, Key="mp-enc", UploadId=upload,
+                                     MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+        s3.copy_object(Bucket=bucket, Key="copy-enc", CopySource=f"{bucket}/enc", MetadataDirective="REPLACE",
+                       ContentEncoding=sent)
+        for key in ("enc", "mp-enc", "copy-enc"):
+            assert s3.head_object(Bucket=bucket, Key=key).get("ContentEncoding") == kept, (sent, key)
+
+
 # --- ranges and parts --------------------------------------------------------------------------------------------
 
 BODY = bytes(range(256)) * 4  # 1024 bytes
@@ -153,9 +170,18 @@ def test_part_number_get_on_multipart_object(s3: Any, bucket: str) -> None:
     head = s3.head_object(Bucket=bucket, Key="mp", PartNumber=1)
     assert head["ContentLength"] == len(p1)
     assert head["PartsCount"] == 2
+    # issue 25: a part number past the object's parts is 400 InvalidPart (for HEAD too), not 416
     with pytest.raises(ClientError) as exc:
         s3.get_object(Bucket=bucket, Key="mp", PartNumber=3)
-    assert err(exc) == ("InvalidPartNumber", 416)
+    assert err(exc) == ("InvalidPart", 400)
+    with pytest.raises(ClientError) as exc:
+        s3.head_object(Bucket=bucket, Key="mp", PartNumber=3)
+    assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    s3.put_object(Bucket=bucket, Key="single", Body=b"body")
+    assert s3.get_object(Bucket=bucket, Key="single", PartNumber=1)["Body"].read() == b"body"
+    with pytest.raises(ClientError) as exc:
+        s3.get_object(Bucket=bucket, Key="single", PartNumber=2)
+    assert err(exc) == ("InvalidPart", 400)
 
 
 def test_response_overrides(s3: Any, bucket: str) -> None:

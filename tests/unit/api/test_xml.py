@@ -49,6 +49,7 @@ from s4.api.s3.xml_render import (
     versioning_xml,
     xml_escape,
 )
+from s4.engine.conditions import DeleteConditions
 from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.model import (
     Bucket,
@@ -585,10 +586,30 @@ def test_parse_complete_multipart_malformed(body: bytes) -> None:
 def test_parse_delete_objects() -> None:
     body = ("<Delete><Quiet>true</Quiet><Object><Key> spaced key </Key></Object>"
             "<Object><Key>a&amp;b</Key><VersionId>v1</VersionId></Object><Object><Key>ü&#13;x</Key></Object></Delete>")
-    assert parse_delete_objects(body.encode()) == (True, [(" spaced key ", None), ("a&b", "v1"), ("ü\rx", None)])
+    assert parse_delete_objects(body.encode()) == (True, [(" spaced key ", None, DeleteConditions()),
+                                                          ("a&b", "v1", DeleteConditions()),
+                                                          ("ü\rx", None, DeleteConditions())])
     assert parse_delete_objects(_ns(body))[0] is True
-    assert parse_delete_objects(b"<Delete><Object><Key>k</Key></Object></Delete>") == (False, [("k", None)])
+    assert parse_delete_objects(b"<Delete><Object><Key>k</Key></Object></Delete>") == (False, [("k", None,
+                                                                                                DeleteConditions())])
     assert parse_delete_objects(b"<Delete><Quiet>false</Quiet><Object><Key>k</Key></Object></Delete>")[0] is False
+
+
+def test_parse_delete_objects_conditional_fields() -> None:
+    """ETag, LastModifiedTime (RFC 822 as the SDKs send it, or ISO 8601) and Size become the entry's conditions."""
+    body = (b"<Delete><Object><Key>k</Key><ETag>\"e1\"</ETag><LastModifiedTime>Thu, 01 Jan 2015 00:00:00 GMT"
+            b"</LastModifiedTime><Size>3</Size></Object><Object><Key>j</Key><VersionId>v</VersionId>"
+            b"<LastModifiedTime>2015-01-01T00:00:01.000Z</LastModifiedTime></Object></Delete>")
+    assert parse_delete_objects(body)[1] == [("k", None, DeleteConditions('"e1"', 1420070400000, 3)),
+                                             ("j", "v", DeleteConditions(None, 1420070401000, None))]
+
+
+@pytest.mark.parametrize("inner", [b"<Size>big</Size>", b"<Size>-1</Size>",
+                                   b"<LastModifiedTime>soon</LastModifiedTime>",
+                                   b"<LastModifiedTime>2015-01-01T00:00:00</LastModifiedTime>",
+                                   b"<ETag>a</ETag><ETag>b</ETag>"])
+def test_parse_delete_objects_bad_conditional_fields_are_malformed(inner: bytes) -> None:
+    malformed(lambda: parse_delete_objects(b"<Delete><Object><Key>k</Key>" + inner + b"</Object></Delete>"))
 
 
 def test_parse_delete_objects_limits() -> None:
@@ -705,7 +726,7 @@ def test_delete_objects_round_trip(objects: list[tuple[str, str | None]], quiet:
     inner = "".join(f"<Object><Key>{xml_escape(k)}</Key>" + (f"<VersionId>{v}</VersionId>" if v else "")
                     + "</Object>" for k, v in objects)
     body = f"<Delete><Quiet>{'true' if quiet else 'false'}</Quiet>{inner}</Delete>".encode()
-    assert parse_delete_objects(body) == (quiet, objects)
+    assert parse_delete_objects(body) == (quiet, [(k, v, DeleteConditions()) for k, v in objects])
 
 
 @given(st.lists(xml_text, max_size=20))

@@ -16,7 +16,7 @@ from helpers.engine_io import get, list_all, list_all_versions, put, read
 from helpers.views_compare import dump_views, refcount_problems
 
 from s4.engine import Engine, ErrorCode, S3Error
-from s4.engine.conditions import Preconditions
+from s4.engine.conditions import DeleteConditions, Preconditions
 from s4.engine.views.env import unpack
 from s4.engine.volumes.record import HEADER_BYTES, decode_header
 
@@ -221,6 +221,43 @@ async def test_concurrent_if_match_exactly_one_wins(engine: Engine) -> None:
     winners = [i for i, r in enumerate(results) if not isinstance(r, BaseException)]
     assert len(winners) == 1
     assert await get(engine, "bkt", "k") == f"next-{winners[0]}".encode()
+
+
+async def test_conditional_delete_races_a_rewrite_atomically(engine: Engine) -> None:
+    """Issue 25: deletes conditioned on the old ETag, racing PUTs conditioned on it too, in a versioned bucket:
+    the decider checks each against the version current at its turn, so exactly one of all of them wins and
+    no loser changes anything (a delete never removes a version it was not conditioned on)."""
+    await make_bucket(engine, versioning="Enabled")
+    base = await put(engine, "bkt", "k", b"base")
+    stored = [await engine.ingestor.ingest_bytes(f"next-{i}".encode()) for i in range(4)]
+    cond = DeleteConditions(if_match=base.etag, size=4)
+    ops = [engine.delete_object("bkt", "k", conditions=cond) for _ in range(4)]
+    ops += [engine.put_object("bkt", "k", s, if_match=base.etag) for s in stored]
+    results = await asyncio.gather(*ops, return_exceptions=True)
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    assert len(winners) == 1
+    # a PUT after a winning delete finds a delete marker: If-Match then answers NoSuchKey, as S3 does
+    assert all(isinstance(r, S3Error) and r.code in (ErrorCode.PRECONDITION_FAILED, ErrorCode.NO_SUCH_KEY)
+               for r in results if isinstance(r, BaseException))
+    versions, _ = await list_all_versions(engine, "bkt")
+    assert len(versions) == 2  # base and the one winner (a delete marker or a new version)
+
+
+async def test_conditional_delete_of_a_named_version(engine: Engine) -> None:
+    await make_bucket(engine, versioning="Enabled")
+    old = await put(engine, "bkt", "k", b"old")
+    await put(engine, "bkt", "k", b"newer")
+    with pytest.raises(S3Error) as exc:
+        await engine.delete_object("bkt", "k", old.version_id, conditions=DeleteConditions(size=5))
+    assert code_of(exc) is ErrorCode.PRECONDITION_FAILED
+    with pytest.raises(S3Error) as exc:
+        await engine.delete_object("bkt", "k", old.version_id,
+                                   conditions=DeleteConditions(last_modified_ms=old.last_modified_ms - 1000))
+    assert code_of(exc) is ErrorCode.PRECONDITION_FAILED
+    await engine.delete_object("bkt", "k", old.version_id, conditions=DeleteConditions(
+        f'"{old.etag}"', old.last_modified_ms, 3))
+    versions, _ = await list_all_versions(engine, "bkt")
+    assert len(versions) == 1 and old.version_id not in [v for _, v, _ in versions]
 
 
 # -- copy, tags, rename ------------------------------------------------------------------------------------------
