@@ -137,7 +137,9 @@ def _delete_target(tx: Tx, oid: int | None) -> dict[str, Any] | None:
     """What a DeleteObject without a version id is conditioned on: the latest version, a delete marker included,
     unless the key holds no object data at all (only delete markers, or nothing): then the object does not exist
     and the delete's conditions pass, as for a missing key (S3's 204 for an absent object)."""
-    latest = tx.latest(oid) if oid is not None else None
+    if oid is None:
+        return None
+    latest = tx.latest(oid)
     if latest is None or not latest.get("dm"):
         return latest
     return latest if any(not rec.get("dm") for _, rec in tx.versions(oid)) else None
