@@ -106,15 +106,7 @@ class JobLeases:
         """The node drains: stop renewing, stop acting at once (runs stop at their next check) and take no lease
         until ``resume``; returns the jobs it held, for ``release`` once their runs have ended."""
         self._paused = True
-        keepers = list(self._keepers.values())
-        for task in keepers:
-            task.cancel()
-        await asyncio.gather(*keepers, return_exceptions=True)
-        self._keepers.clear()
-        held = [job for job, grant in self._grants.items() if grant.granted]
-        for job in held:
-            self._grants[job] = LeaseGrant(job, False, reason="released")
-        return held
+        return await self._let_go()
 
     def resume(self) -> None:
         self._paused = False
@@ -128,6 +120,13 @@ class JobLeases:
     async def close(self) -> None:
         """Stop renewing and give back what this node holds (call once no run acts any more)."""
         self._closed = True
+        held = await self._let_go()
+        await self.release(held)
+        if held:
+            log.info("stopping: gave back %d pool job lease(s): %s", len(held), ", ".join(held))
+
+    async def _let_go(self) -> list[str]:
+        """Stop renewing (the keepers end) and act on no lease from now on; the jobs whose lease this node held."""
         keepers = list(self._keepers.values())
         for task in keepers:
             task.cancel()
@@ -136,10 +135,7 @@ class JobLeases:
         held = [job for job, grant in self._grants.items() if grant.granted]
         for job in held:
             self._grants[job] = LeaseGrant(job, False, reason="released")
-        if held:
-            with contextlib.suppress(Exception):  # best effort: an unreleased lease expires
-                await asyncio.wait_for(asyncio.gather(*(self.port.release(job) for job in held)), RELEASE_TIMEOUT_S)
-            log.info("stopping: gave back %d pool job lease(s): %s", len(held), ", ".join(held))
+        return held
 
 
 class LeaseFlag:
