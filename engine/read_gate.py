@@ -114,7 +114,8 @@ class ReadGate:
             os.close(fd)
 
     def close(self) -> None:
-        self._map.close()
+        with self._lock:
+            self._map.close()
 
     # -- readers (any process) ----------------------------------------------------------------------------------
     def _open_now(self) -> bool:
@@ -151,6 +152,8 @@ class ReadGate:
     def set_current_until(self, deadline: float) -> None:
         assert self._writable
         with self._lock:
+            if self._map.closed:  # stopping: see ``add``
+                return
             _, total, wide = _HEADER.unpack_from(self._map, 0)
             _HEADER.pack_into(self._map, 0, deadline, total, wide)
 
@@ -158,6 +161,12 @@ class ReadGate:
         """Count one event in (``delta`` 1) or out (-1) of each of its slots (``WIDE``: the wide counter)."""
         assert self._writable
         with self._lock:
+            if self._map.closed:
+                # The node is stopping: its HTTP processes have drained (nobody reads locally any more) and the
+                # gate was closed with the cluster node, while a commit still in flight (a peer's stream, a job
+                # ending) makes its events visible. The events are durable either way; refusing them would fail a
+                # write for the gate's sake, and the next start recreates the gate empty.
+                return
             until, total, wide = _HEADER.unpack_from(self._map, 0)
             for slot in slots:
                 if slot == WIDE:

@@ -313,3 +313,14 @@ class _NoUnsettled:
 
     def watermark(self) -> int:
         return 0
+
+
+def test_issue20_a_commit_after_the_gate_closed_at_shutdown_is_not_refused(tmp_path: Path) -> None:
+    """Shutdown closes the read gate with the cluster node while a commit can still be in flight (a peer's stream,
+    a job ending): its events must still become visible. The gate raised ValueError (mmap closed), the commit's
+    batch failed and the stopping node hung (seen in the rolling-restart test)."""
+    gate = ReadGate.create(tmp_path / "read-gate")
+    gate.add([bucket_slot("b"), key_slot("b", "k")], 1)
+    gate.close()
+    gate.add([bucket_slot("b"), key_slot("b", "k")], -1)  # no error: nobody reads a closed gate
+    gate.set_current_until(123.0)
