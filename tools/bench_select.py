@@ -120,7 +120,11 @@ class RssSampler:
         while todo:
             current = todo.pop()
             pids.append(current)
-            for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                tasks = list(Path(f"/proc/{current}/task").glob("*/children"))
+            except OSError:  # the process exited between being listed and being read
+                continue
+            for task in tasks:
                 try:
                     todo += [int(c) for c in task.read_text().split()]
                 except OSError:

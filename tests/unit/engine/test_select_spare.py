@@ -150,3 +150,20 @@ def test_issue18_spares_are_killed_when_the_loop_shuts_down() -> None:
 
     pid = run_loop(main)
     assert gone(pid)  # killed and reaped while the loop closed, not left to PR_SET_PDEATHSIG
+
+
+
+def test_the_rss_sampler_survives_a_process_that_exits_while_it_walks_the_tree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sampler thread walks /proc/<pid>/task/*/children of a tree whose members come and go: a member gone
+    between being listed and being read is skipped (scandir of its task directory raised FileNotFoundError in the
+    thread, and pytest failed the test that happened to run the sampler). The race is made certain here: the task
+    directory of the tree's root vanishes as it is scanned."""
+    real_glob = Path.glob
+
+    def vanishing(self: Path, pattern: str) -> Any:
+        if self == Path(f"/proc/{os.getpid()}/task"):
+            raise FileNotFoundError(2, "No such file or directory", str(self))
+        return real_glob(self, pattern)
+
+    monkeypatch.setattr(Path, "glob", vanishing)
+    assert bench_select.RssSampler._tree(os.getpid()) == [os.getpid()]
