@@ -25,7 +25,6 @@ the GC. docs/architecture/anti-entropy.md.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -45,7 +44,7 @@ from .key_merge import merge_bucket_states, merge_key_states
 from .merkle_service import BUCKETS, INNER, KEYS, LEAVES, MAX_EVENTS, MAX_LEAVES, events_by_id, tree
 from .rate_limit import TokenBucket
 from .reads import MAX_KEYS, OBJECT, read_states
-from .wake import wait_event
+from .wake import cancel_and_wait, wait_event
 from .wire.s4cluster.v1 import (
     ApplyEventsReply,
     ApplyEventsRequest,
@@ -164,11 +163,7 @@ class AntiEntropy:
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(tasks)
 
     def wake(self, peer: str) -> None:
         """Exchange with ``peer`` now (tests; an operator's trigger)."""

@@ -35,7 +35,7 @@ from s4.journal.codec import decode_event, encode_event
 from s4.journal.events import REPLICATED, Event
 
 from .feed_store import FeedStore
-from .wake import wait_event
+from .wake import cancel_and_wait, wait_event
 from .wire.s4cluster.v1 import (
     ApplyEventsReply,
     ApplyEventsRequest,
@@ -341,11 +341,7 @@ class CatchUp:
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(tasks)
 
     def pushed(self, peer: str, ranges: Sequence[tuple[int, int]]) -> None:
         """``peer``'s ApplyEvents of its own writes applied here, each range ``(after, through]`` of its journal

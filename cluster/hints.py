@@ -20,7 +20,6 @@ docs/architecture/replication.md, "Hints".
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import random
@@ -35,7 +34,7 @@ from s4.journal.events import Event
 
 from .catch_up import AppliedReporter, BatchLimits, EventsTransport, replicated
 from .feed_store import FeedStore
-from .wake import wait_event
+from .wake import cancel_and_wait, wait_event
 from .wire.s4cluster.v1 import ApplyEventsRequest, BlobTransfer
 
 log = logging.getLogger("s4.cluster")
@@ -156,11 +155,7 @@ class Hints:
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(tasks)
 
     async def _loop(self, peer: str) -> None:
         settings = self.settings

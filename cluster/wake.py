@@ -11,6 +11,7 @@ always raises.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 
 async def wait_event(event: asyncio.Event, timeout: float) -> bool:
@@ -23,3 +24,12 @@ async def wait_event(event: asyncio.Event, timeout: float) -> bool:
     finally:
         waiter.cancel()
     return bool(done)
+
+
+async def cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel every per-peer loop, then wait until each has ended (the loops' shared ``stop``)."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
