@@ -31,9 +31,11 @@ ENV_NAMES = {
     "anti_entropy_rate_keys": "S4_ANTI_ENTROPY_RATE_KEYS", "anti_entropy_rate_bytes": "S4_ANTI_ENTROPY_RATE_BYTES",
     "catch_up": "S4_CATCH_UP",
     "gc_grace_days": "S4_GC_GRACE_DAYS", "max_rejoin_downtime_days": "S4_MAX_REJOIN_DOWNTIME_DAYS",
-    "secret_key": "S4_SECRET_ACCESS_KEY",
+    "secret_key": "S4_SECRET_ACCESS_KEY", "cluster_pools": "S4_CLUSTER_POOLS",
 }
 REQUIRED = ("node_id", "node_grpc_addr", "node_http_addr", "pool_name", "pool_nodes")
+#: S4_CLUSTER_POOLS: pools separated by ';', each ``name=`` and its S4_POOL_NODES-style list
+POOL_SEPARATOR = ";"
 
 
 class ClusterConfigError(ValueError):
@@ -87,6 +89,26 @@ class ClusterConfig:
     anti_entropy: AntiEntropyConfig = field(default_factory=lambda: AntiEntropyConfig())
     gc_grace_days: float = 7.0  # tombstones are kept at least this long (docs/architecture/tombstones.md)
     max_rejoin_downtime_days: float = 3.0  # away longer (and the pool moved on): bootstrap afresh
+    #: every pool of the cluster (S4_CLUSTER_POOLS), in name order, this node's included; () = this pool alone
+    cluster_pools: tuple[PoolSpec, ...] = ()
+
+    @property
+    def pools(self) -> tuple[PoolSpec, ...]:
+        """Every pool of the cluster in name order (this node's pool alone without S4_CLUSTER_POOLS)."""
+        return self.cluster_pools or (PoolSpec(self.pool_name, self.pool),)
+
+    @property
+    def registry_pool(self) -> PoolSpec:
+        """The pool whose name register holds the cluster's bucket names: the first by name (docs/architecture/
+        pools.md, "The cluster-wide bucket registry"), so every node agrees without coordination."""
+        return self.pools[0]
+
+    @property
+    def other_pools(self) -> tuple[PoolSpec, ...]:
+        return tuple(p for p in self.pools if p.name != self.pool_name)
+
+    def pool_of_node(self, node_id: str) -> PoolSpec | None:
+        return next((p for p in self.pools if any(n.node_id == node_id for n in p.nodes)), None)
 
     @property
     def peers(self) -> tuple[PoolNode, ...]:
@@ -108,7 +130,8 @@ def build_cluster_config(values: Mapping[str, Any], name_of: Callable[[str], str
 
     if values.get("mode") != "cluster":
         raise fail("mode", f"{values.get('mode')!r}: a cluster configuration needs S4_MODE=cluster")
-    missing = [fld for fld in REQUIRED if not values.get(fld)]
+    pools = parse_cluster_pools(values.get("cluster_pools"), lambda why: fail("cluster_pools", why))
+    missing = [fld for fld in REQUIRED if not values.get(fld) and not (fld == "pool_nodes" and pools)]
     if missing:
         raise ClusterConfigError(f"S4_MODE=cluster needs {', '.join(name(f) for f in missing)} (see docs/operations.md,"
                                  " Cluster settings)")
@@ -123,7 +146,7 @@ def build_cluster_config(values: Mapping[str, Any], name_of: Callable[[str], str
     parse_address(http_addr, lambda why: fail("node_http_addr", why))
     seeds = tuple(parse_address(s, lambda why: fail("seeds", why))
                   for s in _items(values.get("seeds"), lambda why: fail("seeds", why)))
-    pool = parse_pool_nodes(values["pool_nodes"], lambda why: fail("pool_nodes", why))
+    pool = _own_pool(values, pools, fail, name)
 
     me = next((n for n in pool if n.node_id == node_id), None)
     if me is None:
@@ -162,7 +185,56 @@ def build_cluster_config(values: Mapping[str, Any], name_of: Callable[[str], str
                          seeds=seeds, pool_name=str(values["pool_name"]), pool=pool, replication_factor=n,
                          write_quorum=w, read_quorum=r, hint_ttl_hours=hint_ttl, max_clock_offset_s=offset, key=key,
                          key_derived_from_s3_secret=not secret, warnings=tuple(warnings), job_lease_s=lease,
-                         anti_entropy=anti_entropy, gc_grace_days=grace, max_rejoin_downtime_days=rejoin)
+                         anti_entropy=anti_entropy, gc_grace_days=grace, max_rejoin_downtime_days=rejoin,
+                         cluster_pools=pools)
+
+
+def _own_pool(values: Mapping[str, Any], pools: tuple[PoolSpec, ...], fail: Callable[[str, str], Exception],
+              name: Callable[[str], str]) -> tuple[PoolNode, ...]:
+    """This node's pool: S4_POOL_NODES, or its entry in S4_CLUSTER_POOLS (both set: they must agree)."""
+    pool_name = str(values["pool_name"])
+    own = None if values.get("pool_nodes") is None else parse_pool_nodes(values["pool_nodes"],
+                                                                         lambda why: fail("pool_nodes", why))
+    if not pools:
+        assert own is not None
+        return own
+    spec = next((p for p in pools if p.name == pool_name), None)
+    if spec is None:
+        raise fail("pool_name", f"{pool_name!r} is not a pool of {name('cluster_pools')} "
+                                f"({', '.join(p.name for p in pools)})")
+    if own is not None and own != spec.nodes:
+        raise fail("pool_nodes", f"differs from pool {pool_name}'s entry in {name('cluster_pools')}; set one of "
+                                 "them (S4_POOL_NODES is the one-pool short form)")
+    return spec.nodes
+
+
+def parse_cluster_pools(value: Any, fail: Callable[[str], Exception]) -> tuple[PoolSpec, ...]:
+    """``name=id:host:port,...;name=...`` (config.toml: a table of lists, joined to that form by tools/config.py)
+    into pools in name order: pool names, node ids and addresses unique across the cluster. () when unset."""
+    if not value:
+        return ()
+    pools: list[PoolSpec] = []
+    for entry in str(value).split(POOL_SEPARATOR):
+        entry = entry.strip()
+        pool_name, sep, nodes = entry.partition("=")
+        pool_name = pool_name.strip()
+        if not sep or not NAME_RE.match(pool_name):
+            raise fail(f"{entry!r} is not name=id:host:port,... (pool names: 1-64 letters, digits, '.', '_' or '-';"
+                       " pools separated by ';')")
+        pools.append(PoolSpec(pool_name, parse_pool_nodes(nodes, lambda why, n=pool_name: fail(f"pool {n}: {why}"))))
+    names = [p.name for p in pools]
+    dup = next((k for i, k in enumerate(names) if k in names[:i]), None)
+    if dup is not None:
+        raise fail(f"duplicate pool {dup}")
+    for what, keys in (("node id", [(n.node_id, p.name) for p in pools for n in p.nodes]),
+                       ("address", [(str(n.grpc), p.name) for p in pools for n in p.nodes])):
+        seen: dict[str, str] = {}
+        for key, pool_name in keys:
+            if key in seen:
+                raise fail(f"{what} {key} is in pool {seen[key]} and pool {pool_name}: node ids and addresses are "
+                           "unique across the cluster")
+            seen[key] = pool_name
+    return tuple(sorted(pools, key=lambda p: p.name))
 
 
 def _anti_entropy(values: Mapping[str, Any], fail: Callable[[str, str], Exception]) -> AntiEntropyConfig:
@@ -251,18 +323,26 @@ def build_gateway_config(values: Mapping[str, Any], name_of: Callable[[str], str
 
     if values.get("mode") != "gateway":
         raise fail("mode", f"{values.get('mode')!r}: a gateway configuration needs S4_MODE=gateway")
-    missing = [fld for fld in GATEWAY_REQUIRED if not values.get(fld)]
+    pools = parse_cluster_pools(values.get("cluster_pools"), lambda why: fail("cluster_pools", why))
+    missing = [] if pools else [fld for fld in GATEWAY_REQUIRED if not values.get(fld)]
+    if pools and not values.get("node_id"):
+        missing = ["node_id"]
     if missing:
         raise ClusterConfigError(f"S4_MODE=gateway needs {', '.join(name(f) for f in missing)} (see "
                                  "docs/operations.md, Gateway)")
     cluster_name = str(values.get("cluster_name") or "")
     for fld, text in (("cluster_name", cluster_name), ("node_id", values["node_id"]),
-                      ("pool_name", values["pool_name"])):
-        if not NAME_RE.match(str(text)):
+                      ("pool_name", values.get("pool_name"))):
+        if text is not None and not NAME_RE.match(str(text)):
             raise fail(fld, f"{text!r} must be 1-64 letters, digits, '.', '_' or '-'")
     gateway_id = str(values["node_id"])
-    pool = parse_pool_nodes(values["pool_nodes"], lambda why: fail("pool_nodes", why))
-    if any(n.node_id == gateway_id for n in pool):
+    if pools and values.get("pool_nodes"):
+        raise fail("pool_nodes", f"set {name('cluster_pools')} or {name('pool_name')} and {name('pool_nodes')} "
+                                 "(the one-pool short form), not both")
+    if not pools:
+        pools = (PoolSpec(str(values["pool_name"]),
+                          parse_pool_nodes(values["pool_nodes"], lambda why: fail("pool_nodes", why))),)
+    if any(n.node_id == gateway_id for p in pools for n in p.nodes):
         raise fail("node_id", f"{gateway_id!r} is a node of the pool ({name('pool_nodes')}): a gateway is no pool "
                               "member; give it an id of its own")
     offset = float(values.get("max_clock_offset_s", 60.0))
@@ -271,7 +351,7 @@ def build_gateway_config(values: Mapping[str, Any], name_of: Callable[[str], str
     warnings: list[str] = []
     key, secret = _cluster_key(values, cluster_name, name, fail, warnings)
     return GatewayConfig(cluster_name=cluster_name, gateway_id=gateway_id,
-                         pools=(PoolSpec(str(values["pool_name"]), pool),), max_clock_offset_s=offset, key=key,
+                         pools=pools, max_clock_offset_s=offset, key=key,
                          key_derived_from_s3_secret=not secret, warnings=tuple(warnings))
 
 

@@ -98,6 +98,13 @@ def _toml_text(name: str, value: Any) -> str:
     return value
 
 
+def _toml_pools(name: str, value: Any) -> str:
+    """``[cluster.cluster_pools]``: a table of pool name -> list of id:host:port, as S4_CLUSTER_POOLS's string."""
+    if isinstance(value, dict):
+        return ";".join(f"{pool}={_toml_list(f'{name}.{pool}', nodes)}" for pool, nodes in value.items())
+    return _toml_text(name, value)
+
+
 def _toml_list(name: str, value: Any) -> str:
     """A list of strings, or one comma-separated string, from config.toml; kept comma-separated like the env var."""
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
@@ -145,6 +152,7 @@ ENV: dict[str, tuple[str, Callable[[str, str], Any], Any]] = {
     "S4_SEEDS": ("seeds", _text, None),
     "S4_POOL_NAME": ("pool_name", _text, None),
     "S4_POOL_NODES": ("pool_nodes", _text, None),
+    "S4_CLUSTER_POOLS": ("cluster_pools", _text, None),  # None: the node's pool alone (docs/architecture/pools.md)
     "S4_REPLICATION_FACTOR": ("replication_factor", parse_int, 3),
     "S4_WRITE_QUORUM": ("write_quorum", parse_int, 2),
     "S4_READ_QUORUM": ("read_quorum", parse_int, 2),
@@ -182,7 +190,7 @@ CLUSTER_ONLY: tuple[str, ...] = (
     "cluster_name", "node_grpc_addr", "node_http_addr", "seeds", "pool_name", "pool_nodes", "replication_factor",
     "write_quorum", "read_quorum", "hint_ttl_hours", "cluster_secret", "max_clock_offset_s", "job_lease_s")
 CLUSTER_ONLY += ("anti_entropy_interval_secs", "anti_entropy_rate_keys", "anti_entropy_rate_bytes", "catch_up",
-                 "gc_grace_days", "max_rejoin_downtime_days")
+                 "gc_grace_days", "max_rejoin_downtime_days", "cluster_pools")
 # Settings a gateway (S4_MODE=gateway) does not read: it stores nothing, runs no background job, serves no gRPC and
 # verifies no credential (the nodes do). Each must stay at its default, so a node's configuration reused for a
 # gateway by mistake stops start-up instead of running without what it asked for (docs/operations.md, Gateway).
@@ -224,6 +232,7 @@ TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
                                                        "node_http_addr", "pool_name", "cluster_secret")},
     ("cluster", "seeds"): ("seeds", _toml_list),
     ("cluster", "pool_nodes"): ("pool_nodes", _toml_list),
+    ("cluster", "cluster_pools"): ("cluster_pools", _toml_pools),
     **{("cluster", fld): (fld, lambda n, v: parse_int(n, str(v)))
        for fld in ("replication_factor", "write_quorum", "read_quorum")},
     ("cluster", "hint_ttl_hours"): ("hint_ttl_hours", lambda n, v: parse_float(n, str(v))),
