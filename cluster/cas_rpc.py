@@ -49,20 +49,33 @@ class ValueCodec(Protocol[V]):
 
 
 class BucketRecordCodec:
-    """A BucketRecord as the msgpack array ``[1, status, owner, incarnation, token]``."""
+    """A BucketRecord as the msgpack array ``[1, status, owner, incarnation, token]``, or, once it names a pool or a
+    creation time (several pools: docs/architecture/pools.md), ``[2, status, owner, incarnation, token, pool,
+    created_ms]``. A record with neither stays format 1, so a one-pool cluster's records stay readable by nodes of
+    the version before pools during a rolling upgrade; format 1 decodes with the defaults (pool "": the first)."""
 
     FORMAT = 1
+    FORMAT_POOL = 2
 
     def encode(self, value: BucketRecord) -> bytes:
-        return bytes(msgpack.packb([self.FORMAT, value.status.value, value.owner, value.incarnation, value.token],
-                                   use_bin_type=True))
+        fields: list[object] = [self.FORMAT, value.status.value, value.owner, value.incarnation, value.token]
+        if value.pool or value.created_ms:
+            fields[0] = self.FORMAT_POOL
+            fields += [value.pool, value.created_ms]
+        return bytes(msgpack.packb(fields, use_bin_type=True))
 
     def decode(self, data: bytes) -> BucketRecord:
-        fmt, status, owner, incarnation, token = msgpack.unpackb(data, raw=False)
-        if fmt != self.FORMAT or not isinstance(owner, str) or not isinstance(token, str) \
-                or not isinstance(incarnation, int):
+        fields = msgpack.unpackb(data, raw=False)
+        fmt = fields[0] if isinstance(fields, list) and fields else None
+        if fmt == self.FORMAT and len(fields) == 5:
+            fields = [*fields, "", 0]
+        elif fmt != self.FORMAT_POOL or len(fields) != 7:
             raise ValueError(f"not a bucket record (format {fmt!r})")
-        return BucketRecord(BucketStatus(status), owner, incarnation, token)
+        _, status, owner, incarnation, token, pool, created_ms = fields
+        if not isinstance(owner, str) or not isinstance(token, str) or not isinstance(incarnation, int) \
+                or not isinstance(pool, str) or not isinstance(created_ms, int):
+            raise ValueError(f"not a bucket record (format {fmt!r})")
+        return BucketRecord(BucketStatus(status), owner, incarnation, token, pool, created_ms)
 
 
 BUCKET_CODEC = BucketRecordCodec()

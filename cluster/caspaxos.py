@@ -352,12 +352,19 @@ class BucketRecord:
     """The register value of one bucket name. ``incarnation`` counts creations, so a bucket deleted and created
     again is a different bucket (a delete of the old one cannot remove the new one). ``token`` is the request id of
     the change that last wrote the record: a proposer whose accept phase failed may find its own value adopted by
-    the next prepare, and must report the outcome it caused (CREATED), not what it then sees (ALREADY_EXISTS)."""
+    the next prepare, and must report the outcome it caused (CREATED), not what it then sees (ALREADY_EXISTS).
+
+    ``pool`` is the pool the bucket is pinned to and ``created_ms`` its creation time (wall-clock ms of the node
+    that created it), both set by the create that took the name and kept by every later change of that life
+    (docs/architecture/pools.md). A record written before pools existed has neither: ``pool`` "" means the
+    registry's own pool (the first by name), ``created_ms`` 0 unknown."""
 
     status: BucketStatus
     owner: str
     incarnation: int
     token: str
+    pool: str = ""
+    created_ms: int = 0
 
 
 class Outcome(StrEnum):
@@ -385,12 +392,15 @@ def _same(record: BucketRecord | None, outcome: Outcome) -> BucketChange:
     return Change(record, BucketResult(outcome, record))
 
 
-def create_if_absent(owner: str, token: str) -> Callable[[BucketRecord | None], BucketChange]:
-    """CreateBucket: CREATED if the name is free (never used or deleted), else ALREADY_EXISTS with the holder."""
+def create_if_absent(owner: str, token: str, pool: str = "",
+                     created_ms: int = 0) -> Callable[[BucketRecord | None], BucketChange]:
+    """CreateBucket: CREATED if the name is free (never used or deleted), pinned to ``pool``; else ALREADY_EXISTS
+    with the holder (whatever pool holds it)."""
 
     def fn(current: BucketRecord | None) -> BucketChange:
         if current is None or current.status is BucketStatus.DELETED:
-            new = BucketRecord(BucketStatus.LIVE, owner, (current.incarnation if current else 0) + 1, token)
+            new = BucketRecord(BucketStatus.LIVE, owner, (current.incarnation if current else 0) + 1, token, pool,
+                               created_ms)
             return Change(new, BucketResult(Outcome.CREATED, new))
         if current.token == token:  # our own earlier attempt, adopted: nobody changed it since
             return Change(current, BucketResult(Outcome.CREATED, current), already_applied=True)
