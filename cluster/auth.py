@@ -5,7 +5,9 @@ and an HMAC-SHA256 over all three plus the gRPC method, keyed with the cluster k
 ``UNAUTHENTICATED``) a call without them, from another cluster, with a MAC made with another key, with a timestamp
 more than S4_MAX_CLOCK_OFFSET away from its own clock, or from a node outside its pool -- except for the methods
 named guest methods (``Ping``): a gateway (S4_MODE=gateway) holds the cluster key but is no pool member, and pings
-the nodes it forwards to (docs/architecture/gateway.md); a guest's Ping is answered and changes nothing.
+the nodes it forwards to (docs/architecture/gateway.md); a guest's Ping is answered and changes nothing. Nodes of
+the cluster's other pools (S4_CLUSTER_POOLS) may also call ``CasPrepare``/``CasAccept`` on the registry pool's nodes:
+they propose bucket names to the cluster-wide registry (docs/architecture/pools.md).
 
 Why this is enough here, and what it does not do (docs/architecture/replication.md, "Wire and authentication"):
 it proves the caller holds the cluster key and binds the proof to one method and a time window, so a node of
@@ -91,6 +93,8 @@ class Verifier:
     max_clock_offset_s: float
     clock: Callable[[], float] = time.time
     guest_methods: Collection[str] = ()  # methods a key holder outside the pool may call (a gateway's Ping)
+    cluster_nodes: Collection[str] = ()  # nodes of the cluster's other pools (S4_CLUSTER_POOLS) ...
+    cluster_methods: Collection[str] = ()  # ... and what they may call here (the registry's CasPrepare/CasAccept)
 
     def verify(self, metadata: Mapping[str, Any], method: str) -> str:
         values = {h: metadata.get(h) for h in (H_CLUSTER, H_NODE, H_TIME, H_MAC)}
@@ -112,6 +116,7 @@ class Verifier:
         if abs(offset) > self.max_clock_offset_s:
             raise AuthError(f"caller {node!r}'s clock is {offset:+.1f}s from this node's, beyond "
                             f"S4_MAX_CLOCK_OFFSET={self.max_clock_offset_s:g}s (fix NTP on one of them)")
-        if node not in self.members and method not in self.guest_methods:
+        if node not in self.members and method not in self.guest_methods \
+                and not (node in self.cluster_nodes and method in self.cluster_methods):
             raise AuthError(f"caller {node!r} holds the cluster key but is not in this node's pool (S4_POOL_NODES)")
         return node

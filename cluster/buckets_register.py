@@ -1,4 +1,8 @@
-"""Bucket names across the pool: the CASPaxos register wired to this node's store, acceptor and peers.
+"""Bucket names across the cluster: the CASPaxos register wired to this node's store, acceptor and peers.
+
+With several pools (S4_CLUSTER_POOLS) the register that decides names is the registry pool's (the first by name):
+its nodes are the acceptors, every node of every pool a proposer, and a create pins the bucket to the proposer's
+pool (docs/architecture/pools.md).
 
 ``CasNode.open`` builds one node's part of the register: the durable acceptor store in the data directory, the
 acceptor, the ``CasAcceptorService`` that ``ClusterServer`` delegates ``CasPrepare`` / ``CasAccept`` to, and a
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +31,7 @@ from .caspaxos import (
     BucketChange,
     BucketRecord,
     BucketResult,
+    BucketStatus,
     Change,
     Outcome,
     OutcomeUnknown,
@@ -36,7 +42,7 @@ from .caspaxos import (
     finish_delete,
     mark_deleting,
 )
-from .config import ClusterConfig
+from .config import ClusterConfig, ClusterConfigError
 from .peers import PeerPool
 
 log = logging.getLogger("s4.cluster")
@@ -48,15 +54,20 @@ KEY_PREFIXES = {space: f"{space.value}/" for space in NameSpace}
 
 
 class BucketRegister:
-    """Linearizable CreateBucket / DeleteBucket decisions for one pool, and the same for the other kinds of names
-    (``space``: IAM usernames), each in its own key space."""
+    """Linearizable CreateBucket / DeleteBucket decisions for the cluster (the registry pool's register: docs/
+    architecture/pools.md), and the same for the other kinds of names (``space``: IAM usernames), each in its own
+    key space. ``pool``: what a create pins the name to ("" with one pool: the records keep their old format)."""
 
-    def __init__(self, proposer: Proposer[BucketRecord]) -> None:
+    def __init__(self, proposer: Proposer[BucketRecord], pool: str = "",
+                 clock: Callable[[], float] = time.time) -> None:
         self.proposer = proposer
+        self.pool = pool
+        self._clock = clock
 
     async def create(self, name: str, owner: str, token: str, space: str = NameSpace.BUCKET) -> BucketResult:
-        """CREATED (the record names ``owner``), or ALREADY_EXISTS with the holder's record."""
-        return await self._run(name, create_if_absent(owner, token), space)
+        """CREATED (the record names ``owner`` and this node's pool), or ALREADY_EXISTS with the holder's record."""
+        created_ms = int(self._clock() * 1000) if self.pool else 0
+        return await self._run(name, create_if_absent(owner, token, self.pool, created_ms), space)
 
     async def mark_deleting(self, name: str, token: str, incarnation: int | None = None,
                             space: str = NameSpace.BUCKET) -> BucketResult:
@@ -130,6 +141,14 @@ class RegisterNames:
     async def abort_delete(self, name: str, incarnation: int, token: str, space: str = NameSpace.BUCKET) -> NameClaim:
         return _claim(await self.register.abort_delete(name, incarnation, token, space))
 
+    async def pool_of(self, name: str, registry_pool: str) -> str | None:
+        """The pool a live bucket is pinned to (a record from before pools: ``registry_pool``), None when the name
+        is free or being deleted (a linearizable read of the registry)."""
+        record = await self.register.read(name)
+        if record is None or record.status is not BucketStatus.LIVE:
+            return None
+        return record.pool or registry_pool
+
 
 def _claim(result: BucketResult) -> NameClaim:
     record = result.record
@@ -150,6 +169,7 @@ class CasNode:
     acceptor: Acceptor[bytes]
     service: CasAcceptorService
     register: BucketRegister
+    registry_peers: PeerPool | None = None  # the registry pool's nodes, when this node is outside that pool
 
     @property
     def names(self) -> RegisterNames:
@@ -159,18 +179,35 @@ class CasNode:
     @classmethod
     def open(cls, config: ClusterConfig, data_dir: str | os.PathLike[str], peers: PeerPool, *,
              phase_timeout: float = 2.0, **proposer_options: Any) -> CasNode:
-        """Open the store (bumping the proposer's incarnation) and wire acceptor, service and proposer."""
+        """Open the store (bumping the proposer's incarnation) and wire acceptor, service and proposer.
+
+        The proposer's acceptors are the registry pool's nodes (docs/architecture/pools.md): this pool's own with one
+        pool or in the registry pool; otherwise another pool's, called over ``registry_peers``. This node's acceptor
+        serves this pool's other registers (job leases) either way."""
         store = CasStore(store_path(data_dir))
         try:
             incarnation = store.next_incarnation()
         except BaseException:
             store.close()
             raise
+        registry = config.registry_pool
+        names = KEY_PREFIXES[NameSpace.BUCKET]
+        if registry.name != config.pool_name and any(k.startswith(names) for k in store.keys()):
+            store.close()  # this pool's acceptors hold bucket names: the registry was here, the first pool changed
+            raise ClusterConfigError(
+                f"S4_CLUSTER_POOLS: this node's register holds bucket names, so pool {config.pool_name} has been the "
+                f"bucket registry, but pool {registry.name} now sorts first and would be; the registry never moves: "
+                "give the added pool a name after the registry pool's (docs/operations.md, Add a pool)")
         acceptor: Acceptor[bytes] = Acceptor(store)
-        transport = GrpcAcceptorTransport(config.node_id, acceptor, peers, BUCKET_CODEC, timeout_s=phase_timeout)
-        proposer = Proposer(config.node_id, [n.node_id for n in config.pool], transport, incarnation=incarnation,
-                            phase_timeout=phase_timeout, **proposer_options)
-        return cls(store, acceptor, CasAcceptorService(acceptor), BucketRegister(proposer))
+        registry_peers = None if registry.name == config.pool_name else PeerPool(config, nodes=registry.nodes)
+        transport = GrpcAcceptorTransport(config.node_id, acceptor, registry_peers or peers, BUCKET_CODEC,
+                                          timeout_s=phase_timeout)
+        proposer = Proposer(config.node_id, [n.node_id for n in registry.nodes], transport, incarnation=incarnation,
+                            phase_timeout=phase_timeout, remote=registry_peers is not None, **proposer_options)
+        pin = config.pool_name if config.cluster_pools else ""
+        return cls(store, acceptor, CasAcceptorService(acceptor), BucketRegister(proposer, pin), registry_peers)
 
     def close(self) -> None:
+        if self.registry_peers is not None:
+            self.registry_peers.close()
         self.store.close()

@@ -235,8 +235,10 @@ class Proposer(Generic[V]):
                  incarnation: int | None = None, max_attempts: int = 10, phase_timeout: float = 2.0,
                  backoff_base: float = 0.01, backoff_cap: float = 0.5,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 rng: random.Random | None = None) -> None:
-        if node not in peers:
+                 rng: random.Random | None = None, remote: bool = False) -> None:
+        """``remote``: this node is no acceptor of ``peers`` (a node of another pool proposing to the cluster's
+        bucket registry: docs/architecture/pools.md); ballots stay unique by ``node``, which is unique cluster-wide."""
+        if node not in peers and not remote:
             raise ValueError(f"proposer node {node!r} is not one of the pool's nodes {list(peers)!r}")
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")

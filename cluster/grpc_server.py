@@ -24,6 +24,7 @@ from grpclib.server import Server, Stream
 
 from . import h2_tuning  # noqa: F401 - installs hyperframe's O(1) frame repr in the serving process
 from .auth import AuthError, Verifier
+from .buckets_register import KEY_PREFIXES
 from .config import ClusterConfig
 from .event_stream import serve_stream
 from .wire.s4cluster.v1 import (
@@ -68,6 +69,8 @@ CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("s4_cluster_caller"
 _LOG_EVERY_S = 60.0
 #: What a caller outside the pool may call (cluster/auth.py guest methods): a gateway's Ping, read-only.
 PING_METHOD = "/s4cluster.v1.S4Cluster/Ping"
+#: What nodes of the cluster's other pools may call on the registry pool's nodes (docs/architecture/pools.md).
+REGISTRY_METHODS = ("/s4cluster.v1.S4Cluster/CasPrepare", "/s4cluster.v1.S4Cluster/CasAccept")
 
 
 class LocalStatus(Protocol):
@@ -249,10 +252,18 @@ class ClusterService(S4ClusterBase):
         return await self._area(self.handlers.reads, "reads").list_range(CALLER.get(), message)
 
     async def cas_prepare(self, message: CasPrepareRequest) -> CasPrepareReply:
-        return await self._area(self.handlers.cas, "cas").cas_prepare(CALLER.get(), message)
+        return await self._area(self.handlers.cas, "cas").cas_prepare(self._cas_caller(message.key), message)
 
     async def cas_accept(self, message: CasAcceptRequest) -> CasAcceptReply:
-        return await self._area(self.handlers.cas, "cas").cas_accept(CALLER.get(), message)
+        return await self._area(self.handlers.cas, "cas").cas_accept(self._cas_caller(message.key), message)
+
+    def _cas_caller(self, key: str) -> str:
+        """A node of another pool (admitted by the verifier only here, on the registry pool) touches names only,
+        never this pool's own registers (its job leases)."""
+        caller = CALLER.get()
+        if self.config.member(caller) is None and not key.startswith(tuple(KEY_PREFIXES.values())):
+            raise GRPCError(Status.PERMISSION_DENIED, f"node {caller!r} of another pool may only propose names")
+        return caller
 
     async def swim(self, message: SwimMessage) -> SwimAck:
         caller = CALLER.get()
@@ -348,8 +359,11 @@ class ClusterServer:
     def __init__(self, config: ClusterConfig, local: LocalStatus, handlers: Handlers | None = None, *,
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config
+        registry = config.registry_pool.name == config.pool_name  # other pools propose bucket names here
+        others = [n.node_id for p in config.other_pools for n in p.nodes] if registry else []
         verifier = Verifier(cluster=config.cluster_name, key=config.key, members=[n.node_id for n in config.pool],
-                            max_clock_offset_s=config.max_clock_offset_s, clock=clock, guest_methods=(PING_METHOD,))
+                            max_clock_offset_s=config.max_clock_offset_s, clock=clock, guest_methods=(PING_METHOD,),
+                            cluster_nodes=others, cluster_methods=REGISTRY_METHODS if others else ())
         self.service = ClusterService(config, local, handlers)
         self._authenticated = Authenticated(self.service, verifier)
         self._server: Server | None = None  # made in start(): grpclib's Server takes the running loop

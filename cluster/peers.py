@@ -66,11 +66,13 @@ class PeerMismatch(Exception):
 
 class PeerPool:
     def __init__(self, config: ClusterConfig, *, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, nodes: tuple[PoolNode, ...] | None = None) -> None:
+        """``nodes``: whom to call (default: this node's pool); another pool's nodes for the bucket registry's
+        proposer of a node outside the registry pool (docs/architecture/pools.md)."""
         self.config = config
         self.timeout_s = timeout_s
         self.signer = Signer(cluster=config.cluster_name, node_id=config.node_id, key=config.key, clock=clock)
-        self._peers = {n.node_id: n for n in config.peers}
+        self._peers = {n.node_id: n for n in (config.peers if nodes is None else nodes) if n.node_id != config.node_id}
         me = config.member(config.node_id)
         self._own_host = me.grpc.host if me is not None else None
         self._channels: dict[str, Channel] = {}

@@ -34,6 +34,7 @@ from s4.api.metrics import ClusterMetrics, JournalMetrics, enable_multiprocess
 from s4.api.scrub_metrics import ScrubMetrics
 from s4.api.settings import ApiSettings
 from s4.cluster.auth import iam_key
+from s4.cluster.config import ClusterConfigError
 from s4.cluster.gateway import PoolWatch
 from s4.cluster.grpc_logging import quiet_deadlines
 from s4.cluster.grpc_server import GrpcBindError
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     except RejoinRefused as exc:  # docs/architecture/tombstones.md, "Rejoining"
         print(f"s4-server: {exc}", file=sys.stderr)
         return 2
-    except ConfigError as exc:
+    except (ConfigError, ClusterConfigError) as exc:  # ClusterConfigError: a registry that would move (pools.md)
         print(f"s4-server: configuration error: {exc}", file=sys.stderr)
         return 2
     finally:
