@@ -19,6 +19,7 @@ import secrets
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import falcon
 import falcon.asgi
@@ -277,12 +278,13 @@ class S3Service:
                 resp.set_header(name, value)
 
 
-def build_app(engine: Engine, settings: ApiSettings) -> access_log.Asgi:
+def build_app(engine: Engine, settings: ApiSettings, wrap: Callable[[Any], Any] | None = None) -> access_log.Asgi:
     """The falcon app behind the body gate (api/body_gate.py: no 100 Continue before a handler reads), inside the
-    access log (api/access_log.py) when it is on."""
+    access log (api/access_log.py) when it is on. ``wrap``: middleware between the body gate and the app (several
+    pools: api/pool_router.py)."""
     quiet_aborts()  # a GET cut short mid-body is logged once, by the handler (api/errors.py ResponseAborted)
     app = falcon.asgi.App(middleware=[], cors_enable=False, request_type=access_log.LoggedRequest)
     app.req_options.strip_url_path_trailing_slash = False
     app.resp_options.secure_cookies_by_default = False
     app.add_sink(S3Service(engine, settings), prefix="/")
-    return access_log.install(BodyGate(app), settings.access_log)
+    return access_log.install(BodyGate(app if wrap is None else wrap(app)), settings.access_log)

@@ -4,6 +4,8 @@ A reverse proxy at the HTTP level (docs/architecture/gateway.md): the node does 
 (SigV4 and presigned URLs verify there, since method, path, query and headers, Host included, arrive as the client
 sent them); the gateway stores nothing and verifies nothing. Per request:
 
+* with several pools (S4_CLUSTER_POOLS) the bucket's pool, as the nodes' ``x-s4-pool`` answers taught it
+  (``BucketPools``; a bucket not learned yet goes to any pool's node, which forwards it: api/pool_router.py);
 * the nodes to try come from the pool's liveness (``Backends.candidates``: alive before suspect, round robin;
   cluster/gateway.py pings them);
 * the request goes to the first with aiohttp: method, raw path and query byte for byte, the client's headers but
@@ -60,6 +62,12 @@ Send = Callable[[Message], Awaitable[None]]
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
                         b"proxy-authorization", b"te", b"trailer", b"transfer-encoding", b"upgrade"})
 CLUSTER_HEALTH = "/api/admin/cluster/health"
+#: Response header a node of a cluster of several pools adds to a bucket's requests: the pool that served it
+#: (api/pool_router.py); a gateway learns bucket -> pool from it (docs/architecture/pools.md).
+POOL_HEADER = "x-s4-pool"
+#: Request header of a request forwarded between pools: the receiving node serves it, never forwards it again.
+FORWARDED_HEADER = "x-s4-forwarded"
+MAX_LEARNED = 65536  # bucket -> pool entries a gateway keeps (oldest forgotten first)
 CHUNK = 256 * 1024  # response bytes read from the node per send at most
 UNAVAILABLE = "No node of the pool can take the request right now; retry later."
 
@@ -175,11 +183,46 @@ class GatewayMetrics(Collector):
         return bytes(generate_latest(self.registry))
 
 
+class PoolRoutes(Protocol):
+    """Several pools (cluster/gateway.py ``PoolSet``): one pool's nodes by name."""
+
+    def of(self, pool: str) -> Backends | None: ...
+
+
+class BucketPools:
+    """A gateway in front of several pools: which pool a bucket lives in, as the nodes' answers said (the
+    ``x-s4-pool`` header). A bucket not learned yet goes to any pool's node, which forwards it to the right pool
+    (api/pool_router.py) and whose answer teaches the gateway; a stale entry (a bucket deleted and created again in
+    another pool) costs the same one extra hop, never a wrong answer: the node it reaches looks the bucket up."""
+
+    def __init__(self, pools: PoolRoutes, vhost_domains: tuple[str, ...]) -> None:
+        self.pools = pools
+        self.vhost_domains = vhost_domains
+        self.learned: dict[str, str] = {}
+
+    def bucket(self, scope: Scope) -> str:
+        from .pool_router import bucket_of  # the same parsing as the nodes'
+
+        return bucket_of(scope, self.vhost_domains)
+
+    def backends(self, bucket: str) -> Backends | None:
+        pool = self.learned.get(bucket) if bucket else None
+        return self.pools.of(pool) if pool else None
+
+    def learn(self, bucket: str, pool: str) -> None:
+        if bucket and pool and self.learned.get(bucket) != pool and self.pools.of(pool) is not None:
+            self.learned.pop(bucket, None)
+            self.learned[bucket] = pool
+            if len(self.learned) > MAX_LEARNED:
+                self.learned.pop(next(iter(self.learned)))
+
+
 class GatewayApp:
     """The ASGI app. ``close()`` (awaited) closes the connections to the nodes."""
 
-    def __init__(self, backends: Backends, settings: GatewaySettings) -> None:
+    def __init__(self, backends: Backends, settings: GatewaySettings, routes: BucketPools | None = None) -> None:
         self.backends = backends
+        self.routes = routes  # several pools: a bucket's requests go to its pool
         self.settings = settings
         self.metrics = GatewayMetrics(backends) if settings.metrics_enabled else None
         self._prefix = secrets.token_hex(4).upper()
@@ -238,15 +281,26 @@ class GatewayApp:
         _note(entry, "Forward")
         await self.forward(scope, headers, receive, send)
 
-    async def forward(self, scope: Scope, headers: list[tuple[bytes, bytes]], receive: Receive, send: Send) -> None:
+    async def forward(self, scope: Scope, headers: list[tuple[bytes, bytes]], receive: Receive, send: Send,
+                      backends: Backends | None = None, extra: tuple[tuple[str, str], ...] = ()) -> None:
+        """Forward to ``backends`` (default: the bucket's pool when known, else every pool's nodes), with the
+        ``extra`` request headers added."""
         started = time.perf_counter()
         body = ClientBody(receive) if has_body(headers) else None
-        outgoing = forwarded_headers(headers)
+        outgoing = forwarded_headers(headers) + list(extra)
+        bucket = ""
+        if backends is None and self.routes is not None:
+            try:
+                bucket = self.routes.bucket(scope)
+            except Exception:  # noqa: BLE001 - a target the node will refuse: any node answers it
+                bucket = ""
+            backends = self.routes.backends(bucket)
+        backends = backends or self.backends
         target = (scope.get("raw_path") or scope.get("path", "/").encode()).decode("latin-1")
         query = (scope.get("query_string") or b"").decode("latin-1")
         if query:
             target = f"{target}?{query}"
-        for node, address in self.backends.candidates():
+        for node, address in backends.candidates():
             url = URL(f"http://{address}{target}", encoded=True)
             try:
                 resp = await self.session().request(scope["method"], url, headers=outgoing, allow_redirects=False,
@@ -262,6 +316,8 @@ class GatewayApp:
                             scope.get("path"), node, type(exc).__name__, exc)
                 await self.unavailable(scope, send, "The node was lost while handling the request; retry it.")
                 return
+            if self.routes is not None and bucket:
+                self.routes.learn(bucket, resp.headers.get(POOL_HEADER, ""))
             try:
                 if self.metrics is not None:
                     self.metrics.latency.observe(time.perf_counter() - started)
@@ -333,9 +389,10 @@ async def _answer(send: Send, status: int, body: bytes, content_type: str, reque
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-def build_gateway_app(backends: Backends, settings: GatewaySettings) -> tuple[GatewayApp, access_log.Asgi]:
+def build_gateway_app(backends: Backends, settings: GatewaySettings,
+                      routes: BucketPools | None = None) -> tuple[GatewayApp, access_log.Asgi]:
     """The app (to ``close()`` at shutdown) and what uvicorn serves: it behind the body gate (no ``100 Continue``
-    to the client before the node asked for the body) inside the access log."""
+    to the client before the node asked for the body) inside the access log. ``routes``: several pools."""
     quiet_aborts()
-    app = GatewayApp(backends, settings)
+    app = GatewayApp(backends, settings, routes)
     return app, access_log.install(BodyGate(app), settings.access_log)

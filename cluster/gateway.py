@@ -26,7 +26,7 @@ from grpclib.events import SendRequest, listen
 from multidict import MultiDict
 
 from .auth import Signer
-from .config import GatewayConfig, PoolNode
+from .config import GatewayConfig, PoolNode, PoolSpec
 from .liveness import ALIVE, SUSPECT, Liveness, LivenessSettings
 from .peers import BoundChannel, source_address
 from .wire.s4cluster.v1 import PingRequest, S4ClusterStub
@@ -56,9 +56,11 @@ class PoolWatch:
     """Pings the pool's nodes and answers which to forward to; ``start``/``stop`` on the gateway's event loop."""
 
     def __init__(self, config: GatewayConfig, own_host: str | None, settings: LivenessSettings | None = None, *,
-                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 pool: PoolSpec | None = None) -> None:
+        """``pool``: the pool to watch (default: the first of ``config.pools``)."""
         self.config = config
-        self.pool = config.pools[0]
+        self.pool = pool or config.pools[0]
         self.settings = settings or LivenessSettings()
         self.liveness = Liveness([n.node_id for n in self.pool.nodes], self.settings, clock=clock, wall=wall)
         self.signer = Signer(cluster=config.cluster_name, node_id=config.gateway_id, key=config.key, clock=wall)
@@ -159,3 +161,48 @@ class PoolWatch:
             channel.close()
         self._channels.clear()
         self._stubs.clear()
+
+
+class PoolSet:
+    """Several pools' watches (S4_CLUSTER_POOLS): the gateway's Backends over every pool, and a node's over the
+    other pools (docs/architecture/pools.md). ``of(pool)`` is one pool's watch; ``candidates`` (a request that names
+    no bucket, or one whose pool is not known yet) tries every pool's nodes, pool by pool in turn."""
+
+    def __init__(self, watches: list[PoolWatch]) -> None:
+        self.watches = {w.pool.name: w for w in watches}
+        self._turns = itertools.count()
+        self._started = False
+
+    @classmethod
+    def for_pools(cls, config: GatewayConfig, own_host: str | None, pools: tuple[PoolSpec, ...],
+                  settings: LivenessSettings | None = None) -> PoolSet:
+        return cls([PoolWatch(config, own_host, settings, pool=pool) for pool in pools])
+
+    def of(self, pool: str) -> PoolWatch | None:
+        return self.watches.get(pool)
+
+    def candidates(self) -> list[tuple[str, str]]:
+        watches = list(self.watches.values())
+        k = next(self._turns) % len(watches)
+        return [c for w in watches[k:] + watches[:k] for c in w.candidates()]
+
+    def health_document(self) -> dict[str, Any]:
+        documents = [w.health_document() for w in self.watches.values()]
+        first = documents[0]
+        return {**first, "nodes": [n for d in documents for n in d["nodes"]],
+                "pools": [p for d in documents for p in d["pools"]],
+                "liveness": {**first["liveness"], "rounds": min(d["liveness"]["rounds"] for d in documents)}}
+
+    def node_states(self) -> list[tuple[str, str]]:
+        return [state for w in self.watches.values() for state in w.node_states()]
+
+    async def start(self) -> None:
+        if not self._started:
+            self._started = True
+            await asyncio.gather(*(w.start() for w in self.watches.values()))
+
+    async def stop(self) -> None:
+        if self._started:
+            self._started = False
+            for watch in self.watches.values():
+                await watch.stop()

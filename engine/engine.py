@@ -224,6 +224,10 @@ class Engine(IamOps):
     def _bucket_here(self, name: str) -> Bucket | None:
         return self._read(lambda tx: tx.bucket(name))  # type: ignore[no-any-return]
 
+    def holds_bucket(self, name: str) -> bool:
+        """Whether this node's views hold the bucket (several pools: then it is this pool's, api/pool_router.py)."""
+        return self._bucket_here(name) is not None
+
     def get_bucket(self, name: str) -> Bucket:
         return self._read(lambda tx: reads.require_bucket(tx, name))  # type: ignore[no-any-return]
 

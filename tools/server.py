@@ -25,6 +25,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -35,7 +36,7 @@ from s4.api.scrub_metrics import ScrubMetrics
 from s4.api.settings import ApiSettings
 from s4.cluster.auth import iam_key
 from s4.cluster.config import ClusterConfigError
-from s4.cluster.gateway import PoolWatch
+from s4.cluster.gateway import PoolSet, PoolWatch
 from s4.cluster.grpc_logging import quiet_deadlines
 from s4.cluster.grpc_server import GrpcBindError
 from s4.cluster.listings import QuorumListings
@@ -130,10 +131,12 @@ def main(argv: list[str] | None = None) -> int:
             _banner(settings, data_dir, access, secret, generated, f"{count} worker processes{_cluster_note(settings)}")
             _run(node.serve, background, node.request_stop, cluster)
         else:
-            app = build_app(engine, _api_settings(settings, access, secret, jwt_secret))
+            routers: list[Any] = []
+            app = build_app(engine, _api_settings(settings, access, secret, jwt_secret),
+                            _pool_router(engine, settings, routers))
             _banner(settings, data_dir, access, secret, generated, f"1 process{_cluster_note(settings)}")
             server = uvicorn.Server(_uvicorn_config(app, settings))
-            _run(server.serve, background, lambda: setattr(server, "should_exit", True), cluster)
+            _run(_closing(server.serve, routers), background, lambda: setattr(server, "should_exit", True), cluster)
     except GrpcBindError as exc:
         print(f"s4-server: {exc}", file=sys.stderr)
         return 1
@@ -194,7 +197,7 @@ def _cluster_node(engine: Engine, settings: Settings, commit_path: LocalCommitPa
 def _run_gateway(settings: Settings) -> int:
     """S4_MODE=gateway: one process, no engine and nothing on disk. It pings the pool's nodes (cluster/gateway.py)
     and forwards every S3 and admin request to a live one (api/gateway.py); stopping closes the connections."""
-    from s4.api.gateway import GatewaySettings, build_gateway_app  # aiohttp: loaded by a gateway only
+    from s4.api.gateway import BucketPools, GatewaySettings, build_gateway_app  # aiohttp: loaded by a gateway only
 
     config = settings.gateway
     for warning in config.warnings:
@@ -204,9 +207,10 @@ def _run_gateway(settings: Settings) -> int:
     nodes = config.pools[0].nodes
     # outgoing connections leave from the gateway's own address, when it is an IP the nodes' addresses route from
     local = source_address(host, nodes[0].grpc.host) if host else None
-    watch = PoolWatch(config, local)
+    watch: Any = PoolWatch(config, local) if len(config.pools) == 1 else PoolSet.for_pools(config, local, config.pools)
+    routes = None if len(config.pools) == 1 else BucketPools(watch, _domains(settings))  # per-pool routing
     app, served = build_gateway_app(watch, GatewaySettings(local_host=local, metrics_enabled=settings.metrics_enabled,
-                                                           access_log=settings.access_log))
+                                                           access_log=settings.access_log), routes)
     server = uvicorn.Server(_uvicorn_config(served, settings, date_header=False))  # the node's Date passes through
 
     async def serve() -> None:
@@ -217,10 +221,9 @@ def _run_gateway(settings: Settings) -> int:
             await app.close()
             await watch.stop()
 
-    pool = config.pools[0]
+    fronted = "; ".join(f"pool {p.name}: {', '.join(n.node_id for n in p.nodes)}" for p in config.pools)
     print(f"S4 gateway listening on {'https' if settings.tls_cert else 'http'}://{host}:{settings.host_port[1]}  "
-          f"(cluster {config.cluster_name}, gateway {config.gateway_id} for pool {pool.name}: "
-          f"{', '.join(n.node_id for n in pool.nodes)}; stores nothing)", flush=True)
+          f"(cluster {config.cluster_name}, gateway {config.gateway_id} for {fronted}; stores nothing)", flush=True)
     _run(serve, None, lambda: setattr(server, "should_exit", True))
     return 0
 
@@ -281,7 +284,9 @@ def _run_worker(settings: Settings, data_dir: Path, args: argparse.Namespace) ->
             engine.read_gate = ReadGate.attach(gate_path(data_dir))
     try:
         access, secret = settings.access_key or "", settings.secret_key or ""
-        app = build_app(engine, _api_settings(settings, access, secret, settings.jwt_secret or ""))
+        routers: list[Any] = []
+        app = build_app(engine, _api_settings(settings, access, secret, settings.jwt_secret or ""),
+                        _pool_router(engine, settings, routers))
         server = uvicorn.Server(_uvicorn_config(app, settings))
 
         async def serve() -> None:
@@ -291,6 +296,8 @@ def _run_worker(settings: Settings, data_dir: Path, args: argparse.Namespace) ->
                 await server.serve(sockets=[listener])
             finally:
                 sweeper.cancel()
+                for router in routers:
+                    await router.close()
 
         _run(serve, None, lambda: setattr(server, "should_exit", True))
     finally:
@@ -329,6 +336,58 @@ def _prepare_iam(engine: Engine, settings: Settings) -> str:
     return secrets.token_urlsafe(32)
 
 
+def _pool_router(engine: Engine, settings: Settings, routers: list[Any]) -> Callable[[Any], Any] | None:
+    """Several pools (S4_CLUSTER_POOLS): the middleware that forwards a request for a bucket of another pool
+    (api/pool_router.py), appended to ``routers`` once made (to close at the end); None with one pool."""
+    config = settings.cluster
+    if config is None or not config.other_pools:
+        return None
+    from s4.api.gateway import GatewayApp, GatewaySettings  # aiohttp: loaded by a node of several pools only
+    from s4.api.pool_router import PoolRouter
+    from s4.cluster.config import GatewayConfig
+
+    own = config.grpc_addr.host
+    local = source_address(own, config.other_pools[0].nodes[0].grpc.host)
+    as_guest = GatewayConfig(cluster_name=config.cluster_name, gateway_id=config.node_id, pools=config.other_pools,
+                             max_clock_offset_s=config.max_clock_offset_s, key=config.key)
+    pools = PoolSet.for_pools(as_guest, local, config.other_pools)
+    forwarder = GatewayApp(pools, GatewaySettings(local_host=local, metrics_enabled=False, access_log=False))
+    names, registry = engine.names, config.registry_pool.name
+    assert names is not None
+
+    async def locate(bucket: str) -> str | None:
+        return await names.pool_of(bucket, registry)  # type: ignore[attr-defined, no-any-return]
+
+    def wrap(app: Any) -> Any:
+        router = PoolRouter(app, node_id=config.node_id, pool=config.pool_name, region=settings.region,
+                            vhost_domains=_domains(settings), pools=pools, forwarder=forwarder, locate=locate,
+                            held_here=engine.holds_bucket,
+                            own_usage=lambda: sum(b.bytes_stored for b in engine.list_buckets()))
+        routers.append(router)
+        return router
+    return wrap
+
+
+def _closing(serve: Callable[[], Awaitable[None]], routers: list[Any]) -> Callable[[], Awaitable[None]]:
+    async def serving() -> None:
+        try:
+            await serve()
+        finally:
+            for router in routers:
+                await router.close()
+    return serving
+
+
+def _pinned_pool(settings: Settings) -> str:
+    """Several pools: this node's pool (CreateBucket's LocationConstraint, GetBucketLocation); "" with one."""
+    config = settings.cluster
+    return config.pool_name if config is not None and config.other_pools else ""
+
+
+def _domains(settings: Settings) -> tuple[str, ...]:
+    return tuple(d.strip().lower() for d in settings.domains.split(",") if d.strip())
+
+
 def _api_settings(settings: Settings, access: str, secret: str, jwt_secret: str) -> ApiSettings:
     domains = tuple(d.strip().lower() for d in settings.domains.split(",") if d.strip())
     return ApiSettings(access_key=access, secret_key=secret, region=settings.region,
@@ -337,7 +396,7 @@ def _api_settings(settings: Settings, access: str, secret: str, jwt_secret: str)
                        metrics_enabled=settings.metrics_enabled, select_enabled=settings.select_enabled,
                        select_max_memory=settings.select_max_memory, select_timeout_s=settings.select_timeout_s,
                        select_process_memory=settings.select_node_memory // (settings.workers or os.cpu_count() or 1),
-                       access_log=settings.access_log)
+                       access_log=settings.access_log, pool_name=_pinned_pool(settings))
 
 
 def _uvicorn_config(app: object, settings: Settings, *, date_header: bool = True) -> uvicorn.Config:

@@ -78,6 +78,8 @@ async def list_buckets(call: Call, resp: falcon.asgi.Response) -> None:
 
 async def create_bucket(call: Call, resp: falcon.asgi.Response) -> None:
     location = parse_create_bucket(await call.read_body())
+    if location and location == call.settings.pool_name:  # several pools: this one (api/pool_router.py chose it)
+        location = None
     region = location or call.settings.region
     if location is not None and location != call.settings.region and not (
             location == "US" and call.settings.region == "us-east-1"):
@@ -99,7 +101,9 @@ async def delete_bucket(call: Call, resp: falcon.asgi.Response) -> None:
 
 
 async def get_bucket_location(call: Call, resp: falcon.asgi.Response) -> None:
-    _xml(resp, location_xml(call.engine.get_bucket(call.bucket).region))
+    """The region; with several pools the bucket's pool (a request for it is served by its pool's nodes only)."""
+    bucket = call.engine.get_bucket(call.bucket)
+    _xml(resp, location_xml(call.settings.pool_name or bucket.region))
 
 
 async def put_bucket_versioning(call: Call, resp: falcon.asgi.Response) -> None:

@@ -182,6 +182,12 @@ class RemoteNames:
     async def abort_delete(self, name: str, incarnation: int, token: str, space: str = NameSpace.BUCKET) -> NameClaim:
         return await self._call("abort_delete", name=name, incarnation=incarnation, token=token, space=str(space))
 
+    async def pool_of(self, name: str, registry_pool: str) -> str | None:
+        """Several pools: the pool a live bucket is pinned to (cluster/buckets_register.py ``RegisterNames``)."""
+        pool = await self.channel.call({"op": "names", "method": "pool_of",
+                                        "kwargs": {"name": name, "registry_pool": registry_pool}})
+        return None if pool is None else str(pool)
+
 
 class ChannelCommitPath:
     """An HTTP worker process's commit path: it writes its own volumes and reads the views directly, but owns

@@ -1,0 +1,221 @@
+"""A node of a cluster of several pools (S4_CLUSTER_POOLS): a request for a bucket of another pool is forwarded.
+
+ASGI middleware in front of the node's S3 app (docs/architecture/pools.md, "Requests for a bucket of another pool").
+Per request that names a bucket (path-style or virtual host, parsed as the app does):
+
+* **CreateBucket** (``PUT /bucket`` without a query) picks the pool: its ``LocationConstraint`` names a pool -> that
+  pool; the region, ``US`` or none -> the least used pool (fewest bytes stored: this pool's from the local views,
+  the others' from a node's open ``/api/stats``, remembered for ``USAGE_TTL_S``; a placement hint only, a stale
+  number picks a worse pool, never a wrong result); anything else is this node's to refuse
+  (``InvalidLocationConstraint``, api/s3/buckets.py). The body (a small XML document, at most ``MAX_CREATE_BODY``)
+  is read here and replayed to whoever serves the request. The node that serves it claims the name in the
+  cluster's registry, pinned to its own pool (cluster/buckets_register.py).
+* **Any other request**: a bucket this node holds is served here. Otherwise the registry says where it lives
+  (``locate``: a linearizable read of the cluster's register, remembered, refreshed after ``LOCATE_TTL_S``; while
+  the registry cannot answer, the remembered pool still routes, so reads and writes of existing buckets outlive
+  the registry pool's majority); this pool, or no such bucket, is served here (the app answers NoSuchBucket or
+  settles a bucket created moments ago through a peer).
+* Forwarding is the gateway's (api/gateway.py ``GatewayApp.forward``): the whole HTTP request to a live node of the
+  pool, fail-over only when it was certainly not sent, 503 ``ServiceUnavailable`` otherwise. The forwarded request
+  carries ``x-s4-forwarded`` (this node's id): the receiving node serves it and never forwards it again, so no
+  request loops between pools whose configurations disagree for a while. Authentication happens on the node that
+  serves the request (the signature covers what the client sent, which arrives unchanged).
+* A bucket request served here answers with ``x-s4-pool: <this pool>``, from which a gateway learns the bucket's
+  pool (api/gateway.py ``BucketPools``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from . import access_log
+from .admin.router import AdminApi
+from .app import HEALTH_PATHS
+from .gateway import FORWARDED_HEADER, POOL_HEADER, Backends, GatewayApp, Message, Receive, Scope, Send
+from .s3.router import split_target
+from .s3.xml_parse import parse_create_bucket
+
+log = logging.getLogger("s4.pools")
+
+FORWARDED = FORWARDED_HEADER.encode()
+MAX_CREATE_BODY = 64 * 1024
+LOCATE_TTL_S = 30.0
+USAGE_TTL_S = 10.0
+
+
+def bucket_of(scope: Scope, vhost_domains: tuple[str, ...]) -> str:
+    """The bucket a request names ("" for none: ListBuckets, the admin API, health, metrics), as the app parses it."""
+    path = scope.get("path", "")
+    if path in HEALTH_PATHS or path == "/metrics" or AdminApi.handles(path):
+        return ""
+    raw = (scope.get("raw_path") or path.encode()).decode("latin-1")
+    host = next((v.decode("latin-1") for k, v in scope.get("headers") or () if k.lower() == b"host"), "")
+    return split_target(raw, host, vhost_domains).bucket
+
+
+def is_create_bucket(scope: Scope, vhost_domains: tuple[str, ...]) -> bool:
+    """``PUT /bucket`` (or ``PUT /`` on the bucket's virtual host) without a query string."""
+    if scope.get("method") != "PUT" or scope.get("query_string"):
+        return False
+    path = scope.get("path", "")
+    host = next((v.decode("latin-1") for k, v in scope.get("headers") or () if k.lower() == b"host"), "")
+    return not split_target((scope.get("raw_path") or path.encode()).decode("latin-1"), host, vhost_domains).key
+
+
+class PoolRouter:
+    """The middleware; ``close()`` (awaited) stops the other pools' watches and the forwarder's connections."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], *, node_id: str, pool: str,
+                 region: str, vhost_domains: tuple[str, ...], pools: Any, forwarder: GatewayApp,
+                 locate: Callable[[str], Awaitable[str | None]], held_here: Callable[[str], bool],
+                 own_usage: Callable[[], int], clock: Callable[[], float] = time.monotonic) -> None:
+        """``pools``: the other pools' watches (cluster/gateway.py ``PoolSet``: ``of(name)``, ``start``, ``stop``)."""
+        self.app = app
+        self.node_id = node_id
+        self.pool = pool
+        self.region = region
+        self.vhost_domains = vhost_domains
+        self.pools = pools
+        self.forwarder = forwarder
+        self.locate = locate
+        self.held_here = held_here
+        self.own_usage = own_usage
+        self._clock = clock
+        self._located: dict[str, tuple[str, float]] = {}  # bucket -> (pool, when asked)
+        self._usage: dict[str, tuple[int, float]] = {}  # other pool -> (bytes stored, when asked)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or any(k.lower() == FORWARDED for k, _ in scope.get("headers") or ()):
+            await self.app(scope, receive, send)
+            return
+        try:
+            bucket = bucket_of(scope, self.vhost_domains)
+        except Exception:  # noqa: BLE001 - a malformed target: the app answers it with the exact error
+            bucket = ""
+        if not bucket:
+            await self.app(scope, receive, send)
+            return
+        if is_create_bucket(scope, self.vhost_domains):
+            await self._create_bucket(scope, receive, send, bucket)
+            return
+        if self.held_here(bucket):
+            await self.app(scope, receive, _tagged(send, self.pool))
+            return
+        pool = await self._pool_of(bucket)
+        if pool is None or pool == self.pool or self.pools.of(pool) is None:
+            await self.app(scope, receive, send if pool is None else _tagged(send, self.pool))
+            return
+        await self._forward(scope, receive, send, pool)
+
+    async def _pool_of(self, bucket: str) -> str | None:
+        """The registry's answer, remembered; a remembered pool outlives a registry that cannot answer."""
+        known = self._located.get(bucket)
+        if known is not None and self._clock() - known[1] < LOCATE_TTL_S:
+            return known[0]
+        try:
+            pool = await self.locate(bucket)
+        except Exception as exc:  # noqa: BLE001 - ServiceUnavailable: the registry pool has no majority now
+            if known is not None:
+                return known[0]
+            log.warning("pools: cannot tell which pool bucket %s lives in: %s", bucket, exc)
+            raise
+        if pool is None:
+            self._located.pop(bucket, None)
+        else:
+            self._located[bucket] = (pool, self._clock())
+        return pool
+
+    async def _create_bucket(self, scope: Scope, receive: Receive, send: Send, bucket: str) -> None:
+        body, more, replay = await _read_small(receive)
+        target = self.pool
+        if not more:
+            constraint = _location_constraint(body)
+            if constraint is not None and self.pools.of(constraint) is not None:
+                target = constraint
+            elif constraint in (None, "", self.region) or (constraint == "US" and self.region == "us-east-1"):
+                target = await self.least_used()
+        if target == self.pool:
+            await self.app(scope, replay, _tagged(send, self.pool))
+        else:
+            await self._forward(scope, replay, send, target)
+
+    async def least_used(self) -> str:
+        """The pool with the fewest bytes stored (ties: the first by name); a pool whose number cannot be had is
+        left out (this node's own is always known)."""
+        usage = {self.pool: self.own_usage()}
+        for name, watch in self.pools.watches.items():
+            stored = await self._stored(name, watch)
+            if stored is not None:
+                usage[name] = stored
+        return min(usage, key=lambda name: (usage[name], name))
+
+    async def _stored(self, name: str, watch: Backends) -> int | None:
+        known = self._usage.get(name)
+        if known is not None and self._clock() - known[1] < USAGE_TTL_S:
+            return known[0]
+        await self.pools.start()
+        for _, address in watch.candidates()[:2]:
+            try:
+                async with self.forwarder.session().get(f"http://{address}/api/stats") as resp:
+                    if resp.status == 200:
+                        stored = int((await resp.json())["storage_used_bytes"])
+                        self._usage[name] = (stored, self._clock())
+                        return stored
+            except Exception as exc:  # noqa: BLE001 - a hint only: try the next node, else leave the pool out
+                log.info("pools: no usage from pool %s at %s: %s", name, address, exc)
+        return None
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send, pool: str) -> None:
+        entry = scope.get(access_log.SCOPE_KEY)
+        if entry is not None:
+            entry.operation = f"Forward:{pool}"
+        await self.pools.start()  # the first forward waits for one round of Pings (the nodes' S3 addresses)
+        headers = [tuple(pair) for pair in scope.get("headers") or ()]
+        await self.forwarder.forward(scope, headers, receive, send, backends=self.pools.of(pool),
+                                     extra=((FORWARDED_HEADER, self.node_id),))
+
+    async def close(self) -> None:
+        await self.pools.stop()
+        await self.forwarder.close()
+
+
+def _tagged(send: Send, pool: str) -> Send:
+    """``send`` adding ``x-s4-pool`` to the response's headers."""
+    async def tagged(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), (POOL_HEADER.encode(), pool.encode())]}
+        await send(message)
+    return tagged
+
+
+async def _read_small(receive: Receive) -> tuple[bytes, bool, Receive]:
+    """Up to MAX_CREATE_BODY of the body; ``more`` when there is more (then it is not parsed here); and a receive
+    that replays what was read before the rest."""
+    chunks: list[Message] = []
+    size, more = 0, True
+    while more and size <= MAX_CREATE_BODY:
+        message = await receive()
+        chunks.append(message)
+        if message["type"] != "http.request":
+            break
+        size += len(message.get("body") or b"")
+        more = bool(message.get("more_body", False))
+    body = b"".join(m.get("body") or b"" for m in chunks if m["type"] == "http.request")
+
+    async def replay() -> Message:
+        return chunks.pop(0) if chunks else await receive()
+    return body, more, replay
+
+
+def _location_constraint(body: bytes) -> str | None:
+    """The body's LocationConstraint (None: no body or none given); a malformed body is the app's to refuse."""
+    if not body.strip():
+        return None
+    try:
+        return parse_create_bucket(body)
+    except Exception:  # noqa: BLE001 - MalformedXML: answered by the node that serves the request
+        return None
+
