@@ -104,7 +104,12 @@ class PoolRouter:
         if self.held_here(bucket):
             await self.app(scope, receive, _tagged(send, self.pool))
             return
-        pool = await self._pool_of(bucket)
+        try:
+            pool = await self._pool_of(bucket)
+        except Exception:  # noqa: BLE001 - the registry cannot say and nothing is remembered: 503, never a guess
+            await self.forwarder.unavailable(scope, send, "The cluster's bucket registry cannot say which pool "
+                                                          "holds this bucket right now; retry later.")
+            return
         if pool is None or pool == self.pool or self.pools.of(pool) is None:
             await self.app(scope, receive, send if pool is None else _tagged(send, self.pool))
             return

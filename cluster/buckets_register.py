@@ -28,6 +28,7 @@ from .cas_rpc import BUCKET_CODEC, CasAcceptorService, GrpcAcceptorTransport
 from .cas_store import CasStore, store_path
 from .caspaxos import (
     Acceptor,
+    Ballot,
     BucketChange,
     BucketRecord,
     BucketResult,
@@ -44,6 +45,7 @@ from .caspaxos import (
 )
 from .config import ClusterConfig, ClusterConfigError
 from .peers import PeerPool
+from .quorum import QuorumError, call_quorum
 
 log = logging.getLogger("s4.cluster")
 
@@ -110,6 +112,38 @@ class BucketRegister:
         result = await self._run(name, _read, space)
         return result.record
 
+    async def list(self, space: str = NameSpace.BUCKET, max_pages: int = 1000) -> list[tuple[str, BucketRecord]]:
+        """Every name of ``space`` with its record, in name order, as a majority of the acceptors hold it: per key
+        the value of the highest accepted ballot among them. Every committed change is accepted by a majority, so
+        any majority shows it or a later value; a change still in flight may show or not (ListBuckets across pools,
+        docs/architecture/pools.md: not a linearizable read, as S3's ListBuckets is not either)."""
+        prefix = KEY_PREFIXES[NameSpace(space)]
+        transport = self.proposer.transport
+
+        async def everything(peer: str) -> dict[str, tuple[Ballot, bytes | None]]:
+            found: dict[str, tuple[Ballot, bytes | None]] = {}
+            after = ""
+            for _ in range(max_pages):
+                page, truncated = await transport.list(peer, prefix, after)  # type: ignore[attr-defined]
+                found.update((key, (ballot, value)) for key, ballot, value in page)
+                if not truncated or not page:
+                    return found
+                after = page[-1][0]
+            raise RuntimeError(f"{peer}: more than {max_pages} pages of names")
+
+        try:
+            result = await call_quorum(self.proposer.peers, everything, self.proposer.quorum,
+                                       timeout=self.proposer.phase_timeout * 4)
+        except QuorumError as exc:
+            raise ServiceUnavailableError(f"the bucket registry did not answer: {exc}") from exc
+        merged: dict[str, tuple[Ballot, bytes | None]] = {}
+        for answer in result.successes.values():
+            for key, (ballot, value) in answer.items():
+                if key not in merged or ballot > merged[key][0]:
+                    merged[key] = (ballot, value)
+        return [(key[len(prefix):], BUCKET_CODEC.decode(value)) for key, (_, value) in sorted(merged.items())
+                if value is not None]
+
     async def _run(self, name: str, fn: Callable[[BucketRecord | None], BucketChange],
                    space: str = NameSpace.BUCKET) -> BucketResult:
         prefix = KEY_PREFIXES[NameSpace(space)]  # ValueError for a space that is not a NameSpace
@@ -140,6 +174,12 @@ class RegisterNames:
 
     async def abort_delete(self, name: str, incarnation: int, token: str, space: str = NameSpace.BUCKET) -> NameClaim:
         return _claim(await self.register.abort_delete(name, incarnation, token, space))
+
+    async def list_buckets(self, registry_pool: str) -> list[dict[str, Any]]:
+        """Every live bucket of the cluster in name order: ``{name, pool, created_ms, owner}`` (ListBuckets)."""
+        return [{"name": name, "pool": record.pool or registry_pool, "created_ms": record.created_ms,
+                 "owner": record.owner} for name, record in await self.register.list()
+                if record.status is BucketStatus.LIVE]
 
     async def pool_of(self, name: str, registry_pool: str) -> str | None:
         """The pool a live bucket is pinned to (a record from before pools: ``registry_pool``), None when the name

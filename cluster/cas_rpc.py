@@ -34,11 +34,21 @@ from .caspaxos import (
 )
 from .peers import PeerPool
 from .wire.s4cluster.v1 import Ballot as WireBallot
-from .wire.s4cluster.v1 import CasAcceptReply, CasAcceptRequest, CasPrepareReply, CasPrepareRequest
+from .wire.s4cluster.v1 import (
+    CasAcceptReply,
+    CasAcceptRequest,
+    CasListEntry,
+    CasListReply,
+    CasListRequest,
+    CasPrepareReply,
+    CasPrepareRequest,
+)
 
 V = TypeVar("V")
 
 MAX_VALUE_BYTES = 64 * 1024
+MAX_LIST = 1000
+"""Registers one CasList answer holds at most (a page: the caller asks again after the last key)."""
 """A register value is a small record; anything larger is refused before it reaches the disk."""
 
 
@@ -144,6 +154,20 @@ class CasAcceptorService:
         return CasAcceptReply(accepted=True)
 
 
+    async def cas_list(self, caller: str, request: CasListRequest) -> CasListReply:
+        """The accepted ballots and values of the registers under a prefix (read-only; ListBuckets)."""
+        store = getattr(self.acceptor.store, "scan", None)
+        if store is None:
+            raise GRPCError(Status.UNIMPLEMENTED, "this acceptor's store cannot be listed")
+        limit = min(request.limit or MAX_LIST, MAX_LIST)
+        try:
+            found, truncated = await store(request.prefix, request.after, limit)
+        except CasStoreFailed as exc:
+            raise GRPCError(Status.UNAVAILABLE, f"acceptor store: {exc}") from None
+        return CasListReply(entries=[CasListEntry(key=key, accepted_ballot=ballot_to_wire(slot.accepted),
+                                                  value=slot.value) for key, slot in found], truncated=truncated)
+
+
 # --- client side ------------------------------------------------------------------------------------------------
 
 
@@ -186,6 +210,16 @@ class GrpcAcceptorTransport(Generic[V]):
         if not reply.accepted:
             return Reject(_conflict(peer, reply.conflict, ballot))
         return Accepted(ballot)
+
+
+    async def list(self, peer: str, prefix: str, after: str) -> tuple[list[tuple[str, Ballot, bytes | None]], bool]:
+        """One page of ``peer``'s registers under ``prefix`` after ``after``: (key, accepted ballot, value)."""
+        if peer == self.node_id:
+            found, truncated = await self.local.store.scan(prefix, after, MAX_LIST)  # type: ignore[attr-defined]
+            return [(key, slot.accepted, slot.value) for key, slot in found], truncated
+        reply = await self.peers.stub(peer).cas_list(CasListRequest(prefix=prefix, after=after, limit=MAX_LIST),
+                                                     timeout=self.timeout_s)
+        return [(e.key, ballot_from_wire(e.accepted_ballot), e.value) for e in reply.entries], reply.truncated
 
 
 def _conflict(peer: str, conflict: WireBallot | None, ours: Ballot) -> Ballot:

@@ -160,6 +160,30 @@ class CasStore:
         self._durable(self._commit(bump))
         return got[0]
 
+    async def scan(self, prefix: str, after: str, limit: int) -> tuple[list[tuple[str, Slot[bytes]]], bool]:
+        return await self._off_loop(lambda: self.scan_sync(prefix, after, limit))
+
+    def scan_sync(self, prefix: str, after: str, limit: int) -> tuple[list[tuple[str, Slot[bytes]]], bool]:
+        """Up to ``limit`` keys starting with ``prefix`` after ``after``, in key order, with their slots; and
+        whether more follow (ListBuckets across pools: docs/architecture/pools.md)."""
+        start, found = max(prefix, after).encode(), []
+        with self._txn_lock:
+            self._check()
+            with self.env.begin(db=self._slots) as txn:
+                cursor = txn.cursor()
+                if not cursor.set_range(start):
+                    return [], False
+                for raw, data in cursor:
+                    key = bytes(raw).decode()
+                    if not key.startswith(prefix):
+                        break
+                    if key == after:
+                        continue
+                    if len(found) == limit:
+                        return found, True
+                    found.append((key, decode_slot(bytes(data))))
+        return found, False
+
     def keys(self) -> list[str]:
         with self._txn_lock:
             self._check()

@@ -35,6 +35,8 @@ from .wire.s4cluster.v1 import (
     BlobHeader,
     CasAcceptReply,
     CasAcceptRequest,
+    CasListReply,
+    CasListRequest,
     CasPrepareReply,
     CasPrepareRequest,
     CatchUpBatch,
@@ -70,7 +72,8 @@ _LOG_EVERY_S = 60.0
 #: What a caller outside the pool may call (cluster/auth.py guest methods): a gateway's Ping, read-only.
 PING_METHOD = "/s4cluster.v1.S4Cluster/Ping"
 #: What nodes of the cluster's other pools may call on the registry pool's nodes (docs/architecture/pools.md).
-REGISTRY_METHODS = ("/s4cluster.v1.S4Cluster/CasPrepare", "/s4cluster.v1.S4Cluster/CasAccept")
+REGISTRY_METHODS = ("/s4cluster.v1.S4Cluster/CasPrepare", "/s4cluster.v1.S4Cluster/CasAccept",
+                    "/s4cluster.v1.S4Cluster/CasList")
 
 
 class LocalStatus(Protocol):
@@ -126,6 +129,8 @@ class CasHandler(Protocol):
     async def cas_prepare(self, caller: str, request: CasPrepareRequest) -> CasPrepareReply: ...
 
     async def cas_accept(self, caller: str, request: CasAcceptRequest) -> CasAcceptReply: ...
+
+    async def cas_list(self, caller: str, request: CasListRequest) -> CasListReply: ...
 
 
 class LeaseHandler(Protocol):
@@ -256,6 +261,10 @@ class ClusterService(S4ClusterBase):
 
     async def cas_accept(self, message: CasAcceptRequest) -> CasAcceptReply:
         return await self._area(self.handlers.cas, "cas").cas_accept(self._cas_caller(message.key), message)
+
+    async def cas_list(self, message: CasListRequest) -> CasListReply:
+        handler = self._area(self.handlers.cas, "cas")
+        return await handler.cas_list(self._cas_caller(message.prefix), message)
 
     def _cas_caller(self, key: str) -> str:
         """A node of another pool (admitted by the verifier only here, on the registry pool) touches names only,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Any
 
 import falcon.asgi
 
 from s4.engine.errors import ErrorCode, S3Error
+from s4.engine.model import Bucket
 
 from ..inputs import parse_int
 from .call import Call
@@ -66,14 +68,23 @@ async def list_buckets(call: Call, resp: falcon.asgi.Response) -> None:
         message=f"max-buckets must be an integer between 1 and {MAX_BUCKETS}")
     token = q.get("continuation-token")
     after = _token_decode(token) if token else ""
-    buckets = [b for b in sorted(call.engine.list_buckets(), key=lambda b: b.name)
-               if b.name.startswith(prefix) and b.name > after]
+    every = await _cluster_buckets(call) if call.settings.pool_name else call.engine.list_buckets()
+    buckets = [b for b in sorted(every, key=lambda b: b.name) if b.name.startswith(prefix) and b.name > after]
     next_token = None
     if len(buckets) > limit:
         buckets = buckets[:limit]
         next_token = _token_encode(buckets[-1].name)
     _xml(resp, list_buckets_xml(buckets, call.settings.owner_id, call.settings.owner_name, prefix=prefix or None,
                                 continuation_token=next_token))
+
+
+async def _cluster_buckets(call: Call) -> list[Bucket]:
+    """Several pools: every pool's buckets, from the cluster's bucket registry (docs/architecture/pools.md). The
+    creation date is the registry's; a record from before pools has none: this node's own, else unknown (epoch)."""
+    names: Any = call.engine.names
+    here = {b.name: b for b in call.engine.list_buckets()}
+    return [Bucket(r["name"], r["created_ms"] or (here[r["name"]].created_ms if r["name"] in here else 0),
+                   region=call.settings.region) for r in await names.list_buckets("")]
 
 
 async def create_bucket(call: Call, resp: falcon.asgi.Response) -> None:

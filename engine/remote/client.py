@@ -182,6 +182,11 @@ class RemoteNames:
     async def abort_delete(self, name: str, incarnation: int, token: str, space: str = NameSpace.BUCKET) -> NameClaim:
         return await self._call("abort_delete", name=name, incarnation=incarnation, token=token, space=str(space))
 
+    async def list_buckets(self, registry_pool: str) -> list[dict[str, Any]]:
+        """Several pools: every live bucket of the cluster (``RegisterNames.list_buckets``)."""
+        return list(await self.channel.call({"op": "names", "method": "list_buckets",
+                                             "kwargs": {"registry_pool": registry_pool}}))
+
     async def pool_of(self, name: str, registry_pool: str) -> str | None:
         """Several pools: the pool a live bucket is pinned to (cluster/buckets_register.py ``RegisterNames``)."""
         pool = await self.channel.call({"op": "names", "method": "pool_of",

@@ -35,7 +35,8 @@ from .wire import FrameBuffer, encode_error, encode_frame
 
 log = logging.getLogger(__name__)
 JOB_METHODS = frozenset({"lifecycle", "compaction", "scrubber", "status", "scrub_status"})
-NAMES_METHODS = frozenset({"create", "mark_deleting", "finish_delete", "abort_delete", "pool_of"})
+NAMES_METHODS = frozenset({"create", "mark_deleting", "finish_delete", "abort_delete", "pool_of",
+                           "list_buckets"})
 MAX_BATCH = 4096
 
 
@@ -174,10 +175,10 @@ class SequencerService:
             link.reply(request_id, error=ValueError("this node has no bucket-name register"))
             return
 
-        async def step() -> dict[str, Any] | str | None:
+        async def step() -> Any:
             assert self.names is not None
-            claim: NameClaim | str | None = await getattr(self.names, method)(**kwargs)
-            return claim.to_record() if isinstance(claim, NameClaim) else claim  # pool_of: a pool's name or None
+            claim: Any = await getattr(self.names, method)(**kwargs)
+            return claim.to_record() if isinstance(claim, NameClaim) else claim  # pool_of, list_buckets: as they are
 
         self._answer_task(link, request_id, self.loop.create_task(step()))
 

@@ -3,9 +3,10 @@
 pool-1 (the bucket registry: first by name) is node-1 and node-2 on 127.0.0.1 and .2 (N=2, W=2, R=1); pool-2 is
 node-3 on 127.0.0.3 (N=W=R=1, two HTTP workers, so its register steps and lookups go through the supervisor's
 channel). Every node has the same S4_CLUSTER_POOLS. A bucket is pinned at CreateBucket (LocationConstraint names a
-pool, an unknown one is InvalidLocationConstraint, none is the least used pool by bytes stored), GetBucketLocation
-answers the pool through any node, a request through a node of the other pool is forwarded as a whole and lands on
-the bucket's pool's disks only, and the same bytes come back through every node. Every wait is a deadline poll."""
+pool, an unknown one is InvalidLocationConstraint, none is the least used pool by bytes stored); GetBucketLocation
+answers the pool through any node; ListBuckets lists every pool's buckets from the registry; a request through a
+node of the other pool is forwarded as a whole and lands on the bucket's pool's disks only, and the same bytes come
+back through every node; a gateway in front of both pools routes by pool. Every wait is a deadline poll."""
 
 from __future__ import annotations
 
@@ -104,7 +105,32 @@ def test_issue20_buckets_pinned_to_pools_and_served_through_any_node(tmp_path: P
     s3[0].create_bucket(Bucket="anywhere")
     assert location(s3[0], "anywhere") == "pool-2" and location(s3[2], "anywhere") == "pool-2"
     s3[0].put_object(Bucket="anywhere", Key="x", Body=b"small")
+
+    # ListBuckets through any node: every pool's buckets, from the registry, in name order, with creation dates
+    for client in s3:
+        listed = client.list_buckets()["Buckets"]
+        assert [b["Name"] for b in listed] == ["anywhere", "in-one", "in-two"]
+        assert all(b["CreationDate"].year >= 2024 for b in listed)
+    paged = s3[2].list_buckets(MaxBuckets=2)
+    assert [b["Name"] for b in paged["Buckets"]] == ["anywhere", "in-one"]
+    rest = s3[2].list_buckets(MaxBuckets=2, ContinuationToken=paged["ContinuationToken"])
+    assert [b["Name"] for b in rest["Buckets"]] == ["in-two"] and "ContinuationToken" not in rest
     assert s3[2].get_object(Bucket="anywhere", Key="x")["Body"].read() == b"small"
+
+    # a gateway in front of both pools routes a bucket's requests to its pool once a node's answer named it
+    gateway = ServerProcess(tmp_path / "gateway", host="127.0.0.4", env={
+        "S4_MODE": "gateway", "S4_CLUSTER_NAME": "pools", "S4_NODE_ID": "gw-1",
+        "S4_CLUSTER_POOLS": servers[0].extra_env["S4_CLUSTER_POOLS"]})
+    nodes.append(gateway.start())
+    gw = make_client(gateway.endpoint, retries={"max_attempts": 1})
+    assert gw.get_object(Bucket="in-one", Key="k")["Body"].read() == data  # learns: in-one is pool-1's
+    forwarded_before = servers[2].log().count('"operation":"Forward:pool-1"')
+    for _ in range(6):
+        assert gw.get_object(Bucket="in-one", Key="k")["Body"].read() == data
+    assert servers[2].log().count('"operation":"Forward:pool-1"') == forwarded_before  # straight to pool-1
+    gw.put_object(Bucket="in-two", Key="gw", Body=b"through the gateway")
+    assert s3[0].get_object(Bucket="in-two", Key="gw")["Body"].read() == b"through the gateway"
+    assert not [p for p in gateway.data_dir.rglob("*") if p.is_file()]  # the gateway stores nothing
 
     # delete through the other pool: the bucket's pool deletes it and the name is free for the cluster again
     s3[2].delete_object(Bucket="anywhere", Key="x")

@@ -14,6 +14,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from test_cluster_cas import SECRET, Quiet, free_port
 
+from s4.cluster import cas_rpc
 from s4.cluster.buckets_register import CasNode
 from s4.cluster.cas_rpc import ballot_to_wire
 from s4.cluster.caspaxos import Ballot, BucketStatus, Outcome
@@ -37,7 +38,9 @@ def configs() -> dict[str, ClusterConfig]:
         write_quorum=1, read_quorum=1, cluster_secret=SECRET, max_clock_offset_s=60.0)) for node in HOSTS}
 
 
-def test_issue20_a_node_of_another_pool_proposes_to_the_registry_pool(tmp_path: Path) -> None:
+def test_issue20_a_node_of_another_pool_proposes_to_the_registry_pool(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cas_rpc, "MAX_LIST", 1)  # every CasList answer a page of one: the listing pages through
     async def main() -> None:
         nodes: dict[str, tuple[PeerPool, CasNode, ClusterServer]] = {}
         try:
@@ -68,8 +71,14 @@ def test_issue20_a_node_of_another_pool_proposes_to_the_registry_pool(tmp_path: 
         # the registry lives on pool-a's acceptors only: pool-b's own store holds no name
         assert not [k for k in nodes["node-3"][1].store.keys() if k.startswith("bucket/")]
         assert "bucket/photos" in nodes["node-1"][1].store.keys()
+        # the registry lists every pool's names from a majority of its acceptors, in pages, from any pool
+        listed = await nodes["node-3"][1].names.list_buckets("pool-a")
+        assert [(b["name"], b["pool"]) for b in listed] == [("logs", "pool-a"), ("photos", "pool-b")]
+        assert all(b["created_ms"] > 0 for b in listed)
+        assert await nodes["node-2"][1].names.list_buckets("pool-a") == listed
         deleted = await reg_b.delete("photos", "t4", lambda record: _true())
         assert deleted.outcome is Outcome.DELETED and deleted.record.status is BucketStatus.DELETED  # type: ignore
+        assert [b["name"] for b in await nodes["node-3"][1].names.list_buckets("pool-a")] == ["logs"]
 
         # pool-a admits pool-b's node for names only, never for its own registers (job leases)
         stub_a = nodes["node-3"][1].registry_peers.stub("node-1")  # type: ignore[union-attr]

@@ -13,6 +13,9 @@ __all__ = (
     "BlobTransfer",
     "CasAcceptReply",
     "CasAcceptRequest",
+    "CasListEntry",
+    "CasListReply",
+    "CasListRequest",
     "CasPrepareReply",
     "CasPrepareRequest",
     "CatchUpBatch",
@@ -389,6 +392,52 @@ class CasAcceptRequest(betterproto2.Message):
 
 
 default_message_pool.register_message("s4cluster.v1", "CasAcceptRequest", CasAcceptRequest)
+
+
+@dataclass(eq=False, repr=False)
+class CasListEntry(betterproto2.Message):
+    key: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    accepted_ballot: "Ballot | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
+
+    value: "bytes | None" = betterproto2.field(3, betterproto2.TYPE_BYTES, optional=True)
+    """
+    absent: the register is empty
+    """
+
+
+default_message_pool.register_message("s4cluster.v1", "CasListEntry", CasListEntry)
+
+
+@dataclass(eq=False, repr=False)
+class CasListReply(betterproto2.Message):
+    entries: "list[CasListEntry]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+    truncated: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
+    """
+    more keys follow the last entry
+    """
+
+
+default_message_pool.register_message("s4cluster.v1", "CasListReply", CasListReply)
+
+
+@dataclass(eq=False, repr=False)
+class CasListRequest(betterproto2.Message):
+    prefix: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    after: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    keys after this one ("" from the first)
+    """
+
+    limit: "int" = betterproto2.field(3, betterproto2.TYPE_UINT32)
+    """
+    at most this many entries (0: the acceptor's maximum)
+    """
+
+
+default_message_pool.register_message("s4cluster.v1", "CasListRequest", CasListRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -1328,6 +1377,28 @@ class S4ClusterStub(betterproto2_grpclib.ServiceStub):
         ):
             yield response
 
+    async def cas_list(
+        self,
+        message: "CasListRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "CasListReply":
+        """
+        Several pools (docs/architecture/pools.md): the acceptor's registers whose keys start with prefix, after a key,
+        with their accepted ballots and values; ListBuckets merges a majority of these (the highest ballot per key).
+        """
+
+        return await self._unary_unary(
+            "/s4cluster.v1.S4Cluster/CasList",
+            message,
+            CasListReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class S4ClusterBase(betterproto2_grpclib.ServiceBase):
     async def ping(self, message: "PingRequest") -> "PingReply":
@@ -1445,6 +1516,14 @@ class S4ClusterBase(betterproto2_grpclib.ServiceBase):
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
         yield ApplyEventsStreamReply()
 
+    async def cas_list(self, message: "CasListRequest") -> "CasListReply":
+        """
+        Several pools (docs/architecture/pools.md): the acceptor's registers whose keys start with prefix, after a key,
+        with their accepted ballots and values; ListBuckets merges a majority of these (the highest ballot per key).
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def __rpc_ping(self, stream: "grpclib.server.Stream[PingRequest, PingReply]") -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -1544,6 +1623,12 @@ class S4ClusterBase(betterproto2_grpclib.ServiceBase):
             request,
         )
 
+    async def __rpc_cas_list(self, stream: "grpclib.server.Stream[CasListRequest, CasListReply]") -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.cas_list(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/s4cluster.v1.S4Cluster/Ping": grpclib.const.Handler(
@@ -1635,5 +1720,11 @@ class S4ClusterBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.STREAM_STREAM,
                 ApplyEventsStreamRequest,
                 ApplyEventsStreamReply,
+            ),
+            "/s4cluster.v1.S4Cluster/CasList": grpclib.const.Handler(
+                self.__rpc_cas_list,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                CasListRequest,
+                CasListReply,
             ),
         }
