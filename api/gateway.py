@@ -195,9 +195,10 @@ class BucketPools:
     (api/pool_router.py) and whose answer teaches the gateway; a stale entry (a bucket deleted and created again in
     another pool) costs the same one extra hop, never a wrong answer: the node it reaches looks the bucket up."""
 
-    def __init__(self, pools: PoolRoutes, vhost_domains: tuple[str, ...]) -> None:
+    def __init__(self, pools: PoolRoutes, vhost_domains: tuple[str, ...], registry_pool: str = "") -> None:
         self.pools = pools
         self.vhost_domains = vhost_domains
+        self.registry_pool = registry_pool
         self.learned: dict[str, str] = {}
 
     def bucket(self, scope: Scope) -> str:
@@ -206,7 +207,11 @@ class BucketPools:
         return bucket_of(scope, self.vhost_domains)
 
     def backends(self, bucket: str) -> Backends | None:
-        pool = self.learned.get(bucket) if bucket else None
+        """The bucket's pool when learned; a request naming no bucket (ListBuckets, the admin API) goes to the
+        registry pool (the first by name), so the admin API always reaches the same pool's IAM."""
+        if not bucket:
+            return self.pools.of(self.registry_pool)
+        pool = self.learned.get(bucket)
         return self.pools.of(pool) if pool else None
 
     def learn(self, bucket: str, pool: str) -> None:

@@ -208,7 +208,7 @@ def _run_gateway(settings: Settings) -> int:
     # outgoing connections leave from the gateway's own address, when it is an IP the nodes' addresses route from
     local = source_address(host, nodes[0].grpc.host) if host else None
     watch: Any = PoolWatch(config, local) if len(config.pools) == 1 else PoolSet.for_pools(config, local, config.pools)
-    routes = None if len(config.pools) == 1 else BucketPools(watch, _domains(settings))  # per-pool routing
+    routes = None if len(config.pools) == 1 else BucketPools(watch, _domains(settings), config.pools[0].name)
     app, served = build_gateway_app(watch, GatewaySettings(local_host=local, metrics_enabled=settings.metrics_enabled,
                                                            access_log=settings.access_log), routes)
     server = uvicorn.Server(_uvicorn_config(served, settings, date_header=False))  # the node's Date passes through

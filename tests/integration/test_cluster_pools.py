@@ -13,7 +13,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import boto3
 import pytest
+import requests
+from botocore.config import Config
 from botocore.exceptions import ClientError
 from helpers.s3client import make_client
 from helpers.server import ServerProcess, free_port
@@ -117,6 +120,32 @@ def test_issue20_buckets_pinned_to_pools_and_served_through_any_node(tmp_path: P
     assert [b["Name"] for b in rest["Buckets"]] == ["in-two"] and "ContinuationToken" not in rest
     assert s3[2].get_object(Bucket="anywhere", Key="x")["Body"].read() == b"small"
 
+    # IAM: the configured credentials (above) work in every pool; an IAM user lives in the pool it was created in
+    # (docs/architecture/pools.md, "IAM across pools"): its key works for that pool's buckets through any node,
+    # and another pool's nodes refuse it exactly
+    tok = requests.post(f"{servers[2].endpoint}/api/admin/login", timeout=30,
+                        json={"username": "root", "password": ROOT_PASSWORD}).json()["token"]
+    auth = {"Authorization": f"Bearer {tok}"}
+    user = requests.post(f"{servers[2].endpoint}/api/admin/users", headers=auth, timeout=30,
+                         json={"username": "writer", "password": "user-password-1", "role": "Writer"})
+    assert user.status_code in (200, 201), user.text
+    keys = requests.post(f"{servers[2].endpoint}/api/admin/users/{user.json()['id']}/credentials", headers=auth,
+                         timeout=30).json()
+    taken = requests.post(f"{servers[0].endpoint}/api/admin/users", timeout=30, json={
+        "username": "writer", "password": "user-password-1", "role": "Writer"}, headers={
+        "Authorization": "Bearer " + requests.post(f"{servers[0].endpoint}/api/admin/login", timeout=30, json={
+            "username": "root", "password": ROOT_PASSWORD}).json()["token"]})
+    assert taken.status_code == 409, taken.text  # usernames are unique across the cluster (the registry)
+    for server in (servers[2], servers[0]):
+        as_user = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
+                               aws_access_key_id=keys["access_key"], aws_secret_access_key=keys["secret_key"],
+                               config=Config(retries={"max_attempts": 1}))
+        as_user.put_object(Bucket="in-two", Key=f"by-user-{server.host}", Body=b"user")
+        with pytest.raises(ClientError) as other_pool:
+            as_user.put_object(Bucket="in-one", Key="by-user", Body=b"user")
+        assert other_pool.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+        as_user.close()
+
     # a gateway in front of both pools routes a bucket's requests to its pool once a node's answer named it
     gateway = ServerProcess(tmp_path / "gateway", host="127.0.0.4", env={
         "S4_MODE": "gateway", "S4_CLUSTER_NAME": "pools", "S4_NODE_ID": "gw-1",
@@ -137,3 +166,49 @@ def test_issue20_buckets_pinned_to_pools_and_served_through_any_node(tmp_path: P
     s3[1].delete_bucket(Bucket="anywhere")
     s3[2].create_bucket(Bucket="anywhere", CreateBucketConfiguration={"LocationConstraint": "pool-1"})
     assert location(s3[2], "anywhere") == "pool-1"
+
+
+def test_issue20_adding_a_pool_moves_nothing(tmp_path: Path, nodes: list[ServerProcess]) -> None:
+    """docs/operations.md, "Add a pool": a one-pool cluster (S4_POOL_NODES, records from before pools) gets the
+    extended S4_CLUSTER_POOLS by a restart, then the new pool's node starts. Existing buckets stay where they were
+    (location, bytes on the old pool's disks only, readable through the new pool); new ones may land on the new pool."""
+    hosts = ("127.0.0.1", "127.0.0.3")
+    grpc = [f"{h}:{free_port(h)}" for h in hosts]
+    ports = [free_port(h) for h in hosts]
+    base = {"S4_MODE": "cluster", "S4_CLUSTER_NAME": "grow", "S4_REPLICATION_FACTOR": "1", "S4_WRITE_QUORUM": "1",
+            "S4_READ_QUORUM": "1", "S4_ROOT_PASSWORD": ROOT_PASSWORD, "S4_JWT_SECRET": JWT_SECRET,
+            "S4_WORKERS": "1"}
+    one = {**base, "S4_NODE_ID": "node-1", "S4_NODE_GRPC_ADDR": grpc[0], "S4_NODE_HTTP_ADDR": f"{hosts[0]}:{ports[0]}",
+           "S4_POOL_NAME": "pool-1", "S4_POOL_NODES": f"node-1:{grpc[0]}"}
+    old = ServerProcess(tmp_path / "node-1", host=hosts[0], port=ports[0], env=one)
+    nodes.append(old.start())
+    s3_old = make_client(old.endpoint, retries={"max_attempts": 1})
+    s3_old.create_bucket(Bucket="kept")
+    data = payload(300 * 1024, b"before the new pool")
+    s3_old.put_object(Bucket="kept", Key="k", Body=data)
+
+    # 1. the existing pool learns the new value (a rolling restart); the new pool is not running yet
+    pools = f"pool-1=node-1:{grpc[0]};pool-2=node-9:{grpc[1]}"
+    old.stop()
+    old.extra_env = {**{k: v for k, v in one.items() if k != "S4_POOL_NODES"}, "S4_CLUSTER_POOLS": pools}
+    old.start()
+    s3_old = make_client(old.endpoint, retries={"max_attempts": 1})
+    assert location(s3_old, "kept") == "pool-1"
+    s3_old.create_bucket(Bucket="while-growing")  # pool-2's usage is unknown: left out, not failed
+    assert location(s3_old, "while-growing") == "pool-1"
+
+    # 2. the new pool's node starts
+    new = ServerProcess(tmp_path / "node-9", host=hosts[1], port=ports[1], env={
+        **base, "S4_NODE_ID": "node-9", "S4_NODE_GRPC_ADDR": grpc[1], "S4_NODE_HTTP_ADDR": f"{hosts[1]}:{ports[1]}",
+        "S4_POOL_NAME": "pool-2", "S4_CLUSTER_POOLS": pools})
+    nodes.append(new.start())
+    s3_new = make_client(new.endpoint, retries={"max_attempts": 1})
+    for client in (s3_old, s3_new):
+        assert location(client, "kept") == "pool-1"
+        assert client.get_object(Bucket="kept", Key="k")["Body"].read() == data
+        assert [b["Name"] for b in client.list_buckets()["Buckets"]] == ["kept", "while-growing"]
+    assert holds(old, data) and not holds(new, data)  # nothing moved
+    s3_new.create_bucket(Bucket="fresh")  # the least used pool is now the new one
+    assert location(s3_old, "fresh") == "pool-2"
+    s3_old.put_object(Bucket="fresh", Key="f", Body=payload(100 * 1024, b"fresh"))
+    assert holds(new, payload(100 * 1024, b"fresh")) and not holds(old, payload(100 * 1024, b"fresh"))
