@@ -3,13 +3,13 @@
 ASGI middleware in front of the node's S3 app (docs/architecture/pools.md, "Requests for a bucket of another pool").
 Per request that names a bucket (path-style or virtual host, parsed as the app does):
 
-* **CreateBucket** (``PUT /bucket`` without a query) picks the pool: its ``LocationConstraint`` names a pool -> that
-  pool; the region, ``US`` or none -> the least used pool (fewest bytes stored: this pool's from the local views,
-  the others' from a node's open ``/api/stats``, remembered for ``USAGE_TTL_S``; a placement hint only, a stale
-  number picks a worse pool, never a wrong result); anything else is this node's to refuse
-  (``InvalidLocationConstraint``, api/s3/buckets.py). The body (a small XML document, at most ``MAX_CREATE_BODY``)
-  is read here and replayed to whoever serves the request. The node that serves it claims the name in the
-  cluster's registry, pinned to its own pool (cluster/buckets_register.py).
+* **CreateBucket** (as the app's routing table says: ``PUT /bucket`` naming no sub-resource) picks the pool: its
+  ``LocationConstraint`` names a pool -> that pool; the region, ``US`` or none -> the least used pool (fewest bytes
+  stored: this pool's from the local views, the others' from a node's open ``/api/stats``, remembered for
+  ``USAGE_TTL_S``; a placement hint only, a stale number picks a worse pool, never a wrong result); anything else
+  is this node's to refuse (``InvalidLocationConstraint``, api/s3/buckets.py). The body (a small XML document, at
+  most ``MAX_CREATE_BODY``) is read here and replayed to whoever serves the request. The node that serves it claims
+  the name in the cluster's registry, pinned to its own pool (cluster/buckets_register.py).
 * **Any other request**: a bucket this node holds is served here. Otherwise the registry says where it lives
   (``locate``: a linearizable read of the cluster's register, remembered, refreshed after ``LOCATE_TTL_S``; while
   the registry cannot answer, the remembered pool still routes, so reads and writes of existing buckets outlive
@@ -35,7 +35,8 @@ from . import access_log
 from .admin.router import AdminApi
 from .app import HEALTH_PATHS
 from .gateway import FORWARDED_HEADER, POOL_HEADER, Backends, GatewayApp, Message, Receive, Scope, Send
-from .s3.router import split_target
+from .inputs import parse_query
+from .s3.router import route, split_target
 from .s3.xml_parse import parse_create_bucket
 
 log = logging.getLogger("s4.pools")
@@ -57,12 +58,16 @@ def bucket_of(scope: Scope, vhost_domains: tuple[str, ...]) -> str:
 
 
 def is_create_bucket(scope: Scope, vhost_domains: tuple[str, ...]) -> bool:
-    """``PUT /bucket`` (or ``PUT /`` on the bucket's virtual host) without a query string."""
-    if scope.get("method") != "PUT" or scope.get("query_string"):
+    """Whether the app's routing table takes the request for CreateBucket (``PUT /bucket``, whatever query an SDK
+    adds that names no sub-resource)."""
+    if scope.get("method") != "PUT":
         return False
-    path = scope.get("path", "")
-    host = next((v.decode("latin-1") for k, v in scope.get("headers") or () if k.lower() == b"host"), "")
-    return not split_target((scope.get("raw_path") or path.encode()).decode("latin-1"), host, vhost_domains).key
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or ()}
+    raw = (scope.get("raw_path") or scope.get("path", "/").encode()).decode("latin-1")
+    target = split_target(raw, headers.get("host", ""), vhost_domains)
+    query_string = (scope.get("query_string") or b"").decode("latin-1")
+    query = parse_query(query_string) if query_string else {}
+    return route("PUT", target.bucket, target.key, query, headers).operation == "CreateBucket"
 
 
 class PoolRouter:

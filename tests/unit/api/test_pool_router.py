@@ -177,3 +177,5 @@ def test_issue20_create_bucket_without_a_pool_goes_to_the_least_used() -> None:
     assert [s[0] for s in fakes.served] == ["/new-c"]
     request(router, "PUT", "/new-d", query=b"versioning")  # a bucket sub-resource, not CreateBucket
     assert fakes.lookups == 1
+    request(router, "PUT", "/new-e", query=b"x-id=CreateBucket", body=create_body("pool-1"))  # an SDK's own query
+    assert fakes.forwarded[-1][:2] == ("watch-1", create_body("pool-1"))
