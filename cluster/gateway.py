@@ -171,7 +171,7 @@ class PoolSet:
     def __init__(self, watches: list[PoolWatch]) -> None:
         self.watches = {w.pool.name: w for w in watches}
         self._turns = itertools.count()
-        self._started = False
+        self._starting: asyncio.Future[Any] | None = None
 
     @classmethod
     def for_pools(cls, config: GatewayConfig, own_host: str | None, pools: tuple[PoolSpec, ...],
@@ -197,12 +197,15 @@ class PoolSet:
         return [state for w in self.watches.values() for state in w.node_states()]
 
     async def start(self) -> None:
-        if not self._started:
-            self._started = True
-            await asyncio.gather(*(w.start() for w in self.watches.values()))
+        """Start every watch (one round of Pings first); callers arriving meanwhile wait for that same round."""
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(asyncio.gather(*(w.start() for w in self.watches.values())))
+        await asyncio.shield(self._starting)
 
     async def stop(self) -> None:
-        if self._started:
-            self._started = False
+        starting, self._starting = self._starting, None
+        if starting is not None:
+            with contextlib.suppress(Exception):
+                await starting
             for watch in self.watches.values():
                 await watch.stop()

@@ -122,3 +122,41 @@ def test_issue20_gateway_pings_learn_the_s3_address_and_record_nothing_on_the_no
     assert found["bad"]["node-1"]["state"] == SUSPECT and "UNAUTHENTICATED" in found["bad"]["node-1"]["last_error"]
     assert found["bad-order"] == []
     assert local.seen == []  # a guest's Ping leaves no trace in the node's liveness records
+
+
+def test_issue20_requests_arriving_while_the_pool_set_starts_wait_for_its_first_round() -> None:
+    """A node forwards to another pool only once its first round of Pings told the S3 addresses; a second request
+    arriving during that round must wait for it too, not find no candidate and answer 503."""
+    import asyncio
+
+    from s4.cluster.gateway import PoolSet
+
+    class Slow:
+        def __init__(self) -> None:
+            self.pool = type("P", (), {"name": "pool-9"})()
+            self.started = self.stopped = 0
+            self.ready = False
+
+        async def start(self) -> None:
+            self.started += 1
+            await asyncio.sleep(0.01)
+            self.ready = True
+
+        async def stop(self) -> None:
+            self.stopped += 1
+
+    async def main() -> None:
+        watch = Slow()
+        pools = PoolSet([watch])  # type: ignore[list-item]
+        seen = []
+
+        async def request() -> None:
+            await pools.start()
+            seen.append(watch.ready)
+        await asyncio.gather(request(), request(), request())
+        assert seen == [True, True, True] and watch.started == 1
+        await pools.stop()
+        await pools.stop()
+        assert watch.stopped == 1
+
+    asyncio.run(main())
