@@ -580,3 +580,32 @@ def test_last_modified_is_http_date(s3: Any, bucket: str) -> None:
     assert abs((now - head["LastModified"]).total_seconds()) < 120
     raw = head["ResponseMetadata"]["HTTPHeaders"]["last-modified"]
     assert raw == format_datetime(head["LastModified"].astimezone(dt.UTC), usegmt=True)
+
+
+def test_put_without_content_length_is_411_and_stores_nothing(s3: Any, bucket: str) -> None:
+    """A PUT with neither Content-Length nor Transfer-Encoding has an empty body in HTTP/1.1: S3 answers 411
+    MissingContentLength instead of storing an empty object. A chunked body of unknown length is still taken."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    def put(key: str, chunked: bool) -> tuple[int, bytes]:
+        url = urlsplit(s3.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": key}))
+        conn = http.client.HTTPConnection(url.netloc, timeout=30)
+        try:
+            if chunked:
+                conn.request("PUT", f"{url.path}?{url.query}", body=iter([b"ab", b"c"]), encode_chunked=True)
+            else:
+                conn.putrequest("PUT", f"{url.path}?{url.query}", skip_accept_encoding=True)
+                conn.endheaders()
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+    status, body = put("no-length", chunked=False)
+    assert status == 411 and b"<Code>MissingContentLength</Code>" in body
+    with pytest.raises(ClientError) as exc:
+        s3.head_object(Bucket=bucket, Key="no-length")
+    assert exc.value.response["Error"]["Code"] == "404"
+    assert put("chunked", chunked=True)[0] == 200
+    assert s3.get_object(Bucket=bucket, Key="chunked")["Body"].read() == b"abc"
