@@ -76,6 +76,10 @@ async def list_buckets(call: Call, resp: falcon.asgi.Response) -> None:
                                 continuation_token=next_token))
 
 
+#: The region where CreateBucket of a bucket its caller already owns answers 200 (S3's legacy behaviour).
+LEGACY_REGION = "us-east-1"
+
+
 async def create_bucket(call: Call, resp: falcon.asgi.Response) -> None:
     location = parse_create_bucket(await call.read_body())
     region = location or call.settings.region
@@ -84,7 +88,13 @@ async def create_bucket(call: Call, resp: falcon.asgi.Response) -> None:
         raise S3Error(ErrorCode.INVALID_LOCATION_CONSTRAINT,
                       f"The {location} location constraint is incompatible for the region specific endpoint "
                       "this request was sent to.", LocationConstraint=location)
-    await call.engine.create_bucket(call.bucket, region, actor=call.actor)
+    try:
+        await call.engine.create_bucket(call.bucket, region, actor=call.actor)
+    except S3Error as err:
+        # us-east-1's legacy rule, which S3 keeps: re-creating a bucket you own there is 200 and changes nothing;
+        # every other region answers 409 BucketAlreadyOwnedByYou
+        if err.code is not ErrorCode.BUCKET_ALREADY_OWNED_BY_YOU or call.settings.region != LEGACY_REGION:
+            raise
     resp.set_header("Location", f"/{call.bucket}")
 
 

@@ -430,9 +430,11 @@ def test_bucket_lifecycle(s3: Any) -> None:
     name = f"life-{uuid.uuid4().hex[:12]}"
     created = s3.create_bucket(Bucket=name)
     assert created["Location"] == f"/{name}"
-    with pytest.raises(ClientError) as exc:
-        s3.create_bucket(Bucket=name)
-    assert err(exc) == ("BucketAlreadyOwnedByYou", 409)
+    s3.put_object(Bucket=name, Key="kept", Body=b"x")
+    again = s3.create_bucket(Bucket=name)  # us-east-1: re-creating one's own bucket is 200 and changes nothing
+    assert again["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=name)["Contents"]] == ["kept"]
+    s3.delete_object(Bucket=name, Key="kept")
     head = s3.head_bucket(Bucket=name)
     assert head["ResponseMetadata"]["HTTPHeaders"]["x-amz-bucket-region"] == "us-east-1"
     loc = s3.get_bucket_location(Bucket=name)
@@ -609,3 +611,17 @@ def test_put_without_content_length_is_411_and_stores_nothing(s3: Any, bucket: s
     assert exc.value.response["Error"]["Code"] == "404"
     assert put("chunked", chunked=True)[0] == 200
     assert s3.get_object(Bucket=bucket, Key="chunked")["Body"].read() == b"abc"
+
+
+def test_recreating_an_owned_bucket_outside_us_east_1_is_409(tmp_path: Any) -> None:
+    """S3's legacy 200 for re-creating one's own bucket is us-east-1's alone; every other region answers 409."""
+    from helpers.server import ServerProcess
+    server = ServerProcess(tmp_path / "data", env={"S4_REGION": "eu-west-1"}).start()
+    try:
+        client = make_client(server.endpoint, "eu-west-1")
+        client.create_bucket(Bucket="mine", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        with pytest.raises(ClientError) as exc:
+            client.create_bucket(Bucket="mine", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        assert err(exc) == ("BucketAlreadyOwnedByYou", 409)
+    finally:
+        server.stop()
