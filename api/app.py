@@ -228,6 +228,7 @@ class S3Service:
         self._authorize(auth.access_key, target.operation or "")
         call = Call(self.engine, self.settings, req, req.method, bucket, key, query, headers, auth, request_id)
         check_security_headers(target.operation or "", headers)
+        call.check_framing(target.operation or "")
         if call.has_body:  # what the headers allow, before a byte of the body is asked for (100 Continue)
             await call.check_before_body(target.operation or "")
         elif target.operation in BUCKET_CONFIG_READS:

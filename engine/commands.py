@@ -248,10 +248,13 @@ def complete_multipart(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
             return dict(result["version"], part_checksums=[])
     upload = require_upload(d.tx, bucket.name, args["key"], args["upload_id"])
     check_write_conditions(d.tx, bucket, args["key"], args)
-    wanted: list[list[Any]] = args["parts"]
-    numbers = [n for n, _ in wanted]
-    if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
+    listed: list[list[Any]] = args["parts"]
+    numbers = [n for n, _ in listed]
+    if numbers != sorted(numbers):
         raise S3Error(ErrorCode.INVALID_PART_ORDER, UploadId=upload.upload_id)
+    # A part number listed more than once (a client that re-sent a part while its first copy was still uploading
+    # lists both answers): the last entry names the copy it means, which must be the stored one (the last to finish).
+    wanted = [entry for entry, after in zip(listed, [*numbers[1:], None], strict=True) if entry[0] != after]
     md5s, blobs, sizes, part_checksums = [], [], [], []
     for index, (number, etag) in enumerate(wanted):
         part = d.tx.part(upload.upload_id, number)
@@ -271,7 +274,7 @@ def complete_multipart(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
                              checksums=args.get("checksums"), tags=upload.tags, part_sizes=sizes)
     event = d.emit(EventType.MULTIPART_COMPLETED, {"bucket": bucket.name, "key": upload.key,
                                                    "upload_id": upload.upload_id, "version": version,
-                                                   "parts": wanted})
+                                                   "parts": listed})
     return dict(stamped(version, event.hlc), part_checksums=part_checksums)
 
 

@@ -87,6 +87,10 @@ async def _cluster_buckets(call: Call) -> list[Bucket]:
                    region=call.settings.region) for r in await names.list_buckets("")]
 
 
+#: The region where CreateBucket of a bucket its caller already owns answers 200 (S3's legacy behaviour).
+LEGACY_REGION = "us-east-1"
+
+
 async def create_bucket(call: Call, resp: falcon.asgi.Response) -> None:
     location = parse_create_bucket(await call.read_body())
     if location and location == call.settings.pool_name:  # several pools: this one (api/pool_router.py chose it)
@@ -97,7 +101,13 @@ async def create_bucket(call: Call, resp: falcon.asgi.Response) -> None:
         raise S3Error(ErrorCode.INVALID_LOCATION_CONSTRAINT,
                       f"The {location} location constraint is incompatible for the region specific endpoint "
                       "this request was sent to.", LocationConstraint=location)
-    await call.engine.create_bucket(call.bucket, region, actor=call.actor)
+    try:
+        await call.engine.create_bucket(call.bucket, region, actor=call.actor)
+    except S3Error as err:
+        # us-east-1's legacy rule, which S3 keeps: re-creating a bucket you own there is 200 and changes nothing;
+        # every other region answers 409 BucketAlreadyOwnedByYou
+        if err.code is not ErrorCode.BUCKET_ALREADY_OWNED_BY_YOU or call.settings.region != LEGACY_REGION:
+            raise
     resp.set_header("Location", f"/{call.bucket}")
 
 

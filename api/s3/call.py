@@ -78,6 +78,14 @@ class Call:
         """Whether the request declares a body (a non-zero Content-Length, or Transfer-Encoding)."""
         return bool(digits_value(self.headers.get("content-length", ""))) or "transfer-encoding" in self.headers
 
+    def check_framing(self, operation: str) -> None:
+        """A data upload with neither Content-Length nor Transfer-Encoding has an empty body in HTTP/1.1: S3
+        refuses it (411) rather than store an empty object the client did not mean. A chunked body of unknown
+        length is taken (S4 streams it)."""
+        headers = self.headers
+        if operation in DATA_BODIES and "content-length" not in headers and "transfer-encoding" not in headers:
+            raise S3Error(ErrorCode.MISSING_CONTENT_LENGTH)
+
     async def check_before_body(self, operation: str) -> None:
         """What the headers allow checking before a byte of the body is read: the declared length within the
         operation's limit, and the bucket exists (CreateBucket excepted). Operation-specific checks (the upload

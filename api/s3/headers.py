@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from email.errors import HeaderParseError
+from email.header import Header, decode_header, make_header
 
 from s4.engine.conditions import DeleteConditions, Preconditions
 from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.model import ObjectVersion
 
-from ..inputs import digits_value, parse_int
+from ..inputs import digits_value, parse_int, wire_bytes
 from .xml import http_date, parse_http_date
 
 STORED_HEADERS = ("content-encoding", "content-disposition", "content-language", "cache-control", "expires")
@@ -26,11 +28,39 @@ MAX_METADATA_BYTES = 2048
 
 
 def user_metadata(headers: Mapping[str, str]) -> dict[str, str]:
-    meta = {name[11:]: value for name, value in headers.items() if name.startswith("x-amz-meta-")}
-    if sum(len(k) + len(v) for k, v in meta.items()) > MAX_METADATA_BYTES:
-        raise S3Error(ErrorCode.METADATA_TOO_LARGE, Size=str(sum(len(k) + len(v) for k, v in meta.items())),
-                      MaxSizeAllowed=str(MAX_METADATA_BYTES))
+    """``x-amz-meta-*`` as text. The limit counts UTF-8 bytes of names and values, as S3 does."""
+    meta = {name[11:]: _metadata_text(value) for name, value in headers.items() if name.startswith("x-amz-meta-")}
+    size = sum(len(k) + len(v.encode("utf-8") if not v.isascii() else v) for k, v in meta.items())
+    if size > MAX_METADATA_BYTES:
+        raise S3Error(ErrorCode.METADATA_TOO_LARGE, Size=str(size), MaxSizeAllowed=str(MAX_METADATA_BYTES))
     return meta
+
+
+def _metadata_text(value: str) -> str:
+    """A metadata header value as the text it means: raw non-ASCII bytes read as UTF-8 (latin-1 when they are
+    not UTF-8), and RFC 2047 encoded words decoded, as S3 does before storing."""
+    if value.isascii():
+        if "=?" not in value:
+            return value  # the usual case
+    else:
+        try:
+            value = wire_bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            pass  # not UTF-8: each byte is its latin-1 character, as it arrived
+        if "=?" not in value:
+            return value
+    try:
+        return str(make_header(decode_header(value)))
+    except (HeaderParseError, LookupError, UnicodeDecodeError):
+        return value  # not well-formed encoded words: the text as sent
+
+
+def metadata_header(value: str) -> str:
+    """The response header value for stored metadata text: ASCII as is, anything else as RFC 2047 encoded words
+    (UTF-8), as S3 returns them, so every client reads the same text whatever it assumes about header bytes."""
+    if value.isascii():
+        return value
+    return Header(value, "utf-8", maxlinelen=0).encode()
 
 
 def stored_headers(headers: Mapping[str, str]) -> dict[str, str]:

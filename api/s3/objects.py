@@ -19,6 +19,7 @@ from .headers import (
     RESPONSE_OVERRIDES,
     check_read,
     delete_conditions,
+    metadata_header,
     parse_range,
     preconditions,
     stored_headers,
@@ -95,7 +96,7 @@ def _object_headers(call: Call, opened: OpenVersion, resp: falcon.asgi.Response,
     for name, value in version.headers.items():
         resp.set_header(name, value)
     for name, value in version.metadata.items():
-        resp.set_header(f"x-amz-meta-{name}", value)
+        resp.set_header(f"x-amz-meta-{name}", metadata_header(value))
     if version.tags:
         resp.set_header("x-amz-tagging-count", str(len(version.tags)))
     set_expiration_header(call, version, resp, opened.lifecycle)

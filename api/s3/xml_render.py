@@ -235,8 +235,9 @@ def location_xml(region: str) -> bytes:
 
 
 def tagging_xml(tags: Mapping[str, str]) -> bytes:
+    """A tag set in key order: the same set reads back the same whichever way it was written (header or XML)."""
     body = "".join(f"<Tag><Key>{xml_escape(k)}</Key><Value>{xml_escape(v)}</Value></Tag>"
-                   for k, v in tags.items())
+                   for k, v in sorted(tags.items()))
     return _simple("Tagging", f"<TagSet>{body}</TagSet>")
 
 

@@ -9,9 +9,10 @@ from botocore.config import Config
 from helpers.server import ACCESS_KEY, SECRET_KEY, track_client
 
 
-def make_client(endpoint: str, **config: Any) -> Any:
-    """An S3 client for ``endpoint``; ``config`` goes to botocore's ``Config`` (retries, addressing, ...). Its
-    connections are closed when the server helper stops that endpoint's server."""
+def make_client(endpoint: str, region: str = "us-east-1", **config: Any) -> Any:
+    """An S3 client for ``endpoint`` signing for ``region`` (the server's S4_REGION); ``config`` goes to botocore's
+    ``Config`` (retries, addressing, ...). Its connections are closed when the server helper stops that endpoint's
+    server."""
     return track_client(endpoint, boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY,
-                        aws_secret_access_key=SECRET_KEY, region_name="us-east-1",
+                        aws_secret_access_key=SECRET_KEY, region_name=region,
                         config=Config(**config) if config else None))

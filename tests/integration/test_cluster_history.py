@@ -58,9 +58,9 @@ ROUNDS = 20
 ALL_ALIVE = {"node-1": "alive", "node-2": "alive", "node-3": "alive"}
 
 
-def no_retries(endpoint: str) -> Any:
+def no_retries(endpoint: str, region: str = "us-east-1") -> Any:
     """One HTTP attempt per call (boto3 retries 503s and connection errors by default), bounded in time."""
-    return make_client(endpoint, retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5,
+    return make_client(endpoint, region, retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5,
                        read_timeout=60)
 
 

@@ -131,6 +131,21 @@ def test_invalid_part_order(s3: Any, bucket: str) -> None:
     assert err(exc) == ("InvalidPartOrder", 400)
 
 
+def test_part_resent_while_first_copy_uploads_completes_with_the_last_to_finish(s3: Any, bucket: str) -> None:
+    """A client that re-sent part 1 lists both answers; the completion uses the copy stored last, and a list whose
+    last entry for the number names the replaced copy is refused, leaving the upload intact."""
+    up = s3.create_multipart_upload(Bucket=bucket, Key="re")["UploadId"]
+    first = s3.upload_part(Bucket=bucket, Key="re", UploadId=up, PartNumber=1, Body=b"B" * 100)["ETag"]
+    last = s3.upload_part(Bucket=bucket, Key="re", UploadId=up, PartNumber=1, Body=b"A" * 100)["ETag"]
+    with pytest.raises(ClientError) as exc:
+        s3.complete_multipart_upload(Bucket=bucket, Key="re", UploadId=up, MultipartUpload={
+            "Parts": [{"PartNumber": 1, "ETag": last}, {"PartNumber": 1, "ETag": first}]})
+    assert err(exc) == ("InvalidPart", 400)
+    s3.complete_multipart_upload(Bucket=bucket, Key="re", UploadId=up, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": first}, {"PartNumber": 1, "ETag": last}]})
+    assert s3.get_object(Bucket=bucket, Key="re")["Body"].read() == b"A" * 100
+
+
 def test_entity_too_small(s3: Any, bucket: str) -> None:
     up, done = upload(s3, bucket, "small", [b"a" * (5 * MiB - 1), b"b" * 10])
     with pytest.raises(ClientError) as exc:

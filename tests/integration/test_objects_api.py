@@ -318,6 +318,10 @@ def test_object_tagging(s3: Any, bucket: str) -> None:
     assert s3.get_object_tagging(Bucket=bucket, Key="t")["TagSet"] == [
         {"Key": "a", "Value": "1"}, {"Key": "b", "Value": "two words"}]
     assert s3.get_object(Bucket=bucket, Key="t")["TagCount"] == 2
+    # the header's order is not kept: a tag set reads back in key order, whichever way it was written
+    s3.put_object(Bucket=bucket, Key="order", Body=b"x", Tagging="foo=bar&bar")
+    assert s3.get_object_tagging(Bucket=bucket, Key="order")["TagSet"] == [
+        {"Key": "bar", "Value": ""}, {"Key": "foo", "Value": "bar"}]
     s3.put_object_tagging(Bucket=bucket, Key="t", Tagging={"TagSet": [{"Key": "x", "Value": "y"}]})
     assert s3.get_object_tagging(Bucket=bucket, Key="t")["TagSet"] == [{"Key": "x", "Value": "y"}]
     s3.delete_object_tagging(Bucket=bucket, Key="t")
@@ -430,9 +434,11 @@ def test_bucket_lifecycle(s3: Any) -> None:
     name = f"life-{uuid.uuid4().hex[:12]}"
     created = s3.create_bucket(Bucket=name)
     assert created["Location"] == f"/{name}"
-    with pytest.raises(ClientError) as exc:
-        s3.create_bucket(Bucket=name)
-    assert err(exc) == ("BucketAlreadyOwnedByYou", 409)
+    s3.put_object(Bucket=name, Key="kept", Body=b"x")
+    again = s3.create_bucket(Bucket=name)  # us-east-1: re-creating one's own bucket is 200 and changes nothing
+    assert again["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=name)["Contents"]] == ["kept"]
+    s3.delete_object(Bucket=name, Key="kept")
     head = s3.head_bucket(Bucket=name)
     assert head["ResponseMetadata"]["HTTPHeaders"]["x-amz-bucket-region"] == "us-east-1"
     loc = s3.get_bucket_location(Bucket=name)
@@ -580,3 +586,46 @@ def test_last_modified_is_http_date(s3: Any, bucket: str) -> None:
     assert abs((now - head["LastModified"]).total_seconds()) < 120
     raw = head["ResponseMetadata"]["HTTPHeaders"]["last-modified"]
     assert raw == format_datetime(head["LastModified"].astimezone(dt.UTC), usegmt=True)
+
+
+def test_put_without_content_length_is_411_and_stores_nothing(s3: Any, bucket: str) -> None:
+    """A PUT with neither Content-Length nor Transfer-Encoding has an empty body in HTTP/1.1: S3 answers 411
+    MissingContentLength instead of storing an empty object. A chunked body of unknown length is still taken."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    def put(key: str, chunked: bool) -> tuple[int, bytes]:
+        url = urlsplit(s3.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": key}))
+        conn = http.client.HTTPConnection(url.netloc, timeout=30)
+        try:
+            if chunked:
+                conn.request("PUT", f"{url.path}?{url.query}", body=iter([b"ab", b"c"]), encode_chunked=True)
+            else:
+                conn.putrequest("PUT", f"{url.path}?{url.query}", skip_accept_encoding=True)
+                conn.endheaders()
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+    status, body = put("no-length", chunked=False)
+    assert status == 411 and b"<Code>MissingContentLength</Code>" in body
+    with pytest.raises(ClientError) as exc:
+        s3.head_object(Bucket=bucket, Key="no-length")
+    assert exc.value.response["Error"]["Code"] == "404"
+    assert put("chunked", chunked=True)[0] == 200
+    assert s3.get_object(Bucket=bucket, Key="chunked")["Body"].read() == b"abc"
+
+
+def test_recreating_an_owned_bucket_outside_us_east_1_is_409(tmp_path: Any) -> None:
+    """S3's legacy 200 for re-creating one's own bucket is us-east-1's alone; every other region answers 409."""
+    from helpers.server import ServerProcess
+    server = ServerProcess(tmp_path / "data", env={"S4_REGION": "eu-west-1"}).start()
+    try:
+        client = make_client(server.endpoint, "eu-west-1")
+        client.create_bucket(Bucket="mine", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        with pytest.raises(ClientError) as exc:
+            client.create_bucket(Bucket="mine", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        assert err(exc) == ("BucketAlreadyOwnedByYou", 409)
+    finally:
+        server.stop()

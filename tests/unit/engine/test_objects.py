@@ -478,7 +478,7 @@ async def test_multipart_errors(make_engine: Callable[..., Engine]) -> None:
         ([(1, etags[1]), (5, etags[1])], ErrorCode.INVALID_PART),
         ([(1, etags[2])], ErrorCode.INVALID_PART),
         ([(2, etags[2]), (1, etags[1])], ErrorCode.INVALID_PART_ORDER),
-        ([(1, etags[1]), (1, etags[1])], ErrorCode.INVALID_PART_ORDER),
+        ([(1, etags[1]), (1, etags[2])], ErrorCode.INVALID_PART),  # a repeated number: its last entry counts
         ([(1, etags[1]), (2, etags[2]), (3, etags[3])], ErrorCode.ENTITY_TOO_SMALL),
     ]
     for part_list, code in cases:
