@@ -105,8 +105,10 @@ async def create_bucket(call: Call, resp: falcon.asgi.Response) -> None:
         await call.engine.create_bucket(call.bucket, region, actor=call.actor)
     except S3Error as err:
         # us-east-1's legacy rule, which S3 keeps: re-creating a bucket you own there is 200 and changes nothing;
-        # every other region answers 409 BucketAlreadyOwnedByYou
-        if err.code is not ErrorCode.BUCKET_ALREADY_OWNED_BY_YOU or call.settings.region != LEGACY_REGION:
+        # every other region answers 409 BucketAlreadyOwnedByYou, and so does a create asking for another pool than
+        # the one holding the bucket (several pools: the name is the cluster's, this node does not hold it)
+        if err.code is not ErrorCode.BUCKET_ALREADY_OWNED_BY_YOU or call.settings.region != LEGACY_REGION or (
+                call.settings.pool_name and not call.engine.holds_bucket(call.bucket)):
             raise
     resp.set_header("Location", f"/{call.bucket}")
 
