@@ -166,7 +166,8 @@ class CasStore:
     def scan_sync(self, prefix: str, after: str, limit: int) -> tuple[list[tuple[str, Slot[bytes]]], bool]:
         """Up to ``limit`` keys starting with ``prefix`` after ``after``, in key order, with their slots; and
         whether more follow (ListBuckets across pools: docs/architecture/pools.md)."""
-        start, found = max(prefix, after).encode(), []
+        start = max(prefix, after).encode()
+        found: list[tuple[str, Slot[bytes]]] = []
         with self._txn_lock:
             self._check()
             with self.env.begin(db=self._slots) as txn:

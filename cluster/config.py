@@ -208,6 +208,11 @@ def _own_pool(values: Mapping[str, Any], pools: tuple[PoolSpec, ...], fail: Call
     return spec.nodes
 
 
+def _pool_failure(fail: Callable[[str], Exception], pool_name: str) -> Callable[[str], Exception]:
+    """``fail`` with the pool named, for the errors of one pool's node list."""
+    return lambda why: fail(f"pool {pool_name}: {why}")
+
+
 def parse_cluster_pools(value: Any, fail: Callable[[str], Exception]) -> tuple[PoolSpec, ...]:
     """``name=id:host:port,...;name=...`` (config.toml: a table of lists, joined to that form by tools/config.py)
     into pools in name order: pool names, node ids and addresses unique across the cluster. () when unset."""
@@ -221,7 +226,7 @@ def parse_cluster_pools(value: Any, fail: Callable[[str], Exception]) -> tuple[P
         if not sep or not NAME_RE.match(pool_name):
             raise fail(f"{entry!r} is not name=id:host:port,... (pool names: 1-64 letters, digits, '.', '_' or '-';"
                        " pools separated by ';')")
-        pools.append(PoolSpec(pool_name, parse_pool_nodes(nodes, lambda why, n=pool_name: fail(f"pool {n}: {why}"))))
+        pools.append(PoolSpec(pool_name, parse_pool_nodes(nodes, _pool_failure(fail, pool_name))))
     names = [p.name for p in pools]
     dup = next((k for i, k in enumerate(names) if k in names[:i]), None)
     if dup is not None:
