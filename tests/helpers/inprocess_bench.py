@@ -5,9 +5,10 @@ network stack. Every request is signed before the phase starts (the signing is t
     python -m tests.helpers.inprocess_bench [--requests 2000] [--concurrency 16] [--runs 3] [--size 4096]
 
 Prints, per phase (PUT, GET, HEAD, DELETE of distinct 4 KiB objects in a fresh data directory), the process's CPU
-per request (user + system) and the part spent on threads other than the event loop's (the sequencer: deciders
-and projection). Used to compare two builds run alternately on a shared machine (docs/performance.md): the
-figures of one build vary with the load, so compare interleaved runs, not one run each.
+per request (user + system) and the parts spent on the event loop's thread (the request path) and on the
+sequencer's (deciders, projection, journal writes); the rest is ingest and sync threads. Used to compare two
+builds run alternately on a shared machine (docs/performance.md): the figures of one build vary with the load, so
+compare interleaved runs, not one run each.
 """
 
 from __future__ import annotations
@@ -66,9 +67,14 @@ async def _call(app: Any, method: str, path: str, headers: dict[str, str], body:
     return status
 
 
+def _sequencer_tid() -> int:
+    return next((t.native_id or 0 for t in threading.enumerate() if t.name == "sequencer"), 0)
+
+
 async def _phase(app: Any, signer: Signer, method: str, names: list[str], body: bytes, concurrency: int
-                 ) -> tuple[float, float]:
-    """Every request of one phase, ``concurrency`` at a time: (process CPU s, CPU s of the loop's thread)."""
+                 ) -> tuple[float, float, float]:
+    """Every request of one phase, ``concurrency`` at a time: CPU s of the process, of the loop's thread (the
+    request path) and of the sequencer's (deciders, projection, journal writes)."""
     extra = {"content-length": str(len(body))} if method == "PUT" else None
     signed = [(f"/{BUCKET}/{n}", signer.headers(method, HOST, f"/{BUCKET}/{n}", extra=extra)) for n in names]
     loop_tid = threading.get_native_id()
@@ -84,10 +90,12 @@ async def _phase(app: Any, signer: Signer, method: str, names: list[str], body: 
     await asyncio.gather(*(client() for _ in range(concurrency)))
     after, t1 = _thread_cpu(), os.times()
     total = (t1.user - t0.user) + (t1.system - t0.system)
-    return total, after.get(loop_tid, 0.0) - before.get(loop_tid, 0.0)
+    seq_tid = _sequencer_tid()
+    return (total, after.get(loop_tid, 0.0) - before.get(loop_tid, 0.0),
+            after.get(seq_tid, 0.0) - before.get(seq_tid, 0.0))
 
 
-async def _run(data_dir: Path, requests: int, concurrency: int, size: int) -> dict[str, tuple[float, float]]:
+async def _run(data_dir: Path, requests: int, concurrency: int, size: int) -> dict[str, tuple[float, ...]]:
     engine = Engine(EngineOptions(data_dir=data_dir))
     try:
         await engine.create_bucket(BUCKET)
@@ -95,10 +103,10 @@ async def _run(data_dir: Path, requests: int, concurrency: int, size: int) -> di
         signer = Signer(ACCESS, SECRET)
         names = [f"obj-{i:06d}" for i in range(requests)]
         body = os.urandom(size)
-        out: dict[str, tuple[float, float]] = {}
+        out: dict[str, tuple[float, ...]] = {}
         for method in ("PUT", "GET", "HEAD", "DELETE"):
-            cpu, loop = await _phase(app, signer, method, names, body, concurrency)
-            out[method] = (cpu / requests * 1e6, (cpu - loop) / requests * 1e6)
+            cpu, loop, seq = await _phase(app, signer, method, names, body, concurrency)
+            out[method] = tuple(x / requests * 1e6 for x in (cpu, loop, seq))
         return out
     finally:
         engine.close()
@@ -114,8 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     for run in range(args.runs):
         with tempfile.TemporaryDirectory(prefix="s4-inprocess-") as tmp:
             res = asyncio.run(_run(Path(tmp) / "data", args.requests, args.concurrency, args.size))
-        print(f"run {run + 1}: " + "  ".join(f"{m} {cpu:.0f} µs (off-loop {off:.0f})" for m, (cpu, off) in res.items()),
-              flush=True)
+        print(f"run {run + 1}: " + "  ".join(f"{m} {cpu:.0f} µs (loop {loop:.0f}, sequencer {seq:.0f})"
+                                             for m, (cpu, loop, seq) in res.items()), flush=True)
 
 
 if __name__ == "__main__":
