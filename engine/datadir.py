@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = "LOCK"
 NODE_ID_NAME = "node_id"
+POOLED_NAME = "pooled"  # present once the directory served in a pool (``mark_pooled``)
+CLUSTER_DIR = "cluster"  # the cluster node's own stores (cluster/feed_store.py, cas_store.py)
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 SUBDIRS = ("journal", "views", "volumes")
@@ -156,3 +158,25 @@ def write_private(path: Path, text: str) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def pooled(data_dir: Path) -> bool:
+    """Whether this directory ever served in a pool (S4_MODE=cluster). Its journal may then hold peers' events in
+    the order they arrived, not in their last-writer-wins order, so its views must always be projected with the
+    replicated bookkeeping, also when it is started alone later (docs/architecture/views.md, "Flavour"). A
+    directory from before the marker existed shows it by the cluster node's stores."""
+    return (data_dir / POOLED_NAME).exists() or (data_dir / CLUSTER_DIR).is_dir()
+
+
+def mark_pooled(data_dir: Path) -> None:
+    """Record, durably and for good, that this directory serves in a pool: before its views open in cluster mode,
+    so before any peer's event can enter its journal."""
+    if (data_dir / POOLED_NAME).exists():
+        return
+    write_private(data_dir / POOLED_NAME, "this data directory has served in an S4 pool: its views always keep the "
+                                          "replicated bookkeeping (docs/architecture/views.md)\n")
+    fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

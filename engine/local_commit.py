@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 class LocalCommitPath:
     """Commands are decided and group-committed by a Sequencer in this process, over the journal it opened."""
 
+    #: Whether this path serves in a pool (ReplicatedCommitPath): the data directory is marked pooled when claimed.
+    pooled = False
+
     def __init__(self) -> None:
         self.journal: Journal | None = None
         self.views: Views | None = None
@@ -49,6 +52,7 @@ class LocalCommitPath:
         self._data_dir = Path()
         self._node_id = ""
         self._segment_size_bytes = 0
+        self._replicated = True  # the views' flavour this node needs (``claim``)
 
     def claim(self, options: EngineOptions) -> str:
         """Lock the data directory (the journal's owner is the only process that may), then its node id."""
@@ -56,6 +60,9 @@ class LocalCommitPath:
         self._lock = DataDirLock.acquire(data_dir)
         try:
             self._node_id = datadir.node_id(data_dir, options.node_id)
+            if self.pooled:
+                datadir.mark_pooled(data_dir)
+            self._replicated = datadir.pooled(data_dir)
         except BaseException:
             self.close()
             raise
@@ -113,7 +120,7 @@ class LocalCommitPath:
         if machine_crashed:
             log.warning("the views were not synced before the machine restarted: rebuilding them from the journal")
             shutil.rmtree(path)
-        views = Views(path, sync=boot_id is None)
+        views = Views(path, sync=boot_id is None, replicated=self._replicated)
         try:
             witness = views.last_seq()
             self.journal = Journal(journal_dir, origin=self._node_id, segment_size_bytes=self._segment_size_bytes,
@@ -129,7 +136,15 @@ class LocalCommitPath:
             log.warning("the views were written in an older key layout: rebuilding them from the journal")
             views.close()
             shutil.rmtree(path)
-            views = Views(path, sync=boot_id is None)
+            views = Views(path, sync=boot_id is None, replicated=self._replicated)
+        elif self._replicated and not views.replicated:
+            # A single node's views lack the last-writer-wins bookkeeping a pool reads (event identities, tombstones,
+            # the Merkle view); the journal, never trimmed, holds every event to project them again with it.
+            log.warning("this data directory serves in a pool now: rebuilding its views from the journal with the "
+                        "replicated bookkeeping a single node leaves out")
+            views.close()
+            shutil.rmtree(path)
+            views = Views(path, sync=boot_id is None, replicated=True)
         if boot_id is not None:
             unsynced.mark()
         return views

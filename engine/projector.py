@@ -3,7 +3,9 @@
 The logical events (``journal.events.REPLICATED``) also project last-writer-wins by ``(hlc, origin)``: this node's
 decisions and peers' events take the same handlers, and the views they leave do not depend on the order in which
 a node received the events (docs/architecture/replication.md, "Applying a peer's events"). ``event_ids`` records
-every event's identity, so the sequencer can tell a peer's event it already holds.
+every event's identity, so the sequencer can tell a peer's event it already holds. That bookkeeping is kept only in
+views of the replicated flavour (``tx.replicated``): a node that never served in a pool applies its own events
+once, in order, and nothing reads it there (docs/architecture/views.md, "Flavour").
 
 ``apply(tx, event)`` skips events at or below the views' ``last_seq`` and records the new ``last_seq`` in the
 same LMDB transaction as the view changes, so a crash can never leave a view half-updated or an event applied
@@ -195,27 +197,31 @@ def _store_version(tx: Tx, event: Event, rec: dict[str, Any]) -> None:
     if bucket is None:
         return
     stamp = _stamp(event)
-    vkey = keys.object_version_key(bucket.name, p["key"], rec["v"])
-    if not _newer(stamp, tx.packed("vtombs", vkey)):
-        return
     rec = stamped(rec, event.hlc, event.origin)
-    tags = tx.packed("tag_clocks", vkey)
-    if tags is not None and _pair(tags) > stamp:  # a tags_set newer than this put arrived first
-        _set_tags(rec, tags["tg"])
+    if tx.replicated:  # a removal or a tags_set newer than this put may have arrived first (never on a single node)
+        vkey = keys.object_version_key(bucket.name, p["key"], rec["v"])
+        if not _newer(stamp, tx.packed("vtombs", vkey)):
+            return
+        tags = tx.packed("tag_clocks", vkey)
+        if tags is not None and _pair(tags) > stamp:
+            _set_tags(rec, tags["tg"])
     ns, key = tx.dbs["ns"], p["key"].encode()
     oid = namespace.find_object(tx.txn, ns, bucket.root, key)
+    found = None
     if oid is None:
         oid, _ = namespace.ensure_object(tx.txn, ns, bucket.root, key, tx.alloc_node)
+        before = None
     else:
-        current = tx.version(oid, rec["v"])
-        if current is not None and not _newer(stamp, current):
+        found = tx.version_at(oid, rec["v"])
+        if found is not None and not _newer(stamp, found[1]):
             return
-    before = tx.latest(oid)
+        before = tx.latest(oid)
     locations = _locations(p)
     for digest, _size in rec.get("b", ()):
         incref(tx, digest, locations)
-    replaced = tx.delete_version(oid, rec["v"])
-    if replaced is not None:
+    if found is not None:  # the same version id (``null``) written again: the one it replaces is released
+        order, replaced = found
+        tx.remove_version_at(oid, rec["v"], order)
         _release(tx, bucket, replaced)
         merkle.version(tx, bucket.name, p["key"], replaced, -1)
     tx.insert_version(oid, rec)
@@ -268,7 +274,10 @@ def apply_delete_marker_put(tx: Tx, event: Event) -> None:
 
 
 def _tombstone(tx: Tx, bucket: str, key: str, version_id: str, stamp: Stamp) -> None:
-    """Remember a removal, so an older put of that version arriving later does not bring it back."""
+    """Remember a removal, so an older put of that version arriving later does not bring it back. A single node's
+    projection keeps none: it applies only its own events, in order, so no older put can follow the removal."""
+    if not tx.replicated:
+        return
     vkey = keys.object_version_key(bucket, key, version_id)
     old = tx.packed("vtombs", vkey)
     if old is None:
@@ -291,12 +300,12 @@ def apply_object_version_removed(tx: Tx, event: Event) -> None:
     oid = namespace.find_object(tx.txn, tx.dbs["ns"], bucket.root, key)
     if oid is None:
         return
-    current = tx.version(oid, p["version_id"])
-    if current is None or not stamp > _pair(current):
+    found = tx.version_at(oid, p["version_id"])
+    if found is None or not stamp > _pair(found[1]):
         return
+    order, removed = found
     before = tx.latest(oid)
-    removed = tx.delete_version(oid, p["version_id"])
-    assert removed is not None
+    tx.remove_version_at(oid, p["version_id"], order)
     _release(tx, bucket, removed)
     merkle.version(tx, bucket.name, p["key"], removed, -1)
     after = tx.latest(oid)
@@ -314,13 +323,14 @@ def apply_object_tags_set(tx: Tx, event: Event) -> None:
     if bucket is None:
         return
     stamp = _stamp(event)
-    vkey = keys.object_version_key(bucket.name, p["key"], p["version_id"])
-    old = tx.packed("tag_clocks", vkey)
-    if not _newer(stamp, old):
-        return
-    new = {"h": stamp[0], "o": stamp[1], "tg": p["tags"], "k": p["key"]}
-    tx.put("tag_clocks", vkey, pack(new))
-    merkle.clock(tx, merkle.TAGS, bucket.name, p["key"], p["version_id"], old, new)
+    if tx.replicated:  # the clock lets a tags_set overtake its version's put; in order (a single node) none is needed
+        vkey = keys.object_version_key(bucket.name, p["key"], p["version_id"])
+        old = tx.packed("tag_clocks", vkey)
+        if not _newer(stamp, old):
+            return
+        new = {"h": stamp[0], "o": stamp[1], "tg": p["tags"], "k": p["key"]}
+        tx.put("tag_clocks", vkey, pack(new))
+        merkle.clock(tx, merkle.TAGS, bucket.name, p["key"], p["version_id"], old, new)
     oid = namespace.find_object(tx.txn, tx.dbs["ns"], bucket.root, p["key"].encode())
     if oid is None:
         return
@@ -456,7 +466,9 @@ def apply_bucket_config_set(tx: Tx, event: Event) -> None:
 
 # -- multipart ----------------------------------------------------------------------------------------------------
 def _ended(tx: Tx, upload_id: str) -> bool:
-    return tx.get("upload_ends", keys.upload_key(upload_id)) is not None
+    """Whether the upload completed or was aborted here: only ever asked for a late event, which a single node's
+    in-order projection never sees (it keeps no ``upload_ends``)."""
+    return tx.replicated and tx.get("upload_ends", keys.upload_key(upload_id)) is not None
 
 
 def apply_multipart_created(tx: Tx, event: Event) -> None:
@@ -512,7 +524,7 @@ def _end_upload(tx: Tx, event: Event, upload_id: str, state: str) -> None:
     when a completion and an abort raced on two nodes)."""
     key = keys.upload_key(upload_id)
     stamp = _stamp(event)
-    if _newer(stamp, tx.packed("upload_ends", key)):
+    if tx.replicated and _newer(stamp, tx.packed("upload_ends", key)):
         tx.put("upload_ends", key, pack({"h": stamp[0], "o": stamp[1], "st": state}))
     _drop_upload(tx, upload_id)
 
@@ -772,7 +784,7 @@ def apply(tx: Tx, event: Event) -> bool:
     if handler is None:
         raise ProjectionError(f"no projection for event type {event.type!r} (seq {event.seq})")
     handler(tx, event)
-    if event.type in REPLICATED:
+    if tx.replicated and event.type in REPLICATED:  # a single node never asks whether it holds an event
         tx.record_event(event.origin, event.hlc, event.seq)
     tx.set_last_seq(event.seq)
     return True

@@ -64,6 +64,8 @@ class ReplicatedPort:
 class ReplicatedCommitPath(LocalCommitPath):
     """``LocalCommitPath`` whose port waits for the pool once a replicator is attached."""
 
+    pooled = True  # the views keep the replicated bookkeeping (docs/architecture/views.md, "Flavour")
+
     def __init__(self) -> None:
         super().__init__()
         self.port: ReplicatedPort | None = None

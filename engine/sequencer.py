@@ -309,7 +309,7 @@ class Sequencer:
         if self.space is not None and not self.space.admits(cmd.name, cmd.args):
             return _Outcome(error=disk_full_error())  # the disk is down to the reserve kept for freeing space
         child = env.begin(write=True, parent=txn)
-        decision = Decision(Tx(child, self.views.dbs), self.journal, seq, cmd.actor)
+        decision = Decision(Tx(child, self.views.dbs, self.views.replicated), self.journal, seq, cmd.actor)
         try:
             result = decider(decision, cmd.args)
         except MapFullError:
@@ -330,6 +330,9 @@ class Sequencer:
         if self.space is not None and any(e.type in GROWTH_EVENTS for e in batch.events) \
                 and self.space.below_reserve():
             return _Outcome(error=disk_full_error())
+        if not self.views.replicated:  # a peer's event needs the bookkeeping a single node's views leave out
+            return _Outcome(error=PeerBatchRefused("this node's views are a single node's projection (no "
+                                                   "last-writer-wins bookkeeping): it takes no peer events"))
         child = env.begin(write=True, parent=txn)
         try:
             applied = apply_peer_batch(Tx(child, self.views.dbs), self.journal, seq, batch)
@@ -357,7 +360,7 @@ def apply_events(views: Views, events: list[Event]) -> None:
     while True:
         try:
             with views.env.begin(write=True) as txn:
-                tx = Tx(txn, views.dbs)
+                tx = Tx(txn, views.dbs, views.replicated)
                 for event in events:
                     projector.apply(tx, event)
             return

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from s4.engine import datadir
 from s4.engine.sequencer import apply_events
 from s4.engine.views.env import DB_NAMES, Views, from_u64, unpack
 from s4.engine.views.keys import describe as describe_key
@@ -123,13 +124,18 @@ def open_views_readonly(path: Path) -> Views:
     return Views.open_read_only(path)
 
 
-def rebuild_views(data_dir: Path, out_dir: Path, *, to_seq: int | None = None) -> Views:
+def rebuild_views(data_dir: Path, out_dir: Path, *, to_seq: int | None = None, replicated: bool | None = None
+                  ) -> Views:
     """Project the journal of ``data_dir`` from seq 1 into fresh views at ``out_dir``; returns them open.
 
     The journal is only read (a torn tail is ignored, not truncated); mid-log corruption raises
     CorruptJournalError. ``to_seq`` stops early, e.g. to compare with live views that lag behind the journal.
+    ``replicated``: the projection's flavour (docs/architecture/views.md, "Flavour"); None: the one the data
+    directory needs (replicated once it served in a pool).
     """
-    views = Views(Path(out_dir), sync=False)
+    if replicated is None:
+        replicated = datadir.pooled(Path(data_dir))
+    views = Views(Path(out_dir), sync=False, replicated=replicated)
     try:
         if views.last_seq() != 0:
             raise ValueError(f"{out_dir} already holds views (last seq {views.last_seq()}); use an empty directory")

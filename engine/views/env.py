@@ -3,6 +3,7 @@
 Named databases (key layouts: engine/views/keys.py, the one owner of every layout; docs/architecture/views.md):
 
     meta              b"last_seq" / b"next_node" / b"layout" -> u64 BE          (projection bookkeeping)
+                      b"flavour" -> b"single" | b"replicated"                 (what the projector keeps: views.md)
     buckets           bucket name -> msgpack Bucket record
     bucket_cfg        bucket \\0 kind -> msgpack config document (versioning lives in the bucket record)
     ns                parent node id (u64 BE) + entry name or name piece -> b"D"|b"F"|b"C" + u64 id
@@ -51,7 +52,16 @@ from typing import Any
 import lmdb
 import msgpack
 
-from .keys import LAYOUT_VERSION, META_LAST_SEQ, META_LAYOUT, from_u64, u64
+from .keys import (
+    FLAVOUR_REPLICATED,
+    FLAVOUR_SINGLE,
+    LAYOUT_VERSION,
+    META_FLAVOUR,
+    META_LAST_SEQ,
+    META_LAYOUT,
+    from_u64,
+    u64,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +89,20 @@ class Views:
     """Owner of the LMDB environment and its named databases."""
 
     def __init__(self, path: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE,
-                 sync: bool = True) -> None:
+                 sync: bool = True, replicated: bool = True) -> None:
+        """``replicated``: the projection's flavour for views that hold nothing yet (docs/architecture/views.md,
+        "Flavour"); existing views keep the one they were built in (``self.replicated``)."""
         self.path = Path(path)
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.env = lmdb.open(str(self.path), map_size=map_size, max_dbs=len(DB_NAMES) + 2, sync=sync,
                              metasync=False, max_readers=1024, readahead=False, mode=0o600)
         self.dbs = {name: self.env.open_db(name.encode()) for name in DB_NAMES}
-        self._stamp_layout()
+        self._stamp_layout(replicated)
+        self.replicated = self._read_flavour()
 
-    def _stamp_layout(self) -> None:
-        """Record the layout version in views that hold nothing yet (new or just discarded for a rebuild)."""
+    def _stamp_layout(self, replicated: bool) -> None:
+        """Record the layout version and the flavour in views that hold nothing yet (new or just discarded for a
+        rebuild)."""
         meta = self.dbs["meta"]
         with self.env.begin() as txn:
             if txn.get(META_LAYOUT, db=meta) is not None or txn.get(META_LAST_SEQ, db=meta) is not None:
@@ -96,6 +110,15 @@ class Views:
         with self.env.begin(write=True) as txn:
             if txn.get(META_LAYOUT, db=meta) is None and txn.get(META_LAST_SEQ, db=meta) is None:
                 txn.put(META_LAYOUT, u64(LAYOUT_VERSION), db=meta)
+                txn.put(META_FLAVOUR, FLAVOUR_REPLICATED if replicated else FLAVOUR_SINGLE, db=meta)
+
+    def _read_flavour(self) -> bool:
+        """Whether these views hold the last-writer-wins bookkeeping. Views without a flavour stamp were written
+        before it existed, always with the bookkeeping."""
+        if "meta" not in self.dbs:
+            return True
+        with self.read() as txn:
+            return txn.get(META_FLAVOUR, db=self.dbs["meta"]) != FLAVOUR_SINGLE
 
     def layout_stale(self) -> bool:
         """True if these views were written in another key layout (an older S4): they must be rebuilt from the
@@ -125,6 +148,7 @@ class Views:
                 self.dbs[name] = self.env.open_db(name.encode(), create=False)
             except lmdb.NotFoundError:
                 continue
+        self.replicated = self._read_flavour()
         return self
 
     def db(self, name: str) -> Any:

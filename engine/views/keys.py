@@ -43,6 +43,10 @@ META_LAST_SEQ = b"last_seq"
 META_NEXT_NODE = b"next_node"
 META_LAYOUT = b"layout"
 META_TOMBSTONES = b"tombstones"  # how many version tombstones ``vtombs`` holds (kept until part 2's GC)
+#: The projection's flavour: b"single" (a node that never was in a pool: no last-writer-wins bookkeeping) or
+#: b"replicated"; absent in views written before the flavour existed, which hold the bookkeeping (replicated).
+META_FLAVOUR = b"flavour"
+FLAVOUR_SINGLE, FLAVOUR_REPLICATED = b"single", b"replicated"
 
 
 # -- buckets, bucket_cfg ----------------------------------------------------------------------------------------

@@ -81,12 +81,17 @@ def toggle(tx: Tx, bucket: str, key: str, digest: bytes, delta: int, khash: byte
 
 # -- the projector's hooks ---------------------------------------------------------------------------------------
 def version(tx: Tx, bucket: str, key: str, rec: dict[str, Any], delta: int) -> None:
-    """A version record entered (+1) or left (-1) the key."""
+    """A version record entered (+1) or left (-1) the key. Views of a single node's flavour keep no Merkle view
+    (nothing compares them with a replica's: docs/architecture/views.md, "Flavour")."""
+    if not tx.replicated:
+        return
     toggle(tx, bucket, key, atom(VERSION, bucket, key_hash(key), rec["v"], rec["h"], rec.get("o", "")), delta)
 
 
 def clock(tx: Tx, kind: bytes, bucket: str, key: str, version_id: str, old: Any, new: Any) -> None:
     """A tombstone or tag clock of ``version_id`` replaced ``old`` (None: there was none) by ``new``."""
+    if not tx.replicated:
+        return
     khash = key_hash(key)
     for value, delta in ((old, -1), (new, 1)):
         if value is not None:

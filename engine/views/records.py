@@ -19,13 +19,17 @@ __all__ = ["MAX_U64", "Tx", "version_from_record"]
 
 
 class Tx:
-    """A transaction plus the database handles: the one argument every view function takes."""
+    """A transaction plus the database handles: the one argument every view function takes.
 
-    __slots__ = ("txn", "dbs")
+    ``replicated``: whether the projector keeps the last-writer-wins bookkeeping in these views (the views'
+    flavour, ``Views.replicated``; docs/architecture/views.md, "Flavour"). Readers never look at it."""
 
-    def __init__(self, txn: Any, dbs: dict[str, Any]) -> None:
+    __slots__ = ("txn", "dbs", "replicated")
+
+    def __init__(self, txn: Any, dbs: dict[str, Any], replicated: bool = True) -> None:
         self.txn = txn
         self.dbs = dbs
+        self.replicated = replicated
 
     def get(self, db: str, key: bytes) -> bytes | None:
         if not keys.fits(key):
@@ -107,11 +111,22 @@ class Tx:
         return latest
 
     def version(self, oid: int, version_id: str) -> dict[str, Any] | None:
+        found = self.version_at(oid, version_id)
+        return found[1] if found is not None else None
+
+    def version_at(self, oid: int, version_id: str) -> tuple[bytes, dict[str, Any]] | None:
+        """A version's order suffix and record: what ``remove_version_at`` needs, so the projector looks a version
+        up once when it replaces or removes it."""
         order = self.get("vidx", keys.vidx_key(oid, version_id))
         if order is None:
             return None
         raw = self.get("versions", keys.versions_key(oid, order))
-        return unpack(raw) if raw else None
+        return (order, unpack(raw)) if raw else None
+
+    def remove_version_at(self, oid: int, version_id: str, order: bytes) -> None:
+        """Delete a version found by ``version_at`` (its order suffix)."""
+        self.delete("versions", keys.versions_key(oid, order))
+        self.delete("vidx", keys.vidx_key(oid, version_id))
 
     def insert_version(self, oid: int, rec: dict[str, Any]) -> None:
         order = keys.version_order(rec["h"], rec.get("o", ""))

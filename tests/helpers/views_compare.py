@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from s4.engine import projector
+from s4.engine import datadir, projector
 from s4.engine.views.blobs import is_damaged
 from s4.engine.views.env import DB_NAMES, Views, from_u64, unpack
 from s4.engine.views.records import Tx
@@ -39,7 +39,7 @@ def replay_events(events: Iterable[Event], views: Views, batch_size: int = 500) 
     def flush() -> None:
         nonlocal applied
         with views.env.begin(write=True) as txn:
-            tx = Tx(txn, views.dbs)
+            tx = Tx(txn, views.dbs, views.replicated)
             for event in pending:
                 applied += int(projector.apply(tx, event))
         pending.clear()
@@ -53,11 +53,12 @@ def replay_events(events: Iterable[Event], views: Views, batch_size: int = 500) 
     return applied
 
 
-def rebuild_from_journal(journal: Journal, out_dir: Path, batch_size: int = 500) -> Views:
-    """Fresh views in ``out_dir`` (which must not hold views yet) built from every event of ``journal``."""
+def rebuild_from_journal(journal: Journal, out_dir: Path, batch_size: int = 500, *, replicated: bool = True) -> Views:
+    """Fresh views in ``out_dir`` (which must not hold views yet) built from every event of ``journal``, in the
+    flavour ``replicated`` says (docs/architecture/views.md, "Flavour")."""
     if (Path(out_dir) / "data.mdb").exists():
         raise FileExistsError(f"{out_dir} already holds LMDB views")
-    views = Views(out_dir)
+    views = Views(out_dir, replicated=replicated)
     replay_events(journal.read(1), views, batch_size)
     return views
 
@@ -67,7 +68,7 @@ def rebuild_from_data_dir(data_dir: Path, out_dir: Path, batch_size: int = 500) 
     origin = (Path(data_dir) / "node_id").read_text().strip()
     journal = Journal(Path(data_dir) / "journal", origin=origin)
     try:
-        return rebuild_from_journal(journal, out_dir, batch_size)
+        return rebuild_from_journal(journal, out_dir, batch_size, replicated=datadir.pooled(Path(data_dir)))
     finally:
         journal.close()
 
@@ -104,8 +105,8 @@ def assert_same_views(live: Views, rebuilt: Views) -> None:
 
 
 def check_live_vs_rebuild(live: Views, journal: Journal, scratch: Path) -> None:
-    """Rebuild ``journal`` into ``scratch`` and assert every database equals ``live``."""
-    rebuilt = rebuild_from_journal(journal, scratch)
+    """Rebuild ``journal`` into ``scratch`` (in ``live``'s flavour) and assert every database equals ``live``."""
+    rebuilt = rebuild_from_journal(journal, scratch, replicated=live.replicated)
     try:
         assert_same_views(live, rebuilt)
     finally:

@@ -101,7 +101,10 @@ def _rebuild_live_views(data_dir: Path, out: TextIO) -> None:
     views_dir, side, old = data_dir / "views", data_dir / "views.rebuild", data_dir / "views.old"
     shutil.rmtree(side, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)
-    rebuilt = rebuild_views(data_dir, side)
+    live = open_views_readonly(views_dir)
+    flavour = live.replicated  # the views keep the flavour they had (docs/architecture/views.md, "Flavour")
+    live.close()
+    rebuilt = rebuild_views(data_dir, side, replicated=flavour)
     try:
         live = open_views_readonly(views_dir)
         try:

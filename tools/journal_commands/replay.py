@@ -39,7 +39,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             out_dir = args.out or Path(scratch) / "views"
             started = datetime.now(UTC)
             try:
-                rebuilt = rebuild_views(args.data_dir, out_dir, to_seq=to_seq)
+                rebuilt = rebuild_views(args.data_dir, out_dir, to_seq=to_seq, replicated=live.replicated)
             except ValueError as exc:  # --out names a directory that already holds views
                 sys.stderr.write(f"error: {exc}\n")
                 return 2

@@ -21,8 +21,8 @@ def make_engine(tmp_path: Path) -> Iterator[Callable[..., Engine]]:
     """``make_engine(**options)``: an Engine on ``tmp_path/data`` (or ``data_dir=``); every one is closed after."""
     engines: list[Engine] = []
 
-    def make(data_dir: Path | None = None, **options: Any) -> Engine:
-        engine = Engine(EngineOptions(data_dir or tmp_path / "data", **options))
+    def make(data_dir: Path | None = None, commit_path: Any = None, **options: Any) -> Engine:
+        engine = Engine(EngineOptions(data_dir or tmp_path / "data", **options), commit_path)
         engines.append(engine)
         return engine
 

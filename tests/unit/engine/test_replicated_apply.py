@@ -22,6 +22,7 @@ from s4.engine.errors import MissingBlobsError, PeerEventRefused, S3Error
 from s4.engine.iam import IamError, root_user_id
 from s4.engine.model import BlobLocation, version_record
 from s4.engine.replica import Applied, PeerBatchResult
+from s4.engine.replicated_commit import ReplicatedCommitPath
 from s4.engine.views import keys, namespace
 from s4.engine.views.env import Views, unpack
 from s4.engine.views.records import Tx
@@ -472,7 +473,7 @@ def test_every_decider_event_of_a_bucket_carries_its_incarnation(tmp_path: Path)
 @pytest.mark.anyio
 async def test_a_peers_put_through_the_local_commit_path_is_readable(make_engine: Any, tmp_path: Path) -> None:
     """The entry point cluster code calls: LocalCommitPath.apply_peer_events, with blobs the caller just stored."""
-    src, dst = make_engine(tmp_path / "src"), make_engine()
+    src, dst = make_engine(tmp_path / "src"), make_engine(commit_path=ReplicatedCommitPath())
     await src.create_bucket("bkt")
     await put(src, "bkt", "k", b"hello, replica")
     events = [e for e in src._commit_path.journal.read() if e.type in (EventType.BUCKET_CREATED,
