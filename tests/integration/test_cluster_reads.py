@@ -74,6 +74,7 @@ def test_issue19_quorum_read_and_merged_listing_over_the_wire_of_divergent_repli
     paths: list[LocalCommitPath] = []
     for cfg in cfgs:
         path = LocalCommitPath()
+        path.pooled = True  # pool members' views: they take peer events (docs/architecture/views.md, "Flavour")
         engines.append(Engine(EngineOptions(tmp_path / cfg.node_id, node_id=cfg.node_id), commit_path=path))
         paths.append(path)
     for i, (engine, path) in enumerate(zip(engines, paths, strict=True)):

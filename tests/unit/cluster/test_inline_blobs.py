@@ -54,6 +54,7 @@ class NoFetch:
 
 def side(directory: Path) -> Side:
     path = LocalCommitPath()
+    path.pooled = True  # a pool member's views: they take peer events (docs/architecture/views.md, "Flavour")
     engine = Engine(EngineOptions(directory), path)
     blobs = BlobService(engine.views, engine.volumes, space=engine.space)
     fetcher = NoFetch()
