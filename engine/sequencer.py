@@ -50,6 +50,7 @@ from .space import SpaceGuard, disk_full_error, is_disk_full
 from .views.env import MapFullError, Views, ViewsError
 from .views.records import Tx
 from .volumes.store import VolumeStore
+from .volumes.sync_helpers import VolumeSyncers
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ class Sequencer:
         self.volumes = volumes
         self.deciders = deciders
         self.space = space
-        self._syncer = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="volume-sync")
+        self._syncers = VolumeSyncers(lambda names: self.volumes.sync(names))  # a batch's volumes, beside the journal
         self._queue: GroupCommitQueue[Item, Any] = GroupCommitQueue(self._process, name="sequencer")
         #: Called with a batch's events once they are durable, just before they become visible in the views (a
         #: pool node's read gate counts writes still in flight: engine/read_gate.py). Must not raise.
@@ -213,7 +214,7 @@ class Sequencer:
 
     def close(self) -> None:
         self._queue.close()
-        self._syncer.shutdown()
+        self._syncers.close()
 
     def _process(self, batch: list[Item]) -> Sequence[Any]:
         while True:
@@ -291,12 +292,11 @@ class Sequencer:
         if batch.records > 1 or not tail_check.checkable(events):
             self.volumes.sync(volumes)
             return self.journal.write_encoded(batch)
-        syncs = [self._syncer.submit(self.volumes.sync, (name,)) for name in volumes]
+        syncs = self._syncers.start(volumes)
         try:
             start = self.journal.write_encoded(batch)
         finally:
-            concurrent.futures.wait(syncs)  # no retry and no next batch while a sync of this one still runs
-        failed = next((exc for f in syncs if (exc := f.exception()) is not None), None)
+            failed = self._syncers.wait(syncs)  # no retry and no next batch while a sync of this one still runs
         if failed is not None:
             self.journal.cut_tail(start, batch.first_seq - 1)
             raise failed
