@@ -327,9 +327,12 @@ class Replicator:
         if self._unconfirmed or (self.hints is not None and self._hinted_beyond_quorum()):
             return  # earlier writes must reach the quorum first (_settle_unconfirmed): replicate() sends it after
         size = sum(referenced_bytes(e) for e in entry.logical)
+        if self.blobs is None or size > self.settings.inline_bytes:
+            return  # the peers would fetch the blobs with GetBlob, which finds them only once committed here
         request = await self._request(entry.logical, size)
-        if entry.abandoned:
-            return
+        wanted = {d for e in entry.logical for d in referenced_hashes(e)}
+        if entry.abandoned or len(request.inline_blobs) < len(wanted):
+            return  # (a blob left out is fetched likewise: the batch is sent after its commit instead)
         timeout = self.settings.deadline_s(size)
         loop = asyncio.get_running_loop()
         for peer in self.peers:

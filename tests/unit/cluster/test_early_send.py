@@ -106,8 +106,25 @@ def batch(first_seq: int, hlcs: itertools.count[int], shape: Sequence[bool]) -> 
     return out
 
 
-def make(transport: ScriptedTransport, w: int = 2) -> Replicator:
-    return Replicator(list(PEERS), w, transport, MemHints(), settings=SETTINGS)  # type: ignore[arg-type]
+class Blobs:
+    """This node's verified reader (``InlineSource``): every blob readable but those in ``unreadable``."""
+
+    def __init__(self, unreadable: frozenset[bytes] = frozenset()) -> None:
+        self.unreadable = unreadable
+
+    async def read_inline(self, digest: bytes, at: object = None) -> bytes | None:
+        return None if digest in self.unreadable else b"x" * 10
+
+
+def make(transport: ScriptedTransport, w: int = 2, blobs: Blobs | None = None) -> Replicator:
+    return Replicator(list(PEERS), w, transport, MemHints(), settings=SETTINGS,  # type: ignore[arg-type]
+                      blobs=blobs or Blobs())
+
+
+def put_referencing(seq: int, hlc: int, digest: bytes, size: int) -> Event:
+    return Event(seq, hlc, "a", EventType.OBJECT_VERSION_PUT,
+                 {"bucket": "b", "key": "big", "version": {"v": "v", "b": [[digest, size]]},
+                  "blobs_at": [[digest, "vol-1", 0, size]]})
 
 
 def test_an_early_batch_is_sent_once_before_replicate_and_replicate_waits_for_its_calls() -> None:
@@ -235,3 +252,26 @@ def test_issue19_early_send_model_claims_only_what_a_peer_holds_and_acks_only_du
         logical = {e.hlc for e in events if e.type in REPLICATED}
         holders = [n for n, r in transport.receivers.items() if logical <= r.applied]
         assert len(holders) >= w - 1
+
+
+def test_issue19_a_write_whose_peers_would_fetch_its_blobs_is_sent_only_after_its_commit() -> None:
+    """A peer fetches a blob it was not sent (GetBlob), and the coordinator's GetBlob finds a new chunk only once its
+    batch is committed: sent before, a large write's peers answered missing_blobs and the write failed its quorum."""
+    transport = ScriptedTransport([("ok", 0.1)])
+    replicator_settings = ReplicationSettings(base_s=10.0, min_rate=1e9, inline_bytes=1000)
+
+    async def main() -> None:
+        replicator = Replicator(list(PEERS), 2, transport, MemHints(), settings=replicator_settings,  # type: ignore[arg-type]
+                                blobs=Blobs(unreadable=frozenset({b"u" * 32})))
+        await replicator.start()
+        for n, (digest, size) in enumerate([(b"L" * 32, 5000), (b"u" * 32, 10)]):  # too large; unreadable here
+            events = [put_referencing(n + 1, 100 + n, digest, size)]
+            replicator.send_early(events)
+            await asyncio.sleep(1)
+            assert transport.requests == [], digest  # nothing sent before the commit
+            await replicator.replicate(events)
+            assert len(transport.requests) == 2
+            assert replicator.early_sends == 0
+            transport.requests.clear()
+
+    run_sim(main())
