@@ -143,10 +143,19 @@ class BlobService:
         return loc
 
     # -- blobs inside ApplyEvents (BLOB_TRANSFER_INLINE) -----------------------------------------------------------
-    async def read_inline(self, digest: bytes) -> bytes | None:
+    async def read_inline(self, digest: bytes, at: BlobLocation | None = None) -> bytes | None:
         """The whole blob, read through the volumes' verified reader as ``get_blob`` reads it; None when this node
         has no intact copy to give (not held, marked damaged, a check fails): the receiver fetches it with GetBlob
-        then, whose path reports the damage. Never raises for a bad copy, so a write is not failed by it."""
+        then, whose path reports the damage. Never raises for a bad copy, so a write is not failed by it.
+
+        ``at``: where the write's event says its chunk was stored (``blobs_at``). A write sent before its batch is
+        committed here (cluster/replicator.py ``send_early``) is read there: the blobs view does not name a new
+        chunk until the batch commits. Its bytes are checked all the same (block CRCs here, the hash on the peer)."""
+        if at is not None and at.hash == digest:
+            try:
+                return await _read(self.volumes.blob_reader(at), 0, at.size)
+            except (DamagedBlob, FileNotFoundError, OSError) as exc:
+                log.info("blob %s not read where its write stored it (%s); trying the index", digest.hex(), exc)
         try:
             loc = self._location_for_read(digest)
         except GRPCError:

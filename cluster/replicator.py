@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from s4.engine.errors import PoolUnavailableError
+from s4.engine.model import BlobLocation
 from s4.engine.replica import referenced_bytes, referenced_hashes
 from s4.journal.codec import encode_event
 from s4.journal.events import Event
@@ -67,7 +70,7 @@ class InlineSource(Protocol):
     """cluster/blob_server.py ``BlobService.read_inline``: a local blob's bytes, read and checked as GetBlob reads
     them, or None when this node cannot give an intact copy (the peer then fetches it, and GetBlob reports it)."""
 
-    async def read_inline(self, digest: bytes) -> bytes | None: ...
+    async def read_inline(self, digest: bytes, at: BlobLocation | None = None) -> bytes | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,11 @@ class ReplicationSettings:
         return self.base_s + size / self.min_rate
 
 
+def _seen(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled():
+        done.exception()
+
+
 def _journal_range(events: Sequence[Event]) -> list[JournalRange]:
     """One commit's events take consecutive seqs (engine/sequencer.py), so when they do, they are every replicated
     event of that range of this node's journal: a peer that applied them may move its catch-up cursor across it
@@ -92,6 +100,27 @@ def _journal_range(events: Sequence[Event]) -> list[JournalRange]:
     if not seqs or seqs[0] <= 0 or seqs != list(range(seqs[0], seqs[-1] + 1)):
         return []
     return [JournalRange(after=seqs[0] - 1, through=seqs[-1])]
+
+
+#: Ranges of this node's journal a peer applied whose claim waits for the next ApplyEvents to it (at most these many;
+#: beyond, the oldest are dropped: the peer's catch-up streams those events again instead).
+MAX_DUE_RANGES = 64
+#: An early send nobody claimed (its command's caller went away before ``replicate``) is forgotten after this long.
+EARLY_FORGET_S = 120.0
+
+
+class _Early:
+    """One batch's events sent before this node's own fsync (``Replicator.send_early``): the per-peer calls, and
+    whether the batch became durable here (only then may its journal range be claimed to the peers)."""
+
+    def __init__(self, events: Sequence[Event], logical: list[Event]) -> None:
+        self.events, self.logical = tuple(events), logical
+        self.seq = max(e.seq for e in logical)
+        self.at = time.monotonic()
+        self.tasks: dict[str, asyncio.Future[ApplyEventsReply]] = {}
+        self.started: asyncio.Future[None] | None = None
+        self.abandoned = False
+        self.durable = False
 
 
 class Replicator:
@@ -115,6 +144,10 @@ class Replicator:
         self._unconfirmed: list[list[Event]] = []  # hints off: writes answered 503 that W replicas may lack
         self.grants = grants  # read leases this node granted: a write waits for every holder (cluster/read_leases.py)
         self.unsettled = unsettled  # this node's writes in flight, for the read gate
+        self._early: dict[int, _Early] = {}  # own event hlc -> its batch sent before the local fsync
+        self._early_lock = threading.Lock()  # send_early runs on the sequencer's thread
+        self._due: dict[str, list[JournalRange]] = {p: [] for p in self.peers}  # claims for the next call to a peer
+        self.early_sends = 0  # batches sent before their local fsync (tests, metrics)
 
     async def start(self) -> None:
         """Bind to the node's event loop (``replicate_sync`` hands work to it)."""
@@ -146,6 +179,7 @@ class Replicator:
 
     async def _replicate(self, events: Sequence[Event]) -> None:
         logical = [e for e in events if replicated(e)]
+        early = self._claim_early(logical)  # its batch went to the peers while this node's fsync ran
         try:
             await self._settle_unconfirmed()
         except QuorumNotReachedError:
@@ -156,28 +190,29 @@ class Replicator:
         if not logical:
             return
         size = sum(referenced_bytes(e) for e in logical)
-        request = await self._request(logical, size)
-        request.journal_ranges = _journal_range(events)
         timeout = self.settings.deadline_s(size)
-        live = [p for p in self.peers if self._state(p) != DEAD]
         seq = max(e.seq for e in logical)
+        if early is not None and early.started is not None:
+            await asyncio.wait([early.started])  # its calls are started (or it sent nothing: sent below instead)
+        if early is not None and early.tasks:
+            self._durable(early)
+            live = list(early.tasks)
+            calls = early.tasks
+
+            async def call(peer: str) -> ApplyEventsReply:
+                return await asyncio.shield(calls[peer])
+        else:
+            request = await self._request(logical, size)
+            ranges = _journal_range(events)
+            live = [p for p in self.peers if self._state(p) != DEAD]
+
+            def call(peer: str) -> Coroutine[Any, Any, ApplyEventsReply]:
+                return self._send(peer, request, ranges, timeout, seq)
         for peer in self.peers:
             if peer not in live:
                 self._lost(peer, seq)
                 await self._hint(peer, logical)
         need = self.write_quorum - 1
-
-        async def call(peer: str) -> ApplyEventsReply:
-            try:
-                if self.unsettled is not None:
-                    request.settled_hlc = self.unsettled.watermark()
-                reply = await self.transport.apply_events(peer, request, timeout=timeout)
-                if reply.missing_blobs:
-                    raise ReplicaMissingBlobs(f"{peer} lacks {len(reply.missing_blobs)} blobs it could not fetch")
-            except BaseException:
-                self._lost(peer, seq)  # at once: no lease may be granted to it on an older promise
-                raise
-            return reply
 
         if need == 0:  # W=1: this node's copy is the quorum; the peers get theirs in the background
             copies = {peer: self._copy(peer, call, logical) for peer in live}
@@ -206,6 +241,128 @@ class Replicator:
         if self.grants is not None:
             await self.grants.cover(seq, result.successes, result.running)
 
+    async def _send(self, peer: str, request: ApplyEventsRequest, ranges: list[JournalRange], timeout: float,
+                    seq: int) -> ApplyEventsReply:
+        """One peer's copy of a write: ``request`` with ``ranges`` and the claims due to it (``_due``), and this
+        node's settled watermark; a reply naming missing blobs is a failure."""
+        try:
+            due, self._due[peer] = self._due.get(peer, []), []
+            mine = ApplyEventsRequest(events=request.events, blobs=request.blobs, inline_blobs=request.inline_blobs,
+                                      journal_ranges=[*ranges, *due],
+                                      settled_hlc=self.unsettled.watermark() if self.unsettled is not None else 0)
+            reply = await self.transport.apply_events(peer, mine, timeout=timeout)
+            if reply.missing_blobs:
+                raise ReplicaMissingBlobs(f"{peer} lacks {len(reply.missing_blobs)} blobs it could not fetch")
+        except BaseException:
+            self._lost(peer, seq)  # at once: no lease may be granted to it on an older promise
+            raise
+        return reply
+
+    # --- sending before the local fsync ---------------------------------------------------------------------------
+    def send_early(self, events: Sequence[Event]) -> None:
+        """The sequencer's ``before_durable`` (engine/sequencer.py), on its thread: a batch's recorded events are
+        decided and about to be made durable here; start sending them to the peers now, so their journals and
+        fsyncs run alongside this node's. Nothing is answered earlier: ``replicate`` is called only once the batch
+        is durable here (this node's copy is one of the W), and waits for these calls. Their journal range is
+        claimed to a peer only once the batch is durable here AND the peer applied it (``_durable``), on a later
+        ApplyEvents: a batch cut from this journal after the send (a failed sync) leaves its seqs to the next batch,
+        and a claim for them would move the peer's catch-up cursor over that batch. docs/architecture/replication.md,
+        "Sending before the local fsync"."""
+        loop = self._loop
+        if loop is None or not self.peers:
+            return
+        try:
+            logical = [e for e in events if replicated(e)]
+            if not logical:
+                return
+            entry = _Early(events, logical)
+            with self._early_lock:
+                self._forget_early(entry.at)
+                for event in logical:
+                    self._early[event.hlc] = entry
+            loop.call_soon_threadsafe(self._start_early, entry)
+        except Exception:  # noqa: BLE001 - must not fail the batch: replicate() sends it after the fsync instead
+            log.exception("sending a batch before its fsync failed; it is sent after")
+
+    def not_durable(self, events: Sequence[Event]) -> None:
+        """The sequencer's ``not_durable``: the batch failed after ``send_early``. Nobody is answered for it; peers
+        that apply it hold an unacknowledged write (its outcome was unknown to the client), which catch-up spreads
+        to the others and brings back here: never half-visible, never claimed in a journal range."""
+        with self._early_lock:
+            for event in events:
+                entry = self._early.pop(event.hlc, None)
+                if entry is not None:
+                    entry.abandoned = True
+
+    def _forget_early(self, now: float) -> None:
+        while self._early:  # oldest first (insertion order): entries whose command went away before replicate()
+            hlc, entry = next(iter(self._early.items()))
+            if now - entry.at < EARLY_FORGET_S:
+                return
+            del self._early[hlc]
+
+    def _claim_early(self, logical: list[Event]) -> _Early | None:
+        """The early send of exactly these events' batch, if there is one (a command's events are part of one)."""
+        if not logical:
+            return None
+        with self._early_lock:
+            found = [self._early.pop(ev.hlc, None) for ev in logical]
+        entry = found[0]
+        if entry is None or entry.abandoned or any(f is not entry for f in found):
+            return None
+        if entry.started is None:  # not launched yet (cannot happen: its start was queued first): sent after instead
+            entry.abandoned = True
+            return None
+        return entry
+
+    def _start_early(self, entry: _Early) -> None:
+        if entry.abandoned or self._loop is None:
+            return
+        entry.started = asyncio.get_running_loop().create_task(self._launch(entry))
+        self._tasks.add(entry.started)  # type: ignore[arg-type]
+        entry.started.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
+
+    async def _launch(self, entry: _Early) -> None:
+        """Build the batch's request and start one call per live peer (no journal range: not durable here yet)."""
+        if self._unconfirmed or (self.hints is not None and self._hinted_beyond_quorum()):
+            return  # earlier writes must reach the quorum first (_settle_unconfirmed): replicate() sends it after
+        size = sum(referenced_bytes(e) for e in entry.logical)
+        if self.blobs is None or size > self.settings.inline_bytes:
+            return  # the peers would fetch the blobs with GetBlob, which finds them only once committed here
+        request = await self._request(entry.logical, size)
+        wanted = {d for e in entry.logical for d in referenced_hashes(e)}
+        if entry.abandoned or len(request.inline_blobs) < len(wanted):
+            return  # (a blob left out is fetched likewise: the batch is sent after its commit instead)
+        timeout = self.settings.deadline_s(size)
+        loop = asyncio.get_running_loop()
+        for peer in self.peers:
+            if self._state(peer) != DEAD:
+                task = loop.create_task(self._send(peer, request, [], timeout, entry.seq))
+                self._tasks.add(task)  # type: ignore[arg-type]
+                task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
+                task.add_done_callback(_seen)  # a batch given up (or failing) leaves no one to read its failures
+                entry.tasks[peer] = task
+        self.early_sends += 1
+
+    def _durable(self, entry: _Early) -> None:
+        """The early batch is durable here: each peer that applied it (now or when its call succeeds) may have its
+        journal range claimed on the next ApplyEvents to it."""
+        if entry.durable:
+            return
+        entry.durable = True
+        ranges = _journal_range(entry.events)
+        if not ranges:
+            return
+        for peer, task in entry.tasks.items():
+            task.add_done_callback(lambda done, p=peer: self._applied(p, done, ranges))  # type: ignore[misc]
+
+    def _applied(self, peer: str, done: asyncio.Future[ApplyEventsReply], ranges: list[JournalRange]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return
+        due = self._due.setdefault(peer, [])
+        due.extend(ranges)
+        del due[:-MAX_DUE_RANGES]
+
     def _lost(self, peer: str, seq: int) -> None:
         if self.grants is not None:
             self.grants.lost(peer, seq)
@@ -217,9 +374,11 @@ class Replicator:
         if self.blobs is None or size > self.settings.inline_bytes:
             return ApplyEventsRequest(events=envelopes, blobs=BlobTransfer.FETCH)
         inline = []
+        stored = {loc[0]: loc for e in events for loc in e.payload.get("blobs_at", ())}  # where the write put them
         for digest in dict.fromkeys(d for e in events for d in referenced_hashes(e)):
+            at = stored.get(digest)
             try:
-                data = await self.blobs.read_inline(digest)
+                data = await self.blobs.read_inline(digest, None if at is None else BlobLocation.from_record(at))
             except Exception:  # noqa: BLE001 - the write is committed here: the peer fetches this blob instead
                 log.exception("reading blob %s to send it inline failed; the peers fetch it", digest.hex())
                 data = None

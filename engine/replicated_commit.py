@@ -77,9 +77,14 @@ class ReplicatedCommitPath(LocalCommitPath):
         return dataclasses.replace(opened, port=self.port)
 
     def attach(self, replication: ReplicationPort) -> None:
-        """From now on every command waits for the write quorum."""
+        """From now on every command waits for the write quorum. A port that can send a batch's events to the peers
+        while this node's fsync runs (cluster/replicator.py ``send_early``) is told each batch before it is made
+        durable; the command still waits for this node's copy too (``replicate`` runs after the commit)."""
         assert self.port is not None, "attach after the engine opened the path"
         self.port.replication = replication
+        early, abandoned = getattr(replication, "send_early", None), getattr(replication, "not_durable", None)
+        if early is not None and abandoned is not None and self.sequencer is not None:
+            self.sequencer.before_durable, self.sequencer.not_durable = early, abandoned
 
     @property
     def replication(self) -> ReplicationPort | None:

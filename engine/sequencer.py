@@ -139,6 +139,13 @@ class Sequencer:
         #: Called with a batch's events once they are durable, just before they become visible in the views (a
         #: pool node's read gate counts writes still in flight: engine/read_gate.py). Must not raise.
         self.before_visible: Callable[[list[Event]], None] | None = None
+        #: Called on the batch's thread with the events of its ``Recorded`` commands once decided, before they are
+        #: made durable (a pool node starts sending them to its peers while its own fsync runs: cluster/replicator.py
+        #: ``send_early``; the command is still answered only after this batch is durable); ``not_durable`` with the
+        #: same list when the batch then fails (nothing of it is durable, visible or answered). Must not raise.
+        self.before_durable: Callable[[list[Event]], None] | None = None
+        self.not_durable: Callable[[list[Event]], None] | None = None
+        self._sent_early = False  # the batch being committed handed events to before_durable
 
     def submit(self, command: Command) -> concurrent.futures.Future[Any]:
         """Queue a command from any thread; the future completes when its batch is durable. A closed journal
@@ -229,11 +236,13 @@ class Sequencer:
                 # A full disk failed the whole batch (journal write or sync, volume sync, LMDB): nothing of it is
                 # durable or visible (_commit), and the next batch runs normally: a delete can free space.
                 if is_disk_full(exc, self.space):
-                    if self.space is not None and self.space.release_ballast():
+                    if self.space is not None and self.space.release_ballast() and not self._sent_early:
                         log.warning("disk full: a batch of %d commands failed (%s); the space ballast is given "
                                     "back and the batch runs again (deletes and aborts can commit; writes stay "
                                     "refused below the reserve)", len(batch), exc)
                         continue
+                    # (A batch whose events went to peers before its fsync is not decided again: the peers may
+                    # hold the first decision; the space given back serves the next batch.)
                     log.warning("disk full: a batch of %d commands failed (%s)", len(batch), exc)
                     raise disk_full_error() from exc
                 if isinstance(exc, OSError):  # the disk failed a write or a sync: a fault to retry, not a 500
@@ -244,6 +253,8 @@ class Sequencer:
     def _commit(self, batch: list[Item]) -> list[Any]:
         env = self.views.env
         txn = env.begin(write=True)
+        early: list[Event] = []
+        self._sent_early = False
         try:
             seq = self.journal.last_seq
             outcomes = []
@@ -260,11 +271,13 @@ class Sequencer:
                 outcomes.append(outcome)
             events = [e for o in outcomes for e in o.events]
             start = -1
+            early = self._send_early(batch, outcomes)
             if events:
                 volumes = {v for o in outcomes if o.events for v in o.volumes}
                 start = self._make_durable(events, volumes)
         except BaseException:
             txn.abort()
+            self._abandon(early)
             raise
         if events and self.before_visible is not None:
             self.before_visible(events)
@@ -280,8 +293,23 @@ class Sequencer:
                 # Still not projected (a full disk): nobody was acknowledged, so the batch leaves the journal too,
                 # or the next batch would be decided against views that lack it and replay would add it later.
                 self.journal.cut_tail(start, events[0].seq - 1)
+                self._abandon(early)
                 raise
         return [o.error if o.error is not None else o.result for o in outcomes]
+
+    def _send_early(self, batch: list[Item], outcomes: list[_Outcome]) -> list[Event]:
+        """Hand the recorded commands' events to ``before_durable`` (see there); returns them."""
+        if self.before_durable is None:
+            return []
+        early = [e for item, o in zip(batch, outcomes, strict=True) if isinstance(item, Recorded) for e in o.events]
+        if early:
+            self.before_durable(early)
+            self._sent_early = True
+        return early
+
+    def _abandon(self, early: list[Event]) -> None:
+        if early and self.not_durable is not None:
+            self.not_durable(early)
 
     def _make_durable(self, events: list[Event], volumes: set[str]) -> int:
         """Step 3: the events in the journal and the bytes they name in the volumes, both fsynced; returns the

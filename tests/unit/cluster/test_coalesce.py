@@ -81,7 +81,7 @@ class Inner:
 class Source:
     """The coordinator's blobs: every test blob readable (``read_inline``)."""
 
-    async def read_inline(self, d: bytes) -> bytes | None:
+    async def read_inline(self, d: bytes, at: object = None) -> bytes | None:
         return b"data"
 
 

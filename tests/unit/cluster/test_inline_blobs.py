@@ -229,7 +229,7 @@ def test_issue19_a_failing_inline_read_leaves_the_blob_for_the_peer_to_fetch_and
     error) must not fail it; the blob is left out and the peer fetches it."""
 
     class Broken:
-        async def read_inline(self, digest: bytes) -> bytes | None:
+        async def read_inline(self, digest: bytes, at: object = None) -> bytes | None:
             raise OSError("the views could not be read")
 
     event = Event(1, 1000, "a", EventType.OBJECT_VERSION_PUT,

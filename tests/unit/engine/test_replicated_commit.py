@@ -235,3 +235,36 @@ async def test_a_failed_quorum_does_not_abandon_the_volume_it_synced(
     pool.fail = None
     await engine.put_object("bkt", "k2", second)
     assert await get(engine, "bkt", "k1") == b"first" and await get(engine, "bkt", "k2") == b"second"
+
+
+class EarlyPool(FakePool):
+    """A pool that can send a batch before the local fsync (cluster/replicator.py ``send_early``)."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self.engine = engine
+        self.early: list[tuple[list[Event], int]] = []  # (events, journal head when handed over)
+        self.abandoned: list[list[Event]] = []
+
+    def send_early(self, events: Sequence[Event]) -> None:
+        self.log.append("send_early")
+        self.early.append((list(events), head(self.engine)))
+
+    def not_durable(self, events: Sequence[Event]) -> None:
+        self.abandoned.append(list(events))
+
+
+async def test_issue19_attach_hands_each_batch_to_the_pool_before_its_fsync_and_replicates_after(
+        node: tuple[Engine, ReplicatedCommitPath]) -> None:
+    engine, path = node
+    pool = EarlyPool(engine)
+    path.attach(pool)
+    before = head(engine)
+    await engine.create_bucket("bkt")
+    await put(engine, "bkt", "k", b"bytes")
+    assert pool.log == ["admit", "send_early", "replicate", "replicated"] * 2
+    for (events, seen_head), replicated in zip(pool.early, pool.calls, strict=True):
+        assert events == replicated  # the same events, handed over first ...
+        assert seen_head < events[0].seq  # ... while not yet in the journal
+    assert [e.seq for events in pool.calls for e in events] == [e.seq for e in journal_after(engine, before)]
+    assert pool.abandoned == []
