@@ -1,0 +1,246 @@
+"""Bucket policies against a real server (issue 21): Put/Get/DeleteBucketPolicy, GetBucketPolicyStatus, anonymous
+access a policy grants, an explicit Deny beating a role's allow, aws:SourceIp over loopback addresses, and the log
+line every refusal leaves."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+import requests
+from botocore.exceptions import ClientError
+from helpers.admin_api import ROOT_PASSWORD
+from helpers.server import ACCESS_KEY, SECRET_KEY, ServerProcess
+
+JWT_SECRET = "policy-tests-jwt-secret-0123456789abcdef"
+ACCOUNT = "000000000000"
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path_factory.mktemp("policy") / "data",
+                         env={"S4_ROOT_PASSWORD": ROOT_PASSWORD, "S4_JWT_SECRET": JWT_SECRET}).start()
+    yield proc
+    proc.stop()
+
+
+def client(endpoint: str, access: str = ACCESS_KEY, secret: str = SECRET_KEY) -> Any:
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access, aws_secret_access_key=secret,
+                        region_name="us-east-1")
+
+
+@pytest.fixture
+def root(srv: ServerProcess) -> Any:
+    return client(srv.endpoint)
+
+
+@pytest.fixture
+def bucket(root: Any) -> str:
+    name = f"pol-{uuid.uuid4().hex[:12]}"
+    root.create_bucket(Bucket=name)
+    return name
+
+
+def new_user(srv: ServerProcess, role: str) -> tuple[str, Any]:
+    """(username, boto3 client) of a fresh IAM user with ``role``."""
+    e = srv.endpoint
+    token = requests.post(f"{e}/api/admin/login", json={"username": "root", "password": ROOT_PASSWORD},
+                          timeout=30).json()["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    name = f"u_{uuid.uuid4().hex[:10]}"
+    user = requests.post(f"{e}/api/admin/users", headers=auth, timeout=30,
+                         json={"username": name, "password": "pass-word-1", "role": role}).json()
+    keys = requests.post(f"{e}/api/admin/users/{user['id']}/credentials", headers=auth, timeout=30).json()
+    return name, client(e, keys["access_key"], keys["secret_key"])
+
+
+def code(exc: pytest.ExceptionInfo[ClientError]) -> str:
+    return str(exc.value.response["Error"]["Code"])
+
+
+def policy(*statements: dict[str, Any]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+def test_put_get_delete_bucket_policy(root: Any, bucket: str) -> None:
+    """PutBucketPolicy answered NotImplemented before issue 21; now the document round-trips unchanged."""
+    with pytest.raises(ClientError) as exc:
+        root.get_bucket_policy(Bucket=bucket)
+    assert code(exc) == "NoSuchBucketPolicy"
+    doc = policy({"Sid": "Read", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                  "Resource": f"arn:aws:s3:::{bucket}/*"})
+    resp = root.put_bucket_policy(Bucket=bucket, Policy=doc)
+    assert resp["ResponseMetadata"]["HTTPStatusCode"] == 204
+    assert root.get_bucket_policy(Bucket=bucket)["Policy"] == doc
+    assert root.delete_bucket_policy(Bucket=bucket)["ResponseMetadata"]["HTTPStatusCode"] == 204
+    with pytest.raises(ClientError) as exc:
+        root.get_bucket_policy(Bucket=bucket)
+    assert code(exc) == "NoSuchBucketPolicy"
+    with pytest.raises(ClientError) as exc:
+        root.get_bucket_policy(Bucket=f"missing-{uuid.uuid4().hex[:8]}")
+    assert code(exc) == "NoSuchBucket"
+
+
+@pytest.mark.parametrize(("doc", "message"), [
+    ("not json", "Policies must be valid JSON and the first byte must be '{'"),
+    ("{", "This policy contains invalid Json"),
+    ('{"Version": "2012-10-17"}', "Missing required field Statement"),
+    (json.dumps({"Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]}),
+     "Missing required field Principal"),
+    (json.dumps({"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:Fly", "Resource": "*"}]}),
+     "Policy has invalid action"),
+    (json.dumps({"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                                "Resource": "arn:aws:s3:::some-other-bucket/*"}]}), "Policy has invalid resource"),
+])
+def test_malformed_policy_is_refused_and_changes_nothing(root: Any, bucket: str, doc: str, message: str) -> None:
+    good = policy({"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                   "Resource": f"arn:aws:s3:::{bucket}/*"})
+    root.put_bucket_policy(Bucket=bucket, Policy=good)
+    with pytest.raises(ClientError) as exc:
+        root.put_bucket_policy(Bucket=bucket, Policy=doc)
+    assert code(exc) == "MalformedPolicy"
+    assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert exc.value.response["Error"]["Message"] == message
+    assert root.get_bucket_policy(Bucket=bucket)["Policy"] == good
+
+
+def test_bucket_policy_status(root: Any, bucket: str) -> None:
+    with pytest.raises(ClientError) as exc:
+        root.get_bucket_policy_status(Bucket=bucket)
+    assert code(exc) == "NoSuchBucketPolicy"
+    root.put_bucket_policy(Bucket=bucket, Policy=policy(
+        {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "s3:GetObject",
+         "Resource": f"arn:aws:s3:::{bucket}/*"}))
+    assert root.get_bucket_policy_status(Bucket=bucket)["PolicyStatus"]["IsPublic"] is True
+    root.put_bucket_policy(Bucket=bucket, Policy=policy(
+        {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/*",
+         "Condition": {"IpAddress": {"aws:SourceIp": "10.1.0.0/16"}}}))
+    assert root.get_bucket_policy_status(Bucket=bucket)["PolicyStatus"]["IsPublic"] is False
+    root.put_bucket_policy(Bucket=bucket, Policy=policy(
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/alice"}, "Action": "s3:*",
+         "Resource": f"arn:aws:s3:::{bucket}/*"}))
+    assert root.get_bucket_policy_status(Bucket=bucket)["PolicyStatus"]["IsPublic"] is False
+
+
+def test_anonymous_get_allowed_by_bucket_policy(srv: ServerProcess, root: Any, bucket: str) -> None:
+    root.put_object(Bucket=bucket, Key="public/a.txt", Body=b"hello")
+    root.put_object(Bucket=bucket, Key="private/b.txt", Body=b"secret")
+    url = f"{srv.endpoint}/{bucket}"
+    assert requests.get(f"{url}/public/a.txt", timeout=30).status_code == 403  # no policy: as before
+    root.put_bucket_policy(Bucket=bucket, Policy=policy(
+        {"Sid": "PublicRead", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+         "Resource": f"arn:aws:s3:::{bucket}/public/*"}))
+    resp = requests.get(f"{url}/public/a.txt", timeout=30)
+    assert resp.status_code == 200 and resp.content == b"hello"
+    assert requests.head(f"{url}/public/a.txt", timeout=30).status_code == 200
+    for denied in (requests.get(f"{url}/private/b.txt", timeout=30), requests.get(url, timeout=30),
+                   requests.put(f"{url}/public/new.txt", data=b"x", timeout=30),
+                   requests.delete(f"{url}/public/a.txt", timeout=30)):
+        assert denied.status_code == 403 and b"<Code>AccessDenied</Code>" in denied.content
+        assert b"secret" not in denied.content
+    assert root.get_object(Bucket=bucket, Key="public/a.txt")["Body"].read() == b"hello"
+    root.delete_bucket_policy(Bucket=bucket)
+    assert requests.get(f"{url}/public/a.txt", timeout=30).status_code == 403
+    assert f"actor=anonymous operation=GetObject action=s3:GetObject resource=arn:aws:s3:::{bucket}/private/b.txt " \
+           "decided-by=no allow" in srv.log()
+
+
+def test_anonymous_list_with_prefix_condition(srv: ServerProcess, root: Any, bucket: str) -> None:
+    root.put_object(Bucket=bucket, Key="docs/x", Body=b"x")
+    root.put_bucket_policy(Bucket=bucket, Policy=policy(
+        {"Effect": "Allow", "Principal": "*", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{bucket}",
+         "Condition": {"StringLike": {"s3:prefix": "docs/*"}}}))
+    ok = requests.get(f"{srv.endpoint}/{bucket}?list-type=2&prefix=docs/", timeout=30)
+    assert ok.status_code == 200 and b"<Key>docs/x</Key>" in ok.content
+    assert requests.get(f"{srv.endpoint}/{bucket}?list-type=2", timeout=30).status_code == 403
+
+
+def test_explicit_deny_beats_writer_role(srv: ServerProcess, root: Any, bucket: str) -> None:
+    name, writer = new_user(srv, "Writer")
+    writer.put_object(Bucket=bucket, Key="keep.txt", Body=b"k")
+    root.put_bucket_policy(Bucket=bucket, Policy=policy(
+        {"Sid": "NoDelete", "Effect": "Deny", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/{name}"},
+         "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion"], "Resource": f"arn:aws:s3:::{bucket}/*"}))
+    with pytest.raises(ClientError) as exc:
+        writer.delete_object(Bucket=bucket, Key="keep.txt")
+    assert code(exc) == "AccessDenied"
+    result = writer.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "keep.txt"}]})
+    assert [e["Code"] for e in result["Errors"]] == ["AccessDenied"] and not result.get("Deleted")
+    writer.put_object(Bucket=bucket, Key="other.txt", Body=b"o")  # the role still allows the rest
+    assert root.get_object(Bucket=bucket, Key="keep.txt")["Body"].read() == b"k"
+    root.delete_object(Bucket=bucket, Key="other.txt")  # the deny names that user only
+    assert f"actor=arn:aws:iam::{ACCOUNT}:user/{name} operation=DeleteObject action=s3:DeleteObject " \
+           f"resource=arn:aws:s3:::{bucket}/keep.txt decided-by=explicit deny (statement 'NoDelete')" in srv.log()
+
+
+def test_policy_allow_extends_reader_role(srv: ServerProcess, root: Any, bucket: str) -> None:
+    name, reader = new_user(srv, "Reader")
+    with pytest.raises(ClientError) as exc:
+        reader.put_object(Bucket=bucket, Key="inbox/r.txt", Body=b"r")
+    assert code(exc) == "AccessDenied"
+    root.put_bucket_policy(Bucket=bucket, Policy=policy(
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/{name}"}, "Action": "s3:PutObject",
+         "Resource": f"arn:aws:s3:::{bucket}/inbox/${{aws:username}}/*"}))
+    reader.put_object(Bucket=bucket, Key=f"inbox/{name}/r.txt", Body=b"r")
+    with pytest.raises(ClientError) as exc:
+        reader.put_object(Bucket=bucket, Key="inbox/someone-else/r.txt", Body=b"r")
+    assert code(exc) == "AccessDenied"
+
+
+def _get_from(srv: ServerProcess, source_ip: str, path: str) -> int:
+    conn = http.client.HTTPConnection(srv.host, srv.port, timeout=30, source_address=(source_ip, 0))
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_source_ip_condition(srv: ServerProcess, root: Any, bucket: str) -> None:
+    root.put_object(Bucket=bucket, Key="k", Body=b"v")
+    root.put_bucket_policy(Bucket=bucket, Policy=policy(
+        {"Sid": "FromTwo", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+         "Resource": f"arn:aws:s3:::{bucket}/*", "Condition": {"IpAddress": {"aws:SourceIp": "127.0.0.2/32"}}},
+        {"Sid": "NotFromThree", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+         "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+         "Condition": {"IpAddress": {"aws:SourceIp": "127.0.0.3"}}}))
+    assert _get_from(srv, "127.0.0.2", f"/{bucket}/k") == 200
+    assert _get_from(srv, "127.0.0.1", f"/{bucket}/k") == 403
+    assert _get_from(srv, "127.0.0.3", f"/{bucket}/k") == 403
+    assert "decided-by=explicit deny (statement 'NotFromThree')" in srv.log()
+
+
+def test_superuser_can_always_manage_the_policy(root: Any, bucket: str) -> None:
+    """A policy denying everything to everyone cannot lock the bucket's policy away from a SuperUser."""
+    root.put_bucket_policy(Bucket=bucket, Policy=policy(
+        {"Effect": "Deny", "Principal": "*", "Action": "s3:*",
+         "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]}))
+    with pytest.raises(ClientError) as exc:
+        root.list_objects_v2(Bucket=bucket)
+    assert code(exc) == "AccessDenied"
+    root.get_bucket_policy(Bucket=bucket)
+    root.delete_bucket_policy(Bucket=bucket)
+    root.list_objects_v2(Bucket=bucket)
+
+
+def test_policy_survives_restart(tmp_path: Any) -> None:
+    """The journal is the source of truth: the policy is an event, replayed into the bucket config view."""
+    proc = ServerProcess(tmp_path / "data").start()
+    try:
+        s3 = client(proc.endpoint)
+        s3.create_bucket(Bucket="restart-policy")
+        doc = policy({"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                      "Resource": "arn:aws:s3:::restart-policy/*"})
+        s3.put_bucket_policy(Bucket="restart-policy", Policy=doc)
+        s3.put_object(Bucket="restart-policy", Key="k", Body=b"v")
+        proc.stop()
+        proc.start()
+        assert client(proc.endpoint).get_bucket_policy(Bucket="restart-policy")["Policy"] == doc
+        assert requests.get(f"{proc.endpoint}/restart-policy/k", timeout=30).content == b"v"
+    finally:
+        proc.stop()
