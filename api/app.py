@@ -223,6 +223,8 @@ class S3Service:
         req.context.operation = target.operation or "unknown"
         handler = HANDLERS.get(target.operation or "")
         if handler is None:
+            if auth is None:  # an anonymous caller learns nothing about what S4 implements (issue 21)
+                raise S3Error(ErrorCode.ACCESS_DENIED)
             raise S3Error(ErrorCode.METHOD_NOT_ALLOWED if target.operation is None else ErrorCode.NOT_IMPLEMENTED)
         who = self.access.principal(auth)
         facts = RequestFacts(headers, query, req.remote_addr or "", req.scheme == "https", auth, time.time())

@@ -224,8 +224,5 @@ def _parse_cached(text: str, bucket: str) -> Policy:
     statements = raw if isinstance(raw, list) else [raw]
     if not statements:
         raise malformed("Could not parse the policy: Statement is empty!")
-    parsed = tuple(_statement(s, bucket) for s in statements)
-    sids = [s.sid for s in parsed if s.sid]
-    if len(sids) != len(set(sids)):
-        raise malformed("Statement IDs (SID) in a single policy must be unique")
-    return Policy(version, parsed)
+    # Sids need not be unique: IAM requires it of identity policies, S3 bucket policies do not.
+    return Policy(version, tuple(_statement(s, bucket) for s in statements))

@@ -146,6 +146,11 @@ def test_anonymous_get_allowed_by_bucket_policy(srv: ServerProcess, root: Any, b
     assert root.get_object(Bucket=bucket, Key="public/a.txt")["Body"].read() == b"hello"
     root.delete_bucket_policy(Bucket=bucket)
     assert requests.get(f"{url}/public/a.txt", timeout=30).status_code == 403
+    # Requests S4 cannot route (a form POST to the bucket, an unsupported sub-resource) are still AccessDenied to
+    # an anonymous caller, never MethodNotAllowed or NotImplemented, as before anonymous requests reached routing.
+    for resp in (requests.post(url, files={"key": (None, "x"), "file": ("x", b"x")}, timeout=30),
+                 requests.get(f"{url}?logging", timeout=30)):
+        assert resp.status_code == 403 and b"<Code>AccessDenied</Code>" in resp.content
     assert f"actor=anonymous operation=GetObject action=s3:GetObject resource=arn:aws:s3:::{bucket}/private/b.txt " \
            "decided-by=no allow" in srv.log()
 

@@ -281,8 +281,6 @@ def test_malformed_documents() -> None:
                           ('{"Statement": []}', "Could not parse the policy: Statement is empty!"),
                           ('{"Version": "2020-01-01", "Statement": []}',
                            "The policy must contain a valid version string"),
-                          (doc(allow("s3:GetObject", sid="A"), allow("s3:PutObject", sid="A")),
-                           "Statement IDs (SID) in a single policy must be unique"),
                           ("{" + " " * 21000 + "}", "Policies must be less than 20 KB")]:
         with pytest.raises(S3Error) as exc:
             parse_policy(text.encode(), B)
