@@ -204,10 +204,13 @@ class AccessControl:
     def lookup(self, facts: RequestFacts, who: Principal, bucket: str,
                key: str) -> Callable[[str], Values | None]:
         """The request context; ``s3:ExistingObjectTag/<k>`` reads the object's tags only when a condition asks."""
-        values = context_values(facts, who)
+        built: list[dict[str, list[str]]] = []  # the context is built on the first condition that asks
         existing: list[dict[str, str] | None] = []
 
         def find(name: str) -> Values | None:
+            if not built:
+                built.append(context_values(facts, who))
+            values = built[0]
             if name in values:
                 return values[name]
             if key and (name.startswith("s3:existingobjecttag/") or name == "s3:existingobjecttagkeys"):
