@@ -7,7 +7,6 @@ naming another action without a wildcard is refused as AWS refuses it ("Policy h
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 
 S3_ACTIONS = frozenset(name.lower() for name in """
     AbortMultipartUpload BypassGovernanceRetention CreateBucket DeleteBucket DeleteBucketOwnershipControls
@@ -43,19 +42,35 @@ def valid_action(action: str) -> bool:
     return "*" in name or "?" in name or name in S3_ACTIONS
 
 
-@lru_cache(maxsize=4096)
-def wildcard_regex(pattern: str, ignore_case: bool) -> re.Pattern[str]:
-    """``*`` any run of characters, ``?`` exactly one; everything else literal (IAM's StringLike / ARN rules)."""
-    body = "".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern)
-    return re.compile(body, re.DOTALL | (re.IGNORECASE if ignore_case else 0))
-
-
 def wildcard_match(pattern: str, value: str, *, ignore_case: bool = False) -> bool:
+    """``*`` any run of characters, ``?`` exactly one; everything else literal (IAM's StringLike / ARN rules).
+
+    The greedy two-pointer match (back to the last ``*`` on a mismatch): O(len(pattern) * len(value)) at worst,
+    where a regex of many ``*`` backtracks exponentially; a policy is written by a bucket's users, and a pattern
+    like ``*a*a*a*a*a*b`` must not let one of them burn a worker's CPU on every request to the bucket."""
     if pattern == "*":
         return True
+    if ignore_case:
+        pattern, value = pattern.lower(), value.lower()
     if "*" not in pattern and "?" not in pattern:
-        return pattern.lower() == value.lower() if ignore_case else pattern == value
-    return wildcard_regex(pattern, ignore_case).fullmatch(value) is not None
+        return pattern == value
+    p = v = 0
+    star, resume = -1, 0
+    while v < len(value):
+        if p < len(pattern) and (pattern[p] == "?" or pattern[p] == value[v]):
+            p += 1
+            v += 1
+        elif p < len(pattern) and pattern[p] == "*":
+            star, resume = p, v
+            p += 1
+        elif star >= 0:
+            resume += 1
+            p, v = star + 1, resume
+        else:
+            return False
+    while p < len(pattern) and pattern[p] == "*":
+        p += 1
+    return p == len(pattern)
 
 
 def action_matches(pattern: str, action: str) -> bool:

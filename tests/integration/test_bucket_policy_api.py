@@ -288,3 +288,15 @@ def test_console_browsing_obeys_policy(srv: ServerProcess, root: Any, bucket: st
     resp = requests.get(f"{e}/api/admin/buckets/{bucket}/objects", headers=auth, timeout=30)
     assert resp.status_code == 403, resp.text
     root.list_objects_v2(Bucket=bucket)  # the legacy pair is the account root, not the console user
+
+
+def test_anonymous_upload_allowed_by_policy(srv: ServerProcess, root: Any, bucket: str) -> None:
+    """An unsigned body (no signature, no aws-chunked framing) is stored when a policy allows s3:PutObject."""
+    root.put_bucket_policy(Bucket=bucket, Policy=policy(
+        {"Sid": "DropBox", "Effect": "Allow", "Principal": "*", "Action": "s3:PutObject",
+         "Resource": f"arn:aws:s3:::{bucket}/dropbox/*"}))
+    resp = requests.put(f"{srv.endpoint}/{bucket}/dropbox/note.txt", data=b"left here", timeout=30)
+    assert resp.status_code == 200, resp.text
+    assert root.get_object(Bucket=bucket, Key="dropbox/note.txt")["Body"].read() == b"left here"
+    assert requests.put(f"{srv.endpoint}/{bucket}/elsewhere.txt", data=b"x", timeout=30).status_code == 403
+    assert requests.get(f"{srv.endpoint}/{bucket}/dropbox/note.txt", timeout=30).status_code == 403

@@ -11,6 +11,7 @@ import pytest
 
 from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.policy import anonymous, decide, is_public, parse_policy, root_principal, user_principal
+from s4.engine.policy.actions import wildcard_match
 
 B = "doc-bucket"
 OBJ = f"arn:aws:s3:::{B}/*"
@@ -301,3 +302,22 @@ def test_policy_status() -> None:
     assert not is_public(parse_policy(doc(pinned), B))
     everywhere = allow("s3:GetObject", Condition={"IpAddress": {"aws:SourceIp": "0.0.0.0/0"}})
     assert is_public(parse_policy(doc(everywhere), B))
+
+
+@pytest.mark.parametrize(("pattern", "value", "expected"), [
+    ("*", "", True), ("a*", "a", True), ("a*c", "abc", True), ("a*c", "abd", False), ("a?c", "abc", True),
+    ("a?c", "ac", False), ("*.txt", "x/y.txt", True), ("**", "q", True), ("a*b*c", "aXbYbZc", True),
+    ("a*b*c", "aXbYbZ", False), ("", "", True), ("", "a", False), ("?", "", False), ("*a", "ba", True),
+])
+def test_wildcard_match(pattern: str, value: str, expected: bool) -> None:
+    assert wildcard_match(pattern, value) is expected
+
+
+def test_wildcard_match_is_not_exponential() -> None:
+    """A regex built from ``*a*a*...*b`` backtracks exponentially on a long run of ``a``; the matcher must not
+    (a bucket's users write its policy, and every request to the bucket runs the match). Bounded by steps, not by
+    the clock: the two-pointer loop makes at most len(pattern) * len(value) moves."""
+    pattern, value = "*a" * 40 + "*b", "a" * 1000
+    assert wildcard_match(pattern, value) is False
+    policy = parse_policy(doc(allow("s3:GetObject", f"arn:aws:s3:::{B}/{pattern}")), B)
+    assert not decide(policy, ANON, "s3:GetObject", f"arn:aws:s3:::{B}/{value}", {}.get, False).allowed
