@@ -35,7 +35,7 @@ from ..auth.request import AuthContext
 from ..settings import ApiSettings
 from .router import READ_ONLY
 
-log = logging.getLogger("s4.access")
+log = logging.getLogger(__name__)  # s4.api.s3.access: one INFO line per refusal
 POLICY_KIND = "policy"  # the bucket configuration (BUCKET_CONFIG_SET event) holding the policy text
 #: Operations whose S3 action names the bucket, not an object.
 ACTIONS: dict[str, str] = {
