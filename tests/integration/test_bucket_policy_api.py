@@ -300,3 +300,71 @@ def test_anonymous_upload_allowed_by_policy(srv: ServerProcess, root: Any, bucke
     assert root.get_object(Bucket=bucket, Key="dropbox/note.txt")["Body"].read() == b"left here"
     assert requests.put(f"{srv.endpoint}/{bucket}/elsewhere.txt", data=b"x", timeout=30).status_code == 403
     assert requests.get(f"{srv.endpoint}/{bucket}/dropbox/note.txt", timeout=30).status_code == 403
+
+
+def _outcome(fn: Any) -> str:
+    try:
+        fn()
+    except ClientError as exc:
+        return str(exc.response["Error"]["Code"])
+    return "ok"
+
+
+def test_each_operation_is_denied_by_its_own_s3_action(srv: ServerProcess, root: Any, bucket: str) -> None:
+    """The S3 action name per operation (api/s3/access.py ACTIONS): a Deny of exactly that action refuses the
+    operation to a Writer; without it the same call is not refused."""
+    name, w = new_user(srv, "Writer")
+    root.put_object(Bucket=bucket, Key="k", Body=b"v")
+    root.put_object(Bucket=bucket, Key="src", Body=b"s")
+    vid = root.put_object(Bucket=bucket, Key="v", Body=b"1").get("VersionId", "null")
+    upload = root.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
+    cors = {"CORSRules": [{"AllowedMethods": ["GET"], "AllowedOrigins": ["*"]}]}
+    life = {"Rules": [{"ID": "r", "Status": "Enabled", "Filter": {"Prefix": "x/"}, "Expiration": {"Days": 1}}]}
+    b = bucket
+    cases: list[tuple[str, Any]] = [
+        ("s3:ListBucket", lambda: w.list_objects(Bucket=b)),
+        ("s3:ListBucket", lambda: w.list_objects_v2(Bucket=b)),
+        ("s3:ListBucket", lambda: w.head_bucket(Bucket=b)),
+        ("s3:ListBucketVersions", lambda: w.list_object_versions(Bucket=b)),
+        ("s3:ListBucketMultipartUploads", lambda: w.list_multipart_uploads(Bucket=b)),
+        ("s3:GetBucketLocation", lambda: w.get_bucket_location(Bucket=b)),
+        ("s3:GetBucketVersioning", lambda: w.get_bucket_versioning(Bucket=b)),
+        ("s3:PutBucketVersioning", lambda: w.put_bucket_versioning(
+            Bucket=b, VersioningConfiguration={"Status": "Suspended"})),
+        ("s3:PutBucketCORS", lambda: w.put_bucket_cors(Bucket=b, CORSConfiguration=cors)),
+        ("s3:GetBucketCORS", lambda: w.get_bucket_cors(Bucket=b)),
+        ("s3:PutBucketCORS", lambda: w.delete_bucket_cors(Bucket=b)),
+        ("s3:PutBucketTagging", lambda: w.put_bucket_tagging(
+            Bucket=b, Tagging={"TagSet": [{"Key": "a", "Value": "b"}]})),
+        ("s3:GetBucketTagging", lambda: w.get_bucket_tagging(Bucket=b)),
+        ("s3:PutBucketTagging", lambda: w.delete_bucket_tagging(Bucket=b)),
+        ("s3:PutLifecycleConfiguration", lambda: w.put_bucket_lifecycle_configuration(
+            Bucket=b, LifecycleConfiguration=life)),
+        ("s3:GetLifecycleConfiguration", lambda: w.get_bucket_lifecycle_configuration(Bucket=b)),
+        ("s3:PutLifecycleConfiguration", lambda: w.delete_bucket_lifecycle(Bucket=b)),
+        ("s3:GetBucketAcl", lambda: w.get_bucket_acl(Bucket=b)),
+        ("s3:GetObject", lambda: w.get_object(Bucket=b, Key="k")),
+        ("s3:GetObject", lambda: w.head_object(Bucket=b, Key="k")),
+        ("s3:GetObjectVersion", lambda: w.get_object(Bucket=b, Key="v", VersionId=vid)),
+        ("s3:PutObject", lambda: w.put_object(Bucket=b, Key="new", Body=b"n")),
+        ("s3:PutObject", lambda: w.copy_object(Bucket=b, Key="copy", CopySource={"Bucket": b, "Key": "src"})),
+        ("s3:GetObject", lambda: w.copy_object(Bucket=b, Key="copy2", CopySource={"Bucket": b, "Key": "src"})),
+        ("s3:PutObjectTagging", lambda: w.put_object_tagging(
+            Bucket=b, Key="k", Tagging={"TagSet": [{"Key": "t", "Value": "1"}]})),
+        ("s3:GetObjectTagging", lambda: w.get_object_tagging(Bucket=b, Key="k")),
+        ("s3:DeleteObjectTagging", lambda: w.delete_object_tagging(Bucket=b, Key="k")),
+        ("s3:GetObjectAcl", lambda: w.get_object_acl(Bucket=b, Key="k")),
+        ("s3:PutObject", lambda: w.create_multipart_upload(Bucket=b, Key="mp2")),
+        ("s3:PutObject", lambda: w.upload_part(Bucket=b, Key="mp", UploadId=upload, PartNumber=1, Body=b"p")),
+        ("s3:ListMultipartUploadParts", lambda: w.list_parts(Bucket=b, Key="mp", UploadId=upload)),
+        ("s3:GetBucketPolicy", lambda: w.get_bucket_policy(Bucket=b)),
+        ("s3:AbortMultipartUpload", lambda: w.abort_multipart_upload(Bucket=b, Key="mp", UploadId=upload)),
+        ("s3:DeleteObject", lambda: w.delete_object(Bucket=b, Key="k")),
+    ]
+    for action, call in cases:
+        root.put_bucket_policy(Bucket=b, Policy=policy(
+            {"Effect": "Deny", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/{name}"}, "Action": action,
+             "Resource": [f"arn:aws:s3:::{b}", f"arn:aws:s3:::{b}/*"]}))
+        assert _outcome(call) in ("AccessDenied", "403"), action  # a HEAD's 403 has no body to name the code
+        root.delete_bucket_policy(Bucket=b)
+        assert _outcome(call) not in ("AccessDenied", "403"), action
