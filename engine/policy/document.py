@@ -195,13 +195,14 @@ def parse_policy(text: str | bytes, bucket: str) -> Policy:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise malformed("This policy contains invalid Json") from exc
-    elif len(text.encode("utf-8", "surrogatepass")) > MAX_POLICY_BYTES:
-        raise malformed("Policies must be less than 20 KB")
     return _parse_cached(text, bucket)
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=256)
 def _parse_cached(text: str, bucket: str) -> Policy:
+    """Parsed once per (text, bucket): a stored policy is re-read on every request to its bucket."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_POLICY_BYTES:
+        raise malformed("Policies must be less than 20 KB")
     if not text.lstrip().startswith("{"):
         raise malformed("Policies must be valid JSON and the first byte must be '{'")
     try:
