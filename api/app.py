@@ -2,7 +2,7 @@
 
 Flow per request: request id -> health probes (no auth) -> ``/api/...`` admin JSON API (its own bearer tokens) and
 unsigned ``GET /metrics`` -> CORS preflight (no auth) -> signature (SigV4 header or query, SigV2 header or query;
-anonymous is AccessDenied) -> route to an AWS operation -> role check (Reader: READ_ONLY operations) -> security
+unsigned: anonymous) -> route to an AWS operation -> access control (s3/access.py: bucket policy, then role) -> security
 headers S4 cannot honour refused (s3/security.py) -> what the headers allow checked before the body
 (``Call.check_before_body``) -> handler -> CORS headers. Path and query are decoded strictly (api/inputs.py); no
 body is read, and no ``100 Continue`` sent, before the handler asks (api/body_gate.py).
@@ -38,15 +38,18 @@ from .inputs import digits_value, parse_query
 from .metrics import Metrics
 from .s3 import buckets, multipart, objects
 from .s3 import lifecycle as s3_lifecycle
+from .s3 import policy as s3_policy
+from .s3.access import AccessControl, RequestFacts
 from .s3.call import Call
-from .s3.router import READ_ONLY, route, split_target
+from .s3.router import route, split_target
 from .s3.security import check_security_headers
 from .s3.xml import cors_from_record, cors_response_headers, match_cors, split_header_list
 from .settings import ApiSettings
 
 #: Operations answered from a bucket's configuration: in a pool, read from R replicas first (engine.settle_bucket).
 BUCKET_CONFIG_READS = frozenset({"GetBucketCors", "GetBucketEncryption", "GetBucketLifecycleConfiguration",
-                                 "GetBucketLocation", "GetBucketPolicy", "GetBucketTagging", "GetBucketVersioning"})
+                                 "GetBucketLocation", "GetBucketPolicy", "GetBucketTagging", "GetBucketVersioning",
+                                 "GetBucketPolicyStatus"})
 log = logging.getLogger(__name__)
 Handler = Callable[[Call, falcon.asgi.Response], Awaitable[None]]
 
@@ -81,8 +84,10 @@ HANDLERS: dict[str, Handler] = {
     "DeleteBucketLifecycle": s3_lifecycle.delete_bucket_lifecycle,
     "GetBucketAcl": objects.get_object_acl,
     "PutBucketAcl": objects.put_acl,
-    "GetBucketPolicy": buckets._absent(ErrorCode.NO_SUCH_BUCKET_POLICY),
-    "DeleteBucketPolicy": buckets.delete_bucket_policy,
+    "GetBucketPolicy": s3_policy.get_bucket_policy,
+    "PutBucketPolicy": s3_policy.put_bucket_policy,
+    "DeleteBucketPolicy": s3_policy.delete_bucket_policy,
+    "GetBucketPolicyStatus": s3_policy.get_bucket_policy_status,
     "GetBucketEncryption": buckets._absent(ErrorCode.SERVER_SIDE_ENCRYPTION_NOT_FOUND),
     "GetObjectLockConfiguration": buckets._absent(ErrorCode.OBJECT_LOCK_CONFIGURATION_NOT_FOUND),
     "GetBucketOwnershipControls": buckets._absent(ErrorCode.OWNERSHIP_CONTROLS_NOT_FOUND),
@@ -134,7 +139,8 @@ class S3Service:
     def __init__(self, engine: Engine, settings: ApiSettings) -> None:
         self.engine = engine
         self.settings = settings
-        self.admin = AdminApi(engine, settings)
+        self.access = AccessControl(engine, settings)
+        self.admin = AdminApi(engine, settings, self.access)
         self.metrics = Metrics(engine) if settings.metrics_enabled else None
         self.request_ids = RequestIds()
         if settings.select_enabled:
@@ -152,19 +158,13 @@ class S3Service:
             return found[0] if found is not None else None
         return None
 
-    def role_of(self, access_key: str) -> str | None:
-        """The verified caller's role: the legacy pair is SuperUser; None if the credential vanished meanwhile."""
-        if hmac.compare_digest(access_key.encode(), self.settings.access_key.encode()):
-            return "SuperUser"
-        found = self.engine.secret_for(access_key) if self.settings.iam_enabled else None
-        return str(found[1]["role"]) if found is not None else None
-
     def authenticate(self, req: falcon.asgi.Request, raw_path: str, query_string: str, headers: dict[str, str],
-                     bucket: str, vhost: bool) -> AuthContext:
+                     bucket: str, vhost: bool) -> AuthContext | None:
+        """The verified signature, or None for an unsigned request (anonymous: only a bucket policy can allow it)."""
         auth_req = AuthRequest(req.method, raw_path, query_string, headers)
         scheme = auth_scheme(auth_req)
         if scheme is None:
-            raise S3Error(ErrorCode.ACCESS_DENIED)
+            return None
         if scheme.startswith("sigv4"):
             return verify_sigv4(auth_req, self.lookup_secret)
         return verify_sigv2(auth_req, self.lookup_secret, bucket_from_host=bucket if vhost else None)
@@ -219,14 +219,19 @@ class S3Service:
             self._preflight(bucket, headers, resp)
             return
         auth = self.authenticate(req, raw_path, query_string, headers, bucket, where.virtual_host)
-        req.context.actor = auth.access_key
+        req.context.actor = auth.access_key if auth is not None else "anonymous"
         target = route(req.method, bucket, key, query, headers)
         req.context.operation = target.operation or "unknown"
         handler = HANDLERS.get(target.operation or "")
         if handler is None:
+            if auth is None:  # an anonymous caller learns nothing about what S4 implements (issue 21)
+                raise S3Error(ErrorCode.ACCESS_DENIED)
             raise S3Error(ErrorCode.METHOD_NOT_ALLOWED if target.operation is None else ErrorCode.NOT_IMPLEMENTED)
-        self._authorize(auth.access_key, target.operation or "")
-        call = Call(self.engine, self.settings, req, req.method, bucket, key, query, headers, auth, request_id)
+        who = self.access.principal(auth)
+        facts = RequestFacts(headers, query, req.remote_addr or "", req.scheme == "https", auth, time.time())
+        self.access.authorize(who, target.operation or "", bucket, key, facts)
+        call = Call(self.engine, self.settings, req, req.method, bucket, key, query, headers, auth, request_id,
+                    authorize=self.access.guard(who, facts, target.operation or ""))
         check_security_headers(target.operation or "", headers)
         call.check_framing(target.operation or "")
         if call.has_body:  # what the headers allow, before a byte of the body is asked for (100 Continue)
@@ -240,14 +245,6 @@ class S3Service:
         finally:
             if bucket and "origin" in headers:
                 self._cors_headers(bucket, req.method, headers, resp)
-
-    def _authorize(self, access_key: str, operation: str) -> None:
-        """Roles: Reader may call READ_ONLY operations; Writer and SuperUser every S3 operation."""
-        role = self.role_of(access_key)
-        if role is None:
-            raise S3Error(ErrorCode.INVALID_ACCESS_KEY_ID, AWSAccessKeyId=access_key)
-        if role == "Reader" and operation not in READ_ONLY:
-            raise S3Error(ErrorCode.ACCESS_DENIED)
 
     def _cors_rules(self, bucket: str) -> list:  # type: ignore[type-arg]
         try:

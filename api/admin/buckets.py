@@ -8,12 +8,14 @@ not empty, no such bucket) reach the client as ``{"error": message}`` with S3's 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable
 from typing import Any
 
 from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.iam import IamError
 
+from ..s3.access import RequestFacts
 from .call import AdminCall, Result
 from .tokens import rfc3339
 
@@ -25,12 +27,14 @@ EMPTY_ATTEMPTS = 3  # writers racing a force delete get this many chances to los
 
 async def create_bucket(call: AdminCall) -> Result:
     name = call.params["id"]
+    _authorize(call, "CreateBucket", name)
     await call.engine.create_bucket(name, call.api.settings.region, actor=call.actor)
     return 200, {"name": name}
 
 
 async def delete_bucket(call: AdminCall) -> Result:
     name = call.params["id"]
+    _authorize(call, "DeleteBucket", name)
     if _flag(call, "force"):
         for _ in range(EMPTY_ATTEMPTS - 1):
             await _empty(call, name)
@@ -47,6 +51,7 @@ async def delete_bucket(call: AdminCall) -> Result:
 
 async def list_objects(call: AdminCall) -> Result:
     name, limit = call.params["id"], _max_keys(call)
+    _authorize(call, "ListObjects", name)
     page = await call.engine.list_objects(name, _param(call, "prefix"), _param(call, "delimiter", "/"),
                                           _param(call, "continuation-token"), limit)
     objects = [{"key": e.key, "size": e.size, "content_type": e.version.content_type,
@@ -54,6 +59,16 @@ async def list_objects(call: AdminCall) -> Result:
                for e in page.entries]
     return 200, {"objects": objects, "common_prefixes": page.common_prefixes, "is_truncated": page.is_truncated,
                  "next_continuation_token": page.next_marker if page.is_truncated else None}
+
+
+def _authorize(call: AdminCall, operation: str, bucket: str) -> None:
+    """The console user (a SuperUser) is still refused what the bucket's policy explicitly denies it."""
+    access = call.api.access
+    if access is None or call.user is None:
+        return
+    facts = RequestFacts(dict(call.req.headers), call.query, call.req.remote_addr or "", call.req.scheme == "https",
+                         None, time.time())
+    access.authorize(access.user(call.user), operation, bucket, "", facts)
 
 
 async def _empty(call: AdminCall, name: str) -> None:

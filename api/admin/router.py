@@ -20,6 +20,7 @@ from s4.engine import Engine
 from s4.engine.errors import ErrorCode, S3Error, client_error
 from s4.engine.iam import IamError
 
+from ..s3.access import AccessControl
 from ..settings import ApiSettings
 from . import buckets, health, jobs, stats, users
 from .call import AdminCall, Result
@@ -32,9 +33,10 @@ Route = tuple[str, re.Pattern[str], AdminHandler, str]
 
 
 class AdminApi:
-    def __init__(self, engine: Engine, settings: ApiSettings) -> None:
+    def __init__(self, engine: Engine, settings: ApiSettings, access: AccessControl | None = None) -> None:
         self.engine = engine
         self.settings = settings
+        self.access = access  # bucket policies apply to the console's bucket actions too (s3/access.py)
         self.started = time.time()
         self.tokens = TokenIssuer(settings.jwt_secret)
         seg = r"(?P<id>[^/]+)"

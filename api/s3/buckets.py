@@ -184,11 +184,6 @@ def _absent(code: ErrorCode):  # type: ignore[no-untyped-def]
     return handler
 
 
-async def delete_bucket_policy(call: Call, resp: falcon.asgi.Response) -> None:
-    call.engine.get_bucket(call.bucket)
-    resp.status = falcon.HTTP_204
-
-
 def _token_encode(resume_after: str) -> str:
     return base64.urlsafe_b64encode(resume_after.encode()).decode()
 

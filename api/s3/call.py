@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,8 @@ class Call:
     auth: AuthContext | None
     request_id: str
     trailers: ChunkedTrailers = field(default_factory=ChunkedTrailers)
+    #: ``authorize(action, bucket, key)``: access control for a second resource of this request (s3/access.py)
+    authorize: Callable[[str, str, str], None] = field(default=lambda action, bucket, key: None)
 
     @property
     def actor(self) -> str:

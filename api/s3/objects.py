@@ -211,6 +211,7 @@ async def delete_objects(call: Call, resp: falcon.asgi.Response) -> None:
     deleted, errors = [], []
     for key, version_id, conditions in targets:
         try:
+            call.authorize("s3:DeleteObjectVersion" if version_id else "s3:DeleteObject", call.bucket, key)
             result = await call.engine.delete_object(call.bucket, key, version_id, actor=call.actor,
                                                      conditions=conditions)
         except S3Error as exc:
@@ -240,6 +241,7 @@ def parse_copy_source(value: str) -> tuple[str, str, str | None]:
 
 async def copy_source_version(call: Call) -> ObjectVersion:
     src_bucket, src_key, src_version = parse_copy_source(call.headers["x-amz-copy-source"])
+    call.authorize("s3:GetObjectVersion" if src_version else "s3:GetObject", src_bucket, src_key)
     await call.engine.settle_key(src_bucket, src_key)
     try:
         source = call.engine.head_object(src_bucket, src_key, src_version)
@@ -343,6 +345,7 @@ async def rename_object(call: Call, resp: falcon.asgi.Response) -> None:
     if src_bucket != call.bucket or not src_key:
         raise S3Error(ErrorCode.INVALID_REQUEST, "The rename source must be /<bucket>/<key> in the same bucket.",
                       ArgumentName="x-amz-rename-source", ArgumentValue=source)
+    call.authorize("s3:DeleteObject", call.bucket, src_key)  # the destination's s3:PutObject was checked first
     merge = call.headers.get(RENAME_MERGE_HEADER, "").lower() == "true"
     await call.engine.rename(call.bucket, src_key, call.key, merge=merge,
                              src_cond=preconditions(call.headers, "x-amz-rename-source-"),

@@ -213,7 +213,10 @@ async def expand_glob(call: Call, pattern: str) -> list[ObjectVersion]:
     after = ""
     while True:
         page = await call.engine.list_objects(call.bucket, prefix=literal, start_after=after, max_keys=1000)
-        found += [e.version for e in page.entries if regex.match(e.key)]
+        for entry in page.entries:
+            if regex.match(entry.key):
+                call.authorize("s3:GetObject", call.bucket, entry.key)  # every object the query reads
+                found.append(entry.version)
         if len(found) > MAX_GLOB_OBJECTS:
             raise S3Error(ErrorCode.INVALID_REQUEST, f"The pattern '{pattern}' matches more than "
                           f"{MAX_GLOB_OBJECTS} objects.")

@@ -110,8 +110,10 @@ def test_entity_too_large_changes_nothing(small_limit_server: ServerProcess) -> 
 
 def test_unsupported_subresources_are_not_implemented_and_change_nothing(s3: Any, bucket: str) -> None:
     s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    with pytest.raises(ClientError) as exc:  # implemented since issue 21: an empty statement list is malformed
+        s3.put_bucket_policy(Bucket=bucket, Policy='{"Version": "2012-10-17", "Statement": []}')
+    assert exc.value.response["Error"]["Code"] == "MalformedPolicy"
     calls = [
-        lambda: s3.put_bucket_policy(Bucket=bucket, Policy='{"Version": "2012-10-17", "Statement": []}'),
         lambda: s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
             "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}),
         lambda: s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={"BlockPublicAcls": True}),

@@ -38,7 +38,8 @@ CASES: list[tuple[str, str, str, dict[str, str], str | None, str]] = [
     ("GET", "", "acl", {}, "GetBucketAcl", ""),
     ("GET", "", "policy", {}, "GetBucketPolicy", ""),
     ("DELETE", "", "policy", {}, "DeleteBucketPolicy", ""),
-    ("PUT", "", "policy", {}, "NotImplemented", ""),
+    ("PUT", "", "policy", {}, "PutBucketPolicy", ""),
+    ("GET", "", "policyStatus", {}, "GetBucketPolicyStatus", ""),
     ("GET", "", "encryption", {}, "GetBucketEncryption", ""),
     ("GET", "", "object-lock", {}, "GetObjectLockConfiguration", ""),
     ("POST", "", "delete", {}, "DeleteObjects", ""),
@@ -77,9 +78,9 @@ CASES: list[tuple[str, str, str, dict[str, str], str | None, str]] = [
 #: Operations a Reader may call: every GET/HEAD plus the read-only POSTs (Select and ?sql).
 READS = {"ListObjects", "ListObjectsV2", "ListObjectVersions", "ListMultipartUploads", "GetBucketLocation",
          "GetBucketVersioning", "GetBucketCors", "GetBucketTagging", "GetBucketLifecycleConfiguration",
-         "GetBucketAcl", "GetBucketPolicy", "GetBucketEncryption", "GetObjectLockConfiguration", "HeadBucket",
-         "GetObject", "HeadObject", "GetObjectTagging", "GetObjectAcl", "ListParts", "SelectObjectContent",
-         "MultiObjectSQL"}
+         "GetBucketAcl", "GetBucketPolicy", "GetBucketPolicyStatus", "GetBucketEncryption",
+         "GetObjectLockConfiguration", "HeadBucket", "GetObject", "HeadObject", "GetObjectTagging", "GetObjectAcl",
+         "ListParts", "SelectObjectContent", "MultiObjectSQL"}
 
 
 def _resolve(style: str, method: str, path: str, query: str, headers: dict[str, str]) -> tuple[str | None, str, str]:

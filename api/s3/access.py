@@ -1,0 +1,257 @@
+"""The S3 side of access control: who the caller is, which S3 action an operation is, what the request context
+holds, and the one place a refusal is decided and logged. The decision itself is engine/policy (pure logic).
+
+Every S3 operation passes ``AccessControl.authorize`` before its handler runs; handlers that touch a second
+resource (the source of a copy, each key of a DeleteObjects, each object a ``?sql`` query reads) call
+``Call.authorize`` for it. The admin API's bucket browsing calls ``AccessControl.check`` with the console user.
+docs/architecture/access-control.md has the decision order.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from s4.engine import Engine
+from s4.engine.errors import ErrorCode, S3Error
+from s4.engine.policy import (
+    Decision,
+    Policy,
+    Principal,
+    anonymous,
+    decide,
+    parse_policy,
+    root_principal,
+    user_principal,
+)
+from s4.engine.policy.conditions import Values
+
+from ..auth.request import AuthContext
+from ..settings import ApiSettings
+from .router import READ_ONLY
+
+log = logging.getLogger(__name__)  # s4.api.s3.access: one INFO line per refusal
+POLICY_KIND = "policy"  # the bucket configuration (BUCKET_CONFIG_SET event) holding the policy text
+#: Operations whose S3 action names the bucket, not an object.
+ACTIONS: dict[str, str] = {
+    "ListBuckets": "s3:ListAllMyBuckets", "CreateBucket": "s3:CreateBucket", "HeadBucket": "s3:ListBucket",
+    "DeleteBucket": "s3:DeleteBucket", "GetBucketLocation": "s3:GetBucketLocation",
+    "PutBucketVersioning": "s3:PutBucketVersioning", "GetBucketVersioning": "s3:GetBucketVersioning",
+    "PutBucketCors": "s3:PutBucketCORS", "GetBucketCors": "s3:GetBucketCORS", "DeleteBucketCors": "s3:PutBucketCORS",
+    "PutBucketTagging": "s3:PutBucketTagging", "GetBucketTagging": "s3:GetBucketTagging",
+    "DeleteBucketTagging": "s3:PutBucketTagging",
+    "PutBucketLifecycleConfiguration": "s3:PutLifecycleConfiguration",
+    "GetBucketLifecycleConfiguration": "s3:GetLifecycleConfiguration",
+    "DeleteBucketLifecycle": "s3:PutLifecycleConfiguration",
+    "GetBucketAcl": "s3:GetBucketAcl", "PutBucketAcl": "s3:PutBucketAcl",
+    "GetBucketPolicy": "s3:GetBucketPolicy", "PutBucketPolicy": "s3:PutBucketPolicy",
+    "DeleteBucketPolicy": "s3:DeleteBucketPolicy", "GetBucketPolicyStatus": "s3:GetBucketPolicyStatus",
+    "GetBucketEncryption": "s3:GetEncryptionConfiguration",
+    "GetObjectLockConfiguration": "s3:GetBucketObjectLockConfiguration",
+    "GetBucketOwnershipControls": "s3:GetBucketOwnershipControls",
+    "GetPublicAccessBlock": "s3:GetBucketPublicAccessBlock", "GetBucketWebsite": "s3:GetBucketWebsite",
+    "GetBucketReplication": "s3:GetReplicationConfiguration",
+    "ListObjects": "s3:ListBucket", "ListObjectsV2": "s3:ListBucket", "ListObjectVersions": "s3:ListBucketVersions",
+    "ListMultipartUploads": "s3:ListBucketMultipartUploads", "MultiObjectSQL": "s3:ListBucket",
+    # object level
+    "PutObject": "s3:PutObject", "GetObject": "s3:GetObject", "HeadObject": "s3:GetObject",
+    "DeleteObject": "s3:DeleteObject", "CopyObject": "s3:PutObject", "RenameObject": "s3:PutObject",
+    "PutObjectTagging": "s3:PutObjectTagging", "GetObjectTagging": "s3:GetObjectTagging",
+    "DeleteObjectTagging": "s3:DeleteObjectTagging", "GetObjectAcl": "s3:GetObjectAcl",
+    "PutObjectAcl": "s3:PutObjectAcl", "CreateMultipartUpload": "s3:PutObject", "UploadPart": "s3:PutObject",
+    "UploadPartCopy": "s3:PutObject", "CompleteMultipartUpload": "s3:PutObject",
+    "AbortMultipartUpload": "s3:AbortMultipartUpload", "ListParts": "s3:ListMultipartUploadParts",
+    "SelectObjectContent": "s3:GetObject",
+}
+#: With ``?versionId=``, S3 asks for the version's own action.
+VERSION_ACTIONS = {"s3:GetObject": "s3:GetObjectVersion", "s3:DeleteObject": "s3:DeleteObjectVersion",
+                   "s3:GetObjectTagging": "s3:GetObjectVersionTagging",
+                   "s3:PutObjectTagging": "s3:PutObjectVersionTagging",
+                   "s3:DeleteObjectTagging": "s3:DeleteObjectVersionTagging",
+                   "s3:GetObjectAcl": "s3:GetObjectVersionAcl", "s3:PutObjectAcl": "s3:PutObjectVersionAcl"}
+#: Checked per key by the handler (Call.authorize), not once for the bucket.
+PER_KEY = frozenset({"DeleteObjects"})
+#: The bucket policy's own operations: a SuperUser may always run them, so a policy cannot lock everyone out
+#: (AWS keeps the same escape for the account's root user).
+POLICY_OPERATIONS = frozenset({"GetBucketPolicy", "PutBucketPolicy", "DeleteBucketPolicy", "GetBucketPolicyStatus"})
+_HEADER_KEYS = ("x-amz-acl", "x-amz-copy-source", "x-amz-metadata-directive", "x-amz-server-side-encryption",
+                "x-amz-server-side-encryption-aws-kms-key-id", "x-amz-server-side-encryption-customer-algorithm",
+                "x-amz-storage-class", "x-amz-website-redirect-location", "x-amz-grant-read", "x-amz-grant-write",
+                "x-amz-grant-read-acp", "x-amz-grant-write-acp", "x-amz-grant-full-control",
+                "x-amz-content-sha256", "x-amz-object-ownership", "x-amz-checksum-algorithm")
+
+
+def resource_arn(bucket: str, key: str = "") -> str:
+    return f"arn:aws:s3:::{bucket}/{key}" if key else f"arn:aws:s3:::{bucket}"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What conditions may ask about a request, gathered once (aws:* and s3:* keys)."""
+
+    headers: Mapping[str, str]
+    query: Mapping[str, str]
+    source_ip: str
+    secure: bool
+    auth: AuthContext | None
+    now: float
+
+
+def context_values(facts: RequestFacts, who: Principal) -> dict[str, list[str]]:
+    """The request context as condition keys (lower-case) -> values; absent keys are simply not there."""
+    values: dict[str, list[str]] = {
+        "aws:securetransport": ["true" if facts.secure else "false"],
+        "aws:currenttime": [time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(facts.now))],
+        "aws:epochtime": [str(int(facts.now))],
+        "aws:principaltype": ["Anonymous" if who.anonymous else "Account" if who.kind == "root" else "User"],
+    }
+    if facts.source_ip:
+        values["aws:sourceip"] = [facts.source_ip]
+    if not who.anonymous:
+        values["aws:userid"] = [who.userid]
+        values["aws:principalarn"] = [who.arn]
+        values["aws:principalaccount"] = [who.account]
+        if who.username:
+            values["aws:username"] = [who.username]
+    for header, key in (("referer", "aws:referer"), ("user-agent", "aws:useragent")):
+        if header in facts.headers:
+            values[key] = [facts.headers[header]]
+    for name in ("prefix", "delimiter", "max-keys"):
+        if name in facts.query:
+            values[f"s3:{name}"] = [facts.query[name]]
+    if "versionId" in facts.query:
+        values["s3:versionid"] = [facts.query["versionId"]]
+    for header in _HEADER_KEYS:
+        if header in facts.headers:
+            values[f"s3:{header}"] = [facts.headers[header]]
+    if facts.auth is not None:
+        values["s3:signatureversion"] = ["AWS4-HMAC-SHA256" if facts.auth.signature_version == 4 else "AWS"]
+        values["s3:authtype"] = ["REST-QUERY-STRING" if facts.auth.presigned else "REST-HEADER"]
+    tagging = facts.headers.get("x-amz-tagging")
+    if tagging is not None:
+        tags = parse_qsl(tagging, keep_blank_values=True)
+        values["s3:requestobjecttagkeys"] = [k for k, _ in tags]
+        for k, v in tags:
+            values[f"s3:requestobjecttag/{k}"] = [v]
+    return values
+
+
+class AccessControl:
+    """Principal resolution, bucket policy lookup and the logged decision; one per process."""
+
+    def __init__(self, engine: Engine, settings: ApiSettings) -> None:
+        self.engine = engine
+        self.settings = settings
+
+    # -- who ------------------------------------------------------------------------------------------------------
+    def principal(self, auth: AuthContext | None) -> Principal:
+        """The verified caller; InvalidAccessKeyId if its credential vanished since the signature was checked."""
+        if auth is None:
+            return anonymous()
+        access_key = auth.access_key
+        if hmac.compare_digest(access_key.encode(), self.settings.access_key.encode()):
+            return root_principal(canonical_id=self.settings.owner_id)
+        found = self.engine.secret_for(access_key) if self.settings.iam_enabled else None
+        if found is None:
+            raise S3Error(ErrorCode.INVALID_ACCESS_KEY_ID, AWSAccessKeyId=access_key)
+        return self.user(found[1])
+
+    def user(self, record: Mapping[str, Any]) -> Principal:
+        return user_principal(str(record["username"]), str(record["id"]), str(record["role"]),
+                              canonical_id=self.settings.owner_id)
+
+    # -- what -----------------------------------------------------------------------------------------------------
+    def policy(self, bucket: str) -> Policy | None:
+        """The bucket's parsed policy (cached by text), or None: no bucket, no policy."""
+        if not bucket:
+            return None
+        try:
+            text = self.engine.get_bucket_config(bucket, POLICY_KIND)
+        except S3Error:
+            return None  # no such bucket: the handler answers NoSuchBucket to whoever may ask
+        if not text:
+            return None
+        try:
+            return parse_policy(text, bucket)
+        except S3Error:  # validated when stored; a document that no longer parses grants nothing
+            log.error("bucket %s: stored policy does not parse; ignoring it", bucket)
+            return None
+
+    @staticmethod
+    def action_for(operation: str, query: Mapping[str, str]) -> str:
+        action = ACTIONS.get(operation, f"s3:{operation}")
+        return VERSION_ACTIONS.get(action, action) if "versionId" in query else action
+
+    # -- the decision ---------------------------------------------------------------------------------------------
+    def check(self, who: Principal, operation: str, action: str, bucket: str, key: str,
+              lookup: Callable[[str], Values | None], role_allows: bool) -> Decision:
+        """Decide, log a refusal with its reason, raise AccessDenied when refused."""
+        if operation in POLICY_OPERATIONS and who.role == "SuperUser":
+            return Decision(True, "role allow")
+        resource = resource_arn(bucket, key)
+        decision = decide(self.policy(bucket), who, action, resource, lookup, role_allows)
+        if not decision.allowed:
+            log.info("access denied: actor=%s operation=%s action=%s resource=%s decided-by=%s", who.label,
+                     operation, action, resource, decision.describe())
+            raise S3Error(ErrorCode.ACCESS_DENIED)
+        return decision
+
+    def lookup(self, facts: RequestFacts, who: Principal, bucket: str,
+               key: str) -> Callable[[str], Values | None]:
+        """The request context; ``s3:ExistingObjectTag/<k>`` reads the object's tags only when a condition asks."""
+        built: list[dict[str, list[str]]] = []  # the context is built on the first condition that asks
+        existing: list[dict[str, str] | None] = []
+
+        def find(name: str) -> Values | None:
+            if not built:
+                built.append(context_values(facts, who))
+            values = built[0]
+            if name in values:
+                return values[name]
+            if key and (name.startswith("s3:existingobjecttag/") or name == "s3:existingobjecttagkeys"):
+                if not existing:
+                    existing.append(self._tags(bucket, key, facts.query.get("versionId")))
+                tags = existing[0]
+                if tags is None:
+                    return None
+                if name == "s3:existingobjecttagkeys":
+                    return list(tags)
+                tag = tags.get(name.partition("/")[2])
+                return None if tag is None else [tag]
+            return None
+
+        return find
+
+    def _tags(self, bucket: str, key: str, version_id: str | None) -> dict[str, str] | None:
+        try:
+            return dict(self.engine.head_object(bucket, key, version_id).tags)
+        except S3Error:
+            return None
+
+    def authorize(self, who: Principal, operation: str, bucket: str, key: str, facts: RequestFacts) -> None:
+        """The request's own check (the bucket, or the object it names) before its handler runs."""
+        role_allows = who.role in ("Writer", "SuperUser") or (who.role == "Reader" and operation in READ_ONLY)
+        if operation in PER_KEY:  # each key is checked by the handler; without a policy nothing can allow it
+            if not role_allows and self.policy(bucket) is None:
+                log.info("access denied: actor=%s operation=%s resource=%s decided-by=no allow", who.label,
+                         operation, resource_arn(bucket))
+                raise S3Error(ErrorCode.ACCESS_DENIED)
+            return
+        lookup = self.lookup(facts, who, bucket, key)
+        self.check(who, operation, self.action_for(operation, facts.query), bucket, key, lookup, role_allows)
+
+    def guard(self, who: Principal, facts: RequestFacts, operation: str) -> Callable[[str, str, str], None]:
+        """``Call.authorize(action, bucket, key)``: a second resource of the same request (a copy source, each key
+        of a DeleteObjects, each object a query reads). Reading is allowed to every role; the rest to writers."""
+        def authorize(action: str, bucket: str, key: str) -> None:
+            reads = action.startswith(("s3:Get", "s3:List"))
+            role_allows = who.role in ("Writer", "SuperUser") or (who.role == "Reader" and reads)
+            self.check(who, operation, action, bucket, key, self.lookup(facts, who, bucket, key), role_allows)
+
+        return authorize
+

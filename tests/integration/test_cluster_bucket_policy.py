@@ -1,0 +1,49 @@
+"""A bucket policy in a pool (issue 21): it is bucket configuration (a ``bucket.config_set`` event of kind
+``policy``), so it replicates, and every node enforces it: set through one node, read and applied on the others."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from helpers.s3client import make_client
+from helpers.server import ServerProcess
+from test_cluster_node import make_pool, wait_for
+
+BUCKET = "pooled-policy"
+
+
+@pytest.fixture
+def pool(tmp_path: Path) -> Iterator[list[ServerProcess]]:
+    nodes = make_pool(tmp_path, workers=1)
+    try:
+        for node in nodes:
+            node.start()
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def test_bucket_policy_replicates_and_applies_on_every_node(pool: list[ServerProcess]) -> None:
+    first, second, third = (make_client(n.endpoint) for n in pool)
+    first.create_bucket(Bucket=BUCKET)
+    first.put_object(Bucket=BUCKET, Key="open/k", Body=b"shared")
+    doc = json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Sid": "Open", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+         "Resource": f"arn:aws:s3:::{BUCKET}/open/*"}]})
+    first.put_bucket_policy(Bucket=BUCKET, Policy=doc)
+    assert second.get_bucket_policy(Bucket=BUCKET)["Policy"] == doc  # a config read settles from R replicas
+    for node in pool:
+        url = f"{node.endpoint}/{BUCKET}/open/k"
+        wait_for(f"anonymous GET allowed on {node.host}",
+                 lambda url=url: requests.get(url, timeout=30).status_code == 200, pool)
+        assert requests.get(url, timeout=30).content == b"shared"
+    third.delete_bucket_policy(Bucket=BUCKET)
+    for node in pool:
+        url = f"{node.endpoint}/{BUCKET}/open/k"
+        wait_for(f"anonymous GET refused again on {node.host}",
+                 lambda url=url: requests.get(url, timeout=30).status_code == 403, pool)
