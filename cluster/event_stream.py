@@ -39,10 +39,10 @@ from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 
 from .catch_up import EventsTransport
-from .stream_wire import StreamReply, StreamRequest
 from .wire.s4cluster.v1 import (
     ApplyEventsReply,
     ApplyEventsRequest,
+    ApplyEventsStreamReply,
     ApplyEventsStreamRequest,
     BlobTransfer,
     CatchUpBatch,
@@ -54,9 +54,6 @@ from .wire.s4cluster.v1 import (
 log = logging.getLogger("s4.cluster")
 
 APPLY_EVENTS_STREAM = "/s4cluster.v1.S4Cluster/ApplyEventsStream"
-#: The stream's messages as both ends encode and parse them (cluster/stream_wire.py: the generated classes' bytes,
-#: without betterproto2's per-message cost); cluster/grpc_server.py serves the route with them.
-WIRE_TYPES = {APPLY_EVENTS_STREAM: (StreamRequest, StreamReply)}
 #: After a peer refused the stream (UNIMPLEMENTED), how long it is called with unary ApplyEvents before trying again.
 UNARY_RETRY_S = 60.0
 
@@ -123,7 +120,7 @@ class _Lane:
         self._slots = asyncio.Semaphore(limits.in_flight)
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[ApplyEventsReply]] = {}
-        self._queue: asyncio.Queue[StreamRequest] = asyncio.Queue()
+        self._queue: asyncio.Queue[ApplyEventsStreamRequest] = asyncio.Queue()
         self._ended = ended
         self.error: BaseException | None = None  # set once the stream is over: every later call fails with it
         self.answered = 0  # replies received (a stream refused before any reply: an older peer)
@@ -142,8 +139,8 @@ class _Lane:
                     self._pending[ident] = future
                     try:
                         left = None if deadline is None else max(1, int((deadline - loop.time()) * 1000))
-                        self._queue.put_nowait(StreamRequest(id=ident, packed=pack_request(request),
-                                                             timeout_ms=left or 0))
+                        self._queue.put_nowait(ApplyEventsStreamRequest(id=ident, packed=pack_request(request),
+                                                                        timeout_ms=left or 0))
                         return await future
                     finally:
                         self._pending.pop(ident, None)
@@ -160,7 +157,7 @@ class _Lane:
     async def _run(self) -> None:
         try:
             async with self._channel.request(APPLY_EVENTS_STREAM, Cardinality.STREAM_STREAM,
-                                             *WIRE_TYPES[APPLY_EVENTS_STREAM]) as stream:
+                                             ApplyEventsStreamRequest, ApplyEventsStreamReply) as stream:
                 await stream.send_request()  # connects (HEADERS with the auth metadata); before anyone reads
                 loop = asyncio.get_running_loop()
                 writer, reader = loop.create_task(self._write(stream)), loop.create_task(self._read(stream))
@@ -201,7 +198,7 @@ class _Lane:
 
     async def _read(self, stream: Any) -> None:
         while True:
-            message: StreamReply | None = await stream.recv_message()
+            message: ApplyEventsStreamReply | None = await stream.recv_message()
             if message is None:
                 return  # the peer ended the stream (it is stopping): ConnectionResetError
             self.answered += 1
@@ -273,17 +270,16 @@ class ApplyHandler(Protocol):
     async def apply_events(self, caller: str, request: ApplyEventsRequest) -> ApplyEventsReply: ...
 
 
-async def serve_stream(caller: str, handler: ApplyHandler,
-                       messages: AsyncIterator[StreamRequest] | AsyncIterator[ApplyEventsStreamRequest],
-                       limits: StreamLimits | None = None) -> AsyncIterator[StreamReply]:
+async def serve_stream(caller: str, handler: ApplyHandler, messages: AsyncIterator[ApplyEventsStreamRequest],
+                       limits: StreamLimits | None = None) -> AsyncIterator[ApplyEventsStreamReply]:
     """The replies to ``caller``'s stream of requests, each handled as a unary ApplyEvents (module docstring)."""
     limits = limits or StreamLimits()
     slots = asyncio.Semaphore(limits.in_flight)
-    replies: asyncio.Queue[StreamReply | BaseException | None] = asyncio.Queue()
+    replies: asyncio.Queue[ApplyEventsStreamReply | BaseException | None] = asyncio.Queue()
     tasks: set[asyncio.Task[None]] = set()
     loop = asyncio.get_running_loop()
 
-    async def one(message: StreamRequest | ApplyEventsStreamRequest) -> None:
+    async def one(message: ApplyEventsStreamRequest) -> None:
         try:
             try:
                 request = unpack_request(message.packed) if message.packed else message.request
@@ -291,16 +287,16 @@ async def serve_stream(caller: str, handler: ApplyHandler,
                 raise GRPCError(Status.INVALID_ARGUMENT, str(exc)) from None
             async with asyncio.timeout(message.timeout_ms / 1000 if message.timeout_ms else None):
                 reply = await handler.apply_events(caller, request or ApplyEventsRequest())
-            out = (StreamReply(id=message.id, packed=pack_reply(reply)) if message.packed
-                   else StreamReply(id=message.id, reply=reply))
+            out = (ApplyEventsStreamReply(id=message.id, packed=pack_reply(reply)) if message.packed
+                   else ApplyEventsStreamReply(id=message.id, reply=reply))
         except GRPCError as exc:
-            out = StreamReply(id=message.id, status=exc.status.value, message=exc.message or "")
+            out = ApplyEventsStreamReply(id=message.id, status=exc.status.value, message=exc.message or "")
         except TimeoutError:
-            out = StreamReply(id=message.id, status=Status.DEADLINE_EXCEEDED.value,
-                              message="ApplyEvents not handled within its deadline")
+            out = ApplyEventsStreamReply(id=message.id, status=Status.DEADLINE_EXCEEDED.value,
+                                         message="ApplyEvents not handled within its deadline")
         except Exception as exc:  # noqa: BLE001 - answered as the unary call's UNKNOWN, logged here
             log.exception("ApplyEvents (stream) from %s failed", caller)
-            out = StreamReply(id=message.id, status=Status.UNKNOWN.value, message=type(exc).__name__)
+            out = ApplyEventsStreamReply(id=message.id, status=Status.UNKNOWN.value, message=type(exc).__name__)
         finally:
             slots.release()
         replies.put_nowait(out)

@@ -26,7 +26,7 @@ from . import h2_tuning  # noqa: F401 - installs hyperframe's O(1) frame repr in
 from .auth import AuthError, Verifier
 from .buckets_register import KEY_PREFIXES
 from .config import ClusterConfig
-from .event_stream import WIRE_TYPES, serve_stream
+from .event_stream import serve_stream
 from .wire.s4cluster.v1 import (
     ApplyEventsReply,
     ApplyEventsRequest,
@@ -304,8 +304,7 @@ class Authenticated:
         self._logged: dict[tuple[str, str], float] = {}
 
     def __mapping__(self) -> dict[str, Handler]:
-        return {name: Handler(self._wrap(name, h.func), h.cardinality,
-                              *WIRE_TYPES.get(name, (h.request_type, h.reply_type)))
+        return {name: Handler(self._wrap(name, h.func), h.cardinality, h.request_type, h.reply_type)
                 for name, h in self.service.__mapping__().items()}
 
     def _wrap(self, method: str, func: Callable[[Stream[Any, Any]], Awaitable[None]]

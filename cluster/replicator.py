@@ -319,8 +319,8 @@ class Replicator:
         if entry.abandoned or self._loop is None:
             return
         entry.started = asyncio.get_running_loop().create_task(self._launch(entry))
-        self._tasks.add(entry.started)  # type: ignore[arg-type]
-        entry.started.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
+        self._tasks.add(entry.started)
+        entry.started.add_done_callback(self._tasks.discard)
 
     async def _launch(self, entry: _Early) -> None:
         """Build the batch's request and start one call per live peer (no journal range: not durable here yet)."""
@@ -339,7 +339,7 @@ class Replicator:
             if self._state(peer) != DEAD:
                 task = loop.create_task(self._send(peer, request, [], timeout, entry.seq))
                 self._tasks.add(task)  # type: ignore[arg-type]
-                task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
+                task.add_done_callback(self._tasks.discard)
                 task.add_done_callback(_seen)  # a batch given up (or failing) leaves no one to read its failures
                 entry.tasks[peer] = task
         self.early_sends += 1

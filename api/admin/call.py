@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import falcon.asgi
 
@@ -14,6 +14,9 @@ from s4.engine.iam import IamError
 
 from ..settings import ApiSettings
 from .tokens import TokenIssuer
+
+if TYPE_CHECKING:
+    from ..s3.access import AccessControl
 
 MAX_JSON_BYTES = 64 * 1024
 Result = tuple[int, Any]
@@ -26,6 +29,7 @@ class AdminContext(Protocol):
     settings: ApiSettings
     started: float
     tokens: TokenIssuer
+    access: AccessControl | None  # bucket policies of the console's bucket actions (s3/access.py)
 
 
 @dataclass

@@ -2,8 +2,8 @@
 authorization point calls (docs/architecture/access-control.md). Pure logic: no HTTP, no views, no clock."""
 
 from .document import Policy, Statement, parse_policy
-from .evaluate import Decision, Principal, decide, is_public
-from .principals import DEFAULT_ACCOUNT_ID, anonymous, root_principal, user_principal
+from .evaluate import Decision, decide, is_public
+from .principals import DEFAULT_ACCOUNT_ID, Principal, anonymous, root_principal, user_principal
 
 __all__ = ["DEFAULT_ACCOUNT_ID", "Decision", "Policy", "Principal", "Statement", "anonymous", "decide",
            "is_public", "parse_policy", "root_principal", "user_principal"]
