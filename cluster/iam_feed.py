@@ -172,7 +172,10 @@ class IamFeed:
             await asyncio.sleep(self.interval_s)
 
     def status(self) -> dict[str, Any]:
-        """For the health endpoint: rounds run, and how long ago the last one that reached the registry started."""
+        """For the health endpoint: rounds run, how long ago the last one that reached the registry started (None:
+        none yet), and how many registry nodes the last round reached."""
         age = None if self.last_reached is None else round(self._clock() - self.last_reached.started, 3)
-        return {"rounds": self.rounds, "synced_age_s": age}
+        last = self.last
+        return {"registry": list(self.registry), "rounds": self.rounds, "synced_age_s": age,
+                "last_answered": None if last is None else last.answered}
 

@@ -385,6 +385,8 @@ class ClusterNode:
             remaining = self.read_leases.current_until - self._clock()
             document["read_lease"] = {"local_reads": remaining > 0, "remaining_s": round(max(0.0, remaining), 3),
                                       "unsettled_events": self.unsettled.in_flight if self.unsettled else 0}
+        if self.iam_feed is not None:  # several pools: how fresh this node's copy of the cluster's IAM is
+            document["iam_feed"] = self.iam_feed.status()
         return document
 
     async def repair_status(self) -> dict[str, Any]:

@@ -256,6 +256,8 @@ def iam_across_pools(servers: list[ServerProcess]) -> None:
                   role="Writer")
     assert taken.status_code == 409, taken.text  # usernames are unique across the cluster (the registry)
     assert admin(servers[2], "GET", f"users/{user_id}", token).json()["access_key"] == keys["access_key"]
+    feed = admin(servers[2], "GET", "cluster/health", token).json()["iam_feed"]  # pool-2 follows pool-1's IAM
+    assert feed["registry"] == ["node-1", "node-2"] and feed["rounds"] >= 1
     for server in servers:  # right after the 200s, through every node of both pools, no wait
         client = as_user(server, keys)
         for bucket in ("in-one", "in-two"):
