@@ -24,7 +24,8 @@ Per request that names a bucket (path-style or virtual host, parsed as the app d
   pool (api/gateway.py ``BucketPools``).
 * **IAM users** (``/api/admin/users...``) live in the registry pool (docs/architecture/pools.md, "IAM across
   pools"): a node outside it forwards those requests there, so every IAM change is decided and committed in one
-  pool and the other pools follow it (cluster/iam_feed.py). No live node of it: 503, nothing changed.
+  pool and the other pools follow it (cluster/iam_feed.py). No live node of it: 503, nothing changed. Such a
+  request arriving forwarded (a configuration that disagrees) is a 503 too, never decided here nor sent on.
 """
 
 from __future__ import annotations
@@ -105,11 +106,15 @@ class PoolRouter:
         self._usage: dict[str, tuple[int, float]] = {}  # other pool -> (bytes stored, when asked)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.iam_pool is not None and is_iam_users(scope.get("path", "")):
+            if any(k.lower() == FORWARDED for k, _ in scope.get("headers") or ()):  # never decided outside the home
+                await self.forwarder.unavailable(scope, send, "IAM users are managed by the registry pool; this "
+                                                              "node is not in it (S4_CLUSTER_POOLS differs?).")
+                return
+            await self._forward(scope, receive, send, self.iam_pool)
+            return
         if scope["type"] != "http" or any(k.lower() == FORWARDED for k, _ in scope.get("headers") or ()):
             await self.app(scope, receive, send)
-            return
-        if self.iam_pool is not None and is_iam_users(scope.get("path", "")):
-            await self._forward(scope, receive, send, self.iam_pool)
             return
         try:
             bucket = bucket_of(scope, self.vhost_domains)
