@@ -172,7 +172,8 @@ def _read_leases(node: ClusterNode, parts: EngineParts,
     gate = ReadGate.create(gate_path(parts.data_dir))
     peers = node.liveness.peers
     grants = LeaseGrants(peers, head)
-    unsettled = Unsettled(node.config.node_id, gate, node.status()[0])
+    unsettled = Unsettled(node.config.node_id, gate, node.status()[0],
+                          members=[n.node_id for n in node.config.pool])
     unsettled.tracking_own = True
     parts.sequencer.before_visible = unsettled.before_visible
     node.read_leases, node.unsettled = ReadLeases(peers, gate), unsettled
