@@ -58,6 +58,9 @@ HELD_RESTREAMS = 3
 
 #: CatchUp streams served at once (each holds at most one journal segment in memory while it reads).
 MAX_STREAMS = 2
+#: IamFeed streams served at once, apart from CatchUp's: a peer's long catch-up never stalls the other pools' IAM
+#: rounds, nor do those rounds stall it.
+MAX_IAM_STREAMS = 2
 #: Blobs an ApplyEvents fetches from its caller at once (a large object's chunks).
 FETCH_LANES = 4
 #: A cursor moved by the peers' ApplyEvents is made durable this long after it moved (then again, if it moved on).
@@ -220,6 +223,7 @@ class EventsService:
         self.limits = limits or BatchLimits()
         self._status = status
         self._streams = asyncio.Semaphore(MAX_STREAMS)
+        self._iam_streams = asyncio.Semaphore(MAX_IAM_STREAMS)
 
     async def catch_up(self, caller: str, request: CatchUpRequest) -> AsyncIterator[CatchUpBatch]:
         limits = self.limits
@@ -234,7 +238,7 @@ class EventsService:
         limits = self.limits
         if request.batch_events:
             limits = BatchLimits(min(limits.events, request.batch_events), limits.bytes, limits.scan)
-        async with self._streams:
+        async with self._iam_streams:
             async for batch in journal_batches(self.journal, request.after_seq, limits, keep=iam_event):
                 yield batch
 

@@ -253,3 +253,26 @@ def test_iam_feed_loop_runs_rounds_until_stopped(tmp_path: Path) -> None:
         feed.catch_up.store.store.close()
 
     asyncio.run(main())
+
+
+def test_iam_feed_streams_do_not_wait_for_catch_up_streams() -> None:
+    """A registry node serving its pool's CatchUp streams (at most MAX_STREAMS, each possibly long) still serves the
+    other pools' IamFeed: separate slots, so a peer's long catch-up cannot delay a deletion's arrival elsewhere."""
+    from s4.cluster.catch_up import MAX_STREAMS, EventsService
+
+    async def main() -> None:
+        journal = Journal()
+        for hlc in range(1, 6):
+            journal.add(hlc, EventType.OBJECT_VERSION_PUT if hlc % 2 else EventType.USER_CREATED)
+        service = EventsService(journal, limits=BatchLimits(events=1, bytes=1 << 20, scan=1))
+        held = [service.catch_up("peer", CatchUpRequest()) for _ in range(MAX_STREAMS)]
+        for stream in held:  # each suspended inside its slot, more batches to come
+            assert (await anext(stream)).through_seq == 1
+        feed = service.iam_feed("other-pool-node", CatchUpRequest())
+        batches = [b async for b in feed]  # bounded: ends at the head; would wait forever on a shared slot
+        sent = [e for b in batches for e in b.events]
+        assert len(sent) == 2 and batches[-1].through_seq == 5
+        for stream in held:
+            await stream.aclose()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
