@@ -77,29 +77,47 @@ class _Quiet:
 
 @dataclass(frozen=True, slots=True)
 class Round:
-    """One round: when it started (the feed's clock), how many registry nodes answered to their heads, of how many."""
+    """One round: when it started (the feed's clock), how many registry nodes answered to their heads, of how many;
+    ``own``: 1 on a node of the registry pool (it holds its own journal: one more copy, always there)."""
 
     started: float
     answered: int
     nodes: int
+    own: int = 0
 
     @property
     def reached(self) -> bool:
-        return self.answered > self.nodes // 2
+        return self.answered + self.own > (self.nodes + self.own) // 2
+
+
+def wanted(config: Any) -> bool:
+    """Whether a node runs an ``IamFeed`` (cluster/wiring.py; its HTTP workers then ask their supervisor's): with
+    several pools, outside the registry pool (the registry's IAM, followed), or inside it with peers (an unknown
+    key settles against the pool's peers, ``on_demand``, which needs the pool's catch-up: not with S4_CATCH_UP=off)."""
+    if not config.other_pools:
+        return False
+    return config.registry_pool.name != config.pool_name or (bool(config.peers) and config.anti_entropy.catch_up)
 
 
 class IamFeed:
     """Follow the registry pool's IAM events (module docstring). ``start``/``stop`` run the periodic rounds;
-    ``refresh`` is the engine's port for an unknown access key (engine/ports.py ``IamFeedPort``)."""
+    ``refresh`` is the engine's port for an unknown access key (engine/ports.py ``IamFeedPort``).
 
-    def __init__(self, registry: Sequence[str], transport: EventsTransport, applier: PeerEventsApplier,
+    ``on_demand``: a node *of* the registry pool (several pools): the registry pool's other nodes are its pool
+    peers, followed by the pool's own ``catch_up`` (given; its cursors); no periodic round (the pool's
+    replication already brings every event), only ``refresh``, which catches up with the peers and counts this
+    node's own journal as one copy. So a key answered 200 through one registry node works through the others at
+    once, which a forwarded request from another pool may reach."""
+
+    def __init__(self, registry: Sequence[str], transport: EventsTransport | None, applier: PeerEventsApplier | None,
                  store: Any, *, interval_s: float = 1.0, call_s: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, on_demand: CatchUp | None = None) -> None:
         self.registry = tuple(registry)
         self.interval_s, self.call_s = interval_s, call_s
         self._clock = clock
-        self.catch_up = CatchUp(self.registry, transport, applier, store, _Quiet(),  # type: ignore[arg-type]
-                                settings=CatchUpSettings(backoff_s=interval_s))
+        self.own = 0 if on_demand is None else 1
+        self.catch_up = on_demand or CatchUp(self.registry, transport, applier, store,  # type: ignore[arg-type]
+                                             _Quiet(), settings=CatchUpSettings(backoff_s=interval_s))
         self._lock = asyncio.Lock()
         self.last: Round | None = None
         self.last_reached: Round | None = None
@@ -128,7 +146,7 @@ class IamFeed:
     async def _round(self) -> Round:
         started = self._clock()
         results = await asyncio.gather(*(self._pass(node) for node in self.registry))
-        done = Round(started, sum(results), len(self.registry))
+        done = Round(started, sum(results), len(self.registry), self.own)
         self.rounds += 1
         self.last = done
         if done.reached:
@@ -148,6 +166,8 @@ class IamFeed:
         return True
 
     async def start(self) -> None:
+        if self.own:  # on demand only
+            return
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="s4-iam-feed")
 
     async def stop(self) -> None:

@@ -46,7 +46,7 @@ from .catch_up import IAM_FEED, CatchUpSettings, EventsService, GrpcEventsTransp
 from .coalesce import CoalescingTransport
 from .event_stream import StreamedEventsTransport
 from .feed_store import FeedStore, store_path
-from .iam_feed import IamFeed, PrefixedCursors
+from .iam_feed import IamFeed, PrefixedCursors, wanted
 from .job_lease import RegisterLeases, open_leases
 from .key_reads import QuorumKeyReads
 from .listings import QuorumListings
@@ -258,6 +258,8 @@ def wire_node(node: ClusterNode, parts: EngineParts) -> Wired:
         node.iam_feed = IamFeed([n.node_id for n in node.config.registry_pool.nodes],
                                 GrpcEventsTransport(cas.registry_peers, idle_s=IAM_CALL_S, method=IAM_FEED),
                                 applier, PrefixedCursors(feed), interval_s=node.config.iam_sync_s, call_s=IAM_CALL_S)
+    elif wanted(node.config):  # in it: an unknown key settles against the pool's peers first
+        node.iam_feed = IamFeed(node.liveness.peers, None, None, None, call_s=IAM_CALL_S, on_demand=node.catch_up)
     wired = Wired(blobs, volumes, cas, feed, replicator, key_reads, listings, leases, gate)
     node.closers.append(wired.close)
     return wired

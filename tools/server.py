@@ -39,6 +39,7 @@ from s4.cluster.config import ClusterConfigError
 from s4.cluster.gateway import PoolSet, PoolWatch
 from s4.cluster.grpc_logging import quiet_deadlines
 from s4.cluster.grpc_server import GrpcBindError
+from s4.cluster.iam_feed import wanted as iam_feed_wanted
 from s4.cluster.listings import QuorumListings
 from s4.cluster.node import ClusterNode, journal_head
 from s4.cluster.peers import PeerPool, source_address
@@ -278,7 +279,7 @@ def _run_worker(settings: Settings, data_dir: Path, args: argparse.Namespace) ->
     if settings.cluster is not None:  # quorum reads and the register through the supervisor; listings here
         engine.key_reads = RemoteKeyReads(channel)
         engine.names = RemoteNames(channel)
-        if settings.cluster.registry_pool.name != settings.cluster.pool_name:  # the supervisor follows its IAM
+        if iam_feed_wanted(settings.cluster):  # the supervisor runs the IAM feed (cluster/iam_feed.py)
             engine.iam_feed = RemoteIamFeed(channel)
         engine.blob_repair = RemoteBlobRepair(channel)  # a bad blob read here is healed by the supervisor
         peers = PeerPool(settings.cluster)

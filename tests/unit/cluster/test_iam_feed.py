@@ -276,3 +276,37 @@ def test_iam_feed_streams_do_not_wait_for_catch_up_streams() -> None:
             await stream.aclose()
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_registry_pool_node_settles_an_unknown_key_with_its_peers_on_demand(tmp_path: Path) -> None:
+    """A node of the registry pool that was not among the W copies of a new key (a forwarded request from another
+    pool may reach it first): ``refresh`` catches up with its pool peers through the pool's own CatchUp (its
+    cursors), counting its own journal as one copy; no periodic rounds. Without a majority (itself included): 503."""
+    from s4.cluster.catch_up import CatchUp
+
+    async def main() -> None:
+        registry, applied, clock = Registry(journals={"p1": Journal(), "p2": Journal()}), Applied(), Clock()
+        store = new_store(tmp_path)
+        pool_catch_up = CatchUp(("p1", "p2"), registry, applied, store, _Reporter())  # type: ignore[arg-type]
+        feed = IamFeed(("p1", "p2"), None, None, None, clock=clock, on_demand=pool_catch_up)
+        await feed.start()
+        assert feed._task is None  # on demand only: the pool's replication brings events otherwise
+        for node in ("p1", "p2"):
+            registry.journals[node].add(9, EventType.CREDENTIAL_CREATED)  # W=2 of 3, not on this node
+        registry.up["p2"] = False
+        await feed.refresh()  # p1 and this node: a majority of three
+        assert 9 in applied.held and store.cursor("p1") == 1  # the pool's own cursor moved (not an iam: one)
+        registry.up["p1"] = False
+        with pytest.raises(ServiceUnavailableError):
+            await feed.refresh()  # this node alone is no majority
+        store.close()
+
+    asyncio.run(main())
+
+
+class _Reporter:
+    def applied(self, node_id: str, seq: int) -> None:
+        return None
+
+    def state(self, node_id: str) -> str:
+        return "alive"
