@@ -169,6 +169,21 @@ class S3Service:
             return verify_sigv4(auth_req, self.lookup_secret)
         return verify_sigv2(auth_req, self.lookup_secret, bucket_from_host=bucket if vhost else None)
 
+    async def _authenticate(self, req: falcon.asgi.Request, raw_path: str, query_string: str,
+                            headers: dict[str, str], bucket: str, vhost: bool) -> AuthContext | None:
+        """``authenticate``; a node outside the registry pool (several pools) that does not know an IAM access key
+        yet first brings the registry pool's IAM here (cluster/iam_feed.py: a key created there before this request
+        works here), then decides again: InvalidAccessKeyId only for a key the registry does not hold either."""
+        try:
+            return self.authenticate(req, raw_path, query_string, headers, bucket, vhost)
+        except S3Error as exc:
+            feed = self.engine.iam_feed
+            if feed is None or exc.code is not ErrorCode.INVALID_ACCESS_KEY_ID or not self.settings.iam_enabled \
+                    or not str(exc.fields.get("AWSAccessKeyId", "")).startswith("S4AK"):
+                raise
+            await feed.refresh()
+        return self.authenticate(req, raw_path, query_string, headers, bucket, vhost)
+
     async def __call__(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, **_: str) -> None:
         request_id = self.request_ids()
         resp.set_header("x-amz-request-id", request_id)
@@ -218,7 +233,7 @@ class S3Service:
         if req.method == "OPTIONS":
             self._preflight(bucket, headers, resp)
             return
-        auth = self.authenticate(req, raw_path, query_string, headers, bucket, where.virtual_host)
+        auth = await self._authenticate(req, raw_path, query_string, headers, bucket, where.virtual_host)
         req.context.actor = auth.access_key if auth is not None else "anonymous"
         target = route(req.method, bucket, key, query, headers)
         req.context.operation = target.operation or "unknown"

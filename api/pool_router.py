@@ -22,6 +22,10 @@ Per request that names a bucket (path-style or virtual host, parsed as the app d
   serves the request (the signature covers what the client sent, which arrives unchanged).
 * A bucket request served here answers with ``x-s4-pool: <this pool>``, from which a gateway learns the bucket's
   pool (api/gateway.py ``BucketPools``).
+* **IAM users** (``/api/admin/users...``) live in the registry pool (docs/architecture/pools.md, "IAM across
+  pools"): a node outside it forwards those requests there, so every IAM change is decided and committed in one
+  pool and the other pools follow it (cluster/iam_feed.py). No live node of it: 503, nothing changed. Such a
+  request arriving forwarded (a configuration that disagrees) is a 503 too, never decided here nor sent on.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from .s3.xml_parse import parse_create_bucket
 log = logging.getLogger("s4.pools")
 
 FORWARDED = FORWARDED_HEADER.encode()
+IAM_USERS_PATH = "/api/admin/users"
 MAX_CREATE_BODY = 64 * 1024
 LOCATE_TTL_S = 30.0
 USAGE_TTL_S = 10.0
@@ -55,6 +60,11 @@ def bucket_of(scope: Scope, vhost_domains: tuple[str, ...]) -> str:
     raw = (scope.get("raw_path") or path.encode()).decode("latin-1")
     host = next((v.decode("latin-1") for k, v in scope.get("headers") or () if k.lower() == b"host"), "")
     return split_target(raw, host, vhost_domains).bucket
+
+
+def is_iam_users(path: str) -> bool:
+    """The admin API's IAM user and credential requests (api/admin/router.py)."""
+    return path == IAM_USERS_PATH or path.startswith(IAM_USERS_PATH + "/")
 
 
 def is_create_bucket(scope: Scope, vhost_domains: tuple[str, ...]) -> bool:
@@ -76,8 +86,10 @@ class PoolRouter:
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], *, node_id: str, pool: str,
                  region: str, vhost_domains: tuple[str, ...], pools: Any, forwarder: GatewayApp,
                  locate: Callable[[str], Awaitable[str | None]], held_here: Callable[[str], bool],
-                 own_usage: Callable[[], int], clock: Callable[[], float] = time.monotonic) -> None:
-        """``pools``: the other pools' watches (cluster/gateway.py ``PoolSet``: ``of(name)``, ``start``, ``stop``)."""
+                 own_usage: Callable[[], int], clock: Callable[[], float] = time.monotonic,
+                 iam_pool: str | None = None) -> None:
+        """``pools``: the other pools' watches (cluster/gateway.py ``PoolSet``: ``of(name)``, ``start``, ``stop``);
+        ``iam_pool``: the registry pool, when this node is outside it (its IAM user requests are forwarded there)."""
         self.app = app
         self.node_id = node_id
         self.pool = pool
@@ -89,10 +101,18 @@ class PoolRouter:
         self.held_here = held_here
         self.own_usage = own_usage
         self._clock = clock
+        self.iam_pool = iam_pool
         self._located: dict[str, tuple[str, float]] = {}  # bucket -> (pool, when asked)
         self._usage: dict[str, tuple[int, float]] = {}  # other pool -> (bytes stored, when asked)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.iam_pool is not None and is_iam_users(scope.get("path", "")):
+            if any(k.lower() == FORWARDED for k, _ in scope.get("headers") or ()):  # never decided outside the home
+                await self.forwarder.unavailable(scope, send, "IAM users are managed by the registry pool; this "
+                                                              "node is not in it (S4_CLUSTER_POOLS differs?).")
+                return
+            await self._forward(scope, receive, send, self.iam_pool)
+            return
         if scope["type"] != "http" or any(k.lower() == FORWARDED for k, _ in scope.get("headers") or ()):
             await self.app(scope, receive, send)
             return

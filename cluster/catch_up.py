@@ -32,7 +32,7 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from s4.engine.replica import referenced_hashes
 from s4.journal.codec import decode_event, encode_event
-from s4.journal.events import REPLICATED, Event
+from s4.journal.events import REPLICATED, Event, EventType
 
 from .feed_store import FeedStore
 from .wake import cancel_and_wait, wait_event
@@ -50,6 +50,7 @@ from .wire.s4cluster.v1 import (
 log = logging.getLogger("s4.cluster")
 
 CATCH_UP = "/s4cluster.v1.S4Cluster/CatchUp"
+IAM_FEED = "/s4cluster.v1.S4Cluster/IamFeed"
 APPLY_EVENTS = "/s4cluster.v1.S4Cluster/ApplyEvents"
 
 #: Streams again from the cursor when events are still held back at the end of a stream and the peer's head moved.
@@ -57,6 +58,9 @@ HELD_RESTREAMS = 3
 
 #: CatchUp streams served at once (each holds at most one journal segment in memory while it reads).
 MAX_STREAMS = 2
+#: IamFeed streams served at once, apart from CatchUp's: a peer's long catch-up never stalls the other pools' IAM
+#: rounds, nor do those rounds stall it.
+MAX_IAM_STREAMS = 2
 #: Blobs an ApplyEvents fetches from its caller at once (a large object's chunks).
 FETCH_LANES = 4
 #: A cursor moved by the peers' ApplyEvents is made durable this long after it moved (then again, if it moved on).
@@ -68,6 +72,15 @@ MAX_WAITING_RANGES = 4096
 def replicated(event: Event) -> bool:
     """A logical event, the same on every replica (not a node-local blob.* / volume.* one)."""
     return event.type in REPLICATED
+
+
+IAM_EVENTS = frozenset({EventType.USER_CREATED, EventType.USER_UPDATED, EventType.USER_DELETED,
+                        EventType.CREDENTIAL_CREATED, EventType.CREDENTIAL_DELETED})
+
+
+def iam_event(event: Event) -> bool:
+    """What IamFeed serves: users and credentials (docs/architecture/pools.md, "IAM across pools")."""
+    return event.type in IAM_EVENTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,13 +161,14 @@ class AppliedReporter(Protocol):
 # --- server side ----------------------------------------------------------------------------------------------------
 
 
-async def journal_batches(journal: JournalReader, after_seq: int, limits: BatchLimits
-                          ) -> AsyncIterator[CatchUpBatch]:
+async def journal_batches(journal: JournalReader, after_seq: int, limits: BatchLimits,
+                          keep: Callable[[Event], bool] = replicated) -> AsyncIterator[CatchUpBatch]:
     """The journal after ``after_seq`` up to its head when called, as CatchUp batches.
 
     ``through_seq`` is the last journal seq the batch covers, node-local events skipped included (so the caller's
     cursor moves past them); ``head_seq`` the head this stream ends at. Nothing after ``after_seq``: one empty
-    batch (through ``after_seq``), so the caller always learns the head (and sees a head below its cursor)."""
+    batch (through ``after_seq``), so the caller always learns the head (and sees a head below its cursor).
+    ``keep``: which events are sent (IamFeed: the IAM events only; the others are skipped like node-local ones)."""
     head = journal.last_seq
     if after_seq >= head:
         yield CatchUpBatch(events=[], through_seq=after_seq, head_seq=head)
@@ -166,7 +180,7 @@ async def journal_batches(journal: JournalReader, after_seq: int, limits: BatchL
         size, scanned, last = 0, 0, None
         for event in source:
             scanned, last = scanned + 1, event.seq
-            if replicated(event):
+            if keep(event):
                 envelope = encode_event(event)
                 envelopes.append(envelope)
                 size += len(envelope)
@@ -209,6 +223,7 @@ class EventsService:
         self.limits = limits or BatchLimits()
         self._status = status
         self._streams = asyncio.Semaphore(MAX_STREAMS)
+        self._iam_streams = asyncio.Semaphore(MAX_IAM_STREAMS)
 
     async def catch_up(self, caller: str, request: CatchUpRequest) -> AsyncIterator[CatchUpBatch]:
         limits = self.limits
@@ -216,6 +231,15 @@ class EventsService:
             limits = BatchLimits(min(limits.events, request.batch_events), limits.bytes, limits.scan)
         async with self._streams:
             async for batch in journal_batches(self.journal, request.after_seq, limits):
+                yield batch
+
+    async def iam_feed(self, caller: str, request: CatchUpRequest) -> AsyncIterator[CatchUpBatch]:
+        """CatchUp of the IAM events only: what another pool's node follows (cluster/iam_feed.py)."""
+        limits = self.limits
+        if request.batch_events:
+            limits = BatchLimits(min(limits.events, request.batch_events), limits.bytes, limits.scan)
+        async with self._iam_streams:
+            async for batch in journal_batches(self.journal, request.after_seq, limits, keep=iam_event):
                 yield batch
 
     async def catch_up_from(self, caller: str, request: CatchUpFromRequest) -> CatchUpFromReply:
@@ -570,12 +594,14 @@ class GrpcEventsTransport:
     """``EventsTransport`` over the pool's channels: CatchUp bounded per message (``idle_s``: no batch within it
     and the stream is reset), ApplyEvents by ``call_s``."""
 
-    def __init__(self, pool: PeerChannels, *, idle_s: float = 30.0, call_s: float = 30.0) -> None:
-        self.pool, self.idle_s, self.call_s = pool, idle_s, call_s
+    def __init__(self, pool: PeerChannels, *, idle_s: float = 30.0, call_s: float = 30.0,
+                 method: str = CATCH_UP) -> None:
+        """``method``: CatchUp, or IamFeed (cluster/iam_feed.py: the registry pool's IAM events)."""
+        self.pool, self.idle_s, self.call_s, self.method = pool, idle_s, call_s, method
 
     async def catch_up(self, peer: str, request: CatchUpRequest) -> AsyncIterator[CatchUpBatch]:
         channel = self.pool.stub(peer).channel  # type: ignore[attr-defined]
-        async with channel.request(CATCH_UP, Cardinality.UNARY_STREAM, CatchUpRequest, CatchUpBatch) as stream:
+        async with channel.request(self.method, Cardinality.UNARY_STREAM, CatchUpRequest, CatchUpBatch) as stream:
             async with asyncio.timeout(self.idle_s):  # connecting included
                 await stream.send_message(request, end=True)
             while True:

@@ -32,6 +32,7 @@ ENV_NAMES = {
     "catch_up": "S4_CATCH_UP",
     "gc_grace_days": "S4_GC_GRACE_DAYS", "max_rejoin_downtime_days": "S4_MAX_REJOIN_DOWNTIME_DAYS",
     "secret_key": "S4_SECRET_ACCESS_KEY", "cluster_pools": "S4_CLUSTER_POOLS",
+    "iam_sync_s": "S4_IAM_SYNC_SECS",
 }
 REQUIRED = ("node_id", "node_grpc_addr", "node_http_addr", "pool_name", "pool_nodes")
 #: S4_CLUSTER_POOLS: pools separated by ';', each ``name=`` and its S4_POOL_NODES-style list
@@ -91,6 +92,9 @@ class ClusterConfig:
     max_rejoin_downtime_days: float = 3.0  # away longer (and the pool moved on): bootstrap afresh
     #: every pool of the cluster (S4_CLUSTER_POOLS), in name order, this node's included; () = this pool alone
     cluster_pools: tuple[PoolSpec, ...] = ()
+    #: several pools, a node outside the registry pool: a round of the registry's IAM feed this often
+    #: (cluster/iam_feed.py; docs/architecture/pools.md, "IAM across pools")
+    iam_sync_s: float = 1.0
 
     @property
     def pools(self) -> tuple[PoolSpec, ...]:
@@ -174,6 +178,9 @@ def build_cluster_config(values: Mapping[str, Any], name_of: Callable[[str], str
     if not 1 <= lease <= 86400:  # also refuses NaN
         raise fail("job_lease_s", f"{lease} must be between 1 and 86400 seconds")
     anti_entropy = _anti_entropy(values, fail)
+    iam_sync = float(values.get("iam_sync_s", 1.0))
+    if not 0.05 <= iam_sync <= 3600:  # also refuses NaN
+        raise fail("iam_sync_s", f"{iam_sync} must be between 0.05 and 3600 seconds")
     grace, rejoin = _tombstone_windows(values, hint_ttl, fail, name)
 
     warnings = []
@@ -186,7 +193,7 @@ def build_cluster_config(values: Mapping[str, Any], name_of: Callable[[str], str
                          write_quorum=w, read_quorum=r, hint_ttl_hours=hint_ttl, max_clock_offset_s=offset, key=key,
                          key_derived_from_s3_secret=not secret, warnings=tuple(warnings), job_lease_s=lease,
                          anti_entropy=anti_entropy, gc_grace_days=grace, max_rejoin_downtime_days=rejoin,
-                         cluster_pools=pools)
+                         cluster_pools=pools, iam_sync_s=iam_sync)
 
 
 def _own_pool(values: Mapping[str, Any], pools: tuple[PoolSpec, ...], fail: Callable[[str, str], Exception],

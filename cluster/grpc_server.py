@@ -73,7 +73,7 @@ _LOG_EVERY_S = 60.0
 PING_METHOD = "/s4cluster.v1.S4Cluster/Ping"
 #: What nodes of the cluster's other pools may call on the registry pool's nodes (docs/architecture/pools.md).
 REGISTRY_METHODS = ("/s4cluster.v1.S4Cluster/CasPrepare", "/s4cluster.v1.S4Cluster/CasAccept",
-                    "/s4cluster.v1.S4Cluster/CasList")
+                    "/s4cluster.v1.S4Cluster/CasList", "/s4cluster.v1.S4Cluster/IamFeed")
 
 
 class LocalStatus(Protocol):
@@ -101,6 +101,8 @@ class EventsHandler(Protocol):
     def catch_up(self, caller: str, request: CatchUpRequest) -> AsyncIterator[CatchUpBatch]: ...
 
     async def catch_up_from(self, caller: str, request: CatchUpFromRequest) -> CatchUpFromReply: ...
+
+    def iam_feed(self, caller: str, request: CatchUpRequest) -> AsyncIterator[CatchUpBatch]: ...
 
 
 class BlobsHandler(Protocol):
@@ -238,6 +240,10 @@ class ClusterService(S4ClusterBase):
 
     async def catch_up_from(self, message: CatchUpFromRequest) -> CatchUpFromReply:
         return await self._area(self.handlers.events, "events").catch_up_from(CALLER.get(), message)
+
+    async def iam_feed(self, message: CatchUpRequest) -> AsyncIterator[CatchUpBatch]:
+        async for batch in self._area(self.handlers.events, "events").iam_feed(CALLER.get(), message):
+            yield batch
 
     async def put_blob(self, messages: AsyncIterator[PutBlobChunk]) -> PutBlobReply:
         handler = self._area(self.handlers.blobs, "blobs")

@@ -51,6 +51,7 @@ from .drain import Drain
 from .feed_store import FeedStore
 from .grpc_server import ClusterServer, Handlers
 from .hints import Hints, HintSettings
+from .iam_feed import IamFeed
 from .key_reads import QuorumKeyReads
 from .liveness import ALIVE, Liveness, LivenessSettings
 from .peers import PeerPool
@@ -118,6 +119,7 @@ class ClusterNode:
         self.rejoin: Rejoin | None = None  # ... and tombstone GC with the rejoin rule (docs/architecture/tombstones.md)
         self.tombstones: TombstoneGC | None = None
         self.on_refused: Callable[[], None] | None = None  # this node's data must not rejoin: stop the server
+        self.iam_feed: IamFeed | None = None  # several pools, outside the registry pool: its IAM (cluster/wiring.py)
 
     def enable_feed(self, store: FeedStore, journal: JournalReader, applier: PeerEventsApplier,
                     fetcher: BlobFetcher | None = None, *, catch_up: CatchUpSettings | None = None,
@@ -161,6 +163,8 @@ class ClusterNode:
             await self.anti_entropy.start()
         if self.tombstones is not None:
             await self.tombstones.start()
+        if self.iam_feed is not None:
+            await self.iam_feed.start()
         self._task = asyncio.get_running_loop().create_task(self._heartbeat(), name="s4-cluster-heartbeat")
 
     async def _check_rejoin(self) -> None:
@@ -191,6 +195,8 @@ class ClusterNode:
         await self.drain.stop()
         if self.tombstones is not None:
             await self.tombstones.stop()
+        if self.iam_feed is not None:
+            await self.iam_feed.stop()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -379,6 +385,8 @@ class ClusterNode:
             remaining = self.read_leases.current_until - self._clock()
             document["read_lease"] = {"local_reads": remaining > 0, "remaining_s": round(max(0.0, remaining), 3),
                                       "unsettled_events": self.unsettled.in_flight if self.unsettled else 0}
+        if self.iam_feed is not None:  # several pools: how fresh this node's copy of the cluster's IAM is
+            document["iam_feed"] = self.iam_feed.status()
         return document
 
     async def repair_status(self) -> dict[str, Any]:

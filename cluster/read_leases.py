@@ -31,7 +31,7 @@ import heapq
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,8 +203,13 @@ class Unsettled:
     (``own_done``); a peer's, until its watermark passes them."""
 
     def __init__(self, node_id: str, gate: ReadGate, settled_hlc: int = 0, *,
-                 clock: Callable[[], float] = time.monotonic, settings: LeaseSettings | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, settings: LeaseSettings | None = None,
+                 members: Collection[str] | None = None) -> None:
+        """``members``: this pool's node ids (None: any origin). An event coordinated outside the pool (the
+        registry pool's IAM events a node of another pool follows: cluster/iam_feed.py) is settled when it arrives:
+        its coordinator sends this node no watermark, so counting it would keep every read off the local path."""
         self.node_id, self.gate, self._clock = node_id, gate, clock
+        self.members = None if members is None else frozenset(members)
         self.settings = settings or LeaseSettings()
         self._lock = threading.Lock()
         self._watermarks: dict[str, int] = {}  # peer -> HLC below which its writes are settled
@@ -219,7 +224,7 @@ class Unsettled:
     def before_visible(self, events: list[Event]) -> None:
         with self._lock:
             for event in events:
-                if event.type not in REPLICATED:
+                if event.type not in REPLICATED or (self.members is not None and event.origin not in self.members):
                     continue
                 if event.origin == self.node_id:
                     self._own_high = max(self._own_high, event.hlc)

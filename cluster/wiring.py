@@ -42,10 +42,11 @@ from .anti_entropy import AntiEntropy, AntiEntropySettings, GrpcAntiEntropyTrans
 from .blob_server import BlobService, DamageReporter
 from .blobs import StagedBlobs
 from .buckets_register import CasNode
-from .catch_up import CatchUpSettings, EventsService, GrpcEventsTransport, JournalReader, PoolBlobFetcher
+from .catch_up import IAM_FEED, CatchUpSettings, EventsService, GrpcEventsTransport, JournalReader, PoolBlobFetcher
 from .coalesce import CoalescingTransport
 from .event_stream import StreamedEventsTransport
 from .feed_store import FeedStore, store_path
+from .iam_feed import IamFeed, PrefixedCursors, wanted
 from .job_lease import RegisterLeases, open_leases
 from .key_reads import QuorumKeyReads
 from .listings import QuorumListings
@@ -62,6 +63,8 @@ log = logging.getLogger("s4.cluster")
 #: The worker number of the volumes a node's blob service writes peers' blobs to (``w1000-*.vol``). The journal
 #: owner appends as worker 0 and HTTP workers as 1..S4_WORKERS, so S4_WORKERS must stay below it.
 CLUSTER_VOLUMES_WORKER = 1000
+#: One pass of the registry's IAM feed from one registry node takes at most this long (cluster/iam_feed.py).
+IAM_CALL_S = 5.0
 
 
 class CommittedJournal:
@@ -169,7 +172,8 @@ def _read_leases(node: ClusterNode, parts: EngineParts,
     gate = ReadGate.create(gate_path(parts.data_dir))
     peers = node.liveness.peers
     grants = LeaseGrants(peers, head)
-    unsettled = Unsettled(node.config.node_id, gate, node.status()[0])
+    unsettled = Unsettled(node.config.node_id, gate, node.status()[0],
+                          members=[n.node_id for n in node.config.pool])
     unsettled.tracking_own = True
     parts.sequencer.before_visible = unsettled.before_visible
     node.read_leases, node.unsettled = ReadLeases(peers, gate), unsettled
@@ -250,6 +254,12 @@ def wire_node(node: ClusterNode, parts: EngineParts) -> Wired:
     listings = QuorumListings(node.config.node_id, node.liveness.peers, node.config.read_quorum, parts.views,
                               node.pool.stub, state=node.liveness.state)
     leases = open_leases(node.config, cas.acceptor, node.pool, cas.register.proposer.incarnation)
+    if cas.registry_peers is not None:  # outside the registry pool: follow its IAM (docs/architecture/pools.md)
+        node.iam_feed = IamFeed([n.node_id for n in node.config.registry_pool.nodes],
+                                GrpcEventsTransport(cas.registry_peers, idle_s=IAM_CALL_S, method=IAM_FEED),
+                                applier, PrefixedCursors(feed), interval_s=node.config.iam_sync_s, call_s=IAM_CALL_S)
+    elif wanted(node.config):  # in it: an unknown key settles against the pool's peers first
+        node.iam_feed = IamFeed(node.liveness.peers, None, None, None, call_s=IAM_CALL_S, on_demand=node.catch_up)
     wired = Wired(blobs, volumes, cas, feed, replicator, key_reads, listings, leases, gate)
     node.closers.append(wired.close)
     return wired

@@ -39,7 +39,16 @@ from .model import (
     version_record,
 )
 from .names import check_bucket_name, check_key
-from .ports import BlobRepairPort, BucketNamesPort, ClusterStatus, CommitPath, CommitPort, KeyReadPort, ListingPort
+from .ports import (
+    BlobRepairPort,
+    BucketNamesPort,
+    ClusterStatus,
+    CommitPath,
+    CommitPort,
+    IamFeedPort,
+    KeyReadPort,
+    ListingPort,
+)
 from .read_gate import ReadGate
 from .sequencer import Command
 from .space import SpaceGuard
@@ -74,6 +83,9 @@ class Engine(IamOps):
 
     cluster: ClusterStatus | None = None  # the node's pool and its liveness, set by tools/server.py (engine/ports.py)
     names: BucketNamesPort | None = None  # a pool's bucket-name register (S4_MODE=cluster), set by tools/server.py
+    #: Several pools, a node outside the registry pool: the registry pool's IAM, followed (cluster/iam_feed.py);
+    #: asked before an unknown access key is refused. Set by tools/server.py.
+    iam_feed: IamFeedPort | None = None
     #: Volumes compaction must leave alone for now, beyond the active ones: a cluster node's volumes holding blobs
     #: received from a peer that no event references yet (cluster/blobs.py's staged table). Set by tools/server.py.
     pinned_volumes: Callable[[], set[str]] = staticmethod(set)

@@ -259,6 +259,14 @@ class SoleNodeLeases:
         return None
 
 
+class IamFeedPort(Protocol):
+    """Several pools: a node outside the registry pool follows its IAM (cluster/iam_feed.py). ``refresh`` returns
+    once a round that started after the call applied what a majority of the registry pool holds (an access key
+    created there before the call is then in the views); ServiceUnavailableError when no majority answered."""
+
+    async def refresh(self) -> None: ...
+
+
 class LoginThrottlePort(Protocol):
     """The node-wide login throttle, when another process keeps it (engine/login_throttle.py)."""
 

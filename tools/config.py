@@ -158,6 +158,7 @@ ENV: dict[str, tuple[str, Callable[[str, str], Any], Any]] = {
     "S4_READ_QUORUM": ("read_quorum", parse_int, 2),
     "S4_GC_GRACE_DAYS": ("gc_grace_days", parse_float, 7.0),
     "S4_MAX_REJOIN_DOWNTIME_DAYS": ("max_rejoin_downtime_days", parse_float, 3.0),
+    "S4_IAM_SYNC_SECS": ("iam_sync_s", parse_float, 1.0),  # several pools: the registry's IAM feed (iam_feed.py)
     "S4_ANTI_ENTROPY_INTERVAL_SECS": ("anti_entropy_interval_secs", parse_int, 600),
     "S4_SCRUBBER_FULL_SCAN_DAYS": ("scrubber_full_scan_days", parse_float, 30.0),
     "S4_HINT_TTL_HOURS": ("hint_ttl_hours", parse_float, 3.0),
@@ -191,6 +192,7 @@ CLUSTER_ONLY: tuple[str, ...] = (
     "write_quorum", "read_quorum", "hint_ttl_hours", "cluster_secret", "max_clock_offset_s", "job_lease_s")
 CLUSTER_ONLY += ("anti_entropy_interval_secs", "anti_entropy_rate_keys", "anti_entropy_rate_bytes", "catch_up",
                  "gc_grace_days", "max_rejoin_downtime_days", "cluster_pools")
+CLUSTER_ONLY += ("iam_sync_s",)
 # Settings a gateway (S4_MODE=gateway) does not read: it stores nothing, runs no background job, serves no gRPC and
 # verifies no credential (the nodes do). Each must stay at its default, so a node's configuration reused for a
 # gateway by mistake stops start-up instead of running without what it asked for (docs/operations.md, Gateway).
@@ -202,7 +204,7 @@ GATEWAY_UNUSED = ("node_grpc_addr", "node_http_addr", "seeds", "replication_fact
                   "select_enabled", "select_max_memory", "select_timeout_s", "select_node_memory",
                   "scrubber_full_scan_days", "anti_entropy_interval_secs",
                   "anti_entropy_rate_keys", "anti_entropy_rate_bytes", "catch_up", "gc_grace_days",
-                  "max_rejoin_downtime_days")
+                  "max_rejoin_downtime_days", "iam_sync_s")
 # config.toml (section, key) -> settings field, parser
 TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
     ("server", "bind"): ("bind", lambda n, v: str(v)),
@@ -244,6 +246,7 @@ TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
     ("cluster", "catch_up"): ("catch_up", lambda n, v: parse_bool(n, str(v))),
     ("cluster", "gc_grace_days"): ("gc_grace_days", lambda n, v: parse_float(n, str(v))),
     ("cluster", "max_rejoin_downtime_days"): ("max_rejoin_downtime_days", lambda n, v: parse_float(n, str(v))),
+    ("cluster", "iam_sync_secs"): ("iam_sync_s", lambda n, v: parse_float(n, str(v))),
 }
 
 

@@ -39,6 +39,7 @@ from s4.cluster.config import ClusterConfigError
 from s4.cluster.gateway import PoolSet, PoolWatch
 from s4.cluster.grpc_logging import quiet_deadlines
 from s4.cluster.grpc_server import GrpcBindError
+from s4.cluster.iam_feed import wanted as iam_feed_wanted
 from s4.cluster.listings import QuorumListings
 from s4.cluster.node import ClusterNode, journal_head
 from s4.cluster.peers import PeerPool, source_address
@@ -57,6 +58,7 @@ from s4.engine.remote import (
     LoopChannel,
     RemoteBlobRepair,
     RemoteCluster,
+    RemoteIamFeed,
     RemoteKeyReads,
     RemoteNames,
 )
@@ -180,6 +182,7 @@ def _cluster_node(engine: Engine, settings: Settings, commit_path: LocalCommitPa
                                 on_seal=engine._on_seal, sequencer=commit_path.sequencer))
     engine.cluster = node
     engine.names = wired.cas.names  # CreateBucket/DeleteBucket decided by the pool's register (engine/bucket_names.py)
+    engine.iam_feed = node.iam_feed  # several pools: an unknown access key is looked for in the registry's IAM
     engine.pinned_volumes = wired.blobs.staged.volumes  # compaction leaves staged blobs' volumes alone
     if isinstance(commit_path, ReplicatedCommitPath):  # from now on a write is answered once W replicas hold it
         commit_path.attach(wired.replicator)
@@ -276,6 +279,8 @@ def _run_worker(settings: Settings, data_dir: Path, args: argparse.Namespace) ->
     if settings.cluster is not None:  # quorum reads and the register through the supervisor; listings here
         engine.key_reads = RemoteKeyReads(channel)
         engine.names = RemoteNames(channel)
+        if iam_feed_wanted(settings.cluster):  # the supervisor runs the IAM feed (cluster/iam_feed.py)
+            engine.iam_feed = RemoteIamFeed(channel)
         engine.blob_repair = RemoteBlobRepair(channel)  # a bad blob read here is healed by the supervisor
         peers = PeerPool(settings.cluster)
         engine.listings = QuorumListings(settings.cluster.node_id, [p.node_id for p in settings.cluster.peers],
@@ -362,7 +367,8 @@ def _pool_router(engine: Engine, settings: Settings, routers: list[Any]) -> Call
         router = PoolRouter(app, node_id=config.node_id, pool=config.pool_name, region=settings.region,
                             vhost_domains=_domains(settings), pools=pools, forwarder=forwarder, locate=locate,
                             held_here=engine.holds_bucket,
-                            own_usage=lambda: sum(b.bytes_stored for b in engine.list_buckets()))
+                            own_usage=lambda: sum(b.bytes_stored for b in engine.list_buckets()),
+                            iam_pool=None if registry == config.pool_name else registry)
         routers.append(router)
         return router
     return wrap

@@ -13,6 +13,7 @@ from .client import (
     RemoteBlobRepair,
     RemoteCluster,
     RemoteIam,
+    RemoteIamFeed,
     RemoteJobs,
     RemoteKeyReads,
     RemoteNames,
@@ -24,4 +25,4 @@ from .service import SequencerService, WorkerLink
 
 __all__ = ["ChannelClosedError", "ChannelCommitPath", "LoopChannel", "RemoteBlobRepair", "RemoteCluster",
            "RemoteIam", "RemoteJobs",
-           "RemoteKeyReads", "RemoteNames", "RemoteSequencer", "SequencerService", "WorkerLink"]
+           "RemoteKeyReads", "RemoteNames", "RemoteSequencer", "SequencerService", "WorkerLink", "RemoteIamFeed"]

@@ -158,6 +158,17 @@ class RemoteBlobRepair:
                                              "problem": problem, "cause": cause}))
 
 
+class RemoteIamFeed:
+    """The registry pool's IAM (engine/ports.py ``IamFeedPort``) in an HTTP worker: the supervisor follows it, so
+    a refresh runs there (channel op ``iam_refresh``); the worker then reads the views it shares."""
+
+    def __init__(self, channel: LoopChannel) -> None:
+        self.channel = channel
+
+    async def refresh(self) -> None:
+        await self.channel.call({"op": "iam_refresh"})
+
+
 class RemoteNames:
     """The name register (engine/ports.py ``BucketNamesPort``: bucket names and usernames) in an HTTP worker of a
     cluster node: the supervisor runs the cluster node, so each register step goes over the channel and runs there

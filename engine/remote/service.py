@@ -28,7 +28,15 @@ from typing import Any
 from ..errors import ServiceUnavailableError
 from ..login_throttle import LoginThrottle
 from ..model import BlobLocation
-from ..ports import BlobRepairPort, BucketNamesPort, ClusterStatus, KeyReadPort, NameClaim, ReplicationPort
+from ..ports import (
+    BlobRepairPort,
+    BucketNamesPort,
+    ClusterStatus,
+    IamFeedPort,
+    KeyReadPort,
+    NameClaim,
+    ReplicationPort,
+)
 from ..sequencer import Command, Committed, Recorded, Sequencer
 from .pending import ChannelClosedError
 from .wire import FrameBuffer, encode_error, encode_frame
@@ -58,6 +66,7 @@ class SequencerService:
         self._committing = False  # a cluster node: a batch is being made durable on the committer thread
         self._committer: concurrent.futures.ThreadPoolExecutor | None = None
         self.blob_repair: BlobRepairPort | None = None  # a cluster node's healer (cluster/scrub_heal.py), for reads
+        self.iam_feed: IamFeedPort | None = None  # several pools: the registry pool's IAM (cluster/iam_feed.py)
 
     async def attach(self, sock: socket.socket, name: str) -> WorkerLink:
         """Serve the worker at the other end of ``sock`` (one end of its socketpair)."""
@@ -87,6 +96,8 @@ class SequencerService:
             loc = BlobLocation(message["hash"], message["volume"], message["offset"], message["size"])
             self._answer(link, request_id, self.blob_repair.repair(loc, message.get("problem", ""),
                                                                    message.get("cause", "read")))
+        elif op == "iam_refresh" and self.iam_feed is not None:  # a worker met an access key it does not know
+            self._answer(link, request_id, self.iam_feed.refresh())
         elif op == "names" and message.get("method") in NAMES_METHODS:
             self._names_call(link, request_id, message["method"], message.get("kwargs") or {})
         elif op == "throttle" and message.get("action") in LoginThrottle.ACTIONS:

@@ -10,7 +10,9 @@ back through every node; a gateway in front of both pools routes by pool. Every 
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import time
 from pathlib import Path
 
 import boto3
@@ -122,31 +124,9 @@ def test_issue20_buckets_pinned_to_pools_and_served_through_any_node(tmp_path: P
     assert [b["Name"] for b in rest["Buckets"]] == ["in-two"] and "ContinuationToken" not in rest
     assert s3[2].get_object(Bucket="anywhere", Key="x")["Body"].read() == b"small"
 
-    # IAM: the configured credentials (above) work in every pool; an IAM user lives in the pool it was created in
-    # (docs/architecture/pools.md, "IAM across pools"): its key works for that pool's buckets through any node,
-    # and another pool's nodes refuse it exactly
-    tok = requests.post(f"{servers[2].endpoint}/api/admin/login", timeout=30,
-                        json={"username": "root", "password": ROOT_PASSWORD}).json()["token"]
-    auth = {"Authorization": f"Bearer {tok}"}
-    user = requests.post(f"{servers[2].endpoint}/api/admin/users", headers=auth, timeout=30,
-                         json={"username": "writer", "password": "user-password-1", "role": "Writer"})
-    assert user.status_code in (200, 201), user.text
-    keys = requests.post(f"{servers[2].endpoint}/api/admin/users/{user.json()['id']}/credentials", headers=auth,
-                         timeout=30).json()
-    taken = requests.post(f"{servers[0].endpoint}/api/admin/users", timeout=30, json={
-        "username": "writer", "password": "user-password-1", "role": "Writer"}, headers={
-        "Authorization": "Bearer " + requests.post(f"{servers[0].endpoint}/api/admin/login", timeout=30, json={
-            "username": "root", "password": ROOT_PASSWORD}).json()["token"]})
-    assert taken.status_code == 409, taken.text  # usernames are unique across the cluster (the registry)
-    for server in (servers[2], servers[0]):
-        as_user = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
-                               aws_access_key_id=keys["access_key"], aws_secret_access_key=keys["secret_key"],
-                               config=Config(retries={"max_attempts": 1}))
-        as_user.put_object(Bucket="in-two", Key=f"by-user-{server.host}", Body=b"user")
-        with pytest.raises(ClientError) as other_pool:
-            as_user.put_object(Bucket="in-one", Key="by-user", Body=b"user")
-        assert other_pool.value.response["Error"]["Code"] == "InvalidAccessKeyId"
-        as_user.close()
+    # IAM: the configured credentials (above) work in every pool, and so do IAM users, wherever they were created
+    # (docs/architecture/pools.md, "IAM across pools"): the registry pool decides, the other pools follow it
+    iam_across_pools(servers)
 
     # a gateway in front of both pools routes a bucket's requests to its pool once a node's answer named it
     gateway = ServerProcess(tmp_path / "gateway", host="127.0.0.4", env={
@@ -168,6 +148,9 @@ def test_issue20_buckets_pinned_to_pools_and_served_through_any_node(tmp_path: P
     s3[1].delete_bucket(Bucket="anywhere")
     s3[2].create_bucket(Bucket="anywhere", CreateBucketConfiguration={"LocationConstraint": "pool-1"})
     assert location(s3[2], "anywhere") == "pool-1"
+
+    # the registry pool without a majority (pool-1 is N=2): existing credentials keep working, IAM changes are 503
+    iam_without_the_registry(servers)
 
 
 def test_issue20_adding_a_pool_moves_nothing(tmp_path: Path, nodes: list[ServerProcess]) -> None:
@@ -214,3 +197,109 @@ def test_issue20_adding_a_pool_moves_nothing(tmp_path: Path, nodes: list[ServerP
     assert location(s3_old, "fresh") == "pool-2"
     s3_old.put_object(Bucket="fresh", Key="f", Body=payload(100 * 1024, b"fresh"))
     assert holds(new, payload(100 * 1024, b"fresh")) and not holds(old, payload(100 * 1024, b"fresh"))
+
+
+def admin(server: ServerProcess, method: str, path: str, token: str, **body: object) -> requests.Response:
+    return requests.request(method, f"{server.endpoint}/api/admin/{path}", timeout=30, json=body or None,
+                            headers={"Authorization": f"Bearer {token}"})
+
+
+def login(server: ServerProcess) -> str:
+    answer = requests.post(f"{server.endpoint}/api/admin/login", timeout=30,
+                           json={"username": "root", "password": ROOT_PASSWORD})
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["token"])
+
+
+def as_user(server: ServerProcess, keys: dict[str, str]) -> object:
+    return boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
+                        aws_access_key_id=keys["access_key"], aws_secret_access_key=keys["secret_key"],
+                        config=Config(retries={"max_attempts": 1}))
+
+
+def error_code(call: object) -> str | None:
+    try:
+        call()  # type: ignore[operator]
+    except ClientError as exc:
+        return str(exc.response["Error"]["Code"])
+    return None
+
+
+def refused_everywhere(servers: list[ServerProcess], keys: dict[str, str], within_s: float) -> None:
+    """Every node answers InvalidAccessKeyId for ``keys`` on both pools' buckets within ``within_s`` (the stated
+    bound: S4_IAM_SYNC_SECS + two IAM feed rounds, cluster/iam_feed.py), and keeps refusing it."""
+    deadline = time.monotonic() + within_s
+    for server in servers:
+        client = as_user(server, keys)
+        for bucket in ("in-one", "in-two"):
+            head = functools.partial(client.head_object, Bucket=bucket, Key="k")  # type: ignore[attr-defined]
+            while (code := error_code(head)) != "403" and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert code == "403", (server.host, bucket, code)
+            put = functools.partial(client.put_object, Bucket=bucket, Key="no", Body=b"x")  # type: ignore[attr-defined]
+            assert error_code(put) == "InvalidAccessKeyId"
+        client.close()  # type: ignore[attr-defined]
+
+
+def iam_across_pools(servers: list[ServerProcess]) -> None:
+    """A user and its key created through pool-2's node (forwarded to the registry pool) work on both pools'
+    buckets through every node at once; a deleted key, then a deleted user, is refused everywhere within the bound."""
+    token = login(servers[2])  # a local login: root's record is in every pool (its IAM feed)
+    user = admin(servers[2], "POST", "users", token, username="writer", password="user-password-1", role="Writer")
+    assert user.status_code in (200, 201), user.text
+    user_id = user.json()["id"]
+    keys = admin(servers[2], "POST", f"users/{user_id}/credentials", token).json()
+    forwarded = '"operation":"Forward:pool-1","method":"POST"'
+    deadline = time.monotonic() + 10  # the access log line is written after the answer
+    while servers[2].log().count(forwarded) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert servers[2].log().count(forwarded) == 2  # decided in the registry pool
+    taken = admin(servers[0], "POST", "users", login(servers[0]), username="writer", password="user-password-1",
+                  role="Writer")
+    assert taken.status_code == 409, taken.text  # usernames are unique across the cluster (the registry)
+    assert admin(servers[2], "GET", f"users/{user_id}", token).json()["access_key"] == keys["access_key"]
+    feed = admin(servers[2], "GET", "cluster/health", token).json()["iam_feed"]  # pool-2 follows pool-1's IAM
+    assert feed["registry"] == ["node-1", "node-2"] and feed["rounds"] >= 1
+    for server in servers:  # right after the 200s, through every node of both pools, no wait
+        client = as_user(server, keys)
+        for bucket in ("in-one", "in-two"):
+            client.put_object(Bucket=bucket, Key=f"by-user-{server.host}", Body=b"user")  # type: ignore[attr-defined]
+            assert client.get_object(  # type: ignore[attr-defined]
+                Bucket=bucket, Key=f"by-user-{server.host}")["Body"].read() == b"user"
+        client.close()  # type: ignore[attr-defined]
+
+    # a key deleted through pool-2's node: refused on every pool; a new key works everywhere at once
+    assert admin(servers[2], "DELETE", f"users/{user_id}/credentials", token).status_code in (200, 204)
+    refused_everywhere(servers, keys, within_s=20)
+    fresh = admin(servers[2], "POST", f"users/{user_id}/credentials", token).json()
+    for server in servers:
+        assert as_user(server, fresh).get_object(  # type: ignore[attr-defined]
+            Bucket="in-one", Key="k")["Body"].read()[:1000] == payload(300 * 1024, b"pool-1 object")[:1000]
+    # the user deleted through a node of the registry pool: its key is refused everywhere too
+    assert admin(servers[0], "DELETE", f"users/{user_id}", login(servers[0])).status_code in (200, 204)
+    refused_everywhere(servers, fresh, within_s=20)
+
+
+def iam_without_the_registry(servers: list[ServerProcess]) -> None:
+    """pool-1 (N=2) loses node-2: existing credentials keep working through pool-2's node and node-1 (reads),
+    an IAM change through either is 503 and nothing changes, and an access key pool-2 does not know is a 503
+    there (it cannot ask the registry whether the key exists), never a 200."""
+    token = login(servers[2])
+    user = admin(servers[2], "POST", "users", token, username="kept", password="user-password-2", role="Writer")
+    assert user.status_code in (200, 201), user.text
+    keys = admin(servers[2], "POST", f"users/{user.json()['id']}/credentials", token).json()
+    assert as_user(servers[2], keys).get_object(Bucket="in-two", Key="k")  # type: ignore[attr-defined]
+    servers[1].kill()  # pool-1 (N=2) without a majority
+    for server in (servers[2], servers[0]):
+        client = as_user(server, keys)
+        assert client.get_object(Bucket="in-two", Key="k")["Body"].read() == payload(  # type: ignore[attr-defined]
+            200 * 1024, b"pool-2 object")
+        assert client.get_object(Bucket="in-one", Key="k")["Body"].read()[:1000] == payload(  # type: ignore[attr-defined]
+            300 * 1024, b"pool-1 object")[:1000]
+        changed = admin(server, "POST", "users", login(server), username="never", password="user-password-3",
+                        role="Reader")
+        assert changed.status_code == 503, changed.text
+    assert as_user(servers[2], keys).put_object(Bucket="in-two", Key="still", Body=b"w")  # type: ignore[attr-defined]
+    unknown = {"access_key": "S4AK" + "Z" * 16, "secret_key": "x" * 40}
+    assert error_code(lambda: as_user(servers[2], unknown).get_object(  # type: ignore[attr-defined]
+        Bucket="in-two", Key="k")) == "ServiceUnavailable"

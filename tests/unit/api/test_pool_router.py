@@ -54,7 +54,7 @@ class Fakes:
             raise ServiceUnavailableError("no majority")
         return self.registry.get(bucket)
 
-    def router(self, held: tuple[str, ...] = ()) -> PoolRouter:
+    def router(self, held: tuple[str, ...] = (), iam_pool: str | None = None) -> PoolRouter:
         fakes = self
 
         class Forwarder:
@@ -64,7 +64,7 @@ class Fakes:
         router = PoolRouter(self.app, node_id="node-2", pool="pool-2", region="us-east-1",
                             vhost_domains=("localhost",), pools=self, forwarder=Forwarder(),  # type: ignore[arg-type]
                             locate=self.locate, held_here=lambda b: b in held, own_usage=lambda: 300,
-                            clock=lambda: self.now)
+                            clock=lambda: self.now, iam_pool=iam_pool)
 
         async def stored(name: str, watch: Any) -> int | None:
             return self.usage.get(name)
@@ -179,3 +179,33 @@ def test_issue20_create_bucket_without_a_pool_goes_to_the_least_used() -> None:
     assert fakes.lookups == 1
     request(router, "PUT", "/new-e", query=b"x-id=CreateBucket", body=create_body("pool-1"))  # an SDK's own query
     assert fakes.forwarded[-1][:2] == ("watch-1", create_body("pool-1"))
+
+
+def test_iam_user_requests_of_a_node_outside_the_registry_pool_go_to_the_registry_pool() -> None:
+    """docs/architecture/pools.md, "IAM across pools": IAM is decided in the registry pool only; a node outside it
+    forwards the admin API's user requests there (every method, credentials included) and serves the rest (login
+    from its own copy, the other admin endpoints, health)."""
+    fakes = Fakes()
+    router = fakes.router(iam_pool="pool-1")
+    for method, path in (("POST", "/api/admin/users"), ("GET", "/api/admin/users"), ("PUT", "/api/admin/users/u1"),
+                         ("DELETE", "/api/admin/users/u1"), ("POST", "/api/admin/users/u1/credentials")):
+        request(router, method, path, body=b'{"username": "someone"}' if method == "POST" else b"")
+    assert [f[0] for f in fakes.forwarded] == ["watch-1"] * 5
+    assert all(f[2] == (("x-s4-forwarded", "node-2"),) for f in fakes.forwarded)
+    for path in ("/api/admin/login", "/api/admin/usersx", "/api/admin/cluster/health", "/api/stats", "/health"):
+        request(router, "GET" if path != "/api/admin/login" else "POST", path)
+    assert [s[0] for s in fakes.served] == ["/api/admin/login", "/api/admin/usersx", "/api/admin/cluster/health",
+                                           "/api/stats", "/health"]
+    assert len(fakes.forwarded) == 5 and fakes.lookups == 0
+
+
+def test_iam_user_requests_of_a_registry_pool_node_are_served_there() -> None:
+    fakes = Fakes()
+    router = fakes.router(iam_pool=None)
+    request(router, "POST", "/api/admin/users", body=b"{}")
+    request(router, "POST", "/api/admin/users", body=b"{}", headers=((b"x-s4-forwarded", b"node-9"),))
+    assert [s[0] for s in fakes.served] == ["/api/admin/users"] * 2 and not fakes.forwarded
+    fakes = Fakes()  # one arriving forwarded outside the registry pool: neither decided here nor sent on (no loop)
+    request(fakes.router(iam_pool="pool-1"), "DELETE", "/api/admin/users/u1",
+            headers=((b"x-s4-forwarded", b"node-9"),))
+    assert not fakes.served and not fakes.forwarded and len(fakes.unavailable) == 1

@@ -268,6 +268,21 @@ def test_keys_of_writes_in_flight_stay_on_the_quorum_path_until_settled(tmp_path
     gate.close()
 
 
+def test_iam_events_followed_from_the_registry_pool_do_not_keep_reads_off_the_local_path(tmp_path: Path) -> None:
+    """A node outside the registry pool applies its IAM events (cluster/iam_feed.py): their coordinator is not in
+    this pool and never sends a watermark here, so counted as in flight they kept every read (IAM events are wide)
+    on the quorum path for good. They are settled on arrival; this pool's own events still count."""
+    gate = ReadGate.create(tmp_path / "gate")
+    gate.set_current_until(float("inf"))
+    unsettled = Unsettled("me", gate, settled_hlc=500, members=["me", "p"])
+    unsettled.before_visible([Event(1, 2000, "registry-node", EventType.USER_CREATED, {"user_id": "u"}),
+                              Event(2, 2001, "registry-node", EventType.CREDENTIAL_CREATED, {"user_id": "u"})])
+    assert gate.key_local("b", "k") and gate.listing_local() and unsettled.in_flight == 0
+    unsettled.before_visible([put(3, origin="p", key="k", hlc=2002)])
+    assert not gate.key_local("b", "k") and unsettled.in_flight == 1
+    gate.close()
+
+
 def test_every_event_type_maps_to_the_slots_a_read_checks() -> None:
     assert slots_of(put(1)) == (key_slot("b", "k"),)
     assert slots_of(Event(1, 1, "p", EventType.BUCKET_CONFIG_SET, {"bucket": "b", "kind": "versioning"})) == \

@@ -1399,6 +1399,29 @@ class S4ClusterStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def iam_feed(
+        self,
+        message: "CatchUpRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "AsyncIterator[CatchUpBatch]":
+        """
+        Several pools (docs/architecture/pools.md, "IAM across pools"): CatchUp restricted to the IAM events (user.*,
+        credential.*) of the receiver's journal; other pools' nodes follow the registry pool's IAM with it.
+        """
+
+        async for response in self._unary_stream(
+            "/s4cluster.v1.S4Cluster/IamFeed",
+            message,
+            CatchUpBatch,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        ):
+            yield response
+
 
 class S4ClusterBase(betterproto2_grpclib.ServiceBase):
     async def ping(self, message: "PingRequest") -> "PingReply":
@@ -1524,6 +1547,15 @@ class S4ClusterBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def iam_feed(self, message: "CatchUpRequest") -> "AsyncIterator[CatchUpBatch]":
+        """
+        Several pools (docs/architecture/pools.md, "IAM across pools"): CatchUp restricted to the IAM events (user.*,
+        credential.*) of the receiver's journal; other pools' nodes follow the registry pool's IAM with it.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+        yield CatchUpBatch()
+
     async def __rpc_ping(self, stream: "grpclib.server.Stream[PingRequest, PingReply]") -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -1629,6 +1661,15 @@ class S4ClusterBase(betterproto2_grpclib.ServiceBase):
         response = await self.cas_list(request)
         await stream.send_message(response)
 
+    async def __rpc_iam_feed(self, stream: "grpclib.server.Stream[CatchUpRequest, CatchUpBatch]") -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        await self._call_rpc_handler_server_stream(
+            self.iam_feed,
+            stream,
+            request,
+        )
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/s4cluster.v1.S4Cluster/Ping": grpclib.const.Handler(
@@ -1726,5 +1767,11 @@ class S4ClusterBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 CasListRequest,
                 CasListReply,
+            ),
+            "/s4cluster.v1.S4Cluster/IamFeed": grpclib.const.Handler(
+                self.__rpc_iam_feed,
+                grpclib.const.Cardinality.UNARY_STREAM,
+                CatchUpRequest,
+                CatchUpBatch,
             ),
         }
