@@ -36,7 +36,7 @@ from .body_gate import BodyGate
 from .errors import quiet_aborts, respond_error
 from .inputs import digits_value, parse_query
 from .metrics import Metrics
-from .s3 import buckets, multipart, objects
+from .s3 import attributes, buckets, multipart, objects
 from .s3 import lifecycle as s3_lifecycle
 from .s3 import policy as s3_policy
 from .s3.access import AccessControl, RequestFacts
@@ -106,6 +106,7 @@ HANDLERS: dict[str, Handler] = {
     "RenameObject": objects.rename_object,
     "PutObjectTagging": objects.put_object_tagging,
     "GetObjectTagging": objects.get_object_tagging,
+    "GetObjectAttributes": attributes.get_object_attributes,
     "DeleteObjectTagging": objects.delete_object_tagging,
     "GetObjectAcl": objects.get_object_acl,
     "PutObjectAcl": objects.put_acl,

@@ -271,7 +271,8 @@ def complete_multipart(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
     etag = f"{hashlib.md5(b''.join(md5s)).hexdigest()}-{len(wanted)}"
     version = version_record(new_version_id(bucket), sum(sizes), etag, content_type=upload.content_type,
                              blobs=blobs, metadata=upload.metadata, headers=upload.headers,
-                             checksums=args.get("checksums"), tags=upload.tags, part_sizes=sizes)
+                             checksums=args.get("checksums"), tags=upload.tags, part_sizes=sizes,
+                             part_checksums=part_checksums)
     event = d.emit(EventType.MULTIPART_COMPLETED, {"bucket": bucket.name, "key": upload.key,
                                                    "upload_id": upload.upload_id, "version": version,
                                                    "parts": listed})

@@ -47,11 +47,13 @@ def version_record(version_id: str | None, size: int, etag: str, *, delete_marke
                    content_type: str = "", blobs: list[list[Any]] | None = None,
                    metadata: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
                    checksums: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None,
-                   part_sizes: list[int] | None = None) -> dict[str, Any]:
+                   part_sizes: list[int] | None = None,
+                   part_checksums: list[dict[str, str]] | None = None) -> dict[str, Any]:
     """A version as stored (short keys, docs/architecture/views.md): ``v`` version id (None: left for the
     decider to choose), ``s`` size, ``e`` ETag; ``dm`` for a delete marker, else ``ct`` content type and ``b``
-    the ``[sha256, size]`` of each chunk; ``m`` metadata, ``hd`` headers, ``ck`` checksums, ``tg`` tags and ``ps``
-    part sizes only when not empty. ``h`` and ``t`` come from the event that writes it (``stamped``)."""
+    the ``[sha256, size]`` of each chunk; ``m`` metadata, ``hd`` headers, ``ck`` checksums, ``tg`` tags, ``ps``
+    part sizes and ``pc`` each part's checksums (multipart uploads with checksums) only when not empty. ``h`` and
+    ``t`` come from the event that writes it (``stamped``)."""
     rec: dict[str, Any] = {"s": size, "e": etag} if version_id is None else {"v": version_id, "s": size, "e": etag}
     if delete_marker:
         rec["dm"] = True
@@ -61,6 +63,8 @@ def version_record(version_id: str | None, size: int, etag: str, *, delete_marke
     for short, value in (("m", metadata), ("hd", headers), ("ck", checksums), ("tg", tags), ("ps", part_sizes)):
         if value:
             rec[short] = value
+    if part_checksums and any(part_checksums):
+        rec["pc"] = part_checksums
     return rec
 
 
@@ -91,12 +95,13 @@ class ObjectVersion:
     tags: dict[str, str] = field(default_factory=dict)
     hlc: int = 0
     is_latest: bool = False  # filled in by readers, never stored
+    part_checksums: list[dict[str, str]] = field(default_factory=list)  # multipart: each part's checksums, in order
 
     def to_record(self) -> dict[str, Any]:
         rec = version_record(self.version_id, self.size, self.etag, delete_marker=self.is_delete_marker,
                              content_type=self.content_type, blobs=[[b.hash, b.size] for b in self.blobs],
                              metadata=self.metadata, headers=self.headers, checksums=self.checksums,
-                             tags=self.tags, part_sizes=self.part_sizes)
+                             tags=self.tags, part_sizes=self.part_sizes, part_checksums=self.part_checksums)
         rec["h"], rec["t"] = self.hlc, self.last_modified_ms
         return rec
 
@@ -104,9 +109,13 @@ class ObjectVersion:
     def from_record(cls, key: str, rec: dict[str, Any]) -> ObjectVersion:
         # Positional, in field order: a listing page builds a thousand of these, and keywords cost a third more.
         get = rec.get
-        return cls(key, rec["v"], rec["t"], get("s", 0), get("e", ""), get("dm", False),
-                   get("ct", "binary/octet-stream"), get("m") or {}, get("hd") or {}, get("ck") or {},
-                   get("ps") or [], [BlobRef(h, s) for h, s in get("b", ())], get("tg") or {}, get("h", 0))
+        version = cls(key, rec["v"], rec["t"], get("s", 0), get("e", ""), get("dm", False),
+                      get("ct", "binary/octet-stream"), get("m") or {}, get("hd") or {}, get("ck") or {},
+                      get("ps") or [], [BlobRef(h, s) for h, s in get("b", ())], get("tg") or {}, get("h", 0))
+        part_checksums = get("pc")
+        if part_checksums:
+            version.part_checksums = part_checksums
+        return version
 
 
 @dataclass(slots=True)

@@ -73,7 +73,8 @@ VERSION_ACTIONS = {"s3:GetObject": "s3:GetObjectVersion", "s3:DeleteObject": "s3
                    "s3:GetObjectTagging": "s3:GetObjectVersionTagging",
                    "s3:PutObjectTagging": "s3:PutObjectVersionTagging",
                    "s3:DeleteObjectTagging": "s3:DeleteObjectVersionTagging",
-                   "s3:GetObjectAcl": "s3:GetObjectVersionAcl", "s3:PutObjectAcl": "s3:PutObjectVersionAcl"}
+                   "s3:GetObjectAcl": "s3:GetObjectVersionAcl", "s3:PutObjectAcl": "s3:PutObjectVersionAcl",
+                   "s3:GetObjectAttributes": "s3:GetObjectVersionAttributes"}
 #: Checked per key by the handler (Call.authorize), not once for the bucket.
 PER_KEY = frozenset({"DeleteObjects"})
 #: The bucket policy's own operations: a SuperUser may always run them, so a policy cannot lock everyone out

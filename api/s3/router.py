@@ -62,6 +62,7 @@ ROUTES: tuple[tuple[str, str, str, str, str], ...] = (
     ("GET", "object", "uploadId", "", "ListParts"),
     ("GET", "object", "tagging", "", "GetObjectTagging"),
     ("GET", "object", "acl", "", "GetObjectAcl"),
+    ("GET", "object", "attributes", "", "GetObjectAttributes"),
     ("GET", "object", "", "", "GetObject"),
     ("HEAD", "object", "", "", "HeadObject"),
     ("DELETE", "object", "uploadId", "", "AbortMultipartUpload"),
@@ -114,7 +115,7 @@ def split_target(raw_path: str, host: str, vhost_domains: tuple[str, ...]) -> Ta
 UNSUPPORTED_SUBRESOURCES = frozenset({
     "policy", "encryption", "publicAccessBlock", "ownershipControls", "object-lock", "website", "replication",
     "logging", "notification", "requestPayment", "accelerate", "analytics", "inventory", "metrics",
-    "intelligent-tiering", "retention", "legal-hold", "restore", "torrent", "policyStatus", "attributes",
+    "intelligent-tiering", "retention", "legal-hold", "restore", "torrent", "policyStatus",
     "append", "session",
 })
 

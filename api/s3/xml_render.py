@@ -150,7 +150,7 @@ def _storage_class(headers: Mapping[str, str]) -> str:
     return xml_escape(value)
 
 
-def _checksum_type(checksums: Mapping[str, str]) -> str:
+def checksum_type(checksums: Mapping[str, str]) -> str:
     """A ``-N`` part-count suffix marks a composite (checksum-of-checksums) multipart value."""
     for value in checksums.values():
         head, sep, tail = value.rpartition("-")
@@ -165,7 +165,7 @@ def _checksum_elements(checksums: Mapping[str, str], *, with_type: bool) -> str:
     out = [f"<Checksum{alg.upper()}>{xml_escape(value)}</Checksum{alg.upper()}>"
            for alg, value in checksums.items()]
     if with_type:
-        out.append(f"<ChecksumType>{_checksum_type(checksums)}</ChecksumType>")
+        out.append(f"<ChecksumType>{checksum_type(checksums)}</ChecksumType>")
     return "".join(out)
 
 
@@ -174,7 +174,7 @@ def _checksum_algorithms(checksums: Mapping[str, str]) -> str:
     if not checksums:
         return ""
     algs = "".join(f"<ChecksumAlgorithm>{alg.upper()}</ChecksumAlgorithm>" for alg in checksums)
-    return f"{algs}<ChecksumType>{_checksum_type(checksums)}</ChecksumType>"
+    return f"{algs}<ChecksumType>{checksum_type(checksums)}</ChecksumType>"
 
 
 def _bool(value: bool) -> str:
