@@ -46,6 +46,7 @@ SLOT_FORMAT = 1
 MAX_KEY_BYTES = 511  # LMDB's default key size limit
 DEFAULT_MAP_SIZE = 1 << 30  # address space only: the file grows with the data, and the map doubles when full
 _INCARNATION = b"incarnation"
+_REPLACING = b"replacing"  # set by `s4-admin cluster replace`: this acceptor forgot its state (cluster/cas_restore.py)
 
 _open_paths: set[Path] = set()  # LMDB forbids opening one environment twice in a process (its locks would break)
 _open_lock = threading.Lock()
@@ -159,6 +160,27 @@ class CasStore:
 
         self._durable(self._commit(bump))
         return got[0]
+
+    def replacing(self) -> str | None:
+        """Why this acceptor must restore its state before it votes (None: it holds its own state)."""
+        with self._txn_lock:
+            self._check()
+            with self.env.begin(db=self._meta) as txn:
+                raw = txn.get(_REPLACING)
+        return None if raw is None else bytes(raw).decode()
+
+    def set_replacing(self, reason: str | None) -> None:
+        """Mark (or, with None, unmark) the store as a replaced node's, durably."""
+        def put(txn: Any) -> None:
+            if reason is None:
+                txn.delete(_REPLACING, db=self._meta)
+            else:
+                txn.put(_REPLACING, reason.encode(), db=self._meta)
+
+        self._durable(self._commit(put))
+
+    async def set_replacing_async(self, reason: str | None) -> None:
+        await self._off_loop(lambda: self.set_replacing(reason))
 
     async def scan(self, prefix: str, after: str, limit: int) -> tuple[list[tuple[str, Slot[bytes]]], bool]:
         return await self._off_loop(lambda: self.scan_sync(prefix, after, limit))

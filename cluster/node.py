@@ -118,6 +118,7 @@ class ClusterNode:
         self.rejoin: Rejoin | None = None  # ... and tombstone GC with the rejoin rule (docs/architecture/tombstones.md)
         self.tombstones: TombstoneGC | None = None
         self.on_refused: Callable[[], None] | None = None  # this node's data must not rejoin: stop the server
+        self.cas_status: Callable[[], dict[str, Any]] | None = None  # the acceptor votes, or restores (cas_restore)
 
     def enable_feed(self, store: FeedStore, journal: JournalReader, applier: PeerEventsApplier,
                     fetcher: BlobFetcher | None = None, *, catch_up: CatchUpSettings | None = None,
@@ -373,6 +374,8 @@ class ClusterNode:
                     "pools": pools, "caught_up": self.ready, "draining": self.drain.draining,
                     "membership": {"protocol": "swim", "awareness": self.membership.swim.awareness,
                                    **self.membership.counters()}}
+        if self.cas_status is not None:  # whether this node's register acceptor votes (a replaced node restores)
+            document["cas"] = self.cas_status()
         if self.tombstones is not None:  # docs/architecture/tombstones.md
             document["tombstone_gc"] = self.tombstones.document()
         if self.read_leases is not None:  # whether reads are answered from this node's copy (read leases)

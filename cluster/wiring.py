@@ -250,6 +250,9 @@ def wire_node(node: ClusterNode, parts: EngineParts) -> Wired:
     listings = QuorumListings(node.config.node_id, node.liveness.peers, node.config.read_quorum, parts.views,
                               node.pool.stub, state=node.liveness.state)
     leases = open_leases(node.config, cas.acceptor, node.pool, cas.register.proposer.incarnation)
+    if cas.restore is not None:  # a replaced node: restore the acceptor's state, retried each heartbeat round
+        node.listeners.append(cas.restore.kick)
+        node.cas_status = cas.restore.document
     wired = Wired(blobs, volumes, cas, feed, replicator, key_reads, listings, leases, gate)
     node.closers.append(wired.close)
     return wired

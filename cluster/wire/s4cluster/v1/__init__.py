@@ -405,6 +405,16 @@ class CasListEntry(betterproto2.Message):
     absent: the register is empty
     """
 
+    promised_ballot: "Ballot | None" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    the acceptor's promise (a replaced node restores from it: cluster/cas_restore.py)
+    """
+
+    lineage: "list[Ballot]" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    the accepted value's ancestors, newest first
+    """
+
 
 default_message_pool.register_message("s4cluster.v1", "CasListEntry", CasListEntry)
 
