@@ -247,8 +247,8 @@ class CasNode:
             raise
         acceptor: Acceptor[bytes] = Acceptor(store, refusing=replacing)
         others = [n.node_id for n in config.pool if n.node_id != config.node_id]
-        restore = CasRestore(acceptor, others, grpc_page(peers, phase_timeout),
-                             lambda: store.set_replacing_async(None))
+        restore = CasRestore(acceptor, others, grpc_page(peers, phase_timeout), store.raise_floor_async,
+                             lambda: store.set_replacing_async(None), node=config.node_id, incarnation=incarnation)
         registry_peers = None if registry.name == config.pool_name else PeerPool(config, nodes=registry.nodes)
         transport = GrpcAcceptorTransport(config.node_id, acceptor, registry_peers or peers, BUCKET_CODEC,
                                           timeout_s=phase_timeout)

@@ -164,15 +164,22 @@ class CasAcceptorService:
         limit = min(request.limit or MAX_LIST, MAX_LIST)
         if self.acceptor.refusing is not None:  # its state is incomplete: a listing (or a restore) must not use it
             raise GRPCError(Status.UNAVAILABLE, f"acceptor store: {self.acceptor.refusing}")
+        fence = None if request.fence is None else self._ballot(caller, request.fence)
+        raise_floor = getattr(self.acceptor.store, "raise_floor_async", None)
+        if fence is not None and raise_floor is None:
+            raise GRPCError(Status.UNIMPLEMENTED, "this acceptor's store cannot be fenced")
         try:
+            if fence is not None and raise_floor is not None:  # first: every later save is at or above it
+                await raise_floor(fence)
             found, truncated = await store(request.prefix, request.after, limit)
         except (CasStoreFailed, AcceptorNotReady) as exc:
             raise GRPCError(Status.UNAVAILABLE, f"acceptor store: {exc}") from None
+        floor = getattr(self.acceptor.store, "floor", ZERO)
         return CasListReply(entries=[
             CasListEntry(key=key, accepted_ballot=ballot_to_wire(slot.accepted), value=slot.value,
                          promised_ballot=ballot_to_wire(slot.promised),
                          lineage=[ballot_to_wire(b) for b in slot.lineage]) for key, slot in found],
-            truncated=truncated)
+            truncated=truncated, floor=ballot_to_wire(floor) if floor > ZERO else None)
 
 
 # --- client side ------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Hashable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,9 @@ from hypothesis import strategies as st
 
 from s4.cluster.cas_restore import REASON, CasRestore, merge
 from s4.cluster.cas_rpc import CasAcceptorService
-from s4.cluster.cas_store import CasStore, store_path
+from s4.cluster.cas_store import CasStore, CasStoreFailed, store_path
 from s4.cluster.caspaxos import (
+    ZERO,
     Accepted,
     Acceptor,
     AcceptorNotReady,
@@ -44,11 +46,32 @@ class Unreachable(Exception):
     pass
 
 
+class FloorStore(MemoryStore[Any]):
+    """MemoryStore with CasStore's floor (a promise for every key; a save below it is refused)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.floor = ZERO
+
+    async def load(self, key: str) -> Slot[Any]:
+        slot = await super().load(key)
+        return slot if slot.promised >= self.floor else replace(slot, promised=self.floor)
+
+    async def save(self, key: str, slot: Slot[Any]) -> None:
+        if slot.promised < self.floor:
+            raise CasStoreFailed("below the floor")
+        await super().save(key, slot)
+
+    async def raise_floor_async(self, ballot: Ballot) -> Ballot:
+        self.floor = max(self.floor, ballot)
+        return self.floor
+
+
 class Net:
     """Acceptors in process; ``reach`` is the set of nodes a call gets through to (the others raise)."""
 
     def __init__(self) -> None:
-        self.acceptors: dict[str, Acceptor[Any]] = {n: Acceptor(MemoryStore()) for n in NODES}
+        self.acceptors: dict[str, Acceptor[Any]] = {n: Acceptor(FloorStore()) for n in NODES}
         self.reach = set(NODES)
 
     def _to(self, peer: str) -> Acceptor[Any]:
@@ -63,16 +86,23 @@ class Net:
                      lineage: tuple[Ballot, ...]) -> Accepted | Reject:
         return await self._to(peer).accept(key, ballot, value, lineage)
 
-    async def page(self, peer: str, after: str) -> tuple[list[tuple[str, Slot[Any]]], bool]:
+    async def page(self, peer: str, after: str,
+                   fence: Ballot | None) -> tuple[list[tuple[str, Slot[Any]]], bool, Ballot]:
         """CasList over the simulated network: one key per page, so paging is exercised."""
-        store = self._to(peer).store
-        assert isinstance(store, MemoryStore)
+        acceptor = self._to(peer)
+        if acceptor.refusing:
+            raise AcceptorNotReady(acceptor.refusing)
+        store = acceptor.store
+        assert isinstance(store, FloorStore)
+        if fence is not None:
+            await store.raise_floor_async(fence)
         keys = sorted(k for k in store.slots if k > after)
-        return [(k, store.slots[k]) for k in keys[:1]], len(keys) > 1
+        return [(k, await store.load(k)) for k in keys[:1]], len(keys) > 1, store.floor
 
     def lose_disk(self, node: str, *, restore: bool) -> CasRestore | None:
         """``node`` comes back with an empty store: marked replacing (refusing) when ``restore``, else amnesiac."""
-        acceptor: Acceptor[Any] = Acceptor(MemoryStore(), refusing=REASON if restore else None)
+        store = FloorStore()
+        acceptor: Acceptor[Any] = Acceptor(store, refusing=REASON if restore else None)
         self.acceptors[node] = acceptor
         if not restore:
             return None
@@ -80,7 +110,8 @@ class Net:
         async def done() -> None:
             return None
 
-        return CasRestore(acceptor, [n for n in NODES if n != node], self.page, done)
+        return CasRestore(acceptor, [n for n in NODES if n != node], self.page, store.raise_floor_async, done,
+                          node=node, incarnation=1000)
 
 
 async def _nosleep(_: float) -> None:
@@ -127,6 +158,31 @@ def test_an_amnesiac_replacement_lets_two_proposers_create_one_name_and_the_rest
 
     assert asyncio.run(scenario(restore=False)) == [Outcome.CREATED, Outcome.CREATED]  # two winners: the trap
     assert asyncio.run(scenario(restore=True)) == [Outcome.CREATED, Outcome.ALREADY_EXISTS]
+
+
+def test_a_phase_in_flight_that_counted_the_dead_acceptor_cannot_complete_after_the_restore() -> None:
+    """The old c promised ballot 7 to a proposer whose promise from a is still on its way when c is replaced. After
+    the restore (which fences every other acceptor above every ballot the pool holds, plus a margin) that late
+    promise is refused, and so is an accept at 7: the proposer cannot complete a quorum that counted the old c,
+    while the new c (fenced too) could otherwise have accepted a lower ballot for another proposer."""
+
+    async def run() -> None:
+        net = Net()
+        late = Ballot(7, "b", 1)
+        assert isinstance(await net.acceptors["c"].prepare("photos", late), Promise)  # the old c's promise
+        restoring = net.lose_disk("c", restore=True)
+        assert restoring is not None and await restoring.attempt()
+        fence = net.acceptors["a"].store.floor  # type: ignore[attr-defined]
+        assert fence > late and fence.node == "c"
+        for node in NODES:
+            assert isinstance(await net.acceptors[node].prepare("photos", late), Reject)
+            assert isinstance(await net.acceptors[node].accept("photos", late, None, ()), Reject)
+            assert isinstance(await net.acceptors[node].prepare("never-seen", Ballot(8, "a", 1)), Reject)
+        # proposers move past the fence and go on
+        assert await create(net, "a", "photos", "alice", 5) is Outcome.CREATED
+        assert await create(net, "c", "photos", "carol", 6) is Outcome.ALREADY_EXISTS
+
+    asyncio.run(run())
 
 
 operations = st.lists(st.tuples(st.sampled_from(NODES), st.sampled_from([("a", "b"), ("a", "c"), ("b", "c"),
@@ -226,3 +282,43 @@ def test_cluster_replace_marks_a_fresh_directory_and_the_mark_survives_until_cle
         assert store.replacing() is None
     finally:
         store.close()
+
+
+def test_cas_store_floor_is_a_durable_promise_for_every_key_and_a_save_loaded_before_it_is_refused(
+        tmp_path: Path) -> None:
+    fence, low = Ballot(1 << 32, "c", 1), Ballot(3, "a", 1)
+    store = CasStore(store_path(tmp_path))
+    try:
+        store.save_sync("k", Slot(promised=low, accepted=low, value=b"v"))
+        assert store.raise_floor(fence) == fence and store.raise_floor(low) == fence  # floors only rise
+        assert store.load_sync("k") == Slot(promised=fence, accepted=low, value=b"v")
+        assert store.load_sync("new").promised == fence
+        with pytest.raises(CasStoreFailed):  # a prepare or accept that loaded before the fence
+            store.save_sync("k", Slot(promised=Ballot(4, "a", 1), accepted=low, value=b"v"))
+        assert store.scan_sync("", "", 10)[0] == [("k", Slot(promised=fence, accepted=low, value=b"v"))]
+    finally:
+        store.close()
+    store = CasStore(store_path(tmp_path))
+    try:
+        assert store.floor == fence and store.load_sync("other").promised == fence
+    finally:
+        store.close()
+
+
+def test_cas_list_with_a_fence_raises_the_floor_before_listing_and_only_with_the_callers_ballot(
+        tmp_path: Path) -> None:
+    async def run() -> None:
+        store = CasStore(store_path(tmp_path))
+        try:
+            service = CasAcceptorService(Acceptor(store))
+            from grpclib.exceptions import GRPCError
+
+            from s4.cluster.cas_rpc import ballot_to_wire
+            with pytest.raises(GRPCError):  # another node's ballot
+                await service.cas_list("a", CasListRequest(prefix="", fence=ballot_to_wire(Ballot(9, "c", 1))))
+            reply = await service.cas_list("c", CasListRequest(prefix="", fence=ballot_to_wire(Ballot(9, "c", 1))))
+            assert reply.floor is not None and reply.floor.counter == 9 and store.floor == Ballot(9, "c", 1)
+        finally:
+            store.close()
+
+    asyncio.run(run())

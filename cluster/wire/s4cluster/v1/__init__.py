@@ -428,6 +428,11 @@ class CasListReply(betterproto2.Message):
     more keys follow the last entry
     """
 
+    floor: "Ballot | None" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    the acceptor's floor: no ballot at or below it is promised or accepted (absent: none)
+    """
+
 
 default_message_pool.register_message("s4cluster.v1", "CasListReply", CasListReply)
 
@@ -444,6 +449,12 @@ class CasListRequest(betterproto2.Message):
     limit: "int" = betterproto2.field(3, betterproto2.TYPE_UINT32)
     """
     at most this many entries (0: the acceptor's maximum)
+    """
+
+    fence: "Ballot | None" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    A replaced node's restore (cluster/cas_restore.py): first raise this acceptor's floor to this ballot, durably,
+    for every key (it then refuses lower ballots everywhere); the caller's own ballot, from its pool only.
     """
 
 
