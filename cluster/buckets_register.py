@@ -24,6 +24,7 @@ from typing import Any
 from s4.engine.errors import ServiceUnavailableError
 from s4.engine.ports import NameClaim, NameOutcome, NameSpace
 
+from .cas_restore import CasRestore, grpc_page
 from .cas_rpc import BUCKET_CODEC, CasAcceptorService, GrpcAcceptorTransport
 from .cas_store import CasStore, store_path
 from .caspaxos import (
@@ -210,6 +211,7 @@ class CasNode:
     service: CasAcceptorService
     register: BucketRegister
     registry_peers: PeerPool | None = None  # the registry pool's nodes, when this node is outside that pool
+    restore: CasRestore | None = None  # a replaced node's restore (cluster/cas_restore.py)
 
     @property
     def names(self) -> RegisterNames:
@@ -238,16 +240,27 @@ class CasNode:
                 f"S4_CLUSTER_POOLS: this node's register holds bucket names, so pool {config.pool_name} has been the "
                 f"bucket registry, but pool {registry.name} now sorts first and would be; the registry never moves: "
                 "give the added pool a name after the registry pool's (docs/operations.md, Add a pool)")
-        acceptor: Acceptor[bytes] = Acceptor(store)
+        try:
+            replacing = store.replacing()  # a replaced node's fresh store: refuse to vote until restored
+        except BaseException:
+            store.close()
+            raise
+        acceptor: Acceptor[bytes] = Acceptor(store, refusing=replacing)
+        others = [n.node_id for n in config.pool if n.node_id != config.node_id]
+        restore = CasRestore(acceptor, others, grpc_page(peers, phase_timeout), store.raise_floor_async,
+                             lambda: store.set_replacing_async(None), node=config.node_id, incarnation=incarnation)
         registry_peers = None if registry.name == config.pool_name else PeerPool(config, nodes=registry.nodes)
         transport = GrpcAcceptorTransport(config.node_id, acceptor, registry_peers or peers, BUCKET_CODEC,
                                           timeout_s=phase_timeout)
         proposer = Proposer(config.node_id, [n.node_id for n in registry.nodes], transport, incarnation=incarnation,
                             phase_timeout=phase_timeout, remote=registry_peers is not None, **proposer_options)
         pin = config.pool_name if config.cluster_pools else ""
-        return cls(store, acceptor, CasAcceptorService(acceptor), BucketRegister(proposer, pin), registry_peers)
+        return cls(store, acceptor, CasAcceptorService(acceptor), BucketRegister(proposer, pin), registry_peers,
+                   restore)
 
     def close(self) -> None:
+        if self.restore is not None:
+            self.restore.cancel()
         if self.registry_peers is not None:
             self.registry_peers.close()
         self.store.close()

@@ -26,6 +26,7 @@ from .caspaxos import (
     ZERO,
     Accepted,
     Acceptor,
+    AcceptorNotReady,
     Ballot,
     BucketRecord,
     BucketStatus,
@@ -129,7 +130,7 @@ class CasAcceptorService:
         key, ballot = self._key(request.key), self._ballot(caller, request.ballot)
         try:
             answer = await self.acceptor.prepare(key, ballot)
-        except CasStoreFailed as exc:
+        except (CasStoreFailed, AcceptorNotReady) as exc:
             raise GRPCError(Status.UNAVAILABLE, f"acceptor store: {exc}") from None
         if isinstance(answer, Reject):
             return CasPrepareReply(promised=False, conflict=ballot_to_wire(answer.seen))
@@ -147,7 +148,7 @@ class CasAcceptorService:
             raise GRPCError(Status.INVALID_ARGUMENT, "lineage must be strictly decreasing and below the ballot")
         try:
             answer = await self.acceptor.accept(key, ballot, request.value, lineage)
-        except CasStoreFailed as exc:
+        except (CasStoreFailed, AcceptorNotReady) as exc:
             raise GRPCError(Status.UNAVAILABLE, f"acceptor store: {exc}") from None
         if isinstance(answer, Reject):
             return CasAcceptReply(accepted=False, conflict=ballot_to_wire(answer.seen))
@@ -155,17 +156,30 @@ class CasAcceptorService:
 
 
     async def cas_list(self, caller: str, request: CasListRequest) -> CasListReply:
-        """The accepted ballots and values of the registers under a prefix (read-only; ListBuckets)."""
+        """The registers under a prefix, whole (read-only): ListBuckets, and a replaced node's restore
+        (cluster/cas_restore.py). A refusing acceptor does not answer: its state is incomplete."""
         store = getattr(self.acceptor.store, "scan", None)
         if store is None:
             raise GRPCError(Status.UNIMPLEMENTED, "this acceptor's store cannot be listed")
         limit = min(request.limit or MAX_LIST, MAX_LIST)
+        if self.acceptor.refusing is not None:  # its state is incomplete: a listing (or a restore) must not use it
+            raise GRPCError(Status.UNAVAILABLE, f"acceptor store: {self.acceptor.refusing}")
+        fence = None if request.fence is None else self._ballot(caller, request.fence)
+        raise_floor = getattr(self.acceptor.store, "raise_floor_async", None)
+        if fence is not None and raise_floor is None:
+            raise GRPCError(Status.UNIMPLEMENTED, "this acceptor's store cannot be fenced")
         try:
+            if fence is not None and raise_floor is not None:  # first: every later save is at or above it
+                await raise_floor(fence)
             found, truncated = await store(request.prefix, request.after, limit)
-        except CasStoreFailed as exc:
+        except (CasStoreFailed, AcceptorNotReady) as exc:
             raise GRPCError(Status.UNAVAILABLE, f"acceptor store: {exc}") from None
-        return CasListReply(entries=[CasListEntry(key=key, accepted_ballot=ballot_to_wire(slot.accepted),
-                                                  value=slot.value) for key, slot in found], truncated=truncated)
+        floor = getattr(self.acceptor.store, "floor", ZERO)
+        return CasListReply(entries=[
+            CasListEntry(key=key, accepted_ballot=ballot_to_wire(slot.accepted), value=slot.value,
+                         promised_ballot=ballot_to_wire(slot.promised),
+                         lineage=[ballot_to_wire(b) for b in slot.lineage]) for key, slot in found],
+            truncated=truncated, floor=ballot_to_wire(floor) if floor > ZERO else None)
 
 
 # --- client side ------------------------------------------------------------------------------------------------
@@ -215,6 +229,8 @@ class GrpcAcceptorTransport(Generic[V]):
     async def list(self, peer: str, prefix: str, after: str) -> tuple[list[tuple[str, Ballot, bytes | None]], bool]:
         """One page of ``peer``'s registers under ``prefix`` after ``after``: (key, accepted ballot, value)."""
         if peer == self.node_id:
+            if self.local.refusing is not None:
+                raise AcceptorNotReady(self.local.refusing)
             found, truncated = await self.local.store.scan(prefix, after, MAX_LIST)  # type: ignore[attr-defined]
             return [(key, slot.accepted, slot.value) for key, slot in found], truncated
         reply = await self.peers.stub(peer).cas_list(CasListRequest(prefix=prefix, after=after, limit=MAX_LIST),

@@ -12,7 +12,8 @@ later load and save raises ``CasStoreFailed`` until the node restarts and reopen
 Values are opaque bytes (the acceptor never looks into them; the proposer's codec owns their meaning, see
 cluster/cas_rpc.py). One slot is a msgpack array ``[1, promised, accepted, value, lineage]`` with ballots as
 ``[counter, node, incarnation]``. The ``meta`` database holds the proposer's incarnation, bumped (and fsynced) at
-every start so that a restarted proposer never reuses a ballot of its previous life.
+every start so that a restarted proposer never reuses a ballot of its previous life, and the *floor*: a promise for
+every key at once (a replaced node's fence, cluster/cas_restore.py), applied to every slot ``load`` returns.
 
 LMDB work runs in worker threads, never on the event loop; a caller cancelled meanwhile still waits for its thread,
 so the acceptor's key lock is held until the read-modify-write it guards is finished.
@@ -26,6 +27,7 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,7 +36,7 @@ import msgpack
 
 from s4.journal.segment import fsync_dir
 
-from .caspaxos import Ballot, Slot
+from .caspaxos import ZERO, Ballot, Slot
 
 T = TypeVar("T")
 log = logging.getLogger("s4.cluster")
@@ -46,6 +48,8 @@ SLOT_FORMAT = 1
 MAX_KEY_BYTES = 511  # LMDB's default key size limit
 DEFAULT_MAP_SIZE = 1 << 30  # address space only: the file grows with the data, and the map doubles when full
 _INCARNATION = b"incarnation"
+_FLOOR = b"floor"  # a promise for every key (a replaced node's fence: cluster/cas_restore.py)
+_REPLACING = b"replacing"  # set by `s4-admin cluster replace`: this acceptor forgot its state (cluster/cas_restore.py)
 
 _open_paths: set[Path] = set()  # LMDB forbids opening one environment twice in a process (its locks would break)
 _open_lock = threading.Lock()
@@ -120,6 +124,9 @@ class CasStore:
         self._failed: BaseException | None = None
         self._closed = self._closing = False
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="s4-cas")
+        with self.env.begin(db=self._meta) as txn:
+            raw_floor = txn.get(_FLOOR)
+        self.floor = ZERO if raw_floor is None else _ballot_in(msgpack.unpackb(bytes(raw_floor), raw=False))
         # A new store: make its files and directory entries durable, so the promises it will hold survive a crash.
         self._durable(self._commit(lambda txn: txn.put(b"format", SLOT_FORMAT.to_bytes(8, "big"), db=self._meta)))
         for directory in (self.path, self.path.parent, self.path.parent.parent):
@@ -141,12 +148,35 @@ class CasStore:
             self._check()
             with self.env.begin(db=self._slots) as txn:
                 data = txn.get(raw_key)
-        return Slot() if data is None else decode_slot(bytes(data))
+        return self._floored(Slot() if data is None else decode_slot(bytes(data)))
+
+    def _floored(self, slot: Slot[bytes]) -> Slot[bytes]:
+        """The slot as the acceptor must see it: promised at least the floor (a promise made for every key)."""
+        return slot if slot.promised >= self.floor else replace(slot, promised=self.floor)
+
+    def raise_floor(self, ballot: Ballot) -> Ballot:
+        """Promise ``ballot`` for every key at once, durably (floors only rise); the floor now."""
+        def put(txn: Any) -> None:  # under the commit lock: a save committed after this one sees the floor
+            if ballot > self.floor:
+                txn.put(_FLOOR, msgpack.packb(_ballot_out(ballot), use_bin_type=True), db=self._meta)
+                self.floor = ballot
+
+        self._durable(self._commit(put))
+        return self.floor
+
+    async def raise_floor_async(self, ballot: Ballot) -> Ballot:
+        return await self._off_loop(lambda: self.raise_floor(ballot))
 
     def save_sync(self, key: str, slot: Slot[bytes]) -> None:
         """Commit the slot and fsync: when this returns, a crash cannot lose it. Raises CasStoreFailed otherwise."""
         raw_key, data = _key(key), encode_slot(slot)
-        self._durable(self._commit(lambda txn: txn.put(raw_key, data, db=self._slots)))
+
+        def put(txn: Any) -> None:
+            if slot.promised < self.floor:  # loaded before the floor rose: the ballot is refused now (a failed vote)
+                raise CasStoreFailed(f"ballot {tuple(slot.promised)} is below the floor {tuple(self.floor)}")
+            txn.put(raw_key, data, db=self._slots)
+
+        self._durable(self._commit(put))
 
     def next_incarnation(self) -> int:
         """Bump and return the proposer's incarnation (durable before it is used in a ballot)."""
@@ -159,6 +189,27 @@ class CasStore:
 
         self._durable(self._commit(bump))
         return got[0]
+
+    def replacing(self) -> str | None:
+        """Why this acceptor must restore its state before it votes (None: it holds its own state)."""
+        with self._txn_lock:
+            self._check()
+            with self.env.begin(db=self._meta) as txn:
+                raw = txn.get(_REPLACING)
+        return None if raw is None else bytes(raw).decode()
+
+    def set_replacing(self, reason: str | None) -> None:
+        """Mark (or, with None, unmark) the store as a replaced node's, durably."""
+        def put(txn: Any) -> None:
+            if reason is None:
+                txn.delete(_REPLACING, db=self._meta)
+            else:
+                txn.put(_REPLACING, reason.encode(), db=self._meta)
+
+        self._durable(self._commit(put))
+
+    async def set_replacing_async(self, reason: str | None) -> None:
+        await self._off_loop(lambda: self.set_replacing(reason))
 
     async def scan(self, prefix: str, after: str, limit: int) -> tuple[list[tuple[str, Slot[bytes]]], bool]:
         return await self._off_loop(lambda: self.scan_sync(prefix, after, limit))
@@ -182,7 +233,7 @@ class CasStore:
                         continue
                     if len(found) == limit:
                         return found, True
-                    found.append((key, decode_slot(bytes(data))))
+                    found.append((key, self._floored(decode_slot(bytes(data)))))
         return found, False
 
     def keys(self) -> list[str]:

@@ -120,13 +120,22 @@ class MemoryStore(Generic[V]):
         self.slots[key] = slot
 
 
+class AcceptorNotReady(Exception):
+    """This acceptor does not vote (it lost its state and has not restored it yet: cluster/cas_restore.py); the
+    proposer counts the call as a failed vote."""
+
+
 class Acceptor(Generic[V]):
     """The acceptor rules. All state is in the store (nothing cached), so a restarted acceptor is a new object
     over the same store. A lock per key serialises load-check-save of that key: the durable store fsyncs every
-    save, and one key's fsync must not hold up the others."""
+    save, and one key's fsync must not hold up the others.
 
-    def __init__(self, store: AcceptorStore[V]) -> None:
+    ``refusing`` (a reason) makes every prepare and accept raise AcceptorNotReady: an acceptor that forgot its
+    promises must not vote until it has restored them (a replaced node: docs/architecture/replication.md)."""
+
+    def __init__(self, store: AcceptorStore[V], *, refusing: str | None = None) -> None:
         self.store = store
+        self.refusing = refusing
         self._locks: dict[str, asyncio.Lock] = {}
         self._users: dict[str, int] = {}  # tasks holding or waiting for each key's lock (dropped at zero)
 
@@ -142,8 +151,13 @@ class Acceptor(Generic[V]):
             if not self._users[key]:
                 del self._users[key], self._locks[key]
 
+    def _ready(self) -> None:
+        if self.refusing is not None:
+            raise AcceptorNotReady(self.refusing)
+
     async def prepare(self, key: str, ballot: Ballot) -> Promise[V] | Reject:
         """Promise ``ballot`` if it is above every ballot promised so far (strictly: a ballot is prepared once)."""
+        self._ready()
         async with self._key_lock(key):
             slot = await self.store.load(key)
             if ballot <= slot.promised:
@@ -155,6 +169,7 @@ class Acceptor(Generic[V]):
                      lineage: tuple[Ballot, ...]) -> Accepted | Reject:
         """Accept ``value`` (derived from the values accepted at ``lineage``) under ``ballot`` unless a higher
         ballot was promised since."""
+        self._ready()
         async with self._key_lock(key):
             slot = await self.store.load(key)
             if ballot < slot.promised:

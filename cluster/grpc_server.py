@@ -270,7 +270,10 @@ class ClusterService(S4ClusterBase):
 
     async def cas_list(self, message: CasListRequest) -> CasListReply:
         handler = self._area(self.handlers.cas, "cas")
-        return await handler.cas_list(self._cas_caller(message.prefix), message)
+        caller = self._cas_caller(message.prefix)
+        if message.fence is not None and self.config.member(caller) is None:
+            raise GRPCError(Status.PERMISSION_DENIED, f"node {caller!r} of another pool may not fence this acceptor")
+        return await handler.cas_list(caller, message)
 
     def _cas_caller(self, key: str) -> str:
         """A node of another pool (admitted by the verifier only here, on the registry pool) touches names only,

@@ -121,6 +121,8 @@ class ClusterNode:
         self.on_refused: Callable[[], None] | None = None  # this node's data must not rejoin: stop the server
         self.iam_feed: IamFeed | None = None  # several pools, outside the registry pool: its IAM (cluster/wiring.py)
 
+        self.cas_status: Callable[[], dict[str, Any]] | None = None  # the acceptor votes, or restores (cas_restore)
+
     def enable_feed(self, store: FeedStore, journal: JournalReader, applier: PeerEventsApplier,
                     fetcher: BlobFetcher | None = None, *, catch_up: CatchUpSettings | None = None,
                     hints: HintSettings | None = None, inline: InlineBlobStore | None = None) -> None:
@@ -379,6 +381,8 @@ class ClusterNode:
                     "pools": pools, "caught_up": self.ready, "draining": self.drain.draining,
                     "membership": {"protocol": "swim", "awareness": self.membership.swim.awareness,
                                    **self.membership.counters()}}
+        if self.cas_status is not None:  # whether this node's register acceptor votes (a replaced node restores)
+            document["cas"] = self.cas_status()
         if self.tombstones is not None:  # docs/architecture/tombstones.md
             document["tombstone_gc"] = self.tombstones.document()
         if self.read_leases is not None:  # whether reads are answered from this node's copy (read leases)

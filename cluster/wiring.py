@@ -260,6 +260,10 @@ def wire_node(node: ClusterNode, parts: EngineParts) -> Wired:
                                 applier, PrefixedCursors(feed), interval_s=node.config.iam_sync_s, call_s=IAM_CALL_S)
     elif wanted(node.config):  # in it: an unknown key settles against the pool's peers first
         node.iam_feed = IamFeed(node.liveness.peers, None, None, None, call_s=IAM_CALL_S, on_demand=node.catch_up)
+
+    if cas.restore is not None:  # a replaced node: restore the acceptor's state, retried each heartbeat round
+        node.listeners.append(cas.restore.kick)
+        node.cas_status = cas.restore.document
     wired = Wired(blobs, volumes, cas, feed, replicator, key_reads, listings, leases, gate)
     node.closers.append(wired.close)
     return wired

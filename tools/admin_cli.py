@@ -9,6 +9,7 @@
 
     s4-admin reset-root --data-dir DIR [--root-username NAME] [--password-stdin]   (offline, server stopped)
     s4-admin cluster bootstrap --data-dir DIR --yes                                 (offline, server stopped)
+    s4-admin cluster replace --data-dir DIR [--node-id ID]                           (offline, server stopped)
 
 The job commands call the admin API (``/api/admin/<job>/run``) with a JWT from ``/api/admin/login``
 (--username/--password, or S4_ADMIN_USERNAME/S4_ADMIN_PASSWORD) and print the run's JSON report.

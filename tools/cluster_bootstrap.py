@@ -22,8 +22,11 @@ import shutil
 import sys
 from pathlib import Path
 
+from s4.cluster.cas_restore import REASON
+from s4.cluster.cas_store import CasStore
+from s4.cluster.cas_store import store_path as cas_store_path
 from s4.cluster.feed_store import FEED_DIR
-from s4.engine.datadir import DataDirLock, DataDirLockedError
+from s4.engine.datadir import NODE_ID_NAME, DataDirLock, DataDirLockedError, NodeIdMismatchError, node_id
 from s4.engine.read_gate import gate_path
 from s4.journal.segment import fsync_dir
 
@@ -41,6 +44,59 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="the node's data directory (default: $S4_DATA_DIR)")
     p.add_argument("--yes", action="store_true", help="really remove the node's objects, journal and views")
     p.set_defaults(func=bootstrap)
+    r = commands.add_parser("replace", help="offline: mark a replacement node's data directory (its disk was lost) "
+                            "so its register acceptor restores its state before it votes",
+                            description=REPLACE_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("--data-dir", type=Path, default=Path(env_dir) if env_dir else None,
+                   help="the replacement's data directory (default: $S4_DATA_DIR); created if absent")
+    r.add_argument("--node-id", default=os.environ.get("S4_NODE_ID") or None,
+                   help="the dead node's id (default: $S4_NODE_ID; required unless the directory has its node_id)")
+    r.set_defaults(func=replace)
+
+
+REPLACE_DOC = """``s4-admin cluster replace``: make a replacement machine's data directory safe to start as a dead node.
+
+A node whose data directory was lost comes back with the same id and no register state: as a CASPaxos acceptor it
+would have forgotten its promises, and voting at once could let two proposers both win one bucket name. This
+command (server stopped) writes the node id if the directory has none and marks the acceptor store
+``replacing``: at start the node's acceptor refuses to vote until it has read the register state of every other
+node of its pool (cluster/cas_restore.py); catch-up and anti-entropy refill the rest of the directory.
+docs/operations.md, "Replace a dead node".
+"""
+
+
+def replace(args: argparse.Namespace) -> int:
+    data_dir: Path | None = args.data_dir
+    if data_dir is None:
+        sys.stderr.write("s4-admin cluster replace: pass --data-dir (or set S4_DATA_DIR)\n")
+        return 2
+    if not (data_dir / NODE_ID_NAME).is_file() and not args.node_id:
+        sys.stderr.write(f"s4-admin cluster replace: {data_dir} has no node_id: pass --node-id with the dead node's "
+                         "id\n")
+        return 2
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        lock = DataDirLock.acquire(data_dir)
+    except DataDirLockedError as exc:
+        sys.stderr.write(f"s4-admin cluster replace: {exc}; stop the server first\n")
+        return 1
+    try:
+        try:
+            node = node_id(data_dir, args.node_id)
+        except NodeIdMismatchError as exc:
+            sys.stderr.write(f"s4-admin cluster replace: {exc}\n")
+            return 2
+        store = CasStore(cas_store_path(data_dir))
+        try:
+            store.set_replacing(REASON)
+        finally:
+            store.close()
+    finally:
+        lock.release()
+    sys.stdout.write(f"marked {data_dir} as the replacement of node {node}: start the server with the dead node's "
+                     "configuration; its acceptor votes once every other node of its pool has answered (cluster "
+                     "health, \"cas\")\n")
+    return 0
 
 
 def bootstrap(args: argparse.Namespace) -> int:

@@ -99,7 +99,8 @@ def test_issue19_three_nodes_alive_then_kill9_suspect_dead_and_alive_after_resta
     doc = health(pool[0], tokens[0])
     grpc = pool[0].extra_env["S4_POOL_NODES"].split(",")
     assert set(doc) == {"cluster", "node_id", "mode", "nodes", "pools", "caught_up", "read_lease", "membership",
-                        "tombstone_gc", "draining"}  # issue 20: docs/architecture/tombstones.md
+                        "tombstone_gc", "draining", "cas"}  # issue 20: docs/architecture/tombstones.md
+    assert doc["cas"] == {"acceptor": "voting", "restored_registers": 0}  # not a replaced node: votes from the start
     assert set(doc["tombstone_gc"]) == {"version_tombstones", "collected", "sweeps", "blocked_by", "horizon_ms",
                                         "horizon_seq", "waived"}
     assert doc["membership"]["protocol"] == "swim" and doc["membership"]["probes"] > 0

@@ -405,6 +405,16 @@ class CasListEntry(betterproto2.Message):
     absent: the register is empty
     """
 
+    promised_ballot: "Ballot | None" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    the acceptor's promise (a replaced node restores from it: cluster/cas_restore.py)
+    """
+
+    lineage: "list[Ballot]" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    the accepted value's ancestors, newest first
+    """
+
 
 default_message_pool.register_message("s4cluster.v1", "CasListEntry", CasListEntry)
 
@@ -416,6 +426,11 @@ class CasListReply(betterproto2.Message):
     truncated: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
     """
     more keys follow the last entry
+    """
+
+    floor: "Ballot | None" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    the acceptor's floor: no ballot at or below it is promised or accepted (absent: none)
     """
 
 
@@ -434,6 +449,12 @@ class CasListRequest(betterproto2.Message):
     limit: "int" = betterproto2.field(3, betterproto2.TYPE_UINT32)
     """
     at most this many entries (0: the acceptor's maximum)
+    """
+
+    fence: "Ballot | None" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    A replaced node's restore (cluster/cas_restore.py): first raise this acceptor's floor to this ballot, durably,
+    for every key (it then refuses lower ballots everywhere); the caller's own ballot, from its pool only.
     """
 
 
