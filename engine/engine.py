@@ -52,7 +52,8 @@ from .ports import (
 from .read_gate import ReadGate
 from .sequencer import Command
 from .space import SpaceGuard
-from .views.env import Views
+from .views.env import Views, unpack
+from .views.keys import bucket_cfg_key
 from .views.records import Tx
 from .volumes.reads import BlobReader
 from .volumes.record import DamagedBlob
@@ -255,6 +256,13 @@ class Engine(IamOps):
             return tx.bucket_config(name, kind)
 
         return self._read(read)
+
+    def bucket_config_if_any(self, name: str, kind: str) -> Any:
+        """The bucket's config of that kind, or None: no such config or no such bucket (a bucket's configs are
+        written only while it exists and dropped with it, ``Tx.drop_bucket_records``). One get and no bucket
+        record, fresh from the views like every read: access control asks for the policy on every request."""
+        raw = self.views.get("bucket_cfg", bucket_cfg_key(name, kind))
+        return None if raw is None else unpack(raw)
 
     # -- objects --------------------------------------------------------------------------------------------------
     async def ingest(self, body: AsyncIterator[bytes], *, max_bytes: int | None = None,

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -87,13 +88,17 @@ _HEADER_KEYS = ("x-amz-acl", "x-amz-copy-source", "x-amz-metadata-directive", "x
                 "x-amz-content-sha256", "x-amz-object-ownership", "x-amz-checksum-algorithm")
 
 
+ROLE_ALLOW = Decision(True, "role allow", "")  # no policy decided: the caller's role allows the operation
+
+
 def resource_arn(bucket: str, key: str = "") -> str:
     return f"arn:aws:s3:::{bucket}/{key}" if key else f"arn:aws:s3:::{bucket}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestFacts:
-    """What conditions may ask about a request, gathered once (aws:* and s3:* keys)."""
+    """What conditions may ask about a request, gathered once (aws:* and s3:* keys). Not frozen: a frozen
+    dataclass's ``__init__`` (``object.__setattr__`` per field) cost ~1 us on every request; nothing assigns to it."""
 
     headers: Mapping[str, str]
     query: Mapping[str, str]
@@ -148,6 +153,8 @@ class AccessControl:
     def __init__(self, engine: Engine, settings: ApiSettings) -> None:
         self.engine = engine
         self.settings = settings
+        self._root_key = settings.access_key.encode()
+        self._root = root_principal(canonical_id=settings.owner_id)  # one per process: settings do not change
 
     # -- who ------------------------------------------------------------------------------------------------------
     def principal(self, auth: AuthContext | None) -> Principal:
@@ -155,8 +162,8 @@ class AccessControl:
         if auth is None:
             return anonymous()
         access_key = auth.access_key
-        if hmac.compare_digest(access_key.encode(), self.settings.access_key.encode()):
-            return root_principal(canonical_id=self.settings.owner_id)
+        if hmac.compare_digest(access_key.encode(), self._root_key):
+            return self._root
         found = self.engine.secret_for(access_key) if self.settings.iam_enabled else None
         if found is None:
             raise S3Error(ErrorCode.INVALID_ACCESS_KEY_ID, AWSAccessKeyId=access_key)
@@ -168,13 +175,13 @@ class AccessControl:
 
     # -- what -----------------------------------------------------------------------------------------------------
     def policy(self, bucket: str) -> Policy | None:
-        """The bucket's parsed policy (cached by text), or None: no bucket, no policy."""
+        """The bucket's parsed policy (cached by text), or None: no bucket, no policy. Read from the views on every
+        call, so a policy put through any worker or node applies to the next request that reaches the views after
+        it (no per-process copy to invalidate); one get, no bucket record (``Engine.bucket_config_if_any``). No such
+        bucket: None, and the handler answers NoSuchBucket to whoever may ask."""
         if not bucket:
             return None
-        try:
-            text = self.engine.get_bucket_config(bucket, POLICY_KIND)
-        except S3Error:
-            return None  # no such bucket: the handler answers NoSuchBucket to whoever may ask
+        text = self.engine.bucket_config_if_any(bucket, POLICY_KIND)
         if not text:
             return None
         try:
@@ -189,13 +196,16 @@ class AccessControl:
         return VERSION_ACTIONS.get(action, action) if "versionId" in query else action
 
     # -- the decision ---------------------------------------------------------------------------------------------
-    def check(self, who: Principal, operation: str, action: str, bucket: str, key: str,
-              lookup: Callable[[str], Values | None], role_allows: bool) -> Decision:
+    def check(self, who: Principal, operation: str, action: str, bucket: str, key: str, facts: RequestFacts,
+              role_allows: bool) -> Decision:
         """Decide, log a refusal with its reason, raise AccessDenied when refused."""
         if operation in POLICY_OPERATIONS and who.role == "SuperUser":
-            return Decision(True, "role allow")
+            return ROLE_ALLOW
+        policy = self.policy(bucket)
+        if policy is None and role_allows:  # the common case: what ``decide`` answers, without its resource,
+            return ROLE_ALLOW               # request context and Decision built on every request
         resource = resource_arn(bucket, key)
-        decision = decide(self.policy(bucket), who, action, resource, lookup, role_allows)
+        decision = decide(policy, who, action, resource, self.lookup(facts, who, bucket, key), role_allows)
         if not decision.allowed:
             log.info("access denied: actor=%s operation=%s action=%s resource=%s decided-by=%s", who.label,
                      operation, action, resource, decision.describe())
@@ -243,16 +253,17 @@ class AccessControl:
                          operation, resource_arn(bucket))
                 raise S3Error(ErrorCode.ACCESS_DENIED)
             return
-        lookup = self.lookup(facts, who, bucket, key)
-        self.check(who, operation, self.action_for(operation, facts.query), bucket, key, lookup, role_allows)
+        self.check(who, operation, self.action_for(operation, facts.query), bucket, key, facts, role_allows)
 
     def guard(self, who: Principal, facts: RequestFacts, operation: str) -> Callable[[str, str, str], None]:
         """``Call.authorize(action, bucket, key)``: a second resource of the same request (a copy source, each key
-        of a DeleteObjects, each object a query reads). Reading is allowed to every role; the rest to writers."""
-        def authorize(action: str, bucket: str, key: str) -> None:
-            reads = action.startswith(("s3:Get", "s3:List"))
-            role_allows = who.role in ("Writer", "SuperUser") or (who.role == "Reader" and reads)
-            self.check(who, operation, action, bucket, key, self.lookup(facts, who, bucket, key), role_allows)
+        of a DeleteObjects, each object a query reads). Reading is allowed to every role; the rest to writers.
+        A ``partial``, not a closure: made for every request, used by few."""
+        return partial(self._authorize_second, who, facts, operation)
 
-        return authorize
+    def _authorize_second(self, who: Principal, facts: RequestFacts, operation: str, action: str, bucket: str,
+                          key: str) -> None:
+        reads = action.startswith(("s3:Get", "s3:List"))
+        role_allows = who.role in ("Writer", "SuperUser") or (who.role == "Reader" and reads)
+        self.check(who, operation, action, bucket, key, facts, role_allows)
 

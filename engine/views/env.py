@@ -59,6 +59,7 @@ from .keys import (
     META_FLAVOUR,
     META_LAST_SEQ,
     META_LAYOUT,
+    fits,
     from_u64,
     u64,
 )
@@ -158,6 +159,15 @@ class Views:
         """A read transaction, used as a context manager (``with views.read() as txn``): lmdb's own ``__exit__``
         ends it. No generator-based wrapper: this runs a few times per GET."""
         return self.env.begin(buffers=False)
+
+    def get(self, db: str, key: bytes) -> bytes | None:
+        """One value read in a transaction of its own, without ``Tx``: for a single lookup made on every request
+        (access control's bucket policy), where the wrapper's cost shows. Absent database or unstorable key: None."""
+        handle = self.dbs.get(db)
+        if handle is None or not fits(key):
+            return None
+        with self.env.begin(buffers=False) as txn:
+            return txn.get(key, db=handle)
 
     def begin_write(self) -> lmdb.Transaction:
         return self.env.begin(write=True)

@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
+import json
 import os
 import random
 import socket
@@ -24,7 +26,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import BotoCoreError, ClientError
 from helpers.s3client import make_client
-from helpers.server import ServerProcess
+from helpers.server import ACCESS_KEY, SECRET_KEY, ServerProcess
+
+from s4.tools.bench.signer import Signer
 
 WORKERS = {"S4_WORKERS": "2"}
 NO_RETRIES = {"retries": {"total_max_attempts": 1, "mode": "standard"}, "max_pool_connections": 1}
@@ -95,6 +99,72 @@ def test_keep_alive_connections_of_one_client_are_spread_over_the_workers(node: 
     finally:
         for conn in connections:
             conn.close()
+
+
+def _owner_of(conn: http.client.HTTPConnection, port: int, pids: list[int]) -> int:
+    """The worker pid holding the server side of ``conn`` (from /proc: the socket whose peer is its local port)."""
+    local = conn.sock.getsockname()[1]
+    inode = ""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as fh:
+            next(fh)
+            for line in fh:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and int(fields[2].rsplit(":", 1)[1], 16) == local:
+                    inode = fields[9]
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                if os.readlink(fd) == f"socket:[{inode}]":
+                    return pid
+            except OSError:
+                continue
+    return 0
+
+
+def _send(conn: http.client.HTTPConnection, method: str, path: str, body: bytes = b"",
+          query: dict[str, str] | None = None, signed: bool = True) -> int:
+    host = conn.host + f":{conn.port}"
+    headers = Signer(ACCESS_KEY, SECRET_KEY).headers(method, host, path, query=query) if signed else {}
+    target = path + ("?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else "")
+    conn.request(method, target, body=body, headers={**headers, "content-length": str(len(body))})
+    resp = conn.getresponse()
+    resp.read()
+    return resp.status
+
+
+def test_bucket_policy_put_through_one_worker_applies_to_the_next_request_on_the_other(node: ServerProcess) -> None:
+    """Access control reads the policy from the views on every request: no worker may keep a copy that another
+    worker's change does not reach (a per-process cache invalidated only by its own writes would fail here)."""
+    make_client(node.endpoint).create_bucket(Bucket="mp-policy")
+    make_client(node.endpoint).put_object(Bucket="mp-policy", Key="open/k", Body=b"x")
+    by_worker: dict[int, http.client.HTTPConnection] = {}
+    for _ in range(64):  # the kernel hashes each connection to a worker: two owners after a few
+        conn = http.client.HTTPConnection(node.host, node.port, timeout=30)
+        assert _send(conn, "HEAD", "/mp-policy/open/k") == 200
+        if by_worker.setdefault(_owner_of(conn, node.port, node.worker_pids()), conn) is not conn:
+            conn.close()  # a worker already found
+        if len(by_worker) == 2:
+            break
+    assert len(by_worker) == 2 and 0 not in by_worker, by_worker
+    one, other = by_worker.values()
+
+    def policy(prefix: str) -> bytes:
+        return json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+             "Resource": f"arn:aws:s3:::mp-policy/{prefix}/*"}]}).encode()
+
+    assert _send(other, "GET", "/mp-policy/open/k", signed=False) == 403  # no policy: anonymous refused
+    assert _send(one, "PUT", "/mp-policy", policy("open"), {"policy": ""}) == 204
+    assert _send(other, "GET", "/mp-policy/open/k", signed=False) == 200  # the very next request, other worker
+    assert _send(other, "PUT", "/mp-policy", policy("elsewhere"), {"policy": ""}) == 204  # replaced
+    assert _send(one, "GET", "/mp-policy/open/k", signed=False) == 403
+    assert _send(one, "PUT", "/mp-policy", policy("open"), {"policy": ""}) == 204
+    assert _send(other, "GET", "/mp-policy/open/k", signed=False) == 200
+    assert _send(one, "DELETE", "/mp-policy", query={"policy": ""}) == 204
+    assert _send(other, "GET", "/mp-policy/open/k", signed=False) == 403
+    for conn in by_worker.values():
+        conn.close()
 
 
 def test_concurrent_writers_on_different_workers_end_last_writer_wins(node: ServerProcess) -> None:

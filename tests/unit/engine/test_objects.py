@@ -633,6 +633,27 @@ async def test_delete_bucket_not_empty(engine: Engine) -> None:
     assert (await list_all(engine, "bkt"))[0] == []
 
 
+async def test_bucket_config_if_any_reads_what_get_bucket_config_reads_without_the_bucket_record(
+        engine: Engine) -> None:
+    """Access control's per-request policy read: the same answer as ``get_bucket_config`` (None where that one
+    raises NoSuchBucket), including after the bucket is deleted and created again, and for a name too long to be a
+    view key (no LMDB error)."""
+    assert engine.bucket_config_if_any("bkt", "policy") is None  # no bucket
+    assert engine.bucket_config_if_any("b" * 600, "policy") is None
+    await make_bucket(engine)
+    assert engine.bucket_config_if_any("bkt", "policy") is None
+    await engine.set_bucket_config("bkt", "policy", '{"Statement": []}')
+    assert engine.bucket_config_if_any("bkt", "policy") == engine.get_bucket_config("bkt", "policy")
+    assert engine.bucket_config_if_any("bkt", "policy") == '{"Statement": []}'
+    await engine.set_bucket_config("bkt", "policy", None)
+    assert engine.bucket_config_if_any("bkt", "policy") is None
+    await engine.set_bucket_config("bkt", "policy", '{"Statement": []}')
+    await engine.delete_bucket("bkt")
+    assert engine.bucket_config_if_any("bkt", "policy") is None
+    await engine.create_bucket("bkt")
+    assert engine.bucket_config_if_any("bkt", "policy") is None
+
+
 # -- blob refcounts -----------------------------------------------------------------------------------------------
 def volume_data_bytes(data_dir: Path) -> int:
     """Sum of the data lengths of every intact record in every volume file."""
