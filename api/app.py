@@ -235,7 +235,7 @@ class S3Service:
             self._preflight(bucket, headers, resp)
             return
         auth = await self._authenticate(req, raw_path, query_string, headers, bucket, where.virtual_host)
-        req.context.actor = auth.access_key if auth is not None else "anonymous"
+        req.context.actor = auth.access_key if auth is not None else ""  # the access log writes "-"
         target = route(req.method, bucket, key, query, headers)
         req.context.operation = target.operation or "unknown"
         handler = HANDLERS.get(target.operation or "")
