@@ -41,8 +41,11 @@ class TokenIssuer:
 
     def claims(self, token: str) -> dict[str, Any]:
         try:
+            # iat is not checked against this clock: a token issued by a node whose clock runs ahead (up to
+            # S4_MAX_CLOCK_OFFSET in a pool), or by this node before it restarted with its clock set back, is not
+            # "issued in the future"; exp still bounds it
             claims = jwt.decode(token, self._secret, algorithms=[ALGORITHM],
-                                options={"require": ["sub", "exp", "iat"]})
+                                options={"require": ["sub", "exp", "iat"], "verify_iat": False})
         except jwt.ExpiredSignatureError as exc:
             raise IamError(401, "token expired") from exc
         except jwt.InvalidTokenError as exc:
