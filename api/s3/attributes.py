@@ -11,7 +11,7 @@ from s4.engine.names import MAX_PART_NUMBER
 
 from ..inputs import parse_int
 from .call import Call
-from .xml_render import S3_NS, XML_DECL, checksum_type, http_date, xml_escape
+from .xml_render import S3_NS, XML_DECL, checksum_elements, http_date, xml_escape
 
 #: The attributes a client may ask for, as S3 names them in ``x-amz-object-attributes``.
 ATTRIBUTES = frozenset({"ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"})
@@ -54,8 +54,7 @@ def object_attributes_xml(version: ObjectVersion, wanted: list[str], max_parts: 
     if "ETag" in wanted:
         out.append(f"<ETag>{xml_escape(version.etag)}</ETag>")
     if "Checksum" in wanted and version.checksums:
-        out.append(f"<Checksum>{_checksums(version.checksums)}<ChecksumType>{checksum_type(version.checksums)}"
-                   "</ChecksumType></Checksum>")
+        out.append(f"<Checksum>{checksum_elements(version.checksums, with_type=True)}</Checksum>")
     if "ObjectParts" in wanted and version.part_sizes:
         out.append(_parts(version, max_parts, marker))
     if "StorageClass" in wanted:
@@ -78,12 +77,8 @@ def _parts(version: ObjectVersion, max_parts: int, marker: int) -> str:
     for number in page:
         part_checksums = checksums[number - 1] if number <= len(checksums) else {}
         out.append(f"<Part><PartNumber>{number}</PartNumber><Size>{sizes[number - 1]}</Size>"
-                   f"{_checksums(part_checksums)}</Part>")
+                   f"{checksum_elements(part_checksums, with_type=False)}</Part>")
     out.append("</ObjectParts>")
     return "".join(out)
 
-
-def _checksums(checksums: dict[str, str]) -> str:
-    return "".join(f"<Checksum{alg.upper()}>{xml_escape(value)}</Checksum{alg.upper()}>"
-                   for alg, value in checksums.items())
 

@@ -159,7 +159,7 @@ def checksum_type(checksums: Mapping[str, str]) -> str:
     return "FULL_OBJECT"
 
 
-def _checksum_elements(checksums: Mapping[str, str], *, with_type: bool) -> str:
+def checksum_elements(checksums: Mapping[str, str], *, with_type: bool) -> str:
     if not checksums:
         return ""
     out = [f"<Checksum{alg.upper()}>{xml_escape(value)}</Checksum{alg.upper()}>"
@@ -352,7 +352,7 @@ def complete_multipart_xml(location: str, bucket: str, key: str, etag: str,
     return _simple("CompleteMultipartUploadResult",
                    f"<Location>{xml_escape(location)}</Location><Bucket>{xml_escape(bucket)}</Bucket>"
                    f"<Key>{xml_escape(key)}</Key><ETag>{_quoted_etag(etag)}</ETag>"
-                   f"{_checksum_elements(checksums, with_type=True)}")
+                   f"{checksum_elements(checksums, with_type=True)}")
 
 
 def list_parts_xml(page: PartListPage, upload: Upload, *, part_number_marker: int, max_parts: int,
@@ -371,7 +371,7 @@ def list_parts_xml(page: PartListPage, upload: Upload, *, part_number_marker: in
     for p in page.parts:
         append(f"<Part><PartNumber>{p.part_number}</PartNumber>"
                f"<LastModified>{iso8601(p.last_modified_ms)}</LastModified><ETag>{_quoted_etag(p.etag)}</ETag>"
-               f"<Size>{p.size}</Size>{_checksum_elements(p.checksums, with_type=False)}</Part>")
+               f"<Size>{p.size}</Size>{checksum_elements(p.checksums, with_type=False)}</Part>")
     append("</ListPartsResult>")
     return _doc(parts)
 
@@ -412,13 +412,13 @@ def list_multipart_uploads_xml(page: UploadListPage, *, bucket: str, prefix: str
 def copy_object_result_xml(etag: str, last_modified_ms: int, checksums: Mapping[str, str]) -> bytes:
     return _simple("CopyObjectResult", f"<ETag>{_quoted_etag(etag)}</ETag>"
                    f"<LastModified>{iso8601(last_modified_ms)}</LastModified>"
-                   f"{_checksum_elements(checksums, with_type=True)}")
+                   f"{checksum_elements(checksums, with_type=True)}")
 
 
 def copy_part_result_xml(etag: str, last_modified_ms: int, checksums: Mapping[str, str]) -> bytes:
     return _simple("CopyPartResult", f"<ETag>{_quoted_etag(etag)}</ETag>"
                    f"<LastModified>{iso8601(last_modified_ms)}</LastModified>"
-                   f"{_checksum_elements(checksums, with_type=False)}")
+                   f"{checksum_elements(checksums, with_type=False)}")
 
 
 def delete_result_xml(deleted: list[tuple[str, str | None, bool, str | None]],
