@@ -9,7 +9,9 @@ SWIM leave), start it again, wait until it is alive everywhere and caught up, pu
 
 Checked: every client operation succeeds in the end; every failure seen on the wire (a botocore ``needs-retry``
 hook sees each attempt) is a 503 or a connection error to the node being restarted; the history passes
-tests/helpers/rw_history.py's read-after-write rules. Bounded: at most MAX_OPS operations per client.
+tests/helpers/rw_history.py's read-after-write rules. Bounded: at most MAX_OPS operations per client, paced by
+PACE_S so that the load lasts through all three restarts on a fast machine too (an unpaced loop finished its
+operations before the last restart and the test waited for load that could never come).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,8 @@ pytestmark = [pytest.mark.skipif(PROBLEM is not None, reason=str(PROBLEM)), pyte
 BUCKET = "rolling"
 KEYS = [f"key-{i}" for i in range(5)]
 CLIENTS = 3
-MAX_OPS = 400
+MAX_OPS = 2000
+PACE_S = 0.04
 ALL_ALIVE = {"node-1": "alive", "node-2": "alive", "node-3": "alive"}
 
 
@@ -91,8 +95,24 @@ def client_loop(index: int, clients: list[Any], rotation: list[int], lock: threa
                 value = None
             with lock:
                 ops.append(Rec(len(ops), kind, key, start, time.monotonic(), OK, value, f"node-{node + 1}"))
+            done.wait(PACE_S)
     except BaseException as exc:  # noqa: BLE001 - re-raised by the test thread
         errors.append(exc)
+
+
+def more_load(ops: list[Rec], errors: list[BaseException], threads: list[threading.Thread]) -> Callable[[], bool]:
+    """A wait_for check: 20 more client operations than now (or a client error, reported after the wait). A load
+    that ended (every client at MAX_OPS) fails at once rather than waiting out the deadline."""
+    target = len(ops) + 20
+
+    def check() -> bool:
+        if len(ops) >= target or errors:
+            return True
+        if not any(thread.is_alive() for thread in threads):
+            raise AssertionError(f"the client load ended ({len(ops)} operations) before the test was done: "
+                                 "raise MAX_OPS or PACE_S")
+        return False
+    return check
 
 
 def test_issue20_rolling_restart_under_load_only_retried_503s_and_refused_connections(
@@ -120,8 +140,7 @@ def test_issue20_rolling_restart_under_load_only_retried_503s_and_refused_connec
         thread.start()
     try:
         for i, node in enumerate(pool):
-            wait_for("some load before the next restart", lambda n=len(ops): len(ops) >= n + 20 or bool(errors),
-                     pool, deadline_s=120)
+            wait_for("some load before the next restart", more_load(ops, errors, threads), pool, deadline_s=120)
             with wire.lock:
                 wire.restarting = i
             resp = requests.post(f"{node.endpoint}/api/admin/cluster/nodes/node-{i + 1}/drain",
@@ -138,8 +157,7 @@ def test_issue20_rolling_restart_under_load_only_retried_503s_and_refused_connec
             wait_for(f"node-{i + 1} back, alive everywhere and caught up", whole, pool, deadline_s=90)
             with lock:
                 rotation.append(i)
-        wait_for("load on the whole pool again", lambda n=len(ops): len(ops) >= n + 20 or bool(errors), pool,
-                 deadline_s=120)
+        wait_for("load on the whole pool again", more_load(ops, errors, threads), pool, deadline_s=120)
     finally:
         done.set()
         for thread in threads:
