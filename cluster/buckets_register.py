@@ -240,6 +240,19 @@ class CasNode:
                 f"S4_CLUSTER_POOLS: this node's register holds bucket names, so pool {config.pool_name} has been the "
                 f"bucket registry, but pool {registry.name} now sorts first and would be; the registry never moves: "
                 "give the added pool a name after the registry pool's (docs/operations.md, Add a pool)")
+        members = sorted(n.node_id for n in config.pool)
+        try:
+            recorded = store.claim_members(members)
+        except BaseException:
+            store.close()
+            raise
+        if recorded != members:
+            store.close()
+            raise ClusterConfigError(
+                f"S4_POOL_NODES: pool {config.pool_name} was started with nodes {', '.join(recorded)} and now names "
+                f"{', '.join(members)}; a pool's nodes never change (its quorums and register majorities count over "
+                "them): grow the cluster by adding a pool, replace a lost node under its own id (docs/operations.md, "
+                "Add a node)")
         try:
             replacing = store.replacing()  # a replaced node's fresh store: refuse to vote until restored
         except BaseException:

@@ -50,6 +50,7 @@ DEFAULT_MAP_SIZE = 1 << 30  # address space only: the file grows with the data, 
 _INCARNATION = b"incarnation"
 _FLOOR = b"floor"  # a promise for every key (a replaced node's fence: cluster/cas_restore.py)
 _REPLACING = b"replacing"  # set by `s4-admin cluster replace`: this acceptor forgot its state (cluster/cas_restore.py)
+_MEMBERS = b"members"  # the pool's node ids the acceptor first voted among (``claim_members``)
 
 _open_paths: set[Path] = set()  # LMDB forbids opening one environment twice in a process (its locks would break)
 _open_lock = threading.Lock()
@@ -188,6 +189,24 @@ class CasStore:
             txn.put(_INCARNATION, got[0].to_bytes(8, "big"), db=self._meta)
 
         self._durable(self._commit(bump))
+        return got[0]
+
+    def claim_members(self, members: list[str]) -> list[str]:
+        """Record this pool's node ids on the first start, and return the ids recorded (the given ones then).
+
+        A pool is an immutable group (docs/operations.md, "Add a node"): its register's majorities, its write and
+        read quorums and its tombstone GC all count over these ids, so the caller refuses a start with others."""
+        got: list[list[str]] = []
+
+        def claim(txn: Any) -> None:
+            raw = txn.get(_MEMBERS, db=self._meta)
+            if raw is None:
+                txn.put(_MEMBERS, ",".join(members).encode(), db=self._meta)
+                got.append(list(members))
+            else:
+                got.append(bytes(raw).decode().split(","))
+
+        self._durable(self._commit(claim))
         return got[0]
 
     def replacing(self) -> str | None:

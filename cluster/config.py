@@ -184,8 +184,10 @@ def build_cluster_config(values: Mapping[str, Any], name_of: Callable[[str], str
     grace, rejoin = _tombstone_windows(values, hint_ttl, fail, name)
 
     warnings = []
-    if w + r <= n:
-        warnings.append(f"{name('write_quorum')}={w} + {name('read_quorum')}={r} <= {name('replication_factor')}={n}:"
+    if w + r <= len(pool):
+        # Every write goes to every node of the pool (pools replicate among themselves, no placement within one),
+        # so W and R are counted over the pool's nodes: they intersect only when W + R exceeds its size, not N.
+        warnings.append(f"{name('write_quorum')}={w} + {name('read_quorum')}={r} <= {len(pool)} nodes in the pool:"
                         " a read quorum may miss the latest write, so reads may be stale")
     key, secret = _cluster_key(values, cluster_name, name, fail, warnings)
     return ClusterConfig(cluster_name=cluster_name, node_id=node_id, grpc_addr=grpc_addr, http_addr=http_addr,

@@ -144,15 +144,26 @@ def test_issue19_ipv6_pool_entries() -> None:
     assert config.pool[1] == PoolNode("node-2", Address("::1", 9101)) and str(config.pool[1].grpc) == "[::1]:9101"
 
 
-@pytest.mark.parametrize(("n", "w", "r"), [(3, 1, 2), (3, 2, 1), (3, 1, 1), (2, 1, 1)])
+@pytest.mark.parametrize(("n", "w", "r"), [(3, 1, 2), (3, 2, 1), (3, 1, 1), (2, 1, 1), (1, 1, 1), (2, 2, 1)])
 def test_issue19_weak_quorums_start_with_a_stale_read_warning(n: int, w: int, r: int) -> None:
+    """W and R count over the pool's three nodes (every write goes to all of them), whatever N says."""
     config = cluster(S4_REPLICATION_FACTOR=str(n), S4_WRITE_QUORUM=str(w), S4_READ_QUORUM=str(r),
                      S4_CLUSTER_SECRET="s" * 16)
-    assert config.warnings == (f"S4_WRITE_QUORUM={w} + S4_READ_QUORUM={r} <= S4_REPLICATION_FACTOR={n}: a read "
+    assert config.warnings == (f"S4_WRITE_QUORUM={w} + S4_READ_QUORUM={r} <= 3 nodes in the pool: a read "
                                "quorum may miss the latest write, so reads may be stale",)
 
 
-@pytest.mark.parametrize(("n", "w", "r"), [(3, 2, 2), (3, 3, 1), (3, 1, 3), (1, 1, 1), (2, 2, 1)])
+def test_issue20_a_pool_larger_than_n_warns_when_its_quorums_miss() -> None:
+    """A fourth node added to a pool with N=3, W=2, R=2: every write still goes to all four, a write acknowledged by
+    two and a read of the other two do not meet. Before, the check compared W + R with N and said nothing."""
+    config = cluster(S4_POOL_NODES=POOL + ",node-4:127.0.0.4:9100", S4_CLUSTER_SECRET="s" * 16)
+    assert config.warnings == ("S4_WRITE_QUORUM=2 + S4_READ_QUORUM=2 <= 4 nodes in the pool: a read "
+                               "quorum may miss the latest write, so reads may be stale",)
+    assert cluster(S4_POOL_NODES=POOL + ",node-4:127.0.0.4:9100", S4_CLUSTER_SECRET="s" * 16,
+                   S4_WRITE_QUORUM="3").warnings == ()
+
+
+@pytest.mark.parametrize(("n", "w", "r"), [(3, 2, 2), (3, 3, 1), (3, 1, 3), (2, 2, 2)])
 def test_issue19_overlapping_quorums_start_without_warning(n: int, w: int, r: int) -> None:
     config = cluster(S4_REPLICATION_FACTOR=str(n), S4_WRITE_QUORUM=str(w), S4_READ_QUORUM=str(r),
                      S4_CLUSTER_SECRET="s" * 16)
