@@ -1,7 +1,7 @@
 """Issue 20, tombstones and resurrection with real processes (docs/architecture/tombstones.md).
 
 Three s4-server processes (N=3, W=2, R=2) with the windows in seconds: hints live 1 s, a node may be away 30 s,
-tombstones are kept at least 40 s (S4_HINT_TTL_HOURS < S4_MAX_REJOIN_DOWNTIME_DAYS < S4_GC_GRACE_DAYS).
+tombstones are kept at least 33 s (S4_HINT_TTL_HOURS < S4_MAX_REJOIN_DOWNTIME_DAYS < S4_GC_GRACE_DAYS).
 
 * **Deleted while partitioned, healed after the hints expired.** node-3 is cut off (nftables in a network namespace,
   tests/helpers/netns.py) while keys are deleted and overwritten through node-1; the hints for node-3 expire. The
@@ -33,7 +33,7 @@ from test_cluster_quorum_writes import body, counter
 pytestmark = [pytest.mark.skipif(PROBLEM is not None, reason=str(PROBLEM)), pytest.mark.usefixtures("own_network")]
 
 BUCKET = "faults"
-HINT_TTL_S, REJOIN_S, GRACE_S = 1.0, 30.0, 40.0
+HINT_TTL_S, REJOIN_S, GRACE_S = 1.0, 30.0, 33.0
 WINDOWS = {"S4_HINT_TTL_HOURS": str(HINT_TTL_S / 3600), "S4_MAX_REJOIN_DOWNTIME_DAYS": str(REJOIN_S / 86400),
            "S4_GC_GRACE_DAYS": str(GRACE_S / 86400)}
 DEADLINE_S = 150.0
