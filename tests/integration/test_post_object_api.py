@@ -145,6 +145,17 @@ def test_post_object_success_action_redirect_is_303_with_bucket_key_etag(srv: Se
     assert query == {"from": ["form"], "bucket": [bucket], "key": ["dir/r é.txt"], "etag": [etag]}
 
 
+@pytest.mark.parametrize(("status", "answer"), [("200", 200), ("204", 204), ("404", 204), ("", 204), ("2O1", 204)])
+def test_post_object_success_action_status(srv: ServerProcess, s3: Any, bucket: str, status: str,
+                                           answer: int) -> None:
+    """200 and 204 answer with no body; anything else than 200/201/204 is ignored (204), as S3 does."""
+    fields = v2_form(bucket, [["eq", "$key", "s"], {"success_action_status": status}],
+                     {"key": "s", "success_action_status": status})
+    resp = post(srv, bucket, fields)
+    assert (resp.status_code, resp.content) == (answer, b"")
+    assert resp.headers["ETag"] == s3.head_object(Bucket=bucket, Key="s")["ETag"]
+
+
 def test_post_object_expired_policy_is_access_denied_and_stores_nothing(srv: ServerProcess, s3: Any,
                                                                         bucket: str) -> None:
     fields = v2_form(bucket, [["eq", "$key", "late.txt"]], {"key": "late.txt"}, expires_in=-60)
