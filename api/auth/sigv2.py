@@ -220,4 +220,4 @@ def verify_post_policy(policy: str, access_key: str, signature: str,
     if not hmac.compare_digest(sign(secret, policy).encode("ascii"), provided):
         raise S3Error(ErrorCode.SIGNATURE_DOES_NOT_MATCH, AWSAccessKeyId=access_key, StringToSign=policy[:4096],
                       SignatureProvided=signature[:128])
-    return AuthContext(access_key=access_key, payload_mode="unsigned", signature_version=2)
+    return AuthContext(access_key=access_key, payload_mode="unsigned", signature_version=2, form=True)

@@ -419,4 +419,4 @@ def verify_post_policy(policy: str, algorithm: str, credential: str, amz_date: s
     scope = f"{date}/{region}/{service}/aws4_request"
     return AuthContext(access_key=access_key, payload_mode="unsigned", region=region, service=service,
                        amz_date=amz_date, signing_key=key, scope=scope, seed_signature=signature.strip().lower(),
-                       signature_version=4)
+                       signature_version=4, form=True)

@@ -297,6 +297,22 @@ def test_post_object_signer_needs_put_object(srv: ServerProcess, s3: Any, bucket
     assert missing(s3, bucket, "w2.txt")
 
 
+def test_post_object_request_context_is_the_form(srv: ServerProcess, s3: Any, bucket: str) -> None:
+    """Bucket policy conditions see a form upload as AWS describes it: s3:authType POST, and the form's fields as
+    the request's headers (s3:x-amz-acl)."""
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Sid": "NoForms", "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+         "Resource": f"arn:aws:s3:::{bucket}/noforms/*", "Condition": {"StringEquals": {"s3:authType": "POST"}}},
+        {"Sid": "OwnerFull", "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+         "Resource": f"arn:aws:s3:::{bucket}/acl/*",
+         "Condition": {"StringNotEquals": {"s3:x-amz-acl": "bucket-owner-full-control"}}}]}))
+    form = v2_form(bucket, [["starts-with", "$key", ""], ["starts-with", "$acl", ""]], {"key": "noforms/a"})
+    assert post(srv, bucket, form).status_code == 403
+    s3.put_object(Bucket=bucket, Key="noforms/a", Body=b"a PUT is not a form")
+    assert post(srv, bucket, {**form, "key": "acl/a"}).status_code == 403
+    assert post(srv, bucket, {**form, "key": "acl/a", "acl": "bucket-owner-full-control"}).status_code == 204
+
+
 # -- the bypass: only POST /bucket (no query) is a form upload ------------------------------------------------------
 BYPASS_TARGETS = [("", "delete"), ("", "uploads"), ("", "uploadId=abc"), ("", "sql"), ("", "select&select-type=2"),
                   ("", "restore"), ("", "policy"), ("", "x-id=PostObject"), ("/victim", ""), ("/victim", "uploads"),
