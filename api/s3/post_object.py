@@ -102,13 +102,20 @@ class PostObject:
             raise _missing("key")
         fields["key"] = key
         fields["bucket"] = call.bucket  # the request's bucket is what a condition on the bucket must allow
-        auth = self._authenticate(fields)
-        call.req.context.actor = auth.access_key if auth is not None else ""  # the access log names the signer
-        length_range = None
-        if auth is not None:
-            policy = parse_post_policy(fields["policy"])
-            policy.check(fields, time.time())
-            length_range = policy.length_range
+        try:
+            auth = self._authenticate(fields)
+            call.req.context.actor = auth.access_key if auth is not None else ""  # the access log names the signer
+            length_range = None
+            if auth is not None:
+                policy = parse_post_policy(fields["policy"])
+                policy.check(fields, time.time())
+                length_range = policy.length_range
+        except S3Error as exc:
+            if exc.status == 403:  # who was refused and why (the evaluator logs its own refusals the same way)
+                log.info("access denied: actor=%s operation=PostObject resource=arn:aws:s3:::%s/%s decided-by=%s",
+                         fields.get("awsaccesskeyid") or fields.get("x-amz-credential", "anonymous").split("/")[0],
+                         call.bucket, key, exc.message)
+            raise
         headers = _object_headers(fields)
         check_security_headers("PutObject", headers)
         who = self.access.principal(auth)

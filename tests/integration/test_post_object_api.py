@@ -25,6 +25,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from helpers.admin_api import ROOT_PASSWORD, admin_call, root_token
 from helpers.server import ACCESS_KEY, SECRET_KEY, ServerProcess
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 WAIT_S = 60
 JWT_SECRET = "post-object-tests-jwt-secret-0123456789"
@@ -163,6 +165,8 @@ def test_post_object_expired_policy_is_access_denied_and_stores_nothing(srv: Ser
     assert resp.status_code == 403
     assert error(resp) == ("AccessDenied", "Invalid according to Policy: Policy expired.")
     assert missing(s3, bucket, "late.txt")
+    assert (f"access denied: actor={ACCESS_KEY} operation=PostObject resource=arn:aws:s3:::{bucket}/late.txt "
+            "decided-by=Invalid according to Policy: Policy expired.") in srv.log()  # logged before the answer
 
 
 @pytest.mark.parametrize(("conditions", "fields", "message"), [
@@ -338,3 +342,59 @@ def test_multipart_form_data_bypass_is_refused_and_changes_nothing(srv: ServerPr
     assert missing(s3, bucket, "new-key")
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])] == ["victim"]
+
+
+# -- any form: an S3 answer, never a 500 -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def open_bucket(srv: ServerProcess) -> str:
+    """A bucket anyone may upload to, so generated forms reach the upload itself."""
+    name = f"post-fuzz-{uuid.uuid4().hex[:8]}"
+    s3 = client(srv.endpoint)
+    s3.create_bucket(Bucket=name)
+    s3.put_bucket_policy(Bucket=name, Policy=json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": "*", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{name}/*"}]}))
+    return name
+
+
+FIELD_NAMES = st.sampled_from([
+    "key", "file", "File", "x-amz-meta-b", "Expires", "policy", "AWSAccessKeyId", "signature", "x-amz-signature",
+    "x-amz-credential", "x-amz-algorithm", "x-amz-date", "acl", "tagging", "Content-Type", "success_action_status",
+    "success_action_redirect", "x-amz-meta-a", "x-amz-checksum-crc32", "Cache-Control", "x-ignore-me", "bucket", ""])
+FIELD_VALUES = st.one_of(st.binary(max_size=24), st.sampled_from([
+    b"k", b"${filename}", b"201", b"303", b"http://example.com/", b"public-read", b"private", b"\xff\xfe", b"a\r\nb",
+    b"<Tagging><TagSet><Tag><Key>a</Key><Value>b</Value></Tag></TagSet></Tagging>", b"<Tagging>", b"e30=",
+    base64.b64encode(b'{"expiration": "2099-01-01T00:00:00Z", "conditions": []}'), b"AAAAAAAA", b"ceph"]))
+HEADER_LINES = st.sampled_from([b"", b"", b"", b"", b"Content-Type: text/plain\r\n", b"X-Other: 1\r\n",
+                                b"Content-Transfer-Encoding: base64\r\n",
+                                b"Content-Type: text/plain; charset=bogus\r\n"])
+PLAIN = 'form-data; name="{}"'
+DISPOSITIONS = st.sampled_from([PLAIN, PLAIN, PLAIN, 'form-data; name="{}"; filename="f.txt"', "form-data; name={}",
+                                "form-data; name=\"{}\"; filename*=UTF-8''%C3%A9",
+                                "form-data; name=\"{}\"; filename*=bogus''%FF", "attachment"])
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(FIELD_NAMES, DISPOSITIONS, HEADER_LINES, FIELD_VALUES), max_size=5),
+       st.sampled_from([None, b"k", b"dir/${filename}"]), st.booleans(),
+       st.one_of(st.none(), st.none(), st.integers(0, 400)), st.sampled_from(["XyZ", "a" * 70, "x y"]))
+def test_post_object_any_form_gets_an_s3_answer_never_500(srv: ServerProcess, open_bucket: str,
+                                                          parts: list[tuple[str, str, bytes, bytes]],
+                                                          key: bytes | None, with_file: bool, cut: int | None,
+                                                          boundary: str) -> None:
+    """Generated forms around a valid skeleton (a key first, a file last): any field, disposition, part header and
+    value, a body cut anywhere."""
+    if key is not None:
+        parts = [("key", PLAIN, b"", key), *parts]
+    if with_file:
+        parts = [*parts, ("file", 'form-data; name="{}"; filename="f.txt"', b"", b"file bytes")]
+    body = b"".join(b"--" + boundary.encode() + b"\r\nContent-Disposition: " + disposition.format(name).encode() +
+                    b"\r\n" + header + b"\r\n" + value + b"\r\n" for name, disposition, header, value in parts)
+    body += b"--" + boundary.encode() + b"--\r\n"
+    if cut is not None:
+        body = body[:cut]
+    resp = requests.post(f"{srv.endpoint}/{open_bucket}", data=body, timeout=WAIT_S,
+                         headers={"Content-Type": f'multipart/form-data; boundary="{boundary}"'})
+    assert resp.status_code < 500, resp.text
+    if resp.status_code >= 400:
+        assert error(resp)[0]  # an S3 error document
