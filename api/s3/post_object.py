@@ -33,6 +33,7 @@ from falcon.media.multipart import MultipartFormHandler, MultipartParseOptions
 from falcon.util.mediatypes import parse_header
 
 from s4.engine.errors import ErrorCode, S3Error
+from s4.engine.names import check_key
 
 from ..auth import sigv2, sigv4
 from ..auth.request import AuthContext
@@ -100,6 +101,7 @@ class PostObject:
         key = key.replace("${filename}", filename)
         if not key:
             raise _missing("key")
+        check_key(key)  # before a byte of the file: PutObject's key rules (length, characters)
         fields["key"] = key
         fields["bucket"] = call.bucket  # the request's bucket is what a condition on the bucket must allow
         try:

@@ -243,6 +243,9 @@ def test_post_object_form_errors(srv: ServerProcess, s3: Any, bucket: str) -> No
                            headers={"Content-Type": "multipart/form-data; boundary=b"})
     assert broken.status_code == 400 and error(broken)[0] == "MalformedPOSTRequest"
     assert missing(s3, bucket, "k")
+    long_key = v2_form(bucket, [["starts-with", "$key", ""]], {"key": "k" * 1025})
+    resp = post(srv, bucket, long_key)
+    assert resp.status_code == 400 and error(resp)[0] == "KeyTooLongError"
 
 
 def test_post_object_body_ending_inside_the_file_stores_nothing(srv: ServerProcess, s3: Any, bucket: str) -> None:
