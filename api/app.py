@@ -149,7 +149,8 @@ class S3Service:
         self.admin = AdminApi(engine, settings, self.access)
         self.metrics = Metrics(engine) if settings.metrics_enabled else None
         self.request_ids = RequestIds()
-        self.handlers: dict[str, Handler] = {**HANDLERS, "PostObject": PostObject(self.access, self.lookup_secret)}
+        self.handlers: dict[str, Handler] = {**HANDLERS, "PostObject": PostObject(self.access, self.lookup_secret,
+                                                                                self.with_iam_feed)}
         if settings.select_enabled:
             # Load pyarrow/DuckDB next to serving, not on the first query: start-up stays fast, and the first
             # query neither stalls its worker's event loop nor counts the libraries against its memory limit.
@@ -181,15 +182,21 @@ class S3Service:
         """``authenticate``; a node outside the registry pool (several pools) that does not know an IAM access key
         yet first brings the registry pool's IAM here (cluster/iam_feed.py: a key created there before this request
         works here), then decides again: InvalidAccessKeyId only for a key the registry does not hold either."""
+        return await self.with_iam_feed(
+            lambda: self.authenticate(req, raw_path, query_string, headers, bucket, vhost))
+
+    async def with_iam_feed(self, verify: Callable[[], AuthContext | None]) -> AuthContext | None:
+        """``verify()`` again after bringing the registry pool's IAM here, when it named an IAM key this node does
+        not know (``_authenticate``; POST object's form signatures too)."""
         try:
-            return self.authenticate(req, raw_path, query_string, headers, bucket, vhost)
+            return verify()
         except S3Error as exc:
             feed = self.engine.iam_feed
             if feed is None or exc.code is not ErrorCode.INVALID_ACCESS_KEY_ID or not self.settings.iam_enabled \
                     or not str(exc.fields.get("AWSAccessKeyId", "")).startswith("S4AK"):
                 raise
             await feed.refresh()
-        return self.authenticate(req, raw_path, query_string, headers, bucket, vhost)
+        return verify()
 
     async def __call__(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, **_: str) -> None:
         request_id = self.request_ids()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import quote, urlencode, urlsplit
 
 import falcon
@@ -84,9 +84,11 @@ def _missing(name: str) -> S3Error:
 class PostObject:
     """The handler; holds the process's access control and credential lookup (api/app.py S3Service)."""
 
-    def __init__(self, access: AccessControl, lookup_secret: Callable[[str], str | None]) -> None:
+    def __init__(self, access: AccessControl, lookup_secret: Callable[[str], str | None],
+                 with_iam_feed: Callable[[Callable[[], AuthContext | None]], Awaitable[AuthContext | None]]) -> None:
         self.access = access
         self.lookup_secret = lookup_secret
+        self.with_iam_feed = with_iam_feed  # several pools: an IAM key created on the registry pool moments ago
 
     async def __call__(self, call: Call, resp: falcon.asgi.Response) -> None:
         media_type, _ = parse_header(call.headers.get("content-type", ""))
@@ -105,7 +107,7 @@ class PostObject:
         fields["key"] = key
         fields["bucket"] = call.bucket  # the request's bucket is what a condition on the bucket must allow
         try:
-            auth = self._authenticate(fields)
+            auth = await self.signer(fields)
             call.req.context.actor = auth.access_key if auth is not None else ""  # the access log names the signer
             length_range = None
             if auth is not None:
@@ -131,6 +133,11 @@ class PostObject:
         redirect = _redirect_target(fields)  # before the upload: nothing may fail once it is stored
         await put_object(upload, resp)
         _answer(call, resp, key, fields.get("success_action_status", ""), redirect)
+
+    async def signer(self, fields: dict[str, str]) -> AuthContext | None:
+        """The form's verified signer, or None (anonymous); an IAM key this node does not know yet is looked for in
+        the registry pool first, as for header signatures (app.py ``with_iam_feed``)."""
+        return await self.with_iam_feed(lambda: self._authenticate(fields))
 
     def _authenticate(self, fields: dict[str, str]) -> AuthContext | None:
         """The form's signer (None: anonymous). The policy is required with a signature and refused without one."""
