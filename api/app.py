@@ -2,7 +2,8 @@
 
 Flow per request: request id -> health probes (no auth) -> ``/api/...`` admin JSON API (its own bearer tokens) and
 unsigned ``GET /metrics`` -> CORS preflight (no auth) -> signature (SigV4 header or query, SigV2 header or query;
-unsigned: anonymous) -> route to an AWS operation -> access control (s3/access.py: bucket policy, then role) -> security
+unsigned: anonymous) -> route to an AWS operation -> access control (s3/access.py: bucket policy, then role; POST
+object's own, after its form's signature: s3/post_object.py) -> security
 headers S4 cannot honour refused (s3/security.py) -> what the headers allow checked before the body
 (``Call.check_before_body``) -> handler -> CORS headers. Path and query are decoded strictly (api/inputs.py); no
 body is read, and no ``100 Continue`` sent, before the handler asks (api/body_gate.py).
@@ -41,6 +42,7 @@ from .s3 import lifecycle as s3_lifecycle
 from .s3 import policy as s3_policy
 from .s3.access import AccessControl, RequestFacts
 from .s3.call import Call
+from .s3.post_object import PostObject
 from .s3.router import route, split_target
 from .s3.security import check_security_headers
 from .s3.xml import cors_from_record, cors_response_headers, match_cors, split_header_list
@@ -120,6 +122,9 @@ HANDLERS: dict[str, Handler] = {
     "SelectObjectContent": _lazy(".s3.select", "select_object_content"),
     "MultiObjectSQL": _lazy(".s3.select", "multi_object_sql"),
 }
+#: Operations that name their caller themselves, in the body, and authorize it there: POST object (its form's
+#: signature). Only a query-less ``POST /bucket`` routes to it (router.QUERYLESS).
+SELF_AUTHORIZING = frozenset({"PostObject"})
 HEALTH_PATHS = frozenset({"/health", "/minio/health/live", "/minio/health/ready"})
 
 
@@ -144,6 +149,8 @@ class S3Service:
         self.admin = AdminApi(engine, settings, self.access)
         self.metrics = Metrics(engine) if settings.metrics_enabled else None
         self.request_ids = RequestIds()
+        self.handlers: dict[str, Handler] = {**HANDLERS, "PostObject": PostObject(self.access, self.lookup_secret,
+                                                                                self.with_iam_feed)}
         if settings.select_enabled:
             # Load pyarrow/DuckDB next to serving, not on the first query: start-up stays fast, and the first
             # query neither stalls its worker's event loop nor counts the libraries against its memory limit.
@@ -175,15 +182,21 @@ class S3Service:
         """``authenticate``; a node outside the registry pool (several pools) that does not know an IAM access key
         yet first brings the registry pool's IAM here (cluster/iam_feed.py: a key created there before this request
         works here), then decides again: InvalidAccessKeyId only for a key the registry does not hold either."""
+        return await self.with_iam_feed(
+            lambda: self.authenticate(req, raw_path, query_string, headers, bucket, vhost))
+
+    async def with_iam_feed(self, verify: Callable[[], AuthContext | None]) -> AuthContext | None:
+        """``verify()`` again after bringing the registry pool's IAM here, when it named an IAM key this node does
+        not know (``_authenticate``; POST object's form signatures too)."""
         try:
-            return self.authenticate(req, raw_path, query_string, headers, bucket, vhost)
+            return verify()
         except S3Error as exc:
             feed = self.engine.iam_feed
             if feed is None or exc.code is not ErrorCode.INVALID_ACCESS_KEY_ID or not self.settings.iam_enabled \
                     or not str(exc.fields.get("AWSAccessKeyId", "")).startswith("S4AK"):
                 raise
             await feed.refresh()
-        return self.authenticate(req, raw_path, query_string, headers, bucket, vhost)
+        return verify()
 
     async def __call__(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, **_: str) -> None:
         request_id = self.request_ids()
@@ -238,14 +251,15 @@ class S3Service:
         req.context.actor = auth.access_key if auth is not None else ""  # the access log writes "-"
         target = route(req.method, bucket, key, query, headers)
         req.context.operation = target.operation or "unknown"
-        handler = HANDLERS.get(target.operation or "")
+        handler = self.handlers.get(target.operation or "")
         if handler is None:
             if auth is None:  # an anonymous caller learns nothing about what S4 implements (issue 21)
                 raise S3Error(ErrorCode.ACCESS_DENIED)
             raise S3Error(ErrorCode.METHOD_NOT_ALLOWED if target.operation is None else ErrorCode.NOT_IMPLEMENTED)
         who = self.access.principal(auth)
         facts = RequestFacts(headers, query, req.remote_addr or "", req.scheme == "https", auth, time.time())
-        self.access.authorize(who, target.operation or "", bucket, key, facts)
+        if target.operation not in SELF_AUTHORIZING:
+            self.access.authorize(who, target.operation or "", bucket, key, facts)
         call = Call(self.engine, self.settings, req, req.method, bucket, key, query, headers, auth, request_id,
                     authorize=self.access.guard(who, facts, target.operation or ""))
         check_security_headers(target.operation or "", headers)

@@ -143,6 +143,15 @@ class ErrorCode(enum.Enum):
     OVER_MAX_RECORD_SIZE = ("OverMaxRecordSize", 400, "The length of a record in the input or result is greater "
                             "than maxCharsPerRecord of 1 MB.")
     BUSY = ("Busy", 503, "The service is unavailable. Please retry.")
+    # POST object, browser form uploads (api/s3/post_object.py)
+    MALFORMED_POST_REQUEST = ("MalformedPOSTRequest", 400, "The body of your POST request is not well-formed "
+                              "multipart/form-data.")
+    INVALID_POLICY_DOCUMENT = ("InvalidPolicyDocument", 400, "The content of the form does not meet the "
+                               "conditions specified in the policy document.")
+    MAX_POST_PRE_DATA_LENGTH_EXCEEDED = ("MaxPostPreDataLengthExceeded", 400, "Your POST request fields "
+                                         "preceding the upload file were too large.")
+    INCORRECT_NUMBER_OF_FILES_IN_POST_REQUEST = ("IncorrectNumberOfFilesInPostRequest", 400,
+                                                 "POST requires exactly one file upload per request.")
 
     def __init__(self, aws_code: str, status: int, default_message: str) -> None:
         self.aws_code = aws_code

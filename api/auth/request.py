@@ -57,6 +57,7 @@ class AuthContext:
     payload_sha256: str | None = None
     signature_version: int = 4
     presigned: bool = False
+    form: bool = False  # a POST object form's policy signature (api/s3/post_object.py)
 
     @property
     def streaming(self) -> bool:

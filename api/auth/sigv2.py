@@ -207,3 +207,17 @@ def _iso8601_basic(value: str) -> datetime | None:
         return datetime.strptime(value.strip(), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     except ValueError:
         return None
+
+
+def verify_post_policy(policy: str, access_key: str, signature: str,
+                       lookup_secret: Callable[[str], str | None]) -> AuthContext:
+    """A browser form upload's SigV2 signature (api/s3/post_object.py): base64 HMAC-SHA1 of the base64 policy
+    field under the secret key."""
+    secret = lookup_secret(access_key)
+    if secret is None:
+        raise S3Error(ErrorCode.INVALID_ACCESS_KEY_ID, AWSAccessKeyId=access_key)
+    provided = signature.strip().replace(" ", "+").encode("ascii", "replace")
+    if not hmac.compare_digest(sign(secret, policy).encode("ascii"), provided):
+        raise S3Error(ErrorCode.SIGNATURE_DOES_NOT_MATCH, AWSAccessKeyId=access_key, StringToSign=policy[:4096],
+                      SignatureProvided=signature[:128])
+    return AuthContext(access_key=access_key, payload_mode="unsigned", signature_version=2, form=True)

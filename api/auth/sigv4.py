@@ -393,3 +393,30 @@ def verify_sigv4(req: AuthRequest, lookup_secret: Callable[[str], str | None], n
         amz_date=parsed.amz_date, signing_key=key, scope=parsed.scope, seed_signature=parsed.signature,
         payload_sha256=parsed.payload_hash.lower() if mode == "sha256" else None, signature_version=4,
         presigned=parsed.presigned)
+
+
+def verify_post_policy(policy: str, algorithm: str, credential: str, amz_date: str, signature: str,
+                       lookup_secret: Callable[[str], str | None]) -> AuthContext:
+    """A browser form upload's SigV4 signature (api/s3/post_object.py): the hex HMAC-SHA256 of the base64 policy
+    field under the signing key of the credential's scope. No clock skew check: the policy's expiration bounds
+    the form's life."""
+    if algorithm != ALGORITHM:
+        raise S3Error(ErrorCode.INVALID_ARGUMENT, 'X-Amz-Algorithm only supports "AWS4-HMAC-SHA256"',
+                      ArgumentName="x-amz-algorithm", ArgumentValue=algorithm[:64])
+    access_key, date, region, service = _parse_credential(credential, ErrorCode.INVALID_ARGUMENT)
+    if _parse_amz_date(amz_date) is None or amz_date[:8] != date:
+        raise S3Error(ErrorCode.INVALID_ARGUMENT, "x-amz-date must be the ISO 8601 basic form "
+                      "\"yyyyMMdd'T'HHmmss'Z'\" of the credential's date", ArgumentName="x-amz-date",
+                      ArgumentValue=amz_date[:64])
+    secret = lookup_secret(access_key)
+    if secret is None:
+        raise S3Error(ErrorCode.INVALID_ACCESS_KEY_ID, AWSAccessKeyId=access_key)
+    key = signing_key(secret, date, region, service)
+    if not hmac.compare_digest(hmac_hex(key, policy).encode("ascii"),
+                               signature.strip().lower().encode("ascii", "replace")):
+        raise S3Error(ErrorCode.SIGNATURE_DOES_NOT_MATCH, AWSAccessKeyId=access_key, StringToSign=policy[:4096],
+                      SignatureProvided=signature[:128])
+    scope = f"{date}/{region}/{service}/aws4_request"
+    return AuthContext(access_key=access_key, payload_mode="unsigned", region=region, service=service,
+                       amz_date=amz_date, signing_key=key, scope=scope, seed_signature=signature.strip().lower(),
+                       signature_version=4, form=True)

@@ -68,6 +68,7 @@ ACTIONS: dict[str, str] = {
     "UploadPartCopy": "s3:PutObject", "CompleteMultipartUpload": "s3:PutObject",
     "AbortMultipartUpload": "s3:AbortMultipartUpload", "ListParts": "s3:ListMultipartUploadParts",
     "SelectObjectContent": "s3:GetObject",
+    "PostObject": "s3:PutObject",  # the form's signer, authorized by api/s3/post_object.py
 }
 #: With ``?versionId=``, S3 asks for the version's own action.
 VERSION_ACTIONS = {"s3:GetObject": "s3:GetObjectVersion", "s3:DeleteObject": "s3:DeleteObjectVersion",
@@ -137,7 +138,8 @@ def context_values(facts: RequestFacts, who: Principal) -> dict[str, list[str]]:
             values[f"s3:{header}"] = [facts.headers[header]]
     if facts.auth is not None:
         values["s3:signatureversion"] = ["AWS4-HMAC-SHA256" if facts.auth.signature_version == 4 else "AWS"]
-        values["s3:authtype"] = ["REST-QUERY-STRING" if facts.auth.presigned else "REST-HEADER"]
+        values["s3:authtype"] = ["POST" if facts.auth.form else
+                                 "REST-QUERY-STRING" if facts.auth.presigned else "REST-HEADER"]
     tagging = facts.headers.get("x-amz-tagging")
     if tagging is not None:
         tags = parse_qsl(tagging, keep_blank_values=True)

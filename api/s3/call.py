@@ -35,6 +35,8 @@ MAX_XML_BODY_BYTES = 2 * 1024 * 1024
 #: Upload ids S4 issues are 40 hex digits; anything past this cannot be one (and would not fit a view key).
 MAX_UPLOAD_ID_CHARS = 128
 DATA_BODIES = frozenset({"PutObject", "UploadPart"})
+#: POST object: what a form may carry around its file (fields, part headers, boundaries) past S4_MAX_UPLOAD_SIZE.
+MAX_FORM_OVERHEAD_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -52,17 +54,25 @@ class Call:
     trailers: ChunkedTrailers = field(default_factory=ChunkedTrailers)
     #: ``authorize(action, bucket, key)``: access control for a second resource of this request (s3/access.py)
     authorize: Callable[[str, str, str], None] = field(default=lambda action, bucket, key: None)
+    #: The object data when it is not the request body itself (POST object: the form's file field)
+    body: AsyncIterator[bytes] | None = None
 
     @property
     def actor(self) -> str:
         return self.auth.access_key if self.auth else ""
 
     def _source(self) -> AsyncIterator[bytes]:
+        if self.body is not None:
+            return self.body
         source: AsyncIterator[bytes] = self.req.stream.__aiter__()
         if self.auth is not None and self.auth.streaming:
             source = decode_aws_chunked(source, self.auth, parse_trailer_names(self.headers.get("x-amz-trailer")),
                                         self._decoded_length(), self.trailers)
         return source
+
+    def body_stream(self) -> AsyncIterator[bytes]:
+        """The request body (aws-chunked framing decoded), or ``body`` when set; for handlers that parse it."""
+        return self._source()
 
     def _decoded_length(self) -> int | None:
         value = self.headers.get("x-amz-decoded-content-length")
@@ -95,6 +105,10 @@ class Call:
         declared = self.declared_length()
         if operation in DATA_BODIES:
             limit = self.settings.max_upload_bytes
+            if declared is not None and declared > limit:
+                raise S3Error(ErrorCode.ENTITY_TOO_LARGE, ProposedSize=str(declared), MaxSizeAllowed=str(limit))
+        elif operation == "PostObject":
+            limit = self.settings.max_upload_bytes + MAX_FORM_OVERHEAD_BYTES
             if declared is not None and declared > limit:
                 raise S3Error(ErrorCode.ENTITY_TOO_LARGE, ProposedSize=str(declared), MaxSizeAllowed=str(limit))
         elif declared is not None and declared > MAX_XML_BODY_BYTES:

@@ -51,6 +51,7 @@ ROUTES: tuple[tuple[str, str, str, str, str], ...] = (
     ("DELETE", "bucket", "", "", "DeleteBucket"),
     ("POST", "bucket", "delete", "", "DeleteObjects"),
     ("POST", "bucket", "sql", "", "MultiObjectSQL"),
+    ("POST", "bucket", "", "", "PostObject"),  # a browser form upload; only without any query (QUERYLESS)
     # object level
     ("PUT", "object", "uploadId", "x-amz-copy-source", "UploadPartCopy"),
     ("PUT", "object", "uploadId", "", "UploadPart"),
@@ -120,6 +121,11 @@ UNSUPPORTED_SUBRESOURCES = frozenset({
 })
 
 
+#: Operations reached only by a request without any query parameter. POST object authenticates by its form, not
+#: its headers: ``POST /bucket?uploads`` (or any other parameter S4 does not route) must not become a form upload.
+QUERYLESS = frozenset({"PostObject"})
+
+
 def _group_routes() -> dict[tuple[str, str], list[tuple[str, str, str]]]:
     """ROUTES grouped by (method, level), in their original order: a request scans only its own group."""
     groups: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
@@ -135,6 +141,8 @@ def route(method: str, bucket: str, key: str, query: Mapping[str, str], headers:
     level = "object" if key else "bucket" if bucket else "service"
     for r_query, r_header, operation in _ROUTES_BY_TARGET.get((method, level), ()):
         if (not r_query or r_query in query) and (not r_header or r_header in headers):
+            if operation in QUERYLESS and query:
+                return Route(None, bucket, key)
             if r_query or not UNSUPPORTED_SUBRESOURCES.intersection(query):
                 return Route(operation, bucket, key)
             return Route("NotImplemented", bucket, key)

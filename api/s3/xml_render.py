@@ -443,3 +443,9 @@ def delete_result_xml(deleted: list[tuple[str, str | None, bool, str | None]],
         append(f"<Code>{xml_escape(code)}</Code><Message>{xml_escape(message)}</Message></Error>")
     append("</DeleteResult>")
     return _doc(parts)
+
+
+def post_response_xml(location: str, bucket: str, key: str, etag: str) -> bytes:
+    """POST object's answer to ``success_action_status=201``; without a namespace, as S3 sends it."""
+    return (f"{XML_DECL}<PostResponse><Location>{xml_escape(location)}</Location><Bucket>{xml_escape(bucket)}"
+            f"</Bucket><Key>{xml_escape(key)}</Key><ETag>{_quoted_etag(etag)}</ETag></PostResponse>").encode()

@@ -73,7 +73,16 @@ CASES: list[tuple[str, str, str, dict[str, str], str | None, str]] = [
     ("PUT", "/my-image.jpg", "retention", {}, "NotImplemented", "my-image.jpg"),
     ("PUT", "/my-image.jpg", "legal-hold", {}, "NotImplemented", "my-image.jpg"),
     ("PATCH", "/my-image.jpg", "", {}, None, "my-image.jpg"),
-    ("POST", "", "", {}, None, ""),
+    ("POST", "", "", {}, "PostObject", ""),
+    # issue 21: POST object only without a query; a form posted to anything else is not a form upload
+    ("POST", "", "uploads", {}, None, ""),
+    ("POST", "", f"uploadId={UPLOAD}", {}, None, ""),
+    ("POST", "", "select&select-type=2", {}, None, ""),
+    ("POST", "", "restore", {}, None, ""),
+    ("POST", "", "policy", {}, None, ""),
+    ("POST", "", "x-id=PostObject", {}, None, ""),
+    ("POST", "/example-object", "", {}, None, "example-object"),
+    ("POST", "/example-object", "restore", {}, None, "example-object"),
 ]
 #: Operations a Reader may call: every GET/HEAD plus the read-only POSTs (Select and ?sql).
 READS = {"ListObjects", "ListObjectsV2", "ListObjectVersions", "ListMultipartUploads", "GetBucketLocation",

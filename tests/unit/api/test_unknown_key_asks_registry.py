@@ -5,12 +5,16 @@ and only then; a feed that cannot reach the registry is a 503, never a guess (ap
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from s4.api.app import S3Service
+from s4.api.s3.post_object import PostObject
 from s4.engine.errors import ErrorCode, S3Error, ServiceUnavailableError
 
 KEY = "S4AK" + "A" * 16
@@ -37,8 +41,10 @@ def service(feed: Feed | None, iam: bool = True, code: ErrorCode = ErrorCode.INV
             return "authenticated"
         raise S3Error(code, AWSAccessKeyId=key)
 
-    return SimpleNamespace(authenticate=authenticate, engine=SimpleNamespace(iam_feed=feed),
-                           settings=SimpleNamespace(iam_enabled=iam))
+    svc = SimpleNamespace(authenticate=authenticate, engine=SimpleNamespace(iam_feed=feed),
+                          settings=SimpleNamespace(iam_enabled=iam))
+    svc.with_iam_feed = lambda verify: S3Service.with_iam_feed(svc, verify)  # type: ignore[arg-type]
+    return svc
 
 
 def run(svc: Any, key: str = KEY) -> str:
@@ -72,3 +78,19 @@ def test_nothing_is_asked_when_the_registry_cannot_know_better(case: str) -> Non
     with pytest.raises(S3Error):
         run(svc, "AKIAEXAMPLE" if case == "not-iam-key" else KEY)
     assert feed.refreshes == 0
+
+
+def test_post_object_form_signed_with_an_unknown_iam_key_asks_the_registry_too() -> None:
+    """A browser form signed with an IAM key created on the registry pool moments ago (issue 21: POST object)."""
+    feed = Feed()
+    svc = service(feed)
+    form = PostObject(SimpleNamespace(), lambda key: "secret" if key in feed.known else None,  # type: ignore[arg-type]
+                      svc.with_iam_feed)
+    policy = base64.b64encode(b'{"expiration": "2099-01-01T00:00:00Z", "conditions": []}').decode()
+    signature = base64.b64encode(hmac.new(b"secret", policy.encode(), hashlib.sha1).digest()).decode()
+    fields = {"awsaccesskeyid": KEY, "policy": policy, "signature": signature}
+    signer = asyncio.run(form.signer(fields))
+    assert signer is not None and signer.access_key == KEY and signer.form and feed.refreshes == 1
+    with pytest.raises(S3Error) as refused:
+        asyncio.run(form.signer({**fields, "awsaccesskeyid": "S4AK" + "B" * 16}))
+    assert refused.value.code is ErrorCode.INVALID_ACCESS_KEY_ID and feed.refreshes == 2
