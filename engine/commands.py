@@ -16,6 +16,7 @@ from typing import Any
 from s4.journal import EventType
 
 from . import iam, tombstones
+from .checksums import multipart_checksums
 from .conditions import DeleteConditions, Preconditions
 from .errors import ErrorCode, S3Error
 from .model import NULL_VERSION, Bucket, stamped, version_record
@@ -254,7 +255,9 @@ def complete_multipart(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
         raise S3Error(ErrorCode.INVALID_PART_ORDER, UploadId=upload.upload_id)
     # A part number listed more than once (a client that re-sent a part while its first copy was still uploading
     # lists both answers): the last entry names the copy it means, which must be the stored one (the last to finish).
-    wanted = [entry for entry, after in zip(listed, [*numbers[1:], None], strict=True) if entry[0] != after]
+    claims: list[dict[str, str]] = args.get("part_claims") or [{} for _ in listed]
+    kept = [i for i, after in enumerate([*numbers[1:], None]) if listed[i][0] != after]
+    wanted = [listed[i] for i in kept]
     md5s, blobs, sizes, part_checksums = [], [], [], []
     for index, (number, etag) in enumerate(wanted):
         part = d.tx.part(upload.upload_id, number)
@@ -268,10 +271,15 @@ def complete_multipart(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
         blobs.extend([b.hash, b.size] for b in part.blobs)
         sizes.append(part.size)
         part_checksums.append(part.checksums)
+    checksums = multipart_checksums(upload.checksum_algorithm, upload.checksum_type,
+                                    [(n, c, size) for (n, _), c, size in zip(wanted, part_checksums, sizes,
+                                                                              strict=True)],
+                                    [claims[i] for i in kept], args.get("checksums") or {},
+                                    args.get("checksum_type") or "", upload.upload_id)
     etag = f"{hashlib.md5(b''.join(md5s)).hexdigest()}-{len(wanted)}"
     version = version_record(new_version_id(bucket), sum(sizes), etag, content_type=upload.content_type,
                              blobs=blobs, metadata=upload.metadata, headers=upload.headers,
-                             checksums=args.get("checksums"), tags=upload.tags, part_sizes=sizes,
+                             checksums=checksums, tags=upload.tags, part_sizes=sizes,
                              part_checksums=part_checksums)
     event = d.emit(EventType.MULTIPART_COMPLETED, {"bucket": bucket.name, "key": upload.key,
                                                    "upload_id": upload.upload_id, "version": version,

@@ -530,10 +530,11 @@ class Engine(IamOps):
     async def create_multipart_upload(self, bucket: str, key: str, *, content_type: str = "",
                                       metadata: dict[str, str] | None = None,
                                       headers: dict[str, str] | None = None, checksum_algorithm: str = "",
-                                      tags: dict[str, str] | None = None, actor: str = "") -> str:
+                                      tags: dict[str, str] | None = None, actor: str = "",
+                                      checksum_type: str = "", lock: dict[str, Any] | None = None) -> str:
         check_key(key)
         upload = Upload("", bucket, key, 0, content_type or "binary/octet-stream", metadata or {}, headers or {},
-                        checksum_algorithm, tags or {})
+                        checksum_algorithm, tags or {}, "", checksum_type, lock or {})
         return await self._run("create_multipart", {"bucket": bucket, "upload": upload.to_record()}, actor)  # type: ignore[no-any-return]
 
     def get_upload(self, bucket: str, key: str, upload_id: str) -> Upload:
@@ -556,14 +557,18 @@ class Engine(IamOps):
     async def complete_multipart_upload(self, bucket: str, key: str, upload_id: str,
                                         parts: list[tuple[int, str]], *, checksums: dict[str, str] | None = None,
                                         if_match: str | None = None, if_none_match: str | None = None,
-                                        actor: str = "") -> ObjectVersion:
+                                        actor: str = "", part_checksums: list[dict[str, str]] | None = None,
+                                        checksum_type: str = "") -> ObjectVersion:
+        """Assemble the object. ``checksums``: whole-object values the client claims; ``part_checksums``: what its
+        part list names for each part; ``checksum_type``: its x-amz-checksum-type (engine/checksums.py checks all)."""
         if self.key_reads is not None:  # parts may have been uploaded through other nodes
             if not self._upload_local(bucket, upload_id):
                 await self.key_reads.settle_upload(bucket, upload_id)
             await self.settle_key(bucket, key)
         rec = await self._run("complete_multipart", {
             "bucket": bucket, "key": key, "upload_id": upload_id, "parts": [list(p) for p in parts],
-            "checksums": checksums, "if_match": if_match, "if_none_match": if_none_match,
+            "checksums": checksums, "part_claims": part_checksums, "checksum_type": checksum_type,
+            "if_match": if_match, "if_none_match": if_none_match,
             "min_part_bytes": self.options.min_part_bytes}, actor)
         rec.pop("part_checksums", None)
         return ObjectVersion.from_record(key, rec)

@@ -176,16 +176,24 @@ class Upload:
     checksum_algorithm: str = ""
     tags: dict[str, str] = field(default_factory=dict)
     owner: str = ""
+    checksum_type: str = ""  # "COMPOSITE" or "FULL_OBJECT" when checksum_algorithm is set (engine/checksums.py)
+    lock: dict[str, Any] = field(default_factory=dict)  # object lock the completed version starts with (lk/lh)
 
     def to_record(self) -> dict[str, Any]:
-        return {"u": self.upload_id, "bk": self.bucket, "k": self.key, "t": self.initiated_ms,
-                "ct": self.content_type, "m": self.metadata, "hd": self.headers, "ca": self.checksum_algorithm,
-                "tg": self.tags, "o": self.owner}
+        rec = {"u": self.upload_id, "bk": self.bucket, "k": self.key, "t": self.initiated_ms,
+               "ct": self.content_type, "m": self.metadata, "hd": self.headers, "ca": self.checksum_algorithm,
+               "tg": self.tags, "o": self.owner}
+        if self.checksum_type:
+            rec["cty"] = self.checksum_type
+        if self.lock:
+            rec["lock"] = self.lock
+        return rec
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> Upload:
         return cls(rec["u"], rec["bk"], rec["k"], rec["t"], rec.get("ct", "binary/octet-stream"),
-                   rec.get("m", {}), rec.get("hd", {}), rec.get("ca", ""), rec.get("tg", {}), rec.get("o", ""))
+                   rec.get("m", {}), rec.get("hd", {}), rec.get("ca", ""), rec.get("tg", {}), rec.get("o", ""),
+                   rec.get("cty", ""), rec.get("lock") or {})
 
 
 @dataclass(slots=True, init=False)

@@ -35,6 +35,7 @@ from .xml import (
     parse_tagging,
     tagging_xml,
 )
+from .xml_render import checksum_type
 
 log = logging.getLogger(__name__)
 MAX_OBJECT_TAGS = 10
@@ -100,9 +101,10 @@ def _object_headers(call: Call, opened: OpenVersion, resp: falcon.asgi.Response,
     if version.tags:
         resp.set_header("x-amz-tagging-count", str(len(version.tags)))
     set_expiration_header(call, version, resp, opened.lifecycle)
-    if whole and call.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
+    if whole and version.checksums and call.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
         for name, value in checksum_headers(version.checksums).items():
             resp.set_header(name, value)
+        resp.set_header("x-amz-checksum-type", checksum_type(version.checksums))
     for header, value in overrides:
         resp.set_header(header, value)
 
@@ -162,6 +164,10 @@ async def _serve(call: Call, resp: falcon.asgi.Response, *, body: bool) -> None:
     _object_headers(call, opened, resp, whole=not partial)
     if parts_count is not None:
         resp.set_header("x-amz-mp-parts-count", str(parts_count))
+        number = int(call.query["partNumber"])  # a part's own checksums, as S3 answers GET/HEAD ?partNumber=N
+        if number <= len(version.part_checksums) and call.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
+            for name, value in checksum_headers(version.part_checksums[number - 1]).items():
+                resp.set_header(name, value)
     if partial:
         resp.status = falcon.HTTP_206
         resp.set_header("Content-Range", f"bytes {start}-{start + length - 1}/{version.size}")
