@@ -68,6 +68,7 @@ ACTIONS: dict[str, str] = {
     "UploadPartCopy": "s3:PutObject", "CompleteMultipartUpload": "s3:PutObject",
     "AbortMultipartUpload": "s3:AbortMultipartUpload", "ListParts": "s3:ListMultipartUploadParts",
     "SelectObjectContent": "s3:GetObject",
+    "PutObjectLockConfiguration": "s3:PutBucketObjectLockConfiguration",
 }
 #: With ``?versionId=``, S3 asks for the version's own action.
 VERSION_ACTIONS = {"s3:GetObject": "s3:GetObjectVersion", "s3:DeleteObject": "s3:DeleteObjectVersion",

@@ -14,6 +14,7 @@ from ..inputs import digits_value, parse_int
 from .buckets import encoding_type, max_keys
 from .call import Call, checksum_headers
 from .headers import stored_headers, user_metadata
+from .object_lock import lock_from_headers
 from .objects import copy_source_version, parse_tagging_header, version_headers
 from .xml import (
     complete_multipart_xml,
@@ -57,7 +58,8 @@ async def create_multipart_upload(call: Call, resp: falcon.asgi.Response) -> Non
     upload_id = await call.engine.create_multipart_upload(
         call.bucket, call.key, content_type=call.headers.get("content-type", ""),
         metadata=user_metadata(call.headers), headers=stored_headers(call.headers), checksum_algorithm=algorithm,
-        tags=parse_tagging_header(call.headers.get("x-amz-tagging")), actor=call.actor, checksum_type=kind)
+        tags=parse_tagging_header(call.headers.get("x-amz-tagging")), actor=call.actor, checksum_type=kind,
+        lock=lock_from_headers(call.headers))
     if algorithm:
         resp.set_header("x-amz-checksum-algorithm", algorithm)
         resp.set_header("x-amz-checksum-type", kind)
