@@ -137,11 +137,14 @@ def _new_version_lock(d: Decision, bucket: Bucket, key: str, asked: dict[str, An
         replaced = d.tx.version(oid, NULL_VERSION) if oid is not None else None
         if replaced is not None:
             object_lock.check_removable(replaced, now, False)
-    if asked:
-        object_lock.check_new_retention(asked.get("lk"), now)
-        return {k: v for k, v in asked.items() if v}
-    retention = object_lock.default_lock(config, now)
-    return {"lk": retention} if retention else {}
+    lock = {k: v for k, v in (asked or {}).items() if v}
+    if lock.get("lk"):
+        object_lock.check_new_retention(lock["lk"], now)
+    else:  # a legal hold alone still gets the bucket's default retention
+        retention = object_lock.default_lock(config, now)
+        if retention:
+            lock["lk"] = retention
+    return lock
 
 
 def delete_object(d: Decision, args: dict[str, Any]) -> dict[str, Any]:

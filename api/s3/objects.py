@@ -170,10 +170,11 @@ async def _serve(call: Call, resp: falcon.asgi.Response, *, body: bool) -> None:
     _object_headers(call, opened, resp, whole=not partial)
     if parts_count is not None:
         resp.set_header("x-amz-mp-parts-count", str(parts_count))
-        number = int(call.query["partNumber"])  # a part's own checksums, as S3 answers GET/HEAD ?partNumber=N
-        if number <= len(version.part_checksums) and call.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
+        number = int(call.query["partNumber"])  # a part's own checksums and the object's type (as RGW answers
+        if number <= len(version.part_checksums) and version.checksums:  # ?partNumber=N, checksum mode or not)
             for name, value in checksum_headers(version.part_checksums[number - 1]).items():
                 resp.set_header(name, value)
+            resp.set_header("x-amz-checksum-type", checksum_type(version.checksums))
     if partial:
         resp.status = falcon.HTTP_206
         resp.set_header("Content-Range", f"bytes {start}-{start + length - 1}/{version.size}")

@@ -87,12 +87,11 @@ def test_wrong_part_checksum_is_invalid_part() -> None:
     assert err.value.fields["PartNumber"] == "2"
 
 
-def test_composite_upload_needs_every_parts_checksum() -> None:
+def test_unlisted_part_checksums_use_the_stored_ones() -> None:
     listed = _listed("CRC32C")
     listed[2] = {}
-    with pytest.raises(S3Error) as err:
-        multipart_checksums("CRC32C", COMPOSITE, _parts("CRC32C"), listed, {}, "", "u")
-    assert err.value.code is ErrorCode.INVALID_REQUEST and "part 3" in err.value.message
+    assert multipart_checksums("CRC32C", COMPOSITE, _parts("CRC32C"), listed, {}, "", "u") == \
+        multipart_checksums("CRC32C", COMPOSITE, _parts("CRC32C"), _listed("CRC32C"), {}, "", "u")
 
 
 def test_checksum_type_must_be_the_uploads() -> None:
