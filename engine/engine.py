@@ -225,10 +225,10 @@ class Engine(IamOps):
                             object_lock: bool = False) -> None:
         """``object_lock``: created with Object Lock on (and versioning with it), in the create's own batch."""
         check_bucket_name(name)
-        run = self._run
-        if object_lock:
-            async def run(command: str, args: dict[str, Any], who: str, volumes: set[str] | None = None) -> Any:
-                return await self._run(command, dict(args, object_lock=True), who, volumes)
+
+        async def run(command: str, args: dict[str, Any], who: str, volumes: set[str] | None = None) -> Any:
+            return await self._run(command, dict(args, object_lock=True) if object_lock else args, who, volumes)
+
         if self.names is not None:  # a pool: the name register decides first (engine/bucket_names.py)
             await bucket_names.create_bucket(self.names, run, name, region, actor)
             return

@@ -33,7 +33,7 @@ def enabled(config: Mapping[str, Any] | None) -> bool:
 
 def default_lock(config: Mapping[str, Any] | None, now_ms: int) -> dict[str, Any] | None:
     """The retention a new version gets from the bucket's default rule, or None (no rule)."""
-    rule = (config or {}).get("rule")
+    rule: Mapping[str, Any] | None = (config or {}).get("rule")
     if not rule:
         return None
     days = rule.get("days") or YEAR_DAYS * int(rule.get("years") or 0)
@@ -42,7 +42,7 @@ def default_lock(config: Mapping[str, Any] | None, now_ms: int) -> dict[str, Any
 
 def retention_active(rec: Mapping[str, Any], now_ms: int) -> bool:
     lock = rec.get("lk")
-    return bool(lock) and int(lock["u"]) > now_ms
+    return lock is not None and int(lock["u"]) > now_ms
 
 
 def is_locked(rec: Mapping[str, Any], now_ms: int) -> bool:

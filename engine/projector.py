@@ -351,7 +351,7 @@ def apply_object_lock_set(tx: Tx, event: Event) -> None:
     oid = namespace.find_object(tx.txn, tx.dbs["ns"], bucket.root, p["key"].encode())
     rec = tx.version(oid, p["version_id"]) if oid is not None else None
     stamp = _stamp(event)
-    if rec is None or not _newer(stamp, rec.get("lc")):
+    if oid is None or rec is None or not _newer(stamp, rec.get("lc")):
         return
     if p.get("lk"):
         rec["lk"] = p["lk"]
