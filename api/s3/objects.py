@@ -84,6 +84,8 @@ async def put_object(call: Call, resp: falcon.asgi.Response) -> None:
     version_headers(call, version, resp, report_null=False)
     for name, value in checksum_headers(checksums).items():
         resp.set_header(name, value)
+    if checksums:
+        resp.set_header("x-amz-checksum-type", "FULL_OBJECT")  # a single PUT's checksum covers the whole body
 
 
 async def _select_version(call: Call) -> ObjectVersion:
