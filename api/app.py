@@ -39,6 +39,7 @@ from .inputs import digits_value, parse_query
 from .metrics import Metrics
 from .s3 import attributes, buckets, multipart, objects
 from .s3 import lifecycle as s3_lifecycle
+from .s3 import object_lock as s3_object_lock
 from .s3 import policy as s3_policy
 from .s3.access import AccessControl, RequestFacts
 from .s3.call import Call
@@ -51,7 +52,7 @@ from .settings import ApiSettings
 #: Operations answered from a bucket's configuration: in a pool, read from R replicas first (engine.settle_bucket).
 BUCKET_CONFIG_READS = frozenset({"GetBucketCors", "GetBucketEncryption", "GetBucketLifecycleConfiguration",
                                  "GetBucketLocation", "GetBucketPolicy", "GetBucketTagging", "GetBucketVersioning",
-                                 "GetBucketPolicyStatus"})
+                                 "GetBucketPolicyStatus", "GetObjectLockConfiguration"})
 log = logging.getLogger(__name__)
 Handler = Callable[[Call, falcon.asgi.Response], Awaitable[None]]
 
@@ -91,7 +92,7 @@ HANDLERS: dict[str, Handler] = {
     "DeleteBucketPolicy": s3_policy.delete_bucket_policy,
     "GetBucketPolicyStatus": s3_policy.get_bucket_policy_status,
     "GetBucketEncryption": buckets._absent(ErrorCode.SERVER_SIDE_ENCRYPTION_NOT_FOUND),
-    "GetObjectLockConfiguration": buckets._absent(ErrorCode.OBJECT_LOCK_CONFIGURATION_NOT_FOUND),
+    "GetObjectLockConfiguration": s3_object_lock.get_object_lock_configuration,
     "GetBucketOwnershipControls": buckets._absent(ErrorCode.OWNERSHIP_CONTROLS_NOT_FOUND),
     "GetPublicAccessBlock": buckets._absent(ErrorCode.NO_SUCH_PUBLIC_ACCESS_BLOCK),
     "GetBucketWebsite": buckets._absent(ErrorCode.NO_SUCH_WEBSITE_CONFIGURATION),
@@ -121,6 +122,11 @@ HANDLERS: dict[str, Handler] = {
     "ListMultipartUploads": multipart.list_multipart_uploads,
     "SelectObjectContent": _lazy(".s3.select", "select_object_content"),
     "MultiObjectSQL": _lazy(".s3.select", "multi_object_sql"),
+    "PutObjectLockConfiguration": s3_object_lock.put_object_lock_configuration,
+    "PutObjectRetention": s3_object_lock.put_object_retention,
+    "GetObjectRetention": s3_object_lock.get_object_retention,
+    "PutObjectLegalHold": s3_object_lock.put_object_legal_hold,
+    "GetObjectLegalHold": s3_object_lock.get_object_legal_hold,
 }
 #: Operations that name their caller themselves, in the body, and authorize it there: POST object (its form's
 #: signature). Only a query-less ``POST /bucket`` routes to it (router.QUERYLESS).

@@ -15,7 +15,8 @@ from typing import Any
 
 from s4.journal import EventType
 
-from . import iam, tombstones
+from . import iam, object_lock, tombstones
+from .checksums import multipart_checksums
 from .conditions import DeleteConditions, Preconditions
 from .errors import ErrorCode, S3Error
 from .model import NULL_VERSION, Bucket, stamped, version_record
@@ -57,6 +58,9 @@ def create_bucket(d: Decision, args: dict[str, Any]) -> None:
     if registered:
         payload["ri"] = registered  # which life of the name the register granted (recorded in the journal)
     d.emit(EventType.BUCKET_CREATED, payload)
+    if args.get("object_lock"):  # x-amz-bucket-object-lock-enabled: versioning on for good, in the same batch
+        for kind, value in (("versioning", "Enabled"), (object_lock.CONFIG_KIND, {"enabled": True})):
+            d.emit(EventType.BUCKET_CONFIG_SET, {"bucket": args["bucket"], "kind": kind, "value": value})
 
 
 def delete_bucket(d: Decision, args: dict[str, Any]) -> None:
@@ -74,6 +78,17 @@ def set_bucket_config(d: Decision, args: dict[str, Any]) -> None:
     bucket = require_bucket(d.tx, args["bucket"])
     if args["kind"] == "versioning" and args["value"] == "Suspended" and not bucket.versioning:
         pass  # AWS accepts suspending a never-versioned bucket; it becomes Suspended
+    lock = d.tx.bucket_config(bucket.name, object_lock.CONFIG_KIND)
+    if args["kind"] == "versioning" and args["value"] != "Enabled" and object_lock.enabled(lock):
+        raise S3Error(ErrorCode.INVALID_BUCKET_STATE, "An Object Lock configuration is present on this bucket, so "
+                      "the versioning state cannot be changed.", BucketName=bucket.name)
+    if args["kind"] == object_lock.CONFIG_KIND:
+        if not args["value"] or not args["value"].get("enabled"):
+            raise S3Error(ErrorCode.MALFORMED_XML)  # Object Lock cannot be turned off once on
+        if not object_lock.enabled(lock) and bucket.versioning != "Enabled":
+            raise S3Error(ErrorCode.INVALID_BUCKET_STATE, "Versioning must be 'Enabled' on the bucket to apply a "
+                          "Object Lock configuration", BucketName=bucket.name)
+        object_lock.validate_rule(args["value"].get("rule"))
     d.emit(EventType.BUCKET_CONFIG_SET, {"bucket": bucket.name, "kind": args["kind"], "value": args["value"]})
 
 
@@ -100,15 +115,43 @@ def put_object(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
     check_locations(d.tx, args["blobs_at"])
     check_write_conditions(d.tx, bucket, args["key"], args)
     version = dict(args["version"], v=new_version_id(bucket))
+    version.update(_new_version_lock(d, bucket, args["key"], args.get("lock")))
     event = d.emit(EventType.OBJECT_VERSION_PUT, {"bucket": bucket.name, "key": args["key"], "version": version,
                                                   "blobs_at": args["blobs_at"],
                                                   "written": args.get("written", [])}, bucket)
     return stamped(version, event.hlc)
 
 
+def _new_version_lock(d: Decision, bucket: Bucket, key: str, asked: dict[str, Any] | None) -> dict[str, Any]:
+    """The lock a new version starts with: what the request asked (``x-amz-object-lock-*``), else the bucket's
+    default retention; InvalidRequest when the bucket has no Object Lock. A version that would replace a locked
+    one in place (the ``null`` version of a bucket not versioning) is refused (engine/object_lock.py)."""
+    config = d.tx.bucket_config(bucket.name, object_lock.CONFIG_KIND)
+    if not object_lock.enabled(config):
+        if asked:
+            raise S3Error(ErrorCode.INVALID_REQUEST, object_lock.MISSING_CONFIG)
+        return {}
+    now = d.now_ms()
+    if bucket.versioning != "Enabled":  # defensive: an Object Lock bucket cannot stop versioning
+        oid = object_id(d.tx, bucket, key)
+        replaced = d.tx.version(oid, NULL_VERSION) if oid is not None else None
+        if replaced is not None:
+            object_lock.check_removable(replaced, now, False)
+    lock = {k: v for k, v in (asked or {}).items() if v}
+    if lock.get("lk"):
+        object_lock.check_new_retention(lock["lk"], now)
+    else:  # a legal hold alone still gets the bucket's default retention
+        retention = object_lock.default_lock(config, now)
+        if retention:
+            lock["lk"] = retention
+    return lock
+
+
 def delete_object(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
     """DeleteObject semantics for every versioning state; returns what the response headers report. Conditions
-    (``cond``, a DeleteConditions record) are checked here, against the version the delete acts on."""
+    (``cond``, a DeleteConditions record) are checked here, against the version the delete acts on. Removing a
+    version under Object Lock is AccessDenied (a GOVERNANCE retention yields to ``bypass``, the caller's permitted
+    x-amz-bypass-governance-retention); a delete marker is always added, as S3 does."""
     bucket = require_bucket(d.tx, args["bucket"])
     key, version_id = args["key"], args.get("version_id")
     oid = object_id(d.tx, bucket, key)
@@ -119,12 +162,17 @@ def delete_object(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
         if rec is None:
             return {"version_id": version_id, "delete_marker": False}
         conditions.check(rec)
+        if "lk" in rec or "lh" in rec:
+            object_lock.check_removable(rec, d.now_ms(), bool(args.get("bypass")))
         d.emit(EventType.OBJECT_VERSION_REMOVED, {"bucket": bucket.name, "key": key, "version_id": version_id}, bucket)
         return {"version_id": version_id, "delete_marker": bool(rec.get("dm"))}
     if conditions:
         conditions.check(_delete_target(d.tx, oid))
     if not bucket.versioning:
-        if oid is not None and d.tx.version(oid, NULL_VERSION) is not None:
+        null = d.tx.version(oid, NULL_VERSION) if oid is not None else None
+        if null is not None:
+            if "lk" in null or "lh" in null:
+                object_lock.check_removable(null, d.now_ms(), bool(args.get("bypass")))
             d.emit(EventType.OBJECT_VERSION_REMOVED, {"bucket": bucket.name, "key": key,
                                                       "version_id": NULL_VERSION}, bucket)
         return {"version_id": None, "delete_marker": False}
@@ -181,6 +229,9 @@ def rename(d: Decision, args: dict[str, Any]) -> None:
                       "or both be keys", ArgumentName="x-amz-rename-source", ArgumentValue=src)
     if src == dst:
         raise S3Error(ErrorCode.INVALID_REQUEST, "The source and destination of a rename are the same.")
+    if object_lock.enabled(d.tx.bucket_config(bucket.name, object_lock.CONFIG_KIND)):
+        raise S3Error(ErrorCode.INVALID_REQUEST, "Rename is not allowed in a bucket with Object Lock: it would "
+                      "move locked versions.")
     src_cond = Preconditions.from_record(args.get("src_cond"))
     dst_cond = Preconditions.from_record(args.get("dst_cond"))
     if src.endswith("/"):
@@ -222,9 +273,52 @@ def _check_key_rename(tx: Tx, bucket: Bucket, src: str, dst: str, src_cond: Prec
                       "delete them first so no history is lost.", Key=dst)
 
 
+def set_object_lock(d: Decision, args: dict[str, Any]) -> str:
+    """PutObjectRetention (``retention``: ``{"m", "u"}`` or None to remove) or PutObjectLegalHold (``legal_hold``):
+    the version's whole new lock state as one ``object.lock_set`` event, after engine/object_lock.py's rules."""
+    bucket = require_bucket(d.tx, args["bucket"])
+    if not object_lock.enabled(d.tx.bucket_config(bucket.name, object_lock.CONFIG_KIND)):
+        raise S3Error(ErrorCode.INVALID_REQUEST, object_lock.MISSING_CONFIG)
+    rec = _lock_target(d.tx, bucket, args["key"], args.get("version_id"))
+    lock = {k: rec[k] for k in ("lk", "lh") if k in rec}
+    now = d.now_ms()
+    if "retention" in args:
+        object_lock.check_retention_change(rec.get("lk"), args["retention"], now, bool(args.get("bypass")))
+        object_lock.check_new_retention(args["retention"], now)
+        lock["lk"] = args["retention"]
+    if "legal_hold" in args:
+        lock["lh"] = bool(args["legal_hold"])
+    payload = {"bucket": bucket.name, "key": args["key"], "version_id": rec["v"], "lk": lock.get("lk")}
+    if "lh" in lock:
+        payload["lh"] = bool(lock["lh"])
+    d.emit(EventType.OBJECT_LOCK_SET, payload, bucket)
+    return str(rec["v"])
+
+
+def _lock_target(tx: Tx, bucket: Bucket, key: str, version_id: str | None) -> dict[str, Any]:
+    """The version a retention or legal hold request names (the latest without a version id)."""
+    oid = object_id(tx, bucket, key)
+    if version_id is not None:
+        check_version_id(version_id)
+    rec = None
+    if oid is not None:
+        rec = tx.version(oid, version_id) if version_id is not None else tx.latest(oid)
+    if rec is None:
+        if version_id is not None and oid is not None:
+            raise S3Error(ErrorCode.NO_SUCH_VERSION, resource=key, Key=key, VersionId=version_id)
+        raise S3Error(ErrorCode.NO_SUCH_KEY, resource=key, Key=key)
+    if rec.get("dm"):
+        raise S3Error(ErrorCode.METHOD_NOT_ALLOWED, headers={"x-amz-delete-marker": "true"})
+    return rec
+
+
 # -- multipart ----------------------------------------------------------------------------------------------------
 def create_multipart(d: Decision, args: dict[str, Any]) -> str:
     bucket = require_bucket(d.tx, args["bucket"])
+    if args["upload"].get("lock"):  # refused now rather than at completion, as S3 does
+        if not object_lock.enabled(d.tx.bucket_config(bucket.name, object_lock.CONFIG_KIND)):
+            raise S3Error(ErrorCode.INVALID_REQUEST, object_lock.MISSING_CONFIG)
+        object_lock.check_new_retention(args["upload"]["lock"].get("lk"), d.now_ms())
     upload = dict(args["upload"], u=uuid.uuid4().hex + uuid.uuid4().hex[:8], bk=bucket.name, o=d.actor)
     d.emit(EventType.MULTIPART_CREATED, {"bucket": bucket.name, "key": upload["k"], "upload": upload})
     return str(upload["u"])
@@ -254,7 +348,9 @@ def complete_multipart(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
         raise S3Error(ErrorCode.INVALID_PART_ORDER, UploadId=upload.upload_id)
     # A part number listed more than once (a client that re-sent a part while its first copy was still uploading
     # lists both answers): the last entry names the copy it means, which must be the stored one (the last to finish).
-    wanted = [entry for entry, after in zip(listed, [*numbers[1:], None], strict=True) if entry[0] != after]
+    claims: list[dict[str, str]] = args.get("part_claims") or [{} for _ in listed]
+    kept = [i for i, after in enumerate([*numbers[1:], None]) if listed[i][0] != after]
+    wanted = [listed[i] for i in kept]
     md5s, blobs, sizes, part_checksums = [], [], [], []
     for index, (number, etag) in enumerate(wanted):
         part = d.tx.part(upload.upload_id, number)
@@ -268,11 +364,17 @@ def complete_multipart(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
         blobs.extend([b.hash, b.size] for b in part.blobs)
         sizes.append(part.size)
         part_checksums.append(part.checksums)
+    checksums = multipart_checksums(upload.checksum_algorithm, upload.checksum_type,
+                                    [(n, c, size) for (n, _), c, size in zip(wanted, part_checksums, sizes,
+                                                                              strict=True)],
+                                    [claims[i] for i in kept], args.get("checksums") or {},
+                                    args.get("checksum_type") or "", upload.upload_id)
     etag = f"{hashlib.md5(b''.join(md5s)).hexdigest()}-{len(wanted)}"
     version = version_record(new_version_id(bucket), sum(sizes), etag, content_type=upload.content_type,
                              blobs=blobs, metadata=upload.metadata, headers=upload.headers,
-                             checksums=args.get("checksums"), tags=upload.tags, part_sizes=sizes,
+                             checksums=checksums, tags=upload.tags, part_sizes=sizes,
                              part_checksums=part_checksums)
+    version.update(_new_version_lock(d, bucket, upload.key, upload.lock or None))
     event = d.emit(EventType.MULTIPART_COMPLETED, {"bucket": bucket.name, "key": upload.key,
                                                    "upload_id": upload.upload_id, "version": version,
                                                    "parts": listed})
@@ -366,6 +468,7 @@ DECIDERS: dict[str, Decider] = {
     "retire_volume": retire_volume,
     "mark_blob_damaged": mark_blob_damaged,
     "lifecycle_expire": lifecycle_expire,
+    "set_object_lock": set_object_lock,
     **iam.DECIDERS,
     **tombstones.DECIDERS,
 }

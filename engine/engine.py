@@ -221,12 +221,18 @@ class Engine(IamOps):
             return fn(Tx(txn, self.views.dbs))
 
     # -- buckets --------------------------------------------------------------------------------------------------
-    async def create_bucket(self, name: str, region: str = "us-east-1", actor: str = "") -> None:
+    async def create_bucket(self, name: str, region: str = "us-east-1", actor: str = "",
+                            object_lock: bool = False) -> None:
+        """``object_lock``: created with Object Lock on (and versioning with it), in the create's own batch."""
         check_bucket_name(name)
+
+        async def run(command: str, args: dict[str, Any], who: str, volumes: set[str] | None = None) -> Any:
+            return await self._run(command, dict(args, object_lock=True) if object_lock else args, who, volumes)
+
         if self.names is not None:  # a pool: the name register decides first (engine/bucket_names.py)
-            await bucket_names.create_bucket(self.names, self._run, name, region, actor)
+            await bucket_names.create_bucket(self.names, run, name, region, actor)
             return
-        await self._run("create_bucket", {"bucket": name, "region": region}, actor)
+        await run("create_bucket", {"bucket": name, "region": region}, actor)
 
     async def delete_bucket(self, name: str, actor: str = "") -> None:
         if self.names is not None:
@@ -274,8 +280,9 @@ class Engine(IamOps):
                          checksums: dict[str, str] | None = None, tags: dict[str, str] | None = None,
                          if_match: str | None = None, if_none_match: str | None = None,
                          etag: str | None = None, part_sizes: list[int] | None = None,
-                         actor: str = "") -> ObjectVersion:
-        """Record a new version made of already-ingested chunks (see ``ingest``)."""
+                         actor: str = "", lock: dict[str, Any] | None = None) -> ObjectVersion:
+        """Record a new version made of already-ingested chunks (see ``ingest``). ``lock``: the object lock the
+        request asks for (``lk``/``lh``, engine/object_lock.py); without one the bucket's default applies."""
         check_key(key)
         await self.settle_key(bucket, key)  # a pool decides (conditions, versions, clock) on a quorum's state
         version = version_record(None, stored.size, etag or stored.etag,
@@ -284,7 +291,7 @@ class Engine(IamOps):
                                  part_sizes=part_sizes)
         rec = await self._run("put_object", {"bucket": bucket, "key": key, "version": version,
                                              "blobs_at": stored.blobs_at, "written": stored.written,
-                                             "if_match": if_match,
+                                             "if_match": if_match, "lock": lock,
                                              "if_none_match": if_none_match}, actor, stored.volumes)
         return ObjectVersion.from_record(key, rec)
 
@@ -426,9 +433,12 @@ class Engine(IamOps):
         fut.add_done_callback(lambda f: self._reported.discard(key) if f.exception() is not None else None)
 
     async def delete_object(self, bucket: str, key: str, version_id: str | None = None,
-                            actor: str = "", conditions: DeleteConditions | None = None) -> dict[str, Any]:
+                            actor: str = "", conditions: DeleteConditions | None = None,
+                            bypass_governance: bool = False) -> dict[str, Any]:
+        """``bypass_governance``: the caller asked for and holds s3:BypassGovernanceRetention (checked by the API)."""
         await self.settle_key(bucket, key)
-        args: dict[str, Any] = {"bucket": bucket, "key": key, "version_id": version_id}
+        args: dict[str, Any] = {"bucket": bucket, "key": key, "version_id": version_id,
+                                "bypass": bypass_governance}
         if conditions:
             args["cond"] = conditions.to_record()
         return await self._run("delete_object", args, actor)  # type: ignore[no-any-return]
@@ -464,8 +474,9 @@ class Engine(IamOps):
                           content_type: str = "", metadata: dict[str, str] | None = None,
                           headers: dict[str, str] | None = None, tags: dict[str, str] | None = None,
                           if_match: str | None = None, if_none_match: str | None = None,
-                          actor: str = "") -> ObjectVersion:
-        """A new version that references the source's chunks: the bytes are checked, none is written."""
+                          actor: str = "", lock: dict[str, Any] | None = None) -> ObjectVersion:
+        """A new version that references the source's chunks: the bytes are checked, none is written. The copy's
+        lock is the request's or the destination bucket's default, never the source's (as S3)."""
         stored = await self.reference(source)
         if not replace_metadata:
             content_type, metadata, headers = source.content_type, source.metadata, source.headers
@@ -473,7 +484,7 @@ class Engine(IamOps):
                                      headers=headers, checksums=source.checksums,
                                      tags=source.tags if tags is None else tags, etag=source.etag,
                                      part_sizes=source.part_sizes, if_match=if_match,
-                                     if_none_match=if_none_match, actor=actor)
+                                     if_none_match=if_none_match, actor=actor, lock=lock)
 
     def _empty_page(self, bucket: str, page: _Page) -> _Page:
         """The answer to max-keys=0 (in a pool too): NoSuchBucket if the bucket is missing, else an empty page that
@@ -516,6 +527,14 @@ class Engine(IamOps):
         return await self._run("set_object_tags", {"bucket": bucket, "key": key, "version_id": version_id,  # type: ignore[no-any-return]
                                                    "tags": tags}, actor)
 
+    async def set_object_lock(self, bucket: str, key: str, version_id: str | None, *, actor: str = "",
+                              bypass_governance: bool = False, **change: Any) -> str:
+        """PutObjectRetention (``retention={"m", "u"}`` or None) or PutObjectLegalHold (``legal_hold=bool``);
+        returns the version id it applied to."""
+        await self.settle_key(bucket, key)
+        args = {"bucket": bucket, "key": key, "version_id": version_id, "bypass": bypass_governance, **change}
+        return await self._run("set_object_lock", args, actor)  # type: ignore[no-any-return]
+
     async def rename(self, bucket: str, src: str, dst: str, *, merge: bool = False,
                      src_cond: Preconditions | None = None, dst_cond: Preconditions | None = None,
                      client_token: str | None = None, actor: str = "") -> None:
@@ -530,10 +549,11 @@ class Engine(IamOps):
     async def create_multipart_upload(self, bucket: str, key: str, *, content_type: str = "",
                                       metadata: dict[str, str] | None = None,
                                       headers: dict[str, str] | None = None, checksum_algorithm: str = "",
-                                      tags: dict[str, str] | None = None, actor: str = "") -> str:
+                                      tags: dict[str, str] | None = None, actor: str = "",
+                                      checksum_type: str = "", lock: dict[str, Any] | None = None) -> str:
         check_key(key)
         upload = Upload("", bucket, key, 0, content_type or "binary/octet-stream", metadata or {}, headers or {},
-                        checksum_algorithm, tags or {})
+                        checksum_algorithm, tags or {}, "", checksum_type, lock or {})
         return await self._run("create_multipart", {"bucket": bucket, "upload": upload.to_record()}, actor)  # type: ignore[no-any-return]
 
     def get_upload(self, bucket: str, key: str, upload_id: str) -> Upload:
@@ -556,14 +576,18 @@ class Engine(IamOps):
     async def complete_multipart_upload(self, bucket: str, key: str, upload_id: str,
                                         parts: list[tuple[int, str]], *, checksums: dict[str, str] | None = None,
                                         if_match: str | None = None, if_none_match: str | None = None,
-                                        actor: str = "") -> ObjectVersion:
+                                        actor: str = "", part_checksums: list[dict[str, str]] | None = None,
+                                        checksum_type: str = "") -> ObjectVersion:
+        """Assemble the object. ``checksums``: whole-object values the client claims; ``part_checksums``: what its
+        part list names for each part; ``checksum_type``: its x-amz-checksum-type (engine/checksums.py checks all)."""
         if self.key_reads is not None:  # parts may have been uploaded through other nodes
             if not self._upload_local(bucket, upload_id):
                 await self.key_reads.settle_upload(bucket, upload_id)
             await self.settle_key(bucket, key)
         rec = await self._run("complete_multipart", {
             "bucket": bucket, "key": key, "upload_id": upload_id, "parts": [list(p) for p in parts],
-            "checksums": checksums, "if_match": if_match, "if_none_match": if_none_match,
+            "checksums": checksums, "part_claims": part_checksums, "checksum_type": checksum_type,
+            "if_match": if_match, "if_none_match": if_none_match,
             "min_part_bytes": self.options.min_part_bytes}, actor)
         rec.pop("part_checksums", None)
         return ObjectVersion.from_record(key, rec)

@@ -110,6 +110,10 @@ class ErrorCode(enum.Enum):
                                     "The encryption request you specified is not valid.")
     OBJECT_LOCK_CONFIGURATION_NOT_FOUND = ("ObjectLockConfigurationNotFoundError", 404,
                                            "Object Lock configuration does not exist for this bucket")
+    NO_SUCH_OBJECT_LOCK_CONFIGURATION = ("NoSuchObjectLockConfiguration", 404,
+                                         "The specified object does not have a ObjectLock configuration")
+    INVALID_RETENTION_PERIOD = ("InvalidRetentionPeriod", 400,
+                                "The retention period must be a positive integer value.")
     NO_SUCH_PUBLIC_ACCESS_BLOCK = ("NoSuchPublicAccessBlockConfiguration", 404,
                                    "The public access block configuration was not found")
     OWNERSHIP_CONTROLS_NOT_FOUND = ("OwnershipControlsNotFoundError", 404,

@@ -15,6 +15,7 @@ from typing import Any
 from s4.journal.hlc import physical_ms
 
 NULL_VERSION = "null"
+LOCK_FIELDS = ("lk", "lh", "lc")  # a version's object lock (engine/object_lock.py), kept apart from its content
 _EMPTY: Mapping[str, str] = MappingProxyType({})  # shared, read-only: most versions have no checksums or headers
 
 
@@ -96,6 +97,7 @@ class ObjectVersion:
     hlc: int = 0
     is_latest: bool = False  # filled in by readers, never stored
     part_checksums: list[dict[str, str]] = field(default_factory=list)  # multipart: each part's checksums, in order
+    lock: dict[str, Any] = field(default_factory=dict)  # object lock: ``lk`` retention, ``lh`` legal hold, ``lc``
 
     def to_record(self) -> dict[str, Any]:
         rec = version_record(self.version_id, self.size, self.etag, delete_marker=self.is_delete_marker,
@@ -103,6 +105,8 @@ class ObjectVersion:
                              metadata=self.metadata, headers=self.headers, checksums=self.checksums,
                              tags=self.tags, part_sizes=self.part_sizes, part_checksums=self.part_checksums)
         rec["h"], rec["t"] = self.hlc, self.last_modified_ms
+        if self.lock:
+            rec.update(self.lock)
         return rec
 
     @classmethod
@@ -115,6 +119,8 @@ class ObjectVersion:
         part_checksums = get("pc")
         if part_checksums:
             version.part_checksums = part_checksums
+        if "lk" in rec or "lh" in rec:
+            version.lock = {k: rec[k] for k in LOCK_FIELDS if k in rec}
         return version
 
 
@@ -176,16 +182,24 @@ class Upload:
     checksum_algorithm: str = ""
     tags: dict[str, str] = field(default_factory=dict)
     owner: str = ""
+    checksum_type: str = ""  # "COMPOSITE" or "FULL_OBJECT" when checksum_algorithm is set (engine/checksums.py)
+    lock: dict[str, Any] = field(default_factory=dict)  # object lock the completed version starts with (lk/lh)
 
     def to_record(self) -> dict[str, Any]:
-        return {"u": self.upload_id, "bk": self.bucket, "k": self.key, "t": self.initiated_ms,
-                "ct": self.content_type, "m": self.metadata, "hd": self.headers, "ca": self.checksum_algorithm,
-                "tg": self.tags, "o": self.owner}
+        rec = {"u": self.upload_id, "bk": self.bucket, "k": self.key, "t": self.initiated_ms,
+               "ct": self.content_type, "m": self.metadata, "hd": self.headers, "ca": self.checksum_algorithm,
+               "tg": self.tags, "o": self.owner}
+        if self.checksum_type:
+            rec["cty"] = self.checksum_type
+        if self.lock:
+            rec["lock"] = self.lock
+        return rec
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> Upload:
         return cls(rec["u"], rec["bk"], rec["k"], rec["t"], rec.get("ct", "binary/octet-stream"),
-                   rec.get("m", {}), rec.get("hd", {}), rec.get("ca", ""), rec.get("tg", {}), rec.get("o", ""))
+                   rec.get("m", {}), rec.get("hd", {}), rec.get("ca", ""), rec.get("tg", {}), rec.get("o", ""),
+                   rec.get("cty", ""), rec.get("lock") or {})
 
 
 @dataclass(slots=True, init=False)

@@ -341,6 +341,30 @@ def apply_object_tags_set(tx: Tx, event: Event) -> None:
     tx.replace_version(oid, rec)
 
 
+def apply_object_lock_set(tx: Tx, event: Event) -> None:
+    """A version's retention (``lk``) and legal hold (``lh``) as the decider left them (the whole lock state, not
+    a delta); ``lc`` keeps the event's stamp so an older lock_set arriving late from a peer changes nothing."""
+    p = event.payload
+    bucket = _bucket_for(tx, event)
+    if bucket is None:
+        return
+    oid = namespace.find_object(tx.txn, tx.dbs["ns"], bucket.root, p["key"].encode())
+    rec = tx.version(oid, p["version_id"]) if oid is not None else None
+    stamp = _stamp(event)
+    if oid is None or rec is None or not _newer(stamp, rec.get("lc")):
+        return
+    if p.get("lk"):
+        rec["lk"] = p["lk"]
+    else:
+        rec.pop("lk", None)
+    if "lh" in p:  # OFF is kept (GetObjectLegalHold answers it), never set is absent
+        rec["lh"] = bool(p["lh"])
+    else:
+        rec.pop("lh", None)
+    rec["lc"] = list(stamp)
+    tx.replace_version(oid, rec)
+
+
 def _drop_object(tx: Tx, bucket: Bucket, oid: int) -> None:
     """Release every version of an object being overwritten by a rename."""
     before = tx.latest(oid)
@@ -773,6 +797,7 @@ HANDLERS: dict[EventType, Handler] = {
     EventType.VOLUME_SEALED: apply_volume_sealed,
     EventType.VOLUME_RETIRED: apply_volume_retired,
     EventType.TOMBSTONES_COLLECTED: apply_tombstones_collected,
+    EventType.OBJECT_LOCK_SET: apply_object_lock_set,
 }
 
 

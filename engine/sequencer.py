@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from s4.journal import Event, EventDraft, EventType, GroupCommitQueue, Journal, JournalClosedError
-from s4.journal.hlc import ClockOffsetError
+from s4.journal.hlc import ClockOffsetError, physical_ms
 
 from . import projector, tail_check
 from .errors import ErrorCode, PeerBatchRefused, S3Error, ServiceUnavailableError
@@ -74,6 +74,11 @@ class Decision:
         self.seq = seq
         self.actor = actor
         self.events: list[Event] = []
+
+    def now_ms(self) -> int:
+        """The decision's clock: the wall part of a fresh HLC tick (never behind any event this node stamped), so
+        a time rule (object lock retention) is judged on the clock that stamps the events it allows."""
+        return physical_ms(self._journal.clock.tick())
 
     def emit(self, type: EventType, payload: dict[str, Any], bucket: Bucket | None = None) -> Event:
         """Stamp an event, apply it to the views now (later commands see it), and queue it for the journal.

@@ -39,6 +39,7 @@ class EventType(enum.StrEnum):
     VOLUME_SEALED = "volume.sealed"
     VOLUME_RETIRED = "volume.retired"
     TOMBSTONES_COLLECTED = "tombstones.collected"  # tombstone GC dropped these (engine/tombstones.py), node-local
+    OBJECT_LOCK_SET = "object.lock_set"  # a version's retention and legal hold (engine/object_lock.py)
 
 
 #: Logical events: what a replica applies from a peer (docs/architecture/replication.md). Their payloads name
@@ -49,6 +50,7 @@ REPLICATED: frozenset[EventType] = frozenset({
     EventType.PREFIX_RENAMED, EventType.MULTIPART_CREATED, EventType.PART_STORED, EventType.MULTIPART_COMPLETED,
     EventType.MULTIPART_ABORTED, EventType.USER_CREATED, EventType.USER_UPDATED, EventType.USER_DELETED,
     EventType.CREDENTIAL_CREATED, EventType.CREDENTIAL_DELETED,
+    EventType.OBJECT_LOCK_SET,
 })
 
 #: Node-local events (where this node's bytes live): never sent to a peer, and refused from one.

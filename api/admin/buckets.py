@@ -36,15 +36,22 @@ async def delete_bucket(call: AdminCall) -> Result:
     name = call.params["id"]
     _authorize(call, "DeleteBucket", name)
     if _flag(call, "force"):
-        for _ in range(EMPTY_ATTEMPTS - 1):
+        try:
+            for _ in range(EMPTY_ATTEMPTS - 1):
+                await _empty(call, name)
+                try:
+                    await call.engine.delete_bucket(name, actor=call.actor)
+                    return 204, None
+                except S3Error as exc:  # a write landed between emptying and deleting: empty again
+                    if exc.code is not ErrorCode.BUCKET_NOT_EMPTY:
+                        raise
             await _empty(call, name)
-            try:
-                await call.engine.delete_bucket(name, actor=call.actor)
-                return 204, None
-            except S3Error as exc:  # a write landed between emptying and deleting: empty again
-                if exc.code is not ErrorCode.BUCKET_NOT_EMPTY:
-                    raise
-        await _empty(call, name)
+        except S3Error as exc:  # a version under Object Lock: nobody, not even an admin, removes it
+            if exc.code is not ErrorCode.ACCESS_DENIED:
+                raise
+            raise S3Error(ErrorCode.ACCESS_DENIED, f"Bucket {name} holds versions under Object Lock (WORM "
+                          f"retention or legal hold) that cannot be removed before they expire: {exc.message}") \
+                from None
     await call.engine.delete_bucket(name, actor=call.actor)
     return 204, None
 

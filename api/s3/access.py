@@ -69,6 +69,7 @@ ACTIONS: dict[str, str] = {
     "AbortMultipartUpload": "s3:AbortMultipartUpload", "ListParts": "s3:ListMultipartUploadParts",
     "SelectObjectContent": "s3:GetObject",
     "PostObject": "s3:PutObject",  # the form's signer, authorized by api/s3/post_object.py
+    "PutObjectLockConfiguration": "s3:PutBucketObjectLockConfiguration",
 }
 #: With ``?versionId=``, S3 asks for the version's own action.
 VERSION_ACTIONS = {"s3:GetObject": "s3:GetObjectVersion", "s3:DeleteObject": "s3:DeleteObjectVersion",

@@ -102,7 +102,8 @@ async def create_bucket(call: Call, resp: falcon.asgi.Response) -> None:
                       f"The {location} location constraint is incompatible for the region specific endpoint "
                       "this request was sent to.", LocationConstraint=location)
     try:
-        await call.engine.create_bucket(call.bucket, region, actor=call.actor)
+        await call.engine.create_bucket(call.bucket, region, actor=call.actor, object_lock=call.headers.get(
+            "x-amz-bucket-object-lock-enabled", "").strip().lower() == "true")
     except S3Error as err:
         # us-east-1's legacy rule, which S3 keeps: re-creating a bucket you own there is 200 and changes nothing;
         # every other region answers 409 BucketAlreadyOwnedByYou, and so does a create asking for another pool than

@@ -143,8 +143,9 @@ class Call:
             _check_md5(md5, hashlib.md5(body).digest())
         return body
 
-    async def ingest_body(self) -> tuple[Ingested, dict[str, str]]:
-        """Stream the body into volumes; returns what was stored and the verified checksums to keep."""
+    async def ingest_body(self, also: str = "") -> tuple[Ingested, dict[str, str]]:
+        """Stream the body into volumes; returns what was stored and the verified checksums to keep. ``also``: an
+        algorithm computed whatever the client sends (a part of an upload created with it)."""
         limit = self.settings.max_upload_bytes
         declared = self.declared_length()
         if declared is not None and declared > limit:
@@ -154,11 +155,12 @@ class Call:
         if self.auth is not None and self.auth.payload_mode == "sha256":
             payload_hash = hashlib.sha256()
             hashers.append(payload_hash)
-        claimed = self._claimed_checksums()
+        claimed = self.claimed_checksums()
         computed = {alg: new_checksum(alg) for alg in claimed}
-        wanted = self._requested_algorithm()
-        if wanted and wanted not in computed and not self._trailer_algorithms():
-            computed[wanted] = new_checksum(wanted)
+        trailing = self._trailer_algorithms()
+        for wanted in (self._requested_algorithm(), also):
+            if wanted and wanted not in computed and wanted not in trailing:  # a trailer's is verified as it ends
+                computed[wanted] = new_checksum(wanted)
         hashers.extend(computed.values())
         stored = await self.engine.ingest(self._source(), max_bytes=limit, hashers=hashers)
         if declared is not None and stored.size != declared and "content-length" in self.headers and \
@@ -176,7 +178,14 @@ class Call:
         checksums.update(self.trailers.checksums)
         return stored, checksums
 
-    def _claimed_checksums(self) -> dict[str, str]:
+    def named_algorithms(self) -> list[str]:
+        """Every checksum algorithm the request names for its body: headers, trailers, x-amz-sdk-checksum-algorithm."""
+        named = [*self.claimed_checksums(), *self._trailer_algorithms()]
+        requested = self._requested_algorithm()
+        return [*named, requested] if requested else named
+
+    def claimed_checksums(self) -> dict[str, str]:
+        """``x-amz-checksum-<alg>`` headers as algorithm -> value (InvalidRequest for an unknown algorithm)."""
         out = {}
         for name, value in self.headers.items():
             if name.startswith("x-amz-checksum-") and name not in ("x-amz-checksum-mode", "x-amz-checksum-type",

@@ -6,6 +6,7 @@ import re
 
 import falcon.asgi
 
+from s4.engine.checksums import new_checksum, normalize_algorithm, upload_checksum_type
 from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.names import MAX_PART_NUMBER
 
@@ -13,6 +14,7 @@ from ..inputs import digits_value, parse_int
 from .buckets import encoding_type, max_keys
 from .call import Call, checksum_headers
 from .headers import stored_headers, user_metadata
+from .object_lock import lock_from_headers
 from .objects import copy_source_version, parse_tagging_header, version_headers
 from .xml import (
     complete_multipart_xml,
@@ -50,13 +52,17 @@ def _copy_range(value: str, size: int) -> tuple[int, int]:
 
 
 async def create_multipart_upload(call: Call, resp: falcon.asgi.Response) -> None:
-    algorithm = (call.headers.get("x-amz-checksum-algorithm") or "").upper()
+    raw = call.headers.get("x-amz-checksum-algorithm") or ""
+    algorithm = normalize_algorithm(raw) if raw.strip() else ""
+    kind = upload_checksum_type(algorithm, call.headers.get("x-amz-checksum-type", ""))
     upload_id = await call.engine.create_multipart_upload(
         call.bucket, call.key, content_type=call.headers.get("content-type", ""),
         metadata=user_metadata(call.headers), headers=stored_headers(call.headers), checksum_algorithm=algorithm,
-        tags=parse_tagging_header(call.headers.get("x-amz-tagging")), actor=call.actor)
+        tags=parse_tagging_header(call.headers.get("x-amz-tagging")), actor=call.actor, checksum_type=kind,
+        lock=lock_from_headers(call.headers))
     if algorithm:
         resp.set_header("x-amz-checksum-algorithm", algorithm)
+        resp.set_header("x-amz-checksum-type", kind)
     resp.content_type = "application/xml"
     resp.data = initiate_multipart_xml(call.bucket, call.key, upload_id)
 
@@ -64,8 +70,9 @@ async def create_multipart_upload(call: Call, resp: falcon.asgi.Response) -> Non
 async def upload_part(call: Call, resp: falcon.asgi.Response) -> None:
     number = _part_number(call)
     upload_id = call.upload_id()
-    await call.engine.require_upload(call.bucket, call.key, upload_id)  # NoSuchUpload before reading the body
-    stored, checksums = await call.ingest_body()
+    upload = await call.engine.require_upload(call.bucket, call.key, upload_id)  # NoSuchUpload before the body
+    _check_part_algorithm(call, upload.checksum_algorithm)
+    stored, checksums = await call.ingest_body(also=upload.checksum_algorithm)
     etag = await call.engine.upload_part(call.bucket, call.key, upload_id, number, stored, checksums,
                                          actor=call.actor)
     resp.set_header("ETag", f'"{etag}"')
@@ -73,22 +80,41 @@ async def upload_part(call: Call, resp: falcon.asgi.Response) -> None:
         resp.set_header(name, value)
 
 
+def _check_part_algorithm(call: Call, algorithm: str) -> None:
+    """A part of an upload created with a checksum algorithm may carry only that algorithm's checksum (S3's
+    InvalidRequest); the server computes it for every part whatever the client sends (``ingest_body(also=)``)."""
+    if not algorithm:
+        return
+    named = call.named_algorithms()
+    if any(alg != algorithm for alg in named):
+        other = next(alg for alg in named if alg != algorithm)
+        raise S3Error(ErrorCode.INVALID_REQUEST, f"Checksum Type mismatch occurred, expected checksum Type: "
+                      f"{algorithm.lower()}, actual checksum Type: {other.lower()}")
+
+
 async def upload_part_copy(call: Call, resp: falcon.asgi.Response) -> None:
     number = _part_number(call)
     upload_id = call.upload_id()
-    await call.engine.require_upload(call.bucket, call.key, upload_id)
+    upload = await call.engine.require_upload(call.bucket, call.key, upload_id)
     source = await copy_source_version(call)
     start, length = 0, source.size
     copy_range = call.headers.get("x-amz-copy-source-range")
     if copy_range:
         start, length = _copy_range(copy_range, source.size)
-    if not copy_range and "-" not in source.etag:
+    algorithm = upload.checksum_algorithm
+    checksums: dict[str, str] = {}
+    if not copy_range and "-" not in source.etag and (not algorithm or algorithm in source.checksums):
         stored = await call.engine.reference(source)  # whole single-part source: share its chunks, copy no bytes
-    else:
-        stored = await call.engine.ingest(call.engine.read_object(source, start, length))
-    etag = await call.engine.upload_part(call.bucket, call.key, upload_id, number, stored, actor=call.actor)
+        checksums = {algorithm: source.checksums[algorithm]} if algorithm else {}
+    else:  # the upload's checksum of the copied bytes is computed as they are read (Complete needs each part's)
+        hasher = new_checksum(algorithm) if algorithm else None
+        stored = await call.engine.ingest(call.engine.read_object(source, start, length),
+                                          hashers=[hasher] if hasher else None)
+        checksums = {algorithm: hasher.b64digest()} if hasher else {}
+    etag = await call.engine.upload_part(call.bucket, call.key, upload_id, number, stored, checksums,
+                                         actor=call.actor)
     resp.content_type = "application/xml"
-    resp.data = copy_part_result_xml(etag, source.last_modified_ms, {})
+    resp.data = copy_part_result_xml(etag, source.last_modified_ms, checksums)
 
 
 async def complete_multipart_upload(call: Call, resp: falcon.asgi.Response) -> None:
@@ -98,8 +124,10 @@ async def complete_multipart_upload(call: Call, resp: falcon.asgi.Response) -> N
         if not 1 <= part.part_number <= MAX_PART_NUMBER:
             raise S3Error(ErrorCode.INVALID_ARGUMENT, PART_NUMBER_MESSAGE, ArgumentName="partNumber",
                           ArgumentValue=str(part.part_number))
+    claimed = call.claimed_checksums()
     version = await call.engine.complete_multipart_upload(
-        call.bucket, call.key, upload_id, [(p.part_number, p.etag) for p in parts],
+        call.bucket, call.key, upload_id, [(p.part_number, p.etag) for p in parts], checksums=claimed,
+        part_checksums=[p.checksums for p in parts], checksum_type=call.headers.get("x-amz-checksum-type", ""),
         if_match=call.headers.get("if-match"), if_none_match=call.headers.get("if-none-match"), actor=call.actor)
     version_headers(call, version, resp, report_null=False)
     resp.content_type = "application/xml"

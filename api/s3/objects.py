@@ -26,6 +26,7 @@ from .headers import (
     user_metadata,
 )
 from .lifecycle import set_expiration_header
+from .object_lock import bypass_governance, lock_from_headers, require_lock_bucket, set_lock_headers
 from .security import check_acl_body
 from .xml import (
     copy_object_result_xml,
@@ -35,6 +36,7 @@ from .xml import (
     parse_tagging,
     tagging_xml,
 )
+from .xml_render import checksum_type
 
 log = logging.getLogger(__name__)
 MAX_OBJECT_TAGS = 10
@@ -70,14 +72,20 @@ async def put_object(call: Call, resp: falcon.asgi.Response) -> None:
     if not call.has_body:  # with a body, check_before_body found the bucket already (app.py)
         call.engine.get_bucket(call.bucket)  # NoSuchBucket before reading a byte
     metadata = user_metadata(call.headers)
+    lock = lock_from_headers(call.headers)  # a bad lock header is refused before the body is read
+    if lock:
+        require_lock_bucket(call)  # (the decider checks again, atomically with the write)
     stored, checksums = await call.ingest_body()
     version = await call.engine.put_object(
         call.bucket, call.key, stored, content_type=call.headers.get("content-type", ""), metadata=metadata,
         headers=stored_headers(call.headers), checksums=checksums, tags=tags,
-        if_match=call.headers.get("if-match"), if_none_match=call.headers.get("if-none-match"), actor=call.actor)
+        if_match=call.headers.get("if-match"), if_none_match=call.headers.get("if-none-match"), actor=call.actor,
+        lock=lock)
     version_headers(call, version, resp, report_null=False)
     for name, value in checksum_headers(checksums).items():
         resp.set_header(name, value)
+    if checksums:
+        resp.set_header("x-amz-checksum-type", "FULL_OBJECT")  # a single PUT's checksum covers the whole body
 
 
 async def _select_version(call: Call) -> ObjectVersion:
@@ -100,9 +108,11 @@ def _object_headers(call: Call, opened: OpenVersion, resp: falcon.asgi.Response,
     if version.tags:
         resp.set_header("x-amz-tagging-count", str(len(version.tags)))
     set_expiration_header(call, version, resp, opened.lifecycle)
-    if whole and call.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
+    set_lock_headers(version, resp)
+    if whole and version.checksums and call.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
         for name, value in checksum_headers(version.checksums).items():
             resp.set_header(name, value)
+        resp.set_header("x-amz-checksum-type", checksum_type(version.checksums))
     for header, value in overrides:
         resp.set_header(header, value)
 
@@ -162,6 +172,11 @@ async def _serve(call: Call, resp: falcon.asgi.Response, *, body: bool) -> None:
     _object_headers(call, opened, resp, whole=not partial)
     if parts_count is not None:
         resp.set_header("x-amz-mp-parts-count", str(parts_count))
+        number = int(call.query["partNumber"])  # a part's own checksums and the object's type (as RGW answers
+        if number <= len(version.part_checksums) and version.checksums:  # ?partNumber=N, checksum mode or not)
+            for name, value in checksum_headers(version.part_checksums[number - 1]).items():
+                resp.set_header(name, value)
+            resp.set_header("x-amz-checksum-type", checksum_type(version.checksums))
     if partial:
         resp.status = falcon.HTTP_206
         resp.set_header("Content-Range", f"bytes {start}-{start + length - 1}/{version.size}")
@@ -196,7 +211,8 @@ async def head_object(call: Call, resp: falcon.asgi.Response) -> None:
 
 async def delete_object(call: Call, resp: falcon.asgi.Response) -> None:
     result = await call.engine.delete_object(call.bucket, call.key, call.query.get("versionId"), actor=call.actor,
-                                             conditions=delete_conditions(call.headers))
+                                             conditions=delete_conditions(call.headers),
+                                             bypass_governance=bypass_governance(call))
     if result["delete_marker"]:
         resp.set_header("x-amz-delete-marker", "true")
     if result["version_id"] is not None:
@@ -213,7 +229,8 @@ async def delete_objects(call: Call, resp: falcon.asgi.Response) -> None:
         try:
             call.authorize("s3:DeleteObjectVersion" if version_id else "s3:DeleteObject", call.bucket, key)
             result = await call.engine.delete_object(call.bucket, key, version_id, actor=call.actor,
-                                                     conditions=conditions)
+                                                     conditions=conditions,
+                                                     bypass_governance=bypass_governance(call, key))
         except S3Error as exc:
             errors.append((key, version_id, exc.code.aws_code, exc.message))
             continue
@@ -272,7 +289,7 @@ async def copy_object(call: Call, resp: falcon.asgi.Response) -> None:
         source, call.bucket, call.key, replace_metadata=directive == "REPLACE",
         content_type=call.headers.get("content-type", ""), metadata=user_metadata(call.headers),
         headers=stored_headers(call.headers), tags=tags, if_match=call.headers.get("if-match"),
-        if_none_match=call.headers.get("if-none-match"), actor=call.actor)
+        if_none_match=call.headers.get("if-none-match"), actor=call.actor, lock=lock_from_headers(call.headers))
     if source.version_id != NULL_VERSION:
         resp.set_header("x-amz-copy-source-version-id", source.version_id)
     if version.version_id != NULL_VERSION or call.engine.get_bucket(call.bucket).versioning:

@@ -1,8 +1,7 @@
 """Request headers that ask for a protection S4 cannot give: refused before anything is read or stored.
 
-S4 has one owner per node, no ACL grants, no Object Lock, no server-side encryption and no customer keys
-(SSE-C). A request asking for any of them must fail instead of storing an object *without* the protection the
-client believes it has:
+S4 has one owner per node, no ACL grants, no server-side encryption and no customer keys (SSE-C). A request
+asking for any of them must fail instead of storing an object *without* the protection the client believes it has:
 
 * ``x-amz-acl``: ``private`` (the default, what S4 does) and ``bucket-owner-full-control`` /
   ``bucket-owner-read`` (the bucket owner is the only owner, so they change nothing) are accepted; the canned ACLs
@@ -13,9 +12,9 @@ client believes it has:
   ``x-amz-server-side-encryption-customer-*`` and ``x-amz-copy-source-server-side-encryption-customer-*``:
   NotImplemented (an unknown algorithm is InvalidArgument). S4 does not encrypt at rest; AES256 is refused too,
   since accepting it would report an encryption that did not happen.
-* ``x-amz-object-lock-*`` on an object write: InvalidRequest "Bucket is missing Object Lock Configuration", AWS's
-  answer for a bucket without Object Lock (no S4 bucket has it); ``x-amz-bucket-object-lock-enabled: true`` on
-  CreateBucket: NotImplemented.
+
+Object Lock is real (api/s3/object_lock.py): ``x-amz-object-lock-*`` headers are parsed by the write handlers and
+judged by the deciders (InvalidRequest "Bucket is missing Object Lock Configuration" for a bucket without it).
 
 boto3, the AWS CLI (without ``--sse``/``--acl``), rclone (``acl = private`` or unset) and s3cmd send none of
 the refused headers by default.
@@ -50,8 +49,6 @@ def check_security_headers(operation: str, headers: Mapping[str, str]) -> None:
     """Raise the S3 error for the first header asking for a protection S4 cannot give (see module docstring)."""
     if operation in ACL_OPERATIONS:
         _check_acl(headers)
-    if operation == "CreateBucket" and headers.get("x-amz-bucket-object-lock-enabled", "").strip().lower() == "true":
-        raise S3Error(ErrorCode.NOT_IMPLEMENTED, "S4 does not support Object Lock.")
     if operation not in OBJECT_WRITES:
         return
     sse = headers.get("x-amz-server-side-encryption")
@@ -64,8 +61,6 @@ def check_security_headers(operation: str, headers: Mapping[str, str]) -> None:
         if name in _SSE_COMPANIONS or name.startswith(("x-amz-server-side-encryption-customer-",
                                                        "x-amz-copy-source-server-side-encryption-customer-")):
             raise S3Error(ErrorCode.NOT_IMPLEMENTED, _SSE_MESSAGE)
-        if name.startswith("x-amz-object-lock-") and operation not in ("UploadPart", "UploadPartCopy"):
-            raise S3Error(ErrorCode.INVALID_REQUEST, "Bucket is missing Object Lock Configuration")
 
 
 def _check_acl(headers: Mapping[str, str]) -> None:

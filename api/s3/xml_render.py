@@ -367,6 +367,8 @@ def list_parts_xml(page: PartListPage, upload: Upload, *, part_number_marker: in
              f"<MaxParts>{max_parts}</MaxParts><IsTruncated>{_bool(page.is_truncated)}</IsTruncated>"]
     if upload.checksum_algorithm:
         parts.append(f"<ChecksumAlgorithm>{xml_escape(upload.checksum_algorithm.upper())}</ChecksumAlgorithm>")
+        if upload.checksum_type:
+            parts.append(f"<ChecksumType>{upload.checksum_type}</ChecksumType>")
     append = parts.append
     for p in page.parts:
         append(f"<Part><PartNumber>{p.part_number}</PartNumber>"

@@ -312,8 +312,6 @@ def test_issue18_security_headers_are_refused_not_ignored(s3: Any, bucket: str) 
     for extra, expected in put:
         assert _refused(lambda extra=extra: s3.copy_object(Bucket=bucket, Key="c", CopySource=f"{bucket}/src",
                                                            **extra)) == expected
-    assert _refused(lambda: s3.create_bucket(Bucket=f"lock-{uuid.uuid4().hex[:10]}",
-                                             ObjectLockEnabledForBucket=True)) == (501, "NotImplemented")
     assert _refused(lambda: s3.create_bucket(Bucket=f"pub-{uuid.uuid4().hex[:10]}",
                                              ACL="public-read")) == (501, "NotImplemented")
     assert _refused(lambda: s3.put_object_acl(Bucket=bucket, Key="src", ACL="public-read")) == (501, "NotImplemented")

@@ -70,8 +70,12 @@ CASES: list[tuple[str, str, str, dict[str, str], str | None, str]] = [
     ("GET", "/example-object", f"uploadId={UPLOAD}&max-parts=2&part-number-marker=1", {}, "ListParts",
      "example-object"),
     ("POST", "/exampleobject.csv", "select&select-type=2", {}, "SelectObjectContent", "exampleobject.csv"),
-    ("PUT", "/my-image.jpg", "retention", {}, "NotImplemented", "my-image.jpg"),
-    ("PUT", "/my-image.jpg", "legal-hold", {}, "NotImplemented", "my-image.jpg"),
+    ("PUT", "/my-image.jpg", "retention", {}, "PutObjectRetention", "my-image.jpg"),
+    ("PUT", "/my-image.jpg", "legal-hold", {}, "PutObjectLegalHold", "my-image.jpg"),
+    ("GET", "/my-image.jpg", "retention", {}, "GetObjectRetention", "my-image.jpg"),
+    ("GET", "/my-image.jpg", "legal-hold", {}, "GetObjectLegalHold", "my-image.jpg"),
+    ("DELETE", "/my-image.jpg", "retention", {}, "NotImplemented", "my-image.jpg"),
+    ("PUT", "", "object-lock", {}, "PutObjectLockConfiguration", ""),
     ("PATCH", "/my-image.jpg", "", {}, None, "my-image.jpg"),
     ("POST", "", "", {}, "PostObject", ""),
     # issue 21: POST object only without a query; a form posted to anything else is not a form upload
@@ -89,7 +93,7 @@ READS = {"ListObjects", "ListObjectsV2", "ListObjectVersions", "ListMultipartUpl
          "GetBucketVersioning", "GetBucketCors", "GetBucketTagging", "GetBucketLifecycleConfiguration",
          "GetBucketAcl", "GetBucketPolicy", "GetBucketPolicyStatus", "GetBucketEncryption",
          "GetObjectLockConfiguration", "HeadBucket", "GetObject", "HeadObject", "GetObjectTagging", "GetObjectAcl",
-         "ListParts", "SelectObjectContent", "MultiObjectSQL"}
+         "ListParts", "SelectObjectContent", "MultiObjectSQL", "GetObjectRetention", "GetObjectLegalHold"}
 
 
 def _resolve(style: str, method: str, path: str, query: str, headers: dict[str, str]) -> tuple[str | None, str, str]:

@@ -144,3 +144,32 @@ def test_a_tombstone_on_one_replica_hides_the_version_another_still_holds(tmp_pa
     finally:
         a.close()
         b.close()
+
+
+def test_a_lock_set_that_overtook_its_version_does_not_make_a_replica_stale_for_good(tmp_path: Path) -> None:
+    """Issue 22: B receives a version's ``object.lock_set`` before the version itself (a hint delivered late), so
+    B keeps the version without the lock (docs/architecture/object-lock.md, "Known gap"). A catch-up cannot change
+    that, so the merge must not call B stale over the lock fields: before the fix every read of the key found B
+    stale and its repair never succeeded (a 503 for the key)."""
+    wall = Wall()
+    a, b = Node(tmp_path / "a", "node-a", wall), Node(tmp_path / "b", "node-b", wall)
+    try:
+        assert a.run("create_bucket", bucket="b", region="us-east-1", object_lock=True) is None
+        deliver(b, a.own_events())
+        from s4.engine.model import version_record
+        from tests.helpers.read_history import HASHES
+        seen = len(a.own_events())
+        put = a.run("put_object", bucket="b", key="k", blobs_at=[[HASHES[0], "v", 0, 1]],
+                    version=version_record(None, 1, "e", blobs=[[HASHES[0], 1]]))
+        assert not isinstance(put, BaseException)
+        wall.ms += 1
+        assert a.run("set_object_lock", bucket="b", key="k", version_id=put["v"], legal_hold=True) == put["v"]
+        version_put, lock_set = a.own_events()[seen:]
+        deliver(b, [lock_set])
+        deliver(b, [version_put])
+        sa, sb = states(a, "object", ["k"])[0], states(b, "object", ["k"])[0]
+        assert sa["vs"][0].get("lh") is True and "lh" not in sb["vs"][0]
+        assert merge_key_states({"a": sa, "b": sb}).stale == {}
+    finally:
+        a.close()
+        b.close()
