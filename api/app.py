@@ -247,7 +247,7 @@ class S3Service:
         facts = RequestFacts(headers, query, req.remote_addr or "", req.scheme == "https", auth, time.time())
         self.access.authorize(who, target.operation or "", bucket, key, facts)
         call = Call(self.engine, self.settings, req, req.method, bucket, key, query, headers, auth, request_id,
-                    authorize=self.access.guard(who, facts, target.operation or ""))
+                    authorize=self.access.guard(who, facts, target.operation or ""), who=who)
         check_security_headers(target.operation or "", headers)
         call.check_framing(target.operation or "")
         if call.has_body:  # what the headers allow, before a byte of the body is asked for (100 Continue)

@@ -19,6 +19,7 @@ from . import iam, tombstones
 from .conditions import DeleteConditions, Preconditions
 from .errors import ErrorCode, S3Error
 from .model import NULL_VERSION, Bucket, stamped, version_record
+from .policy.principals import DEFAULT_ACCOUNT_ID
 from .reads import check_version_id, current_version, object_id, require_bucket, require_upload
 from .sequencer import Decider, Decision
 from .views import namespace, upload_index
@@ -52,8 +53,12 @@ def create_bucket(d: Decision, args: dict[str, Any]) -> None:
     existing = d.tx.bucket(args["bucket"])
     registered = args.get("ri") or 0
     if existing is not None and registered <= 1:
+        if (existing.account or DEFAULT_ACCOUNT_ID) != (args.get("account") or DEFAULT_ACCOUNT_ID):
+            raise S3Error(ErrorCode.BUCKET_ALREADY_EXISTS, resource=args["bucket"], BucketName=args["bucket"])
         raise S3Error(ErrorCode.BUCKET_ALREADY_OWNED_BY_YOU, resource=args["bucket"], BucketName=args["bucket"])
     payload = {"bucket": args["bucket"], "region": args["region"], "owner": d.actor}
+    if args.get("account") and args["account"] != DEFAULT_ACCOUNT_ID:  # the owning account (engine/accounts.py)
+        payload["account"], payload["account_name"] = args["account"], args["account_name"]
     if registered:
         payload["ri"] = registered  # which life of the name the register granted (recorded in the journal)
     d.emit(EventType.BUCKET_CREATED, payload)

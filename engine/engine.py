@@ -22,6 +22,7 @@ import anyio.to_thread
 from s4.journal import Journal
 
 from . import bucket_names, commands, listing, reads
+from .accounts import DEFAULT_ACCOUNT, Account
 from .conditions import DeleteConditions, Preconditions
 from .errors import ErrorCode, PoolUnavailableError, S3Error, ServiceUnavailableError, StoredDataDamagedError
 from .iam_ops import IamOps
@@ -53,7 +54,7 @@ from .read_gate import ReadGate
 from .sequencer import Command
 from .space import SpaceGuard
 from .views.env import Views, unpack
-from .views.keys import bucket_cfg_key
+from .views.keys import bucket_cfg_key, bucket_key
 from .views.records import Tx
 from .volumes.reads import BlobReader
 from .volumes.record import DamagedBlob
@@ -221,12 +222,15 @@ class Engine(IamOps):
             return fn(Tx(txn, self.views.dbs))
 
     # -- buckets --------------------------------------------------------------------------------------------------
-    async def create_bucket(self, name: str, region: str = "us-east-1", actor: str = "") -> None:
+    async def create_bucket(self, name: str, region: str = "us-east-1", actor: str = "",
+                            account: Account = DEFAULT_ACCOUNT) -> None:
+        """``account``: the bucket's owner (the creator's account; engine/accounts.py)."""
         check_bucket_name(name)
+        owner = {"account": account.id, "account_name": account.name}
         if self.names is not None:  # a pool: the name register decides first (engine/bucket_names.py)
-            await bucket_names.create_bucket(self.names, self._run, name, region, actor)
+            await bucket_names.create_bucket(self.names, self._run, name, region, actor, owner)
             return
-        await self._run("create_bucket", {"bucket": name, "region": region}, actor)
+        await self._run("create_bucket", {"bucket": name, "region": region, **owner}, actor)
 
     async def delete_bucket(self, name: str, actor: str = "") -> None:
         if self.names is not None:
@@ -256,6 +260,11 @@ class Engine(IamOps):
             return tx.bucket_config(name, kind)
 
         return self._read(read)
+
+    def bucket_account(self, name: str) -> str | None:
+        """The id of the account owning the bucket, or None (no such bucket). One get, for access control."""
+        raw = self.views.get("buckets", bucket_key(name))
+        return None if raw is None else (unpack(raw).get("a") or DEFAULT_ACCOUNT.id)
 
     def bucket_config_if_any(self, name: str, kind: str) -> Any:
         """The bucket's config of that kind, or None: no such config or no such bucket (a bucket's configs are

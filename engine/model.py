@@ -129,15 +129,21 @@ class Bucket:
     object_count: int = 0  # keys whose latest version is not a delete marker
     bytes_stored: int = 0  # sum of the sizes of every stored version
     incarnation: list[Any] | None = None  # [hlc, origin] of the bucket.created event: which life of the name
+    account: str = ""  # the owning account's id (engine/accounts.py); "": created before accounts, the default one
+    account_name: str = ""  # and its name (the Owner's DisplayName)
 
     def to_record(self) -> dict[str, Any]:
-        return {"c": self.created_ms, "r": self.region, "v": self.versioning, "root": self.root,
-                "o": self.owner, "n": self.object_count, "sz": self.bytes_stored, "i": self.incarnation}
+        rec = {"c": self.created_ms, "r": self.region, "v": self.versioning, "root": self.root,
+               "o": self.owner, "n": self.object_count, "sz": self.bytes_stored, "i": self.incarnation}
+        if self.account:
+            rec["a"], rec["an"] = self.account, self.account_name
+        return rec
 
     @classmethod
     def from_record(cls, name: str, rec: dict[str, Any]) -> Bucket:
         return cls(name, rec["c"], rec.get("r", "us-east-1"), rec.get("v", ""), rec.get("root", 0),
-                   rec.get("o", ""), rec.get("n", 0), rec.get("sz", 0), rec.get("i"))
+                   rec.get("o", ""), rec.get("n", 0), rec.get("sz", 0), rec.get("i"), rec.get("a", ""),
+                   rec.get("an", ""))
 
 
 @dataclass(slots=True)

@@ -422,7 +422,8 @@ def apply_bucket_created(tx: Tx, event: Event) -> None:
         if _newer(_pair(existing.incarnation), dead):
             tx.put("bucket_tombs", keys.bucket_key(p["bucket"]), pack(list(existing.incarnation)))
     tx.put_bucket(Bucket(p["bucket"], _event_ms(event), p.get("region", "us-east-1"), "", tx.alloc_node(),
-                         p.get("owner", ""), incarnation=list(stamp)))
+                         p.get("owner", ""), incarnation=list(stamp), account=p.get("account", ""),
+                         account_name=p.get("account_name", "")))
 
 
 def apply_bucket_deleted(tx: Tx, event: Event) -> None:
@@ -628,8 +629,9 @@ def _save_user(tx: Tx, user_id: str, state: dict[str, Any]) -> None:
            "password_hash": fields["password_hash"][0], "active": fields["active"][0],
            "created_ms": state.get("c", 0), "updated_ms": physical_ms(state["u"][0]),
            "epoch": state.get("ep", 0), "access_key": _user_access_key(tx, user_id)}
-    if "ni" in fields:
-        rec["ni"] = fields["ni"][0]
+    for name in ("ni", "account", "email"):
+        if name in fields:
+            rec[name] = fields[name][0]
     tx.put("users", keys.text_key(user_id), pack(rec))
     if old is not None and old["username"] != rec["username"]:
         _settle_name(tx, old["username"])
@@ -642,6 +644,9 @@ def apply_user_created(tx: Tx, event: Event) -> None:
     if state.get("d"):
         return
     fields = {"username": p["username"], "role": p["role"], "password_hash": p["password_hash"], "active": True}
+    for name in ("account", "email"):  # engine/accounts.py; absent: the default account, no email
+        if name in p:
+            fields[name] = p[name]
     if "ni" in p:
         fields["ni"] = p["ni"]  # the name's incarnation in the pool's register (engine/user_names.py)
     _set_fields(state, fields, event, base=True)

@@ -18,7 +18,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
-from s4.engine import Engine
+from s4.engine import Engine, accounts
 from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.policy import (
     Decision,
@@ -154,7 +154,8 @@ class AccessControl:
         self.engine = engine
         self.settings = settings
         self._root_key = settings.access_key.encode()
-        self._root = root_principal(canonical_id=settings.owner_id)  # one per process: settings do not change
+        default = accounts.DEFAULT_ACCOUNT  # the root keys' account; one principal per process
+        self._root = root_principal(default.id, default.canonical_id, account_name=default.name)
 
     # -- who ------------------------------------------------------------------------------------------------------
     def principal(self, auth: AuthContext | None) -> Principal:
@@ -170,8 +171,9 @@ class AccessControl:
         return self.user(found[1])
 
     def user(self, record: Mapping[str, Any]) -> Principal:
-        return user_principal(str(record["username"]), str(record["id"]), str(record["role"]),
-                              canonical_id=self.settings.owner_id)
+        account = accounts.of_user(dict(record))
+        return user_principal(str(record["username"]), str(record["id"]), str(record["role"]), account.id,
+                              account.canonical_id, account.name)
 
     # -- what -----------------------------------------------------------------------------------------------------
     def policy(self, bucket: str) -> Policy | None:
@@ -196,19 +198,31 @@ class AccessControl:
         return VERSION_ACTIONS.get(action, action) if "versionId" in query else action
 
     # -- the decision ---------------------------------------------------------------------------------------------
+    def role_reaches(self, who: Principal, bucket: str) -> bool:
+        """A role applies to its own account's buckets only (and to a bucket that does not exist: the handler
+        answers NoSuchBucket, or creates it). One get of the bucket record."""
+        if not bucket or who.anonymous:
+            return not who.anonymous
+        owner = self.engine.bucket_account(bucket)
+        return owner is None or owner == who.account
+
     def check(self, who: Principal, operation: str, action: str, bucket: str, key: str, facts: RequestFacts,
               role_allows: bool) -> Decision:
         """Decide, log a refusal with its reason, raise AccessDenied when refused."""
-        if operation in POLICY_OPERATIONS and who.role == "SuperUser":
+        reaches = self.role_reaches(who, bucket) if role_allows else True
+        if operation in POLICY_OPERATIONS and who.role == "SuperUser" and reaches:
             return ROLE_ALLOW
+        role_allows = role_allows and reaches
         policy = self.policy(bucket)
         if policy is None and role_allows:  # the common case: what ``decide`` answers, without its resource,
             return ROLE_ALLOW               # request context and Decision built on every request
         resource = resource_arn(bucket, key)
         decision = decide(policy, who, action, resource, self.lookup(facts, who, bucket, key), role_allows)
         if not decision.allowed:
+            why = decision.describe() if reaches else f"{decision.describe()} (the role of account {who.account} " \
+                "does not reach another account's bucket)"
             log.info("access denied: actor=%s operation=%s action=%s resource=%s decided-by=%s", who.label,
-                     operation, action, resource, decision.describe())
+                     operation, action, resource, why)
             raise S3Error(ErrorCode.ACCESS_DENIED)
         return decision
 
@@ -248,7 +262,7 @@ class AccessControl:
         """The request's own check (the bucket, or the object it names) before its handler runs."""
         role_allows = who.role in ("Writer", "SuperUser") or (who.role == "Reader" and operation in READ_ONLY)
         if operation in PER_KEY:  # each key is checked by the handler; without a policy nothing can allow it
-            if not role_allows and self.policy(bucket) is None:
+            if not (role_allows and self.role_reaches(who, bucket)) and self.policy(bucket) is None:
                 log.info("access denied: actor=%s operation=%s resource=%s decided-by=no allow", who.label,
                          operation, resource_arn(bucket))
                 raise S3Error(ErrorCode.ACCESS_DENIED)

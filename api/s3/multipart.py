@@ -119,9 +119,10 @@ async def list_parts(call: Call, resp: falcon.asgi.Response) -> None:
     limit = max_keys(call, "max-parts")
     await call.engine.settle_upload(call.bucket, call.upload_id())  # every part acknowledged anywhere
     upload, page = call.engine.list_parts(call.bucket, call.key, call.upload_id(), marker, limit)
+    owner = call.bucket_owner()
     resp.content_type = "application/xml"
     resp.data = list_parts_xml(page, upload, part_number_marker=marker, max_parts=limit,
-                               owner_id=call.settings.owner_id, owner_name=call.settings.owner_name)
+                               owner_id=owner.canonical_id, owner_name=owner.name)
 
 
 async def list_multipart_uploads(call: Call, resp: falcon.asgi.Response) -> None:
@@ -129,9 +130,10 @@ async def list_multipart_uploads(call: Call, resp: falcon.asgi.Response) -> None
     enc, limit = encoding_type(call), max_keys(call, "max-uploads")
     page = await call.engine.list_uploads(call.bucket, q.get("prefix", ""), q.get("delimiter", ""),
                                           q.get("key-marker", ""), q.get("upload-id-marker", ""), limit)
+    owner = call.bucket_owner()
     resp.content_type = "application/xml"
     resp.data = list_multipart_uploads_xml(page, bucket=call.bucket, prefix=q.get("prefix", ""),
                                            delimiter=q.get("delimiter", ""), key_marker=q.get("key-marker", ""),
                                            upload_id_marker=q.get("upload-id-marker", ""), max_uploads=limit,
-                                           encoding_type=enc, owner_id=call.settings.owner_id,
-                                           owner_name=call.settings.owner_name)
+                                           encoding_type=enc, owner_id=owner.canonical_id,
+                                           owner_name=owner.name)

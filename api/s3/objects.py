@@ -318,8 +318,9 @@ async def get_object_acl(call: Call, resp: falcon.asgi.Response) -> None:
         await _select_version(call)
     else:
         call.engine.get_bucket(call.bucket)
+    owner = call.bucket_owner()
     resp.content_type = "application/xml"
-    resp.data = acl_xml(call.settings.owner_id, call.settings.owner_name)
+    resp.data = acl_xml(owner.canonical_id, owner.name)
 
 
 async def put_acl(call: Call, resp: falcon.asgi.Response) -> None:
@@ -329,7 +330,7 @@ async def put_acl(call: Call, resp: falcon.asgi.Response) -> None:
         await _select_version(call)
     else:
         call.engine.get_bucket(call.bucket)
-    check_acl_body(await call.read_body(), call.settings.owner_id)
+    check_acl_body(await call.read_body(), call.bucket_owner().canonical_id)
 
 
 RENAME_MERGE_HEADER = "x-amz-s4-rename-merge"
