@@ -36,6 +36,7 @@ from .body_gate import BodyGate
 from .errors import quiet_aborts, respond_error
 from .inputs import digits_value, parse_query
 from .metrics import Metrics
+from .s3 import acl as s3_acl
 from .s3 import attributes, buckets, multipart, objects
 from .s3 import lifecycle as s3_lifecycle
 from .s3 import policy as s3_policy
@@ -82,15 +83,17 @@ HANDLERS: dict[str, Handler] = {
     "PutBucketLifecycleConfiguration": s3_lifecycle.put_bucket_lifecycle,
     "GetBucketLifecycleConfiguration": s3_lifecycle.get_bucket_lifecycle,
     "DeleteBucketLifecycle": s3_lifecycle.delete_bucket_lifecycle,
-    "GetBucketAcl": objects.get_object_acl,
-    "PutBucketAcl": objects.put_acl,
+    "GetBucketAcl": s3_acl.get_acl,
+    "PutBucketAcl": s3_acl.put_acl,
     "GetBucketPolicy": s3_policy.get_bucket_policy,
     "PutBucketPolicy": s3_policy.put_bucket_policy,
     "DeleteBucketPolicy": s3_policy.delete_bucket_policy,
     "GetBucketPolicyStatus": s3_policy.get_bucket_policy_status,
     "GetBucketEncryption": buckets._absent(ErrorCode.SERVER_SIDE_ENCRYPTION_NOT_FOUND),
     "GetObjectLockConfiguration": buckets._absent(ErrorCode.OBJECT_LOCK_CONFIGURATION_NOT_FOUND),
-    "GetBucketOwnershipControls": buckets._absent(ErrorCode.OWNERSHIP_CONTROLS_NOT_FOUND),
+    "GetBucketOwnershipControls": s3_acl.get_ownership_controls,
+    "PutBucketOwnershipControls": s3_acl.put_ownership_controls,
+    "DeleteBucketOwnershipControls": s3_acl.delete_ownership_controls,
     "GetPublicAccessBlock": buckets._absent(ErrorCode.NO_SUCH_PUBLIC_ACCESS_BLOCK),
     "GetBucketWebsite": buckets._absent(ErrorCode.NO_SUCH_WEBSITE_CONFIGURATION),
     "GetBucketReplication": buckets._absent(ErrorCode.REPLICATION_CONFIGURATION_NOT_FOUND),
@@ -108,8 +111,8 @@ HANDLERS: dict[str, Handler] = {
     "GetObjectTagging": objects.get_object_tagging,
     "GetObjectAttributes": attributes.get_object_attributes,
     "DeleteObjectTagging": objects.delete_object_tagging,
-    "GetObjectAcl": objects.get_object_acl,
-    "PutObjectAcl": objects.put_acl,
+    "GetObjectAcl": s3_acl.get_acl,
+    "PutObjectAcl": s3_acl.put_acl,
     "CreateMultipartUpload": multipart.create_multipart_upload,
     "UploadPart": multipart.upload_part,
     "UploadPartCopy": multipart.upload_part_copy,

@@ -283,14 +283,14 @@ class Engine(IamOps):
                          checksums: dict[str, str] | None = None, tags: dict[str, str] | None = None,
                          if_match: str | None = None, if_none_match: str | None = None,
                          etag: str | None = None, part_sizes: list[int] | None = None,
-                         actor: str = "") -> ObjectVersion:
-        """Record a new version made of already-ingested chunks (see ``ingest``)."""
+                         actor: str = "", acl: list[Any] | None = None) -> ObjectVersion:
+        """Record a new version made of already-ingested chunks (see ``ingest``); ``acl``: its own ACL."""
         check_key(key)
         await self.settle_key(bucket, key)  # a pool decides (conditions, versions, clock) on a quorum's state
         version = version_record(None, stored.size, etag or stored.etag,
                                  content_type=content_type or "binary/octet-stream", blobs=stored.blobs,
                                  metadata=metadata, headers=headers, checksums=checksums, tags=tags,
-                                 part_sizes=part_sizes)
+                                 part_sizes=part_sizes, acl=acl)
         rec = await self._run("put_object", {"bucket": bucket, "key": key, "version": version,
                                              "blobs_at": stored.blobs_at, "written": stored.written,
                                              "if_match": if_match,
@@ -473,8 +473,9 @@ class Engine(IamOps):
                           content_type: str = "", metadata: dict[str, str] | None = None,
                           headers: dict[str, str] | None = None, tags: dict[str, str] | None = None,
                           if_match: str | None = None, if_none_match: str | None = None,
-                          actor: str = "") -> ObjectVersion:
-        """A new version that references the source's chunks: the bytes are checked, none is written."""
+                          actor: str = "", acl: list[Any] | None = None) -> ObjectVersion:
+        """A new version that references the source's chunks: the bytes are checked, none is written. The ACL is
+        the request's (``acl``), never the source's, as S3 does."""
         stored = await self.reference(source)
         if not replace_metadata:
             content_type, metadata, headers = source.content_type, source.metadata, source.headers
@@ -482,7 +483,7 @@ class Engine(IamOps):
                                      headers=headers, checksums=source.checksums,
                                      tags=source.tags if tags is None else tags, etag=source.etag,
                                      part_sizes=source.part_sizes, if_match=if_match,
-                                     if_none_match=if_none_match, actor=actor)
+                                     if_none_match=if_none_match, actor=actor, acl=acl)
 
     def _empty_page(self, bucket: str, page: _Page) -> _Page:
         """The answer to max-keys=0 (in a pool too): NoSuchBucket if the bucket is missing, else an empty page that
@@ -525,6 +526,13 @@ class Engine(IamOps):
         return await self._run("set_object_tags", {"bucket": bucket, "key": key, "version_id": version_id,  # type: ignore[no-any-return]
                                                    "tags": tags}, actor)
 
+    async def put_object_acl(self, bucket: str, key: str, version_id: str | None, acl: list[Any] | None,
+                             actor: str = "") -> str:
+        """PutObjectAcl (``acl`` None: back to the bucket owner's private ACL); the version id it set."""
+        await self.settle_key(bucket, key)
+        return await self._run("set_object_acl", {"bucket": bucket, "key": key, "version_id": version_id,  # type: ignore[no-any-return]
+                                                  "acl": acl}, actor)
+
     async def rename(self, bucket: str, src: str, dst: str, *, merge: bool = False,
                      src_cond: Preconditions | None = None, dst_cond: Preconditions | None = None,
                      client_token: str | None = None, actor: str = "") -> None:
@@ -539,10 +547,11 @@ class Engine(IamOps):
     async def create_multipart_upload(self, bucket: str, key: str, *, content_type: str = "",
                                       metadata: dict[str, str] | None = None,
                                       headers: dict[str, str] | None = None, checksum_algorithm: str = "",
-                                      tags: dict[str, str] | None = None, actor: str = "") -> str:
+                                      tags: dict[str, str] | None = None, actor: str = "",
+                                      acl: list[Any] | None = None) -> str:
         check_key(key)
         upload = Upload("", bucket, key, 0, content_type or "binary/octet-stream", metadata or {}, headers or {},
-                        checksum_algorithm, tags or {})
+                        checksum_algorithm, tags or {}, acl=acl)
         return await self._run("create_multipart", {"bucket": bucket, "upload": upload.to_record()}, actor)  # type: ignore[no-any-return]
 
     def get_upload(self, bucket: str, key: str, upload_id: str) -> Upload:

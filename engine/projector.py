@@ -187,6 +187,15 @@ def _set_tags(rec: dict[str, Any], tags: dict[str, str] | None) -> None:
         rec.pop("tg", None)
 
 
+def _set_acl(rec: dict[str, Any], attrs: dict[str, Any]) -> None:
+    """A tags_set that carries ``acl`` (PutObjectAcl, and every tags_set of a version with an ACL) sets it too."""
+    if "acl" in attrs:
+        if attrs["acl"]:
+            rec["acl"] = attrs["acl"]
+        else:
+            rec.pop("acl", None)
+
+
 # -- objects ------------------------------------------------------------------------------------------------------
 def _store_version(tx: Tx, event: Event, rec: dict[str, Any]) -> None:
     """Store a version unless a version of that id or a tombstone for it is at least as new (last writer wins by
@@ -205,6 +214,7 @@ def _store_version(tx: Tx, event: Event, rec: dict[str, Any]) -> None:
         tags = tx.packed("tag_clocks", vkey)
         if tags is not None and _pair(tags) > stamp:
             _set_tags(rec, tags["tg"])
+            _set_acl(rec, tags)
     ns, key = tx.dbs["ns"], p["key"].encode()
     oid = namespace.find_object(tx.txn, ns, bucket.root, key)
     found = None
@@ -329,6 +339,8 @@ def apply_object_tags_set(tx: Tx, event: Event) -> None:
         if not _newer(stamp, old):
             return
         new = {"h": stamp[0], "o": stamp[1], "tg": p["tags"], "k": p["key"]}
+        if "acl" in p:
+            new["acl"] = p["acl"]
         tx.put("tag_clocks", vkey, pack(new))
         merkle.clock(tx, merkle.TAGS, bucket.name, p["key"], p["version_id"], old, new)
     oid = namespace.find_object(tx.txn, tx.dbs["ns"], bucket.root, p["key"].encode())
@@ -338,6 +350,7 @@ def apply_object_tags_set(tx: Tx, event: Event) -> None:
     if rec is None or _pair(rec) > stamp:
         return
     _set_tags(rec, p["tags"])
+    _set_acl(rec, p)
     tx.replace_version(oid, rec)
 
 

@@ -30,10 +30,12 @@ from s4.engine.policy import (
     root_principal,
     user_principal,
 )
+from s4.engine.policy.acl import BUCKET_PERMISSIONS, OBJECT_PERMISSIONS, Acl, allowing_grant, private
 from s4.engine.policy.conditions import Values
 
 from ..auth.request import AuthContext
 from ..settings import ApiSettings
+from .acl import ACL_KIND, ENFORCED, ownership
 from .router import READ_ONLY
 
 log = logging.getLogger(__name__)  # s4.api.s3.access: one INFO line per refusal
@@ -55,6 +57,8 @@ ACTIONS: dict[str, str] = {
     "GetBucketEncryption": "s3:GetEncryptionConfiguration",
     "GetObjectLockConfiguration": "s3:GetBucketObjectLockConfiguration",
     "GetBucketOwnershipControls": "s3:GetBucketOwnershipControls",
+    "PutBucketOwnershipControls": "s3:PutBucketOwnershipControls",
+    "DeleteBucketOwnershipControls": "s3:PutBucketOwnershipControls",
     "GetPublicAccessBlock": "s3:GetBucketPublicAccessBlock", "GetBucketWebsite": "s3:GetBucketWebsite",
     "GetBucketReplication": "s3:GetReplicationConfiguration",
     "ListObjects": "s3:ListBucket", "ListObjectsV2": "s3:ListBucket", "ListObjectVersions": "s3:ListBucketVersions",
@@ -217,7 +221,8 @@ class AccessControl:
         if policy is None and role_allows:  # the common case: what ``decide`` answers, without its resource,
             return ROLE_ALLOW               # request context and Decision built on every request
         resource = resource_arn(bucket, key)
-        decision = decide(policy, who, action, resource, self.lookup(facts, who, bucket, key), role_allows)
+        decision = decide(policy, who, action, resource, self.lookup(facts, who, bucket, key), role_allows,
+                          partial(self.acl_grant, who, action, bucket, key, facts.query.get("versionId")))
         if not decision.allowed:
             why = decision.describe() if reaches else f"{decision.describe()} (the role of account {who.account} " \
                 "does not reach another account's bucket)"
@@ -225,6 +230,30 @@ class AccessControl:
                      operation, action, resource, why)
             raise S3Error(ErrorCode.ACCESS_DENIED)
         return decision
+
+    def acl_grant(self, who: Principal, action: str, bucket: str, key: str, version_id: str | None) -> str:
+        """The ACL grant allowing ``action`` (described for the log), or "": object reads and the object's ACL ask
+        the object's ACL, the rest the bucket's (engine/policy/acl.py). Asked only when no policy statement
+        decided and the role does not allow; BucketOwnerEnforced buckets (ACLs disabled) have none."""
+        object_permission = OBJECT_PERMISSIONS.get(action) if key else None
+        permission = object_permission or BUCKET_PERMISSIONS.get(action)
+        if permission is None or not bucket:
+            return ""
+        owner = self.engine.bucket_account(bucket)
+        if owner is None or ownership(self.engine, bucket) == ENFORCED:
+            return ""
+        owner_canonical = accounts.canonical_id(owner)
+        if object_permission:
+            try:
+                version = self.engine.head_object(bucket, key, version_id)
+            except S3Error:
+                return ""
+            acl = Acl.from_record(version.acl) if version.acl else private(owner_canonical)
+        else:
+            rec = self.engine.bucket_config_if_any(bucket, ACL_KIND)
+            acl = Acl.from_record(rec) if rec else private(owner_canonical)
+        grant = allowing_grant(acl, permission, who, owner == who.account)
+        return grant.describe() if grant is not None else ""
 
     def lookup(self, facts: RequestFacts, who: Principal, bucket: str,
                key: str) -> Callable[[str], Values | None]:
@@ -261,8 +290,9 @@ class AccessControl:
     def authorize(self, who: Principal, operation: str, bucket: str, key: str, facts: RequestFacts) -> None:
         """The request's own check (the bucket, or the object it names) before its handler runs."""
         role_allows = who.role in ("Writer", "SuperUser") or (who.role == "Reader" and operation in READ_ONLY)
-        if operation in PER_KEY:  # each key is checked by the handler; without a policy nothing can allow it
-            if not (role_allows and self.role_reaches(who, bucket)) and self.policy(bucket) is None:
+        if operation in PER_KEY:  # each key is checked by the handler; without a policy or grant nothing can allow it
+            if not (role_allows and self.role_reaches(who, bucket)) and self.policy(bucket) is None and \
+                    not self.acl_grant(who, "s3:DeleteObject", bucket, "", None):
                 log.info("access denied: actor=%s operation=%s resource=%s decided-by=no allow", who.label,
                          operation, resource_arn(bucket))
                 raise S3Error(ErrorCode.ACCESS_DENIED)

@@ -13,6 +13,7 @@ from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.model import Bucket
 
 from ..inputs import parse_int
+from .acl import create_bucket_settings, record_bucket_settings
 from .call import Call
 from .xml import (
     cors_from_record,
@@ -104,8 +105,10 @@ async def create_bucket(call: Call, resp: falcon.asgi.Response) -> None:
         raise S3Error(ErrorCode.INVALID_LOCATION_CONSTRAINT,
                       f"The {location} location constraint is incompatible for the region specific endpoint "
                       "this request was sent to.", LocationConstraint=location)
+    mode, acl = create_bucket_settings(call)
     try:
         await call.engine.create_bucket(call.bucket, region, actor=call.actor, account=call.account)
+        await record_bucket_settings(call, mode, acl)
     except S3Error as err:
         # us-east-1's legacy rule, which S3 keeps: re-creating a bucket you own there is 200 and changes nothing;
         # every other region answers 409 BucketAlreadyOwnedByYou, and so does a create asking for another pool than

@@ -10,6 +10,7 @@ from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.names import MAX_PART_NUMBER
 
 from ..inputs import digits_value, parse_int
+from .acl import new_object_acl
 from .buckets import encoding_type, max_keys
 from .call import Call, checksum_headers
 from .headers import stored_headers, user_metadata
@@ -54,7 +55,7 @@ async def create_multipart_upload(call: Call, resp: falcon.asgi.Response) -> Non
     upload_id = await call.engine.create_multipart_upload(
         call.bucket, call.key, content_type=call.headers.get("content-type", ""),
         metadata=user_metadata(call.headers), headers=stored_headers(call.headers), checksum_algorithm=algorithm,
-        tags=parse_tagging_header(call.headers.get("x-amz-tagging")), actor=call.actor)
+        tags=parse_tagging_header(call.headers.get("x-amz-tagging")), actor=call.actor, acl=new_object_acl(call))
     if algorithm:
         resp.set_header("x-amz-checksum-algorithm", algorithm)
     resp.content_type = "application/xml"
