@@ -37,7 +37,7 @@ from .errors import quiet_aborts, respond_error
 from .inputs import digits_value, parse_query
 from .metrics import Metrics
 from .s3 import acl as s3_acl
-from .s3 import attributes, buckets, multipart, objects
+from .s3 import attributes, buckets, multipart, objects, public_access
 from .s3 import lifecycle as s3_lifecycle
 from .s3 import policy as s3_policy
 from .s3.access import AccessControl, RequestFacts
@@ -94,7 +94,9 @@ HANDLERS: dict[str, Handler] = {
     "GetBucketOwnershipControls": s3_acl.get_ownership_controls,
     "PutBucketOwnershipControls": s3_acl.put_ownership_controls,
     "DeleteBucketOwnershipControls": s3_acl.delete_ownership_controls,
-    "GetPublicAccessBlock": buckets._absent(ErrorCode.NO_SUCH_PUBLIC_ACCESS_BLOCK),
+    "GetPublicAccessBlock": public_access.get_public_access_block,
+    "PutPublicAccessBlock": public_access.put_public_access_block,
+    "DeletePublicAccessBlock": public_access.delete_public_access_block,
     "GetBucketWebsite": buckets._absent(ErrorCode.NO_SUCH_WEBSITE_CONFIGURATION),
     "GetBucketReplication": buckets._absent(ErrorCode.REPLICATION_CONFIGURATION_NOT_FOUND),
     "ListObjects": buckets.list_objects,

@@ -26,6 +26,7 @@ from s4.engine.policy import (
     Principal,
     anonymous,
     decide,
+    is_public,
     parse_policy,
     root_principal,
     user_principal,
@@ -35,6 +36,7 @@ from s4.engine.policy.conditions import Values
 
 from ..auth.request import AuthContext
 from ..settings import ApiSettings
+from . import public_access
 from .acl import ACL_KIND, ENFORCED, ownership
 from .router import READ_ONLY
 
@@ -60,6 +62,8 @@ ACTIONS: dict[str, str] = {
     "PutBucketOwnershipControls": "s3:PutBucketOwnershipControls",
     "DeleteBucketOwnershipControls": "s3:PutBucketOwnershipControls",
     "GetPublicAccessBlock": "s3:GetBucketPublicAccessBlock", "GetBucketWebsite": "s3:GetBucketWebsite",
+    "PutPublicAccessBlock": "s3:PutBucketPublicAccessBlock",
+    "DeletePublicAccessBlock": "s3:PutBucketPublicAccessBlock",
     "GetBucketReplication": "s3:GetReplicationConfiguration",
     "ListObjects": "s3:ListBucket", "ListObjectsV2": "s3:ListBucket", "ListObjectVersions": "s3:ListBucketVersions",
     "ListMultipartUploads": "s3:ListBucketMultipartUploads", "MultiObjectSQL": "s3:ListBucket",
@@ -93,6 +97,11 @@ _HEADER_KEYS = ("x-amz-acl", "x-amz-copy-source", "x-amz-metadata-directive", "x
 
 
 ROLE_ALLOW = Decision(True, "role allow", "")  # no policy decided: the caller's role allows the operation
+
+
+def reaches_owner(engine: Engine, who: Principal, bucket: str) -> bool:
+    """The caller belongs to the bucket's account (RestrictPublicBuckets lets a public policy reach only those)."""
+    return not who.anonymous and engine.bucket_account(bucket) == who.account
 
 
 def resource_arn(bucket: str, key: str = "") -> str:
@@ -220,6 +229,9 @@ class AccessControl:
         policy = self.policy(bucket)
         if policy is None and role_allows:  # the common case: what ``decide`` answers, without its resource,
             return ROLE_ALLOW               # request context and Decision built on every request
+        if policy is not None and not reaches_owner(self.engine, who, bucket) and \
+                public_access.block(self.engine, bucket).restrict_public_buckets and is_public(policy):
+            policy = Policy(policy.version, tuple(st for st in policy.statements if st.effect == "Deny"))
         resource = resource_arn(bucket, key)
         decision = decide(policy, who, action, resource, self.lookup(facts, who, bucket, key), role_allows,
                           partial(self.acl_grant, who, action, bucket, key, facts.query.get("versionId")))
@@ -252,7 +264,8 @@ class AccessControl:
         else:
             rec = self.engine.bucket_config_if_any(bucket, ACL_KIND)
             acl = Acl.from_record(rec) if rec else private(owner_canonical)
-        grant = allowing_grant(acl, permission, who, owner == who.account)
+        ignore_public = public_access.block(self.engine, bucket).ignore_public_acls
+        grant = allowing_grant(acl, permission, who, owner == who.account, ignore_public)
         return grant.describe() if grant is not None else ""
 
     def lookup(self, facts: RequestFacts, who: Principal, bucket: str,

@@ -25,6 +25,7 @@ from s4.engine import Engine, accounts
 from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.policy.acl import ALL_USERS, CANNED, GROUPS, PERMISSIONS, Acl, Grant, canned, private
 
+from . import public_access
 from .call import Call
 from .xml_parse import local_name, parse_root
 from .xml_render import xml_escape
@@ -223,9 +224,16 @@ def new_object_acl(call: Call) -> list[Any] | None:
         return None
     if acl is None:
         acl = private(owner)
+    refuse_public(call, acl)
     if acl == private(bucket_owner.canonical_id):
         return None
     return acl.to_record()
+
+
+def refuse_public(call: Call, acl: Acl) -> None:
+    """BlockPublicAcls: an ACL granting AllUsers or AuthenticatedUsers is AccessDenied."""
+    if acl.public and public_access.block(call.engine, call.bucket).block_public_acls:
+        raise S3Error(ErrorCode.ACCESS_DENIED, "Access Denied: BlockPublicAcls is set on this bucket")
 
 
 def create_bucket_settings(call: Call) -> tuple[str, Acl | None]:
@@ -286,6 +294,7 @@ async def put_acl(call: Call, resp: falcon.asgi.Response) -> None:
                       MissingHeaderName="x-amz-acl")
     if ownership(call.engine, call.bucket) == ENFORCED and not owner_only(acl, owner):
         raise S3Error(ErrorCode.ACL_NOT_SUPPORTED)
+    refuse_public(call, acl)
     if call.key:
         record = None if acl == private(bucket_owner.canonical_id) else acl.to_record()
         version_id = await call.engine.put_object_acl(call.bucket, call.key, call.query.get("versionId"), record,
@@ -324,11 +333,6 @@ async def delete_ownership_controls(call: Call, resp: falcon.asgi.Response) -> N
     call.engine.get_bucket(call.bucket)
     await call.engine.set_bucket_config(call.bucket, OWNERSHIP_KIND, NO_CONTROLS, actor=call.actor)
     resp.status = falcon.HTTP_204
-
-
-def public_grant(acl: Acl) -> bool:
-    """An ACL granting AllUsers or AuthenticatedUsers anything (BlockPublicAcls refuses it)."""
-    return acl.public
 
 
 __all__ = ["ALL_USERS", "acl_from_headers", "acl_from_xml", "acl_xml", "get_acl", "new_object_acl", "ownership",

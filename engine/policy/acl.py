@@ -102,11 +102,15 @@ def grantee_matches(grantee: str, who: Principal, own_account: bool) -> bool:
     return not own_account and not who.anonymous and grantee == who.canonical_id
 
 
-def allowing_grant(acl: Acl | None, permission: str, who: Principal, own_account: bool) -> Grant | None:
-    """The first grant of ``acl`` giving ``who`` the permission (FULL_CONTROL gives every one), or None."""
+def allowing_grant(acl: Acl | None, permission: str, who: Principal, own_account: bool,
+                   ignore_public: bool = False) -> Grant | None:
+    """The first grant of ``acl`` giving ``who`` the permission (FULL_CONTROL gives every one), or None.
+    ``ignore_public`` (IgnorePublicAcls): grants to AllUsers and AuthenticatedUsers count for nothing."""
     if acl is None:
         return None
     for grant in acl.grants:
+        if ignore_public and grant.grantee in PUBLIC_GROUPS:
+            continue
         if grant.permission in (permission, "FULL_CONTROL") and grantee_matches(grant.grantee, who, own_account):
             return grant
     return None

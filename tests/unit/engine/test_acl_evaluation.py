@@ -163,3 +163,39 @@ async def test_explicit_deny_beats_a_public_read_grant(engine: Engine) -> None:
          "Resource": "arn:aws:s3:::acl-b/*"}]}))
     with pytest.raises(S3Error):
         access.authorize(ANON, "GetObject", "acl-b", "k", _facts())
+
+
+# -- public access block --------------------------------------------------------------------------------------------
+def _public_policy(action: str = "s3:GetObject") -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Sid": "Public", "Effect": "Allow", "Principal": "*", "Action": action,
+         "Resource": "arn:aws:s3:::acl-b/*"}]})
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("flags", "who", "source", "allowed"), [
+    ({}, ANON, "acl", True),
+    ({"IgnorePublicAcls": True}, ANON, "acl", False),
+    ({"IgnorePublicAcls": True}, user(OTHER), "acl", False),  # AuthenticatedUsers is public too
+    ({"BlockPublicAcls": True}, ANON, "acl", True),  # blocks new public ACLs, ignores none
+    ({}, ANON, "policy", True),
+    ({"RestrictPublicBuckets": True}, ANON, "policy", False),
+    ({"RestrictPublicBuckets": True}, user(OTHER), "policy", False),
+    ({"RestrictPublicBuckets": True}, user(OWNER, "Reader"), "policy", True),  # the owner's account still is
+    ({"IgnorePublicAcls": True}, ANON, "policy", True),
+])
+async def test_public_access_block_flags(engine: Engine, flags: dict[str, bool], who: Any, source: str,
+                                         allowed: bool) -> None:
+    object_acl = Acl(OWNER.canonical_id, (Grant(ALL_USERS, "READ"), Grant(AUTHENTICATED_USERS, "READ")))
+    access = await _setup(engine, None, object_acl if source == "acl" else None, "ObjectWriter")
+    if source == "policy":
+        await engine.set_bucket_config("acl-b", "policy", _public_policy("s3:PutObject"))
+    if flags:
+        await engine.set_bucket_config("acl-b", "public_access_block", flags)
+    operation = "GetObject" if source == "acl" else "PutObject"
+    try:
+        access.authorize(who, operation, "acl-b", "k", _facts())
+    except S3Error:
+        assert not allowed
+    else:
+        assert allowed
