@@ -213,6 +213,7 @@ GATEWAY_UNUSED = ("node_grpc_addr", "node_http_addr", "seeds", "replication_fact
                   "scrubber_full_scan_days", "anti_entropy_interval_secs",
                   "anti_entropy_rate_keys", "anti_entropy_rate_bytes", "catch_up", "gc_grace_days",
                   "max_rejoin_downtime_days", "iam_sync_s")
+GATEWAY_UNUSED += ("default_object_ownership",)  # the nodes create the buckets
 # config.toml (section, key) -> settings field, parser
 TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
     ("server", "bind"): ("bind", lambda n, v: str(v)),

@@ -241,6 +241,8 @@ def create_bucket_settings(call: Call) -> tuple[str, Acl | None]:
     bucket is created: ACLs granting others on a BucketOwnerEnforced bucket are InvalidBucketAclWithObjectOwnership."""
     header = call.headers.get("x-amz-object-ownership")
     mode = check_ownership_value(header.strip()) if header is not None else call.settings.default_object_ownership
+    if header is None and mode == WRITER:
+        mode = NO_CONTROLS  # ObjectWriter by default is a bucket without controls, as on AWS before 2023 (Get: 404)
     owner = call.account.canonical_id
     acl = acl_from_headers(call.headers, owner, owner, Resolver(call.engine))
     if mode == ENFORCED and not owner_only(acl, owner):
