@@ -213,7 +213,9 @@ def new_object_acl(call: Call) -> list[Any] | None:
     mode = ownership(call.engine, call.bucket)
     writer = call.account
     name = call.headers.get("x-amz-acl", "").strip()
-    if mode == ENFORCED or writer.id == bucket_owner.id or (mode == PREFERRED and name == "bucket-owner-full-control"):
+    anonymous = call.who is None or call.who.anonymous  # an unsigned write (public-read-write): the owner's object
+    if mode == ENFORCED or anonymous or writer.id == bucket_owner.id or \
+            (mode == PREFERRED and name == "bucket-owner-full-control"):
         owner = bucket_owner.canonical_id
     else:
         owner = writer.canonical_id
