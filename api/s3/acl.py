@@ -176,7 +176,7 @@ def acl_xml(acl: Acl, names: Callable[[str], str]) -> bytes:
     parts = ['<?xml version="1.0" encoding="UTF-8"?>\n', f"<AccessControlPolicy {_NS}>",
              f"<Owner><ID>{xml_escape(acl.owner)}</ID><DisplayName>{xml_escape(names(acl.owner))}</DisplayName>"
              "</Owner><AccessControlList>"]
-    for grant in acl.grants:
+    for grant in sorted(acl.grants, key=lambda g: not g.group):  # groups first, as RGW lists them
         if grant.group:
             grantee = f'<Grantee {_XSI_NS} xsi:type="Group"><URI>{xml_escape(grant.grantee)}</URI></Grantee>'
         else:
