@@ -15,6 +15,7 @@ belongs to the bucket owner. DeleteBucketOwnershipControls leaves ObjectWriter (
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -30,6 +31,7 @@ from .call import Call
 from .xml_parse import local_name, parse_root
 from .xml_render import xml_escape
 
+log = logging.getLogger("s4.api.s3.access")  # refusals are logged where access control logs them
 ACL_KIND, OWNERSHIP_KIND = "acl", "ownership"  # bucket configurations (BUCKET_CONFIG_SET)
 ENFORCED, PREFERRED, WRITER = "BucketOwnerEnforced", "BucketOwnerPreferred", "ObjectWriter"
 OWNERSHIPS = (ENFORCED, PREFERRED, WRITER)
@@ -222,6 +224,7 @@ def new_object_acl(call: Call) -> list[Any] | None:
     acl = acl_from_headers(call.headers, owner, bucket_owner.canonical_id, Resolver(call.engine))
     if mode == ENFORCED:
         if not owner_only(acl, owner) and name != "bucket-owner-full-control":
+            refused(call, "BucketOwnerEnforced (ACLs disabled)")
             raise S3Error(ErrorCode.ACL_NOT_SUPPORTED)
         return None
     if acl is None:
@@ -235,7 +238,15 @@ def new_object_acl(call: Call) -> list[Any] | None:
 def refuse_public(call: Call, acl: Acl) -> None:
     """BlockPublicAcls: an ACL granting AllUsers or AuthenticatedUsers is AccessDenied."""
     if acl.public and public_access.block(call.engine, call.bucket).block_public_acls:
+        refused(call, "BlockPublicAcls (a public ACL)")
         raise S3Error(ErrorCode.ACCESS_DENIED, "Access Denied: BlockPublicAcls is set on this bucket")
+
+
+def refused(call: Call, why: str) -> None:
+    """The refusal's log line, on the access-control logger like every other (s3/access.py)."""
+    who = call.who.label if call.who is not None else "-"
+    log.info("access denied: actor=%s operation=%s resource=%s decided-by=%s", who, call.req.context.operation,
+             f"arn:aws:s3:::{call.bucket}/{call.key}" if call.key else f"arn:aws:s3:::{call.bucket}", why)
 
 
 def create_bucket_settings(call: Call) -> tuple[str, Acl | None]:
@@ -297,6 +308,7 @@ async def put_acl(call: Call, resp: falcon.asgi.Response) -> None:
         raise S3Error(ErrorCode.MISSING_SECURITY_HEADER, "Your request was missing a required header",
                       MissingHeaderName="x-amz-acl")
     if ownership(call.engine, call.bucket) == ENFORCED and not owner_only(acl, owner):
+        refused(call, "BucketOwnerEnforced (ACLs disabled)")
         raise S3Error(ErrorCode.ACL_NOT_SUPPORTED)
     refuse_public(call, acl)
     if call.key:

@@ -15,6 +15,7 @@ from s4.engine.policy import is_public, parse_policy
 
 from . import public_access
 from .access import POLICY_KIND
+from .acl import refused
 from .call import Call
 
 #: Read one byte past the limit so an oversized document is MalformedPolicy, not a generic body error.
@@ -25,6 +26,7 @@ async def put_bucket_policy(call: Call, resp: falcon.asgi.Response) -> None:
     body = await call.read_body(limit=_READ_LIMIT)
     policy = parse_policy(body, call.bucket)  # MalformedPolicy, before anything is recorded
     if is_public(policy) and public_access.block(call.engine, call.bucket).block_public_policy:
+        refused(call, "BlockPublicPolicy (a public policy)")
         raise S3Error(ErrorCode.ACCESS_DENIED, "Access Denied: BlockPublicPolicy is set on this bucket")
     await call.engine.set_bucket_config(call.bucket, POLICY_KIND, body.decode("utf-8"), actor=call.actor)
     resp.status = falcon.HTTP_204
