@@ -222,7 +222,8 @@ class AccessControl:
     def check(self, who: Principal, operation: str, action: str, bucket: str, key: str, facts: RequestFacts,
               role_allows: bool) -> Decision:
         """Decide, log a refusal with its reason, raise AccessDenied when refused."""
-        reaches = self.role_reaches(who, bucket) if role_allows else True
+        # CreateBucket is the account's own act: a name another account holds is BucketAlreadyExists, not a refusal
+        reaches = self.role_reaches(who, bucket) if role_allows and operation != "CreateBucket" else True
         if operation in POLICY_OPERATIONS and who.role == "SuperUser" and reaches:
             return ROLE_ALLOW
         role_allows = role_allows and reaches

@@ -95,6 +95,7 @@ def _facts() -> RequestFacts:
     ("SuperUser", "PutBucketPolicy", False, False),  # the policy escape is the bucket's own account's only
     ("SuperUser", "PutBucketPolicy", True, True),
     ("Writer", "DeleteObjects", False, False),
+    ("Writer", "CreateBucket", False, True),  # the handler answers BucketAlreadyExists
 ])
 async def test_role_reaches_its_own_accounts_buckets_only(engine: Engine, caplog: pytest.LogCaptureFixture,
                                                           role: str, operation: str, own: bool,
