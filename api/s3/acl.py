@@ -280,7 +280,6 @@ async def get_acl(call: Call, resp: falcon.asgi.Response) -> None:
         if version.is_delete_marker:
             raise S3Error(ErrorCode.METHOD_NOT_ALLOWED, headers={"x-amz-delete-marker": "true"})
         acl = Acl.from_record(version.acl) if version.acl else private(owner.canonical_id)
-        resp.set_header("x-amz-version-id", version.version_id)
     else:
         acl = stored_bucket_acl(call.engine, call.bucket, owner)
     resp.content_type = "application/xml"
@@ -313,9 +312,8 @@ async def put_acl(call: Call, resp: falcon.asgi.Response) -> None:
     refuse_public(call, acl)
     if call.key:
         record = None if acl == private(bucket_owner.canonical_id) else acl.to_record()
-        version_id = await call.engine.put_object_acl(call.bucket, call.key, call.query.get("versionId"), record,
-                                                      actor=call.actor)
-        resp.set_header("x-amz-version-id", version_id)
+        await call.engine.put_object_acl(call.bucket, call.key, call.query.get("versionId"), record,
+                                         actor=call.actor)
     else:
         await call.engine.set_bucket_config(call.bucket, ACL_KIND, acl.to_record(), actor=call.actor)
 
