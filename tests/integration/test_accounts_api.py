@@ -62,6 +62,7 @@ def test_admin_api_creates_users_in_accounts(srv: ServerProcess) -> None:
     assert listed[user["username"]] == account and listed["root"] == "default"
     with pytest.raises(urllib.error.HTTPError) as err:
         new_user(srv, "Writer", "bad account name")
+    err.value.close()
     assert err.value.code == 400
 
 
@@ -75,6 +76,7 @@ def test_another_accounts_superuser_administers_its_own_account_only(srv: Server
     assert member["account"] == account
     with pytest.raises(urllib.error.HTTPError) as err:
         new_user(srv, "Reader", "default", token=token)
+    err.value.close()
     assert err.value.code == 403
     seen = {u["account"] for u in admin_call(srv, "GET", "/api/admin/users", token)["users"]}
     assert seen == {account}
