@@ -237,12 +237,38 @@ class AccessControl:
         decision = decide(policy, who, action, resource, self.lookup(facts, who, bucket, key), role_allows,
                           partial(self.acl_grant, who, action, bucket, key, facts.query.get("versionId")))
         if not decision.allowed:
+            self._missing(who, operation, action, bucket, key, facts)
             why = decision.describe() if reaches else f"{decision.describe()} (the role of account {who.account} " \
                 "does not reach another account's bucket)"
             log.info("access denied: actor=%s operation=%s action=%s resource=%s decided-by=%s", who.label,
                      operation, action, resource, why)
             raise S3Error(ErrorCode.ACCESS_DENIED)
         return decision
+
+    def _missing(self, who: Principal, operation: str, action: str, bucket: str, key: str,
+                 facts: RequestFacts) -> None:
+        """What S3 answers instead of AccessDenied: NoSuchBucket when the bucket does not exist (to anyone), and
+        NoSuchKey for a read of a missing object by a caller allowed to list it (``s3:ListBucket`` with
+        ``s3:prefix`` = the key), so a lister learns nothing it could not list, and nobody else learns anything."""
+        if not bucket or operation == "CreateBucket":
+            return
+        owner = self.engine.bucket_account(bucket)
+        if owner is None:
+            raise S3Error(ErrorCode.NO_SUCH_BUCKET, resource=bucket, BucketName=bucket)
+        if not key or action not in ("s3:GetObject", "s3:GetObjectVersion"):
+            return
+        try:
+            self.engine.head_object(bucket, key, facts.query.get("versionId"))
+            return
+        except S3Error as exc:
+            if exc.code is not ErrorCode.NO_SUCH_KEY:
+                return
+        listing = RequestFacts(facts.headers, {"prefix": key}, facts.source_ip, facts.secure, facts.auth, facts.now)
+        role = who.role in ("Reader", "Writer", "SuperUser") and owner == who.account
+        decision = decide(self.policy(bucket), who, "s3:ListBucket", resource_arn(bucket), self.lookup(
+            listing, who, bucket, ""), role, partial(self.acl_grant, who, "s3:ListBucket", bucket, "", None))
+        if decision.allowed:
+            raise S3Error(ErrorCode.NO_SUCH_KEY, resource=key, Key=key)
 
     def acl_grant(self, who: Principal, action: str, bucket: str, key: str, version_id: str | None) -> str:
         """The ACL grant allowing ``action`` (described for the log), or "": object reads and the object's ACL ask

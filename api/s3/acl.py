@@ -38,7 +38,7 @@ OWNERSHIPS = (ENFORCED, PREFERRED, WRITER)
 NO_CONTROLS = ""  # the ``ownership`` value DeleteBucketOwnershipControls records: ObjectWriter, Get answers 404
 GRANT_HEADERS = {"x-amz-grant-read": "READ", "x-amz-grant-write": "WRITE", "x-amz-grant-read-acp": "READ_ACP",
                  "x-amz-grant-write-acp": "WRITE_ACP", "x-amz-grant-full-control": "FULL_CONTROL"}
-_GRANTEE_RE = re.compile(r'\s*(id|uri|emailAddress)\s*=\s*"([^"]*)"\s*(?:,|$)', re.IGNORECASE)
+_GRANTEE_RE = re.compile(r'\s*(id|uri|emailAddress)\s*=\s*(?:"([^"]*)"|([^,"\s]+))\s*(?:,|$)', re.IGNORECASE)
 _XSI = "{http://www.w3.org/2001/XMLSchema-instance}type"
 _NS = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
 _XSI_NS = 'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
@@ -110,7 +110,7 @@ def acl_from_headers(headers: Mapping[str, str], owner: str, bucket_owner: str, 
             if m is None or m.end() == pos:
                 raise S3Error(ErrorCode.INVALID_ARGUMENT, "Invalid grant header", ArgumentName=header,
                               ArgumentValue=text[:128])
-            kind, value = m.group(1).lower(), m.group(2)
+            kind, value = m.group(1).lower(), m.group(2) if m.group(2) is not None else m.group(3)
             grantee = resolver.canonical(value) if kind == "id" else resolver.group(value) if kind == "uri" \
                 else resolver.email(value)
             grants.append(Grant(grantee, GRANT_HEADERS[header]))
@@ -269,6 +269,17 @@ async def record_bucket_settings(call: Call, mode: str, acl: Acl | None) -> None
         await call.engine.set_bucket_config(call.bucket, OWNERSHIP_KIND, mode, actor=call.actor)
     if acl is not None and not owner_only(acl, acl.owner):
         await call.engine.set_bucket_config(call.bucket, ACL_KIND, acl.to_record(), actor=call.actor)
+
+
+def owner_of(call: Call, acl: list[Any] | None) -> accounts.Account:
+    """Whose an object (or upload) is: its ACL's owner when another account wrote it (ObjectWriter), else the
+    bucket owner's."""
+    bucket_owner = call.bucket_owner()
+    if acl and acl[0] != bucket_owner.canonical_id:
+        account = call.engine.account_by_canonical_id(str(acl[0]))
+        if account is not None:
+            return account
+    return bucket_owner
 
 
 # -- handlers -----------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.names import MAX_PART_NUMBER
 
 from ..inputs import digits_value, parse_int
-from .acl import new_object_acl
+from .acl import new_object_acl, owner_of
 from .buckets import encoding_type, max_keys
 from .call import Call, checksum_headers
 from .headers import stored_headers, user_metadata
@@ -120,7 +120,7 @@ async def list_parts(call: Call, resp: falcon.asgi.Response) -> None:
     limit = max_keys(call, "max-parts")
     await call.engine.settle_upload(call.bucket, call.upload_id())  # every part acknowledged anywhere
     upload, page = call.engine.list_parts(call.bucket, call.key, call.upload_id(), marker, limit)
-    owner = call.bucket_owner()
+    owner = owner_of(call, upload.acl)  # the initiator's account, when another account's (ObjectWriter)
     resp.content_type = "application/xml"
     resp.data = list_parts_xml(page, upload, part_number_marker=marker, max_parts=limit,
                                owner_id=owner.canonical_id, owner_name=owner.name)

@@ -199,3 +199,48 @@ async def test_public_access_block_flags(engine: Engine, flags: dict[str, bool],
         assert not allowed
     else:
         assert allowed
+
+
+# -- what a refusal becomes: NoSuchBucket, NoSuchKey for a lister --------------------------------------------------
+@pytest.mark.anyio
+async def test_missing_bucket_is_no_such_bucket_to_anyone(engine: Engine) -> None:
+    access = AccessControl(engine, ApiSettings(access_key="ROOTKEY", secret_key="ROOTSECRET"))
+    with pytest.raises(S3Error) as exc:
+        access.authorize(ANON, "GetObject", "no-such-bucket", "k", _facts())
+    assert exc.value.code is ErrorCode.NO_SUCH_BUCKET
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("bucket_acl", "policy_prefix", "key", "code"), [
+    (canned("public-read", OWNER.canonical_id), None, "missing", ErrorCode.NO_SUCH_KEY),  # may list: 404
+    (None, None, "missing", ErrorCode.ACCESS_DENIED),  # may not list: 403, nothing learnt
+    (None, "public/*", "public/missing", ErrorCode.NO_SUCH_KEY),
+    (None, "public/*", "private/missing", ErrorCode.ACCESS_DENIED),
+    (canned("public-read", OWNER.canonical_id), None, "k", ErrorCode.ACCESS_DENIED),  # exists, not readable
+])
+async def test_missing_object_is_no_such_key_to_a_lister(engine: Engine, bucket_acl: Acl | None,
+                                                         policy_prefix: str | None, key: str,
+                                                         code: ErrorCode) -> None:
+    access = await _setup(engine, bucket_acl, None, "ObjectWriter")
+    if policy_prefix:
+        await engine.set_bucket_config("acl-b", "policy", json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::acl-b",
+             "Condition": {"StringLike": {"s3:prefix": policy_prefix}}}]}))
+    with pytest.raises(S3Error) as exc:
+        access.authorize(user(OTHER), "HeadObject", "acl-b", key, _facts())
+    assert exc.value.code is code
+
+
+def test_grant_headers_take_quoted_and_bare_values() -> None:
+    from s4.api.s3.acl import Resolver, acl_from_headers
+
+    class Known:
+        def account_by_canonical_id(self, canonical: str) -> Any:
+            return OTHER if canonical == OTHER.canonical_id else None
+
+        def account_by_email(self, email: str) -> Any:
+            return None
+
+    acl = acl_from_headers({"x-amz-grant-read": f'id={OTHER.canonical_id}, uri="{ALL_USERS}"'}, OWNER.canonical_id,
+                           OWNER.canonical_id, Resolver(Known()))  # type: ignore[arg-type]
+    assert acl is not None and acl.grants == (Grant(OTHER.canonical_id, "READ"), Grant(ALL_USERS, "READ"))
