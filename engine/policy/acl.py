@@ -6,7 +6,8 @@ the views'. A stored ACL is ``[owner canonical id, [[grantee, permission], ...]]
 
 Which permission an action needs (S3's ACL permission mapping):
 
-    bucket ACL   READ: ListBucket(Versions), ListBucketMultipartUploads   WRITE: PutObject, DeleteObject(Version)
+    bucket ACL   READ: ListBucket(Versions), ListBucketMultipartUploads   WRITE: PutObject, DeleteObject(Version),
+                                                                          ListMultipartUploadParts, AbortMultipartUpload
                  READ_ACP: GetBucketAcl                                   WRITE_ACP: PutBucketAcl
     object ACL   READ: GetObject(Version)   READ_ACP: GetObject(Version)Acl   WRITE_ACP: PutObject(Version)Acl
     FULL_CONTROL grants all four.
@@ -31,6 +32,8 @@ CANNED = frozenset({"private", "public-read", "public-read-write", "authenticate
 BUCKET_PERMISSIONS = {
     "s3:ListBucket": "READ", "s3:ListBucketVersions": "READ", "s3:ListBucketMultipartUploads": "READ",
     "s3:PutObject": "WRITE", "s3:DeleteObject": "WRITE", "s3:DeleteObjectVersion": "WRITE",
+    # S3 lets an upload's initiator list and abort it; S4 keeps no per-upload owner check: a bucket writer may
+    "s3:ListMultipartUploadParts": "WRITE", "s3:AbortMultipartUpload": "WRITE",
     "s3:GetBucketAcl": "READ_ACP", "s3:PutBucketAcl": "WRITE_ACP",
 }
 OBJECT_PERMISSIONS = {

@@ -149,6 +149,8 @@ def test_object_writer_owns_its_object(main: Any, alt: tuple[dict[str, Any], Any
     assert acl["Owner"]["ID"] == alt_user["canonical_id"]
     alt_s3.put_object(Bucket=bucket, Key="given", Body=b"x", ACL="bucket-owner-full-control")
     assert (owner, "FULL_CONTROL") in grants(main.get_object_acl(Bucket=bucket, Key="given"))
+    upload = alt_s3.create_multipart_upload(Bucket=bucket, Key="parts")["UploadId"]
+    assert alt_s3.list_parts(Bucket=bucket, Key="parts", UploadId=upload)["Owner"]["ID"] == alt_user["canonical_id"]
 
     preferred = new_bucket(main, "BucketOwnerPreferred")
     main.put_bucket_acl(Bucket=preferred, GrantWrite=f'id="{alt_user["canonical_id"]}"',
