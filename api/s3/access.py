@@ -189,14 +189,15 @@ class AccessControl:
                               account.canonical_id, account.name)
 
     # -- what -----------------------------------------------------------------------------------------------------
-    def policy(self, bucket: str) -> Policy | None:
+    def policy(self, bucket: str, text: Any = ...) -> Policy | None:
         """The bucket's parsed policy (cached by text), or None: no bucket, no policy. Read from the views on every
         call, so a policy put through any worker or node applies to the next request that reaches the views after
         it (no per-process copy to invalidate); one get, no bucket record (``Engine.bucket_config_if_any``). No such
         bucket: None, and the handler answers NoSuchBucket to whoever may ask."""
         if not bucket:
             return None
-        text = self.engine.bucket_config_if_any(bucket, POLICY_KIND)
+        if text is ...:  # not read already (``check`` reads it with the bucket's owner: Engine.bucket_guard)
+            text = self.engine.bucket_config_if_any(bucket, POLICY_KIND)
         if not text:
             return None
         try:
@@ -222,12 +223,14 @@ class AccessControl:
     def check(self, who: Principal, operation: str, action: str, bucket: str, key: str, facts: RequestFacts,
               role_allows: bool) -> Decision:
         """Decide, log a refusal with its reason, raise AccessDenied when refused."""
-        # CreateBucket is the account's own act: a name another account holds is BucketAlreadyExists, not a refusal
-        reaches = self.role_reaches(who, bucket) if role_allows and operation != "CreateBucket" else True
+        owner, text = self.engine.bucket_guard(bucket, POLICY_KIND) if bucket else (None, None)
+        # a role reaches its own account's buckets (and a missing one). CreateBucket is the account's own act: a
+        # name another account holds is BucketAlreadyExists, not a refusal
+        reaches = not role_allows or operation == "CreateBucket" or owner is None or owner == who.account
         if operation in POLICY_OPERATIONS and who.role == "SuperUser" and reaches:
             return ROLE_ALLOW
         role_allows = role_allows and reaches
-        policy = self.policy(bucket)
+        policy = self.policy(bucket, text)
         if policy is None and role_allows:  # the common case: what ``decide`` answers, without its resource,
             return ROLE_ALLOW               # request context and Decision built on every request
         if policy is not None and not reaches_owner(self.engine, who, bucket) and \

@@ -141,3 +141,14 @@ async def test_policy_opens_a_bucket_to_another_account(engine: Engine) -> None:
     access.authorize(main_reader, "GetObject", "alt-bucket", "k", _facts())
     with pytest.raises(S3Error):
         access.authorize(main_reader, "PutObject", "alt-bucket", "k", _facts())
+
+
+def test_record_account_reads_the_owner_without_unpacking_default_buckets() -> None:
+    from s4.engine.engine import _record_account
+    from s4.engine.model import Bucket
+    from s4.engine.views.env import pack
+
+    alt = accounts.Account(accounts.account_id("alt"), "alt")
+    assert _record_account(pack(Bucket("b", 1).to_record())) == DEFAULT_ACCOUNT_ID
+    assert _record_account(pack(Bucket("b", 1, account=alt.id, account_name="alt").to_record())) == alt.id
+    assert _record_account(pack(Bucket("b", 1, region="a", owner="a").to_record())) == DEFAULT_ACCOUNT_ID  # "a" value
