@@ -37,7 +37,8 @@ from .body_gate import BodyGate
 from .errors import quiet_aborts, respond_error
 from .inputs import digits_value, parse_query
 from .metrics import Metrics
-from .s3 import attributes, buckets, multipart, objects
+from .s3 import acl as s3_acl
+from .s3 import attributes, buckets, multipart, objects, public_access
 from .s3 import lifecycle as s3_lifecycle
 from .s3 import object_lock as s3_object_lock
 from .s3 import policy as s3_policy
@@ -85,16 +86,20 @@ HANDLERS: dict[str, Handler] = {
     "PutBucketLifecycleConfiguration": s3_lifecycle.put_bucket_lifecycle,
     "GetBucketLifecycleConfiguration": s3_lifecycle.get_bucket_lifecycle,
     "DeleteBucketLifecycle": s3_lifecycle.delete_bucket_lifecycle,
-    "GetBucketAcl": objects.get_object_acl,
-    "PutBucketAcl": objects.put_acl,
+    "GetBucketAcl": s3_acl.get_acl,
+    "PutBucketAcl": s3_acl.put_acl,
     "GetBucketPolicy": s3_policy.get_bucket_policy,
     "PutBucketPolicy": s3_policy.put_bucket_policy,
     "DeleteBucketPolicy": s3_policy.delete_bucket_policy,
     "GetBucketPolicyStatus": s3_policy.get_bucket_policy_status,
     "GetBucketEncryption": buckets._absent(ErrorCode.SERVER_SIDE_ENCRYPTION_NOT_FOUND),
     "GetObjectLockConfiguration": s3_object_lock.get_object_lock_configuration,
-    "GetBucketOwnershipControls": buckets._absent(ErrorCode.OWNERSHIP_CONTROLS_NOT_FOUND),
-    "GetPublicAccessBlock": buckets._absent(ErrorCode.NO_SUCH_PUBLIC_ACCESS_BLOCK),
+    "GetBucketOwnershipControls": s3_acl.get_ownership_controls,
+    "PutBucketOwnershipControls": s3_acl.put_ownership_controls,
+    "DeleteBucketOwnershipControls": s3_acl.delete_ownership_controls,
+    "GetPublicAccessBlock": public_access.get_public_access_block,
+    "PutPublicAccessBlock": public_access.put_public_access_block,
+    "DeletePublicAccessBlock": public_access.delete_public_access_block,
     "GetBucketWebsite": buckets._absent(ErrorCode.NO_SUCH_WEBSITE_CONFIGURATION),
     "GetBucketReplication": buckets._absent(ErrorCode.REPLICATION_CONFIGURATION_NOT_FOUND),
     "ListObjects": buckets.list_objects,
@@ -111,8 +116,8 @@ HANDLERS: dict[str, Handler] = {
     "GetObjectTagging": objects.get_object_tagging,
     "GetObjectAttributes": attributes.get_object_attributes,
     "DeleteObjectTagging": objects.delete_object_tagging,
-    "GetObjectAcl": objects.get_object_acl,
-    "PutObjectAcl": objects.put_acl,
+    "GetObjectAcl": s3_acl.get_acl,
+    "PutObjectAcl": s3_acl.put_acl,
     "CreateMultipartUpload": multipart.create_multipart_upload,
     "UploadPart": multipart.upload_part,
     "UploadPartCopy": multipart.upload_part_copy,
@@ -267,7 +272,7 @@ class S3Service:
         if target.operation not in SELF_AUTHORIZING:
             self.access.authorize(who, target.operation or "", bucket, key, facts)
         call = Call(self.engine, self.settings, req, req.method, bucket, key, query, headers, auth, request_id,
-                    authorize=self.access.guard(who, facts, target.operation or ""))
+                    authorize=self.access.guard(who, facts, target.operation or ""), who=who)
         check_security_headers(target.operation or "", headers)
         call.check_framing(target.operation or "")
         if call.has_body:  # what the headers allow, before a byte of the body is asked for (100 Continue)

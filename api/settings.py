@@ -23,3 +23,4 @@ class ApiSettings:
     select_process_memory: int = 1024**3  # this process's share of S4_SELECT_NODE_MEMORY (all running queries)
     access_log: bool = False  # one JSON line per request on stderr (S4_ACCESS_LOG; the server's default is on)
     pool_name: str = ""  # several pools (S4_CLUSTER_POOLS): this node's pool, a bucket's LocationConstraint here
+    default_object_ownership: str = "BucketOwnerEnforced"  # CreateBucket without x-amz-object-ownership

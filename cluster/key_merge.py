@@ -89,6 +89,11 @@ def merge_key_states(states: Mapping[R, Mapping[str, Any]]) -> Merged[R]:
                 rec["tg"] = clock["tg"]
             else:
                 rec.pop("tg", None)
+            if "acl" in clock:  # PutObjectAcl rides the tags_set event (engine/commands.py set_object_acl)
+                if clock["acl"]:
+                    rec["acl"] = clock["acl"]
+                else:
+                    rec.pop("acl", None)
         merged["vs"].append(rec)
     merged["vs"].sort(key=stamp_of, reverse=True)
     stale: dict[R, tuple[Repair, ...]] = {}

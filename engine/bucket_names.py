@@ -54,13 +54,16 @@ def _no_such_bucket(name: str) -> S3Error:
     return S3Error(ErrorCode.NO_SUCH_BUCKET, resource=name, BucketName=name)
 
 
-async def create_bucket(names: BucketNamesPort, run: Run, name: str, region: str, actor: str) -> None:
+async def create_bucket(names: BucketNamesPort, run: Run, name: str, region: str, actor: str,
+                        owner: dict[str, str] | None = None) -> None:
+    """``owner``: the owning account's fields of the ``create_bucket`` command (engine/accounts.py)."""
     token = new_token()
     claim = await names.create(name, actor, token)
     if claim.outcome is not NameOutcome.CREATED:
         raise _already_owned(name)
     try:
-        await run("create_bucket", {"bucket": name, "region": region, "ri": claim.incarnation}, actor)
+        await run("create_bucket", {"bucket": name, "region": region, **(owner or {}), "ri": claim.incarnation},
+                  actor)
     except ServiceUnavailableError:
         raise  # committed here and short of the quorum (it spreads), or unknown: the name stays taken
     except S3Error as exc:

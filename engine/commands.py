@@ -20,6 +20,7 @@ from .checksums import multipart_checksums
 from .conditions import DeleteConditions, Preconditions
 from .errors import ErrorCode, S3Error
 from .model import NULL_VERSION, Bucket, stamped, version_record
+from .policy.principals import DEFAULT_ACCOUNT_ID
 from .reads import check_version_id, current_version, object_id, require_bucket, require_upload
 from .sequencer import Decider, Decision
 from .views import namespace, upload_index
@@ -53,8 +54,12 @@ def create_bucket(d: Decision, args: dict[str, Any]) -> None:
     existing = d.tx.bucket(args["bucket"])
     registered = args.get("ri") or 0
     if existing is not None and registered <= 1:
+        if (existing.account or DEFAULT_ACCOUNT_ID) != (args.get("account") or DEFAULT_ACCOUNT_ID):
+            raise S3Error(ErrorCode.BUCKET_ALREADY_EXISTS, resource=args["bucket"], BucketName=args["bucket"])
         raise S3Error(ErrorCode.BUCKET_ALREADY_OWNED_BY_YOU, resource=args["bucket"], BucketName=args["bucket"])
     payload = {"bucket": args["bucket"], "region": args["region"], "owner": d.actor}
+    if args.get("account") and args["account"] != DEFAULT_ACCOUNT_ID:  # the owning account (engine/accounts.py)
+        payload["account"], payload["account_name"] = args["account"], args["account_name"]
     if registered:
         payload["ri"] = registered  # which life of the name the register granted (recorded in the journal)
     d.emit(EventType.BUCKET_CREATED, payload)
@@ -203,8 +208,27 @@ def set_object_tags(d: Decision, args: dict[str, Any]) -> str:
         raise S3Error(ErrorCode.NO_SUCH_KEY, resource=args["key"], Key=args["key"])
     if rec.get("dm"):
         raise S3Error(ErrorCode.METHOD_NOT_ALLOWED, headers={"x-amz-delete-marker": "true"})
+    payload = {"bucket": bucket.name, "key": args["key"], "version_id": rec["v"], "tags": args["tags"]}
+    if rec.get("acl"):  # the event carries the version's whole mutable state: last writer wins for both
+        payload["acl"] = rec["acl"]
+    d.emit(EventType.OBJECT_TAGS_SET, payload)
+    return str(rec["v"])
+
+
+def set_object_acl(d: Decision, args: dict[str, Any]) -> str:
+    """PutObjectAcl: an ``object.tags_set`` event carrying the version's tags unchanged and its new ``acl``
+    (None: the bucket owner's private ACL), so the ACL replicates, merges and anti-entropies with the tags."""
+    bucket = require_bucket(d.tx, args["bucket"])
+    oid = object_id(d.tx, bucket, args["key"])
+    rec = None
+    if oid is not None:
+        rec = d.tx.version(oid, args["version_id"]) if args.get("version_id") else d.tx.latest(oid)
+    if rec is None or (rec.get("dm") and not args.get("version_id")):
+        raise S3Error(ErrorCode.NO_SUCH_KEY, resource=args["key"], Key=args["key"])
+    if rec.get("dm"):
+        raise S3Error(ErrorCode.METHOD_NOT_ALLOWED, headers={"x-amz-delete-marker": "true"})
     d.emit(EventType.OBJECT_TAGS_SET, {"bucket": bucket.name, "key": args["key"], "version_id": rec["v"],
-                                       "tags": args["tags"]})
+                                       "tags": rec.get("tg") or {}, "acl": args["acl"]})
     return str(rec["v"])
 
 
@@ -373,7 +397,7 @@ def complete_multipart(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
     version = version_record(new_version_id(bucket), sum(sizes), etag, content_type=upload.content_type,
                              blobs=blobs, metadata=upload.metadata, headers=upload.headers,
                              checksums=checksums, tags=upload.tags, part_sizes=sizes,
-                             part_checksums=part_checksums)
+                             part_checksums=part_checksums, acl=upload.acl)
     version.update(_new_version_lock(d, bucket, upload.key, upload.lock or None))
     event = d.emit(EventType.MULTIPART_COMPLETED, {"bucket": bucket.name, "key": upload.key,
                                                    "upload_id": upload.upload_id, "version": version,
@@ -458,6 +482,7 @@ DECIDERS: dict[str, Decider] = {
     "put_object": put_object,
     "delete_object": delete_object,
     "set_object_tags": set_object_tags,
+    "set_object_acl": set_object_acl,
     "rename": rename,
     "create_multipart": create_multipart,
     "store_part": store_part,

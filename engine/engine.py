@@ -22,6 +22,7 @@ import anyio.to_thread
 from s4.journal import Journal
 
 from . import bucket_names, commands, listing, reads
+from .accounts import DEFAULT_ACCOUNT, Account
 from .conditions import DeleteConditions, Preconditions
 from .errors import ErrorCode, PoolUnavailableError, S3Error, ServiceUnavailableError, StoredDataDamagedError
 from .iam_ops import IamOps
@@ -53,7 +54,7 @@ from .read_gate import ReadGate
 from .sequencer import Command
 from .space import SpaceGuard
 from .views.env import Views, unpack
-from .views.keys import bucket_cfg_key
+from .views.keys import bucket_cfg_key, bucket_key
 from .views.records import Tx
 from .volumes.reads import BlobReader
 from .volumes.record import DamagedBlob
@@ -222,17 +223,19 @@ class Engine(IamOps):
 
     # -- buckets --------------------------------------------------------------------------------------------------
     async def create_bucket(self, name: str, region: str = "us-east-1", actor: str = "",
-                            object_lock: bool = False) -> None:
-        """``object_lock``: created with Object Lock on (and versioning with it), in the create's own batch."""
+                            object_lock: bool = False, account: Account = DEFAULT_ACCOUNT) -> None:
+        """``object_lock``: created with Object Lock on (and versioning with it), in the create's own batch.
+        ``account``: the bucket's owner (the creator's account; engine/accounts.py)."""
         check_bucket_name(name)
+        owner = {"account": account.id, "account_name": account.name}
 
         async def run(command: str, args: dict[str, Any], who: str, volumes: set[str] | None = None) -> Any:
             return await self._run(command, dict(args, object_lock=True) if object_lock else args, who, volumes)
 
         if self.names is not None:  # a pool: the name register decides first (engine/bucket_names.py)
-            await bucket_names.create_bucket(self.names, run, name, region, actor)
+            await bucket_names.create_bucket(self.names, run, name, region, actor, owner)
             return
-        await run("create_bucket", {"bucket": name, "region": region}, actor)
+        await run("create_bucket", {"bucket": name, "region": region, **owner}, actor)
 
     async def delete_bucket(self, name: str, actor: str = "") -> None:
         if self.names is not None:
@@ -263,6 +266,19 @@ class Engine(IamOps):
 
         return self._read(read)
 
+    def bucket_account(self, name: str) -> str | None:
+        """The id of the account owning the bucket, or None (no such bucket). One get, for access control."""
+        raw = self.views.get("buckets", bucket_key(name))
+        return None if raw is None else _record_account(raw)
+
+    def bucket_guard(self, name: str, kind: str) -> tuple[str | None, Any]:
+        """(the owning account's id or None when there is no bucket, the bucket's ``kind`` config or None): what
+        access control reads on every request, in one read transaction."""
+        raw, cfg = self.views.get_pair(("buckets", bucket_key(name)), ("bucket_cfg", bucket_cfg_key(name, kind)))
+        if raw is None:
+            return None, None
+        return _record_account(raw), None if cfg is None else unpack(cfg)
+
     def bucket_config_if_any(self, name: str, kind: str) -> Any:
         """The bucket's config of that kind, or None: no such config or no such bucket (a bucket's configs are
         written only while it exists and dropped with it, ``Tx.drop_bucket_records``). One get and no bucket
@@ -280,15 +296,17 @@ class Engine(IamOps):
                          checksums: dict[str, str] | None = None, tags: dict[str, str] | None = None,
                          if_match: str | None = None, if_none_match: str | None = None,
                          etag: str | None = None, part_sizes: list[int] | None = None,
-                         actor: str = "", lock: dict[str, Any] | None = None) -> ObjectVersion:
+                         actor: str = "", lock: dict[str, Any] | None = None,
+                         acl: list[Any] | None = None) -> ObjectVersion:
         """Record a new version made of already-ingested chunks (see ``ingest``). ``lock``: the object lock the
-        request asks for (``lk``/``lh``, engine/object_lock.py); without one the bucket's default applies."""
+        request asks for (``lk``/``lh``, engine/object_lock.py); without one the bucket's default applies.
+        ``acl``: its own ACL."""
         check_key(key)
         await self.settle_key(bucket, key)  # a pool decides (conditions, versions, clock) on a quorum's state
         version = version_record(None, stored.size, etag or stored.etag,
                                  content_type=content_type or "binary/octet-stream", blobs=stored.blobs,
                                  metadata=metadata, headers=headers, checksums=checksums, tags=tags,
-                                 part_sizes=part_sizes)
+                                 part_sizes=part_sizes, acl=acl)
         rec = await self._run("put_object", {"bucket": bucket, "key": key, "version": version,
                                              "blobs_at": stored.blobs_at, "written": stored.written,
                                              "if_match": if_match, "lock": lock,
@@ -474,9 +492,11 @@ class Engine(IamOps):
                           content_type: str = "", metadata: dict[str, str] | None = None,
                           headers: dict[str, str] | None = None, tags: dict[str, str] | None = None,
                           if_match: str | None = None, if_none_match: str | None = None,
-                          actor: str = "", lock: dict[str, Any] | None = None) -> ObjectVersion:
+                          actor: str = "", lock: dict[str, Any] | None = None,
+                          acl: list[Any] | None = None) -> ObjectVersion:
         """A new version that references the source's chunks: the bytes are checked, none is written. The copy's
-        lock is the request's or the destination bucket's default, never the source's (as S3)."""
+        lock is the request's or the destination bucket's default, never the source's; its ACL is the request's
+        (``acl``), never the source's (as S3)."""
         stored = await self.reference(source)
         if not replace_metadata:
             content_type, metadata, headers = source.content_type, source.metadata, source.headers
@@ -484,7 +504,7 @@ class Engine(IamOps):
                                      headers=headers, checksums=source.checksums,
                                      tags=source.tags if tags is None else tags, etag=source.etag,
                                      part_sizes=source.part_sizes, if_match=if_match,
-                                     if_none_match=if_none_match, actor=actor, lock=lock)
+                                     if_none_match=if_none_match, actor=actor, lock=lock, acl=acl)
 
     def _empty_page(self, bucket: str, page: _Page) -> _Page:
         """The answer to max-keys=0 (in a pool too): NoSuchBucket if the bucket is missing, else an empty page that
@@ -535,6 +555,13 @@ class Engine(IamOps):
         args = {"bucket": bucket, "key": key, "version_id": version_id, "bypass": bypass_governance, **change}
         return await self._run("set_object_lock", args, actor)  # type: ignore[no-any-return]
 
+    async def put_object_acl(self, bucket: str, key: str, version_id: str | None, acl: list[Any] | None,
+                             actor: str = "") -> str:
+        """PutObjectAcl (``acl`` None: back to the bucket owner's private ACL); the version id it set."""
+        await self.settle_key(bucket, key)
+        return await self._run("set_object_acl", {"bucket": bucket, "key": key, "version_id": version_id,  # type: ignore[no-any-return]
+                                                  "acl": acl}, actor)
+
     async def rename(self, bucket: str, src: str, dst: str, *, merge: bool = False,
                      src_cond: Preconditions | None = None, dst_cond: Preconditions | None = None,
                      client_token: str | None = None, actor: str = "") -> None:
@@ -550,10 +577,11 @@ class Engine(IamOps):
                                       metadata: dict[str, str] | None = None,
                                       headers: dict[str, str] | None = None, checksum_algorithm: str = "",
                                       tags: dict[str, str] | None = None, actor: str = "",
-                                      checksum_type: str = "", lock: dict[str, Any] | None = None) -> str:
+                                      checksum_type: str = "", lock: dict[str, Any] | None = None,
+                                      acl: list[Any] | None = None) -> str:
         check_key(key)
         upload = Upload("", bucket, key, 0, content_type or "binary/octet-stream", metadata or {}, headers or {},
-                        checksum_algorithm, tags or {}, "", checksum_type, lock or {})
+                        checksum_algorithm, tags or {}, "", checksum_type, lock or {}, acl=acl)
         return await self._run("create_multipart", {"bucket": bucket, "upload": upload.to_record()}, actor)  # type: ignore[no-any-return]
 
     def get_upload(self, bucket: str, key: str, upload_id: str) -> Upload:
@@ -627,3 +655,15 @@ class OpenVersion:
     versioning: str  # the bucket's: "", "Enabled" or "Suspended"
     lifecycle: Any  # the bucket's lifecycle configuration record, or None
     locations: list[BlobLocation]
+
+
+_ACCOUNT_FIELD = b"\xa1a"  # the msgpack key "a" of a bucket record (model.Bucket.to_record)
+
+
+def _record_account(raw: bytes) -> str:
+    """The owning account of a packed bucket record. Only a non-default account's bucket has an "a" field, so a
+    record without those bytes anywhere is the default account's and is not unpacked (a microsecond per request);
+    a false match (the bytes inside a value) only costs the unpack."""
+    if _ACCOUNT_FIELD not in raw:
+        return DEFAULT_ACCOUNT.id
+    return unpack(raw).get("a") or DEFAULT_ACCOUNT.id

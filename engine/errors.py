@@ -124,6 +124,15 @@ class ErrorCode(enum.Enum):
                                      "The specified bucket does not have a website configuration")
     REPLICATION_CONFIGURATION_NOT_FOUND = ("ReplicationConfigurationNotFoundError", 404,
                                            "The replication configuration was not found")
+    # ACLs and object ownership (api/s3/acl.py)
+    MALFORMED_ACL = ("MalformedACLError", 400, "The XML you provided was not well-formed or did not validate "
+                     "against our published schema")
+    UNRESOLVABLE_GRANT_BY_EMAIL = ("UnresolvableGrantByEmailAddress", 400,
+                                   "The e-mail address you provided does not match any account on record.")
+    ACL_NOT_SUPPORTED = ("AccessControlListNotSupported", 400, "The bucket does not allow ACLs")
+    INVALID_BUCKET_ACL_WITH_OWNERSHIP = ("InvalidBucketAclWithObjectOwnership", 400,
+                                         "Bucket cannot have ACLs set with ObjectOwnership's BucketOwnerEnforced "
+                                         "setting")
     # S3 Select / SQL (engine/select)
     PARSE_UNEXPECTED_TOKEN = ("ParseUnexpectedToken", 400, "The SQL expression could not be parsed.")
     UNSUPPORTED_SQL_OPERATION = ("UnsupportedSqlOperation", 400, "The SQL operation is not supported.")

@@ -17,8 +17,10 @@ from typing import Any
 
 from s4.journal import EventType
 
+from . import accounts
 from .sequencer import Decider, Decision
 from .views import keys
+from .views.env import unpack
 
 ROLES = ("Reader", "Writer", "SuperUser")
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_]{3,32}$")
@@ -68,14 +70,32 @@ def create_user(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
     role = check_role(args["role"])
     if d.tx.user_id_by_name(username) is not None:
         raise IamError(409, f"username {username!r} already exists")
+    _check_account(d, args.get("account") or "", args.get("email") or "")
     user_id = args.get("user_id") or str(uuid.uuid4())  # given: a pool's root (root_user_id), or engine/user_names.py
     if d.tx.packed("user_clocks", keys.text_key(user_id)) is not None:  # ids are never reused (a deletion is final)
         raise IamError(409, f"user id {user_id} was used before")
     payload = {"user_id": user_id, "username": username, "role": role, "password_hash": args["password_hash"]}
+    for name in ("account", "email"):  # checked by the caller (engine/iam_ops.py); absent: default account
+        if args.get(name):
+            payload[name] = args[name]
     if args.get("ni"):  # a pool: the incarnation of the name the register granted (engine/user_names.py)
         payload["ni"] = int(args["ni"])
     d.emit(EventType.USER_CREATED, payload)
     return d.tx.user(user_id)  # type: ignore[return-value]
+
+
+def _check_account(d: Decision, account: str, email: str) -> None:
+    """An account id names one account (ids derive from names: engine/accounts.py), and an email one account."""
+    if not account and not email:
+        return
+    name = account or accounts.DEFAULT_ACCOUNT_NAME
+    wanted = accounts.account_id(name)
+    for _, raw in d.tx.scan("users", b""):
+        other = accounts.of_user(unpack(raw))
+        if other.id == wanted and other.name != name:
+            raise IamError(409, f"account {name!r} cannot be created (its id is taken); choose another name")
+        if email and unpack(raw).get("email") == email and other.name != name:
+            raise IamError(409, f"email {email!r} belongs to another account")
 
 
 def update_user(d: Decision, args: dict[str, Any]) -> dict[str, Any]:

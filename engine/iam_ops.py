@@ -16,7 +16,7 @@ import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from . import user_names
+from . import accounts, user_names
 from .errors import ErrorCode, S3Error
 from .iam import IamError, check_role, check_username
 from .keyring import Keyring, KeyringError, load_or_create_key
@@ -83,11 +83,23 @@ class IamOps:
         return await anyio.to_thread.run_sync(self._hasher.hash, password)
 
     # -- users ----------------------------------------------------------------------------------------------------
-    async def create_user(self, username: str, password: str, role: str, actor: str = "") -> dict[str, Any]:
+    async def create_user(self, username: str, password: str, role: str, actor: str = "", *,
+                          account: str | None = None, email: str | None = None) -> dict[str, Any]:
+        """``account``: the account's name (created with its first user; None: the default account);
+        ``email``: the address ACL grants may name the account by (engine/accounts.py)."""
         check_username(username)
         check_role(role)
+        try:
+            account = accounts.check_account_name(account) if account is not None else None
+            email = accounts.check_email(email) if email is not None else None
+        except ValueError as exc:
+            raise IamError(400, str(exc)) from None
         password_hash = await self._hash(check_password(password))
         args = {"username": username, "role": role, "password_hash": password_hash}
+        if account and account != accounts.DEFAULT_ACCOUNT_NAME:
+            args["account"] = account
+        if email:
+            args["email"] = email
         if self.names is None:
             rec = await self._iam("iam_create_user", args, actor)
         else:  # a pool: the name register makes the username unique across it (engine/user_names.py)
@@ -132,6 +144,24 @@ class IamOps:
             return tx.user(user_id) if user_id else None
 
         return self._read(read)  # type: ignore[no-any-return]
+
+    def account_by_email(self, email: str) -> accounts.Account | None:
+        """The account of the user with that email (ACL grants by ``EmailAddress``)."""
+        wanted = email.lower()
+        for rec in self.list_users():
+            if rec.get("email") == wanted:
+                return accounts.of_user(rec)
+        return None
+
+    def account_by_canonical_id(self, canonical: str) -> accounts.Account | None:
+        """A known account by its canonical id (the default one always exists)."""
+        if canonical == accounts.DEFAULT_ACCOUNT.canonical_id:
+            return accounts.DEFAULT_ACCOUNT
+        for rec in self.list_users():
+            account = accounts.of_user(rec)
+            if account.canonical_id == canonical:
+                return account
+        return None
 
     def list_users(self) -> list[dict[str, Any]]:
         records = self._read(lambda tx: [unpack(v) for _, v in tx.scan("users", b"")])

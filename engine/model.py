@@ -49,12 +49,14 @@ def version_record(version_id: str | None, size: int, etag: str, *, delete_marke
                    metadata: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
                    checksums: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None,
                    part_sizes: list[int] | None = None,
-                   part_checksums: list[dict[str, str]] | None = None) -> dict[str, Any]:
+                   part_checksums: list[dict[str, str]] | None = None,
+                   acl: list[Any] | None = None) -> dict[str, Any]:
     """A version as stored (short keys, docs/architecture/views.md): ``v`` version id (None: left for the
     decider to choose), ``s`` size, ``e`` ETag; ``dm`` for a delete marker, else ``ct`` content type and ``b``
     the ``[sha256, size]`` of each chunk; ``m`` metadata, ``hd`` headers, ``ck`` checksums, ``tg`` tags, ``ps``
-    part sizes and ``pc`` each part's checksums (multipart uploads with checksums) only when not empty. ``h`` and
-    ``t`` come from the event that writes it (``stamped``)."""
+    part sizes and ``pc`` each part's checksums (multipart uploads with checksums) only when not empty; ``acl`` its
+    ACL (engine/policy/acl.py record) only when it has one of its own. ``h`` and ``t`` come from the event that
+    writes it (``stamped``)."""
     rec: dict[str, Any] = {"s": size, "e": etag} if version_id is None else {"v": version_id, "s": size, "e": etag}
     if delete_marker:
         rec["dm"] = True
@@ -66,6 +68,8 @@ def version_record(version_id: str | None, size: int, etag: str, *, delete_marke
             rec[short] = value
     if part_checksums and any(part_checksums):
         rec["pc"] = part_checksums
+    if acl:
+        rec["acl"] = acl
     return rec
 
 
@@ -98,12 +102,14 @@ class ObjectVersion:
     is_latest: bool = False  # filled in by readers, never stored
     part_checksums: list[dict[str, str]] = field(default_factory=list)  # multipart: each part's checksums, in order
     lock: dict[str, Any] = field(default_factory=dict)  # object lock: ``lk`` retention, ``lh`` legal hold, ``lc``
+    acl: list[Any] | None = None  # its own ACL (engine/policy/acl.py record); None: the bucket owner's, private
 
     def to_record(self) -> dict[str, Any]:
         rec = version_record(self.version_id, self.size, self.etag, delete_marker=self.is_delete_marker,
                              content_type=self.content_type, blobs=[[b.hash, b.size] for b in self.blobs],
                              metadata=self.metadata, headers=self.headers, checksums=self.checksums,
-                             tags=self.tags, part_sizes=self.part_sizes, part_checksums=self.part_checksums)
+                             tags=self.tags, part_sizes=self.part_sizes, part_checksums=self.part_checksums,
+                             acl=self.acl)
         rec["h"], rec["t"] = self.hlc, self.last_modified_ms
         if self.lock:
             rec.update(self.lock)
@@ -121,6 +127,9 @@ class ObjectVersion:
             version.part_checksums = part_checksums
         if "lk" in rec or "lh" in rec:
             version.lock = {k: rec[k] for k in LOCK_FIELDS if k in rec}
+        acl = get("acl")
+        if acl:
+            version.acl = acl
         return version
 
 
@@ -135,15 +144,21 @@ class Bucket:
     object_count: int = 0  # keys whose latest version is not a delete marker
     bytes_stored: int = 0  # sum of the sizes of every stored version
     incarnation: list[Any] | None = None  # [hlc, origin] of the bucket.created event: which life of the name
+    account: str = ""  # the owning account's id (engine/accounts.py); "": created before accounts, the default one
+    account_name: str = ""  # and its name (the Owner's DisplayName)
 
     def to_record(self) -> dict[str, Any]:
-        return {"c": self.created_ms, "r": self.region, "v": self.versioning, "root": self.root,
-                "o": self.owner, "n": self.object_count, "sz": self.bytes_stored, "i": self.incarnation}
+        rec = {"c": self.created_ms, "r": self.region, "v": self.versioning, "root": self.root,
+               "o": self.owner, "n": self.object_count, "sz": self.bytes_stored, "i": self.incarnation}
+        if self.account:
+            rec["a"], rec["an"] = self.account, self.account_name
+        return rec
 
     @classmethod
     def from_record(cls, name: str, rec: dict[str, Any]) -> Bucket:
         return cls(name, rec["c"], rec.get("r", "us-east-1"), rec.get("v", ""), rec.get("root", 0),
-                   rec.get("o", ""), rec.get("n", 0), rec.get("sz", 0), rec.get("i"))
+                   rec.get("o", ""), rec.get("n", 0), rec.get("sz", 0), rec.get("i"), rec.get("a", ""),
+                   rec.get("an", ""))
 
 
 @dataclass(slots=True)
@@ -184,6 +199,7 @@ class Upload:
     owner: str = ""
     checksum_type: str = ""  # "COMPOSITE" or "FULL_OBJECT" when checksum_algorithm is set (engine/checksums.py)
     lock: dict[str, Any] = field(default_factory=dict)  # object lock the completed version starts with (lk/lh)
+    acl: list[Any] | None = None  # the completed object's own ACL (CreateMultipartUpload's x-amz-acl/grants)
 
     def to_record(self) -> dict[str, Any]:
         rec = {"u": self.upload_id, "bk": self.bucket, "k": self.key, "t": self.initiated_ms,
@@ -193,13 +209,15 @@ class Upload:
             rec["cty"] = self.checksum_type
         if self.lock:
             rec["lock"] = self.lock
+        if self.acl:
+            rec["acl"] = self.acl
         return rec
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> Upload:
         return cls(rec["u"], rec["bk"], rec["k"], rec["t"], rec.get("ct", "binary/octet-stream"),
                    rec.get("m", {}), rec.get("hd", {}), rec.get("ca", ""), rec.get("tg", {}), rec.get("o", ""),
-                   rec.get("cty", ""), rec.get("lock") or {})
+                   rec.get("cty", ""), rec.get("lock") or {}, rec.get("acl"))
 
 
 @dataclass(slots=True, init=False)

@@ -187,6 +187,15 @@ def _set_tags(rec: dict[str, Any], tags: dict[str, str] | None) -> None:
         rec.pop("tg", None)
 
 
+def _set_acl(rec: dict[str, Any], attrs: dict[str, Any]) -> None:
+    """A tags_set that carries ``acl`` (PutObjectAcl, and every tags_set of a version with an ACL) sets it too."""
+    if "acl" in attrs:
+        if attrs["acl"]:
+            rec["acl"] = attrs["acl"]
+        else:
+            rec.pop("acl", None)
+
+
 # -- objects ------------------------------------------------------------------------------------------------------
 def _store_version(tx: Tx, event: Event, rec: dict[str, Any]) -> None:
     """Store a version unless a version of that id or a tombstone for it is at least as new (last writer wins by
@@ -205,6 +214,7 @@ def _store_version(tx: Tx, event: Event, rec: dict[str, Any]) -> None:
         tags = tx.packed("tag_clocks", vkey)
         if tags is not None and _pair(tags) > stamp:
             _set_tags(rec, tags["tg"])
+            _set_acl(rec, tags)
     ns, key = tx.dbs["ns"], p["key"].encode()
     oid = namespace.find_object(tx.txn, ns, bucket.root, key)
     found = None
@@ -329,6 +339,8 @@ def apply_object_tags_set(tx: Tx, event: Event) -> None:
         if not _newer(stamp, old):
             return
         new = {"h": stamp[0], "o": stamp[1], "tg": p["tags"], "k": p["key"]}
+        if "acl" in p:
+            new["acl"] = p["acl"]
         tx.put("tag_clocks", vkey, pack(new))
         merkle.clock(tx, merkle.TAGS, bucket.name, p["key"], p["version_id"], old, new)
     oid = namespace.find_object(tx.txn, tx.dbs["ns"], bucket.root, p["key"].encode())
@@ -338,6 +350,7 @@ def apply_object_tags_set(tx: Tx, event: Event) -> None:
     if rec is None or _pair(rec) > stamp:
         return
     _set_tags(rec, p["tags"])
+    _set_acl(rec, p)
     tx.replace_version(oid, rec)
 
 
@@ -446,7 +459,8 @@ def apply_bucket_created(tx: Tx, event: Event) -> None:
         if _newer(_pair(existing.incarnation), dead):
             tx.put("bucket_tombs", keys.bucket_key(p["bucket"]), pack(list(existing.incarnation)))
     tx.put_bucket(Bucket(p["bucket"], _event_ms(event), p.get("region", "us-east-1"), "", tx.alloc_node(),
-                         p.get("owner", ""), incarnation=list(stamp)))
+                         p.get("owner", ""), incarnation=list(stamp), account=p.get("account", ""),
+                         account_name=p.get("account_name", "")))
 
 
 def apply_bucket_deleted(tx: Tx, event: Event) -> None:
@@ -652,8 +666,9 @@ def _save_user(tx: Tx, user_id: str, state: dict[str, Any]) -> None:
            "password_hash": fields["password_hash"][0], "active": fields["active"][0],
            "created_ms": state.get("c", 0), "updated_ms": physical_ms(state["u"][0]),
            "epoch": state.get("ep", 0), "access_key": _user_access_key(tx, user_id)}
-    if "ni" in fields:
-        rec["ni"] = fields["ni"][0]
+    for name in ("ni", "account", "email"):
+        if name in fields:
+            rec[name] = fields[name][0]
     tx.put("users", keys.text_key(user_id), pack(rec))
     if old is not None and old["username"] != rec["username"]:
         _settle_name(tx, old["username"])
@@ -666,6 +681,9 @@ def apply_user_created(tx: Tx, event: Event) -> None:
     if state.get("d"):
         return
     fields = {"username": p["username"], "role": p["role"], "password_hash": p["password_hash"], "active": True}
+    for name in ("account", "email"):  # engine/accounts.py; absent: the default account, no email
+        if name in p:
+            fields[name] = p[name]
     if "ni" in p:
         fields["ni"] = p["ni"]  # the name's incarnation in the pool's register (engine/user_names.py)
     _set_fields(state, fields, event, base=True)

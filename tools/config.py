@@ -53,6 +53,12 @@ def parse_int(name: str, value: str) -> int:
         raise ConfigError(f"{name}: {value!r} is not an integer") from exc
 
 
+def parse_object_ownership(name: str, value: str) -> str:
+    if value not in ("BucketOwnerEnforced", "BucketOwnerPreferred", "ObjectWriter"):
+        raise ConfigError(f"{name}: {value!r} is not BucketOwnerEnforced, BucketOwnerPreferred or ObjectWriter")
+    return value
+
+
 def parse_float(name: str, value: str) -> float:
     try:
         return float(value)
@@ -178,6 +184,8 @@ ENV: dict[str, tuple[str, Callable[[str, str], Any], Any]] = {
     "S4_TRUSTED_PROXIES": ("trusted_proxies", parse_proxies, ()),
     "S4_ACCESS_LOG": ("access_log", parse_bool, True),
     "S4_LOG_LEVEL": ("log_level", parse_log_level, "info"),  # the default of s4-server's --log-level
+    # a new bucket's object ownership when CreateBucket names none (api/s3/acl.py, docs/operations.md "ACLs")
+    "S4_DEFAULT_OBJECT_OWNERSHIP": ("default_object_ownership", parse_object_ownership, "BucketOwnerEnforced"),
 }
 # Settings of the spec that S4 cannot honour yet. Each is accepted at its default only (or empty, where it has none);
 # any other value stops start-up saying so, instead of being silently ignored (issue 18). field -> what is missing.
@@ -205,6 +213,7 @@ GATEWAY_UNUSED = ("node_grpc_addr", "node_http_addr", "seeds", "replication_fact
                   "scrubber_full_scan_days", "anti_entropy_interval_secs",
                   "anti_entropy_rate_keys", "anti_entropy_rate_bytes", "catch_up", "gc_grace_days",
                   "max_rejoin_downtime_days", "iam_sync_s")
+GATEWAY_UNUSED += ("default_object_ownership",)  # the nodes create the buckets
 # config.toml (section, key) -> settings field, parser
 TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
     ("server", "bind"): ("bind", lambda n, v: str(v)),
@@ -223,6 +232,8 @@ TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
     ("server", "max_connections"): ("max_connections", lambda n, v: parse_int(n, str(v))),
     ("server", "trusted_proxies"): ("trusted_proxies", parse_proxies),
     ("server", "access_log"): ("access_log", lambda n, v: parse_bool(n, str(v))),
+    ("server", "default_object_ownership"): ("default_object_ownership",
+                                             lambda n, v: parse_object_ownership(n, str(v))),
     # IAM (S4 names; the spec's file example has no such section): S4_ROOT_USERNAME, S4_ROOT_PASSWORD and
     # S4_JWT_SECRET override them. A file holding secrets should be readable by the server's user only.
     ("iam", "root_username"): ("root_username", _toml_text),

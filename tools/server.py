@@ -402,7 +402,8 @@ def _api_settings(settings: Settings, access: str, secret: str, jwt_secret: str)
                        metrics_enabled=settings.metrics_enabled, select_enabled=settings.select_enabled,
                        select_max_memory=settings.select_max_memory, select_timeout_s=settings.select_timeout_s,
                        select_process_memory=settings.select_node_memory // (settings.workers or os.cpu_count() or 1),
-                       access_log=settings.access_log, pool_name=_pinned_pool(settings))
+                       access_log=settings.access_log, pool_name=_pinned_pool(settings),
+                       default_object_ownership=settings.default_object_ownership)
 
 
 def _uvicorn_config(app: object, settings: Settings, *, date_header: bool = True) -> uvicorn.Config:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
+from s4.engine import accounts
 from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.iam import IamError
 
@@ -28,7 +29,8 @@ EMPTY_ATTEMPTS = 3  # writers racing a force delete get this many chances to los
 async def create_bucket(call: AdminCall) -> Result:
     name = call.params["id"]
     _authorize(call, "CreateBucket", name)
-    await call.engine.create_bucket(name, call.api.settings.region, actor=call.actor)
+    owner = accounts.of_user(call.user) if call.user is not None else accounts.DEFAULT_ACCOUNT
+    await call.engine.create_bucket(name, call.api.settings.region, actor=call.actor, account=owner)
     return 200, {"name": name}
 
 

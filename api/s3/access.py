@@ -18,7 +18,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
-from s4.engine import Engine
+from s4.engine import Engine, accounts
 from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.policy import (
     Decision,
@@ -26,14 +26,18 @@ from s4.engine.policy import (
     Principal,
     anonymous,
     decide,
+    is_public,
     parse_policy,
     root_principal,
     user_principal,
 )
+from s4.engine.policy.acl import BUCKET_PERMISSIONS, OBJECT_PERMISSIONS, Acl, allowing_grant, private
 from s4.engine.policy.conditions import Values
 
 from ..auth.request import AuthContext
 from ..settings import ApiSettings
+from . import public_access
+from .acl import ACL_KIND, ENFORCED, ownership
 from .router import READ_ONLY
 
 log = logging.getLogger(__name__)  # s4.api.s3.access: one INFO line per refusal
@@ -55,7 +59,11 @@ ACTIONS: dict[str, str] = {
     "GetBucketEncryption": "s3:GetEncryptionConfiguration",
     "GetObjectLockConfiguration": "s3:GetBucketObjectLockConfiguration",
     "GetBucketOwnershipControls": "s3:GetBucketOwnershipControls",
+    "PutBucketOwnershipControls": "s3:PutBucketOwnershipControls",
+    "DeleteBucketOwnershipControls": "s3:PutBucketOwnershipControls",
     "GetPublicAccessBlock": "s3:GetBucketPublicAccessBlock", "GetBucketWebsite": "s3:GetBucketWebsite",
+    "PutPublicAccessBlock": "s3:PutBucketPublicAccessBlock",
+    "DeletePublicAccessBlock": "s3:PutBucketPublicAccessBlock",
     "GetBucketReplication": "s3:GetReplicationConfiguration",
     "ListObjects": "s3:ListBucket", "ListObjectsV2": "s3:ListBucket", "ListObjectVersions": "s3:ListBucketVersions",
     "ListMultipartUploads": "s3:ListBucketMultipartUploads", "MultiObjectSQL": "s3:ListBucket",
@@ -91,6 +99,11 @@ _HEADER_KEYS = ("x-amz-acl", "x-amz-copy-source", "x-amz-metadata-directive", "x
 
 
 ROLE_ALLOW = Decision(True, "role allow", "")  # no policy decided: the caller's role allows the operation
+
+
+def reaches_owner(engine: Engine, who: Principal, bucket: str) -> bool:
+    """The caller belongs to the bucket's account (RestrictPublicBuckets lets a public policy reach only those)."""
+    return not who.anonymous and engine.bucket_account(bucket) == who.account
 
 
 def resource_arn(bucket: str, key: str = "") -> str:
@@ -157,7 +170,8 @@ class AccessControl:
         self.engine = engine
         self.settings = settings
         self._root_key = settings.access_key.encode()
-        self._root = root_principal(canonical_id=settings.owner_id)  # one per process: settings do not change
+        default = accounts.DEFAULT_ACCOUNT  # the root keys' account; one principal per process
+        self._root = root_principal(default.id, default.canonical_id, account_name=default.name)
 
     # -- who ------------------------------------------------------------------------------------------------------
     def principal(self, auth: AuthContext | None) -> Principal:
@@ -173,18 +187,20 @@ class AccessControl:
         return self.user(found[1])
 
     def user(self, record: Mapping[str, Any]) -> Principal:
-        return user_principal(str(record["username"]), str(record["id"]), str(record["role"]),
-                              canonical_id=self.settings.owner_id)
+        account = accounts.of_user(dict(record))
+        return user_principal(str(record["username"]), str(record["id"]), str(record["role"]), account.id,
+                              account.canonical_id, account.name)
 
     # -- what -----------------------------------------------------------------------------------------------------
-    def policy(self, bucket: str) -> Policy | None:
+    def policy(self, bucket: str, text: Any = ...) -> Policy | None:
         """The bucket's parsed policy (cached by text), or None: no bucket, no policy. Read from the views on every
         call, so a policy put through any worker or node applies to the next request that reaches the views after
         it (no per-process copy to invalidate); one get, no bucket record (``Engine.bucket_config_if_any``). No such
         bucket: None, and the handler answers NoSuchBucket to whoever may ask."""
         if not bucket:
             return None
-        text = self.engine.bucket_config_if_any(bucket, POLICY_KIND)
+        if text is ...:  # not read already (``check`` reads it with the bucket's owner: Engine.bucket_guard)
+            text = self.engine.bucket_config_if_any(bucket, POLICY_KIND)
         if not text:
             return None
         try:
@@ -199,21 +215,91 @@ class AccessControl:
         return VERSION_ACTIONS.get(action, action) if "versionId" in query else action
 
     # -- the decision ---------------------------------------------------------------------------------------------
+    def role_reaches(self, who: Principal, bucket: str) -> bool:
+        """A role applies to its own account's buckets only (and to a bucket that does not exist: the handler
+        answers NoSuchBucket, or creates it). One get of the bucket record."""
+        if not bucket or who.anonymous:
+            return not who.anonymous
+        owner = self.engine.bucket_account(bucket)
+        return owner is None or owner == who.account
+
     def check(self, who: Principal, operation: str, action: str, bucket: str, key: str, facts: RequestFacts,
               role_allows: bool) -> Decision:
         """Decide, log a refusal with its reason, raise AccessDenied when refused."""
-        if operation in POLICY_OPERATIONS and who.role == "SuperUser":
+        owner, text = self.engine.bucket_guard(bucket, POLICY_KIND) if bucket else (None, None)
+        # a role reaches its own account's buckets (and a missing one). CreateBucket is the account's own act: a
+        # name another account holds is BucketAlreadyExists, not a refusal
+        reaches = not role_allows or operation == "CreateBucket" or owner is None or owner == who.account
+        if operation in POLICY_OPERATIONS and who.role == "SuperUser" and reaches:
             return ROLE_ALLOW
-        policy = self.policy(bucket)
+        role_allows = role_allows and reaches
+        policy = self.policy(bucket, text)
         if policy is None and role_allows:  # the common case: what ``decide`` answers, without its resource,
             return ROLE_ALLOW               # request context and Decision built on every request
+        if policy is not None and not reaches_owner(self.engine, who, bucket) and \
+                public_access.block(self.engine, bucket).restrict_public_buckets and is_public(policy):
+            policy = Policy(policy.version, tuple(st for st in policy.statements if st.effect == "Deny"))
         resource = resource_arn(bucket, key)
-        decision = decide(policy, who, action, resource, self.lookup(facts, who, bucket, key), role_allows)
+        decision = decide(policy, who, action, resource, self.lookup(facts, who, bucket, key), role_allows,
+                          partial(self.acl_grant, who, action, bucket, key, facts.query.get("versionId")))
         if not decision.allowed:
+            self._missing(who, operation, action, bucket, key, facts)
+            why = decision.describe() if reaches else f"{decision.describe()} (the role of account {who.account} " \
+                "does not reach another account's bucket)"
             log.info("access denied: actor=%s operation=%s action=%s resource=%s decided-by=%s", who.label,
-                     operation, action, resource, decision.describe())
+                     operation, action, resource, why)
             raise S3Error(ErrorCode.ACCESS_DENIED)
         return decision
+
+    def _missing(self, who: Principal, operation: str, action: str, bucket: str, key: str,
+                 facts: RequestFacts) -> None:
+        """What S3 answers instead of AccessDenied: NoSuchBucket when the bucket does not exist (to anyone), and
+        NoSuchKey for a read of a missing object by a caller allowed to list it (``s3:ListBucket`` with
+        ``s3:prefix`` = the key), so a lister learns nothing it could not list, and nobody else learns anything."""
+        if not bucket or operation == "CreateBucket":
+            return
+        owner = self.engine.bucket_account(bucket)
+        if owner is None:
+            raise S3Error(ErrorCode.NO_SUCH_BUCKET, resource=bucket, BucketName=bucket)
+        if not key or action not in ("s3:GetObject", "s3:GetObjectVersion"):
+            return
+        try:
+            self.engine.head_object(bucket, key, facts.query.get("versionId"))
+            return
+        except S3Error as exc:
+            if exc.code is not ErrorCode.NO_SUCH_KEY:
+                return
+        listing = RequestFacts(facts.headers, {"prefix": key}, facts.source_ip, facts.secure, facts.auth, facts.now)
+        role = who.role in ("Reader", "Writer", "SuperUser") and owner == who.account
+        decision = decide(self.policy(bucket), who, "s3:ListBucket", resource_arn(bucket), self.lookup(
+            listing, who, bucket, ""), role, partial(self.acl_grant, who, "s3:ListBucket", bucket, "", None))
+        if decision.allowed:
+            raise S3Error(ErrorCode.NO_SUCH_KEY, resource=key, Key=key)
+
+    def acl_grant(self, who: Principal, action: str, bucket: str, key: str, version_id: str | None) -> str:
+        """The ACL grant allowing ``action`` (described for the log), or "": object reads and the object's ACL ask
+        the object's ACL, the rest the bucket's (engine/policy/acl.py). Asked only when no policy statement
+        decided and the role does not allow; BucketOwnerEnforced buckets (ACLs disabled) have none."""
+        object_permission = OBJECT_PERMISSIONS.get(action) if key else None
+        permission = object_permission or BUCKET_PERMISSIONS.get(action)
+        if permission is None or not bucket:
+            return ""
+        owner = self.engine.bucket_account(bucket)
+        if owner is None or ownership(self.engine, bucket) == ENFORCED:
+            return ""
+        owner_canonical = accounts.canonical_id(owner)
+        if object_permission:
+            try:
+                version = self.engine.head_object(bucket, key, version_id)
+            except S3Error:
+                return ""
+            acl = Acl.from_record(version.acl) if version.acl else private(owner_canonical)
+        else:
+            rec = self.engine.bucket_config_if_any(bucket, ACL_KIND)
+            acl = Acl.from_record(rec) if rec else private(owner_canonical)
+        ignore_public = public_access.block(self.engine, bucket).ignore_public_acls
+        grant = allowing_grant(acl, permission, who, owner == who.account, ignore_public)
+        return grant.describe() if grant is not None else ""
 
     def lookup(self, facts: RequestFacts, who: Principal, bucket: str,
                key: str) -> Callable[[str], Values | None]:
@@ -250,8 +336,9 @@ class AccessControl:
     def authorize(self, who: Principal, operation: str, bucket: str, key: str, facts: RequestFacts) -> None:
         """The request's own check (the bucket, or the object it names) before its handler runs."""
         role_allows = who.role in ("Writer", "SuperUser") or (who.role == "Reader" and operation in READ_ONLY)
-        if operation in PER_KEY:  # each key is checked by the handler; without a policy nothing can allow it
-            if not role_allows and self.policy(bucket) is None:
+        if operation in PER_KEY:  # each key is checked by the handler; without a policy or grant nothing can allow it
+            if not (role_allows and self.role_reaches(who, bucket)) and self.policy(bucket) is None and \
+                    not self.acl_grant(who, "s3:DeleteObject", bucket, "", None):
                 log.info("access denied: actor=%s operation=%s resource=%s decided-by=no allow", who.label,
                          operation, resource_arn(bucket))
                 raise S3Error(ErrorCode.ACCESS_DENIED)

@@ -8,10 +8,12 @@ from typing import Any
 
 import falcon.asgi
 
+from s4.engine.accounts import DEFAULT_ACCOUNT
 from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.model import Bucket
 
 from ..inputs import parse_int
+from .acl import create_bucket_settings, record_bucket_settings
 from .call import Call
 from .xml import (
     cors_from_record,
@@ -69,12 +71,14 @@ async def list_buckets(call: Call, resp: falcon.asgi.Response) -> None:
     token = q.get("continuation-token")
     after = _token_decode(token) if token else ""
     every = await _cluster_buckets(call) if call.settings.pool_name else call.engine.list_buckets()
-    buckets = [b for b in sorted(every, key=lambda b: b.name) if b.name.startswith(prefix) and b.name > after]
+    mine = call.account  # the caller's account's buckets only (a pool's registry has no owners: all of them)
+    buckets = [b for b in sorted(every, key=lambda b: b.name) if b.name.startswith(prefix) and b.name > after
+               and (call.settings.pool_name or (b.account or DEFAULT_ACCOUNT.id) == mine.id)]
     next_token = None
     if len(buckets) > limit:
         buckets = buckets[:limit]
         next_token = _token_encode(buckets[-1].name)
-    _xml(resp, list_buckets_xml(buckets, call.settings.owner_id, call.settings.owner_name, prefix=prefix or None,
+    _xml(resp, list_buckets_xml(buckets, mine.canonical_id, mine.name, prefix=prefix or None,
                                 continuation_token=next_token))
 
 
@@ -101,9 +105,15 @@ async def create_bucket(call: Call, resp: falcon.asgi.Response) -> None:
         raise S3Error(ErrorCode.INVALID_LOCATION_CONSTRAINT,
                       f"The {location} location constraint is incompatible for the region specific endpoint "
                       "this request was sent to.", LocationConstraint=location)
+    mode, acl = create_bucket_settings(call)
     try:
+<<<<<<< HEAD
         await call.engine.create_bucket(call.bucket, region, actor=call.actor, object_lock=call.headers.get(
             "x-amz-bucket-object-lock-enabled", "").strip().lower() == "true")
+=======
+        await call.engine.create_bucket(call.bucket, region, actor=call.actor, account=call.account)
+        await record_bucket_settings(call, mode, acl)
+>>>>>>> hard-acl
     except S3Error as err:
         # us-east-1's legacy rule, which S3 keeps: re-creating a bucket you own there is 200 and changes nothing;
         # every other region answers 409 BucketAlreadyOwnedByYou, and so does a create asking for another pool than
@@ -211,10 +221,11 @@ async def list_objects(call: Call, resp: falcon.asgi.Response) -> None:
     enc, limit = encoding_type(call), max_keys(call)
     page = await call.engine.list_objects(call.bucket, q.get("prefix", ""), q.get("delimiter", ""),
                                           q.get("marker", ""), limit)
+    owner = call.bucket_owner()
     _xml(resp, list_objects_v1_xml(page, bucket=call.bucket, prefix=q.get("prefix", ""),
                                    delimiter=q.get("delimiter", ""), marker=q.get("marker", ""), max_keys=limit,
-                                   encoding_type=enc, owner_id=call.settings.owner_id,
-                                   owner_name=call.settings.owner_name))
+                                   encoding_type=enc, owner_id=owner.canonical_id,
+                                   owner_name=owner.name))
 
 
 async def list_objects_v2(call: Call, resp: falcon.asgi.Response) -> None:
@@ -227,12 +238,13 @@ async def list_objects_v2(call: Call, resp: falcon.asgi.Response) -> None:
     start = _token_decode(token) if token else q.get("start-after", "")
     page = await call.engine.list_objects(call.bucket, q.get("prefix", ""), q.get("delimiter", ""), start, limit)
     next_token = _token_encode(page.next_marker) if page.is_truncated else None
+    owner = call.bucket_owner()
     _xml(resp, list_objects_v2_xml(page, bucket=call.bucket, prefix=q.get("prefix", ""),
                                    delimiter=q.get("delimiter", ""), max_keys=limit,
                                    start_after=q.get("start-after"), continuation_token=token,
                                    next_continuation_token=next_token,
                                    fetch_owner=q.get("fetch-owner", "").lower() == "true", encoding_type=enc,
-                                   owner_id=call.settings.owner_id, owner_name=call.settings.owner_name))
+                                   owner_id=owner.canonical_id, owner_name=owner.name))
 
 
 async def list_object_versions(call: Call, resp: falcon.asgi.Response) -> None:
@@ -244,7 +256,8 @@ async def list_object_versions(call: Call, resp: falcon.asgi.Response) -> None:
                       ArgumentName="version-id-marker", ArgumentValue=vid_marker)
     page = await call.engine.list_object_versions(call.bucket, q.get("prefix", ""), q.get("delimiter", ""),
                                                   key_marker, vid_marker, limit)
+    owner = call.bucket_owner()
     _xml(resp, list_object_versions_xml(page, bucket=call.bucket, prefix=q.get("prefix", ""),
                                         delimiter=q.get("delimiter", ""), key_marker=key_marker,
                                         version_id_marker=vid_marker, max_keys=limit, encoding_type=enc,
-                                        owner_id=call.settings.owner_id, owner_name=call.settings.owner_name))
+                                        owner_id=owner.canonical_id, owner_name=owner.name))

@@ -22,8 +22,10 @@ from typing import Any
 import falcon.asgi
 
 from s4.engine import Engine, Ingested
+from s4.engine.accounts import DEFAULT_ACCOUNT, Account, of_bucket
 from s4.engine.checksums import ALGORITHMS, algorithm_from_header, header_name, new_checksum
 from s4.engine.errors import ErrorCode, S3Error
+from s4.engine.policy import Principal
 
 from ..auth.chunked import ChunkedTrailers, decode_aws_chunked, parse_trailer_names
 from ..auth.request import AuthContext, check_payload_sha256
@@ -56,6 +58,20 @@ class Call:
     authorize: Callable[[str, str, str], None] = field(default=lambda action, bucket, key: None)
     #: The object data when it is not the request body itself (POST object: the form's file field)
     body: AsyncIterator[bytes] | None = None
+    who: Principal | None = None  # the caller (s3/access.py): its account owns what it creates
+
+    @property
+    def account(self) -> Account:
+        """The caller's account (anonymous or unknown: the default one, which is never used to create)."""
+        who = self.who
+        if who is None or who.anonymous or not who.account:
+            return DEFAULT_ACCOUNT
+        return Account(who.account, who.account_name or DEFAULT_ACCOUNT.name)
+
+    def bucket_owner(self) -> Account:
+        """The account owning this request's bucket (NoSuchBucket when there is none): ``Owner`` fields."""
+        bucket = self.engine.get_bucket(self.bucket)
+        return of_bucket(bucket.account, bucket.account_name)
 
     @property
     def actor(self) -> str:

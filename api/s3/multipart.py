@@ -11,6 +11,7 @@ from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.names import MAX_PART_NUMBER
 
 from ..inputs import digits_value, parse_int
+from .acl import new_object_acl, owner_of
 from .buckets import encoding_type, max_keys
 from .call import Call, checksum_headers
 from .headers import stored_headers, user_metadata
@@ -59,7 +60,7 @@ async def create_multipart_upload(call: Call, resp: falcon.asgi.Response) -> Non
         call.bucket, call.key, content_type=call.headers.get("content-type", ""),
         metadata=user_metadata(call.headers), headers=stored_headers(call.headers), checksum_algorithm=algorithm,
         tags=parse_tagging_header(call.headers.get("x-amz-tagging")), actor=call.actor, checksum_type=kind,
-        lock=lock_from_headers(call.headers))
+        lock=lock_from_headers(call.headers), acl=new_object_acl(call))
     if algorithm:
         resp.set_header("x-amz-checksum-algorithm", algorithm)
         resp.set_header("x-amz-checksum-type", kind)
@@ -147,9 +148,10 @@ async def list_parts(call: Call, resp: falcon.asgi.Response) -> None:
     limit = max_keys(call, "max-parts")
     await call.engine.settle_upload(call.bucket, call.upload_id())  # every part acknowledged anywhere
     upload, page = call.engine.list_parts(call.bucket, call.key, call.upload_id(), marker, limit)
+    owner = owner_of(call, upload.acl)  # the initiator's account, when another account's (ObjectWriter)
     resp.content_type = "application/xml"
     resp.data = list_parts_xml(page, upload, part_number_marker=marker, max_parts=limit,
-                               owner_id=call.settings.owner_id, owner_name=call.settings.owner_name)
+                               owner_id=owner.canonical_id, owner_name=owner.name)
 
 
 async def list_multipart_uploads(call: Call, resp: falcon.asgi.Response) -> None:
@@ -157,9 +159,10 @@ async def list_multipart_uploads(call: Call, resp: falcon.asgi.Response) -> None
     enc, limit = encoding_type(call), max_keys(call, "max-uploads")
     page = await call.engine.list_uploads(call.bucket, q.get("prefix", ""), q.get("delimiter", ""),
                                           q.get("key-marker", ""), q.get("upload-id-marker", ""), limit)
+    owner = call.bucket_owner()
     resp.content_type = "application/xml"
     resp.data = list_multipart_uploads_xml(page, bucket=call.bucket, prefix=q.get("prefix", ""),
                                            delimiter=q.get("delimiter", ""), key_marker=q.get("key-marker", ""),
                                            upload_id_marker=q.get("upload-id-marker", ""), max_uploads=limit,
-                                           encoding_type=enc, owner_id=call.settings.owner_id,
-                                           owner_name=call.settings.owner_name)
+                                           encoding_type=enc, owner_id=owner.canonical_id,
+                                           owner_name=owner.name)

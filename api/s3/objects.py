@@ -14,6 +14,7 @@ from s4.engine.names import MAX_PART_NUMBER
 
 from ..errors import ResponseAborted
 from ..inputs import header_value, parse_int, parse_query, unquote_strict
+from .acl import new_object_acl
 from .call import Call, checksum_headers
 from .headers import (
     RESPONSE_OVERRIDES,
@@ -27,7 +28,6 @@ from .headers import (
 )
 from .lifecycle import set_expiration_header
 from .object_lock import bypass_governance, lock_from_headers, require_lock_bucket, set_lock_headers
-from .security import check_acl_body
 from .xml import (
     copy_object_result_xml,
     delete_result_xml,
@@ -75,12 +75,13 @@ async def put_object(call: Call, resp: falcon.asgi.Response) -> None:
     lock = lock_from_headers(call.headers)  # a bad lock header is refused before the body is read
     if lock:
         require_lock_bucket(call)  # (the decider checks again, atomically with the write)
+    acl = new_object_acl(call)  # an ACL the bucket refuses fails before the body is read
     stored, checksums = await call.ingest_body()
     version = await call.engine.put_object(
         call.bucket, call.key, stored, content_type=call.headers.get("content-type", ""), metadata=metadata,
         headers=stored_headers(call.headers), checksums=checksums, tags=tags,
         if_match=call.headers.get("if-match"), if_none_match=call.headers.get("if-none-match"), actor=call.actor,
-        lock=lock)
+        lock=lock, acl=acl)
     version_headers(call, version, resp, report_null=False)
     for name, value in checksum_headers(checksums).items():
         resp.set_header(name, value)
@@ -289,7 +290,8 @@ async def copy_object(call: Call, resp: falcon.asgi.Response) -> None:
         source, call.bucket, call.key, replace_metadata=directive == "REPLACE",
         content_type=call.headers.get("content-type", ""), metadata=user_metadata(call.headers),
         headers=stored_headers(call.headers), tags=tags, if_match=call.headers.get("if-match"),
-        if_none_match=call.headers.get("if-none-match"), actor=call.actor, lock=lock_from_headers(call.headers))
+        if_none_match=call.headers.get("if-none-match"), actor=call.actor, lock=lock_from_headers(call.headers),
+        acl=new_object_acl(call))
     if source.version_id != NULL_VERSION:
         resp.set_header("x-amz-copy-source-version-id", source.version_id)
     if version.version_id != NULL_VERSION or call.engine.get_bucket(call.bucket).versioning:
@@ -317,36 +319,6 @@ async def get_object_tagging(call: Call, resp: falcon.asgi.Response) -> None:
     resp.set_header("x-amz-version-id", version.version_id)
     resp.content_type = "application/xml"
     resp.data = tagging_xml(version.tags)
-
-
-def acl_xml(owner_id: str, owner_name: str) -> bytes:
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        '<AccessControlPolicy xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
-        f"<Owner><ID>{owner_id}</ID><DisplayName>{owner_name}</DisplayName></Owner><AccessControlList>"
-        '<Grant><Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="CanonicalUser">'
-        f"<ID>{owner_id}</ID><DisplayName>{owner_name}</DisplayName></Grantee>"
-        "<Permission>FULL_CONTROL</Permission></Grant></AccessControlList></AccessControlPolicy>"
-    ).encode()
-
-
-async def get_object_acl(call: Call, resp: falcon.asgi.Response) -> None:
-    if call.key:
-        await _select_version(call)
-    else:
-        call.engine.get_bucket(call.bucket)
-    resp.content_type = "application/xml"
-    resp.data = acl_xml(call.settings.owner_id, call.settings.owner_name)
-
-
-async def put_acl(call: Call, resp: falcon.asgi.Response) -> None:
-    """S4 has one owner and no ACL grants. The ``x-amz-acl``/``x-amz-grant-*`` headers are checked with every
-    security header (security.py); an AccessControlPolicy body may only grant the owner FULL_CONTROL."""
-    if call.key:
-        await _select_version(call)
-    else:
-        call.engine.get_bucket(call.bucket)
-    check_acl_body(await call.read_body(), call.settings.owner_id)
 
 
 RENAME_MERGE_HEADER = "x-amz-s4-rename-merge"

@@ -13,7 +13,9 @@ import falcon.asgi
 from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.policy import is_public, parse_policy
 
+from . import public_access
 from .access import POLICY_KIND
+from .acl import refused
 from .call import Call
 
 #: Read one byte past the limit so an oversized document is MalformedPolicy, not a generic body error.
@@ -22,7 +24,10 @@ _READ_LIMIT = 64 * 1024
 
 async def put_bucket_policy(call: Call, resp: falcon.asgi.Response) -> None:
     body = await call.read_body(limit=_READ_LIMIT)
-    parse_policy(body, call.bucket)  # MalformedPolicy, before anything is recorded
+    policy = parse_policy(body, call.bucket)  # MalformedPolicy, before anything is recorded
+    if is_public(policy) and public_access.block(call.engine, call.bucket).block_public_policy:
+        refused(call, "BlockPublicPolicy (a public policy)")
+        raise S3Error(ErrorCode.ACCESS_DENIED, "Access Denied: BlockPublicPolicy is set on this bucket")
     await call.engine.set_bucket_config(call.bucket, POLICY_KIND, body.decode("utf-8"), actor=call.actor)
     resp.status = falcon.HTTP_204
 

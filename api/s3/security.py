@@ -1,13 +1,9 @@
 """Request headers that ask for a protection S4 cannot give: refused before anything is read or stored.
 
-S4 has one owner per node, no ACL grants, no server-side encryption and no customer keys (SSE-C). A request
-asking for any of them must fail instead of storing an object *without* the protection the client believes it has:
+S4 has no server-side encryption and no customer keys (SSE-C). A request asking for either must fail instead of
+storing an object *without* the protection the client believes it has. (ACL headers, ``x-amz-acl`` and
+``x-amz-grant-*``, are served: api/s3/acl.py.)
 
-* ``x-amz-acl``: ``private`` (the default, what S4 does) and ``bucket-owner-full-control`` /
-  ``bucket-owner-read`` (the bucket owner is the only owner, so they change nothing) are accepted; the canned ACLs
-  that open access (``public-read``, ``public-read-write``, ``authenticated-read``, ``aws-exec-read``,
-  ``log-delivery-write``) are NotImplemented; any other value is InvalidArgument, as AWS answers.
-* ``x-amz-grant-*``: NotImplemented.
 * ``x-amz-server-side-encryption`` (``AES256``, ``aws:kms``, ``aws:kms:dsse``) and its KMS companions,
   ``x-amz-server-side-encryption-customer-*`` and ``x-amz-copy-source-server-side-encryption-customer-*``:
   NotImplemented (an unknown algorithm is InvalidArgument). S4 does not encrypt at rest; AES256 is refused too,
@@ -16,8 +12,7 @@ asking for any of them must fail instead of storing an object *without* the prot
 Object Lock is real (api/s3/object_lock.py): ``x-amz-object-lock-*`` headers are parsed by the write handlers and
 judged by the deciders (InvalidRequest "Bucket is missing Object Lock Configuration" for a bucket without it).
 
-boto3, the AWS CLI (without ``--sse``/``--acl``), rclone (``acl = private`` or unset) and s3cmd send none of
-the refused headers by default.
+boto3, the AWS CLI (without ``--sse``), rclone and s3cmd send none of the refused headers by default.
 """
 
 from __future__ import annotations
@@ -26,20 +21,10 @@ from collections.abc import Mapping
 
 from s4.engine.errors import ErrorCode, S3Error
 
-from .xml_parse import local_name, parse_root
-
-CANNED_ACLS = frozenset({"private", "public-read", "public-read-write", "authenticated-read", "aws-exec-read",
-                         "bucket-owner-read", "bucket-owner-full-control", "log-delivery-write"})
-#: Canned ACLs that grant nothing beyond what S4's single owner already has.
-HARMLESS_ACLS = frozenset({"private", "bucket-owner-read", "bucket-owner-full-control"})
 SSE_ALGORITHMS = frozenset({"AES256", "aws:kms", "aws:kms:dsse"})
 
 #: Operations that write an object or part (data, copy, or the upload that will become one).
 OBJECT_WRITES = frozenset({"PutObject", "CopyObject", "CreateMultipartUpload", "UploadPart", "UploadPartCopy"})
-#: Operations that take an ACL.
-ACL_OPERATIONS = OBJECT_WRITES - {"UploadPart", "UploadPartCopy"} | {"CreateBucket", "PutObjectAcl",
-                                                                     "PutBucketAcl"}
-_ACL_MESSAGE = "S4 does not support ACL grants; use IAM roles instead."
 _SSE_MESSAGE = "S4 does not support server-side encryption; the object would be stored unencrypted."
 _SSE_COMPANIONS = ("x-amz-server-side-encryption-aws-kms-key-id", "x-amz-server-side-encryption-context",
                    "x-amz-server-side-encryption-bucket-key-enabled")
@@ -47,8 +32,6 @@ _SSE_COMPANIONS = ("x-amz-server-side-encryption-aws-kms-key-id", "x-amz-server-
 
 def check_security_headers(operation: str, headers: Mapping[str, str]) -> None:
     """Raise the S3 error for the first header asking for a protection S4 cannot give (see module docstring)."""
-    if operation in ACL_OPERATIONS:
-        _check_acl(headers)
     if operation not in OBJECT_WRITES:
         return
     sse = headers.get("x-amz-server-side-encryption")
@@ -61,33 +44,3 @@ def check_security_headers(operation: str, headers: Mapping[str, str]) -> None:
         if name in _SSE_COMPANIONS or name.startswith(("x-amz-server-side-encryption-customer-",
                                                        "x-amz-copy-source-server-side-encryption-customer-")):
             raise S3Error(ErrorCode.NOT_IMPLEMENTED, _SSE_MESSAGE)
-
-
-def _check_acl(headers: Mapping[str, str]) -> None:
-    canned = headers.get("x-amz-acl")
-    if canned is not None:
-        value = canned.strip()
-        if value not in CANNED_ACLS:
-            raise S3Error(ErrorCode.INVALID_ARGUMENT, None, ArgumentName="x-amz-acl", ArgumentValue=canned[:64])
-        if value not in HARMLESS_ACLS:
-            raise S3Error(ErrorCode.NOT_IMPLEMENTED, _ACL_MESSAGE)
-    if any(name.startswith("x-amz-grant-") for name in headers):
-        raise S3Error(ErrorCode.NOT_IMPLEMENTED, _ACL_MESSAGE)
-
-
-def check_acl_body(body: bytes, owner_id: str) -> None:
-    """A PutObjectAcl/PutBucketAcl AccessControlPolicy document: only the owner's FULL_CONTROL (what S4 has)
-    is accepted; any other grant is NotImplemented. An empty body (canned ACL in the header) passes."""
-    if not body or body.isspace():
-        return
-    root = parse_root(body, "AccessControlPolicy")
-    for grant in root.iter():
-        if local_name(grant) != "Grant":
-            continue
-        fields = {local_name(child): child for child in grant}
-        grantee = fields.get("Grantee")
-        permission = (fields["Permission"].text or "").strip() if "Permission" in fields else ""
-        ids = [(c.text or "").strip() for c in grantee if local_name(c) == "ID"] if grantee is not None else []
-        others = [c for c in grantee if local_name(c) in ("URI", "EmailAddress")] if grantee is not None else []
-        if permission != "FULL_CONTROL" or ids != [owner_id] or others:
-            raise S3Error(ErrorCode.NOT_IMPLEMENTED, _ACL_MESSAGE)

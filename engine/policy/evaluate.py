@@ -4,8 +4,9 @@ Decision order (IAM's evaluation logic for a request inside one account; docs/ar
 
 1. a Deny statement that applies -> denied ("explicit deny", naming its Sid);
 2. an Allow statement that applies -> allowed;
-3. the caller's S4 role allows the operation -> allowed (the role is S4's identity-based policy);
-4. otherwise denied ("no allow").
+3. an ACL grant gives the caller the permission the action needs -> allowed ("acl allow", naming the grant);
+4. the caller's S4 role allows the operation -> allowed (the role is S4's identity-based policy);
+5. otherwise denied ("no allow").
 
 A statement applies when its Principal, Action, Resource and every Condition match. Pure: the request context
 comes in as a ``lookup`` function (key -> values or None), so nothing here reads the clock, the views or HTTP.
@@ -35,13 +36,16 @@ _FIXING_OPERATORS = frozenset({"StringEquals", "StringEqualsIgnoreCase", "String
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """``allowed``, and why: "explicit deny" / "policy allow" / "role allow" / "no allow", with the Sid."""
+    """``allowed``, and why: "explicit deny" / "policy allow" / "acl allow" / "role allow" / "no allow", with the
+    Sid (or, for an ACL, the grant)."""
 
     allowed: bool
     reason: str
     sid: str = ""
 
     def describe(self) -> str:
+        if self.reason == "acl allow":
+            return f"{self.reason} ({self.sid})"
         return f"{self.reason} (statement {self.sid!r})" if self.sid else self.reason
 
 
@@ -113,8 +117,9 @@ def applies(st: Statement, who: Principal, action: str, resource: str, lookup: L
 
 
 def decide(policy: Policy | None, who: Principal, action: str, resource: str, lookup: Lookup,
-           role_allows: bool) -> Decision:
-    """Explicit deny, then an allow from the policy, then the role; else "no allow"."""
+           role_allows: bool, acl_grant: Callable[[], str] | None = None) -> Decision:
+    """Explicit deny, then an allow from the policy, then from an ACL grant, then the role; else "no allow".
+    ``acl_grant``: the grant allowing the action, described ("" when none), asked only when it could decide."""
     allow: Statement | None = None
     if policy is not None:
         for index, st in enumerate(policy.statements):
@@ -126,6 +131,10 @@ def decide(policy: Policy | None, who: Principal, action: str, resource: str, lo
                 allow = st
     if allow is not None:
         return Decision(True, "policy allow", allow.sid or "")
+    if not role_allows and acl_grant is not None:
+        grant = acl_grant()
+        if grant:
+            return Decision(True, "acl allow", grant)
     if role_allows:
         return Decision(True, "role allow", "")
     return Decision(False, "no allow", "")

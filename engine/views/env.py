@@ -169,6 +169,14 @@ class Views:
         with self.env.begin(buffers=False) as txn:
             return txn.get(key, db=handle)
 
+    def get_pair(self, first: tuple[str, bytes], second: tuple[str, bytes]) -> tuple[bytes | None, bytes | None]:
+        """Two values read in one transaction (access control's bucket record and policy: one snapshot, one
+        transaction's cost)."""
+        if not fits(first[1]) or not fits(second[1]):
+            return None, None
+        with self.env.begin(buffers=False) as txn:
+            return txn.get(first[1], db=self.dbs[first[0]]), txn.get(second[1], db=self.dbs[second[0]])
+
     def begin_write(self) -> lmdb.Transaction:
         return self.env.begin(write=True)
 

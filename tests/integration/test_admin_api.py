@@ -76,7 +76,8 @@ def test_readme_curl_examples(iam: ServerProcess, tmp_path: Path) -> None:
 
     users = requests.get(f"{e}/api/admin/users", headers=bearer(token), timeout=30).json()["users"]
     root = next(u for u in users if u["username"] == "root")
-    assert set(root) == {"id", "username", "role", "access_key", "created_at", "updated_at", "is_active"}
+    assert set(root) == {"id", "username", "role", "access_key", "created_at", "updated_at", "is_active",
+                         "account", "account_id", "canonical_id", "email"}  # issue 21: accounts
     assert root["role"] == "SuperUser" and root["is_active"] is True and root["access_key"] is None
 
     resp = requests.post(f"{e}/api/admin/users", headers={**bearer(token), "Content-Type": "application/json"},

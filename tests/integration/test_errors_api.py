@@ -68,12 +68,13 @@ def test_method_not_allowed(server: ServerProcess, s3: Any, bucket: str) -> None
     assert exc.value.response["ResponseMetadata"]["HTTPHeaders"]["x-amz-delete-marker"] == "true"
 
 
-def test_not_implemented_for_acl_grants(s3: Any, bucket: str) -> None:
+def test_acl_grants_on_an_owner_enforced_bucket(s3: Any, bucket: str) -> None:
+    """NotImplemented before issue 21; a new bucket is BucketOwnerEnforced: ACLs disabled, as AWS answers."""
     with pytest.raises(ClientError) as exc:
         s3.put_bucket_acl(Bucket=bucket, ACL="public-read")
-    assert exc.value.response["Error"]["Code"] == "NotImplemented"
-    assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 501
-    s3.put_bucket_acl(Bucket=bucket, ACL="private")  # the one ACL S4 has
+    assert exc.value.response["Error"]["Code"] == "AccessControlListNotSupported"
+    assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    s3.put_bucket_acl(Bucket=bucket, ACL="private")  # the owner's full control is still accepted
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +117,7 @@ def test_unsupported_subresources_are_not_implemented_and_change_nothing(s3: Any
     calls = [
         lambda: s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
             "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}),
-        lambda: s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={"BlockPublicAcls": True}),
+
     ]
     for call in calls:
         with pytest.raises(ClientError) as exc:

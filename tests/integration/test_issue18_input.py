@@ -295,9 +295,11 @@ def _refused(call: Any) -> tuple[int, str]:
 def test_issue18_security_headers_are_refused_not_ignored(s3: Any, bucket: str) -> None:
     key_material = "k" * 32
     put = [
-        ({"ACL": "public-read"}, (501, "NotImplemented")),
-        ({"ACL": "authenticated-read"}, (501, "NotImplemented")),
-        ({"GrantRead": 'uri="http://acs.amazonaws.com/groups/global/AllUsers"'}, (501, "NotImplemented")),
+        # issue 21: ACLs exist; a new bucket is BucketOwnerEnforced (ACLs disabled), so a grant is refused
+        ({"ACL": "public-read"}, (400, "AccessControlListNotSupported")),
+        ({"ACL": "authenticated-read"}, (400, "AccessControlListNotSupported")),
+        ({"GrantRead": 'uri="http://acs.amazonaws.com/groups/global/AllUsers"'},
+         (400, "AccessControlListNotSupported")),
         ({"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/x"}, (501, "NotImplemented")),
         ({"ServerSideEncryption": "AES256"}, (501, "NotImplemented")),
         ({"SSECustomerAlgorithm": "AES256", "SSECustomerKey": key_material}, (501, "NotImplemented")),
@@ -313,13 +315,15 @@ def test_issue18_security_headers_are_refused_not_ignored(s3: Any, bucket: str) 
         assert _refused(lambda extra=extra: s3.copy_object(Bucket=bucket, Key="c", CopySource=f"{bucket}/src",
                                                            **extra)) == expected
     assert _refused(lambda: s3.create_bucket(Bucket=f"pub-{uuid.uuid4().hex[:10]}",
-                                             ACL="public-read")) == (501, "NotImplemented")
-    assert _refused(lambda: s3.put_object_acl(Bucket=bucket, Key="src", ACL="public-read")) == (501, "NotImplemented")
-    grant_all_users = {"Owner": {"ID": "s4"}, "Grants": [
+                                             ACL="public-read")) == (400, "InvalidBucketAclWithObjectOwnership")
+    assert _refused(lambda: s3.put_object_acl(Bucket=bucket, Key="src", ACL="public-read")) == \
+        (400, "AccessControlListNotSupported")
+    owner = s3.get_bucket_acl(Bucket=bucket)["Owner"]["ID"]
+    grant_all_users = {"Owner": {"ID": owner}, "Grants": [
         {"Grantee": {"Type": "Group", "URI": "http://acs.amazonaws.com/groups/global/AllUsers"},
          "Permission": "READ"}]}
     assert _refused(lambda: s3.put_bucket_acl(Bucket=bucket, AccessControlPolicy=grant_all_users)) == \
-        (501, "NotImplemented")
+        (400, "AccessControlListNotSupported")
     assert _keys(s3, bucket) == ["src"]
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
@@ -329,8 +333,9 @@ def test_issue18_harmless_acls_keep_working(s3: Any, bucket: str) -> None:
     s3.put_object(Bucket=bucket, Key="a", Body=b"1", ACL="private")
     s3.put_object(Bucket=bucket, Key="b", Body=b"2", ACL="bucket-owner-full-control")
     s3.put_object_acl(Bucket=bucket, Key="a", ACL="private")
-    owner_only = {"Owner": {"ID": "s4"}, "Grants": [
-        {"Grantee": {"Type": "CanonicalUser", "ID": "s4"}, "Permission": "FULL_CONTROL"}]}
+    owner = s3.get_bucket_acl(Bucket=bucket)["Owner"]["ID"]  # the default account's canonical id (issue 21)
+    owner_only = {"Owner": {"ID": owner}, "Grants": [
+        {"Grantee": {"Type": "CanonicalUser", "ID": owner}, "Permission": "FULL_CONTROL"}]}
     s3.put_bucket_acl(Bucket=bucket, AccessControlPolicy=owner_only)
     assert _keys(s3, bucket) == ["a", "b"]
     with pytest.raises(ClientError) as exc:
