@@ -204,7 +204,8 @@ CLUSTER_ONLY += ("iam_sync_s",)
 # Settings a gateway (S4_MODE=gateway) does not read: it stores nothing, runs no background job, serves no gRPC and
 # verifies no credential (the nodes do). Each must stay at its default, so a node's configuration reused for a
 # gateway by mistake stops start-up instead of running without what it asked for (docs/operations.md, Gateway).
-GATEWAY_UNUSED = ("node_grpc_addr", "node_http_addr", "seeds", "replication_factor", "write_quorum", "read_quorum",
+GATEWAY_UNUSED: tuple[str, ...] = (
+                  "node_grpc_addr", "node_http_addr", "seeds", "replication_factor", "write_quorum", "read_quorum",
                   "hint_ttl_hours", "job_lease_s", "root_password", "jwt_secret", "volume_size_bytes",
                   "disk_reserve_bytes", "max_upload_bytes", "lifecycle_enabled", "lifecycle_interval_hours",
                   "lifecycle_dry_run", "compaction_enabled", "compaction_interval_hours", "compaction_threshold",

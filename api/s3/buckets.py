@@ -107,13 +107,9 @@ async def create_bucket(call: Call, resp: falcon.asgi.Response) -> None:
                       "this request was sent to.", LocationConstraint=location)
     mode, acl = create_bucket_settings(call)
     try:
-<<<<<<< HEAD
         await call.engine.create_bucket(call.bucket, region, actor=call.actor, object_lock=call.headers.get(
-            "x-amz-bucket-object-lock-enabled", "").strip().lower() == "true")
-=======
-        await call.engine.create_bucket(call.bucket, region, actor=call.actor, account=call.account)
+            "x-amz-bucket-object-lock-enabled", "").strip().lower() == "true", account=call.account)
         await record_bucket_settings(call, mode, acl)
->>>>>>> hard-acl
     except S3Error as err:
         # us-east-1's legacy rule, which S3 keeps: re-creating a bucket you own there is 200 and changes nothing;
         # every other region answers 409 BucketAlreadyOwnedByYou, and so does a create asking for another pool than
