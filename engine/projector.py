@@ -138,8 +138,6 @@ def _newer(stamp: Stamp, stored: Any) -> bool:
     return stored is None or stamp > _pair(stored)
 
 
-
-
 class UnknownBucketError(ProjectionError):
     """An event of a bucket incarnation this node has not created yet (it is behind): applying it now would lose it,
     so a peer's batch holding it is refused and sent again after catch-up."""
