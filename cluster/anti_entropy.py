@@ -346,11 +346,13 @@ class AntiEntropy:
             if held is None or (held[0], held[1]) != ident:
                 if physical_ms(ident[0]) >= horizon or vid in have:
                     out.add(ident)  # an old tombstone still goes where it removes a version
-        for vid, clock in merged["tc"].items():
-            ident = (clock["h"], clock.get("o", ""))
-            held = state["tc"].get(vid)
-            if held is None or (held["h"], held.get("o", "")) != ident:
-                out.add(ident)
+        for clocks in ("tc", "lkc"):  # tag and lock clocks: each the newest tags_set / lock_set of a version
+            mine = state.get(clocks) or {}
+            for vid, clock in (merged.get(clocks) or {}).items():
+                ident = (clock["h"], clock.get("o", ""))
+                held = mine.get(vid)
+                if held is None or (held["h"], held.get("o", "")) != ident:
+                    out.add(ident)
         return out
 
     # -- shipping events ---------------------------------------------------------------------------------------------

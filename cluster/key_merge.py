@@ -3,7 +3,8 @@
 Each replica answers with the raw replicated state it holds (engine/reads.py: records with their ``(hlc, origin)``,
 version tombstones, tag clocks, the bucket's incarnation). The merge is the state a replica holding the union of
 those replicas' events would have: per version the newest record unless a tombstone is at least as new, tags from
-the newest tag clock newer than the version, only the newest live incarnation of the bucket. It compares with
+the newest tag clock newer than the version, the Object Lock state from the newest lock clock newer than the
+version, only the newest live incarnation of the bucket. It compares with
 ``engine.projector.stamp_of`` / ``newer``, the projector's comparisons, so the two cannot disagree. It also says, per
 replica, which records it lacks or holds older (read repair sends those), docs/architecture/replication.md,
 "Quorum reads and listing merge".
@@ -16,12 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from s4.engine.model import LOCK_FIELDS
-from s4.engine.projector import newer, stamp_of
+from s4.engine.projector import newer, stamp_of, with_lock
 
 R = TypeVar("R", bound=Hashable)
 Stamp = tuple[int, str]
 #: What a stale replica lacks: ("bucket", "") its bucket life differs (catch-up, not read repair, fixes that),
-#: ("version" | "tomb" | "tags", version id), ("upload" | "end", upload id), ("part", number), ("config", kind).
+#: ("version" | "tomb" | "tags" | "lock", version id), ("upload" | "end", upload id), ("part", number),
+#: ("config", kind).
 Repair = tuple[str, str]
 
 
@@ -66,7 +68,7 @@ def merge_key_states(states: Mapping[R, Mapping[str, Any]]) -> Merged[R]:
     inc, dead = bucket_life(states.values())
     key = next((s["k"] for s in states.values()), "")
     merged: dict[str, Any] = {"k": key, "i": list(inc) if inc else None, "bt": list(dead) if dead else None,
-                              "vs": [], "vt": {}, "tc": {}}
+                              "vs": [], "vt": {}, "tc": {}, "lkc": {}}
     held = {r: s for r, s in states.items() if inc is not None and _life_of(s) == inc}
     merged["vc"] = _max(s.get("vc") for s in held.values())  # the bucket's versioning clock (writes depend on it)
     for s in held.values():
@@ -74,6 +76,8 @@ def merge_key_states(states: Mapping[R, Mapping[str, Any]]) -> Merged[R]:
             merged["vt"][vid] = _max([merged["vt"].get(vid), tomb])
         for vid, clock in s["tc"].items():
             merged["tc"][vid] = _max([merged["tc"].get(vid), clock])
+        for vid, clock in (s.get("lkc") or {}).items():  # a peer of an older release sends no lock clocks
+            merged["lkc"][vid] = _max([merged["lkc"].get(vid), clock])
     records: dict[str, dict[str, Any]] = {}
     for s in held.values():
         for rec in s["vs"]:
@@ -94,6 +98,7 @@ def merge_key_states(states: Mapping[R, Mapping[str, Any]]) -> Merged[R]:
                     rec["acl"] = clock["acl"]
                 else:
                     rec.pop("acl", None)
+        rec = with_lock(rec, merged["lkc"].get(vid))
         merged["vs"].append(rec)
     merged["vs"].sort(key=stamp_of, reverse=True)
     stale: dict[R, tuple[Repair, ...]] = {}
@@ -124,14 +129,19 @@ def _key_lacks(s: Mapping[str, Any], merged: Mapping[str, Any], inc: Stamp | Non
     for vid, clock in merged["tc"].items():
         if s["tc"].get(vid) is None or stamp_of(s["tc"][vid]) != stamp_of(clock):
             lacks.add(("tags", vid))
+    held = s.get("lkc") or {}
+    for vid, clock in merged["lkc"].items():
+        if held.get(vid) is None or stamp_of(held[vid]) != stamp_of(clock):
+            lacks.add(("lock", vid))
     return tuple(sorted(lacks))
 
 
 def _unlocked(rec: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-    """A version record without its Object Lock fields: an ``object.lock_set`` that reached a replica before the
-    version it names is not kept there (no lock clock table yet: docs/architecture/object-lock.md), so two replicas
-    may hold the same version with different locks for good; comparing them would mark one stale on every read,
-    and a repair by catch-up could never fix it (a 503 for the key)."""
+    """A version record without its Object Lock fields. A replica's lock state is judged by its lock clocks
+    (``lkc``, "lock" above), the replicated fact a catch-up brings, never by the fields derived from them in the
+    version record: those can differ for good where no event can change them (a record of views from before lock
+    clocks, or a version whose lock clock was collected with its tombstone), and comparing them would mark the
+    replica stale on every read that a catch-up cannot repair (a 503 for the key forever)."""
     if rec is None or not any(k in rec for k in LOCK_FIELDS):
         return rec
     return {k: v for k, v in rec.items() if k not in LOCK_FIELDS}

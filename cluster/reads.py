@@ -63,7 +63,7 @@ def read_page(views: Views, kind: str, bucket: str, prefix: str, start: bytes, i
 
 
 def _found(state: dict[str, Any]) -> bool:
-    return any(state.get(f) for f in ("i", "bt", "vs", "vt", "tc", "u", "ps", "end", "b", "cfg"))
+    return any(state.get(f) for f in ("i", "bt", "vs", "vt", "tc", "lkc", "u", "ps", "end", "b", "cfg"))
 
 
 class ReadsService:

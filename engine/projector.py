@@ -138,12 +138,6 @@ def _newer(stamp: Stamp, stored: Any) -> bool:
     return stored is None or stamp > _pair(stored)
 
 
-#: The comparisons above under public names, for cluster code that merges replicas' records by the projection's rules
-#: (cluster/key_merge.py): one definition of "newer".
-stamp_of = _pair
-newer = _newer
-
-
 class UnknownBucketError(ProjectionError):
     """An event of a bucket incarnation this node has not created yet (it is behind): applying it now would lose it,
     so a peer's batch holding it is refused and sent again after catch-up."""
@@ -196,6 +190,37 @@ def _set_acl(rec: dict[str, Any], attrs: dict[str, Any]) -> None:
             rec.pop("acl", None)
 
 
+def _set_lock(rec: dict[str, Any], lock: dict[str, Any], stamp: Stamp) -> None:
+    """A version's whole lock state from an ``object.lock_set`` payload (or its ``lock_clocks`` copy): retention
+    ``lk`` (None: none), legal hold ``lh`` (absent: never set; False is kept, GetObjectLegalHold answers OFF) and
+    the event's stamp ``lc``."""
+    if lock.get("lk"):
+        rec["lk"] = lock["lk"]
+    else:
+        rec.pop("lk", None)
+    if "lh" in lock:
+        rec["lh"] = bool(lock["lh"])
+    else:
+        rec.pop("lh", None)
+    rec["lc"] = list(stamp)
+
+
+def with_lock(rec: dict[str, Any], clock: dict[str, Any] | None) -> dict[str, Any]:
+    """``rec`` as it stands once a ``lock_clocks`` entry ``clock`` has applied (a copy when it changes): the
+    clock's lock when it is newer than the version and than the lock the record holds (``lc``)."""
+    if clock is None or _pair(rec) > _pair(clock) or not _newer(_pair(clock), rec.get("lc")):
+        return rec
+    rec = dict(rec)
+    _set_lock(rec, clock, _pair(clock))
+    return rec
+
+
+#: The comparisons above under public names, for cluster code that merges replicas' records by the projection's rules
+#: (cluster/key_merge.py): one definition of "newer" and of how a lock clock applies.
+stamp_of = _pair
+newer = _newer
+
+
 # -- objects ------------------------------------------------------------------------------------------------------
 def _store_version(tx: Tx, event: Event, rec: dict[str, Any]) -> None:
     """Store a version unless a version of that id or a tombstone for it is at least as new (last writer wins by
@@ -207,7 +232,7 @@ def _store_version(tx: Tx, event: Event, rec: dict[str, Any]) -> None:
         return
     stamp = _stamp(event)
     rec = stamped(rec, event.hlc, event.origin)
-    if tx.replicated:  # a removal or a tags_set newer than this put may have arrived first (never on a single node)
+    if tx.replicated:  # a removal, tags_set or lock_set newer than this put may have arrived first (never on one node)
         vkey = keys.object_version_key(bucket.name, p["key"], rec["v"])
         if not _newer(stamp, tx.packed("vtombs", vkey)):
             return
@@ -215,6 +240,7 @@ def _store_version(tx: Tx, event: Event, rec: dict[str, Any]) -> None:
         if tags is not None and _pair(tags) > stamp:
             _set_tags(rec, tags["tg"])
             _set_acl(rec, tags)
+        rec = with_lock(rec, tx.packed("lock_clocks", vkey))  # a lock_set that overtook its version
     ns, key = tx.dbs["ns"], p["key"].encode()
     oid = namespace.find_object(tx.txn, ns, bucket.root, key)
     found = None
@@ -356,25 +382,30 @@ def apply_object_tags_set(tx: Tx, event: Event) -> None:
 
 def apply_object_lock_set(tx: Tx, event: Event) -> None:
     """A version's retention (``lk``) and legal hold (``lh``) as the decider left them (the whole lock state, not
-    a delta); ``lc`` keeps the event's stamp so an older lock_set arriving late from a peer changes nothing."""
+    a delta), last writer wins per version like tags: the newest lock_set is kept in ``lock_clocks`` (a peer's may
+    arrive before the version it names, which then takes it on arrival: ``_store_version``) and replaces the
+    version's lock unless the version itself was written later; ``lc`` keeps the stamp applied, so an older
+    lock_set arriving late changes nothing."""
     p = event.payload
     bucket = _bucket_for(tx, event)
     if bucket is None:
         return
+    stamp = _stamp(event)
+    if tx.replicated:  # the clock lets a lock_set overtake its version's put; in order (a single node) none is needed
+        vkey = keys.object_version_key(bucket.name, p["key"], p["version_id"])
+        old = tx.packed("lock_clocks", vkey)
+        if not _newer(stamp, old):
+            return
+        new = {"h": stamp[0], "o": stamp[1], "k": p["key"], "lk": p.get("lk")}
+        if "lh" in p:
+            new["lh"] = bool(p["lh"])
+        tx.put("lock_clocks", vkey, pack(new))
+        merkle.clock(tx, merkle.LOCK, bucket.name, p["key"], p["version_id"], old, new)
     oid = namespace.find_object(tx.txn, tx.dbs["ns"], bucket.root, p["key"].encode())
     rec = tx.version(oid, p["version_id"]) if oid is not None else None
-    stamp = _stamp(event)
-    if oid is None or rec is None or not _newer(stamp, rec.get("lc")):
+    if oid is None or rec is None or _pair(rec) > stamp or not _newer(stamp, rec.get("lc")):
         return
-    if p.get("lk"):
-        rec["lk"] = p["lk"]
-    else:
-        rec.pop("lk", None)
-    if "lh" in p:  # OFF is kept (GetObjectLegalHold answers it), never set is absent
-        rec["lh"] = bool(p["lh"])
-    else:
-        rec.pop("lh", None)
-    rec["lc"] = list(stamp)
+    _set_lock(rec, p, stamp)
     tx.replace_version(oid, rec)
 
 

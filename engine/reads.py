@@ -104,16 +104,19 @@ def bucket_life(tx: Tx, name: str) -> dict[str, Any]:
 
 
 def key_state_at(tx: Tx, bucket: str, key: str, oid: int | None) -> dict[str, Any]:
-    """One key's versions (newest first, with ``h``/``o``), version tombstones ``vt`` {version id: [hlc, origin]}
-    and tag clocks ``tc`` {version id: {h, o, tg}}; ``oid`` is the key's object id here (None: no leaf)."""
+    """One key's versions (newest first, with ``h``/``o``), version tombstones ``vt`` {version id: [hlc, origin]},
+    tag clocks ``tc`` {version id: {h, o, tg}} and lock clocks ``lkc`` {version id: {h, o, lk, lh?}}; ``oid`` is
+    the key's object id here (None: no leaf)."""
     state: dict[str, Any] = {"k": key, "vs": [rec for _, rec in tx.versions(oid)] if oid is not None else [],
-                             "vt": {}, "tc": {}}
+                             "vt": {}, "tc": {}, "lkc": {}}
     prefix = keys.object_version_key(bucket, key, "")
     for _, val in tx.scan("vtombs", prefix):
         rec = unpack(val)
         state["vt"][rec["v"]] = [rec["h"], rec["o"]]
     for raw, val in tx.scan("tag_clocks", prefix):
         state["tc"][keys.decode_object_version_key(raw)[2]] = unpack(val)
+    for raw, val in tx.scan("lock_clocks", prefix):
+        state["lkc"][keys.decode_object_version_key(raw)[2]] = unpack(val)
     return state
 
 

@@ -36,6 +36,8 @@ if TYPE_CHECKING:  # the sequencer imports the projector, which imports this mod
 #: forgotten incarnation would be refused as behind forever), as do the name register's (cluster/caspaxos.py).
 KINDS = ("vtombs", "upload_ends", "cred_tombs", "user_clocks")
 Entry = list[Any]  # [db, key bytes, hlc, origin]
+#: A removed version's last-writer-wins clocks: collected with its tombstone when no newer than it.
+CLOCKS = ("tag_clocks", "lock_clocks")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +71,7 @@ def collectable(tx: Tx, db: str, value: Any, horizon: Horizon) -> tuple[int, str
 def candidates(tx: Tx, horizon: Horizon, *, db: str, after: bytes | None, limit: int
                ) -> tuple[list[Entry], bytes | None]:
     """Up to ``limit`` examined entries of ``db`` after key ``after``: the collectable ones (a version tombstone
-    brings the tags clock of that version when it is no newer), and the key to resume from (None: ``db`` done)."""
+    brings the tag and lock clocks of that version when no newer), and the key to resume from (None: ``db`` done)."""
     out: list[Entry] = []
     last: bytes | None = None
     for n, (key, raw) in enumerate(_scan_after(tx, db, after)):
@@ -81,9 +83,10 @@ def candidates(tx: Tx, horizon: Horizon, *, db: str, after: bytes | None, limit:
             continue
         out.append([db, last, found[0], found[1]])
         if db == "vtombs":
-            tags = tx.packed("tag_clocks", last)
-            if tags is not None and (tags["h"], tags.get("o", "")) <= found:
-                out.append(["tag_clocks", last, tags["h"], tags.get("o", "")])
+            for clocks in CLOCKS:
+                clock = tx.packed(clocks, last)
+                if clock is not None and (clock["h"], clock.get("o", "")) <= found:
+                    out.append([clocks, last, clock["h"], clock.get("o", "")])
     return out, None
 
 
@@ -99,7 +102,7 @@ def _still(tx: Tx, entry: Entry) -> bool:
     value = tx.packed(db, key)
     if value is None:
         return False
-    if db == "tag_clocks":
+    if db in CLOCKS:
         return (value["h"], value.get("o", "")) == (h, o)
     return stamp(db, value) == (h, o)
 
@@ -107,7 +110,7 @@ def _still(tx: Tx, entry: Entry) -> bool:
 def collect_tombstones(d: Decision, args: dict[str, Any]) -> int:
     """The GC job's candidates, each re-checked (a newer tombstone may have replaced it since: its event is newer,
     so it waits for its own horizon): one ``tombstones.collected`` naming those still stored. How many."""
-    entries = [list(e) for e in args["entries"] if e[0] in (*KINDS, "tag_clocks") and _still(d.tx, e)]
+    entries = [list(e) for e in args["entries"] if e[0] in (*KINDS, *CLOCKS) and _still(d.tx, e)]
     if entries:
         d.emit(EventType.TOMBSTONES_COLLECTED, {"entries": entries})
     return len(entries)
@@ -128,7 +131,7 @@ def _forget_digest(tx: Tx, entry: Entry) -> None:
     """Take a collected tombstone or tag clock out of the key's Merkle digest (engine/views/merkle.py), in the same
     transaction: two replicas that collected the same records keep equal digests, and anti-entropy finds no
     difference in what was collected on both."""
-    kind = {"vtombs": merkle.TOMBSTONE, "tag_clocks": merkle.TAGS}.get(entry[0])
+    kind = {"vtombs": merkle.TOMBSTONE, "tag_clocks": merkle.TAGS, "lock_clocks": merkle.LOCK}.get(entry[0])
     value = tx.packed(entry[0], entry[1])
     if kind is None or value is None:
         return

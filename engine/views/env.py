@@ -25,6 +25,7 @@ Last-writer-wins bookkeeping (docs/architecture/replication.md, "Applying a peer
     event_ids         origin \\0 hlc (u64 BE) -> local seq: every event this node holds, by identity
     vtombs            bucket \\0 sha256(key) version id -> msgpack {k, v, h, o}: a removed version's tombstone
     tag_clocks        bucket \\0 sha256(key) version id -> msgpack {h, o, tg}: the newest tags_set of a version
+    lock_clocks       bucket \\0 sha256(key) version id -> msgpack {h, o, k, lk, lh?}: the newest lock_set of a version
     cfg_clocks        bucket \\0 kind -> msgpack [h, o]: the newest config_set of a kind (a deleted config included)
     bucket_tombs      bucket name -> msgpack [h, o, dh, do]: the newest deleted incarnation of the name, its deletion
     upload_ends       upload id -> msgpack {h, o, st}: an upload completed or aborted
@@ -69,7 +70,7 @@ log = logging.getLogger(__name__)
 DB_NAMES = ("meta", "buckets", "bucket_cfg", "ns", "versions", "vidx", "uploads", "upload_ns", "upload_keys", "parts",
             "blobs", "volumes", "users", "user_names", "credentials", "rename_tokens", "completed_uploads",
             "event_ids", "vtombs", "tag_clocks", "cfg_clocks", "bucket_tombs", "upload_ends", "user_clocks",
-            "cred_tombs", "ae_keys", "ae_leaves")
+            "cred_tombs", "ae_keys", "ae_leaves", "lock_clocks")
 DEFAULT_MAP_SIZE = 1 << 40  # address space only; the file grows with the data
 MapFullError = lmdb.MapFullError  # the writer grows the map and retries (``Views.grow``)
 ViewsError = lmdb.Error  # any LMDB failure: the only names of lmdb's that leave the views layer

@@ -22,7 +22,8 @@ NAME_PIECE_BYTES = 480
 assert U64.size + NAME_PIECE_BYTES <= MAX_KEY_BYTES
 
 #: The view layout this code reads and writes; views stamped with another (or none) are rebuilt from the journal.
-LAYOUT_VERSION = 4  # 4: the Merkle view (ae_keys, ae_leaves), tag_clocks keep the key, bucket_tombs the delete
+LAYOUT_VERSION = 5  # 4: the Merkle view (ae_keys, ae_leaves), tag_clocks keep the key, bucket_tombs the delete;
+#                    5: lock_clocks (a version's newest object.lock_set, kept before the version arrives)
 
 
 def u64(n: int) -> bytes:
@@ -193,8 +194,9 @@ def decode_completed_upload_key(key: bytes) -> tuple[str, str]:
 
 # -- replication: tombstones and last-writer-wins clocks (docs/architecture/replication.md) ---------------------
 def object_version_key(bucket: str, key: str, version_id: str) -> bytes:
-    """``bucket \\0 sha256(key) version id`` (``vtombs``, ``tag_clocks``): keyed by name, not by object id, because a
-    tombstone outlives the key's namespace leaf; fixed length whatever the key (the key itself is in the value)."""
+    """``bucket \\0 sha256(key) version id`` (``vtombs``, ``tag_clocks``, ``lock_clocks``): keyed by name, not by
+    object id, because a tombstone outlives the key's namespace leaf; fixed length whatever the key (the key itself
+    is in the value)."""
     return bucket_prefix(bucket) + hashlib.sha256(key.encode()).digest() + version_id.encode()
 
 
@@ -271,7 +273,7 @@ def describe(db: str, key: bytes) -> str:
         if db == "ae_leaves":
             bucket, leaf = decode_ae_leaf_key(key)
             return f"{bucket}:leaf {leaf}"
-        if db in ("vtombs", "tag_clocks"):
+        if db in ("vtombs", "tag_clocks", "lock_clocks"):
             bucket, digest, version_id = decode_object_version_key(key)
             return f"{bucket}:{digest.hex()[:16]}:{version_id}"
         if db == "event_ids":

@@ -1,11 +1,12 @@
 """The Merkle view of anti-entropy: per bucket, a digest of every key's replicated state, kept by the projector.
 
 A key's replicated state is a set of *records*, each the work of one event: its versions ``(version id, hlc,
-origin)``, its version tombstones and its tag clocks (engine/projector.py keeps at most one of each kind per version
-id). A record's digest (``atom``) hashes only those replicated facts and the key's name hash, never anything
-node-local (object ids, blob locations, volumes), so two replicas holding the same records hold the same digests.
-A key's digest is the XOR of its records' digests; a leaf's the XOR of its keys'. XOR makes both order-independent
-and updatable in O(1) as the projector adds or removes one record (``toggle``: the same operation either way).
+origin)``, its version tombstones, its tag clocks and its lock clocks (engine/projector.py keeps at most one of each
+kind per version id). A record's digest (``atom``) hashes only those replicated facts and the key's name hash, never
+anything node-local (object ids, blob locations, volumes), so two replicas holding the same records hold the same
+digests. A key's digest is the XOR of its records' digests; a leaf's the XOR of its keys'. XOR makes both
+order-independent and updatable in O(1) as the projector adds or removes one record (``toggle``: the same operation
+either way).
 
     ae_keys    bucket \\0 sha256(key)   -> [key, digest, records]   (records: how many are XORed in)
     ae_leaves  bucket \\0 u16 leaf      -> digest                   (absent when all zero)
@@ -39,7 +40,7 @@ ZERO = bytes(32)
 LEAVES = 1 << keys.MERKLE_LEAF_BITS
 FANOUT = 32
 assert FANOUT * FANOUT == LEAVES
-VERSION, TOMBSTONE, TAGS = b"V", b"T", b"G"
+VERSION, TOMBSTONE, TAGS, LOCK = b"V", b"T", b"G", b"L"
 
 
 def xor(a: bytes, b: bytes) -> bytes:
@@ -89,7 +90,7 @@ def version(tx: Tx, bucket: str, key: str, rec: dict[str, Any], delta: int) -> N
 
 
 def clock(tx: Tx, kind: bytes, bucket: str, key: str, version_id: str, old: Any, new: Any) -> None:
-    """A tombstone or tag clock of ``version_id`` replaced ``old`` (None: there was none) by ``new``."""
+    """A tombstone, tag clock or lock clock of ``version_id`` replaced ``old`` (None: there was none) by ``new``."""
     if not tx.replicated:
         return
     khash = key_hash(key)
@@ -167,7 +168,7 @@ class Rebuilt:
 
 
 def recompute(tx: Tx, bucket: str) -> Rebuilt:
-    """The bucket's key digests from scratch: its namespace's versions, its tombstones, its tag clocks."""
+    """The bucket's key digests from scratch: its namespace's versions, its tombstones, its tag and lock clocks."""
     out = Rebuilt()
     b = tx.bucket(bucket)
     if b is None:
@@ -177,7 +178,7 @@ def recompute(tx: Tx, bucket: str) -> Rebuilt:
         khash = key_hash(key)
         for _, rec in tx.versions(oid):
             out.add(khash, key, atom(VERSION, bucket, khash, rec["v"], rec["h"], rec.get("o", "")))
-    for kind, db in ((TOMBSTONE, "vtombs"), (TAGS, "tag_clocks")):
+    for kind, db in ((TOMBSTONE, "vtombs"), (TAGS, "tag_clocks"), (LOCK, "lock_clocks")):
         for k, v in tx.scan(db, keys.bucket_prefix(bucket)):
             _, khash, version_id = keys.decode_object_version_key(k)
             rec = unpack(v)

@@ -196,7 +196,7 @@ class Tx:
         """A deleted bucket's configs, retry records, tombstones and clocks: a re-created bucket of that name starts
         with none (events of the old incarnation are ignored by their ``inc``, so its tombstones can go)."""
         for db in ("bucket_cfg", "rename_tokens", "completed_uploads", "vtombs", "tag_clocks", "cfg_clocks", "ae_keys",
-                   "ae_leaves"):
+                   "ae_leaves", "lock_clocks"):
             dropped = list(self.scan(db, keys.bucket_prefix(bucket)))
             for key, _ in dropped:
                 self.delete(db, key)

@@ -84,7 +84,7 @@ def logical_state(views: Views) -> dict[str, Any]:
         state["uploads_by_key"] = uploads_by_key
         for db in ("bucket_cfg", "cfg_clocks", "bucket_tombs", "vtombs", "tag_clocks", "uploads", "parts",
                    "upload_ends", "completed_uploads", "rename_tokens", "users", "user_clocks", "credentials",
-                   "cred_tombs"):
+                   "cred_tombs", "lock_clocks"):
             state[db] = _all(tx, db)
         state["user_names"] = dict(tx.scan("user_names", b""))
         state["tombstone_count"] = tx.tombstones()

@@ -147,10 +147,11 @@ def test_a_tombstone_on_one_replica_hides_the_version_another_still_holds(tmp_pa
 
 
 def test_a_lock_set_that_overtook_its_version_does_not_make_a_replica_stale_for_good(tmp_path: Path) -> None:
-    """Issue 22: B receives a version's ``object.lock_set`` before the version itself (a hint delivered late), so
-    B keeps the version without the lock (docs/architecture/object-lock.md, "Known gap"). A catch-up cannot change
-    that, so the merge must not call B stale over the lock fields: before the fix every read of the key found B
-    stale and its repair never succeeded (a 503 for the key)."""
+    """Issue 22: B receives a version's ``object.lock_set`` before the version itself (a hint delivered late). B
+    keeps it in ``lock_clocks`` and the version takes the lock when it arrives, so A and B agree. The merge judges a
+    replica's lock by its lock clocks, never by the lock fields of its version record: two replicas holding the same
+    clocks are not stale even where their records' lock fields differ (views of an older layout, a clock collected
+    with its tombstone), which no catch-up could change (a 503 for the key on every read)."""
     wall = Wall()
     a, b = Node(tmp_path / "a", "node-a", wall), Node(tmp_path / "b", "node-b", wall)
     try:
@@ -168,8 +169,13 @@ def test_a_lock_set_that_overtook_its_version_does_not_make_a_replica_stale_for_
         deliver(b, [lock_set])
         deliver(b, [version_put])
         sa, sb = states(a, "object", ["k"])[0], states(b, "object", ["k"])[0]
-        assert sa["vs"][0].get("lh") is True and "lh" not in sb["vs"][0]
-        assert merge_key_states({"a": sa, "b": sb}).stale == {}
+        assert sa["vs"][0].get("lh") is True and sb["vs"][0].get("lh") is True
+        assert sa["lkc"] == sb["lkc"] and merge_key_states({"a": sa, "b": sb}).stale == {}
+        unlocked = dict(sb, vs=[{k: v for k, v in sb["vs"][0].items() if k not in ("lh", "lc")}])
+        merged = merge_key_states({"a": sa, "b": unlocked})
+        assert merged.stale == {} and merged.state["vs"][0]["lh"] is True
+        without_clock = dict(sb, lkc={})
+        assert merge_key_states({"a": sa, "b": without_clock}).stale == {"b": (("lock", put["v"]),)}
     finally:
         a.close()
         b.close()

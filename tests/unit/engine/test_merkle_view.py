@@ -37,7 +37,8 @@ def _records(node: Node, key: str) -> Any:
         state = reads.key_state(Tx(txn, node.views.dbs), "b", key)
     return (sorted((r["v"], r["h"], r["o"]) for r in state["vs"]),
             sorted((v, s[0], s[1]) for v, s in state["vt"].items()),
-            sorted((v, c["h"], c["o"]) for v, c in state["tc"].items()))
+            sorted((v, c["h"], c["o"]) for v, c in state["tc"].items()),
+            sorted((v, c["h"], c["o"]) for v, c in state["lkc"].items()))
 
 
 def _root(node: Node) -> bytes:

@@ -200,7 +200,8 @@ def test_gc_changes_no_logical_state_and_held_events_never_come_back(data: st.Da
 
 
 def _without_tombstones(state: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in state.items() if k not in {"tombstone_count", *KINDS, "tag_clocks", "vtombs"}}
+    dropped = {"tombstone_count", *KINDS, "tag_clocks", "lock_clocks", "vtombs"}
+    return {k: v for k, v in state.items() if k not in dropped}
 
 
 
@@ -223,5 +224,30 @@ def test_issue20_collected_tombstones_leave_the_merkle_digests(tmp_path: Path) -
             tx = Tx(txn, a.views.dbs)
             assert not merkle.rebuild_corrections(tx, "b"), "the stored digests still hold collected records"
             assert merkle.leaves(tx, "b") == [merkle.ZERO] * merkle.LEAVES  # nothing left in the bucket
+    finally:
+        a.close()
+
+
+def test_a_removed_versions_lock_clock_is_collected_with_its_tombstone(tmp_path: Path) -> None:
+    """Issue 22: ``lock_clocks`` (a version's newest lock_set, docs/architecture/object-lock.md) is a
+    last-writer-wins clock like ``tag_clocks``: it goes with the tombstone of its version when no newer, and leaves
+    the Merkle digests in the same transaction."""
+    wall = Wall()
+    a = Node(tmp_path / "a", "node-1", wall)
+    try:
+        assert a.run("create_bucket", bucket="b", region="us-east-1", object_lock=True) is None
+        vid = a.run("put_object", **put_args(a, "k1", 0))["v"]
+        for hold in (True, False):
+            wall.ms += 1
+            assert a.run("set_object_lock", bucket="b", key="k1", version_id=vid, legal_hold=hold) == vid
+        assert len(scan(a, "lock_clocks")) == 1, "the newest lock_set only"
+        wall.ms += 1
+        assert not isinstance(a.run("delete_object", bucket="b", key="k1", version_id=vid), BaseException)
+        assert collect(a, EVERYTHING) == 2 and tomb_keys(a) == [] and not scan(a, "lock_clocks")
+        with a.views.read() as txn:
+            tx = Tx(txn, a.views.dbs)
+            assert not merkle.rebuild_corrections(tx, "b"), "the stored digests still hold the collected lock clock"
+            assert merkle.leaves(tx, "b") == [merkle.ZERO] * merkle.LEAVES
+        check_live_vs_rebuild(a.views, a.journal, tmp_path / "rebuilt")
     finally:
         a.close()

@@ -1,0 +1,97 @@
+"""Issue 22, Object Lock in a pool: a node that missed a lock is repaired and then refuses the removal.
+
+Three real s4-server processes on 127.0.0.1/.2/.3 (N=3, W=2, R=2) with hints off (``S4_HINT_TTL_HOURS=0``) and journal
+catch-up off (``S4_CATCH_UP=off``): the only way node-3 can learn what it missed is anti-entropy, and the quorum read
+that comes before every delete decision. node-3 holds the version; an nftables partition (tests/helpers/netns.py)
+cuts it off while node-1 puts a legal hold and a COMPLIANCE retention on it (acknowledged by node-1 and node-2).
+
+After the heal, a delete of that version through node-3 is never acknowledged: at first node-3 knows it lacks the
+newest lock clock (the quorum-read merge marks it stale, and with catch-up off it answers 503); once anti-entropy
+has shipped the lock_set (its clock is part of the Merkle digests), node-3 answers AccessDenied like every node.
+Before the lock clocks, node-3's copy differed from the others only in its lock fields, which neither the merge nor
+the digests compared: node-3 decided the delete on its unlocked copy and the version was removed everywhere.
+
+Needs root (the namespace) and ``nft``; skipped with the reason otherwise. Every wait is a deadline poll."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from helpers.netns import Partition, problem
+from helpers.s3client import make_client
+from helpers.server import ServerProcess
+from test_cluster_node import health, make_pool, states, token, wait_for
+
+BUCKET = "worm"
+ALONE = {"S4_HINT_TTL_HOURS": "0", "S4_CATCH_UP": "off", "S4_ANTI_ENTROPY_INTERVAL_SECS": "2"}
+PROBLEM = problem()
+pytestmark = [pytest.mark.skipif(PROBLEM is not None, reason=str(PROBLEM)), pytest.mark.usefixtures("own_network")]
+
+
+def no_retries(endpoint: str) -> Any:
+    """The first answer, within a bound: boto3 retries 503s by default."""
+    return make_client(endpoint, retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5,
+                       read_timeout=40)
+
+
+def answer(call: Any) -> tuple[int, str]:
+    """(HTTP status, error code or "") of a call."""
+    try:
+        meta = call()["ResponseMetadata"]
+    except ClientError as exc:
+        return exc.response["ResponseMetadata"]["HTTPStatusCode"], str(exc.response["Error"]["Code"])
+    return int(meta["HTTPStatusCode"]), ""
+
+
+def lock_seen(client: Any, version: str, until: datetime.datetime) -> bool:
+    """The node answers the version's legal hold and retention (a 503 while it still repairs counts as not yet)."""
+    try:
+        head = client.head_object(Bucket=BUCKET, Key="k", VersionId=version)
+    except ClientError as exc:
+        if exc.response["ResponseMetadata"]["HTTPStatusCode"] == 503:
+            return False
+        raise
+    return (head.get("ObjectLockLegalHoldStatus"), head.get("ObjectLockMode"),
+            head.get("ObjectLockRetainUntilDate")) == ("ON", "COMPLIANCE", until)
+
+
+def test_a_node_partitioned_while_the_lock_was_set_refuses_the_delete_after_the_heal(
+        tmp_path: Path, nodes: list[ServerProcess], partitions: list[Partition]) -> None:
+    pool = make_pool(tmp_path, workers=1, overrides={i: ALONE for i in range(3)})
+    for node in pool:
+        nodes.append(node.start())
+    tokens = [token(n) for n in pool]
+    everyone = {"node-1": "alive", "node-2": "alive", "node-3": "alive"}
+    wait_for("the 3 nodes alive everywhere", lambda: all(states(health(n, t)) == everyone
+                                                         for n, t in zip(pool, tokens, strict=True)), pool)
+    clients = [no_retries(n.endpoint) for n in pool]
+    clients[0].create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
+    version = clients[0].put_object(Bucket=BUCKET, Key="k", Body=b"kept")["VersionId"]
+    wait_for("every node holds the version", lambda: all(
+        answer(lambda c=c: c.head_object(Bucket=BUCKET, Key="k", VersionId=version))[0] == 200 for c in clients), pool)
+
+    partition = Partition(pool, isolated=2)
+    partitions.append(partition)
+    partition.cut()
+    until = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)).replace(microsecond=0)
+    clients[0].put_object_legal_hold(Bucket=BUCKET, Key="k", VersionId=version, LegalHold={"Status": "ON"})
+    clients[0].put_object_retention(Bucket=BUCKET, Key="k", VersionId=version,
+                                    Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until})
+    assert lock_seen(clients[1], version, until)
+    partition.heal()
+    wait_for("node-3 sees its peers alive again", lambda: states(health(pool[2], tokens[2])) == everyone, pool)
+
+    # At once: node-3 never deletes on its copy without the lock (503 while it lacks the lock clock, or refused).
+    first = answer(lambda: clients[2].delete_object(Bucket=BUCKET, Key="k", VersionId=version))
+    assert first in ((503, "ServiceUnavailable"), (403, "AccessDenied")), first
+    # Anti-entropy brings node-3 the lock_set; from then on it answers the lock and refuses like every node.
+    wait_for("node-3 answers the lock", lambda: lock_seen(clients[2], version, until), pool, 90)
+    for client in clients:
+        assert answer(lambda c=client: c.delete_object(Bucket=BUCKET, Key="k", VersionId=version)) == (
+            403, "AccessDenied")
+    for client in clients:
+        assert client.get_object(Bucket=BUCKET, Key="k", VersionId=version)["Body"].read() == b"kept"
