@@ -255,10 +255,10 @@ def complete_multipart(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
     # A part number listed more than once (a client that re-sent a part while its first copy was still uploading
     # lists both answers): the last entry names the copy it means, which must be the stored one (the last to finish).
     wanted = [entry for entry, after in zip(listed, [*numbers[1:], None], strict=True) if entry[0] != after]
-    md5s, blobs, sizes, part_checksums = [], [], [], []
+    md5s, blobs, sizes, part_checksums, prefixes = [], [], [], [], []
     for index, (number, etag) in enumerate(wanted):
         part = d.tx.part(upload.upload_id, number)
-        if part is None or part.etag != etag.strip('"'):
+        if part is None or part.etag != etag.strip('"') or bool(upload.encryption) != bool(part.encryption):
             raise S3Error(ErrorCode.INVALID_PART, UploadId=upload.upload_id, PartNumber=str(number),
                           ETag=etag)
         if part.size < args.get("min_part_bytes", MIN_PART_BYTES) and index < len(wanted) - 1:
@@ -268,11 +268,14 @@ def complete_multipart(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
         blobs.extend([b.hash, b.size] for b in part.blobs)
         sizes.append(part.size)
         part_checksums.append(part.checksums)
+        prefixes.append(part.encryption.get("n"))
     etag = f"{hashlib.md5(b''.join(md5s)).hexdigest()}-{len(wanted)}"
+    # an encrypted upload: the object's ``se`` lists each part's nonce prefix in order (engine/crypto/objects.py)
+    encryption = dict(upload.encryption, pn=prefixes) if upload.encryption else None
     version = version_record(new_version_id(bucket), sum(sizes), etag, content_type=upload.content_type,
                              blobs=blobs, metadata=upload.metadata, headers=upload.headers,
                              checksums=args.get("checksums"), tags=upload.tags, part_sizes=sizes,
-                             part_checksums=part_checksums)
+                             part_checksums=part_checksums, encryption=encryption)
     event = d.emit(EventType.MULTIPART_COMPLETED, {"bucket": bucket.name, "key": upload.key,
                                                    "upload_id": upload.upload_id, "version": version,
                                                    "parts": listed})

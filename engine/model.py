@@ -48,11 +48,13 @@ def version_record(version_id: str | None, size: int, etag: str, *, delete_marke
                    metadata: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
                    checksums: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None,
                    part_sizes: list[int] | None = None,
-                   part_checksums: list[dict[str, str]] | None = None) -> dict[str, Any]:
+                   part_checksums: list[dict[str, str]] | None = None,
+                   encryption: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A version as stored (short keys, docs/architecture/views.md): ``v`` version id (None: left for the
     decider to choose), ``s`` size, ``e`` ETag; ``dm`` for a delete marker, else ``ct`` content type and ``b``
     the ``[sha256, size]`` of each chunk; ``m`` metadata, ``hd`` headers, ``ck`` checksums, ``tg`` tags, ``ps``
-    part sizes and ``pc`` each part's checksums (multipart uploads with checksums) only when not empty. ``h`` and
+    part sizes and ``pc`` each part's checksums (multipart uploads with checksums) and ``se`` the encryption
+    (engine/crypto/objects.py: wrapped data key, never a key or plaintext) only when not empty. ``h`` and
     ``t`` come from the event that writes it (``stamped``)."""
     rec: dict[str, Any] = {"s": size, "e": etag} if version_id is None else {"v": version_id, "s": size, "e": etag}
     if delete_marker:
@@ -65,6 +67,8 @@ def version_record(version_id: str | None, size: int, etag: str, *, delete_marke
             rec[short] = value
     if part_checksums and any(part_checksums):
         rec["pc"] = part_checksums
+    if encryption:
+        rec["se"] = dict(encryption)
     return rec
 
 
@@ -96,12 +100,14 @@ class ObjectVersion:
     hlc: int = 0
     is_latest: bool = False  # filled in by readers, never stored
     part_checksums: list[dict[str, str]] = field(default_factory=list)  # multipart: each part's checksums, in order
+    encryption: dict[str, Any] = field(default_factory=dict)  # ``se`` (engine/crypto/objects.py); {}: plaintext
 
     def to_record(self) -> dict[str, Any]:
         rec = version_record(self.version_id, self.size, self.etag, delete_marker=self.is_delete_marker,
                              content_type=self.content_type, blobs=[[b.hash, b.size] for b in self.blobs],
                              metadata=self.metadata, headers=self.headers, checksums=self.checksums,
-                             tags=self.tags, part_sizes=self.part_sizes, part_checksums=self.part_checksums)
+                             tags=self.tags, part_sizes=self.part_sizes, part_checksums=self.part_checksums,
+                             encryption=self.encryption)
         rec["h"], rec["t"] = self.hlc, self.last_modified_ms
         return rec
 
@@ -115,6 +121,9 @@ class ObjectVersion:
         part_checksums = get("pc")
         if part_checksums:
             version.part_checksums = part_checksums
+        encryption = get("se")
+        if encryption:
+            version.encryption = encryption
         return version
 
 
@@ -148,18 +157,21 @@ class Part:
     last_modified_ms: int
     blobs: list[BlobRef] = field(default_factory=list)
     checksums: dict[str, str] = field(default_factory=dict)
+    encryption: dict[str, Any] = field(default_factory=dict)  # an encrypted upload's part: {"n": nonce prefix}
 
     def to_record(self) -> dict[str, Any]:
         rec: dict[str, Any] = {"n": self.part_number, "e": self.etag, "s": self.size, "t": self.last_modified_ms,
                                "b": [[b.hash, b.size] for b in self.blobs]}
         if self.checksums:
             rec["ck"] = self.checksums
+        if self.encryption:
+            rec["se"] = self.encryption
         return rec
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> Part:
         return cls(rec["n"], rec["e"], rec["s"], rec["t"], [BlobRef(h, s) for h, s in rec["b"]],
-                   rec.get("ck", {}))
+                   rec.get("ck", {}), rec.get("se") or {})
 
 
 @dataclass(slots=True)
@@ -176,16 +188,21 @@ class Upload:
     checksum_algorithm: str = ""
     tags: dict[str, str] = field(default_factory=dict)
     owner: str = ""
+    encryption: dict[str, Any] = field(default_factory=dict)  # ``se`` without part prefixes; {}: plaintext
 
     def to_record(self) -> dict[str, Any]:
-        return {"u": self.upload_id, "bk": self.bucket, "k": self.key, "t": self.initiated_ms,
-                "ct": self.content_type, "m": self.metadata, "hd": self.headers, "ca": self.checksum_algorithm,
-                "tg": self.tags, "o": self.owner}
+        rec = {"u": self.upload_id, "bk": self.bucket, "k": self.key, "t": self.initiated_ms,
+               "ct": self.content_type, "m": self.metadata, "hd": self.headers, "ca": self.checksum_algorithm,
+               "tg": self.tags, "o": self.owner}
+        if self.encryption:
+            rec["se"] = self.encryption
+        return rec
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> Upload:
         return cls(rec["u"], rec["bk"], rec["k"], rec["t"], rec.get("ct", "binary/octet-stream"),
-                   rec.get("m", {}), rec.get("hd", {}), rec.get("ca", ""), rec.get("tg", {}), rec.get("o", ""))
+                   rec.get("m", {}), rec.get("hd", {}), rec.get("ca", ""), rec.get("tg", {}), rec.get("o", ""),
+                   rec.get("se") or {})
 
 
 @dataclass(slots=True, init=False)
