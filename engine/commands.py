@@ -15,7 +15,7 @@ from typing import Any
 
 from s4.journal import EventType
 
-from . import iam, tombstones
+from . import iam, kms_commands, tombstones
 from .conditions import DeleteConditions, Preconditions
 from .errors import ErrorCode, S3Error
 from .model import NULL_VERSION, Bucket, stamped, version_record
@@ -371,4 +371,5 @@ DECIDERS: dict[str, Decider] = {
     "lifecycle_expire": lifecycle_expire,
     **iam.DECIDERS,
     **tombstones.DECIDERS,
+    **kms_commands.DECIDERS,
 }

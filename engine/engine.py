@@ -28,6 +28,7 @@ from .crypto import reads as crypto_reads
 from .errors import ErrorCode, PoolUnavailableError, S3Error, ServiceUnavailableError, StoredDataDamagedError
 from .iam_ops import IamOps
 from .ingest import CHUNK_BYTES, Hasher, Ingested, Ingestor
+from .kms_ops import KmsOps
 from .local_commit import LocalCommitPath
 from .model import (
     BlobLocation,
@@ -84,7 +85,7 @@ class EngineOptions:
     shared_sse_key: bytes | None = None
 
 
-class Engine(IamOps):
+class Engine(IamOps, KmsOps):
     """One node's storage: journal + views + volumes behind S3 operations."""
 
     cluster: ClusterStatus | None = None  # the node's pool and its liveness, set by tools/server.py (engine/ports.py)
@@ -330,7 +331,8 @@ class Engine(IamOps):
                 raise S3Error(ErrorCode.INVALID_REQUEST, "The encryption parameters are not applicable to this "
                               "object.")
             return None
-        return open_object_keys(encryption, self.sse_keys, customer, wrong_key)
+        return open_object_keys(encryption, self.sse_keys, customer, wrong_key,
+                                lambda key_id, version: self.kms_material(key_id, version)[1])
 
     def read_small(self, version: ObjectVersion, start: int, length: int,
                    locations: list[BlobLocation] | None = None, keys: ObjectKeys | None = None) -> bytes:

@@ -21,6 +21,7 @@ from typing import Any
 from s4.journal import REPLICATED, Event, EventType
 from s4.journal.hlc import physical_ms
 
+from . import kms
 from .model import Bucket, Upload, stamped, version_record
 from .tombstones import apply_tombstones_collected
 from .views import blobs, keys, merkle, namespace, upload_index
@@ -773,6 +774,7 @@ HANDLERS: dict[EventType, Handler] = {
     EventType.VOLUME_SEALED: apply_volume_sealed,
     EventType.VOLUME_RETIRED: apply_volume_retired,
     EventType.TOMBSTONES_COLLECTED: apply_tombstones_collected,
+    **kms.HANDLERS,
 }
 
 

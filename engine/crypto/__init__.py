@@ -6,8 +6,8 @@ field; ``reads`` decrypts exactly the segments a read needs. See docs/architectu
 """
 
 from .keys import CustomerKey, MasterKeys, load_or_create_master_key
-from .objects import ObjectKeys, new_object_keys, open_object_keys
+from .objects import KmsKey, ObjectKeys, new_object_keys, open_object_keys
 from .segments import SEGMENT_BYTES, DecryptError, PartSealer, SegmentCipher, sealed_size
 
-__all__ = ["SEGMENT_BYTES", "CustomerKey", "DecryptError", "MasterKeys", "ObjectKeys", "PartSealer",
+__all__ = ["SEGMENT_BYTES", "CustomerKey", "DecryptError", "KmsKey", "MasterKeys", "ObjectKeys", "PartSealer",
            "SegmentCipher", "load_or_create_master_key", "new_object_keys", "open_object_keys", "sealed_size"]
