@@ -36,7 +36,7 @@ from .body_gate import BodyGate
 from .errors import quiet_aborts, respond_error
 from .inputs import digits_value, parse_query
 from .metrics import Metrics
-from .s3 import attributes, buckets, multipart, objects
+from .s3 import attributes, buckets, multipart, objects, sse
 from .s3 import lifecycle as s3_lifecycle
 from .s3 import policy as s3_policy
 from .s3.access import AccessControl, RequestFacts
@@ -88,7 +88,9 @@ HANDLERS: dict[str, Handler] = {
     "PutBucketPolicy": s3_policy.put_bucket_policy,
     "DeleteBucketPolicy": s3_policy.delete_bucket_policy,
     "GetBucketPolicyStatus": s3_policy.get_bucket_policy_status,
-    "GetBucketEncryption": buckets._absent(ErrorCode.SERVER_SIDE_ENCRYPTION_NOT_FOUND),
+    "GetBucketEncryption": sse.get_bucket_encryption,
+    "PutBucketEncryption": sse.put_bucket_encryption,
+    "DeleteBucketEncryption": sse.delete_bucket_encryption,
     "GetObjectLockConfiguration": buckets._absent(ErrorCode.OBJECT_LOCK_CONFIGURATION_NOT_FOUND),
     "GetBucketOwnershipControls": buckets._absent(ErrorCode.OWNERSHIP_CONTROLS_NOT_FOUND),
     "GetPublicAccessBlock": buckets._absent(ErrorCode.NO_SUCH_PUBLIC_ACCESS_BLOCK),

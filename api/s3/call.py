@@ -23,6 +23,7 @@ import falcon.asgi
 
 from s4.engine import Engine, Ingested
 from s4.engine.checksums import ALGORITHMS, algorithm_from_header, header_name, new_checksum
+from s4.engine.crypto import PartSealer
 from s4.engine.errors import ErrorCode, S3Error
 
 from ..auth.chunked import ChunkedTrailers, decode_aws_chunked, parse_trailer_names
@@ -129,8 +130,9 @@ class Call:
             _check_md5(md5, hashlib.md5(body).digest())
         return body
 
-    async def ingest_body(self) -> tuple[Ingested, dict[str, str]]:
-        """Stream the body into volumes; returns what was stored and the verified checksums to keep."""
+    async def ingest_body(self, sealer: PartSealer | None = None) -> tuple[Ingested, dict[str, str]]:
+        """Stream the body into volumes (sealed by ``sealer`` for an encrypted write: api/s3/sse.py); returns what
+        was stored and the verified checksums (of the plaintext) to keep."""
         limit = self.settings.max_upload_bytes
         declared = self.declared_length()
         if declared is not None and declared > limit:
@@ -146,7 +148,7 @@ class Call:
         if wanted and wanted not in computed and not self._trailer_algorithms():
             computed[wanted] = new_checksum(wanted)
         hashers.extend(computed.values())
-        stored = await self.engine.ingest(self._source(), max_bytes=limit, hashers=hashers)
+        stored = await self.engine.ingest(self._source(), max_bytes=limit, hashers=hashers, sealer=sealer)
         if declared is not None and stored.size != declared and "content-length" in self.headers and \
                 not (self.auth and self.auth.streaming):
             raise S3Error(ErrorCode.INCOMPLETE_BODY)

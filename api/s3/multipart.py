@@ -10,6 +10,7 @@ from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.names import MAX_PART_NUMBER
 
 from ..inputs import digits_value, parse_int
+from . import sse
 from .buckets import encoding_type, max_keys
 from .call import Call, checksum_headers
 from .headers import stored_headers, user_metadata
@@ -51,10 +52,14 @@ def _copy_range(value: str, size: int) -> tuple[int, int]:
 
 async def create_multipart_upload(call: Call, resp: falcon.asgi.Response) -> None:
     algorithm = (call.headers.get("x-amz-checksum-algorithm") or "").upper()
+    sealing = sse.for_write(call)  # the upload's data key; each part gets its own nonce prefix
     upload_id = await call.engine.create_multipart_upload(
         call.bucket, call.key, content_type=call.headers.get("content-type", ""),
         metadata=user_metadata(call.headers), headers=stored_headers(call.headers), checksum_algorithm=algorithm,
-        tags=parse_tagging_header(call.headers.get("x-amz-tagging")), actor=call.actor)
+        tags=parse_tagging_header(call.headers.get("x-amz-tagging")),
+        encryption=sealing.keys.record if sealing else None, actor=call.actor)
+    if sealing is not None:
+        sse.set_headers(call, resp, sealing.keys.record)
     if algorithm:
         resp.set_header("x-amz-checksum-algorithm", algorithm)
     resp.content_type = "application/xml"
@@ -64,11 +69,14 @@ async def create_multipart_upload(call: Call, resp: falcon.asgi.Response) -> Non
 async def upload_part(call: Call, resp: falcon.asgi.Response) -> None:
     number = _part_number(call)
     upload_id = call.upload_id()
-    await call.engine.require_upload(call.bucket, call.key, upload_id)  # NoSuchUpload before reading the body
-    stored, checksums = await call.ingest_body()
+    upload = await call.engine.require_upload(call.bucket, call.key, upload_id)  # NoSuchUpload before the body
+    sealing = sse.for_part(call, upload)  # an encrypted upload: every part with the upload's key
+    stored, checksums = await call.ingest_body(sealing.sealer if sealing else None)
     etag = await call.engine.upload_part(call.bucket, call.key, upload_id, number, stored, checksums,
-                                         actor=call.actor)
+                                         encryption=sealing.part_record() if sealing else None,
+                                         etag=sealing.etag if sealing else None, actor=call.actor)
     resp.set_header("ETag", f'"{etag}"')
+    sse.set_headers(call, resp, upload.encryption)
     for name, value in checksum_headers(checksums).items():
         resp.set_header(name, value)
 
@@ -76,17 +84,23 @@ async def upload_part(call: Call, resp: falcon.asgi.Response) -> None:
 async def upload_part_copy(call: Call, resp: falcon.asgi.Response) -> None:
     number = _part_number(call)
     upload_id = call.upload_id()
-    await call.engine.require_upload(call.bucket, call.key, upload_id)
+    upload = await call.engine.require_upload(call.bucket, call.key, upload_id)
     source = await copy_source_version(call)
+    source_keys = sse.read_keys(call, source, sse.COPY_SOURCE_PREFIX)
+    sealing = sse.for_part(call, upload)
     start, length = 0, source.size
     copy_range = call.headers.get("x-amz-copy-source-range")
     if copy_range:
         start, length = _copy_range(copy_range, source.size)
-    if not copy_range and "-" not in source.etag:
+    if not copy_range and "-" not in source.etag and source_keys is None and sealing is None:
         stored = await call.engine.reference(source)  # whole single-part source: share its chunks, copy no bytes
     else:
-        stored = await call.engine.ingest(call.engine.read_object(source, start, length))
-    etag = await call.engine.upload_part(call.bucket, call.key, upload_id, number, stored, actor=call.actor)
+        stored = await call.engine.ingest(call.engine.read_object(source, start, length, keys=source_keys),
+                                          sealer=sealing.sealer if sealing else None)
+    etag = await call.engine.upload_part(call.bucket, call.key, upload_id, number, stored,
+                                         encryption=sealing.part_record() if sealing else None,
+                                         etag=sealing.etag if sealing else None, actor=call.actor)
+    sse.set_headers(call, resp, upload.encryption)
     resp.content_type = "application/xml"
     resp.data = copy_part_result_xml(etag, source.last_modified_ms, {})
 
@@ -102,6 +116,7 @@ async def complete_multipart_upload(call: Call, resp: falcon.asgi.Response) -> N
         call.bucket, call.key, upload_id, [(p.part_number, p.etag) for p in parts],
         if_match=call.headers.get("if-match"), if_none_match=call.headers.get("if-none-match"), actor=call.actor)
     version_headers(call, version, resp, report_null=False)
+    sse.set_headers(call, resp, version.encryption)
     resp.content_type = "application/xml"
     resp.data = complete_multipart_xml(f"/{call.bucket}/{call.key}", call.bucket, call.key, version.etag,
                                        version.checksums)

@@ -1,18 +1,17 @@
 """Request headers that ask for a protection S4 cannot give: refused before anything is read or stored.
 
-S4 has one owner per node, no ACL grants, no Object Lock, no server-side encryption and no customer keys
-(SSE-C). A request asking for any of them must fail instead of storing an object *without* the protection the
-client believes it has:
+S4 has one owner per node, no ACL grants, no Object Lock and no dual-layer encryption. A request asking for any
+of them must fail instead of storing an object *without* the protection the client believes it has:
 
 * ``x-amz-acl``: ``private`` (the default, what S4 does) and ``bucket-owner-full-control`` /
   ``bucket-owner-read`` (the bucket owner is the only owner, so they change nothing) are accepted; the canned ACLs
   that open access (``public-read``, ``public-read-write``, ``authenticated-read``, ``aws-exec-read``,
   ``log-delivery-write``) are NotImplemented; any other value is InvalidArgument, as AWS answers.
 * ``x-amz-grant-*``: NotImplemented.
-* ``x-amz-server-side-encryption`` (``AES256``, ``aws:kms``, ``aws:kms:dsse``) and its KMS companions,
-  ``x-amz-server-side-encryption-customer-*`` and ``x-amz-copy-source-server-side-encryption-customer-*``:
-  NotImplemented (an unknown algorithm is InvalidArgument). S4 does not encrypt at rest; AES256 is refused too,
-  since accepting it would report an encryption that did not happen.
+* ``x-amz-server-side-encryption``: ``AES256`` (SSE-S3), ``aws:kms`` (SSE-KMS, with its key id, context and
+  bucket-key headers) and the SSE-C headers (``x-amz-server-side-encryption-customer-*``,
+  ``x-amz-copy-source-server-side-encryption-customer-*``) are served (api/s3/sse.py); ``aws:kms:dsse`` is
+  NotImplemented; an unknown algorithm is InvalidArgument.
 * ``x-amz-object-lock-*`` on an object write: InvalidRequest "Bucket is missing Object Lock Configuration", AWS's
   answer for a bucket without Object Lock (no S4 bucket has it); ``x-amz-bucket-object-lock-enabled: true`` on
   CreateBucket: NotImplemented.
@@ -41,9 +40,7 @@ OBJECT_WRITES = frozenset({"PutObject", "CopyObject", "CreateMultipartUpload", "
 ACL_OPERATIONS = OBJECT_WRITES - {"UploadPart", "UploadPartCopy"} | {"CreateBucket", "PutObjectAcl",
                                                                      "PutBucketAcl"}
 _ACL_MESSAGE = "S4 does not support ACL grants; use IAM roles instead."
-_SSE_MESSAGE = "S4 does not support server-side encryption; the object would be stored unencrypted."
-_SSE_COMPANIONS = ("x-amz-server-side-encryption-aws-kms-key-id", "x-amz-server-side-encryption-context",
-                   "x-amz-server-side-encryption-bucket-key-enabled")
+_SSE_MESSAGE = "S4 does not support DSSE-KMS; the object would not be encrypted as asked."
 
 
 def check_security_headers(operation: str, headers: Mapping[str, str]) -> None:
@@ -59,11 +56,9 @@ def check_security_headers(operation: str, headers: Mapping[str, str]) -> None:
         if sse.strip() not in SSE_ALGORITHMS:
             raise S3Error(ErrorCode.INVALID_ARGUMENT, "The encryption method specified is not supported",
                           ArgumentName="x-amz-server-side-encryption", ArgumentValue=sse[:64])
-        raise S3Error(ErrorCode.NOT_IMPLEMENTED, _SSE_MESSAGE)
-    for name in headers:
-        if name in _SSE_COMPANIONS or name.startswith(("x-amz-server-side-encryption-customer-",
-                                                       "x-amz-copy-source-server-side-encryption-customer-")):
+        if sse.strip() == "aws:kms:dsse":
             raise S3Error(ErrorCode.NOT_IMPLEMENTED, _SSE_MESSAGE)
+    for name in headers:
         if name.startswith("x-amz-object-lock-") and operation not in ("UploadPart", "UploadPartCopy"):
             raise S3Error(ErrorCode.INVALID_REQUEST, "Bucket is missing Object Lock Configuration")
 
