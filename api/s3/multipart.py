@@ -74,7 +74,7 @@ async def upload_part(call: Call, resp: falcon.asgi.Response) -> None:
     stored, checksums = await call.ingest_body(sealing.sealer if sealing else None)
     etag = await call.engine.upload_part(call.bucket, call.key, upload_id, number, stored, checksums,
                                          encryption=sealing.part_record() if sealing else None,
-                                         etag=sealing.etag if sealing else None, actor=call.actor)
+                                         etag=sealing.etag(stored) if sealing else None, actor=call.actor)
     resp.set_header("ETag", f'"{etag}"')
     sse.set_headers(call, resp, upload.encryption)
     for name, value in checksum_headers(checksums).items():
@@ -99,7 +99,7 @@ async def upload_part_copy(call: Call, resp: falcon.asgi.Response) -> None:
                                           sealer=sealing.sealer if sealing else None)
     etag = await call.engine.upload_part(call.bucket, call.key, upload_id, number, stored,
                                          encryption=sealing.part_record() if sealing else None,
-                                         etag=sealing.etag if sealing else None, actor=call.actor)
+                                         etag=sealing.etag(stored) if sealing else None, actor=call.actor)
     sse.set_headers(call, resp, upload.encryption)
     resp.content_type = "application/xml"
     resp.data = copy_part_result_xml(etag, source.last_modified_ms, {})
@@ -108,6 +108,7 @@ async def upload_part_copy(call: Call, resp: falcon.asgi.Response) -> None:
 async def complete_multipart_upload(call: Call, resp: falcon.asgi.Response) -> None:
     upload_id = call.upload_id()
     parts = parse_complete_multipart(await call.read_body())
+    await sse.check_completion_key(call, upload_id)
     for part in parts:
         if not 1 <= part.part_number <= MAX_PART_NUMBER:
             raise S3Error(ErrorCode.INVALID_ARGUMENT, PART_NUMBER_MESSAGE, ArgumentName="partNumber",

@@ -77,7 +77,7 @@ async def put_object(call: Call, resp: falcon.asgi.Response) -> None:
         call.bucket, call.key, stored, content_type=call.headers.get("content-type", ""), metadata=metadata,
         headers=stored_headers(call.headers), checksums=checksums, tags=tags,
         if_match=call.headers.get("if-match"), if_none_match=call.headers.get("if-none-match"),
-        etag=sealing.etag if sealing else None, encryption=sealing.version_record() if sealing else None,
+        etag=sealing.etag(stored) if sealing else None, encryption=sealing.version_record() if sealing else None,
         actor=call.actor)
     version_headers(call, version, resp, report_null=False)
     sse.set_headers(call, resp, version.encryption)
@@ -141,7 +141,6 @@ async def _serve(call: Call, resp: falcon.asgi.Response, *, body: bool) -> None:
     version = opened.version
     check_read(call.headers, version)
     sse.refuse_write_headers(call)
-    keys = sse.keys_for_serving(call, version, body=body)  # SSE-C: the right key, or no byte of the object
     start, length, partial, parts_count = 0, version.size, False, None
     if "partNumber" in call.query:
         start, length, parts_count = _part_range(version, call.query["partNumber"])
@@ -151,6 +150,7 @@ async def _serve(call: Call, resp: falcon.asgi.Response, *, body: bool) -> None:
         if ranged is not None:
             start, length = ranged
             partial = True
+    keys = sse.keys_for_serving(call, version, body=body)  # SSE-C: the right key, or no byte of the object
     # Read before any header is set: a chunk that fails its checksum must be an error response, not headers
     # of the object. Small bodies are read whole; a large one's first piece (the rest streams after them).
     data, stream = b"", None
@@ -284,7 +284,7 @@ async def copy_object(call: Call, resp: falcon.asgi.Response) -> None:
         rewritten = await call.engine.ingest(call.engine.read_object(source, keys=source_keys),
                                              sealer=sealing.sealer if sealing else None)
         if sealing is not None:
-            rewritten.etag_override = sealing.etag or ""
+            rewritten.etag_override = sealing.etag(rewritten) or ""
             encryption = sealing.version_record()
     version = await call.engine.copy_object(
         source, call.bucket, call.key, replace_metadata=directive == "REPLACE",

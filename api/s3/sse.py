@@ -21,6 +21,7 @@ from typing import Any
 
 import falcon.asgi
 
+from s4.engine import Ingested
 from s4.engine.crypto import CustomerKey, KmsKey, ObjectKeys, PartSealer, new_object_keys
 from s4.engine.crypto.keys import COPY_SOURCE_PREFIX, CUSTOMER_PREFIX
 from s4.engine.crypto.objects import SSE_C, SSE_KMS, SSE_S3
@@ -39,9 +40,9 @@ CONFIG_KIND = "encryption"  # the bucket configuration holding the default encry
 SECURE_ONLY = ("Requests specifying Server Side Encryption with Customer provided keys must be made over a secure "
                "connection.")
 
-__all__ = ["COPY_SOURCE_PREFIX", "CUSTOMER_PREFIX", "SSE_HEADER", "Sealing", "customer_key", "delete_bucket_encryption",
-           "for_part", "for_write", "get_bucket_encryption", "keys_for_serving", "put_bucket_encryption", "read_keys",
-           "refuse_write_headers", "set_headers"]
+__all__ = ["COPY_SOURCE_PREFIX", "CUSTOMER_PREFIX", "SSE_HEADER", "Sealing", "check_completion_key",
+           "customer_key", "delete_bucket_encryption", "for_part", "for_write", "get_bucket_encryption",
+           "keys_for_serving", "put_bucket_encryption", "read_keys", "refuse_write_headers", "set_headers"]
 
 
 def customer_key(call: Call, prefix: str = CUSTOMER_PREFIX) -> CustomerKey | None:
@@ -60,11 +61,11 @@ class Sealing:
     sealer: PartSealer
     customer_md5: str | None = None
 
-    @property
-    def etag(self) -> str | None:
+    def etag(self, stored: Ingested) -> str | None:
         """S3's ETag of what was sealed: the plaintext MD5 for SSE-S3 (None: the ingest's), not for SSE-C and
-        SSE-KMS (AWS's ETags of those are not the plaintext's MD5; S4's is the MD5 of the sealed bytes)."""
-        return self.sealer.sealed_md5.hexdigest() if self.keys.mode in (SSE_C, SSE_KMS) else None
+        SSE-KMS (AWS's ETags of those are not the plaintext's MD5: S4's is keyed by the object's key,
+        ``SegmentCipher.etag``)."""
+        return self.keys.cipher.etag(stored.md5.digest()) if self.keys.mode in (SSE_C, SSE_KMS) else None
 
     def version_record(self) -> dict[str, Any]:
         """``se`` of a single-part object (engine/crypto/objects.py)."""
@@ -140,6 +141,19 @@ def for_part(call: Call, upload: Upload) -> Sealing | None:
     if keys is None:
         return None
     return Sealing(keys, keys.cipher.sealer(), customer.key_md5 if customer else None)
+
+
+async def check_completion_key(call: Call, upload_id: str) -> None:
+    """CompleteMultipartUpload of an SSE-C upload needs the upload's key: 400 InvalidRequest without it or with
+    another (AWS; ceph s3-tests check both). An upload already completed is the engine's to answer (a retry)."""
+    try:
+        upload = await call.engine.require_upload(call.bucket, call.key, upload_id)
+    except S3Error as exc:
+        if exc.code is ErrorCode.NO_SUCH_UPLOAD:
+            return
+        raise
+    if upload.encryption.get("a") == SSE_C:
+        call.engine.object_keys_of(upload.encryption, customer_key(call), ErrorCode.INVALID_REQUEST)
 
 
 def refuse_write_headers(call: Call) -> None:

@@ -14,9 +14,10 @@ order. No byte of plaintext is ever written.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -26,6 +27,7 @@ TAG_BYTES = 16
 PREFIX_BYTES = 8
 OBJECT_ID_BYTES = 16
 _AAD_LABEL = b"s4-sse-v1"
+_ETAG_LABEL = b"s4-sse-etag-v1"
 MAX_SEGMENTS = 1 << 32  # the counter's width: 256 TiB per part at 64 KiB segments
 
 
@@ -55,6 +57,13 @@ class SegmentCipher:
         self._aead = AESGCM(data_key)
         self.object_id = object_id
         self.segment_bytes = segment_bytes
+        self._etag_key = hmac.new(data_key, _ETAG_LABEL, hashlib.sha256).digest()
+
+    def etag(self, plain_md5: bytes) -> str:
+        """The ETag of plaintext with this MD5 under this object's key, for modes whose ETag must not be the
+        plaintext's MD5 (SSE-C, SSE-KMS, as AWS): 32 hex digits, the same for the same bytes under the same key (a
+        re-sent part keeps its ETag), unlinkable to the plaintext without the key."""
+        return hmac.new(self._etag_key, plain_md5, hashlib.md5).hexdigest()
 
     def _nonce_aad(self, prefix: bytes, index: int) -> tuple[bytes, bytes]:
         if len(prefix) != PREFIX_BYTES or not 0 <= index < MAX_SEGMENTS:
@@ -80,13 +89,11 @@ class SegmentCipher:
 @dataclass
 class PartSealer:
     """Seals one part as the ingest path cuts it: every chunk but the last is a whole number of segments
-    (``chunk_bytes`` rounds the ingest chunk size down to one), so each stored blob holds whole sealed segments.
-    Keeps the MD5 of what it stored (the ETag of SSE-C objects, which AWS never makes the plaintext's MD5)."""
+    (``chunk_bytes`` rounds the ingest chunk size down to one), so each stored blob holds whole sealed segments."""
 
     cipher: SegmentCipher
     prefix: bytes
     next_index: int = 0
-    sealed_md5: hashlib._Hash = field(default_factory=hashlib.md5)
 
     def chunk_bytes(self, wanted: int) -> int:
         seg = self.cipher.segment_bytes
@@ -99,9 +106,7 @@ class PartSealer:
         for lo in range(0, len(plain), seg):
             out.append(self.cipher.seal(self.prefix, self.next_index, bytes(view[lo:lo + seg])))
             self.next_index += 1
-        sealed = b"".join(out)
-        self.sealed_md5.update(sealed)
-        return sealed
+        return b"".join(out)
 
 
 @dataclass(frozen=True, slots=True)

@@ -176,7 +176,7 @@ def _multipart(s3: Any, bucket: str, key: str, parts: list[bytes], extra: dict[s
         etags.append(s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=number, Body=data,
                                     **extra)["ETag"])
     s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={
-        "Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]})
+        "Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]}, **extra)
     return upload
 
 
@@ -195,6 +195,20 @@ def test_multipart_sse_c_and_sse_s3(s3e: Any, ebucket: str) -> None:
     with pytest.raises(ClientError) as exc:
         s3e.get_object(Bucket=ebucket, Key="mc", **sse_c(KEY_B))
     assert err(exc)[0] == 403
+    # a re-sent SSE-C part keeps its ETag (not the plaintext MD5, but the same bytes under the same key); the
+    # completion needs the upload's key too
+    upload = s3e.create_multipart_upload(Bucket=ebucket, Key="mc3", **sse_c(KEY_A))["UploadId"]
+    sent = [s3e.upload_part(Bucket=ebucket, Key="mc3", UploadId=upload, PartNumber=1, Body=parts[2],
+                            **sse_c(KEY_A))["ETag"] for _ in range(2)]
+    assert sent[0] == sent[1] != f'"{hashlib.md5(parts[2]).hexdigest()}"'
+    for extra in ({}, sse_c(KEY_B)):
+        with pytest.raises(ClientError) as exc:
+            s3e.complete_multipart_upload(Bucket=ebucket, Key="mc3", UploadId=upload, MultipartUpload={
+                "Parts": [{"PartNumber": 1, "ETag": sent[0]}]}, **extra)
+        assert err(exc)[0] == 400
+    s3e.complete_multipart_upload(Bucket=ebucket, Key="mc3", UploadId=upload, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": sent[0]}]}, **sse_c(KEY_A))
+    assert s3e.get_object(Bucket=ebucket, Key="mc3", **sse_c(KEY_A))["Body"].read() == parts[2]
     # every part needs the upload's key: another key or none is refused and stores nothing
     upload = s3e.create_multipart_upload(Bucket=ebucket, Key="mc2", **sse_c(KEY_A))["UploadId"]
     for extra in (sse_c(KEY_B), {}):
@@ -289,7 +303,7 @@ def test_kill_9_during_an_encrypted_multipart_upload(tmp_path: Path) -> None:
         etag2 = s3.upload_part(Bucket="crash", Key="big", UploadId=upload, PartNumber=2, Body=part2,
                                **sse_c(KEY_A))["ETag"]
         s3.complete_multipart_upload(Bucket="crash", Key="big", UploadId=upload, MultipartUpload={
-            "Parts": [{"PartNumber": 1, "ETag": etag1}, {"PartNumber": 2, "ETag": etag2}]})
+            "Parts": [{"PartNumber": 1, "ETag": etag1}, {"PartNumber": 2, "ETag": etag2}]}, **sse_c(KEY_A))
         server.kill_group()  # and once more after the acknowledged completion
         server.start()
         s3 = make_client(server.endpoint)
