@@ -71,11 +71,11 @@ class SegmentCipher:
         counter = index.to_bytes(4, "big")
         return prefix + counter, _AAD_LABEL + self.object_id + prefix + counter
 
-    def seal(self, prefix: bytes, index: int, plain: bytes) -> bytes:
+    def seal(self, prefix: bytes, index: int, plain: bytes | memoryview) -> bytes:
         nonce, aad = self._nonce_aad(prefix, index)
         return self._aead.encrypt(nonce, plain, aad)
 
-    def open(self, prefix: bytes, index: int, sealed: bytes) -> bytes:
+    def open(self, prefix: bytes, index: int, sealed: bytes | memoryview) -> bytes:
         nonce, aad = self._nonce_aad(prefix, index)
         try:
             return self._aead.decrypt(nonce, sealed, aad)
@@ -104,7 +104,7 @@ class PartSealer:
         view = memoryview(plain)
         out = []
         for lo in range(0, len(plain), seg):
-            out.append(self.cipher.seal(self.prefix, self.next_index, bytes(view[lo:lo + seg])))
+            out.append(self.cipher.seal(self.prefix, self.next_index, view[lo:lo + seg]))
             self.next_index += 1
         return b"".join(out)
 
@@ -165,11 +165,16 @@ class SpanOpener:
         self._sealed_seg = cipher.segment_bytes + TAG_BYTES
 
     def feed(self, piece: bytes) -> bytes:
+        """The plaintext of every sealed segment completed by ``piece`` (the rest waits for the next piece). The
+        consumed bytes are dropped once per piece: dropping them per segment would move the buffer each time."""
         self._buf += piece
         out = []
-        while len(self._buf) >= self._sealed_seg:
-            out.append(self._open(bytes(self._buf[: self._sealed_seg])))
-            del self._buf[: self._sealed_seg]
+        pos, seg = 0, self._sealed_seg
+        with memoryview(self._buf) as view:
+            while len(view) - pos >= seg:
+                out.append(self._open(view[pos:pos + seg]))
+                pos += seg
+        del self._buf[:pos]
         return b"".join(out)
 
     def finish(self) -> bytes:
@@ -179,7 +184,7 @@ class SpanOpener:
             raise DecryptError("stored bytes shorter than the object's record says")
         return tail
 
-    def _open(self, sealed: bytes) -> bytes:
+    def _open(self, sealed: bytes | memoryview) -> bytes:
         plain = self.cipher.open(self.span.prefix, self._index, sealed)
         self._index += 1
         if self._skip:
