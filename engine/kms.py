@@ -43,7 +43,7 @@ def current_version(rec: dict[str, Any]) -> str:
     applied ahead of the creation)."""
     if not rec["vs"]:
         return ""
-    return max(rec["vs"], key=lambda vid: (rec["vs"][vid][2], rec["vs"][vid][3], vid))
+    return str(max(rec["vs"], key=lambda vid: (rec["vs"][vid][2], rec["vs"][vid][3], vid)))
 
 
 def public(rec: dict[str, Any]) -> dict[str, Any]:

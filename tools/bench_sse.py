@@ -52,9 +52,9 @@ async def _round(engine: Engine, size: int, ops: int, encrypted: bool, base: byt
     cpu, wall = time.process_time(), time.perf_counter()
     for i in range(ops):
         version = engine.head_object("bench", f"{tag}/{i}")
-        keys = engine.object_keys(version)
+        opened = engine.object_keys(version)
         got = 0
-        async for piece in engine.read_object(version, keys=keys):
+        async for piece in engine.read_object(version, keys=opened):
             got += len(piece)
         assert got == size
     get_cpu, get_wall = (time.process_time() - cpu) / ops, (time.perf_counter() - wall) / ops
