@@ -60,17 +60,20 @@ class KmsOps:
         return kms.public(rec)
 
     def kms_material(self, key_id: str, version: str | None = None) -> tuple[str, bytes]:
-        """(version, material) of a key, the current version when none is named. A key that does not exist (or
-        not that version): KMS.NotFoundException; a disabled key: KMS.DisabledException (both 400, as S3)."""
+        """(version, material) of a key, the current version when none is named (a write). A key that does not
+        exist: KMS.NotFoundException; a disabled key: KMS.DisabledException (both 400, as S3). A version an
+        object names that this node does not hold yet (a pool: the key's event is still on its way here, catch-up
+        brings it): 503 with Retry-After, never a 400 for an object that exists."""
         rec = self._read(lambda tx: kms.read_key(tx, key_id))
+        if version is not None and (rec is None or version not in rec["vs"]):
+            raise S3Error(ErrorCode.SERVICE_UNAVAILABLE, f"The KMS key {key_id!r} (version {version}) has not reached "
+                          "this node yet; retry.", headers={"Retry-After": "1"})
         if rec is None or not rec["vs"]:
             raise S3Error(ErrorCode.KMS_NOT_FOUND, f"Invalid keyId {key_id!r}")
         if not rec["en"]:
             raise S3Error(ErrorCode.KMS_DISABLED, f"The KMS key {key_id!r} is disabled.")
         version = version or kms.current_version(rec)
-        entry = rec["vs"].get(version)
-        if entry is None:
-            raise S3Error(ErrorCode.KMS_NOT_FOUND, f"The KMS key {key_id!r} has no version {version!r}")
+        entry = rec["vs"][version]
         try:
             return version, self.sse_keys.unwrap(entry[0], _material_label(key_id, version))
         except UnwrapError:

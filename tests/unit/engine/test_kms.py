@@ -128,3 +128,17 @@ def test_peer_events_merge_in_any_order() -> None:
         assert current_version(rec) == "c" and rec["en"] is True and sorted(rec["vs"]) == ["a", "b", "c"]
         results.add(pack(rec))
     assert len(results) == 1
+
+
+async def test_a_version_not_here_yet_is_a_retry_not_a_client_error(engine: Engine) -> None:
+    """In a pool an object can name a key version whose event has not reached this node yet: 503 with
+    Retry-After (the client retries; catch-up brings the event), not 400 for an object that exists."""
+    await engine.create_bucket("bkt")
+    await engine.kms_create_key("k")
+    await put_kms(engine, "o", b"y" * 10, "k")
+    version = engine.head_object("bkt", "o")
+    for kid, kv in (("k", "a-version-from-elsewhere"), ("key-from-elsewhere", version.encryption["kv"])):
+        version.encryption.update(kid=kid, kv=kv)
+        with pytest.raises(S3Error) as exc:
+            b"".join([p async for p in engine.read_object(version)])
+        assert exc.value.code is ErrorCode.SERVICE_UNAVAILABLE and exc.value.headers["Retry-After"] == "1"
