@@ -239,3 +239,23 @@ async def test_copy_that_shares_blobs_keeps_the_encryption(make_engine: object) 
     await engine.copy_object(source, "bkt", "dst", replace_metadata=False)
     copy = engine.head_object("bkt", "dst")
     assert b"".join([p async for p in engine.read_object(copy)]) == plain
+
+
+@pytest.mark.anyio
+async def test_a_segment_that_fails_its_tag_is_an_error_through_the_engine(make_engine: object) -> None:
+    """Stored bytes that pass the volume's CRCs but not GCM (here: the record names another nonce prefix, as a
+    segment moved from another part would look) give InternalError from every read path, never bytes."""
+    engine = make_engine(chunk_bytes=128 * 1024)  # type: ignore[operator]
+    await engine.create_bucket("bkt")
+    plain = os.urandom(400_000)
+    await put_sse_s3(engine, "k", plain)
+    version = engine.head_object("bkt", "k")
+    version.encryption["pn"] = [os.urandom(8)]
+    with pytest.raises(S3Error) as exc:
+        engine.read_small(version, 0, 1000)
+    assert exc.value.code is ErrorCode.INTERNAL_ERROR
+    pieces: list[bytes] = []
+    with pytest.raises(S3Error) as exc:
+        async for piece in engine.read_object(version, 70_000, 300_000):
+            pieces.append(piece)
+    assert exc.value.code is ErrorCode.INTERNAL_ERROR and pieces == []
