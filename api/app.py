@@ -38,7 +38,7 @@ from .errors import quiet_aborts, respond_error
 from .inputs import digits_value, parse_query
 from .metrics import Metrics
 from .s3 import acl as s3_acl
-from .s3 import attributes, buckets, multipart, objects, public_access
+from .s3 import attributes, buckets, multipart, objects, public_access, sse
 from .s3 import lifecycle as s3_lifecycle
 from .s3 import object_lock as s3_object_lock
 from .s3 import policy as s3_policy
@@ -92,7 +92,9 @@ HANDLERS: dict[str, Handler] = {
     "PutBucketPolicy": s3_policy.put_bucket_policy,
     "DeleteBucketPolicy": s3_policy.delete_bucket_policy,
     "GetBucketPolicyStatus": s3_policy.get_bucket_policy_status,
-    "GetBucketEncryption": buckets._absent(ErrorCode.SERVER_SIDE_ENCRYPTION_NOT_FOUND),
+    "GetBucketEncryption": sse.get_bucket_encryption,
+    "PutBucketEncryption": sse.put_bucket_encryption,
+    "DeleteBucketEncryption": sse.delete_bucket_encryption,
     "GetObjectLockConfiguration": s3_object_lock.get_object_lock_configuration,
     "GetBucketOwnershipControls": s3_acl.get_ownership_controls,
     "PutBucketOwnershipControls": s3_acl.put_ownership_controls,

@@ -22,5 +22,6 @@ class ApiSettings:
     select_timeout_s: float = 60.0  # per query (S4_SELECT_TIMEOUT)
     select_process_memory: int = 1024**3  # this process's share of S4_SELECT_NODE_MEMORY (all running queries)
     access_log: bool = False  # one JSON line per request on stderr (S4_ACCESS_LOG; the server's default is on)
+    sse_c_allow_http: bool = False  # SSE-C over plain HTTP (S4_SSE_C_ALLOW_HTTP): refused by default, as AWS does
     pool_name: str = ""  # several pools (S4_CLUSTER_POOLS): this node's pool, a bucket's LocationConstraint here
     default_object_ownership: str = "BucketOwnerEnforced"  # CreateBucket without x-amz-object-ownership

@@ -56,6 +56,13 @@ def iam_key(cluster_key: bytes) -> bytes:
     return base64.urlsafe_b64encode(hkdf.derive(cluster_key))
 
 
+def sse_key(cluster_key: bytes) -> bytes:
+    """The SSE master key a pool's nodes wrap SSE-S3 data keys with (engine/crypto/keys.py), derived from the
+    cluster key with its own HKDF context."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"s4 sse master key")
+    return hkdf.derive(cluster_key)
+
+
 def compute_mac(key: bytes, cluster: str, node_id: str, method: str, time_ms: int) -> str:
     """Hex HMAC-SHA256 over the length-prefixed fields (no field can be shifted into its neighbour)."""
     mac = hmac.new(key, _MAC_LABEL, sha256)

@@ -15,7 +15,7 @@ from typing import Any
 
 from s4.journal import EventType
 
-from . import iam, object_lock, tombstones
+from . import iam, kms_commands, object_lock, tombstones
 from .checksums import multipart_checksums
 from .conditions import DeleteConditions, Preconditions
 from .errors import ErrorCode, S3Error
@@ -375,10 +375,10 @@ def complete_multipart(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
     claims: list[dict[str, str]] = args.get("part_claims") or [{} for _ in listed]
     kept = [i for i, after in enumerate([*numbers[1:], None]) if listed[i][0] != after]
     wanted = [listed[i] for i in kept]
-    md5s, blobs, sizes, part_checksums = [], [], [], []
+    md5s, blobs, sizes, part_checksums, prefixes = [], [], [], [], []
     for index, (number, etag) in enumerate(wanted):
         part = d.tx.part(upload.upload_id, number)
-        if part is None or part.etag != etag.strip('"'):
+        if part is None or part.etag != etag.strip('"') or bool(upload.encryption) != bool(part.encryption):
             raise S3Error(ErrorCode.INVALID_PART, UploadId=upload.upload_id, PartNumber=str(number),
                           ETag=etag)
         if part.size < args.get("min_part_bytes", MIN_PART_BYTES) and index < len(wanted) - 1:
@@ -388,16 +388,19 @@ def complete_multipart(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
         blobs.extend([b.hash, b.size] for b in part.blobs)
         sizes.append(part.size)
         part_checksums.append(part.checksums)
+        prefixes.append(part.encryption.get("n"))
     checksums = multipart_checksums(upload.checksum_algorithm, upload.checksum_type,
                                     [(n, c, size) for (n, _), c, size in zip(wanted, part_checksums, sizes,
                                                                               strict=True)],
                                     [claims[i] for i in kept], args.get("checksums") or {},
                                     args.get("checksum_type") or "", upload.upload_id)
     etag = f"{hashlib.md5(b''.join(md5s)).hexdigest()}-{len(wanted)}"
+    # an encrypted upload: the object's ``se`` lists each part's nonce prefix in order (engine/crypto/objects.py)
+    encryption = dict(upload.encryption, pn=prefixes) if upload.encryption else None
     version = version_record(new_version_id(bucket), sum(sizes), etag, content_type=upload.content_type,
                              blobs=blobs, metadata=upload.metadata, headers=upload.headers,
                              checksums=checksums, tags=upload.tags, part_sizes=sizes,
-                             part_checksums=part_checksums, acl=upload.acl)
+                             part_checksums=part_checksums, acl=upload.acl, encryption=encryption)
     version.update(_new_version_lock(d, bucket, upload.key, upload.lock or None))
     event = d.emit(EventType.MULTIPART_COMPLETED, {"bucket": bucket.name, "key": upload.key,
                                                    "upload_id": upload.upload_id, "version": version,
@@ -496,4 +499,5 @@ DECIDERS: dict[str, Decider] = {
     "set_object_lock": set_object_lock,
     **iam.DECIDERS,
     **tombstones.DECIDERS,
+    **kms_commands.DECIDERS,
 }

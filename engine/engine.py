@@ -24,9 +24,12 @@ from s4.journal import Journal
 from . import bucket_names, commands, listing, reads
 from .accounts import DEFAULT_ACCOUNT, Account
 from .conditions import DeleteConditions, Preconditions
+from .crypto import CustomerKey, MasterKeys, ObjectKeys, PartSealer, load_or_create_master_key, open_object_keys
+from .crypto import reads as crypto_reads
 from .errors import ErrorCode, PoolUnavailableError, S3Error, ServiceUnavailableError, StoredDataDamagedError
 from .iam_ops import IamOps
 from .ingest import CHUNK_BYTES, Hasher, Ingested, Ingestor
+from .kms_ops import KmsOps
 from .local_commit import LocalCommitPath
 from .model import (
     BlobLocation,
@@ -78,9 +81,12 @@ class EngineOptions:
     #: A Fernet key every node of a pool shares (cluster/auth.py ``iam_key``): S3 secrets are encrypted with it, so
     #: credentials created on one node work on every node. None: the node's own ``iam.key`` (single mode).
     shared_iam_key: bytes | None = None
+    #: The SSE master key every node of a pool shares (cluster/auth.py ``sse_key``); None: the node's own
+    #: ``sse.key`` (engine/crypto/keys.py).
+    shared_sse_key: bytes | None = None
 
 
-class Engine(IamOps):
+class Engine(IamOps, KmsOps):
     """One node's storage: journal + views + volumes behind S3 operations."""
 
     cluster: ClusterStatus | None = None  # the node's pool and its liveness, set by tools/server.py (engine/ports.py)
@@ -130,6 +136,8 @@ class Engine(IamOps):
         self.ingestor = Ingestor(self.views, self.volumes, options.chunk_bytes, self.space)
         self._reported: set[tuple[bytes, str, int]] = set()  # damage marks submitted and not failed
         self._init_iam(data_dir, opened.login_throttle, options.shared_iam_key)
+        own_sse = load_or_create_master_key(data_dir)
+        self.sse_keys = MasterKeys(options.shared_sse_key, own_sse) if options.shared_sse_key else MasterKeys(own_sse)
 
     def _on_seal(self, volume: str, size: int) -> None:
         self.sequencer.submit(Command("seal_volume", {"volume": volume, "size": size}))
@@ -288,8 +296,8 @@ class Engine(IamOps):
 
     # -- objects --------------------------------------------------------------------------------------------------
     async def ingest(self, body: AsyncIterator[bytes], *, max_bytes: int | None = None,
-                     hashers: list[Hasher] | None = None) -> Ingested:
-        return await self.ingestor.ingest(body, max_bytes=max_bytes, hashers=hashers or ())
+                     hashers: list[Hasher] | None = None, sealer: PartSealer | None = None) -> Ingested:
+        return await self.ingestor.ingest(body, max_bytes=max_bytes, hashers=hashers or (), sealer=sealer)
 
     async def put_object(self, bucket: str, key: str, stored: Ingested, *, content_type: str = "",
                          metadata: dict[str, str] | None = None, headers: dict[str, str] | None = None,
@@ -297,16 +305,16 @@ class Engine(IamOps):
                          if_match: str | None = None, if_none_match: str | None = None,
                          etag: str | None = None, part_sizes: list[int] | None = None,
                          actor: str = "", lock: dict[str, Any] | None = None,
-                         acl: list[Any] | None = None) -> ObjectVersion:
+                         acl: list[Any] | None = None, encryption: dict[str, Any] | None = None) -> ObjectVersion:
         """Record a new version made of already-ingested chunks (see ``ingest``). ``lock``: the object lock the
         request asks for (``lk``/``lh``, engine/object_lock.py); without one the bucket's default applies.
-        ``acl``: its own ACL."""
+        ``acl``: its own ACL. ``encryption`` is the ``se`` record of sealed chunks (engine/crypto/objects.py)."""
         check_key(key)
         await self.settle_key(bucket, key)  # a pool decides (conditions, versions, clock) on a quorum's state
         version = version_record(None, stored.size, etag or stored.etag,
                                  content_type=content_type or "binary/octet-stream", blobs=stored.blobs,
                                  metadata=metadata, headers=headers, checksums=checksums, tags=tags,
-                                 part_sizes=part_sizes, acl=acl)
+                                 part_sizes=part_sizes, acl=acl, encryption=encryption)
         rec = await self._run("put_object", {"bucket": bucket, "key": key, "version": version,
                                              "blobs_at": stored.blobs_at, "written": stored.written,
                                              "if_match": if_match, "lock": lock,
@@ -333,10 +341,30 @@ class Engine(IamOps):
         """Where each chunk of a version lives right now."""
         return self._read(lambda tx: reads.locations(tx, version))  # type: ignore[no-any-return]
 
+    def object_keys(self, version: ObjectVersion, customer: CustomerKey | None = None,
+                    wrong_key: ErrorCode = ErrorCode.ACCESS_DENIED) -> ObjectKeys | None:
+        """The cipher of an encrypted version (None: plaintext). SSE-S3 opens with the master key; SSE-C needs the
+        request's ``customer`` key (engine/crypto/objects.py for the errors)."""
+        return self.object_keys_of(version.encryption, customer, wrong_key)
+
+    def object_keys_of(self, encryption: dict[str, Any], customer: CustomerKey | None = None,
+                       wrong_key: ErrorCode = ErrorCode.ACCESS_DENIED) -> ObjectKeys | None:
+        """``object_keys`` of an ``se`` record (a version's or a multipart upload's)."""
+        if not encryption:
+            if customer is not None:
+                raise S3Error(ErrorCode.INVALID_REQUEST, "The encryption parameters are not applicable to this "
+                              "object.")
+            return None
+        return open_object_keys(encryption, self.sse_keys, customer, wrong_key,
+                                lambda key_id, version: self.kms_material(key_id, version)[1])
+
     def read_small(self, version: ObjectVersion, start: int, length: int,
-                   locations: list[BlobLocation] | None = None) -> bytes:
+                   locations: list[BlobLocation] | None = None, keys: ObjectKeys | None = None) -> bytes:
         """``[start, start+length)`` inline, for small bodies (no thread hop, no stream): one ``pread`` per chunk,
-        every byte checked against its record's checksums (a damaged chunk: InternalError, nothing returned)."""
+        every byte checked against its record's checksums (a damaged chunk: InternalError, nothing returned).
+        Plaintext always: an encrypted version is opened with ``keys`` (or the master key: ``object_keys``)."""
+        if version.encryption:
+            return crypto_reads.read_small(self, version, keys or self._keys(version), start, length, locations)
         locations = locations if locations is not None else self.locate(version)
         out, pos, end = [], 0, start + length
         for index, loc in enumerate(locations):
@@ -354,10 +382,22 @@ class Engine(IamOps):
                     raise self.damaged(version, loc, again) from None
         return b"".join(out)
 
+    def _keys(self, version: ObjectVersion) -> ObjectKeys:
+        keys = self.object_keys(version)
+        assert keys is not None
+        return keys
+
     async def read_object(self, version: ObjectVersion, start: int = 0, length: int | None = None,
-                          locations: list[BlobLocation] | None = None) -> AsyncIterator[bytes]:
+                          locations: list[BlobLocation] | None = None,
+                          keys: ObjectKeys | None = None) -> AsyncIterator[bytes]:
         """The bytes ``[start, start+length)`` of a version, in pieces of at most 1 MiB, each verified before it
-        is yielded (a damaged chunk raises InternalError instead: see ``damaged``)."""
+        is yielded (a damaged chunk raises InternalError instead: see ``damaged``). Plaintext always: an
+        encrypted version is opened with ``keys`` (or the master key), segment by segment."""
+        if version.encryption:
+            async for piece in crypto_reads.read_object(self, version, keys or self._keys(version), start, length,
+                                                        locations):
+                yield piece
+            return
         end = version.size if length is None else min(version.size, start + length)
         locations = locations if locations is not None else self.locate(version)
         pos = 0
@@ -390,10 +430,11 @@ class Engine(IamOps):
             return reader.read(lo, n)
         return await anyio.to_thread.run_sync(reader.read, lo, n)  # type: ignore[no-any-return]
 
-    async def read_failover(self, version: ObjectVersion, start: int, length: int) -> bytes:
+    async def read_failover(self, version: ObjectVersion, start: int, length: int,
+                            keys: ObjectKeys | None = None) -> bytes:
         """``read_small`` again after it met a bad or missing chunk, through ``read_object``, which in a pool heals
         the chunk from a replica first (``_recover``). The API calls it only when ``blob_repair`` is set."""
-        return b"".join([piece async for piece in self.read_object(version, start, length)])
+        return b"".join([piece async for piece in self.read_object(version, start, length, keys=keys)])
 
     async def _recover(self, version: ObjectVersion, index: int, loc: BlobLocation, exc: Exception) -> BlobLocation:
         """``_relocate``, and in a pool (``blob_repair``) a chunk still at the failing place is first replaced by a
@@ -493,18 +534,27 @@ class Engine(IamOps):
                           headers: dict[str, str] | None = None, tags: dict[str, str] | None = None,
                           if_match: str | None = None, if_none_match: str | None = None,
                           actor: str = "", lock: dict[str, Any] | None = None,
-                          acl: list[Any] | None = None) -> ObjectVersion:
+                          acl: list[Any] | None = None, rewritten: Ingested | None = None,
+                          encryption: dict[str, Any] | None = None) -> ObjectVersion:
         """A new version that references the source's chunks: the bytes are checked, none is written. The copy's
         lock is the request's or the destination bucket's default, never the source's; its ACL is the request's
-        (``acl``), never the source's (as S3)."""
-        stored = await self.reference(source)
+        (``acl``), never the source's (as S3). A copy whose bytes had to be rewritten (an encrypted source or
+        destination: api/s3/sse.py) passes them as ``rewritten``, one part, with the ``encryption`` of the new
+        bytes and its own ETag."""
         if not replace_metadata:
             content_type, metadata, headers = source.content_type, source.metadata, source.headers
+        if rewritten is not None:
+            return await self.put_object(bucket, key, rewritten, content_type=content_type, metadata=metadata,
+                                         headers=headers, checksums=source.checksums,
+                                         tags=source.tags if tags is None else tags, encryption=encryption,
+                                         if_match=if_match, if_none_match=if_none_match, actor=actor, lock=lock,
+                                         acl=acl)
+        stored = await self.reference(source)
         return await self.put_object(bucket, key, stored, content_type=content_type, metadata=metadata,
                                      headers=headers, checksums=source.checksums,
                                      tags=source.tags if tags is None else tags, etag=source.etag,
-                                     part_sizes=source.part_sizes, if_match=if_match,
-                                     if_none_match=if_none_match, actor=actor, lock=lock, acl=acl)
+                                     part_sizes=source.part_sizes, encryption=source.encryption,
+                                     if_match=if_match, if_none_match=if_none_match, actor=actor, lock=lock, acl=acl)
 
     def _empty_page(self, bucket: str, page: _Page) -> _Page:
         """The answer to max-keys=0 (in a pool too): NoSuchBucket if the bucket is missing, else an empty page that
@@ -578,10 +628,12 @@ class Engine(IamOps):
                                       headers: dict[str, str] | None = None, checksum_algorithm: str = "",
                                       tags: dict[str, str] | None = None, actor: str = "",
                                       checksum_type: str = "", lock: dict[str, Any] | None = None,
-                                      acl: list[Any] | None = None) -> str:
+                                      acl: list[Any] | None = None,
+                                      encryption: dict[str, Any] | None = None) -> str:
         check_key(key)
         upload = Upload("", bucket, key, 0, content_type or "binary/octet-stream", metadata or {}, headers or {},
-                        checksum_algorithm, tags or {}, "", checksum_type, lock or {}, acl=acl)
+                        checksum_algorithm, tags or {}, "", checksum_type, lock or {}, acl=acl,
+                        encryption=encryption or {})
         return await self._run("create_multipart", {"bucket": bucket, "upload": upload.to_record()}, actor)  # type: ignore[no-any-return]
 
     def get_upload(self, bucket: str, key: str, upload_id: str) -> Upload:
@@ -592,14 +644,19 @@ class Engine(IamOps):
         return self._read(read)  # type: ignore[no-any-return]
 
     async def upload_part(self, bucket: str, key: str, upload_id: str, part_number: int, stored: Ingested,
-                          checksums: dict[str, str] | None = None, actor: str = "") -> str:
-        part = {"n": part_number, "e": stored.etag, "s": stored.size, "b": stored.blobs}
+                          checksums: dict[str, str] | None = None, encryption: dict[str, Any] | None = None,
+                          etag: str | None = None, actor: str = "") -> str:
+        """Record a stored part; ``encryption`` (``{"n": nonce prefix}``) for a part of an encrypted upload."""
+        etag = etag or stored.etag
+        part: dict[str, Any] = {"n": part_number, "e": etag, "s": stored.size, "b": stored.blobs}
         if checksums:
             part["ck"] = checksums
+        if encryption:
+            part["se"] = encryption
         await self._run("store_part", {"bucket": bucket, "key": key, "upload_id": upload_id, "part": part,
                                        "blobs_at": stored.blobs_at, "written": stored.written}, actor,
                                       stored.volumes)
-        return stored.etag
+        return etag
 
     async def complete_multipart_upload(self, bucket: str, key: str, upload_id: str,
                                         parts: list[tuple[int, str]], *, checksums: dict[str, str] | None = None,

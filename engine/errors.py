@@ -120,6 +120,8 @@ class ErrorCode(enum.Enum):
                                     "The bucket ownership controls were not found")
     SERVER_SIDE_ENCRYPTION_NOT_FOUND = ("ServerSideEncryptionConfigurationNotFoundError", 404,
                                         "The server side encryption configuration was not found")
+    KMS_NOT_FOUND = ("KMS.NotFoundException", 400, "Invalid keyId: no such key in the KMS.")  # engine/kms_ops.py
+    KMS_DISABLED = ("KMS.DisabledException", 400, "The KMS key is disabled.")
     NO_SUCH_WEBSITE_CONFIGURATION = ("NoSuchWebsiteConfiguration", 404,
                                      "The specified bucket does not have a website configuration")
     REPLICATION_CONFIGURATION_NOT_FOUND = ("ReplicationConfigurationNotFoundError", 404,

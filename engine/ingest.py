@@ -3,9 +3,11 @@
 The body is cut into chunks of ``CHUNK_BYTES``. For each chunk, on a worker thread, in one pass: MD5 (the ETag)
 and any requested checksums are updated, the chunk's SHA-256 names it, and the blob index is asked whether those
 bytes are already stored -- if so the chunk becomes a reference, not a copy. Only new chunks are appended to the
-worker's active volume. Nothing here is durable or visible yet: the caller's command carries the locations and
-the volumes written, and the sequencer syncs those volumes alongside the journal write of the event that
-references them.
+worker's active volume. With a ``sealer`` (engine/crypto) the plaintext is hashed (MD5, checksums) and then
+sealed; the content hash, the dedup lookup and the volume hold only the sealed bytes, whose random per-object
+key means an encrypted chunk never deduplicates (docs/architecture/dedup.md). Nothing here is durable or
+visible yet: the caller's command carries the locations and the volumes written, and the sequencer syncs those
+volumes alongside the journal write of the event that references them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Protocol
 
 import anyio.to_thread
 
+from .crypto import PartSealer
 from .errors import ErrorCode, S3Error
 from .model import BlobLocation
 from .space import SpaceGuard, disk_full_error, is_disk_full
@@ -76,10 +79,14 @@ class Ingestor:
             self.space.consumed(record_bytes(len(data)))
         return loc
 
-    def _store_chunk(self, out: Ingested, data: bytes, hashers: Iterable[Hasher]) -> None:
+    def _store_chunk(self, out: Ingested, data: bytes, hashers: Iterable[Hasher],
+                     sealer: PartSealer | None = None) -> None:
         out.md5.update(data)
         for h in hashers:
             h.update(data)
+        plain_size = len(data)
+        if sealer is not None:
+            data = sealer.seal_chunk(data)
         digest = hashlib.sha256(data).digest()
         with self.views.read() as txn:
             rec = Tx(txn, self.views.dbs).blob(digest)
@@ -91,11 +98,12 @@ class Ingestor:
             out.written.append(digest)
         out.blobs.append([digest, len(data)])
         out.blobs_at.append(loc.to_record())
-        out.size += len(data)
+        out.size += plain_size
 
     async def ingest(self, body: AsyncIterator[bytes], *, max_bytes: int | None = None,
-                     hashers: Iterable[Hasher] = ()) -> Ingested:
-        """Consume ``body`` completely; EntityTooLarge as soon as it passes ``max_bytes``.
+                     hashers: Iterable[Hasher] = (), sealer: PartSealer | None = None) -> Ingested:
+        """Consume ``body`` completely; EntityTooLarge as soon as it passes ``max_bytes``. With ``sealer`` the
+        chunks are whole numbers of segments and stored sealed (``size`` stays the plaintext's).
 
         Two-stage pipeline: while a worker thread hashes and writes chunk N, the event loop keeps receiving
         chunk N+1 (chunks are still stored strictly in order: MD5 and the chunk list are sequential).
@@ -106,6 +114,7 @@ class Ingestor:
         received = 0
         loop = asyncio.get_running_loop()
         storing: asyncio.Future[None] | None = None
+        chunk_bytes = self.chunk_bytes if sealer is None else sealer.chunk_bytes(self.chunk_bytes)
         try:
             async for piece in body:
                 received += len(piece)
@@ -113,12 +122,12 @@ class Ingestor:
                     raise S3Error(ErrorCode.ENTITY_TOO_LARGE, ProposedSize=str(received),
                                   MaxSizeAllowed=str(max_bytes))
                 buf += piece
-                while len(buf) >= self.chunk_bytes:
-                    chunk = bytes(memoryview(buf)[: self.chunk_bytes])
-                    del buf[: self.chunk_bytes]
+                while len(buf) >= chunk_bytes:
+                    chunk = bytes(memoryview(buf)[:chunk_bytes])
+                    del buf[:chunk_bytes]
                     if storing is not None:
                         await storing
-                    storing = loop.run_in_executor(None, self._store_chunk, out, chunk, hashers)
+                    storing = loop.run_in_executor(None, self._store_chunk, out, chunk, hashers, sealer)
             if storing is not None:
                 await storing
                 storing = None
@@ -127,9 +136,9 @@ class Ingestor:
                 await asyncio.gather(storing, return_exceptions=True)
         if buf:
             if len(buf) < 65536:  # small tails: hashing and one short pwrite cost less than a thread hop
-                self._store_chunk(out, bytes(buf), hashers)
+                self._store_chunk(out, bytes(buf), hashers, sealer)
             else:
-                await anyio.to_thread.run_sync(self._store_chunk, out, bytes(buf), hashers)
+                await anyio.to_thread.run_sync(self._store_chunk, out, bytes(buf), hashers, sealer)
         return out
 
     async def ingest_bytes(self, data: bytes, **kwargs: Any) -> Ingested:

@@ -50,13 +50,15 @@ def version_record(version_id: str | None, size: int, etag: str, *, delete_marke
                    checksums: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None,
                    part_sizes: list[int] | None = None,
                    part_checksums: list[dict[str, str]] | None = None,
-                   acl: list[Any] | None = None) -> dict[str, Any]:
+                   acl: list[Any] | None = None,
+                   encryption: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A version as stored (short keys, docs/architecture/views.md): ``v`` version id (None: left for the
     decider to choose), ``s`` size, ``e`` ETag; ``dm`` for a delete marker, else ``ct`` content type and ``b``
     the ``[sha256, size]`` of each chunk; ``m`` metadata, ``hd`` headers, ``ck`` checksums, ``tg`` tags, ``ps``
     part sizes and ``pc`` each part's checksums (multipart uploads with checksums) only when not empty; ``acl`` its
-    ACL (engine/policy/acl.py record) only when it has one of its own. ``h`` and ``t`` come from the event that
-    writes it (``stamped``)."""
+    ACL (engine/policy/acl.py record) only when it has one of its own; ``se`` the encryption
+    (engine/crypto/objects.py: wrapped data key, never a key or plaintext) only when not empty. ``h`` and ``t``
+    come from the event that writes it (``stamped``)."""
     rec: dict[str, Any] = {"s": size, "e": etag} if version_id is None else {"v": version_id, "s": size, "e": etag}
     if delete_marker:
         rec["dm"] = True
@@ -70,6 +72,8 @@ def version_record(version_id: str | None, size: int, etag: str, *, delete_marke
         rec["pc"] = part_checksums
     if acl:
         rec["acl"] = acl
+    if encryption:
+        rec["se"] = dict(encryption)
     return rec
 
 
@@ -103,13 +107,14 @@ class ObjectVersion:
     part_checksums: list[dict[str, str]] = field(default_factory=list)  # multipart: each part's checksums, in order
     lock: dict[str, Any] = field(default_factory=dict)  # object lock: ``lk`` retention, ``lh`` legal hold, ``lc``
     acl: list[Any] | None = None  # its own ACL (engine/policy/acl.py record); None: the bucket owner's, private
+    encryption: dict[str, Any] = field(default_factory=dict)  # ``se`` (engine/crypto/objects.py); {}: plaintext
 
     def to_record(self) -> dict[str, Any]:
         rec = version_record(self.version_id, self.size, self.etag, delete_marker=self.is_delete_marker,
                              content_type=self.content_type, blobs=[[b.hash, b.size] for b in self.blobs],
                              metadata=self.metadata, headers=self.headers, checksums=self.checksums,
                              tags=self.tags, part_sizes=self.part_sizes, part_checksums=self.part_checksums,
-                             acl=self.acl)
+                             acl=self.acl, encryption=self.encryption)
         rec["h"], rec["t"] = self.hlc, self.last_modified_ms
         if self.lock:
             rec.update(self.lock)
@@ -130,6 +135,9 @@ class ObjectVersion:
         acl = get("acl")
         if acl:
             version.acl = acl
+        encryption = get("se")
+        if encryption:
+            version.encryption = encryption
         return version
 
 
@@ -169,18 +177,21 @@ class Part:
     last_modified_ms: int
     blobs: list[BlobRef] = field(default_factory=list)
     checksums: dict[str, str] = field(default_factory=dict)
+    encryption: dict[str, Any] = field(default_factory=dict)  # an encrypted upload's part: {"n": nonce prefix}
 
     def to_record(self) -> dict[str, Any]:
         rec: dict[str, Any] = {"n": self.part_number, "e": self.etag, "s": self.size, "t": self.last_modified_ms,
                                "b": [[b.hash, b.size] for b in self.blobs]}
         if self.checksums:
             rec["ck"] = self.checksums
+        if self.encryption:
+            rec["se"] = self.encryption
         return rec
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> Part:
         return cls(rec["n"], rec["e"], rec["s"], rec["t"], [BlobRef(h, s) for h, s in rec["b"]],
-                   rec.get("ck", {}))
+                   rec.get("ck", {}), rec.get("se") or {})
 
 
 @dataclass(slots=True)
@@ -200,6 +211,7 @@ class Upload:
     checksum_type: str = ""  # "COMPOSITE" or "FULL_OBJECT" when checksum_algorithm is set (engine/checksums.py)
     lock: dict[str, Any] = field(default_factory=dict)  # object lock the completed version starts with (lk/lh)
     acl: list[Any] | None = None  # the completed object's own ACL (CreateMultipartUpload's x-amz-acl/grants)
+    encryption: dict[str, Any] = field(default_factory=dict)  # ``se`` without part prefixes; {}: plaintext
 
     def to_record(self) -> dict[str, Any]:
         rec = {"u": self.upload_id, "bk": self.bucket, "k": self.key, "t": self.initiated_ms,
@@ -211,13 +223,15 @@ class Upload:
             rec["lock"] = self.lock
         if self.acl:
             rec["acl"] = self.acl
+        if self.encryption:
+            rec["se"] = self.encryption
         return rec
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> Upload:
         return cls(rec["u"], rec["bk"], rec["k"], rec["t"], rec.get("ct", "binary/octet-stream"),
                    rec.get("m", {}), rec.get("hd", {}), rec.get("ca", ""), rec.get("tg", {}), rec.get("o", ""),
-                   rec.get("cty", ""), rec.get("lock") or {}, rec.get("acl"))
+                   rec.get("cty", ""), rec.get("lock") or {}, rec.get("acl"), rec.get("se") or {})
 
 
 @dataclass(slots=True, init=False)

@@ -21,6 +21,7 @@ from typing import Any
 from s4.journal import REPLICATED, Event, EventType
 from s4.journal.hlc import physical_ms
 
+from . import kms
 from .model import Bucket, Upload, stamped, version_record
 from .tombstones import apply_tombstones_collected
 from .views import blobs, keys, merkle, namespace, upload_index
@@ -847,6 +848,7 @@ HANDLERS: dict[EventType, Handler] = {
     EventType.VOLUME_RETIRED: apply_volume_retired,
     EventType.TOMBSTONES_COLLECTED: apply_tombstones_collected,
     EventType.OBJECT_LOCK_SET: apply_object_lock_set,
+    **kms.HANDLERS,
 }
 
 

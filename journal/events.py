@@ -40,6 +40,9 @@ class EventType(enum.StrEnum):
     VOLUME_RETIRED = "volume.retired"
     TOMBSTONES_COLLECTED = "tombstones.collected"  # tombstone GC dropped these (engine/tombstones.py), node-local
     OBJECT_LOCK_SET = "object.lock_set"  # a version's retention and legal hold (engine/object_lock.py)
+    KMS_KEY_CREATED = "kms.key_created"  # the built-in KMS (engine/kms.py): material wrapped, never in clear
+    KMS_KEY_ROTATED = "kms.key_rotated"
+    KMS_KEY_UPDATED = "kms.key_updated"  # enabled / disabled
 
 
 #: Logical events: what a replica applies from a peer (docs/architecture/replication.md). Their payloads name
@@ -51,13 +54,14 @@ REPLICATED: frozenset[EventType] = frozenset({
     EventType.MULTIPART_ABORTED, EventType.USER_CREATED, EventType.USER_UPDATED, EventType.USER_DELETED,
     EventType.CREDENTIAL_CREATED, EventType.CREDENTIAL_DELETED,
     EventType.OBJECT_LOCK_SET,
+    EventType.KMS_KEY_CREATED, EventType.KMS_KEY_ROTATED, EventType.KMS_KEY_UPDATED,
 })
 
 #: Node-local events (where this node's bytes live): never sent to a peer, and refused from one.
 NODE_LOCAL: frozenset[EventType] = frozenset(EventType) - REPLICATED
 
 #: Payload fields that are secrets: dump and audit export print ``"<redacted>"`` instead.
-SECRET_FIELDS = frozenset({"secret_key", "password_hash", "secret"})
+SECRET_FIELDS = frozenset({"secret_key", "password_hash", "secret", "material"})  # material: a KMS key, wrapped
 
 ENVELOPE_VERSION = 1
 

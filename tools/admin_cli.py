@@ -6,6 +6,7 @@
     s4-admin --username root --password ... lifecycle run [--dry-run]
     s4-admin --username root --password ... scrubber run
     s4-admin --username root --password ... {compaction,lifecycle,scrubber} status
+    s4-admin --username root --password ... kms {create,list,show,rotate,enable,disable} [KEY_ID]
 
     s4-admin reset-root --data-dir DIR [--root-username NAME] [--password-stdin]   (offline, server stopped)
     s4-admin cluster bootstrap --data-dir DIR --yes                                 (offline, server stopped)
@@ -35,7 +36,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from . import cluster_bootstrap, root_reset
+from . import cluster_bootstrap, kms_cli, root_reset
 
 MERGE_HEADER = "x-amz-s4-rename-merge"
 
@@ -109,6 +110,15 @@ def job(args: argparse.Namespace) -> int:
     return 0
 
 
+def _login(args: argparse.Namespace) -> str:
+    """A JWT for the admin API (``--username``/``--password`` or S4_ADMIN_USERNAME/S4_ADMIN_PASSWORD)."""
+    username = args.username or os.environ.get("S4_ADMIN_USERNAME") or "root"
+    password = args.password or os.environ.get("S4_ADMIN_PASSWORD") or os.environ.get("S4_ROOT_PASSWORD")
+    if not password:
+        raise ValueError("--password (or S4_ADMIN_PASSWORD) is required")
+    return str(_admin_request(args, "POST", "/api/admin/login", {"username": username, "password": password})["token"])
+
+
 def _add_job(sub: Any, name: str, help_text: str) -> None:
     p = sub.add_parser(name, help=help_text)
     p.add_argument("action", choices=["run", "status"])
@@ -144,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_job(sub, "scrubber", "verify every stored blob's checksum now")
     root_reset.add_parser(sub)  # offline, on the data directory (tools/root_reset.py)
     cluster_bootstrap.add_parser(sub)  # offline: s4-admin cluster bootstrap (tools/cluster_bootstrap.py)
+    kms_cli.add_parser(sub, _admin_request, _login)  # s4-admin kms ... (tools/kms_cli.py)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

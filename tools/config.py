@@ -186,6 +186,8 @@ ENV: dict[str, tuple[str, Callable[[str, str], Any], Any]] = {
     "S4_LOG_LEVEL": ("log_level", parse_log_level, "info"),  # the default of s4-server's --log-level
     # a new bucket's object ownership when CreateBucket names none (api/s3/acl.py, docs/operations.md "ACLs")
     "S4_DEFAULT_OBJECT_OWNERSHIP": ("default_object_ownership", parse_object_ownership, "BucketOwnerEnforced"),
+    # SSE-C over plain HTTP: refused as AWS does unless allowed (test rigs; docs/operations.md "Encryption")
+    "S4_SSE_C_ALLOW_HTTP": ("sse_c_allow_http", parse_bool, False),
 }
 # Settings of the spec that S4 cannot honour yet. Each is accepted at its default only (or empty, where it has none);
 # any other value stops start-up saying so, instead of being silently ignored (issue 18). field -> what is missing.
@@ -235,6 +237,7 @@ TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
     ("server", "access_log"): ("access_log", lambda n, v: parse_bool(n, str(v))),
     ("server", "default_object_ownership"): ("default_object_ownership",
                                              lambda n, v: parse_object_ownership(n, str(v))),
+    ("server", "sse_c_allow_http"): ("sse_c_allow_http", lambda n, v: parse_bool(n, str(v))),
     # IAM (S4 names; the spec's file example has no such section): S4_ROOT_USERNAME, S4_ROOT_PASSWORD and
     # S4_JWT_SECRET override them. A file holding secrets should be readable by the server's user only.
     ("iam", "root_username"): ("root_username", _toml_text),

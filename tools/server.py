@@ -34,7 +34,7 @@ from s4.api.http_protocol import ConnectionLimits, connection_cap, protocol_clas
 from s4.api.metrics import ClusterMetrics, JournalMetrics, enable_multiprocess
 from s4.api.scrub_metrics import ScrubMetrics
 from s4.api.settings import ApiSettings
-from s4.cluster.auth import iam_key
+from s4.cluster.auth import iam_key, sse_key
 from s4.cluster.config import ClusterConfigError
 from s4.cluster.gateway import PoolSet, PoolWatch
 from s4.cluster.grpc_logging import quiet_deadlines
@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     try:  # first of all: the data directory's lock (engine/datadir.py), then journal recovery
         engine = Engine(EngineOptions(data_dir=data_dir, volume_size_bytes=settings.volume_size_bytes,
                                       disk_reserve_bytes=settings.disk_reserve_bytes, node_id=settings.node_id,
-                                      shared_iam_key=_shared_iam_key(settings)),
+                                      shared_iam_key=_shared_iam_key(settings),
+                                      shared_sse_key=_shared_sse_key(settings)),
                         commit_path)
     except (DataDirLockedError, NodeIdMismatchError, CorruptJournalError) as exc:
         print(f"s4-server: {exc}", file=sys.stderr)
@@ -254,6 +255,11 @@ def _shared_iam_key(settings: Settings) -> bytes | None:
     return None if settings.cluster is None else iam_key(settings.cluster.key)
 
 
+def _shared_sse_key(settings: Settings) -> bytes | None:
+    """A pool's nodes wrap SSE-S3 data keys under one master key derived from the cluster secret."""
+    return None if settings.cluster is None else sse_key(settings.cluster.key)
+
+
 def _cluster_note(settings: Settings) -> str:
     config = settings.cluster
     return "" if config is None else (f"; cluster {config.cluster_name}, node {config.node_id} of pool "
@@ -270,7 +276,8 @@ def _run_worker(settings: Settings, data_dir: Path, args: argparse.Namespace) ->
                           on_close=lambda: engine_ready and os.kill(os.getpid(), signal.SIGTERM))
     engine = Engine(EngineOptions(data_dir=data_dir, volume_size_bytes=settings.volume_size_bytes,
                                   worker=args.worker_id, disk_reserve_bytes=settings.disk_reserve_bytes,
-                                  shared_iam_key=_shared_iam_key(settings)),
+                                  shared_iam_key=_shared_iam_key(settings),
+                                  shared_sse_key=_shared_sse_key(settings)),
                     ChannelCommitPath(channel))
     engine_ready = True
     engine.cluster = RemoteCluster(channel, drain_marker(data_dir)) if settings.cluster is not None else \
@@ -403,7 +410,8 @@ def _api_settings(settings: Settings, access: str, secret: str, jwt_secret: str)
                        select_max_memory=settings.select_max_memory, select_timeout_s=settings.select_timeout_s,
                        select_process_memory=settings.select_node_memory // (settings.workers or os.cpu_count() or 1),
                        access_log=settings.access_log, pool_name=_pinned_pool(settings),
-                       default_object_ownership=settings.default_object_ownership)
+                       default_object_ownership=settings.default_object_ownership,
+                       sse_c_allow_http=settings.sse_c_allow_http)
 
 
 def _uvicorn_config(app: object, settings: Settings, *, date_header: bool = True) -> uvicorn.Config:

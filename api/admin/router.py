@@ -22,7 +22,7 @@ from s4.engine.iam import IamError
 
 from ..s3.access import AccessControl
 from ..settings import ApiSettings
-from . import buckets, health, jobs, stats, users
+from . import buckets, health, jobs, kms, stats, users
 from .call import AdminCall, Result
 from .tokens import ThrottledError, TokenIssuer
 
@@ -64,6 +64,11 @@ class AdminApi:
             ("GET", re.compile(r"/api/admin/cluster/repair-status"), health.cluster_repair_status, "super"),
             ("POST", re.compile(rf"/api/admin/cluster/nodes/{seg}/drain"), health.drain_node, "super"),
             ("DELETE", re.compile(rf"/api/admin/cluster/nodes/{seg}/drain"), health.undrain_node, "super"),
+            ("POST", re.compile(r"/api/admin/kms/keys"), kms.create_key, "super"),
+            ("GET", re.compile(r"/api/admin/kms/keys"), kms.list_keys, "super"),
+            ("GET", re.compile(rf"/api/admin/kms/keys/{seg}"), kms.get_key, "super"),
+            ("PUT", re.compile(rf"/api/admin/kms/keys/{seg}"), kms.update_key, "super"),
+            ("POST", re.compile(rf"/api/admin/kms/keys/{seg}/rotate"), kms.rotate_key, "super"),
         ]
 
     @staticmethod

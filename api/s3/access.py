@@ -57,6 +57,7 @@ ACTIONS: dict[str, str] = {
     "GetBucketPolicy": "s3:GetBucketPolicy", "PutBucketPolicy": "s3:PutBucketPolicy",
     "DeleteBucketPolicy": "s3:DeleteBucketPolicy", "GetBucketPolicyStatus": "s3:GetBucketPolicyStatus",
     "GetBucketEncryption": "s3:GetEncryptionConfiguration",
+    "PutBucketEncryption": "s3:PutEncryptionConfiguration", "DeleteBucketEncryption": "s3:PutEncryptionConfiguration",
     "GetObjectLockConfiguration": "s3:GetBucketObjectLockConfiguration",
     "GetBucketOwnershipControls": "s3:GetBucketOwnershipControls",
     "PutBucketOwnershipControls": "s3:PutBucketOwnershipControls",

@@ -10,6 +10,7 @@ from s4.engine.model import NULL_VERSION, ObjectVersion
 from s4.engine.names import MAX_PART_NUMBER
 
 from ..inputs import parse_int
+from . import sse
 from .call import Call
 from .xml_render import S3_NS, XML_DECL, checksum_elements, http_date, xml_escape
 
@@ -40,6 +41,7 @@ async def get_object_attributes(call: Call, resp: falcon.asgi.Response) -> None:
                        minimum=0, maximum=MAX_PART_NUMBER)
     await call.engine.settle_key(call.bucket, call.key)
     version = call.engine.head_object(call.bucket, call.key, call.query.get("versionId"))
+    sse.keys_for_serving(call, version, body=False)  # SSE-C: its key is needed, as AWS (400 without, 403 wrong)
     resp.set_header("Last-Modified", http_date(version.last_modified_ms))
     if version.version_id != NULL_VERSION or call.engine.get_bucket(call.bucket).versioning:
         resp.set_header("x-amz-version-id", version.version_id)

@@ -24,6 +24,7 @@ import falcon.asgi
 from s4.engine import Engine, Ingested
 from s4.engine.accounts import DEFAULT_ACCOUNT, Account, of_bucket
 from s4.engine.checksums import ALGORITHMS, algorithm_from_header, header_name, new_checksum
+from s4.engine.crypto import PartSealer
 from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.policy import Principal
 
@@ -159,9 +160,10 @@ class Call:
             _check_md5(md5, hashlib.md5(body).digest())
         return body
 
-    async def ingest_body(self, also: str = "") -> tuple[Ingested, dict[str, str]]:
-        """Stream the body into volumes; returns what was stored and the verified checksums to keep. ``also``: an
-        algorithm computed whatever the client sends (a part of an upload created with it)."""
+    async def ingest_body(self, sealer: PartSealer | None = None, also: str = "") -> tuple[Ingested, dict[str, str]]:
+        """Stream the body into volumes (sealed by ``sealer`` for an encrypted write: api/s3/sse.py); returns what
+        was stored and the verified checksums (of the plaintext) to keep. ``also``: an algorithm computed whatever
+        the client sends (a part of an upload created with it)."""
         limit = self.settings.max_upload_bytes
         declared = self.declared_length()
         if declared is not None and declared > limit:
@@ -178,7 +180,7 @@ class Call:
             if wanted and wanted not in computed and wanted not in trailing:  # a trailer's is verified as it ends
                 computed[wanted] = new_checksum(wanted)
         hashers.extend(computed.values())
-        stored = await self.engine.ingest(self._source(), max_bytes=limit, hashers=hashers)
+        stored = await self.engine.ingest(self._source(), max_bytes=limit, hashers=hashers, sealer=sealer)
         if declared is not None and stored.size != declared and "content-length" in self.headers and \
                 not (self.auth and self.auth.streaming):
             raise S3Error(ErrorCode.INCOMPLETE_BODY)

@@ -11,6 +11,7 @@ from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.names import MAX_PART_NUMBER
 
 from ..inputs import digits_value, parse_int
+from . import sse
 from .acl import new_object_acl, owner_of
 from .buckets import encoding_type, max_keys
 from .call import Call, checksum_headers
@@ -56,11 +57,15 @@ async def create_multipart_upload(call: Call, resp: falcon.asgi.Response) -> Non
     raw = call.headers.get("x-amz-checksum-algorithm") or ""
     algorithm = normalize_algorithm(raw) if raw.strip() else ""
     kind = upload_checksum_type(algorithm, call.headers.get("x-amz-checksum-type", ""))
+    sealing = sse.for_write(call)  # the upload's data key; each part gets its own nonce prefix
     upload_id = await call.engine.create_multipart_upload(
         call.bucket, call.key, content_type=call.headers.get("content-type", ""),
         metadata=user_metadata(call.headers), headers=stored_headers(call.headers), checksum_algorithm=algorithm,
         tags=parse_tagging_header(call.headers.get("x-amz-tagging")), actor=call.actor, checksum_type=kind,
-        lock=lock_from_headers(call.headers), acl=new_object_acl(call))
+        lock=lock_from_headers(call.headers), acl=new_object_acl(call),
+        encryption=sealing.keys.record if sealing else None)
+    if sealing is not None:
+        sse.set_headers(call, resp, sealing.keys.record)
     if algorithm:
         resp.set_header("x-amz-checksum-algorithm", algorithm)
         resp.set_header("x-amz-checksum-type", kind)
@@ -73,10 +78,13 @@ async def upload_part(call: Call, resp: falcon.asgi.Response) -> None:
     upload_id = call.upload_id()
     upload = await call.engine.require_upload(call.bucket, call.key, upload_id)  # NoSuchUpload before the body
     _check_part_algorithm(call, upload.checksum_algorithm)
-    stored, checksums = await call.ingest_body(also=upload.checksum_algorithm)
+    sealing = sse.for_part(call, upload)  # an encrypted upload: every part with the upload's key
+    stored, checksums = await call.ingest_body(sealing.sealer if sealing else None, also=upload.checksum_algorithm)
     etag = await call.engine.upload_part(call.bucket, call.key, upload_id, number, stored, checksums,
-                                         actor=call.actor)
+                                         encryption=sealing.part_record() if sealing else None,
+                                         etag=sealing.etag(stored) if sealing else None, actor=call.actor)
     resp.set_header("ETag", f'"{etag}"')
+    sse.set_headers(call, resp, upload.encryption)
     for name, value in checksum_headers(checksums).items():
         resp.set_header(name, value)
 
@@ -98,22 +106,28 @@ async def upload_part_copy(call: Call, resp: falcon.asgi.Response) -> None:
     upload_id = call.upload_id()
     upload = await call.engine.require_upload(call.bucket, call.key, upload_id)
     source = await copy_source_version(call)
+    source_keys = sse.read_keys(call, source, sse.COPY_SOURCE_PREFIX)
+    sealing = sse.for_part(call, upload)
     start, length = 0, source.size
     copy_range = call.headers.get("x-amz-copy-source-range")
     if copy_range:
         start, length = _copy_range(copy_range, source.size)
     algorithm = upload.checksum_algorithm
     checksums: dict[str, str] = {}
-    if not copy_range and "-" not in source.etag and (not algorithm or algorithm in source.checksums):
+    if not copy_range and "-" not in source.etag and source_keys is None and sealing is None and (
+            not algorithm or algorithm in source.checksums):
         stored = await call.engine.reference(source)  # whole single-part source: share its chunks, copy no bytes
         checksums = {algorithm: source.checksums[algorithm]} if algorithm else {}
     else:  # the upload's checksum of the copied bytes is computed as they are read (Complete needs each part's)
         hasher = new_checksum(algorithm) if algorithm else None
-        stored = await call.engine.ingest(call.engine.read_object(source, start, length),
-                                          hashers=[hasher] if hasher else None)
+        stored = await call.engine.ingest(call.engine.read_object(source, start, length, keys=source_keys),
+                                          hashers=[hasher] if hasher else None,
+                                          sealer=sealing.sealer if sealing else None)
         checksums = {algorithm: hasher.b64digest()} if hasher else {}
     etag = await call.engine.upload_part(call.bucket, call.key, upload_id, number, stored, checksums,
-                                         actor=call.actor)
+                                         encryption=sealing.part_record() if sealing else None,
+                                         etag=sealing.etag(stored) if sealing else None, actor=call.actor)
+    sse.set_headers(call, resp, upload.encryption)
     resp.content_type = "application/xml"
     resp.data = copy_part_result_xml(etag, source.last_modified_ms, checksums)
 
@@ -121,6 +135,7 @@ async def upload_part_copy(call: Call, resp: falcon.asgi.Response) -> None:
 async def complete_multipart_upload(call: Call, resp: falcon.asgi.Response) -> None:
     upload_id = call.upload_id()
     parts = parse_complete_multipart(await call.read_body())
+    await sse.check_completion_key(call, upload_id)
     for part in parts:
         if not 1 <= part.part_number <= MAX_PART_NUMBER:
             raise S3Error(ErrorCode.INVALID_ARGUMENT, PART_NUMBER_MESSAGE, ArgumentName="partNumber",
@@ -131,6 +146,7 @@ async def complete_multipart_upload(call: Call, resp: falcon.asgi.Response) -> N
         part_checksums=[p.checksums for p in parts], checksum_type=call.headers.get("x-amz-checksum-type", ""),
         if_match=call.headers.get("if-match"), if_none_match=call.headers.get("if-none-match"), actor=call.actor)
     version_headers(call, version, resp, report_null=False)
+    sse.set_headers(call, resp, version.encryption)
     resp.content_type = "application/xml"
     resp.data = complete_multipart_xml(f"/{call.bucket}/{call.key}", call.bucket, call.key, version.etag,
                                        version.checksums)

@@ -14,6 +14,7 @@ from s4.engine.names import MAX_PART_NUMBER
 
 from ..errors import ResponseAborted
 from ..inputs import header_value, parse_int, parse_query, unquote_strict
+from . import sse
 from .acl import new_object_acl
 from .call import Call, checksum_headers
 from .headers import (
@@ -76,13 +77,16 @@ async def put_object(call: Call, resp: falcon.asgi.Response) -> None:
     if lock:
         require_lock_bucket(call)  # (the decider checks again, atomically with the write)
     acl = new_object_acl(call)  # an ACL the bucket refuses fails before the body is read
-    stored, checksums = await call.ingest_body()
+    sealing = sse.for_write(call)  # before a byte is read: a bad key is a 400 that stores nothing
+    stored, checksums = await call.ingest_body(sealing.sealer if sealing else None)
     version = await call.engine.put_object(
         call.bucket, call.key, stored, content_type=call.headers.get("content-type", ""), metadata=metadata,
         headers=stored_headers(call.headers), checksums=checksums, tags=tags,
-        if_match=call.headers.get("if-match"), if_none_match=call.headers.get("if-none-match"), actor=call.actor,
-        lock=lock, acl=acl)
+        if_match=call.headers.get("if-match"), if_none_match=call.headers.get("if-none-match"),
+        etag=sealing.etag(stored) if sealing else None, encryption=sealing.version_record() if sealing else None,
+        actor=call.actor, lock=lock, acl=acl)
     version_headers(call, version, resp, report_null=False)
+    sse.set_headers(call, resp, version.encryption)
     for name, value in checksum_headers(checksums).items():
         resp.set_header(name, value)
     if checksums:
@@ -146,6 +150,7 @@ async def _serve(call: Call, resp: falcon.asgi.Response, *, body: bool) -> None:
     opened = call.engine.open_version(call.bucket, call.key, call.query.get("versionId"))
     version = opened.version
     check_read(call.headers, version)
+    sse.refuse_write_headers(call)
     start, length, partial, parts_count = 0, version.size, False, None
     if "partNumber" in call.query:
         start, length, parts_count = _part_range(version, call.query["partNumber"])
@@ -155,22 +160,24 @@ async def _serve(call: Call, resp: falcon.asgi.Response, *, body: bool) -> None:
         if ranged is not None:
             start, length = ranged
             partial = True
+    keys = sse.keys_for_serving(call, version, body=body)  # SSE-C: the right key, or no byte of the object
     # Read before any header is set: a chunk that fails its checksum must be an error response, not headers
     # of the object. Small bodies are read whole; a large one's first piece (the rest streams after them).
     data, stream = b"", None
     if body and length:
         if length <= INLINE_BODY_BYTES:  # small bodies: one pread, one send, no stream machinery
             try:
-                data = call.engine.read_small(version, start, length, opened.locations)
+                data = call.engine.read_small(version, start, length, opened.locations, keys)
             except (StoredDataDamagedError, FileNotFoundError):
                 if call.engine.blob_repair is None:
                     raise
-                data = await call.engine.read_failover(version, start, length)  # a pool: heal from a replica
+                data = await call.engine.read_failover(version, start, length, keys)  # a pool: heal from a replica
         else:
-            pieces = call.engine.read_object(version, start, length, opened.locations)
+            pieces = call.engine.read_object(version, start, length, opened.locations, keys)
             stream = _stream(call, await anext(pieces), pieces)
     # Headers only once nothing can fail any more: an error response must not carry the object's headers.
     _object_headers(call, opened, resp, whole=not partial)
+    sse.set_headers(call, resp, version.encryption)
     if parts_count is not None:
         resp.set_header("x-amz-mp-parts-count", str(parts_count))
         number = int(call.query["partNumber"])  # a part's own checksums and the object's type (as RGW answers
@@ -281,17 +288,28 @@ async def copy_object(call: Call, resp: falcon.asgi.Response) -> None:
     tags = parse_tagging_header(call.headers.get("x-amz-tagging")) if tag_directive == "REPLACE" else None
     src_bucket, src_key, _ = parse_copy_source(call.headers["x-amz-copy-source"])
     if (src_bucket, src_key) == (call.bucket, call.key) and directive == "COPY" and \
-            "x-amz-version-id" not in call.headers and tags is None and \
+            "x-amz-version-id" not in call.headers and tags is None and sse.SSE_HEADER not in call.headers and \
+            sse.CUSTOMER_PREFIX + "algorithm" not in call.headers and \
             not call.engine.get_bucket(call.bucket).versioning:
         raise S3Error(ErrorCode.INVALID_REQUEST, "This copy request is illegal because it is trying to copy an "
                       "object to itself without changing the object's metadata, storage class, website redirect "
                       "location or encryption attributes.")
+    source_keys = sse.read_keys(call, source, sse.COPY_SOURCE_PREFIX)
+    sealing = sse.for_write(call)
+    rewritten, encryption = None, None
+    if sealing is not None or source_keys is not None:  # new bytes under the destination's own key (or none)
+        rewritten = await call.engine.ingest(call.engine.read_object(source, keys=source_keys),
+                                             sealer=sealing.sealer if sealing else None)
+        if sealing is not None:
+            rewritten.etag_override = sealing.etag(rewritten) or ""
+            encryption = sealing.version_record()
     version = await call.engine.copy_object(
         source, call.bucket, call.key, replace_metadata=directive == "REPLACE",
         content_type=call.headers.get("content-type", ""), metadata=user_metadata(call.headers),
         headers=stored_headers(call.headers), tags=tags, if_match=call.headers.get("if-match"),
-        if_none_match=call.headers.get("if-none-match"), actor=call.actor, lock=lock_from_headers(call.headers),
-        acl=new_object_acl(call))
+        if_none_match=call.headers.get("if-none-match"), rewritten=rewritten, encryption=encryption,
+        actor=call.actor, lock=lock_from_headers(call.headers), acl=new_object_acl(call))
+    sse.set_headers(call, resp, version.encryption)
     if source.version_id != NULL_VERSION:
         resp.set_header("x-amz-copy-source-version-id", source.version_id)
     if version.version_id != NULL_VERSION or call.engine.get_bucket(call.bucket).versioning:

@@ -70,7 +70,8 @@ log = logging.getLogger(__name__)
 DB_NAMES = ("meta", "buckets", "bucket_cfg", "ns", "versions", "vidx", "uploads", "upload_ns", "upload_keys", "parts",
             "blobs", "volumes", "users", "user_names", "credentials", "rename_tokens", "completed_uploads",
             "event_ids", "vtombs", "tag_clocks", "cfg_clocks", "bucket_tombs", "upload_ends", "user_clocks",
-            "cred_tombs", "ae_keys", "ae_leaves", "lock_clocks")
+            "cred_tombs", "ae_keys", "ae_leaves", "lock_clocks",
+            "kms_keys")
 DEFAULT_MAP_SIZE = 1 << 40  # address space only; the file grows with the data
 MapFullError = lmdb.MapFullError  # the writer grows the map and retries (``Views.grow``)
 ViewsError = lmdb.Error  # any LMDB failure: the only names of lmdb's that leave the views layer

@@ -116,8 +116,7 @@ def test_unsupported_subresources_are_not_implemented_and_change_nothing(s3: Any
     assert exc.value.response["Error"]["Code"] == "MalformedPolicy"
     calls = [
         lambda: s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
-            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}),
-
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms:dsse"}}]}),  # others: issue 22
     ]
     for call in calls:
         with pytest.raises(ClientError) as exc:

@@ -300,9 +300,9 @@ def test_issue18_security_headers_are_refused_not_ignored(s3: Any, bucket: str) 
         ({"ACL": "authenticated-read"}, (400, "AccessControlListNotSupported")),
         ({"GrantRead": 'uri="http://acs.amazonaws.com/groups/global/AllUsers"'},
          (400, "AccessControlListNotSupported")),
-        ({"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/x"}, (501, "NotImplemented")),
-        ({"ServerSideEncryption": "AES256"}, (501, "NotImplemented")),
-        ({"SSECustomerAlgorithm": "AES256", "SSECustomerKey": key_material}, (501, "NotImplemented")),
+        ({"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/x"}, (400, "KMS.NotFoundException")),
+        # issue 22: AES256 and SSE-C are served; SSE-C over plain HTTP is refused as AWS does (S4_SSE_C_ALLOW_HTTP)
+        ({"SSECustomerAlgorithm": "AES256", "SSECustomerKey": key_material}, (400, "InvalidRequest")),
         ({"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": "2099-01-01T00:00:00Z"},
          (400, "InvalidRequest")),
         ({"ObjectLockLegalHoldStatus": "ON"}, (400, "InvalidRequest")),

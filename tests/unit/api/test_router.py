@@ -41,6 +41,8 @@ CASES: list[tuple[str, str, str, dict[str, str], str | None, str]] = [
     ("PUT", "", "policy", {}, "PutBucketPolicy", ""),
     ("GET", "", "policyStatus", {}, "GetBucketPolicyStatus", ""),
     ("GET", "", "encryption", {}, "GetBucketEncryption", ""),
+    ("PUT", "", "encryption", {}, "PutBucketEncryption", ""),
+    ("DELETE", "", "encryption", {}, "DeleteBucketEncryption", ""),
     ("GET", "", "object-lock", {}, "GetObjectLockConfiguration", ""),
     ("POST", "", "delete", {}, "DeleteObjects", ""),
     ("POST", "", "sql", {}, "MultiObjectSQL", ""),
