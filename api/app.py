@@ -293,12 +293,12 @@ class S3Service:
 
 
 def build_app(engine: Engine, settings: ApiSettings, wrap: Callable[[Any], Any] | None = None) -> access_log.Asgi:
-    """The falcon app behind the body gate (api/body_gate.py: no 100 Continue before a handler reads), inside the
-    access log (api/access_log.py) when it is on. ``wrap``: middleware between the body gate and the app (several
-    pools: api/pool_router.py)."""
+    """The falcon app behind the body gate (api/body_gate.py: no 100 Continue before a handler reads), which also
+    writes the access log (api/access_log.py) when it is on. ``wrap``: middleware between the body gate and the
+    app (several pools: api/pool_router.py)."""
     quiet_aborts()  # a GET cut short mid-body is logged once, by the handler (api/errors.py ResponseAborted)
     app = falcon.asgi.App(middleware=[], cors_enable=False, request_type=access_log.LoggedRequest)
     app.req_options.strip_url_path_trailing_slash = False
     app.resp_options.secure_cookies_by_default = False
     app.add_sink(S3Service(engine, settings), prefix="/")
-    return access_log.install(BodyGate(app if wrap is None else wrap(app)), settings.access_log)
+    return BodyGate(app if wrap is None else wrap(app), access_log.STDERR if settings.access_log else None)

@@ -68,7 +68,7 @@ def version_headers(call: Call, version: ObjectVersion, resp: falcon.asgi.Respon
 async def put_object(call: Call, resp: falcon.asgi.Response) -> None:
     tags = parse_tagging_header(call.headers.get("x-amz-tagging"))
     if not call.has_body:  # with a body, check_before_body found the bucket already (app.py)
-        call.engine.get_bucket(call.bucket)  # NoSuchBucket before reading a byte
+        call.engine.check_bucket(call.bucket)  # NoSuchBucket before reading a byte
     metadata = user_metadata(call.headers)
     stored, checksums = await call.ingest_body()
     version = await call.engine.put_object(
