@@ -123,6 +123,14 @@ HANDLERS: dict[str, Handler] = {
 HEALTH_PATHS = frozenset({"/health", "/minio/health/live", "/minio/health/ready"})
 
 
+def _remote_addr(scope: dict[str, Any]) -> str:
+    """falcon's ``req.remote_addr`` without building its access route from forwarding headers (it always ends with
+    the connection's client, which is what it returns): the peer, as uvicorn set it (a trusted proxy's forwarded
+    address only with S4_TRUSTED_PROXIES), '127.0.0.1' when the server gave none."""
+    client = scope.get("client")
+    return str(client[0]) if client else "127.0.0.1"
+
+
 class RequestIds:
     """16 hex digits like AWS's, unique per process without a system call per request: random prefix + counter."""
 
@@ -244,7 +252,8 @@ class S3Service:
                 raise S3Error(ErrorCode.ACCESS_DENIED)
             raise S3Error(ErrorCode.METHOD_NOT_ALLOWED if target.operation is None else ErrorCode.NOT_IMPLEMENTED)
         who = self.access.principal(auth)
-        facts = RequestFacts(headers, query, req.remote_addr or "", req.scheme == "https", auth, time.time())
+        facts = RequestFacts(headers, query, _remote_addr(req.scope), req.scope.get("scheme") == "https", auth,
+                             time.time())
         self.access.authorize(who, target.operation or "", bucket, key, facts)
         call = Call(self.engine, self.settings, req, req.method, bucket, key, query, headers, auth, request_id,
                     authorize=self.access.guard(who, facts, target.operation or ""))
