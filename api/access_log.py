@@ -10,8 +10,9 @@ Never logged: the query string (presigned URLs carry ``X-Amz-Signature`` and ``X
 (``Authorization``, cookies, tokens) and bodies. Strings are JSON-escaped (control characters, quotes and non-ASCII
 as ``\\uXXXX``), so a key cannot forge a line.
 
-The hook sits at the app's edge: an ASGI wrapper around the falcon app times the request and counts what is sent;
-the app fills the request's context (``LoggedRequest`` makes the wrapper's entry that context).
+The hook sits at the app's edge, in its one ASGI wrapper (api/body_gate.py ``BodyGate``, ``access_log=``): it
+times the request and counts what is sent; the app fills the request's context (``LoggedRequest`` makes the
+wrapper's entry that context). ``STDERR`` is the writer the server uses.
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ import falcon.asgi
 
 SCOPE_KEY = "s4.access"
 Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 Asgi = Callable[..., Awaitable[None]]  # an ASGI app (falcon and the wrappers type scope and messages differently)
 
 
@@ -104,22 +103,25 @@ class LineBuffer:
 
 
 _stderr = LineBuffer()
+STDERR = _stderr  # the access log's writer in a server process (api/app.py, api/gateway.py)
 
 
 class _Clock:
-    """``time`` as RFC 3339 with milliseconds; the seconds part is formatted once per second."""
+    """``time`` as RFC 3339 with milliseconds; the seconds part is formatted once per second, the milliseconds
+    come from a table (no formatting per line)."""
+
+    _MS = tuple(f"{ms:03d}Z" for ms in range(1000))
 
     def __init__(self) -> None:
         self._second = -1
         self._prefix = ""
 
     def __call__(self, now: float) -> str:
-        ms = int(now * 1000)
-        second = ms // 1000
+        second, ms = divmod(int(now * 1000), 1000)
         if second != self._second:
             self._second = second
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
-        return "%s%03dZ" % (self._prefix, ms % 1000)  # noqa: UP031 - the fastest of the three spellings
+        return self._prefix + self._MS[ms]
 
 
 _clock = _Clock()
@@ -155,53 +157,3 @@ def format_line(now: float, remote: str, actor: str, operation: str, method: str
 def client_host(scope: Scope) -> str:
     client = scope.get("client")
     return str(client[0]) if client else ""
-
-
-class AccessLog:
-    """ASGI wrapper: runs the app, then writes the request's line (also when the app failed or the client left)."""
-
-    def __init__(self, app: Asgi, write: Callable[[str], None] = _stderr) -> None:
-        self.app = app
-        self.write = write
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        entry = AccessEntry()
-        scope[SCOPE_KEY] = entry
-        started = time.perf_counter()
-        sent = 0
-        start: dict[str, Any] | None = None
-
-        async def logged_send(message: dict[str, Any]) -> None:
-            nonlocal sent, start
-            if message["type"] == "http.response.body":
-                body = message.get("body")
-                if body:
-                    sent += len(body)
-            elif message["type"] == "http.response.start":
-                start = message
-            await send(message)
-
-        try:
-            await self.app(scope, receive, logged_send)
-        finally:
-            status = start["status"] if start is not None else 0
-            request_id = entry.request_id or _request_id(start)
-            self.write(format_line(time.time(), client_host(scope), entry.actor, entry.operation,
-                                   scope.get("method", ""), entry.bucket, entry.key, status, sent,
-                                   time.perf_counter() - started, request_id))
-
-
-def _request_id(start: dict[str, Any] | None) -> str:
-    """The ``x-amz-request-id`` of a response the app did not note on the entry."""
-    for name, value in (start.get("headers") or ()) if start is not None else ():
-        if name == b"x-amz-request-id":
-            return str(value.decode("latin-1"))
-    return ""
-
-
-def install(app: Asgi, enabled: bool, write: Callable[[str], None] = _stderr) -> Asgi:
-    """The app with its access log (the app itself when disabled); the app must use ``LoggedRequest``."""
-    return AccessLog(app, write) if enabled else app

@@ -141,6 +141,14 @@ SELF_AUTHORIZING = frozenset({"PostObject"})
 HEALTH_PATHS = frozenset({"/health", "/minio/health/live", "/minio/health/ready"})
 
 
+def _remote_addr(scope: dict[str, Any]) -> str:
+    """falcon's ``req.remote_addr`` without building its access route from forwarding headers (it always ends with
+    the connection's client, which is what it returns): the peer, as uvicorn set it (a trusted proxy's forwarded
+    address only with S4_TRUSTED_PROXIES), '127.0.0.1' when the server gave none."""
+    client = scope.get("client")
+    return str(client[0]) if client else "127.0.0.1"
+
+
 class RequestIds:
     """16 hex digits like AWS's, unique per process without a system call per request: random prefix + counter."""
 
@@ -270,7 +278,8 @@ class S3Service:
                 raise S3Error(ErrorCode.ACCESS_DENIED)
             raise S3Error(ErrorCode.METHOD_NOT_ALLOWED if target.operation is None else ErrorCode.NOT_IMPLEMENTED)
         who = self.access.principal(auth)
-        facts = RequestFacts(headers, query, req.remote_addr or "", req.scheme == "https", auth, time.time())
+        facts = RequestFacts(headers, query, _remote_addr(req.scope), req.scope.get("scheme") == "https", auth,
+                             time.time())
         if target.operation not in SELF_AUTHORIZING:
             self.access.authorize(who, target.operation or "", bucket, key, facts)
         call = Call(self.engine, self.settings, req, req.method, bucket, key, query, headers, auth, request_id,
@@ -320,12 +329,12 @@ class S3Service:
 
 
 def build_app(engine: Engine, settings: ApiSettings, wrap: Callable[[Any], Any] | None = None) -> access_log.Asgi:
-    """The falcon app behind the body gate (api/body_gate.py: no 100 Continue before a handler reads), inside the
-    access log (api/access_log.py) when it is on. ``wrap``: middleware between the body gate and the app (several
-    pools: api/pool_router.py)."""
+    """The falcon app behind the body gate (api/body_gate.py: no 100 Continue before a handler reads), which also
+    writes the access log (api/access_log.py) when it is on. ``wrap``: middleware between the body gate and the
+    app (several pools: api/pool_router.py)."""
     quiet_aborts()  # a GET cut short mid-body is logged once, by the handler (api/errors.py ResponseAborted)
     app = falcon.asgi.App(middleware=[], cors_enable=False, request_type=access_log.LoggedRequest)
     app.req_options.strip_url_path_trailing_slash = False
     app.resp_options.secure_cookies_by_default = False
     app.add_sink(S3Service(engine, settings), prefix="/")
-    return access_log.install(BodyGate(app if wrap is None else wrap(app)), settings.access_log)
+    return BodyGate(app if wrap is None else wrap(app), access_log.STDERR if settings.access_log else None)

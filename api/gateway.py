@@ -397,7 +397,8 @@ async def _answer(send: Send, status: int, body: bytes, content_type: str, reque
 def build_gateway_app(backends: Backends, settings: GatewaySettings,
                       routes: BucketPools | None = None) -> tuple[GatewayApp, access_log.Asgi]:
     """The app (to ``close()`` at shutdown) and what uvicorn serves: it behind the body gate (no ``100 Continue``
-    to the client before the node asked for the body) inside the access log. ``routes``: several pools."""
+    to the client before the node asked for the body), which also writes the access log. ``routes``: several
+    pools."""
     quiet_aborts()
     app = GatewayApp(backends, settings, routes)
-    return app, access_log.install(BodyGate(app), settings.access_log)
+    return app, BodyGate(app, access_log.STDERR if settings.access_log else None)

@@ -167,16 +167,17 @@ class Engine(IamOps, KmsOps):
         if self.key_reads is not None and not (self.read_gate is not None and self.read_gate.key_local(bucket, key)):
             await self.key_reads.settle_key(bucket, key)
 
-    async def require_bucket(self, name: str) -> Bucket:
-        """``get_bucket``; in a pool, a bucket this node does not hold yet (created through another node moments
-        ago) is looked for on R replicas before NoSuchBucket is answered."""
+    async def require_bucket(self, name: str) -> None:
+        """NoSuchBucket unless the bucket exists (``check_bucket``); in a pool, a bucket this node does not hold yet
+        (created through another node moments ago) is looked for on R replicas before NoSuchBucket is answered."""
         try:
-            return self.get_bucket(name)
+            self.check_bucket(name)
+            return
         except S3Error as exc:
             if self.key_reads is None or exc.code is not ErrorCode.NO_SUCH_BUCKET or self._bucket_local(name):
                 raise
         await self.key_reads.settle_bucket(name)
-        return self.get_bucket(name)
+        self.check_bucket(name)
 
     async def settle_bucket(self, name: str) -> None:
         """Before answering from a bucket's configuration: in a pool, the newest state R replicas hold."""
@@ -260,6 +261,12 @@ class Engine(IamOps, KmsOps):
 
     def get_bucket(self, name: str) -> Bucket:
         return self._read(lambda tx: reads.require_bucket(tx, name))  # type: ignore[no-any-return]
+
+    def check_bucket(self, name: str) -> None:
+        """NoSuchBucket unless the bucket exists, as ``get_bucket`` decides it (a record under its key), from one
+        views get and without decoding the record: what a request checks before its body (api/s3/call.py)."""
+        if not self.views.get("buckets", bucket_key(name)):
+            raise S3Error(ErrorCode.NO_SUCH_BUCKET, resource=name, BucketName=name)
 
     def list_buckets(self) -> list[Bucket]:
         return self._read(lambda tx: tx.buckets())  # type: ignore[no-any-return]

@@ -71,7 +71,7 @@ def version_headers(call: Call, version: ObjectVersion, resp: falcon.asgi.Respon
 async def put_object(call: Call, resp: falcon.asgi.Response) -> None:
     tags = parse_tagging_header(call.headers.get("x-amz-tagging"))
     if not call.has_body:  # with a body, check_before_body found the bucket already (app.py)
-        call.engine.get_bucket(call.bucket)  # NoSuchBucket before reading a byte
+        call.engine.check_bucket(call.bucket)  # NoSuchBucket before reading a byte
     metadata = user_metadata(call.headers)
     lock = lock_from_headers(call.headers)  # a bad lock header is refused before the body is read
     if lock:

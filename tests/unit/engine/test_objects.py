@@ -58,6 +58,31 @@ async def test_put_get_head_roundtrip(engine: Engine) -> None:
     assert (bucket.object_count, bucket.bytes_stored) == (2, 5000)
 
 
+async def test_check_bucket_decides_existence_as_get_bucket_does(engine: Engine) -> None:
+    """``check_bucket`` / ``require_bucket`` (what a request checks before its body) answer exactly as ``get_bucket``
+    without decoding the record: a live bucket passes, a missing, deleted or unstorable name is NoSuchBucket."""
+    await make_bucket(engine, "live")
+    await make_bucket(engine, "gone")
+    await engine.delete_bucket("gone")
+    for name in ("live", "gone", "never", "x" * 600):
+        try:
+            engine.get_bucket(name)
+            expected = None
+        except S3Error as exc:
+            expected = exc.code
+        for check in (engine.check_bucket, engine.require_bucket):
+            try:
+                result = check(name)
+                if asyncio.iscoroutine(result):
+                    await result
+                found = None
+            except S3Error as exc:
+                found = exc.code
+                assert exc.fields.get("BucketName") == name
+            assert found is expected, (name, check)
+    assert engine.get_bucket("live").name == "live"
+
+
 async def test_missing_bucket_and_key_errors(engine: Engine) -> None:
     with pytest.raises(S3Error) as exc:
         engine.head_object("nope", "k")
