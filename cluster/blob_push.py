@@ -36,8 +36,8 @@ log = logging.getLogger("s4.cluster.blob_push")
 
 #: Chunks waiting to be pushed to one peer (4 MiB each: 1 GiB); a chunk beyond is left to GetBlob.
 MAX_QUEUED = 256
-#: PutBlobs to one peer at once (the ingest stores one chunk at a time, so two keep a peer busy).
-LANES = 2
+#: PutBlobs to one peer at once (the ingest stores one chunk at a time; one transfer per peer, as GetBlob fetched).
+LANES = 1
 
 Sender = Callable[[str, BlobLocation], Any]  # awaitable: push one chunk to one peer
 
@@ -56,7 +56,7 @@ class BlobPusher:
         self._pending: dict[tuple[str, bytes], asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False
-        self.pushed = 0  # chunks a peer stored or already held (tests, metrics)
+        self.pushed = 0  # chunks a peer stored or already held (counted for tests; not exported as metrics)
         self.failed = 0  # pushes that failed (the peer fetches those chunks with GetBlob)
         self.dropped = 0  # chunks not pushed: a peer's queue was full
 

@@ -68,6 +68,7 @@ from s4.journal import CorruptJournalError
 
 from . import supervisor
 from .config import DEV_CREDENTIALS, ConfigError, Settings, dev_credentials, load_settings, resolve_data_dir
+from .malloc_tuning import tune_malloc
 
 log = logging.getLogger("s4.server")
 UNLINKED_SWEEP_S = 5.0
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     for hidden in ("--worker-id", "--listen-fd", "--sequencer-fd", "--parent-pid"):
         parser.add_argument(hidden, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    tune_malloc()  # large bodies' buffers stay on the heap instead of faulting in afresh (tools/malloc_tuning.py)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings(config_path=args.config)
