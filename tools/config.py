@@ -177,6 +177,7 @@ ENV: dict[str, tuple[str, Callable[[str, str], Any], Any]] = {
     "S4_MAX_CONNECTIONS": ("max_connections", parse_int, 1024),
     "S4_TRUSTED_PROXIES": ("trusted_proxies", parse_proxies, ()),
     "S4_ACCESS_LOG": ("access_log", parse_bool, True),
+    "S4_MALLOC_TUNING": ("malloc_tuning", parse_bool, True),  # tools/malloc_tuning.py
     "S4_LOG_LEVEL": ("log_level", parse_log_level, "info"),  # the default of s4-server's --log-level
 }
 # Settings of the spec that S4 cannot honour yet. Each is accepted at its default only (or empty, where it has none);
@@ -223,6 +224,7 @@ TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
     ("server", "max_connections"): ("max_connections", lambda n, v: parse_int(n, str(v))),
     ("server", "trusted_proxies"): ("trusted_proxies", parse_proxies),
     ("server", "access_log"): ("access_log", lambda n, v: parse_bool(n, str(v))),
+    ("server", "malloc_tuning"): ("malloc_tuning", lambda n, v: parse_bool(n, str(v))),
     # IAM (S4 names; the spec's file example has no such section): S4_ROOT_USERNAME, S4_ROOT_PASSWORD and
     # S4_JWT_SECRET override them. A file holding secrets should be readable by the server's user only.
     ("iam", "root_username"): ("root_username", _toml_text),

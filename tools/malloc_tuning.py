@@ -11,8 +11,8 @@ thresholds below about 1,400 (docs/performance.md, "Federation part 1: large wri
 ``tune_malloc`` sets ``M_MMAP_THRESHOLD`` (buffers below it come from the heap) and ``M_TRIM_THRESHOLD`` (free heap
 top kept before trimming); setting them also turns off glibc's dynamic adjustment. The cost is memory: a process
 may keep up to ``TRIM_BYTES`` of freed heap it would otherwise have returned. An operator's own ``MALLOC_*_``
-environment tunables win (then nothing is changed), and so does ``S4_MALLOC_TUNING=off``. Not glibc (musl,
-macOS): nothing to do.
+environment tunables win (then nothing is changed), and so does ``S4_MALLOC_TUNING=off`` (config.toml
+``[server] malloc_tuning = false``). Not glibc (musl, macOS): nothing to do.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+from collections.abc import Mapping
 
 MMAP_BYTES = 16 * 1024 * 1024  # a 4 MiB chunk and its copies stay on the heap
 TRIM_BYTES = 64 * 1024 * 1024  # free heap top kept: a few chunks' worth of buffers in flight
@@ -28,10 +29,10 @@ M_MMAP_THRESHOLD = -3
 ENV_TUNABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
 
 
-def tune_malloc(environ: dict[str, str] | None = None) -> bool:
-    """Set the two thresholds in this process; True when they were set."""
+def tune_malloc(enabled: bool = True, environ: Mapping[str, str] | None = None) -> bool:
+    """Set the two thresholds in this process (``enabled``: the ``malloc_tuning`` setting); True when set."""
     env = os.environ if environ is None else environ
-    if env.get("S4_MALLOC_TUNING", "on").lower() in ("off", "0", "false", "no"):
+    if not enabled:
         return False
     if any(name in env for name in ENV_TUNABLES):
         return False  # the operator tuned glibc itself

@@ -81,13 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     for hidden in ("--worker-id", "--listen-fd", "--sequencer-fd", "--parent-pid"):
         parser.add_argument(hidden, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    tune_malloc()  # large bodies' buffers stay on the heap instead of faulting in afresh (tools/malloc_tuning.py)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings(config_path=args.config)
     except ConfigError as exc:
         print(f"s4-server: configuration error: {exc}", file=sys.stderr)
         return 2
+    tune_malloc(settings.malloc_tuning)  # large bodies' buffers stay on the heap (tools/malloc_tuning.py)
     raise_nofile_limit()  # one descriptor per connection and per volume (the workers inherit the raised limit)
     if settings.gateway is not None:  # S4_MODE=gateway: no engine, no data directory (docs/architecture/gateway.md)
         return _run_gateway(settings)

@@ -15,7 +15,7 @@ CHURN = """
 import resource, sys
 from s4.tools.malloc_tuning import tune_malloc
 if sys.argv[1] == "tuned":
-    assert tune_malloc({})
+    assert tune_malloc(True, {})
 def churn():
     bufs = [bytes(1 << 20) for _ in range(8)]  # eight 1 MiB pieces in flight, then all freed
     del bufs
@@ -41,5 +41,5 @@ def test_issue19_freed_mib_buffers_are_reused_without_faulting_their_pages_in_ag
 
 
 def test_issue19_the_operators_own_malloc_settings_and_off_leave_glibc_alone() -> None:
-    assert not tune_malloc({"MALLOC_TRIM_THRESHOLD_": "1"})
-    assert not tune_malloc({"S4_MALLOC_TUNING": "off"})
+    assert not tune_malloc(True, {"MALLOC_TRIM_THRESHOLD_": "1"})
+    assert not tune_malloc(False, {})
