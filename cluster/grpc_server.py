@@ -20,9 +20,10 @@ from typing import Any, Protocol, TypeVar
 from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
 from grpclib.protocol import H2Protocol
+from grpclib.server import Handler as GrpcHandler
 from grpclib.server import Server, Stream
 
-from . import h2_tuning  # noqa: F401 - installs hyperframe's O(1) frame repr in the serving process
+from . import h2_tuning  # also installs hyperframe's O(1) frame repr in the serving process
 from .auth import AuthError, Verifier
 from .buckets_register import KEY_PREFIXES
 from .config import ClusterConfig
@@ -355,7 +356,11 @@ class _ClosingServer(Server):
         self._protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
 
     def _protocol_factory(self) -> H2Protocol:
-        protocol = super()._protocol_factory()
+        # grpclib's Server._protocol_factory, with a protocol taking 1 MiB DATA frames (cluster/h2_tuning.py)
+        self.__gc_step__()
+        handler = GrpcHandler(self._mapping, self._codec, self._status_details_codec, self.__dispatch__)
+        self._handlers.add(handler)
+        protocol = h2_tuning.large_frames_protocol(handler, self._config, self._h2_config)
         self._protocols.add(protocol)
         return protocol
 

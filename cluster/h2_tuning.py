@@ -11,7 +11,9 @@
    is 256 DATA frames, each a trip through h2's state machine and a socket write in grpclib. The blob connection
    (``PeerPool.bulk_stub``) advertises ``BULK_MAX_FRAME`` (1 MiB) instead (``BulkChannel``), so a peer sending it a
    blob's pieces (GetBlob replies) sends 1 MiB frames; the flow-control windows (4 MiB, grpclib's default) are
-   unchanged. The small calls keep their own connection with the default frames.
+   unchanged. The small calls keep their own connection with the default frames. The gRPC server advertises the
+   same on every connection it accepts (``large_frames_protocol``), so a blob pushed to it (PutBlob) arrives in
+   1 MiB frames too.
 
 Both reach into the libraries' internals (hyperframe's module function, grpclib's ``Channel._protocol_factory``,
 its ``H2Protocol.connection``); tests/unit/cluster/test_h2_tuning.py fails if either moves.
@@ -53,6 +55,14 @@ class _BulkProtocol(H2Protocol):
         h2 = self.connection._connection
         h2.update_settings({SettingCodes.MAX_FRAME_SIZE: BULK_MAX_FRAME})
         self.connection.flush()
+
+
+def large_frames_protocol(handler: Any, config: Any, h2_config: Any) -> H2Protocol:
+    """A server connection's protocol advertising ``BULK_MAX_FRAME``: a peer pushing a blob to this node
+    (``PutBlob``, cluster/blob_push.py) sends it in 1 MiB DATA frames instead of 16 KiB ones, as ``GetBlob``
+    answers to a ``BulkChannel`` are (a 64 MiB object pushed in 16 KiB frames cost both ends 4,096 trips through
+    h2 per peer: about twice the CPU of the fetch)."""
+    return _BulkProtocol(handler, config, h2_config)
 
 
 class BulkChannel(Channel):

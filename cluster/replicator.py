@@ -26,7 +26,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -71,6 +71,14 @@ class InlineSource(Protocol):
     them, or None when this node cannot give an intact copy (the peer then fetches it, and GetBlob reports it)."""
 
     async def read_inline(self, digest: bytes, at: BlobLocation | None = None) -> bytes | None: ...
+
+
+class Pushes(Protocol):
+    """cluster/blob_push.py ``BlobPusher``: chunks of large writes being copied to the peers during their upload."""
+
+    async def settled(self, peer: str, digests: Iterable[bytes], timeout: float) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +156,9 @@ class Replicator:
         self._early_lock = threading.Lock()  # send_early runs on the sequencer's thread
         self._due: dict[str, list[JournalRange]] = {p: [] for p in self.peers}  # claims for the next call to a peer
         self.early_sends = 0  # batches sent before their local fsync (tests, metrics)
+        #: A large write's chunks pushed to the peers during its upload (cluster/blob_push.py); its ApplyEvents to a
+        #: peer waits for those pushes first, so the peer finds the chunks staged instead of fetching them again.
+        self.pushes: Pushes | None = None
 
     async def start(self) -> None:
         """Bind to the node's event loop (``replicate_sync`` hands work to it)."""
@@ -159,6 +170,8 @@ class Replicator:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.pushes is not None:
+            await self.pushes.stop()
         stop = getattr(self.transport, "stop", None)  # a coalescing transport's senders (cluster/coalesce.py)
         if stop is not None:
             await stop()
@@ -205,9 +218,11 @@ class Replicator:
             request = await self._request(logical, size)
             ranges = _journal_range(events)
             live = [p for p in self.peers if self._state(p) != DEAD]
+            pushed = {d for e in logical for d in referenced_hashes(e)} \
+                if self.pushes is not None and request.blobs == BlobTransfer.FETCH else set()
 
             def call(peer: str) -> Coroutine[Any, Any, ApplyEventsReply]:
-                return self._send(peer, request, ranges, timeout, seq)
+                return self._send(peer, request, ranges, timeout, seq, pushed=pushed)
         for peer in self.peers:
             if peer not in live:
                 self._lost(peer, seq)
@@ -242,10 +257,13 @@ class Replicator:
             await self.grants.cover(seq, result.successes, result.running)
 
     async def _send(self, peer: str, request: ApplyEventsRequest, ranges: list[JournalRange], timeout: float,
-                    seq: int) -> ApplyEventsReply:
+                    seq: int, *, pushed: Collection[bytes] = ()) -> ApplyEventsReply:
         """One peer's copy of a write: ``request`` with ``ranges`` and the claims due to it (``_due``), and this
-        node's settled watermark; a reply naming missing blobs is a failure."""
+        node's settled watermark; a reply naming missing blobs is a failure. ``pushed``: chunks whose pushes to the
+        peer (cluster/blob_push.py) still running are waited for first (within the write's deadline)."""
         try:
+            if pushed and self.pushes is not None:
+                await self.pushes.settled(peer, pushed, timeout / 2)
             due, self._due[peer] = self._due.get(peer, []), []
             mine = ApplyEventsRequest(events=request.events, blobs=request.blobs, inline_blobs=request.inline_blobs,
                                       journal_ranges=[*ranges, *due],

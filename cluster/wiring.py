@@ -39,6 +39,7 @@ from s4.engine.volumes.store import VolumeStore
 from s4.journal.events import Event
 
 from .anti_entropy import AntiEntropy, AntiEntropySettings, GrpcAntiEntropyTransport
+from .blob_push import BlobPusher, pool_sender
 from .blob_server import BlobService, DamageReporter
 from .blobs import StagedBlobs
 from .buckets_register import CasNode
@@ -150,6 +151,7 @@ class Wired:
     listings: QuorumListings
     leases: RegisterLeases
     read_gate: ReadGate | None = None
+    pusher: BlobPusher | None = None  # the engine's BlobPushPort: large bodies' chunks to the peers during upload
 
     def close(self) -> None:
         closers = [self.feed.close, self.cas.close, self.volumes.close]
@@ -247,6 +249,8 @@ def wire_node(node: ClusterNode, parts: EngineParts) -> Wired:
                             ready=lambda: node.ready, state=node.liveness.state, blobs=blobs, grants=grants,
                             unsettled=unsettled)
     node.replicator = replicator
+    pusher = BlobPusher(node.liveness.peers, pool_sender(node.pool, volumes), state=node.liveness.state)
+    replicator.pushes = pusher
     assert node.catch_up is not None
     key_reads = QuorumKeyReads(node.config.node_id, node.liveness.peers, node.config.read_quorum, parts.views,
                                node.pool.stub, node.catch_up, lambda: journal.last_seq, state=node.liveness.state)
@@ -264,6 +268,6 @@ def wire_node(node: ClusterNode, parts: EngineParts) -> Wired:
     if cas.restore is not None:  # a replaced node: restore the acceptor's state, retried each heartbeat round
         node.listeners.append(cas.restore.kick)
         node.cas_status = cas.restore.document
-    wired = Wired(blobs, volumes, cas, feed, replicator, key_reads, listings, leases, gate)
+    wired = Wired(blobs, volumes, cas, feed, replicator, key_reads, listings, leases, gate, pusher)
     node.closers.append(wired.close)
     return wired

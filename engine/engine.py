@@ -44,6 +44,7 @@ from .model import (
 )
 from .names import check_bucket_name, check_key
 from .ports import (
+    BlobPushPort,
     BlobRepairPort,
     BucketNamesPort,
     ClusterStatus,
@@ -108,6 +109,7 @@ class Engine(IamOps, KmsOps):
     #: tools/server.py: reads that meet such a chunk are served from the healed copy instead of failing (read
     #: failover), and the scrubber heals what it finds. None: single mode (the read fails, the blob stays marked).
     blob_repair: BlobRepairPort | None = None
+    blob_push: BlobPushPort | None = None  # a pool node: a large body's chunks go to the peers during the upload
 
     def __init__(self, options: EngineOptions, commit_path: CommitPath | None = None) -> None:
         """The node's engine, committing through ``commit_path`` (engine/ports.py), which the composition root
@@ -304,7 +306,9 @@ class Engine(IamOps, KmsOps):
     # -- objects --------------------------------------------------------------------------------------------------
     async def ingest(self, body: AsyncIterator[bytes], *, max_bytes: int | None = None,
                      hashers: list[Hasher] | None = None, sealer: PartSealer | None = None) -> Ingested:
-        return await self.ingestor.ingest(body, max_bytes=max_bytes, hashers=hashers or (), sealer=sealer)
+        push = self.blob_push
+        return await self.ingestor.ingest(body, max_bytes=max_bytes, hashers=hashers or (), sealer=sealer,
+                                          on_stored=push.stored if push is not None else None)
 
     async def put_object(self, bucket: str, key: str, stored: Ingested, *, content_type: str = "",
                          metadata: dict[str, str] | None = None, headers: dict[str, str] | None = None,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -80,7 +80,9 @@ class Ingestor:
         return loc
 
     def _store_chunk(self, out: Ingested, data: bytes, hashers: Iterable[Hasher],
-                     sealer: PartSealer | None = None) -> None:
+                     sealer: PartSealer | None = None) -> BlobLocation | None:
+        """Hash and store one chunk (sealed by ``sealer``); returns where it was written, None when an intact copy
+        was held already."""
         out.md5.update(data)
         for h in hashers:
             h.update(data)
@@ -90,31 +92,45 @@ class Ingestor:
         digest = hashlib.sha256(data).digest()
         with self.views.read() as txn:
             rec = Tx(txn, self.views.dbs).blob(digest)
+        written = None
         if rec is not None and not is_damaged(rec):  # never deduplicate onto a damaged copy: store it afresh
             loc = BlobLocation(digest, rec[0], rec[1], rec[2])
         else:
-            loc = self._append(data, digest)
+            loc = written = self._append(data, digest)
             out.volumes.add(loc.volume)
             out.written.append(digest)
         out.blobs.append([digest, len(data)])
         out.blobs_at.append(loc.to_record())
         out.size += plain_size
+        return written
 
     async def ingest(self, body: AsyncIterator[bytes], *, max_bytes: int | None = None,
-                     hashers: Iterable[Hasher] = (), sealer: PartSealer | None = None) -> Ingested:
+                     hashers: Iterable[Hasher] = (), sealer: PartSealer | None = None,
+                     on_stored: Callable[[BlobLocation], None] | None = None) -> Ingested:
         """Consume ``body`` completely; EntityTooLarge as soon as it passes ``max_bytes``. With ``sealer`` the
         chunks are whole numbers of segments and stored sealed (``size`` stays the plaintext's).
 
         Two-stage pipeline: while a worker thread hashes and writes chunk N, the event loop keeps receiving
         chunk N+1 (chunks are still stored strictly in order: MD5 and the chunk list are sequential).
+        ``on_stored``: told each newly written chunk of a body that filled at least one whole chunk, as soon as it
+        is stored (a pool node starts copying it to its peers: engine/ports.py ``BlobPushPort``); a smaller body's
+        bytes travel inside the write's ApplyEvents instead.
         """
         out = Ingested()
         hashers = list(hashers)
         buf = bytearray()
         received = 0
         loop = asyncio.get_running_loop()
-        storing: asyncio.Future[None] | None = None
+        storing: asyncio.Future[BlobLocation | None] | None = None
         chunk_bytes = self.chunk_bytes if sealer is None else sealer.chunk_bytes(self.chunk_bytes)
+
+        def stored(loc: BlobLocation | None) -> None:
+            if loc is not None and on_stored is not None:
+                on_stored(loc)
+
+        def done(fut: asyncio.Future[BlobLocation | None]) -> None:  # at once, not when the next chunk is full
+            if not fut.cancelled() and fut.exception() is None:
+                stored(fut.result())
         try:
             async for piece in body:
                 received += len(piece)
@@ -128,6 +144,8 @@ class Ingestor:
                     if storing is not None:
                         await storing
                     storing = loop.run_in_executor(None, self._store_chunk, out, chunk, hashers, sealer)
+                    if on_stored is not None:
+                        storing.add_done_callback(done)
             if storing is not None:
                 await storing
                 storing = None
@@ -136,9 +154,11 @@ class Ingestor:
                 await asyncio.gather(storing, return_exceptions=True)
         if buf:
             if len(buf) < 65536:  # small tails: hashing and one short pwrite cost less than a thread hop
-                self._store_chunk(out, bytes(buf), hashers, sealer)
+                tail = self._store_chunk(out, bytes(buf), hashers, sealer)
             else:
-                await anyio.to_thread.run_sync(self._store_chunk, out, bytes(buf), hashers, sealer)
+                tail = await anyio.to_thread.run_sync(self._store_chunk, out, bytes(buf), hashers, sealer)
+            if out.size > chunk_bytes:  # the tail of a body that filled whole chunks (pushed like them)
+                stored(tail)
         return out
 
     async def ingest_bytes(self, data: bytes, **kwargs: Any) -> Ingested:

@@ -129,6 +129,19 @@ class BlobRepairPort(Protocol):
     async def repair(self, location: BlobLocation, problem: str, cause: str = "read") -> bool: ...
 
 
+class BlobPushPort(Protocol):
+    """Copies a large body's chunks to a pool's peers while the upload still runs (cluster/blob_push.py
+    ``BlobPusher`` in the journal owner; engine/remote ``RemoteBlobPush`` in an HTTP worker). None on the engine in
+    single mode.
+
+    ``stored(location)``: the ingest appended a new chunk of a body larger than one chunk (so the write will send
+    its peers ``BLOB_TRANSFER_FETCH``); called on the event loop, never raises, never waits. Only a head start: the
+    write is acknowledged exactly as without it (docs/architecture/replication.md, "Large writes: chunks pushed
+    during the upload")."""
+
+    def stored(self, location: BlobLocation) -> None: ...
+
+
 class ListingPort(Protocol):
     """Listings merged from R replicas in a replicated pool (cluster/listings.py); the engine lists its own views
     when it has none."""

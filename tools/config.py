@@ -183,6 +183,7 @@ ENV: dict[str, tuple[str, Callable[[str, str], Any], Any]] = {
     "S4_MAX_CONNECTIONS": ("max_connections", parse_int, 1024),
     "S4_TRUSTED_PROXIES": ("trusted_proxies", parse_proxies, ()),
     "S4_ACCESS_LOG": ("access_log", parse_bool, True),
+    "S4_MALLOC_TUNING": ("malloc_tuning", parse_bool, True),  # tools/malloc_tuning.py
     "S4_LOG_LEVEL": ("log_level", parse_log_level, "info"),  # the default of s4-server's --log-level
     # a new bucket's object ownership when CreateBucket names none (api/s3/acl.py, docs/operations.md "ACLs")
     "S4_DEFAULT_OBJECT_OWNERSHIP": ("default_object_ownership", parse_object_ownership, "BucketOwnerEnforced"),
@@ -238,6 +239,7 @@ TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
     ("server", "default_object_ownership"): ("default_object_ownership",
                                              lambda n, v: parse_object_ownership(n, str(v))),
     ("server", "sse_c_allow_http"): ("sse_c_allow_http", lambda n, v: parse_bool(n, str(v))),
+    ("server", "malloc_tuning"): ("malloc_tuning", lambda n, v: parse_bool(n, str(v))),
     # IAM (S4 names; the spec's file example has no such section): S4_ROOT_USERNAME, S4_ROOT_PASSWORD and
     # S4_JWT_SECRET override them. A file holding secrets should be readable by the server's user only.
     ("iam", "root_username"): ("root_username", _toml_text),

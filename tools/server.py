@@ -56,6 +56,7 @@ from s4.engine.read_gate import ReadGate, gate_path
 from s4.engine.remote import (
     ChannelCommitPath,
     LoopChannel,
+    RemoteBlobPush,
     RemoteBlobRepair,
     RemoteCluster,
     RemoteIamFeed,
@@ -67,6 +68,7 @@ from s4.journal import CorruptJournalError
 
 from . import supervisor
 from .config import DEV_CREDENTIALS, ConfigError, Settings, dev_credentials, load_settings, resolve_data_dir
+from .malloc_tuning import tune_malloc
 
 log = logging.getLogger("s4.server")
 UNLINKED_SWEEP_S = 5.0
@@ -85,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"s4-server: configuration error: {exc}", file=sys.stderr)
         return 2
+    tune_malloc(settings.malloc_tuning)  # large bodies' buffers stay on the heap (tools/malloc_tuning.py)
     raise_nofile_limit()  # one descriptor per connection and per volume (the workers inherit the raised limit)
     if settings.gateway is not None:  # S4_MODE=gateway: no engine, no data directory (docs/architecture/gateway.md)
         return _run_gateway(settings)
@@ -193,6 +196,7 @@ def _cluster_node(engine: Engine, settings: Settings, commit_path: LocalCommitPa
     for_engine(engine).leases = wired.leases  # lifecycle and multipart expiry act once per pool (job leases)
     # bad or missing blobs are healed from replicas, by the scrubber and by reads that meet them (scrub_heal.py)
     engine.blob_repair = healer_for(node, wired.blobs, engine.sequencer.submit, for_engine(engine).scrub)
+    engine.blob_push = wired.pusher  # a large body's chunks go to the peers while it uploads (cluster/blob_push.py)
     node.drain.hooks.append(for_engine(engine).hand_back_leases)  # a draining node gives back its job leases
     node.drain.hooks.append(_drain_marker(drain_marker(data_dir)))  # and its workers' /health answers 503
     return node
@@ -289,6 +293,7 @@ def _run_worker(settings: Settings, data_dir: Path, args: argparse.Namespace) ->
         if iam_feed_wanted(settings.cluster):  # the supervisor runs the IAM feed (cluster/iam_feed.py)
             engine.iam_feed = RemoteIamFeed(channel)
         engine.blob_repair = RemoteBlobRepair(channel)  # a bad blob read here is healed by the supervisor
+        engine.blob_push = RemoteBlobPush(channel)  # and a large body's chunks are pushed to the peers there
         peers = PeerPool(settings.cluster)
         engine.listings = QuorumListings(settings.cluster.node_id, [p.node_id for p in settings.cluster.peers],
                                          settings.cluster.read_quorum, engine.views, peers.stub)

@@ -125,6 +125,7 @@ class Supervisor:
                                         self.engine.cluster, self.replication, self.key_reads,
                                         self.engine.names)
         self.service.blob_repair = self.engine.blob_repair  # workers' reads of a bad blob are healed here
+        self.service.blob_push = self.engine.blob_push  # and their large bodies' chunks pushed to the peers
         self.service.iam_feed = self.engine.iam_feed  # and an access key they do not know is looked for here
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)

@@ -10,6 +10,7 @@ See docs/architecture/processes.md.
 
 from .client import (
     ChannelCommitPath,
+    RemoteBlobPush,
     RemoteBlobRepair,
     RemoteCluster,
     RemoteIam,
@@ -23,6 +24,6 @@ from .loop_channel import LoopChannel
 from .pending import ChannelClosedError
 from .service import SequencerService, WorkerLink
 
-__all__ = ["ChannelClosedError", "ChannelCommitPath", "LoopChannel", "RemoteBlobRepair", "RemoteCluster",
-           "RemoteIam", "RemoteJobs",
+__all__ = ["ChannelClosedError", "ChannelCommitPath", "LoopChannel", "RemoteBlobPush", "RemoteBlobRepair",
+           "RemoteCluster", "RemoteIam", "RemoteJobs",
            "RemoteKeyReads", "RemoteNames", "RemoteSequencer", "SequencerService", "WorkerLink", "RemoteIamFeed"]

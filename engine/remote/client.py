@@ -8,6 +8,7 @@ as the in-process sequencer would, after the event is durable in the sequencer p
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from ..engine import EngineOptions
 
 STATUS_TIMEOUT_S = 30.0
+
+log = logging.getLogger("s4.engine.remote")
 
 
 def _command_message(command: Command) -> dict[str, Any]:
@@ -156,6 +159,22 @@ class RemoteBlobRepair:
         return bool(await self.channel.call({"op": "repair", "hash": location.hash, "volume": location.volume,
                                              "offset": location.offset, "size": location.size,
                                              "problem": problem, "cause": cause}))
+
+
+class RemoteBlobPush:
+    """A large body's chunks copied to the peers during its upload (engine/ports.py ``BlobPushPort``) from an HTTP
+    worker: the supervisor runs the cluster node, so the worker names each new chunk to it (channel op ``push``,
+    not waited for) and the supervisor reads it from the volumes it shares and sends it (cluster/blob_push.py)."""
+
+    def __init__(self, channel: LoopChannel) -> None:
+        self.channel = channel
+
+    def stored(self, location: BlobLocation) -> None:
+        try:
+            self.channel.request({"op": "push", "hash": location.hash, "volume": location.volume,
+                                  "offset": location.offset, "size": location.size})
+        except Exception:  # noqa: BLE001 - only a head start: the peers fetch the chunk with the write otherwise
+            log.debug("naming a stored chunk to the supervisor failed", exc_info=True)
 
 
 class RemoteIamFeed:

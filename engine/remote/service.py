@@ -29,6 +29,7 @@ from ..errors import ServiceUnavailableError
 from ..login_throttle import LoginThrottle
 from ..model import BlobLocation
 from ..ports import (
+    BlobPushPort,
     BlobRepairPort,
     BucketNamesPort,
     ClusterStatus,
@@ -66,6 +67,7 @@ class SequencerService:
         self._committing = False  # a cluster node: a batch is being made durable on the committer thread
         self._committer: concurrent.futures.ThreadPoolExecutor | None = None
         self.blob_repair: BlobRepairPort | None = None  # a cluster node's healer (cluster/scrub_heal.py), for reads
+        self.blob_push: BlobPushPort | None = None  # a cluster node's chunk pusher (cluster/blob_push.py), for ingest
         self.iam_feed: IamFeedPort | None = None  # several pools: the registry pool's IAM (cluster/iam_feed.py)
 
     async def attach(self, sock: socket.socket, name: str) -> WorkerLink:
@@ -96,6 +98,9 @@ class SequencerService:
             loc = BlobLocation(message["hash"], message["volume"], message["offset"], message["size"])
             self._answer(link, request_id, self.blob_repair.repair(loc, message.get("problem", ""),
                                                                    message.get("cause", "read")))
+        elif op == "push" and self.blob_push is not None:  # a worker stored a large body's chunk: copy it to peers
+            self.blob_push.stored(BlobLocation(message["hash"], message["volume"], message["offset"], message["size"]))
+            link.reply(request_id, None)
         elif op == "iam_refresh" and self.iam_feed is not None:  # a worker met an access key it does not know
             self._answer(link, request_id, self.iam_feed.refresh())
         elif op == "names" and message.get("method") in NAMES_METHODS:

@@ -65,3 +65,27 @@ def pool_ping(config):  # type: ignore[no-untyped-def]
     from s4.cluster.wire.s4cluster.v1 import PingRequest
 
     return PingRequest(node_id=config.node_id, cluster=config.cluster_name, pool=config.pool_name)
+
+
+def test_issue19_the_grpc_server_takes_large_frames_so_a_pushed_blob_arrives_in_1_mib_frames() -> None:
+    """A peer pushing a chunk (PutBlob, cluster/blob_push.py) sends what this server's SETTINGS allow: with h2's
+    default 16 KiB, a 4 MiB chunk was 256 DATA frames through h2 at both ends (the push cost twice the GetBlob)."""
+    one, two = pool_configs(("127.0.0.1", "127.0.0.2"), replication_factor=2, write_quorum=1, read_quorum=1)
+
+    async def main() -> None:
+        server = ClusterServer(two, Local())
+        await server.start()
+        try:
+            async with PeerPool(one, timeout_s=5.0) as pool:
+                await pool.bulk_stub("node-2").ping(pool_ping(one))
+                await pool.stub("node-2").ping(pool_ping(one))
+                accepted = list(server._server._protocols)  # type: ignore[union-attr]
+                assert len(accepted) == 2
+                for protocol in accepted:
+                    assert protocol.connection._connection.local_settings.max_frame_size == h2_tuning.BULK_MAX_FRAME
+                bulk = pool._channels["node-2#bulk"]._protocol.connection._connection
+                assert bulk.remote_settings.max_frame_size == h2_tuning.BULK_MAX_FRAME  # what the client may send
+        finally:
+            await server.stop()
+
+    asyncio.run(main())
