@@ -128,7 +128,9 @@ class RequestMetrics(Collector):
     # -- internals ------------------------------------------------------------------------------------------------
     def _key(self, metric: str, suffix: str, labelnames: tuple[str, ...], labelvalues: tuple[str, ...],
              help_text: str) -> str:
-        return mmap_key(metric, metric + suffix, labelnames, labelvalues, help_text) if self._dir is not None else ""
+        if self._dir is None:
+            return ""
+        return mmap_key(metric, metric + suffix, list(labelnames), list(labelvalues), help_text)
 
     def _open_files(self) -> None:
         """This process's files (named by its pid, as prometheus_client names its own), every known series written

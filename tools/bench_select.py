@@ -280,7 +280,8 @@ def run_sql(endpoint: str, access_key: str, secret_key: str) -> str:
                                 f"Signature={signature}")
     request = urllib.request.Request(f"{endpoint}/{BUCKET}?sql", data=body, headers=headers, method="POST")
     with urllib.request.urlopen(request, timeout=3600) as resp:
-        return resp.read().decode()
+        text: str = resp.read().decode()
+        return text
 
 
 def mib(n: float) -> str:

@@ -54,10 +54,10 @@ class LoopChannel:
         transport, _ = await loop.connect_accepted_socket(lambda: _Protocol(self), sock=self._sock)
         with self._lock:
             self._loop, self._loop_thread = loop, threading.get_ident()
-            self._transport = transport  # type: ignore[assignment]
+            self._transport = transport
             early, self._early = self._early, []
         for frame in early:
-            transport.write(frame)  # type: ignore[attr-defined]
+            transport.write(frame)
 
     def request(self, message: dict[str, Any]) -> concurrent.futures.Future[Any]:
         """From any thread: send ``message``; the future gets the reply's value or its error."""

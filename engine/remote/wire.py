@@ -57,7 +57,7 @@ class FrameBuffer:
 
 
 def encode_frame(message: dict[str, Any]) -> bytes:
-    body = msgpack.packb(message, use_bin_type=True, default=_encode_value)
+    body: bytes = msgpack.packb(message, use_bin_type=True, default=_encode_value)
     return LENGTH.pack(len(body)) + body
 
 
@@ -65,7 +65,7 @@ def decode_body(body: bytes) -> dict[str, Any]:
     return msgpack.unpackb(body, raw=False, strict_map_key=False, object_hook=_decode_value)  # type: ignore[no-any-return]
 
 
-def encode_error(exc: BaseException) -> dict[str, Any]:
+def encode_error(exc: BaseException) -> dict[str | int, Any]:
     if isinstance(exc, S3Error):
         return {_ERROR_TAG: "s3", "code": exc.code.name, "message": exc.message, "resource": exc.resource,
                 "headers": exc.headers, "fields": exc.fields, "pool": isinstance(exc, PoolUnavailableError)}
@@ -76,7 +76,7 @@ def encode_error(exc: BaseException) -> dict[str, Any]:
     return {_ERROR_TAG: "internal", "message": f"{type(exc).__name__}: {exc}"}
 
 
-def decode_error(data: dict[str, Any]) -> BaseException:
+def decode_error(data: dict[str | int, Any]) -> BaseException:
     kind = data.get(_ERROR_TAG)
     if kind == "s3" and data.get("pool"):
         return PoolUnavailableError(data["message"], data["message"])

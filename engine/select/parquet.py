@@ -46,7 +46,7 @@ class RangedFile(io.RawIOBase):
         return len(data)
 
 
-class ObjectsFileSystem(pafs.FileSystemHandler):
+class ObjectsFileSystem(pafs.FileSystemHandler):  # type: ignore[misc]  # pyarrow ships no type information
     """A read-only pyarrow filesystem whose paths are the keys of the given versions."""
 
     def __init__(self, fetcher: Fetcher, versions: dict[str, ObjectRef]) -> None:

@@ -165,7 +165,7 @@ def rewrite(expression: str, *, globs: bool = False) -> Translated:
 def _serialize(sql: str) -> dict[str, Any]:
     with duckdb.connect(":memory:", config={"enable_external_access": False}) as conn:
         row = conn.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
-    return json.loads(row[0]) if row else {"error": True, "error_message": "empty"}  # type: ignore[no-any-return]
+    return json.loads(row[0]) if row else {"error": True, "error_message": "empty"}
 
 
 def _walk(node: Any, tables: set[str], ctes: frozenset[str]) -> None:

@@ -78,7 +78,8 @@ ViewsError = lmdb.Error  # any LMDB failure: the only names of lmdb's that leave
 
 
 def pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    return packed
 
 
 def unpack(data: bytes) -> Any:

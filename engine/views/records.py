@@ -34,7 +34,8 @@ class Tx:
     def get(self, db: str, key: bytes) -> bytes | None:
         if not 0 < len(key) <= MAX_KEY_BYTES:  # keys.fits, inlined: a few gets on every request
             return None  # never stored: every write goes through a layout that keeps keys in bounds
-        return self.txn.get(key, db=self.dbs[db])
+        value: bytes | None = self.txn.get(key, db=self.dbs[db])
+        return value
 
     def put(self, db: str, key: bytes, value: bytes) -> None:
         self.txn.put(key, value, db=self.dbs[db])

@@ -113,7 +113,7 @@ def cpu_table(results: Mapping[str, Sequence[Result]], servers: Sequence[str]) -
 def rss_table(peaks: Mapping[str, Mapping[str, int | None]]) -> str:
     """Peak RSS (MiB) of each server's process tree, one column per measuring point."""
     points = list(dict.fromkeys(p for by_point in peaks.values() for p in by_point))
-    rows = [[server, *(f"{by_point[p] / 2**20:,.0f}" if by_point.get(p) else "n/a" for p in points)]
+    rows = [[server, *(f"{peak / 2**20:,.0f}" if (peak := by_point.get(p)) else "n/a" for p in points)]
             for server, by_point in peaks.items()]
     return _table(["server", *(f"peak RSS MiB ({p})" for p in points)], rows, 1)
 

@@ -174,7 +174,7 @@ async def bench(opts: Options, servers: list[Server], work: Path, sampler: RssSa
                 results = await run_step(step, t, opts.keys)
                 t.results.extend(results)
                 log(f"[round {rnd + 1}/{opts.rounds}] {step.label} on {t.server.name}: {summary(results)}")
-    peaks = {"suite": dict(sampler.peaks())}
+    peaks: dict[str, dict[str, int | None]] = {"suite": dict(sampler.peaks())}
     if opts.preload:
         await scale_phase(opts, [t for t in targets if not t.server.small_only])
         peaks["incl. preload"] = dict(sampler.peaks())

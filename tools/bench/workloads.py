@@ -292,7 +292,7 @@ async def scale_check(c: Client, bucket: str, stored: int, concurrency: int, sec
     rng = random.Random(concurrency)
 
     async def get(_: int) -> int:
-        _, data, _ = await c.request("GET", f"/{bucket}/{preload_key(rng.randrange(stored))}")
+        _status, data, _headers = await c.request("GET", f"/{bucket}/{preload_key(rng.randrange(stored))}")
         return len(data)
 
     return [await timed_loop(scale_name("PUT 4KiB", stored), concurrency, seconds,
