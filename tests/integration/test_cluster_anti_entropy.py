@@ -18,8 +18,8 @@ import requests
 from botocore.exceptions import ClientError
 from helpers.s3client import make_client
 from helpers.server import ServerProcess
+from helpers.server_pool import make_pool, metric, token, wait_for
 from test_cluster_catch_up import body, holds, put_all
-from test_cluster_node import make_pool, metric, token, wait_for
 
 BUCKET = "replicated"  # test_cluster_catch_up.holds reads this bucket
 LATER_BUCKET = "made-while-away"

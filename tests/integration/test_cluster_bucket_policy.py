@@ -13,21 +13,15 @@ import pytest
 import requests
 from helpers.s3client import make_client
 from helpers.server import ServerProcess
-from test_cluster_node import make_pool, wait_for
+from helpers.server_pool import running_pool, wait_for
 
 BUCKET = "pooled-policy"
 
 
 @pytest.fixture
 def pool(tmp_path: Path) -> Iterator[list[ServerProcess]]:
-    nodes = make_pool(tmp_path, workers=1)
-    try:
-        for node in nodes:
-            node.start()
+    with running_pool(tmp_path) as nodes:
         yield nodes
-    finally:
-        for node in nodes:
-            node.stop()
 
 
 def test_bucket_policy_replicates_and_applies_on_every_node(pool: list[ServerProcess]) -> None:

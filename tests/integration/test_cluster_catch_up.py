@@ -18,7 +18,7 @@ import pytest
 from botocore.exceptions import ClientError
 from helpers.s3client import make_client
 from helpers.server import ServerProcess
-from test_cluster_node import health, make_pool, token, wait_for
+from helpers.server_pool import health, make_pool, token, wait_for
 
 BUCKET = "replicated"
 BIG = 5 * 1024 * 1024 + 12345  # more than one chunk

@@ -27,7 +27,7 @@ import requests
 from helpers.netns import NFT, grpc_port, problem
 from helpers.s3client import make_client
 from helpers.server import ServerProcess
-from test_cluster_node import health, incarnations, make_pool, states, token, wait_for
+from helpers.server_pool import health, incarnations, make_pool, states, token, wait_for
 
 PROBLEM = problem()
 pytestmark = [pytest.mark.skipif(PROBLEM is not None, reason=str(PROBLEM)), pytest.mark.usefixtures("own_network")]

@@ -16,21 +16,15 @@ import pytest
 import requests
 from helpers.s3client import make_client
 from helpers.server import ServerProcess
-from test_cluster_node import make_pool, token, wait_for
+from helpers.server_pool import running_pool, token, wait_for
 
 BUCKET = "everyday"
 
 
 @pytest.fixture
 def pool(tmp_path: Path) -> Iterator[list[ServerProcess]]:
-    nodes = make_pool(tmp_path, workers=1)
-    try:
-        for node in nodes:
-            node.start()
+    with running_pool(tmp_path) as nodes:
         yield nodes
-    finally:
-        for node in nodes:
-            node.stop()
 
 
 def data(name: str, size: int) -> bytes:

@@ -38,7 +38,7 @@ from botocore.exceptions import ClientError
 from helpers.netns import Partition, problem
 from helpers.s3client import make_client
 from helpers.server import ServerProcess
-from test_cluster_node import HOSTS, health, make_pool, metric, states, token, wait_for
+from helpers.server_pool import HOSTS, health, make_pool, metric, states, token, wait_for
 from test_cluster_quorum_writes import body, counter
 
 BUCKET = "faults"

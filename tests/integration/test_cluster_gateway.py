@@ -19,7 +19,7 @@ import requests
 from boto3.s3.transfer import TransferConfig
 from helpers.s3client import make_client
 from helpers.server import ServerProcess
-from test_cluster_node import ROOT_PASSWORD, make_pool, states, token, wait_for
+from helpers.server_pool import ROOT_PASSWORD, make_pool, states, token, wait_for
 
 GATEWAY_HOST = "127.0.0.4"
 MiB = 1024 * 1024

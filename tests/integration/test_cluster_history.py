@@ -45,7 +45,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from helpers.rw_history import MAYBE, OK, REFUSED, Rec, check
 from helpers.s3client import make_client
 from helpers.server import ServerProcess, track_client
-from test_cluster_node import health, make_pool, states, token, wait_for
+from helpers.server_pool import health, make_pool, states, token, wait_for
 
 BUCKET = "history"
 KEYS = [f"key-{i}" for i in range(6)]

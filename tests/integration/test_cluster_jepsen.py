@@ -45,9 +45,9 @@ from helpers.rw_history import MAYBE, OK, REFUSED
 from helpers.rw_history import check as check_history
 from helpers.s3client import make_client
 from helpers.server import ServerProcess, track_client
+from helpers.server_pool import health, make_pool, metric, states, token, wait_for
 from test_cluster_faults import faketime_env
 from test_cluster_history import BUCKET, KEYS, History, client_loop, has_bucket, no_retries, read_final, value_alone
-from test_cluster_node import health, make_pool, metric, states, token, wait_for
 from test_cluster_quorum_writes import counter
 
 PROBLEM = problem()

@@ -18,7 +18,7 @@ import pytest
 import requests
 from helpers.s3client import make_client
 from helpers.server import ServerProcess
-from test_cluster_node import health, make_pool, token, wait_for
+from helpers.server_pool import health, make_pool, token, wait_for
 
 SETTINGS = {"S4_LIFECYCLE_INTERVAL_HOURS": "0.0002",  # every second (the schedule's floor)
             "S4_JOB_LEASE_SECS": "3", "S4_MAX_CLOCK_OFFSET": "1"}

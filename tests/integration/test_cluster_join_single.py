@@ -13,7 +13,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 from helpers.s3client import make_client
 from helpers.server import ServerProcess, free_port
-from test_cluster_node import HOSTS, JWT_SECRET, ROOT_PASSWORD, health, make_pool, token, wait_for
+from helpers.server_pool import HOSTS, JWT_SECRET, ROOT_PASSWORD, health, make_pool, token, wait_for
 
 BUCKET = "joined"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from helpers.s3client import make_client
 from helpers.server import ServerProcess
-from test_cluster_node import make_pool
+from helpers.server_pool import running_pool
 
 BUCKET = "large"
 SIZE = 64 * 1024 * 1024
@@ -21,14 +21,8 @@ SIZE = 64 * 1024 * 1024
 
 @pytest.fixture
 def pool(tmp_path: Path) -> Iterator[list[ServerProcess]]:
-    nodes = make_pool(tmp_path, workers=1)
-    try:
-        for node in nodes:
-            node.start()
+    with running_pool(tmp_path) as nodes:
         yield nodes
-    finally:
-        for node in nodes:
-            node.stop()
 
 
 def test_issue19_64_mib_puts_of_fresh_bytes_are_acknowledged_and_read_back_everywhere(

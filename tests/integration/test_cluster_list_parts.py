@@ -22,8 +22,8 @@ import pytest
 from botocore.exceptions import ClientError
 from helpers.netns import NFT, grpc_port
 from helpers.server import ServerProcess
+from helpers.server_pool import health, states, token, wait_for
 from test_cluster_faults import PROBLEM, fault_pool, no_retries
-from test_cluster_node import health, states, token, wait_for
 
 pytestmark = [pytest.mark.skipif(PROBLEM is not None, reason=str(PROBLEM)), pytest.mark.usefixtures("own_network")]
 

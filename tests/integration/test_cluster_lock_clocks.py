@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 from helpers.netns import Partition, problem
 from helpers.s3client import make_client
 from helpers.server import ServerProcess
-from test_cluster_node import health, make_pool, states, token, wait_for
+from helpers.server_pool import health, make_pool, states, token, wait_for
 
 BUCKET = "worm"
 ALONE = {"S4_HINT_TTL_HOURS": "0", "S4_CATCH_UP": "off", "S4_ANTI_ENTROPY_INTERVAL_SECS": "2"}

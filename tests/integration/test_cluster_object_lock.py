@@ -14,7 +14,7 @@ import pytest
 from botocore.exceptions import ClientError
 from helpers.s3client import make_client
 from helpers.server import ServerProcess
-from test_cluster_node import make_pool
+from helpers.server_pool import running_pool
 
 from s4.engine.checksums import checksum_of, composite_checksum
 
@@ -23,14 +23,8 @@ MiB = 1024 * 1024
 
 @pytest.fixture
 def pool(tmp_path: Path) -> Iterator[list[ServerProcess]]:
-    nodes = make_pool(tmp_path, workers=1)
-    try:
-        for node in nodes:
-            node.start()
+    with running_pool(tmp_path) as nodes:
         yield nodes
-    finally:
-        for node in nodes:
-            node.stop()
 
 
 def _code(err: pytest.ExceptionInfo[ClientError]) -> str:

@@ -22,7 +22,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from helpers.s3client import make_client
 from helpers.server import ServerProcess, free_port
-from test_cluster_node import JWT_SECRET, ROOT_PASSWORD
+from helpers.server_pool import JWT_SECRET, ROOT_PASSWORD
 
 HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 POOL_OF = ("pool-1", "pool-1", "pool-2")

@@ -21,7 +21,7 @@ import requests
 from botocore.exceptions import ClientError
 from helpers.s3client import make_client
 from helpers.server import ServerProcess
-from test_cluster_node import health, make_pool, token, wait_for
+from helpers.server_pool import health, make_pool, token, wait_for
 
 BUCKET = "quorum"
 BIG = 5 * 1024 * 1024 + 4321  # more than one chunk: the peers fetch several blobs before they answer

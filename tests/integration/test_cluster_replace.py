@@ -15,8 +15,8 @@ from pathlib import Path
 
 from helpers.s3client import make_client
 from helpers.server import ServerProcess
+from helpers.server_pool import health, make_pool, token, wait_for
 from test_cluster_bucket_names import LOSERS, REGION, answer, at_once
-from test_cluster_node import health, make_pool, token, wait_for
 
 
 def names(client: object) -> set[str]:

@@ -31,7 +31,7 @@ from helpers.rw_history import OK, Rec
 from helpers.rw_history import check as check_history
 from helpers.s3client import make_client
 from helpers.server import ServerProcess
-from test_cluster_node import health, make_pool, states, token, wait_for
+from helpers.server_pool import health, make_pool, states, token, wait_for
 
 PROBLEM = problem()
 pytestmark = [pytest.mark.skipif(PROBLEM is not None, reason=str(PROBLEM)), pytest.mark.usefixtures("own_network")]

@@ -24,8 +24,8 @@ import requests
 from helpers.admin_api import admin_call
 from helpers.s3client import make_client
 from helpers.server import ServerProcess
+from helpers.server_pool import JWT_SECRET, ROOT_PASSWORD, make_pool, token, wait_for
 from test_cluster_catch_up import BUCKET, holds
-from test_cluster_node import JWT_SECRET, ROOT_PASSWORD, make_pool, token, wait_for
 
 SMALL = 100 * 1024  # read whole inline by the API (engine.read_small)
 STREAMED = 1024 * 1024 + 4321  # streamed piece by piece (engine.read_object)

@@ -14,19 +14,13 @@ import requests
 from botocore.exceptions import ClientError
 from helpers.s3client import make_client
 from helpers.server import ServerProcess
-from test_cluster_node import make_pool, token, wait_for
+from helpers.server_pool import running_pool, token, wait_for
 
 
 @pytest.fixture
 def pool(tmp_path: Path) -> Iterator[list[ServerProcess]]:
-    nodes = make_pool(tmp_path, workers=1)
-    try:
-        for node in nodes:
-            node.start()
+    with running_pool(tmp_path) as nodes:
         yield nodes
-    finally:
-        for node in nodes:
-            node.stop()
 
 
 def _reads(client: Any, key: str, body: bytes) -> bool:

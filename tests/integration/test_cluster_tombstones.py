@@ -26,8 +26,8 @@ import pytest
 from helpers.netns import Partition
 from helpers.s3client import make_client
 from helpers.server import ServerProcess
+from helpers.server_pool import HOSTS, health, states, token, wait_for
 from test_cluster_faults import PROBLEM, fault_pool, has_bucket, no_retries, present
-from test_cluster_node import HOSTS, health, states, token, wait_for
 from test_cluster_quorum_writes import body, counter
 
 pytestmark = [pytest.mark.skipif(PROBLEM is not None, reason=str(PROBLEM)), pytest.mark.usefixtures("own_network")]

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import requests
 from helpers.server import ServerProcess
+from helpers.server_pool import health, make_pool, token, wait_for
 from test_cluster_bucket_names import at_once
-from test_cluster_node import health, make_pool, token, wait_for
 
 ROUNDS = 12
 
