@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from helpers.server import ServerProcess
 
 #: The root password the tests that use the admin API start their servers with (S4_ROOT_PASSWORD).
 ROOT_PASSWORD = "password12345"
+#: The JWT signing secret they use (S4_JWT_SECRET): any fixed value of the required length.
+JWT_SECRET = "tests-jwt-secret-0123456789abcdef0123"
+
+
+def iam_server(data_dir: Path, **env: str) -> ServerProcess:
+    """A started server with IAM on (root password and JWT secret set), for tests of users, accounts and grants."""
+    return ServerProcess(data_dir, env={"S4_ROOT_PASSWORD": ROOT_PASSWORD, "S4_JWT_SECRET": JWT_SECRET, **env}).start()
 
 
 def admin_call(srv: ServerProcess, method: str, path: str, token: str | None = None, body: Any = None,

@@ -9,26 +9,18 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
-from helpers.admin_api import ROOT_PASSWORD, admin_call, root_token
-from helpers.server import ACCESS_KEY, SECRET_KEY, ServerProcess
-
-JWT_SECRET = "accounts-tests-jwt-secret-0123456789abcdef"
+from helpers.admin_api import admin_call, iam_server, root_token
+from helpers.s3client import account_client as client
+from helpers.server import ServerProcess
 
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("accounts") / "data",
-                         env={"S4_ROOT_PASSWORD": ROOT_PASSWORD, "S4_JWT_SECRET": JWT_SECRET}).start()
+    proc = iam_server(tmp_path_factory.mktemp("accounts") / "data")
     yield proc
     proc.stop()
-
-
-def client(endpoint: str, access: str = ACCESS_KEY, secret: str = SECRET_KEY) -> Any:
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access, aws_secret_access_key=secret,
-                        region_name="us-east-1")
 
 
 def new_user(srv: ServerProcess, role: str, account: str | None = None, email: str | None = None,
@@ -114,8 +106,7 @@ def test_buckets_belong_to_their_creators_account(srv: ServerProcess) -> None:
 
 
 def test_accounts_survive_a_restart(tmp_path_factory: pytest.TempPathFactory) -> None:
-    proc = ServerProcess(tmp_path_factory.mktemp("accounts-restart") / "data",
-                         env={"S4_ROOT_PASSWORD": ROOT_PASSWORD, "S4_JWT_SECRET": JWT_SECRET}).start()
+    proc = iam_server(tmp_path_factory.mktemp("accounts-restart") / "data")
     try:
         user, alt = new_user(proc, "Writer", "survivor")
         alt.create_bucket(Bucket="kept-bucket")

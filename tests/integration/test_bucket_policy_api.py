@@ -10,31 +10,24 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 import requests
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
-from helpers.admin_api import ROOT_PASSWORD
+from helpers.admin_api import ROOT_PASSWORD, iam_server
+from helpers.s3client import account_client as client
 from helpers.server import ACCESS_KEY, SECRET_KEY, ServerProcess
 
-JWT_SECRET = "policy-tests-jwt-secret-0123456789abcdef"
 ACCOUNT = "000000000000"
 
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("policy") / "data",
-                         env={"S4_ROOT_PASSWORD": ROOT_PASSWORD, "S4_JWT_SECRET": JWT_SECRET}).start()
+    proc = iam_server(tmp_path_factory.mktemp("policy") / "data")
     yield proc
     proc.stop()
-
-
-def client(endpoint: str, access: str = ACCESS_KEY, secret: str = SECRET_KEY) -> Any:
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access, aws_secret_access_key=secret,
-                        region_name="us-east-1")
 
 
 @pytest.fixture

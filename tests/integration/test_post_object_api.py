@@ -23,19 +23,17 @@ import pytest
 import requests
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from helpers.admin_api import ROOT_PASSWORD, admin_call, root_token
+from helpers.admin_api import admin_call, iam_server, root_token
 from helpers.server import ACCESS_KEY, SECRET_KEY, ServerProcess
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 WAIT_S = 60
-JWT_SECRET = "post-object-tests-jwt-secret-0123456789"
 
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("postobj") / "data",
-                         env={"S4_ROOT_PASSWORD": ROOT_PASSWORD, "S4_JWT_SECRET": JWT_SECRET}).start()
+    proc = iam_server(tmp_path_factory.mktemp("postobj") / "data")
     yield proc
     proc.stop()
 
