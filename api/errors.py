@@ -46,7 +46,8 @@ def quiet_aborts(logger: logging.Logger | None = None) -> None:
 
 
 def status_line(code: int) -> str:
-    return falcon.code_to_http_status(code)
+    line: str = falcon.code_to_http_status(code)
+    return line
 
 
 def respond_error(req: falcon.asgi.Request, resp: falcon.asgi.Response, exc: BaseException,

@@ -69,7 +69,7 @@ class Checksum:
         self._size = DIGEST_SIZES[self.algorithm]
         self._crc = 0
         self._hash: hashlib._Hash | None = None
-        self._crc_fn: Callable[[bytes, int], int] | None = None
+        self._crc_fn: Callable[[bytes | bytearray | memoryview, int], int] | None = None
         if self.algorithm == "SHA1":
             self._hash = hashlib.sha1()
         elif self.algorithm == "SHA256":

@@ -58,7 +58,7 @@ def local_name(elem: Element) -> str:
 def parse_root(body: bytes, expected: str) -> Element:
     """Parse a request body and check its root element; any parser failure is MalformedXML."""
     try:
-        root = fromstring(body)
+        root: Element = fromstring(body)
     except Exception:  # expat, defusedxml and codec errors all mean "not well-formed" here
         malformed()
     if local_name(root) != expected:
