@@ -148,25 +148,30 @@ class Tally:
 
 
 def list_source(client: Any, bucket: str, all_versions: bool) -> dict[str, list[SourceVersion]]:
-    """Every key's versions to copy, oldest first (S3 lists versions and delete markers apart, newest first: they
-    are merged by Last-Modified, the latest last among equal times)."""
+    """Every key's versions to copy, oldest first. S3 lists a key's versions newest first and boto3 hands them over
+    as two lists (versions, delete markers), each in that order; some servers (moto) even list every marker after
+    the versions. So each list is reversed and the two merged by Last-Modified, a stable sort: among equal times
+    (one tick of the source's clock, a second for some servers) each list keeps its own order, the latest goes
+    last, and a version goes before a delete marker (docs/migration.md: the one order that cannot be recovered)."""
     found: dict[str, list[SourceVersion]] = {}
     if all_versions:
-        for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket):
-            for v in page.get("Versions", []):
+        pages = list(client.get_paginator("list_object_versions").paginate(Bucket=bucket))
+        for page in reversed(pages):
+            for v in reversed(page.get("Versions", [])):
                 found.setdefault(v["Key"], []).append(SourceVersion(
                     v["Key"], v.get("VersionId") or "null", v["LastModified"], v.get("ETag", "").strip('"'),
                     int(v.get("Size", 0)), False, bool(v.get("IsLatest"))))
-            for m in page.get("DeleteMarkers", []):
+        for page in reversed(pages):
+            for m in reversed(page.get("DeleteMarkers", [])):
                 found.setdefault(m["Key"], []).append(SourceVersion(
                     m["Key"], m.get("VersionId") or "null", m["LastModified"], "", 0, True, bool(m.get("IsLatest"))))
+        for versions in found.values():
+            versions.sort(key=lambda v: (v.last_modified, v.latest))
     else:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
             for o in page.get("Contents", []):
                 found[o["Key"]] = [SourceVersion(o["Key"], None, o["LastModified"], o.get("ETag", "").strip('"'),
                                                  int(o.get("Size", 0)))]
-    for versions in found.values():
-        versions.sort(key=lambda v: (v.last_modified, v.latest))
     return found
 
 
