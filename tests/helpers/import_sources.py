@@ -89,7 +89,10 @@ def seaweedfs_source(work: Path) -> Iterator[Source]:
     config = work / "seaweedfs-identities.json"
     config.write_text(json.dumps(seaweedfs_identities(Keys)))  # type: ignore[arg-type]
     ports = free_ports(8)
-    proc = _spawn(seaweedfs_command(weed, data, config, ports), work / "seaweedfs.log")
+    # every bucket is a collection with volumes of its own: small ones, and room for many (the default ran out of
+    # volume slots after three buckets: "No writable volumes and no free volumes left")
+    cmd = [*seaweedfs_command(weed, data, config, ports), "-master.volumeSizeLimitMB=16", "-volume.max=400"]
+    proc = _spawn(cmd, work / "seaweedfs.log")
     try:
         yield Source("seaweedfs", f"http://127.0.0.1:{ports[6]}", proc, work / "seaweedfs.log").wait_ready()
     finally:
