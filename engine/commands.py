@@ -374,6 +374,11 @@ def complete_multipart(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
             return dict(result["version"], part_checksums=[])
     upload = require_upload(d.tx, bucket.name, args["key"], args["upload_id"])
     check_write_conditions(d.tx, bucket, args["key"], args)
+    imported = args.get("import") or {}
+    prior = imports.check(d, bucket, args["key"], imported)
+    if prior is not None:  # this source version was imported already: the upload that resent it ends unused
+        d.emit(EventType.MULTIPART_ABORTED, {"bucket": bucket.name, "upload_id": upload.upload_id})
+        return dict(prior, part_checksums=[])
     listed: list[list[Any]] = args["parts"]
     numbers = [n for n, _ in listed]
     if numbers != sorted(numbers):
@@ -408,7 +413,8 @@ def complete_multipart(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
     version = version_record(new_version_id(bucket), sum(sizes), etag, content_type=upload.content_type,
                              blobs=blobs, metadata=upload.metadata, headers=upload.headers,
                              checksums=checksums, tags=upload.tags, part_sizes=sizes,
-                             part_checksums=part_checksums, acl=upload.acl, encryption=encryption)
+                             part_checksums=part_checksums, acl=upload.acl, encryption=encryption,
+                             imported=imported)
     version.update(_new_version_lock(d, bucket, upload.key, upload.lock or None))
     event = d.emit(EventType.MULTIPART_COMPLETED, {"bucket": bucket.name, "key": upload.key,
                                                    "upload_id": upload.upload_id, "version": version,

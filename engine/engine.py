@@ -679,9 +679,11 @@ class Engine(IamOps, KmsOps):
                                         parts: list[tuple[int, str]], *, checksums: dict[str, str] | None = None,
                                         if_match: str | None = None, if_none_match: str | None = None,
                                         actor: str = "", part_checksums: list[dict[str, str]] | None = None,
-                                        checksum_type: str = "") -> ObjectVersion:
+                                        checksum_type: str = "",
+                                        imported: dict[str, Any] | None = None) -> ObjectVersion:
         """Assemble the object. ``checksums``: whole-object values the client claims; ``part_checksums``: what its
-        part list names for each part; ``checksum_type``: its x-amz-checksum-type (engine/checksums.py checks all)."""
+        part list names for each part; ``checksum_type``: its x-amz-checksum-type (engine/checksums.py checks all).
+        ``imported``: an import stamp (engine/imports.py) for the version it makes."""
         if self.key_reads is not None:  # parts may have been uploaded through other nodes
             if not self._upload_local(bucket, upload_id):
                 await self.key_reads.settle_upload(bucket, upload_id)
@@ -690,7 +692,7 @@ class Engine(IamOps, KmsOps):
             "bucket": bucket, "key": key, "upload_id": upload_id, "parts": [list(p) for p in parts],
             "checksums": checksums, "part_claims": part_checksums, "checksum_type": checksum_type,
             "if_match": if_match, "if_none_match": if_none_match,
-            "min_part_bytes": self.options.min_part_bytes}, actor)
+            "min_part_bytes": self.options.min_part_bytes, "import": imported or {}}, actor)
         rec.pop("part_checksums", None)
         return ObjectVersion.from_record(key, rec)
 

@@ -44,7 +44,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 TIME_HEADER = "x-amz-s4-import-last-modified"
 SOURCE_HEADER = "x-amz-s4-import-source"
 HEADERS_PARAM = "S4Headers"  # popped from a call's parameters before botocore validates them (``_with_headers``)
-MAX_SINGLE_PUT = 5 * 1024**3  # S3's largest PutObject: larger objects are reported, not copied
+MAX_SINGLE_PUT = 5 * 1024**3  # S3's largest PutObject: larger objects go as a multipart upload
+MAX_PARTS = 10_000
+PART_BYTES = 64 * 1024 * 1024  # the part size for a large object the source did not upload in parts
 SPOOL_BYTES = 16 * 1024 * 1024  # objects up to this size are buffered in memory, larger ones in a temporary file
 MIN_INTERVAL, MAX_INTERVAL = 1.0, 3600.0
 COPIED_HEADERS = (("ContentType", "ContentType"), ("ContentEncoding", "ContentEncoding"),
@@ -254,33 +256,88 @@ class Importer:
             with self.tally.lock:
                 self.tally.markers += 1
             return
-        if v.size > MAX_SINGLE_PUT:
-            raise ValueError(f"{v.size} bytes is more than one PutObject takes ({MAX_SINGLE_PUT}); copy it apart")
         where: dict[str, Any] = {"Bucket": self.args.source_bucket, "Key": v.key}
         if v.version_id is not None:
             where["VersionId"] = v.version_id
         else:
             where["IfMatch"] = f'"{v.etag}"'  # replaced since listed: 412, and the next pass copies the new one
-        got = self.source.get_object(**where)
-        tags = self._tags(where)
-        headers = dict(stamp)
+        layout = self._layout(v, where) if "-" in v.etag or v.size > MAX_SINGLE_PUT else None
+        if layout is not None:
+            self._copy_parts(v, where, layout, stamp)
+        else:
+            got = self.source.get_object(**where)
+            put = self._described(v.key, got, where, stamp)
+            with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as body:
+                shutil.copyfileobj(got["Body"], body, 1024 * 1024)
+                got["Body"].close()
+                body.seek(0)
+                self.dest.put_object(Body=body, **put)
+        with self.tally.lock:
+            self.tally.copied += 1
+
+    def _described(self, key: str, got: dict[str, Any], where: dict[str, Any],
+                   headers: dict[str, str]) -> dict[str, Any]:
+        """The PutObject/CreateMultipartUpload parameters that carry a source version's metadata, content
+        headers and tags (``got``: its GET or HEAD answer)."""
+        headers = dict(headers)
         expires = got["ResponseMetadata"].get("HTTPHeaders", {}).get("expires")
         if expires:
             headers["Expires"] = expires  # as the source sent it (boto3 would reformat a parsed date)
-        put: dict[str, Any] = {"Bucket": self.dest_bucket, "Key": v.key, "Metadata": got.get("Metadata") or {},
-                               HEADERS_PARAM: headers}
+        params: dict[str, Any] = {"Bucket": self.dest_bucket, "Key": key, "Metadata": got.get("Metadata") or {},
+                                  HEADERS_PARAM: headers}
         for ours, theirs in COPIED_HEADERS:
             if got.get(theirs):
-                put[ours] = got[theirs]
+                params[ours] = got[theirs]
+        tags = self._tags(where)
         if tags:
-            put["Tagging"] = urllib.parse.urlencode(tags)
-        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as body:
-            shutil.copyfileobj(got["Body"], body, 1024 * 1024)
-            got["Body"].close()
-            body.seek(0)
-            self.dest.put_object(Body=body, **put)
-        with self.tally.lock:
-            self.tally.copied += 1
+            params["Tagging"] = urllib.parse.urlencode(tags)
+        return params
+
+    def _layout(self, v: SourceVersion, where: dict[str, Any]) -> list[int] | None:
+        """Part sizes to copy ``v`` with a multipart upload: the source's own parts when its ETag is a multipart
+        one (HEAD ?partNumber=N gives each part's size: S4 then computes the very same ``md5-N`` ETag, so --verify
+        compares it), else equal parts when it is too large for one PutObject; None: one PutObject will do."""
+        if "-" in v.etag:
+            count = v.etag.rsplit("-", 1)[1]
+            if count.isdigit() and 1 <= int(count) <= MAX_PARTS:
+                try:
+                    sizes = [int(self.source.head_object(**where, PartNumber=n)["ContentLength"])
+                             for n in range(1, int(count) + 1)]
+                except (ClientError, KeyError, ValueError):
+                    sizes = []
+                if sizes and sum(sizes) == v.size:
+                    return sizes
+        if v.size <= MAX_SINGLE_PUT:
+            return None
+        part = max(PART_BYTES, -(-v.size // MAX_PARTS))
+        return [min(part, v.size - offset) for offset in range(0, v.size, part)]
+
+    def _copy_parts(self, v: SourceVersion, where: dict[str, Any], layout: list[int], stamp: dict[str, str]) -> None:
+        """A multipart upload, one part at a time (each read with a ranged GET and spooled); the import stamp goes
+        on the completion. Any failure aborts the upload."""
+        head = self.source.head_object(**where)
+        params = self._described(v.key, head, where, {})
+        upload = self.dest.create_multipart_upload(**params)["UploadId"]
+        try:
+            parts, offset = [], 0
+            for number, size in enumerate(layout, 1):
+                got = self.source.get_object(**where, Range=f"bytes={offset}-{offset + size - 1}")
+                with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as body:
+                    shutil.copyfileobj(got["Body"], body, 1024 * 1024)
+                    got["Body"].close()
+                    body.seek(0)
+                    sent = self.dest.upload_part(Bucket=self.dest_bucket, Key=v.key, UploadId=upload,
+                                                 PartNumber=number, Body=body)
+                parts.append({"PartNumber": number, "ETag": sent["ETag"]})
+                offset += size
+            self.dest.complete_multipart_upload(Bucket=self.dest_bucket, Key=v.key, UploadId=upload,
+                                                MultipartUpload={"Parts": parts}, S4Headers=stamp)
+        except BaseException:
+            try:
+                self.dest.abort_multipart_upload(Bucket=self.dest_bucket, Key=v.key, UploadId=upload)
+            except (ClientError, BotoCoreError):
+                pass  # the failure that got here is the one to report; compaction expires abandoned uploads
+            raise
 
     def _tags(self, where: dict[str, Any]) -> dict[str, str]:
         query = {k: v for k, v in where.items() if k != "IfMatch"}
@@ -323,12 +380,21 @@ def verify(source: Any, dest: Any, source_bucket: str, dest_bucket: str, all_ver
                 problems.append(f"{where}: delete marker in one side only")
             elif x.size != y.size:
                 problems.append(f"{where}: size {x.size} in the source, {y.size} in S4")
-            elif not x.delete_marker and "-" not in x.etag and x.etag != y.etag:
+            elif not x.delete_marker and x.etag != y.etag and _comparable(x.etag, y.etag):
                 problems.append(f"{where}: ETag {x.etag} in the source, {y.etag} in S4")
             if ms(x.last_modified) // 1000 != ms(y.last_modified) // 1000:
                 problems.append(f"{where}: Last-Modified {rfc3339(x.last_modified)} in the source, "
                                 f"{rfc3339(y.last_modified)} in S4")
     return problems
+
+
+def _comparable(a: str, b: str) -> bool:
+    """Whether two ETags of the same bytes must be equal: both plain MD5s, or both multipart ETags of the same part
+    count (the importer copies a multipart object with the source's part sizes). A plain MD5 against ``md5-N`` (a
+    source that did not answer HEAD ?partNumber=, so S4 got one PutObject) says nothing: the size is compared."""
+    if "-" not in a:
+        return "-" not in b
+    return "-" in b and a.rsplit("-", 1)[1] == b.rsplit("-", 1)[1]
 
 
 def _progress_bar(enabled: bool) -> Any:

@@ -145,3 +145,22 @@ def test_import_state_file_torn_line_ignored(tmp_path: Path) -> None:
         assert state.done == {"a" * 64}
     finally:
         state.close()
+
+
+def _multipart(s3: Any, bucket: str, source: str) -> dict[str, Any]:
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
+    part = s3.upload_part(Bucket=bucket, Key="mp", UploadId=upload, PartNumber=1, Body=b"p" * 1000)
+    return dict(s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=upload,
+                                             MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+                                             **stamp(OLD, source)))
+
+
+def test_import_multipart_completion_keeps_source_time_once(s3: Any, versioned: str) -> None:
+    """Large objects are imported as multipart uploads: the stamp on the completion sets Last-Modified, and a
+    resent one completes nothing (its upload is aborted, no second version)."""
+    first = _multipart(s3, versioned, "mp-1")
+    again = _multipart(s3, versioned, "mp-1")
+    assert again["VersionId"] == first["VersionId"]
+    versions = s3.list_object_versions(Bucket=versioned)["Versions"]
+    assert [(v["VersionId"], v["LastModified"]) for v in versions] == [(first["VersionId"], OLD)]
+    assert "Uploads" not in s3.list_multipart_uploads(Bucket=versioned)
