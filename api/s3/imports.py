@@ -1,7 +1,8 @@
 """The import headers of PutObject and DeleteObject: how ``s4-admin import`` keeps a source's Last-Modified.
 
 ``x-amz-s4-import-last-modified`` (RFC 3339, ms precision, e.g. ``2026-01-02T03:04:05.678Z``) and
-``x-amz-s4-import-source`` (an opaque id of the source version, at most 256 characters) go together. They are
+``x-amz-s4-import-source`` (an opaque id of the source version, at most 256 characters) go together, on
+PutObject, CompleteMultipartUpload or DeleteObject (any other operation: InvalidRequest). They are
 honoured only for a SuperUser (a backdated Last-Modified would let anyone dodge lifecycle ages): anyone else
 sending them gets AccessDenied and nothing is written. The engine's deciders apply them (engine/imports.py,
 docs/architecture/imports.md).
@@ -9,6 +10,7 @@ docs/architecture/imports.md).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,6 +22,18 @@ from .call import Call
 TIME_HEADER = "x-amz-s4-import-last-modified"
 SOURCE_HEADER = "x-amz-s4-import-source"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+#: The operations that create a version and honour the headers (their handlers call ``import_stamp``).
+HONOURED = frozenset({"PutObject", "CompleteMultipartUpload", "DeleteObject"})
+
+
+def check_import_headers(operation: str, headers: Mapping[str, str]) -> None:
+    """Any other operation sent the headers is InvalidRequest: silently writing a version stamped now (a
+    CopyObject, say) would be a migration that looks right and is not."""
+    if operation not in HONOURED and (TIME_HEADER in headers or SOURCE_HEADER in headers):
+        raise S3Error(ErrorCode.INVALID_REQUEST, f"{TIME_HEADER} and {SOURCE_HEADER} apply only to PutObject, "
+                      "CompleteMultipartUpload and DeleteObject.")
 
 
 def import_stamp(call: Call) -> dict[str, Any] | None:

@@ -164,3 +164,17 @@ def test_import_multipart_completion_keeps_source_time_once(s3: Any, versioned: 
     versions = s3.list_object_versions(Bucket=versioned)["Versions"]
     assert [(v["VersionId"], v["LastModified"]) for v in versions] == [(first["VersionId"], OLD)]
     assert "Uploads" not in s3.list_multipart_uploads(Bucket=versioned)
+
+
+def test_import_headers_on_other_operations_are_invalid_request(s3: Any, versioned: str) -> None:
+    """A CopyObject (or CreateMultipartUpload) sent the stamp would write a version stamped now: refused, nothing
+    written."""
+    s3.put_object(Bucket=versioned, Key="src", Body=b"x")
+    with pytest.raises(ClientError) as copy:
+        s3.copy_object(Bucket=versioned, Key="dst", CopySource={"Bucket": versioned, "Key": "src"},
+                       **stamp(OLD, "c"))
+    with pytest.raises(ClientError) as create:
+        s3.create_multipart_upload(Bucket=versioned, Key="dst", **stamp(OLD, "m"))
+    assert code(copy) == code(create) == "InvalidRequest"
+    assert [v["Key"] for v in s3.list_object_versions(Bucket=versioned)["Versions"]] == ["src"]
+    assert "Uploads" not in s3.list_multipart_uploads(Bucket=versioned)
