@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from helpers.admin_api import ROOT_PASSWORD, admin_call, root_token
 from helpers.import_sources import Source, describe, moto_source, seaweedfs_source
 from helpers.s3client import make_client
 from helpers.server import ACCESS_KEY, SECRET_KEY, ServerProcess
@@ -26,7 +28,8 @@ SOURCES = {"moto": moto_source, "seaweedfs": seaweedfs_source}
 
 @pytest.fixture(scope="module")
 def s4(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("import-s4") / "data", env={"S4_WORKERS": "1"}).start()
+    proc = ServerProcess(tmp_path_factory.mktemp("import-s4") / "data",
+                         env={"S4_WORKERS": "1", "S4_ROOT_PASSWORD": ROOT_PASSWORD, "S4_JWT_SECRET": "m" * 32}).start()
     yield proc
     proc.stop()
 
@@ -43,15 +46,24 @@ def importer(s4: ServerProcess, src: Source, bucket: str, *args: str, state: Pat
             "--source-secret-key", "source-secret-key", "--source-bucket", bucket, "--state", str(state), *args]
 
 
-def env() -> dict[str, str]:
+def env(keys: tuple[str, str] = (ACCESS_KEY, SECRET_KEY)) -> dict[str, str]:
     """The S4 side's keys from the usual AWS variables (as an operator would set them)."""
-    return dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
+    return dict(os.environ, AWS_ACCESS_KEY_ID=keys[0], AWS_SECRET_ACCESS_KEY=keys[1])
 
 
-def run_import(s4: ServerProcess, src: Source, bucket: str, *args: str,
-               state: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(importer(s4, src, bucket, *args, state=state), env=env(), capture_output=True, text=True,
-                          timeout=300)
+def superuser_keys(s4: ServerProcess) -> tuple[str, str]:
+    """Keys of a fresh SuperUser IAM user: the access log names each request's key, so two runs can be told apart."""
+    token = root_token(s4)
+    user = admin_call(s4, "POST", "/api/admin/users", token,
+                      {"username": f"su_{uuid.uuid4().hex[:8]}", "password": "pass-word-1", "role": "SuperUser"})
+    keys = admin_call(s4, "POST", f"/api/admin/users/{user['id']}/credentials", token)
+    return keys["access_key"], keys["secret_key"]
+
+
+def run_import(s4: ServerProcess, src: Source, bucket: str, *args: str, state: Path,
+               keys: tuple[str, str] = (ACCESS_KEY, SECRET_KEY)) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(importer(s4, src, bucket, *args, state=state), env=env(keys), capture_output=True,
+                          text=True, timeout=300)
 
 
 def versioned_source(src: Source) -> str:
@@ -120,20 +132,22 @@ def test_import_verify_reports_differences(s4: ServerProcess, source: Source, tm
     assert "x (version 1 of 1): ETag" in checked.stderr
 
 
-def s4_writes(s4: ServerProcess, bucket: str) -> int:
-    """PutObject and DeleteObject requests S4 logged for ``bucket`` (the access log, one JSON line each): read once
-    a sentinel request made after them is logged (one HTTP process: its lines are in order)."""
-    sentinel, client = f"sentinel-{uuid.uuid4().hex}", make_client(s4.endpoint)
+def s4_writes(s4: ServerProcess, bucket: str, keys: tuple[str, str]) -> int:
+    """PutObject and DeleteObject requests S4 logged for ``bucket`` signed with ``keys`` (the access log, one JSON
+    line each): read once a sentinel request those keys send afterwards is logged (one HTTP process, in order)."""
+    sentinel = f"sentinel-{uuid.uuid4().hex}"
+    client = boto3.client("s3", endpoint_url=s4.endpoint, aws_access_key_id=keys[0], aws_secret_access_key=keys[1],
+                          region_name="us-east-1")
     try:
-        client.create_bucket(Bucket="sentinels")  # apart from the migrated bucket, which --verify compares
-    except client.exceptions.BucketAlreadyOwnedByYou:
-        pass
-    client.put_object(Bucket="sentinels", Key=sentinel, Body=b"")
+        client.put_object(Bucket=bucket, Key=sentinel, Body=b"")
+        client.delete_object(Bucket=bucket, Key=sentinel)
+    finally:
+        client.close()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         lines = [json.loads(line) for line in s4.log().splitlines() if line.startswith('{"time"')]
-        if any(e.get("key") == sentinel for e in lines):
-            return sum(1 for e in lines if e.get("bucket") == bucket and e.get("key") != sentinel
+        if any(e.get("key") == sentinel and e["operation"] == "DeleteObject" for e in lines):
+            return sum(1 for e in lines if e.get("bucket") == bucket and e.get("actor") == keys[0]
                        and e.get("key", "").startswith("obj-") and e["operation"] in ("PutObject", "DeleteObject"))
         time.sleep(0.1)
     raise AssertionError("the sentinel request was never logged")
@@ -141,7 +155,8 @@ def s4_writes(s4: ServerProcess, bucket: str) -> int:
 
 def test_import_interrupted_resumes_only_missing(s4: ServerProcess, source: Source, tmp_path: Path) -> None:
     """kill -9 midway; the restart sends S4 exactly the objects the state file does not hold, and S4 ends with
-    each object once (an object S4 committed but the importer had not recorded is answered, not stored again)."""
+    each object once (an object S4 committed but the importer had not recorded is answered, not stored again).
+    The two runs sign with different SuperUser keys, so S4's access log tells their requests apart."""
     bucket = f"int-{uuid.uuid4().hex[:10]}"
     source.client.create_bucket(Bucket=bucket)
     total = 40
@@ -159,11 +174,12 @@ def test_import_interrupted_resumes_only_missing(s4: ServerProcess, source: Sour
     proc.wait()
     recorded = sum(1 for line in state.read_text().splitlines() if len(line) == 64)
     assert 8 <= recorded < total, "the import was not interrupted midway"
-    before = s4_writes(s4, bucket)
-    assert recorded <= before <= recorded + 2  # at most --workers requests in flight when killed
-    resumed = run_import(s4, source, bucket, "--verify", state=state)
+    second = superuser_keys(s4)
+    resumed = run_import(s4, source, bucket, "--verify", state=state, keys=second)
     assert resumed.returncode == 0, resumed.stderr
-    assert s4_writes(s4, bucket) - before == total - recorded
+    assert s4_writes(s4, bucket, second) == total - recorded  # only what the state file did not hold
+    first_run = s4_writes(s4, bucket, (ACCESS_KEY, SECRET_KEY))
+    assert recorded <= first_run <= recorded + 2  # at most --workers requests were in flight when killed
     listed = make_client(s4.endpoint).list_object_versions(Bucket=bucket, Prefix="obj-")
     assert len(listed["Versions"]) == total and "DeleteMarkers" not in listed
 
