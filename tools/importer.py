@@ -218,6 +218,7 @@ class Importer:
         todo = self.pending(listing)
         total = sum(len(v) for v in todo.values())
         self.tally.skipped = sum(len(v) for v in listing.values()) - total
+        self.tally.failed.clear()  # a pass retries what failed before (the state file does not hold it)
         if not todo:
             return 0
         with ThreadPoolExecutor(max_workers=self.args.workers, thread_name_prefix="s4-import") as pool:
@@ -243,8 +244,10 @@ class Importer:
             try:
                 self.copy_version(version)
             except (ClientError, BotoCoreError, OSError, ValueError) as exc:
+                failure = f"{key} {version.version_id or ''}: {exc}"
+                sys.stderr.write(f"s4-admin import: failed: {failure}\n")
                 with self.tally.lock:
-                    self.tally.failed.append(f"{key} {version.version_id or ''}: {exc}")
+                    self.tally.failed.append(failure)
                 return  # the key's later versions would land out of order: the next run retries them
             self.state.add(version.identity)
             self.progress(1)
@@ -441,14 +444,17 @@ def run(args: argparse.Namespace) -> int:
         interrupted = importer.stop.is_set()
         seen = set(listing)
         while args.watch and not importer.stop.wait(interval):  # until SIGINT: each round one listing
-            listing = list_source(source, args.source_bucket, args.all_versions)
-            if bar is not None and task is not None:
-                added = sum(len(v) for v in importer.pending(listing).values())
-                bar.update(task, total=(bar.tasks[0].total or 0) + added)
-            importer.run_pass(listing)
-            if not args.all_versions:
-                importer.delete_gone(seen, set(listing))
-            seen = set(listing)
+            try:
+                listing = list_source(source, args.source_bucket, args.all_versions)
+                if bar is not None and task is not None:
+                    added = sum(len(v) for v in importer.pending(listing).values())
+                    bar.update(task, total=(bar.tasks[0].total or 0) + added)
+                importer.run_pass(listing)
+                if not args.all_versions:
+                    importer.delete_gone(seen, set(listing))
+                seen = set(listing)
+            except (ClientError, BotoCoreError) as exc:  # a source or S4 unreachable for a while: the next round
+                sys.stderr.write(f"s4-admin import: watch: {exc}\n")
             sys.stdout.write(json.dumps({"watch": importer.tally.report()}) + "\n")
             sys.stdout.flush()
         if args.watch:
@@ -461,8 +467,6 @@ def run(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.stop()
         state.close()
-    for failure in importer.tally.failed:
-        sys.stderr.write(f"s4-admin import: failed: {failure}\n")
     sys.stdout.write(json.dumps(importer.tally.report()) + "\n")
     if interrupted:
         sys.stderr.write(f"s4-admin import: interrupted; run it again to resume (state: {state_path})\n")
