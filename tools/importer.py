@@ -403,10 +403,12 @@ def _comparable(a: str, b: str) -> bool:
 def _progress_bar(enabled: bool) -> Any:
     if not enabled:
         return None
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    # on stderr: stdout carries the JSON report
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    transient=False)
+                    console=Console(stderr=True), transient=False)
 
 
 def run(args: argparse.Namespace) -> int:

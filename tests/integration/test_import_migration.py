@@ -193,12 +193,20 @@ def wait_for(what: str, check: Any, timeout_s: float = 60) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_import_watch_applies_source_changes(s4: ServerProcess, source: Source, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["current", "all-versions"])
+def test_import_watch_applies_source_changes(s4: ServerProcess, source: Source, tmp_path: Path, mode: str) -> None:
+    """A new object and a deletion at the source reach S4 while --watch runs; SIGINT stops it cleanly (exit 0).
+    Current versions only: the key is deleted in S4; every version: the source's delete marker arrives, with its
+    time."""
     bucket = f"wat-{uuid.uuid4().hex[:10]}"
     source.client.create_bucket(Bucket=bucket)
+    if mode == "all-versions":
+        source.client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     source.client.put_object(Bucket=bucket, Key="stays", Body=b"1")
     source.client.put_object(Bucket=bucket, Key="goes", Body=b"2")
-    proc = subprocess.Popen(importer(s4, source, bucket, "--watch", "--interval", "1", state=tmp_path / "state"),
+    extra = ["--all-versions"] if mode == "all-versions" else []
+    proc = subprocess.Popen(importer(s4, source, bucket, "--watch", "--interval", "1", *extra,
+                                     state=tmp_path / "state"),
                             env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     dest = make_client(s4.endpoint)
 
@@ -217,7 +225,15 @@ def test_import_watch_applies_source_changes(s4: ServerProcess, source: Source, 
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    assert json.loads(out.splitlines()[-1])["deleted"] == 1
+    report = json.loads(out.splitlines()[-1])
+    if mode == "current":
+        assert (report["deleted"], report["delete_markers"]) == (1, 0)
+        return
+    assert (report["deleted"], report["delete_markers"]) == (0, 1)
+    theirs = source.client.list_object_versions(Bucket=bucket)["DeleteMarkers"]
+    ours = dest.list_object_versions(Bucket=bucket)["DeleteMarkers"]
+    assert [(m["Key"], int(m["LastModified"].timestamp())) for m in ours] == \
+        [(m["Key"], int(m["LastModified"].timestamp())) for m in theirs]
 
 
 def test_list_source_orders_versions_oldest_first(source: Source) -> None:
