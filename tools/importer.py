@@ -5,10 +5,11 @@
         [--workers N] [--state FILE] [--interval SECONDS]
 
 Each source version (the current ones, or every version and delete marker with ``--all-versions``) is read with
-boto3 and written to S4 with PutObject (or DeleteObject for a delete marker) carrying S4's import headers
-(api/s3/imports.py): S4 then journals the source's Last-Modified as the version's, so lifecycle ages do not restart
-at migration time. A key's versions are written oldest first by one worker (S4 orders a key's versions by when it
-wrote them); keys go in parallel over a bounded pool.
+boto3 and written to S4 with PutObject (a multipart upload for an object the source stored in parts, with its part
+sizes, or one over 5 GiB; DeleteObject for a delete marker) carrying S4's import headers (api/s3/imports.py):
+S4 then journals the source's Last-Modified as the version's, so lifecycle ages do not restart at migration time.
+A key's versions are written oldest first by one worker (S4 orders a key's versions by when it wrote them); keys go
+in parallel over a bounded pool.
 
 Resuming: a state file (one line per source version copied, appended and fsynced after S4 acknowledged it) lets a
 restarted import skip what is done without scanning the destination. The one window it cannot cover, S4 committed
