@@ -44,6 +44,7 @@ from .s3 import object_lock as s3_object_lock
 from .s3 import policy as s3_policy
 from .s3.access import AccessControl, RequestFacts
 from .s3.call import Call
+from .s3.imports import check_import_headers
 from .s3.post_object import PostObject
 from .s3.router import route, split_target
 from .s3.security import check_security_headers
@@ -285,6 +286,7 @@ class S3Service:
         call = Call(self.engine, self.settings, req, req.method, bucket, key, query, headers, auth, request_id,
                     authorize=self.access.guard(who, facts, target.operation or ""), who=who)
         check_security_headers(target.operation or "", headers)
+        check_import_headers(target.operation or "", headers)  # honoured by three operations, refused by the rest
         call.check_framing(target.operation or "")
         if call.has_body:  # what the headers allow, before a byte of the body is asked for (100 Continue)
             await call.check_before_body(target.operation or "")

@@ -15,7 +15,7 @@ from typing import Any
 
 from s4.journal import EventType
 
-from . import iam, kms_commands, object_lock, tombstones
+from . import iam, imports, kms_commands, object_lock, tombstones
 from .checksums import multipart_checksums
 from .conditions import DeleteConditions, Preconditions
 from .errors import ErrorCode, S3Error
@@ -119,6 +119,9 @@ def put_object(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
     bucket = require_bucket(d.tx, args["bucket"])
     check_locations(d.tx, args["blobs_at"])
     check_write_conditions(d.tx, bucket, args["key"], args)
+    prior = imports.check(d, bucket, args["key"], imports.of(args["version"]))
+    if prior is not None:
+        return prior  # this source version was imported already (engine/imports.py): nothing is written again
     version = dict(args["version"], v=new_version_id(bucket))
     version.update(_new_version_lock(d, bucket, args["key"], args.get("lock")))
     event = d.emit(EventType.OBJECT_VERSION_PUT, {"bucket": bucket.name, "key": args["key"], "version": version,
@@ -181,8 +184,13 @@ def delete_object(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
             d.emit(EventType.OBJECT_VERSION_REMOVED, {"bucket": bucket.name, "key": key,
                                                       "version_id": NULL_VERSION}, bucket)
         return {"version_id": None, "delete_marker": False}
+    imported = args.get("import") or {}
+    prior = imports.check(d, bucket, key, imported)
+    if prior is not None:  # an imported delete marker already here (engine/imports.py)
+        return {"version_id": prior["v"], "delete_marker": bool(prior.get("dm"))}
     marker_id = new_version_id(bucket)
-    d.emit(EventType.DELETE_MARKER_PUT, {"bucket": bucket.name, "key": key, "version_id": marker_id}, bucket)
+    d.emit(EventType.DELETE_MARKER_PUT, {"bucket": bucket.name, "key": key, "version_id": marker_id, **imported},
+           bucket)
     return {"version_id": marker_id, "delete_marker": True}
 
 
@@ -366,6 +374,11 @@ def complete_multipart(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
             return dict(result["version"], part_checksums=[])
     upload = require_upload(d.tx, bucket.name, args["key"], args["upload_id"])
     check_write_conditions(d.tx, bucket, args["key"], args)
+    imported = args.get("import") or {}
+    prior = imports.check(d, bucket, args["key"], imported)
+    if prior is not None:  # this source version was imported already: the upload that resent it ends unused
+        d.emit(EventType.MULTIPART_ABORTED, {"bucket": bucket.name, "upload_id": upload.upload_id})
+        return dict(prior, part_checksums=[])
     listed: list[list[Any]] = args["parts"]
     numbers = [n for n, _ in listed]
     if numbers != sorted(numbers):
@@ -400,7 +413,8 @@ def complete_multipart(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
     version = version_record(new_version_id(bucket), sum(sizes), etag, content_type=upload.content_type,
                              blobs=blobs, metadata=upload.metadata, headers=upload.headers,
                              checksums=checksums, tags=upload.tags, part_sizes=sizes,
-                             part_checksums=part_checksums, acl=upload.acl, encryption=encryption)
+                             part_checksums=part_checksums, acl=upload.acl, encryption=encryption,
+                             imported=imported)
     version.update(_new_version_lock(d, bucket, upload.key, upload.lock or None))
     event = d.emit(EventType.MULTIPART_COMPLETED, {"bucket": bucket.name, "key": upload.key,
                                                    "upload_id": upload.upload_id, "version": version,

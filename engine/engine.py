@@ -316,16 +316,18 @@ class Engine(IamOps, KmsOps):
                          if_match: str | None = None, if_none_match: str | None = None,
                          etag: str | None = None, part_sizes: list[int] | None = None,
                          actor: str = "", lock: dict[str, Any] | None = None,
-                         acl: list[Any] | None = None, encryption: dict[str, Any] | None = None) -> ObjectVersion:
+                         acl: list[Any] | None = None, encryption: dict[str, Any] | None = None,
+                         imported: dict[str, Any] | None = None) -> ObjectVersion:
         """Record a new version made of already-ingested chunks (see ``ingest``). ``lock``: the object lock the
         request asks for (``lk``/``lh``, engine/object_lock.py); without one the bucket's default applies.
-        ``acl``: its own ACL. ``encryption`` is the ``se`` record of sealed chunks (engine/crypto/objects.py)."""
+        ``acl``: its own ACL. ``encryption`` is the ``se`` record of sealed chunks (engine/crypto/objects.py).
+        ``imported``: an import stamp (engine/imports.py), for a version copied from another server."""
         check_key(key)
         await self.settle_key(bucket, key)  # a pool decides (conditions, versions, clock) on a quorum's state
         version = version_record(None, stored.size, etag or stored.etag,
                                  content_type=content_type or "binary/octet-stream", blobs=stored.blobs,
                                  metadata=metadata, headers=headers, checksums=checksums, tags=tags,
-                                 part_sizes=part_sizes, acl=acl, encryption=encryption)
+                                 part_sizes=part_sizes, acl=acl, encryption=encryption, imported=imported)
         rec = await self._run("put_object", {"bucket": bucket, "key": key, "version": version,
                                              "blobs_at": stored.blobs_at, "written": stored.written,
                                              "if_match": if_match, "lock": lock,
@@ -504,11 +506,15 @@ class Engine(IamOps, KmsOps):
 
     async def delete_object(self, bucket: str, key: str, version_id: str | None = None,
                             actor: str = "", conditions: DeleteConditions | None = None,
-                            bypass_governance: bool = False) -> dict[str, Any]:
-        """``bypass_governance``: the caller asked for and holds s3:BypassGovernanceRetention (checked by the API)."""
+                            bypass_governance: bool = False,
+                            imported: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``bypass_governance``: the caller asked for and holds s3:BypassGovernanceRetention (checked by the API).
+        ``imported``: an import stamp (engine/imports.py) for the delete marker this adds."""
         await self.settle_key(bucket, key)
         args: dict[str, Any] = {"bucket": bucket, "key": key, "version_id": version_id,
                                 "bypass": bypass_governance}
+        if imported:
+            args["import"] = imported
         if conditions:
             args["cond"] = conditions.to_record()
         return await self._run("delete_object", args, actor)  # type: ignore[no-any-return]
@@ -673,9 +679,11 @@ class Engine(IamOps, KmsOps):
                                         parts: list[tuple[int, str]], *, checksums: dict[str, str] | None = None,
                                         if_match: str | None = None, if_none_match: str | None = None,
                                         actor: str = "", part_checksums: list[dict[str, str]] | None = None,
-                                        checksum_type: str = "") -> ObjectVersion:
+                                        checksum_type: str = "",
+                                        imported: dict[str, Any] | None = None) -> ObjectVersion:
         """Assemble the object. ``checksums``: whole-object values the client claims; ``part_checksums``: what its
-        part list names for each part; ``checksum_type``: its x-amz-checksum-type (engine/checksums.py checks all)."""
+        part list names for each part; ``checksum_type``: its x-amz-checksum-type (engine/checksums.py checks all).
+        ``imported``: an import stamp (engine/imports.py) for the version it makes."""
         if self.key_reads is not None:  # parts may have been uploaded through other nodes
             if not self._upload_local(bucket, upload_id):
                 await self.key_reads.settle_upload(bucket, upload_id)
@@ -684,7 +692,7 @@ class Engine(IamOps, KmsOps):
             "bucket": bucket, "key": key, "upload_id": upload_id, "parts": [list(p) for p in parts],
             "checksums": checksums, "part_claims": part_checksums, "checksum_type": checksum_type,
             "if_match": if_match, "if_none_match": if_none_match,
-            "min_part_bytes": self.options.min_part_bytes}, actor)
+            "min_part_bytes": self.options.min_part_bytes, "import": imported or {}}, actor)
         rec.pop("part_checksums", None)
         return ObjectVersion.from_record(key, rec)
 

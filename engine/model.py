@@ -51,14 +51,16 @@ def version_record(version_id: str | None, size: int, etag: str, *, delete_marke
                    part_sizes: list[int] | None = None,
                    part_checksums: list[dict[str, str]] | None = None,
                    acl: list[Any] | None = None,
-                   encryption: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                   encryption: Mapping[str, Any] | None = None,
+                   imported: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A version as stored (short keys, docs/architecture/views.md): ``v`` version id (None: left for the
     decider to choose), ``s`` size, ``e`` ETag; ``dm`` for a delete marker, else ``ct`` content type and ``b``
     the ``[sha256, size]`` of each chunk; ``m`` metadata, ``hd`` headers, ``ck`` checksums, ``tg`` tags, ``ps``
     part sizes and ``pc`` each part's checksums (multipart uploads with checksums) only when not empty; ``acl`` its
     ACL (engine/policy/acl.py record) only when it has one of its own; ``se`` the encryption
-    (engine/crypto/objects.py: wrapped data key, never a key or plaintext) only when not empty. ``h`` and ``t``
-    come from the event that writes it (``stamped``)."""
+    (engine/crypto/objects.py: wrapped data key, never a key or plaintext) only when not empty; ``it``/``is`` an
+    import stamp (engine/imports.py: the source's Last-Modified and version identity) for a version copied from
+    another server. ``h`` and ``t`` come from the event that writes it (``stamped``)."""
     rec: dict[str, Any] = {"s": size, "e": etag} if version_id is None else {"v": version_id, "s": size, "e": etag}
     if delete_marker:
         rec["dm"] = True
@@ -74,15 +76,19 @@ def version_record(version_id: str | None, size: int, etag: str, *, delete_marke
         rec["acl"] = acl
     if encryption:
         rec["se"] = dict(encryption)
+    if imported:
+        rec.update(imported)
     return rec
 
 
 def stamped(rec: dict[str, Any], hlc: int, origin: str | None = None) -> dict[str, Any]:
-    """``rec`` as written by the event with this HLC: ``h`` the HLC, ``t`` its wall-clock ms (Last-Modified) and,
-    in the views, ``o`` the node that stamped it: ``(h, o)`` is the version's last-writer-wins order."""
+    """``rec`` as written by the event with this HLC: ``h`` the HLC, ``t`` its wall-clock ms (Last-Modified; an
+    imported version's source time ``it`` instead, engine/imports.py) and, in the views, ``o`` the node that
+    stamped it: ``(h, o)`` is the version's last-writer-wins order."""
+    t = rec.get("it", physical_ms(hlc))
     if origin is None:
-        return dict(rec, h=hlc, t=physical_ms(hlc))
-    return dict(rec, h=hlc, t=physical_ms(hlc), o=origin)
+        return dict(rec, h=hlc, t=t)
+    return dict(rec, h=hlc, t=t, o=origin)
 
 
 @dataclass(slots=True)

@@ -21,7 +21,7 @@ from typing import Any
 from s4.journal import REPLICATED, Event, EventType
 from s4.journal.hlc import physical_ms
 
-from . import kms
+from . import imports, kms
 from .model import Bucket, Upload, stamped, version_record
 from .tombstones import apply_tombstones_collected
 from .views import blobs, keys, merkle, namespace, upload_index
@@ -307,7 +307,8 @@ def apply_object_version_put(tx: Tx, event: Event) -> None:
 
 
 def apply_delete_marker_put(tx: Tx, event: Event) -> None:
-    _store_version(tx, event, version_record(event.payload["version_id"], 0, "", delete_marker=True))
+    _store_version(tx, event, version_record(event.payload["version_id"], 0, "", delete_marker=True,
+                                             imported=imports.of(event.payload)))
 
 
 def _tombstone(tx: Tx, bucket: str, key: str, version_id: str, stamp: Stamp) -> None:

@@ -12,6 +12,9 @@
     s4-admin cluster bootstrap --data-dir DIR --yes                                 (offline, server stopped)
     s4-admin cluster replace --data-dir DIR [--node-id ID]                           (offline, server stopped)
 
+    s4-admin import --source-endpoint URL --source-access-key K --source-secret-key S --source-bucket B
+             [--bucket DEST] [--all-versions] [--watch] [--verify]     (online migration, tools/importer.py)
+
 The job commands call the admin API (``/api/admin/<job>/run``) with a JWT from ``/api/admin/login``
 (--username/--password, or S4_ADMIN_USERNAME/S4_ADMIN_PASSWORD) and print the run's JSON report.
 
@@ -36,7 +39,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from . import cluster_bootstrap, kms_cli, root_reset
+from . import cluster_bootstrap, importer, kms_cli, root_reset
 
 MERGE_HEADER = "x-amz-s4-rename-merge"
 
@@ -155,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     root_reset.add_parser(sub)  # offline, on the data directory (tools/root_reset.py)
     cluster_bootstrap.add_parser(sub)  # offline: s4-admin cluster bootstrap (tools/cluster_bootstrap.py)
     kms_cli.add_parser(sub, _admin_request, _login)  # s4-admin kms ... (tools/kms_cli.py)
+    importer.add_parser(sub)  # s4-admin import ... (tools/importer.py, docs/migration.md)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -16,6 +16,7 @@ from .acl import new_object_acl, owner_of
 from .buckets import encoding_type, max_keys
 from .call import Call, checksum_headers
 from .headers import stored_headers, user_metadata
+from .imports import import_stamp
 from .object_lock import lock_from_headers
 from .objects import copy_source_version, parse_tagging_header, version_headers
 from .xml import (
@@ -134,6 +135,7 @@ async def upload_part_copy(call: Call, resp: falcon.asgi.Response) -> None:
 
 async def complete_multipart_upload(call: Call, resp: falcon.asgi.Response) -> None:
     upload_id = call.upload_id()
+    imported = import_stamp(call)  # s4-admin import's source time (api/s3/imports.py), before the body is read
     parts = parse_complete_multipart(await call.read_body())
     await sse.check_completion_key(call, upload_id)
     for part in parts:
@@ -144,7 +146,8 @@ async def complete_multipart_upload(call: Call, resp: falcon.asgi.Response) -> N
     version = await call.engine.complete_multipart_upload(
         call.bucket, call.key, upload_id, [(p.part_number, p.etag) for p in parts], checksums=claimed,
         part_checksums=[p.checksums for p in parts], checksum_type=call.headers.get("x-amz-checksum-type", ""),
-        if_match=call.headers.get("if-match"), if_none_match=call.headers.get("if-none-match"), actor=call.actor)
+        if_match=call.headers.get("if-match"), if_none_match=call.headers.get("if-none-match"), actor=call.actor,
+        imported=imported)
     version_headers(call, version, resp, report_null=False)
     sse.set_headers(call, resp, version.encryption)
     resp.content_type = "application/xml"

@@ -27,6 +27,7 @@ from .headers import (
     stored_headers,
     user_metadata,
 )
+from .imports import import_stamp
 from .lifecycle import set_expiration_header
 from .object_lock import bypass_governance, lock_from_headers, require_lock_bucket, set_lock_headers
 from .xml import (
@@ -77,6 +78,7 @@ async def put_object(call: Call, resp: falcon.asgi.Response) -> None:
     if lock:
         require_lock_bucket(call)  # (the decider checks again, atomically with the write)
     acl = new_object_acl(call)  # an ACL the bucket refuses fails before the body is read
+    imported = import_stamp(call)  # s4-admin import's source time (api/s3/imports.py), before the body too
     sealing = sse.for_write(call)  # before a byte is read: a bad key is a 400 that stores nothing
     stored, checksums = await call.ingest_body(sealing.sealer if sealing else None)
     version = await call.engine.put_object(
@@ -84,7 +86,7 @@ async def put_object(call: Call, resp: falcon.asgi.Response) -> None:
         headers=stored_headers(call.headers), checksums=checksums, tags=tags,
         if_match=call.headers.get("if-match"), if_none_match=call.headers.get("if-none-match"),
         etag=sealing.etag(stored) if sealing else None, encryption=sealing.version_record() if sealing else None,
-        actor=call.actor, lock=lock, acl=acl)
+        actor=call.actor, lock=lock, acl=acl, imported=imported)
     version_headers(call, version, resp, report_null=False)
     sse.set_headers(call, resp, version.encryption)
     for name, value in checksum_headers(checksums).items():
@@ -218,9 +220,13 @@ async def head_object(call: Call, resp: falcon.asgi.Response) -> None:
 
 
 async def delete_object(call: Call, resp: falcon.asgi.Response) -> None:
+    imported = import_stamp(call)
+    if imported and call.query.get("versionId") is not None:
+        raise S3Error(ErrorCode.INVALID_REQUEST, "An import stamp applies to a new delete marker, not to removing a "
+                      "version.")
     result = await call.engine.delete_object(call.bucket, call.key, call.query.get("versionId"), actor=call.actor,
                                              conditions=delete_conditions(call.headers),
-                                             bypass_governance=bypass_governance(call))
+                                             bypass_governance=bypass_governance(call), imported=imported)
     if result["delete_marker"]:
         resp.set_header("x-amz-delete-marker", "true")
     if result["version_id"] is not None:
