@@ -40,7 +40,7 @@ from s4.journal.events import Event
 from s4.journal.hlc import physical_ms
 
 from .catch_up import BlobFetcher, JournalReader, PeerEventsApplier
-from .key_merge import merge_bucket_states, merge_key_states
+from .key_merge import lock_events, merge_bucket_states, merge_key_states
 from .merkle_service import BUCKETS, INNER, KEYS, LEAVES, MAX_EVENTS, MAX_LEAVES, events_by_id, tree
 from .rate_limit import TokenBucket
 from .reads import MAX_KEYS, OBJECT, read_states
@@ -346,13 +346,15 @@ class AntiEntropy:
             if held is None or (held[0], held[1]) != ident:
                 if physical_ms(ident[0]) >= horizon or vid in have:
                     out.add(ident)  # an old tombstone still goes where it removes a version
-        for clocks in ("tc", "lkc"):  # tag and lock clocks: each the newest tags_set / lock_set of a version
-            mine = state.get(clocks) or {}
-            for vid, clock in (merged.get(clocks) or {}).items():
-                ident = (clock["h"], clock.get("o", ""))
-                held = mine.get(vid)
-                if held is None or (held["h"], held.get("o", "")) != ident:
-                    out.add(ident)
+        mine = state.get("tc") or {}
+        for vid, clock in (merged.get("tc") or {}).items():  # tag clocks: each the newest tags_set of a version
+            ident = (clock["h"], clock.get("o", ""))
+            held = mine.get(vid)
+            if held is None or (held["h"], held.get("o", "")) != ident:
+                out.add(ident)
+        mine = state.get("lkc") or {}
+        for vid, clock in (merged.get("lkc") or {}).items():  # lock clocks: the lock events a version's state joins
+            out |= lock_events(clock) - lock_events(mine.get(vid))
         return out
 
     # -- shipping events ---------------------------------------------------------------------------------------------
