@@ -139,7 +139,7 @@ def _key_lacks(s: Mapping[str, Any], merged: Mapping[str, Any], inc: Stamp | Non
 
 def _join_locks(a: Mapping[str, Any] | None, b: Mapping[str, Any]) -> dict[str, Any]:
     """Two replicas' lock clocks of one version as one: the join of their lock events (engine/object_lock.py)."""
-    state = object_lock.join(a, b)
+    state = object_lock.join(object_lock.clock_state(a) if a is not None else None, object_lock.clock_state(b))
     h, o = object_lock.newest(state)
     return {"h": h, "o": o, "k": b.get("k", ""), **state}
 

@@ -130,6 +130,14 @@ def event_state(fields: str | None, lk: Mapping[str, Any] | None, lh: bool | Non
     return out
 
 
+def clock_state(clock: Mapping[str, Any]) -> dict[str, Part]:
+    """The state a ``lock_clocks`` entry holds; an entry of a peer of an older release (``{h, o, lk, lh?}``, one
+    whole-state lock_set) as that event setting both fields."""
+    if any(clock.get(name) is not None for name in PARTS):
+        return {name: clock[name] for name in PARTS if clock.get(name) is not None}
+    return event_state(None, clock.get("lk"), clock.get("lh"), int(clock["h"]), str(clock.get("o", "")))
+
+
 def _stamp(part: Part) -> tuple[int, str]:
     return int(part[0]), str(part[1])
 

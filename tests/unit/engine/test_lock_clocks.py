@@ -423,3 +423,16 @@ def test_issue22_concurrent_lock_decisions_on_two_nodes_converge_and_keep_every_
         finally:
             for node in nodes:
                 node.close()
+
+
+def test_issue22_a_lock_clock_of_an_older_release_merges_as_one_whole_state_event() -> None:
+    """A peer of the release before per-field clocks answers ``lkc`` entries ``{h, o, k, lk, lh?}``: the quorum-read
+    merge takes one as an event setting both fields at its stamp (it used to be the whole state), never fails."""
+    old = {"h": 5 << 16, "o": "node-1", "k": "k", "lk": {"m": object_lock.COMPLIANCE, "u": 1000}, "lh": True}
+    new = {"h": 7 << 16, "o": "node-2", "k": "k", **object_lock.event_state(object_lock.LEGAL_HOLD, None, False,
+                                                                              7 << 16, "node-2")}
+    for a, b in ((old, new), (new, old)):
+        state: dict[str, Any] = {"k": "k", "i": [1, "node-1"], "bt": None, "vc": None, "vs": [], "vt": {}, "tc": {}}
+        merged = merge_key_states({"a": {**state, "lkc": {"v": a}}, "b": {**state, "lkc": {"v": b}}}).state
+        lk, lh = object_lock.effective(merged["lkc"]["v"])
+        assert (lk, lh) == ({"m": object_lock.COMPLIANCE, "u": 1000}, False)
