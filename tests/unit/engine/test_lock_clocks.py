@@ -371,7 +371,7 @@ def test_any_order_of_puts_lock_sets_and_tags_gives_the_same_lock_state(data: st
                 node.close()
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_issue22_concurrent_lock_decisions_on_two_nodes_converge_and_keep_every_compliance_retention(
         data: st.DataObject) -> None:
