@@ -32,16 +32,20 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from s4.engine import kms
 from s4.engine.views import merkle
-from s4.engine.views.env import MapFullError, Views, unpack
+from s4.engine.views.env import MapFullError, Views, pack, unpack
 from s4.engine.views.records import Tx
 from s4.journal.codec import decode_event
 from s4.journal.events import Event
 from s4.journal.hlc import physical_ms
 
 from .catch_up import BlobFetcher, JournalReader, PeerEventsApplier
-from .key_merge import merge_bucket_states, merge_key_states
-from .merkle_service import BUCKETS, INNER, KEYS, LEAVES, MAX_EVENTS, MAX_LEAVES, events_by_id, tree
+from .key_merge import lock_events, merge_bucket_states, merge_key_states
+from .merkle_service import BUCKETS, INNER, KEYS, KMS, LEAVES, MAX_EVENTS, MAX_LEAVES, events_by_id, tree
 from .rate_limit import TokenBucket
 from .reads import MAX_KEYS, OBJECT, read_states
 from .wake import cancel_and_wait, wait_event
@@ -226,8 +230,12 @@ class AntiEntropy:
         return found
 
     async def _exchange(self, peer: str, found: _Round) -> None:
-        theirs = {b.name: b for b in (await self.transport.merkle_tree(peer, MerkleTreeRequest(what=BUCKETS))).buckets}
-        mine = {b.name: b for b in (await self._local(MerkleTreeRequest(what=BUCKETS))).buckets}
+        their_roots = await self.transport.merkle_tree(peer, MerkleTreeRequest(what=BUCKETS))
+        my_roots = await self._local(MerkleTreeRequest(what=BUCKETS))
+        if bytes(their_roots.kms_root) != bytes(my_roots.kms_root):
+            await self._repair_kms(peer, found)
+        theirs = {b.name: b for b in their_roots.buckets}
+        mine = {b.name: b for b in my_roots.buckets}
         for name in sorted(mine.keys() | theirs.keys()):
             mb, tb = mine.get(name), theirs.get(name)
             if mb is not None and tb is not None and bytes(mb.root) == bytes(tb.root):
@@ -238,6 +246,26 @@ class AntiEntropy:
             live = await self._repair_bucket(peer, name, states, found)
             if live:
                 await self._repair_keys(peer, name, found)
+
+    async def _repair_kms(self, peer: str, found: _Round) -> None:
+        """The KMS keys differ: ship the ``kms.*`` events each side lacks (engine/kms.py ``ae_lacks``), first, since
+        objects under a key are of no use to a node without it. A peer of an older release cannot answer "kms"
+        (it holds no KMS root either): that side is left to catch-up."""
+        try:
+            reply = await self.transport.merkle_tree(peer, MerkleTreeRequest(what=KMS))
+        except GRPCError as exc:
+            if exc.status is not Status.INVALID_ARGUMENT:
+                raise
+            return
+        theirs = unpack(reply.kms) if reply.kms else {}
+        mine = unpack((await self._local(MerkleTreeRequest(what=KMS))).kms or pack({}))
+        found.differences += 1
+        shipped = 0
+        for side, ids in (("me", kms.ae_lacks(mine, theirs)), ("peer", kms.ae_lacks(theirs, mine))):
+            if ids:
+                shipped += await self._ship(peer, side, sorted(ids), found)
+        if shipped:
+            found.repaired += 1
 
     async def _repair_bucket(self, peer: str, bucket: str, states: dict[str, dict[str, Any]], found: _Round) -> bool:
         """Ship the events of the bucket's own state a side lacks; whether both now hold one live incarnation."""
@@ -346,13 +374,15 @@ class AntiEntropy:
             if held is None or (held[0], held[1]) != ident:
                 if physical_ms(ident[0]) >= horizon or vid in have:
                     out.add(ident)  # an old tombstone still goes where it removes a version
-        for clocks in ("tc", "lkc"):  # tag and lock clocks: each the newest tags_set / lock_set of a version
-            mine = state.get(clocks) or {}
-            for vid, clock in (merged.get(clocks) or {}).items():
-                ident = (clock["h"], clock.get("o", ""))
-                held = mine.get(vid)
-                if held is None or (held["h"], held.get("o", "")) != ident:
-                    out.add(ident)
+        mine = state.get("tc") or {}
+        for vid, clock in (merged.get("tc") or {}).items():  # tag clocks: each the newest tags_set of a version
+            ident = (clock["h"], clock.get("o", ""))
+            held = mine.get(vid)
+            if held is None or (held["h"], held.get("o", "")) != ident:
+                out.add(ident)
+        mine = state.get("lkc") or {}
+        for vid, clock in (merged.get("lkc") or {}).items():  # lock clocks: the lock events a version's state joins
+            out |= lock_events(clock) - lock_events(mine.get(vid))
         return out
 
     # -- shipping events ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from s4.engine import object_lock
 from s4.engine.model import LOCK_FIELDS
 from s4.engine.projector import newer, stamp_of, with_lock
 
@@ -77,7 +78,7 @@ def merge_key_states(states: Mapping[R, Mapping[str, Any]]) -> Merged[R]:
         for vid, clock in s["tc"].items():
             merged["tc"][vid] = _max([merged["tc"].get(vid), clock])
         for vid, clock in (s.get("lkc") or {}).items():  # a peer of an older release sends no lock clocks
-            merged["lkc"][vid] = _max([merged["lkc"].get(vid), clock])
+            merged["lkc"][vid] = _join_locks(merged["lkc"].get(vid), clock)
     records: dict[str, dict[str, Any]] = {}
     for s in held.values():
         for rec in s["vs"]:
@@ -131,9 +132,27 @@ def _key_lacks(s: Mapping[str, Any], merged: Mapping[str, Any], inc: Stamp | Non
             lacks.add(("tags", vid))
     held = s.get("lkc") or {}
     for vid, clock in merged["lkc"].items():
-        if held.get(vid) is None or stamp_of(held[vid]) != stamp_of(clock):
+        if lock_events(held.get(vid)) != lock_events(clock):
             lacks.add(("lock", vid))
     return tuple(sorted(lacks))
+
+
+def _join_locks(a: Mapping[str, Any] | None, b: Mapping[str, Any]) -> dict[str, Any]:
+    """Two replicas' lock clocks of one version as one: the join of their lock events (engine/object_lock.py)."""
+    state = object_lock.join(object_lock.clock_state(a) if a is not None else None, object_lock.clock_state(b))
+    h, o = object_lock.newest(state)
+    return {"h": h, "o": o, "k": b.get("k", ""), **state}
+
+
+def lock_events(clock: Mapping[str, Any] | None) -> set[Stamp]:
+    """The identities of the events a lock clock holds (one per part of its state): what a replica lacking some
+    of them must be brought (catch-up, anti-entropy). A clock of an older release is one whole-state event."""
+    if clock is None:
+        return set()
+    parts = [clock[p] for p in object_lock.PARTS if clock.get(p) is not None]
+    if not parts:
+        return {stamp_of(clock)}
+    return {(int(p[0]), str(p[1])) for p in parts}
 
 
 def _unlocked(rec: Mapping[str, Any] | None) -> Mapping[str, Any] | None:

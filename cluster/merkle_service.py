@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from s4.engine import reads
+from s4.engine import kms, reads
 from s4.engine.views import merkle
 from s4.engine.views.env import Views, pack
 from s4.engine.views.records import Tx
@@ -30,18 +30,26 @@ from .wire.s4cluster.v1 import (
     MerkleTreeRequest,
 )
 
-BUCKETS, INNER, LEAVES, KEYS = "buckets", "inner", "leaves", "keys"
+BUCKETS, INNER, LEAVES, KEYS, KMS = "buckets", "inner", "leaves", "keys", "kms"
 MAX_EVENTS = 512  # ids one GetEvents may ask for
 MAX_LEAVES = 64  # leaves one "keys" request may name
 #: Journal seqs further apart than this are read as separate ranges (each read starts at its segment's beginning).
 READ_GAP = 4096
 
 
-def bucket_roots(views: Views) -> list[MerkleBucket]:
+def bucket_roots(views: Views) -> MerkleTreeReply:
+    """Every bucket's root and state, and the KMS keys' root (one snapshot)."""
     with views.read() as txn:
         tx = Tx(txn, views.dbs)
-        return [MerkleBucket(name=name, root=merkle.root(tx, name), state=pack(reads.bucket_state(tx, name)))
-                for name in merkle.bucket_names(tx)]
+        return MerkleTreeReply(buckets=[MerkleBucket(name=name, root=merkle.root(tx, name),
+                                                     state=pack(reads.bucket_state(tx, name)))
+                                        for name in merkle.bucket_names(tx)],
+                               kms_root=kms.ae_root(kms.ae_state(tx)))
+
+
+def kms_state(views: Views) -> MerkleTreeReply:
+    with views.read() as txn:
+        return MerkleTreeReply(kms=pack(kms.ae_state(Tx(txn, views.dbs))))
 
 
 def inner_digests(views: Views, bucket: str) -> list[bytes]:
@@ -67,7 +75,9 @@ def tree(views: Views, request: MerkleTreeRequest) -> MerkleTreeReply:
     """One level of the Merkle view (see the proto's MerkleTreeRequest)."""
     indexes = list(request.indexes)
     if request.what == BUCKETS:
-        return MerkleTreeReply(buckets=bucket_roots(views))
+        return bucket_roots(views)
+    if request.what == KMS:
+        return kms_state(views)
     if request.what == INNER:
         return MerkleTreeReply(digests=inner_digests(views, request.bucket))
     if request.what == LEAVES:

@@ -307,7 +307,7 @@ def _check_key_rename(tx: Tx, bucket: Bucket, src: str, dst: str, src_cond: Prec
 
 def set_object_lock(d: Decision, args: dict[str, Any]) -> str:
     """PutObjectRetention (``retention``: ``{"m", "u"}`` or None to remove) or PutObjectLegalHold (``legal_hold``):
-    the version's whole new lock state as one ``object.lock_set`` event, after engine/object_lock.py's rules."""
+    one ``object.lock_set`` event naming the field it changes, after engine/object_lock.py's rules."""
     bucket = require_bucket(d.tx, args["bucket"])
     if not object_lock.enabled(d.tx.bucket_config(bucket.name, object_lock.CONFIG_KIND)):
         raise S3Error(ErrorCode.INVALID_REQUEST, object_lock.MISSING_CONFIG)
@@ -323,6 +323,9 @@ def set_object_lock(d: Decision, args: dict[str, Any]) -> str:
     payload = {"bucket": bucket.name, "key": args["key"], "version_id": rec["v"], "lk": lock.get("lk")}
     if "lh" in lock:
         payload["lh"] = bool(lock["lh"])
+    # the field this request changes: a replica joins only that one (object-lock.md, "Concurrent lock changes");
+    # the payload still carries the whole state as decided, which is what a peer of an older release applies
+    payload["f"] = object_lock.RETENTION if "retention" in args else object_lock.LEGAL_HOLD
     d.emit(EventType.OBJECT_LOCK_SET, payload, bucket)
     return str(rec["v"])
 

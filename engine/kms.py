@@ -18,6 +18,7 @@ deleted (objects may still need it): it is disabled, which makes its objects unr
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -25,7 +26,7 @@ from s4.journal import Event, EventType
 from s4.journal.hlc import physical_ms
 
 from .views import keys
-from .views.env import pack
+from .views.env import pack, unpack
 from .views.records import Tx
 
 KEY_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+=@-]{0,255}$")  # no "/": ids are path segments
@@ -50,6 +51,37 @@ def public(rec: dict[str, Any]) -> dict[str, Any]:
     """What the admin API shows: no material, not even wrapped."""
     return {"key_id": rec["id"], "enabled": rec["en"], "created_ms": rec["c"], "versions": len(rec["vs"]),
             "current_version": current_version(rec)}
+
+
+# -- anti-entropy (docs/architecture/anti-entropy.md, "KMS keys") ---------------------------------------------------
+def ae_state(tx: Tx) -> dict[str, Any]:
+    """The replicated facts of every key, as the identities of the events that made them: per key its versions'
+    events (creations and rotations) and the event of its enabled flag. Nothing secret, not even wrapped."""
+    out: dict[str, Any] = {}
+    for _, raw in tx.scan(VIEW, b""):
+        rec = unpack(raw)
+        out[rec["id"]] = {"vs": {vid: [v[2], v[3]] for vid, v in sorted(rec["vs"].items())}, "ec": list(rec["ec"])}
+    return out
+
+
+def ae_root(state: dict[str, Any]) -> bytes:
+    """One digest of ``ae_state`` (empty when there are no keys): equal on two nodes exactly when they hold the
+    same KMS events. Keys are few (named by operators), so it is computed from the view on each exchange."""
+    if not state:
+        return b""
+    return hashlib.sha256(pack(dict(sorted(state.items())))).digest()
+
+
+def ae_lacks(mine: dict[str, Any], theirs: dict[str, Any]) -> set[tuple[int, str]]:
+    """The identities of the KMS events ``theirs`` holds and ``mine`` lacks: versions it has and mine does not,
+    and its enabled flag's event when newer than mine."""
+    out: set[tuple[int, str]] = set()
+    for key_id, rec in theirs.items():
+        have = mine.get(key_id) or {"vs": {}, "ec": [0, ""]}
+        out.update((int(s[0]), str(s[1])) for vid, s in rec["vs"].items() if vid not in have["vs"])
+        if (int(rec["ec"][0]), str(rec["ec"][1])) > (int(have["ec"][0]), str(have["ec"][1])):
+            out.add((int(rec["ec"][0]), str(rec["ec"][1])))
+    return out
 
 
 # -- projection ---------------------------------------------------------------------------------------------------

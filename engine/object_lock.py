@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from s4.journal.hlc import physical_ms
+
 from .errors import ErrorCode, S3Error
 
 CONFIG_KIND = "object-lock"
@@ -101,3 +103,79 @@ def validate_rule(rule: Mapping[str, Any] | None) -> None:
                       "value.")
     if (days or 0) > MAX_DAYS or (years or 0) * YEAR_DAYS > MAX_DAYS:
         raise S3Error(ErrorCode.INVALID_RETENTION_PERIOD, "Default retention period is too large.")
+
+
+# -- a version's lock state in a pool: a join of its lock events (object-lock.md, "Concurrent lock changes") ----------
+#: The fields a lock event sets (``object.lock_set`` payload ``f``): PutObjectRetention sets the retention, and
+#: PutObjectLegalHold the legal hold; an event without ``f`` (journaled before per-field clocks) sets both.
+RETENTION, LEGAL_HOLD = "lk", "lh"
+#: The state's parts, each ``[hlc, origin, value]``: ``r`` the newest retention event (value: ``{m, u}`` or None),
+#: ``c`` the strongest COMPLIANCE retention ever set (latest until, then newest stamp), ``g`` the newest legal hold
+#: event (value: True/False, or None: never set).
+PARTS = ("r", "c", "g")
+Part = list[Any]
+
+
+def event_state(fields: str | None, lk: Mapping[str, Any] | None, lh: bool | None, hlc: int,
+                origin: str) -> dict[str, Part]:
+    """The lock state one event alone gives: the retention and/or legal hold it sets (``fields`` None: both), at
+    its stamp. A version's own lock (the one it was written with) is such an event at the version's stamp."""
+    out: dict[str, Part] = {}
+    if fields in (None, RETENTION):
+        out["r"] = [hlc, origin, dict(lk) if lk else None]
+        if lk and lk["m"] == COMPLIANCE:
+            out["c"] = [hlc, origin, dict(lk)]
+    if fields in (None, LEGAL_HOLD):
+        out["g"] = [hlc, origin, None if lh is None else bool(lh)]
+    return out
+
+
+def clock_state(clock: Mapping[str, Any]) -> dict[str, Part]:
+    """The state a ``lock_clocks`` entry holds; an entry of a peer of an older release (``{h, o, lk, lh?}``, one
+    whole-state lock_set) as that event setting both fields."""
+    if any(clock.get(name) is not None for name in PARTS):
+        return {name: clock[name] for name in PARTS if clock.get(name) is not None}
+    return event_state(None, clock.get("lk"), clock.get("lh"), int(clock["h"]), str(clock.get("o", "")))
+
+
+def _stamp(part: Part) -> tuple[int, str]:
+    return int(part[0]), str(part[1])
+
+
+def _strength(part: Part) -> tuple[int, int, str]:
+    """The order of COMPLIANCE retentions: the later until wins, then the newer event (a tie of equal values)."""
+    return int(part[2]["u"]), int(part[0]), str(part[1])
+
+
+def join(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> dict[str, Part]:
+    """The state holding both states' events: per part the newest (``c``: the strongest). Commutative,
+    associative and idempotent, so every replica reaches the same state whatever order the events came in."""
+    out: dict[str, Part] = {}
+    for name in PARTS:
+        x, y = (a or {}).get(name), (b or {}).get(name)
+        if x is None or y is None:
+            best = x if y is None else y
+        elif name == "c":
+            best = x if _strength(x) >= _strength(y) else y
+        else:
+            best = x if _stamp(x) >= _stamp(y) else y
+        if best is not None:
+            out[name] = [int(best[0]), str(best[1]), best[2]]
+    return out
+
+
+def effective(state: Mapping[str, Any]) -> tuple[dict[str, Any] | None, bool | None]:
+    """The retention and legal hold a state means. The newest retention decision stands unless the strongest
+    COMPLIANCE retention was still in force when it was stamped: a node that decided it had not seen that
+    COMPLIANCE retention (its decider would have refused a shortening), so WORM keeps the COMPLIANCE one. A
+    decision stamped after that retention ended is a legitimate later one and stands. The legal hold is the newest."""
+    r, c, g = state.get("r"), state.get("c"), state.get("g")
+    lk = r[2] if r is not None else None
+    if c is not None and (r is None or int(c[2]["u"]) > physical_ms(int(r[0]))):
+        lk = c[2]
+    return (dict(lk) if lk else None), (None if g is None or g[2] is None else bool(g[2]))
+
+
+def newest(state: Mapping[str, Any]) -> tuple[int, str]:
+    """The newest event stamp in a state (its ``lock_clocks`` entry's ``h``/``o``, which tombstone GC compares)."""
+    return max(_stamp(state[name]) for name in PARTS if state.get(name) is not None)

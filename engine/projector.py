@@ -21,7 +21,7 @@ from typing import Any
 from s4.journal import REPLICATED, Event, EventType
 from s4.journal.hlc import physical_ms
 
-from . import imports, kms
+from . import imports, kms, object_lock
 from .model import Bucket, Upload, stamped, version_record
 from .tombstones import apply_tombstones_collected
 from .views import blobs, keys, merkle, namespace, upload_index
@@ -191,28 +191,44 @@ def _set_acl(rec: dict[str, Any], attrs: dict[str, Any]) -> None:
             rec.pop("acl", None)
 
 
-def _set_lock(rec: dict[str, Any], lock: dict[str, Any], stamp: Stamp) -> None:
-    """A version's whole lock state from an ``object.lock_set`` payload (or its ``lock_clocks`` copy): retention
-    ``lk`` (None: none), legal hold ``lh`` (absent: never set; False is kept, GetObjectLegalHold answers OFF) and
-    the event's stamp ``lc``."""
-    if lock.get("lk"):
-        rec["lk"] = lock["lk"]
+def lock_state(rec: dict[str, Any]) -> dict[str, Any]:
+    """A version's lock state (engine/object_lock.py ``join``): ``lc``, the join of the lock events applied to it,
+    else the lock it was written with, as an event at the version's own stamp. (A record of a peer of an older
+    release has ``lc`` ``[hlc, origin]``: its whole lock state set at that stamp.)"""
+    lc = rec.get("lc")
+    if isinstance(lc, dict):
+        return lc
+    at = lc if lc is not None else (rec["h"], rec.get("o", ""))
+    return object_lock.event_state(None, rec.get("lk"), rec.get("lh"), int(at[0]), str(at[1]))
+
+
+def _set_lock(rec: dict[str, Any], state: dict[str, Any]) -> None:
+    """A version's lock from its state: retention ``lk`` (absent: none), legal hold ``lh`` (absent: never set;
+    False is kept, GetObjectLegalHold answers OFF), both by ``object_lock.effective``, and the state itself ``lc``."""
+    lk, lh = object_lock.effective(state)
+    if lk:
+        rec["lk"] = lk
     else:
         rec.pop("lk", None)
-    if "lh" in lock:
-        rec["lh"] = bool(lock["lh"])
+    if lh is not None:
+        rec["lh"] = lh
     else:
         rec.pop("lh", None)
-    rec["lc"] = list(stamp)
+    rec["lc"] = state
 
 
 def with_lock(rec: dict[str, Any], clock: dict[str, Any] | None) -> dict[str, Any]:
-    """``rec`` as it stands once a ``lock_clocks`` entry ``clock`` has applied (a copy when it changes): the
-    clock's lock when it is newer than the version and than the lock the record holds (``lc``)."""
-    if clock is None or _pair(rec) > _pair(clock) or not _newer(_pair(clock), rec.get("lc")):
+    """``rec`` as it stands once the lock events of ``clock`` (a ``lock_clocks`` entry, or one event's state)
+    joined its own (a copy when that changes anything). The one rule for a lock event applied to its version, a
+    lock clock applied to a version arriving after it, and the quorum-read merge, so all three agree."""
+    if clock is None:
+        return rec
+    have = lock_state(rec)
+    state = object_lock.join(have, clock)
+    if state == object_lock.join(have, None):
         return rec
     rec = dict(rec)
-    _set_lock(rec, clock, _pair(clock))
+    _set_lock(rec, state)
     return rec
 
 
@@ -383,32 +399,34 @@ def apply_object_tags_set(tx: Tx, event: Event) -> None:
 
 
 def apply_object_lock_set(tx: Tx, event: Event) -> None:
-    """A version's retention (``lk``) and legal hold (``lh``) as the decider left them (the whole lock state, not
-    a delta), last writer wins per version like tags: the newest lock_set is kept in ``lock_clocks`` (a peer's may
-    arrive before the version it names, which then takes it on arrival: ``_store_version``) and replaces the
-    version's lock unless the version itself was written later; ``lc`` keeps the stamp applied, so an older
-    lock_set arriving late changes nothing."""
+    """A version's retention (``lk``) or legal hold (``lh``), the field ``f`` names (none: both, an event of an
+    older release), joined into the version's lock state (engine/object_lock.py ``join``): per field the newest
+    event, except that no concurrent decision shortens a COMPLIANCE retention. In a pool the join of a version's
+    lock events is also kept in ``lock_clocks`` (a peer's may arrive before the version it names, which then takes
+    it on arrival: ``_store_version``); an event already joined changes nothing."""
     p = event.payload
     bucket = _bucket_for(tx, event)
     if bucket is None:
         return
     stamp = _stamp(event)
+    incoming = object_lock.event_state(p.get("f"), p.get("lk"), p.get("lh"), stamp[0], stamp[1])
     if tx.replicated:  # the clock lets a lock_set overtake its version's put; in order (a single node) none is needed
         vkey = keys.object_version_key(bucket.name, p["key"], p["version_id"])
         old = tx.packed("lock_clocks", vkey)
-        if not _newer(stamp, old):
+        state = object_lock.join(old, incoming)
+        if old is not None and state == object_lock.join(old, None):
             return
-        new = {"h": stamp[0], "o": stamp[1], "k": p["key"], "lk": p.get("lk")}
-        if "lh" in p:
-            new["lh"] = bool(p["lh"])
+        h, o = object_lock.newest(state)
+        new = {"h": h, "o": o, "k": p["key"], **state}
         tx.put("lock_clocks", vkey, pack(new))
         merkle.clock(tx, merkle.LOCK, bucket.name, p["key"], p["version_id"], old, new)
     oid = namespace.find_object(tx.txn, tx.dbs["ns"], bucket.root, p["key"].encode())
     rec = tx.version(oid, p["version_id"]) if oid is not None else None
-    if oid is None or rec is None or _pair(rec) > stamp or not _newer(stamp, rec.get("lc")):
+    if oid is None or rec is None:
         return
-    _set_lock(rec, p, stamp)
-    tx.replace_version(oid, rec)
+    locked = with_lock(rec, incoming)
+    if locked is not rec:
+        tx.replace_version(oid, locked)
 
 
 def _drop_object(tx: Tx, bucket: Bucket, oid: int) -> None:

@@ -105,7 +105,7 @@ def bucket_life(tx: Tx, name: str) -> dict[str, Any]:
 
 def key_state_at(tx: Tx, bucket: str, key: str, oid: int | None) -> dict[str, Any]:
     """One key's versions (newest first, with ``h``/``o``), version tombstones ``vt`` {version id: [hlc, origin]},
-    tag clocks ``tc`` {version id: {h, o, tg}} and lock clocks ``lkc`` {version id: {h, o, lk, lh?}}; ``oid`` is
+    tag clocks ``tc`` {version id: {h, o, tg}} and lock clocks ``lkc`` {version id: {h, o, k, r?, c?, g?}}; ``oid`` is
     the key's object id here (None: no leaf)."""
     state: dict[str, Any] = {"k": key, "vs": [rec for _, rec in tx.versions(oid)] if oid is not None else [],
                              "vt": {}, "tc": {}, "lkc": {}}

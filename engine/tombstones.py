@@ -136,8 +136,8 @@ def _forget_digest(tx: Tx, entry: Entry) -> None:
     if kind is None or value is None:
         return
     bucket, khash, version_id = keys.decode_object_version_key(entry[1])
-    digest = merkle.atom(kind, bucket, khash, version_id, value["h"], value.get("o", ""))
-    merkle.toggle(tx, bucket, value.get("k", ""), digest, -1, khash)
+    for digest in merkle.record_atoms(kind, bucket, khash, version_id, value):
+        merkle.toggle(tx, bucket, value.get("k", ""), digest, -1, khash)
 
 
 DECIDERS = {"collect_tombstones": collect_tombstones}

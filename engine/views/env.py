@@ -25,7 +25,7 @@ Last-writer-wins bookkeeping (docs/architecture/replication.md, "Applying a peer
     event_ids         origin \\0 hlc (u64 BE) -> local seq: every event this node holds, by identity
     vtombs            bucket \\0 sha256(key) version id -> msgpack {k, v, h, o}: a removed version's tombstone
     tag_clocks        bucket \\0 sha256(key) version id -> msgpack {h, o, tg}: the newest tags_set of a version
-    lock_clocks       bucket \\0 sha256(key) version id -> msgpack {h, o, k, lk, lh?}: the newest lock_set of a version
+    lock_clocks       bucket \\0 sha256(key) version id -> msgpack {h, o, k, r?, c?, g?}: a version's joined lock_sets
     cfg_clocks        bucket \\0 kind -> msgpack [h, o]: the newest config_set of a kind (a deleted config included)
     bucket_tombs      bucket name -> msgpack [h, o, dh, do]: the newest deleted incarnation of the name, its deletion
     upload_ends       upload id -> msgpack {h, o, st}: an upload completed or aborted

@@ -22,8 +22,9 @@ NAME_PIECE_BYTES = 480
 assert U64.size + NAME_PIECE_BYTES <= MAX_KEY_BYTES
 
 #: The view layout this code reads and writes; views stamped with another (or none) are rebuilt from the journal.
-LAYOUT_VERSION = 5  # 4: the Merkle view (ae_keys, ae_leaves), tag_clocks keep the key, bucket_tombs the delete;
+LAYOUT_VERSION = 6  # 4: the Merkle view (ae_keys, ae_leaves), tag_clocks keep the key, bucket_tombs the delete;
 #                    5: lock_clocks (a version's newest object.lock_set, kept before the version arrives)
+#                    6: lock_clocks and a version's ``lc`` hold per-field lock states (object_lock.join)
 
 
 def u64(n: int) -> bytes:

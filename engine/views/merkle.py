@@ -41,6 +41,10 @@ LEAVES = 1 << keys.MERKLE_LEAF_BITS
 FANOUT = 32
 assert FANOUT * FANOUT == LEAVES
 VERSION, TOMBSTONE, TAGS, LOCK = b"V", b"T", b"G", b"L"
+#: A lock clock is one record per part of the version's lock state (engine/object_lock.py ``join``): the newest
+#: retention event (kind ``L``), the strongest COMPLIANCE one (``C``) and the newest legal hold event (``H``), so a
+#: replica that lacks any of those events differs, even when it holds the newest of the others.
+LOCK_PARTS = {"r": LOCK, "c": b"C", "g": b"H"}
 
 
 def xor(a: bytes, b: bytes) -> bytes:
@@ -58,6 +62,14 @@ def atom(kind: bytes, bucket: str, khash: bytes, version_id: str, hlc: int, orig
         h.update(len(part).to_bytes(4, "big"))
         h.update(part)
     return h.digest()
+
+
+def record_atoms(kind: bytes, bucket: str, khash: bytes, version_id: str, value: Any) -> list[bytes]:
+    """The digests of one stored clock or tombstone (a lock clock: one per part, ``LOCK_PARTS``)."""
+    if kind == LOCK:
+        return [atom(part_kind, bucket, khash, version_id, int(value[part][0]), str(value[part][1]))
+                for part, part_kind in LOCK_PARTS.items() if value.get(part) is not None]
+    return [atom(kind, bucket, khash, version_id, value["h"], value.get("o", ""))]
 
 
 def toggle(tx: Tx, bucket: str, key: str, digest: bytes, delta: int, khash: bytes | None = None) -> None:
@@ -96,8 +108,8 @@ def clock(tx: Tx, kind: bytes, bucket: str, key: str, version_id: str, old: Any,
     khash = key_hash(key)
     for value, delta in ((old, -1), (new, 1)):
         if value is not None:
-            toggle(tx, bucket, key, atom(kind, bucket, khash, version_id, value["h"], value.get("o", "")), delta,
-                   khash)
+            for digest in record_atoms(kind, bucket, khash, version_id, value):
+                toggle(tx, bucket, key, digest, delta, khash)
 
 
 # -- reading the tree --------------------------------------------------------------------------------------------
@@ -182,7 +194,8 @@ def recompute(tx: Tx, bucket: str) -> Rebuilt:
         for k, v in tx.scan(db, keys.bucket_prefix(bucket)):
             _, khash, version_id = keys.decode_object_version_key(k)
             rec = unpack(v)
-            out.add(khash, rec.get("k", ""), atom(kind, bucket, khash, version_id, rec["h"], rec.get("o", "")))
+            for digest in record_atoms(kind, bucket, khash, version_id, rec):
+                out.add(khash, rec.get("k", ""), digest)
     return out
 
 

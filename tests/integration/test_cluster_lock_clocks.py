@@ -95,3 +95,61 @@ def test_a_node_partitioned_while_the_lock_was_set_refuses_the_delete_after_the_
             403, "AccessDenied")
     for client in clients:
         assert client.get_object(Bucket=BUCKET, Key="k", VersionId=version)["Body"].read() == b"kept"
+
+
+QUORUM_ONE = {"S4_WRITE_QUORUM": "1", "S4_READ_QUORUM": "1", "S4_ANTI_ENTROPY_INTERVAL_SECS": "2"}
+
+
+def lock_of(client: Any, version: str) -> tuple[Any, ...] | None:
+    """(legal hold, retention mode, retain-until) a node answers for the version; None while it cannot answer (503)
+    or does not hold the version yet (404: with R=1 a node answers from its own views)."""
+    try:
+        head = client.head_object(Bucket=BUCKET, Key="k", VersionId=version)
+    except ClientError as exc:
+        if exc.response["ResponseMetadata"]["HTTPStatusCode"] in (404, 503):
+            return None
+        raise
+    return head.get("ObjectLockLegalHoldStatus"), head.get("ObjectLockMode"), head.get("ObjectLockRetainUntilDate")
+
+
+def test_issue22_retention_and_legal_hold_set_on_two_sides_of_a_partition_both_survive_the_heal(
+        tmp_path: Path, nodes: list[ServerProcess], partitions: list[Partition]) -> None:
+    """A pool run with W=1, R=1 (available on both sides of a partition) is cut in two by nftables: node-1 sets a
+    COMPLIANCE retention on a version, then node-3, alone on the other side, sets a legal hold on it (later by the
+    clock, never having seen the retention). After the heal every node answers both, and refuses the delete.
+    Before per-field lock clocks each lock_set was the whole lock state, last writer wins: node-3's (hold on, no
+    retention) won everywhere and the acknowledged COMPLIANCE retention was gone."""
+    pool = make_pool(tmp_path, workers=1, overrides={i: QUORUM_ONE for i in range(3)})
+    for node in pool:
+        nodes.append(node.start())
+    tokens = [token(n) for n in pool]
+    everyone = {"node-1": "alive", "node-2": "alive", "node-3": "alive"}
+    wait_for("the 3 nodes alive everywhere", lambda: all(states(health(n, t)) == everyone
+                                                         for n, t in zip(pool, tokens, strict=True)), pool)
+    clients = [no_retries(n.endpoint) for n in pool]
+    clients[0].create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
+    wait_for("every node holds the bucket", lambda: all(
+        answer(lambda c=c: c.head_bucket(Bucket=BUCKET))[0] == 200 for c in clients), pool)
+    version = clients[0].put_object(Bucket=BUCKET, Key="k", Body=b"kept")["VersionId"]
+    wait_for("every node holds the version", lambda: all(
+        lock_of(c, version) == (None, None, None) for c in clients), pool)
+
+    partition = Partition(pool, isolated=2)
+    partitions.append(partition)
+    partition.cut()
+    until = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)).replace(microsecond=0)
+    clients[0].put_object_retention(Bucket=BUCKET, Key="k", VersionId=version,
+                                    Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until})
+    assert lock_of(clients[0], version) == (None, "COMPLIANCE", until)
+    clients[2].put_object_legal_hold(Bucket=BUCKET, Key="k", VersionId=version, LegalHold={"Status": "ON"})
+    assert lock_of(clients[2], version) == ("ON", None, None)  # decided without the retention
+    partition.heal()
+
+    def agreed() -> bool:
+        seen = [lock_of(c, version) for c in clients]
+        return seen[0] is not None and seen[0][0] == "ON" and seen.count(seen[0]) == 3
+    wait_for("every node answers the same lock, with node-3's legal hold", agreed, pool, 90)
+    for client in clients:
+        assert lock_of(client, version) == ("ON", "COMPLIANCE", until)
+        assert answer(lambda c=client: c.delete_object(Bucket=BUCKET, Key="k", VersionId=version)) == (
+            403, "AccessDenied")

@@ -262,3 +262,42 @@ def test_token_bucket_never_exceeds_its_rate(rate: float) -> None:
     taken = 1 + 5 + 50 + 3 + 200 + 1 + 1
     assert now[0] >= (taken - bucket.burst) / rate - 1e-9  # beyond the burst, at most ``rate`` a second
     assert now[0] <= taken / rate + 1e-9
+
+
+def _kms_view(node: Node) -> dict[bytes, bytes]:
+    with node.views.read() as txn:
+        return {bytes(k): bytes(v) for k, v in Tx(txn, node.views.dbs).scan("kms_keys", b"")}
+
+
+def test_issue22_anti_entropy_brings_kms_keys_their_rotations_and_disables(tmp_path: Path) -> None:
+    """KMS keys travel in the exchange like bucket configs: a replica that missed a key's creation, a rotation
+    and a disable (on one side) and another key's rotation (on the other) ends with the same ``kms_keys`` view as
+    its peer, both ways, and a second exchange finds nothing. Before, only replication and catch-up carried
+    ``kms.*`` events: a node that missed them past the hint window never got the key."""
+    wall = Wall()
+    a, b = _pair(tmp_path, wall)
+    try:
+        def kms(node: Node, command: str, **args: Any) -> None:
+            result = node.run(command, **args)
+            assert not isinstance(result, BaseException), result
+
+        kms(a, "kms_create_key", key_id="both", version="v1", material=b"wrapped-1")
+        deliver(b, a.own_events())
+        wall.ms += 1
+        kms(a, "kms_create_key", key_id="only-a", version="v1", material=b"wrapped-2")
+        wall.ms += 1
+        kms(a, "kms_rotate_key", key_id="only-a", version="v2", material=b"wrapped-3")
+        wall.ms += 1
+        kms(a, "kms_set_key_enabled", key_id="only-a", enabled=False)
+        kms(b, "kms_rotate_key", key_id="both", version="v2", material=b"wrapped-4")
+        assert _kms_view(a) != _kms_view(b)
+        net = Network({"ra": a, "rb": b})
+        ae = _ae(a, {"rb": b}, net, wall.ms / 1000)
+        found = asyncio.run(ae.exchange("rb"))
+        assert found.pulled == 1 and found.pushed == 3, found
+        assert _kms_view(a) == _kms_view(b)
+        again = asyncio.run(ae.exchange("rb"))
+        assert again.differences == 0 and net.calls["tree:kms"] == 1
+    finally:
+        a.close()
+        b.close()

@@ -29,7 +29,7 @@ def _rewrite_meta(views_dir: Path, layout: int | None) -> None:
         views.close()
 
 
-@pytest.mark.parametrize("layout", [None, 1, 4, keys.LAYOUT_VERSION + 1])  # 4: before lock_clocks
+@pytest.mark.parametrize("layout", [None, 1, 4, 5, keys.LAYOUT_VERSION + 1])  # 4, 5: before (per-field) lock_clocks
 async def test_issue18_views_in_another_layout_are_rebuilt_from_the_journal(
         make_engine: Callable[..., Engine], tmp_path: Path, layout: int | None) -> None:
     engine = make_engine()

@@ -799,6 +799,16 @@ class MerkleTreeReply(betterproto2.Message):
 
     keys: "list[MerkleKey]" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, repeated=True)
 
+    kms_root: "bytes" = betterproto2.field(4, betterproto2.TYPE_BYTES)
+    """
+    what "buckets": digest of the KMS keys' event identities (engine/kms.py); empty: no keys
+    """
+
+    kms: "bytes" = betterproto2.field(5, betterproto2.TYPE_BYTES)
+    """
+    what "kms": msgpack engine/kms.py ae_state {key id: {vs: {version: [hlc, origin]}, ec: [hlc, origin]}}
+    """
+
 
 default_message_pool.register_message("s4cluster.v1", "MerkleTreeReply", MerkleTreeReply)
 
