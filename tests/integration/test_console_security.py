@@ -1,0 +1,234 @@
+"""The web console over plain HTTP: sessions, CSRF, escaping, roles, headers, and its port (api/console).
+
+One server per module: IAM on, two HTTP worker processes (the console socket shared by both workers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from botocore.exceptions import ClientError
+from helpers.admin_api import ROOT_PASSWORD
+from helpers.console import Signed, console_server, sign_in
+from helpers.s3client import make_client
+from helpers.server import ServerProcess, free_port
+
+XSS_KEY = "<img src=x onerror=alert(1)>"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
+    server, url = console_server(tmp_path_factory.mktemp("console") / "data", workers=2)
+    yield server, url
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def root(site: tuple[ServerProcess, str]) -> Signed:
+    return sign_in(site[1])
+
+
+@pytest.fixture(scope="module")
+def s3(site: tuple[ServerProcess, str]) -> Any:
+    return make_client(site[0].endpoint)
+
+
+def _bucket() -> str:
+    return f"console-{uuid.uuid4().hex[:10]}"
+
+
+def _exists(s3: Any, bucket: str) -> bool:
+    try:
+        s3.head_bucket(Bucket=bucket)
+        return True
+    except ClientError:
+        return False
+
+
+def test_console_state_change_without_csrf_token_refused(root: Signed, s3: Any) -> None:
+    name = _bucket()
+    bare = root.http.post(root.url + "/buckets", data={"name": name}, allow_redirects=False, timeout=60)
+    wrong = root.http.post(root.url + "/buckets", data={"name": name, "csrf_token": "x" + root.csrf},
+                           allow_redirects=False, timeout=60)
+    assert (bare.status_code, wrong.status_code) == (403, 403)
+    assert "CSRF" in bare.text
+    assert not _exists(s3, name)
+    upload = root.http.put(root.url + f"/api/buckets/{name}/object", params={"key": "k"}, data=b"x", timeout=60)
+    assert upload.status_code == 403
+    made = root.post("/buckets", {"name": name})  # the same request with the token is what works
+    assert made.status_code == 303 and _exists(s3, name)
+    deleting = root.http.post(root.url + f"/buckets/{name}/delete", data={}, allow_redirects=False, timeout=60)
+    assert deleting.status_code == 403 and _exists(s3, name)
+
+
+def test_console_sign_in_form_needs_its_token(site: tuple[ServerProcess, str]) -> None:
+    """Login CSRF: a sign-in posted from elsewhere (no token from the form's own cookie) is refused."""
+    done = requests.post(site[1] + "/login", data={"username": "root", "password": ROOT_PASSWORD},
+                         allow_redirects=False, timeout=60)
+    assert done.status_code == 403 and "s4console=" not in done.headers.get("Set-Cookie", "")
+
+
+def test_console_key_with_markup_shown_as_text(root: Signed, s3: Any) -> None:
+    name = _bucket()
+    s3.create_bucket(Bucket=name)
+    s3.put_object(Bucket=name, Key=XSS_KEY, Body=b"x")
+    page = root.get(f"/buckets/{name}")
+    assert page.status_code == 200
+    assert XSS_KEY not in page.text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page.text
+
+
+def test_console_cookie_flags(site: tuple[ServerProcess, str]) -> None:
+    http = requests.Session()
+    form = http.get(site[1] + "/login", timeout=60)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert token
+    done = http.post(site[1] + "/login", data={"csrf_token": token.group(1), "username": "root",
+                                                "password": ROOT_PASSWORD}, allow_redirects=False, timeout=60)
+    cookie = done.headers["Set-Cookie"]
+    assert cookie.startswith("s4console=")
+    flags = {part.strip().split("=")[0].lower(): part.strip() for part in cookie.split(";")[1:]}
+    assert "httponly" in flags and flags["samesite"] == "SameSite=Strict" and flags["path"] == "Path=/"
+    assert "secure" not in flags  # plain HTTP here; over TLS the cookie is Secure (app.set_session_cookie)
+    page = http.get(site[1] + "/buckets", timeout=60).text
+    assert cookie.split(";")[0].split("=", 1)[1] not in page  # the session itself is never in the page
+
+
+def test_console_security_headers_on_every_response(site: tuple[ServerProcess, str], root: Signed) -> None:
+    for response in (requests.get(site[1] + "/login", timeout=60), root.get("/buckets"), root.get("/dashboard"),
+                     requests.get(site[1] + "/static/htmx.min.js", timeout=60), root.get("/no-such-page")):
+        csp = response.headers["Content-Security-Policy"]
+        assert "default-src 'self'" in csp and "script-src 'self'" in csp
+        assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert "<script>" not in root.get("/buckets").text  # no inline script (CSP would refuse it anyway)
+
+
+def test_console_reader_refused_admin_pages(root: Signed, site: tuple[ServerProcess, str], s3: Any) -> None:
+    username = f"reader{uuid.uuid4().hex[:6]}"
+    made = root.post("/users", {"username": username, "password": "reader-password-1", "role": "Reader"})
+    assert made.status_code == 303, made.text
+    reader = sign_in(site[1], username, "reader-password-1")
+    assert reader.get("/users").status_code == 403
+    assert reader.post("/users", {"username": "x" + username, "password": "p" * 12, "role": "SuperUser"}) \
+        .status_code == 403
+    assert ">Users<" not in reader.get("/buckets").text  # no link to what it may not open
+    name = _bucket()  # and the S3 permission check applies: a Reader creates nothing
+    refused = reader.post("/buckets", {"name": name})
+    assert refused.status_code == 403 and not _exists(s3, name)
+    assert reader.get("/dashboard").status_code == 200
+
+
+def test_console_sign_in_is_throttled(site: tuple[ServerProcess, str]) -> None:
+    """The engine's login throttle applies to the console's sign-in (5 free failures, then 429)."""
+    http = requests.Session()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', http.get(site[1] + "/login", timeout=60).text)
+    assert token
+    statuses = []
+    for _ in range(8):  # bounded
+        done = http.post(site[1] + "/login", data={"csrf_token": token.group(1), "username": "nobody-here",
+                                                    "password": "wrong"}, allow_redirects=False, timeout=60)
+        statuses.append(done.status_code)
+    assert statuses[0] == 401 and 429 in statuses, statuses
+
+
+def test_console_upload_multipart_and_cancel(root: Signed, s3: Any) -> None:
+    """The uploader's calls: parts then completion give the bytes back; an abort leaves no upload behind."""
+    name = _bucket()
+    s3.create_bucket(Bucket=name)
+    headers = {"X-CSRF-Token": root.csrf}
+    api = f"{root.url}/api/buckets/{name}/uploads"
+    parts = [os.urandom(5 * 1024 * 1024), os.urandom(1000)]
+    upload_id = root.http.post(api, params={"key": "big.bin"}, headers=headers, timeout=60).json()["upload_id"]
+    sent = []
+    for number, body in enumerate(parts, 1):
+        answer = root.http.put(api + "/part", params={"key": "big.bin", "upload_id": upload_id, "part": number},
+                               data=body, headers=headers, timeout=60)
+        assert answer.status_code == 200, answer.text
+        sent.append({"part": number, "etag": answer.json()["etag"]})
+    done = root.http.post(api + "/complete", params={"key": "big.bin", "upload_id": upload_id},
+                          json={"parts": sent}, headers=headers, timeout=60)
+    assert done.status_code == 200, done.text
+    got = root.get(f"/buckets/{name}/download", params={"key": "big.bin"})
+    assert hashlib.sha256(got.content).digest() == hashlib.sha256(b"".join(parts)).digest()
+    assert got.headers["Content-Disposition"].startswith("attachment")
+    assert got.headers["Content-Type"] == "application/octet-stream"
+    cancelled = root.http.post(api, params={"key": "gone.bin"}, headers=headers, timeout=60).json()["upload_id"]
+    root.http.put(api + "/part", params={"key": "gone.bin", "upload_id": cancelled, "part": 1}, data=b"y" * 1000,
+                  headers=headers, timeout=60)
+    assert root.http.delete(api, params={"key": "gone.bin", "upload_id": cancelled}, headers=headers,
+                            timeout=60).status_code == 200
+    assert s3.list_multipart_uploads(Bucket=name).get("Uploads", []) == []
+
+
+def test_console_html_object_never_rendered(root: Signed, s3: Any) -> None:
+    """A stored HTML page downloaded from the console's origin is an attachment of opaque type, never a page."""
+    name = _bucket()
+    s3.create_bucket(Bucket=name)
+    s3.put_object(Bucket=name, Key="page.html", Body=b"<script>alert(1)</script>", ContentType="text/html")
+    got = root.get(f"/buckets/{name}/download", params={"key": "page.html"})
+    assert got.headers["Content-Type"] == "application/octet-stream"
+    assert got.headers["Content-Disposition"].startswith("attachment")
+
+
+def test_console_share_link_outlives_the_session(root: Signed, site: tuple[ServerProcess, str], s3: Any) -> None:
+    name = _bucket()
+    s3.create_bucket(Bucket=name)
+    s3.put_object(Bucket=name, Key="shared/file.txt", Body=b"shared bytes")
+    key = root.post(f"/users/{_root_id(root)}/keys")  # share links are signed with the user's own S3 key
+    assert key.status_code == 200
+    shown = root.post(f"/buckets/{name}/share", {"key": "shared/file.txt", "expires_hours": "168"})
+    assert shown.status_code == 200, shown.text
+    url = re.search(r'value="([^"]+)"', shown.text)
+    assert url
+    link = url.group(1).replace("&amp;", "&")
+    assert "X-Amz-Expires=604800" in link
+    too_long = root.post(f"/buckets/{name}/share", {"key": "shared/file.txt", "expires_hours": "169"})
+    assert too_long.status_code == 400
+    ended = sign_in(site[1])
+    assert ended.post("/logout").status_code == 303
+    assert ended.get("/buckets").status_code == 303  # the ended session opens nothing...
+    assert requests.get(link, timeout=60).content == b"shared bytes"  # ...and the link still works
+
+
+def _root_id(root: Signed) -> str:
+    page = root.get("/users").text
+    found = re.search(r'action="/users/([^/"]+)/keys"', page)
+    assert found, page
+    return found.group(1)
+
+
+def test_console_busy_port_warns_and_s3_serves(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        server = ServerProcess(tmp_path / "data", env={"S4_CONSOLE_BIND": f"127.0.0.1:{port}",
+                                                       "S4_WORKERS": "1"}).start()
+        try:
+            s3 = make_client(server.endpoint)
+            s3.create_bucket(Bucket="still-serving")
+            assert "web console not started: cannot listen on 127.0.0.1:" in server.log()
+        finally:
+            server.stop()
+
+
+def test_console_off(tmp_path: Path) -> None:
+    port = free_port()
+    server = ServerProcess(tmp_path / "data", env={"S4_CONSOLE_BIND": "off", "S4_WORKERS": "1"}).start()
+    try:
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/login", timeout=5)
+        assert "Web console" not in server.log()
+    finally:
+        server.stop()

@@ -1,0 +1,32 @@
+"""S4_CONSOLE_BIND / config.toml server.console_bind: host:port or off, validated at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from s4.tools.config import ConfigError, load_settings
+
+
+def test_console_bind_default_is_the_spec_port() -> None:
+    assert load_settings(env={}).console_host_port == ("127.0.0.1", 3000)
+
+
+@pytest.mark.parametrize("value", ["off", "OFF", " off "])
+def test_console_bind_off(value: str) -> None:
+    assert load_settings(env={"S4_CONSOLE_BIND": value}).console_host_port is None
+
+
+def test_console_bind_from_file_and_env(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[server]\nconsole_bind = "0.0.0.0:3100"\n')
+    assert load_settings(env={}, config_path=str(config)).console_host_port == ("0.0.0.0", 3100)
+    env = {"S4_CONSOLE_BIND": "[::1]:3200"}
+    assert load_settings(env=env, config_path=str(config)).console_host_port == ("::1", 3200)
+
+
+@pytest.mark.parametrize("value", ["3000", "localhost", "host:port", "127.0.0.1:70000", ""])
+def test_console_bind_malformed_stops_start_up(value: str) -> None:
+    with pytest.raises(ConfigError, match="S4_CONSOLE_BIND"):
+        load_settings(env={"S4_CONSOLE_BIND": value})
