@@ -13,6 +13,7 @@ from urllib.parse import quote
 import anyio.to_thread
 import falcon
 
+from s4.engine import accounts
 from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.iam import IamError
 
@@ -94,9 +95,9 @@ async def logout(page: Page) -> None:
 # -- buckets ------------------------------------------------------------------------------------------------------
 async def buckets_page(page: Page) -> None:
     page.console.s3.authorize(page.user, page.req, "ListBuckets", "")
-    mine = page.user.principal.account
+    mine = page.user.principal.account or accounts.DEFAULT_ACCOUNT.id  # the account's own buckets, as ListBuckets
     rows = [b for b in sorted(page.console.engine.list_buckets(), key=lambda b: b.name)
-            if (b.account or mine) == mine or page.console.settings.pool_name]
+            if (b.account or accounts.DEFAULT_ACCOUNT.id) == mine or page.console.settings.pool_name]
     page.render("buckets.html", buckets=[_bucket_row(b) for b in rows])
 
 

@@ -18,7 +18,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 from helpers.admin_api import ROOT_PASSWORD
-from helpers.console import Signed, console_server, sign_in
+from helpers.console import Signed, console_server, self_signed_cert, sign_in
 from helpers.s3client import make_client
 from helpers.server import ServerProcess, free_port
 
@@ -230,5 +230,24 @@ def test_console_off(tmp_path: Path) -> None:
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{port}/login", timeout=5)
         assert "Web console" not in server.log()
+    finally:
+        server.stop()
+
+
+def test_console_cookie_secure_over_tls(tmp_path: Path) -> None:
+    cert, key = self_signed_cert(tmp_path)
+    server, url = console_server(tmp_path / "data", iam=False, S4_TLS_CERT=str(cert), S4_TLS_KEY=str(key))
+    try:
+        https = url.replace("http://", "https://")
+        http = requests.Session()
+        form = http.get(https + "/login", timeout=60, verify=str(cert))
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+        assert token
+        done = http.post(https + "/login", data={"csrf_token": token.group(1), "username": "test-access-key",
+                                                  "password": "test-secret-key"}, allow_redirects=False, timeout=60,
+                         verify=str(cert))
+        assert done.status_code == 303, done.text
+        flags = [part.strip().lower() for part in done.headers["Set-Cookie"].split(";")]
+        assert "secure" in flags and "httponly" in flags and "samesite=strict" in flags
     finally:
         server.stop()
