@@ -118,7 +118,8 @@ class Console:
         for module in (pages, uploads, users):
             self.routes.extend(module.routes())
 
-    async def __call__(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, **_: str) -> None:
+    async def __call__(self, req: falcon.asgi.Request, resp: falcon.asgi.Response | None, **_: Any) -> None:
+        assert resp is not None  # falcon always passes one to a sink
         _security_headers(resp)
         try:
             await self._dispatch(req, resp)
@@ -151,7 +152,7 @@ class Console:
                 raise IamError(401, "sign in first")
             if req.method not in SAFE_METHODS:
                 offered = req.get_header("X-CSRF-Token") or page.arg("csrf_token") or None
-                if not check_csrf(session, offered):
+                if not check_csrf(session.csrf, offered):
                     log.info("console: refused %s %s without a valid CSRF token (user %s)", req.method, req.path,
                              session.username)
                     raise IamError(403, "missing or invalid CSRF token: reload the page")
@@ -231,7 +232,8 @@ def _load_static() -> dict[str, tuple[str, bytes]]:
     return out
 
 
-def build_console_app(engine: Engine, settings: ApiSettings, site: ConsoleSettings) -> falcon.asgi.App:
+def build_console_app(engine: Engine, settings: ApiSettings,
+                      site: ConsoleSettings) -> falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response]:
     """The console's ASGI app, served on its own port (S4_CONSOLE_BIND) by tools/server.py."""
     app = falcon.asgi.App(middleware=[], cors_enable=False)
     app.req_options.strip_url_path_trailing_slash = False

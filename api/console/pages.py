@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -19,6 +19,7 @@ from s4.engine.iam import IamError
 
 from ..s3.xml_render import versioning_xml  # the document PutBucketVersioning parses
 from .app import Page, Route
+from .session import PRE_COOKIE, check_csrf
 from .share import MAX_EXPIRY_S, presign_get
 from .uploads import PART_SIZE, SINGLE_PUT_LIMIT
 
@@ -61,11 +62,7 @@ async def login_form(page: Page, error: str = "", status: int = 200) -> None:
 
 
 async def login(page: Page) -> None:
-    from .session import PRE_COOKIE, check_csrf  # noqa: PLC0415 - same package; kept next to its only use
-
-    expected = page.req.cookies.get(PRE_COOKIE) or ""
-    offered = page.arg("csrf_token")
-    if not expected or not check_csrf(_Token(expected), offered):
+    if not check_csrf(page.req.cookies.get(PRE_COOKIE) or "", page.arg("csrf_token")):
         raise IamError(403, "the sign-in form expired: reload the page")
     client = page.req.remote_addr or ""
     try:
@@ -78,13 +75,6 @@ async def login(page: Page) -> None:
     page.console.set_session_cookie(page.req, page.resp, token)
     page.resp.status = falcon.HTTP_303
     page.resp.set_header("Location", "/buckets")
-
-
-class _Token:
-    """The sign-in form's token in the shape ``check_csrf`` compares."""
-
-    def __init__(self, csrf: str) -> None:
-        self.csrf = csrf
 
 
 async def logout(page: Page) -> None:
@@ -140,7 +130,7 @@ async def _empty(page: Page, bucket: str) -> None:
     raise IamError(409, "the bucket is still being written to; try again")
 
 
-async def _bounded(calls: list[Awaitable[Any]]) -> None:
+async def _bounded(calls: Sequence[Awaitable[Any]]) -> None:
     gate = asyncio.Semaphore(DELETE_CONCURRENCY)
 
     async def run(call: Awaitable[Any]) -> None:

@@ -36,7 +36,7 @@ class ConsoleCall(Call):
     console_actor: str = ""
 
     @property
-    def actor(self) -> str:  # type: ignore[override]
+    def actor(self) -> str:
         return self.console_actor
 
 
