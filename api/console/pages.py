@@ -93,7 +93,7 @@ async def buckets_page(page: Page) -> None:
 
 def _bucket_row(bucket: Any) -> dict[str, Any]:
     return {"name": bucket.name, "objects": bucket.object_count, "bytes": human_bytes(bucket.bytes_stored),
-            "created": _when(bucket.created_ms), "versioning": bucket.versioning or "Off"}
+            "created": when(bucket.created_ms), "versioning": bucket.versioning or "Off"}
 
 
 async def create_bucket(page: Page) -> None:
@@ -166,7 +166,7 @@ async def browse(page: Page) -> None:
         crumbs.append({"name": part, "prefix": walked})
     folders = [{"name": p[len(prefix):], "prefix": p} for p in listing.common_prefixes]
     objects = [{"key": e.key, "name": e.key[len(prefix):], "size": human_bytes(e.size), "bytes": e.size,
-                "modified": _when(e.last_modified_ms)} for e in listing.entries]
+                "modified": when(e.last_modified_ms)} for e in listing.entries]
     bucket_rec = page.console.engine.get_bucket(bucket)
     page.render("browser.html", bucket=bucket, prefix=prefix, search=search, crumbs=crumbs, folders=folders,
                 objects=objects, next_after=listing.next_marker if listing.is_truncated else "",
@@ -175,8 +175,9 @@ async def browse(page: Page) -> None:
 
 
 async def download(page: Page) -> None:
-    bucket, key = page.params["bucket"], page.arg("key")
-    found = await page.console.s3.call(page.user, page.req, "GetObject", bucket, key)
+    bucket, key, version_id = page.params["bucket"], page.arg("key"), page.arg("version_id")
+    found = await page.console.s3.call(page.user, page.req, "GetObject", bucket, key,
+                                       query={"versionId": version_id} if version_id else None)
     resp = page.resp
     # The console's origin never renders stored bytes: a download, whatever the object's type (an HTML object
     # opened here would run with the console's origin)
@@ -230,7 +231,7 @@ async def dashboard(page: Page) -> None:
              ("Dedup savings", human_bytes(max(0, logical - stored))),
              ("Dedup ratio", f"{refs / unique:.2f}" if unique else "1.00"),
              ("Volumes", str(stats["volumes"])), ("Damaged blobs", str(stats["damaged_blobs"]))]
-    page.render("dashboard.html", cards=cards, generated=_when(int(time.time() * 1000)))
+    page.render("dashboard.html", cards=cards, generated=when(int(time.time() * 1000)))
 
 
 def human_bytes(n: int) -> str:
@@ -242,5 +243,5 @@ def human_bytes(n: int) -> str:
     return f"{n} B"
 
 
-def _when(ms: int) -> str:
+def when(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")

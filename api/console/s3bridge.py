@@ -93,7 +93,8 @@ class S3Bridge:
 
 _METHODS: dict[str, str] = {"GetObject": "GET", "HeadObject": "HEAD", "PutObject": "PUT", "UploadPart": "PUT",
                             "CreateBucket": "PUT", "PutBucketVersioning": "PUT", "DeleteObject": "DELETE",
-                            "DeleteBucket": "DELETE", "AbortMultipartUpload": "DELETE"}
+                            "DeleteBucket": "DELETE", "AbortMultipartUpload": "DELETE", "RenameObject": "PUT",
+                            "CopyObject": "PUT", "PutObjectTagging": "PUT"}
 
 
 def _method(operation: str) -> str:

@@ -15,6 +15,14 @@ function init() {
       document.getElementById("share-hours").focus();
     });
   }
+  for (const button of document.querySelectorAll("button.rename")) {
+    button.addEventListener("click", () => {
+      document.getElementById("rename-source").value = button.dataset.source;
+      const target = document.getElementById("rename-target");
+      target.value = button.dataset.source;
+      target.focus();
+    });
+  }
   const uploader = document.getElementById("uploader");
   if (uploader) startUploader(uploader, document.body.dataset.csrf);
 }

@@ -11,6 +11,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +217,16 @@ def test_console_dark_mode_on_a_narrow_screen(browser: Any, site: tuple[ServerPr
         check_page(page, problems)
     finally:
         context.close()
+
+
+def test_console_folder_of_1000_objects_renamed(page: Any, site: tuple[ServerProcess, str], s3: Any) -> None:
+    name = _bucket(s3)
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda i: s3.put_object(Bucket=name, Key=f"photos/{i:04d}.txt", Body=b"p"), range(1000)))
+    page.goto(f"{site[1]}/buckets/{name}")
+    page.get_by_role("button", name="Rename folder photos/").click()
+    page.get_by_label("New name (full key)").fill("pictures/")
+    page.get_by_role("button", name="Rename", exact=True).click()
+    page.get_by_role("link", name="pictures/").wait_for()
+    assert s3.list_objects_v2(Bucket=name, Prefix="pictures/")["KeyCount"] == 1000
+    assert s3.list_objects_v2(Bucket=name, Prefix="photos/")["KeyCount"] == 0

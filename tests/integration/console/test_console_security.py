@@ -251,3 +251,43 @@ def test_console_cookie_secure_over_tls(tmp_path: Path) -> None:
         assert "secure" in flags and "httponly" in flags and "samesite=strict" in flags
     finally:
         server.stop()
+
+
+def test_console_new_folder_tags_and_version_history(root: Signed, s3: Any) -> None:
+    name = _bucket()
+    s3.create_bucket(Bucket=name)
+    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    assert root.post(f"/buckets/{name}/folder", {"prefix": "a/", "name": "b"}).status_code == 303
+    assert s3.head_object(Bucket=name, Key="a/b/")["ContentLength"] == 0
+    first = s3.put_object(Bucket=name, Key="doc.txt", Body=b"first")["VersionId"]
+    s3.put_object(Bucket=name, Key="doc.txt", Body=b"second")
+    assert root.post(f"/buckets/{name}/object/tags", {"key": "doc.txt", "tags": "team=ops\nstage = prod"}) \
+        .status_code == 303
+    assert {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=name, Key="doc.txt")["TagSet"]} == \
+        {"team": "ops", "stage": "prod"}
+    shown = root.get(f"/buckets/{name}/object", params={"key": "doc.txt"})
+    assert shown.status_code == 200 and first in shown.text and "team=ops" in shown.text
+    old = root.get(f"/buckets/{name}/download", params={"key": "doc.txt", "version_id": first})
+    assert old.content == b"first"
+    assert root.post(f"/buckets/{name}/object/restore", {"key": "doc.txt", "version_id": first}).status_code == 303
+    assert s3.get_object(Bucket=name, Key="doc.txt")["Body"].read() == b"first"
+    assert root.post(f"/buckets/{name}/object/delete-version", {"key": "doc.txt", "version_id": first}) \
+        .status_code == 303
+    versions = s3.list_object_versions(Bucket=name, Prefix="doc.txt")["Versions"]
+    assert first not in [v["VersionId"] for v in versions] and len(versions) == 2
+
+
+def test_console_rename_refused_without_write_access(root: Signed, site: tuple[ServerProcess, str], s3: Any) -> None:
+    """Rename goes through RenameObject's own checks: a Reader renames nothing."""
+    name = _bucket()
+    s3.create_bucket(Bucket=name)
+    s3.put_object(Bucket=name, Key="keep/me.txt", Body=b"k")
+    username = f"reader{uuid.uuid4().hex[:6]}"
+    assert root.post("/users", {"username": username, "password": "reader-password-1", "role": "Reader"}) \
+        .status_code == 303
+    reader = sign_in(site[1], username, "reader-password-1")
+    refused = reader.post(f"/buckets/{name}/rename", {"source": "keep/", "target": "moved/"})
+    assert refused.status_code == 403
+    assert s3.list_objects_v2(Bucket=name, Prefix="keep/")["KeyCount"] == 1
+    assert root.post(f"/buckets/{name}/rename", {"source": "keep/", "target": "moved"}).status_code == 303
+    assert s3.get_object(Bucket=name, Key="moved/me.txt")["Body"].read() == b"k"
