@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 from helpers.admin_api import ROOT_PASSWORD
-from helpers.browser import PageProblems, check_page, open_page
+from helpers.browser import PageProblems, axe_violations, check_page, open_page
 from helpers.console import console_server
 from helpers.s3client import make_client
 from helpers.server import ServerProcess
@@ -230,3 +230,23 @@ def test_console_folder_of_1000_objects_renamed(page: Any, site: tuple[ServerPro
     page.get_by_role("link", name="pictures/").wait_for()
     assert s3.list_objects_v2(Bucket=name, Prefix="pictures/")["KeyCount"] == 1000
     assert s3.list_objects_v2(Bucket=name, Prefix="photos/")["KeyCount"] == 0
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_console_pages_have_no_serious_accessibility_violations(browser: Any, site: tuple[ServerProcess, str],
+                                                                s3: Any, scheme: str) -> None:
+    name = _bucket(s3)
+    s3.put_object(Bucket=name, Key="dir/file.txt", Body=b"f")
+    context, page, problems = open_page(browser, color_scheme=scheme)
+    try:
+        page.goto(site[1] + "/login")
+        found = {"/login": axe_violations(page)}
+        sign_in(page, site[1])
+        for path in ("/buckets", f"/buckets/{name}", f"/buckets/{name}?prefix=dir/",
+                     f"/buckets/{name}/object?key=dir/file.txt", "/dashboard", "/users"):
+            page.goto(site[1] + path)
+            found[path] = axe_violations(page)
+        assert not any(found.values()), {k: v for k, v in found.items() if v}
+        check_page(page, problems)
+    finally:
+        context.close()
