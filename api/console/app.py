@@ -113,9 +113,9 @@ class Console:
             undefined=jinja2.StrictUndefined)
         self.static = _load_static()
         self.routes: list[Route] = []
-        from . import objects, pages, uploads, users  # the handler modules register their routes on this console
+        from . import objects, pages, sql, uploads, users  # the handler modules register their routes here
 
-        for module in (pages, objects, uploads, users):
+        for module in (pages, objects, sql, uploads, users):
             self.routes.extend(module.routes())
 
     async def __call__(self, req: falcon.asgi.Request, resp: falcon.asgi.Response | None, **_: Any) -> None:

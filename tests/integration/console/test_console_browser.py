@@ -243,10 +243,27 @@ def test_console_pages_have_no_serious_accessibility_violations(browser: Any, si
         found = {"/login": axe_violations(page)}
         sign_in(page, site[1])
         for path in ("/buckets", f"/buckets/{name}", f"/buckets/{name}?prefix=dir/",
-                     f"/buckets/{name}/object?key=dir/file.txt", "/dashboard", "/users"):
+                     f"/buckets/{name}/object?key=dir/file.txt", f"/buckets/{name}/sql", "/dashboard", "/users"):
             page.goto(site[1] + path)
             found[path] = axe_violations(page)
         assert not any(found.values()), {k: v for k, v in found.items() if v}
         check_page(page, problems)
     finally:
         context.close()
+
+
+def test_console_sql_result_table(page: Any, site: tuple[ServerProcess, str], s3: Any) -> None:
+    name = _bucket(s3)
+    s3.put_object(Bucket=name, Key="logs/a.csv", Body=b"status,ms\nOK,10\nERROR,30\nOK,12\n")
+    s3.put_object(Bucket=name, Key="logs/b.csv", Body=b"status,ms\nERROR,40\n")
+    page.goto(f"{site[1]}/buckets/{name}")
+    page.get_by_role("link", name="SQL").click()
+    query = "SELECT status, COUNT(*) AS n FROM 'logs/*.csv' GROUP BY status ORDER BY status"
+    page.get_by_label("SQL query").fill(query)
+    page.get_by_role("button", name="Run query").click()
+    table = page.get_by_role("table", name="Results")
+    table.wait_for()
+    assert table.locator("tbody tr").all_inner_texts() == ["ERROR\t2", "OK\t2"]
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download CSV").click()
+    assert Path(download.value.path()).read_text().splitlines() == ["status,n", "ERROR,2", "OK,2"]

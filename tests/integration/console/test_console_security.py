@@ -291,3 +291,13 @@ def test_console_rename_refused_without_write_access(root: Signed, site: tuple[S
     assert s3.list_objects_v2(Bucket=name, Prefix="keep/")["KeyCount"] == 1
     assert root.post(f"/buckets/{name}/rename", {"source": "keep/", "target": "moved"}).status_code == 303
     assert s3.get_object(Bucket=name, Key="moved/me.txt")["Body"].read() == b"k"
+
+
+def test_console_sql_error_shown_and_rows_rendered(root: Signed, s3: Any) -> None:
+    name = _bucket()
+    s3.create_bucket(Bucket=name)
+    s3.put_object(Bucket=name, Key="t.csv", Body=b"a,b\n1,2\n")
+    bad = root.post(f"/buckets/{name}/sql", {"sql": "SELEC nonsense", "format": "auto", "action": "run"})
+    assert bad.status_code == 200 and 'role="alert"' in bad.text
+    good = root.post(f"/buckets/{name}/sql", {"sql": "SELECT a, b FROM 't.csv'", "format": "csv", "action": "run"})
+    assert "<td>1</td><td>2</td>" in good.text
