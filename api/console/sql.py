@@ -53,7 +53,7 @@ async def run_sql(page: Page) -> None:
         message = json.loads(data).get("error", "the query failed") if data.startswith(b"{") else "the query failed"
         _render(page, sql, fmt, None, None, False, message)
         return
-    stream: AsyncIterator[bytes] | None = found.stream
+    stream: Any = found.stream  # the handler's async iterator of the result's chunks
     if page.arg("action") == "csv":  # the whole result, streamed as a file
         page.resp.content_type = "text/csv; charset=utf-8"
         page.resp.set_header("Content-Disposition", f"attachment; filename*=UTF-8''{quote(bucket, safe='')}.csv")
