@@ -16,6 +16,8 @@ import falcon
 from s4.engine import accounts
 from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.iam import IamError
+from s4.engine.jobs.service import for_engine
+from s4.engine.ports import SingleNodeStatus
 
 from ..s3.xml_render import versioning_xml  # the document PutBucketVersioning parses
 from .app import Page, Route
@@ -23,6 +25,7 @@ from .session import PRE_COOKIE, check_csrf
 from .share import MAX_EXPIRY_S, presign_get
 from .uploads import PART_SIZE, SINGLE_PUT_LIMIT
 
+JOBS = ("lifecycle", "compaction", "scrubber")
 PAGE_SIZE = 100  # keys and prefixes per page of the object browser
 DELETE_CONCURRENCY = 32  # deletes in flight at once: the sequencer group-commits them
 EMPTY_ROUNDS = 1000  # force delete: pages of versions removed before giving up (bounded loop)
@@ -44,6 +47,7 @@ def routes() -> list[Route]:
         ("POST", re.compile(rf"/buckets/{b}/delete-objects"), delete_objects, "user"),
         ("POST", re.compile(rf"/buckets/{b}/share"), share, "user"),
         ("GET", re.compile(r"/dashboard"), dashboard, "user"),
+        ("POST", re.compile(r"/jobs/(?P<job>lifecycle|compaction|scrubber)/run"), run_job, "super"),
     ]
 
 
@@ -231,7 +235,33 @@ async def dashboard(page: Page) -> None:
              ("Dedup savings", human_bytes(max(0, logical - stored))),
              ("Dedup ratio", f"{refs / unique:.2f}" if unique else "1.00"),
              ("Volumes", str(stats["volumes"])), ("Damaged blobs", str(stats["damaged_blobs"]))]
-    page.render("dashboard.html", cards=cards, generated=when(int(time.time() * 1000)))
+    jobs, nodes = [], []
+    if page.user.is_super:  # the node's background jobs and the pool's members: SuperUsers only (as the admin API)
+        service = for_engine(page.console.engine)
+        for name in JOBS:
+            status = await anyio.to_thread.run_sync(service.status, name)  # a worker asks the journal's owner
+            last = status.get("last_run") or {}
+            jobs.append({"name": name, "runs": status.get("runs", 0), "running": status.get("running", False),
+                         "last": when(last["started_ms"]) if last.get("started_ms") else "never",
+                         "duration": f"{last.get('duration_ms', 0) / 1000:.1f} s" if last else "",
+                         "errors": len(last.get("errors") or [])})
+        cluster = page.console.engine.cluster or SingleNodeStatus(page.console.engine.node_id, None)
+        health = await cluster.health()
+        nodes = [{"id": n.get("id"), "pool": n.get("pool") or "", "state": n.get("state"),
+                  "address": n.get("http_addr") or ""} for n in health.get("nodes", [])]
+    page.render("dashboard.html", cards=cards, generated=when(int(time.time() * 1000)), jobs=jobs, nodes=nodes,
+                notice=page.arg("notice"))
+
+
+async def run_job(page: Page) -> None:
+    """Run a background job now (the admin API's run: lifecycle takes its pool lease first)."""
+    service, job = for_engine(page.console.engine), page.params["job"]
+    report = await getattr(service, job)()
+    if report.get("skipped"):
+        notice = f"{job} not run: {report.get('lease', {}).get('reason', 'its lease is held elsewhere')}"
+    else:
+        notice = f"{job} ran: {len(report.get('errors') or [])} errors, {report.get('duration_ms', 0)} ms"
+    page.redirect(f"/dashboard?notice={quote(notice)}")
 
 
 def human_bytes(n: int) -> str:

@@ -301,3 +301,18 @@ def test_console_sql_error_shown_and_rows_rendered(root: Signed, s3: Any) -> Non
     assert bad.status_code == 200 and 'role="alert"' in bad.text
     good = root.post(f"/buckets/{name}/sql", {"sql": "SELECT a, b FROM 't.csv'", "format": "csv", "action": "run"})
     assert "<td>1</td><td>2</td>" in good.text
+
+
+def test_console_dashboard_runs_a_job_now(root: Signed, site: tuple[ServerProcess, str]) -> None:
+    before = root.get("/dashboard").text
+    assert "Run scrubber now" in before and "Dedup savings" in before
+    ran = root.post("/jobs/scrubber/run")
+    assert ran.status_code == 303 and "scrubber%20ran" in ran.headers["Location"]
+    after = root.get("/dashboard").text
+    row = after[after.index("<td>scrubber"):].split("</tr>")[0]
+    assert "never" not in row  # its last run is shown
+    username = f"writer{uuid.uuid4().hex[:6]}"
+    root.post("/users", {"username": username, "password": "writer-password-1", "role": "Writer"})
+    writer = sign_in(site[1], username, "writer-password-1")
+    assert "Run scrubber now" not in writer.get("/dashboard").text
+    assert writer.post("/jobs/scrubber/run").status_code == 403
