@@ -113,9 +113,9 @@ class Console:
             undefined=jinja2.StrictUndefined)
         self.static = _load_static()
         self.routes: list[Route] = []
-        from . import objects, pages, sql, uploads, users  # the handler modules register their routes here
+        from . import bucket_settings, objects, pages, sql, uploads, users  # each module brings its routes
 
-        for module in (pages, objects, sql, uploads, users):
+        for module in (pages, objects, bucket_settings, sql, uploads, users):
             self.routes.extend(module.routes())
 
     async def __call__(self, req: falcon.asgi.Request, resp: falcon.asgi.Response | None, **_: Any) -> None:

@@ -94,7 +94,9 @@ class S3Bridge:
 _METHODS: dict[str, str] = {"GetObject": "GET", "HeadObject": "HEAD", "PutObject": "PUT", "UploadPart": "PUT",
                             "CreateBucket": "PUT", "PutBucketVersioning": "PUT", "DeleteObject": "DELETE",
                             "DeleteBucket": "DELETE", "AbortMultipartUpload": "DELETE", "RenameObject": "PUT",
-                            "CopyObject": "PUT", "PutObjectTagging": "PUT"}
+                            "CopyObject": "PUT", "PutObjectTagging": "PUT", "PutBucketLifecycleConfiguration": "PUT",
+                            "PutBucketCors": "PUT", "PutBucketTagging": "PUT", "DeleteBucketLifecycle": "DELETE",
+                            "DeleteBucketCors": "DELETE", "DeleteBucketTagging": "DELETE"}
 
 
 def _method(operation: str) -> str:

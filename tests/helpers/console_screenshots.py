@@ -20,8 +20,8 @@ from helpers.console import console_server  # noqa: E402
 from helpers.s3client import make_client  # noqa: E402
 
 PAGES = {"sign-in": "/login", "buckets": "/buckets", "browser": "/buckets/photos?prefix=2026/",
-         "object": "/buckets/photos/object?key=2026/beach.jpg", "sql": "/buckets/photos/sql", "dashboard": "/dashboard",
-         "users": "/users"}
+         "object": "/buckets/photos/object?key=2026/beach.jpg", "sql": "/buckets/photos/sql",
+         "settings": "/buckets/photos/settings", "dashboard": "/dashboard", "users": "/users"}
 
 
 def main(out: Path) -> None:

@@ -316,3 +316,30 @@ def test_console_dashboard_runs_a_job_now(root: Signed, site: tuple[ServerProces
     writer = sign_in(site[1], username, "writer-password-1")
     assert "Run scrubber now" not in writer.get("/dashboard").text
     assert writer.post("/jobs/scrubber/run").status_code == 403
+
+
+LIFECYCLE = ("<LifecycleConfiguration><Rule><ID>expire-tmp</ID><Filter><Prefix>tmp/</Prefix></Filter>"
+             "<Status>Enabled</Status><Expiration><Days>7</Days></Expiration></Rule></LifecycleConfiguration>")
+CORS = ("<CORSConfiguration><CORSRule><AllowedOrigin>https://app.example</AllowedOrigin><AllowedMethod>GET"
+        "</AllowedMethod></CORSRule></CORSConfiguration>")
+
+
+def test_console_bucket_settings_lifecycle_cors_tags(root: Signed, s3: Any) -> None:
+    name = _bucket()
+    s3.create_bucket(Bucket=name)
+    assert root.get(f"/buckets/{name}/settings").status_code == 200
+    assert root.post(f"/buckets/{name}/settings/lifecycle", {"document": LIFECYCLE}).status_code == 303
+    assert root.post(f"/buckets/{name}/settings/cors", {"document": CORS}).status_code == 303
+    assert root.post(f"/buckets/{name}/settings/tags", {"tags": "owner=ops"}).status_code == 303
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=name)["Rules"]
+    assert rules[0]["ID"] == "expire-tmp" and rules[0]["Expiration"]["Days"] == 7
+    assert s3.get_bucket_cors(Bucket=name)["CORSRules"][0]["AllowedOrigins"] == ["https://app.example"]
+    assert s3.get_bucket_tagging(Bucket=name)["TagSet"] == [{"Key": "owner", "Value": "ops"}]
+    shown = root.get(f"/buckets/{name}/settings").text
+    assert "expire-tmp" in shown and "https://app.example" in shown and "owner=ops" in shown
+    bad = root.post(f"/buckets/{name}/settings/cors", {"document": "<CORSConfiguration><oops"})
+    assert bad.status_code == 400 and "Malformed" in bad.text  # S3's own validation and error
+    assert s3.get_bucket_cors(Bucket=name)["CORSRules"]  # unchanged
+    assert root.post(f"/buckets/{name}/settings/lifecycle", {"document": ""}).status_code == 303
+    with pytest.raises(ClientError):
+        s3.get_bucket_lifecycle_configuration(Bucket=name)
