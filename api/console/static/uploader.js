@@ -21,11 +21,11 @@ function send(method, url, csrf, body, onProgress, headers = {}) {
 }
 
 class Upload {
-  constructor(root, file, csrf) {
+  constructor(root, file, csrf, path) {
     this.file = file;
     this.csrf = csrf;
     this.bucket = root.dataset.bucket;
-    this.key = root.dataset.prefix + file.name;
+    this.key = root.dataset.prefix + (path || file.webkitRelativePath || file.name);
     this.partSize = Number(root.dataset.partSize);
     this.singleLimit = Number(root.dataset.singleLimit);
     this.cancelled = false;
@@ -33,7 +33,7 @@ class Upload {
     this.uploadId = null;
     const item = document.createElement("li");
     const name = document.createElement("span");
-    name.textContent = file.name;
+    name.textContent = path || file.webkitRelativePath || file.name;
     this.bar = document.createElement("progress");
     this.bar.max = file.size || 1;
     this.bar.value = 0;
@@ -117,12 +117,51 @@ class Upload {
   }
 }
 
+// A dropped folder's files, with their paths below it (FileSystemEntry API); plain files as they are.
+async function entries(entry, path) {
+  if (entry.isFile) {
+    const file = await new Promise((resolve, reject) => entry.file(resolve, reject));
+    return [[file, path + file.name]];
+  }
+  const reader = entry.createReader();
+  const found = [];
+  for (;;) {  // readEntries answers in batches until an empty one
+    const batch = await new Promise((resolve, reject) => reader.readEntries(resolve, reject));
+    if (!batch.length) break;
+    for (const child of batch) found.push(...(await entries(child, `${path}${entry.name}/`)));
+  }
+  return found;
+}
+
 export function startUploader(root, csrf) {
-  const input = root.querySelector('input[type="file"]');
-  input.addEventListener("change", async () => {
-    const files = Array.from(input.files);
-    input.value = "";
-    await Promise.all(files.map((file) => new Upload(root, file, csrf).run()));
+  const start = async (pairs) => {
+    await Promise.all(pairs.map(([file, path]) => new Upload(root, file, csrf, path).run()));
     root.dispatchEvent(new CustomEvent("uploads-done", { bubbles: true }));
+  };
+  for (const input of root.querySelectorAll('input[type="file"]')) {
+    input.addEventListener("change", () => {
+      const files = Array.from(input.files);
+      input.value = "";
+      start(files.map((file) => [file, file.webkitRelativePath || file.name]));
+    });
+  }
+  const zone = root.querySelector(".drop-zone");
+  zone.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    zone.classList.add("dragging");
+  });
+  zone.addEventListener("dragleave", () => zone.classList.remove("dragging"));
+  zone.addEventListener("drop", async (event) => {
+    event.preventDefault();
+    zone.classList.remove("dragging");
+    const items = Array.from(event.dataTransfer.items || []);
+    const roots = items.map((item) => (item.webkitGetAsEntry ? item.webkitGetAsEntry() : null));
+    if (roots.length && roots.every((entry) => entry)) {
+      const pairs = [];
+      for (const entry of roots) pairs.push(...(await entries(entry, "")));
+      start(pairs);
+    } else {
+      start(Array.from(event.dataTransfer.files).map((file) => [file, file.name]));
+    }
   });
 }

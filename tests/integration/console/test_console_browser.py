@@ -268,3 +268,25 @@ def test_console_sql_result_table(page: Any, site: tuple[ServerProcess, str], s3
     with page.expect_download() as download:
         page.get_by_role("button", name="Download CSV").click()
     assert Path(download.value.path()).read_text().splitlines() == ["status,n", "ERROR,2", "OK,2"]
+
+
+def test_console_folder_upload_and_drop(page: Any, site: tuple[ServerProcess, str], s3: Any,
+                                        tmp_path: Path) -> None:
+    name = _bucket(s3)
+    folder = tmp_path / "album"
+    (folder / "inner").mkdir(parents=True)
+    (folder / "one.txt").write_bytes(b"one")
+    (folder / "inner" / "two.txt").write_bytes(b"two")
+    page.goto(f"{site[1]}/buckets/{name}?prefix=up/")
+    page.get_by_label("Upload folder").set_input_files(str(folder))
+    _until(page, lambda: page.get_by_text("done", exact=True).count() == 2, "the folder's two files")
+    page.evaluate("""() => {
+        const data = new DataTransfer();
+        data.items.add(new File(['dropped'], 'dropped.txt', {type: 'text/plain'}));
+        document.querySelector('.drop-zone').dispatchEvent(new DragEvent('drop', {dataTransfer: data,
+                                                                                  bubbles: true, cancelable: true}));
+    }""")
+    _until(page, lambda: page.get_by_text("done", exact=True).count() == 3, "the dropped file")
+    keys = {o["Key"]: s3.get_object(Bucket=name, Key=o["Key"])["Body"].read()
+            for o in s3.list_objects_v2(Bucket=name)["Contents"]}
+    assert keys == {"up/album/one.txt": b"one", "up/album/inner/two.txt": b"two", "up/dropped.txt": b"dropped"}
