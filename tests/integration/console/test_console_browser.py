@@ -47,11 +47,32 @@ def big_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def signed_in_state(browser: Any, site: tuple[ServerProcess, str]) -> Any:
+    """root's session (cookies), signed in once for the module: each test's context starts from it."""
+    context, page, problems = open_page(browser)
+    try:
+        sign_in(page, site[1])
+        check_page(page, problems)
+        return context.storage_state()
+    finally:
+        context.close()
+
+
 @pytest.fixture
-def page(page_and_problems: tuple[Any, PageProblems], site: tuple[ServerProcess, str]) -> Any:
-    page, _ = page_and_problems
-    sign_in(page, site[1])
-    return page
+def signed_in(browser: Any, signed_in_state: Any) -> Iterator[tuple[Any, PageProblems]]:
+    """A page signed in as root; the test fails on any page error, console error or CSP violation."""
+    context, page, problems = open_page(browser, storage_state=signed_in_state)
+    try:
+        yield page, problems
+        check_page(page, problems)
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def page(signed_in: tuple[Any, PageProblems]) -> Any:
+    return signed_in[0]
 
 
 def sign_in(page: Any, url: str, username: str = "root", password: str = ROOT_PASSWORD) -> None:
@@ -147,9 +168,9 @@ def test_console_cancelled_upload_leaves_no_upload(page: Any, site: tuple[Server
     assert s3.list_objects_v2(Bucket=name).get("KeyCount") == 0
 
 
-def test_console_key_with_markup_shown_as_text(page_and_problems: tuple[Any, PageProblems], page: Any,
+def test_console_key_with_markup_shown_as_text(signed_in: tuple[Any, PageProblems],
                                                site: tuple[ServerProcess, str], s3: Any) -> None:
-    _, problems = page_and_problems
+    page, problems = signed_in
     name = _bucket(s3)
     s3.put_object(Bucket=name, Key=XSS_KEY, Body=b"x")
     page.goto(f"{site[1]}/buckets/{name}")
@@ -188,6 +209,7 @@ def test_console_download_share_and_delete(page: Any, site: tuple[ServerProcess,
 
 def test_console_user_created_and_signed_in_with(page: Any, browser: Any, site: tuple[ServerProcess, str]) -> None:
     username = f"writer{uuid.uuid4().hex[:6]}"
+    page.goto(site[1] + "/buckets")
     page.get_by_role("link", name="Users").click()
     page.get_by_role("button", name="Create user").click()
     page.get_by_label("New username", exact=True).fill(username)
