@@ -357,7 +357,20 @@ def load_settings(env: Mapping[str, str] | None = None, config_path: str | None 
     if bool(settings.values["tls_cert"]) != bool(settings.values["tls_key"]):
         raise ConfigError("S4_TLS_CERT and S4_TLS_KEY must be set together")
     settings.host_port  # noqa: B018 - validates S4_BIND
+    _check_console_port(settings)
     return settings
+
+
+def _check_console_port(settings: Settings) -> None:
+    """The console's port is not S3's: one of the two would fail to bind (and which one depends on the mode)."""
+    console = settings.console_host_port
+    if console is None or settings.values["mode"] == "gateway":  # a gateway serves no console
+        return
+    (host, port), (console_host, console_port) = settings.host_port, console
+    wildcard = ("0.0.0.0", "::", "")
+    if port == console_port and port != 0 and (host == console_host or host in wildcard or console_host in wildcard):
+        raise ConfigError(f"{_setting_name(settings, 'console_bind')}: {settings.values['console_bind']!r} is the S3 "
+                          f"port ({_setting_name(settings, 'bind')}); give the console a port of its own, or off")
 
 
 def _setting_name(settings: Settings, fld: str) -> str:

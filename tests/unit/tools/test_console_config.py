@@ -30,3 +30,15 @@ def test_console_bind_from_file_and_env(tmp_path: Path) -> None:
 def test_console_bind_malformed_stops_start_up(value: str) -> None:
     with pytest.raises(ConfigError, match="S4_CONSOLE_BIND"):
         load_settings(env={"S4_CONSOLE_BIND": value})
+
+
+@pytest.mark.parametrize("bind, console", [("127.0.0.1:9000", "127.0.0.1:9000"), ("0.0.0.0:9000", "127.0.0.1:9000"),
+                                           ("127.0.0.1:9000", "0.0.0.0:9000")])
+def test_console_bind_on_the_s3_port_refused(bind: str, console: str) -> None:
+    with pytest.raises(ConfigError, match="S4_CONSOLE_BIND: .* is the S3 port"):
+        load_settings(env={"S4_BIND": bind, "S4_CONSOLE_BIND": console})
+
+
+def test_console_bind_beside_the_s3_port() -> None:
+    settings = load_settings(env={"S4_BIND": "127.0.0.1:9000", "S4_CONSOLE_BIND": "127.0.0.2:9000"})
+    assert settings.console_host_port == ("127.0.0.2", 9000)
