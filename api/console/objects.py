@@ -26,6 +26,7 @@ def routes() -> list[Route]:
         ("POST", re.compile(rf"/buckets/{b}/rename"), rename, "user"),
         ("GET", re.compile(rf"/buckets/{b}/object"), object_page, "user"),
         ("POST", re.compile(rf"/buckets/{b}/object/tags"), set_tags, "user"),
+        ("POST", re.compile(rf"/buckets/{b}/object/metadata"), set_metadata, "user"),
         ("POST", re.compile(rf"/buckets/{b}/object/restore"), restore_version, "user"),
         ("POST", re.compile(rf"/buckets/{b}/object/delete-version"), delete_version, "user"),
     ]
@@ -74,6 +75,8 @@ async def object_page(page: Page) -> None:
                ("Content type", version.content_type), ("Last modified", when(version.last_modified_ms)),
                ("Version", version.version_id or "null")]
     page.render("object.html", bucket=bucket, key=key, details=details, metadata=sorted(version.metadata.items()),
+                content_type=version.content_type,
+                metadata_text="\n".join(f"{k}={v}" for k, v in sorted(version.metadata.items())),
                 tags="\n".join(f"{k}={v}" for k, v in sorted(version.tags.items())), versions=versions,
                 parent=key.rpartition("/")[0] + "/" if "/" in key else "")
 
@@ -89,6 +92,24 @@ async def set_tags(page: Page) -> None:
             tags[name.strip()] = value.strip()
     await page.console.s3.call(page.user, page.req, "PutObjectTagging", bucket, key, query={"tagging": ""},
                                body=tagging_xml(tags))
+    page.redirect(_object_url(bucket, key))
+
+
+async def set_metadata(page: Page) -> None:
+    """Content type and user metadata replaced: the object copied onto itself with REPLACE (S3's only way; a
+    versioned bucket keeps the old version)."""
+    bucket, key = page.params["bucket"], page.arg("key")
+    headers = {"x-amz-copy-source": f"/{bucket}/{quote(key, safe='/')}", "x-amz-metadata-directive": "REPLACE"}
+    content_type = page.arg("content_type").strip()
+    if content_type:
+        headers["content-type"] = content_type
+    for line in page.arg("metadata").splitlines():
+        if line.strip():
+            name, sep, value = line.partition("=")
+            if not sep or not name.strip():
+                raise IamError(400, f"metadata is name=value, one per line: {line.strip()[:64]!r}")
+            headers[f"x-amz-meta-{name.strip().lower()}"] = value.strip()
+    await page.console.s3.call(page.user, page.req, "CopyObject", bucket, key, headers=headers)
     page.redirect(_object_url(bucket, key))
 
 

@@ -267,6 +267,10 @@ def test_console_new_folder_tags_and_version_history(root: Signed, s3: Any) -> N
         {"team": "ops", "stage": "prod"}
     shown = root.get(f"/buckets/{name}/object", params={"key": "doc.txt"})
     assert shown.status_code == 200 and first in shown.text and "team=ops" in shown.text
+    assert root.post(f"/buckets/{name}/object/metadata", {"key": "doc.txt", "content_type": "text/plain",
+                                                          "metadata": "Owner=ops"}).status_code == 303
+    head = s3.head_object(Bucket=name, Key="doc.txt")
+    assert head["ContentType"] == "text/plain" and head["Metadata"] == {"owner": "ops"}
     old = root.get(f"/buckets/{name}/download", params={"key": "doc.txt", "version_id": first})
     assert old.content == b"first"
     assert root.post(f"/buckets/{name}/object/restore", {"key": "doc.txt", "version_id": first}).status_code == 303
@@ -274,7 +278,7 @@ def test_console_new_folder_tags_and_version_history(root: Signed, s3: Any) -> N
     assert root.post(f"/buckets/{name}/object/delete-version", {"key": "doc.txt", "version_id": first}) \
         .status_code == 303
     versions = s3.list_object_versions(Bucket=name, Prefix="doc.txt")["Versions"]
-    assert first not in [v["VersionId"] for v in versions] and len(versions) == 2
+    assert first not in [v["VersionId"] for v in versions] and len(versions) == 3
 
 
 def test_console_rename_refused_without_write_access(root: Signed, site: tuple[ServerProcess, str], s3: Any) -> None:
