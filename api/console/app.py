@@ -2,8 +2,9 @@
 
 Every response carries a strict Content-Security-Policy (scripts only from this origin, no inline script, no eval),
 ``X-Frame-Options: DENY`` and ``nosniff``. Every request but the sign-in page and static files needs a live session
-(``session.py``); every request that is not GET/HEAD must carry the session's CSRF token (header
-``X-CSRF-Token`` or form field ``csrf_token``), else 403 and nothing changes. Pages are rendered by jinja2 with
+(``session.py``); every request that is not GET/HEAD must come from the console's own origin (when the browser
+says) and carry the session's CSRF token (header ``X-CSRF-Token`` or form field ``csrf_token``), else 403 and
+nothing changes. Pages are rendered by jinja2 with
 autoescaping on, so a key or bucket name is always text, never markup.
 """
 
@@ -139,6 +140,9 @@ class Console:
         if route is None:
             raise IamError(405, "method not allowed")
         _, m, handler, access = route
+        if req.method not in SAFE_METHODS and not _same_origin(req):
+            log.info("console: refused %s %s from origin %s", req.method, req.path, req.get_header("Origin"))
+            raise IamError(403, "cross-origin request refused")
         session = self.sessions.resolve(req.cookies.get(COOKIE))
         resp.set_header("Cache-Control", "no-store")
         page = Page(self, req, resp, {k: v for k, v in m.groupdict().items()}, session)
@@ -206,6 +210,16 @@ class Console:
         resp.set_cookie(PRE_COOKIE, token, max_age=3600, path="/", secure=req.scheme == "https", http_only=True,
                         same_site="Strict")
         return token
+
+
+def _same_origin(req: falcon.asgi.Request) -> bool:
+    """A state change's ``Origin`` (browsers send it on every POST, PUT and DELETE) is the console's own. Cookies
+    are shared by every port of a host, so a page served from the S3 port of the same host is same-site for
+    SameSite=Strict; this refuses its requests before the CSRF token is even looked at (and its sign-in posts)."""
+    origin = req.get_header("Origin")
+    if origin is None:  # not a browser, or a browser that sent none: the CSRF token decides
+        return True
+    return origin.lower() == f"{req.scheme}://{req.get_header('Host') or ''}".lower()
 
 
 def _is_form(req: falcon.asgi.Request) -> bool:

@@ -347,3 +347,21 @@ def test_console_bucket_settings_lifecycle_cors_tags(root: Signed, s3: Any) -> N
     assert root.post(f"/buckets/{name}/settings/lifecycle", {"document": ""}).status_code == 303
     with pytest.raises(ClientError):
         s3.get_bucket_lifecycle_configuration(Bucket=name)
+
+
+def test_console_refuses_state_changes_from_another_origin(root: Signed, site: tuple[ServerProcess, str],
+                                                           s3: Any) -> None:
+    """A page served by the S3 port of the same host shares the host's cookies: its posts are refused by origin."""
+    name = _bucket()
+    s3_origin = site[0].endpoint  # http://127.0.0.1:<S3 port>
+    refused = root.post("/buckets", {"name": name}, headers={"Origin": s3_origin})
+    assert refused.status_code == 403 and not _exists(s3, name)
+    own = root.post("/buckets", {"name": name}, headers={"Origin": root.url})
+    assert own.status_code == 303 and _exists(s3, name)
+    form = requests.Session()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.get(site[1] + "/login", timeout=60).text)
+    assert token
+    tossed = form.post(site[1] + "/login", data={"csrf_token": token.group(1), "username": "root",
+                                                  "password": ROOT_PASSWORD}, headers={"Origin": s3_origin},
+                       allow_redirects=False, timeout=60)
+    assert tossed.status_code == 403 and "s4console=" not in tossed.headers.get("Set-Cookie", "")
