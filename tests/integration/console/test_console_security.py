@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from helpers.admin_api import ROOT_PASSWORD
 from helpers.console import Signed, console_server, self_signed_cert, sign_in
 from helpers.s3client import make_client
-from helpers.server import ServerProcess, free_port
+from helpers.server import ServerProcess
 
 XSS_KEY = "<img src=x onerror=alert(1)>"
 
@@ -221,17 +221,6 @@ def test_console_busy_port_warns_and_s3_serves(tmp_path: Path) -> None:
             assert "web console not started: cannot listen on 127.0.0.1:" in server.log()
         finally:
             server.stop()
-
-
-def test_console_off(tmp_path: Path) -> None:
-    port = free_port()
-    server = ServerProcess(tmp_path / "data", env={"S4_CONSOLE_BIND": "off", "S4_WORKERS": "1"}).start()
-    try:
-        with pytest.raises(requests.ConnectionError):
-            requests.get(f"http://127.0.0.1:{port}/login", timeout=5)
-        assert "Web console" not in server.log()
-    finally:
-        server.stop()
 
 
 def test_console_cookie_secure_over_tls(tmp_path: Path) -> None:

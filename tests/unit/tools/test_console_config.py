@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,18 @@ def test_console_bind_on_the_s3_port_refused(bind: str, console: str) -> None:
 def test_console_bind_beside_the_s3_port() -> None:
     settings = load_settings(env={"S4_BIND": "127.0.0.1:9000", "S4_CONSOLE_BIND": "127.0.0.2:9000"})
     assert settings.console_host_port == ("127.0.0.2", 9000)
+
+
+def test_console_off_binds_nothing_and_a_busy_port_is_told_not_raised() -> None:
+    from s4.tools.server import _bind_console
+
+    assert _bind_console(load_settings(env={"S4_CONSOLE_BIND": "off"})) is None
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        busy = load_settings(env={"S4_CONSOLE_BIND": f"127.0.0.1:{taken.getsockname()[1]}"})
+        assert _bind_console(busy) is None and busy.values["console_problem"]  # logged after the banner
+    free = _bind_console(load_settings(env={"S4_CONSOLE_BIND": "127.0.0.1:0"}))
+    assert free is not None
+    with free:
+        assert free.get_inheritable()  # the supervisor passes it to its workers
