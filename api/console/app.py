@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
+from urllib.parse import parse_qs
 
 import falcon
 import falcon.asgi
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
 SAFE_METHODS = frozenset({"GET", "HEAD"})
+MAX_FORM_BYTES = 1024 * 1024  # a posted form (rules, tags, names): far below this
 STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
                 ".txt": "text/plain; charset=utf-8", ".svg": "image/svg+xml"}
 
@@ -147,7 +149,7 @@ class Console:
         resp.set_header("Cache-Control", "no-store")
         page = Page(self, req, resp, {k: v for k, v in m.groupdict().items()}, session)
         if req.method not in SAFE_METHODS and _is_form(req) and not path.startswith("/api/"):  # /api/: raw bodies
-            page.form = await req.get_media() or {}
+            page.form = await _read_form(req)
         if access != "open":
             if session is None:
                 if req.method in SAFE_METHODS:
@@ -220,6 +222,20 @@ def _same_origin(req: falcon.asgi.Request) -> bool:
     if origin is None:  # not a browser, or a browser that sent none: the CSRF token decides
         return True
     return origin.lower() == f"{req.scheme}://{req.get_header('Host') or ''}".lower()
+
+
+async def _read_form(req: falcon.asgi.Request) -> dict[str, Any]:
+    """The posted form, read up to MAX_FORM_BYTES (before any session is checked: a bigger one is refused unread)."""
+    if (req.content_length or 0) > MAX_FORM_BYTES:
+        raise IamError(413, "form too large")
+    raw = await req.bounded_stream.read(MAX_FORM_BYTES + 1)
+    if len(raw) > MAX_FORM_BYTES:
+        raise IamError(413, "form too large")
+    try:
+        fields = parse_qs(raw.decode(), keep_blank_values=True, strict_parsing=False, max_num_fields=10_000)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise IamError(400, "the form cannot be read") from exc
+    return {name: values[0] if len(values) == 1 else values for name, values in fields.items()}
 
 
 def _is_form(req: falcon.asgi.Request) -> bool:

@@ -354,3 +354,11 @@ def test_console_refuses_state_changes_from_another_origin(root: Signed, site: t
                                                   "password": ROOT_PASSWORD}, headers={"Origin": s3_origin},
                        allow_redirects=False, timeout=60)
     assert tossed.status_code == 403 and "s4console=" not in tossed.headers.get("Set-Cookie", "")
+
+
+def test_console_oversized_form_refused_unread(site: tuple[ServerProcess, str], root: Signed) -> None:
+    big = {"name": "x" * (2 * 1024 * 1024)}
+    anonymous = requests.post(site[1] + "/buckets", data=big, allow_redirects=False, timeout=60)
+    assert anonymous.status_code == 413
+    assert root.post("/buckets", big).status_code == 413
+    assert root.get("/buckets").status_code == 200  # and the console still serves
