@@ -211,7 +211,7 @@ async def share(page: Page) -> None:
     bucket, key = page.params["bucket"], page.arg("key")
     try:
         seconds = int(float(page.arg("expires_hours", "24")) * 3600)
-    except ValueError:
+    except (ValueError, OverflowError):  # "abc", "nan", "inf"
         raise IamError(400, "the expiry is a number of hours") from None
     if not 1 <= seconds <= MAX_EXPIRY_S:
         raise IamError(400, f"a share link expires within 1 second to {MAX_EXPIRY_S // 86400} days")
