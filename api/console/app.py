@@ -116,9 +116,9 @@ class Console:
             undefined=jinja2.StrictUndefined)
         self.static = _load_static()
         self.routes: list[Route] = []
-        from . import bucket_settings, objects, pages, sql, uploads, users  # each module brings its routes
+        from . import audit, bucket_settings, objects, pages, sql, uploads, users  # each brings its routes
 
-        for module in (pages, objects, bucket_settings, sql, uploads, users):
+        for module in (pages, objects, bucket_settings, sql, uploads, users, audit):
             self.routes.extend(module.routes())
 
     async def __call__(self, req: falcon.asgi.Request, resp: falcon.asgi.Response | None, **_: Any) -> None:

@@ -21,7 +21,8 @@ from helpers.s3client import make_client  # noqa: E402
 
 PAGES = {"sign-in": "/login", "buckets": "/buckets", "browser": "/buckets/photos?prefix=2026/",
          "object": "/buckets/photos/object?key=2026/beach.jpg", "sql": "/buckets/photos/sql",
-         "settings": "/buckets/photos/settings", "dashboard": "/dashboard", "users": "/users"}
+         "settings": "/buckets/photos/settings", "dashboard": "/dashboard", "users": "/users",
+         "audit": "/audit"}
 
 
 def main(out: Path) -> None:

@@ -266,7 +266,7 @@ def test_console_pages_have_no_serious_accessibility_violations(browser: Any, si
         sign_in(page, site[1])
         for path in ("/buckets", f"/buckets/{name}", f"/buckets/{name}?prefix=dir/",
                      f"/buckets/{name}/object?key=dir/file.txt", f"/buckets/{name}/sql",
-                     f"/buckets/{name}/settings", "/dashboard", "/users"):
+                     f"/buckets/{name}/settings", "/dashboard", "/users", "/audit"):
             page.goto(site[1] + path)
             found[path] = axe_violations(page)
         assert not any(found.values()), {k: v for k, v in found.items() if v}

@@ -363,3 +363,21 @@ def test_console_oversized_form_refused_unread(site: tuple[ServerProcess, str], 
     assert anonymous.status_code == 413
     assert root.post("/buckets", big).status_code == 413
     assert root.get("/buckets").status_code == 200  # and the console still serves
+
+
+def test_console_audit_page_filters_the_journal(root: Signed, site: tuple[ServerProcess, str], s3: Any) -> None:
+    name = _bucket()
+    assert root.post("/buckets", {"name": name}).status_code == 303  # journaled with actor user:root
+    s3.put_object(Bucket=name, Key="audited.txt", Body=b"a")  # and with the S3 key as actor
+    page = root.get("/audit", params={"bucket": name})
+    assert page.status_code == 200
+    rows = re.findall(r"<tr><td>(\d+)</td><td>[^<]*</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td>"
+                      r"<td class=\"key\">([^<]*)</td>", page.text)
+    assert {r[3] for r in rows} == {name} and len(rows) >= 2, page.text[-2000:]
+    assert [int(r[0]) for r in rows] == sorted((int(r[0]) for r in rows), reverse=True)  # newest first
+    assert any(r[1] == "user:root" for r in rows) and any(r[4] == "audited.txt" for r in rows)
+    mine = root.get("/audit", params={"bucket": name, "user": "user:root"}).text
+    assert "audited.txt" not in mine
+    username = f"reader{uuid.uuid4().hex[:6]}"
+    root.post("/users", {"username": username, "password": "reader-password-1", "role": "Reader"})
+    assert sign_in(site[1], username, "reader-password-1").get("/audit").status_code == 403
