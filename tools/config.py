@@ -70,6 +70,17 @@ def _text(name: str, value: str) -> str:
     return value
 
 
+def parse_console_bind(name: str, value: Any) -> str:
+    """The web console's host:port, or ``off`` (api/console, docs/operations.md "Web console")."""
+    text = str(value).strip()
+    if text.lower() == "off":
+        return "off"
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{name}: {text!r} is not host:port or off")
+    return text
+
+
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
@@ -189,6 +200,8 @@ ENV: dict[str, tuple[str, Callable[[str, str], Any], Any]] = {
     "S4_DEFAULT_OBJECT_OWNERSHIP": ("default_object_ownership", parse_object_ownership, "BucketOwnerEnforced"),
     # SSE-C over plain HTTP: refused as AWS does unless allowed (test rigs; docs/operations.md "Encryption")
     "S4_SSE_C_ALLOW_HTTP": ("sse_c_allow_http", parse_bool, False),
+    # the web console's own port, or off (api/console, docs/operations.md "Web console")
+    "S4_CONSOLE_BIND": ("console_bind", parse_console_bind, "127.0.0.1:3000"),
 }
 # Settings of the spec that S4 cannot honour yet. Each is accepted at its default only (or empty, where it has none);
 # any other value stops start-up saying so, instead of being silently ignored (issue 18). field -> what is missing.
@@ -218,6 +231,7 @@ GATEWAY_UNUSED: tuple[str, ...] = (
                   "anti_entropy_rate_keys", "anti_entropy_rate_bytes", "catch_up", "gc_grace_days",
                   "max_rejoin_downtime_days", "iam_sync_s")
 GATEWAY_UNUSED += ("default_object_ownership",)  # the nodes create the buckets
+GATEWAY_UNUSED += ("console_bind",)  # the console serves a node's engine; a gateway has none
 # config.toml (section, key) -> settings field, parser
 TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
     ("server", "bind"): ("bind", lambda n, v: str(v)),
@@ -240,6 +254,7 @@ TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
                                              lambda n, v: parse_object_ownership(n, str(v))),
     ("server", "sse_c_allow_http"): ("sse_c_allow_http", lambda n, v: parse_bool(n, str(v))),
     ("server", "malloc_tuning"): ("malloc_tuning", lambda n, v: parse_bool(n, str(v))),
+    ("server", "console_bind"): ("console_bind", parse_console_bind),
     # IAM (S4 names; the spec's file example has no such section): S4_ROOT_USERNAME, S4_ROOT_PASSWORD and
     # S4_JWT_SECRET override them. A file holding secrets should be readable by the server's user only.
     ("iam", "root_username"): ("root_username", _toml_text),
@@ -283,6 +298,15 @@ class Settings:
         host, _, port = str(self.values["bind"]).rpartition(":")
         if not host or not port.isdigit():
             raise ConfigError(f"S4_BIND: {self.values['bind']!r} is not host:port")
+        return host.strip("[]"), int(port)
+
+    @property
+    def console_host_port(self) -> tuple[str, int] | None:
+        """The web console's address; None when S4_CONSOLE_BIND is off."""
+        bind = str(self.values.get("console_bind", "off"))
+        if bind == "off":
+            return None
+        host, _, port = bind.rpartition(":")
         return host.strip("[]"), int(port)
 
 
@@ -333,7 +357,20 @@ def load_settings(env: Mapping[str, str] | None = None, config_path: str | None 
     if bool(settings.values["tls_cert"]) != bool(settings.values["tls_key"]):
         raise ConfigError("S4_TLS_CERT and S4_TLS_KEY must be set together")
     settings.host_port  # noqa: B018 - validates S4_BIND
+    _check_console_port(settings)
     return settings
+
+
+def _check_console_port(settings: Settings) -> None:
+    """The console's port is not S3's: one of the two would fail to bind (and which one depends on the mode)."""
+    console = settings.console_host_port
+    if console is None or settings.values["mode"] == "gateway":  # a gateway serves no console
+        return
+    (host, port), (console_host, console_port) = settings.host_port, console
+    wildcard = ("0.0.0.0", "::", "")
+    if port == console_port and port != 0 and (host == console_host or host in wildcard or console_host in wildcard):
+        raise ConfigError(f"{_setting_name(settings, 'console_bind')}: {settings.values['console_bind']!r} is the S3 "
+                          f"port ({_setting_name(settings, 'bind')}); give the console a port of its own, or off")
 
 
 def _setting_name(settings: Settings, fld: str) -> str:

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="s4-server", description="S4: S3-compatible object storage")
     parser.add_argument("--config", help="path to config.toml (env vars override it)")
     parser.add_argument("--log-level", default=os.environ.get("S4_LOG_LEVEL", "info"))
-    for hidden in ("--worker-id", "--listen-fd", "--sequencer-fd", "--parent-pid"):
+    for hidden in ("--worker-id", "--listen-fd", "--sequencer-fd", "--parent-pid", "--console-fd"):
         parser.add_argument(hidden, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -134,15 +134,21 @@ def main(argv: list[str] | None = None) -> int:
             node = supervisor.Supervisor(engine, commit_path.sequencer, background, listeners,
                                          supervisor.worker_command(args.config, args.log_level), env, replication,
                                          engine.key_reads)
+            node.console_listener = _bind_console(settings)  # one socket, accepted on by every worker
             _banner(settings, data_dir, access, secret, generated, f"{count} worker processes{_cluster_note(settings)}")
+            _console_banner(settings, node.console_listener)
             _run(node.serve, background, node.request_stop, cluster)
         else:
             routers: list[Any] = []
-            app = build_app(engine, _api_settings(settings, access, secret, jwt_secret),
-                            _pool_router(engine, settings, routers))
+            api_settings = _api_settings(settings, access, secret, jwt_secret)
+            app = build_app(engine, api_settings, _pool_router(engine, settings, routers))
+            console_listener = _bind_console(settings)
             _banner(settings, data_dir, access, secret, generated, f"1 process{_cluster_note(settings)}")
+            _console_banner(settings, console_listener)
             server = uvicorn.Server(_uvicorn_config(app, settings))
-            _run(_closing(server.serve, routers), background, lambda: setattr(server, "should_exit", True), cluster)
+            console = _console_server(engine, settings, api_settings, console_listener)
+            _run(_closing(_with_console(server.serve, console), routers), background, _stopper(server, console),
+                 cluster)
     except GrpcBindError as exc:
         print(f"s4-server: {exc}", file=sys.stderr)
         return 1
@@ -305,18 +311,24 @@ def _run_worker(settings: Settings, data_dir: Path, args: argparse.Namespace) ->
         app = build_app(engine, _api_settings(settings, access, secret, settings.jwt_secret or ""),
                         _pool_router(engine, settings, routers))
         server = uvicorn.Server(_uvicorn_config(app, settings))
+        console_listener = None if args.console_fd is None else socket.socket(fileno=args.console_fd)
+        console = _console_server(engine, settings, _api_settings(settings, access, secret, settings.jwt_secret or ""),
+                                  console_listener)
+
+        async def serve_s3() -> None:
+            await server.serve(sockets=[listener])
 
         async def serve() -> None:
             await channel.attach()
             sweeper = asyncio.get_running_loop().create_task(_sweep_unlinked(engine))
             try:
-                await server.serve(sockets=[listener])
+                await _with_console(serve_s3, console)()
             finally:
                 sweeper.cancel()
                 for router in routers:
                     await router.close()
 
-        _run(serve, None, lambda: setattr(server, "should_exit", True))
+        _run(serve, None, _stopper(server, console))
     finally:
         if peers is not None:
             peers.close()
@@ -417,6 +429,85 @@ def _api_settings(settings: Settings, access: str, secret: str, jwt_secret: str)
                        access_log=settings.access_log, pool_name=_pinned_pool(settings),
                        default_object_ownership=settings.default_object_ownership,
                        sse_c_allow_http=settings.sse_c_allow_http)
+
+
+def _bind_console(settings: Settings) -> socket.socket | None:
+    """The web console's listening socket (S4_CONSOLE_BIND), bound by the process the user started: served there
+    with one process, shared by every worker with several (docs/architecture/console.md). A port that cannot be
+    bound is a warning, not a failed start: S3 keeps serving without the console."""
+    where = settings.console_host_port
+    if where is None:
+        return None
+    host, port = where
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        settings.values["console_problem"] = exc.strerror or str(exc)  # said after the banner (_console_banner)
+        return None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _console_banner(settings: Settings, listener: socket.socket | None) -> None:
+    """After the S3 banner: where the console is, or why it is not there."""
+    where = settings.console_host_port
+    if where is None:
+        return
+    host, port = where
+    if listener is None:
+        log.warning("web console not started: cannot listen on %s:%d (%s); S3 keeps serving. Set S4_CONSOLE_BIND "
+                    "to a free host:port, or off", host, port, settings.values.get("console_problem", "unknown"))
+        return
+    scheme = "https" if settings.tls_cert else "http"
+    shown = f"[{host}]" if ":" in host else host
+    print(f"  Web console: {scheme}://{shown}:{listener.getsockname()[1]}", flush=True)
+
+
+def _console_server(engine: Engine, settings: Settings, api_settings: ApiSettings,
+                    listener: socket.socket | None) -> tuple[uvicorn.Server, socket.socket] | None:
+    """The console's uvicorn server over ``listener`` (None: the console is off or its port was busy)."""
+    if listener is None:
+        return None
+    from s4.api.console import ConsoleSettings, build_console_app  # jinja2: loaded only with the console on
+
+    s3_host, s3_port = settings.host_port
+    app = build_console_app(engine, api_settings, ConsoleSettings(s3_port=s3_port, s3_host=s3_host,
+                                                                  s3_tls=bool(settings.tls_cert)))
+    return uvicorn.Server(_uvicorn_config(app, settings)), listener
+
+
+def _with_console(serve: Callable[[], Awaitable[None]],
+                  console: tuple[uvicorn.Server, socket.socket] | None) -> Callable[[], Awaitable[None]]:
+    """``serve`` with the console's server beside it on the same loop; the console stops when ``serve`` does."""
+    if console is None:
+        return serve
+    server, listener = console
+
+    async def both() -> None:
+        task = asyncio.get_running_loop().create_task(server.serve(sockets=[listener]))
+        try:
+            await serve()
+        finally:
+            server.should_exit = True
+            try:
+                await task
+            except Exception as exc:  # noqa: BLE001 - the console never takes the S3 service down with it
+                log.warning("web console stopped with an error: %s", exc)
+
+    return both
+
+
+def _stopper(server: uvicorn.Server, console: tuple[uvicorn.Server, socket.socket] | None) -> Callable[[], None]:
+    def stop() -> None:
+        server.should_exit = True
+        if console is not None:
+            console[0].should_exit = True
+
+    return stop
 
 
 def _uvicorn_config(app: object, settings: Settings, *, date_header: bool = True) -> uvicorn.Config:

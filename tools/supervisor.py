@@ -114,6 +114,7 @@ class Supervisor:
         self._stopping = asyncio.Event()
         self._stop_requested = False  # set from a signal handler before the event loop runs, too
         self.service: SequencerService | None = None
+        self.console_listener: socket.socket | None = None  # the web console's socket, shared by every worker
 
     def request_stop(self) -> None:
         self._stop_requested = True
@@ -146,7 +147,11 @@ class Supervisor:
         listen_fd = self.listeners[worker_id - 1].fileno()
         argv = [*self.worker_argv, "--worker-id", str(worker_id), "--listen-fd", str(listen_fd),
                 "--sequencer-fd", str(theirs.fileno()), "--parent-pid", str(os.getpid())]
-        proc = subprocess.Popen(argv, env=self.worker_env, pass_fds=(listen_fd, theirs.fileno()))
+        fds = [listen_fd, theirs.fileno()]
+        if self.console_listener is not None:
+            argv += ["--console-fd", str(self.console_listener.fileno())]
+            fds.append(self.console_listener.fileno())
+        proc = subprocess.Popen(argv, env=self.worker_env, pass_fds=tuple(fds))
         theirs.close()
         assert self.service is not None
         link = await self.service.attach(ours, f"worker-{worker_id}")
@@ -193,6 +198,8 @@ class Supervisor:
             child.link.close()
         for listener in self.listeners:
             listener.close()
+        if self.console_listener is not None:
+            self.console_listener.close()
 
 
 METRICS_PREFIX = "s4-metrics-"

@@ -61,7 +61,7 @@ class ServerProcess:
     def start(self, timeout_s: float = 60.0) -> ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("S4_")}
         env.update(S4_DATA_DIR=str(self.data_dir), S4_BIND=f"{self.host}:{self.port}", S4_ACCESS_KEY_ID=ACCESS_KEY,
-                   S4_SECRET_ACCESS_KEY=SECRET_KEY)
+                   S4_SECRET_ACCESS_KEY=SECRET_KEY, S4_CONSOLE_BIND="off")  # console tests ask for one
         env.update(self.extra_env)
         nofile = self.nofile
         limit = None if nofile is None else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))

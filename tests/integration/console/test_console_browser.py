@@ -1,0 +1,314 @@
+"""The web console in a real browser (Playwright + Debian's chromium) against a real s4-server (IAM on).
+
+Every test fails on any page error, console error or CSP violation (helpers/browser.py). One browser and one
+server for the module; each test makes its own bucket.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from helpers.admin_api import ROOT_PASSWORD
+from helpers.browser import PageProblems, axe_violations, check_page, open_page
+from helpers.console import console_server
+from helpers.s3client import make_client
+from helpers.server import ServerProcess
+
+pytest.importorskip("playwright.sync_api")
+XSS_KEY = "<img src=x onerror=alert(1)>"
+MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
+    server, url = console_server(tmp_path_factory.mktemp("console-browser") / "data", workers=1)
+    yield server, url
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3(site: tuple[ServerProcess, str]) -> Any:
+    return make_client(site[0].endpoint)
+
+
+@pytest.fixture(scope="module")
+def big_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("files") / "big.bin"
+    path.write_bytes(hashlib.shake_256(b"console").digest(40 * MIB))
+    return path
+
+
+@pytest.fixture(scope="module")
+def signed_in_state(browser: Any, site: tuple[ServerProcess, str]) -> Any:
+    """root's session (cookies), signed in once for the module: each test's context starts from it."""
+    context, page, problems = open_page(browser)
+    try:
+        sign_in(page, site[1])
+        check_page(page, problems)
+        return context.storage_state()
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def signed_in(browser: Any, signed_in_state: Any) -> Iterator[tuple[Any, PageProblems]]:
+    """A page signed in as root; the test fails on any page error, console error or CSP violation."""
+    context, page, problems = open_page(browser, storage_state=signed_in_state)
+    try:
+        yield page, problems
+        check_page(page, problems)
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def page(signed_in: tuple[Any, PageProblems]) -> Any:
+    return signed_in[0]
+
+
+def sign_in(page: Any, url: str, username: str = "root", password: str = ROOT_PASSWORD) -> None:
+    page.goto(url + "/login")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("link", name="Buckets", exact=True).wait_for()
+
+
+def _bucket(s3: Any) -> str:
+    name = f"ui-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+def _until(page: Any, check: Any, what: str, timeout_s: float = 30.0) -> None:
+    """Poll with a deadline; waiting through the page lets Playwright deliver its events (route handlers)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        page.wait_for_timeout(50)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _part(number: int) -> re.Pattern[str]:
+    return re.compile(rf"/uploads/part\?(.*&)?part={number}(&|$)")
+
+
+def test_console_sign_in_by_keyboard_and_create_bucket(page_and_problems: tuple[Any, PageProblems],
+                                                       site: tuple[ServerProcess, str], s3: Any) -> None:
+    page, _ = page_and_problems
+    page.goto(site[1] + "/")
+    page.get_by_label("Username").focus()  # keyboard only from here: type, Tab, type, Enter
+    page.keyboard.type("root")
+    page.keyboard.press("Tab")
+    page.keyboard.type(ROOT_PASSWORD)
+    page.keyboard.press("Enter")
+    page.get_by_role("link", name="Buckets", exact=True).wait_for()
+    name = f"ui-{uuid.uuid4().hex[:10]}"
+    page.get_by_role("button", name="Create bucket").click()
+    page.get_by_label("Bucket name").fill(name)
+    page.get_by_role("button", name="Create", exact=True).click()
+    page.get_by_role("link", name=name).click()
+    page.get_by_role("heading", name=name).wait_for()
+    assert s3.head_bucket(Bucket=name)["ResponseMetadata"]["HTTPStatusCode"] == 200
+    page.get_by_role("link", name="Buckets", exact=True).click()
+    page.get_by_role("button", name=f"Enable versioning of {name}").click()
+    page.get_by_role("button", name=f"Suspend versioning of {name}").wait_for()
+    assert s3.get_bucket_versioning(Bucket=name)["Status"] == "Enabled"
+    s3.put_object(Bucket=name, Key="left/behind.txt", Body=b"x")
+    page.get_by_role("button", name=f"Delete bucket {name}").click()
+    page.get_by_label("Delete everything in it too").check()
+    page.get_by_label("Type the bucket name to confirm").fill(name)
+    page.get_by_role("button", name="Delete bucket", exact=True).click()
+    page.get_by_role("link", name=name).wait_for(state="detached")
+    assert name not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
+def test_console_upload_40mib_multipart_with_progress(page: Any, site: tuple[ServerProcess, str], s3: Any,
+                                                       big_file: Path) -> None:
+    name = _bucket(s3)
+    page.goto(f"{site[1]}/buckets/{name}")
+    held: list[Any] = []
+    page.route(_part(3), lambda route: held.append(route))  # hold part 3 to look at progress
+    page.get_by_label("Upload files").set_input_files(str(big_file))
+    bar = page.get_by_label("Progress of big.bin")
+    _until(page, lambda: bool(held), "part 3 to be sent")
+    value, top = bar.evaluate("b => b.value"), bar.evaluate("b => b.max")
+    assert 16 * MIB <= value < top, (value, top)  # two parts done, not all: progress seen mid-way
+    held[0].continue_()
+    page.get_by_text("done", exact=True).wait_for(timeout=120_000)
+    head = s3.head_object(Bucket=name, Key="big.bin")
+    assert head["ContentLength"] == 40 * MIB and head["ETag"].endswith('-5"')
+    body = s3.get_object(Bucket=name, Key="big.bin")["Body"].read()
+    assert hashlib.sha256(body).digest() == hashlib.sha256(big_file.read_bytes()).digest()
+
+
+def test_console_cancelled_upload_leaves_no_upload(page: Any, site: tuple[ServerProcess, str], s3: Any,
+                                                   big_file: Path) -> None:
+    name = _bucket(s3)
+    page.goto(f"{site[1]}/buckets/{name}")
+    held: list[Any] = []
+    page.route(_part(2), lambda route: held.append(route))
+    page.get_by_label("Upload files").set_input_files(str(big_file))
+    _until(page, lambda: bool(held), "part 2 to be sent")
+    assert len(s3.list_multipart_uploads(Bucket=name).get("Uploads", [])) == 1
+    page.get_by_role("button", name="Cancel big.bin").click()
+    page.get_by_text("cancelled", exact=True).wait_for()
+    page.unroute(_part(2))
+    _until(page, lambda: not s3.list_multipart_uploads(Bucket=name).get("Uploads"), "the upload to be aborted")
+    assert s3.list_objects_v2(Bucket=name).get("KeyCount") == 0
+
+
+def test_console_key_with_markup_shown_as_text(signed_in: tuple[Any, PageProblems],
+                                               site: tuple[ServerProcess, str], s3: Any) -> None:
+    page, problems = signed_in
+    name = _bucket(s3)
+    s3.put_object(Bucket=name, Key=XSS_KEY, Body=b"x")
+    page.goto(f"{site[1]}/buckets/{name}")
+    page.get_by_text(XSS_KEY, exact=True).wait_for()
+    assert page.locator("img").count() == 0 and not problems.dialogs
+
+
+def test_console_download_share_and_delete(page: Any, site: tuple[ServerProcess, str], s3: Any) -> None:
+    name = _bucket(s3)
+    for key in ("docs/a.txt", "docs/b.txt", "docs/c.txt"):
+        s3.put_object(Bucket=name, Key=key, Body=key.encode())
+    page.goto(f"{site[1]}/buckets/{name}")
+    page.get_by_role("link", name="docs/").click()
+    page.get_by_role("navigation", name="Breadcrumbs").get_by_role("link", name="docs").wait_for()
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download a.txt").click()
+    assert Path(download.value.path()).read_bytes() == b"docs/a.txt"
+    page.goto(f"{site[1]}/users")  # the share link is signed with the user's own S3 key: make one first
+    page.get_by_role("button", name="Create S3 key for root").click()
+    page.get_by_label("Secret key").wait_for()
+    page.goto(f"{site[1]}/buckets/{name}?prefix=docs/")
+    page.get_by_role("button", name="Share b.txt").click()
+    page.get_by_label("Expires in hours (up to 168)").fill("168")
+    page.get_by_role("button", name="Create share link").click()
+    link = page.get_by_label("Share link").input_value()
+    page.get_by_label("Select a.txt").check()
+    page.get_by_label("Select c.txt").check()
+    page.get_by_role("button", name="Delete selected").click()  # confirmed (the dialog is accepted)
+    page.get_by_text("b.txt", exact=True).wait_for()
+    page.get_by_text("a.txt", exact=True).wait_for(state="detached")
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=name)["Contents"]] == ["docs/b.txt"]
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="Sign in").wait_for()
+    assert requests.get(link, timeout=60).content == b"docs/b.txt"  # the link outlives the session
+
+
+def test_console_user_created_and_signed_in_with(page: Any, browser: Any, site: tuple[ServerProcess, str]) -> None:
+    username = f"writer{uuid.uuid4().hex[:6]}"
+    page.goto(site[1] + "/buckets")
+    page.get_by_role("link", name="Users").click()
+    page.get_by_role("button", name="Create user").click()
+    page.get_by_label("New username", exact=True).fill(username)
+    page.get_by_label("New password", exact=True).fill("writer-password-1")
+    page.get_by_label("Role", exact=True).select_option("Writer")
+    page.get_by_role("button", name="Add user").click()
+    page.get_by_role("cell", name=username, exact=True).wait_for()
+    context, other, problems = open_page(browser)
+    try:
+        sign_in(other, site[1], username, "writer-password-1")
+        assert other.get_by_role("link", name="Users").count() == 0
+        other.get_by_role("link", name="Dashboard").click()
+        other.get_by_text("Dedup savings").wait_for()
+        check_page(other, problems)
+    finally:
+        context.close()
+
+
+def test_console_dark_mode_on_a_narrow_screen(browser: Any, site: tuple[ServerProcess, str]) -> None:
+    context, page, problems = open_page(browser, color_scheme="dark", viewport={"width": 360, "height": 740})
+    try:
+        sign_in(page, site[1])
+        background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        assert background == "rgb(13, 17, 23)", background
+        fits = page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        assert fits
+        check_page(page, problems)
+    finally:
+        context.close()
+
+
+def test_console_folder_of_1000_objects_renamed(page: Any, site: tuple[ServerProcess, str], s3: Any) -> None:
+    name = _bucket(s3)
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda i: s3.put_object(Bucket=name, Key=f"photos/{i:04d}.txt", Body=b"p"), range(1000)))
+    page.goto(f"{site[1]}/buckets/{name}")
+    page.get_by_role("button", name="Rename folder photos/").click()
+    page.get_by_label("New name (full key)").fill("pictures/")
+    page.get_by_role("button", name="Rename", exact=True).click()
+    page.get_by_role("link", name="pictures/").wait_for()
+    assert s3.list_objects_v2(Bucket=name, Prefix="pictures/")["KeyCount"] == 1000
+    assert s3.list_objects_v2(Bucket=name, Prefix="photos/")["KeyCount"] == 0
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_console_pages_have_no_serious_accessibility_violations(browser: Any, site: tuple[ServerProcess, str],
+                                                                s3: Any, scheme: str) -> None:
+    name = _bucket(s3)
+    s3.put_object(Bucket=name, Key="dir/file.txt", Body=b"f")
+    context, page, problems = open_page(browser, color_scheme=scheme)
+    try:
+        page.goto(site[1] + "/login")
+        found = {"/login": axe_violations(page)}
+        sign_in(page, site[1])
+        for path in ("/buckets", f"/buckets/{name}", f"/buckets/{name}?prefix=dir/",
+                     f"/buckets/{name}/object?key=dir/file.txt", f"/buckets/{name}/sql",
+                     f"/buckets/{name}/settings", "/dashboard", "/users", "/audit"):
+            page.goto(site[1] + path)
+            found[path] = axe_violations(page)
+        assert not any(found.values()), {k: v for k, v in found.items() if v}
+        check_page(page, problems)
+    finally:
+        context.close()
+
+
+def test_console_sql_result_table(page: Any, site: tuple[ServerProcess, str], s3: Any) -> None:
+    name = _bucket(s3)
+    s3.put_object(Bucket=name, Key="logs/a.csv", Body=b"status,ms\nOK,10\nERROR,30\nOK,12\n")
+    s3.put_object(Bucket=name, Key="logs/b.csv", Body=b"status,ms\nERROR,40\n")
+    page.goto(f"{site[1]}/buckets/{name}")
+    page.get_by_role("link", name="SQL").click()
+    query = "SELECT status, COUNT(*) AS n FROM 'logs/*.csv' GROUP BY status ORDER BY status"
+    page.get_by_label("SQL query").fill(query)
+    page.get_by_role("button", name="Run query").click()
+    table = page.get_by_role("table", name="Results")
+    table.wait_for()
+    assert table.locator("tbody tr").all_inner_texts() == ["ERROR\t2", "OK\t2"]
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download CSV").click()
+    assert Path(download.value.path()).read_text().splitlines() == ["status,n", "ERROR,2", "OK,2"]
+
+
+def test_console_folder_upload_and_drop(page: Any, site: tuple[ServerProcess, str], s3: Any,
+                                        tmp_path: Path) -> None:
+    name = _bucket(s3)
+    folder = tmp_path / "album"
+    (folder / "inner").mkdir(parents=True)
+    (folder / "one.txt").write_bytes(b"one")
+    (folder / "inner" / "two.txt").write_bytes(b"two")
+    page.goto(f"{site[1]}/buckets/{name}?prefix=up/")
+    page.get_by_label("Upload folder").set_input_files(str(folder))
+    _until(page, lambda: page.get_by_text("done", exact=True).count() == 2, "the folder's two files")
+    page.evaluate("""() => {
+        const data = new DataTransfer();
+        data.items.add(new File(['dropped'], 'dropped.txt', {type: 'text/plain'}));
+        document.querySelector('.drop-zone').dispatchEvent(new DragEvent('drop', {dataTransfer: data,
+                                                                                  bubbles: true, cancelable: true}));
+    }""")
+    _until(page, lambda: page.get_by_text("done", exact=True).count() == 3, "the dropped file")
+    keys = {o["Key"]: s3.get_object(Bucket=name, Key=o["Key"])["Body"].read()
+            for o in s3.list_objects_v2(Bucket=name)["Contents"]}
+    assert keys == {"up/album/one.txt": b"one", "up/album/inner/two.txt": b"two", "up/dropped.txt": b"dropped"}
