@@ -30,6 +30,7 @@ import anyio.to_thread
 from s4.journal import Event
 from s4.journal.tail import JournalTail
 
+from ..errors import S3Error
 from .messages import change_of, message
 from .rules import CONFIG_KIND, from_record, matching
 from .store import RETRY, NotifyStore
@@ -139,9 +140,15 @@ class Notifier:
         change = change_of(event)
         if change is None:
             return []
-        rules = from_record(self.engine.bucket_config_if_any(change.bucket, CONFIG_KIND))
-        return [message(event, change, rule, self.region) for rule in matching(rules, target.id, change.name,
-                                                                                change.key)]
+        rules = matching(from_record(self.engine.bucket_config_if_any(change.bucket, CONFIG_KIND)), target.id,
+                         change.name, change.key)
+        if not rules:
+            return []
+        try:
+            owner = str(self.engine.get_bucket(change.bucket).owner)
+        except S3Error:  # deleted since: its configuration went with it, but a race may still see both
+            owner = ""
+        return [message(event, change, rule, self.region, owner) for rule in rules]
 
     async def _deliver(self, target: WebhookTarget, seq: int, index: int, body: dict[str, Any]) -> None:
         """POST until 2xx or ``max_attempts`` tries; then park durably. Either way the event is done."""

@@ -74,8 +74,8 @@ def sequencer(hlc: int) -> str:
     return f"{hlc:016X}"
 
 
-def record(event: Event, change: Change, rule: Rule, region: str) -> dict[str, Any]:
-    """One AWS S3 event record."""
+def record(event: Event, change: Change, rule: Rule, region: str, owner: str = "") -> dict[str, Any]:
+    """One AWS S3 event record; ``owner``: the bucket's owner (its creator), the actor when unknown."""
     obj: dict[str, Any] = {"key": quote_plus(change.key, safe="/")}
     if change.size is not None:
         obj["size"] = change.size
@@ -99,12 +99,12 @@ def record(event: Event, change: Change, rule: Rule, region: str) -> dict[str, A
         "s3": {
             "s3SchemaVersion": "1.0",
             "configurationId": rule.id,
-            "bucket": {"name": change.bucket, "ownerIdentity": {"principalId": actor},
+            "bucket": {"name": change.bucket, "ownerIdentity": {"principalId": owner or actor},
                        "arn": f"arn:aws:s3:::{change.bucket}"},
             "object": obj,
         },
     }
 
 
-def message(event: Event, change: Change, rule: Rule, region: str) -> dict[str, Any]:
-    return {"Records": [record(event, change, rule, region)]}
+def message(event: Event, change: Change, rule: Rule, region: str, owner: str = "") -> dict[str, Any]:
+    return {"Records": [record(event, change, rule, region, owner)]}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from s4.journal import Event, EventType
 from s4.journal.hlc import physical_ms
-from s4.journal.public import public, rfc3339_ms  # noqa: F401 - re-exported for dump and export
+from s4.journal.public import rfc3339_ms as rfc3339_ms  # moved there (the event stream shares it)
 
 from ..replay import iter_events
 

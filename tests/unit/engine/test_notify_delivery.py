@@ -48,7 +48,7 @@ async def until(check: Callable[[], bool], what: str) -> None:
 
 
 async def configure(engine: Engine, prefix: str = "", suffix: str = "") -> None:
-    await engine.create_bucket("bkt")
+    await engine.create_bucket("bkt", actor="user:bob")
     rule = Rule("r1", "Queue", arn_of("t1"), "t1", ("s3:ObjectCreated:*", "s3:ObjectRemoved:*"), prefix, suffix)
     await engine.set_bucket_config("bkt", CONFIG_KIND, to_record([rule]))
 
@@ -69,7 +69,7 @@ async def test_one_message_per_matching_change_in_journal_order_and_none_for_fil
     job.start()
     try:
         await configure(engine, prefix="img/", suffix=".jpg")
-        await put(engine, "bkt", "img/a.jpg", b"1")
+        await put(engine, "bkt", "img/a.jpg", b"1", actor="user:alice")
         await put(engine, "bkt", "img/a.png", b"2")  # filtered: suffix
         await put(engine, "bkt", "doc/a.jpg", b"3")  # filtered: prefix
         await put(engine, "bkt", "img/b.jpg", b"4")
@@ -81,6 +81,9 @@ async def test_one_message_per_matching_change_in_journal_order_and_none_for_fil
     assert receiver.keys() == [("ObjectCreated:Put", "img/a.jpg"), ("ObjectCreated:Put", "img/b.jpg"),
                                ("ObjectRemoved:Delete", "img/a.jpg")]
     assert NotifyStore(engine.options.data_dir).cursor("t1") == engine.views.last_seq()
+    first = receiver.got[0]["Records"][0]
+    assert first["userIdentity"] == {"principalId": "user:alice"}  # who made the change (the journal's actor)
+    assert first["s3"]["bucket"]["ownerIdentity"] == {"principalId": "user:bob"}  # whose bucket it is
 
 
 async def test_a_failing_target_is_retried_with_backoff_then_parked_and_retried_on_request(engine: Engine) -> None:
