@@ -150,6 +150,37 @@ def test_one_message_per_matching_change_and_none_for_filtered_keys(srv: ServerP
     assert set(receiver.auth) == {f"Bearer {TOKEN}"}
 
 
+def test_every_kind_of_change_has_its_event_name(srv: ServerProcess, receiver: Receiver) -> None:
+    s3 = make_client(srv.endpoint)
+    bucket = new_bucket(s3)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=queue_config(events=(
+        "s3:ObjectCreated:CompleteMultipartUpload", "s3:ObjectRemoved:*", "s3:ObjectTagging:*",
+        "s3:ObjectRenamed:*")))
+    s3.put_object(Bucket=bucket, Key="plain", Body=b"x")  # ObjectCreated:Put is not selected
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="big")["UploadId"]
+    etag = s3.upload_part(Bucket=bucket, Key="big", UploadId=upload, PartNumber=1, Body=b"p" * 100)["ETag"]
+    s3.complete_multipart_upload(Bucket=bucket, Key="big", UploadId=upload,
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+    s3.put_object_tagging(Bucket=bucket, Key="big", Tagging={"TagSet": [{"Key": "a", "Value": "1"}]})
+    s3.put_object_acl(Bucket=bucket, Key="big", ACL="private")  # not a tagging change: no message
+    s3.delete_object_tagging(Bucket=bucket, Key="big")
+    s3.delete_object(Bucket=bucket, Key="big")  # a delete marker
+    version = s3.put_object(Bucket=bucket, Key="gone", Body=b"y")["VersionId"]
+    s3.delete_object(Bucket=bucket, Key="gone", VersionId=version)
+    s3.rename_object(Bucket=bucket, Key="moved", RenameSource=f"/{bucket}/plain")
+    wait_for(lambda: ("ObjectRenamed:Rename", "moved") in receiver.records(bucket), "the rename")
+    assert receiver.records(bucket) == [
+        ("ObjectCreated:CompleteMultipartUpload", "big"), ("ObjectTagging:Put", "big"),
+        ("ObjectTagging:Delete", "big"), ("ObjectRemoved:DeleteMarkerCreated", "big"),
+        ("ObjectRemoved:Delete", "gone"), ("ObjectRenamed:Rename", "moved")]
+    by_name = {r["eventName"]: r["s3"]["object"] for m in receiver.messages for r in m["Records"]
+               if r["s3"]["bucket"]["name"] == bucket}
+    assert by_name["ObjectRemoved:Delete"]["versionId"] == version
+    assert by_name["ObjectCreated:CompleteMultipartUpload"]["eTag"].endswith("-1")
+    assert by_name["ObjectRenamed:Rename"]["s4SourceKey"] == "plain"
+
+
 def test_an_unknown_arn_and_malformed_xml_are_refused_and_change_nothing(srv: ServerProcess) -> None:
     s3 = make_client(srv.endpoint)
     bucket = new_bucket(s3)
