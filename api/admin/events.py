@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,6 +28,7 @@ from s4.journal.tail import JournalTail
 
 from .call import AdminCall, Result, Streamed
 
+log = logging.getLogger(__name__)
 POLL_S = 0.2
 KEEPALIVE_S = 15.0
 BATCH = 500
@@ -57,23 +59,47 @@ async def stream_events(call: AdminCall) -> Result:
             return False
         return not types or any(fnmatch.fnmatchcase(str(event.type), t) for t in types)
 
+    gone = _disconnect_watch(call)
+
     async def lines() -> AsyncIterator[bytes]:
         tail = JournalTail(Path(engine.options.data_dir) / "journal", after)
         quiet_since = time.monotonic()
-        while True:
-            upto = engine.views.last_seq()
-            events = await anyio.to_thread.run_sync(tail.read, upto, BATCH)
-            chosen = [json.dumps(event_json(e), separators=(",", ":")) for e in events if wanted(e)]
-            if chosen:
-                quiet_since = time.monotonic()
-                yield ("\n".join(chosen) + "\n").encode()
-            if events:
-                continue
-            if not follow:
-                return
-            if time.monotonic() - quiet_since >= KEEPALIVE_S:
-                quiet_since = time.monotonic()
-                yield b"\n"
-            await asyncio.sleep(POLL_S)
+        log.info("admin event stream for %s opened after seq %d", call.actor, after)
+        try:
+            while not gone.done():
+                events = await anyio.to_thread.run_sync(tail.read, engine.views.last_seq(), BATCH)
+                chosen = [json.dumps(event_json(e), separators=(",", ":")) for e in events if wanted(e)]
+                if chosen:
+                    quiet_since = time.monotonic()
+                    yield ("\n".join(chosen) + "\n").encode()
+                if events:
+                    continue
+                if not follow:
+                    return
+                if time.monotonic() - quiet_since >= KEEPALIVE_S:
+                    quiet_since = time.monotonic()
+                    yield b"\n"
+                await asyncio.sleep(POLL_S)
+        finally:
+            log.info("admin event stream for %s ended (%s) at seq %d", call.actor,
+                     "client gone" if gone.done() else "end of the log" if not follow else "server stopping",
+                     tail.next_seq - 1)
+            gone.cancel()
 
     return 200, Streamed("application/x-ndjson", lines())
+
+
+def _disconnect_watch(call: AdminCall) -> asyncio.Future[None]:
+    """Done when the client goes away. An ASGI server's ``send`` does nothing once the client is gone (uvicorn
+    returns quietly), so a stream that only writes would follow the journal for ever: this waits for the
+    ``http.disconnect`` event on the request's ``receive`` instead (a GET has no body to read from it; falcon
+    does the same for its server-sent events). Without that channel the stream lasts until the server stops."""
+    receive = getattr(call.req, "_receive", None)
+    if receive is None:
+        return asyncio.get_running_loop().create_future()
+
+    async def watch() -> None:
+        while (await receive()).get("type") != "http.disconnect":
+            pass
+
+    return asyncio.ensure_future(watch())
