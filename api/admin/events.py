@@ -30,7 +30,7 @@ from .call import AdminCall, Result, Streamed
 
 log = logging.getLogger(__name__)
 POLL_S = 0.2
-KEEPALIVE_S = 15.0
+KEEPALIVE_S = 5.0
 BATCH = 500
 
 
