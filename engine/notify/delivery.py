@@ -119,8 +119,12 @@ class Notifier:
     async def _follow(self, target: WebhookTarget) -> None:
         store = self.store
         cursor = store.cursor(target.id)
-        if cursor is None:  # a new target starts with what happens from now on, not the node's history
-            cursor = self.engine.views.last_seq()
+        last = self.engine.views.last_seq()
+        if cursor is None or cursor > last:  # a new target starts with what happens from now on, not the history
+            if cursor is not None:  # the log was cut below it (s4-journal repair): its seqs will be used again
+                log.warning("notify %s: cursor %d is past the journal's end %d; continuing from the end",
+                            target.id, cursor, last)
+            cursor = last
             await anyio.to_thread.run_sync(store.set_cursor, target.id, cursor)
         tail = JournalTail(self.journal_dir, cursor)
         while True:

@@ -140,3 +140,21 @@ async def test_the_cursor_survives_a_restart_and_only_advances_past_answered_eve
 def test_backoff_doubles_and_is_capped() -> None:
     assert [backoff(a, 0.5, 5.0) for a in range(1, 7)] == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
     assert backoff(10_000, 0.5, 60.0) == 60.0
+
+
+async def test_a_cursor_past_the_journals_end_moves_back_to_it(engine: Engine) -> None:
+    """After ``s4-journal repair`` cut the log, its seqs are used again: a cursor left past the end would skip the
+    new events of those seqs."""
+    receiver = Receiver()
+    await configure(engine)
+    store = NotifyStore(engine.options.data_dir)
+    store.set_cursor("t1", engine.views.last_seq() + 50)
+    job = notifier(engine, receiver)
+    job.start()
+    try:
+        await until(lambda: store.cursor("t1") == engine.views.last_seq(), "the cursor moved back")
+        await put(engine, "bkt", "after-repair", b"1")
+        await until(lambda: len(receiver.got) == 1, "the new event delivered")
+    finally:
+        await job.stop()
+    assert receiver.keys() == [("ObjectCreated:Put", "after-repair")]
