@@ -3,7 +3,8 @@
 - ``GET /api/admin/notify/targets``: each target's id, ARN, endpoint, cursor, events behind and parked count;
 - ``GET /api/admin/notify/parked[?target=ID]``: messages that failed S4_NOTIFY_MAX_ATTEMPTS tries, with the error;
 - ``POST /api/admin/notify/parked/retry[?target=ID]`` (optional JSON ``{"ids": [...]}``): hand them back to the
-  delivery job, which tries each once more (parked again if it fails). Answers how many were handed back.
+  delivery job, which tries each once more (parked again if it fails). Answers how many were handed back;
+- ``POST /api/admin/notify/parked/discard[?target=ID]`` (optional ``{"ids": [...]}``): delete them for good.
 
 The state is files in the data directory (engine/notify/store.py), so any worker answers.
 """
@@ -59,11 +60,20 @@ async def list_parked(call: AdminCall) -> Result:
     return 200, {"parked": await anyio.to_thread.run_sync(read)}
 
 
-async def retry_parked(call: AdminCall) -> Result:
-    doc = await call.json()
-    ids = doc.get("ids")
+async def _ids(call: AdminCall) -> list[str] | None:
+    ids = (await call.json()).get("ids")
     if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, str) for i in ids)):
         raise IamError(400, "ids must be a list of parked message ids")
-    store = _store(call)
+    return ids
+
+
+async def retry_parked(call: AdminCall) -> Result:
+    ids, store = await _ids(call), _store(call)
     moved = await anyio.to_thread.run_sync(lambda: sum(store.request_retry(t, ids) for t in _targets(call)))
     return 200, {"retrying": moved}
+
+
+async def discard_parked(call: AdminCall) -> Result:
+    ids, store = await _ids(call), _store(call)
+    gone = await anyio.to_thread.run_sync(lambda: sum(store.discard(t, ids) for t in _targets(call)))
+    return 200, {"discarded": gone}

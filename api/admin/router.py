@@ -73,6 +73,7 @@ class AdminApi:
             ("GET", re.compile(r"/api/admin/notify/targets"), notify.list_targets, "super"),
             ("GET", re.compile(r"/api/admin/notify/parked"), notify.list_parked, "super"),
             ("POST", re.compile(r"/api/admin/notify/parked/retry"), notify.retry_parked, "super"),
+            ("POST", re.compile(r"/api/admin/notify/parked/discard"), notify.discard_parked, "super"),
         ]
 
     @staticmethod

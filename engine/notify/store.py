@@ -116,6 +116,17 @@ class NotifyStore:
             _fsync_dir(self.root / target / RETRY)
         return moved
 
+    def discard(self, target: str, names: list[str] | None = None) -> int:
+        """Delete parked messages (all, or those named) for good; returns how many went."""
+        gone = 0
+        for parked in self.listed(target):
+            if names is None or parked.name.removesuffix(".json") in names:
+                (self.root / target / PARKED / parked.name).unlink(missing_ok=True)
+                gone += 1
+        if gone:
+            _fsync_dir(self.root / target / PARKED)
+        return gone
+
     def done(self, target: str, name: str, state: str = RETRY) -> None:
         (self.root / target / state / name).unlink(missing_ok=True)
 

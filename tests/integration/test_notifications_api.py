@@ -289,6 +289,11 @@ def test_parked_messages_are_listed_and_retried(tmp_path: Path) -> None:
             assert admin_call(proc, "POST", "/api/admin/notify/parked/retry", token, {})["retrying"] == 1
             wait_for(lambda: down.records(bucket) == [("ObjectCreated:Put", "p1")], "the retried message")
             wait_for(lambda: not admin_call(proc, "GET", "/api/admin/notify/parked", token)["parked"], "unparked")
+            down.stop()
+            s3.put_object(Bucket=bucket, Key="p2", Body=b"y")  # parked again (the receiver is down), then dropped
+            wait_for(lambda: len(admin_call(proc, "GET", "/api/admin/notify/parked", token)["parked"]) == 1, "p2")
+            assert admin_call(proc, "POST", "/api/admin/notify/parked/discard", token, {})["discarded"] == 1
+            assert admin_call(proc, "GET", "/api/admin/notify/parked", token)["parked"] == []
         finally:
             down.stop()
     finally:
