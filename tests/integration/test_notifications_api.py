@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from botocore.exceptions import ClientError
 from helpers.admin_api import ROOT_PASSWORD, admin_call, root_token
 from helpers.s3client import make_client
@@ -137,11 +138,15 @@ def test_one_message_per_matching_change_and_none_for_filtered_keys(srv: ServerP
     s3.put_object(Bucket=bucket, Key="other/skip.jpg", Body=b"c")
     s3.copy_object(Bucket=bucket, Key="photos/copy.jpg", CopySource={"Bucket": bucket, "Key": "other/skip.jpg"})
     s3.delete_object(Bucket=bucket, Key="photos/red flower.jpg")
+    signed = s3.generate_presigned_post(bucket, "photos/form.jpg", ExpiresIn=600)  # a browser form upload
+    form = [(name, (None, value)) for name, value in signed["fields"].items()] + [("file", ("f.jpg", b"e", None))]
+    assert requests.post(signed["url"], files=form, timeout=60).status_code == 204
     s3.put_object(Bucket=bucket, Key="photos/last.jpg", Body=b"d")  # the last: once here, the rest came before
     wait_for(lambda: ("ObjectCreated:Put", "photos/last.jpg") in receiver.records(bucket), "the last message")
     assert receiver.records(bucket) == [("ObjectCreated:Put", "photos/red+flower.jpg"),
                                         ("ObjectCreated:Copy", "photos/copy.jpg"),
                                         ("ObjectRemoved:Delete", "photos/red+flower.jpg"),
+                                        ("ObjectCreated:Post", "photos/form.jpg"),
                                         ("ObjectCreated:Put", "photos/last.jpg")]
     first = next(m["Records"][0] for m in receiver.messages if m["Records"][0]["s3"]["bucket"]["name"] == bucket)
     assert first["eventVersion"] == "2.1" and first["s3"]["object"]["size"] == 10
