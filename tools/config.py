@@ -306,6 +306,9 @@ def _notify_targets(settings: Settings, env: Mapping[str, str]) -> None:
             raise ConfigError(f"S4_NOTIFY_WEBHOOK_ENDPOINT_{target}: {endpoint!r} is not an http(s) URL")
     if settings.values["notify_max_attempts"] < 1:
         raise ConfigError("S4_NOTIFY_MAX_ATTEMPTS: must be at least 1")
+    if targets and settings.values["mode"] == "gateway":
+        raise ConfigError(f"S4_NOTIFY_WEBHOOK_ENDPOINT_{next(iter(targets))}: a gateway delivers no notifications "
+                          "(the nodes do, from their journals); unset it")
     settings.values["notify_targets"] = targets
 
 

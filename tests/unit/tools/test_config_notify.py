@@ -35,6 +35,7 @@ def test_targets_from_the_file_and_the_env_which_wins(tmp_path: Path) -> None:
     ({"S4_NOTIFY_WEBHOOK_ENDPOINT_a.b": "http://h/"}, "'a.b'"),
     ({"S4_NOTIFY_MAX_ATTEMPTS": "0"}, "S4_NOTIFY_MAX_ATTEMPTS"),
     ({"S4_NOTIFY_OTHER": "1"}, "S4_NOTIFY_OTHER"),
+    ({"S4_MODE": "gateway", "S4_NOTIFY_WEBHOOK_ENDPOINT_g": "http://h/"}, "a gateway delivers no notifications"),
 ])
 def test_bad_notify_settings_are_named(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
