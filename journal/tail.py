@@ -57,11 +57,11 @@ class JournalTail:
                 if not self._locate():
                     return out
                 continue
-            consumed = 0
+            consumed, grow = 0, False
             for item in scan_records(data, 0):
                 if isinstance(item, ScanEnd):
                     if consumed == 0 and item.reason is StopReason.TORN and len(data) == chunk:
-                        chunk *= 2  # one record longer than the chunk: read more of it
+                        chunk, grow = chunk * 2, True  # one record longer than the chunk: read more of it
                         break
                     if item.reason is StopReason.CLEAN and len(data) < chunk:
                         following = self.directory / segment_name(self.next_seq)
@@ -86,7 +86,7 @@ class JournalTail:
                     break
             if consumed > 0:
                 self._offset += consumed
-            elif consumed == 0 and not (len(data) == chunk // 2 and chunk > READ_CHUNK_BYTES):
+            elif consumed == 0 and not grow:  # nothing whole after the place yet: wait for the writer
                 return out
         return out
 

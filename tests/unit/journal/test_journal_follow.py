@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from s4.journal import EventDraft, EventType, Journal
-from s4.journal.segment import list_segments
+from s4.journal.framing import ScanEnd, scan_records
+from s4.journal.segment import SEGMENT_HEADER_BYTES, list_segments
 from s4.journal.tail import JournalTail
 
 
@@ -76,3 +77,27 @@ def test_any_start_and_batch_size_reads_exactly_the_events_after_it(tmp_path_fac
         seen.extend(e.seq for e in tail.read(last, limit))
     assert seen == list(range(after + 1, last + 1))
     journal.close()
+
+
+def test_a_record_longer_than_the_read_chunk_is_read_whole_and_a_cut_one_waited_for(tmp_path: Path,
+                                                                                     monkeypatch) -> None:
+    from s4.journal import tail as tail_module
+
+    monkeypatch.setattr(tail_module, "READ_CHUNK_BYTES", 256)  # records of ~1 KiB: each needs a bigger read
+    journal = Journal(tmp_path, origin="n1")
+    _write(journal, [12, 12])
+    segment = list_segments(tmp_path)[-1]
+    whole = segment.read_bytes()
+    journal.close()
+    second = [item for item in scan_records(whole, SEGMENT_HEADER_BYTES) if not isinstance(item, ScanEnd)][1][0]
+    cut = second + 512  # exactly two chunks of the second record: the read that doubled past it finds half of it
+    assert len(whole) > cut
+    with open(segment, "r+b") as f:
+        f.truncate(cut)
+    follower = JournalTail(tmp_path, 0)
+    assert [e.seq for e in follower.read(24)] == list(range(1, 13))
+    assert follower.read(24) == []  # waits for the rest (once looped for ever here)
+    with open(segment, "r+b") as f:
+        f.seek(0, os.SEEK_END)
+        f.write(whole[cut:])
+    assert [e.seq for e in follower.read(24)] == list(range(13, 25))
