@@ -37,6 +37,9 @@ from .store import RETRY, NotifyStore
 from .targets import WebhookTarget
 
 log = logging.getLogger("s4.notify")
+#: While messages go out, the cursor is also saved this often (not only per batch of events read), so a crash
+#: resends at most about this much.
+CURSOR_SAVE_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +64,6 @@ Post = Callable[[WebhookTarget, bytes], Awaitable[None]]
 
 
 @dataclass
-class TargetStats:
-    delivered: int = 0
-    failed_attempts: int = 0
-    parked: int = 0
-    last_error: str = ""
-
-
-@dataclass
 class Notifier:
     """Delivers to every configured target; ``start``/``stop`` with the node's other background jobs."""
 
@@ -79,7 +74,7 @@ class Notifier:
     only_origin: str | None = None  # a pool: deliver only the events this node stamped
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
     post: Post | None = None  # injectable for tests; default: aiohttp
-    stats: dict[str, TargetStats] = field(default_factory=dict)
+    monotonic: Callable[[], float] = time.monotonic
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _session: aiohttp.ClientSession | None = None
 
@@ -94,7 +89,6 @@ class Notifier:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         for target in self.targets:
-            self.stats.setdefault(target.id, TargetStats())
             self._tasks.append(loop.create_task(self._run(target), name=f"notify:{target.id}"))
 
     async def stop(self) -> None:
@@ -133,9 +127,14 @@ class Notifier:
             if not events:
                 await self.sleep(self.settings.poll_s)
                 continue
+            saved = self.monotonic()
             for event in events:
-                for index, body in enumerate(self._messages(target, event)):
+                bodies = self._messages(target, event)
+                for index, body in enumerate(bodies):
                     await self._deliver(target, event.seq, index, body)
+                if bodies and self.monotonic() - saved >= CURSOR_SAVE_S:  # bounds the resends after a crash
+                    await anyio.to_thread.run_sync(store.set_cursor, target.id, event.seq)
+                    saved = self.monotonic()
             await anyio.to_thread.run_sync(store.set_cursor, target.id, events[-1].seq)
 
     def _messages(self, target: WebhookTarget, event: Event) -> list[dict[str, Any]]:
@@ -157,25 +156,20 @@ class Notifier:
     async def _deliver(self, target: WebhookTarget, seq: int, index: int, body: dict[str, Any]) -> None:
         """POST until 2xx or ``max_attempts`` tries; then park durably. Either way the event is done."""
         data = json.dumps(body).encode()
-        stats = self.stats.setdefault(target.id, TargetStats())
         error = ""
         for attempt in range(1, self.settings.max_attempts + 1):
             try:
                 await self._post(target, data)
             except DeliveryError as exc:
                 error = str(exc)
-                stats.failed_attempts += 1
-                stats.last_error = error
                 log.warning("notify %s: event %d try %d of %d failed: %s", target.id, seq, attempt,
                             self.settings.max_attempts, error)
                 if attempt < self.settings.max_attempts:
                     await self.sleep(backoff(attempt, self.settings.backoff_s, self.settings.backoff_max_s))
                 continue
-            stats.delivered += 1
             return
         await anyio.to_thread.run_sync(lambda: self.store.park(target.id, seq, index, self.settings.max_attempts,
                                                                error, body))
-        stats.parked += 1
         log.error("notify %s: event %d parked after %d tries: %s", target.id, seq, self.settings.max_attempts, error)
 
     async def _retry_requested(self, target: WebhookTarget) -> None:
@@ -187,7 +181,6 @@ class Notifier:
             except DeliveryError as exc:
                 await anyio.to_thread.run_sync(store.repark, parked, parked.attempts + 1, str(exc))
                 continue
-            self.stats.setdefault(target.id, TargetStats()).delivered += 1
             await anyio.to_thread.run_sync(store.done, target.id, parked.name)
 
     async def _post(self, target: WebhookTarget, data: bytes) -> None:

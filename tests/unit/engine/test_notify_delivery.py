@@ -158,3 +158,29 @@ async def test_a_cursor_past_the_journals_end_moves_back_to_it(engine: Engine) -
     finally:
         await job.stop()
     assert receiver.keys() == [("ObjectCreated:Put", "after-repair")]
+
+
+async def test_the_cursor_is_saved_while_a_batch_goes_out_not_only_at_its_end(engine: Engine) -> None:
+    """A crash in the middle of a long batch resends only what followed the last save (CURSOR_SAVE_S)."""
+    await configure(engine)
+    await put(engine, "bkt", "k1", b"1")
+    await put(engine, "bkt", "k2", b"2")  # both read in one batch by a job started afterwards
+    store = NotifyStore(engine.options.data_dir)
+    store.set_cursor("t1", engine.views.last_seq() - 2)
+    seen_cursor: list[int | None] = []
+    receiver = Receiver()
+
+    async def post(target: WebhookTarget, data: bytes) -> None:
+        seen_cursor.append(store.cursor("t1"))
+        await receiver(target, data)
+
+    ticks = iter(range(0, 10_000, 2))  # every look at the clock is 2 s later
+    job = notifier(engine, receiver)
+    job.post, job.monotonic = post, lambda: float(next(ticks))
+    job.start()
+    try:
+        await until(lambda: len(receiver.got) == 2, "both delivered")
+    finally:
+        await job.stop()
+    last = engine.views.last_seq()
+    assert seen_cursor == [last - 2, last - 1]  # k1's event saved before k2 went out
