@@ -32,8 +32,10 @@ TOKEN = "hook-secret-token"
 class Receiver:
     """A webhook receiver on 127.0.0.1: keeps every POSTed message; ``stop``/``start`` take it down and back."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, delay_s: float = 0.0, refuse_first: int = 0) -> None:
         self.port = port or free_port()
+        self.delay_s = delay_s  # a slow receiver: each answer waits this long
+        self.refuse_first = refuse_first  # the first POSTs are answered 503 (and not kept)
         self.messages: list[dict[str, Any]] = []
         self.auth: list[str] = []
         self._lock = threading.Lock()
@@ -50,10 +52,14 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                time.sleep(owner.delay_s)
                 with owner._lock:
-                    owner.messages.append(json.loads(body))
-                    owner.auth.append(self.headers.get("Authorization", ""))
-                self.send_response(200)
+                    refused = owner.refuse_first > 0
+                    owner.refuse_first -= 1
+                    if not refused:
+                        owner.messages.append(json.loads(body))
+                        owner.auth.append(self.headers.get("Authorization", ""))
+                self.send_response(503 if refused else 200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -338,3 +344,28 @@ def test_every_event_arrives_after_kill_9_and_restart_with_the_receiver_down(tmp
             late.stop()
     finally:
         proc.stop()
+
+
+def test_a_kill_9_in_the_middle_of_delivering_loses_nothing(tmp_path: Path) -> None:
+    # The first message is refused three times (0.5 + 1 + 2 s of backoff): meanwhile every object is written, so
+    # the rest go out as one batch of events read, at 0.2 s each, and the kill lands in the middle of that batch.
+    slow = Receiver(delay_s=0.2, refuse_first=3).start()
+    proc = ServerProcess(tmp_path / "data", env=notify_env(slow, iam=False, S4_WORKERS="1",
+                                                           S4_NOTIFY_BACKOFF_MAX_SECS="2")).start(START_TIMEOUT_S)
+    try:
+        s3 = make_client(proc.endpoint)
+        bucket = new_bucket(s3)
+        s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=queue_config())
+        keys = [f"k-{i:02d}" for i in range(30)]
+        for key in keys:
+            s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+        wait_for(lambda: len(slow.records(bucket)) >= 5, "delivery under way")
+        proc.kill_group()
+        assert len(slow.records(bucket)) < len(keys), "everything went out before the kill: make the receiver slower"
+        proc.start(START_TIMEOUT_S)
+        wait_for(lambda: {k for _, k in slow.records(bucket)} >= set(keys), "every event after the restart",
+                 timeout_s=120)
+        assert list(dict.fromkeys(k for _, k in slow.records(bucket))) == keys  # no gap, in order; resends allowed
+    finally:
+        proc.stop()
+        slow.stop()
