@@ -40,6 +40,7 @@ from .metrics import Metrics
 from .s3 import acl as s3_acl
 from .s3 import attributes, buckets, multipart, objects, public_access, sse
 from .s3 import lifecycle as s3_lifecycle
+from .s3 import notification as s3_notification
 from .s3 import object_lock as s3_object_lock
 from .s3 import policy as s3_policy
 from .s3.access import AccessControl, RequestFacts
@@ -105,6 +106,8 @@ HANDLERS: dict[str, Handler] = {
     "DeletePublicAccessBlock": public_access.delete_public_access_block,
     "GetBucketWebsite": buckets._absent(ErrorCode.NO_SUCH_WEBSITE_CONFIGURATION),
     "GetBucketReplication": buckets._absent(ErrorCode.REPLICATION_CONFIGURATION_NOT_FOUND),
+    "PutBucketNotificationConfiguration": s3_notification.put_bucket_notification,
+    "GetBucketNotificationConfiguration": s3_notification.get_bucket_notification,
     "ListObjects": buckets.list_objects,
     "ListObjectsV2": buckets.list_objects_v2,
     "ListObjectVersions": buckets.list_object_versions,

@@ -52,6 +52,7 @@ from s4.engine.ports import ClusterStatus
 from s4.journal.groupcommit import BATCH_SIZE_BUCKETS, FixedHistogram
 from s4.journal.writer import FSYNC_BUCKETS
 
+from .notify_metrics import NotifyCollector
 from .request_metrics import ProcessId, RequestMetrics
 from .scrub_metrics import ScrubCollector
 
@@ -360,6 +361,7 @@ class Metrics:
         else:
             self.registry.register(self.requests)
         self.registry.register(EngineCollector(engine, journal_numbers=not self.multiprocess))
+        self.registry.register(NotifyCollector(engine))  # read from disk at scrape time, in any process
         if not self.multiprocess:  # several processes: the supervisor writes them to the files (ClusterMetrics)
             self.registry.register(ClusterCollector(engine))
             self.registry.register(ScrubCollector(engine))  # (ScrubMetrics, api/scrub_metrics.py)

@@ -25,3 +25,4 @@ class ApiSettings:
     sse_c_allow_http: bool = False  # SSE-C over plain HTTP (S4_SSE_C_ALLOW_HTTP): refused by default, as AWS does
     pool_name: str = ""  # several pools (S4_CLUSTER_POOLS): this node's pool, a bucket's LocationConstraint here
     default_object_ownership: str = "BucketOwnerEnforced"  # CreateBucket without x-amz-object-ownership
+    notify_targets: frozenset[str] = frozenset()  # the webhook target ids an ARN may name (engine/notify/targets.py)

@@ -124,9 +124,11 @@ def put_object(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
         return prior  # this source version was imported already (engine/imports.py): nothing is written again
     version = dict(args["version"], v=new_version_id(bucket))
     version.update(_new_version_lock(d, bucket, args["key"], args.get("lock")))
-    event = d.emit(EventType.OBJECT_VERSION_PUT, {"bucket": bucket.name, "key": args["key"], "version": version,
-                                                  "blobs_at": args["blobs_at"],
-                                                  "written": args.get("written", [])}, bucket)
+    payload = {"bucket": bucket.name, "key": args["key"], "version": version, "blobs_at": args["blobs_at"],
+               "written": args.get("written", [])}
+    if args.get("s3op"):  # CopyObject / PostObject: the notification's event name (engine/notify/messages.py)
+        payload["s3op"] = args["s3op"]
+    event = d.emit(EventType.OBJECT_VERSION_PUT, payload, bucket)
     return stamped(version, event.hlc)
 
 
@@ -236,7 +238,8 @@ def set_object_acl(d: Decision, args: dict[str, Any]) -> str:
     if rec.get("dm"):
         raise S3Error(ErrorCode.METHOD_NOT_ALLOWED, headers={"x-amz-delete-marker": "true"})
     d.emit(EventType.OBJECT_TAGS_SET, {"bucket": bucket.name, "key": args["key"], "version_id": rec["v"],
-                                       "tags": rec.get("tg") or {}, "acl": args["acl"]})
+                                       "tags": rec.get("tg") or {}, "acl": args["acl"],
+                                       "s3op": "PutObjectAcl"})  # not a tagging change (engine/notify)
     return str(rec["v"])
 
 

@@ -317,11 +317,13 @@ class Engine(IamOps, KmsOps):
                          etag: str | None = None, part_sizes: list[int] | None = None,
                          actor: str = "", lock: dict[str, Any] | None = None,
                          acl: list[Any] | None = None, encryption: dict[str, Any] | None = None,
-                         imported: dict[str, Any] | None = None) -> ObjectVersion:
+                         imported: dict[str, Any] | None = None, s3op: str = "") -> ObjectVersion:
         """Record a new version made of already-ingested chunks (see ``ingest``). ``lock``: the object lock the
         request asks for (``lk``/``lh``, engine/object_lock.py); without one the bucket's default applies.
         ``acl``: its own ACL. ``encryption`` is the ``se`` record of sealed chunks (engine/crypto/objects.py).
-        ``imported``: an import stamp (engine/imports.py), for a version copied from another server."""
+        ``imported``: an import stamp (engine/imports.py), for a version copied from another server.
+        ``s3op``: ``CopyObject`` or ``PostObject`` when the version comes from one, kept in the event for the
+        notifications' event name (engine/notify/messages.py); "" for PutObject."""
         check_key(key)
         await self.settle_key(bucket, key)  # a pool decides (conditions, versions, clock) on a quorum's state
         version = version_record(None, stored.size, etag or stored.etag,
@@ -331,7 +333,7 @@ class Engine(IamOps, KmsOps):
         rec = await self._run("put_object", {"bucket": bucket, "key": key, "version": version,
                                              "blobs_at": stored.blobs_at, "written": stored.written,
                                              "if_match": if_match, "lock": lock,
-                                             "if_none_match": if_none_match}, actor, stored.volumes)
+                                             "if_none_match": if_none_match, "s3op": s3op}, actor, stored.volumes)
         return ObjectVersion.from_record(key, rec)
 
     def head_object(self, bucket: str, key: str, version_id: str | None = None) -> ObjectVersion:
@@ -565,13 +567,14 @@ class Engine(IamOps, KmsOps):
                                          headers=headers, checksums=source.checksums,
                                          tags=source.tags if tags is None else tags, encryption=encryption,
                                          if_match=if_match, if_none_match=if_none_match, actor=actor, lock=lock,
-                                         acl=acl)
+                                         acl=acl, s3op="CopyObject")
         stored = await self.reference(source)
         return await self.put_object(bucket, key, stored, content_type=content_type, metadata=metadata,
                                      headers=headers, checksums=source.checksums,
                                      tags=source.tags if tags is None else tags, etag=source.etag,
                                      part_sizes=source.part_sizes, encryption=source.encryption,
-                                     if_match=if_match, if_none_match=if_none_match, actor=actor, lock=lock, acl=acl)
+                                     if_match=if_match, if_none_match=if_none_match, actor=actor, lock=lock, acl=acl,
+                                     s3op="CopyObject")
 
     def _empty_page(self, bucket: str, page: _Page) -> _Page:
         """The answer to max-keys=0 (in a pool too): NoSuchBucket if the bucket is missing, else an empty page that

@@ -202,7 +202,15 @@ ENV: dict[str, tuple[str, Callable[[str, str], Any], Any]] = {
     "S4_SSE_C_ALLOW_HTTP": ("sse_c_allow_http", parse_bool, False),
     # the web console's own port, or off (api/console, docs/operations.md "Web console")
     "S4_CONSOLE_BIND": ("console_bind", parse_console_bind, "127.0.0.1:3000"),
+    # bucket notifications (engine/notify, docs/operations.md "Bucket notifications"); the targets themselves are
+    # S4_NOTIFY_WEBHOOK_ENDPOINT_<ID> / S4_NOTIFY_WEBHOOK_AUTH_TOKEN_<ID> (NOTIFY_PREFIXES) or [notify.webhook.<ID>]
+    "S4_NOTIFY_MAX_ATTEMPTS": ("notify_max_attempts", parse_int, 10),
+    "S4_NOTIFY_BACKOFF_MAX_SECS": ("notify_backoff_max_s", parse_float, 60.0),
+    "S4_NOTIFY_TIMEOUT_SECS": ("notify_timeout_s", parse_float, 10.0),
 }
+#: env var prefix -> field of a webhook target, the rest of the name being the target's id
+NOTIFY_PREFIXES = {"S4_NOTIFY_WEBHOOK_ENDPOINT_": "endpoint", "S4_NOTIFY_WEBHOOK_AUTH_TOKEN_": "auth_token"}
+_TARGET_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Settings of the spec that S4 cannot honour yet. Each is accepted at its default only (or empty, where it has none);
 # any other value stops start-up saying so, instead of being silently ignored (issue 18). field -> what is missing.
 NOT_SUPPORTED: dict[str, str] = {
@@ -279,7 +287,44 @@ TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
     ("cluster", "gc_grace_days"): ("gc_grace_days", lambda n, v: parse_float(n, str(v))),
     ("cluster", "max_rejoin_downtime_days"): ("max_rejoin_downtime_days", lambda n, v: parse_float(n, str(v))),
     ("cluster", "iam_sync_secs"): ("iam_sync_s", lambda n, v: parse_float(n, str(v))),
+    ("notify", "webhook"): ("notify_webhooks", lambda n, v: _toml_webhooks(n, v)),
+    ("notify", "max_attempts"): ("notify_max_attempts", lambda n, v: parse_int(n, str(v))),
+    ("notify", "backoff_max_secs"): ("notify_backoff_max_s", lambda n, v: parse_float(n, str(v))),
+    ("notify", "timeout_secs"): ("notify_timeout_s", lambda n, v: parse_float(n, str(v))),
 }
+
+
+def _toml_webhooks(name: str, value: Any) -> dict[str, dict[str, str]]:
+    """``[notify.webhook.<ID>]`` tables, each with ``endpoint`` and optional ``auth_token``."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name}: must be tables [notify.webhook.<ID>]")
+    out: dict[str, dict[str, str]] = {}
+    for target, table in value.items():
+        if not isinstance(table, dict) or set(table) - {"endpoint", "auth_token"}:
+            raise ConfigError(f"{name}.{target}: only endpoint and auth_token may be set")
+        out[target] = {k: _toml_text(f"{name}.{target}.{k}", v) for k, v in table.items()}
+    return out
+
+
+def _notify_targets(settings: Settings, env: Mapping[str, str]) -> None:
+    """``settings.notify_targets``: id -> {endpoint, auth_token}, from config.toml then the env (which wins)."""
+    targets = {k: dict(v) for k, v in (settings.values.get("notify_webhooks") or {}).items()}
+    for name, value in env.items():
+        for prefix, fld in NOTIFY_PREFIXES.items():
+            if name.startswith(prefix):
+                targets.setdefault(name[len(prefix):], {})[fld] = value
+    for target, doc in targets.items():
+        if not _TARGET_ID_RE.match(target):
+            raise ConfigError(f"notify target {target!r}: an id is 1-64 letters, digits, '_' or '-'")
+        endpoint = doc.get("endpoint", "")
+        if not endpoint.startswith(("http://", "https://")):
+            raise ConfigError(f"S4_NOTIFY_WEBHOOK_ENDPOINT_{target}: {endpoint!r} is not an http(s) URL")
+    if settings.values["notify_max_attempts"] < 1:
+        raise ConfigError("S4_NOTIFY_MAX_ATTEMPTS: must be at least 1")
+    if targets and settings.values["mode"] == "gateway":
+        raise ConfigError(f"S4_NOTIFY_WEBHOOK_ENDPOINT_{next(iter(targets))}: a gateway delivers no notifications "
+                          "(the nodes do, from their journals); unset it")
+    settings.values["notify_targets"] = targets
 
 
 @dataclass
@@ -334,6 +379,8 @@ def load_settings(env: Mapping[str, str] | None = None, config_path: str | None 
                 settings.values[fld] = parser(f"config.toml {section}.{key}", value)
                 settings.sources[fld] = f"file:{section}.{key}"
     for name, value in env.items():
+        if name.startswith(tuple(NOTIFY_PREFIXES)):
+            continue  # a webhook target (_notify_targets)
         if name.startswith("S4_") and name not in ENV and name not in ("S4_CRASHPOINT",):
             raise ConfigError(f"unknown setting {name} (see the README for the supported S4_* variables)")
         if name in ENV:
@@ -344,6 +391,7 @@ def load_settings(env: Mapping[str, str] | None = None, config_path: str | None 
         raise ConfigError(f"{_setting_name(settings, 'mode')}: {settings.values['mode']!r} must be single, cluster "
                           "or gateway")
     _refuse_unsupported(settings)
+    _notify_targets(settings, env)
     _check_cluster(settings)
     if not 0.0 < settings.values["compaction_threshold"] < 1.0:
         raise ConfigError("S4_COMPACTION_THRESHOLD: must be between 0 and 1")

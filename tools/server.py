@@ -51,6 +51,8 @@ from s4.engine.datadir import DataDirLockedError, NodeIdMismatchError
 from s4.engine.iam import root_user_id
 from s4.engine.jobs.service import JobSettings, for_engine
 from s4.engine.local_commit import LocalCommitPath
+from s4.engine.notify.delivery import Notifier, NotifySettings
+from s4.engine.notify.targets import WebhookTarget
 from s4.engine.ports import SingleNodeStatus, SoleNodeLeases
 from s4.engine.read_gate import ReadGate, gate_path
 from s4.engine.remote import (
@@ -115,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             access, secret = dev_credentials(data_dir)
         jwt_secret = _prepare_iam(engine, settings)
         background = for_engine(engine, JobSettings.from_values(settings.values))
+        background.notifier = _notifier(engine, settings)
         cluster = _cluster_node(engine, settings, commit_path, data_dir, count)
         if count > 1:
             listeners = supervisor.bind_listeners(*settings.host_port, count)
@@ -206,6 +209,19 @@ def _cluster_node(engine: Engine, settings: Settings, commit_path: LocalCommitPa
     node.drain.hooks.append(for_engine(engine).hand_back_leases)  # a draining node gives back its job leases
     node.drain.hooks.append(_drain_marker(drain_marker(data_dir)))  # and its workers' /health answers 503
     return node
+
+
+def _notifier(engine: Engine, settings: Settings) -> Notifier | None:
+    """Bucket notifications' delivery job (engine/notify/delivery.py), when the operator defined targets. In a pool
+    a node delivers the events it stamped (once per cluster: docs/architecture/notifications.md)."""
+    targets = [WebhookTarget(tid, doc.get("endpoint", ""), doc.get("auth_token", ""))
+               for tid, doc in sorted(settings.notify_targets.items())]
+    if not targets:
+        return None
+    limits = NotifySettings(max_attempts=settings.notify_max_attempts, backoff_max_s=settings.notify_backoff_max_s,
+                            timeout_s=settings.notify_timeout_s)
+    return Notifier(engine, targets, limits, region=settings.region,
+                    only_origin=None if settings.cluster is None else engine.node_id)
 
 
 def _run_gateway(settings: Settings) -> int:
@@ -428,7 +444,8 @@ def _api_settings(settings: Settings, access: str, secret: str, jwt_secret: str)
                        select_process_memory=settings.select_node_memory // (settings.workers or os.cpu_count() or 1),
                        access_log=settings.access_log, pool_name=_pinned_pool(settings),
                        default_object_ownership=settings.default_object_ownership,
-                       sse_c_allow_http=settings.sse_c_allow_http)
+                       sse_c_allow_http=settings.sse_c_allow_http,
+                       notify_targets=frozenset(settings.notify_targets))
 
 
 def _bind_console(settings: Settings) -> socket.socket | None:

@@ -4,6 +4,7 @@ router can import its handlers at the top (no import cycle)."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -20,6 +21,14 @@ if TYPE_CHECKING:
 
 MAX_JSON_BYTES = 64 * 1024
 Result = tuple[int, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Streamed:
+    """A body sent as it is produced (the event stream's NDJSON), instead of one JSON document."""
+
+    content_type: str
+    chunks: AsyncIterator[bytes]
 
 
 class AdminContext(Protocol):

@@ -22,8 +22,8 @@ from s4.engine.iam import IamError
 
 from ..s3.access import AccessControl
 from ..settings import ApiSettings
-from . import buckets, health, jobs, kms, stats, users
-from .call import AdminCall, Result
+from . import buckets, events, health, jobs, kms, notify, stats, users
+from .call import AdminCall, Result, Streamed
 from .tokens import ThrottledError, TokenIssuer
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,11 @@ class AdminApi:
             ("GET", re.compile(rf"/api/admin/kms/keys/{seg}"), kms.get_key, "super"),
             ("PUT", re.compile(rf"/api/admin/kms/keys/{seg}"), kms.update_key, "super"),
             ("POST", re.compile(rf"/api/admin/kms/keys/{seg}/rotate"), kms.rotate_key, "super"),
+            ("GET", re.compile(r"/api/admin/events"), events.stream_events, "super"),
+            ("GET", re.compile(r"/api/admin/notify/targets"), notify.list_targets, "super"),
+            ("GET", re.compile(r"/api/admin/notify/parked"), notify.list_parked, "super"),
+            ("POST", re.compile(r"/api/admin/notify/parked/retry"), notify.retry_parked, "super"),
+            ("POST", re.compile(r"/api/admin/notify/parked/discard"), notify.discard_parked, "super"),
         ]
 
     @staticmethod
@@ -93,6 +98,10 @@ class AdminApi:
                 resp.set_header(name, value)
             status, body = error.status, {"error": error.message}
         resp.status = falcon.code_to_http_status(status)
+        if isinstance(body, Streamed):  # the event stream: written as produced, for as long as the client reads
+            resp.content_type = body.content_type
+            resp.stream = body.chunks
+            return
         resp.data = b"" if body is None else json.dumps(body).encode()
 
     async def _dispatch(self, req: falcon.asgi.Request) -> Result:

@@ -86,7 +86,8 @@ async def put_object(call: Call, resp: falcon.asgi.Response) -> None:
         headers=stored_headers(call.headers), checksums=checksums, tags=tags,
         if_match=call.headers.get("if-match"), if_none_match=call.headers.get("if-none-match"),
         etag=sealing.etag(stored) if sealing else None, encryption=sealing.version_record() if sealing else None,
-        actor=call.actor, lock=lock, acl=acl, imported=imported)
+        actor=call.actor, lock=lock, acl=acl, imported=imported,
+        s3op="PostObject" if call.req.method == "POST" else "")
     version_headers(call, version, resp, report_null=False)
     sse.set_headers(call, resp, version.encryption)
     for name, value in checksum_headers(checksums).items():

@@ -90,6 +90,7 @@ class Jobs:
     leases: JobLeasePort = field(default_factory=SoleNodeLeases)
     skipped: dict[str, int] = field(default_factory=dict)  # runs of a pool-wide job skipped: another node holds it
     scrub: ScrubProgress = field(default_factory=ScrubProgress)  # the scrubber's progress and heals (this node)
+    notifier: Any = None  # bucket notifications' delivery (engine/notify/delivery.py), set by tools/server.py
     _held: JobLeases | None = None
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -237,6 +238,8 @@ class Jobs:
                 self._spawn(self._daily(s.compaction_full_time))
         if s.scrubber_enabled:
             self._spawn(self._scrub_cycle(s.scrubber_full_scan_days * 86400))
+        if self.notifier is not None:
+            self.notifier.start()
 
     def _spawn(self, coro: Any) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(coro))
@@ -245,6 +248,8 @@ class Jobs:
         """Stop the schedules, wait for runs in progress, then give the held leases back (another node takes
         over at once instead of after their expiry)."""
         self._halt.set()  # a throttled scan in its thread returns at its next pause
+        if self.notifier is not None:
+            await self.notifier.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

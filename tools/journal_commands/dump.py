@@ -5,17 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
-from s4.journal import Event
-from s4.journal.hlc import physical_ms
+from s4.journal.public import event_json
 
-from .events import filter_from, public, rfc3339_ms
-
-
-def event_json(event: Event) -> dict[str, Any]:
-    return {"seq": event.seq, "hlc": event.hlc, "time": rfc3339_ms(physical_ms(event.hlc)),
-            "origin": event.origin, "actor": event.actor, "type": str(event.type), "payload": public(event.payload)}
+from .events import filter_from
 
 
 def cmd_dump(args: argparse.Namespace) -> int:

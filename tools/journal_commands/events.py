@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from s4.journal import Event, EventType, redacted
+from s4.journal import Event, EventType
 from s4.journal.hlc import physical_ms
+from s4.journal.public import rfc3339_ms as rfc3339_ms  # moved there (the event stream shares it)
 
 from ..replay import iter_events
 
@@ -29,23 +29,6 @@ def parse_time(text: str) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
-
-
-def rfc3339_ms(ms: int) -> str:
-    """``2024-05-01T12:00:00.123Z`` -- integer arithmetic, so no float rounding of the milliseconds."""
-    moment = datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=(ms % 1000) * 1000)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def public(value: Any) -> Any:
-    """A JSON-ready copy with every secret field redacted: bytes become hex, every dict passes ``redacted``."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).hex()
-    if isinstance(value, dict):
-        return {(k.hex() if isinstance(k, bytes) else str(k)): public(v) for k, v in redacted(value).items()}
-    if isinstance(value, list | tuple):
-        return [public(v) for v in value]
-    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,9 @@ from typing import Any, TextIO
 
 from s4.journal import Event
 from s4.journal.hlc import physical_ms
+from s4.journal.public import public, rfc3339_ms
 
-from .events import filter_from, public, rfc3339_ms
+from .events import filter_from
 
 #: Payload fields left out of the audit log's ``details``: chunk lists say nothing to an auditor.
 BULKY_FIELDS = frozenset({"blobs_at", "b"})

@@ -44,6 +44,9 @@ CASES: list[tuple[str, str, str, dict[str, str], str | None, str]] = [
     ("PUT", "", "encryption", {}, "PutBucketEncryption", ""),
     ("DELETE", "", "encryption", {}, "DeleteBucketEncryption", ""),
     ("GET", "", "object-lock", {}, "GetObjectLockConfiguration", ""),
+    ("PUT", "", "notification", {}, "PutBucketNotificationConfiguration", ""),
+    ("GET", "", "notification", {}, "GetBucketNotificationConfiguration", ""),
+    ("DELETE", "", "notification", {}, "NotImplemented", ""),
     ("POST", "", "delete", {}, "DeleteObjects", ""),
     ("POST", "", "sql", {}, "MultiObjectSQL", ""),
     ("PUT", "/my-image.jpg", "", {}, "PutObject", "my-image.jpg"),
@@ -95,7 +98,8 @@ READS = {"ListObjects", "ListObjectsV2", "ListObjectVersions", "ListMultipartUpl
          "GetBucketVersioning", "GetBucketCors", "GetBucketTagging", "GetBucketLifecycleConfiguration",
          "GetBucketAcl", "GetBucketPolicy", "GetBucketPolicyStatus", "GetBucketEncryption",
          "GetObjectLockConfiguration", "HeadBucket", "GetObject", "HeadObject", "GetObjectTagging", "GetObjectAcl",
-         "ListParts", "SelectObjectContent", "MultiObjectSQL", "GetObjectRetention", "GetObjectLegalHold"}
+         "ListParts", "SelectObjectContent", "MultiObjectSQL", "GetObjectRetention", "GetObjectLegalHold",
+         "GetBucketNotificationConfiguration"}
 
 
 def _resolve(style: str, method: str, path: str, query: str, headers: dict[str, str]) -> tuple[str | None, str, str]:
