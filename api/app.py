@@ -43,7 +43,7 @@ from .s3 import lifecycle as s3_lifecycle
 from .s3 import object_lock as s3_object_lock
 from .s3 import policy as s3_policy
 from .s3.access import AccessControl, RequestFacts
-from .s3.bucket_reads import BucketReads, kinds_for
+from .s3.bucket_reads import for_request as bucket_reads_for
 from .s3.call import Call
 from .s3.post_object import PostObject
 from .s3.router import route, split_target
@@ -292,7 +292,7 @@ class S3Service:
                 raise S3Error(ErrorCode.ACCESS_DENIED)
             raise S3Error(ErrorCode.METHOD_NOT_ALLOWED if target.operation is None else ErrorCode.NOT_IMPLEMENTED)
         who = self.access.principal(auth)
-        reads = BucketReads(self.engine, bucket, kinds_for(target.operation or "")) if bucket else None
+        reads = bucket_reads_for(self.engine, bucket, target.operation or "")  # PUT-like: one read, not four
         facts = RequestFacts(headers, query, _remote_addr(req.scope), req.scope.get("scheme") == "https", auth,
                              time.time(), reads)
         if target.operation not in SELF_AUTHORIZING:

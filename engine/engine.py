@@ -300,13 +300,14 @@ class Engine(IamOps, KmsOps):
         """(the owning account's id or None when there is no bucket, {kind: that config or None}) from one read
         transaction: ``bucket_guard`` for several configs at once (what a request asks about its own bucket before
         its body: api/s3/bucket_reads.py)."""
-        found = self.views.get_many((("buckets", bucket_key(name)),
-                                     *(("bucket_cfg", bucket_cfg_key(name, kind)) for kind in kinds)))
-        raw = found[0]
-        if raw is None:
-            return None, dict.fromkeys(kinds)
-        return _record_account(raw), {kind: None if cfg is None else unpack(cfg)
-                                      for kind, cfg in zip(kinds, found[1:], strict=True)}
+        wanted = [("buckets", bucket_key(name))]
+        for kind in kinds:
+            wanted.append(("bucket_cfg", bucket_cfg_key(name, kind)))
+        found = self.views.get_many(wanted)
+        configs: dict[str, Any] = {}
+        for kind, cfg in zip(kinds, found[1:], strict=True):
+            configs[kind] = None if cfg is None else unpack(cfg)
+        return (None, configs) if found[0] is None else (_record_account(found[0]), configs)
 
     def bucket_config_if_any(self, name: str, kind: str) -> Any:
         """The bucket's config of that kind, or None: no such config or no such bucket (a bucket's configs are

@@ -19,14 +19,22 @@ from s4.engine import Engine
 
 POLICY_KIND = "policy"  # the bucket configuration holding the bucket policy (s3/access.py)
 ENCRYPTION_KIND = "encryption"  # a new object's default encryption (s3/sse.py CONFIG_KIND)
-#: The configurations read with the bucket record, by operation (every operation: the policy).
+#: The operations that ask about their bucket several times before the body, and the configurations read with
+#: the bucket record for them. The others ask once (access control: Engine.bucket_guard, as cheap as one
+#: snapshot), so they get no ``BucketReads``.
 _KINDS: dict[str, tuple[str, ...]] = {op: (POLICY_KIND, ENCRYPTION_KIND)
                                       for op in ("PutObject", "CopyObject", "CreateMultipartUpload")}
-_POLICY_ONLY = (POLICY_KIND,)
 
 
-def kinds_for(operation: str) -> tuple[str, ...]:
-    return _KINDS.get(operation, _POLICY_ONLY)
+def kinds_for(operation: str) -> tuple[str, ...] | None:
+    """The configurations to read with the bucket record for ``operation``; None: no ``BucketReads`` for it."""
+    return _KINDS.get(operation)
+
+
+def for_request(engine: Engine, bucket: str, operation: str) -> BucketReads | None:
+    """The request's ``BucketReads``, or None when it asks about its bucket only once (or names none)."""
+    kinds = _KINDS.get(operation)
+    return BucketReads(engine, bucket, kinds) if kinds is not None and bucket else None
 
 
 class BucketReads:

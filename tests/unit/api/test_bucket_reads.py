@@ -40,7 +40,7 @@ def test_bucket_reads_answers_as_the_engine_does_from_one_transaction(tmp_path: 
     try:
         for bucket in ("plain", "configured", "missing"):
             counted = CountingEngine(engine)
-            reads = BucketReads(counted, bucket, kinds_for("PutObject"))  # type: ignore[arg-type]
+            reads = BucketReads(counted, bucket, (POLICY_KIND, ENCRYPTION_KIND))  # type: ignore[arg-type]
             assert reads.account() == engine.bucket_account(bucket)
             assert (reads.account(), reads.config(POLICY_KIND)) == engine.bucket_guard(bucket, POLICY_KIND)
             assert reads.config(ENCRYPTION_KIND) == engine.bucket_config_if_any(bucket, ENCRYPTION_KIND)
@@ -48,7 +48,7 @@ def test_bucket_reads_answers_as_the_engine_does_from_one_transaction(tmp_path: 
             # a kind the operation did not name is read as before, on its own
             assert reads.config("ownership") == engine.bucket_config_if_any(bucket, "ownership")
             assert counted.calls == ["bucket_reads", "bucket_config_if_any"]
-        assert BucketReads(engine, "configured", kinds_for("PutObject")).account() == "acct-7"
+        assert BucketReads(engine, "configured", (POLICY_KIND,)).account() == "acct-7"
     finally:
         engine.close()
 
@@ -56,7 +56,7 @@ def test_bucket_reads_answers_as_the_engine_does_from_one_transaction(tmp_path: 
 def test_bucket_reads_asks_the_views_again_once_the_body_is_read(tmp_path: Path) -> None:
     engine = _engine(tmp_path)
     try:
-        reads = BucketReads(engine, "plain", kinds_for("PutObject"))
+        reads = BucketReads(engine, "plain", (POLICY_KIND, ENCRYPTION_KIND))
         assert reads.config(ENCRYPTION_KIND) is None
         reads.forget()  # the request starts reading its body; the default encryption changes meanwhile
         asyncio.run(engine.set_bucket_config("plain", ENCRYPTION_KIND, {"a": "AES256"}))
@@ -69,5 +69,6 @@ def test_bucket_reads_asks_the_views_again_once_the_body_is_read(tmp_path: Path)
 
 def test_bucket_reads_kinds_are_the_configurations_their_readers_ask_for() -> None:
     assert ENCRYPTION_KIND == sse.CONFIG_KIND  # sse.for_write asks call.bucket_config(CONFIG_KIND)
-    assert POLICY_KIND in kinds_for("GetObject") and POLICY_KIND in kinds_for("PutObject")
-    assert ENCRYPTION_KIND in kinds_for("PutObject") and ENCRYPTION_KIND not in kinds_for("GetObject")
+    for operation in ("PutObject", "CopyObject", "CreateMultipartUpload"):
+        assert kinds_for(operation) == (POLICY_KIND, ENCRYPTION_KIND)
+    assert kinds_for("GetObject") is None  # asks once (access control): no snapshot to build
