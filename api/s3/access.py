@@ -38,11 +38,11 @@ from ..auth.request import AuthContext
 from ..settings import ApiSettings
 from . import public_access
 from .acl import ACL_KIND, ENFORCED, ownership
-from .bucket_reads import POLICY_KIND, BucketReads
+from .bucket_reads import POLICY_KIND as POLICY_KIND  # the policy's configuration kind (s3/policy.py imports it here)
+from .bucket_reads import BucketReads
 from .router import READ_ONLY
 
 log = logging.getLogger(__name__)  # s4.api.s3.access: one INFO line per refusal
-# POLICY_KIND (s3/bucket_reads.py): the bucket configuration (BUCKET_CONFIG_SET event) holding the policy text
 #: Operations whose S3 action names the bucket, not an object.
 ACTIONS: dict[str, str] = {
     "ListBuckets": "s3:ListAllMyBuckets", "CreateBucket": "s3:CreateBucket", "HeadBucket": "s3:ListBucket",
