@@ -44,6 +44,7 @@ from .s3 import notification as s3_notification
 from .s3 import object_lock as s3_object_lock
 from .s3 import policy as s3_policy
 from .s3.access import AccessControl, RequestFacts
+from .s3.bucket_reads import for_request as bucket_reads_for
 from .s3.call import Call
 from .s3.imports import check_import_headers
 from .s3.post_object import PostObject
@@ -204,24 +205,33 @@ class S3Service:
 
     async def _authenticate(self, req: falcon.asgi.Request, raw_path: str, query_string: str,
                             headers: dict[str, str], bucket: str, vhost: bool) -> AuthContext | None:
-        """``authenticate``; a node outside the registry pool (several pools) that does not know an IAM access key
-        yet first brings the registry pool's IAM here (cluster/iam_feed.py: a key created there before this request
-        works here), then decides again: InvalidAccessKeyId only for a key the registry does not hold either."""
-        return await self.with_iam_feed(
-            lambda: self.authenticate(req, raw_path, query_string, headers, bucket, vhost))
+        """``authenticate``, a second time after ``_feed_or_raise`` brought the registry pool's IAM here (what
+        ``_handle`` does inline, without a coroutine per request)."""
+        try:
+            return self.authenticate(req, raw_path, query_string, headers, bucket, vhost)
+        except S3Error as exc:
+            await self._feed_or_raise(exc)
+        return self.authenticate(req, raw_path, query_string, headers, bucket, vhost)
 
     async def with_iam_feed(self, verify: Callable[[], AuthContext | None]) -> AuthContext | None:
         """``verify()`` again after bringing the registry pool's IAM here, when it named an IAM key this node does
-        not know (``_authenticate``; POST object's form signatures too)."""
+        not know (``_handle``'s signature check; POST object's form signatures too)."""
         try:
             return verify()
         except S3Error as exc:
-            feed = self.engine.iam_feed
-            if feed is None or exc.code is not ErrorCode.INVALID_ACCESS_KEY_ID or not self.settings.iam_enabled \
-                    or not str(exc.fields.get("AWSAccessKeyId", "")).startswith("S4AK"):
-                raise
-            await feed.refresh()
+            await self._feed_or_raise(exc)
         return verify()
+
+    async def _feed_or_raise(self, exc: S3Error) -> None:
+        """A node outside the registry pool (several pools) that does not know an IAM access key yet brings the
+        registry pool's IAM here (cluster/iam_feed.py: a key created there before this request works here), so the
+        caller decides again: InvalidAccessKeyId only for a key the registry does not hold either. Any other
+        failure is raised as it is."""
+        feed = self.engine.iam_feed
+        if feed is None or exc.code is not ErrorCode.INVALID_ACCESS_KEY_ID or not self.settings.iam_enabled \
+                or not str(exc.fields.get("AWSAccessKeyId", "")).startswith("S4AK"):
+            raise exc
+        await feed.refresh()
 
     async def __call__(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, **_: str) -> None:
         request_id = self.request_ids()
@@ -272,7 +282,11 @@ class S3Service:
         if req.method == "OPTIONS":
             self._preflight(bucket, headers, resp)
             return
-        auth = await self._authenticate(req, raw_path, query_string, headers, bucket, where.virtual_host)
+        try:  # ``_authenticate`` inline: no coroutine and closure per request for the rare second try
+            auth = self.authenticate(req, raw_path, query_string, headers, bucket, where.virtual_host)
+        except S3Error as exc:
+            await self._feed_or_raise(exc)
+            auth = self.authenticate(req, raw_path, query_string, headers, bucket, where.virtual_host)
         req.context.actor = auth.access_key if auth is not None else ""  # the access log writes "-"
         target = route(req.method, bucket, key, query, headers)
         req.context.operation = target.operation or "unknown"
@@ -282,12 +296,13 @@ class S3Service:
                 raise S3Error(ErrorCode.ACCESS_DENIED)
             raise S3Error(ErrorCode.METHOD_NOT_ALLOWED if target.operation is None else ErrorCode.NOT_IMPLEMENTED)
         who = self.access.principal(auth)
+        reads = bucket_reads_for(self.engine, bucket, target.operation or "")  # PUT-like: one read, not four
         facts = RequestFacts(headers, query, _remote_addr(req.scope), req.scope.get("scheme") == "https", auth,
-                             time.time())
+                             time.time(), reads)
         if target.operation not in SELF_AUTHORIZING:
             self.access.authorize(who, target.operation or "", bucket, key, facts)
         call = Call(self.engine, self.settings, req, req.method, bucket, key, query, headers, auth, request_id,
-                    authorize=self.access.guard(who, facts, target.operation or ""), who=who)
+                    authorize=self.access.guard(who, facts, target.operation or ""), who=who, bucket_reads=reads)
         check_security_headers(target.operation or "", headers)
         check_import_headers(target.operation or "", headers)  # honoured by three operations, refused by the rest
         call.check_framing(target.operation or "")

@@ -296,6 +296,19 @@ class Engine(IamOps, KmsOps):
             return None, None
         return _record_account(raw), None if cfg is None else unpack(cfg)
 
+    def bucket_reads(self, name: str, kinds: tuple[str, ...]) -> tuple[str | None, dict[str, Any]]:
+        """(the owning account's id or None when there is no bucket, {kind: that config or None}) from one read
+        transaction: ``bucket_guard`` for several configs at once (what a request asks about its own bucket before
+        its body: api/s3/bucket_reads.py)."""
+        wanted = [("buckets", bucket_key(name))]
+        for kind in kinds:
+            wanted.append(("bucket_cfg", bucket_cfg_key(name, kind)))
+        found = self.views.get_many(wanted)
+        configs: dict[str, Any] = {}
+        for kind, cfg in zip(kinds, found[1:], strict=True):
+            configs[kind] = None if cfg is None else unpack(cfg)
+        return (None, configs) if found[0] is None else (_record_account(found[0]), configs)
+
     def bucket_config_if_any(self, name: str, kind: str) -> Any:
         """The bucket's config of that kind, or None: no such config or no such bucket (a bucket's configs are
         written only while it exists and dropped with it, ``Tx.drop_bucket_records``). One get and no bucket

@@ -38,10 +38,11 @@ from ..auth.request import AuthContext
 from ..settings import ApiSettings
 from . import public_access
 from .acl import ACL_KIND, ENFORCED, ownership
+from .bucket_reads import POLICY_KIND as POLICY_KIND  # the policy's configuration kind (s3/policy.py imports it here)
+from .bucket_reads import BucketReads
 from .router import READ_ONLY
 
 log = logging.getLogger(__name__)  # s4.api.s3.access: one INFO line per refusal
-POLICY_KIND = "policy"  # the bucket configuration (BUCKET_CONFIG_SET event) holding the policy text
 #: Operations whose S3 action names the bucket, not an object.
 ACTIONS: dict[str, str] = {
     "ListBuckets": "s3:ListAllMyBuckets", "CreateBucket": "s3:CreateBucket", "HeadBucket": "s3:ListBucket",
@@ -124,6 +125,7 @@ class RequestFacts:
     secure: bool
     auth: AuthContext | None
     now: float
+    bucket_reads: BucketReads | None = None  # the request's own bucket, read once (s3/bucket_reads.py)
 
 
 def context_values(facts: RequestFacts, who: Principal) -> dict[str, list[str]]:
@@ -229,7 +231,11 @@ class AccessControl:
     def check(self, who: Principal, operation: str, action: str, bucket: str, key: str, facts: RequestFacts,
               role_allows: bool) -> Decision:
         """Decide, log a refusal with its reason, raise AccessDenied when refused."""
-        owner, text = self.engine.bucket_guard(bucket, POLICY_KIND) if bucket else (None, None)
+        reads = facts.bucket_reads
+        if reads is not None and reads.bucket == bucket:  # the request's own bucket: its one read transaction
+            owner, text = reads.account(), reads.config(POLICY_KIND)
+        else:
+            owner, text = self.engine.bucket_guard(bucket, POLICY_KIND) if bucket else (None, None)
         # a role reaches its own account's buckets (and a missing one). CreateBucket is the account's own act: a
         # name another account holds is BucketAlreadyExists, not a refusal
         reaches = not role_allows or operation == "CreateBucket" or owner is None or owner == who.account

@@ -209,7 +209,7 @@ def new_object_acl(call: Call) -> list[Any] | None:
     the bucket's own account without ACL headers costs one get here)."""
     headers = call.headers
     if "x-amz-acl" not in headers and not any(h in headers for h in GRANT_HEADERS) and \
-            call.engine.bucket_account(call.bucket) in (None, call.account.id):
+            call.bucket_account() in (None, call.account.id):
         return None
     bucket_owner = call.bucket_owner()
     mode = ownership(call.engine, call.bucket)

@@ -32,6 +32,7 @@ from ..auth.chunked import ChunkedTrailers, decode_aws_chunked, parse_trailer_na
 from ..auth.request import AuthContext, check_payload_sha256
 from ..inputs import digits_value, parse_int
 from ..settings import ApiSettings
+from .bucket_reads import BucketReads
 
 MAX_XML_BODY_BYTES = 2 * 1024 * 1024
 #: Operations whose body is object data (limited by S4_MAX_UPLOAD_SIZE); every other body is a small document.
@@ -60,6 +61,8 @@ class Call:
     #: The object data when it is not the request body itself (POST object: the form's file field)
     body: AsyncIterator[bytes] | None = None
     who: Principal | None = None  # the caller (s3/access.py): its account owns what it creates
+    #: The request's bucket as read once before the body (s3/bucket_reads.py); None: ask the engine each time
+    bucket_reads: BucketReads | None = None
 
     @property
     def account(self) -> Account:
@@ -74,11 +77,23 @@ class Call:
         bucket = self.engine.get_bucket(self.bucket)
         return of_bucket(bucket.account, bucket.account_name)
 
+    def bucket_account(self) -> str | None:
+        """The id of the account owning this request's bucket, or None: no such bucket."""
+        reads = self.bucket_reads
+        return reads.account() if reads is not None else self.engine.bucket_account(self.bucket)
+
+    def bucket_config(self, kind: str) -> Any:
+        """This request's bucket's configuration of that kind, or None: none, or no such bucket."""
+        reads = self.bucket_reads
+        return reads.config(kind) if reads is not None else self.engine.bucket_config_if_any(self.bucket, kind)
+
     @property
     def actor(self) -> str:
         return self.auth.access_key if self.auth else ""
 
     def _source(self) -> AsyncIterator[bytes]:
+        if self.bucket_reads is not None:
+            self.bucket_reads.forget()  # what the handler asks after the body, it asks the views again
         if self.body is not None:
             return self.body
         source: AsyncIterator[bytes] = self.req.stream.__aiter__()
@@ -130,8 +145,9 @@ class Call:
                 raise S3Error(ErrorCode.ENTITY_TOO_LARGE, ProposedSize=str(declared), MaxSizeAllowed=str(limit))
         elif declared is not None and declared > MAX_XML_BODY_BYTES:
             raise S3Error(ErrorCode.MALFORMED_XML, "The request body is too large.")
-        if self.bucket and operation != "CreateBucket":
-            await self.engine.require_bucket(self.bucket)
+        if self.bucket and operation != "CreateBucket" and not (
+                self.bucket_reads is not None and self.bucket_reads.account() is not None):
+            await self.engine.require_bucket(self.bucket)  # (a pool: looked for on R replicas before NoSuchBucket)
 
     def upload_id(self) -> str:
         """The ``uploadId`` parameter; one that cannot name an upload (empty, or longer than any S4 issues) is

@@ -127,6 +127,8 @@ def _object_headers(call: Call, opened: OpenVersion, resp: falcon.asgi.Response,
 
 def _response_overrides(call: Call) -> list[tuple[str, str]]:
     """(header, value) of the ``response-*`` query parameters, each a safe header value (no CR/LF/NUL)."""
+    if not call.query:  # most GETs: no parameter at all
+        return []
     overrides = []
     for param, header in RESPONSE_OVERRIDES.items():
         if param in call.query:

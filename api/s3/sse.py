@@ -93,7 +93,7 @@ def for_write(call: Call) -> Sealing | None:
             raise S3Error(ErrorCode.INVALID_ARGUMENT, "Server Side Encryption with AWS KMS managed key requires "
                           "HTTP header x-amz-server-side-encryption : aws:kms", ArgumentName=SSE_HEADER,
                           ArgumentValue="null")
-        default = call.engine.bucket_config_if_any(call.bucket, CONFIG_KIND) or {}
+        default = call.bucket_config(CONFIG_KIND) or {}
         mode, key_id, bucket_key = default.get("a"), default.get("kid"), bool(default.get("bk"))
     else:
         mode = requested.strip()
@@ -170,9 +170,16 @@ def read_keys(call: Call, version: ObjectVersion, prefix: str = CUSTOMER_PREFIX,
     return call.engine.object_keys(version, customer_key(call, prefix), wrong_key)
 
 
+#: The headers that name a customer key (CustomerKey.from_headers: any one of them)
+_ALGORITHM, _KEY, _KEY_MD5 = (CUSTOMER_PREFIX + name for name in ("algorithm", "key", "key-md5"))
+
+
 def keys_for_serving(call: Call, version: ObjectVersion, *, body: bool) -> ObjectKeys | None:
     """``read_keys`` for a GET; a HEAD opens nothing (it decrypts nothing: a disabled KMS key still answers HEAD, as
     AWS) but still needs an SSE-C object's right key, and refuses one given for another kind of object."""
+    headers = call.headers
+    if not version.encryption and _ALGORITHM not in headers and _KEY not in headers and _KEY_MD5 not in headers:
+        return None  # plaintext, no customer key named: what the calls below answer, without them (most GETs)
     if body or version.encryption.get("a") == SSE_C:
         return read_keys(call, version)
     if customer_key(call) is not None:

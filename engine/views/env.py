@@ -180,6 +180,16 @@ class Views:
         with self.env.begin(buffers=False) as txn:
             return txn.get(first[1], db=self.dbs[first[0]]), txn.get(second[1], db=self.dbs[second[0]])
 
+    def get_many(self, wanted: list[tuple[str, bytes]]) -> list[bytes | None]:
+        """Several values read in one transaction (a request's bucket record and configurations: one snapshot, one
+        transaction's cost instead of one per value, ~4,400 of a get's ~7,800 instructions)."""
+        found: list[bytes | None] = []
+        dbs = self.dbs
+        with self.env.begin(buffers=False) as txn:
+            for db, key in wanted:
+                found.append(txn.get(key, db=dbs[db]) if fits(key) else None)
+        return found
+
     def begin_write(self) -> lmdb.Transaction:
         return self.env.begin(write=True)
 

@@ -20,6 +20,7 @@ from typing import Protocol
 from ..model import BlobLocation
 from .record import (
     BLOCK_BYTES,
+    CRC_BYTES,
     HEADER_BYTES,
     DamagedBlob,
     RecordHeader,
@@ -59,11 +60,11 @@ def read_blob(store: Preader, loc: BlobLocation, lo: int, n: int) -> bytes:
     if loc.size - n <= WHOLE_RECORD_SLACK:
         # Header, data and (v2) table in one pread. A v1 record has no table: reading past its data may reach
         # the next record or the end of the file, so a read short by up to the table size is fine for v1.
-        want = HEADER_BYTES + loc.size + table_bytes(loc.size)
+        size = loc.size
+        want = HEADER_BYTES + size + (CRC_BYTES if size <= BLOCK_BYTES else table_bytes(size))
         whole = store.pread(loc.volume, loc.offset - HEADER_BYTES, want)
-        data = verify_single_block(whole, loc.hash, loc.size)
-        if data is not None:
-            return bytes(data[lo:lo + n])
+        if verify_single_block(whole, loc.hash, size) is not None:  # most objects: one block, checked in C
+            return whole[HEADER_BYTES + lo:HEADER_BYTES + min(lo + n, size)]  # one copy, no view to slice
         raw = memoryview(whole)
         header = check_header(raw[:HEADER_BYTES], loc.hash, loc.size)
         end = HEADER_BYTES + loc.size + header.trailer_bytes

@@ -1,6 +1,6 @@
 """Several pools (docs/architecture/pools.md, "IAM across pools"): a node outside the registry pool that does not
 know an IAM access key asks the registry pool's IAM (a fresh IAM feed round) before it answers InvalidAccessKeyId,
-and only then; a feed that cannot reach the registry is a 503, never a guess (api/app.py ``_authenticate``)."""
+and only then; a feed that cannot reach the registry is a 503, never a guess (api/app.py ``_feed_or_raise``)."""
 
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ def service(feed: Feed | None, iam: bool = True, code: ErrorCode = ErrorCode.INV
     svc = SimpleNamespace(authenticate=authenticate, engine=SimpleNamespace(iam_feed=feed),
                           settings=SimpleNamespace(iam_enabled=iam))
     svc.with_iam_feed = lambda verify: S3Service.with_iam_feed(svc, verify)  # type: ignore[arg-type]
+    svc._feed_or_raise = lambda exc: S3Service._feed_or_raise(svc, exc)  # type: ignore[arg-type]
     return svc
 
 
