@@ -268,7 +268,17 @@ class S3Service:
         if req.method == "OPTIONS":
             self._preflight(bucket, headers, resp)
             return
-        auth = await self._authenticate(req, raw_path, query_string, headers, bucket, where.virtual_host)
+        try:
+            await self._handle_s3(req, resp, headers, request_id, raw_path, query_string, where.virtual_host, query)
+        finally:  # error answers too (a denied PUT, a missing key): the browser must be let read them
+            if bucket and "origin" in headers:
+                self._cors_headers(bucket, req.method, headers, resp)
+
+    async def _handle_s3(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, headers: dict[str, str],
+                         request_id: str, raw_path: str, query_string: str, vhost: bool,
+                         query: dict[str, str]) -> None:
+        bucket, key = req.context.bucket, req.context.key
+        auth = await self._authenticate(req, raw_path, query_string, headers, bucket, vhost)
         req.context.actor = auth.access_key if auth is not None else ""  # the access log writes "-"
         target = route(req.method, bucket, key, query, headers)
         req.context.operation = target.operation or "unknown"
@@ -292,11 +302,7 @@ class S3Service:
             await self.engine.settle_bucket(bucket)  # a pool: configured through another node moments ago
         elif bucket and target.operation != "CreateBucket":
             await self.engine.settle_missing_bucket(bucket)  # a pool: created through another node moments ago
-        try:
-            await handler(call, resp)
-        finally:
-            if bucket and "origin" in headers:
-                self._cors_headers(bucket, req.method, headers, resp)
+        await handler(call, resp)
 
     def _cors_rules(self, bucket: str) -> list:  # type: ignore[type-arg]
         try:
@@ -307,8 +313,8 @@ class S3Service:
 
     def _preflight(self, bucket: str, headers: dict[str, str], resp: falcon.asgi.Response) -> None:
         origin, method = headers.get("origin"), headers.get("access-control-request-method")
-        if not origin or not method:
-            raise S3Error(ErrorCode.INVALID_REQUEST if origin else ErrorCode.ACCESS_DENIED,
+        if not origin or not method:  # not a CORS preflight at all: a malformed request (400), as S3 answers
+            raise S3Error(ErrorCode.INVALID_REQUEST,
                           "Insufficient information. Origin request header needed." if not origin else
                           "Invalid Access-Control-Request-Method header.")
         wanted = split_header_list(headers.get("access-control-request-headers"))
@@ -321,7 +327,11 @@ class S3Service:
             resp.set_header(name, value)
 
     def _cors_headers(self, bucket: str, method: str, headers: dict[str, str], resp: falcon.asgi.Response) -> None:
+        """An actual (not preflight) cross-origin request: the matched rule's headers. A request that names
+        Access-Control-Request-Method is matched on that method (as RGW and s3-tests do; browsers send it only on
+        preflights)."""
         origin = headers["origin"]
+        method = headers.get("access-control-request-method") or method
         rule = match_cors(self._cors_rules(bucket), origin, method, [])
         if rule is not None:
             for name, value in cors_response_headers(rule, origin, [], preflight=False).items():
