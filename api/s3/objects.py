@@ -86,6 +86,7 @@ async def put_object(call: Call, resp: falcon.asgi.Response) -> None:
         etag=sealing.etag(stored) if sealing else None, encryption=sealing.version_record() if sealing else None,
         actor=call.actor, lock=lock, acl=acl)
     version_headers(call, version, resp, report_null=False)
+    set_expiration_header(call, version, resp, written=True)
     sse.set_headers(call, resp, version.encryption)
     for name, value in checksum_headers(checksums).items():
         resp.set_header(name, value)

@@ -108,6 +108,17 @@ def test_expiration_header(s3: Any, bucket: str) -> None:
     assert "Expiration" not in s3.head_object(Bucket=bucket, Key="data/a")
 
 
+def test_put_object_answers_expiration_header(s3: Any, bucket: str) -> None:
+    """PutObject tells the writer when the new version expires (``x-amz-expiration``), as GET/HEAD do; it said
+    nothing (s3-tests test_lifecycle_expiration_header_put)."""
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [
+        {"ID": "rule1", "Status": "Enabled", "Filter": {"Prefix": "days1/"}, "Expiration": {"Days": 1}}]})
+    put = s3.put_object(Bucket=bucket, Key="days1/foo", Body=b"bar")
+    assert put["Expiration"] == s3.head_object(Bucket=bucket, Key="days1/foo")["Expiration"]
+    assert put["Expiration"].endswith('GMT", rule-id="rule1"')
+    assert "Expiration" not in s3.put_object(Bucket=bucket, Key="other/foo", Body=b"bar")
+
+
 def _readme_block() -> str:
     text = README.read_text()
     section = text.split("## Lifecycle, compaction and scrubbing", 1)[1]
