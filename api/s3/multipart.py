@@ -176,9 +176,14 @@ async def list_multipart_uploads(call: Call, resp: falcon.asgi.Response) -> None
     page = await call.engine.list_uploads(call.bucket, q.get("prefix", ""), q.get("delimiter", ""),
                                           q.get("key-marker", ""), q.get("upload-id-marker", ""), limit)
     owner = call.bucket_owner()
+    owners = {}  # each upload's initiator, as ListParts names it, when another account's (ObjectWriter)
+    for upload in page.uploads:
+        if upload.acl and upload.acl[0] != owner.canonical_id:
+            initiator = owner_of(call, upload.acl)
+            owners[upload.upload_id] = (initiator.canonical_id, initiator.name)
     resp.content_type = "application/xml"
     resp.data = list_multipart_uploads_xml(page, bucket=call.bucket, prefix=q.get("prefix", ""),
                                            delimiter=q.get("delimiter", ""), key_marker=q.get("key-marker", ""),
                                            upload_id_marker=q.get("upload-id-marker", ""), max_uploads=limit,
                                            encoding_type=enc, owner_id=owner.canonical_id,
-                                           owner_name=owner.name)
+                                           owner_name=owner.name, owners=owners)
