@@ -16,6 +16,7 @@ from .acl import new_object_acl, owner_of
 from .buckets import encoding_type, max_keys
 from .call import Call, checksum_headers
 from .headers import stored_headers, user_metadata
+from .lifecycle import set_expiration_header
 from .object_lock import lock_from_headers
 from .objects import copy_source_version, parse_tagging_header, version_headers
 from .xml import (
@@ -146,6 +147,7 @@ async def complete_multipart_upload(call: Call, resp: falcon.asgi.Response) -> N
         part_checksums=[p.checksums for p in parts], checksum_type=call.headers.get("x-amz-checksum-type", ""),
         if_match=call.headers.get("if-match"), if_none_match=call.headers.get("if-none-match"), actor=call.actor)
     version_headers(call, version, resp, report_null=False)
+    set_expiration_header(call, version, resp, written=True)
     sse.set_headers(call, resp, version.encryption)
     resp.content_type = "application/xml"
     resp.data = complete_multipart_xml(f"/{call.bucket}/{call.key}", call.bucket, call.key, version.etag,
