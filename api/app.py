@@ -282,37 +282,37 @@ class S3Service:
         if req.method == "OPTIONS":
             self._preflight(bucket, headers, resp)
             return
-        try:  # ``_authenticate`` inline: no coroutine and closure per request for the rare second try
-            auth = self.authenticate(req, raw_path, query_string, headers, bucket, where.virtual_host)
-        except S3Error as exc:
-            await self._feed_or_raise(exc)
-            auth = self.authenticate(req, raw_path, query_string, headers, bucket, where.virtual_host)
-        req.context.actor = auth.access_key if auth is not None else ""  # the access log writes "-"
-        target = route(req.method, bucket, key, query, headers)
-        req.context.operation = target.operation or "unknown"
-        handler = self.handlers.get(target.operation or "")
-        if handler is None:
-            if auth is None:  # an anonymous caller learns nothing about what S4 implements (issue 21)
-                raise S3Error(ErrorCode.ACCESS_DENIED)
-            raise S3Error(ErrorCode.METHOD_NOT_ALLOWED if target.operation is None else ErrorCode.NOT_IMPLEMENTED)
-        who = self.access.principal(auth)
-        reads = bucket_reads_for(self.engine, bucket, target.operation or "")  # PUT-like: one read, not four
-        facts = RequestFacts(headers, query, _remote_addr(req.scope), req.scope.get("scheme") == "https", auth,
-                             time.time(), reads)
-        if target.operation not in SELF_AUTHORIZING:
-            self.access.authorize(who, target.operation or "", bucket, key, facts)
-        call = Call(self.engine, self.settings, req, req.method, bucket, key, query, headers, auth, request_id,
-                    authorize=self.access.guard(who, facts, target.operation or ""), who=who, bucket_reads=reads)
-        check_security_headers(target.operation or "", headers)
-        check_import_headers(target.operation or "", headers)  # honoured by three operations, refused by the rest
-        call.check_framing(target.operation or "")
-        if call.has_body:  # what the headers allow, before a byte of the body is asked for (100 Continue)
-            await call.check_before_body(target.operation or "")
-        elif target.operation in BUCKET_CONFIG_READS:
-            await self.engine.settle_bucket(bucket)  # a pool: configured through another node moments ago
-        elif bucket and target.operation != "CreateBucket":
-            await self.engine.settle_missing_bucket(bucket)  # a pool: created through another node moments ago
-        try:
+        try:  # CORS headers on every answer, errors too (a denied PUT, a missing key): the browser must read them
+            try:  # ``_authenticate`` inline: no coroutine and closure per request for the rare second try
+                auth = self.authenticate(req, raw_path, query_string, headers, bucket, where.virtual_host)
+            except S3Error as exc:
+                await self._feed_or_raise(exc)
+                auth = self.authenticate(req, raw_path, query_string, headers, bucket, where.virtual_host)
+            req.context.actor = auth.access_key if auth is not None else ""  # the access log writes "-"
+            target = route(req.method, bucket, key, query, headers)
+            req.context.operation = target.operation or "unknown"
+            handler = self.handlers.get(target.operation or "")
+            if handler is None:
+                if auth is None:  # an anonymous caller learns nothing about what S4 implements (issue 21)
+                    raise S3Error(ErrorCode.ACCESS_DENIED)
+                raise S3Error(ErrorCode.METHOD_NOT_ALLOWED if target.operation is None else ErrorCode.NOT_IMPLEMENTED)
+            who = self.access.principal(auth)
+            reads = bucket_reads_for(self.engine, bucket, target.operation or "")  # PUT-like: one read, not four
+            facts = RequestFacts(headers, query, _remote_addr(req.scope), req.scope.get("scheme") == "https", auth,
+                                 time.time(), reads)
+            if target.operation not in SELF_AUTHORIZING:
+                self.access.authorize(who, target.operation or "", bucket, key, facts)
+            call = Call(self.engine, self.settings, req, req.method, bucket, key, query, headers, auth, request_id,
+                        authorize=self.access.guard(who, facts, target.operation or ""), who=who, bucket_reads=reads)
+            check_security_headers(target.operation or "", headers)
+            check_import_headers(target.operation or "", headers)  # honoured by three operations, refused by the rest
+            call.check_framing(target.operation or "")
+            if call.has_body:  # what the headers allow, before a byte of the body is asked for (100 Continue)
+                await call.check_before_body(target.operation or "")
+            elif target.operation in BUCKET_CONFIG_READS:
+                await self.engine.settle_bucket(bucket)  # a pool: configured through another node moments ago
+            elif bucket and target.operation != "CreateBucket":
+                await self.engine.settle_missing_bucket(bucket)  # a pool: created through another node moments ago
             await handler(call, resp)
         finally:
             if bucket and "origin" in headers:
@@ -327,8 +327,8 @@ class S3Service:
 
     def _preflight(self, bucket: str, headers: dict[str, str], resp: falcon.asgi.Response) -> None:
         origin, method = headers.get("origin"), headers.get("access-control-request-method")
-        if not origin or not method:
-            raise S3Error(ErrorCode.INVALID_REQUEST if origin else ErrorCode.ACCESS_DENIED,
+        if not origin or not method:  # not a CORS preflight at all: a malformed request (400), as S3 answers
+            raise S3Error(ErrorCode.INVALID_REQUEST,
                           "Insufficient information. Origin request header needed." if not origin else
                           "Invalid Access-Control-Request-Method header.")
         wanted = split_header_list(headers.get("access-control-request-headers"))
@@ -341,7 +341,11 @@ class S3Service:
             resp.set_header(name, value)
 
     def _cors_headers(self, bucket: str, method: str, headers: dict[str, str], resp: falcon.asgi.Response) -> None:
+        """An actual (not preflight) cross-origin request: the matched rule's headers. A request that names
+        Access-Control-Request-Method is matched on that method (as RGW and s3-tests do; browsers send it only on
+        preflights)."""
         origin = headers["origin"]
+        method = headers.get("access-control-request-method") or method
         rule = match_cors(self._cors_rules(bucket), origin, method, [])
         if rule is not None:
             for name, value in cors_response_headers(rule, origin, [], preflight=False).items():

@@ -170,6 +170,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._over_cap = False
         self._refusal: tuple[ErrorCode, dict[str, str]] | None = None
         self._lingering = -1  # bytes dropped since a refusal (-1: not lingering)
+        self._discarding = False  # unparseable bytes followed a complete request: drop input, close after answering
         self._read_bytes = 0  # size of the read being parsed
         self._head_span = 0  # bytes of the earlier reads that held part of the current head
         self._tls = False
@@ -229,6 +230,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     # -- reading --------------------------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        if self._discarding:
+            return
         if self._lingering >= 0:
             self._lingering += len(data)
             if self._lingering > LINGER_BYTES:
@@ -248,6 +251,14 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         except httptools.HttpParserError:
             if self._refusal is not None:
                 self._refuse(*self._refusal)
+                return
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete and not cycle.more_body:
+                # bytes after a complete request that start no request (a body longer than its Content-Length):
+                # the request in progress is answered (e.g. BadDigest), then the connection closes; the rest of
+                # the input is dropped. A 400 now would be read as that request's answer.
+                cycle.keep_alive = False
+                self._discarding = True
                 return
             msg = "Invalid HTTP request received."
             self.logger.warning(msg)

@@ -60,8 +60,8 @@ def version_for_read(tx: Tx, b: Bucket, key: str, version_id: str | None) -> Obj
     latest: dict[str, Any] | None
     if version_id is None:
         rec = tx.latest(oid) if oid is not None else None
-        if rec is None:
-            raise S3Error(ErrorCode.NO_SUCH_KEY, resource=key, Key=key)
+        if rec is None:  # "false" said outright (RGW does; s3-tests check it): no delete marker hides a version
+            raise S3Error(ErrorCode.NO_SUCH_KEY, resource=key, Key=key, headers={"x-amz-delete-marker": "false"})
         if rec.get("dm"):
             raise S3Error(ErrorCode.NO_SUCH_KEY, resource=key, Key=key, headers={
                 "x-amz-delete-marker": "true", "x-amz-version-id": rec["v"]})

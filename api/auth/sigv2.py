@@ -22,6 +22,7 @@ from s4.api.inputs import SATURATED, digits_value
 from s4.engine.errors import ErrorCode, S3Error
 
 MAX_SKEW = timedelta(minutes=15)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Sub-resources nearly every SigV2 signer (botocore, boto2, s3cmd, the AWS docs) puts in the resource.
 SUBRESOURCES: frozenset[str] = frozenset({
@@ -83,11 +84,14 @@ def sign(secret: str, sts: str) -> str:
 
 
 def _http_date(value: str) -> datetime | None:
+    """The date, or None when it is none S3 takes: unparseable, or before the Unix epoch (S3 answers such a
+    date AccessDenied as an invalid one, not RequestTimeTooSkewed)."""
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
-    return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+    when = when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+    return when if when >= _EPOCH else None
 
 
 def _iso(t: datetime) -> str:

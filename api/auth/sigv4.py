@@ -264,13 +264,15 @@ def _parse_query(params: dict[str, str]) -> _Parsed:
     if parsed.amz_date[:8] != date:
         raise S3Error(malformed, f'Invalid credential date "{date}". This date is not the same as '
                                  f'X-Amz-Date: "{parsed.amz_date[:8]}".')
-    expires = digits_value(params["X-Amz-Expires"])
+    raw_expires = params["X-Amz-Expires"]
+    expires = digits_value(raw_expires.removeprefix("-"))
     if expires is None:
         raise S3Error(malformed, "X-Amz-Expires should be a number")
-    if expires < 1:
-        raise S3Error(malformed, "X-Amz-Expires must be a positive number of seconds")
+    if raw_expires.startswith("-") and expires:  # out of range: 403 AccessDenied, as S3 answers (s3-tests)
+        raise S3Error(ErrorCode.ACCESS_DENIED, "X-Amz-Expires must be non-negative")
     if expires > MAX_PRESIGN_EXPIRES:
-        raise S3Error(malformed, "X-Amz-Expires must be less than a week (in seconds) that is 604800")
+        raise S3Error(ErrorCode.ACCESS_DENIED, "X-Amz-Expires must be less than a week (in "
+                      f"seconds); that is, the given X-Amz-Expires must be less than {MAX_PRESIGN_EXPIRES} seconds")
     parsed.expires = expires
     content_sha = params.get("X-Amz-Content-Sha256", "UNSIGNED-PAYLOAD")
     if content_sha != "UNSIGNED-PAYLOAD" and not _SHA256_HEX.fullmatch(content_sha):
@@ -294,7 +296,7 @@ def _check_time(parsed: _Parsed, now: datetime) -> None:
         return
     if when - now > MAX_SKEW:
         raise S3Error(ErrorCode.ACCESS_DENIED, "Request is not valid yet")
-    if now > when + timedelta(seconds=parsed.expires):
+    if now > when + timedelta(seconds=parsed.expires) or parsed.expires == 0:  # 0: valid, and already expired
         raise S3Error(ErrorCode.ACCESS_DENIED, "Request has expired",
                       **{"X-Amz-Expires": str(parsed.expires),
                          "Expires": _iso(when + timedelta(seconds=parsed.expires)), "ServerTime": _iso(now)})

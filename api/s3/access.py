@@ -344,6 +344,9 @@ class AccessControl:
 
     def authorize(self, who: Principal, operation: str, bucket: str, key: str, facts: RequestFacts) -> None:
         """The request's own check (the bucket, or the object it names) before its handler runs."""
+        expected_owner = facts.headers.get("x-amz-expected-bucket-owner")
+        if expected_owner is not None and bucket:
+            self.check_expected_owner(bucket, expected_owner)
         role_allows = who.role in ("Writer", "SuperUser") or (who.role == "Reader" and operation in READ_ONLY)
         if operation in PER_KEY:  # each key is checked by the handler; without a policy or grant nothing can allow it
             if not (role_allows and self.role_reaches(who, bucket)) and self.policy(bucket) is None and \
@@ -353,6 +356,16 @@ class AccessControl:
                 raise S3Error(ErrorCode.ACCESS_DENIED)
             return
         self.check(who, operation, self.action_for(operation, facts.query), bucket, key, facts, role_allows)
+
+    def check_expected_owner(self, bucket: str, expected: str) -> None:
+        """``x-amz-expected-bucket-owner``: a bucket owned by another account is 403 AccessDenied, whoever asks, so
+        a caller never acts on a bucket that changed hands. The owner is named by its account id (12 digits) or
+        its canonical id; a missing bucket is left to the handler (NoSuchBucket)."""
+        owner = self.engine.bucket_account(bucket)
+        if owner is not None and expected not in (owner, accounts.canonical_id(owner)):
+            log.info("access denied: operation on %s with x-amz-expected-bucket-owner %r", resource_arn(bucket),
+                     expected[:80])
+            raise S3Error(ErrorCode.ACCESS_DENIED)
 
     def guard(self, who: Principal, facts: RequestFacts, operation: str) -> Callable[[str, str, str], None]:
         """``Call.authorize(action, bucket, key)``: a second resource of the same request (a copy source, each key

@@ -37,10 +37,10 @@ async def delete_bucket_lifecycle(call: Call, resp: falcon.asgi.Response) -> Non
 
 
 def set_expiration_header(call: Call, version: ObjectVersion, resp: falcon.asgi.Response,
-                          config: Any = _UNREAD) -> None:
-    """S3 tells a reader when a current version will expire under the bucket's lifecycle rules (``config``:
-    the bucket's lifecycle record when the caller already read it)."""
-    if not version.is_latest:
+                          config: Any = _UNREAD, *, written: bool = False) -> None:
+    """S3 tells a reader (and the writer of a new version: ``written``) when a current version will expire under
+    the bucket's lifecycle rules (``config``: the bucket's lifecycle record when the caller already read it)."""
+    if not (version.is_latest or written):
         return
     if config is _UNREAD:
         config = call.engine.get_bucket_config(call.bucket, KIND)

@@ -17,6 +17,7 @@ from .buckets import encoding_type, max_keys
 from .call import Call, checksum_headers
 from .headers import stored_headers, user_metadata
 from .imports import import_stamp
+from .lifecycle import set_expiration_header
 from .object_lock import lock_from_headers
 from .objects import copy_source_version, parse_tagging_header, version_headers
 from .xml import (
@@ -149,6 +150,7 @@ async def complete_multipart_upload(call: Call, resp: falcon.asgi.Response) -> N
         if_match=call.headers.get("if-match"), if_none_match=call.headers.get("if-none-match"), actor=call.actor,
         imported=imported)
     version_headers(call, version, resp, report_null=False)
+    set_expiration_header(call, version, resp, written=True)
     sse.set_headers(call, resp, version.encryption)
     resp.content_type = "application/xml"
     resp.data = complete_multipart_xml(f"/{call.bucket}/{call.key}", call.bucket, call.key, version.etag,
@@ -179,9 +181,14 @@ async def list_multipart_uploads(call: Call, resp: falcon.asgi.Response) -> None
     page = await call.engine.list_uploads(call.bucket, q.get("prefix", ""), q.get("delimiter", ""),
                                           q.get("key-marker", ""), q.get("upload-id-marker", ""), limit)
     owner = call.bucket_owner()
+    owners = {}  # each upload's initiator, as ListParts names it, when another account's (ObjectWriter)
+    for upload in page.uploads:
+        if upload.acl and upload.acl[0] != owner.canonical_id:
+            initiator = owner_of(call, upload.acl)
+            owners[upload.upload_id] = (initiator.canonical_id, initiator.name)
     resp.content_type = "application/xml"
     resp.data = list_multipart_uploads_xml(page, bucket=call.bucket, prefix=q.get("prefix", ""),
                                            delimiter=q.get("delimiter", ""), key_marker=q.get("key-marker", ""),
                                            upload_id_marker=q.get("upload-id-marker", ""), max_uploads=limit,
                                            encoding_type=enc, owner_id=owner.canonical_id,
-                                           owner_name=owner.name)
+                                           owner_name=owner.name, owners=owners)

@@ -89,6 +89,7 @@ async def put_object(call: Call, resp: falcon.asgi.Response) -> None:
         actor=call.actor, lock=lock, acl=acl, imported=imported,
         s3op="PostObject" if call.req.method == "POST" else "")
     version_headers(call, version, resp, report_null=False)
+    set_expiration_header(call, version, resp, written=True)
     sse.set_headers(call, resp, version.encryption)
     for name, value in checksum_headers(checksums).items():
         resp.set_header(name, value)
@@ -318,6 +319,7 @@ async def copy_object(call: Call, resp: falcon.asgi.Response) -> None:
         headers=stored_headers(call.headers), tags=tags, if_match=call.headers.get("if-match"),
         if_none_match=call.headers.get("if-none-match"), rewritten=rewritten, encryption=encryption,
         actor=call.actor, lock=lock_from_headers(call.headers), acl=new_object_acl(call))
+    set_expiration_header(call, version, resp, written=True)
     sse.set_headers(call, resp, version.encryption)
     if source.version_id != NULL_VERSION:
         resp.set_header("x-amz-copy-source-version-id", source.version_id)

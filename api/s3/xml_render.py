@@ -380,9 +380,12 @@ def list_parts_xml(page: PartListPage, upload: Upload, *, part_number_marker: in
 
 def list_multipart_uploads_xml(page: UploadListPage, *, bucket: str, prefix: str, delimiter: str,
                                key_marker: str, upload_id_marker: str, max_uploads: int,
-                               encoding_type: str | None, owner_id: str, owner_name: str) -> bytes:
+                               encoding_type: str | None, owner_id: str, owner_name: str,
+                               owners: Mapping[str, tuple[str, str]] | None = None) -> bytes:
+    """``owners``: (id, name) by upload id of the uploads another account initiated (ObjectWriter); the others
+    are the bucket owner's (``owner_id``, ``owner_name``)."""
     enc = _encoder(encoding_type)
-    owner = _owner(owner_id, owner_name, "Initiator") + _owner(owner_id, owner_name)
+    bucket_owner = _owner(owner_id, owner_name, "Initiator") + _owner(owner_id, owner_name)
     parts = [XML_DECL, f"<ListMultipartUploadsResult{_NS_ATTR}><Bucket>{xml_escape(bucket)}</Bucket>",
              f"<KeyMarker>{enc(key_marker)}</KeyMarker>",
              f"<UploadIdMarker>{xml_escape(upload_id_marker)}</UploadIdMarker>",
@@ -399,6 +402,8 @@ def list_multipart_uploads_xml(page: UploadListPage, *, bucket: str, prefix: str
     for u in page.uploads:
         algorithm = (f"<ChecksumAlgorithm>{xml_escape(u.checksum_algorithm.upper())}</ChecksumAlgorithm>"
                      if u.checksum_algorithm else "")
+        other = owners.get(u.upload_id) if owners else None
+        owner = _owner(*other, "Initiator") + _owner(*other) if other else bucket_owner
         storage_class = xml_escape(u.headers.get("x-amz-storage-class", DEFAULT_STORAGE_CLASS))
         append(f"<Upload><Key>{enc(u.key)}</Key><UploadId>{xml_escape(u.upload_id)}</UploadId>{owner}"
                f"<StorageClass>{storage_class}</StorageClass><Initiated>{iso8601(u.initiated_ms)}</Initiated>"

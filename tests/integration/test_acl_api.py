@@ -224,3 +224,20 @@ def test_public_access_block(srv: ServerProcess, main: Any) -> None:
     main.delete_public_access_block(Bucket=bucket)
     assert requests.get(f"{srv.endpoint}/{bucket}/k", timeout=30).status_code == 200
     assert main.get_object(Bucket=bucket, Key="k")["Body"].read() == b"x"
+
+
+def test_list_multipart_uploads_names_each_uploads_initiator(main: Any, alt: tuple[dict[str, Any], Any]) -> None:
+    """ListMultipartUploads names each upload's own initiator and owner, as ListParts does: an upload another
+    account started (ObjectWriter) is that account's, not the bucket owner's (s3-tests
+    test_list_multipart_upload_owner; every upload was shown as the bucket owner's)."""
+    alt_user, alt_s3 = alt
+    owner = main.get_bucket_acl(Bucket=(bucket := new_bucket(main)))["Owner"]
+    main.put_bucket_acl(Bucket=bucket, ACL="public-read-write")
+    mine = main.create_multipart_upload(Bucket=bucket, Key="multipart1")["UploadId"]
+    theirs = alt_s3.create_multipart_upload(Bucket=bucket, Key="multipart2")["UploadId"]
+    for s3 in (main, alt_s3):
+        uploads = s3.list_multipart_uploads(Bucket=bucket)["Uploads"]
+        assert [(u["Key"], u["UploadId"]) for u in uploads] == [("multipart1", mine), ("multipart2", theirs)]
+        assert [(u["Initiator"]["ID"], u["Owner"]["ID"]) for u in uploads] == [
+            (owner["ID"], owner["ID"]), (alt_user["canonical_id"], alt_user["canonical_id"])]
+        assert uploads[1]["Owner"]["DisplayName"] == uploads[1]["Initiator"]["DisplayName"] == "altacct"

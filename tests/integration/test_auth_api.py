@@ -13,7 +13,7 @@ from xml.etree import ElementTree
 import boto3
 import pytest
 import requests
-from botocore.auth import S3SigV4Auth
+from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
@@ -131,6 +131,26 @@ def test_presigned_default_client_expired(s3: Any, bucket: str) -> None:
     r = requests.get(url)
     assert r.status_code == 403
     assert error_code(r.text) == "AccessDenied"
+
+
+def _presign(endpoint: str, method: str, path: str, expires: int) -> str:
+    """A SigV4 presigned URL with any X-Amz-Expires (botocore's own presigner refuses 0 and negatives)."""
+    req = AWSRequest(method=method, url=f"{endpoint}{path}")
+    S3SigV4QueryAuth(Credentials(ACCESS_KEY, SECRET_KEY), "s3", "us-east-1", expires=expires).add_auth(req)
+    return str(req.url)
+
+
+@pytest.mark.parametrize("expires", [0, 609901, -7, -1000])
+def test_presigned_expires_zero_or_out_of_range_is_403(server: Any, s3: Any, bucket: str, expires: int) -> None:
+    """X-Amz-Expires 0 (expired as signed), above a week, or negative: 403 as S3 answers, for GET and PUT alike
+    (they were 400), and a refused PUT stores nothing."""
+    s3.put_object(Bucket=bucket, Key="foo", Body=b"old")
+    get = requests.get(_presign(server.endpoint, "GET", f"/{bucket}/foo", expires))
+    assert (get.status_code, error_code(get.text)) == (403, "AccessDenied")
+    put = requests.put(_presign(server.endpoint, "PUT", f"/{bucket}/foo", expires), data=b"new")
+    assert (put.status_code, error_code(put.text)) == (403, "AccessDenied")
+    assert s3.get_object(Bucket=bucket, Key="foo")["Body"].read() == b"old"
+    assert requests.get(_presign(server.endpoint, "GET", f"/{bucket}/foo", 60)).content == b"old"
 
 
 def _retarget(url: str, key: str) -> str:

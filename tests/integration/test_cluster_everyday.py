@@ -96,6 +96,20 @@ def test_issue19_everyday_operations_read_through_another_node_than_their_write(
         n[2].put_object(Bucket=BUCKET, Key="copy.txt", Body=b"x", IfNoneMatch="*")
     assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
 
+    # conditional deletes (issue 25) decided on a quorum as conditional writes are: node-1 checks the ETag of the
+    # version node-3 wrote a moment ago, not the older one it holds itself
+    old_etag = n[1].put_object(Bucket=BUCKET, Key="cond.txt", Body=b"v1")["ETag"]
+    new_etag = n[2].put_object(Bucket=BUCKET, Key="cond.txt", Body=b"v2")["ETag"]
+    with pytest.raises(n[0].exceptions.ClientError) as refused:
+        n[0].delete_object(Bucket=BUCKET, Key="cond.txt", IfMatch=old_etag)
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    result = n[0].delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": "cond.txt", "ETag": old_etag}]})
+    assert [e["Code"] for e in result["Errors"]] == ["PreconditionFailed"]
+    assert n[1].get_object(Bucket=BUCKET, Key="cond.txt")["Body"].read() == b"v2"
+    assert n[0].delete_object(Bucket=BUCKET, Key="cond.txt", IfMatch=new_etag)["DeleteMarker"] is True
+    with pytest.raises(n[1].exceptions.NoSuchKey):
+        n[1].get_object(Bucket=BUCKET, Key="cond.txt")
+
     # multipart: created through node-1, parts through node-2 and node-3, listed through node-1, completed on node-3
     part = 5 * 1024 * 1024
     body = data("mp-1", part) + data("mp-2", 1234)

@@ -108,6 +108,24 @@ def test_expiration_header(s3: Any, bucket: str) -> None:
     assert "Expiration" not in s3.head_object(Bucket=bucket, Key="data/a")
 
 
+def test_put_object_answers_expiration_header(s3: Any, bucket: str) -> None:
+    """PutObject (and CopyObject, CompleteMultipartUpload) tell the writer when the new version expires
+    (``x-amz-expiration``), as GET/HEAD do; they said nothing (s3-tests test_lifecycle_expiration_header_put)."""
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [
+        {"ID": "rule1", "Status": "Enabled", "Filter": {"Prefix": "days1/"}, "Expiration": {"Days": 1}}]})
+    put = s3.put_object(Bucket=bucket, Key="days1/foo", Body=b"bar")
+    assert put["Expiration"] == s3.head_object(Bucket=bucket, Key="days1/foo")["Expiration"]
+    assert put["Expiration"].endswith('GMT", rule-id="rule1"')
+    assert "Expiration" not in s3.put_object(Bucket=bucket, Key="other/foo", Body=b"bar")
+    copied = s3.copy_object(Bucket=bucket, Key="days1/copy", CopySource={"Bucket": bucket, "Key": "other/foo"})
+    assert copied["Expiration"].endswith('rule-id="rule1"')
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="days1/mp")["UploadId"]
+    etag = s3.upload_part(Bucket=bucket, Key="days1/mp", UploadId=upload, PartNumber=1, Body=b"x")["ETag"]
+    done = s3.complete_multipart_upload(Bucket=bucket, Key="days1/mp", UploadId=upload,
+                                        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+    assert done["Expiration"].endswith('rule-id="rule1"')
+
+
 def _readme_block() -> str:
     text = README.read_text()
     section = text.split("## Lifecycle, compaction and scrubbing", 1)[1]

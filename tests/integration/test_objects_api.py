@@ -629,3 +629,29 @@ def test_recreating_an_owned_bucket_outside_us_east_1_is_409(tmp_path: Any) -> N
         assert err(exc) == ("BucketAlreadyOwnedByYou", 409)
     finally:
         server.stop()
+
+
+def test_delete_in_a_deleted_bucket_is_no_such_bucket(s3: Any, bucket: str) -> None:
+    """s3-tests' object_delete_key_bucket_gone: the bucket is gone, so the delete names it (404 NoSuchBucket),
+    never a 204 for a key that cannot exist."""
+    s3.put_object(Bucket=bucket, Key="foo", Body=b"x")
+    s3.delete_object(Bucket=bucket, Key="foo")
+    s3.delete_bucket(Bucket=bucket)
+    with pytest.raises(ClientError) as exc:
+        s3.delete_object(Bucket=bucket, Key="foo")
+    assert err(exc) == ("NoSuchBucket", 404)
+    with pytest.raises(ClientError) as exc:
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "foo"}]})
+    assert err(exc) == ("NoSuchBucket", 404)
+
+
+def test_unknown_canned_acl_is_400_not_501(s3: Any, bucket: str) -> None:
+    """An x-amz-acl value S3 does not define is bad input (400 InvalidArgument) and changes nothing."""
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=bucket, Key="k", Body=b"x", ACL="public-everything")
+    assert err(exc) == ("InvalidArgument", 400)
+    with pytest.raises(ClientError) as exc:
+        s3.create_bucket(Bucket=f"{bucket}-acl", ACL="public-everything")
+    assert err(exc) == ("InvalidArgument", 400)
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
+    assert f"{bucket}-acl" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]

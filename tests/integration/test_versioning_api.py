@@ -192,7 +192,7 @@ def test_deleting_the_latest_version_promotes_the_previous_one(s3: Any, bucket: 
     with pytest.raises(ClientError) as exc:
         s3.head_object(Bucket=bucket, Key="k")
     _, status, headers = err(exc)
-    assert status == 404 and "x-amz-delete-marker" not in headers
+    assert status == 404 and headers["x-amz-delete-marker"] == "false"  # no marker left behind
 
 
 def test_delete_of_a_missing_version_id(s3: Any, bucket: str) -> None:
@@ -412,3 +412,20 @@ def test_key_marker_inside_a_common_prefix_does_not_repeat_it(s3: Any, bucket: s
                                    KeyMarker="folder/a/1")
     assert "CommonPrefixes" not in page
     assert [v["Key"] for v in page["Versions"]] == ["folder/file1"]
+
+
+def test_head_after_unversioned_delete_says_delete_marker_false(s3: Any, bucket: str) -> None:
+    """A GET/HEAD 404 for a key with no version says ``x-amz-delete-marker: false`` (it said nothing; s3-tests'
+    test_delete_marker_nonversioned); under a delete marker it still says ``true``."""
+    s3.put_object(Bucket=bucket, Key="frodo", Body=b"x")
+    s3.delete_object(Bucket=bucket, Key="frodo")
+    for call in (s3.head_object, s3.get_object):
+        with pytest.raises(ClientError) as exc:
+            call(Bucket=bucket, Key="frodo")
+        assert exc.value.response["ResponseMetadata"]["HTTPHeaders"]["x-amz-delete-marker"] == "false"
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_object(Bucket=bucket, Key="bilbo", Body=b"x")
+    s3.delete_object(Bucket=bucket, Key="bilbo")
+    with pytest.raises(ClientError) as exc:
+        s3.head_object(Bucket=bucket, Key="bilbo")
+    assert exc.value.response["ResponseMetadata"]["HTTPHeaders"]["x-amz-delete-marker"] == "true"

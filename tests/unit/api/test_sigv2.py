@@ -239,3 +239,18 @@ def test_boto3_client_header_auth(style: str) -> None:
         req = to_auth(prepared)
         bucket = "bkt" if style == "virtual" else None
         assert verify_sigv2(req, lookup, bucket_from_host=bucket).access_key == "AKIDBOTO"
+
+
+@pytest.mark.parametrize("amz_date, code", [
+    ("Tue, 07 Jul 1950 21:53:04 GMT", ErrorCode.ACCESS_DENIED),  # before the epoch: no valid date (was skewed)
+    ("Tue, 07 Jul 2010 21:53:04 GMT", ErrorCode.REQUEST_TIME_TOO_SKEWED),
+    ("Tue, 07 Jul 9999 21:53:04 GMT", ErrorCode.REQUEST_TIME_TOO_SKEWED),
+    ("Bad Date", ErrorCode.ACCESS_DENIED),
+])
+def test_x_amz_date_before_epoch_is_access_denied(amz_date: str, code: ErrorCode) -> None:
+    """s3-tests' bad_date_*_aws2: a date before 1970 is refused as an invalid date, a far one as skewed."""
+    req = AuthRequest("PUT", "/b/foo", "", {"host": "127.0.0.1", "x-amz-date": amz_date,
+                                           "authorization": f"AWS {AKID}:c2lnbmF0dXJl"})
+    with pytest.raises(S3Error) as info:
+        verify_sigv2(req, lookup, datetime(2026, 12, 6, tzinfo=UTC))
+    assert info.value.code is code

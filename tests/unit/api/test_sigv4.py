@@ -188,7 +188,7 @@ def test_presigned_expiry_window() -> None:
     assert err.message == "Request has expired"
     expect_error(ErrorCode.ACCESS_DENIED, req, DOC_TIME - timedelta(hours=1))
     week = DOC_PRESIGNED_QUERY.replace("X-Amz-Expires=86400", "X-Amz-Expires=604801")
-    expect_error(ErrorCode.AUTHORIZATION_QUERY_PARAMETERS_ERROR,
+    expect_error(ErrorCode.ACCESS_DENIED,
                  AuthRequest("GET", "/test.txt", week, req.headers))
     other = DOC_PRESIGNED_QUERY.replace("X-Amz-Expires=86400", "X-Amz-Expires=86399")
     expect_error(ErrorCode.SIGNATURE_DOES_NOT_MATCH, AuthRequest("GET", "/test.txt", other, req.headers))
@@ -435,3 +435,19 @@ def test_authorization_components_in_any_order_and_spacing(authorization: str) -
 def test_malformed_authorization_components(authorization: str, message: str) -> None:
     err = expect_error(ErrorCode.AUTHORIZATION_HEADER_MALFORMED, doc_get_object(authorization=authorization))
     assert err.message.endswith(message), err.message
+
+
+@pytest.mark.parametrize("expires, message, status", [
+    ("604801", "X-Amz-Expires must be less than a week (in seconds); that is, the given X-Amz-Expires must be less "
+               "than 604800 seconds", 403),
+    ("-7", "X-Amz-Expires must be non-negative", 403),
+    ("0", "Request has expired", 403),  # in range, and expired the moment it was signed
+    ("soon", "X-Amz-Expires should be a number", 400),
+])
+def test_presigned_expires_out_of_range_is_403(expires: str, message: str, status: int) -> None:
+    """X-Amz-Expires below 0 or above a week is refused as S3 refuses it: 403 (it was 400, and 0 was 400 too);
+    only a value that is no number at all is a malformed (400) query."""
+    query = DOC_PRESIGNED_QUERY.replace("X-Amz-Expires=86400", f"X-Amz-Expires={expires}")
+    code = ErrorCode.ACCESS_DENIED if status == 403 else ErrorCode.AUTHORIZATION_QUERY_PARAMETERS_ERROR
+    err = expect_error(code, AuthRequest("GET", "/test.txt", query, {"host": HOST}), DOC_TIME)
+    assert (err.status, err.message) == (status, message)
