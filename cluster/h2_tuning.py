@@ -29,6 +29,8 @@ from grpclib.client import Channel
 from grpclib.protocol import H2Protocol
 from h2.settings import SettingCodes
 
+from .pre_encoded import PassThroughCodec
+
 #: The frame size the blob connection advertises (HTTP/2 allows 16 KiB to 16 MiB - 1).
 BULK_MAX_FRAME = 1024 * 1024
 
@@ -66,7 +68,12 @@ def large_frames_protocol(handler: Any, config: Any, h2_config: Any) -> H2Protoc
 
 
 class BulkChannel(Channel):
-    """A grpclib ``Channel`` whose connection takes DATA frames of up to ``BULK_MAX_FRAME``."""
+    """A grpclib ``Channel`` whose connection takes DATA frames of up to ``BULK_MAX_FRAME``, sending messages
+    encoded beforehand (cluster/pre_encoded.py ``Encoded``: a blob's pieces encoded once for every peer) as they are."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("codec", PassThroughCodec())
+        super().__init__(*args, **kwargs)
 
     def _protocol_factory(self) -> H2Protocol:
         return _BulkProtocol(self._protocol_handler(), self._config, self._h2_config)
