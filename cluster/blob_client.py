@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import anyio.to_thread
 from grpclib.const import Cardinality, Status
@@ -28,6 +28,7 @@ from ..engine.model import BlobLocation
 from .blob_server import BlobService
 from .blobs import HASH_BYTES, INLINE_BYTES, pieces
 from .peers import PeerPool
+from .pre_encoded import Encoded
 from .wire.s4cluster.v1 import BlobHeader, GetBlobChunk, GetBlobRequest, PutBlobChunk, PutBlobReply
 
 PUT_BLOB = "/s4cluster.v1.S4Cluster/PutBlob"
@@ -72,6 +73,29 @@ class PieceReader(Protocol):
     def read(self, lo: int, n: int) -> bytes: ...
 
 
+class PieceMessages(Protocol):
+    """The ``PutBlobChunk`` data message of each piece of one local blob, encoded (cluster/pre_encoded.py)."""
+
+    async def message(self, lo: int, n: int) -> Encoded: ...
+
+
+def encode_piece(reader: PieceReader, lo: int, n: int) -> Encoded:
+    """Read a piece through the verified reader and encode its ``PutBlobChunk`` (betterproto2)."""
+    return Encoded.of(PutBlobChunk(data=reader.read(lo, n)))
+
+
+class EncodedPieces:
+    """``PieceMessages`` of a ``PieceReader``: each piece read and encoded when asked (a thread for large ones)."""
+
+    def __init__(self, reader: PieceReader) -> None:
+        self.reader = reader
+
+    async def message(self, lo: int, n: int) -> Encoded:
+        if n <= INLINE_BYTES:
+            return encode_piece(self.reader, lo, n)
+        return await anyio.to_thread.run_sync(encode_piece, self.reader, lo, n)
+
+
 def _error(peer: str, exc: BaseException) -> BlobTransferError:
     if isinstance(exc, GRPCError):
         return BlobTransferError(peer, f"{exc.status.name}: {exc.message}", exc.status)
@@ -80,15 +104,12 @@ def _error(peer: str, exc: BaseException) -> BlobTransferError:
     return BlobTransferError(peer, f"{type(exc).__name__}: {exc}")
 
 
-async def _read(reader: PieceReader, lo: int, n: int) -> bytes:
-    if n <= INLINE_BYTES:
-        return reader.read(lo, n)
-    return await anyio.to_thread.run_sync(reader.read, lo, n)
-
-
-async def send_blob(pool: PeerPool, peer: str, digest: bytes, size: int, reader: PieceReader, *,
+async def send_blob(pool: PeerPool, peer: str, digest: bytes, size: int, reader: PieceReader | PieceMessages, *,
                     limits: Limits = DEFAULT_LIMITS) -> PutBlobReply:
     """Stream one local blob to ``peer`` (PutBlob); returns its reply (``stored`` or ``already_had``).
+
+    ``reader``: the blob's verified reads, or its pieces' messages already encoded (``PieceMessages``: one encoding
+    shared by every peer a chunk is pushed to, cluster/blob_push.py).
 
     The peer may answer before all data is sent (it already holds the blob, or refuses): the reply is awaited
     alongside the sending, which then stops. A local read failing its checks (``DamagedBlob``) cancels the call,
@@ -96,6 +117,7 @@ async def send_blob(pool: PeerPool, peer: str, digest: bytes, size: int, reader:
     if len(digest) != HASH_BYTES:
         raise ValueError("digest must be a sha256")
     channel = pool.bulk_stub(peer).channel
+    messages = cast(PieceMessages, reader) if hasattr(reader, "message") else EncodedPieces(reader)
     try:
         async with asyncio.timeout(limits.deadline_s(size) + 1), channel.request(
                 PUT_BLOB, Cardinality.STREAM_UNARY, PutBlobChunk, PutBlobReply,
@@ -106,9 +128,10 @@ async def send_blob(pool: PeerPool, peer: str, digest: bytes, size: int, reader:
 
             async def send_data() -> None:
                 for lo, n in pieces(0, size):
-                    data = await _read(reader, lo, n)
+                    message = await messages.message(lo, n)
                     async with asyncio.timeout(limits.idle_s):
-                        await stream.send_message(PutBlobChunk(data=data))
+                        # an encoded PutBlobChunk: the bulk channel's PassThroughCodec sends its bytes as they are
+                        await stream.send_message(message)  # type: ignore[arg-type]
                 async with asyncio.timeout(limits.idle_s):
                     await stream.end()
 

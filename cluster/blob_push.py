@@ -16,6 +16,14 @@ changes nothing but speed (the peer fetches that chunk with ``GetBlob``, as with
 then fails leaves its pushed chunks staged on the peers as orphans (docs/architecture/replication.md, "The staged
 table": garbage reclaimed by compaction, like a failed upload's chunks here). Bounded: at most ``MAX_QUEUED``
 chunks waiting per peer (beyond, a chunk is not pushed) and ``LANES`` transfers per peer at once.
+
+**One read and one encoding per piece for every peer** (``SharedPieces``). A chunk goes to two peers; each piece
+of it was read (block CRCs checked) and encoded as a ``PutBlobChunk`` once per peer, and betterproto2's encoding
+of a 1 MiB bytes field costs ~1 ms (cluster/pre_encoded.py). Now the first peer's push to reach a piece reads and
+encodes it, and the message is kept (``Encoded``) until every other peer the chunk was queued for has sent it or
+ended its push; a peer that finds it kept sends those bytes. The checks are the same: every piece left through the
+verified reader, and every receiver hashes what it got (SHA-256 against the header) before it keeps it. Bounded:
+at most ``SHARED_BYTES`` kept per node (beyond, a peer reads and encodes its own piece, as before).
 """
 
 from __future__ import annotations
@@ -23,14 +31,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from s4.engine.model import BlobLocation
 from s4.engine.volumes.store import VolumeStore
 
-from .blob_client import send_blob
+from .blob_client import EncodedPieces, send_blob
 from .liveness import DEAD
+from .pre_encoded import Encoded
 
 log = logging.getLogger("s4.cluster.blob_push")
 
@@ -38,19 +47,94 @@ log = logging.getLogger("s4.cluster.blob_push")
 MAX_QUEUED = 256
 #: PutBlobs to one peer at once (the ingest stores one chunk at a time; one transfer per peer, as GetBlob fetched).
 LANES = 1
+#: Encoded pieces kept for the peers still to send them, per node (the peers of a chunk move together: ~1 piece).
+SHARED_BYTES = 32 * 1024 * 1024
 
-Sender = Callable[[str, BlobLocation], Any]  # awaitable: push one chunk to one peer
+Sender = Callable[[str, BlobLocation, "SharedPieces"], Any]  # awaitable: push one chunk to one peer
+
+
+class SharedBudget:
+    """Bytes of encoded pieces kept across all chunks (``SHARED_BYTES``)."""
+
+    def __init__(self, limit: int = SHARED_BYTES) -> None:
+        self.limit, self.used = limit, 0
+
+    def take(self, n: int) -> bool:
+        if self.used + n > self.limit:
+            return False
+        self.used += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.used -= n
+
+
+class SharedPieces:
+    """One chunk's pieces, produced (read and encoded) by the first peer's push to need each one and kept for the
+    other peers it was queued for; on the event loop only."""
+
+    def __init__(self, peers: Iterable[str], budget: SharedBudget) -> None:
+        self._peers = set(peers)  # peers whose push of this chunk has not ended
+        self._budget = budget
+        #: piece offset -> (the piece's message once produced, peers still to take it, its size)
+        self._kept: dict[int, tuple[asyncio.Future[Encoded | None], set[str], int]] = {}
+
+    @property
+    def kept(self) -> int:
+        return len(self._kept)
+
+    async def message(self, peer: str, lo: int, n: int, make: Callable[[], Awaitable[Encoded]]) -> Encoded:
+        """The piece at ``lo`` for ``peer``: the kept one, or ``make()``'s (kept for the other peers if room)."""
+        entry = self._kept.get(lo)
+        if entry is not None:
+            future, waiting, size = entry
+            waiting.discard(peer)
+            if not waiting:
+                self._drop(lo)
+            message = await asyncio.shield(future)
+            if message is not None:
+                return message
+            return await make()  # its producer failed or was cancelled: read it here (its own error, if any)
+        others = self._peers - {peer}
+        future = asyncio.get_running_loop().create_future()
+        keep = bool(others) and self._budget.take(n)
+        if keep:
+            self._kept[lo] = (future, others, n)
+        try:
+            message = await make()
+        except BaseException:
+            if keep:
+                self._drop(lo)
+            future.set_result(None)
+            raise
+        future.set_result(message)
+        return message
+
+    def leave(self, peer: str) -> None:
+        """``peer``'s push of this chunk ended (sent, failed, skipped): it takes no more pieces."""
+        self._peers.discard(peer)
+        for lo, (_, waiting, _) in list(self._kept.items()):
+            waiting.discard(peer)
+            if not waiting:
+                self._drop(lo)
+
+    def _drop(self, lo: int) -> None:
+        entry = self._kept.pop(lo, None)
+        if entry is not None:
+            self._budget.give(entry[2])
 
 
 class BlobPusher:
     """The engine's ``BlobPushPort`` in a pool node: ``stored`` queues a chunk for every live peer."""
 
     def __init__(self, peers: Sequence[str], send: Sender, *, state: Callable[[str], str] = lambda _p: "alive",
-                 max_queued: int = MAX_QUEUED, lanes: int = LANES) -> None:
+                 max_queued: int = MAX_QUEUED, lanes: int = LANES, shared_bytes: int = SHARED_BYTES) -> None:
         self.peers = tuple(peers)
         self._send, self._state = send, state
         self._max_queued, self._lanes = max_queued, lanes
-        self._queues: dict[str, deque[tuple[BlobLocation, asyncio.Future[None]]]] = {p: deque() for p in self.peers}
+        self._queues: dict[str, deque[tuple[BlobLocation, SharedPieces, asyncio.Future[None]]]] = {
+            p: deque() for p in self.peers}
+        self._budget = SharedBudget(shared_bytes)
         self._running: dict[str, int] = dict.fromkeys(self.peers, 0)
         #: (peer, sha256) -> the push of that chunk to that peer, queued or running (done: removed)
         self._pending: dict[tuple[str, bytes], asyncio.Future[None]] = {}
@@ -67,16 +151,20 @@ class BlobPusher:
             return
         try:
             loop = asyncio.get_running_loop()
+            targets = []
             for peer in self.peers:
                 if self._state(peer) == DEAD or (peer, location.hash) in self._pending:
                     continue
-                queue = self._queues[peer]
-                if len(queue) >= self._max_queued:
+                if len(self._queues[peer]) >= self._max_queued:
                     self.dropped += 1
                     continue
+                targets.append(peer)
+            shared = SharedPieces(targets, self._budget)
+            for peer in targets:
+                queue = self._queues[peer]
                 done: asyncio.Future[None] = loop.create_future()
                 self._pending[(peer, location.hash)] = done
-                queue.append((location, done))
+                queue.append((location, shared, done))
                 if self._running[peer] < self._lanes:
                     self._running[peer] += 1
                     task = loop.create_task(self._drain(peer), name=f"s4-blob-push-{peer}")
@@ -98,9 +186,10 @@ class BlobPusher:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for queue in self._queues.values():
+        for peer, queue in self._queues.items():
             while queue:
-                _, done = queue.popleft()
+                _, shared, done = queue.popleft()
+                shared.leave(peer)
                 if not done.done():
                     done.set_result(None)
 
@@ -108,10 +197,10 @@ class BlobPusher:
         queue = self._queues[peer]
         try:
             while queue:
-                location, done = queue.popleft()
+                location, shared, done = queue.popleft()
                 try:
                     if self._state(peer) != DEAD:
-                        await self._send(peer, location)
+                        await self._send(peer, location, shared)
                         self.pushed += 1
                 except asyncio.CancelledError:
                     raise
@@ -120,6 +209,7 @@ class BlobPusher:
                     log.info("pushing chunk %s to %s failed (%s); it fetches it when the write arrives",
                              location.hash.hex(), peer, exc)
                 finally:
+                    shared.leave(peer)
                     self._pending.pop((peer, location.hash), None)
                     if not done.done():
                         done.set_result(None)
@@ -127,11 +217,22 @@ class BlobPusher:
             self._running[peer] -= 1
 
 
+class _PeerPieces:
+    """``PieceMessages`` for one peer's push: the chunk's shared pieces, produced from this push's own reader."""
+
+    def __init__(self, peer: str, shared: SharedPieces, own: EncodedPieces) -> None:
+        self.peer, self.shared, self.own = peer, shared, own
+
+    async def message(self, lo: int, n: int) -> Encoded:
+        return await self.shared.message(self.peer, lo, n, lambda: self.own.message(lo, n))
+
+
 def pool_sender(pool: Any, volumes: VolumeStore) -> Sender:
     """A ``Sender`` over the node's peer channels: ``PutBlob`` of the chunk read (block CRCs checked) where the
-    ingest stored it."""
+    ingest stored it, each piece read and encoded once for all the chunk's peers (``SharedPieces``)."""
 
-    async def send(peer: str, location: BlobLocation) -> None:
-        await send_blob(pool, peer, location.hash, location.size, volumes.blob_reader(location))
+    async def send(peer: str, location: BlobLocation, shared: SharedPieces) -> None:
+        own = EncodedPieces(volumes.blob_reader(location))
+        await send_blob(pool, peer, location.hash, location.size, _PeerPieces(peer, shared, own))
 
     return send

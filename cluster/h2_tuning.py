@@ -15,7 +15,15 @@
    same on every connection it accepts (``large_frames_protocol``), so a blob pushed to it (PutBlob) arrives in
    1 MiB frames too.
 
-Both reach into the libraries' internals (hyperframe's module function, grpclib's ``Channel._protocol_factory``,
+3. **Every byte sent is copied four times in h2.** A DATA frame is serialized as ``header + b"".join([padding,
+   data, padding])`` (two copies of the payload), appended to the connection's outgoing ``bytearray`` (a third)
+   and handed to grpclib as ``bytes(that buffer)`` (a fourth), for every MiB of a blob sent to each peer.
+   ``LeanH2Connection`` (the connections of ``BulkChannel`` and of the gRPC server) appends a DATA frame's header
+   and payload to the buffer directly and hands a large buffer over as it is (a fresh one takes its place): one
+   copy. The bytes on the wire are the same (tests/unit/cluster/test_h2_tuning.py compares them with hyperframe's
+   own ``serialize``); frames with padding and every other frame type go through hyperframe as before.
+
+All three reach into the libraries' internals (hyperframe's module function, grpclib's ``Channel._protocol_factory``,
 its ``H2Protocol.connection``); tests/unit/cluster/test_h2_tuning.py fails if either moves.
 """
 
@@ -27,10 +35,17 @@ from typing import Any
 import hyperframe.frame
 from grpclib.client import Channel
 from grpclib.protocol import H2Protocol
+from h2.connection import H2Connection
 from h2.settings import SettingCodes
+from hyperframe.frame import DataFrame, Frame
+
+from .pre_encoded import PassThroughCodec
 
 #: The frame size the blob connection advertises (HTTP/2 allows 16 KiB to 16 MiB - 1).
 BULK_MAX_FRAME = 1024 * 1024
+#: DATA payloads from this size on skip hyperframe's serialize; outgoing buffers from this size on are handed over
+#: without the copy into ``bytes`` (smaller ones: the copy costs less than the bookkeeping).
+LEAN_BYTES = 64 * 1024
 
 _original_raw_data_repr = hyperframe.frame._raw_data_repr
 
@@ -47,12 +62,49 @@ def fast_frame_repr() -> None:
     hyperframe.frame._raw_data_repr = _raw_data_repr
 
 
+_FRAME_HEADER = hyperframe.frame._STRUCT_HBBBL  # hyperframe's own: length (24 bits), type, flags, stream id
+
+
+def data_frame_header(frame: DataFrame, length: int) -> bytes:
+    """The 9-byte header hyperframe's ``Frame.serialize`` writes for ``frame`` with a ``length``-byte body."""
+    flags = 0
+    for flag, bit in frame.defined_flags:
+        if flag in frame.flags:
+            flags |= bit
+    return _FRAME_HEADER.pack((length >> 8) & 0xFFFF, length & 0xFF, frame.type, flags, frame.stream_id & 0x7FFFFFFF)
+
+
+class LeanH2Connection(H2Connection):
+    """h2's connection, sending large DATA payloads with one copy instead of four (point 3 above)."""
+
+    def _prepare_for_sending(self, frames: list[Frame]) -> None:
+        if not frames:
+            return
+        out = self._data_to_send
+        for frame in frames:
+            if type(frame) is DataFrame and not frame.pad_length and len(frame.data) >= LEAN_BYTES:
+                frame.body_len = len(frame.data)
+                out += data_frame_header(frame, frame.body_len)
+                out += frame.data
+            else:
+                out += frame.serialize()
+        assert all(f.body_len <= self.max_outbound_frame_size for f in frames)
+
+    def data_to_send(self, amount: int | None = None) -> bytes:
+        if amount is None and len(self._data_to_send) >= LEAN_BYTES:
+            data, self._data_to_send = self._data_to_send, bytearray()
+            return data  # type: ignore[return-value]  # a bytearray nobody writes to again: transports take any buffer
+        return super().data_to_send(amount)
+
+
 class _BulkProtocol(H2Protocol):
-    """grpclib's protocol, advertising ``BULK_MAX_FRAME`` as its SETTINGS_MAX_FRAME_SIZE once connected."""
+    """grpclib's protocol, advertising ``BULK_MAX_FRAME`` as its SETTINGS_MAX_FRAME_SIZE once connected, on a
+    ``LeanH2Connection``."""
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         h2 = self.connection._connection
+        h2.__class__ = LeanH2Connection  # grpclib builds a plain H2Connection; same state, leaner sends
         h2.update_settings({SettingCodes.MAX_FRAME_SIZE: BULK_MAX_FRAME})
         self.connection.flush()
 
@@ -66,7 +118,12 @@ def large_frames_protocol(handler: Any, config: Any, h2_config: Any) -> H2Protoc
 
 
 class BulkChannel(Channel):
-    """A grpclib ``Channel`` whose connection takes DATA frames of up to ``BULK_MAX_FRAME``."""
+    """A grpclib ``Channel`` whose connection takes DATA frames of up to ``BULK_MAX_FRAME``, sending messages
+    encoded beforehand (cluster/pre_encoded.py ``Encoded``: a blob's pieces encoded once for every peer) as they are."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("codec", PassThroughCodec())
+        super().__init__(*args, **kwargs)
 
     def _protocol_factory(self) -> H2Protocol:
         return _BulkProtocol(self._protocol_handler(), self._config, self._h2_config)

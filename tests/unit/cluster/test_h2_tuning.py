@@ -55,6 +55,7 @@ def test_issue19_blob_connection_takes_large_frames_and_the_small_calls_keep_the
                 small = pool._channels["node-2"]._protocol.connection._connection
                 assert bulk.local_settings.max_frame_size == h2_tuning.BULK_MAX_FRAME
                 assert small.local_settings.max_frame_size == 16384
+                assert type(bulk) is h2_tuning.LeanH2Connection and type(small) is not h2_tuning.LeanH2Connection
         finally:
             await server.stop()
 
@@ -89,3 +90,62 @@ def test_issue19_the_grpc_server_takes_large_frames_so_a_pushed_blob_arrives_in_
             await server.stop()
 
     asyncio.run(main())
+
+
+def _connected(kind: type) -> tuple[object, object]:
+    """A client connection of ``kind`` to a server H2Connection, settings exchanged (1 MiB frames, big windows)."""
+    from h2.config import H2Configuration
+    from h2.connection import H2Connection
+    from h2.settings import SettingCodes
+
+    client = kind(H2Configuration(client_side=True))
+    server = H2Connection(H2Configuration(client_side=False))
+    client.initiate_connection()
+    server.initiate_connection()
+    server.update_settings({SettingCodes.MAX_FRAME_SIZE: h2_tuning.BULK_MAX_FRAME,
+                            SettingCodes.INITIAL_WINDOW_SIZE: 2 ** 31 - 1})
+    server.increment_flow_control_window(2 ** 31 - 1 - 65535)
+    client.receive_data(server.data_to_send())
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    client.send_headers(1, [(":method", "POST"), (":path", "/s4cluster.v1.S4Cluster/PutBlob"), (":scheme", "http"),
+                            (":authority", "node-2")])
+    return client, server
+
+
+@given(st.lists(st.tuples(st.integers(0, 3 << 20), st.booleans()), min_size=1, max_size=4))
+def test_issue19_lean_h2_connection_sends_the_bytes_hyperframe_would(sends: list[tuple[int, bool]]) -> None:
+    """Before: each DATA payload was copied four times on its way out (serialize's join and concatenation, the
+    outgoing bytearray, ``bytes()`` of it). The lean path must put exactly hyperframe's bytes on the wire."""
+    from h2.connection import H2Connection
+
+    lean, plain = _connected(h2_tuning.LeanH2Connection)[0], _connected(H2Connection)[0]
+    wire: dict[str, bytearray] = {"lean": bytearray(), "plain": bytearray()}
+    for n, end in sends + [(0, True)]:
+        data = bytes([n % 251]) * n
+        for name, conn in (("lean", lean), ("plain", plain)):
+            sent = 0
+            while True:
+                take = min(n - sent, conn.max_outbound_frame_size)  # type: ignore[attr-defined]
+                last = sent + take == n
+                conn.send_data(1, data[sent:sent + take], end_stream=end and last)  # type: ignore[attr-defined]
+                sent += take
+                if last:
+                    break
+            wire[name] += conn.data_to_send()  # type: ignore[attr-defined]
+        if end:
+            break
+    assert wire["lean"] == wire["plain"]
+
+
+def test_issue19_lean_h2_connection_hands_a_large_buffer_over_without_copying_it() -> None:
+    client, server = _connected(h2_tuning.LeanH2Connection)
+    server.receive_data(client.data_to_send())  # type: ignore[attr-defined]  # the HEADERS
+    payload = b"\x07" * (1 << 20)
+    client.send_data(1, payload)  # type: ignore[attr-defined]
+    out = client.data_to_send()  # type: ignore[attr-defined]
+    assert len(out) == 9 + len(payload) and bytes(out[9:]) == payload
+    assert isinstance(out, bytearray)  # the connection's own buffer, not a bytes() copy of it
+    assert client._data_to_send == bytearray() and client._data_to_send is not out  # type: ignore[attr-defined]
+    events = server.receive_data(bytes(out))  # type: ignore[attr-defined]
+    assert sum(len(e.data) for e in events if hasattr(e, "data") and e.data) == len(payload)
