@@ -53,6 +53,7 @@ from .ports import (
     IamFeedPort,
     KeyReadPort,
     ListingPort,
+    NameClaim,
 )
 from .read_gate import ReadGate
 from .sequencer import Command
@@ -244,7 +245,7 @@ class Engine(IamOps, KmsOps):
             return await self._run(command, dict(args, object_lock=True) if object_lock else args, who, volumes)
 
         if self.names is not None:  # a pool: the name register decides first (engine/bucket_names.py)
-            await bucket_names.create_bucket(self.names, run, name, region, actor, owner)
+            await bucket_names.create_bucket(self.names, run, name, region, actor, owner, self._name_holder)
             return
         await run("create_bucket", {"bucket": name, "region": region, **owner}, actor)
 
@@ -253,6 +254,15 @@ class Engine(IamOps, KmsOps):
             await bucket_names.delete_bucket(self.names, self._run, self._bucket_here, name, actor)
             return
         await self._run("delete_bucket", {"bucket": name}, actor)
+
+    def _name_holder(self, name: str, claim: NameClaim) -> str:
+        """The account holding a bucket name the pool's register has: the bucket's here, else the account of the
+        access key that created it (the register's ``owner``; no user holds it: the legacy root keys, the
+        default account)."""
+        bucket = self._bucket_here(name)
+        if bucket is not None:
+            return bucket.account or DEFAULT_ACCOUNT.id
+        return self.account_of_key(claim.owner) or DEFAULT_ACCOUNT.id
 
     def _bucket_here(self, name: str) -> Bucket | None:
         return self._read(lambda tx: tx.bucket(name))  # type: ignore[no-any-return]
