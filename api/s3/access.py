@@ -107,6 +107,15 @@ def reaches_owner(engine: Engine, who: Principal, bucket: str) -> bool:
     return not who.anonymous and engine.bucket_account(bucket) == who.account
 
 
+def client_address(scope: Mapping[str, Any]) -> str:
+    """The request's client address (``aws:SourceIp``, the login throttle's key) from the ASGI scope: the peer as
+    uvicorn set it (a trusted proxy's forwarded address only with S4_TRUSTED_PROXIES), '127.0.0.1' when the server
+    gave none. Never falcon's ``req.remote_addr``: that parses the client's own ``Forwarded`` header first, and a
+    malformed one (``for="[a]:x"``) raised out of the request as a 500."""
+    client = scope.get("client")
+    return str(client[0]) if client else "127.0.0.1"
+
+
 def resource_arn(bucket: str, key: str = "") -> str:
     return f"arn:aws:s3:::{bucket}/{key}" if key else f"arn:aws:s3:::{bucket}"
 
@@ -231,6 +240,10 @@ class AccessControl:
         # a role reaches its own account's buckets (and a missing one). CreateBucket is the account's own act: a
         # name another account holds is BucketAlreadyExists, not a refusal
         reaches = not role_allows or operation == "CreateBucket" or owner is None or owner == who.account
+        if role_allows and key and owner is not None and action in OBJECT_PERMISSIONS:
+            # an object's reads and ACL belong to the object's owner: another account's object (ObjectWriter,
+            # BucketOwnerPreferred) is reached by the role of that account, not the bucket's; its ACL decides
+            reaches = self.object_owner(bucket, key, facts.query.get("versionId"), owner) == who.canonical_id
         if operation in POLICY_OPERATIONS and who.role == "SuperUser" and reaches:
             return ROLE_ALLOW
         role_allows = role_allows and reaches
@@ -246,7 +259,7 @@ class AccessControl:
         if not decision.allowed:
             self._missing(who, operation, action, bucket, key, facts)
             why = decision.describe() if reaches else f"{decision.describe()} (the role of account {who.account} " \
-                "does not reach another account's bucket)"
+                "does not reach another account's bucket or object)"
             log.info("access denied: actor=%s operation=%s action=%s resource=%s decided-by=%s", who.label,
                      operation, action, resource, why)
             raise S3Error(ErrorCode.ACCESS_DENIED)
@@ -277,6 +290,20 @@ class AccessControl:
         if decision.allowed:
             raise S3Error(ErrorCode.NO_SUCH_KEY, resource=key, Key=key)
 
+    def object_owner(self, bucket: str, key: str, version_id: str | None, bucket_owner: str) -> str:
+        """The canonical id of the account owning an object: its ACL's owner when another account wrote it into a
+        bucket with ACLs enabled; the bucket owner's otherwise (BucketOwnerEnforced: every object is the bucket
+        owner's, as AWS has it once the setting is applied; no such object: the handler answers). One get on a
+        BucketOwnerEnforced bucket, two otherwise."""
+        if ownership(self.engine, bucket) != ENFORCED:
+            try:
+                acl = self.engine.head_object(bucket, key, version_id).acl
+            except S3Error:
+                acl = None
+            if acl:
+                return str(acl[0])
+        return accounts.canonical_id(bucket_owner)
+
     def acl_grant(self, who: Principal, action: str, bucket: str, key: str, version_id: str | None) -> str:
         """The ACL grant allowing ``action`` (described for the log), or "": object reads and the object's ACL ask
         the object's ACL, the rest the bucket's (engine/policy/acl.py). Asked only when no policy statement
@@ -295,11 +322,13 @@ class AccessControl:
             except S3Error:
                 return ""
             acl = Acl.from_record(version.acl) if version.acl else private(owner_canonical)
+            own = acl.owner == who.canonical_id  # inside the object owner's account its role decides
         else:
             rec = self.engine.bucket_config_if_any(bucket, ACL_KIND)
             acl = Acl.from_record(rec) if rec else private(owner_canonical)
+            own = owner == who.account
         ignore_public = public_access.block(self.engine, bucket).ignore_public_acls
-        grant = allowing_grant(acl, permission, who, owner == who.account, ignore_public)
+        grant = allowing_grant(acl, permission, who, own, ignore_public)
         return grant.describe() if grant is not None else ""
 
     def lookup(self, facts: RequestFacts, who: Principal, bucket: str,
