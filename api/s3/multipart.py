@@ -8,6 +8,7 @@ import falcon.asgi
 
 from s4.engine.checksums import new_checksum, normalize_algorithm, upload_checksum_type
 from s4.engine.errors import ErrorCode, S3Error
+from s4.engine.model import Upload
 from s4.engine.names import MAX_PART_NUMBER
 
 from ..inputs import digits_value, parse_int
@@ -176,9 +177,17 @@ async def list_multipart_uploads(call: Call, resp: falcon.asgi.Response) -> None
     page = await call.engine.list_uploads(call.bucket, q.get("prefix", ""), q.get("delimiter", ""),
                                           q.get("key-marker", ""), q.get("upload-id-marker", ""), limit)
     owner = call.bucket_owner()
+
+    def upload_owner(upload: Upload) -> tuple[str, str] | None:
+        """Another account's upload (ObjectWriter) is its initiator's, as ListParts shows it."""
+        if not upload.acl or upload.acl[0] == owner.canonical_id:
+            return None
+        account = owner_of(call, upload.acl)
+        return account.canonical_id, account.name
+
     resp.content_type = "application/xml"
     resp.data = list_multipart_uploads_xml(page, bucket=call.bucket, prefix=q.get("prefix", ""),
                                            delimiter=q.get("delimiter", ""), key_marker=q.get("key-marker", ""),
                                            upload_id_marker=q.get("upload-id-marker", ""), max_uploads=limit,
                                            encoding_type=enc, owner_id=owner.canonical_id,
-                                           owner_name=owner.name)
+                                           owner_name=owner.name, upload_owner=upload_owner)

@@ -409,9 +409,11 @@ def list_parts_xml(page: PartListPage, upload: Upload, *, part_number_marker: in
 
 def list_multipart_uploads_xml(page: UploadListPage, *, bucket: str, prefix: str, delimiter: str,
                                key_marker: str, upload_id_marker: str, max_uploads: int,
-                               encoding_type: str | None, owner_id: str, owner_name: str) -> bytes:
+                               encoding_type: str | None, owner_id: str, owner_name: str,
+                               upload_owner: Callable[[Upload], tuple[str, str] | None] | None = None) -> bytes:
+    """``upload_owner``: an upload's initiator when another account's (its Initiator and Owner), else None."""
     enc = _encoder(encoding_type)
-    owner = _owner(owner_id, owner_name, "Initiator") + _owner(owner_id, owner_name)
+    bucket_owner = _owner(owner_id, owner_name, "Initiator") + _owner(owner_id, owner_name)
     parts = [XML_DECL, f"<ListMultipartUploadsResult{_NS_ATTR}><Bucket>{xml_escape(bucket)}</Bucket>",
              f"<KeyMarker>{enc(key_marker)}</KeyMarker>",
              f"<UploadIdMarker>{xml_escape(upload_id_marker)}</UploadIdMarker>",
@@ -429,6 +431,8 @@ def list_multipart_uploads_xml(page: UploadListPage, *, bucket: str, prefix: str
         algorithm = (f"<ChecksumAlgorithm>{xml_escape(u.checksum_algorithm.upper())}</ChecksumAlgorithm>"
                      if u.checksum_algorithm else "")
         storage_class = xml_escape(u.headers.get("x-amz-storage-class", DEFAULT_STORAGE_CLASS))
+        other = upload_owner(u) if upload_owner is not None else None
+        owner = bucket_owner if other is None else _owner(*other, "Initiator") + _owner(*other)
         append(f"<Upload><Key>{enc(u.key)}</Key><UploadId>{xml_escape(u.upload_id)}</UploadId>{owner}"
                f"<StorageClass>{storage_class}</StorageClass><Initiated>{iso8601(u.initiated_ms)}</Initiated>"
                f"{algorithm}</Upload>")

@@ -184,3 +184,48 @@ def test_post_object_takes_the_client_address_from_the_scope(srv: ServerProcess,
     got = requests.post(f"{srv.endpoint}/{bucket}", files=form, headers=BAD_FORWARDED, timeout=60)
     assert got.status_code == 403 and b"<Code>AccessDenied</Code>" in got.content
     assert "Contents" not in main.list_objects_v2(Bucket=bucket)
+
+
+def test_list_multipart_uploads_shows_each_uploads_initiator(main: Any, alt: tuple[dict[str, Any], Any]) -> None:
+    """Before: every upload showed the bucket owner as Initiator and Owner, also one another account started
+    (ListParts already showed its initiator; s3-tests test_list_multipart_upload_owner)."""
+    alt_user, alt_s3 = alt
+    bucket, owner = shared_bucket(main, alt_user)
+    mine = main.create_multipart_upload(Bucket=bucket, Key="m1")["UploadId"]
+    theirs = alt_s3.create_multipart_upload(Bucket=bucket, Key="m2")["UploadId"]
+    uploads = {u["UploadId"]: u for u in main.list_multipart_uploads(Bucket=bucket)["Uploads"]}
+    for upload, who in ((mine, (owner, "default")), (theirs, (alt_user["canonical_id"], "ownalt"))):
+        for field in ("Initiator", "Owner"):
+            assert (uploads[upload][field]["ID"], uploads[upload][field]["DisplayName"]) == who
+    main.abort_multipart_upload(Bucket=bucket, Key="m1", UploadId=mine)
+    alt_s3.abort_multipart_upload(Bucket=bucket, Key="m2", UploadId=theirs)
+
+
+def test_expected_bucket_owner_of_another_account_is_access_denied(
+        srv: ServerProcess, main: Any, alt: tuple[dict[str, Any], Any]) -> None:
+    """Before: ``x-amz-expected-bucket-owner`` was ignored, so a request meant for one's own bucket reached another
+    account's public bucket (s3-tests test_expected_bucket_owner)."""
+    alt_user, alt_s3 = alt
+    bucket = f"own-{uuid.uuid4().hex[:12]}"
+    main.create_bucket(Bucket=bucket, ACL="public-read-write", ObjectOwnership="ObjectWriter")
+    main.put_object(Bucket=bucket, Key="k", Body=b"x", ACL="public-read")
+    account = main.get_bucket_acl(Bucket=bucket)["Owner"]["ID"]  # the canonical id (also accepted)
+    wrong = {"x-amz-expected-bucket-owner": alt_user["account_id"]}
+    assert requests.get(f"{srv.endpoint}/{bucket}", headers=wrong, timeout=60).status_code == 403
+    assert requests.put(f"{srv.endpoint}/{bucket}/anon", data=b"y", headers=wrong, timeout=60).status_code == 403
+    assert requests.get(f"{srv.endpoint}/{bucket}", timeout=60).status_code == 200  # public without the header
+    right = {"x-amz-expected-bucket-owner": "000000000000"}  # the default account's id
+    assert requests.get(f"{srv.endpoint}/{bucket}", headers=right, timeout=60).status_code == 200
+    assert requests.get(f"{srv.endpoint}/{bucket}", timeout=60,
+                        headers={"x-amz-expected-bucket-owner": account}).status_code == 200
+    with pytest.raises(ClientError) as exc:
+        main.list_objects_v2(Bucket=bucket, ExpectedBucketOwner=alt_user["account_id"])
+    assert code(exc) == "AccessDenied"
+    with pytest.raises(ClientError) as exc:
+        alt_s3.copy_object(Bucket=bucket, Key="copy", CopySource={"Bucket": bucket, "Key": "k"},
+                           ExpectedSourceBucketOwner=alt_user["account_id"])
+    assert code(exc) == "AccessDenied"
+    assert [o["Key"] for o in main.list_objects_v2(Bucket=bucket)["Contents"]] == ["k"]  # nothing was written
+    alt_s3.copy_object(Bucket=bucket, Key="copy", CopySource={"Bucket": bucket, "Key": "k"},
+                       ExpectedSourceBucketOwner="000000000000")  # the right owner: the grants decide, and allow
+    assert "decided-by=x-amz-expected-bucket-owner" in srv.log()
