@@ -28,9 +28,9 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .accounts import DEFAULT_ACCOUNT_ID
 from .errors import ErrorCode, PoolUnavailableError, S3Error, ServiceUnavailableError
 from .model import Bucket
+from .policy.principals import DEFAULT_ACCOUNT_ID
 from .ports import BucketNamesPort, NameClaim, NameOutcome, NameSpace
 
 log = logging.getLogger(__name__)
