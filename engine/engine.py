@@ -306,6 +306,15 @@ class Engine(IamOps, KmsOps):
             return None, None
         return _record_account(raw), None if cfg is None else unpack(cfg)
 
+    def bucket_guard_and(self, name: str, kind: str, other: str) -> tuple[str | None, Any, Any]:
+        """``bucket_guard`` plus a second config of the bucket, in the same read transaction (an object read's
+        access control also needs the bucket's object ownership)."""
+        raw, cfg, more = self.views.get_three(("buckets", bucket_key(name)), ("bucket_cfg", bucket_cfg_key(name, kind)),
+                                              ("bucket_cfg", bucket_cfg_key(name, other)))
+        if raw is None:
+            return None, None, None
+        return _record_account(raw), None if cfg is None else unpack(cfg), None if more is None else unpack(more)
+
     def bucket_config_if_any(self, name: str, kind: str) -> Any:
         """The bucket's config of that kind, or None: no such config or no such bucket (a bucket's configs are
         written only while it exists and dropped with it, ``Tx.drop_bucket_records``). One get and no bucket

@@ -37,7 +37,7 @@ from s4.engine.policy.conditions import Values
 from ..auth.request import AuthContext
 from ..settings import ApiSettings
 from . import public_access
-from .acl import ACL_KIND, ENFORCED, ownership
+from .acl import ACL_KIND, ENFORCED, OWNERSHIP_KIND, ownership
 from .router import READ_ONLY
 
 log = logging.getLogger(__name__)  # s4.api.s3.access: one INFO line per refusal
@@ -236,14 +236,18 @@ class AccessControl:
     def check(self, who: Principal, operation: str, action: str, bucket: str, key: str, facts: RequestFacts,
               role_allows: bool) -> Decision:
         """Decide, log a refusal with its reason, raise AccessDenied when refused."""
-        owner, text = self.engine.bucket_guard(bucket, POLICY_KIND) if bucket else (None, None)
+        object_acl_action = role_allows and bool(key) and action in OBJECT_PERMISSIONS
+        if object_acl_action:  # the bucket's object ownership too, in the same read
+            owner, text, mode = self.engine.bucket_guard_and(bucket, POLICY_KIND, OWNERSHIP_KIND)
+        else:
+            owner, text = self.engine.bucket_guard(bucket, POLICY_KIND) if bucket else (None, None)
         # a role reaches its own account's buckets (and a missing one). CreateBucket is the account's own act: a
         # name another account holds is BucketAlreadyExists, not a refusal
         reaches = not role_allows or operation == "CreateBucket" or owner is None or owner == who.account
-        if role_allows and key and owner is not None and action in OBJECT_PERMISSIONS:
+        if object_acl_action and owner is not None:
             # an object's reads and ACL belong to the object's owner: another account's object (ObjectWriter,
             # BucketOwnerPreferred) is reached by the role of that account, not the bucket's; its ACL decides
-            reaches = self.object_owner(bucket, key, facts.query.get("versionId"), owner) == who.canonical_id
+            reaches = self.object_owner(bucket, key, facts.query.get("versionId"), owner, mode) == who.canonical_id
         if operation in POLICY_OPERATIONS and who.role == "SuperUser" and reaches:
             return ROLE_ALLOW
         role_allows = role_allows and reaches
@@ -290,12 +294,14 @@ class AccessControl:
         if decision.allowed:
             raise S3Error(ErrorCode.NO_SUCH_KEY, resource=key, Key=key)
 
-    def object_owner(self, bucket: str, key: str, version_id: str | None, bucket_owner: str) -> str:
+    def object_owner(self, bucket: str, key: str, version_id: str | None, bucket_owner: str, mode: Any = ...) -> str:
         """The canonical id of the account owning an object: its ACL's owner when another account wrote it into a
         bucket with ACLs enabled; the bucket owner's otherwise (BucketOwnerEnforced: every object is the bucket
-        owner's, as AWS has it once the setting is applied; no such object: the handler answers). One get on a
-        BucketOwnerEnforced bucket, two otherwise."""
-        if ownership(self.engine, bucket) != ENFORCED:
+        owner's, as AWS has it once the setting is applied; no such object: the handler answers). ``mode``: the
+        bucket's stored ``ownership`` config when already read (``Engine.bucket_guard_and``); no get on a
+        BucketOwnerEnforced bucket then, the version's record otherwise."""
+        enforced = ownership(self.engine, bucket) == ENFORCED if mode is ... else mode is None or mode == ENFORCED
+        if not enforced:
             try:
                 acl = self.engine.head_object(bucket, key, version_id).acl
             except S3Error:
