@@ -43,7 +43,7 @@ from .s3 import lifecycle as s3_lifecycle
 from .s3 import notification as s3_notification
 from .s3 import object_lock as s3_object_lock
 from .s3 import policy as s3_policy
-from .s3.access import AccessControl, RequestFacts
+from .s3.access import AccessControl, RequestFacts, client_address
 from .s3.bucket_reads import for_request as bucket_reads_for
 from .s3.call import Call
 from .s3.imports import check_import_headers
@@ -144,14 +144,6 @@ HANDLERS: dict[str, Handler] = {
 #: signature). Only a query-less ``POST /bucket`` routes to it (router.QUERYLESS).
 SELF_AUTHORIZING = frozenset({"PostObject"})
 HEALTH_PATHS = frozenset({"/health", "/minio/health/live", "/minio/health/ready"})
-
-
-def _remote_addr(scope: dict[str, Any]) -> str:
-    """falcon's ``req.remote_addr`` without building its access route from forwarding headers (it always ends with
-    the connection's client, which is what it returns): the peer, as uvicorn set it (a trusted proxy's forwarded
-    address only with S4_TRUSTED_PROXIES), '127.0.0.1' when the server gave none."""
-    client = scope.get("client")
-    return str(client[0]) if client else "127.0.0.1"
 
 
 class RequestIds:
@@ -298,7 +290,7 @@ class S3Service:
                 raise S3Error(ErrorCode.METHOD_NOT_ALLOWED if target.operation is None else ErrorCode.NOT_IMPLEMENTED)
             who = self.access.principal(auth)
             reads = bucket_reads_for(self.engine, bucket, target.operation or "")  # PUT-like: one read, not four
-            facts = RequestFacts(headers, query, _remote_addr(req.scope), req.scope.get("scheme") == "https", auth,
+            facts = RequestFacts(headers, query, client_address(req.scope), req.scope.get("scheme") == "https", auth,
                                  time.time(), reads)
             if target.operation not in SELF_AUTHORIZING:
                 self.access.authorize(who, target.operation or "", bucket, key, facts)

@@ -6,8 +6,10 @@ name succeeds". So in a cluster node every bucket create and delete is first dec
 request the register granted commits the event, through the engine's commit port like any write (so it is answered
 once the write quorum holds it). docs/architecture/replication.md, "CreateBucket and DeleteBucket in a pool".
 
-* **Create**: ``create`` in the register. ALREADY_EXISTS is ``BucketAlreadyOwnedByYou``, the single-node answer
-  (one S4 is one account: all its credentials own all its buckets). CREATED: commit ``create_bucket`` with the
+* **Create**: ``create`` in the register. ALREADY_EXISTS is ``BucketAlreadyOwnedByYou`` when the name's holder is
+  the creator's account, ``BucketAlreadyExists`` when another account holds it, as on a single node; the holder is
+  the bucket's account where this node has the bucket, else the account of the access key the register recorded
+  as the name's creator (``Holder``). CREATED: commit ``create_bucket`` with the
   granted incarnation (``ri``). A refusal of that command that left nothing committed gives the name back
   (mark + finish), so no name stays taken without a bucket; a 503 keeps it (the event may exist).
 * **Delete**: ``mark_deleting`` fences the name (no create can take it), then ``delete_bucket`` commits here: its
@@ -28,6 +30,7 @@ from typing import Any
 
 from .errors import ErrorCode, PoolUnavailableError, S3Error, ServiceUnavailableError
 from .model import Bucket
+from .policy.principals import DEFAULT_ACCOUNT_ID
 from .ports import BucketNamesPort, NameClaim, NameOutcome, NameSpace
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,8 @@ Run = Callable[[str, dict[str, Any], str], Awaitable[Any]]
 """Commit one command through the engine's commit port: ``(decider name, args, actor) -> result``."""
 Lookup = Callable[[str], Bucket | None]
 """This node's bucket of that name, from its views."""
+Holder = Callable[[str, NameClaim], str]
+"""The id of the account holding a name the register already has: ``(name, the register's claim) -> account id``."""
 
 FINISH_ATTEMPTS = 4
 """Register steps tried after ``bucket.deleted`` committed here (the register must follow the event)."""
@@ -50,26 +55,36 @@ def _already_owned(name: str) -> S3Error:
     return S3Error(ErrorCode.BUCKET_ALREADY_OWNED_BY_YOU, resource=name, BucketName=name)
 
 
+def _taken(name: str, owner: dict[str, str] | None, holder: str | None) -> S3Error:
+    """A name the register already holds: BucketAlreadyOwnedByYou for its own account, BucketAlreadyExists for
+    everyone else (the answer a single node's decider gives, engine/commands.py ``create_bucket``)."""
+    mine = (owner or {}).get("account") or DEFAULT_ACCOUNT_ID
+    if holder is not None and holder != mine:
+        return S3Error(ErrorCode.BUCKET_ALREADY_EXISTS, resource=name, BucketName=name)
+    return _already_owned(name)
+
+
 def _no_such_bucket(name: str) -> S3Error:
     return S3Error(ErrorCode.NO_SUCH_BUCKET, resource=name, BucketName=name)
 
 
 async def create_bucket(names: BucketNamesPort, run: Run, name: str, region: str, actor: str,
-                        owner: dict[str, str] | None = None) -> None:
-    """``owner``: the owning account's fields of the ``create_bucket`` command (engine/accounts.py)."""
+                        owner: dict[str, str] | None = None, holder: Holder | None = None) -> None:
+    """``owner``: the owning account's fields of the ``create_bucket`` command (engine/accounts.py); ``holder``:
+    who holds a name the register already has (without one: the caller's own account)."""
     token = new_token()
     claim = await names.create(name, actor, token)
     if claim.outcome is not NameOutcome.CREATED:
-        raise _already_owned(name)
+        raise _taken(name, owner, holder(name, claim) if holder is not None else None)
     try:
         await run("create_bucket", {"bucket": name, "region": region, **(owner or {}), "ri": claim.incarnation},
                   actor)
     except ServiceUnavailableError:
         raise  # committed here and short of the quorum (it spreads), or unknown: the name stays taken
     except S3Error as exc:
-        if exc.code is not ErrorCode.BUCKET_ALREADY_OWNED_BY_YOU:  # nothing committed: give the name back
-            await release(names, name, claim.incarnation, token)
-        # BucketAlreadyOwnedByYou: a bucket this node held before the register knew the name; the register now does
+        if exc.code not in (ErrorCode.BUCKET_ALREADY_OWNED_BY_YOU, ErrorCode.BUCKET_ALREADY_EXISTS):
+            await release(names, name, claim.incarnation, token)  # nothing committed: give the name back
+        # a bucket this node held before the register knew the name (either account's): the register now does
         raise
 
 

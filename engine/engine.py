@@ -53,6 +53,7 @@ from .ports import (
     IamFeedPort,
     KeyReadPort,
     ListingPort,
+    NameClaim,
 )
 from .read_gate import ReadGate
 from .sequencer import Command
@@ -244,7 +245,7 @@ class Engine(IamOps, KmsOps):
             return await self._run(command, dict(args, object_lock=True) if object_lock else args, who, volumes)
 
         if self.names is not None:  # a pool: the name register decides first (engine/bucket_names.py)
-            await bucket_names.create_bucket(self.names, run, name, region, actor, owner)
+            await bucket_names.create_bucket(self.names, run, name, region, actor, owner, self._name_holder)
             return
         await run("create_bucket", {"bucket": name, "region": region, **owner}, actor)
 
@@ -253,6 +254,15 @@ class Engine(IamOps, KmsOps):
             await bucket_names.delete_bucket(self.names, self._run, self._bucket_here, name, actor)
             return
         await self._run("delete_bucket", {"bucket": name}, actor)
+
+    def _name_holder(self, name: str, claim: NameClaim) -> str:
+        """The account holding a bucket name the pool's register has: the bucket's here, else the account of the
+        access key that created it (the register's ``owner``; no user holds it: the legacy root keys, the
+        default account)."""
+        bucket = self._bucket_here(name)
+        if bucket is not None:
+            return bucket.account or DEFAULT_ACCOUNT.id
+        return self.account_of_key(claim.owner) or DEFAULT_ACCOUNT.id
 
     def _bucket_here(self, name: str) -> Bucket | None:
         return self._read(lambda tx: tx.bucket(name))  # type: ignore[no-any-return]
@@ -308,6 +318,15 @@ class Engine(IamOps, KmsOps):
         for kind, cfg in zip(kinds, found[1:], strict=True):
             configs[kind] = None if cfg is None else unpack(cfg)
         return (None, configs) if found[0] is None else (_record_account(found[0]), configs)
+
+    def bucket_guard_and(self, name: str, kind: str, other: str) -> tuple[str | None, Any, Any]:
+        """``bucket_guard`` plus a second config of the bucket, in the same read transaction (an object read's
+        access control also needs the bucket's object ownership)."""
+        raw, cfg, more = self.views.get_three(("buckets", bucket_key(name)), ("bucket_cfg", bucket_cfg_key(name, kind)),
+                                              ("bucket_cfg", bucket_cfg_key(name, other)))
+        if raw is None:
+            return None, None, None
+        return _record_account(raw), None if cfg is None else unpack(cfg), None if more is None else unpack(more)
 
     def bucket_config_if_any(self, name: str, kind: str) -> Any:
         """The bucket's config of that kind, or None: no such config or no such bucket (a bucket's configs are

@@ -254,6 +254,17 @@ class IamOps:
             self._secret_cache[access_key] = cached
         return cached[1], public_record(user)
 
+    def account_of_key(self, access_key: str) -> str | None:
+        """The id of the account whose user holds ``access_key`` (deleted or inactive users too: the key still
+        names who created something), or None when no user holds it (the legacy root keys, the default account's).
+        No decryption."""
+        def read(tx: Tx) -> dict[str, Any] | None:
+            cred = tx.credential(access_key)
+            return tx.user(cred["user"]) if cred is not None else None
+
+        user = self._read(read)
+        return None if user is None else accounts.of_user(user).id
+
     def _decrypt(self, access_key: str, ciphertext: str) -> str:
         """The plain secret, or, when this node's keyring cannot decrypt it, the S3 answer for a key this server
         cannot use (403 InvalidAccessKeyId naming the cause, never a 500) and one log line per stored secret saying

@@ -16,7 +16,7 @@ from s4.engine import accounts
 from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.iam import IamError
 
-from ..s3.access import RequestFacts
+from ..s3.access import RequestFacts, client_address
 from .call import AdminCall, Result
 from .tokens import rfc3339
 
@@ -75,7 +75,7 @@ def _authorize(call: AdminCall, operation: str, bucket: str) -> None:
     access = call.api.access
     if access is None or call.user is None:
         return
-    facts = RequestFacts(dict(call.req.headers), call.query, call.req.remote_addr or "", call.req.scheme == "https",
+    facts = RequestFacts(dict(call.req.headers), call.query, client_address(call.req.scope), call.req.scheme == "https",
                          None, time.time())
     access.authorize(access.user(call.user), operation, bucket, "", facts)
 

@@ -7,6 +7,7 @@ from typing import Any
 from s4.engine import accounts
 from s4.engine.iam import IamError
 
+from ..s3.access import client_address
 from .call import AdminCall, Result
 from .tokens import rfc3339
 
@@ -35,7 +36,7 @@ def _require_visible(call: AdminCall, user_id: str) -> None:
 
 
 def _client(call: AdminCall) -> str:
-    return call.req.remote_addr or ""
+    return client_address(call.req.scope)  # the address the S3 path and the access log see
 
 
 async def login(call: AdminCall) -> Result:

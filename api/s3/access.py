@@ -37,7 +37,7 @@ from s4.engine.policy.conditions import Values
 from ..auth.request import AuthContext
 from ..settings import ApiSettings
 from . import public_access
-from .acl import ACL_KIND, ENFORCED, ownership
+from .acl import ACL_KIND, ENFORCED, OWNERSHIP_KIND, ownership
 from .bucket_reads import POLICY_KIND as POLICY_KIND  # the policy's configuration kind (s3/policy.py imports it here)
 from .bucket_reads import BucketReads
 from .router import READ_ONLY
@@ -108,6 +108,15 @@ ROLE_ALLOW = Decision(True, "role allow", "")  # no policy decided: the caller's
 def reaches_owner(engine: Engine, who: Principal, bucket: str) -> bool:
     """The caller belongs to the bucket's account (RestrictPublicBuckets lets a public policy reach only those)."""
     return not who.anonymous and engine.bucket_account(bucket) == who.account
+
+
+def client_address(scope: Mapping[str, Any]) -> str:
+    """The request's client address (``aws:SourceIp``, the login throttle's key) from the ASGI scope: the peer as
+    uvicorn set it (a trusted proxy's forwarded address only with S4_TRUSTED_PROXIES), '127.0.0.1' when the server
+    gave none. Never falcon's ``req.remote_addr``: that parses the client's own ``Forwarded`` header first, and a
+    malformed one (``for="[a]:x"``) raised out of the request as a 500."""
+    client = scope.get("client")
+    return str(client[0]) if client else "127.0.0.1"
 
 
 def resource_arn(bucket: str, key: str = "") -> str:
@@ -231,14 +240,24 @@ class AccessControl:
     def check(self, who: Principal, operation: str, action: str, bucket: str, key: str, facts: RequestFacts,
               role_allows: bool) -> Decision:
         """Decide, log a refusal with its reason, raise AccessDenied when refused."""
+        object_acl_action = role_allows and bool(key) and action in OBJECT_PERMISSIONS
+        mode: Any = ...  # the bucket's object ownership, when read with the rest (``object_owner``)
         reads = facts.bucket_reads
         if reads is not None and reads.bucket == bucket:  # the request's own bucket: its one read transaction
             owner, text = reads.account(), reads.config(POLICY_KIND)
+            if object_acl_action:
+                mode = reads.config(OWNERSHIP_KIND)
+        elif object_acl_action:  # the bucket's object ownership too, in the same read
+            owner, text, mode = self.engine.bucket_guard_and(bucket, POLICY_KIND, OWNERSHIP_KIND)
         else:
             owner, text = self.engine.bucket_guard(bucket, POLICY_KIND) if bucket else (None, None)
         # a role reaches its own account's buckets (and a missing one). CreateBucket is the account's own act: a
         # name another account holds is BucketAlreadyExists, not a refusal
         reaches = not role_allows or operation == "CreateBucket" or owner is None or owner == who.account
+        if object_acl_action and owner is not None:
+            # an object's reads and ACL belong to the object's owner: another account's object (ObjectWriter,
+            # BucketOwnerPreferred) is reached by the role of that account, not the bucket's; its ACL decides
+            reaches = self.object_owner(bucket, key, facts.query.get("versionId"), owner, mode) == who.canonical_id
         if operation in POLICY_OPERATIONS and who.role == "SuperUser" and reaches:
             return ROLE_ALLOW
         role_allows = role_allows and reaches
@@ -254,7 +273,7 @@ class AccessControl:
         if not decision.allowed:
             self._missing(who, operation, action, bucket, key, facts)
             why = decision.describe() if reaches else f"{decision.describe()} (the role of account {who.account} " \
-                "does not reach another account's bucket)"
+                "does not reach another account's bucket or object)"
             log.info("access denied: actor=%s operation=%s action=%s resource=%s decided-by=%s", who.label,
                      operation, action, resource, why)
             raise S3Error(ErrorCode.ACCESS_DENIED)
@@ -285,6 +304,22 @@ class AccessControl:
         if decision.allowed:
             raise S3Error(ErrorCode.NO_SUCH_KEY, resource=key, Key=key)
 
+    def object_owner(self, bucket: str, key: str, version_id: str | None, bucket_owner: str, mode: Any = ...) -> str:
+        """The canonical id of the account owning an object: its ACL's owner when another account wrote it into a
+        bucket with ACLs enabled; the bucket owner's otherwise (BucketOwnerEnforced: every object is the bucket
+        owner's, as AWS has it once the setting is applied; no such object: the handler answers). ``mode``: the
+        bucket's stored ``ownership`` config when already read (``Engine.bucket_guard_and``); no get on a
+        BucketOwnerEnforced bucket then, the version's record otherwise."""
+        enforced = ownership(self.engine, bucket) == ENFORCED if mode is ... else mode is None or mode == ENFORCED
+        if not enforced:
+            try:
+                acl = self.engine.head_object(bucket, key, version_id).acl
+            except S3Error:
+                acl = None
+            if acl:
+                return str(acl[0])
+        return accounts.canonical_id(bucket_owner)
+
     def acl_grant(self, who: Principal, action: str, bucket: str, key: str, version_id: str | None) -> str:
         """The ACL grant allowing ``action`` (described for the log), or "": object reads and the object's ACL ask
         the object's ACL, the rest the bucket's (engine/policy/acl.py). Asked only when no policy statement
@@ -303,11 +338,13 @@ class AccessControl:
             except S3Error:
                 return ""
             acl = Acl.from_record(version.acl) if version.acl else private(owner_canonical)
+            own = acl.owner == who.canonical_id  # inside the object owner's account its role decides
         else:
             rec = self.engine.bucket_config_if_any(bucket, ACL_KIND)
             acl = Acl.from_record(rec) if rec else private(owner_canonical)
+            own = owner == who.account
         ignore_public = public_access.block(self.engine, bucket).ignore_public_acls
-        grant = allowing_grant(acl, permission, who, owner == who.account, ignore_public)
+        grant = allowing_grant(acl, permission, who, own, ignore_public)
         return grant.describe() if grant is not None else ""
 
     def lookup(self, facts: RequestFacts, who: Principal, bucket: str,
@@ -344,9 +381,8 @@ class AccessControl:
 
     def authorize(self, who: Principal, operation: str, bucket: str, key: str, facts: RequestFacts) -> None:
         """The request's own check (the bucket, or the object it names) before its handler runs."""
-        expected_owner = facts.headers.get("x-amz-expected-bucket-owner")
-        if expected_owner is not None and bucket:
-            self.check_expected_owner(bucket, expected_owner)
+        if bucket and "x-amz-expected-bucket-owner" in facts.headers:
+            self.expected_owner(who, operation, bucket, facts.headers["x-amz-expected-bucket-owner"])
         role_allows = who.role in ("Writer", "SuperUser") or (who.role == "Reader" and operation in READ_ONLY)
         if operation in PER_KEY:  # each key is checked by the handler; without a policy or grant nothing can allow it
             if not (role_allows and self.role_reaches(who, bucket)) and self.policy(bucket) is None and \
@@ -357,14 +393,14 @@ class AccessControl:
             return
         self.check(who, operation, self.action_for(operation, facts.query), bucket, key, facts, role_allows)
 
-    def check_expected_owner(self, bucket: str, expected: str) -> None:
-        """``x-amz-expected-bucket-owner``: a bucket owned by another account is 403 AccessDenied, whoever asks, so
-        a caller never acts on a bucket that changed hands. The owner is named by its account id (12 digits) or
-        its canonical id; a missing bucket is left to the handler (NoSuchBucket)."""
+    def expected_owner(self, who: Principal, operation: str, bucket: str, expected: str) -> None:
+        """``x-amz-expected-bucket-owner``: a bucket another account owns is AccessDenied (AWS: 403), whatever a
+        policy or ACL would allow. The value is the owner's account id (S4 also takes its canonical id, which RGW
+        and s3-tests use); a missing bucket is left to the handler (NoSuchBucket)."""
         owner = self.engine.bucket_account(bucket)
-        if owner is not None and expected not in (owner, accounts.canonical_id(owner)):
-            log.info("access denied: operation on %s with x-amz-expected-bucket-owner %r", resource_arn(bucket),
-                     expected[:80])
+        if owner is not None and expected.strip() not in (owner, accounts.canonical_id(owner)):
+            log.info("access denied: actor=%s operation=%s resource=%s decided-by=x-amz-expected-bucket-owner "
+                     "(the bucket belongs to account %s)", who.label, operation, resource_arn(bucket), owner)
             raise S3Error(ErrorCode.ACCESS_DENIED)
 
     def guard(self, who: Principal, facts: RequestFacts, operation: str) -> Callable[[str, str, str], None]:
@@ -375,6 +411,8 @@ class AccessControl:
 
     def _authorize_second(self, who: Principal, facts: RequestFacts, operation: str, action: str, bucket: str,
                           key: str) -> None:
+        if operation in ("CopyObject", "UploadPartCopy") and "x-amz-source-expected-bucket-owner" in facts.headers:
+            self.expected_owner(who, operation, bucket, facts.headers["x-amz-source-expected-bucket-owner"])
         reads = action.startswith(("s3:Get", "s3:List"))
         role_allows = who.role in ("Writer", "SuperUser") or (who.role == "Reader" and reads)
         self.check(who, operation, action, bucket, key, facts, role_allows)

@@ -7,10 +7,12 @@ Storage: a bucket's ACL is the bucket configuration ``acl`` and its ownership se
 version, changed by PutObjectAcl through an ``object.tags_set`` event). An absent ACL is the owner's private one.
 
 Object ownership: ``BucketOwnerEnforced`` (the default for new buckets, as AWS since 2023; S4_DEFAULT_OBJECT_OWNERSHIP
-can name another) disables ACLs: a PUT carrying an ACL other than the owner's full control is
-AccessControlListNotSupported, and no grant is consulted. ``ObjectWriter``: an object belongs to the account that
-wrote it. ``BucketOwnerPreferred``: as ObjectWriter, but an object written with ``bucket-owner-full-control``
-belongs to the bucket owner. DeleteBucketOwnershipControls leaves ObjectWriter (no controls).
+can name another) disables ACLs: a PUT carrying an ACL other than the bucket owner's full control (read as the
+writer's ACL) is AccessControlListNotSupported, so is every PutBucketAcl / PutObjectAcl, and no grant is
+consulted. ``ObjectWriter``: an object belongs to the account that wrote it (its reads and ACL are that account's,
+granted by the object's ACL). ``BucketOwnerPreferred``: as ObjectWriter, but an object written with
+``bucket-owner-full-control`` belongs to the bucket owner.
+DeleteBucketOwnershipControls leaves ObjectWriter (no controls).
 """
 
 from __future__ import annotations
@@ -221,12 +223,17 @@ def new_object_acl(call: Call) -> list[Any] | None:
         owner = bucket_owner.canonical_id
     else:
         owner = writer.canonical_id
-    acl = acl_from_headers(call.headers, owner, bucket_owner.canonical_id, Resolver(call.engine))
     if mode == ENFORCED:
-        if not owner_only(acl, owner) and name != "bucket-owner-full-control":
+        # AWS accepts no ACL, bucket-owner-full-control, or grants giving the bucket owner full control and nobody
+        # anything else, read as the writer's ACL: another account's ``private`` (its own full control) is refused,
+        # the bucket owner's own ``private`` (rclone's default) is the same as bucket-owner-full-control
+        as_writer = bucket_owner.canonical_id if anonymous else writer.canonical_id
+        acl = acl_from_headers(call.headers, as_writer, bucket_owner.canonical_id, Resolver(call.engine))
+        if not owner_only(acl, bucket_owner.canonical_id) and name != "bucket-owner-full-control":
             refused(call, "BucketOwnerEnforced (ACLs disabled)")
             raise S3Error(ErrorCode.ACL_NOT_SUPPORTED)
         return None
+    acl = acl_from_headers(call.headers, owner, bucket_owner.canonical_id, Resolver(call.engine))
     if acl is None:
         acl = private(owner)
     refuse_public(call, acl)
@@ -269,6 +276,28 @@ async def record_bucket_settings(call: Call, mode: str, acl: Acl | None) -> None
         await call.engine.set_bucket_config(call.bucket, OWNERSHIP_KIND, mode, actor=call.actor)
     if acl is not None and not owner_only(acl, acl.owner):
         await call.engine.set_bucket_config(call.bucket, ACL_KIND, acl.to_record(), actor=call.actor)
+
+
+def listing_owners(call: Call) -> Callable[[Mapping[str, Any]], tuple[str, str] | None] | None:
+    """The Owner of each version a listing shows (ListObjects, ListObjectsV2 with fetch-owner, ListObjectVersions):
+    the account that wrote it where ACLs are enabled (its stored ACL's owner), else the bucket owner (None: every
+    entry is the bucket owner's, no per-entry lookup). Each account's display name is looked up once per page."""
+    if ownership(call.engine, call.bucket) == ENFORCED:
+        return None
+    names: dict[str, str] = {}
+
+    def owner(record: Mapping[str, Any]) -> tuple[str, str] | None:
+        acl = record.get("acl")
+        if not acl:
+            return None
+        canonical = str(acl[0])
+        name = names.get(canonical)
+        if name is None:
+            account = call.engine.account_by_canonical_id(canonical)
+            name = names[canonical] = account.name if account is not None else ""
+        return canonical, name
+
+    return owner
 
 
 def owner_of(call: Call, acl: list[Any] | None) -> accounts.Account:
@@ -317,7 +346,7 @@ async def put_acl(call: Call, resp: falcon.asgi.Response) -> None:
     else:
         raise S3Error(ErrorCode.MISSING_SECURITY_HEADER, "Your request was missing a required header",
                       MissingHeaderName="x-amz-acl")
-    if ownership(call.engine, call.bucket) == ENFORCED and not owner_only(acl, owner):
+    if ownership(call.engine, call.bucket) == ENFORCED:  # AWS: setting an ACL fails, whichever (reading works)
         refused(call, "BucketOwnerEnforced (ACLs disabled)")
         raise S3Error(ErrorCode.ACL_NOT_SUPPORTED)
     refuse_public(call, acl)

@@ -13,7 +13,7 @@ from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.model import Bucket
 
 from ..inputs import parse_int
-from .acl import create_bucket_settings, record_bucket_settings
+from .acl import create_bucket_settings, listing_owners, record_bucket_settings
 from .call import Call
 from .xml import (
     cors_from_record,
@@ -221,7 +221,7 @@ async def list_objects(call: Call, resp: falcon.asgi.Response) -> None:
     _xml(resp, list_objects_v1_xml(page, bucket=call.bucket, prefix=q.get("prefix", ""),
                                    delimiter=q.get("delimiter", ""), marker=q.get("marker", ""), max_keys=limit,
                                    encoding_type=enc, owner_id=owner.canonical_id,
-                                   owner_name=owner.name))
+                                   owner_name=owner.name, owner_of=listing_owners(call)))
 
 
 async def list_objects_v2(call: Call, resp: falcon.asgi.Response) -> None:
@@ -235,12 +235,13 @@ async def list_objects_v2(call: Call, resp: falcon.asgi.Response) -> None:
     page = await call.engine.list_objects(call.bucket, q.get("prefix", ""), q.get("delimiter", ""), start, limit)
     next_token = _token_encode(page.next_marker) if page.is_truncated else None
     owner = call.bucket_owner()
+    fetch_owner = q.get("fetch-owner", "").lower() == "true"
     _xml(resp, list_objects_v2_xml(page, bucket=call.bucket, prefix=q.get("prefix", ""),
                                    delimiter=q.get("delimiter", ""), max_keys=limit,
                                    start_after=q.get("start-after"), continuation_token=token,
                                    next_continuation_token=next_token,
-                                   fetch_owner=q.get("fetch-owner", "").lower() == "true", encoding_type=enc,
-                                   owner_id=owner.canonical_id, owner_name=owner.name))
+                                   fetch_owner=fetch_owner, encoding_type=enc, owner_id=owner.canonical_id,
+                                   owner_name=owner.name, owner_of=listing_owners(call) if fetch_owner else None))
 
 
 async def list_object_versions(call: Call, resp: falcon.asgi.Response) -> None:
@@ -256,4 +257,5 @@ async def list_object_versions(call: Call, resp: falcon.asgi.Response) -> None:
     _xml(resp, list_object_versions_xml(page, bucket=call.bucket, prefix=q.get("prefix", ""),
                                         delimiter=q.get("delimiter", ""), key_marker=key_marker,
                                         version_id_marker=vid_marker, max_keys=limit, encoding_type=enc,
-                                        owner_id=owner.canonical_id, owner_name=owner.name))
+                                        owner_id=owner.canonical_id, owner_name=owner.name,
+                                        owner_of=listing_owners(call)))

@@ -38,7 +38,7 @@ from s4.engine.names import check_key
 from ..auth import sigv2, sigv4
 from ..auth.request import AuthContext
 from ..inputs import header_value
-from .access import AccessControl, RequestFacts
+from .access import AccessControl, RequestFacts, client_address
 from .call import Call
 from .objects import MAX_OBJECT_TAGS, put_object
 from .post_policy import parse_post_policy
@@ -123,7 +123,7 @@ class PostObject:
         headers = _object_headers(fields)
         check_security_headers("PutObject", headers)
         who = self.access.principal(auth)
-        facts = RequestFacts(headers, call.query, call.req.remote_addr or "", call.req.scheme == "https", auth,
+        facts = RequestFacts(headers, call.query, client_address(call.req.scope), call.req.scheme == "https", auth,
                              time.time())
         self.access.authorize(who, "PostObject", call.bucket, key, facts)
         low, high = length_range or (0, call.settings.max_upload_bytes)

@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
+from typing import Any
 from urllib.parse import quote
 
 from s4.engine.model import (
@@ -251,16 +252,42 @@ def versioning_xml(status: str) -> bytes:
 # --- object listings --------------------------------------------------------------------------------------
 
 
-def _contents(parts: list[str], page: ListPage, enc: Callable[[str], str], owner: str) -> None:
+OwnerOf = Callable[[Mapping[str, Any]], tuple[str, str] | None]
+"""A listed version's record -> its owner's (canonical id, display name), or None: the bucket owner's."""
+
+
+def _owners(owner: str, owner_of: OwnerOf | None) -> Callable[[Mapping[str, Any]], str]:
+    """Each entry's Owner element: the bucket owner's, or the one ``owner_of`` names (an object another account
+    wrote), each distinct owner rendered once."""
+    if owner_of is None or not owner:
+        return lambda _record: owner
+    rendered: dict[tuple[str, str], str] = {}
+
+    def element(record: Mapping[str, Any]) -> str:
+        ident = owner_of(record)
+        if ident is None:
+            return owner
+        text = rendered.get(ident)
+        if text is None:
+            text = rendered[ident] = _owner(*ident)
+        return text
+
+    return element
+
+
+def _contents(parts: list[str], page: ListPage, enc: Callable[[str], str], owner: str,
+              owner_of: OwnerOf | None = None) -> None:
     append = parts.append
+    owner_element = _owners(owner, owner_of)
     for e in page.entries:
         append(f"<Contents><Key>{enc(e.key)}</Key><LastModified>{iso8601(e.last_modified_ms)}</LastModified>"
                f"<ETag>{_quoted_etag(e.etag)}</ETag>{_checksum_algorithms(e.checksums)}<Size>{e.size}</Size>"
-               f"{owner}<StorageClass>{_storage_class(e.headers)}</StorageClass></Contents>")
+               f"{owner_element(e.record)}<StorageClass>{_storage_class(e.headers)}</StorageClass></Contents>")
 
 
 def list_objects_v1_xml(page: ListPage, *, bucket: str, prefix: str, delimiter: str, marker: str,
-                        max_keys: int, encoding_type: str | None, owner_id: str, owner_name: str) -> bytes:
+                        max_keys: int, encoding_type: str | None, owner_id: str, owner_name: str,
+                        owner_of: OwnerOf | None = None) -> bytes:
     """ListObjects (v1). Prefix is left unencoded: botocore does not decode it for v1, so encoding it would
     hand boto3 users a still-encoded Prefix."""
     enc = _encoder(encoding_type)
@@ -274,7 +301,7 @@ def list_objects_v1_xml(page: ListPage, *, bucket: str, prefix: str, delimiter: 
     if encoding_type:
         parts.append(f"<EncodingType>{xml_escape(encoding_type)}</EncodingType>")
     parts.append(f"<IsTruncated>{_bool(page.is_truncated)}</IsTruncated>")
-    _contents(parts, page, enc, _owner(owner_id, owner_name))
+    _contents(parts, page, enc, _owner(owner_id, owner_name), owner_of)
     _common_prefixes(parts, page.common_prefixes, enc)
     parts.append("</ListBucketResult>")
     return _doc(parts)
@@ -283,7 +310,7 @@ def list_objects_v1_xml(page: ListPage, *, bucket: str, prefix: str, delimiter: 
 def list_objects_v2_xml(page: ListPage, *, bucket: str, prefix: str, delimiter: str, max_keys: int,
                         start_after: str | None, continuation_token: str | None,
                         next_continuation_token: str | None, fetch_owner: bool, encoding_type: str | None,
-                        owner_id: str, owner_name: str) -> bytes:
+                        owner_id: str, owner_name: str, owner_of: OwnerOf | None = None) -> bytes:
     """ListObjectsV2; continuation tokens are opaque and never URL-encoded."""
     enc = _encoder(encoding_type)
     parts = [XML_DECL, f"<ListBucketResult{_NS_ATTR}><Name>{xml_escape(bucket)}</Name>",
@@ -301,7 +328,7 @@ def list_objects_v2_xml(page: ListPage, *, bucket: str, prefix: str, delimiter: 
     parts.append(f"<IsTruncated>{_bool(page.is_truncated)}</IsTruncated>")
     if start_after:
         parts.append(f"<StartAfter>{enc(start_after)}</StartAfter>")
-    _contents(parts, page, enc, _owner(owner_id, owner_name) if fetch_owner else "")
+    _contents(parts, page, enc, _owner(owner_id, owner_name) if fetch_owner else "", owner_of)
     _common_prefixes(parts, page.common_prefixes, enc)
     parts.append("</ListBucketResult>")
     return _doc(parts)
@@ -309,10 +336,11 @@ def list_objects_v2_xml(page: ListPage, *, bucket: str, prefix: str, delimiter: 
 
 def list_object_versions_xml(page: VersionListPage, *, bucket: str, prefix: str, delimiter: str,
                              key_marker: str, version_id_marker: str, max_keys: int,
-                             encoding_type: str | None, owner_id: str, owner_name: str) -> bytes:
+                             encoding_type: str | None, owner_id: str, owner_name: str,
+                             owner_of: OwnerOf | None = None) -> bytes:
     """ListObjectVersions: Version and DeleteMarker elements interleaved in the page's (S3) order."""
     enc = _encoder(encoding_type)
-    owner = _owner(owner_id, owner_name)
+    owner_element = _owners(_owner(owner_id, owner_name), owner_of)
     parts = [XML_DECL, f"<ListVersionsResult{_NS_ATTR}><Name>{xml_escape(bucket)}</Name>",
              f"<Prefix>{enc(prefix)}</Prefix><KeyMarker>{enc(key_marker)}</KeyMarker>",
              f"<VersionIdMarker>{xml_escape(version_id_marker)}</VersionIdMarker>"]
@@ -329,6 +357,7 @@ def list_object_versions_xml(page: VersionListPage, *, bucket: str, prefix: str,
     for v in page.versions:
         head = (f"<Key>{enc(v.key)}</Key><VersionId>{xml_escape(v.version_id)}</VersionId>"
                 f"<IsLatest>{_bool(v.is_latest)}</IsLatest><LastModified>{iso8601(v.last_modified_ms)}</LastModified>")
+        owner = owner_element(v.record)
         if v.is_delete_marker:
             append(f"<DeleteMarker>{head}{owner}</DeleteMarker>")
         else:

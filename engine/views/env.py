@@ -190,6 +190,15 @@ class Views:
                 found.append(txn.get(key, db=dbs[db]) if fits(key) else None)
         return found
 
+    def get_three(self, first: tuple[str, bytes], second: tuple[str, bytes],
+                  third: tuple[str, bytes]) -> tuple[bytes | None, bytes | None, bytes | None]:
+        """``get_pair`` plus one value (access control's object reads also ask the bucket's object ownership)."""
+        if not fits(first[1]) or not fits(second[1]) or not fits(third[1]):
+            return None, None, None
+        with self.env.begin(buffers=False) as txn:
+            return (txn.get(first[1], db=self.dbs[first[0]]), txn.get(second[1], db=self.dbs[second[0]]),
+                    txn.get(third[1], db=self.dbs[third[0]]))
+
     def begin_write(self) -> lmdb.Transaction:
         return self.env.begin(write=True)
 

@@ -19,6 +19,8 @@ from botocore.exceptions import ClientError
 from helpers.admin_api import ROOT_PASSWORD, iam_server
 from helpers.s3client import account_client as client
 from helpers.server import ACCESS_KEY, SECRET_KEY, ServerProcess
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 ACCOUNT = "000000000000"
 
@@ -361,3 +363,42 @@ def test_each_operation_is_denied_by_its_own_s3_action(srv: ServerProcess, root:
         assert _outcome(call) in ("AccessDenied", "403"), action  # a HEAD's 403 has no body to name the code
         root.delete_bucket_policy(Bucket=b)
         assert _outcome(call) not in ("AccessDenied", "403"), action
+
+
+_words = st.sampled_from(["*", "s3:GetObject", "s3:Get*", "s3:Fly", "", "Allow", "Deny", "2012-10-17", "AWS",
+                          "arn:aws:s3:::{b}", "arn:aws:s3:::{b}/*", "arn:aws:s3:::other/*", ACCOUNT,
+                          f"arn:aws:iam::{ACCOUNT}:root", "127.0.0.0/8", "not-an-ip", "StringEquals", "IpAddress",
+                          "aws:SourceIp", "s3:prefix", "Bogus", "${aws:username}"])
+_scalars = st.one_of(_words, st.text(max_size=6), st.integers(), st.booleans(), st.none())
+_values = st.recursive(_scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                         st.dictionaries(_words, inner, max_size=3)), max_leaves=12)
+_statement = st.fixed_dictionaries({}, optional={
+    "Sid": _words, "Effect": st.sampled_from(["Allow", "Deny", "allow"]), "Principal": _values,
+    "NotPrincipal": _values, "Action": _values, "NotAction": _values, "Resource": _values, "Condition": _values})
+_documents = st.one_of(
+    st.fixed_dictionaries({}, optional={"Version": _words, "Statement": st.one_of(
+        st.lists(_statement, max_size=3), _statement, _values), "Id": _scalars}).map(json.dumps),
+    st.text(max_size=80))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(doc=_documents)
+def test_any_policy_document_over_http_is_stored_or_malformed_policy_never_500(srv: ServerProcess, doc: str) -> None:
+    """Issue 21's "a malformed policy is MalformedPolicy, never 500", through the whole request path (routing,
+    body limits, BlockPublicPolicy, the event), not only the parser (tests/property/test_policy_documents.py)."""
+    s3 = client(srv.endpoint)
+    name = f"polh-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    text = doc.replace("{b}", name)
+    try:
+        s3.put_bucket_policy(Bucket=name, Policy=text)
+    except ClientError as exc:
+        answer = (exc.response["Error"]["Code"], exc.response["ResponseMetadata"]["HTTPStatusCode"])
+        assert answer == ("MalformedPolicy", 400), exc.response
+        with pytest.raises(ClientError) as none:
+            s3.get_bucket_policy(Bucket=name)
+        assert code(none) == "NoSuchBucketPolicy"  # refused: nothing stored
+    else:
+        assert s3.get_bucket_policy(Bucket=name)["Policy"] == text
+    s3.delete_bucket_policy(Bucket=name)
+    s3.delete_bucket(Bucket=name)

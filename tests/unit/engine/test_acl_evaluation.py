@@ -136,6 +136,16 @@ MATRIX: list[tuple[Any, ...]] = [
      "PutBucketAcl", True),
     (user(OWNER, "Reader"), canned("public-read", OWNER.canonical_id), None, "ObjectWriter", "PutObject", False),
     (user(OWNER, "Reader"), None, None, None, "GetObject", True),
+    # another account's object (ObjectWriter): its ACL and its owner's role decide, not the bucket owner's role
+    (user(OWNER), None, private(OTHER.canonical_id), "ObjectWriter", "GetObject", False),
+    (user(OWNER), None, private(OTHER.canonical_id), "ObjectWriter", "GetObjectAcl", False),
+    (user(OWNER), None, private(OTHER.canonical_id), "ObjectWriter", "DeleteObject", True),  # the bucket's WRITE
+    (user(OWNER), None, canned("bucket-owner-full-control", OTHER.canonical_id, OWNER.canonical_id), "ObjectWriter",
+     "GetObject", True),
+    (user(OWNER), None, private(OTHER.canonical_id), None, "GetObject", True),  # enforced: the bucket owner's
+    (user(OTHER), None, private(OTHER.canonical_id), "ObjectWriter", "GetObject", True),
+    (user(OTHER, "Reader"), None, private(OTHER.canonical_id), "ObjectWriter", "GetObject", True),
+    (user(OTHER, "Reader"), None, private(OTHER.canonical_id), "ObjectWriter", "PutObjectAcl", False),
 ]
 
 

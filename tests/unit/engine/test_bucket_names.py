@@ -34,7 +34,7 @@ from s4.cluster.caspaxos import (
     finish_delete,
     mark_deleting,
 )
-from s4.engine import Engine
+from s4.engine import Engine, accounts
 from s4.engine import bucket_names as flow
 from s4.engine.errors import RETRY_AFTER_S, ErrorCode, PoolUnavailableError, S3Error, ServiceUnavailableError
 from s4.engine.ports import NameClaim, NameOutcome, NameSpace
@@ -129,7 +129,7 @@ async def test_issue19_create_takes_the_name_in_the_register_then_commits_the_ev
     assert code(again) is ErrorCode.BUCKET_ALREADY_OWNED_BY_YOU  # the single-node answer, kept
     with pytest.raises(S3Error) as other:
         await engine.create_bucket("bkt-1", actor="OTHER-KEY")
-    assert code(other) is ErrorCode.BUCKET_ALREADY_OWNED_BY_YOU  # one S4 is one account
+    assert code(other) is ErrorCode.BUCKET_ALREADY_OWNED_BY_YOU  # a key no user holds: the default account
     assert len(created_events(engine, "bkt-1")) == 1
 
 
@@ -335,3 +335,38 @@ def test_issue19_name_outcomes_are_the_registers_outcomes() -> None:
         assert fn(None).outcome.outcome.value in {o.value for o in NameOutcome}
 
 
+
+
+async def test_issue21_pool_create_of_a_name_another_account_holds_is_bucket_already_exists(
+        engine: Engine, names: Names) -> None:
+    """Before: in a pool every taken name answered BucketAlreadyOwnedByYou, whoever held it; a single node answers
+    BucketAlreadyExists to another account (engine/commands.py), and so does a pool now."""
+    alt = accounts.Account(accounts.account_id("alt"), "alt")
+    await engine.create_bucket("held-1", actor="ROOT-KEY")  # the default account's
+    with pytest.raises(S3Error) as other:
+        await engine.create_bucket("held-1", actor="ALT-KEY", account=alt)
+    assert code(other) is ErrorCode.BUCKET_ALREADY_EXISTS
+    with pytest.raises(S3Error) as own:
+        await engine.create_bucket("held-1", actor="ROOT-KEY")
+    assert code(own) is ErrorCode.BUCKET_ALREADY_OWNED_BY_YOU
+    assert len(created_events(engine, "held-1")) == 1
+
+
+async def test_issue21_pool_a_name_created_on_another_node_is_held_by_its_creators_account(
+        engine: Engine, names: Names) -> None:
+    """The bucket is not here yet: the register's creator key names the holding account."""
+    user = await engine.create_user("alt_writer", "pass-word-1", "Writer", account="alt")
+    alt_key, _ = await engine.create_credential(user["id"])
+    alt = accounts.Account(accounts.account_id("alt"), "alt")
+    await names.register.create("elsewhere-1", alt_key, "other-node-request")
+    with pytest.raises(S3Error) as other:
+        await engine.create_bucket("elsewhere-1", actor="ROOT-KEY")
+    assert code(other) is ErrorCode.BUCKET_ALREADY_EXISTS
+    with pytest.raises(S3Error) as own:
+        await engine.create_bucket("elsewhere-1", actor=alt_key, account=alt)
+    assert code(own) is ErrorCode.BUCKET_ALREADY_OWNED_BY_YOU
+    await names.register.create("elsewhere-2", "ROOT-KEY", "other-node-request")  # no user holds it: the default
+    with pytest.raises(S3Error) as by_root:
+        await engine.create_bucket("elsewhere-2", actor=alt_key, account=alt)
+    assert code(by_root) is ErrorCode.BUCKET_ALREADY_EXISTS
+    assert created_events(engine, "elsewhere-1") == created_events(engine, "elsewhere-2") == []
