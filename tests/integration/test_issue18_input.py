@@ -352,13 +352,21 @@ def test_issue18_security_headers_are_refused_not_ignored(s3: Any, bucket: str) 
 
 
 def test_issue18_harmless_acls_keep_working(s3: Any, bucket: str) -> None:
-    """What clients send by default, or what cannot widen access on a one-owner node, is accepted."""
+    """What clients send by default is accepted on a write. Setting an ACL afterwards is refused while ACLs are
+    disabled (BucketOwnerEnforced, the default: AWS answers AccessControlListNotSupported even for the owner's own
+    full control) and accepted once the bucket has ACLs (ObjectWriter)."""
     s3.put_object(Bucket=bucket, Key="a", Body=b"1", ACL="private")
     s3.put_object(Bucket=bucket, Key="b", Body=b"2", ACL="bucket-owner-full-control")
-    s3.put_object_acl(Bucket=bucket, Key="a", ACL="private")
     owner = s3.get_bucket_acl(Bucket=bucket)["Owner"]["ID"]  # the default account's canonical id (issue 21)
     owner_only = {"Owner": {"ID": owner}, "Grants": [
         {"Grantee": {"Type": "CanonicalUser", "ID": owner}, "Permission": "FULL_CONTROL"}]}
+    for refused in (lambda: s3.put_object_acl(Bucket=bucket, Key="a", ACL="private"),
+                    lambda: s3.put_bucket_acl(Bucket=bucket, AccessControlPolicy=owner_only)):
+        with pytest.raises(ClientError) as denied:
+            refused()
+        assert denied.value.response["Error"]["Code"] == "AccessControlListNotSupported"
+    s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls={"Rules": [{"ObjectOwnership": "ObjectWriter"}]})
+    s3.put_object_acl(Bucket=bucket, Key="a", ACL="private")
     s3.put_bucket_acl(Bucket=bucket, AccessControlPolicy=owner_only)
     assert _keys(s3, bucket) == ["a", "b"]
     with pytest.raises(ClientError) as exc:

@@ -165,6 +165,8 @@ def test_every_kind_of_change_has_its_event_name(srv: ServerProcess, receiver: R
     s3 = make_client(srv.endpoint)
     bucket = new_bucket(s3)
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_bucket_ownership_controls(  # ACLs on, so the object ACL change below is accepted
+        Bucket=bucket, OwnershipControls={"Rules": [{"ObjectOwnership": "ObjectWriter"}]})
     s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=queue_config(events=(
         "s3:ObjectCreated:CompleteMultipartUpload", "s3:ObjectRemoved:*", "s3:ObjectTagging:*",
         "s3:ObjectRenamed:*")))
