@@ -312,3 +312,23 @@ def test_console_folder_upload_and_drop(page: Any, site: tuple[ServerProcess, st
     keys = {o["Key"]: s3.get_object(Bucket=name, Key=o["Key"])["Body"].read()
             for o in s3.list_objects_v2(Bucket=name)["Contents"]}
     assert keys == {"up/album/one.txt": b"one", "up/album/inner/two.txt": b"two", "up/dropped.txt": b"dropped"}
+
+
+def test_console_dashboard_request_charts_render_and_change(page: Any, site: tuple[ServerProcess, str],
+                                                            s3: Any) -> None:
+    """The dashboard's charts (static/charts.js) draw the S3 API's own request metrics and move with traffic."""
+    page.goto(f"{site[1]}/dashboard")
+    rate = page.locator('figure[data-chart="rate"]')
+    latency = page.locator('figure[data-chart="latency"]')
+    _until(page, lambda: int(rate.get_attribute("data-points") or 0) >= 1, "the first chart point")
+    assert rate.locator("svg polyline").count() == 1 and latency.locator("svg polyline").count() == 1
+    before = float(page.locator("#request-charts").get_attribute("data-requests") or 0)
+    name = _bucket(s3)
+    for i in range(20):
+        s3.put_object(Bucket=name, Key=f"k{i}", Body=b"x")
+    _until(page, lambda: float(page.locator("#request-charts").get_attribute("data-requests") or 0) >= before + 21,
+           "the 21 requests counted")
+    _until(page, lambda: float(rate.get_attribute("data-latest") or 0) > 0, "a non-zero request rate drawn")
+    assert float(latency.get_attribute("data-latest") or 0) >= 0
+    assert len((rate.locator("svg polyline").get_attribute("points") or "").split()) >= 1
+    assert re.fullmatch(r"\d+\.\d requests/s", rate.locator(".chart-latest").inner_text())
