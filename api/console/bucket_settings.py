@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from urllib.parse import quote
+from xml.etree.ElementTree import Element
 
 from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.iam import IamError
@@ -57,7 +58,7 @@ async def _current(page: Page, kind: str) -> str:
         return ""
 
 
-async def _store(page: Page, kind: str, root: rules.Element) -> None:
+async def _store(page: Page, kind: str, root: Element) -> None:
     """Put the edited document, or delete it when no rule is left (S3 refuses an empty configuration)."""
     param, _, put, delete, _ = DOCUMENTS[kind]
     if rules.rules_of(kind, root):
