@@ -53,10 +53,12 @@ from s4.journal.groupcommit import BATCH_SIZE_BUCKETS, FixedHistogram
 from s4.journal.writer import FSYNC_BUCKETS
 
 from .notify_metrics import NotifyCollector
-from .request_metrics import ProcessId, RequestMetrics
+from .request_metrics import LATENCY, REQUESTS, ProcessId, RequestMetrics
 from .scrub_metrics import ScrubCollector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+REQUESTS_TOTAL = REQUESTS[0] + "_total"
+LATENCY_NAME = LATENCY[0]
 FSYNC_DOC = "Journal fdatasync latency (one per group-commit batch that journaled events)"
 BATCH_DOC = "Commands per group-commit batch (how many requests shared one journal write and fsync)"
 BATCHES_DOC = "Group-committed sequencer batches"
@@ -353,6 +355,8 @@ class Metrics:
         # In multi-process mode the request series go to files and the registry reads every process's files back;
         # registering them as well would count this process twice.
         self.requests = RequestMetrics(os.environ[MULTIPROC_ENV] if self.multiprocess else None)
+        self._files = MultiProcessCollector(None, os.environ[MULTIPROC_ENV]) if self.multiprocess else None
+        engine._request_metrics = self  # type: ignore[attr-defined]  # the console's charts read it (request_totals)
         self.journal_metrics: JournalMetrics | None = None
         if self.multiprocess:
             MultiProcessCollector(self.registry)  # reads every process's files, this one's request series included
@@ -371,3 +375,29 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def request_totals(self) -> dict[str, Any]:
+        """The request series summed over operations, read from the collectors ``/metrics`` renders (every
+        process's files with several): requests, errors (5xx), latency count, sum and cumulative buckets."""
+        source = self._files if self._files is not None else self.requests
+        out: dict[str, Any] = {"requests": 0.0, "errors": 0.0, "count": 0.0, "sum": 0.0, "buckets": {}}
+        for family in source.collect():
+            for sample in family.samples:
+                if sample.name == REQUESTS_TOTAL:
+                    out["requests"] += sample.value
+                    if sample.labels.get("status", "").startswith("5"):
+                        out["errors"] += sample.value
+                elif sample.name == LATENCY_NAME + "_count":
+                    out["count"] += sample.value
+                elif sample.name == LATENCY_NAME + "_sum":
+                    out["sum"] += sample.value
+                elif sample.name == LATENCY_NAME + "_bucket":
+                    le = sample.labels["le"]
+                    out["buckets"][le] = out["buckets"].get(le, 0.0) + sample.value
+        return out
+
+
+def request_totals(engine: Engine) -> dict[str, Any] | None:
+    """The S3 app's request totals (``Metrics.request_totals``), or None when metrics are off (S4_METRICS)."""
+    metrics: Metrics | None = getattr(engine, "_request_metrics", None)
+    return None if metrics is None else metrics.request_totals()

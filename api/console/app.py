@@ -116,9 +116,9 @@ class Console:
             undefined=jinja2.StrictUndefined)
         self.static = _load_static()
         self.routes: list[Route] = []
-        from . import audit, bucket_settings, objects, pages, sql, uploads, users  # each brings its routes
+        from . import audit, bucket_settings, charts, objects, pages, sql, uploads, users  # each brings its routes
 
-        for module in (pages, objects, bucket_settings, sql, uploads, users, audit):
+        for module in (pages, objects, bucket_settings, sql, uploads, users, audit, charts):
             self.routes.extend(module.routes())
 
     async def __call__(self, req: falcon.asgi.Request, resp: falcon.asgi.Response | None, **_: Any) -> None:

@@ -1,16 +1,19 @@
 """A bucket's settings page: lifecycle rules, CORS rules and tags, each read and written by its S3 operation
 (Get/Put/DeleteBucketLifecycleConfiguration, ...Cors, ...Tagging) through ``s3bridge``: the same validation, errors
-and journal events as over S3. Rules are edited as the S3 XML documents (what the AWS docs and CLIs show)."""
+and journal events as over S3. Rules are added and removed with forms (``rules.py`` edits the document's tree); the
+raw S3 XML documents stay editable as an advanced option."""
 
 from __future__ import annotations
 
 import re
 from urllib.parse import quote
+from xml.etree.ElementTree import Element
 
 from s4.engine.errors import ErrorCode, S3Error
 from s4.engine.iam import IamError
 
 from ..s3.xml_render import tagging_xml
+from . import rules
 from .app import Page, Route
 from .s3bridge import text_of
 
@@ -28,24 +31,68 @@ def routes() -> list[Route]:
         ("GET", re.compile(rf"/buckets/{b}/settings"), settings_page, "user"),
         ("POST", re.compile(rf"/buckets/{b}/settings/(?P<kind>lifecycle|cors)"), save_document, "user"),
         ("POST", re.compile(rf"/buckets/{b}/settings/tags"), save_tags, "user"),
+        ("POST", re.compile(rf"/buckets/{b}/settings/(?P<kind>lifecycle|cors)/add"), add_rule, "user"),
+        ("POST", re.compile(rf"/buckets/{b}/settings/(?P<kind>lifecycle|cors)/remove"), remove_rule, "user"),
     ]
 
 
 async def settings_page(page: Page) -> None:
     bucket = page.params["bucket"]
-    documents = {}
-    for kind, (param, get, *_rest) in DOCUMENTS.items():
-        try:
-            found = await page.console.s3.call(page.user, page.req, get, bucket, query={param: ""})
-            documents[kind] = text_of(found)
-        except S3Error as exc:
-            if exc.code is not DOCUMENTS[kind][4]:
-                raise
-            documents[kind] = ""
+    documents = {kind: await _current(page, kind) for kind in DOCUMENTS}
+    views = {kind: rules.views(kind, rules.parse(kind, documents[kind])) for kind in DOCUMENTS}
     page.console.s3.authorize(page.user, page.req, "GetBucketTagging", bucket, query={"tagging": ""})
     tags = page.console.engine.get_bucket_config(bucket, "tagging") or {}
-    page.render("bucket_settings.html", bucket=bucket, documents=documents,
+    page.render("bucket_settings.html", bucket=bucket, documents=documents, views=views, methods=rules.CORS_METHODS,
                 tags="\n".join(f"{k}={v}" for k, v in sorted(tags.items())))
+
+
+async def _current(page: Page, kind: str) -> str:
+    """The bucket's document of ``kind`` through its Get operation ("" when none is configured)."""
+    param, get, *_rest = DOCUMENTS[kind]
+    try:
+        return text_of(await page.console.s3.call(page.user, page.req, get, page.params["bucket"],
+                                                  query={param: ""}))
+    except S3Error as exc:
+        if exc.code is not DOCUMENTS[kind][4]:
+            raise
+        return ""
+
+
+async def _store(page: Page, kind: str, root: Element) -> None:
+    """Put the edited document, or delete it when no rule is left (S3 refuses an empty configuration)."""
+    param, _, put, delete, _ = DOCUMENTS[kind]
+    if rules.rules_of(kind, root):
+        await page.console.s3.call(page.user, page.req, put, page.params["bucket"], query={param: ""},
+                                   body=rules.serialize(root))
+    else:
+        await page.console.s3.call(page.user, page.req, delete, page.params["bucket"], query={param: ""})
+
+
+async def add_rule(page: Page) -> None:
+    """One rule from the form appended to the current document (the form is checked before anything is read)."""
+    kind = page.params["kind"]
+    if kind == "lifecycle":
+        rule = rules.lifecycle_rule(page.arg("id"), page.arg("prefix"), page.arg("expiration_days"),
+                                    page.arg("noncurrent_days"), page.arg("abort_days"))
+    else:
+        rule = rules.cors_rule(page.arg("id"), page.arg("origins"), page.args("methods"), page.arg("headers"),
+                               page.arg("max_age"))
+    root = rules.parse(kind, await _current(page, kind))
+    root.append(rule)
+    await _store(page, kind, root)
+    _back(page)
+
+
+async def remove_rule(page: Page) -> None:
+    kind = page.params["kind"]
+    try:
+        index = int(page.arg("index"))
+    except ValueError:
+        raise IamError(400, "index is the rule's position") from None
+    root = rules.parse(kind, await _current(page, kind))
+    rules.remove(kind, root, index, page.arg("id"))
+    await _store(page, kind, root)
+    _back(page)
 
 
 def _back(page: Page) -> None:

@@ -96,7 +96,8 @@ _METHODS: dict[str, str] = {"GetObject": "GET", "HeadObject": "HEAD", "PutObject
                             "DeleteBucket": "DELETE", "AbortMultipartUpload": "DELETE", "RenameObject": "PUT",
                             "CopyObject": "PUT", "PutObjectTagging": "PUT", "PutBucketLifecycleConfiguration": "PUT",
                             "PutBucketCors": "PUT", "PutBucketTagging": "PUT", "DeleteBucketLifecycle": "DELETE",
-                            "DeleteBucketCors": "DELETE", "DeleteBucketTagging": "DELETE"}
+                            "DeleteBucketCors": "DELETE", "DeleteBucketTagging": "DELETE",
+                            "SelectObjectContent": "POST"}
 
 
 def _method(operation: str) -> str:

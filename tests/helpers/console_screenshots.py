@@ -41,6 +41,12 @@ def main(out: Path) -> None:
                 s3.put_object(Bucket="photos", Key=key, Body=b"x" * size, Metadata={"camera": "x100"} if size else {})
             s3.put_object(Bucket="photos", Key="2026/beach.jpg", Body=b"y" * 181_000)
             s3.put_object(Bucket="backups", Key="db.dump", Body=b"x" * 1_000_000)
+            s3.put_bucket_lifecycle_configuration(Bucket="photos", LifecycleConfiguration={"Rules": [
+                {"ID": "raw-cleanup", "Filter": {"Prefix": "2026/raw/"}, "Status": "Enabled",
+                 "Expiration": {"Days": 30}, "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 2}}]})
+            s3.put_bucket_cors(Bucket="photos", CORSConfiguration={"CORSRules": [
+                {"ID": "gallery", "AllowedMethods": ["GET", "HEAD"], "AllowedOrigins": ["https://gallery.example"],
+                 "MaxAgeSeconds": 600}]})
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
                 for scheme in ("light", "dark"):
@@ -55,6 +61,13 @@ def main(out: Path) -> None:
                     for name, path in PAGES.items():
                         if name != "sign-in":
                             page.goto(url + path)
+                            if name == "dashboard":  # a few points of the request charts drawn, with traffic
+                                chart = page.locator('figure[data-chart="rate"]')
+                                for points in range(1, 5):
+                                    for key in ("2026/beach.jpg", "2026/city.jpg") * 5 * points:
+                                        s3.head_object(Bucket="photos", Key=key)
+                                    page.wait_for_function("([el, n]) => Number(el.dataset.points) >= n",
+                                                           arg=[chart.element_handle(), points])
                             page.screenshot(path=str(out / f"{name}-{scheme}.png"), full_page=True)
                     context.close()
                 browser.close()

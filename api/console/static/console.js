@@ -1,5 +1,6 @@
 // Page behaviour that needs script (no inline script anywhere: CSP script-src 'self').
 import { startUploader } from "./uploader.js";
+import { startCharts } from "./charts.js";
 
 function init() {
   const all = document.getElementById("select-all");
@@ -25,6 +26,8 @@ function init() {
   }
   const uploader = document.getElementById("uploader");
   if (uploader) startUploader(uploader, document.body.dataset.csrf);
+  const charts = document.getElementById("request-charts");
+  if (charts) startCharts(charts);
 }
 
 if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);

@@ -259,6 +259,10 @@ def test_console_pages_have_no_serious_accessibility_violations(browser: Any, si
                                                                 s3: Any, scheme: str) -> None:
     name = _bucket(s3)
     s3.put_object(Bucket=name, Key="dir/file.txt", Body=b"f")
+    s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": [
+        {"ID": "logs", "Filter": {"Prefix": "logs/"}, "Status": "Enabled", "Expiration": {"Days": 3}}]})
+    s3.put_bucket_cors(Bucket=name, CORSConfiguration={"CORSRules": [
+        {"AllowedMethods": ["GET"], "AllowedOrigins": ["https://a.example"]}]})  # rule rows on the settings page
     context, page, problems = open_page(browser, color_scheme=scheme)
     try:
         page.goto(site[1] + "/login")
@@ -268,6 +272,8 @@ def test_console_pages_have_no_serious_accessibility_violations(browser: Any, si
                      f"/buckets/{name}/object?key=dir/file.txt", f"/buckets/{name}/sql",
                      f"/buckets/{name}/settings", "/dashboard", "/users", "/audit"):
             page.goto(site[1] + path)
+            if path == "/dashboard":  # the charts drawn
+                page.locator('figure[data-chart="rate"]:not([data-points="0"])').wait_for()
             found[path] = axe_violations(page)
         assert not any(found.values()), {k: v for k, v in found.items() if v}
         check_page(page, problems)
@@ -312,3 +318,89 @@ def test_console_folder_upload_and_drop(page: Any, site: tuple[ServerProcess, st
     keys = {o["Key"]: s3.get_object(Bucket=name, Key=o["Key"])["Body"].read()
             for o in s3.list_objects_v2(Bucket=name)["Contents"]}
     assert keys == {"up/album/one.txt": b"one", "up/album/inner/two.txt": b"two", "up/dropped.txt": b"dropped"}
+
+
+def test_console_dashboard_request_charts_render_and_change(page: Any, site: tuple[ServerProcess, str],
+                                                            s3: Any) -> None:
+    """The dashboard's charts (static/charts.js) draw the S3 API's own request metrics and move with traffic."""
+    page.goto(f"{site[1]}/dashboard")
+    rate = page.locator('figure[data-chart="rate"]')
+    latency = page.locator('figure[data-chart="latency"]')
+    _until(page, lambda: int(rate.get_attribute("data-points") or 0) >= 1, "the first chart point")
+    assert rate.locator("svg polyline").count() == 1 and latency.locator("svg polyline").count() == 1
+    before = float(page.locator("#request-charts").get_attribute("data-requests") or 0)
+    name = _bucket(s3)
+    for i in range(20):
+        s3.put_object(Bucket=name, Key=f"k{i}", Body=b"x")
+    _until(page, lambda: float(page.locator("#request-charts").get_attribute("data-requests") or 0) >= before + 21,
+           "the 21 requests counted")
+    _until(page, lambda: float(rate.get_attribute("data-latest") or 0) > 0, "a non-zero request rate drawn")
+    assert float(latency.get_attribute("data-latest") or 0) >= 0
+    assert len((rate.locator("svg polyline").get_attribute("points") or "").split()) >= 1
+    assert re.fullmatch(r"\d+\.\d requests/s", rate.locator(".chart-latest").inner_text())
+
+
+def test_console_s3_select_one_object_csv_and_json(page: Any, site: tuple[ServerProcess, str], s3: Any) -> None:
+    """S3 Select over one object on the SQL page (SelectObjectContent through the console's S3 bridge): CSV and
+    JSON input, a results table, a CSV download, and a bad expression said beside the form."""
+    name = _bucket(s3)
+    s3.put_object(Bucket=name, Key="data/people.csv", Body=b"name,age\nada,36\nbob,17\ncyd,52\n")
+    s3.put_object(Bucket=name, Key="data/people.json", Body=b'{"name":"ada","age":36}\n{"name":"bob","age":17}\n')
+    page.goto(f"{site[1]}/buckets/{name}/sql")
+    page.get_by_label("Object key").fill("data/people.csv")
+    page.get_by_label("Select expression").fill("SELECT s.name, s.age FROM s3object s WHERE CAST(s.age AS INT) > 20")
+    page.get_by_role("button", name="Run select").click()
+    table = page.get_by_role("table", name="Select results")
+    table.wait_for()
+    assert table.locator("tbody tr").all_inner_texts() == ["ada\t36", "cyd\t52"]
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download select CSV").click()
+    assert Path(download.value.path()).read_text().splitlines() == ["ada,36", "cyd,52"]
+    page.get_by_label("Object key").fill("data/people.json")
+    page.get_by_label("Input format").select_option(label="JSON lines")
+    page.get_by_label("Select expression").fill("SELECT s.name FROM s3object s WHERE s.age < 20")
+    page.get_by_role("button", name="Run select").click()
+    page.get_by_role("table", name="Select results").wait_for()
+    assert page.get_by_role("table", name="Select results").locator("tbody tr").all_inner_texts() == ["bob"]
+    page.get_by_label("Select expression").fill("SELEKT nothing")
+    page.get_by_role("button", name="Run select").click()
+    assert page.get_by_role("alert").inner_text().startswith("ParseUnexpectedToken: ")  # S3's code, as text
+
+
+def test_console_lifecycle_and_cors_rules_edited_as_forms(page: Any, site: tuple[ServerProcess, str],
+                                                          s3: Any) -> None:
+    """Rules added with the settings page's forms are S3 documents boto3 reads back; a rule the form cannot show
+    (an expose header) survives an edit; removing the last rule removes the document."""
+    name = _bucket(s3)
+    old = {"ID": "old", "AllowedMethods": ["GET"], "AllowedOrigins": ["https://old.example"], "ExposeHeaders": ["ETag"]}
+    s3.put_bucket_cors(Bucket=name, CORSConfiguration={"CORSRules": [old]})
+    page.goto(f"{site[1]}/buckets/{name}/settings")
+    page.get_by_label("Rule ID", exact=True).fill("logs")
+    page.get_by_label("Key prefix").fill("logs/")
+    page.get_by_label("Expire objects after (days)").fill("30")
+    page.get_by_label("Expire noncurrent versions after (days)").fill("7")
+    page.get_by_label("Abort incomplete multipart uploads after (days)").fill("2")
+    page.get_by_role("button", name="Add lifecycle rule").click()
+    page.get_by_role("table", name="Lifecycle rules").get_by_text("logs/").wait_for()
+    assert s3.get_bucket_lifecycle_configuration(Bucket=name)["Rules"] == [{
+        "ID": "logs", "Filter": {"Prefix": "logs/"}, "Status": "Enabled", "Expiration": {"Days": 30},
+        "NoncurrentVersionExpiration": {"NoncurrentDays": 7},
+        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 2}}]
+    page.get_by_label("CORS rule ID").fill("app")
+    page.get_by_label("Allowed origins (space or comma separated)").fill("https://a.example, https://b.example")
+    page.get_by_label("GET").check()
+    page.get_by_label("PUT").check()
+    page.get_by_label("Allowed headers").fill("*")
+    page.get_by_label("Max age (seconds)").fill("600")
+    page.get_by_role("button", name="Add CORS rule").click()
+    page.get_by_role("table", name="CORS rules").get_by_text("https://a.example https://b.example").wait_for()
+    cors = s3.get_bucket_cors(Bucket=name)["CORSRules"]
+    assert cors == [old, {"ID": "app", "AllowedHeaders": ["*"], "AllowedMethods": ["GET", "PUT"],
+         "AllowedOrigins": ["https://a.example", "https://b.example"], "MaxAgeSeconds": 600}]
+    page.get_by_role("button", name="Remove lifecycle rule logs").click()
+    page.get_by_role("table", name="Lifecycle rules").get_by_text("No rules.").wait_for()
+    with pytest.raises(Exception, match="NoSuchLifecycleConfiguration"):
+        s3.get_bucket_lifecycle_configuration(Bucket=name)
+    page.get_by_role("button", name="Remove cors rule old").click()
+    page.get_by_role("table", name="CORS rules").get_by_text("https://old.example").wait_for(state="detached")
+    assert [r["ID"] for r in s3.get_bucket_cors(Bucket=name)["CORSRules"]] == ["app"]

@@ -381,3 +381,23 @@ def test_console_audit_page_filters_the_journal(root: Signed, site: tuple[Server
     username = f"reader{uuid.uuid4().hex[:6]}"
     root.post("/users", {"username": username, "password": "reader-password-1", "role": "Reader"})
     assert sign_in(site[1], username, "reader-password-1").get("/audit").status_code == 403
+
+
+def test_console_metrics_json_sums_every_worker(root: Signed, s3: Any, site: tuple[ServerProcess, str]) -> None:
+    """The charts' totals are the S3 API's request series of every worker (the multi-process files), whichever
+    worker answers; a session is needed."""
+    assert requests.get(site[1] + "/api/metrics", allow_redirects=False, timeout=30).status_code == 303  # sign in
+    before = root.get("/api/metrics").json()
+    assert before["enabled"] is True
+    name = _bucket()
+    s3.create_bucket(Bucket=name)
+    for i in range(30):  # a new client every third request: new connections, spread over both workers
+        if i % 3 == 0:
+            make_client(site[0].endpoint).head_bucket(Bucket=name)
+        else:
+            s3.put_object(Bucket=name, Key=f"k{i}", Body=b"x")
+    for _ in range(4):  # any worker's answer has every worker's counts
+        after = root.get("/api/metrics").json()
+        assert after["requests"] >= before["requests"] + 31
+        assert after["count"] >= before["count"] + 31 and after["sum"] > before["sum"]
+        assert after["buckets"]["+Inf"] == after["count"]
