@@ -74,7 +74,10 @@ def test_acl_grants_on_an_owner_enforced_bucket(s3: Any, bucket: str) -> None:
         s3.put_bucket_acl(Bucket=bucket, ACL="public-read")
     assert exc.value.response["Error"]["Code"] == "AccessControlListNotSupported"
     assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
-    s3.put_bucket_acl(Bucket=bucket, ACL="private")  # the owner's full control is still accepted
+    with pytest.raises(ClientError) as exc:  # even the owner's own full control: ACLs are disabled (AWS)
+        s3.put_bucket_acl(Bucket=bucket, ACL="private")
+    assert exc.value.response["Error"]["Code"] == "AccessControlListNotSupported"
+    assert s3.get_bucket_acl(Bucket=bucket)["Grants"][0]["Permission"] == "FULL_CONTROL"  # reading still works
 
 
 @pytest.fixture(scope="module")
