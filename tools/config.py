@@ -240,6 +240,9 @@ GATEWAY_UNUSED: tuple[str, ...] = (
                   "max_rejoin_downtime_days", "iam_sync_s")
 GATEWAY_UNUSED += ("default_object_ownership",)  # the nodes create the buckets
 GATEWAY_UNUSED += ("console_bind",)  # the console serves a node's engine; a gateway has none
+#: Values of GATEWAY_UNUSED settings that say what a gateway does anyway (S4_CONSOLE_BIND=off: no console), so an
+#: environment shared with the nodes, or one that turns the console off everywhere, starts a gateway too.
+GATEWAY_ALSO_ACCEPTED: dict[str, Any] = {"console_bind": "off"}
 # config.toml (section, key) -> settings field, parser
 TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
     ("server", "bind"): ("bind", lambda n, v: str(v)),
@@ -457,7 +460,8 @@ def _check_cluster(settings: Settings) -> None:
     if mode == "gateway":
         for fld in GATEWAY_UNUSED:
             value, default = settings.values.get(fld), defaults.get(fld)
-            if value != default and not (default is None and value == ""):
+            if value != default and not (default is None and value == "") and \
+                    (fld not in GATEWAY_ALSO_ACCEPTED or value != GATEWAY_ALSO_ACCEPTED[fld]):
                 raise ConfigError(f"{_setting_name(settings, fld)}: not used by a gateway (S4_MODE=gateway stores "
                                   "nothing and forwards every request to the pool's nodes); unset it")
         if settings.values["workers"] not in (None, 1):

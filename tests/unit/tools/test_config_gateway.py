@@ -25,6 +25,7 @@ def test_issue20_gateway_settings_build_its_config() -> None:
                              "S4_SECRET_ACCESS_KEY": "s3-secret"}).gateway
     assert derived.key == derive_key("s3-secret", "prod", from_s3_secret=True) and derived.key_derived_from_s3_secret
     assert load_settings({**BASE, "S4_WORKERS": "1"}).gateway is not None
+    assert load_settings({**BASE, "S4_CONSOLE_BIND": "off"}).gateway is not None  # what a gateway does anyway
     assert load_settings({}).gateway is None
 
 
@@ -55,6 +56,7 @@ def test_issue20_gateway_needs_id_pool_name_and_nodes(drop: str, named: str) -> 
     ({"S4_VOLUME_SIZE": "2GB"}, r"^S4_VOLUME_SIZE: not used by a gateway"),
     ({"S4_ROOT_PASSWORD": "password12345"}, r"^S4_ROOT_PASSWORD: not used by a gateway"),
     ({"S4_COMPACTION_ENABLED": "false"}, r"^S4_COMPACTION_ENABLED: not used by a gateway"),
+    ({"S4_CONSOLE_BIND": "127.0.0.1:3001"}, r"^S4_CONSOLE_BIND: not used by a gateway"),
 ])
 def test_issue20_impossible_gateway_settings_stop_startup_naming_the_setting(extra: dict[str, str],
                                                                              match: str) -> None:
