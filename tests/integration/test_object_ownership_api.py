@@ -11,29 +11,22 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 import requests
 from botocore.exceptions import ClientError
-from helpers.admin_api import ROOT_PASSWORD, admin_call, root_token
-from helpers.server import ACCESS_KEY, SECRET_KEY, ServerProcess
+from helpers.admin_api import ROOT_PASSWORD, admin_call, iam_server, root_token
+from helpers.s3client import account_client as client
+from helpers.server import ServerProcess
 
-JWT_SECRET = "ownership-tests-jwt-secret-0123456789ab"
 #: falcon's ``req.remote_addr`` parses this header and raises ValueError (the port is not a number).
 BAD_FORWARDED = {"Forwarded": 'for="[abc]:x"'}
 
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("ownership") / "data",
-                         env={"S4_ROOT_PASSWORD": ROOT_PASSWORD, "S4_JWT_SECRET": JWT_SECRET}).start()
+    proc = iam_server(tmp_path_factory.mktemp("ownership") / "data")
     yield proc
     proc.stop()
-
-
-def client(endpoint: str, access: str = ACCESS_KEY, secret: str = SECRET_KEY) -> Any:
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access, aws_secret_access_key=secret,
-                        region_name="us-east-1")
 
 
 @pytest.fixture(scope="module")
