@@ -172,8 +172,11 @@ class S3Service:
         if settings.select_enabled:
             # Load pyarrow/DuckDB next to serving, not on the first query: start-up stays fast, and the first
             # query neither stalls its worker's event loop nor counts the libraries against its memory limit.
+            # Not a daemon: a process that exits during the import (a start-up error) must wait for it, since
+            # interpreter shutdown ends a daemon thread inside their C++ code with a forced unwind that their
+            # catch-all handlers swallow, and the process aborts ("FATAL: exception not rethrown").
             threading.Thread(target=importlib.import_module, args=(".s3.select", __package__),
-                             name="select-preload", daemon=True).start()
+                             name="select-preload").start()
 
     def lookup_secret(self, access_key: str) -> str | None:
         """The legacy key pair, else (IAM on) a live credential of an active user; no argon2 on this path."""
