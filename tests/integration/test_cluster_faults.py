@@ -26,7 +26,6 @@ Every wait is a deadline poll."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any
 import pytest
 import requests
 from botocore.exceptions import ClientError
+from helpers.faketime import faketime_env
 from helpers.netns import Partition, problem
 from helpers.s3client import make_client
 from helpers.server import ServerProcess
@@ -172,24 +172,6 @@ def test_issue19_partition_with_nftables_majority_serves_minority_refuses_503_th
     local = make_client(alone.endpoint)
     assert reads_back(local, expected)
     assert {key: {present(local, key)} for key in refused} == outcome
-
-
-def faketime_env(offset_s: int) -> dict[str, str]:
-    """The environment that makes a process's wall clock run ``offset_s`` ahead (behind when negative): libfaketime,
-    as ``faketime`` would preload it (its own answer for the library's path, not a path of this machine)."""
-    shown = subprocess.run(["faketime", "-m", "-f", "+0", "/bin/sh", "-c", 'printf %s "$LD_PRELOAD"'],
-                           capture_output=True, text=True, timeout=30)
-    assert shown.returncode == 0 and "faketime" in shown.stdout, shown.stdout + shown.stderr
-    # Only the wall clock moves, as on a host whose NTP is off: deadlines and timers run on the monotonic clock. (A
-    # faked monotonic clock would also break Python's timed lock waits: libfaketime 0.9.10 does not wrap the
-    # sem_clockwait they use, so each would wait the offset longer. What it breaks instead, time.sleep's absolute
-    # clock_nanosleep, the server does not use on this path.)
-    # FAKETIME_CACHE_DURATION: libfaketime re-parses FAKETIME every 10 s by default, from whichever thread asks the
-    # time, in a static buffer that threads share (a data race fixed upstream in wolfcw/libfaketime#547): a node
-    # died of SIGSEGV in sscanf here. Parsed once, at load, it never races. PYTHONFAULTHANDLER: should the preloaded
-    # library still crash the process, its log shows where.
-    return {"LD_PRELOAD": shown.stdout, "FAKETIME": f"{offset_s:+d}s", "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-            "FAKETIME_CACHE_DURATION": "1000000000", "PYTHONFAULTHANDLER": "1"}
 
 
 def clock_ahead_s(node: ServerProcess) -> float:

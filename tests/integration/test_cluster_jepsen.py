@@ -38,6 +38,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
+from helpers.faketime import faketime_env
 from helpers.linearizability import Op
 from helpers.linearizability import check as check_linearizable
 from helpers.netns import Partition, problem
@@ -46,7 +47,6 @@ from helpers.rw_history import check as check_history
 from helpers.s3client import make_client
 from helpers.server import ServerProcess, track_client
 from helpers.server_pool import health, make_pool, metric, states, token, wait_for
-from test_cluster_faults import faketime_env
 from test_cluster_history import BUCKET, KEYS, History, client_loop, has_bucket, no_retries, read_final, value_alone
 from test_cluster_quorum_writes import counter
 

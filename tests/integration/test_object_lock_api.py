@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import json
 import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 import requests
 from botocore.exceptions import ClientError
+from helpers.faketime import faketime_env
 from helpers.s3client import make_client
 from helpers.server import ServerProcess
 
@@ -140,15 +140,6 @@ def test_multipart_and_copy_take_the_requests_lock(s3: Any, lock_bucket: str) ->
     assert head["ObjectLockMode"] == "COMPLIANCE" and "ObjectLockLegalHoldStatus" not in head  # not the source's
 
 
-def _faketime_env(offset_s: int) -> dict[str, str]:
-    """libfaketime preloaded as ``faketime`` would (wall clock only; see test_cluster_faults.faketime_env)."""
-    shown = subprocess.run(["faketime", "-m", "-f", "+0", "/bin/sh", "-c", 'printf %s "$LD_PRELOAD"'],
-                           capture_output=True, text=True, timeout=30)
-    assert shown.returncode == 0 and "faketime" in shown.stdout, shown.stdout + shown.stderr
-    return {"LD_PRELOAD": shown.stdout, "FAKETIME": f"{offset_s:+d}s", "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-            "FAKETIME_CACHE_DURATION": "1000000000", "PYTHONFAULTHANDLER": "1"}
-
-
 @pytest.fixture
 def restarted(tmp_path: Path) -> Iterator[list[ServerProcess]]:
     started: list[ServerProcess] = []
@@ -180,7 +171,7 @@ def test_retention_that_lifecycle_and_the_admin_api_both_fail_to_remove(
     old = s3.put_object(Bucket="worm", Key="record", Body=b"kept for 30 days")["VersionId"]
     new = s3.put_object(Bucket="worm", Key="record", Body=b"also kept")["VersionId"]
     first.stop()
-    later = ServerProcess(data, env={**ADMIN_ENV, **_faketime_env(5 * 86400)})  # both rules due, retention not
+    later = ServerProcess(data, env={**ADMIN_ENV, **faketime_env(5 * 86400)})  # both rules due, retention not
     restarted.append(later.start())
     s3 = make_client(later.endpoint)
     ran = _admin(later, "POST", "/api/admin/lifecycle/run")
