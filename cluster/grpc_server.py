@@ -27,6 +27,7 @@ from . import h2_tuning  # also installs hyperframe's O(1) frame repr in the ser
 from .auth import AuthError, Verifier
 from .buckets_register import KEY_PREFIXES
 from .config import ClusterConfig
+from .errors import GrpcBindError
 from .event_stream import serve_stream
 from .wire.s4cluster.v1 import (
     ApplyEventsReply,
@@ -370,10 +371,6 @@ class _ClosingServer(Server):
             processor = getattr(protocol, "processor", None)  # absent until the connection was made
             if processor is not None:
                 processor.close("the server is stopping")  # closes the transport and ends its streams
-
-
-class GrpcBindError(Exception):
-    """The gRPC address cannot be bound; the message names S4_NODE_GRPC_ADDR."""
 
 
 class ClusterServer:

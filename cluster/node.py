@@ -48,6 +48,7 @@ from .catch_up import (
 )
 from .config import ClusterConfig
 from .drain import Drain
+from .errors import RejoinRefused
 from .feed_store import FeedStore
 from .grpc_server import ClusterServer, Handlers
 from .hints import Hints, HintSettings
@@ -56,7 +57,7 @@ from .key_reads import QuorumKeyReads
 from .liveness import ALIVE, Liveness, LivenessSettings
 from .peers import PeerPool
 from .read_leases import ReadLeases, Unsettled
-from .rejoin import Rejoin, RejoinRefused
+from .rejoin import Rejoin
 from .replicator import Replicator
 from .swim import Change, SwimSettings
 from .swim_node import SwimMembership, swim_settings

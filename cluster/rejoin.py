@@ -46,10 +46,6 @@ def _int(raw: bytes | None) -> int | None:
     return int.from_bytes(raw, "big") if raw is not None else None
 
 
-class RejoinRefused(Exception):
-    """This node's data must not rejoin its pool: the message names the setting and the bootstrap command."""
-
-
 def refusal(peer: str, max_days: float) -> str:
     return (f"this node's data must not rejoin the pool: {peer} waited longer than S4_MAX_REJOIN_DOWNTIME_DAYS="
             f"{max_days:g} days for it and may have dropped tombstones it lacks, so "
