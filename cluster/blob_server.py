@@ -43,6 +43,7 @@ from ..engine.volumes.reads import BlobReader
 from ..engine.volumes.record import DamagedBlob, record_bytes
 from ..engine.volumes.store import VolumeStore
 from .blobs import HASH_BYTES, INLINE_BYTES, MAX_BLOB_BYTES, StagedBlobs, pieces
+from .piece_writer import PieceWriter
 from .wire.s4cluster.v1 import BlobHeader, GetBlobChunk, GetBlobRequest, InlineBlob, PutBlobReply
 
 log = logging.getLogger("s4.cluster.blobs")
@@ -125,21 +126,28 @@ class BlobService:
         hasher = hashlib.sha256()
         record = self.volumes.begin_record(size)
         with record:  # aborts (headerless garbage) unless finished
-            async for piece in data:
-                if record.received + len(piece) > size:
-                    raise GRPCError(Status.INVALID_ARGUMENT, f"PutBlob: more than the header's {size} bytes")
-                if len(piece) <= INLINE_BYTES:
+            if size <= INLINE_BYTES:  # a small blob: on the loop, cheaper than a thread
+                async for piece in data:
+                    if record.received + len(piece) > size:
+                        raise GRPCError(Status.INVALID_ARGUMENT, f"PutBlob: more than the header's {size} bytes")
                     _take(record, hasher, piece)
-                else:
-                    await anyio.to_thread.run_sync(_take, record, hasher, piece)
+            else:  # hashed and written on one thread while the next pieces arrive (cluster/piece_writer.py)
+                writer = PieceWriter(record, hasher)
+                writer.start()
+                try:
+                    async for piece in data:
+                        if writer.queued_total + len(piece) > size:
+                            raise GRPCError(Status.INVALID_ARGUMENT, f"PutBlob: more than the header's {size} bytes")
+                        await writer.put(piece)
+                finally:
+                    await writer.close()  # every piece written (or the thread's error raised) before the checks
             if record.received != size:
                 raise GRPCError(Status.INVALID_ARGUMENT, f"PutBlob: the stream ended after {record.received} of the "
                                                          f"header's {size} bytes")
             if hasher.digest() != digest:
                 raise GRPCError(Status.DATA_LOSS, f"PutBlob: the bytes received hash to {hasher.hexdigest()}, not "
                                                   f"{digest.hex()}: refused")
-            loc = await anyio.to_thread.run_sync(record.finish, digest)
-        await anyio.to_thread.run_sync(self.volumes.sync, (loc.volume,))
+            loc = await anyio.to_thread.run_sync(_finish_and_sync, self.volumes, record, digest)
         return loc
 
     # -- blobs inside ApplyEvents (BLOB_TRANSFER_INLINE) -----------------------------------------------------------
@@ -296,6 +304,13 @@ class BlobService:
 def _mismatched(blobs: dict[bytes, bytes]) -> list[bytes]:
     """The hashes whose data does not hash to them."""
     return [digest for digest, data in blobs.items() if hashlib.sha256(data).digest() != digest]
+
+
+def _finish_and_sync(volumes: VolumeStore, record: PendingRecord, digest: bytes) -> BlobLocation:
+    """Header the record (its hash checked), then fdatasync its volume: one thread hop for both."""
+    loc = record.finish(digest)
+    volumes.sync((loc.volume,))
+    return loc
 
 
 def _take(record: PendingRecord, hasher: Any, piece: bytes) -> None:

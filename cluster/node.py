@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import anyio.to_thread
 from grpclib.exceptions import GRPCError
 
 from s4.engine.ports import PeerHealth
@@ -68,6 +69,10 @@ log = logging.getLogger("s4.cluster")
 STOP_TIMEOUT_S = 5.0
 REJOIN_ASK_ROUNDS = 30  # away longer than the limit: Ping rounds to wait for a peer's verdict before serving
 LAG_WAKE_S = 3.0  # a peer's journal ahead of what this node pulled for this long wakes catch-up
+
+
+def _nothing() -> None:
+    """A thread hop's no-op (``Node.start``)."""
 
 
 def journal_head(journal: Journal, committed: Callable[[], int] | None = None) -> Callable[[], tuple[int, int]]:
@@ -155,6 +160,9 @@ class ClusterNode:
     async def start(self) -> None:
         """Bind the gRPC address (GrpcBindError when it cannot), then start membership and the heartbeat."""
         await self.server.start()
+        # anyio loads its asyncio backend (~40 ms of CPU) on its first thread hop: now, not inside the first large
+        # write's transfer (a blob pushed or received hops to threads; small writes never do)
+        await anyio.to_thread.run_sync(_nothing)
         await self._check_rejoin()
         await self.membership.start()
         if self.catch_up is not None and self.hints is not None:
