@@ -23,7 +23,10 @@ from grpclib.protocol import H2Protocol
 from grpclib.server import Handler as GrpcHandler
 from grpclib.server import Server, Stream
 
-from . import h2_tuning  # also installs hyperframe's O(1) frame repr in the serving process
+from . import (
+    h2_tuning,  # also installs hyperframe's O(1) frame repr in the serving process
+    proto_tuning,  # noqa: F401 - installs betterproto2's field defaults without a warnings context
+)
 from .auth import AuthError, Verifier
 from .buckets_register import KEY_PREFIXES
 from .config import ClusterConfig

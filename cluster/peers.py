@@ -18,6 +18,7 @@ from grpclib.events import SendRequest, listen
 from grpclib.protocol import H2Protocol
 from multidict import MultiDict
 
+from . import proto_tuning  # noqa: F401 - betterproto2's field defaults without a warnings context
 from .auth import Signer
 from .config import ClusterConfig, PoolNode
 from .h2_tuning import BulkChannel
