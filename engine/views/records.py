@@ -42,18 +42,18 @@ class Tx:
     def get(self, db: str, key: bytes) -> bytes | None:
         if not 0 < len(key) <= MAX_KEY_BYTES:  # keys.fits, inlined: a few gets on every request
             return None  # never stored: every write goes through a layout that keeps keys in bounds
-        value: bytes | None = self.txn.get(key, db=self.dbs[db])
+        value: bytes | None = self.txn.get(key, None, self.dbs[db])  # positional: py-lmdb's keywords cost ~700
         return value
 
     def put(self, db: str, key: bytes, value: bytes) -> None:
         if db == "buckets":
             self._bucket = None
-        self.txn.put(key, value, db=self.dbs[db])
+        self.txn.put(key, value, False, True, False, self.dbs[db])  # (dupdata, overwrite, append, db)
 
     def delete(self, db: str, key: bytes) -> None:
         if db == "buckets":
             self._bucket = None
-        self.txn.delete(key, db=self.dbs[db])
+        self.txn.delete(key, b"", self.dbs[db])  # (value: any, db)
 
     def scan(self, db: str, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) pairs whose key starts with ``prefix``, from ``start`` (inclusive) on."""
