@@ -53,6 +53,8 @@ from typing import Any
 import lmdb
 import msgpack
 
+from s4.journal.codec import packb
+
 from .keys import (
     FLAVOUR_REPLICATED,
     FLAVOUR_SINGLE,
@@ -78,8 +80,7 @@ ViewsError = lmdb.Error  # any LMDB failure: the only names of lmdb's that leave
 
 
 def pack(value: Any) -> bytes:
-    packed: bytes = msgpack.packb(value, use_bin_type=True)
-    return packed
+    return packb(value)  # msgpack.packb's bytes through a Packer kept per thread (journal/codec.py)
 
 
 def unpack(data: bytes) -> Any:
