@@ -352,7 +352,9 @@ def build_app(engine: Engine, settings: ApiSettings, wrap: Callable[[Any], Any] 
     writes the access log (api/access_log.py) when it is on. ``wrap``: middleware between the body gate and the
     app (several pools: api/pool_router.py)."""
     quiet_aborts()  # a GET cut short mid-body is logged once, by the handler (api/errors.py ResponseAborted)
-    app = falcon.asgi.App(middleware=[], cors_enable=False, request_type=access_log.LoggedRequest)
+    # falcon's own request class when the log is off: no entry to take from the scope, no subclass to pass through
+    request_type = access_log.LoggedRequest if settings.access_log else falcon.asgi.Request
+    app = falcon.asgi.App(middleware=[], cors_enable=False, request_type=request_type)
     app.req_options.strip_url_path_trailing_slash = False
     app.resp_options.secure_cookies_by_default = False
     app.add_sink(S3Service(engine, settings), prefix="/")

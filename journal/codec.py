@@ -13,6 +13,7 @@ dumpable); ``UPCASTERS`` turns old payload versions into the current shape on re
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -28,12 +29,24 @@ class DecodeError(ValueError):
     """Bytes that passed the frame checksum but are not a valid envelope."""
 
 
-def encode_event(event: Event) -> bytes:
-    encoded: bytes = msgpack.packb(
-        [ENVELOPE_VERSION, event.seq, event.hlc, event.origin, str(event.type), event.actor, event.payload],
-        use_bin_type=True,
-    )
+_packers = threading.local()
+
+
+def packb(value: Any) -> bytes:
+    """``msgpack.packb(value, use_bin_type=True)``, the same bytes, through this thread's ``Packer``:
+    ``msgpack.packb`` builds a Packer (and its 256 KiB buffer) on every call, ~3,000 instructions more than
+    reusing one (docs/performance.md, "Issue 18's last bar"). A Packer is not thread-safe, hence one per thread;
+    it resets itself after every ``pack``, a failed one included."""
+    try:
+        packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True, buf_size=4096)
+    encoded: bytes = packer.pack(value)
     return encoded
+
+
+def encode_event(event: Event) -> bytes:
+    return packb([ENVELOPE_VERSION, event.seq, event.hlc, event.origin, str(event.type), event.actor, event.payload])
 
 
 def decode_event(data: bytes) -> Event:

@@ -53,6 +53,8 @@ from typing import Any
 import lmdb
 import msgpack
 
+from s4.journal.codec import packb
+
 from .keys import (
     FLAVOUR_REPLICATED,
     FLAVOUR_SINGLE,
@@ -78,8 +80,7 @@ ViewsError = lmdb.Error  # any LMDB failure: the only names of lmdb's that leave
 
 
 def pack(value: Any) -> bytes:
-    packed: bytes = msgpack.packb(value, use_bin_type=True)
-    return packed
+    return packb(value)  # msgpack.packb's bytes through a Packer kept per thread (journal/codec.py)
 
 
 def unpack(data: bytes) -> Any:
@@ -158,10 +159,14 @@ class Views:
     def db(self, name: str) -> Any:
         return self.dbs[name]
 
+    # The per-request reads below call py-lmdb positionally and end their transaction with ``abort`` in a
+    # ``finally``: ``begin()``'s defaults are a read transaction without buffers (``buffers=False`` spelt out cost
+    # ~900 instructions), ``get(key, default, db)`` (``db=`` ~700 a get), and ``with`` ~700 more than the
+    # ``finally`` (docs/performance.md, "Issue 18's last bar").
     def read(self) -> lmdb.Transaction:
         """A read transaction, used as a context manager (``with views.read() as txn``): lmdb's own ``__exit__``
         ends it. No generator-based wrapper: this runs a few times per GET."""
-        return self.env.begin(buffers=False)
+        return self.env.begin()
 
     def get(self, db: str, key: bytes) -> bytes | None:
         """One value read in a transaction of its own, without ``Tx``: for a single lookup made on every request
@@ -169,25 +174,34 @@ class Views:
         handle = self.dbs.get(db)
         if handle is None or not fits(key):
             return None
-        with self.env.begin(buffers=False) as txn:
-            return txn.get(key, db=handle)
+        txn = self.env.begin()
+        try:
+            return txn.get(key, None, handle)
+        finally:
+            txn.abort()
 
     def get_pair(self, first: tuple[str, bytes], second: tuple[str, bytes]) -> tuple[bytes | None, bytes | None]:
         """Two values read in one transaction (access control's bucket record and policy: one snapshot, one
         transaction's cost)."""
         if not fits(first[1]) or not fits(second[1]):
             return None, None
-        with self.env.begin(buffers=False) as txn:
-            return txn.get(first[1], db=self.dbs[first[0]]), txn.get(second[1], db=self.dbs[second[0]])
+        txn = self.env.begin()
+        try:
+            return txn.get(first[1], None, self.dbs[first[0]]), txn.get(second[1], None, self.dbs[second[0]])
+        finally:
+            txn.abort()
 
     def get_many(self, wanted: list[tuple[str, bytes]]) -> list[bytes | None]:
         """Several values read in one transaction (a request's bucket record and configurations: one snapshot, one
-        transaction's cost instead of one per value, ~4,400 of a get's ~7,800 instructions)."""
+        transaction's cost instead of one per value)."""
         found: list[bytes | None] = []
         dbs = self.dbs
-        with self.env.begin(buffers=False) as txn:
+        txn = self.env.begin()
+        try:
             for db, key in wanted:
-                found.append(txn.get(key, db=dbs[db]) if fits(key) else None)
+                found.append(txn.get(key, None, dbs[db]) if fits(key) else None)
+        finally:
+            txn.abort()
         return found
 
     def get_three(self, first: tuple[str, bytes], second: tuple[str, bytes],
@@ -195,9 +209,12 @@ class Views:
         """``get_pair`` plus one value (access control's object reads also ask the bucket's object ownership)."""
         if not fits(first[1]) or not fits(second[1]) or not fits(third[1]):
             return None, None, None
-        with self.env.begin(buffers=False) as txn:
-            return (txn.get(first[1], db=self.dbs[first[0]]), txn.get(second[1], db=self.dbs[second[0]]),
-                    txn.get(third[1], db=self.dbs[third[0]]))
+        txn = self.env.begin()
+        try:
+            return (txn.get(first[1], None, self.dbs[first[0]]), txn.get(second[1], None, self.dbs[second[0]]),
+                    txn.get(third[1], None, self.dbs[third[0]]))
+        finally:
+            txn.abort()
 
     def begin_write(self) -> lmdb.Transaction:
         return self.env.begin(write=True)

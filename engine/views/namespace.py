@@ -24,6 +24,9 @@ from typing import Any
 from . import keys
 from .keys import NAME_PIECE_BYTES, NS_DIR, NS_LEAF, NS_PIECE, decode_ns_value, ns_key, ns_prefix, ns_value
 
+#: py-lmdb's calls take their arguments positionally here: ``get(key, default, db)``, ``put(key, value, dupdata,
+#: overwrite, append, db)``, ``delete(key, value, db)``. Its keyword parsing cost ~700 instructions a call (a small
+#: request makes dozens: docs/performance.md, "Issue 18's last bar").
 DIR = NS_DIR
 _ident = keys.U64.unpack_from  # the id after a value's kind byte, without slicing
 LEAF = NS_LEAF
@@ -39,11 +42,11 @@ def split_key(key: bytes) -> tuple[list[bytes], bytes]:
 def _get(txn: Any, db: Any, parent: int, name: bytes) -> bytes | None:
     """The value of entry ``name`` (any length) in directory ``parent``, following its pieces."""
     while len(name) >= NAME_PIECE_BYTES:
-        val = txn.get(ns_key(parent, name[:NAME_PIECE_BYTES]), db=db)
+        val = txn.get(ns_key(parent, name[:NAME_PIECE_BYTES]), None, db)
         if val is None or val[:1] != PIECE:
             return None
         parent, name = decode_ns_value(val)[1], name[NAME_PIECE_BYTES:]
-    found: bytes | None = txn.get(ns_key(parent, name), db=db)
+    found: bytes | None = txn.get(ns_key(parent, name), None, db)
     return found
 
 
@@ -51,14 +54,14 @@ def _put(txn: Any, db: Any, parent: int, name: bytes, value: bytes, alloc: Calla
     """Store entry ``name`` in ``parent``, creating the piece nodes a long name needs."""
     while len(name) >= NAME_PIECE_BYTES:
         key = ns_key(parent, name[:NAME_PIECE_BYTES])
-        val = txn.get(key, db=db)
+        val = txn.get(key, None, db)
         if val is None:
             node = alloc()
-            txn.put(key, ns_value(PIECE, node), db=db)
+            txn.put(key, ns_value(PIECE, node), False, True, False, db)
         else:
             node = decode_ns_value(val)[1]
         parent, name = node, name[NAME_PIECE_BYTES:]
-    txn.put(ns_key(parent, name), value, db=db)
+    txn.put(ns_key(parent, name), value, False, True, False, db)
 
 
 def _delete(txn: Any, db: Any, parent: int, name: bytes) -> None:
@@ -66,16 +69,16 @@ def _delete(txn: Any, db: Any, parent: int, name: bytes) -> None:
     chain: list[tuple[int, bytes]] = []  # (node, piece) of every piece entry on the way down
     while len(name) >= NAME_PIECE_BYTES:
         piece = name[:NAME_PIECE_BYTES]
-        val = txn.get(ns_key(parent, piece), db=db)
+        val = txn.get(ns_key(parent, piece), None, db)
         if val is None:
             return
         chain.append((parent, piece))
         parent, name = decode_ns_value(val)[1], name[NAME_PIECE_BYTES:]
-    txn.delete(ns_key(parent, name), db=db)
+    txn.delete(ns_key(parent, name), b"", db)
     for node, piece in reversed(chain):
         if has_children(txn, db, parent):
             return
-        txn.delete(ns_key(node, piece), db=db)
+        txn.delete(ns_key(node, piece), b"", db)
         parent = node
 
 

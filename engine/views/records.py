@@ -22,26 +22,38 @@ class Tx:
     """A transaction plus the database handles: the one argument every view function takes.
 
     ``replicated``: whether the projector keeps the last-writer-wins bookkeeping in these views (the views'
-    flavour, ``Views.replicated``; docs/architecture/views.md, "Flavour"). Readers never look at it."""
+    flavour, ``Views.replicated``; docs/architecture/views.md, "Flavour"). Readers never look at it.
 
-    __slots__ = ("txn", "dbs", "replicated")
+    The last bucket record read or written through this transaction is kept decoded (``bucket``): a command's
+    decider reads its bucket, then the projection of each event it emits reads it again (two LMDB gets and two
+    decodes per write before). Every write of the ``buckets`` database goes through this object (``put``,
+    ``delete``, ``put_bucket``), which keeps the copy equal to the stored record; a caller that changes the
+    returned ``Bucket`` writes it back with ``put_bucket`` in the same transaction (the projector does), or the
+    transaction is abandoned."""
+
+    __slots__ = ("txn", "dbs", "replicated", "_bucket")
 
     def __init__(self, txn: Any, dbs: dict[str, Any], replicated: bool = True) -> None:
         self.txn = txn
         self.dbs = dbs
         self.replicated = replicated
+        self._bucket: Bucket | None = None  # the last bucket record read or written, decoded
 
     def get(self, db: str, key: bytes) -> bytes | None:
         if not 0 < len(key) <= MAX_KEY_BYTES:  # keys.fits, inlined: a few gets on every request
             return None  # never stored: every write goes through a layout that keeps keys in bounds
-        value: bytes | None = self.txn.get(key, db=self.dbs[db])
+        value: bytes | None = self.txn.get(key, None, self.dbs[db])  # positional: py-lmdb's keywords cost ~700
         return value
 
     def put(self, db: str, key: bytes, value: bytes) -> None:
-        self.txn.put(key, value, db=self.dbs[db])
+        if db == "buckets":
+            self._bucket = None
+        self.txn.put(key, value, False, True, False, self.dbs[db])  # (dupdata, overwrite, append, db)
 
     def delete(self, db: str, key: bytes) -> None:
-        self.txn.delete(key, db=self.dbs[db])
+        if db == "buckets":
+            self._bucket = None
+        self.txn.delete(key, b"", self.dbs[db])  # (value: any, db)
 
     def scan(self, db: str, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) pairs whose key starts with ``prefix``, from ``start`` (inclusive) on."""
@@ -73,11 +85,18 @@ class Tx:
 
     # -- buckets ------------------------------------------------------------------------------------------------
     def bucket(self, name: str) -> Bucket | None:
+        kept = self._bucket
+        if kept is not None and kept.name == name:
+            return kept
         raw = self.get("buckets", keys.bucket_key(name))
-        return Bucket.from_record(name, unpack(raw)) if raw else None
+        if not raw:
+            return None
+        bucket = self._bucket = Bucket.from_record(name, unpack(raw))
+        return bucket
 
     def put_bucket(self, bucket: Bucket) -> None:
         self.put("buckets", keys.bucket_key(bucket.name), pack(bucket.to_record()))
+        self._bucket = bucket
 
     def buckets(self) -> list[Bucket]:
         return [Bucket.from_record(keys.decode_bucket_key(k), unpack(v)) for k, v in self.scan("buckets", b"")]

@@ -334,10 +334,11 @@ class _Env:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.env, name)
 
-    def begin(self, *, write: bool = False, parent: Any = None, **kwargs: Any) -> Any:
+    def begin(self, db: Any = None, parent: Any = None, write: bool = False, buffers: bool = False) -> Any:
+        """py-lmdb's signature (the sequencer calls it positionally)."""
         if isinstance(parent, _FailingCommit):
             parent = parent.txn
-        txn = self.env.begin(write=write, parent=parent, **kwargs)
+        txn = self.env.begin(db, parent, write, buffers)
         return _FailingCommit(txn) if write and parent is None else txn
 
 

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 
+import pytest
+
+from s4.api import access_log
 from s4.api.access_log import format_line
+from s4.api.app import build_app
 from s4.api.http_protocol import connection_cap
+from s4.api.settings import ApiSettings
+from s4.engine import Engine, EngineOptions
+from tests.helpers import inprocess_bench as bench
 
 
 def test_issue18_line_is_one_json_object_whatever_the_key() -> None:
@@ -42,3 +51,30 @@ def test_access_log_quote_cache_is_bounded_and_escapes_like_json() -> None:
     long_bucket = "x" * 500
     assert json.loads(format_line(0.0, "", "", "", "", long_bucket, "", 400, 0, 0.0, ""))["bucket"] == long_bucket
     assert long_bucket not in access_log._quoted  # names past the longest valid one are never kept
+
+
+def test_the_app_fills_the_line_through_its_request_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the log on, the app's request context is the gate's entry (``LoggedRequest``): the line names the
+    operation, bucket, key and signer the app found; with it off, falcon's own request class serves and no line is
+    written."""
+    lines: list[dict[str, object]] = []
+    monkeypatch.setattr(access_log, "STDERR", lambda line: lines.append(json.loads(line)))
+    signer = bench.Signer(bench.ACCESS, bench.SECRET)
+    path = f"/{bench.BUCKET}/some/key"
+
+    async def run(logged: bool) -> int:
+        engine = Engine(EngineOptions(data_dir=tmp_path / ("on" if logged else "off")))
+        try:
+            await engine.create_bucket(bench.BUCKET)
+            app = build_app(engine, ApiSettings(access_key=bench.ACCESS, secret_key=bench.SECRET,
+                                                access_log=logged))
+            headers = signer.headers("PUT", bench.HOST, path, extra={"content-length": "3"})
+            return await bench._call(app, "PUT", path, headers, b"abc")
+        finally:
+            engine.close()
+
+    assert asyncio.run(run(True)) == 200
+    assert [(x["operation"], x["bucket"], x["key"], x["actor"], x["status"]) for x in lines] == [
+        ("PutObject", bench.BUCKET, "some/key", bench.ACCESS, 200)]
+    assert asyncio.run(run(False)) == 200
+    assert len(lines) == 1

@@ -199,10 +199,11 @@ class _FailingEnv:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.env, name)
 
-    def begin(self, write: bool = False, parent: Any = None, **kwargs: Any) -> Any:
+    def begin(self, db: Any = None, parent: Any = None, write: bool = False, buffers: bool = False) -> Any:
+        """py-lmdb's signature (the sequencer calls it positionally)."""
         if parent is not None:
-            return self.env.begin(write=write, parent=getattr(parent, "txn", parent), **kwargs)
-        txn = self.env.begin(write=write, **kwargs)
+            return self.env.begin(db, getattr(parent, "txn", parent), write, buffers)
+        txn = self.env.begin(db, None, write, buffers)
         return _FailingTxn(txn, self) if write else txn
 
 
