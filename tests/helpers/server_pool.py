@@ -66,6 +66,24 @@ def wait_for(what: str, check: Callable[[], bool], nodes: list[ServerProcess], d
     raise AssertionError(f"timed out waiting for {what}\n{logs}")
 
 
+EVERYONE_ALIVE = {"node-1": "alive", "node-2": "alive", "node-3": "alive"}
+
+
+def all_alive(pool: list[ServerProcess], tokens: list[str]) -> bool:
+    """Every node of ``pool`` sees every node (itself included) alive."""
+    return all(states(health(n, t)) == EVERYONE_ALIVE for n, t in zip(pool, tokens, strict=True))
+
+
+def start_alive(pool: list[ServerProcess], started: list[ServerProcess]) -> list[str]:
+    """Start the nodes of ``pool`` (each appended to ``started``, the test's list to stop at teardown), wait until
+    every node sees the three alive, and return each node's admin token."""
+    for node in pool:
+        started.append(node.start())
+    tokens = [token(n) for n in pool]
+    wait_for("the 3 nodes alive everywhere", lambda: all_alive(pool, tokens), pool)
+    return tokens
+
+
 def metric(node: ServerProcess, name: str, peer: str) -> float | None:
     text = requests.get(f"{node.endpoint}/metrics", timeout=30).text
     found = re.search(rf'^{name}\{{peer="{peer}"\}} (\S+)$', text, re.M)

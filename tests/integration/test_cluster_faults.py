@@ -38,7 +38,18 @@ from helpers.faketime import faketime_env
 from helpers.netns import Partition, problem
 from helpers.s3client import make_client
 from helpers.server import ServerProcess
-from helpers.server_pool import HOSTS, health, make_pool, metric, states, token, wait_for
+from helpers.server_pool import (
+    EVERYONE_ALIVE,
+    HOSTS,
+    all_alive,
+    health,
+    make_pool,
+    metric,
+    start_alive,
+    states,
+    token,
+    wait_for,
+)
 from test_cluster_quorum_writes import body, counter
 
 BUCKET = "faults"
@@ -100,12 +111,7 @@ def reads_back(client: Any, objects: dict[str, bytes | None]) -> bool:
 def test_issue19_partition_with_nftables_majority_serves_minority_refuses_503_then_catches_up(
         tmp_path: Path, nodes: list[ServerProcess], partitions: list[Partition]) -> None:
     pool = fault_pool(tmp_path)
-    for node in pool:
-        nodes.append(node.start())
-    tokens = [token(n) for n in pool]
-    everyone = {"node-1": "alive", "node-2": "alive", "node-3": "alive"}
-    wait_for("the 3 nodes alive everywhere", lambda: all(states(health(n, t)) == everyone
-                                                         for n, t in zip(pool, tokens, strict=True)), pool)
+    tokens = start_alive(pool, nodes)
     clients = [no_retries(n.endpoint) for n in pool]
     clients[0].create_bucket(Bucket=BUCKET)
     wait_for("every node holds the bucket", lambda: all(has_bucket(c) for c in clients), pool)
@@ -148,7 +154,7 @@ def test_issue19_partition_with_nftables_majority_serves_minority_refuses_503_th
              lambda: counter(pool[0], "s4_cluster_hints_pending", "node-3") > 0, pool)
 
     partition.heal()
-    wait_for("node-3 sees its peers alive again", lambda: states(health(pool[2], tokens[2])) == everyone, pool)
+    wait_for("node-3 sees its peers alive again", lambda: states(health(pool[2], tokens[2])) == EVERYONE_ALIVE, pool)
     wait_for("node-1 and node-2 delivered their hints to node-3, node-3 pulled their journals",
              lambda: all(counter(n, "s4_cluster_hints_pending", "node-3") == 0 for n in pool[:2])
              and all(metric(pool[2], "s4_cluster_peer_journal_lag", p) == 0 for p in ("node-1", "node-2")), pool)
@@ -195,9 +201,8 @@ def test_issue19_clock_skew_with_faketime_later_write_wins_and_a_clock_beyond_th
         nodes.append(node.start())
     assert 20 < clock_ahead_s(pool[2]) < 40  # the preload took: node-3 lives 30 s ahead
     tokens = [token(n) for n in pool]
-    everyone = {"node-1": "alive", "node-2": "alive", "node-3": "alive"}
     wait_for("the 3 nodes alive everywhere (30 s is inside the 60 s limit)",
-             lambda: all(states(health(n, t)) == everyone for n, t in zip(pool, tokens, strict=True)), pool)
+             lambda: all_alive(pool, tokens), pool)
     clients = [no_retries(n.endpoint) for n in pool]
     clients[0].create_bucket(Bucket=BUCKET)
     wait_for("every node holds the bucket", lambda: all(has_bucket(c) for c in clients), pool)
@@ -263,7 +268,7 @@ def test_issue19_clock_skew_with_faketime_later_write_wins_and_a_clock_beyond_th
     pool[2].start()
     clients[2], tokens[2] = no_retries(pool[2].endpoint), token(pool[2])
     wait_for("the 3 nodes alive everywhere again",
-             lambda: all(states(health(n, t)) == everyone for n, t in zip(pool, tokens, strict=True)), pool)
+             lambda: all_alive(pool, tokens), pool)
     clients[2].put_object(Bucket=BUCKET, Key="fixed", Body=b"node-3 back in time")
     assert present(clients[0], "fixed") == b"node-3 back in time"
     for client in clients:

@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from helpers.netns import Partition, problem
 from helpers.s3client import make_client
 from helpers.server import ServerProcess
-from test_cluster_node import health, make_pool, states, token, wait_for
+from helpers.server_pool import EVERYONE_ALIVE, health, make_pool, start_alive, states, wait_for
 
 BUCKET = "sse"
 ALONE = {"S4_HINT_TTL_HOURS": "0", "S4_CATCH_UP": "off", "S4_ANTI_ENTROPY_INTERVAL_SECS": "2"}
@@ -58,12 +58,7 @@ def node3_dead(pool: list[ServerProcess], tokens: list[str]) -> None:
 def test_issue22_a_node_partitioned_while_a_kms_key_was_created_and_rotated_gets_it_by_anti_entropy(
         tmp_path: Path, nodes: list[ServerProcess], partitions: list[Partition]) -> None:
     pool = make_pool(tmp_path, workers=1, overrides={i: ALONE for i in range(3)})
-    for node in pool:
-        nodes.append(node.start())
-    tokens = [token(n) for n in pool]
-    everyone = {"node-1": "alive", "node-2": "alive", "node-3": "alive"}
-    wait_for("the 3 nodes alive everywhere", lambda: all(states(health(n, t)) == everyone
-                                                         for n, t in zip(pool, tokens, strict=True)), pool)
+    tokens = start_alive(pool, nodes)
     clients = [make_client(n.endpoint, retries={"total_max_attempts": 1, "mode": "standard"}) for n in pool]
     clients[0].create_bucket(Bucket=BUCKET)
 
@@ -87,7 +82,7 @@ def test_issue22_a_node_partitioned_while_a_kms_key_was_created_and_rotated_gets
     assert expected is not None and expected["versions"] == 2 and expected["enabled"] is True
     assert key_doc(pool[2], tokens[2]) is None
     partition.heal()
-    wait_for("node-3 sees its peers alive again", lambda: states(health(pool[2], tokens[2])) == everyone, pool)
+    wait_for("node-3 sees its peers alive again", lambda: states(health(pool[2], tokens[2])) == EVERYONE_ALIVE, pool)
 
     wait_for("node-3 holds the key as node-1 does", lambda: key_doc(pool[2], tokens[2]) == expected, pool, 90)
     wait_for("node-3 decrypts the object under the new key version", lambda: body_of(clients[2]) == body, pool, 90)

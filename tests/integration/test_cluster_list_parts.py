@@ -22,7 +22,7 @@ import pytest
 from botocore.exceptions import ClientError
 from helpers.netns import NFT, grpc_port
 from helpers.server import ServerProcess
-from helpers.server_pool import health, states, token, wait_for
+from helpers.server_pool import start_alive, wait_for
 from test_cluster_faults import PROBLEM, fault_pool, no_retries
 
 pytestmark = [pytest.mark.skipif(PROBLEM is not None, reason=str(PROBLEM)), pytest.mark.usefixtures("own_network")]
@@ -72,12 +72,7 @@ def part_numbers(client: object, key: str, upload: str) -> list[int]:
 def test_issue19_list_parts_through_a_node_lagging_on_a_part_lists_it(
         tmp_path: Path, nodes: list[ServerProcess], one_way_cut: list[str]) -> None:
     pool = fault_pool(tmp_path)
-    for node in pool:
-        nodes.append(node.start())
-    tokens = [token(n) for n in pool]
-    everyone = {"node-1": "alive", "node-2": "alive", "node-3": "alive"}
-    wait_for("the 3 nodes alive everywhere", lambda: all(states(health(n, t)) == everyone
-                                                         for n, t in zip(pool, tokens, strict=True)), pool)
+    start_alive(pool, nodes)
     clients = [no_retries(n.endpoint) for n in pool]
     clients[0].create_bucket(Bucket=BUCKET)
     wait_for("every node holds the bucket", lambda: all(has_bucket(c) for c in clients), pool)

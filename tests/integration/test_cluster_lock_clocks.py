@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 from helpers.netns import Partition, problem
 from helpers.s3client import make_client
 from helpers.server import ServerProcess
-from helpers.server_pool import health, make_pool, states, token, wait_for
+from helpers.server_pool import EVERYONE_ALIVE, health, make_pool, start_alive, states, wait_for
 
 BUCKET = "worm"
 ALONE = {"S4_HINT_TTL_HOURS": "0", "S4_CATCH_UP": "off", "S4_ANTI_ENTROPY_INTERVAL_SECS": "2"}
@@ -62,12 +62,7 @@ def lock_seen(client: Any, version: str, until: datetime.datetime) -> bool:
 def test_a_node_partitioned_while_the_lock_was_set_refuses_the_delete_after_the_heal(
         tmp_path: Path, nodes: list[ServerProcess], partitions: list[Partition]) -> None:
     pool = make_pool(tmp_path, workers=1, overrides={i: ALONE for i in range(3)})
-    for node in pool:
-        nodes.append(node.start())
-    tokens = [token(n) for n in pool]
-    everyone = {"node-1": "alive", "node-2": "alive", "node-3": "alive"}
-    wait_for("the 3 nodes alive everywhere", lambda: all(states(health(n, t)) == everyone
-                                                         for n, t in zip(pool, tokens, strict=True)), pool)
+    tokens = start_alive(pool, nodes)
     clients = [no_retries(n.endpoint) for n in pool]
     clients[0].create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
     version = clients[0].put_object(Bucket=BUCKET, Key="k", Body=b"kept")["VersionId"]
@@ -83,7 +78,7 @@ def test_a_node_partitioned_while_the_lock_was_set_refuses_the_delete_after_the_
                                     Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until})
     assert lock_seen(clients[1], version, until)
     partition.heal()
-    wait_for("node-3 sees its peers alive again", lambda: states(health(pool[2], tokens[2])) == everyone, pool)
+    wait_for("node-3 sees its peers alive again", lambda: states(health(pool[2], tokens[2])) == EVERYONE_ALIVE, pool)
 
     # At once: node-3 never deletes on its copy without the lock (503 while it lacks the lock clock, or refused).
     first = answer(lambda: clients[2].delete_object(Bucket=BUCKET, Key="k", VersionId=version))
@@ -120,12 +115,7 @@ def test_issue22_retention_and_legal_hold_set_on_two_sides_of_a_partition_both_s
     Before per-field lock clocks each lock_set was the whole lock state, last writer wins: node-3's (hold on, no
     retention) won everywhere and the acknowledged COMPLIANCE retention was gone."""
     pool = make_pool(tmp_path, workers=1, overrides={i: QUORUM_ONE for i in range(3)})
-    for node in pool:
-        nodes.append(node.start())
-    tokens = [token(n) for n in pool]
-    everyone = {"node-1": "alive", "node-2": "alive", "node-3": "alive"}
-    wait_for("the 3 nodes alive everywhere", lambda: all(states(health(n, t)) == everyone
-                                                         for n, t in zip(pool, tokens, strict=True)), pool)
+    start_alive(pool, nodes)
     clients = [no_retries(n.endpoint) for n in pool]
     clients[0].create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
     wait_for("every node holds the bucket", lambda: all(
