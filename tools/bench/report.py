@@ -144,6 +144,22 @@ def errors_summary(results: Mapping[str, Sequence[Result]]) -> list[str]:
     return lines
 
 
+def baseline_table(agg: Mapping[Row, Mapping[str, Cell]], current: str, baseline: str,
+                   servers: Sequence[str]) -> str:
+    """Per workload: this build against the baseline build, then each build against every other server measured in
+    the same run (a before/after whose ratios do not depend on how fast the box was in another run)."""
+    peers = [s for s in servers if s not in (current, baseline)]
+    header = ["workload", "conc", "unit", current, baseline, f"{current}/{baseline}",
+              *(f"{name}/{p}" for p in peers for name in (baseline, current))]
+    rows = []
+    for (name, conc), cells in agg.items():
+        now, before = cells.get(current), cells.get(baseline)
+        if now is None or before is None:
+            continue
+        rows.append([name, str(conc), now.unit, _cell_text(now), _cell_text(before), ratio(now.value, before.value),
+                     *(ratio(c.value, cells[p].value if p in cells else None) for p in peers for c in (before, now))])
+    return _table(header, rows, 3)
+
 
 def pool_bars(large_mib: int) -> dict[str, float]:
     """Issue 19's bar for a 3-node pool on a 2-core box: the least pool/single throughput ratio per workload."""

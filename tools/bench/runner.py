@@ -31,7 +31,7 @@ from . import report, workloads
 from .client import Client
 from .disk import CHUNK, sequential_write
 from .rss import RssSampler, trees_cpu_seconds, wait_idle
-from .servers import PEERS, Keys, Server, start_s4, start_s4_pool, wait_pool_alive, wait_ready
+from .servers import BASELINE, PEERS, Keys, Server, start_s4, start_s4_pool, wait_pool_alive, wait_ready
 from .workloads import Result
 
 
@@ -41,6 +41,7 @@ class Options:
     endpoint: str | None = None
     peers: list[str] = field(default_factory=list)
     s4_workers: int | None = None
+    baseline: str | None = None  # another interpreter's S4 (another checkout), measured beside this one
     cluster: int = 0  # 0: no pool; 3: also a 3-node S4 pool, measured against the single S4
     rounds: int = 2
     concurrency: list[int] = field(default_factory=lambda: [1, 16, 64])
@@ -211,6 +212,8 @@ def start_servers(opts: Options, work: Path, servers: list[Server]) -> None:
         servers.append(Server("S4", opts.endpoint, version="already running", command=["--endpoint"]))
     else:
         servers.append(start_s4(work, opts.keys, opts.s4_workers))
+    if opts.baseline:
+        servers.append(start_s4(work, opts.keys, opts.s4_workers, python=opts.baseline))
     if opts.cluster:
         servers.append(start_s4_pool(work, opts.keys, opts.s4_workers))
     for name in opts.peers:
@@ -276,6 +279,10 @@ def render(opts: Options, out: Outcome, work: str) -> str:
                   "The client talks to node 1 only: it coordinates every write (W=2 of 3 durable copies before the "
                   "answer) and serves every read from its own copy. CPU is the three nodes' together.", "",
                   report.pool_table(agg, "S4", pool, report.pool_bars(opts.large_mib))]
+    if BASELINE in names and "S4" in names:
+        lines += ["", "### S4 against its baseline (the same run, the same peers)", "",
+                  "Each peer's figures divide both builds', so a peer that ran faster or slower in this run moves "
+                  "both ratios alike.", "", report.baseline_table(agg, "S4", BASELINE, names)]
     if opts.preload:
         lines += ["", f"### Scale: 4 KiB ops/s with {opts.preload:,} objects stored", "",
                   report.scale_table(agg, names, opts.preload, workloads.scale_name)]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import glob
-import importlib.metadata
 import json
 import os
 import secrets
@@ -30,6 +29,8 @@ from pathlib import Path
 from .client import Client, S3Error
 
 REPO = Path(__file__).resolve().parents[2]
+#: The report's name for the S4 of ``--baseline`` (another build, measured in the same run as this one).
+BASELINE = "S4 baseline"
 
 
 @dataclass(frozen=True)
@@ -124,15 +125,19 @@ def binary_version(cmd: list[str]) -> str:
     return out.strip().splitlines()[0] if out.strip() else ""
 
 
-def s4_version() -> str:
-    """The installed distribution's version, plus the commit when S4 runs from a git checkout (editable install);
-    a non-editable install in site-packages has no repository to ask."""
+def s4_version(python: str | None = None) -> str:
+    """The version of the S4 that ``python`` (default: this interpreter) imports, plus the commit when it runs from
+    a git checkout (editable install); a non-editable install in site-packages has no repository to ask."""
+    probe = ("import importlib.metadata, pathlib, s4.tools.server as m; "
+             "print(importlib.metadata.version('s4')); print(pathlib.Path(m.__file__).resolve().parents[1])")
     try:
-        installed = importlib.metadata.version("s4")
-    except importlib.metadata.PackageNotFoundError:
-        installed = ""
+        out = subprocess.run([python or sys.executable, "-c", probe], capture_output=True, text=True,
+                             timeout=60).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        out = []
+    installed, repo = (out[0], out[1]) if len(out) == 2 else ("", str(REPO))
     try:
-        rev = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
+        rev = subprocess.run(["git", "-C", repo, "describe", "--always", "--dirty"], capture_output=True,
                              text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         rev = ""
@@ -148,21 +153,23 @@ def spawn(name: str, cmd: list[str], work: Path, env: dict[str, str] | None = No
     return proc, log
 
 
-def start_s4(work: Path, keys: Keys, workers: int | None) -> Server:
-    """``s4-server`` (as ``python -m s4.tools.server``, same interpreter) on a fresh data directory."""
+def start_s4(work: Path, keys: Keys, workers: int | None, python: str | None = None) -> Server:
+    """``s4-server`` (as ``python -m s4.tools.server``) on a fresh data directory: this interpreter's S4, or with
+    ``python`` another interpreter's (another checkout's virtualenv: the baseline of a before/after run)."""
     (port,) = free_ports(1)
-    data = work / "s4-data"
+    slug = "s4-baseline" if python else "s4"
+    data = work / f"{slug}-data"
     data.mkdir()
     env = dict(os.environ, S4_BIND=f"127.0.0.1:{port}", S4_DATA_DIR=str(data), S4_ACCESS_KEY_ID=keys.access,
                S4_SECRET_ACCESS_KEY=keys.secret)
     if workers is not None:
         env["S4_WORKERS"] = str(workers)
-    cmd = [sys.executable, "-m", "s4.tools.server"]
-    proc, log = spawn("s4", cmd, work, env)
+    cmd = [python or sys.executable, "-m", "s4.tools.server"]
+    proc, log = spawn(slug, cmd, work, env)
     shown = [f"{k}={env[k]}" for k in ("S4_BIND", "S4_DATA_DIR", "S4_ACCESS_KEY_ID", "S4_SECRET_ACCESS_KEY",
                                          "S4_WORKERS") if k in env]
-    return Server("S4", f"http://127.0.0.1:{port}", proc, version=s4_version(), command=[*shown, *cmd], log=log,
-                  drains=True)
+    return Server(BASELINE if python else "S4", f"http://127.0.0.1:{port}", proc,
+                  version=s4_version(python), command=[*shown, *cmd], log=log, drains=True)
 
 
 POOL_HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")

@@ -205,3 +205,31 @@ def test_tree_cpu_seconds_counts_this_process_and_its_children() -> None:
     me = tree_cpu_seconds(os.getpid())
     assert me is not None and me > 0
     assert tree_cpu_seconds(2**22 + 12345) is None  # no such process
+
+
+def test_baseline_table_sets_both_builds_against_each_peer_of_the_run() -> None:
+    results = {"S4": [res("GET 4KiB", 900), res("PUT 4KiB", 300)],
+               "S4 baseline": [res("GET 4KiB", 1000), res("PUT 4KiB", 200)],
+               "SeaweedFS": [res("GET 4KiB", 500), res("PUT 4KiB", 400)]}
+    names = ["S4", "S4 baseline", "SeaweedFS"]
+    lines = report.baseline_table(report.aggregate(results), "S4", "S4 baseline", names).splitlines()
+    assert lines[0] == ("| workload | conc | unit | S4 | S4 baseline | S4/S4 baseline | S4 baseline/SeaweedFS "
+                        "| S4/SeaweedFS |")
+    assert lines[2] == "| GET 4KiB | 16 | ops/s | 900 | 1,000 | 0.90x | 2.00x | 1.80x |"
+    assert lines[3] == "| PUT 4KiB | 16 | ops/s | 300 | 200 | 1.50x | 0.50x | 0.75x |"
+
+
+def test_baseline_option_starts_a_second_s4_and_the_report_compares_them(tmp_path: Path) -> None:
+    opts, _ = parse(["--baseline", "/opt/before/bin/python", "--peer", "noop"])
+    assert opts.baseline == "/opt/before/bin/python" and parse([])[0].baseline is None
+    targets = [Target(Server("S4", "http://x"), "b", [res("GET 4KiB", 900)]),
+               Target(Server("S4 baseline", "http://z"), "b", [res("GET 4KiB", 600)]),
+               Target(Server("noop", "http://y", small_only=True), "b", [res("GET 4KiB", 300)])]
+    out = render(opts, Outcome(targets, [], {}, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), "now"), str(tmp_path))
+    assert "### S4 against its baseline" in out
+    assert "| GET 4KiB | 16 | ops/s | 900 | 600 | 1.50x | 2.00x | 3.00x |" in out
+
+
+def test_s4_version_asks_the_interpreter_it_is_given() -> None:
+    assert importlib.metadata.version("s4") not in s4_version("/nonexistent/python")  # nothing to ask
+    assert importlib.metadata.version("s4") in s4_version()
