@@ -170,15 +170,17 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(args.puts):
                 time.sleep(args.settle)
                 start = log.stat().st_size if log.exists() else 0
-                cpu0 = trees_cpu_seconds(roots) or 0.0
+                cpu0 = [trees_cpu_seconds([r]) or 0.0 for r in roots]
                 asyncio.run(put(server.endpoint, keys, args.mib * MiB, i, log))
                 time.sleep(args.settle)
-                cpu = (trees_cpu_seconds(roots) or 0.0) - cpu0
+                per_node = [(trees_cpu_seconds([r]) or 0.0) - c for r, c in zip(roots, cpu0, strict=True)]
+                cpu = sum(per_node)
                 with open(log) as fh:
                     fh.seek(start)
                     lines = fh.read().splitlines()
                 if i:
-                    sys.stdout.write(f"\n### PUT {i} ({args.mib} MiB)\n" + report(lines, nodes, cpu) + "\n")
+                    sys.stdout.write(f"\n### PUT {i} ({args.mib} MiB)\n" + report(lines, nodes, cpu) + "\n"
+                                     + "CPU per node, ms: " + " / ".join(f"{c * 1000:.0f}" for c in per_node) + "\n")
         finally:
             server.stop()
     return 0
