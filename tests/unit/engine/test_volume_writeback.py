@@ -1,6 +1,6 @@
-"""The 64 MiB PUT's tail (docs/performance.md, "the timeline of a 64 MiB PUT"): a large record's bytes start their
-write-out as they are written (engine/volumes/writeback.py), so the fdatasync that makes them durable finds little
-left; small records are left alone. A hint only: the record and the later sync are unchanged."""
+"""The 64 MiB PUT's tail (docs/performance.md, "a timeline of the 64 MiB PUT across the pool"): a large record's
+bytes start their write-out as they are written (engine/volumes/writeback.py), so the fdatasync that makes them
+durable finds little left; small records are left alone. A hint only: the record and the later sync are unchanged."""
 
 from __future__ import annotations
 
