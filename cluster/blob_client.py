@@ -24,6 +24,7 @@ import anyio.to_thread
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
+from ..engine import timeline
 from ..engine.model import BlobLocation
 from .blob_server import BlobService
 from .blobs import HASH_BYTES, INLINE_BYTES, pieces
@@ -134,6 +135,8 @@ async def send_blob(pool: PeerPool, peer: str, digest: bytes, size: int, reader:
                         await stream.send_message(message)  # type: ignore[arg-type]
                 async with asyncio.timeout(limits.idle_s):
                     await stream.end()
+                if timeline.enabled:
+                    timeline.mark("push.sent_all", f"{peer} {digest[:4].hex()}")
 
             sender = asyncio.ensure_future(send_data())
             receiver = asyncio.ensure_future(stream.recv_message())

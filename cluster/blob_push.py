@@ -34,6 +34,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
+from s4.engine import timeline
 from s4.engine.model import BlobLocation
 from s4.engine.volumes.store import VolumeStore
 
@@ -200,8 +201,12 @@ class BlobPusher:
                 location, shared, done = queue.popleft()
                 try:
                     if self._state(peer) != DEAD:
+                        if timeline.enabled:
+                            timeline.mark("push.begin", f"{peer} {location.hash[:4].hex()}")
                         await self._send(peer, location, shared)
                         self.pushed += 1
+                        if timeline.enabled:
+                            timeline.mark("push.acked", f"{peer} {location.hash[:4].hex()}")
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - the peer fetches it with GetBlob instead

@@ -33,6 +33,7 @@ import anyio.to_thread
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from ..engine import timeline
 from ..engine.model import BlobLocation
 from ..engine.space import SpaceGuard, is_disk_full
 from ..engine.views.blobs import is_damaged
@@ -123,6 +124,8 @@ class BlobService:
 
     async def _receive(self, digest: bytes, size: int, data: AsyncIterator[bytes]) -> BlobLocation:
         """Write the stream into a new record, then header and fdatasync it; on any failure nothing is kept."""
+        if timeline.enabled:
+            timeline.mark("recv.begin", digest[:4].hex())
         hasher = hashlib.sha256()
         record = self.volumes.begin_record(size)
         with record:  # aborts (headerless garbage) unless finished
@@ -139,8 +142,12 @@ class BlobService:
                         if writer.queued_total + len(piece) > size:
                             raise GRPCError(Status.INVALID_ARGUMENT, f"PutBlob: more than the header's {size} bytes")
                         await writer.put(piece)
+                    if timeline.enabled:
+                        timeline.mark("recv.last_byte", digest[:4].hex())
                 finally:
                     await writer.close()  # every piece written (or the thread's error raised) before the checks
+                if timeline.enabled:
+                    timeline.mark("recv.written", digest[:4].hex())
             if record.received != size:
                 raise GRPCError(Status.INVALID_ARGUMENT, f"PutBlob: the stream ended after {record.received} of the "
                                                          f"header's {size} bytes")
@@ -148,6 +155,8 @@ class BlobService:
                 raise GRPCError(Status.DATA_LOSS, f"PutBlob: the bytes received hash to {hasher.hexdigest()}, not "
                                                   f"{digest.hex()}: refused")
             loc = await anyio.to_thread.run_sync(_finish_and_sync, self.volumes, record, digest)
+        if timeline.enabled:
+            timeline.mark("recv.fsynced", digest[:4].hex())
         return loc
 
     # -- blobs inside ApplyEvents (BLOB_TRANSFER_INLINE) -----------------------------------------------------------

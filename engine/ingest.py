@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import anyio.to_thread
 
+from . import timeline
 from .crypto import PartSealer
 from .errors import ErrorCode, S3Error
 from .model import BlobLocation
@@ -97,6 +98,8 @@ class Ingestor:
             loc = BlobLocation(digest, rec[0], rec[1], rec[2])
         else:
             loc = written = self._append(data, digest)
+            if timeline.enabled:
+                timeline.mark("ingest.stored", digest[:4].hex())
             out.volumes.add(loc.volume)
             out.written.append(digest)
         out.blobs.append([digest, len(data)])
@@ -133,6 +136,8 @@ class Ingestor:
                 stored(fut.result())
         try:
             async for piece in body:
+                if not received and timeline.enabled:
+                    timeline.mark("ingest.first_byte")
                 received += len(piece)
                 if max_bytes is not None and received > max_bytes:
                     raise S3Error(ErrorCode.ENTITY_TOO_LARGE, ProposedSize=str(received),
@@ -146,6 +151,8 @@ class Ingestor:
                     storing = loop.run_in_executor(None, self._store_chunk, out, chunk, hashers, sealer)
                     if on_stored is not None:
                         storing.add_done_callback(done)
+            if timeline.enabled:
+                timeline.mark("ingest.last_byte", str(received))
             if storing is not None:
                 await storing
                 storing = None
@@ -159,6 +166,8 @@ class Ingestor:
                 tail = await anyio.to_thread.run_sync(self._store_chunk, out, bytes(buf), hashers, sealer)
             if out.size > chunk_bytes:  # the tail of a body that filled whole chunks (pushed like them)
                 stored(tail)
+        if timeline.enabled:
+            timeline.mark("ingest.end", str(out.size))
         return out
 
     async def ingest_bytes(self, data: bytes, **kwargs: Any) -> Ingested:

@@ -25,6 +25,7 @@ import socket
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
+from .. import timeline
 from ..errors import ServiceUnavailableError
 from ..login_throttle import LoginThrottle
 from ..model import BlobLocation
@@ -137,6 +138,8 @@ class SequencerService:
         if self._committer is None:
             self._committer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="s4-committer")
         self._committing = True
+        if timeline.enabled:
+            timeline.mark("commit.begin", str(len(batch)))
         future = self.loop.run_in_executor(self._committer, self.sequencer.commit_now,
                                            [Recorded(command) for command, _, _ in batch])
         future.add_done_callback(lambda done: self._committed(batch, replication, done))
@@ -151,6 +154,8 @@ class SequencerService:
             self._reply(batch, [error] * len(batch))
             return
         results = done.result()
+        if timeline.enabled:
+            timeline.mark("commit.durable")
         events = [event for result in results if isinstance(result, Committed) for event in result.events]
         answers = [result.result if isinstance(result, Committed) else result for result in results]
         if not any(isinstance(result, Committed) for result in results):
@@ -162,6 +167,8 @@ class SequencerService:
         self._tasks.add(task)
 
         def answer(done: asyncio.Task[Any]) -> None:
+            if timeline.enabled:
+                timeline.mark("commit.replicated")
             self._tasks.discard(done)
             error = ChannelClosedError("the sequencer process is stopping") if done.cancelled() else done.exception()
             if error is not None:

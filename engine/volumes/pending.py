@@ -22,6 +22,7 @@ import crc32c
 
 from ..model import BlobLocation
 from .record import BLOCK_BYTES, HEADER_BYTES, encode_header_v2
+from .writeback import WRITEBACK_BYTES, start_writeback
 
 if TYPE_CHECKING:
     from .store import VolumeStore
@@ -69,6 +70,8 @@ class PendingRecord:
         if self._pos + n > self.length:
             raise ValueError(f"{self._pos + n} bytes is more than the record's {self.length}")
         pwrite_all(self._fd, view, self.data_offset + self._pos)
+        if self.length >= WRITEBACK_BYTES:  # a large blob: its final fdatasync finds most of it on its way
+            start_writeback(self._fd, self.data_offset + self._pos, n)
         i = 0
         while i < n:
             take = min(BLOCK_BYTES - self._block_fill, n - i)

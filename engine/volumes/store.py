@@ -33,6 +33,7 @@ from ..model import BlobLocation
 from . import reads
 from .pending import PendingRecord
 from .record import HEADER_BYTES, encode_record, record_bytes
+from .writeback import WRITEBACK_BYTES, start_writeback
 
 log = logging.getLogger(__name__)
 NAME_RE = re.compile(r"^w(\d{2,})-(\d{8,})\.vol$")
@@ -133,6 +134,8 @@ class VolumeStore:
             written = os.pwritev(fd, [header, data, table], offset)
             if 0 < written < total:  # a short write: the rest raises the real cause (ENOSPC)
                 written += os.pwrite(fd, (header + bytes(data) + table)[written:], offset + written)
+            if len(data) >= WRITEBACK_BYTES and written == total:
+                start_writeback(fd, offset, total)  # a large write's chunk: the commit's fdatasync finds it on its way
         finally:
             self._release(fd)
         if written != total:
