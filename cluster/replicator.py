@@ -205,7 +205,7 @@ class Replicator:
         size = sum(referenced_bytes(e) for e in logical)
         timeout = self.settings.deadline_s(size)
         seq = max(e.seq for e in logical)
-        if early is not None and early.started is not None:
+        if early is not None and early.started is not None and not early.started.done():
             await asyncio.wait([early.started])  # its calls are started (or it sent nothing: sent below instead)
         if early is not None and early.tasks:
             self._durable(early)
