@@ -21,7 +21,7 @@ T = TypeVar("T")
 
 Stragglers = Literal["cancel", "leave"]
 
-_left_running: set[asyncio.Future[object]] = set()  # strong references, so a left-running call is not collected
+_left_running: set[asyncio.Future[Any]] = set()  # strong references, so a left-running call is not collected
 
 
 class DeadlineExceeded(Exception):
@@ -63,7 +63,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def _retrieve(task: asyncio.Future[object]) -> None:
+def _retrieve(task: asyncio.Future[Any]) -> None:
     """Done callback of a call the quorum no longer waits for: mark its exception retrieved (no "Task exception was
     never retrieved" log) and drop it. A cancelled call can end with an exception too: grpclib's own deadline turns
     the cancellation into ``TimeoutError`` when both fire together."""
