@@ -50,6 +50,8 @@ def _load(marks_dir: Path, roots: set[int]) -> tuple[list[Mark], dict[int, str]]
 
 
 #: The write path at c=1 as intervals between marks (``C.send``/``C.recv``: the client; ``nP``: each peer, n2 and n3).
+#: The coordinator's replies are taken in send order (n2's is its first ``S.reply_in``, n3's its second): when n3
+#: answers first the two "reply -> coordinator" rows swap (a negative median says so).
 CHAIN = [
     ("C.send", "n1/wrk W.http>", "client -> coordinator's HTTP worker (socket, wake-up)"),
     ("n1/wrk W.http>", "n1/wrk W.cmd>", "worker: HTTP, SigV4, the volume write (work)"),
