@@ -23,7 +23,14 @@
    copy. The bytes on the wire are the same (tests/unit/cluster/test_h2_tuning.py compares them with hyperframe's
    own ``serialize``); frames with padding and every other frame type go through hyperframe as before.
 
-All three reach into the libraries' internals (hyperframe's module function, grpclib's ``Channel._protocol_factory``,
+4. **Every received frame is printed for a trace log nobody reads.** ``H2Connection._receive_frame`` evaluates
+   ``repr(frame)`` for its trace-level log call before anything else, for every frame received on every connection
+   (~4-9 µs each: the frame's flags and body formatted; ~3% of each node's loop thread under the pool's 4 KiB PUTs,
+   py-spy). ``quiet_receive_frame`` installs the same method without that one statement (h2's logger is its no-op
+   ``DummyLogger`` here); tests/unit/cluster/test_h2_tuning.py compares its syntax tree with h2's own minus that
+   statement, so it fails when h2 changes the method.
+
+All four reach into the libraries' internals (hyperframe's module function, grpclib's ``Channel._protocol_factory``,
 its ``H2Protocol.connection``); tests/unit/cluster/test_h2_tuning.py fails if either moves.
 """
 
@@ -36,8 +43,11 @@ import hyperframe.frame
 from grpclib.client import Channel
 from grpclib.protocol import H2Protocol
 from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import Event
+from h2.exceptions import StreamClosedError, StreamIDTooLowError
 from h2.settings import SettingCodes
-from hyperframe.frame import DataFrame, Frame
+from hyperframe.frame import DataFrame, Frame, RstStreamFrame
 
 from .pre_encoded import PassThroughCodec
 
@@ -135,4 +145,57 @@ class BulkChannel(Channel):
         return Handler()
 
 
+_original_receive_frame = H2Connection._receive_frame
+
+
+def _receive_frame(self: H2Connection, frame: Frame) -> list[Event]:
+    """h2 4's ``H2Connection._receive_frame`` without its first statement, the trace log of ``repr(frame)``."""
+    events: list[Event]
+    try:
+        # I don't love using __class__ here, maybe reconsider it.
+        frames, events = self._frame_dispatch_table[frame.__class__](frame)
+    except StreamClosedError as e:
+        # If the stream was closed by RST_STREAM, we just send a RST_STREAM
+        # to the remote peer. Otherwise, this is a connection error, and so
+        # we will re-raise to trigger one.
+        if self._stream_is_closed_by_reset(e.stream_id):
+            f = RstStreamFrame(e.stream_id)
+            f.error_code = e.error_code
+            self._prepare_for_sending([f])
+            events = e._events
+        else:
+            raise
+    except StreamIDTooLowError as e:
+        # The stream ID seems invalid. This may happen when the closed
+        # stream has been cleaned up, or when the remote peer has opened a
+        # new stream with a higher stream ID than this one, forcing it
+        # closed implicitly.
+        #
+        # Check how the stream was closed: depending on the mechanism, it
+        # is either a stream error or a connection error.
+        if self._stream_is_closed_by_reset(e.stream_id):
+            # Closed by RST_STREAM is a stream error.
+            f = RstStreamFrame(e.stream_id)
+            f.error_code = ErrorCodes.STREAM_CLOSED
+            self._prepare_for_sending([f])
+            events = []
+        elif self._stream_is_closed_by_end(e.stream_id):
+            # Closed by END_STREAM is a connection error.
+            raise StreamClosedError(e.stream_id) from e
+        else:
+            # Closed implicitly, also a connection error, but of type
+            # PROTOCOL_ERROR.
+            raise
+    else:
+        self._prepare_for_sending(frames)
+
+    return events
+
+
+def quiet_receive_frame() -> None:
+    """Install ``_receive_frame`` in h2's connection class (idempotent): every connection, client and server."""
+    H2Connection._receive_frame = _receive_frame  # type: ignore[method-assign]
+
+
 fast_frame_repr()
+quiet_receive_frame()

@@ -205,15 +205,15 @@ class Replicator:
         size = sum(referenced_bytes(e) for e in logical)
         timeout = self.settings.deadline_s(size)
         seq = max(e.seq for e in logical)
-        if early is not None and early.started is not None:
+        if early is not None and early.started is not None and not early.started.done():
             await asyncio.wait([early.started])  # its calls are started (or it sent nothing: sent below instead)
         if early is not None and early.tasks:
             self._durable(early)
             live = list(early.tasks)
             calls = early.tasks
 
-            async def call(peer: str) -> ApplyEventsReply:
-                return await asyncio.shield(calls[peer])
+            def call(peer: str) -> Awaitable[ApplyEventsReply]:  # a future: call_quorum waits on it as it is
+                return asyncio.shield(calls[peer])
         else:
             request = await self._request(logical, size)
             ranges = _journal_range(events)
@@ -221,7 +221,7 @@ class Replicator:
             pushed = {d for e in logical for d in referenced_hashes(e)} \
                 if self.pushes is not None and request.blobs == BlobTransfer.FETCH else set()
 
-            def call(peer: str) -> Coroutine[Any, Any, ApplyEventsReply]:
+            def call(peer: str) -> Awaitable[ApplyEventsReply]:
                 return self._send(peer, request, ranges, timeout, seq, pushed=pushed)
         for peer in self.peers:
             if peer not in live:
@@ -478,16 +478,16 @@ class Replicator:
             if not hinted:
                 await self._hint(peer, events)
 
-    def _copy(self, peer: str, call: Callable[[str], Coroutine[Any, Any, ApplyEventsReply]],
-              events: list[Event]) -> asyncio.Task[ApplyEventsReply]:
+    def _copy(self, peer: str, call: Callable[[str], Awaitable[ApplyEventsReply]],
+              events: list[Event]) -> asyncio.Future[ApplyEventsReply]:
         """A background copy of a write to ``peer``, hinted when it fails."""
-        task = asyncio.get_running_loop().create_task(call(peer))
+        task = asyncio.ensure_future(call(peer))
         self._tasks.add(task)  # type: ignore[arg-type]
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(lambda done: self._on_straggler(peer, done, events))
         return task
 
-    def _on_straggler(self, peer: str, done: asyncio.Task[ApplyEventsReply], events: list[Event]) -> None:
+    def _on_straggler(self, peer: str, done: asyncio.Future[ApplyEventsReply], events: list[Event]) -> None:
         if done.cancelled() or done.exception() is not None:
             self._spawn(self._hint(peer, events))
 

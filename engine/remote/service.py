@@ -140,12 +140,20 @@ class SequencerService:
         self._committing = True
         if timeline.enabled:
             timeline.mark("commit.begin", str(len(batch)))
-        future = self.loop.run_in_executor(self._committer, self.sequencer.commit_now,
-                                           [Recorded(command) for command, _, _ in batch])
-        future.add_done_callback(lambda done: self._committed(batch, replication, done))
+        future = self._committer.submit(self.sequencer.commit_now, [Recorded(command) for command, _, _ in batch])
+        future.add_done_callback(lambda done: self._back_on_loop(self._committed, batch, replication, done))
+
+    def _back_on_loop(self, callback: Any, *args: Any) -> None:
+        """From the committer thread: ``callback(*args)`` on the loop, in the loop's next iteration (one wake-up;
+        ``run_in_executor``'s future took a second iteration to run its done callbacks). Dropped when the loop is
+        closed (the process is stopping: the workers' links are gone with it)."""
+        try:
+            self.loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:
+            log.info("a committed batch finished after the loop closed; its workers are gone")
 
     def _committed(self, batch: list[tuple[Command, WorkerLink, int]], replication: ReplicationPort,
-                   done: asyncio.Future[Sequence[Any]]) -> None:
+                   done: concurrent.futures.Future[Sequence[Any]]) -> None:
         self._committing = False
         if self._pending:
             self.loop.call_soon(self._commit_pending)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import hyperframe.frame
+import pytest
 from grpclib.client import Channel
 from helpers.cluster_pool import pool_configs
 from hypothesis import given
@@ -149,3 +150,51 @@ def test_issue19_lean_h2_connection_hands_a_large_buffer_over_without_copying_it
     assert client._data_to_send == bytearray() and client._data_to_send is not out  # type: ignore[attr-defined]
     events = server.receive_data(bytes(out))  # type: ignore[attr-defined]
     assert sum(len(e.data) for e in events if hasattr(e, "data") and e.data) == len(payload)
+
+
+def _body_without_trace(function: object) -> str:
+    """The function's statements as a syntax tree dump, its docstring and h2's trace log call left out."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))  # type: ignore[arg-type]
+    fn = tree.body[0]
+    assert isinstance(fn, ast.FunctionDef)
+    kept = [s for s in fn.body
+            if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))  # docstring
+            and "logger.trace" not in ast.unparse(s)]
+    return "\n".join(ast.dump(s) for s in kept)
+
+
+def test_issue19_h2_receive_frame_is_h2s_own_without_the_trace_repr() -> None:
+    from h2.connection import H2Connection
+
+    original = h2_tuning._original_receive_frame
+    assert "logger.trace" in __import__("inspect").getsource(original)  # what is left out is still there to leave out
+    assert _body_without_trace(h2_tuning._receive_frame) == _body_without_trace(original)
+    assert H2Connection._receive_frame is h2_tuning._receive_frame
+
+
+def test_issue19_h2_receive_frame_does_not_format_received_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+    from h2.config import H2Configuration
+    from h2.connection import H2Connection
+
+    formatted: list[object] = []
+
+    def loud(frame: object) -> str:
+        formatted.append(frame)
+        return "loud"
+
+    client = H2Connection(H2Configuration(client_side=True))
+    client.initiate_connection()
+    server = H2Connection(H2Configuration(client_side=False))
+    server.initiate_connection()
+    server.receive_data(client.data_to_send())
+    client.send_headers(1, [(":method", "POST"), (":path", "/x"), (":scheme", "http"), (":authority", "a")])
+    server.receive_data(client.data_to_send())
+    monkeypatch.setattr(hyperframe.frame.Frame, "__repr__", loud)
+    assert repr(hyperframe.frame.DataFrame(1)) == "loud" and formatted  # what a trace log would have called
+    formatted.clear()
+    events = server._receive_frame(hyperframe.frame.DataFrame(1, data=b"payload"))
+    assert [type(e).__name__ for e in events] == ["DataReceived"] and formatted == []
