@@ -229,6 +229,9 @@ class S3Service:
         await feed.refresh()
 
     async def __call__(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, **_: str) -> None:
+        entry = req.scope.get(access_log.SCOPE_KEY)
+        if entry is not None:  # the access log is on: its entry (api/body_gate.py) is the request's context
+            req.context = entry
         request_id = self.request_ids()
         resp.set_header("x-amz-request-id", request_id)
         resp.set_header("x-amz-id-2", request_id)
@@ -352,9 +355,7 @@ def build_app(engine: Engine, settings: ApiSettings, wrap: Callable[[Any], Any] 
     writes the access log (api/access_log.py) when it is on. ``wrap``: middleware between the body gate and the
     app (several pools: api/pool_router.py)."""
     quiet_aborts()  # a GET cut short mid-body is logged once, by the handler (api/errors.py ResponseAborted)
-    # falcon's own request class when the log is off: no entry to take from the scope, no subclass to pass through
-    request_type = access_log.LoggedRequest if settings.access_log else falcon.asgi.Request
-    app = falcon.asgi.App(middleware=[], cors_enable=False, request_type=request_type)
+    app = falcon.asgi.App(middleware=[], cors_enable=False)
     app.req_options.strip_url_path_trailing_slash = False
     app.resp_options.secure_cookies_by_default = False
     app.add_sink(S3Service(engine, settings), prefix="/")
