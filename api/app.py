@@ -295,7 +295,8 @@ class S3Service:
                     raise S3Error(ErrorCode.ACCESS_DENIED)
                 raise S3Error(ErrorCode.METHOD_NOT_ALLOWED if target.operation is None else ErrorCode.NOT_IMPLEMENTED)
             who = self.access.principal(auth)
-            reads = bucket_reads_for(self.engine, bucket, target.operation or "")  # PUT-like: one read, not four
+            # PUT-like: one read, not four; GET/HEAD: access control's read is the handler's (s3/bucket_reads.py)
+            reads = bucket_reads_for(self.engine, bucket, target.operation or "", key, query)
             facts = RequestFacts(headers, query, client_address(req.scope), req.scope.get("scheme") == "https", auth,
                                  time.time(), reads)
             if target.operation not in SELF_AUTHORIZING:

@@ -384,6 +384,30 @@ class Engine(IamOps, KmsOps):
 
         return self._read(read)  # type: ignore[no-any-return]
 
+    def open_version_guarded(self, bucket: str, key: str, version_id: str | None,
+                             kinds: tuple[str, ...]) -> GuardedOpen:
+        """``bucket_reads`` and ``open_version`` from one read transaction: what a GET/HEAD's access control reads
+        (the owning account, the ``kinds`` configs) and what its handler serves, one snapshot instead of two (one
+        transaction and one get of the bucket record fewer). The version's error (NoSuchBucket, NoSuchKey, ...)
+        is kept, not raised: access control decides first (api/s3/bucket_reads.py ``ObjectReads``). Only where
+        ``settle_key`` settles nothing (a single node): in a pool the handler reads after its quorum read."""
+        def read(tx: Tx) -> GuardedOpen:
+            b = tx.bucket(bucket)
+            if b is None:
+                return GuardedOpen(None, dict.fromkeys(kinds), S3Error(ErrorCode.NO_SUCH_BUCKET, resource=bucket,
+                                                                        BucketName=bucket))
+            configs = {kind: tx.bucket_config(bucket, kind) for kind in kinds}
+            opened: OpenVersion | S3Error
+            try:
+                version = reads.version_for_read(tx, b, key, version_id)
+                opened = OpenVersion(version, b.versioning, tx.bucket_config(bucket, "lifecycle"),
+                                     reads.locations(tx, version))
+            except S3Error as exc:
+                opened = exc
+            return GuardedOpen(b.account or DEFAULT_ACCOUNT.id, configs, opened)
+
+        return self._read(read)  # type: ignore[no-any-return]
+
     def locate(self, version: ObjectVersion) -> list[BlobLocation]:
         """Where each chunk of a version lives right now."""
         return self._read(lambda tx: reads.locations(tx, version))  # type: ignore[no-any-return]
@@ -766,6 +790,16 @@ class OpenVersion:
     versioning: str  # the bucket's: "", "Enabled" or "Suspended"
     lifecycle: Any  # the bucket's lifecycle configuration record, or None
     locations: list[BlobLocation]
+
+
+@dataclass(slots=True)
+class GuardedOpen:
+    """``Engine.open_version_guarded``'s snapshot: the bucket's owning account (None: no bucket), its configs of
+    the asked kinds (None: none), and the version opened or the error reading it gave."""
+
+    account: str | None
+    configs: dict[str, Any]
+    opened: OpenVersion | S3Error
 
 
 _ACCOUNT_FIELD = b"\xa1a"  # the msgpack key "a" of a bucket record (model.Bucket.to_record)
