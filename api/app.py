@@ -308,6 +308,8 @@ class S3Service:
             call.check_framing(target.operation or "")
             if call.has_body:  # what the headers allow, before a byte of the body is asked for (100 Continue)
                 await call.check_before_body(target.operation or "")
+            elif self.engine.key_reads is None:  # a single node: both settles below do nothing (no coroutine)
+                pass
             elif target.operation in BUCKET_CONFIG_READS:
                 await self.engine.settle_bucket(bucket)  # a pool: configured through another node moments ago
             elif bucket and target.operation != "CreateBucket":

@@ -59,7 +59,7 @@ from .read_gate import ReadGate
 from .sequencer import Command
 from .space import SpaceGuard
 from .views.env import Views, unpack
-from .views.keys import bucket_cfg_key, bucket_key
+from .views.keys import bucket_cfg_key, bucket_key, bucket_prefix
 from .views.records import Tx
 from .volumes.reads import BlobReader
 from .volumes.record import DamagedBlob
@@ -357,7 +357,8 @@ class Engine(IamOps, KmsOps):
         ``s3op``: ``CopyObject`` or ``PostObject`` when the version comes from one, kept in the event for the
         notifications' event name (engine/notify/messages.py); "" for PutObject."""
         check_key(key)
-        await self.settle_key(bucket, key)  # a pool decides (conditions, versions, clock) on a quorum's state
+        if self.key_reads is not None:  # a pool decides (conditions, versions, clock) on a quorum's state
+            await self.settle_key(bucket, key)
         version = version_record(None, stored.size, etag or stored.etag,
                                  content_type=content_type or "binary/octet-stream", blobs=stored.blobs,
                                  metadata=metadata, headers=headers, checksums=checksums, tags=tags,
@@ -396,11 +397,18 @@ class Engine(IamOps, KmsOps):
             if b is None:
                 return GuardedOpen(None, dict.fromkeys(kinds), S3Error(ErrorCode.NO_SUCH_BUCKET, resource=bucket,
                                                                         BucketName=bucket))
-            configs = {kind: tx.bucket_config(bucket, kind) for kind in kinds}
+            # the configs as ``Tx.bucket_config`` reads them, their keys from one prefix (the bucket exists, so
+            # its name is valid and every key fits)
+            prefix, get, cfg_db = bucket_prefix(bucket), tx.txn.get, tx.dbs["bucket_cfg"]
+            configs: dict[str, Any] = {}
+            for kind in kinds:
+                raw = get(prefix + kind.encode(), None, cfg_db)
+                configs[kind] = None if raw is None else unpack(raw)
             opened: OpenVersion | S3Error
             try:
                 version = reads.version_for_read(tx, b, key, version_id)
-                opened = OpenVersion(version, b.versioning, tx.bucket_config(bucket, "lifecycle"),
+                lifecycle = get(prefix + b"lifecycle", None, cfg_db)
+                opened = OpenVersion(version, b.versioning, None if lifecycle is None else unpack(lifecycle),
                                      reads.locations(tx, version))
             except S3Error as exc:
                 opened = exc
@@ -568,7 +576,8 @@ class Engine(IamOps, KmsOps):
                             imported: dict[str, Any] | None = None) -> dict[str, Any]:
         """``bypass_governance``: the caller asked for and holds s3:BypassGovernanceRetention (checked by the API).
         ``imported``: an import stamp (engine/imports.py) for the delete marker this adds."""
-        await self.settle_key(bucket, key)
+        if self.key_reads is not None:  # a pool (a single node settles nothing: no coroutine per DELETE)
+            await self.settle_key(bucket, key)
         args: dict[str, Any] = {"bucket": bucket, "key": key, "version_id": version_id,
                                 "bypass": bypass_governance}
         if imported:

@@ -82,6 +82,15 @@ class BucketReads:
         snapshot = self._snapshot() if kind in self._kinds else None
         return snapshot[1][kind] if snapshot is not None else self._engine.bucket_config_if_any(self.bucket, kind)
 
+    def guard(self, kind: str, other: str | None) -> tuple[str | None, Any, Any]:
+        """(``account()``, ``config(kind)``, ``config(other)`` or None when ``other`` is None) in one call: what
+        access control asks (s3/access.py ``check``)."""
+        snapshot = self._snapshot()
+        if snapshot is None or kind not in self._kinds or (other is not None and other not in self._kinds):
+            return self.account(), self.config(kind), None if other is None else self.config(other)
+        configs = snapshot[1]
+        return snapshot[0], configs[kind], None if other is None else configs[other]
+
     def forget(self) -> None:
         """The body is being read: what was read before it may be stale by the time the handler asks again."""
         self._live = False
@@ -98,7 +107,11 @@ class ObjectReads(BucketReads):
     __slots__ = ("_key", "_version_id", "_guarded")
 
     def __init__(self, engine: Engine, bucket: str, key: str, version_id: str | None) -> None:
-        super().__init__(engine, bucket, _OBJECT_KINDS)
+        self._engine = engine  # BucketReads' fields, set here: no super() call per GET
+        self.bucket = bucket
+        self._kinds = _OBJECT_KINDS
+        self._read = None
+        self._live = True
         self._key = key
         self._version_id = version_id
         self._guarded: GuardedOpen | None = None
