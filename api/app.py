@@ -229,6 +229,9 @@ class S3Service:
         await feed.refresh()
 
     async def __call__(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, **_: str) -> None:
+        entry = req.scope.get(access_log.SCOPE_KEY)
+        if entry is not None:  # the access log is on: its entry (api/body_gate.py) is the request's context
+            req.context = entry
         request_id = self.request_ids()
         resp.set_header("x-amz-request-id", request_id)
         resp.set_header("x-amz-id-2", request_id)
@@ -292,7 +295,8 @@ class S3Service:
                     raise S3Error(ErrorCode.ACCESS_DENIED)
                 raise S3Error(ErrorCode.METHOD_NOT_ALLOWED if target.operation is None else ErrorCode.NOT_IMPLEMENTED)
             who = self.access.principal(auth)
-            reads = bucket_reads_for(self.engine, bucket, target.operation or "")  # PUT-like: one read, not four
+            # PUT-like: one read, not four; GET/HEAD: access control's read is the handler's (s3/bucket_reads.py)
+            reads = bucket_reads_for(self.engine, bucket, target.operation or "", key, query)
             facts = RequestFacts(headers, query, client_address(req.scope), req.scope.get("scheme") == "https", auth,
                                  time.time(), reads)
             if target.operation not in SELF_AUTHORIZING:
@@ -304,6 +308,8 @@ class S3Service:
             call.check_framing(target.operation or "")
             if call.has_body:  # what the headers allow, before a byte of the body is asked for (100 Continue)
                 await call.check_before_body(target.operation or "")
+            elif self.engine.key_reads is None:  # a single node: both settles below do nothing (no coroutine)
+                pass
             elif target.operation in BUCKET_CONFIG_READS:
                 await self.engine.settle_bucket(bucket)  # a pool: configured through another node moments ago
             elif bucket and target.operation != "CreateBucket":
@@ -352,9 +358,7 @@ def build_app(engine: Engine, settings: ApiSettings, wrap: Callable[[Any], Any] 
     writes the access log (api/access_log.py) when it is on. ``wrap``: middleware between the body gate and the
     app (several pools: api/pool_router.py)."""
     quiet_aborts()  # a GET cut short mid-body is logged once, by the handler (api/errors.py ResponseAborted)
-    # falcon's own request class when the log is off: no entry to take from the scope, no subclass to pass through
-    request_type = access_log.LoggedRequest if settings.access_log else falcon.asgi.Request
-    app = falcon.asgi.App(middleware=[], cors_enable=False, request_type=request_type)
+    app = falcon.asgi.App(middleware=[], cors_enable=False)
     app.req_options.strip_url_path_trailing_slash = False
     app.resp_options.secure_cookies_by_default = False
     app.add_sink(S3Service(engine, settings), prefix="/")

@@ -17,8 +17,9 @@ reused safely for a next request.
 
 The access log is part of this wrapper rather than one of its own: one ASGI call and at most one ``send`` wrapper
 per request instead of two of each (each layer cost a small GET a few microseconds). It puts the request's
-``AccessEntry`` into the scope (the app fills it: ``LoggedRequest``), times the request to its last response byte,
-counts the body bytes sent and writes the line also when the app failed or the client left.
+``AccessEntry`` into the scope (the app fills it: api/app.py ``S3Service``), times the request to its last
+response byte, counts the body bytes sent and hands the line's fields to the writer also when the app failed or
+the client left (the server's writer formats them in its flush: ``access_log.LineBuffer``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from .access_log import SCOPE_KEY, AccessEntry, client_host, format_line
+from .access_log import SCOPE_KEY, AccessEntry, Row, format_rows
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -59,6 +60,8 @@ class BodyGate:
     def __init__(self, app: App, access_log: Callable[[str], None] | None = None) -> None:
         self.app = app
         self.access_log = access_log
+        # a writer that takes a request's raw fields (access_log.LineBuffer: formatted in its flush, not here)
+        self._add_row: Callable[[Row], None] | None = getattr(access_log, "add", None)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.app, name)
@@ -94,7 +97,7 @@ class BodyGate:
             return
 
         entry = scope[SCOPE_KEY] = AccessEntry()
-        started = time.perf_counter()
+        started = time.perf_counter_ns()
         sent = 0
         status = 0
         request_id = ""
@@ -116,9 +119,16 @@ class BodyGate:
         try:
             await self.app(scope, gated_receive, logged_send)
         finally:
-            write(format_line(time.time(), client_host(scope), entry.actor, entry.operation, scope.get("method", ""),
-                              entry.bucket, entry.key, status, sent, time.perf_counter() - started,
-                              entry.request_id or request_id))
+            ended = time.perf_counter_ns()
+            client = scope.get("client")
+            row = (time.time_ns() // 1_000_000, str(client[0]) if client else "", entry.actor, entry.operation,
+                   scope.get("method", ""), entry.bucket, entry.key, status, sent, (ended - started + 500) // 1000,
+                   entry.request_id or request_id)
+            add = self._add_row
+            if add is not None:
+                add(row)
+            else:
+                write(format_rows([row])[0])
 
 
 def _request_id(start: Message) -> str:

@@ -45,8 +45,18 @@ def account_id(name: str) -> str:
 
 
 def canonical_id(account: str) -> str:
-    """S3's canonical user id of an account: 64 hex digits."""
-    return hashlib.sha256(b"s4-canonical\0" + account.encode()).hexdigest()
+    """S3's canonical user id of an account: 64 hex digits. Remembered per account id (a pure function, asked on
+    every object read's access check: a sha256 per request otherwise); bounded."""
+    found = _canonical.get(account)
+    if found is None:
+        if len(_canonical) >= _CANONICAL_LIMIT:
+            _canonical.clear()
+        found = _canonical[account] = hashlib.sha256(b"s4-canonical\0" + account.encode()).hexdigest()
+    return found
+
+
+_canonical: dict[str, str] = {}
+_CANONICAL_LIMIT = 4096
 
 
 DEFAULT_ACCOUNT = Account(DEFAULT_ACCOUNT_ID, DEFAULT_ACCOUNT_NAME)

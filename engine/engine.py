@@ -59,7 +59,7 @@ from .read_gate import ReadGate
 from .sequencer import Command
 from .space import SpaceGuard
 from .views.env import Views, unpack
-from .views.keys import bucket_cfg_key, bucket_key
+from .views.keys import bucket_cfg_key, bucket_key, bucket_prefix
 from .views.records import Tx
 from .volumes.reads import BlobReader
 from .volumes.record import DamagedBlob
@@ -357,7 +357,8 @@ class Engine(IamOps, KmsOps):
         ``s3op``: ``CopyObject`` or ``PostObject`` when the version comes from one, kept in the event for the
         notifications' event name (engine/notify/messages.py); "" for PutObject."""
         check_key(key)
-        await self.settle_key(bucket, key)  # a pool decides (conditions, versions, clock) on a quorum's state
+        if self.key_reads is not None:  # a pool decides (conditions, versions, clock) on a quorum's state
+            await self.settle_key(bucket, key)
         version = version_record(None, stored.size, etag or stored.etag,
                                  content_type=content_type or "binary/octet-stream", blobs=stored.blobs,
                                  metadata=metadata, headers=headers, checksums=checksums, tags=tags,
@@ -381,6 +382,37 @@ class Engine(IamOps, KmsOps):
             version = reads.version_for_read(tx, b, key, version_id)
             return OpenVersion(version, b.versioning, tx.bucket_config(bucket, "lifecycle"),
                                reads.locations(tx, version))
+
+        return self._read(read)  # type: ignore[no-any-return]
+
+    def open_version_guarded(self, bucket: str, key: str, version_id: str | None,
+                             kinds: tuple[str, ...]) -> GuardedOpen:
+        """``bucket_reads`` and ``open_version`` from one read transaction: what a GET/HEAD's access control reads
+        (the owning account, the ``kinds`` configs) and what its handler serves, one snapshot instead of two (one
+        transaction and one get of the bucket record fewer). The version's error (NoSuchBucket, NoSuchKey, ...)
+        is kept, not raised: access control decides first (api/s3/bucket_reads.py ``ObjectReads``). Only where
+        ``settle_key`` settles nothing (a single node): in a pool the handler reads after its quorum read."""
+        def read(tx: Tx) -> GuardedOpen:
+            b = tx.bucket(bucket)
+            if b is None:
+                return GuardedOpen(None, dict.fromkeys(kinds), S3Error(ErrorCode.NO_SUCH_BUCKET, resource=bucket,
+                                                                        BucketName=bucket))
+            # the configs as ``Tx.bucket_config`` reads them, their keys from one prefix (the bucket exists, so
+            # its name is valid and every key fits)
+            prefix, get, cfg_db = bucket_prefix(bucket), tx.txn.get, tx.dbs["bucket_cfg"]
+            configs: dict[str, Any] = {}
+            for kind in kinds:
+                raw = get(prefix + kind.encode(), None, cfg_db)
+                configs[kind] = None if raw is None else unpack(raw)
+            opened: OpenVersion | S3Error
+            try:
+                version = reads.version_for_read(tx, b, key, version_id)
+                lifecycle = get(prefix + b"lifecycle", None, cfg_db)
+                opened = OpenVersion(version, b.versioning, None if lifecycle is None else unpack(lifecycle),
+                                     reads.locations(tx, version))
+            except S3Error as exc:
+                opened = exc
+            return GuardedOpen(b.account or DEFAULT_ACCOUNT.id, configs, opened)
 
         return self._read(read)  # type: ignore[no-any-return]
 
@@ -544,7 +576,8 @@ class Engine(IamOps, KmsOps):
                             imported: dict[str, Any] | None = None) -> dict[str, Any]:
         """``bypass_governance``: the caller asked for and holds s3:BypassGovernanceRetention (checked by the API).
         ``imported``: an import stamp (engine/imports.py) for the delete marker this adds."""
-        await self.settle_key(bucket, key)
+        if self.key_reads is not None:  # a pool (a single node settles nothing: no coroutine per DELETE)
+            await self.settle_key(bucket, key)
         args: dict[str, Any] = {"bucket": bucket, "key": key, "version_id": version_id,
                                 "bypass": bypass_governance}
         if imported:
@@ -766,6 +799,16 @@ class OpenVersion:
     versioning: str  # the bucket's: "", "Enabled" or "Suspended"
     lifecycle: Any  # the bucket's lifecycle configuration record, or None
     locations: list[BlobLocation]
+
+
+@dataclass(slots=True)
+class GuardedOpen:
+    """``Engine.open_version_guarded``'s snapshot: the bucket's owning account (None: no bucket), its configs of
+    the asked kinds (None: none), and the version opened or the error reading it gave."""
+
+    account: str | None
+    configs: dict[str, Any]
+    opened: OpenVersion | S3Error
 
 
 _ACCOUNT_FIELD = b"\xa1a"  # the msgpack key "a" of a bucket record (model.Bucket.to_record)

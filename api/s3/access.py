@@ -244,9 +244,9 @@ class AccessControl:
         mode: Any = ...  # the bucket's object ownership, when read with the rest (``object_owner``)
         reads = facts.bucket_reads
         if reads is not None and reads.bucket == bucket:  # the request's own bucket: its one read transaction
-            owner, text = reads.account(), reads.config(POLICY_KIND)
+            owner, text, read_mode = reads.guard(POLICY_KIND, OWNERSHIP_KIND if object_acl_action else None)
             if object_acl_action:
-                mode = reads.config(OWNERSHIP_KIND)
+                mode = read_mode
         elif object_acl_action:  # the bucket's object ownership too, in the same read
             owner, text, mode = self.engine.bucket_guard_and(bucket, POLICY_KIND, OWNERSHIP_KIND)
         else:

@@ -16,6 +16,7 @@ from ..errors import ResponseAborted
 from ..inputs import header_value, parse_int, parse_query, unquote_strict
 from . import sse
 from .acl import new_object_acl
+from .bucket_reads import ObjectReads
 from .call import Call, checksum_headers
 from .headers import (
     RESPONSE_OVERRIDES,
@@ -152,8 +153,11 @@ def _part_range(version: ObjectVersion, part_number: str) -> tuple[int, int, int
 
 
 async def _serve(call: Call, resp: falcon.asgi.Response, *, body: bool) -> None:
-    await call.engine.settle_key(call.bucket, call.key)
-    opened = call.engine.open_version(call.bucket, call.key, call.query.get("versionId"))
+    if call.engine.key_reads is not None:  # a pool (a single node settles nothing: no coroutine per GET)
+        await call.engine.settle_key(call.bucket, call.key)
+    reads = call.bucket_reads  # a single node: the snapshot access control read from (s3/bucket_reads.py)
+    opened = reads.open_version(call.key, call.query.get("versionId")) if isinstance(reads, ObjectReads) else \
+        call.engine.open_version(call.bucket, call.key, call.query.get("versionId"))
     version = opened.version
     check_read(call.headers, version)
     sse.refuse_write_headers(call)

@@ -152,3 +152,15 @@ def test_record_account_reads_the_owner_without_unpacking_default_buckets() -> N
     assert _record_account(pack(Bucket("b", 1).to_record())) == DEFAULT_ACCOUNT_ID
     assert _record_account(pack(Bucket("b", 1, account=alt.id, account_name="alt").to_record())) == alt.id
     assert _record_account(pack(Bucket("b", 1, region="a", owner="a").to_record())) == DEFAULT_ACCOUNT_ID  # "a" value
+
+
+def test_canonical_id_is_the_sha256_of_the_id_remembered_and_bounded() -> None:
+    """``canonical_id`` keeps what it computed (asked on every object read's access check): the same value as the
+    hash, and a bounded table whatever the number of accounts asked about."""
+    import hashlib
+
+    for i in range(accounts._CANONICAL_LIMIT * 2 + 3):
+        account = f"{i:012d}"
+        expected = hashlib.sha256(b"s4-canonical\0" + account.encode()).hexdigest()
+        assert accounts.canonical_id(account) == expected == accounts.canonical_id(account)
+        assert len(accounts._canonical) <= accounts._CANONICAL_LIMIT
