@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import ErrorCode, S3Error
 from .model import NULL_VERSION, BlobLocation, Bucket, ObjectVersion, Upload
-from .views import keys, namespace
+from .views import keys
 from .views.env import unpack
 from .views.records import Tx
 
@@ -26,7 +26,7 @@ def require_bucket(tx: Tx, name: str) -> Bucket:
 
 
 def object_id(tx: Tx, bucket: Bucket, key: str) -> int | None:
-    return namespace.find_object(tx.txn, tx.dbs["ns"], bucket.root, key.encode())
+    return tx.find_object(bucket.root, key.encode())
 
 
 def current_version(tx: Tx, bucket: Bucket, key: str) -> dict[str, Any] | None:
