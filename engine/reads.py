@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import ErrorCode, S3Error
 from .model import NULL_VERSION, BlobLocation, Bucket, ObjectVersion, Upload
-from .views import keys
+from .views import keys, namespace
 from .views.env import unpack
 from .views.records import Tx
 
@@ -56,7 +56,9 @@ def check_version_id(version_id: str) -> None:
 
 def version_for_read(tx: Tx, b: Bucket, key: str, version_id: str | None) -> ObjectVersion:
     """The version a GET/HEAD serves, with S3's errors for missing keys, versions and delete markers."""
-    oid = object_id(tx, b, key)
+    # The namespace directly, not ``Tx.find_object``: nothing in a read's transaction asks for the key again, so
+    # keeping its id would only add a call to every GET and HEAD.
+    oid = namespace.find_object(tx.txn, tx.dbs["ns"], b.root, key.encode())
     latest: dict[str, Any] | None
     if version_id is None:
         rec = tx.latest(oid) if oid is not None else None
