@@ -38,7 +38,6 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     generate_latest,
     values,
 )
@@ -49,9 +48,10 @@ from prometheus_client.utils import floatToGoString
 
 from s4.engine import Engine
 from s4.engine.ports import ClusterStatus
-from s4.journal.groupcommit import BATCH_SIZE_BUCKETS, FixedHistogram
-from s4.journal.writer import FSYNC_BUCKETS
+from s4.journal.groupcommit import FixedHistogram
 
+from .journal_metrics import BATCH, BATCHES, COMMANDS, FSYNC
+from .journal_metrics import JournalMetrics as JournalMetrics  # re-exported: the supervisor (tools/server.py) makes it
 from .notify_metrics import NotifyCollector
 from .request_metrics import LATENCY, REQUESTS, ProcessId, RequestMetrics
 from .scrub_metrics import ScrubCollector
@@ -59,10 +59,7 @@ from .scrub_metrics import ScrubCollector
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 REQUESTS_TOTAL = REQUESTS[0] + "_total"
 LATENCY_NAME = LATENCY[0]
-FSYNC_DOC = "Journal fdatasync latency (one per group-commit batch that journaled events)"
-BATCH_DOC = "Commands per group-commit batch (how many requests shared one journal write and fsync)"
-BATCHES_DOC = "Group-committed sequencer batches"
-COMMANDS_DOC = "Commands committed in those batches (the ratio is the mean batch size)"
+FSYNC_DOC, BATCH_DOC, BATCHES_DOC, COMMANDS_DOC = FSYNC[1], BATCH[1], BATCHES[1], COMMANDS[1]
 PEER_UP_DOC = "1 while SWIM holds the peer of this node's pool alive, else 0 (suspect, dead or not heard of yet)"
 PEER_LAST_SEEN_DOC = ("When the peer last proved alive, in seconds since the epoch (0: never since this node "
                       "started); time() minus this is its silence")
@@ -300,50 +297,6 @@ class ClusterMetrics:
                 if grown > 0:
                     counter.inc(grown)
                     self._counted[("swim", name)] = counters.get(name, 0)
-
-
-class JournalMetrics:
-    """The journal-owning process's numbers as live prometheus metrics, for multi-process mode.
-
-    Created in the process that owns ``engine.journal`` (the supervisor) once multi-process mode is on (see
-    ``enable_multiprocess``): each fsync and each batch is observed into prometheus instruments, which write them
-    to this process's files, so every worker's scrape includes them. Counters start from the totals so far,
-    histograms from now. ``close`` stops observing.
-    """
-
-    def __init__(self, engine: Engine, registry: CollectorRegistry | None = None) -> None:
-        journal = getattr(engine, "journal", None)
-        if journal is None:
-            raise ValueError("JournalMetrics belongs in the process that owns the journal")
-        if registry is None and not multiprocess_enabled():
-            raise RuntimeError(f"JournalMetrics without a registry needs multi-process mode ({MULTIPROC_ENV})")
-        sequencer = getattr(engine, "sequencer", None)
-        self.fsync = Histogram("s4_journal_fsync_seconds", FSYNC_DOC, buckets=FSYNC_BUCKETS, registry=registry)
-        self.batch_size = Histogram("s4_group_commit_batch_size", BATCH_DOC, buckets=BATCH_SIZE_BUCKETS,
-                                    registry=registry)
-        self.batches = Counter("s4_group_commit_batches", BATCHES_DOC, registry=registry)
-        self.commands = Counter("s4_group_commit_commands", COMMANDS_DOC, registry=registry)
-        batches, commands = getattr(sequencer, "stats", (0, 0))
-        self.batches.inc(batches)
-        self.commands.inc(commands)
-        self._subscriptions = [(journal.stats.fsync_seconds, self.fsync.observe)]
-        sizes = batch_sizes(sequencer)
-        if sizes is not None:
-            self._subscriptions.append((sizes, self._on_batch))
-        for hist, listener in self._subscriptions:
-            hist.listeners.append(listener)
-
-    def _on_batch(self, size: float) -> None:
-        self.batches.inc()
-        self.commands.inc(size)
-        self.batch_size.observe(size)
-
-    def close(self) -> None:
-        """Stop observing (the values already written stay in the files)."""
-        for hist, listener in self._subscriptions:
-            if listener in hist.listeners:
-                hist.listeners.remove(listener)
-        self._subscriptions = []
 
 
 class Metrics:

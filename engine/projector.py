@@ -24,7 +24,7 @@ from s4.journal.hlc import physical_ms
 from . import imports, kms, object_lock
 from .model import Bucket, Upload, stamped, version_record
 from .tombstones import apply_tombstones_collected
-from .views import blobs, keys, merkle, namespace, upload_index
+from .views import blobs, keys, merkle, upload_index
 from .views.env import pack, unpack
 from .views.records import Tx
 from .volumes.record import record_bytes
@@ -261,7 +261,7 @@ def _store_version(tx: Tx, event: Event, rec: dict[str, Any]) -> None:
     # One namespace walk: ``ensure_object`` finds the key's leaf or creates it (a walk to find it first, then a
     # second to create it, cost a new key ~5,000 instructions); a leaf that existed creates nothing, so the early
     # return below leaves the namespace as it was.
-    oid, created = namespace.ensure_object(tx.txn, tx.dbs["ns"], bucket.root, p["key"].encode(), tx.alloc_node)
+    oid, created = tx.ensure_object(bucket.root, p["key"].encode())
     found = before = None
     if not created:
         found = tx.version_at(oid, rec["v"])
@@ -279,7 +279,8 @@ def _store_version(tx: Tx, event: Event, rec: dict[str, Any]) -> None:
     tx.insert_version(oid, rec)
     merkle.version(tx, bucket.name, p["key"], rec, 1)
     bucket.bytes_stored += rec.get("s", 0)
-    bucket.object_count += _live(tx.latest(oid)) - _live(before)
+    # A leaf created now has a fresh object id: the version just stored is its only one, so its latest.
+    bucket.object_count += _live(rec if created else tx.latest(oid)) - _live(before)
     tx.put_bucket(bucket)
 
 
@@ -312,7 +313,7 @@ def takes_references(tx: Tx, event: Event) -> bool:
     rec = p["version"]
     if not _newer(stamp, tx.packed("vtombs", keys.object_version_key(bucket.name, p["key"], rec["v"]))):
         return False
-    oid = namespace.find_object(tx.txn, tx.dbs["ns"], bucket.root, p["key"].encode())
+    oid = tx.find_object(bucket.root, p["key"].encode())
     current = None if oid is None else tx.version(oid, rec["v"])
     return current is None or _newer(stamp, current)
 
@@ -350,7 +351,7 @@ def apply_object_version_removed(tx: Tx, event: Event) -> None:
     stamp = _stamp(event)
     _tombstone(tx, bucket.name, p["key"], p["version_id"], stamp)
     key = p["key"].encode()
-    oid = namespace.find_object(tx.txn, tx.dbs["ns"], bucket.root, key)
+    oid = tx.find_object(bucket.root, key)
     if oid is None:
         return
     found = tx.version_at(oid, p["version_id"])
@@ -363,7 +364,7 @@ def apply_object_version_removed(tx: Tx, event: Event) -> None:
     merkle.version(tx, bucket.name, p["key"], removed, -1)
     after = tx.latest(oid)
     if after is None:
-        namespace.remove_object(tx.txn, tx.dbs["ns"], bucket.root, key)
+        tx.remove_object(bucket.root, key)
     bucket.object_count += _live(after) - _live(before)
     tx.put_bucket(bucket)
 
@@ -386,7 +387,7 @@ def apply_object_tags_set(tx: Tx, event: Event) -> None:
             new["acl"] = p["acl"]
         tx.put("tag_clocks", vkey, pack(new))
         merkle.clock(tx, merkle.TAGS, bucket.name, p["key"], p["version_id"], old, new)
-    oid = namespace.find_object(tx.txn, tx.dbs["ns"], bucket.root, p["key"].encode())
+    oid = tx.find_object(bucket.root, p["key"].encode())
     if oid is None:
         return
     rec = tx.version(oid, p["version_id"])
@@ -419,7 +420,7 @@ def apply_object_lock_set(tx: Tx, event: Event) -> None:
         new = {"h": h, "o": o, "k": p["key"], **state}
         tx.put("lock_clocks", vkey, pack(new))
         merkle.clock(tx, merkle.LOCK, bucket.name, p["key"], p["version_id"], old, new)
-    oid = namespace.find_object(tx.txn, tx.dbs["ns"], bucket.root, p["key"].encode())
+    oid = tx.find_object(bucket.root, p["key"].encode())
     rec = tx.version(oid, p["version_id"]) if oid is not None else None
     if oid is None or rec is None:
         return
@@ -462,27 +463,26 @@ def apply_prefix_renamed(tx: Tx, event: Event) -> None:
     if bucket is None:
         return
     src, dst = p["src"].encode(), p["dst"].encode()
-    ns = tx.dbs["ns"]
     if src.endswith(b"/"):
         def drop(oid: int) -> None:
             _drop_object(tx, bucket, oid)
 
-        namespace.move_dir(tx.txn, ns, bucket.root, src, dst, tx.alloc_node, on_conflict=drop)
+        tx.move_dir(bucket.root, src, dst, on_conflict=drop)
     else:
-        oid = namespace.find_object(tx.txn, ns, bucket.root, src)
+        oid = tx.find_object(bucket.root, src)
         if oid is None:
             return
-        existing = namespace.find_object(tx.txn, ns, bucket.root, dst)
+        existing = tx.find_object(bucket.root, dst)
         if existing is not None:
             for _, rec in tx.versions(existing):
                 merkle.version(tx, bucket.name, p["dst"], rec, -1)
             _drop_object(tx, bucket, existing)
-            namespace.remove_object(tx.txn, ns, bucket.root, dst)
+            tx.remove_object(bucket.root, dst)
         for _, rec in tx.versions(oid):  # the Merkle view follows a key rename (a prefix rename waits for a rebuild)
             merkle.version(tx, bucket.name, p["src"], rec, -1)
             merkle.version(tx, bucket.name, p["dst"], rec, 1)
-        namespace.remove_object(tx.txn, ns, bucket.root, src)
-        namespace.ensure_object(tx.txn, ns, bucket.root, dst, tx.alloc_node, leaf_id=oid)
+        tx.remove_object(bucket.root, src)
+        tx.ensure_object(bucket.root, dst, leaf_id=oid)
     tx.put_bucket(bucket)
     _retarget_uploads(tx, bucket, p["src"], p["dst"], src.endswith(b"/"))
     if p.get("client_token"):

@@ -26,7 +26,7 @@ def require_bucket(tx: Tx, name: str) -> Bucket:
 
 
 def object_id(tx: Tx, bucket: Bucket, key: str) -> int | None:
-    return namespace.find_object(tx.txn, tx.dbs["ns"], bucket.root, key.encode())
+    return tx.find_object(bucket.root, key.encode())
 
 
 def current_version(tx: Tx, bucket: Bucket, key: str) -> dict[str, Any] | None:
@@ -56,7 +56,9 @@ def check_version_id(version_id: str) -> None:
 
 def version_for_read(tx: Tx, b: Bucket, key: str, version_id: str | None) -> ObjectVersion:
     """The version a GET/HEAD serves, with S3's errors for missing keys, versions and delete markers."""
-    oid = object_id(tx, b, key)
+    # The namespace directly, not ``Tx.find_object``: nothing in a read's transaction asks for the key again, so
+    # keeping its id would only add a call to every GET and HEAD.
+    oid = namespace.find_object(tx.txn, tx.dbs["ns"], b.root, key.encode())
     latest: dict[str, Any] | None
     if version_id is None:
         rec = tx.latest(oid) if oid is not None else None

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..model import Bucket, ObjectVersion, Part, Upload
-from . import keys
+from . import keys, namespace
 from .env import pack, unpack
 from .keys import MAX_KEY_BYTES, MAX_U64, from_u64, u64
 
@@ -29,15 +29,27 @@ class Tx:
     decodes per write before). Every write of the ``buckets`` database goes through this object (``put``,
     ``delete``, ``put_bucket``), which keeps the copy equal to the stored record; a caller that changes the
     returned ``Bucket`` writes it back with ``put_bucket`` in the same transaction (the projector does), or the
-    transaction is abandoned."""
+    transaction is abandoned.
 
-    __slots__ = ("txn", "dbs", "replicated", "_bucket")
+    The same holds for what a decider looks up and the projection of its event looks up again a moment later
+    (docs/performance.md, "the sequencer's second lookups"): the last key's object id (``find_object``), the last
+    version found by id (``version_at``, which ``latest`` also answers from when that version is the latest) and
+    the volume records read (``volume_stats``). Each copy is dropped by any write of its databases through this
+    object; the namespace's writers are this object's methods (``ensure_object``, ``remove_object``,
+    ``move_dir``), and nothing writes ``ns``, ``versions``, ``vidx`` or ``volumes`` through the raw transaction.
+    A version record handed out is the kept one: a caller that changes it writes it back (``replace_version``) or
+    abandons the transaction, as for the bucket."""
+
+    __slots__ = ("txn", "dbs", "replicated", "_bucket", "_object", "_version", "_volumes")
 
     def __init__(self, txn: Any, dbs: dict[str, Any], replicated: bool = True) -> None:
         self.txn = txn
         self.dbs = dbs
         self.replicated = replicated
         self._bucket: Bucket | None = None  # the last bucket record read or written, decoded
+        self._object: tuple[int, bytes, int | None] | None = None  # (root, key, object id) of the last lookup
+        self._version: tuple[int, str, bytes, dict[str, Any]] | None = None  # (oid, version id, order, record)
+        self._volumes: dict[str, dict[str, Any]] | None = None  # volume records read or written, decoded
 
     def get(self, db: str, key: bytes) -> bytes | None:
         if not 0 < len(key) <= MAX_KEY_BYTES:  # keys.fits, inlined: a few gets on every request
@@ -46,14 +58,25 @@ class Tx:
         return value
 
     def put(self, db: str, key: bytes, value: bytes) -> None:
-        if db == "buckets":
-            self._bucket = None
+        if db in _KEPT:
+            self._forget(db)
         self.txn.put(key, value, False, True, False, self.dbs[db])  # (dupdata, overwrite, append, db)
 
     def delete(self, db: str, key: bytes) -> None:
+        if db in _KEPT:
+            self._forget(db)
+        self.txn.delete(key, b"", self.dbs[db])  # (value: any, db)
+
+    def _forget(self, db: str) -> None:
+        """Drop the decoded copies a write of ``db`` may make stale."""
         if db == "buckets":
             self._bucket = None
-        self.txn.delete(key, b"", self.dbs[db])  # (value: any, db)
+        elif db == "ns":
+            self._object = None
+        elif db == "volumes":
+            self._volumes = None
+        else:  # versions, vidx
+            self._version = None
 
     def scan(self, db: str, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) pairs whose key starts with ``prefix``, from ``start`` (inclusive) on."""
@@ -82,6 +105,37 @@ class Tx:
         node = from_u64(raw) if raw else 1
         self.put("meta", keys.META_NEXT_NODE, u64(node + 1))
         return node
+
+    # -- the namespace (views/namespace.py): every writer of ``ns`` is here, so the kept object id stays true ---------
+    def find_object(self, root: int, key: bytes) -> int | None:
+        """The object id of ``key`` in the bucket rooted at ``root`` (None: no such key)."""
+        kept = self._object
+        if kept is not None and kept[1] == key and kept[0] == root:
+            return kept[2]
+        oid = namespace.find_object(self.txn, self.dbs["ns"], root, key)
+        self._object = (root, key, oid)
+        return oid
+
+    def ensure_object(self, root: int, key: bytes, leaf_id: int | None = None) -> tuple[int, bool]:
+        """``namespace.ensure_object`` in ``ns``: (object id, whether its leaf was created now)."""
+        kept = self._object
+        if kept is not None and kept[2] is not None and leaf_id is None and kept[1] == key and kept[0] == root:
+            return kept[2], False
+        self._object = None
+        oid, created = namespace.ensure_object(self.txn, self.dbs["ns"], root, key, self.alloc_node, leaf_id)
+        self._object = (root, key, oid)
+        return oid, created
+
+    def remove_object(self, root: int, key: bytes) -> None:
+        self._object = None
+        namespace.remove_object(self.txn, self.dbs["ns"], root, key)
+
+    def move_dir(self, root: int, src: bytes, dst: bytes, on_conflict: Callable[[int], None] | None = None) -> bool:
+        """``namespace.move_dir`` in ``ns`` (a prefix rename)."""
+        self._object = None
+        moved = namespace.move_dir(self.txn, self.dbs["ns"], root, src, dst, self.alloc_node, on_conflict)
+        self._object = None  # ``on_conflict`` may have looked a key up meanwhile
+        return moved
 
     # -- buckets ------------------------------------------------------------------------------------------------
     def bucket(self, name: str) -> Bucket | None:
@@ -114,8 +168,14 @@ class Tx:
     def latest(self, oid: int) -> dict[str, Any] | None:
         prefix = keys.versions_prefix(oid)
         with self.txn.cursor(self.dbs["versions"]) as cur:
-            if not cur.set_range(prefix) or cur.key()[:8] != prefix:
+            if not cur.set_range(prefix):
                 return None
+            key = cur.key()
+            if key[:8] != prefix:
+                return None
+            kept = self._version
+            if kept is not None and kept[0] == oid and key[8:] == kept[2]:
+                return kept[3]  # the version last found by id is the latest: its record is decoded already
             return unpack(cur.value())  # type: ignore[no-any-return]
 
     def latest_reader(self) -> Callable[[int], dict[str, Any] | None]:
@@ -136,12 +196,20 @@ class Tx:
 
     def version_at(self, oid: int, version_id: str) -> tuple[bytes, dict[str, Any]] | None:
         """A version's order suffix and record: what ``remove_version_at`` needs, so the projector looks a version
-        up once when it replaces or removes it."""
+        up once when it replaces or removes it. The last one found is kept (a decider's lookup, then its event's
+        projection)."""
+        kept = self._version
+        if kept is not None and kept[0] == oid and kept[1] == version_id:
+            return kept[2], kept[3]
         order = self.get("vidx", keys.vidx_key(oid, version_id))
         if order is None:
             return None
         raw = self.get("versions", keys.versions_key(oid, order))
-        return (order, unpack(raw)) if raw else None
+        if not raw:
+            return None
+        rec = unpack(raw)
+        self._version = (oid, version_id, order, rec)
+        return order, rec
 
     def remove_version_at(self, oid: int, version_id: str, order: bytes) -> None:
         """Delete a version found by ``version_at`` (its order suffix)."""
@@ -175,11 +243,20 @@ class Tx:
         return unpack(raw) if raw else None
 
     def volume_stats(self, name: str) -> dict[str, Any]:
+        """A volume's record, the caller's own copy (its values are numbers and flags: a shallow copy is one)."""
+        kept = self._volumes
+        if kept is not None and name in kept:
+            return dict(kept[name])
         raw = self.get("volumes", keys.text_key(name))
-        return unpack(raw) if raw else {"live": 0, "dead": 0, "sealed": False, "rb": 0}
+        stats = unpack(raw) if raw else {"live": 0, "dead": 0, "sealed": False, "rb": 0}
+        if kept is None:
+            kept = self._volumes = {}
+        kept[name] = dict(stats)
+        return stats
 
     def put_volume_stats(self, name: str, stats: dict[str, Any]) -> None:
-        self.put("volumes", keys.text_key(name), pack(stats))
+        self.put("volumes", keys.text_key(name), pack(stats))  # drops the kept records
+        self._volumes = {name: dict(stats)}
 
     # -- multipart ----------------------------------------------------------------------------------------------
     def upload(self, upload_id: str) -> Upload | None:
@@ -257,6 +334,10 @@ class Tx:
     def credential(self, access_key: str) -> dict[str, Any] | None:
         raw = self.get("credentials", keys.text_key(access_key))
         return unpack(raw) if raw else None
+
+
+#: The databases whose records ``Tx`` keeps decoded: a write of one through ``put``/``delete`` drops its copies.
+_KEPT = frozenset(("buckets", "ns", "versions", "vidx", "volumes"))
 
 
 def version_from_record(key: str, rec: dict[str, Any]) -> ObjectVersion:
