@@ -177,10 +177,14 @@ def test_swim_partitioned_minority_and_majority_see_each_other_dead_then_converg
     # slower to declare the majority dead: within the same bound in its own stretched periods.
     stretched = dead_bound(n) * (S.awareness_max + 1)
     assert net.first_time(minority_sees_majority_dead, within=stretched * S.period_s) is not None
+    stretched_by = max(net.swim(x).awareness for x in minority)
     net.heal()
     # Healing: every reconnect_every periods each node pings one member it holds dead, carrying that verdict; the
-    # member refutes it and its new incarnation spreads. A round over the dead takes at most n * reconnect_every.
-    heal_bound = n * S.reconnect_every + suspicion_max_periods(n) + 3 * log2(n)
+    # member refutes it and its new incarnation spreads. A round over the dead takes at most n * reconnect_every
+    # periods, once the minority's periods are back to normal: they are still stretched by the local health they
+    # lost during the cut, which falls by one with each answered probe (periods of awareness + 1 down to 2).
+    back_to_normal = sum(a + 1 for a in range(1, stretched_by + 1))
+    heal_bound = back_to_normal + n * S.reconnect_every + suspicion_max_periods(n) + 3 * log2(n)
     assert net.first_time(net.converged, within=heal_bound * S.period_s) is not None
     for node_id in ids:  # incarnations only rose, and only by the node itself (the simulation checks every message)
         assert net.swim(node_id).incarnation >= EPOCH_MS
