@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 
 from s4.engine import Engine, EngineOptions
+from s4.engine.views.env import Views
 
 
 @pytest.fixture
@@ -37,3 +39,14 @@ def make_engine(tmp_path: Path) -> Iterator[Callable[..., Engine]]:
 @pytest.fixture
 def engine(make_engine: Callable[..., Engine]) -> Engine:
     return make_engine()
+
+
+@pytest.fixture
+def views() -> Iterator[Views]:
+    """A views environment (LMDB, no fsync) in a temporary directory of its own, closed after the test."""
+    with tempfile.TemporaryDirectory() as tmp:
+        opened = Views(Path(tmp) / "views", sync=False)
+        try:
+            yield opened
+        finally:
+            opened.close()

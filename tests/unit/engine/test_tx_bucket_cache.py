@@ -4,26 +4,10 @@ its events read the same bucket): the copy must always equal what the transactio
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
 from s4.engine.model import Bucket
 from s4.engine.views import keys
 from s4.engine.views.env import Views, pack
 from s4.engine.views.records import Tx
-
-
-@pytest.fixture
-def views() -> Iterator[Views]:
-    with tempfile.TemporaryDirectory() as tmp:
-        opened = Views(Path(tmp) / "views", sync=False)
-        try:
-            yield opened
-        finally:
-            opened.close()
 
 
 def _stored(views: Views, name: str) -> Bucket | None:

@@ -5,11 +5,9 @@ fresh ``Tx`` over the same transaction reads from LMDB, whichever way the databa
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,16 +16,6 @@ from s4.engine.views.env import Views, pack
 from s4.engine.views.records import Tx
 
 ROOT = 1
-
-
-@pytest.fixture
-def views() -> Iterator[Views]:
-    with tempfile.TemporaryDirectory() as tmp:
-        opened = Views(Path(tmp) / "views", sync=False)
-        try:
-            yield opened
-        finally:
-            opened.close()
 
 
 def _version(vid: str, hlc: int, size: int = 0) -> dict[str, Any]:
