@@ -34,6 +34,7 @@ from s4.engine.replica import referenced_hashes
 from s4.journal.codec import decode_event, encode_event
 from s4.journal.events import REPLICATED, Event, EventType
 
+from .claims import RangeSet, coalesce
 from .feed_store import FeedStore
 from .wake import cancel_and_wait, wait_event
 from .wire.s4cluster.v1 import (
@@ -45,6 +46,7 @@ from .wire.s4cluster.v1 import (
     CatchUpFromRequest,
     CatchUpRequest,
     InlineBlob,
+    JournalRange,
 )
 
 log = logging.getLogger("s4.cluster")
@@ -65,8 +67,13 @@ MAX_IAM_STREAMS = 2
 FETCH_LANES = 4
 #: A cursor moved by the peers' ApplyEvents is made durable this long after it moved (then again, if it moved on).
 PUSH_PERSIST_S = 1.0
-#: Journal ranges of a peer waiting for the ones before them (beyond: dropped, catch-up covers the gap).
+#: Journal ranges of a peer waiting for the ones before them (merged; beyond: the highest are dropped, catch-up
+#: streams them instead).
 MAX_WAITING_RANGES = 4096
+#: Claimed ranges above the cursor a CatchUp request names for the server to skip (the lowest; a server takes at
+#: most ``MAX_SKIP_SERVED``).
+MAX_SKIP_RANGES = 256
+MAX_SKIP_SERVED = 1024
 
 
 def replicated(event: Event) -> bool:
@@ -108,6 +115,9 @@ class ApplyResult(Protocol):
 
     @property
     def missing_blobs(self) -> Sequence[bytes]: ...
+
+    # Optionally ``seqs``: per event given, the seq this call journaled it at in this node's journal (0: already
+    # held, not journaled); read with getattr (an applier without it gives no journal ranges).
 
 
 class PeerEventsApplier(Protocol):
@@ -162,25 +172,35 @@ class AppliedReporter(Protocol):
 
 
 async def journal_batches(journal: JournalReader, after_seq: int, limits: BatchLimits,
-                          keep: Callable[[Event], bool] = replicated) -> AsyncIterator[CatchUpBatch]:
+                          keep: Callable[[Event], bool] = replicated,
+                          skip: Sequence[tuple[int, int]] = ()) -> AsyncIterator[CatchUpBatch]:
     """The journal after ``after_seq`` up to its head when called, as CatchUp batches.
 
     ``through_seq`` is the last journal seq the batch covers, node-local events skipped included (so the caller's
     cursor moves past them); ``head_seq`` the head this stream ends at. Nothing after ``after_seq``: one empty
     batch (through ``after_seq``), so the caller always learns the head (and sees a head below its cursor).
-    ``keep``: which events are sent (IamFeed: the IAM events only; the others are skipped like node-local ones)."""
+    ``keep``: which events are sent (IamFeed: the IAM events only; the others are skipped like node-local ones).
+    ``skip``: ranges the caller holds already (claimed to it by ApplyEvents): their events are skipped likewise."""
     head = journal.last_seq
     if after_seq >= head:
         yield CatchUpBatch(events=[], through_seq=after_seq, head_seq=head)
         return
     source = journal.read(after_seq + 1, head)
+    held = [(max(a, after_seq), min(t, head)) for a, t in coalesce(skip[:MAX_SKIP_SERVED]) if t > after_seq]
+    held = [(a, t) for a, t in held if t > a]
+    afters, throughs = [a for a, _ in held], [t for _, t in held]
+    at = 0  # the first held range not wholly below the events read so far
 
     def next_batch() -> tuple[list[bytes], int | None]:
+        nonlocal at
         envelopes: list[bytes] = []
         size, scanned, last = 0, 0, None
         for event in source:
             scanned, last = scanned + 1, event.seq
-            if keep(event):
+            while at < len(throughs) and throughs[at] < last:
+                at += 1
+            held_there = at < len(afters) and afters[at] < last  # in (after, through]: the caller has it
+            if not held_there and keep(event):
                 envelope = encode_event(event)
                 envelopes.append(envelope)
                 size += len(envelope)
@@ -229,8 +249,9 @@ class EventsService:
         limits = self.limits
         if request.batch_events:
             limits = BatchLimits(min(limits.events, request.batch_events), limits.bytes, limits.scan)
+        skip = [(r.after, r.through) for r in request.skip]
         async with self._streams:
-            async for batch in journal_batches(self.journal, request.after_seq, limits):
+            async for batch in journal_batches(self.journal, request.after_seq, limits, skip=skip):
                 yield batch
 
     async def iam_feed(self, caller: str, request: CatchUpRequest) -> AsyncIterator[CatchUpBatch]:
@@ -268,7 +289,9 @@ class EventsService:
             events = [decode_event(bytes(e)) for e in request.events]
         except ValueError as exc:
             raise GRPCError(Status.INVALID_ARGUMENT, f"ApplyEvents: an event does not decode: {exc}") from None
-        events = [e for e in events if replicated(e)]
+        kept = [i for i, e in enumerate(events) if replicated(e)]
+        if len(kept) < len(events):
+            events = [events[i] for i in kept]
         if request.blobs == BlobTransfer.INLINE and request.inline_blobs and self.inline is not None:
             await self.inline.store_inline(caller, request.inline_blobs)
         result = await self.applier.apply_peer_events(events)
@@ -286,12 +309,49 @@ class EventsService:
 
             await asyncio.gather(*(fetch(bytes(d)) for d in result.missing_blobs))
             result = await self.applier.apply_peer_events(events)
-        if not result.missing_blobs and request.journal_ranges and not request.hinted_for \
-                and self.puller is not None:
-            self.puller.pushed(caller, [(r.after, r.through) for r in request.journal_ranges])
+        if not request.hinted_for and self.puller is not None:
+            if not result.missing_blobs and request.journal_ranges:
+                self.puller.pushed(caller, [(r.after, r.through) for r in request.journal_ranges])
+            if request.peer_ranges:  # batches this node acknowledged earlier, in the other peers' journals
+                claimed: dict[str, list[tuple[int, int]]] = {}
+                for r in request.peer_ranges:
+                    if r.node != caller:
+                        claimed.setdefault(r.node, []).append((r.after, r.through))
+                for node, held in claimed.items():
+                    self.puller.pushed(node, held)
         hlc, seq = self._status() if self._status is not None else (0, self.journal.last_seq)
+        ranges = [] if result.missing_blobs or request.hinted_for else \
+            reply_ranges(request, kept, getattr(result, "seqs", ()))
         return ApplyEventsReply(applied=result.applied, already_had=result.already_had,
-                                missing_blobs=[bytes(d) for d in result.missing_blobs], hlc=hlc, journal_seq=seq)
+                                missing_blobs=[bytes(d) for d in result.missing_blobs], hlc=hlc, journal_seq=seq,
+                                journal_ranges=ranges)
+
+
+def reply_ranges(request: ApplyEventsRequest, kept: Sequence[int], seqs: Sequence[int]) -> list[JournalRange]:
+    """Per part of ``request`` (each coalesced write; one when it names none), the range of this node's journal
+    that holds exactly the events this call journaled for it, or ``(0, 0)``; none at all when no part has one.
+
+    ``seqs``: per applied event (``kept``: their indexes in the request) its new seq, 0 when already held. A
+    peer batch is sequenced as one run of consecutive seqs (engine/replica.py ``apply_peer_batch``), so a part's
+    new events are normally consecutive; when they are not (an event moved behind the others), the part gets no
+    range rather than one spanning another part's events."""
+    n = len(request.events)
+    parts = list(request.parts) or [n]
+    if len(seqs) != len(kept) or sum(parts) != n or not any(seqs):
+        return []
+    per_event = [0] * n
+    for index, seq in zip(kept, seqs, strict=True):
+        per_event[index] = seq
+    out, start, found = [], 0, False
+    for count in parts:
+        new = sorted(s for s in per_event[start:start + count] if s > 0)
+        start += count
+        if new and new[-1] - new[0] == len(new) - 1 and len(set(new)) == len(new):
+            out.append(JournalRange(after=new[0] - 1, through=new[-1]))
+            found = True
+        else:
+            out.append(JournalRange(after=0, through=0))
+    return out if found else []
 
 
 # --- client side ----------------------------------------------------------------------------------------------------
@@ -336,7 +396,10 @@ class CatchUp:
         # Per peer: how far its journal is applied here counting the ranges its own writes brought
         # (``pushed``), at least the durable cursor; ranges waiting for the ones before them; a pending persist.
         self._pushed = {peer: 0 for peer in self.peers}
-        self._ranges: dict[str, dict[int, int]] = {peer: {} for peer in self.peers}
+        self._ranges: dict[str, RangeSet] = {peer: RangeSet() for peer in self.peers}
+        #: Per peer, events received from its CatchUp streams and ranges it was asked to skip (since start).
+        self.streamed = {peer: 0 for peer in self.peers}
+        self.skipped = {peer: 0 for peer in self.peers}
         self._persisting: set[str] = set()
         # Tombstone GC (cluster/tombstone_gc.py): per peer, the wall time (ms) at which the last pass that reached
         # the head it reported started (this node holds everything that peer journalled before it); a peer whose
@@ -368,29 +431,25 @@ class CatchUp:
         await cancel_and_wait(tasks)
 
     def pushed(self, peer: str, ranges: Sequence[tuple[int, int]]) -> None:
-        """``peer``'s ApplyEvents of its own writes applied here, each range ``(after, through]`` of its journal
-        whole (cluster/replicator.py ``_journal_range``). The cursor moves across the ranges that join it, so a
-        pass does not stream those events again; ranges ahead of it wait (bounded) for the ones before. Persisted
-        within ``PUSH_PERSIST_S``: a cursor lost in a crash is only streamed again."""
+        """Ranges ``(after, through]`` of ``peer``'s journal whose every replicated event this node holds durably:
+        the peer's own writes applied here (its ApplyEvents' ``journal_ranges``: cluster/replicator.py
+        ``_journal_range``), this node's writes the peer journaled (its replies' ranges, claimed by this node's
+        replicator once the write is durable here), and writes both applied (``peer_ranges``, told by their
+        coordinator). The cursor moves across the ranges that join it; ranges ahead of it wait (merged, bounded) and
+        a pass asks the peer to skip them (``skip``), so it streams only the gaps. Persisted within
+        ``PUSH_PERSIST_S``: a cursor lost in a crash is only streamed again."""
         if peer not in self._pushed:
             return
         waiting = self._ranges[peer]
         for after, through in ranges:
-            if through > after:
-                waiting[after] = max(waiting.get(after, 0), through)
+            waiting.add(after, through)
         self._advance(peer, self._pushed[peer])
-        if len(waiting) > MAX_WAITING_RANGES:  # a gap that will not close: catch-up covers it
-            waiting.clear()
+        if len(waiting) > MAX_WAITING_RANGES:  # gaps that do not close: catch-up streams the rest
+            waiting.trim(MAX_WAITING_RANGES)
 
     def _advance(self, peer: str, cursor: int) -> None:
         """``cursor`` (a pass's or a push's) applied: join the waiting ranges to it and report how far it got."""
-        waiting = self._ranges[peer]
-        moved = True
-        while moved:
-            moved = False
-            for after in [a for a in waiting if a <= cursor]:
-                cursor = max(cursor, waiting.pop(after))
-                moved = True
+        cursor = self._ranges[peer].join(cursor)
         if cursor > self._pushed[peer]:
             self._pushed[peer] = cursor
             self.reporter.applied(peer, cursor)
@@ -443,6 +502,7 @@ class CatchUp:
                 raise CatchUpError(peer, "not pulled from: its data must not rejoin (S4_MAX_REJOIN_DOWNTIME_DAYS)",
                                    unreachable=True)
             started = int(time.time() * 1000)
+            streamed = self.streamed[peer]
             try:
                 cursor = await self._pass(peer)
             except CatchUpError as exc:
@@ -451,6 +511,9 @@ class CatchUp:
                 raise
             self._mark(peer, CAUGHT_UP)
             self.synced_ms[peer] = started
+            if self.streamed[peer] > streamed:  # what claims did not cover (docs/performance.md counts these)
+                log.info("catch-up from %s: %d events streamed through its seq %d (%d in all since start)", peer,
+                         self.streamed[peer] - streamed, cursor, self.streamed[peer])
             return cursor
 
     def _mark(self, peer: str, status: str) -> None:
@@ -488,7 +551,10 @@ class CatchUp:
         """One CatchUp stream after ``cursor``: (the cursor after it, the head the peer reported)."""
         store = self.store
         head = cursor
-        request = CatchUpRequest(after_seq=cursor, batch_events=self.settings.batch_events)
+        skip = self._ranges[peer].above(cursor, MAX_SKIP_RANGES)
+        self.skipped[peer] += len(skip)
+        request = CatchUpRequest(after_seq=cursor, batch_events=self.settings.batch_events,
+                                 skip=[JournalRange(after=a, through=t) for a, t in skip])
         stream = self.transport.catch_up(peer, request)
         try:
             while True:
@@ -527,6 +593,7 @@ class CatchUp:
             last = event.seq
         if batch.through_seq < last:
             raise CatchUpError(peer, f"batch through {batch.through_seq} holds seq {last}", unreachable=False)
+        self.streamed[peer] += len(events)
         events = [e for e in events if replicated(e)] + self._held.pop(peer, [])
         if events:
             held = await self._apply_events(peer, events)

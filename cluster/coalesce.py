@@ -18,7 +18,10 @@ Each waiter gets the outcome of its own events:
 - the reply names ``missing_blobs`` (the receiver applied nothing, cluster/catch_up.py): the writes referencing
   those blobs are answered with their own missing hashes, and the others are sent again at the head of the queue
   (each round drops at least one write, so this ends);
-- otherwise every write is answered with the batch's reply (its counts are the batch's).
+- otherwise every write is answered with the batch's reply (its counts are the batch's), carrying only the
+  journal range of its own events: the call names each write's events as one part (``parts``) and the receiver
+  answers a range per part, so a write's range never spans another's (cluster/replicator.py claims a write's
+  range only once that write is durable on this node; a write sent before its fsync may yet be cut).
 
 Deadlines stay per write: a waiter stops waiting at its own deadline (``TimeoutError``, as a call of its own
 would) and is dropped from the queue if not sent yet; a batch call's deadline is the latest of its writes'.
@@ -61,6 +64,11 @@ class _Waiter:
 
     def __post_init__(self) -> None:
         self.size = sum(len(e) for e in self.request.events) + sum(len(b.data) for b in self.request.inline_blobs)
+
+    @property
+    def parts(self) -> list[int]:
+        """The events of each write this waiter's request holds (one, unless it is itself coalesced)."""
+        return list(self.request.parts) or [len(self.request.events)]
 
     def referenced(self) -> set[bytes]:
         """The blobs its events reference (decoded only when a reply names missing blobs: rare)."""
@@ -162,7 +170,9 @@ class CoalescingTransport:
             request = ApplyEventsRequest(events=[e for w in batch for e in w.request.events],
                                          blobs=BlobTransfer.INLINE, inline_blobs=inline,
                                          settled_hlc=max(w.request.settled_hlc for w in batch),
-                                         journal_ranges=[r for w in batch for r in w.request.journal_ranges])
+                                         journal_ranges=[r for w in batch for r in w.request.journal_ranges],
+                                         parts=[n for w in batch for n in w.parts],
+                                         peer_ranges=[r for w in batch for r in w.request.peer_ranges])
             self.coalesced += len(batch) - 1
         deadlines = [w.deadline for w in batch]
         timeout = None if None in deadlines else max(0.0, max(d for d in deadlines if d is not None) - loop.time())
@@ -176,8 +186,19 @@ class CoalescingTransport:
             _fail(batch, exc)
             return
         if not reply.missing_blobs:
+            if len(batch) == 1:
+                _answer(batch[0], reply)
+                return
+            ranges = list(reply.journal_ranges)
+            start, whole = 0, len(ranges) == len(request.parts)  # else an older receiver: no ranges at all
             for waiter in batch:
-                _answer(waiter, reply)
+                count = len(waiter.parts)
+                own = ranges[start:start + count] if whole else []
+                start += count
+                _answer(waiter, ApplyEventsReply(applied=reply.applied, already_had=reply.already_had,
+                                                 hlc=reply.hlc, journal_seq=reply.journal_seq,
+                                                 journal_ranges=own if any(r.through > r.after for r in own)
+                                                 else []))
             return
         self._attribute(peer, queue, batch, reply)
 

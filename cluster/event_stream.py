@@ -49,6 +49,7 @@ from .wire.s4cluster.v1 import (
     CatchUpRequest,
     InlineBlob,
     JournalRange,
+    PeerRange,
 )
 
 log = logging.getLogger("s4.cluster")
@@ -65,39 +66,52 @@ class StreamLimits:
     in_flight: int = 16
 
 
-def pack_request(request: ApplyEventsRequest) -> bytes:
-    """``ApplyEventsStreamRequest.packed``: the request's fields as one msgpack array (s4_cluster.proto). betterproto2
-    is pure Python: encoding a one-write request cost ~180 us and parsing it as much again, at both ends of every
-    write; msgpack does it in ~1 us."""
-    return bytes(msgpack.packb([
+def pack_request(request: ApplyEventsRequest) -> tuple[bytes, bytes]:
+    """``ApplyEventsStreamRequest.packed`` and ``.claims``: the request's fields as msgpack arrays (s4_cluster.proto).
+    betterproto2 is pure Python: encoding a one-write request cost ~180 us and parsing it as much again, at both ends
+    of every write; msgpack does it in ~1 us. ``parts`` and ``peer_ranges`` go in ``claims`` (empty without them): a
+    receiver older than them unpacks ``packed`` as before and ignores the field it does not know."""
+    packed = bytes(msgpack.packb([
         [bytes(e) for e in request.events], int(request.blobs), request.hinted_for,
         [[bytes(b.content_hash), b.size, bytes(b.data)] for b in request.inline_blobs], request.settled_hlc,
         [[r.after, r.through] for r in request.journal_ranges]]))
+    if not request.parts and not request.peer_ranges:
+        return packed, b""
+    return packed, bytes(msgpack.packb([list(request.parts),
+                                        [[r.node, r.after, r.through] for r in request.peer_ranges]]))
 
 
-def unpack_request(packed: bytes) -> ApplyEventsRequest:
+def unpack_request(packed: bytes, claims: bytes = b"") -> ApplyEventsRequest:
     """The request ``pack_request`` packed; ValueError when it is not one."""
     try:
         events, blobs, hinted_for, inline, settled, ranges = msgpack.unpackb(packed)
+        parts, peer_ranges = msgpack.unpackb(claims)[:2] if claims else ([], [])
         return ApplyEventsRequest(
             events=list(events), blobs=BlobTransfer(blobs), hinted_for=hinted_for,
             inline_blobs=[InlineBlob(content_hash=h, size=n, data=d) for h, n, d in inline], settled_hlc=settled,
-            journal_ranges=[JournalRange(after=a, through=t) for a, t in ranges])
+            journal_ranges=[JournalRange(after=a, through=t) for a, t in ranges], parts=list(parts),
+            peer_ranges=[PeerRange(node=n, after=a, through=t) for n, a, t in peer_ranges])
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise ValueError(f"a packed ApplyEvents request does not decode: {exc}") from None
 
 
-def pack_reply(reply: ApplyEventsReply) -> bytes:
-    return bytes(msgpack.packb([reply.applied, reply.already_had, [bytes(d) for d in reply.missing_blobs],
-                                reply.hlc, reply.journal_seq]))
+def pack_reply(reply: ApplyEventsReply) -> tuple[bytes, bytes]:
+    """``ApplyEventsStreamReply.packed`` and ``.claims`` (its journal ranges; empty without any: an older caller
+    ignores the field)."""
+    packed = bytes(msgpack.packb([reply.applied, reply.already_had, [bytes(d) for d in reply.missing_blobs],
+                                  reply.hlc, reply.journal_seq]))
+    if not reply.journal_ranges:
+        return packed, b""
+    return packed, bytes(msgpack.packb([[[r.after, r.through] for r in reply.journal_ranges]]))
 
 
-def unpack_reply(packed: bytes) -> ApplyEventsReply:
+def unpack_reply(packed: bytes, claims: bytes = b"") -> ApplyEventsReply:
     try:
         applied, already_had, missing, hlc, seq = msgpack.unpackb(packed)
+        ranges = msgpack.unpackb(claims)[0] if claims else []
         return ApplyEventsReply(applied=applied, already_had=already_had, missing_blobs=list(missing), hlc=hlc,
-                                journal_seq=seq)
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+                                journal_seq=seq, journal_ranges=[JournalRange(after=a, through=t) for a, t in ranges])
+    except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
         raise ValueError(f"a packed ApplyEvents reply does not decode: {exc}") from None
 
 
@@ -139,7 +153,8 @@ class _Lane:
                     self._pending[ident] = future
                     try:
                         left = None if deadline is None else max(1, int((deadline - loop.time()) * 1000))
-                        self._queue.put_nowait(ApplyEventsStreamRequest(id=ident, packed=pack_request(request),
+                        packed, claims = pack_request(request)
+                        self._queue.put_nowait(ApplyEventsStreamRequest(id=ident, packed=packed, claims=claims,
                                                                         timeout_ms=left or 0))
                         return await future
                     finally:
@@ -209,7 +224,7 @@ class _Lane:
                 future.set_exception(GRPCError(Status(message.status), message.message or None))
             elif message.packed:
                 try:
-                    future.set_result(unpack_reply(message.packed))
+                    future.set_result(unpack_reply(message.packed, message.claims))
                 except ValueError as exc:
                     future.set_exception(exc)
             else:
@@ -282,13 +297,16 @@ async def serve_stream(caller: str, handler: ApplyHandler, messages: AsyncIterat
     async def one(message: ApplyEventsStreamRequest) -> None:
         try:
             try:
-                request = unpack_request(message.packed) if message.packed else message.request
+                request = unpack_request(message.packed, message.claims) if message.packed else message.request
             except ValueError as exc:
                 raise GRPCError(Status.INVALID_ARGUMENT, str(exc)) from None
             async with asyncio.timeout(message.timeout_ms / 1000 if message.timeout_ms else None):
                 reply = await handler.apply_events(caller, request or ApplyEventsRequest())
-            out = (ApplyEventsStreamReply(id=message.id, packed=pack_reply(reply)) if message.packed
-                   else ApplyEventsStreamReply(id=message.id, reply=reply))
+            if message.packed:
+                packed, claims = pack_reply(reply)
+                out = ApplyEventsStreamReply(id=message.id, packed=packed, claims=claims)
+            else:
+                out = ApplyEventsStreamReply(id=message.id, reply=reply)
         except GRPCError as exc:
             out = ApplyEventsStreamReply(id=message.id, status=exc.status.value, message=exc.message or "")
         except TimeoutError:

@@ -96,7 +96,8 @@ class ClusterNode:
         self._local_status = local_status
         self._wall = wall
         self._clock = clock
-        self._lagging_since: dict[str, float] = {}  # per peer: since when its reported journal is ahead
+        #: Per peer: since when its reported journal is ahead of what this node applied, and the head then.
+        self._lagging_since: dict[str, tuple[float, int]] = {}
         self.liveness = Liveness([p.node_id for p in config.peers], self.settings, clock=clock, wall=wall)
         self.liveness.follow_membership()
         self.pool = PeerPool(config, timeout_s=self.settings.ping_timeout_s, clock=wall)
@@ -345,10 +346,12 @@ class ClusterNode:
                             f": {record.last_error}" if record.last_error else "")
 
     def _wake_catch_up(self) -> None:
-        """A live peer that has reported journal events this node has not pulled, for ``LAG_WAKE_S`` in a row:
-        run a catch-up pass now. The write path sends every write to every replica as it happens, so a short lag
-        is those writes in flight (pulling them too would fetch their blobs twice); one that lasts is a write this
-        node missed, which catch-up brings sooner than the ``sweep_s`` safety net."""
+        """A live peer that reported journal events this node has still not pulled ``LAG_WAKE_S`` later: run a
+        catch-up pass now. The write path sends every write to every replica as it happens, and the replies and
+        claims move the cursor over them (cluster/catch_up.py ``pushed``), so a lag whose head is covered meanwhile
+        is writes in flight, even under a steady load that keeps some lag at every beat (pulling them too would
+        fetch their blobs twice); a head still not covered is a write this node missed, which catch-up brings
+        sooner than the ``sweep_s`` safety net."""
         if self.catch_up is None:
             return
         now = self._clock()
@@ -356,8 +359,10 @@ class ClusterNode:
             if state != ALIVE or record.journal_lag <= 0:
                 self._lagging_since.pop(record.node_id, None)
                 continue
-            since = self._lagging_since.setdefault(record.node_id, now)
-            if now - since >= LAG_WAKE_S:
+            since, head = self._lagging_since.setdefault(record.node_id, (now, record.journal_seq))
+            if record.applied_seq >= head:  # what lagged then is covered: in flight; watch the head seen now
+                self._lagging_since[record.node_id] = (now, record.journal_seq)
+            elif now - since >= LAG_WAKE_S:
                 self._lagging_since.pop(record.node_id, None)
                 self.catch_up.peer_alive(record.node_id)
 

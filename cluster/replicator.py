@@ -37,11 +37,19 @@ from s4.journal.codec import encode_event
 from s4.journal.events import Event
 
 from .catch_up import EventsTransport, replicated
+from .claims import coalesce
 from .hints import Hints
 from .liveness import DEAD
 from .quorum import QuorumError, call_quorum
 from .read_leases import LeaseGrants, Unsettled
-from .wire.s4cluster.v1 import ApplyEventsReply, ApplyEventsRequest, BlobTransfer, InlineBlob, JournalRange
+from .wire.s4cluster.v1 import (
+    ApplyEventsReply,
+    ApplyEventsRequest,
+    BlobTransfer,
+    InlineBlob,
+    JournalRange,
+    PeerRange,
+)
 
 log = logging.getLogger("s4.cluster")
 
@@ -117,6 +125,25 @@ MAX_DUE_RANGES = 64
 EARLY_FORGET_S = 120.0
 
 
+class _Claims:
+    """One write's replies, for the catch-up claims they allow (docs/architecture/replication.md, "Catch-up"):
+
+    - to each peer that applied it, this node's journal range of it (``own``), once the write is durable here;
+    - to this node's own cursor into a peer's journal, the range that peer's reply names, once durable here;
+    - to each peer that applied it, the ranges the OTHER peers' replies name (they hold exactly this write's
+      events, which this peer acknowledged holding), whether or not it became durable here.
+
+    ``durable`` is set by ``replicate`` (the command's batch is durable on this node); an early-sent batch cut
+    from this node's journal never is, so none of the first two claims is ever made for it."""
+
+    __slots__ = ("durable", "own", "replied")
+
+    def __init__(self, durable: bool, own: list[JournalRange]) -> None:
+        self.durable = durable
+        self.own = own
+        self.replied: dict[str, list[tuple[int, int]]] = {}  # peer -> its ranges of this write (maybe none)
+
+
 class _Early:
     """One batch's events sent before this node's own fsync (``Replicator.send_early``): the per-peer calls, and
     whether the batch became durable here (only then may its journal range be claimed to the peers)."""
@@ -128,7 +155,7 @@ class _Early:
         self.tasks: dict[str, asyncio.Future[ApplyEventsReply]] = {}
         self.started: asyncio.Future[None] | None = None
         self.abandoned = False
-        self.durable = False
+        self.claims = _Claims(False, [])
 
 
 class Replicator:
@@ -155,6 +182,10 @@ class Replicator:
         self._early: dict[int, _Early] = {}  # own event hlc -> its batch sent before the local fsync
         self._early_lock = threading.Lock()  # send_early runs on the sequencer's thread
         self._due: dict[str, list[JournalRange]] = {p: [] for p in self.peers}  # claims for the next call to a peer
+        self._due_peer: dict[str, list[PeerRange]] = {p: [] for p in self.peers}  # other peers' ranges, likewise
+        #: This node's catch-up (``CatchUp.pushed``): its cursors into the peers' journals move over the ranges their
+        #: replies name for this node's durable writes. None: nothing claimed (the peers' events stream as before).
+        self.claim: Callable[[str, Sequence[tuple[int, int]]], None] | None = None
         self.early_sends = 0  # batches sent before their local fsync (tests, metrics)
         #: A large write's chunks pushed to the peers during its upload (cluster/blob_push.py); its ApplyEvents to a
         #: peer waits for those pushes first, so the peer finds the chunks staged instead of fetching them again.
@@ -220,9 +251,10 @@ class Replicator:
             live = [p for p in self.peers if self._state(p) != DEAD]
             pushed = {d for e in logical for d in referenced_hashes(e)} \
                 if self.pushes is not None and request.blobs == BlobTransfer.FETCH else set()
+            claims = _Claims(True, [])  # durable here: replicate runs after the commit (its range goes with it)
 
             def call(peer: str) -> Awaitable[ApplyEventsReply]:
-                return self._send(peer, request, ranges, timeout, seq, pushed=pushed)
+                return self._send(peer, request, ranges, timeout, seq, pushed=pushed, claims=claims)
         for peer in self.peers:
             if peer not in live:
                 self._lost(peer, seq)
@@ -257,16 +289,18 @@ class Replicator:
             await self.grants.cover(seq, result.successes, result.running)
 
     async def _send(self, peer: str, request: ApplyEventsRequest, ranges: list[JournalRange], timeout: float,
-                    seq: int, *, pushed: Collection[bytes] = ()) -> ApplyEventsReply:
-        """One peer's copy of a write: ``request`` with ``ranges`` and the claims due to it (``_due``), and this
-        node's settled watermark; a reply naming missing blobs is a failure. ``pushed``: chunks whose pushes to the
-        peer (cluster/blob_push.py) still running are waited for first (within the write's deadline)."""
+                    seq: int, *, pushed: Collection[bytes] = (), claims: _Claims | None = None) -> ApplyEventsReply:
+        """One peer's copy of a write: ``request`` with ``ranges`` and the claims due to it (``_due``,
+        ``_due_peer``), and this node's settled watermark; a reply naming missing blobs is a failure. ``pushed``:
+        chunks whose pushes to the peer (cluster/blob_push.py) still running are waited for first (within the
+        write's deadline). ``claims``: the write's, told of the reply (``_replied``)."""
         try:
             if pushed and self.pushes is not None:
                 await self.pushes.settled(peer, pushed, timeout / 2)
             due, self._due[peer] = self._due.get(peer, []), []
+            due_peer, self._due_peer[peer] = self._due_peer.get(peer, []), []
             mine = ApplyEventsRequest(events=request.events, blobs=request.blobs, inline_blobs=request.inline_blobs,
-                                      journal_ranges=[*ranges, *due],
+                                      journal_ranges=[*ranges, *due], peer_ranges=due_peer,
                                       settled_hlc=self.unsettled.watermark() if self.unsettled is not None else 0)
             reply = await self.transport.apply_events(peer, mine, timeout=timeout)
             if reply.missing_blobs:
@@ -274,7 +308,54 @@ class Replicator:
         except BaseException:
             self._lost(peer, seq)  # at once: no lease may be granted to it on an older promise
             raise
+        if claims is not None:
+            self._replied(claims, peer, reply)
         return reply
+
+    # --- catch-up claims ------------------------------------------------------------------------------------------
+    def _replied(self, claims: _Claims, peer: str, reply: ApplyEventsReply) -> None:
+        """``peer`` applied the write (durably, nothing missing): the claims its reply allows (``_Claims``)."""
+        ranges = [(r.after, r.through) for r in reply.journal_ranges if r.through > r.after]
+        claims.replied[peer] = ranges
+        if claims.durable:
+            self._claim_durable(peer, ranges, claims.own)
+        for other, theirs in claims.replied.items():
+            if other == peer:
+                continue
+            if theirs:  # the other peer's journal holds this write where it said: this peer holds it too
+                self._due_to(peer, other, theirs)
+            if ranges:
+                self._due_to(other, peer, ranges)
+
+    def _made_durable(self, claims: _Claims) -> None:
+        """The write became durable here (an early send's ``replicate``): the claims waiting for that."""
+        claims.durable = True
+        for peer, ranges in claims.replied.items():
+            self._claim_durable(peer, ranges, claims.own)
+
+    def _claim_durable(self, peer: str, ranges: list[tuple[int, int]], own: list[JournalRange]) -> None:
+        if ranges and self.claim is not None:
+            self.claim(peer, ranges)
+        if own:
+            due = self._due.setdefault(peer, [])
+            for r in own:
+                if due and due[-1].through == r.after:  # consecutive writes: one range
+                    due[-1] = JournalRange(after=due[-1].after, through=r.through)
+                else:
+                    due.append(r)
+            del due[:-MAX_DUE_RANGES]
+
+    def _due_to(self, peer: str, node: str, ranges: list[tuple[int, int]]) -> None:
+        """Tell ``peer``, on its next ApplyEvents, that ``node``'s journal holds ``ranges`` of events it holds."""
+        if peer not in self._due_peer:
+            return
+        due = self._due_peer[peer]
+        due.extend(PeerRange(node=node, after=a, through=t) for a, t in ranges)
+        if len(due) > MAX_DUE_RANGES // 2:  # merge per node (consecutive writes touch), then bound
+            merged = [PeerRange(node=n, after=a, through=t)
+                      for n in dict.fromkeys(r.node for r in due)
+                      for a, t in coalesce((r.after, r.through) for r in due if r.node == n)]
+            due[:] = merged[-MAX_DUE_RANGES:]
 
     # --- sending before the local fsync ---------------------------------------------------------------------------
     def send_early(self, events: Sequence[Event]) -> None:
@@ -355,7 +436,7 @@ class Replicator:
         loop = asyncio.get_running_loop()
         for peer in self.peers:
             if self._state(peer) != DEAD:
-                task = loop.create_task(self._send(peer, request, [], timeout, entry.seq))
+                task = loop.create_task(self._send(peer, request, [], timeout, entry.seq, claims=entry.claims))
                 self._tasks.add(task)  # type: ignore[arg-type]
                 task.add_done_callback(self._tasks.discard)
                 task.add_done_callback(_seen)  # a batch given up (or failing) leaves no one to read its failures
@@ -363,23 +444,12 @@ class Replicator:
         self.early_sends += 1
 
     def _durable(self, entry: _Early) -> None:
-        """The early batch is durable here: each peer that applied it (now or when its call succeeds) may have its
-        journal range claimed on the next ApplyEvents to it."""
-        if entry.durable:
+        """The early batch is durable here: each peer that applied it (now or when its call succeeds) may have this
+        node's journal range claimed on the next ApplyEvents to it, and its reply's range claimed here."""
+        if entry.claims.durable:
             return
-        entry.durable = True
-        ranges = _journal_range(entry.events)
-        if not ranges:
-            return
-        for peer, task in entry.tasks.items():
-            task.add_done_callback(lambda done, p=peer: self._applied(p, done, ranges))  # type: ignore[misc]
-
-    def _applied(self, peer: str, done: asyncio.Future[ApplyEventsReply], ranges: list[JournalRange]) -> None:
-        if done.cancelled() or done.exception() is not None:
-            return
-        due = self._due.setdefault(peer, [])
-        due.extend(ranges)
-        del due[:-MAX_DUE_RANGES]
+        entry.claims.own = _journal_range(entry.events)
+        self._made_durable(entry.claims)
 
     def _lost(self, peer: str, seq: int) -> None:
         if self.grants is not None:

@@ -97,6 +97,7 @@ class ApplyOutcome:
     applied: int
     already_had: int
     missing_blobs: tuple[bytes, ...] = ()
+    seqs: tuple[int, ...] = ()  # per event: the seq it was journaled at by this call, 0 when already held
 
 
 class ReplicaApplier:
@@ -119,8 +120,10 @@ class ReplicaApplier:
         except MissingBlobsError as exc:
             return ApplyOutcome(0, 0, tuple(exc.hashes))
         self.staged.release({digest for event in events for digest in referenced_hashes(event)})
-        applied = sum(1 for outcome in result.outcomes if outcome is Applied.APPLIED)
-        return ApplyOutcome(applied, len(result.outcomes) - applied)
+        seqs = tuple(seq if outcome is Applied.APPLIED else 0
+                     for outcome, seq in zip(result.outcomes, result.seqs, strict=True))
+        applied = sum(1 for seq in seqs if seq)
+        return ApplyOutcome(applied, len(seqs) - applied, (), seqs)
 
 
 @dataclass
@@ -248,6 +251,7 @@ def wire_node(node: ClusterNode, parts: EngineParts) -> Wired:
                             CoalescingTransport(StreamedEventsTransport(node.pool, unary)), node.hints,
                             ready=lambda: node.ready, state=node.liveness.state, blobs=blobs, grants=grants,
                             unsettled=unsettled)
+    replicator.claim = node.catch_up.pushed  # the peers' replies move this node's cursors into their journals
     node.replicator = replicator
     pusher = BlobPusher(node.liveness.peers, pool_sender(node.pool, volumes), state=node.liveness.state)
     replicator.pushes = pusher

@@ -116,6 +116,7 @@ class Transport:
     received: dict[str, list[Event]] = field(default_factory=dict)
     lose_reply: dict[str, bool] = field(default_factory=dict)  # applied, but the caller sees an error
     missing: dict[str, list[bytes]] = field(default_factory=dict)  # ApplyEvents answers these blobs missing
+    skips: dict[str, list[list[tuple[int, int]]]] = field(default_factory=dict)  # per CatchUp: the ranges it skipped
 
     async def catch_up(self, peer: str, request: CatchUpRequest) -> AsyncIterator[CatchUpBatch]:
         if not self.up.get(peer, True):
@@ -124,7 +125,9 @@ class Transport:
         limits = BatchLimits(min(self.limits.events, request.batch_events or self.limits.events), self.limits.bytes,
                              self.limits.scan)
         n = 0
-        async for batch in journal_batches(self.journals[peer], request.after_seq, limits):
+        skip = [(r.after, r.through) for r in request.skip]
+        self.skips.setdefault(peer, []).append(skip)
+        async for batch in journal_batches(self.journals[peer], request.after_seq, limits, skip=skip):
             if cut is not None and n >= cut:
                 raise Down(f"{peer} went away mid-stream")
             n += 1

@@ -37,6 +37,7 @@ from s4.cluster.wire.s4cluster.v1 import (
     BlobTransfer,
     InlineBlob,
     JournalRange,
+    PeerRange,
 )
 
 Behaviour = Callable[[ApplyEventsStreamRequest], "ApplyEventsStreamReply | None"]
@@ -49,13 +50,14 @@ def req(n: int) -> ApplyEventsRequest:
 def sent(message: ApplyEventsStreamRequest) -> ApplyEventsRequest:
     """The request a stream message carries (the transport sends it packed)."""
     assert message.packed and message.request is None
-    return unpack_request(message.packed)
+    return unpack_request(message.packed, message.claims)
 
 
 def ok(message: ApplyEventsStreamRequest) -> ApplyEventsStreamReply:
     """Answer with ``applied`` = the request's event number (so a test sees which reply went to whom)."""
     reply = ApplyEventsReply(applied=int(sent(message).events[0][1:]))
-    return ApplyEventsStreamReply(id=message.id, packed=pack_reply(reply))
+    packed, claims = pack_reply(reply)
+    return ApplyEventsStreamReply(id=message.id, packed=packed, claims=claims)
 
 
 class FakeStream:
@@ -380,21 +382,35 @@ u32 = st.integers(min_value=0, max_value=2**32 - 1)
 @given(events=st.lists(st.binary(max_size=64), max_size=5), blobs=st.sampled_from(list(BlobTransfer)),
        hinted=st.text(max_size=8), inline=st.lists(st.tuples(st.binary(min_size=32, max_size=32), u64,
                                                             st.binary(max_size=64)), max_size=3),
-       settled=u64, ranges=st.lists(st.tuples(u64, u64), max_size=3))
+       settled=u64, ranges=st.lists(st.tuples(u64, u64), max_size=3), parts=st.lists(u32, max_size=3),
+       peer_ranges=st.lists(st.tuples(st.text(max_size=8), u64, u64), max_size=3))
 def test_issue19_packed_request_round_trips_every_field(events: list[bytes], blobs: BlobTransfer, hinted: str,
                                                         inline: list[tuple[bytes, int, bytes]], settled: int,
-                                                        ranges: list[tuple[int, int]]) -> None:
+                                                        ranges: list[tuple[int, int]], parts: list[int],
+                                                        peer_ranges: list[tuple[str, int, int]]) -> None:
     request = ApplyEventsRequest(events=events, blobs=blobs, hinted_for=hinted, settled_hlc=settled,
                                  inline_blobs=[InlineBlob(content_hash=h, size=n, data=d) for h, n, d in inline],
-                                 journal_ranges=[JournalRange(after=a, through=t) for a, t in ranges])
-    assert bytes(unpack_request(pack_request(request))) == bytes(request)
+                                 journal_ranges=[JournalRange(after=a, through=t) for a, t in ranges], parts=parts,
+                                 peer_ranges=[PeerRange(node=n, after=a, through=t) for n, a, t in peer_ranges])
+    packed, claims = pack_request(request)
+    assert bytes(unpack_request(packed, claims)) == bytes(request)
+    # A receiver older than the claims reads ``packed`` alone (the envelope field it does not know is ignored):
+    # the same request without them, and a request without them packs exactly as before (no claims field).
+    older = unpack_request(packed)
+    assert not older.parts and not older.peer_ranges and list(older.events) == list(request.events)
+    assert bool(claims) == bool(parts or peer_ranges)
 
 
-@given(applied=u32, had=u32, missing=st.lists(st.binary(min_size=32, max_size=32), max_size=3), hlc=u64, seq=u64)
+@given(applied=u32, had=u32, missing=st.lists(st.binary(min_size=32, max_size=32), max_size=3), hlc=u64, seq=u64,
+       ranges=st.lists(st.tuples(u64, u64), max_size=3))
 def test_issue19_packed_reply_round_trips_every_field(applied: int, had: int, missing: list[bytes], hlc: int,
-                                                      seq: int) -> None:
-    reply = ApplyEventsReply(applied=applied, already_had=had, missing_blobs=missing, hlc=hlc, journal_seq=seq)
-    assert bytes(unpack_reply(pack_reply(reply))) == bytes(reply)
+                                                      seq: int, ranges: list[tuple[int, int]]) -> None:
+    reply = ApplyEventsReply(applied=applied, already_had=had, missing_blobs=missing, hlc=hlc, journal_seq=seq,
+                             journal_ranges=[JournalRange(after=a, through=t) for a, t in ranges])
+    packed, claims = pack_reply(reply)
+    assert bytes(unpack_reply(packed, claims)) == bytes(reply)
+    older = unpack_reply(packed)  # an older caller: no ranges, nothing claimed
+    assert not older.journal_ranges and older.applied == applied and bool(claims) == bool(ranges)
 
 
 def test_issue19_serve_stream_answers_in_the_form_it_was_asked_and_refuses_a_bad_packed_request() -> None:
@@ -405,7 +421,7 @@ def test_issue19_serve_stream_answers_in_the_form_it_was_asked_and_refuses_a_bad
         release.set()
         request = ApplyEventsRequest(events=[b"a", b"b"])
         messages = [ApplyEventsStreamRequest(id=1, request=request),
-                    ApplyEventsStreamRequest(id=2, packed=pack_request(request)),
+                    ApplyEventsStreamRequest(id=2, packed=pack_request(request)[0]),
                     ApplyEventsStreamRequest(id=3, packed=b"\x93not a request")]
         got = {r.id: r async for r in serve_stream("node-1", handler, feed(messages, release))}
         assert got[1].reply is not None and got[1].reply.applied == 2 and not got[1].packed

@@ -148,3 +148,36 @@ def test_issue19_a_live_peer_lagging_for_a_while_wakes_its_catch_up_but_writes_i
     node.liveness.seen("node-2", 1, 8)
     node._wake_catch_up()
     assert woken.peers == ["node-2"]
+
+
+def test_issue19_a_steady_lag_whose_heads_are_covered_in_time_does_not_wake_catch_up() -> None:
+    """Under a steady write load some lag shows at every beat (the newest writes in flight, their claims riding on
+    the next call), but each head seen is covered a beat later: no pass. A head still not covered LAG_WAKE_S after
+    it was seen (a write this node missed, or a node-local event the claims skip) wakes one."""
+    from s4.cluster.config import build_cluster_config
+    from s4.cluster.node import LAG_WAKE_S, ClusterNode
+
+    pool = "node-1:127.0.0.1:7001,node-2:127.0.0.2:7002,node-3:127.0.0.3:7003"
+    config = build_cluster_config(dict(
+        mode="cluster", cluster_name="prod", node_id="node-1", node_grpc_addr="127.0.0.1:7001",
+        node_http_addr="127.0.0.1:9000", pool_name="pool-1", pool_nodes=pool, replication_factor=3, write_quorum=2,
+        read_quorum=2, cluster_secret="a-long-shared-secret", max_clock_offset_s=60.0, hint_ttl_hours=1.0))
+    now = [100.0]
+    node = ClusterNode(config, lambda: (1, 0), clock=lambda: now[0])
+    woken = Woken()
+    node.catch_up = woken  # type: ignore[assignment]
+    node.liveness.member("node-2", "alive", 1)
+    node.liveness.member("node-3", "alive", 1)
+    node.liveness.seen("node-3", 1, 0)
+    for beat in range(1, 20):  # a beat every LAG_WAKE_S / 4: head 10 * beat, covered up to the previous head
+        node.liveness.seen("node-2", 1, 10 * beat)
+        node.liveness.applied("node-2", 10 * (beat - 1))
+        node._wake_catch_up()
+        now[0] += LAG_WAKE_S / 4
+    assert woken.peers == []
+    for _ in range(5):  # the claims stop at seq 185 (a gap): the head 190 stays uncovered
+        node.liveness.seen("node-2", 1, 200)
+        node.liveness.applied("node-2", 185)
+        node._wake_catch_up()
+        now[0] += LAG_WAKE_S / 4
+    assert woken.peers == ["node-2"]

@@ -38,6 +38,7 @@ __all__ = (
     "MerkleKey",
     "MerkleTreeReply",
     "MerkleTreeRequest",
+    "PeerRange",
     "PingReply",
     "PingRequest",
     "PutBlobChunk",
@@ -223,6 +224,12 @@ class ApplyEventsReply(betterproto2.Message):
 
     journal_seq: "int" = betterproto2.field(5, betterproto2.TYPE_UINT64)
 
+    journal_ranges: "list[JournalRange]" = betterproto2.field(6, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    The ranges of the receiver's journal that hold exactly the events this call journaled (already-had ones are
+    not journaled again): one per part of the request (``after == through``: none claimable for that part).
+    """
+
 
 default_message_pool.register_message("s4cluster.v1", "ApplyEventsReply", ApplyEventsReply)
 
@@ -257,6 +264,18 @@ class ApplyEventsRequest(betterproto2.Message):
     they let the receiver move its catch-up cursor for the caller without streaming them again.
     """
 
+    parts: "list[int]" = betterproto2.field(11, betterproto2.TYPE_UINT32, repeated=True)
+    """
+    Several writes coalesced into one call: how many of ``events`` each has, in order (empty: one write). The
+    reply then names one journal range per part (cluster/replicator.py: a range is claimed per write).
+    """
+
+    peer_ranges: "list[PeerRange]" = betterproto2.field(12, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    Ranges of OTHER peers' journals holding exactly events this receiver acknowledged earlier (their replies to
+    the caller for batches this receiver applied too): the receiver's catch-up may skip them (CatchUp.pushed).
+    """
+
 
 default_message_pool.register_message("s4cluster.v1", "ApplyEventsRequest", ApplyEventsRequest)
 
@@ -280,6 +299,11 @@ class ApplyEventsStreamReply(betterproto2.Message):
     packed: "bytes" = betterproto2.field(5, betterproto2.TYPE_BYTES)
     """
     instead of reply (when the request came packed)
+    """
+
+    claims: "bytes" = betterproto2.field(6, betterproto2.TYPE_BYTES)
+    """
+    with packed: its journal_ranges (msgpack; older callers ignore it)
     """
 
 
@@ -312,6 +336,11 @@ class ApplyEventsStreamRequest(betterproto2.Message):
     packed: "bytes" = betterproto2.field(4, betterproto2.TYPE_BYTES)
     """
     instead of request
+    """
+
+    claims: "bytes" = betterproto2.field(5, betterproto2.TYPE_BYTES)
+    """
+    with packed: its parts and peer_ranges (msgpack; older receivers ignore it)
     """
 
 
@@ -556,6 +585,11 @@ class CatchUpRequest(betterproto2.Message):
     batch_events: "int" = betterproto2.field(2, betterproto2.TYPE_UINT32)
     """
     at most this many events a batch (0: the server's choice)
+    """
+
+    skip: "list[JournalRange]" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    Ranges above after_seq the caller holds already (claimed by ApplyEvents): not sent, covered by through_seq.
     """
 
 
@@ -829,6 +863,24 @@ class MerkleTreeRequest(betterproto2.Message):
 
 
 default_message_pool.register_message("s4cluster.v1", "MerkleTreeRequest", MerkleTreeRequest)
+
+
+@dataclass(eq=False, repr=False)
+class PeerRange(betterproto2.Message):
+    node: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    after: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
+    """
+    exclusive
+    """
+
+    through: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
+    """
+    inclusive
+    """
+
+
+default_message_pool.register_message("s4cluster.v1", "PeerRange", PeerRange)
 
 
 @dataclass(eq=False, repr=False)
