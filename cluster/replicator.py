@@ -123,6 +123,9 @@ def _journal_range(events: Sequence[Event]) -> list[JournalRange]:
 MAX_DUE_RANGES = 64
 #: An early send nobody claimed (its command's caller went away before ``replicate``) is forgotten after this long.
 EARLY_FORGET_S = 120.0
+#: Claims due to a peer ride on the next write to it; when none comes within this long (the end of a burst), they
+#: go alone in an ApplyEvents without events (below the heartbeat's LAG_WAKE_S: no pass is woken for them).
+FLUSH_S = 1.0
 
 
 class _Claims:
@@ -183,6 +186,8 @@ class Replicator:
         self._early_lock = threading.Lock()  # send_early runs on the sequencer's thread
         self._due: dict[str, list[JournalRange]] = {p: [] for p in self.peers}  # claims for the next call to a peer
         self._due_peer: dict[str, list[PeerRange]] = {p: [] for p in self.peers}  # other peers' ranges, likewise
+        self._flushing: set[str] = set()  # peers with a flush of their due claims scheduled
+        self.flushes = 0  # ApplyEvents sent only to carry claims (tests, metrics)
         #: This node's catch-up (``CatchUp.pushed``): its cursors into the peers' journals move over the ranges their
         #: replies name for this node's durable writes. None: nothing claimed (the peers' events stream as before).
         self.claim: Callable[[str, Sequence[tuple[int, int]]], None] | None = None
@@ -344,18 +349,50 @@ class Replicator:
                 else:
                     due.append(r)
             del due[:-MAX_DUE_RANGES]
+            self._flush_later(peer)
 
     def _due_to(self, peer: str, node: str, ranges: list[tuple[int, int]]) -> None:
         """Tell ``peer``, on its next ApplyEvents, that ``node``'s journal holds ``ranges`` of events it holds."""
         if peer not in self._due_peer:
             return
         due = self._due_peer[peer]
-        due.extend(PeerRange(node=node, after=a, through=t) for a, t in ranges)
-        if len(due) > MAX_DUE_RANGES // 2:  # merge per node (consecutive writes touch), then bound
+        for a, t in ranges:
+            last = due[-1] if due else None
+            if last is not None and last.node == node and last.through == a:  # consecutive writes: one range
+                due[-1] = PeerRange(node=node, after=last.after, through=t)
+            else:
+                due.append(PeerRange(node=node, after=a, through=t))
+        if len(due) > MAX_DUE_RANGES // 2:  # merge per node, then bound
             merged = [PeerRange(node=n, after=a, through=t)
                       for n in dict.fromkeys(r.node for r in due)
                       for a, t in coalesce((r.after, r.through) for r in due if r.node == n)]
             due[:] = merged[-MAX_DUE_RANGES:]
+        self._flush_later(peer)
+
+    def _flush_later(self, peer: str) -> None:
+        if peer in self._flushing or self._loop is None:
+            return
+        self._flushing.add(peer)
+        self._spawn(self._flush(peer))
+
+    async def _flush(self, peer: str) -> None:
+        """After ``FLUSH_S``, the claims still due to ``peer`` (no write to it took them) in a call of their own.
+        Losing them costs only a pass streaming those events."""
+        try:
+            await asyncio.sleep(FLUSH_S)
+        finally:
+            self._flushing.discard(peer)
+        due, due_peer = self._due.get(peer, []), self._due_peer.get(peer, [])
+        if not (due or due_peer) or self._state(peer) == DEAD:
+            return
+        self._due[peer], self._due_peer[peer] = [], []
+        self.flushes += 1
+        try:
+            await self.transport.apply_events(peer, ApplyEventsRequest(blobs=BlobTransfer.INLINE,
+                                                                       journal_ranges=due, peer_ranges=due_peer),
+                                              timeout=self.settings.base_s)
+        except Exception as exc:  # noqa: BLE001 - the claims are dropped: catch-up streams those events instead
+            log.debug("sending the catch-up claims due to %s failed: %s", peer, exc)
 
     # --- sending before the local fsync ---------------------------------------------------------------------------
     def send_early(self, events: Sequence[Event]) -> None:

@@ -143,7 +143,7 @@ def test_an_early_batch_is_sent_once_before_replicate_and_replicate_waits_for_it
         await replicator.replicate(events)
         assert loop.time() - start == 0.5  # waited for the calls started before, did not send again
         assert len(transport.requests) == 2 and replicator.early_sends == 1
-        await asyncio.sleep(2)
+        await asyncio.sleep(0.5)  # (within FLUSH_S: the claims wait for the next write)
         # Durable here and applied there: the next ApplyEvents to each peer claims the range.
         later = batch(3, itertools.count(200), [False])
         replicator.send_early(later)
@@ -175,9 +175,10 @@ def test_issue19_a_batch_cut_after_its_early_send_is_never_claimed_and_its_seqs_
         replicator.send_early(final)
         await asyncio.sleep(1)
         await replicator.replicate(final)
-        await asyncio.sleep(1)
+        await asyncio.sleep(3)  # past FLUSH_S: the last claims went alone
         for name, receiver in transport.receivers.items():
-            assert receiver.claimed == [(0, 1)], name  # the durable batch's seq, claimed once it was applied
+            # The durable batches' seqs, each claimed once applied (the last one's alone, FLUSH_S later).
+            assert receiver.claimed == [(0, 1), (1, 2)], name
             assert again[0].hlc in receiver.applied
 
     run_sim(main())
