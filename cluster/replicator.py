@@ -383,9 +383,11 @@ class Replicator:
         finally:
             self._flushing.discard(peer)
         due, due_peer = self._due.get(peer, []), self._due_peer.get(peer, [])
-        if not (due or due_peer) or self._state(peer) == DEAD:
-            return
         self._due[peer], self._due_peer[peer] = [], []
+        if not (due or due_peer) or self._state(peer) == DEAD:
+            # Dropped, not kept for its return: a dead peer may come back with its data directory replaced (same
+            # node id, an empty journal), and a claim then would name events it no longer holds.
+            return
         self.flushes += 1
         try:
             await self.transport.apply_events(peer, ApplyEventsRequest(blobs=BlobTransfer.INLINE,

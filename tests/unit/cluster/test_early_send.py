@@ -276,3 +276,32 @@ def test_issue19_a_write_whose_peers_would_fetch_its_blobs_is_sent_only_after_it
             transport.requests.clear()
 
     run_sim(main())
+
+
+def test_claims_due_to_a_peer_that_died_are_dropped_not_kept_for_its_return() -> None:
+    """A peer dead when its claims fall due may return with its data directory replaced (same node id, an empty
+    journal): claims kept for it would move its cursor over events it no longer holds."""
+    transport = ScriptedTransport([("ok", 0.1)])
+    states = {peer: "alive" for peer in PEERS}
+
+    async def main() -> None:
+        replicator = Replicator(list(PEERS), 2, transport, MemHints(), settings=SETTINGS,  # type: ignore[arg-type]
+                                blobs=Blobs(), state=lambda peer: states[peer])
+        await replicator.start()
+        hlcs = itertools.count(100)
+        first = batch(1, hlcs, [False])
+        replicator.send_early(first)
+        await asyncio.sleep(0.5)
+        await replicator.replicate(first)  # durable here and applied on both: its claims are due
+        states["p1"] = "dead"
+        await asyncio.sleep(3)  # past FLUSH_S: p2 is sent its claim alone, p1's is dropped
+        states["p1"] = "alive"
+        second = batch(2, hlcs, [False])
+        replicator.send_early(second)
+        await asyncio.sleep(0.5)
+        await replicator.replicate(second)
+        await asyncio.sleep(3)
+        assert transport.receivers["p2"].claimed == [(0, 1), (1, 2)]
+        assert transport.receivers["p1"].claimed == [(1, 2)]  # the claim due while it was dead never reached it
+
+    run_sim(main())
