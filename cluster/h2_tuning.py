@@ -49,10 +49,12 @@ from h2.exceptions import StreamClosedError, StreamIDTooLowError
 from h2.settings import SettingCodes
 from hyperframe.frame import DataFrame, Frame, RstStreamFrame
 
-from .pre_encoded import PassThroughCodec
+from .pre_encoded import BlobCodec
 
-#: The frame size the blob connection advertises (HTTP/2 allows 16 KiB to 16 MiB - 1).
-BULK_MAX_FRAME = 1024 * 1024
+#: The frame size the blob connection advertises (HTTP/2 allows 16 KiB to 16 MiB - 1): a 1 MiB piece's whole message
+#: (gRPC's 5-byte prefix, the field's tag and length, the piece) in one DATA frame, so grpclib sends the message's own
+#: bytes (a frame of less than the message is a copy of its slice) and the receiver parses one frame per piece, not two.
+BULK_MAX_FRAME = 1024 * 1024 + 1024
 #: DATA payloads from this size on skip hyperframe's serialize; outgoing buffers from this size on are handed over
 #: without the copy into ``bytes`` (smaller ones: the copy costs less than the bookkeeping).
 LEAN_BYTES = 64 * 1024
@@ -132,7 +134,7 @@ class BulkChannel(Channel):
     encoded beforehand (cluster/pre_encoded.py ``Encoded``: a blob's pieces encoded once for every peer) as they are."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("codec", PassThroughCodec())
+        kwargs.setdefault("codec", BlobCodec())
         super().__init__(*args, **kwargs)
 
     def _protocol_factory(self) -> H2Protocol:
