@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from s4.cluster import h2_tuning
 from s4.cluster.blobs import PIECE_BYTES
-from s4.cluster.pre_encoded import BlobCodec, data_only
+from s4.cluster.pre_encoded import BlobCodec, Encoded, data_only
 from s4.cluster.wire.s4cluster.v1 import BlobHeader, GetBlobChunk, PutBlobChunk, PutBlobReply
 
 TYPES = [PutBlobChunk, GetBlobChunk]
@@ -76,3 +76,14 @@ def test_a_whole_piece_message_fits_one_frame_of_the_blob_connection(message_typ
     message = bytes(message_type(data=b"\xff" * PIECE_BYTES))
     framed = struct.pack("?", False) + struct.pack(">I", len(message)) + message
     assert PIECE_BYTES < len(framed) <= h2_tuning.BULK_MAX_FRAME
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.binary(max_size=300), st.sampled_from([b"", b"\0" * 127, b"\1" * 128, b"\2" * 16384,
+                                                            b"\3" * 2_097_152])),
+       st.sampled_from(TYPES))
+def test_a_piece_encoded_here_is_the_bytes_betterproto2_encodes(data: bytes, message_type: type) -> None:
+    encoded = Encoded.piece(data, message_type)
+    assert encoded.data == bytes(message_type(data=data))
+    assert encoded.message_type is message_type
+    assert BlobCodec().decode(encoded.data, message_type) == message_type(data=data)
