@@ -87,7 +87,12 @@ def data_frame_header(frame: DataFrame, length: int) -> bytes:
 
 
 class LeanH2Connection(H2Connection):
-    """h2's connection, sending large DATA payloads with one copy instead of four (point 3 above)."""
+    """h2's connection, sending large DATA payloads with one copy instead of four (point 3 above), or none when it
+    knows its ``transport``: then the bytes queued before, the frame's header and the payload itself go to the
+    transport in that order (``writelines``: the transport keeps a reference to a payload it cannot send at once,
+    it does not copy it), and whatever h2 queues after goes out through ``data_to_send`` as before."""
+
+    transport: Any = None
 
     def _prepare_for_sending(self, frames: list[Frame]) -> None:
         if not frames:
@@ -96,6 +101,11 @@ class LeanH2Connection(H2Connection):
         for frame in frames:
             if type(frame) is DataFrame and not frame.pad_length and len(frame.data) >= LEAN_BYTES:
                 frame.body_len = len(frame.data)
+                if self.transport is not None:
+                    out += data_frame_header(frame, frame.body_len)
+                    self.transport.writelines((out, frame.data))
+                    out = self._data_to_send = bytearray()  # handed over: never written to again
+                    continue
                 out += data_frame_header(frame, frame.body_len)
                 out += frame.data
             else:
@@ -117,6 +127,8 @@ class _BulkProtocol(H2Protocol):
         super().connection_made(transport)
         h2 = self.connection._connection
         h2.__class__ = LeanH2Connection  # grpclib builds a plain H2Connection; same state, leaner sends
+        assert isinstance(h2, LeanH2Connection)
+        h2.transport = transport  # grpclib writes h2's output to this transport only, so the order is kept
         h2.update_settings({SettingCodes.MAX_FRAME_SIZE: BULK_MAX_FRAME})
         self.connection.flush()
 
