@@ -9,8 +9,9 @@
    the original).
 2. **Blob data moves in 16 KiB frames.** HTTP/2's default ``SETTINGS_MAX_FRAME_SIZE`` is 16 KiB, so a 4 MiB chunk
    is 256 DATA frames, each a trip through h2's state machine and a socket write in grpclib. The blob connection
-   (``PeerPool.bulk_stub``) advertises ``BULK_MAX_FRAME`` (1 MiB) instead (``BulkChannel``), so a peer sending it a
-   blob's pieces (GetBlob replies) sends 1 MiB frames; the flow-control windows (4 MiB, grpclib's default) are
+   (``PeerPool.bulk_stub``) advertises ``BULK_MAX_FRAME`` (1 MiB + 1 KiB) instead (``BulkChannel``), so a peer
+   sending it a blob's pieces (GetBlob replies) sends a 1 MiB piece's whole message in one frame; the flow-control
+   windows (4 MiB, grpclib's default) are
    unchanged. The small calls keep their own connection with the default frames. The gRPC server advertises the
    same on every connection it accepts (``large_frames_protocol``), so a blob pushed to it (PutBlob) arrives in
    1 MiB frames too.
@@ -18,10 +19,11 @@
 3. **Every byte sent is copied four times in h2.** A DATA frame is serialized as ``header + b"".join([padding,
    data, padding])`` (two copies of the payload), appended to the connection's outgoing ``bytearray`` (a third)
    and handed to grpclib as ``bytes(that buffer)`` (a fourth), for every MiB of a blob sent to each peer.
-   ``LeanH2Connection`` (the connections of ``BulkChannel`` and of the gRPC server) appends a DATA frame's header
-   and payload to the buffer directly and hands a large buffer over as it is (a fresh one takes its place): one
-   copy. The bytes on the wire are the same (tests/unit/cluster/test_h2_tuning.py compares them with hyperframe's
-   own ``serialize``); frames with padding and every other frame type go through hyperframe as before.
+   ``LeanH2Connection`` (the connections of ``BulkChannel`` and of the gRPC server) writes a large DATA payload to
+   its transport as it is, after the bytes queued before and the frame's header (no copy), or, without a transport,
+   appends header and payload to the buffer directly and hands a large buffer over as it is (one copy). The bytes
+   on the wire are the same (tests/unit/cluster/test_h2_tuning.py compares them with hyperframe's own
+   ``serialize``); frames with padding and every other frame type go through hyperframe as before.
 
 4. **Every received frame is printed for a trace log nobody reads.** ``H2Connection._receive_frame`` evaluates
    ``repr(frame)`` for its trace-level log call before anything else, for every frame received on every connection
