@@ -81,8 +81,8 @@ class PieceMessages(Protocol):
 
 
 def encode_piece(reader: PieceReader, lo: int, n: int) -> Encoded:
-    """Read a piece through the verified reader and encode its ``PutBlobChunk`` (betterproto2)."""
-    return Encoded.of(PutBlobChunk(data=reader.read(lo, n)))
+    """Read a piece through the verified reader and encode its ``PutBlobChunk`` (``Encoded.piece``: one copy)."""
+    return Encoded.piece(reader.read(lo, n), PutBlobChunk)
 
 
 class EncodedPieces:

@@ -32,6 +32,7 @@ from .buckets_register import KEY_PREFIXES
 from .config import ClusterConfig
 from .errors import GrpcBindError
 from .event_stream import serve_stream
+from .pre_encoded import BlobCodec
 from .wire.s4cluster.v1 import (
     ApplyEventsReply,
     ApplyEventsRequest,
@@ -394,7 +395,7 @@ class ClusterServer:
     async def start(self) -> None:
         """Listen on S4_NODE_GRPC_ADDR; GrpcBindError (naming the setting) when the address cannot be bound."""
         addr = self.config.grpc_addr
-        server = _ClosingServer([self._authenticated])
+        server = _ClosingServer([self._authenticated], codec=BlobCodec())  # blob pieces parsed with one copy
         try:
             await server.start(addr.host, addr.port)
         except OSError as exc:

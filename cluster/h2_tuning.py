@@ -9,8 +9,9 @@
    the original).
 2. **Blob data moves in 16 KiB frames.** HTTP/2's default ``SETTINGS_MAX_FRAME_SIZE`` is 16 KiB, so a 4 MiB chunk
    is 256 DATA frames, each a trip through h2's state machine and a socket write in grpclib. The blob connection
-   (``PeerPool.bulk_stub``) advertises ``BULK_MAX_FRAME`` (1 MiB) instead (``BulkChannel``), so a peer sending it a
-   blob's pieces (GetBlob replies) sends 1 MiB frames; the flow-control windows (4 MiB, grpclib's default) are
+   (``PeerPool.bulk_stub``) advertises ``BULK_MAX_FRAME`` (1 MiB + 1 KiB) instead (``BulkChannel``), so a peer
+   sending it a blob's pieces (GetBlob replies) sends a 1 MiB piece's whole message in one frame; the flow-control
+   windows (4 MiB, grpclib's default) are
    unchanged. The small calls keep their own connection with the default frames. The gRPC server advertises the
    same on every connection it accepts (``large_frames_protocol``), so a blob pushed to it (PutBlob) arrives in
    1 MiB frames too.
@@ -18,10 +19,11 @@
 3. **Every byte sent is copied four times in h2.** A DATA frame is serialized as ``header + b"".join([padding,
    data, padding])`` (two copies of the payload), appended to the connection's outgoing ``bytearray`` (a third)
    and handed to grpclib as ``bytes(that buffer)`` (a fourth), for every MiB of a blob sent to each peer.
-   ``LeanH2Connection`` (the connections of ``BulkChannel`` and of the gRPC server) appends a DATA frame's header
-   and payload to the buffer directly and hands a large buffer over as it is (a fresh one takes its place): one
-   copy. The bytes on the wire are the same (tests/unit/cluster/test_h2_tuning.py compares them with hyperframe's
-   own ``serialize``); frames with padding and every other frame type go through hyperframe as before.
+   ``LeanH2Connection`` (the connections of ``BulkChannel`` and of the gRPC server) writes a large DATA payload to
+   its transport as it is, after the bytes queued before and the frame's header (no copy), or, without a transport,
+   appends header and payload to the buffer directly and hands a large buffer over as it is (one copy). The bytes
+   on the wire are the same (tests/unit/cluster/test_h2_tuning.py compares them with hyperframe's own
+   ``serialize``); frames with padding and every other frame type go through hyperframe as before.
 
 4. **Every received frame is printed for a trace log nobody reads.** ``H2Connection._receive_frame`` evaluates
    ``repr(frame)`` for its trace-level log call before anything else, for every frame received on every connection
@@ -49,10 +51,12 @@ from h2.exceptions import StreamClosedError, StreamIDTooLowError
 from h2.settings import SettingCodes
 from hyperframe.frame import DataFrame, Frame, RstStreamFrame
 
-from .pre_encoded import PassThroughCodec
+from .pre_encoded import BlobCodec
 
-#: The frame size the blob connection advertises (HTTP/2 allows 16 KiB to 16 MiB - 1).
-BULK_MAX_FRAME = 1024 * 1024
+#: The frame size the blob connection advertises (HTTP/2 allows 16 KiB to 16 MiB - 1): a 1 MiB piece's whole message
+#: (gRPC's 5-byte prefix, the field's tag and length, the piece) in one DATA frame, so grpclib sends the message's own
+#: bytes (a frame of less than the message is a copy of its slice) and the receiver parses one frame per piece, not two.
+BULK_MAX_FRAME = 1024 * 1024 + 1024
 #: DATA payloads from this size on skip hyperframe's serialize; outgoing buffers from this size on are handed over
 #: without the copy into ``bytes`` (smaller ones: the copy costs less than the bookkeeping).
 LEAN_BYTES = 64 * 1024
@@ -85,7 +89,12 @@ def data_frame_header(frame: DataFrame, length: int) -> bytes:
 
 
 class LeanH2Connection(H2Connection):
-    """h2's connection, sending large DATA payloads with one copy instead of four (point 3 above)."""
+    """h2's connection, sending large DATA payloads with one copy instead of four (point 3 above), or none when it
+    knows its ``transport``: then the bytes queued before, the frame's header and the payload itself go to the
+    transport in that order (``writelines``: the transport keeps a reference to a payload it cannot send at once,
+    it does not copy it), and whatever h2 queues after goes out through ``data_to_send`` as before."""
+
+    transport: Any = None
 
     def _prepare_for_sending(self, frames: list[Frame]) -> None:
         if not frames:
@@ -94,6 +103,11 @@ class LeanH2Connection(H2Connection):
         for frame in frames:
             if type(frame) is DataFrame and not frame.pad_length and len(frame.data) >= LEAN_BYTES:
                 frame.body_len = len(frame.data)
+                if self.transport is not None:
+                    out += data_frame_header(frame, frame.body_len)
+                    self.transport.writelines((out, frame.data))
+                    out = self._data_to_send = bytearray()  # handed over: never written to again
+                    continue
                 out += data_frame_header(frame, frame.body_len)
                 out += frame.data
             else:
@@ -115,6 +129,8 @@ class _BulkProtocol(H2Protocol):
         super().connection_made(transport)
         h2 = self.connection._connection
         h2.__class__ = LeanH2Connection  # grpclib builds a plain H2Connection; same state, leaner sends
+        assert isinstance(h2, LeanH2Connection)
+        h2.transport = transport  # grpclib writes h2's output to this transport only, so the order is kept
         h2.update_settings({SettingCodes.MAX_FRAME_SIZE: BULK_MAX_FRAME})
         self.connection.flush()
 
@@ -132,7 +148,7 @@ class BulkChannel(Channel):
     encoded beforehand (cluster/pre_encoded.py ``Encoded``: a blob's pieces encoded once for every peer) as they are."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("codec", PassThroughCodec())
+        kwargs.setdefault("codec", BlobCodec())
         super().__init__(*args, **kwargs)
 
     def _protocol_factory(self) -> H2Protocol:

@@ -11,6 +11,7 @@ Data directory layout: ``journal/`` (segments), ``views/`` (LMDB), ``volumes/`` 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -336,7 +337,8 @@ class Engine(IamOps, KmsOps):
         return None if raw is None else unpack(raw)
 
     # -- objects --------------------------------------------------------------------------------------------------
-    async def ingest(self, body: AsyncIterator[bytes], *, max_bytes: int | None = None,
+    async def ingest(self, body: AsyncIterator[bytes] | AsyncIterator[bytes | bytearray], *,
+                     max_bytes: int | None = None,
                      hashers: list[Hasher] | None = None, sealer: PartSealer | None = None) -> Ingested:
         push = self.blob_push
         return await self.ingestor.ingest(body, max_bytes=max_bytes, hashers=hashers or (), sealer=sealer,
@@ -468,7 +470,7 @@ class Engine(IamOps, KmsOps):
 
     async def read_object(self, version: ObjectVersion, start: int = 0, length: int | None = None,
                           locations: list[BlobLocation] | None = None,
-                          keys: ObjectKeys | None = None) -> AsyncIterator[bytes]:
+                          keys: ObjectKeys | None = None) -> AsyncIterator[bytes | bytearray]:
         """The bytes ``[start, start+length)`` of a version, in pieces of at most 1 MiB, each verified before it
         is yielded (a damaged chunk raises InternalError instead: see ``damaged``). Plaintext always: an
         encrypted version is opened with ``keys`` (or the master key), segment by segment."""
@@ -504,10 +506,14 @@ class Engine(IamOps, KmsOps):
                 yield data
                 lo += n
 
-    async def _read_piece(self, reader: BlobReader, lo: int, n: int) -> bytes:
+    async def _read_piece(self, reader: BlobReader, lo: int, n: int) -> bytes | bytearray:
         if n <= 65536:
             return reader.read(lo, n)
-        return await anyio.to_thread.run_sync(reader.read, lo, n)  # type: ignore[no-any-return]
+        data = reader.read_cached(lo, n)  # all in the page cache: read and checked here, no thread round trip
+        if data is not None:
+            await asyncio.sleep(0)  # a hot 64 MiB body still lets the loop's other requests in between pieces
+            return data
+        return await anyio.to_thread.run_sync(reader.read, lo, n)
 
     async def read_failover(self, version: ObjectVersion, start: int, length: int,
                             keys: ObjectKeys | None = None) -> bytes:

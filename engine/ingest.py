@@ -107,7 +107,8 @@ class Ingestor:
         out.size += plain_size
         return written
 
-    async def ingest(self, body: AsyncIterator[bytes], *, max_bytes: int | None = None,
+    async def ingest(self, body: AsyncIterator[bytes] | AsyncIterator[bytes | bytearray], *,
+                     max_bytes: int | None = None,
                      hashers: Iterable[Hasher] = (), sealer: PartSealer | None = None,
                      on_stored: Callable[[BlobLocation], None] | None = None) -> Ingested:
         """Consume ``body`` completely; EntityTooLarge as soon as it passes ``max_bytes``. With ``sealer`` the

@@ -200,12 +200,15 @@ async def _serve(call: Call, resp: falcon.asgi.Response, *, body: bool) -> None:
         resp.set_header("Content-Range", f"bytes {start}-{start + length - 1}/{version.size}")
     resp.set_header("Content-Length", str(length))
     if stream is not None:
-        resp.stream = stream
+        # Pieces read from the page cache are bytearrays (engine/volumes/reads.py, ``read_cached``): falcon hands
+        # each to the ASGI send as is, and uvicorn writes any buffer.
+        resp.stream = stream  # type: ignore[assignment]
     elif body:
         resp.data = data
 
 
-async def _stream(call: Call, first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _stream(call: Call, first: bytes | bytearray,
+                  rest: AsyncIterator[bytes | bytearray]) -> AsyncIterator[bytes | bytearray]:
     """The body after the headers. A later piece that fails its checksum aborts the response: the error
     propagates, the server closes the connection short of Content-Length, and the client sees a broken transfer
     (never a complete-looking body with wrong bytes)."""

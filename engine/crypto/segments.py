@@ -164,7 +164,7 @@ class SpanOpener:
         self._skip, self._left = span.skip, span.take
         self._sealed_seg = cipher.segment_bytes + TAG_BYTES
 
-    def feed(self, piece: bytes) -> bytes:
+    def feed(self, piece: bytes | bytearray) -> bytes:
         """The plaintext of every sealed segment completed by ``piece`` (the rest waits for the next piece). The
         consumed bytes are dropped once per piece: dropping them per segment would move the buffer each time."""
         self._buf += piece

@@ -38,6 +38,7 @@ from .writeback import WRITEBACK_BYTES, start_writeback
 log = logging.getLogger(__name__)
 NAME_RE = re.compile(r"^w(\d{2,})-(\d{8,})\.vol$")
 DEFAULT_VOLUME_BYTES = 1 << 30
+_NOWAIT = [getattr(os, "RWF_NOWAIT", 0)]  # the preadv flag; 0 once the kernel or filesystem refused it
 
 
 class VolumeSyncError(OSError):
@@ -213,6 +214,30 @@ class VolumeStore:
             return os.pread(fd, length, offset)
         finally:
             self._release(fd)
+
+    def pread_cached(self, name: str, offset: int, length: int) -> bytearray:
+        """Exactly ``length`` bytes at ``offset`` of a volume if all of them are in the page cache, else
+        ``reads.WouldBlock`` (``preadv`` with ``RWF_NOWAIT``: it never waits on the disk, so the event loop may
+        call it; the caller then reads on a worker thread). A filesystem or kernel without the flag answers
+        ``WouldBlock`` from then on. Raw bytes, like ``pread``: ``BlobReader.read_cached`` checks them."""
+        if not _NOWAIT[0]:
+            raise reads.WouldBlock(name)
+        buf = bytearray(length)
+        fd = self._acquire_reader(name)
+        try:
+            got = os.preadv(fd, [buf], offset, _NOWAIT[0])
+        except BlockingIOError:
+            raise reads.WouldBlock(name) from None
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            _NOWAIT[0] = 0
+            raise reads.WouldBlock(name) from None
+        finally:
+            self._release(fd)
+        if got != length:  # partly cached, or the end of the file: ``pread`` on a thread tells which
+            raise reads.WouldBlock(name)
+        return buf
 
     def read(self, name: str, offset: int, length: int) -> bytes:
         """Exactly ``length`` raw bytes at ``offset`` of a volume, unchecked (``read_blob`` checks)."""

@@ -198,3 +198,53 @@ def test_issue19_h2_receive_frame_does_not_format_received_frames(monkeypatch: p
     formatted.clear()
     events = server._receive_frame(hyperframe.frame.DataFrame(1, data=b"payload"))
     assert [type(e).__name__ for e in events] == ["DataReceived"] and formatted == []
+
+
+class _Transport:
+    """What a connection writes to its transport, in order."""
+
+    def __init__(self) -> None:
+        self.wire = bytearray()
+        self.written: list[object] = []
+
+    def writelines(self, parts: tuple[object, ...]) -> None:
+        for part in parts:
+            self.written.append(part)
+            self.wire += part  # type: ignore[operator]
+
+
+@given(st.lists(st.tuples(st.integers(0, 3 << 20), st.booleans()), min_size=1, max_size=4))
+def test_issue19_lean_h2_connection_on_a_transport_sends_the_bytes_hyperframe_would(
+        sends: list[tuple[int, bool]]) -> None:
+    """With its transport known, a large payload goes to the transport as it is (after what was queued before and
+    its frame header): the wire, transport writes and ``data_to_send`` interleaved as grpclib does, is plain h2's."""
+    from h2.connection import H2Connection
+
+    lean, plain = _connected(h2_tuning.LeanH2Connection)[0], _connected(H2Connection)[0]
+    transport = _Transport()
+    lean.transport = transport  # type: ignore[attr-defined]
+    plain_wire = bytearray()
+    payloads: list[bytes] = []
+    for n, end in sends + [(0, True)]:
+        data = bytes([n % 251]) * n
+        for conn in (lean, plain):
+            sent = 0
+            while True:
+                take = min(n - sent, conn.max_outbound_frame_size)  # type: ignore[attr-defined]
+                last = sent + take == n
+                piece = data[sent:sent + take]
+                conn.send_data(1, piece, end_stream=end and last)  # type: ignore[attr-defined]
+                if conn is lean and take >= h2_tuning.LEAN_BYTES:
+                    payloads.append(piece)
+                sent += take
+                if conn is lean:
+                    transport.wire += conn.data_to_send()  # type: ignore[attr-defined]  # grpclib's write after
+                else:
+                    plain_wire += conn.data_to_send()  # type: ignore[attr-defined]
+                if last:
+                    break
+        if end:
+            break
+    assert transport.wire == plain_wire
+    assert [p for p in transport.written if isinstance(p, bytes)] == payloads  # the payloads themselves
+    assert all(any(p is q for q in transport.written) for p in payloads), "a payload was copied"
