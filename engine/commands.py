@@ -394,7 +394,11 @@ def complete_multipart(d: Decision, args: dict[str, Any]) -> dict[str, Any]:
     claims: list[dict[str, str]] = args.get("part_claims") or [{} for _ in listed]
     kept = [i for i, after in enumerate([*numbers[1:], None]) if listed[i][0] != after]
     wanted = [listed[i] for i in kept]
-    md5s, blobs, sizes, part_checksums, prefixes = [], [], [], [], []
+    md5s: list[bytes] = []
+    blobs: list[Any] = []
+    sizes: list[int] = []
+    part_checksums: list[Any] = []
+    prefixes: list[Any] = []
     for index, (number, etag) in enumerate(wanted):
         part = d.tx.part(upload.upload_id, number)
         if part is None or part.etag != etag.strip('"') or bool(upload.encryption) != bool(part.encryption):

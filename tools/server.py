@@ -306,8 +306,12 @@ def _run_worker(settings: Settings, data_dir: Path, args: argparse.Namespace) ->
     supervisor.die_with_parent(args.parent_pid)
     listener = socket.socket(fileno=args.listen_fd)
     engine_ready = False
-    channel = LoopChannel(socket.socket(fileno=args.sequencer_fd), name="sequencer",
-                          on_close=lambda: engine_ready and os.kill(os.getpid(), signal.SIGTERM))
+
+    def stop_when_ready() -> None:  # the supervisor went away: stop, unless start-up is still failing on its own
+        if engine_ready:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    channel = LoopChannel(socket.socket(fileno=args.sequencer_fd), name="sequencer", on_close=stop_when_ready)
     engine = Engine(EngineOptions(data_dir=data_dir, volume_size_bytes=settings.volume_size_bytes,
                                   worker=args.worker_id, disk_reserve_bytes=settings.disk_reserve_bytes,
                                   shared_iam_key=_shared_iam_key(settings),
@@ -387,7 +391,7 @@ def _prepare_iam(engine: Engine, settings: Settings) -> str:
         log.info("IAM enabled; root user %r (%s%s)", root["username"], root["id"],
                  "" if root.get("active", True) else ", deactivated")
     if settings.jwt_secret:
-        return settings.jwt_secret
+        return str(settings.jwt_secret)
     log.warning("S4_JWT_SECRET is not set: admin tokens are signed with a random key and die with this "
                 "server (set S4_JWT_SECRET in production)")
     return secrets.token_urlsafe(32)
@@ -618,7 +622,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
         import uvloop
     except ImportError:
         return None
-    return uvloop.new_event_loop  # type: ignore[no-any-return]
+    return uvloop.new_event_loop
 
 
 if __name__ == "__main__":

@@ -111,10 +111,10 @@ def _condition(out: dict[str, Any], name: str, child: Element, *, allow_tags: bo
             _invalid("Duplicate Tag Keys are not allowed.")
         out["tags"][key] = value
     elif name in ("ObjectSizeGreaterThan", "ObjectSizeLessThan"):
-        value = int_of(child)
-        if value < 0:
+        size = int_of(child)
+        if size < 0:
             _invalid(f"'{name}' should be a non-negative integer")
-        out["gt" if name == "ObjectSizeGreaterThan" else "lt"] = value
+        out["gt" if name == "ObjectSizeGreaterThan" else "lt"] = size
     else:
         malformed()
 
