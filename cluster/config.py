@@ -26,7 +26,7 @@ ENV_NAMES = {
     "pool_name": "S4_POOL_NAME", "pool_nodes": "S4_POOL_NODES", "replication_factor": "S4_REPLICATION_FACTOR",
     "write_quorum": "S4_WRITE_QUORUM", "read_quorum": "S4_READ_QUORUM", "hint_ttl_hours": "S4_HINT_TTL_HOURS",
     "cluster_secret": "S4_CLUSTER_SECRET", "max_clock_offset_s": "S4_MAX_CLOCK_OFFSET",
-    "job_lease_s": "S4_JOB_LEASE_SECS",
+    "job_lease_s": "S4_JOB_LEASE_SECS", "read_lease_idle_s": "S4_READ_LEASE_IDLE_SECS",
     "anti_entropy_interval_secs": "S4_ANTI_ENTROPY_INTERVAL_SECS",
     "anti_entropy_rate_keys": "S4_ANTI_ENTROPY_RATE_KEYS", "anti_entropy_rate_bytes": "S4_ANTI_ENTROPY_RATE_BYTES",
     "catch_up": "S4_CATCH_UP",
@@ -95,6 +95,9 @@ class ClusterConfig:
     #: several pools, a node outside the registry pool: a round of the registry's IAM feed this often
     #: (cluster/iam_feed.py; docs/architecture/pools.md, "IAM across pools")
     iam_sync_s: float = 1.0
+    #: a node asks its peers for read leases while one of its reads looked for them within this long
+    #: (cluster/read_leases.py; docs/architecture/replication.md, "Local reads under read leases")
+    read_lease_idle_s: float = 30.0
 
     @property
     def pools(self) -> tuple[PoolSpec, ...]:
@@ -177,6 +180,9 @@ def build_cluster_config(values: Mapping[str, Any], name_of: Callable[[str], str
     lease = float(values.get("job_lease_s", 60.0))
     if not 1 <= lease <= 86400:  # also refuses NaN
         raise fail("job_lease_s", f"{lease} must be between 1 and 86400 seconds")
+    idle = float(values.get("read_lease_idle_s", 30.0))
+    if not 1 <= idle <= 86400:  # also refuses NaN
+        raise fail("read_lease_idle_s", f"{idle} must be between 1 and 86400 seconds")
     anti_entropy = _anti_entropy(values, fail)
     iam_sync = float(values.get("iam_sync_s", 1.0))
     if not 0.05 <= iam_sync <= 3600:  # also refuses NaN
@@ -195,7 +201,7 @@ def build_cluster_config(values: Mapping[str, Any], name_of: Callable[[str], str
                          write_quorum=w, read_quorum=r, hint_ttl_hours=hint_ttl, max_clock_offset_s=offset, key=key,
                          key_derived_from_s3_secret=not secret, warnings=tuple(warnings), job_lease_s=lease,
                          anti_entropy=anti_entropy, gc_grace_days=grace, max_rejoin_downtime_days=rejoin,
-                         cluster_pools=pools, iam_sync_s=iam_sync)
+                         cluster_pools=pools, iam_sync_s=iam_sync, read_lease_idle_s=idle)
 
 
 def _own_pool(values: Mapping[str, Any], pools: tuple[PoolSpec, ...], fail: Callable[[str, str], Exception],

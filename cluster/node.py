@@ -11,8 +11,9 @@ S4_WORKERS > 1; docs/architecture/processes.md), on that process's event loop:
   back alive (or alive in a new life: a higher incarnation) wakes its catch-up and hint delivery;
 * the heartbeat pings every peer every ``interval_s``, all peers at once, each Ping bounded by ``ping_timeout_s``
   (connection included), so one slow or unreachable peer never delays the others nor the loop's S3 requests; it
-  carries what SWIM does not: HLCs, journal heads (catch-up lag), S3 addresses, read-lease requests and grants and
-  settled watermarks; what a peer answers (and what a peer's own Ping says) goes into ``Liveness`` too;
+  carries what SWIM does not: HLCs, journal heads (catch-up lag), S3 addresses, read-lease requests (only while
+  this node's reads want leases: ``ReadLeases.wanted``) and grants and settled watermarks; what a peer answers
+  (and what a peer's own Ping says) goes into ``Liveness`` too;
 * it is the ``LocalStatus`` that Ping answers from (this node's HLC and journal head) and the engine's
   ``ClusterStatus`` port (engine/ports.py) behind ``GET /api/admin/cluster/health`` and the peer metrics;
 * ``stop()`` ends the heartbeat, closes the channels and the server, each step bounded in time, so shutdown never
@@ -122,6 +123,7 @@ class ClusterNode:
         self.key_reads: QuorumKeyReads | None = None  # ... and the read path
         self.read_leases: ReadLeases | None = None  # ... whose local reads depend on these (cluster/read_leases.py)
         self.unsettled: Unsettled | None = None
+        self.asking = False  # this heartbeat round asks the peers for read leases (its reads want them)
         self.anti_entropy: AntiEntropy | None = None  # set by cluster/wiring.py: Merkle anti-entropy
         self.rejoin: Rejoin | None = None  # ... and tombstone GC with the rejoin rule (docs/architecture/tombstones.md)
         self.tombstones: TombstoneGC | None = None
@@ -245,8 +247,11 @@ class ClusterNode:
             await asyncio.sleep(max(0.0, self.settings.interval_s - (loop.time() - started)))
 
     async def beat(self) -> None:
-        """One round: Ping every peer at once, each bounded; then log state changes and tell the listeners."""
+        """One round: Ping every peer at once, each bounded; then log state changes and tell the listeners. Read
+        leases are asked for in this round only while this node's reads want them (``ReadLeases.wanted``)."""
         hlc, seq = self.status()
+        leases = self.read_leases
+        self.asking = leases is not None and not self.drain.gives_back and leases.wanted(self._clock())
         await asyncio.gather(*(self._ping(peer, hlc, seq) for peer in self.liveness.peers))
         await self._rejoin_tick()
         self._log_changes()
@@ -275,11 +280,11 @@ class ClusterNode:
             on_refused()
 
     async def _ping(self, peer: str, hlc: int, seq: int) -> bool:
-        """One Ping to ``peer``; whether it answered. A draining or stopping node asks for no read lease and gives
-        back the one it holds (cluster/drain.py)."""
+        """One Ping to ``peer``; whether it answered. It asks for a read lease only in a round that wants them
+        (``asking``); a draining or stopping node asks for none and gives back the one it holds (cluster/drain.py)."""
         timeout = self.settings.ping_timeout_s
         give_back = self.drain.gives_back
-        applied = self.liveness.applied_seq(peer) if self.read_leases is not None and not give_back else None
+        applied = self.liveness.applied_seq(peer) if self.asking and not give_back else None
         rejoin = self.rejoin
         settled = self.unsettled.watermark() if self.unsettled is not None else 0
         sent_at = self._clock()
@@ -402,7 +407,8 @@ class ClusterNode:
         if self.read_leases is not None:  # whether reads are answered from this node's copy (read leases)
             remaining = self.read_leases.current_until - self._clock()
             document["read_lease"] = {"local_reads": remaining > 0, "remaining_s": round(max(0.0, remaining), 3),
-                                      "unsettled_events": self.unsettled.in_flight if self.unsettled else 0}
+                                      "unsettled_events": self.unsettled.in_flight if self.unsettled else 0,
+                                      "asking": self.asking}
         if self.iam_feed is not None:  # several pools: how fresh this node's copy of the cluster's IAM is
             document["iam_feed"] = self.iam_feed.status()
         return document

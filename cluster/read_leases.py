@@ -1,20 +1,23 @@
 """Read leases: when a pool node may answer reads from its own copy, without asking R replicas.
 
 A quorum read asks another replica for every read (cluster/key_reads.py). Read leases make the common case local
-(after Moraru, Andersen and Kaminsky, "Paxos Quorum Leases", 2014): every node asks every peer for a lease on each
-heartbeat; a peer that grants one promises to acknowledge no write of its own until the holder has applied it or
-the lease has run out. A node holding unexpired leases from every peer therefore holds every acknowledged write,
-and answers from its views (docs/architecture/replication.md, "Local reads under read leases"):
+(after Moraru, Andersen and Kaminsky, "Paxos Quorum Leases", 2014): a node that serves reads asks every peer for a
+lease on each heartbeat; a peer that grants one promises to acknowledge no write of its own until the holder has
+applied it or the lease has run out. A node holding unexpired leases from every peer therefore holds every
+acknowledged write, and answers from its views (docs/architecture/replication.md, "Local reads under read leases").
+As in the paper, leases go only to the nodes that read: a node asks while its reads consulted the read gate within
+``idle_s`` (the gate's ``wanted_at``, stamped by every process of the node), so a grantor's writes wait only for the
+copies of the nodes that read through them, and with W - 1 peers otherwise:
 
 * ``LeaseGrants``, the grantor's side: a lease is granted only to a peer that has applied this node's journal up
   to every write this node acknowledged without it (``missed``: the peer sends how far it has applied), and a write
   is acknowledged only once every peer holding a lease has it or its lease ran out (``cover``). A peer whose copy
   of a write failed loses its lease from then on (``missed`` rises at once) and the write waits for the old grant
   to run out. A node that starts counts every peer as holding a lease for one lease time: its grants of before a
-  crash are not remembered.
+  crash are not remembered. A peer that stops asking is waited for until its last grant runs out, then not.
 * ``ReadLeases``, the holder's side: a lease counts from the moment the request was sent (before the grantor's
   own clock started it), less a margin, on the monotonic clock; the node is current until the first of its
-  peers' leases runs out.
+  peers' leases runs out. It asks only while its reads want leases (``wanted``).
 * ``Unsettled``, for the reads that races writes: an event of a write still in flight (not yet acknowledged or
   refused by its coordinator) may be visible here and not yet on another node. Its key stays on the quorum path
   until its coordinator's *settled watermark* passes the event's HLC (every write of that coordinator with a lower
@@ -49,6 +52,7 @@ class LeaseSettings:
     margin_s: float = 0.3  # the holder stops counting on a lease this long before it runs out
     revoke_after_s: float = 1.0  # a lease holder that has not acknowledged a write by then loses its lease
     forget_own_s: float = 120.0  # an own event still unsettled after this (its command failed to replicate): dropped
+    idle_s: float = 30.0  # S4_READ_LEASE_IDLE_SECS: no read consulted the gate for this long: stop asking for leases
 
 
 class LeaseGrants:
@@ -160,7 +164,8 @@ def _succeeded(copy: asyncio.Future[Any]) -> bool:
 
 
 class ReadLeases:
-    """The holder's side: leases from each peer, published as the gate's ``current_until``."""
+    """The holder's side: leases from each peer, published as the gate's ``current_until``; asked for only while
+    reads want them (``wanted``)."""
 
     def __init__(self, peers: Iterable[str], gate: ReadGate | None, settings: LeaseSettings | None = None) -> None:
         self.settings = settings or LeaseSettings()
@@ -174,6 +179,15 @@ class ReadLeases:
         if lease_s > 0 and peer in self._valid_until and not self.released:
             self._valid_until[peer] = max(self._valid_until[peer], sent_at + lease_s - self.settings.margin_s)
         self._publish()
+
+    def wanted(self, now: float) -> bool:
+        """Whether the heartbeat asks for leases now: a read of this node consulted the gate less than ``idle_s``
+        ago (always without a gate). Not asking changes nothing of what is held: a lease granted counts until it
+        runs out, and its grantor keeps waiting for this node's copies until then (``LeaseGrants.cover``)."""
+        if self._gate is None:
+            return not self.released
+        read_at = self._gate.wanted_at
+        return not self.released and read_at > 0 and now - read_at < self.settings.idle_s
 
     def release(self) -> None:
         """Stop counting on every lease, before telling the grantors (``Ping.release_lease``): from now on every

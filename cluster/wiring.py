@@ -53,7 +53,7 @@ from .key_reads import QuorumKeyReads
 from .listings import QuorumListings
 from .merkle_service import MerkleService
 from .node import ClusterNode
-from .read_leases import LeaseGrants, LeaseService, ReadLeases, Unsettled
+from .read_leases import LeaseGrants, LeaseService, LeaseSettings, ReadLeases, Unsettled
 from .reads import ReadsService
 from .rejoin import Rejoin
 from .replicator import Replicator
@@ -181,7 +181,8 @@ def _read_leases(node: ClusterNode, parts: EngineParts,
                           members=[n.node_id for n in node.config.pool])
     unsettled.tracking_own = True
     parts.sequencer.before_visible = unsettled.before_visible
-    node.read_leases, node.unsettled = ReadLeases(peers, gate), unsettled
+    node.read_leases = ReadLeases(peers, gate, LeaseSettings(idle_s=node.config.read_lease_idle_s))
+    node.unsettled = unsettled
     service = node.server.service
     service.handlers = dataclasses.replace(service.handlers, leases=LeaseService(grants, unsettled))
     events = service.handlers.events

@@ -18,6 +18,14 @@ The gate is a small file mapped into memory (``<data>/cluster/read-gate``): the 
 writes it, HTTP workers map it read-only, so a worker decides with two memory reads instead of a call to the
 supervisor. A torn or stale read of it errs only one way: a count read as non-zero or a deadline already past
 sends the read down the quorum path.
+
+The gate also carries the other direction, cheaply: **whether this node's reads want leases at all.** A node asks
+its peers for read leases only while it serves reads that consult the gate (the grantors' writes wait for every
+holder's copy: a node that reads nothing should hold none). Every check below stamps the time of the read into one
+word on a page of its own, the only part of the file an HTTP worker maps writable, at most every ``NOTE_EVERY_S``
+per process; the heartbeat (cluster/node.py) reads the word and asks for leases while it is recent. A torn or lost
+stamp costs only time (a lease asked for a heartbeat later or dropped a little sooner), never a wrong read: a read
+is local only under leases actually granted.
 """
 
 from __future__ import annotations
@@ -38,6 +46,12 @@ SLOTS = 1 << 16
 _HEADER = struct.Struct("<dqq")  # current_until (monotonic s), unsettled events in total, wide events
 _SLOT = struct.Struct("<i")
 _SIZE = _HEADER.size + SLOTS * _SLOT.size
+_WANT = struct.Struct("<d")  # when a read last consulted the gate (monotonic s; 0: never), any process writes it
+_WANT_OFFSET = -(-_SIZE // mmap.ALLOCATIONGRANULARITY) * mmap.ALLOCATIONGRANULARITY  # a page of its own
+_FILE_SIZE = _WANT_OFFSET + _WANT.size
+#: A process stamps the read time at most this often: the heartbeat looks once a second, and the stamp's age is
+#: compared with seconds (S4_READ_LEASE_IDLE_SECS); one clock read and a comparison per read otherwise.
+NOTE_EVERY_S = 0.25
 WIDE = -1  # an event that touches more than one key (a prefix rename, IAM): every read waits for it
 
 _BUCKET_EVENTS = frozenset({EventType.BUCKET_CREATED, EventType.BUCKET_DELETED, EventType.BUCKET_CONFIG_SET})
@@ -84,43 +98,58 @@ def slots_of(event: Event) -> tuple[int, ...]:
 
 
 class ReadGate:
-    """The mapped gate file: ``create`` in the journal's process (zeroed: no lease, nothing unsettled), ``attach``
-    read-only in an HTTP worker."""
+    """The mapped gate file: ``create`` in the journal's process (zeroed: no lease, nothing unsettled, no read),
+    ``attach`` in an HTTP worker: read-only but for the word a read stamps."""
 
-    def __init__(self, mapped: mmap.mmap, *, writable: bool, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, mapped: mmap.mmap, *, writable: bool, clock: Callable[[], float] = time.monotonic,
+                 want: mmap.mmap | None = None) -> None:
+        """``want``: a worker's writable map of the read-time page alone (None: it is in ``mapped``)."""
         self._map = mapped
         self._writable = writable
         self._clock = clock
         self._lock = threading.Lock()  # writers: the sequencer thread and the event loop
+        self._want, self._want_at = (mapped, _WANT_OFFSET) if want is None else (want, 0)
+        self._noted = float("-inf")  # when this process last stamped a read
 
     @classmethod
-    def create(cls, path: Path) -> ReadGate:
+    def create(cls, path: Path, *, clock: Callable[[], float] = time.monotonic) -> ReadGate:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             # Written, not truncated to size: a write through the map into a hole of a file on a full disk is a
             # SIGBUS; every block is allocated now, or the start fails with ENOSPC.
-            os.write(fd, bytes(_SIZE))
-            return cls(mmap.mmap(fd, _SIZE), writable=True)
+            os.write(fd, bytes(_FILE_SIZE))
+            return cls(mmap.mmap(fd, _FILE_SIZE), writable=True, clock=clock)
         finally:
             os.close(fd)
 
     @classmethod
-    def attach(cls, path: Path) -> ReadGate:
-        fd = os.open(path, os.O_RDONLY)
+    def attach(cls, path: Path, *, clock: Callable[[], float] = time.monotonic) -> ReadGate:
+        fd = os.open(path, os.O_RDWR)
         try:
-            return cls(mmap.mmap(fd, _SIZE, prot=mmap.PROT_READ), writable=False)
+            mapped = mmap.mmap(fd, _SIZE, prot=mmap.PROT_READ)
+            return cls(mapped, writable=False, clock=clock, want=mmap.mmap(fd, _WANT.size, offset=_WANT_OFFSET))
         finally:
             os.close(fd)
 
     def close(self) -> None:
         with self._lock:
             self._map.close()
+            self._want.close()
 
     # -- readers (any process) ----------------------------------------------------------------------------------
+    def _now(self) -> float:
+        """The time of a read, stamped for the heartbeat (``wanted_at``) at most every ``NOTE_EVERY_S``."""
+        now = self._clock()
+        if now - self._noted >= NOTE_EVERY_S:
+            self._noted = now
+            _WANT.pack_into(self._want, self._want_at, now)
+        return now
+
     def _open_now(self) -> bool:
+        now = self._now()
         until, _, wide = _HEADER.unpack_from(self._map, 0)
-        return bool(wide == 0 and self._clock() < until)
+        return bool(wide == 0 and now < until)
 
     def _clear(self, slot: int) -> bool:
         return bool(_SLOT.unpack_from(self._map, _HEADER.size + slot * _SLOT.size)[0] == 0)
@@ -137,8 +166,14 @@ class ReadGate:
 
     def listing_local(self) -> bool:
         """A listing spans many keys: local only when nothing at all is unsettled."""
+        now = self._now()
         until, total, _ = _HEADER.unpack_from(self._map, 0)
-        return bool(total == 0 and self._clock() < until)
+        return bool(total == 0 and now < until)
+
+    @property
+    def wanted_at(self) -> float:
+        """When a read of any process of the node last consulted the gate (within ``NOTE_EVERY_S``; 0: never)."""
+        return float(_WANT.unpack_from(self._want, self._want_at)[0])
 
     @property
     def current_until(self) -> float:

@@ -182,6 +182,8 @@ ENV: dict[str, tuple[str, Callable[[str, str], Any], Any]] = {
     "S4_CLUSTER_SECRET": ("cluster_secret", _text, None),  # None: derived from S4_SECRET_ACCESS_KEY (cluster/auth.py)
     "S4_MAX_CLOCK_OFFSET": ("max_clock_offset_s", parse_float, 60.0),
     "S4_JOB_LEASE_SECS": ("job_lease_s", parse_float, 60.0),  # lifecycle/multipart expiry lease (cluster/job_lease.py)
+    # a pool node asks for read leases while its reads looked for them within this long (cluster/read_leases.py)
+    "S4_READ_LEASE_IDLE_SECS": ("read_lease_idle_s", parse_float, 30.0),
     # Merkle anti-entropy's rate (cluster/anti_entropy.py, docs/operations.md "Anti-entropy")
     "S4_ANTI_ENTROPY_RATE_KEYS": ("anti_entropy_rate_keys", parse_float, 1000.0),
     "S4_ANTI_ENTROPY_RATE_BYTES": ("anti_entropy_rate_bytes", parse_size, 32 * 1024**2),
@@ -224,7 +226,7 @@ CLUSTER_ONLY: tuple[str, ...] = (
     "write_quorum", "read_quorum", "hint_ttl_hours", "cluster_secret", "max_clock_offset_s", "job_lease_s")
 CLUSTER_ONLY += ("anti_entropy_interval_secs", "anti_entropy_rate_keys", "anti_entropy_rate_bytes", "catch_up",
                  "gc_grace_days", "max_rejoin_downtime_days", "cluster_pools")
-CLUSTER_ONLY += ("iam_sync_s",)
+CLUSTER_ONLY += ("iam_sync_s", "read_lease_idle_s")
 # Settings a gateway (S4_MODE=gateway) does not read: it stores nothing, runs no background job, serves no gRPC and
 # verifies no credential (the nodes do). Each must stay at its default, so a node's configuration reused for a
 # gateway by mistake stops start-up instead of running without what it asked for (docs/operations.md, Gateway).
@@ -239,6 +241,7 @@ GATEWAY_UNUSED: tuple[str, ...] = (
                   "anti_entropy_rate_keys", "anti_entropy_rate_bytes", "catch_up", "gc_grace_days",
                   "max_rejoin_downtime_days", "iam_sync_s")
 GATEWAY_UNUSED += ("default_object_ownership",)  # the nodes create the buckets
+GATEWAY_UNUSED += ("read_lease_idle_s",)  # a gateway reads nothing itself: the nodes hold the read leases
 GATEWAY_UNUSED += ("console_bind",)  # the console serves a node's engine; a gateway has none
 #: Values of GATEWAY_UNUSED settings that say what a gateway does anyway (S4_CONSOLE_BIND=off: no console), so an
 #: environment shared with the nodes, or one that turns the console off everywhere, starts a gateway too.
@@ -290,6 +293,7 @@ TOML: dict[tuple[str, str], tuple[str, Callable[[str, Any], Any]]] = {
     ("cluster", "gc_grace_days"): ("gc_grace_days", lambda n, v: parse_float(n, str(v))),
     ("cluster", "max_rejoin_downtime_days"): ("max_rejoin_downtime_days", lambda n, v: parse_float(n, str(v))),
     ("cluster", "iam_sync_secs"): ("iam_sync_s", lambda n, v: parse_float(n, str(v))),
+    ("cluster", "read_lease_idle_secs"): ("read_lease_idle_s", lambda n, v: parse_float(n, str(v))),
     ("notify", "webhook"): ("notify_webhooks", lambda n, v: _toml_webhooks(n, v)),
     ("notify", "max_attempts"): ("notify_max_attempts", lambda n, v: parse_int(n, str(v))),
     ("notify", "backoff_max_secs"): ("notify_backoff_max_s", lambda n, v: parse_float(n, str(v))),

@@ -166,7 +166,9 @@ def test_issue20_drain_takes_a_node_out_of_health_checks_while_it_keeps_serving(
     resp = admin(pool[1], toks[1], "DELETE", path.format("node-2"))
     assert resp.status_code == 200 and resp.json()["draining"] is False
     assert requests.get(f"{pool[1].endpoint}/health", timeout=30).json() == {"status": "ok"}
-    wait_for("node-2's read leases back", lambda: health(pool[1], toks[1])["read_lease"]["local_reads"], pool)
+    wait_for("node-2's read leases back (asked for again: its reads want them)",
+             lambda: through2.get_object(Bucket=BUCKET, Key="via-node-1") is not None and
+             health(pool[1], toks[1])["read_lease"]["local_reads"], pool)
     assert pool[2].stop(timeout_s=60) == 0
     unreachable = admin(pool[0], toks[0], "POST", path.format("node-3"))
     assert unreachable.status_code == 503 and "node-3" in unreachable.json()["error"], unreachable.text

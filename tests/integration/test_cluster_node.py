@@ -54,7 +54,7 @@ def test_issue19_three_nodes_alive_then_kill9_suspect_dead_and_alive_after_resta
                                         "horizon_seq", "waived"}
     assert doc["membership"]["protocol"] == "swim" and doc["membership"]["probes"] > 0
     assert doc["membership"]["awareness"] >= 0 and doc["membership"]["foreign_dropped"] == 0
-    assert set(doc["read_lease"]) == {"local_reads", "remaining_s", "unsettled_events"}
+    assert set(doc["read_lease"]) == {"local_reads", "remaining_s", "unsettled_events", "asking"}
     assert (doc["cluster"], doc["node_id"], doc["mode"]) == ("itest", "node-1", "cluster")
     assert doc["pools"] == [{"name": "pool-1", "nodes": ["node-1", "node-2", "node-3"], "replication_factor": 3,
                              "write_quorum": 2, "read_quorum": 2}]

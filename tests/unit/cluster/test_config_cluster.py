@@ -227,3 +227,19 @@ def test_issue20_tombstone_windows_in_order_and_in_fractions() -> None:
                    S4_GC_GRACE_DAYS="0.00002").hint_ttl_hours == 0
     refused(r"^S4_GC_GRACE_DAYS: 1e-05 days must be longer", S4_HINT_TTL_HOURS="0",
             S4_MAX_REJOIN_DOWNTIME_DAYS="0.00002", S4_GC_GRACE_DAYS="0.00001")
+
+
+def test_issue19_read_lease_idle_time_reaches_the_cluster_config_and_is_bounded(tmp_path: Path) -> None:
+    """S4_READ_LEASE_IDLE_SECS (cluster/read_leases.py ``ReadLeases.wanted``): how long after its last read a node
+    still asks for read leases; 30 s by default, 1..86400 s, cluster mode only, also as config.toml's
+    ``read_lease_idle_secs``."""
+    assert cluster().read_lease_idle_s == 30.0
+    assert cluster(S4_READ_LEASE_IDLE_SECS="5").read_lease_idle_s == 5.0
+    for bad in ("0", "0.5", "86401", "nan"):
+        refused(r"^S4_READ_LEASE_IDLE_SECS: .* must be between 1 and 86400 seconds", S4_READ_LEASE_IDLE_SECS=bad)
+    with pytest.raises(ConfigError, match=r"^S4_READ_LEASE_IDLE_SECS: only used with S4_MODE=cluster"):
+        load_settings({"S4_READ_LEASE_IDLE_SECS": "10"})
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("[cluster]\nread_lease_idle_secs = 12\n")
+    config = load_settings(quick_start(), config_path=str(cfg)).cluster
+    assert config is not None and config.read_lease_idle_s == 12.0
