@@ -113,36 +113,25 @@ class CoalescingTransport:
         """``apply_events`` sent before this returns, from the caller's task, when ``peer``'s lane is idle (nothing
         queued, fewer than ``in_flight`` calls running) and the wrapped transport can write it at once
         (``send_now``, cluster/event_stream.py): one call of its own, with no sender task and no hop to one (the
-        replicator's early sends at c=1). The future of its reply (the deadline is the wrapped call's), or None:
-        nothing was sent, the caller awaits ``apply_events``. A write arriving while it runs is queued behind it
-        and coalesced as any other."""
+        replicator's early sends at c=1). Returns the wrapped call's future (its reply as the receiver gave it: a
+        write alone in its call, so any ``missing_blobs`` are its own; its deadline is the call's; cancelling it
+        gives the write up), or None: nothing was sent, the caller awaits ``apply_events``. A write arriving
+        while it runs is queued behind it and coalesced as any other."""
         send_now = getattr(self.inner, "send_now", None)
         if send_now is None or request.hinted_for or request.blobs != BlobTransfer.INLINE \
                 or self._queues.get(peer) or self._running.get(peer, 0) >= self.limits.in_flight:
             return None
-        sent = send_now(peer, request, timeout)
+        sent: asyncio.Future[ApplyEventsReply] | None = send_now(peer, request, timeout)
         if sent is None:
             return None
-        loop = asyncio.get_running_loop()
-        waiter = _Waiter(request, None if timeout is None else loop.time() + timeout, loop.create_future())
         self._running[peer] = self._running.get(peer, 0) + 1
         self.calls += 1
-        sent.add_done_callback(lambda done: self._sent(peer, waiter, done))
-        return waiter.future
+        sent.add_done_callback(lambda _: self._sent(peer))
+        return sent
 
-    def _sent(self, peer: str, waiter: _Waiter, done: asyncio.Future[ApplyEventsReply]) -> None:
-        """A call ``start`` made is over: its write's outcome, then the queue's next batch (``_drain``)."""
+    def _sent(self, peer: str) -> None:
+        """A call ``start`` made is over: the queue's next batch may go (``_drain``)."""
         self._running[peer] -= 1
-        if done.cancelled():
-            _fail([waiter], ConnectionAbortedError(f"{peer}: ApplyEvents cancelled (the node is stopping)"))
-        elif (exc := done.exception()) is not None:
-            _fail([waiter], exc)
-        else:
-            reply = done.result()
-            if reply.missing_blobs:
-                self._attribute(peer, self._queues.setdefault(peer, collections.deque()), [waiter], reply)
-            else:
-                _answer(waiter, reply)
         self._kick(peer)
 
     def _kick(self, peer: str) -> None:
