@@ -99,11 +99,7 @@ class CoalescingTransport:
         loop = asyncio.get_running_loop()
         waiter = _Waiter(request, None if timeout is None else loop.time() + timeout, loop.create_future())
         self._queues.setdefault(peer, collections.deque()).append(waiter)
-        if self._running.get(peer, 0) < self.limits.in_flight:
-            self._running[peer] = self._running.get(peer, 0) + 1
-            task = loop.create_task(self._drain(peer), name=f"s4-apply-events-{peer}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        self._kick(peer)
         try:
             async with asyncio.timeout(timeout) as limit:
                 return await waiter.future  # cancelled with it: the sender skips or ignores this write
@@ -111,6 +107,40 @@ class CoalescingTransport:
             if limit.expired():
                 raise TimeoutError(f"{peer}: ApplyEvents not answered within {timeout:.1f}s") from None
             raise  # the call's own failure
+
+    def start(self, peer: str, request: ApplyEventsRequest, *,
+              timeout: float | None = None) -> asyncio.Future[ApplyEventsReply] | None:
+        """``apply_events`` sent before this returns, from the caller's task, when ``peer``'s lane is idle (nothing
+        queued, fewer than ``in_flight`` calls running) and the wrapped transport can write it at once
+        (``send_now``, cluster/event_stream.py): one call of its own, with no sender task and no hop to one (the
+        replicator's early sends at c=1). Returns the wrapped call's future (its reply as the receiver gave it: a
+        write alone in its call, so any ``missing_blobs`` are its own; its deadline is the call's; cancelling it
+        gives the write up), or None: nothing was sent, the caller awaits ``apply_events``. A write arriving
+        while it runs is queued behind it and coalesced as any other."""
+        send_now = getattr(self.inner, "send_now", None)
+        if send_now is None or request.hinted_for or request.blobs != BlobTransfer.INLINE \
+                or self._queues.get(peer) or self._running.get(peer, 0) >= self.limits.in_flight:
+            return None
+        sent: asyncio.Future[ApplyEventsReply] | None = send_now(peer, request, timeout)
+        if sent is None:
+            return None
+        self._running[peer] = self._running.get(peer, 0) + 1
+        self.calls += 1
+        sent.add_done_callback(lambda _: self._sent(peer))
+        return sent
+
+    def _sent(self, peer: str) -> None:
+        """A call ``start`` made is over: the queue's next batch may go (``_drain``)."""
+        self._running[peer] -= 1
+        self._kick(peer)
+
+    def _kick(self, peer: str) -> None:
+        """A sender for ``peer``'s queue, unless it is empty or ``in_flight`` calls already run."""
+        if self._queues.get(peer) and self._running.get(peer, 0) < self.limits.in_flight:
+            self._running[peer] = self._running.get(peer, 0) + 1
+            task = asyncio.get_running_loop().create_task(self._drain(peer), name=f"s4-apply-events-{peer}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def stop(self) -> None:
         """Node shutdown: cancel the senders; every write still waiting fails (ConnectionAbortedError)."""

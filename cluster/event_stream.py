@@ -26,11 +26,12 @@ docs/architecture/replication.md, "ApplyEvents on a stream".
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -115,6 +116,38 @@ def unpack_reply(packed: bytes, claims: bytes = b"") -> ApplyEventsReply:
         raise ValueError(f"a packed ApplyEvents reply does not decode: {exc}") from None
 
 
+#: Bytes an ``ApplyEventsStreamRequest`` adds to its ``packed`` and ``claims`` (field tags, their lengths, ``id`` and
+#: ``timeout_ms`` as varints), plus grpclib's 5-byte message prefix: an upper bound.
+_ENVELOPE_BYTES = 48
+
+
+def _fits(stream: Any, message: ApplyEventsStreamRequest) -> bool:
+    """grpclib's ``send_message`` of ``message`` on ``stream`` writes it in one DATA frame without waiting: the
+    connection is writable (not paused by the transport), and the message is within one frame and within the
+    stream's HTTP/2 flow-control window (then ``Stream.send_data`` writes it at its first pass, after which nothing
+    waits). False for anything that is not grpclib's client stream (the caller queues the message instead)."""
+    try:
+        inner = stream._stream  # grpclib.protocol.Stream, set once the request's HEADERS went
+        h2 = inner._h2_connection
+        if not inner.connection.write_ready.is_set():
+            return False
+        room = min(h2.local_flow_control_window(inner.id), h2.max_outbound_frame_size)
+    except Exception:  # noqa: BLE001 - another stream type, or a closed stream: the writer task sends it
+        return False
+    return len(message.packed) + len(message.claims) + _ENVELOPE_BYTES <= int(room)
+
+
+def _write_at_once(send: Coroutine[Any, Any, None]) -> bool:
+    """Run ``send`` to its end now if it does not wait; if it would wait (``_fits`` says it cannot: a paused
+    transport before anything is written), close it unsent and return False."""
+    try:
+        send.send(None)
+    except StopIteration:
+        return True
+    send.close()
+    return False
+
+
 class StreamChannels(Protocol):
     """cluster/peers.py ``PeerPool``: a peer's stub, whose ``channel`` opens raw streams."""
 
@@ -125,44 +158,137 @@ class StreamRefused(Exception):
     """The peer does not serve ApplyEventsStream (an older node): nothing sent on it was applied."""
 
 
+class _Slots:
+    """A semaphore (``take`` waits, first come first served) whose slot can also be taken without waiting
+    (``try_take``): the lane's direct path takes one in its caller's synchronous step."""
+
+    def __init__(self, n: int) -> None:
+        self.free = n
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def try_take(self) -> bool:
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        if self.try_take():
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # ``give`` handed it a slot
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.give()  # handed a slot, but its caller gave up meanwhile: the next one gets it
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            raise
+
+    def give(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free += 1
+
+
 class _Lane:
-    """One open stream to one peer: a writer task sends the queued requests, a reader task resolves replies."""
+    """One open stream to one peer: a writer task sends the queued requests, a reader task resolves replies.
+    ``send_now`` writes a request from its caller's task instead when that cannot cut a message (below)."""
 
     def __init__(self, peer: str, channel: Any, limits: StreamLimits, ended: Callable[[_Lane], None]) -> None:
         self.peer = peer
         self._channel = channel
-        self._slots = asyncio.Semaphore(limits.in_flight)
+        self._slots = _Slots(limits.in_flight)
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[ApplyEventsReply]] = {}
-        self._queue: asyncio.Queue[ApplyEventsStreamRequest] = asyncio.Queue()
+        self._queue: asyncio.Queue[ApplyEventsStreamRequest | BaseException] = asyncio.Queue()
         self._ended = ended
+        self._stream: Any = None  # the open stream, once its HEADERS went (``send_now`` writes on it)
+        self._writing = False  # the writer task is inside a send (it may be waiting for flow control)
         self.error: BaseException | None = None  # set once the stream is over: every later call fails with it
         self.answered = 0  # replies received (a stream refused before any reply: an older peer)
+        self.direct = 0  # requests written by their caller's task (tests, metrics)
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"s4-apply-stream-{peer}")
+
+    def _message(self, ident: int, request: ApplyEventsRequest, deadline: float | None,
+                 loop: asyncio.AbstractEventLoop) -> ApplyEventsStreamRequest:
+        left = None if deadline is None else max(1, int((deadline - loop.time()) * 1000))
+        packed, claims = pack_request(request)
+        return ApplyEventsStreamRequest(id=ident, packed=packed, claims=claims, timeout_ms=left or 0)
 
     async def call(self, request: ApplyEventsRequest, timeout: float | None) -> ApplyEventsReply:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         try:
             async with asyncio.timeout_at(deadline) as limit:
-                async with self._slots:
+                await self._slots.take()
+                try:
                     if self.error is not None:
                         raise self.error
                     ident = next(self._ids)
                     future: asyncio.Future[ApplyEventsReply] = loop.create_future()
                     self._pending[ident] = future
                     try:
-                        left = None if deadline is None else max(1, int((deadline - loop.time()) * 1000))
-                        packed, claims = pack_request(request)
-                        self._queue.put_nowait(ApplyEventsStreamRequest(id=ident, packed=packed, claims=claims,
-                                                                        timeout_ms=left or 0))
+                        self._queue.put_nowait(self._message(ident, request, deadline, loop))
                         return await future
                     finally:
                         self._pending.pop(ident, None)
+                finally:
+                    self._slots.give()
         except TimeoutError:
             if limit.expired():
                 raise TimeoutError(f"{self.peer}: ApplyEvents not answered within {timeout:.1f}s") from None
             raise
+
+    def send_now(self, request: ApplyEventsRequest, timeout: float | None) -> asyncio.Future[ApplyEventsReply] | None:
+        """The direct path: ``request`` written to the stream now, from the caller's task (no hop to the writer
+        task), when the lane is idle -- its stream open, nothing queued, the writer not inside a send, a slot free
+        -- and the message goes out in one synchronous write: the connection writable and the message within one
+        HTTP/2 frame and the stream's flow-control window (``_fits``). A synchronous write cannot be cut in half
+        by a cancellation, which is what the writer task guarantees otherwise. Returns the future of its reply
+        (failed with ``TimeoutError`` at the deadline; cancelling it gives the request up, as ``call``), or None
+        when the lane is not idle: the caller uses ``call``."""
+        stream = self._stream
+        if stream is None or self.error is not None or self._writing or not self._queue.empty():
+            return None
+        if asyncio.current_task() is None:  # grpclib sends only from a task
+            return None
+        if not self._slots.try_take():
+            return None
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        ident = next(self._ids)
+        future: asyncio.Future[ApplyEventsReply] = loop.create_future()
+        self._pending[ident] = future
+        timer = None if deadline is None else loop.call_at(deadline, self._expire, future, timeout)
+
+        def done(_: asyncio.Future[ApplyEventsReply]) -> None:
+            if timer is not None:
+                timer.cancel()
+            self._pending.pop(ident, None)
+            self._slots.give()
+
+        future.add_done_callback(done)
+        message = self._message(ident, request, deadline, loop)
+        try:
+            written = _fits(stream, message) and _write_at_once(stream.send_message(message))
+        except Exception as exc:  # noqa: BLE001 - the stream is broken: the writer ends the lane with it
+            self._queue.put_nowait(exc)
+            return future
+        if written:
+            self.direct += 1
+        else:  # it would have waited (nothing was written): the writer sends it
+            self._queue.put_nowait(message)
+        return future
+
+    def _expire(self, future: asyncio.Future[ApplyEventsReply], timeout: float | None) -> None:
+        if not future.done():
+            future.set_exception(TimeoutError(f"{self.peer}: ApplyEvents not answered within {timeout:.1f}s"))
 
     async def close(self) -> None:
         self._task.cancel()
@@ -196,6 +322,7 @@ class _Lane:
             self._ended(self)
 
     def _fail(self, error: BaseException) -> None:
+        self._stream = None
         if isinstance(error, GRPCError) and error.status == Status.UNIMPLEMENTED and not self.answered:
             error = StreamRefused(f"{self.peer} does not serve ApplyEventsStream: {error.message}")
         if self.error is None:
@@ -206,10 +333,17 @@ class _Lane:
                 future.set_exception(self.error)
 
     async def _write(self, stream: Any) -> None:
+        self._stream = stream
         while True:
             message = await self._queue.get()
+            if isinstance(message, BaseException):
+                raise message  # a direct write failed: the stream is over
             if message.id in self._pending:  # not given up on meanwhile
-                await stream.send_message(message)
+                self._writing = True
+                try:
+                    await stream.send_message(message)
+                finally:
+                    self._writing = False
 
     async def _read(self, stream: Any) -> None:
         while True:
@@ -264,6 +398,18 @@ class StreamedEventsTransport:
             log.info("%s; using unary ApplyEvents with it for %.0fs", exc, UNARY_RETRY_S)
             self._unary_until[peer] = self._clock() + UNARY_RETRY_S
             return await self.unary.apply_events(peer, request, timeout=timeout)
+
+    def send_now(self, peer: str, request: ApplyEventsRequest,
+                 timeout: float | None) -> asyncio.Future[ApplyEventsReply] | None:
+        """``apply_events`` written from the caller's task by the direct path (``_Lane.send_now``) when ``peer``'s
+        stream is open, has answered before (it is served: no refusal to fall back from) and is idle; the future of
+        its reply, or None: the caller awaits ``apply_events`` instead."""
+        if self._stopped or self._unary_until.get(peer, 0.0) > self._clock():
+            return None
+        lane = self._lanes.get(peer)
+        if lane is None or lane.error is not None or not lane.answered:
+            return None
+        return lane.send_now(request, timeout)
 
     def _lane_ended(self, lane: _Lane) -> None:
         if self._lanes.get(lane.peer) is lane:

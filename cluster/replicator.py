@@ -293,21 +293,47 @@ class Replicator:
         if self.grants is not None:
             await self.grants.cover(seq, result.successes, result.running)
 
+    def _for_peer(self, peer: str, request: ApplyEventsRequest, ranges: list[JournalRange]) -> ApplyEventsRequest:
+        """``peer``'s copy of ``request``: with ``ranges``, the claims due to it (``_due``, ``_due_peer``, taken
+        now) and this node's settled watermark."""
+        due, self._due[peer] = self._due.get(peer, []), []
+        due_peer, self._due_peer[peer] = self._due_peer.get(peer, []), []
+        return ApplyEventsRequest(events=request.events, blobs=request.blobs, inline_blobs=request.inline_blobs,
+                                  journal_ranges=[*ranges, *due], peer_ranges=due_peer,
+                                  settled_hlc=self.unsettled.watermark() if self.unsettled is not None else 0)
+
+    def _start(self, peer: str, mine: ApplyEventsRequest, timeout: float) -> asyncio.Future[ApplyEventsReply] | None:
+        """``mine`` sent to ``peer`` now, from this task, when its transport can (cluster/coalesce.py ``start``):
+        the future of the reply; None when it was not sent (``_send`` calls the transport then)."""
+        start = getattr(self.transport, "start", None)
+        if start is None:
+            return None
+        try:
+            started: asyncio.Future[ApplyEventsReply] | None = start(peer, mine, timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - the call failed: _send sees it as the call's failure
+            started = asyncio.get_running_loop().create_future()
+            started.set_exception(exc)
+        if started is not None:
+            started.add_done_callback(_seen)  # its task may be cancelled before it awaits it (the node stopping)
+        return started
+
     async def _send(self, peer: str, request: ApplyEventsRequest, ranges: list[JournalRange], timeout: float,
-                    seq: int, *, pushed: Collection[bytes] = (), claims: _Claims | None = None) -> ApplyEventsReply:
-        """One peer's copy of a write: ``request`` with ``ranges`` and the claims due to it (``_due``,
-        ``_due_peer``), and this node's settled watermark; a reply naming missing blobs is a failure. ``pushed``:
-        chunks whose pushes to the peer (cluster/blob_push.py) still running are waited for first (within the
-        write's deadline). ``claims``: the write's, told of the reply (``_replied``)."""
+                    seq: int, *, pushed: Collection[bytes] = (), claims: _Claims | None = None,
+                    sent: tuple[ApplyEventsRequest, asyncio.Future[ApplyEventsReply] | None] | None = None
+                    ) -> ApplyEventsReply:
+        """One peer's copy of a write: ``request`` with ``ranges`` and the claims due to it (``_for_peer``); a
+        reply naming missing blobs is a failure. ``pushed``: chunks whose pushes to the peer (cluster/blob_push.py)
+        still running are waited for first (within the write's deadline). ``claims``: the write's, told of the
+        reply (``_replied``). ``sent``: the peer's copy built already, and the reply's future when ``_start`` sent
+        it (None: sent here)."""
         try:
             if pushed and self.pushes is not None:
                 await self.pushes.settled(peer, pushed, timeout / 2)
-            due, self._due[peer] = self._due.get(peer, []), []
-            due_peer, self._due_peer[peer] = self._due_peer.get(peer, []), []
-            mine = ApplyEventsRequest(events=request.events, blobs=request.blobs, inline_blobs=request.inline_blobs,
-                                      journal_ranges=[*ranges, *due], peer_ranges=due_peer,
-                                      settled_hlc=self.unsettled.watermark() if self.unsettled is not None else 0)
-            reply = await self.transport.apply_events(peer, mine, timeout=timeout)
+            mine, started = sent if sent is not None else (self._for_peer(peer, request, ranges), None)
+            if started is not None:
+                reply = await started
+            else:
+                reply = await self.transport.apply_events(peer, mine, timeout=timeout)
             if reply.missing_blobs:
                 raise ReplicaMissingBlobs(f"{peer} lacks {len(reply.missing_blobs)} blobs it could not fetch")
         except BaseException:
@@ -473,9 +499,12 @@ class Replicator:
             return  # (a blob left out is fetched likewise: the batch is sent after its commit instead)
         timeout = self.settings.deadline_s(size)
         loop = asyncio.get_running_loop()
-        for peer in self.peers:
+        for peer in self.peers:  # each peer's copy written here when its lane is idle, back to back
             if self._state(peer) != DEAD:
-                task = loop.create_task(self._send(peer, request, [], timeout, entry.seq, claims=entry.claims))
+                mine = self._for_peer(peer, request, [])
+                sent = (mine, self._start(peer, mine, timeout))
+                task = loop.create_task(self._send(peer, request, [], timeout, entry.seq, claims=entry.claims,
+                                                   sent=sent))
                 self._tasks.add(task)  # type: ignore[arg-type]
                 task.add_done_callback(self._tasks.discard)
                 task.add_done_callback(_seen)  # a batch given up (or failing) leaves no one to read its failures

@@ -68,6 +68,8 @@ CHAIN = [
     ("n1/sup S.lane>", "n1/sup grpc.csend>", "  of which: lane (pack) and task hop to its writer"),
     ("n1/sup grpc.csend>", "n1/sup grpc.csend<", "loop: first send_message (encode, h2, socket write)"),
     ("n1/sup grpc.csend<", "n1/sup grpc.csend< #2", "loop: second peer's send"),
+    ("n1/sup S.send_early>", "n1/sup grpc.csend<", "committer decided -> first peer's message written"),
+    ("n1/sup S.send_early>", "n1/sup grpc.csend< #2", "committer decided -> both peers' messages written"),
     ("n1/sup grpc.csend>", "nP/sup h2.rx>", "coordinator's send -> peer's loop reads it (wake-up)"),
     ("nP/sup h2.rx>", "nP/sup P.req_in>", "peer: h2, grpclib, stream handler task hops (work)"),
     ("nP/sup P.req_in>", "nP/sup P.applier>", "peer: decode, inline blob checked and stored (work)"),

@@ -59,6 +59,9 @@ class Inner:
     async def apply_events(self, peer: str, request: ApplyEventsRequest, *,
                            timeout: float | None = None) -> ApplyEventsReply:
         self.calls.append((peer, asyncio.get_running_loop().time(), timeout, request))
+        return await self.reply(peer, request)
+
+    async def reply(self, peer: str, request: ApplyEventsRequest) -> ApplyEventsReply:
         await asyncio.sleep(DELAY)
         behaviour = self.plan[peer]
         if behaviour.fail:
@@ -276,3 +279,40 @@ def test_issue19_stopping_the_coalescer_closes_the_streams_of_its_transport() ->
 
     run_sim(main())
     assert inner.stopped == 1
+
+
+@dataclass
+class DirectInner(Inner):
+    """``Inner`` whose stream can take a write at once (``send_now``, cluster/event_stream.py), as an open idle
+    lane does: the call is made (recorded) before ``send_now`` returns."""
+
+    def send_now(self, peer: str, request: ApplyEventsRequest,
+                 timeout: float | None) -> asyncio.Future[ApplyEventsReply]:
+        self.calls.append((peer, asyncio.get_running_loop().time(), timeout, request))
+        return asyncio.ensure_future(self.reply(peer, request))
+
+
+def test_issue19_a_write_started_at_an_idle_peer_is_sent_before_start_returns_and_the_next_ones_queue_behind_it(
+) -> None:
+    """``start`` (the replicator's early sends): at an idle peer the write is the wrapped call, made before
+    ``start`` returns (no sender task between); writes arriving while it runs wait and share the next call, as
+    ever; a busy peer, or a wrapped transport that cannot send at once, gets None (the caller uses
+    ``apply_events``)."""
+    inner = DirectInner({"b": Peer(lacks={digest(9)})})
+    transport = CoalescingTransport(inner)  # type: ignore[arg-type]
+    plain = CoalescingTransport(Inner({"b": Peer()}))  # type: ignore[arg-type]
+
+    async def main() -> None:
+        assert plain.start("b", request(0), timeout=10.0) is None
+        started = transport.start("b", request(0), timeout=10.0)
+        assert started is not None and len(inner.calls) == 1  # sent already
+        assert transport.start("b", request(1), timeout=10.0) is None  # one call in flight (in_flight=1)
+        later = [asyncio.ensure_future(transport.apply_events("b", request(i), timeout=10.0)) for i in (1, 2, 3)]
+        assert (await started).applied == 1
+        assert [(await w).applied for w in later] == [3, 3, 3]
+        assert [len(r.events) for _, _, _, r in inner.calls] == [1, 3] and transport.coalesced == 2
+        lacking = transport.start("b", request(9), timeout=10.0)  # idle again: sent at once, its blob missing
+        assert lacking is not None and list((await lacking).missing_blobs) == [digest(9)]
+        assert transport.calls == 3 and transport._running["b"] == 0
+
+    run_sim(main())

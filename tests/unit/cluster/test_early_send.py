@@ -21,7 +21,9 @@ import asyncio
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import pytest
 from helpers.simloop import run_sim
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -76,6 +78,15 @@ class ScriptedTransport:
 
     def catch_up(self, peer: str, request: object) -> object:
         raise AssertionError("the write path never streams")
+
+
+class StartingTransport(ScriptedTransport):
+    """``ScriptedTransport`` that also takes a write at once (``start``, cluster/coalesce.py): the replicator's
+    early sends go through it, the rest through ``apply_events``."""
+
+    def start(self, peer: str, request: ApplyEventsRequest, *,
+              timeout: float | None = None) -> asyncio.Future[ApplyEventsReply]:
+        return asyncio.ensure_future(self.apply_events(peer, request, timeout=timeout))
 
 
 @dataclass
@@ -206,14 +217,17 @@ steps = st.tuples(st.sampled_from(["durable", "durable", "durable", "cut", "cras
 behaviours = st.tuples(st.sampled_from(["ok", "ok", "lost", "fail", "missing"]), st.sampled_from([0.0, 0.5, 2.0]))
 
 
+@pytest.mark.parametrize("starting", [False, True])
 @settings(max_examples=250, deadline=None)
 @given(st.lists(steps, min_size=1, max_size=12), st.lists(behaviours, min_size=1, max_size=9),
        st.sampled_from([1, 2, 3]))
 def test_issue19_early_send_model_claims_only_what_a_peer_holds_and_acks_only_durable_quorum_writes(
-        history: list[tuple[str, list[bool], float]], script: list[tuple[str, float]], w: int) -> None:
+        starting: bool, history: list[tuple[str, list[bool], float]], script: list[tuple[str, float]],
+        w: int) -> None:
     """Batches sent before their fsync, then made durable, cut (the next batch reuses their seqs) or lost in a crash
-    of the coordinator (a new Replicator: what it kept in memory is gone; its calls still on the wire land)."""
-    transport = ScriptedTransport(script)
+    of the coordinator (a new Replicator: what it kept in memory is gone; its calls still on the wire land).
+    ``starting``: the early sends are started from ``_launch`` itself (the transport's ``start``)."""
+    transport = (StartingTransport if starting else ScriptedTransport)(script)
     journal: list[Event] = []  # the coordinator's durable journal
     acked: list[list[Event]] = []
 
@@ -303,5 +317,34 @@ def test_claims_due_to_a_peer_that_died_are_dropped_not_kept_for_its_return() ->
         await asyncio.sleep(3)
         assert transport.receivers["p2"].claimed == [(0, 1), (1, 2)]
         assert transport.receivers["p1"].claimed == [(1, 2)]  # the claim due while it was dead never reached it
+
+    run_sim(main())
+
+
+def test_issue19_an_early_batch_goes_to_every_peer_from_its_launch_when_the_transport_starts_it() -> None:
+    """With a transport that takes a write at once (``start``), both peers' copies are handed to it by ``_launch``
+    itself, back to back, before the loop runs anything else; the write is acknowledged by their replies."""
+    transport = StartingTransport([("ok", 1.0)])
+    started: list[str] = []
+    start = transport.start
+
+    def recording(peer: str, request: ApplyEventsRequest, *, timeout: float | None = None) -> Any:
+        started.append(peer)
+        return start(peer, request, timeout=timeout)
+
+    transport.start = recording  # type: ignore[method-assign]
+
+    async def main() -> None:
+        replicator = make(transport)
+        await replicator.start()
+        events = batch(1, itertools.count(100), [False])
+        replicator.send_early(events)
+        entry = replicator._early[events[0].hlc]
+        await asyncio.sleep(0)  # _start_early: the launch task is created
+        assert entry.started is not None
+        await asyncio.wait([entry.started])
+        assert started == list(PEERS) and set(entry.tasks) == set(PEERS)
+        await replicator.replicate(events)
+        assert [p for p, _ in transport.requests] == list(PEERS)  # sent once, not again by replicate
 
     run_sim(main())

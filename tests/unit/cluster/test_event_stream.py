@@ -98,10 +98,36 @@ class FakeStream:
         self.inbox.put_nowait(error)
 
 
+class H2State:
+    """What the lane's direct path reads of grpclib's stream (``Stream._stream``): the connection's ``write_ready``,
+    h2's flow-control window and frame size for the stream."""
+
+    def __init__(self) -> None:
+        self.id = 1
+        self.window = 65535
+        self.max_outbound_frame_size = 16384
+        self.connection = type("Connection", (), {"write_ready": asyncio.Event()})()
+        self.connection.write_ready.set()
+        self._h2_connection = self
+
+    def local_flow_control_window(self, stream_id: int) -> int:
+        assert stream_id == self.id
+        return self.window
+
+
+class GrpcLikeStream(FakeStream):
+    """A ``FakeStream`` with grpclib's internals the direct path checks (``H2State``)."""
+
+    def __init__(self, channel: FakeChannel) -> None:
+        super().__init__(channel)
+        self._stream = H2State()
+
+
 @dataclass
 class FakeChannel:
     behaviour: Behaviour = ok
     refuse: bool = False
+    grpc_like: bool = False
     streams: list[FakeStream] = field(default_factory=list)
     sent: list[ApplyEventsStreamRequest] = field(default_factory=list)
 
@@ -110,7 +136,7 @@ class FakeChannel:
 
         class Call:
             async def __aenter__(self) -> FakeStream:
-                stream = FakeStream(channel)
+                stream = GrpcLikeStream(channel) if channel.grpc_like else FakeStream(channel)
                 channel.streams.append(stream)
                 return stream
 
@@ -428,5 +454,87 @@ def test_issue19_serve_stream_answers_in_the_form_it_was_asked_and_refuses_a_bad
         assert got[2].reply is None and unpack_reply(got[2].packed).applied == 2
         assert got[3].status == Status.INVALID_ARGUMENT.value and "does not decode" in got[3].message
         assert len(handler.callers) == 2  # the bad one never reached the events area
+
+    asyncio.run(main())
+
+
+def test_issue19_an_idle_open_lane_writes_from_the_callers_task_and_the_reply_resolves_its_future() -> None:
+    """``send_now``: on an open stream that answered before, with nothing queued, the message is on the stream
+    when ``send_now`` returns (no hop to the writer task); its reply and its deadline work as ``apply_events``'."""
+    held: list[ApplyEventsStreamRequest] = []
+    channel = FakeChannel(behaviour=lambda m: ok(m) if m.id == 1 else held.append(m) and None, grpc_like=True)
+
+    async def main() -> None:
+        t = transport(channel)
+        assert t.send_now("n2", req(1), 5) is None  # no stream yet: the caller awaits apply_events
+        assert (await t.apply_events("n2", req(1), timeout=5)).applied == 1  # opens it (via the writer task)
+        lane = t._lanes["n2"]
+        sent = t.send_now("n2", req(2), 5)
+        assert sent is not None and [m.id for m in channel.sent] == [1, 2] and lane.direct == 1  # already written
+        late = t.send_now("n2", req(3), 0.05)
+        assert late is not None and lane.direct == 2
+        channel.streams[0].answer(ok(held[0]))
+        assert (await sent).applied == 2
+        with pytest.raises(TimeoutError):  # the third is never answered: its deadline fails it
+            await late
+        assert lane._slots.free == StreamLimits().in_flight and not lane._pending  # every slot given back
+        await t.stop()
+
+    asyncio.run(main())
+
+
+def test_issue19_the_direct_path_leaves_to_the_writer_what_it_cannot_write_in_one_go() -> None:
+    """A paused transport, a message beyond the flow-control window or one frame, a slot short, or a writer with
+    work: the message goes through the queue, in order, as before (the writer task is what no cancellation can cut
+    mid-message)."""
+    held: list[ApplyEventsStreamRequest] = []
+    channel = FakeChannel(behaviour=lambda m: ok(m) if m.id == 1 else held.append(m) and None, grpc_like=True)
+
+    async def main() -> None:
+        t = transport(channel, limits=StreamLimits(in_flight=3))
+        await t.apply_events("n2", req(1), timeout=5)
+        lane, h2 = t._lanes["n2"], channel.streams[0]._stream  # type: ignore[attr-defined]
+        h2.connection.write_ready.clear()
+        paused = t.send_now("n2", req(2), 5)
+        assert paused is not None and len(channel.sent) == 1  # queued, not written
+        assert t.send_now("n2", req(3), 5) is None  # something is queued: the caller uses apply_events
+        h2.connection.write_ready.set()
+        await settle()
+        assert [m.id for m in channel.sent] == [1, 2] and lane.direct == 0
+        h2.window = 10
+        small_window = t.send_now("n2", req(4), 5)
+        assert small_window is not None and len(channel.sent) == 2
+        await settle()
+        assert [m.id for m in channel.sent] == [1, 2, 3] and lane.direct == 0
+        h2.window = 65535
+        third = t.send_now("n2", req(5), 5)
+        assert third is not None and lane.direct == 1
+        assert t.send_now("n2", req(6), 5) is None  # all three slots taken: the caller waits for one
+        for m in held:
+            channel.streams[0].answer(ok(m))
+        assert [(await f).applied for f in (paused, small_window, third)] == [2, 4, 5]
+        await t.stop()
+
+    asyncio.run(main())
+
+
+def test_issue19_a_direct_write_that_fails_ends_the_stream_and_fails_its_request() -> None:
+    channel = FakeChannel(grpc_like=True)
+
+    async def main() -> None:
+        t = transport(channel)
+        await t.apply_events("n2", req(1), timeout=5)
+        stream = channel.streams[0]
+
+        async def broken(message: ApplyEventsStreamRequest) -> None:
+            raise ConnectionResetError("connection lost")
+
+        stream.send_message = broken  # type: ignore[method-assign]
+        sent = t.send_now("n2", req(2), 5)
+        assert sent is not None
+        with pytest.raises(ConnectionResetError):
+            await sent
+        assert (await t.apply_events("n2", req(3), timeout=5)).applied == 3 and t.opened == 2
+        await t.stop()
 
     asyncio.run(main())
