@@ -68,8 +68,9 @@ class Ingestor:
         """Append a new chunk, unless the disk is down to its reserve: 507 InsufficientStorage, also for an
         ENOSPC from the write itself (the bytes already appended for this body stay as garbage: compaction)."""
         space = self.space
+        size = record_bytes(len(data)) if space is not None else 0
         if space is not None:
-            space.check_bytes(record_bytes(len(data)))
+            space.check_bytes(size)
         try:
             loc = self.volumes.append(data, digest)
         except OSError as exc:
@@ -77,7 +78,7 @@ class Ingestor:
                 raise disk_full_error() from exc
             raise
         if space is not None:
-            space.consumed(record_bytes(len(data)))
+            space.consumed(size)
         return loc
 
     def _store_chunk(self, out: Ingested, data: bytes, hashers: Iterable[Hasher],
