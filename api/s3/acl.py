@@ -213,8 +213,8 @@ def new_object_acl(call: Call) -> list[Any] | None:
     the bucket's own account without ACL headers costs one get here)."""
     if _ACL_HEADERS.isdisjoint(call.headers):  # one C call; then ``call.account.id`` without building an Account
         who = call.who
-        writer = accounts.DEFAULT_ACCOUNT.id if who is None or who.anonymous or not who.account else who.account
-        if call.bucket_account() in (None, writer):
+        writer_id = accounts.DEFAULT_ACCOUNT.id if who is None or who.anonymous or not who.account else who.account
+        if call.bucket_account() in (None, writer_id):
             return None
     bucket_owner = call.bucket_owner()
     mode = ownership(call.engine, call.bucket)
