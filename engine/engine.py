@@ -310,15 +310,28 @@ class Engine(IamOps, KmsOps):
     def bucket_reads(self, name: str, kinds: tuple[str, ...]) -> tuple[str | None, dict[str, Any]]:
         """(the owning account's id or None when there is no bucket, {kind: that config or None}) from one read
         transaction: ``bucket_guard`` for several configs at once (what a request asks about its own bucket before
-        its body: api/s3/bucket_reads.py)."""
-        wanted = [("buckets", bucket_key(name))]
-        for kind in kinds:
-            wanted.append(("bucket_cfg", bucket_cfg_key(name, kind)))
-        found = self.views.get_many(wanted)
+        its body: api/s3/bucket_reads.py). py-lmdb called directly: every PutObject reads this, and the generic
+        ``Views.get_many`` (its keys built and checked one call at a time) cost twice the transaction itself."""
+        key = bucket_key(name)
         configs: dict[str, Any] = {}
-        for kind, cfg in zip(kinds, found[1:], strict=True):
-            configs[kind] = None if cfg is None else unpack(cfg)
-        return (None, configs) if found[0] is None else (_record_account(found[0]), configs)
+        if not 0 < len(key) <= _SHORT_BUCKET_KEY:  # a name no bucket has (or too long for its configs' keys to fit)
+            wanted = [("buckets", key), *(("bucket_cfg", bucket_cfg_key(name, kind)) for kind in kinds)]
+            found = self.views.get_many(wanted)
+            raw = found[0]
+            for kind, cfg in zip(kinds, found[1:], strict=True):
+                configs[kind] = None if cfg is None else unpack(cfg)
+        else:
+            dbs = self.views.dbs
+            cfg_db, prefix = dbs["bucket_cfg"], key + b"\0"  # bucket_cfg_key's layout
+            txn = self.views.env.begin()
+            try:
+                raw = txn.get(key, None, dbs["buckets"])
+                for kind in kinds:
+                    cfg = txn.get(prefix + kind.encode(), None, cfg_db)
+                    configs[kind] = None if cfg is None else unpack(cfg)
+            finally:
+                txn.abort()
+        return None if raw is None else _record_account(raw), configs
 
     def bucket_guard_and(self, name: str, kind: str, other: str) -> tuple[str | None, Any, Any]:
         """``bucket_guard`` plus a second config of the bucket, in the same read transaction (an object read's
@@ -817,6 +830,9 @@ class GuardedOpen:
     opened: OpenVersion | S3Error
 
 
+#: A bucket key this long or shorter leaves room for any configuration kind's key (``bucket\0kind``) within LMDB's
+#: key limit (views/keys.py MAX_KEY_BYTES, 511); bucket names are at most 63 characters.
+_SHORT_BUCKET_KEY = 255
 _ACCOUNT_FIELD = b"\xa1a"  # the msgpack key "a" of a bucket record (model.Bucket.to_record)
 
 

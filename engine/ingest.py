@@ -26,8 +26,7 @@ from .errors import ErrorCode, S3Error
 from .model import BlobLocation
 from .space import SpaceGuard, disk_full_error, is_disk_full
 from .views.blobs import is_damaged
-from .views.env import Views
-from .views.records import Tx
+from .views.env import Views, unpack
 from .volumes.record import record_bytes
 from .volumes.store import VolumeStore
 
@@ -68,16 +67,18 @@ class Ingestor:
     def _append(self, data: bytes, digest: bytes) -> BlobLocation:
         """Append a new chunk, unless the disk is down to its reserve: 507 InsufficientStorage, also for an
         ENOSPC from the write itself (the bytes already appended for this body stay as garbage: compaction)."""
-        if self.space is not None:
-            self.space.check_bytes(record_bytes(len(data)))
+        space = self.space
+        size = record_bytes(len(data)) if space is not None else 0
+        if space is not None:
+            space.check_bytes(size)
         try:
             loc = self.volumes.append(data, digest)
         except OSError as exc:
             if is_disk_full(exc):
                 raise disk_full_error() from exc
             raise
-        if self.space is not None:
-            self.space.consumed(record_bytes(len(data)))
+        if space is not None:
+            space.consumed(size)
         return loc
 
     def _store_chunk(self, out: Ingested, data: bytes, hashers: Iterable[Hasher],
@@ -91,8 +92,8 @@ class Ingestor:
         if sealer is not None:
             data = sealer.seal_chunk(data)
         digest = hashlib.sha256(data).digest()
-        with self.views.read() as txn:
-            rec = Tx(txn, self.views.dbs).blob(digest)
+        raw = self.views.get("blobs", digest)  # the blob index (``Tx.blob``), in a read transaction of its own
+        rec = unpack(raw) if raw else None
         written = None
         if rec is not None and not is_damaged(rec):  # never deduplicate onto a damaged copy: store it afresh
             loc = BlobLocation(digest, rec[0], rec[1], rec[2])

@@ -67,9 +67,16 @@ def version_record(version_id: str | None, size: int, etag: str, *, delete_marke
     else:
         rec["ct"] = content_type
         rec["b"] = blobs if blobs is not None else []
-    for short, value in (("m", metadata), ("hd", headers), ("ck", checksums), ("tg", tags), ("ps", part_sizes)):
-        if value:
-            rec[short] = value
+    if metadata:  # one test each, not a loop over pairs: every PUT builds one of these
+        rec["m"] = metadata
+    if headers:
+        rec["hd"] = headers
+    if checksums:
+        rec["ck"] = checksums
+    if tags:
+        rec["tg"] = tags
+    if part_sizes:
+        rec["ps"] = part_sizes
     if part_checksums and any(part_checksums):
         rec["pc"] = part_checksums
     if acl:

@@ -261,7 +261,7 @@ class AccessControl:
         if operation in POLICY_OPERATIONS and who.role == "SuperUser" and reaches:
             return ROLE_ALLOW
         role_allows = role_allows and reaches
-        policy = self.policy(bucket, text)
+        policy = self.policy(bucket, text) if text else None  # (no policy stored: None, without the call)
         if policy is None and role_allows:  # the common case: what ``decide`` answers, without its resource,
             return ROLE_ALLOW               # request context and Decision built on every request
         if policy is not None and not reaches_owner(self.engine, who, bucket) and \

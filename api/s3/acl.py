@@ -40,6 +40,8 @@ OWNERSHIPS = (ENFORCED, PREFERRED, WRITER)
 NO_CONTROLS = ""  # the ``ownership`` value DeleteBucketOwnershipControls records: ObjectWriter, Get answers 404
 GRANT_HEADERS = {"x-amz-grant-read": "READ", "x-amz-grant-write": "WRITE", "x-amz-grant-read-acp": "READ_ACP",
                  "x-amz-grant-write-acp": "WRITE_ACP", "x-amz-grant-full-control": "FULL_CONTROL"}
+#: Any of these on a write makes its new object's ACL more than the bucket owner's private one.
+_ACL_HEADERS = frozenset({"x-amz-acl", *GRANT_HEADERS})
 _GRANTEE_RE = re.compile(r'\s*(id|uri|emailAddress)\s*=\s*(?:"([^"]*)"|([^,"\s]+))\s*(?:,|$)', re.IGNORECASE)
 _XSI = "{http://www.w3.org/2001/XMLSchema-instance}type"
 _NS = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
@@ -209,10 +211,11 @@ def new_object_acl(call: Call) -> list[Any] | None:
     """The ACL of an object this request writes (PutObject, CopyObject, CreateMultipartUpload), as its version
     record keeps it: None when it is the bucket owner's private ACL (the common case, stored as nothing: a write by
     the bucket's own account without ACL headers costs one get here)."""
-    headers = call.headers
-    if "x-amz-acl" not in headers and not any(h in headers for h in GRANT_HEADERS) and \
-            call.bucket_account() in (None, call.account.id):
-        return None
+    if _ACL_HEADERS.isdisjoint(call.headers):  # one C call; then ``call.account.id`` without building an Account
+        who = call.who
+        writer_id = accounts.DEFAULT_ACCOUNT.id if who is None or who.anonymous or not who.account else who.account
+        if call.bucket_account() in (None, writer_id):
+            return None
     bucket_owner = call.bucket_owner()
     mode = ownership(call.engine, call.bucket)
     writer = call.account

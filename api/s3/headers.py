@@ -30,6 +30,8 @@ MAX_METADATA_BYTES = 2048
 def user_metadata(headers: Mapping[str, str]) -> dict[str, str]:
     """``x-amz-meta-*`` as text. The limit counts UTF-8 bytes of names and values, as S3 does."""
     meta = {name[11:]: _metadata_text(value) for name, value in headers.items() if name.startswith("x-amz-meta-")}
+    if not meta:
+        return meta
     size = sum(len(k) + len(v.encode("utf-8") if not v.isascii() else v) for k, v in meta.items())
     if size > MAX_METADATA_BYTES:
         raise S3Error(ErrorCode.METADATA_TOO_LARGE, Size=str(size), MaxSizeAllowed=str(MAX_METADATA_BYTES))

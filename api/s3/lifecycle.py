@@ -39,11 +39,12 @@ async def delete_bucket_lifecycle(call: Call, resp: falcon.asgi.Response) -> Non
 def set_expiration_header(call: Call, version: ObjectVersion, resp: falcon.asgi.Response,
                           config: Any = _UNREAD, *, written: bool = False) -> None:
     """S3 tells a reader (and the writer of a new version: ``written``) when a current version will expire under
-    the bucket's lifecycle rules (``config``: the bucket's lifecycle record when the caller already read it)."""
+    the bucket's lifecycle rules (``config``: the bucket's lifecycle record when the caller already read it). A
+    bucket gone since the write has no rules left, so no header (the write itself succeeded)."""
     if not (version.is_latest or written):
         return
-    if config is _UNREAD:
-        config = call.engine.get_bucket_config(call.bucket, KIND)
+    if config is _UNREAD:  # after a write: one get, not a transaction that also decodes the bucket record
+        config = call.engine.bucket_config_if_any(call.bucket, KIND)
     if not config:
         return
     found = expiration_header(config, version.key, version.size, version.tags, version.last_modified_ms)

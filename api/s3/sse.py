@@ -78,6 +78,8 @@ class Sealing:
 def for_write(call: Call) -> Sealing | None:
     """The encryption of a new object (PutObject, CopyObject's destination, CreateMultipartUpload): SSE-C with a
     customer key, else SSE-S3 or SSE-KMS when asked or when the bucket's default says so, else None (plaintext)."""
+    if _WRITE_HEADERS.isdisjoint(call.headers) and not call.bucket_config(CONFIG_KIND):
+        return None  # no encryption header and no bucket default (most writes): what the rest answers, in one call
     customer = customer_key(call)
     requested = call.headers.get(SSE_HEADER)
     key_id = call.headers.get(KMS_KEY_HEADER)
@@ -172,6 +174,8 @@ def read_keys(call: Call, version: ObjectVersion, prefix: str = CUSTOMER_PREFIX,
 
 #: The headers that name a customer key (CustomerKey.from_headers: any one of them)
 _ALGORITHM, _KEY, _KEY_MD5 = (CUSTOMER_PREFIX + name for name in ("algorithm", "key", "key-md5"))
+#: The headers ``for_write`` reads: without any of them a write is plaintext unless its bucket's default says not.
+_WRITE_HEADERS = frozenset({_ALGORITHM, _KEY, _KEY_MD5, SSE_HEADER, KMS_KEY_HEADER, CONTEXT_HEADER})
 
 
 def keys_for_serving(call: Call, version: ObjectVersion, *, body: bool) -> ObjectKeys | None:

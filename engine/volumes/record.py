@@ -32,6 +32,7 @@ MAGIC_V2 = b"S4VB"
 MAGICS = (MAGIC, MAGIC_V2)
 BLOCK_BYTES = 64 * 1024
 _HEAD = struct.Struct("<4sQI32s")
+_ONE_CRC = struct.Struct("<I")  # one crc32c: a header's, or a one-block record's table
 HEADER_BYTES = _HEAD.size + 4
 CRC_BYTES = 4
 
@@ -59,6 +60,8 @@ def record_bytes(length: int) -> int:
 
 
 def block_table(data: bytes | memoryview, block_bytes: int = BLOCK_BYTES) -> bytes:
+    if 0 < len(data) <= block_bytes:  # one block (most chunks: small objects): one C call, no slicing
+        return _ONE_CRC.pack(crc32c.crc32c(data))
     view = memoryview(data)
     crcs = [crc32c.crc32c(view[i:i + block_bytes]) for i in range(0, len(view), block_bytes)]
     return struct.pack(f"<{len(crcs)}I", *crcs)
@@ -66,7 +69,7 @@ def block_table(data: bytes | memoryview, block_bytes: int = BLOCK_BYTES) -> byt
 
 def _header(magic: bytes, data_len: int, field: int, digest: bytes) -> bytes:
     head = _HEAD.pack(magic, data_len, field, digest)
-    return head + struct.pack("<I", crc32c.crc32c(head))
+    return head + _ONE_CRC.pack(crc32c.crc32c(head))
 
 
 def encode_header(data_len: int, data_crc: int, digest: bytes) -> bytes:
@@ -135,7 +138,6 @@ class RecordHeader:
 
 
 _HEAD_AND_CRC = struct.Struct("<4sQI32sI")
-_ONE_CRC = struct.Struct("<I")
 
 
 def verify_single_block(raw: bytes, digest: bytes, length: int) -> memoryview | None:

@@ -38,7 +38,7 @@ def _engine(tmp_path: Path) -> Engine:
 def test_bucket_reads_answers_as_the_engine_does_from_one_transaction(tmp_path: Path) -> None:
     engine = _engine(tmp_path)
     try:
-        for bucket in ("plain", "configured", "missing"):
+        for bucket in ("plain", "configured", "missing", "x" * 300, "x" * 600):  # long names: the generic read
             counted = CountingEngine(engine)
             reads = BucketReads(counted, bucket, (POLICY_KIND, ENCRYPTION_KIND))  # type: ignore[arg-type]
             assert reads.account() == engine.bucket_account(bucket)
