@@ -16,10 +16,11 @@ on it with that error, and the next request opens a new stream. A peer that does
 (``UNIMPLEMENTED``: an older node) is called with unary ``ApplyEvents`` from then on (for ``UNARY_RETRY_S``), the
 refused requests included (nothing of them was applied). ``catch_up`` is the unary transport's.
 
-Server (``serve_stream``): each request is handled by the events area exactly as the unary call
-(``EventsService.apply_events``), at most ``in_flight`` at once per stream (beyond that the stream is not read:
-HTTP/2 flow control holds the sender), each within the ``timeout_ms`` its sender gave (the unary call's
-``grpc-timeout``); replies go back in completion order, tagged with the request's id.
+Server (``serve_messages``; ``serve_stream`` is the same as an async iterator of replies): each request is handled
+by the events area exactly as the unary call (``EventsService.apply_events``), at most ``in_flight`` at once per
+stream (beyond that the stream is not read: HTTP/2 flow control holds the sender), each within the ``timeout_ms`` its
+sender gave (the unary call's ``grpc-timeout``); replies go back in completion order, tagged with the request's id,
+each written to the stream by the task that handled its request.
 docs/architecture/replication.md, "ApplyEvents on a stream".
 """
 
@@ -31,13 +32,15 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgpack
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
+
+from s4.journal.codec import packb
 
 from .catch_up import EventsTransport
 from .wire.s4cluster.v1 import (
@@ -99,11 +102,12 @@ def unpack_request(packed: bytes, claims: bytes = b"") -> ApplyEventsRequest:
 def pack_reply(reply: ApplyEventsReply) -> tuple[bytes, bytes]:
     """``ApplyEventsStreamReply.packed`` and ``.claims`` (its journal ranges; empty without any: an older caller
     ignores the field)."""
-    packed = bytes(msgpack.packb([reply.applied, reply.already_had, [bytes(d) for d in reply.missing_blobs],
-                                  reply.hlc, reply.journal_seq]))
-    if not reply.journal_ranges:
+    packed = packb([reply.applied, reply.already_had, [bytes(d) for d in reply.missing_blobs], reply.hlc,
+                    reply.journal_seq])
+    ranges = reply.journal_ranges
+    if not ranges:
         return packed, b""
-    return packed, bytes(msgpack.packb([[[r.after, r.through] for r in reply.journal_ranges]]))
+    return packed, packb([[[r.after, r.through] for r in ranges]])
 
 
 def unpack_reply(packed: bytes, claims: bytes = b"") -> ApplyEventsReply:
@@ -431,39 +435,61 @@ class ApplyHandler(Protocol):
     async def apply_events(self, caller: str, request: ApplyEventsRequest) -> ApplyEventsReply: ...
 
 
-async def serve_stream(caller: str, handler: ApplyHandler, messages: AsyncIterator[ApplyEventsStreamRequest],
-                       limits: StreamLimits | None = None) -> AsyncIterator[ApplyEventsStreamReply]:
-    """The replies to ``caller``'s stream of requests, each handled as a unary ApplyEvents (module docstring)."""
+async def _answer(caller: str, handler: ApplyHandler, message: ApplyEventsStreamRequest) -> ApplyEventsStreamReply:
+    """The reply to one request, handled as the unary ApplyEvents (its status in the reply when it fails)."""
+    try:
+        try:
+            request = unpack_request(message.packed, message.claims) if message.packed else message.request
+        except ValueError as exc:
+            raise GRPCError(Status.INVALID_ARGUMENT, str(exc)) from None
+        async with asyncio.timeout(message.timeout_ms / 1000 if message.timeout_ms else None):
+            reply = await handler.apply_events(caller, request or ApplyEventsRequest())
+        if message.packed:
+            packed, claims = pack_reply(reply)
+            return ApplyEventsStreamReply(id=message.id, packed=packed, claims=claims)
+        return ApplyEventsStreamReply(id=message.id, reply=reply)
+    except GRPCError as exc:
+        return ApplyEventsStreamReply(id=message.id, status=exc.status.value, message=exc.message or "")
+    except TimeoutError:
+        return ApplyEventsStreamReply(id=message.id, status=Status.DEADLINE_EXCEEDED.value,
+                                      message="ApplyEvents not handled within its deadline")
+    except Exception as exc:  # noqa: BLE001 - answered as the unary call's UNKNOWN, logged here
+        log.exception("ApplyEvents (stream) from %s failed", caller)
+        return ApplyEventsStreamReply(id=message.id, status=Status.UNKNOWN.value, message=type(exc).__name__)
+
+
+async def serve_messages(caller: str, handler: ApplyHandler, messages: AsyncIterator[ApplyEventsStreamRequest],
+                         send: Callable[[ApplyEventsStreamReply], Awaitable[None]],
+                         limits: StreamLimits | None = None) -> None:
+    """Answer ``caller``'s stream of requests (module docstring), each reply sent with ``send`` by the task that
+    handled its request, as soon as it is ready: no queue and no task between the handler and the stream's write
+    (the gRPC server's ``send_message``). Sends are serialised (one message at a time on the stream). Returns once
+    the caller ended its side and every request was answered; raises when reading or sending fails (the stream
+    broke), after cancelling what is still running."""
     limits = limits or StreamLimits()
     slots = asyncio.Semaphore(limits.in_flight)
-    replies: asyncio.Queue[ApplyEventsStreamReply | BaseException | None] = asyncio.Queue()
+    sending = asyncio.Lock()
     tasks: set[asyncio.Task[None]] = set()
     loop = asyncio.get_running_loop()
+    ended: asyncio.Future[None] = loop.create_future()
+
+    def end(error: BaseException | None) -> None:
+        if not ended.done():
+            if error is None:
+                ended.set_result(None)
+            else:
+                ended.set_exception(error)
 
     async def one(message: ApplyEventsStreamRequest) -> None:
         try:
-            try:
-                request = unpack_request(message.packed, message.claims) if message.packed else message.request
-            except ValueError as exc:
-                raise GRPCError(Status.INVALID_ARGUMENT, str(exc)) from None
-            async with asyncio.timeout(message.timeout_ms / 1000 if message.timeout_ms else None):
-                reply = await handler.apply_events(caller, request or ApplyEventsRequest())
-            if message.packed:
-                packed, claims = pack_reply(reply)
-                out = ApplyEventsStreamReply(id=message.id, packed=packed, claims=claims)
-            else:
-                out = ApplyEventsStreamReply(id=message.id, reply=reply)
-        except GRPCError as exc:
-            out = ApplyEventsStreamReply(id=message.id, status=exc.status.value, message=exc.message or "")
-        except TimeoutError:
-            out = ApplyEventsStreamReply(id=message.id, status=Status.DEADLINE_EXCEEDED.value,
-                                         message="ApplyEvents not handled within its deadline")
-        except Exception as exc:  # noqa: BLE001 - answered as the unary call's UNKNOWN, logged here
-            log.exception("ApplyEvents (stream) from %s failed", caller)
-            out = ApplyEventsStreamReply(id=message.id, status=Status.UNKNOWN.value, message=type(exc).__name__)
+            out = await _answer(caller, handler, message)
         finally:
             slots.release()
-        replies.put_nowait(out)
+        try:
+            async with sending:
+                await send(out)
+        except Exception as exc:  # noqa: BLE001 - the stream broke: end the handler with it
+            end(exc)
 
     async def read() -> None:
         try:
@@ -474,11 +500,36 @@ async def serve_stream(caller: str, handler: ApplyHandler, messages: AsyncIterat
                 task.add_done_callback(tasks.discard)
             while tasks:  # the caller ended its side: answer what it sent, then end
                 await asyncio.gather(*list(tasks), return_exceptions=True)
-            replies.put_nowait(None)
+            end(None)
         except Exception as exc:  # noqa: BLE001 - the stream broke: end the handler with it
-            replies.put_nowait(exc)
+            end(exc)
 
     reader = loop.create_task(read())
+    try:
+        await ended
+    finally:
+        reader.cancel()
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(reader, *tasks, return_exceptions=True)
+
+
+async def serve_stream(caller: str, handler: ApplyHandler, messages: AsyncIterator[ApplyEventsStreamRequest],
+                       limits: StreamLimits | None = None) -> AsyncIterator[ApplyEventsStreamReply]:
+    """``serve_messages`` as an async iterator of the replies, in the order they are sent."""
+    replies: asyncio.Queue[ApplyEventsStreamReply | BaseException | None] = asyncio.Queue()
+
+    async def send(reply: ApplyEventsStreamReply) -> None:
+        replies.put_nowait(reply)
+
+    async def run() -> None:
+        try:
+            await serve_messages(caller, handler, messages, send, limits)
+            replies.put_nowait(None)
+        except Exception as exc:  # noqa: BLE001 - the stream broke: end the iterator with it
+            replies.put_nowait(exc)
+
+    runner = asyncio.get_running_loop().create_task(run())
     try:
         while True:
             item = await replies.get()
@@ -488,7 +539,5 @@ async def serve_stream(caller: str, handler: ApplyHandler, messages: AsyncIterat
                 raise item
             yield item
     finally:
-        reader.cancel()
-        for task in list(tasks):
-            task.cancel()
-        await asyncio.gather(reader, *tasks, return_exceptions=True)
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)

@@ -21,12 +21,13 @@ The engine never imports this module; it only sees its ports (engine/ports.py).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from s4.engine.errors import MissingBlobsError
 from s4.engine.ports import ReplicaPort
@@ -66,6 +67,7 @@ log = logging.getLogger("s4.cluster")
 CLUSTER_VOLUMES_WORKER = 1000
 #: One pass of the registry's IAM feed from one registry node takes at most this long (cluster/iam_feed.py).
 IAM_CALL_S = 5.0
+_T = TypeVar("_T")
 
 
 class CommittedJournal:
@@ -88,6 +90,41 @@ class CommittedJournal:
     def read(self, from_seq: int = 1, to_seq: int | None = None) -> Iterator[Event]:
         head = self.last_seq
         return self._journal.read(from_seq, head if to_seq is None else min(to_seq, head))
+
+
+def on_loop(future: concurrent.futures.Future[_T]) -> asyncio.Future[_T]:
+    """``asyncio.wrap_future`` for a future completed on another thread (the sequencer's), with one hand-off: that
+    thread reads the outcome and schedules it on the loop with one ``call_soon_threadsafe``; ``wrap_future`` copies
+    it there instead (four more locked reads of the future, and a check-cancel callback). Cancelling the returned
+    future (its waiter gave up) does not cancel the commit, whose outcome stands either way."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[_T] = loop.create_future()
+
+    def settle(done: concurrent.futures.Future[_T]) -> None:  # on the thread that completed ``done``
+        if loop.is_closed():
+            return
+        try:
+            result = done.result()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiter, whatever it is
+            loop.call_soon_threadsafe(_fail, waiter, exc)
+        else:
+            loop.call_soon_threadsafe(_succeed, waiter, result)
+
+    future.add_done_callback(settle)
+    return waiter
+
+
+def _succeed(waiter: asyncio.Future[_T], result: _T) -> None:
+    if not waiter.done():
+        waiter.set_result(result)
+
+
+def _fail(waiter: asyncio.Future[Any], error: BaseException) -> None:
+    if not waiter.done():
+        if isinstance(error, concurrent.futures.CancelledError):
+            waiter.cancel()
+        else:
+            waiter.set_exception(error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +153,7 @@ class ReplicaApplier:
         if not events:
             return ApplyOutcome(0, 0)
         try:
-            result: PeerBatchResult = await asyncio.wrap_future(self.port.apply_peer_events(events, self.staged.get))
+            result: PeerBatchResult = await on_loop(self.port.apply_peer_events(events, self.staged.get))
         except MissingBlobsError as exc:
             return ApplyOutcome(0, 0, tuple(exc.hashes))
         self.staged.release({digest for event in events for digest in referenced_hashes(event)})

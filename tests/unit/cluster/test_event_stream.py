@@ -25,6 +25,7 @@ from s4.cluster.event_stream import (
     StreamLimits,
     pack_reply,
     pack_request,
+    serve_messages,
     serve_stream,
     unpack_reply,
     unpack_request,
@@ -538,3 +539,56 @@ def test_issue19_a_direct_write_that_fails_ends_the_stream_and_fails_its_request
         await t.stop()
 
     asyncio.run(main())
+
+def test_issue19_serve_messages_writes_each_reply_from_its_handler_and_ends_when_a_write_fails() -> None:
+    """The gRPC server's path (``serve_messages`` on grpclib's stream): each reply is written by ``send`` as soon as
+    its request is handled, one write at a time; a write that fails (the stream broke) ends the call with that error
+    and cancels the requests still being handled."""
+    async def main() -> None:
+        handler = Handler()
+        release = asyncio.Event()
+        writing = 0
+        written: list[int] = []
+
+        async def send(reply: ApplyEventsStreamReply) -> None:
+            nonlocal writing
+            writing += 1
+            assert writing == 1  # serialised: one message at a time on the stream
+            await asyncio.sleep(0)
+            writing -= 1
+            written.append(reply.id)
+            if len(written) == 2:
+                release.set()  # the caller's side ends once both replies are out
+
+        messages = [ApplyEventsStreamRequest(id=i, request=ApplyEventsRequest(events=[b"x"])) for i in (1, 2)]
+        handler.gate.set()
+        await asyncio.wait_for(serve_messages("node-1", handler, feed(messages, release), send), 5)
+        assert sorted(written) == [1, 2] and handler.callers == ["node-1", "node-1"]
+
+        async def broken(reply: ApplyEventsStreamReply) -> None:
+            raise ConnectionResetError("the stream broke")
+
+        hanging = Handler()
+        hanging.gate.set()
+        messages = [ApplyEventsStreamRequest(id=1, request=ApplyEventsRequest(events=[b"x"])),
+                    ApplyEventsStreamRequest(id=2, request=ApplyEventsRequest(events=[b"hang"]))]
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(serve_messages("node-1", hanging, feed(messages, asyncio.Event()), broken), 5)
+        assert hanging.running == 0  # the hanging request was cancelled with the call
+
+    asyncio.run(main())
+
+
+def test_issue19_the_grpc_server_serves_apply_events_stream_with_serve_messages_and_the_rest_as_generated() -> None:
+    from grpclib.const import Cardinality
+
+    from s4.cluster.grpc_server import ClusterService
+    from s4.cluster.wire.s4cluster.v1 import S4ClusterBase
+
+    service = ClusterService.__new__(ClusterService)
+    ours, generated = service.__mapping__(), S4ClusterBase.__mapping__(service)
+    assert ours.keys() == generated.keys()
+    stream = ours["/s4cluster.v1.S4Cluster/ApplyEventsStream"]
+    assert stream.func == service._apply_events_stream and stream.cardinality == Cardinality.STREAM_STREAM
+    assert (stream.request_type, stream.reply_type) == (ApplyEventsStreamRequest, ApplyEventsStreamReply)
+    assert all(ours[k].func == generated[k].func for k in ours if k != "/s4cluster.v1.S4Cluster/ApplyEventsStream")

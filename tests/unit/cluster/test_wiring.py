@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from s4.cluster.blobs import StagedBlobs
 from s4.cluster.catch_up import BatchLimits, journal_batches
 from s4.cluster.wiring import CommittedJournal, ReplicaApplier
@@ -181,3 +183,33 @@ def test_issue19_a_steady_lag_whose_heads_are_covered_in_time_does_not_wake_catc
         node._wake_catch_up()
         now[0] += LAG_WAKE_S / 4
     assert woken.peers == ["node-2"]
+
+
+def test_issue19_on_loop_hands_a_thread_completed_outcome_to_the_loop_and_a_waiter_may_give_up_first() -> None:
+    from s4.cluster.wiring import on_loop
+
+    async def main() -> None:
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        try:
+            assert await on_loop(pool.submit(lambda: 42)) == 42
+
+            def fail() -> None:
+                raise MissingBlobsError([b"h" * 32])
+
+            with pytest.raises(MissingBlobsError):
+                await on_loop(pool.submit(fail))
+            gate = concurrent.futures.Future[int]()
+            waiter = on_loop(gate)
+            waiter.cancel()  # its caller gave up (a deadline): the commit's outcome arrives later, harmlessly
+            gate.set_result(7)
+            await asyncio.sleep(0.01)
+            assert waiter.cancelled()
+            cancelled = concurrent.futures.Future[int]()
+            waiter = on_loop(cancelled)
+            cancelled.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+        finally:
+            pool.shutdown()
+
+    asyncio.run(main())
