@@ -15,6 +15,14 @@ served from this node's views. Otherwise, before the answer:
 So the R replicas that answered hold at least the state returned, and any later R-quorum intersects them when
 W + R > N: successive quorum reads never go backwards (docs/architecture/replication.md, "Quorum reads").
 
+A local read under read leases is no quorum: a peer holding a lease of this node reads from its own copy. So a read
+about to answer with a write still in flight (visible here, not yet acknowledged or refused by its coordinator: the
+read gate's count) first *covers* it as a write is covered (``LeaseGrants.cover``): every peer that may hold a lease
+of this node and did not answer with it is brought up to this node's head (``CatchUpFrom``), or, failing that
+within ``revoke_after_s``, loses its lease, and the read waits until the last grant to it ran out; a peer holding
+none must catch up that far before its next grant (``missed``). Without it, a GET through this node could return the
+in-flight write and a later GET through the leaseholder, which never got it, the value before.
+
 Repair by catch-up moves whole journal suffixes rather than the key's records: simple and exact (events keep their
 identities, blobs come along), and cheap when replicas are nearly in step, which the write path keeps them; a peer
 far behind makes the read slow (bounded by ``repair_s``) rather than wrong.
@@ -29,10 +37,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from s4.engine.errors import PoolUnavailableError
+from s4.engine.read_gate import ReadGate, bucket_slot, key_slot, upload_slot
 from s4.engine.views.env import Views
 
 from .liveness import DEAD
 from .quorum import QuorumError, call_quorum
+from .read_leases import LeaseGrants
 from .reads import BUCKET, MERGE, OBJECT, UPLOAD, ReadsStub, fetch_states, read_states
 from .wire.s4cluster.v1 import CatchUpFromRequest
 
@@ -75,8 +85,12 @@ class QuorumKeyReads:
 
     def __init__(self, node_id: str, peers: Sequence[str], read_quorum: int, views: Views,
                  stub_of: Callable[[str], Any], puller: Puller, committed_seq: Callable[[], int], *,
-                 state: Callable[[str], str] = lambda _peer: "alive", settings: KeyReadSettings | None = None) -> None:
+                 state: Callable[[str], str] = lambda _peer: "alive", settings: KeyReadSettings | None = None,
+                 grants: LeaseGrants | None = None, gate: ReadGate | None = None) -> None:
+        """``grants`` and ``gate``: this node's read leases (None: no local reads anywhere, nothing to cover)."""
         self.node_id, self.peers, self.read_quorum = node_id, tuple(peers), read_quorum
+        self.grants, self.gate = grants, gate
+        self.covered = 0  # reads that answered with a write in flight, covered first (metrics)
         self.views, self.stub_of, self.puller = views, stub_of, puller
         self.committed_seq, self._state = committed_seq, state
         self.settings = settings or KeyReadSettings()
@@ -114,22 +128,47 @@ class QuorumKeyReads:
             raise ReadQuorumError(str(exc)) from exc
         merge = MERGE[kind]
         merged = merge({self.node_id: self._local(kind, bucket, ident), **answers})
-        if not merged.stale:
-            return
-        self.repairs += 1
-        try:
-            if self.node_id in merged.stale:
-                await self._pull(list(answers))
-                again = merge({self.node_id: self._local(kind, bucket, ident), **answers})
-                if self.node_id in again.stale:
-                    raise ReadQuorumError(f"still lacks {again.stale[self.node_id]} of {kind} {bucket}/{ident} "
-                                          "after catching up")
-            stale_peers = [p for p in merged.stale if p != self.node_id]
-            if stale_peers:
-                await self._push(stale_peers)
-        except ReadQuorumError:
-            self.failures += 1
-            raise
+        if merged.stale:
+            self.repairs += 1
+            try:
+                if self.node_id in merged.stale:
+                    await self._pull(list(answers))
+                    again = merge({self.node_id: self._local(kind, bucket, ident), **answers})
+                    if self.node_id in again.stale:
+                        raise ReadQuorumError(f"still lacks {again.stale[self.node_id]} of {kind} {bucket}/{ident} "
+                                              "after catching up")
+                stale_peers = [p for p in merged.stale if p != self.node_id]
+                if stale_peers:
+                    await self._push(stale_peers)
+            except ReadQuorumError:
+                self.failures += 1
+                raise
+        if self._in_flight(kind, bucket, ident):
+            await self._cover(set(answers))
+
+    def _in_flight(self, kind: str, bucket: str, ident: str) -> bool:
+        if self.gate is None or self.grants is None:
+            return False
+        slot = (key_slot(bucket, ident) if kind == OBJECT else upload_slot(bucket, ident) if kind == UPLOAD
+                else bucket_slot(bucket))
+        return self.gate.in_flight(bucket, slot)
+
+    async def _cover(self, holding: set[str]) -> None:
+        """Before answering with a write in flight: each peer that may hold a lease of this node and is not among
+        ``holding`` (answered, and repaired if stale: they hold what is returned) gets this node's head, or loses
+        its lease and the read waits it out (``LeaseGrants.cover``, as for a write); the others must catch up this
+        far before a new grant."""
+        assert self.grants is not None
+        self.covered += 1
+        seq = self.committed_seq()
+        request = CatchUpFromRequest(through_seq=seq)
+        running: dict[str, asyncio.Future[Any]] = {}
+        for peer in self.peers:
+            if peer not in holding and self.grants.holding(peer) and self._state(peer) != DEAD:
+                stub: RepairStub = self.stub_of(peer)
+                running[peer] = asyncio.ensure_future(stub.catch_up_from(request, timeout=self.settings.repair_s))
+                running[peer].add_done_callback(_retrieve)
+        await self.grants.cover(seq, holding, running)
 
     async def _ask(self, live: list[str], one: Callable[[str], Awaitable[dict[str, Any]]], need: int,
                    timeout: float) -> dict[str, dict[str, Any]]:

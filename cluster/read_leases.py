@@ -79,6 +79,13 @@ class LeaseGrants:
     def missed(self, peer: str) -> int:
         return self._missed.get(peer, 0)
 
+    def holding(self, peer: str) -> bool:
+        """Whether ``peer`` may hold a lease of this node now (granted, or asking: held), so that a write or a read
+        answered here must reach it first (``cover``)."""
+        if peer not in self._granted:
+            return False
+        return max(self._held[peer], self._granted[peer]) > self._clock()
+
     def grant(self, peer: str, applied: int) -> float:
         """A peer asks for a lease, having applied this node's journal through ``applied``: the lease in seconds,
         or 0 (it lacks a write this node acknowledged without it, or such a write's copy is still on its way)."""

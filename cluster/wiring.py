@@ -295,7 +295,8 @@ def wire_node(node: ClusterNode, parts: EngineParts) -> Wired:
     replicator.pushes = pusher
     assert node.catch_up is not None
     key_reads = QuorumKeyReads(node.config.node_id, node.liveness.peers, node.config.read_quorum, parts.views,
-                               node.pool.stub, node.catch_up, lambda: journal.last_seq, state=node.liveness.state)
+                               node.pool.stub, node.catch_up, lambda: journal.last_seq, state=node.liveness.state,
+                               grants=grants, gate=gate)
     node.key_reads = key_reads
     listings = QuorumListings(node.config.node_id, node.liveness.peers, node.config.read_quorum, parts.views,
                               node.pool.stub, state=node.liveness.state)

@@ -164,6 +164,12 @@ class ReadGate:
     def bucket_local(self, bucket: str) -> bool:
         return self._open_now() and self._clear(bucket_slot(bucket))
 
+    def in_flight(self, bucket: str, slot: int) -> bool:
+        """Whether an event of a write still in flight is visible here for ``slot`` (of ``bucket``), whatever the
+        leases: a quorum read about to answer with it covers it first (cluster/key_reads.py)."""
+        _, _, wide = _HEADER.unpack_from(self._map, 0)
+        return bool(wide != 0 or not self._clear(bucket_slot(bucket)) or not self._clear(slot))
+
     def listing_local(self) -> bool:
         """A listing spans many keys: local only when nothing at all is unsettled."""
         now = self._now()

@@ -34,6 +34,7 @@ from s4.cluster.catch_up import CatchUpError
 from s4.cluster.key_merge import merge_key_states
 from s4.cluster.key_reads import KeyReadSettings, QuorumKeyReads, ReadQuorumError
 from s4.cluster.liveness import DEAD
+from s4.cluster.read_leases import LeaseGrants, LeaseSettings
 from s4.cluster.reads import LocalReads, ReadsService
 from s4.cluster.wire.s4cluster.v1 import CatchUpFromReply, CatchUpFromRequest, ReadKeysReply, ReadKeysRequest
 from s4.engine.errors import RETRY_AFTER_S, ErrorCode, PoolUnavailableError, S3Error
@@ -116,13 +117,14 @@ class Pool:
         return new
 
     # -- the ports of one node's QuorumKeyReads -------------------------------------------------------------------
-    def reads(self, node_id: str, read_quorum: int = 2, settings: KeyReadSettings | None = None) -> QuorumKeyReads:
+    def reads(self, node_id: str, read_quorum: int = 2, settings: KeyReadSettings | None = None,
+              **leases: Any) -> QuorumKeyReads:
         node = self.nodes[node_id]
         peers = [p for p in IDS if p != node_id]
         return QuorumKeyReads(node_id, peers, read_quorum, node.views, lambda peer: Stub(self, node_id, peer),
                               Puller(self, node_id), lambda: node.journal.last_seq,
                               state=lambda peer: self.states.get(peer, "alive"),
-                              settings=settings or KeyReadSettings(read_s=30.0, repair_s=40.0))
+                              settings=settings or KeyReadSettings(read_s=30.0, repair_s=40.0), **leases)
 
 
 class Stub:
@@ -436,3 +438,76 @@ def test_a_hedged_read_asks_the_other_peer_when_the_first_is_slow_or_fails(pool:
     settle(port)
     assert pool.asked[0] == "n2" and "n3" in pool.asked
     assert (port.repairs, port.failures) == (0, 0)
+
+
+class InFlightGate:
+    """The read gate's one question ``QuorumKeyReads`` asks: is a write still in flight visible here for the key."""
+
+    def __init__(self, in_flight: bool) -> None:
+        self.answer = in_flight
+        self.asked: list[tuple[str, int]] = []
+
+    def in_flight(self, bucket: str, slot: int) -> bool:
+        self.asked.append((bucket, slot))
+        return self.answer
+
+
+def _in_flight_on_n1_and_n3(pool: Pool) -> list[int]:
+    """A write W of another coordinator, applied on n1 and n3 and still on its way to n2 (the jepsen history: a GET
+    through n1 returned W, a later GET through n2, local under its leases, the value before)."""
+    pool.give(pool.put(content=1), IDS)
+    w = pool.put(content=2)
+    pool.give(w, ["n1", "n3"])
+    return w
+
+
+def test_issue19_a_read_answering_a_write_in_flight_first_brings_it_to_a_leaseholder_that_lacks_it(pool: Pool) -> None:
+    w = _in_flight_on_n1_and_n3(pool)
+    pool.answering = {"n3"}  # the read's quorum is n1 + n3, both hold W; n2 (a leaseholder of n1) does not
+    grants = LeaseGrants(["n2", "n3"], 0, LeaseSettings(lease_s=30.0, revoke_after_s=5.0))
+    assert grants.grant("n2", 0) > 0
+    port = pool.reads("n1", grants=grants, gate=InFlightGate(True))
+    settle(port)
+    assert set(w) <= pool.held["n2"]  # n2 holds W before the answer: its local reads cannot go back
+    assert [(c, p) for c, p, _ in pool.repair_calls] == [("n1", "n2")] and port.covered == 1
+    assert key_state(pool.nodes["n2"]) == key_state(pool.nodes["n1"])
+
+
+def test_issue19_a_leaseholder_that_cannot_be_reached_loses_its_lease_and_the_read_waits_it_out(pool: Pool) -> None:
+    w = _in_flight_on_n1_and_n3(pool)
+    pool.answering = {"n3"}
+    pool.repair_fails = {"n2"}
+    clock = __import__("time").monotonic
+    grants = LeaseGrants(["n2", "n3"], 0, LeaseSettings(lease_s=0.4, revoke_after_s=0.05))
+    grants.release("n3")
+    assert grants.grant("n2", 0) > 0
+    granted_until = clock() + 0.4
+    port = pool.reads("n1", grants=grants, gate=InFlightGate(True))
+    settle(port)
+    assert not set(w) <= pool.held["n2"]
+    assert clock() >= granted_until - 0.01  # answered only once n2's lease of n1 had run out
+    assert grants.missed("n2") >= pool.nodes["n1"].journal.last_seq  # no new lease before it has W
+    assert grants.grant("n2", 0) == 0.0
+
+
+def test_issue19_a_peer_holding_no_lease_is_not_called_but_must_catch_up_before_its_next_grant(pool: Pool) -> None:
+    w = _in_flight_on_n1_and_n3(pool)
+    pool.answering = {"n3"}
+    grants = LeaseGrants(["n2", "n3"], 0, LeaseSettings(lease_s=30.0))
+    grants.release("n2")  # n2 reads nothing: it asks for no lease
+    port = pool.reads("n1", grants=grants, gate=InFlightGate(True))
+    settle(port)
+    assert pool.repair_calls == [] and not set(w) <= pool.held["n2"]
+    head = pool.nodes["n1"].journal.last_seq
+    assert grants.missed("n2") >= head and grants.grant("n2", head - 1) == 0.0 and grants.grant("n2", head) > 0
+
+
+def test_issue19_a_read_with_nothing_in_flight_covers_nothing(pool: Pool) -> None:
+    _in_flight_on_n1_and_n3(pool)
+    pool.answering = {"n3"}
+    grants = LeaseGrants(["n2", "n3"], 0, LeaseSettings(lease_s=30.0))
+    assert grants.grant("n2", 0) > 0
+    gate = InFlightGate(False)
+    port = pool.reads("n1", grants=grants, gate=gate)
+    settle(port)
+    assert gate.asked and pool.repair_calls == [] and port.covered == 0 and grants.missed("n2") == 0
