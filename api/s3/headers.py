@@ -133,7 +133,11 @@ _CONDITIONAL = ("if-match", "if-none-match", "if-modified-since", "if-unmodified
 
 def check_read(headers: Mapping[str, str], version: ObjectVersion, *, prefix: str = "") -> None:
     """GET/HEAD preconditions (304/412), or copy-source preconditions (always 412) when ``prefix`` is given."""
-    if not any(prefix + name in headers for name in _CONDITIONAL):  # the usual read: nothing to evaluate
+    if not prefix:  # a GET/HEAD: four lookups, without a generator and a concatenation each
+        if "if-match" not in headers and "if-none-match" not in headers and "if-modified-since" not in headers \
+                and "if-unmodified-since" not in headers:  # the usual read: nothing to evaluate (_CONDITIONAL)
+            return
+    elif not any(prefix + name in headers for name in _CONDITIONAL):
         return
     cache_headers = {"etag": f'"{version.etag}"', "last-modified": http_date(version.last_modified_ms)}
     preconditions(headers, prefix).check(
