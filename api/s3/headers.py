@@ -114,10 +114,13 @@ def preconditions(headers: Mapping[str, str], prefix: str = "") -> Preconditions
                          date("if-modified-since"), date("if-unmodified-since"))
 
 
-def delete_conditions(headers: Mapping[str, str]) -> DeleteConditions:
-    """DeleteObject's conditional headers. A value that does not parse is InvalidArgument, never ignored: a
-    client relying on the condition to protect a newer write must not see its object deleted regardless."""
+def delete_conditions(headers: Mapping[str, str]) -> DeleteConditions | None:
+    """DeleteObject's conditional headers (None: the request sends none, as most do; the engine then has none to
+    pass on). A value that does not parse is InvalidArgument, never ignored: a client relying on the condition to
+    protect a newer write must not see its object deleted regardless."""
     modified, size = headers.get("x-amz-if-match-last-modified-time"), headers.get("x-amz-if-match-size")
+    if modified is None and size is None and "if-match" not in headers:
+        return None
     modified_ms = None
     if modified is not None:
         modified_ms = parse_http_date(modified)
