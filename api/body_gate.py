@@ -42,8 +42,6 @@ def _expects_continue(scope: Scope) -> bool:
     if not isinstance(headers, list) or (headers and not isinstance(headers[0], tuple)):
         # ASGI allows any iterables (read once): keep what this check reads for the app, as tuples
         headers = scope["headers"] = [tuple(pair) for pair in headers]
-    if b"expect" not in dict(headers):  # most requests: one C-level pass instead of a Python loop over the pairs
-        return False
     for name, value in headers:
         if name == b"expect" and value.strip().lower() == b"100-continue":
             return True
