@@ -460,21 +460,30 @@ class Engine(IamOps, KmsOps):
         if version.encryption:
             return crypto_reads.read_small(self, version, keys or self._keys(version), start, length, locations)
         locations = locations if locations is not None else self.locate(version)
-        out, pos, end = [], 0, start + length
+        end = start + length
+        if len(locations) == 1:  # one chunk (most small objects): no list to gather and join
+            loc = locations[0]
+            hi = min(end, loc.size)
+            return self._read_chunk(version, 0, loc, start, hi - start) if start < hi else b""
+        out, pos = [], 0
         for index, loc in enumerate(locations):
             lo, hi = max(start, pos) - pos, min(end, pos + loc.size) - pos
             pos += loc.size
-            if lo >= hi:
-                continue
-            try:
-                out.append(self.volumes.read_blob(loc, lo, hi - lo))
-            except (FileNotFoundError, DamagedBlob) as exc:  # moved, retired or re-stored meanwhile? else damaged
-                loc = self._relocate(version, index, loc, exc)
-                try:
-                    out.append(self.volumes.read_blob(loc, lo, hi - lo))
-                except DamagedBlob as again:
-                    raise self.damaged(version, loc, again) from None
+            if lo < hi:
+                out.append(self._read_chunk(version, index, loc, lo, hi - lo))
         return b"".join(out)
+
+    def _read_chunk(self, version: ObjectVersion, index: int, loc: BlobLocation, lo: int, n: int) -> bytes:
+        """``n`` verified bytes at ``lo`` of chunk ``index`` of ``version`` (``read_small``), re-located once if
+        the read at ``loc`` failed."""
+        try:
+            return self.volumes.read_blob(loc, lo, n)
+        except (FileNotFoundError, DamagedBlob) as exc:  # moved, retired or re-stored meanwhile? else damaged
+            loc = self._relocate(version, index, loc, exc)
+            try:
+                return self.volumes.read_blob(loc, lo, n)
+            except DamagedBlob as again:
+                raise self.damaged(version, loc, again) from None
 
     def _keys(self, version: ObjectVersion) -> ObjectKeys:
         keys = self.object_keys(version)
@@ -812,8 +821,11 @@ class Engine(IamOps, KmsOps):
             max_uploads))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OpenVersion:
+    """What a GET/HEAD serves (``Engine.open_version``). Not frozen (nothing assigns to it): a frozen dataclass's
+    ``__init__`` sets each field through ``object.__setattr__``, three times the cost, on every GET and HEAD."""
+
     version: ObjectVersion
     versioning: str  # the bucket's: "", "Enabled" or "Suspended"
     lifecycle: Any  # the bucket's lifecycle configuration record, or None

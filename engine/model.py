@@ -19,7 +19,10 @@ LOCK_FIELDS = ("lk", "lh", "lc")  # a version's object lock (engine/object_lock.
 _EMPTY: Mapping[str, str] = MappingProxyType({})  # shared, read-only: most versions have no checksums or headers
 
 
-@dataclass(frozen=True, slots=True)
+# Hashable values, never assigned to after construction, but not ``frozen``: a frozen dataclass's ``__init__`` sets
+# each field through ``object.__setattr__``, several times the cost of a plain one, and every GET builds a BlobRef
+# and a BlobLocation per chunk (``unsafe_hash``: hashed by their fields, as when frozen).
+@dataclass(slots=True, unsafe_hash=True)
 class BlobRef:
     """One content-addressed chunk of an object: sha256 of its bytes and its length."""
 
@@ -27,7 +30,7 @@ class BlobRef:
     size: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class BlobLocation:
     """Where a blob's bytes are: volume name, offset of the data (after the record header), length."""
 

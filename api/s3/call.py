@@ -55,7 +55,8 @@ class Call:
     headers: dict[str, str]
     auth: AuthContext | None
     request_id: str
-    trailers: ChunkedTrailers = field(default_factory=ChunkedTrailers)
+    #: An aws-chunked body's trailers once decoded; made when such a body is read (not for every request)
+    trailers: ChunkedTrailers | None = None
     #: ``authorize(action, bucket, key)``: access control for a second resource of this request (s3/access.py)
     authorize: Callable[[str, str, str], None] = field(default=lambda action, bucket, key: None)
     #: The object data when it is not the request body itself (POST object: the form's file field)
@@ -98,6 +99,8 @@ class Call:
             return self.body
         source: AsyncIterator[bytes] = self.req.stream.__aiter__()
         if self.auth is not None and self.auth.streaming:
+            if self.trailers is None:
+                self.trailers = ChunkedTrailers()
             source = decode_aws_chunked(source, self.auth, parse_trailer_names(self.headers.get("x-amz-trailer")),
                                         self._decoded_length(), self.trailers)
         return source
@@ -209,7 +212,8 @@ class Call:
         for alg, value in claimed.items():
             if checksums[alg] != value:
                 raise S3Error(ErrorCode.BAD_DIGEST, f"The {alg} you specified did not match the calculated checksum.")
-        checksums.update(self.trailers.checksums)
+        if self.trailers is not None:
+            checksums.update(self.trailers.checksums)
         return stored, checksums
 
     def named_algorithms(self) -> list[str]:

@@ -116,10 +116,13 @@ def preconditions(headers: Mapping[str, str], prefix: str = "") -> Preconditions
                          date("if-modified-since"), date("if-unmodified-since"))
 
 
-def delete_conditions(headers: Mapping[str, str]) -> DeleteConditions:
-    """DeleteObject's conditional headers. A value that does not parse is InvalidArgument, never ignored: a
-    client relying on the condition to protect a newer write must not see its object deleted regardless."""
+def delete_conditions(headers: Mapping[str, str]) -> DeleteConditions | None:
+    """DeleteObject's conditional headers (None: the request sends none, as most do; the engine then has none to
+    pass on). A value that does not parse is InvalidArgument, never ignored: a client relying on the condition to
+    protect a newer write must not see its object deleted regardless."""
     modified, size = headers.get("x-amz-if-match-last-modified-time"), headers.get("x-amz-if-match-size")
+    if modified is None and size is None and "if-match" not in headers:
+        return None
     modified_ms = None
     if modified is not None:
         modified_ms = parse_http_date(modified)
@@ -135,7 +138,11 @@ _CONDITIONAL = ("if-match", "if-none-match", "if-modified-since", "if-unmodified
 
 def check_read(headers: Mapping[str, str], version: ObjectVersion, *, prefix: str = "") -> None:
     """GET/HEAD preconditions (304/412), or copy-source preconditions (always 412) when ``prefix`` is given."""
-    if not any(prefix + name in headers for name in _CONDITIONAL):  # the usual read: nothing to evaluate
+    if not prefix:  # a GET/HEAD: four lookups, without a generator and a concatenation each
+        if "if-match" not in headers and "if-none-match" not in headers and "if-modified-since" not in headers \
+                and "if-unmodified-since" not in headers:  # the usual read: nothing to evaluate (_CONDITIONAL)
+            return
+    elif not any(prefix + name in headers for name in _CONDITIONAL):
         return
     cache_headers = {"etag": f'"{version.etag}"', "last-modified": http_date(version.last_modified_ms)}
     preconditions(headers, prefix).check(

@@ -92,14 +92,16 @@ READ_ONLY = frozenset(op for method, _, _, _, op in ROUTES if method in ("GET", 
     "SelectObjectContent", "MultiObjectSQL"}  # POSTs that only read (S3 Select, S4's ?sql)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen (nothing assigns to them): a frozen dataclass's ``__init__`` sets each field through
+# ``object.__setattr__``, three times the cost of a plain one, and every request builds one of each.
+@dataclass(slots=True)
 class Route:
     operation: str | None
     bucket: str
     key: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Target:
     bucket: str
     key: str

@@ -85,8 +85,9 @@ def read_blob(store: Preader, loc: BlobLocation, lo: int, n: int) -> bytes:
         size = loc.size
         want = HEADER_BYTES + size + (CRC_BYTES if size <= BLOCK_BYTES else table_bytes(size))
         whole = store.pread(loc.volume, loc.offset - HEADER_BYTES, want)
-        if verify_single_block(whole, loc.hash, size) is not None:  # most objects: one block, checked in C
-            return whole[HEADER_BYTES + lo:HEADER_BYTES + min(lo + n, size)]  # one copy, no view to slice
+        data = verify_single_block(whole, loc.hash, size)  # most objects: one block, checked in C
+        if data is not None:
+            return data if lo == 0 and n >= size else data[lo:lo + n]  # the whole blob: its checked slice as is
         raw = memoryview(whole)
         header = check_header(raw[:HEADER_BYTES], loc.hash, loc.size)
         end = HEADER_BYTES + loc.size + header.trailer_bytes

@@ -138,22 +138,26 @@ class RecordHeader:
 
 
 _HEAD_AND_CRC = struct.Struct("<4sQI32sI")
+_HEAD_SIZE = _HEAD.size
+_crc32c = crc32c.crc32c
 
 
-def verify_single_block(raw: bytes, digest: bytes, length: int) -> memoryview | None:
+def verify_single_block(raw: bytes, digest: bytes, length: int) -> bytes | None:
     """The data of a whole v2 record of at most one block (header + data + its one table entry, as read), or
     None when this fast path does not apply or something does not check (the caller then takes the general path,
-    which says what is wrong). Most objects are one small chunk: this is their GET, in a handful of C calls."""
-    if len(raw) < HEADER_BYTES + length + CRC_BYTES:
+    which says what is wrong). Most objects are one small chunk: this is their GET, in a handful of C calls.
+    Slices of ``raw``, not a ``memoryview``: building a view and slicing it cost more than copying 4 KiB, and the
+    data's slice is what the caller returns."""
+    end = HEADER_BYTES + length
+    if len(raw) < end + CRC_BYTES:
         return None
     magic, stored_len, block, stored_digest, head_crc = _HEAD_AND_CRC.unpack_from(raw)
     if magic != MAGIC_V2 or stored_len != length or not 0 < length <= block or stored_digest != digest:
         return None
-    view = memoryview(raw)
-    if crc32c.crc32c(view[:_HEAD.size]) != head_crc:
+    if _crc32c(raw[:_HEAD_SIZE]) != head_crc:
         return None
-    data = view[HEADER_BYTES:HEADER_BYTES + length]
-    if crc32c.crc32c(data) != _ONE_CRC.unpack_from(raw, HEADER_BYTES + length)[0]:
+    data = raw[HEADER_BYTES:end]
+    if _crc32c(data) != _ONE_CRC.unpack_from(raw, end)[0]:
         return None
     return data
 
