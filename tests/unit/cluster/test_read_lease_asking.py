@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.lease_model import ModelTransport
 from helpers.simloop import run_sim
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -33,9 +34,8 @@ from s4.cluster.liveness import LivenessSettings
 from s4.cluster.node import ClusterNode
 from s4.cluster.read_leases import LeaseGrants, LeaseService, LeaseSettings, ReadLeases
 from s4.cluster.replicator import QuorumNotReachedError, ReplicationSettings, Replicator
-from s4.cluster.wire.s4cluster.v1 import ApplyEventsReply, ApplyEventsRequest, PingReply, PingRequest
+from s4.cluster.wire.s4cluster.v1 import PingReply, PingRequest
 from s4.engine.read_gate import NOTE_EVERY_S, ReadGate
-from s4.journal.codec import decode_event
 from s4.journal.events import Event, EventType
 
 IDLE_S = 2.0  # short against the model's pauses, so the holder starts and stops asking many times
@@ -61,32 +61,6 @@ class Holder:
 
     applied: set[int] = field(default_factory=set)
     cursor: int = 0
-
-
-@dataclass
-class ModelTransport:
-    """ApplyEvents to the holder ``a`` (scripted per write) and to ``b`` (always quick, never reads)."""
-
-    holder: Holder
-    rng: random.Random
-    fates: list[str]
-
-    async def apply_events(self, peer: str, request: ApplyEventsRequest, *,
-                           timeout: float | None = None) -> ApplyEventsReply:
-        seqs = [decode_event(bytes(e)).seq for e in request.events]
-        if peer == "b":
-            await asyncio.sleep(self.rng.uniform(0.0, 0.05))
-            return ApplyEventsReply(applied=len(seqs))
-        fate = self.fates.pop(0) if self.fates else "ok"
-        if fate == "hang":
-            await asyncio.sleep(timeout or 10.0)
-            raise TimeoutError("deadline exceeded")
-        await asyncio.sleep({"ok": self.rng.uniform(0.0, 0.1), "late": self.rng.uniform(0.5, 2.5),
-                             "fail": self.rng.uniform(0.0, 0.5)}[fate])
-        if fate == "fail":
-            raise ConnectionError("refused")
-        self.holder.applied.update(seqs)  # applied (journaled, projected) before it answers
-        return ApplyEventsReply(applied=len(seqs))
 
 
 @dataclass

@@ -17,15 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from helpers.lease_model import ModelTransport
 from helpers.simloop import run_sim
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from s4.cluster.read_leases import LeaseGrants, LeaseSettings, ReadLeases, Unsettled
 from s4.cluster.replicator import QuorumNotReachedError, ReplicationSettings, Replicator
-from s4.cluster.wire.s4cluster.v1 import ApplyEventsReply, ApplyEventsRequest
 from s4.engine.read_gate import WIDE, ReadGate, bucket_slot, key_slot, slots_of, upload_slot
-from s4.journal.codec import decode_event
 from s4.journal.events import Event, EventType
 
 LEASES = LeaseSettings(lease_s=3.0, margin_s=0.3, revoke_after_s=1.0)
@@ -44,35 +43,6 @@ class Holder:
     applied: set[int] = field(default_factory=set)
     cursor: int = 0
     leases: ReadLeases = field(default_factory=lambda: ReadLeases(["p"], None, LEASES))
-
-
-@dataclass
-class ModelTransport:
-    """ApplyEvents to the holder ``a`` (scripted per write) and to ``b`` (always quick)."""
-
-    holder: Holder
-    rng: random.Random
-    fates: list[str]
-
-    async def apply_events(self, peer: str, request: ApplyEventsRequest, *,
-                           timeout: float | None = None) -> ApplyEventsReply:
-        seqs = [decode_event(bytes(e)).seq for e in request.events]
-        if peer == "b":
-            await asyncio.sleep(self.rng.uniform(0.0, 0.05))
-            return ApplyEventsReply(applied=len(seqs))
-        fate = self.fates.pop(0) if self.fates else "ok"
-        if fate == "hang":
-            await asyncio.sleep(timeout or 10.0)
-            raise TimeoutError("deadline exceeded")
-        await asyncio.sleep({"ok": self.rng.uniform(0.0, 0.1), "late": self.rng.uniform(0.5, 2.5),
-                             "fail": self.rng.uniform(0.0, 0.5)}[fate])
-        if fate == "fail":
-            raise ConnectionError("refused")
-        self.holder.applied.update(seqs)  # applied (journaled, projected) before it answers
-        return ApplyEventsReply(applied=len(seqs))
-
-    def catch_up(self, peer: str, request: object) -> object:
-        raise AssertionError("not used")
 
 
 @settings(max_examples=120, deadline=None)
