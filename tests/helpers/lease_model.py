@@ -12,6 +12,7 @@ from typing import Any
 from s4.cluster.wire.s4cluster.v1 import ApplyEventsReply, ApplyEventsRequest
 from s4.journal.codec import decode_event
 
+
 @dataclass
 class ModelTransport:
     """ApplyEvents to the holder ``a`` (``holder.applied`` gains a copy's seqs once it is applied, before it answers;
