@@ -57,6 +57,12 @@ class ReplicatedPort:
     def stats(self) -> tuple[int, int]:
         return self.sequencer.stats
 
+    @property
+    def batch_sizes(self) -> Any:
+        """The local sequencer's commands per group-committed batch: the metrics find it on the engine's port
+        (api/journal_metrics.py), which in a pool is this wrapper."""
+        return self.sequencer.batch_sizes
+
     def close(self) -> None:
         self.sequencer.close()
 

@@ -17,7 +17,9 @@ from pathlib import Path
 import anyio.to_thread
 import pytest
 from helpers.engine_io import get, put
+from prometheus_client import CollectorRegistry
 
+from s4.api.journal_metrics import JournalMetrics
 from s4.engine import Engine, EngineOptions
 from s4.engine.errors import RETRY_AFTER_S, ErrorCode, PoolUnavailableError, S3Error, ServiceUnavailableError
 from s4.engine.replicated_commit import ReplicatedCommitPath, ReplicatedPort
@@ -268,3 +270,17 @@ async def test_issue19_attach_hands_each_batch_to_the_pool_before_its_fsync_and_
         assert seen_head < events[0].seq  # ... while not yet in the journal
     assert [e.seq for events in pool.calls for e in events] == [e.seq for e in journal_after(engine, before)]
     assert pool.abandoned == []
+
+
+async def test_a_pool_nodes_group_commit_metrics_count_its_batches(node: tuple[Engine, ReplicatedCommitPath]) -> None:
+    """The metrics subscribe to the port's batch sizes: a pool node's port wraps the sequencer, and without the
+    pass-through its ``s4_group_commit_*`` families never moved."""
+    engine, path = node
+    registry = CollectorRegistry()
+    JournalMetrics(engine, registry)
+    path.attach(FakePool())
+    await engine.create_bucket("counted")
+    for n in range(3):  # one at a time: three batches at least
+        await put(engine, "counted", f"k{n}", b"x")
+    assert (registry.get_sample_value("s4_group_commit_batches_total") or 0) >= 3
+    assert (registry.get_sample_value("s4_group_commit_batch_size_count") or 0) >= 3
