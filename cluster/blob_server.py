@@ -44,7 +44,6 @@ from ..engine.volumes.reads import BlobReader
 from ..engine.volumes.record import DamagedBlob, record_bytes
 from ..engine.volumes.store import VolumeStore
 from .blobs import HASH_BYTES, INLINE_BYTES, MAX_BLOB_BYTES, StagedBlobs, pieces
-from .early_sync import EarlySync
 from .piece_writer import PieceWriter
 from .wire.s4cluster.v1 import BlobHeader, GetBlobChunk, GetBlobRequest, InlineBlob, PutBlobReply
 
@@ -69,11 +68,8 @@ class BlobService:
 
     def __init__(self, views: Views, volumes: VolumeStore, *, space: SpaceGuard | None = None,
                  staged: StagedBlobs | None = None, on_damage: DamageReporter | None = None,
-                 max_blob_bytes: int = MAX_BLOB_BYTES, early_sync: EarlySync | None = None) -> None:
+                 max_blob_bytes: int = MAX_BLOB_BYTES) -> None:
         self.views = views
-        #: Starts an inline blob's volume fdatasync once it is written (cluster/early_sync.py); None: the batch's
-        #: sync alone (it syncs the volume either way).
-        self.early_sync = early_sync
         self.volumes = volumes
         self.space = space
         self.staged = staged if staged is not None else StagedBlobs()
@@ -189,10 +185,9 @@ class BlobService:
 
     async def store_inline(self, caller: str, blobs: Sequence[InlineBlob]) -> int:
         """Store the inline blobs this node lacks and stage them, before the events that reference them are
-        applied; returns how many were written. Their sync is only started here (``early_sync``, when set): the
-        batch that applies the events syncs every volume it resolves a staged blob from with its journal write
-        (engine/replica.py ``_resolve``, engine/sequencer.py ``_make_durable``), so nothing is acknowledged before
-        its bytes are durable, and the early sync leaves that sync little to do. Every blob
+        applied; returns how many were written. They are not synced here: the batch that applies the events syncs
+        every volume it resolves a staged blob from with its journal write (engine/replica.py ``_resolve``,
+        engine/sequencer.py ``_make_durable``), so nothing is acknowledged before its bytes are durable. Every blob
         is checked first (32-byte hash, ``len(data) == size``, sha256): one mismatch refuses the whole request and
         nothing is stored."""
         checked: dict[bytes, bytes] = {}
@@ -236,8 +231,6 @@ class BlobService:
                 log.warning("ApplyEvents from %s: inline blobs: disk full (%s)", caller, exc)
                 raise _disk_full(nbytes) from None
             raise
-        if self.early_sync is not None:
-            self.early_sync.start({loc.volume for loc in locations})
         if self.space is not None:
             self.space.consumed(nbytes)
         for loc in locations:

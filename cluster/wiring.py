@@ -46,7 +46,6 @@ from .blobs import StagedBlobs
 from .buckets_register import CasNode
 from .catch_up import IAM_FEED, CatchUpSettings, EventsService, GrpcEventsTransport, JournalReader, PoolBlobFetcher
 from .coalesce import CoalescingTransport
-from .early_sync import EarlySync
 from .event_stream import StreamedEventsTransport
 from .feed_store import FeedStore, store_path
 from .iam_feed import IamFeed, PrefixedCursors, wanted
@@ -193,11 +192,9 @@ class Wired:
     leases: RegisterLeases
     read_gate: ReadGate | None = None
     pusher: BlobPusher | None = None  # the engine's BlobPushPort: large bodies' chunks to the peers during upload
-    early_sync: EarlySync | None = None
-    engine_volumes: VolumeStore | None = None  # the sequencer's store, syncing ``volumes`` through it (delegates)
 
     def close(self) -> None:
-        closers = [self.feed.close, self.cas.close, self._close_volumes]
+        closers = [self.feed.close, self.cas.close, self.volumes.close]
         if self.read_gate is not None:
             closers.append(self.read_gate.close)
         for closer in closers:
@@ -205,13 +202,6 @@ class Wired:
                 closer()
             except Exception:  # noqa: BLE001 - close the rest; the process is exiting
                 log.exception("closing %s failed", closer)
-
-    def _close_volumes(self) -> None:
-        if self.early_sync is not None:
-            self.early_sync.close()
-        if self.engine_volumes is not None:
-            self.engine_volumes.delegates.pop(CLUSTER_VOLUMES_WORKER, None)
-        self.volumes.close()
 
 
 def _read_leases(node: ClusterNode, parts: EngineParts,
@@ -267,20 +257,8 @@ def wire_node(node: ClusterNode, parts: EngineParts) -> Wired:
     volumes = VolumeStore(parts.data_dir / "volumes", worker=CLUSTER_VOLUMES_WORKER, on_seal=parts.on_seal,
                           **({} if parts.volume_size_bytes is None else {"volume_size_bytes": parts.volume_size_bytes}))
     opened: list[Callable[[], None]] = [volumes.close]
-    early_sync: EarlySync | None = None
-    engine_volumes: VolumeStore | None = None
-    if parts.sequencer is not None:  # the batch syncs these volumes through this store (cluster/early_sync.py)
-        engine_volumes = parts.sequencer.volumes
-        delegates = engine_volumes.delegates
-        delegates[CLUSTER_VOLUMES_WORKER] = volumes
-
-        def undelegate() -> None:
-            delegates.pop(CLUSTER_VOLUMES_WORKER, None)
-
-        early_sync = EarlySync(volumes)
-        opened += [early_sync.close, undelegate]
     try:
-        blobs = BlobService(parts.views, volumes, space=parts.space, on_damage=parts.on_damage, early_sync=early_sync)
+        blobs = BlobService(parts.views, volumes, space=parts.space, on_damage=parts.on_damage)
         cas = CasNode.open(node.config, parts.data_dir, node.pool)
         opened.append(cas.close)
         feed = FeedStore(store_path(parts.data_dir))
@@ -333,7 +311,6 @@ def wire_node(node: ClusterNode, parts: EngineParts) -> Wired:
     if cas.restore is not None:  # a replaced node: restore the acceptor's state, retried each heartbeat round
         node.listeners.append(cas.restore.kick)
         node.cas_status = cas.restore.document
-    wired = Wired(blobs, volumes, cas, feed, replicator, key_reads, listings, leases, gate, pusher, early_sync,
-                  engine_volumes)
+    wired = Wired(blobs, volumes, cas, feed, replicator, key_reads, listings, leases, gate, pusher)
     node.closers.append(wired.close)
     return wired

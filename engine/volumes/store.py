@@ -16,12 +16,7 @@ failed to write and reports the error to one ``fsync`` only, so a later sync of 
 those pages ever reaching the disk. Every later sync of that volume in this process fails too (the records not yet
 durable in it are never acknowledged), and the active volume rolls, so new records go to a fresh file. Records
 made durable before the failure stay readable. ``abandon`` does the same for a process whose volume another
-process (the supervisor) failed to sync. Syncs of one volume run one at a time (``_sync_locks``): Linux reports a
-write-back error to one of two concurrent fsyncs of a descriptor only, so the other could succeed over lost pages.
-
-Another store of the same process may append a worker's volumes (a pool node's blob service: cluster/wiring.py);
-``delegates`` maps that worker to it, and syncs of its volumes go through it, so both see one failure record and
-one order of syncs (the blob service starts a peer's inline blob's sync before the batch naming it syncs it again).
+process (the supervisor) failed to sync.
 """
 
 from __future__ import annotations
@@ -77,9 +72,6 @@ class VolumeStore:
         self._users: dict[int, int] = {}  # fd -> reads/writes in progress on it
         self._doomed: set[int] = set()  # fds of retired volumes, closed when their last user is done
         self._sync_failed: dict[str, int] = {}  # volume -> errno of its failed fdatasync (module docstring)
-        self._sync_locks: dict[str, threading.Lock] = {}  # volume -> held while it is fdatasynced (module docstring)
-        #: worker -> the store of this process that appends that worker's volumes: their syncs go through it.
-        self.delegates: dict[int, VolumeStore] = {}
         mine = sorted(int(m.group(2)) for p in self.directory.iterdir()
                       if (m := NAME_RE.match(p.name)) and int(m.group(1)) == worker)
         self._number = mine[-1] if mine else 0
@@ -162,40 +154,20 @@ class VolumeStore:
     def sync(self, names: Iterable[str]) -> None:
         """fdatasync the given volumes: after this, every record appended to them before the call is durable."""
         for name in set(names):
-            owner = self._delegate(name)
-            if owner is not None:
-                owner.sync((name,))
-                continue
-            with self._sync_lock(name):  # an earlier sync's failure is recorded before the next one starts
-                failed = self._sync_failed.get(name)
-                if failed is not None:
-                    raise VolumeSyncError(name, failed, os.strerror(failed) + ", earlier")
-                fd = self._write_fds.get(name)
-                if fd is None:  # another worker's or a sealed volume: any descriptor flushes the file
-                    try:
-                        fd = self._reader(name)
-                    except FileNotFoundError:
-                        continue  # retired by compaction: the deciders refuse any event naming it
+            failed = self._sync_failed.get(name)
+            if failed is not None:
+                raise VolumeSyncError(name, failed, os.strerror(failed) + ", earlier")
+            fd = self._write_fds.get(name)
+            if fd is None:  # another worker's or a sealed volume: any descriptor flushes the file
                 try:
-                    os.fdatasync(fd)
-                except OSError as exc:
-                    self.abandon([name], exc.errno or errno.EIO)
-                    raise VolumeSyncError(name, exc.errno, exc.strerror or str(exc)) from exc
-
-    def _delegate(self, name: str) -> VolumeStore | None:
-        """The store of this process appending ``name`` when it is not this one (``delegates``), else None."""
-        if not self.delegates:
-            return None
-        match = NAME_RE.match(name)
-        owner = self.delegates.get(int(match.group(1))) if match else None
-        return None if owner is self else owner
-
-    def _sync_lock(self, name: str) -> threading.Lock:
-        lock = self._sync_locks.get(name)
-        if lock is None:
-            with self._lock:
-                lock = self._sync_locks.setdefault(name, threading.Lock())
-        return lock
+                    fd = self._reader(name)
+                except FileNotFoundError:
+                    continue  # retired by compaction: the deciders refuse any event naming it
+            try:
+                os.fdatasync(fd)
+            except OSError as exc:
+                self.abandon([name], exc.errno or errno.EIO)
+                raise VolumeSyncError(name, exc.errno, exc.strerror or str(exc)) from exc
 
     def abandon(self, names: Iterable[str], code: int = errno.EIO) -> None:
         """Never trust a sync of these volumes again in this process, and stop appending to them: their records
@@ -302,7 +274,6 @@ class VolumeStore:
         if name == self._active:
             raise ValueError(f"refusing to retire the active volume {name}")
         with self._lock:
-            self._sync_locks.pop(name, None)
             for fds in (self._read_fds, self._write_fds):
                 fd = fds.pop(name, None)
                 if fd is None:
