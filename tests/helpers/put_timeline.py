@@ -80,6 +80,8 @@ CHAIN = [
     ("nP/sup seq.commit<", "nP/sup P.applier<", "peer sequencer -> loop (wake-up)"),
     ("nP/sup P.applier<", "nP/sup grpc.ssend<", "peer: reply (work, socket write)"),
     ("nP/sup grpc.ssend<", "n1/sup S.reply_in> @nP", "peer's reply -> coordinator's loop parses it"),
+    ("nP/sup h2.rx>", "nP/sup grpc.ssend<", "peer: message read -> its reply written (the replica's whole part)"),
+    ("nP/sup P.applier>", "nP/sup P.applier<", "peer: apply handed to the sequencer -> back on the loop"),
     ("n1/sup journal.write>", "n1/sup journal.write<", "coordinator: journal write + fdatasync"),
     ("n1/sup journal.write<", "n1/sup S.commit_now<", "coordinator: volume sync join, LMDB commit"),
     ("n1/sup S.commit_now<", "n1/sup S.committed>", "committer -> loop (future callback, wake-up)"),

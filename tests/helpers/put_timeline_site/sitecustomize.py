@@ -81,6 +81,7 @@ POINTS = [
     ("s4.engine.sequencer", "Sequencer._commit", "seq.commit"),
     ("s4.engine.sequencer", "Sequencer._make_durable", "seq.durable"),
     ("s4.journal.writer", "Journal.write_encoded", "journal.write"),
+    ("s4.engine.volumes.store", "VolumeStore.sync", "vol.sync"),
     ("s4.cluster.replicator", "Replicator.send_early", "S.send_early"),
     ("s4.cluster.replicator", "Replicator._start_early", "S.start_early"),
     ("s4.cluster.replicator", "Replicator._launch", "S.launch"),
