@@ -237,7 +237,8 @@ async def main_async(opts: argparse.Namespace) -> list[Build]:
     try:
         pythons = [None, *opts.python]
         for i, python in enumerate(pythons):
-            server = start_s4(work, keys, opts.workers, python)
+            (work / str(i)).mkdir()  # start_s4 names its data directory by build kind: one folder per build
+            server = start_s4(work / str(i), keys, opts.workers, python)
             builds.append(Build("this" if python is None else f"other{i}", server))
         bucket = "cpu"
         for b in builds:

@@ -63,14 +63,15 @@ DEFAULT_TARGETS = [
 WARM = 30
 
 
-def _start(label: str, python: str, work: Path, site: Path, keys: Keys, targets: list[str]) -> Server:
+def _start(label: str, python: str, work: Path, site: Path, keys: Keys, targets: list[str],
+           extra: tuple[str, ...] = ()) -> Server:
     (port,) = free_ports(1)
     data = work / f"{label}-data"
     data.mkdir()
     env = dict(os.environ, S4_BIND=f"127.0.0.1:{port}", S4_DATA_DIR=str(data), S4_ACCESS_KEY_ID=keys.access,
                S4_SECRET_ACCESS_KEY=keys.secret, PYTHONHASHSEED="0", CG_TARGETS=",".join(targets),
                PYTHONPATH=os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p))
-    cmd = ["valgrind", "--tool=callgrind", "--trace-children=yes", "--instr-atstart=no",
+    cmd = ["valgrind", "--tool=callgrind", "--trace-children=yes", "--instr-atstart=no", *extra,
            f"--callgrind-out-file={work}/cg-{label}.%p", python, "-m", "s4.tools.server"]
     with open(work / f"{label}.log", "wb") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -96,14 +97,20 @@ def _control(*args: str) -> None:
 async def _phase(c: Client, phase: str, n: int, prefix: str, body: bytes, concurrency: int = 1) -> None:
     counter = iter(range(n))
 
+    async def one(i: int) -> None:
+        if phase == "PUT":
+            await c.request("PUT", f"/regions/{prefix}/{i}", body=unique_body(body, i))
+        elif phase == "DELETE":
+            await c.request("DELETE", f"/regions/{prefix}/{i}")
+        else:
+            await c.request(phase, f"/regions/warm/{i % WARM}")
+
     async def task() -> None:
         for i in counter:  # shared: n requests in all, ``concurrency`` in flight
-            if phase == "PUT":
-                await c.request("PUT", f"/regions/{prefix}/{i}", body=unique_body(body, i))
-            elif phase == "DELETE":
-                await c.request("DELETE", f"/regions/{prefix}/{i}")
-            else:
-                await c.request(phase, f"/regions/warm/{i % WARM}")
+            try:
+                await one(i)
+            except ConnectionError:  # a pooled connection idle past the keep-alive timeout while callgrind dumped
+                await one(i)  # (every request here is idempotent): once more on a new connection
 
     await asyncio.gather(*(task() for _ in range(concurrency)))
 
@@ -138,7 +145,7 @@ async def _measure(opts: argparse.Namespace, work: Path) -> dict[tuple[str, str]
         if not ri.build_cgregion(site, python):
             raise SystemExit("server_regions needs a C compiler and valgrind/callgrind.h")
         shutil.copy(Path(__file__).with_name("server_regions_site.py"), site / "sitecustomize.py")
-        servers[label] = _start(label, python, work, site, keys, opts.targets)
+        servers[label] = _start(label, python, work, site, keys, opts.targets, tuple(opts.valgrind_arg))
     results: dict[tuple[str, str], tuple[int, dict[int, int]]] = {}
     try:
         for server in servers.values():
@@ -199,6 +206,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="comma list: each phase at each (C connections, C requests in flight)")
     parser.add_argument("--skip-this", action="store_true", help="measure only the --python builds")
     parser.add_argument("--keep", type=Path, help="copy the workers' callgrind dumps into this folder")
+    parser.add_argument("--valgrind-arg", action="append", default=[],
+                        help="one more callgrind option, e.g. --valgrind-arg=--cache-sim=yes (read the kept dumps)")
     parser.add_argument("targets", nargs="*")
     opts = parser.parse_args(argv)
     opts.targets = opts.targets or DEFAULT_TARGETS
