@@ -1,11 +1,12 @@
 """CPU per request of a real S4 server, per process and per thread, under a fixed request count.
 
-``python -m tests.helpers.server_cpu [--python OTHER_PYTHON ...] [--requests N] [--rounds R] [--concurrency C,...]``
-starts one server per build as the benchmark starts it (``tools/bench/servers.start_s4``: ``python -m
-s4.tools.server`` with the default worker count, access log on), then, per round, concurrency and build (the
-order reversed every round), sends N 4 KiB PUTs, N GETs and N HEADs of them and N DELETEs, from C tasks over C
-keep-alive connections (default c=1: one connection, sequential). Around each
-phase every thread of the server's process tree is read from ``/proc/<pid>/task/<tid>/schedstat`` (CPU time in
+``python -m tests.helpers.server_cpu [--python OTHER_PYTHON ...] [--requests N] [--rounds R] [--concurrency C,...]
+[--phases PUT,GET,HEAD,DELETE]`` starts one server per build as the benchmark starts it
+(``tools/bench/servers.start_s4``: ``python -m s4.tools.server`` with the default worker count, access log on),
+then, per round, concurrency and build (the order reversed every round), sends N 4 KiB PUTs, N GETs and N HEADs of
+them and N DELETEs, from C tasks over C keep-alive connections (default c=1: one connection, sequential). The same
+``--python`` twice is an A/A pair: how far two identical servers' figures fall apart on this machine now. Around
+each phase every thread of the server's process tree is read from ``/proc/<pid>/task/<tid>/schedstat`` (CPU time in
 ns, exact where the ``stat`` ticks are 10 ms), so the table says which process (supervisor, worker) and which
 thread spent the CPU of a request. Threads are named from ``py-spy dump`` when py-spy is installed (the Python
 thread names), else from ``comm``.
