@@ -14,7 +14,11 @@ Per request that names a bucket (path-style or virtual host, parsed as the app d
   (``locate``: a linearizable read of the cluster's register, remembered, refreshed after ``LOCATE_TTL_S``; while
   the registry cannot answer, the remembered pool still routes, so reads and writes of existing buckets outlive
   the registry pool's majority); this pool, or no such bucket, is served here (the app answers NoSuchBucket or
-  settles a bucket created moments ago through a peer).
+  settles a bucket created moments ago through a peer). A remembered pool due for a refresh keeps routing while
+  one refresh runs beside the requests (a slow registry delays no request it already answered); a bucket nothing
+  is remembered of waits for one lookup shared by every request for it (no duel of proposers on one register),
+  asked again until ``locate_deadline_s`` when the registry fails (a busy box, a restarting registry node): 503
+  only after that, and never a guessed pool.
 * Forwarding is the gateway's (api/gateway.py ``GatewayApp.forward``): the whole HTTP request to a live node of the
   pool, fail-over only when it was certainly not sent, 503 ``ServiceUnavailable`` otherwise. The forwarded request
   carries ``x-s4-forwarded`` (this node's id): the receiving node serves it and never forwards it again, so no
@@ -30,6 +34,7 @@ Per request that names a bucket (path-style or virtual host, parsed as the app d
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -49,6 +54,11 @@ FORWARDED = FORWARDED_HEADER.encode()
 IAM_USERS_PATH = "/api/admin/users"
 MAX_CREATE_BODY = 64 * 1024
 LOCATE_TTL_S = 30.0
+LOCATE_DEADLINE_S = 10.0
+"""How long a request for a bucket nothing is remembered of waits for the registry before its 503: the proposer's
+own retries can fail within a second or two (a restarting acceptor refuses connections), a box busy for a moment
+should not cost an existing bucket's request."""
+LOCATE_RETRY_S = 0.25
 USAGE_TTL_S = 10.0
 
 
@@ -87,7 +97,7 @@ class PoolRouter:
                  region: str, vhost_domains: tuple[str, ...], pools: Any, forwarder: GatewayApp,
                  locate: Callable[[str], Awaitable[str | None]], held_here: Callable[[str], bool],
                  own_usage: Callable[[], int], clock: Callable[[], float] = time.monotonic,
-                 iam_pool: str | None = None) -> None:
+                 iam_pool: str | None = None, locate_deadline_s: float = LOCATE_DEADLINE_S) -> None:
         """``pools``: the other pools' watches (cluster/gateway.py ``PoolSet``: ``of(name)``, ``start``, ``stop``);
         ``iam_pool``: the registry pool, when this node is outside it (its IAM user requests are forwarded there)."""
         self.app = app
@@ -102,7 +112,9 @@ class PoolRouter:
         self.own_usage = own_usage
         self._clock = clock
         self.iam_pool = iam_pool
+        self.locate_deadline_s = locate_deadline_s
         self._located: dict[str, tuple[str, float]] = {}  # bucket -> (pool, when asked)
+        self._lookups: dict[str, asyncio.Future[str | None]] = {}  # bucket -> the registry read running for it
         self._usage: dict[str, tuple[int, float]] = {}  # other pool -> (bytes stored, when asked)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -141,17 +153,52 @@ class PoolRouter:
         await self._forward(scope, receive, send, pool)
 
     async def _pool_of(self, bucket: str) -> str | None:
-        """The registry's answer, remembered; a remembered pool outlives a registry that cannot answer."""
+        """The registry's answer, remembered; a remembered pool routes while its refresh runs and outlives a
+        registry that cannot answer."""
         known = self._located.get(bucket)
-        if known is not None and self._clock() - known[1] < LOCATE_TTL_S:
+        if known is not None:
+            if self._clock() - known[1] >= LOCATE_TTL_S:
+                self._lookup(bucket, self._refresh)  # in the background: this request goes on with what is known
             return known[0]
+        return await asyncio.shield(self._lookup(bucket, self._first))
+
+    def _lookup(self, bucket: str, how: Callable[[str], Awaitable[str | None]]) -> asyncio.Future[str | None]:
+        """The registry read running for ``bucket``, started if none is: every request for it shares one."""
+        running = self._lookups.get(bucket)
+        if running is None:
+            running = self._lookups[bucket] = asyncio.ensure_future(how(bucket))
+            running.add_done_callback(lambda done: self._looked_up(bucket, done))
+        return running
+
+    def _looked_up(self, bucket: str, done: asyncio.Future[str | None]) -> None:
+        if self._lookups.get(bucket) is done:
+            del self._lookups[bucket]
+        if not done.cancelled():
+            done.exception()  # retrieved here: a failed lookup is answered (503) by the requests awaiting it
+
+    async def _refresh(self, bucket: str) -> str | None:
         try:
-            pool = await self.locate(bucket)
-        except Exception as exc:  # noqa: BLE001 - ServiceUnavailable: the registry pool has no majority now
-            if known is not None:
-                return known[0]
-            log.warning("pools: cannot tell which pool bucket %s lives in: %s", bucket, exc)
+            return self._learn(bucket, await self.locate(bucket))
+        except Exception as exc:  # the remembered pool routes on; the next request due for a refresh asks again
+            log.info("pools: could not refresh which pool bucket %s lives in: %s", bucket, exc)
             raise
+
+    async def _first(self, bucket: str) -> str | None:
+        """Nothing remembered: ask until the registry answers or ``locate_deadline_s`` has passed (then raise)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.locate_deadline_s
+        while True:
+            try:
+                return self._learn(bucket, await self.locate(bucket))
+            except Exception as exc:  # noqa: BLE001 - ServiceUnavailable: no majority answered this time
+                if loop.time() + LOCATE_RETRY_S >= deadline:
+                    log.warning("pools: cannot tell which pool bucket %s lives in: %s", bucket, exc)
+                    raise
+                log.info("pools: the registry did not say which pool bucket %s lives in (%s); asking again",
+                         bucket, exc)
+            await asyncio.sleep(LOCATE_RETRY_S)
+
+    def _learn(self, bucket: str, pool: str | None) -> str | None:
         if pool is None:
             self._located.pop(bucket, None)
         else:
@@ -208,6 +255,8 @@ class PoolRouter:
                                      extra=((FORWARDED_HEADER, self.node_id),))
 
     async def close(self) -> None:
+        for running in list(self._lookups.values()):
+            running.cancel()
         await self.pools.stop()
         await self.forwarder.close()
 

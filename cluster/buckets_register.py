@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,8 @@ log = logging.getLogger("s4.cluster")
 
 KEY_PREFIX = "bucket/"
 """Register keys of bucket names (other registers, if any, get their own prefix)."""
+REMEMBERED_POOLS = 100_000
+"""Bucket locations ``RegisterNames.pool_of`` keeps for when the registry cannot answer (least recently asked go)."""
 KEY_PREFIXES = {space: f"{space.value}/" for space in NameSpace}
 """One key space per kind of name (engine/ports.py ``NameSpace``): ``bucket/<name>``, ``user/<username>``."""
 
@@ -162,6 +165,7 @@ class RegisterNames:
 
     def __init__(self, register: BucketRegister) -> None:
         self.register = register
+        self._pools: OrderedDict[str, str] = OrderedDict()  # bucket -> the pool the registry last said
 
     async def create(self, name: str, owner: str, token: str, space: str = NameSpace.BUCKET) -> NameClaim:
         return _claim(await self.register.create(name, owner, token, space))
@@ -184,11 +188,29 @@ class RegisterNames:
 
     async def pool_of(self, name: str, registry_pool: str) -> str | None:
         """The pool a live bucket is pinned to (a record from before pools: ``registry_pool``), None when the name
-        is free or being deleted (a linearizable read of the registry)."""
-        record = await self.register.read(name)
+        is free or being deleted (a linearizable read of the registry).
+
+        When the registry cannot answer (ServiceUnavailableError: no majority), the pool it last named for the
+        bucket to any process of this node: every HTTP worker asks here, so a worker that never routed the bucket
+        itself still routes it while the registry pool has no majority (api/pool_router.py remembers per process).
+        A bucket the registry never named to this node, or last said is free, still raises: nothing is guessed."""
+        try:
+            record = await self.register.read(name)
+        except ServiceUnavailableError:
+            remembered = self._pools.get(name)
+            if remembered is None:
+                raise
+            log.info("bucket %s: the registry cannot answer; the pool it last named, %s, routes", name, remembered)
+            return remembered
         if record is None or record.status is not BucketStatus.LIVE:
+            self._pools.pop(name, None)
             return None
-        return record.pool or registry_pool
+        pool = record.pool or registry_pool
+        self._pools[name] = pool
+        self._pools.move_to_end(name)
+        if len(self._pools) > REMEMBERED_POOLS:
+            self._pools.popitem(last=False)
+        return pool
 
 
 def _claim(result: BucketResult) -> NameClaim:
@@ -212,11 +234,14 @@ class CasNode:
     register: BucketRegister
     registry_peers: PeerPool | None = None  # the registry pool's nodes, when this node is outside that pool
     restore: CasRestore | None = None  # a replaced node's restore (cluster/cas_restore.py)
+    _names: RegisterNames | None = None
 
     @property
     def names(self) -> RegisterNames:
-        """The engine's bucket-name port over this node's register."""
-        return RegisterNames(self.register)
+        """The engine's bucket-name port over this node's register (one: it remembers bucket locations)."""
+        if self._names is None:
+            self._names = RegisterNames(self.register)
+        return self._names
 
     @classmethod
     def open(cls, config: ClusterConfig, data_dir: str | os.PathLike[str], peers: PeerPool, *,

@@ -146,6 +146,31 @@ class QuorumKeyReads:
         if self._in_flight(kind, bucket, ident):
             await self._cover(set(answers))
 
+    async def settle_listing(self, bucket: str, answered: Sequence[str], stale: Sequence[str], in_flight: bool) -> None:
+        """After a listing of ``bucket`` merged from this node and the ``answered`` peers (cluster/listings.py), before
+        it is answered: the replicas it found lacking something (``stale``: this node or answering peers) are
+        repaired as a key read repairs them (this node catches up from the answering peers, then the stale peers
+        from this node), so the R replicas that answered hold everything listed; then, when a listed key has a write
+        in flight here (``in_flight``, or anything unsettled after catching up), it is covered as a key read covers
+        it. Without it a listing could show a write in flight that a later listing or GET through another node does
+        not (docs/architecture/replication.md, "Listings over writes in flight")."""
+        if self.read_quorum - 1 <= 0 or not self.peers:
+            return
+        if stale:
+            self.repairs += 1
+            try:
+                if self.node_id in stale:
+                    await self._pull(list(answered), strict=True)
+                    in_flight = in_flight or (self.gate is not None and self.gate.unsettled != 0)
+                stale_peers = [p for p in stale if p != self.node_id]
+                if stale_peers:
+                    await self._push(stale_peers)
+            except ReadQuorumError:
+                self.failures += 1
+                raise
+        if in_flight and self.gate is not None and self.grants is not None:
+            await self._cover(set(answered))
+
     def _in_flight(self, kind: str, bucket: str, ident: str) -> bool:
         if self.gate is None or self.grants is None:
             return False
@@ -198,17 +223,21 @@ class QuorumKeyReads:
     def _local(self, kind: str, bucket: str, ident: str) -> dict[str, Any]:
         return read_states(self.views, kind, bucket, [ident])[0]
 
-    async def _pull(self, peers: list[str]) -> None:
-        """This node catches up from the peers that answered (one pass each, at once)."""
+    async def _pull(self, peers: list[str], *, strict: bool = False) -> None:
+        """This node catches up from the peers that answered (one pass each, at once). ``strict``: a pass that fails
+        is a ReadQuorumError (a listing cannot compare its whole merge with this node's views again)."""
         try:
             async with asyncio.timeout(self.settings.repair_s):
                 results = await asyncio.gather(*(self.puller.pass_once(p) for p in peers), return_exceptions=True)
         except TimeoutError:
             raise ReadQuorumError(f"catching up from {', '.join(peers)} took longer than "
                                   f"{self.settings.repair_s:.0f}s") from None
-        for peer, result in zip(peers, results, strict=True):
-            if isinstance(result, BaseException):
-                log.info("read repair: catching up from %s failed: %s", peer, result)
+        failed = {p: r for p, r in zip(peers, results, strict=True) if isinstance(r, BaseException)}
+        for peer, result in failed.items():
+            log.info("read repair: catching up from %s failed: %s", peer, result)
+        if failed and strict:
+            raise ReadQuorumError("catching up from " + "; ".join(f"{p}: {type(e).__name__}: {e}"
+                                                                  for p, e in failed.items()))
 
     async def _push(self, peers: list[str]) -> None:
         """The stale peers catch up from this node, through its committed head now."""

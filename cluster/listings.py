@@ -6,7 +6,14 @@ The replicas are this node (its views, read in-process through ``LocalReads``) a
 ``dead``; when one of them fails mid-listing the listing starts over with the next set of peers, and when no set
 answers, 503 (``ReadQuorumError``). Runs in any process of the node: an HTTP worker uses its own ``PeerPool``
 (the node's identity and key) and reads this node's views directly, so a listing never crosses the worker channel.
-Listings are not repaired key by key (the merge reports stale keys; reads and anti-entropy repair them).
+
+Before a merged listing is answered it is settled as a key read is (docs/architecture/replication.md, "Listings over
+writes in flight"): the replicas the merge found lacking something are repaired by catch-up (this node from the
+answering peers, stale peers from this node: ``settle.settle_listing``, the node's ``QuorumKeyReads``, in an HTTP
+worker through the supervisor), and a listing that walked a key with a write still in flight here covers it first
+(``LeaseGrants.cover``). Otherwise a listing could show a write in flight that a later listing or GET through
+another node does not show. When the replicas agree and nothing is unsettled on this node (the read gate's count),
+that costs one memory read.
 """
 
 from __future__ import annotations
@@ -14,11 +21,12 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from s4.engine.model import ListPage, UploadListPage, VersionListPage
+from s4.engine.read_gate import ReadGate, bucket_slot, key_slot
 from s4.engine.views.env import Views
 
 from . import listing_merge
@@ -28,57 +36,86 @@ from .reads import OBJECTS, UPLOADS, LocalReads, ReadsService, WireSource
 
 log = logging.getLogger("s4.cluster")
 T = TypeVar("T")
+MergedKeys = listing_merge.MergedKeys[str]
 FAILURES = (GRPCError, StreamTerminatedError, OSError, TimeoutError, ConnectionError)
+
+
+class ListingSettle(Protocol):
+    """cluster/key_reads.py ``QuorumKeyReads.settle_listing`` (engine/remote ``RemoteKeyReads`` in a worker)."""
+
+    async def settle_listing(self, bucket: str, answered: Sequence[str], stale: Sequence[str],
+                             in_flight: bool) -> None: ...
 
 
 class QuorumListings:
     def __init__(self, node_id: str, peers: Sequence[str], read_quorum: int, views: Views,
                  stub_of: Callable[[str], Any], *, state: Callable[[str], str] = lambda _peer: "alive",
-                 timeout_s: float = 10.0) -> None:
+                 timeout_s: float = 10.0, settle: ListingSettle | None = None, gate: ReadGate | None = None) -> None:
+        """``settle`` and ``gate``: repair and cover before answering (None: a listing answers as merged)."""
         self.node_id, self.peers, self.read_quorum = node_id, tuple(peers), read_quorum
         self.local = LocalReads(ReadsService(views), node_id)
         self.stub_of, self._state, self.timeout_s = stub_of, state, timeout_s
+        self.settle, self.gate = settle, gate
+
+    def settle_with(self, settle: ListingSettle | None, gate: ReadGate | None) -> None:
+        """Wire the repair and the read gate once the node has them (tools/server.py)."""
+        self.settle, self.gate = settle, gate
 
     def _stub(self, replica: str) -> Any:
         return self.local if replica == self.node_id else self.stub_of(replica)
 
     async def _merged(self, kind: str, bucket: str, prefix: str,
-                      run: Callable[[WireSource, list[str]], Awaitable[T]]) -> T:
+                      run: Callable[[WireSource, list[str]], Awaitable[tuple[T, MergedKeys]]]) -> T:
         need = self.read_quorum - 1
         ordered = [p for p in self.peers if self._state(p) != DEAD] + [p for p in self.peers if self._state(p) == DEAD]
         failures: list[str] = []
         for chosen in itertools.combinations(ordered, need):  # live peers first
             source = WireSource(self._stub, bucket, prefix, kind=kind, timeout=self.timeout_s)
             try:
-                return await run(source, [self.node_id, *chosen])
+                page, stream = await run(source, [self.node_id, *chosen])
             except FAILURES as exc:
                 failures.append(f"{','.join(chosen)}: {type(exc).__name__}: {exc}")
                 log.info("listing %s/%s from %s failed (%s); trying other replicas", bucket, prefix, chosen, exc)
+            else:
+                await self._settled(bucket, chosen, stream)
+                return page
         raise ReadQuorumError("no read quorum for the listing: " + "; ".join(failures or ["no live peers"]))
+
+    async def _settled(self, bucket: str, answered: Sequence[str], stream: MergedKeys) -> None:
+        """Repair what the merge found stale and cover a walked key with a write in flight, before the answer."""
+        if self.settle is None:
+            return
+        in_flight = self._in_flight(bucket, stream.walked)
+        if stream.stale or in_flight:
+            await self.settle.settle_listing(bucket, list(answered), sorted(stream.stale), in_flight)
+
+    def _in_flight(self, bucket: str, keys: Sequence[str]) -> bool:
+        gate = self.gate
+        if gate is None or gate.unsettled == 0:  # nothing in flight on this node at all: one memory read
+            return False
+        return gate.in_flight(bucket, bucket_slot(bucket)) or \
+            any(gate.in_flight(bucket, key_slot(bucket, key)) for key in keys)
 
     async def list_objects(self, bucket: str, prefix: str, delimiter: str, start_after: str,
                            max_keys: int) -> ListPage:
-        async def run(source: WireSource, replicas: list[str]) -> ListPage:
-            page, _ = await listing_merge.list_objects(source, replicas, bucket, prefix, delimiter, start_after,
-                                                       max_keys)
-            return page
+        async def run(source: WireSource, replicas: list[str]) -> tuple[ListPage, MergedKeys]:
+            return await listing_merge.list_objects(source, replicas, bucket, prefix, delimiter, start_after,
+                                                    max_keys)
 
         return await self._merged(OBJECTS, bucket, prefix, run)
 
     async def list_versions(self, bucket: str, prefix: str, delimiter: str, key_marker: str,
                             version_id_marker: str, max_keys: int) -> VersionListPage:
-        async def run(source: WireSource, replicas: list[str]) -> VersionListPage:
-            page, _ = await listing_merge.list_versions(source, replicas, bucket, prefix, delimiter, key_marker,
-                                                        version_id_marker, max_keys)
-            return page
+        async def run(source: WireSource, replicas: list[str]) -> tuple[VersionListPage, MergedKeys]:
+            return await listing_merge.list_versions(source, replicas, bucket, prefix, delimiter, key_marker,
+                                                     version_id_marker, max_keys)
 
         return await self._merged(OBJECTS, bucket, prefix, run)
 
     async def list_uploads(self, bucket: str, prefix: str, delimiter: str, key_marker: str,
                            upload_id_marker: str, max_uploads: int) -> UploadListPage:
-        async def run(source: WireSource, replicas: list[str]) -> UploadListPage:
-            page, _ = await listing_merge.list_uploads(source, replicas, bucket, prefix, delimiter, key_marker,
-                                                       upload_id_marker, max_uploads)
-            return page
+        async def run(source: WireSource, replicas: list[str]) -> tuple[UploadListPage, MergedKeys]:
+            return await listing_merge.list_uploads(source, replicas, bucket, prefix, delimiter, key_marker,
+                                                    upload_id_marker, max_uploads)
 
         return await self._merged(UPLOADS, bucket, prefix, run)

@@ -201,8 +201,9 @@ def _cluster_node(engine: Engine, settings: Settings, commit_path: LocalCommitPa
     if isinstance(commit_path, ReplicatedCommitPath):  # from now on a write is answered once W replicas hold it
         commit_path.attach(wired.replicator)
     engine.key_reads = wired.key_reads  # and a read of a key first settles it on R replicas
-    engine.listings = wired.listings
+    engine.listings = wired.listings  # merged from R replicas, repaired and covered before the answer
     engine.read_gate = wired.read_gate  # ... unless this node holds read leases and the key is settled
+    wired.listings.settle_with(wired.key_reads, wired.read_gate)
     for_engine(engine).leases = wired.leases  # lifecycle and multipart expiry act once per pool (job leases)
     # bad or missing blobs are healed from replicas, by the scrubber and by reads that meet them (scrub_heal.py)
     engine.blob_repair = healer_for(node, wired.blobs, engine.sequencer.submit, for_engine(engine).scrub)
@@ -337,6 +338,7 @@ def _run_worker(settings: Settings, data_dir: Path, args: argparse.Namespace) ->
                                          settings.cluster.read_quorum, engine.views, peers.stub)
         if gate_path(data_dir).exists():  # the supervisor publishes its read leases there (engine/read_gate.py)
             engine.read_gate = ReadGate.attach(gate_path(data_dir))
+        engine.listings.settle_with(engine.key_reads, engine.read_gate)  # repaired and covered by the supervisor
     try:
         access, secret = settings.access_key or "", settings.secret_key or ""
         routers: list[Any] = []

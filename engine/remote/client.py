@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -145,6 +146,11 @@ class RemoteKeyReads:
 
     async def settle_bucket(self, name: str) -> None:
         await self.channel.call({"op": "settle", "kind": "bucket", "bucket": name, "ident": name})
+
+    async def settle_listing(self, bucket: str, answered: Sequence[str], stale: Sequence[str], in_flight: bool) -> None:
+        """A listing merged here, before it is answered: the supervisor repairs and covers (cluster/listings.py)."""
+        await self.channel.call({"op": "settle", "kind": "listing", "bucket": bucket, "ident": "",
+                                 "answered": list(answered), "stale": list(stale), "in_flight": in_flight})
 
 
 class RemoteBlobRepair:

@@ -242,6 +242,9 @@ class SequencerService:
             self._answer(link, request_id, reads.settle_upload(bucket, ident))
         elif kind == "bucket":
             self._answer(link, request_id, reads.settle_bucket(bucket))
+        elif kind == "listing" and hasattr(reads, "settle_listing"):  # cluster/listings.py, a worker's listing
+            self._answer(link, request_id, reads.settle_listing(bucket, message["answered"], message["stale"],
+                                                                bool(message["in_flight"])))
         else:
             link.reply(request_id, error=ValueError(f"unknown settle kind {kind!r}"))
 

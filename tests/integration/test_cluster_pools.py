@@ -153,6 +153,32 @@ def test_issue20_buckets_pinned_to_pools_and_served_through_any_node(tmp_path: P
     iam_without_the_registry(servers)
 
 
+def test_robust19_every_worker_routes_a_bucket_one_of_them_located_while_the_registry_has_no_majority(
+        tmp_path: Path, nodes: list[ServerProcess]) -> None:
+    """The once-failing GET of the test above, made certain: pool-2's node runs two HTTP workers, each with its own
+    PoolRouter. One request through it locates in-one (one worker remembers it); pool-1 (N=2) then loses node-2,
+    so the registry has no majority. Requests on fresh connections land on either worker: every one of them is
+    routed (the supervisor's RegisterNames remembers what the registry last named), none is a 503."""
+    servers = make_pools(tmp_path)
+    for server in servers:
+        nodes.append(server.start())
+    make_client(servers[0].endpoint, retries={"max_attempts": 1}).create_bucket(
+        Bucket="in-one", CreateBucketConfiguration={"LocationConstraint": "pool-1"})
+    make_client(servers[0].endpoint, retries={"max_attempts": 1}).put_object(Bucket="in-one", Key="k", Body=b"one")
+    assert make_client(servers[2].endpoint, retries={"max_attempts": 1}).get_object(
+        Bucket="in-one", Key="k")["Body"].read() == b"one"
+    servers[1].kill()
+    statuses = []
+    for _ in range(12):  # a new client each time: a new connection, accepted by either worker
+        client = make_client(servers[2].endpoint, retries={"max_attempts": 1})
+        try:
+            statuses.append(client.head_object(Bucket="in-one", Key="k")["ResponseMetadata"]["HTTPStatusCode"])
+        except ClientError as exc:
+            statuses.append(exc.response["ResponseMetadata"]["HTTPStatusCode"])
+        client.close()
+    assert statuses == [200] * 12
+
+
 def test_issue20_adding_a_pool_moves_nothing(tmp_path: Path, nodes: list[ServerProcess]) -> None:
     """docs/operations.md, "Add a pool": a one-pool cluster (S4_POOL_NODES, records from before pools) gets the
     extended S4_CLUSTER_POOLS by a restart, then the new pool's node starts. Existing buckets stay where they were

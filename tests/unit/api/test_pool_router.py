@@ -54,7 +54,8 @@ class Fakes:
             raise ServiceUnavailableError("no majority")
         return self.registry.get(bucket)
 
-    def router(self, held: tuple[str, ...] = (), iam_pool: str | None = None) -> PoolRouter:
+    def router(self, held: tuple[str, ...] = (), iam_pool: str | None = None,
+               locate_deadline_s: float = 0.0) -> PoolRouter:
         fakes = self
 
         class Forwarder:
@@ -64,7 +65,7 @@ class Fakes:
         router = PoolRouter(self.app, node_id="node-2", pool="pool-2", region="us-east-1",
                             vhost_domains=("localhost",), pools=self, forwarder=Forwarder(),  # type: ignore[arg-type]
                             locate=self.locate, held_here=lambda b: b in held, own_usage=lambda: 300,
-                            clock=lambda: self.now, iam_pool=iam_pool)
+                            clock=lambda: self.now, iam_pool=iam_pool, locate_deadline_s=locate_deadline_s)
 
         async def stored(name: str, watch: Any) -> int | None:
             return self.usage.get(name)
@@ -147,12 +148,82 @@ def test_issue20_a_remembered_pool_outlives_the_registry_but_nothing_is_guessed(
     fakes = Fakes()
     fakes.registry["theirs"] = "pool-1"
     router = fakes.router()
-    request(router, "GET", "/theirs/a")
-    fakes.registry_down, fakes.now = True, LOCATE_TTL_S + 1  # due for a refresh, and the registry cannot answer
-    request(router, "GET", "/theirs/b")
-    assert [f[0] for f in fakes.forwarded] == ["watch-1", "watch-1"] and fakes.lookups == 2
-    sent = request(router, "GET", "/unknown/a")
-    assert len(fakes.unavailable) == 1 and not fakes.served and sent == []  # the fake forwarder's 503
+
+    async def run() -> None:
+        await router(*scope_of("GET", "/theirs/a"))
+        fakes.registry_down, fakes.now = True, LOCATE_TTL_S + 1  # due for a refresh, and the registry cannot answer
+        await router(*scope_of("GET", "/theirs/b"))
+        await asyncio.sleep(0.01)  # the refresh ran (and failed) beside the request
+        await router(*scope_of("GET", "/theirs/c"))
+        await asyncio.sleep(0.01)
+        await router(*scope_of("GET", "/unknown/a"))
+    asyncio.run(run())
+    assert [f[0] for f in fakes.forwarded] == ["watch-1"] * 3 and fakes.lookups == 4
+    assert len(fakes.unavailable) == 1 and not fakes.served  # the fake forwarder's 503 for the unknown bucket
+
+
+def scope_of(method: str, path: str) -> tuple[Any, Any, Any]:
+    """One request's scope, receive and send (no body), for several requests on one loop."""
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        pass
+    return ({"type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": b"",
+             "headers": [(b"host", b"127.0.0.2:9000")]}, receive, send)
+
+
+def test_robust19_a_refresh_never_holds_up_a_request_for_a_remembered_bucket() -> None:
+    """A registry replica that hangs (a busy box, a node restarting) while a remembered pool is due for a refresh:
+    the requests are routed at once by the remembered pool, and one refresh runs for all of them."""
+    fakes = Fakes()
+    fakes.registry["theirs"] = "pool-1"
+    router = fakes.router()
+    hang = asyncio.Event()
+
+    async def run() -> None:
+        await router(*scope_of("GET", "/theirs/a"))
+        fakes.now = LOCATE_TTL_S + 1
+
+        async def slow(bucket: str) -> str | None:
+            fakes.lookups += 1
+            await hang.wait()
+            return "pool-1"
+        router.locate = slow
+        async with asyncio.timeout(5):
+            await asyncio.gather(*(router(*scope_of("GET", f"/theirs/{i}")) for i in range(5)))
+        assert len(fakes.forwarded) == 6 and fakes.lookups == 2  # the first lookup, then one shared refresh
+        hang.set()
+        await asyncio.sleep(0.01)
+        assert router._located["theirs"] == ("pool-1", LOCATE_TTL_S + 1) and not router._lookups
+    asyncio.run(run())
+
+
+def test_robust19_a_registry_that_fails_for_a_moment_costs_no_503() -> None:
+    """Nothing remembered (another HTTP worker's memory, a node just started) and the registry's first answers are
+    failures (no majority within the proposer's retries, a busy box): the request asks again within its deadline,
+    concurrent requests share the lookup, and the bucket is served; a registry that stays down is a 503."""
+    fakes = Fakes()
+    fakes.registry["theirs"] = "pool-1"
+    router = fakes.router(locate_deadline_s=3.0)
+    failures = [ServiceUnavailableError("no majority")] * 2
+
+    async def flaky(bucket: str) -> str | None:
+        fakes.lookups += 1
+        await asyncio.sleep(0.01)
+        if failures:
+            raise failures.pop()
+        return fakes.registry.get(bucket)
+    router.locate = flaky
+
+    async def run() -> None:
+        await asyncio.gather(*(router(*scope_of("GET", f"/theirs/{i}")) for i in range(3)))
+    asyncio.run(run())
+    assert [f[0] for f in fakes.forwarded] == ["watch-1"] * 3 and not fakes.unavailable and fakes.lookups == 3
+    down = Fakes()
+    down.registry_down = True
+    request(down.router(locate_deadline_s=0.6), "GET", "/theirs/a")
+    assert len(down.unavailable) == 1 and not down.forwarded and not down.served and down.lookups >= 2
 
 
 def test_issue20_create_bucket_goes_to_the_pool_its_location_constraint_names() -> None:

@@ -210,3 +210,43 @@ def test_remote_key_reads_raises_the_supervisors_503_as_the_pools_503() -> None:
             link.close()
 
     asyncio.run(main())
+
+
+class ListingKeyReads(FakeKeyReads):
+    """A ``KeyReadPort`` that also settles listings (cluster/key_reads.py ``QuorumKeyReads.settle_listing``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listings: list[tuple[str, list[str], list[str], bool]] = []
+
+    async def settle_listing(self, bucket: str, answered: list[str], stale: list[str], in_flight: bool) -> None:
+        self.listings.append((bucket, list(answered), list(stale), in_flight))
+        await self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+
+
+def test_robust19_a_workers_listing_is_settled_by_the_supervisor_before_it_returns() -> None:
+    """A listing merged in an HTTP worker hands its stale replicas and in-flight flag to the supervisor's key reads
+    (op "settle", kind "listing") and returns only once they were repaired and covered; a refusal is the 503."""
+    async def main() -> None:
+        port = ListingKeyReads()
+        port.gate.clear()
+        _, link, client, _ = await _channel(port)
+        try:
+            call = asyncio.ensure_future(RemoteKeyReads(client).settle_listing("b", ["n2"], ["n1", "n2"], True))
+            await until(lambda: port.listings)
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert port.listings == [("b", ["n2"], ["n1", "n2"], True)] and not call.done()
+            port.gate.set()
+            await asyncio.wait_for(call, 5)
+            port.fail = ReadQuorumRefusal("n2 could not catch up", "retry later")
+            with pytest.raises(PoolUnavailableError) as refused:
+                await asyncio.wait_for(RemoteKeyReads(client).settle_listing("b", ["n2"], ["n2"], False), 5)
+            assert refused.value.status == 503
+        finally:
+            client.close()
+            link.close()
+
+    asyncio.run(main())
