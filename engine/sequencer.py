@@ -149,10 +149,9 @@ class Sequencer:
         #: pool node's read gate counts writes still in flight: engine/read_gate.py). Must not raise.
         self.before_visible: Callable[[list[Event]], None] | None = None
         #: Called on the batch's thread with the events of its ``Recorded`` commands once decided, before they are
-        #: made durable: right before the journal's fdatasync (``_make_durable``). A pool node starts sending them
-        #: to its peers while its own fsync runs (cluster/replicator.py ``send_early``; the command is still
-        #: answered only after this batch is durable); ``not_durable`` with the same list when the batch then fails
-        #: (nothing of it is durable, visible or answered). Must not raise.
+        #: made durable (a pool node starts sending them to its peers while its own fsync runs: cluster/replicator.py
+        #: ``send_early``; the command is still answered only after this batch is durable); ``not_durable`` with the
+        #: same list when the batch then fails (nothing of it is durable, visible or answered). Must not raise.
         self.before_durable: Callable[[list[Event]], None] | None = None
         self.not_durable: Callable[[list[Event]], None] | None = None
         self._sent_early = False  # the batch being committed handed events to before_durable
@@ -281,9 +280,10 @@ class Sequencer:
                 outcomes.append(outcome)
             events = [e for o in outcomes for e in o.events]
             start = -1
-            if events:  # (no events: nothing to hand out either)
+            early = self._send_early(batch, outcomes)
+            if events:
                 volumes = {v for o in outcomes if o.events for v in o.volumes}
-                start = self._make_durable(events, volumes, lambda: early.extend(self._send_early(batch, outcomes)))
+                start = self._make_durable(events, volumes)
         except BaseException:
             txn.abort()
             self._abandon(early)
@@ -320,23 +320,18 @@ class Sequencer:
         if early and self.not_durable is not None:
             self.not_durable(early)
 
-    def _make_durable(self, events: list[Event], volumes: set[str], hand_out: Callable[[], None] = lambda: None
-                      ) -> int:
+    def _make_durable(self, events: list[Event], volumes: set[str]) -> int:
         """Step 3: the events in the journal and the bytes they name in the volumes, both fsynced; returns the
-        journal offset the batch starts at. ``hand_out`` (``before_durable``) is called once everything before
-        the fsyncs is done (the record encoded, the volume syncs started, the journal's bytes written), right
-        before the journal's fdatasync: the event loop it wakes then finds the GIL free at once, and this thread
-        needs it back only after its fsync, not between the write and the sync."""
+        journal offset the batch starts at."""
         batch = self.journal.encode(events)
         if not volumes:
-            return self.journal.write_encoded(batch, hand_out)
+            return self.journal.write_encoded(batch)
         if batch.records > 1 or not tail_check.checkable(events):
-            hand_out()  # the volumes are synced before the journal's write here: the peers work alongside both
             self.volumes.sync(volumes)
             return self.journal.write_encoded(batch)
         syncs = self._syncers.start(volumes)
         try:
-            start = self.journal.write_encoded(batch, hand_out)
+            start = self.journal.write_encoded(batch)
         finally:
             failed = self._syncers.wait(syncs)  # no retry and no next batch while a sync of this one still runs
         if failed is not None:

@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,12 +166,9 @@ class Journal:
         if events:
             self.write_encoded(self.encode(events))
 
-    def write_encoded(self, batch: EncodedBatch, before_sync: Callable[[], None] | None = None) -> int:
+    def write_encoded(self, batch: EncodedBatch) -> int:
         """Write an encoded batch with one write and one fdatasync; returns the tail offset it starts at (for
-        ``cut_tail``). All or nothing: a failed write or sync leaves the log as it was. ``before_sync`` is called
-        between the two (the bytes are in the file, not durable yet; raising fails the write like a failed sync):
-        a hand-off to another thread made there finds this one already in its fdatasync, with the GIL released,
-        instead of needing the GIL back between the write and the sync (engine/sequencer.py ``before_durable``)."""
+        ``cut_tail``). All or nothing: a failed write or sync leaves the log as it was."""
         if self._closed:
             raise JournalClosedError("journal is closed")
         with self._lock:
@@ -186,8 +183,6 @@ class Journal:
                     written += os.pwrite(self._fd, batch.data[written:], start + written)
                 if written != len(batch.data):
                     raise OSError(errno.ENOSPC, f"short journal write: {written} of {len(batch.data)} bytes")
-                if before_sync is not None:
-                    before_sync()
                 synced_at = time.perf_counter()
                 os.fdatasync(self._fd)
                 fsync_s = time.perf_counter() - synced_at

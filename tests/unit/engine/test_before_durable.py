@@ -11,7 +11,6 @@ second, different decision of the same request).
 from __future__ import annotations
 
 import errno
-import os
 from pathlib import Path
 from typing import Any
 
@@ -66,15 +65,9 @@ def hooked(node: Node) -> tuple[list[str], list[list[Event]], list[list[Event]]]
     sequencer.before_durable, sequencer.not_durable = before, abandoned.append
     write = node.journal.write_encoded
 
-    def journal_write(batch: Any, before_sync: Any = None) -> int:
+    def journal_write(batch: Any) -> int:
         order.append("journal")
-
-        def hand_out() -> None:
-            order.append("written")  # the journal's bytes are in the file, its fdatasync not begun
-            before_sync()
-            order.append("fdatasync")
-
-        return write(batch, hand_out if before_sync is not None else None)
+        return write(batch)
 
     node.journal.write_encoded = journal_write  # type: ignore[method-assign]
     return order, early, abandoned
@@ -90,8 +83,7 @@ def test_the_hook_gets_the_recorded_commands_events_before_the_journal_write(nod
     peer = Event(0, 5_000_000 << 16, "z", node.own_events()[0].type, node.own_events()[0].payload)
     results = node.sequencer.commit_now([Recorded(rename("p/")), rename("q/"),
                                          PeerBatch((peer,), no_blobs), Recorded(rename("r/"))])
-    # after the journal's write, right before its fdatasync (the loop it wakes finds the GIL free)
-    assert order == ["journal", "written", "before_durable", "fdatasync"]
+    assert order == ["before_durable", "journal"]
     committed = [r for r in results if isinstance(r, Committed)]
     assert len(committed) == 2
     assert early == [[*committed[0].events, *committed[1].events]]  # recorded ones only, in seq order
@@ -101,15 +93,14 @@ def test_the_hook_gets_the_recorded_commands_events_before_the_journal_write(nod
 def test_a_batch_without_recorded_events_is_not_handed_out(node: Node) -> None:
     order, early, _ = hooked(node)
     node.sequencer.commit_now([rename("p/"), Recorded(Command("no_such_decider", {}, actor="t"))])
-    assert early == [] and order == ["journal", "written", "fdatasync"]
+    assert early == [] and order == ["journal"]
 
 
 def test_a_batch_that_fails_after_the_hook_is_reported_and_answered_with_its_error(node: Node) -> None:
     _, early, abandoned = hooked(node)
     head = node.journal.last_seq
 
-    def failing(events: list[Event], volumes: set[str], hand_out: Any) -> int:
-        hand_out()
+    def failing(events: list[Event], volumes: set[str]) -> int:
         raise OSError(errno.EIO, "the volume sync failed")
 
     node.sequencer._make_durable = failing  # type: ignore[method-assign]
@@ -127,12 +118,11 @@ def test_issue19_a_batch_handed_out_before_a_full_disk_is_not_decided_again(node
     make_durable = node.sequencer._make_durable
     calls = []
 
-    def full_once(events: list[Event], volumes: set[str], hand_out: Any) -> int:
+    def full_once(events: list[Event], volumes: set[str]) -> int:
         calls.append(events)
         if len(calls) == 1:
-            hand_out()
             raise OSError(errno.ENOSPC, "No space left on device")
-        return make_durable(events, volumes, hand_out)
+        return make_durable(events, volumes)
 
     node.sequencer._make_durable = full_once  # type: ignore[method-assign]
     results = node.sequencer.commit_now([Recorded(rename("p/"))])
@@ -149,34 +139,12 @@ def test_without_the_hook_a_full_disk_batch_is_still_run_again(node: Node) -> No
     make_durable = node.sequencer._make_durable
     calls = []
 
-    def full_once(events: list[Event], volumes: set[str], hand_out: Any) -> int:
+    def full_once(events: list[Event], volumes: set[str]) -> int:
         calls.append(events)
         if len(calls) == 1:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return make_durable(events, volumes, hand_out)
+        return make_durable(events, volumes)
 
     node.sequencer._make_durable = full_once  # type: ignore[method-assign]
     assert isinstance(node.sequencer.commit_now([Recorded(rename("p/"))])[0], Committed)
     assert len(calls) == 2
-
-
-def test_a_journal_sync_failing_after_the_hook_leaves_nothing_and_reports_the_batch(
-        node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The hook runs between the journal's write and its fdatasync: a sync that fails then cuts the written bytes,
-    and the events handed out are reported through ``not_durable``."""
-    _, early, abandoned = hooked(node)
-    head, journal_fd, real_sync = node.journal.last_seq, node.journal._fd, os.fdatasync
-
-    def sync(fd: int) -> None:
-        if fd == journal_fd:
-            raise OSError(errno.EIO, "the journal's sync failed")
-        real_sync(fd)
-
-    monkeypatch.setattr(os, "fdatasync", sync)
-    size = os.fstat(journal_fd).st_size
-    results = node.sequencer.commit_now([Recorded(rename("p/"))])
-    assert isinstance(results[0], S3Error) and results[0].code is ErrorCode.SERVICE_UNAVAILABLE
-    assert len(early) == 1 and abandoned == early
-    assert node.journal.last_seq == head and os.fstat(journal_fd).st_size == size
-    monkeypatch.setattr(os, "fdatasync", real_sync)
-    assert isinstance(node.sequencer.commit_now([Recorded(rename("q/"))])[0], Committed)

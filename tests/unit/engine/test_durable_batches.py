@@ -30,10 +30,10 @@ class Recorder:
         assert engine.journal is not None
         write, real_sync = engine.journal.write_encoded, engine.volumes.sync
 
-        def write_encoded(batch, before_sync=None):  # type: ignore[no-untyped-def]
+        def write_encoded(batch):  # type: ignore[no-untyped-def]
             self.steps.append("journal start")
             self.journal_started.set()
-            offset = write(batch, before_sync)
+            offset = write(batch)
             self.steps.append("journal done")
             return offset
 
