@@ -23,6 +23,7 @@ node that hinted more than N - W peers delivers those hints before it acknowledg
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import threading
 import time
@@ -123,6 +124,11 @@ def _journal_range(events: Sequence[Event]) -> list[JournalRange]:
 MAX_DUE_RANGES = 64
 #: An early send nobody claimed (its command's caller went away before ``replicate``) is forgotten after this long.
 EARLY_FORGET_S = 120.0
+#: Small blobs offered by the supervisor with their commands (``offer_blobs``), kept at most this many; a command
+#: whose write never reaches ``replicate`` (refused by its decider) leaves its entry to be pushed out by newer ones.
+MAX_OFFERED = 256
+#: Only blobs up to this size are taken from memory (ingest keeps a single chunk below 64 KiB: engine/ingest.py).
+MAX_OFFERED_BYTES = 64 * 1024
 #: Claims due to a peer ride on the next write to it; when none comes within this long (the end of a burst), they
 #: go alone in an ApplyEvents without events (below the heartbeat's LAG_WAKE_S: no pass is woken for them).
 FLUSH_S = 1.0
@@ -195,6 +201,7 @@ class Replicator:
         #: A large write's chunks pushed to the peers during its upload (cluster/blob_push.py); its ApplyEvents to a
         #: peer waits for those pushes first, so the peer finds the chunks staged instead of fetching them again.
         self.pushes: Pushes | None = None
+        self._offered: dict[bytes, bytes] = {}  # sha256 -> a small blob's bytes as its HTTP worker wrote them
 
     async def start(self) -> None:
         """Bind to the node's event loop (``replicate_sync`` hands work to it)."""
@@ -225,6 +232,22 @@ class Replicator:
         finally:
             if self.unsettled is not None:  # acknowledged or refused: no longer in flight
                 self.unsettled.own_done(events)
+            if self._offered:
+                for event in events:
+                    for digest in referenced_hashes(event):
+                        self._offered.pop(digest, None)
+
+    def offer_blobs(self, blobs: Iterable[tuple[bytes, bytes]]) -> None:
+        """On the loop, before a command is committed (engine/remote/service.py): ``(sha256, bytes)`` of small blobs
+        its events will reference, as its HTTP worker wrote them to the volume. ``_request`` sends them inline from
+        here (their hash checked) instead of reading them back through the verified reader; ``replicate`` forgets
+        them. The peer checks the content hash as for any inline blob."""
+        offered = self._offered
+        for digest, data in blobs:
+            if len(data) <= MAX_OFFERED_BYTES:
+                offered[digest] = data
+        while len(offered) > MAX_OFFERED:
+            del offered[next(iter(offered))]  # the oldest: a command that never reached replicate()
 
     async def _replicate(self, events: Sequence[Event]) -> None:
         logical = [e for e in events if replicated(e)]
@@ -249,7 +272,8 @@ class Replicator:
             calls = early.tasks
 
             def call(peer: str) -> Awaitable[ApplyEventsReply]:  # a future: call_quorum waits on it as it is
-                return asyncio.shield(calls[peer])
+                answer = calls[peer]  # (cancelling an ``_answered`` future leaves its call and bookkeeping alone)
+                return answer if not isinstance(answer, asyncio.Task) else asyncio.shield(answer)
         else:
             request = await self._request(logical, size)
             ranges = _journal_range(events)
@@ -502,14 +526,49 @@ class Replicator:
         for peer in self.peers:  # each peer's copy written here when its lane is idle, back to back
             if self._state(peer) != DEAD:
                 mine = self._for_peer(peer, request, [])
-                sent = (mine, self._start(peer, mine, timeout))
+                started = self._start(peer, mine, timeout)
+                if started is not None:  # written: its reply is handled by a callback, no task per peer
+                    entry.tasks[peer] = self._answered(peer, started, entry.seq, entry.claims)
+                    continue
                 task = loop.create_task(self._send(peer, request, [], timeout, entry.seq, claims=entry.claims,
-                                                   sent=sent))
+                                                   sent=(mine, None)))
                 self._tasks.add(task)  # type: ignore[arg-type]
                 task.add_done_callback(self._tasks.discard)
                 task.add_done_callback(_seen)  # a batch given up (or failing) leaves no one to read its failures
                 entry.tasks[peer] = task
         self.early_sends += 1
+
+    def _answered(self, peer: str, started: asyncio.Future[ApplyEventsReply], seq: int,
+                  claims: _Claims) -> asyncio.Future[ApplyEventsReply]:
+        """``_send`` for a copy ``_start`` wrote already, as a callback of its reply instead of a task awaiting it
+        (a task and two loop iterations less per peer: its wake-up, and ``asyncio.shield`` around it in
+        ``replicate``): the same outcome, a reply naming missing blobs a failure, the peer ``_lost`` at once on
+        any failure, its claims told (``_replied``) on success. Returns the answer's own future: cancelling it
+        (the write's caller gave up) leaves the call and that bookkeeping to run their course."""
+        answer: asyncio.Future[ApplyEventsReply] = asyncio.get_running_loop().create_future()
+        answer.add_done_callback(_seen)  # a batch given up (or failing) leaves no one to read its failures
+
+        def done(call: asyncio.Future[ApplyEventsReply]) -> None:
+            try:
+                if call.cancelled():
+                    raise asyncio.CancelledError()
+                reply = call.result()
+                if reply.missing_blobs:
+                    raise ReplicaMissingBlobs(f"{peer} lacks {len(reply.missing_blobs)} blobs it could not fetch")
+            except BaseException as exc:  # noqa: BLE001 - the copy failed: as _send's failure
+                self._lost(peer, seq)  # at once: no lease may be granted to it on an older promise
+                if not answer.done():
+                    if isinstance(exc, asyncio.CancelledError):
+                        answer.cancel()
+                    else:
+                        answer.set_exception(exc)
+                return
+            self._replied(claims, peer, reply)
+            if not answer.done():
+                answer.set_result(reply)
+
+        started.add_done_callback(done)
+        return answer
 
     def _durable(self, entry: _Early) -> None:
         """The early batch is durable here: each peer that applied it (now or when its call succeeds) may have this
@@ -532,6 +591,10 @@ class Replicator:
         inline = []
         stored = {loc[0]: loc for e in events for loc in e.payload.get("blobs_at", ())}  # where the write put them
         for digest in dict.fromkeys(d for e in events for d in referenced_hashes(e)):
+            data = self._offered.get(digest)
+            if data is not None and hashlib.sha256(data).digest() == digest:  # as written: no read back
+                inline.append(InlineBlob(content_hash=digest, size=len(data), data=data))
+                continue
             at = stored.get(digest)
             try:
                 data = await self.blobs.read_inline(digest, None if at is None else BlobLocation.from_record(at))

@@ -152,12 +152,14 @@ class Engine(IamOps, KmsOps):
         self.volumes.close()
         self._commit_path.close()
 
-    async def _run(self, name: str, args: dict[str, Any], actor: str, volumes: set[str] | None = None) -> Any:
+    async def _run(self, name: str, args: dict[str, Any], actor: str, volumes: set[str] | None = None,
+                   blobs: tuple[tuple[bytes, bytes], ...] = ()) -> Any:
         """Submit a command; the sequencer fsyncs ``volumes`` (where this process wrote the command's bytes)
         alongside the journal before it answers. When the node cannot commit, bytes written for the command may
-        sit in a volume whose sync failed: this process writes its next records to a new volume (volumes/store.py)."""
+        sit in a volume whose sync failed: this process writes its next records to a new volume (volumes/store.py).
+        ``blobs``: small blobs the command's events reference, as written (``Command.blobs``)."""
         try:
-            return await self.sequencer.execute(Command(name, args, actor, tuple(volumes or ())))
+            return await self.sequencer.execute(Command(name, args, actor, tuple(volumes or ()), blobs))
         except PoolUnavailableError:  # the pool refused or lacks the quorum: this node's syncs did not fail
             raise
         except ServiceUnavailableError:
@@ -355,7 +357,8 @@ class Engine(IamOps, KmsOps):
                      hashers: list[Hasher] | None = None, sealer: PartSealer | None = None) -> Ingested:
         push = self.blob_push
         return await self.ingestor.ingest(body, max_bytes=max_bytes, hashers=hashers or (), sealer=sealer,
-                                          on_stored=push.stored if push is not None else None)
+                                          on_stored=push.stored if push is not None else None,
+                                          keep_small=self.key_reads is not None)  # a pool: sent inline to peers
 
     async def put_object(self, bucket: str, key: str, stored: Ingested, *, content_type: str = "",
                          metadata: dict[str, str] | None = None, headers: dict[str, str] | None = None,
@@ -381,7 +384,8 @@ class Engine(IamOps, KmsOps):
         rec = await self._run("put_object", {"bucket": bucket, "key": key, "version": version,
                                              "blobs_at": stored.blobs_at, "written": stored.written,
                                              "if_match": if_match, "lock": lock,
-                                             "if_none_match": if_none_match, "s3op": s3op}, actor, stored.volumes)
+                                             "if_none_match": if_none_match, "s3op": s3op}, actor, stored.volumes,
+                            stored.kept)
         return ObjectVersion.from_record(key, rec)
 
     def head_object(self, bucket: str, key: str, version_id: str | None = None) -> ObjectVersion:

@@ -48,6 +48,10 @@ class Ingested:
     volumes: set[str] = field(default_factory=set)
     written: list[bytes] = field(default_factory=list)  # sha256 of the chunks this ingest wrote (not deduplicated)
     etag_override: str = ""  # set when the chunks came from an existing object (copies)
+    #: A small single-chunk body's stored bytes, ``((sha256, data),)``, when ``ingest`` was asked to keep them and
+    #: wrote them: a pool node's write hands them to its supervisor, whose replicator sends them to the peers
+    #: inline without reading them back from the volume (cluster/replicator.py ``offer_blobs``).
+    kept: tuple[tuple[bytes, bytes], ...] = ()
 
     @property
     def etag(self) -> str:
@@ -82,9 +86,9 @@ class Ingestor:
         return loc
 
     def _store_chunk(self, out: Ingested, data: bytes, hashers: Iterable[Hasher],
-                     sealer: PartSealer | None = None) -> BlobLocation | None:
+                     sealer: PartSealer | None = None, keep: bool = False) -> BlobLocation | None:
         """Hash and store one chunk (sealed by ``sealer``); returns where it was written, None when an intact copy
-        was held already."""
+        was held already. ``keep``: a chunk written is also kept in ``out.kept`` (the bytes as stored)."""
         out.md5.update(data)
         for h in hashers:
             h.update(data)
@@ -103,6 +107,8 @@ class Ingestor:
                 timeline.mark("ingest.stored", digest[:4].hex())
             out.volumes.add(loc.volume)
             out.written.append(digest)
+            if keep:
+                out.kept = ((digest, data),)
         out.blobs.append([digest, len(data)])
         out.blobs_at.append(loc.to_record())
         out.size += plain_size
@@ -111,7 +117,7 @@ class Ingestor:
     async def ingest(self, body: AsyncIterator[bytes] | AsyncIterator[bytes | bytearray], *,
                      max_bytes: int | None = None,
                      hashers: Iterable[Hasher] = (), sealer: PartSealer | None = None,
-                     on_stored: Callable[[BlobLocation], None] | None = None) -> Ingested:
+                     on_stored: Callable[[BlobLocation], None] | None = None, keep_small: bool = False) -> Ingested:
         """Consume ``body`` completely; EntityTooLarge as soon as it passes ``max_bytes``. With ``sealer`` the
         chunks are whole numbers of segments and stored sealed (``size`` stays the plaintext's).
 
@@ -119,7 +125,8 @@ class Ingestor:
         chunk N+1 (chunks are still stored strictly in order: MD5 and the chunk list are sequential).
         ``on_stored``: told each newly written chunk of a body that filled at least one whole chunk, as soon as it
         is stored (a pool node starts copying it to its peers: engine/ports.py ``BlobPushPort``); a smaller body's
-        bytes travel inside the write's ApplyEvents instead.
+        bytes travel inside the write's ApplyEvents instead. ``keep_small``: a body of one small chunk keeps its
+        stored bytes in ``kept`` (a pool node's write sends them inline: no read back from the volume).
         """
         out = Ingested()
         hashers = list(hashers)
@@ -163,7 +170,7 @@ class Ingestor:
                 await asyncio.gather(storing, return_exceptions=True)
         if buf:
             if len(buf) < 65536:  # small tails: hashing and one short pwrite cost less than a thread hop
-                tail = self._store_chunk(out, bytes(buf), hashers, sealer)
+                tail = self._store_chunk(out, bytes(buf), hashers, sealer, keep_small and not out.blobs)
             else:
                 tail = await anyio.to_thread.run_sync(self._store_chunk, out, bytes(buf), hashers, sealer)
             if out.size > chunk_bytes:  # the tail of a body that filled whole chunks (pushed like them)

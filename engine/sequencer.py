@@ -57,12 +57,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """A request to change state: which decider, its arguments, who asked, and volumes it wrote to."""
+    """A request to change state: which decider, its arguments, who asked, and volumes it wrote to. ``blobs``:
+    ``(sha256, bytes)`` of small blobs its events reference, as the caller wrote them (a pool node's replicator
+    sends them to the peers inline from there instead of reading them back: engine/remote/service.py); no decider
+    reads them."""
 
     name: str
     args: dict[str, Any]
     actor: str = ""
     volumes: tuple[str, ...] = ()
+    blobs: tuple[tuple[bytes, bytes], ...] = ()
 
 
 class Decision:

@@ -31,8 +31,11 @@ log = logging.getLogger("s4.engine.remote")
 
 
 def _command_message(command: Command) -> dict[str, Any]:
-    return {"op": "cmd", "name": command.name, "args": command.args, "actor": command.actor,
-            "volumes": list(command.volumes)}
+    message: dict[str, Any] = {"op": "cmd", "name": command.name, "args": command.args, "actor": command.actor,
+                               "volumes": list(command.volumes)}
+    if command.blobs:  # a pool node's small write: its bytes, for the supervisor's replicator (Command.blobs)
+        message["blobs"] = [list(blob) for blob in command.blobs]
+    return message
 
 
 class RemoteSequencer:

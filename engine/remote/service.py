@@ -82,8 +82,10 @@ class SequencerService:
         request_id = message["id"]
         op = message.get("op")
         if op == "cmd":
+            blobs = message.get("blobs")
             command = Command(message["name"], message["args"], message.get("actor", ""),
-                              tuple(message.get("volumes") or ()))
+                              tuple(message.get("volumes") or ()),
+                              tuple((digest, data) for digest, data in blobs) if blobs else ())
             self._pending.append((command, link, request_id))
             if len(self._pending) == 1:
                 self.loop.call_soon(self._commit_pending)
@@ -135,6 +137,11 @@ class SequencerService:
         except ServiceUnavailableError as exc:
             self._reply(batch, [exc] * len(batch))
             return
+        offer = getattr(replication, "offer_blobs", None)  # (cluster/replicator.py: sent inline from memory)
+        if offer is not None:
+            for command, _, _ in batch:
+                if command.blobs:
+                    offer(command.blobs)
         if self._committer is None:
             self._committer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="s4-committer")
         self._committing = True

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import json
 import os
 import statistics
 import sys
@@ -166,7 +167,8 @@ def _report(marks: list[Mark], windows: list[tuple[int, int]], roles: dict[int, 
     return "\n".join([*out[:1], "", *chain, *out[1:]])
 
 
-async def _drive(server: Server, keys: Keys, puts: int, warmup: int, marks_dir: Path | None) -> str:
+async def _drive(server: Server, keys: Keys, puts: int, warmup: int, marks_dir: Path | None,
+                 keep: Path | None = None) -> str:
     await wait_ready(server, keys, BUCKET, 120)
     await wait_pool_alive(server, 120)
     await asyncio.sleep(2)
@@ -194,6 +196,8 @@ async def _drive(server: Server, keys: Keys, puts: int, warmup: int, marks_dir: 
     lines.append(f"latency: median {statistics.median(total):.0f} µs over {puts} PUTs")
     if marks_dir is not None:
         marks, roles = _load(marks_dir, set(roots))
+        if keep is not None:  # the raw marks, for an analysis of one's own (per PUT, not per mark's median)
+            keep.write_text(json.dumps({"windows": windows, "roles": roles, "marks": marks}))
         lines += ["", _report(marks, windows, roles)]
     return "\n".join(lines)
 
@@ -204,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-marks", action="store_true", help="only latency and CPU per PUT, no wrappers")
+    parser.add_argument("--keep", type=Path, help="also write the raw marks and PUT windows to this JSON file")
     args = parser.parse_args(argv)
     keys = Keys("timelinekey", "timelinesecret" + "x" * 26)
     with tempfile.TemporaryDirectory(prefix="s4-timeline-") as tmp:
@@ -215,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(SITE), os.environ.get("PYTHONPATH")) if p)
         server = start_s4_pool(work, keys, args.workers)
         try:
-            print(asyncio.run(_drive(server, keys, args.puts, args.warmup, marks_dir)))
+            print(asyncio.run(_drive(server, keys, args.puts, args.warmup, marks_dir, args.keep)))
         finally:
             server.stop()
     return 0

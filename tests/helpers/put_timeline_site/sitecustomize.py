@@ -90,6 +90,8 @@ POINTS = [
     ("s4.cluster.event_stream", "_Lane.send_now", "S.send_now"),
     ("s4.cluster.replicator", "Replicator._send", "S.send"),
     ("s4.cluster.replicator", "Replicator.replicate", "S.replicate"),
+    ("s4.cluster.replicator", "call_quorum", "S.quorum"),
+    ("s4.cluster.read_leases", "LeaseGrants.cover", "S.cover"),
     ("s4.cluster.coalesce", "CoalescingTransport._drain", "S.drain"),
     ("s4.cluster.event_stream", "_Lane.call", "S.lane"),
     ("s4.cluster.event_stream", "unpack_reply", "S.reply_in"),

@@ -348,3 +348,44 @@ def test_issue19_an_early_batch_goes_to_every_peer_from_its_launch_when_the_tran
         assert [p for p, _ in transport.requests] == list(PEERS)  # sent once, not again by replicate
 
     run_sim(main())
+
+
+def test_coord19_a_started_copy_is_answered_by_a_callback_and_a_caller_giving_up_leaves_it_running() -> None:
+    """``_launch``'s copies written by ``start`` are followed by a callback of their reply (no task per peer): the
+    write is acknowledged by the quorum's replies, a reply naming missing blobs is that peer's failure (hinted),
+    and cancelling ``replicate`` (its caller gone) neither cancels the calls nor loses their claims."""
+    transport = StartingTransport([("ok", 1.0), ("missing", 1.0)])
+
+    async def main() -> None:
+        replicator = make(transport)
+        hints = replicator.hints
+        await replicator.start()
+        events = batch(1, itertools.count(100), [False])
+        replicator.send_early(events)
+        entry = replicator._early[events[0].hlc]
+        await asyncio.sleep(0)
+        assert entry.started is not None
+        await asyncio.wait([entry.started])
+        assert not any(isinstance(t, asyncio.Task) for t in entry.tasks.values())
+        await replicator.replicate(events)  # p1 applied it: W = 2 with this node's copy
+        await asyncio.sleep(0.1)
+        assert isinstance(entry.tasks["p2"].exception(), Exception)  # p2 lacked the blobs: a failure
+        assert hints.hinted.get("p2") == [e for e in events]  # type: ignore[union-attr]
+        # The next write: its caller gives up while both copies are still in flight.
+        later = batch(2, itertools.count(200), [False])
+        transport.script[:] = [("ok", 1.0)]
+        replicator.send_early(later)
+        await asyncio.sleep(0)
+        waiting = asyncio.ensure_future(replicator.replicate(later))
+        await asyncio.sleep(0.5)
+        waiting.cancel()
+        await asyncio.sleep(1.0)
+        entry2_calls = [r for p, r in transport.requests[2:]]
+        assert len(entry2_calls) == 2
+        assert all(replicator.transport.receivers[p].applied >= {later[0].hlc}  # type: ignore[attr-defined]
+                   for p in PEERS)
+        # both applied it after it was durable here: its range is due to each, for its next ApplyEvents
+        assert {p: [(r.after, r.through) for r in replicator._due[p]] for p in PEERS} == {"p1": [(1, 2)],
+                                                                                           "p2": [(1, 2)]}
+
+    run_sim(main())

@@ -265,3 +265,62 @@ def test_issue19_an_inline_blob_is_synced_with_the_batch_that_applies_it_before_
     record = b.engine._read(lambda tx: tx.blob(hashlib.sha256(data).digest()))
     assert record is not None
     assert any(record[0] in names for names in synced), f"volume {record[0]} never synced: {synced}"
+
+
+class NoRead:
+    """A blob source that must not be read: the bytes were offered with the command."""
+
+    def __init__(self, data: bytes | None = None) -> None:
+        self.reads: list[bytes] = []
+        self.data = data
+
+    async def read_inline(self, digest: bytes, at: object = None) -> bytes | None:
+        self.reads.append(digest)
+        return self.data
+
+
+def put_event(digest: bytes, size: int) -> Event:
+    return Event(1, 1000, "a", EventType.OBJECT_VERSION_PUT,
+                 {"bucket": "b", "key": "k", "version": {"v": "v1", "b": [[digest, size]]}})
+
+
+def test_coord19_offered_bytes_go_inline_without_a_read_back_and_replicate_forgets_them() -> None:
+    """The supervisor offers a small write's bytes as its worker wrote them (``offer_blobs``): the request carries
+    them and the verified reader is not asked; once replicated they are forgotten."""
+    data = os.urandom(4096)
+    digest = hashlib.sha256(data).digest()
+    source = NoRead()
+    replicator = Replicator(["b"], 2, Direct(None), None, blobs=source)  # type: ignore[arg-type]
+    replicator.offer_blobs([(digest, data)])
+    request = asyncio.run(replicator._request([put_event(digest, len(data))], len(data)))
+    assert request.blobs == BlobTransfer.INLINE and source.reads == []
+    assert [(b.content_hash, b.size, b.data) for b in request.inline_blobs] == [(digest, len(data), data)]
+
+    async def sent(events: Sequence[Event]) -> None:  # the write's quorum, reached
+        assert replicator._offered  # still there while the write is being replicated
+
+    replicator._replicate = sent  # type: ignore[method-assign,assignment]
+    asyncio.run(replicator.replicate([put_event(digest, len(data))]))
+    assert replicator._offered == {}
+
+
+def test_coord19_offered_bytes_that_do_not_match_their_hash_are_read_back_instead() -> None:
+    data = os.urandom(4096)
+    digest = hashlib.sha256(data).digest()
+    source = NoRead(data)
+    replicator = Replicator(["b"], 2, Direct(None), None, blobs=source)  # type: ignore[arg-type]
+    replicator.offer_blobs([(digest, data[:-1] + bytes([data[-1] ^ 1]))])
+    request = asyncio.run(replicator._request([put_event(digest, len(data))], len(data)))
+    assert source.reads == [digest]  # the verified reader's copy, not the offered one
+    assert [b.data for b in request.inline_blobs] == [data]
+
+
+def test_coord19_offered_blobs_are_bounded_in_count_and_size() -> None:
+    from s4.cluster.replicator import MAX_OFFERED, MAX_OFFERED_BYTES
+
+    replicator = Replicator(["b"], 2, Direct(None), None, blobs=NoRead())  # type: ignore[arg-type]
+    replicator.offer_blobs([(b"big", b"x" * (MAX_OFFERED_BYTES + 1))])
+    assert replicator._offered == {}
+    replicator.offer_blobs((i.to_bytes(4, "big"), b"d") for i in range(MAX_OFFERED + 10))
+    assert len(replicator._offered) == MAX_OFFERED
+    assert next(iter(replicator._offered)) == (10).to_bytes(4, "big")  # the oldest went first

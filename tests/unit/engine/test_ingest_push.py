@@ -64,3 +64,27 @@ async def test_issue19_without_a_push_port_ingest_names_nothing(make_engine: Cal
     engine = make_engine(chunk_bytes=CHUNK)
     out = await engine.ingest(pieces(os.urandom(3 * CHUNK)))
     assert len(out.blobs) == 3
+
+
+async def test_coord19_a_small_single_chunk_body_keeps_its_stored_bytes_only_when_asked(
+        make_engine: Callable[..., Engine]) -> None:
+    """``keep_small`` (a pool node's ingest): a body of one small chunk that was written keeps ``(sha256, bytes)``
+    for its write's command, so the supervisor sends it inline without reading it back; nothing is kept for a body
+    that filled a chunk, for one deduplicated onto a stored copy, or without ``keep_small`` (a single node)."""
+    import hashlib
+
+    engine = make_engine(chunk_bytes=CHUNK)
+    small = os.urandom(4096)
+    plain = await engine.ingestor.ingest(pieces(small))
+    assert plain.kept == ()
+    other = os.urandom(4096)
+    kept = await engine.ingestor.ingest(pieces(other), keep_small=True)
+    assert kept.kept == ((hashlib.sha256(other).digest(), other),)
+    loc = BlobLocation.from_record(kept.blobs_at[0])
+    assert engine.volumes.blob_reader(loc).read(0, loc.size) == other  # the bytes kept are the bytes stored
+    await engine.create_bucket("bkt")
+    await engine.put_object("bkt", "k", kept)  # (a single node's commit: the bytes kept are simply not used)
+    again = await engine.ingestor.ingest(pieces(other), keep_small=True)
+    assert again.kept == () and again.written == []  # deduplicated: nothing written, nothing to send from here
+    large = await engine.ingestor.ingest(pieces(os.urandom(CHUNK + 100)), keep_small=True)
+    assert large.kept == ()

@@ -269,3 +269,38 @@ def test_a_cluster_batch_is_made_durable_off_the_loop_one_batch_at_a_time_in_ord
         assert link.replies == {i: ("ok", None) for i in range(3)}
 
     asyncio.run(main())
+
+
+def test_coord19_a_commands_blobs_cross_the_channel_and_are_offered_before_it_is_committed(
+        path: LocalCommitPath) -> None:
+    """A pool worker's small write carries its blob's bytes in the command (``Command.blobs``): the frame keeps
+    them, and the service offers them to a replication port that takes them before the batch is decided."""
+    from s4.engine.remote.client import _command_message
+    from s4.engine.remote.wire import FrameBuffer, encode_frame
+    from s4.engine.sequencer import Command
+
+    command = Command("create_bucket", {"bucket": "offered", "region": "us-east-1"}, "t", (), ((b"d" * 32, b"xyz"),))
+    message = {"id": 7, **_command_message(command)}
+    (decoded,) = FrameBuffer().feed(encode_frame(message))
+    assert decoded["blobs"] == [[b"d" * 32, b"xyz"]]
+    assert "blobs" not in _command_message(Command("create_bucket", {}, "t"))  # a single node's: nothing extra
+
+    class Offered(FakePool):
+        def __init__(self) -> None:
+            super().__init__()
+            self.offered: list[tuple[tuple[bytes, bytes], ...]] = []
+
+        def offer_blobs(self, blobs: tuple[tuple[bytes, bytes], ...]) -> None:
+            assert not self.calls  # before the batch is committed and replicated
+            self.offered.append(blobs)
+
+    async def main() -> None:
+        pool = Offered()
+        service = service_for(path, pool)
+        link = FakeLink("w1")
+        service.handle(link, decoded)  # type: ignore[arg-type]
+        await settle(service, [link], 1)
+        assert pool.offered == [((b"d" * 32, b"xyz"),)] and len(pool.calls) == 1
+        assert link.replies == {7: ("ok", None)}
+
+    asyncio.run(main())
