@@ -46,6 +46,7 @@ class Stats:
     delivered: int = 0
     lost: int = 0
     cut: int = 0  # dropped by a partition
+    foreign: dict[str, int] = field(default_factory=dict)  # node id -> messages of another cluster delivered to it
     max_piggyback_bytes: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
 
@@ -166,6 +167,8 @@ class SimNet:
             else:
                 assert message is not None
                 self.stats.delivered += 1
+                if message.cluster != node.cluster:
+                    self.stats.foreign[node.swim.node_id] = self.stats.foreign.get(node.swim.node_id, 0) + 1
                 node.swim.receive(message)
             self._note_incarnation(node.swim)
             self._after(address)
