@@ -1,0 +1,225 @@
+"""robust19's settle step (cluster/listings.py ``QuorumListings``, cluster/key_reads.py
+``QuorumKeyReads.settle_listing``) for ListObjectVersions and ListMultipartUploads, which use it as ListObjects does
+(tests/unit/cluster/test_listing_in_flight.py) but had no test of their own.
+
+Same replicas as there (tests/unit/cluster/test_key_reads.py: real journals and views, ``ListRange`` and
+``ReadKeys`` answered by the real ``ReadsService``, catch-up passes and ``CatchUpFrom`` that apply the events a
+replica holds), plus the node's real ``ReadGate`` (engine/read_gate.py) counting the events of the write in flight
+in their own slots, as the sequencer does, so the listing's "is a walked key in flight" is the real question.
+
+Each history runs with the settle step removed too (``settled=False``, strict xfail): there the later read goes
+backwards, so each test can fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from test_key_reads import IDS, Pool
+from test_listing_in_flight import listings
+
+from s4.cluster import reads
+from s4.cluster.listings import QuorumListings
+from s4.cluster.liveness import DEAD
+from s4.cluster.read_leases import LeaseGrants, LeaseSettings
+from s4.engine.read_gate import ReadGate, slots_of
+
+
+class WentBackwards(AssertionError):
+    """A later read does not show what an earlier listing showed (or shows what it hid)."""
+
+
+WITHOUT_SETTLE = pytest.mark.xfail(strict=True, raises=WentBackwards,
+                                   reason="without the settle step the later read goes backwards")
+#: Each history with the settle step and without it (``settle=None``): without, it must go backwards, and by
+#: ``WentBackwards`` only (any other failure of the variant fails the run).
+SETTLED = pytest.mark.parametrize("settled", [True, pytest.param(False, marks=WITHOUT_SETTLE)])
+
+
+def same(later: list[tuple[str, str]], shown: list[tuple[str, str]]) -> None:
+    if later != shown:
+        raise WentBackwards(f"a later read answered {later}, after a listing answered {shown}")
+
+
+@pytest.fixture
+def pool(tmp_path: Path) -> Iterator[Pool]:
+    pool = Pool(tmp_path)
+    try:
+        pool.give(pool.put("a", 1), IDS)
+        yield pool
+    finally:
+        pool.close()
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> Iterator[ReadGate]:
+    gate = ReadGate.create(tmp_path / "read-gate")
+    try:
+        yield gate
+    finally:
+        gate.close()
+
+
+# -- what a listing shows --------------------------------------------------------------------------------------------
+def versions(through: QuorumListings) -> list[tuple[str, str]]:
+    page = asyncio.run(through.list_versions("b", "", "", "", "", 1000))
+    assert not page.is_truncated
+    return [(entry.key, entry.version_id) for entry in page.versions]
+
+
+def uploads(through: QuorumListings) -> list[tuple[str, str]]:
+    page = asyncio.run(through.list_uploads("b", "", "", "", "", 1000))
+    assert not page.is_truncated
+    return [(upload.key, upload.upload_id) for upload in page.uploads]
+
+
+def local(pool: Pool, node_id: str) -> QuorumListings:
+    """A listing of ``node_id``'s own replica alone (R=1): what a local listing under read leases answers."""
+    return QuorumListings(node_id, [p for p in IDS if p != node_id], 1, pool.nodes[node_id].views,
+                          lambda peer: None)
+
+
+def version_ids(pool: Pool, key: str) -> list[str]:
+    """The version ids of ``key`` on the writer (which holds every event), newest first."""
+    return [r["v"] for r in reads.read_states(pool.writer.views, reads.OBJECT, "b", [key])[0]["vs"]]
+
+
+def create_upload(pool: Pool, key: str) -> tuple[str, list[int]]:
+    """CreateMultipartUpload of ``key`` on the writer: the upload id and the events."""
+    pool.wall.ms += 1
+    upload_id = pool.writer.run("create_multipart", bucket="b",
+                                upload={"k": key, "ct": "text/plain", "m": {}, "hd": {}, "ca": "", "tg": {}})
+    assert isinstance(upload_id, str), upload_id
+    return upload_id, pool._new_events()
+
+
+def in_flight(pool: Pool, gate: ReadGate, indexes: Sequence[int]) -> None:
+    """The events are of a write still in flight on the node owning ``gate`` (engine/sequencer.py
+    ``before_visible`` raises their slots; its coordinator's settle would lower them)."""
+    for i in indexes:
+        gate.add(slots_of(pool.events[i]), 1)
+
+
+def leaseholder_n2() -> LeaseGrants:
+    """n1's grants: n2 holds a lease of n1 (its reads and listings are local), n3 none."""
+    grants = LeaseGrants(["n2", "n3"], 0, LeaseSettings(lease_s=30.0, revoke_after_s=5.0))
+    grants.release("n3")
+    assert grants.grant("n2", 0) > 0
+    return grants
+
+
+# -- ListObjectVersions ----------------------------------------------------------------------------------------------
+@SETTLED
+def test_versions_through_a_node_holding_a_version_alone_repair_the_stale_peer_first(pool: Pool,
+                                                                                      settled: bool) -> None:
+    """A new version W of "k" is on n1 only (its coordinator, the copies on their way). ListObjectVersions through
+    n1 merges n1 and n2 and shows W: n2 catches up from n1 before the answer, so n2's own replica shows it and a
+    later listing through n3 merging n3 and n2 (n1 away) shows it too."""
+    pool.give(pool.put("k", 1), IDS)
+    w = pool.put("k", 2)
+    pool.give(w, ["n1"])
+    first, _ = listings(pool, "n1", settled=settled)
+    shown = versions(first)
+    assert shown == [("a", version_ids(pool, "a")[0]), *(("k", v) for v in version_ids(pool, "k"))]
+    same(versions(local(pool, "n2")), shown)
+    assert [(c, p) for c, p, _ in pool.repair_calls] == [("n1", "n2")] and pool.passes == []
+    pool.states = {"n1": DEAD}
+    later, _ = listings(pool, "n3")
+    same(versions(later), shown)
+
+
+@SETTLED
+def test_versions_through_a_stale_node_catch_it_up_from_the_answering_peer_first(pool: Pool, settled: bool) -> None:
+    """A delete marker M on "a" is on n2 only (another coordinator's write). ListObjectVersions through n1 shows M
+    from n2: n1 catches up from n2 before answering, so n1's own replica (a later local listing) shows M too."""
+    pool.give(pool.write("delete_object", key="a", version_id=None), ["n2"])
+    first, _ = listings(pool, "n1", settled=settled)
+    shown = versions(first)
+    assert shown == [("a", v) for v in version_ids(pool, "a")] and len(shown) == 2
+    same(versions(local(pool, "n1")), shown)
+    assert pool.passes == [("n1", "n2")] and pool.repair_calls == []
+
+
+@SETTLED
+def test_versions_answering_a_version_in_flight_first_bring_it_to_a_leaseholder(pool: Pool, gate: ReadGate,
+                                                                              settled: bool) -> None:
+    """W (a new version of "k") applied on n1 and n3, in flight (n1's gate counts it), on its way to n2, which holds
+    a lease of n1. ListObjectVersions through n1 (n1 and n3: n2 does not answer ListRange) shows W: before the
+    answer n2 holds W, so n2's local listing shows it too."""
+    pool.give(pool.put("k", 1), IDS)
+    w = pool.put("k", 2)
+    pool.give(w, ["n1", "n3"])
+    in_flight(pool, gate, w)
+    pool.read_fails = {"n2"}
+    through, spy = listings(pool, "n1", gate=gate, grants=leaseholder_n2(), settled=settled)
+    shown = versions(through)
+    assert ("k", version_ids(pool, "k")[0]) in shown
+    same(versions(local(pool, "n2")), shown)
+    assert [(c, p) for c, p, _ in pool.repair_calls] == [("n1", "n2")] and spy.port.covered == 1
+
+
+# -- ListMultipartUploads --------------------------------------------------------------------------------------------
+@SETTLED
+def test_uploads_through_a_node_holding_an_upload_alone_repair_the_stale_peer_first(pool: Pool,
+                                                                                     settled: bool) -> None:
+    """CreateMultipartUpload U of "k" is on n1 only (its coordinator). ListMultipartUploads through n1 (n1 and n2)
+    shows U: n2 catches up from n1 first, so n2's own replica shows U and a later listing through n3 merging n3 and
+    n2 (n1 away) shows it too."""
+    upload_id, created = create_upload(pool, "k")
+    pool.give(created, ["n1"])
+    first, _ = listings(pool, "n1", settled=settled)
+    shown = uploads(first)
+    assert shown == [("k", upload_id)]
+    same(uploads(local(pool, "n2")), shown)
+    assert [(c, p) for c, p, _ in pool.repair_calls] == [("n1", "n2")] and pool.passes == []
+    pool.states = {"n1": DEAD}
+    later, _ = listings(pool, "n3")
+    same(uploads(later), shown)
+
+
+@SETTLED
+def test_uploads_through_a_stale_node_catch_it_up_from_the_answering_peer_first(pool: Pool, settled: bool) -> None:
+    """U of "k" is on n2 only (another coordinator's). ListMultipartUploads through n1 shows it from n2: n1 catches
+    up from n2 first, so n1's own replica (a later local listing) shows U."""
+    upload_id, created = create_upload(pool, "k")
+    pool.give(created, ["n2"])
+    first, _ = listings(pool, "n1", settled=settled)
+    shown = uploads(first)
+    assert shown == [("k", upload_id)]
+    same(uploads(local(pool, "n1")), shown)
+    assert pool.passes == [("n1", "n2")] and pool.repair_calls == []
+
+
+@SETTLED
+def test_uploads_hiding_an_upload_ended_on_the_answering_peer_catch_the_node_up_first(pool: Pool,
+                                                                                      settled: bool) -> None:
+    """U of "k" is everywhere; its abort is on n2 only. ListMultipartUploads through n1 (n1 and n2) finds U's end
+    marker on n2 (asked by ReadKeys: n2's walk no longer lists U) and hides U: n1 catches up from n2 first, so its
+    own replica does not show U again."""
+    upload_id, created = create_upload(pool, "k")
+    pool.give(created, IDS)
+    pool.give(pool.write("abort_multipart", key="k", upload_id=upload_id), ["n2"])
+    first, _ = listings(pool, "n1", settled=settled)
+    shown = uploads(first)
+    assert shown == []
+    same(uploads(local(pool, "n1")), shown)
+    assert pool.passes == [("n1", "n2")] and pool.repair_calls == []
+
+
+@SETTLED
+def test_uploads_answering_an_upload_in_flight_first_bring_it_to_a_leaseholder(pool: Pool, gate: ReadGate,
+                                                                             settled: bool) -> None:
+    """U of "k" applied on n1 and n3, in flight, on its way to the leaseholder n2. ListMultipartUploads through n1
+    (n1 and n3) shows U: before the answer n2 holds it, so n2's local listing shows it too."""
+    upload_id, created = create_upload(pool, "k")
+    pool.give(created, ["n1", "n3"])
+    in_flight(pool, gate, created)
+    pool.read_fails = {"n2"}
+    through, spy = listings(pool, "n1", gate=gate, grants=leaseholder_n2(), settled=settled)
+    shown = uploads(through)
+    assert shown == [("k", upload_id)]
+    same(uploads(local(pool, "n2")), shown)
+    assert [(c, p) for c, p, _ in pool.repair_calls] == [("n1", "n2")] and spy.port.covered == 1
