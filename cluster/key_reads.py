@@ -150,10 +150,11 @@ class QuorumKeyReads:
         """After a listing of ``bucket`` merged from this node and the ``answered`` peers (cluster/listings.py), before
         it is answered: the replicas it found lacking something (``stale``: this node or answering peers) are
         repaired as a key read repairs them (this node catches up from the answering peers, then the stale peers
-        from this node), so the R replicas that answered hold everything listed; then, when a listed key has a write
-        in flight here (``in_flight``, or anything unsettled after catching up), it is covered as a key read covers
-        it. Without it a listing could show a write in flight that a later listing or GET through another node does
-        not (docs/architecture/replication.md, "Listings over writes in flight")."""
+        from this node), so the R replicas that answered hold everything listed; then, when a write is in flight
+        here (``in_flight``: anything unsettled when the merge ended, or after catching up), it is covered as a key
+        read covers it (a removal in flight hides an entry without leaving a key to ask about: cluster/listings.py).
+        Without it a listing could show a write in flight that a later listing or GET through another node does not,
+        or hide one that it shows again (docs/architecture/replication.md, "Listings over writes in flight")."""
         if self.read_quorum - 1 <= 0 or not self.peers:
             return
         if stale:

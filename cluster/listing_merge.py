@@ -118,8 +118,7 @@ class MergedKeys(Generic[R]):
 
     The replicas holding another life of the bucket than the newest live one take no part (they are behind and catch
     up); ``alive`` is False when no replica holds a live bucket. ``stale`` collects, per replica, the keys (or
-    upload ids) it was found to lack, for the caller to repair; ``walked`` every key merged, shown or hidden (the
-    caller covers the ones with a write in flight)."""
+    upload ids) it was found to lack, for the caller to repair."""
 
     def __init__(self, source: Source[R], replicas: Sequence[R], kind: _Kind[R], start: bytes, inclusive: bool
                  ) -> None:
@@ -128,7 +127,6 @@ class MergedKeys(Generic[R]):
         self.lives: dict[R, dict[str, Any]] = {}
         self.filled: dict[tuple[R, str], dict[str, Any]] = {}
         self.stale: dict[R, set[str]] = {}
-        self.walked: list[str] = []
         self.alive = True
         self._started = False
 
@@ -196,7 +194,6 @@ class MergedKeys(Generic[R]):
             if a is not None:
                 self.cursors[r].buffer.popleft()
         merged = self.kind.merge(key, answers, self.filled)
-        self.walked.append(key)
         for r in merged.stale:
             self.stale.setdefault(r, set()).add(key)
         return merged.state
