@@ -5,15 +5,17 @@
 Same replicas as there (tests/unit/cluster/test_key_reads.py: real journals and views, ``ListRange`` and
 ``ReadKeys`` answered by the real ``ReadsService``, catch-up passes and ``CatchUpFrom`` that apply the events a
 replica holds), plus the node's real ``ReadGate`` (engine/read_gate.py) counting the events of the write in flight
-in their own slots, as the sequencer does, so the listing's "is a walked key in flight" is the real question.
+in their own slots, as the sequencer does, so what the listing asks the gate is answered as on a node.
 
 Each history runs with the settle step removed too (``settled=False``, strict xfail with ``raises=WentBackwards``):
 there the later read goes backwards, and by that assertion only, so each test can fail.
 
-The last three histories found a hole in robust19's settle step: a listing covered only a write in flight on the
-bucket or on a key the merge walked, and a removal in flight leaves no key to walk (a key's last version removed:
-its leaf is gone; an abort names no key at all). They failed before cluster/listings.py covered any write in flight
-on the node (its module docstring).
+The removal histories ("removals in flight" below) found a hole in robust19's settle step: a listing covered only
+a write in flight on the bucket or on a key the merge walked, and a removal in flight leaves no key to walk (a key's
+last version removed: its leaf is gone; an abort names no key at all). They failed before cluster/listings.py
+covered any write in flight on the node (its module docstring). Two hypothesis tests close: random histories of
+versions and uploads, one for the repair (both answering replicas list what was shown), one with real gates and
+leases (the leaseholder that did not answer lists what was shown).
 """
 
 from __future__ import annotations
