@@ -12,8 +12,6 @@ nothing in flight calls nothing."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -80,16 +78,6 @@ def listings(pool: Pool, node_id: str, *, gate: Any = None, grants: LeaseGrants 
 def listed(through: QuorumListings) -> list[str]:
     page = asyncio.run(through.list_objects("b", "", "", "", 1000))
     return [entry.key for entry in page.entries]
-
-
-@pytest.fixture
-def pool(tmp_path: Path) -> Iterator[Pool]:
-    pool = Pool(tmp_path)
-    try:
-        pool.give(pool.put("a", 1), IDS)
-        yield pool
-    finally:
-        pool.close()
 
 
 @pytest.mark.parametrize("settled", [True, pytest.param(False, marks=pytest.mark.xfail(strict=True, reason=(

@@ -55,16 +55,6 @@ def same(later: list[tuple[str, str]], shown: list[tuple[str, str]]) -> None:
 
 
 @pytest.fixture
-def pool(tmp_path: Path) -> Iterator[Pool]:
-    pool = Pool(tmp_path)
-    try:
-        pool.give(pool.put("a", 1), IDS)
-        yield pool
-    finally:
-        pool.close()
-
-
-@pytest.fixture
 def gate(tmp_path: Path) -> Iterator[ReadGate]:
     gate = ReadGate.create(tmp_path / "read-gate")
     try:
