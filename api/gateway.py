@@ -29,6 +29,7 @@ gateway holds no IAM state), and then answers, when the node said 200, with the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -46,7 +47,7 @@ from yarl import URL
 
 from s4.engine.errors import RETRY_AFTER_S
 
-from . import access_log
+from . import access_log, disconnect
 from .app import HEALTH_PATHS
 from .body_gate import BodyGate
 from .errors import ResponseAborted, quiet_aborts
@@ -323,13 +324,21 @@ class GatewayApp:
                 return
             if self.routes is not None and bucket:
                 self.routes.learn(bucket, resp.headers.get(POOL_HEADER, ""))
+            gone: asyncio.Future[None] | None = None
             try:
                 if self.metrics is not None:
                     self.metrics.latency.observe(time.perf_counter() - started)
                     self.metrics.requests.labels(node, f"{resp.status // 100}xx").inc()
                 await send({"type": "http.response.start", "status": resp.status,
                             "headers": returned_headers(resp.raw_headers)})
+                # A long answer stops when the client goes (release closes the node's connection mid-body).
+                if resp.content_length is None or resp.content_length > CHUNK:
+                    gone = disconnect.watch(receive)
                 async for chunk in resp.content.iter_chunked(CHUNK):
+                    if gone is not None and gone.done():
+                        log.info("gateway: %s %s: the client went away; the rest of node %s's answer is dropped",
+                                 scope["method"], scope.get("path"), node)
+                        return
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             except (TimeoutError, aiohttp.ClientError) as exc:
@@ -337,6 +346,8 @@ class GatewayApp:
                             scope.get("path"), type(exc).__name__, exc)
                 raise ResponseAborted(str(exc)) from None
             finally:
+                if gone is not None:
+                    gone.cancel()
                 resp.release()
             return
         log.warning("gateway: no node of pool reachable for %s %s", scope["method"], scope.get("path"))

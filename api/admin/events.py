@@ -26,6 +26,7 @@ from s4.journal import Event
 from s4.journal.public import event_json
 from s4.journal.tail import JournalTail
 
+from .. import disconnect
 from .call import AdminCall, Result, Streamed
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ async def stream_events(call: AdminCall) -> Result:
             return False
         return not types or any(fnmatch.fnmatchcase(str(event.type), t) for t in types)
 
-    gone = _disconnect_watch(call)
+    gone = disconnect.watch_request(call.req)
 
     async def lines() -> AsyncIterator[bytes]:
         tail = JournalTail(Path(engine.options.data_dir) / "journal", after)
@@ -87,19 +88,3 @@ async def stream_events(call: AdminCall) -> Result:
             gone.cancel()
 
     return 200, Streamed("application/x-ndjson", lines())
-
-
-def _disconnect_watch(call: AdminCall) -> asyncio.Future[None]:
-    """Done when the client goes away. An ASGI server's ``send`` does nothing once the client is gone (uvicorn
-    returns quietly), so a stream that only writes would follow the journal for ever: this waits for the
-    ``http.disconnect`` event on the request's ``receive`` instead (a GET has no body to read from it; falcon
-    does the same for its server-sent events). Without that channel the stream lasts until the server stops."""
-    receive = getattr(call.req, "_receive", None)
-    if receive is None:
-        return asyncio.get_running_loop().create_future()
-
-    async def watch() -> None:
-        while (await receive()).get("type") != "http.disconnect":
-            pass
-
-    return asyncio.ensure_future(watch())

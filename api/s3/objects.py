@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -12,6 +13,7 @@ from s4.engine.errors import ErrorCode, S3Error, StoredDataDamagedError
 from s4.engine.model import NULL_VERSION, ObjectVersion
 from s4.engine.names import MAX_PART_NUMBER
 
+from .. import disconnect
 from ..errors import ResponseAborted
 from ..inputs import header_value, parse_int, parse_query, unquote_strict
 from . import sse
@@ -212,14 +214,25 @@ async def _stream(call: Call, first: bytes | bytearray,
     """The body after the headers. A later piece that fails its checksum aborts the response: the error
     propagates, the server closes the connection short of Content-Length, and the client sees a broken transfer
     (never a complete-looking body with wrong bytes)."""
-    yield first
+    gone = disconnect.watch_request(call.req)
     try:
+        yield first
         async for piece in rest:
+            await asyncio.sleep(0)  # the loop takes the client's disconnect in (a send to it returns at once)
+            if gone.done():
+                log.info("request %s: GET /%s/%s stopped mid-body: the client went away", call.request_id,
+                         call.bucket, call.key)
+                return
             yield piece
     except S3Error as exc:
         log.error("request %s: aborting GET /%s/%s mid-body: %s", call.request_id, call.bucket, call.key,
                   exc.message)
         raise ResponseAborted(exc.message) from exc
+    finally:
+        gone.cancel()
+        close = getattr(rest, "aclose", None)
+        if close is not None:  # the reads behind the pieces end now, not when the generator is collected
+            await close()
 
 
 async def get_object(call: Call, resp: falcon.asgi.Response) -> None:

@@ -197,6 +197,50 @@ def test_issue18_unread_response_is_aborted(tmp_path: Path) -> None:
         assert health(server) == 200
 
 
+def _bytes_read(server: ServerProcess) -> int:
+    """Bytes the server's processes passed through read system calls so far (``rchar``: page cache or disk)."""
+    assert server.proc is not None
+    pids = [server.proc.pid]
+    pids += [int(p) for p in Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()]
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("rchar:"):
+                total += int(line.split()[1])
+    return total
+
+
+def test_an_aborted_get_stops_reading_the_object(tmp_path: Path) -> None:
+    """A client that goes away after the first megabyte of a 128 MiB GET: the server stops reading the object
+    (it read all of it for nothing, so aborted downloads multiplied the disk's load), and serves the next GET."""
+    size = 128 * 1024 * 1024
+    with running(tmp_path) as server:
+        s3 = make_client(server.endpoint)
+        s3.create_bucket(Bucket="gone")
+        s3.put_object(Bucket="gone", Key="big", Body=b"g" * size)
+        target, host = presigned(server, "get_object", "gone", "big")
+        before = _bytes_read(server)
+        sock = connect(server)
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        received = 0
+        while received < 1024 * 1024:
+            chunk = sock.recv(1 << 16)
+            assert chunk, "the server closed the connection before the first megabyte"
+            received += len(chunk)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # a reset, as a killed client
+        sock.close()
+        deadline, last, still_since = time.monotonic() + WAIT_S, -1, time.monotonic()
+        while time.monotonic() < deadline:  # until the server's reads settle (1 s without growth)
+            now = _bytes_read(server)
+            if now != last:
+                last, still_since = now, time.monotonic()
+            elif time.monotonic() - still_since >= 1.0:
+                break
+            time.sleep(0.1)
+        assert last - before < size // 4, f"the server read {last - before} bytes of a {size}-byte object"
+        assert s3.get_object(Bucket="gone", Key="big", Range="bytes=0-9")["Body"].read() == b"g" * 10
+
+
 def _tcp_state(sock: socket.socket) -> int:
     return int(struct.unpack("B", sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1))[0])
 

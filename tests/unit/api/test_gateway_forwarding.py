@@ -178,3 +178,77 @@ def test_issue20_no_node_reachable_is_503_with_retry_after_xml_or_json() -> None
     app = GatewayApp(Backends([]), GatewaySettings(access_log=False))
     status, back, data = call(app, "GET", "/api/admin/users", b"", [(b"host", b"gw")], b"")
     assert status == 503 and (b"retry-after", b"1") in back and data.startswith(b'{"error": ')
+
+
+class LongAnswer:
+    """A stand-in node answering with ``size`` bytes, 64 KiB at a time; ``written`` counts what went into its socket
+    before the gateway closed the connection."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.written = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % self.size)
+        piece = b"n" * 65536
+        try:
+            while self.written < self.size:
+                writer.write(piece)
+                await writer.drain()
+                self.written += len(piece)
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+
+def stream_through(app: GatewayApp, client_stays: bool) -> int:
+    """A GET through the app; the client either stays until its response is complete or is gone at once (ASGI
+    ``receive`` says ``http.disconnect`` right after the request). Returns the body bytes the app sent."""
+    sent = 0
+    first = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def main() -> None:
+        complete = asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            if first:
+                return first.pop()
+            if client_stays:
+                await complete.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal sent
+            sent += len(message.get("body", b""))
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                complete.set()
+
+        scope = {"type": "http", "method": "GET", "path": "/b/big", "raw_path": b"/b/big", "query_string": b"",
+                 "headers": [(b"host", b"gw")]}
+        try:
+            await app(scope, receive, send)
+        finally:
+            await app.close()
+
+    asyncio.run(main())
+    return sent
+
+
+@pytest.mark.parametrize("client_stays", [True, False])
+def test_a_client_gone_mid_answer_stops_the_gateway_pulling_the_nodes_answer(client_stays: bool) -> None:
+    """The client that stays gets the whole answer; once the client has gone, the gateway stops reading the node's
+    answer and closes that connection (it pulled all of it for nobody, and the node read the whole object)."""
+    size = 32 * 1024 * 1024
+    node = LongAnswer(size)
+
+    def body(addresses: dict[str, str]) -> int:
+        app = GatewayApp(Backends([("node", addresses["127.0.0.2"])]), GatewaySettings(access_log=False))
+        return stream_through(app, client_stays)
+
+    delivered = run_nodes({"127.0.0.2": node}, body)
+    if client_stays:
+        assert delivered == size and node.written == size
+    else:
+        assert delivered < size // 4 and node.written < size // 2
